@@ -1,0 +1,844 @@
+//! The `.mcz` container (FORMAT.md §3): preamble, 64-byte aligned streams, an index of
+//! every tensor and a trailer that locates and checks the index.
+//!
+//! The writer streams tensors out in batches, so memory is bounded by a batch rather than
+//! the model; the reader needs only the bytes (typically a memory map) and gives random
+//! access to any tensor. Every stream and every decoded tensor is checked against its
+//! xxh3-64, so corruption cannot yield silently wrong weights.
+
+use std::io::{self, Write};
+
+use rayon::prelude::*;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::dtype::Dtype;
+use crate::safetensors::{self, HeaderError};
+use crate::tensor::{self, Codec, EncodeOptions, TensorDecoder, TensorError};
+
+/// File magic (FORMAT.md §3.1).
+pub const MAGIC: [u8; 8] = *b"\x89MCZ\r\n\x1a\n";
+/// Trailer magic (FORMAT.md §3.4).
+pub const TRAILER_MAGIC: [u8; 8] = *b"MCZ-END\0";
+/// Format major version this code reads and writes.
+pub const VERSION_MAJOR: u16 = 1;
+/// Format minor version this code writes.
+pub const VERSION_MINOR: u16 = 0;
+/// Alignment of every stream and of the index.
+pub const ALIGN: u64 = 64;
+/// Size of the preamble and of the trailer.
+pub const BLOCK: u64 = 64;
+/// Longest tensor name accepted.
+pub const MAX_NAME_LEN: usize = 64 * 1024;
+/// Input bytes encoded together before they are written out.
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// Where the packed bytes came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A safetensors file: the prefix is its header.
+    Safetensors,
+    /// Raw bytes packed with an explicit dtype.
+    Raw,
+}
+
+/// Errors of the container layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContainerError {
+    /// Reading or writing failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The input is not a valid safetensors file.
+    #[error("not a valid safetensors file: {0} (pack other files with an explicit --dtype)")]
+    Safetensors(#[from] HeaderError),
+    /// The file is not an .mcz file or has an unsupported version.
+    #[error("not an mcz file: {0}")]
+    NotMcz(String),
+    /// The file is structurally damaged.
+    #[error("corrupt mcz file: {0}")]
+    Corrupt(String),
+    /// A checksum did not match.
+    #[error("checksum mismatch in {what}: stored {stored:016x}, computed {computed:016x}")]
+    Checksum {
+        /// What was checked.
+        what: String,
+        /// Stored checksum.
+        stored: u64,
+        /// Computed checksum.
+        computed: u64,
+    },
+    /// A tensor failed to decode.
+    #[error("tensor {name:?}: {source}")]
+    Tensor {
+        /// Tensor name.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: TensorError,
+    },
+}
+
+/// One tensor as the index records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorEntry {
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// Byte offset in the original file.
+    pub original_offset: u64,
+    /// Byte length in the original file.
+    pub original_len: u64,
+    /// xxh3-64 of the original bytes.
+    pub checksum: u64,
+    /// How it is coded.
+    pub codec: Codec,
+    /// Chunk length exponent (split codecs).
+    pub chunk_log2: u8,
+    /// Its streams.
+    pub streams: Vec<StreamRef>,
+}
+
+impl TensorEntry {
+    /// Total coded bytes.
+    pub fn coded_len(&self) -> u64 {
+        self.streams.iter().map(|s| s.len).sum()
+    }
+}
+
+/// Location and checksum of one stream in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamRef {
+    /// Absolute offset (a multiple of [`ALIGN`]).
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// xxh3-64 of the stream bytes.
+    pub checksum: u64,
+}
+
+/// The stored prefix: bytes of the original file before the first tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixRef {
+    /// The stored stream.
+    pub stream: StreamRef,
+    /// Stored as is (false) or as a zstd frame (true).
+    pub zstd: bool,
+    /// Original length.
+    pub raw_len: u64,
+    /// xxh3-64 of the original prefix bytes.
+    pub raw_checksum: u64,
+}
+
+/// The parsed index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Index {
+    /// What was packed.
+    pub source: SourceKind,
+    /// Original file length.
+    pub original_len: u64,
+    /// The original header bytes.
+    pub prefix: PrefixRef,
+    /// Tensors in original file order.
+    pub tensors: Vec<TensorEntry>,
+}
+
+/// Options for [`pack`].
+#[derive(Clone, Debug, Default)]
+pub struct PackOptions {
+    /// Tensor encoder settings.
+    pub encode: EncodeOptions,
+    /// Pack the input as raw elements of this dtype instead of parsing safetensors.
+    pub raw_dtype: Option<Dtype>,
+}
+
+/// Sizes of a finished pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackStats {
+    /// Input bytes.
+    pub original_len: u64,
+    /// Output bytes.
+    pub packed_len: u64,
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    pos: u64,
+}
+
+impl<W: Write> CountingWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes)?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn align(&mut self) -> io::Result<()> {
+        let pad = self.pos.next_multiple_of(ALIGN) - self.pos;
+        self.write(&[0u8; ALIGN as usize][..pad as usize])
+    }
+
+    fn stream(&mut self, bytes: &[u8]) -> io::Result<StreamRef> {
+        self.align()?;
+        let r = StreamRef {
+            offset: self.pos,
+            len: bytes.len() as u64,
+            checksum: xxh3_64(bytes),
+        };
+        self.write(bytes)?;
+        Ok(r)
+    }
+}
+
+/// Packs `input` (a safetensors file, or raw elements with [`PackOptions::raw_dtype`])
+/// into `out`. `progress` is called with the input bytes done so far.
+pub fn pack<W: Write>(
+    input: &[u8],
+    opts: &PackOptions,
+    out: W,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<PackStats, ContainerError> {
+    let file_len = input.len() as u64;
+    let (source, prefix_len, infos) = match &opts.raw_dtype {
+        None => {
+            let header = safetensors::parse(input, file_len)?;
+            (SourceKind::Safetensors, header.prefix_len, header.tensors)
+        }
+        Some(dtype) => (SourceKind::Raw, 0, raw_tensors(dtype, file_len)),
+    };
+    let mut w = CountingWriter { inner: out, pos: 0 };
+    let mut preamble = [0u8; BLOCK as usize];
+    preamble[..8].copy_from_slice(&MAGIC);
+    preamble[8..10].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
+    preamble[10..12].copy_from_slice(&VERSION_MINOR.to_le_bytes());
+    w.write(&preamble)?;
+
+    let prefix = &input[..prefix_len as usize];
+    let compressed =
+        zstd::bulk::compress(prefix, opts.encode.zstd_level.max(3)).unwrap_or_default();
+    let zstd = !prefix.is_empty() && compressed.len() < prefix.len();
+    let stream = w.stream(if zstd { &compressed } else { prefix })?;
+    let prefix = PrefixRef {
+        stream,
+        zstd,
+        raw_len: prefix_len,
+        raw_checksum: xxh3_64(prefix),
+    };
+
+    let mut entries = Vec::with_capacity(infos.len());
+    let mut batch_start = 0;
+    while batch_start < infos.len() {
+        let mut batch_end = batch_start;
+        let mut batch_bytes = 0;
+        while batch_end < infos.len() && (batch_end == batch_start || batch_bytes < BATCH_BYTES) {
+            batch_bytes += infos[batch_end].range.end - infos[batch_end].range.start;
+            batch_end += 1;
+        }
+        let coded: Vec<(tensor::EncodedTensor, u64)> = infos[batch_start..batch_end]
+            .par_iter()
+            .map(|t| {
+                let data = &input[t.range.start as usize..t.range.end as usize];
+                (tensor::encode(&t.dtype, data, &opts.encode), xxh3_64(data))
+            })
+            .collect();
+        for (t, (enc, checksum)) in infos[batch_start..batch_end].iter().zip(coded) {
+            let streams = enc
+                .streams
+                .iter()
+                .map(|s| w.stream(s))
+                .collect::<io::Result<Vec<_>>>()?;
+            entries.push(TensorEntry {
+                name: t.name.clone(),
+                dtype: t.dtype.clone(),
+                shape: t.shape.clone(),
+                original_offset: t.range.start,
+                original_len: t.range.end - t.range.start,
+                checksum,
+                codec: enc.codec,
+                chunk_log2: enc.chunk_log2,
+                streams,
+            });
+        }
+        progress(infos[batch_end - 1].range.end);
+        batch_start = batch_end;
+    }
+    let index = Index {
+        source,
+        original_len: file_len,
+        prefix,
+        tensors: entries,
+    };
+    let index_bytes = index.serialize();
+    w.align()?;
+    let index_offset = w.pos;
+    w.write(&index_bytes)?;
+    let mut trailer = [0u8; BLOCK as usize];
+    trailer[0..8].copy_from_slice(&index_offset.to_le_bytes());
+    trailer[8..16].copy_from_slice(&(index_bytes.len() as u64).to_le_bytes());
+    trailer[16..24].copy_from_slice(&xxh3_64(&index_bytes).to_le_bytes());
+    trailer[24..32].copy_from_slice(&file_len.to_le_bytes());
+    trailer[48..56].copy_from_slice(&TRAILER_MAGIC);
+    let check = xxh3_64(&trailer[..56]);
+    trailer[56..64].copy_from_slice(&check.to_le_bytes());
+    w.write(&trailer)?;
+    w.inner.flush()?;
+    progress(file_len);
+    Ok(PackStats {
+        original_len: file_len,
+        packed_len: w.pos,
+    })
+}
+
+/// Tensors of a raw input: the whole elements as one 1-D tensor, and any leftover bytes
+/// as a `U8` tail.
+fn raw_tensors(dtype: &Dtype, file_len: u64) -> Vec<safetensors::TensorInfo> {
+    let size = dtype.element_size().unwrap_or(1) as u64;
+    let body = file_len / size * size;
+    let mut v = vec![safetensors::TensorInfo {
+        name: "data".into(),
+        dtype: dtype.clone(),
+        shape: vec![file_len / size],
+        range: 0..body,
+    }];
+    if body < file_len {
+        v.push(safetensors::TensorInfo {
+            name: "tail".into(),
+            dtype: Dtype::U8,
+            shape: vec![file_len - body],
+            range: body..file_len,
+        });
+    }
+    v
+}
+
+impl Index {
+    /// Serialises the index (FORMAT.md §3.3).
+    pub fn serialize(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.push(match self.source {
+            SourceKind::Safetensors => 0,
+            SourceKind::Raw => 1,
+        });
+        b.extend_from_slice(&self.original_len.to_le_bytes());
+        put_stream(&mut b, &self.prefix.stream);
+        b.push(u8::from(self.prefix.zstd));
+        b.extend_from_slice(&self.prefix.raw_len.to_le_bytes());
+        b.extend_from_slice(&self.prefix.raw_checksum.to_le_bytes());
+        b.extend_from_slice(&(self.tensors.len() as u32).to_le_bytes());
+        for t in &self.tensors {
+            b.extend_from_slice(&(t.name.len() as u16).to_le_bytes());
+            b.extend_from_slice(t.name.as_bytes());
+            b.push(t.dtype.name().len() as u8);
+            b.extend_from_slice(t.dtype.name().as_bytes());
+            b.push(t.shape.len() as u8);
+            for d in &t.shape {
+                b.extend_from_slice(&d.to_le_bytes());
+            }
+            b.extend_from_slice(&t.original_offset.to_le_bytes());
+            b.extend_from_slice(&t.original_len.to_le_bytes());
+            b.extend_from_slice(&t.checksum.to_le_bytes());
+            b.push(t.codec.id());
+            b.push(t.chunk_log2);
+            b.push(t.streams.len() as u8);
+            for s in &t.streams {
+                put_stream(&mut b, s);
+            }
+        }
+        b
+    }
+
+    /// Parses and validates an index read from a file of `file_len` bytes whose index
+    /// starts at `index_offset`.
+    pub fn parse(bytes: &[u8], index_offset: u64) -> Result<Self, ContainerError> {
+        let mut r = Reader { bytes, pos: 0 };
+        let source = match r.u8()? {
+            0 => SourceKind::Safetensors,
+            1 => SourceKind::Raw,
+            k => return Err(corrupt(format!("unknown source kind {k}"))),
+        };
+        let original_len = r.u64()?;
+        let stream = r.stream(index_offset)?;
+        let zstd = match r.u8()? {
+            0 => false,
+            1 => true,
+            z => {
+                return Err(corrupt(format!(
+                    "prefix coding {z} is neither stored (0) nor zstd (1)"
+                )))
+            }
+        };
+        let raw_len = r.u64()?;
+        let cap = safetensors::MAX_HEADER_LEN + 8;
+        if raw_len > cap || raw_len > original_len || (!zstd && stream.len != raw_len) {
+            return Err(corrupt(format!(
+                "prefix of {raw_len} bytes (stored {}) does not fit the {original_len}-byte original (cap {cap})",
+                stream.len
+            )));
+        }
+        let prefix = PrefixRef {
+            stream,
+            zstd,
+            raw_len,
+            raw_checksum: r.u64()?,
+        };
+        let count = r.u32()? as usize;
+        // Each entry takes at least 49 bytes: bound the count before allocating for it.
+        const MIN_ENTRY: usize = 2 + 1 + 1 + 8 * 3 + 3 + 24;
+        if count > (bytes.len() - r.pos) / (MIN_ENTRY - 24) {
+            return Err(corrupt(format!(
+                "index claims {count} tensors in {} bytes",
+                bytes.len()
+            )));
+        }
+        let mut tensors = Vec::with_capacity(count);
+        let mut at = raw_len;
+        for i in 0..count {
+            let t = r.tensor(index_offset)?;
+            if t.original_offset != at {
+                return Err(corrupt(format!(
+                    "tensor {i} ({:?}) starts at original byte {}, expected {at}",
+                    t.name, t.original_offset
+                )));
+            }
+            at = at
+                .checked_add(t.original_len)
+                .filter(|&e| e <= original_len)
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "tensor {:?} ends past the {original_len}-byte original",
+                        t.name
+                    ))
+                })?;
+            tensors.push(t);
+        }
+        if at != original_len {
+            return Err(corrupt(format!(
+                "tensors cover {at} of {original_len} original bytes"
+            )));
+        }
+        if r.pos != bytes.len() {
+            return Err(corrupt(format!(
+                "{} unread bytes after the index",
+                bytes.len() - r.pos
+            )));
+        }
+        Ok(Self {
+            source,
+            original_len,
+            prefix,
+            tensors,
+        })
+    }
+}
+
+fn put_stream(b: &mut Vec<u8>, s: &StreamRef) {
+    b.extend_from_slice(&s.offset.to_le_bytes());
+    b.extend_from_slice(&s.len.to_le_bytes());
+    b.extend_from_slice(&s.checksum.to_le_bytes());
+}
+
+fn corrupt(msg: String) -> ContainerError {
+    ContainerError::Corrupt(msg)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ContainerError> {
+        let s = self
+            .bytes
+            .get(self.pos..self.pos.saturating_add(n))
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "index truncated: needs {} bytes at {}, has {}",
+                    n,
+                    self.pos,
+                    self.bytes.len()
+                ))
+            })?;
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, ContainerError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, ContainerError> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, ContainerError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, ContainerError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn stream(&mut self, index_offset: u64) -> Result<StreamRef, ContainerError> {
+        let s = StreamRef {
+            offset: self.u64()?,
+            len: self.u64()?,
+            checksum: self.u64()?,
+        };
+        let end = s.offset.checked_add(s.len);
+        if s.offset < BLOCK || s.offset % ALIGN != 0 || end.is_none_or(|e| e > index_offset) {
+            return Err(corrupt(format!(
+                "stream at {} of {} bytes is unaligned or outside the data area {BLOCK}..{index_offset}",
+                s.offset, s.len
+            )));
+        }
+        Ok(s)
+    }
+    fn tensor(&mut self, index_offset: u64) -> Result<TensorEntry, ContainerError> {
+        let name_len = usize::from(self.u16()?);
+        let name = std::str::from_utf8(self.take(name_len)?)
+            .map_err(|_| corrupt("tensor name is not UTF-8".into()))?
+            .to_owned();
+        let dtype_len = usize::from(self.u8()?);
+        let dtype = std::str::from_utf8(self.take(dtype_len)?)
+            .map_err(|_| corrupt(format!("dtype of {name:?} is not UTF-8")))?;
+        let dtype = Dtype::parse(dtype);
+        let rank = usize::from(self.u8()?);
+        if rank > safetensors::MAX_RANK {
+            return Err(corrupt(format!(
+                "tensor {name:?} has rank {rank}, limit {}",
+                safetensors::MAX_RANK
+            )));
+        }
+        let shape = (0..rank)
+            .map(|_| self.u64())
+            .collect::<Result<Vec<_>, _>>()?;
+        let original_offset = self.u64()?;
+        let original_len = self.u64()?;
+        let checksum = self.u64()?;
+        let codec_id = self.u8()?;
+        let codec = Codec::from_id(codec_id)
+            .ok_or_else(|| corrupt(format!("tensor {name:?} has unknown codec {codec_id}")))?;
+        let chunk_log2 = self.u8()?;
+        let n_streams = usize::from(self.u8()?);
+        if n_streams != codec.stream_count() {
+            return Err(corrupt(format!(
+                "tensor {name:?}: codec {} has {} streams, index lists {n_streams}",
+                codec.name(),
+                codec.stream_count()
+            )));
+        }
+        let streams = (0..n_streams)
+            .map(|_| self.stream(index_offset))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(size) = dtype.element_size() {
+            let expect = shape.iter().try_fold(size as u64, |a, &d| a.checked_mul(d));
+            if expect != Some(original_len) {
+                return Err(corrupt(format!("tensor {name:?}: shape {shape:?} of {dtype} does not make {original_len} bytes")));
+            }
+        }
+        Ok(TensorEntry {
+            name,
+            dtype,
+            shape,
+            original_offset,
+            original_len,
+            checksum,
+            codec,
+            chunk_log2,
+            streams,
+        })
+    }
+}
+
+/// A readable `.mcz` file over its bytes (usually a memory map).
+#[derive(Debug)]
+pub struct Archive<'a> {
+    bytes: &'a [u8],
+    index: Index,
+}
+
+impl<'a> Archive<'a> {
+    /// Checks the preamble, trailer and index. Streams are checked when read.
+    pub fn open(bytes: &'a [u8]) -> Result<Self, ContainerError> {
+        let len = bytes.len() as u64;
+        if bytes.len() < 8 || bytes[..8] != MAGIC {
+            return Err(ContainerError::NotMcz("missing mcz magic".into()));
+        }
+        if len < 2 * BLOCK {
+            return Err(corrupt(format!(
+                "file of {len} bytes is shorter than preamble and trailer"
+            )));
+        }
+        let major = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if major != VERSION_MAJOR {
+            return Err(ContainerError::NotMcz(format!(
+                "format version {major}, this build reads {VERSION_MAJOR}"
+            )));
+        }
+        let t = &bytes[bytes.len() - BLOCK as usize..];
+        let word = |i: usize| u64::from_le_bytes(t[i..i + 8].try_into().expect("8 bytes"));
+        if t[48..56] != TRAILER_MAGIC {
+            return Err(corrupt("trailer magic missing (truncated file?)".into()));
+        }
+        let stored = word(56);
+        let computed = xxh3_64(&t[..56]);
+        if stored != computed {
+            return Err(ContainerError::Checksum {
+                what: "trailer".into(),
+                stored,
+                computed,
+            });
+        }
+        let (index_offset, index_len, index_sum) = (word(0), word(8), word(16));
+        if index_offset < BLOCK
+            || index_offset % ALIGN != 0
+            || index_offset.checked_add(index_len) != Some(len - BLOCK)
+        {
+            return Err(corrupt(format!(
+                "index at {index_offset} of {index_len} bytes does not end at the trailer ({})",
+                len - BLOCK
+            )));
+        }
+        let index_bytes = &bytes[index_offset as usize..(len - BLOCK) as usize];
+        let computed = xxh3_64(index_bytes);
+        if computed != index_sum {
+            return Err(ContainerError::Checksum {
+                what: "index".into(),
+                stored: index_sum,
+                computed,
+            });
+        }
+        let index = Index::parse(index_bytes, index_offset)?;
+        if index.original_len != word(24) {
+            return Err(corrupt(format!(
+                "trailer says {} original bytes, index says {}",
+                word(24),
+                index.original_len
+            )));
+        }
+        Ok(Self { bytes, index })
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The bytes of a stream, checked against its checksum.
+    pub fn stream(
+        &self,
+        s: &StreamRef,
+        what: impl FnOnce() -> String,
+    ) -> Result<&'a [u8], ContainerError> {
+        let bytes = &self.bytes[s.offset as usize..(s.offset + s.len) as usize];
+        let computed = xxh3_64(bytes);
+        if computed != s.checksum {
+            return Err(ContainerError::Checksum {
+                what: what(),
+                stored: s.checksum,
+                computed,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// The original bytes before the first tensor (the safetensors header), checked.
+    pub fn prefix(&self) -> Result<Vec<u8>, ContainerError> {
+        let p = &self.index.prefix;
+        let stored = self.stream(&p.stream, || "header stream".into())?;
+        let raw = if p.zstd {
+            let mut out = vec![0u8; p.raw_len as usize];
+            let n = zstd::bulk::Decompressor::new()
+                .and_then(|mut d| d.decompress_to_buffer(stored, &mut out))
+                .map_err(|e| corrupt(format!("header stream: {e}")))?;
+            if n != out.len() {
+                return Err(corrupt(format!(
+                    "header stream decodes to {n} bytes, expected {}",
+                    out.len()
+                )));
+            }
+            out
+        } else {
+            stored.to_vec()
+        };
+        let computed = xxh3_64(&raw);
+        if computed != p.raw_checksum {
+            return Err(ContainerError::Checksum {
+                what: "header".into(),
+                stored: p.raw_checksum,
+                computed,
+            });
+        }
+        Ok(raw)
+    }
+
+    /// A decoder for tensor `i`, its streams checked.
+    pub fn tensor_decoder(&self, i: usize) -> Result<TensorDecoder<'a>, ContainerError> {
+        let t = &self.index.tensors[i];
+        let streams = t
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(k, s)| self.stream(s, || format!("tensor {:?} stream {k}", t.name)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let len = usize::try_from(t.original_len)
+            .map_err(|_| corrupt(format!("tensor {:?} too large", t.name)))?;
+        TensorDecoder::new(t.codec, t.chunk_log2, len, &streams).map_err(|source| {
+            ContainerError::Tensor {
+                name: t.name.clone(),
+                source,
+            }
+        })
+    }
+
+    /// Decodes tensor `i` into `out` (exactly its original length) and checks its checksum.
+    pub fn decode_tensor(&self, i: usize, out: &mut [u8]) -> Result<(), ContainerError> {
+        let t = &self.index.tensors[i];
+        self.tensor_decoder(i)?
+            .decode(out)
+            .map_err(|source| ContainerError::Tensor {
+                name: t.name.clone(),
+                source,
+            })?;
+        let computed = xxh3_64(out);
+        if computed != t.checksum {
+            return Err(ContainerError::Checksum {
+                what: format!("tensor {:?}", t.name),
+                stored: t.checksum,
+                computed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes the original file to `out`, checking every checksum; `progress` gets the
+    /// original bytes written so far. Memory use is bounded by the largest tensor.
+    pub fn unpack_to<W: Write>(
+        &self,
+        mut out: W,
+        progress: &dyn Fn(u64),
+    ) -> Result<(), ContainerError> {
+        let prefix = self.prefix()?;
+        out.write_all(&prefix)?;
+        let mut buf: Vec<u8> = Vec::new();
+        for (i, t) in self.index.tensors.iter().enumerate() {
+            let len = t.original_len as usize;
+            buf.clear();
+            buf.try_reserve_exact(len).map_err(|_| {
+                corrupt(format!(
+                    "tensor {:?} claims {len} bytes, more than can be allocated",
+                    t.name
+                ))
+            })?;
+            buf.resize(len, 0);
+            self.decode_tensor(i, &mut buf)?;
+            out.write_all(&buf)?;
+            progress(t.original_offset + t.original_len);
+        }
+        out.flush()?;
+        Ok(())
+    }
+
+    /// Decodes every tensor and checks every checksum without writing anything; returns
+    /// the original bytes checked.
+    pub fn verify(&self, progress: &dyn Fn(u64)) -> Result<u64, ContainerError> {
+        self.unpack_to(io::sink(), progress)?;
+        Ok(self.index.original_len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn safetensors_file() -> Vec<u8> {
+        let n = 50_000usize;
+        let mut data = Vec::new();
+        let mut seed = 1u64;
+        for _ in 0..n {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.05;
+            data.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes());
+        }
+        data.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        let header = format!(
+            r#"{{"__metadata__":{{"format":"pt"}},"w":{{"dtype":"BF16","shape":[{n}],"data_offsets":[0,{}]}},"i":{{"dtype":"I64","shape":[1],"data_offsets":[{},{}]}}}}   "#,
+            2 * n,
+            2 * n,
+            2 * n + 8
+        );
+        let mut f = (header.len() as u64).to_le_bytes().to_vec();
+        f.extend_from_slice(header.as_bytes());
+        f.extend_from_slice(&data);
+        f
+    }
+
+    fn pack_vec(input: &[u8], opts: &PackOptions) -> Vec<u8> {
+        let mut out = Vec::new();
+        pack(input, opts, &mut out, &|_| {}).unwrap();
+        out
+    }
+
+    #[test]
+    fn pack_unpack_is_byte_exact() {
+        let input = safetensors_file();
+        let packed = pack_vec(&input, &PackOptions::default());
+        assert!(packed.len() < input.len() * 3 / 4);
+        let archive = Archive::open(&packed).unwrap();
+        assert_eq!(archive.index().tensors.len(), 2);
+        let mut back = Vec::new();
+        archive.unpack_to(&mut back, &|_| {}).unwrap();
+        assert_eq!(back, input);
+        let serialized = archive.index().serialize();
+        assert_eq!(
+            Index::parse(&serialized, packed.len() as u64).unwrap(),
+            *archive.index()
+        );
+    }
+
+    #[test]
+    fn raw_input_with_tail_round_trips() {
+        let input: Vec<u8> = (0..10_001u32).map(|i| (i % 251) as u8).collect();
+        let opts = PackOptions {
+            raw_dtype: Some(Dtype::BF16),
+            ..Default::default()
+        };
+        let packed = pack_vec(&input, &opts);
+        let archive = Archive::open(&packed).unwrap();
+        assert_eq!(archive.index().source, SourceKind::Raw);
+        let mut back = Vec::new();
+        archive.unpack_to(&mut back, &|_| {}).unwrap();
+        assert_eq!(back, input);
+        assert!(matches!(
+            pack(&input, &PackOptions::default(), Vec::new(), &|_| {}),
+            Err(ContainerError::Safetensors(_))
+        ));
+    }
+
+    #[test]
+    fn every_truncation_and_many_bit_flips_fail_cleanly() {
+        let input = safetensors_file();
+        let packed = pack_vec(&input, &PackOptions::default());
+        for cut in (0..packed.len()).step_by(97) {
+            assert!(Archive::open(&packed[..cut]).is_err(), "truncated at {cut}");
+        }
+        for pos in (0..packed.len()).step_by(61) {
+            let mut bad = packed.clone();
+            bad[pos] ^= 1 << (pos % 8);
+            let result = Archive::open(&bad).and_then(|a| {
+                let mut out = Vec::new();
+                a.unpack_to(&mut out, &|_| {}).map(|_| out)
+            });
+            // Padding bytes are not covered by checksums; any success must be exact.
+            if let Ok(out) = result {
+                assert_eq!(out, input, "flip at {pos} gave different bytes");
+            }
+        }
+    }
+}

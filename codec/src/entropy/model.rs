@@ -1,0 +1,293 @@
+//! Static probability models for the rANS coder: quantised frequency tables, their
+//! serialised form (FORMAT.md §5.2) and the encoder/decoder lookup tables built from them.
+//!
+//! The model knows nothing about how symbols are coded; `rans` only sees [`EncTable`]
+//! and [`DecTable`].
+
+use super::EntropyError;
+
+/// Probability precision: frequencies sum to `1 << PROB_BITS` (FORMAT.md §5.2).
+pub const PROB_BITS: u32 = 12;
+/// Sum of the quantised frequencies of a table.
+pub const PROB_SCALE: u32 = 1 << PROB_BITS;
+/// Most distinct symbols one table may hold; the decoder slot entry keeps an 8-bit index.
+pub const MAX_TABLE_SYMBOLS: usize = 256;
+/// Widest symbol a field stream may carry (BF16 exponent + top mantissa bit).
+pub const MAX_SYMBOL_BITS: u32 = 9;
+
+/// A quantised frequency table: distinct symbols in increasing order with frequencies that
+/// are each at least 1 and sum to exactly [`PROB_SCALE`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FreqTable {
+    symbols: Vec<u16>,
+    freqs: Vec<u16>,
+}
+
+impl FreqTable {
+    /// Builds a table from a histogram indexed by symbol value. Returns `None` when no
+    /// symbol occurs or more than [`MAX_TABLE_SYMBOLS`] distinct symbols occur.
+    pub fn from_counts(counts: &[u32]) -> Option<Self> {
+        let (symbols, used): (Vec<u16>, Vec<u64>) = counts
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(s, &c)| (s as u16, u64::from(c)))
+            .unzip();
+        if symbols.is_empty() || symbols.len() > MAX_TABLE_SYMBOLS {
+            return None;
+        }
+        let freqs = quantize(&used);
+        Some(Self { symbols, freqs })
+    }
+
+    /// The distinct symbols, in increasing order.
+    pub fn symbols(&self) -> &[u16] {
+        &self.symbols
+    }
+
+    /// The quantised frequency of each symbol in [`Self::symbols`].
+    pub fn freqs(&self) -> &[u16] {
+        &self.freqs
+    }
+
+    /// Exact cost in bits of coding `counts` (indexed by symbol) with this table, or
+    /// `None` if some counted symbol is missing from the table.
+    pub fn cost_bits(&self, counts: &[u32]) -> Option<f64> {
+        let mut bits = 0.0;
+        let mut next = 0;
+        for (sym, &c) in counts.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            while next < self.symbols.len() && usize::from(self.symbols[next]) < sym {
+                next += 1;
+            }
+            if next == self.symbols.len() || usize::from(self.symbols[next]) != sym {
+                return None;
+            }
+            bits += f64::from(c) * (f64::from(PROB_BITS) - f64::from(self.freqs[next]).log2());
+        }
+        Some(bits)
+    }
+
+    /// Size in bytes of [`Self::serialize`]'s output.
+    pub fn serialized_len(&self) -> usize {
+        2 + 4 * self.symbols.len()
+    }
+
+    /// Appends the table: `u16 count`, then `count` × (`u16 symbol`, `u16 freq`).
+    pub fn serialize(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.symbols.len() as u16).to_le_bytes());
+        for (&s, &f) in self.symbols.iter().zip(&self.freqs) {
+            out.extend_from_slice(&s.to_le_bytes());
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+    }
+
+    /// Parses a table written by [`Self::serialize`] for symbols of `symbol_bits` bits,
+    /// returning it and the number of bytes read. Every field is checked.
+    pub fn parse(bytes: &[u8], symbol_bits: u32) -> Result<(Self, usize), EntropyError> {
+        let count = usize::from(read_u16(bytes, 0)?);
+        if count == 0 || count > MAX_TABLE_SYMBOLS {
+            return Err(EntropyError::BadTable(format!(
+                "table holds {count} symbols, allowed 1..={MAX_TABLE_SYMBOLS}"
+            )));
+        }
+        let mut symbols = Vec::with_capacity(count);
+        let mut freqs = Vec::with_capacity(count);
+        let mut total = 0u32;
+        for i in 0..count {
+            let sym = read_u16(bytes, 2 + 4 * i)?;
+            let freq = read_u16(bytes, 4 + 4 * i)?;
+            if u32::from(sym) >= 1 << symbol_bits {
+                return Err(EntropyError::BadTable(format!(
+                    "symbol {sym} does not fit in {symbol_bits} bits"
+                )));
+            }
+            if symbols.last().is_some_and(|&prev| prev >= sym) {
+                return Err(EntropyError::BadTable(format!(
+                    "symbols not strictly increasing at {sym}"
+                )));
+            }
+            if freq == 0 {
+                return Err(EntropyError::BadTable(format!(
+                    "symbol {sym} has frequency 0"
+                )));
+            }
+            total += u32::from(freq);
+            symbols.push(sym);
+            freqs.push(freq);
+        }
+        if total != PROB_SCALE {
+            return Err(EntropyError::BadTable(format!(
+                "frequencies sum to {total}, expected {PROB_SCALE}"
+            )));
+        }
+        Ok((Self { symbols, freqs }, 2 + 4 * count))
+    }
+}
+
+fn read_u16(bytes: &[u8], at: usize) -> Result<u16, EntropyError> {
+    bytes
+        .get(at..at + 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .ok_or(EntropyError::Truncated {
+            what: "frequency table",
+            needed: at + 2,
+            have: bytes.len(),
+        })
+}
+
+/// Quantises counts to frequencies summing to [`PROB_SCALE`], each at least 1, spending
+/// the rounding error where it costs the fewest bits.
+fn quantize(counts: &[u64]) -> Vec<u16> {
+    let total: u64 = counts.iter().sum();
+    let scale = u64::from(PROB_SCALE);
+    let mut freqs: Vec<u32> = counts
+        .iter()
+        .map(|&c| ((c * scale + total / 2) / total).max(1) as u32)
+        .collect();
+    let mut sum: i64 = freqs.iter().map(|&f| i64::from(f)).sum();
+    // Greedy repair: each step moves one unit where the coded size changes least. The
+    // number of steps is bounded by the alphabet size (≤ 256 rounding errors of < 1 unit
+    // each, plus the units forced up to 1).
+    while sum != i64::from(PROB_SCALE) {
+        let best = if sum > i64::from(PROB_SCALE) {
+            // Decrement: cost c·log2(f/(f-1)); pick the smallest.
+            (0..freqs.len()).filter(|&i| freqs[i] > 1).min_by(|&a, &b| {
+                let ca = counts[a] as f64 * (f64::from(freqs[a]) / f64::from(freqs[a] - 1)).log2();
+                let cb = counts[b] as f64 * (f64::from(freqs[b]) / f64::from(freqs[b] - 1)).log2();
+                ca.total_cmp(&cb)
+            })
+        } else {
+            // Increment: gain c·log2((f+1)/f); pick the largest.
+            (0..freqs.len()).max_by(|&a, &b| {
+                let ga = counts[a] as f64 * (f64::from(freqs[a] + 1) / f64::from(freqs[a])).log2();
+                let gb = counts[b] as f64 * (f64::from(freqs[b] + 1) / f64::from(freqs[b])).log2();
+                ga.total_cmp(&gb)
+            })
+        };
+        let i = best.expect("a table with sum above the scale has a frequency above 1");
+        if sum > i64::from(PROB_SCALE) {
+            freqs[i] -= 1;
+            sum -= 1;
+        } else {
+            freqs[i] += 1;
+            sum += 1;
+        }
+    }
+    freqs.into_iter().map(|f| f as u16).collect()
+}
+
+/// Per-symbol encoder data, indexed by symbol value.
+#[derive(Clone, Debug)]
+pub struct EncTable {
+    /// `(freq, start)` per symbol value; `freq == 0` marks a symbol absent from the table.
+    pub(crate) entries: Vec<(u32, u32)>,
+}
+
+impl EncTable {
+    /// Builds the encoder table for symbols of `symbol_bits` bits.
+    pub fn new(table: &FreqTable, symbol_bits: u32) -> Self {
+        let mut entries = vec![(0u32, 0u32); 1 << symbol_bits];
+        let mut start = 0u32;
+        for (&s, &f) in table.symbols.iter().zip(&table.freqs) {
+            entries[usize::from(s)] = (u32::from(f), start);
+            start += u32::from(f);
+        }
+        Self { entries }
+    }
+}
+
+/// Decoder table: one packed entry per probability slot plus the symbol values.
+///
+/// Slot entry layout (FORMAT.md §5.3): bits 24..32 symbol index, bits 12..24 `freq - 1`,
+/// bits 0..12 the slot's offset inside the symbol's range. The state update needs only the
+/// low 24 bits, so the symbol lookup stays off the decoder's dependency chain.
+#[derive(Clone, Debug)]
+pub struct DecTable {
+    pub(crate) slots: Box<[u32; PROB_SCALE as usize]>,
+    pub(crate) symbols: [u16; MAX_TABLE_SYMBOLS],
+}
+
+impl DecTable {
+    /// Builds the decoder table.
+    pub fn new(table: &FreqTable) -> Self {
+        let mut slots = Box::new([0u32; PROB_SCALE as usize]);
+        let mut symbols = [0u16; MAX_TABLE_SYMBOLS];
+        let mut start = 0usize;
+        for (idx, (&s, &f)) in table.symbols.iter().zip(&table.freqs).enumerate() {
+            symbols[idx] = s;
+            let f = usize::from(f);
+            for (offset, slot) in slots[start..start + f].iter_mut().enumerate() {
+                *slot = ((idx as u32) << 24) | (((f - 1) as u32) << 12) | offset as u32;
+            }
+            start += f;
+        }
+        Self { slots, symbols }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantized_frequencies_sum_to_scale_and_keep_every_symbol() {
+        let mut counts = vec![0u32; 512];
+        counts[3] = 1;
+        counts[4] = 1_000_000;
+        counts[100] = 7;
+        counts[511] = 300_000;
+        for s in 200..400 {
+            counts[s] = 1;
+        }
+        let t = FreqTable::from_counts(&counts).unwrap();
+        assert_eq!(
+            t.freqs().iter().map(|&f| u32::from(f)).sum::<u32>(),
+            PROB_SCALE
+        );
+        assert!(t.freqs().iter().all(|&f| f >= 1));
+        assert_eq!(t.symbols().len(), 204);
+        let (back, used) = {
+            let mut buf = Vec::new();
+            t.serialize(&mut buf);
+            assert_eq!(buf.len(), t.serialized_len());
+            FreqTable::parse(&buf, 9).unwrap()
+        };
+        assert_eq!(back, t);
+        assert_eq!(used, t.serialized_len());
+    }
+
+    #[test]
+    fn too_many_symbols_gives_no_table() {
+        assert!(FreqTable::from_counts(&[1u32; 257]).is_none());
+        assert!(FreqTable::from_counts(&[0u32; 16]).is_none());
+        assert!(FreqTable::from_counts(&[1u32; 256]).is_some());
+    }
+
+    #[test]
+    fn parse_rejects_bad_tables() {
+        let good = FreqTable::from_counts(&[5, 0, 9]).unwrap();
+        let mut buf = Vec::new();
+        good.serialize(&mut buf);
+        assert!(FreqTable::parse(&buf[..buf.len() - 1], 2).is_err());
+        assert!(FreqTable::parse(&buf, 1).is_err(), "symbol 2 needs 2 bits");
+        let mut bad_sum = buf.clone();
+        bad_sum[4] ^= 1;
+        assert!(FreqTable::parse(&bad_sum, 2).is_err());
+        let mut unordered = buf.clone();
+        unordered.swap(2, 6);
+        unordered.swap(3, 7);
+        assert!(FreqTable::parse(&unordered, 2).is_err());
+        assert!(FreqTable::parse(&[0, 0], 2).is_err());
+    }
+
+    #[test]
+    fn cost_matches_hand_computation() {
+        let t = FreqTable::from_counts(&[1, 1]).unwrap();
+        assert_eq!(t.freqs(), &[2048, 2048]);
+        assert_eq!(t.cost_bits(&[3, 5]), Some(8.0));
+        assert_eq!(t.cost_bits(&[3, 5, 1]), None);
+    }
+}

@@ -1,0 +1,186 @@
+//! Float splitting (FORMAT.md §4): each float element is cut into fields, each field
+//! becomes one symbol stream. The first field holds the exponent (with the top mantissa
+//! bits that measurably depend on it); the others hold sign and low mantissa bits.
+//!
+//! | layout | element | fields (bits)                                           |
+//! |--------|---------|---------------------------------------------------------|
+//! | BF16   | 16 bit  | exp8+m1 (9), sign+m6 (7)                               |
+//! | F16    | 16 bit  | exp5+m3 (8), sign+m7 (8)                               |
+//! | F32    | 32 bit  | exp8+m1 (9), sign+m6 (7), mantissa bits 8..16, 0..8 (8, 8)|
+//! | F8     | 8 bit   | the whole byte (8)                                     |
+//!
+//! BF16 is exactly the top half of F32, so both share their first two fields.
+
+use crate::dtype::Dtype;
+
+/// How a float dtype is cut into fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// bfloat16.
+    Bf16,
+    /// IEEE half.
+    F16,
+    /// IEEE single.
+    F32,
+    /// Both FP8 formats: one 8-bit field.
+    F8,
+}
+
+/// Most fields any layout has.
+pub const MAX_FIELDS: usize = 4;
+
+impl Layout {
+    /// The layout for a dtype, if it is a float type that splitting helps.
+    pub fn for_dtype(dtype: &Dtype) -> Option<Self> {
+        match dtype {
+            Dtype::BF16 => Some(Self::Bf16),
+            Dtype::F16 => Some(Self::F16),
+            Dtype::F32 => Some(Self::F32),
+            Dtype::F8E4M3 | Dtype::F8E5M2 => Some(Self::F8),
+            _ => None,
+        }
+    }
+
+    /// Symbol width in bits of each field, in stream order.
+    pub fn field_bits(self) -> &'static [u32] {
+        match self {
+            Self::Bf16 => &[9, 7],
+            Self::F16 => &[8, 8],
+            Self::F32 => &[9, 7, 8, 8],
+            Self::F8 => &[8],
+        }
+    }
+
+    /// Bytes per element.
+    pub fn element_size(self) -> usize {
+        match self {
+            Self::Bf16 | Self::F16 => 2,
+            Self::F32 => 4,
+            Self::F8 => 1,
+        }
+    }
+
+    /// Splits little-endian elements `src` into `fields` (one slice per field, each as long
+    /// as the element count).
+    pub fn split(self, src: &[u8], fields: &mut [&mut [u16]]) {
+        let n = src.len() / self.element_size();
+        debug_assert!(fields.iter().all(|f| f.len() == n));
+        match (self, fields) {
+            (Self::Bf16, [f0, f1]) => {
+                for ((b, s0), s1) in src.chunks_exact(2).zip(f0.iter_mut()).zip(f1.iter_mut()) {
+                    let w = u16::from_le_bytes([b[0], b[1]]);
+                    *s0 = (w >> 6) & 0x1FF;
+                    *s1 = ((w >> 9) & 0x40) | (w & 0x3F);
+                }
+            }
+            (Self::F16, [f0, f1]) => {
+                for ((b, s0), s1) in src.chunks_exact(2).zip(f0.iter_mut()).zip(f1.iter_mut()) {
+                    let w = u16::from_le_bytes([b[0], b[1]]);
+                    *s0 = (w >> 7) & 0xFF;
+                    *s1 = ((w >> 8) & 0x80) | (w & 0x7F);
+                }
+            }
+            (Self::F32, [f0, f1, f2, f3]) => {
+                for (i, b) in src.chunks_exact(4).enumerate() {
+                    let x = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    f0[i] = ((x >> 22) & 0x1FF) as u16;
+                    f1[i] = (((x >> 25) & 0x40) | ((x >> 16) & 0x3F)) as u16;
+                    f2[i] = ((x >> 8) & 0xFF) as u16;
+                    f3[i] = (x & 0xFF) as u16;
+                }
+            }
+            (Self::F8, [f0]) => {
+                for (s, &b) in f0.iter_mut().zip(src) {
+                    *s = u16::from(b);
+                }
+            }
+            _ => unreachable!("field count does not match layout {self:?}"),
+        }
+    }
+
+    /// Inverse of [`Self::split`]: writes the little-endian elements into `dst`.
+    pub fn merge(self, fields: &[&[u16]], dst: &mut [u8]) {
+        match (self, fields) {
+            (Self::Bf16, [f0, f1]) => {
+                for ((d, &s0), &s1) in dst.chunks_exact_mut(2).zip(f0.iter()).zip(f1.iter()) {
+                    let w = (s0 << 6) | ((s1 & 0x40) << 9) | (s1 & 0x3F);
+                    d.copy_from_slice(&w.to_le_bytes());
+                }
+            }
+            (Self::F16, [f0, f1]) => {
+                for ((d, &s0), &s1) in dst.chunks_exact_mut(2).zip(f0.iter()).zip(f1.iter()) {
+                    let w = (s0 << 7) | ((s1 & 0x80) << 8) | (s1 & 0x7F);
+                    d.copy_from_slice(&w.to_le_bytes());
+                }
+            }
+            (Self::F32, [f0, f1, f2, f3]) => {
+                for (i, d) in dst.chunks_exact_mut(4).enumerate() {
+                    let (s0, s1) = (u32::from(f0[i]), u32::from(f1[i]));
+                    let x = (s0 << 22)
+                        | ((s1 & 0x40) << 25)
+                        | ((s1 & 0x3F) << 16)
+                        | (u32::from(f2[i]) << 8)
+                        | u32::from(f3[i]);
+                    d.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+            (Self::F8, [f0]) => {
+                for (d, &s) in dst.iter_mut().zip(f0.iter()) {
+                    *d = s as u8;
+                }
+            }
+            _ => unreachable!("field count does not match layout {self:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(layout: Layout, src: &[u8]) {
+        let n = src.len() / layout.element_size();
+        let mut bufs: Vec<Vec<u16>> = layout.field_bits().iter().map(|_| vec![0; n]).collect();
+        let mut views: Vec<&mut [u16]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+        layout.split(src, &mut views);
+        for (buf, &bits) in bufs.iter().zip(layout.field_bits()) {
+            assert!(
+                buf.iter().all(|&s| u32::from(s) < 1 << bits),
+                "{layout:?} field wider than {bits}"
+            );
+        }
+        let views: Vec<&[u16]> = bufs.iter().map(|b| b.as_slice()).collect();
+        let mut back = vec![0u8; src.len()];
+        layout.merge(&views, &mut back);
+        assert_eq!(back, src);
+    }
+
+    #[test]
+    fn every_16_bit_pattern_round_trips() {
+        let all: Vec<u8> = (0..=u16::MAX).flat_map(|w| w.to_le_bytes()).collect();
+        round_trip(Layout::Bf16, &all);
+        round_trip(Layout::F16, &all);
+        let bytes: Vec<u8> = (0..=255u8).collect();
+        round_trip(Layout::F8, &bytes);
+    }
+
+    #[test]
+    fn f32_patterns_round_trip_and_share_bf16_fields() {
+        let words: Vec<u32> = (0..=u16::MAX as u32)
+            .map(|h| (h << 16) | (h.wrapping_mul(40503) & 0xFFFF))
+            .collect();
+        let src: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        round_trip(Layout::F32, &src);
+        let n = words.len();
+        let mut f = [vec![0u16; n], vec![0u16; n], vec![0u16; n], vec![0u16; n]];
+        let [a, b, c, d] = &mut f;
+        Layout::F32.split(&src, &mut [a, b, c, d]);
+        let top: Vec<u8> = words
+            .iter()
+            .flat_map(|w| ((w >> 16) as u16).to_le_bytes())
+            .collect();
+        let (mut g0, mut g1) = (vec![0u16; n], vec![0u16; n]);
+        Layout::Bf16.split(&top, &mut [&mut g0, &mut g1]);
+        assert_eq!((f[0].clone(), f[1].clone()), (g0, g1));
+    }
+}

@@ -1,0 +1,15 @@
+//! mcodec: a lossless codec for neural-network weights.
+//!
+//! Layers, each talking only to the one below it (see `docs/FORMAT.md`):
+//! [`float_split`] → [`entropy`] (model, rANS coder, streams) → [`tensor`] →
+//! [`container`] (the `.mcz` file, with [`safetensors`] parsing the input).
+
+pub mod container;
+pub mod dtype;
+pub mod entropy;
+pub mod float_split;
+pub mod safetensors;
+pub mod tensor;
+
+pub use dtype::Dtype;
+pub use tensor::{Codec, EncodeOptions, EncodedTensor, TensorDecoder};

@@ -1,0 +1,564 @@
+//! Tensor codec (FORMAT.md §4): turns one tensor's bytes into streams and back.
+//!
+//! Float tensors are split into fields ([`Layout`]), each field coded as one entropy
+//! stream with a common chunk length, so chunk `c` of every stream covers the same
+//! elements and chunks decode in parallel. Other dtypes go through zstd. Whatever is not
+//! smaller than the original is stored as it is.
+
+use rayon::prelude::*;
+
+use crate::dtype::Dtype;
+use crate::entropy::stream::{Effort, StreamDecoder, StreamEncoder, StreamKind};
+use crate::entropy::EntropyError;
+use crate::float_split::{Layout, MAX_FIELDS};
+
+/// How a tensor's bytes are stored (index field `codec`, FORMAT.md §3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// One stream holding the original bytes.
+    Stored,
+    /// One zstd frame of the original bytes.
+    Zstd,
+    /// Float split: one entropy stream per field of the dtype's [`Layout`].
+    Split(Layout),
+}
+
+impl Codec {
+    /// The byte that identifies the codec in the index.
+    pub fn id(self) -> u8 {
+        match self {
+            Self::Stored => 0,
+            Self::Zstd => 1,
+            Self::Split(Layout::Bf16) => 2,
+            Self::Split(Layout::F16) => 3,
+            Self::Split(Layout::F32) => 4,
+            Self::Split(Layout::F8) => 5,
+        }
+    }
+
+    /// Inverse of [`Self::id`].
+    pub fn from_id(id: u8) -> Option<Self> {
+        Some(match id {
+            0 => Self::Stored,
+            1 => Self::Zstd,
+            2 => Self::Split(Layout::Bf16),
+            3 => Self::Split(Layout::F16),
+            4 => Self::Split(Layout::F32),
+            5 => Self::Split(Layout::F8),
+            _ => return None,
+        })
+    }
+
+    /// Number of streams the codec stores.
+    pub fn stream_count(self) -> usize {
+        match self {
+            Self::Stored | Self::Zstd => 1,
+            Self::Split(layout) => layout.field_bits().len(),
+        }
+    }
+
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::Zstd => "zstd",
+            Self::Split(Layout::Bf16) => "split-bf16",
+            Self::Split(Layout::F16) => "split-f16",
+            Self::Split(Layout::F32) => "split-f32",
+            Self::Split(Layout::F8) => "split-f8",
+        }
+    }
+}
+
+/// Errors of the tensor codec.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TensorError {
+    /// A stream failed to parse or decode.
+    #[error("stream {stream}: {source}")]
+    Stream {
+        /// Which stream of the tensor.
+        stream: usize,
+        /// What went wrong.
+        #[source]
+        source: EntropyError,
+    },
+    /// The zstd frame is corrupt or decodes to the wrong size.
+    #[error("zstd stream: {0}")]
+    Zstd(String),
+    /// The stored stream has the wrong size.
+    #[error("stored stream is {found} bytes, expected {expected}")]
+    StoredSize {
+        /// Bytes found.
+        found: usize,
+        /// Bytes expected.
+        expected: usize,
+    },
+    /// The index describes something the codec cannot be.
+    #[error("bad codec parameters: {0}")]
+    BadParams(String),
+}
+
+/// Smallest and largest chunk length exponent a file may declare (FORMAT.md §4.2).
+pub const CHUNK_LOG2_RANGE: std::ops::RangeInclusive<u8> = 10..=22;
+/// Default chunk length exponent: 65 536 elements per chunk.
+pub const DEFAULT_CHUNK_LOG2: u8 = 16;
+
+/// Encoder settings.
+#[derive(Clone, Copy, Debug)]
+pub struct EncodeOptions {
+    /// Model search effort.
+    pub effort: Effort,
+    /// zstd level for non-float tensors.
+    pub zstd_level: i32,
+    /// Chunk length exponent (within [`CHUNK_LOG2_RANGE`]).
+    pub chunk_log2: u8,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        Self {
+            effort: Effort::Default,
+            zstd_level: 3,
+            chunk_log2: DEFAULT_CHUNK_LOG2,
+        }
+    }
+}
+
+impl EncodeOptions {
+    /// The archival setting: more tables, stronger zstd; still decodable everywhere.
+    pub fn max() -> Self {
+        Self {
+            effort: Effort::Max,
+            zstd_level: 19,
+            chunk_log2: DEFAULT_CHUNK_LOG2,
+        }
+    }
+}
+
+/// A coded tensor: its codec, chunk length exponent and streams.
+#[derive(Clone, Debug)]
+pub struct EncodedTensor {
+    /// How the streams are to be read.
+    pub codec: Codec,
+    /// Chunk length exponent of split streams (0 for other codecs).
+    pub chunk_log2: u8,
+    /// The streams, in codec order.
+    pub streams: Vec<Vec<u8>>,
+}
+
+impl EncodedTensor {
+    /// Total bytes of all streams.
+    pub fn coded_len(&self) -> usize {
+        self.streams.iter().map(Vec::len).sum()
+    }
+}
+
+/// Encodes one tensor's little-endian bytes. Never fails: anything that does not shrink is
+/// stored.
+pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor {
+    let stored = || EncodedTensor {
+        codec: Codec::Stored,
+        chunk_log2: 0,
+        streams: vec![data.to_vec()],
+    };
+    let coded = match Layout::for_dtype(dtype) {
+        Some(layout) if data.len() % layout.element_size() == 0 && !data.is_empty() => {
+            encode_split(layout, data, opts)
+        }
+        _ if data.len() >= 64 => {
+            let frame = zstd::bulk::compress(data, opts.zstd_level).unwrap_or_default();
+            EncodedTensor {
+                codec: Codec::Zstd,
+                chunk_log2: 0,
+                streams: vec![frame],
+            }
+        }
+        _ => return stored(),
+    };
+    if coded.coded_len() < data.len() {
+        coded
+    } else {
+        stored()
+    }
+}
+
+fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTensor {
+    let bits = layout.field_bits();
+    let esize = layout.element_size();
+    let chunk_len = 1usize << opts.chunk_log2;
+    let chunk_bytes = chunk_len * esize;
+
+    // Pass 1: per-chunk histograms of every field.
+    let hists: Vec<Vec<Vec<u32>>> = data
+        .par_chunks(chunk_bytes)
+        .map_init(FieldBuffers::default, |bufs, chunk| {
+            let fields = bufs.split(layout, chunk, chunk_len);
+            fields
+                .iter()
+                .zip(bits)
+                .map(|(f, &b)| {
+                    let mut h = vec![0u32; 1 << b];
+                    for &s in f.iter() {
+                        h[usize::from(s)] += 1;
+                    }
+                    h
+                })
+                .collect()
+        })
+        .collect();
+    let mut encoders: Vec<StreamEncoder> = (0..bits.len())
+        .map(|f| {
+            let per_chunk: Vec<Vec<u32>> = hists.iter().map(|h| h[f].clone()).collect();
+            StreamEncoder::plan(&per_chunk, bits[f], chunk_len, opts.effort)
+        })
+        .collect();
+
+    // Pass 2: code every chunk of every field.
+    let code = |encoders: &[StreamEncoder]| -> Vec<Vec<u8>> {
+        let pieces: Vec<Vec<Vec<u8>>> = data
+            .par_chunks(chunk_bytes)
+            .enumerate()
+            .map_init(FieldBuffers::default, |bufs, (c, chunk)| {
+                let fields = bufs.split(layout, chunk, chunk_len);
+                encoders
+                    .iter()
+                    .zip(fields)
+                    .map(|(e, f)| e.encode_chunk(c, f))
+                    .collect()
+            })
+            .collect();
+        (0..encoders.len())
+            .map(|f| {
+                let field_pieces: Vec<Vec<u8>> = pieces.iter().map(|p| p[f].clone()).collect();
+                encoders[f].assemble(&field_pieces)
+            })
+            .collect()
+    };
+    let mut streams = code(&encoders);
+    // The estimate can be wrong at the margin: never keep a coded field that is larger
+    // than packing it.
+    let n = data.len() / esize;
+    let mut repack = false;
+    for (f, s) in streams.iter().enumerate() {
+        if !encoders[f].is_packed() && s.len() > 1 + crate::entropy::bitpack::packed_len(n, bits[f])
+        {
+            encoders[f] = StreamEncoder::packed(bits[f]);
+            repack = true;
+        }
+    }
+    if repack {
+        streams = code(&encoders);
+    }
+    EncodedTensor {
+        codec: Codec::Split(layout),
+        chunk_log2: opts.chunk_log2,
+        streams,
+    }
+}
+
+/// Reusable per-thread field buffers.
+#[derive(Default)]
+struct FieldBuffers {
+    bufs: [Vec<u16>; MAX_FIELDS],
+}
+
+impl FieldBuffers {
+    fn split(&mut self, layout: Layout, chunk: &[u8], chunk_len: usize) -> Vec<&mut [u16]> {
+        let n = chunk.len() / layout.element_size();
+        let count = layout.field_bits().len();
+        let mut views: Vec<&mut [u16]> = self.bufs[..count]
+            .iter_mut()
+            .map(|b| {
+                b.resize(chunk_len, 0);
+                &mut b[..n]
+            })
+            .collect();
+        layout.split(chunk, &mut views);
+        views
+    }
+}
+
+/// A tensor's streams, parsed and checked, ready to decode any range of chunks.
+#[derive(Debug)]
+pub struct TensorDecoder<'a> {
+    codec: Codec,
+    out_len: usize,
+    chunk_log2: u8,
+    body: DecoderBody<'a>,
+}
+
+#[derive(Debug)]
+enum DecoderBody<'a> {
+    Stored(&'a [u8]),
+    Zstd(&'a [u8]),
+    Split(Layout, Vec<StreamDecoder<'a>>),
+}
+
+impl<'a> TensorDecoder<'a> {
+    /// Parses the streams of a tensor whose original size is `out_len` bytes.
+    pub fn new(
+        codec: Codec,
+        chunk_log2: u8,
+        out_len: usize,
+        streams: &[&'a [u8]],
+    ) -> Result<Self, TensorError> {
+        if streams.len() != codec.stream_count() {
+            return Err(TensorError::BadParams(format!(
+                "{} has {} streams, expected {}",
+                codec.name(),
+                streams.len(),
+                codec.stream_count()
+            )));
+        }
+        let body = match codec {
+            Codec::Stored => {
+                if streams[0].len() != out_len {
+                    return Err(TensorError::StoredSize {
+                        found: streams[0].len(),
+                        expected: out_len,
+                    });
+                }
+                DecoderBody::Stored(streams[0])
+            }
+            Codec::Zstd => DecoderBody::Zstd(streams[0]),
+            Codec::Split(layout) => {
+                if !CHUNK_LOG2_RANGE.contains(&chunk_log2) {
+                    return Err(TensorError::BadParams(format!(
+                        "chunk length exponent {chunk_log2} outside {CHUNK_LOG2_RANGE:?}"
+                    )));
+                }
+                if out_len % layout.element_size() != 0 {
+                    return Err(TensorError::BadParams(format!(
+                        "{out_len} bytes is not a whole number of {}-byte elements",
+                        layout.element_size()
+                    )));
+                }
+                let n = out_len / layout.element_size();
+                let decoders = streams
+                    .iter()
+                    .zip(layout.field_bits())
+                    .enumerate()
+                    .map(|(i, (s, &bits))| {
+                        StreamDecoder::parse(s, bits, n, 1 << chunk_log2)
+                            .map_err(|source| TensorError::Stream { stream: i, source })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                DecoderBody::Split(layout, decoders)
+            }
+        };
+        Ok(Self {
+            codec,
+            out_len,
+            chunk_log2,
+            body,
+        })
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// What each stream stores (split codecs only; empty otherwise).
+    pub fn stream_kinds(&self) -> Vec<StreamKind> {
+        match &self.body {
+            DecoderBody::Split(_, d) => d.iter().map(StreamDecoder::kind).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Decodes the whole tensor into `out` (exactly the original size), chunks in parallel
+    /// on the current rayon pool.
+    pub fn decode(&self, out: &mut [u8]) -> Result<(), TensorError> {
+        if out.len() != self.out_len {
+            return Err(TensorError::BadParams(format!(
+                "output buffer is {} bytes, tensor is {}",
+                out.len(),
+                self.out_len
+            )));
+        }
+        match &self.body {
+            DecoderBody::Stored(s) => out.copy_from_slice(s),
+            DecoderBody::Zstd(frame) => {
+                let mut decoder = zstd::bulk::Decompressor::new()
+                    .map_err(|e| TensorError::Zstd(e.to_string()))?;
+                let n = decoder
+                    .decompress_to_buffer(frame, out)
+                    .map_err(|e| TensorError::Zstd(e.to_string()))?;
+                if n != out.len() {
+                    return Err(TensorError::Zstd(format!(
+                        "decoded {n} bytes, expected {}",
+                        out.len()
+                    )));
+                }
+            }
+            DecoderBody::Split(layout, decoders) => {
+                let chunk_len = 1usize << self.chunk_log2;
+                out.par_chunks_mut(chunk_len * layout.element_size())
+                    .enumerate()
+                    .try_for_each_init(FieldBuffers::default, |bufs, (c, dst)| {
+                        decode_chunk(*layout, decoders, bufs, c, dst)
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Order-0 entropy in bits per element of the first split stream (the exponent field),
+    /// computed by decoding it; `None` for codecs without fields.
+    pub fn first_field_entropy(&self) -> Result<Option<f64>, TensorError> {
+        let DecoderBody::Split(layout, decoders) = &self.body else {
+            return Ok(None);
+        };
+        let chunk_len = 1usize << self.chunk_log2;
+        let n = self.out_len / layout.element_size();
+        let mut hist = vec![0u64; 1 << layout.field_bits()[0]];
+        let mut buf = vec![0u16; chunk_len];
+        for c in 0..decoders[0].n_chunks() {
+            let len = chunk_len.min(n - c * chunk_len);
+            decoders[0]
+                .decode_chunk(c, &mut buf[..len])
+                .map_err(|source| TensorError::Stream { stream: 0, source })?;
+            for &s in &buf[..len] {
+                hist[usize::from(s)] += 1;
+            }
+        }
+        Ok(Some(entropy_bits(&hist)))
+    }
+}
+
+fn decode_chunk(
+    layout: Layout,
+    decoders: &[StreamDecoder<'_>],
+    bufs: &mut FieldBuffers,
+    c: usize,
+    dst: &mut [u8],
+) -> Result<(), TensorError> {
+    let n = dst.len() / layout.element_size();
+    for (i, (d, buf)) in decoders.iter().zip(bufs.bufs.iter_mut()).enumerate() {
+        buf.resize(n.max(buf.len()), 0);
+        d.decode_chunk(c, &mut buf[..n])
+            .map_err(|source| TensorError::Stream { stream: i, source })?;
+    }
+    let views: Vec<&[u16]> = bufs.bufs[..decoders.len()]
+        .iter()
+        .map(|b| &b[..n])
+        .collect();
+    layout.merge(&views, dst);
+    Ok(())
+}
+
+/// Order-0 entropy of a histogram, in bits per symbol.
+pub fn entropy_bits(hist: &[u64]) -> f64 {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    let t = total as f64;
+    hist.iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| -(c as f64 / t) * (c as f64 / t).log2())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor {
+        let enc = encode(dtype, data, opts);
+        let streams: Vec<&[u8]> = enc.streams.iter().map(Vec::as_slice).collect();
+        let dec = TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &streams).unwrap();
+        let mut out = vec![0xA5u8; data.len()];
+        dec.decode(&mut out).unwrap();
+        assert_eq!(out, data, "{dtype} via {}", enc.codec.name());
+        enc
+    }
+
+    fn gaussian_bf16(n: usize) -> Vec<u8> {
+        let mut seed = 42u64;
+        (0..n)
+            .flat_map(|_| {
+                let mut acc = 0.0f32;
+                for _ in 0..4 {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    acc += (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                }
+                let bits = (acc * 0.03).to_bits();
+                ((bits >> 16) as u16).to_le_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bf16_weights_compress_and_round_trip() {
+        let data = gaussian_bf16(300_001);
+        let opts = EncodeOptions {
+            chunk_log2: 14,
+            ..Default::default()
+        };
+        let enc = round_trip(&Dtype::BF16, &data, &opts);
+        assert_eq!(enc.codec, Codec::Split(Layout::Bf16));
+        assert!(
+            enc.coded_len() * 100 < data.len() * 72,
+            "{} of {}",
+            enc.coded_len(),
+            data.len()
+        );
+    }
+
+    #[test]
+    fn every_dtype_round_trips_including_odd_sizes() {
+        let data = gaussian_bf16(5000);
+        for name in [
+            "BF16", "F16", "F32", "F8_E4M3", "F8_E5M2", "I64", "U8", "BOOL", "F64", "X9",
+        ] {
+            for len in [0, 1, 2, 3, 4, 8, 63, 64, 1000, 9999, 10000] {
+                round_trip(&Dtype::parse(name), &data[..len], &EncodeOptions::default());
+            }
+        }
+        round_trip(&Dtype::F32, &data, &EncodeOptions::max());
+    }
+
+    #[test]
+    fn incompressible_data_is_stored() {
+        let mut seed = 7u64;
+        let data: Vec<u8> = (0..4096)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 56) as u8
+            })
+            .collect();
+        assert_eq!(
+            round_trip(&Dtype::F16, &data, &EncodeOptions::default()).codec,
+            Codec::Stored
+        );
+        assert_eq!(
+            round_trip(&Dtype::I32, &data, &EncodeOptions::default()).codec,
+            Codec::Stored
+        );
+    }
+
+    #[test]
+    fn decoder_rejects_mismatched_parameters() {
+        let data = gaussian_bf16(10_000);
+        let enc = encode(&Dtype::BF16, &data, &EncodeOptions::default());
+        let streams: Vec<&[u8]> = enc.streams.iter().map(Vec::as_slice).collect();
+        assert!(TensorDecoder::new(enc.codec, 30, data.len(), &streams).is_err());
+        assert!(TensorDecoder::new(enc.codec, enc.chunk_log2, data.len() + 2, &streams).is_err());
+        assert!(TensorDecoder::new(enc.codec, enc.chunk_log2, data.len() + 1, &streams).is_err());
+        assert!(TensorDecoder::new(
+            Codec::Split(Layout::F32),
+            enc.chunk_log2,
+            data.len(),
+            &streams
+        )
+        .is_err());
+        assert!(TensorDecoder::new(Codec::Stored, 0, data.len(), &streams[..1]).is_err());
+    }
+}
