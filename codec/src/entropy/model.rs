@@ -179,21 +179,42 @@ fn quantize(counts: &[u64]) -> Vec<u16> {
     freqs.into_iter().map(|f| f as u16).collect()
 }
 
+/// Shift of the encoder's fixed-point reciprocals (see [`EncEntry::rcp`]).
+pub(crate) const RCP_SHIFT: u32 = 45;
+
+/// Encoder data of one symbol.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct EncEntry {
+    /// Quantised frequency; 0 marks a symbol absent from the table.
+    pub freq: u32,
+    /// Cumulative frequency of the smaller symbols.
+    pub start: u32,
+    /// Renormalise while the state is at least this.
+    pub x_max: u64,
+    /// `ceil(2^RCP_SHIFT / freq)`, so `x / freq == (x · rcp) >> RCP_SHIFT` for 32-bit x.
+    pub rcp: u64,
+}
+
 /// Per-symbol encoder data, indexed by symbol value.
 #[derive(Clone, Debug)]
 pub struct EncTable {
-    /// `(freq, start)` per symbol value; `freq == 0` marks a symbol absent from the table.
-    pub(crate) entries: Vec<(u32, u32)>,
+    pub(crate) entries: Vec<EncEntry>,
 }
 
 impl EncTable {
     /// Builds the encoder table for symbols of `symbol_bits` bits.
     pub fn new(table: &FreqTable, symbol_bits: u32) -> Self {
-        let mut entries = vec![(0u32, 0u32); 1 << symbol_bits];
+        let mut entries = vec![EncEntry::default(); 1 << symbol_bits];
         let mut start = 0u32;
         for (&s, &f) in table.symbols.iter().zip(&table.freqs) {
-            entries[usize::from(s)] = (u32::from(f), start);
-            start += u32::from(f);
+            let freq = u32::from(f);
+            entries[usize::from(s)] = EncEntry {
+                freq,
+                start,
+                x_max: u64::from(freq) << (32 - PROB_BITS),
+                rcp: (1u64 << RCP_SHIFT).div_ceil(u64::from(freq)),
+            };
+            start += freq;
         }
         Self { entries }
     }

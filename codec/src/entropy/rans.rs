@@ -11,7 +11,7 @@
 //! Every lane's encoder starts at `RANS_L`, so a correct decode ends with every state back
 //! at `RANS_L` and every word consumed: the decoder checks both.
 
-use super::model::{DecTable, EncTable, PROB_BITS};
+use super::model::{DecTable, EncTable, PROB_BITS, PROB_SCALE, RCP_SHIFT};
 use super::EntropyError;
 
 /// Independent rANS states per chunk.
@@ -27,26 +27,31 @@ pub const STATE_BYTES: usize = 4 * LANES;
 /// from these very symbols.
 pub fn encode_chunk(symbols: &[u16], table: &EncTable, out: &mut Vec<u8>) {
     let mut states = [RANS_L; LANES];
-    // Words come out in reverse decode order; collect and flip them once.
-    let mut words: Vec<u16> = Vec::with_capacity(symbols.len() / 4 + 16);
+    // Words come out in reverse decode order. At most one word per symbol: write them
+    // unconditionally into a buffer of that size and advance by the renormalisation flag,
+    // which keeps the unpredictable branch out of the loop.
+    let mut words = vec![0u16; symbols.len() + 1];
+    let mut n_words = 0usize;
     for (i, &sym) in symbols.iter().enumerate().rev() {
         let lane = i % LANES;
-        let (freq, start) = table.entries[usize::from(sym)];
-        debug_assert!(freq > 0, "symbol {sym} missing from table");
+        let e = &table.entries[usize::from(sym)];
+        debug_assert!(e.freq > 0, "symbol {sym} missing from table");
         let mut x = states[lane];
         // x must end below 2^32 after coding: renormalise while x ≥ freq · 2^(32 - PROB_BITS).
-        let x_max = u64::from(freq) << (32 - PROB_BITS);
-        if u64::from(x) >= x_max {
-            words.push(x as u16);
-            x >>= 16;
-        }
-        states[lane] = ((x / freq) << PROB_BITS) + (x % freq) + start;
+        let emit = u64::from(x) >= e.x_max;
+        words[n_words] = x as u16;
+        n_words += usize::from(emit);
+        x = if emit { x >> 16 } else { x };
+        // q = x / freq by multiplication with a 45-bit reciprocal: exact for x < 2^32 and
+        // freq ≤ 2^12 (error x·ε/2^45 < 2^-13 < 1/freq).
+        let q = ((u128::from(x) * u128::from(e.rcp)) >> RCP_SHIFT) as u32;
+        states[lane] = (q << PROB_BITS) + (x - q * e.freq) + e.start;
     }
-    out.reserve(STATE_BYTES + 2 * words.len());
+    out.reserve(STATE_BYTES + 2 * n_words);
     for s in states {
         out.extend_from_slice(&s.to_le_bytes());
     }
-    for w in words.iter().rev() {
+    for w in words[..n_words].iter().rev() {
         out.extend_from_slice(&w.to_le_bytes());
     }
 }
@@ -67,33 +72,18 @@ pub fn decode_chunk(payload: &[u8], table: &DecTable, out: &mut [u16]) -> Result
     for (s, b) in states.iter_mut().zip(state_bytes.chunks_exact(4)) {
         *s = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         if *s < RANS_L {
-            return Err(EntropyError::BadChunk(format!(
-                "initial state {s:#x} below {RANS_L:#x}"
-            )));
+            return Err(EntropyError::BadChunk(format!("initial state {s:#x} below {RANS_L:#x}")));
         }
     }
-    let mut reader = WordReader {
-        bytes: word_bytes,
-        pos: 0,
-    };
-    let mask = (1u32 << PROB_BITS) - 1;
-    let step = |x: &mut u32, out: &mut u16, reader: &mut WordReader| {
-        let entry = table.slots[(*x & mask) as usize];
-        *out = table.symbols[(entry >> 24) as usize];
-        let freq = ((entry >> 12) & 0xFFF) + 1;
-        *x = freq * (*x >> PROB_BITS) + (entry & 0xFFF);
-        if *x < RANS_L {
-            *x = (*x << 16) | u32::from(reader.next());
-        }
-    };
-    let mut groups = out.chunks_exact_mut(LANES);
-    for group in &mut groups {
-        for (x, o) in states.iter_mut().zip(group.iter_mut()) {
-            step(x, o, &mut reader);
+    let mut reader = WordReader { words: word_bytes.as_chunks::<2>().0, pos: 0 };
+    let (groups, rest) = out.as_chunks_mut::<LANES>();
+    for group in groups {
+        for lane in 0..LANES {
+            group[lane] = decode_step(&mut states[lane], table, &mut reader);
         }
     }
-    for (x, o) in states.iter_mut().zip(groups.into_remainder()) {
-        step(x, o, &mut reader);
+    for (x, o) in states.iter_mut().zip(rest) {
+        *o = decode_step(x, table, &mut reader);
     }
     let words = word_bytes.len() / 2;
     if reader.pos != words {
@@ -111,22 +101,32 @@ pub fn decode_chunk(payload: &[u8], table: &DecTable, out: &mut [u16]) -> Result
     Ok(())
 }
 
+/// One decode step of one lane: look up the slot, advance the state, renormalise
+/// branch-free (the renormalisation is taken at random, so a branch would mispredict).
+#[inline(always)]
+fn decode_step(x: &mut u32, table: &DecTable, reader: &mut WordReader) -> u16 {
+    let entry = table.slots[(*x & (PROB_SCALE - 1)) as usize];
+    let freq = ((entry >> 12) & 0xFFF) + 1;
+    let y = freq * (*x >> PROB_BITS) + (entry & 0xFFF);
+    let need = u32::from(y < RANS_L);
+    let word = u32::from(reader.peek()) & need.wrapping_neg();
+    *x = (y << (need * 16)) | word;
+    reader.pos += need as usize;
+    table.symbols[(entry >> 24) as usize]
+}
+
 /// Reads 16-bit words; past the end it yields zeros and keeps counting, so the overrun
 /// shows up as a position beyond the word count.
 struct WordReader<'a> {
-    bytes: &'a [u8],
+    words: &'a [[u8; 2]],
     pos: usize,
 }
 
 impl WordReader<'_> {
+    /// The word at the current position, or 0 past the end.
     #[inline(always)]
-    fn next(&mut self) -> u16 {
-        let at = 2 * self.pos;
-        self.pos += 1;
-        match self.bytes.get(at..at + 2) {
-            Some(b) => u16::from_le_bytes([b[0], b[1]]),
-            None => 0,
-        }
+    fn peek(&self) -> u16 {
+        self.words.get(self.pos).map_or(0, |&w| u16::from_le_bytes(w))
     }
 }
 
