@@ -192,19 +192,21 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
     // Pass 1: per-chunk histograms of every field.
     let hists: Vec<Vec<Vec<u32>>> = data
         .par_chunks(chunk_bytes)
-        .map_init(FieldBuffers::default, |bufs, chunk| {
-            let fields = bufs.split(layout, chunk, chunk_len);
-            fields
-                .iter()
-                .zip(bits)
-                .map(|(f, &b)| {
-                    let mut h = vec![0u32; 1 << b];
-                    for &s in f.iter() {
-                        h[usize::from(s)] += 1;
-                    }
-                    h
-                })
-                .collect()
+        .map(|chunk| {
+            FieldBuffers::with(|bufs| {
+                let fields = bufs.split(layout, chunk, chunk_len);
+                fields
+                    .iter()
+                    .zip(bits)
+                    .map(|(f, &b)| {
+                        let mut h = vec![0u32; 1 << b];
+                        for &s in f.iter() {
+                            h[usize::from(s)] += 1;
+                        }
+                        h
+                    })
+                    .collect()
+            })
         })
         .collect();
     let mut encoders: Vec<StreamEncoder> = (0..bits.len())
@@ -257,13 +259,23 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
     }
 }
 
-/// Reusable per-thread field buffers.
+/// Per-thread field buffers, reused across chunks and tensors: a fresh chunk-sized
+/// allocation per chunk would cost a page fault per 4 KiB.
 #[derive(Default)]
 struct FieldBuffers {
     bufs: [Vec<u16>; MAX_FIELDS],
 }
 
+thread_local! {
+    static FIELD_BUFFERS: std::cell::RefCell<FieldBuffers> = std::cell::RefCell::new(FieldBuffers::default());
+}
+
 impl FieldBuffers {
+    /// Runs `f` with this thread's buffers (never re-entered: `f` does no nested work).
+    fn with<R>(f: impl FnOnce(&mut FieldBuffers) -> R) -> R {
+        FIELD_BUFFERS.with(|b| f(&mut b.borrow_mut()))
+    }
+
     fn split(&mut self, layout: Layout, chunk: &[u8], chunk_len: usize) -> Vec<&mut [u16]> {
         let n = chunk.len() / layout.element_size();
         let count = layout.field_bits().len();
@@ -397,9 +409,7 @@ impl<'a> TensorDecoder<'a> {
                 let chunk_len = 1usize << self.chunk_log2;
                 out.par_chunks_mut(chunk_len * layout.element_size())
                     .enumerate()
-                    .try_for_each_init(FieldBuffers::default, |bufs, (c, dst)| {
-                        decode_chunk(*layout, decoders, bufs, c, dst)
-                    })?;
+                    .try_for_each(|(c, dst)| FieldBuffers::with(|bufs| decode_chunk(*layout, decoders, bufs, c, dst)))?;
             }
         }
         Ok(())

@@ -229,6 +229,8 @@ impl EncTable {
 pub struct DecTable {
     pub(crate) slots: Box<[u32; PROB_SCALE as usize]>,
     pub(crate) symbols: [u16; MAX_TABLE_SYMBOLS],
+    /// The same symbols widened to 32 bits, for vector gathers.
+    pub(crate) symbols32: [u32; MAX_TABLE_SYMBOLS],
 }
 
 impl DecTable {
@@ -245,7 +247,8 @@ impl DecTable {
             }
             start += f;
         }
-        Self { slots, symbols }
+        let symbols32 = symbols.map(u32::from);
+        Self { slots, symbols, symbols32 }
     }
 }
 

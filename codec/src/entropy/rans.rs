@@ -15,7 +15,7 @@ use super::model::{DecTable, EncTable, PROB_BITS, PROB_SCALE, RCP_SHIFT};
 use super::EntropyError;
 
 /// Independent rANS states per chunk.
-pub const LANES: usize = 16;
+pub const LANES: usize = 32;
 /// Lower bound of the normalised state interval, and the encoder's initial state.
 pub const RANS_L: u32 = 1 << 16;
 /// Bytes of the state header at the start of a chunk payload.
@@ -76,15 +76,8 @@ pub fn decode_chunk(payload: &[u8], table: &DecTable, out: &mut [u16]) -> Result
         }
     }
     let mut reader = WordReader { words: word_bytes.as_chunks::<2>().0, pos: 0 };
-    let (groups, rest) = out.as_chunks_mut::<LANES>();
-    for group in groups {
-        for lane in 0..LANES {
-            group[lane] = decode_step(&mut states[lane], table, &mut reader);
-        }
-    }
-    for (x, o) in states.iter_mut().zip(rest) {
-        *o = decode_step(x, table, &mut reader);
-    }
+    let done = simd::decode_groups(&mut states, &mut reader, table, out);
+    decode_scalar(&mut states, &mut reader, table, &mut out[done..]);
     let words = word_bytes.len() / 2;
     if reader.pos != words {
         return Err(EntropyError::BadChunk(format!(
@@ -99,6 +92,19 @@ pub fn decode_chunk(payload: &[u8], table: &DecTable, out: &mut [u16]) -> Result
         )));
     }
     Ok(())
+}
+
+/// Decodes `out` with the portable scalar loop; `out` starts at a multiple of [`LANES`].
+fn decode_scalar(states: &mut [u32; LANES], reader: &mut WordReader, table: &DecTable, out: &mut [u16]) {
+    let (groups, rest) = out.as_chunks_mut::<LANES>();
+    for group in groups {
+        for lane in 0..LANES {
+            group[lane] = decode_step(&mut states[lane], table, reader);
+        }
+    }
+    for (x, o) in states.iter_mut().zip(rest) {
+        *o = decode_step(x, table, reader);
+    }
 }
 
 /// One decode step of one lane: look up the slot, advance the state, renormalise
@@ -117,9 +123,9 @@ fn decode_step(x: &mut u32, table: &DecTable, reader: &mut WordReader) -> u16 {
 
 /// Reads 16-bit words; past the end it yields zeros and keeps counting, so the overrun
 /// shows up as a position beyond the word count.
-struct WordReader<'a> {
-    words: &'a [[u8; 2]],
-    pos: usize,
+pub(crate) struct WordReader<'a> {
+    pub(crate) words: &'a [[u8; 2]],
+    pub(crate) pos: usize,
 }
 
 impl WordReader<'_> {
@@ -127,6 +133,125 @@ impl WordReader<'_> {
     #[inline(always)]
     fn peek(&self) -> u16 {
         self.words.get(self.pos).map_or(0, |&w| u16::from_le_bytes(w))
+    }
+}
+
+/// Vector decoding of whole 16-symbol groups, chosen at run time.
+mod simd {
+    use super::{DecTable, WordReader, LANES};
+
+    /// Force the scalar path (tests use it to cover both paths on one machine).
+    pub(crate) static FORCE_SCALAR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// Decodes as many leading whole groups of `out` as the vector path can, returning the
+    /// number of symbols written; the caller finishes with the scalar loop.
+    pub(super) fn decode_groups(
+        states: &mut [u32; LANES],
+        reader: &mut WordReader,
+        table: &DecTable,
+        out: &mut [u16],
+    ) -> usize {
+        if FORCE_SCALAR.load(std::sync::atomic::Ordering::Relaxed) {
+            return 0;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx512_available() {
+                // SAFETY: the CPU supports every feature the function enables.
+                return unsafe { x86::decode_groups_avx512(states, reader, table, out) };
+            }
+        }
+        let _ = (states, reader, table, out);
+        0
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn avx512_available() -> bool {
+        use std::sync::OnceLock;
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vbmi2")
+        })
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use super::super::{DecTable, WordReader, LANES, RANS_L};
+        use crate::entropy::model::PROB_BITS;
+        use std::arch::x86_64::*;
+
+        /// Two 16-lane state vectors per step: gather the slot entries, update all states,
+        /// and refill the lanes that fell below `RANS_L` with one expand-load of the next
+        /// words in lane order (the same order the scalar decoder reads them).
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
+        pub(super) unsafe fn decode_groups_avx512(
+            states: &mut [u32; LANES],
+            reader: &mut WordReader,
+            table: &DecTable,
+            out: &mut [u16],
+        ) -> usize {
+            let n_words = reader.words.len();
+            let groups = out.len() / LANES;
+            let slots = table.slots.as_ptr() as *const i32;
+            let symbols = table.symbols32.as_ptr() as *const i32;
+            let words = reader.words.as_ptr() as *const u8;
+            let mut pos = reader.pos;
+            // SAFETY: `states` is 16 u32s, exactly one 512-bit vector.
+            let lanes = states.as_mut_ptr() as *mut __m512i;
+            // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
+            let mut x = unsafe { [_mm512_loadu_si512(lanes), _mm512_loadu_si512(lanes.add(1))] };
+            let slot_mask = _mm512_set1_epi32((1 << PROB_BITS) - 1);
+            let low12 = _mm512_set1_epi32(0xFFF);
+            let one = _mm512_set1_epi32(1);
+            let lower = _mm512_set1_epi32(RANS_L as i32);
+            let mut g = 0;
+            // A step reads at most LANES words: stay where that cannot pass the end.
+            while g < groups && pos + LANES <= n_words {
+                // Two independent vectors per step hide the gather latency.
+                let mut e = [_mm512_setzero_si512(); 2];
+                let mut y = [_mm512_setzero_si512(); 2];
+                for v in 0..2 {
+                    let slot = _mm512_and_si512(x[v], slot_mask);
+                    // SAFETY: slot < 4096 = table.slots.len(), scaled by 4 bytes.
+                    e[v] = unsafe { _mm512_i32gather_epi32::<4>(slot, slots) };
+                    let freq = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32::<12>(e[v]), low12), one);
+                    y[v] = _mm512_add_epi32(
+                        _mm512_mullo_epi32(freq, _mm512_srli_epi32::<PROB_BITS>(x[v])),
+                        _mm512_and_si512(e[v], low12),
+                    );
+                }
+                for v in 0..2 {
+                    let need = _mm512_cmplt_epu32_mask(y[v], lower);
+                    // SAFETY: pos + 32 ≤ n_words at the step's start and the two loads
+                    // together read at most 32 words.
+                    let w16 = unsafe { _mm256_maskz_expandloadu_epi16(need, words.add(2 * pos) as *const i16) };
+                    let w = _mm512_cvtepu16_epi32(w16);
+                    x[v] = _mm512_mask_or_epi32(y[v], need, _mm512_slli_epi32::<16>(y[v]), w);
+                    pos += need.count_ones() as usize;
+                    let idx = _mm512_srli_epi32::<24>(e[v]);
+                    // SAFETY: idx < 256 = table.symbols32.len(), scaled by 4 bytes.
+                    let sym = unsafe { _mm512_i32gather_epi32::<4>(idx, symbols) };
+                    // SAFETY: group g covers out[32g..32g+32], in bounds since g < groups.
+                    unsafe {
+                        _mm256_storeu_si256(
+                            out.as_mut_ptr().add(g * LANES + 16 * v) as *mut __m256i,
+                            _mm512_cvtepi32_epi16(sym),
+                        )
+                    };
+                }
+                g += 1;
+            }
+            // SAFETY: as for the loads above.
+            unsafe {
+                _mm512_storeu_si512(lanes, x[0]);
+                _mm512_storeu_si512(lanes.add(1), x[1]);
+            }
+            reader.pos = pos;
+            g * LANES
+        }
     }
 }
 
@@ -176,6 +301,32 @@ mod tests {
         round_trip(&uniform, 8);
         round_trip(&[7], 9);
         round_trip(&[3; 33], 9);
+    }
+
+    #[test]
+    fn vector_and_scalar_paths_agree() {
+        let mut seed = 99u64;
+        let symbols: Vec<u16> = (0..70_001)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                ((seed >> 33).trailing_zeros() as u16 * 3) % 200
+            })
+            .collect();
+        let table = FreqTable::from_counts(&histogram(&symbols, 8)).unwrap();
+        let mut payload = Vec::new();
+        encode_chunk(&symbols, &EncTable::new(&table, 8), &mut payload);
+        let dec = DecTable::new(&table);
+        let mut outs = Vec::new();
+        for force_scalar in [false, true] {
+            simd::FORCE_SCALAR.store(force_scalar, std::sync::atomic::Ordering::Relaxed);
+            let mut out = vec![0u16; symbols.len()];
+            let result = decode_chunk(&payload, &dec, &mut out);
+            simd::FORCE_SCALAR.store(false, std::sync::atomic::Ordering::Relaxed);
+            result.unwrap();
+            outs.push(out);
+        }
+        assert_eq!(outs[0], symbols);
+        assert_eq!(outs[1], symbols);
     }
 
     #[test]

@@ -1,0 +1,135 @@
+//! Writes the seed corpus of the fuzz targets in `fuzz/` (see docs/FUZZING.md).
+//!
+//! Ignored by default; run it with
+//! `cargo test -p mcodec --test fuzz_seeds -- --ignored` to regenerate
+//! `fuzz/corpus/<target>/seed-*`. The seeds are small, valid inputs that reach the
+//! interesting paths (multi-chunk rANS streams, several tables, constant and packed
+//! streams, zstd, stored) so the fuzzers start from inside the format.
+
+use std::path::PathBuf;
+
+use mcodec::container::{pack, PackOptions};
+use mcodec::tensor::{self, EncodeOptions};
+use mcodec::Dtype;
+
+fn rng(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *seed >> 33
+}
+
+/// `n` bf16 values of a narrow bell curve: compressible exponents, noisy mantissas.
+fn bf16_weights(n: usize, seed: &mut u64) -> Vec<u8> {
+    (0..n)
+        .flat_map(|_| {
+            let acc: f32 = (0..4).map(|_| rng(seed) as f32 / (1u64 << 31) as f32 - 0.5).sum();
+            (((acc * 0.02).to_bits() >> 16) as u16).to_le_bytes()
+        })
+        .collect()
+}
+
+fn safetensors(tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
+    let mut header = String::from("{\"__metadata__\":{\"format\":\"pt\"}");
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
+        header += &format!(
+            ",\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+            shape.join(","),
+            data.len(),
+            data.len() + bytes.len()
+        );
+        data.extend_from_slice(bytes);
+    }
+    header += "}";
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut f = (header.len() as u64).to_le_bytes().to_vec();
+    f.extend_from_slice(header.as_bytes());
+    f.extend_from_slice(&data);
+    f
+}
+
+fn small_model() -> Vec<u8> {
+    let mut seed = 7;
+    let f8: Vec<u8> = (0..2100)
+        .map(|i| if i < 1024 { (rng(&mut seed) % 5) as u8 } else { 0x40 + (rng(&mut seed) % 3) as u8 })
+        .collect();
+    let ints: Vec<u8> = (0..32u32).flat_map(|i| (i % 3).to_le_bytes()).collect();
+    safetensors(&[
+        ("w", "BF16", vec![20, 30], bf16_weights(600, &mut seed)),
+        ("q", "F8_E4M3", vec![2100], f8),
+        ("z", "F16", vec![40], vec![0; 80]),
+        ("i", "I32", vec![32], ints),
+        ("b", "U8", vec![3], vec![1, 2, 3]),
+        ("e", "F32", vec![0, 4], vec![]),
+    ])
+}
+
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+}
+
+fn packed(input: &[u8], raw: Option<Dtype>) -> Vec<u8> {
+    let opts = PackOptions {
+        encode: EncodeOptions {
+            chunk_log2: 10,
+            ..Default::default()
+        },
+        raw_dtype: raw,
+    };
+    let mut out = Vec::new();
+    pack(input, &opts, &mut out, &|_| {}).unwrap();
+    out
+}
+
+#[test]
+#[ignore = "writes fuzz/corpus; run explicitly"]
+fn write_fuzz_seeds() {
+    let model = small_model();
+    write("safetensors_header", "model", &model);
+    write("safetensors_header", "empty", &safetensors(&[]));
+    write("container_open", "model", &packed(&model, None));
+    let mut seed = 11;
+    let f32s: Vec<u8> = (0..300u32)
+        .flat_map(|i| ((i % 7) as f32 * 0.001 + rng(&mut seed) as f32 * 1e-12).to_le_bytes())
+        .collect();
+    write("container_open", "raw-f32", &packed(&f32s, Some(Dtype::F32)));
+
+    let opts = EncodeOptions {
+        chunk_log2: 10,
+        ..Default::default()
+    };
+    let cases: [(&str, Dtype, Vec<u8>); 5] = [
+        ("bf16", Dtype::BF16, bf16_weights(1500, &mut seed)),
+        ("f16-const", Dtype::F16, vec![0x3c; 200]),
+        ("f32", Dtype::F32, f32s.clone()),
+        ("f8", Dtype::F8E5M2, (0..1500).map(|i| (i % 3) as u8 * 0x10).collect()),
+        ("i32-zstd", Dtype::I32, (0..100u32).flat_map(|i| (i / 10).to_le_bytes()).collect()),
+    ];
+    for (name, dtype, data) in cases {
+        let enc = tensor::encode(&dtype, &data, &opts);
+        let mut input = vec![enc.codec.id(), enc.chunk_log2];
+        input.extend_from_slice(&(data.len() as u32).to_le_bytes()[..3]);
+        for (k, s) in enc.streams.iter().enumerate() {
+            if k + 1 < enc.streams.len() {
+                input.extend_from_slice(&(s.len() as u16).to_le_bytes());
+            }
+            input.extend_from_slice(s);
+        }
+        write("tensor_decode", name, &input);
+        let sel = [Dtype::BF16, Dtype::F16, Dtype::F32, Dtype::F8E4M3, Dtype::F8E5M2, Dtype::I32]
+            .iter()
+            .position(|d| *d == dtype)
+            .unwrap() as u8;
+        let mut rt = vec![sel, 0x40];
+        rt.extend_from_slice(&data);
+        write("round_trip", name, &rt);
+    }
+}
