@@ -1,0 +1,163 @@
+//! `mcodec bench`: compression ratio and in-memory encode/decode throughput, without
+//! disk I/O in the timed part.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::time::Instant;
+
+use mcodec::container::{pack, Archive, ContainerError, PackOptions, SourceKind, MAGIC};
+use serde_json::json;
+
+use super::{emit, mb_per_s, ratio};
+use crate::error::{CliError, Context};
+use crate::fsutil::map_input;
+use crate::progress::Bar;
+use crate::{BenchArgs, Global};
+
+/// Runs `bench`.
+pub fn run(a: &BenchArgs, g: &Global) -> Result<(), CliError> {
+    let file = &a.file;
+    let data = map_input(file)?;
+    let mut raw_dtype = a.dtype.clone();
+    let original: Cow<[u8]> = if data.starts_with(&MAGIC) {
+        let archive = Archive::open(&data).at(file)?;
+        let index = archive.index();
+        if index.source == SourceKind::Raw && raw_dtype.is_none() {
+            // Repack as it was packed: raw elements of the dtype of its first tensor.
+            raw_dtype = index.tensors.first().map(|t| t.dtype.clone());
+        }
+        let mut v = Vec::new();
+        v.try_reserve_exact(usize::try_from(index.original_len).unwrap_or(usize::MAX))
+            .map_err(|_| CliError::at(file, "original too large to hold in memory"))?;
+        archive.unpack_to(&mut v, &|_| {}).at(file)?;
+        Cow::Owned(v)
+    } else {
+        Cow::Borrowed(&data)
+    };
+    let opts = PackOptions {
+        encode: a.level.options(),
+        raw_dtype,
+    };
+    let repeats = a.repeat as usize;
+    let bar = Bar::steps(2 * repeats as u64, g.quiet);
+
+    bar.message("encode");
+    let mut packed = Vec::new();
+    let mut encode_s = Vec::with_capacity(repeats);
+    for r in 0..repeats {
+        packed.clear();
+        let t = Instant::now();
+        pack(&original, &opts, &mut packed, &|_| {}).at(file)?;
+        encode_s.push(t.elapsed().as_secs_f64());
+        bar.set(r as u64 + 1);
+    }
+
+    bar.message("decode");
+    let archive = Archive::open(&packed).at(file)?;
+    let tensor_bytes: u64 = archive.index().tensors.iter().map(|t| t.original_len).sum();
+    let largest = archive
+        .index()
+        .tensors
+        .iter()
+        .map(|t| t.original_len)
+        .max()
+        .unwrap_or(0);
+    let mut buf = vec![0u8; usize::try_from(largest).unwrap_or(usize::MAX)];
+    let mut decode_s = Vec::with_capacity(repeats);
+    for r in 0..repeats {
+        let t = Instant::now();
+        decode_all(&packed, &mut buf).at(file)?;
+        decode_s.push(t.elapsed().as_secs_f64());
+        bar.set((repeats + r) as u64 + 1);
+    }
+    drop(bar);
+    check_exact(&packed, &original, &mut buf, file)?;
+
+    let (enc, dec) = (median(&encode_s), median(&decode_s));
+    let original_bytes = original.len() as u64;
+    let packed_bytes = packed.len() as u64;
+    let ratio = ratio(packed_bytes, original_bytes);
+    let threads = rayon::current_num_threads();
+    let text = if a.json {
+        let v = json!({
+            "file": file.to_string_lossy(),
+            "level": a.level.name(),
+            "threads": threads,
+            "repeats": repeats,
+            "original_bytes": original_bytes,
+            "tensor_bytes": tensor_bytes,
+            "packed_bytes": packed_bytes,
+            "ratio": ratio,
+            "encode_mb_s": mb_per_s(tensor_bytes, enc),
+            "decode_mb_s": mb_per_s(tensor_bytes, dec),
+            "encode_median_s": enc,
+            "decode_median_s": dec,
+            "encode_s": encode_s,
+            "decode_s": decode_s,
+        });
+        format!("{v:#}\n")
+    } else {
+        format!(
+            "file      {}\nlevel     {}\nthreads   {threads}\noriginal  {original_bytes} bytes ({tensor_bytes} bytes of tensors)\npacked    {packed_bytes} bytes\nratio     {}\nencode    {:.1} MB/s (median of {repeats}: {enc:.4} s)\ndecode    {:.1} MB/s (median of {repeats}: {dec:.4} s)\n",
+            file.display(),
+            a.level.name(),
+            ratio.map_or("-".to_owned(), |r| format!("{r:.4}")),
+            mb_per_s(tensor_bytes, enc),
+            mb_per_s(tensor_bytes, dec),
+        )
+    };
+    emit(&text)
+}
+
+/// One timed decode: open the archive and decode every tensor into `buf`, checking every
+/// checksum, as `unpack` does minus the writing.
+fn decode_all(packed: &[u8], buf: &mut [u8]) -> Result<(), ContainerError> {
+    let archive = Archive::open(packed)?;
+    archive.prefix()?;
+    for (i, t) in archive.index().tensors.iter().enumerate() {
+        archive.decode_tensor(i, &mut buf[..t.original_len as usize])?;
+    }
+    Ok(())
+}
+
+/// Compares the decoded bytes with the original, byte for byte (untimed).
+fn check_exact(
+    packed: &[u8],
+    original: &[u8],
+    buf: &mut [u8],
+    file: &Path,
+) -> Result<(), CliError> {
+    let archive = Archive::open(packed).at(file)?;
+    let differ =
+        |what: &str| CliError::at(file, format!("decoded {what} differs from the original"));
+    let prefix = archive.prefix().at(file)?;
+    if original.get(..prefix.len()) != Some(&prefix[..]) {
+        return Err(differ("header"));
+    }
+    let mut end = prefix.len() as u64;
+    for (i, t) in archive.index().tensors.iter().enumerate() {
+        let out = &mut buf[..t.original_len as usize];
+        archive.decode_tensor(i, out).at(file)?;
+        let range = t.original_offset as usize..(t.original_offset + t.original_len) as usize;
+        if original.get(range) != Some(&out[..]) {
+            return Err(differ(&format!("tensor {:?}", t.name)));
+        }
+        end = t.original_offset + t.original_len;
+    }
+    if end != original.len() as u64 {
+        return Err(differ("length"));
+    }
+    Ok(())
+}
+
+/// The median; the mean of the middle two for an even count.
+fn median(times: &[f64]) -> f64 {
+    let mut v = times.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}

@@ -1,0 +1,113 @@
+//! `mcodec pack`: a safetensors (or raw) file to `.mcz`, or a directory tree with every
+//! `*.safetensors` packed and everything else copied.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use mcodec::container::{pack, PackOptions};
+
+use super::tree::{self, Step};
+use super::{blame, emit, mb_per_s, sizes};
+use crate::error::{CliError, Context};
+use crate::fsutil::{self, map_input, name_str};
+use crate::progress::Bar;
+use crate::{Global, PackArgs};
+
+/// Suffix of packed files.
+pub const MCZ: &str = ".mcz";
+/// Suffix of the files directory mode packs.
+pub const SAFETENSORS: &str = ".safetensors";
+
+/// Runs `pack`.
+pub fn run(a: &PackArgs, g: &Global) -> Result<(), CliError> {
+    let opts = PackOptions {
+        encode: a.level.options(),
+        raw_dtype: a.dtype.clone(),
+    };
+    let is_dir = fs::metadata(&a.input).at(&a.input)?.is_dir();
+    let out = match &a.output {
+        Some(o) => o.clone(),
+        None => fsutil::with_suffix(&a.input, MCZ)?,
+    };
+    if is_dir {
+        if a.dtype.is_some() {
+            return Err(CliError::usage(
+                &a.input,
+                "--dtype applies to a single file, not a directory",
+            ));
+        }
+        pack_dir(&a.input, &out, &opts, g)
+    } else {
+        pack_file(&a.input, &out, &opts, g)
+    }
+}
+
+fn pack_file(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result<(), CliError> {
+    fsutil::check_output(out, g.force, false)?;
+    fsutil::check_distinct(input, out, false)?;
+    let start = Instant::now();
+    let data = map_input(input)?;
+    let perms = fs::metadata(input).at(input)?.permissions();
+    let bar = Bar::bytes(data.len() as u64, g.quiet);
+    let stats = fsutil::write_atomic(out, g.force, Some(perms), |w| {
+        pack(&data, opts, w, &|d| bar.set(d)).map_err(|e| blame(e, input, out))
+    })?;
+    drop(bar);
+    if !g.quiet {
+        emit(&format!(
+            "{} -> {}: {}, {:.1} MB/s\n",
+            input.display(),
+            out.display(),
+            sizes(stats.original_len, stats.packed_len, true),
+            mb_per_s(stats.original_len, start.elapsed().as_secs_f64()),
+        ))?;
+    }
+    Ok(())
+}
+
+fn pack_dir(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result<(), CliError> {
+    fsutil::check_output(out, g.force, true)?;
+    fsutil::check_distinct(input, out, true)?;
+    let start = Instant::now();
+    // Validating every header first means a bad file fails the run before any work.
+    let steps: Vec<Step> = tree::plan(input, |path, rel, len| {
+        let name = name_str(rel).unwrap_or("");
+        if name.ends_with(SAFETENSORS) {
+            let data = map_input(path)?;
+            mcodec::safetensors::parse(&data, data.len() as u64)
+                .map_err(|e| CliError::at(path, format!("not a valid safetensors file: {e}")))?;
+            let mut dst = rel.as_os_str().to_owned();
+            dst.push(MCZ);
+            Ok(Some((PathBuf::from(dst), len)))
+        } else if name.ends_with(&format!("{SAFETENSORS}{MCZ}")) {
+            // Unpacking would turn it into a .safetensors file: no faithful round trip.
+            Err(CliError::at(
+                path,
+                "already a packed file; the directory would not unpack to the same tree",
+            ))
+        } else {
+            Ok(None)
+        }
+    })?;
+    let total = steps.iter().map(|s| s.units).sum();
+    let bar = Bar::bytes(total, g.quiet);
+    let stats = tree::build(
+        input,
+        out,
+        g.force,
+        &steps,
+        &bar,
+        |src, dst, w, progress| {
+            let data = map_input(src)?;
+            pack(&data, opts, w, progress).map_err(|e| blame(e, src, dst))?;
+            Ok(())
+        },
+    )?;
+    drop(bar);
+    if !g.quiet {
+        let secs = start.elapsed().as_secs_f64();
+        emit(&tree::summary(input, out, true, &stats, secs))?;
+    }
+    Ok(())
+}

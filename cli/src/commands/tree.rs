@@ -1,0 +1,167 @@
+//! Directory mode of `pack` and `unpack`: the same tree with some files converted and
+//! everything else (files, empty directories, symlinks) reproduced as it is.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{CliError, Context};
+use crate::fsutil::{self, DirOutput, Node};
+use crate::progress::Bar;
+
+/// What becomes of one entry of the input tree.
+pub enum Action {
+    /// Create the directory.
+    Mkdir,
+    /// Recreate the symlink with this target.
+    Link(PathBuf),
+    /// Copy the file as it is.
+    Copy,
+    /// Convert the file (pack or unpack it).
+    Convert,
+}
+
+/// One step of a directory conversion.
+pub struct Step {
+    /// Source, relative to the input root.
+    pub src: PathBuf,
+    /// Destination, relative to the output root.
+    pub dst: PathBuf,
+    /// What to do.
+    pub action: Action,
+    /// Progress units the step accounts for (bytes).
+    pub units: u64,
+}
+
+/// Counts of a finished directory conversion.
+#[derive(Default)]
+pub struct TreeStats {
+    /// Files converted.
+    pub converted: u64,
+    /// Files copied as they are.
+    pub copied: u64,
+    /// Bytes read from the input tree's files.
+    pub bytes_in: u64,
+    /// Bytes written to the output tree's files.
+    pub bytes_out: u64,
+}
+
+/// Plans the conversion of the tree at `root`. `classify` is given each regular file
+/// (its path and path relative to `root`) and returns its converted name and progress
+/// units, or `None` to copy it. Two entries mapping to one output name are refused.
+pub fn plan(
+    root: &Path,
+    mut classify: impl FnMut(&Path, &Path, u64) -> Result<Option<(PathBuf, u64)>, CliError>,
+) -> Result<Vec<Step>, CliError> {
+    let mut steps = Vec::new();
+    let mut seen = HashSet::new();
+    for e in fsutil::walk(root)? {
+        let (dst, action, units) = match e.node {
+            Node::Dir => (e.rel.clone(), Action::Mkdir, 0),
+            Node::Symlink(target) => (e.rel.clone(), Action::Link(target), 0),
+            Node::File(len) => match classify(&root.join(&e.rel), &e.rel, len)? {
+                Some((dst, units)) => (dst, Action::Convert, units),
+                None => (e.rel.clone(), Action::Copy, len),
+            },
+            Node::Other => {
+                return Err(CliError::at(
+                    &root.join(&e.rel),
+                    "not a regular file, directory or symlink",
+                ))
+            }
+        };
+        if !seen.insert(dst.clone()) {
+            return Err(CliError::at(
+                &root.join(&e.rel),
+                format!(
+                    "would be written as {}, which another entry also becomes",
+                    dst.display()
+                ),
+            ));
+        }
+        steps.push(Step {
+            src: e.rel,
+            dst,
+            action,
+            units,
+        });
+    }
+    Ok(steps)
+}
+
+/// Carries out `steps` from `input` into a temporary directory that becomes `out` only
+/// when all succeeded. `convert(src, dst, writer, progress)` writes one converted file
+/// and reports its progress in the units [`plan`] gave it.
+pub fn build(
+    input: &Path,
+    out: &Path,
+    force: bool,
+    steps: &[Step],
+    bar: &Bar,
+    mut convert: impl FnMut(
+        &Path,
+        &Path,
+        &mut BufWriter<&File>,
+        &(dyn Fn(u64) + Sync),
+    ) -> Result<(), CliError>,
+) -> Result<TreeStats, CliError> {
+    let dir = DirOutput::new(out, force)?;
+    let mut stats = TreeStats::default();
+    let mut done = 0u64;
+    for step in steps {
+        let src = input.join(&step.src);
+        let dst = dir.path(&step.dst);
+        // Errors name the final output path, not the temporary one.
+        let shown = out.join(&step.dst);
+        match &step.action {
+            Action::Mkdir => fs::create_dir(&dst).at(&shown)?,
+            Action::Link(target) => fsutil::symlink(target, &dst).map_err(|e| CliError {
+                path: Some(shown.clone()),
+                ..e
+            })?,
+            Action::Copy => {
+                stats.bytes_in += step.units;
+                stats.bytes_out += fs::copy(&src, &dst).at(&src)?;
+                File::open(&dst).and_then(|f| f.sync_all()).at(&shown)?;
+                stats.copied += 1;
+            }
+            Action::Convert => {
+                stats.bytes_in += fs::metadata(&src).at(&src)?.len();
+                let file = File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&dst)
+                    .at(&shown)?;
+                {
+                    let mut w = BufWriter::with_capacity(1 << 20, &file);
+                    convert(&src, &shown, &mut w, &|d| bar.set(done + d))?;
+                    w.flush().at(&shown)?;
+                }
+                file.sync_all().at(&shown)?;
+                let perms = fs::metadata(&src).at(&src)?.permissions();
+                file.set_permissions(perms).at(&shown)?;
+                stats.bytes_out += file.metadata().at(&shown)?.len();
+                stats.converted += 1;
+            }
+        }
+        done += step.units;
+        bar.set(done);
+    }
+    dir.finish()?;
+    Ok(stats)
+}
+
+/// The summary line of a directory conversion.
+pub fn summary(input: &Path, out: &Path, packing: bool, s: &TreeStats, secs: f64) -> String {
+    let verb = if packing { "packed" } else { "unpacked" };
+    format!(
+        "{} -> {}: {} files {verb}, {} copied; {}, {:.1} MB/s\n",
+        input.display(),
+        out.display(),
+        s.converted,
+        s.copied,
+        super::sizes(s.bytes_in, s.bytes_out, packing),
+        super::mb_per_s(s.bytes_in, secs),
+    )
+}

@@ -1,0 +1,106 @@
+//! `mcodec unpack`: an `.mcz` file back to the original, or a packed directory tree back
+//! to the tree it was made from.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use mcodec::container::Archive;
+
+use super::pack::{MCZ, SAFETENSORS};
+use super::tree::{self, Step};
+use super::{blame, emit, mb_per_s, sizes};
+use crate::error::{CliError, Context};
+use crate::fsutil::{self, map_input, name_str};
+use crate::progress::Bar;
+use crate::{Global, UnpackArgs};
+
+/// Runs `unpack`.
+pub fn run(a: &UnpackArgs, g: &Global) -> Result<(), CliError> {
+    let is_dir = fs::metadata(&a.input).at(&a.input)?.is_dir();
+    let out = match &a.output {
+        Some(o) => o.clone(),
+        None => match fsutil::strip_suffix(&a.input, MCZ)? {
+            Some(o) => o,
+            None if is_dir => fsutil::with_suffix(&a.input, ".out")?,
+            None => {
+                return Err(CliError::usage(
+                    &a.input,
+                    "has no .mcz suffix; name the output with -o",
+                ))
+            }
+        },
+    };
+    if is_dir {
+        unpack_dir(&a.input, &out, g)
+    } else {
+        unpack_file(&a.input, &out, g)
+    }
+}
+
+fn unpack_file(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
+    fsutil::check_output(out, g.force, false)?;
+    fsutil::check_distinct(input, out, false)?;
+    let start = Instant::now();
+    let data = map_input(input)?;
+    let archive = Archive::open(&data).at(input)?;
+    let original = archive.index().original_len;
+    let perms = fs::metadata(input).at(input)?.permissions();
+    let bar = Bar::bytes(original, g.quiet);
+    fsutil::write_atomic(out, g.force, Some(perms), |w| {
+        archive
+            .unpack_to(w, &|d| bar.set(d))
+            .map_err(|e| blame(e, input, out))
+    })?;
+    drop(bar);
+    if !g.quiet {
+        emit(&format!(
+            "{} -> {}: {}, {:.1} MB/s\n",
+            input.display(),
+            out.display(),
+            sizes(data.len() as u64, original, false),
+            mb_per_s(original, start.elapsed().as_secs_f64()),
+        ))?;
+    }
+    Ok(())
+}
+
+fn unpack_dir(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
+    fsutil::check_output(out, g.force, true)?;
+    fsutil::check_distinct(input, out, true)?;
+    let start = Instant::now();
+    // Opening every archive first fails a damaged tree before any work and sizes the bar.
+    let suffix = format!("{SAFETENSORS}{MCZ}");
+    let steps: Vec<Step> = tree::plan(input, |path, rel, _| {
+        if !name_str(rel).is_some_and(|n| n.ends_with(&suffix)) {
+            return Ok(None);
+        }
+        let data = map_input(path)?;
+        let original = Archive::open(&data).at(path)?.index().original_len;
+        let dst: PathBuf = fsutil::strip_suffix(rel, MCZ)?
+            .ok_or_else(|| CliError::at(path, "cannot derive the unpacked name"))?;
+        Ok(Some((dst, original)))
+    })?;
+    let total = steps.iter().map(|s| s.units).sum();
+    let bar = Bar::bytes(total, g.quiet);
+    let stats = tree::build(
+        input,
+        out,
+        g.force,
+        &steps,
+        &bar,
+        |src, dst, w, progress| {
+            let data = map_input(src)?;
+            let archive = Archive::open(&data).at(src)?;
+            archive
+                .unpack_to(w, progress)
+                .map_err(|e| blame(e, src, dst))
+        },
+    )?;
+    drop(bar);
+    if !g.quiet {
+        let secs = start.elapsed().as_secs_f64();
+        emit(&tree::summary(input, out, false, &stats, secs))?;
+    }
+    Ok(())
+}

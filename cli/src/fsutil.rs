@@ -1,0 +1,366 @@
+//! File-system plumbing: memory-mapped inputs, outputs that appear only when complete,
+//! and the directory walk of directory mode.
+//!
+//! Outputs are built under a temporary name beside the destination and renamed into
+//! place at the end, so an error or a crash never leaves a partial file under the final
+//! name, and the rename itself never follows a symlink at the destination.
+
+use std::ffi::OsString;
+use std::fs::{self, File, Permissions};
+use std::io::{self, BufWriter, Write};
+use std::ops::Deref;
+use std::path::{Component, Path, PathBuf};
+
+use memmap2::Mmap;
+use tempfile::{Builder, NamedTempFile, TempDir};
+
+use crate::error::{CliError, Context};
+
+/// Prefix of every temporary file or directory the tool creates.
+const TEMP_PREFIX: &str = ".mcodec-";
+/// Buffer of output writers: large enough to batch the small index and padding writes.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// A read-only memory map of an input file.
+pub struct Input {
+    map: Mmap,
+}
+
+impl Deref for Input {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+/// Maps the regular file `path` read-only.
+pub fn map_input(path: &Path) -> Result<Input, CliError> {
+    // Checked before opening: opening a FIFO would block.
+    let meta = fs::metadata(path).at(path)?;
+    if meta.is_dir() {
+        return Err(CliError::at(path, "is a directory"));
+    }
+    if !meta.is_file() {
+        return Err(CliError::at(path, "not a regular file"));
+    }
+    let file = File::open(path).at(path)?;
+    // SAFETY: the map is read-only and lives no longer than this `Input`. As with any
+    // memory-mapped I/O, another process truncating the file meanwhile can fault the
+    // process; the speed of zero-copy input is worth that, as for other tools.
+    let map = unsafe { Mmap::map(&file) }.at(path)?;
+    Ok(Input { map })
+}
+
+/// `path` with `suffix` appended to its last component (`a/b` → `a/b.mcz`); a path such
+/// as `.` or `model/` is first resolved so it has a last component to extend.
+pub fn with_suffix(path: &Path, suffix: &str) -> Result<PathBuf, CliError> {
+    let path = named(path)?;
+    let mut s: OsString = path.clone().into_os_string();
+    s.push(suffix);
+    Ok(PathBuf::from(s))
+}
+
+/// `path` without `suffix` at the end of its last component, or `None` if it does not end
+/// so (or nothing would remain).
+pub fn strip_suffix(path: &Path, suffix: &str) -> Result<Option<PathBuf>, CliError> {
+    let path = named(path)?;
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(None);
+    };
+    Ok(match name.strip_suffix(suffix) {
+        Some(stem) if !stem.is_empty() => Some(path.with_file_name(stem)),
+        _ => None,
+    })
+}
+
+/// `path` normalised so that its last component is a real name: trailing slashes go and
+/// `.`/`..` endings are resolved.
+fn named(path: &Path) -> Result<PathBuf, CliError> {
+    match path.components().next_back() {
+        Some(Component::Normal(_)) => Ok(path.components().collect()),
+        _ => {
+            let abs = fs::canonicalize(path).at(path)?;
+            if abs.file_name().is_none() {
+                return Err(CliError::at(path, "cannot derive an output name; use -o"));
+            }
+            Ok(abs)
+        }
+    }
+}
+
+/// The directory an output is created in (the current directory for a bare name).
+fn parent_dir(out: &Path) -> &Path {
+    match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Checks that `out` may be written: never through a symlink, and only over an existing
+/// file with `force`.
+pub fn check_output(out: &Path, force: bool, dir_mode: bool) -> Result<(), CliError> {
+    let meta = match fs::symlink_metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(CliError::at(out, e)),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(CliError::at(
+            out,
+            "output is a symbolic link; refusing to write through it",
+        ));
+    }
+    if !force {
+        return Err(CliError::at(out, "already exists (use -f to overwrite)"));
+    }
+    if meta.is_dir() && !dir_mode {
+        return Err(CliError::at(out, "is a directory; refusing to replace it"));
+    }
+    Ok(())
+}
+
+/// Whether two existing paths name the same file.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::metadata(a), fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        matches!((fs::canonicalize(a), fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+    }
+}
+
+/// Refuses an output that is the input, or a directory output nested with its input
+/// (building or replacing one would then read or delete the other).
+pub fn check_distinct(input: &Path, out: &Path, dir_mode: bool) -> Result<(), CliError> {
+    if same_file(input, out) {
+        return Err(CliError::at(out, "output is the input file"));
+    }
+    if dir_mode {
+        let abs_in = fs::canonicalize(input).at(input)?;
+        let abs_parent = fs::canonicalize(parent_dir(out)).at(out)?;
+        let abs_out = match out.file_name() {
+            Some(name) => abs_parent.join(name),
+            None => abs_parent,
+        };
+        if abs_out.starts_with(&abs_in) {
+            return Err(CliError::at(out, "output lies inside the input directory"));
+        }
+        if abs_in.starts_with(&abs_out) {
+            return Err(CliError::at(out, "output contains the input directory"));
+        }
+    }
+    Ok(())
+}
+
+/// Failure to create the temporary beside `out`, without the temporary's random name,
+/// which tempfile appends and which would only puzzle.
+fn temp_error(out: &Path, e: &io::Error) -> CliError {
+    let msg = e.to_string();
+    let msg = msg.split(" at path ").next().unwrap_or_default();
+    CliError::at(
+        out,
+        format!("cannot create a temporary file beside it: {msg}"),
+    )
+}
+
+/// Writes the file `out` through `write`, under a temporary name that is renamed into
+/// place only once everything is written and synced. `perms` (usually the input's) are
+/// applied first, so the file never appears with the temporary file's private mode.
+pub fn write_atomic<T>(
+    out: &Path,
+    force: bool,
+    perms: Option<Permissions>,
+    write: impl FnOnce(&mut BufWriter<&File>) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let tmp: NamedTempFile = Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(".tmp")
+        .tempfile_in(parent_dir(out))
+        .map_err(|e| temp_error(out, &e))?;
+    let value = {
+        let mut w = BufWriter::with_capacity(WRITE_BUFFER, tmp.as_file());
+        let value = write(&mut w)?;
+        w.flush().at(out)?;
+        value
+    };
+    tmp.as_file().sync_all().at(out)?;
+    if let Some(p) = perms {
+        tmp.as_file().set_permissions(p).at(out)?;
+    }
+    // Dropping `tmp` on any error above deletes it.
+    let done = if force {
+        tmp.persist(out)
+    } else {
+        tmp.persist_noclobber(out)
+    };
+    done.map_err(|e| {
+        if e.error.kind() == io::ErrorKind::AlreadyExists {
+            CliError::at(out, "already exists (use -f to overwrite)")
+        } else {
+            CliError::at(out, e.error)
+        }
+    })?;
+    Ok(value)
+}
+
+/// A directory output under construction beside its destination.
+pub struct DirOutput {
+    /// Holder of the build root; deleted with everything in it if not finished.
+    holder: TempDir,
+    /// The build root: a plain `create_dir` inside `holder`, so that it gets the usual
+    /// permissions rather than the temporary directory's private ones.
+    root: PathBuf,
+    out: PathBuf,
+    force: bool,
+}
+
+impl DirOutput {
+    /// Starts building the directory `out`.
+    pub fn new(out: &Path, force: bool) -> Result<Self, CliError> {
+        let holder = Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempdir_in(parent_dir(out))
+            .map_err(|e| temp_error(out, &e))?;
+        let root = holder.path().join("out");
+        fs::create_dir(&root).at(out)?;
+        Ok(Self {
+            holder,
+            root,
+            out: out.to_owned(),
+            force,
+        })
+    }
+
+    /// Where the entry `rel` goes while building.
+    pub fn path(&self, rel: &Path) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Moves the finished directory into place, replacing an existing output only with
+    /// `force`; an old output is moved aside first and restored if the move fails.
+    pub fn finish(self) -> Result<(), CliError> {
+        let out = &self.out;
+        match fs::symlink_metadata(out) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::rename(&self.root, out).at(out)?;
+            }
+            Err(e) => return Err(CliError::at(out, e)),
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(CliError::at(
+                    out,
+                    "output is a symbolic link; refusing to write through it",
+                ))
+            }
+            Ok(_) if !self.force => {
+                return Err(CliError::at(out, "already exists (use -f to overwrite)"))
+            }
+            Ok(_) => {
+                let aside = self.holder.path().join("old");
+                fs::rename(out, &aside).at(out)?;
+                if let Err(e) = fs::rename(&self.root, out) {
+                    let _ = fs::rename(&aside, out);
+                    return Err(CliError::at(out, e));
+                }
+            }
+        }
+        // Dropping the holder now deletes only the replaced output, if any.
+        Ok(())
+    }
+}
+
+/// What a directory entry is.
+#[derive(Debug)]
+pub enum Node {
+    /// A directory.
+    Dir,
+    /// A regular file of this many bytes.
+    File(u64),
+    /// A symbolic link with this target; recreated as it is, never followed.
+    Symlink(PathBuf),
+    /// Anything else (FIFO, socket, device): listed so each command can decide.
+    Other,
+}
+
+/// One entry of a directory tree, relative to its root.
+#[derive(Debug)]
+pub struct Entry {
+    /// Path relative to the root.
+    pub rel: PathBuf,
+    /// What it is.
+    pub node: Node,
+}
+
+/// Every entry under `root`, sorted, each directory before its contents. Symlinks are
+/// listed, not followed, so cycles cannot occur.
+pub fn walk(root: &Path) -> Result<Vec<Entry>, CliError> {
+    let mut entries = Vec::new();
+    walk_into(root, Path::new(""), &mut entries)?;
+    Ok(entries)
+}
+
+fn walk_into(root: &Path, rel: &Path, entries: &mut Vec<Entry>) -> Result<(), CliError> {
+    let dir = root.join(rel);
+    let mut names = fs::read_dir(&dir)
+        .at(&dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<Vec<_>>>()
+        .at(&dir)?;
+    names.sort();
+    for name in names {
+        let rel = rel.join(&name);
+        let path = root.join(&rel);
+        let meta = fs::symlink_metadata(&path).at(&path)?;
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let target = fs::read_link(&path).at(&path)?;
+            entries.push(Entry {
+                rel,
+                node: Node::Symlink(target),
+            });
+        } else if ft.is_dir() {
+            entries.push(Entry {
+                rel: rel.clone(),
+                node: Node::Dir,
+            });
+            walk_into(root, &rel, entries)?;
+        } else if ft.is_file() {
+            entries.push(Entry {
+                rel,
+                node: Node::File(meta.len()),
+            });
+        } else {
+            entries.push(Entry {
+                rel,
+                node: Node::Other,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Creates the symlink `link` pointing at `target`.
+pub fn symlink(target: &Path, link: &Path) -> Result<(), CliError> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(target, link).at(link)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = target;
+        Err(CliError::at(
+            link,
+            "symbolic links are only supported on Unix",
+        ))
+    }
+}
+
+/// The name of `rel` as UTF-8, if it is.
+pub fn name_str(rel: &Path) -> Option<&str> {
+    rel.file_name().and_then(|n| n.to_str())
+}

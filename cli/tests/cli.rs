@@ -1,0 +1,515 @@
+//! End-to-end tests of the `mcodec` binary.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcodec");
+
+/// Runs the binary with `args` in `dir`.
+fn mcodec(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run mcodec")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[track_caller]
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "failed: {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Asserts exit code 1 and exactly one stderr line, which names `file`.
+#[track_caller]
+fn fails_naming(o: &Output, file: &str) {
+    assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(o));
+    let err = stderr(o);
+    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+    assert!(
+        err.starts_with(&format!("mcodec: {file}")),
+        "does not name {file}: {err:?}"
+    );
+}
+
+/// A deterministic pseudo-random generator.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 32) as u32
+    }
+
+    /// Roughly normal weights of scale `s`.
+    fn weight(&mut self, s: f32) -> f32 {
+        let sum: f32 = (0..4).map(|_| self.next() as f32 / u32::MAX as f32).sum();
+        (sum - 2.0) * s
+    }
+}
+
+/// A safetensors file with BF16, F32, I64, an empty and a 0-dim tensor and metadata.
+fn safetensors(seed: u64) -> Vec<u8> {
+    let mut rng = Lcg(seed);
+    let mut tensors: Vec<(&str, &str, Vec<u64>, Vec<u8>)> = Vec::new();
+    let bf16: Vec<u8> = (0..64 * 300)
+        .flat_map(|_| ((rng.weight(0.02).to_bits() >> 16) as u16).to_le_bytes())
+        .collect();
+    tensors.push(("layer.0.weight", "BF16", vec![64, 300], bf16));
+    let f32s: Vec<u8> = (0..5000)
+        .flat_map(|_| rng.weight(0.1).to_le_bytes())
+        .collect();
+    tensors.push(("layer.0.bias", "F32", vec![5000], f32s));
+    let ids: Vec<u8> = (0..100i64).flat_map(|i| (i * 7).to_le_bytes()).collect();
+    tensors.push(("position_ids", "I64", vec![1, 100], ids));
+    tensors.push(("empty", "F32", vec![0, 16], Vec::new()));
+    tensors.push(("scale", "F32", vec![], 0.125f32.to_le_bytes().to_vec()));
+
+    let mut header = String::from(r#"{"__metadata__":{"format":"pt","note":"test"}"#);
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in &tensors {
+        let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
+        header.push_str(&format!(
+            r#","{name}":{{"dtype":"{dtype}","shape":[{}],"data_offsets":[{},{}]}}"#,
+            shape.join(","),
+            data.len(),
+            data.len() + bytes.len()
+        ));
+        data.extend_from_slice(bytes);
+    }
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(&data);
+    file
+}
+
+/// A temporary directory holding `model.safetensors`.
+fn setup() -> (TempDir, Vec<u8>) {
+    let dir = TempDir::new().unwrap();
+    let st = safetensors(1);
+    fs::write(dir.path().join("model.safetensors"), &st).unwrap();
+    (dir, st)
+}
+
+/// Every entry under `dir`, relative, sorted.
+fn listing(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    fn go(root: &Path, rel: &Path, v: &mut Vec<PathBuf>) {
+        let mut names: Vec<_> = fs::read_dir(root.join(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let r = rel.join(n);
+            v.push(r.clone());
+            let m = fs::symlink_metadata(root.join(&r)).unwrap();
+            if m.is_dir() {
+                go(root, &r, v);
+            }
+        }
+    }
+    go(dir, Path::new(""), &mut v);
+    v
+}
+
+/// Asserts two trees hold the same entries, file contents and symlink targets.
+#[track_caller]
+fn same_tree(a: &Path, b: &Path) {
+    let (la, lb) = (listing(a), listing(b));
+    assert_eq!(la, lb);
+    for rel in la {
+        let (pa, pb) = (a.join(&rel), b.join(&rel));
+        let ma = fs::symlink_metadata(&pa).unwrap();
+        let mb = fs::symlink_metadata(&pb).unwrap();
+        assert_eq!(ma.file_type(), mb.file_type(), "{}", rel.display());
+        if ma.file_type().is_symlink() {
+            assert_eq!(fs::read_link(&pa).unwrap(), fs::read_link(&pb).unwrap());
+        } else if ma.is_file() {
+            assert!(
+                fs::read(&pa).unwrap() == fs::read(&pb).unwrap(),
+                "{} differs",
+                rel.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn pack_unpack_round_trip_with_default_names() {
+    let (dir, st) = setup();
+    let d = dir.path();
+    ok(&mcodec(d, &["pack", "model.safetensors"]));
+    let packed = fs::read(d.join("model.safetensors.mcz")).unwrap();
+    assert!(packed.len() < st.len(), "{} >= {}", packed.len(), st.len());
+    fs::rename(d.join("model.safetensors"), d.join("orig.safetensors")).unwrap();
+    ok(&mcodec(d, &["-q", "unpack", "model.safetensors.mcz"]));
+    assert!(fs::read(d.join("model.safetensors")).unwrap() == st);
+    // The input is untouched.
+    assert!(fs::read(d.join("model.safetensors.mcz")).unwrap() == packed);
+}
+
+#[test]
+fn explicit_output_threads_and_level() {
+    let (dir, st) = setup();
+    let d = dir.path();
+    let o = mcodec(
+        d,
+        &[
+            "pack",
+            "model.safetensors",
+            "-o",
+            "x.mcz",
+            "-j",
+            "1",
+            "--level",
+            "max",
+        ],
+    );
+    ok(&o);
+    assert!(stdout(&o).contains("x.mcz"), "{}", stdout(&o));
+    ok(&mcodec(
+        d,
+        &["unpack", "x.mcz", "-o", "back", "--threads", "2"],
+    ));
+    assert!(fs::read(d.join("back")).unwrap() == st);
+}
+
+#[test]
+fn quiet_prints_nothing() {
+    let (dir, _) = setup();
+    let o = mcodec(dir.path(), &["pack", "-q", "model.safetensors"]);
+    ok(&o);
+    assert!(o.stdout.is_empty() && o.stderr.is_empty());
+}
+
+#[test]
+fn refuses_to_overwrite_without_force() {
+    let (dir, st) = setup();
+    let d = dir.path();
+    fs::write(d.join("model.safetensors.mcz"), b"precious").unwrap();
+    let o = mcodec(d, &["pack", "model.safetensors"]);
+    fails_naming(&o, "model.safetensors.mcz");
+    assert!(stderr(&o).contains("-f"));
+    assert_eq!(
+        fs::read(d.join("model.safetensors.mcz")).unwrap(),
+        b"precious"
+    );
+    assert_eq!(listing(d).len(), 2, "{:?}", listing(d));
+
+    ok(&mcodec(d, &["pack", "-f", "model.safetensors"]));
+    ok(&mcodec(d, &["unpack", "model.safetensors.mcz", "-o", "b"]));
+    assert!(fs::read(d.join("b")).unwrap() == st);
+    let o = mcodec(d, &["unpack", "model.safetensors.mcz", "-o", "b"]);
+    fails_naming(&o, "b");
+    ok(&mcodec(
+        d,
+        &["unpack", "--force", "model.safetensors.mcz", "-o", "b"],
+    ));
+}
+
+#[cfg(unix)]
+#[test]
+fn refuses_symlink_output_even_with_force() {
+    let (dir, _) = setup();
+    let d = dir.path();
+    fs::write(d.join("target"), b"keep").unwrap();
+    std::os::unix::fs::symlink("target", d.join("link.mcz")).unwrap();
+    for args in [
+        &["pack", "model.safetensors", "-o", "link.mcz"][..],
+        &["pack", "-f", "model.safetensors", "-o", "link.mcz"][..],
+    ] {
+        let o = mcodec(d, args);
+        fails_naming(&o, "link.mcz");
+        assert!(stderr(&o).contains("symbolic link"));
+    }
+    assert_eq!(fs::read(d.join("target")).unwrap(), b"keep");
+    assert!(fs::symlink_metadata(d.join("link.mcz"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn refuses_output_that_is_the_input() {
+    let (dir, st) = setup();
+    let d = dir.path();
+    let o = mcodec(
+        d,
+        &["pack", "-f", "model.safetensors", "-o", "model.safetensors"],
+    );
+    fails_naming(&o, "model.safetensors");
+    assert!(fs::read(d.join("model.safetensors")).unwrap() == st);
+}
+
+#[test]
+fn unpack_without_mcz_suffix_needs_output() {
+    let (dir, _) = setup();
+    let d = dir.path();
+    ok(&mcodec(
+        d,
+        &["pack", "model.safetensors", "-o", "packed.bin"],
+    ));
+    let o = mcodec(d, &["unpack", "packed.bin"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("-o"));
+    ok(&mcodec(
+        d,
+        &["unpack", "packed.bin", "-o", "out.safetensors"],
+    ));
+}
+
+#[test]
+fn inspect_json_lists_tensors() {
+    let (dir, st) = setup();
+    let d = dir.path();
+    ok(&mcodec(d, &["pack", "model.safetensors"]));
+    let o = mcodec(d, &["inspect", "--json", "model.safetensors.mcz"]);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["original_bytes"], st.len() as u64);
+    let packed = fs::metadata(d.join("model.safetensors.mcz")).unwrap().len();
+    assert_eq!(v["packed_bytes"], packed);
+    assert!(v["ratio"].as_f64().unwrap() < 1.0);
+    let tensors = v["tensors"].as_array().unwrap();
+    let names: Vec<&str> = tensors
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "layer.0.weight",
+            "layer.0.bias",
+            "position_ids",
+            "empty",
+            "scale"
+        ]
+    );
+    let w = &tensors[0];
+    assert_eq!(w["dtype"], "BF16");
+    assert_eq!(w["shape"], serde_json::json!([64, 300]));
+    assert_eq!(w["codec"], "split-bf16");
+    assert_eq!(w["original_bytes"], 64 * 300 * 2);
+    let bpw = w["bits_per_weight"].as_f64().unwrap();
+    assert!(bpw > 0.0 && bpw < 16.0, "{bpw}");
+    let h = w["exponent_entropy"].as_f64().unwrap();
+    assert!(h > 0.0 && h < 8.0, "{h}");
+    assert!(!w["streams"].as_array().unwrap().is_empty());
+    assert_eq!(tensors[3]["bits_per_weight"], serde_json::Value::Null);
+    assert_eq!(tensors[4]["shape"], serde_json::json!([]));
+    assert_eq!(tensors[4]["elements"], 1);
+
+    let o = mcodec(d, &["inspect", "model.safetensors.mcz"]);
+    ok(&o);
+    let table = stdout(&o);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("layer.0.weight") && table.contains("ratio"));
+}
+
+#[test]
+fn verify_accepts_good_and_rejects_damaged_files() {
+    let (dir, _) = setup();
+    let d = dir.path();
+    ok(&mcodec(d, &["pack", "model.safetensors"]));
+    let o = mcodec(d, &["verify", "model.safetensors.mcz"]);
+    ok(&o);
+    let line = stdout(&o);
+    assert_eq!(line.lines().count(), 1);
+    assert!(line.contains("OK") && line.contains("MB/s"), "{line}");
+
+    let packed = fs::read(d.join("model.safetensors.mcz")).unwrap();
+    // Flip a bit in the middle of the largest stream, which its checksum covers.
+    let archive = mcodec::container::Archive::open(&packed).unwrap();
+    let s = archive
+        .index()
+        .tensors
+        .iter()
+        .flat_map(|t| &t.streams)
+        .max_by_key(|s| s.len)
+        .unwrap();
+    let mut flipped = packed.clone();
+    flipped[(s.offset + s.len / 2) as usize] ^= 0x10;
+    fs::write(d.join("flipped.mcz"), &flipped).unwrap();
+    let o = mcodec(d, &["verify", "flipped.mcz"]);
+    fails_naming(&o, "flipped.mcz");
+
+    fs::write(d.join("truncated.mcz"), &packed[..packed.len() - 100]).unwrap();
+    fails_naming(&mcodec(d, &["verify", "truncated.mcz"]), "truncated.mcz");
+    fs::write(d.join("empty.mcz"), b"").unwrap();
+    fails_naming(&mcodec(d, &["verify", "empty.mcz"]), "empty.mcz");
+    let o = mcodec(d, &["verify", "model.safetensors"]);
+    fails_naming(&o, "model.safetensors");
+    assert!(stderr(&o).contains("not an mcz file"));
+    fails_naming(&mcodec(d, &["verify", "missing.mcz"]), "missing.mcz");
+
+    // Unpacking the damaged files fails too, and leaves nothing behind.
+    let before = listing(d);
+    fails_naming(
+        &mcodec(d, &["unpack", "flipped.mcz", "-o", "out"]),
+        "flipped.mcz",
+    );
+    fails_naming(&mcodec(d, &["inspect", "truncated.mcz"]), "truncated.mcz");
+    assert_eq!(listing(d), before);
+}
+
+#[test]
+fn non_safetensors_input_needs_dtype() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let mut rng = Lcg(7);
+    let raw: Vec<u8> = (0..10_001)
+        .flat_map(|_| ((rng.weight(0.05).to_bits() >> 16) as u16).to_le_bytes())
+        .take(20_001)
+        .collect();
+    fs::write(d.join("weights.bin"), &raw).unwrap();
+    let o = mcodec(d, &["pack", "weights.bin"]);
+    fails_naming(&o, "weights.bin");
+    assert!(stderr(&o).contains("--dtype"), "{}", stderr(&o));
+    // No temporary file is left after the failure.
+    assert_eq!(listing(d), [PathBuf::from("weights.bin")]);
+
+    let o = mcodec(d, &["pack", "weights.bin", "--dtype", "NOPE"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    ok(&mcodec(d, &["pack", "weights.bin", "--dtype", "BF16"]));
+    ok(&mcodec(d, &["verify", "weights.bin.mcz"]));
+    ok(&mcodec(d, &["unpack", "weights.bin.mcz", "-o", "back.bin"]));
+    assert!(fs::read(d.join("back.bin")).unwrap() == raw);
+    let o = mcodec(d, &["inspect", "--json", "weights.bin.mcz"]);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["source"], "raw");
+}
+
+#[test]
+fn directory_round_trip() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let model = d.join("model");
+    fs::create_dir_all(model.join("sub/deeper")).unwrap();
+    fs::create_dir_all(model.join("empty-dir")).unwrap();
+    fs::write(model.join("a.safetensors"), safetensors(1)).unwrap();
+    fs::write(model.join("sub/b.safetensors"), safetensors(2)).unwrap();
+    fs::write(model.join("sub/deeper/c.safetensors"), safetensors(3)).unwrap();
+    fs::write(model.join("config.json"), b"{\"hidden\": 64}").unwrap();
+    fs::write(model.join("sub/deeper/README"), b"notes").unwrap();
+    fs::write(model.join("sub/tokenizer.model"), [0u8, 1, 2, 255]).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("a.safetensors", model.join("link.safetensors")).unwrap();
+
+    ok(&mcodec(d, &["pack", "model/"]));
+    let packed = d.join("model.mcz");
+    let names = listing(&packed);
+    assert!(names.contains(&PathBuf::from("sub/deeper/c.safetensors.mcz")));
+    assert!(names.contains(&PathBuf::from("sub/deeper/README")));
+    assert!(!names.contains(&PathBuf::from("a.safetensors")));
+    ok(&mcodec(d, &["verify", "model.mcz"]));
+
+    fs::rename(&model, d.join("orig")).unwrap();
+    ok(&mcodec(d, &["unpack", "model.mcz"]));
+    same_tree(&d.join("orig"), &model);
+
+    // Existing output: refused, then replaced with -f.
+    fails_naming(&mcodec(d, &["pack", "model"]), "model.mcz");
+    ok(&mcodec(d, &["pack", "-f", "model"]));
+    ok(&mcodec(d, &["unpack", "model.mcz", "-o", "again"]));
+    same_tree(&d.join("orig"), &d.join("again"));
+
+    // A directory without .mcz in its name unpacks to NAME.out.
+    fs::rename(&packed, d.join("packed")).unwrap();
+    ok(&mcodec(d, &["unpack", "packed"]));
+    same_tree(&d.join("orig"), &d.join("packed.out"));
+
+    // Output inside the input is refused.
+    let o = mcodec(d, &["pack", "orig", "-o", "orig/inner.mcz"]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn directory_failure_leaves_nothing() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let model = d.join("model");
+    fs::create_dir_all(model.join("sub")).unwrap();
+    fs::write(model.join("a.safetensors"), safetensors(1)).unwrap();
+    fs::write(model.join("sub/bad.safetensors"), b"not really").unwrap();
+    let before = listing(d);
+    let o = mcodec(d, &["pack", "model"]);
+    fails_naming(&o, "model/sub/bad.safetensors");
+    assert_eq!(listing(d), before);
+
+    // A damaged archive in a packed tree fails unpack and verify alike.
+    fs::remove_file(model.join("sub/bad.safetensors")).unwrap();
+    ok(&mcodec(d, &["pack", "model"]));
+    let a = d.join("model.mcz/a.safetensors.mcz");
+    let mut bytes = fs::read(&a).unwrap();
+    let n = bytes.len();
+    bytes.truncate(n - 1);
+    fs::write(&a, bytes).unwrap();
+    let before = listing(d);
+    let o = mcodec(d, &["unpack", "model.mcz", "-o", "out"]);
+    fails_naming(&o, "model.mcz/a.safetensors.mcz");
+    assert_eq!(listing(d), before);
+    let o = mcodec(d, &["verify", "model.mcz"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("a.safetensors.mcz"));
+}
+
+#[test]
+fn bench_json_has_the_keys() {
+    let (dir, _) = setup();
+    let d = dir.path();
+    let o = mcodec(
+        d,
+        &[
+            "bench",
+            "model.safetensors",
+            "--json",
+            "--repeat",
+            "2",
+            "-j",
+            "2",
+        ],
+    );
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for key in ["ratio", "encode_mb_s", "decode_mb_s"] {
+        assert!(v[key].as_f64().unwrap() > 0.0, "{key}: {v}");
+    }
+    assert!(v["ratio"].as_f64().unwrap() < 1.0);
+    assert_eq!(v["repeats"], 2);
+    assert_eq!(v["threads"], 2);
+    assert_eq!(v["encode_s"].as_array().unwrap().len(), 2);
+
+    // An .mcz input is unpacked to memory first.
+    ok(&mcodec(d, &["pack", "model.safetensors"]));
+    let o = mcodec(d, &["bench", "model.safetensors.mcz", "--repeat", "1"]);
+    ok(&o);
+    assert!(stdout(&o).contains("decode"));
+    // Bench writes nothing.
+    assert_eq!(listing(d).len(), 2);
+}
