@@ -63,30 +63,21 @@ impl Layout {
     /// Splits little-endian elements `src` into `fields` (one slice per field, each as long
     /// as the element count).
     pub fn split(self, src: &[u8], fields: &mut [&mut [u16]]) {
-        let n = src.len() / self.element_size();
-        debug_assert!(fields.iter().all(|f| f.len() == n));
+        debug_assert!(fields.iter().all(|f| f.len() == src.len() / self.element_size()));
         match (self, fields) {
             (Self::Bf16, [f0, f1]) => {
                 for ((b, s0), s1) in src.chunks_exact(2).zip(f0.iter_mut()).zip(f1.iter_mut()) {
-                    let w = u16::from_le_bytes([b[0], b[1]]);
-                    *s0 = (w >> 6) & 0x1FF;
-                    *s1 = ((w >> 9) & 0x40) | (w & 0x3F);
+                    [*s0, *s1] = bf16_fields(u16::from_le_bytes([b[0], b[1]]));
                 }
             }
             (Self::F16, [f0, f1]) => {
                 for ((b, s0), s1) in src.chunks_exact(2).zip(f0.iter_mut()).zip(f1.iter_mut()) {
-                    let w = u16::from_le_bytes([b[0], b[1]]);
-                    *s0 = (w >> 7) & 0xFF;
-                    *s1 = ((w >> 8) & 0x80) | (w & 0x7F);
+                    [*s0, *s1] = f16_fields(u16::from_le_bytes([b[0], b[1]]));
                 }
             }
             (Self::F32, [f0, f1, f2, f3]) => {
                 for (i, b) in src.chunks_exact(4).enumerate() {
-                    let x = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                    f0[i] = ((x >> 22) & 0x1FF) as u16;
-                    f1[i] = (((x >> 25) & 0x40) | ((x >> 16) & 0x3F)) as u16;
-                    f2[i] = ((x >> 8) & 0xFF) as u16;
-                    f3[i] = (x & 0xFF) as u16;
+                    [f0[i], f1[i], f2[i], f3[i]] = f32_fields(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 }
             }
             (Self::F8, [f0]) => {
@@ -95,6 +86,17 @@ impl Layout {
                 }
             }
             _ => unreachable!("field count does not match layout {self:?}"),
+        }
+    }
+
+    /// Adds the field values of the elements in `src` to `hists` (one histogram per field,
+    /// each `1 << bits` long) without materialising the fields.
+    pub fn count(self, src: &[u8], hists: &mut [Vec<u32>]) {
+        match self {
+            Self::Bf16 => count_fields::<2, 2>(src, hists, |b| bf16_fields(u16::from_le_bytes([b[0], b[1]]))),
+            Self::F16 => count_fields::<2, 2>(src, hists, |b| f16_fields(u16::from_le_bytes([b[0], b[1]]))),
+            Self::F32 => count_fields::<4, 4>(src, hists, |b| f32_fields(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            Self::F8 => count_fields::<1, 1>(src, hists, |b| [u16::from(b[0])]),
         }
     }
 
@@ -132,6 +134,45 @@ impl Layout {
             _ => unreachable!("field count does not match layout {self:?}"),
         }
     }
+}
+
+/// Histograms of `F` fields of `E`-byte elements, counted into fixed 512-entry arrays
+/// (every field is at most 9 bits, so the masked index never needs a bounds check).
+fn count_fields<const E: usize, const F: usize>(
+    src: &[u8],
+    hists: &mut [Vec<u32>],
+    fields: impl Fn(&[u8]) -> [u16; F],
+) {
+    let mut counts = [[0u32; 512]; F];
+    for element in src.chunks_exact(E) {
+        for (c, s) in counts.iter_mut().zip(fields(element)) {
+            c[usize::from(s) & 511] += 1;
+        }
+    }
+    for (h, c) in hists.iter_mut().zip(&counts) {
+        for (dst, &n) in h.iter_mut().zip(c) {
+            *dst += n;
+        }
+    }
+}
+
+/// BF16 fields: exponent and top mantissa bit; sign and low six mantissa bits.
+#[inline(always)]
+fn bf16_fields(w: u16) -> [u16; 2] {
+    [(w >> 6) & 0x1FF, ((w >> 9) & 0x40) | (w & 0x3F)]
+}
+
+/// F16 fields: exponent and top three mantissa bits; sign and low seven mantissa bits.
+#[inline(always)]
+fn f16_fields(w: u16) -> [u16; 2] {
+    [(w >> 7) & 0xFF, ((w >> 8) & 0x80) | (w & 0x7F)]
+}
+
+/// F32 fields: the BF16 fields of the top half, then mantissa bytes 1 and 0.
+#[inline(always)]
+fn f32_fields(x: u32) -> [u16; 4] {
+    let [a, b] = bf16_fields((x >> 16) as u16);
+    [a, b, ((x >> 8) & 0xFF) as u16, (x & 0xFF) as u16]
 }
 
 #[cfg(test)]

@@ -104,6 +104,15 @@ pub const CHUNK_LOG2_RANGE: std::ops::RangeInclusive<u8> = 10..=22;
 /// Default chunk length exponent: 65 536 elements per chunk.
 pub const DEFAULT_CHUNK_LOG2: u8 = 16;
 
+/// Default block length exponent: 4096 elements choose a table together.
+pub const DEFAULT_BLOCK_LOG2: u8 = 12;
+/// Block length exponent of the archival setting.
+pub const MAX_BLOCK_LOG2: u8 = 11;
+
+fn block_log2_env() -> Option<u8> {
+    std::env::var("MCODEC_BLOCK_LOG2").ok()?.parse().ok()
+}
+
 /// Encoder settings.
 #[derive(Clone, Copy, Debug)]
 pub struct EncodeOptions {
@@ -113,6 +122,9 @@ pub struct EncodeOptions {
     pub zstd_level: i32,
     /// Chunk length exponent (within [`CHUNK_LOG2_RANGE`]).
     pub chunk_log2: u8,
+    /// Block length exponent: each block of `1 << block_log2` elements picks its own
+    /// table (at least 5, at most `chunk_log2`).
+    pub block_log2: u8,
 }
 
 impl Default for EncodeOptions {
@@ -121,6 +133,7 @@ impl Default for EncodeOptions {
             effort: Effort::Default,
             zstd_level: 3,
             chunk_log2: DEFAULT_CHUNK_LOG2,
+            block_log2: block_log2_env().unwrap_or(DEFAULT_BLOCK_LOG2),
         }
     }
 }
@@ -132,6 +145,7 @@ impl EncodeOptions {
             effort: Effort::Max,
             zstd_level: 19,
             chunk_log2: DEFAULT_CHUNK_LOG2,
+            block_log2: block_log2_env().unwrap_or(MAX_BLOCK_LOG2),
         }
     }
 }
@@ -189,30 +203,26 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
     let chunk_len = 1usize << opts.chunk_log2;
     let chunk_bytes = chunk_len * esize;
 
-    // Pass 1: per-chunk histograms of every field.
+    // Pass 1: per-block histograms of every field, counted straight from the input.
+    let block_bytes = (1usize << opts.block_log2) * esize;
     let hists: Vec<Vec<Vec<u32>>> = data
-        .par_chunks(chunk_bytes)
-        .map(|chunk| {
-            FieldBuffers::with(|bufs| {
-                let fields = bufs.split(layout, chunk, chunk_len);
-                fields
-                    .iter()
-                    .zip(bits)
-                    .map(|(f, &b)| {
-                        let mut h = vec![0u32; 1 << b];
-                        for &s in f.iter() {
-                            h[usize::from(s)] += 1;
-                        }
-                        h
-                    })
-                    .collect()
-            })
+        .par_chunks(block_bytes)
+        .map(|block| {
+            let mut h: Vec<Vec<u32>> = bits.iter().map(|&b| vec![0u32; 1 << b]).collect();
+            layout.count(block, &mut h);
+            h
         })
         .collect();
     let mut encoders: Vec<StreamEncoder> = (0..bits.len())
         .map(|f| {
-            let per_chunk: Vec<Vec<u32>> = hists.iter().map(|h| h[f].clone()).collect();
-            StreamEncoder::plan(&per_chunk, bits[f], chunk_len, opts.effort)
+            let blocks: Vec<Vec<u32>> = hists.iter().map(|h| h[f].clone()).collect();
+            StreamEncoder::plan(
+                &blocks,
+                bits[f],
+                opts.block_log2,
+                opts.chunk_log2,
+                opts.effort,
+            )
         })
         .collect();
 
@@ -221,21 +231,21 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
         let pieces: Vec<Vec<Vec<u8>>> = data
             .par_chunks(chunk_bytes)
             .enumerate()
-            .map_init(FieldBuffers::default, |bufs, (c, chunk)| {
-                let fields = bufs.split(layout, chunk, chunk_len);
-                encoders
-                    .iter()
-                    .zip(fields)
-                    .map(|(e, f)| e.encode_chunk(c, f))
-                    .collect()
+            .map(|(c, chunk)| {
+                FieldBuffers::with(|bufs| {
+                    let fields = bufs.split(layout, chunk, chunk_len);
+                    encoders.iter().zip(fields).map(|(e, f)| e.encode_chunk(c, f)).collect()
+                })
             })
             .collect();
-        (0..encoders.len())
-            .map(|f| {
-                let field_pieces: Vec<Vec<u8>> = pieces.iter().map(|p| p[f].clone()).collect();
-                encoders[f].assemble(&field_pieces)
-            })
-            .collect()
+        // Transpose chunk-major pieces to field-major without copying them.
+        let mut by_field: Vec<Vec<Vec<u8>>> = vec![Vec::with_capacity(pieces.len()); encoders.len()];
+        for chunk_pieces in pieces {
+            for (f, p) in chunk_pieces.into_iter().enumerate() {
+                by_field[f].push(p);
+            }
+        }
+        encoders.iter().zip(&by_field).map(|(e, p)| e.assemble(p)).collect()
     };
     let mut streams = code(&encoders);
     // The estimate can be wrong at the margin: never keep a coded field that is larger
@@ -409,7 +419,9 @@ impl<'a> TensorDecoder<'a> {
                 let chunk_len = 1usize << self.chunk_log2;
                 out.par_chunks_mut(chunk_len * layout.element_size())
                     .enumerate()
-                    .try_for_each(|(c, dst)| FieldBuffers::with(|bufs| decode_chunk(*layout, decoders, bufs, c, dst)))?;
+                    .try_for_each(|(c, dst)| {
+                        FieldBuffers::with(|bufs| decode_chunk(*layout, decoders, bufs, c, dst))
+                    })?;
             }
         }
         Ok(())

@@ -23,7 +23,9 @@ fn rng(seed: &mut u64) -> u64 {
 fn bf16_weights(n: usize, seed: &mut u64) -> Vec<u8> {
     (0..n)
         .flat_map(|_| {
-            let acc: f32 = (0..4).map(|_| rng(seed) as f32 / (1u64 << 31) as f32 - 0.5).sum();
+            let acc: f32 = (0..4)
+                .map(|_| rng(seed) as f32 / (1u64 << 31) as f32 - 0.5)
+                .sum();
             (((acc * 0.02).to_bits() >> 16) as u16).to_le_bytes()
         })
         .collect()
@@ -55,7 +57,13 @@ fn safetensors(tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
 fn small_model() -> Vec<u8> {
     let mut seed = 7;
     let f8: Vec<u8> = (0..2100)
-        .map(|i| if i < 1024 { (rng(&mut seed) % 5) as u8 } else { 0x40 + (rng(&mut seed) % 3) as u8 })
+        .map(|i| {
+            if i < 1024 {
+                (rng(&mut seed) % 5) as u8
+            } else {
+                0x40 + (rng(&mut seed) % 3) as u8
+            }
+        })
         .collect();
     let ints: Vec<u8> = (0..32u32).flat_map(|i| (i % 3).to_le_bytes()).collect();
     safetensors(&[
@@ -80,6 +88,8 @@ fn packed(input: &[u8], raw: Option<Dtype>) -> Vec<u8> {
     let opts = PackOptions {
         encode: EncodeOptions {
             chunk_log2: 10,
+            // Small blocks so the seeds carry several table ids per chunk.
+            block_log2: 8,
             ..Default::default()
         },
         raw_dtype: raw,
@@ -100,18 +110,31 @@ fn write_fuzz_seeds() {
     let f32s: Vec<u8> = (0..300u32)
         .flat_map(|i| ((i % 7) as f32 * 0.001 + rng(&mut seed) as f32 * 1e-12).to_le_bytes())
         .collect();
-    write("container_open", "raw-f32", &packed(&f32s, Some(Dtype::F32)));
+    write(
+        "container_open",
+        "raw-f32",
+        &packed(&f32s, Some(Dtype::F32)),
+    );
 
     let opts = EncodeOptions {
         chunk_log2: 10,
+        block_log2: 8,
         ..Default::default()
     };
     let cases: [(&str, Dtype, Vec<u8>); 5] = [
         ("bf16", Dtype::BF16, bf16_weights(1500, &mut seed)),
         ("f16-const", Dtype::F16, vec![0x3c; 200]),
         ("f32", Dtype::F32, f32s.clone()),
-        ("f8", Dtype::F8E5M2, (0..1500).map(|i| (i % 3) as u8 * 0x10).collect()),
-        ("i32-zstd", Dtype::I32, (0..100u32).flat_map(|i| (i / 10).to_le_bytes()).collect()),
+        (
+            "f8",
+            Dtype::F8E5M2,
+            (0..1500).map(|i| (i % 3) as u8 * 0x10).collect(),
+        ),
+        (
+            "i32-zstd",
+            Dtype::I32,
+            (0..100u32).flat_map(|i| (i / 10).to_le_bytes()).collect(),
+        ),
     ];
     for (name, dtype, data) in cases {
         let enc = tensor::encode(&dtype, &data, &opts);
@@ -124,10 +147,17 @@ fn write_fuzz_seeds() {
             input.extend_from_slice(s);
         }
         write("tensor_decode", name, &input);
-        let sel = [Dtype::BF16, Dtype::F16, Dtype::F32, Dtype::F8E4M3, Dtype::F8E5M2, Dtype::I32]
-            .iter()
-            .position(|d| *d == dtype)
-            .unwrap() as u8;
+        let sel = [
+            Dtype::BF16,
+            Dtype::F16,
+            Dtype::F32,
+            Dtype::F8E4M3,
+            Dtype::F8E5M2,
+            Dtype::I32,
+        ]
+        .iter()
+        .position(|d| *d == dtype)
+        .unwrap() as u8;
         let mut rt = vec![sel, 0x40];
         rt.extend_from_slice(&data);
         write("round_trip", name, &rt);

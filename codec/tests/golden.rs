@@ -33,11 +33,24 @@ fn golden_files_decode_to_fixtures_and_encoding_is_stable() {
         if bless {
             std::fs::write(&golden_path, &packed).unwrap();
         }
-        let golden = std::fs::read(&golden_path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run with MCODEC_BLESS=1 to create)", golden_path.display()));
+        let golden = std::fs::read(&golden_path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run with MCODEC_BLESS=1 to create)",
+                golden_path.display()
+            )
+        });
         let mut back = Vec::new();
-        Archive::open(&golden).unwrap().unpack_to(&mut back, &|_| {}).unwrap();
-        assert!(back == input, "{name}: golden file no longer decodes to the fixture");
-        assert!(packed == golden, "{name}: encoder output changed; bless deliberately if intended");
+        Archive::open(&golden)
+            .unwrap()
+            .unpack_to(&mut back, &|_| {})
+            .unwrap();
+        assert!(
+            back == input,
+            "{name}: golden file no longer decodes to the fixture"
+        );
+        assert!(
+            packed == golden,
+            "{name}: encoder output changed; bless deliberately if intended"
+        );
     }
 }

@@ -14,6 +14,16 @@ pub fn pack(symbols: &[u16], width: u32, out: &mut Vec<u8>) {
         return;
     }
     out.reserve(packed_len(symbols.len(), width));
+    let mut symbols = symbols;
+    if width == 7 {
+        // Eight symbols make seven whole bytes: no bit carries between groups.
+        let (groups, rest) = symbols.as_chunks::<8>();
+        for g in groups {
+            let v = (0..8).fold(0u64, |acc, k| acc | (u64::from(g[k]) << (7 * k)));
+            out.extend_from_slice(&v.to_le_bytes()[..7]);
+        }
+        symbols = rest;
+    }
     let mut acc: u64 = 0;
     let mut bits = 0u32;
     for &s in symbols {

@@ -199,6 +199,8 @@ pub(crate) struct EncEntry {
 #[derive(Clone, Debug)]
 pub struct EncTable {
     pub(crate) entries: Vec<EncEntry>,
+    /// `freq << 16 | start` per symbol value, for vector gathers.
+    pub(crate) packed: Vec<u32>,
 }
 
 impl EncTable {
@@ -216,7 +218,8 @@ impl EncTable {
             };
             start += freq;
         }
-        Self { entries }
+        let packed = entries.iter().map(|e| (e.freq << 16) | e.start).collect();
+        Self { entries, packed }
     }
 }
 
@@ -248,7 +251,11 @@ impl DecTable {
             start += f;
         }
         let symbols32 = symbols.map(u32::from);
-        Self { slots, symbols, symbols32 }
+        Self {
+            slots,
+            symbols,
+            symbols32,
+        }
     }
 }
 

@@ -21,46 +21,89 @@ pub const RANS_L: u32 = 1 << 16;
 /// Bytes of the state header at the start of a chunk payload.
 pub const STATE_BYTES: usize = 4 * LANES;
 
-/// Encodes `symbols` with `table` and appends the chunk payload to `out`.
+/// Encodes `symbols` and appends the chunk payload to `out`. Symbol `i` is coded with
+/// `tables[i / block_len]` (`block_len` a multiple of [`LANES`]).
 ///
-/// Every symbol must have a non-zero frequency in `table`; the caller builds the table
-/// from these very symbols.
-pub fn encode_chunk(symbols: &[u16], table: &EncTable, out: &mut Vec<u8>) {
+/// Every symbol must have a non-zero frequency in its table.
+pub fn encode_chunk(symbols: &[u16], tables: &[&EncTable], block_len: usize, out: &mut Vec<u8>) {
+    debug_assert!(block_len % LANES == 0 && tables.len() >= symbols.len().div_ceil(block_len));
     let mut states = [RANS_L; LANES];
-    // Words come out in reverse decode order. At most one word per symbol: write them
-    // unconditionally into a buffer of that size and advance by the renormalisation flag,
-    // which keeps the unpredictable branch out of the loop.
-    let mut words = vec![0u16; symbols.len() + 1];
-    let mut n_words = 0usize;
-    for (i, &sym) in symbols.iter().enumerate().rev() {
-        let lane = i % LANES;
-        let e = &table.entries[usize::from(sym)];
-        debug_assert!(e.freq > 0, "symbol {sym} missing from table");
-        let mut x = states[lane];
-        // x must end below 2^32 after coding: renormalise while x ≥ freq · 2^(32 - PROB_BITS).
-        let emit = u64::from(x) >= e.x_max;
-        words[n_words] = x as u16;
-        n_words += usize::from(emit);
-        x = if emit { x >> 16 } else { x };
-        // q = x / freq by multiplication with a 45-bit reciprocal: exact for x < 2^32 and
-        // freq ≤ 2^12 (error x·ε/2^45 < 2^-13 < 1/freq).
-        let q = ((u128::from(x) * u128::from(e.rcp)) >> RCP_SHIFT) as u32;
-        states[lane] = (q << PROB_BITS) + (x - q * e.freq) + e.start;
+    // rANS encodes backwards. Groups of LANES symbols are coded from the last to the first,
+    // and each group's words are placed, in lane order, just before the words of the group
+    // after it: the buffer then reads front to back in exactly the decoder's order.
+    let mut words = vec![0u16; symbols.len() + LANES];
+    let mut start = words.len();
+    let mut g = symbols.len().div_ceil(LANES);
+    while g > 0 {
+        let full = symbols.len() / LANES;
+        if g <= full {
+            // SAFETY of the vector path is argued inside; it codes whole groups only.
+            let done = simd::encode_groups(&mut states, symbols, tables, block_len, g, &mut words, &mut start);
+            g -= done;
+            if done > 0 {
+                continue;
+            }
+        }
+        g -= 1;
+        let group = &symbols[g * LANES..symbols.len().min(g * LANES + LANES)];
+        start = encode_group_scalar(&mut states, group, tables[g * LANES / block_len], &mut words, start);
     }
-    out.reserve(STATE_BYTES + 2 * n_words);
+    out.reserve(STATE_BYTES + 2 * (words.len() - start));
     for s in states {
         out.extend_from_slice(&s.to_le_bytes());
     }
-    for w in words[..n_words].iter().rev() {
+    for w in &words[start..] {
         out.extend_from_slice(&w.to_le_bytes());
     }
 }
 
-/// Decodes `out.len()` symbols from one chunk payload.
+/// Codes one group (lane `l` codes `group[l]`) and places its words, in lane order, just
+/// before `words[start..]`; returns the new start.
+fn encode_group_scalar(
+    states: &mut [u32; LANES],
+    group: &[u16],
+    table: &EncTable,
+    words: &mut [u16],
+    start: usize,
+) -> usize {
+    let mut emitted = [0u16; LANES];
+    let mut count = 0;
+    for (x, &sym) in states.iter_mut().zip(group) {
+        let e = &table.entries[usize::from(sym)];
+        debug_assert!(e.freq > 0, "symbol {sym} missing from table");
+        // x must end below 2^32 after coding: renormalise while x ≥ freq · 2^(32 - PROB_BITS).
+        // Branch-free, since renormalisation is taken at random.
+        let emit = u64::from(*x) >= e.x_max;
+        emitted[count] = *x as u16;
+        count += usize::from(emit);
+        let y = if emit { *x >> 16 } else { *x };
+        // q = y / freq by multiplication with a 45-bit reciprocal: exact for y < 2^32 and
+        // freq ≤ 2^12 (error y·ε/2^45 < 2^-13 < 1/freq).
+        let q = ((u128::from(y) * u128::from(e.rcp)) >> RCP_SHIFT) as u32;
+        *x = (q << PROB_BITS) + (y - q * e.freq) + e.start;
+    }
+    words[start - count..start].copy_from_slice(&emitted[..count]);
+    start - count
+}
+
+/// Decodes `out.len()` symbols from one chunk payload, symbol `i` with
+/// `tables[i / block_len]`.
 ///
 /// Corrupt input cannot read out of bounds or loop: past the end of the words the
 /// decoder reads zeros and counts the overrun, which fails the chunk once at the end.
-pub fn decode_chunk(payload: &[u8], table: &DecTable, out: &mut [u16]) -> Result<(), EntropyError> {
+pub fn decode_chunk(
+    payload: &[u8],
+    tables: &[&DecTable],
+    block_len: usize,
+    out: &mut [u16],
+) -> Result<(), EntropyError> {
+    if block_len == 0 || block_len % LANES != 0 || tables.len() < out.len().div_ceil(block_len) {
+        return Err(EntropyError::BadChunk(format!(
+            "block length {block_len} with {} tables for {} symbols",
+            tables.len(),
+            out.len()
+        )));
+    }
     if payload.len() < STATE_BYTES || (payload.len() - STATE_BYTES) % 2 != 0 {
         return Err(EntropyError::BadChunk(format!(
             "payload of {} bytes: needs {STATE_BYTES} bytes of states and whole 16-bit words",
@@ -72,12 +115,19 @@ pub fn decode_chunk(payload: &[u8], table: &DecTable, out: &mut [u16]) -> Result
     for (s, b) in states.iter_mut().zip(state_bytes.chunks_exact(4)) {
         *s = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         if *s < RANS_L {
-            return Err(EntropyError::BadChunk(format!("initial state {s:#x} below {RANS_L:#x}")));
+            return Err(EntropyError::BadChunk(format!(
+                "initial state {s:#x} below {RANS_L:#x}"
+            )));
         }
     }
-    let mut reader = WordReader { words: word_bytes.as_chunks::<2>().0, pos: 0 };
-    let done = simd::decode_groups(&mut states, &mut reader, table, out);
-    decode_scalar(&mut states, &mut reader, table, &mut out[done..]);
+    let mut reader = WordReader {
+        words: word_bytes.as_chunks::<2>().0,
+        pos: 0,
+    };
+    for (block, table) in out.chunks_mut(block_len).zip(tables) {
+        let done = simd::decode_groups(&mut states, &mut reader, table, block);
+        decode_scalar(&mut states, &mut reader, table, &mut block[done..]);
+    }
     let words = word_bytes.len() / 2;
     if reader.pos != words {
         return Err(EntropyError::BadChunk(format!(
@@ -95,7 +145,12 @@ pub fn decode_chunk(payload: &[u8], table: &DecTable, out: &mut [u16]) -> Result
 }
 
 /// Decodes `out` with the portable scalar loop; `out` starts at a multiple of [`LANES`].
-fn decode_scalar(states: &mut [u32; LANES], reader: &mut WordReader, table: &DecTable, out: &mut [u16]) {
+fn decode_scalar(
+    states: &mut [u32; LANES],
+    reader: &mut WordReader,
+    table: &DecTable,
+    out: &mut [u16],
+) {
     let (groups, rest) = out.as_chunks_mut::<LANES>();
     for group in groups {
         for lane in 0..LANES {
@@ -132,16 +187,19 @@ impl WordReader<'_> {
     /// The word at the current position, or 0 past the end.
     #[inline(always)]
     fn peek(&self) -> u16 {
-        self.words.get(self.pos).map_or(0, |&w| u16::from_le_bytes(w))
+        self.words
+            .get(self.pos)
+            .map_or(0, |&w| u16::from_le_bytes(w))
     }
 }
 
 /// Vector decoding of whole 16-symbol groups, chosen at run time.
 mod simd {
-    use super::{DecTable, WordReader, LANES};
+    use super::{DecTable, EncTable, WordReader, LANES};
 
     /// Force the scalar path (tests use it to cover both paths on one machine).
-    pub(crate) static FORCE_SCALAR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    pub(crate) static FORCE_SCALAR: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
 
     /// Decodes as many leading whole groups of `out` as the vector path can, returning the
     /// number of symbols written; the caller finishes with the scalar loop.
@@ -165,6 +223,32 @@ mod simd {
         0
     }
 
+    /// Codes whole groups `g-1, g-2, …` (all within `symbols`) with the vector path while
+    /// it is available, placing words as [`super::encode_chunk`] describes; returns the
+    /// number of groups coded (0 when the vector path is unavailable).
+    pub(super) fn encode_groups(
+        states: &mut [u32; LANES],
+        symbols: &[u16],
+        tables: &[&EncTable],
+        block_len: usize,
+        g: usize,
+        words: &mut [u16],
+        start: &mut usize,
+    ) -> usize {
+        if FORCE_SCALAR.load(std::sync::atomic::Ordering::Relaxed) {
+            return 0;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if avx512_available() {
+                // SAFETY: the CPU supports every feature the function enables.
+                return unsafe { x86::encode_groups_avx512(states, symbols, tables, block_len, g, words, start) };
+            }
+        }
+        let _ = (states, symbols, tables, block_len, g, words, start);
+        0
+    }
+
     #[cfg(target_arch = "x86_64")]
     fn avx512_available() -> bool {
         use std::sync::OnceLock;
@@ -179,9 +263,80 @@ mod simd {
 
     #[cfg(target_arch = "x86_64")]
     mod x86 {
-        use super::super::{DecTable, WordReader, LANES, RANS_L};
+        use super::super::{DecTable, EncTable, WordReader, LANES, RANS_L};
         use crate::entropy::model::PROB_BITS;
         use std::arch::x86_64::*;
+
+        /// Encodes groups `g-1` down to 0 (each of LANES symbols, all in `symbols`): per
+        /// 16-lane vector, gather `freq << 16 | start`, renormalise the lanes at or above
+        /// `freq · 2^20` (their low words compress-stored in lane order), and compute
+        /// `x / freq` by f32 division corrected to the exact quotient.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
+        pub(super) unsafe fn encode_groups_avx512(
+            states: &mut [u32; LANES],
+            symbols: &[u16],
+            tables: &[&EncTable],
+            block_len: usize,
+            g: usize,
+            words: &mut [u16],
+            start: &mut usize,
+        ) -> usize {
+            assert!(g * LANES <= symbols.len() && words.len() >= symbols.len() + LANES);
+            let lanes = states.as_mut_ptr() as *mut __m512i;
+            // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
+            let mut x = unsafe { [_mm512_loadu_si512(lanes), _mm512_loadu_si512(lanes.add(1))] };
+            let low16 = _mm512_set1_epi32(0xFFFF);
+            let one = _mm512_set1_epi32(1);
+            let zero = _mm512_setzero_si512();
+            let mut wp = *start;
+            for group in (0..g).rev() {
+                let table = tables[group * LANES / block_len];
+                let packed = table.packed.as_ptr() as *const i32;
+                let base = group * LANES;
+                let mut words16 = [_mm256_setzero_si256(); 2];
+                let mut masks = [0u16; 2];
+                for v in 0..2 {
+                    // SAFETY: base + 16v + 16 ≤ g·LANES ≤ symbols.len().
+                    let s = unsafe { _mm256_loadu_si256(symbols.as_ptr().add(base + 16 * v) as *const __m256i) };
+                    let s = _mm512_cvtepu16_epi32(s);
+                    // SAFETY: symbols are below 1 << symbol_bits = table.packed.len().
+                    let e = unsafe { _mm512_i32gather_epi32::<4>(s, packed) };
+                    let freq = _mm512_srli_epi32::<16>(e);
+                    let cum = _mm512_and_si512(e, low16);
+                    let m = _mm512_cmpge_epu32_mask(_mm512_srli_epi32::<{ 32 - PROB_BITS }>(x[v]), freq);
+                    words16[v] = _mm512_cvtepi32_epi16(x[v]);
+                    masks[v] = m;
+                    let y = _mm512_mask_srli_epi32(x[v], m, x[v], 16);
+                    // y < 2^32 and freq ≤ 2^12: the f32 quotient is within 1/8 of y / freq,
+                    // so the truncated quotient is off by at most one either way.
+                    let qf = _mm512_div_ps(_mm512_cvtepu32_ps(y), _mm512_cvtepu32_ps(freq));
+                    let mut q = _mm512_cvttps_epu32(qf);
+                    let mut r = _mm512_sub_epi32(y, _mm512_mullo_epi32(q, freq));
+                    let low = _mm512_cmplt_epi32_mask(r, zero);
+                    q = _mm512_mask_sub_epi32(q, low, q, one);
+                    r = _mm512_mask_add_epi32(r, low, r, freq);
+                    let high = _mm512_cmpge_epi32_mask(r, freq);
+                    q = _mm512_mask_add_epi32(q, high, q, one);
+                    r = _mm512_mask_sub_epi32(r, high, r, freq);
+                    x[v] = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32::<PROB_BITS>(q), r), cum);
+                }
+                let (c0, c1) = (masks[0].count_ones() as usize, masks[1].count_ones() as usize);
+                wp -= c0 + c1;
+                // SAFETY: each group emits at most LANES words and the buffer holds one per
+                // symbol plus LANES, so wp stays within words.
+                unsafe {
+                    _mm256_mask_compressstoreu_epi16(words.as_mut_ptr().add(wp) as *mut i16, masks[0], words16[0]);
+                    _mm256_mask_compressstoreu_epi16(words.as_mut_ptr().add(wp + c0) as *mut i16, masks[1], words16[1]);
+                }
+            }
+            // SAFETY: as for the loads above.
+            unsafe {
+                _mm512_storeu_si512(lanes, x[0]);
+                _mm512_storeu_si512(lanes.add(1), x[1]);
+            }
+            *start = wp;
+            g
+        }
 
         /// Two 16-lane state vectors per step: gather the slot entries, update all states,
         /// and refill the lanes that fell below `RANS_L` with one expand-load of the next
@@ -217,7 +372,10 @@ mod simd {
                     let slot = _mm512_and_si512(x[v], slot_mask);
                     // SAFETY: slot < 4096 = table.slots.len(), scaled by 4 bytes.
                     e[v] = unsafe { _mm512_i32gather_epi32::<4>(slot, slots) };
-                    let freq = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32::<12>(e[v]), low12), one);
+                    let freq = _mm512_add_epi32(
+                        _mm512_and_si512(_mm512_srli_epi32::<12>(e[v]), low12),
+                        one,
+                    );
                     y[v] = _mm512_add_epi32(
                         _mm512_mullo_epi32(freq, _mm512_srli_epi32::<PROB_BITS>(x[v])),
                         _mm512_and_si512(e[v], low12),
@@ -227,7 +385,9 @@ mod simd {
                     let need = _mm512_cmplt_epu32_mask(y[v], lower);
                     // SAFETY: pos + 32 ≤ n_words at the step's start and the two loads
                     // together read at most 32 words.
-                    let w16 = unsafe { _mm256_maskz_expandloadu_epi16(need, words.add(2 * pos) as *const i16) };
+                    let w16 = unsafe {
+                        _mm256_maskz_expandloadu_epi16(need, words.add(2 * pos) as *const i16)
+                    };
                     let w = _mm512_cvtepu16_epi32(w16);
                     x[v] = _mm512_mask_or_epi32(y[v], need, _mm512_slli_epi32::<16>(y[v]), w);
                     pos += need.count_ones() as usize;
@@ -271,9 +431,21 @@ mod tests {
     fn round_trip(symbols: &[u16], bits: u32) -> Vec<u8> {
         let table = FreqTable::from_counts(&histogram(symbols, bits)).unwrap();
         let mut payload = Vec::new();
-        encode_chunk(symbols, &EncTable::new(&table, bits), &mut payload);
+        let n_blocks = symbols.len().div_ceil(64).max(1);
+        encode_chunk(
+            symbols,
+            &vec![&EncTable::new(&table, bits); n_blocks],
+            64,
+            &mut payload,
+        );
         let mut back = vec![0u16; symbols.len()];
-        decode_chunk(&payload, &DecTable::new(&table), &mut back).unwrap();
+        decode_chunk(
+            &payload,
+            &vec![&DecTable::new(&table); n_blocks],
+            64,
+            &mut back,
+        )
+        .unwrap();
         assert_eq!(back, symbols);
         payload
     }
@@ -312,21 +484,43 @@ mod tests {
                 ((seed >> 33).trailing_zeros() as u16 * 3) % 200
             })
             .collect();
-        let table = FreqTable::from_counts(&histogram(&symbols, 8)).unwrap();
-        let mut payload = Vec::new();
-        encode_chunk(&symbols, &EncTable::new(&table, 8), &mut payload);
-        let dec = DecTable::new(&table);
+        // Two tables over alternating blocks, one of them with a single symbol's worth of
+        // mass on the most common value (frequency up to the full scale).
+        let table_a = FreqTable::from_counts(&histogram(&symbols, 8)).unwrap();
+        let mut skewed = histogram(&symbols, 8);
+        skewed[0] *= 1000;
+        let table_b = FreqTable::from_counts(&skewed).unwrap();
+        let enc = [EncTable::new(&table_a, 8), EncTable::new(&table_b, 8)];
+        let dec = [DecTable::new(&table_a), DecTable::new(&table_b)];
+        let block_len = 1024;
+        let n_blocks = symbols.len().div_ceil(block_len);
+        let enc_refs: Vec<&EncTable> = (0..n_blocks).map(|b| &enc[b % 2]).collect();
+        let dec_refs: Vec<&DecTable> = (0..n_blocks).map(|b| &dec[b % 2]).collect();
+        let mut payloads = Vec::new();
         let mut outs = Vec::new();
         for force_scalar in [false, true] {
             simd::FORCE_SCALAR.store(force_scalar, std::sync::atomic::Ordering::Relaxed);
+            let mut payload = Vec::new();
+            encode_chunk(&symbols, &enc_refs, block_len, &mut payload);
             let mut out = vec![0u16; symbols.len()];
-            let result = decode_chunk(&payload, &dec, &mut out);
+            let result = decode_chunk(&payload, &dec_refs, block_len, &mut out);
             simd::FORCE_SCALAR.store(false, std::sync::atomic::Ordering::Relaxed);
             result.unwrap();
+            payloads.push(payload);
             outs.push(out);
         }
+        assert!(payloads[0] == payloads[1], "vector and scalar encoders differ");
         assert_eq!(outs[0], symbols);
         assert_eq!(outs[1], symbols);
+        let single = FreqTable::from_counts(&[0, 5]).unwrap();
+        let ones = vec![1u16; 100];
+        for force_scalar in [false, true] {
+            simd::FORCE_SCALAR.store(force_scalar, std::sync::atomic::Ordering::Relaxed);
+            let mut payload = Vec::new();
+            encode_chunk(&ones, &[&EncTable::new(&single, 1)], 128, &mut payload);
+            simd::FORCE_SCALAR.store(false, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(payload.len(), STATE_BYTES, "a certain symbol costs nothing");
+        }
     }
 
     #[test]
@@ -334,17 +528,17 @@ mod tests {
         let symbols: Vec<u16> = (0..4000u32).map(|i| ((i * 7919) % 13) as u16).collect();
         let table = FreqTable::from_counts(&histogram(&symbols, 4)).unwrap();
         let mut payload = Vec::new();
-        encode_chunk(&symbols, &EncTable::new(&table, 4), &mut payload);
-        let dec = DecTable::new(&table);
+        encode_chunk(&symbols, &[&EncTable::new(&table, 4)], 4096, &mut payload);
+        let dec = [&DecTable::new(&table)];
         let mut out = vec![0u16; symbols.len()];
         for cut in [0, 10, STATE_BYTES, payload.len() - 2] {
             assert!(
-                decode_chunk(&payload[..cut], &dec, &mut out).is_err(),
+                decode_chunk(&payload[..cut], &dec, 4096, &mut out).is_err(),
                 "cut at {cut}"
             );
         }
         let mut flipped = payload.clone();
         flipped[STATE_BYTES + 100] ^= 0x10;
-        assert!(decode_chunk(&flipped, &dec, &mut out).is_err());
+        assert!(decode_chunk(&flipped, &dec, 4096, &mut out).is_err());
     }
 }

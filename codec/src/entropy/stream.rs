@@ -4,16 +4,20 @@
 //! ```text
 //! Packed: u8 0 | bit-packed symbols (chunk c starts at byte c·chunk_len·bits/8)
 //! Const:  u8 1 | u16 value
-//! Rans:   u8 2 | u8 T | T frequency tables | n_chunks × u8 table id
-//!              | n_chunks × u32 payload length | zero padding to a multiple of 4
+//! Rans:   u8 2 | u8 T | u8 block_log2 | T frequency tables
+//!              | n_blocks × u8 table id | n_chunks × u32 payload length
+//!              | zero padding to a multiple of 4
 //!              | payloads, each starting at a multiple of 4 from the stream start
 //! ```
 //!
-//! A chunk is the unit of parallel decoding: its payload, its table id and its offset
-//! (a prefix sum of the lengths) are all a CPU thread or GPU warp needs.
+//! A chunk is the unit of parallel decoding: its payload, its offset (a prefix sum of the
+//! lengths) and the table ids of its blocks are all a CPU thread or GPU warp needs.
+//! Blocks (`1 << block_log2` symbols, a multiple of the lane count) are the unit of model
+//! choice: weights drift in scale along a tensor (embedding rows, say), and letting every
+//! block pick the best of a few tables follows that drift for one byte per block.
 
 use super::bitpack;
-use super::model::{DecTable, EncTable, FreqTable, MAX_SYMBOL_BITS, MAX_TABLE_SYMBOLS};
+use super::model::{DecTable, EncTable, FreqTable, MAX_SYMBOL_BITS, MAX_TABLE_SYMBOLS, PROB_BITS};
 use super::rans::{self, LANES, STATE_BYTES};
 use super::EntropyError;
 
@@ -21,20 +25,38 @@ const MODE_PACKED: u8 = 0;
 const MODE_CONST: u8 = 1;
 const MODE_RANS: u8 = 2;
 
-/// Most frequency tables one stream may carry (the chunk's table id is a byte).
+/// Most frequency tables one stream may carry (a block's table id is a byte).
 pub const MAX_TABLES: usize = 255;
+/// Smallest block: one symbol per lane.
+pub const MIN_BLOCK_LOG2: u8 = LANES.trailing_zeros() as u8;
 
 /// How hard the encoder searches for a good model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Effort {
-    /// One table per stream unless more tables clearly pay.
+    /// Up to 8 tables per stream, added while they pay.
     #[default]
     Default,
-    /// Try more table counts.
+    /// Up to 32 tables and more clustering rounds.
     Max,
 }
 
-/// The coding decision for one stream, made from per-chunk histograms before any chunk is
+impl Effort {
+    fn max_tables(self) -> usize {
+        match self {
+            Self::Default => 8,
+            Self::Max => 32,
+        }
+    }
+
+    fn rounds(self) -> usize {
+        match self {
+            Self::Default => 6,
+            Self::Max => 16,
+        }
+    }
+}
+
+/// The coding decision for one stream, made from per-block histograms before any chunk is
 /// coded, so that chunks can then be coded in parallel.
 #[derive(Clone, Debug)]
 pub struct StreamEncoder {
@@ -49,61 +71,76 @@ enum Mode {
     Rans {
         tables: Vec<FreqTable>,
         enc: Vec<EncTable>,
-        chunk_tables: Vec<u8>,
+        block_tables: Vec<u8>,
+        block_log2: u8,
+        blocks_per_chunk: usize,
     },
 }
 
 impl StreamEncoder {
-    /// Chooses the mode and tables from one histogram per chunk (each `1 << symbol_bits`
-    /// long). `chunk_len` must be a power of two of at least 8.
+    /// Chooses the mode and tables from one histogram per block (each `1 << symbol_bits`
+    /// long; block `b` covers symbols `b << block_log2 ..`). Chunks hold
+    /// `1 << chunk_log2` symbols, with `MIN_BLOCK_LOG2 ≤ block_log2 ≤ chunk_log2`.
     pub fn plan(
-        chunk_hists: &[Vec<u32>],
+        block_hists: &[Vec<u32>],
         symbol_bits: u32,
-        chunk_len: usize,
+        block_log2: u8,
+        chunk_log2: u8,
         effort: Effort,
     ) -> Self {
         debug_assert!(
-            symbol_bits <= MAX_SYMBOL_BITS && chunk_len.is_power_of_two() && chunk_len >= 8
+            symbol_bits <= MAX_SYMBOL_BITS && (MIN_BLOCK_LOG2..=chunk_log2).contains(&block_log2)
         );
         let alphabet = 1usize << symbol_bits;
         let mut total = vec![0u64; alphabet];
-        for h in chunk_hists {
+        for h in block_hists {
             for (t, &c) in total.iter_mut().zip(h) {
                 *t += u64::from(c);
             }
         }
         let n: u64 = total.iter().sum();
         let distinct: Vec<usize> = (0..alphabet).filter(|&s| total[s] > 0).collect();
-        let packed = Self {
-            symbol_bits,
-            mode: Mode::Packed,
-        };
+        let packed = Self::packed(symbol_bits);
         let mode = match distinct.len() {
             0 => return packed,
             1 => Mode::Const(distinct[0] as u16),
             d if d > MAX_TABLE_SYMBOLS => return packed,
             _ => {
                 let packed_bytes = bitpack::packed_len(n as usize, symbol_bits) as f64;
-                match choose_tables(chunk_hists, &total, effort) {
-                    Some((tables, chunk_tables, est)) if est < packed_bytes * 0.995 => {
-                        let enc = tables
-                            .iter()
-                            .map(|t| EncTable::new(t, symbol_bits))
-                            .collect();
-                        Mode::Rans {
-                            tables,
-                            enc,
-                            chunk_tables,
-                        }
-                    }
-                    _ => return packed,
+                // Near-uniform fields (sign and low mantissa bits) cannot pay for a model:
+                // skip the table search when even their order-0 entropy does not.
+                let entropy_bytes: f64 = total
+                    .iter()
+                    .filter(|&&c| c > 0)
+                    .map(|&c| c as f64 * (n as f64 / c as f64).log2())
+                    .sum::<f64>()
+                    / 8.0;
+                if entropy_bytes >= packed_bytes * 0.995 {
+                    return packed;
+                }
+                let n_chunks = (n as usize).div_ceil(1 << chunk_log2);
+                let (tables, block_tables, coded) = choose_tables(block_hists, &total, effort);
+                let est = coded + (n_chunks * (STATE_BYTES + 6)) as f64;
+                if est >= packed_bytes * 0.995 {
+                    return packed;
+                }
+                let enc = tables
+                    .iter()
+                    .map(|t| EncTable::new(t, symbol_bits))
+                    .collect();
+                Mode::Rans {
+                    tables,
+                    enc,
+                    block_tables,
+                    block_log2,
+                    blocks_per_chunk: 1 << (chunk_log2 - block_log2),
                 }
             }
         };
         Self { symbol_bits, mode }
     }
 
-    /// Forces bit packing (used when the coded stream turned out no smaller).
+    /// Bit packing (also used when the coded stream turned out no smaller).
     pub fn packed(symbol_bits: u32) -> Self {
         Self {
             symbol_bits,
@@ -123,8 +160,20 @@ impl StreamEncoder {
             Mode::Packed => bitpack::pack(symbols, self.symbol_bits, &mut out),
             Mode::Const(_) => {}
             Mode::Rans {
-                enc, chunk_tables, ..
-            } => rans::encode_chunk(symbols, &enc[usize::from(chunk_tables[c])], &mut out),
+                enc,
+                block_tables,
+                block_log2,
+                blocks_per_chunk,
+                ..
+            } => {
+                let first = c * blocks_per_chunk;
+                let last = (first + blocks_per_chunk).min(block_tables.len());
+                let tables: Vec<&EncTable> = block_tables[first..last]
+                    .iter()
+                    .map(|&t| &enc[usize::from(t)])
+                    .collect();
+                rans::encode_chunk(symbols, &tables, 1 << block_log2, &mut out)
+            }
         }
         out
     }
@@ -147,15 +196,15 @@ impl StreamEncoder {
             }
             Mode::Rans {
                 tables,
-                chunk_tables,
+                block_tables,
+                block_log2,
                 ..
             } => {
-                debug_assert_eq!(pieces.len(), chunk_tables.len());
-                let mut out = vec![MODE_RANS, tables.len() as u8];
+                let mut out = vec![MODE_RANS, tables.len() as u8, *block_log2];
                 for t in tables {
                     t.serialize(&mut out);
                 }
-                out.extend_from_slice(chunk_tables);
+                out.extend_from_slice(block_tables);
                 for p in pieces {
                     out.extend_from_slice(&(p.len() as u32).to_le_bytes());
                 }
@@ -169,25 +218,58 @@ impl StreamEncoder {
     }
 }
 
-/// Picks the tables and the table of each chunk; returns them with the estimated stream
-/// size in bytes, or `None` if no table can be built.
+/// Bits each symbol costs under a table (infinite where the table lacks it).
+fn bit_costs(table: &FreqTable, alphabet: usize) -> Vec<f32> {
+    let mut bits = vec![f32::INFINITY; alphabet];
+    for (&s, &f) in table.symbols().iter().zip(table.freqs()) {
+        bits[usize::from(s)] = PROB_BITS as f32 - f32::from(f).log2();
+    }
+    bits
+}
+
+/// A block histogram reduced to its present symbols: clustering evaluates every block
+/// against every table many times, and a block uses few of the alphabet's symbols.
+type Sparse = Vec<(u16, u32)>;
+
+fn sparse(hist: &[u32]) -> Sparse {
+    hist.iter().enumerate().filter(|(_, &c)| c > 0).map(|(s, &c)| (s as u16, c)).collect()
+}
+
+fn block_cost(hist: &Sparse, bits: &[f32]) -> f32 {
+    hist.iter().map(|&(s, c)| c as f32 * bits[usize::from(s)]).sum()
+}
+
+/// Picks the tables and each block's table; returns them with the estimated bytes of
+/// tables, block ids and coded symbols. Table counts 1, 2, 4, … are tried while the
+/// estimate keeps improving.
 fn choose_tables(
-    chunk_hists: &[Vec<u32>],
+    block_hists: &[Vec<u32>],
     total: &[u64],
     effort: Effort,
-) -> Option<(Vec<FreqTable>, Vec<u8>, f64)> {
-    let single = FreqTable::from_counts(&saturate(total))?;
-    let mut best = (vec![single], vec![0u8; chunk_hists.len()]);
-    let mut best_size = estimate(chunk_hists, &best.0, &best.1);
-    let max_tables = match effort {
-        Effort::Default => 8,
-        Effort::Max => 32,
-    }
-    .min(chunk_hists.len());
+) -> (Vec<FreqTable>, Vec<u8>, f64) {
+    let sparse_hists: Vec<Sparse> = block_hists.iter().map(|h| sparse(h)).collect();
+    let block_hists = &sparse_hists;
+    let single =
+        FreqTable::from_counts(&saturate(total)).expect("caller checked 2..=256 distinct symbols");
+    let cost_of = |tables: &[FreqTable], assign: &[u8]| -> f64 {
+        let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, total.len())).collect();
+        let bits: f64 = block_hists
+            .iter()
+            .zip(assign)
+            .map(|(h, &a)| f64::from(block_cost(h, &costs[usize::from(a)])))
+            .sum();
+        let header: usize =
+            3 + tables.iter().map(FreqTable::serialized_len).sum::<usize>() + assign.len();
+        bits / 8.0 + header as f64
+    };
+    let assign = vec![0u8; block_hists.len()];
+    let mut best_size = cost_of(std::slice::from_ref(&single), &assign);
+    let mut best = (vec![single], assign);
+    let max_tables = effort.max_tables().min(block_hists.len());
     let mut k = 2;
     while k <= max_tables {
-        let (tables, assign) = cluster(chunk_hists, total, k, effort);
-        let size = estimate(chunk_hists, &tables, &assign);
+        let (tables, assign) = cluster(block_hists, total, k, effort);
+        let size = cost_of(&tables, &assign);
         if size < best_size {
             best_size = size;
             best = (tables, assign);
@@ -196,12 +278,12 @@ fn choose_tables(
         }
         k *= 2;
     }
-    Some((best.0, best.1, best_size))
+    (best.0, best.1, best_size)
 }
 
+/// Scales counts down to fit u32, keeping every present symbol present.
 fn saturate(counts: &[u64]) -> Vec<u32> {
     let max = counts.iter().copied().max().unwrap_or(0);
-    // Scale down so counts fit u32 while keeping every present symbol present.
     let shift = (64 - max.leading_zeros()).saturating_sub(31);
     counts
         .iter()
@@ -215,87 +297,55 @@ fn saturate(counts: &[u64]) -> Vec<u32> {
         .collect()
 }
 
-/// Estimated stream size: header, tables, index, states and the coded bits.
-fn estimate(chunk_hists: &[Vec<u32>], tables: &[FreqTable], assign: &[u8]) -> f64 {
-    let header: usize =
-        2 + tables.iter().map(FreqTable::serialized_len).sum::<usize>() + 5 * assign.len();
-    let mut bytes = header as f64;
-    for (h, &t) in chunk_hists.iter().zip(assign) {
-        let bits = tables[usize::from(t)].cost_bits(h).unwrap_or(f64::INFINITY);
-        bytes += bits / 8.0 + (STATE_BYTES + 3) as f64;
-    }
-    bytes
-}
-
-/// k-means over chunk histograms with coded size as the distance. Tables are built from
-/// cluster histograms smoothed with every globally present symbol so any chunk can use
-/// any table.
+/// k-means over block histograms with coded size as the distance. Each table holds only
+/// the symbols of its cluster (padding tables with absent symbols costs every block their
+/// minimum frequencies), so a block can only move to a table that has all its symbols;
+/// its own cluster's table always qualifies.
 fn cluster(
-    chunk_hists: &[Vec<u32>],
+    block_hists: &[Sparse],
     total: &[u64],
     k: usize,
     effort: Effort,
 ) -> (Vec<FreqTable>, Vec<u8>) {
     let alphabet = total.len();
-    // Seed: order chunks by their mean symbol (for exponents, their scale) and cut into k
-    // equal groups.
-    let mut order: Vec<(f64, usize)> = chunk_hists
+    // Seed: order blocks by their mean symbol (for exponents, their scale) and cut the
+    // order into k groups of equal size.
+    let mut order: Vec<(f64, usize)> = block_hists
         .iter()
         .enumerate()
         .map(|(i, h)| {
-            let n: u64 = h.iter().map(|&c| u64::from(c)).sum();
-            let s: u64 = h
-                .iter()
-                .enumerate()
-                .map(|(sym, &c)| sym as u64 * u64::from(c))
-                .sum();
+            let n: u64 = h.iter().map(|&(_, c)| u64::from(c)).sum();
+            let s: u64 = h.iter().map(|&(sym, c)| u64::from(sym) * u64::from(c)).sum();
             (s as f64 / n.max(1) as f64, i)
         })
         .collect();
     order.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut assign = vec![0u8; chunk_hists.len()];
+    let mut assign = vec![0u8; block_hists.len()];
     for (rank, &(_, i)) in order.iter().enumerate() {
         assign[i] = (rank * k / order.len()) as u8;
     }
-    let rounds = match effort {
-        Effort::Default => 4,
-        Effort::Max => 10,
-    };
     let mut tables = Vec::new();
-    for _ in 0..rounds {
-        tables = (0..k)
-            .filter_map(|t| {
-                let mut acc = vec![0u64; alphabet];
-                for (h, _) in chunk_hists
-                    .iter()
-                    .zip(&assign)
-                    .filter(|(_, &a)| usize::from(a) == t)
-                {
-                    for (a, &c) in acc.iter_mut().zip(h) {
-                        *a += u64::from(c);
-                    }
-                }
-                let n: u64 = acc.iter().sum();
-                if n == 0 {
-                    return None;
-                }
-                // Smoothing: a present symbol never costs more than about log2(n)+8 bits.
-                let smoothed: Vec<u64> = acc
-                    .iter()
-                    .zip(total)
-                    .map(|(&c, &g)| if g > 0 { c * 256 + 1 } else { 0 })
-                    .collect();
-                FreqTable::from_counts(&saturate(&smoothed))
-            })
+    for _ in 0..effort.rounds() {
+        let mut sums = vec![vec![0u64; alphabet]; k];
+        for (h, &a) in block_hists.iter().zip(&assign) {
+            for &(s, c) in h {
+                sums[usize::from(a)][usize::from(s)] += u64::from(c);
+            }
+        }
+        tables = sums
+            .iter()
+            .filter(|acc| acc.iter().any(|&c| c > 0))
+            .filter_map(|acc| FreqTable::from_counts(&saturate(acc)))
             .collect();
+        let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
         let mut changed = false;
-        for (h, a) in chunk_hists.iter().zip(assign.iter_mut()) {
-            let best = tables
+        for (h, a) in block_hists.iter().zip(assign.iter_mut()) {
+            let best = costs
                 .iter()
+                .map(|c| block_cost(h, c))
                 .enumerate()
-                .map(|(t, table)| (table.cost_bits(h).unwrap_or(f64::INFINITY), t))
-                .min_by(|x, y| x.0.total_cmp(&y.0))
-                .map_or(0, |(_, t)| t as u8);
+                .min_by(|x, y| x.1.total_cmp(&y.1))
+                .map_or(0, |(t, _)| t as u8);
             changed |= *a != best;
             *a = best;
         }
@@ -321,7 +371,8 @@ enum Body<'a> {
     Const(u16),
     Rans {
         tables: Vec<DecTable>,
-        chunk_tables: &'a [u8],
+        block_tables: &'a [u8],
+        block_log2: u8,
         offsets: Vec<(usize, usize)>,
         bytes: &'a [u8],
     },
@@ -350,7 +401,7 @@ impl<'a> StreamDecoder<'a> {
         if symbol_bits == 0
             || symbol_bits > MAX_SYMBOL_BITS
             || !chunk_len.is_power_of_two()
-            || chunk_len < 8
+            || chunk_len < LANES
         {
             return Err(EntropyError::BadStream(format!(
                 "unsupported symbol width {symbol_bits} or chunk length {chunk_len}"
@@ -361,7 +412,6 @@ impl<'a> StreamDecoder<'a> {
             needed: 1,
             have: 0,
         })?;
-        let n_chunks = n_symbols.div_ceil(chunk_len);
         let body = match mode {
             MODE_PACKED => {
                 let need = 1 + bitpack::packed_len(n_symbols, symbol_bits);
@@ -388,7 +438,7 @@ impl<'a> StreamDecoder<'a> {
                 }
                 Body::Const(v)
             }
-            MODE_RANS => Self::parse_rans(bytes, symbol_bits, n_symbols, chunk_len, n_chunks)?,
+            MODE_RANS => Self::parse_rans(bytes, symbol_bits, n_symbols, chunk_len)?,
             m => return Err(EntropyError::BadStream(format!("unknown stream mode {m}"))),
         };
         Ok(Self {
@@ -404,44 +454,52 @@ impl<'a> StreamDecoder<'a> {
         symbol_bits: u32,
         n_symbols: usize,
         chunk_len: usize,
-        n_chunks: usize,
     ) -> Result<Body<'a>, EntropyError> {
-        let n_tables = usize::from(*bytes.get(1).ok_or(EntropyError::Truncated {
+        let header = bytes.get(..3).ok_or(EntropyError::Truncated {
             what: "stream header",
-            needed: 2,
+            needed: 3,
             have: bytes.len(),
-        })?);
+        })?;
+        let (n_tables, block_log2) = (usize::from(header[1]), header[2]);
         if n_tables == 0 {
             return Err(EntropyError::BadStream("rANS stream with no table".into()));
         }
-        let mut pos = 2;
+        let chunk_log2 = chunk_len.trailing_zeros() as u8;
+        if !(MIN_BLOCK_LOG2..=chunk_log2).contains(&block_log2) {
+            return Err(EntropyError::BadStream(format!(
+                "block length exponent {block_log2} outside {MIN_BLOCK_LOG2}..={chunk_log2}"
+            )));
+        }
+        let mut pos = 3;
         let mut tables = Vec::with_capacity(n_tables);
         for _ in 0..n_tables {
             let (t, used) = FreqTable::parse(&bytes[pos..], symbol_bits)?;
             tables.push(DecTable::new(&t));
             pos += used;
         }
-        let index_len = 5 * n_chunks;
+        let n_blocks = n_symbols.div_ceil(1 << block_log2);
+        let n_chunks = n_symbols.div_ceil(chunk_len);
+        let index_len = n_blocks + 4 * n_chunks;
         let index = bytes
             .get(pos..pos + index_len)
             .ok_or(EntropyError::Truncated {
-                what: "chunk index",
+                what: "block and chunk index",
                 needed: pos + index_len,
                 have: bytes.len(),
             })?;
-        let (chunk_tables, lens) = index.split_at(n_chunks);
-        if let Some(&bad) = chunk_tables.iter().find(|&&t| usize::from(t) >= n_tables) {
+        let (block_tables, lens) = index.split_at(n_blocks);
+        if let Some(&bad) = block_tables.iter().find(|&&t| usize::from(t) >= n_tables) {
             return Err(EntropyError::BadStream(format!(
-                "chunk uses table {bad} of {n_tables}"
+                "block uses table {bad} of {n_tables}"
             )));
         }
         let mut offsets = Vec::with_capacity(n_chunks);
         let mut at = pos + index_len;
         for (c, len) in lens.chunks_exact(4).enumerate() {
             let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-            // Each symbol costs at most 16 bits of words, plus the states.
+            // A symbol costs at most one 16-bit word, plus the states.
             let symbols = chunk_len.min(n_symbols - c * chunk_len);
-            let max = STATE_BYTES + 2 * (symbols + LANES);
+            let max = STATE_BYTES + 2 * symbols;
             if len < STATE_BYTES || len > max {
                 return Err(EntropyError::BadStream(format!(
                     "chunk {c} payload of {len} bytes outside {STATE_BYTES}..={max}"
@@ -459,7 +517,8 @@ impl<'a> StreamDecoder<'a> {
         }
         Ok(Body::Rans {
             tables,
-            chunk_tables,
+            block_tables,
+            block_log2,
             offsets,
             bytes,
         })
@@ -491,16 +550,19 @@ impl<'a> StreamDecoder<'a> {
             Body::Const(v) => out.fill(*v),
             Body::Rans {
                 tables,
-                chunk_tables,
+                block_tables,
+                block_log2,
                 offsets,
                 bytes,
             } => {
                 let (at, len) = offsets[c];
-                rans::decode_chunk(
-                    &bytes[at..at + len],
-                    &tables[usize::from(chunk_tables[c])],
-                    out,
-                )?;
+                let first = start >> block_log2;
+                let count = out.len().div_ceil(1 << block_log2);
+                let chunk_tables: Vec<&DecTable> = block_tables[first..first + count]
+                    .iter()
+                    .map(|&t| &tables[usize::from(t)])
+                    .collect();
+                rans::decode_chunk(&bytes[at..at + len], &chunk_tables, 1 << block_log2, out)?;
             }
         }
         Ok(())
@@ -522,14 +584,18 @@ mod tests {
     fn round_trip(
         symbols: &[u16],
         bits: u32,
-        chunk_len: usize,
+        block_log2: u8,
+        chunk_log2: u8,
         effort: Effort,
     ) -> (Vec<u8>, StreamKind) {
-        let chunks: Vec<&[u16]> = symbols.chunks(chunk_len).collect();
-        let hists: Vec<Vec<u32>> = chunks.iter().map(|c| hist(c, bits)).collect();
-        let enc = StreamEncoder::plan(&hists, bits, chunk_len, effort);
-        let pieces: Vec<Vec<u8>> = chunks
-            .iter()
+        let chunk_len = 1usize << chunk_log2;
+        let hists: Vec<Vec<u32>> = symbols
+            .chunks(1 << block_log2)
+            .map(|b| hist(b, bits))
+            .collect();
+        let enc = StreamEncoder::plan(&hists, bits, block_log2, chunk_log2, effort);
+        let pieces: Vec<Vec<u8>> = symbols
+            .chunks(chunk_len)
             .enumerate()
             .map(|(c, s)| enc.encode_chunk(c, s))
             .collect();
@@ -541,54 +607,60 @@ mod tests {
         }
         assert_eq!(back, symbols);
         let kind = dec.kind();
+        drop(dec);
         (bytes, kind)
     }
 
     #[test]
     fn modes_are_chosen_by_content() {
         assert_eq!(
-            round_trip(&[5; 100], 9, 64, Effort::Default).1,
+            round_trip(&[5; 100], 9, 5, 6, Effort::Default).1,
             StreamKind::Const
         );
         let uniform: Vec<u16> = (0..4096u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 20) as u16 & 0x7F)
             .collect();
         assert_eq!(
-            round_trip(&uniform, 7, 1024, Effort::Default).1,
+            round_trip(&uniform, 7, 8, 10, Effort::Default).1,
             StreamKind::Packed
         );
         assert_eq!(
-            round_trip(&[], 9, 64, Effort::Default).1,
+            round_trip(&[], 9, 5, 6, Effort::Default).1,
             StreamKind::Packed
         );
         let wide: Vec<u16> = (0..2000u16).map(|i| i % 300).collect();
         assert_eq!(
-            round_trip(&wide, 9, 256, Effort::Default).1,
+            round_trip(&wide, 9, 8, 8, Effort::Default).1,
             StreamKind::Packed
         );
     }
 
     #[test]
     fn drifting_statistics_use_several_tables() {
-        // First half skewed to low symbols, second half to high ones.
+        // Blocks alternate between symbols skewed low and skewed high.
         let mut symbols = Vec::new();
-        for c in 0..64u32 {
+        for b in 0..64u32 {
             for i in 0..1024u32 {
                 let r = (i.wrapping_mul(2654435761) >> 28) as u16;
-                symbols.push(if c < 32 { r % 3 } else { 60 + r % 3 });
+                symbols.push(if b % 2 == 0 { r % 3 } else { 60 + r % 3 });
             }
         }
-        let (bytes, kind) = round_trip(&symbols, 9, 1024, Effort::Default);
+        let (bytes, kind) = round_trip(&symbols, 9, 10, 14, Effort::Default);
         assert!(matches!(kind, StreamKind::Rans(t) if t >= 2), "{kind:?}");
-        let (_, one) = round_trip(&symbols, 9, 1 << 16, Effort::Default);
-        assert_eq!(one, StreamKind::Rans(1));
-        assert!(bytes.len() < symbols.len() * 2 / 8 + 64 * 80);
+        let (one_table, _) = round_trip(&symbols, 9, 14, 14, Effort::Default);
+        assert!(
+            bytes.len() < one_table.len() * 2 / 3,
+            "{} vs {}",
+            bytes.len(),
+            one_table.len()
+        );
+        round_trip(&symbols[..50_001], 9, 7, 12, Effort::Max);
     }
 
     #[test]
     fn hostile_headers_are_refused() {
         let symbols: Vec<u16> = (0..3000u32).map(|i| (i % 7) as u16).collect();
-        let (bytes, _) = round_trip(&symbols, 9, 1024, Effort::Default);
+        let (bytes, _) = round_trip(&symbols, 9, 8, 10, Effort::Default);
         assert!(StreamDecoder::parse(&bytes[..bytes.len() - 1], 9, 3000, 1024).is_err());
         assert!(StreamDecoder::parse(&bytes, 9, 4097, 1024).is_err());
         assert!(StreamDecoder::parse(&bytes, 9, 3000, 2048).is_err());
@@ -598,6 +670,14 @@ mod tests {
         let mut no_tables = bytes.clone();
         no_tables[1] = 0;
         assert!(StreamDecoder::parse(&no_tables, 9, 3000, 1024).is_err());
+        for bad_block in [4, 11, 255] {
+            let mut b = bytes.clone();
+            b[2] = bad_block;
+            assert!(
+                StreamDecoder::parse(&b, 9, 3000, 1024).is_err(),
+                "block_log2 {bad_block}"
+            );
+        }
         assert!(StreamDecoder::parse(&[], 9, 0, 1024).is_err());
         assert!(StreamDecoder::parse(&[MODE_CONST, 0, 2], 9, 10, 1024).is_err());
     }
