@@ -30,7 +30,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let archive = Archive::open(&packed)?;
     let tensors = &archive.index().tensors;
     let tensor_bytes: u64 = tensors.iter().map(|t| t.original_len).sum();
-    let mut bufs: Vec<Vec<u8>> = tensors.iter().map(|t| vec![0u8; t.original_len as usize]).collect();
+    let mut bufs: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|t| vec![0u8; t.original_len as usize])
+        .collect();
     let mut dec_times = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
@@ -41,7 +44,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for (t, buf) in tensors.iter().zip(&bufs) {
         let start = t.original_offset as usize;
-        assert!(input[start..start + buf.len()] == buf[..], "tensor {} differs", t.name);
+        assert!(
+            input[start..start + buf.len()] == buf[..],
+            "tensor {} differs",
+            t.name
+        );
     }
     let mb = tensor_bytes as f64 / 1e6;
     println!(

@@ -489,7 +489,10 @@ impl<'a> Reader<'a> {
             checksum: self.u64()?,
         };
         let end = s.offset.checked_add(s.len);
-        if s.offset < BLOCK || s.offset % ALIGN != 0 || end.is_none_or(|e| e > index_offset) {
+        if s.offset < BLOCK
+            || !s.offset.is_multiple_of(ALIGN)
+            || end.is_none_or(|e| e > index_offset)
+        {
             return Err(corrupt(format!(
                 "stream at {} of {} bytes is unaligned or outside the data area {BLOCK}..{index_offset}",
                 s.offset, s.len

@@ -63,7 +63,9 @@ impl Layout {
     /// Splits little-endian elements `src` into `fields` (one slice per field, each as long
     /// as the element count).
     pub fn split(self, src: &[u8], fields: &mut [&mut [u16]]) {
-        debug_assert!(fields.iter().all(|f| f.len() == src.len() / self.element_size()));
+        debug_assert!(fields
+            .iter()
+            .all(|f| f.len() == src.len() / self.element_size()));
         match (self, fields) {
             (Self::Bf16, [f0, f1]) => {
                 for ((b, s0), s1) in src.chunks_exact(2).zip(f0.iter_mut()).zip(f1.iter_mut()) {
@@ -77,7 +79,8 @@ impl Layout {
             }
             (Self::F32, [f0, f1, f2, f3]) => {
                 for (i, b) in src.chunks_exact(4).enumerate() {
-                    [f0[i], f1[i], f2[i], f3[i]] = f32_fields(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    [f0[i], f1[i], f2[i], f3[i]] =
+                        f32_fields(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 }
             }
             (Self::F8, [f0]) => {
@@ -90,12 +93,19 @@ impl Layout {
     }
 
     /// Adds the field values of the elements in `src` to `hists` (one histogram per field,
-    /// each `1 << bits` long) without materialising the fields.
+    /// each `1 << bits` long, or empty to skip that field) without materialising the
+    /// fields.
     pub fn count(self, src: &[u8], hists: &mut [Vec<u32>]) {
         match self {
-            Self::Bf16 => count_fields::<2, 2>(src, hists, |b| bf16_fields(u16::from_le_bytes([b[0], b[1]]))),
-            Self::F16 => count_fields::<2, 2>(src, hists, |b| f16_fields(u16::from_le_bytes([b[0], b[1]]))),
-            Self::F32 => count_fields::<4, 4>(src, hists, |b| f32_fields(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            Self::Bf16 => count_fields::<2, 2>(src, hists, |b| {
+                bf16_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Self::F16 => {
+                count_fields::<2, 2>(src, hists, |b| f16_fields(u16::from_le_bytes([b[0], b[1]])))
+            }
+            Self::F32 => count_fields::<4, 4>(src, hists, |b| {
+                f32_fields(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            }),
             Self::F8 => count_fields::<1, 1>(src, hists, |b| [u16::from(b[0])]),
         }
     }
@@ -143,15 +153,149 @@ fn count_fields<const E: usize, const F: usize>(
     hists: &mut [Vec<u32>],
     fields: impl Fn(&[u8]) -> [u16; F],
 ) {
+    let active: [bool; F] = std::array::from_fn(|f| !hists[f].is_empty());
     let mut counts = [[0u32; 512]; F];
     for element in src.chunks_exact(E) {
-        for (c, s) in counts.iter_mut().zip(fields(element)) {
-            c[usize::from(s) & 511] += 1;
+        for ((c, s), &on) in counts.iter_mut().zip(fields(element)).zip(&active) {
+            if on {
+                c[usize::from(s) & 511] += 1;
+            }
         }
     }
     for (h, c) in hists.iter_mut().zip(&counts) {
         for (dst, &n) in h.iter_mut().zip(c) {
             *dst += n;
+        }
+    }
+}
+
+/// BF16 merge with the residual field still bit-packed (7 bits per element, FORMAT.md
+/// §5.1): `exp` holds the first field, `packed` at least `ceil(7·n/8)` bytes, `dst` 2n
+/// bytes. Equivalent to unpacking and [`Layout::merge`], without the intermediate buffer.
+pub fn merge_bf16_packed(exp: &[u16], packed: &[u8], dst: &mut [u8]) {
+    let n = exp.len();
+    debug_assert!(dst.len() == 2 * n && packed.len() >= (7 * n).div_ceil(8));
+    let done = simd::merge_bf16_packed(exp, packed, dst);
+    merge_bf16_packed_scalar(&exp[done..], &packed[done / 8 * 7..], &mut dst[2 * done..]);
+}
+
+fn merge_bf16_packed_scalar(exp: &[u16], packed: &[u8], dst: &mut [u8]) {
+    let merge = |s0: u16, r: u16| (s0 << 6) | ((r & 0x40) << 9) | (r & 0x3F);
+    let whole = exp.len() / 8;
+    for ((e, b), d) in exp
+        .chunks_exact(8)
+        .zip(packed.chunks_exact(7))
+        .zip(dst.chunks_exact_mut(16))
+    {
+        let v = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], 0]);
+        for k in 0..8 {
+            let w = merge(e[k], ((v >> (7 * k)) & 0x7F) as u16);
+            d[2 * k..2 * k + 2].copy_from_slice(&w.to_le_bytes());
+        }
+    }
+    let rest = &exp[whole * 8..];
+    if !rest.is_empty() {
+        let mut residual = vec![0u16; rest.len()];
+        crate::entropy::bitpack::unpack(&packed[whole * 7..], 7, &mut residual);
+        for ((&s0, &r), d) in rest
+            .iter()
+            .zip(&residual)
+            .zip(dst[whole * 16..].chunks_exact_mut(2))
+        {
+            d.copy_from_slice(&merge(s0, r).to_le_bytes());
+        }
+    }
+}
+
+/// Vector merge of whole 64-element groups, chosen at run time.
+mod simd {
+    /// Force the scalar path (tests cover both paths on one machine).
+    pub(crate) static FORCE_SCALAR: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+
+    /// Merges as many leading 64-element groups as the vector path can; returns how many
+    /// elements it wrote.
+    pub(super) fn merge_bf16_packed(exp: &[u16], packed: &[u8], dst: &mut [u8]) -> usize {
+        if FORCE_SCALAR.load(std::sync::atomic::Ordering::Relaxed) {
+            return 0;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::sync::OnceLock;
+            static AVAILABLE: OnceLock<bool> = OnceLock::new();
+            let available = *AVAILABLE.get_or_init(|| {
+                is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vbmi")
+            });
+            if available {
+                // SAFETY: the CPU supports every feature the function enables.
+                return unsafe { x86::merge_bf16_packed(exp, packed, dst) };
+            }
+        }
+        let _ = (exp, packed, dst);
+        0
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use std::arch::x86_64::*;
+
+        /// 64 elements per step: one masked 56-byte load, a byte permute that gives each
+        /// qword its group's 7 bytes, a multishift that pulls out the eight 7-bit fields,
+        /// then the merge in 16-bit lanes.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+        pub(super) unsafe fn merge_bf16_packed(
+            exp: &[u16],
+            packed: &[u8],
+            dst: &mut [u8],
+        ) -> usize {
+            let groups = (exp.len() / 64).min(packed.len() / 56).min(dst.len() / 128);
+            let spread_idx: [u8; 64] =
+                std::array::from_fn(|i| (7 * (i / 8) + (i % 8).min(6)) as u8);
+            let shift_ctrl: [u8; 64] = std::array::from_fn(|i| (7 * (i % 8)) as u8);
+            // SAFETY: both arrays are 64 bytes.
+            let (spread_idx, shift_ctrl) = unsafe {
+                (
+                    _mm512_loadu_si512(spread_idx.as_ptr() as *const _),
+                    _mm512_loadu_si512(shift_ctrl.as_ptr() as *const _),
+                )
+            };
+            let low7 = _mm512_set1_epi8(0x7F);
+            let sign = _mm512_set1_epi16(0x40);
+            let low6 = _mm512_set1_epi16(0x3F);
+            for g in 0..groups {
+                // SAFETY: g < groups, so the 56 bytes at 56g, the 64 u16 at 64g and the 128
+                // bytes at 128g are in bounds; the masked load reads exactly 56 bytes.
+                unsafe {
+                    let bytes = _mm512_maskz_loadu_epi8(
+                        (1u64 << 56) - 1,
+                        packed.as_ptr().add(56 * g) as *const i8,
+                    );
+                    let spread = _mm512_permutexvar_epi8(spread_idx, bytes);
+                    let residual =
+                        _mm512_and_si512(_mm512_multishift_epi64_epi8(shift_ctrl, spread), low7);
+                    for half in 0..2 {
+                        let r8 = if half == 0 {
+                            _mm512_castsi512_si256(residual)
+                        } else {
+                            _mm512_extracti64x4_epi64::<1>(residual)
+                        };
+                        let r = _mm512_cvtepu8_epi16(r8);
+                        let s0 =
+                            _mm512_loadu_si512(exp.as_ptr().add(64 * g + 32 * half) as *const _);
+                        let w = _mm512_or_si512(
+                            _mm512_slli_epi16::<6>(s0),
+                            _mm512_or_si512(
+                                _mm512_slli_epi16::<9>(_mm512_and_si512(r, sign)),
+                                _mm512_and_si512(r, low6),
+                            ),
+                        );
+                        _mm512_storeu_si512(dst.as_mut_ptr().add(128 * g + 64 * half) as *mut _, w);
+                    }
+                }
+            }
+            groups * 64
         }
     }
 }
@@ -194,6 +338,27 @@ mod tests {
         let mut back = vec![0u8; src.len()];
         layout.merge(&views, &mut back);
         assert_eq!(back, src);
+    }
+
+    #[test]
+    fn packed_bf16_merge_matches_unpack_then_merge_on_both_paths() {
+        for n in [0usize, 1, 7, 8, 63, 64, 65, 200, 1000] {
+            let words: Vec<u16> = (0..n as u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 9) as u16)
+                .collect();
+            let src: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let (mut f0, mut f1) = (vec![0u16; n], vec![0u16; n]);
+            Layout::Bf16.split(&src, &mut [&mut f0, &mut f1]);
+            let mut packed = Vec::new();
+            crate::entropy::bitpack::pack(&f1, 7, &mut packed);
+            for force_scalar in [false, true] {
+                simd::FORCE_SCALAR.store(force_scalar, std::sync::atomic::Ordering::Relaxed);
+                let mut dst = vec![0xEEu8; 2 * n];
+                merge_bf16_packed(&f0, &packed, &mut dst);
+                simd::FORCE_SCALAR.store(false, std::sync::atomic::Ordering::Relaxed);
+                assert_eq!(dst, src, "n {n} scalar {force_scalar}");
+            }
+        }
     }
 
     #[test]

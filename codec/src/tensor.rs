@@ -8,7 +8,9 @@
 use rayon::prelude::*;
 
 use crate::dtype::Dtype;
-use crate::entropy::stream::{Effort, StreamDecoder, StreamEncoder, StreamKind};
+use crate::entropy::stream::{
+    corrected_entropy_bits, Effort, StreamDecoder, StreamEncoder, StreamKind,
+};
 use crate::entropy::EntropyError;
 use crate::float_split::{Layout, MAX_FIELDS};
 
@@ -109,10 +111,6 @@ pub const DEFAULT_BLOCK_LOG2: u8 = 12;
 /// Block length exponent of the archival setting.
 pub const MAX_BLOCK_LOG2: u8 = 11;
 
-fn block_log2_env() -> Option<u8> {
-    std::env::var("MCODEC_BLOCK_LOG2").ok()?.parse().ok()
-}
-
 /// Encoder settings.
 #[derive(Clone, Copy, Debug)]
 pub struct EncodeOptions {
@@ -133,7 +131,7 @@ impl Default for EncodeOptions {
             effort: Effort::Default,
             zstd_level: 3,
             chunk_log2: DEFAULT_CHUNK_LOG2,
-            block_log2: block_log2_env().unwrap_or(DEFAULT_BLOCK_LOG2),
+            block_log2: DEFAULT_BLOCK_LOG2,
         }
     }
 }
@@ -145,7 +143,7 @@ impl EncodeOptions {
             effort: Effort::Max,
             zstd_level: 19,
             chunk_log2: DEFAULT_CHUNK_LOG2,
-            block_log2: block_log2_env().unwrap_or(MAX_BLOCK_LOG2),
+            block_log2: MAX_BLOCK_LOG2,
         }
     }
 }
@@ -177,7 +175,7 @@ pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor
         streams: vec![data.to_vec()],
     };
     let coded = match Layout::for_dtype(dtype) {
-        Some(layout) if data.len() % layout.element_size() == 0 && !data.is_empty() => {
+        Some(layout) if data.len().is_multiple_of(layout.element_size()) && !data.is_empty() => {
             encode_split(layout, data, opts)
         }
         _ if data.len() >= 64 => {
@@ -203,18 +201,43 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
     let chunk_len = 1usize << opts.chunk_log2;
     let chunk_bytes = chunk_len * esize;
 
-    // Pass 1: per-block histograms of every field, counted straight from the input.
+    // A sample of every 16th block tells which fields are near-uniform even block by block
+    // (sign and low mantissa bits): those are packed without counting them in full.
     let block_bytes = (1usize << opts.block_log2) * esize;
+    let mut sampled_bits = vec![0.0f64; bits.len()];
+    let mut sampled = 0usize;
+    for block in data.chunks(block_bytes).step_by(16) {
+        let mut h: Vec<Vec<u32>> = bits.iter().map(|&b| vec![0u32; 1 << b]).collect();
+        layout.count(block, &mut h);
+        for (acc, h) in sampled_bits.iter_mut().zip(&h) {
+            *acc += corrected_entropy_bits(h);
+        }
+        sampled += block.len() / esize;
+    }
+    let modelled: Vec<bool> = sampled_bits
+        .iter()
+        .zip(bits)
+        .map(|(&e, &b)| e < 0.995 * f64::from(b) * sampled as f64)
+        .collect();
+
+    // Pass 1: per-block histograms of the modelled fields, counted straight from the input.
     let hists: Vec<Vec<Vec<u32>>> = data
         .par_chunks(block_bytes)
         .map(|block| {
-            let mut h: Vec<Vec<u32>> = bits.iter().map(|&b| vec![0u32; 1 << b]).collect();
+            let mut h: Vec<Vec<u32>> = bits
+                .iter()
+                .zip(&modelled)
+                .map(|(&b, &m)| if m { vec![0u32; 1 << b] } else { Vec::new() })
+                .collect();
             layout.count(block, &mut h);
             h
         })
         .collect();
     let mut encoders: Vec<StreamEncoder> = (0..bits.len())
         .map(|f| {
+            if !modelled[f] {
+                return StreamEncoder::packed(bits[f]);
+            }
             let blocks: Vec<Vec<u32>> = hists.iter().map(|h| h[f].clone()).collect();
             StreamEncoder::plan(
                 &blocks,
@@ -234,18 +257,27 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
             .map(|(c, chunk)| {
                 FieldBuffers::with(|bufs| {
                     let fields = bufs.split(layout, chunk, chunk_len);
-                    encoders.iter().zip(fields).map(|(e, f)| e.encode_chunk(c, f)).collect()
+                    encoders
+                        .iter()
+                        .zip(fields)
+                        .map(|(e, f)| e.encode_chunk(c, f))
+                        .collect()
                 })
             })
             .collect();
         // Transpose chunk-major pieces to field-major without copying them.
-        let mut by_field: Vec<Vec<Vec<u8>>> = vec![Vec::with_capacity(pieces.len()); encoders.len()];
+        let mut by_field: Vec<Vec<Vec<u8>>> =
+            vec![Vec::with_capacity(pieces.len()); encoders.len()];
         for chunk_pieces in pieces {
             for (f, p) in chunk_pieces.into_iter().enumerate() {
                 by_field[f].push(p);
             }
         }
-        encoders.iter().zip(&by_field).map(|(e, p)| e.assemble(p)).collect()
+        encoders
+            .iter()
+            .zip(&by_field)
+            .map(|(e, p)| e.assemble(p))
+            .collect()
     };
     let mut streams = code(&encoders);
     // The estimate can be wrong at the margin: never keep a coded field that is larger
@@ -350,7 +382,7 @@ impl<'a> TensorDecoder<'a> {
                         "chunk length exponent {chunk_log2} outside {CHUNK_LOG2_RANGE:?}"
                     )));
                 }
-                if out_len % layout.element_size() != 0 {
+                if !out_len.is_multiple_of(layout.element_size()) {
                     return Err(TensorError::BadParams(format!(
                         "{out_len} bytes is not a whole number of {}-byte elements",
                         layout.element_size()
@@ -458,6 +490,17 @@ fn decode_chunk(
     dst: &mut [u8],
 ) -> Result<(), TensorError> {
     let n = dst.len() / layout.element_size();
+    if let (Layout::Bf16, [exp, residual]) = (layout, decoders) {
+        if let Some(packed) = residual.packed_chunk(c, n) {
+            // The common BF16 case: merge straight from the packed residual bits.
+            let buf = &mut bufs.bufs[0];
+            buf.resize(n.max(buf.len()), 0);
+            exp.decode_chunk(c, &mut buf[..n])
+                .map_err(|source| TensorError::Stream { stream: 0, source })?;
+            crate::float_split::merge_bf16_packed(&buf[..n], packed, dst);
+            return Ok(());
+        }
+    }
     for (i, (d, buf)) in decoders.iter().zip(bufs.bufs.iter_mut()).enumerate() {
         buf.resize(n.max(buf.len()), 0);
         d.decode_chunk(c, &mut buf[..n])

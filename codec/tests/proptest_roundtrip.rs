@@ -129,14 +129,29 @@ fn segments() -> impl Strategy<Value = Vec<Segment>> {
 }
 
 fn float_tensor() -> impl Strategy<Value = (FloatFormat, Vec<u8>)> {
-    (0..FLOATS.len(), segments()).prop_map(|(f, segs)| {
+    let mixed = (0..FLOATS.len(), segments()).prop_map(|(f, segs)| {
         let fmt = FLOATS[f];
         let elems = segs.iter().flat_map(|(center, rate, es)| {
             es.iter()
                 .map(move |&(sel, raw)| element(fmt, *center, *rate, sel, raw))
         });
         (fmt, to_bytes(fmt, elems))
-    })
+    });
+    // One value repeated (constant streams), or two values alternating in runs.
+    let repeated = (0..FLOATS.len(), any::<[u64; 2]>(), 0usize..6, 0usize..5000).prop_map(
+        |(f, [a, b], run_log2, n)| {
+            let fmt = FLOATS[f];
+            let elems = (0..n).map(|i| {
+                if (i >> (run_log2 + 5)) % 2 == 0 || run_log2 == 0 {
+                    a
+                } else {
+                    b
+                }
+            });
+            (fmt, to_bytes(fmt, elems))
+        },
+    );
+    prop_oneof![6 => mixed, 1 => repeated]
 }
 
 fn int_tensor() -> impl Strategy<Value = (&'static str, Vec<u8>)> {
@@ -281,7 +296,7 @@ fn cases(n: u32) -> ProptestConfig {
 }
 
 proptest! {
-    #![proptest_config(cases(96))]
+    #![proptest_config(cases(384))]
 
     #[test]
     fn float_tensors_round_trip((fmt, data) in float_tensor(), opts in options()) {
@@ -295,7 +310,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(cases(32))]
+    #![proptest_config(cases(96))]
 
     #[test]
     fn safetensors_files_round_trip_through_mcz(

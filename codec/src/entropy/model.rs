@@ -270,9 +270,7 @@ mod tests {
         counts[4] = 1_000_000;
         counts[100] = 7;
         counts[511] = 300_000;
-        for s in 200..400 {
-            counts[s] = 1;
-        }
+        counts[200..400].fill(1);
         let t = FreqTable::from_counts(&counts).unwrap();
         assert_eq!(
             t.freqs().iter().map(|&f| u32::from(f)).sum::<u32>(),

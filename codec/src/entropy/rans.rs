@@ -26,19 +26,49 @@ pub const STATE_BYTES: usize = 4 * LANES;
 ///
 /// Every symbol must have a non-zero frequency in its table.
 pub fn encode_chunk(symbols: &[u16], tables: &[&EncTable], block_len: usize, out: &mut Vec<u8>) {
-    debug_assert!(block_len % LANES == 0 && tables.len() >= symbols.len().div_ceil(block_len));
-    let mut states = [RANS_L; LANES];
+    debug_assert!(
+        block_len.is_multiple_of(LANES) && tables.len() >= symbols.len().div_ceil(block_len)
+    );
     // rANS encodes backwards. Groups of LANES symbols are coded from the last to the first,
     // and each group's words are placed, in lane order, just before the words of the group
     // after it: the buffer then reads front to back in exactly the decoder's order.
-    let mut words = vec![0u16; symbols.len() + LANES];
+    ENCODE_WORDS.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        buf.resize(symbols.len() + LANES, [0; 2]);
+        encode_into(symbols, tables, block_len, &mut buf, out);
+    });
+}
+
+thread_local! {
+    /// Per-thread word buffer of the encoder: a fresh chunk-sized allocation per chunk
+    /// would cost a page fault per 4 KiB.
+    static ENCODE_WORDS: std::cell::RefCell<Vec<[u8; 2]>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn encode_into(
+    symbols: &[u16],
+    tables: &[&EncTable],
+    block_len: usize,
+    words: &mut [[u8; 2]],
+    out: &mut Vec<u8>,
+) {
+    let mut states = [RANS_L; LANES];
     let mut start = words.len();
     let mut g = symbols.len().div_ceil(LANES);
     while g > 0 {
         let full = symbols.len() / LANES;
         if g <= full {
             // SAFETY of the vector path is argued inside; it codes whole groups only.
-            let done = simd::encode_groups(&mut states, symbols, tables, block_len, g, &mut words, &mut start);
+            let done = simd::encode_groups(
+                &mut states,
+                symbols,
+                tables,
+                block_len,
+                g,
+                words,
+                &mut start,
+            );
             g -= done;
             if done > 0 {
                 continue;
@@ -46,15 +76,19 @@ pub fn encode_chunk(symbols: &[u16], tables: &[&EncTable], block_len: usize, out
         }
         g -= 1;
         let group = &symbols[g * LANES..symbols.len().min(g * LANES + LANES)];
-        start = encode_group_scalar(&mut states, group, tables[g * LANES / block_len], &mut words, start);
+        start = encode_group_scalar(
+            &mut states,
+            group,
+            tables[g * LANES / block_len],
+            words,
+            start,
+        );
     }
     out.reserve(STATE_BYTES + 2 * (words.len() - start));
     for s in states {
         out.extend_from_slice(&s.to_le_bytes());
     }
-    for w in &words[start..] {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
+    out.extend_from_slice(words[start..].as_flattened());
 }
 
 /// Codes one group (lane `l` codes `group[l]`) and places its words, in lane order, just
@@ -63,10 +97,10 @@ fn encode_group_scalar(
     states: &mut [u32; LANES],
     group: &[u16],
     table: &EncTable,
-    words: &mut [u16],
+    words: &mut [[u8; 2]],
     start: usize,
 ) -> usize {
-    let mut emitted = [0u16; LANES];
+    let mut emitted = [[0u8; 2]; LANES];
     let mut count = 0;
     for (x, &sym) in states.iter_mut().zip(group) {
         let e = &table.entries[usize::from(sym)];
@@ -74,7 +108,7 @@ fn encode_group_scalar(
         // x must end below 2^32 after coding: renormalise while x ≥ freq · 2^(32 - PROB_BITS).
         // Branch-free, since renormalisation is taken at random.
         let emit = u64::from(*x) >= e.x_max;
-        emitted[count] = *x as u16;
+        emitted[count] = (*x as u16).to_le_bytes();
         count += usize::from(emit);
         let y = if emit { *x >> 16 } else { *x };
         // q = y / freq by multiplication with a 45-bit reciprocal: exact for y < 2^32 and
@@ -97,14 +131,17 @@ pub fn decode_chunk(
     block_len: usize,
     out: &mut [u16],
 ) -> Result<(), EntropyError> {
-    if block_len == 0 || block_len % LANES != 0 || tables.len() < out.len().div_ceil(block_len) {
+    if block_len == 0
+        || !block_len.is_multiple_of(LANES)
+        || tables.len() < out.len().div_ceil(block_len)
+    {
         return Err(EntropyError::BadChunk(format!(
             "block length {block_len} with {} tables for {} symbols",
             tables.len(),
             out.len()
         )));
     }
-    if payload.len() < STATE_BYTES || (payload.len() - STATE_BYTES) % 2 != 0 {
+    if payload.len() < STATE_BYTES || !(payload.len() - STATE_BYTES).is_multiple_of(2) {
         return Err(EntropyError::BadChunk(format!(
             "payload of {} bytes: needs {STATE_BYTES} bytes of states and whole 16-bit words",
             payload.len()
@@ -232,7 +269,7 @@ mod simd {
         tables: &[&EncTable],
         block_len: usize,
         g: usize,
-        words: &mut [u16],
+        words: &mut [[u8; 2]],
         start: &mut usize,
     ) -> usize {
         if FORCE_SCALAR.load(std::sync::atomic::Ordering::Relaxed) {
@@ -242,7 +279,9 @@ mod simd {
         {
             if avx512_available() {
                 // SAFETY: the CPU supports every feature the function enables.
-                return unsafe { x86::encode_groups_avx512(states, symbols, tables, block_len, g, words, start) };
+                return unsafe {
+                    x86::encode_groups_avx512(states, symbols, tables, block_len, g, words, start)
+                };
             }
         }
         let _ = (states, symbols, tables, block_len, g, words, start);
@@ -278,7 +317,7 @@ mod simd {
             tables: &[&EncTable],
             block_len: usize,
             g: usize,
-            words: &mut [u16],
+            words: &mut [[u8; 2]],
             start: &mut usize,
         ) -> usize {
             assert!(g * LANES <= symbols.len() && words.len() >= symbols.len() + LANES);
@@ -297,13 +336,18 @@ mod simd {
                 let mut masks = [0u16; 2];
                 for v in 0..2 {
                     // SAFETY: base + 16v + 16 ≤ g·LANES ≤ symbols.len().
-                    let s = unsafe { _mm256_loadu_si256(symbols.as_ptr().add(base + 16 * v) as *const __m256i) };
+                    let s = unsafe {
+                        _mm256_loadu_si256(symbols.as_ptr().add(base + 16 * v) as *const __m256i)
+                    };
                     let s = _mm512_cvtepu16_epi32(s);
                     // SAFETY: symbols are below 1 << symbol_bits = table.packed.len().
                     let e = unsafe { _mm512_i32gather_epi32::<4>(s, packed) };
                     let freq = _mm512_srli_epi32::<16>(e);
                     let cum = _mm512_and_si512(e, low16);
-                    let m = _mm512_cmpge_epu32_mask(_mm512_srli_epi32::<{ 32 - PROB_BITS }>(x[v]), freq);
+                    let m = _mm512_cmpge_epu32_mask(
+                        _mm512_srli_epi32::<{ 32 - PROB_BITS }>(x[v]),
+                        freq,
+                    );
                     words16[v] = _mm512_cvtepi32_epi16(x[v]);
                     masks[v] = m;
                     let y = _mm512_mask_srli_epi32(x[v], m, x[v], 16);
@@ -318,15 +362,27 @@ mod simd {
                     let high = _mm512_cmpge_epi32_mask(r, freq);
                     q = _mm512_mask_add_epi32(q, high, q, one);
                     r = _mm512_mask_sub_epi32(r, high, r, freq);
-                    x[v] = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32::<PROB_BITS>(q), r), cum);
+                    x[v] = _mm512_add_epi32(
+                        _mm512_add_epi32(_mm512_slli_epi32::<PROB_BITS>(q), r),
+                        cum,
+                    );
                 }
-                let (c0, c1) = (masks[0].count_ones() as usize, masks[1].count_ones() as usize);
+                let (c0, c1) = (
+                    masks[0].count_ones() as usize,
+                    masks[1].count_ones() as usize,
+                );
                 wp -= c0 + c1;
+                // Compress in registers and store with a length mask: a compress-store
+                // straight to memory is microcoded and very slow on some cores (Zen 4).
+                let packed0 = _mm256_maskz_compress_epi16(masks[0], words16[0]);
+                let packed1 = _mm256_maskz_compress_epi16(masks[1], words16[1]);
                 // SAFETY: each group emits at most LANES words and the buffer holds one per
-                // symbol plus LANES, so wp stays within words.
+                // symbol plus LANES, so [wp, wp + c0 + c1) lies within words; the masks
+                // write exactly c0 and c1 words.
                 unsafe {
-                    _mm256_mask_compressstoreu_epi16(words.as_mut_ptr().add(wp) as *mut i16, masks[0], words16[0]);
-                    _mm256_mask_compressstoreu_epi16(words.as_mut_ptr().add(wp + c0) as *mut i16, masks[1], words16[1]);
+                    let dst = words.as_mut_ptr().add(wp) as *mut i16;
+                    _mm256_mask_storeu_epi16(dst, low_mask(c0), packed0);
+                    _mm256_mask_storeu_epi16(dst.add(c0), low_mask(c1), packed1);
                 }
             }
             // SAFETY: as for the loads above.
@@ -336,6 +392,12 @@ mod simd {
             }
             *start = wp;
             g
+        }
+
+        /// A mask of the low `n` (≤ 16) bits.
+        #[inline(always)]
+        fn low_mask(n: usize) -> u16 {
+            ((1u32 << n) - 1) as u16
         }
 
         /// Two 16-lane state vectors per step: gather the slot entries, update all states,
@@ -509,7 +571,10 @@ mod tests {
             payloads.push(payload);
             outs.push(out);
         }
-        assert!(payloads[0] == payloads[1], "vector and scalar encoders differ");
+        assert!(
+            payloads[0] == payloads[1],
+            "vector and scalar encoders differ"
+        );
         assert_eq!(outs[0], symbols);
         assert_eq!(outs[1], symbols);
         let single = FreqTable::from_counts(&[0, 5]).unwrap();

@@ -108,11 +108,10 @@ impl StreamEncoder {
             _ => {
                 let packed_bytes = bitpack::packed_len(n as usize, symbol_bits) as f64;
                 // Near-uniform fields (sign and low mantissa bits) cannot pay for a model:
-                // skip the table search when even their order-0 entropy does not.
-                let entropy_bytes: f64 = total
+                // skip the table search when even their per-block entropy does not.
+                let entropy_bytes: f64 = block_hists
                     .iter()
-                    .filter(|&&c| c > 0)
-                    .map(|&c| c as f64 * (n as f64 / c as f64).log2())
+                    .map(|h| corrected_entropy_bits(h))
                     .sum::<f64>()
                     / 8.0;
                 if entropy_bytes >= packed_bytes * 0.995 {
@@ -218,6 +217,22 @@ impl StreamEncoder {
     }
 }
 
+/// Order-0 entropy of a histogram in bits (total, not per symbol), with the Miller–Madow
+/// correction for the bias of small samples: `(distinct - 1) / (2 n ln 2)` bits per symbol.
+pub fn corrected_entropy_bits(hist: &[u32]) -> f64 {
+    let n: f64 = hist.iter().map(|&c| f64::from(c)).sum();
+    if n == 0.0 {
+        return 0.0;
+    }
+    let distinct = hist.iter().filter(|&&c| c > 0).count() as f64;
+    let plain: f64 = hist
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| f64::from(c) * (n / f64::from(c)).log2())
+        .sum();
+    plain + (distinct - 1.0) / (2.0 * std::f64::consts::LN_2)
+}
+
 /// Bits each symbol costs under a table (infinite where the table lacks it).
 fn bit_costs(table: &FreqTable, alphabet: usize) -> Vec<f32> {
     let mut bits = vec![f32::INFINITY; alphabet];
@@ -232,11 +247,17 @@ fn bit_costs(table: &FreqTable, alphabet: usize) -> Vec<f32> {
 type Sparse = Vec<(u16, u32)>;
 
 fn sparse(hist: &[u32]) -> Sparse {
-    hist.iter().enumerate().filter(|(_, &c)| c > 0).map(|(s, &c)| (s as u16, c)).collect()
+    hist.iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(s, &c)| (s as u16, c))
+        .collect()
 }
 
 fn block_cost(hist: &Sparse, bits: &[f32]) -> f32 {
-    hist.iter().map(|&(s, c)| c as f32 * bits[usize::from(s)]).sum()
+    hist.iter()
+        .map(|&(s, c)| c as f32 * bits[usize::from(s)])
+        .sum()
 }
 
 /// Picks the tables and each block's table; returns them with the estimated bytes of
@@ -315,7 +336,10 @@ fn cluster(
         .enumerate()
         .map(|(i, h)| {
             let n: u64 = h.iter().map(|&(_, c)| u64::from(c)).sum();
-            let s: u64 = h.iter().map(|&(sym, c)| u64::from(sym) * u64::from(c)).sum();
+            let s: u64 = h
+                .iter()
+                .map(|&(sym, c)| u64::from(sym) * u64::from(c))
+                .sum();
             (s as f64 / n.max(1) as f64, i)
         })
         .collect();
@@ -535,6 +559,18 @@ impl<'a> StreamDecoder<'a> {
             Body::Packed(_) => StreamKind::Packed,
             Body::Const(_) => StreamKind::Const,
             Body::Rans { tables, .. } => StreamKind::Rans(tables.len()),
+        }
+    }
+
+    /// The packed bytes of chunk `c` (`len` symbols) when the stream is bit-packed, so a
+    /// caller can fuse unpacking into its own pass.
+    pub fn packed_chunk(&self, c: usize, len: usize) -> Option<&'a [u8]> {
+        match &self.body {
+            Body::Packed(bytes) => {
+                let from = c * self.chunk_len * self.symbol_bits as usize / 8;
+                bytes.get(from..from + bitpack::packed_len(len, self.symbol_bits))
+            }
+            _ => None,
         }
     }
 
