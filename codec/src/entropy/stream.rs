@@ -329,55 +329,92 @@ fn cluster(
     effort: Effort,
 ) -> (Vec<FreqTable>, Vec<u8>) {
     let alphabet = total.len();
+    // Fit on at most ~1024 evenly spread blocks; the full set is assigned once at the end.
+    let step = block_hists.len().div_ceil(1024).max(1);
+    let sample: Vec<&Sparse> = block_hists.iter().step_by(step).collect();
     // Seed: order blocks by their mean symbol (for exponents, their scale) and cut the
     // order into k groups of equal size.
-    let mut order: Vec<(f64, usize)> = block_hists
+    let mut order: Vec<(f64, usize)> = sample
         .iter()
         .enumerate()
         .map(|(i, h)| {
             let n: u64 = h.iter().map(|&(_, c)| u64::from(c)).sum();
-            let s: u64 = h
-                .iter()
-                .map(|&(sym, c)| u64::from(sym) * u64::from(c))
-                .sum();
+            let s: u64 = h.iter().map(|&(sym, c)| u64::from(sym) * u64::from(c)).sum();
             (s as f64 / n.max(1) as f64, i)
         })
         .collect();
     order.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut assign = vec![0u8; block_hists.len()];
+    let mut assign = vec![0u8; sample.len()];
     for (rank, &(_, i)) in order.iter().enumerate() {
         assign[i] = (rank * k / order.len()) as u8;
     }
-    let mut tables = Vec::new();
     for _ in 0..effort.rounds() {
-        let mut sums = vec![vec![0u64; alphabet]; k];
-        for (h, &a) in block_hists.iter().zip(&assign) {
-            for &(s, c) in h {
-                sums[usize::from(a)][usize::from(s)] += u64::from(c);
-            }
-        }
-        tables = sums
-            .iter()
-            .filter(|acc| acc.iter().any(|&c| c > 0))
-            .filter_map(|acc| FreqTable::from_counts(&saturate(acc)))
-            .collect();
-        let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
-        let mut changed = false;
-        for (h, a) in block_hists.iter().zip(assign.iter_mut()) {
-            let best = costs
-                .iter()
-                .map(|c| block_cost(h, c))
-                .enumerate()
-                .min_by(|x, y| x.1.total_cmp(&y.1))
-                .map_or(0, |(t, _)| t as u8);
-            changed |= *a != best;
-            *a = best;
-        }
-        if !changed {
+        let tables = fit_tables(sample.iter().copied(), &assign, k, alphabet);
+        if !assign_blocks(sample.iter().copied(), &tables, alphabet, &mut assign) {
             break;
         }
     }
-    (tables, assign)
+    // Every block picks among the fitted tables, then the tables are refitted on the full
+    // assignment, so each table holds every symbol of every block that uses it.
+    let fitted = fit_tables(sample.iter().copied(), &assign, k, alphabet);
+    let mut full = vec![0u8; block_hists.len()];
+    assign_blocks(block_hists.iter(), &fitted, alphabet, &mut full);
+    let mut used = vec![false; fitted.len()];
+    for &a in &full {
+        used[usize::from(a)] = true;
+    }
+    // Drop tables no block chose and renumber the rest.
+    let mut renumber = vec![0u8; fitted.len()];
+    let mut next = 0u8;
+    for (t, &u) in used.iter().enumerate() {
+        renumber[t] = next;
+        next += u8::from(u);
+    }
+    for a in &mut full {
+        *a = renumber[usize::from(*a)];
+    }
+    let tables = fit_tables(block_hists.iter(), &full, usize::from(next), alphabet);
+    (tables, full)
+}
+
+/// Builds table `t` from the summed histograms of the blocks assigned to `t`, for every
+/// `t < k` that has blocks (tables of empty clusters are left out).
+fn fit_tables<'h>(
+    hists: impl Iterator<Item = &'h Sparse>,
+    assign: &[u8],
+    k: usize,
+    alphabet: usize,
+) -> Vec<FreqTable> {
+    let mut sums = vec![vec![0u64; alphabet]; k];
+    for (h, &a) in hists.zip(assign) {
+        for &(s, c) in h {
+            sums[usize::from(a)][usize::from(s)] += u64::from(c);
+        }
+    }
+    sums.iter().filter_map(|acc| FreqTable::from_counts(&saturate(acc))).collect()
+}
+
+/// Gives every block the table that codes it in the fewest bits; returns whether any
+/// assignment changed.
+fn assign_blocks<'h>(
+    hists: impl Iterator<Item = &'h Sparse>,
+    tables: &[FreqTable],
+    alphabet: usize,
+    assign: &mut [u8],
+) -> bool {
+    let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
+    let mut changed = false;
+    for (h, a) in hists.zip(assign.iter_mut()) {
+        let best = costs
+            .iter()
+            .map(|c| block_cost(h, c))
+            .enumerate()
+            .min_by(|x, y| x.1.total_cmp(&y.1))
+            .map_or(0, |(t, _)| t as u8);
+        changed |= *a != best;
+        *a = best;
+    }
+    changed
 }
 
 /// A parsed, validated field stream ready for chunk-parallel decoding.
