@@ -305,7 +305,10 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
 /// allocation per chunk would cost a page fault per 4 KiB.
 #[derive(Default)]
 struct FieldBuffers {
+    /// Encoder: one buffer per field.
     bufs: [Vec<u16>; MAX_FIELDS],
+    /// Decoder: two buffers per field, for a pair of chunks.
+    pairs: [[Vec<u16>; 2]; MAX_FIELDS],
 }
 
 thread_local! {
@@ -449,10 +452,13 @@ impl<'a> TensorDecoder<'a> {
             }
             DecoderBody::Split(layout, decoders) => {
                 let chunk_len = 1usize << self.chunk_log2;
-                out.par_chunks_mut(chunk_len * layout.element_size())
+                // Tasks of two chunks: the rANS decoder interleaves a pair.
+                out.par_chunks_mut(2 * chunk_len * layout.element_size())
                     .enumerate()
-                    .try_for_each(|(c, dst)| {
-                        FieldBuffers::with(|bufs| decode_chunk(*layout, decoders, bufs, c, dst))
+                    .try_for_each(|(pair, dst)| {
+                        FieldBuffers::with(|bufs| {
+                            decode_chunk_pair(*layout, decoders, bufs, 2 * pair, chunk_len, dst)
+                        })
                     })?;
             }
         }
@@ -482,35 +488,59 @@ impl<'a> TensorDecoder<'a> {
     }
 }
 
-fn decode_chunk(
+/// Decodes chunks `first` and `first + 1` (if `dst` reaches it) of every field and merges
+/// them into `dst`.
+fn decode_chunk_pair(
     layout: Layout,
     decoders: &[StreamDecoder<'_>],
     bufs: &mut FieldBuffers,
-    c: usize,
+    first: usize,
+    chunk_len: usize,
     dst: &mut [u8],
 ) -> Result<(), TensorError> {
-    let n = dst.len() / layout.element_size();
-    if let (Layout::Bf16, [exp, residual]) = (layout, decoders) {
-        if let Some(packed) = residual.packed_chunk(c, n) {
-            // The common BF16 case: merge straight from the packed residual bits.
-            let buf = &mut bufs.bufs[0];
-            buf.resize(n.max(buf.len()), 0);
-            exp.decode_chunk(c, &mut buf[..n])
-                .map_err(|source| TensorError::Stream { stream: 0, source })?;
-            crate::float_split::merge_bf16_packed(&buf[..n], packed, dst);
-            return Ok(());
+    let esize = layout.element_size();
+    let (dst_a, dst_b) = dst.split_at_mut((chunk_len * esize).min(dst.len()));
+    let (na, nb) = (dst_a.len() / esize, dst_b.len() / esize);
+    // BF16 with a packed residual merges straight from the packed bits.
+    let packed_residual = |c: usize, n: usize| match (layout, decoders) {
+        (Layout::Bf16, [_, residual]) => residual.packed_chunk(c, n),
+        _ => None,
+    };
+    let fused = packed_residual(first, na).is_some();
+    for (i, d) in decoders.iter().enumerate() {
+        if fused && i == 1 {
+            continue;
+        }
+        let [a, b] = &mut bufs.pairs[i];
+        a.resize(chunk_len, 0);
+        b.resize(chunk_len, 0);
+        let result = if nb > 0 {
+            d.decode_chunk_pair(first, &mut a[..na], &mut b[..nb])
+        } else {
+            d.decode_chunk(first, &mut a[..na])
+        };
+        result.map_err(|source| TensorError::Stream { stream: i, source })?;
+    }
+    for (half, (c, out, n)) in [(first, dst_a, na), (first + 1, dst_b, nb)]
+        .into_iter()
+        .enumerate()
+    {
+        if n == 0 {
+            continue;
+        }
+        match packed_residual(c, n) {
+            Some(packed) => {
+                crate::float_split::merge_bf16_packed(&bufs.pairs[0][half][..n], packed, out)
+            }
+            None => {
+                let views: Vec<&[u16]> = bufs.pairs[..decoders.len()]
+                    .iter()
+                    .map(|p| &p[half][..n])
+                    .collect();
+                layout.merge(&views, out);
+            }
         }
     }
-    for (i, (d, buf)) in decoders.iter().zip(bufs.bufs.iter_mut()).enumerate() {
-        buf.resize(n.max(buf.len()), 0);
-        d.decode_chunk(c, &mut buf[..n])
-            .map_err(|source| TensorError::Stream { stream: i, source })?;
-    }
-    let views: Vec<&[u16]> = bufs.bufs[..decoders.len()]
-        .iter()
-        .map(|b| &b[..n])
-        .collect();
-    layout.merge(&views, dst);
     Ok(())
 }
 

@@ -131,16 +131,61 @@ pub fn decode_chunk(
     block_len: usize,
     out: &mut [u16],
 ) -> Result<(), EntropyError> {
-    if block_len == 0
-        || !block_len.is_multiple_of(LANES)
-        || tables.len() < out.len().div_ceil(block_len)
-    {
+    check_blocks(tables, block_len, out.len())?;
+    let (mut states, mut reader) = start_chunk(payload)?;
+    for (block, table) in out.chunks_mut(block_len).zip(tables) {
+        decode_block(&mut states, &mut reader, table, block);
+    }
+    finish_chunk(&states, &reader)
+}
+
+/// Decodes two chunks, each as [`decode_chunk`] would: the vector decoder interleaves
+/// them, which hides the latency of its table gathers.
+pub fn decode_chunk_pair(
+    payloads: [&[u8]; 2],
+    tables: [&[&DecTable]; 2],
+    block_len: usize,
+    outs: [&mut [u16]; 2],
+) -> Result<(), EntropyError> {
+    let [out_a, out_b] = outs;
+    check_blocks(tables[0], block_len, out_a.len())?;
+    check_blocks(tables[1], block_len, out_b.len())?;
+    let (mut states_a, mut reader_a) = start_chunk(payloads[0])?;
+    let (mut states_b, mut reader_b) = start_chunk(payloads[1])?;
+    let mut blocks_b = out_b.chunks_mut(block_len).zip(tables[1]);
+    for (block_a, table_a) in out_a.chunks_mut(block_len).zip(tables[0]) {
+        let Some((block_b, table_b)) = blocks_b.next() else {
+            decode_block(&mut states_a, &mut reader_a, table_a, block_a);
+            continue;
+        };
+        let done = simd::decode_groups(
+            [&mut states_a, &mut states_b],
+            [&mut reader_a, &mut reader_b],
+            [table_a, table_b],
+            [&mut *block_a, &mut *block_b],
+        );
+        decode_block(&mut states_a, &mut reader_a, table_a, &mut block_a[done..]);
+        decode_block(&mut states_b, &mut reader_b, table_b, &mut block_b[done..]);
+    }
+    for (block_b, table_b) in blocks_b {
+        decode_block(&mut states_b, &mut reader_b, table_b, block_b);
+    }
+    finish_chunk(&states_a, &reader_a)?;
+    finish_chunk(&states_b, &reader_b)
+}
+
+fn check_blocks(tables: &[&DecTable], block_len: usize, n: usize) -> Result<(), EntropyError> {
+    if block_len == 0 || !block_len.is_multiple_of(LANES) || tables.len() < n.div_ceil(block_len) {
         return Err(EntropyError::BadChunk(format!(
-            "block length {block_len} with {} tables for {} symbols",
-            tables.len(),
-            out.len()
+            "block length {block_len} with {} tables for {n} symbols",
+            tables.len()
         )));
     }
+    Ok(())
+}
+
+/// Reads a payload's initial states and positions a reader on its words.
+fn start_chunk(payload: &[u8]) -> Result<([u32; LANES], WordReader<'_>), EntropyError> {
     if payload.len() < STATE_BYTES || !(payload.len() - STATE_BYTES).is_multiple_of(2) {
         return Err(EntropyError::BadChunk(format!(
             "payload of {} bytes: needs {STATE_BYTES} bytes of states and whole 16-bit words",
@@ -157,15 +202,30 @@ pub fn decode_chunk(
             )));
         }
     }
-    let mut reader = WordReader {
-        words: word_bytes.as_chunks::<2>().0,
-        pos: 0,
-    };
-    for (block, table) in out.chunks_mut(block_len).zip(tables) {
-        let done = simd::decode_groups(&mut states, &mut reader, table, block);
-        decode_scalar(&mut states, &mut reader, table, &mut block[done..]);
-    }
-    let words = word_bytes.len() / 2;
+    Ok((
+        states,
+        WordReader {
+            words: word_bytes.as_chunks::<2>().0,
+            pos: 0,
+        },
+    ))
+}
+
+/// Decodes one block (a whole number of groups, or the chunk's tail) with one table:
+/// vector path first, scalar loop for the rest.
+fn decode_block(
+    states: &mut [u32; LANES],
+    reader: &mut WordReader,
+    table: &DecTable,
+    out: &mut [u16],
+) {
+    let done = simd::decode_groups([&mut *states], [&mut *reader], [table], [&mut *out]);
+    decode_scalar(states, reader, table, &mut out[done..]);
+}
+
+/// A correct chunk consumes exactly its words and returns every lane to `RANS_L`.
+fn finish_chunk(states: &[u32; LANES], reader: &WordReader) -> Result<(), EntropyError> {
+    let words = reader.words.len();
     if reader.pos != words {
         return Err(EntropyError::BadChunk(format!(
             "decoder consumed {} of {words} words",
@@ -238,13 +298,14 @@ mod simd {
     pub(crate) static FORCE_SCALAR: std::sync::atomic::AtomicBool =
         std::sync::atomic::AtomicBool::new(false);
 
-    /// Decodes as many leading whole groups of `out` as the vector path can, returning the
-    /// number of symbols written; the caller finishes with the scalar loop.
-    pub(super) fn decode_groups(
-        states: &mut [u32; LANES],
-        reader: &mut WordReader,
-        table: &DecTable,
-        out: &mut [u16],
+    /// Decodes as many leading whole groups of each of `N` independent chunks' outputs as
+    /// the vector path can (the same number in each), returning the number of symbols
+    /// written to each; the caller finishes with the scalar loop.
+    pub(super) fn decode_groups<const N: usize>(
+        states: [&mut [u32; LANES]; N],
+        readers: [&mut WordReader; N],
+        tables: [&DecTable; N],
+        outs: [&mut [u16]; N],
     ) -> usize {
         if FORCE_SCALAR.load(std::sync::atomic::Ordering::Relaxed) {
             return 0;
@@ -253,10 +314,10 @@ mod simd {
         {
             if avx512_available() {
                 // SAFETY: the CPU supports every feature the function enables.
-                return unsafe { x86::decode_groups_avx512(states, reader, table, out) };
+                return unsafe { x86::decode_groups_avx512(states, readers, tables, outs) };
             }
         }
-        let _ = (states, reader, table, out);
+        let _ = (states, readers, tables, outs);
         0
     }
 
@@ -400,78 +461,94 @@ mod simd {
             ((1u32 << n) - 1) as u16
         }
 
-        /// Two 16-lane state vectors per step: gather the slot entries, update all states,
-        /// and refill the lanes that fell below `RANS_L` with one expand-load of the next
-        /// words in lane order (the same order the scalar decoder reads them).
+        /// Two 16-lane state vectors per chunk and step, `N` chunks interleaved: gather the
+        /// slot entries, update all states, and refill the lanes that fell below `RANS_L`
+        /// with the next words in lane order (the order the scalar decoder reads them).
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
-        pub(super) unsafe fn decode_groups_avx512(
-            states: &mut [u32; LANES],
-            reader: &mut WordReader,
-            table: &DecTable,
-            out: &mut [u16],
+        pub(super) unsafe fn decode_groups_avx512<const N: usize>(
+            states: [&mut [u32; LANES]; N],
+            readers: [&mut WordReader; N],
+            tables: [&DecTable; N],
+            outs: [&mut [u16]; N],
         ) -> usize {
-            let n_words = reader.words.len();
-            let groups = out.len() / LANES;
-            let slots = table.slots.as_ptr() as *const i32;
-            let symbols = table.symbols32.as_ptr() as *const i32;
-            let words = reader.words.as_ptr() as *const u8;
-            let mut pos = reader.pos;
-            // SAFETY: `states` is 16 u32s, exactly one 512-bit vector.
-            let lanes = states.as_mut_ptr() as *mut __m512i;
-            // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
-            let mut x = unsafe { [_mm512_loadu_si512(lanes), _mm512_loadu_si512(lanes.add(1))] };
+            let groups = outs.iter().map(|o| o.len() / LANES).min().unwrap_or(0);
+            let n_words: [usize; N] = std::array::from_fn(|j| readers[j].words.len());
+            let words: [*const u8; N] =
+                std::array::from_fn(|j| readers[j].words.as_ptr() as *const u8);
+            let mut pos: [usize; N] = std::array::from_fn(|j| readers[j].pos);
+            let mut x = [[_mm512_setzero_si512(); 2]; N];
+            for j in 0..N {
+                let lanes = states[j].as_ptr() as *const __m512i;
+                // SAFETY: `states[j]` is 32 u32s, exactly two 512-bit vectors.
+                x[j] = unsafe { [_mm512_loadu_si512(lanes), _mm512_loadu_si512(lanes.add(1))] };
+            }
             let slot_mask = _mm512_set1_epi32((1 << PROB_BITS) - 1);
             let low12 = _mm512_set1_epi32(0xFFF);
             let one = _mm512_set1_epi32(1);
             let lower = _mm512_set1_epi32(RANS_L as i32);
             let mut g = 0;
-            // A step reads at most LANES words: stay where that cannot pass the end.
-            while g < groups && pos + LANES <= n_words {
-                // Two independent vectors per step hide the gather latency.
-                let mut e = [_mm512_setzero_si512(); 2];
-                let mut y = [_mm512_setzero_si512(); 2];
-                for v in 0..2 {
-                    let slot = _mm512_and_si512(x[v], slot_mask);
-                    // SAFETY: slot < 4096 = table.slots.len(), scaled by 4 bytes.
-                    e[v] = unsafe { _mm512_i32gather_epi32::<4>(slot, slots) };
-                    let freq = _mm512_add_epi32(
-                        _mm512_and_si512(_mm512_srli_epi32::<12>(e[v]), low12),
-                        one,
-                    );
-                    y[v] = _mm512_add_epi32(
-                        _mm512_mullo_epi32(freq, _mm512_srli_epi32::<PROB_BITS>(x[v])),
-                        _mm512_and_si512(e[v], low12),
-                    );
+            // A step reads at most LANES words per chunk: stay where that cannot pass an end.
+            while g < groups && (0..N).all(|j| pos[j] + LANES <= n_words[j]) {
+                let mut e = [[_mm512_setzero_si512(); 2]; N];
+                let mut y = [[_mm512_setzero_si512(); 2]; N];
+                for j in 0..N {
+                    let slots = tables[j].slots.as_ptr() as *const i32;
+                    for v in 0..2 {
+                        let slot = _mm512_and_si512(x[j][v], slot_mask);
+                        // SAFETY: slot < 4096 = table.slots.len(), scaled by 4 bytes.
+                        e[j][v] = unsafe { _mm512_i32gather_epi32::<4>(slot, slots) };
+                        let freq = _mm512_add_epi32(
+                            _mm512_and_si512(_mm512_srli_epi32::<12>(e[j][v]), low12),
+                            one,
+                        );
+                        y[j][v] = _mm512_add_epi32(
+                            _mm512_mullo_epi32(freq, _mm512_srli_epi32::<PROB_BITS>(x[j][v])),
+                            _mm512_and_si512(e[j][v], low12),
+                        );
+                    }
                 }
-                for v in 0..2 {
-                    let need = _mm512_cmplt_epu32_mask(y[v], lower);
-                    // SAFETY: pos + 32 ≤ n_words at the step's start and the two loads
-                    // together read at most 32 words.
-                    let w16 = unsafe {
-                        _mm256_maskz_expandloadu_epi16(need, words.add(2 * pos) as *const i16)
-                    };
-                    let w = _mm512_cvtepu16_epi32(w16);
-                    x[v] = _mm512_mask_or_epi32(y[v], need, _mm512_slli_epi32::<16>(y[v]), w);
-                    pos += need.count_ones() as usize;
-                    let idx = _mm512_srli_epi32::<24>(e[v]);
-                    // SAFETY: idx < 256 = table.symbols32.len(), scaled by 4 bytes.
-                    let sym = unsafe { _mm512_i32gather_epi32::<4>(idx, symbols) };
-                    // SAFETY: group g covers out[32g..32g+32], in bounds since g < groups.
-                    unsafe {
-                        _mm256_storeu_si256(
-                            out.as_mut_ptr().add(g * LANES + 16 * v) as *mut __m256i,
-                            _mm512_cvtepi32_epi16(sym),
-                        )
-                    };
+                for j in 0..N {
+                    let symbols = tables[j].symbols32.as_ptr() as *const i32;
+                    for v in 0..2 {
+                        let need = _mm512_cmplt_epu32_mask(y[j][v], lower);
+                        // SAFETY: pos + 32 ≤ n_words at the step's start and pos advanced by
+                        // at most 16 since, so 16 words from pos are in bounds. (Load, then
+                        // expand in registers: expand-loads from memory are slow on some
+                        // cores.)
+                        let next = unsafe {
+                            _mm256_loadu_si256(words[j].add(2 * pos[j]) as *const __m256i)
+                        };
+                        let w = _mm512_cvtepu16_epi32(_mm256_maskz_expand_epi16(need, next));
+                        x[j][v] = _mm512_mask_or_epi32(
+                            y[j][v],
+                            need,
+                            _mm512_slli_epi32::<16>(y[j][v]),
+                            w,
+                        );
+                        pos[j] += need.count_ones() as usize;
+                        let idx = _mm512_srli_epi32::<24>(e[j][v]);
+                        // SAFETY: idx < 256 = table.symbols32.len(), scaled by 4 bytes.
+                        let sym = unsafe { _mm512_i32gather_epi32::<4>(idx, symbols) };
+                        // SAFETY: group g covers out[32g..32g+32], in bounds since g < groups.
+                        unsafe {
+                            _mm256_storeu_si256(
+                                outs[j].as_mut_ptr().add(g * LANES + 16 * v) as *mut __m256i,
+                                _mm512_cvtepi32_epi16(sym),
+                            )
+                        };
+                    }
                 }
                 g += 1;
             }
-            // SAFETY: as for the loads above.
-            unsafe {
-                _mm512_storeu_si512(lanes, x[0]);
-                _mm512_storeu_si512(lanes.add(1), x[1]);
+            for j in 0..N {
+                let lanes = states[j].as_mut_ptr() as *mut __m512i;
+                // SAFETY: as for the loads above.
+                unsafe {
+                    _mm512_storeu_si512(lanes, x[j][0]);
+                    _mm512_storeu_si512(lanes.add(1), x[j][1]);
+                }
+                readers[j].pos = pos[j];
             }
-            reader.pos = pos;
             g * LANES
         }
     }
