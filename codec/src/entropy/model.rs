@@ -147,33 +147,38 @@ fn quantize(counts: &[u64]) -> Vec<u16> {
         .iter()
         .map(|&c| ((c * scale + total / 2) / total).max(1) as u32)
         .collect();
-    let mut sum: i64 = freqs.iter().map(|&f| i64::from(f)).sum();
-    // Greedy repair: each step moves one unit where the coded size changes least. The
-    // number of steps is bounded by the alphabet size (≤ 256 rounding errors of < 1 unit
-    // each, plus the units forced up to 1).
-    while sum != i64::from(PROB_SCALE) {
-        let best = if sum > i64::from(PROB_SCALE) {
-            // Decrement: cost c·log2(f/(f-1)); pick the smallest.
-            (0..freqs.len()).filter(|&i| freqs[i] > 1).min_by(|&a, &b| {
-                let ca = counts[a] as f64 * (f64::from(freqs[a]) / f64::from(freqs[a] - 1)).log2();
-                let cb = counts[b] as f64 * (f64::from(freqs[b]) / f64::from(freqs[b] - 1)).log2();
-                ca.total_cmp(&cb)
-            })
-        } else {
-            // Increment: gain c·log2((f+1)/f); pick the largest.
-            (0..freqs.len()).max_by(|&a, &b| {
-                let ga = counts[a] as f64 * (f64::from(freqs[a] + 1) / f64::from(freqs[a])).log2();
-                let gb = counts[b] as f64 * (f64::from(freqs[b] + 1) / f64::from(freqs[b])).log2();
-                ga.total_cmp(&gb)
-            })
-        };
-        let i = best.expect("a table with sum above the scale has a frequency above 1");
-        if sum > i64::from(PROB_SCALE) {
+    let sum: u64 = freqs.iter().map(|&f| u64::from(f)).sum();
+    // Greedy repair: each step moves one unit where the coded size changes least; the
+    // direction never flips. Keys are non-negative, so their bit patterns order like the
+    // values; the heap breaks ties by symbol index, keeping the result deterministic.
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    if sum > scale {
+        // Decrement where c·log2(f/(f-1)) is smallest.
+        let cost = |c: u64, f: u32| (c as f64 * (f64::from(f) / f64::from(f - 1)).log2()).to_bits();
+        let mut heap: BinaryHeap<Reverse<(u64, usize)>> = (0..freqs.len())
+            .filter(|&i| freqs[i] > 1)
+            .map(|i| Reverse((cost(counts[i], freqs[i]), i)))
+            .collect();
+        for _ in 0..sum - scale {
+            let Reverse((_, i)) = heap
+                .pop()
+                .expect("frequencies above 1 remain while the sum exceeds the scale");
             freqs[i] -= 1;
-            sum -= 1;
-        } else {
+            if freqs[i] > 1 {
+                heap.push(Reverse((cost(counts[i], freqs[i]), i)));
+            }
+        }
+    } else if sum < scale {
+        // Increment where c·log2((f+1)/f) gains most.
+        let gain = |c: u64, f: u32| (c as f64 * (f64::from(f + 1) / f64::from(f)).log2()).to_bits();
+        let mut heap: BinaryHeap<(u64, Reverse<usize>)> = (0..freqs.len())
+            .map(|i| (gain(counts[i], freqs[i]), Reverse(i)))
+            .collect();
+        for _ in 0..scale - sum {
+            let (_, Reverse(i)) = heap.pop().expect("the heap holds every symbol");
             freqs[i] += 1;
-            sum += 1;
+            heap.push((gain(counts[i], freqs[i]), Reverse(i)));
         }
     }
     freqs.into_iter().map(|f| f as u16).collect()
