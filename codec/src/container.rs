@@ -27,8 +27,12 @@ pub const VERSION_MINOR: u16 = 0;
 pub const ALIGN: u64 = 64;
 /// Size of the preamble and of the trailer.
 pub const BLOCK: u64 = 64;
-/// Longest tensor name accepted.
-pub const MAX_NAME_LEN: usize = 64 * 1024;
+/// Longest tensor name accepted (its length is a `u16` in the index).
+pub const MAX_NAME_LEN: usize = u16::MAX as usize;
+/// Longest dtype name accepted (its length is a `u8` in the index).
+pub const MAX_DTYPE_LEN: usize = u8::MAX as usize;
+/// Largest piece of a tensor decoded at once when streaming it out.
+const PIECE_BYTES: usize = 64 << 20;
 /// Input bytes encoded together before they are written out.
 const BATCH_BYTES: u64 = 256 << 20;
 
@@ -57,6 +61,10 @@ pub enum ContainerError {
     /// The file is structurally damaged.
     #[error("corrupt mcz file: {0}")]
     Corrupt(String),
+    /// The input cannot be represented (a name too long for the index, say) or the options
+    /// are invalid.
+    #[error("cannot pack: {0}")]
+    Unsupported(String),
     /// A checksum did not match.
     #[error("checksum mismatch in {what}: stored {stored:016x}, computed {computed:016x}")]
     Checksum {
@@ -208,6 +216,26 @@ pub fn pack<W: Write>(
         }
         Some(dtype) => (SourceKind::Raw, 0, raw_tensors(dtype, file_len)),
     };
+    opts.encode
+        .validate()
+        .map_err(ContainerError::Unsupported)?;
+    // The index stores name lengths in 16 bits and dtype names in 8: refuse what does not
+    // fit rather than write an unreadable file.
+    for t in &infos {
+        if t.name.len() > MAX_NAME_LEN
+            || t.dtype.name().len() > MAX_DTYPE_LEN
+            || t.shape.len() > safetensors::MAX_RANK
+        {
+            return Err(ContainerError::Unsupported(format!(
+                "tensor {:?}: name of {} bytes (limit {MAX_NAME_LEN}), dtype name of {} bytes (limit {MAX_DTYPE_LEN}) or rank {} (limit {})",
+                t.name.chars().take(64).collect::<String>(),
+                t.name.len(),
+                t.dtype.name().len(),
+                t.shape.len(),
+                safetensors::MAX_RANK
+            )));
+        }
+    }
     let mut w = CountingWriter { inner: out, pos: 0 };
     let mut preamble = [0u8; BLOCK as usize];
     preamble[..8].copy_from_slice(&MAGIC);
@@ -216,10 +244,10 @@ pub fn pack<W: Write>(
     w.write(&preamble)?;
 
     let prefix = &input[..prefix_len as usize];
-    let compressed =
-        zstd::bulk::compress(prefix, opts.encode.zstd_level.max(3)).unwrap_or_default();
-    let zstd = !prefix.is_empty() && compressed.len() < prefix.len();
-    let stream = w.stream(if zstd { &compressed } else { prefix })?;
+    let compressed = zstd::bulk::compress(prefix, opts.encode.zstd_level.max(3)).ok();
+    let compressed = compressed.filter(|c| !prefix.is_empty() && c.len() < prefix.len());
+    let zstd = compressed.is_some();
+    let stream = w.stream(compressed.as_deref().unwrap_or(prefix))?;
     let prefix = PrefixRef {
         stream,
         zstd,
@@ -719,7 +747,9 @@ impl<'a> Archive<'a> {
     }
 
     /// Writes the original file to `out`, checking every checksum; `progress` gets the
-    /// original bytes written so far. Memory use is bounded by the largest tensor.
+    /// original bytes written so far. Tensors are decoded in pieces of at most 64 MiB, so
+    /// memory stays bounded whatever sizes the file claims; a tensor whose checksum fails
+    /// has already been partly written, so callers write to a temporary file.
     pub fn unpack_to<W: Write>(
         &self,
         mut out: W,
@@ -727,20 +757,35 @@ impl<'a> Archive<'a> {
     ) -> Result<(), ContainerError> {
         let prefix = self.prefix()?;
         out.write_all(&prefix)?;
-        let mut buf: Vec<u8> = Vec::new();
         for (i, t) in self.index.tensors.iter().enumerate() {
-            let len = t.original_len as usize;
-            buf.clear();
-            buf.try_reserve_exact(len).map_err(|_| {
-                corrupt(format!(
-                    "tensor {:?} claims {len} bytes, more than can be allocated",
-                    t.name
-                ))
-            })?;
-            buf.resize(len, 0);
-            self.decode_tensor(i, &mut buf)?;
-            out.write_all(&buf)?;
-            progress(t.original_offset + t.original_len);
+            let decoder = self.tensor_decoder(i)?;
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            let mut write_error = None;
+            decoder
+                .decode_pieces(PIECE_BYTES, &mut |piece, range| {
+                    hasher.update(piece);
+                    if let Err(e) = out.write_all(piece) {
+                        write_error = Some(e);
+                        return Err(TensorError::BadParams("output write failed".into()));
+                    }
+                    progress(t.original_offset + range.end as u64);
+                    Ok(())
+                })
+                .map_err(|source| match write_error.take() {
+                    Some(e) => ContainerError::Io(e),
+                    None => ContainerError::Tensor {
+                        name: t.name.clone(),
+                        source,
+                    },
+                })?;
+            let computed = hasher.digest();
+            if computed != t.checksum {
+                return Err(ContainerError::Checksum {
+                    what: format!("tensor {:?}", t.name),
+                    stored: t.checksum,
+                    computed,
+                });
+            }
         }
         out.flush()?;
         Ok(())
@@ -803,6 +848,47 @@ mod tests {
             Index::parse(&serialized, packed.len() as u64).unwrap(),
             *archive.index()
         );
+    }
+
+    #[test]
+    fn unrepresentable_input_and_bad_options_are_refused() {
+        let long_dtype = "X".repeat(300);
+        let header =
+            format!(r#"{{"t":{{"dtype":"{long_dtype}","shape":[2],"data_offsets":[0,2]}}}}"#);
+        let mut file = (header.len() as u64).to_le_bytes().to_vec();
+        file.extend_from_slice(header.as_bytes());
+        file.extend_from_slice(&[1, 2]);
+        let err = pack(&file, &PackOptions::default(), Vec::new(), &|_| {}).unwrap_err();
+        assert!(matches!(err, ContainerError::Unsupported(_)), "{err}");
+        let mut opts = PackOptions::default();
+        opts.encode.chunk_log2 = 10;
+        opts.encode.block_log2 = 12;
+        let err = pack(&safetensors_file(), &opts, Vec::new(), &|_| {}).unwrap_err();
+        assert!(matches!(err, ContainerError::Unsupported(_)), "{err}");
+    }
+
+    #[test]
+    fn streamed_unpack_matches_with_small_pieces() {
+        let input = safetensors_file();
+        let mut opts = PackOptions::default();
+        opts.encode.chunk_log2 = 10;
+        opts.encode.block_log2 = 8;
+        let packed = pack_vec(&input, &opts);
+        let archive = Archive::open(&packed).unwrap();
+        let t = &archive.index().tensors[0];
+        let decoder = archive.tensor_decoder(0).unwrap();
+        let mut out = vec![0u8; t.original_len as usize];
+        let mut pieces = 0;
+        decoder
+            .decode_pieces(3000, &mut |piece, range| {
+                out[range].copy_from_slice(piece);
+                pieces += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert!(pieces > 10);
+        let start = t.original_offset as usize;
+        assert!(out == input[start..start + out.len()]);
     }
 
     #[test]

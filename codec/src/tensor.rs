@@ -137,6 +137,25 @@ impl Default for EncodeOptions {
 }
 
 impl EncodeOptions {
+    /// Checks that the chunk and block exponents describe a decodable file:
+    /// `chunk_log2` within [`CHUNK_LOG2_RANGE`], `5 ≤ block_log2 ≤ chunk_log2`.
+    pub fn validate(&self) -> Result<(), String> {
+        if !CHUNK_LOG2_RANGE.contains(&self.chunk_log2) {
+            return Err(format!(
+                "chunk length exponent {} outside {CHUNK_LOG2_RANGE:?}",
+                self.chunk_log2
+            ));
+        }
+        let blocks = crate::entropy::stream::MIN_BLOCK_LOG2..=self.chunk_log2;
+        if !blocks.contains(&self.block_log2) {
+            return Err(format!(
+                "block length exponent {} outside {blocks:?}",
+                self.block_log2
+            ));
+        }
+        Ok(())
+    }
+
     /// The archival setting: more tables, stronger zstd; still decodable everywhere.
     pub fn max() -> Self {
         Self {
@@ -167,7 +186,7 @@ impl EncodedTensor {
 }
 
 /// Encodes one tensor's little-endian bytes. Never fails: anything that does not shrink is
-/// stored.
+/// stored, and so is everything when `opts` does not [validate](EncodeOptions::validate).
 pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor {
     let stored = || EncodedTensor {
         codec: Codec::Stored,
@@ -175,17 +194,18 @@ pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor
         streams: vec![data.to_vec()],
     };
     let coded = match Layout::for_dtype(dtype) {
+        _ if opts.validate().is_err() => return stored(),
         Some(layout) if data.len().is_multiple_of(layout.element_size()) && !data.is_empty() => {
             encode_split(layout, data, opts)
         }
-        _ if data.len() >= 64 => {
-            let frame = zstd::bulk::compress(data, opts.zstd_level).unwrap_or_default();
-            EncodedTensor {
+        _ if data.len() >= 64 => match zstd::bulk::compress(data, opts.zstd_level) {
+            Ok(frame) => EncodedTensor {
                 codec: Codec::Zstd,
                 chunk_log2: 0,
                 streams: vec![frame],
-            }
-        }
+            },
+            Err(_) => return stored(),
+        },
         _ => return stored(),
     };
     if coded.coded_len() < data.len() {
@@ -450,19 +470,97 @@ impl<'a> TensorDecoder<'a> {
                     )));
                 }
             }
-            DecoderBody::Split(layout, decoders) => {
-                let chunk_len = 1usize << self.chunk_log2;
-                // Tasks of two chunks: the rANS decoder interleaves a pair.
-                out.par_chunks_mut(2 * chunk_len * layout.element_size())
-                    .enumerate()
-                    .try_for_each(|(pair, dst)| {
-                        FieldBuffers::with(|bufs| {
-                            decode_chunk_pair(*layout, decoders, bufs, 2 * pair, chunk_len, dst)
-                        })
+            DecoderBody::Split(layout, decoders) => self.decode_split(*layout, decoders, 0, out)?,
+        }
+        Ok(())
+    }
+
+    /// Decodes the tensor in consecutive pieces of at most `max_piece` bytes (rounded down
+    /// to whole chunks, at least one chunk) and hands each to `sink` with its byte range,
+    /// so memory stays bounded whatever size the index claims.
+    pub fn decode_pieces(
+        &self,
+        max_piece: usize,
+        sink: &mut dyn FnMut(&[u8], std::ops::Range<usize>) -> Result<(), TensorError>,
+    ) -> Result<(), TensorError> {
+        match &self.body {
+            DecoderBody::Stored(s) => {
+                for (k, piece) in s.chunks(max_piece.max(1)).enumerate() {
+                    let start = k * max_piece.max(1);
+                    sink(piece, start..start + piece.len())?;
+                }
+            }
+            DecoderBody::Zstd(frame) => {
+                use std::io::Read;
+                let mut reader = zstd::stream::read::Decoder::with_buffer(*frame)
+                    .map_err(|e| TensorError::Zstd(e.to_string()))?
+                    .single_frame();
+                let mut buf = vec![0u8; max_piece.clamp(1, self.out_len.max(1))];
+                let mut done = 0;
+                while done < self.out_len {
+                    let n = buf.len().min(self.out_len - done);
+                    reader.read_exact(&mut buf[..n]).map_err(|e| {
+                        TensorError::Zstd(format!(
+                            "frame ends before byte {} of {}: {e}",
+                            done + n,
+                            self.out_len
+                        ))
                     })?;
+                    sink(&buf[..n], done..done + n)?;
+                    done += n;
+                }
+                let mut extra = [0u8; 1];
+                if reader
+                    .read(&mut extra)
+                    .map_err(|e| TensorError::Zstd(e.to_string()))?
+                    != 0
+                {
+                    return Err(TensorError::Zstd(format!(
+                        "frame holds more than {} bytes",
+                        self.out_len
+                    )));
+                }
+            }
+            DecoderBody::Split(layout, decoders) => {
+                let chunk_bytes = (1usize << self.chunk_log2) * layout.element_size();
+                let piece = (max_piece / chunk_bytes).max(1) * chunk_bytes;
+                let mut buf = vec![0u8; piece.min(self.out_len)];
+                let mut done = 0;
+                while done < self.out_len {
+                    let n = piece.min(self.out_len - done);
+                    self.decode_split(*layout, decoders, done / chunk_bytes, &mut buf[..n])?;
+                    sink(&buf[..n], done..done + n)?;
+                    done += n;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Decodes the chunks from `first_chunk` on into `out` (whole chunks, or up to the end).
+    fn decode_split(
+        &self,
+        layout: Layout,
+        decoders: &[StreamDecoder<'_>],
+        first_chunk: usize,
+        out: &mut [u8],
+    ) -> Result<(), TensorError> {
+        let chunk_len = 1usize << self.chunk_log2;
+        // Tasks of two chunks: the rANS decoder interleaves a pair.
+        out.par_chunks_mut(2 * chunk_len * layout.element_size())
+            .enumerate()
+            .try_for_each(|(pair, dst)| {
+                FieldBuffers::with(|bufs| {
+                    decode_chunk_pair(
+                        layout,
+                        decoders,
+                        bufs,
+                        first_chunk + 2 * pair,
+                        chunk_len,
+                        dst,
+                    )
+                })
+            })
     }
 
     /// Order-0 entropy in bits per element of the first split stream (the exponent field),
