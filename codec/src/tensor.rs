@@ -356,6 +356,10 @@ impl FieldBuffers {
     }
 }
 
+/// Receives decoded pieces of a tensor with their byte ranges (see
+/// [`TensorDecoder::decode_pieces`]).
+pub type PieceSink<'s> = dyn FnMut(&[u8], std::ops::Range<usize>) -> Result<(), TensorError> + 's;
+
 /// A tensor's streams, parsed and checked, ready to decode any range of chunks.
 #[derive(Debug)]
 pub struct TensorDecoder<'a> {
@@ -481,7 +485,7 @@ impl<'a> TensorDecoder<'a> {
     pub fn decode_pieces(
         &self,
         max_piece: usize,
-        sink: &mut dyn FnMut(&[u8], std::ops::Range<usize>) -> Result<(), TensorError>,
+        sink: &mut PieceSink<'_>,
     ) -> Result<(), TensorError> {
         match &self.body {
             DecoderBody::Stored(s) => {
