@@ -221,26 +221,12 @@ fn merge_bf16_packed_scalar(exp: &[u16], packed: &[u8], dst: &mut [u8]) {
 
 /// Vector merge of whole 64-element groups, chosen at run time.
 mod simd {
-    /// Force the scalar path (tests cover both paths on one machine).
-    pub(crate) static FORCE_SCALAR: std::sync::atomic::AtomicBool =
-        std::sync::atomic::AtomicBool::new(false);
-
     /// Merges as many leading 64-element groups as the vector path can; returns how many
     /// elements it wrote.
     pub(super) fn merge_bf16_packed(exp: &[u16], packed: &[u8], dst: &mut [u8]) -> usize {
-        if FORCE_SCALAR.load(std::sync::atomic::Ordering::Relaxed) {
-            return 0;
-        }
         #[cfg(target_arch = "x86_64")]
         {
-            use std::sync::OnceLock;
-            static AVAILABLE: OnceLock<bool> = OnceLock::new();
-            let available = *AVAILABLE.get_or_init(|| {
-                is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512bw")
-                    && is_x86_feature_detected!("avx512vbmi")
-            });
-            if available {
+            if crate::cpu::avx512_enabled() {
                 // SAFETY: the CPU supports every feature the function enables.
                 return unsafe { x86::merge_bf16_packed(exp, packed, dst) };
             }
@@ -364,10 +350,10 @@ mod tests {
             let mut packed = Vec::new();
             crate::entropy::bitpack::pack(&f1, 7, &mut packed);
             for force_scalar in [false, true] {
-                simd::FORCE_SCALAR.store(force_scalar, std::sync::atomic::Ordering::Relaxed);
+                crate::cpu::set_simd_enabled(!force_scalar);
                 let mut dst = vec![0xEEu8; 2 * n];
                 merge_bf16_packed(&f0, &packed, &mut dst);
-                simd::FORCE_SCALAR.store(false, std::sync::atomic::Ordering::Relaxed);
+                crate::cpu::set_simd_enabled(true);
                 assert_eq!(dst, src, "n {n} scalar {force_scalar}");
             }
         }

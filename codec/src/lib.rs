@@ -5,6 +5,7 @@
 //! [`container`] (the `.mcz` file, with [`safetensors`] parsing the input).
 
 pub mod container;
+pub mod cpu;
 pub mod dtype;
 pub mod entropy;
 pub mod float_split;

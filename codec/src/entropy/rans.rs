@@ -294,10 +294,6 @@ impl WordReader<'_> {
 mod simd {
     use super::{DecTable, EncTable, WordReader, LANES};
 
-    /// Force the scalar path (tests use it to cover both paths on one machine).
-    pub(crate) static FORCE_SCALAR: std::sync::atomic::AtomicBool =
-        std::sync::atomic::AtomicBool::new(false);
-
     /// Decodes as many leading whole groups of each of `N` independent chunks' outputs as
     /// the vector path can (the same number in each), returning the number of symbols
     /// written to each; the caller finishes with the scalar loop.
@@ -307,12 +303,9 @@ mod simd {
         tables: [&DecTable; N],
         outs: [&mut [u16]; N],
     ) -> usize {
-        if FORCE_SCALAR.load(std::sync::atomic::Ordering::Relaxed) {
-            return 0;
-        }
         #[cfg(target_arch = "x86_64")]
         {
-            if avx512_available() {
+            if crate::cpu::avx512_enabled() {
                 // SAFETY: the CPU supports every feature the function enables.
                 return unsafe { x86::decode_groups_avx512(states, readers, tables, outs) };
             }
@@ -333,12 +326,9 @@ mod simd {
         words: &mut [[u8; 2]],
         start: &mut usize,
     ) -> usize {
-        if FORCE_SCALAR.load(std::sync::atomic::Ordering::Relaxed) {
-            return 0;
-        }
         #[cfg(target_arch = "x86_64")]
         {
-            if avx512_available() {
+            if crate::cpu::avx512_enabled() {
                 // SAFETY: the CPU supports every feature the function enables.
                 return unsafe {
                     x86::encode_groups_avx512(states, symbols, tables, block_len, g, words, start)
@@ -347,18 +337,6 @@ mod simd {
         }
         let _ = (states, symbols, tables, block_len, g, words, start);
         0
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    fn avx512_available() -> bool {
-        use std::sync::OnceLock;
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx512vbmi2")
-        })
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -638,12 +616,12 @@ mod tests {
         let mut payloads = Vec::new();
         let mut outs = Vec::new();
         for force_scalar in [false, true] {
-            simd::FORCE_SCALAR.store(force_scalar, std::sync::atomic::Ordering::Relaxed);
+            crate::cpu::set_simd_enabled(!force_scalar);
             let mut payload = Vec::new();
             encode_chunk(&symbols, &enc_refs, block_len, &mut payload);
             let mut out = vec![0u16; symbols.len()];
             let result = decode_chunk(&payload, &dec_refs, block_len, &mut out);
-            simd::FORCE_SCALAR.store(false, std::sync::atomic::Ordering::Relaxed);
+            crate::cpu::set_simd_enabled(true);
             result.unwrap();
             payloads.push(payload);
             outs.push(out);
@@ -657,10 +635,10 @@ mod tests {
         let single = FreqTable::from_counts(&[0, 5]).unwrap();
         let ones = vec![1u16; 100];
         for force_scalar in [false, true] {
-            simd::FORCE_SCALAR.store(force_scalar, std::sync::atomic::Ordering::Relaxed);
+            crate::cpu::set_simd_enabled(!force_scalar);
             let mut payload = Vec::new();
             encode_chunk(&ones, &[&EncTable::new(&single, 1)], 128, &mut payload);
-            simd::FORCE_SCALAR.store(false, std::sync::atomic::Ordering::Relaxed);
+            crate::cpu::set_simd_enabled(true);
             assert_eq!(payload.len(), STATE_BYTES, "a certain symbol costs nothing");
         }
     }
