@@ -103,6 +103,9 @@ pub enum TensorError {
 
 /// Smallest and largest chunk length exponent a file may declare (FORMAT.md §4.2).
 pub const CHUNK_LOG2_RANGE: std::ops::RangeInclusive<u8> = 10..=22;
+/// Piece size of [`TensorDecoder::decode_overlapped`].
+const OVERLAP_PIECE_BYTES: usize = 8 << 20;
+
 /// Default chunk length exponent: 65 536 elements per chunk.
 pub const DEFAULT_CHUNK_LOG2: u8 = 16;
 
@@ -475,6 +478,49 @@ impl<'a> TensorDecoder<'a> {
                 }
             }
             DecoderBody::Split(layout, decoders) => self.decode_split(*layout, decoders, 0, out)?,
+        }
+        Ok(())
+    }
+
+    /// Decodes the whole tensor into `out` like [`Self::decode`] and calls `finished` on
+    /// each decoded piece in order while the next piece is being decoded, so a checksum
+    /// over the output overlaps with decoding instead of following it.
+    pub fn decode_overlapped(
+        &self,
+        out: &mut [u8],
+        finished: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<(), TensorError> {
+        let DecoderBody::Split(layout, decoders) = &self.body else {
+            self.decode(out)?;
+            finished(out);
+            return Ok(());
+        };
+        if out.len() != self.out_len {
+            return Err(TensorError::BadParams(format!(
+                "output buffer is {} bytes, tensor is {}",
+                out.len(),
+                self.out_len
+            )));
+        }
+        // Pieces of whole chunk pairs, about 8 MiB each.
+        let pair_bytes = 2 * (1usize << self.chunk_log2) * layout.element_size();
+        let piece = (OVERLAP_PIECE_BYTES / pair_bytes).max(1) * pair_bytes;
+        let chunks_per_piece = piece / (pair_bytes / 2);
+        let mut pieces: Vec<&mut [u8]> = out.chunks_mut(piece).collect();
+        if let Some(first) = pieces.first_mut() {
+            self.decode_split(*layout, decoders, 0, first)?;
+        }
+        for k in 0..pieces.len() {
+            let (done, rest) = pieces.split_at_mut(k + 1);
+            let current: &[u8] = &done[k];
+            let (decoded, ()) = rayon::join(
+                || match rest.first_mut() {
+                    Some(next) => self.decode_split(*layout, decoders, (k + 1) * chunks_per_piece, next),
+                    None => Ok(()),
+                },
+                || finished(current),
+            );
+            decoded?;
         }
         Ok(())
     }
