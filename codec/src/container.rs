@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::dtype::Dtype;
+use crate::entropy::stream::CodedStream;
 use crate::safetensors::{self, HeaderError};
 use crate::tensor::{self, Codec, EncodeOptions, TensorDecoder, TensorError};
 
@@ -188,21 +189,28 @@ impl<W: Write> CountingWriter<W> {
         self.write(&[0u8; ALIGN as usize][..pad as usize])
     }
 
-    fn stream(&mut self, bytes: &[u8]) -> io::Result<StreamRef> {
+    fn stream(&mut self, stream: &CodedStream) -> io::Result<StreamRef> {
         self.align()?;
-        let r = StreamRef {
-            offset: self.pos,
-            len: bytes.len() as u64,
-            checksum: xxh3_64(bytes),
-        };
-        self.write(bytes)?;
-        Ok(r)
+        let offset = self.pos;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for segment in stream.segments() {
+            hasher.update(segment);
+            self.write(segment)?;
+        }
+        Ok(StreamRef {
+            offset,
+            len: self.pos - offset,
+            checksum: hasher.digest(),
+        })
     }
 }
 
+/// Coded tensors of one batch, each with the checksum of its original bytes.
+type CodedBatch = Vec<(tensor::EncodedTensor, u64)>;
+
 /// Packs `input` (a safetensors file, or raw elements with [`PackOptions::raw_dtype`])
 /// into `out`. `progress` is called with the input bytes done so far.
-pub fn pack<W: Write>(
+pub fn pack<W: Write + Send>(
     input: &[u8],
     opts: &PackOptions,
     out: W,
@@ -247,7 +255,7 @@ pub fn pack<W: Write>(
     let compressed = zstd::bulk::compress(prefix, opts.encode.zstd_level.max(3)).ok();
     let compressed = compressed.filter(|c| !prefix.is_empty() && c.len() < prefix.len());
     let zstd = compressed.is_some();
-    let stream = w.stream(compressed.as_deref().unwrap_or(prefix))?;
+    let stream = w.stream(&compressed.unwrap_or_else(|| prefix.to_vec()).into())?;
     let prefix = PrefixRef {
         stream,
         zstd,
@@ -255,7 +263,9 @@ pub fn pack<W: Write>(
         raw_checksum: xxh3_64(prefix),
     };
 
-    let mut entries = Vec::with_capacity(infos.len());
+    // Batches of tensors are encoded in parallel; writing one batch (a serial copy and
+    // checksum) overlaps with encoding the next.
+    let mut batches = Vec::new();
     let mut batch_start = 0;
     while batch_start < infos.len() {
         let mut batch_end = batch_start;
@@ -264,14 +274,26 @@ pub fn pack<W: Write>(
             batch_bytes += infos[batch_end].range.end - infos[batch_end].range.start;
             batch_end += 1;
         }
-        let coded: Vec<(tensor::EncodedTensor, u64)> = infos[batch_start..batch_end]
+        batches.push(batch_start..batch_end);
+        batch_start = batch_end;
+    }
+    let encode_batch = |range: std::ops::Range<usize>| -> CodedBatch {
+        infos[range]
             .par_iter()
             .map(|t| {
                 let data = &input[t.range.start as usize..t.range.end as usize];
-                (tensor::encode(&t.dtype, data, &opts.encode), xxh3_64(data))
+                rayon::join(
+                    || tensor::encode(&t.dtype, data, &opts.encode),
+                    || xxh3_64(data),
+                )
             })
-            .collect();
-        for (t, (enc, checksum)) in infos[batch_start..batch_end].iter().zip(coded) {
+            .collect()
+    };
+    let mut entries = Vec::with_capacity(infos.len());
+    let mut write_batch = |range: std::ops::Range<usize>,
+                           coded: Vec<(tensor::EncodedTensor, u64)>|
+     -> io::Result<()> {
+        for (t, (enc, checksum)) in infos[range.clone()].iter().zip(coded) {
             let streams = enc
                 .streams
                 .iter()
@@ -289,8 +311,22 @@ pub fn pack<W: Write>(
                 streams,
             });
         }
-        progress(infos[batch_end - 1].range.end);
-        batch_start = batch_end;
+        if let Some(last) = range.last() {
+            progress(infos[last].range.end);
+        }
+        Ok(())
+    };
+    let mut pending: Option<(std::ops::Range<usize>, CodedBatch)> = None;
+    for range in batches {
+        let (written, coded) = rayon::join(
+            || pending.take().map_or(Ok(()), |(r, c)| write_batch(r, c)),
+            || encode_batch(range.clone()),
+        );
+        written?;
+        pending = Some((range, coded));
+    }
+    if let Some((r, c)) = pending {
+        write_batch(r, c)?;
     }
     let index = Index {
         source,
@@ -711,11 +747,21 @@ impl<'a> Archive<'a> {
     pub fn tensor_decoder(&self, i: usize) -> Result<TensorDecoder<'a>, ContainerError> {
         let t = &self.index.tensors[i];
         // Large streams are checked in parallel: a serial pass would cap decoding speed.
-        let check = |(k, s): (usize, &StreamRef)| self.stream(s, || format!("tensor {:?} stream {k}", t.name));
+        let check = |(k, s): (usize, &StreamRef)| {
+            self.stream(s, || format!("tensor {:?} stream {k}", t.name))
+        };
         let streams = if t.coded_len() > 1 << 20 {
-            t.streams.par_iter().enumerate().map(check).collect::<Result<Vec<_>, _>>()?
+            t.streams
+                .par_iter()
+                .enumerate()
+                .map(check)
+                .collect::<Result<Vec<_>, _>>()?
         } else {
-            t.streams.iter().enumerate().map(check).collect::<Result<Vec<_>, _>>()?
+            t.streams
+                .iter()
+                .enumerate()
+                .map(check)
+                .collect::<Result<Vec<_>, _>>()?
         };
         let len = usize::try_from(t.original_len)
             .map_err(|_| corrupt(format!("tensor {:?} too large", t.name)))?;

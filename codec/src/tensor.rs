@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::dtype::Dtype;
 use crate::entropy::stream::{
-    corrected_entropy_bits, Effort, StreamDecoder, StreamEncoder, StreamKind,
+    corrected_entropy_bits, CodedStream, Effort, StreamDecoder, StreamEncoder, StreamKind,
 };
 use crate::entropy::EntropyError;
 use crate::float_split::{Layout, MAX_FIELDS};
@@ -178,13 +178,13 @@ pub struct EncodedTensor {
     /// Chunk length exponent of split streams (0 for other codecs).
     pub chunk_log2: u8,
     /// The streams, in codec order.
-    pub streams: Vec<Vec<u8>>,
+    pub streams: Vec<CodedStream>,
 }
 
 impl EncodedTensor {
     /// Total bytes of all streams.
     pub fn coded_len(&self) -> usize {
-        self.streams.iter().map(Vec::len).sum()
+        self.streams.iter().map(CodedStream::len).sum()
     }
 }
 
@@ -194,7 +194,7 @@ pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor
     let stored = || EncodedTensor {
         codec: Codec::Stored,
         chunk_log2: 0,
-        streams: vec![data.to_vec()],
+        streams: vec![data.to_vec().into()],
     };
     let coded = match Layout::for_dtype(dtype) {
         _ if opts.validate().is_err() => return stored(),
@@ -205,7 +205,7 @@ pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor
             Ok(frame) => EncodedTensor {
                 codec: Codec::Zstd,
                 chunk_log2: 0,
-                streams: vec![frame],
+                streams: vec![frame.into()],
             },
             Err(_) => return stored(),
         },
@@ -273,7 +273,7 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
         .collect();
 
     // Pass 2: code every chunk of every field.
-    let code = |encoders: &[StreamEncoder]| -> Vec<Vec<u8>> {
+    let code = |encoders: &[StreamEncoder]| -> Vec<CodedStream> {
         let pieces: Vec<Vec<Vec<u8>>> = data
             .par_chunks(chunk_bytes)
             .enumerate()
@@ -298,7 +298,7 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
         }
         encoders
             .iter()
-            .zip(&by_field)
+            .zip(by_field)
             .map(|(e, p)| e.assemble(p))
             .collect()
     };
@@ -512,10 +512,12 @@ impl<'a> TensorDecoder<'a> {
         }
         for k in 0..pieces.len() {
             let (done, rest) = pieces.split_at_mut(k + 1);
-            let current: &[u8] = &done[k];
+            let current: &[u8] = done[k];
             let (decoded, ()) = rayon::join(
                 || match rest.first_mut() {
-                    Some(next) => self.decode_split(*layout, decoders, (k + 1) * chunks_per_piece, next),
+                    Some(next) => {
+                        self.decode_split(*layout, decoders, (k + 1) * chunks_per_piece, next)
+                    }
                     None => Ok(()),
                 },
                 || finished(current),
@@ -711,7 +713,8 @@ mod tests {
 
     fn round_trip(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor {
         let enc = encode(dtype, data, opts);
-        let streams: Vec<&[u8]> = enc.streams.iter().map(Vec::as_slice).collect();
+        let owned: Vec<Vec<u8>> = enc.streams.iter().map(CodedStream::to_vec).collect();
+        let streams: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
         let dec = TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &streams).unwrap();
         let mut out = vec![0xA5u8; data.len()];
         dec.decode(&mut out).unwrap();
@@ -791,7 +794,8 @@ mod tests {
     fn decoder_rejects_mismatched_parameters() {
         let data = gaussian_bf16(10_000);
         let enc = encode(&Dtype::BF16, &data, &EncodeOptions::default());
-        let streams: Vec<&[u8]> = enc.streams.iter().map(Vec::as_slice).collect();
+        let owned: Vec<Vec<u8>> = enc.streams.iter().map(CodedStream::to_vec).collect();
+        let streams: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
         assert!(TensorDecoder::new(enc.codec, 30, data.len(), &streams).is_err());
         assert!(TensorDecoder::new(enc.codec, enc.chunk_log2, data.len() + 2, &streams).is_err());
         assert!(TensorDecoder::new(enc.codec, enc.chunk_log2, data.len() + 1, &streams).is_err());

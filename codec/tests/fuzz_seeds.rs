@@ -144,7 +144,7 @@ fn write_fuzz_seeds() {
             if k + 1 < enc.streams.len() {
                 input.extend_from_slice(&(s.len() as u16).to_le_bytes());
             }
-            input.extend_from_slice(s);
+            input.extend_from_slice(&s.to_vec());
         }
         write("tensor_decode", name, &input);
         let sel = [

@@ -215,7 +215,8 @@ fn tensor_round_trip(
         prop_assert_eq!(enc.chunk_log2, opts.chunk_log2);
     }
     prop_assert_eq!(enc.streams.len(), enc.codec.stream_count());
-    let streams: Vec<&[u8]> = enc.streams.iter().map(Vec::as_slice).collect();
+    let owned: Vec<Vec<u8>> = enc.streams.iter().map(|s| s.to_vec()).collect();
+    let streams: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
     let dec = TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &streams)
         .map_err(|e| TestCaseError::fail(format!("{dtype} via {}: {e}", enc.codec.name())))?;
     let mut out = vec![0xA5u8; data.len()];

@@ -42,7 +42,8 @@ fuzz_target!(|input: &[u8]| {
 
     let enc = tensor::encode(dtype, data, &opts);
     assert!(enc.coded_len() <= data.len(), "encode expanded the data");
-    let streams: Vec<&[u8]> = enc.streams.iter().map(Vec::as_slice).collect();
+    let owned: Vec<Vec<u8>> = enc.streams.iter().map(|s| s.to_vec()).collect();
+    let streams: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
     let dec = TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &streams)
         .expect("decoder accepts what the encoder wrote");
     let mut out = vec![0xA5u8; data.len()];

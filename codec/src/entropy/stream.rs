@@ -16,6 +16,8 @@
 //! choice: weights drift in scale along a tensor (embedding rows, say), and letting every
 //! block pick the best of a few tables follows that drift for one byte per block.
 
+use rayon::prelude::*;
+
 use super::bitpack;
 use super::model::{DecTable, EncTable, FreqTable, MAX_SYMBOL_BITS, MAX_TABLE_SYMBOLS, PROB_BITS};
 use super::rans::{self, LANES, STATE_BYTES};
@@ -177,21 +179,18 @@ impl StreamEncoder {
         out
     }
 
-    /// Joins the header and the pieces of every chunk, in chunk order.
-    pub fn assemble(&self, pieces: &[Vec<u8>]) -> Vec<u8> {
+    /// Joins the header and the pieces of every chunk, in chunk order, without copying the
+    /// pieces: the stream is returned as its segments.
+    pub fn assemble(&self, pieces: Vec<Vec<u8>>) -> CodedStream {
+        let mut segments = Vec::with_capacity(pieces.len() + 1);
         match &self.mode {
             Mode::Packed => {
-                let mut out = Vec::with_capacity(1 + pieces.iter().map(Vec::len).sum::<usize>());
-                out.push(MODE_PACKED);
-                for p in pieces {
-                    out.extend_from_slice(p);
-                }
-                out
+                segments.push(vec![MODE_PACKED]);
+                segments.extend(pieces);
             }
             Mode::Const(v) => {
-                let mut out = vec![MODE_CONST];
-                out.extend_from_slice(&v.to_le_bytes());
-                out
+                let [lo, hi] = v.to_le_bytes();
+                segments.push(vec![MODE_CONST, lo, hi]);
             }
             Mode::Rans {
                 tables,
@@ -199,20 +198,63 @@ impl StreamEncoder {
                 block_log2,
                 ..
             } => {
-                let mut out = vec![MODE_RANS, tables.len() as u8, *block_log2];
+                let mut head = vec![MODE_RANS, tables.len() as u8, *block_log2];
                 for t in tables {
-                    t.serialize(&mut out);
+                    t.serialize(&mut head);
                 }
-                out.extend_from_slice(block_tables);
+                head.extend_from_slice(block_tables);
+                for p in &pieces {
+                    head.extend_from_slice(&(p.len() as u32).to_le_bytes());
+                }
+                segments.push(head);
+                let mut len = segments[0].len();
                 for p in pieces {
-                    out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+                    // Payloads start at multiples of 4: pad the segment before this one.
+                    let aligned = len.next_multiple_of(4);
+                    let last = segments.last_mut().expect("the header segment is first");
+                    last.resize(last.len() + aligned - len, 0);
+                    len = aligned + p.len();
+                    segments.push(p);
                 }
-                for p in pieces {
-                    out.resize(out.len().next_multiple_of(4), 0);
-                    out.extend_from_slice(p);
-                }
-                out
             }
+        }
+        CodedStream { segments }
+    }
+}
+
+/// A coded stream held as consecutive segments (header, chunk payloads), so that large
+/// streams are written out without first being copied into one buffer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CodedStream {
+    segments: Vec<Vec<u8>>,
+}
+
+impl CodedStream {
+    /// Total length in bytes.
+    pub fn len(&self) -> usize {
+        self.segments.iter().map(Vec::len).sum()
+    }
+
+    /// True if the stream has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The segments, in order.
+    pub fn segments(&self) -> &[Vec<u8>] {
+        &self.segments
+    }
+
+    /// The stream as one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.segments.concat()
+    }
+}
+
+impl From<Vec<u8>> for CodedStream {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self {
+            segments: vec![bytes],
         }
     }
 }
@@ -268,14 +310,14 @@ fn choose_tables(
     total: &[u64],
     effort: Effort,
 ) -> (Vec<FreqTable>, Vec<u8>, f64) {
-    let sparse_hists: Vec<Sparse> = block_hists.iter().map(|h| sparse(h)).collect();
+    let sparse_hists: Vec<Sparse> = block_hists.par_iter().map(|h| sparse(h)).collect();
     let block_hists = &sparse_hists;
     let single =
         FreqTable::from_counts(&saturate(total)).expect("caller checked 2..=256 distinct symbols");
     let cost_of = |tables: &[FreqTable], assign: &[u8]| -> f64 {
         let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, total.len())).collect();
         let bits: f64 = block_hists
-            .iter()
+            .par_iter()
             .zip(assign)
             .map(|(h, &a)| f64::from(block_cost(h, &costs[usize::from(a)])))
             .sum();
@@ -361,7 +403,10 @@ fn cluster(
     // assignment, so each table holds every symbol of every block that uses it.
     let fitted = fit_tables(sample.iter().copied(), &assign, k, alphabet);
     let mut full = vec![0u8; block_hists.len()];
-    assign_blocks(block_hists.iter(), &fitted, alphabet, &mut full);
+    let costs: Vec<Vec<f32>> = fitted.iter().map(|t| bit_costs(t, alphabet)).collect();
+    full.par_iter_mut()
+        .zip(block_hists)
+        .for_each(|(a, h)| *a = best_table(h, &costs));
     let mut used = vec![false; fitted.len()];
     for &a in &full {
         used[usize::from(a)] = true;
@@ -410,16 +455,21 @@ fn assign_blocks<'h>(
     let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
     let mut changed = false;
     for (h, a) in hists.zip(assign.iter_mut()) {
-        let best = costs
-            .iter()
-            .map(|c| block_cost(h, c))
-            .enumerate()
-            .min_by(|x, y| x.1.total_cmp(&y.1))
-            .map_or(0, |(t, _)| t as u8);
+        let best = best_table(h, &costs);
         changed |= *a != best;
         *a = best;
     }
     changed
+}
+
+/// The table (index into `costs`) that codes a block in the fewest bits.
+fn best_table(hist: &Sparse, costs: &[Vec<f32>]) -> u8 {
+    costs
+        .iter()
+        .map(|c| block_cost(hist, c))
+        .enumerate()
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .map_or(0, |(t, _)| t as u8)
 }
 
 /// A parsed, validated field stream ready for chunk-parallel decoding.
@@ -713,7 +763,7 @@ mod tests {
             .enumerate()
             .map(|(c, s)| enc.encode_chunk(c, s))
             .collect();
-        let bytes = enc.assemble(&pieces);
+        let bytes = enc.assemble(pieces).to_vec();
         let dec = StreamDecoder::parse(&bytes, bits, symbols.len(), chunk_len).unwrap();
         let mut back = vec![0u16; symbols.len()];
         for (c, out) in back.chunks_mut(chunk_len).enumerate() {
