@@ -347,8 +347,9 @@ mod simd {
 
         /// Encodes groups `g-1` down to 0 (each of LANES symbols, all in `symbols`): per
         /// 16-lane vector, gather `freq << 16 | start`, renormalise the lanes at or above
-        /// `freq · 2^20` (their low words compress-stored in lane order), and compute
-        /// `x / freq` by f32 division corrected to the exact quotient.
+        /// `freq · 2^20` (their low words compressed into lane order in registers, then
+        /// stored under a length mask), and compute `x / freq` by f32 division corrected
+        /// to the exact quotient.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
         pub(super) unsafe fn encode_groups_avx512(
             states: &mut [u32; LANES],
