@@ -779,10 +779,15 @@ impl<'a> Archive<'a> {
     pub fn decode_tensor(&self, i: usize, out: &mut [u8]) -> Result<(), ContainerError> {
         let t = &self.index.tensors[i];
         let decoder = self.tensor_decoder(i)?;
-        let tensor_error = |source| ContainerError::Tensor { name: t.name.clone(), source };
+        let tensor_error = |source| ContainerError::Tensor {
+            name: t.name.clone(),
+            source,
+        };
         let computed = if out.len() > 2 * OVERLAP_MIN_BYTES {
             let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-            decoder.decode_overlapped(out, &mut |piece| hasher.update(piece)).map_err(tensor_error)?;
+            decoder
+                .decode_overlapped(out, &mut |piece| hasher.update(piece))
+                .map_err(tensor_error)?;
             hasher.digest()
         } else {
             decoder.decode(out).map_err(tensor_error)?;

@@ -181,6 +181,29 @@ fn count_fields<const E: usize, const F: usize>(
     }
 }
 
+/// BF16 split with the residual field packed on the fly (7 bits per element, FORMAT.md
+/// §5.1): writes the first field of the `exp.len()` elements of `src` to `exp` and
+/// appends the packed residual to `packed`, as [`Layout::split`] followed by bit packing
+/// would, without the intermediate buffer.
+pub fn split_bf16_packed(src: &[u8], exp: &mut [u16], packed: &mut Vec<u8>) {
+    let n = exp.len();
+    debug_assert_eq!(src.len(), 2 * n);
+    let start = packed.len();
+    packed.resize(start + (7 * n).div_ceil(8), 0);
+    let done = simd::split_bf16_packed(src, exp, &mut packed[start..]);
+    let mut residual = vec![0u16; n - done];
+    for ((b, e), r) in src[2 * done..]
+        .chunks_exact(2)
+        .zip(&mut exp[done..])
+        .zip(&mut residual)
+    {
+        [*e, *r] = bf16_fields(u16::from_le_bytes([b[0], b[1]]));
+    }
+    let mut tail = Vec::with_capacity((7 * residual.len()).div_ceil(8));
+    crate::entropy::bitpack::pack(&residual, 7, &mut tail);
+    packed[start + done / 8 * 7..].copy_from_slice(&tail);
+}
+
 /// BF16 merge with the residual field still bit-packed (7 bits per element, FORMAT.md
 /// §5.1): `exp` holds the first field, `packed` at least `ceil(7·n/8)` bytes, `dst` 2n
 /// bytes. Equivalent to unpacking and [`Layout::merge`], without the intermediate buffer.
@@ -221,6 +244,20 @@ fn merge_bf16_packed_scalar(exp: &[u16], packed: &[u8], dst: &mut [u8]) {
 
 /// Vector merge of whole 64-element groups, chosen at run time.
 mod simd {
+    /// Splits as many leading 64-element groups as the vector path can; returns how many
+    /// elements it consumed.
+    pub(super) fn split_bf16_packed(src: &[u8], exp: &mut [u16], packed: &mut [u8]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if crate::cpu::avx512_enabled() {
+                // SAFETY: the CPU supports every feature the function enables.
+                return unsafe { x86::split_bf16_packed(src, exp, packed) };
+            }
+        }
+        let _ = (src, exp, packed);
+        0
+    }
+
     /// Merges as many leading 64-element groups as the vector path can; returns how many
     /// elements it wrote.
     pub(super) fn merge_bf16_packed(exp: &[u16], packed: &[u8], dst: &mut [u8]) -> usize {
@@ -238,6 +275,76 @@ mod simd {
     #[cfg(target_arch = "x86_64")]
     mod x86 {
         use std::arch::x86_64::*;
+
+        /// 64 elements per step: the first field in 16-bit lanes; the residual narrowed to
+        /// bytes, joined pairwise into 14-, 28- and 56-bit groups by shifts within 16-, 32-
+        /// and 64-bit lanes, then compacted to 56 bytes by a byte permute and stored under
+        /// a 56-byte mask.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+        pub(super) unsafe fn split_bf16_packed(
+            src: &[u8],
+            exp: &mut [u16],
+            packed: &mut [u8],
+        ) -> usize {
+            let groups = (exp.len() / 64).min(src.len() / 128).min(packed.len() / 56);
+            let compact_idx: [u8; 64] =
+                std::array::from_fn(|k| (8 * (k / 7) + k % 7).min(63) as u8);
+            // SAFETY: the array is 64 bytes.
+            let compact_idx = unsafe { _mm512_loadu_si512(compact_idx.as_ptr() as *const _) };
+            let (x1ff, x40, x3f) = (
+                _mm512_set1_epi16(0x1FF),
+                _mm512_set1_epi16(0x40),
+                _mm512_set1_epi16(0x3F),
+            );
+            for g in 0..groups {
+                // SAFETY: g < groups, so the 128 bytes at 128g, the 64 u16 at 64g and the 56
+                // bytes at 56g are in bounds; the masked store writes exactly 56 bytes.
+                unsafe {
+                    let mut halves = [_mm256_setzero_si256(); 2];
+                    for (half, r8) in halves.iter_mut().enumerate() {
+                        let w =
+                            _mm512_loadu_si512(src.as_ptr().add(128 * g + 64 * half) as *const _);
+                        let e = _mm512_and_si512(_mm512_srli_epi16::<6>(w), x1ff);
+                        _mm512_storeu_si512(exp.as_mut_ptr().add(64 * g + 32 * half) as *mut _, e);
+                        let r = _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi16::<9>(w), x40),
+                            _mm512_and_si512(w, x3f),
+                        );
+                        *r8 = _mm512_cvtepi16_epi8(r);
+                    }
+                    let bytes =
+                        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(halves[0]), halves[1]);
+                    // Byte pairs → 14 bits in each 16-bit lane.
+                    let t16 = _mm512_or_si512(
+                        _mm512_and_si512(bytes, _mm512_set1_epi16(0x7F)),
+                        _mm512_and_si512(_mm512_srli_epi16::<1>(bytes), _mm512_set1_epi16(0x3F80)),
+                    );
+                    // 14-bit pairs → 28 bits in each 32-bit lane.
+                    let t32 = _mm512_or_si512(
+                        _mm512_and_si512(t16, _mm512_set1_epi32(0x3FFF)),
+                        _mm512_and_si512(
+                            _mm512_srli_epi32::<2>(t16),
+                            _mm512_set1_epi32(0x0FFF_C000),
+                        ),
+                    );
+                    // 28-bit pairs → 56 bits in each 64-bit lane.
+                    let t64 = _mm512_or_si512(
+                        _mm512_and_si512(t32, _mm512_set1_epi64(0x0FFF_FFFF)),
+                        _mm512_and_si512(
+                            _mm512_srli_epi64::<4>(t32),
+                            _mm512_set1_epi64(0x00FF_FFFF_F000_0000),
+                        ),
+                    );
+                    let out = _mm512_permutexvar_epi8(compact_idx, t64);
+                    _mm512_mask_storeu_epi8(
+                        packed.as_mut_ptr().add(56 * g) as *mut i8,
+                        (1u64 << 56) - 1,
+                        out,
+                    );
+                }
+            }
+            groups * 64
+        }
 
         /// 64 elements per step: one masked 56-byte load, a byte permute that gives each
         /// qword its group's 7 bytes, a multishift that pulls out the eight 7-bit fields,
@@ -336,6 +443,29 @@ mod tests {
         let mut back = vec![0u8; src.len()];
         layout.merge(&views, &mut back);
         assert_eq!(back, src);
+    }
+
+    #[test]
+    fn packed_bf16_split_matches_split_then_pack_on_both_paths() {
+        for n in [0usize, 1, 7, 8, 63, 64, 65, 200, 1000] {
+            let words: Vec<u16> = (0..n as u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 9) as u16)
+                .collect();
+            let src: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let (mut f0, mut f1) = (vec![0u16; n], vec![0u16; n]);
+            Layout::Bf16.split(&src, &mut [&mut f0, &mut f1]);
+            let mut expected = vec![9u8];
+            crate::entropy::bitpack::pack(&f1, 7, &mut expected);
+            for simd in [true, false] {
+                crate::cpu::set_simd_enabled(simd);
+                let mut exp = vec![0xEEEEu16; n];
+                let mut packed = vec![9u8];
+                split_bf16_packed(&src, &mut exp, &mut packed);
+                crate::cpu::set_simd_enabled(true);
+                assert_eq!(exp, f0, "n {n} simd {simd}");
+                assert_eq!(packed, expected, "n {n} simd {simd}");
+            }
+        }
     }
 
     #[test]

@@ -279,6 +279,21 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
             .enumerate()
             .map(|(c, chunk)| {
                 FieldBuffers::with(|bufs| {
+                    if let (Layout::Bf16, [exp, residual]) = (layout, encoders) {
+                        if residual.is_packed() {
+                            // The common BF16 case: pack the residual while splitting.
+                            let n = chunk.len() / 2;
+                            let buf = &mut bufs.bufs[0];
+                            buf.resize(chunk_len, 0);
+                            let mut packed = Vec::with_capacity((7 * n).div_ceil(8));
+                            crate::float_split::split_bf16_packed(
+                                chunk,
+                                &mut buf[..n],
+                                &mut packed,
+                            );
+                            return vec![exp.encode_chunk(c, &buf[..n]), packed];
+                        }
+                    }
                     let fields = bufs.split(layout, chunk, chunk_len);
                     encoders
                         .iter()
