@@ -110,14 +110,20 @@ impl StreamEncoder {
             _ => {
                 let packed_bytes = bitpack::packed_len(n as usize, symbol_bits) as f64;
                 // Near-uniform fields (sign and low mantissa bits) cannot pay for a model:
-                // skip the table search when even their per-block entropy does not.
-                let entropy_bytes: f64 = block_hists
+                // skip the table search when even their per-block entropy does not. The
+                // whole-stream entropy bounds it from above and is cheap, so the per-block
+                // sum is only needed when that bound is not already low enough.
+                let total_bits: f64 = total
                     .iter()
-                    .map(|h| corrected_entropy_bits(h))
-                    .sum::<f64>()
-                    / 8.0;
-                if entropy_bytes >= packed_bytes * 0.995 {
-                    return packed;
+                    .filter(|&&c| c > 0)
+                    .map(|&c| c as f64 * (n as f64 / c as f64).log2())
+                    .sum();
+                if total_bits / 8.0 >= packed_bytes * 0.995 {
+                    let block_bits: f64 =
+                        block_hists.iter().map(|h| corrected_entropy_bits(h)).sum();
+                    if block_bits / 8.0 >= packed_bytes * 0.995 {
+                        return packed;
+                    }
                 }
                 let n_chunks = (n as usize).div_ceil(1 << chunk_log2);
                 let (tables, block_tables, coded) = choose_tables(block_hists, &total, effort);
