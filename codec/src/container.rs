@@ -56,7 +56,7 @@ pub enum ContainerError {
     #[error("{0}")]
     Io(#[from] io::Error),
     /// The input is not a valid safetensors file.
-    #[error("not a valid safetensors file: {0} (pack other files with an explicit --dtype)")]
+    #[error("not a valid safetensors file: {0}")]
     Safetensors(#[from] HeaderError),
     /// The file is not an .mcz file or has an unsupported version.
     #[error("not an mcz file: {0}")]

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use mcodec::container::{pack, PackOptions};
+use mcodec::container::{pack, ContainerError, PackOptions};
 
 use super::tree::{self, Step};
 use super::{blame, emit, mb_per_s, sizes};
@@ -51,7 +51,13 @@ fn pack_file(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result
     let perms = fs::metadata(input).at(input)?.permissions();
     let bar = Bar::bytes(data.len() as u64, g.quiet);
     let stats = fsutil::write_atomic(out, g.force, Some(perms), |w| {
-        pack(&data, opts, w, &|d| bar.set(d)).map_err(|e| blame(e, input, out))
+        pack(&data, opts, w, &|d| bar.set(d)).map_err(|e| match e {
+            ContainerError::Safetensors(_) => CliError::at(
+                input,
+                format!("{e} (pack other files with an explicit --dtype)"),
+            ),
+            e => blame(e, input, out),
+        })
     })?;
     drop(bar);
     if !g.quiet {
