@@ -803,6 +803,33 @@ impl<'a> Archive<'a> {
         Ok(())
     }
 
+    /// Decodes the whole original file into `out` (exactly its length), tensors in
+    /// parallel with each other and within themselves, checking every checksum.
+    pub fn unpack_into(&self, out: &mut [u8]) -> Result<(), ContainerError> {
+        if out.len() as u64 != self.index.original_len {
+            return Err(corrupt(format!(
+                "output buffer is {} bytes, the original is {}",
+                out.len(),
+                self.index.original_len
+            )));
+        }
+        let prefix = self.prefix()?;
+        let (head, mut rest) = out.split_at_mut(prefix.len());
+        head.copy_from_slice(&prefix);
+        // The index tiles the original exactly (checked on open): cut `out` into one slice
+        // per tensor, in order.
+        let mut slices = Vec::with_capacity(self.index.tensors.len());
+        for t in &self.index.tensors {
+            let (slice, tail) = std::mem::take(&mut rest).split_at_mut(t.original_len as usize);
+            slices.push(slice);
+            rest = tail;
+        }
+        slices
+            .into_par_iter()
+            .enumerate()
+            .try_for_each(|(i, slice)| self.decode_tensor(i, slice))
+    }
+
     /// Writes the original file to `out`, checking every checksum; `progress` gets the
     /// original bytes written so far. Tensors are decoded in pieces of at most 64 MiB, so
     /// memory stays bounded whatever sizes the file claims; a tensor whose checksum fails
@@ -946,6 +973,17 @@ mod tests {
         assert!(pieces > 10);
         let start = t.original_offset as usize;
         assert!(out == input[start..start + out.len()]);
+    }
+
+    #[test]
+    fn parallel_unpack_into_matches_streamed_unpack() {
+        let input = safetensors_file();
+        let packed = pack_vec(&input, &PackOptions::default());
+        let archive = Archive::open(&packed).unwrap();
+        let mut out = vec![0xEEu8; input.len()];
+        archive.unpack_into(&mut out).unwrap();
+        assert!(out == input);
+        assert!(archive.unpack_into(&mut out[1..]).is_err());
     }
 
     #[test]
