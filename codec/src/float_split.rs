@@ -445,15 +445,20 @@ mod tests {
         assert_eq!(back, src);
     }
 
+    /// `n` pseudo-random BF16 elements and their two fields.
+    fn bf16_sample(n: usize) -> (Vec<u8>, Vec<u16>, Vec<u16>) {
+        let src: Vec<u8> = (0..n as u32)
+            .flat_map(|i| ((i.wrapping_mul(2654435761) >> 9) as u16).to_le_bytes())
+            .collect();
+        let (mut f0, mut f1) = (vec![0u16; n], vec![0u16; n]);
+        Layout::Bf16.split(&src, &mut [&mut f0, &mut f1]);
+        (src, f0, f1)
+    }
+
     #[test]
     fn packed_bf16_split_matches_split_then_pack_on_both_paths() {
         for n in [0usize, 1, 7, 8, 63, 64, 65, 200, 1000] {
-            let words: Vec<u16> = (0..n as u32)
-                .map(|i| (i.wrapping_mul(2654435761) >> 9) as u16)
-                .collect();
-            let src: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            let (mut f0, mut f1) = (vec![0u16; n], vec![0u16; n]);
-            Layout::Bf16.split(&src, &mut [&mut f0, &mut f1]);
+            let (src, f0, f1) = bf16_sample(n);
             let mut expected = vec![9u8];
             crate::entropy::bitpack::pack(&f1, 7, &mut expected);
             for simd in [true, false] {
@@ -471,12 +476,7 @@ mod tests {
     #[test]
     fn packed_bf16_merge_matches_unpack_then_merge_on_both_paths() {
         for n in [0usize, 1, 7, 8, 63, 64, 65, 200, 1000] {
-            let words: Vec<u16> = (0..n as u32)
-                .map(|i| (i.wrapping_mul(2654435761) >> 9) as u16)
-                .collect();
-            let src: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-            let (mut f0, mut f1) = (vec![0u16; n], vec![0u16; n]);
-            Layout::Bf16.split(&src, &mut [&mut f0, &mut f1]);
+            let (src, f0, f1) = bf16_sample(n);
             let mut packed = Vec::new();
             crate::entropy::bitpack::pack(&f1, 7, &mut packed);
             for force_scalar in [false, true] {
