@@ -34,9 +34,13 @@ pub fn encode_chunk(symbols: &[u16], tables: &[&EncTable], block_len: usize, out
     // after it: the buffer then reads front to back in exactly the decoder's order.
     ENCODE_WORDS.with(|buf| {
         let mut buf = buf.borrow_mut();
-        buf.clear();
-        buf.resize(symbols.len() + LANES, [0; 2]);
-        encode_into(symbols, tables, block_len, &mut buf, out);
+        // Only grow: every word the encoder emits is written before it is read, so the
+        // buffer needs no clearing between chunks.
+        let need = symbols.len() + LANES;
+        if buf.len() < need {
+            buf.resize(need, [0; 2]);
+        }
+        encode_into(symbols, tables, block_len, &mut buf[..need], out);
     });
 }
 
