@@ -116,7 +116,7 @@ pub fn decode(dtype: &Dtype, base: &[u8], delta: &[u8], out: &mut [u8]) -> Resul
 /// Byte groups of BitX: one per byte position of the element (2 for BF16, 4 for F32).
 fn group_count(dtype: &Dtype, len: usize) -> usize {
     let width = dtype.element_size().unwrap_or(1).max(1);
-    if len % width == 0 {
+    if len.is_multiple_of(width) {
         width
     } else {
         1
