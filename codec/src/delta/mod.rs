@@ -1,12 +1,21 @@
 //! Deltas of a tensor against a base tensor of the same dtype and shape (hub store).
 //!
 //! A delta is self-describing: its first byte names the [`DeltaMethod`]. [`encode`] tries
-//! every method and keeps the smallest; [`decode`] needs the same base bytes back.
+//! every method that applies to the dtype and keeps the smallest; [`decode`] needs the same
+//! base bytes back. Byte layouts: FORMAT.md §8.
+//!
+//! * `bitx`: the published baseline (XOR, byte groups, zstd -3); any dtype.
+//! * `ulp`: differences in units in the last place, rANS-coded with tables chosen by the
+//!   base element's exponent; float dtypes. Its coder is `coder`.
 //!
 //! API contract (the store depends on it; keep it stable):
 //! - `encode(dtype, base, target)` → bytes, `decode(dtype, base, delta, out)` fills `out`
 //!   (`out.len() == base.len()`) or fails with a typed error; never panics on hostile `delta`.
 //! - Deltas carry no checksum of their own: the caller checks the decoded tensor's hash.
+
+mod bitx;
+mod coder;
+mod ulp;
 
 use crate::dtype::Dtype;
 
@@ -15,16 +24,19 @@ use crate::dtype::Dtype;
 pub enum DeltaMethod {
     /// ZipLLM's BitX: XOR with the base, bytes grouped by position in the element, zstd -3.
     BitX,
+    /// Difference in units in the last place, entropy coded per base exponent group.
+    Ulp,
 }
 
 impl DeltaMethod {
     /// Every method, in the order [`encode`] tries them.
-    pub const ALL: [Self; 1] = [Self::BitX];
+    pub const ALL: [Self; 2] = [Self::BitX, Self::Ulp];
 
     /// The method's byte.
     pub fn id(self) -> u8 {
         match self {
             Self::BitX => 1,
+            Self::Ulp => 2,
         }
     }
 
@@ -32,6 +44,7 @@ impl DeltaMethod {
     pub fn from_id(id: u8) -> Option<Self> {
         match id {
             1 => Some(Self::BitX),
+            2 => Some(Self::Ulp),
             _ => None,
         }
     }
@@ -40,6 +53,7 @@ impl DeltaMethod {
     pub fn name(self) -> &'static str {
         match self {
             Self::BitX => "bitx",
+            Self::Ulp => "ulp",
         }
     }
 }
@@ -62,12 +76,31 @@ pub enum DeltaError {
     /// The delta bytes do not decode.
     #[error("corrupt delta: {0}")]
     Corrupt(String),
+    /// The method does not apply to the dtype (ULP needs a float dtype).
+    #[error("delta method {method} does not support dtype {dtype}")]
+    Unsupported {
+        /// The method's name.
+        method: &'static str,
+        /// The dtype's name.
+        dtype: String,
+    },
 }
 
-/// Codes `target` against `base` with every method and returns the smallest.
+impl DeltaMethod {
+    /// Whether the method can code tensors of `dtype`.
+    pub fn supports(self, dtype: &Dtype) -> bool {
+        match self {
+            Self::BitX => true,
+            Self::Ulp => ulp::Layout::of(dtype).is_some(),
+        }
+    }
+}
+
+/// Codes `target` against `base` with every method that supports `dtype` and returns the
+/// smallest.
 pub fn encode(dtype: &Dtype, base: &[u8], target: &[u8]) -> Result<Vec<u8>, DeltaError> {
     let mut best: Option<Vec<u8>> = None;
-    for method in DeltaMethod::ALL {
+    for method in DeltaMethod::ALL.into_iter().filter(|m| m.supports(dtype)) {
         let coded = encode_with(method, dtype, base, target)?;
         if best.as_ref().is_none_or(|b| coded.len() < b.len()) {
             best = Some(coded);
@@ -76,7 +109,8 @@ pub fn encode(dtype: &Dtype, base: &[u8], target: &[u8]) -> Result<Vec<u8>, Delt
     Ok(best.unwrap_or_default())
 }
 
-/// Codes `target` against `base` with one method.
+/// Codes `target` against `base` with one method; [`DeltaError::Unsupported`] if the method
+/// does not apply to `dtype`.
 pub fn encode_with(
     method: DeltaMethod,
     dtype: &Dtype,
@@ -90,7 +124,8 @@ pub fn encode_with(
         });
     }
     match method {
-        DeltaMethod::BitX => Ok(bitx_encode(dtype, base, target)),
+        DeltaMethod::BitX => Ok(bitx::encode(dtype, base, target)),
+        DeltaMethod::Ulp => ulp::encode(dtype, base, target),
     }
 }
 
@@ -109,89 +144,9 @@ pub fn decode(dtype: &Dtype, base: &[u8], delta: &[u8], out: &mut [u8]) -> Resul
         });
     }
     match method_of(delta)? {
-        DeltaMethod::BitX => bitx_decode(dtype, base, &delta[1..], out),
+        DeltaMethod::BitX => bitx::decode(dtype, base, &delta[1..], out),
+        DeltaMethod::Ulp => ulp::decode(dtype, base, &delta[1..], out),
     }
-}
-
-/// Byte groups of BitX: one per byte position of the element (2 for BF16, 4 for F32).
-fn group_count(dtype: &Dtype, len: usize) -> usize {
-    let width = dtype.element_size().unwrap_or(1).max(1);
-    if len.is_multiple_of(width) {
-        width
-    } else {
-        1
-    }
-}
-
-/// BitX payload: u8 group count, then per group u64 LE frame length and a zstd -3 frame.
-fn bitx_encode(dtype: &Dtype, base: &[u8], target: &[u8]) -> Vec<u8> {
-    let groups = group_count(dtype, base.len());
-    let mut planes = vec![Vec::with_capacity(base.len() / groups); groups];
-    for (i, (b, t)) in base.iter().zip(target).enumerate() {
-        planes[i % groups].push(b ^ t);
-    }
-    let mut out = vec![DeltaMethod::BitX.id(), groups as u8];
-    for plane in planes {
-        let frame = zstd::bulk::compress(&plane, 3).expect("zstd compress to memory cannot fail");
-        out.extend_from_slice(&(frame.len() as u64).to_le_bytes());
-        out.extend_from_slice(&frame);
-    }
-    out
-}
-
-fn bitx_decode(
-    dtype: &Dtype,
-    base: &[u8],
-    payload: &[u8],
-    out: &mut [u8],
-) -> Result<(), DeltaError> {
-    let groups = group_count(dtype, base.len());
-    let (&declared, mut rest) = payload
-        .split_first()
-        .ok_or_else(|| DeltaError::Corrupt("no group count".into()))?;
-    if usize::from(declared) != groups {
-        return Err(DeltaError::Corrupt(format!(
-            "{declared} byte groups, expected {groups}"
-        )));
-    }
-    let plane_len = base.len() / groups;
-    for g in 0..groups {
-        if rest.len() < 8 {
-            return Err(DeltaError::Corrupt(format!("group {g}: truncated length")));
-        }
-        let (len_bytes, tail) = rest.split_at(8);
-        let len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&l| l <= tail.len())
-            .ok_or_else(|| {
-                DeltaError::Corrupt(format!(
-                    "group {g}: frame of {len} bytes, {} left",
-                    tail.len()
-                ))
-            })?;
-        let (frame, tail) = tail.split_at(len);
-        rest = tail;
-        let mut plane = vec![0u8; plane_len];
-        let n = zstd::bulk::decompress_to_buffer(frame, &mut plane)
-            .map_err(|e| DeltaError::Corrupt(format!("group {g}: zstd: {e}")))?;
-        if n != plane_len {
-            return Err(DeltaError::Corrupt(format!(
-                "group {g}: {n} bytes decoded, expected {plane_len}"
-            )));
-        }
-        for (k, x) in plane.iter().enumerate() {
-            let i = k * groups + g;
-            out[i] = base[i] ^ x;
-        }
-    }
-    if !rest.is_empty() {
-        return Err(DeltaError::Corrupt(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
