@@ -152,6 +152,217 @@ pub fn decode(dtype: &Dtype, base: &[u8], delta: &[u8], out: &mut [u8]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const FLOATS: [Dtype; 6] = [
+        Dtype::BF16,
+        Dtype::F16,
+        Dtype::F32,
+        Dtype::F64,
+        Dtype::F8E4M3,
+        Dtype::F8E5M2,
+    ];
+
+    /// A base of mixed magnitudes and a target a few ULPs away from it, with untouched
+    /// runs: the shape of a fine-tune.
+    fn fine_tune_pair(dtype: &Dtype, n: usize) -> (Vec<u8>, Vec<u8>) {
+        let width = dtype.element_size().unwrap();
+        let mut rng = 0x1234_5678_9ABC_DEF0u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut base = Vec::with_capacity(n * width);
+        let mut target = Vec::with_capacity(n * width);
+        for i in 0..n {
+            let r = next();
+            // Magnitudes spread over a few binades below 1, either sign.
+            let b: u64 = match width {
+                1 => (r & 0xB7) as u64,
+                2 => (r & 0x83FF) | 0x3000,
+                4 => (r & 0x83FF_FFFF) | 0x3C00_0000,
+                _ => (r & 0x800F_FFFF_FFFF_FFFF) | 0x3F80_0000_0000_0000,
+            };
+            let step = if (i / 64) % 3 == 0 { 0 } else { (r >> 40) % 7 };
+            let t = if r >> 63 == 1 {
+                b.wrapping_add(step)
+            } else {
+                b.wrapping_sub(step)
+            };
+            base.extend_from_slice(&b.to_le_bytes()[..width]);
+            target.extend_from_slice(&t.to_le_bytes()[..width]);
+        }
+        (base, target)
+    }
+
+    fn round_trip(dtype: &Dtype, method: DeltaMethod, base: &[u8], target: &[u8]) -> Vec<u8> {
+        let d = encode_with(method, dtype, base, target).unwrap();
+        assert_eq!(method_of(&d), Ok(method));
+        let mut out = vec![0xA5; base.len()];
+        decode(dtype, base, &d, &mut out).unwrap();
+        assert!(
+            out == target,
+            "{dtype} {} round trip differs",
+            method.name()
+        );
+        d
+    }
+
+    #[test]
+    fn ulp_beats_bitx_on_fine_tune_shaped_data() {
+        for dtype in FLOATS {
+            let (base, target) = fine_tune_pair(&dtype, 20_000);
+            let bitx = round_trip(&dtype, DeltaMethod::BitX, &base, &target).len();
+            let ulp = round_trip(&dtype, DeltaMethod::Ulp, &base, &target).len();
+            assert!(ulp < bitx, "{dtype}: ulp {ulp} bytes, bitx {bitx}");
+            assert_eq!(encode(&dtype, &base, &target).unwrap().len(), ulp);
+        }
+    }
+
+    #[test]
+    fn ulp_handles_empty_identical_and_ragged_tensors() {
+        for dtype in FLOATS {
+            round_trip(&dtype, DeltaMethod::Ulp, &[], &[]);
+            let (base, target) = fine_tune_pair(&dtype, 333);
+            round_trip(&dtype, DeltaMethod::Ulp, &base, &base);
+            // A length that is not a whole number of elements keeps its tail as XOR.
+            let cut = base.len() - 1;
+            round_trip(&dtype, DeltaMethod::Ulp, &base[..cut], &target[..cut]);
+        }
+    }
+
+    #[test]
+    fn ulp_rejects_non_float_dtypes_and_encode_falls_back() {
+        let base = vec![1u8; 64];
+        let target = vec![2u8; 64];
+        assert!(matches!(
+            encode_with(DeltaMethod::Ulp, &Dtype::I32, &base, &target),
+            Err(DeltaError::Unsupported { .. })
+        ));
+        let d = encode(&Dtype::I32, &base, &target).unwrap();
+        assert_eq!(method_of(&d), Ok(DeltaMethod::BitX));
+        let mut ulp = encode_with(DeltaMethod::Ulp, &Dtype::F32, &base, &target).unwrap();
+        let mut out = vec![0; 64];
+        assert!(decode(&Dtype::I32, &base, &ulp, &mut out).is_err());
+        ulp[0] = 99;
+        assert_eq!(
+            decode(&Dtype::F32, &base, &ulp, &mut out),
+            Err(DeltaError::UnknownMethod(99))
+        );
+        assert!(matches!(
+            decode(&Dtype::F32, &base, &ulp, &mut out[..63]),
+            Err(DeltaError::LengthMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn ulp_every_truncation_fails_and_no_corruption_panics() {
+        let (base, target) = fine_tune_pair(&Dtype::BF16, 3000);
+        let d = encode_with(DeltaMethod::Ulp, &Dtype::BF16, &base, &target).unwrap();
+        let mut out = vec![0; base.len()];
+        for cut in 0..d.len() {
+            assert!(
+                decode(&Dtype::BF16, &base, &d[..cut], &mut out).is_err(),
+                "cut {cut}"
+            );
+        }
+        let mut longer = d.clone();
+        longer.push(0);
+        assert!(decode(&Dtype::BF16, &base, &longer, &mut out).is_err());
+        for i in 0..d.len() {
+            for bit in [0x01, 0x80] {
+                let mut bad = d.clone();
+                bad[i] ^= bit;
+                // Either an error or some output: the caller's checksum decides.
+                let _ = decode(&Dtype::BF16, &base, &bad, &mut out);
+            }
+        }
+    }
+
+    /// Element bit patterns that stress the key mapping: NaN payloads, infinities, both
+    /// zeros, subnormals, extremes, and ordinary values.
+    fn special_elements(width: usize) -> Vec<u64> {
+        let mask = u64::MAX >> (64 - 8 * width as u32);
+        let sign = 1u64 << (8 * width - 1);
+        let top = mask >> 1;
+        vec![
+            0,
+            sign,
+            1,
+            sign | 1,
+            top,
+            mask,
+            top - 1,
+            mask - 1,
+            top >> 1,
+            sign | (top >> 1),
+            0x55 & mask,
+        ]
+    }
+
+    fn element_vec(width: usize) -> impl Strategy<Value = Vec<u64>> {
+        let specials = special_elements(width);
+        prop::collection::vec(
+            prop_oneof![prop::sample::select(specials), any::<u64>(),],
+            0..300,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn every_method_round_trips_any_bits(
+            dtype_index in 0usize..FLOATS.len(),
+            base in element_vec(8),
+            seeds in prop::collection::vec((any::<u64>(), 0u8..4), 300),
+            trim in 0usize..8,
+        ) {
+            let dtype = &FLOATS[dtype_index];
+            let width = dtype.element_size().unwrap();
+            let specials = special_elements(width);
+            let mut b = Vec::new();
+            let mut t = Vec::new();
+            for (x, (r, kind)) in base.iter().zip(&seeds) {
+                b.extend_from_slice(&x.to_le_bytes()[..width]);
+                let y = match kind {
+                    0 => *x,
+                    1 => x.wrapping_add(r % 5).wrapping_sub(2),
+                    2 => specials[(*r % specials.len() as u64) as usize],
+                    _ => *r,
+                };
+                t.extend_from_slice(&y.to_le_bytes()[..width]);
+            }
+            // Odd byte lengths too.
+            let len = b.len().saturating_sub(trim.min(width - 1));
+            let (b, t) = (&b[..len], &t[..len]);
+            for method in DeltaMethod::ALL {
+                round_trip(dtype, method, b, t);
+            }
+            let d = encode(dtype, b, t).unwrap();
+            let mut out = vec![0; len];
+            decode(dtype, b, &d, &mut out).unwrap();
+            prop_assert!(out == t);
+        }
+
+        #[test]
+        fn hostile_deltas_never_panic(
+            dtype_index in 0usize..FLOATS.len(),
+            len in 0usize..200,
+            bytes in prop::collection::vec(any::<u8>(), 0..120),
+        ) {
+            let dtype = &FLOATS[dtype_index];
+            let base: Vec<u8> = (0..len).map(|i| (i * 37) as u8).collect();
+            let mut out = vec![0; len];
+            for method in DeltaMethod::ALL {
+                let mut delta = vec![method.id()];
+                delta.extend_from_slice(&bytes);
+                let _ = decode(dtype, &base, &delta, &mut out);
+            }
+        }
+    }
 
     #[test]
     fn bitx_round_trip_and_rejects_garbage() {
