@@ -5,8 +5,9 @@
 //! Tensors are paired by name (same dtype and shape; others are skipped and counted). For
 //! each fine-tune it prints the delta bytes of each method, and of `encode` (the smaller
 //! per tensor), as a percentage of the fine-tune's file size, and single-threaded encode
-//! and decode throughput in MB/s of tensor bytes (1 MB = 1e6 bytes), median of 5 runs.
-//! Every decode is checked against the fine-tune's bytes.
+//! and decode throughput in MB/s of tensor bytes (1 MB = 1e6 bytes), median of 5 runs, by
+//! wall clock and by the thread's CPU time (Linux; the fair figure on a shared, loaded
+//! machine). Every decode is checked against the fine-tune's bytes, outside the timing.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,6 +16,24 @@ use mcodec::delta::{self, DeltaMethod};
 use mcodec::safetensors::{self, TensorInfo};
 
 const REPEATS: usize = 5;
+
+/// Seconds this thread has run on a CPU (Linux: /proc/thread-self/schedstat, in ns), so
+/// that throughput can also be read on a loaded machine; `None` elsewhere.
+fn thread_cpu_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
+/// Wall-clock and CPU seconds of `f`.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64, Option<f64>) {
+    let cpu = thread_cpu_seconds();
+    let start = Instant::now();
+    let out = f();
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = cpu.and_then(|c0| Some(thread_cpu_seconds()? - c0));
+    (out, wall, cpu)
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -75,56 +94,73 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ft_bytes.len()
         );
         let mut sizes = vec![vec![0usize; pairs.len()]; DeltaMethod::ALL.len()];
-        let mut out = Vec::new();
         for (m, method) in DeltaMethod::ALL.into_iter().enumerate() {
-            let mut enc_times = Vec::new();
-            let mut dec_times = Vec::new();
+            let (mut enc_wall, mut enc_cpu, mut dec_wall, mut dec_cpu) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..REPEATS {
-                let mut deltas = Vec::with_capacity(pairs.len());
-                let start = Instant::now();
-                for (b, t) in &pairs {
-                    let d = if method.supports(&t.dtype) {
-                        delta::encode_with(
-                            method,
-                            &t.dtype,
-                            slice(&base_bytes, b),
-                            slice(&ft_bytes, t),
-                        )?
-                    } else {
-                        delta::encode_with(
-                            DeltaMethod::BitX,
-                            &t.dtype,
-                            slice(&base_bytes, b),
-                            slice(&ft_bytes, t),
-                        )?
-                    };
-                    deltas.push(d);
-                }
-                enc_times.push(start.elapsed().as_secs_f64());
-                let start = Instant::now();
-                for ((b, t), d) in pairs.iter().zip(&deltas) {
-                    let base = slice(&base_bytes, b);
-                    out.resize(base.len(), 0);
-                    delta::decode(&t.dtype, base, d, &mut out)?;
+                let (deltas, wall, cpu) = timed(|| {
+                    pairs
+                        .iter()
+                        .map(|(b, t)| {
+                            // Non-float tensors (position ids) use BitX under either method.
+                            let m = if method.supports(&t.dtype) {
+                                method
+                            } else {
+                                DeltaMethod::BitX
+                            };
+                            delta::encode_with(
+                                m,
+                                &t.dtype,
+                                slice(&base_bytes, b),
+                                slice(&ft_bytes, t),
+                            )
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                });
+                let deltas = deltas?;
+                enc_wall.push(wall);
+                enc_cpu.extend(cpu);
+                let mut outs: Vec<Vec<u8>> = pairs
+                    .iter()
+                    .map(|(b, _)| vec![0u8; slice(&base_bytes, b).len()])
+                    .collect();
+                let (decoded, wall, cpu) = timed(|| {
+                    for (((b, t), d), out) in pairs.iter().zip(&deltas).zip(&mut outs) {
+                        delta::decode(&t.dtype, slice(&base_bytes, b), d, out)?;
+                    }
+                    Ok::<(), delta::DeltaError>(())
+                });
+                decoded?;
+                dec_wall.push(wall);
+                dec_cpu.extend(cpu);
+                for ((_, t), out) in pairs.iter().zip(&outs) {
                     if out[..] != *slice(&ft_bytes, t) {
                         return Err(
                             format!("{}: {} round trip differs", t.name, method.name()).into()
                         );
                     }
                 }
-                dec_times.push(start.elapsed().as_secs_f64());
                 for (s, d) in sizes[m].iter_mut().zip(&deltas) {
                     *s = d.len();
                 }
             }
             let total: usize = sizes[m].iter().sum();
+            let cpu_rate = |v: Vec<f64>| {
+                if v.is_empty() {
+                    "n/a".to_string()
+                } else {
+                    format!("{:.0}", mb / median(v))
+                }
+            };
             println!(
-                "  {:5} {:>10} bytes = {:6.2}% of file   encode {:6.0} MB/s   decode {:6.0} MB/s (decode includes the byte comparison)",
+                "  {:5} {:>10} bytes = {:6.2}% of file   encode {:5.0} MB/s (CPU time: {:>5})   decode {:5.0} MB/s (CPU time: {:>5})",
                 method.name(),
                 total,
                 100.0 * total as f64 / file,
-                mb / median(enc_times),
-                mb / median(dec_times)
+                mb / median(enc_wall),
+                cpu_rate(enc_cpu),
+                mb / median(dec_wall),
+                cpu_rate(dec_cpu),
             );
         }
         let best: usize = (0..pairs.len())

@@ -154,10 +154,11 @@ impl<'a> RansDecoder<'a> {
         ))
     }
 
-    /// Decodes symbol number `i` (call with `i = 0, 1, 2, …`) with `table`.
+    /// Decodes the next symbol of lane `lane` (symbol `i` is on lane `i % LANES`; call in
+    /// symbol order) with `table`.
     #[inline]
-    pub fn get(&mut self, i: usize, table: &DecTable) -> u16 {
-        let x = &mut self.states[i % LANES];
+    pub fn get(&mut self, lane: usize, table: &DecTable) -> u16 {
+        let x = &mut self.states[lane % LANES];
         let slot = table.slots[(*x & (PROB_SCALE - 1)) as usize];
         let freq = ((slot >> 12) & 0xFFF) + 1;
         *x = freq * (*x >> PROB_BITS) + (slot & 0xFFF);
@@ -357,14 +358,14 @@ mod tests {
         let (mut d, rest) = RansDecoder::new(&bytes).unwrap();
         assert!(rest.is_empty());
         for (i, &(s, t)) in symbols.iter().enumerate() {
-            assert_eq!(d.get(i, &dec[t]), s, "symbol {i}");
+            assert_eq!(d.get(i % LANES, &dec[t]), s, "symbol {i}");
         }
         d.finish().unwrap();
 
         // One symbol short, or a flipped word: the end check fails.
         let (mut d, _) = RansDecoder::new(&bytes).unwrap();
         for (i, &(_, t)) in symbols.iter().enumerate().skip(1) {
-            d.get(i - 1, &dec[t]);
+            d.get((i - 1) % LANES, &dec[t]);
         }
         assert!(d.finish().is_err());
         let mut bad = bytes.clone();
@@ -372,7 +373,7 @@ mod tests {
         bad[last] ^= 0x40;
         let (mut d, _) = RansDecoder::new(&bad).unwrap();
         for (i, &(_, t)) in symbols.iter().enumerate() {
-            d.get(i, &dec[t]);
+            d.get(i % LANES, &dec[t]);
         }
         assert!(d.finish().is_err());
         assert!(RansDecoder::new(&bytes[..10]).is_err());

@@ -6,21 +6,22 @@
 //! one ULP of a weight is `2^(exponent - mantissa bits)`, so the same move is many ULPs
 //! for a small weight and few for a large one. Tables per exponent group follow that
 //! shift; which exponents share a table is chosen per tensor by the encoder, trading
-//! table bytes against coded bytes. A second context bit — was the previous element's
-//! difference zero — catches runs of untouched weights (embedding rows a fine-tune never
-//! saw).
+//! table bytes against coded bytes. A second context bit — was the difference of the
+//! element [`LANES`] places back zero — catches runs of untouched weights (embedding rows
+//! a fine-tune never saw). It looks back a whole lane round rather than one element so
+//! that the rANS lanes stay independent chains and decode in parallel.
 //!
 //! This module is the model (element keys, tokens, contexts, table choice, layout); the
 //! rANS loop and the raw bit stream live in [`super::coder`].
 
-use super::coder::{self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder};
+use super::coder::{self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder, LANES};
 use super::{DeltaError, DeltaMethod};
 use crate::dtype::Dtype;
 use crate::entropy::model::{FreqTable, PROB_SCALE};
 
 /// Most exponent groups (tables per context bit) a delta may declare.
 pub const MAX_GROUPS: usize = 64;
-/// Flag bit: tables are chosen by (exponent group, previous token was zero).
+/// Flag bit: tables are chosen by (exponent group, token `LANES` elements back was zero).
 const FLAG_PREV_ZERO: u8 = 1;
 /// Differences of magnitude below this are tokens of their own; above, a token names the
 /// binade and the bit after the leading one, and the lower bits are stored raw.
@@ -258,15 +259,14 @@ fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8]) -> Vec<u
         hist: vec![0; layout.exponents() * 2 * alphabet],
         alphabet,
     };
-    let mut prev_zero = 1usize;
-    for (b, t) in base.chunks_exact(W).zip(target.chunks_exact(W)) {
+    for (i, (b, t)) in base.chunks_exact(W).zip(target.chunks_exact(W)).enumerate() {
         let (b, t) = (load::<W>(b), load::<W>(t));
         let diff = layout.key(t).wrapping_sub(layout.key(b)) & layout.mask();
         let symbol = tokenize(layout, diff).symbol;
         let exp = layout.exponent(b);
-        stats.hist[(exp * 2 + prev_zero) * alphabet + usize::from(symbol)] += 1;
+        let back_zero = usize::from(i < LANES || symbols[i - LANES] == 0);
+        stats.hist[(exp * 2 + back_zero) * alphabet + usize::from(symbol)] += 1;
         symbols.push(symbol);
-        prev_zero = usize::from(symbol == 0);
     }
     let plan = [false, true]
         .into_iter()
@@ -304,7 +304,7 @@ fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8]) -> Vec<u
     for i in (0..n).rev() {
         let exp = layout.exponent(load::<W>(&base[i * W..]));
         let prev_zero = if plan.prev_zero {
-            usize::from(i == 0 || symbols[i - 1] == 0)
+            usize::from(i < LANES || symbols[i - LANES] == 0)
         } else {
             0
         };
@@ -608,27 +608,41 @@ fn decode_w<const W: usize>(
     let coder_err = |e: CoderError| DeltaError::Corrupt(format!("ulp: {e}"));
     let (mut rans, bit_bytes) = RansDecoder::new(after).map_err(coder_err)?;
     let mut bits = BitReader::new(bit_bytes);
-    let mut prev = 1usize;
-    for (i, (b, o)) in base
-        .chunks_exact(W)
-        .zip(out.chunks_exact_mut(W))
-        .enumerate()
-    {
+    // Lane `l` decodes elements `l, l + LANES, …`; its context bit is its own previous
+    // symbol, so the lanes are independent chains. Unrolled by LANES, the lane indices are
+    // constants and the states stay in registers.
+    let mut back_zero = [true; LANES];
+    let context_bit = usize::from(prev_zero);
+    let mut step = |lane: usize, b: &[u8], o: &mut [u8]| {
         let b = load::<W>(b);
-        let exp = layout.exponent(b);
-        let ctx = usize::from(group_of[exp]) * k + if prev_zero { prev } else { 0 };
-        let symbol = rans.get(i, &dec[ctx]);
+        let ctx = usize::from(group_of[layout.exponent(b)]) * k
+            + usize::from(back_zero[lane]) * context_bit;
+        let symbol = rans.get(lane, &dec[ctx]);
+        back_zero[lane] = symbol == 0;
         let diff = if symbol == 0 {
             0
         } else {
             // Symbols are below the alphabet size: FreqTable::from_freqs got `alphabet`
-            // entries at most.
+            // entries at most, so the shifts inside stay below 64.
             let extra = bits.get(extra_bits_of(symbol));
             untokenize(layout, symbol, extra)
         };
-        prev = usize::from(symbol == 0);
-        let t = layout.unkey(layout.key(b).wrapping_add(diff) & layout.mask());
-        store::<W>(t, o);
+        store::<W>(
+            layout.unkey(layout.key(b).wrapping_add(diff) & layout.mask()),
+            o,
+        );
+    };
+    let rounds = n / LANES;
+    for (bq, oq) in base
+        .chunks_exact(W * LANES)
+        .zip(out.chunks_exact_mut(W * LANES))
+    {
+        for lane in 0..LANES {
+            step(lane, &bq[lane * W..], &mut oq[lane * W..]);
+        }
+    }
+    for i in rounds * LANES..n {
+        step(i % LANES, &base[i * W..], &mut out[i * W..]);
     }
     rans.finish().map_err(coder_err)?;
     bits.finish().map_err(coder_err)?;
