@@ -161,18 +161,17 @@ impl<'a> RansDecoder<'a> {
         let x = &mut self.states[lane % LANES];
         let slot = table.slots[(*x & (PROB_SCALE - 1)) as usize];
         let freq = ((slot >> 12) & 0xFFF) + 1;
-        *x = freq * (*x >> PROB_BITS) + (slot & 0xFFF);
-        if *x < RANS_L {
-            let w = match self.words.get(self.pos..self.pos + 2) {
-                Some(b) => u16::from_le_bytes([b[0], b[1]]),
-                None => {
-                    self.overrun += 1;
-                    0
-                }
-            };
-            self.pos += 2;
-            *x = (*x << 16) | u32::from(w);
-        }
+        let y = freq * (*x >> PROB_BITS) + (slot & 0xFFF);
+        // Renormalisation is taken at random: select instead of branching. The next word is
+        // read either way (zero past the end) and only consumed when needed.
+        let need = y < RANS_L;
+        let (w, missing) = match self.words.get(self.pos..self.pos + 2) {
+            Some(b) => (u16::from_le_bytes([b[0], b[1]]), false),
+            None => (0, true),
+        };
+        *x = if need { (y << 16) | u32::from(w) } else { y };
+        self.pos += 2 * usize::from(need);
+        self.overrun += usize::from(need & missing);
         table.symbols[(slot >> 24) as usize]
     }
 
@@ -278,7 +277,7 @@ impl<'a> BitReader<'a> {
         Self { bytes, pos: 0 }
     }
 
-    /// Reads `n ≤ 64` bits.
+    /// Reads `n ≤ 64` bits (0 bits reads 0, without a branch).
     #[inline]
     pub fn get(&mut self, n: u32) -> u64 {
         if n > 32 {
@@ -291,9 +290,7 @@ impl<'a> BitReader<'a> {
 
     #[inline]
     fn get32(&mut self, n: u32) -> u64 {
-        if n == 0 {
-            return 0;
-        }
+        debug_assert!(n <= 32);
         let byte = (self.pos / 8) as usize;
         let shift = (self.pos % 8) as u32;
         // n + shift ≤ 39 bits lie in the 5 bytes from `byte`; a 64-bit load covers them.
@@ -307,7 +304,7 @@ impl<'a> BitReader<'a> {
             }
         };
         self.pos += u64::from(n);
-        (word >> shift) & (u64::MAX >> (64 - n))
+        (word >> shift) & ((1u64 << n) - 1)
     }
 
     /// Checks that the bits read fill the stream exactly, up to zero padding in its last

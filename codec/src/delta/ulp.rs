@@ -17,7 +17,7 @@
 use super::coder::{self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder, LANES};
 use super::{DeltaError, DeltaMethod};
 use crate::dtype::Dtype;
-use crate::entropy::model::{FreqTable, PROB_SCALE};
+use crate::entropy::model::{DecTable, FreqTable, PROB_SCALE};
 
 /// Most exponent groups (tables per context bit) a delta may declare.
 pub const MAX_GROUPS: usize = 64;
@@ -152,7 +152,7 @@ fn tokenize(layout: Layout, diff: u64) -> Token {
     }
 }
 
-/// Raw bits that follow `symbol` (non-zero, below the alphabet size).
+/// Raw bits that follow `symbol` (below the alphabet size; 0 for symbol 0).
 #[inline]
 fn extra_bits_of(symbol: u16) -> u32 {
     let class = (u32::from(symbol) + 1) / 2;
@@ -168,18 +168,14 @@ fn extra_bits_of(symbol: u16) -> u32 {
 /// the caller's checksum rejects.
 #[inline]
 fn untokenize(layout: Layout, symbol: u16, extra: u64) -> u64 {
-    if symbol == 0 {
-        return 0;
-    }
     let class = (u32::from(symbol) + 1) / 2;
     let negative = symbol & 1 == 0;
-    let magnitude = if u64::from(class) < DIRECT {
-        u64::from(class)
-    } else {
-        let e = (class - 4) / 2 + 2;
-        let half = u64::from((class - 4) & 1);
-        (1u64 << e) | (half << (e - 1)) | extra
-    };
+    // Both cases computed and selected, so that decoding does not branch on the class.
+    let big = u64::from(class) >= DIRECT;
+    let k = class.saturating_sub(4);
+    let e = k / 2 + 2;
+    let binade = (1u64 << e) | (u64::from(k & 1) << (e - 1)) | extra;
+    let magnitude = if big { binade } else { u64::from(class) };
     if negative {
         magnitude.wrapping_neg() & layout.mask()
     } else {
@@ -548,6 +544,48 @@ pub(super) fn decode(
     }
 }
 
+/// What picks an element's table when decoding.
+struct Contexts<'a> {
+    layout: Layout,
+    group_of: &'a [u8],
+    /// Tables per exponent group (2 with the context bit, else 1).
+    per_group: usize,
+    /// 1 if the context bit is in use, else 0.
+    use_back_zero: usize,
+    tables: &'a [DecTable],
+}
+
+/// Decodes one element of lane `lane` from base bytes `b` into `o`. Lane `l` decodes
+/// elements `l, l + LANES, …` and its context bit is its own previous symbol, so the
+/// lanes are independent chains; the caller unrolls by LANES so that the lane indices are
+/// constants and the rANS states stay in registers.
+#[inline(always)]
+fn decode_one<const W: usize>(
+    ctx: &Contexts<'_>,
+    rans: &mut RansDecoder<'_>,
+    bits: &mut BitReader<'_>,
+    back_zero: &mut bool,
+    lane: usize,
+    b: &[u8],
+    o: &mut [u8],
+) {
+    let layout = ctx.layout;
+    let b = load::<W>(b);
+    let table = usize::from(ctx.group_of[layout.exponent(b)]) * ctx.per_group
+        + usize::from(*back_zero) * ctx.use_back_zero;
+    let symbol = rans.get(lane, &ctx.tables[table]);
+    *back_zero = symbol == 0;
+    // Branch-free for symbol 0 too (no extra bits, difference 0). Symbols are below the
+    // alphabet size (FreqTable::from_freqs got `alphabet` entries at most), so the shifts
+    // inside stay below 64.
+    let extra = bits.get(extra_bits_of(symbol));
+    let diff = untokenize(layout, symbol, extra);
+    store::<W>(
+        layout.unkey(layout.key(b).wrapping_add(diff) & layout.mask()),
+        o,
+    );
+}
+
 fn decode_w<const W: usize>(
     layout: Layout,
     base: &[u8],
@@ -612,37 +650,37 @@ fn decode_w<const W: usize>(
     // symbol, so the lanes are independent chains. Unrolled by LANES, the lane indices are
     // constants and the states stay in registers.
     let mut back_zero = [true; LANES];
-    let context_bit = usize::from(prev_zero);
-    let mut step = |lane: usize, b: &[u8], o: &mut [u8]| {
-        let b = load::<W>(b);
-        let ctx = usize::from(group_of[layout.exponent(b)]) * k
-            + usize::from(back_zero[lane]) * context_bit;
-        let symbol = rans.get(lane, &dec[ctx]);
-        back_zero[lane] = symbol == 0;
-        let diff = if symbol == 0 {
-            0
-        } else {
-            // Symbols are below the alphabet size: FreqTable::from_freqs got `alphabet`
-            // entries at most, so the shifts inside stay below 64.
-            let extra = bits.get(extra_bits_of(symbol));
-            untokenize(layout, symbol, extra)
-        };
-        store::<W>(
-            layout.unkey(layout.key(b).wrapping_add(diff) & layout.mask()),
-            o,
-        );
+    let ctx = Contexts {
+        layout,
+        group_of: &group_of,
+        per_group: k,
+        use_back_zero: usize::from(prev_zero),
+        tables: &dec,
     };
     let rounds = n / LANES;
+    const _: () = assert!(LANES == 4, "the decode loop below is unrolled for 4 lanes");
     for (bq, oq) in base
         .chunks_exact(W * LANES)
         .zip(out.chunks_exact_mut(W * LANES))
     {
-        for lane in 0..LANES {
-            step(lane, &bq[lane * W..], &mut oq[lane * W..]);
-        }
+        let (b, o) = (bq.split_at(2 * W), oq.split_at_mut(2 * W));
+        let [z0, z1, z2, z3] = &mut back_zero;
+        decode_one::<W>(&ctx, &mut rans, &mut bits, z0, 0, b.0, &mut o.0[..W]);
+        decode_one::<W>(&ctx, &mut rans, &mut bits, z1, 1, &b.0[W..], &mut o.0[W..]);
+        decode_one::<W>(&ctx, &mut rans, &mut bits, z2, 2, b.1, &mut o.1[..W]);
+        decode_one::<W>(&ctx, &mut rans, &mut bits, z3, 3, &b.1[W..], &mut o.1[W..]);
     }
     for i in rounds * LANES..n {
-        step(i % LANES, &base[i * W..], &mut out[i * W..]);
+        let lane = i % LANES;
+        decode_one::<W>(
+            &ctx,
+            &mut rans,
+            &mut bits,
+            &mut back_zero[lane],
+            lane,
+            &base[i * W..],
+            &mut out[i * W..],
+        );
     }
     rans.finish().map_err(coder_err)?;
     bits.finish().map_err(coder_err)?;
