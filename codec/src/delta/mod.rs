@@ -2,7 +2,7 @@
 //!
 //! A delta is self-describing: its first byte names the [`DeltaMethod`]. [`encode`] tries
 //! every method that applies to the dtype and keeps the smallest; [`decode`] needs the same
-//! base bytes back. Byte layouts: FORMAT.md §8.
+//! base bytes back. Byte layouts: FORMAT.md §9.
 //!
 //! * `bitx`: the published baseline (XOR, byte groups, zstd -3); any dtype.
 //! * `ulp`: differences in units in the last place, rANS-coded with tables chosen by the

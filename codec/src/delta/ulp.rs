@@ -1,6 +1,6 @@
 //! The ULP delta: the difference of the fine-tune and base elements counted in units in
 //! the last place, entropy coded with tables chosen by the base element's exponent
-//! (FORMAT.md §8.3).
+//! (FORMAT.md §9.3).
 //!
 //! Why the exponent: a fine-tune moves weights by amounts of similar absolute size, and
 //! one ULP of a weight is `2^(exponent - mantissa bits)`, so the same move is many ULPs
@@ -594,7 +594,13 @@ fn decode_w<const W: usize>(
 ) -> Result<(), DeltaError> {
     let alphabet = layout.alphabet();
     let mut rest = payload;
-    let flags = read_varint(&mut rest, "flags", u64::from(FLAG_PREV_ZERO))? as u8;
+    let (&flags, after_flags) = rest
+        .split_first()
+        .ok_or_else(|| DeltaError::Corrupt("ulp: truncated flags".into()))?;
+    if flags & !FLAG_PREV_ZERO != 0 {
+        return Err(DeltaError::Corrupt(format!("ulp: unknown flags {flags:#04x}")));
+    }
+    rest = after_flags;
     let prev_zero = flags & FLAG_PREV_ZERO != 0;
     let k = if prev_zero { 2 } else { 1 };
     let groups = read_varint(&mut rest, "group count", MAX_GROUPS as u64)? as usize;
