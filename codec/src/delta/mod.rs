@@ -180,7 +180,7 @@ mod tests {
             let r = next();
             // Magnitudes spread over a few binades below 1, either sign.
             let b: u64 = match width {
-                1 => (r & 0xB7) as u64,
+                1 => r & 0xB7,
                 2 => (r & 0x83FF) | 0x3000,
                 4 => (r & 0x83FF_FFFF) | 0x3C00_0000,
                 _ => (r & 0x800F_FFFF_FFFF_FFFF) | 0x3F80_0000_0000_0000,

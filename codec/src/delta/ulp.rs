@@ -155,7 +155,7 @@ fn tokenize(layout: Layout, diff: u64) -> Token {
 /// Raw bits that follow `symbol` (below the alphabet size; 0 for symbol 0).
 #[inline]
 fn extra_bits_of(symbol: u16) -> u32 {
-    let class = (u32::from(symbol) + 1) / 2;
+    let class = u32::from(symbol).div_ceil(2);
     if u64::from(class) < DIRECT {
         0
     } else {
@@ -168,7 +168,7 @@ fn extra_bits_of(symbol: u16) -> u32 {
 /// the caller's checksum rejects.
 #[inline]
 fn untokenize(layout: Layout, symbol: u16, extra: u64) -> u64 {
-    let class = (u32::from(symbol) + 1) / 2;
+    let class = u32::from(symbol).div_ceil(2);
     let negative = symbol & 1 == 0;
     // Both cases computed and selected, so that decoding does not branch on the class.
     let big = u64::from(class) >= DIRECT;
