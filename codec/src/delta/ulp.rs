@@ -598,7 +598,9 @@ fn decode_w<const W: usize>(
         .split_first()
         .ok_or_else(|| DeltaError::Corrupt("ulp: truncated flags".into()))?;
     if flags & !FLAG_PREV_ZERO != 0 {
-        return Err(DeltaError::Corrupt(format!("ulp: unknown flags {flags:#04x}")));
+        return Err(DeltaError::Corrupt(format!(
+            "ulp: unknown flags {flags:#04x}"
+        )));
     }
     rest = after_flags;
     let prev_zero = flags & FLAG_PREV_ZERO != 0;
