@@ -1,9 +1,12 @@
 //! The coder of the ULP delta: rANS with a table chosen per symbol, plus a raw bit stream.
 //!
 //! It knows nothing about tokens or contexts: the model hands it, per symbol, the table to
-//! use. Tables are the entropy layer's ([`FreqTable`], [`EncTable`], [`DecTable`],
-//! probabilities in 1/[`PROB_SCALE`]); the coding loop is its own because the entropy
-//! layer's chunk coder changes tables only per block, not per symbol.
+//! use. Tables are the entropy layer's ([`FreqTable`], [`EncTable`], probabilities in
+//! 1/[`PROB_SCALE`]); the coding loop is its own because the entropy layer's chunk coder
+//! changes tables only per block, not per symbol. The decoder table is its own too: a
+//! delta uses many tables (one per context), so it keeps them small — a byte per slot
+//! (4 KiB, filled by `memset`) instead of the entropy layer's 16 KiB of packed words —
+//! which keeps more of them in L1 and makes them cheap to build for small tensors.
 //!
 //! [`LANES`] rANS states are interleaved, symbol `i` on state `i % LANES`. States are
 //! 32-bit in `[RANS_L, 2^32)` and renormalise by 16-bit words. The encoder runs from the
@@ -11,7 +14,9 @@
 //! back. Every state starts at `RANS_L`, so a correct decode ends with every state back
 //! at `RANS_L` and every word consumed, which the decoder checks.
 
-use crate::entropy::model::{DecTable, EncTable, FreqTable, PROB_BITS, PROB_SCALE, RCP_SHIFT};
+use crate::entropy::model::{
+    EncTable, FreqTable, MAX_TABLE_SYMBOLS, PROB_BITS, PROB_SCALE, RCP_SHIFT,
+};
 
 /// Interleaved rANS states.
 pub const LANES: usize = 4;
@@ -157,11 +162,13 @@ impl<'a> RansDecoder<'a> {
     /// Decodes the next symbol of lane `lane` (symbol `i` is on lane `i % LANES`; call in
     /// symbol order) with `table`.
     #[inline]
-    pub fn get(&mut self, lane: usize, table: &DecTable) -> u16 {
+    pub fn get(&mut self, lane: usize, table: &SymbolTable) -> u16 {
         let x = &mut self.states[lane % LANES];
-        let slot = table.slots[(*x & (PROB_SCALE - 1)) as usize];
-        let freq = ((slot >> 12) & 0xFFF) + 1;
-        let y = freq * (*x >> PROB_BITS) + (slot & 0xFFF);
+        let slot = *x & (PROB_SCALE - 1);
+        let index = usize::from(table.slot_entry[slot as usize]);
+        let entry = table.entries[index];
+        // freq · (x >> PROB_BITS) + slot − start: entry is freq << 16 | start.
+        let y = (entry >> 16) * (*x >> PROB_BITS) + slot - (entry & 0xFFFF);
         // Renormalisation is taken at random: select instead of branching. The next word is
         // read either way (zero past the end) and only consumed when needed.
         let need = y < RANS_L;
@@ -172,7 +179,7 @@ impl<'a> RansDecoder<'a> {
         *x = if need { (y << 16) | u32::from(w) } else { y };
         self.pos += 2 * usize::from(need);
         self.overrun += usize::from(need & missing);
-        table.symbols[(slot >> 24) as usize]
+        table.symbols[index]
     }
 
     /// Checks that the stream ended exactly where the encoder began.
@@ -197,9 +204,43 @@ pub fn enc_tables(tables: &[FreqTable], symbol_bits: u32) -> Vec<EncTable> {
         .collect()
 }
 
+/// Decoder table of one [`FreqTable`].
+pub struct SymbolTable {
+    /// Table entry owning each probability slot.
+    slot_entry: Box<[u8; PROB_SCALE as usize]>,
+    /// `freq << 16 | start` of each entry.
+    entries: [u32; MAX_TABLE_SYMBOLS],
+    /// Symbol value of each entry.
+    symbols: [u16; MAX_TABLE_SYMBOLS],
+}
+
+impl SymbolTable {
+    /// Builds the decoder table.
+    pub fn new(table: &FreqTable) -> Self {
+        let mut slot_entry = Box::new([0u8; PROB_SCALE as usize]);
+        let mut entries = [0u32; MAX_TABLE_SYMBOLS];
+        let mut symbols = [0u16; MAX_TABLE_SYMBOLS];
+        let mut start = 0usize;
+        // A FreqTable holds 1..=MAX_TABLE_SYMBOLS symbols whose frequencies sum to
+        // PROB_SCALE, so the ranges tile the slots and every index fits a byte.
+        for (index, (&s, &f)) in table.symbols().iter().zip(table.freqs()).enumerate() {
+            let f = usize::from(f);
+            slot_entry[start..start + f].fill(index as u8);
+            entries[index] = ((f as u32) << 16) | start as u32;
+            symbols[index] = s;
+            start += f;
+        }
+        Self {
+            slot_entry,
+            entries,
+            symbols,
+        }
+    }
+}
+
 /// Builds the decoder tables.
-pub fn dec_tables(tables: &[FreqTable]) -> Vec<DecTable> {
-    tables.iter().map(DecTable::new).collect()
+pub fn dec_tables(tables: &[FreqTable]) -> Vec<SymbolTable> {
+    tables.iter().map(SymbolTable::new).collect()
 }
 
 /// Appends raw bit fields, least significant bit first, to a byte vector.

@@ -14,10 +14,12 @@
 //! This module is the model (element keys, tokens, contexts, table choice, layout); the
 //! rANS loop and the raw bit stream live in [`super::coder`].
 
-use super::coder::{self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder, LANES};
+use super::coder::{
+    self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder, SymbolTable, LANES,
+};
 use super::{DeltaError, DeltaMethod};
 use crate::dtype::Dtype;
-use crate::entropy::model::{DecTable, FreqTable, PROB_SCALE};
+use crate::entropy::model::{FreqTable, PROB_SCALE};
 
 /// Most exponent groups (tables per context bit) a delta may declare.
 pub const MAX_GROUPS: usize = 64;
@@ -552,7 +554,7 @@ struct Contexts<'a> {
     per_group: usize,
     /// 1 if the context bit is in use, else 0.
     use_back_zero: usize,
-    tables: &'a [DecTable],
+    tables: &'a [SymbolTable],
 }
 
 /// Decodes one element of lane `lane` from base bytes `b` into `o`. Lane `l` decodes
