@@ -220,10 +220,10 @@ impl Plan {
     }
 }
 
-/// Histograms of tokens per (exponent, previous token zero), and the diff of every
-/// element's token (kept for the coding pass).
+/// Histograms of symbols per (base exponent, context bit: the symbol `LANES` elements
+/// back was zero).
 struct Stats {
-    /// `[exponent][prev_zero][symbol]`, flattened.
+    /// `[exponent][context bit][symbol]`, flattened.
     hist: Vec<u32>,
     alphabet: usize,
 }
