@@ -40,6 +40,42 @@ impl FreqTable {
         Some(Self { symbols, freqs })
     }
 
+    /// Builds a table from already quantised frequencies, indexed by symbol value (0 marks
+    /// an absent symbol), checking the same rules as [`Self::parse`].
+    pub fn from_freqs(freqs: &[u16]) -> Result<Self, EntropyError> {
+        let (symbols, freqs): (Vec<u16>, Vec<u16>) = freqs
+            .iter()
+            .enumerate()
+            .filter(|(_, &f)| f > 0)
+            .map(|(s, &f)| (s as u16, f))
+            .unzip();
+        if symbols.is_empty() || symbols.len() > MAX_TABLE_SYMBOLS {
+            return Err(EntropyError::BadTable(format!(
+                "table holds {} symbols, allowed 1..={MAX_TABLE_SYMBOLS}",
+                symbols.len()
+            )));
+        }
+        let total: u32 = freqs.iter().map(|&f| u32::from(f)).sum();
+        if total != PROB_SCALE {
+            return Err(EntropyError::BadTable(format!(
+                "frequencies sum to {total}, expected {PROB_SCALE}"
+            )));
+        }
+        Ok(Self { symbols, freqs })
+    }
+
+    /// The frequency of every symbol below `alphabet`, indexed by symbol value (0 where
+    /// absent): the inverse of [`Self::from_freqs`].
+    pub fn dense_freqs(&self, alphabet: usize) -> Vec<u16> {
+        let mut dense = vec![0u16; alphabet];
+        for (&s, &f) in self.symbols.iter().zip(&self.freqs) {
+            if let Some(slot) = dense.get_mut(usize::from(s)) {
+                *slot = f;
+            }
+        }
+        dense
+    }
+
     /// The distinct symbols, in increasing order.
     pub fn symbols(&self) -> &[u16] {
         &self.symbols

@@ -1,0 +1,383 @@
+//! Deltas of a tensor against a base tensor of the same dtype and shape (hub store).
+//!
+//! A delta is self-describing: its first byte names the [`DeltaMethod`]. [`encode`] tries
+//! every method that applies to the dtype and keeps the smallest; [`decode`] needs the same
+//! base bytes back. Byte layouts: FORMAT.md §9.
+//!
+//! * `bitx`: the published baseline (XOR, byte groups, zstd -3); any dtype.
+//! * `ulp`: differences in units in the last place, rANS-coded with tables chosen by the
+//!   base element's exponent; float dtypes. Its coder is `coder`.
+//!
+//! API contract (the store depends on it; keep it stable):
+//! - `encode(dtype, base, target)` → bytes, `decode(dtype, base, delta, out)` fills `out`
+//!   (`out.len() == base.len()`) or fails with a typed error; never panics on hostile `delta`.
+//! - Deltas carry no checksum of their own: the caller checks the decoded tensor's hash.
+
+mod bitx;
+mod coder;
+mod ulp;
+
+use crate::dtype::Dtype;
+
+/// How a delta is coded (its first byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeltaMethod {
+    /// ZipLLM's BitX: XOR with the base, bytes grouped by position in the element, zstd -3.
+    BitX,
+    /// Difference in units in the last place, entropy coded per base exponent group.
+    Ulp,
+}
+
+impl DeltaMethod {
+    /// Every method, in the order [`encode`] tries them.
+    pub const ALL: [Self; 2] = [Self::BitX, Self::Ulp];
+
+    /// The method's byte.
+    pub fn id(self) -> u8 {
+        match self {
+            Self::BitX => 1,
+            Self::Ulp => 2,
+        }
+    }
+
+    /// Inverse of [`Self::id`].
+    pub fn from_id(id: u8) -> Option<Self> {
+        match id {
+            1 => Some(Self::BitX),
+            2 => Some(Self::Ulp),
+            _ => None,
+        }
+    }
+
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BitX => "bitx",
+            Self::Ulp => "ulp",
+        }
+    }
+}
+
+/// Errors of delta coding.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeltaError {
+    /// Base and target (or output) differ in length.
+    #[error("base is {base} bytes but target/output is {target}")]
+    LengthMismatch {
+        /// Base length.
+        base: usize,
+        /// Target or output length.
+        target: usize,
+    },
+    /// The delta is empty or names no known method.
+    #[error("unknown delta method {0}")]
+    UnknownMethod(u8),
+    /// The delta bytes do not decode.
+    #[error("corrupt delta: {0}")]
+    Corrupt(String),
+    /// The method does not apply to the dtype (ULP needs a float dtype).
+    #[error("delta method {method} does not support dtype {dtype}")]
+    Unsupported {
+        /// The method's name.
+        method: &'static str,
+        /// The dtype's name.
+        dtype: String,
+    },
+}
+
+impl DeltaMethod {
+    /// Whether the method can code tensors of `dtype`.
+    pub fn supports(self, dtype: &Dtype) -> bool {
+        match self {
+            Self::BitX => true,
+            Self::Ulp => ulp::Layout::of(dtype).is_some(),
+        }
+    }
+}
+
+/// Codes `target` against `base` with every method that supports `dtype` and returns the
+/// smallest.
+pub fn encode(dtype: &Dtype, base: &[u8], target: &[u8]) -> Result<Vec<u8>, DeltaError> {
+    let mut best: Option<Vec<u8>> = None;
+    for method in DeltaMethod::ALL.into_iter().filter(|m| m.supports(dtype)) {
+        let coded = encode_with(method, dtype, base, target)?;
+        if best.as_ref().is_none_or(|b| coded.len() < b.len()) {
+            best = Some(coded);
+        }
+    }
+    Ok(best.unwrap_or_default())
+}
+
+/// Codes `target` against `base` with one method; [`DeltaError::Unsupported`] if the method
+/// does not apply to `dtype`.
+pub fn encode_with(
+    method: DeltaMethod,
+    dtype: &Dtype,
+    base: &[u8],
+    target: &[u8],
+) -> Result<Vec<u8>, DeltaError> {
+    if base.len() != target.len() {
+        return Err(DeltaError::LengthMismatch {
+            base: base.len(),
+            target: target.len(),
+        });
+    }
+    match method {
+        DeltaMethod::BitX => Ok(bitx::encode(dtype, base, target)),
+        DeltaMethod::Ulp => ulp::encode(dtype, base, target),
+    }
+}
+
+/// The method a delta was coded with.
+pub fn method_of(delta: &[u8]) -> Result<DeltaMethod, DeltaError> {
+    let id = *delta.first().ok_or(DeltaError::UnknownMethod(0))?;
+    DeltaMethod::from_id(id).ok_or(DeltaError::UnknownMethod(id))
+}
+
+/// Decodes `delta` against `base` into `out` (same length as `base`).
+pub fn decode(dtype: &Dtype, base: &[u8], delta: &[u8], out: &mut [u8]) -> Result<(), DeltaError> {
+    if base.len() != out.len() {
+        return Err(DeltaError::LengthMismatch {
+            base: base.len(),
+            target: out.len(),
+        });
+    }
+    match method_of(delta)? {
+        DeltaMethod::BitX => bitx::decode(dtype, base, &delta[1..], out),
+        DeltaMethod::Ulp => ulp::decode(dtype, base, &delta[1..], out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FLOATS: [Dtype; 6] = [
+        Dtype::BF16,
+        Dtype::F16,
+        Dtype::F32,
+        Dtype::F64,
+        Dtype::F8E4M3,
+        Dtype::F8E5M2,
+    ];
+
+    /// A base of mixed magnitudes and a target a few ULPs away from it, with untouched
+    /// runs: the shape of a fine-tune.
+    fn fine_tune_pair(dtype: &Dtype, n: usize) -> (Vec<u8>, Vec<u8>) {
+        let width = dtype.element_size().unwrap();
+        let mut rng = 0x1234_5678_9ABC_DEF0u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut base = Vec::with_capacity(n * width);
+        let mut target = Vec::with_capacity(n * width);
+        for i in 0..n {
+            let r = next();
+            // Magnitudes spread over a few binades below 1, either sign.
+            let b: u64 = match width {
+                1 => r & 0xB7,
+                2 => (r & 0x83FF) | 0x3000,
+                4 => (r & 0x83FF_FFFF) | 0x3C00_0000,
+                _ => (r & 0x800F_FFFF_FFFF_FFFF) | 0x3F80_0000_0000_0000,
+            };
+            let step = if (i / 64) % 3 == 0 { 0 } else { (r >> 40) % 7 };
+            let t = if r >> 63 == 1 {
+                b.wrapping_add(step)
+            } else {
+                b.wrapping_sub(step)
+            };
+            base.extend_from_slice(&b.to_le_bytes()[..width]);
+            target.extend_from_slice(&t.to_le_bytes()[..width]);
+        }
+        (base, target)
+    }
+
+    fn round_trip(dtype: &Dtype, method: DeltaMethod, base: &[u8], target: &[u8]) -> Vec<u8> {
+        let d = encode_with(method, dtype, base, target).unwrap();
+        assert_eq!(method_of(&d), Ok(method));
+        let mut out = vec![0xA5; base.len()];
+        decode(dtype, base, &d, &mut out).unwrap();
+        assert!(
+            out == target,
+            "{dtype} {} round trip differs",
+            method.name()
+        );
+        d
+    }
+
+    #[test]
+    fn ulp_beats_bitx_on_fine_tune_shaped_data() {
+        for dtype in FLOATS {
+            let (base, target) = fine_tune_pair(&dtype, 20_000);
+            let bitx = round_trip(&dtype, DeltaMethod::BitX, &base, &target).len();
+            let ulp = round_trip(&dtype, DeltaMethod::Ulp, &base, &target).len();
+            assert!(ulp < bitx, "{dtype}: ulp {ulp} bytes, bitx {bitx}");
+            assert_eq!(encode(&dtype, &base, &target).unwrap().len(), ulp);
+        }
+    }
+
+    #[test]
+    fn ulp_handles_empty_identical_and_ragged_tensors() {
+        for dtype in FLOATS {
+            round_trip(&dtype, DeltaMethod::Ulp, &[], &[]);
+            let (base, target) = fine_tune_pair(&dtype, 333);
+            round_trip(&dtype, DeltaMethod::Ulp, &base, &base);
+            // A length that is not a whole number of elements keeps its tail as XOR.
+            let cut = base.len() - 1;
+            round_trip(&dtype, DeltaMethod::Ulp, &base[..cut], &target[..cut]);
+        }
+    }
+
+    #[test]
+    fn ulp_rejects_non_float_dtypes_and_encode_falls_back() {
+        let base = vec![1u8; 64];
+        let target = vec![2u8; 64];
+        assert!(matches!(
+            encode_with(DeltaMethod::Ulp, &Dtype::I32, &base, &target),
+            Err(DeltaError::Unsupported { .. })
+        ));
+        let d = encode(&Dtype::I32, &base, &target).unwrap();
+        assert_eq!(method_of(&d), Ok(DeltaMethod::BitX));
+        let mut ulp = encode_with(DeltaMethod::Ulp, &Dtype::F32, &base, &target).unwrap();
+        let mut out = vec![0; 64];
+        assert!(decode(&Dtype::I32, &base, &ulp, &mut out).is_err());
+        ulp[0] = 99;
+        assert_eq!(
+            decode(&Dtype::F32, &base, &ulp, &mut out),
+            Err(DeltaError::UnknownMethod(99))
+        );
+        assert!(matches!(
+            decode(&Dtype::F32, &base, &ulp, &mut out[..63]),
+            Err(DeltaError::LengthMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn ulp_every_truncation_fails_and_no_corruption_panics() {
+        let (base, target) = fine_tune_pair(&Dtype::BF16, 3000);
+        let d = encode_with(DeltaMethod::Ulp, &Dtype::BF16, &base, &target).unwrap();
+        let mut out = vec![0; base.len()];
+        for cut in 0..d.len() {
+            assert!(
+                decode(&Dtype::BF16, &base, &d[..cut], &mut out).is_err(),
+                "cut {cut}"
+            );
+        }
+        let mut longer = d.clone();
+        longer.push(0);
+        assert!(decode(&Dtype::BF16, &base, &longer, &mut out).is_err());
+        for i in 0..d.len() {
+            for bit in [0x01, 0x80] {
+                let mut bad = d.clone();
+                bad[i] ^= bit;
+                // Either an error or some output: the caller's checksum decides.
+                let _ = decode(&Dtype::BF16, &base, &bad, &mut out);
+            }
+        }
+    }
+
+    /// Element bit patterns that stress the key mapping: NaN payloads, infinities, both
+    /// zeros, subnormals, extremes, and ordinary values.
+    fn special_elements(width: usize) -> Vec<u64> {
+        let mask = u64::MAX >> (64 - 8 * width as u32);
+        let sign = 1u64 << (8 * width - 1);
+        let top = mask >> 1;
+        vec![
+            0,
+            sign,
+            1,
+            sign | 1,
+            top,
+            mask,
+            top - 1,
+            mask - 1,
+            top >> 1,
+            sign | (top >> 1),
+            0x55 & mask,
+        ]
+    }
+
+    fn element_vec(width: usize) -> impl Strategy<Value = Vec<u64>> {
+        let specials = special_elements(width);
+        prop::collection::vec(
+            prop_oneof![prop::sample::select(specials), any::<u64>(),],
+            0..300,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn every_method_round_trips_any_bits(
+            dtype_index in 0usize..FLOATS.len(),
+            base in element_vec(8),
+            seeds in prop::collection::vec((any::<u64>(), 0u8..4), 300),
+            trim in 0usize..8,
+        ) {
+            let dtype = &FLOATS[dtype_index];
+            let width = dtype.element_size().unwrap();
+            let specials = special_elements(width);
+            let mut b = Vec::new();
+            let mut t = Vec::new();
+            for (x, (r, kind)) in base.iter().zip(&seeds) {
+                b.extend_from_slice(&x.to_le_bytes()[..width]);
+                let y = match kind {
+                    0 => *x,
+                    1 => x.wrapping_add(r % 5).wrapping_sub(2),
+                    2 => specials[(*r % specials.len() as u64) as usize],
+                    _ => *r,
+                };
+                t.extend_from_slice(&y.to_le_bytes()[..width]);
+            }
+            // Odd byte lengths too.
+            let len = b.len().saturating_sub(trim.min(width - 1));
+            let (b, t) = (&b[..len], &t[..len]);
+            for method in DeltaMethod::ALL {
+                round_trip(dtype, method, b, t);
+            }
+            let d = encode(dtype, b, t).unwrap();
+            let mut out = vec![0; len];
+            decode(dtype, b, &d, &mut out).unwrap();
+            prop_assert!(out == t);
+        }
+
+        #[test]
+        fn hostile_deltas_never_panic(
+            dtype_index in 0usize..FLOATS.len(),
+            len in 0usize..200,
+            bytes in prop::collection::vec(any::<u8>(), 0..120),
+        ) {
+            let dtype = &FLOATS[dtype_index];
+            let base: Vec<u8> = (0..len).map(|i| (i * 37) as u8).collect();
+            let mut out = vec![0; len];
+            for method in DeltaMethod::ALL {
+                let mut delta = vec![method.id()];
+                delta.extend_from_slice(&bytes);
+                let _ = decode(dtype, &base, &delta, &mut out);
+            }
+        }
+    }
+
+    #[test]
+    fn bitx_round_trip_and_rejects_garbage() {
+        let base: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut target = base.clone();
+        for i in (0..target.len()).step_by(3) {
+            target[i] ^= 1;
+        }
+        for dtype in [Dtype::BF16, Dtype::F32, Dtype::U8] {
+            let d = encode(&dtype, &base, &target).unwrap();
+            let mut out = vec![0; base.len()];
+            decode(&dtype, &base, &d, &mut out).unwrap();
+            assert_eq!(out, target);
+            assert!(decode(&dtype, &base, &d[..d.len() - 1], &mut out).is_err());
+            assert!(decode(&dtype, &base, &[], &mut out).is_err());
+        }
+    }
+}

@@ -1,0 +1,764 @@
+//! The ULP delta: the difference of the fine-tune and base elements counted in units in
+//! the last place, entropy coded with tables chosen by the base element's exponent
+//! (FORMAT.md §9.3).
+//!
+//! Why the exponent: a fine-tune moves weights by amounts of similar absolute size, and
+//! one ULP of a weight is `2^(exponent - mantissa bits)`, so the same move is many ULPs
+//! for a small weight and few for a large one. Tables per exponent group follow that
+//! shift; which exponents share a table is chosen per tensor by the encoder, trading
+//! table bytes against coded bytes. A second context bit — was the difference of the
+//! element [`LANES`] places back zero — catches runs of untouched weights (embedding rows
+//! a fine-tune never saw). It looks back a whole lane round rather than one element so
+//! that the rANS lanes stay independent chains and decode in parallel.
+//!
+//! This module is the model (element keys, tokens, contexts, table choice, layout); the
+//! rANS loop and the raw bit stream live in [`super::coder`].
+
+use super::coder::{
+    self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder, SymbolTable, LANES,
+};
+use super::{DeltaError, DeltaMethod};
+use crate::dtype::Dtype;
+use crate::entropy::model::{FreqTable, PROB_SCALE};
+
+/// Most exponent groups (tables per context bit) a delta may declare.
+pub const MAX_GROUPS: usize = 64;
+/// Flag bit: tables are chosen by (exponent group, token `LANES` elements back was zero).
+const FLAG_PREV_ZERO: u8 = 1;
+/// Differences of magnitude below this are tokens of their own; above, a token names the
+/// binade and the bit after the leading one, and the lower bits are stored raw.
+const DIRECT: u64 = 4;
+/// Exponent groups are planned on at most this many buckets of exponent values.
+const MAX_PLAN_BUCKETS: usize = 64;
+
+/// Bit layout of a float element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// Bits per element.
+    bits: u32,
+    /// Exponent bits.
+    exp_bits: u32,
+    /// Mantissa bits.
+    mant_bits: u32,
+}
+
+impl Layout {
+    /// The layout of a float dtype; `None` for any other dtype.
+    pub(crate) fn of(dtype: &Dtype) -> Option<Self> {
+        let (bits, exp_bits, mant_bits) = match dtype {
+            Dtype::BF16 => (16, 8, 7),
+            Dtype::F16 => (16, 5, 10),
+            Dtype::F32 => (32, 8, 23),
+            Dtype::F64 => (64, 11, 52),
+            Dtype::F8E4M3 => (8, 4, 3),
+            Dtype::F8E5M2 => (8, 5, 2),
+            _ => return None,
+        };
+        Some(Self {
+            bits,
+            exp_bits,
+            mant_bits,
+        })
+    }
+
+    fn width(self) -> usize {
+        self.bits as usize / 8
+    }
+
+    fn sign(self) -> u64 {
+        1 << (self.bits - 1)
+    }
+
+    fn mask(self) -> u64 {
+        u64::MAX >> (64 - self.bits)
+    }
+
+    fn exponents(self) -> usize {
+        1 << self.exp_bits
+    }
+
+    #[inline]
+    fn exponent(self, bits: u64) -> usize {
+        ((bits >> self.mant_bits) as usize) & (self.exponents() - 1)
+    }
+
+    /// Maps sign-magnitude bit patterns to unsigned integers in the order of the values
+    /// they encode (−NaN < −Inf < … < −0 < +0 < … < +Inf < +NaN). A bijection, so every
+    /// bit pattern, NaN payloads included, survives the round trip.
+    #[inline]
+    fn key(self, bits: u64) -> u64 {
+        if bits & self.sign() != 0 {
+            !bits & self.mask()
+        } else {
+            bits | self.sign()
+        }
+    }
+
+    #[inline]
+    fn unkey(self, key: u64) -> u64 {
+        if key & self.sign() != 0 {
+            key & !self.sign()
+        } else {
+            !key & self.mask()
+        }
+    }
+
+    /// Number of token values: 0, then two signs for each magnitude class.
+    fn alphabet(self) -> usize {
+        4 * self.bits as usize - 1
+    }
+}
+
+/// A difference split into its rANS token and raw extra bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Token {
+    symbol: u16,
+    extra: u64,
+    extra_bits: u32,
+}
+
+/// Token of a difference (`diff` is `key(target) - key(base)` modulo `2^bits`, read as
+/// two's complement). Token 0 is "no change"; otherwise `2·class − 1 + negative`, where
+/// classes 1..=3 are the magnitudes 1..=3 and class `4 + 2(e − 2) + h` (`e ≥ 2`) holds
+/// magnitudes `2^e + h·2^(e−1) + r` with `r` the `e − 1` raw extra bits.
+#[inline]
+fn tokenize(layout: Layout, diff: u64) -> Token {
+    if diff == 0 {
+        return Token {
+            symbol: 0,
+            extra: 0,
+            extra_bits: 0,
+        };
+    }
+    let negative = diff & layout.sign() != 0;
+    let magnitude = if negative {
+        diff.wrapping_neg() & layout.mask()
+    } else {
+        diff
+    };
+    let (class, extra, extra_bits) = if magnitude < DIRECT {
+        (magnitude as u32, 0, 0)
+    } else {
+        let e = 63 - magnitude.leading_zeros();
+        let half = (magnitude >> (e - 1)) & 1;
+        (
+            4 + 2 * (e - 2) + half as u32,
+            magnitude & ((1 << (e - 1)) - 1),
+            e - 1,
+        )
+    };
+    Token {
+        symbol: (2 * class - 1 + u32::from(negative)) as u16,
+        extra,
+        extra_bits,
+    }
+}
+
+/// Raw bits that follow `symbol` (below the alphabet size; 0 for symbol 0).
+#[inline]
+fn extra_bits_of(symbol: u16) -> u32 {
+    let class = u32::from(symbol).div_ceil(2);
+    if u64::from(class) < DIRECT {
+        0
+    } else {
+        (class - 4) / 2 + 1
+    }
+}
+
+/// Inverse of [`tokenize`], given the extra bits. Symbols are bounded by the alphabet, so
+/// shifts stay below 64; a non-canonical magnitude still yields some bit pattern, which
+/// the caller's checksum rejects.
+#[inline]
+fn untokenize(layout: Layout, symbol: u16, extra: u64) -> u64 {
+    let class = u32::from(symbol).div_ceil(2);
+    let negative = symbol & 1 == 0;
+    // Both cases computed and selected, so that decoding does not branch on the class.
+    let big = u64::from(class) >= DIRECT;
+    let k = class.saturating_sub(4);
+    let e = k / 2 + 2;
+    let binade = (1u64 << e) | (u64::from(k & 1) << (e - 1)) | extra;
+    let magnitude = if big { binade } else { u64::from(class) };
+    if negative {
+        magnitude.wrapping_neg() & layout.mask()
+    } else {
+        magnitude & layout.mask()
+    }
+}
+
+#[inline]
+fn load<const W: usize>(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    buf[..W].copy_from_slice(&bytes[..W]);
+    u64::from_le_bytes(buf)
+}
+
+#[inline]
+fn store<const W: usize>(value: u64, bytes: &mut [u8]) {
+    bytes[..W].copy_from_slice(&value.to_le_bytes()[..W]);
+}
+
+/// The tables of a delta: which exponents share a group, and one table per context.
+struct Plan {
+    /// Group of every exponent value.
+    group_of: Vec<u8>,
+    /// Last exponent value of each group (strictly increasing, the last is the largest
+    /// exponent value).
+    group_last: Vec<usize>,
+    prev_zero: bool,
+    /// `group · K + prev_zero` → table (`K` = 2 with the previous-zero bit, else 1);
+    /// `None` for a context no element uses.
+    tables: Vec<Option<FreqTable>>,
+}
+
+impl Plan {
+    fn contexts_per_group(&self) -> usize {
+        if self.prev_zero {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// Histograms of symbols per (base exponent, context bit: the symbol `LANES` elements
+/// back was zero).
+struct Stats {
+    /// `[exponent][context bit][symbol]`, flattened.
+    hist: Vec<u32>,
+    alphabet: usize,
+}
+
+impl Stats {
+    fn at(&self, exp: usize, prev_zero: usize) -> &[u32] {
+        let start = (exp * 2 + prev_zero) * self.alphabet;
+        &self.hist[start..start + self.alphabet]
+    }
+}
+
+/// Codes `target` against `base` (same length). Non-float dtypes are not supported.
+pub(super) fn encode(dtype: &Dtype, base: &[u8], target: &[u8]) -> Result<Vec<u8>, DeltaError> {
+    let layout = Layout::of(dtype).ok_or_else(|| DeltaError::Unsupported {
+        method: DeltaMethod::Ulp.name(),
+        dtype: dtype.to_string(),
+    })?;
+    Ok(match layout.width() {
+        1 => encode_w::<1>(layout, base, target),
+        2 => encode_w::<2>(layout, base, target),
+        4 => encode_w::<4>(layout, base, target),
+        _ => encode_w::<8>(layout, base, target),
+    })
+}
+
+fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8]) -> Vec<u8> {
+    let n = base.len() / W;
+    let alphabet = layout.alphabet();
+    let mut symbols = Vec::with_capacity(n);
+    let mut stats = Stats {
+        hist: vec![0; layout.exponents() * 2 * alphabet],
+        alphabet,
+    };
+    for (i, (b, t)) in base.chunks_exact(W).zip(target.chunks_exact(W)).enumerate() {
+        let (b, t) = (load::<W>(b), load::<W>(t));
+        let diff = layout.key(t).wrapping_sub(layout.key(b)) & layout.mask();
+        let symbol = tokenize(layout, diff).symbol;
+        let exp = layout.exponent(b);
+        let back_zero = usize::from(i < LANES || symbols[i - LANES] == 0);
+        stats.hist[(exp * 2 + back_zero) * alphabet + usize::from(symbol)] += 1;
+        symbols.push(symbol);
+    }
+    let plan = [false, true]
+        .into_iter()
+        .map(|prev| plan(layout, &stats, prev))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .expect("two candidate plans")
+        .1;
+
+    let mut out = vec![
+        DeltaMethod::Ulp.id(),
+        u8::from(plan.prev_zero) * FLAG_PREV_ZERO,
+    ];
+    write_varint(&mut out, plan.group_last.len() as u64);
+    for &last in &plan.group_last {
+        write_varint(&mut out, last as u64);
+    }
+    for t in &plan.tables {
+        write_table(&mut out, t.as_ref(), alphabet);
+    }
+    let tail = n * W;
+    out.extend(base[tail..].iter().zip(&target[tail..]).map(|(b, t)| b ^ t));
+
+    let symbol_bits = usize::BITS - (alphabet - 1).leading_zeros();
+    let dummy = FreqTable::from_counts(&[1]).expect("one symbol");
+    let enc = coder::enc_tables(
+        &plan
+            .tables
+            .iter()
+            .map(|t| t.clone().unwrap_or_else(|| dummy.clone()))
+            .collect::<Vec<_>>(),
+        symbol_bits,
+    );
+    let k = plan.contexts_per_group();
+    let mut rans = RansEncoder::new(n);
+    for i in (0..n).rev() {
+        let exp = layout.exponent(load::<W>(&base[i * W..]));
+        let prev_zero = if plan.prev_zero {
+            usize::from(i < LANES || symbols[i - LANES] == 0)
+        } else {
+            0
+        };
+        let table = &enc[usize::from(plan.group_of[exp]) * k + prev_zero];
+        rans.put(i, symbols[i], table);
+    }
+    rans.finish(&mut out);
+
+    let mut bits = BitWriter::new();
+    for (b, t) in base.chunks_exact(W).zip(target.chunks_exact(W)) {
+        let (b, t) = (load::<W>(b), load::<W>(t));
+        let diff = layout.key(t).wrapping_sub(layout.key(b)) & layout.mask();
+        let token = tokenize(layout, diff);
+        bits.put(token.extra, token.extra_bits);
+    }
+    out.extend_from_slice(&bits.finish());
+    out
+}
+
+/// Estimated cost in bits of coding `hist` with its own table, table included.
+fn table_cost_bits(hist: &[u32]) -> f64 {
+    let n: f64 = hist.iter().map(|&c| f64::from(c)).sum();
+    if n == 0.0 {
+        return 8.0; // an "unused" table entry
+    }
+    let mut bits = 0.0;
+    let (mut first, mut last) = (usize::MAX, 0);
+    let mut table_bytes = 0.0;
+    for (s, &c) in hist.iter().enumerate() {
+        if c > 0 {
+            let c = f64::from(c);
+            bits += c * (n / c).log2();
+            first = first.min(s);
+            last = s;
+            table_bytes += if c * f64::from(PROB_SCALE) / n >= 128.0 {
+                2.0
+            } else {
+                1.0
+            };
+        }
+    }
+    table_bytes +=
+        (last - first + 1) as f64 - hist[first..=last].iter().filter(|&&c| c > 0).count() as f64;
+    bits + 8.0 * (2.0 + table_bytes)
+}
+
+/// Chooses exponent groups (contiguous ranges of exponent values) minimising the
+/// estimated size, by dynamic programming over buckets of the exponents that occur.
+/// Returns the estimated bits and the plan with quantised tables.
+fn plan(layout: Layout, stats: &Stats, prev_zero: bool) -> (f64, Plan) {
+    let alphabet = stats.alphabet;
+    let k = if prev_zero { 2 } else { 1 };
+    // Histogram of one exponent for each context bit (merged when the bit is off).
+    let context_hists = |exp: usize| -> Vec<Vec<u32>> {
+        let (a, b) = (stats.at(exp, 0), stats.at(exp, 1));
+        if prev_zero {
+            vec![a.to_vec(), b.to_vec()]
+        } else {
+            vec![a.iter().zip(b).map(|(x, y)| x + y).collect()]
+        }
+    };
+    let used: Vec<usize> = (0..layout.exponents())
+        .filter(|&e| stats.at(e, 0).iter().chain(stats.at(e, 1)).any(|&c| c > 0))
+        .collect();
+    // Buckets of consecutive used exponents, at most MAX_PLAN_BUCKETS, each holding its
+    // last exponent and merged histograms.
+    let per_bucket = used.len().div_ceil(MAX_PLAN_BUCKETS).max(1);
+    let buckets: Vec<(usize, Vec<Vec<u32>>)> = used
+        .chunks(per_bucket)
+        .map(|exps| {
+            let mut h = vec![vec![0u32; alphabet]; k];
+            for &e in exps {
+                for (acc, part) in h.iter_mut().zip(context_hists(e)) {
+                    for (a, p) in acc.iter_mut().zip(part) {
+                        *a += p;
+                    }
+                }
+            }
+            (*exps.last().expect("chunks are not empty"), h)
+        })
+        .collect();
+    let nb = buckets.len();
+    // best[j]: cheapest cost of buckets[..j]; from[j]: where its last group starts.
+    let mut best = vec![0.0f64; nb + 1];
+    let mut from = vec![0usize; nb + 1];
+    for j in 1..=nb {
+        best[j] = f64::INFINITY;
+        let mut merged = vec![vec![0u32; alphabet]; k];
+        for i in (0..j).rev() {
+            for (acc, part) in merged.iter_mut().zip(&buckets[i].1) {
+                for (a, p) in acc.iter_mut().zip(part) {
+                    *a += p;
+                }
+            }
+            let cost = best[i] + merged.iter().map(|h| table_cost_bits(h)).sum::<f64>() + 8.0;
+            if cost < best[j] {
+                best[j] = cost;
+                from[j] = i;
+            }
+        }
+    }
+    let mut cuts = vec![nb];
+    while let Some(&j) = cuts.last() {
+        if j == 0 {
+            break;
+        }
+        cuts.push(from[j]);
+    }
+    cuts.reverse(); // 0 = c0 < c1 < … < nb: group g holds buckets[c_g..c_{g+1}]
+    let mut group_last = Vec::new();
+    let mut tables = Vec::new();
+    for w in cuts.windows(2) {
+        let mut merged = vec![vec![0u32; alphabet]; k];
+        for (_, h) in &buckets[w[0]..w[1]] {
+            for (acc, part) in merged.iter_mut().zip(h) {
+                for (a, p) in acc.iter_mut().zip(part) {
+                    *a += p;
+                }
+            }
+        }
+        group_last.push(buckets[w[1] - 1].0);
+        tables.extend(merged.iter().map(|h| FreqTable::from_counts(h)));
+    }
+    debug_assert!(
+        group_last.len() <= MAX_GROUPS,
+        "at most one group per bucket"
+    );
+    if group_last.is_empty() {
+        // No elements: one group, unused tables.
+        group_last.push(layout.exponents() - 1);
+        tables = vec![None; k];
+    }
+    *group_last.last_mut().expect("at least one group") = layout.exponents() - 1;
+    let group_of = group_map(&group_last, layout.exponents());
+    let est = best[nb];
+    (
+        est,
+        Plan {
+            group_of,
+            group_last,
+            prev_zero,
+            tables,
+        },
+    )
+}
+
+/// Exponent → group, from each group's last exponent.
+fn group_map(group_last: &[usize], exponents: usize) -> Vec<u8> {
+    let mut map = vec![0u8; exponents];
+    let mut g = 0;
+    for (e, slot) in map.iter_mut().enumerate() {
+        while e > group_last[g] {
+            g += 1;
+        }
+        *slot = g as u8;
+    }
+    map
+}
+
+fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a LEB128 value of at most `max`; rejects overlong or oversized encodings.
+fn read_varint(bytes: &mut &[u8], what: &str, max: u64) -> Result<u64, DeltaError> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let (&b, rest) = bytes
+            .split_first()
+            .ok_or_else(|| DeltaError::Corrupt(format!("ulp: truncated {what}")))?;
+        *bytes = rest;
+        let part = u64::from(b & 0x7F);
+        if i == 9 && part > 1 {
+            break;
+        }
+        v |= part << (7 * i);
+        if b & 0x80 == 0 {
+            if (i > 0 && b == 0) || v > max {
+                break;
+            }
+            return Ok(v);
+        }
+    }
+    Err(DeltaError::Corrupt(format!(
+        "ulp: bad {what} (at most {max})"
+    )))
+}
+
+/// Table: varint first symbol, varint symbol count (0: unused context), then a varint
+/// frequency per symbol from the first (0 = absent).
+fn write_table(out: &mut Vec<u8>, table: Option<&FreqTable>, alphabet: usize) {
+    let Some(table) = table else {
+        out.extend_from_slice(&[0, 0]);
+        return;
+    };
+    let symbols = table.symbols();
+    let first = usize::from(symbols[0]);
+    let last = usize::from(*symbols.last().expect("tables are not empty"));
+    write_varint(out, first as u64);
+    write_varint(out, (last - first + 1) as u64);
+    for f in &table.dense_freqs(alphabet)[first..=last] {
+        write_varint(out, u64::from(*f));
+    }
+}
+
+fn read_table(bytes: &mut &[u8], alphabet: usize) -> Result<Option<FreqTable>, DeltaError> {
+    let first = read_varint(bytes, "table start", alphabet as u64 - 1)? as usize;
+    let count = read_varint(bytes, "table length", (alphabet - first) as u64)? as usize;
+    if count == 0 {
+        return Ok(None);
+    }
+    let mut freqs = vec![0u16; first + count];
+    for f in &mut freqs[first..] {
+        *f = read_varint(bytes, "frequency", u64::from(PROB_SCALE))? as u16;
+    }
+    FreqTable::from_freqs(&freqs)
+        .map(Some)
+        .map_err(|e| DeltaError::Corrupt(format!("ulp: {e}")))
+}
+
+/// Decodes a ULP payload (after the method byte) into `out`.
+pub(super) fn decode(
+    dtype: &Dtype,
+    base: &[u8],
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<(), DeltaError> {
+    let layout = Layout::of(dtype).ok_or_else(|| DeltaError::Unsupported {
+        method: DeltaMethod::Ulp.name(),
+        dtype: dtype.to_string(),
+    })?;
+    match layout.width() {
+        1 => decode_w::<1>(layout, base, payload, out),
+        2 => decode_w::<2>(layout, base, payload, out),
+        4 => decode_w::<4>(layout, base, payload, out),
+        _ => decode_w::<8>(layout, base, payload, out),
+    }
+}
+
+/// What picks an element's table when decoding.
+struct Contexts<'a> {
+    layout: Layout,
+    group_of: &'a [u8],
+    /// Tables per exponent group (2 with the context bit, else 1).
+    per_group: usize,
+    /// 1 if the context bit is in use, else 0.
+    use_back_zero: usize,
+    tables: &'a [SymbolTable],
+}
+
+/// Decodes one element of lane `lane` from base bytes `b` into `o`. Lane `l` decodes
+/// elements `l, l + LANES, …` and its context bit is its own previous symbol, so the
+/// lanes are independent chains; the caller unrolls by LANES so that the lane indices are
+/// constants and the rANS states stay in registers.
+#[inline(always)]
+fn decode_one<const W: usize>(
+    ctx: &Contexts<'_>,
+    rans: &mut RansDecoder<'_>,
+    bits: &mut BitReader<'_>,
+    back_zero: &mut bool,
+    lane: usize,
+    b: &[u8],
+    o: &mut [u8],
+) {
+    let layout = ctx.layout;
+    let b = load::<W>(b);
+    let table = usize::from(ctx.group_of[layout.exponent(b)]) * ctx.per_group
+        + usize::from(*back_zero) * ctx.use_back_zero;
+    let symbol = rans.get(lane, &ctx.tables[table]);
+    *back_zero = symbol == 0;
+    // Branch-free for symbol 0 too (no extra bits, difference 0). Symbols are below the
+    // alphabet size (FreqTable::from_freqs got `alphabet` entries at most), so the shifts
+    // inside stay below 64.
+    let extra = bits.get(extra_bits_of(symbol));
+    let diff = untokenize(layout, symbol, extra);
+    store::<W>(
+        layout.unkey(layout.key(b).wrapping_add(diff) & layout.mask()),
+        o,
+    );
+}
+
+fn decode_w<const W: usize>(
+    layout: Layout,
+    base: &[u8],
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<(), DeltaError> {
+    let alphabet = layout.alphabet();
+    let mut rest = payload;
+    let (&flags, after_flags) = rest
+        .split_first()
+        .ok_or_else(|| DeltaError::Corrupt("ulp: truncated flags".into()))?;
+    if flags & !FLAG_PREV_ZERO != 0 {
+        return Err(DeltaError::Corrupt(format!(
+            "ulp: unknown flags {flags:#04x}"
+        )));
+    }
+    rest = after_flags;
+    let prev_zero = flags & FLAG_PREV_ZERO != 0;
+    let k = if prev_zero { 2 } else { 1 };
+    let groups = read_varint(&mut rest, "group count", MAX_GROUPS as u64)? as usize;
+    if groups == 0 {
+        return Err(DeltaError::Corrupt("ulp: no exponent group".into()));
+    }
+    let mut group_last = Vec::with_capacity(groups);
+    for g in 0..groups {
+        let last = read_varint(&mut rest, "group end", layout.exponents() as u64 - 1)? as usize;
+        if group_last.last().is_some_and(|&prev| prev >= last) {
+            return Err(DeltaError::Corrupt(format!(
+                "ulp: group {g} ends at exponent {last}, not after the previous group"
+            )));
+        }
+        group_last.push(last);
+    }
+    if group_last.last() != Some(&(layout.exponents() - 1)) {
+        return Err(DeltaError::Corrupt(format!(
+            "ulp: last group ends at exponent {:?}, expected {}",
+            group_last.last(),
+            layout.exponents() - 1
+        )));
+    }
+    let group_of = group_map(&group_last, layout.exponents());
+    let mut tables = Vec::with_capacity(groups * k);
+    for _ in 0..groups * k {
+        // An unused context gets a one-symbol table: reachable only with a wrong base,
+        // which the caller's checksum catches.
+        tables.push(
+            read_table(&mut rest, alphabet)?
+                .unwrap_or_else(|| FreqTable::from_counts(&[1]).expect("one symbol")),
+        );
+    }
+    let dec = coder::dec_tables(&tables);
+
+    let n = base.len() / W;
+    let tail = n * W;
+    let tail_len = base.len() - tail;
+    if rest.len() < tail_len {
+        return Err(DeltaError::Corrupt(format!(
+            "ulp: {tail_len} tail bytes, {} left",
+            rest.len()
+        )));
+    }
+    let (tail_xor, after) = rest.split_at(tail_len);
+    for ((o, b), x) in out[tail..].iter_mut().zip(&base[tail..]).zip(tail_xor) {
+        *o = b ^ x;
+    }
+    let coder_err = |e: CoderError| DeltaError::Corrupt(format!("ulp: {e}"));
+    let (mut rans, bit_bytes) = RansDecoder::new(after).map_err(coder_err)?;
+    let mut bits = BitReader::new(bit_bytes);
+    // Lane `l` decodes elements `l, l + LANES, …`; its context bit is its own previous
+    // symbol, so the lanes are independent chains. Unrolled by LANES, the lane indices are
+    // constants and the states stay in registers.
+    let mut back_zero = [true; LANES];
+    let ctx = Contexts {
+        layout,
+        group_of: &group_of,
+        per_group: k,
+        use_back_zero: usize::from(prev_zero),
+        tables: &dec,
+    };
+    let rounds = n / LANES;
+    const _: () = assert!(LANES == 4, "the decode loop below is unrolled for 4 lanes");
+    for (bq, oq) in base
+        .chunks_exact(W * LANES)
+        .zip(out.chunks_exact_mut(W * LANES))
+    {
+        let (b, o) = (bq.split_at(2 * W), oq.split_at_mut(2 * W));
+        let [z0, z1, z2, z3] = &mut back_zero;
+        decode_one::<W>(&ctx, &mut rans, &mut bits, z0, 0, b.0, &mut o.0[..W]);
+        decode_one::<W>(&ctx, &mut rans, &mut bits, z1, 1, &b.0[W..], &mut o.0[W..]);
+        decode_one::<W>(&ctx, &mut rans, &mut bits, z2, 2, b.1, &mut o.1[..W]);
+        decode_one::<W>(&ctx, &mut rans, &mut bits, z3, 3, &b.1[W..], &mut o.1[W..]);
+    }
+    for i in rounds * LANES..n {
+        let lane = i % LANES;
+        decode_one::<W>(
+            &ctx,
+            &mut rans,
+            &mut bits,
+            &mut back_zero[lane],
+            lane,
+            &base[i * W..],
+            &mut out[i * W..],
+        );
+    }
+    rans.finish().map_err(coder_err)?;
+    bits.finish().map_err(coder_err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_orders_values_and_inverts() {
+        let layout = Layout::of(&Dtype::F32).unwrap();
+        let values = [
+            f32::NEG_INFINITY,
+            -1e30,
+            -1.5,
+            -1e-40,
+            -0.0,
+            0.0,
+            1e-45,
+            1.0,
+            1.0000001,
+            f32::INFINITY,
+        ];
+        let keys: Vec<u64> = values
+            .iter()
+            .map(|v| layout.key(u64::from(v.to_bits())))
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        assert_eq!(keys[5] - keys[4], 1, "-0 and +0 are one step apart");
+        assert_eq!(keys[8] - keys[7], 1, "one ULP is one step");
+        for bits in [0u64, 0x7FC0_0001, 0xFFC0_1234, 0x8000_0000, 0xFFFF_FFFF] {
+            assert_eq!(layout.unkey(layout.key(bits)), bits);
+        }
+    }
+
+    #[test]
+    fn tokens_round_trip_for_every_width() {
+        for dtype in [Dtype::F8E4M3, Dtype::BF16, Dtype::F32, Dtype::F64] {
+            let layout = Layout::of(&dtype).unwrap();
+            let mut diffs = vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 100, layout.sign(), layout.mask()];
+            diffs.extend((1..layout.bits).map(|s| (1u64 << s) - 1));
+            diffs.extend((1..layout.bits).map(|s| (1u64 << s) + 1));
+            diffs.extend((1..layout.bits).map(|s| layout.mask() - (1u64 << s)));
+            for d in diffs {
+                let d = d & layout.mask();
+                let t = tokenize(layout, d);
+                assert!(usize::from(t.symbol) < layout.alphabet(), "{dtype}: {d}");
+                let expected_bits = if t.symbol == 0 {
+                    0
+                } else {
+                    extra_bits_of(t.symbol)
+                };
+                assert_eq!(t.extra_bits, expected_bits, "{dtype}: {d}");
+                assert_eq!(untokenize(layout, t.symbol, t.extra), d, "{dtype}: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn varints_reject_overlong_and_oversized() {
+        let mut buf = Vec::new();
+        write_varint(&mut buf, 300);
+        assert_eq!(read_varint(&mut &buf[..], "x", 300), Ok(300));
+        assert!(read_varint(&mut &buf[..], "x", 299).is_err());
+        assert!(read_varint(&mut &[0x80u8, 0x00][..], "x", 10).is_err());
+        assert!(read_varint(&mut &[0x80u8][..], "x", 10).is_err());
+        assert!(read_varint(&mut &[0xFFu8; 11][..], "x", u64::MAX).is_err());
+    }
+}
