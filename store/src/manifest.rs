@@ -488,7 +488,7 @@ mod tests {
     fn round_trips() {
         let m = sample();
         assert_eq!(Manifest::parse(&m.to_json()).unwrap(), m);
-        assert_eq!(m.objects().len(), 5);
+        assert_eq!(m.objects().len(), 4);
     }
 
     fn edited(f: impl FnOnce(&mut serde_json::Value)) -> Result<Manifest, ManifestError> {

@@ -369,7 +369,7 @@ pub fn decode_blob(zstd: bool, raw_len: u64, payload: &[u8]) -> Result<Vec<u8>, 
     }
     let mut out = alloc(raw_len)?;
     let n = zstd::bulk::Decompressor::new()
-        .and_then(|mut d| d.decompress_to_buffer(payload, &mut out))
+        .and_then(|mut d| d.decompress_to_buffer(payload, &mut out[..]))
         .map_err(|e| ObjectError::Payload(format!("zstd: {e}")))?;
     if n != out.len() {
         return Err(ObjectError::Payload(format!(
@@ -477,7 +477,8 @@ mod tests {
                 panic!("not a blob")
             };
             assert_eq!(decode_blob(zstd, raw_len, &o[n..]).unwrap(), bytes);
-            assert!(decode_blob(zstd, raw_len + 1, &o[n..]).is_err());
+            let r = decode_blob(zstd, raw_len + 1, &o[n..]);
+            assert!(r.is_err(), "{} bytes decoded with a wrong length", bytes.len());
         }
     }
 }

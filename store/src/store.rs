@@ -864,7 +864,12 @@ impl Store {
 
     /// Writes one file of a model to `dest`.
     fn write_file(&self, f: &FileEntry, dest: &Path, sync: bool) -> Result<()> {
-        let file = File::create(dest).map_err(out_err(dest))?;
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .map_err(out_err(dest))?;
         if let Some(key) = &f.blob {
             let bytes = self.get_blob(key, f.size)?;
             (&file).write_all(&bytes).map_err(out_err(dest))?;
