@@ -132,10 +132,7 @@ impl LocalBackend {
     /// Creates a new store at `root` (an absent or empty directory).
     pub fn init(root: &Path) -> Result<Self, BackendError> {
         fs::create_dir_all(root).map_err(io_err(root))?;
-        let non_empty = fs::read_dir(root)
-            .map_err(io_err(root))?
-            .next()
-            .is_some();
+        let non_empty = fs::read_dir(root).map_err(io_err(root))?.next().is_some();
         if non_empty {
             return Err(BackendError::Layout(format!(
                 "{}: directory is not empty; a store is created in a new or empty directory",

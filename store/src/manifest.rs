@@ -298,10 +298,7 @@ impl Manifest {
             }
         }
         if self.files.len() > MAX_FILES {
-            return invalid(format!(
-                "{} files, limit {MAX_FILES}",
-                self.files.len()
-            ));
+            return invalid(format!("{} files, limit {MAX_FILES}", self.files.len()));
         }
         if self.single_file && self.files.len() != 1 {
             return invalid(format!(
@@ -501,14 +498,26 @@ mod tests {
     fn hostile_manifests_are_refused() {
         use serde_json::json;
         let e = |f: fn(&mut serde_json::Value)| edited(f).unwrap_err();
-        assert!(matches!(e(|v| v["extra"] = json!(1)), ManifestError::Json(_)));
+        assert!(matches!(
+            e(|v| v["extra"] = json!(1)),
+            ManifestError::Json(_)
+        ));
         assert!(matches!(
             e(|v| v["version"] = json!(2)),
             ManifestError::Version { found: 2, .. }
         ));
-        assert!(matches!(e(|v| v["format"] = json!("x")), ManifestError::Format(_)));
-        assert!(matches!(e(|v| v["name"] = json!("../x")), ManifestError::Name { .. }));
-        assert!(matches!(e(|v| v["name"] = json!("a/b")), ManifestError::Name { .. }));
+        assert!(matches!(
+            e(|v| v["format"] = json!("x")),
+            ManifestError::Format(_)
+        ));
+        assert!(matches!(
+            e(|v| v["name"] = json!("../x")),
+            ManifestError::Name { .. }
+        ));
+        assert!(matches!(
+            e(|v| v["name"] = json!("a/b")),
+            ManifestError::Name { .. }
+        ));
         for p in ["../etc/passwd", "/abs", "a//b", "a/./b", "a\\b", "a/..", ""] {
             let r = edited(|v| v["files"][0]["path"] = json!(p));
             assert!(matches!(r, Err(ManifestError::Path { .. })), "{p}: {r:?}");
@@ -522,7 +531,8 @@ mod tests {
             ManifestError::Invalid(_)
         ));
         assert!(matches!(
-            e(|v| v["files"][1]["safetensors"]["tensors"][0]["shape"] = json!([4294967296u64, 4294967296u64, 4])),
+            e(|v| v["files"][1]["safetensors"]["tensors"][0]["shape"] =
+                json!([4294967296u64, 4294967296u64, 4])),
             ManifestError::Invalid(_)
         ));
         assert!(matches!(
@@ -547,7 +557,19 @@ mod tests {
         for ok in ["a", "llama-3.1-8b", "A_b.c-9"] {
             validate_name(ok).unwrap();
         }
-        for bad in ["", ".", "..", "a/b", "a\\b", "-a", ".hidden", "a..b", "a b", "é", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a\\b",
+            "-a",
+            ".hidden",
+            "a..b",
+            "a b",
+            "é",
+            &"x".repeat(129),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }

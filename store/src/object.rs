@@ -305,7 +305,8 @@ pub fn check_shape(dtype: &Dtype, shape: &[u64], raw_len: u64) -> Result<(), Str
 pub fn alloc(len: u64) -> Result<Vec<u8>, ObjectError> {
     let n = usize::try_from(len).map_err(|_| ObjectError::Alloc(len))?;
     let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| ObjectError::Alloc(len))?;
+    v.try_reserve_exact(n)
+        .map_err(|_| ObjectError::Alloc(len))?;
     v.resize(n, 0);
     Ok(v)
 }
@@ -478,7 +479,11 @@ mod tests {
             };
             assert_eq!(decode_blob(zstd, raw_len, &o[n..]).unwrap(), bytes);
             let r = decode_blob(zstd, raw_len + 1, &o[n..]);
-            assert!(r.is_err(), "{} bytes decoded with a wrong length", bytes.len());
+            assert!(
+                r.is_err(),
+                "{} bytes decoded with a wrong length",
+                bytes.len()
+            );
         }
     }
 }

@@ -137,6 +137,9 @@ pub struct AddOptions {
     pub delta: DeltaMode,
     /// Tensor codec settings of plain objects.
     pub encode: EncodeOptions,
+    /// Testing hook for crash tests: once this many objects have been created, print a
+    /// line to stderr and sleep forever, so the test can kill the process mid-add.
+    pub pause_after_objects: Option<u64>,
 }
 
 /// What [`Store::add`] did.
@@ -321,6 +324,22 @@ struct Counters {
     plain: AtomicU64,
     blobs: AtomicU64,
     new_bytes: AtomicU64,
+    created: AtomicU64,
+    pause_after: Option<u64>,
+}
+
+impl Counters {
+    /// Counts a created object of `bytes` bytes (and honours the crash-test pause).
+    fn created(&self, bytes: usize) {
+        self.new_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        let n = self.created.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.pause_after == Some(n) {
+            eprintln!("mcodec-store: paused after {n} objects");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    }
 }
 
 impl Store {
@@ -432,7 +451,10 @@ impl Store {
             })
             .unwrap_or_default();
 
-        let counters = Counters::default();
+        let counters = Counters {
+            pause_after: opts.pause_after_objects,
+            ..Counters::default()
+        };
         let mut entries = Vec::with_capacity(loaded.len());
         for f in &loaded {
             let entry = match &f.header {
@@ -519,8 +541,8 @@ impl Store {
         }
         let obj = object::encode_blob(bytes);
         if self.backend.put_object(&key, &obj)? == PutOutcome::Created {
-            c.new_bytes.fetch_add(obj.len() as u64, Ordering::Relaxed);
             c.blobs.fetch_add(1, Ordering::Relaxed);
+            c.created(obj.len());
         } else {
             self.backend.touch_object(&key)?;
             c.dedup.fetch_add(1, Ordering::Relaxed);
@@ -582,9 +604,9 @@ impl Store {
             c.dedup.fetch_add(1, Ordering::Relaxed);
             return Ok(entry(self.header(&key)?.delta_base()));
         }
-        c.new_bytes.fetch_add(obj.len() as u64, Ordering::Relaxed);
         let counter = if delta.is_some() { &c.delta } else { &c.plain };
         counter.fetch_add(1, Ordering::Relaxed);
+        c.created(obj.len());
         Ok(entry(delta.map(|(r, _)| r)))
     }
 
@@ -757,7 +779,12 @@ impl Store {
 
     /// Sampled delta size of `tensors` against base `m`: delta bytes over sampled bytes,
     /// a tensor without a counterpart counting as incompressible.
-    fn score_base(&self, tensors: &[InputTensor<'_>], m: &Manifest, mode: DeltaMode) -> Result<f64> {
+    fn score_base(
+        &self,
+        tensors: &[InputTensor<'_>],
+        m: &Manifest,
+        mode: DeltaMode,
+    ) -> Result<f64> {
         let theirs: HashMap<(&str, &str, &[u64]), &TensorEntry> = m
             .tensors()
             .map(|t| ((t.name.as_str(), t.dtype.as_str(), &t.shape[..]), t))
@@ -790,9 +817,12 @@ impl Store {
                 }
                 let base = self.load_tensor(&e.object, None, true)?;
                 let d = match mode {
-                    DeltaMode::BitX => {
-                        delta::encode_with(DeltaMethod::BitX, &t.info.dtype, &base[..n], &t.bytes[..n])
-                    }
+                    DeltaMode::BitX => delta::encode_with(
+                        DeltaMethod::BitX,
+                        &t.info.dtype,
+                        &base[..n],
+                        &t.bytes[..n],
+                    ),
                     _ => delta::encode(&t.info.dtype, &base[..n], &t.bytes[..n]),
                 };
                 Ok((n as u64, d.map_or(n, |d| d.len()) as u64))
@@ -830,14 +860,13 @@ impl Store {
             if let Some(dir) = dest.parent() {
                 fs::create_dir_all(dir).map_err(out_err(out))?;
             }
-            self.write_file(f, &dest, sync)
-                .map_err(|e| match e {
-                    StoreError::Output { problem, .. } => StoreError::Output {
-                        path: out.join(&f.path),
-                        problem,
-                    },
-                    e => e,
-                })?;
+            self.write_file(f, &dest, sync).map_err(|e| match e {
+                StoreError::Output { problem, .. } => StoreError::Output {
+                    path: out.join(&f.path),
+                    problem,
+                },
+                e => e,
+            })?;
             set_mode(&dest, f.mode).map_err(out_err(out))?;
             report.files += 1;
             report.bytes += f.size;
@@ -878,8 +907,7 @@ impl Store {
                 file.set_len(f.size).map_err(out_err(dest))?;
                 // SAFETY: the file was just created by us in a private temporary directory
                 // and has the length set above; nothing else maps or truncates it.
-                let mut map =
-                    unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(out_err(dest))?;
+                let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(out_err(dest))?;
                 let header = self.get_blob(&st.header, st.header_len)?;
                 let (head, mut rest) = map.split_at_mut(header.len());
                 head.copy_from_slice(&header);

@@ -46,7 +46,12 @@ fn family(dtype: &str) -> Family {
     let ft = models.join("ft");
     let frozen = models.join("frozen");
     write_model_dir(&base, &tiny_model(dtype, 2), "base").unwrap();
-    write_model_dir(&ft, &tiny_finetune(dtype, 2, 1, Finetune::Full { shift: 6 }), "ft").unwrap();
+    write_model_dir(
+        &ft,
+        &tiny_finetune(dtype, 2, 1, Finetune::Full { shift: 6 }),
+        "ft",
+    )
+    .unwrap();
     write_model_dir(
         &frozen,
         &tiny_finetune(dtype, 2, 2, Finetune::FrozenEmbeddings { shift: 6 }),
@@ -81,7 +86,11 @@ fn families_round_trip_with_dedup_and_deltas_for_every_float_dtype() {
 
         let ft = store.add(&f.ft, "ft", &opts).unwrap();
         let chosen = ft.base.clone().expect("a base is chosen");
-        assert_eq!((chosen.name.as_str(), chosen.auto), ("base", true), "{dtype}");
+        assert_eq!(
+            (chosen.name.as_str(), chosen.auto),
+            ("base", true),
+            "{dtype}"
+        );
         // config.json and tokenizer.json are shared; the I64 position ids too.
         assert!(ft.dedup >= 3, "{dtype}: {ft:?}");
         if dtype != "F8_E4M3" && dtype != "F8_E5M2" {
@@ -103,7 +112,10 @@ fn families_round_trip_with_dedup_and_deltas_for_every_float_dtype() {
         assert!(frozen.dedup > ft.dedup, "{dtype}: {frozen:?} vs {ft:?}");
 
         let copy = store.add(&f.ft, "ft-copy", &opts).unwrap();
-        assert_eq!(copy.new_bytes, 0, "{dtype}: an identical model adds no objects");
+        assert_eq!(
+            copy.new_bytes, 0,
+            "{dtype}: an identical model adds no objects"
+        );
         assert_eq!(copy.dedup as usize, copy.tensors + 3 + 1);
 
         let scratch = TempDir::new().unwrap();
@@ -269,7 +281,10 @@ fn names_and_manifest_paths_cannot_escape() {
     let text = fs::read_to_string(models.join("base.json")).unwrap();
     let evil = text
         .replace("\"name\": \"base\"", "\"name\": \"evil\"")
-        .replace("\"path\": \"config.json\"", "\"path\": \"../../escaped.json\"");
+        .replace(
+            "\"path\": \"config.json\"",
+            "\"path\": \"../../escaped.json\"",
+        );
     fs::write(models.join("evil.json"), evil).unwrap();
     let tmp = TempDir::new().unwrap();
     let out = tmp.path().join("a").join("out");
@@ -311,10 +326,7 @@ fn corrupt_objects_are_caught_by_get_and_fsck() {
         let out = tmp.path().join(name);
         let err = store.get(name, &out, false, false).unwrap_err();
         assert!(
-            matches!(
-                err,
-                StoreError::Checksum { .. } | StoreError::Object { .. }
-            ),
+            matches!(err, StoreError::Checksum { .. } | StoreError::Object { .. }),
             "{name}: {err}"
         );
         assert!(!out.exists(), "{name}: partial output left behind");

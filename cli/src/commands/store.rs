@@ -10,6 +10,9 @@ use super::{emit, mb_per_s};
 use crate::error::CliError;
 use crate::Global;
 
+/// Environment variable of the crash tests: `add` stops after this many new objects.
+const PAUSE_ENV: &str = "MCODEC_STORE_TEST_PAUSE_AFTER_OBJECTS";
+
 /// Arguments of `store`.
 #[derive(Args, Debug)]
 pub struct StoreArgs {
@@ -150,6 +153,7 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
                     DeltaArg::Bitx => DeltaMode::BitX,
                     DeltaArg::Off => DeltaMode::Off,
                 },
+                pause_after_objects: std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()),
                 ..AddOptions::default()
             };
             let start = Instant::now();
@@ -298,7 +302,11 @@ fn stats_text(s: &Stats) -> String {
         s.saved_by_delta,
         s.saved_by_entropy
     ));
-    for (kind, k) in [("blobs", &s.blobs), ("plain tensors", &s.plain), ("delta tensors", &s.delta)] {
+    for (kind, k) in [
+        ("blobs", &s.blobs),
+        ("plain tensors", &s.plain),
+        ("delta tensors", &s.delta),
+    ] {
         t.push_str(&format!(
             "{kind}: {} objects, {} -> {} bytes ({})\n",
             k.objects,
