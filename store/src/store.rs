@@ -105,6 +105,9 @@ pub enum StoreError {
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Candidate bases with their sampled delta ratio.
+type BaseScores = Vec<(String, f64)>;
+
 fn obj_err(key: ObjectKey) -> impl FnOnce(ObjectError) -> StoreError {
     move |source| StoreError::Object { key, source }
 }
@@ -150,7 +153,7 @@ pub struct AddReport {
     /// Base used.
     pub base: Option<BaseRef>,
     /// Candidate bases with their sampled delta ratio (delta bytes / sampled bytes).
-    pub base_scores: Vec<(String, f64)>,
+    pub base_scores: BaseScores,
     /// Files.
     pub files: usize,
     /// Tensors.
@@ -570,9 +573,8 @@ impl Store {
             delta_base,
         };
         if self.backend.object_size(&key)?.is_some() {
-            self.backend.touch_object(&key)?;
             c.dedup.fetch_add(1, Ordering::Relaxed);
-            return Ok(entry(self.header(&key)?.delta_base()));
+            return Ok(entry(self.reuse(&key)?));
         }
         let meta = TensorMeta {
             dtype: info.dtype.clone(),
@@ -582,7 +584,7 @@ impl Store {
         let plain = tensor::encode(&info.dtype, t.bytes, &opts.encode);
         let mut delta: Option<(ObjectKey, Vec<u8>)> = None;
         if let Some(root) = root {
-            let base = self.load_tensor(&root, Some(&meta), false)?;
+            let base = self.load_tensor(&root, Some(&meta), false, true)?;
             self.backend.touch_object(&root)?;
             let d = match opts.delta {
                 DeltaMode::BitX => {
@@ -600,14 +602,24 @@ impl Store {
         };
         if self.backend.put_object(&key, &obj)? == PutOutcome::Existed {
             // Another writer stored it meanwhile, perhaps coded differently.
-            self.backend.touch_object(&key)?;
             c.dedup.fetch_add(1, Ordering::Relaxed);
-            return Ok(entry(self.header(&key)?.delta_base()));
+            return Ok(entry(self.reuse(&key)?));
         }
         let counter = if delta.is_some() { &c.delta } else { &c.plain };
         counter.fetch_add(1, Ordering::Relaxed);
         c.created(obj.len());
         Ok(entry(delta.map(|(r, _)| r)))
+    }
+
+    /// Touches an existing tensor object and its delta base (so `gc` keeps them for a
+    /// grace period); returns the delta base.
+    fn reuse(&self, key: &ObjectKey) -> Result<Option<ObjectKey>> {
+        self.backend.touch_object(key)?;
+        let base = self.header(key)?.delta_base();
+        if let Some(b) = &base {
+            self.backend.touch_object(b)?;
+        }
+        Ok(base)
     }
 
     /// An object's header.
@@ -618,14 +630,15 @@ impl Store {
         Ok(Header::parse(&head).map_err(obj_err(*key))?.0)
     }
 
-    /// Decodes the tensor object `key` (checking it is `expect` when given) and verifies
-    /// the bytes against the key. A delta object is decoded against its base only when
-    /// `allow_delta`; the base must be plain (chains are one level deep).
-    pub fn load_tensor(
+    /// Decodes the tensor object `key` (checking it is `expect` when given), verifying
+    /// the bytes against the key when `verify`. A delta object is decoded against its
+    /// base only when `allow_delta`; the base must be plain (chains are one level deep).
+    fn load_tensor(
         &self,
         key: &ObjectKey,
         expect: Option<&TensorMeta>,
         allow_delta: bool,
+        verify: bool,
     ) -> Result<Vec<u8>> {
         let obj = self.backend.get_object(key)?;
         let (header, n) = Header::parse(&obj).map_err(obj_err(*key))?;
@@ -643,17 +656,18 @@ impl Store {
             });
         }
         let mut out = object::alloc(meta.raw_len).map_err(obj_err(*key))?;
-        self.decode_tensor_object(key, &header, &obj[n..], allow_delta, &mut out)?;
+        self.decode_tensor_object(key, &header, &obj[n..], allow_delta, verify, &mut out)?;
         Ok(out)
     }
 
-    /// Decodes a tensor object's payload into `out` and checks the key.
+    /// Decodes a tensor object's payload into `out` and, when `verify`, checks the key.
     fn decode_tensor_object(
         &self,
         key: &ObjectKey,
         header: &Header,
         payload: &[u8],
         allow_delta: bool,
+        verify: bool,
         out: &mut [u8],
     ) -> Result<()> {
         match header {
@@ -677,7 +691,9 @@ impl Store {
                         problem: "is a delta where a plain object is required".into(),
                     });
                 }
-                let base_bytes = self.load_tensor(base, Some(meta), false)?;
+                // Not verified on its own: a wrong base gives a wrong result, which the
+                // check of this object's key below catches.
+                let base_bytes = self.load_tensor(base, Some(meta), false, false)?;
                 delta::decode(&meta.dtype, &base_bytes, payload, out).map_err(|e| {
                     StoreError::Object {
                         key: *key,
@@ -687,7 +703,7 @@ impl Store {
             }
         }
         let meta = header.meta().expect("tensor header");
-        if ObjectKey::tensor(&meta.dtype, &meta.shape, out) != *key {
+        if verify && ObjectKey::tensor(&meta.dtype, &meta.shape, out) != *key {
             return Err(StoreError::Checksum { key: *key });
         }
         Ok(())
@@ -708,7 +724,7 @@ impl Store {
                 problem: format!("does not hold tensor {:?} as the manifest says", t.name),
             });
         }
-        self.decode_tensor_object(&t.object, &header, &obj[n..], true, out)
+        self.decode_tensor_object(&t.object, &header, &obj[n..], true, true, out)
     }
 
     /// Decodes a blob and verifies it.
@@ -741,7 +757,7 @@ impl Store {
         tensors: &[InputTensor<'_>],
         name: &str,
         mode: DeltaMode,
-    ) -> Result<(Option<Manifest>, Vec<(String, f64)>)> {
+    ) -> Result<(Option<Manifest>, BaseScores)> {
         let mut candidates: Vec<(usize, Manifest)> = Vec::new();
         for n in self.backend.list_manifests()? {
             if n == name || validate_name(&n).is_err() {
@@ -815,7 +831,7 @@ impl Store {
                 if e.object == ObjectKey::tensor(&t.info.dtype, &t.info.shape, t.bytes) {
                     return Ok((n as u64, 0));
                 }
-                let base = self.load_tensor(&e.object, None, true)?;
+                let base = self.load_tensor(&e.object, None, true, false)?;
                 let d = match mode {
                     DeltaMode::BitX => delta::encode_with(
                         DeltaMethod::BitX,
@@ -1209,7 +1225,7 @@ impl Store {
                     }
                 }
                 let mut out = object::alloc(meta.raw_len).map_err(obj_err(*key))?;
-                self.decode_tensor_object(key, &header, &obj[n..], true, &mut out)?;
+                self.decode_tensor_object(key, &header, &obj[n..], true, true, &mut out)?;
             }
         }
         Ok(())

@@ -382,3 +382,22 @@ fn stored_manifests_parse_strictly() {
         assert!(Manifest::parse(&bytes[..cut]).is_err());
     }
 }
+
+#[test]
+fn fuzz_seeds_are_valid_manifests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/store_manifest");
+    let mut n = 0;
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("seed-")
+        {
+            Manifest::parse(&fs::read(&p).unwrap()).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n >= 2);
+}
