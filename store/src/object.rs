@@ -18,8 +18,13 @@ pub const VERSION: u8 = 1;
 pub const MAX_HEADER_LEN: usize = 1024;
 /// Largest decoded size an object may claim (1 TiB): a bound on hostile headers.
 pub const MAX_RAW_LEN: u64 = 1 << 40;
-/// zstd level of blobs (configs, tokenizers, safetensors headers: small and text-like).
+/// zstd level of small blobs (configs, tokenizers, safetensors headers: text-like).
 const BLOB_ZSTD_LEVEL: i32 = 9;
+/// zstd level of blobs over [`LARGE_BLOB_BYTES`] (other weight formats): level 9 would
+/// run at tens of MB/s.
+const LARGE_BLOB_ZSTD_LEVEL: i32 = 3;
+/// Size from which a blob is a large one.
+const LARGE_BLOB_BYTES: usize = 16 << 20;
 
 const KIND_BLOB: u8 = 0;
 const KIND_PLAIN: u8 = 1;
@@ -313,7 +318,12 @@ pub fn alloc(len: u64) -> Result<Vec<u8>, ObjectError> {
 
 /// Codes a blob: one zstd frame if that is smaller, else the bytes as they are.
 pub fn encode_blob(bytes: &[u8]) -> Vec<u8> {
-    let frame = zstd::bulk::compress(bytes, BLOB_ZSTD_LEVEL)
+    let level = if bytes.len() > LARGE_BLOB_BYTES {
+        LARGE_BLOB_ZSTD_LEVEL
+    } else {
+        BLOB_ZSTD_LEVEL
+    };
+    let frame = zstd::bulk::compress(bytes, level)
         .ok()
         .filter(|f| f.len() < bytes.len());
     let mut out = Vec::with_capacity(32 + frame.as_ref().map_or(bytes.len(), Vec::len));

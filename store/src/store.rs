@@ -831,7 +831,8 @@ impl Store {
                 if e.object == ObjectKey::tensor(&t.info.dtype, &t.info.shape, t.bytes) {
                     return Ok((n as u64, 0));
                 }
-                let base = self.load_tensor(&e.object, None, true, false)?;
+                // Scored against the plain root, which is what a delta would be coded against.
+                let base = self.load_tensor(&e.root(), None, false, false)?;
                 let d = match mode {
                     DeltaMode::BitX => delta::encode_with(
                         DeltaMethod::BitX,
