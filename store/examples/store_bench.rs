@@ -2,7 +2,7 @@
 //! the default delta coder beside the BitX-only baseline in the same run.
 //!
 //! ```sh
-//! cargo run --release -p mcodec-store --example store_bench -- BASE FT [FROZEN] [--repeat N] [--work DIR]
+//! cargo run --release -p mcodec-store --example store_bench -- BASE FT [FROZEN] [--repeat N] [--work DIR] [--no-auto]
 //! ```
 //! Per repeat and delta mode, two fresh stores: (A) base, ft `--base`, frozen `--base`, ft
 //! again under another name; (B) base, ft and frozen with the base chosen automatically.
@@ -62,6 +62,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut pos = Vec::new();
     let mut repeat = 3;
+    let mut auto = true;
     let mut work = std::env::temp_dir();
     let mut i = 0;
     while i < args.len() {
@@ -70,6 +71,7 @@ fn main() {
                 repeat = args[i + 1].parse().unwrap();
                 i += 1;
             }
+            "--no-auto" => auto = false,
             "--work" => {
                 work = PathBuf::from(&args[i + 1]);
                 i += 1;
@@ -164,6 +166,9 @@ fn main() {
                     m.delta_tensors, m.plain_tensors, stats.logical_bytes, stats.physical_bytes,
                     stats.saved_by_dedup, stats.saved_by_delta, stats.saved_by_entropy
                 );
+            }
+            if !auto {
+                continue;
             }
             // Store B: base chosen automatically.
             let root_b = tmp.path().join("b");

@@ -29,6 +29,8 @@ pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_PATH_LEN: usize = 4096;
 /// Most components of a relative file path.
 pub const MAX_PATH_DEPTH: usize = 32;
+/// Largest inline object.
+pub const MAX_INLINE_BYTES: usize = 3072;
 /// Longest tensor name (safetensors names are JSON keys; this bounds them).
 pub const MAX_TENSOR_NAME_LEN: usize = 1024;
 
@@ -154,6 +156,82 @@ pub struct TensorEntry {
     /// The plain object that `object` is a delta against, if it is a delta.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta_base: Option<ObjectKey>,
+    /// The object's bytes, for a small plain object kept in the manifest instead of the
+    /// backend (a file per 1 KiB bias would cost a 4 KiB block on disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<InlineBytes>,
+}
+
+/// Bytes of an inline object, written as standard base64 (with padding).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InlineBytes(pub Vec<u8>);
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+impl InlineBytes {
+    /// Standard base64 with padding.
+    pub fn to_base64(&self) -> String {
+        let mut s = String::with_capacity(self.0.len().div_ceil(3) * 4);
+        for c in self.0.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for k in 0..4 {
+                if k <= c.len() {
+                    s.push(B64[(n >> (18 - 6 * k)) as usize & 63] as char);
+                } else {
+                    s.push('=');
+                }
+            }
+        }
+        s
+    }
+
+    /// Parses canonical standard base64 (padding required, no whitespace, unused bits
+    /// zero), so every byte string has exactly one spelling.
+    pub fn from_base64(s: &str) -> Result<Self, String> {
+        let b = s.as_bytes();
+        if b.len() % 4 != 0 {
+            return Err(format!(
+                "base64 of length {} is not a multiple of 4",
+                b.len()
+            ));
+        }
+        let val = |c: u8| B64.iter().position(|&x| x == c).map(|v| v as u32);
+        let mut out = Vec::with_capacity(b.len() / 4 * 3);
+        for (i, q) in b.chunks(4).enumerate() {
+            let last = i + 1 == b.len() / 4;
+            let pad = q.iter().rev().take_while(|&&c| c == b'=').count();
+            if pad > 2 || (pad > 0 && !last) {
+                return Err("misplaced base64 padding".into());
+            }
+            let mut n = 0u32;
+            for &c in &q[..4 - pad] {
+                n = (n << 6) | val(c).ok_or_else(|| format!("{:?} is not base64", c as char))?;
+            }
+            n <<= 6 * pad as u32;
+            let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+            let keep = 3 - pad;
+            if bytes[keep..].iter().any(|&x| x != 0) {
+                return Err("non-canonical base64".into());
+            }
+            out.extend_from_slice(&bytes[..keep]);
+        }
+        Ok(Self(out))
+    }
+}
+
+impl Serialize for InlineBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_base64())
+    }
+}
+
+impl<'de> Deserialize<'de> for InlineBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::from_base64(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 impl TensorEntry {
@@ -368,8 +446,8 @@ impl Manifest {
             .flat_map(|s| &s.tensors)
     }
 
-    /// Every object the model needs, with its decoded size (delta bases included; an
-    /// object may appear more than once).
+    /// Every backend object the model needs, with its decoded size (delta bases
+    /// included, inline objects not; an object may appear more than once).
     pub fn objects(&self) -> Vec<(ObjectKey, u64)> {
         let mut v = Vec::new();
         for f in &self.files {
@@ -378,7 +456,7 @@ impl Manifest {
             }
             if let Some(st) = &f.safetensors {
                 v.push((st.header, st.header_len));
-                for t in &st.tensors {
+                for t in st.tensors.iter().filter(|t| t.inline.is_none()) {
                     v.push((t.object, t.len));
                     if let Some(b) = t.delta_base {
                         v.push((b, t.len));
@@ -419,6 +497,15 @@ fn validate_safetensors(path: &str, size: u64, st: &SafetensorsEntry) -> Result<
         }
         check_shape(&t.dtype(), &t.shape, t.len)
             .map_err(|e| bad(format!("tensor {:?}: {e}", cut(&t.name))))?;
+        if let Some(i) = &t.inline {
+            if t.delta_base.is_some() || i.0.len() > MAX_INLINE_BYTES {
+                return Err(bad(format!(
+                    "tensor {:?}: inline object of {} bytes (limit {MAX_INLINE_BYTES}, plain only)",
+                    cut(&t.name),
+                    i.0.len()
+                )));
+            }
+        }
         if t.delta_base == Some(t.object) {
             return Err(bad(format!(
                 "tensor {:?} is a delta against itself",
@@ -474,6 +561,7 @@ mod tests {
                             len: 8,
                             object: ObjectKey([3; 32]),
                             delta_base: Some(ObjectKey([4; 32])),
+                            inline: None,
                         }],
                     }),
                 },
@@ -550,6 +638,25 @@ mod tests {
         assert!(Manifest::parse(b"{\"format\":\"mcodec-store-manifest\",\"format\":1}").is_err());
         assert!(Manifest::parse(b"").is_err());
         assert!(Manifest::parse(&vec![b' '; MAX_MANIFEST_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn base64_is_canonical() {
+        for n in 0..20u8 {
+            let b = InlineBytes((0..n).map(|i| i.wrapping_mul(97)).collect());
+            assert_eq!(InlineBytes::from_base64(&b.to_base64()).unwrap(), b);
+        }
+        assert_eq!(InlineBytes(b"foob".to_vec()).to_base64(), "Zm9vYg==");
+        for bad in [
+            "Zm9vYh==",
+            "Zm9vY",
+            "Zm=vYg==",
+            "Zm9v\nYg==",
+            "Zg===",
+            "Z===",
+        ] {
+            assert!(InlineBytes::from_base64(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

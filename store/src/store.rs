@@ -17,8 +17,8 @@ use crate::backend::{Backend, BackendError, LocalBackend, PutOutcome};
 use crate::input::{self, Data, InputFile};
 use crate::key::ObjectKey;
 use crate::manifest::{
-    validate_name, BaseRef, FileEntry, Manifest, ManifestError, SafetensorsEntry, TensorEntry,
-    FORMAT, VERSION,
+    validate_name, BaseRef, FileEntry, InlineBytes, Manifest, ManifestError, SafetensorsEntry,
+    TensorEntry, FORMAT, MAX_INLINE_BYTES, VERSION,
 };
 use crate::object::{self, Header, ObjectError, TensorMeta};
 
@@ -251,6 +251,9 @@ pub struct Stats {
     pub plain: KindStats,
     /// Tensors coded as deltas.
     pub delta: KindStats,
+    /// Small plain tensors kept inside manifests (their stored bytes are part of
+    /// `manifest_bytes`).
+    pub inline: KindStats,
     /// What the delta tensors would have cost coded on their own.
     pub delta_plain_bytes: u64,
     /// Unreferenced objects (reclaimed by `gc` after the grace period).
@@ -448,7 +451,9 @@ impl Store {
         let base_roots: HashMap<(&str, String, &[u64]), ObjectKey> = base
             .as_ref()
             .map(|(m, _)| {
+                // Inline objects are not in the backend: no deltas against them.
                 m.tensors()
+                    .filter(|t| t.inline.is_none())
                     .map(|t| ((t.name.as_str(), t.dtype.clone(), &t.shape[..]), t.root()))
                     .collect()
             })
@@ -564,17 +569,18 @@ impl Store {
     ) -> Result<TensorEntry> {
         let info = &t.info;
         let key = ObjectKey::tensor(&info.dtype, &info.shape, t.bytes);
-        let entry = |delta_base| TensorEntry {
+        let entry = |delta_base, inline| TensorEntry {
             name: info.name.clone(),
             dtype: info.dtype.name().to_owned(),
             shape: info.shape.clone(),
             len: t.bytes.len() as u64,
             object: key,
             delta_base,
+            inline,
         };
         if self.backend.object_size(&key)?.is_some() {
             c.dedup.fetch_add(1, Ordering::Relaxed);
-            return Ok(entry(self.reuse(&key)?));
+            return Ok(entry(self.reuse(&key)?, None));
         }
         let meta = TensorMeta {
             dtype: info.dtype.clone(),
@@ -600,15 +606,20 @@ impl Store {
             Some((root, d)) => object::encode_delta(meta, *root, plain.coded_len() as u64, d),
             None => object::encode_plain(meta, &plain),
         };
+        if delta.is_none() && obj.len() <= MAX_INLINE_BYTES {
+            c.plain.fetch_add(1, Ordering::Relaxed);
+            c.new_bytes.fetch_add(obj.len() as u64, Ordering::Relaxed);
+            return Ok(entry(None, Some(InlineBytes(obj))));
+        }
         if self.backend.put_object(&key, &obj)? == PutOutcome::Existed {
             // Another writer stored it meanwhile, perhaps coded differently.
             c.dedup.fetch_add(1, Ordering::Relaxed);
-            return Ok(entry(self.reuse(&key)?));
+            return Ok(entry(self.reuse(&key)?, None));
         }
         let counter = if delta.is_some() { &c.delta } else { &c.plain };
         counter.fetch_add(1, Ordering::Relaxed);
         c.created(obj.len());
-        Ok(entry(delta.map(|(r, _)| r)))
+        Ok(entry(delta.map(|(r, _)| r), None))
     }
 
     /// Touches an existing tensor object and its delta base (so `gc` keeps them for a
@@ -711,7 +722,10 @@ impl Store {
 
     /// Decodes the tensor of manifest entry `t` into `out` and verifies it.
     fn get_tensor_into(&self, t: &TensorEntry, out: &mut [u8]) -> Result<()> {
-        let obj = self.backend.get_object(&t.object)?;
+        let obj = match &t.inline {
+            Some(i) => i.0.clone(),
+            None => self.backend.get_object(&t.object)?,
+        };
         let (header, n) = Header::parse(&obj).map_err(obj_err(t.object))?;
         let want = TensorMeta {
             dtype: t.dtype(),
@@ -831,8 +845,16 @@ impl Store {
                 if e.object == ObjectKey::tensor(&t.info.dtype, &t.info.shape, t.bytes) {
                     return Ok((n as u64, 0));
                 }
-                // Scored against the plain root, which is what a delta would be coded against.
-                let base = self.load_tensor(&e.root(), None, false, false)?;
+                let base = match &e.inline {
+                    Some(_) => {
+                        let mut b = object::alloc(e.len).map_err(obj_err(e.object))?;
+                        self.get_tensor_into(e, &mut b)?;
+                        b
+                    }
+                    // Scored against the plain root, which is what a delta would be coded
+                    // against.
+                    None => self.load_tensor(&e.root(), None, false, false)?,
+                };
                 let d = match mode {
                     DeltaMode::BitX => delta::encode_with(
                         DeltaMethod::BitX,
@@ -991,6 +1013,7 @@ impl Store {
             Delta,
         }
         let mut kinds: HashMap<ObjectKey, (Kind, u64)> = HashMap::new();
+        let mut inline_objects: HashMap<ObjectKey, (u64, u64)> = HashMap::new();
         let mut users: HashMap<ObjectKey, usize> = HashMap::new();
         for m in &manifests {
             for f in &m.files {
@@ -1000,6 +1023,10 @@ impl Store {
                 if let Some(st) = &f.safetensors {
                     kinds.insert(st.header, (Kind::Blob, st.header_len));
                     for t in &st.tensors {
+                        if let Some(i) = &t.inline {
+                            inline_objects.insert(t.object, (t.len, i.0.len() as u64));
+                            continue;
+                        }
                         match t.delta_base {
                             Some(b) => {
                                 kinds.insert(t.object, (Kind::Delta, t.len));
@@ -1070,7 +1097,13 @@ impl Store {
             .collect();
         let manifest_bytes: u64 = manifests.iter().map(|m| m.to_json().len() as u64).sum();
         let logical_bytes: u64 = manifests.iter().map(Manifest::logical_size).sum();
-        let unique_bytes = blobs.raw_bytes + plain.raw_bytes + delta.raw_bytes;
+        let mut inline = KindStats::default();
+        for (raw, stored) in inline_objects.values() {
+            inline.objects += 1;
+            inline.raw_bytes += raw;
+            inline.stored_bytes += stored;
+        }
+        let unique_bytes = blobs.raw_bytes + plain.raw_bytes + delta.raw_bytes + inline.raw_bytes;
         let stored = blobs.stored_bytes + plain.stored_bytes + delta.stored_bytes;
         let (orphan_objects, orphan_bytes) = listed
             .iter()
@@ -1085,10 +1118,14 @@ impl Store {
             manifest_bytes,
             saved_by_dedup: logical_bytes - unique_bytes,
             saved_by_delta,
-            saved_by_entropy: unique_bytes as i64 - stored as i64 - saved_by_delta,
+            saved_by_entropy: unique_bytes as i64
+                - stored as i64
+                - inline.stored_bytes as i64
+                - saved_by_delta,
             blobs,
             plain,
             delta,
+            inline,
             delta_plain_bytes,
             orphan_objects,
             orphan_bytes,
@@ -1160,13 +1197,24 @@ impl Store {
                         .push(format!("model {name:?}: object {k} is missing"));
                 }
             }
+            for t in m.tensors().filter(|t| t.inline.is_some()) {
+                report.objects += 1;
+                let checked = object::alloc(t.len)
+                    .map_err(obj_err(t.object))
+                    .and_then(|mut out| self.get_tensor_into(t, &mut out));
+                if let Err(e) = checked {
+                    report
+                        .problems
+                        .push(format!("model {name:?}: inline tensor {:?}: {e}", t.name));
+                }
+            }
             for f in &m.files {
                 if let Some(b) = f.blob {
                     expected.insert(b, (None, None));
                 }
                 if let Some(st) = &f.safetensors {
                     expected.insert(st.header, (None, None));
-                    for t in &st.tensors {
+                    for t in st.tensors.iter().filter(|t| t.inline.is_none()) {
                         let meta = TensorMeta {
                             dtype: t.dtype(),
                             shape: t.shape.clone(),
@@ -1189,7 +1237,7 @@ impl Store {
                     .map(|e| e.to_string())
             })
             .collect();
-        report.objects = objects.len() as u64;
+        report.objects += objects.len() as u64;
         report.problems.extend(problems);
         Ok(report)
     }

@@ -306,6 +306,7 @@ fn stats_text(s: &Stats) -> String {
         ("blobs", &s.blobs),
         ("plain tensors", &s.plain),
         ("delta tensors", &s.delta),
+        ("inline tensors (in manifests)", &s.inline),
     ] {
         t.push_str(&format!(
             "{kind}: {} objects, {} -> {} bytes ({})\n",
