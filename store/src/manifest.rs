@@ -191,7 +191,7 @@ impl InlineBytes {
     /// zero), so every byte string has exactly one spelling.
     pub fn from_base64(s: &str) -> Result<Self, String> {
         let b = s.as_bytes();
-        if b.len() % 4 != 0 {
+        if !b.len().is_multiple_of(4) {
             return Err(format!(
                 "base64 of length {} is not a multiple of 4",
                 b.len()
