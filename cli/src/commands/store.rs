@@ -296,7 +296,7 @@ fn stats_text(s: &Stats) -> String {
         s.manifest_bytes
     ));
     t.push_str(&format!(
-        "saved by dedup {} ({}), by delta {} , by entropy coding {}\n",
+        "saved by dedup {} ({}), by delta {}, by entropy coding {}\n",
         s.saved_by_dedup,
         pct(s.saved_by_dedup, s.logical_bytes),
         s.saved_by_delta,
