@@ -239,8 +239,9 @@ pub struct Stats {
     pub physical_bytes: u64,
     /// Bytes of manifests.
     pub manifest_bytes: u64,
-    /// Saved by storing identical tensors and files once: logical − unique.
-    pub saved_by_dedup: u64,
+    /// Saved by storing identical tensors and files once: logical − unique (negative
+    /// when objects are kept only as delta bases of models whose base was removed).
+    pub saved_by_dedup: i64,
     /// Saved by coding tensors as deltas rather than on their own.
     pub saved_by_delta: i64,
     /// Saved by entropy coding (tensor codec and zstd), object headers deducted.
@@ -1116,7 +1117,7 @@ impl Store {
             unique_bytes,
             physical_bytes: stored + manifest_bytes,
             manifest_bytes,
-            saved_by_dedup: logical_bytes - unique_bytes,
+            saved_by_dedup: logical_bytes as i64 - unique_bytes as i64,
             saved_by_delta,
             saved_by_entropy: unique_bytes as i64
                 - stored as i64

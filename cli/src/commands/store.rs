@@ -298,7 +298,7 @@ fn stats_text(s: &Stats) -> String {
     t.push_str(&format!(
         "saved by dedup {} ({}), by delta {}, by entropy coding {}\n",
         s.saved_by_dedup,
-        pct(s.saved_by_dedup, s.logical_bytes),
+        pct(s.saved_by_dedup.max(0) as u64, s.logical_bytes),
         s.saved_by_delta,
         s.saved_by_entropy
     ));
