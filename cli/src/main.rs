@@ -59,6 +59,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Measure ratio and in-memory encode/decode speed
     Bench(BenchArgs),
+    /// Content-addressed model store with tensor dedup and deltas (see docs/STORE.md)
+    Store(commands::store::StoreArgs),
 }
 
 /// Compression effort.
@@ -178,6 +180,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inspect(a) => commands::inspect::run(a, g),
         Command::Verify(a) => commands::verify::run(a, g),
         Command::Bench(a) => commands::bench::run(a, g),
+        Command::Store(a) => commands::store::run(a, g),
     }
 }
 

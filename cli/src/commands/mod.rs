@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod inspect;
 pub mod pack;
+pub mod store;
 pub mod tree;
 pub mod unpack;
 pub mod verify;

@@ -1,0 +1,326 @@
+//! `mcodec store`: the content-addressed hub store (see `docs/STORE.md`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand, ValueEnum};
+use mcodec_store::{AddOptions, DeltaMode, Stats, Store, StoreError};
+
+use super::{emit, mb_per_s};
+use crate::error::CliError;
+use crate::Global;
+
+/// Environment variable of the crash tests: `add` stops after this many new objects.
+const PAUSE_ENV: &str = "MCODEC_STORE_TEST_PAUSE_AFTER_OBJECTS";
+
+/// Arguments of `store`.
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    /// Store directory
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// What to do
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+/// Delta coder of `add`.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeltaArg {
+    /// Every method, keeping the smallest per tensor
+    #[default]
+    Best,
+    /// Only BitX (XOR + zstd -3), the published baseline
+    Bitx,
+    /// No deltas: dedup and the tensor codec only
+    Off,
+}
+
+/// The store subcommands.
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Create a store in a new or empty directory
+    Init,
+    /// Add a model directory or a single file
+    Add {
+        /// Model directory or file
+        path: PathBuf,
+        /// Name of the model in the store
+        #[arg(long)]
+        name: String,
+        /// Base model for deltas [default: chosen automatically]
+        #[arg(long, value_name = "NAME")]
+        base: Option<String>,
+        /// Delta coder
+        #[arg(long, value_enum, default_value_t = DeltaArg::Best)]
+        delta: DeltaArg,
+        /// Print one JSON object
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a model out to a new directory, verifying every byte
+    Get {
+        /// Model name
+        name: String,
+        /// Output directory
+        #[arg(short, long, value_name = "DIR")]
+        output: PathBuf,
+        /// Do not fsync the written files (faster; not durable across a power loss)
+        #[arg(long)]
+        no_sync: bool,
+    },
+    /// List the models
+    Ls {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Logical and physical sizes, per model, and where the savings come from
+    Stats {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a model (its objects are reclaimed by gc)
+    Rm {
+        /// Model name
+        name: String,
+    },
+    /// Delete objects no model needs that are older than the grace period
+    Gc {
+        /// Grace period in seconds: younger unreferenced objects may belong to an add in
+        /// progress and are kept
+        #[arg(long, value_name = "SECS", default_value_t = mcodec_store::DEFAULT_GRACE.as_secs())]
+        grace: u64,
+    },
+    /// Decode every object and check it against its key and the manifests
+    Fsck {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Turns a store error into a one-line CLI error naming the right file.
+fn cli_error(root: &Path, e: StoreError) -> CliError {
+    match &e {
+        StoreError::Input { path, problem } | StoreError::Output { path, problem } => {
+            CliError::at(path, problem)
+        }
+        _ => CliError::at(root, e),
+    }
+}
+
+fn json(v: &impl serde::Serialize) -> Result<(), CliError> {
+    let mut s = serde_json::to_string_pretty(v).expect("reports serialise");
+    s.push('\n');
+    emit(&s)
+}
+
+fn pct(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.2}%", part as f64 * 100.0 / whole as f64)
+    }
+}
+
+/// Runs `store`.
+pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
+    let root = &a.root;
+    let err = |e| cli_error(root, e);
+    if let StoreCommand::Init = a.command {
+        Store::init(root).map_err(err)?;
+        if !g.quiet {
+            emit(&format!("initialised store {}\n", root.display()))?;
+        }
+        return Ok(());
+    }
+    let store = Store::open(root).map_err(err)?;
+    match &a.command {
+        StoreCommand::Init => unreachable!("handled above"),
+        StoreCommand::Add {
+            path,
+            name,
+            base,
+            delta,
+            json: as_json,
+        } => {
+            let opts = AddOptions {
+                base: base.clone(),
+                delta: match delta {
+                    DeltaArg::Best => DeltaMode::Best,
+                    DeltaArg::Bitx => DeltaMode::BitX,
+                    DeltaArg::Off => DeltaMode::Off,
+                },
+                pause_after_objects: std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()),
+                ..AddOptions::default()
+            };
+            let start = Instant::now();
+            let r = store.add(path, name, &opts).map_err(err)?;
+            let secs = start.elapsed().as_secs_f64();
+            if *as_json {
+                return json(&r);
+            }
+            if !g.quiet {
+                let base = match &r.base {
+                    Some(b) if b.auto => format!("base {} (chosen automatically)", b.name),
+                    Some(b) => format!("base {}", b.name),
+                    None => "no base".into(),
+                };
+                emit(&format!(
+                    "added {}: {} files, {} tensors, {base}; {} dedup, {} delta, {} plain, {} new blobs; store grew by {} bytes ({} of {}), {:.1} MB/s\n",
+                    r.name,
+                    r.files,
+                    r.tensors,
+                    r.dedup,
+                    r.delta,
+                    r.plain,
+                    r.blobs,
+                    r.new_bytes,
+                    pct(r.new_bytes, r.logical_bytes),
+                    r.logical_bytes,
+                    mb_per_s(r.logical_bytes, secs)
+                ))?;
+            }
+        }
+        StoreCommand::Get {
+            name,
+            output,
+            no_sync,
+        } => {
+            let start = Instant::now();
+            let r = store.get(name, output, g.force, !no_sync).map_err(err)?;
+            if !g.quiet {
+                emit(&format!(
+                    "{name} -> {}: {} files, {} bytes verified, {:.1} MB/s\n",
+                    output.display(),
+                    r.files,
+                    r.bytes,
+                    mb_per_s(r.bytes, start.elapsed().as_secs_f64())
+                ))?;
+            }
+        }
+        StoreCommand::Ls { json: as_json } => {
+            let models = store.list().map_err(err)?;
+            if *as_json {
+                return json(&models);
+            }
+            let mut s = String::new();
+            for m in models {
+                let base = m.base.map_or("-".into(), |b| {
+                    format!("{}{}", b.name, if b.auto { " (auto)" } else { "" })
+                });
+                s.push_str(&format!(
+                    "{}\t{} files\t{} tensors\t{} bytes\tbase {base}\n",
+                    m.name, m.files, m.tensors, m.logical_bytes
+                ));
+            }
+            emit(&s)?;
+        }
+        StoreCommand::Stats { json: as_json } => {
+            let s = store.stats().map_err(err)?;
+            if *as_json {
+                return json(&s);
+            }
+            emit(&stats_text(&s))?;
+        }
+        StoreCommand::Rm { name } => {
+            store.remove(name).map_err(err)?;
+            if !g.quiet {
+                emit(&format!("removed {name}; run gc to reclaim its objects\n"))?;
+            }
+        }
+        StoreCommand::Gc { grace } => {
+            let r = store.gc(Duration::from_secs(*grace)).map_err(err)?;
+            if !g.quiet {
+                emit(&format!(
+                    "deleted {} objects ({} bytes) and {} temporaries ({} bytes); kept {} unreferenced objects younger than {grace} s\n",
+                    r.deleted, r.deleted_bytes, r.temporaries, r.temporary_bytes, r.kept_young
+                ))?;
+            }
+        }
+        StoreCommand::Fsck { json: as_json } => {
+            let r = store.fsck().map_err(err)?;
+            if *as_json {
+                json(&r)?;
+            } else if !g.quiet {
+                let mut s = String::new();
+                for p in &r.problems {
+                    s.push_str(&format!("problem: {p}\n"));
+                }
+                s.push_str(&format!(
+                    "{} models, {} objects checked, {} unreferenced (gc reclaims them), {} problems\n",
+                    r.models,
+                    r.objects,
+                    r.orphans,
+                    r.problems.len()
+                ));
+                emit(&s)?;
+            }
+            if let Some(first) = r.problems.first() {
+                return Err(CliError::at(
+                    root,
+                    format!("{} problems, first: {first}", r.problems.len()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn stats_text(s: &Stats) -> String {
+    let mut t = String::new();
+    t.push_str("model\tbase\tlogical\tneeded\texclusive\tdelta/plain tensors\n");
+    for m in &s.models {
+        let base = m.base.as_ref().map_or("-".into(), |b| {
+            format!("{}{}", b.name, if b.auto { " (auto)" } else { "" })
+        });
+        t.push_str(&format!(
+            "{}\t{base}\t{}\t{} ({})\t{} ({})\t{}/{}\n",
+            m.name,
+            m.logical_bytes,
+            m.needed_bytes,
+            pct(m.needed_bytes, m.logical_bytes),
+            m.exclusive_bytes,
+            pct(m.exclusive_bytes, m.logical_bytes),
+            m.delta_tensors,
+            m.plain_tensors
+        ));
+    }
+    t.push_str(&format!(
+        "logical {} bytes, physical {} bytes ({}), of which manifests {}\n",
+        s.logical_bytes,
+        s.physical_bytes,
+        pct(s.physical_bytes, s.logical_bytes),
+        s.manifest_bytes
+    ));
+    t.push_str(&format!(
+        "saved by dedup {} ({}), by delta {}, by entropy coding {}\n",
+        s.saved_by_dedup,
+        pct(s.saved_by_dedup.max(0) as u64, s.logical_bytes),
+        s.saved_by_delta,
+        s.saved_by_entropy
+    ));
+    for (kind, k) in [
+        ("blobs", &s.blobs),
+        ("plain tensors", &s.plain),
+        ("delta tensors", &s.delta),
+        ("inline tensors (in manifests)", &s.inline),
+    ] {
+        t.push_str(&format!(
+            "{kind}: {} objects, {} -> {} bytes ({})\n",
+            k.objects,
+            k.raw_bytes,
+            k.stored_bytes,
+            pct(k.stored_bytes, k.raw_bytes)
+        ));
+    }
+    if s.orphan_objects > 0 {
+        t.push_str(&format!(
+            "unreferenced: {} objects, {} bytes (gc reclaims them after the grace period)\n",
+            s.orphan_objects, s.orphan_bytes
+        ));
+    }
+    t
+}

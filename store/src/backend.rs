@@ -1,0 +1,415 @@
+//! Where objects and manifests live (STORE.md §1): a small trait that object storage can
+//! implement as well as a local directory.
+//!
+//! The contract is the one S3-compatible stores offer: objects are immutable and written
+//! create-only (a second put of the same key keeps the first and reports it), any byte
+//! range of an object can be read, manifests are small documents written create-only and
+//! atomically, and listings give each object's size and last-modified time (which `gc`
+//! uses for its grace period). Nothing relies on locks or on renaming objects.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use crate::key::ObjectKey;
+
+/// Errors of a backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// An I/O operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// What was being accessed.
+        path: String,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The object does not exist.
+    #[error("object {0} is missing")]
+    NotFound(ObjectKey),
+    /// A manifest of that name already exists.
+    #[error("model {0:?} already exists")]
+    ManifestExists(String),
+    /// The location is not a store, or is damaged.
+    #[error("{0}")]
+    Layout(String),
+}
+
+/// How a put went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object was written.
+    Created,
+    /// An object with that key was already there and was kept.
+    Existed,
+}
+
+/// One listed object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Its key.
+    pub key: ObjectKey,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was written or last touched.
+    pub modified: SystemTime,
+}
+
+/// Storage of immutable content-addressed objects and small named manifests.
+pub trait Backend: Send + Sync {
+    /// A human-readable location (a path or URL) for messages.
+    fn describe(&self) -> String;
+    /// Writes an object unless one with that key exists (create-only, idempotent).
+    fn put_object(&self, key: &ObjectKey, bytes: &[u8]) -> Result<PutOutcome, BackendError>;
+    /// The size of an object, or `None` if it does not exist.
+    fn object_size(&self, key: &ObjectKey) -> Result<Option<u64>, BackendError>;
+    /// The whole object.
+    fn get_object(&self, key: &ObjectKey) -> Result<Vec<u8>, BackendError>;
+    /// Bytes `range` of the object, cut short at its end.
+    fn get_object_range(&self, key: &ObjectKey, range: Range<u64>)
+        -> Result<Vec<u8>, BackendError>;
+    /// Marks an existing object as recently used, so `gc` gives it a new grace period.
+    fn touch_object(&self, key: &ObjectKey) -> Result<(), BackendError>;
+    /// Every object.
+    fn list_objects(&self) -> Result<Vec<ObjectInfo>, BackendError>;
+    /// Deletes an object; deleting a missing object is not an error.
+    fn delete_object(&self, key: &ObjectKey) -> Result<(), BackendError>;
+    /// Makes every object put so far durable: called before a manifest refers to them.
+    fn sync_objects(&self) -> Result<(), BackendError>;
+    /// Writes a manifest atomically, failing with [`BackendError::ManifestExists`] if the
+    /// name is taken. `name` has been validated by the caller.
+    fn put_manifest(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError>;
+    /// A manifest, or `None` if there is none of that name.
+    fn get_manifest(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError>;
+    /// Every manifest name (unvalidated: the caller checks them).
+    fn list_manifests(&self) -> Result<Vec<String>, BackendError>;
+    /// Deletes a manifest; returns whether it existed.
+    fn delete_manifest(&self, name: &str) -> Result<bool, BackendError>;
+    /// Removes temporaries of interrupted writes last modified before `cutoff`; returns
+    /// their count and bytes.
+    fn clean_temporaries(&self, cutoff: SystemTime) -> Result<(u64, u64), BackendError>;
+}
+
+/// Name of the marker file at the root of a local store.
+pub const MARKER: &str = "mcodec-store.json";
+/// Contents of the marker file.
+const MARKER_TEXT: &str = "{\"format\":\"mcodec-store\",\"version\":1}\n";
+const OBJECTS: &str = "objects";
+const MODELS: &str = "models";
+const TMP: &str = "tmp";
+const MANIFEST_SUFFIX: &str = ".json";
+
+/// A store in a local directory: `objects/<2 hex>/<64 hex>`, `models/<name>.json`,
+/// `tmp/` for files being written. Every file is written under `tmp/`, synced and then
+/// linked into place without replacing anything.
+#[derive(Debug)]
+pub struct LocalBackend {
+    root: PathBuf,
+    /// Fan-out directories that received objects since the last [`Backend::sync_objects`].
+    dirty_dirs: Mutex<HashSet<PathBuf>>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BackendError + '_ {
+    move |source| BackendError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn sync_dir(path: &Path) -> Result<(), BackendError> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(path))
+}
+
+impl LocalBackend {
+    /// Creates a new store at `root` (an absent or empty directory).
+    pub fn init(root: &Path) -> Result<Self, BackendError> {
+        fs::create_dir_all(root).map_err(io_err(root))?;
+        let non_empty = fs::read_dir(root).map_err(io_err(root))?.next().is_some();
+        if non_empty {
+            return Err(BackendError::Layout(format!(
+                "{}: directory is not empty; a store is created in a new or empty directory",
+                root.display()
+            )));
+        }
+        for d in [OBJECTS, MODELS, TMP] {
+            let p = root.join(d);
+            fs::create_dir(&p).map_err(io_err(&p))?;
+        }
+        let marker = root.join(MARKER);
+        let mut f = File::create(&marker).map_err(io_err(&marker))?;
+        f.write_all(MARKER_TEXT.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io_err(&marker))?;
+        sync_dir(root)?;
+        Self::open(root)
+    }
+
+    /// Opens the store at `root`.
+    pub fn open(root: &Path) -> Result<Self, BackendError> {
+        let marker = root.join(MARKER);
+        match fs::read(&marker) {
+            Ok(text) if text == MARKER_TEXT.as_bytes() => {}
+            Ok(_) => {
+                return Err(BackendError::Layout(format!(
+                    "{}: unknown store format or version",
+                    marker.display()
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(BackendError::Layout(format!(
+                    "{}: not a store (no {MARKER}; create one with `init`)",
+                    root.display()
+                )))
+            }
+            Err(e) => return Err(io_err(&marker)(e)),
+        }
+        for d in [OBJECTS, MODELS, TMP] {
+            let p = root.join(d);
+            if !p.is_dir() {
+                return Err(BackendError::Layout(format!(
+                    "{}: missing directory",
+                    p.display()
+                )));
+            }
+        }
+        Ok(Self {
+            root: root.to_owned(),
+            dirty_dirs: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn object_path(&self, key: &ObjectKey) -> PathBuf {
+        let hex = key.to_hex();
+        self.root.join(OBJECTS).join(&hex[..2]).join(hex)
+    }
+
+    fn manifest_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join(MODELS)
+            .join(format!("{name}{MANIFEST_SUFFIX}"))
+    }
+
+    /// Writes `bytes` to a synced temporary and links it to `dest` unless `dest` exists.
+    fn write_noclobber(&self, dest: &Path, bytes: &[u8]) -> Result<bool, BackendError> {
+        let tmp_dir = self.root.join(TMP);
+        let mut tmp = tempfile::Builder::new()
+            .prefix("put-")
+            .suffix(".tmp")
+            .tempfile_in(&tmp_dir)
+            .map_err(io_err(&tmp_dir))?;
+        tmp.write_all(bytes)
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(io_err(tmp.path()))?;
+        match tmp.persist_noclobber(dest) {
+            Ok(_) => Ok(true),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io_err(dest)(e.error)),
+        }
+    }
+}
+
+impl Backend for LocalBackend {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn put_object(&self, key: &ObjectKey, bytes: &[u8]) -> Result<PutOutcome, BackendError> {
+        let path = self.object_path(key);
+        if path.exists() {
+            return Ok(PutOutcome::Existed);
+        }
+        let dir = path.parent().expect("object paths have a parent");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let created = self.write_noclobber(&path, bytes)?;
+        self.dirty_dirs
+            .lock()
+            .expect("no panics while held")
+            .insert(dir.to_owned());
+        Ok(if created {
+            PutOutcome::Created
+        } else {
+            PutOutcome::Existed
+        })
+    }
+
+    fn object_size(&self, key: &ObjectKey) -> Result<Option<u64>, BackendError> {
+        let path = self.object_path(key);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    fn get_object(&self, key: &ObjectKey) -> Result<Vec<u8>, BackendError> {
+        let path = self.object_path(key);
+        fs::read(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => BackendError::NotFound(*key),
+            _ => io_err(&path)(e),
+        })
+    }
+
+    fn get_object_range(
+        &self,
+        key: &ObjectKey,
+        range: Range<u64>,
+    ) -> Result<Vec<u8>, BackendError> {
+        let path = self.object_path(key);
+        let mut f = File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => BackendError::NotFound(*key),
+            _ => io_err(&path)(e),
+        })?;
+        let mut out = Vec::new();
+        f.seek(SeekFrom::Start(range.start))
+            .and_then(|_| {
+                f.take(range.end.saturating_sub(range.start))
+                    .read_to_end(&mut out)
+            })
+            .map_err(io_err(&path))?;
+        Ok(out)
+    }
+
+    fn touch_object(&self, key: &ObjectKey) -> Result<(), BackendError> {
+        let path = self.object_path(key);
+        File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => BackendError::NotFound(*key),
+                _ => io_err(&path)(e),
+            })
+    }
+
+    fn list_objects(&self) -> Result<Vec<ObjectInfo>, BackendError> {
+        let objects = self.root.join(OBJECTS);
+        let mut out = Vec::new();
+        for fan in fs::read_dir(&objects).map_err(io_err(&objects))? {
+            let fan = fan.map_err(io_err(&objects))?.path();
+            if !fan.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&fan).map_err(io_err(&fan))? {
+                let entry = entry.map_err(io_err(&fan))?;
+                let name = entry.file_name();
+                let Some(key) = name
+                    .to_str()
+                    .and_then(|n| ObjectKey::from_hex(n).ok())
+                    .filter(|k| fan.ends_with(&k.to_hex()[..2]))
+                else {
+                    continue;
+                };
+                let path = entry.path();
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    // Deleted since the directory was read (a concurrent gc).
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(&path)(e)),
+                };
+                out.push(ObjectInfo {
+                    key,
+                    size: meta.len(),
+                    modified: meta.modified().map_err(io_err(&path))?,
+                });
+            }
+        }
+        out.sort_by_key(|o| o.key);
+        Ok(out)
+    }
+
+    fn delete_object(&self, key: &ObjectKey) -> Result<(), BackendError> {
+        let path = self.object_path(key);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn sync_objects(&self) -> Result<(), BackendError> {
+        let dirs: Vec<PathBuf> = self
+            .dirty_dirs
+            .lock()
+            .expect("no panics while held")
+            .drain()
+            .collect();
+        for d in &dirs {
+            sync_dir(d)?;
+        }
+        sync_dir(&self.root.join(OBJECTS))
+    }
+
+    fn put_manifest(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        let path = self.manifest_path(name);
+        if !self.write_noclobber(&path, bytes)? {
+            return Err(BackendError::ManifestExists(name.to_owned()));
+        }
+        sync_dir(&self.root.join(MODELS))
+    }
+
+    fn get_manifest(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let path = self.manifest_path(name);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    fn list_manifests(&self) -> Result<Vec<String>, BackendError> {
+        let dir = self.root.join(MODELS);
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            if let Some(n) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(MANIFEST_SUFFIX))
+            {
+                names.push(n.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete_manifest(&self, name: &str) -> Result<bool, BackendError> {
+        let path = self.manifest_path(name);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                sync_dir(&self.root.join(MODELS))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    fn clean_temporaries(&self, cutoff: SystemTime) -> Result<(u64, u64), BackendError> {
+        let dir = self.root.join(TMP);
+        let (mut count, mut bytes) = (0, 0);
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_file() && meta.modified().is_ok_and(|m| m < cutoff) {
+                let path = entry.path();
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        count += 1;
+                        bytes += meta.len();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&path)(e)),
+                }
+            }
+        }
+        Ok((count, bytes))
+    }
+}

@@ -1,0 +1,25 @@
+//! mcodec-store: a content-addressed store for model hubs (see `docs/STORE.md`).
+//!
+//! Every distinct tensor is stored once under the BLAKE3-256 hash of its dtype, shape and
+//! bytes ([`key`]); a fine-tune's tensors are stored as deltas against its base model's
+//! tensors when that is smaller ([`mcodec::delta`]), else with the tensor codec; other
+//! files and safetensors headers are deduplicated blobs. A model becomes visible when its
+//! [`manifest`] is written, last and atomically, through a [`backend::Backend`] that object
+//! storage can implement. Layers: [`key`] → [`object`] → [`backend`] → [`manifest`] →
+//! [`Store`].
+#![warn(missing_docs)]
+
+pub mod backend;
+mod input;
+pub mod key;
+pub mod manifest;
+pub mod object;
+mod store;
+
+pub use backend::{Backend, BackendError, LocalBackend};
+pub use key::ObjectKey;
+pub use manifest::{Manifest, ManifestError};
+pub use store::{
+    AddOptions, AddReport, DeltaMode, FsckReport, GcReport, GetReport, KindStats, ModelInfo,
+    ModelStats, Stats, Store, StoreError, DEFAULT_GRACE,
+};

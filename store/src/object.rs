@@ -1,0 +1,499 @@
+//! The object file format (STORE.md §3): a small header naming what the object decodes to
+//! and how it is coded, followed by the payload.
+//!
+//! An object is self-describing, so `fsck` can decode and check any object on its own.
+//! Everything read from the header is validated before it sizes an allocation.
+
+use mcodec::safetensors::MAX_RANK;
+use mcodec::tensor::{Codec, EncodedTensor, TensorDecoder};
+use mcodec::Dtype;
+
+use crate::key::ObjectKey;
+
+/// First bytes of every object.
+pub const MAGIC: [u8; 4] = *b"MCSO";
+/// Object format version written and read.
+pub const VERSION: u8 = 1;
+/// No object header is longer than this, so reading this many bytes gives the header.
+pub const MAX_HEADER_LEN: usize = 1024;
+/// Largest decoded size an object may claim (1 TiB): a bound on hostile headers.
+pub const MAX_RAW_LEN: u64 = 1 << 40;
+/// zstd level of small blobs (configs, tokenizers, safetensors headers: text-like).
+const BLOB_ZSTD_LEVEL: i32 = 9;
+/// zstd level of blobs over [`LARGE_BLOB_BYTES`] (other weight formats): level 9 would
+/// run at tens of MB/s.
+const LARGE_BLOB_ZSTD_LEVEL: i32 = 3;
+/// Size from which a blob is a large one.
+const LARGE_BLOB_BYTES: usize = 16 << 20;
+
+const KIND_BLOB: u8 = 0;
+const KIND_PLAIN: u8 = 1;
+const KIND_DELTA: u8 = 2;
+
+/// Errors of the object layer.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ObjectError {
+    /// The object ends inside its header.
+    #[error("object header truncated: needs {needed} bytes, object has {len}")]
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes present.
+        len: usize,
+    },
+    /// Not an object, or an unsupported version.
+    #[error("not a store object (magic {magic:02x?}, version {version})")]
+    NotObject {
+        /// The first four bytes.
+        magic: Vec<u8>,
+        /// The version byte.
+        version: u8,
+    },
+    /// A header field is out of range.
+    #[error("bad object header: {0}")]
+    Header(String),
+    /// The payload does not decode.
+    #[error("object payload does not decode: {0}")]
+    Payload(String),
+    /// Memory for the decoded bytes could not be reserved.
+    #[error("cannot allocate {0} bytes for a decoded object")]
+    Alloc(u64),
+}
+
+/// What a tensor object decodes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorMeta {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// Decoded length in bytes.
+    pub raw_len: u64,
+}
+
+/// An object's header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Header {
+    /// Bytes of a file or of a safetensors header, stored or as one zstd frame.
+    Blob {
+        /// Payload is a zstd frame (else the bytes themselves).
+        zstd: bool,
+        /// Decoded length.
+        raw_len: u64,
+    },
+    /// A tensor coded on its own with the tensor codec.
+    Plain {
+        /// What it decodes to.
+        meta: TensorMeta,
+        /// Tensor codec.
+        codec: Codec,
+        /// Chunk length exponent.
+        chunk_log2: u8,
+        /// Length of each stream; the payload is the streams back to back.
+        stream_lens: Vec<u64>,
+    },
+    /// A tensor coded as a delta against a plain tensor object.
+    Delta {
+        /// What it decodes to.
+        meta: TensorMeta,
+        /// The base object (always a [`Header::Plain`] object of the same dtype and shape).
+        base: ObjectKey,
+        /// Size the plain coding of this tensor had when it was stored (for statistics).
+        plain_len: u64,
+    },
+}
+
+impl Header {
+    /// The decoded length.
+    pub fn raw_len(&self) -> u64 {
+        match self {
+            Self::Blob { raw_len, .. } => *raw_len,
+            Self::Plain { meta, .. } | Self::Delta { meta, .. } => meta.raw_len,
+        }
+    }
+
+    /// The tensor description, for tensor objects.
+    pub fn meta(&self) -> Option<&TensorMeta> {
+        match self {
+            Self::Blob { .. } => None,
+            Self::Plain { meta, .. } | Self::Delta { meta, .. } => Some(meta),
+        }
+    }
+
+    /// The delta base, for delta objects.
+    pub fn delta_base(&self) -> Option<ObjectKey> {
+        match self {
+            Self::Delta { base, .. } => Some(*base),
+            _ => None,
+        }
+    }
+
+    /// Parses the header at the start of `bytes`; returns it and its length.
+    pub fn parse(bytes: &[u8]) -> Result<(Self, usize), ObjectError> {
+        let mut r = Reader { bytes, pos: 0 };
+        let magic = r.take(4)?;
+        let version = r.u8()?;
+        if magic != MAGIC || version != VERSION {
+            return Err(ObjectError::NotObject {
+                magic: magic.to_vec(),
+                version,
+            });
+        }
+        let header = match r.u8()? {
+            KIND_BLOB => {
+                let zstd = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    c => return Err(bad(format!("blob coding {c}"))),
+                };
+                let raw_len = r.u64()?;
+                check_raw_len(raw_len)?;
+                Self::Blob { zstd, raw_len }
+            }
+            kind @ (KIND_PLAIN | KIND_DELTA) => {
+                let meta = r.meta()?;
+                if kind == KIND_PLAIN {
+                    let codec_id = r.u8()?;
+                    let codec = Codec::from_id(codec_id)
+                        .ok_or_else(|| bad(format!("unknown tensor codec {codec_id}")))?;
+                    let chunk_log2 = r.u8()?;
+                    let n = usize::from(r.u8()?);
+                    if n != codec.stream_count() {
+                        return Err(bad(format!(
+                            "codec {} has {} streams, header lists {n}",
+                            codec.name(),
+                            codec.stream_count()
+                        )));
+                    }
+                    let stream_lens = (0..n).map(|_| r.u64()).collect::<Result<_, _>>()?;
+                    Self::Plain {
+                        meta,
+                        codec,
+                        chunk_log2,
+                        stream_lens,
+                    }
+                } else {
+                    let base = ObjectKey(r.take(32)?.try_into().expect("32 bytes"));
+                    let plain_len = r.u64()?;
+                    Self::Delta {
+                        meta,
+                        base,
+                        plain_len,
+                    }
+                }
+            }
+            k => return Err(bad(format!("unknown object kind {k}"))),
+        };
+        Ok((header, r.pos))
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        let put_meta = |out: &mut Vec<u8>, m: &TensorMeta| {
+            let name = m.dtype.name().as_bytes();
+            out.push(name.len() as u8);
+            out.extend_from_slice(name);
+            out.push(m.shape.len() as u8);
+            for d in &m.shape {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+            out.extend_from_slice(&m.raw_len.to_le_bytes());
+        };
+        match self {
+            Self::Blob { zstd, raw_len } => {
+                out.push(KIND_BLOB);
+                out.push(u8::from(*zstd));
+                out.extend_from_slice(&raw_len.to_le_bytes());
+            }
+            Self::Plain {
+                meta,
+                codec,
+                chunk_log2,
+                stream_lens,
+            } => {
+                out.push(KIND_PLAIN);
+                put_meta(out, meta);
+                out.push(codec.id());
+                out.push(*chunk_log2);
+                out.push(stream_lens.len() as u8);
+                for l in stream_lens {
+                    out.extend_from_slice(&l.to_le_bytes());
+                }
+            }
+            Self::Delta {
+                meta,
+                base,
+                plain_len,
+            } => {
+                out.push(KIND_DELTA);
+                put_meta(out, meta);
+                out.extend_from_slice(&base.0);
+                out.extend_from_slice(&plain_len.to_le_bytes());
+            }
+        }
+    }
+}
+
+fn bad(msg: String) -> ObjectError {
+    ObjectError::Header(msg)
+}
+
+fn check_raw_len(raw_len: u64) -> Result<(), ObjectError> {
+    if raw_len > MAX_RAW_LEN {
+        return Err(bad(format!(
+            "decoded length {raw_len} exceeds {MAX_RAW_LEN}"
+        )));
+    }
+    Ok(())
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ObjectError> {
+        let s = self
+            .bytes
+            .get(self.pos..self.pos + n)
+            .ok_or(ObjectError::Truncated {
+                needed: self.pos + n,
+                len: self.bytes.len(),
+            })?;
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, ObjectError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u64(&mut self) -> Result<u64, ObjectError> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn meta(&mut self) -> Result<TensorMeta, ObjectError> {
+        let n = usize::from(self.u8()?);
+        let dtype = std::str::from_utf8(self.take(n)?)
+            .map_err(|_| bad("dtype name is not UTF-8".into()))?;
+        let dtype = Dtype::parse(dtype);
+        let rank = usize::from(self.u8()?);
+        if rank > MAX_RANK {
+            return Err(bad(format!("rank {rank} exceeds {MAX_RANK}")));
+        }
+        let shape: Vec<u64> = (0..rank).map(|_| self.u64()).collect::<Result<_, _>>()?;
+        let raw_len = self.u64()?;
+        check_raw_len(raw_len)?;
+        check_shape(&dtype, &shape, raw_len).map_err(bad)?;
+        Ok(TensorMeta {
+            dtype,
+            shape,
+            raw_len,
+        })
+    }
+}
+
+/// Checks that `shape` of `dtype` makes `raw_len` bytes (when the element size is known).
+pub fn check_shape(dtype: &Dtype, shape: &[u64], raw_len: u64) -> Result<(), String> {
+    if let Some(size) = dtype.element_size() {
+        let expect = shape.iter().try_fold(size as u64, |a, &d| a.checked_mul(d));
+        if expect != Some(raw_len) {
+            return Err(format!(
+                "shape {shape:?} of {dtype} does not make {raw_len} bytes"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A zeroed buffer of `len` bytes, or a typed error if it cannot be had.
+pub fn alloc(len: u64) -> Result<Vec<u8>, ObjectError> {
+    let n = usize::try_from(len).map_err(|_| ObjectError::Alloc(len))?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| ObjectError::Alloc(len))?;
+    v.resize(n, 0);
+    Ok(v)
+}
+
+/// Codes a blob: one zstd frame if that is smaller, else the bytes as they are.
+pub fn encode_blob(bytes: &[u8]) -> Vec<u8> {
+    let level = if bytes.len() > LARGE_BLOB_BYTES {
+        LARGE_BLOB_ZSTD_LEVEL
+    } else {
+        BLOB_ZSTD_LEVEL
+    };
+    let frame = zstd::bulk::compress(bytes, level)
+        .ok()
+        .filter(|f| f.len() < bytes.len());
+    let mut out = Vec::with_capacity(32 + frame.as_ref().map_or(bytes.len(), Vec::len));
+    Header::Blob {
+        zstd: frame.is_some(),
+        raw_len: bytes.len() as u64,
+    }
+    .write(&mut out);
+    out.extend_from_slice(frame.as_deref().unwrap_or(bytes));
+    out
+}
+
+/// Codes a tensor on its own.
+pub fn encode_plain(meta: TensorMeta, tensor: &EncodedTensor) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAX_HEADER_LEN + tensor.coded_len());
+    Header::Plain {
+        meta,
+        codec: tensor.codec,
+        chunk_log2: tensor.chunk_log2,
+        stream_lens: tensor.streams.iter().map(|s| s.len() as u64).collect(),
+    }
+    .write(&mut out);
+    for s in &tensor.streams {
+        for seg in s.segments() {
+            out.extend_from_slice(seg);
+        }
+    }
+    out
+}
+
+/// Codes a tensor as `delta` (from [`mcodec::delta::encode`]) against the object `base`.
+pub fn encode_delta(meta: TensorMeta, base: ObjectKey, plain_len: u64, delta: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAX_HEADER_LEN + delta.len());
+    Header::Delta {
+        meta,
+        base,
+        plain_len,
+    }
+    .write(&mut out);
+    out.extend_from_slice(delta);
+    out
+}
+
+/// Decodes a blob's payload.
+pub fn decode_blob(zstd: bool, raw_len: u64, payload: &[u8]) -> Result<Vec<u8>, ObjectError> {
+    if !zstd {
+        if payload.len() as u64 != raw_len {
+            return Err(ObjectError::Payload(format!(
+                "stored blob is {} bytes, header says {raw_len}",
+                payload.len()
+            )));
+        }
+        return Ok(payload.to_vec());
+    }
+    let mut out = alloc(raw_len)?;
+    let n = zstd::bulk::Decompressor::new()
+        .and_then(|mut d| d.decompress_to_buffer(payload, &mut out[..]))
+        .map_err(|e| ObjectError::Payload(format!("zstd: {e}")))?;
+    if n != out.len() {
+        return Err(ObjectError::Payload(format!(
+            "zstd frame gives {n} bytes, header says {raw_len}"
+        )));
+    }
+    Ok(out)
+}
+
+/// Decodes a plain tensor object's payload into `out` (exactly its decoded length).
+pub fn decode_plain_into(
+    codec: Codec,
+    chunk_log2: u8,
+    stream_lens: &[u64],
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<(), ObjectError> {
+    let mut streams = Vec::with_capacity(stream_lens.len());
+    let mut rest = payload;
+    for (i, &len) in stream_lens.iter().enumerate() {
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l <= rest.len())
+            .ok_or_else(|| {
+                ObjectError::Payload(format!(
+                    "stream {i} of {len} bytes, {} left in the object",
+                    rest.len()
+                ))
+            })?;
+        let (s, tail) = rest.split_at(len);
+        streams.push(s);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(ObjectError::Payload(format!(
+            "{} bytes after the last stream",
+            rest.len()
+        )));
+    }
+    let decoder = TensorDecoder::new(codec, chunk_log2, out.len(), &streams)
+        .map_err(|e| ObjectError::Payload(e.to_string()))?;
+    decoder
+        .decode(out)
+        .map_err(|e| ObjectError::Payload(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_truncations_fail() {
+        let meta = TensorMeta {
+            dtype: Dtype::BF16,
+            shape: vec![3, 5],
+            raw_len: 30,
+        };
+        let headers = [
+            Header::Blob {
+                zstd: true,
+                raw_len: 99,
+            },
+            Header::Plain {
+                meta: meta.clone(),
+                codec: Codec::Zstd,
+                chunk_log2: 0,
+                stream_lens: vec![12],
+            },
+            Header::Delta {
+                meta,
+                base: ObjectKey([9; 32]),
+                plain_len: 20,
+            },
+        ];
+        for h in headers {
+            let mut b = Vec::new();
+            h.write(&mut b);
+            assert!(b.len() <= MAX_HEADER_LEN);
+            assert_eq!(Header::parse(&b).unwrap(), (h, b.len()));
+            for cut in 0..b.len() {
+                assert!(Header::parse(&b[..cut]).is_err());
+            }
+        }
+        let mut b = Vec::new();
+        Header::Plain {
+            meta: TensorMeta {
+                dtype: Dtype::F32,
+                shape: vec![2],
+                raw_len: 9,
+            },
+            codec: Codec::Stored,
+            chunk_log2: 0,
+            stream_lens: vec![9],
+        }
+        .write(&mut b);
+        assert!(matches!(Header::parse(&b), Err(ObjectError::Header(_))));
+    }
+
+    #[test]
+    fn blobs_round_trip() {
+        for bytes in [Vec::new(), b"abc".to_vec(), vec![b'x'; 5000]] {
+            let o = encode_blob(&bytes);
+            let (h, n) = Header::parse(&o).unwrap();
+            let Header::Blob { zstd, raw_len } = h else {
+                panic!("not a blob")
+            };
+            assert_eq!(decode_blob(zstd, raw_len, &o[n..]).unwrap(), bytes);
+            let r = decode_blob(zstd, raw_len + 1, &o[n..]);
+            assert!(
+                r.is_err(),
+                "{} bytes decoded with a wrong length",
+                bytes.len()
+            );
+        }
+    }
+}
