@@ -122,3 +122,56 @@ fn write_index(file: &mut [u8], offset: usize, index: &Index) -> Option<()> {
     file[offset..end].copy_from_slice(&bytes);
     Some(())
 }
+
+/// Decodes every tensor of `archive` several ways, each into a buffer pre-filled with a
+/// different poison value: whole (twice, poisons 0x00 and 0xFF), in pieces of a few sizes,
+/// and the whole file in parallel (`unpack_into`) and streamed (`unpack_to`). Whatever
+/// succeeds must give identical bytes, so no output byte can be left unwritten.
+pub fn decode_with_poison(archive: &Archive<'_>) {
+    let index = archive.index();
+    if index.original_len > MAX_DECODED {
+        return;
+    }
+    for (i, t) in index.tensors.iter().enumerate() {
+        let len = t.original_len as usize;
+        let mut zeros = vec![0x00u8; len];
+        let mut ones = vec![0xFFu8; len];
+        let rz = archive.decode_tensor(i, &mut zeros);
+        let ro = archive.decode_tensor(i, &mut ones);
+        assert_eq!(rz.is_ok(), ro.is_ok(), "tensor {i}: success depends on the poison");
+        if rz.is_err() {
+            continue;
+        }
+        assert!(zeros == ones, "tensor {i}: unwritten bytes survive decoding");
+        let Ok(dec) = archive.tensor_decoder(i) else {
+            panic!("tensor {i} decoded but its decoder fails");
+        };
+        for piece in [1usize, 777, 1 << 16] {
+            let mut pieces = vec![0x77u8; len];
+            let mut next = 0;
+            dec.decode_pieces(piece, &mut |bytes, range| {
+                assert_eq!(range.start, next, "pieces out of order");
+                assert_eq!(range.len(), bytes.len());
+                next = range.end;
+                pieces[range].copy_from_slice(bytes);
+                Ok(())
+            })
+            .expect("piecewise decode fails where a whole decode succeeds");
+            assert_eq!(next, len, "pieces do not cover the tensor");
+            assert!(pieces == zeros, "tensor {i}: pieces of {piece} bytes differ");
+        }
+    }
+    let len = index.original_len as usize;
+    let mut streamed = Vec::new();
+    let rs = archive.unpack_to(&mut streamed, &|_| {});
+    let mut a = vec![0x00u8; len];
+    let mut b = vec![0xFFu8; len];
+    let ra = archive.unpack_into(&mut a);
+    let rb = archive.unpack_into(&mut b);
+    assert_eq!(ra.is_ok(), rb.is_ok(), "unpack_into: success depends on the poison");
+    assert_eq!(ra.is_ok(), rs.is_ok(), "unpack_into and unpack_to disagree");
+    if ra.is_ok() {
+        assert!(a == b, "unpack_into leaves bytes unwritten");
+        assert!(a == streamed, "unpack_into and unpack_to give different bytes");
+    }
+}
