@@ -152,7 +152,9 @@ fn write_fuzz_seeds() {
         if let tensor::Codec::Split(layout) = enc.codec {
             for (k, (s, &bits)) in enc.streams.iter().zip(layout.field_bits()).enumerate() {
                 let mut input = vec![bits as u8, enc.chunk_log2];
-                input.extend_from_slice(&((data.len() / layout.element_size()) as u32).to_le_bytes()[..3]);
+                input.extend_from_slice(
+                    &((data.len() / layout.element_size()) as u32).to_le_bytes()[..3],
+                );
                 input.extend_from_slice(&s.to_vec());
                 write("stream_decode", &format!("{name}-{k}"), &input);
             }
