@@ -1,30 +1,5 @@
-//! Decoding must write every byte it claims to produce. Each input is an `.mcz` file
-//! (tried as is, with its trailer repaired, and with every checksum recomputed, as in
-//! `container_open`); every tensor and the whole file are decoded into buffers
-//! pre-filled with different poison values, whole, in pieces and in parallel, and every
-//! successful decode must give identical bytes.
+//! cargo-fuzz entry of [`mcodec_fuzz::checks::poison`], where the input layout and the
+//! properties checked are described.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use mcodec::container::Archive;
-use mcodec_fuzz::{decode_with_poison, repair_checksums, repair_trailer};
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(a) = Archive::open(data) {
-        decode_with_poison(&a);
-    }
-    let mut fixed = data.to_vec();
-    if !repair_trailer(&mut fixed) {
-        return;
-    }
-    if let Ok(a) = Archive::open(&fixed) {
-        decode_with_poison(&a);
-    } else {
-        return;
-    }
-    if let Some(full) = repair_checksums(&fixed) {
-        if let Ok(a) = Archive::open(&full) {
-            decode_with_poison(&a);
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mcodec_fuzz::checks::poison::check(data));
