@@ -8,8 +8,10 @@
 //! trailer checksums recomputed so the damaged bytes reach the index parser and the stream
 //! decoders, where only the tensor checksums stand between the damage and the output.
 //!
-//! The default sweep takes about a second in release. The exhaustive variant flips every
-//! bit of every byte of a larger model:
+//! The default sweep (about 9 000 flips, 4 000 truncations) takes a few seconds in release.
+//! The exhaustive variant flips every bit of every byte of a larger model and truncates at
+//! every length (617 000 flips, 77 000 truncations: 2 minutes of CPU, 7 minutes on a
+//! busy 2-vCPU machine):
 //! `cargo test --release -p mcodec --test corruption_sweep -- --ignored`.
 
 mod common;
@@ -135,9 +137,9 @@ fn damaged_files_fail_or_decode_exactly() {
 }
 
 #[test]
-#[ignore = "exhaustive: about a minute in release"]
+#[ignore = "exhaustive: minutes in release"]
 fn every_bit_of_a_larger_model() {
-    let original = every_dtype_model(6);
+    let original = every_dtype_model(3);
     let file = pack_small_chunks(&original);
     let (cases, repaired) = sweep(&original, &file, 1, &[0, 1, 2, 3, 4, 5, 6, 7]);
     let cut = truncations(&original, &file, 1);
