@@ -77,14 +77,12 @@ fn sweep(original: &[u8], file: &[u8], step: usize, bits: &[u8]) -> (usize, usiz
             );
             cases += 1;
             if let Some(fixed) = repair_stream_checksums(&bad) {
-                let ok = check(
+                // The damage now reaches the decoders: an error or the exact original.
+                check(
                     original,
                     &fixed,
                     &format!("bit {bit} of byte {pos}, checksums repaired"),
                 );
-                // A flip inside a stream can be harmless once its checksum is repaired
-                // only if the decoded bytes are the original (checked above).
-                let _ = ok;
                 repaired += 1;
             }
         }
@@ -127,8 +125,10 @@ fn damaged_files_fail_or_decode_exactly() {
             assert!(t.original_len > 2 * 1024, "{} has one chunk", t.name);
         }
     }
-    let (cases, repaired) = sweep(&original, &file, 7, &[0]);
-    let cut = truncations(&original, &file, 13);
+    // Unoptimised builds sample the stream area more sparsely to stay quick.
+    let step = if cfg!(debug_assertions) { 41 } else { 7 };
+    let (cases, repaired) = sweep(&original, &file, step, &[0]);
+    let cut = truncations(&original, &file, step * 2 - 1);
     eprintln!("{cases} flips ({repaired} with repaired checksums), {cut} truncations");
     assert!(
         repaired * 2 > cases,
