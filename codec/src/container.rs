@@ -32,6 +32,12 @@ pub const BLOCK: u64 = 64;
 pub const MAX_NAME_LEN: usize = u16::MAX as usize;
 /// Longest dtype name accepted (its length is a `u8` in the index).
 pub const MAX_DTYPE_LEN: usize = u8::MAX as usize;
+/// Most original bytes a file may decode to per byte of the file itself (FORMAT.md §6,
+/// check 4a). A hostile file could otherwise claim terabytes from a few Const streams;
+/// with this bound, decoding time and output are at most 1024 times the bytes actually
+/// read (deflate's own limit is about 1032:1). The writer pads files that compress
+/// better than this (models of zeros), so every file it writes is readable.
+pub const MAX_EXPANSION: u64 = 1024;
 /// Tensors above twice this size overlap their checksum with decoding.
 const OVERLAP_MIN_BYTES: usize = 8 << 20;
 /// Largest piece of a tensor decoded at once when streaming it out.
@@ -68,6 +74,16 @@ pub enum ContainerError {
     /// are invalid.
     #[error("cannot pack: {0}")]
     Unsupported(String),
+    /// A size the file claims exceeds what the reader allows.
+    #[error("{what}: {requested} exceeds the limit of {allowed}")]
+    Limit {
+        /// What was claimed.
+        what: String,
+        /// The size the file asks for.
+        requested: u64,
+        /// The largest size allowed.
+        allowed: u64,
+    },
     /// A checksum did not match.
     #[error("checksum mismatch in {what}: stored {stored:016x}, computed {computed:016x}")]
     Checksum {
@@ -189,6 +205,16 @@ impl<W: Write> CountingWriter<W> {
     fn align(&mut self) -> io::Result<()> {
         let pad = self.pos.next_multiple_of(ALIGN) - self.pos;
         self.write(&[0u8; ALIGN as usize][..pad as usize])
+    }
+
+    fn zeros(&mut self, mut n: u64) -> io::Result<()> {
+        let zeros = [0u8; 1 << 16];
+        while n > 0 {
+            let k = n.min(zeros.len() as u64);
+            self.write(&zeros[..k as usize])?;
+            n -= k;
+        }
+        Ok(())
     }
 
     fn stream(&mut self, stream: &CodedStream) -> io::Result<StreamRef> {
@@ -338,6 +364,14 @@ pub fn pack<W: Write + Send>(
     };
     let index_bytes = index.serialize();
     w.align()?;
+    // A file that codes almost nothing (a model of zeros) is padded with zeros before its
+    // index up to the reader's expansion limit.
+    let min_len = file_len.div_ceil(MAX_EXPANSION);
+    let end = w.pos + index_bytes.len() as u64 + BLOCK;
+    if end < min_len {
+        w.zeros(min_len - end)?;
+        w.align()?;
+    }
     let index_offset = w.pos;
     w.write(&index_bytes)?;
     let mut trailer = [0u8; BLOCK as usize];
@@ -497,6 +531,33 @@ impl Index {
             tensors,
         })
     }
+}
+
+/// Checks that the bytes of the stream area outside every stream (alignment padding and
+/// the padding before the index) are zero (FORMAT.md §3.2), so that no byte of a file
+/// can change without an error. Streams may come in any order and may overlap.
+fn check_padding(bytes: &[u8], index: &Index, index_offset: u64) -> Result<(), ContainerError> {
+    let mut spans: Vec<(u64, u64)> = std::iter::once(&index.prefix.stream)
+        .chain(index.tensors.iter().flat_map(|t| &t.streams))
+        .map(|s| (s.offset, s.offset + s.len))
+        .collect();
+    spans.sort_unstable();
+    spans.push((index_offset, index_offset));
+    let mut covered = BLOCK;
+    for (start, end) in spans {
+        if start > covered {
+            // Offsets were checked against the index offset when the index was parsed.
+            let gap = &bytes[covered as usize..start as usize];
+            if let Some(k) = gap.iter().position(|&b| b != 0) {
+                return Err(corrupt(format!(
+                    "nonzero padding byte at offset {}",
+                    covered as usize + k
+                )));
+            }
+        }
+        covered = covered.max(end);
+    }
+    Ok(())
 }
 
 fn put_stream(b: &mut Vec<u8>, s: &StreamRef) {
@@ -663,6 +724,18 @@ impl<'a> Archive<'a> {
             });
         }
         let (index_offset, index_len, index_sum) = (word(0), word(8), word(16));
+        // Bound the claimed output by the bytes really there before anything is sized
+        // from the index.
+        let allowed = len.saturating_mul(MAX_EXPANSION);
+        if word(24) > allowed {
+            return Err(ContainerError::Limit {
+                what: format!(
+                    "original size claimed by a {len}-byte file (at most {MAX_EXPANSION} bytes per file byte)"
+                ),
+                requested: word(24),
+                allowed,
+            });
+        }
         if index_offset < BLOCK
             || index_offset % ALIGN != 0
             || index_offset.checked_add(index_len) != Some(len - BLOCK)
@@ -689,6 +762,7 @@ impl<'a> Archive<'a> {
                 index.original_len
             )));
         }
+        check_padding(bytes, &index, index_offset)?;
         Ok(Self { bytes, index })
     }
 
@@ -720,6 +794,8 @@ impl<'a> Archive<'a> {
         let p = &self.index.prefix;
         let stored = self.stream(&p.stream, || "header stream".into())?;
         let raw = if p.zstd {
+            tensor::check_zstd_frame(stored, p.raw_len)
+                .map_err(|e| corrupt(format!("header stream: {e}")))?;
             let mut out = vec![0u8; p.raw_len as usize];
             let n = zstd::bulk::Decompressor::new()
                 .and_then(|mut d| d.decompress_to_buffer(stored, &mut out))

@@ -422,7 +422,10 @@ impl<'a> TensorDecoder<'a> {
                 }
                 DecoderBody::Stored(streams[0])
             }
-            Codec::Zstd => DecoderBody::Zstd(streams[0]),
+            Codec::Zstd => {
+                check_zstd_frame(streams[0], out_len as u64).map_err(TensorError::Zstd)?;
+                DecoderBody::Zstd(streams[0])
+            }
             Codec::Split(layout) => {
                 if !CHUNK_LOG2_RANGE.contains(&chunk_log2) {
                     return Err(TensorError::BadParams(format!(
@@ -709,6 +712,27 @@ fn decode_chunk_pair(
         }
     }
     Ok(())
+}
+
+/// Checks that `frame` is exactly one zstd frame (FORMAT.md §4.1: nothing after it, no
+/// second frame) whose declared content size, if it has one, is `len` bytes. Cheap: reads
+/// only the frame and block headers.
+pub fn check_zstd_frame(frame: &[u8], len: u64) -> Result<(), String> {
+    let size = zstd::zstd_safe::find_frame_compressed_size(frame)
+        .map_err(|code| format!("bad frame: {}", zstd::zstd_safe::get_error_name(code)))?;
+    if size != frame.len() {
+        return Err(format!(
+            "the first frame ends at byte {size} of {}: trailing bytes or a second frame",
+            frame.len()
+        ));
+    }
+    match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(declared)) if declared != len => {
+            Err(format!("frame declares {declared} bytes, expected {len}"))
+        }
+        Ok(_) => Ok(()),
+        Err(_) => Err("unreadable frame header".into()),
+    }
 }
 
 /// Order-0 entropy of a histogram, in bits per symbol.

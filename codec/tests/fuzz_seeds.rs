@@ -106,6 +106,7 @@ fn write_fuzz_seeds() {
     write("safetensors_header", "model", &model);
     write("safetensors_header", "empty", &safetensors(&[]));
     write("container_open", "model", &packed(&model, None));
+    write("poison", "model", &packed(&model, None));
     let mut seed = 11;
     let f32s: Vec<u8> = (0..300u32)
         .flat_map(|i| ((i % 7) as f32 * 0.001 + rng(&mut seed) as f32 * 1e-12).to_le_bytes())
@@ -115,6 +116,7 @@ fn write_fuzz_seeds() {
         "raw-f32",
         &packed(&f32s, Some(Dtype::F32)),
     );
+    write("poison", "raw-f32", &packed(&f32s, Some(Dtype::F32)));
 
     let opts = EncodeOptions {
         chunk_log2: 10,
@@ -147,6 +149,16 @@ fn write_fuzz_seeds() {
             input.extend_from_slice(&s.to_vec());
         }
         write("tensor_decode", name, &input);
+        if let tensor::Codec::Split(layout) = enc.codec {
+            for (k, (s, &bits)) in enc.streams.iter().zip(layout.field_bits()).enumerate() {
+                let mut input = vec![bits as u8, enc.chunk_log2];
+                input.extend_from_slice(
+                    &((data.len() / layout.element_size()) as u32).to_le_bytes()[..3],
+                );
+                input.extend_from_slice(&s.to_vec());
+                write("stream_decode", &format!("{name}-{k}"), &input);
+            }
+        }
         let sel = [
             Dtype::BF16,
             Dtype::F16,
@@ -161,5 +173,69 @@ fn write_fuzz_seeds() {
         let mut rt = vec![sel, 0x40];
         rt.extend_from_slice(&data);
         write("round_trip", name, &rt);
+    }
+    write_entropy_seeds(&mut seed);
+}
+
+/// Seeds of the `rans_chunk` and `bitpack` targets, in the input layouts their sources
+/// describe.
+fn write_entropy_seeds(seed: &mut u64) {
+    use mcodec::entropy::model::{EncTable, FreqTable};
+    use mcodec::entropy::{bitpack, rans};
+    let bits = 9u32;
+    let counts: [[u8; 8]; 2] = [[200, 50, 10, 3, 1, 1, 1, 1], [16, 1, 1, 1, 100, 100, 1, 1]];
+    // The target spreads count i of a table to symbol (67 i + c[0] / 16) mod 2^bits.
+    let tables: Vec<(FreqTable, Vec<u16>, Vec<u32>)> = counts
+        .iter()
+        .map(|c| {
+            let mut h = vec![0u32; 1 << bits];
+            let syms: Vec<u16> = (0..8)
+                .map(|i| ((i * 67 + usize::from(c[0] >> 4)) % (1 << bits)) as u16)
+                .collect();
+            for (i, &k) in c.iter().enumerate() {
+                h[usize::from(syms[i])] += u32::from(k);
+            }
+            let weights = c.iter().map(|&k| u32::from(k)).collect();
+            (FreqTable::from_counts(&h).unwrap(), syms, weights)
+        })
+        .collect();
+    let (n, block_len) = (1000usize, 128usize);
+    let ids: Vec<u8> = (0..n.div_ceil(block_len)).map(|b| (b % 2) as u8).collect();
+    let symbols: Vec<u16> = (0..n)
+        .map(|i| {
+            let (_, syms, weights) = &tables[usize::from(ids[i / block_len])];
+            let total: u32 = weights.iter().sum();
+            let mut r = (rng(seed) % u64::from(total)) as u32;
+            let k = weights
+                .iter()
+                .position(|&w| {
+                    let hit = r < w;
+                    r = r.saturating_sub(w);
+                    hit
+                })
+                .unwrap();
+            syms[k]
+        })
+        .collect();
+    let enc: Vec<EncTable> = tables.iter().map(|t| EncTable::new(&t.0, bits)).collect();
+    let per_block: Vec<&EncTable> = ids.iter().map(|&t| &enc[usize::from(t)]).collect();
+    let mut payload = Vec::new();
+    rans::encode_chunk(&symbols, &per_block, block_len, &mut payload);
+    // bits selector 8 -> 9 bits; two tables, block length 32 << 2.
+    let mut input = vec![8u8, 1 | (2 << 2)];
+    input.extend_from_slice(&(n as u16).to_le_bytes());
+    input.extend(counts.iter().flatten());
+    input.extend_from_slice(&ids);
+    input.extend_from_slice(&payload);
+    write("rans_chunk", "two-tables", &input);
+
+    for width in [3u32, 7, 9, 16] {
+        let syms: Vec<u16> = (0..100u64)
+            .map(|_| (rng(seed) & ((1 << width) - 1)) as u16)
+            .collect();
+        let mut input = vec![(width - 1) as u8];
+        input.extend_from_slice(&100u16.to_le_bytes());
+        bitpack::pack(&syms, width, &mut input);
+        write("bitpack", &format!("w{width}"), &input);
     }
 }

@@ -59,7 +59,18 @@ pub fn plan(
     for e in fsutil::walk(root)? {
         let (dst, action, units) = match e.node {
             Node::Dir => (e.rel.clone(), Action::Mkdir, 0),
-            Node::Symlink(target) => (e.rel.clone(), Action::Link(target), 0),
+            Node::Symlink(target) => {
+                if !stays_inside(&e.rel, &target) {
+                    return Err(CliError::at(
+                        &root.join(&e.rel),
+                        format!(
+                            "symbolic link to {} leads out of the directory; refusing to reproduce it",
+                            target.display()
+                        ),
+                    ));
+                }
+                (e.rel.clone(), Action::Link(target), 0)
+            }
             Node::File(len) => match classify(&root.join(&e.rel), &e.rel, len)? {
                 Some((dst, units)) => (dst, Action::Convert, units),
                 None => (e.rel.clone(), Action::Copy, len),
@@ -88,6 +99,27 @@ pub fn plan(
         });
     }
     Ok(steps)
+}
+
+/// Whether the symlink at `rel` (relative to the tree's root) with this target resolves
+/// inside the tree, whatever else the tree holds: the target is relative, and its `..`
+/// components all come first and climb no higher than the root. The link's own parents
+/// are real directories (the walk never enters a symlink), and every link the target
+/// passes through obeys the same rule, so resolution cannot leave the tree; a `..` after
+/// a name is refused because that name may itself be a link.
+pub fn stays_inside(rel: &Path, target: &Path) -> bool {
+    use std::path::Component;
+    let mut depth = rel.components().count().saturating_sub(1);
+    let mut descended = false;
+    for c in target.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if !descended && depth > 0 => depth -= 1,
+            Component::Normal(_) => descended = true,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
 }
 
 /// Carries out `steps` from `input` into a temporary directory that becomes `out` only
@@ -164,4 +196,41 @@ pub fn summary(input: &Path, out: &Path, packing: bool, s: &TreeStats, secs: f64
         super::sizes(s.bytes_in, s.bytes_out, packing),
         super::mb_per_s(s.bytes_in, secs),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stays_inside;
+    use std::path::Path;
+
+    #[test]
+    fn links_that_leave_the_tree_are_recognised() {
+        let inside = [
+            ("link", "a.safetensors"),
+            ("link", "./sub/b"),
+            ("sub/link", "../a"),
+            ("sub/deeper/link", "../../a/b"),
+            ("sub/link", "."),
+        ];
+        for (rel, target) in inside {
+            assert!(
+                stays_inside(Path::new(rel), Path::new(target)),
+                "{rel} -> {target}"
+            );
+        }
+        let outside = [
+            ("link", "/etc/passwd"),
+            ("link", ".."),
+            ("link", "../model/a"),
+            ("sub/link", "../../a"),
+            ("link", "sub/../../a"),
+            ("link", "sub/../a"),
+        ];
+        for (rel, target) in outside {
+            assert!(
+                !stays_inside(Path::new(rel), Path::new(target)),
+                "{rel} -> {target}"
+            );
+        }
+    }
 }

@@ -6,6 +6,11 @@ pub fn packed_len(n: usize, width: u32) -> usize {
     (n * width as usize).div_ceil(8)
 }
 
+/// [`packed_len`] for sizes read from a file: `None` where `n · width` overflows.
+pub fn checked_packed_len(n: usize, width: u32) -> Option<usize> {
+    Some(n.checked_mul(width as usize)?.div_ceil(8))
+}
+
 /// Appends `symbols` packed at `width` bits each (1..=16). Bits above `width` must be 0.
 pub fn pack(symbols: &[u16], width: u32, out: &mut Vec<u8>) {
     debug_assert!((1..=16).contains(&width));
@@ -94,7 +99,9 @@ mod tests {
         for width in 1..=16u32 {
             for n in [0usize, 1, 7, 8, 9, 15, 16, 17, 100] {
                 let syms: Vec<u16> = (0..n as u32)
-                    .map(|i| ((i * 2654435761) >> 7) as u16 & ((1u32 << width) - 1) as u16)
+                    .map(|i| {
+                        (i.wrapping_mul(2654435761) >> 7) as u16 & ((1u32 << width) - 1) as u16
+                    })
                     .collect();
                 let mut buf = Vec::new();
                 pack(&syms, width, &mut buf);

@@ -268,7 +268,7 @@ impl EncTable {
 ///
 /// Slot entry layouts (FORMAT.md §5.3; bits 0..12 always hold the slot's offset inside the
 /// symbol's range):
-/// - general: bits 24..32 symbol index into [`Self::symbols`], bits 12..24 `freq - 1`;
+/// - general: bits 24..32 symbol index into `symbols`, bits 12..24 `freq - 1`;
 /// - inline, when every frequency is at most [`INLINE_MAX_FREQ`] and every symbol fits in
 ///   9 bits (true of nearly every weight field): bits 23..32 the symbol itself, bits 12..23
 ///   `freq - 1`. The vector decoder then needs one table gather per step instead of two.

@@ -536,7 +536,13 @@ impl<'a> StreamDecoder<'a> {
         })?;
         let body = match mode {
             MODE_PACKED => {
-                let need = 1 + bitpack::packed_len(n_symbols, symbol_bits);
+                let need = bitpack::checked_packed_len(n_symbols, symbol_bits)
+                    .and_then(|n| n.checked_add(1))
+                    .ok_or_else(|| {
+                        EntropyError::BadStream(format!(
+                            "{n_symbols} symbols of {symbol_bits} bits overflow a packed size"
+                        ))
+                    })?;
                 if bytes.len() != need {
                     return Err(EntropyError::BadStream(format!(
                         "packed stream is {} bytes, expected {need}",
@@ -601,14 +607,18 @@ impl<'a> StreamDecoder<'a> {
         }
         let n_blocks = n_symbols.div_ceil(1 << block_log2);
         let n_chunks = n_symbols.div_ceil(chunk_len);
-        let index_len = n_blocks + 4 * n_chunks;
-        let index = bytes
-            .get(pos..pos + index_len)
-            .ok_or(EntropyError::Truncated {
-                what: "block and chunk index",
-                needed: pos + index_len,
-                have: bytes.len(),
-            })?;
+        // Both counts come from a size the file claims: check the sum before slicing.
+        let index_end = n_chunks
+            .checked_mul(4)
+            .and_then(|c| c.checked_add(n_blocks))
+            .and_then(|i| i.checked_add(pos))
+            .unwrap_or(usize::MAX);
+        let index = bytes.get(pos..index_end).ok_or(EntropyError::Truncated {
+            what: "block and chunk index",
+            needed: index_end,
+            have: bytes.len(),
+        })?;
+        let index_len = index_end - pos;
         let (block_tables, lens) = index.split_at(n_blocks);
         if let Some(&bad) = block_tables.iter().find(|&&t| usize::from(t) >= n_tables) {
             return Err(EntropyError::BadStream(format!(
@@ -627,7 +637,18 @@ impl<'a> StreamDecoder<'a> {
                     "chunk {c} payload of {len} bytes outside {STATE_BYTES}..={max}"
                 )));
             }
-            at = at.next_multiple_of(4);
+            // The gap before a payload is zero padding (FORMAT.md §5.5): refuse anything
+            // else, so that no byte of a stream is left unchecked.
+            let aligned = at.next_multiple_of(4);
+            if bytes
+                .get(at..aligned)
+                .is_some_and(|pad| pad.iter().any(|&b| b != 0))
+            {
+                return Err(EntropyError::BadStream(format!(
+                    "nonzero padding before chunk {c} at byte {at}"
+                )));
+            }
+            at = aligned;
             offsets.push((at, len));
             at += len;
         }

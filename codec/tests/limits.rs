@@ -1,0 +1,273 @@
+//! Hostile sizes, counts and offsets: each test builds a file that is valid except for one
+//! claim (checksums fixed up, so the limit check and not a checksum refuses it) and checks
+//! the error, and that nothing was allocated from the claim.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use common::{every_dtype_model, pack_small_chunks, unpack, with_index};
+use mcodec::container::{pack, Archive, ContainerError, Index, PackOptions, MAX_EXPANSION};
+use mcodec::entropy::stream::StreamDecoder;
+use mcodec::tensor::{Codec, TensorDecoder};
+use mcodec::Dtype;
+
+/// Records the largest single allocation of the current thread, so a test can show that a
+/// hostile claim was refused before anything was sized from it.
+struct PeakAlloc;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; the bookkeeping touches only a const
+// thread-local `Cell<usize>`, which neither allocates nor has a destructor.
+unsafe impl GlobalAlloc for PeakAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
+        // SAFETY: same layout contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = LARGEST.try_with(|l| l.set(l.get().max(new_size)));
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc;
+
+/// Runs `f` and returns its result with the largest allocation it made on this thread.
+fn largest_alloc<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    LARGEST.with(|l| l.set(0));
+    let r = f();
+    (r, LARGEST.with(Cell::get))
+}
+
+fn raw_pack(data: &[u8], dtype: Dtype) -> Vec<u8> {
+    let opts = PackOptions {
+        raw_dtype: Some(dtype),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    pack(data, &opts, &mut out, &|_| {}).unwrap();
+    out
+}
+
+fn index_of(file: &[u8]) -> Index {
+    Archive::open(file).unwrap().index().clone()
+}
+
+/// Opens and fully decodes `file` (as `mcodec unpack` would, streamed), returning the error
+/// and the largest allocation made.
+fn refuse(file: &[u8]) -> (ContainerError, usize) {
+    let (r, peak) = largest_alloc(|| {
+        let archive = Archive::open(file)?;
+        archive.unpack_to(std::io::sink(), &|_| {})
+    });
+    (r.expect_err("hostile file accepted"), peak)
+}
+
+#[test]
+fn a_tensor_of_2_pow_40_bytes_is_refused_before_allocation() {
+    // A BF16 tensor of one repeated value: both fields are Const streams (3 bytes each),
+    // so only the index says how large it is.
+    let file = raw_pack(&[0x80, 0x3f].repeat(4096), Dtype::BF16);
+    let mut index = index_of(&file);
+    assert!(index.tensors[0].coded_len() <= 6, "{:?}", index.tensors[0]);
+    let claim = 1u64 << 40;
+    index.original_len = claim;
+    index.tensors[0].original_len = claim;
+    index.tensors[0].shape = vec![claim / 2];
+    let hostile = with_index(&file, &index);
+    let (err, peak) = refuse(&hostile);
+    match err {
+        ContainerError::Limit {
+            requested, allowed, ..
+        } => {
+            assert_eq!(requested, claim);
+            assert_eq!(allowed, hostile.len() as u64 * MAX_EXPANSION);
+        }
+        e => panic!("expected a limit error, got {e}"),
+    }
+    assert!(peak < 1 << 20, "allocated {peak} bytes for a refused file");
+}
+
+#[test]
+fn const_claims_up_to_the_limit_decode_within_it() {
+    // The largest claim a file of this size may make decodes, in bounded pieces; one
+    // element more is refused.
+    let file = raw_pack(&[0x80, 0x3f].repeat(4096), Dtype::BF16);
+    let mut index = index_of(&file);
+    let claim_for = |len: usize| (len as u64 * MAX_EXPANSION) / 2 * 2;
+    let claim = claim_for(file.len());
+    index.original_len = claim;
+    index.tensors[0].original_len = claim;
+    index.tensors[0].shape = vec![claim / 2];
+    // The tensor checksum must match the claimed content for the decode to succeed.
+    let content = [0x80, 0x3f].repeat(claim as usize / 2);
+    index.tensors[0].checksum = xxhash_rust::xxh3::xxh3_64(&content);
+    let at_limit = with_index(&file, &index);
+    assert_eq!(at_limit.len(), file.len(), "index size changed");
+    let (out, peak) = largest_alloc(|| unpack(&at_limit));
+    assert!(out.unwrap() == content);
+    assert!(
+        peak <= 2 * claim as usize,
+        "allocated {peak} for a {claim}-byte output"
+    );
+
+    index.original_len = claim + 2;
+    index.tensors[0].original_len = claim + 2;
+    index.tensors[0].shape = vec![claim / 2 + 1];
+    let (err, _) = refuse(&with_index(&file, &index));
+    assert!(matches!(err, ContainerError::Limit { .. }), "{err}");
+}
+
+#[test]
+fn the_writer_pads_files_that_compress_beyond_the_limit() {
+    let zeros = vec![0u8; 8 << 20];
+    let file = raw_pack(&zeros, Dtype::BF16);
+    assert!(file.len() as u64 * MAX_EXPANSION >= zeros.len() as u64);
+    assert!(
+        file.len() < (zeros.len() / 1000),
+        "padded to {} bytes",
+        file.len()
+    );
+    assert!(unpack(&file).unwrap() == zeros);
+}
+
+#[test]
+fn shapes_whose_product_overflows_are_refused() {
+    let file = pack_small_chunks(&every_dtype_model(1));
+    let mut index = index_of(&file);
+    let t = &mut index.tensors[0];
+    t.shape = vec![1 << 32, 1 << 32, 2];
+    let (err, peak) = refuse(&with_index(&file, &index));
+    assert!(
+        matches!(err, ContainerError::Corrupt(ref m) if m.contains("shape")),
+        "{err}"
+    );
+    assert!(peak < 1 << 20);
+}
+
+#[test]
+fn tensor_counts_and_offsets_beyond_the_file_are_refused() {
+    let file = pack_small_chunks(&every_dtype_model(1));
+    let index = index_of(&file);
+    let at = common::index_offset(&file);
+
+    // A tensor count of 2^32 - 1 in an index of a few hundred bytes.
+    let mut bytes = index.serialize();
+    let count_at = 1 + 8 + 24 + 1 + 8 + 8;
+    bytes[count_at..count_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let (r, peak) = largest_alloc(|| Index::parse(&bytes, at as u64));
+    assert!(r.unwrap_err().to_string().contains("4294967295 tensors"));
+    assert!(peak < 1 << 20);
+
+    // A stream reaching past the stream area, and one whose end overflows.
+    for (offset, len) in [(64, at as u64), (u64::MAX - 63, 128), (1 << 40, 64)] {
+        let mut bad = index.clone();
+        bad.tensors[0].streams[0].offset = offset;
+        bad.tensors[0].streams[0].len = len;
+        let (err, _) = refuse(&with_index(&file, &bad));
+        assert!(
+            matches!(err, ContainerError::Corrupt(ref m) if m.contains("outside")),
+            "{err}"
+        );
+    }
+
+    // A tensor ending past the original, or not where the next one starts.
+    let mut bad = index.clone();
+    bad.tensors[0].original_len = u64::MAX;
+    let (err, _) = refuse(&with_index(&file, &bad));
+    assert!(matches!(err, ContainerError::Corrupt(_)), "{err}");
+
+    // A prefix claiming more than the header limit.
+    let mut bad = index.clone();
+    bad.prefix.raw_len = 1 << 40;
+    let (err, peak) = refuse(&with_index(&file, &bad));
+    assert!(
+        matches!(err, ContainerError::Corrupt(ref m) if m.contains("prefix")),
+        "{err}"
+    );
+    assert!(peak < 1 << 20);
+}
+
+#[test]
+fn stream_sizes_that_overflow_are_refused() {
+    // Symbol counts near usize::MAX must not overflow the size computations.
+    let rans = {
+        let mut s = vec![2u8, 1, 5];
+        s.extend_from_slice(&1u16.to_le_bytes()); // one symbol
+        s.extend_from_slice(&0u16.to_le_bytes()); // symbol 0
+        s.extend_from_slice(&4096u16.to_le_bytes()); // frequency 4096: a valid table
+        s
+    };
+    for n in [usize::MAX, usize::MAX / 2, usize::MAX / 4 + 1, 1 << 62] {
+        for stream in [&[0u8, 1, 2, 3][..], &rans] {
+            for bits in [1, 9] {
+                assert!(StreamDecoder::parse(stream, bits, n, 1 << 10).is_err());
+            }
+        }
+    }
+    // The tensor layer sizes nothing from the claim: Const streams parse for any count.
+    let layout = mcodec::float_split::Layout::Bf16;
+    let (r, peak) = largest_alloc(|| {
+        TensorDecoder::new(
+            Codec::Split(layout),
+            16,
+            usize::MAX - 1,
+            &[&[1, 0, 0], &[1, 0, 0]],
+        )
+        .map(|_| ())
+    });
+    assert!(r.is_ok());
+    assert!(peak < 1 << 20, "allocated {peak} bytes");
+    let (r, peak) = largest_alloc(|| {
+        TensorDecoder::new(Codec::Split(layout), 16, usize::MAX - 1, &[&rans, &[0]]).map(|_| ())
+    });
+    assert!(r.is_err());
+    assert!(peak < 1 << 20, "allocated {peak} bytes");
+}
+
+#[test]
+fn trailing_zstd_frames_and_wrong_declared_sizes_are_refused() {
+    let data: Vec<u8> = (0..4000u32).flat_map(|i| (i / 9).to_le_bytes()).collect();
+    let one = zstd::bulk::compress(&data, 3).unwrap();
+    let dec = TensorDecoder::new(Codec::Zstd, 0, data.len(), &[&one]).unwrap();
+    let mut out = vec![0u8; data.len()];
+    dec.decode(&mut out).unwrap();
+    assert!(out == data);
+
+    let (a, b) = data.split_at(6000);
+    let mut two = zstd::bulk::compress(a, 3).unwrap();
+    two.extend_from_slice(&zstd::bulk::compress(b, 3).unwrap());
+    let err = TensorDecoder::new(Codec::Zstd, 0, data.len(), &[&two]).unwrap_err();
+    assert!(err.to_string().contains("second frame"), "{err}");
+    let mut trailing = one.clone();
+    trailing.push(0);
+    assert!(TensorDecoder::new(Codec::Zstd, 0, data.len(), &[&trailing]).is_err());
+    let err = TensorDecoder::new(Codec::Zstd, 0, data.len() + 4, &[&one]).unwrap_err();
+    assert!(err.to_string().contains("declares"), "{err}");
+}
+
+#[test]
+fn nonzero_padding_is_refused() {
+    let file = pack_small_chunks(&every_dtype_model(1));
+    let index = index_of(&file);
+    // The gap after the first stream that does not end on the alignment.
+    let s = std::iter::once(&index.prefix.stream)
+        .chain(index.tensors.iter().flat_map(|t| &t.streams))
+        .find(|s| (s.offset + s.len) % 64 != 0)
+        .unwrap();
+    let mut bad = file.clone();
+    bad[(s.offset + s.len) as usize] = 1;
+    let err = Archive::open(&bad).unwrap_err();
+    assert!(err.to_string().contains("nonzero padding"), "{err}");
+}
