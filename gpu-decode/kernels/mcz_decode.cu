@@ -1,0 +1,308 @@
+// Decodes split-coded .mcz tensors (FORMAT.md §4.3, §5, §7) straight into their element
+// bytes in device memory. Compiled at run time by NVRTC (gpu-decode/src/gpu.rs); mirrored
+// step for step by gpu-decode/src/mirror.rs, which CI checks against the CPU decoder.
+// Any change here must be made there too.
+//
+// Work: one CTA per task (a run of chunks of one tensor), WARPS warps per CTA, one warp
+// per chunk at a time: thread `lane` of the warp is rANS lane `lane` of the chunk. The
+// tensor's expanded decode tables (built on the host, TABLE_BYTES each) are copied into
+// shared memory once per CTA. Decoded elements are staged per warp in shared memory for
+// STAGE_STEPS steps and written out as 16-byte stores (8 bytes for F8).
+//
+// Safety against hostile data: the host validates every stream before upload; the kernel
+// still bounds every data-dependent read (words past a payload's end read as 0, table ids
+// are clamped) and reports a failed end state, an unconsumed or overrun word stream and
+// a bad table id through `err` instead of writing outside the tensor.
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#define WARPS 8
+#define STAGE_STEPS 8
+#define STAGE_ELEMS (STAGE_STEPS * 32)
+#define STAGE_BYTES_PER_WARP (STAGE_ELEMS * 4)
+#define TABLE_BYTES 5632
+#define TABLE_SYMBOLS_OFF 1024
+#define TABLE_SLOTS_OFF 1536
+#define MAX_FIELDS 4
+
+#define MODE_PACKED 0
+#define MODE_CONST 1
+#define MODE_RANS 2
+
+#define LAYOUT_BF16 0
+#define LAYOUT_F16 1
+#define LAYOUT_F32 2
+#define LAYOUT_F8 3
+
+#define ERR_CORRUPT_CHUNK 1
+#define ERR_BAD_TABLE_ID 2
+
+#define RANS_L 65536u
+
+// Field stream of one tensor. Addresses are device addresses.
+struct FieldDesc {
+    u64 stream;       // first byte of the stream (its mode byte); 16-byte aligned
+    u64 chunk_index;  // rANS: per chunk, u64 payload offset (from `stream`) and u64 length
+    u64 block_ids;    // rANS: one table id byte per block
+    u32 mode;         // MODE_*
+    u32 bits;         // symbol width
+    u32 value;        // Const: the symbol
+    u32 block_log2;   // rANS: block length exponent
+    u32 n_tables;     // rANS: tables of this stream
+    u32 table_slot;   // rANS: index of its first table among the tensor's tables
+};
+
+struct TensorDesc {
+    u64 dst;          // output, 16-byte aligned
+    u64 n;            // elements
+    u64 tables;       // the tensor's expanded tables, back to back, 16-byte aligned
+    u32 layout;       // LAYOUT_*
+    u32 chunk_log2;
+    u32 n_fields;
+    u32 n_tables;     // tables of all fields
+    FieldDesc fields[MAX_FIELDS];
+};
+
+struct Task {
+    u32 tensor;
+    u32 first_chunk;
+    u32 n_chunks;
+    u32 pad;
+};
+
+__device__ __forceinline__ void report(u32* err, u32 code, u32 tensor, u32 chunk) {
+    if (atomicCAS(err, 0u, code) == 0u) {
+        err[1] = tensor;
+        err[2] = chunk;
+    }
+}
+
+template <int LAYOUT>
+struct Layout;
+template <>
+struct Layout<LAYOUT_BF16> {
+    static const int FIELDS = 2;
+    static const int ESIZE = 2;
+    __device__ static u32 merge(const u32* f) {
+        return (f[0] << 6) | ((f[1] & 0x40u) << 9) | (f[1] & 0x3Fu);
+    }
+};
+template <>
+struct Layout<LAYOUT_F16> {
+    static const int FIELDS = 2;
+    static const int ESIZE = 2;
+    __device__ static u32 merge(const u32* f) {
+        return (f[0] << 7) | ((f[1] & 0x80u) << 8) | (f[1] & 0x7Fu);
+    }
+};
+template <>
+struct Layout<LAYOUT_F32> {
+    static const int FIELDS = 4;
+    static const int ESIZE = 4;
+    __device__ static u32 merge(const u32* f) {
+        return (f[0] << 22) | ((f[1] & 0x40u) << 25) | ((f[1] & 0x3Fu) << 16) | (f[2] << 8) | f[3];
+    }
+};
+template <>
+struct Layout<LAYOUT_F8> {
+    static const int FIELDS = 1;
+    static const int ESIZE = 1;
+    __device__ static u32 merge(const u32* f) { return f[0]; }
+};
+
+// Writes the staged group of `count` elements starting at element `g0`.
+template <int ESIZE>
+__device__ __forceinline__ void flush(const TensorDesc& d, const u8* stage, u64 g0, u32 count,
+                                      u32 lane) {
+    __syncwarp();
+    u8* out = (u8*)d.dst + g0 * ESIZE;
+    if (count == STAGE_ELEMS) {
+        // 8 elements per lane: one 16-byte store (two for F32, 8 bytes for F8); the 32
+        // lanes cover the group's bytes contiguously.
+        if (ESIZE == 1) {
+            ((uint2*)out)[lane] = ((const uint2*)stage)[lane];
+        } else if (ESIZE == 2) {
+            ((uint4*)out)[lane] = ((const uint4*)stage)[lane];
+        } else {
+            ((uint4*)out)[2 * lane] = ((const uint4*)stage)[2 * lane];
+            ((uint4*)out)[2 * lane + 1] = ((const uint4*)stage)[2 * lane + 1];
+        }
+    } else {
+        for (u32 e = lane; e < count; e += 32) {
+            if (ESIZE == 1) {
+                out[e] = stage[e];
+            } else if (ESIZE == 2) {
+                ((u16*)out)[e] = ((const u16*)stage)[e];
+            } else {
+                ((u32*)out)[e] = ((const u32*)stage)[e];
+            }
+        }
+    }
+    __syncwarp();
+}
+
+template <int LAYOUT>
+__device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u8* tables,
+                             u8* stage, u32 lane, u32* err) {
+    typedef Layout<LAYOUT> L;
+    const u64 chunk_len = 1ull << d.chunk_log2;
+    const u64 start = (u64)chunk * chunk_len;
+    if (start >= d.n) return;
+    const u64 left = d.n - start;
+    const u32 m = (u32)(left < chunk_len ? left : chunk_len);
+
+    u32 x[L::FIELDS];
+    u32 p[L::FIELDS];
+    u32 nwords[L::FIELDS];
+    const u16* words[L::FIELDS];
+    const u8* table[L::FIELDS];
+    bool bad = false;
+    bool bad_table = false;
+#pragma unroll
+    for (int f = 0; f < L::FIELDS; ++f) {
+        const FieldDesc& fd = d.fields[f];
+        x[f] = RANS_L;
+        p[f] = 0;
+        nwords[f] = 0;
+        words[f] = 0;
+        table[f] = tables;
+        if (fd.mode == MODE_RANS) {
+            const u64* ci = (const u64*)fd.chunk_index;
+            const u64 off = ci[2 * (u64)chunk];
+            const u64 len = ci[2 * (u64)chunk + 1];
+            const u8* payload = (const u8*)(fd.stream + off);
+            x[f] = ((const u32*)payload)[lane];
+            words[f] = (const u16*)(payload + 128);
+            nwords[f] = (u32)((len - 128) / 2);
+            bad |= x[f] < RANS_L;
+        }
+    }
+
+    const u32 steps = (m + 31) / 32;
+    for (u32 t = 0; t < steps; ++t) {
+        const u32 i = 32 * t + lane;
+        const bool active = i < m;
+        const u64 g = start + i;
+        u32 sym[L::FIELDS];
+#pragma unroll
+        for (int f = 0; f < L::FIELDS; ++f) {
+            const FieldDesc& fd = d.fields[f];
+            sym[f] = 0;
+            if (fd.mode == MODE_PACKED) {
+                if (active) {
+                    // Bits [8 + b·g, 8 + b·g + b) of the stream (after its mode byte); the
+                    // stream is 16-byte aligned and padded, so both words are readable.
+                    const u64 bit = 8 + (u64)fd.bits * g;
+                    const u32* w = (const u32*)(fd.stream + ((bit >> 5) << 2));
+                    const u32 v = __funnelshift_r(w[0], w[1], (u32)(bit & 31));
+                    sym[f] = v & ((1u << fd.bits) - 1);
+                }
+            } else if (fd.mode == MODE_CONST) {
+                sym[f] = fd.value;
+            } else {
+                if (((32 * t) & ((1u << fd.block_log2) - 1)) == 0) {
+                    // Blocks hold a multiple of 32 symbols: the table is warp-uniform and
+                    // changes only at block boundaries.
+                    const u64 block = (start + 32 * (u64)t) >> fd.block_log2;
+                    u32 id = ((const u8*)fd.block_ids)[block];
+                    if (id >= fd.n_tables) {
+                        id = 0;
+                        bad_table = true;
+                    }
+                    table[f] = tables + (u64)(fd.table_slot + id) * TABLE_BYTES;
+                }
+                const u8* tb = table[f];
+                const u32 xs = x[f];
+                const u32 slot = xs & 4095u;
+                const u32 j = tb[TABLE_SLOTS_OFF + slot];
+                const u32 e = ((const u32*)tb)[j];
+                sym[f] = ((const u16*)(tb + TABLE_SYMBOLS_OFF))[j];
+                const u32 y = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095u);
+                const bool need = active && y < RANS_L;
+                const u32 mask = __ballot_sync(0xffffffffu, need);
+                if (need) {
+                    const u32 k = p[f] + __popc(mask & ((1u << lane) - 1));
+                    const u32 word = k < nwords[f] ? (u32)words[f][k] : 0u;
+                    x[f] = (y << 16) | word;
+                } else if (active) {
+                    x[f] = y;
+                }
+                p[f] += __popc(mask);
+            }
+        }
+        const u32 v = L::merge(sym);
+        const u32 s = t % STAGE_STEPS;
+        if (L::ESIZE == 1) {
+            stage[s * 32 + lane] = (u8)v;
+        } else if (L::ESIZE == 2) {
+            ((u16*)stage)[s * 32 + lane] = (u16)v;
+        } else {
+            ((u32*)stage)[s * 32 + lane] = v;
+        }
+        if (s == STAGE_STEPS - 1 || t == steps - 1) {
+            const u32 done = (t / STAGE_STEPS) * STAGE_ELEMS;
+            const u32 count = m - done < STAGE_ELEMS ? m - done : STAGE_ELEMS;
+            flush<L::ESIZE>(d, stage, start + done, count, lane);
+        }
+    }
+
+#pragma unroll
+    for (int f = 0; f < L::FIELDS; ++f) {
+        if (d.fields[f].mode == MODE_RANS) {
+            bad |= x[f] != RANS_L || p[f] != nwords[f];
+        }
+    }
+    const bool any_bad = __any_sync(0xffffffffu, bad);
+    const bool any_bad_table = __any_sync(0xffffffffu, bad_table);
+    if (lane == 0 && (any_bad || any_bad_table)) {
+        report(err, any_bad_table ? ERR_BAD_TABLE_ID : ERR_CORRUPT_CHUNK, tensor, chunk);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+    mcz_decode(const TensorDesc* __restrict__ tensors, const Task* __restrict__ tasks,
+               u32 n_tasks, const u8* arena, const u8* tables_in, u8* dst, u32* err) {
+    // `arena`, `tables_in` and `dst` are reached through the descriptors' addresses;
+    // they are arguments so that the host orders the launch after their writes.
+    (void)arena;
+    (void)tables_in;
+    (void)dst;
+    extern __shared__ __align__(16) u8 smem[];
+    __shared__ TensorDesc desc;
+    if (blockIdx.x >= n_tasks) return;
+    const Task task = tasks[blockIdx.x];
+    if (threadIdx.x == 0) desc = tensors[task.tensor];
+    __syncthreads();
+
+    // Shared memory: WARPS staging buffers, then the tensor's tables.
+    u8* tables = smem + WARPS * STAGE_BYTES_PER_WARP;
+    const uint4* src = (const uint4*)desc.tables;
+    uint4* dst = (uint4*)tables;
+    const u32 n16 = desc.n_tables * (TABLE_BYTES / 16);
+    for (u32 k = threadIdx.x; k < n16; k += WARPS * 32) dst[k] = src[k];
+    __syncthreads();
+
+    const u32 warp = threadIdx.x / 32;
+    const u32 lane = threadIdx.x % 32;
+    u8* stage = smem + warp * STAGE_BYTES_PER_WARP;
+    for (u32 c = warp; c < task.n_chunks; c += WARPS) {
+        const u32 chunk = task.first_chunk + c;
+        switch (desc.layout) {
+            case LAYOUT_BF16:
+                decode_chunk<LAYOUT_BF16>(desc, task.tensor, chunk, tables, stage, lane, err);
+                break;
+            case LAYOUT_F16:
+                decode_chunk<LAYOUT_F16>(desc, task.tensor, chunk, tables, stage, lane, err);
+                break;
+            case LAYOUT_F32:
+                decode_chunk<LAYOUT_F32>(desc, task.tensor, chunk, tables, stage, lane, err);
+                break;
+            default:
+                decode_chunk<LAYOUT_F8>(desc, task.tensor, chunk, tables, stage, lane, err);
+                break;
+        }
+    }
+}
