@@ -1,7 +1,8 @@
 // Decodes split-coded .mcz tensors (FORMAT.md §4.3, §5, §7) straight into their element
 // bytes in device memory. Compiled at run time by NVRTC (gpu-decode/src/gpu.rs); mirrored
 // step for step by gpu-decode/src/mirror.rs, which CI checks against the CPU decoder.
-// Any change here must be made there too.
+// Any change here must be made there too. Read-only data goes through __ldg (the
+// non-coherent cache path): the compiler cannot infer it from addresses held in structs.
 //
 // Work: one CTA per task (a run of chunks of one tensor), WARPS warps per CTA, one warp
 // per chunk at a time: thread `lane` of the warp is rANS lane `lane` of the chunk. The
@@ -171,10 +172,10 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
         table[f] = tables;
         if (fd.mode == MODE_RANS) {
             const u64* ci = (const u64*)fd.chunk_index;
-            const u64 off = ci[2 * (u64)chunk];
-            const u64 len = ci[2 * (u64)chunk + 1];
+            const u64 off = __ldg(ci + 2 * (u64)chunk);
+            const u64 len = __ldg(ci + 2 * (u64)chunk + 1);
             const u8* payload = (const u8*)(fd.stream + off);
-            x[f] = ((const u32*)payload)[lane];
+            x[f] = __ldg((const u32*)payload + lane);
             words[f] = (const u16*)(payload + 128);
             nwords[f] = (u32)((len - 128) / 2);
             bad |= x[f] < RANS_L;
@@ -197,7 +198,7 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
                     // stream is 16-byte aligned and padded, so both words are readable.
                     const u64 bit = 8 + (u64)fd.bits * g;
                     const u32* w = (const u32*)(fd.stream + ((bit >> 5) << 2));
-                    const u32 v = __funnelshift_r(w[0], w[1], (u32)(bit & 31));
+                    const u32 v = __funnelshift_r(__ldg(w), __ldg(w + 1), (u32)(bit & 31));
                     sym[f] = v & ((1u << fd.bits) - 1);
                 }
             } else if (fd.mode == MODE_CONST) {
@@ -207,7 +208,7 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
                     // Blocks hold a multiple of 32 symbols: the table is warp-uniform and
                     // changes only at block boundaries.
                     const u64 block = (start + 32 * (u64)t) >> fd.block_log2;
-                    u32 id = ((const u8*)fd.block_ids)[block];
+                    u32 id = __ldg((const u8*)fd.block_ids + block);
                     if (id >= fd.n_tables) {
                         id = 0;
                         bad_table = true;
@@ -225,7 +226,7 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
                 const u32 mask = __ballot_sync(0xffffffffu, need);
                 if (need) {
                     const u32 k = p[f] + __popc(mask & ((1u << lane) - 1));
-                    const u32 word = k < nwords[f] ? (u32)words[f][k] : 0u;
+                    const u32 word = k < nwords[f] ? (u32)__ldg(words[f] + k) : 0u;
                     x[f] = (y << 16) | word;
                 } else if (active) {
                     x[f] = y;
@@ -264,12 +265,12 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
     mcz_decode(const TensorDesc* __restrict__ tensors, const Task* __restrict__ tasks,
-               u32 n_tasks, const u8* arena, const u8* tables_in, u8* dst, u32* err) {
-    // `arena`, `tables_in` and `dst` are reached through the descriptors' addresses;
+               u32 n_tasks, const u8* arena, const u8* tables_in, u8* out, u32* err) {
+    // `arena`, `tables_in` and `out` are reached through the descriptors' addresses;
     // they are arguments so that the host orders the launch after their writes.
     (void)arena;
     (void)tables_in;
-    (void)dst;
+    (void)out;
     extern __shared__ __align__(16) u8 smem[];
     __shared__ TensorDesc desc;
     if (blockIdx.x >= n_tasks) return;
@@ -282,7 +283,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32)
     const uint4* src = (const uint4*)desc.tables;
     uint4* dst = (uint4*)tables;
     const u32 n16 = desc.n_tables * (TABLE_BYTES / 16);
-    for (u32 k = threadIdx.x; k < n16; k += WARPS * 32) dst[k] = src[k];
+    for (u32 k = threadIdx.x; k < n16; k += WARPS * 32) dst[k] = __ldg(src + k);
     __syncthreads();
 
     const u32 warp = threadIdx.x / 32;
