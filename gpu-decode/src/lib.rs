@@ -13,6 +13,7 @@
 //! dynamic loading, so this crate builds and its tests run on machines without CUDA.
 #![warn(missing_docs)]
 
+pub mod bench;
 mod gpu;
 pub mod mirror;
 pub mod plan;

@@ -13,7 +13,10 @@ fn kernel_compiles_to_ptx_for_sm80_and_sm90() {
     };
     let ptx90 = mcodec_gpu::compile_ptx("compute_90").expect("compile for compute_90");
     for (arch, ptx) in [("sm_80", &ptx), ("sm_90", &ptx90)] {
-        assert!(ptx.contains(&format!(".target {arch}")), "{arch}: no target line");
+        assert!(
+            ptx.contains(&format!(".target {arch}")),
+            "{arch}: no target line"
+        );
         assert!(
             ptx.contains(".entry mcz_decode"),
             "{arch}: kernel entry missing"
