@@ -74,6 +74,11 @@ struct Task {
     u32 pad;
 };
 
+// The Rust structs in plan.rs have the same layout; these sizes are asserted there too.
+static_assert(sizeof(FieldDesc) == 48, "FieldDesc layout");
+static_assert(sizeof(TensorDesc) == 232, "TensorDesc layout");
+static_assert(sizeof(Task) == 16, "Task layout");
+
 __device__ __forceinline__ void report(u32* err, u32 code, u32 tensor, u32 chunk) {
     if (atomicCAS(err, 0u, code) == 0u) {
         err[1] = tensor;
@@ -263,7 +268,8 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
     }
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32)
+// At least 4 CTAs (32 warps) per SM: caps registers at 64 per thread.
+extern "C" __global__ void __launch_bounds__(WARPS * 32, 4)
     mcz_decode(const TensorDesc* __restrict__ tensors, const Task* __restrict__ tasks,
                u32 n_tasks, const u8* arena, const u8* tables_in, u8* out, u32* err) {
     // `arena`, `tables_in` and `out` are reached through the descriptors' addresses;

@@ -158,9 +158,22 @@ impl GpuDecoder {
             ));
         }
         let ptx = compile(&arch)?;
-        let module = ctx
-            .load_module(ptx)
-            .map_err(driver("loading the kernel's PTX"))?;
+        let module = ctx.load_module(ptx).map_err(|source| {
+            if source.0 == CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION {
+                GpuError::Compile {
+                    arch: arch.clone(),
+                    log: "the driver cannot load PTX from this NVRTC, which is newer \
+                              than the driver: put the NVRTC of the driver's CUDA version \
+                              first on LD_LIBRARY_PATH"
+                        .into(),
+                }
+            } else {
+                GpuError::Driver {
+                    what: "loading the kernel's PTX",
+                    source,
+                }
+            }
+        })?;
         let func = module
             .load_function(KERNEL_NAME)
             .map_err(driver("kernel lookup"))?;
@@ -357,7 +370,7 @@ impl GpuModel {
             )));
         }
         let dst_ptr = dst.device_ptr(stream).0;
-        if dst_ptr % 16 != 0 {
+        if !dst_ptr.is_multiple_of(16) {
             return Err(GpuError::BadOutput(format!(
                 "address {dst_ptr:#x} not 16-byte aligned"
             )));

@@ -533,7 +533,7 @@ fn parse_stream(bytes: &[u8], bits: u32, n: usize, chunk_log2: u8) -> Result<Par
                 let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
                 let symbols = chunk_len.min(n - c * chunk_len);
                 let max = STATE_BYTES + 2 * symbols;
-                if len < STATE_BYTES || len > max || len % 2 != 0 {
+                if len < STATE_BYTES || len > max || !len.is_multiple_of(2) {
                     return Err(format!(
                         "chunk {c} payload of {len} bytes outside {STATE_BYTES}..={max} or odd"
                     ));

@@ -61,7 +61,7 @@ fn check_file(dec: &GpuDecoder, mcz: &[u8], what: &str) {
 fn gpu_decode_is_bit_identical_to_cpu() {
     let Some(dec) = decoder() else { return };
     println!("device: {}", dec.describe());
-    let dir = mcodec_fixtures::data_dir().join("../golden");
+    let dir = golden_dir();
     for entry in std::fs::read_dir(&dir).expect("fixtures/golden") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "mcz") {
@@ -76,9 +76,9 @@ fn gpu_decode_is_bit_identical_to_cpu() {
     for (name, settings) in encode_settings() {
         check_file(&dec, &pack_with(&model, settings), name);
     }
-    match std::fs::read(MINILM) {
-        Ok(input) => check_file(&dec, &pack_with(&input, EncodeOptions::default()), "minilm"),
-        Err(_) => println!("minilm skipped: {MINILM} not found"),
+    match minilm_mcz() {
+        Ok(mcz) => check_file(&dec, &mcz, "minilm"),
+        Err(why) => println!("minilm skipped: {why}"),
     }
 }
 

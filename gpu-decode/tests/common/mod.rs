@@ -9,6 +9,24 @@ use mcodec_fixtures::safetensors::{safetensors_bytes, Tensor};
 /// Real MiniLM weights, when the bench data is present.
 pub const MINILM: &str = "/work/main/benches/data/minilm-bf16.safetensors";
 
+/// The golden .mcz fixtures: `$MCODEC_GOLDEN_DIR`, or `fixtures/golden` of this checkout
+/// (test binaries carried to another machine set the variable).
+pub fn golden_dir() -> std::path::PathBuf {
+    std::env::var_os("MCODEC_GOLDEN_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| mcodec_fixtures::data_dir().join("../golden"))
+}
+
+/// MiniLM packed with the default settings: `$MCODEC_MINILM_MCZ` if set, else [`MINILM`]
+/// packed now; `None` (with the reason) when neither is there.
+pub fn minilm_mcz() -> Result<Vec<u8>, String> {
+    if let Some(path) = std::env::var_os("MCODEC_MINILM_MCZ") {
+        return std::fs::read(&path).map_err(|e| format!("{}: {e}", path.to_string_lossy()));
+    }
+    let input = std::fs::read(MINILM).map_err(|e| format!("{MINILM}: {e}"))?;
+    Ok(pack_with(&input, EncodeOptions::default()))
+}
+
 /// Packs `input` (a safetensors file) with `encode`.
 pub fn pack_with(input: &[u8], encode: EncodeOptions) -> Vec<u8> {
     let mut out = Vec::new();
@@ -43,7 +61,7 @@ pub fn drifting(n: usize, seed: u64) -> Vec<f32> {
 /// last chunk and the last staging group are partial), a constant tensor and an integer
 /// tensor (not split: decoded on the CPU).
 pub fn generated_model() -> Vec<u8> {
-    let tensors = vec![
+    let tensors = [
         Tensor::from_f32("big.bf16", "BF16", &[300_001], &drifting(300_001, 1)),
         Tensor::from_f32("w.f16", "F16", &[70_003], &drifting(70_003, 2)),
         Tensor::from_f32("w.f32", "F32", &[40_000], &drifting(40_000, 3)),
