@@ -86,64 +86,126 @@ __device__ __forceinline__ void report(u32* err, u32 code, u32 tensor, u32 chunk
     }
 }
 
+// Per layout: fields, element size, each field's width and its bits in the element
+// (FORMAT.md §4.3). An element is the OR of its fields' contributions, so fields can be
+// merged in any order: coded fields in the step loop, packed fields at the flush.
 template <int LAYOUT>
 struct Layout;
 template <>
 struct Layout<LAYOUT_BF16> {
     static const int FIELDS = 2;
     static const int ESIZE = 2;
-    __device__ static u32 merge(const u32* f) {
-        return (f[0] << 6) | ((f[1] & 0x40u) << 9) | (f[1] & 0x3Fu);
+    __device__ static int bits(int f) { return f == 0 ? 9 : 7; }
+    __device__ static u32 contrib(int f, u32 s) {
+        return f == 0 ? s << 6 : ((s & 0x40u) << 9) | (s & 0x3Fu);
     }
 };
 template <>
 struct Layout<LAYOUT_F16> {
     static const int FIELDS = 2;
     static const int ESIZE = 2;
-    __device__ static u32 merge(const u32* f) {
-        return (f[0] << 7) | ((f[1] & 0x80u) << 8) | (f[1] & 0x7Fu);
+    __device__ static int bits(int) { return 8; }
+    __device__ static u32 contrib(int f, u32 s) {
+        return f == 0 ? s << 7 : ((s & 0x80u) << 8) | (s & 0x7Fu);
     }
 };
 template <>
 struct Layout<LAYOUT_F32> {
     static const int FIELDS = 4;
     static const int ESIZE = 4;
-    __device__ static u32 merge(const u32* f) {
-        return (f[0] << 22) | ((f[1] & 0x40u) << 25) | ((f[1] & 0x3Fu) << 16) | (f[2] << 8) | f[3];
+    __device__ static int bits(int f) { return f == 0 ? 9 : f == 1 ? 7 : 8; }
+    __device__ static u32 contrib(int f, u32 s) {
+        return f == 0   ? s << 22
+               : f == 1 ? ((s & 0x40u) << 25) | ((s & 0x3Fu) << 16)
+               : f == 2 ? s << 8
+                        : s;
     }
 };
 template <>
 struct Layout<LAYOUT_F8> {
     static const int FIELDS = 1;
     static const int ESIZE = 1;
-    __device__ static u32 merge(const u32* f) { return f[0]; }
+    __device__ static int bits(int) { return 8; }
+    __device__ static u32 contrib(int, u32 s) { return s; }
 };
 
-// Writes the staged group of `count` elements starting at element `g0`.
-template <int ESIZE>
+// Writes the staged group of `count` elements starting at element `g0` (a multiple of
+// STAGE_ELEMS). Lane `lane` owns the group's elements 8·lane … 8·lane + 7: it reads their
+// staged values (the coded fields, merged), ORs in the packed fields — whose 8 symbols
+// are 8·b consecutive bits starting on a byte boundary, read as three aligned words —
+// and stores the 8 elements with one 16-byte store (two for F32, 8 bytes for F8); the
+// 32 lanes cover the group contiguously. The tensor's last group, if partial, is stored
+// element by element.
+template <int LAYOUT>
 __device__ __forceinline__ void flush(const TensorDesc& d, const u8* stage, u64 g0, u32 count,
                                       u32 lane) {
+    typedef Layout<LAYOUT> L;
     __syncwarp();
-    u8* out = (u8*)d.dst + g0 * ESIZE;
-    if (count == STAGE_ELEMS) {
-        // 8 elements per lane: one 16-byte store (two for F32, 8 bytes for F8); the 32
-        // lanes cover the group's bytes contiguously.
-        if (ESIZE == 1) {
-            ((uint2*)out)[lane] = ((const uint2*)stage)[lane];
-        } else if (ESIZE == 2) {
-            ((uint4*)out)[lane] = ((const uint4*)stage)[lane];
+    const u32 first = 8 * lane;
+    if (first < count) {
+        u32 v[8];
+        if (L::ESIZE == 1) {
+            const uint2 q = ((const uint2*)stage)[lane];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                v[k] = (q.x >> (8 * k)) & 0xFFu;
+                v[k + 4] = (q.y >> (8 * k)) & 0xFFu;
+            }
+        } else if (L::ESIZE == 2) {
+            const uint4 q = ((const uint4*)stage)[lane];
+            v[0] = q.x & 0xFFFFu, v[1] = q.x >> 16, v[2] = q.y & 0xFFFFu, v[3] = q.y >> 16;
+            v[4] = q.z & 0xFFFFu, v[5] = q.z >> 16, v[6] = q.w & 0xFFFFu, v[7] = q.w >> 16;
         } else {
-            ((uint4*)out)[2 * lane] = ((const uint4*)stage)[2 * lane];
-            ((uint4*)out)[2 * lane + 1] = ((const uint4*)stage)[2 * lane + 1];
+            const uint4 a = ((const uint4*)stage)[2 * lane];
+            const uint4 b = ((const uint4*)stage)[2 * lane + 1];
+            v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+            v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
         }
-    } else {
-        for (u32 e = lane; e < count; e += 32) {
-            if (ESIZE == 1) {
-                out[e] = stage[e];
-            } else if (ESIZE == 2) {
-                ((u16*)out)[e] = ((const u16*)stage)[e];
+#pragma unroll
+        for (int f = 0; f < L::FIELDS; ++f) {
+            const FieldDesc& fd = d.fields[f];
+            if (fd.mode != MODE_PACKED) continue;
+            const u32 b = L::bits(f);
+            // Byte 1 + b·(g0 + first)/8 of the stream (after the mode byte); the stream is
+            // 16-byte aligned and followed by at least 16 readable bytes.
+            const u64 byte0 = 1 + (u64)b * (g0 + first) / 8;
+            const u32* w = (const u32*)(fd.stream + (byte0 & ~3ull));
+            const u32 w0 = __ldg(w), w1 = __ldg(w + 1), w2 = __ldg(w + 2);
+            const u32 s0 = 8 * (u32)(byte0 & 3);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) {
+                const u32 pos = s0 + b * k;
+                const u32 lo = pos < 32 ? w0 : pos < 64 ? w1 : w2;
+                const u32 hi = pos < 32 ? w1 : w2;
+                const u32 sym = __funnelshift_r(lo, hi, pos & 31) & ((1u << b) - 1);
+                v[k] |= L::contrib(f, sym);
+            }
+        }
+        u8* out = (u8*)d.dst + (g0 + first) * L::ESIZE;
+        if (count == STAGE_ELEMS) {
+            if (L::ESIZE == 1) {
+                *(uint2*)out = make_uint2(v[0] | v[1] << 8 | v[2] << 16 | v[3] << 24,
+                                          v[4] | v[5] << 8 | v[6] << 16 | v[7] << 24);
+            } else if (L::ESIZE == 2) {
+                *(uint4*)out = make_uint4(v[0] | v[1] << 16, v[2] | v[3] << 16,
+                                          v[4] | v[5] << 16, v[6] | v[7] << 16);
             } else {
-                ((u32*)out)[e] = ((const u32*)stage)[e];
+                ((uint4*)out)[0] = make_uint4(v[0], v[1], v[2], v[3]);
+                ((uint4*)out)[1] = make_uint4(v[4], v[5], v[6], v[7]);
+            }
+        } else {
+            const u32 valid = count - first < 8 ? count - first : 8;
+#pragma unroll
+            for (u32 k = 0; k < 8; ++k) {
+                if (k < valid) {
+                    if (L::ESIZE == 1) {
+                        out[k] = (u8)v[k];
+                    } else if (L::ESIZE == 2) {
+                        ((u16*)out)[k] = (u16)v[k];
+                    } else {
+                        ((u32*)out)[k] = v[k];
+                    }
+                }
             }
         }
     }
@@ -189,26 +251,14 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
 
     const u32 steps = (m + 31) / 32;
     for (u32 t = 0; t < steps; ++t) {
-        const u32 i = 32 * t + lane;
-        const bool active = i < m;
-        const u64 g = start + i;
-        u32 sym[L::FIELDS];
+        const bool active = 32 * t + lane < m;
+        u32 v = 0;
 #pragma unroll
         for (int f = 0; f < L::FIELDS; ++f) {
             const FieldDesc& fd = d.fields[f];
-            sym[f] = 0;
-            if (fd.mode == MODE_PACKED) {
-                if (active) {
-                    // Bits [8 + b·g, 8 + b·g + b) of the stream (after its mode byte); the
-                    // stream is 16-byte aligned and padded, so both words are readable.
-                    const u64 bit = 8 + (u64)fd.bits * g;
-                    const u32* w = (const u32*)(fd.stream + ((bit >> 5) << 2));
-                    const u32 v = __funnelshift_r(__ldg(w), __ldg(w + 1), (u32)(bit & 31));
-                    sym[f] = v & ((1u << fd.bits) - 1);
-                }
-            } else if (fd.mode == MODE_CONST) {
-                sym[f] = fd.value;
-            } else {
+            if (fd.mode == MODE_CONST) {
+                v |= L::contrib(f, fd.value);
+            } else if (fd.mode == MODE_RANS) {
                 if (((32 * t) & ((1u << fd.block_log2) - 1)) == 0) {
                     // Blocks hold a multiple of 32 symbols: the table is warp-uniform and
                     // changes only at block boundaries.
@@ -225,7 +275,7 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
                 const u32 slot = xs & 4095u;
                 const u32 j = tb[TABLE_SLOTS_OFF + slot];
                 const u32 e = ((const u32*)tb)[j];
-                sym[f] = ((const u16*)(tb + TABLE_SYMBOLS_OFF))[j];
+                v |= L::contrib(f, ((const u16*)(tb + TABLE_SYMBOLS_OFF))[j]);
                 const u32 y = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095u);
                 const bool need = active && y < RANS_L;
                 const u32 mask = __ballot_sync(0xffffffffu, need);
@@ -238,8 +288,8 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
                 }
                 p[f] += __popc(mask);
             }
+            // Packed fields are merged at the flush.
         }
-        const u32 v = L::merge(sym);
         const u32 s = t % STAGE_STEPS;
         if (L::ESIZE == 1) {
             stage[s * 32 + lane] = (u8)v;
@@ -251,7 +301,7 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
         if (s == STAGE_STEPS - 1 || t == steps - 1) {
             const u32 done = (t / STAGE_STEPS) * STAGE_ELEMS;
             const u32 count = m - done < STAGE_ELEMS ? m - done : STAGE_ELEMS;
-            flush<L::ESIZE>(d, stage, start + done, count, lane);
+            flush<LAYOUT>(d, stage, start + done, count, lane);
         }
     }
 

@@ -98,12 +98,26 @@ fn layout_fields(layout: u32) -> (usize, usize) {
     }
 }
 
-fn merge(layout: u32, f: &[u32; MAX_FIELDS]) -> u32 {
-    match layout {
-        0 => (f[0] << 6) | ((f[1] & 0x40) << 9) | (f[1] & 0x3F),
-        1 => (f[0] << 7) | ((f[1] & 0x80) << 8) | (f[1] & 0x7F),
-        2 => (f[0] << 22) | ((f[1] & 0x40) << 25) | ((f[1] & 0x3F) << 16) | (f[2] << 8) | f[3],
-        _ => f[0],
+/// `Layout<L>::bits`: width of field `f`.
+fn field_bits(layout: u32, f: usize) -> u32 {
+    match (layout, f) {
+        (0, 0) | (2, 0) => 9,
+        (0, _) | (2, 1) => 7,
+        _ => 8,
+    }
+}
+
+/// `Layout<L>::contrib`: the bits field `f`'s symbol `s` sets in the element.
+fn contrib(layout: u32, f: usize, s: u32) -> u32 {
+    match (layout, f) {
+        (0, 0) => s << 6,
+        (0, _) => ((s & 0x40) << 9) | (s & 0x3F),
+        (1, 0) => s << 7,
+        (1, _) => ((s & 0x80) << 8) | (s & 0x7F),
+        (2, 0) => s << 22,
+        (2, 1) => ((s & 0x40) << 25) | ((s & 0x3F) << 16),
+        (2, 2) => s << 8,
+        _ => s,
     }
 }
 
@@ -191,25 +205,14 @@ fn decode_chunk(
 
     let steps = m.div_ceil(32);
     for t in 0..steps {
-        let mut sym = [[0u32; MAX_FIELDS]; LANES];
+        let mut v = [0u32; LANES];
         for f in 0..fields {
             let fd = &d.fields[f];
-            if fd.mode == MODE_PACKED {
-                for (lane, s) in sym.iter_mut().enumerate() {
-                    let i = 32 * t + lane as u32;
-                    if i < m {
-                        let g = start + u64::from(i);
-                        let bit = 8 + u64::from(fd.bits) * g;
-                        let w = fd.stream + ((bit >> 5) << 2);
-                        let v = funnelshift_r(mem.u32(w), mem.u32(w + 4), (bit & 31) as u32);
-                        s[f] = v & ((1 << fd.bits) - 1);
-                    }
+            if fd.mode == MODE_CONST {
+                for vl in &mut v {
+                    *vl |= contrib(d.layout, f, fd.value);
                 }
-            } else if fd.mode == MODE_CONST {
-                for s in &mut sym {
-                    s[f] = fd.value;
-                }
-            } else {
+            } else if fd.mode == MODE_RANS {
                 if (32 * t) & ((1 << fd.block_log2) - 1) == 0 {
                     let block = (start + 32 * u64::from(t)) >> fd.block_log2;
                     let mut id = mem.u8(fd.block_ids + block);
@@ -229,7 +232,11 @@ fn decode_chunk(
                     let j = tb[TABLE_SLOTS_OFF + slot as usize] as usize;
                     let e = u32::from_le_bytes(tb[4 * j..4 * j + 4].try_into().expect("4 bytes"));
                     let at = TABLE_SYMBOLS_OFF + 2 * j;
-                    sym[lane][f] = u32::from(u16::from_le_bytes([tb[at], tb[at + 1]]));
+                    v[lane] |= contrib(
+                        d.layout,
+                        f,
+                        u32::from(u16::from_le_bytes([tb[at], tb[at + 1]])),
+                    );
                     y[lane] = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095);
                     let active = 32 * t + (lane as u32) < m;
                     need[lane] = active && y[lane] < RANS_L;
@@ -252,17 +259,26 @@ fn decode_chunk(
                     p[f][lane] += mask.count_ones();
                 }
             }
+            // Packed fields are merged at the flush.
         }
         let s = (t as usize) % STAGE_STEPS;
-        for (lane, fs) in sym.iter().enumerate() {
-            let v = merge(d.layout, fs).to_le_bytes();
+        for (lane, value) in v.iter().enumerate() {
             let at = (s * 32 + lane) * esize;
-            stage[at..at + esize].copy_from_slice(&v[..esize]);
+            stage[at..at + esize].copy_from_slice(&value.to_le_bytes()[..esize]);
         }
         if s == STAGE_STEPS - 1 || t == steps - 1 {
             let done = (t as usize / STAGE_STEPS * STAGE_ELEMS) as u32;
             let count = (m - done).min(STAGE_ELEMS as u32);
-            flush(d, stage, esize, start + u64::from(done), count, out);
+            flush(
+                d,
+                stage,
+                fields,
+                esize,
+                start + u64::from(done),
+                count,
+                mem,
+                out,
+            );
         }
     }
 
@@ -285,25 +301,69 @@ fn decode_chunk(
     }
 }
 
-/// `flush<ESIZE>`: whole groups as 8 elements per lane (16-byte stores; 8 bytes for F8),
-/// the tensor's last partial group element by element.
-fn flush(d: &TensorDesc, stage: &[u8], esize: usize, g0: u64, count: u32, out: &mut Output<'_>) {
-    let dst = d.dst + g0 * esize as u64;
-    if count as usize == STAGE_ELEMS {
-        let per_lane = 8 * esize;
-        let store = per_lane.min(16);
-        for lane in 0..LANES {
-            for part in (0..per_lane).step_by(store) {
-                let at = lane * per_lane + part;
-                out.store(dst + at as u64, &stage[at..at + store]);
+/// `flush<LAYOUT>`: lane `l` owns elements `8l … 8l + 7` of the group: staged values,
+/// OR the packed fields read as three aligned words, one vector store (16 bytes; two for
+/// F32, 8 bytes for F8) for a whole group, element stores for a partial one.
+#[allow(clippy::too_many_arguments)]
+fn flush(
+    d: &TensorDesc,
+    stage: &[u8],
+    fields: usize,
+    esize: usize,
+    g0: u64,
+    count: u32,
+    mem: &Memory<'_>,
+    out: &mut Output<'_>,
+) {
+    for lane in 0..LANES as u32 {
+        let first = 8 * lane;
+        if first >= count {
+            continue;
+        }
+        let mut v = [0u32; 8];
+        for (k, value) in v.iter_mut().enumerate() {
+            let at = (first as usize + k) * esize;
+            let mut b = [0u8; 4];
+            b[..esize].copy_from_slice(&stage[at..at + esize]);
+            *value = u32::from_le_bytes(b);
+        }
+        for f in 0..fields {
+            let fd = &d.fields[f];
+            if fd.mode != MODE_PACKED {
+                continue;
+            }
+            let b = field_bits(d.layout, f);
+            let byte0 = 1 + u64::from(b) * (g0 + u64::from(first)) / 8;
+            let w = fd.stream + (byte0 & !3);
+            let (w0, w1, w2) = (mem.u32(w), mem.u32(w + 4), mem.u32(w + 8));
+            let s0 = 8 * (byte0 & 3) as u32;
+            for (k, value) in v.iter_mut().enumerate() {
+                let pos = s0 + b * k as u32;
+                let lo = if pos < 32 {
+                    w0
+                } else if pos < 64 {
+                    w1
+                } else {
+                    w2
+                };
+                let hi = if pos < 32 { w1 } else { w2 };
+                let sym = funnelshift_r(lo, hi, pos & 31) & ((1 << b) - 1);
+                *value |= contrib(d.layout, f, sym);
             }
         }
-    } else {
-        for lane in 0..LANES {
-            let mut e = lane;
-            while e < count as usize {
-                out.store(dst + (e * esize) as u64, &stage[e * esize..(e + 1) * esize]);
-                e += 32;
+        let dst = d.dst + (g0 + u64::from(first)) * esize as u64;
+        let bytes: Vec<u8> = v
+            .iter()
+            .flat_map(|value| value.to_le_bytes()[..esize].to_vec())
+            .collect();
+        if count as usize == STAGE_ELEMS {
+            for (i, part) in bytes.chunks(16).enumerate() {
+                out.store(dst + 16 * i as u64, part);
+            }
+        } else {
+            let valid = (count - first).min(8) as usize;
+            for k in 0..valid {
+                out.store(dst + (k * esize) as u64, &bytes[k * esize..(k + 1) * esize]);
             }
         }
     }
