@@ -108,7 +108,7 @@ pub fn compile_ptx(arch: &str) -> Result<String, GpuError> {
 
 fn compile(arch: &str) -> Result<cudarc::nvrtc::Ptx, GpuError> {
     let opts = cudarc::nvrtc::CompileOptions {
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++14".into()],
+        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
         name: Some("mcz_decode.cu".into()),
         ..Default::default()
     };
