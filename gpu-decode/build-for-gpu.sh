@@ -15,7 +15,7 @@ out=gpu-decode/prebuilt
 minilm=${MINILM:-/work/main/benches/data/minilm-bf16.safetensors}
 rm -rf "$out"
 mkdir -p "$out"
-nice -n 10 cargo build --release -p mcodec-cli -p mcodec-gpu --examples
+nice -n 10 cargo build --release -p mcodec-cli -p mcodec-gpu --bins --examples
 cp target/release/mcodec target/release/examples/infer "$out/"
 nice -n 10 cargo test --release -p mcodec-gpu --no-run --message-format=json 2>/dev/null |
     python3 -c '

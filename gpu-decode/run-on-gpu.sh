@@ -80,7 +80,7 @@ export LD_LIBRARY_PATH=$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 bin=$root/gpu-decode/prebuilt
 if command -v cargo > /dev/null; then
     say "cargo found: building"
-    cargo build --release -p mcodec-cli -p mcodec-gpu --examples > "$OUT/build.log" 2>&1 || failed=1
+    cargo build --release -p mcodec-cli -p mcodec-gpu --bins --examples > "$OUT/build.log" 2>&1 || failed=1
     MCODEC=$root/target/release/mcodec
     INFER=$root/target/release/examples/infer
     TEST_GPU=(cargo test --release -p mcodec-gpu --test gpu --)

@@ -462,6 +462,19 @@ impl GpuModel {
         Ok(())
     }
 
+    /// Decodes tensor `t` (an index into [`Self::tensors`]) into the start of `dst` on
+    /// `stream`, asynchronously (its small work list is uploaded and freed in stream
+    /// order). For repeated decodes of the same tensors, make a [`DecodeGroup`] once.
+    pub fn decode_tensor(
+        &self,
+        t: usize,
+        dst: &mut CudaSlice<u8>,
+        stream: &Arc<CudaStream>,
+    ) -> Result<(), GpuError> {
+        let group = self.group(&[t], dst, stream)?;
+        self.launch(&group, dst, stream)
+    }
+
     /// Waits for `stream` and reports (and clears) a corrupt chunk the kernel found.
     pub fn check(&mut self, stream: &Arc<CudaStream>) -> Result<(), GpuError> {
         let err = stream

@@ -48,6 +48,16 @@ fn check_file(dec: &GpuDecoder, mcz: &[u8], what: &str) {
         model.check(&stream).expect("no corrupt chunk");
     }
     let host = stream.clone_dtoh(&scratch).expect("download");
+    let last = model.tensors().len() - 1;
+    let mut single = stream
+        .alloc_zeros::<u8>(model.tensors()[last].out_len.max(1) as usize)
+        .expect("alloc");
+    model
+        .decode_tensor(last, &mut single, &stream)
+        .expect("decode one");
+    model.check(&stream).expect("no corrupt chunk");
+    let want = cpu_tensor(&archive, model.tensors()[last].index);
+    assert!(stream.clone_dtoh(&single).expect("download")[..want.len()] == want[..]);
     for (&t, &off) in some.iter().zip(group.offsets()) {
         let want = cpu_tensor(&archive, model.tensors()[t].index);
         assert!(
