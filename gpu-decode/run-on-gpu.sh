@@ -42,7 +42,7 @@ step() { # name command...: output to $OUT/name.log; rc and seconds to the summa
 }
 
 say "== machine"
-say "$(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1)"
+say "$(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 || echo no nvidia-smi)"
 say "$(nvcc --version 2>/dev/null | tail -n 1)"
 
 # NVRTC and cuBLAS of the driver's CUDA version. cudarc (built for 12.8 bindings) looks
@@ -53,7 +53,7 @@ pick() {
     local d f
     for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
         $(python3 -c 'import glob, site; print(" ".join(g for s in site.getsitepackages() for g in glob.glob(s + "/nvidia/*/lib")))' 2>/dev/null) \
-        /usr/lib/x86_64-linux-gnu; do
+        /usr/lib/x86_64-linux-gnu "$root"/target/nvrtc-wheel/nvidia/*/lib; do
         f=$(ls "$d"/$1 2>/dev/null | sort -V | tail -n 1)
         if [ -n "$f" ]; then
             echo "$f"
