@@ -89,17 +89,14 @@ fn run(dec: &GpuDecoder, path: &str, iters: usize) -> Result<(), Error> {
     let mut raw_s = Vec::new();
     let mut model = None;
     for _ in 0..3 {
+        let copy = Prepared {
+            arena: prepared.arena.clone(),
+            tables: prepared.tables.clone(),
+            tensors: prepared.tensors.clone(),
+        };
         stream.synchronize()?;
         let t = Instant::now();
-        let mut m = GpuModel::upload_prepared(
-            dec,
-            Prepared {
-                arena: prepared.arena.clone(),
-                tables: prepared.tables.clone(),
-                tensors: prepared.tensors.clone(),
-            },
-            &stream,
-        )?;
+        let mut m = GpuModel::upload_prepared(dec, copy, &stream)?;
         let (buf, _) = m.decode_all(&stream)?;
         packed_s.push(t.elapsed().as_secs_f32());
         drop(buf);
