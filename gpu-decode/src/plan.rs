@@ -606,6 +606,72 @@ mod tests {
         assert_eq!(start, PROB_SCALE);
     }
 
+    /// A rANS-coded stream of `n` 9-bit symbols in chunks of 2^10, blocks of 2^5.
+    fn rans_stream(n: usize) -> Vec<u8> {
+        use mcodec::entropy::stream::{Effort, StreamEncoder};
+        let symbols: Vec<u16> = (0..n as u32)
+            .map(|i| ((i * 7919) % 13 + (i / 500) % 3) as u16)
+            .collect();
+        let hists: Vec<Vec<u32>> = symbols
+            .chunks(32)
+            .map(|b| {
+                let mut h = vec![0u32; 512];
+                b.iter().for_each(|&s| h[usize::from(s)] += 1);
+                h
+            })
+            .collect();
+        let enc = StreamEncoder::plan(&hists, 9, 5, 10, Effort::Default);
+        let pieces = symbols
+            .chunks(1024)
+            .enumerate()
+            .map(|(c, s)| enc.encode_chunk(c, s))
+            .collect();
+        enc.assemble(pieces).to_vec()
+    }
+
+    #[test]
+    fn parser_accepts_good_streams_and_refuses_damaged_headers() {
+        let n = 5000;
+        let good = rans_stream(n);
+        let parsed = parse_stream(&good, 9, n, 10).expect("good stream");
+        assert_eq!(parsed.mode, MODE_RANS);
+        assert_eq!(parsed.payloads.len(), n.div_ceil(1024));
+        // Every truncation is refused.
+        for len in 0..good.len() {
+            assert!(
+                parse_stream(&good[..len], 9, n, 10).is_err(),
+                "truncated to {len}"
+            );
+        }
+        // Wrong sizes, widths and chunkings are refused.
+        assert!(parse_stream(&good, 9, n + 1024, 10).is_err());
+        assert!(parse_stream(&good, 9, n, 4).is_err());
+        assert!(parse_stream(&good, 9, n, 23).is_err());
+        // Any single damaged byte of the header and index either parses to a stream whose
+        // payloads tile it, or is refused; nothing panics.
+        let index_end = parsed.payloads[0].0;
+        for at in 0..index_end {
+            for flip in [1u8, 0x80, 0xFF] {
+                let mut bad = good.clone();
+                bad[at] ^= flip;
+                if let Ok(p) = parse_stream(&bad, 9, n, 10) {
+                    let (last, len) = *p.payloads.last().expect("payloads");
+                    assert_eq!(last + len, bad.len());
+                    assert!(p.tables.len() <= MAX_TABLE_SYMBOLS);
+                }
+            }
+        }
+        assert!(parse_stream(&[7], 9, 1, 10).is_err());
+        assert!(
+            parse_stream(&[1, 0, 2], 9, 1, 10).is_err(),
+            "const wider than 9 bits"
+        );
+        assert!(
+            parse_stream(&[0, 0], 9, 1, 10).is_err(),
+            "packed of wrong length"
+        );
+    }
+
     #[test]
     fn tasks_cover_every_chunk_once() {
         let d = |n: u64, log2: u32| TensorDesc {
