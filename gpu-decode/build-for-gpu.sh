@@ -3,8 +3,8 @@
 # machine without Rust, into gpu-decode/prebuilt/ (git-ignored, ~40 MB):
 #   mcodec            the CLI (gpu-bench, pack)
 #   infer             the inference example
-#   test-gpu          gpu-decode/tests/gpu.rs (GPU vs CPU decoder, bit for bit)
-#   test-mirror       gpu-decode/tests/mirror.rs (the CPU mirror; a sanity check there)
+#   test-decode       gpu-decode/tests/decode: gpu:: (GPU vs CPU decoder, bit for bit),
+#                     mirror:: (the CPU mirror) and nvrtc:: tests
 #   minilm-bf16.mcz   real MiniLM weights packed with default settings (if the bench data
 #                     is at /work/main/benches/data or $MINILM)
 # Then, from the session whose checkout holds this branch, one device call:
@@ -22,10 +22,10 @@ nice -n 10 cargo test --release -p mcodec-gpu --no-run --message-format=json 2>/
 import json, shutil, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] in ("gpu", "mirror"):
-        shutil.copy(m["executable"], sys.argv[1] + "/test-" + m["target"]["name"])
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "decode":
+        shutil.copy(m["executable"], sys.argv[1] + "/test-decode")
 ' "$out"
-strip "$out"/mcodec "$out"/infer "$out"/test-gpu "$out"/test-mirror
+strip "$out"/mcodec "$out"/infer "$out"/test-decode
 if [ -f "$minilm" ]; then
     "$out/mcodec" pack -q -f "$minilm" -o "$out/minilm-bf16.mcz"
 else

@@ -9,7 +9,7 @@
 # exists, the script builds and uses target/release instead.
 #
 # Steps (argument: quick | synthetic | all, default all):
-#   quick:     test-gpu (GPU decode vs CPU decoder, bit for bit: fixtures, generated
+#   quick:     test-gpu (tests/decode gpu::, GPU decode vs CPU decoder, bit for bit: fixtures, generated
 #              multi-chunk tensors of every float dtype, corrupt-chunk report, MiniLM),
 #              mcodec gpu-bench on MiniLM, the inference example on MiniLM
 #   synthetic: the 4.17 GB synthetic LLM-shaped BF16 model of BENCHMARKS.md
@@ -83,12 +83,12 @@ if command -v cargo > /dev/null; then
     cargo build --release -p mcodec-cli -p mcodec-gpu --bins --examples > "$OUT/build.log" 2>&1 || failed=1
     MCODEC=$root/target/release/mcodec
     INFER=$root/target/release/examples/infer
-    TEST_GPU=(cargo test --release -p mcodec-gpu --test gpu --)
+    TEST_GPU=(cargo test --release -p mcodec-gpu --test decode -- gpu::)
 else
     MCODEC=$bin/mcodec
     INFER=$bin/infer
-    TEST_GPU=("$bin/test-gpu")
-    for f in "$MCODEC" "$INFER" "$bin/test-gpu"; do
+    TEST_GPU=("$bin/test-decode" gpu::)
+    for f in "$MCODEC" "$INFER" "$bin/test-decode"; do
         [ -x "$f" ] || { say "missing $f: run gpu-decode/build-for-gpu.sh where cargo is, and carry gpu-decode/prebuilt"; exit 1; }
     done
 fi

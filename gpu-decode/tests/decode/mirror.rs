@@ -2,9 +2,7 @@
 //! multi-chunk tensors of every float dtype and (when present) real MiniLM weights; and it
 //! stays in bounds and reports corruption on damaged streams.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mcodec::container::Archive;
 use mcodec::EncodeOptions;
 use mcodec_gpu::plan::{Body, Prepared, DEFAULT_MAX_TABLES, MODE_CONST, MODE_PACKED, MODE_RANS};

@@ -1,9 +1,7 @@
 //! The kernel on a real device against the CPU decoder, bit for bit. Skips, saying why,
 //! on machines without a CUDA driver, device or NVRTC.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mcodec::container::Archive;
 use mcodec::EncodeOptions;
 use mcodec_gpu::plan::{Body, Prepared, MODE_RANS};
