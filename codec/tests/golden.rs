@@ -1,5 +1,7 @@
 //! Golden files pin the format: every `fixtures/golden/*.mcz` must decode to its fixture
 //! byte for byte, and packing the fixture must reproduce the golden bytes exactly.
+//! `fixtures/golden/chunk16/` keeps the files the earlier default wrote (`chunk_log2 = 16`
+//! in the index): they must still decode.
 //!
 //! After a deliberate encoder or format change, regenerate them with
 //! `MCODEC_BLESS=1 cargo test -p mcodec --test golden` and commit the new files.
@@ -51,6 +53,24 @@ fn golden_files_decode_to_fixtures_and_encoding_is_stable() {
         assert!(
             packed == golden,
             "{name}: encoder output changed; bless deliberately if intended"
+        );
+    }
+}
+
+#[test]
+fn files_of_the_earlier_default_still_decode() {
+    for name in FIXTURES {
+        let input = std::fs::read(root().join("data").join(name)).unwrap();
+        let path = root().join("golden/chunk16").join(format!("{name}.mcz"));
+        let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut back = Vec::new();
+        Archive::open(&golden)
+            .unwrap()
+            .unpack_to(&mut back, &|_| {})
+            .unwrap();
+        assert!(
+            back == input,
+            "{name}: chunk16 golden file no longer decodes"
         );
     }
 }

@@ -230,28 +230,49 @@ impl EncTable {
 
 /// Decoder table: one packed entry per probability slot plus the symbol values.
 ///
-/// Slot entry layout (FORMAT.md §5.3): bits 24..32 symbol index, bits 12..24 `freq - 1`,
-/// bits 0..12 the slot's offset inside the symbol's range. The state update needs only the
-/// low 24 bits, so the symbol lookup stays off the decoder's dependency chain.
+/// Slot entry layouts (FORMAT.md §5.3; bits 0..12 always hold the slot's offset inside the
+/// symbol's range):
+/// - general: bits 24..32 symbol index into [`Self::symbols`], bits 12..24 `freq - 1`;
+/// - inline, when every frequency is at most [`INLINE_MAX_FREQ`] and every symbol fits in
+///   9 bits (true of nearly every weight field): bits 23..32 the symbol itself, bits 12..23
+///   `freq - 1`. The vector decoder then needs one table gather per step instead of two.
+///
+/// The state update needs only `freq` and the offset, so the symbol lookup stays off the
+/// decoder's dependency chain either way.
 #[derive(Clone, Debug)]
 pub struct DecTable {
     pub(crate) slots: Box<[u32; PROB_SCALE as usize]>,
     pub(crate) symbols: [u16; MAX_TABLE_SYMBOLS],
     /// The same symbols widened to 32 bits, for vector gathers.
     pub(crate) symbols32: [u32; MAX_TABLE_SYMBOLS],
+    /// Whether `slots` uses the inline layout.
+    pub(crate) inline: bool,
 }
+
+/// Largest frequency the inline slot layout can hold (11 bits of `freq - 1`).
+pub const INLINE_MAX_FREQ: u16 = 1 << 11;
 
 impl DecTable {
     /// Builds the decoder table.
     pub fn new(table: &FreqTable) -> Self {
+        let inline = table.freqs.iter().all(|&f| f <= INLINE_MAX_FREQ)
+            && table
+                .symbols
+                .iter()
+                .all(|&s| u32::from(s) < 1 << MAX_SYMBOL_BITS);
         let mut slots = Box::new([0u32; PROB_SCALE as usize]);
         let mut symbols = [0u16; MAX_TABLE_SYMBOLS];
         let mut start = 0usize;
         for (idx, (&s, &f)) in table.symbols.iter().zip(&table.freqs).enumerate() {
             symbols[idx] = s;
             let f = usize::from(f);
+            let high = if inline {
+                (u32::from(s) << 23) | (((f - 1) as u32) << 12)
+            } else {
+                ((idx as u32) << 24) | (((f - 1) as u32) << 12)
+            };
             for (offset, slot) in slots[start..start + f].iter_mut().enumerate() {
-                *slot = ((idx as u32) << 24) | (((f - 1) as u32) << 12) | offset as u32;
+                *slot = high | offset as u32;
             }
             start += f;
         }
@@ -260,7 +281,13 @@ impl DecTable {
             slots,
             symbols,
             symbols32,
+            inline,
         }
+    }
+
+    /// Whether the table uses the inline slot layout.
+    pub fn is_inline(&self) -> bool {
+        self.inline
     }
 }
 

@@ -162,6 +162,12 @@ pub fn decode_chunk_pair(
             decode_block(&mut states_a, &mut reader_a, table_a, block_a);
             continue;
         };
+        if table_a.inline != table_b.inline {
+            // The vector step is compiled for one slot layout: decode the two apart.
+            decode_block(&mut states_a, &mut reader_a, table_a, block_a);
+            decode_block(&mut states_b, &mut reader_b, table_b, block_b);
+            continue;
+        }
         let done = simd::decode_groups(
             [&mut states_a, &mut states_b],
             [&mut reader_a, &mut reader_b],
@@ -252,29 +258,48 @@ fn decode_scalar(
     table: &DecTable,
     out: &mut [u16],
 ) {
+    if table.inline {
+        decode_scalar_layout::<true>(states, reader, table, out);
+    } else {
+        decode_scalar_layout::<false>(states, reader, table, out);
+    }
+}
+
+/// [`decode_scalar`] for one slot layout (`INLINE`: see [`DecTable`]).
+fn decode_scalar_layout<const INLINE: bool>(
+    states: &mut [u32; LANES],
+    reader: &mut WordReader,
+    table: &DecTable,
+    out: &mut [u16],
+) {
     let (groups, rest) = out.as_chunks_mut::<LANES>();
     for group in groups {
         for lane in 0..LANES {
-            group[lane] = decode_step(&mut states[lane], table, reader);
+            group[lane] = decode_step::<INLINE>(&mut states[lane], table, reader);
         }
     }
     for (x, o) in states.iter_mut().zip(rest) {
-        *o = decode_step(x, table, reader);
+        *o = decode_step::<INLINE>(x, table, reader);
     }
 }
 
 /// One decode step of one lane: look up the slot, advance the state, renormalise
 /// branch-free (the renormalisation is taken at random, so a branch would mispredict).
 #[inline(always)]
-fn decode_step(x: &mut u32, table: &DecTable, reader: &mut WordReader) -> u16 {
+fn decode_step<const INLINE: bool>(x: &mut u32, table: &DecTable, reader: &mut WordReader) -> u16 {
     let entry = table.slots[(*x & (PROB_SCALE - 1)) as usize];
-    let freq = ((entry >> 12) & 0xFFF) + 1;
+    let freq_mask = if INLINE { 0x7FF } else { 0xFFF };
+    let freq = ((entry >> 12) & freq_mask) + 1;
     let y = freq * (*x >> PROB_BITS) + (entry & 0xFFF);
     let need = u32::from(y < RANS_L);
     let word = u32::from(reader.peek()) & need.wrapping_neg();
     *x = (y << (need * 16)) | word;
     reader.pos += need as usize;
-    table.symbols[(entry >> 24) as usize]
+    if INLINE {
+        (entry >> 23) as u16
+    } else {
+        table.symbols[(entry >> 24) as usize]
+    }
 }
 
 /// Reads 16-bit words; past the end it yields zeros and keeps counting, so the overrun
@@ -311,7 +336,16 @@ mod simd {
         {
             if crate::cpu::avx512_enabled() {
                 // SAFETY: the CPU supports every feature the function enables.
-                return unsafe { x86::decode_groups_avx512(states, readers, tables, outs) };
+                return unsafe {
+                    if tables.iter().all(|t| t.inline) {
+                        x86::decode_groups_avx512::<N, true>(states, readers, tables, outs)
+                    } else if tables.iter().all(|t| !t.inline) {
+                        x86::decode_groups_avx512::<N, false>(states, readers, tables, outs)
+                    } else {
+                        // Mixed layouts: leave it all to the scalar loop (callers avoid this).
+                        0
+                    }
+                };
             }
         }
         let _ = (states, readers, tables, outs);
@@ -447,8 +481,10 @@ mod simd {
         /// Two 16-lane state vectors per chunk and step, `N` chunks interleaved: gather the
         /// slot entries, update all states, and refill the lanes that fell below `RANS_L`
         /// with the next words in lane order (the order the scalar decoder reads them).
+        /// With `INLINE` tables the symbol comes from the slot entry itself; otherwise a
+        /// second gather maps the entry's index to its symbol.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
-        pub(super) unsafe fn decode_groups_avx512<const N: usize>(
+        pub(super) unsafe fn decode_groups_avx512<const N: usize, const INLINE: bool>(
             states: [&mut [u32; LANES]; N],
             readers: [&mut WordReader; N],
             tables: [&DecTable; N],
@@ -467,6 +503,7 @@ mod simd {
             }
             let slot_mask = _mm512_set1_epi32((1 << PROB_BITS) - 1);
             let low12 = _mm512_set1_epi32(0xFFF);
+            let freq_mask = _mm512_set1_epi32(if INLINE { 0x7FF } else { 0xFFF });
             let one = _mm512_set1_epi32(1);
             let lower = _mm512_set1_epi32(RANS_L as i32);
             let mut g = 0;
@@ -481,7 +518,7 @@ mod simd {
                         // SAFETY: slot < 4096 = table.slots.len(), scaled by 4 bytes.
                         e[j][v] = unsafe { _mm512_i32gather_epi32::<4>(slot, slots) };
                         let freq = _mm512_add_epi32(
-                            _mm512_and_si512(_mm512_srli_epi32::<12>(e[j][v]), low12),
+                            _mm512_and_si512(_mm512_srli_epi32::<12>(e[j][v]), freq_mask),
                             one,
                         );
                         y[j][v] = _mm512_add_epi32(
@@ -509,9 +546,13 @@ mod simd {
                             w,
                         );
                         pos[j] += need.count_ones() as usize;
-                        let idx = _mm512_srli_epi32::<24>(e[j][v]);
-                        // SAFETY: idx < 256 = table.symbols32.len(), scaled by 4 bytes.
-                        let sym = unsafe { _mm512_i32gather_epi32::<4>(idx, symbols) };
+                        let sym = if INLINE {
+                            _mm512_srli_epi32::<23>(e[j][v])
+                        } else {
+                            let idx = _mm512_srli_epi32::<24>(e[j][v]);
+                            // SAFETY: idx < 256 = table.symbols32.len(), scaled by 4 bytes.
+                            unsafe { _mm512_i32gather_epi32::<4>(idx, symbols) }
+                        };
                         // SAFETY: group g covers out[32g..32g+32], in bounds since g < groups.
                         unsafe {
                             _mm256_storeu_si256(
@@ -645,6 +686,53 @@ mod tests {
             encode_chunk(&ones, &[&EncTable::new(&single, 1)], 128, &mut payload);
             crate::cpu::set_simd_enabled(true);
             assert_eq!(payload.len(), STATE_BYTES, "a certain symbol costs nothing");
+        }
+    }
+
+    #[test]
+    fn both_slot_layouts_decode_alike_on_every_path() {
+        let mut seed = 7u64;
+        let symbols: Vec<u16> = (0..40_000)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                ((seed >> 40) % 200) as u16 + 200
+            })
+            .collect();
+        let flat = FreqTable::from_counts(&histogram(&symbols, 9)).unwrap();
+        let mut counts = histogram(&symbols, 9);
+        counts[250] *= 5000;
+        let peaked = FreqTable::from_counts(&counts).unwrap();
+        let (inline, general) = (DecTable::new(&flat), DecTable::new(&peaked));
+        assert!(inline.is_inline() && !general.is_inline());
+        let block_len = 2048;
+        let n_blocks = symbols.len().div_ceil(block_len);
+        let enc = [EncTable::new(&flat, 9), EncTable::new(&peaked, 9)];
+        // Chunk A uses the inline table only; chunk B alternates, so the pair decoder meets
+        // both layouts side by side.
+        let pick_a = |_: usize| 0;
+        let pick_b = |b: usize| b % 2;
+        let payload = |pick: &dyn Fn(usize) -> usize| {
+            let tables: Vec<&EncTable> = (0..n_blocks).map(|b| &enc[pick(b)]).collect();
+            let mut p = Vec::new();
+            encode_chunk(&symbols, &tables, block_len, &mut p);
+            p
+        };
+        let (pa, pb) = (payload(&pick_a), payload(&pick_b));
+        let dec = [&inline, &general];
+        let ta: Vec<&DecTable> = (0..n_blocks).map(|b| dec[pick_a(b)]).collect();
+        let tb: Vec<&DecTable> = (0..n_blocks).map(|b| dec[pick_b(b)]).collect();
+        for force_scalar in [false, true] {
+            crate::cpu::set_simd_enabled(!force_scalar);
+            let (mut a, mut b) = (vec![0u16; symbols.len()], vec![0u16; symbols.len()]);
+            let pair = decode_chunk_pair([&pa, &pb], [&ta, &tb], block_len, [&mut a, &mut b]);
+            let mut single = vec![0u16; symbols.len()];
+            let one = decode_chunk(&pa, &ta, block_len, &mut single);
+            crate::cpu::set_simd_enabled(true);
+            pair.unwrap();
+            one.unwrap();
+            assert_eq!(a, symbols);
+            assert_eq!(b, symbols);
+            assert_eq!(single, symbols);
         }
     }
 
