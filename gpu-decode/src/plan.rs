@@ -31,8 +31,16 @@ pub const TABLE_SYMBOLS_OFF: usize = 4 * MAX_TABLE_SYMBOLS;
 pub const TABLE_SLOTS_OFF: usize = 6 * MAX_TABLE_SYMBOLS;
 /// Most fields of a layout.
 pub const MAX_FIELDS: usize = 4;
-/// Chunks per task (one CTA): two per warp.
-pub const CHUNKS_PER_TASK: usize = 2 * WARPS;
+/// Elements a task (one CTA) should cover at least, so that copying the tables into
+/// shared memory (≤ 45 KiB for 8 tables) stays small beside the output (≥ 1 MiB of BF16).
+pub const MIN_TASK_ELEMS: usize = 1 << 19;
+
+/// Chunks per task for chunks of `2^chunk_log2` elements: one per warp for chunks of
+/// 2^16 and more (the GPU's parallelism is one warp per chunk, so never fewer tasks than
+/// needed), more per warp for small chunks.
+pub fn chunks_per_task(chunk_log2: u32) -> usize {
+    WARPS * (MIN_TASK_ELEMS >> (WARPS.trailing_zeros() + chunk_log2).min(31)).max(1)
+}
 /// Alignment of every piece of the arena and of every output tensor.
 pub const ARENA_ALIGN: usize = 16;
 /// Default limit on one tensor's tables in shared memory: what fits an sm_90 CTA (227 KiB
@@ -555,15 +563,16 @@ fn parse_stream(bytes: &[u8], bits: u32, n: usize, chunk_log2: u8) -> Result<Par
     Ok(s)
 }
 
-/// The tasks of one launch: runs of at most [`CHUNKS_PER_TASK`] chunks of each kernel
+/// The tasks of one launch: runs of at most [`chunks_per_task`] chunks of each kernel
 /// tensor in `descs` (indexes into `descs`).
 pub fn tasks(descs: &[TensorDesc]) -> Vec<Task> {
     let mut tasks = Vec::new();
     for (t, d) in descs.iter().enumerate() {
         let chunks = d.n_chunks();
+        let per_task = chunks_per_task(d.chunk_log2) as u64;
         let mut first = 0u64;
         while first < chunks {
-            let count = (chunks - first).min(CHUNKS_PER_TASK as u64);
+            let count = (chunks - first).min(per_task);
             tasks.push(Task {
                 tensor: t as u32,
                 first_chunk: first as u32,
@@ -679,13 +688,22 @@ mod tests {
             chunk_log2: log2,
             ..Default::default()
         };
-        let descs = [d(1, 10), d(1 << 20, 10), d((17 << 16) + 5, 16)];
+        let descs = [
+            d(1, 10),
+            d(1 << 20, 10),
+            d((17 << 16) + 5, 16),
+            d(3 << 18, 18),
+        ];
+        assert_eq!(chunks_per_task(18), WARPS);
+        assert_eq!(chunks_per_task(16), WARPS);
+        assert_eq!(chunks_per_task(10), 64 * WARPS);
         let tasks = tasks(&descs);
         for (t, desc) in descs.iter().enumerate() {
             let mut next = 0;
             for task in tasks.iter().filter(|k| k.tensor == t as u32) {
                 assert_eq!(task.first_chunk, next);
-                assert!((1..=CHUNKS_PER_TASK as u32).contains(&task.n_chunks));
+                let most = chunks_per_task(desc.chunk_log2) as u32;
+                assert!((1..=most).contains(&task.n_chunks));
                 next += task.n_chunks;
             }
             assert_eq!(u64::from(next), desc.n_chunks());
