@@ -3,6 +3,7 @@
 # machine without Rust, into gpu-decode/prebuilt/ (git-ignored, ~40 MB):
 #   mcodec            the CLI (gpu-bench, pack)
 #   infer             the inference example
+#   repack            packs with a chosen chunk length (GPU-friendly short chunks)
 #   test-decode       gpu-decode/tests/decode: gpu:: (GPU vs CPU decoder, bit for bit),
 #                     mirror:: (the CPU mirror) and nvrtc:: tests
 #   minilm-bf16.mcz   real MiniLM weights packed with default settings (if the bench data
@@ -16,7 +17,7 @@ minilm=${MINILM:-/work/main/benches/data/minilm-bf16.safetensors}
 rm -rf "$out"
 mkdir -p "$out"
 nice -n 10 cargo build --release -p mcodec-cli -p mcodec-gpu --bins --examples
-cp target/release/mcodec target/release/examples/infer "$out/"
+cp target/release/mcodec target/release/examples/infer target/release/examples/repack "$out/"
 nice -n 10 cargo test --release -p mcodec-gpu --no-run --message-format=json 2>/dev/null |
     python3 -c '
 import json, shutil, sys
@@ -25,7 +26,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "decode":
         shutil.copy(m["executable"], sys.argv[1] + "/test-decode")
 ' "$out"
-strip "$out"/mcodec "$out"/infer "$out"/test-decode
+strip "$out"/mcodec "$out"/infer "$out"/repack "$out"/test-decode
 if [ -f "$minilm" ]; then
     "$out/mcodec" pack -q -f "$minilm" -o "$out/minilm-bf16.mcz"
 else

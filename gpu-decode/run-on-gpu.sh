@@ -11,7 +11,8 @@
 # Steps (argument: quick | synthetic | all, default all):
 #   quick:     test-gpu (tests/decode gpu::, GPU decode vs CPU decoder, bit for bit: fixtures, generated
 #              multi-chunk tensors of every float dtype, corrupt-chunk report, MiniLM),
-#              mcodec gpu-bench on MiniLM, the inference example on MiniLM
+#              mcodec gpu-bench on MiniLM (default 2^18-element chunks, and repacked
+#              with 2^14-element chunks: one warp per chunk), the inference example
 #   synthetic: the 4.17 GB synthetic LLM-shaped BF16 model of BENCHMARKS.md
 #              (benches/prepare_data.py, seed 0), packed with 16 threads, then gpu-bench
 #              and the inference example on it
@@ -83,12 +84,14 @@ if command -v cargo > /dev/null; then
     cargo build --release -p mcodec-cli -p mcodec-gpu --bins --examples > "$OUT/build.log" 2>&1 || failed=1
     MCODEC=$root/target/release/mcodec
     INFER=$root/target/release/examples/infer
+    REPACK=$root/target/release/examples/repack
     TEST_GPU=(cargo test --release -p mcodec-gpu --test decode -- gpu::)
 else
     MCODEC=$bin/mcodec
     INFER=$bin/infer
+    REPACK=$bin/repack
     TEST_GPU=("$bin/test-decode" gpu::)
-    for f in "$MCODEC" "$INFER" "$bin/test-decode"; do
+    for f in "$MCODEC" "$INFER" "$REPACK" "$bin/test-decode"; do
         [ -x "$f" ] || { say "missing $f: run gpu-decode/build-for-gpu.sh where cargo is, and carry gpu-decode/prebuilt"; exit 1; }
     done
 fi
@@ -102,6 +105,12 @@ if [ "$what" = quick ] || [ "$what" = all ]; then
     if [ -f "$minilm" ]; then
         step minilm-bench "$MCODEC" gpu-bench "$minilm" --iters 50
         step minilm-infer "$INFER" "$minilm" --iters 10
+        small=$(mktemp -d)
+        step minilm14-bench bash -c "
+            set -e
+            '$MCODEC' unpack -q -f '$minilm' -o '$small/minilm.safetensors'
+            '$REPACK' '$small/minilm.safetensors' '$small/minilm-c14.mcz' 14
+            '$MCODEC' gpu-bench '$small/minilm-c14.mcz' --iters 50"
     else
         say "no $minilm: MiniLM steps skipped"
     fi
