@@ -61,6 +61,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Content-addressed model store with tensor dedup and deltas (see docs/STORE.md)
     Store(commands::store::StoreArgs),
+    /// Decode an .mcz on the GPU: throughput beside a device copy, and bit-exactness
+    GpuBench(GpuBenchArgs),
 }
 
 /// Compression effort.
@@ -154,6 +156,23 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+/// Arguments of `gpu-bench`.
+#[derive(Args, Debug)]
+pub struct GpuBenchArgs {
+    /// .mcz file
+    pub file: PathBuf,
+    /// Timed decodes of the whole model (and as many timed copies); medians are reported
+    #[arg(long, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub iters: u32,
+    /// CUDA device ordinal
+    #[arg(long, value_name = "I", default_value_t = 0)]
+    pub device: usize,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Dtype names `--dtype` accepts.
 const DTYPES: &str =
     "BOOL, U8, I8, U16, I16, U32, I32, U64, I64, F16, BF16, F32, F64, F8_E4M3, F8_E5M2";
@@ -181,6 +200,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Verify(a) => commands::verify::run(a, g),
         Command::Bench(a) => commands::bench::run(a, g),
         Command::Store(a) => commands::store::run(a, g),
+        Command::GpuBench(a) => commands::gpu_bench::run(a, g),
     }
 }
 

@@ -513,3 +513,28 @@ fn bench_json_has_the_keys() {
     // Bench writes nothing.
     assert_eq!(listing(d).len(), 2);
 }
+
+#[test]
+fn gpu_bench_decodes_on_a_gpu_or_says_there_is_none() {
+    let (tmp, _) = setup();
+    let d = tmp.path();
+    ok(&mcodec(d, &["pack", "model.safetensors"]));
+    let o = mcodec(d, &["gpu-bench", "model.safetensors.mcz", "--iters", "2"]);
+    if o.status.success() {
+        assert!(stdout(&o).contains("bit-exact   yes"), "{}", stdout(&o));
+    } else {
+        // No device here: one line, exit 1, saying so.
+        assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(&o));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+        assert!(
+            err.contains("no CUDA device") || err.contains("NVRTC not found"),
+            "{err:?}"
+        );
+    }
+    // A file that is not an .mcz is refused before any GPU work, naming it.
+    fails_naming(
+        &mcodec(d, &["gpu-bench", "model.safetensors"]),
+        "model.safetensors",
+    );
+}

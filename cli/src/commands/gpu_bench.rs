@@ -1,0 +1,85 @@
+//! `mcodec gpu-bench`: decode a packed model on the GPU many times, report the BF16 (or
+//! other) output throughput beside a device-to-device copy of the same bytes in the same
+//! run, and check every decoded tensor against the original's checksum.
+
+use mcodec::container::Archive;
+use mcodec_gpu::bench::{gb_per_s, median, throughput};
+use mcodec_gpu::GpuDecoder;
+use serde_json::json;
+
+use super::emit;
+use crate::error::{CliError, Context};
+use crate::fsutil::map_input;
+use crate::{Global, GpuBenchArgs};
+
+/// Runs `gpu-bench`.
+pub fn run(a: &GpuBenchArgs, g: &Global) -> Result<(), CliError> {
+    let file = &a.file;
+    let data = map_input(file)?;
+    let archive = Archive::open(&data).at(file)?;
+    let dec = GpuDecoder::new(a.device).map_err(CliError::plain)?;
+    let r = throughput(&dec, &archive, a.iters as usize).at(file)?;
+    if !g.quiet {
+        for f in &r.fallbacks {
+            eprintln!(
+                "mcodec: {}: decoded on the CPU, not the GPU: {f}",
+                file.display()
+            );
+        }
+    }
+    let (dec_ms, copy_ms) = (median(&r.decode_ms), median(&r.copy_ms));
+    let (dec_gb, copy_gb) = (
+        gb_per_s(r.output_bytes, dec_ms),
+        gb_per_s(r.output_bytes, copy_ms),
+    );
+    let exact = r.mismatches.is_empty();
+    let text = if a.json {
+        let v = json!({
+            "file": file.to_string_lossy(),
+            "device": r.device,
+            "tensors": r.tensors,
+            "kernel_tensors": r.kernel_tensors,
+            "output_bytes": r.output_bytes,
+            "device_bytes": r.device_bytes,
+            "iters": a.iters,
+            "decode_median_ms": dec_ms,
+            "decode_gb_s": dec_gb,
+            "copy_median_ms": copy_ms,
+            "copy_gb_s": copy_gb,
+            "decode_ms": r.decode_ms,
+            "copy_ms": r.copy_ms,
+            "bit_exact": exact,
+            "mismatches": r.mismatches,
+            "fallbacks": r.fallbacks,
+        });
+        format!("{v:#}\n")
+    } else {
+        format!(
+            "file        {}\ndevice      {}\ntensors     {} ({} by the kernel)\noutput      {} bytes\non device   {} bytes compressed ({:.2}% of output)\ndecode      {dec_gb:.1} GB/s of output (median of {}: {dec_ms:.3} ms)\nD2D copy    {copy_gb:.1} GB/s of the same bytes (median of {}: {copy_ms:.3} ms; read+write traffic {:.1} GB/s)\ndecode/copy {:.2}\nbit-exact   {}\n",
+            file.display(),
+            r.device,
+            r.tensors,
+            r.kernel_tensors,
+            r.output_bytes,
+            r.device_bytes,
+            100.0 * r.device_bytes as f64 / r.output_bytes.max(1) as f64,
+            a.iters,
+            a.iters,
+            2.0 * copy_gb,
+            if copy_ms > 0.0 { copy_ms / dec_ms.max(f32::MIN_POSITIVE) } else { 0.0 },
+            if exact { "yes: every tensor matches the original's checksum".to_owned() } else { format!("NO: {}", r.mismatches.join(", ")) },
+        )
+    };
+    emit(&text)?;
+    if exact {
+        Ok(())
+    } else {
+        Err(CliError::at(
+            file,
+            format!(
+                "GPU decode of {} tensors differs from the original",
+                r.mismatches.len()
+            ),
+        ))
+    }
+}

@@ -1,0 +1,365 @@
+// Decodes split-coded .mcz tensors (FORMAT.md §4.3, §5, §7) straight into their element
+// bytes in device memory. Compiled at run time by NVRTC (gpu-decode/src/gpu.rs); mirrored
+// step for step by gpu-decode/src/mirror.rs, which CI checks against the CPU decoder.
+// Any change here must be made there too. Read-only data goes through __ldg (the
+// non-coherent cache path): the compiler cannot infer it from addresses held in structs.
+//
+// Work: one CTA per task (a run of chunks of one tensor), WARPS warps per CTA, one warp
+// per chunk at a time: thread `lane` of the warp is rANS lane `lane` of the chunk. The
+// tensor's expanded decode tables (built on the host, TABLE_BYTES each) are copied into
+// shared memory once per CTA. Decoded elements are staged per warp in shared memory for
+// STAGE_STEPS steps and written out as 16-byte stores (8 bytes for F8).
+//
+// Safety against hostile data: the host validates every stream before upload; the kernel
+// still bounds every data-dependent read (words past a payload's end read as 0, table ids
+// are clamped) and reports a failed end state, an unconsumed or overrun word stream and
+// a bad table id through `err` instead of writing outside the tensor.
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+#define WARPS 8
+#define STAGE_STEPS 8
+#define STAGE_ELEMS (STAGE_STEPS * 32)
+#define STAGE_BYTES_PER_WARP (STAGE_ELEMS * 4)
+#define TABLE_BYTES 5632
+#define TABLE_SYMBOLS_OFF 1024
+#define TABLE_SLOTS_OFF 1536
+#define MAX_FIELDS 4
+
+#define MODE_PACKED 0
+#define MODE_CONST 1
+#define MODE_RANS 2
+
+#define LAYOUT_BF16 0
+#define LAYOUT_F16 1
+#define LAYOUT_F32 2
+#define LAYOUT_F8 3
+
+#define ERR_CORRUPT_CHUNK 1
+#define ERR_BAD_TABLE_ID 2
+
+#define RANS_L 65536u
+
+// Field stream of one tensor. Addresses are device addresses.
+struct FieldDesc {
+    u64 stream;       // first byte of the stream (its mode byte); 16-byte aligned
+    u64 chunk_index;  // rANS: per chunk, u64 payload offset (from `stream`) and u64 length
+    u64 block_ids;    // rANS: one table id byte per block
+    u32 mode;         // MODE_*
+    u32 bits;         // symbol width
+    u32 value;        // Const: the symbol
+    u32 block_log2;   // rANS: block length exponent
+    u32 n_tables;     // rANS: tables of this stream
+    u32 table_slot;   // rANS: index of its first table among the tensor's tables
+};
+
+struct TensorDesc {
+    u64 dst;          // output, 16-byte aligned
+    u64 n;            // elements
+    u64 tables;       // the tensor's expanded tables, back to back, 16-byte aligned
+    u32 layout;       // LAYOUT_*
+    u32 chunk_log2;
+    u32 n_fields;
+    u32 n_tables;     // tables of all fields
+    FieldDesc fields[MAX_FIELDS];
+};
+
+struct Task {
+    u32 tensor;
+    u32 first_chunk;
+    u32 n_chunks;
+    u32 pad;
+};
+
+// The Rust structs in plan.rs have the same layout; these sizes are asserted there too.
+static_assert(sizeof(FieldDesc) == 48, "FieldDesc layout");
+static_assert(sizeof(TensorDesc) == 232, "TensorDesc layout");
+static_assert(sizeof(Task) == 16, "Task layout");
+
+__device__ __forceinline__ void report(u32* err, u32 code, u32 tensor, u32 chunk) {
+    if (atomicCAS(err, 0u, code) == 0u) {
+        err[1] = tensor;
+        err[2] = chunk;
+    }
+}
+
+// Per layout: fields, element size, each field's width and its bits in the element
+// (FORMAT.md §4.3). An element is the OR of its fields' contributions, so fields can be
+// merged in any order: coded fields in the step loop, packed fields at the flush.
+template <int LAYOUT>
+struct Layout;
+template <>
+struct Layout<LAYOUT_BF16> {
+    static const int FIELDS = 2;
+    static const int ESIZE = 2;
+    __device__ static int bits(int f) { return f == 0 ? 9 : 7; }
+    __device__ static u32 contrib(int f, u32 s) {
+        return f == 0 ? s << 6 : ((s & 0x40u) << 9) | (s & 0x3Fu);
+    }
+};
+template <>
+struct Layout<LAYOUT_F16> {
+    static const int FIELDS = 2;
+    static const int ESIZE = 2;
+    __device__ static int bits(int) { return 8; }
+    __device__ static u32 contrib(int f, u32 s) {
+        return f == 0 ? s << 7 : ((s & 0x80u) << 8) | (s & 0x7Fu);
+    }
+};
+template <>
+struct Layout<LAYOUT_F32> {
+    static const int FIELDS = 4;
+    static const int ESIZE = 4;
+    __device__ static int bits(int f) { return f == 0 ? 9 : f == 1 ? 7 : 8; }
+    __device__ static u32 contrib(int f, u32 s) {
+        return f == 0   ? s << 22
+               : f == 1 ? ((s & 0x40u) << 25) | ((s & 0x3Fu) << 16)
+               : f == 2 ? s << 8
+                        : s;
+    }
+};
+template <>
+struct Layout<LAYOUT_F8> {
+    static const int FIELDS = 1;
+    static const int ESIZE = 1;
+    __device__ static int bits(int) { return 8; }
+    __device__ static u32 contrib(int, u32 s) { return s; }
+};
+
+// Writes the staged group of `count` elements starting at element `g0` (a multiple of
+// STAGE_ELEMS). Lane `lane` owns the group's elements 8·lane … 8·lane + 7: it reads their
+// staged values (the coded fields, merged), ORs in the packed fields — whose 8 symbols
+// are 8·b consecutive bits starting on a byte boundary, read as three aligned words —
+// and stores the 8 elements with one 16-byte store (two for F32, 8 bytes for F8); the
+// 32 lanes cover the group contiguously. The tensor's last group, if partial, is stored
+// element by element.
+template <int LAYOUT>
+__device__ __forceinline__ void flush(const TensorDesc& d, const u8* stage, u64 g0, u32 count,
+                                      u32 lane) {
+    typedef Layout<LAYOUT> L;
+    __syncwarp();
+    const u32 first = 8 * lane;
+    if (first < count) {
+        u32 v[8];
+        if (L::ESIZE == 1) {
+            const uint2 q = ((const uint2*)stage)[lane];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                v[k] = (q.x >> (8 * k)) & 0xFFu;
+                v[k + 4] = (q.y >> (8 * k)) & 0xFFu;
+            }
+        } else if (L::ESIZE == 2) {
+            const uint4 q = ((const uint4*)stage)[lane];
+            v[0] = q.x & 0xFFFFu, v[1] = q.x >> 16, v[2] = q.y & 0xFFFFu, v[3] = q.y >> 16;
+            v[4] = q.z & 0xFFFFu, v[5] = q.z >> 16, v[6] = q.w & 0xFFFFu, v[7] = q.w >> 16;
+        } else {
+            const uint4 a = ((const uint4*)stage)[2 * lane];
+            const uint4 b = ((const uint4*)stage)[2 * lane + 1];
+            v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+            v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+        }
+#pragma unroll
+        for (int f = 0; f < L::FIELDS; ++f) {
+            const FieldDesc& fd = d.fields[f];
+            if (fd.mode != MODE_PACKED) continue;
+            const u32 b = L::bits(f);
+            // Byte 1 + b·(g0 + first)/8 of the stream (after the mode byte); the stream is
+            // 16-byte aligned and followed by at least 16 readable bytes.
+            const u64 byte0 = 1 + (u64)b * (g0 + first) / 8;
+            const u32* w = (const u32*)(fd.stream + (byte0 & ~3ull));
+            const u32 w0 = __ldg(w), w1 = __ldg(w + 1), w2 = __ldg(w + 2);
+            const u32 s0 = 8 * (u32)(byte0 & 3);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) {
+                const u32 pos = s0 + b * k;
+                const u32 lo = pos < 32 ? w0 : pos < 64 ? w1 : w2;
+                const u32 hi = pos < 32 ? w1 : w2;
+                const u32 sym = __funnelshift_r(lo, hi, pos & 31) & ((1u << b) - 1);
+                v[k] |= L::contrib(f, sym);
+            }
+        }
+        u8* out = (u8*)d.dst + (g0 + first) * L::ESIZE;
+        if (count == STAGE_ELEMS) {
+            if (L::ESIZE == 1) {
+                *(uint2*)out = make_uint2(v[0] | v[1] << 8 | v[2] << 16 | v[3] << 24,
+                                          v[4] | v[5] << 8 | v[6] << 16 | v[7] << 24);
+            } else if (L::ESIZE == 2) {
+                *(uint4*)out = make_uint4(v[0] | v[1] << 16, v[2] | v[3] << 16,
+                                          v[4] | v[5] << 16, v[6] | v[7] << 16);
+            } else {
+                ((uint4*)out)[0] = make_uint4(v[0], v[1], v[2], v[3]);
+                ((uint4*)out)[1] = make_uint4(v[4], v[5], v[6], v[7]);
+            }
+        } else {
+            const u32 valid = count - first < 8 ? count - first : 8;
+#pragma unroll
+            for (u32 k = 0; k < 8; ++k) {
+                if (k < valid) {
+                    if (L::ESIZE == 1) {
+                        out[k] = (u8)v[k];
+                    } else if (L::ESIZE == 2) {
+                        ((u16*)out)[k] = (u16)v[k];
+                    } else {
+                        ((u32*)out)[k] = v[k];
+                    }
+                }
+            }
+        }
+    }
+    __syncwarp();
+}
+
+template <int LAYOUT>
+__device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u8* tables,
+                             u8* stage, u32 lane, u32* err) {
+    typedef Layout<LAYOUT> L;
+    const u64 chunk_len = 1ull << d.chunk_log2;
+    const u64 start = (u64)chunk * chunk_len;
+    if (start >= d.n) return;
+    const u64 left = d.n - start;
+    const u32 m = (u32)(left < chunk_len ? left : chunk_len);
+
+    u32 x[L::FIELDS];
+    u32 p[L::FIELDS];
+    u32 nwords[L::FIELDS];
+    const u16* words[L::FIELDS];
+    const u8* table[L::FIELDS];
+    bool bad = false;
+    bool bad_table = false;
+#pragma unroll
+    for (int f = 0; f < L::FIELDS; ++f) {
+        const FieldDesc& fd = d.fields[f];
+        x[f] = RANS_L;
+        p[f] = 0;
+        nwords[f] = 0;
+        words[f] = 0;
+        table[f] = tables;
+        if (fd.mode == MODE_RANS) {
+            const u64* ci = (const u64*)fd.chunk_index;
+            const u64 off = __ldg(ci + 2 * (u64)chunk);
+            const u64 len = __ldg(ci + 2 * (u64)chunk + 1);
+            const u8* payload = (const u8*)(fd.stream + off);
+            x[f] = __ldg((const u32*)payload + lane);
+            words[f] = (const u16*)(payload + 128);
+            nwords[f] = (u32)((len - 128) / 2);
+            bad |= x[f] < RANS_L;
+        }
+    }
+
+    const u32 steps = (m + 31) / 32;
+    for (u32 t = 0; t < steps; ++t) {
+        const bool active = 32 * t + lane < m;
+        u32 v = 0;
+#pragma unroll
+        for (int f = 0; f < L::FIELDS; ++f) {
+            const FieldDesc& fd = d.fields[f];
+            if (fd.mode == MODE_CONST) {
+                v |= L::contrib(f, fd.value);
+            } else if (fd.mode == MODE_RANS) {
+                if (((32 * t) & ((1u << fd.block_log2) - 1)) == 0) {
+                    // Blocks hold a multiple of 32 symbols: the table is warp-uniform and
+                    // changes only at block boundaries.
+                    const u64 block = (start + 32 * (u64)t) >> fd.block_log2;
+                    u32 id = __ldg((const u8*)fd.block_ids + block);
+                    if (id >= fd.n_tables) {
+                        id = 0;
+                        bad_table = true;
+                    }
+                    table[f] = tables + (u64)(fd.table_slot + id) * TABLE_BYTES;
+                }
+                const u8* tb = table[f];
+                const u32 xs = x[f];
+                const u32 slot = xs & 4095u;
+                const u32 j = tb[TABLE_SLOTS_OFF + slot];
+                const u32 e = ((const u32*)tb)[j];
+                v |= L::contrib(f, ((const u16*)(tb + TABLE_SYMBOLS_OFF))[j]);
+                const u32 y = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095u);
+                const bool need = active && y < RANS_L;
+                const u32 mask = __ballot_sync(0xffffffffu, need);
+                if (need) {
+                    const u32 k = p[f] + __popc(mask & ((1u << lane) - 1));
+                    const u32 word = k < nwords[f] ? (u32)__ldg(words[f] + k) : 0u;
+                    x[f] = (y << 16) | word;
+                } else if (active) {
+                    x[f] = y;
+                }
+                p[f] += __popc(mask);
+            }
+            // Packed fields are merged at the flush.
+        }
+        const u32 s = t % STAGE_STEPS;
+        if (L::ESIZE == 1) {
+            stage[s * 32 + lane] = (u8)v;
+        } else if (L::ESIZE == 2) {
+            ((u16*)stage)[s * 32 + lane] = (u16)v;
+        } else {
+            ((u32*)stage)[s * 32 + lane] = v;
+        }
+        if (s == STAGE_STEPS - 1 || t == steps - 1) {
+            const u32 done = (t / STAGE_STEPS) * STAGE_ELEMS;
+            const u32 count = m - done < STAGE_ELEMS ? m - done : STAGE_ELEMS;
+            flush<LAYOUT>(d, stage, start + done, count, lane);
+        }
+    }
+
+#pragma unroll
+    for (int f = 0; f < L::FIELDS; ++f) {
+        if (d.fields[f].mode == MODE_RANS) {
+            bad |= x[f] != RANS_L || p[f] != nwords[f];
+        }
+    }
+    const bool any_bad = __any_sync(0xffffffffu, bad);
+    const bool any_bad_table = __any_sync(0xffffffffu, bad_table);
+    if (lane == 0 && (any_bad || any_bad_table)) {
+        report(err, any_bad_table ? ERR_BAD_TABLE_ID : ERR_CORRUPT_CHUNK, tensor, chunk);
+    }
+}
+
+// At least 4 CTAs (32 warps) per SM: caps registers at 64 per thread.
+extern "C" __global__ void __launch_bounds__(WARPS * 32, 4)
+    mcz_decode(const TensorDesc* __restrict__ tensors, const Task* __restrict__ tasks,
+               u32 n_tasks, const u8* arena, const u8* tables_in, u8* out, u32* err) {
+    // `arena`, `tables_in` and `out` are reached through the descriptors' addresses;
+    // they are arguments so that the host orders the launch after their writes.
+    (void)arena;
+    (void)tables_in;
+    (void)out;
+    extern __shared__ __align__(16) u8 smem[];
+    __shared__ TensorDesc desc;
+    if (blockIdx.x >= n_tasks) return;
+    const Task task = tasks[blockIdx.x];
+    if (threadIdx.x == 0) desc = tensors[task.tensor];
+    __syncthreads();
+
+    // Shared memory: WARPS staging buffers, then the tensor's tables.
+    u8* tables = smem + WARPS * STAGE_BYTES_PER_WARP;
+    const uint4* src = (const uint4*)desc.tables;
+    uint4* dst = (uint4*)tables;
+    const u32 n16 = desc.n_tables * (TABLE_BYTES / 16);
+    for (u32 k = threadIdx.x; k < n16; k += WARPS * 32) dst[k] = __ldg(src + k);
+    __syncthreads();
+
+    const u32 warp = threadIdx.x / 32;
+    const u32 lane = threadIdx.x % 32;
+    u8* stage = smem + warp * STAGE_BYTES_PER_WARP;
+    for (u32 c = warp; c < task.n_chunks; c += WARPS) {
+        const u32 chunk = task.first_chunk + c;
+        switch (desc.layout) {
+            case LAYOUT_BF16:
+                decode_chunk<LAYOUT_BF16>(desc, task.tensor, chunk, tables, stage, lane, err);
+                break;
+            case LAYOUT_F16:
+                decode_chunk<LAYOUT_F16>(desc, task.tensor, chunk, tables, stage, lane, err);
+                break;
+            case LAYOUT_F32:
+                decode_chunk<LAYOUT_F32>(desc, task.tensor, chunk, tables, stage, lane, err);
+                break;
+            default:
+                decode_chunk<LAYOUT_F8>(desc, task.tensor, chunk, tables, stage, lane, err);
+                break;
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! The CUDA side: compile the kernel with NVRTC, upload prepared tensors, launch.
+//!
+//! Libraries are loaded at run time (cudarc's dynamic loading): without libcuda or a
+//! device every entry point returns [`GpuError::NoDevice`], without libnvrtc
+//! [`GpuError::NvrtcMissing`]; nothing panics.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUresult};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DriverError,
+    LaunchConfig, PushKernelArg,
+};
+use mcodec::container::Archive;
+
+use crate::plan::{
+    self, Body, PlanError, Prepared, PreparedTensor, Task, TensorDesc, STAGE_BYTES_PER_WARP,
+    TABLE_BYTES, WARPS,
+};
+use crate::{CorruptChunk, KERNEL_NAME, KERNEL_SOURCE};
+
+/// Errors of the GPU decoder.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuError {
+    /// No CUDA driver or no device.
+    #[error("no CUDA device: {0}")]
+    NoDevice(String),
+    /// libnvrtc could not be loaded.
+    #[error("NVRTC not found (libnvrtc.so.12 or libnvrtc.so on the library path): {0}")]
+    NvrtcMissing(String),
+    /// NVRTC refused the kernel source.
+    #[error("NVRTC failed to compile the kernel for {arch}: {log}")]
+    Compile {
+        /// Target architecture.
+        arch: String,
+        /// Compiler log.
+        log: String,
+    },
+    /// Device memory ran out.
+    #[error("out of GPU memory allocating {bytes} bytes for {what}")]
+    OutOfMemory {
+        /// What was being allocated.
+        what: &'static str,
+        /// Bytes asked for.
+        bytes: usize,
+    },
+    /// A CUDA driver call failed.
+    #[error("CUDA {what} failed: {source:?}")]
+    Driver {
+        /// What was being done.
+        what: &'static str,
+        /// The driver's error.
+        source: DriverError,
+    },
+    /// The file or a tensor was refused on the host, before upload.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The file could not be opened.
+    #[error("{path}: {source}")]
+    Open {
+        /// File.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The kernel found a corrupt chunk.
+    #[error(transparent)]
+    Corrupt(#[from] CorruptChunk),
+    /// An output buffer does not fit the group.
+    #[error("output buffer: {0}")]
+    BadOutput(String),
+    /// The kernel needs more shared memory than the device has.
+    #[error("a launch needs {need} bytes of shared memory, the device allows {have}")]
+    SharedMemory {
+        /// Bytes needed.
+        need: usize,
+        /// Bytes available.
+        have: usize,
+    },
+}
+
+fn driver(what: &'static str) -> impl FnOnce(DriverError) -> GpuError {
+    move |source| GpuError::Driver { what, source }
+}
+
+fn alloc_error(what: &'static str, bytes: usize) -> impl FnOnce(DriverError) -> GpuError {
+    move |source| {
+        if source.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            GpuError::OutOfMemory { what, bytes }
+        } else {
+            GpuError::Driver { what, source }
+        }
+    }
+}
+
+/// Compiles the kernel source to PTX for `arch` (e.g. `compute_90`) with NVRTC.
+pub fn compile_ptx(arch: &str) -> Result<String, GpuError> {
+    // SAFETY: only probes whether the library can be loaded.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(GpuError::NvrtcMissing(
+            "set LD_LIBRARY_PATH to the folder of libnvrtc".into(),
+        ));
+    }
+    compile(arch).map(|ptx| ptx.to_src())
+}
+
+fn compile(arch: &str) -> Result<cudarc::nvrtc::Ptx, GpuError> {
+    let opts = cudarc::nvrtc::CompileOptions {
+        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
+        name: Some("mcz_decode.cu".into()),
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts).map_err(|e| GpuError::Compile {
+        arch: arch.into(),
+        log: match e {
+            cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                log.to_string_lossy().into_owned()
+            }
+            other => format!("{other:?}"),
+        },
+    })
+}
+
+/// The compiled kernel on one device.
+#[derive(Debug)]
+pub struct GpuDecoder {
+    ctx: Arc<CudaContext>,
+    func: CudaFunction,
+    max_shared: usize,
+    arch: String,
+}
+
+impl GpuDecoder {
+    /// Opens device `ordinal` and compiles the kernel for it.
+    pub fn new(ordinal: usize) -> Result<Self, GpuError> {
+        // SAFETY: only probes whether the library can be loaded.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(GpuError::NoDevice(
+                "the CUDA driver (libcuda) is not installed".into(),
+            ));
+        }
+        let count = CudaContext::device_count()
+            .map_err(|e| GpuError::NoDevice(format!("the driver reports {e:?}")))?;
+        if count <= ordinal as i32 {
+            return Err(GpuError::NoDevice(format!(
+                "device {ordinal} asked for, {count} present"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver("context creation"))?;
+        let (major, minor) = ctx.compute_capability().map_err(driver("device query"))?;
+        let arch = format!("compute_{major}{minor}");
+        // SAFETY: only probes whether the library can be loaded.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(GpuError::NvrtcMissing(
+                "set LD_LIBRARY_PATH to the folder of libnvrtc".into(),
+            ));
+        }
+        let ptx = compile(&arch)?;
+        let module = ctx.load_module(ptx).map_err(|source| {
+            if source.0 == CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION {
+                GpuError::Compile {
+                    arch: arch.clone(),
+                    log: "the driver cannot load PTX from this NVRTC, which is newer \
+                              than the driver: put the NVRTC of the driver's CUDA version \
+                              first on LD_LIBRARY_PATH"
+                        .into(),
+                }
+            } else {
+                GpuError::Driver {
+                    what: "loading the kernel's PTX",
+                    source,
+                }
+            }
+        })?;
+        let func = module
+            .load_function(KERNEL_NAME)
+            .map_err(driver("kernel lookup"))?;
+        let optin = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(driver("device query"))?;
+        // The kernel's static shared memory (one TensorDesc) comes out of the same budget.
+        let max_shared = (optin as usize).saturating_sub(std::mem::size_of::<TensorDesc>() + 16);
+        func.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            max_shared as i32,
+        )
+        .map_err(driver("setting the kernel's shared memory"))?;
+        Ok(Self {
+            ctx,
+            func,
+            max_shared,
+            arch,
+        })
+    }
+
+    /// The CUDA context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// Device name and the architecture the kernel was compiled for.
+    pub fn describe(&self) -> String {
+        let name = self.ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        format!("{name} ({})", self.arch)
+    }
+
+    /// Most tables one tensor may have to be decoded here (more fall back to the CPU).
+    pub fn max_tables(&self) -> usize {
+        (self.max_shared - WARPS * STAGE_BYTES_PER_WARP) / TABLE_BYTES
+    }
+}
+
+/// Compressed tensors resident in device memory, ready to decode.
+#[derive(Debug)]
+pub struct GpuModel {
+    tensors: Vec<PreparedTensor>,
+    arena: CudaSlice<u8>,
+    tables: CudaSlice<u8>,
+    err: CudaSlice<u32>,
+    arena_base: u64,
+    table_base: u64,
+    func: CudaFunction,
+    max_shared: usize,
+}
+
+/// The kernel work of decoding a fixed set of tensors into a fixed buffer, uploaded once
+/// and launched as often as needed (a transformer block, say).
+#[derive(Debug)]
+pub struct DecodeGroup {
+    descs: Option<CudaSlice<u8>>,
+    tasks: Option<CudaSlice<u8>>,
+    n_tasks: u32,
+    shared: u32,
+    copies: Vec<(u64, u64, u64)>,
+    offsets: Vec<u64>,
+    total: u64,
+    dst: u64,
+    tensors: Vec<usize>,
+}
+
+impl DecodeGroup {
+    /// Byte offset of each tensor of the group in the output buffer.
+    pub fn offsets(&self) -> &[u64] {
+        &self.offsets
+    }
+
+    /// Bytes of output the group needs.
+    pub fn output_len(&self) -> u64 {
+        self.total
+    }
+
+    /// The model's tensor indexes in the group, in order.
+    pub fn tensors(&self) -> &[usize] {
+        &self.tensors
+    }
+}
+
+/// Views `items` (plain-old-data `#[repr(C)]` structs without padding) as bytes.
+fn as_bytes<T: Copy>(items: &[T]) -> &[u8] {
+    // SAFETY: `TensorDesc` and `Task` (the only callers' types) are `repr(C)`, all-integer
+    // and without padding (their sizes are asserted in `plan`), so every byte is
+    // initialised; the length is the slice's size in bytes.
+    unsafe { std::slice::from_raw_parts(items.as_ptr().cast::<u8>(), std::mem::size_of_val(items)) }
+}
+
+impl GpuModel {
+    /// Opens an `.mcz` file (memory-mapped), validates the chosen tensors (`None`: all)
+    /// on the host and uploads their compressed streams on `stream`.
+    pub fn open(
+        dec: &GpuDecoder,
+        path: &Path,
+        select: Option<&[usize]>,
+        stream: &Arc<CudaStream>,
+    ) -> Result<Self, GpuError> {
+        let open_error = |source| GpuError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(open_error)?;
+        // SAFETY: the map is read-only and lives only for this call; a file changed
+        // underneath is caught by the stream checksums.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(open_error)?;
+        let archive = Archive::open(&map).map_err(PlanError::from)?;
+        Self::upload(dec, &archive, select, stream)
+    }
+
+    /// Validates and prepares tensors `select` of `archive` (`None`: all) on the host,
+    /// then uploads them on `stream` and waits for the upload.
+    pub fn upload(
+        dec: &GpuDecoder,
+        archive: &Archive<'_>,
+        select: Option<&[usize]>,
+        stream: &Arc<CudaStream>,
+    ) -> Result<Self, GpuError> {
+        let prepared = Prepared::new(archive, select, dec.max_tables())?;
+        Self::upload_prepared(dec, prepared, stream)
+    }
+
+    /// Uploads host-prepared tensors on `stream` and waits for the upload.
+    pub fn upload_prepared(
+        dec: &GpuDecoder,
+        mut prepared: Prepared,
+        stream: &Arc<CudaStream>,
+    ) -> Result<Self, GpuError> {
+        let arena = upload_bytes(stream, &prepared.arena, "compressed streams")?;
+        let tables = upload_bytes(stream, &prepared.tables, "decode tables")?;
+        let err = stream
+            .alloc_zeros::<u32>(4)
+            .map_err(alloc_error("error flag", 16))?;
+        stream.synchronize().map_err(driver("upload"))?;
+        let arena_base = arena.device_ptr(stream).0;
+        let table_base = tables.device_ptr(stream).0;
+        let tensors = std::mem::take(&mut prepared.tensors);
+        Ok(Self {
+            tensors,
+            arena,
+            tables,
+            err,
+            arena_base,
+            table_base,
+            func: dec.func.clone(),
+            max_shared: dec.max_shared,
+        })
+    }
+
+    /// The uploaded tensors, in the order they were asked for.
+    pub fn tensors(&self) -> &[PreparedTensor] {
+        &self.tensors
+    }
+
+    /// Device bytes held: compressed streams (with fallbacks kept uncompressed) and tables.
+    pub fn device_bytes(&self) -> usize {
+        self.arena.len() + self.tables.len()
+    }
+
+    /// Tensors that the kernel does not decode, with the reason (they were decoded on the
+    /// CPU at upload and are copied on decode). Callers should log them.
+    pub fn fallbacks(&self) -> Vec<(String, plan::Fallback)> {
+        self.tensors
+            .iter()
+            .filter_map(|t| match &t.body {
+                Body::Raw { reason, .. } => Some((t.name.clone(), reason.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Prepares the decoding of `tensors` (indexes into [`Self::tensors`]) into `dst`,
+    /// laid out by [`crate::output_layout`]; uploads its work list on `stream`.
+    pub fn group(
+        &self,
+        tensors: &[usize],
+        dst: &CudaSlice<u8>,
+        stream: &Arc<CudaStream>,
+    ) -> Result<DecodeGroup, GpuError> {
+        if let Some(&bad) = tensors.iter().find(|&&t| t >= self.tensors.len()) {
+            return Err(PlanError::NoSuchTensor {
+                index: bad,
+                count: self.tensors.len(),
+            }
+            .into());
+        }
+        let (offsets, total) = crate::output_layout(&self.tensors, tensors);
+        if (dst.len() as u64) < total {
+            return Err(GpuError::BadOutput(format!(
+                "{} bytes, the group needs {total}",
+                dst.len()
+            )));
+        }
+        let dst_ptr = dst.device_ptr(stream).0;
+        if !dst_ptr.is_multiple_of(16) {
+            return Err(GpuError::BadOutput(format!(
+                "address {dst_ptr:#x} not 16-byte aligned"
+            )));
+        }
+        let (descs, copies) = crate::launch_work(
+            &self.tensors,
+            tensors,
+            &offsets,
+            self.arena_base,
+            self.table_base,
+            dst_ptr,
+        );
+        let tasks: Vec<Task> = plan::tasks(&descs);
+        let shared = plan::shared_bytes(&descs);
+        if shared > self.max_shared {
+            return Err(GpuError::SharedMemory {
+                need: shared,
+                have: self.max_shared,
+            });
+        }
+        let upload = |bytes: &[u8], what| -> Result<Option<CudaSlice<u8>>, GpuError> {
+            if bytes.is_empty() {
+                Ok(None)
+            } else {
+                upload_bytes(stream, bytes, what).map(Some)
+            }
+        };
+        Ok(DecodeGroup {
+            descs: upload(as_bytes(&descs), "tensor descriptors")?,
+            tasks: upload(as_bytes(&tasks), "work list")?,
+            n_tasks: tasks.len() as u32,
+            shared: shared as u32,
+            copies,
+            offsets,
+            total,
+            dst: dst_ptr,
+            tensors: tensors.to_vec(),
+        })
+    }
+
+    /// Decodes a group into `dst` (the buffer it was made for) on `stream`, asynchronously:
+    /// one kernel launch for every kernel-decoded tensor, one copy per fallback tensor.
+    /// Call [`Self::check`] to learn whether the kernel found a corrupt chunk.
+    pub fn launch(
+        &self,
+        group: &DecodeGroup,
+        dst: &mut CudaSlice<u8>,
+        stream: &Arc<CudaStream>,
+    ) -> Result<(), GpuError> {
+        if (dst.len() as u64) < group.total || dst.device_ptr(stream).0 != group.dst {
+            return Err(GpuError::BadOutput(
+                "not the buffer the group was made for".into(),
+            ));
+        }
+        for &(from, to, len) in &group.copies {
+            let (from, to, len) = (from as usize, to as usize, len as usize);
+            stream
+                .memcpy_dtod(
+                    &self.arena.slice(from..from + len),
+                    &mut dst.slice_mut(to..to + len),
+                )
+                .map_err(driver("device copy"))?;
+        }
+        if let (Some(descs), Some(tasks)) = (&group.descs, &group.tasks) {
+            let cfg = LaunchConfig {
+                grid_dim: (group.n_tasks, 1, 1),
+                block_dim: ((WARPS * 32) as u32, 1, 1),
+                shared_mem_bytes: group.shared,
+            };
+            let (dst_ptr, _record) = dst.device_ptr_mut(stream);
+            let mut builder = stream.launch_builder(&self.func);
+            builder
+                .arg(descs)
+                .arg(tasks)
+                .arg(&group.n_tasks)
+                .arg(&self.arena)
+                .arg(&self.tables)
+                .arg(&dst_ptr);
+            // The kernel takes the error flag last; arena, tables and the destination are
+            // passed (and ignored by the kernel's signature order below) so that cudarc
+            // orders this launch after their writes.
+            builder.arg(&self.err);
+            // SAFETY: the descriptors were built by `group` from this model's arena and
+            // tables and the destination checked above to be the buffer they point into,
+            // large enough for every tensor; the kernel's argument list is
+            // (descs, tasks, n_tasks, arena, tables, dst, err).
+            unsafe { builder.launch(cfg) }.map_err(driver("kernel launch"))?;
+        }
+        Ok(())
+    }
+
+    /// Decodes tensor `t` (an index into [`Self::tensors`]) into the start of `dst` on
+    /// `stream`, asynchronously (its small work list is uploaded and freed in stream
+    /// order). For repeated decodes of the same tensors, make a [`DecodeGroup`] once.
+    pub fn decode_tensor(
+        &self,
+        t: usize,
+        dst: &mut CudaSlice<u8>,
+        stream: &Arc<CudaStream>,
+    ) -> Result<(), GpuError> {
+        let group = self.group(&[t], dst, stream)?;
+        self.launch(&group, dst, stream)
+    }
+
+    /// Waits for `stream` and reports (and clears) a corrupt chunk the kernel found.
+    pub fn check(&mut self, stream: &Arc<CudaStream>) -> Result<(), GpuError> {
+        let err = stream
+            .clone_dtoh(&self.err)
+            .map_err(driver("reading the error flag"))?;
+        stream.synchronize().map_err(driver("synchronize"))?;
+        if err[0] == 0 {
+            return Ok(());
+        }
+        stream
+            .memset_zeros(&mut self.err)
+            .map_err(driver("clearing the error flag"))?;
+        // The flag names a kernel descriptor of the failing launch; `group` numbers them
+        // in the group's order.
+        let name = self
+            .tensors
+            .iter()
+            .filter(|t| matches!(t.body, Body::Split(_)))
+            .nth(err[1] as usize)
+            .map_or_else(|| format!("#{}", err[1]), |t| t.name.clone());
+        Err(CorruptChunk {
+            tensor: name,
+            chunk: err[2],
+            code: err[0],
+        }
+        .into())
+    }
+
+    /// Decodes every uploaded tensor into a new buffer in one launch and waits; returns
+    /// the buffer and each tensor's offset in it.
+    pub fn decode_all(
+        &mut self,
+        stream: &Arc<CudaStream>,
+    ) -> Result<(CudaSlice<u8>, Vec<u64>), GpuError> {
+        let all: Vec<usize> = (0..self.tensors.len()).collect();
+        let (_, total) = crate::output_layout(&self.tensors, &all);
+        let mut dst = stream
+            .alloc_zeros::<u8>(total.max(1) as usize)
+            .map_err(alloc_error("decoded tensors", total as usize))?;
+        let group = self.group(&all, &dst, stream)?;
+        self.launch(&group, &mut dst, stream)?;
+        self.check(stream)?;
+        Ok((dst, group.offsets))
+    }
+}
+
+fn upload_bytes(
+    stream: &Arc<CudaStream>,
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<CudaSlice<u8>, GpuError> {
+    // SAFETY: every byte is written by the copy below before anything reads it.
+    let mut slice = unsafe { stream.alloc::<u8>(bytes.len().max(16)) }
+        .map_err(alloc_error(what, bytes.len()))?;
+    if !bytes.is_empty() {
+        stream
+            .memcpy_htod(bytes, &mut slice.slice_mut(..bytes.len()))
+            .map_err(driver("host-to-device copy"))?;
+    }
+    Ok(slice)
+}

@@ -1,0 +1,370 @@
+//! The kernel (`kernels/mcz_decode.cu`) written step for step in Rust, so CI checks its
+//! logic against the CPU decoder without a GPU.
+//!
+//! Same descriptors, same address arithmetic, same shared-memory layout (tables, staging
+//! buffers), same order of operations. A CTA's warps are run one after another (they
+//! share nothing they write), a warp's 32 threads as a lane loop; `__ballot_sync`,
+//! `__popc`, `__funnelshift_r` and the 16-byte stores are emulated. Every memory access
+//! goes through [`Memory`] / [`Output`], which panic on an access outside what the host
+//! uploaded, so a test that runs hostile data through the mirror also checks that the
+//! kernel stays in bounds.
+
+use crate::plan::{
+    Task, TensorDesc, ERR_BAD_TABLE_ID, ERR_CORRUPT_CHUNK, MAX_FIELDS, MODE_CONST, MODE_PACKED,
+    MODE_RANS, STAGE_BYTES_PER_WARP, STAGE_ELEMS, STAGE_STEPS, TABLE_BYTES, TABLE_SLOTS_OFF,
+    TABLE_SYMBOLS_OFF, WARPS,
+};
+use mcodec::entropy::rans::{LANES, RANS_L};
+
+/// Read-only device memory: regions at fixed addresses.
+pub struct Memory<'a> {
+    regions: Vec<(u64, &'a [u8])>,
+}
+
+impl<'a> Memory<'a> {
+    /// Memory holding `regions` (address, bytes); they must not overlap.
+    pub fn new(regions: Vec<(u64, &'a [u8])>) -> Self {
+        Self { regions }
+    }
+
+    fn bytes(&self, addr: u64, len: usize) -> &'a [u8] {
+        for &(base, bytes) in &self.regions {
+            if addr >= base && addr - base + len as u64 <= bytes.len() as u64 {
+                let at = (addr - base) as usize;
+                return &bytes[at..at + len];
+            }
+        }
+        panic!("kernel would read {len} bytes at {addr:#x}, outside every uploaded buffer")
+    }
+
+    fn aligned(&self, addr: u64, len: usize) -> &'a [u8] {
+        assert!(
+            addr.is_multiple_of(len as u64),
+            "misaligned {len}-byte load at {addr:#x}"
+        );
+        self.bytes(addr, len)
+    }
+
+    fn u8(&self, addr: u64) -> u32 {
+        u32::from(self.bytes(addr, 1)[0])
+    }
+
+    fn u16(&self, addr: u64) -> u32 {
+        let b = self.aligned(addr, 2);
+        u32::from(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&self, addr: u64) -> u32 {
+        let b = self.aligned(addr, 4);
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    fn u64(&self, addr: u64) -> u64 {
+        u64::from_le_bytes(self.aligned(addr, 8).try_into().expect("8 bytes"))
+    }
+}
+
+/// Writable device memory: one output buffer at `base`.
+pub struct Output<'a> {
+    /// Address of the first byte.
+    pub base: u64,
+    /// The buffer.
+    pub bytes: &'a mut [u8],
+}
+
+impl Output<'_> {
+    fn store(&mut self, addr: u64, src: &[u8]) {
+        assert!(
+            addr.is_multiple_of(src.len() as u64),
+            "misaligned {}-byte store at {addr:#x}",
+            src.len()
+        );
+        let at = addr.checked_sub(self.base).map(|a| a as usize);
+        match at.and_then(|a| self.bytes.get_mut(a..a + src.len())) {
+            Some(dst) => dst.copy_from_slice(src),
+            None => panic!(
+                "kernel would write {} bytes at {addr:#x}, outside the output",
+                src.len()
+            ),
+        }
+    }
+}
+
+fn layout_fields(layout: u32) -> (usize, usize) {
+    match layout {
+        0 | 1 => (2, 2),
+        2 => (4, 4),
+        _ => (1, 1),
+    }
+}
+
+/// `Layout<L>::bits`: width of field `f`.
+fn field_bits(layout: u32, f: usize) -> u32 {
+    match (layout, f) {
+        (0, 0) | (2, 0) => 9,
+        (0, _) | (2, 1) => 7,
+        _ => 8,
+    }
+}
+
+/// `Layout<L>::contrib`: the bits field `f`'s symbol `s` sets in the element.
+fn contrib(layout: u32, f: usize, s: u32) -> u32 {
+    match (layout, f) {
+        (0, 0) => s << 6,
+        (0, _) => ((s & 0x40) << 9) | (s & 0x3F),
+        (1, 0) => s << 7,
+        (1, _) => ((s & 0x80) << 8) | (s & 0x7F),
+        (2, 0) => s << 22,
+        (2, 1) => ((s & 0x40) << 25) | ((s & 0x3F) << 16),
+        (2, 2) => s << 8,
+        _ => s,
+    }
+}
+
+fn funnelshift_r(lo: u32, hi: u32, shift: u32) -> u32 {
+    ((((u64::from(hi)) << 32) | u64::from(lo)) >> (shift & 31)) as u32
+}
+
+/// `atomicCAS(err, 0, code)` and, for the winner, the tensor and chunk.
+fn report(err: &mut [u32; 3], code: u32, tensor: u32, chunk: u32) {
+    if err[0] == 0 {
+        *err = [code, tensor, chunk];
+    }
+}
+
+/// Runs the kernel `mcz_decode` over `tasks` (one CTA each).
+pub fn launch(
+    mem: &Memory<'_>,
+    out: &mut Output<'_>,
+    descs: &[TensorDesc],
+    tasks: &[Task],
+    err: &mut [u32; 3],
+) {
+    let shared = crate::plan::shared_bytes(descs);
+    let mut smem = vec![0u8; shared];
+    for task in tasks {
+        let desc = descs[task.tensor as usize];
+        let (stages, tables) = smem.split_at_mut(WARPS * STAGE_BYTES_PER_WARP);
+        let n = desc.n_tables as usize * TABLE_BYTES;
+        // The 16-byte copy loop of the kernel.
+        assert!(desc.tables.is_multiple_of(16));
+        tables[..n].copy_from_slice(mem.bytes(desc.tables, n));
+        for warp in 0..WARPS {
+            let stage = &mut stages[warp * STAGE_BYTES_PER_WARP..][..STAGE_BYTES_PER_WARP];
+            let mut c = warp as u32;
+            while c < task.n_chunks {
+                let chunk = task.first_chunk + c;
+                decode_chunk(&desc, task.tensor, chunk, tables, stage, mem, out, err);
+                c += WARPS as u32;
+            }
+        }
+    }
+}
+
+/// One warp decodes one chunk: `decode_chunk<LAYOUT>` of the kernel, lanes as a loop.
+#[allow(clippy::too_many_arguments)]
+fn decode_chunk(
+    d: &TensorDesc,
+    tensor: u32,
+    chunk: u32,
+    tables: &[u8],
+    stage: &mut [u8],
+    mem: &Memory<'_>,
+    out: &mut Output<'_>,
+    err: &mut [u32; 3],
+) {
+    let (fields, esize) = layout_fields(d.layout);
+    let chunk_len = 1u64 << d.chunk_log2;
+    let start = u64::from(chunk) * chunk_len;
+    if start >= d.n {
+        return;
+    }
+    let m = (d.n - start).min(chunk_len) as u32;
+
+    let mut x = [[RANS_L; LANES]; MAX_FIELDS];
+    let mut p = [[0u32; LANES]; MAX_FIELDS];
+    let mut nwords = [0u32; MAX_FIELDS];
+    let mut words = [0u64; MAX_FIELDS];
+    let mut table = [0usize; MAX_FIELDS];
+    let mut bad = [false; LANES];
+    let mut bad_table = [false; LANES];
+    for f in 0..fields {
+        let fd = &d.fields[f];
+        if fd.mode == MODE_RANS {
+            let off = mem.u64(fd.chunk_index + 16 * u64::from(chunk));
+            let len = mem.u64(fd.chunk_index + 16 * u64::from(chunk) + 8);
+            let payload = fd.stream + off;
+            for lane in 0..LANES {
+                x[f][lane] = mem.u32(payload + 4 * lane as u64);
+                bad[lane] |= x[f][lane] < RANS_L;
+            }
+            words[f] = payload + 128;
+            nwords[f] = ((len - 128) / 2) as u32;
+        }
+    }
+
+    let steps = m.div_ceil(32);
+    for t in 0..steps {
+        let mut v = [0u32; LANES];
+        for f in 0..fields {
+            let fd = &d.fields[f];
+            if fd.mode == MODE_CONST {
+                for vl in &mut v {
+                    *vl |= contrib(d.layout, f, fd.value);
+                }
+            } else if fd.mode == MODE_RANS {
+                if (32 * t) & ((1 << fd.block_log2) - 1) == 0 {
+                    let block = (start + 32 * u64::from(t)) >> fd.block_log2;
+                    let mut id = mem.u8(fd.block_ids + block);
+                    if id >= fd.n_tables {
+                        id = 0;
+                        bad_table.fill(true);
+                    }
+                    table[f] = (fd.table_slot + id) as usize * TABLE_BYTES;
+                }
+                let tb = &tables[table[f]..table[f] + TABLE_BYTES];
+                let mut y = [0u32; LANES];
+                let mut need = [false; LANES];
+                let mut mask = 0u32;
+                for lane in 0..LANES {
+                    let xs = x[f][lane];
+                    let slot = xs & 4095;
+                    let j = tb[TABLE_SLOTS_OFF + slot as usize] as usize;
+                    let e = u32::from_le_bytes(tb[4 * j..4 * j + 4].try_into().expect("4 bytes"));
+                    let at = TABLE_SYMBOLS_OFF + 2 * j;
+                    v[lane] |= contrib(
+                        d.layout,
+                        f,
+                        u32::from(u16::from_le_bytes([tb[at], tb[at + 1]])),
+                    );
+                    y[lane] = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095);
+                    let active = 32 * t + (lane as u32) < m;
+                    need[lane] = active && y[lane] < RANS_L;
+                    mask |= u32::from(need[lane]) << lane;
+                }
+                for lane in 0..LANES {
+                    let active = 32 * t + (lane as u32) < m;
+                    if need[lane] {
+                        let below = mask & ((1u32 << lane) - 1);
+                        let k = p[f][lane] + below.count_ones();
+                        let word = if k < nwords[f] {
+                            mem.u16(words[f] + 2 * u64::from(k))
+                        } else {
+                            0
+                        };
+                        x[f][lane] = (y[lane] << 16) | word;
+                    } else if active {
+                        x[f][lane] = y[lane];
+                    }
+                    p[f][lane] += mask.count_ones();
+                }
+            }
+            // Packed fields are merged at the flush.
+        }
+        let s = (t as usize) % STAGE_STEPS;
+        for (lane, value) in v.iter().enumerate() {
+            let at = (s * 32 + lane) * esize;
+            stage[at..at + esize].copy_from_slice(&value.to_le_bytes()[..esize]);
+        }
+        if s == STAGE_STEPS - 1 || t == steps - 1 {
+            let done = (t as usize / STAGE_STEPS * STAGE_ELEMS) as u32;
+            let count = (m - done).min(STAGE_ELEMS as u32);
+            flush(
+                d,
+                stage,
+                fields,
+                esize,
+                start + u64::from(done),
+                count,
+                mem,
+                out,
+            );
+        }
+    }
+
+    for f in 0..fields {
+        if d.fields[f].mode == MODE_RANS {
+            for lane in 0..LANES {
+                bad[lane] |= x[f][lane] != RANS_L || p[f][lane] != nwords[f];
+            }
+        }
+    }
+    let any_bad = bad.iter().any(|&b| b);
+    let any_bad_table = bad_table.iter().any(|&b| b);
+    if any_bad || any_bad_table {
+        let code = if any_bad_table {
+            ERR_BAD_TABLE_ID
+        } else {
+            ERR_CORRUPT_CHUNK
+        };
+        report(err, code, tensor, chunk);
+    }
+}
+
+/// `flush<LAYOUT>`: lane `l` owns elements `8l … 8l + 7` of the group: staged values,
+/// OR the packed fields read as three aligned words, one vector store (16 bytes; two for
+/// F32, 8 bytes for F8) for a whole group, element stores for a partial one.
+#[allow(clippy::too_many_arguments)]
+fn flush(
+    d: &TensorDesc,
+    stage: &[u8],
+    fields: usize,
+    esize: usize,
+    g0: u64,
+    count: u32,
+    mem: &Memory<'_>,
+    out: &mut Output<'_>,
+) {
+    for lane in 0..LANES as u32 {
+        let first = 8 * lane;
+        if first >= count {
+            continue;
+        }
+        let mut v = [0u32; 8];
+        for (k, value) in v.iter_mut().enumerate() {
+            let at = (first as usize + k) * esize;
+            let mut b = [0u8; 4];
+            b[..esize].copy_from_slice(&stage[at..at + esize]);
+            *value = u32::from_le_bytes(b);
+        }
+        for f in 0..fields {
+            let fd = &d.fields[f];
+            if fd.mode != MODE_PACKED {
+                continue;
+            }
+            let b = field_bits(d.layout, f);
+            let byte0 = 1 + u64::from(b) * (g0 + u64::from(first)) / 8;
+            let w = fd.stream + (byte0 & !3);
+            let (w0, w1, w2) = (mem.u32(w), mem.u32(w + 4), mem.u32(w + 8));
+            let s0 = 8 * (byte0 & 3) as u32;
+            for (k, value) in v.iter_mut().enumerate() {
+                let pos = s0 + b * k as u32;
+                let lo = if pos < 32 {
+                    w0
+                } else if pos < 64 {
+                    w1
+                } else {
+                    w2
+                };
+                let hi = if pos < 32 { w1 } else { w2 };
+                let sym = funnelshift_r(lo, hi, pos & 31) & ((1 << b) - 1);
+                *value |= contrib(d.layout, f, sym);
+            }
+        }
+        let dst = d.dst + (g0 + u64::from(first)) * esize as u64;
+        let bytes: Vec<u8> = v
+            .iter()
+            .flat_map(|value| value.to_le_bytes()[..esize].to_vec())
+            .collect();
+        if count as usize == STAGE_ELEMS {
+            for (i, part) in bytes.chunks(16).enumerate() {
+                out.store(dst + 16 * i as u64, part);
+            }
+        } else {
+            let valid = (count - first).min(8) as usize;
+            for k in 0..valid {
+                out.store(dst + (k * esize) as u64, &bytes[k * esize..(k + 1) * esize]);
+            }
+        }
+    }
+}

@@ -1,0 +1,712 @@
+//! Host preparation (FORMAT.md §7): parse and validate the chosen tensors' streams, copy
+//! them into one arena, expand their frequency tables into the kernel's table layout and
+//! describe each tensor and each run of chunks for the kernel.
+//!
+//! Everything the kernel (`kernels/mcz_decode.cu`) and its CPU mirror ([`crate::mirror`])
+//! read comes from here, laid out exactly as the `#[repr(C)]` structs below, which match
+//! the CUDA structs field for field.
+
+use mcodec::container::{Archive, ContainerError};
+use mcodec::entropy::model::{FreqTable, MAX_TABLE_SYMBOLS, PROB_SCALE};
+use mcodec::entropy::rans::{LANES, STATE_BYTES};
+use mcodec::entropy::stream::MIN_BLOCK_LOG2;
+use mcodec::float_split::Layout;
+use mcodec::tensor::{Codec, CHUNK_LOG2_RANGE};
+use mcodec::Dtype;
+
+/// Warps per CTA (`WARPS` in the kernel).
+pub const WARPS: usize = 8;
+/// Decode steps staged per warp before a store (`STAGE_STEPS`).
+pub const STAGE_STEPS: usize = 8;
+/// Elements staged per warp.
+pub const STAGE_ELEMS: usize = STAGE_STEPS * LANES;
+/// Shared memory of one warp's staging buffer (room for 4-byte elements).
+pub const STAGE_BYTES_PER_WARP: usize = STAGE_ELEMS * 4;
+/// One expanded table: `u32` entry per symbol index (`start | (freq - 1) << 12`), `u16`
+/// symbol per index, `u8` symbol index per slot.
+pub const TABLE_BYTES: usize = 4 * MAX_TABLE_SYMBOLS + 2 * MAX_TABLE_SYMBOLS + PROB_SCALE as usize;
+/// Offset of the symbol array inside a table.
+pub const TABLE_SYMBOLS_OFF: usize = 4 * MAX_TABLE_SYMBOLS;
+/// Offset of the slot array inside a table.
+pub const TABLE_SLOTS_OFF: usize = 6 * MAX_TABLE_SYMBOLS;
+/// Most fields of a layout.
+pub const MAX_FIELDS: usize = 4;
+/// Elements a task (one CTA) should cover at least, so that copying the tables into
+/// shared memory (≤ 45 KiB for 8 tables) stays small beside the output (≥ 1 MiB of BF16).
+pub const MIN_TASK_ELEMS: usize = 1 << 19;
+
+/// Chunks per task for chunks of `2^chunk_log2` elements: one per warp for chunks of
+/// 2^16 and more (the GPU's parallelism is one warp per chunk, so never fewer tasks than
+/// needed), more per warp for small chunks.
+pub fn chunks_per_task(chunk_log2: u32) -> usize {
+    WARPS * (MIN_TASK_ELEMS >> (WARPS.trailing_zeros() + chunk_log2).min(31)).max(1)
+}
+/// Alignment of every piece of the arena and of every output tensor.
+pub const ARENA_ALIGN: usize = 16;
+/// Default limit on one tensor's tables in shared memory: what fits an sm_90 CTA (227 KiB
+/// of dynamic shared memory) beside the staging buffers. Tensors with more tables fall
+/// back to the CPU.
+pub const DEFAULT_MAX_TABLES: usize = 36;
+
+/// Stream modes (FORMAT.md §5.5) as the kernel numbers them.
+pub const MODE_PACKED: u32 = 0;
+/// Const mode.
+pub const MODE_CONST: u32 = 1;
+/// rANS mode.
+pub const MODE_RANS: u32 = 2;
+
+/// Kernel error code: a chunk's end state or word count is wrong (FORMAT.md §6 check 11).
+pub const ERR_CORRUPT_CHUNK: u32 = 1;
+/// Kernel error code: a block names a table the stream does not have.
+pub const ERR_BAD_TABLE_ID: u32 = 2;
+
+const _: () = assert!(TABLE_BYTES == 5632 && TABLE_BYTES.is_multiple_of(16));
+const _: () = assert!(std::mem::size_of::<FieldDesc>() == 48);
+const _: () = assert!(std::mem::size_of::<TensorDesc>() == 232);
+const _: () = assert!(std::mem::size_of::<Task>() == 16);
+
+/// One field stream as the kernel sees it (`struct FieldDesc`). Addresses are relative to
+/// the arena until [`TensorDesc::relocate`] makes them absolute.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FieldDesc {
+    /// The stream's first byte (its mode byte); 16-byte aligned.
+    pub stream: u64,
+    /// rANS: per chunk, `u64` payload offset from `stream` and `u64` payload length.
+    pub chunk_index: u64,
+    /// rANS: the block table ids (one byte per block).
+    pub block_ids: u64,
+    /// `MODE_*`.
+    pub mode: u32,
+    /// Symbol width in bits.
+    pub bits: u32,
+    /// Const: the symbol.
+    pub value: u32,
+    /// rANS: block length exponent.
+    pub block_log2: u32,
+    /// rANS: number of tables of this stream.
+    pub n_tables: u32,
+    /// rANS: index of the stream's first table among the tensor's tables.
+    pub table_slot: u32,
+}
+
+/// One tensor as the kernel sees it (`struct TensorDesc`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TensorDesc {
+    /// Output address, 16-byte aligned.
+    pub dst: u64,
+    /// Elements.
+    pub n: u64,
+    /// The tensor's expanded tables, back to back (relative to the table arena until
+    /// relocated).
+    pub tables: u64,
+    /// 0 BF16, 1 F16, 2 F32, 3 F8.
+    pub layout: u32,
+    /// Chunk length exponent.
+    pub chunk_log2: u32,
+    /// Fields of the layout.
+    pub n_fields: u32,
+    /// Tables of all fields.
+    pub n_tables: u32,
+    /// The field streams, in codec order.
+    pub fields: [FieldDesc; MAX_FIELDS],
+}
+
+impl TensorDesc {
+    /// The descriptor with absolute addresses: arena offsets moved to `arena`, table
+    /// offsets to `tables`, output at `dst`.
+    pub fn relocate(&self, arena: u64, tables: u64, dst: u64) -> Self {
+        let mut d = *self;
+        d.dst = dst;
+        d.tables += tables;
+        for f in &mut d.fields[..d.n_fields as usize] {
+            f.stream += arena;
+            if f.mode == MODE_RANS {
+                f.chunk_index += arena;
+                f.block_ids += arena;
+            }
+        }
+        d
+    }
+
+    /// Chunks of the tensor.
+    pub fn n_chunks(&self) -> u64 {
+        self.n.div_ceil(1 << self.chunk_log2)
+    }
+
+    /// Bytes per element.
+    pub fn element_size(&self) -> usize {
+        match self.layout {
+            0 | 1 => 2,
+            2 => 4,
+            _ => 1,
+        }
+    }
+}
+
+/// A run of chunks of one tensor, decoded by one CTA (`struct Task`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Task {
+    /// Index into the launch's tensor descriptors.
+    pub tensor: u32,
+    /// First chunk.
+    pub first_chunk: u32,
+    /// Number of chunks.
+    pub n_chunks: u32,
+    /// Padding to 16 bytes.
+    pub pad: u32,
+}
+
+/// Why a tensor is not decoded by the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    /// Stored or zstd-coded: decoded once on the CPU and kept uncompressed.
+    NotSplit(&'static str),
+    /// More tables than fit in shared memory.
+    TooManyTables {
+        /// Tables the tensor needs.
+        tables: usize,
+        /// Most that fit.
+        limit: usize,
+    },
+}
+
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotSplit(codec) => write!(f, "codec {codec} has no GPU decoder"),
+            Self::TooManyTables { tables, limit } => write!(
+                f,
+                "{tables} frequency tables, more than the {limit} that fit in shared memory"
+            ),
+        }
+    }
+}
+
+/// How one prepared tensor is decoded.
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// No elements: nothing to do.
+    Empty,
+    /// Decoded by the kernel.
+    Split(TensorDesc),
+    /// Decoded on the CPU at preparation and kept uncompressed in the arena at `offset`;
+    /// "decoding" is a device-to-device copy.
+    Raw {
+        /// Arena offset.
+        offset: u64,
+        /// Why the kernel does not decode it.
+        reason: Fallback,
+    },
+}
+
+/// One prepared tensor.
+#[derive(Clone, Debug)]
+pub struct PreparedTensor {
+    /// Index in the archive.
+    pub index: usize,
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// Decoded size in bytes.
+    pub out_len: u64,
+    /// Expected xxh3-64 of the decoded bytes.
+    pub checksum: u64,
+    /// How it is decoded.
+    pub body: Body,
+}
+
+/// Errors of host preparation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The archive refused a tensor (checksum, structure), before anything was uploaded.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// A stream failed this crate's own checks.
+    #[error("tensor {name:?} stream {stream}: {problem}")]
+    Stream {
+        /// Tensor name.
+        name: String,
+        /// Stream index.
+        stream: usize,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A tensor index out of range.
+    #[error("tensor index {index} out of range (the file has {count})")]
+    NoSuchTensor {
+        /// Index asked for.
+        index: usize,
+        /// Tensors in the file.
+        count: usize,
+    },
+    /// The tensor is larger than this machine can address or the kernel can index.
+    #[error("tensor {name:?} of {len} bytes is too large")]
+    TooLarge {
+        /// Tensor name.
+        name: String,
+        /// Size.
+        len: u64,
+    },
+}
+
+/// The chosen tensors of an archive, ready to upload: arena, tables and descriptors.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// Streams, chunk indexes and CPU-decoded fallbacks, each 16-byte aligned, followed
+    /// by 16 bytes of padding (packed reads may touch up to 8 bytes past a stream).
+    pub arena: Vec<u8>,
+    /// Expanded tables, [`TABLE_BYTES`] each.
+    pub tables: Vec<u8>,
+    /// The tensors, in the order asked for.
+    pub tensors: Vec<PreparedTensor>,
+}
+
+fn push_aligned(arena: &mut Vec<u8>, bytes: &[u8]) -> u64 {
+    let at = arena.len().next_multiple_of(ARENA_ALIGN);
+    arena.resize(at, 0);
+    arena.extend_from_slice(bytes);
+    at as u64
+}
+
+/// Layout number of the kernel.
+fn layout_id(layout: Layout) -> u32 {
+    match layout {
+        Layout::Bf16 => 0,
+        Layout::F16 => 1,
+        Layout::F32 => 2,
+        Layout::F8 => 3,
+    }
+}
+
+/// Appends the expanded form of `table` (see [`TABLE_BYTES`]).
+pub fn expand_table(table: &FreqTable, out: &mut Vec<u8>) {
+    let base = out.len();
+    out.resize(base + TABLE_BYTES, 0);
+    let t = &mut out[base..];
+    let mut start = 0usize;
+    for (j, (&sym, &freq)) in table.symbols().iter().zip(table.freqs()).enumerate() {
+        let freq = usize::from(freq);
+        let entry = (start as u32) | (((freq - 1) as u32) << 12);
+        t[4 * j..4 * j + 4].copy_from_slice(&entry.to_le_bytes());
+        t[TABLE_SYMBOLS_OFF + 2 * j..TABLE_SYMBOLS_OFF + 2 * j + 2]
+            .copy_from_slice(&sym.to_le_bytes());
+        t[TABLE_SLOTS_OFF + start..TABLE_SLOTS_OFF + start + freq].fill(j as u8);
+        start += freq;
+    }
+}
+
+impl Prepared {
+    /// Prepares tensors `select` of `archive` (all of them for `None`). Every stream's
+    /// checksum and structure is checked here, on the host, through the archive's own
+    /// decoder and again by this crate's parser. Tensors the kernel cannot decode are
+    /// decoded on the CPU (checksum checked) and listed by [`Self::fallbacks`].
+    pub fn new(
+        archive: &Archive<'_>,
+        select: Option<&[usize]>,
+        max_tables: usize,
+    ) -> Result<Self, PlanError> {
+        let count = archive.index().tensors.len();
+        let all: Vec<usize> = (0..count).collect();
+        let select = select.unwrap_or(&all);
+        let mut p = Prepared::default();
+        for &i in select {
+            if i >= count {
+                return Err(PlanError::NoSuchTensor { index: i, count });
+            }
+            p.add(archive, i, max_tables)?;
+        }
+        p.arena
+            .resize(p.arena.len().next_multiple_of(ARENA_ALIGN) + 16, 0);
+        Ok(p)
+    }
+
+    /// The tensors decoded on the CPU instead of the GPU, with the reason.
+    pub fn fallbacks(&self) -> impl Iterator<Item = (&PreparedTensor, &Fallback)> {
+        self.tensors.iter().filter_map(|t| match &t.body {
+            Body::Raw { reason, .. } => Some((t, reason)),
+            _ => None,
+        })
+    }
+
+    fn add(&mut self, archive: &Archive<'_>, i: usize, max_tables: usize) -> Result<(), PlanError> {
+        let entry = &archive.index().tensors[i];
+        // The archive's decoder checks every stream checksum and parses every header:
+        // nothing reaches the device that the CPU decoder would refuse.
+        let _validated = archive.tensor_decoder(i)?;
+        let too_large = || PlanError::TooLarge {
+            name: entry.name.clone(),
+            len: entry.original_len,
+        };
+        let out_len = usize::try_from(entry.original_len).map_err(|_| too_large())?;
+        let mut prepared = PreparedTensor {
+            index: i,
+            name: entry.name.clone(),
+            dtype: entry.dtype.clone(),
+            shape: entry.shape.clone(),
+            out_len: entry.original_len,
+            checksum: entry.checksum,
+            body: Body::Empty,
+        };
+        let fallback = |p: &mut Self, reason: Fallback| -> Result<Body, PlanError> {
+            let mut raw = vec![0u8; out_len];
+            archive.decode_tensor(i, &mut raw)?;
+            Ok(Body::Raw {
+                offset: push_aligned(&mut p.arena, &raw),
+                reason,
+            })
+        };
+        prepared.body = match entry.codec {
+            _ if out_len == 0 => Body::Empty,
+            Codec::Split(layout) => {
+                let streams = entry
+                    .streams
+                    .iter()
+                    .enumerate()
+                    .map(|(k, s)| {
+                        archive.stream(s, || format!("tensor {:?} stream {k}", entry.name))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let n = out_len / layout.element_size();
+                let chunk_len = 1usize << entry.chunk_log2;
+                if n.div_ceil(chunk_len) > u32::MAX as usize {
+                    return Err(too_large());
+                }
+                let mut parsed = Vec::with_capacity(streams.len());
+                for (k, (bytes, &bits)) in streams.iter().zip(layout.field_bits()).enumerate() {
+                    parsed.push(parse_stream(bytes, bits, n, entry.chunk_log2).map_err(
+                        |problem| PlanError::Stream {
+                            name: entry.name.clone(),
+                            stream: k,
+                            problem,
+                        },
+                    )?);
+                }
+                let tables: usize = parsed.iter().map(|s| s.tables.len()).sum();
+                if tables > max_tables {
+                    fallback(
+                        self,
+                        Fallback::TooManyTables {
+                            tables,
+                            limit: max_tables,
+                        },
+                    )?
+                } else {
+                    Body::Split(self.add_split(layout, n, entry.chunk_log2, &streams, parsed))
+                }
+            }
+            other => fallback(self, Fallback::NotSplit(other.name()))?,
+        };
+        self.tensors.push(prepared);
+        Ok(())
+    }
+
+    fn add_split(
+        &mut self,
+        layout: Layout,
+        n: usize,
+        chunk_log2: u8,
+        streams: &[&[u8]],
+        parsed: Vec<ParsedStream>,
+    ) -> TensorDesc {
+        let mut desc = TensorDesc {
+            n: n as u64,
+            tables: self.tables.len() as u64,
+            layout: layout_id(layout),
+            chunk_log2: u32::from(chunk_log2),
+            n_fields: streams.len() as u32,
+            ..Default::default()
+        };
+        let mut table_slot = 0u32;
+        for (k, (bytes, s)) in streams.iter().zip(parsed).enumerate() {
+            let stream = push_aligned(&mut self.arena, bytes);
+            let f = &mut desc.fields[k];
+            f.stream = stream;
+            f.bits = s.bits;
+            f.mode = s.mode;
+            f.value = s.value;
+            if s.mode == MODE_RANS {
+                let index: Vec<u8> = s
+                    .payloads
+                    .iter()
+                    .flat_map(|&(off, len)| [off as u64, len as u64])
+                    .flat_map(u64::to_le_bytes)
+                    .collect();
+                f.chunk_index = push_aligned(&mut self.arena, &index);
+                f.block_ids = stream + s.block_ids_at as u64;
+                f.block_log2 = s.block_log2;
+                f.n_tables = s.tables.len() as u32;
+                f.table_slot = table_slot;
+                table_slot += f.n_tables;
+                for t in &s.tables {
+                    expand_table(t, &mut self.tables);
+                }
+            }
+        }
+        desc.n_tables = table_slot;
+        desc
+    }
+}
+
+/// What the planner needs of one field stream.
+struct ParsedStream {
+    mode: u32,
+    bits: u32,
+    value: u32,
+    block_log2: u32,
+    tables: Vec<FreqTable>,
+    block_ids_at: usize,
+    payloads: Vec<(usize, usize)>,
+}
+
+/// Parses a field stream of `n` symbols of `bits` bits (FORMAT.md §5.5), checking every
+/// rule the kernel relies on. Never panics, allocates nothing sized by an unchecked field.
+fn parse_stream(bytes: &[u8], bits: u32, n: usize, chunk_log2: u8) -> Result<ParsedStream, String> {
+    if !CHUNK_LOG2_RANGE.contains(&chunk_log2) {
+        return Err(format!(
+            "chunk length exponent {chunk_log2} outside {CHUNK_LOG2_RANGE:?}"
+        ));
+    }
+    let mut s = ParsedStream {
+        mode: MODE_PACKED,
+        bits,
+        value: 0,
+        block_log2: 0,
+        tables: Vec::new(),
+        block_ids_at: 0,
+        payloads: Vec::new(),
+    };
+    match bytes.first() {
+        Some(0) => {
+            let need = 1 + (n as u128 * u128::from(bits)).div_ceil(8);
+            if bytes.len() as u128 != need {
+                return Err(format!(
+                    "packed stream is {} bytes, expected {need}",
+                    bytes.len()
+                ));
+            }
+        }
+        Some(1) => {
+            if bytes.len() != 3 {
+                return Err(format!(
+                    "constant stream is {} bytes, expected 3",
+                    bytes.len()
+                ));
+            }
+            s.mode = MODE_CONST;
+            s.value = u32::from(u16::from_le_bytes([bytes[1], bytes[2]]));
+            if s.value >= 1 << bits {
+                return Err(format!("constant {} wider than {bits} bits", s.value));
+            }
+        }
+        Some(2) => {
+            s.mode = MODE_RANS;
+            let header = bytes.get(..3).ok_or("truncated rANS header")?;
+            let (n_tables, block_log2) = (usize::from(header[1]), header[2]);
+            if n_tables == 0 || !(MIN_BLOCK_LOG2..=chunk_log2).contains(&block_log2) {
+                return Err(format!(
+                    "{n_tables} tables, block length exponent {block_log2}"
+                ));
+            }
+            s.block_log2 = u32::from(block_log2);
+            let mut pos = 3;
+            for _ in 0..n_tables {
+                let (t, used) = FreqTable::parse(&bytes[pos..], bits).map_err(|e| e.to_string())?;
+                s.tables.push(t);
+                pos += used;
+            }
+            let chunk_len = 1usize << chunk_log2;
+            let n_blocks = n.div_ceil(1 << block_log2);
+            let n_chunks = n.div_ceil(chunk_len);
+            let index_end = n_blocks
+                .checked_add(n_chunks.checked_mul(4).ok_or("chunk count overflows")?)
+                .and_then(|l| l.checked_add(pos))
+                .filter(|&end| end <= bytes.len())
+                .ok_or("block and chunk index truncated")?;
+            let ids = &bytes[pos..pos + n_blocks];
+            if let Some(&bad) = ids.iter().find(|&&t| usize::from(t) >= n_tables) {
+                return Err(format!("block uses table {bad} of {n_tables}"));
+            }
+            s.block_ids_at = pos;
+            let lens = &bytes[pos + n_blocks..index_end];
+            s.payloads.reserve_exact(n_chunks);
+            let mut at = index_end;
+            for (c, len) in lens.chunks_exact(4).enumerate() {
+                let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                let symbols = chunk_len.min(n - c * chunk_len);
+                let max = STATE_BYTES + 2 * symbols;
+                if len < STATE_BYTES || len > max || !len.is_multiple_of(2) {
+                    return Err(format!(
+                        "chunk {c} payload of {len} bytes outside {STATE_BYTES}..={max} or odd"
+                    ));
+                }
+                at = at.next_multiple_of(4);
+                s.payloads.push((at, len));
+                at += len;
+            }
+            if at != bytes.len() {
+                return Err(format!(
+                    "chunk payloads end at byte {at}, stream has {}",
+                    bytes.len()
+                ));
+            }
+        }
+        Some(m) => return Err(format!("unknown stream mode {m}")),
+        None => return Err("empty stream".into()),
+    }
+    Ok(s)
+}
+
+/// The tasks of one launch: runs of at most [`chunks_per_task`] chunks of each kernel
+/// tensor in `descs` (indexes into `descs`).
+pub fn tasks(descs: &[TensorDesc]) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    for (t, d) in descs.iter().enumerate() {
+        let chunks = d.n_chunks();
+        let per_task = chunks_per_task(d.chunk_log2) as u64;
+        let mut first = 0u64;
+        while first < chunks {
+            let count = (chunks - first).min(per_task);
+            tasks.push(Task {
+                tensor: t as u32,
+                first_chunk: first as u32,
+                n_chunks: count as u32,
+                pad: 0,
+            });
+            first += count;
+        }
+    }
+    tasks
+}
+
+/// Dynamic shared memory a launch over `descs` needs.
+pub fn shared_bytes(descs: &[TensorDesc]) -> usize {
+    let tables = descs.iter().map(|d| d.n_tables as usize).max().unwrap_or(0);
+    WARPS * STAGE_BYTES_PER_WARP + tables * TABLE_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expanded_table_matches_the_cpu_slot_table() {
+        let t = FreqTable::from_counts(&[0, 5, 0, 9, 1, 0, 0, 300]).unwrap();
+        let mut out = Vec::new();
+        expand_table(&t, &mut out);
+        assert_eq!(out.len(), TABLE_BYTES);
+        let mut start = 0u32;
+        for (j, &f) in t.freqs().iter().enumerate() {
+            let e = u32::from_le_bytes(out[4 * j..4 * j + 4].try_into().unwrap());
+            assert_eq!((e & 0xFFF, (e >> 12) + 1), (start, u32::from(f)));
+            let sym = u16::from_le_bytes(out[TABLE_SYMBOLS_OFF + 2 * j..][..2].try_into().unwrap());
+            assert_eq!(sym, t.symbols()[j]);
+            for s in start..start + u32::from(f) {
+                assert_eq!(usize::from(out[TABLE_SLOTS_OFF + s as usize]), j);
+            }
+            start += u32::from(f);
+        }
+        assert_eq!(start, PROB_SCALE);
+    }
+
+    /// A rANS-coded stream of `n` 9-bit symbols in chunks of 2^10, blocks of 2^5.
+    fn rans_stream(n: usize) -> Vec<u8> {
+        use mcodec::entropy::stream::{Effort, StreamEncoder};
+        let symbols: Vec<u16> = (0..n as u32)
+            .map(|i| ((i * 7919) % 13 + (i / 500) % 3) as u16)
+            .collect();
+        let hists: Vec<Vec<u32>> = symbols
+            .chunks(32)
+            .map(|b| {
+                let mut h = vec![0u32; 512];
+                b.iter().for_each(|&s| h[usize::from(s)] += 1);
+                h
+            })
+            .collect();
+        let enc = StreamEncoder::plan(&hists, 9, 5, 10, Effort::Default);
+        let pieces = symbols
+            .chunks(1024)
+            .enumerate()
+            .map(|(c, s)| enc.encode_chunk(c, s))
+            .collect();
+        enc.assemble(pieces).to_vec()
+    }
+
+    #[test]
+    fn parser_accepts_good_streams_and_refuses_damaged_headers() {
+        let n = 5000;
+        let good = rans_stream(n);
+        let parsed = parse_stream(&good, 9, n, 10).expect("good stream");
+        assert_eq!(parsed.mode, MODE_RANS);
+        assert_eq!(parsed.payloads.len(), n.div_ceil(1024));
+        // Every truncation is refused.
+        for len in 0..good.len() {
+            assert!(
+                parse_stream(&good[..len], 9, n, 10).is_err(),
+                "truncated to {len}"
+            );
+        }
+        // Wrong sizes, widths and chunkings are refused.
+        assert!(parse_stream(&good, 9, n + 1024, 10).is_err());
+        assert!(parse_stream(&good, 9, n, 4).is_err());
+        assert!(parse_stream(&good, 9, n, 23).is_err());
+        // Any single damaged byte of the header and index either parses to a stream whose
+        // payloads tile it, or is refused; nothing panics.
+        let index_end = parsed.payloads[0].0;
+        for at in 0..index_end {
+            for flip in [1u8, 0x80, 0xFF] {
+                let mut bad = good.clone();
+                bad[at] ^= flip;
+                if let Ok(p) = parse_stream(&bad, 9, n, 10) {
+                    let (last, len) = *p.payloads.last().expect("payloads");
+                    assert_eq!(last + len, bad.len());
+                    assert!(p.tables.len() <= MAX_TABLE_SYMBOLS);
+                }
+            }
+        }
+        assert!(parse_stream(&[7], 9, 1, 10).is_err());
+        assert!(
+            parse_stream(&[1, 0, 2], 9, 1, 10).is_err(),
+            "const wider than 9 bits"
+        );
+        assert!(
+            parse_stream(&[0, 0], 9, 1, 10).is_err(),
+            "packed of wrong length"
+        );
+    }
+
+    #[test]
+    fn tasks_cover_every_chunk_once() {
+        let d = |n: u64, log2: u32| TensorDesc {
+            n,
+            chunk_log2: log2,
+            ..Default::default()
+        };
+        let descs = [
+            d(1, 10),
+            d(1 << 20, 10),
+            d((17 << 16) + 5, 16),
+            d(3 << 18, 18),
+        ];
+        assert_eq!(chunks_per_task(18), WARPS);
+        assert_eq!(chunks_per_task(16), WARPS);
+        assert_eq!(chunks_per_task(10), 64 * WARPS);
+        let tasks = tasks(&descs);
+        for (t, desc) in descs.iter().enumerate() {
+            let mut next = 0;
+            for task in tasks.iter().filter(|k| k.tensor == t as u32) {
+                assert_eq!(task.first_chunk, next);
+                let most = chunks_per_task(desc.chunk_log2) as u32;
+                assert!((1..=most).contains(&task.n_chunks));
+                next += task.n_chunks;
+            }
+            assert_eq!(u64::from(next), desc.n_chunks());
+        }
+    }
+}

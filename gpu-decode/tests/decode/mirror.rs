@@ -1,0 +1,143 @@
+//! The kernel's CPU mirror against the CPU decoder: bit-identical on fixtures, generated
+//! multi-chunk tensors of every float dtype and (when present) real MiniLM weights; and it
+//! stays in bounds and reports corruption on damaged streams.
+
+use crate::common::*;
+use mcodec::container::Archive;
+use mcodec::EncodeOptions;
+use mcodec_gpu::plan::{Body, Prepared, DEFAULT_MAX_TABLES, MODE_CONST, MODE_PACKED, MODE_RANS};
+
+/// Decodes every tensor of `mcz` with the mirror and compares with the CPU decoder.
+/// Returns how many tensors the kernel path decoded and which stream modes it met.
+fn check_file(mcz: &[u8], what: &str) -> (usize, [bool; 3]) {
+    let archive = Archive::open(mcz).expect("open");
+    let prepared = Prepared::new(&archive, None, DEFAULT_MAX_TABLES).expect("prepare");
+    let all: Vec<usize> = (0..prepared.tensors.len()).collect();
+    let (out, offsets) = mcodec_gpu::mirror_decode(&prepared, &all).expect("mirror decode");
+    let mut kernel = 0;
+    let mut modes = [false; 3];
+    for (t, &off) in prepared.tensors.iter().zip(&offsets) {
+        let want = cpu_tensor(&archive, t.index);
+        let got = &out[off as usize..off as usize + want.len()];
+        assert!(
+            got == want.as_slice(),
+            "{what}: tensor {:?} differs",
+            t.name
+        );
+        if let Body::Split(d) = &t.body {
+            kernel += 1;
+            for f in &d.fields[..d.n_fields as usize] {
+                modes[f.mode as usize] = true;
+            }
+        }
+    }
+    (kernel, modes)
+}
+
+#[test]
+fn mirror_matches_cpu_on_every_fixture() {
+    let dir = golden_dir();
+    let mut files = 0;
+    let mut kernel = 0;
+    for entry in std::fs::read_dir(&dir).expect("fixtures/golden") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "mcz") {
+            let bytes = std::fs::read(&path).expect("read");
+            kernel += check_file(&bytes, &path.display().to_string()).0;
+            files += 1;
+        }
+    }
+    assert!(
+        files >= 5 && kernel > 100,
+        "{files} files, {kernel} kernel tensors"
+    );
+}
+
+#[test]
+fn mirror_matches_cpu_on_multi_chunk_tensors_of_every_dtype() {
+    let model = generated_model();
+    let mut modes = [false; 3];
+    for (name, settings) in encode_settings() {
+        let mcz = pack_with(&model, settings);
+        let (kernel, m) = check_file(&mcz, name);
+        assert!(kernel >= 5, "{name}: {kernel} tensors on the kernel path");
+        for (a, b) in modes.iter_mut().zip(m) {
+            *a |= b;
+        }
+    }
+    assert!(
+        modes[MODE_PACKED as usize] && modes[MODE_CONST as usize] && modes[MODE_RANS as usize],
+        "modes met: {modes:?}"
+    );
+}
+
+#[test]
+fn mirror_matches_cpu_on_minilm_when_present() {
+    let mcz = match minilm_mcz() {
+        Ok(m) => m,
+        Err(why) => {
+            println!("skipped: no MiniLM weights ({why}); bench data is not in the repository");
+            return;
+        }
+    };
+    let (kernel, _) = check_file(&mcz, "minilm");
+    assert!(kernel > 50, "{kernel} tensors on the kernel path");
+}
+
+#[test]
+fn damaged_streams_stay_in_bounds_and_are_reported() {
+    // The host checks checksums, so this damages the arena after validation: what the
+    // kernel would meet if device memory were corrupt or a check were missing. The mirror
+    // panics on any access outside the uploaded buffers.
+    let mcz = pack_with(
+        &generated_model(),
+        EncodeOptions {
+            chunk_log2: 10,
+            block_log2: 5,
+            ..Default::default()
+        },
+    );
+    let archive = Archive::open(&mcz).expect("open");
+    let clean = Prepared::new(&archive, None, DEFAULT_MAX_TABLES).expect("prepare");
+    let all: Vec<usize> = (0..clean.tensors.len()).collect();
+    let (want, _) = mcodec_gpu::mirror_decode(&clean, &all).expect("clean decode");
+    // Byte ranges of rANS streams (block ids and payloads live there).
+    let mut ranges = Vec::new();
+    for t in &clean.tensors {
+        if let Body::Split(d) = &t.body {
+            for f in &d.fields[..d.n_fields as usize] {
+                if f.mode == MODE_RANS {
+                    ranges.push((f.block_ids as usize, f.chunk_index as usize));
+                }
+            }
+        }
+    }
+    assert!(!ranges.is_empty());
+    let mut rng = mcodec_fixtures::rng::SplitMix64::new(99);
+    let (mut reported, mut trials) = (0, 0);
+    for _ in 0..60 {
+        let mut damaged = Prepared {
+            arena: clean.arena.clone(),
+            tables: clean.tables.clone(),
+            tensors: clean.tensors.clone(),
+        };
+        let (from, to) = ranges[rng.below(ranges.len() as u64) as usize];
+        for _ in 0..4 {
+            let at = from + rng.below((to - from) as u64) as usize;
+            damaged.arena[at] ^= 1 << rng.below(8);
+        }
+        trials += 1;
+        match mcodec_gpu::mirror_decode(&damaged, &all) {
+            Err(e) => {
+                assert!(e.to_string().contains("chunk"), "{e}");
+                reported += 1;
+            }
+            // A flip in alignment padding changes nothing.
+            Ok((out, _)) => assert_eq!(out.len(), want.len()),
+        }
+    }
+    assert!(
+        reported * 2 > trials,
+        "{reported} of {trials} damaged arenas reported"
+    );
+}
