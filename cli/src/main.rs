@@ -76,12 +76,18 @@ pub enum Level {
 }
 
 impl Level {
-    /// The encoder settings of this level.
-    pub fn options(self) -> EncodeOptions {
-        match self {
+    /// The encoder settings of this level, with the chunk length exponent if one is given.
+    pub fn options(self, chunk_log2: Option<u8>) -> EncodeOptions {
+        let mut opts = match self {
             Self::Default => EncodeOptions::default(),
             Self::Max => EncodeOptions::max(),
+        };
+        if let Some(c) = chunk_log2 {
+            opts.chunk_log2 = c;
+            // A block never spans chunks.
+            opts.block_log2 = opts.block_log2.min(c);
         }
+        opts
     }
 
     /// The level's name as given on the command line.
@@ -104,6 +110,10 @@ pub struct PackArgs {
     /// Compression level
     #[arg(long, value_enum, default_value_t = Level::Default)]
     pub level: Level,
+    /// Elements per independently decodable chunk, as a power of two [default: 18].
+    /// Smaller chunks give a GPU more warps on small models, at some size cost
+    #[arg(long, value_name = "LOG2", value_parser = parse_chunk_log2)]
+    pub chunk_log2: Option<u8>,
     /// Pack a non-safetensors file as raw elements of this dtype (e.g. BF16, F32)
     #[arg(long, value_name = "DT", value_parser = parse_dtype)]
     pub dtype: Option<Dtype>,
@@ -148,6 +158,9 @@ pub struct BenchArgs {
     /// Compression level
     #[arg(long, value_enum, default_value_t = Level::Default)]
     pub level: Level,
+    /// Elements per independently decodable chunk, as a power of two [default: 18]
+    #[arg(long, value_name = "LOG2", value_parser = parse_chunk_log2)]
+    pub chunk_log2: Option<u8>,
     /// Treat a non-safetensors file as raw elements of this dtype
     #[arg(long, value_name = "DT", value_parser = parse_dtype)]
     pub dtype: Option<Dtype>,
@@ -176,6 +189,15 @@ pub struct GpuBenchArgs {
 /// Dtype names `--dtype` accepts.
 const DTYPES: &str =
     "BOOL, U8, I8, U16, I16, U32, I32, U64, I64, F16, BF16, F32, F64, F8_E4M3, F8_E5M2";
+
+/// Parses a `--chunk-log2` value: a chunk length exponent the format allows.
+fn parse_chunk_log2(s: &str) -> Result<u8, String> {
+    let range = mcodec::tensor::CHUNK_LOG2_RANGE;
+    s.parse::<u8>()
+        .ok()
+        .filter(|c| range.contains(c))
+        .ok_or_else(|| format!("expected an integer in {}..={}", range.start(), range.end()))
+}
 
 /// Parses a `--dtype` value; unknown names are refused since their element size is unknown.
 fn parse_dtype(s: &str) -> Result<Dtype, String> {

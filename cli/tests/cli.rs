@@ -199,6 +199,58 @@ fn explicit_output_threads_and_level() {
 }
 
 #[test]
+fn chunk_length_option_reaches_the_file_and_is_checked() {
+    let (dir, st) = setup();
+    let d = dir.path();
+    ok(&mcodec(
+        d,
+        &[
+            "pack",
+            "model.safetensors",
+            "-o",
+            "c.mcz",
+            "--chunk-log2",
+            "10",
+        ],
+    ));
+    let packed = fs::read(d.join("c.mcz")).unwrap();
+    let archive = mcodec::container::Archive::open(&packed).unwrap();
+    let split: Vec<u8> = archive
+        .index()
+        .tensors
+        .iter()
+        .filter(|t| matches!(t.codec, mcodec::Codec::Split(_)))
+        .map(|t| t.chunk_log2)
+        .collect();
+    assert!(
+        !split.is_empty() && split.iter().all(|&c| c == 10),
+        "{split:?}"
+    );
+    ok(&mcodec(d, &["unpack", "c.mcz", "-o", "back"]));
+    assert!(fs::read(d.join("back")).unwrap() == st);
+    for bad in ["9", "23", "x"] {
+        let o = mcodec(
+            d,
+            &[
+                "pack",
+                "model.safetensors",
+                "-o",
+                "bad.mcz",
+                "--chunk-log2",
+                bad,
+            ],
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "--chunk-log2 {bad}: {}",
+            stderr(&o)
+        );
+        assert!(!d.join("bad.mcz").exists());
+    }
+}
+
+#[test]
 fn quiet_prints_nothing() {
     let (dir, _) = setup();
     let o = mcodec(dir.path(), &["pack", "-q", "model.safetensors"]);

@@ -35,7 +35,7 @@ pub fn run(a: &BenchArgs, g: &Global) -> Result<(), CliError> {
         Cow::Borrowed(&data)
     };
     let opts = PackOptions {
-        encode: a.level.options(),
+        encode: a.level.options(a.chunk_log2),
         raw_dtype,
     };
     let repeats = a.repeat as usize;

@@ -22,7 +22,7 @@ pub const SAFETENSORS: &str = ".safetensors";
 /// Runs `pack`.
 pub fn run(a: &PackArgs, g: &Global) -> Result<(), CliError> {
     let opts = PackOptions {
-        encode: a.level.options(),
+        encode: a.level.options(a.chunk_log2),
         raw_dtype: a.dtype.clone(),
     };
     let is_dir = fs::metadata(&a.input).at(&a.input)?.is_dir();
