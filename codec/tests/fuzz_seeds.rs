@@ -6,8 +6,11 @@
 //! interesting paths (multi-chunk rANS streams, several tables, constant and packed
 //! streams, zstd, stored) so the fuzzers start from inside the format.
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::safetensors;
 use mcodec::container::{pack, PackOptions};
 use mcodec::tensor::{self, EncodeOptions};
 use mcodec::Dtype;
@@ -29,29 +32,6 @@ fn bf16_weights(n: usize, seed: &mut u64) -> Vec<u8> {
             (((acc * 0.02).to_bits() >> 16) as u16).to_le_bytes()
         })
         .collect()
-}
-
-fn safetensors(tensors: &[(&str, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
-    let mut header = String::from("{\"__metadata__\":{\"format\":\"pt\"}");
-    let mut data = Vec::new();
-    for (name, dtype, shape, bytes) in tensors {
-        let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
-        header += &format!(
-            ",\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
-            shape.join(","),
-            data.len(),
-            data.len() + bytes.len()
-        );
-        data.extend_from_slice(bytes);
-    }
-    header += "}";
-    while header.len() % 8 != 0 {
-        header.push(' ');
-    }
-    let mut f = (header.len() as u64).to_le_bytes().to_vec();
-    f.extend_from_slice(header.as_bytes());
-    f.extend_from_slice(&data);
-    f
 }
 
 fn small_model() -> Vec<u8> {
@@ -104,7 +84,7 @@ fn packed(input: &[u8], raw: Option<Dtype>) -> Vec<u8> {
 fn write_fuzz_seeds() {
     let model = small_model();
     write("safetensors_header", "model", &model);
-    write("safetensors_header", "empty", &safetensors(&[]));
+    write("safetensors_header", "empty", &safetensors::<&str>(&[]));
     write("container_open", "model", &packed(&model, None));
     write("poison", "model", &packed(&model, None));
     let mut seed = 11;

@@ -41,13 +41,8 @@ fn golden_files_decode_to_fixtures_and_encoding_is_stable() {
                 golden_path.display()
             )
         });
-        let mut back = Vec::new();
-        Archive::open(&golden)
-            .unwrap()
-            .unpack_to(&mut back, &|_| {})
-            .unwrap();
         assert!(
-            back == input,
+            unpack(&golden) == input,
             "{name}: golden file no longer decodes to the fixture"
         );
         assert!(
@@ -63,14 +58,19 @@ fn files_of_the_earlier_default_still_decode() {
         let input = std::fs::read(root().join("data").join(name)).unwrap();
         let path = root().join("golden/chunk16").join(format!("{name}.mcz"));
         let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let mut back = Vec::new();
-        Archive::open(&golden)
-            .unwrap()
-            .unpack_to(&mut back, &|_| {})
-            .unwrap();
         assert!(
-            back == input,
+            unpack(&golden) == input,
             "{name}: chunk16 golden file no longer decodes"
         );
     }
+}
+
+/// The original file an `.mcz` file decodes to.
+fn unpack(mcz: &[u8]) -> Vec<u8> {
+    let mut back = Vec::new();
+    Archive::open(mcz)
+        .unwrap()
+        .unpack_to(&mut back, &|_| {})
+        .unwrap();
+    back
 }

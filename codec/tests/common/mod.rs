@@ -29,10 +29,11 @@ impl Rng {
 }
 
 /// A safetensors file of the given tensors (name, dtype, shape, bytes), in order.
-pub fn safetensors(tensors: &[(String, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
+pub fn safetensors<N: AsRef<str>>(tensors: &[(N, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
     let mut header = String::from("{\"__metadata__\":{\"format\":\"pt\"}");
     let mut data = Vec::new();
     for (name, dtype, shape, bytes) in tensors {
+        let name = name.as_ref();
         let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
         header += &format!(
             ",\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
