@@ -2,3 +2,4 @@
 //! `fuzz_targets/`.
 
 pub mod checks;
+pub mod gpu_plan;
