@@ -39,6 +39,17 @@ pub enum BackendError {
     /// The location is not a store, or is damaged.
     #[error("{0}")]
     Layout(String),
+    /// A request to a storage service failed (after its retries).
+    #[error("{what}: {message}")]
+    Remote {
+        /// What was being accessed (a URL).
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Another writer was doing the same thing at the same time; nothing was changed.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// How a put went.
@@ -99,11 +110,11 @@ pub trait Backend: Send + Sync {
 /// Name of the marker file at the root of a local store.
 pub const MARKER: &str = "mcodec-store.json";
 /// Contents of the marker file.
-const MARKER_TEXT: &str = "{\"format\":\"mcodec-store\",\"version\":1}\n";
-const OBJECTS: &str = "objects";
-const MODELS: &str = "models";
+pub(crate) const MARKER_TEXT: &str = "{\"format\":\"mcodec-store\",\"version\":1}\n";
+pub(crate) const OBJECTS: &str = "objects";
+pub(crate) const MODELS: &str = "models";
 const TMP: &str = "tmp";
-const MANIFEST_SUFFIX: &str = ".json";
+pub(crate) const MANIFEST_SUFFIX: &str = ".json";
 
 /// A store in a local directory: `objects/<2 hex>/<64 hex>`, `models/<name>.json`,
 /// `tmp/` for files being written. Every file is written under `tmp/`, synced and then

@@ -14,11 +14,15 @@ mod input;
 pub mod key;
 pub mod manifest;
 pub mod object;
+#[cfg(feature = "s3")]
+pub mod s3;
 mod store;
 
 pub use backend::{Backend, BackendError, LocalBackend};
 pub use key::ObjectKey;
 pub use manifest::{Manifest, ManifestError};
+#[cfg(feature = "s3")]
+pub use s3::{is_s3_url, S3Backend, S3Options};
 pub use store::{
     AddOptions, AddReport, DeltaMode, FsckReport, GcReport, GetReport, KindStats, ModelInfo,
     ModelStats, Stats, Store, StoreError, DEFAULT_GRACE,

@@ -13,7 +13,7 @@ use mcodec::tensor::{self, EncodeOptions};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::backend::{Backend, BackendError, LocalBackend, PutOutcome};
+use crate::backend::{Backend, BackendError, LocalBackend, ObjectInfo, PutOutcome};
 use crate::input::{self, Data, InputFile};
 use crate::key::ObjectKey;
 use crate::manifest::{
@@ -143,6 +143,9 @@ pub struct AddOptions {
     /// Testing hook for crash tests: once this many objects have been created, print a
     /// line to stderr and sleep forever, so the test can kill the process mid-add.
     pub pause_after_objects: Option<u64>,
+    /// With `pause_after_objects`: sleep this long instead of forever, then go on (the
+    /// S3 tests restart the server meanwhile).
+    pub pause_for: Option<Duration>,
 }
 
 /// What [`Store::add`] did.
@@ -333,6 +336,7 @@ struct Counters {
     new_bytes: AtomicU64,
     created: AtomicU64,
     pause_after: Option<u64>,
+    pause_for: Option<Duration>,
 }
 
 impl Counters {
@@ -342,8 +346,11 @@ impl Counters {
         let n = self.created.fetch_add(1, Ordering::SeqCst) + 1;
         if self.pause_after == Some(n) {
             eprintln!("mcodec-store: paused after {n} objects");
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
+            match self.pause_for {
+                Some(d) => std::thread::sleep(d),
+                None => loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                },
             }
         }
     }
@@ -462,6 +469,7 @@ impl Store {
 
         let counters = Counters {
             pause_after: opts.pause_after_objects,
+            pause_for: opts.pause_for,
             ..Counters::default()
         };
         let mut entries = Vec::with_capacity(loaded.len());
@@ -1146,21 +1154,15 @@ impl Store {
             .unwrap_or(SystemTime::UNIX_EPOCH);
         // Objects are listed before manifests are read: an object written after the
         // listing is never a candidate, whatever manifest refers to it.
-        let objects = self.backend.list_objects()?;
-        let referenced: HashSet<ObjectKey> = self
-            .manifests()?
-            .iter()
-            .flat_map(|m| m.objects().into_iter().map(|(k, _)| k))
-            .collect();
+        let candidates = self.gc_candidates(cutoff, None)?;
         let mut report = GcReport::default();
-        for o in objects {
-            if referenced.contains(&o.key) {
-                continue;
-            }
-            if o.modified >= cutoff {
-                report.kept_young += 1;
-                continue;
-            }
+        report.kept_young = candidates.1;
+        // A second look just before deleting: an object that a writer touched or a new
+        // manifest took up while the first pass ran is spared (this narrows the window
+        // between deciding and deleting to the deletes themselves; STORE.md §7).
+        let (confirmed, _) = self.gc_candidates(cutoff, Some(&candidates.0))?;
+        report.kept_young += (candidates.0.len() - confirmed.len()) as u64;
+        for o in confirmed {
             self.backend.delete_object(&o.key)?;
             report.deleted += 1;
             report.deleted_bytes += o.size;
@@ -1169,6 +1171,35 @@ impl Store {
         report.temporaries = n;
         report.temporary_bytes = b;
         Ok(report)
+    }
+
+    /// Objects no manifest needs and last modified before `cutoff` (restricted to `within`
+    /// when given), and the count of unreferenced objects kept for being younger.
+    fn gc_candidates(
+        &self,
+        cutoff: SystemTime,
+        within: Option<&[ObjectInfo]>,
+    ) -> Result<(Vec<ObjectInfo>, u64)> {
+        let objects = self.backend.list_objects()?;
+        let referenced: HashSet<ObjectKey> = self
+            .manifests()?
+            .iter()
+            .flat_map(|m| m.objects().into_iter().map(|(k, _)| k))
+            .collect();
+        let allowed: Option<HashSet<ObjectKey>> = within.map(|w| w.iter().map(|o| o.key).collect());
+        let (mut out, mut young) = (Vec::new(), 0);
+        for o in objects {
+            if referenced.contains(&o.key) || allowed.as_ref().is_some_and(|a| !a.contains(&o.key))
+            {
+                continue;
+            }
+            if o.modified >= cutoff {
+                young += 1;
+                continue;
+            }
+            out.push(o);
+        }
+        Ok((out, young))
     }
 
     /// Checks every manifest and every object: each object decodes to bytes that hash to

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
-use mcodec_store::{AddOptions, DeltaMode, Stats, Store, StoreError};
+use mcodec_store::{
+    is_s3_url, AddOptions, DeltaMode, S3Backend, S3Options, Stats, Store, StoreError,
+};
 
 use super::{emit, mb_per_s};
 use crate::error::CliError;
@@ -12,13 +14,33 @@ use crate::Global;
 
 /// Environment variable of the crash tests: `add` stops after this many new objects.
 const PAUSE_ENV: &str = "MCODEC_STORE_TEST_PAUSE_AFTER_OBJECTS";
+/// With [`PAUSE_ENV`]: pause this many seconds instead of forever.
+const PAUSE_SECS_ENV: &str = "MCODEC_STORE_TEST_PAUSE_SECS";
 
 /// Arguments of `store`.
 #[derive(Args, Debug)]
 pub struct StoreArgs {
-    /// Store directory
-    #[arg(long, value_name = "DIR")]
+    /// Store directory, or s3://BUCKET[/PREFIX] for S3-compatible object storage
+    /// (credentials, endpoint and region from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION)
+    #[arg(long, value_name = "DIR|URL")]
     pub root: PathBuf,
+    /// S3 endpoint URL, e.g. http://127.0.0.1:3900 [default: AWS_ENDPOINT_URL, else AWS]
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: AWS_REGION or AWS_DEFAULT_REGION, else us-east-1]
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// S3 requests in flight at once
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub s3_concurrency: u16,
+    /// Retries of a failed S3 request (connection errors, 5xx, throttling), with
+    /// exponential backoff
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub s3_retries: u16,
+    /// Give up retrying an S3 request this many seconds after its first attempt
+    #[arg(long, value_name = "SECS", default_value_t = 180)]
+    pub s3_retry_timeout: u64,
     /// What to do
     #[command(subcommand)]
     pub command: StoreCommand,
@@ -125,18 +147,44 @@ fn pct(part: u64, whole: u64) -> String {
     }
 }
 
+/// Opens (or with `init`, creates) the store `a.root`: a directory or an S3 URL.
+fn open_store(a: &StoreArgs, init: bool) -> Result<Store, StoreError> {
+    let url = a.root.to_str().filter(|r| is_s3_url(r));
+    let Some(url) = url else {
+        return if init {
+            Store::init(&a.root)
+        } else {
+            Store::open(&a.root)
+        };
+    };
+    let opts = S3Options {
+        endpoint: a.s3_endpoint.clone(),
+        region: a.s3_region.clone(),
+        concurrency: usize::from(a.s3_concurrency),
+        max_retries: usize::from(a.s3_retries),
+        retry_timeout: Duration::from_secs(a.s3_retry_timeout),
+        ..S3Options::default()
+    };
+    let backend = if init {
+        S3Backend::init(url, opts)?
+    } else {
+        S3Backend::open(url, opts)?
+    };
+    Ok(Store::with_backend(Box::new(backend)))
+}
+
 /// Runs `store`.
 pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
     let root = &a.root;
     let err = |e| cli_error(root, e);
     if let StoreCommand::Init = a.command {
-        Store::init(root).map_err(err)?;
+        open_store(a, true).map_err(err)?;
         if !g.quiet {
             emit(&format!("initialised store {}\n", root.display()))?;
         }
         return Ok(());
     }
-    let store = Store::open(root).map_err(err)?;
+    let store = open_store(a, false).map_err(err)?;
     match &a.command {
         StoreCommand::Init => unreachable!("handled above"),
         StoreCommand::Add {
@@ -154,6 +202,10 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
                     DeltaArg::Off => DeltaMode::Off,
                 },
                 pause_after_objects: std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()),
+                pause_for: std::env::var(PAUSE_SECS_ENV)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .map(Duration::from_secs),
                 ..AddOptions::default()
             };
             let start = Instant::now();
