@@ -673,7 +673,8 @@ mod tests {
         }
         let (k3, k4) = (ObjectKey([3; 32]), ObjectKey([4; 32]));
         let other_base = ObjectKey::delta(&k3, &ObjectKey([5; 32]));
-        let wrong: [(&str, Box<dyn Fn(&mut serde_json::Value)>); 5] = [
+        type Edit<'a> = Box<dyn Fn(&mut serde_json::Value) + 'a>;
+        let wrong: [(&str, Edit); 5] = [
             (
                 "delta named as plain",
                 Box::new(|v| {

@@ -83,8 +83,9 @@ pub enum StoreError {
         #[source]
         source: ObjectError,
     },
-    /// An object decoded to bytes that do not hash to its key.
-    #[error("object {key}: decoded bytes do not match the key (corrupt object or base)")]
+    /// An object decoded to bytes that do not give its name (for a plain tensor or a blob
+    /// their hash, for a delta the name derived from their hash and its base).
+    #[error("object {key}: decoded bytes do not match the object's name (corrupt object or base)")]
     Checksum {
         /// The object.
         key: ObjectKey,
