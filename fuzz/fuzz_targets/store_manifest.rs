@@ -21,6 +21,11 @@ fuzz_target!(|data: &[u8]| {
         if let Some(st) = &f.safetensors {
             let total: u64 = st.header_len + st.tensors.iter().map(|t| t.len).sum::<u64>();
             assert_eq!(total, f.size);
+            for t in &st.tensors {
+                // An object's name follows from the tensor's key and its delta base.
+                assert_eq!(t.object, t.expected_object());
+                assert!(t.inline.is_none() || t.delta_base.is_none());
+            }
         }
     }
     let again = Manifest::parse(&m.to_json()).expect("a serialised manifest parses");

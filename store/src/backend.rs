@@ -110,7 +110,9 @@ pub trait Backend: Send + Sync {
 /// Name of the marker file at the root of a local store.
 pub const MARKER: &str = "mcodec-store.json";
 /// Contents of the marker file.
-pub(crate) const MARKER_TEXT: &str = "{\"format\":\"mcodec-store\",\"version\":1}\n";
+pub(crate) const MARKER_TEXT: &str = "{\"format\":\"mcodec-store\",\"version\":2}\n";
+/// Marker of a version 1 store (delta objects named by their tensor's key).
+pub(crate) const MARKER_TEXT_V1: &str = "{\"format\":\"mcodec-store\",\"version\":1}\n";
 pub(crate) const OBJECTS: &str = "objects";
 pub(crate) const MODELS: &str = "models";
 const TMP: &str = "tmp";
@@ -168,6 +170,12 @@ impl LocalBackend {
         let marker = root.join(MARKER);
         match fs::read(&marker) {
             Ok(text) if text == MARKER_TEXT.as_bytes() => {}
+            Ok(text) if text == MARKER_TEXT_V1.as_bytes() => {
+                return Err(BackendError::Layout(format!(
+                    "{}: store format version 1 is not supported by this mcodec; re-create it",
+                    root.display()
+                )))
+            }
             Ok(_) => {
                 return Err(BackendError::Layout(format!(
                     "{}: unknown store format or version",

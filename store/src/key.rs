@@ -1,7 +1,10 @@
-//! Object keys: 256-bit BLAKE3 digests of what an object decodes to (STORE.md §2).
+//! Object keys: 256-bit BLAKE3 digests naming what an object decodes to (STORE.md §2).
 //!
 //! A tensor's key covers its dtype, shape and bytes; a blob's key covers its bytes. The two
 //! are domain-separated, so a blob can never be taken for a tensor or the other way round.
+//! A delta object is named by a key derived from the tensor's key and its base's key, so a
+//! name fixes both what the object decodes to and what it depends on, whatever coding was
+//! chosen: an object overwritten by another writer's coding decodes to the same bytes.
 //! A collision would need two different inputs with the same BLAKE3-256 digest: no such
 //! pair is known, and finding one by chance among `n` objects has probability about
 //! `n² / 2²⁵⁷` (below 10⁻⁵⁰ for a trillion objects). On top of that every `get` hashes the
@@ -15,6 +18,8 @@ use mcodec::Dtype;
 const TENSOR_DOMAIN: &[u8] = b"mcodec-store tensor v1\0";
 /// Domain tag of blob keys.
 const BLOB_DOMAIN: &[u8] = b"mcodec-store blob v1\0";
+/// BLAKE3 `derive_key` context of delta object names.
+const DELTA_CONTEXT: &str = "mcodec-store 2 delta object";
 /// Inputs at least this large are hashed on every core.
 const PARALLEL_HASH_BYTES: usize = 1 << 20;
 
@@ -49,6 +54,17 @@ impl ObjectKey {
         h.update(BLOB_DOMAIN);
         h.update(&(bytes.len() as u64).to_le_bytes());
         Self::finish(h, bytes)
+    }
+
+    /// The name of a delta object holding the tensor of key `tensor` coded against the
+    /// plain object `base`: BLAKE3 in key-derivation mode (context
+    /// `"mcodec-store 2 delta object"`) over both keys, so it never equals a tensor or blob
+    /// key, and differs for every (tensor, base) pair.
+    pub fn delta(tensor: &ObjectKey, base: &ObjectKey) -> Self {
+        let mut material = [0u8; 64];
+        material[..32].copy_from_slice(&tensor.0);
+        material[32..].copy_from_slice(&base.0);
+        Self(blake3::derive_key(DELTA_CONTEXT, &material))
     }
 
     fn finish(mut h: blake3::Hasher, bytes: &[u8]) -> Self {
@@ -129,6 +145,15 @@ mod tests {
         assert_eq!(a, ObjectKey::from_hex(&a.to_hex()).unwrap());
         assert!(ObjectKey::from_hex(&a.to_hex().to_uppercase()).is_err());
         assert!(ObjectKey::from_hex("00").is_err());
+        let b = ObjectKey::tensor(&Dtype::BF16, &[2], &[5, 6, 7, 8]);
+        let d = ObjectKey::delta(&a, &b);
+        assert_eq!(d, ObjectKey::delta(&a, &b));
+        assert_ne!(d, ObjectKey::delta(&b, &a));
+        assert!(d != a && d != b);
+        let mut h = blake3::Hasher::new_derive_key(DELTA_CONTEXT);
+        h.update(&a.0);
+        h.update(&b.0);
+        assert_eq!(d.0, *h.finalize().as_bytes());
         let big = vec![7u8; 3 << 20];
         let serial = {
             let mut h = blake3::Hasher::new();

@@ -15,8 +15,9 @@ use crate::object::check_shape;
 
 /// The `format` field of every manifest.
 pub const FORMAT: &str = "mcodec-store-manifest";
-/// Manifest version written and read.
-pub const VERSION: u32 = 1;
+/// Manifest version written and read (2: tensor entries carry `key`, and delta objects
+/// are named by [`ObjectKey::delta`]).
+pub const VERSION: u32 = 2;
 /// Largest manifest accepted.
 pub const MAX_MANIFEST_BYTES: usize = 64 << 20;
 /// Most files in one model.
@@ -151,9 +152,12 @@ pub struct TensorEntry {
     pub shape: Vec<u64>,
     /// Byte length.
     pub len: u64,
-    /// The object holding it.
+    /// The tensor's key ([`ObjectKey::tensor`] of its dtype, shape and bytes).
+    pub key: ObjectKey,
+    /// The object holding it: `key` itself for a plain object, else
+    /// [`ObjectKey::delta`]`(key, delta_base)`.
     pub object: ObjectKey,
-    /// The plain object that `object` is a delta against, if it is a delta.
+    /// The plain object (a tensor key) that `object` is a delta against, if it is a delta.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta_base: Option<ObjectKey>,
     /// The object's bytes, for a small plain object kept in the manifest instead of the
@@ -242,7 +246,16 @@ impl TensorEntry {
 
     /// The plain object needed to decode it: the delta base, or the object itself.
     pub fn root(&self) -> ObjectKey {
-        self.delta_base.unwrap_or(self.object)
+        self.delta_base.unwrap_or(self.key)
+    }
+
+    /// The object name its `key` and `delta_base` call for: the key for a plain object,
+    /// the derived delta name for a delta.
+    pub fn expected_object(&self) -> ObjectKey {
+        match &self.delta_base {
+            Some(b) => ObjectKey::delta(&self.key, b),
+            None => self.key,
+        }
     }
 }
 
@@ -506,11 +519,27 @@ fn validate_safetensors(path: &str, size: u64, st: &SafetensorsEntry) -> Result<
                 )));
             }
         }
-        if t.delta_base == Some(t.object) {
+        if t.delta_base == Some(t.key) {
             return Err(bad(format!(
                 "tensor {:?} is a delta against itself",
                 cut(&t.name)
             )));
+        }
+        if t.object != t.expected_object() {
+            return Err(bad(match t.delta_base {
+                None => format!(
+                    "tensor {:?}: plain object {} is not its key {}",
+                    cut(&t.name),
+                    t.object,
+                    t.key
+                ),
+                Some(b) => format!(
+                    "tensor {:?}: delta object {} is not the delta name of key {} against base {b}",
+                    cut(&t.name),
+                    t.object,
+                    t.key
+                ),
+            }));
         }
         total = total
             .checked_add(t.len)
@@ -559,7 +588,8 @@ mod tests {
                             dtype: "BF16".into(),
                             shape: vec![2, 2],
                             len: 8,
-                            object: ObjectKey([3; 32]),
+                            key: ObjectKey([3; 32]),
+                            object: ObjectKey::delta(&ObjectKey([3; 32]), &ObjectKey([4; 32])),
                             delta_base: Some(ObjectKey([4; 32])),
                             inline: None,
                         }],
@@ -591,8 +621,8 @@ mod tests {
             ManifestError::Json(_)
         ));
         assert!(matches!(
-            e(|v| v["version"] = json!(2)),
-            ManifestError::Version { found: 2, .. }
+            e(|v| v["version"] = json!(1)),
+            ManifestError::Version { found: 1, .. }
         ));
         assert!(matches!(
             e(|v| v["format"] = json!("x")),
@@ -635,6 +665,66 @@ mod tests {
             e(|v| v["base"]["name"] = json!("ft-1.0")),
             ManifestError::Invalid(_)
         ));
+        // Object names must follow from the tensor key and the delta base.
+        fn t(v: &mut serde_json::Value) -> &mut serde_json::Map<String, serde_json::Value> {
+            v["files"][1]["safetensors"]["tensors"][0]
+                .as_object_mut()
+                .unwrap()
+        }
+        let (k3, k4) = (ObjectKey([3; 32]), ObjectKey([4; 32]));
+        let other_base = ObjectKey::delta(&k3, &ObjectKey([5; 32]));
+        type Edit<'a> = Box<dyn Fn(&mut serde_json::Value) + 'a>;
+        let wrong: [(&str, Edit); 5] = [
+            (
+                "delta named as plain",
+                Box::new(|v| {
+                    t(v).insert("object".into(), json!(k3));
+                }),
+            ),
+            (
+                "delta name of another base",
+                Box::new(|v| {
+                    t(v).insert("object".into(), json!(other_base));
+                }),
+            ),
+            (
+                "another tensor's key",
+                Box::new(|v| {
+                    t(v).insert("key".into(), json!(k4));
+                }),
+            ),
+            (
+                "plain under a delta name",
+                Box::new(|v| {
+                    t(v).remove("delta_base");
+                }),
+            ),
+            (
+                "delta against itself",
+                Box::new(|v| {
+                    t(v).insert("delta_base".into(), json!(k3));
+                }),
+            ),
+        ];
+        for (what, f) in &wrong {
+            let r = edited(f);
+            assert!(matches!(r, Err(ManifestError::Invalid(_))), "{what}: {r:?}");
+        }
+        let err = edited(|v| {
+            t(v).insert("object".into(), json!(k3));
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is not the delta name of key"), "{err}");
+        let plain = edited(|v| {
+            t(v).remove("delta_base");
+            t(v).insert("object".into(), json!(k3));
+        });
+        assert!(plain.is_ok(), "{plain:?}");
+        let no_key = edited(|v| {
+            t(v).remove("key");
+        });
+        assert!(matches!(no_key, Err(ManifestError::Json(_))), "{no_key:?}");
         assert!(Manifest::parse(b"{\"format\":\"mcodec-store-manifest\",\"format\":1}").is_err());
         assert!(Manifest::parse(b"").is_err());
         assert!(Manifest::parse(&vec![b' '; MAX_MANIFEST_BYTES + 1]).is_err());

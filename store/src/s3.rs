@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend::{
     Backend, BackendError, ObjectInfo, PutOutcome, MANIFEST_SUFFIX, MARKER, MARKER_TEXT,
-    MODELS as MODELS_DIR, OBJECTS as OBJECTS_DIR,
+    MARKER_TEXT_V1, MODELS as MODELS_DIR, OBJECTS as OBJECTS_DIR,
 };
 use crate::key::ObjectKey;
 
@@ -175,6 +175,9 @@ impl S3Backend {
         let text = b.block_on(async { b.s3.get(&marker).await?.bytes().await });
         match text {
             Ok(t) if t.as_ref() == MARKER_TEXT.as_bytes() => Ok(b),
+            Ok(t) if t.as_ref() == MARKER_TEXT_V1.as_bytes() => Err(BackendError::Layout(format!(
+                "{url}: store format version 1 is not supported by this mcodec; re-create it"
+            ))),
             Ok(_) => Err(BackendError::Layout(format!(
                 "{}: unknown store format or version",
                 b.url_of(MARKER)

@@ -83,8 +83,9 @@ pub enum StoreError {
         #[source]
         source: ObjectError,
     },
-    /// An object decoded to bytes that do not hash to its key.
-    #[error("object {key}: decoded bytes do not match the key (corrupt object or base)")]
+    /// An object decoded to bytes that do not give its name (for a plain tensor or a blob
+    /// their hash, for a delta the name derived from their hash and its base).
+    #[error("object {key}: decoded bytes do not match the object's name (corrupt object or base)")]
     Checksum {
         /// The object.
         key: ObjectKey,
@@ -567,8 +568,13 @@ impl Store {
         Ok(key)
     }
 
-    /// Stores a tensor unless present, as the smaller of its plain coding and its delta
-    /// against the plain object `root`; returns its manifest entry.
+    /// Stores a tensor unless present, as the smaller of its plain coding (at its key) and
+    /// its delta against the plain object `root` (at [`ObjectKey::delta`] of both);
+    /// returns its manifest entry.
+    ///
+    /// A name fixes what its object decodes to and what it depends on, so an object found
+    /// under either name is reused without reading it, and a put that finds (or, on a
+    /// backend without create-only puts, replaces) another writer's coding is harmless.
     fn put_tensor(
         &self,
         t: &InputTensor<'_>,
@@ -578,18 +584,32 @@ impl Store {
     ) -> Result<TensorEntry> {
         let info = &t.info;
         let key = ObjectKey::tensor(&info.dtype, &info.shape, t.bytes);
-        let entry = |delta_base, inline| TensorEntry {
+        let entry = |delta_base: Option<ObjectKey>, inline| TensorEntry {
             name: info.name.clone(),
             dtype: info.dtype.name().to_owned(),
             shape: info.shape.clone(),
             len: t.bytes.len() as u64,
-            object: key,
+            key,
+            object: delta_base.map_or(key, |b| ObjectKey::delta(&key, &b)),
             delta_base,
             inline,
         };
         if self.backend.object_size(&key)?.is_some() {
+            self.backend.touch_object(&key)?;
             c.dedup.fetch_add(1, Ordering::Relaxed);
-            return Ok(entry(self.reuse(&key)?, None));
+            return Ok(entry(None, None));
+        }
+        // A base tensor identical to this one is plain at `key`, which is missing: code
+        // this tensor on its own rather than against a base that is not there.
+        let root = root.filter(|r| *r != key);
+        if let Some(root) = root {
+            let name = ObjectKey::delta(&key, &root);
+            if self.backend.object_size(&name)?.is_some() {
+                self.backend.touch_object(&name)?;
+                self.backend.touch_object(&root)?;
+                c.dedup.fetch_add(1, Ordering::Relaxed);
+                return Ok(entry(Some(root), None));
+            }
         }
         let meta = TensorMeta {
             dtype: info.dtype.clone(),
@@ -599,6 +619,8 @@ impl Store {
         let plain = tensor::encode(&info.dtype, t.bytes, &opts.encode);
         let mut delta: Option<(ObjectKey, Vec<u8>)> = None;
         if let Some(root) = root {
+            // Verified: a delta against damaged base bytes would decode wrongly once the
+            // base is repaired or rewritten by another writer.
             let base = self.load_tensor(&root, Some(&meta), false, true)?;
             self.backend.touch_object(&root)?;
             let d = match opts.delta {
@@ -611,35 +633,34 @@ impl Store {
                 delta = Some((root, d));
             }
         }
-        let obj = match &delta {
-            Some((root, d)) => object::encode_delta(meta, *root, plain.coded_len() as u64, d),
-            None => object::encode_plain(meta, &plain),
+        let (obj, delta_base) = match delta {
+            Some((root, d)) => (
+                object::encode_delta(meta, root, plain.coded_len() as u64, &d),
+                Some(root),
+            ),
+            None => (object::encode_plain(meta, &plain), None),
         };
-        if delta.is_none() && obj.len() <= MAX_INLINE_BYTES {
+        if delta_base.is_none() && obj.len() <= MAX_INLINE_BYTES {
             c.plain.fetch_add(1, Ordering::Relaxed);
             c.new_bytes.fetch_add(obj.len() as u64, Ordering::Relaxed);
             return Ok(entry(None, Some(InlineBytes(obj))));
         }
-        if self.backend.put_object(&key, &obj)? == PutOutcome::Existed {
-            // Another writer stored it meanwhile, perhaps coded differently.
+        let e = entry(delta_base, None);
+        if self.backend.put_object(&e.object, &obj)? == PutOutcome::Existed {
+            // Another writer stored it meanwhile; whatever its coding, it decodes to this
+            // tensor (against the same base, for a delta).
+            self.backend.touch_object(&e.object)?;
             c.dedup.fetch_add(1, Ordering::Relaxed);
-            return Ok(entry(self.reuse(&key)?, None));
+            return Ok(e);
         }
-        let counter = if delta.is_some() { &c.delta } else { &c.plain };
+        let counter = if delta_base.is_some() {
+            &c.delta
+        } else {
+            &c.plain
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         c.created(obj.len());
-        Ok(entry(delta.map(|(r, _)| r), None))
-    }
-
-    /// Touches an existing tensor object and its delta base (so `gc` keeps them for a
-    /// grace period); returns the delta base.
-    fn reuse(&self, key: &ObjectKey) -> Result<Option<ObjectKey>> {
-        self.backend.touch_object(key)?;
-        let base = self.header(key)?.delta_base();
-        if let Some(b) = &base {
-            self.backend.touch_object(b)?;
-        }
-        Ok(base)
+        Ok(e)
     }
 
     /// An object's header.
@@ -650,9 +671,10 @@ impl Store {
         Ok(Header::parse(&head).map_err(obj_err(*key))?.0)
     }
 
-    /// Decodes the tensor object `key` (checking it is `expect` when given), verifying
-    /// the bytes against the key when `verify`. A delta object is decoded against its
-    /// base only when `allow_delta`; the base must be plain (chains are one level deep).
+    /// Decodes the tensor object named `key` (checking it is `expect` when given),
+    /// verifying the bytes against the name when `verify`. A delta object is decoded
+    /// against its base only when `allow_delta`; the base must be plain (chains are one
+    /// level deep).
     fn load_tensor(
         &self,
         key: &ObjectKey,
@@ -680,7 +702,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Decodes a tensor object's payload into `out` and, when `verify`, checks the key.
+    /// Decodes the payload of the tensor object named `key` into `out` and, when `verify`,
+    /// checks the bytes against the name: a plain object's name is the tensor's key, a
+    /// delta object's is [`ObjectKey::delta`] of the tensor's key and the header's base
+    /// (which also checks that the header names the base the name was made with). Returns
+    /// the tensor's key when verified.
     fn decode_tensor_object(
         &self,
         key: &ObjectKey,
@@ -689,7 +715,7 @@ impl Store {
         allow_delta: bool,
         verify: bool,
         out: &mut [u8],
-    ) -> Result<()> {
+    ) -> Result<Option<ObjectKey>> {
         match header {
             Header::Blob { .. } => {
                 return Err(StoreError::Mismatch {
@@ -712,7 +738,7 @@ impl Store {
                     });
                 }
                 // Not verified on its own: a wrong base gives a wrong result, which the
-                // check of this object's key below catches.
+                // check of this object's name below catches.
                 let base_bytes = self.load_tensor(base, Some(meta), false, false)?;
                 delta::decode(&meta.dtype, &base_bytes, payload, out).map_err(|e| {
                     StoreError::Object {
@@ -722,11 +748,18 @@ impl Store {
                 })?;
             }
         }
+        if !verify {
+            return Ok(None);
+        }
         let meta = header.meta().expect("tensor header");
-        if verify && ObjectKey::tensor(&meta.dtype, &meta.shape, out) != *key {
+        let tensor = ObjectKey::tensor(&meta.dtype, &meta.shape, out);
+        let name = header
+            .delta_base()
+            .map_or(tensor, |b| ObjectKey::delta(&tensor, &b));
+        if name != *key {
             return Err(StoreError::Checksum { key: *key });
         }
-        Ok(())
+        Ok(Some(tensor))
     }
 
     /// Decodes the tensor of manifest entry `t` into `out` and verifies it.
@@ -747,7 +780,11 @@ impl Store {
                 problem: format!("does not hold tensor {:?} as the manifest says", t.name),
             });
         }
-        self.decode_tensor_object(&t.object, &header, &obj[n..], true, true, out)
+        let decoded = self.decode_tensor_object(&t.object, &header, &obj[n..], true, true, out)?;
+        if decoded != Some(t.key) {
+            return Err(StoreError::Checksum { key: t.object });
+        }
+        Ok(())
     }
 
     /// Decodes a blob and verifies it.
@@ -851,7 +888,7 @@ impl Store {
                 };
                 let width = t.info.dtype.element_size().unwrap_or(1);
                 let n = (n as usize) / width * width;
-                if e.object == ObjectKey::tensor(&t.info.dtype, &t.info.shape, t.bytes) {
+                if e.key == ObjectKey::tensor(&t.info.dtype, &t.info.shape, t.bytes) {
                     return Ok((n as u64, 0));
                 }
                 let base = match &e.inline {
@@ -1202,9 +1239,10 @@ impl Store {
         Ok((out, young))
     }
 
-    /// Checks every manifest and every object: each object decodes to bytes that hash to
-    /// its key, deltas point at plain objects of the same tensor shape, manifests agree
-    /// with their objects and nothing they need is missing.
+    /// Checks every manifest and every object: each object decodes to what its name says
+    /// (a blob or plain tensor hashes to its name; a delta's tensor key and header base
+    /// give its name), deltas point at plain objects of the same tensor shape, manifests
+    /// agree with their objects and nothing they need is missing.
     pub fn fsck(&self) -> Result<FsckReport> {
         let mut report = FsckReport::default();
         let objects = self.backend.list_objects()?;
@@ -1274,7 +1312,8 @@ impl Store {
         Ok(report)
     }
 
-    /// Decodes object `key`, checks it against its key and against what a manifest says.
+    /// Decodes the object named `key`, checks it against its name and against what a
+    /// manifest says.
     fn check_object(
         &self,
         key: &ObjectKey,

@@ -1,14 +1,22 @@
 //! Round trips, dedup, deltas, base choice, gc, fsck and hostile input on generated model
 //! families (fixtures crate).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::path::Path;
-use std::time::Duration;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use mcodec::tensor::EncodeOptions;
 use mcodec_fixtures::{tiny_finetune, tiny_model, write_model_dir, Finetune};
+use mcodec_store::backend::{ObjectInfo, PutOutcome};
 use mcodec_store::object::Header;
-use mcodec_store::{AddOptions, DeltaMode, Manifest, Store, StoreError};
+use mcodec_store::{
+    AddOptions, Backend, BackendError, DeltaMode, LocalBackend, Manifest, ObjectKey, Store,
+    StoreError,
+};
 use tempfile::TempDir;
 
 const FLOAT_DTYPES: [&str; 5] = ["BF16", "F16", "F32", "F8_E4M3", "F8_E5M2"];
@@ -407,4 +415,366 @@ fn fuzz_seeds_are_valid_manifests() {
         }
     }
     assert!(n >= 2);
+}
+
+/// Path of object `key` in the local store at `root`.
+fn object_path(root: &Path, key: &ObjectKey) -> PathBuf {
+    let hex = key.to_hex();
+    root.join("objects").join(&hex[..2]).join(hex)
+}
+
+/// Tensor keys of every safetensors file under `dir`, by tensor name.
+fn source_keys(dir: &Path) -> HashMap<String, ObjectKey> {
+    let mut keys = HashMap::new();
+    for (path, bytes) in tree(dir) {
+        if !path.ends_with(".safetensors") {
+            continue;
+        }
+        let h = mcodec::safetensors::parse(&bytes, bytes.len() as u64).unwrap();
+        for t in h.tensors {
+            let b = &bytes[t.range.start as usize..t.range.end as usize];
+            keys.insert(t.name.clone(), ObjectKey::tensor(&t.dtype, &t.shape, b));
+        }
+    }
+    keys
+}
+
+#[test]
+fn delta_objects_are_named_by_tensor_and_base() {
+    let f = family("BF16");
+    let store = Store::init(&f.root).unwrap();
+    store.add(&f.base, "base", &AddOptions::default()).unwrap();
+    store.add(&f.ft, "ft", &AddOptions::default()).unwrap();
+    let base = store.manifest("base").unwrap();
+    let base_plain: HashMap<ObjectKey, bool> = base
+        .tensors()
+        .map(|t| (t.key, t.delta_base.is_none()))
+        .collect();
+    let m = Manifest::parse(&fs::read(f.root.join("models/ft.json")).unwrap()).unwrap();
+    let keys = source_keys(&f.ft);
+    let mut deltas = 0;
+    for t in m.tensors() {
+        assert_eq!(t.key, keys[&t.name], "{}: key is the tensor's hash", t.name);
+        match t.delta_base {
+            None => assert_eq!(t.object, t.key, "{}", t.name),
+            Some(y) => {
+                deltas += 1;
+                assert_eq!(t.object, ObjectKey::delta(&t.key, &y), "{}", t.name);
+                assert_ne!(t.object, t.key);
+                assert_eq!(base_plain.get(&y), Some(&true), "{}: base is plain", t.name);
+                match store.header(&t.object).unwrap() {
+                    Header::Delta { base, .. } => assert_eq!(base, y, "{}", t.name),
+                    h => panic!("{}: {h:?} at a delta name", t.name),
+                }
+                // Nothing is stored under the tensor's own key.
+                assert_eq!(store.backend().object_size(&t.key).unwrap(), None);
+            }
+        }
+    }
+    assert!(deltas > 0);
+    assert!(store.fsck().unwrap().problems.is_empty());
+}
+
+#[test]
+fn old_stores_are_refused_with_a_clear_message() {
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("s");
+    Store::init(&root).unwrap();
+    fs::write(
+        root.join("mcodec-store.json"),
+        "{\"format\":\"mcodec-store\",\"version\":1}\n",
+    )
+    .unwrap();
+    let err = Store::open(&root).err().unwrap().to_string();
+    assert!(
+        err.contains("store format version 1 is not supported by this mcodec; re-create it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn manifests_whose_objects_do_not_follow_from_their_keys_are_refused() {
+    let f = family("BF16");
+    let store = Store::init(&f.root).unwrap();
+    store.add(&f.base, "base", &AddOptions::default()).unwrap();
+    store.add(&f.ft, "ft", &AddOptions::default()).unwrap();
+    let m = store.manifest("ft").unwrap();
+    let d = m.tensors().find(|t| t.delta_base.is_some()).unwrap();
+    let models = f.root.join("models");
+    let text = fs::read_to_string(models.join("ft.json")).unwrap();
+    let planted = [
+        // The delta object recorded as if it were plain.
+        text.replacen(
+            &format!("\"delta_base\": \"{}\"", d.delta_base.unwrap()),
+            "\"delta_base\": null",
+            1,
+        ),
+        // The delta's object named under the tensor's own key.
+        text.replacen(
+            &format!("\"object\": \"{}\"", d.object),
+            &format!("\"object\": \"{}\"", d.key),
+            1,
+        ),
+    ];
+    for (i, evil) in planted.iter().enumerate() {
+        assert_ne!(evil, &text);
+        let name = format!("evil{i}");
+        let evil = evil.replace("\"name\": \"ft\"", &format!("\"name\": \"{name}\""));
+        fs::write(models.join(format!("{name}.json")), evil).unwrap();
+        let err = store
+            .get(&name, &f.root.join("out"), false, false)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::BadManifest { .. }), "{i}: {err}");
+        fs::remove_file(models.join(format!("{name}.json"))).unwrap();
+    }
+    // `null` is not a key; a manifest whose plain entry names a delta object is refused by
+    // validation rather than by the JSON shape.
+    let mut bad = m.clone();
+    for f in &mut bad.files {
+        for t in f.safetensors.iter_mut().flat_map(|s| &mut s.tensors) {
+            if t.delta_base.is_some() {
+                t.delta_base = None;
+            }
+        }
+    }
+    let err = Manifest::parse(&bad.to_json()).unwrap_err().to_string();
+    assert!(err.contains("is not its key"), "{err}");
+}
+
+/// Two non-inline tensors of `model` of the same dtype and shape but different keys,
+/// both coded the same way (both plain, or both deltas).
+fn twins(store: &Store, model: &str, delta: bool) -> (ObjectKey, ObjectKey) {
+    let m = store.manifest(model).unwrap();
+    let ts: Vec<_> = m
+        .tensors()
+        .filter(|t| t.inline.is_none() && t.delta_base.is_some() == delta)
+        .collect();
+    for (i, a) in ts.iter().enumerate() {
+        for b in &ts[i + 1..] {
+            if a.dtype == b.dtype && a.shape == b.shape && a.key != b.key {
+                return (a.object, b.object);
+            }
+        }
+    }
+    panic!("{model}: no two tensors alike");
+}
+
+#[test]
+fn an_object_swapped_for_another_tensors_is_caught() {
+    for delta in [false, true] {
+        let f = family("BF16");
+        let store = Store::init(&f.root).unwrap();
+        store.add(&f.base, "base", &AddOptions::default()).unwrap();
+        store.add(&f.ft, "ft", &AddOptions::default()).unwrap();
+        let model = if delta { "ft" } else { "base" };
+        let (a, b) = twins(&store, model, delta);
+        // A well-formed object of the same dtype and shape, under the wrong name.
+        fs::copy(object_path(&f.root, &a), object_path(&f.root, &b)).unwrap();
+        let tmp = TempDir::new().unwrap();
+        let err = store
+            .get(model, &tmp.path().join("out"), false, false)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Checksum { key } | StoreError::Mismatch { key, .. } if key == b
+            ),
+            "{model}: {err}"
+        );
+        let fsck = store.fsck().unwrap();
+        let hex = b.to_hex();
+        assert!(
+            fsck.problems.iter().any(|p| p.contains(&hex)),
+            "{model}: {:?}",
+            fsck.problems
+        );
+        // A swapped delta harms nothing else (a swapped plain object also breaks the
+        // deltas against it).
+        if delta {
+            assert_eq!(fsck.problems.len(), 1, "{:?}", fsck.problems);
+        }
+    }
+}
+
+#[test]
+fn adding_the_same_finetune_twice_stores_nothing_new() {
+    let f = family("F16");
+    let store = Store::init(&f.root).unwrap();
+    store.add(&f.base, "base", &AddOptions::default()).unwrap();
+    let with_base = AddOptions {
+        base: Some("base".into()),
+        ..AddOptions::default()
+    };
+    let first = store.add(&f.ft, "ft", &with_base).unwrap();
+    assert!(first.delta > 0, "{first:?}");
+    let objects = store.backend().list_objects().unwrap();
+    let again = store.add(&f.ft, "ft-again", &with_base).unwrap();
+    assert_eq!(store.backend().list_objects().unwrap().len(), objects.len());
+    let inline: u64 = store
+        .manifest("ft-again")
+        .unwrap()
+        .tensors()
+        .filter_map(|t| t.inline.as_ref().map(|i| i.0.len() as u64))
+        .sum();
+    assert_eq!(again.new_bytes, inline, "{again:?}");
+    assert_eq!((again.delta, again.blobs), (0, 0), "{again:?}");
+    let entries = |name: &str| -> Vec<_> {
+        store
+            .manifest(name)
+            .unwrap()
+            .tensors()
+            .map(|t| (t.key, t.object, t.delta_base))
+            .collect()
+    };
+    assert_eq!(entries("ft"), entries("ft-again"));
+}
+
+/// A backend like an S3 server without conditional PUT: a put replaces whatever is there,
+/// and while `blind` is set, existence checks answer "absent" (as for writers racing on the
+/// same new object) until the add syncs its objects.
+struct Overwriting {
+    inner: LocalBackend,
+    blind: Arc<AtomicBool>,
+}
+
+impl Backend for Overwriting {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn put_object(&self, key: &ObjectKey, bytes: &[u8]) -> Result<PutOutcome, BackendError> {
+        self.inner.delete_object(key)?;
+        self.inner.put_object(key, bytes)
+    }
+    fn object_size(&self, key: &ObjectKey) -> Result<Option<u64>, BackendError> {
+        if self.blind.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        self.inner.object_size(key)
+    }
+    fn get_object(&self, key: &ObjectKey) -> Result<Vec<u8>, BackendError> {
+        self.inner.get_object(key)
+    }
+    fn get_object_range(
+        &self,
+        key: &ObjectKey,
+        range: Range<u64>,
+    ) -> Result<Vec<u8>, BackendError> {
+        self.inner.get_object_range(key, range)
+    }
+    fn touch_object(&self, key: &ObjectKey) -> Result<(), BackendError> {
+        self.inner.touch_object(key)
+    }
+    fn list_objects(&self) -> Result<Vec<ObjectInfo>, BackendError> {
+        self.inner.list_objects()
+    }
+    fn delete_object(&self, key: &ObjectKey) -> Result<(), BackendError> {
+        self.inner.delete_object(key)
+    }
+    fn sync_objects(&self) -> Result<(), BackendError> {
+        self.blind.store(false, Ordering::SeqCst);
+        self.inner.sync_objects()
+    }
+    fn put_manifest(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        self.inner.put_manifest(name, bytes)
+    }
+    fn get_manifest(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        self.inner.get_manifest(name)
+    }
+    fn list_manifests(&self) -> Result<Vec<String>, BackendError> {
+        self.inner.list_manifests()
+    }
+    fn delete_manifest(&self, name: &str) -> Result<bool, BackendError> {
+        self.inner.delete_manifest(name)
+    }
+    fn clean_temporaries(&self, cutoff: SystemTime) -> Result<(u64, u64), BackendError> {
+        self.inner.clean_temporaries(cutoff)
+    }
+}
+
+#[test]
+fn objects_overwritten_by_racing_writers_still_decode() {
+    let f = family("BF16");
+    let blind = Arc::new(AtomicBool::new(false));
+    let store = Store::with_backend(Box::new(Overwriting {
+        inner: LocalBackend::init(&f.root).unwrap(),
+        blind: blind.clone(),
+    }));
+    let snapshot = || -> HashMap<ObjectKey, Vec<u8>> {
+        store
+            .backend()
+            .list_objects()
+            .unwrap()
+            .iter()
+            .map(|o| (o.key, store.backend().get_object(&o.key).unwrap()))
+            .collect()
+    };
+    // Each add below sees none of the objects the others stored, so it codes every tensor
+    // again and overwrites what is there with its own coding.
+    let add = |dir: &Path, name: &str, delta: DeltaMode, chunk_log2: u8| {
+        blind.store(true, Ordering::SeqCst);
+        store
+            .add(
+                dir,
+                name,
+                &AddOptions {
+                    base: (dir != f.base).then(|| "base".to_owned()),
+                    delta,
+                    encode: EncodeOptions {
+                        chunk_log2,
+                        block_log2: 10,
+                        ..EncodeOptions::default()
+                    },
+                    ..AddOptions::default()
+                },
+            )
+            .unwrap()
+    };
+    add(&f.base, "base", DeltaMode::Off, 18);
+    let bitx = add(&f.ft, "ft-bitx", DeltaMode::BitX, 18);
+    assert!(bitx.delta > 0, "{bitx:?}");
+    let before = snapshot();
+    // The same fine-tune coded plain (old scheme: it replaced ft-bitx's deltas, which live
+    // at the tensors' keys, by plain objects), then with every delta method (another
+    // coding at the same delta names), then the base again with shorter chunks (another
+    // plain coding of every delta base).
+    add(&f.ft, "ft-off", DeltaMode::Off, 18);
+    add(&f.ft, "ft-best", DeltaMode::Best, 18);
+    add(&f.base, "base-again", DeltaMode::Off, 10);
+    let after = snapshot();
+    let delta_names: Vec<ObjectKey> = store
+        .manifest("ft-bitx")
+        .unwrap()
+        .tensors()
+        .filter(|t| t.delta_base.is_some())
+        .map(|t| t.object)
+        .collect();
+    assert!(
+        delta_names.iter().any(|k| before[k] != after[k]),
+        "no delta object was recoded"
+    );
+    let base_keys: Vec<ObjectKey> = store
+        .manifest("base")
+        .unwrap()
+        .tensors()
+        .filter(|t| t.inline.is_none())
+        .map(|t| t.key)
+        .collect();
+    assert!(
+        base_keys.iter().any(|k| before[k] != after[k]),
+        "no base object was recoded"
+    );
+    let scratch = TempDir::new().unwrap();
+    for (name, src) in [
+        ("base", &f.base),
+        ("ft-bitx", &f.ft),
+        ("ft-off", &f.ft),
+        ("ft-best", &f.ft),
+        ("base-again", &f.base),
+    ] {
+        get_matches(&store, name, src, scratch.path());
+    }
+    let fsck = store.fsck().unwrap();
+    assert!(fsck.problems.is_empty(), "{:?}", fsck.problems);
+    assert_eq!(fsck.orphans, 0);
+    store.stats().unwrap();
 }
