@@ -305,7 +305,7 @@ fn server_killed_mid_add_the_add_completes_after_retries_or_fails_cleanly() {
     //    and it completes; the model is whole.
     let mut child = paused_add(&url, &m.ft, "ft", 3, &[]);
     server("kill");
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    std::thread::sleep(std::time::Duration::from_secs(3));
     server("start");
     let status = child.wait().unwrap();
     assert!(status.success(), "the add did not survive a server restart");
