@@ -105,6 +105,12 @@ pub trait Backend: Send + Sync {
     /// Removes temporaries of interrupted writes last modified before `cutoff`; returns
     /// their count and bytes.
     fn clean_temporaries(&self, cutoff: SystemTime) -> Result<(u64, u64), BackendError>;
+    /// How many of these blocking calls usefully run at once: a remote service hides its
+    /// latency behind concurrency, so the store runs its per-tensor work on at least this
+    /// many threads. A local directory needs no more threads than cores.
+    fn io_parallelism(&self) -> usize {
+        1
+    }
 }
 
 /// Name of the marker file at the root of a local store.

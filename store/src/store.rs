@@ -298,6 +298,9 @@ pub struct FsckReport {
 /// A content-addressed model store over a [`Backend`].
 pub struct Store {
     backend: Box<dyn Backend>,
+    /// Threads for per-tensor work when the backend wants more than rayon's global pool
+    /// has (a remote service: its latency overlaps across threads).
+    io_pool: Option<rayon::ThreadPool>,
 }
 
 /// One safetensors tensor of an input file.
@@ -370,7 +373,25 @@ impl Store {
 
     /// A store over any backend.
     pub fn with_backend(backend: Box<dyn Backend>) -> Self {
-        Self { backend }
+        let want = backend.io_parallelism();
+        let io_pool = (want > rayon::current_num_threads())
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(want)
+                    .thread_name(|i| format!("mcodec-store-io-{i}"))
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        Self { backend, io_pool }
+    }
+
+    /// Runs `f` (which uses rayon) on the I/O pool when there is one.
+    fn par<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.io_pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
     }
 
     /// The backend.
@@ -409,6 +430,10 @@ impl Store {
 
     /// Adds the model at `path` (a directory or a single file) as `name`.
     pub fn add(&self, path: &Path, name: &str, opts: &AddOptions) -> Result<AddReport> {
+        self.par(|| self.add_inner(path, name, opts))
+    }
+
+    fn add_inner(&self, path: &Path, name: &str, opts: &AddOptions) -> Result<AddReport> {
         validate_name(name)?;
         if self.backend.get_manifest(name)?.is_some() {
             return Err(StoreError::ModelExists(name.to_owned()));
@@ -927,6 +952,10 @@ impl Store {
     /// `force`): every file rebuilt and verified in a temporary directory beside `out`,
     /// then renamed into place. With `sync`, files are flushed to disk first.
     pub fn get(&self, name: &str, out: &Path, force: bool, sync: bool) -> Result<GetReport> {
+        self.par(|| self.get_inner(name, out, force, sync))
+    }
+
+    fn get_inner(&self, name: &str, out: &Path, force: bool, sync: bool) -> Result<GetReport> {
         let m = self.manifest(name)?;
         check_output(out, force)?;
         let parent = match out.parent() {
@@ -1043,6 +1072,10 @@ impl Store {
     /// Logical and physical sizes, per model and store-wide, with the savings attributed
     /// to dedup, delta and entropy coding.
     pub fn stats(&self) -> Result<Stats> {
+        self.par(|| self.stats_inner())
+    }
+
+    fn stats_inner(&self) -> Result<Stats> {
         let manifests = self.manifests()?;
         let listed: HashMap<ObjectKey, u64> = self
             .backend
@@ -1192,8 +1225,10 @@ impl Store {
         // Objects are listed before manifests are read: an object written after the
         // listing is never a candidate, whatever manifest refers to it.
         let candidates = self.gc_candidates(cutoff, None)?;
-        let mut report = GcReport::default();
-        report.kept_young = candidates.1;
+        let mut report = GcReport {
+            kept_young: candidates.1,
+            ..GcReport::default()
+        };
         // A second look just before deleting: an object that a writer touched or a new
         // manifest took up while the first pass ran is spared (this narrows the window
         // between deciding and deleting to the deletes themselves; STORE.md §7).
@@ -1244,6 +1279,10 @@ impl Store {
     /// give its name), deltas point at plain objects of the same tensor shape, manifests
     /// agree with their objects and nothing they need is missing.
     pub fn fsck(&self) -> Result<FsckReport> {
+        self.par(|| self.fsck_inner())
+    }
+
+    fn fsck_inner(&self) -> Result<FsckReport> {
         let mut report = FsckReport::default();
         let objects = self.backend.list_objects()?;
         let present: HashSet<ObjectKey> = objects.iter().map(|o| o.key).collect();
