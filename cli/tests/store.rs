@@ -1,16 +1,15 @@
 //! End-to-end tests of `mcodec store`: round trips, concurrent writers, a writer killed
 //! mid-add, names that try to escape, corrupt objects.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use mcodec_fixtures::{tiny_finetune, tiny_model, write_model_dir, Finetune};
+use common::{fails, models, ok, text, tree, BIN};
 use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mcodec");
 
 fn store(root: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -20,40 +19,6 @@ fn store(root: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run mcodec")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-/// Asserts exit code 1 and one stderr line that names `file` and contains `what`.
-#[track_caller]
-fn fails(o: &Output, file: &Path, what: &str) {
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    assert!(
-        err.starts_with(&format!("mcodec: {}", file.display())),
-        "does not name {}: {err:?}",
-        file.display()
-    );
-    assert!(err.contains(what), "{err:?} lacks {what:?}");
-}
-
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    mcodec_fixtures::read_tree(dir).unwrap()
 }
 
 struct Setup {
@@ -66,35 +31,19 @@ struct Setup {
 
 /// A store holding `base`, and the model directories of a family.
 fn setup(layers: usize) -> Setup {
-    let tmp = TempDir::new().unwrap();
-    let base = tmp.path().join("base");
-    let ft = tmp.path().join("ft");
-    let frozen = tmp.path().join("frozen");
-    write_model_dir(&base, &tiny_model("BF16", layers), "base").unwrap();
-    write_model_dir(
-        &ft,
-        &tiny_finetune("BF16", layers, 1, Finetune::Full { shift: 6 }),
-        "ft",
-    )
-    .unwrap();
-    write_model_dir(
-        &frozen,
-        &tiny_finetune("BF16", layers, 2, Finetune::FrozenEmbeddings { shift: 6 }),
-        "frozen",
-    )
-    .unwrap();
-    let root = tmp.path().join("store");
+    let m = models(layers);
+    let root = m.tmp.path().join("store");
     ok(&store(&root, &["init"]));
     ok(&store(
         &root,
-        &["add", base.to_str().unwrap(), "--name", "base"],
+        &["add", m.base.to_str().unwrap(), "--name", "base"],
     ));
     Setup {
-        tmp,
+        tmp: m.tmp,
         root,
-        base,
-        ft,
-        frozen,
+        base: m.base,
+        ft: m.ft,
+        frozen: m.frozen,
     }
 }
 

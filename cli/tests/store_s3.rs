@@ -7,44 +7,21 @@
 //! The server tests also need `MCODEC_GARAGE_CTL` (the script's `ctl`), to kill and start
 //! the server.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::RwLock;
-use std::time::SystemTime;
 
-use mcodec_fixtures::{tiny_finetune, tiny_model, write_model_dir, Finetune};
-use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mcodec");
+use common::{fails, models, ok, text, tree, Models, BIN};
 
 /// Tests that stop the server hold it for writing; the others for reading.
 static SERVER: RwLock<()> = RwLock::new(());
 
 fn test_url(test: &str) -> Option<String> {
-    match std::env::var("MCODEC_S3_TEST_URL") {
-        Ok(base) => {
-            let nanos = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            Some(format!(
-                "{}/cli-{test}-{}-{nanos}",
-                base.trim_end_matches('/'),
-                std::process::id()
-            ))
-        }
-        Err(_) => {
-            assert!(
-                std::env::var("MCODEC_S3_REQUIRED").is_err(),
-                "MCODEC_S3_REQUIRED is set but MCODEC_S3_TEST_URL is not"
-            );
-            eprintln!("skipped: no S3 server (set MCODEC_S3_TEST_URL; see scripts/garage.sh)");
-            None
-        }
-    }
+    mcodec_fixtures::s3::test_url(&format!("cli-{test}"))
 }
 
 fn cmd(url: &str, args: &[&str]) -> Command {
@@ -55,72 +32,6 @@ fn cmd(url: &str, args: &[&str]) -> Command {
 
 fn store(url: &str, args: &[&str]) -> Output {
     cmd(url, args).output().expect("run mcodec")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
-
-/// Asserts exit code 1 and one stderr line that names `url` and contains `what`.
-#[track_caller]
-fn fails(o: &Output, url: &str, what: &str) {
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    assert!(
-        err.starts_with(&format!("mcodec: {url}")),
-        "does not name {url}: {err:?}"
-    );
-    assert!(err.contains(what), "{err:?} lacks {what:?}");
-}
-
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    mcodec_fixtures::read_tree(dir).unwrap()
-}
-
-struct Models {
-    tmp: TempDir,
-    base: PathBuf,
-    ft: PathBuf,
-    frozen: PathBuf,
-}
-
-fn models(layers: usize) -> Models {
-    let tmp = TempDir::new().unwrap();
-    let base = tmp.path().join("base");
-    let ft = tmp.path().join("ft");
-    let frozen = tmp.path().join("frozen");
-    write_model_dir(&base, &tiny_model("BF16", layers), "base").unwrap();
-    write_model_dir(
-        &ft,
-        &tiny_finetune("BF16", layers, 1, Finetune::Full { shift: 6 }),
-        "ft",
-    )
-    .unwrap();
-    write_model_dir(
-        &frozen,
-        &tiny_finetune("BF16", layers, 2, Finetune::FrozenEmbeddings { shift: 6 }),
-        "frozen",
-    )
-    .unwrap();
-    Models {
-        tmp,
-        base,
-        ft,
-        frozen,
-    }
 }
 
 fn get_matches(m: &Models, url: &str, name: &str, src: &Path) {
@@ -243,10 +154,8 @@ fn concurrent_writer_processes_lose_nothing() {
 }
 
 /// Runs the server control script (`MCODEC_GARAGE_CTL kill|start`).
-fn server(action: &str) {
-    let ctl = std::env::var("MCODEC_GARAGE_CTL")
-        .expect("the server tests need MCODEC_GARAGE_CTL (scripts/garage.sh start writes it)");
-    let o = Command::new(&ctl).arg(action).output().unwrap();
+fn server(ctl: &str, action: &str) {
+    let o = Command::new(ctl).arg(action).output().unwrap();
     assert!(o.status.success(), "{ctl} {action}: {}", text(&o.stderr));
 }
 
@@ -285,17 +194,9 @@ fn paused_add(
 
 #[test]
 fn server_killed_mid_add_the_add_completes_after_retries_or_fails_cleanly() {
-    let Some(url) = test_url("killed") else {
+    let (Some(url), Some(ctl)) = (test_url("killed"), mcodec_fixtures::s3::server_control()) else {
         return;
     };
-    if std::env::var("MCODEC_GARAGE_CTL").is_err() {
-        assert!(
-            std::env::var("MCODEC_S3_REQUIRED").is_err(),
-            "MCODEC_GARAGE_CTL missing"
-        );
-        eprintln!("skipped: MCODEC_GARAGE_CTL is not set");
-        return;
-    }
     let _exclusive = SERVER.write().unwrap_or_else(|e| e.into_inner());
     let m = models(4);
     ok(&store(&url, &["init"]));
@@ -304,9 +205,9 @@ fn server_killed_mid_add_the_add_completes_after_retries_or_fails_cleanly() {
     // 1. Killed and restarted while the add is paused: its requests retry with backoff
     //    and it completes; the model is whole.
     let mut child = paused_add(&url, &m.ft, "ft", 3, &[]);
-    server("kill");
+    server(&ctl, "kill");
     std::thread::sleep(std::time::Duration::from_secs(3));
-    server("start");
+    server(&ctl, "start");
     let status = child.wait().unwrap();
     assert!(status.success(), "the add did not survive a server restart");
     get_matches(&m, &url, "ft", &m.ft);
@@ -322,9 +223,9 @@ fn server_killed_mid_add_the_add_completes_after_retries_or_fails_cleanly() {
         2,
         &["--s3-retries", "2", "--s3-retry-timeout", "3"],
     );
-    server("kill");
+    server(&ctl, "kill");
     let o = child.wait_with_output().unwrap();
-    server("start");
+    server(&ctl, "start");
     assert_eq!(o.status.code(), Some(1));
     let ls = ok(&store(&url, &["ls"]));
     assert!(!ls.contains("frozen"), "half-added model visible: {ls}");
@@ -339,21 +240,14 @@ fn server_killed_mid_add_the_add_completes_after_retries_or_fails_cleanly() {
 
 #[test]
 fn a_failed_add_reports_one_line_naming_the_store() {
-    let Some(url) = test_url("failline") else {
+    let (Some(url), Some(ctl)) = (test_url("failline"), mcodec_fixtures::s3::server_control())
+    else {
         return;
     };
-    if std::env::var("MCODEC_GARAGE_CTL").is_err() {
-        assert!(
-            std::env::var("MCODEC_S3_REQUIRED").is_err(),
-            "MCODEC_GARAGE_CTL missing"
-        );
-        eprintln!("skipped: MCODEC_GARAGE_CTL is not set");
-        return;
-    }
     let _exclusive = SERVER.write().unwrap_or_else(|e| e.into_inner());
     let m = models(2);
     ok(&store(&url, &["init"]));
-    server("kill");
+    server(&ctl, "kill");
     let o = store(
         &url,
         &[
@@ -367,7 +261,7 @@ fn a_failed_add_reports_one_line_naming_the_store() {
             "base",
         ],
     );
-    server("start");
+    server(&ctl, "start");
     fails(&o, &url, "error");
     ok(&add(&url, &m.base, "base"));
     get_matches(&m, &url, "base", &m.base);

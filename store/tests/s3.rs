@@ -14,30 +14,7 @@ use mcodec_store::backend::PutOutcome;
 use mcodec_store::{AddOptions, Backend, BackendError, ObjectKey, S3Backend, S3Options, Store};
 use tempfile::TempDir;
 
-/// A fresh prefix under the test bucket, or `None` (skip) when no server is configured.
-fn test_url(test: &str) -> Option<String> {
-    match std::env::var("MCODEC_S3_TEST_URL") {
-        Ok(base) => {
-            let nanos = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            Some(format!(
-                "{}/{test}-{}-{nanos}",
-                base.trim_end_matches('/'),
-                std::process::id()
-            ))
-        }
-        Err(_) => {
-            assert!(
-                std::env::var("MCODEC_S3_REQUIRED").is_err(),
-                "MCODEC_S3_REQUIRED is set but MCODEC_S3_TEST_URL is not"
-            );
-            eprintln!("skipped: no S3 server (set MCODEC_S3_TEST_URL; see scripts/garage.sh)");
-            None
-        }
-    }
-}
+use mcodec_fixtures::s3::test_url;
 
 fn opts() -> S3Options {
     S3Options {
