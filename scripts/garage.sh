@@ -290,7 +290,9 @@ wait_gone() {
     ! kill -0 "$pid" 2>/dev/null
 }
 
-cmd_stop() {
+# Stops the server of DIR ($1): gracefully (SIGTERM, SIGKILL after 20 s) or, with $2 =
+# kill, at once. The data is kept.
+terminate() {
     local dir pid
     dir=$(state_dir "${1:-}")
     pid=$(running_pid "$dir")
@@ -298,28 +300,27 @@ cmd_stop() {
         log "not running in $dir"
         return
     fi
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_gone "$pid" 200; then
+    if [ "${2:-}" != kill ]; then
+        kill -TERM "$pid" 2>/dev/null || true
+        if wait_gone "$pid" 200; then
+            rm -f "$dir/garage.pid"
+            log "stopped (pid $pid)"
+            return
+        fi
         log "no exit 20 s after SIGTERM: SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_gone "$pid" 50 || die "pid $pid survives SIGKILL"
-    fi
-    rm -f "$dir/garage.pid"
-    log "stopped (pid $pid)"
-}
-
-cmd_kill() {
-    local dir pid
-    dir=$(state_dir "${1:-}")
-    pid=$(running_pid "$dir")
-    if [ -z "$pid" ]; then
-        log "not running in $dir"
-        return
     fi
     kill -KILL "$pid" 2>/dev/null || true
     wait_gone "$pid" 50 || die "pid $pid survives SIGKILL"
     rm -f "$dir/garage.pid"
     log "killed (pid $pid)"
+}
+
+cmd_stop() {
+    terminate "${1:-}"
+}
+
+cmd_kill() {
+    terminate "${1:-}" kill
 }
 
 cmd_destroy() {
