@@ -423,6 +423,13 @@ impl S3Backend {
         result
     }
 
+    /// The key of the object stored at `location` (`objects/<2 hex>/<64 hex>`), if it is one.
+    fn object_key_of(&self, location: &StorePath) -> Option<ObjectKey> {
+        let (fan, hex) = self.rel_under(location, OBJECTS_DIR)?.split_once('/')?;
+        let key = ObjectKey::from_hex(hex).ok()?;
+        (fan == &hex[..2]).then_some(key)
+    }
+
     /// Reads the whole object at `rel`: one ranged GET of the first MiB, which also tells
     /// the size, then the rest in concurrent ranged GETs pinned to the same version.
     async fn read_all(&self, rel: &str) -> Result<Vec<u8>, object_store::Error> {
@@ -612,11 +619,7 @@ impl Backend for S3Backend {
         }
         let mut out = Vec::with_capacity(objects.len());
         for m in &objects {
-            let Some(key) = self.rel_under(&m.location, OBJECTS_DIR).and_then(|rel| {
-                let (fan, hex) = rel.split_once('/')?;
-                let key = ObjectKey::from_hex(hex).ok()?;
-                (fan == &hex[..2]).then_some(key)
-            }) else {
+            let Some(key) = self.object_key_of(&m.location) else {
                 continue;
             };
             let mut modified = SystemTime::from(m.last_modified);
@@ -734,8 +737,11 @@ impl Backend for S3Backend {
     fn clean_temporaries(&self, cutoff: SystemTime) -> Result<(u64, u64), BackendError> {
         let (mut count, mut bytes) = (0, 0);
         let claims = self.list_dir(CLAIMS_DIR)?;
-        let objects: std::collections::HashSet<ObjectKey> =
-            self.list_objects()?.into_iter().map(|o| o.key).collect();
+        let objects: std::collections::HashSet<ObjectKey> = self
+            .list_dir(OBJECTS_DIR)?
+            .iter()
+            .filter_map(|m| self.object_key_of(&m.location))
+            .collect();
         let orphans = self.list_dir(TOUCHED_DIR)?.into_iter().filter(|m| {
             self.rel_under(&m.location, TOUCHED_DIR)
                 .and_then(|n| ObjectKey::from_hex(n).ok())
