@@ -252,12 +252,93 @@ pub fn pack<W: Write + Send>(
         }
         Some(dtype) => (SourceKind::Raw, 0, raw_tensors(dtype, file_len)),
     };
+    let data = |i: usize| {
+        let r = &infos[i].range;
+        &input[r.start as usize..r.end as usize]
+    };
+    pack_tensors(
+        source,
+        &input[..prefix_len as usize],
+        &infos,
+        &data,
+        opts,
+        out,
+        progress,
+    )
+}
+
+/// Packs a safetensors file given as its header (the 8-byte length and the JSON, with its
+/// padding) and the bytes of each tensor in file order, without joining them first: the
+/// `.mcz` unpacks to `header` followed by every part. Each part must have exactly the
+/// length the header gives its tensor. [`PackOptions::raw_dtype`] must be unset.
+pub fn pack_parts<W: Write + Send>(
+    header: &[u8],
+    parts: &[&[u8]],
+    opts: &PackOptions,
+    out: W,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<PackStats, ContainerError> {
+    if opts.raw_dtype.is_some() {
+        return Err(ContainerError::Unsupported(
+            "pack_parts packs safetensors data; raw_dtype must be unset".into(),
+        ));
+    }
+    let data_len = parts.iter().map(|p| p.len() as u64).sum::<u64>();
+    let parsed = safetensors::parse(header, header.len() as u64 + data_len)?;
+    if parsed.prefix_len != header.len() as u64 {
+        return Err(ContainerError::Unsupported(format!(
+            "header of {} bytes declares {} bytes of header",
+            header.len(),
+            parsed.prefix_len
+        )));
+    }
+    if parsed.tensors.len() != parts.len() {
+        return Err(ContainerError::Unsupported(format!(
+            "header lists {} tensors, {} parts given",
+            parsed.tensors.len(),
+            parts.len()
+        )));
+    }
+    for (t, part) in parsed.tensors.iter().zip(parts) {
+        let want = t.range.end - t.range.start;
+        if want != part.len() as u64 {
+            return Err(ContainerError::Unsupported(format!(
+                "tensor {:?}: header gives {want} bytes, its part has {}",
+                t.name,
+                part.len()
+            )));
+        }
+    }
+    pack_tensors(
+        SourceKind::Safetensors,
+        header,
+        &parsed.tensors,
+        &|i| parts[i],
+        opts,
+        out,
+        progress,
+    )
+}
+
+/// The writer behind [`pack`] and [`pack_parts`]: `prefix` is the original file's bytes
+/// before the first tensor, `data(i)` the bytes of `infos[i]`.
+fn pack_tensors<'d, W: Write + Send>(
+    source: SourceKind,
+    prefix: &[u8],
+    infos: &[safetensors::TensorInfo],
+    data: &(dyn Fn(usize) -> &'d [u8] + Sync),
+    opts: &PackOptions,
+    out: W,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<PackStats, ContainerError> {
+    let prefix_len = prefix.len() as u64;
+    let file_len = infos.last().map_or(prefix_len, |t| t.range.end);
     opts.encode
         .validate()
         .map_err(ContainerError::Unsupported)?;
     // The index stores name lengths in 16 bits and dtype names in 8: refuse what does not
     // fit rather than write an unreadable file.
-    for t in &infos {
+    for t in infos {
         if t.name.len() > MAX_NAME_LEN
             || t.dtype.name().len() > MAX_DTYPE_LEN
             || t.shape.len() > safetensors::MAX_RANK
@@ -279,7 +360,6 @@ pub fn pack<W: Write + Send>(
     preamble[10..12].copy_from_slice(&VERSION_MINOR.to_le_bytes());
     w.write(&preamble)?;
 
-    let prefix = &input[..prefix_len as usize];
     let compressed = zstd::bulk::compress(prefix, opts.encode.zstd_level.max(3)).ok();
     let compressed = compressed.filter(|c| !prefix.is_empty() && c.len() < prefix.len());
     let zstd = compressed.is_some();
@@ -306,10 +386,11 @@ pub fn pack<W: Write + Send>(
         batch_start = batch_end;
     }
     let encode_batch = |range: std::ops::Range<usize>| -> CodedBatch {
-        infos[range]
+        infos[range.clone()]
             .par_iter()
-            .map(|t| {
-                let data = &input[t.range.start as usize..t.range.end as usize];
+            .zip(range)
+            .map(|(t, i)| {
+                let data = data(i);
                 rayon::join(
                     || tensor::encode(&t.dtype, data, &opts.encode),
                     || xxh3_64(data),
@@ -684,16 +765,64 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A readable `.mcz` file over its bytes (usually a memory map).
+/// A readable `.mcz` file over its bytes: borrowed ([`Archive::open`]) or a memory map
+/// the archive owns ([`Archive::open_path`]).
 #[derive(Debug)]
 pub struct Archive<'a> {
-    bytes: &'a [u8],
+    bytes: Bytes<'a>,
     index: Index,
+    /// Tensor position by name, for [`Archive::find`].
+    by_name: std::collections::HashMap<String, usize>,
+}
+
+/// Where an archive's bytes live.
+#[derive(Debug)]
+enum Bytes<'a> {
+    Borrowed(&'a [u8]),
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for Bytes<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Borrowed(b) => b,
+            Bytes::Mapped(m) => m,
+        }
+    }
+}
+
+impl Archive<'static> {
+    /// Opens the `.mcz` file at `path` over a memory map the archive owns; checks the
+    /// preamble, trailer and index. Errors are [`ContainerError::Io`] for the file itself.
+    ///
+    /// Like every memory-mapped reader, the archive assumes the file is not truncated or
+    /// rewritten while it is open; every stream is still checked against its checksum
+    /// when it is read, so a file changed underneath yields an error, not other weights.
+    pub fn open_path(path: impl AsRef<std::path::Path>) -> Result<Self, ContainerError> {
+        let file = std::fs::File::open(path)?;
+        // An empty file cannot be mapped on every platform; it is not an mcz file either.
+        if file.metadata()?.len() == 0 {
+            return Err(ContainerError::NotMcz("empty file".into()));
+        }
+        // SAFETY: the map is read-only and private to this archive; a concurrent writer
+        // can change the bytes seen, which every reader path checks against checksums
+        // before trusting (see above). Truncation by another process is the documented
+        // limit of memory-mapped files.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        Self::parse(Bytes::Mapped(map))
+    }
 }
 
 impl<'a> Archive<'a> {
     /// Checks the preamble, trailer and index. Streams are checked when read.
     pub fn open(bytes: &'a [u8]) -> Result<Self, ContainerError> {
+        Self::parse(Bytes::Borrowed(bytes))
+    }
+
+    fn parse(source: Bytes<'a>) -> Result<Self, ContainerError> {
+        let bytes: &[u8] = &source;
         let len = bytes.len() as u64;
         if bytes.len() < 8 || bytes[..8] != MAGIC {
             return Err(ContainerError::NotMcz("missing mcz magic".into()));
@@ -763,7 +892,17 @@ impl<'a> Archive<'a> {
             )));
         }
         check_padding(bytes, &index, index_offset)?;
-        Ok(Self { bytes, index })
+        let by_name = index
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(Self {
+            bytes: source,
+            index,
+            by_name,
+        })
     }
 
     /// The index.
@@ -771,12 +910,50 @@ impl<'a> Archive<'a> {
         &self.index
     }
 
+    /// The position in [`Index::tensors`] of the tensor called `name`.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Hints that the whole file is about to be read (archives from
+    /// [`Archive::open_path`]): the kernel reads ahead while tensors decode, which is what
+    /// makes a load from a cold page cache fast. A no-op elsewhere; failures are ignored.
+    pub fn prefetch(&self) {
+        #[cfg(unix)]
+        if let Bytes::Mapped(map) = &self.bytes {
+            let _ = map.advise(memmap2::Advice::WillNeed);
+        }
+    }
+
+    /// Hints that tensor `i`'s streams will not be read again (archives from
+    /// [`Archive::open_path`]): their pages leave this process's resident set, so a loader
+    /// holds about the decoded model, not the decoded model plus the file. The page cache
+    /// keeps them; a later read faults them back in from the file. Failures are ignored.
+    pub fn release(&self, i: usize) {
+        #[cfg(unix)]
+        if let (Bytes::Mapped(map), Some(t)) = (&self.bytes, self.index.tensors.get(i)) {
+            for s in &t.streams {
+                // SAFETY: the map is a read-only, shared mapping of a file, so dropping
+                // its pages discards nothing: the next access reads the same file
+                // bytes again, which are checked against their checksum as always. The
+                // range lies inside the map (the index was checked on open).
+                let _ = unsafe {
+                    map.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        s.offset as usize,
+                        s.len as usize,
+                    )
+                };
+            }
+        }
+    }
+
     /// The bytes of a stream, checked against its checksum.
     pub fn stream(
         &self,
         s: &StreamRef,
         what: impl FnOnce() -> String,
-    ) -> Result<&'a [u8], ContainerError> {
+    ) -> Result<&[u8], ContainerError> {
         let bytes = &self.bytes[s.offset as usize..(s.offset + s.len) as usize];
         let computed = xxh3_64(bytes);
         if computed != s.checksum {
@@ -822,7 +999,7 @@ impl<'a> Archive<'a> {
     }
 
     /// A decoder for tensor `i`, its streams checked.
-    pub fn tensor_decoder(&self, i: usize) -> Result<TensorDecoder<'a>, ContainerError> {
+    pub fn tensor_decoder(&self, i: usize) -> Result<TensorDecoder<'_>, ContainerError> {
         let t = &self.index.tensors[i];
         // Large streams are checked in parallel: a serial pass would cap decoding speed.
         let check = |(k, s): (usize, &StreamRef)| {

@@ -1,0 +1,63 @@
+"""Load and save numpy arrays in ``.mcz`` files: ``safetensors.numpy``'s API.
+
+BF16 and FP8 tensors need the ``ml_dtypes`` package (numpy has no such types).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional, Union
+
+from . import _dtypes, _native
+from ._open import _check_host, safe_open
+from .errors import ArgumentError
+from .torch import _level, _metadata_items
+
+__all__ = ["load_file", "save_file"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def load_file(filename: PathLike, *, threads: Optional[int] = None) -> dict[str, Any]:
+    """Loads every tensor of an ``.mcz`` file into numpy arrays, decoding straight into
+    them on ``threads`` threads (default: all cores) with every checksum verified."""
+    with safe_open(filename, framework="np", threads=threads) as f:
+        return f._load_all()
+
+
+def save_file(
+    tensors: dict[str, Any],
+    filename: PathLike,
+    metadata: Optional[dict[str, str]] = None,
+    *,
+    force: bool = True,
+    level: str = "default",
+    threads: Optional[int] = None,
+) -> None:
+    """Saves numpy arrays to an ``.mcz`` file that unpacks to exactly the bytes
+    ``safetensors.numpy.save_file`` writes; see :func:`mcodec.torch.save_file`."""
+    _check_host()
+    import numpy as np
+
+    if not isinstance(tensors, dict):
+        raise ArgumentError(f"expected a dict of str to numpy arrays, got {type(tensors)}")
+    arrays = {}
+    for name, a in tensors.items():
+        if not isinstance(name, str):
+            raise ArgumentError(f"tensor name {name!r} is not a string")
+        if not isinstance(a, np.ndarray):
+            raise ArgumentError(f"tensor {name!r} is a {type(a)}, not a numpy array")
+        arrays[name] = np.ascontiguousarray(a)
+    entries = [
+        (name, _dtypes.numpy_name(a.dtype), list(a.shape), a.ctypes.data if a.nbytes else 0,
+         a.nbytes)
+        for name, a in arrays.items()
+    ]
+    _native.save_file(
+        os.fspath(filename),
+        entries,
+        _metadata_items(metadata),
+        force=force,
+        max=_level(level),
+        threads=threads,
+    )

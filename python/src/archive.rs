@@ -1,0 +1,159 @@
+//! `mcodec._native.Archive`: an open `.mcz` file, its index, and decoding of chosen
+//! tensors straight into memory the caller allocated.
+
+use std::path::PathBuf;
+
+use mcodec::container::{Archive, SourceKind};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use rayon::prelude::*;
+
+use crate::errors::{container, error, Kind};
+use crate::pool;
+
+/// One tensor of the index, as Python sees it: name, dtype name, shape, byte length.
+type Entry = (String, String, Vec<u64>, u64);
+
+/// An open `.mcz` file (memory-mapped; the index is checked on open, every stream and
+/// tensor checksum when decoded).
+#[pyclass(frozen, module = "mcodec._native", name = "Archive")]
+pub struct PyArchive {
+    archive: Archive<'static>,
+    path: PathBuf,
+}
+
+/// Memory a decode writes into: a tensor's position in the index and a buffer of exactly
+/// its length.
+struct Target {
+    tensor: usize,
+    address: usize,
+    len: usize,
+}
+
+#[pymethods]
+impl PyArchive {
+    /// Opens the `.mcz` file at `path`.
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let archive = py
+            .detach(|| Archive::open_path(&path))
+            .map_err(|e| container(&path, e))?;
+        Ok(Self { archive, path })
+    }
+
+    /// The file's path.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    /// Whether the file was packed from a safetensors file (`False`: raw elements).
+    #[getter]
+    fn is_safetensors(&self) -> bool {
+        self.archive.index().source == SourceKind::Safetensors
+    }
+
+    /// Every tensor in file order: `(name, dtype, shape, nbytes)`.
+    fn entries(&self) -> Vec<Entry> {
+        self.archive
+            .index()
+            .tensors
+            .iter()
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    t.dtype.name().to_owned(),
+                    t.shape.clone(),
+                    t.original_len,
+                )
+            })
+            .collect()
+    }
+
+    /// The original file's bytes before the first tensor (a safetensors file's length
+    /// prefix and JSON header), checked against their checksum.
+    fn header<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = self
+            .archive
+            .prefix()
+            .map_err(|e| container(&self.path, e))?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// Decodes the named tensors into the memory at each `(name, address, nbytes)`, in
+    /// parallel on `threads` threads (`None`: all cores) with the GIL released, checking
+    /// every checksum. With `release`, each tensor's compressed pages leave the resident
+    /// set once it is decoded. On error the buffers hold partial data: callers drop them.
+    ///
+    /// The addresses must be writable memory of `nbytes` bytes each, not overlapping and
+    /// kept alive and untouched by others until this returns: the package's own Python
+    /// modules pass freshly allocated tensors they own.
+    #[pyo3(signature = (targets, threads=None, release=false))]
+    fn decode_into(
+        &self,
+        py: Python<'_>,
+        targets: Vec<(String, usize, usize)>,
+        threads: Option<usize>,
+        release: bool,
+    ) -> PyResult<()> {
+        let mut work = Vec::with_capacity(targets.len());
+        for (name, address, len) in targets {
+            let Some(tensor) = self.archive.find(&name) else {
+                return Err(error(
+                    Kind::NoTensor,
+                    format!("{}: no tensor named {name:?}", self.path.display()),
+                ));
+            };
+            let want = self.archive.index().tensors[tensor].original_len;
+            if want != len as u64 {
+                return Err(error(
+                    Kind::Argument,
+                    format!("tensor {name:?} has {want} bytes, the buffer {len}"),
+                ));
+            }
+            if len > 0 && address == 0 {
+                return Err(error(
+                    Kind::Argument,
+                    format!("tensor {name:?}: null buffer"),
+                ));
+            }
+            work.push(Target {
+                tensor,
+                address,
+                len,
+            });
+        }
+        // Largest first, so that the last tensors to finish are small ones.
+        work.sort_by_key(|t| std::cmp::Reverse(t.len));
+        let archive = &self.archive;
+        let decode = |t: &Target| {
+            let out: &mut [u8] = if t.len == 0 {
+                &mut []
+            } else {
+                // SAFETY: the caller guarantees (see the method's docs) that `address`
+                // points to `len` writable bytes that nothing else reads or writes until
+                // this call returns, and that targets do not overlap; `address` is not
+                // null (checked above) and a byte slice needs no alignment.
+                unsafe { std::slice::from_raw_parts_mut(t.address as *mut u8, t.len) }
+            };
+            let done = archive.decode_tensor(t.tensor, out);
+            if release {
+                archive.release(t.tensor);
+            }
+            done
+        };
+        if release {
+            archive.prefetch();
+        }
+        py.detach(|| pool::run(threads, || work.par_iter().try_for_each(decode)))?
+            .map_err(|e| container(&self.path, e))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<mcodec Archive {:?}: {} tensors>",
+            self.path,
+            self.archive.index().tensors.len()
+        )
+    }
+}

@@ -1,0 +1,108 @@
+//! `pack` and `unpack` of files and directories, by the CLI's own code: the same atomic
+//! outputs, overwrite rules and checks as `mcodec pack` / `mcodec unpack`.
+
+use std::path::PathBuf;
+
+use mcodec_cli::{execute, Cli, CliError, Command, Global, Level, PackArgs, UnpackArgs};
+use pyo3::prelude::*;
+
+use crate::errors::{error, Kind};
+use crate::pool;
+
+/// A CLI failure as the matching `mcodec.Error` subclass.
+pub(crate) fn cli_error(e: CliError) -> PyErr {
+    let problem = e.problem.as_str();
+    let kind = if e.code == mcodec_cli::error::EXIT_USAGE {
+        Kind::Argument
+    } else if problem.contains("already exists") {
+        Kind::Exists
+    } else if problem.contains("No such file or directory") {
+        Kind::Missing
+    } else if problem.contains("exceeds the limit") {
+        Kind::Limit
+    } else if [
+        "corrupt",
+        "checksum",
+        "not an mcz",
+        "not a valid safetensors",
+    ]
+    .iter()
+    .any(|w| problem.contains(w))
+    {
+        Kind::Corrupt
+    } else {
+        Kind::File
+    };
+    let message = e
+        .to_string()
+        .replace("(use -f to overwrite)", "(pass force=True to overwrite)");
+    let message = message.strip_prefix("mcodec: ").unwrap_or(&message);
+    error(kind, message)
+}
+
+fn run(py: Python<'_>, command: Command, force: bool, threads: Option<usize>) -> PyResult<()> {
+    let cli = Cli {
+        global: Global {
+            threads: None,
+            force,
+            quiet: true,
+        },
+        command,
+    };
+    py.detach(|| pool::run(threads, || execute(&cli)))?
+        .map_err(cli_error)
+}
+
+/// `mcodec pack SRC -o DST`: a safetensors file, or a directory with every
+/// `*.safetensors` packed and every other file copied.
+#[pyfunction]
+#[pyo3(signature = (src, dst, force=false, max=false, chunk_log2=None, threads=None))]
+pub fn pack(
+    py: Python<'_>,
+    src: PathBuf,
+    dst: PathBuf,
+    force: bool,
+    max: bool,
+    chunk_log2: Option<u8>,
+    threads: Option<usize>,
+) -> PyResult<()> {
+    if let Some(c) = chunk_log2 {
+        if !mcodec::tensor::CHUNK_LOG2_RANGE.contains(&c) {
+            let range = mcodec::tensor::CHUNK_LOG2_RANGE;
+            return Err(error(
+                Kind::Argument,
+                format!(
+                    "chunk_log2 {c} is outside {}..={}",
+                    range.start(),
+                    range.end()
+                ),
+            ));
+        }
+    }
+    let args = PackArgs {
+        input: src,
+        output: Some(dst),
+        level: if max { Level::Max } else { Level::Default },
+        chunk_log2,
+        dtype: None,
+    };
+    run(py, Command::Pack(args), force, threads)
+}
+
+/// `mcodec unpack SRC -o DST`: an `.mcz` file or a packed directory back to the original
+/// bytes, every checksum verified.
+#[pyfunction]
+#[pyo3(signature = (src, dst, force=false, threads=None))]
+pub fn unpack(
+    py: Python<'_>,
+    src: PathBuf,
+    dst: PathBuf,
+    force: bool,
+    threads: Option<usize>,
+) -> PyResult<()> {
+    let args = UnpackArgs {
+        input: src,
+        output: Some(dst),
+    };
+    run(py, Command::Unpack(args), force, threads)
+}

@@ -1,0 +1,25 @@
+//! The native module of the `mcodec` Python package (`mcodec._native`).
+//!
+//! A thin layer over the Rust crates: the Python modules (`mcodec/torch.py`,
+//! `mcodec/numpy.py`, ...) allocate the output tensors and hand their memory here, where
+//! tensors are decoded straight into it, on all cores, with the GIL released. Nothing in
+//! this module is public API: the Python modules are.
+
+mod archive;
+mod errors;
+mod files;
+mod pool;
+mod save;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<archive::PyArchive>()?;
+    m.add_function(wrap_pyfunction!(save::save_file, m)?)?;
+    m.add_function(wrap_pyfunction!(save::safetensors_header, m)?)?;
+    m.add_function(wrap_pyfunction!(files::pack, m)?)?;
+    m.add_function(wrap_pyfunction!(files::unpack, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

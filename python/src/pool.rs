@@ -1,0 +1,40 @@
+//! Thread pools for `threads=`: the global rayon pool (all cores) by default, otherwise
+//! one pool per requested size, built once and kept.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use pyo3::PyResult;
+use rayon::ThreadPool;
+
+use crate::errors::{error, Kind};
+
+/// Runs `f` on `threads` rayon threads; `None` means every core.
+pub(crate) fn run<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> PyResult<R> {
+    let Some(n) = threads else {
+        return Ok(f());
+    };
+    if n == 0 {
+        return Err(error(Kind::Argument, "threads must be at least 1"));
+    }
+    Ok(pool(n)?.install(f))
+}
+
+fn pool(n: usize) -> PyResult<Arc<ThreadPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(p) = pools.get(&n) {
+        return Ok(p.clone());
+    }
+    let p = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("mcodec-{i}"))
+        .build()
+        .map_err(|e| error(Kind::Argument, format!("cannot start {n} threads: {e}")))?;
+    let p = Arc::new(p);
+    pools.insert(n, p.clone());
+    Ok(p)
+}
