@@ -114,8 +114,6 @@ def numpy_name(dtype: Any) -> str:
     import numpy as np
 
     dt = np.dtype(dtype)
-    if dt.byteorder == ">":
-        raise ArgumentError(f"big-endian {dt} arrays cannot be saved; use .astype('<{dt.char}')")
     for name, text in {**_NUMPY_NAMES, **_ML_DTYPES_NAMES}.items():
         if dt.name == text:
             return name

@@ -47,7 +47,10 @@ def save_file(
             raise ArgumentError(f"tensor name {name!r} is not a string")
         if not isinstance(a, np.ndarray):
             raise ArgumentError(f"tensor {name!r} is a {type(a)}, not a numpy array")
-        arrays[name] = np.ascontiguousarray(a)
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))  # stored little-endian, as safetensors does
+        # Not np.ascontiguousarray: it turns a 0-dim array into a 1-dim one.
+        arrays[name] = a if a.flags.c_contiguous else a.copy(order="C")
     entries = [
         (name, _dtypes.numpy_name(a.dtype), list(a.shape), a.ctypes.data if a.nbytes else 0,
          a.nbytes)
