@@ -83,13 +83,13 @@ def pack(
 
     Returns:
         The output path.
+
     """
     src = os.fspath(src)
     out = os.fspath(dst) if dst is not None else src.rstrip("/\\") + _MCZ
     if level not in ("default", "max"):
         raise ArgumentError(f"level {level!r}: expected 'default' or 'max'")
-    _native.pack(src, out, force=force, max=level == "max", chunk_log2=chunk_log2,
-                 threads=threads)
+    _native.pack(src, out, force=force, max=level == "max", chunk_log2=chunk_log2, threads=threads)
     return out
 
 
@@ -100,9 +100,10 @@ def unpack(
     force: bool = False,
     threads: Optional[int] = None,
 ) -> str:
-    """Unpacks an ``.mcz`` file or packed directory to the original bytes, verifying
-    every checksum, as ``mcodec unpack`` does (atomic output, no overwrite without
-    ``force``).
+    """Unpacks an ``.mcz`` file or packed directory to the original bytes.
+
+    Every checksum is verified, as ``mcodec unpack`` does (atomic output, no overwrite
+    without ``force``).
 
     Args:
         src: ``.mcz`` file or packed directory.
@@ -112,6 +113,7 @@ def unpack(
 
     Returns:
         The output path.
+
     """
     src = os.fspath(src)
     if dst is not None:

@@ -36,6 +36,7 @@ class safe_open:  # noqa: N801 - the name safetensors users already know
         device: where tensors go (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a
             ``torch.device`` or a CUDA index); numpy is CPU only.
         threads: decoding threads (default: all cores).
+
     """
 
     def __init__(
@@ -109,17 +110,18 @@ class safe_open:  # noqa: N801 - the name safetensors users already know
         try:
             return self._entries[name]
         except KeyError:
-            raise TensorNotFoundError(
-                f"{self._archive.path}: no tensor named {name!r}"
-            ) from None
+            raise TensorNotFoundError(f"{self._archive.path}: no tensor named {name!r}") from None
 
     def get_tensor(self, name: str) -> Any:
         """Decodes tensor ``name`` (only it) and returns it on the file's device."""
         return self._load([name])[name]
 
     def get_slice(self, name: str) -> _Slice:
-        """A lazy handle to tensor ``name``: shape and dtype without decoding, and
-        indexing (``f.get_slice(name)[0:2]``), which decodes the tensor."""
+        """A lazy handle to tensor ``name``.
+
+        Shape and dtype come without decoding; indexing (``f.get_slice(name)[0:2]``)
+        decodes the tensor.
+        """
         self._entry(name)
         return _Slice(self, name)
 

@@ -19,8 +19,11 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def load_file(filename: PathLike, *, threads: Optional[int] = None) -> dict[str, Any]:
-    """Loads every tensor of an ``.mcz`` file into numpy arrays, decoding straight into
-    them on ``threads`` threads (default: all cores) with every checksum verified."""
+    """Loads every tensor of an ``.mcz`` file into numpy arrays.
+
+    Arrays are decoded straight into on ``threads`` threads (default: all cores), every
+    checksum verified.
+    """
     with safe_open(filename, framework="np", threads=threads) as f:
         return f._load_all()
 
@@ -34,8 +37,11 @@ def save_file(
     level: str = "default",
     threads: Optional[int] = None,
 ) -> None:
-    """Saves numpy arrays to an ``.mcz`` file that unpacks to exactly the bytes
-    ``safetensors.numpy.save_file`` writes; see :func:`mcodec.torch.save_file`."""
+    """Saves numpy arrays to an ``.mcz`` file.
+
+    It unpacks to exactly the bytes ``safetensors.numpy.save_file`` writes; see
+    :func:`mcodec.torch.save_file`.
+    """
     _check_host()
     import numpy as np
 
@@ -52,8 +58,13 @@ def save_file(
         # Not np.ascontiguousarray: it turns a 0-dim array into a 1-dim one.
         arrays[name] = a if a.flags.c_contiguous else a.copy(order="C")
     entries = [
-        (name, _dtypes.numpy_name(a.dtype), list(a.shape), a.ctypes.data if a.nbytes else 0,
-         a.nbytes)
+        (
+            name,
+            _dtypes.numpy_name(a.dtype),
+            list(a.shape),
+            a.ctypes.data if a.nbytes else 0,
+            a.nbytes,
+        )
         for name, a in arrays.items()
     ]
     _native.save_file(

@@ -38,6 +38,7 @@ def load_file(
 
     Raises:
         mcodec.Error: a missing, damaged or foreign file (see :mod:`mcodec.errors`).
+
     """
     with safe_open(filename, framework="pt", device=device, threads=threads) as f:
         return f._load_all()
@@ -74,8 +75,10 @@ def save_file(
     level: str = "default",
     threads: Optional[int] = None,
 ) -> None:
-    """Saves tensors to an ``.mcz`` file that ``mcodec unpack`` turns into exactly the
-    bytes ``safetensors.torch.save_file`` writes for the same arguments.
+    """Saves tensors to an ``.mcz`` file.
+
+    ``mcodec unpack`` turns it into exactly the bytes ``safetensors.torch.save_file``
+    writes for the same arguments.
 
     The file is written under a temporary name and renamed into place when complete.
     Unlike :func:`mcodec.pack`, an existing file is replaced (as ``safetensors`` does)
@@ -90,6 +93,7 @@ def save_file(
         force: replace an existing file.
         level: ``"default"`` or ``"max"`` (smaller, slower to encode).
         threads: encoding threads (default: all cores).
+
     """
     _check_host()
     import torch
@@ -105,9 +109,7 @@ def save_file(
         if t.layout != torch.strided:
             raise ArgumentError(f"tensor {name!r} is sparse: save t.to_dense() instead")
         if not t.is_contiguous():
-            raise ArgumentError(
-                f"tensor {name!r} is not contiguous: save t.contiguous() instead"
-            )
+            raise ArgumentError(f"tensor {name!r} is not contiguous: save t.contiguous() instead")
         cpu[name] = t.detach().cpu()
     shared = _shared(cpu)
     if shared:

@@ -1,5 +1,6 @@
-"""Packed model directories (``mcodec pack model_dir``) into transformers and
-sentence-transformers, bit for bit.
+"""Packed model directories into transformers and sentence-transformers, bit for bit.
+
+A packed directory is what ``mcodec pack model_dir`` writes.
 
 One line, either explicitly::
 
@@ -27,7 +28,8 @@ import contextlib
 import json
 import os
 import threading
-from typing import Any, Iterator, Optional, Union
+from collections.abc import Iterator
+from typing import Any, Optional, Union
 
 from . import torch as _mtorch
 from .errors import CorruptError, MissingFileError
@@ -120,6 +122,22 @@ def _load_packed(original: Any, cls: Any, path: Any, args: tuple, kwargs: dict) 
     return original(cls, None, *args, config=config, state_dict=state, **kwargs)
 
 
+def _is_packed(path: Any, kwargs: dict) -> bool:
+    """Whether ``path`` (with ``subfolder``) is a local directory with packed weights.
+
+    A directory that also has a plain ``model.safetensors`` loads as usual.
+    """
+    if path is None:
+        return False
+    directory = os.path.join(os.fspath(path), kwargs.get("subfolder") or "")
+    variant = kwargs.get("variant")
+    return (
+        os.path.isdir(directory)
+        and not os.path.isfile(os.path.join(directory, _variant(_WEIGHTS, variant)))
+        and packed_weight_files(directory, variant) is not None
+    )
+
+
 _lock = threading.RLock()
 _depth = 0
 _original: Any = None
@@ -143,20 +161,11 @@ def enable() -> Iterator[None]:
             _original = PreTrainedModel.__dict__["from_pretrained"]
             original = _original.__func__
 
-            def from_pretrained(cls: Any, pretrained_model_name_or_path: Any = None,
-                                *args: Any, **kwargs: Any) -> Any:
+            def from_pretrained(
+                cls: Any, pretrained_model_name_or_path: Any = None, *args: Any, **kwargs: Any
+            ) -> Any:
                 path = pretrained_model_name_or_path
-                if (
-                    path is not None
-                    and kwargs.get("state_dict") is None
-                    and os.path.isdir(os.path.join(os.fspath(path), kwargs.get("subfolder") or ""))
-                    and not os.path.isfile(os.path.join(os.fspath(path), kwargs.get("subfolder") or "",
-                                                        _variant(_WEIGHTS, kwargs.get("variant"))))
-                    and packed_weight_files(
-                        os.path.join(os.fspath(path), kwargs.get("subfolder") or ""),
-                        kwargs.get("variant"),
-                    )
-                ):
+                if kwargs.get("state_dict") is None and _is_packed(path, kwargs):
                     return _load_packed(original, cls, path, args, kwargs)
                 return original(cls, path, *args, **kwargs)
 
@@ -179,8 +188,7 @@ def from_pretrained(model_class: Any, path: PathLike, *args: Any, **kwargs: Any)
     ``model_class`` is any transformers model class or auto class (``AutoModel``,
     ``AutoModelForCausalLM``, ``BertModel``, ...); other arguments are passed on.
     """
-    if packed_weight_files(os.path.join(os.fspath(path), kwargs.get("subfolder") or ""),
-                           kwargs.get("variant")) is None:
+    if not _is_packed(path, kwargs):
         raise MissingFileError(f"{os.fspath(path)}: no packed weights (.safetensors.mcz) found")
     with enable():
         return model_class.from_pretrained(path, *args, **kwargs)

@@ -19,9 +19,21 @@ import mcodec.numpy
 import mcodec.torch
 
 TORCH_DTYPES = [
-    torch.bool, torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32,
-    torch.uint32, torch.int64, torch.uint64, torch.float16, torch.bfloat16, torch.float32,
-    torch.float64, torch.float8_e4m3fn, torch.float8_e5m2,
+    torch.bool,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.uint16,
+    torch.int32,
+    torch.uint32,
+    torch.int64,
+    torch.uint64,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.float8_e4m3fn,
+    torch.float8_e5m2,
 ]
 
 
@@ -53,8 +65,11 @@ def tensors_of_every_dtype() -> dict[str, torch.Tensor]:
         out[f"{name}.scalar"] = special_values(dtype, 1)[0].clone()  # 0-dim
         out[f"{name}.empty"] = torch.empty((0, 3), dtype=dtype)
     # A float tensor large enough for several chunks of the entropy coder.
-    out["weights.bf16"] = (torch.randn(300_000, generator=torch.Generator().manual_seed(1))
-                           * 0.02).to(torch.bfloat16).reshape(600, 500)
+    out["weights.bf16"] = (
+        (torch.randn(300_000, generator=torch.Generator().manual_seed(1)) * 0.02)
+        .to(torch.bfloat16)
+        .reshape(600, 500)
+    )
     return out
 
 
@@ -95,6 +110,7 @@ def test_numpy_load(packed) -> None:
     tensors, mcz = packed
     try:
         import ml_dtypes  # noqa: F401
+
         has_ml_dtypes = True
     except ImportError:
         has_ml_dtypes = False
@@ -214,8 +230,11 @@ def test_unpack_of_corrupt_file_leaves_nothing(packed, tmp_path: Path) -> None:
 
 
 def test_gil_released_during_decode(tmp_path: Path) -> None:
-    big = {"w": (torch.randn(48_000_000, generator=torch.Generator().manual_seed(3))
-                 * 0.02).to(torch.bfloat16)}
+    big = {
+        "w": (torch.randn(48_000_000, generator=torch.Generator().manual_seed(3)) * 0.02).to(
+            torch.bfloat16
+        )
+    }
     mcodec.torch.save_file(big, tmp_path / "big.mcz")
     ticks = 0
     done = threading.Event()
@@ -245,7 +264,9 @@ def test_gil_released_during_decode(tmp_path: Path) -> None:
 
 def test_cuda_device(packed) -> None:
     if not torch.cuda.is_available():
-        pytest.skip("no CUDA device: the device='cuda' path is exercised by gpu-decode/run-on-gpu.sh")
+        pytest.skip(
+            "no CUDA device: the device='cuda' path is exercised by gpu-decode/run-on-gpu.sh"
+        )
     tensors, mcz = packed
     with pytest.warns(RuntimeWarning, match="CPU"):
         loaded = mcodec.torch.load_file(mcz, device="cuda")

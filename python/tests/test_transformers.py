@@ -25,8 +25,10 @@ def same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> None:
     assert list(sa) == list(sb)
     for k in sa:
         assert sa[k].dtype == sb[k].dtype, k
-        assert torch.equal(sa[k].view(torch.uint8) if sa[k].dim() else sa[k],
-                           sb[k].view(torch.uint8) if sb[k].dim() else sb[k]), k
+        assert torch.equal(
+            sa[k].view(torch.uint8) if sa[k].dim() else sa[k],
+            sb[k].view(torch.uint8) if sb[k].dim() else sb[k],
+        ), k
 
 
 def bf16_copy(src: Path, dst: Path, shard: str | None = None) -> Path:
