@@ -1,0 +1,53 @@
+"""Type stubs of the native module (Rust, PyO3). Private: use the ``mcodec`` modules."""
+
+from os import PathLike
+from typing import Optional
+
+__version__: str
+
+_Path = str | PathLike[str]
+
+class Archive:
+    """An open ``.mcz`` file."""
+
+    def __init__(self, path: _Path) -> None: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def is_safetensors(self) -> bool: ...
+    def entries(self) -> list[tuple[str, str, list[int], int]]: ...
+    def header(self) -> bytes: ...
+    def decode_into(
+        self,
+        targets: list[tuple[str, int, int]],
+        threads: Optional[int] = None,
+        release: bool = False,
+    ) -> None: ...
+
+def safetensors_header(
+    tensors: list[tuple[str, str, list[int], int]],
+    metadata: Optional[list[tuple[str, str]]] = None,
+) -> tuple[bytes, list[int]]: ...
+def save_file(
+    path: _Path,
+    tensors: list[tuple[str, str, list[int], int, int]],
+    metadata: Optional[list[tuple[str, str]]] = None,
+    force: bool = False,
+    max: bool = False,
+    chunk_log2: Optional[int] = None,
+    threads: Optional[int] = None,
+) -> None: ...
+def pack(
+    src: _Path,
+    dst: _Path,
+    force: bool = False,
+    max: bool = False,
+    chunk_log2: Optional[int] = None,
+    threads: Optional[int] = None,
+) -> None: ...
+def unpack(
+    src: _Path,
+    dst: _Path,
+    force: bool = False,
+    threads: Optional[int] = None,
+) -> None: ...
