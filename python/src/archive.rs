@@ -142,11 +142,22 @@ impl PyArchive {
             }
             done
         };
-        if release {
-            archive.prefetch();
-        }
-        py.detach(|| pool::run(threads, || work.par_iter().try_for_each(decode)))?
-            .map_err(|e| container(&self.path, e))
+        py.detach(|| {
+            pool::run(threads, || {
+                rayon::join(
+                    // A whole-file load: read ahead (from a cold page cache this is most
+                    // of the time) on the side, while decoding starts.
+                    || {
+                        if release {
+                            archive.prefetch()
+                        }
+                    },
+                    || work.par_iter().try_for_each(decode),
+                )
+                .1
+            })
+        })?
+        .map_err(|e| container(&self.path, e))
     }
 
     fn __repr__(&self) -> String {
