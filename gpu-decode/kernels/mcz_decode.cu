@@ -40,6 +40,7 @@ typedef unsigned long long u64;
 
 #define ERR_CORRUPT_CHUNK 1
 #define ERR_BAD_TABLE_ID 2
+#define ERR_FIELD_HEADER 3
 
 #define RANS_L 65536u
 
@@ -64,6 +65,8 @@ struct TensorDesc {
     u32 chunk_log2;
     u32 n_fields;
     u32 n_tables;     // tables of all fields
+    u32 tag;          // reported for a corrupt chunk: the tensor's index in the model
+    u32 pad;
     FieldDesc fields[MAX_FIELDS];
 };
 
@@ -76,7 +79,7 @@ struct Task {
 
 // The Rust structs in plan.rs have the same layout; these sizes are asserted there too.
 static_assert(sizeof(FieldDesc) == 48, "FieldDesc layout");
-static_assert(sizeof(TensorDesc) == 232, "TensorDesc layout");
+static_assert(sizeof(TensorDesc) == 240, "TensorDesc layout");
 static_assert(sizeof(Task) == 16, "Task layout");
 
 __device__ __forceinline__ void report(u32* err, u32 code, u32 tensor, u32 chunk) {
@@ -129,6 +132,23 @@ struct Layout<LAYOUT_F8> {
     __device__ static u32 contrib(int, u32 s) { return s; }
 };
 
+// Stream modes as template parameters: 2 bits per field, MODE_ANY = read from the
+// descriptor at run time. One instance of the decoder per layout and per combination of
+// the first two fields' modes (the others, F32's low bytes, stay MODE_ANY), so that the
+// step loop holds no branch on a mode.
+#define MODE_ANY 3u
+#define MODES_ANY 0xFFu
+
+template <u32 MODES>
+__device__ __forceinline__ bool mode_fixed(int f) {
+    return ((MODES >> (2 * f)) & 3u) != MODE_ANY;
+}
+
+template <u32 MODES>
+__device__ __forceinline__ u32 field_mode(int f, u32 runtime) {
+    return mode_fixed<MODES>(f) ? (MODES >> (2 * f)) & 3u : runtime;
+}
+
 // Writes the staged group of `count` elements starting at element `g0` (a multiple of
 // STAGE_ELEMS). Lane `lane` owns the group's elements 8·lane … 8·lane + 7: it reads their
 // staged values (the coded fields, merged), ORs in the packed fields — whose 8 symbols
@@ -137,8 +157,8 @@ struct Layout<LAYOUT_F8> {
 // 32 lanes cover the group contiguously. The tensor's last group, if partial, is stored
 // element by element.
 template <int LAYOUT>
-__device__ __forceinline__ void flush(const TensorDesc& d, const u8* stage, u64 g0, u32 count,
-                                      u32 lane) {
+__device__ __forceinline__ void flush(const TensorDesc& d, const u32* mode, const u8* stage,
+                                      u64 g0, u32 count, u32 lane) {
     typedef Layout<LAYOUT> L;
     __syncwarp();
     const u32 first = 8 * lane;
@@ -163,13 +183,12 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u8* stage, u64 
         }
 #pragma unroll
         for (int f = 0; f < L::FIELDS; ++f) {
-            const FieldDesc& fd = d.fields[f];
-            if (fd.mode != MODE_PACKED) continue;
+            if (mode[f] != MODE_PACKED) continue;
             const u32 b = L::bits(f);
             // Byte 1 + b·(g0 + first)/8 of the stream (after the mode byte); the stream is
             // 16-byte aligned and followed by at least 16 readable bytes.
             const u64 byte0 = 1 + (u64)b * (g0 + first) / 8;
-            const u32* w = (const u32*)(fd.stream + (byte0 & ~3ull));
+            const u32* w = (const u32*)(d.fields[f].stream + (byte0 & ~3ull));
             const u32 w0 = __ldg(w), w1 = __ldg(w + 1), w2 = __ldg(w + 2);
             const u32 s0 = 8 * (u32)(byte0 & 3);
 #pragma unroll
@@ -212,9 +231,9 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u8* stage, u64 
     __syncwarp();
 }
 
-template <int LAYOUT>
-__device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u8* tables,
-                             u8* stage, u32 lane, u32* err) {
+template <int LAYOUT, u32 MODES>
+__device__ __forceinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const u8* tables,
+                                             u8* stage, u32 lane, u32* err) {
     typedef Layout<LAYOUT> L;
     const u64 chunk_len = 1ull << d.chunk_log2;
     const u64 start = (u64)chunk * chunk_len;
@@ -222,22 +241,35 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
     const u64 left = d.n - start;
     const u32 m = (u32)(left < chunk_len ? left : chunk_len);
 
+    // Per field with a fixed mode, in registers for the step loop (its shared-memory
+    // stores could alias the descriptor, so the compiler cannot hoist reads of it): the
+    // block mask, and the constants merged into `const_bits`; the mode is a constant. A
+    // MODE_ANY field (F32's low bytes) reads its mode and mask from the descriptor each
+    // step, which keeps F32 within 64 registers. What only block switches and flushes
+    // need is read from the descriptor there.
+    u32 mode[L::FIELDS];
+    u32 block_mask[L::FIELDS];
     u32 x[L::FIELDS];
     u32 p[L::FIELDS];
     u32 nwords[L::FIELDS];
     const u16* words[L::FIELDS];
     const u8* table[L::FIELDS];
+    // The coded fields' bits common to every element: the constants, merged once.
+    u32 const_bits = 0;
     bool bad = false;
     bool bad_table = false;
 #pragma unroll
     for (int f = 0; f < L::FIELDS; ++f) {
         const FieldDesc& fd = d.fields[f];
+        mode[f] = field_mode<MODES>(f, fd.mode);
+        block_mask[f] = (1u << fd.block_log2) - 1;
         x[f] = RANS_L;
         p[f] = 0;
         nwords[f] = 0;
         words[f] = 0;
         table[f] = tables;
-        if (fd.mode == MODE_RANS) {
+        if (mode[f] == MODE_CONST) const_bits |= L::contrib(f, fd.value);
+        if (mode[f] == MODE_RANS) {
             const u64* ci = (const u64*)fd.chunk_index;
             const u64 off = __ldg(ci + 2 * (u64)chunk);
             const u64 len = __ldg(ci + 2 * (u64)chunk + 1);
@@ -250,18 +282,20 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
     }
 
     const u32 steps = (m + 31) / 32;
+#pragma unroll 1
     for (u32 t = 0; t < steps; ++t) {
         const bool active = 32 * t + lane < m;
-        u32 v = 0;
+        u32 v = const_bits;
 #pragma unroll
         for (int f = 0; f < L::FIELDS; ++f) {
-            const FieldDesc& fd = d.fields[f];
-            if (fd.mode == MODE_CONST) {
-                v |= L::contrib(f, fd.value);
-            } else if (fd.mode == MODE_RANS) {
-                if (((32 * t) & ((1u << fd.block_log2) - 1)) == 0) {
+            const bool fixed = mode_fixed<MODES>(f);
+            const u32 mf = fixed ? mode[f] : d.fields[f].mode;
+            const u32 mask = fixed ? block_mask[f] : (1u << d.fields[f].block_log2) - 1;
+            if (mf == MODE_RANS) {
+                if (((32 * t) & mask) == 0) {
                     // Blocks hold a multiple of 32 symbols: the table is warp-uniform and
                     // changes only at block boundaries.
+                    const FieldDesc& fd = d.fields[f];
                     const u64 block = (start + 32 * (u64)t) >> fd.block_log2;
                     u32 id = __ldg((const u8*)fd.block_ids + block);
                     if (id >= fd.n_tables) {
@@ -288,7 +322,7 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
                 }
                 p[f] += __popc(mask);
             }
-            // Packed fields are merged at the flush.
+            // Constants are in `const_bits`; packed fields are merged at the flush.
         }
         const u32 s = t % STAGE_STEPS;
         if (L::ESIZE == 1) {
@@ -301,20 +335,64 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
         if (s == STAGE_STEPS - 1 || t == steps - 1) {
             const u32 done = (t / STAGE_STEPS) * STAGE_ELEMS;
             const u32 count = m - done < STAGE_ELEMS ? m - done : STAGE_ELEMS;
-            flush<LAYOUT>(d, stage, start + done, count, lane);
+            flush<LAYOUT>(d, mode, stage, start + done, count, lane);
         }
     }
 
+    // End checks: a rANS field's end state and word count; a packed or constant field's
+    // mode byte (and constant value) where the descriptor says its stream starts.
+    bool bad_header = false;
 #pragma unroll
     for (int f = 0; f < L::FIELDS; ++f) {
-        if (d.fields[f].mode == MODE_RANS) {
+        const u8* head = (const u8*)d.fields[f].stream;
+        if (mode[f] == MODE_RANS) {
             bad |= x[f] != RANS_L || p[f] != nwords[f];
+        } else if (mode[f] == MODE_PACKED) {
+            bad_header |= __ldg(head) != 0;
+        } else {
+            bad_header |= __ldg(head) != 1 ||
+                          ((u32)__ldg(head + 1) | (u32)__ldg(head + 2) << 8) != d.fields[f].value;
         }
     }
     const bool any_bad = __any_sync(0xffffffffu, bad);
     const bool any_bad_table = __any_sync(0xffffffffu, bad_table);
-    if (lane == 0 && (any_bad || any_bad_table)) {
-        report(err, any_bad_table ? ERR_BAD_TABLE_ID : ERR_CORRUPT_CHUNK, tensor, chunk);
+    const bool any_bad_header = __any_sync(0xffffffffu, bad_header);
+    if (lane == 0 && (any_bad || any_bad_table || any_bad_header)) {
+        report(err,
+               any_bad_table    ? ERR_BAD_TABLE_ID
+               : any_bad_header ? ERR_FIELD_HEADER
+                                : ERR_CORRUPT_CHUNK,
+               d.tag, chunk);
+    }
+}
+
+// Picks the decoder instance for the descriptor's layout and field modes. Compiled with
+// -DMCZ_ONLY_LAYOUT=L -DMCZ_ONLY_MODES=M (the SASS instruction count of
+// gpu-decode/tests/decode/sass.rs), the kernel holds that one instance only.
+template <int LAYOUT, u32 REST>
+__device__ __forceinline__ void dispatch(const TensorDesc& d, u32 chunk, const u8* tables,
+                                         u8* stage, u32 lane, u32* err) {
+    const u32 m0 = d.fields[0].mode;
+    if constexpr (Layout<LAYOUT>::FIELDS == 1) {
+        switch (m0) {
+            case 0: decode_chunk<LAYOUT, 0u | REST>(d, chunk, tables, stage, lane, err); return;
+            case 1: decode_chunk<LAYOUT, 1u | REST>(d, chunk, tables, stage, lane, err); return;
+            case 2: decode_chunk<LAYOUT, 2u | REST>(d, chunk, tables, stage, lane, err); return;
+            default: decode_chunk<LAYOUT, MODES_ANY>(d, chunk, tables, stage, lane, err); return;
+        }
+    } else {
+        const u32 m1 = d.fields[1].mode;
+#define MCZ_CASE(a, b)                                                                  \
+    case (a) * 3 + (b):                                                                 \
+        decode_chunk<LAYOUT, (a) | (b) << 2 | REST>(d, chunk, tables, stage, lane, err); \
+        return;
+        switch (m0 < 3 && m1 < 3 ? m0 * 3 + m1 : 9) {
+            MCZ_CASE(0, 0) MCZ_CASE(0, 1) MCZ_CASE(0, 2)
+            MCZ_CASE(1, 0) MCZ_CASE(1, 1) MCZ_CASE(1, 2)
+            MCZ_CASE(2, 0) MCZ_CASE(2, 1) MCZ_CASE(2, 2)
+            default: decode_chunk<LAYOUT, MODES_ANY>(d, chunk, tables, stage, lane, err); return;
+        }
+#undef MCZ_CASE
     }
 }
 
@@ -347,19 +425,20 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 4)
     u8* stage = smem + warp * STAGE_BYTES_PER_WARP;
     for (u32 c = warp; c < task.n_chunks; c += WARPS) {
         const u32 chunk = task.first_chunk + c;
+#ifdef MCZ_ONLY_LAYOUT
+        decode_chunk<MCZ_ONLY_LAYOUT, MCZ_ONLY_MODES>(desc, chunk, tables, stage, lane, err);
+#else
+        // F32's low-byte fields stay MODE_ANY: 81 instances would cost compile time for
+        // the least common layout.
         switch (desc.layout) {
-            case LAYOUT_BF16:
-                decode_chunk<LAYOUT_BF16>(desc, task.tensor, chunk, tables, stage, lane, err);
-                break;
-            case LAYOUT_F16:
-                decode_chunk<LAYOUT_F16>(desc, task.tensor, chunk, tables, stage, lane, err);
-                break;
+            case LAYOUT_BF16: dispatch<LAYOUT_BF16, 0u>(desc, chunk, tables, stage, lane, err); break;
+            case LAYOUT_F16: dispatch<LAYOUT_F16, 0u>(desc, chunk, tables, stage, lane, err); break;
             case LAYOUT_F32:
-                decode_chunk<LAYOUT_F32>(desc, task.tensor, chunk, tables, stage, lane, err);
+                dispatch<LAYOUT_F32, MODE_ANY << 4 | MODE_ANY << 6>(desc, chunk, tables, stage,
+                                                                    lane, err);
                 break;
-            default:
-                decode_chunk<LAYOUT_F8>(desc, task.tensor, chunk, tables, stage, lane, err);
-                break;
+            default: dispatch<LAYOUT_F8, 0u>(desc, chunk, tables, stage, lane, err); break;
         }
+#endif
     }
 }

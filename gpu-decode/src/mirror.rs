@@ -10,9 +10,9 @@
 //! kernel stays in bounds.
 
 use crate::plan::{
-    Task, TensorDesc, ERR_BAD_TABLE_ID, ERR_CORRUPT_CHUNK, MAX_FIELDS, MODE_CONST, MODE_PACKED,
-    MODE_RANS, STAGE_BYTES_PER_WARP, STAGE_ELEMS, STAGE_STEPS, TABLE_BYTES, TABLE_SLOTS_OFF,
-    TABLE_SYMBOLS_OFF, WARPS,
+    Task, TensorDesc, ERR_BAD_TABLE_ID, ERR_CORRUPT_CHUNK, ERR_FIELD_HEADER, MAX_FIELDS,
+    MODE_CONST, MODE_PACKED, MODE_RANS, STAGE_BYTES_PER_WARP, STAGE_ELEMS, STAGE_STEPS,
+    TABLE_BYTES, TABLE_SLOTS_OFF, TABLE_SYMBOLS_OFF, WARPS,
 };
 use mcodec::entropy::rans::{LANES, RANS_L};
 
@@ -154,7 +154,7 @@ pub fn launch(
             let mut c = warp as u32;
             while c < task.n_chunks {
                 let chunk = task.first_chunk + c;
-                decode_chunk(&desc, task.tensor, chunk, tables, stage, mem, out, err);
+                decode_chunk(&desc, chunk, tables, stage, mem, out, err);
                 c += WARPS as u32;
             }
         }
@@ -165,7 +165,6 @@ pub fn launch(
 #[allow(clippy::too_many_arguments)]
 fn decode_chunk(
     d: &TensorDesc,
-    tensor: u32,
     chunk: u32,
     tables: &[u8],
     stage: &mut [u8],
@@ -282,22 +281,31 @@ fn decode_chunk(
         }
     }
 
+    let mut bad_header = false;
     for f in 0..fields {
-        if d.fields[f].mode == MODE_RANS {
+        let fd = &d.fields[f];
+        if fd.mode == MODE_RANS {
             for lane in 0..LANES {
                 bad[lane] |= x[f][lane] != RANS_L || p[f][lane] != nwords[f];
             }
+        } else if fd.mode == MODE_PACKED {
+            bad_header |= mem.u8(fd.stream) != 0;
+        } else {
+            bad_header |= mem.u8(fd.stream) != 1
+                || (mem.u8(fd.stream + 1) | mem.u8(fd.stream + 2) << 8) != fd.value;
         }
     }
     let any_bad = bad.iter().any(|&b| b);
     let any_bad_table = bad_table.iter().any(|&b| b);
-    if any_bad || any_bad_table {
+    if any_bad || any_bad_table || bad_header {
         let code = if any_bad_table {
             ERR_BAD_TABLE_ID
+        } else if bad_header {
+            ERR_FIELD_HEADER
         } else {
             ERR_CORRUPT_CHUNK
         };
-        report(err, code, tensor, chunk);
+        report(err, code, d.tag, chunk);
     }
 }
 
