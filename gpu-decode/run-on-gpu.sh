@@ -61,7 +61,7 @@ step() {
     [ "$verdict" = ok ] || failed=1
     { echo "===== step $name: $*"; cat "$step_log"; echo "===== end $name: rc=$rc"; } >> "$logs"
     say "step $name: rc=$rc, $(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }") s, $verdict"
-    grep -E '^(device|decode|D2D|bit-exact|CPU-decoded|timing) ' "$step_log" | sed 's/^/    /' | tee -a "$summary"
+    grep -E '^(device|decode|D2D|bit-exact|CPU-decoded|timing)[: ]' "$step_log" | sed 's/^/    /' | tee -a "$summary"
     tail -n 40 "$step_log"
     return 0
 }
