@@ -191,13 +191,26 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u32* mode, cons
             const u32* w = (const u32*)(d.fields[f].stream + (byte0 & ~3ull));
             const u32 w0 = __ldg(w), w1 = __ldg(w + 1), w2 = __ldg(w + 2);
             const u32 s0 = 8 * (u32)(byte0 & 3);
+            if (8 * b <= 64) {
+                // The 8·b ≤ 64 bits start s0 ≤ 24 bits into w0: two funnel shifts give
+                // them as one 64-bit word; every symbol is then a shift by a constant.
+                const u64 bits =
+                    (u64)__funnelshift_r(w1, w2, s0) << 32 | __funnelshift_r(w0, w1, s0);
 #pragma unroll
-            for (int k = 0; k < 8; ++k) {
-                const u32 pos = s0 + b * k;
-                const u32 lo = pos < 32 ? w0 : pos < 64 ? w1 : w2;
-                const u32 hi = pos < 32 ? w1 : w2;
-                const u32 sym = __funnelshift_r(lo, hi, pos & 31) & ((1u << b) - 1);
-                v[k] |= L::contrib(f, sym);
+                for (int k = 0; k < 8; ++k) {
+                    const u32 sym = (u32)(bits >> (b * k)) & ((1u << b) - 1);
+                    v[k] |= L::contrib(f, sym);
+                }
+            } else {
+                // 9-bit fields (exponents left packed): 72 bits, up to 96 with s0.
+#pragma unroll
+                for (int k = 0; k < 8; ++k) {
+                    const u32 pos = s0 + b * k;
+                    const u32 lo = pos < 32 ? w0 : pos < 64 ? w1 : w2;
+                    const u32 hi = pos < 32 ? w1 : w2;
+                    const u32 sym = __funnelshift_r(lo, hi, pos & 31) & ((1u << b) - 1);
+                    v[k] |= L::contrib(f, sym);
+                }
             }
         }
         u8* out = (u8*)d.dst + (g0 + first) * L::ESIZE;
@@ -241,14 +254,13 @@ __device__ __forceinline__ void decode_chunk(const TensorDesc& d, u32 chunk, con
     const u64 left = d.n - start;
     const u32 m = (u32)(left < chunk_len ? left : chunk_len);
 
-    // Per field with a fixed mode, in registers for the step loop (its shared-memory
-    // stores could alias the descriptor, so the compiler cannot hoist reads of it): the
-    // block mask, and the constants merged into `const_bits`; the mode is a constant. A
-    // MODE_ANY field (F32's low bytes) reads its mode and mask from the descriptor each
-    // step, which keeps F32 within 64 registers. What only block switches and flushes
-    // need is read from the descriptor there.
+    // Per field, in registers for the step loop (its shared-memory stores could alias the
+    // descriptor, so the compiler cannot hoist reads of it): rANS state, word position
+    // and count, table; the constants merged once into `const_bits`; the mode is a
+    // template constant, except for a MODE_ANY field (F32's low bytes), which reads it
+    // from the descriptor each step to keep F32 within 64 registers. What only table
+    // switches and flushes need is read from the descriptor there.
     u32 mode[L::FIELDS];
-    u32 block_mask[L::FIELDS];
     u32 x[L::FIELDS];
     u32 p[L::FIELDS];
     u32 nwords[L::FIELDS];
@@ -262,7 +274,6 @@ __device__ __forceinline__ void decode_chunk(const TensorDesc& d, u32 chunk, con
     for (int f = 0; f < L::FIELDS; ++f) {
         const FieldDesc& fd = d.fields[f];
         mode[f] = field_mode<MODES>(f, fd.mode);
-        block_mask[f] = (1u << fd.block_log2) - 1;
         x[f] = RANS_L;
         p[f] = 0;
         nwords[f] = 0;
@@ -282,60 +293,72 @@ __device__ __forceinline__ void decode_chunk(const TensorDesc& d, u32 chunk, con
     }
 
     const u32 steps = (m + 31) / 32;
+    u32 t = 0;
 #pragma unroll 1
-    for (u32 t = 0; t < steps; ++t) {
-        const bool active = 32 * t + lane < m;
-        u32 v = const_bits;
+    while (t < steps) {
+        // Table switches. Blocks hold a multiple of 32 symbols: a field's table is
+        // warp-uniform and changes only at its block boundaries, so the steps up to the
+        // next boundary of any rANS field run without testing for one.
+        u32 run_end = steps;
 #pragma unroll
         for (int f = 0; f < L::FIELDS; ++f) {
-            const bool fixed = mode_fixed<MODES>(f);
-            const u32 mf = fixed ? mode[f] : d.fields[f].mode;
-            const u32 mask = fixed ? block_mask[f] : (1u << d.fields[f].block_log2) - 1;
-            if (mf == MODE_RANS) {
-                if (((32 * t) & mask) == 0) {
-                    // Blocks hold a multiple of 32 symbols: the table is warp-uniform and
-                    // changes only at block boundaries.
-                    const FieldDesc& fd = d.fields[f];
-                    const u64 block = (start + 32 * (u64)t) >> fd.block_log2;
-                    u32 id = __ldg((const u8*)fd.block_ids + block);
-                    if (id >= fd.n_tables) {
-                        id = 0;
-                        bad_table = true;
-                    }
-                    table[f] = tables + (u64)(fd.table_slot + id) * TABLE_BYTES;
+            const FieldDesc& fd = d.fields[f];
+            if (field_mode<MODES>(f, fd.mode) != MODE_RANS) continue;
+            const u32 mask = (1u << fd.block_log2) - 1;
+            if (((32 * t) & mask) == 0) {
+                const u64 block = (start + 32 * (u64)t) >> fd.block_log2;
+                u32 id = __ldg((const u8*)fd.block_ids + block);
+                if (id >= fd.n_tables) {
+                    id = 0;
+                    bad_table = true;
                 }
-                const u8* tb = table[f];
-                const u32 xs = x[f];
-                const u32 slot = xs & 4095u;
-                const u32 j = tb[TABLE_SLOTS_OFF + slot];
-                const u32 e = ((const u32*)tb)[j];
-                v |= L::contrib(f, ((const u16*)(tb + TABLE_SYMBOLS_OFF))[j]);
-                const u32 y = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095u);
-                const bool need = active && y < RANS_L;
-                const u32 mask = __ballot_sync(0xffffffffu, need);
-                if (need) {
-                    const u32 k = p[f] + __popc(mask & ((1u << lane) - 1));
-                    const u32 word = k < nwords[f] ? (u32)__ldg(words[f] + k) : 0u;
-                    x[f] = (y << 16) | word;
-                } else if (active) {
-                    x[f] = y;
-                }
-                p[f] += __popc(mask);
+                table[f] = tables + (u64)(fd.table_slot + id) * TABLE_BYTES;
             }
-            // Constants are in `const_bits`; packed fields are merged at the flush.
+            const u32 next = (((32 * t) | mask) + 1) / 32;
+            run_end = next < run_end ? next : run_end;
         }
-        const u32 s = t % STAGE_STEPS;
-        if (L::ESIZE == 1) {
-            stage[s * 32 + lane] = (u8)v;
-        } else if (L::ESIZE == 2) {
-            ((u16*)stage)[s * 32 + lane] = (u16)v;
-        } else {
-            ((u32*)stage)[s * 32 + lane] = v;
-        }
-        if (s == STAGE_STEPS - 1 || t == steps - 1) {
-            const u32 done = (t / STAGE_STEPS) * STAGE_ELEMS;
-            const u32 count = m - done < STAGE_ELEMS ? m - done : STAGE_ELEMS;
-            flush<LAYOUT>(d, mode, stage, start + done, count, lane);
+#pragma unroll 1
+        for (; t < run_end; ++t) {
+            const bool active = 32 * t + lane < m;
+            u32 v = const_bits;
+#pragma unroll
+            for (int f = 0; f < L::FIELDS; ++f) {
+                const bool fixed = mode_fixed<MODES>(f);
+                const u32 mf = fixed ? mode[f] : d.fields[f].mode;
+                if (mf == MODE_RANS) {
+                    const u8* tb = table[f];
+                    const u32 xs = x[f];
+                    const u32 slot = xs & 4095u;
+                    const u32 j = tb[TABLE_SLOTS_OFF + slot];
+                    const u32 e = ((const u32*)tb)[j];
+                    v |= L::contrib(f, ((const u16*)(tb + TABLE_SYMBOLS_OFF))[j]);
+                    const u32 y = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095u);
+                    const bool need = active && y < RANS_L;
+                    const u32 mask = __ballot_sync(0xffffffffu, need);
+                    // Every lane loads (lane-uniform control flow, no convergence barrier):
+                    // its word if it renormalises, else the payload's first word (always
+                    // readable); words past the payload's end read as 0.
+                    const u32 k = p[f] + __popc(mask & ((1u << lane) - 1));
+                    const bool take = need && k < nwords[f];
+                    const u32 word = (u32)__ldg(words[f] + (take ? k : 0u));
+                    x[f] = need ? (y << 16) | (take ? word : 0u) : active ? y : x[f];
+                    p[f] += __popc(mask);
+                }
+                // Constants are in `const_bits`; packed fields are merged at the flush.
+            }
+            const u32 s = t % STAGE_STEPS;
+            if (L::ESIZE == 1) {
+                stage[s * 32 + lane] = (u8)v;
+            } else if (L::ESIZE == 2) {
+                ((u16*)stage)[s * 32 + lane] = (u16)v;
+            } else {
+                ((u32*)stage)[s * 32 + lane] = v;
+            }
+            if (s == STAGE_STEPS - 1 || t == steps - 1) {
+                const u32 done = (t / STAGE_STEPS) * STAGE_ELEMS;
+                const u32 count = m - done < STAGE_ELEMS ? m - done : STAGE_ELEMS;
+                flush<LAYOUT>(d, mode, stage, start + done, count, lane);
+            }
         }
     }
 

@@ -161,7 +161,9 @@ pub fn launch(
     }
 }
 
-/// One warp decodes one chunk: `decode_chunk<LAYOUT>` of the kernel, lanes as a loop.
+/// One warp decodes one chunk: `decode_chunk<LAYOUT, MODES>` of the kernel, lanes as a
+/// loop. The kernel's stream modes are template parameters (its instances specialise one
+/// algorithm); here they are read from the descriptor.
 #[allow(clippy::too_many_arguments)]
 fn decode_chunk(
     d: &TensorDesc,
@@ -202,24 +204,42 @@ fn decode_chunk(
         }
     }
 
+    // The constants, merged once.
+    let mut const_bits = 0u32;
+    for f in 0..fields {
+        if d.fields[f].mode == MODE_CONST {
+            const_bits |= contrib(d.layout, f, d.fields[f].value);
+        }
+    }
     let steps = m.div_ceil(32);
-    for t in 0..steps {
-        let mut v = [0u32; LANES];
+    let mut t = 0u32;
+    while t < steps {
+        // Table switches at the start of each run of steps up to the next block boundary
+        // of any rANS field.
+        let mut run_end = steps;
         for f in 0..fields {
             let fd = &d.fields[f];
-            if fd.mode == MODE_CONST {
-                for vl in &mut v {
-                    *vl |= contrib(d.layout, f, fd.value);
+            if fd.mode != MODE_RANS {
+                continue;
+            }
+            let block_mask = (1u32 << fd.block_log2) - 1;
+            if (32 * t) & block_mask == 0 {
+                let block = (start + 32 * u64::from(t)) >> fd.block_log2;
+                let mut id = mem.u8(fd.block_ids + block);
+                if id >= fd.n_tables {
+                    id = 0;
+                    bad_table.fill(true);
                 }
-            } else if fd.mode == MODE_RANS {
-                if (32 * t) & ((1 << fd.block_log2) - 1) == 0 {
-                    let block = (start + 32 * u64::from(t)) >> fd.block_log2;
-                    let mut id = mem.u8(fd.block_ids + block);
-                    if id >= fd.n_tables {
-                        id = 0;
-                        bad_table.fill(true);
-                    }
-                    table[f] = (fd.table_slot + id) as usize * TABLE_BYTES;
+                table[f] = (fd.table_slot + id) as usize * TABLE_BYTES;
+            }
+            run_end = run_end.min((((32 * t) | block_mask) + 1) / 32);
+        }
+        while t < run_end {
+            let mut v = [const_bits; LANES];
+            for f in 0..fields {
+                if d.fields[f].mode != MODE_RANS {
+                    // Constants are in `const_bits`; packed fields are merged at the flush.
+                    continue;
                 }
                 let tb = &tables[table[f]..table[f] + TABLE_BYTES];
                 let mut y = [0u32; LANES];
@@ -242,42 +262,41 @@ fn decode_chunk(
                     mask |= u32::from(need[lane]) << lane;
                 }
                 for lane in 0..LANES {
+                    // Every lane loads: its word if it renormalises, else the payload's
+                    // first word; words past the payload's end read as 0.
                     let active = 32 * t + (lane as u32) < m;
+                    let below = mask & ((1u32 << lane) - 1);
+                    let k = p[f][lane] + below.count_ones();
+                    let take = need[lane] && k < nwords[f];
+                    let word = mem.u16(words[f] + 2 * u64::from(if take { k } else { 0 }));
                     if need[lane] {
-                        let below = mask & ((1u32 << lane) - 1);
-                        let k = p[f][lane] + below.count_ones();
-                        let word = if k < nwords[f] {
-                            mem.u16(words[f] + 2 * u64::from(k))
-                        } else {
-                            0
-                        };
-                        x[f][lane] = (y[lane] << 16) | word;
+                        x[f][lane] = (y[lane] << 16) | if take { word } else { 0 };
                     } else if active {
                         x[f][lane] = y[lane];
                     }
                     p[f][lane] += mask.count_ones();
                 }
             }
-            // Packed fields are merged at the flush.
-        }
-        let s = (t as usize) % STAGE_STEPS;
-        for (lane, value) in v.iter().enumerate() {
-            let at = (s * 32 + lane) * esize;
-            stage[at..at + esize].copy_from_slice(&value.to_le_bytes()[..esize]);
-        }
-        if s == STAGE_STEPS - 1 || t == steps - 1 {
-            let done = (t as usize / STAGE_STEPS * STAGE_ELEMS) as u32;
-            let count = (m - done).min(STAGE_ELEMS as u32);
-            flush(
-                d,
-                stage,
-                fields,
-                esize,
-                start + u64::from(done),
-                count,
-                mem,
-                out,
-            );
+            let s = (t as usize) % STAGE_STEPS;
+            for (lane, value) in v.iter().enumerate() {
+                let at = (s * 32 + lane) * esize;
+                stage[at..at + esize].copy_from_slice(&value.to_le_bytes()[..esize]);
+            }
+            if s == STAGE_STEPS - 1 || t == steps - 1 {
+                let done = (t as usize / STAGE_STEPS * STAGE_ELEMS) as u32;
+                let count = (m - done).min(STAGE_ELEMS as u32);
+                flush(
+                    d,
+                    stage,
+                    fields,
+                    esize,
+                    start + u64::from(done),
+                    count,
+                    mem,
+                    out,
+                );
+            }
+            t += 1;
         }
     }
 
@@ -345,18 +364,27 @@ fn flush(
             let w = fd.stream + (byte0 & !3);
             let (w0, w1, w2) = (mem.u32(w), mem.u32(w + 4), mem.u32(w + 8));
             let s0 = 8 * (byte0 & 3) as u32;
-            for (k, value) in v.iter_mut().enumerate() {
-                let pos = s0 + b * k as u32;
-                let lo = if pos < 32 {
-                    w0
-                } else if pos < 64 {
-                    w1
-                } else {
-                    w2
-                };
-                let hi = if pos < 32 { w1 } else { w2 };
-                let sym = funnelshift_r(lo, hi, pos & 31) & ((1 << b) - 1);
-                *value |= contrib(d.layout, f, sym);
+            if 8 * b <= 64 {
+                let bits = u64::from(funnelshift_r(w1, w2, s0)) << 32
+                    | u64::from(funnelshift_r(w0, w1, s0));
+                for (k, value) in v.iter_mut().enumerate() {
+                    let sym = (bits >> (b * k as u32)) as u32 & ((1 << b) - 1);
+                    *value |= contrib(d.layout, f, sym);
+                }
+            } else {
+                for (k, value) in v.iter_mut().enumerate() {
+                    let pos = s0 + b * k as u32;
+                    let lo = if pos < 32 {
+                        w0
+                    } else if pos < 64 {
+                        w1
+                    } else {
+                        w2
+                    };
+                    let hi = if pos < 32 { w1 } else { w2 };
+                    let sym = funnelshift_r(lo, hi, pos & 31) & ((1 << b) - 1);
+                    *value |= contrib(d.layout, f, sym);
+                }
             }
         }
         let dst = d.dst + (g0 + u64::from(first)) * esize as u64;
