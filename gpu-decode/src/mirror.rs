@@ -217,8 +217,7 @@ fn decode_chunk(
         // Table switches at the start of each run of steps up to the next block boundary
         // of any rANS field.
         let mut run_end = steps;
-        for f in 0..fields {
-            let fd = &d.fields[f];
+        for (fd, table) in d.fields[..fields].iter().zip(&mut table) {
             if fd.mode != MODE_RANS {
                 continue;
             }
@@ -230,7 +229,7 @@ fn decode_chunk(
                     id = 0;
                     bad_table.fill(true);
                 }
-                table[f] = (fd.table_slot + id) as usize * TABLE_BYTES;
+                *table = (fd.table_slot + id) as usize * TABLE_BYTES;
             }
             run_end = run_end.min((((32 * t) | block_mask) + 1) / 32);
         }
