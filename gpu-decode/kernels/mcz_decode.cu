@@ -102,6 +102,11 @@ struct Layout<LAYOUT_BF16> {
     __device__ static u32 contrib(int f, u32 s) {
         return f == 0 ? s << 6 : ((s & 0x40u) << 9) | (s & 0x3Fu);
     }
+    // contrib of two symbols at once, one per 16-bit half (no half overflows into the
+    // other: every contribution fits 16 bits).
+    __device__ static u32 contrib2(int f, u32 s) {
+        return f == 0 ? s << 6 : ((s & 0x00400040u) << 9) | (s & 0x003F003Fu);
+    }
 };
 template <>
 struct Layout<LAYOUT_F16> {
@@ -110,6 +115,9 @@ struct Layout<LAYOUT_F16> {
     __device__ static int bits(int) { return 8; }
     __device__ static u32 contrib(int f, u32 s) {
         return f == 0 ? s << 7 : ((s & 0x80u) << 8) | (s & 0x7Fu);
+    }
+    __device__ static u32 contrib2(int f, u32 s) {
+        return f == 0 ? s << 7 : ((s & 0x00800080u) << 8) | (s & 0x007F007Fu);
     }
 };
 template <>
@@ -162,7 +170,52 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u32* mode, cons
     typedef Layout<LAYOUT> L;
     __syncwarp();
     const u32 first = 8 * lane;
-    if (first < count) {
+    if constexpr (L::ESIZE == 2) {
+        // 16-bit elements stay packed two to a word: merged and stored as 4 words.
+        if (first < count) {
+            const uint4 q = ((const uint4*)stage)[lane];
+            u32 w2e[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+            for (int f = 0; f < L::FIELDS; ++f) {
+                if (mode[f] != MODE_PACKED) continue;
+                const u32 b = L::bits(f);
+                const u64 byte0 = 1 + (u64)b * (g0 + first) / 8;
+                const u32* w = (const u32*)(d.fields[f].stream + (byte0 & ~3ull));
+                const u32 w0 = __ldg(w), w1 = __ldg(w + 1), w2 = __ldg(w + 2);
+                const u32 s0 = 8 * (u32)(byte0 & 3);
+                const u32 m = (1u << b) - 1;
+                if (8 * b <= 64) {
+                    const u64 bits =
+                        (u64)__funnelshift_r(w1, w2, s0) << 32 | __funnelshift_r(w0, w1, s0);
+#pragma unroll
+                    for (int k = 0; k < 4; ++k) {
+                        const u32 lo = (u32)(bits >> (b * 2 * k)) & m;
+                        const u32 hi = (u32)(bits >> (b * (2 * k + 1))) & m;
+                        w2e[k] |= L::contrib2(f, lo | hi << 16);
+                    }
+                } else {
+#pragma unroll
+                    for (int k = 0; k < 8; ++k) {
+                        const u32 pos = s0 + b * k;
+                        const u32 lo = pos < 32 ? w0 : pos < 64 ? w1 : w2;
+                        const u32 hi = pos < 32 ? w1 : w2;
+                        const u32 sym = __funnelshift_r(lo, hi, pos & 31) & m;
+                        w2e[k / 2] |= L::contrib(f, sym) << (16 * (k & 1));
+                    }
+                }
+            }
+            u16* out = (u16*)((u8*)d.dst + (g0 + first) * 2);
+            if (count == STAGE_ELEMS) {
+                *(uint4*)out = make_uint4(w2e[0], w2e[1], w2e[2], w2e[3]);
+            } else {
+                const u32 valid = count - first < 8 ? count - first : 8;
+#pragma unroll
+                for (u32 k = 0; k < 8; ++k) {
+                    if (k < valid) out[k] = (u16)(w2e[k / 2] >> (16 * (k & 1)));
+                }
+            }
+        }
+    } else if (first < count) {
         u32 v[8];
         if (L::ESIZE == 1) {
             const uint2 q = ((const uint2*)stage)[lane];
@@ -171,10 +224,6 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u32* mode, cons
                 v[k] = (q.x >> (8 * k)) & 0xFFu;
                 v[k + 4] = (q.y >> (8 * k)) & 0xFFu;
             }
-        } else if (L::ESIZE == 2) {
-            const uint4 q = ((const uint4*)stage)[lane];
-            v[0] = q.x & 0xFFFFu, v[1] = q.x >> 16, v[2] = q.y & 0xFFFFu, v[3] = q.y >> 16;
-            v[4] = q.z & 0xFFFFu, v[5] = q.z >> 16, v[6] = q.w & 0xFFFFu, v[7] = q.w >> 16;
         } else {
             const uint4 a = ((const uint4*)stage)[2 * lane];
             const uint4 b = ((const uint4*)stage)[2 * lane + 1];
@@ -218,9 +267,6 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u32* mode, cons
             if (L::ESIZE == 1) {
                 *(uint2*)out = make_uint2(v[0] | v[1] << 8 | v[2] << 16 | v[3] << 24,
                                           v[4] | v[5] << 8 | v[6] << 16 | v[7] << 24);
-            } else if (L::ESIZE == 2) {
-                *(uint4*)out = make_uint4(v[0] | v[1] << 16, v[2] | v[3] << 16,
-                                          v[4] | v[5] << 16, v[6] | v[7] << 16);
             } else {
                 ((uint4*)out)[0] = make_uint4(v[0], v[1], v[2], v[3]);
                 ((uint4*)out)[1] = make_uint4(v[4], v[5], v[6], v[7]);
@@ -232,8 +278,6 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u32* mode, cons
                 if (k < valid) {
                     if (L::ESIZE == 1) {
                         out[k] = (u8)v[k];
-                    } else if (L::ESIZE == 2) {
-                        ((u16*)out)[k] = (u16)v[k];
                     } else {
                         ((u32*)out)[k] = v[k];
                     }
@@ -293,6 +337,8 @@ __device__ __forceinline__ void decode_chunk(const TensorDesc& d, u32 chunk, con
     }
 
     const u32 steps = (m + 31) / 32;
+    u8* const my_stage = stage + lane * L::ESIZE;
+    u32 row = 0;
     u32 t = 0;
 #pragma unroll 1
     while (t < steps) {
@@ -346,18 +392,21 @@ __device__ __forceinline__ void decode_chunk(const TensorDesc& d, u32 chunk, con
                 }
                 // Constants are in `const_bits`; packed fields are merged at the flush.
             }
-            const u32 s = t % STAGE_STEPS;
+            // Step t's elements go to row t % STAGE_STEPS of the staging buffer; `row`
+            // is that row's byte offset, kept as a counter (no modulo per step).
             if (L::ESIZE == 1) {
-                stage[s * 32 + lane] = (u8)v;
+                my_stage[row] = (u8)v;
             } else if (L::ESIZE == 2) {
-                ((u16*)stage)[s * 32 + lane] = (u16)v;
+                *(u16*)(my_stage + row) = (u16)v;
             } else {
-                ((u32*)stage)[s * 32 + lane] = v;
+                *(u32*)(my_stage + row) = v;
             }
-            if (s == STAGE_STEPS - 1 || t == steps - 1) {
+            row += 32 * L::ESIZE;
+            if (row == STAGE_STEPS * 32 * L::ESIZE || t == steps - 1) {
                 const u32 done = (t / STAGE_STEPS) * STAGE_ELEMS;
                 const u32 count = m - done < STAGE_ELEMS ? m - done : STAGE_ELEMS;
                 flush<LAYOUT>(d, mode, stage, start + done, count, lane);
+                row = 0;
             }
         }
     }

@@ -121,6 +121,18 @@ fn contrib(layout: u32, f: usize, s: u32) -> u32 {
     }
 }
 
+/// `Layout<L>::contrib2`: [`contrib`] of two symbols at once, one per 16-bit half
+/// (16-bit layouts; no contribution overflows its half).
+fn contrib2(layout: u32, f: usize, s: u32) -> u32 {
+    match (layout, f) {
+        (0, 0) => s << 6,
+        (0, _) => ((s & 0x0040_0040) << 9) | (s & 0x003F_003F),
+        (1, 0) => s << 7,
+        (1, _) => ((s & 0x0080_0080) << 8) | (s & 0x007F_007F),
+        _ => unreachable!("contrib2 is for 16-bit layouts"),
+    }
+}
+
 fn funnelshift_r(lo: u32, hi: u32, shift: u32) -> u32 {
     ((((u64::from(hi)) << 32) | u64::from(lo)) >> (shift & 31)) as u32
 }
@@ -366,9 +378,22 @@ fn flush(
             if 8 * b <= 64 {
                 let bits = u64::from(funnelshift_r(w1, w2, s0)) << 32
                     | u64::from(funnelshift_r(w0, w1, s0));
-                for (k, value) in v.iter_mut().enumerate() {
-                    let sym = (bits >> (b * k as u32)) as u32 & ((1 << b) - 1);
-                    *value |= contrib(d.layout, f, sym);
+                let m = (1u32 << b) - 1;
+                if esize == 2 {
+                    // The kernel keeps 16-bit elements two to a word and merges a pair
+                    // of symbols at once.
+                    for k in 0..4 {
+                        let lo = (bits >> (b * 2 * k as u32)) as u32 & m;
+                        let hi = (bits >> (b * (2 * k as u32 + 1))) as u32 & m;
+                        let pair = contrib2(d.layout, f, lo | hi << 16);
+                        v[2 * k] |= pair & 0xFFFF;
+                        v[2 * k + 1] |= pair >> 16;
+                    }
+                } else {
+                    for (k, value) in v.iter_mut().enumerate() {
+                        let sym = (bits >> (b * k as u32)) as u32 & m;
+                        *value |= contrib(d.layout, f, sym);
+                    }
                 }
             } else {
                 for (k, value) in v.iter_mut().enumerate() {
