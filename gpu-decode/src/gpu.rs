@@ -301,6 +301,7 @@ pub struct GpuDecoder {
     func: CudaFunction,
     max_shared: usize,
     code: CodeKind,
+    warp_slots: usize,
 }
 
 impl GpuDecoder {
@@ -326,6 +327,11 @@ impl GpuDecoder {
         let func = module
             .load_function(KERNEL_NAME)
             .map_err(driver("kernel lookup"))?;
+        let sms = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver("device query"))?;
+        // `__launch_bounds__(256, 4)`: 4 CTAs of WARPS warps per SM.
+        let warp_slots = (sms.max(1) as usize) * 4 * WARPS;
         let optin = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(driver("device query"))?;
@@ -341,6 +347,7 @@ impl GpuDecoder {
             func,
             max_shared,
             code,
+            warp_slots,
         })
     }
 
@@ -378,6 +385,7 @@ pub struct GpuModel {
     table_base: u64,
     func: CudaFunction,
     max_shared: usize,
+    warp_slots: usize,
     id: u64,
 }
 
@@ -482,6 +490,7 @@ impl GpuModel {
             table_base,
             func: dec.func.clone(),
             max_shared: dec.max_shared,
+            warp_slots: dec.warp_slots,
             id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -544,7 +553,7 @@ impl GpuModel {
             self.table_base,
             dst_ptr,
         );
-        let tasks: Vec<Task> = plan::tasks(&descs);
+        let tasks: Vec<Task> = plan::tasks(&descs, self.warp_slots);
         let shared = plan::shared_bytes(&descs);
         if shared > self.max_shared {
             return Err(GpuError::SharedMemory {

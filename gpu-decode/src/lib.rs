@@ -122,7 +122,7 @@ pub fn mirror_decode(
             bytes: &mut out,
         },
         &descs,
-        &plan::tasks(&descs),
+        &plan::tasks(&descs, plan::DEFAULT_WARP_SLOTS),
         &mut err,
     );
     match corrupt_chunk(&prepared.tensors, err) {

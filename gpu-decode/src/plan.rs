@@ -33,13 +33,17 @@ pub const TABLE_SYMBOLS_OFF: usize = 4 * MAX_TABLE_SYMBOLS;
 pub const TABLE_SLOTS_OFF: usize = 6 * MAX_TABLE_SYMBOLS;
 /// Most fields of a layout.
 pub const MAX_FIELDS: usize = 4;
-/// Elements a task (one CTA) should cover at least, so that copying the tables into
-/// shared memory (≤ 45 KiB for 8 tables) stays small beside the output (≥ 1 MiB of BF16).
+/// Elements a task (one CTA) should cover at least when the launch has chunks to spare,
+/// so that copying the tables into shared memory (≤ 45 KiB for 8 tables) stays small
+/// beside the output (≥ 1 MiB of BF16).
 pub const MIN_TASK_ELEMS: usize = 1 << 19;
 
-/// Chunks per task for chunks of `2^chunk_log2` elements: one per warp for chunks of
-/// 2^16 and more (the GPU's parallelism is one warp per chunk, so never fewer tasks than
-/// needed), more per warp for small chunks.
+/// Warp slots the mirror and tests assume: an H200 (132 SMs) at 4 CTAs of [`WARPS`]
+/// warps per SM. [`crate::GpuDecoder`] uses the device's own count.
+pub const DEFAULT_WARP_SLOTS: usize = 132 * 4 * WARPS;
+
+/// Chunks per task for chunks of `2^chunk_log2` elements when chunks are plentiful: one
+/// per warp for chunks of 2^16 and more, more per warp for small chunks.
 pub fn chunks_per_task(chunk_log2: u32) -> usize {
     WARPS * (MIN_TASK_ELEMS >> (WARPS.trailing_zeros() + chunk_log2).min(31)).max(1)
 }
@@ -639,13 +643,18 @@ fn parse_stream(bytes: &[u8], bits: u32, n: usize, chunk_log2: u8) -> Result<Par
     Ok(s)
 }
 
-/// The tasks of one launch: runs of at most [`chunks_per_task`] chunks of each kernel
-/// tensor in `descs` (indexes into `descs`).
-pub fn tasks(descs: &[TensorDesc]) -> Vec<Task> {
+/// The tasks of one launch: runs of chunks of each kernel tensor in `descs` (indexes into
+/// `descs`). Work is distributed by the launch's total chunk count against the device's
+/// `warp_slots`: each warp gets `ceil(total / warp_slots)` chunks (at least one), but no
+/// more than [`chunks_per_task`] allows, so a launch with few chunks spreads them one per
+/// warp over as many CTAs as it takes, and one with many keeps its CTAs large.
+pub fn tasks(descs: &[TensorDesc], warp_slots: usize) -> Vec<Task> {
+    let total: u64 = descs.iter().map(TensorDesc::n_chunks).sum();
+    let fill = total.div_ceil(warp_slots.max(1) as u64).max(1);
     let mut tasks = Vec::new();
     for (t, d) in descs.iter().enumerate() {
         let chunks = d.n_chunks();
-        let per_task = chunks_per_task(d.chunk_log2) as u64;
+        let per_task = (WARPS as u64 * fill).min(chunks_per_task(d.chunk_log2) as u64);
         let mut first = 0u64;
         while first < chunks {
             let count = (chunks - first).min(per_task);
@@ -773,16 +782,27 @@ mod tests {
         assert_eq!(chunks_per_task(18), WARPS);
         assert_eq!(chunks_per_task(16), WARPS);
         assert_eq!(chunks_per_task(10), 64 * WARPS);
-        let tasks = tasks(&descs);
-        for (t, desc) in descs.iter().enumerate() {
-            let mut next = 0;
-            for task in tasks.iter().filter(|k| k.tensor == t as u32) {
-                assert_eq!(task.first_chunk, next);
-                let most = chunks_per_task(desc.chunk_log2) as u32;
-                assert!((1..=most).contains(&task.n_chunks));
-                next += task.n_chunks;
+        let total: u64 = descs.iter().map(TensorDesc::n_chunks).sum();
+        for slots in [1, 64, 4224, 1 << 20] {
+            let tasks = tasks(&descs, slots);
+            for (t, desc) in descs.iter().enumerate() {
+                let mut next = 0;
+                for task in tasks.iter().filter(|k| k.tensor == t as u32) {
+                    assert_eq!(task.first_chunk, next);
+                    let most = chunks_per_task(desc.chunk_log2) as u32;
+                    assert!((1..=most).contains(&task.n_chunks));
+                    next += task.n_chunks;
+                }
+                assert_eq!(u64::from(next), desc.n_chunks());
             }
-            assert_eq!(u64::from(next), desc.n_chunks());
+            // With warp slots to spare, every warp gets one chunk: as many warps as chunks.
+            if slots as u64 >= total {
+                assert!(tasks.iter().all(|k| k.n_chunks as usize <= WARPS));
+            }
         }
+        // Few slots: CTAs as large as chunks_per_task allows.
+        assert!(tasks(&descs, 1)
+            .iter()
+            .any(|k| k.n_chunks as usize == chunks_per_task(10)));
     }
 }
