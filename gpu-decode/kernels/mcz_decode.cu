@@ -40,6 +40,7 @@ typedef unsigned long long u64;
 
 #define ERR_CORRUPT_CHUNK 1
 #define ERR_BAD_TABLE_ID 2
+#define ERR_FIELD_HEADER 3
 
 #define RANS_L 65536u
 
@@ -64,6 +65,8 @@ struct TensorDesc {
     u32 chunk_log2;
     u32 n_fields;
     u32 n_tables;     // tables of all fields
+    u32 tag;          // reported for a corrupt chunk: the tensor's index in the model
+    u32 pad;
     FieldDesc fields[MAX_FIELDS];
 };
 
@@ -76,7 +79,7 @@ struct Task {
 
 // The Rust structs in plan.rs have the same layout; these sizes are asserted there too.
 static_assert(sizeof(FieldDesc) == 48, "FieldDesc layout");
-static_assert(sizeof(TensorDesc) == 232, "TensorDesc layout");
+static_assert(sizeof(TensorDesc) == 240, "TensorDesc layout");
 static_assert(sizeof(Task) == 16, "Task layout");
 
 __device__ __forceinline__ void report(u32* err, u32 code, u32 tensor, u32 chunk) {
@@ -99,6 +102,11 @@ struct Layout<LAYOUT_BF16> {
     __device__ static u32 contrib(int f, u32 s) {
         return f == 0 ? s << 6 : ((s & 0x40u) << 9) | (s & 0x3Fu);
     }
+    // contrib of two symbols at once, one per 16-bit half (no half overflows into the
+    // other: every contribution fits 16 bits).
+    __device__ static u32 contrib2(int f, u32 s) {
+        return f == 0 ? s << 6 : ((s & 0x00400040u) << 9) | (s & 0x003F003Fu);
+    }
 };
 template <>
 struct Layout<LAYOUT_F16> {
@@ -107,6 +115,9 @@ struct Layout<LAYOUT_F16> {
     __device__ static int bits(int) { return 8; }
     __device__ static u32 contrib(int f, u32 s) {
         return f == 0 ? s << 7 : ((s & 0x80u) << 8) | (s & 0x7Fu);
+    }
+    __device__ static u32 contrib2(int f, u32 s) {
+        return f == 0 ? s << 7 : ((s & 0x00800080u) << 8) | (s & 0x007F007Fu);
     }
 };
 template <>
@@ -129,6 +140,23 @@ struct Layout<LAYOUT_F8> {
     __device__ static u32 contrib(int, u32 s) { return s; }
 };
 
+// Stream modes as template parameters: 2 bits per field, MODE_ANY = read from the
+// descriptor at run time. One instance of the decoder per layout and per combination of
+// the first two fields' modes (the others, F32's low bytes, stay MODE_ANY), so that the
+// step loop holds no branch on a mode.
+#define MODE_ANY 3u
+#define MODES_ANY 0xFFu
+
+template <u32 MODES>
+__device__ __forceinline__ bool mode_fixed(int f) {
+    return ((MODES >> (2 * f)) & 3u) != MODE_ANY;
+}
+
+template <u32 MODES>
+__device__ __forceinline__ u32 field_mode(int f, u32 runtime) {
+    return mode_fixed<MODES>(f) ? (MODES >> (2 * f)) & 3u : runtime;
+}
+
 // Writes the staged group of `count` elements starting at element `g0` (a multiple of
 // STAGE_ELEMS). Lane `lane` owns the group's elements 8·lane … 8·lane + 7: it reads their
 // staged values (the coded fields, merged), ORs in the packed fields — whose 8 symbols
@@ -137,12 +165,57 @@ struct Layout<LAYOUT_F8> {
 // 32 lanes cover the group contiguously. The tensor's last group, if partial, is stored
 // element by element.
 template <int LAYOUT>
-__device__ __forceinline__ void flush(const TensorDesc& d, const u8* stage, u64 g0, u32 count,
-                                      u32 lane) {
+__device__ __forceinline__ void flush(const TensorDesc& d, const u32* mode, const u8* stage,
+                                      u64 g0, u32 count, u32 lane) {
     typedef Layout<LAYOUT> L;
     __syncwarp();
     const u32 first = 8 * lane;
-    if (first < count) {
+    if constexpr (L::ESIZE == 2) {
+        // 16-bit elements stay packed two to a word: merged and stored as 4 words.
+        if (first < count) {
+            const uint4 q = ((const uint4*)stage)[lane];
+            u32 w2e[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+            for (int f = 0; f < L::FIELDS; ++f) {
+                if (mode[f] != MODE_PACKED) continue;
+                const u32 b = L::bits(f);
+                const u64 byte0 = 1 + (u64)b * (g0 + first) / 8;
+                const u32* w = (const u32*)(d.fields[f].stream + (byte0 & ~3ull));
+                const u32 w0 = __ldg(w), w1 = __ldg(w + 1), w2 = __ldg(w + 2);
+                const u32 s0 = 8 * (u32)(byte0 & 3);
+                const u32 m = (1u << b) - 1;
+                if (8 * b <= 64) {
+                    const u64 bits =
+                        (u64)__funnelshift_r(w1, w2, s0) << 32 | __funnelshift_r(w0, w1, s0);
+#pragma unroll
+                    for (int k = 0; k < 4; ++k) {
+                        const u32 lo = (u32)(bits >> (b * 2 * k)) & m;
+                        const u32 hi = (u32)(bits >> (b * (2 * k + 1))) & m;
+                        w2e[k] |= L::contrib2(f, lo | hi << 16);
+                    }
+                } else {
+#pragma unroll
+                    for (int k = 0; k < 8; ++k) {
+                        const u32 pos = s0 + b * k;
+                        const u32 lo = pos < 32 ? w0 : pos < 64 ? w1 : w2;
+                        const u32 hi = pos < 32 ? w1 : w2;
+                        const u32 sym = __funnelshift_r(lo, hi, pos & 31) & m;
+                        w2e[k / 2] |= L::contrib(f, sym) << (16 * (k & 1));
+                    }
+                }
+            }
+            u16* out = (u16*)((u8*)d.dst + (g0 + first) * 2);
+            if (count == STAGE_ELEMS) {
+                *(uint4*)out = make_uint4(w2e[0], w2e[1], w2e[2], w2e[3]);
+            } else {
+                const u32 valid = count - first < 8 ? count - first : 8;
+#pragma unroll
+                for (u32 k = 0; k < 8; ++k) {
+                    if (k < valid) out[k] = (u16)(w2e[k / 2] >> (16 * (k & 1)));
+                }
+            }
+        }
+    } else if (first < count) {
         u32 v[8];
         if (L::ESIZE == 1) {
             const uint2 q = ((const uint2*)stage)[lane];
@@ -151,10 +224,6 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u8* stage, u64 
                 v[k] = (q.x >> (8 * k)) & 0xFFu;
                 v[k + 4] = (q.y >> (8 * k)) & 0xFFu;
             }
-        } else if (L::ESIZE == 2) {
-            const uint4 q = ((const uint4*)stage)[lane];
-            v[0] = q.x & 0xFFFFu, v[1] = q.x >> 16, v[2] = q.y & 0xFFFFu, v[3] = q.y >> 16;
-            v[4] = q.z & 0xFFFFu, v[5] = q.z >> 16, v[6] = q.w & 0xFFFFu, v[7] = q.w >> 16;
         } else {
             const uint4 a = ((const uint4*)stage)[2 * lane];
             const uint4 b = ((const uint4*)stage)[2 * lane + 1];
@@ -163,22 +232,34 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u8* stage, u64 
         }
 #pragma unroll
         for (int f = 0; f < L::FIELDS; ++f) {
-            const FieldDesc& fd = d.fields[f];
-            if (fd.mode != MODE_PACKED) continue;
+            if (mode[f] != MODE_PACKED) continue;
             const u32 b = L::bits(f);
             // Byte 1 + b·(g0 + first)/8 of the stream (after the mode byte); the stream is
             // 16-byte aligned and followed by at least 16 readable bytes.
             const u64 byte0 = 1 + (u64)b * (g0 + first) / 8;
-            const u32* w = (const u32*)(fd.stream + (byte0 & ~3ull));
+            const u32* w = (const u32*)(d.fields[f].stream + (byte0 & ~3ull));
             const u32 w0 = __ldg(w), w1 = __ldg(w + 1), w2 = __ldg(w + 2);
             const u32 s0 = 8 * (u32)(byte0 & 3);
+            if (8 * b <= 64) {
+                // The 8·b ≤ 64 bits start s0 ≤ 24 bits into w0: two funnel shifts give
+                // them as one 64-bit word; every symbol is then a shift by a constant.
+                const u64 bits =
+                    (u64)__funnelshift_r(w1, w2, s0) << 32 | __funnelshift_r(w0, w1, s0);
 #pragma unroll
-            for (int k = 0; k < 8; ++k) {
-                const u32 pos = s0 + b * k;
-                const u32 lo = pos < 32 ? w0 : pos < 64 ? w1 : w2;
-                const u32 hi = pos < 32 ? w1 : w2;
-                const u32 sym = __funnelshift_r(lo, hi, pos & 31) & ((1u << b) - 1);
-                v[k] |= L::contrib(f, sym);
+                for (int k = 0; k < 8; ++k) {
+                    const u32 sym = (u32)(bits >> (b * k)) & ((1u << b) - 1);
+                    v[k] |= L::contrib(f, sym);
+                }
+            } else {
+                // 9-bit fields (exponents left packed): 72 bits, up to 96 with s0.
+#pragma unroll
+                for (int k = 0; k < 8; ++k) {
+                    const u32 pos = s0 + b * k;
+                    const u32 lo = pos < 32 ? w0 : pos < 64 ? w1 : w2;
+                    const u32 hi = pos < 32 ? w1 : w2;
+                    const u32 sym = __funnelshift_r(lo, hi, pos & 31) & ((1u << b) - 1);
+                    v[k] |= L::contrib(f, sym);
+                }
             }
         }
         u8* out = (u8*)d.dst + (g0 + first) * L::ESIZE;
@@ -186,9 +267,6 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u8* stage, u64 
             if (L::ESIZE == 1) {
                 *(uint2*)out = make_uint2(v[0] | v[1] << 8 | v[2] << 16 | v[3] << 24,
                                           v[4] | v[5] << 8 | v[6] << 16 | v[7] << 24);
-            } else if (L::ESIZE == 2) {
-                *(uint4*)out = make_uint4(v[0] | v[1] << 16, v[2] | v[3] << 16,
-                                          v[4] | v[5] << 16, v[6] | v[7] << 16);
             } else {
                 ((uint4*)out)[0] = make_uint4(v[0], v[1], v[2], v[3]);
                 ((uint4*)out)[1] = make_uint4(v[4], v[5], v[6], v[7]);
@@ -200,8 +278,6 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u8* stage, u64 
                 if (k < valid) {
                     if (L::ESIZE == 1) {
                         out[k] = (u8)v[k];
-                    } else if (L::ESIZE == 2) {
-                        ((u16*)out)[k] = (u16)v[k];
                     } else {
                         ((u32*)out)[k] = v[k];
                     }
@@ -212,9 +288,9 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u8* stage, u64 
     __syncwarp();
 }
 
-template <int LAYOUT>
-__device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u8* tables,
-                             u8* stage, u32 lane, u32* err) {
+template <int LAYOUT, u32 MODES>
+__device__ __forceinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const u8* tables,
+                                             u8* stage, u32 lane, u32* err) {
     typedef Layout<LAYOUT> L;
     const u64 chunk_len = 1ull << d.chunk_log2;
     const u64 start = (u64)chunk * chunk_len;
@@ -222,22 +298,33 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
     const u64 left = d.n - start;
     const u32 m = (u32)(left < chunk_len ? left : chunk_len);
 
+    // Per field, in registers for the step loop (its shared-memory stores could alias the
+    // descriptor, so the compiler cannot hoist reads of it): rANS state, word position
+    // and count, table; the constants merged once into `const_bits`; the mode is a
+    // template constant, except for a MODE_ANY field (F32's low bytes), which reads it
+    // from the descriptor each step to keep F32 within 64 registers. What only table
+    // switches and flushes need is read from the descriptor there.
+    u32 mode[L::FIELDS];
     u32 x[L::FIELDS];
     u32 p[L::FIELDS];
     u32 nwords[L::FIELDS];
     const u16* words[L::FIELDS];
     const u8* table[L::FIELDS];
+    // The coded fields' bits common to every element: the constants, merged once.
+    u32 const_bits = 0;
     bool bad = false;
     bool bad_table = false;
 #pragma unroll
     for (int f = 0; f < L::FIELDS; ++f) {
         const FieldDesc& fd = d.fields[f];
+        mode[f] = field_mode<MODES>(f, fd.mode);
         x[f] = RANS_L;
         p[f] = 0;
         nwords[f] = 0;
         words[f] = 0;
         table[f] = tables;
-        if (fd.mode == MODE_RANS) {
+        if (mode[f] == MODE_CONST) const_bits |= L::contrib(f, fd.value);
+        if (mode[f] == MODE_RANS) {
             const u64* ci = (const u64*)fd.chunk_index;
             const u64 off = __ldg(ci + 2 * (u64)chunk);
             const u64 len = __ldg(ci + 2 * (u64)chunk + 1);
@@ -250,71 +337,134 @@ __device__ void decode_chunk(const TensorDesc& d, u32 tensor, u32 chunk, const u
     }
 
     const u32 steps = (m + 31) / 32;
-    for (u32 t = 0; t < steps; ++t) {
-        const bool active = 32 * t + lane < m;
-        u32 v = 0;
+    u8* const my_stage = stage + lane * L::ESIZE;
+    u32 row = 0;
+    u32 t = 0;
+#pragma unroll 1
+    while (t < steps) {
+        // Table switches. Blocks hold a multiple of 32 symbols: a field's table is
+        // warp-uniform and changes only at its block boundaries, so the steps up to the
+        // next boundary of any rANS field run without testing for one.
+        u32 run_end = steps;
 #pragma unroll
         for (int f = 0; f < L::FIELDS; ++f) {
             const FieldDesc& fd = d.fields[f];
-            if (fd.mode == MODE_CONST) {
-                v |= L::contrib(f, fd.value);
-            } else if (fd.mode == MODE_RANS) {
-                if (((32 * t) & ((1u << fd.block_log2) - 1)) == 0) {
-                    // Blocks hold a multiple of 32 symbols: the table is warp-uniform and
-                    // changes only at block boundaries.
-                    const u64 block = (start + 32 * (u64)t) >> fd.block_log2;
-                    u32 id = __ldg((const u8*)fd.block_ids + block);
-                    if (id >= fd.n_tables) {
-                        id = 0;
-                        bad_table = true;
-                    }
-                    table[f] = tables + (u64)(fd.table_slot + id) * TABLE_BYTES;
+            if (field_mode<MODES>(f, fd.mode) != MODE_RANS) continue;
+            const u32 mask = (1u << fd.block_log2) - 1;
+            if (((32 * t) & mask) == 0) {
+                const u64 block = (start + 32 * (u64)t) >> fd.block_log2;
+                u32 id = __ldg((const u8*)fd.block_ids + block);
+                if (id >= fd.n_tables) {
+                    id = 0;
+                    bad_table = true;
                 }
-                const u8* tb = table[f];
-                const u32 xs = x[f];
-                const u32 slot = xs & 4095u;
-                const u32 j = tb[TABLE_SLOTS_OFF + slot];
-                const u32 e = ((const u32*)tb)[j];
-                v |= L::contrib(f, ((const u16*)(tb + TABLE_SYMBOLS_OFF))[j]);
-                const u32 y = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095u);
-                const bool need = active && y < RANS_L;
-                const u32 mask = __ballot_sync(0xffffffffu, need);
-                if (need) {
-                    const u32 k = p[f] + __popc(mask & ((1u << lane) - 1));
-                    const u32 word = k < nwords[f] ? (u32)__ldg(words[f] + k) : 0u;
-                    x[f] = (y << 16) | word;
-                } else if (active) {
-                    x[f] = y;
-                }
-                p[f] += __popc(mask);
+                table[f] = tables + (u64)(fd.table_slot + id) * TABLE_BYTES;
             }
-            // Packed fields are merged at the flush.
+            const u32 next = (((32 * t) | mask) + 1) / 32;
+            run_end = next < run_end ? next : run_end;
         }
-        const u32 s = t % STAGE_STEPS;
-        if (L::ESIZE == 1) {
-            stage[s * 32 + lane] = (u8)v;
-        } else if (L::ESIZE == 2) {
-            ((u16*)stage)[s * 32 + lane] = (u16)v;
-        } else {
-            ((u32*)stage)[s * 32 + lane] = v;
-        }
-        if (s == STAGE_STEPS - 1 || t == steps - 1) {
-            const u32 done = (t / STAGE_STEPS) * STAGE_ELEMS;
-            const u32 count = m - done < STAGE_ELEMS ? m - done : STAGE_ELEMS;
-            flush<LAYOUT>(d, stage, start + done, count, lane);
+#pragma unroll 1
+        for (; t < run_end; ++t) {
+            const bool active = 32 * t + lane < m;
+            u32 v = const_bits;
+#pragma unroll
+            for (int f = 0; f < L::FIELDS; ++f) {
+                const bool fixed = mode_fixed<MODES>(f);
+                const u32 mf = fixed ? mode[f] : d.fields[f].mode;
+                if (mf == MODE_RANS) {
+                    const u8* tb = table[f];
+                    const u32 xs = x[f];
+                    const u32 slot = xs & 4095u;
+                    const u32 j = tb[TABLE_SLOTS_OFF + slot];
+                    const u32 e = ((const u32*)tb)[j];
+                    v |= L::contrib(f, ((const u16*)(tb + TABLE_SYMBOLS_OFF))[j]);
+                    const u32 y = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095u);
+                    const bool need = active && y < RANS_L;
+                    const u32 mask = __ballot_sync(0xffffffffu, need);
+                    // Every lane loads (lane-uniform control flow, no convergence barrier):
+                    // its word if it renormalises, else the payload's first word (always
+                    // readable); words past the payload's end read as 0.
+                    const u32 k = p[f] + __popc(mask & ((1u << lane) - 1));
+                    const bool take = need && k < nwords[f];
+                    const u32 word = (u32)__ldg(words[f] + (take ? k : 0u));
+                    x[f] = need ? (y << 16) | (take ? word : 0u) : active ? y : x[f];
+                    p[f] += __popc(mask);
+                }
+                // Constants are in `const_bits`; packed fields are merged at the flush.
+            }
+            // Step t's elements go to row t % STAGE_STEPS of the staging buffer; `row`
+            // is that row's byte offset, kept as a counter (no modulo per step).
+            if (L::ESIZE == 1) {
+                my_stage[row] = (u8)v;
+            } else if (L::ESIZE == 2) {
+                *(u16*)(my_stage + row) = (u16)v;
+            } else {
+                *(u32*)(my_stage + row) = v;
+            }
+            row += 32 * L::ESIZE;
+            if (row == STAGE_STEPS * 32 * L::ESIZE || t == steps - 1) {
+                const u32 done = (t / STAGE_STEPS) * STAGE_ELEMS;
+                const u32 count = m - done < STAGE_ELEMS ? m - done : STAGE_ELEMS;
+                flush<LAYOUT>(d, mode, stage, start + done, count, lane);
+                row = 0;
+            }
         }
     }
 
+    // End checks: a rANS field's end state and word count; a packed or constant field's
+    // mode byte (and constant value) where the descriptor says its stream starts.
+    bool bad_header = false;
 #pragma unroll
     for (int f = 0; f < L::FIELDS; ++f) {
-        if (d.fields[f].mode == MODE_RANS) {
+        const u8* head = (const u8*)d.fields[f].stream;
+        if (mode[f] == MODE_RANS) {
             bad |= x[f] != RANS_L || p[f] != nwords[f];
+        } else if (mode[f] == MODE_PACKED) {
+            bad_header |= __ldg(head) != 0;
+        } else {
+            bad_header |= __ldg(head) != 1 ||
+                          ((u32)__ldg(head + 1) | (u32)__ldg(head + 2) << 8) != d.fields[f].value;
         }
     }
     const bool any_bad = __any_sync(0xffffffffu, bad);
     const bool any_bad_table = __any_sync(0xffffffffu, bad_table);
-    if (lane == 0 && (any_bad || any_bad_table)) {
-        report(err, any_bad_table ? ERR_BAD_TABLE_ID : ERR_CORRUPT_CHUNK, tensor, chunk);
+    const bool any_bad_header = __any_sync(0xffffffffu, bad_header);
+    if (lane == 0 && (any_bad || any_bad_table || any_bad_header)) {
+        report(err,
+               any_bad_table    ? ERR_BAD_TABLE_ID
+               : any_bad_header ? ERR_FIELD_HEADER
+                                : ERR_CORRUPT_CHUNK,
+               d.tag, chunk);
+    }
+}
+
+// Picks the decoder instance for the descriptor's layout and field modes. Compiled with
+// -DMCZ_ONLY_LAYOUT=L -DMCZ_ONLY_MODES=M (the SASS instruction count of
+// gpu-decode/tests/decode/sass.rs), the kernel holds that one instance only.
+template <int LAYOUT, u32 REST>
+__device__ __forceinline__ void dispatch(const TensorDesc& d, u32 chunk, const u8* tables,
+                                         u8* stage, u32 lane, u32* err) {
+    const u32 m0 = d.fields[0].mode;
+    if constexpr (Layout<LAYOUT>::FIELDS == 1) {
+        switch (m0) {
+            case 0: decode_chunk<LAYOUT, 0u | REST>(d, chunk, tables, stage, lane, err); return;
+            case 1: decode_chunk<LAYOUT, 1u | REST>(d, chunk, tables, stage, lane, err); return;
+            case 2: decode_chunk<LAYOUT, 2u | REST>(d, chunk, tables, stage, lane, err); return;
+            default: decode_chunk<LAYOUT, MODES_ANY>(d, chunk, tables, stage, lane, err); return;
+        }
+    } else {
+        const u32 m1 = d.fields[1].mode;
+#define MCZ_CASE(a, b)                                                                  \
+    case (a) * 3 + (b):                                                                 \
+        decode_chunk<LAYOUT, (a) | (b) << 2 | REST>(d, chunk, tables, stage, lane, err); \
+        return;
+        switch (m0 < 3 && m1 < 3 ? m0 * 3 + m1 : 9) {
+            MCZ_CASE(0, 0) MCZ_CASE(0, 1) MCZ_CASE(0, 2)
+            MCZ_CASE(1, 0) MCZ_CASE(1, 1) MCZ_CASE(1, 2)
+            MCZ_CASE(2, 0) MCZ_CASE(2, 1) MCZ_CASE(2, 2)
+            default: decode_chunk<LAYOUT, MODES_ANY>(d, chunk, tables, stage, lane, err); return;
+        }
+#undef MCZ_CASE
     }
 }
 
@@ -347,19 +497,20 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 4)
     u8* stage = smem + warp * STAGE_BYTES_PER_WARP;
     for (u32 c = warp; c < task.n_chunks; c += WARPS) {
         const u32 chunk = task.first_chunk + c;
+#ifdef MCZ_ONLY_LAYOUT
+        decode_chunk<MCZ_ONLY_LAYOUT, MCZ_ONLY_MODES>(desc, chunk, tables, stage, lane, err);
+#else
+        // F32's low-byte fields stay MODE_ANY: 81 instances would cost compile time for
+        // the least common layout.
         switch (desc.layout) {
-            case LAYOUT_BF16:
-                decode_chunk<LAYOUT_BF16>(desc, task.tensor, chunk, tables, stage, lane, err);
-                break;
-            case LAYOUT_F16:
-                decode_chunk<LAYOUT_F16>(desc, task.tensor, chunk, tables, stage, lane, err);
-                break;
+            case LAYOUT_BF16: dispatch<LAYOUT_BF16, 0u>(desc, chunk, tables, stage, lane, err); break;
+            case LAYOUT_F16: dispatch<LAYOUT_F16, 0u>(desc, chunk, tables, stage, lane, err); break;
             case LAYOUT_F32:
-                decode_chunk<LAYOUT_F32>(desc, task.tensor, chunk, tables, stage, lane, err);
+                dispatch<LAYOUT_F32, MODE_ANY << 4 | MODE_ANY << 6>(desc, chunk, tables, stage,
+                                                                    lane, err);
                 break;
-            default:
-                decode_chunk<LAYOUT_F8>(desc, task.tensor, chunk, tables, stage, lane, err);
-                break;
+            default: dispatch<LAYOUT_F8, 0u>(desc, chunk, tables, stage, lane, err); break;
         }
+#endif
     }
 }

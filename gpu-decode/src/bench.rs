@@ -1,5 +1,7 @@
 //! Decode throughput on the device, beside a device-to-device copy of the same bytes in
-//! the same run, timed with CUDA events; and the bit-exactness check of the result.
+//! the same run, timed with CUDA events around back-to-back launches; and the
+//! bit-exactness check of the result. Only kernel-decoded bytes count towards GB/s;
+//! tensors decoded on the CPU at upload (device copies at decode) are timed apart.
 
 use std::sync::Arc;
 
@@ -9,24 +11,34 @@ use mcodec::container::Archive;
 use rayon::prelude::*;
 
 use crate::gpu::{GpuDecoder, GpuError, GpuModel};
+use crate::plan::Body;
 
 /// What [`throughput`] measured.
 #[derive(Debug, Clone)]
 pub struct Throughput {
-    /// Device name and architecture.
+    /// Device name, code kind and NVRTC version.
     pub device: String,
     /// Tensors decoded.
     pub tensors: usize,
     /// Of those, decoded by the kernel (the rest are copies of CPU-decoded bytes).
     pub kernel_tensors: usize,
-    /// Decoded bytes per iteration.
-    pub output_bytes: u64,
+    /// Output bytes the kernel decodes per iteration (the only bytes GB/s counts).
+    pub kernel_bytes: u64,
+    /// Output bytes of the tensors decoded on the CPU at upload: device copies, timed
+    /// apart ([`Self::fallback_ms`]).
+    pub fallback_bytes: u64,
     /// Device bytes the compressed model occupies (streams, tables, fallbacks).
     pub device_bytes: u64,
-    /// Milliseconds of each timed decode of the whole model.
+    /// Back-to-back launches (or copies) between each pair of timing events.
+    pub launches: usize,
+    /// Milliseconds per kernel launch over every kernel-decoded tensor (each event pair's
+    /// time divided by [`Self::launches`]); empty when no tensor is kernel-decoded.
     pub decode_ms: Vec<f32>,
-    /// Milliseconds of each timed device-to-device copy of `output_bytes`.
+    /// Milliseconds per device-to-device copy of [`Self::kernel_bytes`], timed likewise.
     pub copy_ms: Vec<f32>,
+    /// Milliseconds per round of the fallback tensors' device copies, timed likewise;
+    /// empty when there are none.
+    pub fallback_ms: Vec<f32>,
     /// Tensors whose decoded bytes did not match the checksum of the original.
     pub mismatches: Vec<String>,
     /// Tensors decoded on the CPU, with the reason.
@@ -64,9 +76,12 @@ pub fn timing_event(stream: &Arc<CudaStream>) -> Result<CudaEvent, GpuError> {
         })
 }
 
+/// Times `iters` event pairs around `launches` back-to-back calls of `work` each, so that
+/// host launch latency drops out of sub-millisecond work; returns milliseconds per call.
 fn timed(
     stream: &Arc<CudaStream>,
     iters: usize,
+    launches: usize,
     mut work: impl FnMut() -> Result<(), GpuError>,
 ) -> Result<Vec<f32>, GpuError> {
     let ev = |what| move |source| GpuError::Driver { what, source };
@@ -74,25 +89,42 @@ fn timed(
     let mut ms = Vec::with_capacity(iters);
     for _ in 0..iters {
         start.record(stream).map_err(ev("event record"))?;
-        work()?;
+        for _ in 0..launches {
+            work()?;
+        }
         end.record(stream).map_err(ev("event record"))?;
-        ms.push(start.elapsed_ms(&end).map_err(ev("event timing"))?);
+        ms.push(start.elapsed_ms(&end).map_err(ev("event timing"))? / launches as f32);
     }
     Ok(ms)
 }
 
-/// Uploads every tensor of `archive`, decodes the whole model `iters` times (after two
-/// untimed runs) into one buffer and copies the same number of bytes device to device
-/// `iters` times; then downloads the result and checks every tensor's checksum.
+/// Uploads every tensor of `archive`; decodes the kernel-decoded tensors (one launch)
+/// `iters` × `launches` times after two untimed runs, and as often copies the same number
+/// of bytes device to device; times the fallback tensors' copies apart; then downloads
+/// everything decoded and checks every tensor's checksum.
 pub fn throughput(
     dec: &GpuDecoder,
     archive: &Archive<'_>,
     iters: usize,
+    launches: usize,
 ) -> Result<Throughput, GpuError> {
+    let launches = launches.max(1);
     let stream = dec.context().default_stream();
     let mut model = GpuModel::upload(dec, archive, None, &stream)?;
-    let all: Vec<usize> = (0..model.tensors().len()).collect();
-    let (_, total) = crate::output_layout(model.tensors(), &all);
+    let pick = |kernel: bool| -> Vec<usize> {
+        model
+            .tensors()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| match t.body {
+                Body::Split(_) => kernel,
+                Body::Raw { .. } => !kernel,
+                Body::Empty => false,
+            })
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (kernel, fallback) = (pick(true), pick(false));
     let alloc = |what, bytes: u64| {
         stream
             .alloc_zeros::<u8>(bytes.max(1) as usize)
@@ -107,53 +139,66 @@ pub fn throughput(
                 }
             })
     };
-    let mut out = alloc("decoded model", total)?;
-    let group = model.group(&all, &out, &stream)?;
-    for _ in 0..2 {
-        model.launch(&group, &mut out, &stream)?;
+    let mut decode_ms = Vec::new();
+    let mut copy_ms = Vec::new();
+    let mut fallback_ms = Vec::new();
+    let mut mismatches = Vec::new();
+    for (set, is_kernel) in [(&kernel, true), (&fallback, false)] {
+        if set.is_empty() {
+            continue;
+        }
+        let (_, total) = crate::output_layout(model.tensors(), set);
+        let mut out = alloc("decoded tensors", total)?;
+        let group = model.group(set, &out, &stream)?;
+        for _ in 0..2 {
+            model.launch(&group, &mut out, &stream)?;
+        }
+        model.check(&stream)?;
+        let ms = timed(&stream, iters, launches, || {
+            model.launch(&group, &mut out, &stream)
+        })?;
+        model.check(&stream)?;
+        if is_kernel {
+            decode_ms = ms;
+            let mut copy = alloc("copy target", total)?;
+            copy_ms = timed(&stream, iters, launches, || {
+                stream
+                    .memcpy_dtod(&out, &mut copy)
+                    .map_err(|source| GpuError::Driver {
+                        what: "device copy",
+                        source,
+                    })
+            })?;
+        } else {
+            fallback_ms = ms;
+        }
+        let host = stream.clone_dtoh(&out).map_err(|source| GpuError::Driver {
+            what: "download",
+            source,
+        })?;
+        mismatches.extend(
+            set.par_iter()
+                .zip(group.offsets())
+                .filter_map(|(&t, &off)| {
+                    let t = &model.tensors()[t];
+                    let bytes = &host[off as usize..(off + t.out_len) as usize];
+                    crate::check_tensor(t, bytes).err().map(|_| t.name.clone())
+                })
+                .collect::<Vec<_>>(),
+        );
     }
-    model.check(&stream)?;
-    let decode_ms = timed(&stream, iters, || model.launch(&group, &mut out, &stream))?;
-    model.check(&stream)?;
-
-    let mut copy = alloc("copy target", total)?;
-    let copy_ms = timed(&stream, iters, || {
-        stream
-            .memcpy_dtod(&out, &mut copy)
-            .map_err(|source| GpuError::Driver {
-                what: "device copy",
-                source,
-            })
-    })?;
-    drop(copy);
-
-    let host = stream.clone_dtoh(&out).map_err(|source| GpuError::Driver {
-        what: "download",
-        source,
-    })?;
-    let mismatches = model
-        .tensors()
-        .par_iter()
-        .zip(group.offsets())
-        .filter(|(t, &off)| {
-            let bytes = &host[off as usize..(off + t.out_len) as usize];
-            xxhash_rust::xxh3::xxh3_64(bytes) != t.checksum
-        })
-        .map(|(t, _)| t.name.clone())
-        .collect();
-    let kernel_tensors = model
-        .tensors()
-        .iter()
-        .filter(|t| matches!(t.body, crate::plan::Body::Split(_)))
-        .count();
+    let bytes = |set: &[usize]| -> u64 { set.iter().map(|&t| model.tensors()[t].out_len).sum() };
     Ok(Throughput {
         device: dec.describe(),
-        tensors: all.len(),
-        kernel_tensors,
-        output_bytes: model.tensors().iter().map(|t| t.out_len).sum(),
+        tensors: model.tensors().len(),
+        kernel_tensors: kernel.len(),
+        kernel_bytes: bytes(&kernel),
+        fallback_bytes: bytes(&fallback),
         device_bytes: model.device_bytes() as u64,
+        launches,
         decode_ms,
         copy_ms,
+        fallback_ms,
         mismatches,
         fallbacks: model
             .fallbacks()

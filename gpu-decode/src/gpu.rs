@@ -4,7 +4,9 @@
 //! device every entry point returns [`GpuError::NoDevice`], without libnvrtc
 //! [`GpuError::NvrtcMissing`]; nothing panics.
 
+use std::ffi::{CStr, CString};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute, CUresult};
@@ -18,7 +20,7 @@ use crate::plan::{
     self, Body, PlanError, Prepared, PreparedTensor, Task, TensorDesc, STAGE_BYTES_PER_WARP,
     TABLE_BYTES, WARPS,
 };
-use crate::{CorruptChunk, KERNEL_NAME, KERNEL_SOURCE};
+use crate::{CorruptChunk, DecodedMismatch, Verify, KERNEL_NAME, KERNEL_SOURCE};
 
 /// Errors of the GPU decoder.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,18 @@ pub enum GpuError {
     /// An output buffer does not fit the group.
     #[error("output buffer: {0}")]
     BadOutput(String),
+    /// A group was launched on a model other than the one that made it (or made by a
+    /// model since dropped).
+    #[error("decode group made by model #{group_model} launched on model #{model}")]
+    ForeignGroup {
+        /// Id of the model that made the group.
+        group_model: u64,
+        /// Id of the model asked to launch it.
+        model: u64,
+    },
+    /// A decoded tensor does not hash to the original's checksum.
+    #[error(transparent)]
+    Mismatch(#[from] DecodedMismatch),
     /// The kernel needs more shared memory than the device has.
     #[error("a launch needs {need} bytes of shared memory, the device allows {have}")]
     SharedMemory {
@@ -95,20 +109,47 @@ fn alloc_error(what: &'static str, bytes: usize) -> impl FnOnce(DriverError) -> 
     }
 }
 
+fn nvrtc_present() -> Result<(), GpuError> {
+    // SAFETY: only probes whether the library can be loaded.
+    if unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        Ok(())
+    } else {
+        Err(GpuError::NvrtcMissing(
+            "set LD_LIBRARY_PATH to the folder of libnvrtc".into(),
+        ))
+    }
+}
+
+/// The version (major, minor) of the NVRTC library found at run time.
+pub fn nvrtc_version() -> Result<(i32, i32), GpuError> {
+    nvrtc_present()?;
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: two valid out-pointers; NVRTC writes two ints.
+    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
+        .result()
+        .map_err(|e| GpuError::NvrtcMissing(format!("nvrtcVersion: {e:?}")))?;
+    Ok((major, minor))
+}
+
+/// Options of every compile: line info costs no instructions and lets `nvdisasm` and
+/// `compute-sanitizer` name source lines.
+fn compile_options(arch: &str) -> Vec<String> {
+    vec![
+        format!("--gpu-architecture={arch}"),
+        "--std=c++17".into(),
+        "--generate-line-info".into(),
+    ]
+}
+
 /// Compiles the kernel source to PTX for `arch` (e.g. `compute_90`) with NVRTC.
 pub fn compile_ptx(arch: &str) -> Result<String, GpuError> {
-    // SAFETY: only probes whether the library can be loaded.
-    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-        return Err(GpuError::NvrtcMissing(
-            "set LD_LIBRARY_PATH to the folder of libnvrtc".into(),
-        ));
-    }
+    nvrtc_present()?;
     compile(arch).map(|ptx| ptx.to_src())
 }
 
 fn compile(arch: &str) -> Result<cudarc::nvrtc::Ptx, GpuError> {
     let opts = cudarc::nvrtc::CompileOptions {
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".into()],
+        options: compile_options(arch),
         name: Some("mcz_decode.cu".into()),
         ..Default::default()
     };
@@ -123,13 +164,144 @@ fn compile(arch: &str) -> Result<cudarc::nvrtc::Ptx, GpuError> {
     })
 }
 
+/// Compiles the kernel source to a cubin (device code, no PTX JIT at load) for `arch`
+/// (e.g. `sm_90`) with NVRTC; returns the image and the compiler's log (`ptxas -v`:
+/// registers, spills, shared memory).
+pub fn compile_cubin(arch: &str) -> Result<(Vec<u8>, String), GpuError> {
+    use cudarc::nvrtc::{result, sys};
+    nvrtc_present()?;
+    let fail = |log: String| GpuError::Compile {
+        arch: arch.into(),
+        log,
+    };
+    let src = CString::new(KERNEL_SOURCE).map_err(|_| fail("NUL in the kernel source".into()))?;
+    let prog = result::create_program(&src, Some(c"mcz_decode.cu"))
+        .map_err(|e| fail(format!("nvrtcCreateProgram: {e:?}")))?;
+    let mut options = compile_options(arch);
+    options.push("--ptxas-options=-v".into());
+    // SAFETY: `prog` was created above and is destroyed once, at the end; every buffer
+    // handed to NVRTC is sized by the size NVRTC reported for it.
+    let out = unsafe {
+        let compiled = result::compile_program(prog, &options);
+        let log = result::get_program_log(prog)
+            .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match compiled {
+            Err(e) => Err(fail(format!("{e:?}: {log}"))),
+            Ok(()) => {
+                let mut size = 0usize;
+                match sys::nvrtcGetCUBINSize(prog, &mut size).result() {
+                    Err(e) => Err(fail(format!("nvrtcGetCUBINSize: {e:?}"))),
+                    Ok(()) if size == 0 => Err(fail(format!(
+                        "no cubin (was {arch} a virtual architecture?)"
+                    ))),
+                    Ok(()) => {
+                        let mut image = vec![0u8; size];
+                        sys::nvrtcGetCUBIN(prog, image.as_mut_ptr().cast())
+                            .result()
+                            .map(|()| (image, log))
+                            .map_err(|e| fail(format!("nvrtcGetCUBIN: {e:?}")))
+                    }
+                }
+            }
+        }
+    };
+    // SAFETY: `prog` is live and not used after this.
+    let _ = unsafe { result::destroy_program(prog) };
+    out
+}
+
+/// What the device runs: a cubin built for its own architecture, or PTX compiled by the
+/// driver when no cubin could be built or loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CodeKind {
+    /// A cubin for `arch` (e.g. `sm_90`).
+    Cubin {
+        /// Architecture.
+        arch: String,
+    },
+    /// PTX for `arch` (e.g. `compute_90`) of ISA `isa`, JIT-compiled by the driver.
+    Ptx {
+        /// Virtual architecture.
+        arch: String,
+        /// The PTX ISA version (`.version`).
+        isa: String,
+        /// Why no cubin was used.
+        why: String,
+    },
+}
+
+impl std::fmt::Display for CodeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cubin { arch } => write!(f, "{arch} cubin"),
+            Self::Ptx { arch, isa, why } => {
+                write!(
+                    f,
+                    "{arch} PTX ISA {isa}, JIT by the driver (no cubin: {why})"
+                )
+            }
+        }
+    }
+}
+
+fn load_error(arch: &str) -> impl FnOnce(DriverError) -> GpuError + '_ {
+    move |source| {
+        if source.0 == CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION {
+            GpuError::Compile {
+                arch: arch.into(),
+                log: "the driver cannot load PTX from this NVRTC, which is newer than the \
+                      driver: put the NVRTC of the driver's CUDA version first on \
+                      LD_LIBRARY_PATH"
+                    .into(),
+            }
+        } else {
+            GpuError::Driver {
+                what: "loading the kernel",
+                source,
+            }
+        }
+    }
+}
+
+/// Loads the kernel for compute capability `major.minor`: a cubin for `sm_XY` when NVRTC
+/// builds one and the driver loads it (no PTX ISA version can then stop the run), else
+/// PTX for `compute_XY`.
+fn load_kernel(
+    ctx: &Arc<CudaContext>,
+    major: i32,
+    minor: i32,
+) -> Result<(Arc<cudarc::driver::CudaModule>, CodeKind), GpuError> {
+    let sm = format!("sm_{major}{minor}");
+    let why = match compile_cubin(&sm) {
+        Ok((image, _)) => match ctx.load_module(cudarc::nvrtc::Ptx::from_binary(image)) {
+            Ok(module) => return Ok((module, CodeKind::Cubin { arch: sm })),
+            Err(e) => format!("the driver refused the cubin: {e:?}"),
+        },
+        Err(e) => e.to_string(),
+    };
+    let arch = format!("compute_{major}{minor}");
+    let ptx = compile(&arch)?.to_src();
+    let isa = ptx
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(".version "))
+        .unwrap_or("?")
+        .to_owned();
+    let module = ctx
+        .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+        .map_err(load_error(&arch))?;
+    Ok((module, CodeKind::Ptx { arch, isa, why }))
+}
+
 /// The compiled kernel on one device.
 #[derive(Debug)]
 pub struct GpuDecoder {
     ctx: Arc<CudaContext>,
     func: CudaFunction,
     max_shared: usize,
-    arch: String,
+    code: CodeKind,
+    warp_slots: usize,
 }
 
 impl GpuDecoder {
@@ -150,33 +322,16 @@ impl GpuDecoder {
         }
         let ctx = CudaContext::new(ordinal).map_err(driver("context creation"))?;
         let (major, minor) = ctx.compute_capability().map_err(driver("device query"))?;
-        let arch = format!("compute_{major}{minor}");
-        // SAFETY: only probes whether the library can be loaded.
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            return Err(GpuError::NvrtcMissing(
-                "set LD_LIBRARY_PATH to the folder of libnvrtc".into(),
-            ));
-        }
-        let ptx = compile(&arch)?;
-        let module = ctx.load_module(ptx).map_err(|source| {
-            if source.0 == CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION {
-                GpuError::Compile {
-                    arch: arch.clone(),
-                    log: "the driver cannot load PTX from this NVRTC, which is newer \
-                              than the driver: put the NVRTC of the driver's CUDA version \
-                              first on LD_LIBRARY_PATH"
-                        .into(),
-                }
-            } else {
-                GpuError::Driver {
-                    what: "loading the kernel's PTX",
-                    source,
-                }
-            }
-        })?;
+        nvrtc_present()?;
+        let (module, code) = load_kernel(&ctx, major, minor)?;
         let func = module
             .load_function(KERNEL_NAME)
             .map_err(driver("kernel lookup"))?;
+        let sms = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver("device query"))?;
+        // `__launch_bounds__(256, 4)`: 4 CTAs of WARPS warps per SM.
+        let warp_slots = (sms.max(1) as usize) * 4 * WARPS;
         let optin = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(driver("device query"))?;
@@ -191,7 +346,8 @@ impl GpuDecoder {
             ctx,
             func,
             max_shared,
-            arch,
+            code,
+            warp_slots,
         })
     }
 
@@ -200,10 +356,16 @@ impl GpuDecoder {
         &self.ctx
     }
 
-    /// Device name and the architecture the kernel was compiled for.
+    /// Device name, what the kernel was built as (cubin or PTX) and the NVRTC version.
     pub fn describe(&self) -> String {
         let name = self.ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        format!("{name} ({})", self.arch)
+        let nvrtc = nvrtc_version().map_or_else(|e| e.to_string(), |(a, b)| format!("{a}.{b}"));
+        format!("{name} ({}; NVRTC {nvrtc})", self.code)
+    }
+
+    /// What the device runs: a cubin for its architecture, or PTX (and why).
+    pub fn code(&self) -> &CodeKind {
+        &self.code
     }
 
     /// Most tables one tensor may have to be decoded here (more fall back to the CPU).
@@ -223,7 +385,12 @@ pub struct GpuModel {
     table_base: u64,
     func: CudaFunction,
     max_shared: usize,
+    warp_slots: usize,
+    id: u64,
 }
+
+/// Ids of models, never reused, so that a group names its model even after it is dropped.
+static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The kernel work of decoding a fixed set of tensors into a fixed buffer, uploaded once
 /// and launched as often as needed (a transformer block, say).
@@ -238,6 +405,7 @@ pub struct DecodeGroup {
     total: u64,
     dst: u64,
     tensors: Vec<usize>,
+    model: u64,
 }
 
 impl DecodeGroup {
@@ -322,6 +490,8 @@ impl GpuModel {
             table_base,
             func: dec.func.clone(),
             max_shared: dec.max_shared,
+            warp_slots: dec.warp_slots,
+            id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -383,7 +553,7 @@ impl GpuModel {
             self.table_base,
             dst_ptr,
         );
-        let tasks: Vec<Task> = plan::tasks(&descs);
+        let tasks: Vec<Task> = plan::tasks(&descs, self.warp_slots);
         let shared = plan::shared_bytes(&descs);
         if shared > self.max_shared {
             return Err(GpuError::SharedMemory {
@@ -408,6 +578,7 @@ impl GpuModel {
             total,
             dst: dst_ptr,
             tensors: tensors.to_vec(),
+            model: self.id,
         })
     }
 
@@ -420,6 +591,12 @@ impl GpuModel {
         dst: &mut CudaSlice<u8>,
         stream: &Arc<CudaStream>,
     ) -> Result<(), GpuError> {
+        if group.model != self.id {
+            return Err(GpuError::ForeignGroup {
+                group_model: group.model,
+                model: self.id,
+            });
+        }
         if (dst.len() as u64) < group.total || dst.device_ptr(stream).0 != group.dst {
             return Err(GpuError::BadOutput(
                 "not the buffer the group was made for".into(),
@@ -487,20 +664,56 @@ impl GpuModel {
         stream
             .memset_zeros(&mut self.err)
             .map_err(driver("clearing the error flag"))?;
-        // The flag names a kernel descriptor of the failing launch; `group` numbers them
-        // in the group's order.
-        let name = self
-            .tensors
-            .iter()
-            .filter(|t| matches!(t.body, Body::Split(_)))
-            .nth(err[1] as usize)
-            .map_or_else(|| format!("#{}", err[1]), |t| t.name.clone());
-        Err(CorruptChunk {
-            tensor: name,
-            chunk: err[2],
-            code: err[0],
+        // The kernel reports the descriptor's tag, the tensor's index in this model,
+        // whichever group was launched.
+        let words = [err[0], err[1], err[2]];
+        let e: Option<CorruptChunk> = crate::corrupt_chunk(&self.tensors, words);
+        e.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// This model's id (what [`GpuError::ForeignGroup`] reports).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Checks decoded tensors of `group` in `dst` against the originals' xxh3-64 on the
+    /// host: downloads the tensors `which` chooses (after waiting for `stream`) and hashes
+    /// them. Returns how many were checked. The stream checksums verified at upload and
+    /// the kernel's end checks do not cover device memory changed after upload or a
+    /// kernel fault; this does, for the tensors it checks.
+    pub fn verify(
+        &self,
+        group: &DecodeGroup,
+        dst: &CudaSlice<u8>,
+        stream: &Arc<CudaStream>,
+        which: Verify,
+    ) -> Result<usize, GpuError> {
+        if group.model != self.id {
+            return Err(GpuError::ForeignGroup {
+                group_model: group.model,
+                model: self.id,
+            });
         }
-        .into())
+        if (dst.len() as u64) < group.total || dst.device_ptr(stream).0 != group.dst {
+            return Err(GpuError::BadOutput(
+                "not the buffer the group was made for".into(),
+            ));
+        }
+        let chosen = which.positions(group.tensors.len());
+        for &k in &chosen {
+            let t = &self.tensors[group.tensors[k]];
+            let at = group.offsets[k] as usize;
+            if t.out_len == 0 {
+                crate::check_tensor(t, &[])?;
+                continue;
+            }
+            let host = stream
+                .clone_dtoh(&dst.slice(at..at + t.out_len as usize))
+                .map_err(driver("download for verification"))?;
+            stream.synchronize().map_err(driver("synchronize"))?;
+            crate::check_tensor(t, &host)?;
+        }
+        Ok(chosen.len())
     }
 
     /// Decodes every uploaded tensor into a new buffer in one launch and waits; returns

@@ -18,7 +18,10 @@ mod gpu;
 pub mod mirror;
 pub mod plan;
 
-pub use gpu::{compile_ptx, DecodeGroup, GpuDecoder, GpuError, GpuModel};
+pub use gpu::{
+    compile_cubin, compile_ptx, nvrtc_version, CodeKind, DecodeGroup, GpuDecoder, GpuError,
+    GpuModel,
+};
 
 use plan::{Body, Prepared, PreparedTensor, TensorDesc};
 
@@ -28,6 +31,16 @@ pub const KERNEL_SOURCE: &str = include_str!("../kernels/mcz_decode.cu");
 pub const KERNEL_NAME: &str = "mcz_decode";
 /// Alignment of each tensor in a group's output buffer.
 pub const OUTPUT_ALIGN: u64 = 256;
+
+/// Environment variable that turns every skip for want of a GPU, driver, NVRTC, cuBLAS or
+/// test data into a failure (tests, examples, `mcodec gpu-bench`): set to anything but
+/// empty or `0` on a device run, so that a run that could not measure cannot pass.
+pub const GPU_REQUIRED_ENV: &str = "MCODEC_GPU_REQUIRED";
+
+/// Whether [`GPU_REQUIRED_ENV`] is set.
+pub fn gpu_required() -> bool {
+    std::env::var_os(GPU_REQUIRED_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
 
 /// Where each tensor of a group lands in one output buffer: back to back, each at a
 /// multiple of [`OUTPUT_ALIGN`]. Returns the offsets and the total size.
@@ -61,7 +74,7 @@ pub fn launch_work(
         let p = &prepared[t];
         match &p.body {
             Body::Empty => {}
-            Body::Split(d) => descs.push(d.relocate(arena, tables, dst + off)),
+            Body::Split(d) => descs.push(d.relocate(arena, tables, dst + off, t as u32)),
             Body::Raw { offset, .. } => copies.push((*offset, off, p.out_len)),
         }
     }
@@ -70,7 +83,11 @@ pub fn launch_work(
 
 /// A chunk the kernel (or its mirror) found corrupt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("tensor {tensor:?} chunk {chunk}: {}", if *.code == plan::ERR_BAD_TABLE_ID { "block names a missing table" } else { "rANS end state or word count wrong (corrupt stream)" })]
+#[error("tensor {tensor:?} chunk {chunk}: {}", match *.code {
+    plan::ERR_BAD_TABLE_ID => "block names a missing table",
+    plan::ERR_FIELD_HEADER => "packed or constant field header differs from the descriptor (corrupt device copy)",
+    _ => "rANS end state or word count wrong (corrupt stream)",
+})]
 pub struct CorruptChunk {
     /// Tensor name.
     pub tensor: String,
@@ -105,26 +122,112 @@ pub fn mirror_decode(
             bytes: &mut out,
         },
         &descs,
-        &plan::tasks(&descs),
+        &plan::tasks(&descs, plan::DEFAULT_WARP_SLOTS),
         &mut err,
     );
-    if err[0] != 0 {
-        let t = split_tensor(prepared, tensors, err[1] as usize);
-        return Err(CorruptChunk {
-            tensor: prepared.tensors[t].name.clone(),
-            chunk: err[2],
-            code: err[0],
-        });
+    match corrupt_chunk(&prepared.tensors, err) {
+        Some(e) => Err(e),
+        None => Ok((out, offsets)),
     }
-    Ok((out, offsets))
 }
 
-/// The prepared-tensor index of kernel descriptor `k` of a launch over `tensors`.
-fn split_tensor(prepared: &Prepared, tensors: &[usize], k: usize) -> usize {
-    tensors
-        .iter()
-        .copied()
-        .filter(|&t| matches!(prepared.tensors[t].body, Body::Split(_)))
-        .nth(k)
-        .unwrap_or(0)
+/// The error the kernel's (or mirror's) error words `[code, tag, chunk]` describe, `None`
+/// for none: the tag is the tensor's index among `tensors` (the model's prepared tensors),
+/// whichever group was launched.
+pub(crate) fn corrupt_chunk(tensors: &[PreparedTensor], err: [u32; 3]) -> Option<CorruptChunk> {
+    let [code, tag, chunk] = err;
+    (code != 0).then(|| CorruptChunk {
+        tensor: tensors
+            .get(tag as usize)
+            .map_or_else(|| format!("#{tag}"), |t| t.name.clone()),
+        chunk,
+        code,
+    })
+}
+
+/// Which decoded tensors [`check_decoded`] (and [`GpuModel::verify`]) hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// Every tensor of the group.
+    All,
+    /// `count` tensors of the group, chosen by `seed` (a different seed per call spreads
+    /// the cost of a full check over many decodes).
+    Sample {
+        /// Tensors to check per call.
+        count: usize,
+        /// Chooses them.
+        seed: u64,
+    },
+}
+
+impl Verify {
+    /// Positions (into a group of `len` tensors) that this choice checks, ascending.
+    pub fn positions(self, len: usize) -> Vec<usize> {
+        match self {
+            Self::All => (0..len).collect(),
+            Self::Sample { count, seed } => {
+                // A seeded partial Fisher-Yates shuffle: `count` distinct positions.
+                let mut all: Vec<usize> = (0..len).collect();
+                let mut state = seed;
+                let take = count.min(len);
+                for i in 0..take {
+                    state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let mut z = state;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    z ^= z >> 31;
+                    let j = i + (z % (len - i) as u64) as usize;
+                    all.swap(i, j);
+                }
+                let mut chosen = all[..take].to_vec();
+                chosen.sort_unstable();
+                chosen
+            }
+        }
+    }
+}
+
+/// A decoded tensor whose bytes do not hash to the original's xxh3-64.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tensor {tensor:?}: decoded bytes hash to {computed:016x}, the original's xxh3-64 is {expected:016x}")]
+pub struct DecodedMismatch {
+    /// Tensor name.
+    pub tensor: String,
+    /// The original's checksum.
+    pub expected: u64,
+    /// The decoded bytes' checksum.
+    pub computed: u64,
+}
+
+/// Checks the decoded bytes of tensor `t` against the original's xxh3-64.
+pub fn check_tensor(t: &PreparedTensor, bytes: &[u8]) -> Result<(), DecodedMismatch> {
+    let computed = xxhash_rust::xxh3::xxh3_64(bytes);
+    if computed == t.checksum && bytes.len() as u64 == t.out_len {
+        Ok(())
+    } else {
+        Err(DecodedMismatch {
+            tensor: t.name.clone(),
+            expected: t.checksum,
+            computed,
+        })
+    }
+}
+
+/// Checks the tensors `which` chooses of a group's output `out` (laid out by
+/// [`output_layout`] for `tensors` of `prepared`, at `offsets`) against the originals'
+/// xxh3-64. Returns how many tensors were checked.
+pub fn check_decoded(
+    prepared: &[PreparedTensor],
+    tensors: &[usize],
+    offsets: &[u64],
+    out: &[u8],
+    which: Verify,
+) -> Result<usize, DecodedMismatch> {
+    let chosen = which.positions(tensors.len());
+    for &k in &chosen {
+        let t = &prepared[tensors[k]];
+        let at = offsets[k] as usize;
+        check_tensor(t, &out[at..at + t.out_len as usize])?;
+    }
+    Ok(chosen.len())
 }

@@ -10,9 +10,9 @@
 //! kernel stays in bounds.
 
 use crate::plan::{
-    Task, TensorDesc, ERR_BAD_TABLE_ID, ERR_CORRUPT_CHUNK, MAX_FIELDS, MODE_CONST, MODE_PACKED,
-    MODE_RANS, STAGE_BYTES_PER_WARP, STAGE_ELEMS, STAGE_STEPS, TABLE_BYTES, TABLE_SLOTS_OFF,
-    TABLE_SYMBOLS_OFF, WARPS,
+    Task, TensorDesc, ERR_BAD_TABLE_ID, ERR_CORRUPT_CHUNK, ERR_FIELD_HEADER, MAX_FIELDS,
+    MODE_CONST, MODE_PACKED, MODE_RANS, STAGE_BYTES_PER_WARP, STAGE_ELEMS, STAGE_STEPS,
+    TABLE_BYTES, TABLE_SLOTS_OFF, TABLE_SYMBOLS_OFF, WARPS,
 };
 use mcodec::entropy::rans::{LANES, RANS_L};
 
@@ -121,6 +121,18 @@ fn contrib(layout: u32, f: usize, s: u32) -> u32 {
     }
 }
 
+/// `Layout<L>::contrib2`: [`contrib`] of two symbols at once, one per 16-bit half
+/// (16-bit layouts; no contribution overflows its half).
+fn contrib2(layout: u32, f: usize, s: u32) -> u32 {
+    match (layout, f) {
+        (0, 0) => s << 6,
+        (0, _) => ((s & 0x0040_0040) << 9) | (s & 0x003F_003F),
+        (1, 0) => s << 7,
+        (1, _) => ((s & 0x0080_0080) << 8) | (s & 0x007F_007F),
+        _ => unreachable!("contrib2 is for 16-bit layouts"),
+    }
+}
+
 fn funnelshift_r(lo: u32, hi: u32, shift: u32) -> u32 {
     ((((u64::from(hi)) << 32) | u64::from(lo)) >> (shift & 31)) as u32
 }
@@ -154,18 +166,19 @@ pub fn launch(
             let mut c = warp as u32;
             while c < task.n_chunks {
                 let chunk = task.first_chunk + c;
-                decode_chunk(&desc, task.tensor, chunk, tables, stage, mem, out, err);
+                decode_chunk(&desc, chunk, tables, stage, mem, out, err);
                 c += WARPS as u32;
             }
         }
     }
 }
 
-/// One warp decodes one chunk: `decode_chunk<LAYOUT>` of the kernel, lanes as a loop.
+/// One warp decodes one chunk: `decode_chunk<LAYOUT, MODES>` of the kernel, lanes as a
+/// loop. The kernel's stream modes are template parameters (its instances specialise one
+/// algorithm); here they are read from the descriptor.
 #[allow(clippy::too_many_arguments)]
 fn decode_chunk(
     d: &TensorDesc,
-    tensor: u32,
     chunk: u32,
     tables: &[u8],
     stage: &mut [u8],
@@ -203,24 +216,41 @@ fn decode_chunk(
         }
     }
 
+    // The constants, merged once.
+    let mut const_bits = 0u32;
+    for f in 0..fields {
+        if d.fields[f].mode == MODE_CONST {
+            const_bits |= contrib(d.layout, f, d.fields[f].value);
+        }
+    }
     let steps = m.div_ceil(32);
-    for t in 0..steps {
-        let mut v = [0u32; LANES];
-        for f in 0..fields {
-            let fd = &d.fields[f];
-            if fd.mode == MODE_CONST {
-                for vl in &mut v {
-                    *vl |= contrib(d.layout, f, fd.value);
+    let mut t = 0u32;
+    while t < steps {
+        // Table switches at the start of each run of steps up to the next block boundary
+        // of any rANS field.
+        let mut run_end = steps;
+        for (fd, table) in d.fields[..fields].iter().zip(&mut table) {
+            if fd.mode != MODE_RANS {
+                continue;
+            }
+            let block_mask = (1u32 << fd.block_log2) - 1;
+            if (32 * t) & block_mask == 0 {
+                let block = (start + 32 * u64::from(t)) >> fd.block_log2;
+                let mut id = mem.u8(fd.block_ids + block);
+                if id >= fd.n_tables {
+                    id = 0;
+                    bad_table.fill(true);
                 }
-            } else if fd.mode == MODE_RANS {
-                if (32 * t) & ((1 << fd.block_log2) - 1) == 0 {
-                    let block = (start + 32 * u64::from(t)) >> fd.block_log2;
-                    let mut id = mem.u8(fd.block_ids + block);
-                    if id >= fd.n_tables {
-                        id = 0;
-                        bad_table.fill(true);
-                    }
-                    table[f] = (fd.table_slot + id) as usize * TABLE_BYTES;
+                *table = (fd.table_slot + id) as usize * TABLE_BYTES;
+            }
+            run_end = run_end.min((((32 * t) | block_mask) + 1) / 32);
+        }
+        while t < run_end {
+            let mut v = [const_bits; LANES];
+            for f in 0..fields {
+                if d.fields[f].mode != MODE_RANS {
+                    // Constants are in `const_bits`; packed fields are merged at the flush.
+                    continue;
                 }
                 let tb = &tables[table[f]..table[f] + TABLE_BYTES];
                 let mut y = [0u32; LANES];
@@ -243,61 +273,69 @@ fn decode_chunk(
                     mask |= u32::from(need[lane]) << lane;
                 }
                 for lane in 0..LANES {
+                    // Every lane loads: its word if it renormalises, else the payload's
+                    // first word; words past the payload's end read as 0.
                     let active = 32 * t + (lane as u32) < m;
+                    let below = mask & ((1u32 << lane) - 1);
+                    let k = p[f][lane] + below.count_ones();
+                    let take = need[lane] && k < nwords[f];
+                    let word = mem.u16(words[f] + 2 * u64::from(if take { k } else { 0 }));
                     if need[lane] {
-                        let below = mask & ((1u32 << lane) - 1);
-                        let k = p[f][lane] + below.count_ones();
-                        let word = if k < nwords[f] {
-                            mem.u16(words[f] + 2 * u64::from(k))
-                        } else {
-                            0
-                        };
-                        x[f][lane] = (y[lane] << 16) | word;
+                        x[f][lane] = (y[lane] << 16) | if take { word } else { 0 };
                     } else if active {
                         x[f][lane] = y[lane];
                     }
                     p[f][lane] += mask.count_ones();
                 }
             }
-            // Packed fields are merged at the flush.
-        }
-        let s = (t as usize) % STAGE_STEPS;
-        for (lane, value) in v.iter().enumerate() {
-            let at = (s * 32 + lane) * esize;
-            stage[at..at + esize].copy_from_slice(&value.to_le_bytes()[..esize]);
-        }
-        if s == STAGE_STEPS - 1 || t == steps - 1 {
-            let done = (t as usize / STAGE_STEPS * STAGE_ELEMS) as u32;
-            let count = (m - done).min(STAGE_ELEMS as u32);
-            flush(
-                d,
-                stage,
-                fields,
-                esize,
-                start + u64::from(done),
-                count,
-                mem,
-                out,
-            );
+            let s = (t as usize) % STAGE_STEPS;
+            for (lane, value) in v.iter().enumerate() {
+                let at = (s * 32 + lane) * esize;
+                stage[at..at + esize].copy_from_slice(&value.to_le_bytes()[..esize]);
+            }
+            if s == STAGE_STEPS - 1 || t == steps - 1 {
+                let done = (t as usize / STAGE_STEPS * STAGE_ELEMS) as u32;
+                let count = (m - done).min(STAGE_ELEMS as u32);
+                flush(
+                    d,
+                    stage,
+                    fields,
+                    esize,
+                    start + u64::from(done),
+                    count,
+                    mem,
+                    out,
+                );
+            }
+            t += 1;
         }
     }
 
+    let mut bad_header = false;
     for f in 0..fields {
-        if d.fields[f].mode == MODE_RANS {
+        let fd = &d.fields[f];
+        if fd.mode == MODE_RANS {
             for lane in 0..LANES {
                 bad[lane] |= x[f][lane] != RANS_L || p[f][lane] != nwords[f];
             }
+        } else if fd.mode == MODE_PACKED {
+            bad_header |= mem.u8(fd.stream) != 0;
+        } else {
+            bad_header |= mem.u8(fd.stream) != 1
+                || (mem.u8(fd.stream + 1) | mem.u8(fd.stream + 2) << 8) != fd.value;
         }
     }
     let any_bad = bad.iter().any(|&b| b);
     let any_bad_table = bad_table.iter().any(|&b| b);
-    if any_bad || any_bad_table {
+    if any_bad || any_bad_table || bad_header {
         let code = if any_bad_table {
             ERR_BAD_TABLE_ID
+        } else if bad_header {
+            ERR_FIELD_HEADER
         } else {
             ERR_CORRUPT_CHUNK
         };
-        report(err, code, tensor, chunk);
+        report(err, code, d.tag, chunk);
     }
 }
 
@@ -337,18 +375,40 @@ fn flush(
             let w = fd.stream + (byte0 & !3);
             let (w0, w1, w2) = (mem.u32(w), mem.u32(w + 4), mem.u32(w + 8));
             let s0 = 8 * (byte0 & 3) as u32;
-            for (k, value) in v.iter_mut().enumerate() {
-                let pos = s0 + b * k as u32;
-                let lo = if pos < 32 {
-                    w0
-                } else if pos < 64 {
-                    w1
+            if 8 * b <= 64 {
+                let bits = u64::from(funnelshift_r(w1, w2, s0)) << 32
+                    | u64::from(funnelshift_r(w0, w1, s0));
+                let m = (1u32 << b) - 1;
+                if esize == 2 {
+                    // The kernel keeps 16-bit elements two to a word and merges a pair
+                    // of symbols at once.
+                    for k in 0..4 {
+                        let lo = (bits >> (b * 2 * k as u32)) as u32 & m;
+                        let hi = (bits >> (b * (2 * k as u32 + 1))) as u32 & m;
+                        let pair = contrib2(d.layout, f, lo | hi << 16);
+                        v[2 * k] |= pair & 0xFFFF;
+                        v[2 * k + 1] |= pair >> 16;
+                    }
                 } else {
-                    w2
-                };
-                let hi = if pos < 32 { w1 } else { w2 };
-                let sym = funnelshift_r(lo, hi, pos & 31) & ((1 << b) - 1);
-                *value |= contrib(d.layout, f, sym);
+                    for (k, value) in v.iter_mut().enumerate() {
+                        let sym = (bits >> (b * k as u32)) as u32 & m;
+                        *value |= contrib(d.layout, f, sym);
+                    }
+                }
+            } else {
+                for (k, value) in v.iter_mut().enumerate() {
+                    let pos = s0 + b * k as u32;
+                    let lo = if pos < 32 {
+                        w0
+                    } else if pos < 64 {
+                        w1
+                    } else {
+                        w2
+                    };
+                    let hi = if pos < 32 { w1 } else { w2 };
+                    let sym = funnelshift_r(lo, hi, pos & 31) & ((1 << b) - 1);
+                    *value |= contrib(d.layout, f, sym);
+                }
             }
         }
         let dst = d.dst + (g0 + u64::from(first)) * esize as u64;

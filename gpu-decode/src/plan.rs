@@ -6,13 +6,15 @@
 //! read comes from here, laid out exactly as the `#[repr(C)]` structs below, which match
 //! the CUDA structs field for field.
 
-use mcodec::container::{Archive, ContainerError};
+use mcodec::container::{Archive, ContainerError, StreamRef, TensorEntry};
 use mcodec::entropy::model::{FreqTable, MAX_TABLE_SYMBOLS, PROB_SCALE};
 use mcodec::entropy::rans::{LANES, STATE_BYTES};
 use mcodec::entropy::stream::MIN_BLOCK_LOG2;
 use mcodec::float_split::Layout;
 use mcodec::tensor::{Codec, CHUNK_LOG2_RANGE};
-use mcodec::Dtype;
+use mcodec::{Dtype, TensorDecoder};
+use rayon::prelude::*;
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Warps per CTA (`WARPS` in the kernel).
 pub const WARPS: usize = 8;
@@ -31,13 +33,17 @@ pub const TABLE_SYMBOLS_OFF: usize = 4 * MAX_TABLE_SYMBOLS;
 pub const TABLE_SLOTS_OFF: usize = 6 * MAX_TABLE_SYMBOLS;
 /// Most fields of a layout.
 pub const MAX_FIELDS: usize = 4;
-/// Elements a task (one CTA) should cover at least, so that copying the tables into
-/// shared memory (≤ 45 KiB for 8 tables) stays small beside the output (≥ 1 MiB of BF16).
+/// Elements a task (one CTA) should cover at least when the launch has chunks to spare,
+/// so that copying the tables into shared memory (≤ 45 KiB for 8 tables) stays small
+/// beside the output (≥ 1 MiB of BF16).
 pub const MIN_TASK_ELEMS: usize = 1 << 19;
 
-/// Chunks per task for chunks of `2^chunk_log2` elements: one per warp for chunks of
-/// 2^16 and more (the GPU's parallelism is one warp per chunk, so never fewer tasks than
-/// needed), more per warp for small chunks.
+/// Warp slots the mirror and tests assume: an H200 (132 SMs) at 4 CTAs of [`WARPS`]
+/// warps per SM. [`crate::GpuDecoder`] uses the device's own count.
+pub const DEFAULT_WARP_SLOTS: usize = 132 * 4 * WARPS;
+
+/// Chunks per task for chunks of `2^chunk_log2` elements when chunks are plentiful: one
+/// per warp for chunks of 2^16 and more, more per warp for small chunks.
 pub fn chunks_per_task(chunk_log2: u32) -> usize {
     WARPS * (MIN_TASK_ELEMS >> (WARPS.trailing_zeros() + chunk_log2).min(31)).max(1)
 }
@@ -59,10 +65,14 @@ pub const MODE_RANS: u32 = 2;
 pub const ERR_CORRUPT_CHUNK: u32 = 1;
 /// Kernel error code: a block names a table the stream does not have.
 pub const ERR_BAD_TABLE_ID: u32 = 2;
+/// Kernel error code: a packed or constant field's stream does not start with its mode
+/// byte (and, for a constant, its value) where the descriptor says: the field's end check,
+/// as the end state is a rANS field's.
+pub const ERR_FIELD_HEADER: u32 = 3;
 
 const _: () = assert!(TABLE_BYTES == 5632 && TABLE_BYTES.is_multiple_of(16));
 const _: () = assert!(std::mem::size_of::<FieldDesc>() == 48);
-const _: () = assert!(std::mem::size_of::<TensorDesc>() == 232);
+const _: () = assert!(std::mem::size_of::<TensorDesc>() == 240);
 const _: () = assert!(std::mem::size_of::<Task>() == 16);
 
 /// One field stream as the kernel sees it (`struct FieldDesc`). Addresses are relative to
@@ -109,16 +119,24 @@ pub struct TensorDesc {
     pub n_fields: u32,
     /// Tables of all fields.
     pub n_tables: u32,
+    /// What the kernel reports for a corrupt chunk of this tensor: its index in the
+    /// model's prepared tensors (set by [`TensorDesc::relocate`]), so that an error names
+    /// the right tensor whichever group was launched.
+    pub tag: u32,
+    /// Padding to a multiple of 16 bytes.
+    pub pad: u32,
     /// The field streams, in codec order.
     pub fields: [FieldDesc; MAX_FIELDS],
 }
 
 impl TensorDesc {
     /// The descriptor with absolute addresses: arena offsets moved to `arena`, table
-    /// offsets to `tables`, output at `dst`.
-    pub fn relocate(&self, arena: u64, tables: u64, dst: u64) -> Self {
+    /// offsets to `tables`, output at `dst`; `tag` is the tensor's index among the
+    /// prepared tensors.
+    pub fn relocate(&self, arena: u64, tables: u64, dst: u64, tag: u32) -> Self {
         let mut d = *self;
         d.dst = dst;
+        d.tag = tag;
         d.tables += tables;
         for f in &mut d.fields[..d.n_fields as usize] {
             f.stream += arena;
@@ -186,6 +204,8 @@ impl std::fmt::Display for Fallback {
 }
 
 /// How one prepared tensor is decoded.
+// A model has at most thousands of tensors: 240 bytes each is not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Body {
     /// No elements: nothing to do.
@@ -337,9 +357,6 @@ impl Prepared {
 
     fn add(&mut self, archive: &Archive<'_>, i: usize, max_tables: usize) -> Result<(), PlanError> {
         let entry = &archive.index().tensors[i];
-        // The archive's decoder checks every stream checksum and parses every header:
-        // nothing reaches the device that the CPU decoder would refuse.
-        let _validated = archive.tensor_decoder(i)?;
         let too_large = || PlanError::TooLarge {
             name: entry.name.clone(),
             len: entry.original_len,
@@ -354,42 +371,41 @@ impl Prepared {
             checksum: entry.checksum,
             body: Body::Empty,
         };
+        // A fallback is decoded straight into the arena by the archive's decoder, which
+        // checks the xxh3 of the decoded bytes in place: the arena holds what was verified.
         let fallback = |p: &mut Self, reason: Fallback| -> Result<Body, PlanError> {
-            let mut raw = vec![0u8; out_len];
-            archive.decode_tensor(i, &mut raw)?;
+            let at = p.arena.len().next_multiple_of(ARENA_ALIGN);
+            p.arena.resize(at + out_len, 0);
+            archive.decode_tensor(i, &mut p.arena[at..])?;
             Ok(Body::Raw {
-                offset: push_aligned(&mut p.arena, &raw),
+                offset: at as u64,
                 reason,
             })
         };
         prepared.body = match entry.codec {
-            _ if out_len == 0 => Body::Empty,
+            _ if out_len == 0 => {
+                // Nothing is uploaded; the streams are still checked.
+                archive.tensor_decoder(i)?;
+                Body::Empty
+            }
             Codec::Split(layout) => {
-                let streams = entry
-                    .streams
-                    .iter()
-                    .enumerate()
-                    .map(|(k, s)| {
-                        archive.stream(s, || format!("tensor {:?} stream {k}", entry.name))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
                 let n = out_len / layout.element_size();
-                let chunk_len = 1usize << entry.chunk_log2;
-                if n.div_ceil(chunk_len) > u32::MAX as usize {
+                if n.div_ceil(1 << entry.chunk_log2) > u32::MAX as usize {
                     return Err(too_large());
                 }
-                let mut parsed = Vec::with_capacity(streams.len());
-                for (k, (bytes, &bits)) in streams.iter().zip(layout.field_bits()).enumerate() {
-                    parsed.push(parse_stream(bytes, bits, n, entry.chunk_log2).map_err(
-                        |problem| PlanError::Stream {
-                            name: entry.name.clone(),
-                            stream: k,
-                            problem,
-                        },
-                    )?);
-                }
+                // Copy first, then check the copy: stream checksums, the CPU decoder's
+                // header checks and this crate's parser all read the arena, so the bytes
+                // uploaded are the bytes verified even if the file changes meanwhile.
+                let mark = self.arena.len();
+                let at: Vec<usize> = entry
+                    .streams
+                    .iter()
+                    .map(|s| push_aligned(&mut self.arena, archive.stream_unverified(s)) as usize)
+                    .collect();
+                let parsed = verify_and_parse(&self.arena, &at, entry, layout, n, out_len)?;
                 let tables: usize = parsed.iter().map(|s| s.tables.len()).sum();
                 if tables > max_tables {
+                    self.arena.truncate(mark);
                     fallback(
                         self,
                         Fallback::TooManyTables {
@@ -398,7 +414,7 @@ impl Prepared {
                         },
                     )?
                 } else {
-                    Body::Split(self.add_split(layout, n, entry.chunk_log2, &streams, parsed))
+                    Body::Split(self.add_split(layout, n, entry.chunk_log2, &at, parsed))
                 }
             }
             other => fallback(self, Fallback::NotSplit(other.name()))?,
@@ -412,7 +428,7 @@ impl Prepared {
         layout: Layout,
         n: usize,
         chunk_log2: u8,
-        streams: &[&[u8]],
+        streams: &[usize],
         parsed: Vec<ParsedStream>,
     ) -> TensorDesc {
         let mut desc = TensorDesc {
@@ -424,8 +440,8 @@ impl Prepared {
             ..Default::default()
         };
         let mut table_slot = 0u32;
-        for (k, (bytes, s)) in streams.iter().zip(parsed).enumerate() {
-            let stream = push_aligned(&mut self.arena, bytes);
+        for (k, (&stream, s)) in streams.iter().zip(parsed).enumerate() {
+            let stream = stream as u64;
             let f = &mut desc.fields[k];
             f.stream = stream;
             f.bits = s.bits;
@@ -452,6 +468,70 @@ impl Prepared {
         desc.n_tables = table_slot;
         desc
     }
+}
+
+/// Checks the arena copies at `at` of `entry`'s streams: each against its xxh3-64, all
+/// through the CPU decoder's own header checks, then each through [`parse_stream`].
+fn verify_and_parse(
+    arena: &[u8],
+    at: &[usize],
+    entry: &TensorEntry,
+    layout: Layout,
+    n: usize,
+    out_len: usize,
+) -> Result<Vec<ParsedStream>, PlanError> {
+    let copies: Vec<&[u8]> = entry
+        .streams
+        .iter()
+        .zip(at)
+        .map(|(s, &a)| &arena[a..a + s.len as usize])
+        .collect();
+    let check = |(k, (s, bytes)): (usize, (&StreamRef, &&[u8]))| {
+        let computed = xxh3_64(bytes);
+        if computed == s.checksum {
+            Ok(())
+        } else {
+            Err(ContainerError::Checksum {
+                what: format!("tensor {:?} stream {k} (copy for upload)", entry.name),
+                stored: s.checksum,
+                computed,
+            })
+        }
+    };
+    // Large streams are hashed in parallel, as the container does.
+    if entry.coded_len() > 1 << 20 {
+        entry
+            .streams
+            .par_iter()
+            .zip(copies.par_iter())
+            .enumerate()
+            .try_for_each(check)?;
+    } else {
+        entry
+            .streams
+            .iter()
+            .zip(copies.iter())
+            .enumerate()
+            .try_for_each(check)?;
+    }
+    TensorDecoder::new(entry.codec, entry.chunk_log2, out_len, &copies).map_err(|source| {
+        ContainerError::Tensor {
+            name: entry.name.clone(),
+            source,
+        }
+    })?;
+    copies
+        .iter()
+        .zip(layout.field_bits())
+        .enumerate()
+        .map(|(k, (bytes, &bits))| {
+            parse_stream(bytes, bits, n, entry.chunk_log2).map_err(|problem| PlanError::Stream {
+                name: entry.name.clone(),
+                stream: k,
+                problem,
+            })
+        })
+        .collect()
 }
 
 /// What the planner needs of one field stream.
@@ -563,13 +643,18 @@ fn parse_stream(bytes: &[u8], bits: u32, n: usize, chunk_log2: u8) -> Result<Par
     Ok(s)
 }
 
-/// The tasks of one launch: runs of at most [`chunks_per_task`] chunks of each kernel
-/// tensor in `descs` (indexes into `descs`).
-pub fn tasks(descs: &[TensorDesc]) -> Vec<Task> {
+/// The tasks of one launch: runs of chunks of each kernel tensor in `descs` (indexes into
+/// `descs`). Work is distributed by the launch's total chunk count against the device's
+/// `warp_slots`: each warp gets `ceil(total / warp_slots)` chunks (at least one), but no
+/// more than [`chunks_per_task`] allows, so a launch with few chunks spreads them one per
+/// warp over as many CTAs as it takes, and one with many keeps its CTAs large.
+pub fn tasks(descs: &[TensorDesc], warp_slots: usize) -> Vec<Task> {
+    let total: u64 = descs.iter().map(TensorDesc::n_chunks).sum();
+    let fill = total.div_ceil(warp_slots.max(1) as u64).max(1);
     let mut tasks = Vec::new();
     for (t, d) in descs.iter().enumerate() {
         let chunks = d.n_chunks();
-        let per_task = chunks_per_task(d.chunk_log2) as u64;
+        let per_task = (WARPS as u64 * fill).min(chunks_per_task(d.chunk_log2) as u64);
         let mut first = 0u64;
         while first < chunks {
             let count = (chunks - first).min(per_task);
@@ -697,16 +782,27 @@ mod tests {
         assert_eq!(chunks_per_task(18), WARPS);
         assert_eq!(chunks_per_task(16), WARPS);
         assert_eq!(chunks_per_task(10), 64 * WARPS);
-        let tasks = tasks(&descs);
-        for (t, desc) in descs.iter().enumerate() {
-            let mut next = 0;
-            for task in tasks.iter().filter(|k| k.tensor == t as u32) {
-                assert_eq!(task.first_chunk, next);
-                let most = chunks_per_task(desc.chunk_log2) as u32;
-                assert!((1..=most).contains(&task.n_chunks));
-                next += task.n_chunks;
+        let total: u64 = descs.iter().map(TensorDesc::n_chunks).sum();
+        for slots in [1, 64, 4224, 1 << 20] {
+            let tasks = tasks(&descs, slots);
+            for (t, desc) in descs.iter().enumerate() {
+                let mut next = 0;
+                for task in tasks.iter().filter(|k| k.tensor == t as u32) {
+                    assert_eq!(task.first_chunk, next);
+                    let most = chunks_per_task(desc.chunk_log2) as u32;
+                    assert!((1..=most).contains(&task.n_chunks));
+                    next += task.n_chunks;
+                }
+                assert_eq!(u64::from(next), desc.n_chunks());
             }
-            assert_eq!(u64::from(next), desc.n_chunks());
+            // With warp slots to spare, every warp gets one chunk: as many warps as chunks.
+            if slots as u64 >= total {
+                assert!(tasks.iter().all(|k| k.n_chunks as usize <= WARPS));
+            }
         }
+        // Few slots: CTAs as large as chunks_per_task allows.
+        assert!(tasks(&descs, 1)
+            .iter()
+            .any(|k| k.n_chunks as usize == chunks_per_task(10)));
     }
 }

@@ -1,17 +1,18 @@
 //! The kernel on a real device against the CPU decoder, bit for bit. Skips, saying why,
-//! on machines without a CUDA driver, device or NVRTC.
+//! on machines without a CUDA driver, device or NVRTC (fails instead when
+//! `MCODEC_GPU_REQUIRED` is set).
 
 use crate::common::*;
 use mcodec::container::Archive;
 use mcodec::EncodeOptions;
 use mcodec_gpu::plan::{Body, Prepared, MODE_RANS};
-use mcodec_gpu::{GpuDecoder, GpuError, GpuModel};
+use mcodec_gpu::{GpuDecoder, GpuError, GpuModel, Verify};
 
 fn decoder() -> Option<GpuDecoder> {
     match GpuDecoder::new(0) {
         Ok(d) => Some(d),
         Err(e @ (GpuError::NoDevice(_) | GpuError::NvrtcMissing(_))) => {
-            println!("skipped: {e}");
+            skip(&e.to_string());
             None
         }
         Err(e) => panic!("GPU decoder: {e}"),
@@ -86,7 +87,7 @@ fn gpu_decode_is_bit_identical_to_cpu() {
     }
     match minilm_mcz() {
         Ok(mcz) => check_file(&dec, &mcz, "minilm"),
-        Err(why) => println!("minilm skipped: {why}"),
+        Err(why) => skip(&format!("MiniLM: {why}")),
     }
 }
 
@@ -117,9 +118,67 @@ fn gpu_reports_corrupt_chunks() {
     let at = (f.stream + payload) as usize + 200;
     prepared.arena[at] ^= 0x5A;
     prepared.arena[at + 1] ^= 0xC3;
+    let damaged = prepared
+        .tensors
+        .iter()
+        .position(|t| matches!(&t.body, Body::Split(d) if d.fields.contains(&f)))
+        .expect("the damaged tensor");
     let mut model = GpuModel::upload_prepared(&dec, prepared, &stream).expect("upload");
     match model.decode_all(&stream) {
         Err(GpuError::Corrupt(c)) => println!("reported: {c}"),
         other => panic!("expected a corrupt chunk, got {other:?}"),
     }
+    // A sub-group where the damaged tensor is not the model's first kernel tensor: the
+    // error names it, not whichever tensor comes first in the model.
+    let others: Vec<usize> = (0..model.tensors().len())
+        .filter(|&t| t != damaged && matches!(model.tensors()[t].body, Body::Split(_)))
+        .collect();
+    let sub = [others[others.len() - 1], damaged];
+    let (_, total) = mcodec_gpu::output_layout(model.tensors(), &sub);
+    let mut dst = stream.alloc_zeros::<u8>(total as usize).expect("alloc");
+    let group = model.group(&sub, &dst, &stream).expect("group");
+    model.launch(&group, &mut dst, &stream).expect("launch");
+    match model.check(&stream) {
+        Err(GpuError::Corrupt(c)) => assert_eq!(c.tensor, model.tensors()[damaged].name),
+        other => panic!("expected a corrupt chunk, got {other:?}"),
+    }
+    // The decoded-tensor check finds the damaged tensor's bytes wrong, the other's right.
+    match model.verify(&group, &dst, &stream, Verify::All) {
+        Err(GpuError::Mismatch(m)) => assert_eq!(m.tensor, model.tensors()[damaged].name),
+        other => panic!("expected a checksum mismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn gpu_groups_run_only_on_their_model() {
+    let Some(dec) = decoder() else { return };
+    let stream = dec.context().default_stream();
+    let mcz = pack_with(&generated_model(), EncodeOptions::default());
+    let archive = Archive::open(&mcz).expect("open");
+    let a = GpuModel::upload(&dec, &archive, None, &stream).expect("upload a");
+    let b = GpuModel::upload(&dec, &archive, None, &stream).expect("upload b");
+    let (_, total) = mcodec_gpu::output_layout(a.tensors(), &[0]);
+    let mut dst = stream.alloc_zeros::<u8>(total as usize).expect("alloc");
+    let group = a.group(&[0], &dst, &stream).expect("group");
+    match b.launch(&group, &mut dst, &stream) {
+        Err(GpuError::ForeignGroup { group_model, model }) => {
+            assert_eq!((group_model, model), (a.id(), b.id()));
+        }
+        other => panic!("expected a foreign group, got {other:?}"),
+    }
+    let dropped = a.id();
+    drop(a);
+    let c = GpuModel::upload(&dec, &archive, None, &stream).expect("upload c");
+    assert_ne!(c.id(), dropped);
+    assert!(matches!(
+        c.launch(&group, &mut dst, &stream),
+        Err(GpuError::ForeignGroup { .. })
+    ));
+    let mut mine = stream.alloc_zeros::<u8>(total as usize).expect("alloc");
+    let own = c.group(&[0], &mine, &stream).expect("group");
+    c.launch(&own, &mut mine, &stream).expect("launch");
+    assert_eq!(
+        c.verify(&own, &mine, &stream, Verify::All).expect("verify"),
+        1
+    );
 }

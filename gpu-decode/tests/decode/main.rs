@@ -1,7 +1,10 @@
 //! gpu-decode's integration tests, in one binary (each test binary costs a release link):
-//! `mirror` (the kernel's CPU mirror against the CPU decoder, runs everywhere), `gpu` (the
-//! kernel on a device, skips without one), `nvrtc` (the kernel source compiles, skips
-//! without libnvrtc), and `fuzz_replay` (the `gpu_plan` fuzz target's inputs).
+//! `mirror` (the kernel's CPU mirror against the CPU decoder, runs everywhere), `loader`
+//! (what the host uploads is what it verified; errors name the right tensor), `gpu` (the
+//! kernel on a device, skips without one), `required` (a forced skip fails loudly under
+//! `MCODEC_GPU_REQUIRED`), `nvrtc` (the kernel source compiles, skips without libnvrtc),
+//! `sass` (instructions per 32 elements from the cubin's SASS, skips without NVRTC and
+//! nvdisasm) and `fuzz_replay` (the `gpu_plan` fuzz target's inputs).
 
 // The fuzz targets' shared helpers and the `gpu_plan` check, included as the fuzzer
 // builds them.
@@ -14,5 +17,8 @@ mod gpu_plan;
 mod common;
 mod fuzz_replay;
 mod gpu;
+mod loader;
 mod mirror;
 mod nvrtc;
+mod required;
+mod sass;

@@ -76,7 +76,9 @@ fn mirror_matches_cpu_on_minilm_when_present() {
     let mcz = match minilm_mcz() {
         Ok(m) => m,
         Err(why) => {
-            println!("skipped: no MiniLM weights ({why}); bench data is not in the repository");
+            skip(&format!(
+                "no MiniLM weights ({why}); bench data is not in the repository"
+            ));
             return;
         }
     };

@@ -6,7 +6,7 @@
 fn kernel_compiles_to_ptx_for_sm80_and_sm90() {
     let ptx = match mcodec_gpu::compile_ptx("compute_80") {
         Err(mcodec_gpu::GpuError::NvrtcMissing(why)) => {
-            println!("skipped: NVRTC not found ({why})");
+            crate::common::skip(&format!("NVRTC not found ({why})"));
             return;
         }
         other => other.expect("compile for compute_80"),
@@ -28,4 +28,14 @@ fn kernel_compiles_to_ptx_for_sm80_and_sm90() {
             .expect("version line");
         println!("{arch}: PTX ISA {version}, {} bytes", ptx.len());
     }
+    // The device loads a cubin built for its own architecture (no PTX ISA version can
+    // stop it); check that NVRTC builds one.
+    let (cubin, log) = mcodec_gpu::compile_cubin("sm_90").expect("cubin for sm_90");
+    assert_eq!(&cubin[..4], b"\x7fELF", "a cubin is an ELF image");
+    let (major, minor) = mcodec_gpu::nvrtc_version().expect("NVRTC version");
+    println!(
+        "sm_90 cubin: {} bytes (NVRTC {major}.{minor}); {}",
+        cubin.len(),
+        log.trim()
+    );
 }

@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""SASS instructions per 32 elements of the kernel's step loop, per layout (no GPU needed).
+
+Compiles gpu-decode/kernels/mcz_decode.cu with NVRTC to a cubin for sm_90, one kernel
+instance at a time (-DMCZ_ONLY_LAYOUT / -DMCZ_ONLY_MODES: the same decode_chunk<L, MODES>
+that the full kernel dispatches to), disassembles it with nvdisasm and walks the step loop:
+
+  * the step loop is the innermost loop (a backward branch) around the rANS ballot (VOTE);
+  * a step without a flush is the shortest path from the loop head to its backward branch
+    that passes every rANS word load (LDG.U16: some lane of 32 renormalises almost every
+    step); a step with a flush must also pass the full-group store (the widest store);
+    branches taken rarely (block switches when branched, not predicated; partial-group
+    stores; the divergent BRA.DIV fallbacks, laid out past the loop) are off these paths;
+  * per 32 elements = (7 * plain step + 1 * flushing step) / 8 (STAGE_STEPS = 8).
+
+Predicated instructions count whether or not their predicate holds: they are issued.
+Fields whose mode is MODE_ANY (read at run time) take their cheapest arm, so such a count
+is a lower bound.
+
+Tools: NVRTC (--nvrtc, $MCODEC_NVRTC, a libnvrtc.so* on LD_LIBRARY_PATH, or
+target/nvrtc-wheel) and nvdisasm (--nvdisasm, $MCODEC_NVDISASM, PATH, or the one the PyPI
+`triton` wheel ships under triton/backends/nvidia/bin/, found through --python or
+/work/venv). Exit status 0 with a line starting "skipped:" when a tool is missing.
+"""
+
+import argparse
+import ctypes
+import glob
+import heapq
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL = ROOT / "gpu-decode" / "kernels" / "mcz_decode.cu"
+STAGE_STEPS = 8
+ANY = 3
+
+# (name, layout, field modes): the typical instance of each layout first. Modes: 0 packed,
+# 1 const, 2 rANS, 3 read at run time (the full kernel's F32 low-byte fields).
+CASES = [
+    ("BF16 exp rANS, sign+mantissa packed", 0, [2, 0]),
+    ("BF16 exp rANS, sign+mantissa rANS", 0, [2, 2]),
+    ("F16 exp rANS, sign+mantissa packed", 1, [2, 0]),
+    ("F32 exp rANS, rest packed", 2, [2, 0, 0, 0]),
+    ("F32 as dispatched (low bytes MODE_ANY)", 2, [2, 0, ANY, ANY]),
+    ("F8 rANS", 3, [2]),
+]
+
+
+def modes_word(modes):
+    word = 0
+    for f in range(4):
+        m = modes[f] if f < len(modes) else 0
+        word |= m << (2 * f)
+    return word
+
+
+def find_nvrtc(arg):
+    if arg:
+        return arg
+    if os.environ.get("MCODEC_NVRTC"):
+        return os.environ["MCODEC_NVRTC"]
+    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    dirs += glob.glob(str(ROOT / "target" / "nvrtc-wheel" / "nvidia" / "*" / "lib"))
+    for d in dirs:
+        libs = sorted(glob.glob(os.path.join(d, "libnvrtc.so*")))
+        libs = [lib for lib in libs if "builtins" not in lib and "alt" not in lib]
+        if libs:
+            return libs[0]
+    return None
+
+
+def find_nvdisasm(arg, python):
+    if arg:
+        return arg
+    if os.environ.get("MCODEC_NVDISASM"):
+        return os.environ["MCODEC_NVDISASM"]
+    found = shutil.which("nvdisasm")
+    if found:
+        return found
+    for py in [python, sys.executable, "/work/venv/bin/python"]:
+        if not py or not os.path.exists(py):
+            continue
+        try:
+            out = subprocess.run(
+                [py, "-c", "import os, triton; print(os.path.dirname(triton.__file__))"],
+                capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        cand = os.path.join(out.stdout.strip(), "backends", "nvidia", "bin", "nvdisasm")
+        if out.returncode == 0 and os.path.exists(cand):
+            return cand
+    return None
+
+
+def compile_cubin(lib, defines, arch="sm_90"):
+    nvrtc = ctypes.CDLL(lib)
+    prog = ctypes.c_void_p()
+    src = KERNEL.read_bytes()
+    if nvrtc.nvrtcCreateProgram(ctypes.byref(prog), src, b"mcz_decode.cu", 0, None, None):
+        raise RuntimeError("nvrtcCreateProgram failed")
+    opts = [f"--gpu-architecture={arch}", "--std=c++17", "--generate-line-info",
+            "--ptxas-options=-v"] + [f"-D{d}" for d in defines]
+    arr = (ctypes.c_char_p * len(opts))(*[o.encode() for o in opts])
+    rc = nvrtc.nvrtcCompileProgram(prog, len(opts), arr)
+    size = ctypes.c_size_t()
+    nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    if rc:
+        raise RuntimeError(f"NVRTC failed ({rc}): {log.value.decode(errors='replace')}")
+    nvrtc.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+    cubin = ctypes.create_string_buffer(size.value)
+    nvrtc.nvrtcGetCUBIN(prog, cubin)
+    nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
+    return cubin.raw, log.value.decode(errors="replace")
+
+
+def nvrtc_version(lib):
+    nvrtc = ctypes.CDLL(lib)
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    nvrtc.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
+    return f"{major.value}.{minor.value}"
+
+
+INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
+LABEL = re.compile(r"^(\.L_x_\d+):")
+TARGET = re.compile(r"`\((\.L_x_\d+)\)")
+
+
+class Instr:
+    def __init__(self, addr, pred, op, args):
+        self.addr, self.pred, self.op, self.args = addr, pred, op, args
+
+    def is_branch(self):
+        return self.op in ("BRA", "BRA.DIV")
+
+    def store_width(self):
+        if not re.match(r"^(ST|STG)\.", self.op) and self.op not in ("ST", "STG"):
+            return 0
+        for w, bits in ((".128", 128), (".64", 64), (".U16", 16), (".S16", 16), (".U8", 8),
+                        (".S8", 8)):
+            if w in self.op:
+                return bits
+        return 32
+
+
+def parse(sass):
+    instrs, labels = [], {}
+    for line in sass.splitlines():
+        m = LABEL.match(line.strip())
+        if m:
+            labels[m.group(1)] = len(instrs)
+            continue
+        m = INSTR.search(line)
+        if m:
+            instrs.append(Instr(int(m.group(1), 16), (m.group(2) or "").strip(), m.group(3),
+                                m.group(4)))
+    return instrs, labels
+
+
+def blocks_of(instrs, labels):
+    """Basic blocks as (start, end) index ranges, and each block's successors."""
+    starts = {0} | set(labels.values())
+    for i, ins in enumerate(instrs):
+        if ins.is_branch() or ins.op == "EXIT":
+            starts.add(i + 1)
+    starts = sorted(s for s in starts if s < len(instrs))
+    ranges = [(s, (starts[k + 1] if k + 1 < len(starts) else len(instrs)))
+              for k, s in enumerate(starts)]
+    block_at = {s: b for b, (s, _) in enumerate(ranges)}
+    succ = []
+    for b, (s, e) in enumerate(ranges):
+        last = instrs[e - 1]
+        out = []
+        conditional = bool(last.pred) or re.match(r"^\s*!?U?P\d", last.args or "")
+        if last.is_branch():
+            t = TARGET.search(last.args)
+            if t:
+                out.append(block_at[labels[t.group(1)]])
+            if (conditional or last.op == "BRA.DIV") and b + 1 < len(ranges):
+                out.append(b + 1)
+        elif last.op == "EXIT" and not last.pred:
+            pass
+        elif b + 1 < len(ranges):
+            out.append(b + 1)
+        succ.append(out)
+    return ranges, succ
+
+
+def shortest(ranges, succ, allowed, src, dst):
+    """Fewest instructions from the start of block src to the end of block dst."""
+    cost = lambda b: ranges[b][1] - ranges[b][0]
+    best = {src: cost(src)}
+    heap = [(cost(src), src)]
+    while heap:
+        c, b = heapq.heappop(heap)
+        if b == dst:
+            return c
+        if c > best.get(b, 1 << 30):
+            continue
+        for n in succ[b]:
+            if n in allowed and c + cost(n) < best.get(n, 1 << 30):
+                best[n] = c + cost(n)
+                heapq.heappush(heap, (best[n], n))
+    return None
+
+
+def analyse(sass):
+    instrs, labels = parse(sass)
+    ranges, succ = blocks_of(instrs, labels)
+    block_of = {}
+    for b, (s, e) in enumerate(ranges):
+        for i in range(s, e):
+            block_of[i] = b
+    votes = [i for i, ins in enumerate(instrs) if ins.op.startswith("VOTE.ANY")]
+    if not votes:
+        raise RuntimeError("no VOTE.ANY: no rANS step loop")
+    # Innermost backward branch around the first ballot.
+    loop = None
+    for i, ins in enumerate(instrs):
+        t = TARGET.search(ins.args) if ins.op == "BRA" else None
+        if not t:
+            continue
+        head = labels[t.group(1)]
+        if head <= votes[0] <= i and (loop is None or i - head < loop[1] - loop[0]):
+            loop = (head, i)
+    if loop is None:
+        raise RuntimeError("no loop around the ballot")
+    head_b, latch_b = block_of[loop[0]], block_of[loop[1]]
+    allowed = {b for b in range(head_b, latch_b + 1)}
+    inside = range(ranges[head_b][0], ranges[latch_b][1])
+    word_blocks = sorted({block_of[i] for i in inside
+                          if instrs[i].op.startswith("LDG.E.U16")})
+    widest = max((instrs[i].store_width() for i in inside), default=0)
+    store_blocks = sorted({block_of[i] for i in inside
+                           if widest and instrs[i].store_width() == widest})
+
+    def through(waypoints):
+        points = [head_b] + sorted(set(waypoints)) + [latch_b]
+        total = 0
+        for a, b in zip(points, points[1:]):
+            if a == b:
+                continue
+            c = shortest(ranges, succ, allowed, a, b)
+            if c is None:
+                return None
+            total += c - (ranges[a][1] - ranges[a][0])
+        return total + (ranges[head_b][1] - ranges[head_b][0])
+
+    plain = through(word_blocks)
+    flushing = through(word_blocks + store_blocks[:1])
+    return {
+        "plain": plain,
+        "flushing": flushing,
+        "per32": (7 * plain + flushing) / STAGE_STEPS,
+        "loop": len(inside),
+        "votes": sum(1 for i in inside if instrs[i].op.startswith("VOTE.ANY")),
+        "store_bits": widest,
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--nvrtc")
+    ap.add_argument("--nvdisasm")
+    ap.add_argument("--python", help="a Python with the triton wheel (for its nvdisasm)")
+    ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--keep", help="write each instance's SASS into this folder")
+    args = ap.parse_args()
+    lib = find_nvrtc(args.nvrtc)
+    dis = find_nvdisasm(args.nvdisasm, args.python)
+    if not lib:
+        print("skipped: no libnvrtc (set MCODEC_NVRTC or LD_LIBRARY_PATH)")
+        return 0
+    if not dis:
+        print("skipped: no nvdisasm (set MCODEC_NVDISASM, or install the triton wheel)")
+        return 0
+    print(f"NVRTC {nvrtc_version(lib)} ({lib}), {args.arch}, nvdisasm {dis}")
+    print("| instance | plain step | flushing step | per 32 elements | registers, spills |")
+    print("|---|---:|---:|---:|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, layout, modes in CASES:
+            cubin, log = compile_cubin(
+                lib, [f"MCZ_ONLY_LAYOUT={layout}", f"MCZ_ONLY_MODES={modes_word(modes)}u"],
+                args.arch)
+            path = os.path.join(tmp, "k.cubin")
+            Path(path).write_bytes(cubin)
+            sass = subprocess.run([dis, "-c", path], capture_output=True, text=True,
+                                  check=True).stdout
+            if args.keep:
+                Path(args.keep).mkdir(parents=True, exist_ok=True)
+                Path(args.keep, f"layout{layout}-modes{modes_word(modes):02x}.sass").write_text(sass)
+            r = analyse(sass)
+            regs = re.search(r"Used (\d+) registers", log)
+            spill = re.search(r"(\d+) bytes spill stores", log)
+            print(f"| {name} | {r['plain']} | {r['flushing']} | {r['per32']:.1f} | "
+                  f"{regs.group(1) if regs else '?'}, {spill.group(1) if spill else '?'} B |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
