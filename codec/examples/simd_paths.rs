@@ -1,6 +1,6 @@
 //! Encode and decode speed of every code path this CPU has, interleaved in one process so
 //! that a busy machine slows all paths alike: `cargo run --release -p mcodec --example
-//! simd_paths -- FILE [ROUNDS]`. Runs on the calling thread's rayon pool (set
+//! simd_paths -- FILE [ROUNDS] [PATH,...]`. Runs on the calling thread's rayon pool (set
 //! `RAYON_NUM_THREADS=1` for one thread); prints median MB/s (MB = 1e6 bytes of tensor data)
 //! per path.
 
@@ -16,11 +16,19 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let path = args.get(1).ok_or("usage: simd_paths FILE [ROUNDS]")?;
+    let path = args
+        .get(1)
+        .ok_or("usage: simd_paths FILE [ROUNDS] [PATH,...]")?;
     let rounds: usize = args.get(2).map_or(Ok(7), |r| r.parse())?;
     let input = std::fs::read(path)?;
     let opts = PackOptions::default();
-    let levels = SimdLevel::supported();
+    let levels: Vec<SimdLevel> = match args.get(3) {
+        None => SimdLevel::supported(),
+        Some(list) => SimdLevel::supported()
+            .into_iter()
+            .filter(|l| list.split(',').any(|name| name == l.name()))
+            .collect(),
+    };
     let mut reference = Vec::new();
     pack(&input, &opts, &mut reference, &|_| {})?;
     let tensor_bytes: u64 = Archive::open(&reference)?

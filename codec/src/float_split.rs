@@ -197,6 +197,12 @@ fn split_bf16_packed_on(level: SimdLevel, src: &[u8], exp: &mut [u16], packed: &
     let start = packed.len();
     packed.resize(start + (7 * n).div_ceil(8), 0);
     let done = simd::split_bf16_packed(level, src, exp, &mut packed[start..]);
+    let done = done
+        + split_bf16_packed_scalar(
+            &src[2 * done..],
+            &mut exp[done..],
+            &mut packed[start + done / 8 * 7..],
+        );
     let mut residual = vec![0u16; n - done];
     for ((b, e), r) in src[2 * done..]
         .chunks_exact(2)
@@ -208,6 +214,30 @@ fn split_bf16_packed_on(level: SimdLevel, src: &[u8], exp: &mut [u16], packed: &
     let mut tail = Vec::with_capacity((7 * residual.len()).div_ceil(8));
     crate::entropy::bitpack::pack(&residual, 7, &mut tail);
     packed[start + done / 8 * 7..].copy_from_slice(&tail);
+}
+
+/// Splits whole groups of 8 elements, the 8 residuals of a group gathered in a u64 and
+/// written as its 7 low bytes (the bit packer's layout: element k at bit 7k); returns how
+/// many elements it consumed.
+fn split_bf16_packed_scalar(src: &[u8], exp: &mut [u16], packed: &mut [u8]) -> usize {
+    let mut done = 0;
+    for ((s, e), p) in src
+        .as_chunks::<16>()
+        .0
+        .iter()
+        .zip(exp.as_chunks_mut::<8>().0)
+        .zip(packed.chunks_exact_mut(7))
+    {
+        let mut bits = 0u64;
+        for k in 0..8 {
+            let [f0, f1] = bf16_fields(u16::from_le_bytes([s[2 * k], s[2 * k + 1]]));
+            e[k] = f0;
+            bits |= u64::from(f1) << (7 * k);
+        }
+        p.copy_from_slice(&bits.to_le_bytes()[..7]);
+        done += 8;
+    }
+    done
 }
 
 /// BF16 merge with the residual field still bit-packed (7 bits per element, FORMAT.md
