@@ -74,8 +74,9 @@ def sha256_file(path: Path) -> bytes:
     return h.digest()
 
 
-def run_cmd(cmd: list, timeout: float) -> str:
-    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout)
+def run_cmd(cmd: list, timeout: float, env: dict | None = None) -> str:
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
+                       env=env)
     if p.returncode != 0:
         err = (p.stderr or p.stdout).strip()[-500:]
         raise RuntimeError(f"`{' '.join(map(str, cmd))}` exited with {p.returncode}: {err}")
@@ -84,13 +85,18 @@ def run_cmd(cmd: list, timeout: float) -> str:
 
 # --------------------------------------------------------------------------- mcodec
 
-def mcodec_bench(binary: Path, path: Path, jobs: int, timeout: float) -> dict:
-    out = run_cmd([binary, "bench", path, "-j", jobs, "--json"], timeout)
+def mcodec_bench(binary: Path, path: Path, jobs: int, timeout: float, simd: str = "auto") -> dict:
+    """`mcodec bench` with MCODEC_SIMD=simd; fails unless the report names that path."""
+    env = {**os.environ, "MCODEC_SIMD": simd}
+    env.pop("MCODEC_NO_SIMD", None)
+    out = run_cmd([binary, "bench", path, "-j", jobs, "--json"], timeout, env)
     try:
         doc = json.loads(out)
     except json.JSONDecodeError:
         raise RuntimeError(f"mcodec bench printed no JSON: {out[:200]!r}") from None
-    return {k: float(doc[k]) for k in METRICS} | {"report": doc}
+    if simd != "auto" and doc.get("simd") != simd:
+        raise RuntimeError(f"asked for the {simd} path, mcodec ran {doc.get('simd')!r}")
+    return {k: float(doc[k]) for k in METRICS} | {"simd": doc.get("simd"), "report": doc}
 
 
 def mcodec_pack_unpack(binary: Path, path: Path, file_sha: bytes, tmp: Path, timeout: float) -> dict:
@@ -198,8 +204,10 @@ def bench_file(path: Path, args, thread_counts: list) -> list:
         cases.append(Case("mcodec", "-", None, error=f"{args.mcodec} not found (cargo build --release)"))
     else:
         for t in thread_counts:
-            cases.append(Case("mcodec bench", str(t),
-                              lambda t=t: mcodec_bench(mcodec, path, t, args.timeout)))
+            for simd in args.simd:
+                tool = "mcodec bench" if simd == "auto" else f"mcodec bench simd={simd}"
+                cases.append(Case(tool, str(t), lambda t=t, simd=simd:
+                                  mcodec_bench(mcodec, path, t, args.timeout, simd)))
         cases.append(Case("mcodec pack/unpack", "default",
                           lambda: mcodec_pack_unpack(mcodec, path, file_sha, Path(tmp.name), args.timeout)))
     for t in thread_counts:
@@ -282,7 +290,8 @@ def markdown(report: dict) -> str:
         "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         "- ratio % = compressed / original size (lower is better); MB = 1e6 bytes of original data. "
         "mcodec/peer columns: size < 1 means mcodec is smaller, speed > 1 means mcodec is faster "
-        "(against `mcodec bench` at the same thread count).",
+        "(against `mcodec bench` at the same thread count; on `simd=` rows, that path "
+        "against ZipNN).",
         "",
         "| file | tool | threads | ratio % | encode MB/s | decode MB/s "
         "| mcodec/peer size | mcodec/peer encode | mcodec/peer decode |",
@@ -294,12 +303,20 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['file']} | {r['tool']} | {r['threads']} | {r['status']}: "
                          f"{r['error']} | | | | | |")
             continue
-        ref = next((x for x in rows if x["file"] == r["file"] and x["tool"] == "mcodec bench"
-                    and x["threads"] == r["threads"] and x["status"] == "ok"), None)
+        def same(tool):
+            return next((x for x in rows if x["file"] == r["file"] and x["tool"] == tool
+                         and x["threads"] == r["threads"] and x["status"] == "ok"), None)
+        ref, peer = same("mcodec bench"), r
+        if r["tool"].startswith("mcodec bench simd="):
+            # A forced path: compared with ZipNN (the peer) at the same thread count.
+            ref, peer = r, same("zipnn")
+        elif r["tool"] not in ("zipnn", "zstd -3"):
+            ref = None
         rel = ["", "", ""]
-        if ref is not None and r["tool"] in ("zipnn", "zstd -3"):
-            rel = [f"{ref['ratio'] / r['ratio']:.2f}", f"{ref['encode_mb_s'] / r['encode_mb_s']:.2f}x",
-                   f"{ref['decode_mb_s'] / r['decode_mb_s']:.2f}x"]
+        if ref is not None and peer is not None:
+            rel = [f"{ref['ratio'] / peer['ratio']:.2f}",
+                   f"{ref['encode_mb_s'] / peer['encode_mb_s']:.2f}x",
+                   f"{ref['decode_mb_s'] / peer['decode_mb_s']:.2f}x"]
         lines.append(f"| {r['file']} | {r['tool']} | {r['threads']} | {fmt(100 * r['ratio'], '.2f')} "
                      f"| {fmt(r['encode_mb_s'], ',.0f')} | {fmt(r['decode_mb_s'], ',.0f')} | "
                      + " | ".join(rel) + " |")
@@ -315,7 +332,21 @@ def main() -> None:
     ap.add_argument("--mcodec", type=Path, default=REPO / "target/release/mcodec")
     ap.add_argument("--timeout", type=float, default=3600, help="per mcodec command, seconds")
     ap.add_argument("--json-out", type=Path, default=BENCH_DIR / "data/compare.json")
+    ap.add_argument("--threads", default="1,all",
+                    help="comma-separated thread counts; 'all' = every usable core (default 1,all)")
+    ap.add_argument("--simd", default="auto",
+                    help="comma-separated MCODEC_SIMD paths for `mcodec bench` rows, e.g. "
+                         "auto,avx512,avx2,scalar (default auto)")
     args = ap.parse_args()
+    args.simd = [p.strip() for p in args.simd.split(",") if p.strip()]
+    if not args.simd or any(p not in ("auto", "avx512", "avx2", "scalar") for p in args.simd):
+        ap.error("--simd takes auto, avx512, avx2, scalar")
+    try:
+        thread_counts = sorted({CORES if t.strip() == "all" else int(t) for t in args.threads.split(",")})
+    except ValueError:
+        ap.error("--threads takes positive integers or 'all'")
+    if not thread_counts or thread_counts[0] < 1:
+        ap.error("--threads takes positive integers or 'all'")
     if args.repeats < 1 or args.warmup < 0:
         ap.error("need --repeats >= 1 and --warmup >= 0")
 
@@ -324,7 +355,6 @@ def main() -> None:
         sys.exit("no input files: run python3 benches/prepare_data.py first")
     if not args.mcodec.is_file():
         log(f"NOTE: {args.mcodec} not found, skipping mcodec (build it with cargo build --release)")
-    thread_counts = sorted({1, CORES})
 
     report = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

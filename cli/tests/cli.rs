@@ -566,6 +566,58 @@ fn bench_json_has_the_keys() {
     assert_eq!(listing(d).len(), 2);
 }
 
+/// `mcodec bench` with `MCODEC_SIMD` (and `MCODEC_NO_SIMD`) set as given.
+fn bench_with_env(dir: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["bench", "model.safetensors", "--json", "--repeat", "1"])
+        .current_dir(dir)
+        .env_remove("MCODEC_SIMD")
+        .env_remove("MCODEC_NO_SIMD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run mcodec")
+}
+
+#[test]
+fn bench_reports_the_simd_path_that_ran_and_refuses_bad_requests() {
+    use mcodec::cpu::SimdLevel;
+    let (dir, _) = setup();
+    let d = dir.path();
+    let simd_of = |o: &Output| {
+        ok(o);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["simd"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(simd_of(&bench_with_env(d, &[])), SimdLevel::detect().name());
+    for level in SimdLevel::supported() {
+        let o = bench_with_env(d, &[("MCODEC_SIMD", level.name())]);
+        assert_eq!(simd_of(&o), level.name());
+    }
+    let o = bench_with_env(d, &[("MCODEC_NO_SIMD", "1")]);
+    assert_eq!(simd_of(&o), "scalar");
+    let o = bench_with_env(d, &[("MCODEC_SIMD", "sse9")]);
+    assert_eq!(o.status.code(), Some(2), "stderr: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("MCODEC_SIMD=\"sse9\""),
+        "{}",
+        stderr(&o)
+    );
+    for level in SimdLevel::ALL.into_iter().filter(|l| !l.is_supported()) {
+        let o = bench_with_env(d, &[("MCODEC_SIMD", level.name())]);
+        assert_eq!(o.status.code(), Some(2), "stderr: {}", stderr(&o));
+        assert!(stderr(&o).contains("not supported by this CPU"));
+    }
+    if SimdLevel::detect() != SimdLevel::Scalar {
+        let o = bench_with_env(d, &[("MCODEC_NO_SIMD", "1"), ("MCODEC_SIMD", "avx2")]);
+        assert_eq!(o.status.code(), Some(2), "stderr: {}", stderr(&o));
+    }
+    // The human output names the path too.
+    let o = mcodec(d, &["bench", "model.safetensors", "--repeat", "1"]);
+    ok(&o);
+    assert!(stdout(&o).contains("simd "), "{}", stdout(&o));
+}
+
 #[test]
 fn gpu_bench_decodes_on_a_gpu_or_says_there_is_none() {
     let (tmp, _) = setup();

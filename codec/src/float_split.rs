@@ -11,6 +11,7 @@
 //!
 //! BF16 is exactly the top half of F32, so both share their first two fields.
 
+use crate::cpu::SimdLevel;
 use crate::dtype::Dtype;
 
 /// How a float dtype is cut into fields.
@@ -186,11 +187,22 @@ fn count_fields<const E: usize, const F: usize>(
 /// appends the packed residual to `packed`, as [`Layout::split`] followed by bit packing
 /// would, without the intermediate buffer.
 pub fn split_bf16_packed(src: &[u8], exp: &mut [u16], packed: &mut Vec<u8>) {
+    split_bf16_packed_on(crate::cpu::simd_level(), src, exp, packed);
+}
+
+/// [`split_bf16_packed`] on the given code path (one the CPU supports).
+fn split_bf16_packed_on(level: SimdLevel, src: &[u8], exp: &mut [u16], packed: &mut Vec<u8>) {
     let n = exp.len();
     debug_assert_eq!(src.len(), 2 * n);
     let start = packed.len();
     packed.resize(start + (7 * n).div_ceil(8), 0);
-    let done = simd::split_bf16_packed(src, exp, &mut packed[start..]);
+    let done = simd::split_bf16_packed(level, src, exp, &mut packed[start..]);
+    let done = done
+        + split_bf16_packed_scalar(
+            &src[2 * done..],
+            &mut exp[done..],
+            &mut packed[start + done / 8 * 7..],
+        );
     let mut residual = vec![0u16; n - done];
     for ((b, e), r) in src[2 * done..]
         .chunks_exact(2)
@@ -204,28 +216,71 @@ pub fn split_bf16_packed(src: &[u8], exp: &mut [u16], packed: &mut Vec<u8>) {
     packed[start + done / 8 * 7..].copy_from_slice(&tail);
 }
 
+/// Splits whole groups of 8 elements, the 8 residuals of a group gathered in a u64 and
+/// written as its 7 low bytes (the bit packer's layout: element k at bit 7k); returns how
+/// many elements it consumed.
+fn split_bf16_packed_scalar(src: &[u8], exp: &mut [u16], packed: &mut [u8]) -> usize {
+    let mut done = 0;
+    for ((s, e), p) in src
+        .as_chunks::<16>()
+        .0
+        .iter()
+        .zip(exp.as_chunks_mut::<8>().0)
+        .zip(packed.chunks_exact_mut(7))
+    {
+        let mut bits = 0u64;
+        for k in 0..8 {
+            let [f0, f1] = bf16_fields(u16::from_le_bytes([s[2 * k], s[2 * k + 1]]));
+            e[k] = f0;
+            bits |= u64::from(f1) << (7 * k);
+        }
+        p.copy_from_slice(&bits.to_le_bytes()[..7]);
+        done += 8;
+    }
+    done
+}
+
 /// BF16 merge with the residual field still bit-packed (7 bits per element, FORMAT.md
 /// §5.1): `exp` holds the first field, `packed` at least `ceil(7·n/8)` bytes, `dst` 2n
 /// bytes. Equivalent to unpacking and [`Layout::merge`], without the intermediate buffer.
 pub fn merge_bf16_packed(exp: &[u16], packed: &[u8], dst: &mut [u8]) {
+    merge_bf16_packed_on(crate::cpu::simd_level(), exp, packed, dst);
+}
+
+/// [`merge_bf16_packed`] on the given code path (one the CPU supports).
+fn merge_bf16_packed_on(level: SimdLevel, exp: &[u16], packed: &[u8], dst: &mut [u8]) {
     let n = exp.len();
     debug_assert!(dst.len() == 2 * n && packed.len() >= (7 * n).div_ceil(8));
-    let done = simd::merge_bf16_packed(exp, packed, dst);
+    let done = simd::merge_bf16_packed(level, exp, packed, dst);
     merge_bf16_packed_scalar(&exp[done..], &packed[done / 8 * 7..], &mut dst[2 * done..]);
+}
+
+/// Four 7-bit fields (the low 28 bits of `bits`) spread to the low bits of four 16-bit
+/// lanes, in a u64: shifts within the word instead of one shift per field.
+#[inline(always)]
+fn spread_7bit_fields(bits: u64) -> u64 {
+    let t = (bits | (bits << 18)) & 0x0000_3FFF_0000_3FFF;
+    (t | (t << 9)) & 0x007F_007F_007F_007F
 }
 
 fn merge_bf16_packed_scalar(exp: &[u16], packed: &[u8], dst: &mut [u8]) {
     let merge = |s0: u16, r: u16| (s0 << 6) | ((r & 0x40) << 9) | (r & 0x3F);
     let whole = exp.len() / 8;
+    // Eight elements at a time, four per u64 of 16-bit lanes: every lane of the exponent
+    // word is below 2^9, so shifting the word shifts each lane without carries.
     for ((e, b), d) in exp
-        .chunks_exact(8)
+        .as_chunks::<8>()
+        .0
+        .iter()
         .zip(packed.chunks_exact(7))
-        .zip(dst.chunks_exact_mut(16))
+        .zip(dst.as_chunks_mut::<16>().0)
     {
         let v = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], 0]);
-        for k in 0..8 {
-            let w = merge(e[k], ((v >> (7 * k)) & 0x7F) as u16);
-            d[2 * k..2 * k + 2].copy_from_slice(&w.to_le_bytes());
+        for half in 0..2 {
+            let r = spread_7bit_fields((v >> (28 * half)) & 0x0FFF_FFFF);
+            let s0 = (0..4).fold(0u64, |acc, k| acc | u64::from(e[4 * half + k]) << (16 * k));
+            let w = (s0 << 6) | ((r & 0x0040_0040_0040_0040) << 9) | (r & 0x003F_003F_003F_003F);
+            d[8 * half..8 * half + 8].copy_from_slice(&w.to_le_bytes());
         }
     }
     let rest = &exp[whole * 8..];
@@ -242,30 +297,66 @@ fn merge_bf16_packed_scalar(exp: &[u16], packed: &[u8], dst: &mut [u8]) {
     }
 }
 
-/// Vector merge of whole 64-element groups, chosen at run time.
+/// Vector split and merge on the path the caller chose.
 mod simd {
+    use crate::cpu::SimdLevel;
+
+    /// The path that actually splits for `level` (AVX2 has no split of its own).
+    fn split_level(level: SimdLevel) -> SimdLevel {
+        match level {
+            SimdLevel::Avx512 if level.is_supported() => SimdLevel::Avx512,
+            _ => SimdLevel::Scalar,
+        }
+    }
+
     /// Splits as many leading 64-element groups as the vector path can; returns how many
     /// elements it consumed.
-    pub(super) fn split_bf16_packed(src: &[u8], exp: &mut [u16], packed: &mut [u8]) -> usize {
+    pub(super) fn split_bf16_packed(
+        level: SimdLevel,
+        src: &[u8],
+        exp: &mut [u16],
+        packed: &mut [u8],
+    ) -> usize {
+        let level = split_level(level);
+        crate::cpu::note_run(level);
         #[cfg(target_arch = "x86_64")]
         {
-            if crate::cpu::avx512_enabled() {
-                // SAFETY: the CPU supports every feature the function enables.
+            if level == SimdLevel::Avx512 {
+                // SAFETY: `split_level` checked that the CPU supports every feature the
+                // function enables.
                 return unsafe { x86::split_bf16_packed(src, exp, packed) };
             }
         }
-        let _ = (src, exp, packed);
+        let _ = (level, src, exp, packed);
         0
     }
 
-    /// Merges as many leading 64-element groups as the vector path can; returns how many
-    /// elements it wrote.
-    pub(super) fn merge_bf16_packed(exp: &[u16], packed: &[u8], dst: &mut [u8]) -> usize {
+    /// Merges as many leading whole vector steps (64 elements on AVX-512, 16 on AVX2) as
+    /// the vector path can; returns how many elements it wrote.
+    pub(super) fn merge_bf16_packed(
+        level: SimdLevel,
+        exp: &[u16],
+        packed: &[u8],
+        dst: &mut [u8],
+    ) -> usize {
+        debug_assert!(
+            level.is_supported(),
+            "{level} requested on a CPU without it"
+        );
+        let level = if level.is_supported() {
+            level
+        } else {
+            SimdLevel::Scalar
+        };
+        crate::cpu::note_run(level);
         #[cfg(target_arch = "x86_64")]
         {
-            if crate::cpu::avx512_enabled() {
-                // SAFETY: the CPU supports every feature the function enables.
-                return unsafe { x86::merge_bf16_packed(exp, packed, dst) };
+            // SAFETY (both calls): the CPU supports every feature the function enables
+            // (checked just above).
+            match level {
+                SimdLevel::Avx512 => return unsafe { x86::merge_bf16_packed(exp, packed, dst) },
+                SimdLevel::Avx2 => return unsafe { x86::merge_bf16_packed_avx2(exp, packed, dst) },
+                SimdLevel::Scalar => {}
             }
         }
         let _ = (exp, packed, dst);
@@ -402,6 +493,60 @@ mod simd {
             }
             groups * 64
         }
+
+        /// 16 elements per step: one 16-byte load of the 14 packed bytes, broadcast to both
+        /// 128-bit halves; a byte shuffle gives each 16-bit lane the two bytes that hold its
+        /// 7-bit field, a multiply by `2^(7 - shift)` lines every field up at bit 7 (AVX2
+        /// has no per-lane 16-bit shift), then the merge.
+        #[target_feature(enable = "avx2")]
+        pub(super) unsafe fn merge_bf16_packed_avx2(
+            exp: &[u16],
+            packed: &[u8],
+            dst: &mut [u8],
+        ) -> usize {
+            // The load reads 16 bytes for 14: the last step must leave 2 bytes of slack.
+            let steps = (exp.len() / 16)
+                .min(packed.len().saturating_sub(2) / 14)
+                .min(dst.len() / 32);
+            // Field j of a group of 8 starts at bit 7j: in byte 7j / 8, at shift 7j % 8.
+            let shuffle: [u8; 32] = std::array::from_fn(|i| {
+                let (half, lane, byte) = (i / 16, (i % 16) / 2, i % 2);
+                (7 * half + 7 * lane / 8 + byte) as u8
+            });
+            let multiplier: [u16; 16] = std::array::from_fn(|i| 1 << (7 - (7 * (i % 8)) % 8));
+            // SAFETY: both arrays are 32 bytes.
+            let (shuffle, multiplier) = unsafe {
+                (
+                    _mm256_loadu_si256(shuffle.as_ptr() as *const _),
+                    _mm256_loadu_si256(multiplier.as_ptr() as *const _),
+                )
+            };
+            let low7 = _mm256_set1_epi16(0x7F);
+            let sign = _mm256_set1_epi16(0x40);
+            let low6 = _mm256_set1_epi16(0x3F);
+            for i in 0..steps {
+                // SAFETY: i < steps, so the 16 bytes at 14i, the 16 u16 at 16i and the 32
+                // bytes at 32i are in bounds.
+                unsafe {
+                    let bytes = _mm_loadu_si128(packed.as_ptr().add(14 * i) as *const _);
+                    let pairs = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(bytes), shuffle);
+                    let r = _mm256_and_si256(
+                        _mm256_srli_epi16::<7>(_mm256_mullo_epi16(pairs, multiplier)),
+                        low7,
+                    );
+                    let s0 = _mm256_loadu_si256(exp.as_ptr().add(16 * i) as *const _);
+                    let w = _mm256_or_si256(
+                        _mm256_slli_epi16::<6>(s0),
+                        _mm256_or_si256(
+                            _mm256_slli_epi16::<9>(_mm256_and_si256(r, sign)),
+                            _mm256_and_si256(r, low6),
+                        ),
+                    );
+                    _mm256_storeu_si256(dst.as_mut_ptr().add(32 * i) as *mut _, w);
+                }
+            }
+            steps * 16
+        }
     }
 }
 
@@ -456,35 +601,33 @@ mod tests {
     }
 
     #[test]
-    fn packed_bf16_split_matches_split_then_pack_on_both_paths() {
+    fn packed_bf16_split_matches_split_then_pack_on_every_path() {
         for n in [0usize, 1, 7, 8, 63, 64, 65, 200, 1000] {
             let (src, f0, f1) = bf16_sample(n);
             let mut expected = vec![9u8];
             crate::entropy::bitpack::pack(&f1, 7, &mut expected);
-            for simd in [true, false] {
-                crate::cpu::set_simd_enabled(simd);
+            for level in SimdLevel::supported() {
                 let mut exp = vec![0xEEEEu16; n];
                 let mut packed = vec![9u8];
-                split_bf16_packed(&src, &mut exp, &mut packed);
-                crate::cpu::set_simd_enabled(true);
-                assert_eq!(exp, f0, "n {n} simd {simd}");
-                assert_eq!(packed, expected, "n {n} simd {simd}");
+                split_bf16_packed_on(level, &src, &mut exp, &mut packed);
+                assert_eq!(exp, f0, "n {n} {level}");
+                assert_eq!(packed, expected, "n {n} {level}");
             }
         }
     }
 
     #[test]
-    fn packed_bf16_merge_matches_unpack_then_merge_on_both_paths() {
-        for n in [0usize, 1, 7, 8, 63, 64, 65, 200, 1000] {
+    fn packed_bf16_merge_matches_unpack_then_merge_on_every_path() {
+        for n in [
+            0usize, 1, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 200, 1000,
+        ] {
             let (src, f0, f1) = bf16_sample(n);
             let mut packed = Vec::new();
             crate::entropy::bitpack::pack(&f1, 7, &mut packed);
-            for force_scalar in [false, true] {
-                crate::cpu::set_simd_enabled(!force_scalar);
+            for level in SimdLevel::supported() {
                 let mut dst = vec![0xEEu8; 2 * n];
-                merge_bf16_packed(&f0, &packed, &mut dst);
-                crate::cpu::set_simd_enabled(true);
-                assert_eq!(dst, src, "n {n} scalar {force_scalar}");
+                merge_bf16_packed_on(level, &f0, &packed, &mut dst);
+                assert_eq!(dst, src, "n {n} {level}");
             }
         }
     }

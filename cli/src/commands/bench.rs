@@ -71,11 +71,13 @@ pub fn run(a: &BenchArgs, g: &Global) -> Result<(), CliError> {
     let packed_bytes = packed.len() as u64;
     let ratio = ratio(packed_bytes, original_bytes);
     let threads = rayon::current_num_threads();
+    let simd = mcodec::cpu::simd_level().name();
     let text = if a.json {
         let v = json!({
             "file": file.to_string_lossy(),
             "level": a.level.name(),
             "threads": threads,
+            "simd": simd,
             "repeats": repeats,
             "original_bytes": original_bytes,
             "tensor_bytes": tensor_bytes,
@@ -91,7 +93,7 @@ pub fn run(a: &BenchArgs, g: &Global) -> Result<(), CliError> {
         format!("{v:#}\n")
     } else {
         format!(
-            "file      {}\nlevel     {}\nthreads   {threads}\noriginal  {original_bytes} bytes ({tensor_bytes} bytes of tensors)\npacked    {packed_bytes} bytes\nratio     {}\nencode    {:.1} MB/s (median of {repeats}: {enc:.4} s)\ndecode    {:.1} MB/s (median of {repeats}: {dec:.4} s)\n",
+            "file      {}\nlevel     {}\nthreads   {threads}\nsimd      {simd}\noriginal  {original_bytes} bytes ({tensor_bytes} bytes of tensors)\npacked    {packed_bytes} bytes\nratio     {}\nencode    {:.1} MB/s (median of {repeats}: {enc:.4} s)\ndecode    {:.1} MB/s (median of {repeats}: {dec:.4} s)\n",
             file.display(),
             a.level.name(),
             ratio.map_or("-".to_owned(), |r| format!("{r:.4}")),

@@ -13,6 +13,7 @@
 
 use super::model::{DecTable, EncTable, PROB_BITS, PROB_SCALE, RCP_SHIFT};
 use super::EntropyError;
+use crate::cpu::SimdLevel;
 
 /// Independent rANS states per chunk.
 pub const LANES: usize = 32;
@@ -26,6 +27,17 @@ pub const STATE_BYTES: usize = 4 * LANES;
 ///
 /// Every symbol must have a non-zero frequency in its table.
 pub fn encode_chunk(symbols: &[u16], tables: &[&EncTable], block_len: usize, out: &mut Vec<u8>) {
+    encode_chunk_on(crate::cpu::simd_level(), symbols, tables, block_len, out);
+}
+
+/// [`encode_chunk`] on the given code path (one the CPU supports).
+fn encode_chunk_on(
+    level: SimdLevel,
+    symbols: &[u16],
+    tables: &[&EncTable],
+    block_len: usize,
+    out: &mut Vec<u8>,
+) {
     debug_assert!(
         block_len.is_multiple_of(LANES) && tables.len() >= symbols.len().div_ceil(block_len)
     );
@@ -40,7 +52,7 @@ pub fn encode_chunk(symbols: &[u16], tables: &[&EncTable], block_len: usize, out
         if buf.len() < need {
             buf.resize(need, [0; 2]);
         }
-        encode_into(symbols, tables, block_len, &mut buf[..need], out);
+        encode_into(level, symbols, tables, block_len, &mut buf[..need], out);
     });
 }
 
@@ -51,12 +63,15 @@ thread_local! {
 }
 
 fn encode_into(
+    level: SimdLevel,
     symbols: &[u16],
     tables: &[&EncTable],
     block_len: usize,
     words: &mut [[u8; 2]],
     out: &mut Vec<u8>,
 ) {
+    let level = simd::encoder_level(level);
+    crate::cpu::note_run(level);
     let mut states = [RANS_L; LANES];
     let mut start = words.len();
     let mut g = symbols.len().div_ceil(LANES);
@@ -65,6 +80,7 @@ fn encode_into(
         if g <= full {
             // SAFETY of the vector path is argued inside; it codes whole groups only.
             let done = simd::encode_groups(
+                level,
                 &mut states,
                 symbols,
                 tables,
@@ -135,10 +151,23 @@ pub fn decode_chunk(
     block_len: usize,
     out: &mut [u16],
 ) -> Result<(), EntropyError> {
+    decode_chunk_on(crate::cpu::simd_level(), payload, tables, block_len, out)
+}
+
+/// [`decode_chunk`] on the given code path (one the CPU supports).
+fn decode_chunk_on(
+    level: SimdLevel,
+    payload: &[u8],
+    tables: &[&DecTable],
+    block_len: usize,
+    out: &mut [u16],
+) -> Result<(), EntropyError> {
     check_blocks(tables, block_len, out.len())?;
     let (mut states, mut reader) = start_chunk(payload)?;
+    let level = simd::decoder_level(level);
+    crate::cpu::note_run(level);
     for (block, table) in out.chunks_mut(block_len).zip(tables) {
-        decode_block(&mut states, &mut reader, table, block);
+        decode_block(level, &mut states, &mut reader, table, block);
     }
     finish_chunk(&states, &reader)
 }
@@ -151,6 +180,19 @@ pub fn decode_chunk_pair(
     block_len: usize,
     outs: [&mut [u16]; 2],
 ) -> Result<(), EntropyError> {
+    decode_chunk_pair_on(crate::cpu::simd_level(), payloads, tables, block_len, outs)
+}
+
+/// [`decode_chunk_pair`] on the given code path (one the CPU supports).
+fn decode_chunk_pair_on(
+    level: SimdLevel,
+    payloads: [&[u8]; 2],
+    tables: [&[&DecTable]; 2],
+    block_len: usize,
+    outs: [&mut [u16]; 2],
+) -> Result<(), EntropyError> {
+    let level = simd::decoder_level(level);
+    crate::cpu::note_run(level);
     let [out_a, out_b] = outs;
     check_blocks(tables[0], block_len, out_a.len())?;
     check_blocks(tables[1], block_len, out_b.len())?;
@@ -159,26 +201,39 @@ pub fn decode_chunk_pair(
     let mut blocks_b = out_b.chunks_mut(block_len).zip(tables[1]);
     for (block_a, table_a) in out_a.chunks_mut(block_len).zip(tables[0]) {
         let Some((block_b, table_b)) = blocks_b.next() else {
-            decode_block(&mut states_a, &mut reader_a, table_a, block_a);
+            decode_block(level, &mut states_a, &mut reader_a, table_a, block_a);
             continue;
         };
         if table_a.inline != table_b.inline {
             // The vector step is compiled for one slot layout: decode the two apart.
-            decode_block(&mut states_a, &mut reader_a, table_a, block_a);
-            decode_block(&mut states_b, &mut reader_b, table_b, block_b);
+            decode_block(level, &mut states_a, &mut reader_a, table_a, block_a);
+            decode_block(level, &mut states_b, &mut reader_b, table_b, block_b);
             continue;
         }
         let done = simd::decode_groups(
+            level,
             [&mut states_a, &mut states_b],
             [&mut reader_a, &mut reader_b],
             [table_a, table_b],
             [&mut *block_a, &mut *block_b],
         );
-        decode_block(&mut states_a, &mut reader_a, table_a, &mut block_a[done..]);
-        decode_block(&mut states_b, &mut reader_b, table_b, &mut block_b[done..]);
+        decode_block(
+            level,
+            &mut states_a,
+            &mut reader_a,
+            table_a,
+            &mut block_a[done..],
+        );
+        decode_block(
+            level,
+            &mut states_b,
+            &mut reader_b,
+            table_b,
+            &mut block_b[done..],
+        );
     }
     for (block_b, table_b) in blocks_b {
-        decode_block(&mut states_b, &mut reader_b, table_b, block_b);
+        decode_block(level, &mut states_b, &mut reader_b, table_b, block_b);
     }
     finish_chunk(&states_a, &reader_a)?;
     finish_chunk(&states_b, &reader_b)
@@ -224,12 +279,13 @@ fn start_chunk(payload: &[u8]) -> Result<([u32; LANES], WordReader<'_>), Entropy
 /// Decodes one block (a whole number of groups, or the chunk's tail) with one table:
 /// vector path first, scalar loop for the rest.
 fn decode_block(
+    level: SimdLevel,
     states: &mut [u32; LANES],
     reader: &mut WordReader,
     table: &DecTable,
     out: &mut [u16],
 ) {
-    let done = simd::decode_groups([&mut *states], [&mut *reader], [table], [&mut *out]);
+    let done = simd::decode_groups(level, [&mut *states], [&mut *reader], [table], [&mut *out]);
     decode_scalar(states, reader, table, &mut out[done..]);
 }
 
@@ -273,6 +329,13 @@ fn decode_scalar_layout<const INLINE: bool>(
     out: &mut [u16],
 ) {
     let (groups, rest) = out.as_chunks_mut::<LANES>();
+    let mut groups = groups.iter_mut();
+    // While a whole group's worth of words remains, a group reads from a fixed window:
+    // no bounds check and no branch per lane.
+    while let Some(window) = reader.words[reader.pos.min(reader.words.len())..].first_chunk() {
+        let Some(group) = groups.next() else { break };
+        reader.pos += decode_group_windowed::<INLINE>(states, table, window, group);
+    }
     for group in groups {
         for lane in 0..LANES {
             group[lane] = decode_step::<INLINE>(&mut states[lane], table, reader);
@@ -281,6 +344,39 @@ fn decode_scalar_layout<const INLINE: bool>(
     for (x, o) in states.iter_mut().zip(rest) {
         *o = decode_step::<INLINE>(x, table, reader);
     }
+}
+
+/// Decodes one whole group reading its words from `window` (which holds at least every
+/// word the group can need); returns the number of words used. The lanes are independent
+/// but for the running word count, so the compiler can overlap their table lookups and
+/// multiplies; the renormalisation is a mask, not a branch (it is taken at random).
+#[inline(always)]
+fn decode_group_windowed<const INLINE: bool>(
+    states: &mut [u32; LANES],
+    table: &DecTable,
+    window: &[[u8; 2]; LANES],
+    out: &mut [u16; LANES],
+) -> usize {
+    let freq_mask = if INLINE { 0x7FF } else { 0xFFF };
+    let mut used = 0usize;
+    for lane in 0..LANES {
+        let x = states[lane];
+        let entry = table.slots[(x & (PROB_SCALE - 1)) as usize];
+        let freq = ((entry >> 12) & freq_mask) + 1;
+        let y = freq * (x >> PROB_BITS) + (entry & 0xFFF);
+        let need = u32::from(y < RANS_L);
+        // `used` ≤ lane < LANES: the mask only spares the compiler a bounds check.
+        let word = u32::from(u16::from_le_bytes(window[used & (LANES - 1)]));
+        let keep = need.wrapping_neg();
+        states[lane] = (((y << 16) | word) & keep) | (y & !keep);
+        used += need as usize;
+        out[lane] = if INLINE {
+            (entry >> 23) as u16
+        } else {
+            table.symbols[(entry >> 24) as usize]
+        };
+    }
+    used
 }
 
 /// One decode step of one lane: look up the slot, advance the state, renormalise
@@ -319,43 +415,87 @@ impl WordReader<'_> {
     }
 }
 
-/// Vector decoding of whole 16-symbol groups, chosen at run time.
+/// Vector coding of whole groups, on the path the caller chose.
 mod simd {
     use super::{DecTable, EncTable, WordReader, LANES};
+    use crate::cpu::SimdLevel;
+
+    /// The path whose decoder runs for `level`: `level` itself where the CPU has it (every
+    /// level has a decoder), else the scalar one.
+    pub(super) fn decoder_level(level: SimdLevel) -> SimdLevel {
+        debug_assert!(
+            level.is_supported(),
+            "{level} requested on a CPU without it"
+        );
+        if level.is_supported() {
+            level
+        } else {
+            SimdLevel::Scalar
+        }
+    }
+
+    /// The path whose encoder runs for `level` (every level has one).
+    pub(super) fn encoder_level(level: SimdLevel) -> SimdLevel {
+        decoder_level(level)
+    }
 
     /// Decodes as many leading whole groups of each of `N` independent chunks' outputs as
-    /// the vector path can (the same number in each), returning the number of symbols
-    /// written to each; the caller finishes with the scalar loop.
+    /// the vector path of `level` (from [`decoder_level`]) can, the same number in each,
+    /// returning the number of symbols written to each; the caller finishes with the
+    /// scalar loop.
     pub(super) fn decode_groups<const N: usize>(
+        level: SimdLevel,
         states: [&mut [u32; LANES]; N],
         readers: [&mut WordReader; N],
         tables: [&DecTable; N],
         outs: [&mut [u16]; N],
     ) -> usize {
+        let inline = if tables.iter().all(|t| t.inline) {
+            true
+        } else if tables.iter().all(|t| !t.inline) {
+            false
+        } else {
+            // Mixed layouts: leave it all to the scalar loop (callers avoid this).
+            return 0;
+        };
         #[cfg(target_arch = "x86_64")]
         {
-            if crate::cpu::avx512_enabled() {
-                // SAFETY: the CPU supports every feature the function enables.
-                return unsafe {
-                    if tables.iter().all(|t| t.inline) {
+            // SAFETY (all four calls): `level` comes from `decoder_level`, so the CPU
+            // supports every feature the called function enables.
+            match (level, inline) {
+                (SimdLevel::Avx512, true) => {
+                    return unsafe {
                         x86::decode_groups_avx512::<N, true>(states, readers, tables, outs)
-                    } else if tables.iter().all(|t| !t.inline) {
-                        x86::decode_groups_avx512::<N, false>(states, readers, tables, outs)
-                    } else {
-                        // Mixed layouts: leave it all to the scalar loop (callers avoid this).
-                        0
                     }
-                };
+                }
+                (SimdLevel::Avx512, false) => {
+                    return unsafe {
+                        x86::decode_groups_avx512::<N, false>(states, readers, tables, outs)
+                    }
+                }
+                (SimdLevel::Avx2, true) => {
+                    return unsafe {
+                        x86::decode_groups_avx2::<N, true>(states, readers, tables, outs)
+                    }
+                }
+                (SimdLevel::Avx2, false) => {
+                    return unsafe {
+                        x86::decode_groups_avx2::<N, false>(states, readers, tables, outs)
+                    }
+                }
+                (SimdLevel::Scalar, _) => {}
             }
         }
-        let _ = (states, readers, tables, outs);
+        let _ = (level, inline, states, readers, tables, outs);
         0
     }
 
-    /// Codes whole groups `g-1, g-2, …` (all within `symbols`) with the vector path while
-    /// it is available, placing words as [`super::encode_chunk`] describes; returns the
-    /// number of groups coded (0 when the vector path is unavailable).
+    /// Codes whole groups `g-1, g-2, …` (all within `symbols`) with the vector encoder of
+    /// `level` (from [`encoder_level`]), placing words as [`super::encode_chunk`]
+    /// describes; returns the number of groups coded (0 on the scalar path).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn encode_groups(
+        level: SimdLevel,
         states: &mut [u32; LANES],
         symbols: &[u16],
         tables: &[&EncTable],
@@ -366,14 +506,25 @@ mod simd {
     ) -> usize {
         #[cfg(target_arch = "x86_64")]
         {
-            if crate::cpu::avx512_enabled() {
-                // SAFETY: the CPU supports every feature the function enables.
-                return unsafe {
-                    x86::encode_groups_avx512(states, symbols, tables, block_len, g, words, start)
-                };
+            // SAFETY (both calls): `level` comes from `encoder_level`, so the CPU supports
+            // every feature the called function enables.
+            match level {
+                SimdLevel::Avx512 => {
+                    return unsafe {
+                        x86::encode_groups_avx512(
+                            states, symbols, tables, block_len, g, words, start,
+                        )
+                    }
+                }
+                SimdLevel::Avx2 => {
+                    return unsafe {
+                        x86::encode_groups_avx2(states, symbols, tables, block_len, g, words, start)
+                    }
+                }
+                SimdLevel::Scalar => {}
             }
         }
-        let _ = (states, symbols, tables, block_len, g, words, start);
+        let _ = (level, states, symbols, tables, block_len, g, words, start);
         0
     }
 
@@ -467,6 +618,131 @@ mod simd {
             unsafe {
                 _mm512_storeu_si512(lanes, x[0]);
                 _mm512_storeu_si512(lanes.add(1), x[1]);
+            }
+            *start = wp;
+            g
+        }
+
+        /// Word compaction for the AVX2 encoder, indexed by the renormalise mask of four
+        /// 32-bit lanes: the low 16 bits of the set lanes, in lane order, end up as the
+        /// *last* `count` of four 16-bit words (the others zero), so a store that ends at
+        /// the write position leaves its unused words below it, where nothing is yet.
+        const COMPACT4_HIGH: [[u8; 16]; 16] = {
+            let mut t = [[0x80u8; 16]; 16];
+            let mut mask = 0;
+            while mask < 16 {
+                let count = (mask as u32).count_ones() as usize;
+                let (mut lane, mut k) = (0, 0);
+                while lane < 4 {
+                    if mask >> lane & 1 == 1 {
+                        let at = 2 * (4 - count + k);
+                        t[mask][at] = 4 * lane as u8;
+                        t[mask][at + 1] = 4 * lane as u8 + 1;
+                        k += 1;
+                    }
+                    lane += 1;
+                }
+                mask += 1;
+            }
+            t
+        };
+
+        /// The AVX2 twin of [`encode_groups_avx512`]: four 8-lane vectors per group,
+        /// taken from the last lane down. Each half-vector's emitted words are compacted
+        /// by a byte shuffle and stored in one 8-byte store that ends at the write
+        /// position; `x / freq` is an f32 division corrected to the exact quotient (AVX2
+        /// converts only signed integers, so `y` is converted in two 16-bit halves).
+        #[target_feature(enable = "avx2,bmi1,popcnt")]
+        pub(super) unsafe fn encode_groups_avx2(
+            states: &mut [u32; LANES],
+            symbols: &[u16],
+            tables: &[&EncTable],
+            block_len: usize,
+            g: usize,
+            words: &mut [[u8; 2]],
+            start: &mut usize,
+        ) -> usize {
+            assert!(g * LANES <= symbols.len() && words.len() >= symbols.len() + LANES);
+            let lanes = states.as_mut_ptr() as *mut __m256i;
+            let mut x = [_mm256_setzero_si256(); 4];
+            for (v, xv) in x.iter_mut().enumerate() {
+                // SAFETY: `states` is 32 u32s, exactly four 256-bit vectors.
+                *xv = unsafe { _mm256_loadu_si256(lanes.add(v)) };
+            }
+            let low16 = _mm256_set1_epi32(0xFFFF);
+            let ones = _mm256_set1_epi32(-1);
+            let zero = _mm256_setzero_si256();
+            let two16 = _mm256_set1_ps(65536.0);
+            let compact = COMPACT4_HIGH.as_ptr() as *const __m128i;
+            let out = words.as_mut_ptr() as *mut u8;
+            let mut wp = *start;
+            for group in (0..g).rev() {
+                let table = tables[group * LANES / block_len];
+                let packed = table.packed.as_ptr() as *const i32;
+                let base = group * LANES;
+                for v in (0..4).rev() {
+                    // SAFETY: base + 8v + 8 ≤ g·LANES ≤ symbols.len().
+                    let s = unsafe {
+                        _mm_loadu_si128(symbols.as_ptr().add(base + 8 * v) as *const __m128i)
+                    };
+                    // SAFETY: symbols are below 1 << symbol_bits = table.packed.len().
+                    let e =
+                        unsafe { _mm256_i32gather_epi32::<4>(packed, _mm256_cvtepu16_epi32(s)) };
+                    let freq = _mm256_srli_epi32::<16>(e);
+                    let cum = _mm256_and_si256(e, low16);
+                    // Renormalise where x ≥ freq · 2^20; both sides are below 2^13, so the
+                    // signed compare is exact.
+                    let need = _mm256_xor_si256(
+                        _mm256_cmpgt_epi32(
+                            freq,
+                            _mm256_srli_epi32::<{ 32 - PROB_BITS as i32 }>(x[v]),
+                        ),
+                        ones,
+                    );
+                    let mask = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
+                    let halves = [
+                        (mask & 15, _mm256_castsi256_si128(x[v])),
+                        (mask >> 4, _mm256_extracti128_si256::<1>(x[v])),
+                    ];
+                    for &(m, half) in halves.iter().rev() {
+                        // SAFETY: m < 16 = COMPACT4_HIGH's length. Each symbol emits at
+                        // most one word and the buffer holds one per symbol plus LANES, so
+                        // wp ≥ LANES ≥ 4 here and the 8 bytes at wp - 4 are in bounds; the
+                        // words below wp - count are not written yet (the encoder fills
+                        // the buffer downwards), so overwriting them is harmless.
+                        unsafe {
+                            let packed_words =
+                                _mm_shuffle_epi8(half, _mm_loadu_si128(compact.add(m)));
+                            _mm_storel_epi64(out.add(2 * (wp - 4)) as *mut __m128i, packed_words);
+                        }
+                        wp -= m.count_ones() as usize;
+                    }
+                    let y = _mm256_blendv_epi8(x[v], _mm256_srli_epi32::<16>(x[v]), need);
+                    // y < freq · 2^20 ≤ 2^32: converted exactly in halves, then one rounding;
+                    // the f32 quotient is within 1/8 of y / freq, so the truncated quotient
+                    // is off by at most one either way.
+                    let y_f = _mm256_add_ps(
+                        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32::<16>(y)), two16),
+                        _mm256_cvtepi32_ps(_mm256_and_si256(y, low16)),
+                    );
+                    let mut q = _mm256_cvttps_epi32(_mm256_div_ps(y_f, _mm256_cvtepi32_ps(freq)));
+                    let mut r = _mm256_sub_epi32(y, _mm256_mullo_epi32(q, freq));
+                    // r is in (-freq, 2·freq): move one step down or up where it is out.
+                    let low = _mm256_cmpgt_epi32(zero, r);
+                    q = _mm256_add_epi32(q, low);
+                    r = _mm256_add_epi32(r, _mm256_and_si256(low, freq));
+                    let high = _mm256_xor_si256(_mm256_cmpgt_epi32(freq, r), ones);
+                    q = _mm256_sub_epi32(q, high);
+                    r = _mm256_sub_epi32(r, _mm256_and_si256(high, freq));
+                    x[v] = _mm256_add_epi32(
+                        _mm256_add_epi32(_mm256_slli_epi32::<{ PROB_BITS as i32 }>(q), r),
+                        cum,
+                    );
+                }
+            }
+            for (v, &xv) in x.iter().enumerate() {
+                // SAFETY: as for the loads above.
+                unsafe { _mm256_storeu_si256(lanes.add(v), xv) };
             }
             *start = wp;
             g
@@ -575,6 +851,138 @@ mod simd {
             }
             g * LANES
         }
+
+        /// Refill shuffles for four 32-bit lanes, indexed by the lanes' need mask: lane `i`
+        /// with its bit set takes 16-bit word `k` of the source (`k` = set bits below `i`),
+        /// the others zero.
+        const REFILL4: [[u8; 16]; 16] = {
+            let mut t = [[0x80u8; 16]; 16];
+            let mut mask = 0;
+            while mask < 16 {
+                let (mut lane, mut k) = (0, 0u8);
+                while lane < 4 {
+                    if mask >> lane & 1 == 1 {
+                        t[mask][4 * lane] = 2 * k;
+                        t[mask][4 * lane + 1] = 2 * k + 1;
+                        k += 1;
+                    }
+                    lane += 1;
+                }
+                mask += 1;
+            }
+            t
+        };
+
+        /// The AVX2 twin of [`decode_groups_avx512`]: four 8-lane state vectors per chunk
+        /// and step. Refills take the lanes in halves of four: the need mask of a half picks
+        /// a byte shuffle that spreads the next words, in lane order, over the lanes that
+        /// need one. `N` chunks are interleaved to hide the latency of the gathers.
+        #[target_feature(enable = "avx2,bmi1,popcnt")]
+        pub(super) unsafe fn decode_groups_avx2<const N: usize, const INLINE: bool>(
+            states: [&mut [u32; LANES]; N],
+            readers: [&mut WordReader; N],
+            tables: [&DecTable; N],
+            outs: [&mut [u16]; N],
+        ) -> usize {
+            let groups = outs.iter().map(|o| o.len() / LANES).min().unwrap_or(0);
+            let n_words: [usize; N] = std::array::from_fn(|j| readers[j].words.len());
+            let words: [*const u8; N] =
+                std::array::from_fn(|j| readers[j].words.as_ptr() as *const u8);
+            let mut pos: [usize; N] = std::array::from_fn(|j| readers[j].pos);
+            let mut x = [[_mm256_setzero_si256(); 4]; N];
+            for j in 0..N {
+                let lanes = states[j].as_ptr() as *const __m256i;
+                for (v, xv) in x[j].iter_mut().enumerate() {
+                    // SAFETY: `states[j]` is 32 u32s, exactly four 256-bit vectors.
+                    *xv = unsafe { _mm256_loadu_si256(lanes.add(v)) };
+                }
+            }
+            let low12 = _mm256_set1_epi32(0xFFF);
+            let freq_mask = _mm256_set1_epi32(if INLINE { 0x7FF } else { 0xFFF });
+            let one = _mm256_set1_epi32(1);
+            let zero = _mm256_setzero_si256();
+            let refill = REFILL4.as_ptr() as *const __m128i;
+            let mut g = 0;
+            // A step reads at most LANES words per chunk: stay where that cannot pass an end.
+            while g < groups && (0..N).all(|j| pos[j] + LANES <= n_words[j]) {
+                for j in 0..N {
+                    let slots = tables[j].slots.as_ptr() as *const i32;
+                    let symbols = tables[j].symbols32.as_ptr() as *const i32;
+                    let mut sym = [zero; 4];
+                    for v in 0..4 {
+                        let slot = _mm256_and_si256(x[j][v], low12);
+                        // SAFETY: slot < 4096 = table.slots.len(), scaled by 4 bytes.
+                        let e = unsafe { _mm256_i32gather_epi32::<4>(slots, slot) };
+                        let freq = _mm256_add_epi32(
+                            _mm256_and_si256(_mm256_srli_epi32::<12>(e), freq_mask),
+                            one,
+                        );
+                        let y = _mm256_add_epi32(
+                            _mm256_mullo_epi32(
+                                freq,
+                                _mm256_srli_epi32::<{ PROB_BITS as i32 }>(x[j][v]),
+                            ),
+                            _mm256_and_si256(e, low12),
+                        );
+                        // y < RANS_L = 2^16 exactly when its high half is zero.
+                        let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
+                        let mask = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
+                        let (lo, hi) = (mask & 15, mask >> 4);
+                        let at_lo = pos[j];
+                        let at_hi = at_lo + lo.count_ones() as usize;
+                        // SAFETY: at the step's start pos + 32 ≤ n_words, and at most 8v + 4
+                        // words were taken since, so the 4 words (8 bytes) at `at_lo` and at
+                        // `at_hi` are in bounds; `lo` and `hi` are below 16, REFILL4's length.
+                        let w = unsafe {
+                            let words_lo = _mm_loadl_epi64(words[j].add(2 * at_lo) as *const _);
+                            let words_hi = _mm_loadl_epi64(words[j].add(2 * at_hi) as *const _);
+                            _mm256_set_m128i(
+                                _mm_shuffle_epi8(words_hi, _mm_loadu_si128(refill.add(hi))),
+                                _mm_shuffle_epi8(words_lo, _mm_loadu_si128(refill.add(lo))),
+                            )
+                        };
+                        pos[j] = at_hi + hi.count_ones() as usize;
+                        x[j][v] = _mm256_blendv_epi8(
+                            y,
+                            _mm256_or_si256(_mm256_slli_epi32::<16>(y), w),
+                            need,
+                        );
+                        sym[v] = if INLINE {
+                            _mm256_srli_epi32::<23>(e)
+                        } else {
+                            let idx = _mm256_srli_epi32::<24>(e);
+                            // SAFETY: idx < 256 = table.symbols32.len(), scaled by 4 bytes.
+                            unsafe { _mm256_i32gather_epi32::<4>(symbols, idx) }
+                        };
+                    }
+                    for half in 0..2 {
+                        // Symbols are below 2^16, so the saturating pack is exact; it works
+                        // per 128-bit lane, and the permute restores lane order.
+                        let packed = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(
+                            sym[2 * half],
+                            sym[2 * half + 1],
+                        ));
+                        // SAFETY: group g covers out[32g..32g+32], in bounds since g < groups.
+                        unsafe {
+                            _mm256_storeu_si256(
+                                outs[j].as_mut_ptr().add(g * LANES + 16 * half) as *mut __m256i,
+                                packed,
+                            )
+                        };
+                    }
+                }
+                g += 1;
+            }
+            for j in 0..N {
+                let lanes = states[j].as_mut_ptr() as *mut __m256i;
+                for (v, &xv) in x[j].iter().enumerate() {
+                    // SAFETY: as for the loads above.
+                    unsafe { _mm256_storeu_si256(lanes.add(v), xv) };
+                }
+                readers[j].pos = pos[j];
+            }
+            g * LANES
+        }
     }
 }
 
@@ -659,33 +1067,102 @@ mod tests {
         let n_blocks = symbols.len().div_ceil(block_len);
         let enc_refs: Vec<&EncTable> = (0..n_blocks).map(|b| &enc[b % 2]).collect();
         let dec_refs: Vec<&DecTable> = (0..n_blocks).map(|b| &dec[b % 2]).collect();
-        let mut payloads = Vec::new();
-        let mut outs = Vec::new();
-        for force_scalar in [false, true] {
-            crate::cpu::set_simd_enabled(!force_scalar);
-            let mut payload = Vec::new();
-            encode_chunk(&symbols, &enc_refs, block_len, &mut payload);
-            let mut out = vec![0u16; symbols.len()];
-            let result = decode_chunk(&payload, &dec_refs, block_len, &mut out);
-            crate::cpu::set_simd_enabled(true);
-            result.unwrap();
-            payloads.push(payload);
-            outs.push(out);
-        }
-        assert!(
-            payloads[0] == payloads[1],
-            "vector and scalar encoders differ"
+        let mut reference = Vec::new();
+        encode_chunk_on(
+            SimdLevel::Scalar,
+            &symbols,
+            &enc_refs,
+            block_len,
+            &mut reference,
         );
-        assert_eq!(outs[0], symbols);
-        assert_eq!(outs[1], symbols);
+        for level in SimdLevel::supported() {
+            let mut payload = Vec::new();
+            encode_chunk_on(level, &symbols, &enc_refs, block_len, &mut payload);
+            assert!(payload == reference, "{level} and scalar encoders differ");
+            let mut out = vec![0u16; symbols.len()];
+            decode_chunk_on(level, &payload, &dec_refs, block_len, &mut out).unwrap();
+            assert!(out == symbols, "{level} decoder");
+            // Truncated words: every path must stop on the overrun, not read past it.
+            let cut = &payload[..payload.len() - 2];
+            assert!(decode_chunk_on(level, cut, &dec_refs, block_len, &mut out).is_err());
+        }
         let single = FreqTable::from_counts(&[0, 5]).unwrap();
         let ones = vec![1u16; 100];
-        for force_scalar in [false, true] {
-            crate::cpu::set_simd_enabled(!force_scalar);
+        for level in SimdLevel::supported() {
             let mut payload = Vec::new();
-            encode_chunk(&ones, &[&EncTable::new(&single, 1)], 128, &mut payload);
-            crate::cpu::set_simd_enabled(true);
+            encode_chunk_on(
+                level,
+                &ones,
+                &[&EncTable::new(&single, 1)],
+                128,
+                &mut payload,
+            );
             assert_eq!(payload.len(), STATE_BYTES, "a certain symbol costs nothing");
+        }
+    }
+
+    #[test]
+    fn every_path_codes_random_tables_and_lengths_like_scalar() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..40 {
+            let bits = 1 + (round % 9) as u32;
+            let alphabet = 1usize << bits;
+            // Skewed counts: some symbols dominate, some occur once (frequency 1).
+            let mut counts: Vec<u32> = (0..alphabet)
+                .map(|_| match next() % 4 {
+                    0 => 0,
+                    1 => 1,
+                    2 => (next() % 50) as u32 + 1,
+                    _ => (next() % 100_000) as u32,
+                })
+                .collect();
+            counts[(next() as usize) % alphabet] += 1;
+            let present: Vec<u16> = (0..alphabet as u16)
+                .filter(|&s| counts[usize::from(s)] > 0)
+                .collect();
+            let Some(table) = FreqTable::from_counts(&counts) else {
+                continue;
+            };
+            let n = (next() % 6000) as usize;
+            let symbols: Vec<u16> = (0..n)
+                .map(|_| present[(next() as usize) % present.len()])
+                .collect();
+            let block_len = LANES << (next() % 4);
+            let n_blocks = n.div_ceil(block_len).max(1);
+            let enc = EncTable::new(&table, bits);
+            let dec = DecTable::new(&table);
+            let mut reference = Vec::new();
+            encode_chunk_on(
+                SimdLevel::Scalar,
+                &symbols,
+                &vec![&enc; n_blocks],
+                block_len,
+                &mut reference,
+            );
+            for level in SimdLevel::supported() {
+                let mut payload = Vec::new();
+                encode_chunk_on(
+                    level,
+                    &symbols,
+                    &vec![&enc; n_blocks],
+                    block_len,
+                    &mut payload,
+                );
+                assert!(
+                    payload == reference,
+                    "round {round}: {level} encoder differs"
+                );
+                let mut out = vec![0u16; n];
+                decode_chunk_on(level, &payload, &vec![&dec; n_blocks], block_len, &mut out)
+                    .unwrap();
+                assert!(out == symbols, "round {round}: {level} decoder");
+            }
         }
     }
 
@@ -721,18 +1198,14 @@ mod tests {
         let dec = [&inline, &general];
         let ta: Vec<&DecTable> = (0..n_blocks).map(|b| dec[pick_a(b)]).collect();
         let tb: Vec<&DecTable> = (0..n_blocks).map(|b| dec[pick_b(b)]).collect();
-        for force_scalar in [false, true] {
-            crate::cpu::set_simd_enabled(!force_scalar);
+        for level in SimdLevel::supported() {
             let (mut a, mut b) = (vec![0u16; symbols.len()], vec![0u16; symbols.len()]);
-            let pair = decode_chunk_pair([&pa, &pb], [&ta, &tb], block_len, [&mut a, &mut b]);
+            decode_chunk_pair_on(level, [&pa, &pb], [&ta, &tb], block_len, [&mut a, &mut b])
+                .unwrap();
             let mut single = vec![0u16; symbols.len()];
-            let one = decode_chunk(&pa, &ta, block_len, &mut single);
-            crate::cpu::set_simd_enabled(true);
-            pair.unwrap();
-            one.unwrap();
-            assert_eq!(a, symbols);
-            assert_eq!(b, symbols);
-            assert_eq!(single, symbols);
+            decode_chunk_on(level, &pa, &ta, block_len, &mut single).unwrap();
+            assert!(a == symbols && b == symbols, "{level} pair decoder");
+            assert!(single == symbols, "{level} decoder");
         }
     }
 

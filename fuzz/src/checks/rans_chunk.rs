@@ -91,17 +91,21 @@ pub fn check(data: &[u8]) {
         );
     }
 
-    // The scalar path must agree with the vector path.
-    if mcodec::cpu::avx512_enabled() {
-        mcodec::cpu::set_simd_enabled(false);
+    // Every other code path the CPU has must agree with the default one.
+    let default = mcodec::cpu::simd_level();
+    for level in mcodec::cpu::SimdLevel::supported() {
+        if level == default {
+            continue;
+        }
+        mcodec::cpu::set_simd_level(level).expect("a supported path");
         let mut s = vec![0x1234u16; n];
         let rs = rans::decode_chunk(payload, &tables, block_len, &mut s);
-        mcodec::cpu::set_simd_enabled(true);
-        assert_eq!(rs, ra, "scalar and vector decoders disagree");
+        mcodec::cpu::reset_simd_level();
+        assert_eq!(rs, ra, "{level} and {default} decoders disagree");
         if rs.is_ok() {
             assert!(
                 s == a,
-                "scalar and vector decoders produce different symbols"
+                "{level} and {default} decoders produce different symbols"
             );
         }
     }

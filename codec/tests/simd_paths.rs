@@ -1,0 +1,152 @@
+//! Every code path this CPU has (scalar, AVX2, AVX-512) must write and read exactly the
+//! bytes the portable scalar path does: the golden files (format identity) and round trips
+//! of every float dtype at odd sizes. This test binary holds a single test because the
+//! path switch is process-wide.
+//!
+//! The test fails, rather than skips, when a path the CPU supports did not run: each path's
+//! kernel counters must have moved while it was selected. It prints the paths that ran.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use mcodec::container::{pack, Archive, PackOptions};
+use mcodec::cpu::{kernel_runs, set_simd_level, simd_level, SimdLevel};
+use mcodec::{tensor, Dtype, EncodeOptions, TensorDecoder};
+
+const FIXTURES: &[&str] = &[
+    "tiny-bf16.safetensors",
+    "tiny-f16.safetensors",
+    "tiny-f32.safetensors",
+    "tiny-f8e4m3.safetensors",
+    "tiny-f8e5m2.safetensors",
+    "special-values.safetensors",
+    "mixed.safetensors",
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
+
+fn unpack(mcz: &[u8]) -> Vec<u8> {
+    let mut back = Vec::new();
+    Archive::open(mcz)
+        .unwrap()
+        .unpack_to(&mut back, &|_| {})
+        .unwrap();
+    back
+}
+
+/// Weight-like elements (a narrow exponent range, random mantissas, a few specials) of
+/// `esize` bytes each: xorshift, deterministic.
+fn weights(n: usize, esize: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let mut out = Vec::with_capacity(n * esize);
+    for _ in 0..n {
+        let r = next();
+        let bits: u64 = match esize {
+            2 => {
+                let exp = 0x3C00 + ((r.trailing_zeros() as u64).min(12) << 7);
+                (exp ^ (r >> 48) & 0x807F) | if r % 997 == 0 { 0x7F81 } else { 0 }
+            }
+            4 => {
+                let exp = 0x3C00_0000 + ((r.trailing_zeros() as u64).min(12) << 23);
+                exp ^ (r >> 32) & 0x807F_FFFF
+            }
+            _ => r >> 56,
+        };
+        out.extend_from_slice(&bits.to_le_bytes()[..esize]);
+    }
+    out
+}
+
+#[test]
+fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
+    let supported = SimdLevel::supported();
+    let mut ran = Vec::new();
+    // Small chunks so that the sizes below span many chunks and odd tails.
+    let opts = EncodeOptions {
+        chunk_log2: *tensor::CHUNK_LOG2_RANGE.start(),
+        ..EncodeOptions::default()
+    };
+    let tensors: Vec<(Dtype, Vec<u8>)> = [0usize, 1, 31, 33, 1000, 4097, 70_001]
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, n)| {
+            [
+                (Dtype::BF16, weights(n, 2, 11 + i as u64)),
+                (Dtype::F16, weights(n, 2, 23 + i as u64)),
+                (Dtype::F32, weights(n, 4, 37 + i as u64)),
+                (Dtype::F8E4M3, weights(n, 1, 41 + i as u64)),
+            ]
+        })
+        .collect();
+    let mut reference: Vec<Vec<Vec<u8>>> = Vec::new();
+    for &level in &supported {
+        set_simd_level(level).unwrap();
+        assert_eq!(simd_level(), level);
+        let before = kernel_runs();
+        for name in FIXTURES {
+            let input = std::fs::read(fixtures().join("data").join(name)).unwrap();
+            let golden = std::fs::read(fixtures().join("golden").join(format!("{name}.mcz")));
+            let golden = golden.unwrap();
+            let mut packed = Vec::new();
+            pack(&input, &PackOptions::default(), &mut packed, &|_| {}).unwrap();
+            assert!(
+                packed == golden,
+                "{name}: {level} encoder differs from golden"
+            );
+            assert!(unpack(&golden) == input, "{name}: {level} decode of golden");
+            let old = std::fs::read(
+                fixtures()
+                    .join("golden/chunk16")
+                    .join(format!("{name}.mcz")),
+            );
+            assert!(
+                unpack(&old.unwrap()) == input,
+                "{name}: {level} chunk16 decode"
+            );
+        }
+        let mut streams_of_level = Vec::new();
+        for (dtype, data) in &tensors {
+            let enc = tensor::encode(dtype, data, &opts);
+            let owned: Vec<Vec<u8>> = enc.streams.iter().map(|s| s.to_vec()).collect();
+            let views: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+            let dec = TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &views).unwrap();
+            let mut out = vec![0xA5u8; data.len()];
+            dec.decode(&mut out).unwrap();
+            assert!(out == *data, "{dtype} × {}: {level} round trip", data.len());
+            streams_of_level.push(owned.concat());
+        }
+        if let Some(first) = reference.first() {
+            assert!(*first == streams_of_level, "{level} tensor streams differ");
+        }
+        reference.push(streams_of_level);
+        if kernel_runs()[level as usize] > before[level as usize] {
+            ran.push(level);
+        }
+    }
+    mcodec::cpu::reset_simd_level();
+    let names = |v: &[SimdLevel]| v.iter().map(|l| l.name()).collect::<Vec<_>>().join(", ");
+    // Written to stderr directly, not with `println!`, so that the harness does not
+    // capture it: CI logs show which paths ran.
+    writeln!(
+        std::io::stderr(),
+        "simd_paths: code paths supported by this CPU: {}; paths that ran: {}",
+        names(&supported),
+        names(&ran)
+    )
+    .unwrap();
+    assert_eq!(
+        ran,
+        supported,
+        "a path this CPU supports did not run (supported: {}, ran: {})",
+        names(&supported),
+        names(&ran)
+    );
+}
