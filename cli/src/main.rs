@@ -9,7 +9,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     // A bad MCODEC_SIMD request stops the tool here, before any work, with one line
     // (the library alone would only warn and fall back).
     let simd = mcodec::cpu::simd_level_from_env().map_err(|e| CliError {
-        code: error::EXIT_USAGE,
+        code: mcodec_cli::error::EXIT_USAGE,
         ..CliError::plain(e)
     })?;
     mcodec::cpu::set_simd_level(simd).map_err(CliError::plain)?;
