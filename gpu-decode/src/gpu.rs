@@ -17,8 +17,8 @@ use cudarc::driver::{
 use mcodec::container::Archive;
 
 use crate::plan::{
-    self, Body, PlanError, Prepared, PreparedTensor, Task, TensorDesc, STAGE_BYTES_PER_WARP,
-    TABLE_BYTES, WARPS,
+    self, Body, PlanError, Prepared, PreparedTensor, TensorDesc, STAGE_BYTES_PER_WARP, TABLE_BYTES,
+    WARPS,
 };
 use crate::{CorruptChunk, DecodedMismatch, Verify, KERNEL_NAME, KERNEL_SOURCE};
 
@@ -396,16 +396,22 @@ static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 /// and launched as often as needed (a transformer block, say).
 #[derive(Debug)]
 pub struct DecodeGroup {
-    descs: Option<CudaSlice<u8>>,
-    tasks: Option<CudaSlice<u8>>,
-    n_tasks: u32,
-    shared: u32,
+    launches: Vec<DeviceLaunch>,
     copies: Vec<(u64, u64, u64)>,
     offsets: Vec<u64>,
     total: u64,
     dst: u64,
     tensors: Vec<usize>,
     model: u64,
+}
+
+/// One kernel launch of a group, its work list on the device (`plan::Launch`).
+#[derive(Debug)]
+struct DeviceLaunch {
+    descs: CudaSlice<u8>,
+    tasks: CudaSlice<u8>,
+    n_tasks: u32,
+    shared: u32,
 }
 
 impl DecodeGroup {
@@ -553,26 +559,23 @@ impl GpuModel {
             self.table_base,
             dst_ptr,
         );
-        let tasks: Vec<Task> = plan::tasks(&descs, self.warp_slots);
-        let shared = plan::shared_bytes(&descs);
-        if shared > self.max_shared {
-            return Err(GpuError::SharedMemory {
-                need: shared,
-                have: self.max_shared,
+        let mut launches = Vec::new();
+        for l in plan::launches(&descs, self.warp_slots) {
+            if l.shared > self.max_shared {
+                return Err(GpuError::SharedMemory {
+                    need: l.shared,
+                    have: self.max_shared,
+                });
+            }
+            launches.push(DeviceLaunch {
+                descs: upload_bytes(stream, as_bytes(&l.descs), "tensor descriptors")?,
+                tasks: upload_bytes(stream, as_bytes(&l.tasks), "work list")?,
+                n_tasks: l.tasks.len() as u32,
+                shared: l.shared as u32,
             });
         }
-        let upload = |bytes: &[u8], what| -> Result<Option<CudaSlice<u8>>, GpuError> {
-            if bytes.is_empty() {
-                Ok(None)
-            } else {
-                upload_bytes(stream, bytes, what).map(Some)
-            }
-        };
         Ok(DecodeGroup {
-            descs: upload(as_bytes(&descs), "tensor descriptors")?,
-            tasks: upload(as_bytes(&tasks), "work list")?,
-            n_tasks: tasks.len() as u32,
-            shared: shared as u32,
+            launches,
             copies,
             offsets,
             total,
@@ -611,18 +614,18 @@ impl GpuModel {
                 )
                 .map_err(driver("device copy"))?;
         }
-        if let (Some(descs), Some(tasks)) = (&group.descs, &group.tasks) {
+        for l in &group.launches {
             let cfg = LaunchConfig {
-                grid_dim: (group.n_tasks, 1, 1),
+                grid_dim: (l.n_tasks, 1, 1),
                 block_dim: ((WARPS * 32) as u32, 1, 1),
-                shared_mem_bytes: group.shared,
+                shared_mem_bytes: l.shared,
             };
             let (dst_ptr, _record) = dst.device_ptr_mut(stream);
             let mut builder = stream.launch_builder(&self.func);
             builder
-                .arg(descs)
-                .arg(tasks)
-                .arg(&group.n_tasks)
+                .arg(&l.descs)
+                .arg(&l.tasks)
+                .arg(&l.n_tasks)
                 .arg(&self.arena)
                 .arg(&self.tables)
                 .arg(&dst_ptr);

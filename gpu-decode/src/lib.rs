@@ -115,16 +115,18 @@ pub fn mirror_decode(
     }
     let mem = mirror::Memory::new(vec![(ARENA, &prepared.arena), (TABLES, &prepared.tables)]);
     let mut err = [0u32; 3];
-    mirror::launch(
-        &mem,
-        &mut mirror::Output {
-            base: OUT,
-            bytes: &mut out,
-        },
-        &descs,
-        &plan::tasks(&descs, plan::DEFAULT_WARP_SLOTS),
-        &mut err,
-    );
+    for launch in plan::launches(&descs, plan::DEFAULT_WARP_SLOTS) {
+        mirror::launch(
+            &mem,
+            &mut mirror::Output {
+                base: OUT,
+                bytes: &mut out,
+            },
+            &launch.descs,
+            &launch.tasks,
+            &mut err,
+        );
+    }
     match corrupt_chunk(&prepared.tensors, err) {
         Some(e) => Err(e),
         None => Ok((out, offsets)),

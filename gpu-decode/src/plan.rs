@@ -670,6 +670,48 @@ pub fn tasks(descs: &[TensorDesc], warp_slots: usize) -> Vec<Task> {
     tasks
 }
 
+/// Upper bounds of the table-count classes that [`launches`] puts into separate kernel
+/// launches: the most tables per tensor at which 4, 3 and 2 CTAs fit an sm_90 SM (228 KiB
+/// of shared memory, 1 KiB reserved per CTA, the staging buffers and the descriptor);
+/// tensors with more run at 1 CTA per SM.
+pub const TABLE_CLASSES: [u32; 3] = [8, 12, 19];
+
+/// One kernel launch: its descriptors, its tasks (indexes into `descs`) and its dynamic
+/// shared memory.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// The launch's tensor descriptors.
+    pub descs: Vec<TensorDesc>,
+    /// One per CTA.
+    pub tasks: Vec<Task>,
+    /// Dynamic shared memory per CTA.
+    pub shared: usize,
+}
+
+/// Splits the kernel work `descs` into launches by table count ([`TABLE_CLASSES`]), so
+/// that one tensor with many tables does not set the shared memory (and so the CTAs per
+/// SM) of every other; each launch's work is distributed over `warp_slots`
+/// ([`tasks`]). Descriptors keep their order within a launch; empty classes launch
+/// nothing.
+pub fn launches(descs: &[TensorDesc], warp_slots: usize) -> Vec<Launch> {
+    let class = |d: &TensorDesc| {
+        TABLE_CLASSES
+            .iter()
+            .position(|&most| d.n_tables <= most)
+            .unwrap_or(TABLE_CLASSES.len())
+    };
+    (0..=TABLE_CLASSES.len())
+        .filter_map(|c| {
+            let descs: Vec<TensorDesc> = descs.iter().filter(|d| class(d) == c).copied().collect();
+            (!descs.is_empty()).then(|| Launch {
+                tasks: tasks(&descs, warp_slots),
+                shared: shared_bytes(&descs),
+                descs,
+            })
+        })
+        .collect()
+}
+
 /// Dynamic shared memory a launch over `descs` needs.
 pub fn shared_bytes(descs: &[TensorDesc]) -> usize {
     let tables = descs.iter().map(|d| d.n_tables as usize).max().unwrap_or(0);
@@ -800,6 +842,18 @@ mod tests {
                 assert!(tasks.iter().all(|k| k.n_chunks as usize <= WARPS));
             }
         }
+        // Launches by table count: every descriptor in exactly one, shared memory sized by
+        // its own class.
+        let mut mixed = descs.to_vec();
+        for (d, tables) in mixed.iter_mut().zip([1, 30, 9, 8]) {
+            d.n_tables = tables;
+        }
+        let ls = launches(&mixed, 4224);
+        assert_eq!(ls.len(), 3);
+        assert_eq!(ls.iter().map(|l| l.descs.len()).sum::<usize>(), mixed.len());
+        assert_eq!(ls[0].descs.len(), 2, "1 and 8 tables share the first class");
+        assert_eq!(ls[0].shared, shared_bytes(&[mixed[3]]));
+        assert!(ls[2].shared > ls[1].shared && ls[1].shared > ls[0].shared);
         // Few slots: CTAs as large as chunks_per_task allows.
         assert!(tasks(&descs, 1)
             .iter()

@@ -171,3 +171,44 @@ fn decoded_tensors_are_checked_against_their_checksums() {
     // A group's layout is what `output_layout` says.
     assert_eq!(output_layout(&p.tensors, &all).0, offsets);
 }
+
+#[test]
+fn tensors_with_many_tables_get_their_own_launch() {
+    // 24 segments of very different scales: the archival encoder gives the exponent
+    // stream many tables, more than the first table-count class holds.
+    let n = 24 * 8192;
+    let mut rng = mcodec_fixtures::rng::SplitMix64::new(7);
+    let values: Vec<f32> = (0..n)
+        .map(|i| (rng.gaussian() * 2f64.powi((i / 8192) as i32 * 3 - 40)) as f32)
+        .collect();
+    let small: Vec<f32> = (0..70_000).map(|i| (i % 13) as f32 * 0.01).collect();
+    let tensors = [
+        mcodec_fixtures::safetensors::Tensor::from_f32("segments", "BF16", &[n], &values),
+        mcodec_fixtures::safetensors::Tensor::from_f32("small", "BF16", &[70_000], &small),
+    ];
+    let views: Vec<_> = tensors.iter().map(|t| t.view()).collect();
+    let st = mcodec_fixtures::safetensors::safetensors_bytes(&views, None, 8).expect("st");
+    let mcz = pack_with(&st, EncodeOptions::max());
+    let p = prepared(&mcz);
+    let tables: Vec<u32> = p
+        .tensors
+        .iter()
+        .filter_map(|t| match &t.body {
+            Body::Split(d) => Some(d.n_tables),
+            _ => None,
+        })
+        .collect();
+    let all: Vec<usize> = (0..p.tensors.len()).collect();
+    let (out, offsets) = mirror_decode(&p, &all).expect("decode");
+    assert_eq!(
+        check_decoded(&p.tensors, &all, &offsets, &out, Verify::All),
+        Ok(all.len())
+    );
+    let (descs, _) = mcodec_gpu::launch_work(&p.tensors, &all, &offsets, 0, 0, 0);
+    let launches = mcodec_gpu::plan::launches(&descs, mcodec_gpu::plan::DEFAULT_WARP_SLOTS);
+    assert!(
+        launches.len() >= 2,
+        "tables per tensor {tables:?}: {} launch(es)",
+        launches.len()
+    );
+}

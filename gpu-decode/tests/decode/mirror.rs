@@ -8,8 +8,9 @@ use mcodec::EncodeOptions;
 use mcodec_gpu::plan::{Body, Prepared, DEFAULT_MAX_TABLES, MODE_CONST, MODE_PACKED, MODE_RANS};
 
 /// Decodes every tensor of `mcz` with the mirror and compares with the CPU decoder.
-/// Returns how many tensors the kernel path decoded and which stream modes it met.
-fn check_file(mcz: &[u8], what: &str) -> (usize, [bool; 3]) {
+/// Returns how many tensors the kernel path decoded, which stream modes it met and how
+/// many kernel launches (table-count classes) the decode took.
+fn check_file(mcz: &[u8], what: &str) -> (usize, [bool; 3], usize) {
     let archive = Archive::open(mcz).expect("open");
     let prepared = Prepared::new(&archive, None, DEFAULT_MAX_TABLES).expect("prepare");
     let all: Vec<usize> = (0..prepared.tensors.len()).collect();
@@ -31,7 +32,9 @@ fn check_file(mcz: &[u8], what: &str) -> (usize, [bool; 3]) {
             }
         }
     }
-    (kernel, modes)
+    let (descs, _) = mcodec_gpu::launch_work(&prepared.tensors, &all, &offsets, 0, 0, 0);
+    let launches = mcodec_gpu::plan::launches(&descs, mcodec_gpu::plan::DEFAULT_WARP_SLOTS);
+    (kernel, modes, launches.len())
 }
 
 #[test]
@@ -57,9 +60,11 @@ fn mirror_matches_cpu_on_every_fixture() {
 fn mirror_matches_cpu_on_multi_chunk_tensors_of_every_dtype() {
     let model = generated_model();
     let mut modes = [false; 3];
+    let mut most_launches = 0;
     for (name, settings) in encode_settings() {
         let mcz = pack_with(&model, settings);
-        let (kernel, m) = check_file(&mcz, name);
+        let (kernel, m, launches) = check_file(&mcz, name);
+        most_launches = most_launches.max(launches);
         assert!(kernel >= 5, "{name}: {kernel} tensors on the kernel path");
         for (a, b) in modes.iter_mut().zip(m) {
             *a |= b;
@@ -69,6 +74,7 @@ fn mirror_matches_cpu_on_multi_chunk_tensors_of_every_dtype() {
         modes[MODE_PACKED as usize] && modes[MODE_CONST as usize] && modes[MODE_RANS as usize],
         "modes met: {modes:?}"
     );
+    println!("most kernel launches in one decode: {most_launches}");
 }
 
 #[test]
@@ -82,7 +88,7 @@ fn mirror_matches_cpu_on_minilm_when_present() {
             return;
         }
     };
-    let (kernel, _) = check_file(&mcz, "minilm");
+    let (kernel, _, _) = check_file(&mcz, "minilm");
     assert!(kernel > 50, "{kernel} tensors on the kernel path");
 }
 
