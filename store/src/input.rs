@@ -5,6 +5,7 @@ use std::io;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
+use mcodec::safetensors;
 use memmap2::Mmap;
 
 use crate::manifest::{validate_path, MAX_FILES, MAX_PATH_DEPTH};
@@ -151,4 +152,31 @@ fn walk(dir: &Path, rel: &str, depth: usize, out: &mut Vec<InputFile>) -> Result
         }
     }
     Ok(())
+}
+
+/// One safetensors tensor of an input file.
+pub struct InputTensor<'a> {
+    pub info: safetensors::TensorInfo,
+    pub bytes: &'a [u8],
+}
+
+/// An input file, loaded and (for safetensors) parsed.
+pub struct LoadedFile {
+    pub file: InputFile,
+    pub data: Data,
+    pub header: Option<safetensors::Header>,
+}
+
+impl LoadedFile {
+    pub fn tensors(&self) -> Vec<InputTensor<'_>> {
+        self.header.as_ref().map_or_else(Vec::new, |h| {
+            h.tensors
+                .iter()
+                .map(|t| InputTensor {
+                    info: t.clone(),
+                    bytes: &self.data[t.range.start as usize..t.range.end as usize],
+                })
+                .collect()
+        })
+    }
 }

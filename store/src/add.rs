@@ -1,0 +1,334 @@
+//! `add`: read the input, key every tensor and file, reuse what the store has, code the
+//! rest as a delta against the base or on its own, and write the manifest last (STORE.md §5).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use mcodec::delta::{self, DeltaMethod};
+use mcodec::safetensors;
+use mcodec::tensor::{self, EncodeOptions};
+use rayon::prelude::*;
+
+use crate::backend::{BackendError, PutOutcome};
+use crate::base::DeltaMode;
+use crate::error::{Result, StoreError};
+use crate::input::{self, InputTensor, LoadedFile};
+use crate::key::ObjectKey;
+use crate::manifest::{
+    validate_name, BaseRef, FileEntry, InlineBytes, Manifest, ManifestError, SafetensorsEntry,
+    TensorEntry, FORMAT, MAX_INLINE_BYTES, VERSION,
+};
+use crate::object::{self, TensorMeta};
+use crate::report::AddReport;
+use crate::Store;
+
+/// Options of [`Store::add`].
+#[derive(Clone, Debug, Default)]
+pub struct AddOptions {
+    /// Base model; chosen automatically when `None`.
+    pub base: Option<String>,
+    /// Delta coder.
+    pub delta: DeltaMode,
+    /// Tensor codec settings of plain objects.
+    pub encode: EncodeOptions,
+    /// Testing hook for crash tests: once this many objects have been created, print a
+    /// line to stderr and sleep forever, so the test can kill the process mid-add.
+    pub pause_after_objects: Option<u64>,
+    /// With `pause_after_objects`: sleep this long instead of forever, then go on (the
+    /// S3 tests restart the server meanwhile).
+    pub pause_for: Option<Duration>,
+}
+
+/// Counters of an add, shared between worker threads.
+#[derive(Default)]
+struct Counters {
+    dedup: AtomicU64,
+    delta: AtomicU64,
+    plain: AtomicU64,
+    blobs: AtomicU64,
+    new_bytes: AtomicU64,
+    created: AtomicU64,
+    pause_after: Option<u64>,
+    pause_for: Option<Duration>,
+}
+
+impl Counters {
+    /// Counts a created object of `bytes` bytes (and honours the crash-test pause).
+    fn created(&self, bytes: usize) {
+        self.new_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        let n = self.created.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.pause_after == Some(n) {
+            eprintln!("mcodec-store: paused after {n} objects");
+            match self.pause_for {
+                Some(d) => std::thread::sleep(d),
+                None => loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                },
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Adds the model at `path` (a directory or a single file) as `name`.
+    pub fn add(&self, path: &Path, name: &str, opts: &AddOptions) -> Result<AddReport> {
+        self.par(|| self.add_inner(path, name, opts))
+    }
+
+    fn add_inner(&self, path: &Path, name: &str, opts: &AddOptions) -> Result<AddReport> {
+        validate_name(name)?;
+        if self.backend.get_manifest(name)?.is_some() {
+            return Err(StoreError::ModelExists(name.to_owned()));
+        }
+        let (single_file, files) = input::collect(path)?;
+        let loaded: Vec<LoadedFile> = files
+            .into_iter()
+            .map(|file| {
+                let data = input::load(&file.path)?;
+                let header = file
+                    .rel
+                    .ends_with(".safetensors")
+                    .then(|| safetensors::parse(&data, data.len() as u64).ok())
+                    .flatten();
+                Ok(LoadedFile { file, data, header })
+            })
+            .collect::<Result<_>>()?;
+        let all_tensors: Vec<InputTensor<'_>> =
+            loaded.iter().flat_map(LoadedFile::tensors).collect();
+
+        let mut report = AddReport {
+            name: name.to_owned(),
+            files: loaded.len(),
+            tensors: all_tensors.len(),
+            logical_bytes: loaded.iter().map(|f| f.data.len() as u64).sum(),
+            ..AddReport::default()
+        };
+        let base = match &opts.base {
+            Some(b) => {
+                if b == name {
+                    return Err(ManifestError::Invalid(format!(
+                        "model {name:?} cannot be its own base"
+                    ))
+                    .into());
+                }
+                Some((self.manifest(b)?, false))
+            }
+            None if opts.delta == DeltaMode::Off || all_tensors.is_empty() => None,
+            None => {
+                let (chosen, scores) = self.choose_base(&all_tensors, name, opts.delta)?;
+                report.base_scores = scores;
+                chosen.map(|m| (m, true))
+            }
+        };
+        report.base = base.as_ref().map(|(m, auto)| BaseRef {
+            name: m.name.clone(),
+            auto: *auto,
+        });
+        let base_roots: HashMap<(&str, String, &[u64]), ObjectKey> = base
+            .as_ref()
+            .map(|(m, _)| {
+                // Inline objects are not in the backend: no deltas against them.
+                m.tensors()
+                    .filter(|t| t.inline.is_none())
+                    .map(|t| ((t.name.as_str(), t.dtype.clone(), &t.shape[..]), t.root()))
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        let counters = Counters {
+            pause_after: opts.pause_after_objects,
+            pause_for: opts.pause_for,
+            ..Counters::default()
+        };
+        let mut entries = Vec::with_capacity(loaded.len());
+        for f in &loaded {
+            let entry = match &f.header {
+                None => FileEntry {
+                    path: f.file.rel.clone(),
+                    size: f.data.len() as u64,
+                    mode: f.file.mode,
+                    blob: Some(self.put_blob(&f.data, &counters)?),
+                    safetensors: None,
+                },
+                Some(h) => {
+                    let header = self.put_blob(&f.data[..h.prefix_len as usize], &counters)?;
+                    let tensors = f
+                        .tensors()
+                        .par_iter()
+                        .map(|t| {
+                            let root = if opts.delta == DeltaMode::Off {
+                                None
+                            } else {
+                                base_roots
+                                    .get(&(
+                                        t.info.name.as_str(),
+                                        t.info.dtype.name().to_owned(),
+                                        &t.info.shape[..],
+                                    ))
+                                    .copied()
+                            };
+                            self.put_tensor(t, root, opts, &counters)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    FileEntry {
+                        path: f.file.rel.clone(),
+                        size: f.data.len() as u64,
+                        mode: f.file.mode,
+                        blob: None,
+                        safetensors: Some(SafetensorsEntry {
+                            header,
+                            header_len: h.prefix_len,
+                            tensors,
+                        }),
+                    }
+                }
+            };
+            entries.push(entry);
+        }
+        let manifest = Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            name: name.to_owned(),
+            base: report.base.clone(),
+            single_file,
+            files: entries,
+        };
+        manifest.validate()?;
+        // Objects first, durable, and all still there; the manifest last.
+        self.backend.sync_objects()?;
+        let mut needed: Vec<ObjectKey> = manifest.objects().into_iter().map(|(k, _)| k).collect();
+        needed.sort();
+        needed.dedup();
+        for k in needed {
+            if self.backend.object_size(&k)?.is_none() {
+                return Err(StoreError::Vanished(k));
+            }
+        }
+        match self.backend.put_manifest(name, &manifest.to_json()) {
+            Err(BackendError::ManifestExists(n)) => return Err(StoreError::ModelExists(n)),
+            r => r?,
+        }
+        report.dedup = counters.dedup.into_inner();
+        report.delta = counters.delta.into_inner();
+        report.plain = counters.plain.into_inner();
+        report.blobs = counters.blobs.into_inner();
+        report.new_bytes = counters.new_bytes.into_inner();
+        Ok(report)
+    }
+
+    /// Stores a blob unless present; returns its key.
+    fn put_blob(&self, bytes: &[u8], c: &Counters) -> Result<ObjectKey> {
+        let key = ObjectKey::blob(bytes);
+        if self.backend.object_size(&key)?.is_some() {
+            self.backend.touch_object(&key)?;
+            c.dedup.fetch_add(1, Ordering::Relaxed);
+            return Ok(key);
+        }
+        let obj = object::encode_blob(bytes);
+        if self.backend.put_object(&key, &obj)? == PutOutcome::Created {
+            c.blobs.fetch_add(1, Ordering::Relaxed);
+            c.created(obj.len());
+        } else {
+            self.backend.touch_object(&key)?;
+            c.dedup.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(key)
+    }
+
+    /// Stores a tensor unless present, as the smaller of its plain coding (at its key) and
+    /// its delta against the plain object `root` (at [`ObjectKey::delta`] of both);
+    /// returns its manifest entry.
+    ///
+    /// A name fixes what its object decodes to and what it depends on, so an object found
+    /// under either name is reused without reading it, and a put that finds (or, on a
+    /// backend without create-only puts, replaces) another writer's coding is harmless.
+    fn put_tensor(
+        &self,
+        t: &InputTensor<'_>,
+        root: Option<ObjectKey>,
+        opts: &AddOptions,
+        c: &Counters,
+    ) -> Result<TensorEntry> {
+        let info = &t.info;
+        let key = ObjectKey::tensor(&info.dtype, &info.shape, t.bytes);
+        let entry = |delta_base: Option<ObjectKey>, inline| TensorEntry {
+            name: info.name.clone(),
+            dtype: info.dtype.name().to_owned(),
+            shape: info.shape.clone(),
+            len: t.bytes.len() as u64,
+            key,
+            object: delta_base.map_or(key, |b| ObjectKey::delta(&key, &b)),
+            delta_base,
+            inline,
+        };
+        if self.backend.object_size(&key)?.is_some() {
+            self.backend.touch_object(&key)?;
+            c.dedup.fetch_add(1, Ordering::Relaxed);
+            return Ok(entry(None, None));
+        }
+        // A base tensor identical to this one is plain at `key`, which is missing: code
+        // this tensor on its own rather than against a base that is not there.
+        let root = root.filter(|r| *r != key);
+        if let Some(root) = root {
+            let name = ObjectKey::delta(&key, &root);
+            if self.backend.object_size(&name)?.is_some() {
+                self.backend.touch_object(&name)?;
+                self.backend.touch_object(&root)?;
+                c.dedup.fetch_add(1, Ordering::Relaxed);
+                return Ok(entry(Some(root), None));
+            }
+        }
+        let meta = TensorMeta {
+            dtype: info.dtype.clone(),
+            shape: info.shape.clone(),
+            raw_len: t.bytes.len() as u64,
+        };
+        let plain = tensor::encode(&info.dtype, t.bytes, &opts.encode);
+        let mut delta: Option<(ObjectKey, Vec<u8>)> = None;
+        if let Some(root) = root {
+            // Verified: a delta against damaged base bytes would decode wrongly once the
+            // base is repaired or rewritten by another writer.
+            let base = self.load_tensor(&root, Some(&meta), false, true)?;
+            self.backend.touch_object(&root)?;
+            let d = match opts.delta {
+                DeltaMode::BitX => {
+                    delta::encode_with(DeltaMethod::BitX, &info.dtype, &base, t.bytes)
+                }
+                _ => delta::encode(&info.dtype, &base, t.bytes),
+            };
+            if let Some(d) = d.ok().filter(|d| d.len() + 32 < plain.coded_len()) {
+                delta = Some((root, d));
+            }
+        }
+        let (obj, delta_base) = match delta {
+            Some((root, d)) => (
+                object::encode_delta(meta, root, plain.coded_len() as u64, &d),
+                Some(root),
+            ),
+            None => (object::encode_plain(meta, &plain), None),
+        };
+        if delta_base.is_none() && obj.len() <= MAX_INLINE_BYTES {
+            c.plain.fetch_add(1, Ordering::Relaxed);
+            c.new_bytes.fetch_add(obj.len() as u64, Ordering::Relaxed);
+            return Ok(entry(None, Some(InlineBytes(obj))));
+        }
+        let e = entry(delta_base, None);
+        if self.backend.put_object(&e.object, &obj)? == PutOutcome::Existed {
+            // Another writer stored it meanwhile; whatever its coding, it decodes to this
+            // tensor (against the same base, for a delta).
+            self.backend.touch_object(&e.object)?;
+            c.dedup.fetch_add(1, Ordering::Relaxed);
+            return Ok(e);
+        }
+        let counter = if delta_base.is_some() {
+            &c.delta
+        } else {
+            &c.plain
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        c.created(obj.len());
+        Ok(e)
+    }
+}
