@@ -17,8 +17,8 @@ use crate::error::{Result, StoreError};
 use crate::input::{self, InputTensor, LoadedFile};
 use crate::key::ObjectKey;
 use crate::manifest::{
-    validate_name, BaseRef, FileEntry, InlineBytes, Manifest, ManifestError, SafetensorsEntry,
-    TensorEntry, FORMAT, MAX_INLINE_BYTES, VERSION,
+    validate_name, BaseRef, FileEntry, InlineBytes, Manifest, SafetensorsEntry, TensorEntry,
+    FORMAT, MAX_INLINE_BYTES, VERSION,
 };
 use crate::object::{self, TensorMeta};
 use crate::report::AddReport;
@@ -108,10 +108,7 @@ impl Store {
         let base = match &opts.base {
             Some(b) => {
                 if b == name {
-                    return Err(ManifestError::Invalid(format!(
-                        "model {name:?} cannot be its own base"
-                    ))
-                    .into());
+                    return Err(StoreError::OwnBase(name.to_owned()));
                 }
                 Some((self.manifest(b)?, false))
             }

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use crate::error::{obj_err, Result, StoreError};
+use crate::error::{obj_err, ObjectKind, Result, StoreError};
 use crate::key::ObjectKey;
 use crate::object::{self, Header, TensorMeta};
 use crate::report::FsckReport;
@@ -100,25 +100,47 @@ impl Store {
         match &header {
             Header::Blob { zstd, raw_len } => {
                 if expect.is_some_and(|(m, _)| m.is_some()) {
-                    return Err(StoreError::Mismatch {
+                    return Err(StoreError::WrongKind {
                         key: *key,
-                        problem: "a manifest lists it as a tensor but it is a blob".into(),
+                        expected: ObjectKind::Tensor,
+                        found: ObjectKind::Blob,
                     });
                 }
                 let bytes =
                     object::decode_blob(*zstd, *raw_len, &obj[n..]).map_err(obj_err(*key))?;
-                if ObjectKey::blob(&bytes) != *key {
-                    return Err(StoreError::Checksum { key: *key });
+                let computed = ObjectKey::blob(&bytes);
+                if computed != *key {
+                    return Err(StoreError::Checksum {
+                        key: *key,
+                        computed,
+                    });
                 }
             }
             Header::Plain { meta, .. } | Header::Delta { meta, .. } => {
-                if let Some((m, base)) = expect {
-                    if m.as_ref() != Some(meta) || *base != header.delta_base() {
-                        return Err(StoreError::Mismatch {
+                match expect {
+                    Some((None, _)) => {
+                        return Err(StoreError::WrongKind {
                             key: *key,
-                            problem: "differs from what a manifest says it holds".into(),
-                        });
+                            expected: ObjectKind::Blob,
+                            found: ObjectKind::Tensor,
+                        })
                     }
+                    Some((Some(m), _)) if m != meta => {
+                        return Err(StoreError::WrongTensor {
+                            key: *key,
+                            tensor: None,
+                            expected: Box::new(m.clone()),
+                            found: Box::new(meta.clone()),
+                        })
+                    }
+                    Some((_, base)) if *base != header.delta_base() => {
+                        return Err(StoreError::WrongBase {
+                            key: *key,
+                            expected: *base,
+                            found: header.delta_base(),
+                        })
+                    }
+                    _ => {}
                 }
                 let mut out = object::alloc(meta.raw_len).map_err(obj_err(*key))?;
                 self.decode_tensor_object(key, &header, &obj[n..], true, true, &mut out)?;

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::error::{out_err, Result, StoreError};
 use crate::manifest::FileEntry;
-use crate::outdir::{check_output, DirOutput};
+use crate::outdir::{check_output, DirOutput, OutputError};
 use crate::report::GetReport;
 use crate::Store;
 
@@ -31,10 +31,10 @@ impl Store {
                 fs::create_dir_all(parent).map_err(out_err(out))?;
             }
             self.write_file(f, &dest, sync).map_err(|e| match e {
-                StoreError::Output { problem, .. } => StoreError::Output {
-                    path: out.join(&f.path),
-                    problem,
-                },
+                // Named by where the file is going, not where it is being built.
+                StoreError::Output(OutputError::Io { source, .. }) => {
+                    OutputError::io(&out.join(&f.path), source).into()
+                }
                 e => e,
             })?;
             set_mode(&dest, f.mode).map_err(out_err(out))?;

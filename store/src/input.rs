@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use mcodec::safetensors;
 use memmap2::Mmap;
 
+use crate::error::InputProblem;
 use crate::manifest::{validate_path, MAX_FILES, MAX_PATH_DEPTH};
 use crate::StoreError;
 
@@ -42,10 +43,10 @@ pub struct InputFile {
     pub mode: u32,
 }
 
-fn input_err(path: &Path, problem: impl std::fmt::Display) -> StoreError {
+fn input_err(path: &Path, problem: impl Into<InputProblem>) -> StoreError {
     StoreError::Input {
         path: path.to_owned(),
-        problem: problem.to_string(),
+        problem: problem.into(),
     }
 }
 
@@ -91,9 +92,9 @@ pub fn collect(path: &Path) -> Result<(bool, Vec<InputFile>), StoreError> {
         let rel = path
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| input_err(path, "file name is not UTF-8"))?
+            .ok_or_else(|| input_err(path, InputProblem::NotUtf8))?
             .to_owned();
-        validate_path(&rel).map_err(|e| input_err(path, e))?;
+        validate_path(&rel).map_err(|e| input_err(path, InputProblem::Path(e)))?;
         return Ok((
             true,
             vec![InputFile {
@@ -104,7 +105,7 @@ pub fn collect(path: &Path) -> Result<(bool, Vec<InputFile>), StoreError> {
         ));
     }
     if !meta.is_dir() {
-        return Err(input_err(path, "not a regular file or directory"));
+        return Err(input_err(path, InputProblem::NotFileOrDir));
     }
     let mut files = Vec::new();
     walk(path, "", 0, &mut files)?;
@@ -115,7 +116,9 @@ fn walk(dir: &Path, rel: &str, depth: usize, out: &mut Vec<InputFile>) -> Result
     if depth >= MAX_PATH_DEPTH {
         return Err(input_err(
             dir,
-            format!("nested deeper than {MAX_PATH_DEPTH} levels (a symlink loop?)"),
+            InputProblem::TooDeep {
+                limit: MAX_PATH_DEPTH,
+            },
         ));
     }
     let mut names = fs::read_dir(dir)
@@ -128,7 +131,7 @@ fn walk(dir: &Path, rel: &str, depth: usize, out: &mut Vec<InputFile>) -> Result
         let path = dir.join(&name);
         let name = name
             .to_str()
-            .ok_or_else(|| input_err(&path, "file name is not UTF-8"))?;
+            .ok_or_else(|| input_err(&path, InputProblem::NotUtf8))?;
         let rel = if rel.is_empty() {
             name.to_owned()
         } else {
@@ -138,9 +141,12 @@ fn walk(dir: &Path, rel: &str, depth: usize, out: &mut Vec<InputFile>) -> Result
         if meta.is_dir() {
             walk(&path, &rel, depth + 1, out)?;
         } else if meta.is_file() {
-            validate_path(&rel).map_err(|e| input_err(&path, e))?;
+            validate_path(&rel).map_err(|e| input_err(&path, InputProblem::Path(e)))?;
             if out.len() >= MAX_FILES {
-                return Err(input_err(dir, format!("more than {MAX_FILES} files")));
+                return Err(input_err(
+                    dir,
+                    InputProblem::TooManyFiles { limit: MAX_FILES },
+                ));
             }
             out.push(InputFile {
                 rel,
@@ -148,7 +154,7 @@ fn walk(dir: &Path, rel: &str, depth: usize, out: &mut Vec<InputFile>) -> Result
                 mode: mode_of(&meta),
             });
         } else {
-            return Err(input_err(&path, "not a regular file or directory"));
+            return Err(input_err(&path, InputProblem::NotFileOrDir));
         }
     }
     Ok(())

@@ -31,7 +31,7 @@ mod store;
 pub use add::AddOptions;
 pub use backend::{Backend, BackendError, LocalBackend};
 pub use base::DeltaMode;
-pub use error::StoreError;
+pub use error::{InputProblem, ObjectKind, StoreError};
 pub use gc::DEFAULT_GRACE;
 pub use key::ObjectKey;
 pub use manifest::{Manifest, ManifestError};

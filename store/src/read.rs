@@ -2,7 +2,7 @@
 
 use mcodec::delta;
 
-use crate::error::{obj_err, Result, StoreError};
+use crate::error::{obj_err, ObjectKind, Result, StoreError};
 use crate::key::ObjectKey;
 use crate::manifest::TensorEntry;
 use crate::object::{self, Header, ObjectError, TensorMeta};
@@ -30,17 +30,17 @@ impl Store {
     ) -> Result<Vec<u8>> {
         let obj = self.backend.get_object(key)?;
         let (header, n) = Header::parse(&obj).map_err(obj_err(*key))?;
-        let meta = header.meta().ok_or_else(|| StoreError::Mismatch {
+        let meta = header.meta().ok_or(StoreError::WrongKind {
             key: *key,
-            problem: "is a blob, not a tensor".into(),
+            expected: ObjectKind::Tensor,
+            found: ObjectKind::Blob,
         })?;
         if let Some(e) = expect.filter(|e| *e != meta) {
-            return Err(StoreError::Mismatch {
+            return Err(StoreError::WrongTensor {
                 key: *key,
-                problem: format!(
-                    "holds {} {:?}, expected {} {:?}",
-                    meta.dtype, meta.shape, e.dtype, e.shape
-                ),
+                tensor: None,
+                expected: Box::new(e.clone()),
+                found: Box::new(meta.clone()),
             });
         }
         let mut out = object::alloc(meta.raw_len).map_err(obj_err(*key))?;
@@ -64,9 +64,10 @@ impl Store {
     ) -> Result<Option<ObjectKey>> {
         match header {
             Header::Blob { .. } => {
-                return Err(StoreError::Mismatch {
+                return Err(StoreError::WrongKind {
                     key: *key,
-                    problem: "is a blob, not a tensor".into(),
+                    expected: ObjectKind::Tensor,
+                    found: ObjectKind::Blob,
                 })
             }
             Header::Plain {
@@ -78,9 +79,10 @@ impl Store {
                 .map_err(obj_err(*key))?,
             Header::Delta { meta, base, .. } => {
                 if !allow_delta {
-                    return Err(StoreError::Mismatch {
+                    return Err(StoreError::WrongKind {
                         key: *key,
-                        problem: "is a delta where a plain object is required".into(),
+                        expected: ObjectKind::Plain,
+                        found: ObjectKind::Delta,
                     });
                 }
                 // Not verified on its own: a wrong base gives a wrong result, which the
@@ -103,7 +105,10 @@ impl Store {
             .delta_base()
             .map_or(tensor, |b| ObjectKey::delta(&tensor, &b));
         if name != *key {
-            return Err(StoreError::Checksum { key: *key });
+            return Err(StoreError::Checksum {
+                key: *key,
+                computed: name,
+            });
         }
         Ok(Some(tensor))
     }
@@ -120,15 +125,34 @@ impl Store {
             shape: t.shape.clone(),
             raw_len: t.len,
         };
-        if header.meta() != Some(&want) || header.delta_base() != t.delta_base {
-            return Err(StoreError::Mismatch {
+        let found = header.meta().ok_or(StoreError::WrongKind {
+            key: t.object,
+            expected: ObjectKind::Tensor,
+            found: ObjectKind::Blob,
+        })?;
+        if *found != want {
+            return Err(StoreError::WrongTensor {
                 key: t.object,
-                problem: format!("does not hold tensor {:?} as the manifest says", t.name),
+                tensor: Some(t.name.clone()),
+                expected: Box::new(want),
+                found: Box::new(found.clone()),
+            });
+        }
+        if header.delta_base() != t.delta_base {
+            return Err(StoreError::WrongBase {
+                key: t.object,
+                expected: t.delta_base,
+                found: header.delta_base(),
             });
         }
         let decoded = self.decode_tensor_object(&t.object, &header, &obj[n..], true, true, out)?;
-        if decoded != Some(t.key) {
-            return Err(StoreError::Checksum { key: t.object });
+        // The object verified against its own name; the manifest's key of the tensor must
+        // be the one that name was made from.
+        if let Some(computed) = decoded.filter(|k| *k != t.key) {
+            return Err(StoreError::Checksum {
+                key: t.object,
+                computed,
+            });
         }
         Ok(())
     }
@@ -138,20 +162,26 @@ impl Store {
         let obj = self.backend.get_object(key)?;
         let (header, n) = Header::parse(&obj).map_err(obj_err(*key))?;
         let Header::Blob { zstd, raw_len } = header else {
-            return Err(StoreError::Mismatch {
+            return Err(StoreError::WrongKind {
                 key: *key,
-                problem: "is a tensor, not a blob".into(),
+                expected: ObjectKind::Blob,
+                found: ObjectKind::Tensor,
             });
         };
         if raw_len != len {
-            return Err(StoreError::Mismatch {
+            return Err(StoreError::BlobLength {
                 key: *key,
-                problem: format!("holds {raw_len} bytes, the manifest says {len}"),
+                expected: len,
+                found: raw_len,
             });
         }
         let bytes = object::decode_blob(zstd, raw_len, &obj[n..]).map_err(obj_err(*key))?;
-        if ObjectKey::blob(&bytes) != *key {
-            return Err(StoreError::Checksum { key: *key });
+        let computed = ObjectKey::blob(&bytes);
+        if computed != *key {
+            return Err(StoreError::Checksum {
+                key: *key,
+                computed,
+            });
         }
         Ok(bytes)
     }

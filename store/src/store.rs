@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::backend::{Backend, LocalBackend};
 use crate::error::{Result, StoreError};
-use crate::manifest::{validate_name, Manifest, ManifestError};
+use crate::manifest::{validate_name, Manifest};
 use crate::report::ModelInfo;
 
 /// A content-addressed model store over a [`Backend`].
@@ -68,9 +68,9 @@ impl Store {
             source,
         })?;
         if m.name != name {
-            return Err(StoreError::BadManifest {
+            return Err(StoreError::ManifestName {
                 name: name.to_owned(),
-                source: ManifestError::Invalid(format!("manifest names model {:?}", m.name)),
+                found: m.name,
             });
         }
         Ok(m)

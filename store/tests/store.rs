@@ -577,7 +577,9 @@ fn an_object_swapped_for_another_tensors_is_caught() {
         assert!(
             matches!(
                 err,
-                StoreError::Checksum { key } | StoreError::Mismatch { key, .. } if key == b
+                StoreError::Checksum { key, .. }
+                    | StoreError::WrongTensor { key, .. }
+                    | StoreError::WrongBase { key, .. } if key == b
             ),
             "{model}: {err}"
         );

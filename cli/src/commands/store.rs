@@ -125,11 +125,10 @@ pub enum StoreCommand {
 
 /// Turns a store error into a one-line CLI error naming the right file.
 fn cli_error(root: &Path, e: StoreError) -> CliError {
-    match &e {
-        StoreError::Input { path, problem } | StoreError::Output { path, problem } => {
-            CliError::at(path, problem)
-        }
-        _ => CliError::at(root, e),
+    match e {
+        StoreError::Input { path, problem } => CliError::at(&path, problem),
+        StoreError::Output(o) => o.into(),
+        e => CliError::at(root, e),
     }
 }
 
