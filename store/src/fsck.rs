@@ -96,7 +96,7 @@ impl Store {
         expect: Option<&(Option<TensorMeta>, Option<ObjectKey>)>,
     ) -> Result<()> {
         let obj = self.backend.get_object(key)?;
-        let (header, n) = Header::parse(&obj).map_err(obj_err(*key))?;
+        let (header, payload) = object::split(&obj).map_err(obj_err(*key))?;
         match &header {
             Header::Blob { zstd, raw_len } => {
                 if expect.is_some_and(|(m, _)| m.is_some()) {
@@ -106,8 +106,7 @@ impl Store {
                         found: ObjectKind::Blob,
                     });
                 }
-                let bytes =
-                    object::decode_blob(*zstd, *raw_len, &obj[n..]).map_err(obj_err(*key))?;
+                let bytes = object::decode_blob(*zstd, *raw_len, payload).map_err(obj_err(*key))?;
                 let computed = ObjectKey::blob(&bytes);
                 if computed != *key {
                     return Err(StoreError::Checksum {
@@ -142,8 +141,9 @@ impl Store {
                     }
                     _ => {}
                 }
+                let base = self.delta_base_bytes(key, &header, true)?;
                 let mut out = object::alloc(meta.raw_len).map_err(obj_err(*key))?;
-                self.decode_tensor_object(key, &header, &obj[n..], true, true, &mut out)?;
+                self.decode_tensor(key, &header, payload, base.as_deref(), true, &mut out)?;
             }
         }
         Ok(())

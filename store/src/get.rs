@@ -8,7 +8,7 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use crate::error::{out_err, Result, StoreError};
-use crate::manifest::FileEntry;
+use crate::manifest::{FileEntry, SafetensorsEntry};
 use crate::outdir::{check_output, DirOutput, OutputError};
 use crate::report::GetReport;
 use crate::Store;
@@ -63,6 +63,7 @@ impl Store {
             (&file).write_all(&bytes).map_err(out_err(dest))?;
         } else if let Some(st) = &f.safetensors {
             if f.size > 0 {
+                self.check_claims(st)?;
                 file.set_len(f.size).map_err(out_err(dest))?;
                 // SAFETY: the file was just created by us in a private temporary directory
                 // and has the length set above; nothing else maps or truncates it.
@@ -88,6 +89,18 @@ impl Store {
             file.sync_all().map_err(out_err(dest))?;
         }
         Ok(())
+    }
+}
+
+impl Store {
+    /// Refuses a file whose tensors claim more bytes than their objects may decode to,
+    /// before the file is sized by those claims (inline tensors are bounded by manifest
+    /// validation).
+    fn check_claims(&self, st: &SafetensorsEntry) -> Result<()> {
+        st.tensors
+            .par_iter()
+            .filter(|t| t.inline.is_none())
+            .try_for_each(|t| self.check_claim(t))
     }
 }
 

@@ -11,7 +11,7 @@ use mcodec::Dtype;
 use serde::{Deserialize, Serialize};
 
 use crate::key::ObjectKey;
-use crate::object::check_shape;
+use crate::object::{check_shape, MAX_EXPANSION};
 
 /// The `format` field of every manifest.
 pub const FORMAT: &str = "mcodec-store-manifest";
@@ -515,6 +515,15 @@ fn validate_safetensors(path: &str, size: u64, st: &SafetensorsEntry) -> Result<
                 return Err(bad(format!(
                     "tensor {:?}: inline object of {} bytes (limit {MAX_INLINE_BYTES}, plain only)",
                     cut(&t.name),
+                    i.0.len()
+                )));
+            }
+            let allowed = (i.0.len() as u64).saturating_mul(MAX_EXPANSION);
+            if t.len > allowed {
+                return Err(bad(format!(
+                    "tensor {:?}: {} bytes claimed by a {}-byte inline object exceed the limit of {allowed}",
+                    cut(&t.name),
+                    t.len,
                     i.0.len()
                 )));
             }

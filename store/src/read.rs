@@ -2,6 +2,7 @@
 
 use mcodec::delta;
 
+use crate::backend::BackendError;
 use crate::error::{obj_err, ObjectKind, Result, StoreError};
 use crate::key::ObjectKey;
 use crate::manifest::TensorEntry;
@@ -29,12 +30,8 @@ impl Store {
         verify: bool,
     ) -> Result<Vec<u8>> {
         let obj = self.backend.get_object(key)?;
-        let (header, n) = Header::parse(&obj).map_err(obj_err(*key))?;
-        let meta = header.meta().ok_or(StoreError::WrongKind {
-            key: *key,
-            expected: ObjectKind::Tensor,
-            found: ObjectKind::Blob,
-        })?;
+        let (header, payload) = object::split(&obj).map_err(obj_err(*key))?;
+        let meta = tensor_meta(key, &header)?;
         if let Some(e) = expect.filter(|e| *e != meta) {
             return Err(StoreError::WrongTensor {
                 key: *key,
@@ -43,63 +40,79 @@ impl Store {
                 found: Box::new(meta.clone()),
             });
         }
+        let base = self.delta_base_bytes(key, &header, allow_delta)?;
         let mut out = object::alloc(meta.raw_len).map_err(obj_err(*key))?;
-        self.decode_tensor_object(key, &header, &obj[n..], allow_delta, verify, &mut out)?;
+        self.decode_tensor(key, &header, payload, base.as_deref(), verify, &mut out)?;
         Ok(out)
     }
 
-    /// Decodes the payload of the tensor object named `key` into `out` and, when `verify`,
-    /// checks the bytes against the name: a plain object's name is the tensor's key, a
-    /// delta object's is [`ObjectKey::delta`] of the tensor's key and the header's base
-    /// (which also checks that the header names the base the name was made with). Returns
-    /// the tensor's key when verified.
-    pub(crate) fn decode_tensor_object(
+    /// The base's bytes of a delta object (`None` for a plain one), refused unless
+    /// `allow_delta`. Read before anything is sized by the delta's claimed length: the
+    /// base is a plain object of the same length, bounded by its own size.
+    pub(crate) fn delta_base_bytes(
+        &self,
+        key: &ObjectKey,
+        header: &Header,
+        allow_delta: bool,
+    ) -> Result<Option<Vec<u8>>> {
+        let Header::Delta { meta, base, .. } = header else {
+            return Ok(None);
+        };
+        if !allow_delta {
+            return Err(StoreError::WrongKind {
+                key: *key,
+                expected: ObjectKind::Plain,
+                found: ObjectKind::Delta,
+            });
+        }
+        // Not verified on its own: a wrong base gives a wrong result, which the check of
+        // the delta's name catches.
+        Ok(Some(self.load_tensor(base, Some(meta), false, false)?))
+    }
+
+    /// Decodes the payload of the tensor object named `key` into `out` (for a delta,
+    /// against `base` from [`Self::delta_base_bytes`]) and, when `verify`, checks the
+    /// bytes against the name: a plain object's name is the tensor's key, a delta
+    /// object's is [`ObjectKey::delta`] of the tensor's key and the header's base (which
+    /// also checks that the header names the base the name was made with). Returns the
+    /// tensor's key when verified.
+    pub(crate) fn decode_tensor(
         &self,
         key: &ObjectKey,
         header: &Header,
         payload: &[u8],
-        allow_delta: bool,
+        base: Option<&[u8]>,
         verify: bool,
         out: &mut [u8],
     ) -> Result<Option<ObjectKey>> {
-        match header {
-            Header::Blob { .. } => {
+        let meta = tensor_meta(key, header)?;
+        match (header, base) {
+            (
+                Header::Plain {
+                    codec,
+                    chunk_log2,
+                    stream_lens,
+                    ..
+                },
+                _,
+            ) => object::decode_plain_into(*codec, *chunk_log2, stream_lens, payload, out)
+                .map_err(obj_err(*key))?,
+            (Header::Delta { .. }, Some(base)) => delta::decode(&meta.dtype, base, payload, out)
+                .map_err(|e| StoreError::Object {
+                    key: *key,
+                    source: ObjectError::Payload(e.to_string()),
+                })?,
+            _ => {
                 return Err(StoreError::WrongKind {
                     key: *key,
-                    expected: ObjectKind::Tensor,
-                    found: ObjectKind::Blob,
+                    expected: ObjectKind::Plain,
+                    found: ObjectKind::Delta,
                 })
-            }
-            Header::Plain {
-                codec,
-                chunk_log2,
-                stream_lens,
-                ..
-            } => object::decode_plain_into(*codec, *chunk_log2, stream_lens, payload, out)
-                .map_err(obj_err(*key))?,
-            Header::Delta { meta, base, .. } => {
-                if !allow_delta {
-                    return Err(StoreError::WrongKind {
-                        key: *key,
-                        expected: ObjectKind::Plain,
-                        found: ObjectKind::Delta,
-                    });
-                }
-                // Not verified on its own: a wrong base gives a wrong result, which the
-                // check of this object's name below catches.
-                let base_bytes = self.load_tensor(base, Some(meta), false, false)?;
-                delta::decode(&meta.dtype, &base_bytes, payload, out).map_err(|e| {
-                    StoreError::Object {
-                        key: *key,
-                        source: ObjectError::Payload(e.to_string()),
-                    }
-                })?;
             }
         }
         if !verify {
             return Ok(None);
         }
-        let meta = header.meta().expect("tensor header");
         let tensor = ObjectKey::tensor(&meta.dtype, &meta.shape, out);
         let name = header
             .delta_base()
@@ -113,23 +126,36 @@ impl Store {
         Ok(Some(tensor))
     }
 
+    /// Refuses a stored (not inline) tensor whose manifest length claims more than its
+    /// object may decode to: [`object::MAX_EXPANSION`] bytes per stored byte, a delta's
+    /// base counted with it. Costs a size query per object, no read.
+    pub(crate) fn check_claim(&self, t: &TensorEntry) -> Result<()> {
+        let size = |k: &ObjectKey| -> Result<u64> {
+            Ok(self
+                .backend
+                .object_size(k)?
+                .ok_or(BackendError::NotFound(*k))?)
+        };
+        let mut stored = size(&t.object)?;
+        if let Some(b) = &t.delta_base {
+            stored = stored.saturating_add(size(b)?);
+        }
+        object::check_expansion(stored, t.len).map_err(obj_err(t.object))
+    }
+
     /// Decodes the tensor of manifest entry `t` into `out` and verifies it.
     pub(crate) fn get_tensor_into(&self, t: &TensorEntry, out: &mut [u8]) -> Result<()> {
         let obj = match &t.inline {
             Some(i) => i.0.clone(),
             None => self.backend.get_object(&t.object)?,
         };
-        let (header, n) = Header::parse(&obj).map_err(obj_err(t.object))?;
+        let (header, payload) = object::split(&obj).map_err(obj_err(t.object))?;
         let want = TensorMeta {
             dtype: t.dtype(),
             shape: t.shape.clone(),
             raw_len: t.len,
         };
-        let found = header.meta().ok_or(StoreError::WrongKind {
-            key: t.object,
-            expected: ObjectKind::Tensor,
-            found: ObjectKind::Blob,
-        })?;
+        let found = tensor_meta(&t.object, &header)?;
         if *found != want {
             return Err(StoreError::WrongTensor {
                 key: t.object,
@@ -145,7 +171,9 @@ impl Store {
                 found: header.delta_base(),
             });
         }
-        let decoded = self.decode_tensor_object(&t.object, &header, &obj[n..], true, true, out)?;
+        let base = self.delta_base_bytes(&t.object, &header, true)?;
+        let decoded =
+            self.decode_tensor(&t.object, &header, payload, base.as_deref(), true, out)?;
         // The object verified against its own name; the manifest's key of the tensor must
         // be the one that name was made from.
         if let Some(computed) = decoded.filter(|k| *k != t.key) {
@@ -160,7 +188,7 @@ impl Store {
     /// Decodes a blob and verifies it.
     pub(crate) fn get_blob(&self, key: &ObjectKey, len: u64) -> Result<Vec<u8>> {
         let obj = self.backend.get_object(key)?;
-        let (header, n) = Header::parse(&obj).map_err(obj_err(*key))?;
+        let (header, payload) = object::split(&obj).map_err(obj_err(*key))?;
         let Header::Blob { zstd, raw_len } = header else {
             return Err(StoreError::WrongKind {
                 key: *key,
@@ -175,7 +203,7 @@ impl Store {
                 found: raw_len,
             });
         }
-        let bytes = object::decode_blob(zstd, raw_len, &obj[n..]).map_err(obj_err(*key))?;
+        let bytes = object::decode_blob(zstd, raw_len, payload).map_err(obj_err(*key))?;
         let computed = ObjectKey::blob(&bytes);
         if computed != *key {
             return Err(StoreError::Checksum {
@@ -185,4 +213,13 @@ impl Store {
         }
         Ok(bytes)
     }
+}
+
+/// The tensor description of a tensor object's header.
+fn tensor_meta<'h>(key: &ObjectKey, header: &'h Header) -> Result<&'h TensorMeta> {
+    header.meta().ok_or(StoreError::WrongKind {
+        key: *key,
+        expected: ObjectKind::Tensor,
+        found: ObjectKind::Blob,
+    })
 }

@@ -780,3 +780,107 @@ fn objects_overwritten_by_racing_writers_still_decode() {
     assert_eq!(fsck.orphans, 0);
     store.stats().unwrap();
 }
+
+#[test]
+fn a_tiny_object_cannot_claim_a_terabyte_in_get_or_fsck() {
+    use mcodec_store::manifest::{FileEntry, SafetensorsEntry, TensorEntry, FORMAT, VERSION};
+    use mcodec_store::object::ObjectError;
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("store");
+    let store = Store::init(&root).unwrap();
+    // A plain F32 object of 2^38 elements (1 TiB) with one empty stored stream: 41 bytes.
+    let len: u64 = 1 << 40;
+    let mut obj = b"MCSO\x01\x01\x03F32\x01".to_vec();
+    obj.extend_from_slice(&(len / 4).to_le_bytes());
+    obj.extend_from_slice(&len.to_le_bytes());
+    obj.extend_from_slice(&[0, 0, 1]);
+    obj.extend_from_slice(&0u64.to_le_bytes());
+    assert!(obj.len() < 64);
+    let key = ObjectKey([7; 32]);
+    store.backend().put_object(&key, &obj).unwrap();
+    let json = format!(
+        "{{\"t\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[0,{len}]}}}}",
+        len / 4
+    );
+    let mut header = (json.len() as u64).to_le_bytes().to_vec();
+    header.extend_from_slice(json.as_bytes());
+    let header_key = ObjectKey::blob(&header);
+    store
+        .backend()
+        .put_object(&header_key, &mcodec_store::object::encode_blob(&header))
+        .unwrap();
+    let m = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        name: "huge".into(),
+        base: None,
+        single_file: true,
+        files: vec![FileEntry {
+            path: "huge.safetensors".into(),
+            size: header.len() as u64 + len,
+            mode: 0o644,
+            blob: None,
+            safetensors: Some(SafetensorsEntry {
+                header: header_key,
+                header_len: header.len() as u64,
+                tensors: vec![TensorEntry {
+                    name: "t".into(),
+                    dtype: "F32".into(),
+                    shape: vec![len / 4],
+                    len,
+                    key,
+                    object: key,
+                    delta_base: None,
+                    inline: None,
+                }],
+            }),
+        }],
+    };
+    store.backend().put_manifest("huge", &m.to_json()).unwrap();
+    let out = tmp.path().join("out");
+    let err = store.get("huge", &out, false, false).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Object { key: k, source: ObjectError::Limit { requested, .. } }
+                if k == key && requested == len
+        ),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let fsck = store.fsck().unwrap();
+    assert_eq!(fsck.problems.len(), 1, "{:?}", fsck.problems);
+    assert!(
+        fsck.problems[0].contains(&key.to_hex()) && fsck.problems[0].contains("exceeds the limit"),
+        "{:?}",
+        fsck.problems
+    );
+}
+
+#[test]
+fn tensors_of_zeros_round_trip_within_the_expansion_limit() {
+    use mcodec_fixtures::safetensors::Tensor;
+    let tmp = TempDir::new().unwrap();
+    let model = tmp.path().join("zeros");
+    let tensors = vec![
+        Tensor::new("a", "F32", &[1 << 20], vec![0; 4 << 20]),
+        Tensor::new("b", "BF16", &[1 << 20], vec![0; 2 << 20]),
+    ];
+    write_model_dir(&model, &tensors, "zeros").unwrap();
+    let store = Store::init(&tmp.path().join("store")).unwrap();
+    store.add(&model, "zeros", &AddOptions::default()).unwrap();
+    let m = store.manifest("zeros").unwrap();
+    for t in m.tensors().filter(|t| t.inline.is_none()) {
+        let size = store.backend().object_size(&t.object).unwrap().unwrap();
+        assert!(
+            size * 1024 >= t.len,
+            "{}: {size} bytes for {}",
+            t.name,
+            t.len
+        );
+    }
+    let out = tmp.path().join("out");
+    store.get("zeros", &out, false, false).unwrap();
+    assert_eq!(tree(&out), tree(&model));
+    assert!(store.fsck().unwrap().problems.is_empty());
+}
