@@ -13,14 +13,14 @@ use rayon::prelude::*;
 
 use crate::backend::{BackendError, PutOutcome};
 use crate::base::DeltaMode;
-use crate::error::{Result, StoreError};
+use crate::error::{obj_err, Result, StoreError};
 use crate::input::{self, InputTensor, LoadedFile};
 use crate::key::ObjectKey;
 use crate::manifest::{
     validate_name, BaseRef, FileEntry, InlineBytes, Manifest, SafetensorsEntry, TensorEntry,
     FORMAT, MAX_INLINE_BYTES, VERSION,
 };
-use crate::object::{self, TensorMeta};
+use crate::object::{self, Header, TensorMeta};
 use crate::report::AddReport;
 use crate::Store;
 
@@ -90,7 +90,7 @@ impl Store {
                 let header = file
                     .rel
                     .ends_with(".safetensors")
-                    .then(|| safetensors::parse(&data, data.len() as u64).ok())
+                    .then(|| parse_header(&data))
                     .flatten();
                 Ok(LoadedFile { file, data, header })
             })
@@ -114,8 +114,9 @@ impl Store {
             }
             None if opts.delta == DeltaMode::Off || all_tensors.is_empty() => None,
             None => {
-                let (chosen, scores) = self.choose_base(&all_tensors, name, opts.delta)?;
+                let (chosen, scores, skipped) = self.choose_base(&all_tensors, name, opts.delta)?;
                 report.base_scores = scores;
+                report.skipped_bases = skipped;
                 chosen.map(|m| (m, true))
             }
         };
@@ -149,8 +150,8 @@ impl Store {
                     blob: Some(self.put_blob(&f.data, &counters)?),
                     safetensors: None,
                 },
-                Some(h) => {
-                    let header = self.put_blob(&f.data[..h.prefix_len as usize], &counters)?;
+                Some((h, prefix)) => {
+                    let header = self.put_blob(prefix, &counters)?;
                     let tensors = f
                         .tensors()
                         .par_iter()
@@ -217,6 +218,9 @@ impl Store {
 
     /// Stores a blob unless present; returns its key.
     fn put_blob(&self, bytes: &[u8], c: &Counters) -> Result<ObjectKey> {
+        // One copy, hashed and coded: a mapped input changing meanwhile cannot make the
+        // object differ from its name.
+        let bytes = &bytes.to_vec()[..];
         let key = ObjectKey::blob(bytes);
         if self.backend.object_size(&key)?.is_some() {
             self.backend.touch_object(&key)?;
@@ -225,6 +229,7 @@ impl Store {
         }
         let obj = object::encode_blob(bytes);
         if self.backend.put_object(&key, &obj)? == PutOutcome::Created {
+            self.verify_written(&key, &obj, None)?;
             c.blobs.fetch_add(1, Ordering::Relaxed);
             c.created(obj.len());
         } else {
@@ -249,12 +254,16 @@ impl Store {
         c: &Counters,
     ) -> Result<TensorEntry> {
         let info = &t.info;
-        let key = ObjectKey::tensor(&info.dtype, &info.shape, t.bytes);
+        // One copy of the input, hashed and coded: a mapped input changing meanwhile
+        // cannot make the object differ from its key.
+        let bytes = t.bytes.to_vec();
+        let key = ObjectKey::tensor(&info.dtype, &info.shape, &bytes);
+        let len = bytes.len() as u64;
         let entry = |delta_base: Option<ObjectKey>, inline| TensorEntry {
             name: info.name.clone(),
             dtype: info.dtype.name().to_owned(),
             shape: info.shape.clone(),
-            len: t.bytes.len() as u64,
+            len,
             key,
             object: delta_base.map_or(key, |b| ObjectKey::delta(&key, &b)),
             delta_base,
@@ -280,10 +289,10 @@ impl Store {
         let meta = TensorMeta {
             dtype: info.dtype.clone(),
             shape: info.shape.clone(),
-            raw_len: t.bytes.len() as u64,
+            raw_len: bytes.len() as u64,
         };
-        let plain = tensor::encode(&info.dtype, t.bytes, &opts.encode);
-        let mut delta: Option<(ObjectKey, Vec<u8>)> = None;
+        let plain = tensor::encode(&info.dtype, &bytes, &opts.encode);
+        let mut delta: Option<(ObjectKey, Vec<u8>, Vec<u8>)> = None;
         if let Some(root) = root {
             // Verified: a delta against damaged base bytes would decode wrongly once the
             // base is repaired or rewritten by another writer.
@@ -291,22 +300,25 @@ impl Store {
             self.backend.touch_object(&root)?;
             let d = match opts.delta {
                 DeltaMode::BitX => {
-                    delta::encode_with(DeltaMethod::BitX, &info.dtype, &base, t.bytes)
+                    delta::encode_with(DeltaMethod::BitX, &info.dtype, &base, &bytes)
                 }
-                _ => delta::encode(&info.dtype, &base, t.bytes),
+                _ => delta::encode(&info.dtype, &base, &bytes),
             };
             if let Some(d) = d.ok().filter(|d| d.len() + 32 < plain.coded_len()) {
-                delta = Some((root, d));
+                delta = Some((root, d, base));
             }
         }
-        let (obj, delta_base) = match delta {
-            Some((root, d)) => (
+        drop(bytes);
+        let (obj, delta_base, base_bytes) = match delta {
+            Some((root, d, base)) => (
                 object::encode_delta(meta, root, plain.coded_len() as u64, &d),
                 Some(root),
+                Some(base),
             ),
-            None => (object::encode_plain(meta, &plain), None),
+            None => (object::encode_plain(meta, &plain), None, None),
         };
         if delta_base.is_none() && obj.len() <= MAX_INLINE_BYTES {
+            self.verify_decodes(&key, &obj, None)?;
             c.plain.fetch_add(1, Ordering::Relaxed);
             c.new_bytes.fetch_add(obj.len() as u64, Ordering::Relaxed);
             return Ok(entry(None, Some(InlineBytes(obj))));
@@ -319,6 +331,7 @@ impl Store {
             c.dedup.fetch_add(1, Ordering::Relaxed);
             return Ok(e);
         }
+        self.verify_written(&e.object, &obj, base_bytes.as_deref())?;
         let counter = if delta_base.is_some() {
             &c.delta
         } else {
@@ -328,4 +341,48 @@ impl Store {
         c.created(obj.len());
         Ok(e)
     }
+
+    /// Reads back the object `name` just written as `written` and checks it is those
+    /// bytes and that they decode to what the name says (for a delta, against `base`).
+    fn verify_written(&self, name: &ObjectKey, written: &[u8], base: Option<&[u8]>) -> Result<()> {
+        let back = self.backend.get_object(name)?;
+        if back != written {
+            return Err(StoreError::ReadBack {
+                key: *name,
+                written: written.len() as u64,
+                read: back.len() as u64,
+            });
+        }
+        self.verify_decodes(name, written, base)
+    }
+
+    /// Checks that the object `obj` decodes to what its name says.
+    fn verify_decodes(&self, name: &ObjectKey, obj: &[u8], base: Option<&[u8]>) -> Result<()> {
+        let (header, payload) = object::split(obj).map_err(obj_err(*name))?;
+        if let Header::Blob { zstd, raw_len } = header {
+            let bytes = object::decode_blob(zstd, raw_len, payload).map_err(obj_err(*name))?;
+            let computed = ObjectKey::blob(&bytes);
+            if computed != *name {
+                return Err(StoreError::Checksum {
+                    key: *name,
+                    computed,
+                });
+            }
+            return Ok(());
+        }
+        let mut out = object::alloc(header.raw_len()).map_err(obj_err(*name))?;
+        self.decode_tensor(name, &header, payload, base, true, &mut out)?;
+        Ok(())
+    }
+}
+
+/// Parses a safetensors header from one copy of its bytes, so that the header stored
+/// is the one whose tensor offsets are used. `None` when the file is not safetensors
+/// (it is then stored as a blob).
+fn parse_header(data: &[u8]) -> Option<(safetensors::Header, Vec<u8>)> {
+    let first = safetensors::parse(data, data.len() as u64).ok()?;
+    let prefix = data.get(..first.prefix_len as usize)?.to_vec();
+    let header = safetensors::parse(&prefix, data.len() as u64).ok()?;
+    (header.prefix_len == first.prefix_len && header.tensors == first.tensors)
+        .then_some((header, prefix))
 }

@@ -10,8 +10,8 @@ use crate::error::{obj_err, Result};
 use crate::input::InputTensor;
 use crate::key::ObjectKey;
 use crate::manifest::{validate_name, Manifest, TensorEntry};
-use crate::object;
-use crate::report::BaseScores;
+use crate::object::{self, TensorMeta};
+use crate::report::{BaseScores, SkippedBase};
 use crate::Store;
 
 /// Models compared in full when choosing a base automatically.
@@ -37,19 +37,32 @@ pub enum DeltaMode {
 
 impl Store {
     /// Chooses the base among stored models with matching tensors: the one whose
-    /// sampled tensors give the smallest deltas. Returns it and every candidate's score.
+    /// sampled tensors give the smallest deltas. Returns it, every candidate's score and
+    /// the candidates skipped because they could not be read.
     pub(crate) fn choose_base(
         &self,
         tensors: &[InputTensor<'_>],
         name: &str,
         mode: DeltaMode,
-    ) -> Result<(Option<Manifest>, BaseScores)> {
+    ) -> Result<(Option<Manifest>, BaseScores, Vec<SkippedBase>)> {
         let mut candidates: Vec<(usize, Manifest)> = Vec::new();
+        let mut skipped = Vec::new();
         for n in self.backend.list_manifests()? {
             if n == name || validate_name(&n).is_err() {
                 continue;
             }
-            let m = self.manifest(&n)?;
+            // One unreadable model must not stop every automatic add: it is skipped and
+            // reported.
+            let m = match self.manifest(&n) {
+                Ok(m) => m,
+                Err(e) => {
+                    skipped.push(SkippedBase {
+                        name: n,
+                        problem: e.to_string(),
+                    });
+                    continue;
+                }
+            };
             let theirs: HashSet<(&str, &str, &[u64])> = m
                 .tensors()
                 .map(|t| (t.name.as_str(), t.dtype.as_str(), &t.shape[..]))
@@ -70,13 +83,22 @@ impl Store {
         let mut scores = Vec::new();
         let mut best: Option<(f64, Manifest)> = None;
         for (_, m) in candidates {
-            let score = self.score_base(tensors, &m, mode)?;
+            let score = match self.score_base(tensors, &m, mode) {
+                Ok(s) => s,
+                Err(e) => {
+                    skipped.push(SkippedBase {
+                        name: m.name.clone(),
+                        problem: e.to_string(),
+                    });
+                    continue;
+                }
+            };
             scores.push((m.name.clone(), score));
             if best.as_ref().is_none_or(|(s, _)| score < *s) {
                 best = Some((score, m));
             }
         }
-        Ok((best.map(|(_, m)| m), scores))
+        Ok((best.map(|(_, m)| m), scores, skipped))
     }
 
     /// Sampled delta size of `tensors` against base `m`: delta bytes over sampled bytes,
@@ -124,9 +146,22 @@ impl Store {
                         b
                     }
                     // Scored against the plain root, which is what a delta would be coded
-                    // against.
-                    None => self.load_tensor(&e.root(), None, false, false)?,
+                    // against; checked to be the tensor the manifest says (a damaged store
+                    // could hold a shorter one there).
+                    None => {
+                        let meta = TensorMeta {
+                            dtype: e.dtype(),
+                            shape: e.shape.clone(),
+                            raw_len: e.len,
+                        };
+                        self.load_tensor(&e.root(), Some(&meta), false, false)?
+                    }
                 };
+                // Same dtype and shape but another length: an unknown dtype whose manifest
+                // length is not tied to its shape. No counterpart, then.
+                if base.len() != t.bytes.len() {
+                    return Ok((n as u64, n as u64));
+                }
                 let d = match mode {
                     DeltaMode::BitX => delta::encode_with(
                         DeltaMethod::BitX,

@@ -129,6 +129,18 @@ pub enum StoreError {
         /// Length in the object's header.
         found: u64,
     },
+    /// An object read back after writing differs from what was written.
+    #[error(
+        "object {key}: read back after writing differs ({written} bytes written, {read} read)"
+    )]
+    ReadBack {
+        /// The object.
+        key: ObjectKey,
+        /// Bytes written.
+        written: u64,
+        /// Bytes read back.
+        read: u64,
+    },
     /// An object disappeared between being stored and being referenced (a `gc` with a
     /// grace period shorter than this `add`).
     #[error("object {0} vanished before the manifest was written; run the add again")]

@@ -170,12 +170,13 @@ pub struct InputTensor<'a> {
 pub struct LoadedFile {
     pub file: InputFile,
     pub data: Data,
-    pub header: Option<safetensors::Header>,
+    /// For a safetensors file, its parsed header and a copy of the header's bytes.
+    pub header: Option<(safetensors::Header, Vec<u8>)>,
 }
 
 impl LoadedFile {
     pub fn tensors(&self) -> Vec<InputTensor<'_>> {
-        self.header.as_ref().map_or_else(Vec::new, |h| {
+        self.header.as_ref().map_or_else(Vec::new, |(h, _)| {
             h.tensors
                 .iter()
                 .map(|t| InputTensor {

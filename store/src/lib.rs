@@ -36,7 +36,8 @@ pub use gc::DEFAULT_GRACE;
 pub use key::ObjectKey;
 pub use manifest::{Manifest, ManifestError};
 pub use report::{
-    AddReport, FsckReport, GcReport, GetReport, KindStats, ModelInfo, ModelStats, Stats,
+    AddReport, FsckReport, GcReport, GetReport, KindStats, ModelInfo, ModelStats, SkippedBase,
+    Stats,
 };
 #[cfg(feature = "s3")]
 pub use s3::{is_s3_url, S3Backend, S3Options};

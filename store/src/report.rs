@@ -7,7 +7,7 @@ use crate::manifest::BaseRef;
 /// Candidate bases with their sampled delta ratio.
 pub(crate) type BaseScores = Vec<(String, f64)>;
 
-/// What [`Store::add`] did.
+/// What [`Store::add`](crate::Store::add) did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AddReport {
     /// Model name.
@@ -16,6 +16,9 @@ pub struct AddReport {
     pub base: Option<BaseRef>,
     /// Candidate bases with their sampled delta ratio (delta bytes / sampled bytes).
     pub base_scores: BaseScores,
+    /// Models not considered as a base because they could not be read (a damaged
+    /// manifest or object); the add went on without them.
+    pub skipped_bases: Vec<SkippedBase>,
     /// Files.
     pub files: usize,
     /// Tensors.
@@ -34,7 +37,16 @@ pub struct AddReport {
     pub new_bytes: u64,
 }
 
-/// What [`Store::get`] did.
+/// A model skipped when choosing a base automatically.
+#[derive(Clone, Debug, Serialize)]
+pub struct SkippedBase {
+    /// The model.
+    pub name: String,
+    /// Why, on one line.
+    pub problem: String,
+}
+
+/// What [`Store::get`](crate::Store::get) did.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct GetReport {
     /// Files written.
@@ -43,7 +55,7 @@ pub struct GetReport {
     pub bytes: u64,
 }
 
-/// One model in [`Store::list`].
+/// One model in [`Store::list`](crate::Store::list).
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelInfo {
     /// Name.
@@ -125,7 +137,7 @@ pub struct Stats {
     pub orphan_bytes: u64,
 }
 
-/// What [`Store::gc`] did.
+/// What [`Store::gc`](crate::Store::gc) did.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct GcReport {
     /// Objects deleted.
@@ -140,7 +152,7 @@ pub struct GcReport {
     pub temporary_bytes: u64,
 }
 
-/// What [`Store::fsck`] found.
+/// What [`Store::fsck`](crate::Store::fsck) found.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FsckReport {
     /// Models checked.

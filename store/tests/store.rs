@@ -637,6 +637,8 @@ fn adding_the_same_finetune_twice_stores_nothing_new() {
 struct Overwriting {
     inner: LocalBackend,
     blind: Arc<AtomicBool>,
+    /// Flip a bit of every object put (a disk or network corrupting writes).
+    damage: bool,
 }
 
 impl Backend for Overwriting {
@@ -645,7 +647,12 @@ impl Backend for Overwriting {
     }
     fn put_object(&self, key: &ObjectKey, bytes: &[u8]) -> Result<PutOutcome, BackendError> {
         self.inner.delete_object(key)?;
-        self.inner.put_object(key, bytes)
+        let mut bytes = bytes.to_vec();
+        if self.damage {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x04;
+        }
+        self.inner.put_object(key, &bytes)
     }
     fn object_size(&self, key: &ObjectKey) -> Result<Option<u64>, BackendError> {
         if self.blind.load(Ordering::SeqCst) {
@@ -700,6 +707,7 @@ fn objects_overwritten_by_racing_writers_still_decode() {
     let store = Store::with_backend(Box::new(Overwriting {
         inner: LocalBackend::init(&f.root).unwrap(),
         blind: blind.clone(),
+        damage: false,
     }));
     let snapshot = || -> HashMap<ObjectKey, Vec<u8>> {
         store
@@ -883,4 +891,67 @@ fn tensors_of_zeros_round_trip_within_the_expansion_limit() {
     store.get("zeros", &out, false, false).unwrap();
     assert_eq!(tree(&out), tree(&model));
     assert!(store.fsck().unwrap().problems.is_empty());
+}
+
+#[test]
+fn objects_damaged_on_the_way_to_the_backend_fail_the_add() {
+    let f = family("BF16");
+    let store = Store::with_backend(Box::new(Overwriting {
+        inner: LocalBackend::init(&f.root).unwrap(),
+        blind: Arc::new(AtomicBool::new(false)),
+        damage: true,
+    }));
+    let err = store
+        .add(&f.base, "base", &AddOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ReadBack { .. }), "{err}");
+    assert!(store.list().unwrap().is_empty());
+}
+
+/// Every object file of `model`'s tensors of at least 4 KiB replaced by the smallest
+/// non-inline tensor object of the model: well-formed, shorter than the manifest says.
+fn shorten_tensor_objects(store: &Store, root: &Path, model: &str) {
+    let m = store.manifest(model).unwrap();
+    let stored: Vec<_> = m.tensors().filter(|t| t.inline.is_none()).collect();
+    let small = stored.iter().min_by_key(|t| t.len).unwrap();
+    let small_bytes = fs::read(object_path(root, &small.object)).unwrap();
+    let mut replaced = 0;
+    for t in stored
+        .iter()
+        .filter(|t| t.len >= 4096 && t.len != small.len)
+    {
+        fs::write(object_path(root, &t.object), &small_bytes).unwrap();
+        replaced += 1;
+    }
+    assert!(replaced > 0);
+}
+
+#[test]
+fn unreadable_candidate_bases_are_skipped_and_reported() {
+    let f = family("BF16");
+    let store = Store::init(&f.root).unwrap();
+    store.add(&f.base, "base", &AddOptions::default()).unwrap();
+    // A model whose manifest does not parse: every automatic add used to fail on it.
+    fs::write(f.root.join("models").join("broken.json"), b"{").unwrap();
+    let r = store.add(&f.ft, "ft", &AddOptions::default()).unwrap();
+    assert_eq!(r.base.as_ref().map(|b| b.name.as_str()), Some("base"));
+    let skipped: Vec<&str> = r.skipped_bases.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(skipped, ["broken"], "{:?}", r.skipped_bases);
+    fs::remove_file(f.root.join("models").join("broken.json")).unwrap();
+    let tmp = TempDir::new().unwrap();
+    get_matches(&store, "ft", &f.ft, tmp.path());
+
+    // A base whose objects are shorter than its manifest says: scoring it used to panic.
+    shorten_tensor_objects(&store, &f.root, "base");
+    let r = store
+        .add(&f.frozen, "frozen", &AddOptions::default())
+        .unwrap();
+    let skipped: Vec<&str> = r.skipped_bases.iter().map(|s| s.name.as_str()).collect();
+    assert!(skipped.contains(&"base"), "{:?}", r.skipped_bases);
+    assert!(
+        r.skipped_bases.iter().all(|s| !s.problem.contains('\n')),
+        "{:?}",
+        r.skipped_bases
+    );
+    assert!(r.base.is_none(), "{:?}", r.base);
 }

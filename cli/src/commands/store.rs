@@ -213,6 +213,13 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
             if *as_json {
                 return json(&r);
             }
+            for b in &r.skipped_bases {
+                // Not an error: the add went on without that candidate.
+                eprintln!(
+                    "mcodec: note: model {:?} not considered as a base: {}",
+                    b.name, b.problem
+                );
+            }
             if !g.quiet {
                 let base = match &r.base {
                     Some(b) if b.auto => format!("base {} (chosen automatically)", b.name),
