@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use mcodec::delta::{self, DeltaMethod};
 use mcodec::safetensors;
@@ -33,12 +32,6 @@ pub struct AddOptions {
     pub delta: DeltaMode,
     /// Tensor codec settings of plain objects.
     pub encode: EncodeOptions,
-    /// Testing hook for crash tests: once this many objects have been created, print a
-    /// line to stderr and sleep forever, so the test can kill the process mid-add.
-    pub pause_after_objects: Option<u64>,
-    /// With `pause_after_objects`: sleep this long instead of forever, then go on (the
-    /// S3 tests restart the server meanwhile).
-    pub pause_for: Option<Duration>,
 }
 
 /// Counters of an add, shared between worker threads.
@@ -50,24 +43,16 @@ struct Counters {
     blobs: AtomicU64,
     new_bytes: AtomicU64,
     created: AtomicU64,
-    pause_after: Option<u64>,
-    pause_for: Option<Duration>,
 }
 
 impl Counters {
-    /// Counts a created object of `bytes` bytes (and honours the crash-test pause).
+    /// Counts a created object of `bytes` bytes (and, in test builds, honours the
+    /// crash tests' pause).
     fn created(&self, bytes: usize) {
         self.new_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-        let n = self.created.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.pause_after == Some(n) {
-            eprintln!("mcodec-store: paused after {n} objects");
-            match self.pause_for {
-                Some(d) => std::thread::sleep(d),
-                None => loop {
-                    std::thread::sleep(Duration::from_secs(3600));
-                },
-            }
-        }
+        let _created = self.created.fetch_add(1, Ordering::SeqCst) + 1;
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::pause_after_objects(_created);
     }
 }
 
@@ -135,11 +120,7 @@ impl Store {
             })
             .unwrap_or_default();
 
-        let counters = Counters {
-            pause_after: opts.pause_after_objects,
-            pause_for: opts.pause_for,
-            ..Counters::default()
-        };
+        let counters = Counters::default();
         let mut entries = Vec::with_capacity(loaded.len());
         for f in &loaded {
             let entry = match &f.header {

@@ -27,6 +27,8 @@ mod report;
 pub mod s3;
 mod stats;
 mod store;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
 
 pub use add::AddOptions;
 pub use backend::{Backend, BackendError, LocalBackend};

@@ -734,7 +734,6 @@ fn objects_overwritten_by_racing_writers_still_decode() {
                         block_log2: 10,
                         ..EncodeOptions::default()
                     },
-                    ..AddOptions::default()
                 },
             )
             .unwrap()

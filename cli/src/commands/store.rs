@@ -12,11 +12,6 @@ use super::{emit, mb_per_s};
 use crate::error::CliError;
 use crate::Global;
 
-/// Environment variable of the crash tests: `add` stops after this many new objects.
-const PAUSE_ENV: &str = "MCODEC_STORE_TEST_PAUSE_AFTER_OBJECTS";
-/// With [`PAUSE_ENV`]: pause this many seconds instead of forever.
-const PAUSE_SECS_ENV: &str = "MCODEC_STORE_TEST_PAUSE_SECS";
-
 /// Arguments of `store`.
 #[derive(Args, Debug)]
 pub struct StoreArgs {
@@ -200,11 +195,6 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
                     DeltaArg::Bitx => DeltaMode::BitX,
                     DeltaArg::Off => DeltaMode::Off,
                 },
-                pause_after_objects: std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()),
-                pause_for: std::env::var(PAUSE_SECS_ENV)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .map(Duration::from_secs),
                 ..AddOptions::default()
             };
             let start = Instant::now();
