@@ -129,6 +129,22 @@ pub enum StoreError {
         /// Length in the object's header.
         found: u64,
     },
+    /// A caller's buffer for a tensor has the wrong length.
+    #[error("tensor {tensor:?} is {expected} bytes, the buffer {found}")]
+    BufferLength {
+        /// The tensor.
+        tensor: String,
+        /// Its length.
+        expected: u64,
+        /// The buffer's.
+        found: u64,
+    },
+    /// A file asked for whole is a safetensors file, stored as header and tensors.
+    #[error("file {path:?} is a safetensors file: read its header and tensors")]
+    NotBlobFile {
+        /// The file.
+        path: String,
+    },
     /// An object read back after writing differs from what was written.
     #[error(
         "object {key}: read back after writing differs ({written} bytes written, {read} read)"

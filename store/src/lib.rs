@@ -19,6 +19,7 @@ mod get;
 mod input;
 pub mod key;
 pub mod manifest;
+mod model;
 pub mod object;
 pub mod outdir;
 mod read;
@@ -37,6 +38,7 @@ pub use error::{InputProblem, ObjectKind, StoreError};
 pub use gc::DEFAULT_GRACE;
 pub use key::ObjectKey;
 pub use manifest::{Manifest, ManifestError};
+pub use model::Model;
 pub use report::{
     AddReport, FsckReport, GcReport, GetReport, KindStats, ModelInfo, ModelStats, SkippedBase,
     Stats,

@@ -954,3 +954,71 @@ fn unreadable_candidate_bases_are_skipped_and_reported() {
     );
     assert!(r.base.is_none(), "{:?}", r.base);
 }
+
+#[test]
+fn models_read_tensor_by_tensor_match_their_files() {
+    let f = family("BF16");
+    let store = Store::init(&f.root).unwrap();
+    store.add(&f.base, "base", &AddOptions::default()).unwrap();
+    store.add(&f.ft, "ft", &AddOptions::default()).unwrap();
+    let src = tree(&f.ft);
+    let model = store.model("ft").unwrap();
+    assert_eq!(model.name(), "ft");
+    let paths: Vec<&str> = model.files().iter().map(|f| f.path.as_str()).collect();
+    let want: Vec<&str> = src.keys().map(String::as_str).collect();
+    assert_eq!(paths, want);
+    let mut tensors = 0;
+    let mut deltas = 0;
+    for file in model.files() {
+        let bytes = &src[&file.path];
+        let Some(st) = &file.safetensors else {
+            assert_eq!(&store.read_file(file).unwrap(), bytes);
+            assert!(store.read_safetensors_header(file).unwrap().is_none());
+            continue;
+        };
+        let header = store.read_safetensors_header(file).unwrap().unwrap();
+        assert_eq!(header[..], bytes[..header.len()]);
+        assert!(matches!(
+            store.read_file(file),
+            Err(StoreError::NotBlobFile { .. })
+        ));
+        let parsed = mcodec::safetensors::parse(bytes, bytes.len() as u64).unwrap();
+        for (t, info) in st.tensors.iter().zip(&parsed.tensors) {
+            assert_eq!(
+                (t.name.as_str(), t.dtype.as_str()),
+                (info.name.as_str(), info.dtype.name())
+            );
+            assert_eq!(t.shape, info.shape);
+            assert_eq!(model.tensor(&file.path, &t.name), Some(t));
+            let mut out = vec![0xA5; t.len as usize];
+            store.read_tensor_into(t, &mut out).unwrap();
+            assert!(
+                out[..] == bytes[info.range.start as usize..info.range.end as usize],
+                "{}",
+                t.name
+            );
+            let mut short = vec![0; t.len as usize + 1];
+            assert!(matches!(
+                store.read_tensor_into(t, &mut short),
+                Err(StoreError::BufferLength { .. })
+            ));
+            tensors += 1;
+            deltas += usize::from(t.delta_base.is_some());
+        }
+    }
+    assert_eq!(tensors, model.tensors().count());
+    assert!(
+        tensors > 0 && deltas > 0,
+        "{tensors} tensors, {deltas} deltas"
+    );
+
+    // A damaged object is an error, not wrong bytes.
+    corrupt_largest_tensor_object(&store, &f.root, "ft");
+    let m = store.manifest("ft").unwrap();
+    let largest = m
+        .tensors()
+        .max_by_key(|t| store.backend().object_size(&t.object).unwrap())
+        .unwrap();
+    let mut out = vec![0; largest.len as usize];
+    assert!(store.read_tensor_into(largest, &mut out).is_err());
+}
