@@ -67,6 +67,7 @@ impl Store {
         if self.backend.get_manifest(name)?.is_some() {
             return Err(StoreError::ModelExists(name.to_owned()));
         }
+        self.check_case_collision(name)?;
         let (single_file, files) = input::collect(path)?;
         let loaded: Vec<LoadedFile> = files
             .into_iter()

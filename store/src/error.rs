@@ -45,6 +45,16 @@ pub enum StoreError {
     /// A model of that name exists.
     #[error("model {0:?} already exists")]
     ModelExists(String),
+    /// A new model's name differs only in letter case from a stored model's name, or
+    /// from its organisation (a leading segment): on a case-insensitive file system they
+    /// would share a manifest or a directory.
+    #[error("model name {name:?} differs only in case from stored model {existing:?}")]
+    NameCollision {
+        /// The new name.
+        name: String,
+        /// The stored model it collides with.
+        existing: String,
+    },
     /// `add` was asked to use the model being added as its own base.
     #[error("model {0:?} cannot be its own base")]
     OwnBase(String),

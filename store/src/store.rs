@@ -87,8 +87,19 @@ impl Store {
 
     /// Every model with its size and base.
     pub fn list(&self) -> Result<Vec<ModelInfo>> {
+        self.list_under("")
+    }
+
+    /// The models whose names start with `prefix` (`"org/"`: an organisation's), with
+    /// their sizes and bases, sorted by name.
+    pub fn list_under(&self, prefix: &str) -> Result<Vec<ModelInfo>> {
         Ok(self
-            .manifests()?
+            .backend
+            .list_manifests()?
+            .iter()
+            .filter(|n| n.starts_with(prefix))
+            .map(|n| self.manifest(n))
+            .collect::<Result<Vec<_>>>()?
             .into_iter()
             .map(|m| ModelInfo {
                 files: m.files.len(),
@@ -98,5 +109,26 @@ impl Store {
                 name: m.name,
             })
             .collect())
+    }
+
+    /// Refuses a new name that agrees with a stored model's name, or with one of its
+    /// leading segments (`Org/x` against `org/y`), when letter case is ignored but not
+    /// otherwise: the store keeps one spelling of each name and organisation, so models
+    /// never share a manifest or directory on a case-insensitive file system (STORE.md §4).
+    pub(crate) fn check_case_collision(&self, name: &str) -> Result<()> {
+        let mine: Vec<&str> = name.split('/').collect();
+        for existing in self.backend.list_manifests()? {
+            let theirs: Vec<&str> = existing.split('/').collect();
+            for k in 1..=mine.len().min(theirs.len()) {
+                let (a, b) = (mine[..k].join("/"), theirs[..k].join("/"));
+                if a != b && a.eq_ignore_ascii_case(&b) {
+                    return Err(StoreError::NameCollision {
+                        name: name.to_owned(),
+                        existing,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 }

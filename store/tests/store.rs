@@ -275,7 +275,9 @@ fn single_files_round_trip_and_outputs_are_not_overwritten() {
 fn names_and_manifest_paths_cannot_escape() {
     let f = family("BF16");
     let store = Store::init(&f.root).unwrap();
-    for bad in ["../evil", "a/b", "", ".", "..", "/abs", "x\\y", "a..b"] {
+    for bad in [
+        "../evil", "a//b", "a/", "", ".", "..", "/abs", "x\\y", "a..b", "a/../b",
+    ] {
         assert!(
             matches!(
                 store.add(&f.base, bad, &AddOptions::default()),
@@ -1021,4 +1023,57 @@ fn models_read_tensor_by_tensor_match_their_files() {
         .unwrap();
     let mut out = vec![0; largest.len as usize];
     assert!(store.read_tensor_into(largest, &mut out).is_err());
+}
+
+#[test]
+fn org_names_round_trip_list_by_prefix_and_refuse_case_collisions() {
+    let f = family("BF16");
+    let store = Store::init(&f.root).unwrap();
+    store
+        .add(&f.base, "org/base", &AddOptions::default())
+        .unwrap();
+    let r = store.add(&f.ft, "org/ft", &AddOptions::default()).unwrap();
+    assert_eq!(r.base.map(|b| b.name), Some("org/base".to_owned()));
+    store
+        .add(&f.frozen, "other/x/frozen", &AddOptions::default())
+        .unwrap();
+    assert!(f.root.join("models/org/ft.json").is_file());
+    let names = |prefix: &str| -> Vec<String> {
+        store
+            .list_under(prefix)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect()
+    };
+    assert_eq!(names(""), ["org/base", "org/ft", "other/x/frozen"]);
+    assert_eq!(names("org/"), ["org/base", "org/ft"]);
+    assert_eq!(names("other/x/"), ["other/x/frozen"]);
+    assert!(names("nobody/").is_empty());
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("org-ft");
+    store.get("org/ft", &out, false, false).unwrap();
+    assert!(tree(&out) == tree(&f.ft), "org/ft differs after get");
+    for clash in ["Org/new", "ORG/base", "org/Base", "other/X/y"] {
+        let err = store
+            .add(&f.frozen, clash, &AddOptions::default())
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::NameCollision { .. }),
+            "{clash}: {err}"
+        );
+    }
+    assert!(matches!(
+        store.add(&f.frozen, "org/ft", &AddOptions::default()),
+        Err(StoreError::ModelExists(_))
+    ));
+    // The organisation's directory goes with its last model.
+    store.remove("org/ft").unwrap();
+    store.remove("org/base").unwrap();
+    assert!(!f.root.join("models/org").exists());
+    store
+        .add(&f.base, "Org/base", &AddOptions::default())
+        .unwrap();
+    assert_eq!(names(""), ["Org/base", "other/x/frozen"]);
+    assert!(store.fsck().unwrap().problems.is_empty());
 }

@@ -88,6 +88,9 @@ pub enum StoreCommand {
     },
     /// List the models
     Ls {
+        /// Only models whose names start with this (e.g. `org/`)
+        #[arg(value_name = "PREFIX")]
+        prefix: Option<String>,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -249,8 +252,13 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
                 ))?;
             }
         }
-        StoreCommand::Ls { json: as_json } => {
-            let models = store.list().map_err(err)?;
+        StoreCommand::Ls {
+            prefix,
+            json: as_json,
+        } => {
+            let models = store
+                .list_under(prefix.as_deref().unwrap_or(""))
+                .map_err(err)?;
             if *as_json {
                 return json(&models);
             }
