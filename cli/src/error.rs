@@ -56,6 +56,17 @@ impl fmt::Display for CliError {
     }
 }
 
+impl From<mcodec_store::outdir::OutputError> for CliError {
+    fn from(e: mcodec_store::outdir::OutputError) -> Self {
+        let path = e.path().to_owned();
+        let problem = e.to_string();
+        // The message starts with the path; the CLI prints it once, in front.
+        let prefix = format!("{}: ", path.display());
+        let problem = problem.strip_prefix(&prefix).unwrap_or(&problem).to_owned();
+        Self::at(&path, problem)
+    }
+}
+
 /// Attaches a file name to any displayable error.
 pub trait Context<T> {
     /// Turns the error into a [`CliError`] about `path`.

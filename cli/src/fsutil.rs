@@ -11,13 +11,13 @@ use std::io::{self, BufWriter, Write};
 use std::ops::Deref;
 use std::path::{Component, Path, PathBuf};
 
+pub use mcodec_store::outdir::DirOutput;
+use mcodec_store::outdir::{parent_dir, OutputError, TEMP_PREFIX};
 use memmap2::Mmap;
-use tempfile::{Builder, NamedTempFile, TempDir};
+use tempfile::{Builder, NamedTempFile};
 
 use crate::error::{CliError, Context};
 
-/// Prefix of every temporary file or directory the tool creates.
-const TEMP_PREFIX: &str = ".mcodec-";
 /// Buffer of output writers: large enough to batch the small index and padding writes.
 const WRITE_BUFFER: usize = 1 << 20;
 
@@ -88,35 +88,10 @@ fn named(path: &Path) -> Result<PathBuf, CliError> {
     }
 }
 
-/// The directory an output is created in (the current directory for a bare name).
-fn parent_dir(out: &Path) -> &Path {
-    match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
 /// Checks that `out` may be written: never through a symlink, and only over an existing
 /// file with `force`.
 pub fn check_output(out: &Path, force: bool, dir_mode: bool) -> Result<(), CliError> {
-    let meta = match fs::symlink_metadata(out) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(CliError::at(out, e)),
-    };
-    if meta.file_type().is_symlink() {
-        return Err(CliError::at(
-            out,
-            "output is a symbolic link; refusing to write through it",
-        ));
-    }
-    if !force {
-        return Err(CliError::at(out, "already exists (use -f to overwrite)"));
-    }
-    if meta.is_dir() && !dir_mode {
-        return Err(CliError::at(out, "is a directory; refusing to replace it"));
-    }
-    Ok(())
+    Ok(mcodec_store::outdir::check_output(out, force, dir_mode)?)
 }
 
 /// Whether two existing paths name the same file.
@@ -158,17 +133,6 @@ pub fn check_distinct(input: &Path, out: &Path, dir_mode: bool) -> Result<(), Cl
     Ok(())
 }
 
-/// Failure to create the temporary beside `out`, without the temporary's random name,
-/// which tempfile appends and which would only puzzle.
-fn temp_error(out: &Path, e: &io::Error) -> CliError {
-    let msg = e.to_string();
-    let msg = msg.split(" at path ").next().unwrap_or_default();
-    CliError::at(
-        out,
-        format!("cannot create a temporary file beside it: {msg}"),
-    )
-}
-
 /// Writes the file `out` through `write`, under a temporary name that is renamed into
 /// place only once everything is written and synced. `perms` (usually the input's) are
 /// applied first, so the file never appears with the temporary file's private mode.
@@ -182,7 +146,7 @@ pub fn write_atomic<T>(
         .prefix(TEMP_PREFIX)
         .suffix(".tmp")
         .tempfile_in(parent_dir(out))
-        .map_err(|e| temp_error(out, &e))?;
+        .map_err(|e| OutputError::temporary(out, &e))?;
     let value = {
         let mut w = BufWriter::with_capacity(WRITE_BUFFER, tmp.as_file());
         let value = write(&mut w)?;
@@ -207,71 +171,6 @@ pub fn write_atomic<T>(
         }
     })?;
     Ok(value)
-}
-
-/// A directory output under construction beside its destination.
-pub struct DirOutput {
-    /// Holder of the build root; deleted with everything in it if not finished.
-    holder: TempDir,
-    /// The build root: a plain `create_dir` inside `holder`, so that it gets the usual
-    /// permissions rather than the temporary directory's private ones.
-    root: PathBuf,
-    out: PathBuf,
-    force: bool,
-}
-
-impl DirOutput {
-    /// Starts building the directory `out`.
-    pub fn new(out: &Path, force: bool) -> Result<Self, CliError> {
-        let holder = Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempdir_in(parent_dir(out))
-            .map_err(|e| temp_error(out, &e))?;
-        let root = holder.path().join("out");
-        fs::create_dir(&root).at(out)?;
-        Ok(Self {
-            holder,
-            root,
-            out: out.to_owned(),
-            force,
-        })
-    }
-
-    /// Where the entry `rel` goes while building.
-    pub fn path(&self, rel: &Path) -> PathBuf {
-        self.root.join(rel)
-    }
-
-    /// Moves the finished directory into place, replacing an existing output only with
-    /// `force`; an old output is moved aside first and restored if the move fails.
-    pub fn finish(self) -> Result<(), CliError> {
-        let out = &self.out;
-        match fs::symlink_metadata(out) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::rename(&self.root, out).at(out)?;
-            }
-            Err(e) => return Err(CliError::at(out, e)),
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(CliError::at(
-                    out,
-                    "output is a symbolic link; refusing to write through it",
-                ))
-            }
-            Ok(_) if !self.force => {
-                return Err(CliError::at(out, "already exists (use -f to overwrite)"))
-            }
-            Ok(_) => {
-                let aside = self.holder.path().join("old");
-                fs::rename(out, &aside).at(out)?;
-                if let Err(e) = fs::rename(&self.root, out) {
-                    let _ = fs::rename(&aside, out);
-                    return Err(CliError::at(out, e));
-                }
-            }
-        }
-        // Dropping the holder now deletes only the replaced output, if any.
-        Ok(())
-    }
 }
 
 /// What a directory entry is.

@@ -225,7 +225,9 @@ fn a_writer_killed_mid_add_leaves_the_store_consistent() {
 #[test]
 fn names_cannot_escape_the_store() {
     let s = setup(1);
-    for bad in ["../evil", "a/b", "..", ".x", "a\\b", "/abs"] {
+    for bad in [
+        "../evil", "a//b", "a/", "..", ".x", "a\\b", "/abs", "a/../b",
+    ] {
         fails(
             &store(&s.root, &["add", s.ft.to_str().unwrap(), "--name", bad]),
             &s.root,
@@ -241,6 +243,15 @@ fn names_cannot_escape_the_store() {
     }
     assert!(!s.tmp.path().join("evil.json").exists());
     assert!(!s.root.join("evil.json").exists());
+    // Hub names: `org/name`, listed by prefix.
+    ok(&store(
+        &s.root,
+        &["add", s.ft.to_str().unwrap(), "--name", "org/ft"],
+    ));
+    let ls = ok(&store(&s.root, &["ls", "org/"]));
+    assert!(ls.contains("org/ft"), "{ls}");
+    let ls = ok(&store(&s.root, &["ls", "nobody/"]));
+    assert!(!ls.contains("org/ft"), "{ls}");
 }
 
 #[test]

@@ -224,6 +224,10 @@ impl LocalBackend {
 
     /// Writes `bytes` to a synced temporary and links it to `dest` unless `dest` exists.
     fn write_noclobber(&self, dest: &Path, bytes: &[u8]) -> Result<bool, BackendError> {
+        if let Some(dir) = dest.parent() {
+            // An organisation's directory of `models/` (object fan-out directories too).
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
         let tmp_dir = self.root.join(TMP);
         let mut tmp = tempfile::Builder::new()
             .prefix("put-")
@@ -239,6 +243,34 @@ impl LocalBackend {
             Err(e) => Err(io_err(dest)(e.error)),
         }
     }
+}
+
+/// Levels of `models/` listed: more than a valid name has (`manifest::MAX_NAME_SEGMENTS`),
+/// so a stray deeper file is listed and refused by name validation rather than ignored.
+const MAX_LISTING_DEPTH: usize = 8;
+
+/// Collects the names of the manifests under `dir` (whose names start with `prefix`),
+/// descending at most [`MAX_LISTING_DEPTH`] levels (`org/name` is `models/org/name.json`).
+fn list_manifests_in(
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    names: &mut Vec<String>,
+) -> Result<(), BackendError> {
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let Some(file_name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let is_dir = entry.file_type().map_err(io_err(&entry.path()))?.is_dir();
+        if is_dir && depth < MAX_LISTING_DEPTH {
+            let sub = format!("{prefix}{file_name}/");
+            list_manifests_in(&entry.path(), &sub, depth + 1, names)?;
+        } else if let Some(n) = file_name.strip_suffix(MANIFEST_SUFFIX).filter(|_| !is_dir) {
+            names.push(format!("{prefix}{n}"));
+        }
+    }
+    Ok(())
 }
 
 impl Backend for LocalBackend {
@@ -376,7 +408,18 @@ impl Backend for LocalBackend {
         if !self.write_noclobber(&path, bytes)? {
             return Err(BackendError::ManifestExists(name.to_owned()));
         }
-        sync_dir(&self.root.join(MODELS))
+        // The manifest's directory, and each directory up to `models/` (a new
+        // organisation's directory must itself be durable).
+        let models = self.root.join(MODELS);
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            sync_dir(d)?;
+            if d == models {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
     }
 
     fn get_manifest(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
@@ -389,18 +432,8 @@ impl Backend for LocalBackend {
     }
 
     fn list_manifests(&self) -> Result<Vec<String>, BackendError> {
-        let dir = self.root.join(MODELS);
         let mut names = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
-            let entry = entry.map_err(io_err(&dir))?;
-            if let Some(n) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(MANIFEST_SUFFIX))
-            {
-                names.push(n.to_owned());
-            }
-        }
+        list_manifests_in(&self.root.join(MODELS), "", 1, &mut names)?;
         names.sort();
         Ok(names)
     }
@@ -409,7 +442,17 @@ impl Backend for LocalBackend {
         let path = self.manifest_path(name);
         match fs::remove_file(&path) {
             Ok(()) => {
-                sync_dir(&self.root.join(MODELS))?;
+                // An organisation's directory goes with its last model (not if another
+                // writer has just put one there: removing a non-empty directory fails).
+                let models = self.root.join(MODELS);
+                let mut dir = path.parent();
+                while let Some(d) = dir.filter(|d| *d != models) {
+                    if fs::remove_dir(d).is_err() {
+                        break;
+                    }
+                    dir = d.parent();
+                }
+                sync_dir(dir.unwrap_or(&models))?;
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),

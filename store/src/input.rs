@@ -5,8 +5,10 @@ use std::io;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
+use mcodec::safetensors;
 use memmap2::Mmap;
 
+use crate::error::InputProblem;
 use crate::manifest::{validate_path, MAX_FILES, MAX_PATH_DEPTH};
 use crate::StoreError;
 
@@ -41,10 +43,10 @@ pub struct InputFile {
     pub mode: u32,
 }
 
-fn input_err(path: &Path, problem: impl std::fmt::Display) -> StoreError {
+fn input_err(path: &Path, problem: impl Into<InputProblem>) -> StoreError {
     StoreError::Input {
         path: path.to_owned(),
-        problem: problem.to_string(),
+        problem: problem.into(),
     }
 }
 
@@ -90,9 +92,9 @@ pub fn collect(path: &Path) -> Result<(bool, Vec<InputFile>), StoreError> {
         let rel = path
             .file_name()
             .and_then(|n| n.to_str())
-            .ok_or_else(|| input_err(path, "file name is not UTF-8"))?
+            .ok_or_else(|| input_err(path, InputProblem::NotUtf8))?
             .to_owned();
-        validate_path(&rel).map_err(|e| input_err(path, e))?;
+        validate_path(&rel).map_err(|e| input_err(path, InputProblem::Path(e)))?;
         return Ok((
             true,
             vec![InputFile {
@@ -103,7 +105,7 @@ pub fn collect(path: &Path) -> Result<(bool, Vec<InputFile>), StoreError> {
         ));
     }
     if !meta.is_dir() {
-        return Err(input_err(path, "not a regular file or directory"));
+        return Err(input_err(path, InputProblem::NotFileOrDir));
     }
     let mut files = Vec::new();
     walk(path, "", 0, &mut files)?;
@@ -114,7 +116,9 @@ fn walk(dir: &Path, rel: &str, depth: usize, out: &mut Vec<InputFile>) -> Result
     if depth >= MAX_PATH_DEPTH {
         return Err(input_err(
             dir,
-            format!("nested deeper than {MAX_PATH_DEPTH} levels (a symlink loop?)"),
+            InputProblem::TooDeep {
+                limit: MAX_PATH_DEPTH,
+            },
         ));
     }
     let mut names = fs::read_dir(dir)
@@ -127,7 +131,7 @@ fn walk(dir: &Path, rel: &str, depth: usize, out: &mut Vec<InputFile>) -> Result
         let path = dir.join(&name);
         let name = name
             .to_str()
-            .ok_or_else(|| input_err(&path, "file name is not UTF-8"))?;
+            .ok_or_else(|| input_err(&path, InputProblem::NotUtf8))?;
         let rel = if rel.is_empty() {
             name.to_owned()
         } else {
@@ -137,9 +141,12 @@ fn walk(dir: &Path, rel: &str, depth: usize, out: &mut Vec<InputFile>) -> Result
         if meta.is_dir() {
             walk(&path, &rel, depth + 1, out)?;
         } else if meta.is_file() {
-            validate_path(&rel).map_err(|e| input_err(&path, e))?;
+            validate_path(&rel).map_err(|e| input_err(&path, InputProblem::Path(e)))?;
             if out.len() >= MAX_FILES {
-                return Err(input_err(dir, format!("more than {MAX_FILES} files")));
+                return Err(input_err(
+                    dir,
+                    InputProblem::TooManyFiles { limit: MAX_FILES },
+                ));
             }
             out.push(InputFile {
                 rel,
@@ -147,8 +154,36 @@ fn walk(dir: &Path, rel: &str, depth: usize, out: &mut Vec<InputFile>) -> Result
                 mode: mode_of(&meta),
             });
         } else {
-            return Err(input_err(&path, "not a regular file or directory"));
+            return Err(input_err(&path, InputProblem::NotFileOrDir));
         }
     }
     Ok(())
+}
+
+/// One safetensors tensor of an input file.
+pub struct InputTensor<'a> {
+    pub info: safetensors::TensorInfo,
+    pub bytes: &'a [u8],
+}
+
+/// An input file, loaded and (for safetensors) parsed.
+pub struct LoadedFile {
+    pub file: InputFile,
+    pub data: Data,
+    /// For a safetensors file, its parsed header and a copy of the header's bytes.
+    pub header: Option<(safetensors::Header, Vec<u8>)>,
+}
+
+impl LoadedFile {
+    pub fn tensors(&self) -> Vec<InputTensor<'_>> {
+        self.header.as_ref().map_or_else(Vec::new, |(h, _)| {
+            h.tensors
+                .iter()
+                .map(|t| InputTensor {
+                    info: t.clone(),
+                    bytes: &self.data[t.range.start as usize..t.range.end as usize],
+                })
+                .collect()
+        })
+    }
 }

@@ -9,21 +9,40 @@
 //! [`Store`].
 #![warn(missing_docs)]
 
+mod add;
 pub mod backend;
+mod base;
+mod error;
+mod fsck;
+mod gc;
+mod get;
 mod input;
 pub mod key;
 pub mod manifest;
+mod model;
 pub mod object;
+pub mod outdir;
+mod read;
+mod report;
 #[cfg(feature = "s3")]
 pub mod s3;
+mod stats;
 mod store;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
 
+pub use add::AddOptions;
 pub use backend::{Backend, BackendError, LocalBackend};
+pub use base::DeltaMode;
+pub use error::{InputProblem, ObjectKind, StoreError};
+pub use gc::DEFAULT_GRACE;
 pub use key::ObjectKey;
 pub use manifest::{Manifest, ManifestError};
+pub use model::Model;
+pub use report::{
+    AddReport, FsckReport, GcReport, GetReport, KindStats, ModelInfo, ModelStats, SkippedBase,
+    Stats,
+};
 #[cfg(feature = "s3")]
 pub use s3::{is_s3_url, S3Backend, S3Options};
-pub use store::{
-    AddOptions, AddReport, DeltaMode, FsckReport, GcReport, GetReport, KindStats, ModelInfo,
-    ModelStats, Stats, Store, StoreError, DEFAULT_GRACE,
-};
+pub use store::Store;

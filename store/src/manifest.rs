@@ -11,7 +11,7 @@ use mcodec::Dtype;
 use serde::{Deserialize, Serialize};
 
 use crate::key::ObjectKey;
-use crate::object::check_shape;
+use crate::object::{check_shape, MAX_EXPANSION};
 
 /// The `format` field of every manifest.
 pub const FORMAT: &str = "mcodec-store-manifest";
@@ -24,6 +24,8 @@ pub const MAX_MANIFEST_BYTES: usize = 64 << 20;
 pub const MAX_FILES: usize = 100_000;
 /// Most tensors in one model.
 pub const MAX_TENSORS: usize = 1_000_000;
+/// Most `/`-separated segments of a model name (`org/name` has two).
+pub const MAX_NAME_SEGMENTS: usize = 4;
 /// Longest model name.
 pub const MAX_NAME_LEN: usize = 128;
 /// Longest relative file path.
@@ -263,9 +265,11 @@ fn cut(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
-/// Checks a model name: 1 to 128 bytes of ASCII letters, digits, `.`, `_` and `-`,
-/// starting with a letter or digit, without `..`. Such a name is a safe file name on
-/// every platform and a safe object-storage key component.
+/// Checks a model name: 1 to 128 bytes of `/`-separated segments (at most
+/// [`MAX_NAME_SEGMENTS`], as in `org/name`), each of ASCII letters, digits, `.`, `_` and
+/// `-`, starting with a letter or digit; no `..` anywhere. No segment is empty, `.` or
+/// `..`, so a name is a safe relative path on every platform (it cannot leave the
+/// store's `models/` directory) and a safe object-storage key.
 pub fn validate_name(name: &str) -> Result<(), ManifestError> {
     let bad = |problem: &str| ManifestError::Name {
         name: cut(name),
@@ -282,14 +286,30 @@ pub fn validate_name(name: &str) -> Result<(), ManifestError> {
     }
     if let Some(c) = name
         .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
     {
         return Err(bad(&format!(
-            "contains {c:?}; use letters, digits, '.', '_' and '-'"
+            "contains {c:?}; use letters, digits, '.', '_', '-' and '/' between segments"
         )));
     }
-    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err(bad("must start with a letter or digit"));
+    let segments = name.split('/').count();
+    if segments > MAX_NAME_SEGMENTS {
+        return Err(bad(&format!(
+            "has {segments} '/'-separated segments, limit {MAX_NAME_SEGMENTS}"
+        )));
+    }
+    if name.split('/').any(str::is_empty) {
+        return Err(bad(
+            "has an empty segment (a leading, trailing or double '/')",
+        ));
+    }
+    if !name
+        .split('/')
+        .all(|s| s.starts_with(|c: char| c.is_ascii_alphanumeric()))
+    {
+        return Err(bad(
+            "must start with a letter or digit (and so must each segment)",
+        ));
     }
     if name.contains("..") {
         return Err(bad("contains \"..\""));
@@ -518,6 +538,15 @@ fn validate_safetensors(path: &str, size: u64, st: &SafetensorsEntry) -> Result<
                     i.0.len()
                 )));
             }
+            let allowed = (i.0.len() as u64).saturating_mul(MAX_EXPANSION);
+            if t.len > allowed {
+                return Err(bad(format!(
+                    "tensor {:?}: {} bytes claimed by a {}-byte inline object exceed the limit of {allowed}",
+                    cut(&t.name),
+                    t.len,
+                    i.0.len()
+                )));
+            }
         }
         if t.delta_base == Some(t.key) {
             return Err(bad(format!(
@@ -633,7 +662,7 @@ mod tests {
             ManifestError::Name { .. }
         ));
         assert!(matches!(
-            e(|v| v["name"] = json!("a/b")),
+            e(|v| v["name"] = json!("a//b")),
             ManifestError::Name { .. }
         ));
         for p in ["../etc/passwd", "/abs", "a//b", "a/./b", "a\\b", "a/..", ""] {
@@ -751,14 +780,27 @@ mod tests {
 
     #[test]
     fn names_are_checked() {
-        for ok in ["a", "llama-3.1-8b", "A_b.c-9"] {
+        for ok in [
+            "a",
+            "llama-3.1-8b",
+            "A_b.c-9",
+            "a/b",
+            "meta-llama/Llama-3.1-8B",
+            "a/b/c/d",
+        ] {
             validate_name(ok).unwrap();
         }
         for bad in [
             "",
             ".",
             "..",
-            "a/b",
+            "a/",
+            "/a",
+            "a//b",
+            "a/.b",
+            "a/../b",
+            "a/-b",
+            "a/b/c/d/e",
             "a\\b",
             "-a",
             ".hidden",

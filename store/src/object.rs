@@ -2,8 +2,11 @@
 //! and how it is coded, followed by the payload.
 //!
 //! An object is self-describing, so `fsck` can decode and check any object on its own.
-//! Everything read from the header is validated before it sizes an allocation.
+//! Everything read from the header is validated before it sizes an allocation, and no
+//! object may decode to more than [`MAX_EXPANSION`] bytes per byte of itself (the
+//! container's limit): the writer pads the few objects that compress better.
 
+pub use mcodec::container::MAX_EXPANSION;
 use mcodec::safetensors::MAX_RANK;
 use mcodec::tensor::{Codec, EncodedTensor, TensorDecoder};
 use mcodec::Dtype;
@@ -12,8 +15,11 @@ use crate::key::ObjectKey;
 
 /// First bytes of every object.
 pub const MAGIC: [u8; 4] = *b"MCSO";
-/// Object format version written and read.
+/// Object format version of unpadded objects.
 pub const VERSION: u8 = 1;
+/// Object format version of padded objects: the header ends with `padding u64`, and the
+/// payload is followed by that many zero bytes (STORE.md §3).
+pub const VERSION_PADDED: u8 = 2;
 /// No object header is longer than this, so reading this many bytes gives the header.
 pub const MAX_HEADER_LEN: usize = 1024;
 /// Largest decoded size an object may claim (1 TiB): a bound on hostile headers.
@@ -59,6 +65,25 @@ pub enum ObjectError {
     /// Memory for the decoded bytes could not be reserved.
     #[error("cannot allocate {0} bytes for a decoded object")]
     Alloc(u64),
+    /// The object (or a manifest entry for it) claims more decoded bytes than the stored
+    /// bytes allow.
+    #[error("decoded length {requested} exceeds the limit of {allowed} for {object_len} stored bytes ({MAX_EXPANSION} per byte)")]
+    Limit {
+        /// Bytes stored: the object's length (with its base's, for a delta).
+        object_len: u64,
+        /// The decoded length it claims.
+        requested: u64,
+        /// The most it may claim.
+        allowed: u64,
+    },
+    /// The padding of a padded object is longer than the object or not zeros.
+    #[error("bad padding: {padding} bytes claimed, {available} bytes after the header")]
+    Padding {
+        /// Padding the header claims.
+        padding: u64,
+        /// Bytes after the header.
+        available: u64,
+    },
 }
 
 /// What a tensor object decodes to.
@@ -131,10 +156,15 @@ impl Header {
 
     /// Parses the header at the start of `bytes`; returns it and its length.
     pub fn parse(bytes: &[u8]) -> Result<(Self, usize), ObjectError> {
+        Self::parse_padded(bytes).map(|(h, n, _)| (h, n))
+    }
+
+    /// [`Self::parse`], also returning the length of the padding after the payload.
+    fn parse_padded(bytes: &[u8]) -> Result<(Self, usize, u64), ObjectError> {
         let mut r = Reader { bytes, pos: 0 };
         let magic = r.take(4)?;
         let version = r.u8()?;
-        if magic != MAGIC || version != VERSION {
+        if magic != MAGIC || !(version == VERSION || version == VERSION_PADDED) {
             return Err(ObjectError::NotObject {
                 magic: magic.to_vec(),
                 version,
@@ -185,12 +215,22 @@ impl Header {
             }
             k => return Err(bad(format!("unknown object kind {k}"))),
         };
-        Ok((header, r.pos))
+        let padding = if version == VERSION_PADDED {
+            r.u64()?
+        } else {
+            0
+        };
+        Ok((header, r.pos, padding))
     }
 
-    fn write(&self, out: &mut Vec<u8>) {
+    /// Writes the header, with the padding field when `padding` is given.
+    fn write(&self, out: &mut Vec<u8>, padding: Option<u64>) {
         out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
+        out.push(if padding.is_some() {
+            VERSION_PADDED
+        } else {
+            VERSION
+        });
         let put_meta = |out: &mut Vec<u8>, m: &TensorMeta| {
             let name = m.dtype.name().as_bytes();
             out.push(name.len() as u8);
@@ -233,7 +273,75 @@ impl Header {
                 out.extend_from_slice(&plain_len.to_le_bytes());
             }
         }
+        if let Some(p) = padding {
+            out.extend_from_slice(&p.to_le_bytes());
+        }
     }
+}
+
+/// Splits a whole object into its header and payload, refusing one that claims more
+/// decoded bytes than [`MAX_EXPANSION`] per byte of the object. A delta is not bounded
+/// here: it decodes to exactly its base's length, and the base (a plain object) is
+/// bounded when it is read, before anything is sized by the delta's claim.
+pub fn split(obj: &[u8]) -> Result<(Header, &[u8]), ObjectError> {
+    let (header, n, padding) = Header::parse_padded(obj)?;
+    let rest = &obj[n..];
+    let payload_len = usize::try_from(padding)
+        .ok()
+        .and_then(|p| rest.len().checked_sub(p))
+        .ok_or(ObjectError::Padding {
+            padding,
+            available: rest.len() as u64,
+        })?;
+    let (payload, pad) = rest.split_at(payload_len);
+    if pad.iter().any(|&b| b != 0) {
+        return Err(ObjectError::Padding {
+            padding,
+            available: rest.len() as u64,
+        });
+    }
+    if !matches!(header, Header::Delta { .. }) {
+        check_expansion(obj.len() as u64, header.raw_len())?;
+    }
+    Ok((header, payload))
+}
+
+/// Refuses a claim of `requested` decoded bytes from `stored` bytes of objects beyond
+/// [`MAX_EXPANSION`].
+pub fn check_expansion(stored: u64, requested: u64) -> Result<(), ObjectError> {
+    let allowed = stored.saturating_mul(MAX_EXPANSION);
+    if requested > allowed {
+        return Err(ObjectError::Limit {
+            object_len: stored,
+            requested,
+            allowed,
+        });
+    }
+    Ok(())
+}
+
+/// An object of `header` and `payload` (in pieces), padded with zeros when it would
+/// otherwise decode to more than [`MAX_EXPANSION`] bytes per byte of itself.
+fn assemble(header: &Header, payload: &[&[u8]]) -> Vec<u8> {
+    let payload_len: usize = payload.iter().map(|p| p.len()).sum();
+    let mut head = Vec::with_capacity(MAX_HEADER_LEN);
+    header.write(&mut head, None);
+    let min_len = header.raw_len().div_ceil(MAX_EXPANSION);
+    let unpadded = (head.len() + payload_len) as u64;
+    let padding = (!matches!(header, Header::Delta { .. }) && unpadded < min_len)
+        .then(|| min_len.saturating_sub(unpadded + 8));
+    if let Some(p) = padding {
+        head.clear();
+        header.write(&mut head, Some(p));
+    }
+    let total = head.len() + payload_len + padding.unwrap_or(0) as usize;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&head);
+    for p in payload {
+        out.extend_from_slice(p);
+    }
+    out.resize(total, 0);
+    out
 }
 
 fn bad(msg: String) -> ObjectError {
@@ -326,45 +434,38 @@ pub fn encode_blob(bytes: &[u8]) -> Vec<u8> {
     let frame = zstd::bulk::compress(bytes, level)
         .ok()
         .filter(|f| f.len() < bytes.len());
-    let mut out = Vec::with_capacity(32 + frame.as_ref().map_or(bytes.len(), Vec::len));
-    Header::Blob {
+    let header = Header::Blob {
         zstd: frame.is_some(),
         raw_len: bytes.len() as u64,
-    }
-    .write(&mut out);
-    out.extend_from_slice(frame.as_deref().unwrap_or(bytes));
-    out
+    };
+    assemble(&header, &[frame.as_deref().unwrap_or(bytes)])
 }
 
 /// Codes a tensor on its own.
 pub fn encode_plain(meta: TensorMeta, tensor: &EncodedTensor) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MAX_HEADER_LEN + tensor.coded_len());
-    Header::Plain {
+    let header = Header::Plain {
         meta,
         codec: tensor.codec,
         chunk_log2: tensor.chunk_log2,
         stream_lens: tensor.streams.iter().map(|s| s.len() as u64).collect(),
-    }
-    .write(&mut out);
-    for s in &tensor.streams {
-        for seg in s.segments() {
-            out.extend_from_slice(seg);
-        }
-    }
-    out
+    };
+    let pieces: Vec<&[u8]> = tensor
+        .streams
+        .iter()
+        .flat_map(|s| s.segments())
+        .map(Vec::as_slice)
+        .collect();
+    assemble(&header, &pieces)
 }
 
 /// Codes a tensor as `delta` (from [`mcodec::delta::encode`]) against the object `base`.
 pub fn encode_delta(meta: TensorMeta, base: ObjectKey, plain_len: u64, delta: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MAX_HEADER_LEN + delta.len());
-    Header::Delta {
+    let header = Header::Delta {
         meta,
         base,
         plain_len,
-    }
-    .write(&mut out);
-    out.extend_from_slice(delta);
-    out
+    };
+    assemble(&header, &[delta])
 }
 
 /// Decodes a blob's payload.
@@ -457,7 +558,7 @@ mod tests {
         ];
         for h in headers {
             let mut b = Vec::new();
-            h.write(&mut b);
+            h.write(&mut b, None);
             assert!(b.len() <= MAX_HEADER_LEN);
             assert_eq!(Header::parse(&b).unwrap(), (h, b.len()));
             for cut in 0..b.len() {
@@ -475,7 +576,7 @@ mod tests {
             chunk_log2: 0,
             stream_lens: vec![9],
         }
-        .write(&mut b);
+        .write(&mut b, None);
         assert!(matches!(Header::parse(&b), Err(ObjectError::Header(_))));
     }
 
@@ -495,5 +596,82 @@ mod tests {
                 bytes.len()
             );
         }
+    }
+
+    /// A plain header claiming `raw_len` bytes of F32 with an empty stored stream.
+    fn claim(raw_len: u64) -> Vec<u8> {
+        let mut b = Vec::new();
+        Header::Plain {
+            meta: TensorMeta {
+                dtype: Dtype::F32,
+                shape: vec![raw_len / 4],
+                raw_len,
+            },
+            codec: Codec::Stored,
+            chunk_log2: 0,
+            stream_lens: vec![0],
+        }
+        .write(&mut b, None);
+        b
+    }
+
+    #[test]
+    fn a_tiny_object_cannot_claim_a_terabyte() {
+        let obj = claim(MAX_RAW_LEN);
+        assert!(obj.len() < 64, "{} bytes", obj.len());
+        let e = split(&obj).unwrap_err();
+        assert_eq!(
+            e,
+            ObjectError::Limit {
+                object_len: obj.len() as u64,
+                requested: MAX_RAW_LEN,
+                allowed: obj.len() as u64 * MAX_EXPANSION,
+            }
+        );
+        // At the limit it is accepted (and fails later, for its missing stream).
+        let at = claim(4 * 1024);
+        assert!(split(&at).is_ok());
+    }
+
+    #[test]
+    fn objects_compressing_beyond_the_limit_are_padded_and_read_back() {
+        let zeros = vec![0u8; 4 << 20];
+        let blob = encode_blob(&zeros);
+        assert!(blob.len() as u64 * MAX_EXPANSION >= zeros.len() as u64);
+        let (h, payload) = split(&blob).unwrap();
+        let Header::Blob { zstd, raw_len } = h else {
+            panic!("not a blob")
+        };
+        assert_eq!(decode_blob(zstd, raw_len, payload).unwrap(), zeros);
+
+        let meta = TensorMeta {
+            dtype: Dtype::F32,
+            shape: vec![1 << 20],
+            raw_len: 4 << 20,
+        };
+        let coded = mcodec::tensor::encode(&Dtype::F32, &zeros, &Default::default());
+        let obj = encode_plain(meta, &coded);
+        assert_eq!(obj[4], VERSION_PADDED);
+        assert!(obj.len() as u64 * MAX_EXPANSION >= zeros.len() as u64);
+        let (h, payload) = split(&obj).unwrap();
+        let Header::Plain {
+            codec,
+            chunk_log2,
+            stream_lens,
+            ..
+        } = h
+        else {
+            panic!("not plain")
+        };
+        let mut out = vec![1u8; zeros.len()];
+        decode_plain_into(codec, chunk_log2, &stream_lens, payload, &mut out).unwrap();
+        assert_eq!(out, zeros);
+        // Padding must be zeros and within the object.
+        let mut bad = obj.clone();
+        *bad.last_mut().unwrap() = 1;
+        assert!(matches!(split(&bad), Err(ObjectError::Padding { .. })));
+        assert!(split(&obj[..obj.len() - 1]).is_err());
+        // Objects that compress less are written as before, unpadded.
+        assert_eq!(encode_blob(b"abc")[4], VERSION);
     }
 }

@@ -386,7 +386,15 @@ impl S3Backend {
         self.block_on(self.s3.put(&claim, PutPayload::from_static(b"")))
             .map_err(|e| remote(self.url_of(&claim_rel), e))?;
         let result = (|| {
-            let claims = self.list_dir(&claim_dir)?;
+            // Only this name's claims: those of `org/name/sub` are listed under it too.
+            let claims: Vec<_> = self
+                .list_dir(&claim_dir)?
+                .into_iter()
+                .filter(|m| {
+                    self.rel_under(&m.location, &claim_dir)
+                        .is_some_and(|w| !w.contains('/'))
+                })
+                .collect();
             let mine = claims
                 .iter()
                 .find(|m| m.location == claim)
@@ -708,7 +716,6 @@ impl Backend for S3Backend {
             .filter_map(|m| {
                 self.rel_under(&m.location, MODELS_DIR)?
                     .strip_suffix(MANIFEST_SUFFIX)
-                    .filter(|n| !n.contains('/'))
                     .map(str::to_owned)
             })
             .collect();

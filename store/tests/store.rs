@@ -275,7 +275,9 @@ fn single_files_round_trip_and_outputs_are_not_overwritten() {
 fn names_and_manifest_paths_cannot_escape() {
     let f = family("BF16");
     let store = Store::init(&f.root).unwrap();
-    for bad in ["../evil", "a/b", "", ".", "..", "/abs", "x\\y", "a..b"] {
+    for bad in [
+        "../evil", "a//b", "a/", "", ".", "..", "/abs", "x\\y", "a..b", "a/../b",
+    ] {
         assert!(
             matches!(
                 store.add(&f.base, bad, &AddOptions::default()),
@@ -577,7 +579,9 @@ fn an_object_swapped_for_another_tensors_is_caught() {
         assert!(
             matches!(
                 err,
-                StoreError::Checksum { key } | StoreError::Mismatch { key, .. } if key == b
+                StoreError::Checksum { key, .. }
+                    | StoreError::WrongTensor { key, .. }
+                    | StoreError::WrongBase { key, .. } if key == b
             ),
             "{model}: {err}"
         );
@@ -635,6 +639,8 @@ fn adding_the_same_finetune_twice_stores_nothing_new() {
 struct Overwriting {
     inner: LocalBackend,
     blind: Arc<AtomicBool>,
+    /// Flip a bit of every object put (a disk or network corrupting writes).
+    damage: bool,
 }
 
 impl Backend for Overwriting {
@@ -643,7 +649,12 @@ impl Backend for Overwriting {
     }
     fn put_object(&self, key: &ObjectKey, bytes: &[u8]) -> Result<PutOutcome, BackendError> {
         self.inner.delete_object(key)?;
-        self.inner.put_object(key, bytes)
+        let mut bytes = bytes.to_vec();
+        if self.damage {
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x04;
+        }
+        self.inner.put_object(key, &bytes)
     }
     fn object_size(&self, key: &ObjectKey) -> Result<Option<u64>, BackendError> {
         if self.blind.load(Ordering::SeqCst) {
@@ -698,6 +709,7 @@ fn objects_overwritten_by_racing_writers_still_decode() {
     let store = Store::with_backend(Box::new(Overwriting {
         inner: LocalBackend::init(&f.root).unwrap(),
         blind: blind.clone(),
+        damage: false,
     }));
     let snapshot = || -> HashMap<ObjectKey, Vec<u8>> {
         store
@@ -724,7 +736,6 @@ fn objects_overwritten_by_racing_writers_still_decode() {
                         block_log2: 10,
                         ..EncodeOptions::default()
                     },
-                    ..AddOptions::default()
                 },
             )
             .unwrap()
@@ -777,4 +788,292 @@ fn objects_overwritten_by_racing_writers_still_decode() {
     assert!(fsck.problems.is_empty(), "{:?}", fsck.problems);
     assert_eq!(fsck.orphans, 0);
     store.stats().unwrap();
+}
+
+#[test]
+fn a_tiny_object_cannot_claim_a_terabyte_in_get_or_fsck() {
+    use mcodec_store::manifest::{FileEntry, SafetensorsEntry, TensorEntry, FORMAT, VERSION};
+    use mcodec_store::object::ObjectError;
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("store");
+    let store = Store::init(&root).unwrap();
+    // A plain F32 object of 2^38 elements (1 TiB) with one empty stored stream: 41 bytes.
+    let len: u64 = 1 << 40;
+    let mut obj = b"MCSO\x01\x01\x03F32\x01".to_vec();
+    obj.extend_from_slice(&(len / 4).to_le_bytes());
+    obj.extend_from_slice(&len.to_le_bytes());
+    obj.extend_from_slice(&[0, 0, 1]);
+    obj.extend_from_slice(&0u64.to_le_bytes());
+    assert!(obj.len() < 64);
+    let key = ObjectKey([7; 32]);
+    store.backend().put_object(&key, &obj).unwrap();
+    let json = format!(
+        "{{\"t\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[0,{len}]}}}}",
+        len / 4
+    );
+    let mut header = (json.len() as u64).to_le_bytes().to_vec();
+    header.extend_from_slice(json.as_bytes());
+    let header_key = ObjectKey::blob(&header);
+    store
+        .backend()
+        .put_object(&header_key, &mcodec_store::object::encode_blob(&header))
+        .unwrap();
+    let m = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        name: "huge".into(),
+        base: None,
+        single_file: true,
+        files: vec![FileEntry {
+            path: "huge.safetensors".into(),
+            size: header.len() as u64 + len,
+            mode: 0o644,
+            blob: None,
+            safetensors: Some(SafetensorsEntry {
+                header: header_key,
+                header_len: header.len() as u64,
+                tensors: vec![TensorEntry {
+                    name: "t".into(),
+                    dtype: "F32".into(),
+                    shape: vec![len / 4],
+                    len,
+                    key,
+                    object: key,
+                    delta_base: None,
+                    inline: None,
+                }],
+            }),
+        }],
+    };
+    store.backend().put_manifest("huge", &m.to_json()).unwrap();
+    let out = tmp.path().join("out");
+    let err = store.get("huge", &out, false, false).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Object { key: k, source: ObjectError::Limit { requested, .. } }
+                if k == key && requested == len
+        ),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let fsck = store.fsck().unwrap();
+    assert_eq!(fsck.problems.len(), 1, "{:?}", fsck.problems);
+    assert!(
+        fsck.problems[0].contains(&key.to_hex()) && fsck.problems[0].contains("exceeds the limit"),
+        "{:?}",
+        fsck.problems
+    );
+}
+
+#[test]
+fn tensors_of_zeros_round_trip_within_the_expansion_limit() {
+    use mcodec_fixtures::safetensors::Tensor;
+    let tmp = TempDir::new().unwrap();
+    let model = tmp.path().join("zeros");
+    let tensors = vec![
+        Tensor::new("a", "F32", &[1 << 20], vec![0; 4 << 20]),
+        Tensor::new("b", "BF16", &[1 << 20], vec![0; 2 << 20]),
+    ];
+    write_model_dir(&model, &tensors, "zeros").unwrap();
+    let store = Store::init(&tmp.path().join("store")).unwrap();
+    store.add(&model, "zeros", &AddOptions::default()).unwrap();
+    let m = store.manifest("zeros").unwrap();
+    for t in m.tensors().filter(|t| t.inline.is_none()) {
+        let size = store.backend().object_size(&t.object).unwrap().unwrap();
+        assert!(
+            size * 1024 >= t.len,
+            "{}: {size} bytes for {}",
+            t.name,
+            t.len
+        );
+    }
+    let out = tmp.path().join("out");
+    store.get("zeros", &out, false, false).unwrap();
+    assert_eq!(tree(&out), tree(&model));
+    assert!(store.fsck().unwrap().problems.is_empty());
+}
+
+#[test]
+fn objects_damaged_on_the_way_to_the_backend_fail_the_add() {
+    let f = family("BF16");
+    let store = Store::with_backend(Box::new(Overwriting {
+        inner: LocalBackend::init(&f.root).unwrap(),
+        blind: Arc::new(AtomicBool::new(false)),
+        damage: true,
+    }));
+    let err = store
+        .add(&f.base, "base", &AddOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ReadBack { .. }), "{err}");
+    assert!(store.list().unwrap().is_empty());
+}
+
+/// Every object file of `model`'s tensors of at least 4 KiB replaced by the smallest
+/// non-inline tensor object of the model: well-formed, shorter than the manifest says.
+fn shorten_tensor_objects(store: &Store, root: &Path, model: &str) {
+    let m = store.manifest(model).unwrap();
+    let stored: Vec<_> = m.tensors().filter(|t| t.inline.is_none()).collect();
+    let small = stored.iter().min_by_key(|t| t.len).unwrap();
+    let small_bytes = fs::read(object_path(root, &small.object)).unwrap();
+    let mut replaced = 0;
+    for t in stored
+        .iter()
+        .filter(|t| t.len >= 4096 && t.len != small.len)
+    {
+        fs::write(object_path(root, &t.object), &small_bytes).unwrap();
+        replaced += 1;
+    }
+    assert!(replaced > 0);
+}
+
+#[test]
+fn unreadable_candidate_bases_are_skipped_and_reported() {
+    let f = family("BF16");
+    let store = Store::init(&f.root).unwrap();
+    store.add(&f.base, "base", &AddOptions::default()).unwrap();
+    // A model whose manifest does not parse: every automatic add used to fail on it.
+    fs::write(f.root.join("models").join("broken.json"), b"{").unwrap();
+    let r = store.add(&f.ft, "ft", &AddOptions::default()).unwrap();
+    assert_eq!(r.base.as_ref().map(|b| b.name.as_str()), Some("base"));
+    let skipped: Vec<&str> = r.skipped_bases.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(skipped, ["broken"], "{:?}", r.skipped_bases);
+    fs::remove_file(f.root.join("models").join("broken.json")).unwrap();
+    let tmp = TempDir::new().unwrap();
+    get_matches(&store, "ft", &f.ft, tmp.path());
+
+    // A base whose objects are shorter than its manifest says: scoring it used to panic.
+    shorten_tensor_objects(&store, &f.root, "base");
+    let r = store
+        .add(&f.frozen, "frozen", &AddOptions::default())
+        .unwrap();
+    let skipped: Vec<&str> = r.skipped_bases.iter().map(|s| s.name.as_str()).collect();
+    assert!(skipped.contains(&"base"), "{:?}", r.skipped_bases);
+    assert!(
+        r.skipped_bases.iter().all(|s| !s.problem.contains('\n')),
+        "{:?}",
+        r.skipped_bases
+    );
+    assert!(r.base.is_none(), "{:?}", r.base);
+}
+
+#[test]
+fn models_read_tensor_by_tensor_match_their_files() {
+    let f = family("BF16");
+    let store = Store::init(&f.root).unwrap();
+    store.add(&f.base, "base", &AddOptions::default()).unwrap();
+    store.add(&f.ft, "ft", &AddOptions::default()).unwrap();
+    let src = tree(&f.ft);
+    let model = store.model("ft").unwrap();
+    assert_eq!(model.name(), "ft");
+    let paths: Vec<&str> = model.files().iter().map(|f| f.path.as_str()).collect();
+    let want: Vec<&str> = src.keys().map(String::as_str).collect();
+    assert_eq!(paths, want);
+    let mut tensors = 0;
+    let mut deltas = 0;
+    for file in model.files() {
+        let bytes = &src[&file.path];
+        let Some(st) = &file.safetensors else {
+            assert_eq!(&store.read_file(file).unwrap(), bytes);
+            assert!(store.read_safetensors_header(file).unwrap().is_none());
+            continue;
+        };
+        let header = store.read_safetensors_header(file).unwrap().unwrap();
+        assert_eq!(header[..], bytes[..header.len()]);
+        assert!(matches!(
+            store.read_file(file),
+            Err(StoreError::NotBlobFile { .. })
+        ));
+        let parsed = mcodec::safetensors::parse(bytes, bytes.len() as u64).unwrap();
+        for (t, info) in st.tensors.iter().zip(&parsed.tensors) {
+            assert_eq!(
+                (t.name.as_str(), t.dtype.as_str()),
+                (info.name.as_str(), info.dtype.name())
+            );
+            assert_eq!(t.shape, info.shape);
+            assert_eq!(model.tensor(&file.path, &t.name), Some(t));
+            let mut out = vec![0xA5; t.len as usize];
+            store.read_tensor_into(t, &mut out).unwrap();
+            assert!(
+                out[..] == bytes[info.range.start as usize..info.range.end as usize],
+                "{}",
+                t.name
+            );
+            let mut short = vec![0; t.len as usize + 1];
+            assert!(matches!(
+                store.read_tensor_into(t, &mut short),
+                Err(StoreError::BufferLength { .. })
+            ));
+            tensors += 1;
+            deltas += usize::from(t.delta_base.is_some());
+        }
+    }
+    assert_eq!(tensors, model.tensors().count());
+    assert!(
+        tensors > 0 && deltas > 0,
+        "{tensors} tensors, {deltas} deltas"
+    );
+
+    // A damaged object is an error, not wrong bytes.
+    corrupt_largest_tensor_object(&store, &f.root, "ft");
+    let m = store.manifest("ft").unwrap();
+    let largest = m
+        .tensors()
+        .max_by_key(|t| store.backend().object_size(&t.object).unwrap())
+        .unwrap();
+    let mut out = vec![0; largest.len as usize];
+    assert!(store.read_tensor_into(largest, &mut out).is_err());
+}
+
+#[test]
+fn org_names_round_trip_list_by_prefix_and_refuse_case_collisions() {
+    let f = family("BF16");
+    let store = Store::init(&f.root).unwrap();
+    store
+        .add(&f.base, "org/base", &AddOptions::default())
+        .unwrap();
+    let r = store.add(&f.ft, "org/ft", &AddOptions::default()).unwrap();
+    assert_eq!(r.base.map(|b| b.name), Some("org/base".to_owned()));
+    store
+        .add(&f.frozen, "other/x/frozen", &AddOptions::default())
+        .unwrap();
+    assert!(f.root.join("models/org/ft.json").is_file());
+    let names = |prefix: &str| -> Vec<String> {
+        store
+            .list_under(prefix)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect()
+    };
+    assert_eq!(names(""), ["org/base", "org/ft", "other/x/frozen"]);
+    assert_eq!(names("org/"), ["org/base", "org/ft"]);
+    assert_eq!(names("other/x/"), ["other/x/frozen"]);
+    assert!(names("nobody/").is_empty());
+    let tmp = TempDir::new().unwrap();
+    let out = tmp.path().join("org-ft");
+    store.get("org/ft", &out, false, false).unwrap();
+    assert!(tree(&out) == tree(&f.ft), "org/ft differs after get");
+    for clash in ["Org/new", "ORG/base", "org/Base", "other/X/y"] {
+        let err = store
+            .add(&f.frozen, clash, &AddOptions::default())
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::NameCollision { .. }),
+            "{clash}: {err}"
+        );
+    }
+    assert!(matches!(
+        store.add(&f.frozen, "org/ft", &AddOptions::default()),
+        Err(StoreError::ModelExists(_))
+    ));
+    // The organisation's directory goes with its last model.
+    store.remove("org/ft").unwrap();
+    store.remove("org/base").unwrap();
+    assert!(!f.root.join("models/org").exists());
+    store
+        .add(&f.base, "Org/base", &AddOptions::default())
+        .unwrap();
+    assert_eq!(names(""), ["Org/base", "other/x/frozen"]);
+    assert!(store.fsck().unwrap().problems.is_empty());
 }

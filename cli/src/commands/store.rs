@@ -12,11 +12,6 @@ use super::{emit, mb_per_s};
 use crate::error::CliError;
 use crate::Global;
 
-/// Environment variable of the crash tests: `add` stops after this many new objects.
-const PAUSE_ENV: &str = "MCODEC_STORE_TEST_PAUSE_AFTER_OBJECTS";
-/// With [`PAUSE_ENV`]: pause this many seconds instead of forever.
-const PAUSE_SECS_ENV: &str = "MCODEC_STORE_TEST_PAUSE_SECS";
-
 /// Arguments of `store`.
 #[derive(Args, Debug)]
 pub struct StoreArgs {
@@ -93,6 +88,9 @@ pub enum StoreCommand {
     },
     /// List the models
     Ls {
+        /// Only models whose names start with this (e.g. `org/`)
+        #[arg(value_name = "PREFIX")]
+        prefix: Option<String>,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -125,11 +123,10 @@ pub enum StoreCommand {
 
 /// Turns a store error into a one-line CLI error naming the right file.
 fn cli_error(root: &Path, e: StoreError) -> CliError {
-    match &e {
-        StoreError::Input { path, problem } | StoreError::Output { path, problem } => {
-            CliError::at(path, problem)
-        }
-        _ => CliError::at(root, e),
+    match e {
+        StoreError::Input { path, problem } => CliError::at(&path, problem),
+        StoreError::Output(o) => o.into(),
+        e => CliError::at(root, e),
     }
 }
 
@@ -201,11 +198,6 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
                     DeltaArg::Bitx => DeltaMode::BitX,
                     DeltaArg::Off => DeltaMode::Off,
                 },
-                pause_after_objects: std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse().ok()),
-                pause_for: std::env::var(PAUSE_SECS_ENV)
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .map(Duration::from_secs),
                 ..AddOptions::default()
             };
             let start = Instant::now();
@@ -213,6 +205,13 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
             let secs = start.elapsed().as_secs_f64();
             if *as_json {
                 return json(&r);
+            }
+            for b in &r.skipped_bases {
+                // Not an error: the add went on without that candidate.
+                eprintln!(
+                    "mcodec: note: model {:?} not considered as a base: {}",
+                    b.name, b.problem
+                );
             }
             if !g.quiet {
                 let base = match &r.base {
@@ -253,8 +252,13 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
                 ))?;
             }
         }
-        StoreCommand::Ls { json: as_json } => {
-            let models = store.list().map_err(err)?;
+        StoreCommand::Ls {
+            prefix,
+            json: as_json,
+        } => {
+            let models = store
+                .list_under(prefix.as_deref().unwrap_or(""))
+                .map_err(err)?;
             if *as_json {
                 return json(&models);
             }

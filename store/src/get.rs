@@ -1,0 +1,119 @@
+//! `get`: a model back to a directory, every file verified, the directory renamed into
+//! place only when complete (STORE.md §6).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::error::{out_err, Result, StoreError};
+use crate::manifest::{FileEntry, SafetensorsEntry};
+use crate::outdir::{check_output, DirOutput, OutputError};
+use crate::report::GetReport;
+use crate::Store;
+
+impl Store {
+    /// `force`): every file rebuilt and verified in a temporary directory beside `out`,
+    /// then renamed into place. With `sync`, files are flushed to disk first.
+    pub fn get(&self, name: &str, out: &Path, force: bool, sync: bool) -> Result<GetReport> {
+        self.par(|| self.get_inner(name, out, force, sync))
+    }
+
+    fn get_inner(&self, name: &str, out: &Path, force: bool, sync: bool) -> Result<GetReport> {
+        let m = self.manifest(name)?;
+        check_output(out, force, true)?;
+        let dir = DirOutput::new(out, force)?;
+        let mut report = GetReport::default();
+        for f in &m.files {
+            let dest = dir.path(Path::new(&f.path));
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).map_err(out_err(out))?;
+            }
+            self.write_file(f, &dest, sync).map_err(|e| match e {
+                // Named by where the file is going, not where it is being built.
+                StoreError::Output(OutputError::Io { source, .. }) => {
+                    OutputError::io(&out.join(&f.path), source).into()
+                }
+                e => e,
+            })?;
+            set_mode(&dest, f.mode).map_err(out_err(out))?;
+            report.files += 1;
+            report.bytes += f.size;
+        }
+        if sync {
+            File::open(dir.root())
+                .and_then(|d| d.sync_all())
+                .map_err(out_err(out))?;
+        }
+        dir.finish()?;
+        Ok(report)
+    }
+
+    /// Writes one file of a model to `dest`.
+    fn write_file(&self, f: &FileEntry, dest: &Path, sync: bool) -> Result<()> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .map_err(out_err(dest))?;
+        if let Some(key) = &f.blob {
+            let bytes = self.get_blob(key, f.size)?;
+            (&file).write_all(&bytes).map_err(out_err(dest))?;
+        } else if let Some(st) = &f.safetensors {
+            if f.size > 0 {
+                self.check_claims(st)?;
+                file.set_len(f.size).map_err(out_err(dest))?;
+                // SAFETY: the file was just created by us in a private temporary directory
+                // and has the length set above; nothing else maps or truncates it.
+                let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(out_err(dest))?;
+                let header = self.get_blob(&st.header, st.header_len)?;
+                let (head, mut rest) = map.split_at_mut(header.len());
+                head.copy_from_slice(&header);
+                let mut slices = Vec::with_capacity(st.tensors.len());
+                for t in &st.tensors {
+                    let (s, tail) = std::mem::take(&mut rest).split_at_mut(t.len as usize);
+                    slices.push((t, s));
+                    rest = tail;
+                }
+                slices
+                    .into_par_iter()
+                    .try_for_each(|(t, s)| self.get_tensor_into(t, s))?;
+                if sync {
+                    map.flush().map_err(out_err(dest))?;
+                }
+            }
+        }
+        if sync {
+            file.sync_all().map_err(out_err(dest))?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Refuses a file whose tensors claim more bytes than their objects may decode to,
+    /// before the file is sized by those claims (inline tensors are bounded by manifest
+    /// validation).
+    fn check_claims(&self, st: &SafetensorsEntry) -> Result<()> {
+        st.tensors
+            .par_iter()
+            .filter(|t| t.inline.is_none())
+            .try_for_each(|t| self.check_claim(t))
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let mut p = fs::metadata(path)?.permissions();
+        p.set_readonly(mode & 0o200 == 0);
+        fs::set_permissions(path, p)
+    }
+}

@@ -1,0 +1,225 @@
+//! Objects back to bytes, each verified against its name (STORE.md §2–§3).
+
+use mcodec::delta;
+
+use crate::backend::BackendError;
+use crate::error::{obj_err, ObjectKind, Result, StoreError};
+use crate::key::ObjectKey;
+use crate::manifest::TensorEntry;
+use crate::object::{self, Header, ObjectError, TensorMeta};
+use crate::Store;
+
+impl Store {
+    /// An object's header.
+    pub fn header(&self, key: &ObjectKey) -> Result<Header> {
+        let head = self
+            .backend
+            .get_object_range(key, 0..object::MAX_HEADER_LEN as u64)?;
+        Ok(Header::parse(&head).map_err(obj_err(*key))?.0)
+    }
+
+    /// Decodes the tensor object named `key` (checking it is `expect` when given),
+    /// verifying the bytes against the name when `verify`. A delta object is decoded
+    /// against its base only when `allow_delta`; the base must be plain (chains are one
+    /// level deep).
+    pub(crate) fn load_tensor(
+        &self,
+        key: &ObjectKey,
+        expect: Option<&TensorMeta>,
+        allow_delta: bool,
+        verify: bool,
+    ) -> Result<Vec<u8>> {
+        let obj = self.backend.get_object(key)?;
+        let (header, payload) = object::split(&obj).map_err(obj_err(*key))?;
+        let meta = tensor_meta(key, &header)?;
+        if let Some(e) = expect.filter(|e| *e != meta) {
+            return Err(StoreError::WrongTensor {
+                key: *key,
+                tensor: None,
+                expected: Box::new(e.clone()),
+                found: Box::new(meta.clone()),
+            });
+        }
+        let base = self.delta_base_bytes(key, &header, allow_delta)?;
+        let mut out = object::alloc(meta.raw_len).map_err(obj_err(*key))?;
+        self.decode_tensor(key, &header, payload, base.as_deref(), verify, &mut out)?;
+        Ok(out)
+    }
+
+    /// The base's bytes of a delta object (`None` for a plain one), refused unless
+    /// `allow_delta`. Read before anything is sized by the delta's claimed length: the
+    /// base is a plain object of the same length, bounded by its own size.
+    pub(crate) fn delta_base_bytes(
+        &self,
+        key: &ObjectKey,
+        header: &Header,
+        allow_delta: bool,
+    ) -> Result<Option<Vec<u8>>> {
+        let Header::Delta { meta, base, .. } = header else {
+            return Ok(None);
+        };
+        if !allow_delta {
+            return Err(StoreError::WrongKind {
+                key: *key,
+                expected: ObjectKind::Plain,
+                found: ObjectKind::Delta,
+            });
+        }
+        // Not verified on its own: a wrong base gives a wrong result, which the check of
+        // the delta's name catches.
+        Ok(Some(self.load_tensor(base, Some(meta), false, false)?))
+    }
+
+    /// Decodes the payload of the tensor object named `key` into `out` (for a delta,
+    /// against `base` from [`Self::delta_base_bytes`]) and, when `verify`, checks the
+    /// bytes against the name: a plain object's name is the tensor's key, a delta
+    /// object's is [`ObjectKey::delta`] of the tensor's key and the header's base (which
+    /// also checks that the header names the base the name was made with). Returns the
+    /// tensor's key when verified.
+    pub(crate) fn decode_tensor(
+        &self,
+        key: &ObjectKey,
+        header: &Header,
+        payload: &[u8],
+        base: Option<&[u8]>,
+        verify: bool,
+        out: &mut [u8],
+    ) -> Result<Option<ObjectKey>> {
+        let meta = tensor_meta(key, header)?;
+        match (header, base) {
+            (
+                Header::Plain {
+                    codec,
+                    chunk_log2,
+                    stream_lens,
+                    ..
+                },
+                _,
+            ) => object::decode_plain_into(*codec, *chunk_log2, stream_lens, payload, out)
+                .map_err(obj_err(*key))?,
+            (Header::Delta { .. }, Some(base)) => delta::decode(&meta.dtype, base, payload, out)
+                .map_err(|e| StoreError::Object {
+                    key: *key,
+                    source: ObjectError::Payload(e.to_string()),
+                })?,
+            _ => {
+                return Err(StoreError::WrongKind {
+                    key: *key,
+                    expected: ObjectKind::Plain,
+                    found: ObjectKind::Delta,
+                })
+            }
+        }
+        if !verify {
+            return Ok(None);
+        }
+        let tensor = ObjectKey::tensor(&meta.dtype, &meta.shape, out);
+        let name = header
+            .delta_base()
+            .map_or(tensor, |b| ObjectKey::delta(&tensor, &b));
+        if name != *key {
+            return Err(StoreError::Checksum {
+                key: *key,
+                computed: name,
+            });
+        }
+        Ok(Some(tensor))
+    }
+
+    /// Refuses a stored (not inline) tensor whose manifest length claims more than its
+    /// object may decode to: [`object::MAX_EXPANSION`] bytes per stored byte, a delta's
+    /// base counted with it. Costs a size query per object, no read.
+    pub(crate) fn check_claim(&self, t: &TensorEntry) -> Result<()> {
+        let size = |k: &ObjectKey| -> Result<u64> {
+            Ok(self
+                .backend
+                .object_size(k)?
+                .ok_or(BackendError::NotFound(*k))?)
+        };
+        let mut stored = size(&t.object)?;
+        if let Some(b) = &t.delta_base {
+            stored = stored.saturating_add(size(b)?);
+        }
+        object::check_expansion(stored, t.len).map_err(obj_err(t.object))
+    }
+
+    /// Decodes the tensor of manifest entry `t` into `out` and verifies it.
+    pub(crate) fn get_tensor_into(&self, t: &TensorEntry, out: &mut [u8]) -> Result<()> {
+        let obj = match &t.inline {
+            Some(i) => i.0.clone(),
+            None => self.backend.get_object(&t.object)?,
+        };
+        let (header, payload) = object::split(&obj).map_err(obj_err(t.object))?;
+        let want = TensorMeta {
+            dtype: t.dtype(),
+            shape: t.shape.clone(),
+            raw_len: t.len,
+        };
+        let found = tensor_meta(&t.object, &header)?;
+        if *found != want {
+            return Err(StoreError::WrongTensor {
+                key: t.object,
+                tensor: Some(t.name.clone()),
+                expected: Box::new(want),
+                found: Box::new(found.clone()),
+            });
+        }
+        if header.delta_base() != t.delta_base {
+            return Err(StoreError::WrongBase {
+                key: t.object,
+                expected: t.delta_base,
+                found: header.delta_base(),
+            });
+        }
+        let base = self.delta_base_bytes(&t.object, &header, true)?;
+        let decoded =
+            self.decode_tensor(&t.object, &header, payload, base.as_deref(), true, out)?;
+        // The object verified against its own name; the manifest's key of the tensor must
+        // be the one that name was made from.
+        if let Some(computed) = decoded.filter(|k| *k != t.key) {
+            return Err(StoreError::Checksum {
+                key: t.object,
+                computed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Decodes a blob and verifies it.
+    pub(crate) fn get_blob(&self, key: &ObjectKey, len: u64) -> Result<Vec<u8>> {
+        let obj = self.backend.get_object(key)?;
+        let (header, payload) = object::split(&obj).map_err(obj_err(*key))?;
+        let Header::Blob { zstd, raw_len } = header else {
+            return Err(StoreError::WrongKind {
+                key: *key,
+                expected: ObjectKind::Blob,
+                found: ObjectKind::Tensor,
+            });
+        };
+        if raw_len != len {
+            return Err(StoreError::BlobLength {
+                key: *key,
+                expected: len,
+                found: raw_len,
+            });
+        }
+        let bytes = object::decode_blob(zstd, raw_len, payload).map_err(obj_err(*key))?;
+        let computed = ObjectKey::blob(&bytes);
+        if computed != *key {
+            return Err(StoreError::Checksum {
+                key: *key,
+                computed,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+/// The tensor description of a tensor object's header.
+fn tensor_meta<'h>(key: &ObjectKey, header: &'h Header) -> Result<&'h TensorMeta> {
+    header.meta().ok_or(StoreError::WrongKind {
+        key: *key,
+        expected: ObjectKind::Tensor,
+        found: ObjectKind::Blob,
+    })
+}
