@@ -34,6 +34,7 @@ from .errors import (
     OutputExistsError,
     TensorNotFoundError,
 )
+from .store import Store
 
 __version__: str = _native.__version__
 
@@ -45,6 +46,7 @@ __all__ = [
     "LimitError",
     "MissingFileError",
     "OutputExistsError",
+    "Store",
     "TensorNotFoundError",
     "__version__",
     "pack",

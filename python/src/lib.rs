@@ -10,12 +10,14 @@ mod errors;
 mod files;
 mod pool;
 mod save;
+mod store;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<archive::PyArchive>()?;
+    m.add_class::<store::PyStore>()?;
     m.add_function(wrap_pyfunction!(save::save_file, m)?)?;
     m.add_function(wrap_pyfunction!(save::safetensors_header, m)?)?;
     m.add_function(wrap_pyfunction!(files::pack, m)?)?;

@@ -21,14 +21,23 @@ def test_native_stub_matches_module() -> None:
     }
     public = {n for n in dir(mcodec._native) if not n.startswith("_")} | {"__version__"}
     assert declared - {"_Path"} == public
-    archive = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Archive")
-    methods = {n.name for n in archive.body if isinstance(n, ast.FunctionDef)} - {"__init__"}
-    assert methods == {n for n in dir(mcodec._native.Archive) if not n.startswith("_")}
+    for cls in ("Archive", "Store"):
+        node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+        methods = {n.name for n in node.body if isinstance(n, ast.FunctionDef)} - {"__init__"}
+        native = getattr(mcodec._native, cls)
+        assert methods == {n for n in dir(native) if not n.startswith("_")}, cls
 
 
 def test_typed_and_documented() -> None:
     assert Path(mcodec.__file__).with_name("py.typed").exists()
-    for module in (mcodec, mcodec.torch, mcodec.numpy, mcodec.transformers, mcodec.errors):
+    for module in (
+        mcodec,
+        mcodec.torch,
+        mcodec.numpy,
+        mcodec.transformers,
+        mcodec.errors,
+        mcodec.store,
+    ):
         assert module.__doc__, module
         for name in getattr(module, "__all__", []):
             obj = getattr(module, name)
