@@ -303,9 +303,11 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['file']} | {r['tool']} | {r['threads']} | {r['status']}: "
                          f"{r['error']} | | | | | |")
             continue
-        def same(tool):
+        def same(tool: str, r: dict = r) -> dict | None:
+            """The ok row of `tool` for r's file and thread count."""
             return next((x for x in rows if x["file"] == r["file"] and x["tool"] == tool
                          and x["threads"] == r["threads"] and x["status"] == "ok"), None)
+
         ref, peer = same("mcodec bench"), r
         if r["tool"].startswith("mcodec bench simd="):
             # A forced path: compared with ZipNN (the peer) at the same thread count.
