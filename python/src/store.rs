@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use mcodec_store::outdir::OutputError;
 use mcodec_store::{is_s3_url, AddOptions, DeltaMode, S3Backend, S3Options, Store, StoreError};
 use pyo3::prelude::*;
 use rayon::prelude::*;
@@ -34,10 +35,14 @@ fn store_error(root: &str, e: StoreError) -> PyErr {
         StoreError::Manifest(_) | StoreError::OwnBase(_) | StoreError::BufferLength { .. } => {
             Kind::Argument
         }
+        StoreError::Output(OutputError::Exists { .. }) => Kind::Exists,
         StoreError::Input { .. } | StoreError::Output(_) | StoreError::Backend(_) => Kind::File,
         _ => Kind::Corrupt,
     };
-    error(kind, format!("store {root}: {e}"))
+    let message = e
+        .to_string()
+        .replace("(use -f to overwrite)", "(pass force=True to overwrite)");
+    error(kind, format!("store {root}: {message}"))
 }
 
 fn json<T: serde::Serialize>(v: &T) -> PyResult<String> {
