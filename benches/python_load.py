@@ -14,8 +14,9 @@ plus touching one byte per 4 KiB page of every tensor, so that loaders returning
 mapped tensors (safetensors) pay for their reads too. "warm": the file was read just
 before; "cold": its pages were dropped from the page cache first with
 posix_fadvise(POSIX_FADV_DONTNEED) (no root needed; the machine's disk is then read).
-Peak RSS is the process's peak resident set during load+touch minus its resident set
-just before the load (torch itself), next to the decoded model's size.
+Peak RSS is the process's peak resident set (VmHWM, reset just before the load) during
+load+touch minus its resident set just before the load (torch itself), next to the
+decoded model's size.
 
 Usage: python3 benches/python_load.py FILE.safetensors [...] [--repeat N] [--json OUT]
 Writes FILE.mcz (mcodec) and FILE.znn.safetensors (ZipNN) beside each input if missing.
@@ -51,14 +52,19 @@ def warm(path: Path) -> None:
             pass
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith(field + ":"))
+
+
+def reset_peak_rss() -> None:
+    # getrusage's ru_maxrss survives exec (a child inherits its parent's peak): use the
+    # per-process VmHWM, reset here ("5" to clear_refs resets the peak to the current RSS).
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def child(loader: str, path: str) -> None:
-    import resource
-
     import torch
 
     if loader.startswith("mcodec"):
@@ -82,9 +88,10 @@ def child(loader: str, path: str) -> None:
 
         def load():
             with SafeOpen(path, "pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}
+                return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (no __iter__)
 
-    before = rss_bytes()
+    reset_peak_rss()
+    before = status_kb("VmRSS") * 1024
     t0 = time.perf_counter()
     tensors = load()
     t1 = time.perf_counter()
@@ -94,7 +101,7 @@ def child(loader: str, path: str) -> None:
         if flat.numel():
             touched += int(flat[:: 4096].sum())
     t2 = time.perf_counter()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = status_kb("VmHWM") * 1024
     nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
     print(json.dumps({"load_s": t1 - t0, "total_s": t2 - t0, "peak_rss": peak - before,
                       "bytes": nbytes, "touched": touched % 7}))
@@ -150,8 +157,9 @@ def main() -> None:
         return
     import mcodec
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                if ln.startswith("model name")), platform.processor())
+    with open("/proc/cpuinfo") as f:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                   platform.processor())
     print(f"# {cpu}, {os.cpu_count()} CPUs, repeat {a.repeat}, medians")
     results = []
     for f in a.files:

@@ -8,6 +8,7 @@
 mod archive;
 mod errors;
 mod files;
+mod hugepages;
 mod pool;
 mod save;
 mod store;
