@@ -136,7 +136,6 @@ impl PyArchive {
                 // null (checked above) and a byte slice needs no alignment.
                 unsafe { std::slice::from_raw_parts_mut(t.address as *mut u8, t.len) }
             };
-            crate::hugepages::advise(t.address, t.len);
             let done = archive.decode_tensor(t.tensor, out);
             if release {
                 archive.release(t.tensor);

@@ -8,7 +8,6 @@
 mod archive;
 mod errors;
 mod files;
-mod hugepages;
 mod pool;
 mod save;
 mod store;

@@ -204,7 +204,6 @@ impl PyStore {
                         // null (checked above) and bytes need no alignment.
                         unsafe { std::slice::from_raw_parts_mut(address as *mut u8, len) }
                     };
-                    crate::hugepages::advise(address, len);
                     store.read_tensor_into(entry, out)
                 })
             })
