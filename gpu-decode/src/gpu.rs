@@ -585,13 +585,11 @@ impl GpuModel {
         })
     }
 
-    /// Decodes a group into `dst` (the buffer it was made for) on `stream`, asynchronously:
-    /// one kernel launch for every kernel-decoded tensor, one copy per fallback tensor.
-    /// Call [`Self::check`] to learn whether the kernel found a corrupt chunk.
-    pub fn launch(
+    /// Refuses a group made by another model, or a buffer it was not made for.
+    fn check_group(
         &self,
         group: &DecodeGroup,
-        dst: &mut CudaSlice<u8>,
+        dst: &CudaSlice<u8>,
         stream: &Arc<CudaStream>,
     ) -> Result<(), GpuError> {
         if group.model != self.id {
@@ -605,6 +603,19 @@ impl GpuModel {
                 "not the buffer the group was made for".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Decodes a group into `dst` (the buffer it was made for) on `stream`, asynchronously:
+    /// one kernel launch for every kernel-decoded tensor, one copy per fallback tensor.
+    /// Call [`Self::check`] to learn whether the kernel found a corrupt chunk.
+    pub fn launch(
+        &self,
+        group: &DecodeGroup,
+        dst: &mut CudaSlice<u8>,
+        stream: &Arc<CudaStream>,
+    ) -> Result<(), GpuError> {
+        self.check_group(group, dst, stream)?;
         for &(from, to, len) in &group.copies {
             let (from, to, len) = (from as usize, to as usize, len as usize);
             stream
@@ -691,17 +702,7 @@ impl GpuModel {
         stream: &Arc<CudaStream>,
         which: Verify,
     ) -> Result<usize, GpuError> {
-        if group.model != self.id {
-            return Err(GpuError::ForeignGroup {
-                group_model: group.model,
-                model: self.id,
-            });
-        }
-        if (dst.len() as u64) < group.total || dst.device_ptr(stream).0 != group.dst {
-            return Err(GpuError::BadOutput(
-                "not the buffer the group was made for".into(),
-            ));
-        }
+        self.check_group(group, dst, stream)?;
         let chosen = which.positions(group.tensors.len());
         for &k in &chosen {
             let t = &self.tensors[group.tensors[k]];

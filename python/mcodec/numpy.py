@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Union
 
-from . import _dtypes, _native
+from . import _dtypes
 from ._open import _check_host, safe_open
 from .errors import ArgumentError
-from .torch import _level, _metadata_items
+from .torch import _save
 
 __all__ = ["load_file", "save_file"]
 
@@ -67,11 +67,4 @@ def save_file(
         )
         for name, a in arrays.items()
     ]
-    _native.save_file(
-        os.fspath(filename),
-        entries,
-        _metadata_items(metadata),
-        force=force,
-        max=_level(level),
-        threads=threads,
-    )
+    _save(entries, filename, metadata, force, level, threads)

@@ -126,6 +126,18 @@ def save_file(
         )
         for name, t in cpu.items()
     ]
+    _save(entries, filename, metadata, force, level, threads)
+
+
+def _save(
+    entries: list[tuple[str, str, list[int], int, int]],
+    filename: PathLike,
+    metadata: Optional[dict[str, str]],
+    force: bool,
+    level: str,
+    threads: Optional[int],
+) -> None:
+    """Writes ``entries`` (name, dtype, shape, address, nbytes) as an ``.mcz`` file."""
     _native.save_file(
         os.fspath(filename),
         entries,
