@@ -286,7 +286,7 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
                             // The common BF16 case: pack the residual while splitting.
                             let n = chunk.len() / 2;
                             let buf = &mut bufs.bufs[0];
-                            buf.resize(chunk_len, 0);
+                            grow(buf, n);
                             let mut packed = Vec::with_capacity((7 * n).div_ceil(8));
                             crate::float_split::split_bf16_packed(
                                 chunk,
@@ -296,7 +296,7 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
                             return vec![exp.encode_chunk(c, &buf[..n]), packed];
                         }
                     }
-                    let fields = bufs.split(layout, chunk, chunk_len);
+                    let fields = bufs.split(layout, chunk);
                     encoders
                         .iter()
                         .zip(fields)
@@ -351,6 +351,13 @@ struct FieldBuffers {
     pairs: [[Vec<u16>; 2]; MAX_FIELDS],
 }
 
+/// Makes `buf` at least `n` long: buffers only grow, to the longest piece decoded so far.
+fn grow(buf: &mut Vec<u16>, n: usize) {
+    if buf.len() < n {
+        buf.resize(n, 0);
+    }
+}
+
 thread_local! {
     static FIELD_BUFFERS: std::cell::RefCell<FieldBuffers> = std::cell::RefCell::new(FieldBuffers::default());
 }
@@ -361,13 +368,13 @@ impl FieldBuffers {
         FIELD_BUFFERS.with(|b| f(&mut b.borrow_mut()))
     }
 
-    fn split(&mut self, layout: Layout, chunk: &[u8], chunk_len: usize) -> Vec<&mut [u16]> {
+    fn split(&mut self, layout: Layout, chunk: &[u8]) -> Vec<&mut [u16]> {
         let n = chunk.len() / layout.element_size();
         let count = layout.field_bits().len();
         let mut views: Vec<&mut [u16]> = self.bufs[..count]
             .iter_mut()
             .map(|b| {
-                b.resize(chunk_len, 0);
+                grow(b, n);
                 &mut b[..n]
             })
             .collect();
@@ -644,7 +651,7 @@ impl<'a> TensorDecoder<'a> {
         let chunk_len = 1usize << self.chunk_log2;
         let n = self.out_len / layout.element_size();
         let mut hist = vec![0u64; 1 << layout.field_bits()[0]];
-        let mut buf = vec![0u16; chunk_len];
+        let mut buf = vec![0u16; chunk_len.min(n)];
         for c in 0..decoders[0].n_chunks() {
             let len = chunk_len.min(n - c * chunk_len);
             decoders[0]
@@ -682,8 +689,10 @@ fn decode_chunk_pair(
             continue;
         }
         let [a, b] = &mut bufs.pairs[i];
-        a.resize(chunk_len, 0);
-        b.resize(chunk_len, 0);
+        // Grown to what is decoded, not to the chunk length a file claims: a small
+        // tensor with a 2^22-element chunk must not leave megabytes per thread behind.
+        grow(a, na);
+        grow(b, nb);
         let result = if nb > 0 {
             d.decode_chunk_pair(first, &mut a[..na], &mut b[..nb])
         } else {

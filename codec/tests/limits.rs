@@ -6,6 +6,7 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{every_dtype_model, pack_small_chunks, unpack, with_index};
 use mcodec::container::{pack, Archive, ContainerError, Index, PackOptions, MAX_EXPANSION};
@@ -19,6 +20,24 @@ struct PeakAlloc;
 
 thread_local! {
     static LARGEST: Cell<usize> = const { Cell::new(0) };
+    /// Set on the threads of a [`measured_pool`]: their allocations also count in
+    /// [`POOL_LIVE`] / [`POOL_PEAK`] (the decoder's work runs on pool threads, not the
+    /// caller's).
+    static MEASURED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Bytes allocated and not yet freed by measured threads, and the most at any time.
+static POOL_LIVE: AtomicUsize = AtomicUsize::new(0);
+static POOL_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn measured() -> bool {
+    MEASURED.try_with(Cell::get).unwrap_or(false)
+}
+
+fn count(grow: usize, shrink: usize) {
+    let live = POOL_LIVE.fetch_add(grow, Ordering::Relaxed) + grow;
+    POOL_LIVE.fetch_sub(shrink, Ordering::Relaxed);
+    POOL_PEAK.fetch_max(live, Ordering::Relaxed);
 }
 
 // SAFETY: forwards to the system allocator; the bookkeeping touches only a const
@@ -26,15 +45,24 @@ thread_local! {
 unsafe impl GlobalAlloc for PeakAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
+        if measured() {
+            count(layout.size(), 0);
+        }
         // SAFETY: same layout contract as the caller's.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if measured() {
+            count(0, layout.size());
+        }
         // SAFETY: `ptr` came from `System.alloc` with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _ = LARGEST.try_with(|l| l.set(l.get().max(new_size)));
+        if measured() {
+            count(new_size, layout.size());
+        }
         // SAFETY: forwarded unchanged.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -48,6 +76,51 @@ fn largest_alloc<R>(f: impl FnOnce() -> R) -> (R, usize) {
     LARGEST.with(|l| l.set(0));
     let r = f();
     (r, LARGEST.with(Cell::get))
+}
+
+/// A pool whose threads' allocations count in [`POOL_PEAK`]. Its threads are kept, so
+/// memory they keep in thread-locals stays counted as live.
+fn measured_pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .start_handler(|_| MEASURED.with(|m| m.set(true)))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn decode_scratch_is_sized_by_what_is_decoded_not_the_chunk_length() {
+    // A small tensor written with the longest chunk the format allows (2^22 elements):
+    // the decoder's per-thread field buffers used to be sized by the chunk length (8 MiB
+    // per field and buffer, 64 MiB a thread at most), left resident by any few-KB file.
+    let n = 3000usize;
+    let data: Vec<u8> = (0..n)
+        .flat_map(|i| (((i * 7919) % 251) as u16 + 0x3c00).to_le_bytes())
+        .collect();
+    let opts = PackOptions {
+        encode: mcodec::EncodeOptions {
+            chunk_log2: 22,
+            ..Default::default()
+        },
+        raw_dtype: Some(Dtype::BF16),
+    };
+    let mut file = Vec::new();
+    pack(&data, &opts, &mut file, &|_| {}).unwrap();
+    let archive = Archive::open(&file).unwrap();
+    assert_eq!(archive.index().tensors[0].chunk_log2, 22);
+    let pool = measured_pool(2);
+    let mut out = vec![0u8; data.len()];
+    POOL_PEAK.store(POOL_LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+    pool.install(|| archive.decode_tensor(0, &mut out)).unwrap();
+    assert_eq!(out, data);
+    let peak = POOL_PEAK.load(Ordering::Relaxed);
+    // Two fields, two buffers each, of at most n u16s, plus tables and bookkeeping.
+    let allowed = 16 * data.len() + (1 << 20);
+    assert!(
+        peak <= allowed,
+        "decoding {} bytes allocated up to {peak} bytes on the pool's threads (allowed {allowed})",
+        data.len()
+    );
 }
 
 fn raw_pack(data: &[u8], dtype: Dtype) -> Vec<u8> {
