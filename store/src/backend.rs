@@ -111,6 +111,12 @@ pub trait Backend: Send + Sync {
     fn io_parallelism(&self) -> usize {
         1
     }
+    /// Whether an object can be read back as soon as [`Backend::put_object`] returns.
+    /// `false` for a backend that uploads in the background until
+    /// [`Backend::sync_objects`] (S3; its uploads carry a checksum the server verifies).
+    fn puts_are_synchronous(&self) -> bool {
+        true
+    }
 }
 
 /// Name of the marker file at the root of a local store.

@@ -741,6 +741,10 @@ impl Backend for S3Backend {
         self.opts.concurrency
     }
 
+    fn puts_are_synchronous(&self) -> bool {
+        false
+    }
+
     fn clean_temporaries(&self, cutoff: SystemTime) -> Result<(u64, u64), BackendError> {
         let (mut count, mut bytes) = (0, 0);
         let claims = self.list_dir(CLAIMS_DIR)?;
