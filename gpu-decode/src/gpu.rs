@@ -20,7 +20,7 @@ use crate::plan::{
     self, Body, PlanError, Prepared, PreparedTensor, TensorDesc, STAGE_BYTES_PER_WARP, TABLE_BYTES,
     WARPS,
 };
-use crate::{CorruptChunk, DecodedMismatch, Verify, KERNEL_NAME, KERNEL_SOURCE};
+use crate::{CorruptChunk, DecodedMismatch, RawTarget, Verify, KERNEL_NAME, KERNEL_SOURCE};
 
 /// Errors of the GPU decoder.
 #[derive(Debug, thiserror::Error)]
@@ -294,6 +294,25 @@ fn load_kernel(
     Ok((module, CodeKind::Ptx { arch, isa, why }))
 }
 
+/// The primary context of device `ordinal` (the one the CUDA runtime, and so PyTorch,
+/// uses), or why there is none.
+fn open_device(ordinal: usize) -> Result<Arc<CudaContext>, GpuError> {
+    // SAFETY: only probes whether the library can be loaded.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(GpuError::NoDevice(
+            "the CUDA driver (libcuda) is not installed".into(),
+        ));
+    }
+    let count = CudaContext::device_count()
+        .map_err(|e| GpuError::NoDevice(format!("the driver reports {e:?}")))?;
+    if count <= ordinal as i32 {
+        return Err(GpuError::NoDevice(format!(
+            "device {ordinal} asked for, {count} present"
+        )));
+    }
+    CudaContext::new(ordinal).map_err(driver("context creation"))
+}
+
 /// The compiled kernel on one device.
 #[derive(Debug)]
 pub struct GpuDecoder {
@@ -307,23 +326,38 @@ pub struct GpuDecoder {
 impl GpuDecoder {
     /// Opens device `ordinal` and compiles the kernel for it.
     pub fn new(ordinal: usize) -> Result<Self, GpuError> {
-        // SAFETY: only probes whether the library can be loaded.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err(GpuError::NoDevice(
-                "the CUDA driver (libcuda) is not installed".into(),
-            ));
-        }
-        let count = CudaContext::device_count()
-            .map_err(|e| GpuError::NoDevice(format!("the driver reports {e:?}")))?;
-        if count <= ordinal as i32 {
-            return Err(GpuError::NoDevice(format!(
-                "device {ordinal} asked for, {count} present"
-            )));
-        }
-        let ctx = CudaContext::new(ordinal).map_err(driver("context creation"))?;
+        let ctx = open_device(ordinal)?;
         let (major, minor) = ctx.compute_capability().map_err(driver("device query"))?;
         nvrtc_present()?;
         let (module, code) = load_kernel(&ctx, major, minor)?;
+        Self::finish(ctx, &module, code)
+    }
+
+    /// Opens device `ordinal` with a kernel image the caller compiled from
+    /// [`KERNEL_SOURCE`] (a cubin from [`compile_cubin`], or from an NVRTC that this
+    /// crate's loader does not find, as the Python package does with the NVRTC that
+    /// PyTorch ships). `arch` names what the image was built for (`sm_90`); the driver
+    /// refuses an image for another architecture.
+    pub fn with_cubin(ordinal: usize, image: Vec<u8>, arch: &str) -> Result<Self, GpuError> {
+        let ctx = open_device(ordinal)?;
+        let module = ctx
+            .load_module(cudarc::nvrtc::Ptx::from_binary(image))
+            .map_err(load_error(arch))?;
+        Self::finish(
+            ctx,
+            &module,
+            CodeKind::Cubin {
+                arch: arch.to_owned(),
+            },
+        )
+    }
+
+    /// Looks the kernel up in `module` and sizes its shared memory for the device.
+    fn finish(
+        ctx: Arc<CudaContext>,
+        module: &Arc<cudarc::driver::CudaModule>,
+        code: CodeKind,
+    ) -> Result<Self, GpuError> {
         let func = module
             .load_function(KERNEL_NAME)
             .map_err(driver("kernel lookup"))?;
@@ -664,6 +698,102 @@ impl GpuModel {
     ) -> Result<(), GpuError> {
         let group = self.group(&[t], dst, stream)?;
         self.launch(&group, dst, stream)
+    }
+
+    /// Decodes tensors into device memory the caller allocated (a PyTorch CUDA tensor,
+    /// say), on the caller's stream `stream` (a raw `CUstream`, e.g. PyTorch's current
+    /// stream), after the work already queued there; returns once the decode is complete
+    /// and checked ([`Self::check`]). `upload` (a stream of this model's context) carries
+    /// the small work lists, which are freed on return.
+    ///
+    /// Each target's length must be its tensor's decoded length and its address 16-byte
+    /// aligned (where non-empty); tensors the kernel does not take are copied from their
+    /// CPU-decoded bytes ([`Self::fallbacks`]).
+    ///
+    /// # Safety
+    /// `stream` must be a live stream of this model's context (or null, the legacy default
+    /// stream), and each target must be device memory of this context of at least its
+    /// length, which nothing else reads or writes until this returns.
+    pub unsafe fn decode_into_raw(
+        &mut self,
+        targets: &[RawTarget],
+        stream: cudarc::driver::sys::CUstream,
+        upload: &Arc<CudaStream>,
+    ) -> Result<(), GpuError> {
+        let (descs, copies) =
+            crate::raw_work(&self.tensors, targets, self.arena_base, self.table_base)?;
+        let mut launches = Vec::new();
+        for l in plan::launches(&descs, self.warp_slots) {
+            if l.shared > self.max_shared {
+                return Err(GpuError::SharedMemory {
+                    need: l.shared,
+                    have: self.max_shared,
+                });
+            }
+            launches.push(DeviceLaunch {
+                descs: upload_bytes(upload, as_bytes(&l.descs), "tensor descriptors")?,
+                tasks: upload_bytes(upload, as_bytes(&l.tasks), "work list")?,
+                n_tasks: l.tasks.len() as u32,
+                shared: l.shared as u32,
+            });
+        }
+        // The work lists and the error flag's last clear must be on the device before
+        // the caller's stream, which knows nothing of `upload`, runs the kernel.
+        upload.synchronize().map_err(driver("upload"))?;
+        upload
+            .context()
+            .bind_to_thread()
+            .map_err(driver("binding the context"))?;
+        for &(from, to, len) in &copies {
+            // SAFETY: `from..from + len` lies in this model's arena (the plan placed the
+            // CPU-decoded tensor there) and `to` is the caller's buffer of `len` bytes.
+            let from = self.arena_base + from;
+            unsafe { cudarc::driver::result::memcpy_dtod_async(to, from, len as usize, stream) }
+                .map_err(driver("device copy"))?;
+        }
+        let (arena, tables, err) = (self.arena_base, self.table_base, self.err_ptr(upload));
+        for l in &launches {
+            let descs_ptr = l.descs.device_ptr(upload).0;
+            let tasks_ptr = l.tasks.device_ptr(upload).0;
+            let out: u64 = 0;
+            let mut n_tasks = l.n_tasks;
+            let mut args = [descs_ptr, tasks_ptr, arena, tables, out, err];
+            let [a_descs, a_tasks, a_arena, a_tables, a_out, a_err] = &mut args;
+            let mut params: [*mut std::ffi::c_void; 7] = [
+                (a_descs as *mut u64).cast(),
+                (a_tasks as *mut u64).cast(),
+                (&mut n_tasks as *mut u32).cast(),
+                (a_arena as *mut u64).cast(),
+                (a_tables as *mut u64).cast(),
+                (a_out as *mut u64).cast(),
+                (a_err as *mut u64).cast(),
+            ];
+            // SAFETY: the parameters match the kernel's signature (descs, tasks, n_tasks,
+            // arena, tables, out, err), each pointing at a live local of the parameter's
+            // size; the descriptors address this model's arena and tables and the
+            // caller's targets, checked above for length and alignment.
+            unsafe {
+                cudarc::driver::result::launch_kernel(
+                    self.func.cu_function(),
+                    (l.n_tasks, 1, 1),
+                    ((WARPS * 32) as u32, 1, 1),
+                    l.shared,
+                    stream,
+                    &mut params,
+                )
+            }
+            .map_err(driver("kernel launch"))?;
+        }
+        // SAFETY: the caller vouches for `stream`.
+        unsafe { cudarc::driver::result::stream::synchronize(stream) }
+            .map_err(driver("synchronize"))?;
+        drop(launches);
+        self.check(upload)
+    }
+
+    /// Device address of the error flag.
+    fn err_ptr(&self, stream: &Arc<CudaStream>) -> u64 {
+        self.err.device_ptr(stream).0
     }
 
     /// Waits for `stream` and reports (and clears) a corrupt chunk the kernel found.

@@ -81,6 +81,97 @@ pub fn launch_work(
     (descs, copies)
 }
 
+/// A tensor the kernel does not decode, copied instead: (arena offset of its CPU-decoded
+/// bytes, destination address, length).
+pub type RawCopy = (u64, u64, u64);
+
+/// Where [`GpuModel::decode_into_raw`] writes one tensor: memory the caller owns (a
+/// PyTorch CUDA tensor, say), anywhere in device memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawTarget {
+    /// Index into the prepared tensors ([`GpuModel::tensors`]).
+    pub tensor: usize,
+    /// Device address (16-byte aligned unless the tensor is empty).
+    pub address: u64,
+    /// Bytes at `address`: the tensor's decoded length.
+    pub len: u64,
+}
+
+/// The kernel work of decoding `targets` of `prepared`, each into its own memory, with
+/// the arena at `arena` and the tables at `tables`: the kernel descriptors, and the
+/// CPU-decoded tensors as (arena offset, destination address, length) copies. Refuses a
+/// target whose length is not its tensor's or whose address is not 16-byte aligned.
+pub fn raw_work(
+    prepared: &[PreparedTensor],
+    targets: &[RawTarget],
+    arena: u64,
+    tables: u64,
+) -> Result<(Vec<TensorDesc>, Vec<RawCopy>), GpuError> {
+    let mut descs = Vec::new();
+    let mut copies = Vec::new();
+    for target in targets {
+        let t = target.tensor;
+        let Some(p) = prepared.get(t) else {
+            return Err(plan::PlanError::NoSuchTensor {
+                index: t,
+                count: prepared.len(),
+            }
+            .into());
+        };
+        if target.len != p.out_len {
+            return Err(GpuError::BadOutput(format!(
+                "tensor {:?}: {} bytes given, it decodes to {}",
+                p.name, target.len, p.out_len
+            )));
+        }
+        if p.out_len > 0 && !target.address.is_multiple_of(16) {
+            return Err(GpuError::BadOutput(format!(
+                "tensor {:?}: address {:#x} not 16-byte aligned",
+                p.name, target.address
+            )));
+        }
+        match &p.body {
+            Body::Empty => {}
+            Body::Split(d) => descs.push(d.relocate(arena, tables, target.address, t as u32)),
+            Body::Raw { offset, .. } => copies.push((*offset, target.address, p.out_len)),
+        }
+    }
+    Ok((descs, copies))
+}
+
+/// Decodes `targets` of `prepared` with the CPU mirror of the kernel into `out`, which
+/// stands for device memory at address `base` (each target's address lies in it): what
+/// [`GpuModel::decode_into_raw`] does on the device.
+pub fn mirror_decode_raw(
+    prepared: &Prepared,
+    targets: &[RawTarget],
+    out: &mut [u8],
+    base: u64,
+) -> Result<(), GpuError> {
+    const ARENA: u64 = 1 << 40;
+    const TABLES: u64 = 2 << 40;
+    let (descs, copies) = raw_work(&prepared.tensors, targets, ARENA, TABLES)?;
+    for &(from, to, len) in &copies {
+        let (from, to, len) = (from as usize, (to - base) as usize, len as usize);
+        out[to..to + len].copy_from_slice(&prepared.arena[from..from + len]);
+    }
+    let mem = mirror::Memory::new(vec![(ARENA, &prepared.arena), (TABLES, &prepared.tables)]);
+    let mut err = [0u32; 3];
+    for launch in plan::launches(&descs, plan::DEFAULT_WARP_SLOTS) {
+        mirror::launch(
+            &mem,
+            &mut mirror::Output { base, bytes: out },
+            &launch.descs,
+            &launch.tasks,
+            &mut err,
+        );
+    }
+    match corrupt_chunk(&prepared.tensors, err) {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
 /// A chunk the kernel (or its mirror) found corrupt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("tensor {tensor:?} chunk {chunk}: {}", match *.code {

@@ -23,6 +23,17 @@ class Archive:
         threads: Optional[int] = None,
         release: bool = False,
     ) -> None: ...
+    def gpu_decode_into(
+        self,
+        targets: list[tuple[str, int, int]],
+        stream: int,
+        ordinal: int,
+        image: bytes,
+        arch: str,
+        batch_bytes: int,
+    ) -> list[tuple[str, str]]: ...
+
+KERNEL_SOURCE: str
 
 def safetensors_header(
     tensors: list[tuple[str, str, list[int], int]],

@@ -125,7 +125,7 @@ class safe_open:  # noqa: N801 - the name safetensors users already know
         self._entry(name)
         return _Slice(self, name)
 
-    def _empty(self, name: str) -> Any:
+    def _empty(self, name: str, device: Any = None) -> Any:
         dtype, shape, nbytes = self._entry(name)
         if self._framework == "np":
             import numpy as np
@@ -133,10 +133,19 @@ class safe_open:  # noqa: N801 - the name safetensors users already know
             return np.empty(shape, dtype=_dtypes.numpy_dtype(dtype))
         import torch
 
-        return torch.empty(shape, dtype=_dtypes.torch_dtype(dtype))
+        return torch.empty(shape, dtype=_dtypes.torch_dtype(dtype), device=device)
 
     def _load(self, names: list[str], release: bool = False) -> dict[str, Any]:
         """Allocates the named tensors and decodes into them in one parallel pass."""
+        why = ""
+        if self._framework == "pt" and self._device.type == "cuda":
+            from . import _gpu
+
+            for name in names:
+                self._entry(name)
+            on_gpu, why = _gpu.load(self._archive, names, self._entries, self._empty, self._device)
+            if on_gpu is not None:
+                return on_gpu
         out = {name: self._empty(name) for name in names}
         targets = []
         for name, t in out.items():
@@ -149,7 +158,7 @@ class safe_open:  # noqa: N801 - the name safetensors users already know
         if self._framework == "pt" and self._device.type != "cpu":
             from . import _gpu
 
-            out = _gpu.to_device(out, self._device)
+            out = _gpu.to_device(out, self._device, why)
         return out
 
     def _load_all(self) -> dict[str, Any]:

@@ -13,6 +13,8 @@ __all__ = [
     "CorruptError",
     "Error",
     "FileError",
+    "GpuError",
+    "GpuUnavailableError",
     "LimitError",
     "MissingFileError",
     "OutputExistsError",
@@ -54,3 +56,15 @@ class TensorNotFoundError(Error, KeyError):
     def __str__(self) -> str:
         # KeyError quotes its argument; a message reads better as it is.
         return str(self.args[0]) if self.args else ""
+
+
+class GpuError(Error, RuntimeError):
+    """The GPU failed while decoding (a CUDA driver call or kernel launch failed)."""
+
+
+class GpuUnavailableError(GpuError):
+    """The GPU decoder cannot run here: no CUDA device, driver, NVRTC or usable kernel.
+
+    ``device="cuda"`` loads catch it and decode on the CPU instead (saying so once), unless
+    ``MCODEC_GPU_REQUIRED=1`` is set.
+    """

@@ -102,7 +102,7 @@ class Store:
         if str(device) != "cpu":
             from . import _gpu
 
-            out = _gpu.to_device(out, torch.device(device))
+            out = _gpu.to_device(out, torch.device(device), "the store decodes on the CPU")
         return out
 
     def __repr__(self) -> str:

@@ -9,7 +9,7 @@ use pyo3::types::PyBytes;
 use rayon::prelude::*;
 
 use crate::errors::{container, error, Kind};
-use crate::pool;
+use crate::{gpu, pool};
 
 /// One tensor of the index, as Python sees it: name, dtype name, shape, byte length.
 type Entry = (String, String, Vec<u64>, u64);
@@ -158,6 +158,66 @@ impl PyArchive {
             })
         })?
         .map_err(|e| container(&self.path, e))
+    }
+
+    /// Decodes the named tensors on CUDA device `ordinal` straight into the device memory
+    /// at each `(name, address, nbytes)`, on the raw CUDA stream `stream` (PyTorch's
+    /// current stream), after the work queued there, and waits for it. `image` is the
+    /// kernel compiled for `arch` (see `mcodec/_gpu.py`). The compressed streams of at
+    /// most `batch_bytes` decoded bytes are on the device at a time. Returns the tensors
+    /// that the kernel does not take, as `(name, reason)` (decoded on the CPU, copied).
+    ///
+    /// Raises `GpuUnavailableError` when the device, driver or image cannot be used (the
+    /// caller then decodes on the CPU), `CorruptError` for damaged data.
+    ///
+    /// The addresses must be device memory of that device's primary context, `nbytes`
+    /// each, 16-byte aligned, not overlapping, untouched by others until this returns,
+    /// and `stream` a live stream of that context or 0: the package's own modules pass
+    /// freshly allocated PyTorch tensors and `torch.cuda.current_stream().cuda_stream`.
+    #[allow(clippy::too_many_arguments)]
+    fn gpu_decode_into(
+        &self,
+        py: Python<'_>,
+        targets: Vec<(String, u64, u64)>,
+        stream: usize,
+        ordinal: usize,
+        image: Vec<u8>,
+        arch: String,
+        batch_bytes: u64,
+    ) -> PyResult<Vec<(String, String)>> {
+        let mut work = Vec::with_capacity(targets.len());
+        for (name, address, len) in targets {
+            let Some(tensor) = self.archive.find(&name) else {
+                return Err(error(
+                    Kind::NoTensor,
+                    format!("{}: no tensor named {name:?}", self.path.display()),
+                ));
+            };
+            let want = self.archive.index().tensors[tensor].original_len;
+            if want != len {
+                return Err(error(
+                    Kind::Argument,
+                    format!("tensor {name:?} has {want} bytes, the buffer {len}"),
+                ));
+            }
+            if len > 0 && address == 0 {
+                return Err(error(
+                    Kind::Argument,
+                    format!("tensor {name:?}: null device buffer"),
+                ));
+            }
+            work.push(gpu::GpuTarget {
+                tensor,
+                address,
+                len,
+            });
+        }
+        let archive = &self.archive;
+        // SAFETY: the caller guarantees the stream and the targets (see the docs above).
+        py.detach(|| unsafe {
+            gpu::decode(archive, &work, stream, ordinal, image, &arch, batch_bytes)
+        })
+        .map_err(|e| gpu::to_py(&self.path, e))
     }
 
     fn __repr__(&self) -> String {

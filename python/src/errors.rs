@@ -24,6 +24,11 @@ pub(crate) enum Kind {
     Argument,
     /// A tensor name the file does not have (`TensorNotFoundError`, a `KeyError`).
     NoTensor,
+    /// The GPU decoder cannot run here: no device, driver or usable kernel image
+    /// (`GpuUnavailableError`, a `GpuError`); callers fall back to the CPU.
+    GpuUnavailable,
+    /// The GPU failed while decoding (`GpuError`, a `RuntimeError`).
+    Gpu,
 }
 
 impl Kind {
@@ -36,6 +41,8 @@ impl Kind {
             Kind::File => "FileError",
             Kind::Argument => "ArgumentError",
             Kind::NoTensor => "TensorNotFoundError",
+            Kind::GpuUnavailable => "GpuUnavailableError",
+            Kind::Gpu => "GpuError",
         }
     }
 

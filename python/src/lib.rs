@@ -8,6 +8,7 @@
 mod archive;
 mod errors;
 mod files;
+mod gpu;
 mod pool;
 mod save;
 mod store;
@@ -22,6 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(save::safetensors_header, m)?)?;
     m.add_function(wrap_pyfunction!(files::pack, m)?)?;
     m.add_function(wrap_pyfunction!(files::unpack, m)?)?;
+    m.add("KERNEL_SOURCE", gpu::KERNEL_SOURCE)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -149,3 +149,62 @@ fn damaged_streams_stay_in_bounds_and_are_reported() {
         "{reported} of {trials} damaged arenas reported"
     );
 }
+
+/// `decode_into_raw` (the Python package's `device="cuda"` path) writes each tensor into
+/// memory of its own, anywhere: here in reverse order with gaps between, which the mirror
+/// decodes bit-identically to the CPU; a wrong length or a misaligned address is refused.
+#[test]
+fn raw_targets_in_scattered_memory_match_cpu() {
+    use mcodec_gpu::RawTarget;
+    const BASE: u64 = 7 << 40;
+    let mcz = pack_with(&generated_model(), EncodeOptions::default());
+    let archive = Archive::open(&mcz).expect("open");
+    let prepared = Prepared::new(&archive, None, DEFAULT_MAX_TABLES).expect("prepare");
+    // Reverse order, each tensor at a 16-byte multiple with 48 bytes of gap before it.
+    let mut at = 0u64;
+    let mut targets = Vec::new();
+    for (i, t) in prepared.tensors.iter().enumerate().rev() {
+        at = (at + 48).next_multiple_of(16);
+        targets.push(RawTarget {
+            tensor: i,
+            address: BASE + at,
+            len: t.out_len,
+        });
+        at += t.out_len;
+    }
+    const FILL: u8 = 0xA5;
+    let mut out = vec![FILL; at as usize + 64];
+    mcodec_gpu::mirror_decode_raw(&prepared, &targets, &mut out, BASE).expect("mirror decode");
+    let mut written = 0;
+    for target in &targets {
+        let t = &prepared.tensors[target.tensor];
+        let want = cpu_tensor(&archive, t.index);
+        let from = (target.address - BASE) as usize;
+        assert!(
+            out[from..from + want.len()] == want[..],
+            "tensor {:?} differs",
+            t.name
+        );
+        // The gap before each tensor is untouched.
+        assert!(
+            out[from - 48..from].iter().all(|&b| b == FILL),
+            "{:?}: gap written",
+            t.name
+        );
+        written += want.len();
+    }
+    assert!(targets.len() >= 5 && written > 0);
+
+    let big = targets
+        .iter()
+        .position(|t| t.len > 0)
+        .expect("a non-empty tensor");
+    let mut wrong_len = targets.clone();
+    wrong_len[big].len -= 1;
+    let e = mcodec_gpu::mirror_decode_raw(&prepared, &wrong_len, &mut out, BASE).unwrap_err();
+    assert!(e.to_string().contains("bytes given"), "{e}");
+    let mut misaligned = targets.clone();
+    misaligned[big].address += 8;
+    let e = mcodec_gpu::mirror_decode_raw(&prepared, &misaligned, &mut out, BASE).unwrap_err();
+    assert!(e.to_string().contains("not 16-byte aligned"), "{e}");
+}
