@@ -780,6 +780,7 @@ pub struct Archive<'a> {
 enum Bytes<'a> {
     Borrowed(&'a [u8]),
     Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
 }
 
 impl std::ops::Deref for Bytes<'_> {
@@ -789,6 +790,7 @@ impl std::ops::Deref for Bytes<'_> {
         match self {
             Bytes::Borrowed(b) => b,
             Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
         }
     }
 }
@@ -812,6 +814,12 @@ impl Archive<'static> {
         // limit of memory-mapped files.
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Self::parse(Bytes::Mapped(map))
+    }
+
+    /// Opens an `.mcz` file held in memory that the archive takes over (bytes received
+    /// over a network, say); checks the preamble, trailer and index.
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Self, ContainerError> {
+        Self::parse(Bytes::Owned(bytes))
     }
 }
 

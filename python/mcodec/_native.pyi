@@ -11,6 +11,8 @@ class Archive:
     """An open ``.mcz`` file."""
 
     def __init__(self, path: _Path) -> None: ...
+    @staticmethod
+    def from_bytes(data: bytes, name: _Path) -> Archive: ...
     @property
     def path(self) -> str: ...
     @property
@@ -39,6 +41,12 @@ def safetensors_header(
     tensors: list[tuple[str, str, list[int], int]],
     metadata: Optional[list[tuple[str, str]]] = None,
 ) -> tuple[bytes, list[int]]: ...
+def save_bytes(
+    tensors: list[tuple[str, str, list[int], int, int]],
+    metadata: Optional[list[tuple[str, str]]] = None,
+    max: bool = False,
+    threads: Optional[int] = None,
+) -> bytes: ...
 def save_file(
     path: _Path,
     tensors: list[tuple[str, str, list[int], int, int]],

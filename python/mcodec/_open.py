@@ -54,7 +54,10 @@ class safe_open:  # noqa: N801 - the name safetensors users already know
         if threads is not None and threads < 1:
             raise ArgumentError(f"threads must be at least 1, not {threads}")
         self._threads = threads
-        self._archive = _native.Archive(os.fspath(filename))
+        if isinstance(filename, _native.Archive):
+            self._archive = filename  # mcodec.torch.load / mcodec.numpy.load: bytes
+        else:
+            self._archive = _native.Archive(os.fspath(filename))
         self._device = self._resolve_device(device)
         self._entries = {e[0]: e[1:] for e in self._archive.entries()}
         self._header: Optional[dict[str, Any]] = None
@@ -160,6 +163,16 @@ class safe_open:  # noqa: N801 - the name safetensors users already know
 
             out = _gpu.to_device(out, self._device, why)
         return out
+
+    @classmethod
+    def _from_bytes(
+        cls, data: bytes, framework: str, device: Any = "cpu", threads: Optional[int] = None
+    ) -> safe_open:
+        """An ``.mcz`` file given as bytes (``mcodec.torch.load``, ``mcodec.numpy.load``)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ArgumentError(f"expected the bytes of an .mcz file, got {type(data)}")
+        archive = _native.Archive.from_bytes(bytes(data), "<bytes>")
+        return cls(archive, framework=framework, device=device, threads=threads)  # type: ignore[arg-type]
 
     def _load_all(self) -> dict[str, Any]:
         return self._load(self.offset_keys(), release=True)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Union
 
-from . import _dtypes
+from . import _dtypes, _native
 from ._open import _check_host, safe_open
 from .errors import ArgumentError
-from .torch import _save
+from .torch import _level, _metadata_items, _save
 
-__all__ = ["load_file", "save_file"]
+__all__ = ["load", "load_file", "save", "save_file"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -26,6 +26,32 @@ def load_file(filename: PathLike, *, threads: Optional[int] = None) -> dict[str,
     """
     with safe_open(filename, framework="np", threads=threads) as f:
         return f._load_all()
+
+
+def load(data: bytes, *, threads: Optional[int] = None) -> dict[str, Any]:
+    """Loads every tensor of an ``.mcz`` file given as bytes (``safetensors.numpy.load``)."""
+    with safe_open._from_bytes(data, "np", "cpu", threads) as f:
+        return f._load_all()
+
+
+def save(
+    tensors: dict[str, Any],
+    metadata: Optional[dict[str, str]] = None,
+    *,
+    level: str = "default",
+    threads: Optional[int] = None,
+) -> bytes:
+    """Packs numpy arrays into an ``.mcz`` file returned as bytes (``safetensors.numpy.save``).
+
+    ``mcodec unpack`` of the bytes gives what ``safetensors.numpy.save`` returns.
+    """
+    entries, keep = _entries(tensors)
+    try:
+        return _native.save_bytes(
+            entries, _metadata_items(metadata), max=_level(level), threads=threads
+        )
+    finally:
+        del keep
 
 
 def save_file(
@@ -41,6 +67,21 @@ def save_file(
 
     It unpacks to exactly the bytes ``safetensors.numpy.save_file`` writes; see
     :func:`mcodec.torch.save_file`.
+    """
+    entries, keep = _entries(tensors)
+    try:
+        _save(entries, filename, metadata, force, level, threads)
+    finally:
+        del keep
+
+
+def _entries(
+    tensors: dict[str, Any],
+) -> tuple[list[tuple[str, str, list[int], int, int]], dict[str, Any]]:
+    """Checks ``tensors`` and describes them for the native module.
+
+    Entries are (name, dtype, shape, address, nbytes) of little-endian C-contiguous
+    arrays; the arrays are returned too and must outlive the entries' use.
     """
     _check_host()
     import numpy as np
@@ -67,4 +108,4 @@ def save_file(
         )
         for name, a in arrays.items()
     ]
-    _save(entries, filename, metadata, force, level, threads)
+    return entries, arrays

@@ -14,7 +14,7 @@ from . import _dtypes, _native
 from ._open import _check_host, safe_open
 from .errors import ArgumentError
 
-__all__ = ["load_file", "save_file"]
+__all__ = ["load", "load_file", "load_model", "save", "save_file", "save_model"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -42,6 +42,43 @@ def load_file(
     """
     with safe_open(filename, framework="pt", device=device, threads=threads) as f:
         return f._load_all()
+
+
+def load(data: bytes, device: Any = "cpu", *, threads: Optional[int] = None) -> dict[str, Any]:
+    """Loads every tensor of an ``.mcz`` file given as bytes (``safetensors.torch.load``).
+
+    Args:
+        data: the file's bytes (as :func:`save` returns them).
+        device: where the tensors go, as for :func:`load_file`.
+        threads: decoding threads (default: all cores).
+
+    Raises:
+        mcodec.Error: damaged or foreign data (the message says ``<bytes>``).
+
+    """
+    with safe_open._from_bytes(data, "pt", device, threads) as f:
+        return f._load_all()
+
+
+def save(
+    tensors: dict[str, Any],
+    metadata: Optional[dict[str, str]] = None,
+    *,
+    level: str = "default",
+    threads: Optional[int] = None,
+) -> bytes:
+    """Packs tensors into an ``.mcz`` file returned as bytes (``safetensors.torch.save``).
+
+    ``mcodec unpack`` of the bytes gives what ``safetensors.torch.save`` returns for the
+    same arguments; see :func:`save_file`.
+    """
+    entries, keep = _entries(tensors)
+    try:
+        return _native.save_bytes(
+            entries, _metadata_items(metadata), max=_level(level), threads=threads
+        )
+    finally:
+        del keep
 
 
 def _shared(tensors: dict[str, Any]) -> list[list[str]]:
@@ -95,6 +132,21 @@ def save_file(
         threads: encoding threads (default: all cores).
 
     """
+    entries, keep = _entries(tensors)
+    try:
+        _save(entries, filename, metadata, force, level, threads)
+    finally:
+        del keep
+
+
+def _entries(
+    tensors: dict[str, Any],
+) -> tuple[list[tuple[str, str, list[int], int, int]], dict[str, Any]]:
+    """Checks ``tensors`` and describes them for the native module.
+
+    Entries are (name, dtype, shape, address, nbytes) of CPU copies; the copies are
+    returned too and must outlive the entries' use.
+    """
     _check_host()
     import torch
 
@@ -126,7 +178,7 @@ def save_file(
         )
         for name, t in cpu.items()
     ]
-    _save(entries, filename, metadata, force, level, threads)
+    return entries, cpu
 
 
 def _save(
@@ -163,3 +215,121 @@ def _level(level: str) -> bool:
     if level not in ("default", "max"):
         raise ArgumentError(f"level {level!r}: expected 'default' or 'max'")
     return level == "max"
+
+
+def _tied_names(
+    state_dict: dict[str, Any], preferred: Optional[set[str]] = None
+) -> dict[str, list[str]]:
+    """Names to drop because another name holds the same memory: kept name -> dropped.
+
+    Of each group of tensors sharing one storage, one that covers the whole storage is
+    kept: a name in ``preferred`` if any, else the first in sorted order (as
+    ``safetensors.torch.save_model`` chooses).
+    """
+    groups: dict[tuple[Any, int], list[str]] = {}
+    for name, t in state_dict.items():
+        if t.device.type == "meta" or t.numel() == 0:
+            continue
+        storage = t.untyped_storage()
+        groups.setdefault((t.device, storage.data_ptr()), []).append(name)
+    drop: dict[str, list[str]] = {}
+    for names in groups.values():
+        if len(names) < 2:
+            continue
+
+        def whole(name: str) -> bool:
+            t = state_dict[name]
+            storage = t.untyped_storage()
+            return (
+                t.data_ptr() == storage.data_ptr()
+                and t.numel() * t.element_size() == storage.nbytes()
+            )
+
+        complete = sorted(n for n in names if whole(n))
+        if not complete:
+            raise ArgumentError(
+                f"tensors {sorted(names)} share memory and none covers all of it: "
+                "save copies of them instead"
+            )
+        kept = next((n for n in complete if preferred and n in preferred), complete[0])
+        drop[kept] = sorted(n for n in names if n != kept)
+    return drop
+
+
+def save_model(
+    model: Any,
+    filename: PathLike,
+    metadata: Optional[dict[str, str]] = None,
+    force_contiguous: bool = False,
+) -> None:
+    """Saves a model's ``state_dict`` to an ``.mcz`` file (``safetensors.torch.save_model``).
+
+    Tied weights (names sharing memory, such as an embedding and an output layer) are
+    saved once; each dropped name is recorded in ``metadata`` as pointing to the kept one,
+    as safetensors does, so that ``mcodec unpack`` gives what ``save_model`` of
+    safetensors writes. :func:`load_model` restores them.
+
+    Args:
+        model: a ``torch.nn.Module``.
+        filename: the ``.mcz`` file to write.
+        metadata: text metadata for the header.
+        force_contiguous: save non-contiguous tensors as contiguous copies instead of
+            refusing them.
+
+    """
+    state_dict = dict(model.state_dict())
+    for kept, dropped in _tied_names(state_dict).items():
+        for name in dropped:
+            metadata = {} if metadata is None else metadata
+            metadata.setdefault(name, kept)
+            del state_dict[name]
+    if force_contiguous:
+        state_dict = {k: v.contiguous() for k, v in state_dict.items()}
+    save_file(state_dict, filename, metadata)
+
+
+def load_model(
+    model: Any,
+    filename: PathLike,
+    strict: bool = True,
+    device: Any = "cpu",
+    *,
+    threads: Optional[int] = None,
+) -> tuple[set[str], list[str]]:
+    """Loads an ``.mcz`` file into ``model`` (``safetensors.torch.load_model``).
+
+    Tied weights saved once by :func:`save_model` are restored through the model's own
+    sharing.
+
+    Args:
+        model: a ``torch.nn.Module``.
+        filename: the ``.mcz`` file.
+        strict: raise ``RuntimeError`` when names are missing or unexpected.
+        device: where the loaded tensors are decoded to before ``load_state_dict``.
+        threads: decoding threads (default: all cores).
+
+    Returns:
+        The missing and the unexpected names.
+
+    """
+    state_dict = load_file(filename, device=device, threads=threads)
+    tied = _tied_names(model.state_dict(), preferred=set(state_dict))
+    missing_keys, unexpected = model.load_state_dict(state_dict, strict=False)
+    missing = set(missing_keys)
+    unexpected = list(unexpected)
+    for dropped in tied.values():
+        for name in dropped:
+            if name in missing:
+                missing.remove(name)
+            elif name in state_dict:
+                unexpected.append(name)
+    if strict and (missing or unexpected):
+        problems = []
+        if missing:
+            problems.append("missing keys: " + ", ".join(f'"{k}"' for k in sorted(missing)))
+        if unexpected:
+            problems.append("unexpected keys: " + ", ".join(f'"{k}"' for k in sorted(unexpected)))
+        raise RuntimeError(
+            f"Error(s) in loading {filename} into {type(model).__name__}: " + "; ".join(problems)
+        )
+    return missing, unexpected

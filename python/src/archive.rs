@@ -41,6 +41,20 @@ impl PyArchive {
         Ok(Self { archive, path })
     }
 
+    /// Opens an `.mcz` file held in `data` (copied into the archive); `name` stands for
+    /// the path in error messages.
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &[u8], name: PathBuf) -> PyResult<Self> {
+        let owned = data.to_vec();
+        let archive = py
+            .detach(|| Archive::from_vec(owned))
+            .map_err(|e| container(&name, e))?;
+        Ok(Self {
+            archive,
+            path: name,
+        })
+    }
+
     /// The file's path.
     #[getter]
     fn path(&self) -> PathBuf {

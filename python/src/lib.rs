@@ -20,6 +20,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<archive::PyArchive>()?;
     m.add_class::<store::PyStore>()?;
     m.add_function(wrap_pyfunction!(save::save_file, m)?)?;
+    m.add_function(wrap_pyfunction!(save::save_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(save::safetensors_header, m)?)?;
     m.add_function(wrap_pyfunction!(files::pack, m)?)?;
     m.add_function(wrap_pyfunction!(files::unpack, m)?)?;

@@ -94,24 +94,14 @@ pub fn safetensors_header<'py>(
     Ok((PyBytes::new(py, &bytes), order))
 }
 
-/// Packs `tensors` into the `.mcz` file `path`: written under a temporary name and renamed
-/// into place when complete; an existing `path` is replaced only with `force`.
-///
-/// The addresses must be readable memory of the given lengths that stays alive and
-/// unchanged until this returns (the Python caller holds the tensors).
-#[pyfunction]
-#[pyo3(signature = (path, tensors, metadata=None, force=false, max=false, chunk_log2=None, threads=None))]
-#[allow(clippy::too_many_arguments)]
-pub fn save_file(
-    py: Python<'_>,
-    path: PathBuf,
-    tensors: Vec<Tensor>,
+/// What packing `tensors` takes: the safetensors header, each tensor's bytes in file
+/// order, and the options.
+fn prepare(
+    tensors: &[Tensor],
     metadata: Option<Vec<(String, String)>>,
-    force: bool,
     max: bool,
     chunk_log2: Option<u8>,
-    threads: Option<usize>,
-) -> PyResult<()> {
+) -> PyResult<(Vec<u8>, Vec<&[u8]>, PackOptions)> {
     let described = tensors
         .iter()
         .map(|(n, d, s, _, len)| (n.clone(), d.clone(), s.clone(), *len))
@@ -142,13 +132,35 @@ pub fn save_file(
                     format!("tensor {:?}: null data", tensors[i].0),
                 ))
             } else {
-                // SAFETY: the caller guarantees (see above) that `address` points to
-                // `len` readable bytes that stay alive and unchanged during this call;
-                // it is not null (checked) and bytes need no alignment.
+                // SAFETY: the caller guarantees (see `save_file`, `save_bytes`) that
+                // `address` points to `len` readable bytes that stay alive and unchanged
+                // during the call; it is not null (checked) and bytes need no alignment.
                 Ok(unsafe { std::slice::from_raw_parts(address as *const u8, len) })
             }
         })
         .collect::<PyResult<Vec<&[u8]>>>()?;
+    Ok((head, parts, opts))
+}
+
+/// Packs `tensors` into the `.mcz` file `path`: written under a temporary name and renamed
+/// into place when complete; an existing `path` is replaced only with `force`.
+///
+/// The addresses must be readable memory of the given lengths that stays alive and
+/// unchanged until this returns (the Python caller holds the tensors).
+#[pyfunction]
+#[pyo3(signature = (path, tensors, metadata=None, force=false, max=false, chunk_log2=None, threads=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn save_file(
+    py: Python<'_>,
+    path: PathBuf,
+    tensors: Vec<Tensor>,
+    metadata: Option<Vec<(String, String)>>,
+    force: bool,
+    max: bool,
+    chunk_log2: Option<u8>,
+    threads: Option<usize>,
+) -> PyResult<()> {
+    let (head, parts, opts) = prepare(&tensors, metadata, max, chunk_log2)?;
     let perms = permissions();
     py.detach(|| {
         pool::run(threads, || {
@@ -160,6 +172,26 @@ pub fn save_file(
     })?
     .map(|_| ())
     .map_err(crate::files::cli_error)
+}
+
+/// Packs `tensors` into an `.mcz` file returned as bytes (as `save_file`, in memory).
+///
+/// The addresses must be readable memory of the given lengths that stays alive and
+/// unchanged until this returns (the Python caller holds the tensors).
+#[pyfunction]
+#[pyo3(signature = (tensors, metadata=None, max=false, threads=None))]
+pub fn save_bytes<'py>(
+    py: Python<'py>,
+    tensors: Vec<Tensor>,
+    metadata: Option<Vec<(String, String)>>,
+    max: bool,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let (head, parts, opts) = prepare(&tensors, metadata, max, None)?;
+    let mut out = Vec::new();
+    py.detach(|| pool::run(threads, || pack_parts(&head, &parts, &opts, &mut out, &|_| {})))?
+        .map_err(|e| error(Kind::Argument, format!("packing to memory: {e}")))?;
+    Ok(PyBytes::new(py, &out))
 }
 
 /// Mode of a new file (`rw-r--r--`, what `open()` gives under the usual umask).
