@@ -189,8 +189,12 @@ pub fn save_bytes<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let (head, parts, opts) = prepare(&tensors, metadata, max, None)?;
     let mut out = Vec::new();
-    py.detach(|| pool::run(threads, || pack_parts(&head, &parts, &opts, &mut out, &|_| {})))?
-        .map_err(|e| error(Kind::Argument, format!("packing to memory: {e}")))?;
+    py.detach(|| {
+        pool::run(threads, || {
+            pack_parts(&head, &parts, &opts, &mut out, &|_| {})
+        })
+    })?
+    .map_err(|e| error(Kind::Argument, format!("packing to memory: {e}")))?;
     Ok(PyBytes::new(py, &out))
 }
 
