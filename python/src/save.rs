@@ -94,14 +94,17 @@ pub fn safetensors_header<'py>(
     Ok((PyBytes::new(py, &bytes), order))
 }
 
-/// What packing `tensors` takes: the safetensors header, each tensor's bytes in file
-/// order, and the options.
+/// What packing takes: the safetensors header, each tensor's bytes in file order, and
+/// the options.
+type Prepared<'a> = (Vec<u8>, Vec<&'a [u8]>, PackOptions);
+
+/// What packing `tensors` takes (see [`Prepared`]).
 fn prepare(
     tensors: &[Tensor],
     metadata: Option<Vec<(String, String)>>,
     max: bool,
     chunk_log2: Option<u8>,
-) -> PyResult<(Vec<u8>, Vec<&[u8]>, PackOptions)> {
+) -> PyResult<Prepared<'_>> {
     let described = tensors
         .iter()
         .map(|(n, d, s, _, len)| (n.clone(), d.clone(), s.clone(), *len))
