@@ -285,3 +285,69 @@ fn corrupt_objects_fail_get_and_fsck() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stdout).contains("problem:"));
 }
+
+/// `MCODEC_STORE` stands for `--root`; `get` without `-o` writes `./LAST` (the name's last
+/// segment) in the current directory and refuses to overwrite it; `stats` reports per
+/// organisation and filters models by prefix.
+#[test]
+fn store_env_default_output_and_stats_per_org() {
+    let s = setup(1);
+    let env_store = |args: &[&str], cwd: &Path| {
+        Command::new(BIN)
+            .arg("store")
+            .args(args)
+            .env("MCODEC_STORE", &s.root)
+            .current_dir(cwd)
+            .output()
+            .expect("run mcodec")
+    };
+    let cwd = s.tmp.path().join("cwd");
+    fs::create_dir(&cwd).unwrap();
+    ok(&env_store(
+        &["add", s.ft.to_str().unwrap(), "--name", "acme/ft-v1"],
+        &cwd,
+    ));
+    ok(&env_store(
+        &["add", s.frozen.to_str().unwrap(), "--name", "other/frozen"],
+        &cwd,
+    ));
+    ok(&env_store(&["get", "acme/ft-v1"], &cwd));
+    assert!(tree(&cwd.join("ft-v1")) == tree(&s.ft), "get without -o");
+    let again = env_store(&["get", "acme/ft-v1"], &cwd);
+    assert!(!again.status.success(), "overwrote ./ft-v1");
+    assert!(
+        text(&again.stderr).contains("ft-v1"),
+        "{}",
+        text(&again.stderr)
+    );
+    // Bad names fail on the name, not on a default output path.
+    for bad in ["a/", "..", "a/.."] {
+        let out = env_store(&["get", bad], &cwd);
+        assert!(
+            !out.status.success() && text(&out.stderr).contains("model name"),
+            "{bad}"
+        );
+    }
+    let stats = ok(&env_store(&["stats"], &cwd));
+    for org in ["acme\t1\t", "other\t1\t", "(none)\t1\t"] {
+        assert!(stats.contains(org), "no {org:?} row in\n{stats}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&env_store(&["stats", "acme/", "--json"], &cwd))).unwrap();
+    let models: Vec<&str> = json["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(models, ["acme/ft-v1"]);
+    let orgs = json["orgs"].as_array().unwrap();
+    assert_eq!(orgs.len(), 1, "{orgs:?}");
+    assert_eq!(orgs[0]["org"], "acme");
+    // Everything the org needs that no other org shares is exclusive; its base is shared.
+    let (needed, exclusive) = (
+        orgs[0]["needed_bytes"].as_u64().unwrap(),
+        orgs[0]["exclusive_bytes"].as_u64().unwrap(),
+    );
+    assert!(0 < exclusive && exclusive < needed, "{needed} {exclusive}");
+}

@@ -40,8 +40,8 @@ pub use key::ObjectKey;
 pub use manifest::{Manifest, ManifestError};
 pub use model::Model;
 pub use report::{
-    AddReport, FsckReport, GcReport, GetReport, KindStats, ModelInfo, ModelStats, SkippedBase,
-    Stats,
+    AddReport, FsckReport, GcReport, GetReport, KindStats, ModelInfo, ModelStats, OrgStats,
+    SkippedBase, Stats,
 };
 #[cfg(feature = "s3")]
 pub use s3::{is_s3_url, S3Backend, S3Options};

@@ -89,6 +89,23 @@ pub struct ModelStats {
     pub exclusive_bytes: u64,
 }
 
+/// Statistics of one organisation: the models whose names start with `ORG/` (models
+/// without an organisation are grouped under an empty name).
+#[derive(Clone, Debug, Serialize)]
+pub struct OrgStats {
+    /// Organisation: the first segment of its models' names, or empty.
+    pub org: String,
+    /// Its models.
+    pub models: usize,
+    /// Total bytes of its models' files.
+    pub logical_bytes: u64,
+    /// Bytes of every distinct object its models need (shared ones counted once).
+    pub needed_bytes: u64,
+    /// Bytes of objects no other organisation's model needs: what removing all its
+    /// models and `gc` would free.
+    pub exclusive_bytes: u64,
+}
+
 /// Logical and physical bytes of one kind of object.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct KindStats {
@@ -105,6 +122,8 @@ pub struct KindStats {
 pub struct Stats {
     /// Models.
     pub models: Vec<ModelStats>,
+    /// Organisations (the first segment of `org/name` model names), by name.
+    pub orgs: Vec<OrgStats>,
     /// Bytes of every model's files added up.
     pub logical_bytes: u64,
     /// Decoded bytes of the distinct referenced objects.

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::key::ObjectKey;
 use crate::manifest::Manifest;
 use crate::object::Header;
-use crate::report::{KindStats, ModelStats, Stats};
+use crate::report::{KindStats, ModelStats, OrgStats, Stats};
 use crate::Store;
 
 impl Store {
@@ -118,6 +118,7 @@ impl Store {
                 }
             })
             .collect();
+        let orgs = org_stats(&manifests, &size_of);
         let manifest_bytes: u64 = manifests.iter().map(|m| m.to_json().len() as u64).sum();
         let logical_bytes: u64 = manifests.iter().map(Manifest::logical_size).sum();
         let mut inline = KindStats::default();
@@ -135,6 +136,7 @@ impl Store {
         let saved_by_delta = delta_plain_bytes as i64 - delta.stored_bytes as i64;
         Ok(Stats {
             models,
+            orgs,
             logical_bytes,
             unique_bytes,
             physical_bytes: stored + manifest_bytes,
@@ -154,4 +156,41 @@ impl Store {
             orphan_bytes,
         })
     }
+}
+
+/// The organisation of a model name: its first segment when it has several, else empty.
+pub(crate) fn org_of(name: &str) -> &str {
+    name.split_once('/').map_or("", |(org, _)| org)
+}
+
+/// Per-organisation sizes: each object counted once per organisation that needs it.
+fn org_stats(manifests: &[Manifest], size_of: &dyn Fn(&ObjectKey) -> u64) -> Vec<OrgStats> {
+    let mut needs: std::collections::BTreeMap<&str, (usize, u64, HashSet<ObjectKey>)> =
+        Default::default();
+    for m in manifests {
+        let entry = needs.entry(org_of(&m.name)).or_default();
+        entry.0 += 1;
+        entry.1 += m.logical_size();
+        entry.2.extend(m.objects().into_iter().map(|(k, _)| k));
+    }
+    let mut orgs_using: HashMap<ObjectKey, usize> = HashMap::new();
+    for (_, _, objects) in needs.values() {
+        for k in objects {
+            *orgs_using.entry(*k).or_default() += 1;
+        }
+    }
+    needs
+        .into_iter()
+        .map(|(org, (models, logical_bytes, objects))| OrgStats {
+            org: org.to_owned(),
+            models,
+            logical_bytes,
+            needed_bytes: objects.iter().map(size_of).sum(),
+            exclusive_bytes: objects
+                .iter()
+                .filter(|k| orgs_using.get(*k) == Some(&1))
+                .map(size_of)
+                .sum(),
+        })
+        .collect()
 }

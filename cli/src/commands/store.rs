@@ -18,7 +18,7 @@ pub struct StoreArgs {
     /// Store directory, or s3://BUCKET[/PREFIX] for S3-compatible object storage
     /// (credentials, endpoint and region from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
     /// AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION)
-    #[arg(long, value_name = "DIR|URL")]
+    #[arg(long, value_name = "DIR|URL", env = "MCODEC_STORE")]
     pub root: PathBuf,
     /// S3 endpoint URL, e.g. http://127.0.0.1:3900 [default: AWS_ENDPOINT_URL, else AWS]
     #[arg(long, value_name = "URL")]
@@ -79,9 +79,10 @@ pub enum StoreCommand {
     Get {
         /// Model name
         name: String,
-        /// Output directory
+        /// Output directory [default: ./LAST, the last segment of the name: `org/model`
+        /// goes to ./model]; an existing one is refused unless --force
         #[arg(short, long, value_name = "DIR")]
-        output: PathBuf,
+        output: Option<PathBuf>,
         /// Do not fsync the written files (faster; not durable across a power loss)
         #[arg(long)]
         no_sync: bool,
@@ -95,8 +96,13 @@ pub enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Logical and physical sizes, per model, and where the savings come from
+    /// Logical and physical sizes, per model and per organisation, and where the savings
+    /// come from
     Stats {
+        /// Only list models whose names start with this (e.g. `org/`); the store-wide
+        /// totals stay store-wide
+        #[arg(value_name = "PREFIX")]
+        prefix: Option<String>,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -241,6 +247,7 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
             no_sync,
         } => {
             let start = Instant::now();
+            let output = &output.clone().unwrap_or_else(|| default_output(name));
             let r = store.get(name, output, g.force, !no_sync).map_err(err)?;
             if !g.quiet {
                 emit(&format!(
@@ -274,8 +281,18 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
             }
             emit(&s)?;
         }
-        StoreCommand::Stats { json: as_json } => {
-            let s = store.stats().map_err(err)?;
+        StoreCommand::Stats {
+            prefix,
+            json: as_json,
+        } => {
+            let mut s = store.stats().map_err(err)?;
+            if let Some(prefix) = prefix {
+                s.models.retain(|m| m.name.starts_with(prefix.as_str()));
+                s.orgs.retain(|o| {
+                    let org = format!("{}/", o.org);
+                    org.starts_with(prefix.as_str()) || prefix.starts_with(&org)
+                });
+            }
             if *as_json {
                 return json(&s);
             }
@@ -325,6 +342,12 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Where `get` writes without `-o`: the last segment of the model's name, in the current
+/// directory (names are checked to be safe path segments when added).
+fn default_output(name: &str) -> PathBuf {
+    PathBuf::from(name.rsplit('/').next().unwrap_or(name))
+}
+
 fn stats_text(s: &Stats) -> String {
     let mut t = String::new();
     t.push_str("model\tbase\tlogical\tneeded\texclusive\tdelta/plain tensors\n");
@@ -343,6 +366,21 @@ fn stats_text(s: &Stats) -> String {
             m.delta_tensors,
             m.plain_tensors
         ));
+    }
+    if s.orgs.iter().any(|o| !o.org.is_empty()) {
+        t.push_str("organisation\tmodels\tlogical\tneeded\texclusive\n");
+        for o in &s.orgs {
+            let org = if o.org.is_empty() { "(none)" } else { &o.org };
+            t.push_str(&format!(
+                "{org}\t{}\t{}\t{} ({})\t{} ({})\n",
+                o.models,
+                o.logical_bytes,
+                o.needed_bytes,
+                pct(o.needed_bytes, o.logical_bytes),
+                o.exclusive_bytes,
+                pct(o.exclusive_bytes, o.logical_bytes)
+            ));
+        }
     }
     t.push_str(&format!(
         "logical {} bytes, physical {} bytes ({}), of which manifests {}\n",
