@@ -8,11 +8,11 @@ use mcodec_cli::{execute, Cli, CliError};
 fn run(cli: Cli) -> Result<(), CliError> {
     // A bad MCODEC_SIMD request stops the tool here, before any work, with one line
     // (the library alone would only warn and fall back).
-    let simd = mcodec::cpu::simd_level_from_env().map_err(|e| CliError {
+    let simd = mcodec::simd::simd_level_from_env().map_err(|e| CliError {
         code: mcodec_cli::error::EXIT_USAGE,
         ..CliError::plain(e)
     })?;
-    mcodec::cpu::set_simd_level(simd).map_err(CliError::plain)?;
+    mcodec::simd::set_simd_level(simd).map_err(CliError::plain)?;
     if let Some(n) = cli.global.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(usize::from(n))

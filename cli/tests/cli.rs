@@ -581,7 +581,7 @@ fn bench_with_env(dir: &Path, env: &[(&str, &str)]) -> Output {
 
 #[test]
 fn bench_reports_the_simd_path_that_ran_and_refuses_bad_requests() {
-    use mcodec::cpu::SimdLevel;
+    use mcodec::simd::SimdLevel;
     let (dir, _) = setup();
     let d = dir.path();
     let simd_of = |o: &Output| {

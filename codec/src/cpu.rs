@@ -165,27 +165,12 @@ pub fn reset_simd_level() {
     OVERRIDE.store(0, Ordering::Relaxed);
 }
 
-/// `false` forces the scalar path, `true` returns to the environment's choice (the
-/// older switch; [`set_simd_level`] is the general one).
-pub fn set_simd_enabled(enabled: bool) {
-    if enabled {
-        reset_simd_level();
-    } else {
-        OVERRIDE.store(1 + SimdLevel::Scalar as u8, Ordering::Relaxed);
-    }
-}
-
 /// The path the codec runs now.
 pub fn simd_level() -> SimdLevel {
     match OVERRIDE.load(Ordering::Relaxed) {
         0 => env_level(),
         n => SimdLevel::ALL[usize::from(n - 1)],
     }
-}
-
-/// True when the AVX-512 paths run (see [`simd_level`]).
-pub fn avx512_enabled() -> bool {
-    simd_level() == SimdLevel::Avx512
 }
 
 /// The environment's choice, read once; a bad request falls back loudly to the best path.
@@ -207,6 +192,7 @@ static KERNEL_RUNS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), Atom
 
 /// How many chunks (rANS) and element runs (float split) each path has coded in this
 /// process, indexed like [`SimdLevel::ALL`]: lets tests prove a path really ran.
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub fn kernel_runs() -> [u64; 3] {
     std::array::from_fn(|i| KERNEL_RUNS[i].load(Ordering::Relaxed))
 }

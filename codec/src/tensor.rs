@@ -201,7 +201,12 @@ pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor
     let coded = match Layout::for_dtype(dtype) {
         _ if opts.validate().is_err() => return stored(),
         Some(layout) if data.len().is_multiple_of(layout.element_size()) && !data.is_empty() => {
-            encode_split(layout, data, opts)
+            match encode_split(layout, data, opts) {
+                Ok(coded) => coded,
+                // Cannot happen (every model is planned from the symbols it codes), but if
+                // it did, storing the bytes keeps the promise of a lossless result.
+                Err(_) => return stored(),
+            }
         }
         _ if data.len() >= 64 => match zstd::bulk::compress(data, opts.zstd_level) {
             Ok(frame) => EncodedTensor {
@@ -220,7 +225,11 @@ pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor
     }
 }
 
-fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTensor {
+fn encode_split(
+    layout: Layout,
+    data: &[u8],
+    opts: &EncodeOptions,
+) -> Result<EncodedTensor, EntropyError> {
     let bits = layout.field_bits();
     let esize = layout.element_size();
     let chunk_len = 1usize << opts.chunk_log2;
@@ -275,7 +284,7 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
         .collect();
 
     // Pass 2: code every chunk of every field.
-    let code = |encoders: &[StreamEncoder]| -> Vec<CodedStream> {
+    let code = |encoders: &[StreamEncoder]| -> Result<Vec<CodedStream>, EntropyError> {
         let pieces: Vec<Vec<Vec<u8>>> = data
             .par_chunks(chunk_bytes)
             .enumerate()
@@ -293,7 +302,7 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
                                 &mut buf[..n],
                                 &mut packed,
                             );
-                            return vec![exp.encode_chunk(c, &buf[..n]), packed];
+                            return Ok(vec![exp.encode_chunk(c, &buf[..n])?, packed]);
                         }
                     }
                     let fields = bufs.split(layout, chunk);
@@ -304,7 +313,7 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
                         .collect()
                 })
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         // Transpose chunk-major pieces to field-major without copying them.
         let mut by_field: Vec<Vec<Vec<u8>>> =
             vec![Vec::with_capacity(pieces.len()); encoders.len()];
@@ -313,13 +322,13 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
                 by_field[f].push(p);
             }
         }
-        encoders
+        Ok(encoders
             .iter()
             .zip(by_field)
             .map(|(e, p)| e.assemble(p))
-            .collect()
+            .collect())
     };
-    let mut streams = code(&encoders);
+    let mut streams = code(&encoders)?;
     // The estimate can be wrong at the margin: never keep a coded field that is larger
     // than packing it.
     let n = data.len() / esize;
@@ -332,13 +341,13 @@ fn encode_split(layout: Layout, data: &[u8], opts: &EncodeOptions) -> EncodedTen
         }
     }
     if repack {
-        streams = code(&encoders);
+        streams = code(&encoders)?;
     }
-    EncodedTensor {
+    Ok(EncodedTensor {
         codec: Codec::Split(layout),
         chunk_log2: opts.chunk_log2,
         streams,
-    }
+    })
 }
 
 /// Per-thread field buffers, reused across chunks and tensors: a fresh chunk-sized

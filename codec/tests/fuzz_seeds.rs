@@ -200,7 +200,7 @@ fn write_entropy_seeds(seed: &mut u64) {
     let enc: Vec<EncTable> = tables.iter().map(|t| EncTable::new(&t.0, bits)).collect();
     let per_block: Vec<&EncTable> = ids.iter().map(|&t| &enc[usize::from(t)]).collect();
     let mut payload = Vec::new();
-    rans::encode_chunk(&symbols, &per_block, block_len, &mut payload);
+    rans::encode_chunk(&symbols, &per_block, block_len, &mut payload).unwrap();
     // bits selector 8 -> 9 bits; two tables, block length 32 << 2.
     let mut input = vec![8u8, 1 | (2 << 2)];
     input.extend_from_slice(&(n as u16).to_le_bytes());

@@ -14,7 +14,7 @@ use crate::plan::{
     MODE_CONST, MODE_PACKED, MODE_RANS, STAGE_BYTES_PER_WARP, STAGE_ELEMS, STAGE_STEPS,
     TABLE_BYTES, TABLE_SLOTS_OFF, TABLE_SYMBOLS_OFF, WARPS,
 };
-use mcodec::entropy::rans::{LANES, RANS_L};
+use mcodec::format::{LANES, RANS_L};
 
 /// Read-only device memory: regions at fixed addresses.
 pub struct Memory<'a> {

@@ -7,11 +7,11 @@
 //! the CUDA structs field for field.
 
 use mcodec::container::{Archive, ContainerError, StreamRef, TensorEntry};
-use mcodec::entropy::model::{FreqTable, MAX_TABLE_SYMBOLS, PROB_SCALE};
-use mcodec::entropy::rans::{LANES, STATE_BYTES};
-use mcodec::entropy::stream::MIN_BLOCK_LOG2;
-use mcodec::float_split::Layout;
+use mcodec::format::{
+    FreqTable, LANES, MAX_TABLE_SYMBOLS, MIN_BLOCK_LOG2, PROB_SCALE, STATE_BYTES,
+};
 use mcodec::tensor::{Codec, CHUNK_LOG2_RANGE};
+use mcodec::Layout;
 use mcodec::{Dtype, TensorDecoder};
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
@@ -760,7 +760,7 @@ mod tests {
         let pieces = symbols
             .chunks(1024)
             .enumerate()
-            .map(|(c, s)| enc.encode_chunk(c, s))
+            .map(|(c, s)| enc.encode_chunk(c, s).expect("planned from these symbols"))
             .collect();
         enc.assemble(pieces).to_vec()
     }

@@ -71,7 +71,7 @@ pub fn run(a: &BenchArgs, g: &Global) -> Result<(), CliError> {
     let packed_bytes = packed.len() as u64;
     let ratio = ratio(packed_bytes, original_bytes);
     let threads = rayon::current_num_threads();
-    let simd = mcodec::cpu::simd_level().name();
+    let simd = mcodec::simd::simd_level().name();
     let text = if a.json {
         let v = json!({
             "file": file.to_string_lossy(),

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use mcodec::container::{Archive, SourceKind, TensorEntry};
-use mcodec::entropy::stream::StreamKind;
 use mcodec::Codec;
+use mcodec::StreamKind;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 

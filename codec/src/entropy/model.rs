@@ -322,6 +322,7 @@ impl DecTable {
     }
 
     /// Whether the table uses the inline slot layout.
+    #[cfg(test)]
     pub fn is_inline(&self) -> bool {
         self.inline
     }

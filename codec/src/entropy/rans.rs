@@ -25,12 +25,59 @@ pub const STATE_BYTES: usize = 4 * LANES;
 /// Encodes `symbols` and appends the chunk payload to `out`. Symbol `i` is coded with
 /// `tables[i / block_len]` (`block_len` a multiple of [`LANES`]).
 ///
-/// Every symbol must have a non-zero frequency in its table.
-pub fn encode_chunk(symbols: &[u16], tables: &[&EncTable], block_len: usize, out: &mut Vec<u8>) {
+/// Every symbol must have a non-zero frequency in its table, else nothing is appended and
+/// the first symbol that has not is named in the error: the vector encoders gather table
+/// entries by symbol value, so they only ever see symbols checked here.
+pub fn encode_chunk(
+    symbols: &[u16],
+    tables: &[&EncTable],
+    block_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), EntropyError> {
+    check_symbols(symbols, tables, block_len)?;
     encode_chunk_on(crate::cpu::simd_level(), symbols, tables, block_len, out);
+    Ok(())
 }
 
-/// [`encode_chunk`] on the given code path (one the CPU supports).
+/// Checks what [`encode_chunk`] requires: `block_len` a positive multiple of [`LANES`], a
+/// table for every block, and every symbol present in its block's table.
+fn check_symbols(
+    symbols: &[u16],
+    tables: &[&EncTable],
+    block_len: usize,
+) -> Result<(), EntropyError> {
+    if block_len == 0 || !block_len.is_multiple_of(LANES) {
+        return Err(EntropyError::BlockLength {
+            block_len,
+            lanes: LANES,
+        });
+    }
+    let needed = symbols.len().div_ceil(block_len);
+    if tables.len() < needed {
+        return Err(EntropyError::MissingTables {
+            needed,
+            have: tables.len(),
+        });
+    }
+    for (b, (block, table)) in symbols.chunks(block_len).zip(tables).enumerate() {
+        let present = |&s: &u16| {
+            table
+                .entries
+                .get(usize::from(s))
+                .is_some_and(|e| e.freq > 0)
+        };
+        if let Some(k) = block.iter().position(|s| !present(s)) {
+            return Err(EntropyError::SymbolNotInModel {
+                index: b * block_len + k,
+                symbol: block[k],
+            });
+        }
+    }
+    Ok(())
+}
+
+/// [`encode_chunk`] on the given code path (one the CPU supports), for symbols that
+/// [`check_symbols`] accepted.
 fn encode_chunk_on(
     level: SimdLevel,
     symbols: &[u16],
@@ -569,7 +616,8 @@ mod simd {
                         _mm256_loadu_si256(symbols.as_ptr().add(base + 16 * v) as *const __m256i)
                     };
                     let s = _mm512_cvtepu16_epi32(s);
-                    // SAFETY: symbols are below 1 << symbol_bits = table.packed.len().
+                    // SAFETY: `encode_chunk` checked every symbol against its table, so
+                    // each is below table.packed.len() (1 << symbol_bits).
                     let e = unsafe { _mm512_i32gather_epi32::<4>(s, packed) };
                     let freq = _mm512_srli_epi32::<16>(e);
                     let cum = _mm512_and_si512(e, low16);
@@ -685,7 +733,8 @@ mod simd {
                     let s = unsafe {
                         _mm_loadu_si128(symbols.as_ptr().add(base + 8 * v) as *const __m128i)
                     };
-                    // SAFETY: symbols are below 1 << symbol_bits = table.packed.len().
+                    // SAFETY: `encode_chunk` checked every symbol against its table, so
+                    // each is below table.packed.len() (1 << symbol_bits).
                     let e =
                         unsafe { _mm256_i32gather_epi32::<4>(packed, _mm256_cvtepu16_epi32(s)) };
                     let freq = _mm256_srli_epi32::<16>(e);
@@ -1008,7 +1057,8 @@ mod tests {
             &vec![&EncTable::new(&table, bits); n_blocks],
             64,
             &mut payload,
-        );
+        )
+        .unwrap();
         let mut back = vec![0u16; symbols.len()];
         decode_chunk(
             &payload,
@@ -1191,7 +1241,7 @@ mod tests {
         let payload = |pick: &dyn Fn(usize) -> usize| {
             let tables: Vec<&EncTable> = (0..n_blocks).map(|b| &enc[pick(b)]).collect();
             let mut p = Vec::new();
-            encode_chunk(&symbols, &tables, block_len, &mut p);
+            encode_chunk(&symbols, &tables, block_len, &mut p).unwrap();
             p
         };
         let (pa, pb) = (payload(&pick_a), payload(&pick_b));
@@ -1214,7 +1264,7 @@ mod tests {
         let symbols: Vec<u16> = (0..4000u32).map(|i| ((i * 7919) % 13) as u16).collect();
         let table = FreqTable::from_counts(&histogram(&symbols, 4)).unwrap();
         let mut payload = Vec::new();
-        encode_chunk(&symbols, &[&EncTable::new(&table, 4)], 4096, &mut payload);
+        encode_chunk(&symbols, &[&EncTable::new(&table, 4)], 4096, &mut payload).unwrap();
         let dec = [&DecTable::new(&table)];
         let mut out = vec![0u16; symbols.len()];
         for cut in [0, 10, STATE_BYTES, payload.len() - 2] {
@@ -1226,5 +1276,51 @@ mod tests {
         let mut flipped = payload.clone();
         flipped[STATE_BYTES + 100] ^= 0x10;
         assert!(decode_chunk(&flipped, &dec, 4096, &mut out).is_err());
+    }
+
+    /// Symbols outside their table (zero frequency, or past the table's end) are refused
+    /// with an error before any code path runs (the vector encoders gather table entries
+    /// by symbol value). Before the check, the scalar path panicked on an index out of
+    /// bounds and the AVX-512/AVX2 paths read past the table.
+    #[test]
+    fn symbols_outside_their_table_are_refused() {
+        let table = FreqTable::from_counts(&[5, 0, 7, 1]).unwrap();
+        let enc = EncTable::new(&table, 2);
+        let good: Vec<u16> = (0..256u32).map(|i| [0, 2, 3][i as usize % 3]).collect();
+        for (bad_at, bad) in [(0, 1u16), (200, 4), (255, 0xFFFF), (100, 1000)] {
+            let mut symbols = good.clone();
+            symbols[bad_at] = bad;
+            let mut out = vec![9u8];
+            assert_eq!(
+                encode_chunk(&symbols, &[&enc; 4], 64, &mut out),
+                Err(EntropyError::SymbolNotInModel {
+                    index: bad_at,
+                    symbol: bad
+                })
+            );
+            assert_eq!(out, [9], "nothing appended");
+        }
+        let mut out = Vec::new();
+        assert_eq!(
+            encode_chunk(&good, &[&enc, &enc], 64, &mut out),
+            Err(EntropyError::MissingTables { needed: 4, have: 2 })
+        );
+        assert_eq!(
+            encode_chunk(&good, &[&enc; 8], 48, &mut out),
+            Err(EntropyError::BlockLength {
+                block_len: 48,
+                lanes: LANES
+            })
+        );
+        assert_eq!(
+            encode_chunk(&good, &[&enc], 0, &mut out),
+            Err(EntropyError::BlockLength {
+                block_len: 0,
+                lanes: LANES
+            })
+        );
+        assert!(out.is_empty());
+        encode_chunk(&good, &[&enc; 4], 64, &mut out).unwrap();
+        assert!(!out.is_empty());
     }
 }

@@ -27,8 +27,6 @@ const MODE_PACKED: u8 = 0;
 const MODE_CONST: u8 = 1;
 const MODE_RANS: u8 = 2;
 
-/// Most frequency tables one stream may carry (a block's table id is a byte).
-pub const MAX_TABLES: usize = 255;
 /// Smallest block: one symbol per lane.
 pub const MIN_BLOCK_LOG2: u8 = LANES.trailing_zeros() as u8;
 
@@ -161,11 +159,31 @@ impl StreamEncoder {
     }
 
     /// Codes chunk `c` (its symbols) into the piece that [`Self::assemble`] expects.
-    pub fn encode_chunk(&self, c: usize, symbols: &[u16]) -> Vec<u8> {
+    ///
+    /// Symbols the plan's model cannot code (absent from the chunk's tables, wider than
+    /// the stream's symbols, or not the value of a constant stream) and chunks past the
+    /// plan's blocks are refused with an error, before anything is coded.
+    pub fn encode_chunk(&self, c: usize, symbols: &[u16]) -> Result<Vec<u8>, EntropyError> {
         let mut out = Vec::new();
         match &self.mode {
-            Mode::Packed => bitpack::pack(symbols, self.symbol_bits, &mut out),
-            Mode::Const(_) => {}
+            Mode::Packed => {
+                let limit = 1u32 << self.symbol_bits;
+                if let Some(index) = symbols.iter().position(|&s| u32::from(s) >= limit) {
+                    return Err(EntropyError::SymbolNotInModel {
+                        index,
+                        symbol: symbols[index],
+                    });
+                }
+                bitpack::pack(symbols, self.symbol_bits, &mut out)
+            }
+            Mode::Const(v) => {
+                if let Some(index) = symbols.iter().position(|s| s != v) {
+                    return Err(EntropyError::SymbolNotInModel {
+                        index,
+                        symbol: symbols[index],
+                    });
+                }
+            }
             Mode::Rans {
                 enc,
                 block_tables,
@@ -173,16 +191,20 @@ impl StreamEncoder {
                 blocks_per_chunk,
                 ..
             } => {
-                let first = c * blocks_per_chunk;
+                let chunks = block_tables.len().div_ceil(*blocks_per_chunk);
+                if c >= chunks && !(c == 0 && symbols.is_empty()) {
+                    return Err(EntropyError::NoSuchChunk { chunk: c, chunks });
+                }
+                let first = (c * blocks_per_chunk).min(block_tables.len());
                 let last = (first + blocks_per_chunk).min(block_tables.len());
                 let tables: Vec<&EncTable> = block_tables[first..last]
                     .iter()
                     .map(|&t| &enc[usize::from(t)])
                     .collect();
-                rans::encode_chunk(symbols, &tables, 1 << block_log2, &mut out)
+                rans::encode_chunk(symbols, &tables, 1 << block_log2, &mut out)?
             }
         }
-        out
+        Ok(out)
     }
 
     /// Joins the header and the pieces of every chunk, in chunk order, without copying the
@@ -788,7 +810,7 @@ mod tests {
         let pieces: Vec<Vec<u8>> = symbols
             .chunks(chunk_len)
             .enumerate()
-            .map(|(c, s)| enc.encode_chunk(c, s))
+            .map(|(c, s)| enc.encode_chunk(c, s).unwrap())
             .collect();
         let bytes = enc.assemble(pieces).to_vec();
         let dec = StreamDecoder::parse(&bytes, bits, symbols.len(), chunk_len).unwrap();
@@ -871,5 +893,37 @@ mod tests {
         }
         assert!(StreamDecoder::parse(&[], 9, 0, 1024).is_err());
         assert!(StreamDecoder::parse(&[MODE_CONST, 0, 2], 9, 10, 1024).is_err());
+    }
+
+    /// Every mode refuses symbols its model cannot code, and chunks past the plan, with an
+    /// error instead of a panic or a wrong stream.
+    #[test]
+    fn encoders_refuse_symbols_outside_the_model() {
+        let not_in = |index, symbol| Err(EntropyError::SymbolNotInModel { index, symbol });
+        let packed = StreamEncoder::packed(7);
+        assert_eq!(packed.encode_chunk(0, &[1, 127, 128]), not_in(2, 128));
+        let symbols: Vec<u16> = (0..2048u32).map(|i| (i % 5 == 0) as u16 * 3).collect();
+        let plan = |s: &[u16]| {
+            let hists: Vec<Vec<u32>> = s.chunks(1 << 10).map(|b| hist(b, 9)).collect();
+            StreamEncoder::plan(&hists, 9, 10, 10, Effort::Default)
+        };
+        let rans = plan(&symbols);
+        assert!(matches!(rans.mode, Mode::Rans { .. }));
+        let mut bad = symbols[..1024].to_vec();
+        bad[700] = 2;
+        assert_eq!(rans.encode_chunk(1, &bad), not_in(700, 2));
+        bad[700] = 511;
+        assert_eq!(rans.encode_chunk(0, &bad), not_in(700, 511));
+        assert_eq!(
+            rans.encode_chunk(2, &symbols[..1024]),
+            Err(EntropyError::NoSuchChunk {
+                chunk: 2,
+                chunks: 2
+            })
+        );
+        assert!(rans.encode_chunk(1, &symbols[1024..]).is_ok());
+        let constant = plan(&[4; 1024]);
+        assert!(matches!(constant.mode, Mode::Const(4)));
+        assert_eq!(constant.encode_chunk(0, &[4, 4, 5]), not_in(2, 5));
     }
 }
