@@ -593,21 +593,7 @@ impl GpuModel {
             self.table_base,
             dst_ptr,
         );
-        let mut launches = Vec::new();
-        for l in plan::launches(&descs, self.warp_slots) {
-            if l.shared > self.max_shared {
-                return Err(GpuError::SharedMemory {
-                    need: l.shared,
-                    have: self.max_shared,
-                });
-            }
-            launches.push(DeviceLaunch {
-                descs: upload_bytes(stream, as_bytes(&l.descs), "tensor descriptors")?,
-                tasks: upload_bytes(stream, as_bytes(&l.tasks), "work list")?,
-                n_tasks: l.tasks.len() as u32,
-                shared: l.shared as u32,
-            });
-        }
+        let launches = self.upload_launches(&descs, stream)?;
         Ok(DecodeGroup {
             launches,
             copies,
@@ -617,6 +603,32 @@ impl GpuModel {
             tensors: tensors.to_vec(),
             model: self.id,
         })
+    }
+
+    /// Splits `descs` into launches (by table count, work by chunk count against the
+    /// device's warp slots) and uploads their work lists on `stream`.
+    fn upload_launches(
+        &self,
+        descs: &[TensorDesc],
+        stream: &Arc<CudaStream>,
+    ) -> Result<Vec<DeviceLaunch>, GpuError> {
+        plan::launches(descs, self.warp_slots)
+            .into_iter()
+            .map(|l| {
+                if l.shared > self.max_shared {
+                    return Err(GpuError::SharedMemory {
+                        need: l.shared,
+                        have: self.max_shared,
+                    });
+                }
+                Ok(DeviceLaunch {
+                    descs: upload_bytes(stream, as_bytes(&l.descs), "tensor descriptors")?,
+                    tasks: upload_bytes(stream, as_bytes(&l.tasks), "work list")?,
+                    n_tasks: l.tasks.len() as u32,
+                    shared: l.shared as u32,
+                })
+            })
+            .collect()
     }
 
     /// Refuses a group made by another model, or a buffer it was not made for.
@@ -722,21 +734,7 @@ impl GpuModel {
     ) -> Result<(), GpuError> {
         let (descs, copies) =
             crate::raw_work(&self.tensors, targets, self.arena_base, self.table_base)?;
-        let mut launches = Vec::new();
-        for l in plan::launches(&descs, self.warp_slots) {
-            if l.shared > self.max_shared {
-                return Err(GpuError::SharedMemory {
-                    need: l.shared,
-                    have: self.max_shared,
-                });
-            }
-            launches.push(DeviceLaunch {
-                descs: upload_bytes(upload, as_bytes(&l.descs), "tensor descriptors")?,
-                tasks: upload_bytes(upload, as_bytes(&l.tasks), "work list")?,
-                n_tasks: l.tasks.len() as u32,
-                shared: l.shared as u32,
-            });
-        }
+        let launches = self.upload_launches(&descs, upload)?;
         // The work lists and the error flag's last clear must be on the device before
         // the caller's stream, which knows nothing of `upload`, runs the kernel.
         upload.synchronize().map_err(driver("upload"))?;

@@ -151,23 +151,39 @@ pub fn mirror_decode_raw(
     const ARENA: u64 = 1 << 40;
     const TABLES: u64 = 2 << 40;
     let (descs, copies) = raw_work(&prepared.tensors, targets, ARENA, TABLES)?;
-    for &(from, to, len) in &copies {
-        let (from, to, len) = (from as usize, (to - base) as usize, len as usize);
-        out[to..to + len].copy_from_slice(&prepared.arena[from..from + len]);
+    run_mirror(
+        prepared,
+        &descs,
+        &copies,
+        ARENA,
+        TABLES,
+        mirror::Output { base, bytes: out },
+    )?;
+    Ok(())
+}
+
+/// Copies the CPU-decoded tensors (`copies`, destinations as addresses) and runs the
+/// mirror's launches of `descs` (arena and tables at `arena` and `tables`) into `out`;
+/// reports a corrupt chunk as the kernel would.
+fn run_mirror(
+    prepared: &Prepared,
+    descs: &[TensorDesc],
+    copies: &[RawCopy],
+    arena: u64,
+    tables: u64,
+    mut out: mirror::Output<'_>,
+) -> Result<(), CorruptChunk> {
+    for &(from, to, len) in copies {
+        let (from, to, len) = (from as usize, (to - out.base) as usize, len as usize);
+        out.bytes[to..to + len].copy_from_slice(&prepared.arena[from..from + len]);
     }
-    let mem = mirror::Memory::new(vec![(ARENA, &prepared.arena), (TABLES, &prepared.tables)]);
+    let mem = mirror::Memory::new(vec![(arena, &prepared.arena), (tables, &prepared.tables)]);
     let mut err = [0u32; 3];
-    for launch in plan::launches(&descs, plan::DEFAULT_WARP_SLOTS) {
-        mirror::launch(
-            &mem,
-            &mut mirror::Output { base, bytes: out },
-            &launch.descs,
-            &launch.tasks,
-            &mut err,
-        );
+    for launch in plan::launches(descs, plan::DEFAULT_WARP_SLOTS) {
+        mirror::launch(&mem, &mut out, &launch.descs, &launch.tasks, &mut err);
     }
     match corrupt_chunk(&prepared.tensors, err) {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => Ok(()),
     }
 }
@@ -200,28 +216,20 @@ pub fn mirror_decode(
     let (offsets, total) = output_layout(&prepared.tensors, tensors);
     let (descs, copies) = launch_work(&prepared.tensors, tensors, &offsets, ARENA, TABLES, OUT);
     let mut out = vec![0u8; total as usize];
-    for &(from, to, len) in &copies {
-        let (from, to, len) = (from as usize, to as usize, len as usize);
-        out[to..to + len].copy_from_slice(&prepared.arena[from..from + len]);
-    }
-    let mem = mirror::Memory::new(vec![(ARENA, &prepared.arena), (TABLES, &prepared.tables)]);
-    let mut err = [0u32; 3];
-    for launch in plan::launches(&descs, plan::DEFAULT_WARP_SLOTS) {
-        mirror::launch(
-            &mem,
-            &mut mirror::Output {
-                base: OUT,
-                bytes: &mut out,
-            },
-            &launch.descs,
-            &launch.tasks,
-            &mut err,
-        );
-    }
-    match corrupt_chunk(&prepared.tensors, err) {
-        Some(e) => Err(e),
-        None => Ok((out, offsets)),
-    }
+    // `launch_work` gives copies' destinations as offsets into the output.
+    let copies: Vec<RawCopy> = copies.iter().map(|&(f, to, l)| (f, OUT + to, l)).collect();
+    run_mirror(
+        prepared,
+        &descs,
+        &copies,
+        ARENA,
+        TABLES,
+        mirror::Output {
+            base: OUT,
+            bytes: &mut out,
+        },
+    )?;
+    Ok((out, offsets))
 }
 
 /// The error the kernel's (or mirror's) error words `[code, tag, chunk]` describe, `None`

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Union
 
-from . import _dtypes, _native
+from . import _dtypes
 from ._open import _check_host, safe_open
 from .errors import ArgumentError
-from .torch import _level, _metadata_items, _save
+from .torch import _save, _save_bytes
 
 __all__ = ["load", "load_file", "save", "save_file"]
 
@@ -46,12 +46,7 @@ def save(
     ``mcodec unpack`` of the bytes gives what ``safetensors.numpy.save`` returns.
     """
     entries, keep = _entries(tensors)
-    try:
-        return _native.save_bytes(
-            entries, _metadata_items(metadata), max=_level(level), threads=threads
-        )
-    finally:
-        del keep
+    return _save_bytes(entries, keep, metadata, level, threads)
 
 
 def save_file(

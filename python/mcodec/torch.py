@@ -73,6 +73,17 @@ def save(
     same arguments; see :func:`save_file`.
     """
     entries, keep = _entries(tensors)
+    return _save_bytes(entries, keep, metadata, level, threads)
+
+
+def _save_bytes(
+    entries: list[tuple[str, str, list[int], int, int]],
+    keep: Any,
+    metadata: Optional[dict[str, str]],
+    level: str,
+    threads: Optional[int],
+) -> bytes:
+    """Packs ``entries`` (whose memory ``keep`` holds) into ``.mcz`` bytes."""
     try:
         return _native.save_bytes(
             entries, _metadata_items(metadata), max=_level(level), threads=threads

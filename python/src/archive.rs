@@ -30,6 +30,33 @@ struct Target {
     len: usize,
 }
 
+impl PyArchive {
+    /// The index of tensor `name`, checked to decode to `len` bytes at `address` (not
+    /// null unless empty).
+    fn target(&self, name: &str, address: u64, len: u64) -> PyResult<usize> {
+        let Some(tensor) = self.archive.find(name) else {
+            return Err(error(
+                Kind::NoTensor,
+                format!("{}: no tensor named {name:?}", self.path.display()),
+            ));
+        };
+        let want = self.archive.index().tensors[tensor].original_len;
+        if want != len {
+            return Err(error(
+                Kind::Argument,
+                format!("tensor {name:?} has {want} bytes, the buffer {len}"),
+            ));
+        }
+        if len > 0 && address == 0 {
+            return Err(error(
+                Kind::Argument,
+                format!("tensor {name:?}: null buffer"),
+            ));
+        }
+        Ok(tensor)
+    }
+}
+
 #[pymethods]
 impl PyArchive {
     /// Opens the `.mcz` file at `path`.
@@ -112,27 +139,8 @@ impl PyArchive {
     ) -> PyResult<()> {
         let mut work = Vec::with_capacity(targets.len());
         for (name, address, len) in targets {
-            let Some(tensor) = self.archive.find(&name) else {
-                return Err(error(
-                    Kind::NoTensor,
-                    format!("{}: no tensor named {name:?}", self.path.display()),
-                ));
-            };
-            let want = self.archive.index().tensors[tensor].original_len;
-            if want != len as u64 {
-                return Err(error(
-                    Kind::Argument,
-                    format!("tensor {name:?} has {want} bytes, the buffer {len}"),
-                ));
-            }
-            if len > 0 && address == 0 {
-                return Err(error(
-                    Kind::Argument,
-                    format!("tensor {name:?}: null buffer"),
-                ));
-            }
             work.push(Target {
-                tensor,
+                tensor: self.target(&name, address as u64, len as u64)?,
                 address,
                 len,
             });
@@ -201,27 +209,8 @@ impl PyArchive {
     ) -> PyResult<Vec<(String, String)>> {
         let mut work = Vec::with_capacity(targets.len());
         for (name, address, len) in targets {
-            let Some(tensor) = self.archive.find(&name) else {
-                return Err(error(
-                    Kind::NoTensor,
-                    format!("{}: no tensor named {name:?}", self.path.display()),
-                ));
-            };
-            let want = self.archive.index().tensors[tensor].original_len;
-            if want != len {
-                return Err(error(
-                    Kind::Argument,
-                    format!("tensor {name:?} has {want} bytes, the buffer {len}"),
-                ));
-            }
-            if len > 0 && address == 0 {
-                return Err(error(
-                    Kind::Argument,
-                    format!("tensor {name:?}: null device buffer"),
-                ));
-            }
             work.push(gpu::GpuTarget {
-                tensor,
+                tensor: self.target(&name, address, len)?,
                 address,
                 len,
             });
