@@ -678,9 +678,11 @@ fn decode_chunk_pair(
     let esize = layout.element_size();
     let (dst_a, dst_b) = dst.split_at_mut((chunk_len * esize).min(dst.len()));
     let (na, nb) = (dst_a.len() / esize, dst_b.len() / esize);
-    // BF16 with a packed residual merges straight from the packed bits.
+    // BF16 and F32 with a packed sign+mantissa field merge straight from the packed bits.
     let packed_residual = |c: usize, n: usize| match (layout, decoders) {
-        (Layout::Bf16, [_, residual]) => residual.packed_chunk(c, n),
+        (Layout::Bf16, [_, residual]) | (Layout::F32, [_, residual, _, _]) => {
+            residual.packed_chunk(c, n)
+        }
         _ => None,
     };
     let fused = packed_residual(first, na).is_some();
@@ -707,17 +709,15 @@ fn decode_chunk_pair(
         if n == 0 {
             continue;
         }
-        match packed_residual(c, n) {
-            Some(packed) => {
-                crate::float_split::merge_bf16_packed(&bufs.pairs[0][half][..n], packed, out)
+        let field = |f: usize| &bufs.pairs[f][half][..n];
+        match (packed_residual(c, n), layout) {
+            (Some(packed), Layout::F32) => {
+                crate::float_split::merge_f32_packed(field(0), packed, field(2), field(3), out)
             }
-            None => {
-                let views: Vec<&[u16]> = bufs.pairs[..decoders.len()]
-                    .iter()
-                    .map(|p| &p[half][..n])
-                    .collect();
-                layout.merge(&views, out);
-            }
+            (Some(packed), _) => crate::float_split::merge_bf16_packed(field(0), packed, out),
+            (None, Layout::Bf16 | Layout::F16) => layout.merge(&[field(0), field(1)], out),
+            (None, Layout::F32) => layout.merge(&[field(0), field(1), field(2), field(3)], out),
+            (None, Layout::F8) => layout.merge(&[field(0)], out),
         }
     }
     Ok(())
