@@ -629,6 +629,7 @@ impl<'a> TensorDecoder<'a> {
         out.par_chunks_mut(2 * chunk_len * layout.element_size())
             .enumerate()
             .try_for_each(|(pair, dst)| {
+                prefault(dst);
                 FieldBuffers::with(|bufs| {
                     decode_chunk_pair(
                         layout,
@@ -663,6 +664,40 @@ impl<'a> TensorDecoder<'a> {
         }
         Ok(Some(entropy_bits(&hist)))
     }
+}
+
+/// Maps the pages of an output slice before it is written, in one system call
+/// (`MADV_POPULATE_WRITE`, Linux ≥ 5.14) instead of one page fault per 4 KiB: fresh
+/// output memory (a loader's new tensor) otherwise costs a trap per page inside the
+/// merge loop, measured at about a third of a cold decode on a KVM guest. Pages already
+/// mapped are left as they are; on older kernels the call fails and the pages fault in as
+/// before. Only whole pages inside `dst` are touched.
+fn prefault(dst: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        if dst.len() < 16 * PAGE {
+            return;
+        }
+        let start = dst.as_mut_ptr() as usize;
+        let first = start.next_multiple_of(PAGE);
+        let end = (start + dst.len()) / PAGE * PAGE;
+        if end > first {
+            // SAFETY: [first, end) lies inside `dst`, which this thread holds exclusively;
+            // MADV_POPULATE_WRITE changes no byte of memory that is mapped (it maps missing
+            // pages as a write fault would: zero for fresh anonymous memory, a private
+            // copy of file pages), so the slice's contents are unchanged.
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    end - first,
+                    libc::MADV_POPULATE_WRITE,
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = dst;
 }
 
 /// Decodes chunks `first` and `first + 1` (if `dst` reaches it) of every field and merges
