@@ -1067,7 +1067,7 @@ impl<'a> Archive<'a> {
 
     /// Decodes tensor `i` into `out` (exactly its original length) and checks its checksum.
     /// The stream checksums are not checked: the tensor checksum covers the output
-    /// (see [`Self::decoder_with`]); on an error `out` holds no usable data.
+    /// (FORMAT.md §6); on an error `out` holds no usable data.
     pub fn decode_tensor(&self, i: usize, out: &mut [u8]) -> Result<(), ContainerError> {
         let t = &self.index.tensors[i];
         let decoder = self.decoder_with(i, false)?;
