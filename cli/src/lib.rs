@@ -152,7 +152,7 @@ pub struct VerifyArgs {
 pub struct BenchArgs {
     /// Safetensors file (or .mcz, unpacked to memory first)
     pub file: PathBuf,
-    /// Timed repeats of each of encode and decode; the median is reported
+    /// Timed repeats of each of encode, warm decode and cold decode; the median is reported
     #[arg(long, value_name = "R", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,

@@ -112,29 +112,38 @@ impl Layout {
     }
 
     /// Inverse of [`Self::split`]: writes the little-endian elements into `dst`.
+    ///
+    /// Written as straight loops over whole elements (no indexing), which the compiler
+    /// vectorises on every target.
     pub fn merge(self, fields: &[&[u16]], dst: &mut [u8]) {
         match (self, fields) {
             (Self::Bf16, [f0, f1]) => {
-                for ((d, &s0), &s1) in dst.chunks_exact_mut(2).zip(f0.iter()).zip(f1.iter()) {
+                for ((d, &s0), &s1) in dst.as_chunks_mut::<2>().0.iter_mut().zip(*f0).zip(*f1) {
                     let w = (s0 << 6) | ((s1 & 0x40) << 9) | (s1 & 0x3F);
-                    d.copy_from_slice(&w.to_le_bytes());
+                    *d = w.to_le_bytes();
                 }
             }
             (Self::F16, [f0, f1]) => {
-                for ((d, &s0), &s1) in dst.chunks_exact_mut(2).zip(f0.iter()).zip(f1.iter()) {
+                for ((d, &s0), &s1) in dst.as_chunks_mut::<2>().0.iter_mut().zip(*f0).zip(*f1) {
                     let w = (s0 << 7) | ((s1 & 0x80) << 8) | (s1 & 0x7F);
-                    d.copy_from_slice(&w.to_le_bytes());
+                    *d = w.to_le_bytes();
                 }
             }
             (Self::F32, [f0, f1, f2, f3]) => {
-                for (i, d) in dst.chunks_exact_mut(4).enumerate() {
-                    let (s0, s1) = (u32::from(f0[i]), u32::from(f1[i]));
+                for ((d, (&s0, &s1)), (&s2, &s3)) in dst
+                    .as_chunks_mut::<4>()
+                    .0
+                    .iter_mut()
+                    .zip(f0.iter().zip(*f1))
+                    .zip(f2.iter().zip(*f3))
+                {
+                    let (s0, s1) = (u32::from(s0), u32::from(s1));
                     let x = (s0 << 22)
                         | ((s1 & 0x40) << 25)
                         | ((s1 & 0x3F) << 16)
-                        | (u32::from(f2[i]) << 8)
-                        | u32::from(f3[i]);
-                    d.copy_from_slice(&x.to_le_bytes());
+                        | (u32::from(s2 & 0xFF) << 8)
+                        | u32::from(s3 & 0xFF);
+                    *d = x.to_le_bytes();
                 }
             }
             (Self::F8, [f0]) => {
@@ -253,6 +262,57 @@ fn merge_bf16_packed_on(level: SimdLevel, exp: &[u16], packed: &[u8], dst: &mut 
     debug_assert!(dst.len() == 2 * n && packed.len() >= (7 * n).div_ceil(8));
     let done = simd::merge_bf16_packed(level, exp, packed, dst);
     merge_bf16_packed_scalar(&exp[done..], &packed[done / 8 * 7..], &mut dst[2 * done..]);
+}
+
+/// F32 merge with the sign+mantissa field still bit-packed (7 bits per element): `exp`
+/// holds the first field, `packed` at least `ceil(7·n/8)` bytes, `mid` and `low` the two
+/// low mantissa bytes (fields 3 and 4), `dst` 4n bytes. The top half of an F32 is a BF16
+/// word, so it is merged by the BF16 path (vectorised) into a small buffer that stays in
+/// L1, then interleaved with the low bytes: equivalent to unpacking and [`Layout::merge`].
+pub fn merge_f32_packed(exp: &[u16], packed: &[u8], mid: &[u16], low: &[u16], dst: &mut [u8]) {
+    merge_f32_packed_on(crate::cpu::simd_level(), exp, packed, mid, low, dst);
+}
+
+/// Elements per step of [`merge_f32_packed`]: a multiple of 64 (the widest BF16 merge
+/// step), so each step's packed bytes start on a byte.
+const F32_MERGE_STEP: usize = 1024;
+
+/// [`merge_f32_packed`] on the given code path (one the CPU supports).
+fn merge_f32_packed_on(
+    level: SimdLevel,
+    exp: &[u16],
+    packed: &[u8],
+    mid: &[u16],
+    low: &[u16],
+    dst: &mut [u8],
+) {
+    let n = exp.len();
+    debug_assert!(
+        dst.len() == 4 * n
+            && mid.len() == n
+            && low.len() == n
+            && packed.len() >= (7 * n).div_ceil(8)
+    );
+    let mut high = [0u8; 2 * F32_MERGE_STEP];
+    for (k, exp) in exp.chunks(F32_MERGE_STEP).enumerate() {
+        let (from, len) = (k * F32_MERGE_STEP, exp.len());
+        let bytes = &packed[from / 8 * 7..];
+        let high = &mut high[..2 * len];
+        merge_bf16_packed_on(level, exp, &bytes[..(7 * len).div_ceil(8)], high);
+        for ((d, h), (&m, &l)) in dst[4 * from..4 * (from + len)]
+            .as_chunks_mut::<4>()
+            .0
+            .iter_mut()
+            .zip(high.as_chunks::<2>().0)
+            .zip(mid[from..from + len].iter().zip(&low[from..from + len]))
+        {
+            // Whole-word arithmetic (not byte stores): the loop vectorises.
+            let x = (u32::from(u16::from_le_bytes(*h)) << 16)
+                | (u32::from(m & 0xFF) << 8)
+                | u32::from(l & 0xFF);
+            *d = x.to_le_bytes();
+        }
+    }
 }
 
 /// Four 7-bit fields (the low 28 bits of `bits`) spread to the low bits of four 16-bit
@@ -627,6 +687,25 @@ mod tests {
             for level in SimdLevel::supported() {
                 let mut dst = vec![0xEEu8; 2 * n];
                 merge_bf16_packed_on(level, &f0, &packed, &mut dst);
+                assert_eq!(dst, src, "n {n} {level}");
+            }
+        }
+    }
+
+    #[test]
+    fn packed_f32_merge_matches_unpack_then_merge_on_every_path() {
+        for n in [0usize, 1, 8, 63, 64, 65, 1023, 1024, 1025, 2048, 3000] {
+            let src: Vec<u8> = (0..n as u32)
+                .flat_map(|i| i.wrapping_mul(2654435761).rotate_left(i % 32).to_le_bytes())
+                .collect();
+            let mut f: [Vec<u16>; 4] = std::array::from_fn(|_| vec![0u16; n]);
+            let [f0, f1, f2, f3] = &mut f;
+            Layout::F32.split(&src, &mut [f0, f1, f2, f3]);
+            let mut packed = Vec::new();
+            crate::entropy::bitpack::pack(&f[1], 7, &mut packed);
+            for level in SimdLevel::supported() {
+                let mut dst = vec![0xEEu8; 4 * n];
+                merge_f32_packed_on(level, &f[0], &packed, &f[2], &f[3], &mut dst);
                 assert_eq!(dst, src, "n {n} {level}");
             }
         }

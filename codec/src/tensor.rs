@@ -638,6 +638,7 @@ impl<'a> TensorDecoder<'a> {
         out.par_chunks_mut(2 * chunk_len * layout.element_size())
             .enumerate()
             .try_for_each(|(pair, dst)| {
+                prefault(dst);
                 FieldBuffers::with(|bufs| {
                     decode_chunk_pair(
                         layout,
@@ -674,6 +675,40 @@ impl<'a> TensorDecoder<'a> {
     }
 }
 
+/// Maps the pages of an output slice before it is written, in one system call
+/// (`MADV_POPULATE_WRITE`, Linux ≥ 5.14) instead of one page fault per 4 KiB: fresh
+/// output memory (a loader's new tensor) otherwise costs a trap per page inside the
+/// merge loop, measured at about a third of a cold decode on a KVM guest. Pages already
+/// mapped are left as they are; on older kernels the call fails and the pages fault in as
+/// before. Only whole pages inside `dst` are touched.
+fn prefault(dst: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        if dst.len() < 16 * PAGE {
+            return;
+        }
+        let start = dst.as_mut_ptr() as usize;
+        let first = start.next_multiple_of(PAGE);
+        let end = (start + dst.len()) / PAGE * PAGE;
+        if end > first {
+            // SAFETY: [first, end) lies inside `dst`, which this thread holds exclusively;
+            // MADV_POPULATE_WRITE changes no byte of memory that is mapped (it maps missing
+            // pages as a write fault would: zero for fresh anonymous memory, a private
+            // copy of file pages), so the slice's contents are unchanged.
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    end - first,
+                    libc::MADV_POPULATE_WRITE,
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = dst;
+}
+
 /// Decodes chunks `first` and `first + 1` (if `dst` reaches it) of every field and merges
 /// them into `dst`.
 fn decode_chunk_pair(
@@ -687,9 +722,11 @@ fn decode_chunk_pair(
     let esize = layout.element_size();
     let (dst_a, dst_b) = dst.split_at_mut((chunk_len * esize).min(dst.len()));
     let (na, nb) = (dst_a.len() / esize, dst_b.len() / esize);
-    // BF16 with a packed residual merges straight from the packed bits.
+    // BF16 and F32 with a packed sign+mantissa field merge straight from the packed bits.
     let packed_residual = |c: usize, n: usize| match (layout, decoders) {
-        (Layout::Bf16, [_, residual]) => residual.packed_chunk(c, n),
+        (Layout::Bf16, [_, residual]) | (Layout::F32, [_, residual, _, _]) => {
+            residual.packed_chunk(c, n)
+        }
         _ => None,
     };
     let fused = packed_residual(first, na).is_some();
@@ -716,17 +753,15 @@ fn decode_chunk_pair(
         if n == 0 {
             continue;
         }
-        match packed_residual(c, n) {
-            Some(packed) => {
-                crate::float_split::merge_bf16_packed(&bufs.pairs[0][half][..n], packed, out)
+        let field = |f: usize| &bufs.pairs[f][half][..n];
+        match (packed_residual(c, n), layout) {
+            (Some(packed), Layout::F32) => {
+                crate::float_split::merge_f32_packed(field(0), packed, field(2), field(3), out)
             }
-            None => {
-                let views: Vec<&[u16]> = bufs.pairs[..decoders.len()]
-                    .iter()
-                    .map(|p| &p[half][..n])
-                    .collect();
-                layout.merge(&views, out);
-            }
+            (Some(packed), _) => crate::float_split::merge_bf16_packed(field(0), packed, out),
+            (None, Layout::Bf16 | Layout::F16) => layout.merge(&[field(0), field(1)], out),
+            (None, Layout::F32) => layout.merge(&[field(0), field(1), field(2), field(3)], out),
+            (None, Layout::F8) => layout.merge(&[field(0)], out),
         }
     }
     Ok(())
