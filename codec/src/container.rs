@@ -11,10 +11,10 @@ use std::io::{self, Write};
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::dtype::Dtype;
+use crate::dtype::{Dtype, ShapeError};
 use crate::entropy::stream::CodedStream;
 use crate::safetensors::{self, HeaderError};
-use crate::tensor::{self, Codec, EncodeOptions, TensorDecoder, TensorError};
+use crate::tensor::{self, Codec, EncodeOptions, TensorDecoder, TensorError, ZstdError};
 
 /// File magic (FORMAT.md §3.1).
 pub const MAGIC: [u8; 8] = *b"\x89MCZ\r\n\x1a\n";
@@ -64,21 +64,32 @@ pub enum ContainerError {
     /// The input is not a valid safetensors file.
     #[error("not a valid safetensors file: {0}")]
     Safetensors(#[from] HeaderError),
-    /// The file is not an .mcz file or has an unsupported version.
-    #[error("not an mcz file: {0}")]
-    NotMcz(String),
+    /// The file is empty.
+    #[error("not an mcz file: empty file")]
+    Empty,
+    /// The file does not start with the `.mcz` magic.
+    #[error("not an mcz file: missing mcz magic")]
+    NoMagic,
+    /// The file has a format version this build does not read.
+    #[error("not an mcz file: format version {found}, this build reads {supported}")]
+    Version {
+        /// Major version in the file.
+        found: u16,
+        /// Major version this build reads.
+        supported: u16,
+    },
     /// The file is structurally damaged.
     #[error("corrupt mcz file: {0}")]
-    Corrupt(String),
+    Corrupt(#[from] Corruption),
     /// The input cannot be represented (a name too long for the index, say) or the options
     /// are invalid.
     #[error("cannot pack: {0}")]
-    Unsupported(String),
+    Unsupported(#[from] Unsupported),
     /// A size the file claims exceeds what the reader allows.
     #[error("{what}: {requested} exceeds the limit of {allowed}")]
     Limit {
         /// What was claimed.
-        what: String,
+        what: Part,
         /// The size the file asks for.
         requested: u64,
         /// The largest size allowed.
@@ -88,11 +99,19 @@ pub enum ContainerError {
     #[error("checksum mismatch in {what}: stored {stored:016x}, computed {computed:016x}")]
     Checksum {
         /// What was checked.
-        what: String,
+        what: Part,
         /// Stored checksum.
         stored: u64,
         /// Computed checksum.
         computed: u64,
+    },
+    /// The output buffer given to [`Archive::unpack_into`] does not have the original size.
+    #[error("output buffer is {found} bytes, the original is {expected}")]
+    OutputSize {
+        /// Buffer bytes.
+        found: u64,
+        /// Original bytes.
+        expected: u64,
     },
     /// A tensor failed to decode.
     #[error("tensor {name:?}: {source}")]
@@ -103,6 +122,302 @@ pub enum ContainerError {
         #[source]
         source: TensorError,
     },
+}
+
+/// The part of a file that a checksum or a limit applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Part {
+    /// The trailer (FORMAT.md §3.4).
+    Trailer,
+    /// The index (FORMAT.md §3.3).
+    Index,
+    /// The stored stream of the original header.
+    HeaderStream,
+    /// The original header, decoded.
+    Header,
+    /// A stream of a tensor.
+    Stream {
+        /// Tensor name.
+        tensor: String,
+        /// Stream number.
+        stream: usize,
+    },
+    /// A copy of a tensor's stream made for upload to a device (the GPU loader).
+    UploadCopy {
+        /// Tensor name.
+        tensor: String,
+        /// Stream number.
+        stream: usize,
+    },
+    /// A tensor's decoded bytes.
+    Tensor {
+        /// Tensor name.
+        name: String,
+    },
+    /// The original size a file claims, against its own size.
+    OriginalSize {
+        /// The file's size.
+        file_len: u64,
+    },
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Trailer => f.write_str("trailer"),
+            Self::Index => f.write_str("index"),
+            Self::HeaderStream => f.write_str("header stream"),
+            Self::Header => f.write_str("header"),
+            Self::Stream { tensor, stream } => write!(f, "tensor {tensor:?} stream {stream}"),
+            Self::UploadCopy { tensor, stream } => {
+                write!(f, "tensor {tensor:?} stream {stream} (copy for upload)")
+            }
+            Self::Tensor { name } => write!(f, "tensor {name:?}"),
+            Self::OriginalSize { file_len } => write!(
+                f,
+                "original size claimed by a {file_len}-byte file (at most {MAX_EXPANSION} bytes per file byte)"
+            ),
+        }
+    }
+}
+
+/// What is wrong with a damaged file: each variant carries the values found and what
+/// they had to be.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Corruption {
+    /// The file cannot hold a preamble and a trailer.
+    #[error("file of {len} bytes is shorter than preamble and trailer")]
+    TooShort {
+        /// File length.
+        len: u64,
+    },
+    /// The trailer's magic is missing.
+    #[error("trailer magic missing (truncated file?)")]
+    NoTrailerMagic,
+    /// The index does not end where the trailer starts.
+    #[error("index at {offset} of {len} bytes does not end at the trailer ({trailer})")]
+    IndexPlacement {
+        /// Index offset.
+        offset: u64,
+        /// Index length.
+        len: u64,
+        /// Trailer offset.
+        trailer: u64,
+    },
+    /// Trailer and index disagree on the original size.
+    #[error("trailer says {trailer} original bytes, index says {index}")]
+    OriginalLen {
+        /// Size in the trailer.
+        trailer: u64,
+        /// Size in the index.
+        index: u64,
+    },
+    /// The index ends inside a field.
+    #[error("index truncated: needs {needed} bytes at {at}, has {len}")]
+    IndexTruncated {
+        /// Bytes of the field.
+        needed: usize,
+        /// Where it starts.
+        at: usize,
+        /// Index length.
+        len: usize,
+    },
+    /// The source kind is neither safetensors (0) nor raw (1).
+    #[error("unknown source kind {found}")]
+    SourceKind {
+        /// The byte found.
+        found: u8,
+    },
+    /// The prefix coding is neither stored (0) nor zstd (1).
+    #[error("prefix coding {found} is neither stored (0) nor zstd (1)")]
+    PrefixCoding {
+        /// The byte found.
+        found: u8,
+    },
+    /// The prefix's sizes do not fit the original or the header limit.
+    #[error("prefix of {raw_len} bytes (stored {stored_len}) does not fit the {original_len}-byte original (cap {cap})")]
+    PrefixSize {
+        /// Original prefix length.
+        raw_len: u64,
+        /// Stored stream length.
+        stored_len: u64,
+        /// Original file length.
+        original_len: u64,
+        /// Largest prefix allowed.
+        cap: u64,
+    },
+    /// The tensor count cannot fit the index's bytes.
+    #[error("index claims {count} tensors in {len} bytes")]
+    TensorCount {
+        /// Tensors claimed.
+        count: usize,
+        /// Index length.
+        len: usize,
+    },
+    /// A tensor does not start where the one before it ends.
+    #[error("tensor {tensor} ({name:?}) starts at original byte {found}, expected {expected}")]
+    TensorOffset {
+        /// Its position.
+        tensor: usize,
+        /// Its name.
+        name: String,
+        /// Its original offset.
+        found: u64,
+        /// Where the previous one ended.
+        expected: u64,
+    },
+    /// A tensor ends past the original file.
+    #[error("tensor {name:?} ends past the {original_len}-byte original")]
+    TensorEnd {
+        /// Its name.
+        name: String,
+        /// Original file length.
+        original_len: u64,
+    },
+    /// The tensors do not cover the original file.
+    #[error("tensors cover {covered} of {original_len} original bytes")]
+    Coverage {
+        /// Bytes covered (prefix and tensors).
+        covered: u64,
+        /// Original file length.
+        original_len: u64,
+    },
+    /// Bytes follow the last tensor entry.
+    #[error("{count} unread bytes after the index")]
+    TrailingIndexBytes {
+        /// How many.
+        count: usize,
+    },
+    /// A padding byte outside every stream is not zero.
+    #[error("nonzero padding byte at offset {offset}")]
+    Padding {
+        /// Its offset.
+        offset: u64,
+    },
+    /// A stream is unaligned or lies outside the data area.
+    #[error(
+        "stream at {offset} of {len} bytes is unaligned or outside the data area {start}..{end}"
+    )]
+    StreamPlacement {
+        /// Stream offset.
+        offset: u64,
+        /// Stream length.
+        len: u64,
+        /// Start of the data area.
+        start: u64,
+        /// End of the data area (the index offset).
+        end: u64,
+    },
+    /// A tensor name is not UTF-8.
+    #[error("tensor name is not UTF-8")]
+    NameNotUtf8,
+    /// A dtype name is not UTF-8.
+    #[error("dtype of {name:?} is not UTF-8")]
+    DtypeNotUtf8 {
+        /// Tensor name.
+        name: String,
+    },
+    /// A tensor's rank exceeds the limit.
+    #[error("tensor {name:?} has rank {rank}, limit {limit}")]
+    Rank {
+        /// Tensor name.
+        name: String,
+        /// Its rank.
+        rank: usize,
+        /// Largest rank allowed.
+        limit: usize,
+    },
+    /// A tensor names a codec this build does not know.
+    #[error("tensor {name:?} has unknown codec {codec}")]
+    UnknownCodec {
+        /// Tensor name.
+        name: String,
+        /// The codec byte.
+        codec: u8,
+    },
+    /// A tensor lists another number of streams than its codec has.
+    #[error("tensor {name:?}: codec {codec} has {expected} streams, index lists {found}")]
+    StreamCount {
+        /// Tensor name.
+        name: String,
+        /// Codec name.
+        codec: &'static str,
+        /// Streams listed.
+        found: usize,
+        /// Streams the codec has.
+        expected: usize,
+    },
+    /// A tensor's shape and dtype do not make its byte length.
+    #[error("tensor {name:?}: {source}")]
+    Shape {
+        /// Tensor name.
+        name: String,
+        /// The shape, dtype and length.
+        source: ShapeError,
+    },
+    /// A tensor is larger than this machine's address space.
+    #[error("tensor {name:?} too large: {len} bytes")]
+    TensorTooLarge {
+        /// Tensor name.
+        name: String,
+        /// Its byte length.
+        len: u64,
+    },
+    /// The header stream's zstd frame is bad.
+    #[error("header stream: {0}")]
+    HeaderFrame(ZstdError),
+}
+
+/// Why an input cannot be packed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unsupported {
+    /// [`pack_parts`] was given a raw dtype.
+    #[error("pack_parts packs safetensors data; raw_dtype must be unset")]
+    RawParts,
+    /// The header given to [`pack_parts`] declares another header length.
+    #[error("header of {given} bytes declares {declared} bytes of header")]
+    HeaderLen {
+        /// Bytes given.
+        given: u64,
+        /// Bytes it declares.
+        declared: u64,
+    },
+    /// [`pack_parts`] got another number of parts than the header has tensors.
+    #[error("header lists {tensors} tensors, {parts} parts given")]
+    PartCount {
+        /// Tensors in the header.
+        tensors: usize,
+        /// Parts given.
+        parts: usize,
+    },
+    /// A part given to [`pack_parts`] has another length than its tensor.
+    #[error("tensor {name:?}: header gives {expected} bytes, its part has {found}")]
+    PartLen {
+        /// Tensor name.
+        name: String,
+        /// Bytes the header gives it.
+        expected: u64,
+        /// Bytes of its part.
+        found: u64,
+    },
+    /// A tensor's name, dtype name or rank does not fit the index.
+    #[error("tensor {name:?}: name of {name_len} bytes (limit {MAX_NAME_LEN}), dtype name of {dtype_len} bytes (limit {MAX_DTYPE_LEN}) or rank {rank} (limit {})", safetensors::MAX_RANK)]
+    IndexField {
+        /// The name's first 64 characters.
+        name: String,
+        /// Name bytes.
+        name_len: usize,
+        /// Dtype name bytes.
+        dtype_len: usize,
+        /// Rank.
+        rank: usize,
+    },
+    /// The encoder options are invalid.
+    #[error("{0}")]
+    Options(TensorError),
 }
 
 /// One tensor as the index records it.
@@ -279,34 +594,33 @@ pub fn pack_parts<W: Write + Send>(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<PackStats, ContainerError> {
     if opts.raw_dtype.is_some() {
-        return Err(ContainerError::Unsupported(
-            "pack_parts packs safetensors data; raw_dtype must be unset".into(),
-        ));
+        return Err(Unsupported::RawParts.into());
     }
     let data_len = parts.iter().map(|p| p.len() as u64).sum::<u64>();
     let parsed = safetensors::parse(header, header.len() as u64 + data_len)?;
     if parsed.prefix_len != header.len() as u64 {
-        return Err(ContainerError::Unsupported(format!(
-            "header of {} bytes declares {} bytes of header",
-            header.len(),
-            parsed.prefix_len
-        )));
+        return Err(Unsupported::HeaderLen {
+            given: header.len() as u64,
+            declared: parsed.prefix_len,
+        }
+        .into());
     }
     if parsed.tensors.len() != parts.len() {
-        return Err(ContainerError::Unsupported(format!(
-            "header lists {} tensors, {} parts given",
-            parsed.tensors.len(),
-            parts.len()
-        )));
+        return Err(Unsupported::PartCount {
+            tensors: parsed.tensors.len(),
+            parts: parts.len(),
+        }
+        .into());
     }
     for (t, part) in parsed.tensors.iter().zip(parts) {
         let want = t.range.end - t.range.start;
         if want != part.len() as u64 {
-            return Err(ContainerError::Unsupported(format!(
-                "tensor {:?}: header gives {want} bytes, its part has {}",
-                t.name,
-                part.len()
-            )));
+            return Err(Unsupported::PartLen {
+                name: t.name.clone(),
+                expected: want,
+                found: part.len() as u64,
+            }
+            .into());
         }
     }
     pack_tensors(
@@ -333,9 +647,7 @@ fn pack_tensors<'d, W: Write + Send>(
 ) -> Result<PackStats, ContainerError> {
     let prefix_len = prefix.len() as u64;
     let file_len = infos.last().map_or(prefix_len, |t| t.range.end);
-    opts.encode
-        .validate()
-        .map_err(ContainerError::Unsupported)?;
+    opts.encode.validate().map_err(Unsupported::Options)?;
     // The index stores name lengths in 16 bits and dtype names in 8: refuse what does not
     // fit rather than write an unreadable file.
     for t in infos {
@@ -343,14 +655,13 @@ fn pack_tensors<'d, W: Write + Send>(
             || t.dtype.name().len() > MAX_DTYPE_LEN
             || t.shape.len() > safetensors::MAX_RANK
         {
-            return Err(ContainerError::Unsupported(format!(
-                "tensor {:?}: name of {} bytes (limit {MAX_NAME_LEN}), dtype name of {} bytes (limit {MAX_DTYPE_LEN}) or rank {} (limit {})",
-                t.name.chars().take(64).collect::<String>(),
-                t.name.len(),
-                t.dtype.name().len(),
-                t.shape.len(),
-                safetensors::MAX_RANK
-            )));
+            return Err(Unsupported::IndexField {
+                name: t.name.chars().take(64).collect(),
+                name_len: t.name.len(),
+                dtype_len: t.dtype.name().len(),
+                rank: t.shape.len(),
+            }
+            .into());
         }
     }
     let mut w = CountingWriter { inner: out, pos: 0 };
@@ -537,26 +848,25 @@ impl Index {
         let source = match r.u8()? {
             0 => SourceKind::Safetensors,
             1 => SourceKind::Raw,
-            k => return Err(corrupt(format!("unknown source kind {k}"))),
+            found => return Err(Corruption::SourceKind { found }.into()),
         };
         let original_len = r.u64()?;
         let stream = r.stream(index_offset)?;
         let zstd = match r.u8()? {
             0 => false,
             1 => true,
-            z => {
-                return Err(corrupt(format!(
-                    "prefix coding {z} is neither stored (0) nor zstd (1)"
-                )))
-            }
+            found => return Err(Corruption::PrefixCoding { found }.into()),
         };
         let raw_len = r.u64()?;
         let cap = safetensors::MAX_HEADER_LEN + 8;
         if raw_len > cap || raw_len > original_len || (!zstd && stream.len != raw_len) {
-            return Err(corrupt(format!(
-                "prefix of {raw_len} bytes (stored {}) does not fit the {original_len}-byte original (cap {cap})",
-                stream.len
-            )));
+            return Err(Corruption::PrefixSize {
+                raw_len,
+                stored_len: stream.len,
+                original_len,
+                cap,
+            }
+            .into());
         }
         let prefix = PrefixRef {
             stream,
@@ -568,42 +878,46 @@ impl Index {
         // Each entry takes at least 49 bytes: bound the count before allocating for it.
         const MIN_ENTRY: usize = 2 + 1 + 1 + 8 * 3 + 3 + 24;
         if count > (bytes.len() - r.pos) / (MIN_ENTRY - 24) {
-            return Err(corrupt(format!(
-                "index claims {count} tensors in {} bytes",
-                bytes.len()
-            )));
+            return Err(Corruption::TensorCount {
+                count,
+                len: bytes.len(),
+            }
+            .into());
         }
         let mut tensors = Vec::with_capacity(count);
         let mut at = raw_len;
         for i in 0..count {
             let t = r.tensor(index_offset)?;
             if t.original_offset != at {
-                return Err(corrupt(format!(
-                    "tensor {i} ({:?}) starts at original byte {}, expected {at}",
-                    t.name, t.original_offset
-                )));
+                return Err(Corruption::TensorOffset {
+                    tensor: i,
+                    name: t.name,
+                    found: t.original_offset,
+                    expected: at,
+                }
+                .into());
             }
             at = at
                 .checked_add(t.original_len)
                 .filter(|&e| e <= original_len)
-                .ok_or_else(|| {
-                    corrupt(format!(
-                        "tensor {:?} ends past the {original_len}-byte original",
-                        t.name
-                    ))
+                .ok_or_else(|| Corruption::TensorEnd {
+                    name: t.name.clone(),
+                    original_len,
                 })?;
             tensors.push(t);
         }
         if at != original_len {
-            return Err(corrupt(format!(
-                "tensors cover {at} of {original_len} original bytes"
-            )));
+            return Err(Corruption::Coverage {
+                covered: at,
+                original_len,
+            }
+            .into());
         }
         if r.pos != bytes.len() {
-            return Err(corrupt(format!(
-                "{} unread bytes after the index",
-                bytes.len() - r.pos
-            )));
+            return Err(Corruption::TrailingIndexBytes {
+                count: bytes.len() - r.pos,
+            }
+            .into());
         }
         Ok(Self {
             source,
@@ -630,10 +944,10 @@ fn check_padding(bytes: &[u8], index: &Index, index_offset: u64) -> Result<(), C
             // Offsets were checked against the index offset when the index was parsed.
             let gap = &bytes[covered as usize..start as usize];
             if let Some(k) = gap.iter().position(|&b| b != 0) {
-                return Err(corrupt(format!(
-                    "nonzero padding byte at offset {}",
-                    covered as usize + k
-                )));
+                return Err(Corruption::Padding {
+                    offset: covered + k as u64,
+                }
+                .into());
             }
         }
         covered = covered.max(end);
@@ -647,10 +961,6 @@ fn put_stream(b: &mut Vec<u8>, s: &StreamRef) {
     b.extend_from_slice(&s.checksum.to_le_bytes());
 }
 
-fn corrupt(msg: String) -> ContainerError {
-    ContainerError::Corrupt(msg)
-}
-
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -658,17 +968,13 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ContainerError> {
-        let s = self
-            .bytes
-            .get(self.pos..self.pos.saturating_add(n))
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "index truncated: needs {} bytes at {}, has {}",
-                    n,
-                    self.pos,
-                    self.bytes.len()
-                ))
-            })?;
+        let s = self.bytes.get(self.pos..self.pos.saturating_add(n)).ok_or(
+            Corruption::IndexTruncated {
+                needed: n,
+                at: self.pos,
+                len: self.bytes.len(),
+            },
+        )?;
         self.pos += n;
         Ok(s)
     }
@@ -701,28 +1007,33 @@ impl<'a> Reader<'a> {
             || !s.offset.is_multiple_of(ALIGN)
             || end.is_none_or(|e| e > index_offset)
         {
-            return Err(corrupt(format!(
-                "stream at {} of {} bytes is unaligned or outside the data area {BLOCK}..{index_offset}",
-                s.offset, s.len
-            )));
+            return Err(Corruption::StreamPlacement {
+                offset: s.offset,
+                len: s.len,
+                start: BLOCK,
+                end: index_offset,
+            }
+            .into());
         }
         Ok(s)
     }
     fn tensor(&mut self, index_offset: u64) -> Result<TensorEntry, ContainerError> {
         let name_len = usize::from(self.u16()?);
         let name = std::str::from_utf8(self.take(name_len)?)
-            .map_err(|_| corrupt("tensor name is not UTF-8".into()))?
+            .map_err(|_| Corruption::NameNotUtf8)?
             .to_owned();
         let dtype_len = usize::from(self.u8()?);
         let dtype = std::str::from_utf8(self.take(dtype_len)?)
-            .map_err(|_| corrupt(format!("dtype of {name:?} is not UTF-8")))?;
+            .map_err(|_| Corruption::DtypeNotUtf8 { name: name.clone() })?;
         let dtype = Dtype::parse(dtype);
         let rank = usize::from(self.u8()?);
         if rank > safetensors::MAX_RANK {
-            return Err(corrupt(format!(
-                "tensor {name:?} has rank {rank}, limit {}",
-                safetensors::MAX_RANK
-            )));
+            return Err(Corruption::Rank {
+                name,
+                rank,
+                limit: safetensors::MAX_RANK,
+            }
+            .into());
         }
         let shape = (0..rank)
             .map(|_| self.u64())
@@ -731,25 +1042,26 @@ impl<'a> Reader<'a> {
         let original_len = self.u64()?;
         let checksum = self.u64()?;
         let codec_id = self.u8()?;
-        let codec = Codec::from_id(codec_id)
-            .ok_or_else(|| corrupt(format!("tensor {name:?} has unknown codec {codec_id}")))?;
+        let codec = Codec::from_id(codec_id).ok_or_else(|| Corruption::UnknownCodec {
+            name: name.clone(),
+            codec: codec_id,
+        })?;
         let chunk_log2 = self.u8()?;
         let n_streams = usize::from(self.u8()?);
         if n_streams != codec.stream_count() {
-            return Err(corrupt(format!(
-                "tensor {name:?}: codec {} has {} streams, index lists {n_streams}",
-                codec.name(),
-                codec.stream_count()
-            )));
+            return Err(Corruption::StreamCount {
+                name,
+                codec: codec.name(),
+                found: n_streams,
+                expected: codec.stream_count(),
+            }
+            .into());
         }
         let streams = (0..n_streams)
             .map(|_| self.stream(index_offset))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(size) = dtype.element_size() {
-            let expect = shape.iter().try_fold(size as u64, |a, &d| a.checked_mul(d));
-            if expect != Some(original_len) {
-                return Err(corrupt(format!("tensor {name:?}: shape {shape:?} of {dtype} does not make {original_len} bytes")));
-            }
+        if let Err(source) = dtype.check_shape(&shape, original_len) {
+            return Err(Corruption::Shape { name, source }.into());
         }
         Ok(TensorEntry {
             name,
@@ -804,7 +1116,7 @@ impl Archive<'static> {
         let file = std::fs::File::open(path)?;
         // An empty file cannot be mapped on every platform; it is not an mcz file either.
         if file.metadata()?.len() == 0 {
-            return Err(ContainerError::NotMcz("empty file".into()));
+            return Err(ContainerError::Empty);
         }
         // SAFETY: the map is read-only and private to this archive; a concurrent writer
         // can change the bytes seen, which every reader path checks against checksums
@@ -825,29 +1137,28 @@ impl<'a> Archive<'a> {
         let bytes: &[u8] = &source;
         let len = bytes.len() as u64;
         if bytes.len() < 8 || bytes[..8] != MAGIC {
-            return Err(ContainerError::NotMcz("missing mcz magic".into()));
+            return Err(ContainerError::NoMagic);
         }
         if len < 2 * BLOCK {
-            return Err(corrupt(format!(
-                "file of {len} bytes is shorter than preamble and trailer"
-            )));
+            return Err(Corruption::TooShort { len }.into());
         }
         let major = u16::from_le_bytes([bytes[8], bytes[9]]);
         if major != VERSION_MAJOR {
-            return Err(ContainerError::NotMcz(format!(
-                "format version {major}, this build reads {VERSION_MAJOR}"
-            )));
+            return Err(ContainerError::Version {
+                found: major,
+                supported: VERSION_MAJOR,
+            });
         }
         let t = &bytes[bytes.len() - BLOCK as usize..];
         let word = |i: usize| u64::from_le_bytes(t[i..i + 8].try_into().expect("8 bytes"));
         if t[48..56] != TRAILER_MAGIC {
-            return Err(corrupt("trailer magic missing (truncated file?)".into()));
+            return Err(Corruption::NoTrailerMagic.into());
         }
         let stored = word(56);
         let computed = xxh3_64(&t[..56]);
         if stored != computed {
             return Err(ContainerError::Checksum {
-                what: "trailer".into(),
+                what: Part::Trailer,
                 stored,
                 computed,
             });
@@ -858,9 +1169,7 @@ impl<'a> Archive<'a> {
         let allowed = len.saturating_mul(MAX_EXPANSION);
         if word(24) > allowed {
             return Err(ContainerError::Limit {
-                what: format!(
-                    "original size claimed by a {len}-byte file (at most {MAX_EXPANSION} bytes per file byte)"
-                ),
+                what: Part::OriginalSize { file_len: len },
                 requested: word(24),
                 allowed,
             });
@@ -869,27 +1178,29 @@ impl<'a> Archive<'a> {
             || index_offset % ALIGN != 0
             || index_offset.checked_add(index_len) != Some(len - BLOCK)
         {
-            return Err(corrupt(format!(
-                "index at {index_offset} of {index_len} bytes does not end at the trailer ({})",
-                len - BLOCK
-            )));
+            return Err(Corruption::IndexPlacement {
+                offset: index_offset,
+                len: index_len,
+                trailer: len - BLOCK,
+            }
+            .into());
         }
         let index_bytes = &bytes[index_offset as usize..(len - BLOCK) as usize];
         let computed = xxh3_64(index_bytes);
         if computed != index_sum {
             return Err(ContainerError::Checksum {
-                what: "index".into(),
+                what: Part::Index,
                 stored: index_sum,
                 computed,
             });
         }
         let index = Index::parse(index_bytes, index_offset)?;
         if index.original_len != word(24) {
-            return Err(corrupt(format!(
-                "trailer says {} original bytes, index says {}",
-                word(24),
-                index.original_len
-            )));
+            return Err(Corruption::OriginalLen {
+                trailer: word(24),
+                index: index.original_len,
+            }
+            .into());
         }
         check_padding(bytes, &index, index_offset)?;
         let by_name = index
@@ -952,7 +1263,7 @@ impl<'a> Archive<'a> {
     pub fn stream(
         &self,
         s: &StreamRef,
-        what: impl FnOnce() -> String,
+        what: impl FnOnce() -> Part,
     ) -> Result<&[u8], ContainerError> {
         let bytes = &self.bytes[s.offset as usize..(s.offset + s.len) as usize];
         let computed = xxh3_64(bytes);
@@ -976,19 +1287,19 @@ impl<'a> Archive<'a> {
     /// The original bytes before the first tensor (the safetensors header), checked.
     pub fn prefix(&self) -> Result<Vec<u8>, ContainerError> {
         let p = &self.index.prefix;
-        let stored = self.stream(&p.stream, || "header stream".into())?;
+        let stored = self.stream(&p.stream, || Part::HeaderStream)?;
         let raw = if p.zstd {
-            tensor::check_zstd_frame(stored, p.raw_len)
-                .map_err(|e| corrupt(format!("header stream: {e}")))?;
+            tensor::check_zstd_frame(stored, p.raw_len).map_err(Corruption::HeaderFrame)?;
             let mut out = vec![0u8; p.raw_len as usize];
             let n = zstd::bulk::Decompressor::new()
                 .and_then(|mut d| d.decompress_to_buffer(stored, &mut out))
-                .map_err(|e| corrupt(format!("header stream: {e}")))?;
+                .map_err(|e| Corruption::HeaderFrame(ZstdError::Decoder(e.to_string())))?;
             if n != out.len() {
-                return Err(corrupt(format!(
-                    "header stream decodes to {n} bytes, expected {}",
-                    out.len()
-                )));
+                return Err(Corruption::HeaderFrame(ZstdError::DecodedSize {
+                    found: n as u64,
+                    expected: out.len() as u64,
+                })
+                .into());
             }
             out
         } else {
@@ -997,7 +1308,7 @@ impl<'a> Archive<'a> {
         let computed = xxh3_64(&raw);
         if computed != p.raw_checksum {
             return Err(ContainerError::Checksum {
-                what: "header".into(),
+                what: Part::Header,
                 stored: p.raw_checksum,
                 computed,
             });
@@ -1010,7 +1321,10 @@ impl<'a> Archive<'a> {
         let t = &self.index.tensors[i];
         // Large streams are checked in parallel: a serial pass would cap decoding speed.
         let check = |(k, s): (usize, &StreamRef)| {
-            self.stream(s, || format!("tensor {:?} stream {k}", t.name))
+            self.stream(s, || Part::Stream {
+                tensor: t.name.clone(),
+                stream: k,
+            })
         };
         let streams = if t.coded_len() > 1 << 20 {
             t.streams
@@ -1025,8 +1339,10 @@ impl<'a> Archive<'a> {
                 .map(check)
                 .collect::<Result<Vec<_>, _>>()?
         };
-        let len = usize::try_from(t.original_len)
-            .map_err(|_| corrupt(format!("tensor {:?} too large", t.name)))?;
+        let len = usize::try_from(t.original_len).map_err(|_| Corruption::TensorTooLarge {
+            name: t.name.clone(),
+            len: t.original_len,
+        })?;
         TensorDecoder::new(t.codec, t.chunk_log2, len, &streams).map_err(|source| {
             ContainerError::Tensor {
                 name: t.name.clone(),
@@ -1055,7 +1371,9 @@ impl<'a> Archive<'a> {
         };
         if computed != t.checksum {
             return Err(ContainerError::Checksum {
-                what: format!("tensor {:?}", t.name),
+                what: Part::Tensor {
+                    name: t.name.clone(),
+                },
                 stored: t.checksum,
                 computed,
             });
@@ -1067,11 +1385,10 @@ impl<'a> Archive<'a> {
     /// parallel with each other and within themselves, checking every checksum.
     pub fn unpack_into(&self, out: &mut [u8]) -> Result<(), ContainerError> {
         if out.len() as u64 != self.index.original_len {
-            return Err(corrupt(format!(
-                "output buffer is {} bytes, the original is {}",
-                out.len(),
-                self.index.original_len
-            )));
+            return Err(ContainerError::OutputSize {
+                found: out.len() as u64,
+                expected: self.index.original_len,
+            });
         }
         let prefix = self.prefix()?;
         let (head, mut rest) = out.split_at_mut(prefix.len());
@@ -1110,7 +1427,7 @@ impl<'a> Archive<'a> {
                     hasher.update(piece);
                     if let Err(e) = out.write_all(piece) {
                         write_error = Some(e);
-                        return Err(TensorError::BadParams("output write failed".into()));
+                        return Err(TensorError::Stopped);
                     }
                     progress(t.original_offset + range.end as u64);
                     Ok(())
@@ -1125,7 +1442,9 @@ impl<'a> Archive<'a> {
             let computed = hasher.digest();
             if computed != t.checksum {
                 return Err(ContainerError::Checksum {
-                    what: format!("tensor {:?}", t.name),
+                    what: Part::Tensor {
+                        name: t.name.clone(),
+                    },
                     stored: t.checksum,
                     computed,
                 });

@@ -35,7 +35,7 @@ pub mod float_split;
 #[cfg(not(feature = "fuzzing"))]
 pub(crate) mod float_split;
 
-pub use dtype::Dtype;
+pub use dtype::{Dtype, ShapeError};
 pub use entropy::stream::{CodedStream, Effort, StreamKind};
 pub use entropy::EntropyError;
 pub use float_split::Layout;

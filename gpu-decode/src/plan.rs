@@ -6,7 +6,7 @@
 //! read comes from here, laid out exactly as the `#[repr(C)]` structs below, which match
 //! the CUDA structs field for field.
 
-use mcodec::container::{Archive, ContainerError, StreamRef, TensorEntry};
+use mcodec::container::{Archive, ContainerError, Part, StreamRef, TensorEntry};
 use mcodec::format::{
     FreqTable, LANES, MAX_TABLE_SYMBOLS, MIN_BLOCK_LOG2, PROB_SCALE, STATE_BYTES,
 };
@@ -492,7 +492,10 @@ fn verify_and_parse(
             Ok(())
         } else {
             Err(ContainerError::Checksum {
-                what: format!("tensor {:?} stream {k} (copy for upload)", entry.name),
+                what: Part::UploadCopy {
+                    tensor: entry.name.clone(),
+                    stream: k,
+                },
                 stored: s.checksum,
                 computed,
             })

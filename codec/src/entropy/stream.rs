@@ -547,9 +547,10 @@ impl<'a> StreamDecoder<'a> {
             || !chunk_len.is_power_of_two()
             || chunk_len < LANES
         {
-            return Err(EntropyError::BadStream(format!(
-                "unsupported symbol width {symbol_bits} or chunk length {chunk_len}"
-            )));
+            return Err(EntropyError::StreamParams {
+                bits: symbol_bits,
+                chunk_len,
+            });
         }
         let mode = *bytes.first().ok_or(EntropyError::Truncated {
             what: "stream header",
@@ -560,36 +561,38 @@ impl<'a> StreamDecoder<'a> {
             MODE_PACKED => {
                 let need = bitpack::checked_packed_len(n_symbols, symbol_bits)
                     .and_then(|n| n.checked_add(1))
-                    .ok_or_else(|| {
-                        EntropyError::BadStream(format!(
-                            "{n_symbols} symbols of {symbol_bits} bits overflow a packed size"
-                        ))
+                    .ok_or(EntropyError::PackedOverflow {
+                        symbols: n_symbols,
+                        bits: symbol_bits,
                     })?;
                 if bytes.len() != need {
-                    return Err(EntropyError::BadStream(format!(
-                        "packed stream is {} bytes, expected {need}",
-                        bytes.len()
-                    )));
+                    return Err(EntropyError::StreamSize {
+                        kind: "packed",
+                        found: bytes.len(),
+                        expected: need,
+                    });
                 }
                 Body::Packed(&bytes[1..])
             }
             MODE_CONST => {
                 if bytes.len() != 3 {
-                    return Err(EntropyError::BadStream(format!(
-                        "constant stream is {} bytes, expected 3",
-                        bytes.len()
-                    )));
+                    return Err(EntropyError::StreamSize {
+                        kind: "constant",
+                        found: bytes.len(),
+                        expected: 3,
+                    });
                 }
                 let v = u16::from_le_bytes([bytes[1], bytes[2]]);
                 if u32::from(v) >= 1 << symbol_bits {
-                    return Err(EntropyError::BadStream(format!(
-                        "constant {v} wider than {symbol_bits} bits"
-                    )));
+                    return Err(EntropyError::ConstWidth {
+                        value: v,
+                        bits: symbol_bits,
+                    });
                 }
                 Body::Const(v)
             }
             MODE_RANS => Self::parse_rans(bytes, symbol_bits, n_symbols, chunk_len)?,
-            m => return Err(EntropyError::BadStream(format!("unknown stream mode {m}"))),
+            mode => return Err(EntropyError::UnknownMode { mode }),
         };
         Ok(Self {
             symbol_bits,
@@ -612,13 +615,15 @@ impl<'a> StreamDecoder<'a> {
         })?;
         let (n_tables, block_log2) = (usize::from(header[1]), header[2]);
         if n_tables == 0 {
-            return Err(EntropyError::BadStream("rANS stream with no table".into()));
+            return Err(EntropyError::NoTables);
         }
         let chunk_log2 = chunk_len.trailing_zeros() as u8;
         if !(MIN_BLOCK_LOG2..=chunk_log2).contains(&block_log2) {
-            return Err(EntropyError::BadStream(format!(
-                "block length exponent {block_log2} outside {MIN_BLOCK_LOG2}..={chunk_log2}"
-            )));
+            return Err(EntropyError::BlockLog2 {
+                found: block_log2,
+                min: MIN_BLOCK_LOG2,
+                max: chunk_log2,
+            });
         }
         let mut pos = 3;
         let mut tables = Vec::with_capacity(n_tables);
@@ -643,9 +648,10 @@ impl<'a> StreamDecoder<'a> {
         let index_len = index_end - pos;
         let (block_tables, lens) = index.split_at(n_blocks);
         if let Some(&bad) = block_tables.iter().find(|&&t| usize::from(t) >= n_tables) {
-            return Err(EntropyError::BadStream(format!(
-                "block uses table {bad} of {n_tables}"
-            )));
+            return Err(EntropyError::TableId {
+                table: bad,
+                tables: n_tables,
+            });
         }
         let mut offsets = Vec::with_capacity(n_chunks);
         let mut at = pos + index_len;
@@ -655,9 +661,12 @@ impl<'a> StreamDecoder<'a> {
             let symbols = chunk_len.min(n_symbols - c * chunk_len);
             let max = STATE_BYTES + 2 * symbols;
             if len < STATE_BYTES || len > max {
-                return Err(EntropyError::BadStream(format!(
-                    "chunk {c} payload of {len} bytes outside {STATE_BYTES}..={max}"
-                )));
+                return Err(EntropyError::ChunkLength {
+                    chunk: c,
+                    len,
+                    min: STATE_BYTES,
+                    max,
+                });
             }
             // The gap before a payload is zero padding (FORMAT.md §5.5): refuse anything
             // else, so that no byte of a stream is left unchecked.
@@ -666,19 +675,17 @@ impl<'a> StreamDecoder<'a> {
                 .get(at..aligned)
                 .is_some_and(|pad| pad.iter().any(|&b| b != 0))
             {
-                return Err(EntropyError::BadStream(format!(
-                    "nonzero padding before chunk {c} at byte {at}"
-                )));
+                return Err(EntropyError::ChunkPadding { chunk: c, at });
             }
             at = aligned;
             offsets.push((at, len));
             at += len;
         }
         if at != bytes.len() {
-            return Err(EntropyError::BadStream(format!(
-                "chunk payloads end at byte {at}, stream has {}",
-                bytes.len()
-            )));
+            return Err(EntropyError::StreamEnd {
+                end: at,
+                len: bytes.len(),
+            });
         }
         Ok(Body::Rans {
             tables,
