@@ -6,6 +6,7 @@
 //! object may decode to more than [`MAX_EXPANSION`] bytes per byte of itself (the
 //! container's limit): the writer pads the few objects that compress better.
 
+use mcodec::bytes::{ByteReader, Truncated};
 pub use mcodec::container::MAX_EXPANSION;
 use mcodec::delta::DeltaError;
 use mcodec::safetensors::MAX_RANK;
@@ -243,7 +244,7 @@ impl Header {
 
     /// [`Self::parse`], also returning the length of the padding after the payload.
     fn parse_padded(bytes: &[u8]) -> Result<(Self, usize, u64), ObjectError> {
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader(ByteReader::new(bytes));
         let magic = r.take(4)?;
         let version = r.u8()?;
         if magic != MAGIC || !(version == VERSION || version == VERSION_PADDED) {
@@ -302,7 +303,7 @@ impl Header {
         } else {
             0
         };
-        Ok((header, r.pos, padding))
+        Ok((header, r.0.pos(), padding))
     }
 
     /// Writes the header, with the padding field when `padding` is given.
@@ -436,28 +437,26 @@ fn check_raw_len(raw_len: u64) -> Result<(), ObjectError> {
     Ok(())
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+/// The header's field reader: [`ByteReader`], with a read past the end reported as
+/// [`ObjectError::Truncated`].
+struct Reader<'a>(ByteReader<'a>);
+
+fn truncated(t: Truncated) -> ObjectError {
+    ObjectError::Truncated {
+        needed: t.at.saturating_add(t.needed),
+        len: t.len,
+    }
 }
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ObjectError> {
-        let s = self
-            .bytes
-            .get(self.pos..self.pos + n)
-            .ok_or(ObjectError::Truncated {
-                needed: self.pos + n,
-                len: self.bytes.len(),
-            })?;
-        self.pos += n;
-        Ok(s)
+        self.0.take(n).map_err(truncated)
     }
     fn u8(&mut self) -> Result<u8, ObjectError> {
-        Ok(self.take(1)?[0])
+        self.0.u8().map_err(truncated)
     }
     fn u64(&mut self) -> Result<u64, ObjectError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+        self.0.u64().map_err(truncated)
     }
     fn meta(&mut self) -> Result<TensorMeta, ObjectError> {
         let n = usize::from(self.u8()?);

@@ -515,11 +515,50 @@ enum Body<'a> {
     Const(u16),
     Rans {
         tables: Vec<DecTable>,
+        /// The tables as parsed, for [`StreamDecoder::layout`].
+        freq_tables: Vec<FreqTable>,
         block_tables: &'a [u8],
+        /// Offset of `block_tables` in the stream.
+        block_tables_at: usize,
         block_log2: u8,
         offsets: Vec<(usize, usize)>,
         bytes: &'a [u8],
     },
+}
+
+/// A field stream's layout as the CPU decoder's parser checked it: what a decoder outside
+/// this crate (the GPU kernel) needs to find every chunk, so that it uses the same parser
+/// and checks as the CPU decoder instead of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamLayout {
+    /// Bit-packed symbols after the mode byte.
+    Packed,
+    /// One value repeated.
+    Const(u16),
+    /// rANS-coded chunks.
+    Rans {
+        /// The frequency tables.
+        tables: Vec<FreqTable>,
+        /// Block length exponent.
+        block_log2: u8,
+        /// Offset in the stream of the block table ids (one byte per block).
+        block_tables_at: usize,
+        /// Offset and length in the stream of each chunk's payload.
+        payloads: Vec<(usize, usize)>,
+    },
+}
+
+impl StreamLayout {
+    /// Parses and checks a stream of `n_symbols` symbols of `symbol_bits` bits in chunks
+    /// of `chunk_len` (FORMAT.md §5.5, §6 check 10), exactly as the decoder does.
+    pub fn parse(
+        bytes: &[u8],
+        symbol_bits: u32,
+        n_symbols: usize,
+        chunk_len: usize,
+    ) -> Result<Self, EntropyError> {
+        Ok(StreamDecoder::parse(bytes, symbol_bits, n_symbols, chunk_len)?.layout())
+    }
 }
 
 /// What a stream stores, for reports.
@@ -626,12 +665,14 @@ impl<'a> StreamDecoder<'a> {
             });
         }
         let mut pos = 3;
-        let mut tables = Vec::with_capacity(n_tables);
+        let mut freq_tables = Vec::with_capacity(n_tables);
         for _ in 0..n_tables {
             let (t, used) = FreqTable::parse(&bytes[pos..], symbol_bits)?;
-            tables.push(DecTable::new(&t));
+            freq_tables.push(t);
             pos += used;
         }
+        let tables = freq_tables.iter().map(DecTable::new).collect();
+        let block_tables_at = pos;
         let n_blocks = n_symbols.div_ceil(1 << block_log2);
         let n_chunks = n_symbols.div_ceil(chunk_len);
         // Both counts come from a size the file claims: check the sum before slicing.
@@ -689,7 +730,9 @@ impl<'a> StreamDecoder<'a> {
         }
         Ok(Body::Rans {
             tables,
+            freq_tables,
             block_tables,
+            block_tables_at,
             block_log2,
             offsets,
             bytes,
@@ -707,6 +750,26 @@ impl<'a> StreamDecoder<'a> {
             Body::Packed(_) => StreamKind::Packed,
             Body::Const(_) => StreamKind::Const,
             Body::Rans { tables, .. } => StreamKind::Rans(tables.len()),
+        }
+    }
+
+    /// The stream's layout, for decoders outside this crate.
+    pub fn layout(&self) -> StreamLayout {
+        match &self.body {
+            Body::Packed(_) => StreamLayout::Packed,
+            Body::Const(v) => StreamLayout::Const(*v),
+            Body::Rans {
+                freq_tables,
+                block_tables_at,
+                block_log2,
+                offsets,
+                ..
+            } => StreamLayout::Rans {
+                tables: freq_tables.clone(),
+                block_log2: *block_log2,
+                block_tables_at: *block_tables_at,
+                payloads: offsets.clone(),
+            },
         }
     }
 
@@ -774,6 +837,7 @@ impl<'a> StreamDecoder<'a> {
             block_log2,
             offsets,
             bytes,
+            ..
         } = &self.body
         else {
             unreachable!("rans_chunk on a stream that is not rANS-coded")
