@@ -72,7 +72,8 @@ pub enum Level {
     /// Fast, good compression
     #[default]
     Default,
-    /// Slower search for the last few percent; decodes just as fast
+    /// Slower search for the last few percent; decodes as fast on the CPU, but its extra
+    /// tables slow the GPU decoder (tensors over its table limit decode on the CPU)
     Max,
 }
 

@@ -92,6 +92,40 @@ impl Dtype {
             Self::Other(_) => return None,
         })
     }
+
+    /// Checks that a tensor of this dtype and `shape` is `len` bytes: the one shape × size
+    /// check of every reader (safetensors headers, `.mcz` indexes, store objects and
+    /// manifests). Dtypes of unknown element size accept any length.
+    pub fn check_shape(&self, shape: &[u64], len: u64) -> Result<(), ShapeError> {
+        if let Some(size) = self.element_size() {
+            let bytes = shape
+                .iter()
+                .try_fold(size as u64, |acc, &d| acc.checked_mul(d));
+            if bytes != Some(len) {
+                return Err(ShapeError {
+                    shape: shape.to_vec(),
+                    dtype: self.clone(),
+                    len,
+                    needs: bytes,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A shape whose elements do not make a tensor's byte length.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("shape {shape:?} of {dtype} does not make {len} bytes")]
+pub struct ShapeError {
+    /// The shape.
+    pub shape: Vec<u64>,
+    /// The dtype.
+    pub dtype: Dtype,
+    /// The byte length given.
+    pub len: u64,
+    /// The bytes the shape needs (`None` when that overflows 64 bits).
+    pub needs: Option<u64>,
 }
 
 impl std::fmt::Display for Dtype {

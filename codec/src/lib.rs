@@ -6,11 +6,12 @@
 //! a tensor against a base tensor (hub store).
 //!
 //! The public API is the container, the tensor codec, the delta codec and the safetensors
-//! parser; [`simd`] chooses the code path, and [`format`] names what a decoder outside
+//! parser; [`simd`] chooses the code path, and [`format`](mod@format) names what a decoder outside
 //! this crate (the GPU kernel) needs of the on-disk streams. The entropy coder and the
 //! float split are internal: their entry points take raw symbols and tables, which the
 //! layers above build and check.
 
+pub mod bytes;
 pub mod container;
 pub mod delta;
 pub mod dtype;
@@ -35,7 +36,7 @@ pub mod float_split;
 #[cfg(not(feature = "fuzzing"))]
 pub(crate) mod float_split;
 
-pub use dtype::Dtype;
+pub use dtype::{Dtype, ShapeError};
 pub use entropy::stream::{CodedStream, Effort, StreamKind};
 pub use entropy::EntropyError;
 pub use float_split::Layout;
@@ -52,9 +53,11 @@ pub mod simd {
 }
 
 /// What a decoder outside this crate (the GPU kernel and its CPU mirror) needs to know of
-/// the coded streams (FORMAT.md §5): the rANS parameters and the frequency tables.
+/// the coded streams (FORMAT.md §5): the rANS parameters, the frequency tables, and each
+/// stream's layout as the CPU decoder's own parser checked it
+/// ([`StreamLayout`](format::StreamLayout)).
 pub mod format {
     pub use crate::entropy::model::{FreqTable, MAX_TABLE_SYMBOLS, PROB_BITS, PROB_SCALE};
     pub use crate::entropy::rans::{LANES, RANS_L, STATE_BYTES};
-    pub use crate::entropy::stream::MIN_BLOCK_LOG2;
+    pub use crate::entropy::stream::{StreamLayout, MIN_BLOCK_LOG2};
 }

@@ -185,17 +185,14 @@ fn parse_entry(
             "data_offsets [{begin}, {end}] outside the {data_len}-byte data section"
         )));
     }
-    if let Some(size) = dtype.element_size() {
-        let bytes = shape
-            .iter()
-            .try_fold(size as u64, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| bad(format!("shape {shape:?} overflows")))?;
-        if bytes != end - begin {
-            return Err(bad(format!(
+    if let Err(e) = dtype.check_shape(&shape, end - begin) {
+        return Err(bad(match e.needs {
+            None => format!("shape {shape:?} overflows"),
+            Some(bytes) => format!(
                 "shape {shape:?} of {dtype} needs {bytes} bytes, data_offsets give {}",
                 end - begin
-            )));
-        }
+            ),
+        }));
     }
     Ok(TensorInfo {
         name: name.to_owned(),

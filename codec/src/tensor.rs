@@ -87,7 +87,7 @@ pub enum TensorError {
     },
     /// The zstd frame is corrupt or decodes to the wrong size.
     #[error("zstd stream: {0}")]
-    Zstd(String),
+    Zstd(#[from] ZstdError),
     /// The stored stream has the wrong size.
     #[error("stored stream is {found} bytes, expected {expected}")]
     StoredSize {
@@ -96,9 +96,106 @@ pub enum TensorError {
         /// Bytes expected.
         expected: usize,
     },
-    /// The index describes something the codec cannot be.
-    #[error("bad codec parameters: {0}")]
-    BadParams(String),
+    /// The index gives the codec another number of streams than it has.
+    #[error("bad codec parameters: {codec} has {found} streams, expected {expected}")]
+    StreamCount {
+        /// The codec's name.
+        codec: &'static str,
+        /// Streams given.
+        found: usize,
+        /// Streams the codec has.
+        expected: usize,
+    },
+    /// The chunk length exponent is outside [`CHUNK_LOG2_RANGE`].
+    #[error("chunk length exponent {found} outside {min}..={max}")]
+    ChunkLog2 {
+        /// The exponent.
+        found: u8,
+        /// Smallest allowed.
+        min: u8,
+        /// Largest allowed.
+        max: u8,
+    },
+    /// The block length exponent of [`EncodeOptions`] is outside what its chunks allow.
+    #[error("block length exponent {found} outside {min}..={max}")]
+    BlockLog2 {
+        /// The exponent.
+        found: u8,
+        /// Smallest allowed.
+        min: u8,
+        /// Largest allowed (the chunk length exponent).
+        max: u8,
+    },
+    /// The tensor's size is not a whole number of elements of its float layout.
+    #[error(
+        "bad codec parameters: {len} bytes is not a whole number of {element_size}-byte elements"
+    )]
+    PartialElement {
+        /// Tensor bytes.
+        len: usize,
+        /// Element size.
+        element_size: usize,
+    },
+    /// The output buffer does not have the tensor's size.
+    #[error("output buffer is {found} bytes, tensor is {expected}")]
+    OutputSize {
+        /// Buffer bytes.
+        found: usize,
+        /// Tensor bytes.
+        expected: usize,
+    },
+    /// The receiver of decoded pieces stopped the decode (its own error says why).
+    #[error("the receiver of decoded pieces stopped the decode")]
+    Stopped,
+}
+
+/// A zstd frame that is not exactly one frame of the expected size.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ZstdError {
+    /// zstd cannot find the frame's end.
+    #[error("bad frame: {reason}")]
+    BadFrame {
+        /// zstd's name for the error.
+        reason: &'static str,
+    },
+    /// Bytes follow the first frame.
+    #[error("the first frame ends at byte {frame_end} of {len}: trailing bytes or a second frame")]
+    TrailingBytes {
+        /// Where the first frame ends.
+        frame_end: usize,
+        /// Stream length.
+        len: usize,
+    },
+    /// The frame header declares another size than the index.
+    #[error("frame declares {declared} bytes, expected {expected}")]
+    DeclaredSize {
+        /// Size in the frame header.
+        declared: u64,
+        /// Size in the index.
+        expected: u64,
+    },
+    /// The frame header cannot be read.
+    #[error("unreadable frame header")]
+    UnreadableHeader,
+    /// The frame decodes to another size than expected.
+    #[error("decoded {found} bytes, expected {expected}")]
+    DecodedSize {
+        /// Bytes it decoded to (for a frame that ran short while streaming: at least
+        /// the bytes before the failure).
+        found: u64,
+        /// Bytes expected.
+        expected: u64,
+    },
+    /// The frame holds more bytes than expected.
+    #[error("frame holds more than {expected} bytes")]
+    TooLong {
+        /// Bytes expected.
+        expected: u64,
+    },
+    /// zstd's decoder failed; its own message.
+    #[error("{0}")]
+    Decoder(String),
 }
 
 /// Smallest and largest chunk length exponent a file may declare (FORMAT.md §4.2).
@@ -144,19 +241,22 @@ impl Default for EncodeOptions {
 impl EncodeOptions {
     /// Checks that the chunk and block exponents describe a decodable file:
     /// `chunk_log2` within [`CHUNK_LOG2_RANGE`], `5 ≤ block_log2 ≤ chunk_log2`.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The error is [`TensorError::ChunkLog2`] or [`TensorError::BlockLog2`].
+    pub fn validate(&self) -> Result<(), TensorError> {
         if !CHUNK_LOG2_RANGE.contains(&self.chunk_log2) {
-            return Err(format!(
-                "chunk length exponent {} outside {CHUNK_LOG2_RANGE:?}",
-                self.chunk_log2
-            ));
+            return Err(TensorError::ChunkLog2 {
+                found: self.chunk_log2,
+                min: *CHUNK_LOG2_RANGE.start(),
+                max: *CHUNK_LOG2_RANGE.end(),
+            });
         }
-        let blocks = crate::entropy::stream::MIN_BLOCK_LOG2..=self.chunk_log2;
-        if !blocks.contains(&self.block_log2) {
-            return Err(format!(
-                "block length exponent {} outside {blocks:?}",
-                self.block_log2
-            ));
+        let min = crate::entropy::stream::MIN_BLOCK_LOG2;
+        if !(min..=self.chunk_log2).contains(&self.block_log2) {
+            return Err(TensorError::BlockLog2 {
+                found: self.block_log2,
+                min,
+                max: self.chunk_log2,
+            });
         }
         Ok(())
     }
@@ -421,12 +521,11 @@ impl<'a> TensorDecoder<'a> {
         streams: &[&'a [u8]],
     ) -> Result<Self, TensorError> {
         if streams.len() != codec.stream_count() {
-            return Err(TensorError::BadParams(format!(
-                "{} has {} streams, expected {}",
-                codec.name(),
-                streams.len(),
-                codec.stream_count()
-            )));
+            return Err(TensorError::StreamCount {
+                codec: codec.name(),
+                found: streams.len(),
+                expected: codec.stream_count(),
+            });
         }
         let body = match codec {
             Codec::Stored => {
@@ -439,20 +538,22 @@ impl<'a> TensorDecoder<'a> {
                 DecoderBody::Stored(streams[0])
             }
             Codec::Zstd => {
-                check_zstd_frame(streams[0], out_len as u64).map_err(TensorError::Zstd)?;
+                check_zstd_frame(streams[0], out_len as u64)?;
                 DecoderBody::Zstd(streams[0])
             }
             Codec::Split(layout) => {
                 if !CHUNK_LOG2_RANGE.contains(&chunk_log2) {
-                    return Err(TensorError::BadParams(format!(
-                        "chunk length exponent {chunk_log2} outside {CHUNK_LOG2_RANGE:?}"
-                    )));
+                    return Err(TensorError::ChunkLog2 {
+                        found: chunk_log2,
+                        min: *CHUNK_LOG2_RANGE.start(),
+                        max: *CHUNK_LOG2_RANGE.end(),
+                    });
                 }
                 if !out_len.is_multiple_of(layout.element_size()) {
-                    return Err(TensorError::BadParams(format!(
-                        "{out_len} bytes is not a whole number of {}-byte elements",
-                        layout.element_size()
-                    )));
+                    return Err(TensorError::PartialElement {
+                        len: out_len,
+                        element_size: layout.element_size(),
+                    });
                 }
                 let n = out_len / layout.element_size();
                 let decoders = streams
@@ -492,25 +593,25 @@ impl<'a> TensorDecoder<'a> {
     /// on the current rayon pool.
     pub fn decode(&self, out: &mut [u8]) -> Result<(), TensorError> {
         if out.len() != self.out_len {
-            return Err(TensorError::BadParams(format!(
-                "output buffer is {} bytes, tensor is {}",
-                out.len(),
-                self.out_len
-            )));
+            return Err(TensorError::OutputSize {
+                found: out.len(),
+                expected: self.out_len,
+            });
         }
         match &self.body {
             DecoderBody::Stored(s) => out.copy_from_slice(s),
             DecoderBody::Zstd(frame) => {
                 let mut decoder = zstd::bulk::Decompressor::new()
-                    .map_err(|e| TensorError::Zstd(e.to_string()))?;
+                    .map_err(|e| ZstdError::Decoder(e.to_string()))?;
                 let n = decoder
                     .decompress_to_buffer(frame, out)
-                    .map_err(|e| TensorError::Zstd(e.to_string()))?;
+                    .map_err(|e| ZstdError::Decoder(e.to_string()))?;
                 if n != out.len() {
-                    return Err(TensorError::Zstd(format!(
-                        "decoded {n} bytes, expected {}",
-                        out.len()
-                    )));
+                    return Err(ZstdError::DecodedSize {
+                        found: n as u64,
+                        expected: out.len() as u64,
+                    }
+                    .into());
                 }
             }
             DecoderBody::Split(layout, decoders) => self.decode_split(*layout, decoders, 0, out)?,
@@ -532,11 +633,10 @@ impl<'a> TensorDecoder<'a> {
             return Ok(());
         };
         if out.len() != self.out_len {
-            return Err(TensorError::BadParams(format!(
-                "output buffer is {} bytes, tensor is {}",
-                out.len(),
-                self.out_len
-            )));
+            return Err(TensorError::OutputSize {
+                found: out.len(),
+                expected: self.out_len,
+            });
         }
         // Pieces of whole chunk pairs, about 8 MiB each.
         let pair_bytes = 2 * (1usize << self.chunk_log2) * layout.element_size();
@@ -581,32 +681,34 @@ impl<'a> TensorDecoder<'a> {
             DecoderBody::Zstd(frame) => {
                 use std::io::Read;
                 let mut reader = zstd::stream::read::Decoder::with_buffer(*frame)
-                    .map_err(|e| TensorError::Zstd(e.to_string()))?
+                    .map_err(|e| ZstdError::Decoder(e.to_string()))?
                     .single_frame();
                 let mut buf = vec![0u8; max_piece.clamp(1, self.out_len.max(1))];
                 let mut done = 0;
                 while done < self.out_len {
                     let n = buf.len().min(self.out_len - done);
-                    reader.read_exact(&mut buf[..n]).map_err(|e| {
-                        TensorError::Zstd(format!(
-                            "frame ends before byte {} of {}: {e}",
-                            done + n,
-                            self.out_len
-                        ))
-                    })?;
+                    reader
+                        .read_exact(&mut buf[..n])
+                        .map_err(|e| match e.kind() {
+                            std::io::ErrorKind::UnexpectedEof => ZstdError::DecodedSize {
+                                found: done as u64,
+                                expected: self.out_len as u64,
+                            },
+                            _ => ZstdError::Decoder(e.to_string()),
+                        })?;
                     sink(&buf[..n], done..done + n)?;
                     done += n;
                 }
                 let mut extra = [0u8; 1];
                 if reader
                     .read(&mut extra)
-                    .map_err(|e| TensorError::Zstd(e.to_string()))?
+                    .map_err(|e| ZstdError::Decoder(e.to_string()))?
                     != 0
                 {
-                    return Err(TensorError::Zstd(format!(
-                        "frame holds more than {} bytes",
-                        self.out_len
-                    )));
+                    return Err(ZstdError::TooLong {
+                        expected: self.out_len as u64,
+                    }
+                    .into());
                 }
             }
             DecoderBody::Split(layout, decoders) => {
@@ -770,21 +872,24 @@ fn decode_chunk_pair(
 /// Checks that `frame` is exactly one zstd frame (FORMAT.md §4.1: nothing after it, no
 /// second frame) whose declared content size, if it has one, is `len` bytes. Cheap: reads
 /// only the frame and block headers.
-pub fn check_zstd_frame(frame: &[u8], len: u64) -> Result<(), String> {
-    let size = zstd::zstd_safe::find_frame_compressed_size(frame)
-        .map_err(|code| format!("bad frame: {}", zstd::zstd_safe::get_error_name(code)))?;
+pub fn check_zstd_frame(frame: &[u8], len: u64) -> Result<(), ZstdError> {
+    let size =
+        zstd::zstd_safe::find_frame_compressed_size(frame).map_err(|code| ZstdError::BadFrame {
+            reason: zstd::zstd_safe::get_error_name(code),
+        })?;
     if size != frame.len() {
-        return Err(format!(
-            "the first frame ends at byte {size} of {}: trailing bytes or a second frame",
-            frame.len()
-        ));
+        return Err(ZstdError::TrailingBytes {
+            frame_end: size,
+            len: frame.len(),
+        });
     }
     match zstd::zstd_safe::get_frame_content_size(frame) {
-        Ok(Some(declared)) if declared != len => {
-            Err(format!("frame declares {declared} bytes, expected {len}"))
-        }
+        Ok(Some(declared)) if declared != len => Err(ZstdError::DeclaredSize {
+            declared,
+            expected: len,
+        }),
         Ok(_) => Ok(()),
-        Err(_) => Err("unreadable frame header".into()),
+        Err(_) => Err(ZstdError::UnreadableHeader),
     }
 }
 

@@ -6,10 +6,8 @@
 //! read comes from here, laid out exactly as the `#[repr(C)]` structs below, which match
 //! the CUDA structs field for field.
 
-use mcodec::container::{Archive, ContainerError, StreamRef, TensorEntry};
-use mcodec::format::{
-    FreqTable, LANES, MAX_TABLE_SYMBOLS, MIN_BLOCK_LOG2, PROB_SCALE, STATE_BYTES,
-};
+use mcodec::container::{Archive, ContainerError, Part, StreamRef, TensorEntry};
+use mcodec::format::{FreqTable, StreamLayout, LANES, MAX_TABLE_SYMBOLS, PROB_SCALE};
 use mcodec::tensor::{Codec, CHUNK_LOG2_RANGE};
 use mcodec::Layout;
 use mcodec::{Dtype, TensorDecoder};
@@ -492,7 +490,10 @@ fn verify_and_parse(
             Ok(())
         } else {
             Err(ContainerError::Checksum {
-                what: format!("tensor {:?} stream {k} (copy for upload)", entry.name),
+                what: Part::UploadCopy {
+                    tensor: entry.name.clone(),
+                    stream: k,
+                },
                 stored: s.checksum,
                 computed,
             })
@@ -545,14 +546,17 @@ struct ParsedStream {
     payloads: Vec<(usize, usize)>,
 }
 
-/// Parses a field stream of `n` symbols of `bits` bits (FORMAT.md §5.5), checking every
-/// rule the kernel relies on. Never panics, allocates nothing sized by an unchecked field.
+/// Parses a field stream of `n` symbols of `bits` bits (FORMAT.md §5.5) with the CPU
+/// decoder's own parser ([`StreamLayout::parse`]: one parser for the stream header and
+/// chunk index), plus the one rule the kernel needs before it runs: payloads of whole
+/// 16-bit words (the CPU decoder checks that only when it decodes a chunk).
 fn parse_stream(bytes: &[u8], bits: u32, n: usize, chunk_log2: u8) -> Result<ParsedStream, String> {
     if !CHUNK_LOG2_RANGE.contains(&chunk_log2) {
         return Err(format!(
             "chunk length exponent {chunk_log2} outside {CHUNK_LOG2_RANGE:?}"
         ));
     }
+    let layout = StreamLayout::parse(bytes, bits, n, 1 << chunk_log2).map_err(|e| e.to_string())?;
     let mut s = ParsedStream {
         mode: MODE_PACKED,
         bits,
@@ -562,83 +566,27 @@ fn parse_stream(bytes: &[u8], bits: u32, n: usize, chunk_log2: u8) -> Result<Par
         block_ids_at: 0,
         payloads: Vec::new(),
     };
-    match bytes.first() {
-        Some(0) => {
-            let need = 1 + (n as u128 * u128::from(bits)).div_ceil(8);
-            if bytes.len() as u128 != need {
-                return Err(format!(
-                    "packed stream is {} bytes, expected {need}",
-                    bytes.len()
-                ));
-            }
-        }
-        Some(1) => {
-            if bytes.len() != 3 {
-                return Err(format!(
-                    "constant stream is {} bytes, expected 3",
-                    bytes.len()
-                ));
-            }
+    match layout {
+        StreamLayout::Packed => {}
+        StreamLayout::Const(v) => {
             s.mode = MODE_CONST;
-            s.value = u32::from(u16::from_le_bytes([bytes[1], bytes[2]]));
-            if s.value >= 1 << bits {
-                return Err(format!("constant {} wider than {bits} bits", s.value));
-            }
+            s.value = u32::from(v);
         }
-        Some(2) => {
+        StreamLayout::Rans {
+            tables,
+            block_log2,
+            block_tables_at,
+            payloads,
+        } => {
+            if let Some((c, (_, len))) = payloads.iter().enumerate().find(|(_, p)| p.1 % 2 != 0) {
+                return Err(format!("chunk {c} payload of {len} bytes is odd"));
+            }
             s.mode = MODE_RANS;
-            let header = bytes.get(..3).ok_or("truncated rANS header")?;
-            let (n_tables, block_log2) = (usize::from(header[1]), header[2]);
-            if n_tables == 0 || !(MIN_BLOCK_LOG2..=chunk_log2).contains(&block_log2) {
-                return Err(format!(
-                    "{n_tables} tables, block length exponent {block_log2}"
-                ));
-            }
             s.block_log2 = u32::from(block_log2);
-            let mut pos = 3;
-            for _ in 0..n_tables {
-                let (t, used) = FreqTable::parse(&bytes[pos..], bits).map_err(|e| e.to_string())?;
-                s.tables.push(t);
-                pos += used;
-            }
-            let chunk_len = 1usize << chunk_log2;
-            let n_blocks = n.div_ceil(1 << block_log2);
-            let n_chunks = n.div_ceil(chunk_len);
-            let index_end = n_blocks
-                .checked_add(n_chunks.checked_mul(4).ok_or("chunk count overflows")?)
-                .and_then(|l| l.checked_add(pos))
-                .filter(|&end| end <= bytes.len())
-                .ok_or("block and chunk index truncated")?;
-            let ids = &bytes[pos..pos + n_blocks];
-            if let Some(&bad) = ids.iter().find(|&&t| usize::from(t) >= n_tables) {
-                return Err(format!("block uses table {bad} of {n_tables}"));
-            }
-            s.block_ids_at = pos;
-            let lens = &bytes[pos + n_blocks..index_end];
-            s.payloads.reserve_exact(n_chunks);
-            let mut at = index_end;
-            for (c, len) in lens.chunks_exact(4).enumerate() {
-                let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-                let symbols = chunk_len.min(n - c * chunk_len);
-                let max = STATE_BYTES + 2 * symbols;
-                if len < STATE_BYTES || len > max || !len.is_multiple_of(2) {
-                    return Err(format!(
-                        "chunk {c} payload of {len} bytes outside {STATE_BYTES}..={max} or odd"
-                    ));
-                }
-                at = at.next_multiple_of(4);
-                s.payloads.push((at, len));
-                at += len;
-            }
-            if at != bytes.len() {
-                return Err(format!(
-                    "chunk payloads end at byte {at}, stream has {}",
-                    bytes.len()
-                ));
-            }
+            s.tables = tables;
+            s.block_ids_at = block_tables_at;
+            s.payloads = payloads;
         }
-        Some(m) => return Err(format!("unknown stream mode {m}")),
-        None => return Err("empty stream".into()),
     }
     Ok(s)
 }

@@ -1,11 +1,13 @@
 //! Where objects and manifests live (STORE.md §1): a small trait that object storage can
 //! implement as well as a local directory.
 //!
-//! The contract is the one S3-compatible stores offer: objects are immutable and written
-//! create-only (a second put of the same key keeps the first and reports it), any byte
-//! range of an object can be read, manifests are small documents written create-only and
-//! atomically, and listings give each object's size and last-modified time (which `gc`
-//! uses for its grace period). Nothing relies on locks or on renaming objects.
+//! The contract is the one S3-compatible stores offer: objects are immutable by content
+//! (a key names what its bytes decode to, so a second put of the same key writes the same
+//! bytes: the local directory keeps the first and reports it, S3 overwrites it, and
+//! neither changes what a reader gets), any byte range of an object can be read,
+//! manifests are small documents written create-only and atomically, and listings give
+//! each object's size and last-modified time (which `gc` uses for its grace period).
+//! Nothing relies on locks or on renaming objects.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -76,7 +78,10 @@ pub struct ObjectInfo {
 pub trait Backend: Send + Sync {
     /// A human-readable location (a path or URL) for messages.
     fn describe(&self) -> String;
-    /// Writes an object unless one with that key exists (create-only, idempotent).
+    /// Writes an object (idempotent: a key names its content). A backend that can tell
+    /// keeps an existing object and returns [`PutOutcome::Existed`] (the local
+    /// directory); S3 overwrites it with the same bytes and always returns
+    /// [`PutOutcome::Created`].
     fn put_object(&self, key: &ObjectKey, bytes: &[u8]) -> Result<PutOutcome, BackendError>;
     /// The size of an object, or `None` if it does not exist.
     fn object_size(&self, key: &ObjectKey) -> Result<Option<u64>, BackendError>;

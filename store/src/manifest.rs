@@ -7,11 +7,11 @@
 
 use std::collections::HashSet;
 
-use mcodec::Dtype;
+use mcodec::{Dtype, ShapeError};
 use serde::{Deserialize, Serialize};
 
 use crate::key::ObjectKey;
-use crate::object::{check_shape, MAX_EXPANSION};
+use crate::object::MAX_EXPANSION;
 
 /// The `format` field of every manifest.
 pub const FORMAT: &str = "mcodec-store-manifest";
@@ -79,9 +79,177 @@ pub enum ManifestError {
         /// What is wrong.
         problem: String,
     },
-    /// Something else does not add up.
-    #[error("{0}")]
-    Invalid(String),
+    /// A model is named as its own delta base.
+    #[error("model {name:?} is its own base")]
+    OwnBase {
+        /// The model name.
+        name: String,
+    },
+    /// More files than a manifest may list.
+    #[error("{count} files, limit {max}")]
+    FileCount {
+        /// Files listed.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A single-file model lists another number of files than one.
+    #[error("single-file model lists {count} files")]
+    SingleFileCount {
+        /// Files listed.
+        count: usize,
+    },
+    /// The file of a single-file model lies in a directory.
+    #[error("single file {path:?} has a directory")]
+    SingleFileDir {
+        /// The path (cut to 80 characters).
+        path: String,
+    },
+    /// A file mode has bits beyond the permission bits.
+    #[error("file {path:?}: mode {mode:o}")]
+    Mode {
+        /// The path (cut to 80 characters).
+        path: String,
+        /// The mode.
+        mode: u32,
+    },
+    /// A path is listed twice.
+    #[error("file {path:?} listed twice")]
+    DuplicatePath {
+        /// The path (cut to 80 characters).
+        path: String,
+    },
+    /// More tensors than a manifest may list.
+    #[error("more than {max} tensors")]
+    TensorCount {
+        /// The limit.
+        max: usize,
+    },
+    /// A file has both or neither of a blob and a safetensors entry.
+    #[error("file {path:?} needs exactly one of blob and safetensors")]
+    FileKind {
+        /// The path (cut to 80 characters).
+        path: String,
+    },
+    /// A path is both a file and the directory of another file.
+    #[error("{path:?} is both a file and a directory")]
+    FileAndDirectory {
+        /// The path (cut to 80 characters).
+        path: String,
+    },
+    /// A safetensors file's entry does not add up.
+    #[error("file {path:?}: {problem}")]
+    File {
+        /// The path (cut to 80 characters).
+        path: String,
+        /// What is wrong (boxed: it can carry three object keys).
+        problem: Box<FileProblem>,
+    },
+}
+
+/// What is wrong with a safetensors file's manifest entry.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FileProblem {
+    /// The header length is outside what a safetensors header can be.
+    #[error("header of {found} bytes outside 8..={max}")]
+    HeaderLen {
+        /// The length.
+        found: u64,
+        /// The largest allowed.
+        max: u64,
+    },
+    /// A tensor name is empty or too long.
+    #[error("tensor name of {len} bytes outside 1..={max}")]
+    TensorName {
+        /// Its length.
+        len: usize,
+        /// The longest allowed.
+        max: usize,
+    },
+    /// A dtype name is empty, too long or has control characters.
+    #[error("tensor {tensor:?}: bad dtype name")]
+    Dtype {
+        /// Tensor name (cut to 80 characters).
+        tensor: String,
+    },
+    /// A tensor's rank exceeds the limit.
+    #[error("tensor {tensor:?}: rank {rank}")]
+    Rank {
+        /// Tensor name (cut to 80 characters).
+        tensor: String,
+        /// Its rank.
+        rank: usize,
+    },
+    /// Shape and dtype do not make the tensor's length.
+    #[error("tensor {tensor:?}: {source}")]
+    Shape {
+        /// Tensor name (cut to 80 characters).
+        tensor: String,
+        /// Shape, dtype and length.
+        source: ShapeError,
+    },
+    /// An inline object is too large or belongs to a delta.
+    #[error("tensor {tensor:?}: inline object of {len} bytes (limit {max}, plain only)")]
+    Inline {
+        /// Tensor name (cut to 80 characters).
+        tensor: String,
+        /// The inline object's bytes.
+        len: usize,
+        /// The largest allowed.
+        max: usize,
+    },
+    /// An inline object claims more decoded bytes than the expansion limit allows.
+    #[error("tensor {tensor:?}: {claimed} bytes claimed by a {len}-byte inline object exceed the limit of {allowed}")]
+    InlineExpansion {
+        /// Tensor name (cut to 80 characters).
+        tensor: String,
+        /// Decoded bytes claimed.
+        claimed: u64,
+        /// The inline object's bytes.
+        len: usize,
+        /// The most it may claim.
+        allowed: u64,
+    },
+    /// A tensor is a delta against itself.
+    #[error("tensor {tensor:?} is a delta against itself")]
+    SelfDelta {
+        /// Tensor name (cut to 80 characters).
+        tensor: String,
+    },
+    /// A plain tensor's object is not its key.
+    #[error("tensor {tensor:?}: plain object {object} is not its key {key}")]
+    PlainObject {
+        /// Tensor name (cut to 80 characters).
+        tensor: String,
+        /// The object listed.
+        object: ObjectKey,
+        /// The tensor's key.
+        key: ObjectKey,
+    },
+    /// A delta tensor's object is not the delta name of its key against its base.
+    #[error("tensor {tensor:?}: delta object {object} is not the delta name of key {key} against base {base}")]
+    DeltaObject {
+        /// Tensor name (cut to 80 characters).
+        tensor: String,
+        /// The object listed.
+        object: ObjectKey,
+        /// The tensor's key.
+        key: ObjectKey,
+        /// Its delta base.
+        base: ObjectKey,
+    },
+    /// The tensor lengths overflow 64 bits.
+    #[error("tensor lengths overflow")]
+    LengthOverflow,
+    /// Header and tensors do not make the file's size.
+    #[error("header and tensors make {total} bytes, file size is {size}")]
+    Size {
+        /// Header and tensor bytes.
+        total: u64,
+        /// The file's size.
+        size: u64,
+    },
 }
 
 /// A model manifest.
@@ -391,7 +559,6 @@ impl Manifest {
 
     /// Checks everything [`Self::parse`] checks beyond the JSON shape.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        let invalid = |s: String| Err(ManifestError::Invalid(s));
         if self.format != FORMAT {
             return Err(ManifestError::Format(cut(&self.format)));
         }
@@ -405,17 +572,21 @@ impl Manifest {
         if let Some(b) = &self.base {
             validate_name(&b.name)?;
             if b.name == self.name {
-                return invalid(format!("model {:?} is its own base", self.name));
+                return Err(ManifestError::OwnBase {
+                    name: cut(&self.name),
+                });
             }
         }
         if self.files.len() > MAX_FILES {
-            return invalid(format!("{} files, limit {MAX_FILES}", self.files.len()));
+            return Err(ManifestError::FileCount {
+                count: self.files.len(),
+                max: MAX_FILES,
+            });
         }
         if self.single_file && self.files.len() != 1 {
-            return invalid(format!(
-                "single-file model lists {} files",
-                self.files.len()
-            ));
+            return Err(ManifestError::SingleFileCount {
+                count: self.files.len(),
+            });
         }
         let mut paths = HashSet::with_capacity(self.files.len());
         let mut dirs = HashSet::new();
@@ -423,13 +594,16 @@ impl Manifest {
         for f in &self.files {
             validate_path(&f.path)?;
             if self.single_file && f.path.contains('/') {
-                return invalid(format!("single file {:?} has a directory", cut(&f.path)));
+                return Err(ManifestError::SingleFileDir { path: cut(&f.path) });
             }
             if f.mode > 0o777 {
-                return invalid(format!("file {:?}: mode {:o}", cut(&f.path), f.mode));
+                return Err(ManifestError::Mode {
+                    path: cut(&f.path),
+                    mode: f.mode,
+                });
             }
             if !paths.insert(f.path.as_str()) {
-                return invalid(format!("file {:?} listed twice", cut(&f.path)));
+                return Err(ManifestError::DuplicatePath { path: cut(&f.path) });
             }
             let mut at = 0;
             while let Some(i) = f.path[at..].find('/') {
@@ -441,20 +615,15 @@ impl Manifest {
                 (None, Some(st)) => {
                     tensor_count += st.tensors.len();
                     if tensor_count > MAX_TENSORS {
-                        return invalid(format!("more than {MAX_TENSORS} tensors"));
+                        return Err(ManifestError::TensorCount { max: MAX_TENSORS });
                     }
                     validate_safetensors(&f.path, f.size, st)?;
                 }
-                _ => {
-                    return invalid(format!(
-                        "file {:?} needs exactly one of blob and safetensors",
-                        cut(&f.path)
-                    ))
-                }
+                _ => return Err(ManifestError::FileKind { path: cut(&f.path) }),
             }
         }
         if let Some(d) = dirs.iter().find(|d| paths.contains(*d)) {
-            return invalid(format!("{:?} is both a file and a directory", cut(d)));
+            return Err(ManifestError::FileAndDirectory { path: cut(d) });
         }
         Ok(())
     }
@@ -502,82 +671,86 @@ impl Manifest {
 }
 
 fn validate_safetensors(path: &str, size: u64, st: &SafetensorsEntry) -> Result<(), ManifestError> {
-    let bad = |s: String| ManifestError::Invalid(format!("file {:?}: {s}", cut(path)));
+    let bad = |problem| ManifestError::File {
+        path: cut(path),
+        problem: Box::new(problem),
+    };
     let header_cap = mcodec::safetensors::MAX_HEADER_LEN + 8;
     if st.header_len < 8 || st.header_len > header_cap {
-        return Err(bad(format!(
-            "header of {} bytes outside 8..={header_cap}",
-            st.header_len
-        )));
+        return Err(bad(FileProblem::HeaderLen {
+            found: st.header_len,
+            max: header_cap,
+        }));
     }
     let mut total = st.header_len;
     for t in &st.tensors {
         if t.name.is_empty() || t.name.len() > MAX_TENSOR_NAME_LEN {
-            return Err(bad(format!(
-                "tensor name of {} bytes outside 1..={MAX_TENSOR_NAME_LEN}",
-                t.name.len()
-            )));
+            return Err(bad(FileProblem::TensorName {
+                len: t.name.len(),
+                max: MAX_TENSOR_NAME_LEN,
+            }));
         }
         if t.dtype.is_empty() || t.dtype.len() > 255 || t.dtype.chars().any(char::is_control) {
-            return Err(bad(format!("tensor {:?}: bad dtype name", cut(&t.name))));
+            return Err(bad(FileProblem::Dtype {
+                tensor: cut(&t.name),
+            }));
         }
         if t.shape.len() > mcodec::safetensors::MAX_RANK {
-            return Err(bad(format!(
-                "tensor {:?}: rank {}",
-                cut(&t.name),
-                t.shape.len()
-            )));
+            return Err(bad(FileProblem::Rank {
+                tensor: cut(&t.name),
+                rank: t.shape.len(),
+            }));
         }
-        check_shape(&t.dtype(), &t.shape, t.len)
-            .map_err(|e| bad(format!("tensor {:?}: {e}", cut(&t.name))))?;
+        t.dtype().check_shape(&t.shape, t.len).map_err(|source| {
+            bad(FileProblem::Shape {
+                tensor: cut(&t.name),
+                source,
+            })
+        })?;
         if let Some(i) = &t.inline {
             if t.delta_base.is_some() || i.0.len() > MAX_INLINE_BYTES {
-                return Err(bad(format!(
-                    "tensor {:?}: inline object of {} bytes (limit {MAX_INLINE_BYTES}, plain only)",
-                    cut(&t.name),
-                    i.0.len()
-                )));
+                return Err(bad(FileProblem::Inline {
+                    tensor: cut(&t.name),
+                    len: i.0.len(),
+                    max: MAX_INLINE_BYTES,
+                }));
             }
             let allowed = (i.0.len() as u64).saturating_mul(MAX_EXPANSION);
             if t.len > allowed {
-                return Err(bad(format!(
-                    "tensor {:?}: {} bytes claimed by a {}-byte inline object exceed the limit of {allowed}",
-                    cut(&t.name),
-                    t.len,
-                    i.0.len()
-                )));
+                return Err(bad(FileProblem::InlineExpansion {
+                    tensor: cut(&t.name),
+                    claimed: t.len,
+                    len: i.0.len(),
+                    allowed,
+                }));
             }
         }
         if t.delta_base == Some(t.key) {
-            return Err(bad(format!(
-                "tensor {:?} is a delta against itself",
-                cut(&t.name)
-            )));
+            return Err(bad(FileProblem::SelfDelta {
+                tensor: cut(&t.name),
+            }));
         }
         if t.object != t.expected_object() {
             return Err(bad(match t.delta_base {
-                None => format!(
-                    "tensor {:?}: plain object {} is not its key {}",
-                    cut(&t.name),
-                    t.object,
-                    t.key
-                ),
-                Some(b) => format!(
-                    "tensor {:?}: delta object {} is not the delta name of key {} against base {b}",
-                    cut(&t.name),
-                    t.object,
-                    t.key
-                ),
+                None => FileProblem::PlainObject {
+                    tensor: cut(&t.name),
+                    object: t.object,
+                    key: t.key,
+                },
+                Some(base) => FileProblem::DeltaObject {
+                    tensor: cut(&t.name),
+                    object: t.object,
+                    key: t.key,
+                    base,
+                },
             }));
         }
         total = total
             .checked_add(t.len)
-            .ok_or_else(|| bad("tensor lengths overflow".into()))?;
+            .ok_or_else(|| bad(FileProblem::LengthOverflow))?;
     }
     if total != size {
-        return Err(bad(format!(
-            "header and tensors make {total} bytes, file size is {size}"
-        )));
+        return Err(bad(FileProblem::Size { total, size }));
     }
     Ok(())
 }
@@ -671,20 +844,22 @@ mod tests {
         }
         assert!(matches!(
             e(|v| v["files"][0]["path"] = json!("sub")),
-            ManifestError::Invalid(_)
+            ManifestError::FileAndDirectory { ref path } if path == "sub"
         ));
         assert!(matches!(
             e(|v| v["files"][1]["size"] = json!(109)),
-            ManifestError::Invalid(_)
+            ManifestError::File { ref problem, .. }
+                if **problem == FileProblem::Size { total: 108, size: 109 }
         ));
         assert!(matches!(
             e(|v| v["files"][1]["safetensors"]["tensors"][0]["shape"] =
                 json!([4294967296u64, 4294967296u64, 4])),
-            ManifestError::Invalid(_)
+            ManifestError::File { ref problem, .. }
+                if matches!(**problem, FileProblem::Shape { .. })
         ));
         assert!(matches!(
             e(|v| v["files"][0]["safetensors"] = v["files"][1]["safetensors"].clone()),
-            ManifestError::Invalid(_)
+            ManifestError::FileKind { .. }
         ));
         assert!(matches!(
             e(|v| v["files"][0]["blob"] = json!("00")),
@@ -692,7 +867,7 @@ mod tests {
         ));
         assert!(matches!(
             e(|v| v["base"]["name"] = json!("ft-1.0")),
-            ManifestError::Invalid(_)
+            ManifestError::OwnBase { .. }
         ));
         // Object names must follow from the tensor key and the delta base.
         fn t(v: &mut serde_json::Value) -> &mut serde_json::Map<String, serde_json::Value> {
@@ -737,7 +912,19 @@ mod tests {
         ];
         for (what, f) in &wrong {
             let r = edited(f);
-            assert!(matches!(r, Err(ManifestError::Invalid(_))), "{what}: {r:?}");
+            assert!(
+                matches!(
+                    r,
+                    Err(ManifestError::File { ref problem, .. })
+                        if matches!(
+                            **problem,
+                            FileProblem::PlainObject { .. }
+                                | FileProblem::DeltaObject { .. }
+                                | FileProblem::SelfDelta { .. }
+                        )
+                ),
+                "{what}: {r:?}"
+            );
         }
         let err = edited(|v| {
             t(v).insert("object".into(), json!(k3));

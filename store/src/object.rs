@@ -6,10 +6,12 @@
 //! object may decode to more than [`MAX_EXPANSION`] bytes per byte of itself (the
 //! container's limit): the writer pads the few objects that compress better.
 
+use mcodec::bytes::{ByteReader, Truncated};
 pub use mcodec::container::MAX_EXPANSION;
+use mcodec::delta::DeltaError;
 use mcodec::safetensors::MAX_RANK;
-use mcodec::tensor::{Codec, EncodedTensor, TensorDecoder};
-use mcodec::Dtype;
+use mcodec::tensor::{Codec, EncodedTensor, TensorDecoder, TensorError, ZstdError};
+use mcodec::{Dtype, ShapeError};
 
 use crate::key::ObjectKey;
 
@@ -56,12 +58,93 @@ pub enum ObjectError {
         /// The version byte.
         version: u8,
     },
-    /// A header field is out of range.
+    /// A blob's coding byte is neither stored (0) nor zstd (1).
+    #[error("bad object header: blob coding {found}")]
+    BlobCoding {
+        /// The byte found.
+        found: u8,
+    },
+    /// The object kind byte is unknown.
+    #[error("bad object header: unknown object kind {found}")]
+    Kind {
+        /// The byte found.
+        found: u8,
+    },
+    /// A tensor object names a codec this build does not know.
+    #[error("bad object header: unknown tensor codec {found}")]
+    Codec {
+        /// The codec byte.
+        found: u8,
+    },
+    /// A tensor object lists another number of streams than its codec has.
+    #[error("bad object header: codec {codec} has {expected} streams, header lists {found}")]
+    StreamCount {
+        /// Codec name.
+        codec: &'static str,
+        /// Streams listed.
+        found: usize,
+        /// Streams the codec has.
+        expected: usize,
+    },
+    /// The decoded length exceeds what any object may have.
+    #[error("bad object header: decoded length {found} exceeds {max}")]
+    RawLen {
+        /// The length claimed.
+        found: u64,
+        /// The most allowed.
+        max: u64,
+    },
+    /// The dtype name is not UTF-8.
+    #[error("bad object header: dtype name is not UTF-8")]
+    DtypeNotUtf8,
+    /// The rank exceeds the limit.
+    #[error("bad object header: rank {rank} exceeds {max}")]
+    Rank {
+        /// The rank.
+        rank: usize,
+        /// The largest allowed.
+        max: usize,
+    },
+    /// Shape and dtype do not make the decoded length.
     #[error("bad object header: {0}")]
-    Header(String),
-    /// The payload does not decode.
+    Shape(#[from] ShapeError),
+    /// A stored blob's length is not the decoded length.
+    #[error(
+        "object payload does not decode: stored blob is {found} bytes, header says {expected}"
+    )]
+    BlobSize {
+        /// Bytes stored.
+        found: u64,
+        /// Bytes the header gives.
+        expected: u64,
+    },
+    /// A blob's zstd frame does not decode to its length.
+    #[error("object payload does not decode: zstd: {0}")]
+    Zstd(ZstdError),
+    /// A stream runs past the object's end.
+    #[error(
+        "object payload does not decode: stream {stream} of {len} bytes, {left} left in the object"
+    )]
+    StreamLen {
+        /// The stream.
+        stream: usize,
+        /// Its length in the header.
+        len: u64,
+        /// Bytes left in the object.
+        left: usize,
+    },
+    /// Bytes follow the last stream.
+    #[error("object payload does not decode: {count} bytes after the last stream")]
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+    /// A tensor's streams do not decode.
     #[error("object payload does not decode: {0}")]
-    Payload(String),
+    Tensor(#[from] TensorError),
+    /// A delta does not decode against its base.
+    #[error("object payload does not decode: {0}")]
+    Delta(#[from] DeltaError),
     /// Memory for the decoded bytes could not be reserved.
     #[error("cannot allocate {0} bytes for a decoded object")]
     Alloc(u64),
@@ -161,7 +244,7 @@ impl Header {
 
     /// [`Self::parse`], also returning the length of the padding after the payload.
     fn parse_padded(bytes: &[u8]) -> Result<(Self, usize, u64), ObjectError> {
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader(ByteReader::new(bytes));
         let magic = r.take(4)?;
         let version = r.u8()?;
         if magic != MAGIC || !(version == VERSION || version == VERSION_PADDED) {
@@ -175,7 +258,7 @@ impl Header {
                 let zstd = match r.u8()? {
                     0 => false,
                     1 => true,
-                    c => return Err(bad(format!("blob coding {c}"))),
+                    found => return Err(ObjectError::BlobCoding { found }),
                 };
                 let raw_len = r.u64()?;
                 check_raw_len(raw_len)?;
@@ -185,16 +268,16 @@ impl Header {
                 let meta = r.meta()?;
                 if kind == KIND_PLAIN {
                     let codec_id = r.u8()?;
-                    let codec = Codec::from_id(codec_id)
-                        .ok_or_else(|| bad(format!("unknown tensor codec {codec_id}")))?;
+                    let codec =
+                        Codec::from_id(codec_id).ok_or(ObjectError::Codec { found: codec_id })?;
                     let chunk_log2 = r.u8()?;
                     let n = usize::from(r.u8()?);
                     if n != codec.stream_count() {
-                        return Err(bad(format!(
-                            "codec {} has {} streams, header lists {n}",
-                            codec.name(),
-                            codec.stream_count()
-                        )));
+                        return Err(ObjectError::StreamCount {
+                            codec: codec.name(),
+                            found: n,
+                            expected: codec.stream_count(),
+                        });
                     }
                     let stream_lens = (0..n).map(|_| r.u64()).collect::<Result<_, _>>()?;
                     Self::Plain {
@@ -213,14 +296,14 @@ impl Header {
                     }
                 }
             }
-            k => return Err(bad(format!("unknown object kind {k}"))),
+            found => return Err(ObjectError::Kind { found }),
         };
         let padding = if version == VERSION_PADDED {
             r.u64()?
         } else {
             0
         };
-        Ok((header, r.pos, padding))
+        Ok((header, r.0.pos(), padding))
     }
 
     /// Writes the header, with the padding field when `padding` is given.
@@ -344,74 +427,58 @@ fn assemble(header: &Header, payload: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-fn bad(msg: String) -> ObjectError {
-    ObjectError::Header(msg)
-}
-
 fn check_raw_len(raw_len: u64) -> Result<(), ObjectError> {
     if raw_len > MAX_RAW_LEN {
-        return Err(bad(format!(
-            "decoded length {raw_len} exceeds {MAX_RAW_LEN}"
-        )));
+        return Err(ObjectError::RawLen {
+            found: raw_len,
+            max: MAX_RAW_LEN,
+        });
     }
     Ok(())
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+/// The header's field reader: [`ByteReader`], with a read past the end reported as
+/// [`ObjectError::Truncated`].
+struct Reader<'a>(ByteReader<'a>);
+
+fn truncated(t: Truncated) -> ObjectError {
+    ObjectError::Truncated {
+        needed: t.at.saturating_add(t.needed),
+        len: t.len,
+    }
 }
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], ObjectError> {
-        let s = self
-            .bytes
-            .get(self.pos..self.pos + n)
-            .ok_or(ObjectError::Truncated {
-                needed: self.pos + n,
-                len: self.bytes.len(),
-            })?;
-        self.pos += n;
-        Ok(s)
+        self.0.take(n).map_err(truncated)
     }
     fn u8(&mut self) -> Result<u8, ObjectError> {
-        Ok(self.take(1)?[0])
+        self.0.u8().map_err(truncated)
     }
     fn u64(&mut self) -> Result<u64, ObjectError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+        self.0.u64().map_err(truncated)
     }
     fn meta(&mut self) -> Result<TensorMeta, ObjectError> {
         let n = usize::from(self.u8()?);
-        let dtype = std::str::from_utf8(self.take(n)?)
-            .map_err(|_| bad("dtype name is not UTF-8".into()))?;
+        let dtype = std::str::from_utf8(self.take(n)?).map_err(|_| ObjectError::DtypeNotUtf8)?;
         let dtype = Dtype::parse(dtype);
         let rank = usize::from(self.u8()?);
         if rank > MAX_RANK {
-            return Err(bad(format!("rank {rank} exceeds {MAX_RANK}")));
+            return Err(ObjectError::Rank {
+                rank,
+                max: MAX_RANK,
+            });
         }
         let shape: Vec<u64> = (0..rank).map(|_| self.u64()).collect::<Result<_, _>>()?;
         let raw_len = self.u64()?;
         check_raw_len(raw_len)?;
-        check_shape(&dtype, &shape, raw_len).map_err(bad)?;
+        dtype.check_shape(&shape, raw_len)?;
         Ok(TensorMeta {
             dtype,
             shape,
             raw_len,
         })
     }
-}
-
-/// Checks that `shape` of `dtype` makes `raw_len` bytes (when the element size is known).
-pub fn check_shape(dtype: &Dtype, shape: &[u64], raw_len: u64) -> Result<(), String> {
-    if let Some(size) = dtype.element_size() {
-        let expect = shape.iter().try_fold(size as u64, |a, &d| a.checked_mul(d));
-        if expect != Some(raw_len) {
-            return Err(format!(
-                "shape {shape:?} of {dtype} does not make {raw_len} bytes"
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// A zeroed buffer of `len` bytes, or a typed error if it cannot be had.
@@ -472,21 +539,22 @@ pub fn encode_delta(meta: TensorMeta, base: ObjectKey, plain_len: u64, delta: &[
 pub fn decode_blob(zstd: bool, raw_len: u64, payload: &[u8]) -> Result<Vec<u8>, ObjectError> {
     if !zstd {
         if payload.len() as u64 != raw_len {
-            return Err(ObjectError::Payload(format!(
-                "stored blob is {} bytes, header says {raw_len}",
-                payload.len()
-            )));
+            return Err(ObjectError::BlobSize {
+                found: payload.len() as u64,
+                expected: raw_len,
+            });
         }
         return Ok(payload.to_vec());
     }
     let mut out = alloc(raw_len)?;
     let n = zstd::bulk::Decompressor::new()
         .and_then(|mut d| d.decompress_to_buffer(payload, &mut out[..]))
-        .map_err(|e| ObjectError::Payload(format!("zstd: {e}")))?;
+        .map_err(|e| ObjectError::Zstd(ZstdError::Decoder(e.to_string())))?;
     if n != out.len() {
-        return Err(ObjectError::Payload(format!(
-            "zstd frame gives {n} bytes, header says {raw_len}"
-        )));
+        return Err(ObjectError::Zstd(ZstdError::DecodedSize {
+            found: n as u64,
+            expected: raw_len,
+        }));
     }
     Ok(out)
 }
@@ -505,27 +573,20 @@ pub fn decode_plain_into(
         let len = usize::try_from(len)
             .ok()
             .filter(|&l| l <= rest.len())
-            .ok_or_else(|| {
-                ObjectError::Payload(format!(
-                    "stream {i} of {len} bytes, {} left in the object",
-                    rest.len()
-                ))
+            .ok_or(ObjectError::StreamLen {
+                stream: i,
+                len,
+                left: rest.len(),
             })?;
         let (s, tail) = rest.split_at(len);
         streams.push(s);
         rest = tail;
     }
     if !rest.is_empty() {
-        return Err(ObjectError::Payload(format!(
-            "{} bytes after the last stream",
-            rest.len()
-        )));
+        return Err(ObjectError::TrailingBytes { count: rest.len() });
     }
-    let decoder = TensorDecoder::new(codec, chunk_log2, out.len(), &streams)
-        .map_err(|e| ObjectError::Payload(e.to_string()))?;
-    decoder
-        .decode(out)
-        .map_err(|e| ObjectError::Payload(e.to_string()))
+    let decoder = TensorDecoder::new(codec, chunk_log2, out.len(), &streams)?;
+    Ok(decoder.decode(out)?)
 }
 
 #[cfg(test)]
@@ -577,7 +638,14 @@ mod tests {
             stream_lens: vec![9],
         }
         .write(&mut b, None);
-        assert!(matches!(Header::parse(&b), Err(ObjectError::Header(_))));
+        assert!(matches!(
+            Header::parse(&b),
+            Err(ObjectError::Shape(ShapeError {
+                len: 9,
+                needs: Some(8),
+                ..
+            }))
+        ));
     }
 
     #[test]

@@ -100,7 +100,7 @@ impl Store {
             (Header::Delta { .. }, Some(base)) => delta::decode(&meta.dtype, base, payload, out)
                 .map_err(|e| StoreError::Object {
                     key: *key,
-                    source: ObjectError::Payload(e.to_string()),
+                    source: ObjectError::Delta(e),
                 })?,
             _ => {
                 return Err(StoreError::WrongKind {

@@ -50,16 +50,17 @@ impl FreqTable {
             .map(|(s, &f)| (s as u16, f))
             .unzip();
         if symbols.is_empty() || symbols.len() > MAX_TABLE_SYMBOLS {
-            return Err(EntropyError::BadTable(format!(
-                "table holds {} symbols, allowed 1..={MAX_TABLE_SYMBOLS}",
-                symbols.len()
-            )));
+            return Err(EntropyError::TableSize {
+                count: symbols.len(),
+                max: MAX_TABLE_SYMBOLS,
+            });
         }
         let total: u32 = freqs.iter().map(|&f| u32::from(f)).sum();
         if total != PROB_SCALE {
-            return Err(EntropyError::BadTable(format!(
-                "frequencies sum to {total}, expected {PROB_SCALE}"
-            )));
+            return Err(EntropyError::TableSum {
+                total,
+                expected: PROB_SCALE,
+            });
         }
         Ok(Self { symbols, freqs })
     }
@@ -125,9 +126,10 @@ impl FreqTable {
     pub fn parse(bytes: &[u8], symbol_bits: u32) -> Result<(Self, usize), EntropyError> {
         let count = usize::from(read_u16(bytes, 0)?);
         if count == 0 || count > MAX_TABLE_SYMBOLS {
-            return Err(EntropyError::BadTable(format!(
-                "table holds {count} symbols, allowed 1..={MAX_TABLE_SYMBOLS}"
-            )));
+            return Err(EntropyError::TableSize {
+                count,
+                max: MAX_TABLE_SYMBOLS,
+            });
         }
         let mut symbols = Vec::with_capacity(count);
         let mut freqs = Vec::with_capacity(count);
@@ -136,28 +138,26 @@ impl FreqTable {
             let sym = read_u16(bytes, 2 + 4 * i)?;
             let freq = read_u16(bytes, 4 + 4 * i)?;
             if u32::from(sym) >= 1 << symbol_bits {
-                return Err(EntropyError::BadTable(format!(
-                    "symbol {sym} does not fit in {symbol_bits} bits"
-                )));
+                return Err(EntropyError::TableSymbolWidth {
+                    symbol: sym,
+                    bits: symbol_bits,
+                });
             }
             if symbols.last().is_some_and(|&prev| prev >= sym) {
-                return Err(EntropyError::BadTable(format!(
-                    "symbols not strictly increasing at {sym}"
-                )));
+                return Err(EntropyError::TableOrder { symbol: sym });
             }
             if freq == 0 {
-                return Err(EntropyError::BadTable(format!(
-                    "symbol {sym} has frequency 0"
-                )));
+                return Err(EntropyError::TableZeroFrequency { symbol: sym });
             }
             total += u32::from(freq);
             symbols.push(sym);
             freqs.push(freq);
         }
         if total != PROB_SCALE {
-            return Err(EntropyError::BadTable(format!(
-                "frequencies sum to {total}, expected {PROB_SCALE}"
-            )));
+            return Err(EntropyError::TableSum {
+                total,
+                expected: PROB_SCALE,
+            });
         }
         Ok((Self { symbols, freqs }, 2 + 4 * count))
     }

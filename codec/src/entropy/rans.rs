@@ -287,11 +287,17 @@ fn decode_chunk_pair_on(
 }
 
 fn check_blocks(tables: &[&DecTable], block_len: usize, n: usize) -> Result<(), EntropyError> {
-    if block_len == 0 || !block_len.is_multiple_of(LANES) || tables.len() < n.div_ceil(block_len) {
-        return Err(EntropyError::BadChunk(format!(
-            "block length {block_len} with {} tables for {n} symbols",
-            tables.len()
-        )));
+    if block_len == 0 || !block_len.is_multiple_of(LANES) {
+        return Err(EntropyError::BlockLength {
+            block_len,
+            lanes: LANES,
+        });
+    }
+    if tables.len() < n.div_ceil(block_len) {
+        return Err(EntropyError::MissingTables {
+            needed: n.div_ceil(block_len),
+            have: tables.len(),
+        });
     }
     Ok(())
 }
@@ -299,19 +305,20 @@ fn check_blocks(tables: &[&DecTable], block_len: usize, n: usize) -> Result<(), 
 /// Reads a payload's initial states and positions a reader on its words.
 fn start_chunk(payload: &[u8]) -> Result<([u32; LANES], WordReader<'_>), EntropyError> {
     if payload.len() < STATE_BYTES || !(payload.len() - STATE_BYTES).is_multiple_of(2) {
-        return Err(EntropyError::BadChunk(format!(
-            "payload of {} bytes: needs {STATE_BYTES} bytes of states and whole 16-bit words",
-            payload.len()
-        )));
+        return Err(EntropyError::PayloadSize {
+            len: payload.len(),
+            state_bytes: STATE_BYTES,
+        });
     }
     let (state_bytes, word_bytes) = payload.split_at(STATE_BYTES);
     let mut states = [0u32; LANES];
     for (s, b) in states.iter_mut().zip(state_bytes.chunks_exact(4)) {
         *s = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         if *s < RANS_L {
-            return Err(EntropyError::BadChunk(format!(
-                "initial state {s:#x} below {RANS_L:#x}"
-            )));
+            return Err(EntropyError::InitialState {
+                state: *s,
+                min: RANS_L,
+            });
         }
     }
     Ok((
@@ -340,16 +347,17 @@ fn decode_block(
 fn finish_chunk(states: &[u32; LANES], reader: &WordReader) -> Result<(), EntropyError> {
     let words = reader.words.len();
     if reader.pos != words {
-        return Err(EntropyError::BadChunk(format!(
-            "decoder consumed {} of {words} words",
-            reader.pos
-        )));
+        return Err(EntropyError::WordsConsumed {
+            consumed: reader.pos,
+            words,
+        });
     }
     if let Some(lane) = states.iter().position(|&s| s != RANS_L) {
-        return Err(EntropyError::BadChunk(format!(
-            "lane {lane} ended in state {:#x}, expected {RANS_L:#x}",
-            states[lane]
-        )));
+        return Err(EntropyError::EndState {
+            lane,
+            state: states[lane],
+            expected: RANS_L,
+        });
     }
     Ok(())
 }

@@ -515,11 +515,50 @@ enum Body<'a> {
     Const(u16),
     Rans {
         tables: Vec<DecTable>,
+        /// The tables as parsed, for [`StreamDecoder::layout`].
+        freq_tables: Vec<FreqTable>,
         block_tables: &'a [u8],
+        /// Offset of `block_tables` in the stream.
+        block_tables_at: usize,
         block_log2: u8,
         offsets: Vec<(usize, usize)>,
         bytes: &'a [u8],
     },
+}
+
+/// A field stream's layout as the CPU decoder's parser checked it: what a decoder outside
+/// this crate (the GPU kernel) needs to find every chunk, so that it uses the same parser
+/// and checks as the CPU decoder instead of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamLayout {
+    /// Bit-packed symbols after the mode byte.
+    Packed,
+    /// One value repeated.
+    Const(u16),
+    /// rANS-coded chunks.
+    Rans {
+        /// The frequency tables.
+        tables: Vec<FreqTable>,
+        /// Block length exponent.
+        block_log2: u8,
+        /// Offset in the stream of the block table ids (one byte per block).
+        block_tables_at: usize,
+        /// Offset and length in the stream of each chunk's payload.
+        payloads: Vec<(usize, usize)>,
+    },
+}
+
+impl StreamLayout {
+    /// Parses and checks a stream of `n_symbols` symbols of `symbol_bits` bits in chunks
+    /// of `chunk_len` (FORMAT.md §5.5, §6 check 10), exactly as the decoder does.
+    pub fn parse(
+        bytes: &[u8],
+        symbol_bits: u32,
+        n_symbols: usize,
+        chunk_len: usize,
+    ) -> Result<Self, EntropyError> {
+        Ok(StreamDecoder::parse(bytes, symbol_bits, n_symbols, chunk_len)?.layout())
+    }
 }
 
 /// What a stream stores, for reports.
@@ -547,9 +586,10 @@ impl<'a> StreamDecoder<'a> {
             || !chunk_len.is_power_of_two()
             || chunk_len < LANES
         {
-            return Err(EntropyError::BadStream(format!(
-                "unsupported symbol width {symbol_bits} or chunk length {chunk_len}"
-            )));
+            return Err(EntropyError::StreamParams {
+                bits: symbol_bits,
+                chunk_len,
+            });
         }
         let mode = *bytes.first().ok_or(EntropyError::Truncated {
             what: "stream header",
@@ -560,36 +600,38 @@ impl<'a> StreamDecoder<'a> {
             MODE_PACKED => {
                 let need = bitpack::checked_packed_len(n_symbols, symbol_bits)
                     .and_then(|n| n.checked_add(1))
-                    .ok_or_else(|| {
-                        EntropyError::BadStream(format!(
-                            "{n_symbols} symbols of {symbol_bits} bits overflow a packed size"
-                        ))
+                    .ok_or(EntropyError::PackedOverflow {
+                        symbols: n_symbols,
+                        bits: symbol_bits,
                     })?;
                 if bytes.len() != need {
-                    return Err(EntropyError::BadStream(format!(
-                        "packed stream is {} bytes, expected {need}",
-                        bytes.len()
-                    )));
+                    return Err(EntropyError::StreamSize {
+                        kind: "packed",
+                        found: bytes.len(),
+                        expected: need,
+                    });
                 }
                 Body::Packed(&bytes[1..])
             }
             MODE_CONST => {
                 if bytes.len() != 3 {
-                    return Err(EntropyError::BadStream(format!(
-                        "constant stream is {} bytes, expected 3",
-                        bytes.len()
-                    )));
+                    return Err(EntropyError::StreamSize {
+                        kind: "constant",
+                        found: bytes.len(),
+                        expected: 3,
+                    });
                 }
                 let v = u16::from_le_bytes([bytes[1], bytes[2]]);
                 if u32::from(v) >= 1 << symbol_bits {
-                    return Err(EntropyError::BadStream(format!(
-                        "constant {v} wider than {symbol_bits} bits"
-                    )));
+                    return Err(EntropyError::ConstWidth {
+                        value: v,
+                        bits: symbol_bits,
+                    });
                 }
                 Body::Const(v)
             }
             MODE_RANS => Self::parse_rans(bytes, symbol_bits, n_symbols, chunk_len)?,
-            m => return Err(EntropyError::BadStream(format!("unknown stream mode {m}"))),
+            mode => return Err(EntropyError::UnknownMode { mode }),
         };
         Ok(Self {
             symbol_bits,
@@ -612,21 +654,25 @@ impl<'a> StreamDecoder<'a> {
         })?;
         let (n_tables, block_log2) = (usize::from(header[1]), header[2]);
         if n_tables == 0 {
-            return Err(EntropyError::BadStream("rANS stream with no table".into()));
+            return Err(EntropyError::NoTables);
         }
         let chunk_log2 = chunk_len.trailing_zeros() as u8;
         if !(MIN_BLOCK_LOG2..=chunk_log2).contains(&block_log2) {
-            return Err(EntropyError::BadStream(format!(
-                "block length exponent {block_log2} outside {MIN_BLOCK_LOG2}..={chunk_log2}"
-            )));
+            return Err(EntropyError::BlockLog2 {
+                found: block_log2,
+                min: MIN_BLOCK_LOG2,
+                max: chunk_log2,
+            });
         }
         let mut pos = 3;
-        let mut tables = Vec::with_capacity(n_tables);
+        let mut freq_tables = Vec::with_capacity(n_tables);
         for _ in 0..n_tables {
             let (t, used) = FreqTable::parse(&bytes[pos..], symbol_bits)?;
-            tables.push(DecTable::new(&t));
+            freq_tables.push(t);
             pos += used;
         }
+        let tables = freq_tables.iter().map(DecTable::new).collect();
+        let block_tables_at = pos;
         let n_blocks = n_symbols.div_ceil(1 << block_log2);
         let n_chunks = n_symbols.div_ceil(chunk_len);
         // Both counts come from a size the file claims: check the sum before slicing.
@@ -643,9 +689,10 @@ impl<'a> StreamDecoder<'a> {
         let index_len = index_end - pos;
         let (block_tables, lens) = index.split_at(n_blocks);
         if let Some(&bad) = block_tables.iter().find(|&&t| usize::from(t) >= n_tables) {
-            return Err(EntropyError::BadStream(format!(
-                "block uses table {bad} of {n_tables}"
-            )));
+            return Err(EntropyError::TableId {
+                table: bad,
+                tables: n_tables,
+            });
         }
         let mut offsets = Vec::with_capacity(n_chunks);
         let mut at = pos + index_len;
@@ -655,9 +702,12 @@ impl<'a> StreamDecoder<'a> {
             let symbols = chunk_len.min(n_symbols - c * chunk_len);
             let max = STATE_BYTES + 2 * symbols;
             if len < STATE_BYTES || len > max {
-                return Err(EntropyError::BadStream(format!(
-                    "chunk {c} payload of {len} bytes outside {STATE_BYTES}..={max}"
-                )));
+                return Err(EntropyError::ChunkLength {
+                    chunk: c,
+                    len,
+                    min: STATE_BYTES,
+                    max,
+                });
             }
             // The gap before a payload is zero padding (FORMAT.md §5.5): refuse anything
             // else, so that no byte of a stream is left unchecked.
@@ -666,23 +716,23 @@ impl<'a> StreamDecoder<'a> {
                 .get(at..aligned)
                 .is_some_and(|pad| pad.iter().any(|&b| b != 0))
             {
-                return Err(EntropyError::BadStream(format!(
-                    "nonzero padding before chunk {c} at byte {at}"
-                )));
+                return Err(EntropyError::ChunkPadding { chunk: c, at });
             }
             at = aligned;
             offsets.push((at, len));
             at += len;
         }
         if at != bytes.len() {
-            return Err(EntropyError::BadStream(format!(
-                "chunk payloads end at byte {at}, stream has {}",
-                bytes.len()
-            )));
+            return Err(EntropyError::StreamEnd {
+                end: at,
+                len: bytes.len(),
+            });
         }
         Ok(Body::Rans {
             tables,
+            freq_tables,
             block_tables,
+            block_tables_at,
             block_log2,
             offsets,
             bytes,
@@ -700,6 +750,26 @@ impl<'a> StreamDecoder<'a> {
             Body::Packed(_) => StreamKind::Packed,
             Body::Const(_) => StreamKind::Const,
             Body::Rans { tables, .. } => StreamKind::Rans(tables.len()),
+        }
+    }
+
+    /// The stream's layout, for decoders outside this crate.
+    pub fn layout(&self) -> StreamLayout {
+        match &self.body {
+            Body::Packed(_) => StreamLayout::Packed,
+            Body::Const(v) => StreamLayout::Const(*v),
+            Body::Rans {
+                freq_tables,
+                block_tables_at,
+                block_log2,
+                offsets,
+                ..
+            } => StreamLayout::Rans {
+                tables: freq_tables.clone(),
+                block_log2: *block_log2,
+                block_tables_at: *block_tables_at,
+                payloads: offsets.clone(),
+            },
         }
     }
 
@@ -767,6 +837,7 @@ impl<'a> StreamDecoder<'a> {
             block_log2,
             offsets,
             bytes,
+            ..
         } = &self.body
         else {
             unreachable!("rans_chunk on a stream that is not rANS-coded")

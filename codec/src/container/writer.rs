@@ -1,0 +1,339 @@
+//! The writer: packs a safetensors file (or raw elements) into an `.mcz` file, tensors
+//! encoded in parallel batches, streams written as they are done, then the index and the
+//! trailer.
+
+use std::io::{self, Write};
+
+use rayon::prelude::*;
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::{
+    ContainerError, Index, PrefixRef, SourceKind, StreamRef, TensorEntry, Unsupported, ALIGN,
+    BLOCK, MAGIC, MAX_DTYPE_LEN, MAX_EXPANSION, MAX_NAME_LEN, TRAILER_MAGIC, VERSION_MAJOR,
+    VERSION_MINOR,
+};
+use crate::dtype::Dtype;
+use crate::entropy::stream::CodedStream;
+use crate::safetensors;
+use crate::tensor::{self, EncodeOptions};
+
+/// Input bytes encoded together before they are written out.
+const BATCH_BYTES: u64 = 256 << 20;
+
+/// Options for [`pack`].
+#[derive(Clone, Debug, Default)]
+pub struct PackOptions {
+    /// Tensor encoder settings.
+    pub encode: EncodeOptions,
+    /// Pack the input as raw elements of this dtype instead of parsing safetensors.
+    pub raw_dtype: Option<Dtype>,
+}
+
+/// Sizes of a finished pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackStats {
+    /// Input bytes.
+    pub original_len: u64,
+    /// Output bytes.
+    pub packed_len: u64,
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    pos: u64,
+}
+
+impl<W: Write> CountingWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_all(bytes)?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn align(&mut self) -> io::Result<()> {
+        let pad = self.pos.next_multiple_of(ALIGN) - self.pos;
+        self.write(&[0u8; ALIGN as usize][..pad as usize])
+    }
+
+    fn zeros(&mut self, mut n: u64) -> io::Result<()> {
+        let zeros = [0u8; 1 << 16];
+        while n > 0 {
+            let k = n.min(zeros.len() as u64);
+            self.write(&zeros[..k as usize])?;
+            n -= k;
+        }
+        Ok(())
+    }
+
+    fn stream(&mut self, stream: &CodedStream) -> io::Result<StreamRef> {
+        self.align()?;
+        let offset = self.pos;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for segment in stream.segments() {
+            hasher.update(segment);
+            self.write(segment)?;
+        }
+        Ok(StreamRef {
+            offset,
+            len: self.pos - offset,
+            checksum: hasher.digest(),
+        })
+    }
+}
+
+/// Coded tensors of one batch, each with the checksum of its original bytes.
+type CodedBatch = Vec<(tensor::EncodedTensor, u64)>;
+
+/// Packs `input` (a safetensors file, or raw elements with [`PackOptions::raw_dtype`])
+/// into `out`. `progress` is called with the input bytes done so far.
+pub fn pack<W: Write + Send>(
+    input: &[u8],
+    opts: &PackOptions,
+    out: W,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<PackStats, ContainerError> {
+    let file_len = input.len() as u64;
+    let (source, prefix_len, infos) = match &opts.raw_dtype {
+        None => {
+            let header = safetensors::parse(input, file_len)?;
+            (SourceKind::Safetensors, header.prefix_len, header.tensors)
+        }
+        Some(dtype) => (SourceKind::Raw, 0, raw_tensors(dtype, file_len)),
+    };
+    let data = |i: usize| {
+        let r = &infos[i].range;
+        &input[r.start as usize..r.end as usize]
+    };
+    pack_tensors(
+        source,
+        &input[..prefix_len as usize],
+        &infos,
+        &data,
+        opts,
+        out,
+        progress,
+    )
+}
+
+/// Packs a safetensors file given as its header (the 8-byte length and the JSON, with its
+/// padding) and the bytes of each tensor in file order, without joining them first: the
+/// `.mcz` unpacks to `header` followed by every part. Each part must have exactly the
+/// length the header gives its tensor. [`PackOptions::raw_dtype`] must be unset.
+pub fn pack_parts<W: Write + Send>(
+    header: &[u8],
+    parts: &[&[u8]],
+    opts: &PackOptions,
+    out: W,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<PackStats, ContainerError> {
+    if opts.raw_dtype.is_some() {
+        return Err(Unsupported::RawParts.into());
+    }
+    let data_len = parts.iter().map(|p| p.len() as u64).sum::<u64>();
+    let parsed = safetensors::parse(header, header.len() as u64 + data_len)?;
+    if parsed.prefix_len != header.len() as u64 {
+        return Err(Unsupported::HeaderLen {
+            given: header.len() as u64,
+            declared: parsed.prefix_len,
+        }
+        .into());
+    }
+    if parsed.tensors.len() != parts.len() {
+        return Err(Unsupported::PartCount {
+            tensors: parsed.tensors.len(),
+            parts: parts.len(),
+        }
+        .into());
+    }
+    for (t, part) in parsed.tensors.iter().zip(parts) {
+        let want = t.range.end - t.range.start;
+        if want != part.len() as u64 {
+            return Err(Unsupported::PartLen {
+                name: t.name.clone(),
+                expected: want,
+                found: part.len() as u64,
+            }
+            .into());
+        }
+    }
+    pack_tensors(
+        SourceKind::Safetensors,
+        header,
+        &parsed.tensors,
+        &|i| parts[i],
+        opts,
+        out,
+        progress,
+    )
+}
+
+/// The writer behind [`pack`] and [`pack_parts`]: `prefix` is the original file's bytes
+/// before the first tensor, `data(i)` the bytes of `infos[i]`.
+fn pack_tensors<'d, W: Write + Send>(
+    source: SourceKind,
+    prefix: &[u8],
+    infos: &[safetensors::TensorInfo],
+    data: &(dyn Fn(usize) -> &'d [u8] + Sync),
+    opts: &PackOptions,
+    out: W,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<PackStats, ContainerError> {
+    let prefix_len = prefix.len() as u64;
+    let file_len = infos.last().map_or(prefix_len, |t| t.range.end);
+    opts.encode.validate().map_err(Unsupported::Options)?;
+    // The index stores name lengths in 16 bits and dtype names in 8: refuse what does not
+    // fit rather than write an unreadable file.
+    for t in infos {
+        if t.name.len() > MAX_NAME_LEN
+            || t.dtype.name().len() > MAX_DTYPE_LEN
+            || t.shape.len() > safetensors::MAX_RANK
+        {
+            return Err(Unsupported::IndexField {
+                name: t.name.chars().take(64).collect(),
+                name_len: t.name.len(),
+                dtype_len: t.dtype.name().len(),
+                rank: t.shape.len(),
+            }
+            .into());
+        }
+    }
+    let mut w = CountingWriter { inner: out, pos: 0 };
+    let mut preamble = [0u8; BLOCK as usize];
+    preamble[..8].copy_from_slice(&MAGIC);
+    preamble[8..10].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
+    preamble[10..12].copy_from_slice(&VERSION_MINOR.to_le_bytes());
+    w.write(&preamble)?;
+
+    let compressed = zstd::bulk::compress(prefix, opts.encode.zstd_level.max(3)).ok();
+    let compressed = compressed.filter(|c| !prefix.is_empty() && c.len() < prefix.len());
+    let zstd = compressed.is_some();
+    let stream = w.stream(&compressed.unwrap_or_else(|| prefix.to_vec()).into())?;
+    let prefix = PrefixRef {
+        stream,
+        zstd,
+        raw_len: prefix_len,
+        raw_checksum: xxh3_64(prefix),
+    };
+
+    // Batches of tensors are encoded in parallel; writing one batch (a serial copy and
+    // checksum) overlaps with encoding the next.
+    let mut batches = Vec::new();
+    let mut batch_start = 0;
+    while batch_start < infos.len() {
+        let mut batch_end = batch_start;
+        let mut batch_bytes = 0;
+        while batch_end < infos.len() && (batch_end == batch_start || batch_bytes < BATCH_BYTES) {
+            batch_bytes += infos[batch_end].range.end - infos[batch_end].range.start;
+            batch_end += 1;
+        }
+        batches.push(batch_start..batch_end);
+        batch_start = batch_end;
+    }
+    let encode_batch = |range: std::ops::Range<usize>| -> CodedBatch {
+        infos[range.clone()]
+            .par_iter()
+            .zip(range)
+            .map(|(t, i)| {
+                let data = data(i);
+                rayon::join(
+                    || tensor::encode(&t.dtype, data, &opts.encode),
+                    || xxh3_64(data),
+                )
+            })
+            .collect()
+    };
+    let mut entries = Vec::with_capacity(infos.len());
+    let mut write_batch = |range: std::ops::Range<usize>,
+                           coded: Vec<(tensor::EncodedTensor, u64)>|
+     -> io::Result<()> {
+        for (t, (enc, checksum)) in infos[range.clone()].iter().zip(coded) {
+            let streams = enc
+                .streams
+                .iter()
+                .map(|s| w.stream(s))
+                .collect::<io::Result<Vec<_>>>()?;
+            entries.push(TensorEntry {
+                name: t.name.clone(),
+                dtype: t.dtype.clone(),
+                shape: t.shape.clone(),
+                original_offset: t.range.start,
+                original_len: t.range.end - t.range.start,
+                checksum,
+                codec: enc.codec,
+                chunk_log2: enc.chunk_log2,
+                streams,
+            });
+        }
+        if let Some(last) = range.last() {
+            progress(infos[last].range.end);
+        }
+        Ok(())
+    };
+    let mut pending: Option<(std::ops::Range<usize>, CodedBatch)> = None;
+    for range in batches {
+        let (written, coded) = rayon::join(
+            || pending.take().map_or(Ok(()), |(r, c)| write_batch(r, c)),
+            || encode_batch(range.clone()),
+        );
+        written?;
+        pending = Some((range, coded));
+    }
+    if let Some((r, c)) = pending {
+        write_batch(r, c)?;
+    }
+    let index = Index {
+        source,
+        original_len: file_len,
+        prefix,
+        tensors: entries,
+    };
+    let index_bytes = index.serialize();
+    w.align()?;
+    // A file that codes almost nothing (a model of zeros) is padded with zeros before its
+    // index up to the reader's expansion limit.
+    let min_len = file_len.div_ceil(MAX_EXPANSION);
+    let end = w.pos + index_bytes.len() as u64 + BLOCK;
+    if end < min_len {
+        w.zeros(min_len - end)?;
+        w.align()?;
+    }
+    let index_offset = w.pos;
+    w.write(&index_bytes)?;
+    let mut trailer = [0u8; BLOCK as usize];
+    trailer[0..8].copy_from_slice(&index_offset.to_le_bytes());
+    trailer[8..16].copy_from_slice(&(index_bytes.len() as u64).to_le_bytes());
+    trailer[16..24].copy_from_slice(&xxh3_64(&index_bytes).to_le_bytes());
+    trailer[24..32].copy_from_slice(&file_len.to_le_bytes());
+    trailer[48..56].copy_from_slice(&TRAILER_MAGIC);
+    let check = xxh3_64(&trailer[..56]);
+    trailer[56..64].copy_from_slice(&check.to_le_bytes());
+    w.write(&trailer)?;
+    w.inner.flush()?;
+    progress(file_len);
+    Ok(PackStats {
+        original_len: file_len,
+        packed_len: w.pos,
+    })
+}
+
+/// Tensors of a raw input: the whole elements as one 1-D tensor, and any leftover bytes
+/// as a `U8` tail.
+fn raw_tensors(dtype: &Dtype, file_len: u64) -> Vec<safetensors::TensorInfo> {
+    let size = dtype.element_size().unwrap_or(1) as u64;
+    let body = file_len / size * size;
+    let mut v = vec![safetensors::TensorInfo {
+        name: "data".into(),
+        dtype: dtype.clone(),
+        shape: vec![file_len / size],
+        range: 0..body,
+    }];
+    if body < file_len {
+        v.push(safetensors::TensorInfo {
+            name: "tail".into(),
+            dtype: Dtype::U8,
+            shape: vec![file_len - body],
+            range: body..file_len,
+        });
+    }
+    v
+}
