@@ -1,7 +1,7 @@
 //! `stats`: logical and physical sizes, with the savings of dedup, delta and entropy
 //! coding (STORE.md §9).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rayon::prelude::*;
 
@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::key::ObjectKey;
 use crate::manifest::Manifest;
 use crate::object::Header;
-use crate::report::{KindStats, ModelStats, Stats};
+use crate::report::{KindStats, ModelStats, OrgStats, Stats};
 use crate::Store;
 
 impl Store {
@@ -118,6 +118,7 @@ impl Store {
                 }
             })
             .collect();
+        let organisations = org_stats(&manifests, &size_of);
         let manifest_bytes: u64 = manifests.iter().map(|m| m.to_json().len() as u64).sum();
         let logical_bytes: u64 = manifests.iter().map(Manifest::logical_size).sum();
         let mut inline = KindStats::default();
@@ -135,6 +136,7 @@ impl Store {
         let saved_by_delta = delta_plain_bytes as i64 - delta.stored_bytes as i64;
         Ok(Stats {
             models,
+            organisations,
             logical_bytes,
             unique_bytes,
             physical_bytes: stored + manifest_bytes,
@@ -154,4 +156,45 @@ impl Store {
             orphan_bytes,
         })
     }
+}
+
+/// The organisation of a model name: its first segment when it has more than one.
+pub(crate) fn org_of(name: &str) -> &str {
+    name.split_once('/').map_or("", |(org, _)| org)
+}
+
+/// Sizes per organisation: objects counted once per organisation, and as exclusive when
+/// no model of another organisation needs them.
+fn org_stats(manifests: &[Manifest], size_of: &impl Fn(&ObjectKey) -> u64) -> Vec<OrgStats> {
+    let mut objects: BTreeMap<&str, HashSet<ObjectKey>> = BTreeMap::new();
+    let mut stats: BTreeMap<&str, OrgStats> = BTreeMap::new();
+    for m in manifests {
+        let org = org_of(&m.name);
+        let s = stats.entry(org).or_insert_with(|| OrgStats {
+            org: org.to_owned(),
+            ..OrgStats::default()
+        });
+        s.models += 1;
+        s.logical_bytes += m.logical_size();
+        objects
+            .entry(org)
+            .or_default()
+            .extend(m.objects().into_iter().map(|(k, _)| k));
+    }
+    let mut orgs_of: HashMap<ObjectKey, usize> = HashMap::new();
+    for keys in objects.values() {
+        for k in keys {
+            *orgs_of.entry(*k).or_default() += 1;
+        }
+    }
+    for (org, keys) in &objects {
+        let s = stats.get_mut(org).expect("every organisation has stats");
+        s.needed_bytes = keys.iter().map(size_of).sum();
+        s.exclusive_bytes = keys
+            .iter()
+            .filter(|k| orgs_of.get(*k) == Some(&1))
+            .map(size_of)
+            .sum();
+    }
+    stats.into_values().collect()
 }
