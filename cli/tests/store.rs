@@ -211,6 +211,14 @@ fn a_writer_killed_mid_add_leaves_the_store_consistent() {
     // with no grace it reclaims them.
     ok(&store(&s.root, &["gc"]));
     assert!(fsck_json(&s.root)["orphans"].as_u64().unwrap() >= 5);
+    // The killed writer's lease is live (for an hour, STORE.md §7.1): even with no grace
+    // gc defers. Once the lease is gone (here: removed, as its expiry would), it reclaims.
+    let deferred = ok(&store(&s.root, &["gc", "--grace", "0"]));
+    assert!(deferred.contains("deferred"), "{deferred}");
+    assert!(fsck_json(&s.root)["orphans"].as_u64().unwrap() >= 5);
+    for lease in fs::read_dir(s.root.join("leases")).unwrap() {
+        fs::remove_file(lease.unwrap().path()).unwrap();
+    }
     ok(&store(&s.root, &["gc", "--grace", "0"]));
     assert_eq!(fsck_json(&s.root)["orphans"], 0);
     // Adding it again works and is exact.
@@ -286,68 +294,143 @@ fn corrupt_objects_fail_get_and_fsck() {
     assert!(text(&o.stdout).contains("problem:"));
 }
 
-/// `MCODEC_STORE` stands for `--root`; `get` without `-o` writes `./LAST` (the name's last
-/// segment) in the current directory and refuses to overwrite it; `stats` reports per
-/// organisation and filters models by prefix.
+fn mcodec(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run mcodec")
+}
+
 #[test]
-fn store_env_default_output_and_stats_per_org() {
+fn packed_models_go_in_and_out_byte_for_byte() {
+    let s = setup(2);
+    let t = s.tmp.path();
+    let p = |x: &Path| x.to_str().unwrap().to_owned();
+    // `mcodec pack` of the fine-tune, added as it is: stored tensor by tensor.
+    let packed = t.join("ft-packed");
+    ok(&mcodec(t, &["pack", &p(&s.ft), "-o", &p(&packed)]));
+    let report = ok(&store(
+        &s.root,
+        &[
+            "add",
+            &p(&packed),
+            "--name",
+            "org/ft",
+            "--base",
+            "base",
+            "--json",
+        ],
+    ));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert!(report["delta"].as_u64().unwrap() > 0, "{report}");
+    // get gives what `mcodec unpack` gives; get --format mcz what `mcodec pack` gives.
+    let unpacked = t.join("ft-unpacked");
+    ok(&mcodec(t, &["unpack", &p(&packed), "-o", &p(&unpacked)]));
+    let got = t.join("got");
+    ok(&store(&s.root, &["get", "org/ft", "-o", &p(&got)]));
+    assert!(tree(&got) == tree(&unpacked), "get differs from unpack");
+    let got_packed = t.join("got-packed");
+    ok(&store(
+        &s.root,
+        &["get", "org/ft", "-o", &p(&got_packed), "--format", "mcz"],
+    ));
+    assert!(
+        tree(&got_packed) == tree(&packed),
+        "get --format mcz differs from pack"
+    );
+    // A damaged packed file is refused, naming it; nothing is published.
+    let bad = t.join("bad");
+    fs::create_dir_all(&bad).unwrap();
+    let mcz = fs::read_dir(&packed)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_str().unwrap().ends_with(".mcz"))
+        .unwrap();
+    let mut bytes = fs::read(&mcz).unwrap();
+    let n = bytes.len();
+    bytes.truncate(n / 2);
+    fs::write(bad.join("model.safetensors.mcz"), bytes).unwrap();
+    fails(
+        &store(&s.root, &["add", &p(&bad), "--name", "bad"]),
+        bad.join("model.safetensors.mcz"),
+        "not a valid packed file",
+    );
+    assert!(!ok(&store(&s.root, &["ls"])).contains("bad"));
+}
+
+#[test]
+fn store_from_the_environment_and_default_output() {
     let s = setup(1);
-    let env_store = |args: &[&str], cwd: &Path| {
+    let t = s.tmp.path();
+    let env_store = |args: &[&str]| {
         Command::new(BIN)
+            .current_dir(t)
+            .env("MCODEC_STORE", &s.root)
             .arg("store")
             .args(args)
-            .env("MCODEC_STORE", &s.root)
-            .current_dir(cwd)
             .output()
             .expect("run mcodec")
     };
-    let cwd = s.tmp.path().join("cwd");
-    fs::create_dir(&cwd).unwrap();
-    ok(&env_store(
-        &["add", s.ft.to_str().unwrap(), "--name", "acme/ft-v1"],
-        &cwd,
-    ));
-    ok(&env_store(
-        &["add", s.frozen.to_str().unwrap(), "--name", "other/frozen"],
-        &cwd,
-    ));
-    ok(&env_store(&["get", "acme/ft-v1"], &cwd));
-    assert!(tree(&cwd.join("ft-v1")) == tree(&s.ft), "get without -o");
-    let again = env_store(&["get", "acme/ft-v1"], &cwd);
-    assert!(!again.status.success(), "overwrote ./ft-v1");
+    ok(&env_store(&[
+        "add",
+        s.ft.to_str().unwrap(),
+        "--name",
+        "org/my-ft",
+    ]));
+    // Without -o: ./my-ft, the last segment of the name; never overwritten.
+    ok(&env_store(&["get", "org/my-ft"]));
+    assert!(tree(&t.join("my-ft")) == tree(&s.ft));
+    let again = env_store(&["get", "org/my-ft"]);
+    assert_eq!(again.status.code(), Some(1));
     assert!(
-        text(&again.stderr).contains("ft-v1"),
+        text(&again.stderr).contains("my-ft"),
         "{}",
         text(&again.stderr)
     );
-    // Bad names fail on the name, not on a default output path.
-    for bad in ["a/", "..", "a/.."] {
-        let out = env_store(&["get", bad], &cwd);
-        assert!(
-            !out.status.success() && text(&out.stderr).contains("model name"),
-            "{bad}"
-        );
-    }
-    let stats = ok(&env_store(&["stats"], &cwd));
-    for org in ["acme\t1\t", "other\t1\t", "(none)\t1\t"] {
-        assert!(stats.contains(org), "no {org:?} row in\n{stats}");
-    }
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&env_store(&["stats", "acme/", "--json"], &cwd))).unwrap();
-    let models: Vec<&str> = json["models"]
+    // stats per organisation.
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&env_store(&["stats", "--json"]))).unwrap();
+    let orgs: Vec<&str> = stats["organisations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["org"].as_str().unwrap())
+        .collect();
+    assert_eq!(orgs, ["", "org"]);
+    let org = &stats["organisations"][1];
+    let (needed, exclusive) = (
+        org["needed_bytes"].as_u64().unwrap(),
+        org["exclusive_bytes"].as_u64().unwrap(),
+    );
+    // The fine-tune's own objects are the org's alone; its base (org "") is shared.
+    assert!(0 < exclusive && exclusive < needed, "{needed} {exclusive}");
+    // stats PREFIX: the models and organisations under the prefix only.
+    let only: serde_json::Value =
+        serde_json::from_str(&ok(&env_store(&["stats", "org/", "--json"]))).unwrap();
+    let names: Vec<&str> = only["models"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["name"].as_str().unwrap())
         .collect();
-    assert_eq!(models, ["acme/ft-v1"]);
-    let orgs = json["orgs"].as_array().unwrap();
-    assert_eq!(orgs.len(), 1, "{orgs:?}");
-    assert_eq!(orgs[0]["org"], "acme");
-    // Everything the org needs that no other org shares is exclusive; its base is shared.
-    let (needed, exclusive) = (
-        orgs[0]["needed_bytes"].as_u64().unwrap(),
-        orgs[0]["exclusive_bytes"].as_u64().unwrap(),
-    );
-    assert!(0 < exclusive && exclusive < needed, "{needed} {exclusive}");
+    assert_eq!(names, ["org/my-ft"]);
+    assert_eq!(only["organisations"].as_array().unwrap().len(), 1);
+    // Bad names fail on the name, not on a default output path.
+    for bad in ["a/", "..", "a/.."] {
+        let out = env_store(&["get", bad]);
+        assert!(
+            !out.status.success() && text(&out.stderr).contains("model name"),
+            "{bad}: {}",
+            text(&out.stderr)
+        );
+    }
+    // No --root and no MCODEC_STORE: a usage error.
+    let out = Command::new(BIN)
+        .env_remove("MCODEC_STORE")
+        .args(["store", "ls"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MCODEC_STORE"));
 }

@@ -59,7 +59,8 @@ impl Counters {
 impl Store {
     /// Adds the model at `path` (a directory or a single file) as `name`.
     pub fn add(&self, path: &Path, name: &str, opts: &AddOptions) -> Result<AddReport> {
-        self.par(|| self.add_inner(path, name, opts))
+        // Under a lease, so that no gc deletes an object this add relies on.
+        self.with_lease(|| self.par(|| self.add_inner(path, name, opts)))
     }
 
     fn add_inner(&self, path: &Path, name: &str, opts: &AddOptions) -> Result<AddReport> {
@@ -71,8 +72,8 @@ impl Store {
         let (single_file, files) = input::collect(path)?;
         let loaded: Vec<LoadedFile> = files
             .into_iter()
-            .map(|file| {
-                let data = input::load(&file.path)?;
+            .map(|mut file| {
+                let data = input::load_unpacking(&mut file)?;
                 let header = file
                     .rel
                     .ends_with(".safetensors")
@@ -81,6 +82,7 @@ impl Store {
                 Ok(LoadedFile { file, data, header })
             })
             .collect::<Result<_>>()?;
+        input::check_unpacked_names(&loaded)?;
         let all_tensors: Vec<InputTensor<'_>> =
             loaded.iter().flat_map(LoadedFile::tensors).collect();
 

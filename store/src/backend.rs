@@ -74,6 +74,26 @@ pub struct ObjectInfo {
     pub modified: SystemTime,
 }
 
+/// Kinds of coordination records (STORE.md §7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordKind {
+    /// A running `add`'s lease.
+    Lease,
+    /// A deleting `gc`'s sweep mark.
+    Sweep,
+}
+
+impl RecordKind {
+    /// The directory (local) or key prefix (S3) of the records.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Self::Lease => "leases",
+            Self::Sweep => "sweeps",
+        }
+    }
+}
+
 /// Storage of immutable content-addressed objects and small named manifests.
 pub trait Backend: Send + Sync {
     /// A human-readable location (a path or URL) for messages.
@@ -110,6 +130,14 @@ pub trait Backend: Send + Sync {
     /// Removes temporaries of interrupted writes last modified before `cutoff`; returns
     /// their count and bytes.
     fn clean_temporaries(&self, cutoff: SystemTime) -> Result<(u64, u64), BackendError>;
+    /// Writes (or rewrites, giving it the store's current time) the empty coordination
+    /// record `id` of `kind`.
+    fn put_record(&self, kind: RecordKind, id: &str) -> Result<(), BackendError>;
+    /// Every record of `kind`: its id and when it was last written, by the store's clock.
+    /// Listings must be read-after-write consistent.
+    fn list_records(&self, kind: RecordKind) -> Result<Vec<(String, SystemTime)>, BackendError>;
+    /// Deletes a record; deleting a missing one is not an error.
+    fn delete_record(&self, kind: RecordKind, id: &str) -> Result<(), BackendError>;
     /// How many of these blocking calls usefully run at once: a remote service hides its
     /// latency behind concurrency, so the store runs its per-tensor work on at least this
     /// many threads. A local directory needs no more threads than cores.
@@ -468,6 +496,47 @@ impl Backend for LocalBackend {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    fn put_record(&self, kind: RecordKind, id: &str) -> Result<(), BackendError> {
+        let dir = self.root.join(kind.dir());
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let path = dir.join(id);
+        // Not synced: a record matters only while its process runs.
+        File::create(&path)
+            .and_then(|f| f.set_modified(SystemTime::now()))
+            .map_err(io_err(&path))
+    }
+
+    fn list_records(&self, kind: RecordKind) -> Result<Vec<(String, SystemTime)>, BackendError> {
+        let dir = self.root.join(kind.dir());
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(io_err(&dir))?;
+            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            match entry.metadata().and_then(|m| m.modified()) {
+                Ok(t) => out.push((id, t)),
+                // Deleted since the directory was read.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&entry.path())(e)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete_record(&self, kind: RecordKind, id: &str) -> Result<(), BackendError> {
+        let path = self.root.join(kind.dir()).join(id);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+            _ => Ok(()),
         }
     }
 

@@ -205,6 +205,15 @@ pub enum InputProblem {
         /// The limit.
         limit: usize,
     },
+    /// A packed safetensors file (`.safetensors.mcz`) does not unpack.
+    #[error("not a valid packed file: {0}")]
+    Packed(#[source] mcodec::container::ContainerError),
+    /// A packed file unpacks to the name of another file of the model.
+    #[error("unpacks to {name}, which the model also holds")]
+    UnpackedNameTaken {
+        /// The unpacked name.
+        name: String,
+    },
 }
 
 /// The kinds of object (STORE.md §3).

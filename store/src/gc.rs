@@ -2,9 +2,10 @@
 //! deleted after a grace period (STORE.md §7).
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::backend::ObjectInfo;
+use crate::backend::{ObjectInfo, RecordKind};
+use crate::coord::{others_live, put_record_timed, record_id, LEASE_TTL, SWEEP_REFRESH};
 use crate::error::{Result, StoreError};
 use crate::key::ObjectKey;
 use crate::manifest::validate_name;
@@ -27,27 +28,55 @@ impl Store {
     /// Deletes objects no model needs that are older than `grace`, and temporaries of
     /// interrupted writes older than `grace`.
     ///
-    /// Safe beside running `add`s: an add touches every object it reuses and writes
-    /// its manifest only after checking all its objects still exist, so an object a
-    /// running add relies on is younger than the grace period unless that add has run
-    /// longer than it (in which case the add fails rather than publish a broken model).
+    /// Safe beside running `add`s with any grace period, zero included: deletes happen
+    /// only under a sweep mark that every `add` observes, and only when no `add` holds a
+    /// live lease (STORE.md §7.1); otherwise the candidates are counted as deferred.
     pub fn gc(&self, grace: Duration) -> Result<GcReport> {
         let cutoff = SystemTime::now()
             .checked_sub(grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         // Objects are listed before manifests are read: an object written after the
         // listing is never a candidate, whatever manifest refers to it.
-        let candidates = self.gc_candidates(cutoff, None)?;
+        let (candidates, kept_young) = self.gc_candidates(cutoff, None)?;
         let mut report = GcReport {
-            kept_young: candidates.1,
+            kept_young,
             ..GcReport::default()
         };
-        // A second look just before deleting: an object that a writer touched or a new
-        // manifest took up while the first pass ran is spared (this narrows the window
-        // between deciding and deleting to the deletes themselves; STORE.md §7).
-        let (confirmed, _) = self.gc_candidates(cutoff, Some(&candidates.0))?;
-        report.kept_young += (candidates.0.len() - confirmed.len()) as u64;
+        let id = record_id();
+        let swept = self.sweep(&id, cutoff, &candidates, &mut report);
+        // Best effort: a mark left behind is dead after SWEEP_TTL.
+        let _ = self.backend.delete_record(RecordKind::Sweep, &id);
+        swept?;
+        Ok(report)
+    }
+
+    /// The deleting half of `gc` under sweep mark `id` (STORE.md §7.1): mark, then look
+    /// for writers' leases (any live one: delete nothing), then a second look at the
+    /// objects and manifests (a model published meanwhile keeps its objects), then the
+    /// deletes, refreshing the mark as they go, and the temporaries older than `cutoff`
+    /// (a running writer's temporaries are as young as its lease protects them).
+    fn sweep(
+        &self,
+        id: &str,
+        cutoff: SystemTime,
+        candidates: &[ObjectInfo],
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let now = put_record_timed(self, RecordKind::Sweep, id)?;
+        let writers = others_live(self, RecordKind::Lease, "", now, LEASE_TTL)?;
+        if writers > 0 {
+            report.deferred = candidates.len() as u64;
+            report.writers = writers as u64;
+            return Ok(());
+        }
+        let mut refreshed = Instant::now();
+        let (confirmed, _) = self.gc_candidates(cutoff, Some(candidates))?;
+        report.kept_young += (candidates.len() - confirmed.len()) as u64;
         for o in confirmed {
+            if refreshed.elapsed() >= SWEEP_REFRESH {
+                self.backend.put_record(RecordKind::Sweep, id)?;
+                refreshed = Instant::now();
+            }
             self.backend.delete_object(&o.key)?;
             report.deleted += 1;
             report.deleted_bytes += o.size;
@@ -55,7 +84,7 @@ impl Store {
         let (n, b) = self.backend.clean_temporaries(cutoff)?;
         report.temporaries = n;
         report.temporary_bytes = b;
-        Ok(report)
+        Ok(())
     }
 
     /// Objects no manifest needs and last modified before `cutoff` (restricted to `within`
@@ -66,8 +95,9 @@ impl Store {
         within: Option<&[ObjectInfo]>,
     ) -> Result<(Vec<ObjectInfo>, u64)> {
         let objects = self.backend.list_objects()?;
+        // A model removed since the listing needs nothing.
         let referenced: HashSet<ObjectKey> = self
-            .manifests()?
+            .manifests_present()?
             .iter()
             .flat_map(|m| m.objects().into_iter().map(|(k, _)| k))
             .collect();

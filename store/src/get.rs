@@ -5,9 +5,11 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
 
+use mcodec::container::{pack, PackOptions};
 use rayon::prelude::*;
 
 use crate::error::{out_err, Result, StoreError};
+use crate::input::PACKED_SUFFIX;
 use crate::manifest::{FileEntry, SafetensorsEntry};
 use crate::outdir::{check_output, DirOutput, OutputError};
 use crate::report::GetReport;
@@ -17,10 +19,31 @@ impl Store {
     /// `force`): every file rebuilt and verified in a temporary directory beside `out`,
     /// then renamed into place. With `sync`, files are flushed to disk first.
     pub fn get(&self, name: &str, out: &Path, force: bool, sync: bool) -> Result<GetReport> {
-        self.par(|| self.get_inner(name, out, force, sync))
+        self.par(|| self.get_inner(name, out, force, sync, None))
     }
 
-    fn get_inner(&self, name: &str, out: &Path, force: bool, sync: bool) -> Result<GetReport> {
+    /// Like [`Self::get`], but every safetensors file is written packed with `opts`, as
+    /// `mcodec pack` would (`X.safetensors` becomes `X.safetensors.mcz`, byte for byte what
+    /// packing the file gives); other files are written as they are.
+    pub fn get_packed(
+        &self,
+        name: &str,
+        out: &Path,
+        force: bool,
+        sync: bool,
+        opts: &PackOptions,
+    ) -> Result<GetReport> {
+        self.par(|| self.get_inner(name, out, force, sync, Some(opts)))
+    }
+
+    fn get_inner(
+        &self,
+        name: &str,
+        out: &Path,
+        force: bool,
+        sync: bool,
+        pack: Option<&PackOptions>,
+    ) -> Result<GetReport> {
         let m = self.manifest(name)?;
         check_output(out, force, true)?;
         let dir = DirOutput::new(out, force)?;
@@ -37,6 +60,17 @@ impl Store {
                 }
                 e => e,
             })?;
+            let dest = match pack.filter(|_| f.safetensors.is_some()) {
+                Some(opts) => {
+                    let packed_rel = format!("{}{PACKED_SUFFIX}", f.path);
+                    let packed = dir.path(Path::new(&packed_rel));
+                    pack_file(&dest, &packed, opts, sync)
+                        .map_err(|e| OutputError::io(&out.join(&packed_rel), e))?;
+                    fs::remove_file(&dest).map_err(out_err(out))?;
+                    packed
+                }
+                None => dest,
+            };
             set_mode(&dest, f.mode).map_err(out_err(out))?;
             report.files += 1;
             report.bytes += f.size;
@@ -116,4 +150,21 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
         p.set_readonly(mode & 0o200 == 0);
         fs::set_permissions(path, p)
     }
+}
+
+/// Packs the safetensors file `src` into the new file `dest`.
+fn pack_file(src: &Path, dest: &Path, opts: &PackOptions, sync: bool) -> std::io::Result<()> {
+    let input = File::open(src)?;
+    // SAFETY: `src` was written by this get in its private temporary directory and is not
+    // changed while mapped.
+    let map = unsafe { memmap2::Mmap::map(&input) }?;
+    let file = File::options().write(true).create_new(true).open(dest)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
+    pack(&map, opts, &mut w, &|_| {}).map_err(std::io::Error::other)?;
+    w.flush()?;
+    drop(w);
+    if sync {
+        file.sync_all()?;
+    }
+    Ok(())
 }

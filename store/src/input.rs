@@ -5,6 +5,7 @@ use std::io;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
+use mcodec::container::Archive;
 use mcodec::safetensors;
 use memmap2::Mmap;
 
@@ -65,6 +66,47 @@ pub fn load(path: &Path) -> Result<Data, StoreError> {
     // `get` verifies it.
     let map = unsafe { Mmap::map(&file) }.map_err(|e| input_err(path, e))?;
     Ok(Data::Mapped(map))
+}
+
+/// Suffix of a packed file (`mcodec pack`); `X.safetensors.mcz` is stored as the
+/// `X.safetensors` it unpacks to, tensor by tensor (STORE.md §5).
+pub const PACKED_SUFFIX: &str = ".mcz";
+
+/// Loads a file of the model; a packed safetensors file (`X.safetensors.mcz`) is unpacked,
+/// every tensor checked against the archive's checksums, and renamed `X.safetensors`.
+pub fn load_unpacking(file: &mut InputFile) -> Result<Data, StoreError> {
+    let data = load(&file.path)?;
+    let Some(unpacked) = file
+        .rel
+        .strip_suffix(PACKED_SUFFIX)
+        .filter(|s| s.ends_with(".safetensors"))
+    else {
+        return Ok(data);
+    };
+    let packed = |e| input_err(&file.path, InputProblem::Packed(e));
+    // Archive::open bounds the claimed original length by the file's own size
+    // (container::MAX_EXPANSION per byte) before anything is sized by it.
+    let archive = Archive::open(&data).map_err(packed)?;
+    let mut out = vec![0u8; archive.index().original_len as usize];
+    archive.unpack_into(&mut out).map_err(packed)?;
+    file.rel = unpacked.to_owned();
+    Ok(Data::Owned(out))
+}
+
+/// Refuses a model in which a packed file unpacks to the name of another of its files.
+pub fn check_unpacked_names(files: &[LoadedFile]) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    for f in files {
+        if !seen.insert(f.file.rel.as_str()) {
+            return Err(input_err(
+                &f.file.path,
+                InputProblem::UnpackedNameTaken {
+                    name: f.file.rel.clone(),
+                },
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn mode_of(meta: &fs::Metadata) -> u32 {

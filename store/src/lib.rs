@@ -12,6 +12,7 @@
 mod add;
 pub mod backend;
 mod base;
+mod coord;
 mod error;
 mod fsck;
 mod gc;
@@ -32,7 +33,7 @@ mod store;
 mod test_hooks;
 
 pub use add::AddOptions;
-pub use backend::{Backend, BackendError, LocalBackend};
+pub use backend::{Backend, BackendError, LocalBackend, RecordKind};
 pub use base::DeltaMode;
 pub use error::{InputProblem, ObjectKind, StoreError};
 pub use gc::DEFAULT_GRACE;

@@ -89,20 +89,20 @@ pub struct ModelStats {
     pub exclusive_bytes: u64,
 }
 
-/// Statistics of one organisation: the models whose names start with `ORG/` (models
-/// without an organisation are grouped under an empty name).
-#[derive(Clone, Debug, Serialize)]
+/// Sizes of one organisation's models (names `org/…`; models without a `/` form the
+/// organisation `""`).
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct OrgStats {
-    /// Organisation: the first segment of its models' names, or empty.
+    /// The organisation: the first segment of its models' names, or `""`.
     pub org: String,
     /// Its models.
     pub models: usize,
     /// Total bytes of its models' files.
     pub logical_bytes: u64,
-    /// Bytes of every distinct object its models need (shared ones counted once).
+    /// Bytes of every distinct object its models need (delta bases included).
     pub needed_bytes: u64,
-    /// Bytes of objects no other organisation's model needs: what removing all its
-    /// models and `gc` would free.
+    /// Bytes of objects no model of another organisation needs: what removing the
+    /// organisation would free.
     pub exclusive_bytes: u64,
 }
 
@@ -122,8 +122,8 @@ pub struct KindStats {
 pub struct Stats {
     /// Models.
     pub models: Vec<ModelStats>,
-    /// Organisations (the first segment of `org/name` model names), by name.
-    pub orgs: Vec<OrgStats>,
+    /// Per organisation (name prefix up to the first `/`), sorted by name.
+    pub organisations: Vec<OrgStats>,
     /// Bytes of every model's files added up.
     pub logical_bytes: u64,
     /// Decoded bytes of the distinct referenced objects.
@@ -165,6 +165,11 @@ pub struct GcReport {
     pub deleted_bytes: u64,
     /// Unreferenced objects kept because they are younger than the grace period.
     pub kept_young: u64,
+    /// Unreferenced objects not deleted because writers were adding models (deleted by a
+    /// later `gc`).
+    pub deferred: u64,
+    /// Live writer leases that made this `gc` defer its deletes.
+    pub writers: u64,
     /// Temporaries of interrupted writes removed.
     pub temporaries: u64,
     /// Their bytes.

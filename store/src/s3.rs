@@ -34,8 +34,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::backend::{
-    Backend, BackendError, ObjectInfo, PutOutcome, MANIFEST_SUFFIX, MARKER, MARKER_TEXT,
-    MARKER_TEXT_V1, MODELS as MODELS_DIR, OBJECTS as OBJECTS_DIR,
+    Backend, BackendError, ObjectInfo, PutOutcome, RecordKind, MANIFEST_SUFFIX, MARKER,
+    MARKER_TEXT, MARKER_TEXT_V1, MODELS as MODELS_DIR, OBJECTS as OBJECTS_DIR,
 };
 use crate::key::ObjectKey;
 
@@ -737,6 +737,32 @@ impl Backend for S3Backend {
     /// exist. Incomplete multipart uploads of killed writers are invisible to readers
     /// and are removed by the bucket's lifecycle rule (STORE.md §8), as `object_store`
     /// cannot list them.
+    fn put_record(&self, kind: RecordKind, id: &str) -> Result<(), BackendError> {
+        let rel = format!("{}/{id}", kind.dir());
+        self.block_on(self.s3.put(&self.path(&rel), PutPayload::from_static(b"")))
+            .map(|_| ())
+            .map_err(|e| remote(self.url_of(&rel), e))
+    }
+
+    fn list_records(&self, kind: RecordKind) -> Result<Vec<(String, SystemTime)>, BackendError> {
+        Ok(self
+            .list_dir(kind.dir())?
+            .iter()
+            .filter_map(|m| {
+                let id = self.rel_under(&m.location, kind.dir())?;
+                Some((id.to_owned(), SystemTime::from(m.last_modified)))
+            })
+            .collect())
+    }
+
+    fn delete_record(&self, kind: RecordKind, id: &str) -> Result<(), BackendError> {
+        let rel = format!("{}/{id}", kind.dir());
+        match self.block_on(self.s3.delete(&self.path(&rel))) {
+            Err(e) if !is_not_found(&e) => Err(remote(self.url_of(&rel), e)),
+            _ => Ok(()),
+        }
+    }
+
     fn io_parallelism(&self) -> usize {
         self.opts.concurrency
     }

@@ -1,7 +1,7 @@
 //! `stats`: logical and physical sizes, with the savings of dedup, delta and entropy
 //! coding (STORE.md §9).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rayon::prelude::*;
 
@@ -118,7 +118,7 @@ impl Store {
                 }
             })
             .collect();
-        let orgs = org_stats(&manifests, &size_of);
+        let organisations = org_stats(&manifests, &size_of);
         let manifest_bytes: u64 = manifests.iter().map(|m| m.to_json().len() as u64).sum();
         let logical_bytes: u64 = manifests.iter().map(Manifest::logical_size).sum();
         let mut inline = KindStats::default();
@@ -136,7 +136,7 @@ impl Store {
         let saved_by_delta = delta_plain_bytes as i64 - delta.stored_bytes as i64;
         Ok(Stats {
             models,
-            orgs,
+            organisations,
             logical_bytes,
             unique_bytes,
             physical_bytes: stored + manifest_bytes,
@@ -158,39 +158,43 @@ impl Store {
     }
 }
 
-/// The organisation of a model name: its first segment when it has several, else empty.
+/// The organisation of a model name: its first segment when it has more than one.
 pub(crate) fn org_of(name: &str) -> &str {
     name.split_once('/').map_or("", |(org, _)| org)
 }
 
-/// Per-organisation sizes: each object counted once per organisation that needs it.
-fn org_stats(manifests: &[Manifest], size_of: &dyn Fn(&ObjectKey) -> u64) -> Vec<OrgStats> {
-    let mut needs: std::collections::BTreeMap<&str, (usize, u64, HashSet<ObjectKey>)> =
-        Default::default();
+/// Sizes per organisation: objects counted once per organisation, and as exclusive when
+/// no model of another organisation needs them.
+fn org_stats(manifests: &[Manifest], size_of: &impl Fn(&ObjectKey) -> u64) -> Vec<OrgStats> {
+    let mut objects: BTreeMap<&str, HashSet<ObjectKey>> = BTreeMap::new();
+    let mut stats: BTreeMap<&str, OrgStats> = BTreeMap::new();
     for m in manifests {
-        let entry = needs.entry(org_of(&m.name)).or_default();
-        entry.0 += 1;
-        entry.1 += m.logical_size();
-        entry.2.extend(m.objects().into_iter().map(|(k, _)| k));
+        let org = org_of(&m.name);
+        let s = stats.entry(org).or_insert_with(|| OrgStats {
+            org: org.to_owned(),
+            ..OrgStats::default()
+        });
+        s.models += 1;
+        s.logical_bytes += m.logical_size();
+        objects
+            .entry(org)
+            .or_default()
+            .extend(m.objects().into_iter().map(|(k, _)| k));
     }
-    let mut orgs_using: HashMap<ObjectKey, usize> = HashMap::new();
-    for (_, _, objects) in needs.values() {
-        for k in objects {
-            *orgs_using.entry(*k).or_default() += 1;
+    let mut orgs_of: HashMap<ObjectKey, usize> = HashMap::new();
+    for keys in objects.values() {
+        for k in keys {
+            *orgs_of.entry(*k).or_default() += 1;
         }
     }
-    needs
-        .into_iter()
-        .map(|(org, (models, logical_bytes, objects))| OrgStats {
-            org: org.to_owned(),
-            models,
-            logical_bytes,
-            needed_bytes: objects.iter().map(size_of).sum(),
-            exclusive_bytes: objects
-                .iter()
-                .filter(|k| orgs_using.get(*k) == Some(&1))
-                .map(size_of)
-                .sum(),
-        })
-        .collect()
+    for (org, keys) in &objects {
+        let s = stats.get_mut(org).expect("every organisation has stats");
+        s.needed_bytes = keys.iter().map(size_of).sum();
+        s.exclusive_bytes = keys
+            .iter()
+            .filter(|k| orgs_of.get(*k) == Some(&1))
+            .map(size_of)
+            .sum();
+    }
+    stats.into_values().collect()
 }

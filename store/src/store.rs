@@ -85,6 +85,20 @@ impl Store {
             .collect()
     }
 
+    /// Every model's manifest, sorted by name, leaving out models removed between the
+    /// listing and the read (a concurrent `rm`); any other failure is an error.
+    pub(crate) fn manifests_present(&self) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for n in self.backend.list_manifests()? {
+            match self.manifest(&n) {
+                Ok(m) => out.push(m),
+                Err(StoreError::NoSuchModel(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Every model with its size and base.
     pub fn list(&self) -> Result<Vec<ModelInfo>> {
         self.list_under("")

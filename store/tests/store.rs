@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use mcodec::tensor::EncodeOptions;
 use mcodec_fixtures::{tiny_finetune, tiny_model, write_model_dir, Finetune};
-use mcodec_store::backend::{ObjectInfo, PutOutcome};
+use mcodec_store::backend::{ObjectInfo, PutOutcome, RecordKind};
 use mcodec_store::object::Header;
 use mcodec_store::{
     AddOptions, Backend, BackendError, DeltaMode, LocalBackend, Manifest, ObjectKey, Store,
@@ -699,6 +699,15 @@ impl Backend for Overwriting {
     }
     fn clean_temporaries(&self, cutoff: SystemTime) -> Result<(u64, u64), BackendError> {
         self.inner.clean_temporaries(cutoff)
+    }
+    fn put_record(&self, kind: RecordKind, id: &str) -> Result<(), BackendError> {
+        self.inner.put_record(kind, id)
+    }
+    fn list_records(&self, kind: RecordKind) -> Result<Vec<(String, SystemTime)>, BackendError> {
+        self.inner.list_records(kind)
+    }
+    fn delete_record(&self, kind: RecordKind, id: &str) -> Result<(), BackendError> {
+        self.inner.delete_record(kind, id)
     }
 }
 

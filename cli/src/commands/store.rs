@@ -17,9 +17,9 @@ use crate::Global;
 pub struct StoreArgs {
     /// Store directory, or s3://BUCKET[/PREFIX] for S3-compatible object storage
     /// (credentials, endpoint and region from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
-    /// AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION)
-    #[arg(long, value_name = "DIR|URL", env = "MCODEC_STORE")]
-    pub root: PathBuf,
+    /// AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, AWS_REGION) [default: $MCODEC_STORE]
+    #[arg(long, value_name = "DIR|URL")]
+    pub root: Option<PathBuf>,
     /// S3 endpoint URL, e.g. http://127.0.0.1:3900 [default: AWS_ENDPOINT_URL, else AWS]
     #[arg(long, value_name = "URL")]
     pub s3_endpoint: Option<String>,
@@ -53,6 +53,16 @@ pub enum DeltaArg {
     Off,
 }
 
+/// Output format of `get`.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GetFormat {
+    /// Safetensors files, byte for byte as added (or as a packed input unpacks)
+    #[default]
+    Safetensors,
+    /// Packed files, byte for byte what `mcodec pack` gives for them
+    Mcz,
+}
+
 /// The store subcommands.
 #[derive(Subcommand, Debug)]
 pub enum StoreCommand {
@@ -80,12 +90,16 @@ pub enum StoreCommand {
         /// Model name
         name: String,
         /// Output directory [default: ./LAST, the last segment of the name: `org/model`
-        /// goes to ./model]; an existing one is refused unless --force
+        /// goes to ./model]; never overwritten without --force
         #[arg(short, long, value_name = "DIR")]
         output: Option<PathBuf>,
         /// Do not fsync the written files (faster; not durable across a power loss)
         #[arg(long)]
         no_sync: bool,
+        /// Format of the model's safetensors files: as they were added, or packed as
+        /// `mcodec pack` writes them (`X.safetensors.mcz`)
+        #[arg(long, value_enum, default_value_t = GetFormat::Safetensors)]
+        format: GetFormat,
     },
     /// List the models
     Ls {
@@ -150,14 +164,39 @@ fn pct(part: u64, whole: u64) -> String {
     }
 }
 
-/// Opens (or with `init`, creates) the store `a.root`: a directory or an S3 URL.
-fn open_store(a: &StoreArgs, init: bool) -> Result<Store, StoreError> {
-    let url = a.root.to_str().filter(|r| is_s3_url(r));
+/// Environment variable naming the store when `--root` is not given.
+pub const STORE_ENV: &str = "MCODEC_STORE";
+
+/// The store's location: `--root`, else `$MCODEC_STORE` (non-empty), else a usage error.
+fn store_root(a: &StoreArgs) -> Result<PathBuf, CliError> {
+    if let Some(r) = &a.root {
+        return Ok(r.clone());
+    }
+    match std::env::var_os(STORE_ENV) {
+        Some(v) if !v.is_empty() => Ok(PathBuf::from(v)),
+        _ => Err(CliError {
+            code: crate::error::EXIT_USAGE,
+            ..CliError::plain(format!(
+                "no store given: pass --root DIR|URL or set {STORE_ENV}"
+            ))
+        }),
+    }
+}
+
+/// Where `get NAME` writes without `-o`: the last segment of the name, in the current
+/// directory (`org/model` → `./model`, like `git clone`).
+pub fn default_output(name: &str) -> PathBuf {
+    PathBuf::from(name.rsplit('/').next().unwrap_or(name))
+}
+
+/// Opens (or with `init`, creates) the store at `root`: a directory or an S3 URL.
+fn open_store(a: &StoreArgs, root: &Path, init: bool) -> Result<Store, StoreError> {
+    let url = root.to_str().filter(|r| is_s3_url(r));
     let Some(url) = url else {
         return if init {
-            Store::init(&a.root)
+            Store::init(root)
         } else {
-            Store::open(&a.root)
+            Store::open(root)
         };
     };
     let opts = S3Options {
@@ -178,16 +217,16 @@ fn open_store(a: &StoreArgs, init: bool) -> Result<Store, StoreError> {
 
 /// Runs `store`.
 pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
-    let root = &a.root;
+    let root = &store_root(a)?;
     let err = |e| cli_error(root, e);
     if let StoreCommand::Init = a.command {
-        open_store(a, true).map_err(err)?;
+        open_store(a, root, true).map_err(err)?;
         if !g.quiet {
             emit(&format!("initialised store {}\n", root.display()))?;
         }
         return Ok(());
     }
-    let store = open_store(a, false).map_err(err)?;
+    let store = open_store(a, root, false).map_err(err)?;
     match &a.command {
         StoreCommand::Init => unreachable!("handled above"),
         StoreCommand::Add {
@@ -245,10 +284,25 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
             name,
             output,
             no_sync,
+            format,
         } => {
-            let start = Instant::now();
             let output = &output.clone().unwrap_or_else(|| default_output(name));
-            let r = store.get(name, output, g.force, !no_sync).map_err(err)?;
+            let start = Instant::now();
+            let r = match format {
+                GetFormat::Safetensors => store.get(name, output, g.force, !no_sync),
+                GetFormat::Mcz => store.get_packed(
+                    name,
+                    output,
+                    g.force,
+                    !no_sync,
+                    &mcodec::container::PackOptions {
+                        // What `mcodec pack` uses by default.
+                        encode: crate::Level::Default.options(None),
+                        raw_dtype: None,
+                    },
+                ),
+            }
+            .map_err(err)?;
             if !g.quiet {
                 emit(&format!(
                     "{name} -> {}: {} files, {} bytes verified, {:.1} MB/s\n",
@@ -288,7 +342,7 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
             let mut s = store.stats().map_err(err)?;
             if let Some(prefix) = prefix {
                 s.models.retain(|m| m.name.starts_with(prefix.as_str()));
-                s.orgs.retain(|o| {
+                s.organisations.retain(|o| {
                     let org = format!("{}/", o.org);
                     org.starts_with(prefix.as_str()) || prefix.starts_with(&org)
                 });
@@ -311,6 +365,12 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
                     "deleted {} objects ({} bytes) and {} temporaries ({} bytes); kept {} unreferenced objects younger than {grace} s\n",
                     r.deleted, r.deleted_bytes, r.temporaries, r.temporary_bytes, r.kept_young
                 ))?;
+                if r.deferred > 0 {
+                    emit(&format!(
+                        "deferred {} unreferenced objects: {} writers were adding models (run gc again later)\n",
+                        r.deferred, r.writers
+                    ))?;
+                }
             }
         }
         StoreCommand::Fsck { json: as_json } => {
@@ -342,12 +402,6 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Where `get` writes without `-o`: the last segment of the model's name, in the current
-/// directory (names are checked to be safe path segments when added).
-fn default_output(name: &str) -> PathBuf {
-    PathBuf::from(name.rsplit('/').next().unwrap_or(name))
-}
-
 fn stats_text(s: &Stats) -> String {
     let mut t = String::new();
     t.push_str("model\tbase\tlogical\tneeded\texclusive\tdelta/plain tensors\n");
@@ -367,18 +421,18 @@ fn stats_text(s: &Stats) -> String {
             m.plain_tensors
         ));
     }
-    if s.orgs.iter().any(|o| !o.org.is_empty()) {
+    if s.organisations.iter().any(|o| !o.org.is_empty()) {
         t.push_str("organisation\tmodels\tlogical\tneeded\texclusive\n");
-        for o in &s.orgs {
-            let org = if o.org.is_empty() { "(none)" } else { &o.org };
+        for o in &s.organisations {
             t.push_str(&format!(
-                "{org}\t{}\t{}\t{} ({})\t{} ({})\n",
+                "{}\t{}\t{}\t{} ({})\t{} ({})\n",
+                if o.org.is_empty() { "-" } else { &o.org },
                 o.models,
                 o.logical_bytes,
                 o.needed_bytes,
                 pct(o.needed_bytes, o.logical_bytes),
                 o.exclusive_bytes,
-                pct(o.exclusive_bytes, o.logical_bytes)
+                pct(o.exclusive_bytes, o.logical_bytes),
             ));
         }
     }

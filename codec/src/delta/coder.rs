@@ -329,8 +329,9 @@ impl<'a> BitReader<'a> {
         }
     }
 
+    /// Reads `n ≤ 32` bits.
     #[inline]
-    fn get32(&mut self, n: u32) -> u64 {
+    pub fn get32(&mut self, n: u32) -> u64 {
         debug_assert!(n <= 32);
         let byte = (self.pos / 8) as usize;
         let shift = (self.pos % 8) as u32;

@@ -96,9 +96,24 @@ impl DeltaMethod {
     }
 }
 
-/// Codes `target` against `base` with every method that supports `dtype` and returns the
-/// smallest.
+/// Tensors up to this many bytes are coded with every method, whatever the ULP delta's
+/// size (BitX can win on a few hundred bytes, where its lack of tables pays).
+const ALWAYS_TRY_ALL_BYTES: usize = 64 << 10;
+
+/// Codes `target` against `base` and returns the smallest coding among the methods that
+/// support `dtype`. On a float tensor above [`ALWAYS_TRY_ALL_BYTES`], BitX is tried only
+/// when the ULP delta is larger than a quarter of the tensor: on real fine-tunes ULP wins
+/// on every such tensor (BENCHMARKS.md), and skipping BitX there saves about a third of the
+/// encode time.
 pub fn encode(dtype: &Dtype, base: &[u8], target: &[u8]) -> Result<Vec<u8>, DeltaError> {
+    if DeltaMethod::Ulp.supports(dtype) && base.len() > ALWAYS_TRY_ALL_BYTES {
+        let ulp = encode_with(DeltaMethod::Ulp, dtype, base, target)?;
+        if ulp.len() <= base.len() / 4 {
+            return Ok(ulp);
+        }
+        let bitx = encode_with(DeltaMethod::BitX, dtype, base, target)?;
+        return Ok(if bitx.len() < ulp.len() { bitx } else { ulp });
+    }
     let mut best: Option<Vec<u8>> = None;
     for method in DeltaMethod::ALL.into_iter().filter(|m| m.supports(dtype)) {
         let coded = encode_with(method, dtype, base, target)?;
@@ -281,6 +296,62 @@ mod tests {
         }
     }
 
+    /// Encodes with `chunk` elements per chunk, wrapped like [`encode_with`].
+    fn ulp_chunked(dtype: &Dtype, base: &[u8], target: &[u8], chunk: usize) -> Vec<u8> {
+        ulp::encode_chunked(dtype, base, target, chunk).unwrap()
+    }
+
+    #[test]
+    fn ulp_chunks_of_any_length_round_trip() {
+        for dtype in FLOATS {
+            let (base, target) = fine_tune_pair(&dtype, 1001);
+            let whole = ulp_chunked(&dtype, &base, &target, ulp::CHUNK_ELEMS);
+            // Ragged tail of bytes, a last chunk shorter than the others, one element per
+            // lane, exactly one chunk, more chunk length than elements.
+            for cut in [0, 1] {
+                let len = base.len() - cut;
+                let (b, t) = (&base[..len], &target[..len]);
+                for chunk in [4, 8, 12, 100, 1000, 1004, 4096] {
+                    let d = ulp_chunked(&dtype, b, t, chunk);
+                    let mut out = vec![0xA5; len];
+                    decode(&dtype, b, &d, &mut out).unwrap();
+                    assert!(out == t, "{dtype} chunk {chunk} cut {cut}");
+                }
+            }
+            // Small chunks cost ~23 bytes each, no more.
+            let small = ulp_chunked(&dtype, &base, &target, 100);
+            assert!(small.len() < whole.len() + 11 * 30, "{dtype}");
+        }
+    }
+
+    #[test]
+    fn ulp_chunked_every_truncation_fails_and_no_corruption_panics() {
+        let (base, target) = fine_tune_pair(&Dtype::BF16, 1500);
+        let d = ulp_chunked(&Dtype::BF16, &base, &target, 400);
+        let mut out = vec![0; base.len()];
+        decode(&Dtype::BF16, &base, &d, &mut out).unwrap();
+        for cut in 0..d.len() {
+            assert!(
+                decode(&Dtype::BF16, &base, &d[..cut], &mut out).is_err(),
+                "cut {cut}"
+            );
+        }
+        let mut longer = d.clone();
+        longer.push(0);
+        assert!(decode(&Dtype::BF16, &base, &longer, &mut out).is_err());
+        for i in 0..d.len() {
+            for bit in [0x01, 0x80] {
+                let mut bad = d.clone();
+                bad[i] ^= bit;
+                // Either an error or some output: the caller's checksum decides.
+                let _ = decode(&Dtype::BF16, &base, &bad, &mut out);
+            }
+        }
+        // A base of another length finds a different chunk count: refused, not misread.
+        let mut short_out = vec![0; base.len() - 800];
+        assert!(decode(&Dtype::BF16, &base[..base.len() - 800], &d, &mut short_out).is_err());
+    }
+
     /// Element bit patterns that stress the key mapping: NaN payloads, infinities, both
     /// zeros, subnormals, extremes, and ordinary values.
     fn special_elements(width: usize) -> Vec<u64> {
@@ -341,6 +412,11 @@ mod tests {
             for method in DeltaMethod::ALL {
                 round_trip(dtype, method, b, t);
             }
+            // Many chunks, the last one short.
+            let d = ulp_chunked(dtype, b, t, 4 * (1 + trim));
+            let mut out = vec![0; len];
+            decode(dtype, b, &d, &mut out).unwrap();
+            prop_assert!(out == t);
             let d = encode(dtype, b, t).unwrap();
             let mut out = vec![0; len];
             decode(dtype, b, &d, &mut out).unwrap();

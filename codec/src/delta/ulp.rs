@@ -14,17 +14,28 @@
 //! This module is the model (element keys, tokens, contexts, table choice, layout); the
 //! rANS loop and the raw bit stream live in [`super::coder`].
 
+use rayon::prelude::*;
+
 use super::coder::{
     self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder, SymbolTable, LANES,
 };
 use super::{DeltaError, DeltaMethod};
 use crate::dtype::Dtype;
-use crate::entropy::model::{FreqTable, PROB_SCALE};
+use crate::entropy::model::{EncTable, FreqTable, PROB_SCALE};
 
 /// Most exponent groups (tables per context bit) a delta may declare.
 pub const MAX_GROUPS: usize = 64;
 /// Flag bit: tables are chosen by (exponent group, token `LANES` elements back was zero).
 const FLAG_PREV_ZERO: u8 = 1;
+/// Flag bit: the coded elements are split into independent chunks (layout 2, FORMAT.md
+/// §9.3), which decode and encode in parallel. Without it, one stream (layout 1).
+const FLAG_CHUNKED: u8 = 2;
+/// Elements per chunk the encoder writes: large enough that a chunk's fixed bytes
+/// (states, word count, length, bit padding: ~23 bytes) are noise, small enough that a
+/// large tensor splits into many pieces of work for the threads.
+pub(crate) const CHUNK_ELEMS: usize = 1 << 16;
+/// Largest chunk length a decoder accepts (it allocates nothing by it).
+const MAX_CHUNK_ELEMS: u64 = 1 << 30;
 /// Differences of magnitude below this are tokens of their own; above, a token names the
 /// binade and the bit after the leading one, and the lower bits are stored raw.
 const DIRECT: u64 = 4;
@@ -235,37 +246,87 @@ impl Stats {
     }
 }
 
-/// Codes `target` against `base` (same length). Non-float dtypes are not supported.
+/// Codes `target` against `base` (same length) in the chunked layout with the default
+/// chunk length. Non-float dtypes are not supported.
 pub(super) fn encode(dtype: &Dtype, base: &[u8], target: &[u8]) -> Result<Vec<u8>, DeltaError> {
+    encode_chunked(dtype, base, target, CHUNK_ELEMS)
+}
+
+/// [`encode`] with `chunk_elems` elements per chunk (a positive multiple of [`LANES`]).
+pub(crate) fn encode_chunked(
+    dtype: &Dtype,
+    base: &[u8],
+    target: &[u8],
+    chunk_elems: usize,
+) -> Result<Vec<u8>, DeltaError> {
+    assert!(
+        chunk_elems > 0
+            && chunk_elems.is_multiple_of(LANES)
+            && chunk_elems as u64 <= MAX_CHUNK_ELEMS,
+        "chunk length {chunk_elems} is not a positive multiple of {LANES}"
+    );
     let layout = Layout::of(dtype).ok_or_else(|| DeltaError::Unsupported {
         method: DeltaMethod::Ulp.name(),
         dtype: dtype.to_string(),
     })?;
     Ok(match layout.width() {
-        1 => encode_w::<1>(layout, base, target),
-        2 => encode_w::<2>(layout, base, target),
-        4 => encode_w::<4>(layout, base, target),
-        _ => encode_w::<8>(layout, base, target),
+        1 => encode_w::<1>(layout, base, target, chunk_elems),
+        2 => encode_w::<2>(layout, base, target, chunk_elems),
+        4 => encode_w::<4>(layout, base, target, chunk_elems),
+        _ => encode_w::<8>(layout, base, target, chunk_elems),
     })
 }
 
-fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8]) -> Vec<u8> {
-    let n = base.len() / W;
+/// The difference of two elements, as FORMAT.md §9.3 defines it.
+#[inline]
+fn difference(layout: Layout, base: u64, target: u64) -> u64 {
+    layout.key(target).wrapping_sub(layout.key(base)) & layout.mask()
+}
+
+/// Tokenizes one chunk's elements into `symbols` and counts them into `hist`
+/// (`[exponent][context bit][symbol]`). The context bit of a chunk's first `LANES`
+/// elements is "was zero": chunks are independent.
+fn count_chunk<const W: usize>(
+    layout: Layout,
+    base: &[u8],
+    target: &[u8],
+    symbols: &mut [u16],
+    hist: &mut [u32],
+) {
     let alphabet = layout.alphabet();
-    let mut symbols = Vec::with_capacity(n);
-    let mut stats = Stats {
-        hist: vec![0; layout.exponents() * 2 * alphabet],
-        alphabet,
-    };
-    for (i, (b, t)) in base.chunks_exact(W).zip(target.chunks_exact(W)).enumerate() {
-        let (b, t) = (load::<W>(b), load::<W>(t));
-        let diff = layout.key(t).wrapping_sub(layout.key(b)) & layout.mask();
-        let symbol = tokenize(layout, diff).symbol;
-        let exp = layout.exponent(b);
+    for i in 0..symbols.len() {
+        let (b, t) = (load::<W>(&base[i * W..]), load::<W>(&target[i * W..]));
+        let symbol = tokenize(layout, difference(layout, b, t)).symbol;
         let back_zero = usize::from(i < LANES || symbols[i - LANES] == 0);
-        stats.hist[(exp * 2 + back_zero) * alphabet + usize::from(symbol)] += 1;
-        symbols.push(symbol);
+        hist[(layout.exponent(b) * 2 + back_zero) * alphabet + usize::from(symbol)] += 1;
+        symbols[i] = symbol;
     }
+}
+
+fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8], chunk: usize) -> Vec<u8> {
+    let n = base.len() / W;
+    let body = n * W;
+    let alphabet = layout.alphabet();
+    let hist_len = layout.exponents() * 2 * alphabet;
+    let mut symbols = vec![0u16; n];
+    // Chunks are counted in parallel, each thread into its own histogram.
+    let hist = symbols
+        .par_chunks_mut(chunk)
+        .zip(base[..body].par_chunks(chunk * W))
+        .zip(target[..body].par_chunks(chunk * W))
+        .fold(
+            || vec![0u32; hist_len],
+            |mut hist, ((s, b), t)| {
+                count_chunk::<W>(layout, b, t, s, &mut hist);
+                hist
+            },
+        )
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+            a
+        })
+        .unwrap_or_else(|| vec![0; hist_len]);
+    let stats = Stats { hist, alphabet };
     let plan = [false, true]
         .into_iter()
         .map(|prev| plan(layout, &stats, prev))
@@ -275,7 +336,7 @@ fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8]) -> Vec<u
 
     let mut out = vec![
         DeltaMethod::Ulp.id(),
-        u8::from(plan.prev_zero) * FLAG_PREV_ZERO,
+        (u8::from(plan.prev_zero) * FLAG_PREV_ZERO) | FLAG_CHUNKED,
     ];
     write_varint(&mut out, plan.group_last.len() as u64);
     for &last in &plan.group_last {
@@ -284,8 +345,7 @@ fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8]) -> Vec<u
     for t in &plan.tables {
         write_table(&mut out, t.as_ref(), alphabet);
     }
-    let tail = n * W;
-    out.extend(base[tail..].iter().zip(&target[tail..]).map(|(b, t)| b ^ t));
+    out.extend(base[body..].iter().zip(&target[body..]).map(|(b, t)| b ^ t));
 
     let symbol_bits = usize::BITS - (alphabet - 1).leading_zeros();
     let dummy = FreqTable::from_counts(&[1]).expect("one symbol");
@@ -297,9 +357,35 @@ fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8]) -> Vec<u
             .collect::<Vec<_>>(),
         symbol_bits,
     );
+    let chunks: Vec<Vec<u8>> = symbols
+        .par_chunks(chunk)
+        .zip(base[..body].par_chunks(chunk * W))
+        .zip(target[..body].par_chunks(chunk * W))
+        .map(|((s, b), t)| encode_chunk::<W>(layout, &plan, &enc, s, b, t))
+        .collect();
+    write_varint(&mut out, chunk as u64);
+    for c in &chunks {
+        write_varint(&mut out, c.len() as u64);
+    }
+    out.reserve(chunks.iter().map(Vec::len).sum());
+    for c in chunks {
+        out.extend_from_slice(&c);
+    }
+    out
+}
+
+/// One chunk's rANS states, words and extra bits (a layout-1 stream over its elements).
+fn encode_chunk<const W: usize>(
+    layout: Layout,
+    plan: &Plan,
+    enc: &[EncTable],
+    symbols: &[u16],
+    base: &[u8],
+    target: &[u8],
+) -> Vec<u8> {
     let k = plan.contexts_per_group();
-    let mut rans = RansEncoder::new(n);
-    for i in (0..n).rev() {
+    let mut rans = RansEncoder::new(symbols.len());
+    for i in (0..symbols.len()).rev() {
         let exp = layout.exponent(load::<W>(&base[i * W..]));
         let prev_zero = if plan.prev_zero {
             usize::from(i < LANES || symbols[i - LANES] == 0)
@@ -309,13 +395,11 @@ fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8]) -> Vec<u
         let table = &enc[usize::from(plan.group_of[exp]) * k + prev_zero];
         rans.put(i, symbols[i], table);
     }
+    let mut out = Vec::new();
     rans.finish(&mut out);
-
     let mut bits = BitWriter::new();
     for (b, t) in base.chunks_exact(W).zip(target.chunks_exact(W)) {
-        let (b, t) = (load::<W>(b), load::<W>(t));
-        let diff = layout.key(t).wrapping_sub(layout.key(b)) & layout.mask();
-        let token = tokenize(layout, diff);
+        let token = tokenize(layout, difference(layout, load::<W>(b), load::<W>(t)));
         bits.put(token.extra, token.extra_bits);
     }
     out.extend_from_slice(&bits.finish());
@@ -546,7 +630,38 @@ pub(super) fn decode(
     }
 }
 
-/// What picks an element's table when decoding.
+/// What a symbol stands for, looked up instead of computed in the decode loop.
+#[derive(Clone, Copy, Default)]
+struct SymbolMeaning {
+    /// Magnitude without its extra bits.
+    magnitude: u64,
+    /// Raw extra bits that follow.
+    extra_bits: u32,
+    /// All ones when the difference is negative, else 0.
+    negative: u64,
+}
+
+/// Meaning of every symbol below the alphabet size.
+fn meanings(layout: Layout) -> Vec<SymbolMeaning> {
+    (0..layout.alphabet() as u16)
+        .map(|s| {
+            let extra_bits = extra_bits_of(s);
+            let negative = s != 0 && s & 1 == 0;
+            let magnitude = if negative {
+                untokenize(layout, s, 0).wrapping_neg() & layout.mask()
+            } else {
+                untokenize(layout, s, 0)
+            };
+            SymbolMeaning {
+                magnitude,
+                extra_bits,
+                negative: if negative { u64::MAX } else { 0 },
+            }
+        })
+        .collect()
+}
+
+/// What picks an element's table when decoding, and what its symbol means.
 struct Contexts<'a> {
     layout: Layout,
     group_of: &'a [u8],
@@ -555,6 +670,7 @@ struct Contexts<'a> {
     /// 1 if the context bit is in use, else 0.
     use_back_zero: usize,
     tables: &'a [SymbolTable],
+    meanings: &'a [SymbolMeaning],
 }
 
 /// Decodes one element of lane `lane` from base bytes `b` into `o`. Lane `l` decodes
@@ -577,11 +693,18 @@ fn decode_one<const W: usize>(
         + usize::from(*back_zero) * ctx.use_back_zero;
     let symbol = rans.get(lane, &ctx.tables[table]);
     *back_zero = symbol == 0;
-    // Branch-free for symbol 0 too (no extra bits, difference 0). Symbols are below the
-    // alphabet size (FreqTable::from_freqs got `alphabet` entries at most), so the shifts
-    // inside stay below 64.
-    let extra = bits.get(extra_bits_of(symbol));
-    let diff = untokenize(layout, symbol, extra);
+    // Symbols are below the alphabet size (FreqTable::from_freqs got `alphabet` entries at
+    // most). Branch-free for symbol 0 too: no extra bits, magnitude 0.
+    let m = ctx.meanings[usize::from(symbol)];
+    let extra = if W == 8 {
+        bits.get(m.extra_bits)
+    } else {
+        // At most 30 extra bits below 64-bit elements.
+        bits.get32(m.extra_bits)
+    };
+    let magnitude = m.magnitude + extra;
+    // Two's complement negation where negative: (x ^ -1) - (-1) = -x.
+    let diff = (magnitude ^ m.negative).wrapping_sub(m.negative);
     store::<W>(
         layout.unkey(layout.key(b).wrapping_add(diff) & layout.mask()),
         o,
@@ -599,7 +722,7 @@ fn decode_w<const W: usize>(
     let (&flags, after_flags) = rest
         .split_first()
         .ok_or_else(|| DeltaError::Corrupt("ulp: truncated flags".into()))?;
-    if flags & !FLAG_PREV_ZERO != 0 {
+    if flags & !(FLAG_PREV_ZERO | FLAG_CHUNKED) != 0 {
         return Err(DeltaError::Corrupt(format!(
             "ulp: unknown flags {flags:#04x}"
         )));
@@ -641,8 +764,8 @@ fn decode_w<const W: usize>(
     let dec = coder::dec_tables(&tables);
 
     let n = base.len() / W;
-    let tail = n * W;
-    let tail_len = base.len() - tail;
+    let body = n * W;
+    let tail_len = base.len() - body;
     if rest.len() < tail_len {
         return Err(DeltaError::Corrupt(format!(
             "ulp: {tail_len} tail bytes, {} left",
@@ -650,23 +773,80 @@ fn decode_w<const W: usize>(
         )));
     }
     let (tail_xor, after) = rest.split_at(tail_len);
-    for ((o, b), x) in out[tail..].iter_mut().zip(&base[tail..]).zip(tail_xor) {
+    for ((o, b), x) in out[body..].iter_mut().zip(&base[body..]).zip(tail_xor) {
         *o = b ^ x;
     }
-    let coder_err = |e: CoderError| DeltaError::Corrupt(format!("ulp: {e}"));
-    let (mut rans, bit_bytes) = RansDecoder::new(after).map_err(coder_err)?;
-    let mut bits = BitReader::new(bit_bytes);
-    // Lane `l` decodes elements `l, l + LANES, …`; its context bit is its own previous
-    // symbol, so the lanes are independent chains. Unrolled by LANES, the lane indices are
-    // constants and the states stay in registers.
-    let mut back_zero = [true; LANES];
+    let meanings = meanings(layout);
     let ctx = Contexts {
         layout,
         group_of: &group_of,
         per_group: k,
         use_back_zero: usize::from(prev_zero),
         tables: &dec,
+        meanings: &meanings,
     };
+    let (base, out) = (&base[..body], &mut out[..body]);
+    if flags & FLAG_CHUNKED == 0 {
+        return decode_stream::<W>(&ctx, base, out, after);
+    }
+    let mut rest = after;
+    let chunk = read_varint(&mut rest, "chunk length", MAX_CHUNK_ELEMS)? as usize;
+    if chunk == 0 || !chunk.is_multiple_of(LANES) {
+        return Err(DeltaError::Corrupt(format!(
+            "ulp: chunk length {chunk} is not a positive multiple of {LANES}"
+        )));
+    }
+    // At most n / LANES + 1 chunks: bounded by the base, which the caller holds.
+    let count = n.div_ceil(chunk);
+    let mut pieces = Vec::with_capacity(count);
+    let mut claimed = 0u64;
+    for _ in 0..count {
+        let left = rest.len() as u64;
+        let len = read_varint(&mut rest, "chunk size", left)?;
+        claimed += len;
+        pieces.push(len as usize);
+    }
+    if claimed != rest.len() as u64 {
+        return Err(DeltaError::Corrupt(format!(
+            "ulp: {count} chunks claim {claimed} bytes, {} follow",
+            rest.len()
+        )));
+    }
+    let pieces: Vec<&[u8]> = pieces
+        .into_iter()
+        .map(|len| {
+            let (piece, after) = rest.split_at(len);
+            rest = after;
+            piece
+        })
+        .collect();
+    base.par_chunks(chunk * W)
+        .zip(out.par_chunks_mut(chunk * W))
+        .zip(pieces)
+        .enumerate()
+        .try_for_each(|(i, ((b, o), bytes))| {
+            decode_stream::<W>(&ctx, b, o, bytes).map_err(|e| match e {
+                DeltaError::Corrupt(m) => DeltaError::Corrupt(format!("chunk {i}: {m}")),
+                e => e,
+            })
+        })
+}
+
+/// Decodes one stream (a layout-1 delta's, or a chunk's) of `base.len() / W` elements.
+fn decode_stream<const W: usize>(
+    ctx: &Contexts<'_>,
+    base: &[u8],
+    out: &mut [u8],
+    bytes: &[u8],
+) -> Result<(), DeltaError> {
+    let coder_err = |e: CoderError| DeltaError::Corrupt(format!("ulp: {e}"));
+    let (mut rans, bit_bytes) = RansDecoder::new(bytes).map_err(coder_err)?;
+    let mut bits = BitReader::new(bit_bytes);
+    // Lane `l` decodes elements `l, l + LANES, …`; its context bit is its own previous
+    // symbol, so the lanes are independent chains. Unrolled by LANES, the lane indices are
+    // constants and the states stay in registers.
+    let mut back_zero = [true; LANES];
+    let n = base.len() / W;
     let rounds = n / LANES;
     const _: () = assert!(LANES == 4, "the decode loop below is unrolled for 4 lanes");
     for (bq, oq) in base
@@ -675,15 +855,15 @@ fn decode_w<const W: usize>(
     {
         let (b, o) = (bq.split_at(2 * W), oq.split_at_mut(2 * W));
         let [z0, z1, z2, z3] = &mut back_zero;
-        decode_one::<W>(&ctx, &mut rans, &mut bits, z0, 0, b.0, &mut o.0[..W]);
-        decode_one::<W>(&ctx, &mut rans, &mut bits, z1, 1, &b.0[W..], &mut o.0[W..]);
-        decode_one::<W>(&ctx, &mut rans, &mut bits, z2, 2, b.1, &mut o.1[..W]);
-        decode_one::<W>(&ctx, &mut rans, &mut bits, z3, 3, &b.1[W..], &mut o.1[W..]);
+        decode_one::<W>(ctx, &mut rans, &mut bits, z0, 0, b.0, &mut o.0[..W]);
+        decode_one::<W>(ctx, &mut rans, &mut bits, z1, 1, &b.0[W..], &mut o.0[W..]);
+        decode_one::<W>(ctx, &mut rans, &mut bits, z2, 2, b.1, &mut o.1[..W]);
+        decode_one::<W>(ctx, &mut rans, &mut bits, z3, 3, &b.1[W..], &mut o.1[W..]);
     }
     for i in rounds * LANES..n {
         let lane = i % LANES;
         decode_one::<W>(
-            &ctx,
+            ctx,
             &mut rans,
             &mut bits,
             &mut back_zero[lane],

@@ -1,0 +1,96 @@
+//! Golden ULP deltas pin FORMAT.md §9.3: `fixtures/golden/delta/ulp1-*.bin` were written by
+//! the first (single-stream) layout and must keep decoding to their targets;
+//! `ulp2-*.bin` are the chunked layout the encoder writes now, and encoding the same pair
+//! must reproduce them byte for byte. To re-bless the current layout after an intended
+//! change: `MCODEC_BLESS=1 cargo test -p mcodec --test delta_golden` (the `ulp1` files are
+//! never rewritten).
+
+use std::path::PathBuf;
+
+use mcodec::delta::{self, DeltaMethod};
+use mcodec::dtype::Dtype;
+
+const DTYPES: [(&str, Dtype); 6] = [
+    ("bf16", Dtype::BF16),
+    ("f16", Dtype::F16),
+    ("f32", Dtype::F32),
+    ("f64", Dtype::F64),
+    ("f8e4m3", Dtype::F8E4M3),
+    ("f8e5m2", Dtype::F8E5M2),
+];
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden/delta")
+}
+
+/// A deterministic fine-tune-shaped pair of `n` elements plus a ragged tail of one byte:
+/// values of mixed binades, untouched runs, small moves, and some arbitrary bit patterns.
+fn pair(dtype: &Dtype, n: usize) -> (Vec<u8>, Vec<u8>) {
+    let width = dtype.element_size().unwrap();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut base, mut target) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let r = next();
+        let b: u64 = match width {
+            1 => r & 0xB7,
+            2 => (r & 0x83FF) | 0x3000,
+            4 => (r & 0x83FF_FFFF) | 0x3C00_0000,
+            _ => (r & 0x800F_FFFF_FFFF_FFFF) | 0x3F80_0000_0000_0000,
+        };
+        let t = match (i / 50) % 4 {
+            0 => b,
+            1 | 2 => b.wrapping_add((r >> 40) % 9).wrapping_sub(4),
+            _ if i % 97 == 0 => next(),
+            _ => b ^ ((r >> 20) & 0xF),
+        };
+        base.extend_from_slice(&b.to_le_bytes()[..width]);
+        target.extend_from_slice(&t.to_le_bytes()[..width]);
+    }
+    if width > 1 {
+        base.push(0x5A);
+        target.push(0xA5);
+    }
+    (base, target)
+}
+
+const N: usize = 5003;
+
+#[test]
+fn first_layout_deltas_still_decode() {
+    for (name, dtype) in DTYPES {
+        let (base, target) = pair(&dtype, N);
+        let path = dir().join(format!("ulp1-{name}.bin"));
+        let d = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(delta::method_of(&d), Ok(DeltaMethod::Ulp));
+        let mut out = vec![0u8; base.len()];
+        delta::decode(&dtype, &base, &d, &mut out).unwrap();
+        assert!(out == target, "{name}: first-layout delta decodes wrongly");
+    }
+}
+
+#[test]
+fn current_layout_is_stable() {
+    let bless = std::env::var_os("MCODEC_BLESS").is_some();
+    for (name, dtype) in DTYPES {
+        let (base, target) = pair(&dtype, N);
+        let d = delta::encode_with(DeltaMethod::Ulp, &dtype, &base, &target).unwrap();
+        let path = dir().join(format!("ulp2-{name}.bin"));
+        if bless {
+            std::fs::write(&path, &d).unwrap();
+        }
+        let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut out = vec![0u8; base.len()];
+        delta::decode(&dtype, &base, &golden, &mut out).unwrap();
+        assert!(out == target, "{name}: golden delta decodes wrongly");
+        assert!(
+            d == golden,
+            "{name}: the encoder no longer writes the golden bytes"
+        );
+    }
+}
