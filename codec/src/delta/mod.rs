@@ -101,7 +101,7 @@ impl DeltaMethod {
 const ALWAYS_TRY_ALL_BYTES: usize = 64 << 10;
 
 /// Codes `target` against `base` and returns the smallest coding among the methods that
-/// support `dtype`. On a float tensor above [`ALWAYS_TRY_ALL_BYTES`], BitX is tried only
+/// support `dtype`. On a float tensor above 64 KiB (`ALWAYS_TRY_ALL_BYTES`), BitX is tried only
 /// when the ULP delta is larger than a quarter of the tensor: on real fine-tunes ULP wins
 /// on every such tensor (BENCHMARKS.md), and skipping BitX there saves about a third of the
 /// encode time.
