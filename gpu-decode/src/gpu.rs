@@ -742,15 +742,37 @@ impl GpuModel {
             .context()
             .bind_to_thread()
             .map_err(driver("binding the context"))?;
-        for &(from, to, len) in &copies {
-            // SAFETY: `from..from + len` lies in this model's arena (the plan placed the
-            // CPU-decoded tensor there) and `to` is the caller's buffer of `len` bytes.
+        let queued = self.queue_raw(&copies, &launches, stream, upload);
+        // Wait even when queueing failed part-way: the work lists are freed below and
+        // must outlive every kernel already queued.
+        // SAFETY: the caller vouches for `stream`.
+        let finished = unsafe { cudarc::driver::result::stream::synchronize(stream) }
+            .map_err(driver("synchronize"));
+        drop(launches);
+        queued?;
+        finished?;
+        self.check(upload)
+    }
+
+    /// Queues the copies of CPU-decoded tensors and the kernel launches of a raw decode on
+    /// the caller's `stream` (see [`Self::decode_into_raw`], whose checks they rely on).
+    fn queue_raw(
+        &self,
+        copies: &[crate::RawCopy],
+        launches: &[DeviceLaunch],
+        stream: cudarc::driver::sys::CUstream,
+        upload: &Arc<CudaStream>,
+    ) -> Result<(), GpuError> {
+        for &(from, to, len) in copies {
             let from = self.arena_base + from;
+            // SAFETY: `from..from + len` lies in this model's arena (the plan placed the
+            // CPU-decoded tensor there), `to` is the caller's buffer of `len` bytes and
+            // `stream` a stream of this context (`decode_into_raw`'s contract).
             unsafe { cudarc::driver::result::memcpy_dtod_async(to, from, len as usize, stream) }
                 .map_err(driver("device copy"))?;
         }
         let (arena, tables, err) = (self.arena_base, self.table_base, self.err_ptr(upload));
-        for l in &launches {
+        for l in launches {
             let descs_ptr = l.descs.device_ptr(upload).0;
             let tasks_ptr = l.tasks.device_ptr(upload).0;
             let out: u64 = 0;
@@ -769,7 +791,7 @@ impl GpuModel {
             // SAFETY: the parameters match the kernel's signature (descs, tasks, n_tasks,
             // arena, tables, out, err), each pointing at a live local of the parameter's
             // size; the descriptors address this model's arena and tables and the
-            // caller's targets, checked above for length and alignment.
+            // caller's targets, checked by `raw_work` for length and alignment.
             unsafe {
                 cudarc::driver::result::launch_kernel(
                     self.func.cu_function(),
@@ -782,11 +804,7 @@ impl GpuModel {
             }
             .map_err(driver("kernel launch"))?;
         }
-        // SAFETY: the caller vouches for `stream`.
-        unsafe { cudarc::driver::result::stream::synchronize(stream) }
-            .map_err(driver("synchronize"))?;
-        drop(launches);
-        self.check(upload)
+        Ok(())
     }
 
     /// Device address of the error flag.
