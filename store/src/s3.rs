@@ -17,7 +17,6 @@
 //! retried by `object_store` with exponential backoff and jitter.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -125,23 +124,6 @@ fn remote(what: impl Into<String>, e: impl std::fmt::Display) -> BackendError {
 
 fn is_not_found(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::NotFound { .. })
-}
-
-/// A process-unique, practically globally unique writer id (no RNG dependency: the
-/// process id, the clock and a counter, hashed).
-fn new_writer_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = blake3::Hasher::new();
-    h.update(&std::process::id().to_le_bytes());
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    h.update(&now.as_nanos().to_le_bytes());
-    h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    if let Ok(host) = std::fs::read("/proc/sys/kernel/hostname") {
-        h.update(&host);
-    }
-    h.finalize().to_hex()[..32].to_owned()
 }
 
 impl S3Backend {
@@ -274,7 +256,7 @@ impl S3Backend {
             opts,
             runtime,
             pending: Mutex::new(Vec::new()),
-            writer_id: new_writer_id(),
+            writer_id: crate::coord::record_id(),
         })
     }
 
