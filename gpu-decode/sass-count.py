@@ -13,6 +13,16 @@ that the full kernel dispatches to), disassembles it with nvdisasm and walks the
     stores; the divergent BRA.DIV fallbacks, laid out past the loop) are off these paths;
   * per 32 elements = (7 * plain step + 1 * flushing step) / 8 (STAGE_STEPS = 8).
 
+The kernel has two such loops per instance: the group loop (STAGE_STEPS steps unrolled and
+a full-group flush per iteration; it decodes every chunk but its last m mod 256 elements
+when the blocks span whole groups, i.e. all of a default-encoded tensor but its ragged
+end) and the step loop (one step per iteration: the rest). A loop with at least
+STAGE_STEPS ballots is the group loop: per 32 elements = one iteration through every
+word load and the store / STAGE_STEPS. Code reached only through BRA.DIV (the compiler's
+copies for a diverged warp, never run: every ballot is reached converged) is left out.
+The first case (BF16) must stay within --budget (BF16_BUDGET) in the group loop, else
+the exit status is 1.
+
 Predicated instructions count whether or not their predicate holds: they are issued.
 Fields whose mode is MODE_ANY (read at run time) take their cheapest arm, so such a count
 is a lower bound.
@@ -39,6 +49,10 @@ ROOT = Path(__file__).resolve().parent.parent
 KERNEL = ROOT / "gpu-decode" / "kernels" / "mcz_decode.cu"
 STAGE_STEPS = 8
 ANY = 3
+# Issue #15's budget: SASS warp-instructions per 32 elements of the usual BF16 instance
+# (the first case), flush included, in the loop that decodes all but a chunk's last
+# partial group. The script exits 1 when it is exceeded.
+BF16_BUDGET = 45.0
 
 # (name, layout, field modes): the typical instance of each layout first. Modes: 0 packed,
 # 1 const, 2 rANS, 3 read at run time (the full kernel's F32 low-byte fields).
@@ -83,7 +97,10 @@ def find_nvdisasm(arg, python):
     found = shutil.which("nvdisasm")
     if found:
         return found
-    for py in [python, sys.executable, "/work/venv/bin/python"]:
+    venv = os.environ.get("MCODEC_PY_VENV") or os.path.join(
+        os.environ.get("MCODEC_CACHE") or os.path.expanduser("~/.cache/mcodec"), "py-venv")
+    for py in [python, sys.executable, os.path.join(venv, "bin", "python"),
+               "/work/venv/bin/python"]:
         if not py or not os.path.exists(py):
             continue
         try:
@@ -129,7 +146,7 @@ def nvrtc_version(lib):
 
 
 INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
-LABEL = re.compile(r"^(\.L_x_\d+):")
+LABEL = re.compile(r"^(\.L_x_\d+|\$[^:\s]+):")
 TARGET = re.compile(r"`\((\.L_x_\d+)\)")
 
 
@@ -168,7 +185,7 @@ def blocks_of(instrs, labels):
     """Basic blocks as (start, end) index ranges, and each block's successors."""
     starts = {0} | set(labels.values())
     for i, ins in enumerate(instrs):
-        if ins.is_branch() or ins.op == "EXIT":
+        if ins.is_branch() or ins.op == "EXIT" or ins.op.startswith("RET"):
             starts.add(i + 1)
     starts = sorted(s for s in starts if s < len(instrs))
     ranges = [(s, (starts[k + 1] if k + 1 < len(starts) else len(instrs)))
@@ -185,7 +202,7 @@ def blocks_of(instrs, labels):
                 out.append(block_at[labels[t.group(1)]])
             if (conditional or last.op == "BRA.DIV") and b + 1 < len(ranges):
                 out.append(b + 1)
-        elif last.op == "EXIT" and not last.pred:
+        elif (last.op == "EXIT" or last.op.startswith("RET")) and not last.pred:
             pass
         elif b + 1 < len(ranges):
             out.append(b + 1)
@@ -211,58 +228,99 @@ def shortest(ranges, succ, allowed, src, dst):
     return None
 
 
+def is_ballot(ins):
+    """`__ballot_sync` (VOTE.ANY into a register; `__any_sync` votes into a predicate)."""
+    return ins.op.startswith("VOTE.ANY") and ins.args.lstrip().startswith("R")
+
+
 def analyse(sass):
+    """Every innermost loop around a ballot: the group loop (STAGE_STEPS unrolled steps
+    and a flush per iteration) and the step loop (one step per iteration; the chunk's
+    last partial group, and chunks whose blocks are shorter than a group)."""
     instrs, labels = parse(sass)
     ranges, succ = blocks_of(instrs, labels)
     block_of = {}
     for b, (s, e) in enumerate(ranges):
         for i in range(s, e):
             block_of[i] = b
-    votes = [i for i, ins in enumerate(instrs) if ins.op.startswith("VOTE.ANY")]
-    if not votes:
-        raise RuntimeError("no VOTE.ANY: no rANS step loop")
-    # Innermost backward branch around the first ballot.
-    loop = None
-    for i, ins in enumerate(instrs):
-        t = TARGET.search(ins.args) if ins.op == "BRA" else None
-        if not t:
+    # Blocks reached without taking a BRA.DIV (the compiler's copies of the code for a
+    # diverged warp, which the kernel never is at a ballot).
+    # Roots: the kernel's entry and every called function (decode_chunk is __noinline__).
+    block_at = {s: b for b, (s, _) in enumerate(ranges)}
+    reached, todo = set(), [0] + [block_at[i] for name, i in labels.items()
+                                  if name.startswith("$") and i in block_at]
+    while todo:
+        b = todo.pop()
+        if b in reached:
             continue
-        head = labels[t.group(1)]
-        if head <= votes[0] <= i and (loop is None or i - head < loop[1] - loop[0]):
-            loop = (head, i)
-    if loop is None:
-        raise RuntimeError("no loop around the ballot")
-    head_b, latch_b = block_of[loop[0]], block_of[loop[1]]
-    allowed = {b for b in range(head_b, latch_b + 1)}
-    inside = range(ranges[head_b][0], ranges[latch_b][1])
-    word_blocks = sorted({block_of[i] for i in inside
-                          if instrs[i].op.startswith("LDG.E.U16")})
-    widest = max((instrs[i].store_width() for i in inside), default=0)
-    store_blocks = sorted({block_of[i] for i in inside
-                           if widest and instrs[i].store_width() == widest})
-
-    def through(waypoints):
-        points = [head_b] + sorted(set(waypoints)) + [latch_b]
-        total = 0
-        for a, b in zip(points, points[1:]):
-            if a == b:
+        reached.add(b)
+        last = instrs[ranges[b][1] - 1]
+        todo += [b + 1] if last.op == "BRA.DIV" else succ[b]
+    ballots = [i for i, ins in enumerate(instrs) if is_ballot(ins) and block_of[i] in reached]
+    if not ballots:
+        raise RuntimeError("no ballot (VOTE.ANY R): no rANS step loop")
+    loops = set()
+    for v in ballots:
+        loop = None
+        for i, ins in enumerate(instrs):
+            t = TARGET.search(ins.args) if ins.op == "BRA" else None
+            if not t or block_of[i] not in reached:
                 continue
-            c = shortest(ranges, succ, allowed, a, b)
-            if c is None:
-                return None
-            total += c - (ranges[a][1] - ranges[a][0])
-        return total + (ranges[head_b][1] - ranges[head_b][0])
+            head = labels[t.group(1)]
+            if head <= v <= i and (loop is None or i - head < loop[1] - loop[0]):
+                loop = (head, i)
+        if loop is None:
+            raise RuntimeError("no loop around a ballot")
+        loops.add(loop)
+    result = {}
+    for loop in sorted(loops):
+        head_b, latch_b = block_of[loop[0]], block_of[loop[1]]
+        allowed = set(range(head_b, latch_b + 1)) & reached
+        inside = range(ranges[head_b][0], ranges[latch_b][1])
+        word_blocks = sorted({block_of[i] for i in inside
+                              if instrs[i].op.startswith("LDG.E.U16")} & allowed)
+        widest = max((instrs[i].store_width() for i in inside), default=0)
+        store_blocks = sorted({block_of[i] for i in inside
+                               if widest and instrs[i].store_width() == widest} & allowed)
 
-    plain = through(word_blocks)
-    flushing = through(word_blocks + store_blocks[:1])
-    return {
-        "plain": plain,
-        "flushing": flushing,
-        "per32": (7 * plain + flushing) / STAGE_STEPS,
-        "loop": len(inside),
-        "votes": sum(1 for i in inside if instrs[i].op.startswith("VOTE.ANY")),
-        "store_bits": widest,
-    }
+        def through(waypoints):
+            points = [head_b] + sorted(set(waypoints)) + [latch_b]
+            total = 0
+            for a, b in zip(points, points[1:]):
+                if a == b:
+                    continue
+                c = shortest(ranges, succ, allowed, a, b)
+                if c is None:
+                    return None
+                total += c - (ranges[a][1] - ranges[a][0])
+            return total + (ranges[head_b][1] - ranges[head_b][0])
+
+        n_ballots = sum(1 for i in inside if is_ballot(instrs[i]))
+        plain = through(word_blocks)
+        # The cheapest path through one of the widest stores (the full-group store; a
+        # partial group's element stores are narrower).
+        flushing = min((c for c in (through(word_blocks + [sb]) for sb in store_blocks)
+                        if c is not None), default=None)
+        if plain is None or flushing is None:
+            raise RuntimeError(f"no path through the loop at {instrs[loop[0]].addr:#x}")
+        if n_ballots >= STAGE_STEPS:
+            # The group loop: every iteration decodes STAGE_STEPS steps and flushes.
+            kind, per32 = "group", flushing / STAGE_STEPS
+        else:
+            kind, per32 = "step", (7 * plain + flushing) / STAGE_STEPS
+        if kind in result:
+            raise RuntimeError(f"two {kind} loops")
+        result[kind] = {
+            "plain": plain,
+            "flushing": flushing,
+            "per32": per32,
+            "loop": len(inside),
+            "ballots": n_ballots,
+            "store_bits": widest,
+        }
+    if "group" not in result or "step" not in result:
+        raise RuntimeError(f"expected a group loop and a step loop, found {sorted(result)}")
+    return result
 
 
 def main():
@@ -272,6 +330,8 @@ def main():
     ap.add_argument("--python", help="a Python with the triton wheel (for its nvdisasm)")
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--keep", help="write each instance's SASS into this folder")
+    ap.add_argument("--budget", type=float, default=BF16_BUDGET,
+                    help="most instructions per 32 elements allowed for the first case (BF16)")
     args = ap.parse_args()
     lib = find_nvrtc(args.nvrtc)
     dis = find_nvdisasm(args.nvdisasm, args.python)
@@ -282,8 +342,10 @@ def main():
         print("skipped: no nvdisasm (set MCODEC_NVDISASM, or install the triton wheel)")
         return 0
     print(f"NVRTC {nvrtc_version(lib)} ({lib}), {args.arch}, nvdisasm {dis}")
-    print("| instance | plain step | flushing step | per 32 elements | registers, spills |")
-    print("|---|---:|---:|---:|---|")
+    print("| instance | per 32 elements (group loop) | group iteration (8 steps) | "
+          "step loop: plain, flushing, per 32 | registers, spills |")
+    print("|---|---:|---:|---|---|")
+    over = None
     with tempfile.TemporaryDirectory() as tmp:
         for name, layout, modes in CASES:
             cubin, log = compile_cubin(
@@ -297,10 +359,22 @@ def main():
                 Path(args.keep).mkdir(parents=True, exist_ok=True)
                 Path(args.keep, f"layout{layout}-modes{modes_word(modes):02x}.sass").write_text(sass)
             r = analyse(sass)
-            regs = re.search(r"Used (\d+) registers", log)
-            spill = re.search(r"(\d+) bytes spill stores", log)
-            print(f"| {name} | {r['plain']} | {r['flushing']} | {r['per32']:.1f} | "
-                  f"{regs.group(1) if regs else '?'}, {spill.group(1) if spill else '?'} B |")
+            # The kernel and each decoder function (decode_chunk is __noinline__): the
+            # most registers and the most spill stores of any of them.
+            regs = max((int(r) for r in re.findall(r"Used (\d+) registers", log)), default=None)
+            spill = max((int(s) for s in re.findall(r"(\d+) bytes spill stores", log)),
+                        default=None)
+            g, st = r["group"], r["step"]
+            print(f"| {name} | {g['per32']:.1f} | {g['flushing']} | "
+                  f"{st['plain']}, {st['flushing']}, {st['per32']:.1f} | "
+                  f"{'?' if regs is None else regs}, {'?' if spill is None else spill} B |")
+            if name == CASES[0][0] and g["per32"] > args.budget:
+                over = g["per32"]
+    if over is not None:
+        print(f"FAILED: {CASES[0][0]}: {over:.1f} instructions per 32 elements, "
+              f"over the budget of {args.budget:g}")
+        return 1
+    print(f"budget: {CASES[0][0]} within {args.budget:g} instructions per 32 elements")
     return 0
 
 
