@@ -311,6 +311,8 @@ def analyse(sass):
         if kind in result:
             raise RuntimeError(f"two {kind} loops")
         result[kind] = {
+            "spills": sum(1 for i in inside if block_of[i] in allowed
+                          and instrs[i].op.startswith(("LDL", "STL"))),
             "plain": plain,
             "flushing": flushing,
             "per32": per32,
@@ -343,8 +345,9 @@ def main():
         return 0
     print(f"NVRTC {nvrtc_version(lib)} ({lib}), {args.arch}, nvdisasm {dis}")
     print("| instance | per 32 elements (group loop) | group iteration (8 steps) | "
-          "step loop: plain, flushing, per 32 | registers, spills |")
-    print("|---|---:|---:|---|---|")
+          "step loop: plain, flushing, per 32 | registers, spill stores | "
+          "spill instructions in the loops |")
+    print("|---|---:|---:|---|---|---:|")
     over = None
     with tempfile.TemporaryDirectory() as tmp:
         for name, layout, modes in CASES:
@@ -367,7 +370,8 @@ def main():
             g, st = r["group"], r["step"]
             print(f"| {name} | {g['per32']:.1f} | {g['flushing']} | "
                   f"{st['plain']}, {st['flushing']}, {st['per32']:.1f} | "
-                  f"{'?' if regs is None else regs}, {'?' if spill is None else spill} B |")
+                  f"{'?' if regs is None else regs}, {'?' if spill is None else spill} B | "
+                  f"{g['spills'] + st['spills']} |")
             if name == CASES[0][0] and g["per32"] > args.budget:
                 over = g["per32"]
     if over is not None:

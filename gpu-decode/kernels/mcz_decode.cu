@@ -200,9 +200,19 @@ __device__ __forceinline__ void flush(const u32* mode, const u8* stage, u8* out,
                         (u64)__funnelshift_r(w1, w2, s0) << 32 | __funnelshift_r(w0, w1, s0);
 #pragma unroll
                     for (int k = 0; k < 4; ++k) {
-                        const u32 lo = (u32)(bits >> (b * 2 * k)) & m;
-                        const u32 hi = (u32)(bits >> (b * (2 * k + 1))) & m;
-                        w2e[k] |= L::contrib2(f, lo | hi << 16);
+                        // Symbols 2k and 2k+1: the 2b bits from bit 2bk on.
+                        const u32 c = (u32)(bits >> (b * 2 * k));
+                        if (f == 1) {
+                            // Sign + mantissa (sign the symbol's top bit): each term is a
+                            // shift and a masked OR. Low bits of symbol 2k stay; its sign
+                            // (bit b−1) goes to bit 15 and symbol 2k+1's low bits to bit 16
+                            // on (both a shift by 16 − b); its sign (bit 2b−1) to bit 31.
+                            const u32 low = (1u << (b - 1)) - 1;
+                            w2e[k] |= (c & low) | ((c << (16 - b)) & (0x8000u | low << 16)) |
+                                      ((c << (32 - 2 * b)) & 0x80000000u);
+                        } else {
+                            w2e[k] |= L::contrib2(f, (c & m) | ((c >> b) & m) << 16);
+                        }
                     }
                 } else {
 #pragma unroll
@@ -387,13 +397,14 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
                 const u32 y = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095u);
                 const bool need = active && y < RANS_L;
                 const u32 mask = __ballot_sync(0xffffffffu, need);
-                // Every lane loads (lane-uniform control flow, no convergence barrier):
-                // its word if it renormalises, else the payload's first word (always
-                // readable); words past the payload's end read as 0.
-                const u32 k = p[f] + __popc(mask & ((1u << lane) - 1));
-                const bool take = need && k < nwords[f];
-                const u32 word = (u32)__ldg(words[f] + (take ? k : 0u));
-                x[f] = need ? (y << 16) | (take ? word : 0u) : active ? y : x[f];
+                // Every lane loads (lane-uniform control flow, no convergence barrier) the
+                // word it would take if it renormalises, its index clamped to the
+                // payload's end: the 2 bytes there are always readable (the next chunk's
+                // payload or the stream's padding), and a chunk that reads past its end
+                // fails the end check (p ≠ nwords) whatever it read.
+                const u32 k = min(p[f] + __popc(mask & ((1u << lane) - 1)), nwords[f]);
+                const u32 word = (u32)__ldg(words[f] + k);
+                x[f] = need ? (y << 16) | word : active ? y : x[f];
                 p[f] += __popc(mask);
             }
             // Constants are in `const_bits`; packed fields are merged at the flush.
@@ -432,32 +443,45 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
                 pk[f] = packed_word(d.fields[f].stream, L::bits(f), start + 8 * lane, pk_s0[f]);
             }
         }
+        u32 g = 0;
 #pragma unroll 1
-        for (u32 g = 0; g < groups; ++g) {
+        while (g < groups) {
+            // Table switches at the start of each run of groups up to the next block
+            // boundary of any rANS field (as in the step loop below), so that the group
+            // loop itself holds no switch (the compiler would predicate it: its
+            // instructions would issue every group).
+            u32 run_end = groups;
 #pragma unroll
             for (int f = 0; f < L::FIELDS; ++f) {
                 const FieldDesc& fd = d.fields[f];
                 if (field_mode<MODES>(f, fd.mode) != MODE_RANS) continue;
-                if (((g * STAGE_ELEMS) & ((1u << fd.block_log2) - 1)) == 0) {
-                    select_table(f, g * STAGE_ELEMS);
-                }
+                const u32 mask = (1u << fd.block_log2) - 1;
+                if (((g * STAGE_ELEMS) & mask) == 0) select_table(f, g * STAGE_ELEMS);
+                const u32 next = (((g * STAGE_ELEMS) | mask) + 1) / STAGE_ELEMS;
+                run_end = next < run_end ? next : run_end;
             }
+#pragma unroll 1
+            for (; g < run_end; ++g) {
 #pragma unroll
-            for (int s = 0; s < STAGE_STEPS; ++s) stage_value(32 * L::ESIZE * s, step(true));
-            const u64 g0 = start + (u64)g * STAGE_ELEMS;
-            flush<LAYOUT, true>(mode, stage, out, STAGE_ELEMS, lane,
-                                [&](int f, u32 b, u32& s0) -> const u32* {
-                                    if (mode_fixed<MODES>(f)) {
-                                        s0 = pk_s0[f];
-                                        return pk[f];
-                                    }
-                                    return packed_word(d.fields[f].stream, b, g0 + 8 * lane, s0);
-                                });
-            out += STAGE_ELEMS * L::ESIZE;
+                for (int s = 0; s < STAGE_STEPS; ++s) {
+                    stage_value(32 * L::ESIZE * s, step(true));
+                }
+                const u64 g0 = start + (u64)g * STAGE_ELEMS;
+                flush<LAYOUT, true>(mode, stage, out, STAGE_ELEMS, lane,
+                                    [&](int f, u32 b, u32& s0) -> const u32* {
+                                        if (mode_fixed<MODES>(f)) {
+                                            s0 = pk_s0[f];
+                                            return pk[f];
+                                        }
+                                        return packed_word(d.fields[f].stream, b,
+                                                           g0 + 8 * lane, s0);
+                                    });
+                out += STAGE_ELEMS * L::ESIZE;
 #pragma unroll
-            for (int f = 0; f < L::FIELDS; ++f) {
-                if (mode_fixed<MODES>(f) && mode[f] == MODE_PACKED) {
-                    pk[f] += L::bits(f) * (STAGE_ELEMS / 32);  // b·STAGE_ELEMS bits
+                for (int f = 0; f < L::FIELDS; ++f) {
+                    if (mode_fixed<MODES>(f) && mode[f] == MODE_PACKED) {
+                        pk[f] += L::bits(f) * (STAGE_ELEMS / 32);  // b·STAGE_ELEMS bits
+                    }
                 }
             }
         }

@@ -243,49 +243,56 @@ fn decode_chunk(
                 }
             }
         }
-        for g in 0..groups {
+        let mut g = 0u32;
+        while g < groups {
+            // Table switches at the start of each run of groups up to the next block
+            // boundary of any rANS field.
+            let mut run_end = groups;
             for (fd, table) in d.fields[..fields].iter().zip(&mut table) {
-                if fd.mode == MODE_RANS
-                    && (g * STAGE_ELEMS as u32) & ((1 << fd.block_log2) - 1) == 0
-                {
-                    *table = select_table(
-                        fd,
-                        start + u64::from(g) * STAGE_ELEMS as u64,
-                        mem,
-                        &mut bad_table,
-                    );
+                if fd.mode != MODE_RANS {
+                    continue;
                 }
+                let block_mask = (1u32 << fd.block_log2) - 1;
+                let e = g * STAGE_ELEMS as u32;
+                if e & block_mask == 0 {
+                    *table = select_table(fd, start + u64::from(e), mem, &mut bad_table);
+                }
+                run_end = run_end.min(((e | block_mask) + 1) / STAGE_ELEMS as u32);
             }
-            for s in 0..STAGE_STEPS {
-                let v = step(
-                    d, fields, tables, &table, &mut x, &mut p, &words, &nwords, const_bits, m, t,
-                    true, mem,
+            while g < run_end {
+                for s in 0..STAGE_STEPS {
+                    let v = step(
+                        d, fields, tables, &table, &mut x, &mut p, &words, &nwords, const_bits, m,
+                        t, true, mem,
+                    );
+                    stage_row(stage, s, esize, &v);
+                    t += 1;
+                }
+                let packed_at = |f: usize, lane: usize| pk[f][lane];
+                flush(
+                    d,
+                    stage,
+                    fields,
+                    esize,
+                    STAGE_ELEMS as u32,
+                    &out_at,
+                    packed_at,
+                    mem,
+                    out,
                 );
-                stage_row(stage, s, esize, &v);
-                t += 1;
-            }
-            flush(
-                d,
-                stage,
-                fields,
-                esize,
-                STAGE_ELEMS as u32,
-                &out_at,
-                |f, lane| pk[f][lane],
-                mem,
-                out,
-            );
-            for at in &mut out_at {
-                *at += (STAGE_ELEMS * esize) as u64;
-            }
-            for (f, pk) in pk.iter_mut().enumerate().take(fields) {
-                if d.fields[f].mode == MODE_PACKED {
-                    // b·STAGE_ELEMS bits further: b·STAGE_ELEMS/8 bytes.
-                    let bytes = u64::from(field_bits(d.layout, f)) * STAGE_ELEMS as u64 / 8;
-                    for at in pk.iter_mut() {
-                        at.0 += bytes;
+                for at in &mut out_at {
+                    *at += (STAGE_ELEMS * esize) as u64;
+                }
+                for (f, pk) in pk.iter_mut().enumerate().take(fields) {
+                    if d.fields[f].mode == MODE_PACKED {
+                        // b·STAGE_ELEMS bits further: b·STAGE_ELEMS/8 bytes.
+                        let bytes = u64::from(field_bits(d.layout, f)) * STAGE_ELEMS as u64 / 8;
+                        for at in pk.iter_mut() {
+                            at.0 += bytes;
+                        }
                     }
                 }
+                g += 1;
             }
         }
     }
@@ -433,15 +440,14 @@ fn step(
             mask |= u32::from(need[lane]) << lane;
         }
         for lane in 0..LANES {
-            // Every lane loads: its word if it renormalises, else the payload's first
-            // word; words past the payload's end read as 0.
+            // Every lane loads the word it would take, its index clamped to the
+            // payload's end (2 readable bytes; reading there fails the end check).
             let active = full || 32 * t + (lane as u32) < m;
             let below = mask & ((1u32 << lane) - 1);
-            let k = p[f][lane] + below.count_ones();
-            let take = need[lane] && k < nwords[f];
-            let word = mem.u16(words[f] + 2 * u64::from(if take { k } else { 0 }));
+            let k = (p[f][lane] + below.count_ones()).min(nwords[f]);
+            let word = mem.u16(words[f] + 2 * u64::from(k));
             if need[lane] {
-                x[f][lane] = (y[lane] << 16) | if take { word } else { 0 };
+                x[f][lane] = (y[lane] << 16) | word;
             } else if active {
                 x[f][lane] = y[lane];
             }

