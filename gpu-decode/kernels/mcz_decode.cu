@@ -98,6 +98,7 @@ template <>
 struct Layout<LAYOUT_BF16> {
     static const int FIELDS = 2;
     static const int ESIZE = 2;
+    __device__ static int sym_shift(int) { return 0; }
     __device__ static int bits(int f) { return f == 0 ? 9 : 7; }
     __device__ static u32 contrib(int f, u32 s) {
         return f == 0 ? s << 6 : ((s & 0x40u) << 9) | (s & 0x3Fu);
@@ -112,6 +113,7 @@ template <>
 struct Layout<LAYOUT_F16> {
     static const int FIELDS = 2;
     static const int ESIZE = 2;
+    __device__ static int sym_shift(int) { return 0; }
     __device__ static int bits(int) { return 8; }
     __device__ static u32 contrib(int f, u32 s) {
         return f == 0 ? s << 7 : ((s & 0x80u) << 8) | (s & 0x7Fu);
@@ -124,6 +126,7 @@ template <>
 struct Layout<LAYOUT_F32> {
     static const int FIELDS = 4;
     static const int ESIZE = 4;
+    __device__ static int sym_shift(int f) { return f < 2 ? 16 : 0; }
     __device__ static int bits(int f) { return f == 0 ? 9 : f == 1 ? 7 : 8; }
     __device__ static u32 contrib(int f, u32 s) {
         return f == 0   ? s << 22
@@ -136,6 +139,7 @@ template <>
 struct Layout<LAYOUT_F8> {
     static const int FIELDS = 1;
     static const int ESIZE = 1;
+    __device__ static int sym_shift(int) { return 0; }
     __device__ static int bits(int) { return 8; }
     __device__ static u32 contrib(int, u32 s) { return s; }
 };
@@ -393,7 +397,9 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
                 const u32 slot = xs & 4095u;
                 const u32 j = tb[TABLE_SLOTS_OFF + slot];
                 const u32 e = ((const u32*)tb)[j];
-                v |= L::contrib(f, ((const u16*)(tb + TABLE_SYMBOLS_OFF))[j]);
+                // The table holds the symbol's bits in the element, shifted down by
+                // sym_shift (plan.rs `table_symbol`).
+                v |= (u32)((const u16*)(tb + TABLE_SYMBOLS_OFF))[j] << L::sym_shift(f);
                 const u32 y = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095u);
                 const bool need = active && y < RANS_L;
                 const u32 mask = __ballot_sync(0xffffffffu, need);

@@ -10,8 +10,8 @@
 //! kernel stays in bounds.
 
 use crate::plan::{
-    Task, TensorDesc, ERR_BAD_TABLE_ID, ERR_CORRUPT_CHUNK, ERR_FIELD_HEADER, MAX_FIELDS,
-    MODE_CONST, MODE_PACKED, MODE_RANS, STAGE_BYTES_PER_WARP, STAGE_ELEMS, STAGE_STEPS,
+    symbol_shift, Task, TensorDesc, ERR_BAD_TABLE_ID, ERR_CORRUPT_CHUNK, ERR_FIELD_HEADER,
+    MAX_FIELDS, MODE_CONST, MODE_PACKED, MODE_RANS, STAGE_BYTES_PER_WARP, STAGE_ELEMS, STAGE_STEPS,
     TABLE_BYTES, TABLE_SLOTS_OFF, TABLE_SYMBOLS_OFF, WARPS,
 };
 use mcodec::format::{LANES, RANS_L};
@@ -108,7 +108,7 @@ fn field_bits(layout: u32, f: usize) -> u32 {
 }
 
 /// `Layout<L>::contrib`: the bits field `f`'s symbol `s` sets in the element.
-fn contrib(layout: u32, f: usize, s: u32) -> u32 {
+pub(crate) fn contrib(layout: u32, f: usize, s: u32) -> u32 {
     match (layout, f) {
         (0, 0) => s << 6,
         (0, _) => ((s & 0x40) << 9) | (s & 0x3F),
@@ -428,12 +428,10 @@ fn step(
             let slot = xs & 4095;
             let j = tb[TABLE_SLOTS_OFF + slot as usize] as usize;
             let e = u32::from_le_bytes(tb[4 * j..4 * j + 4].try_into().expect("4 bytes"));
+            // The table holds the symbol's bits in the element, shifted down.
             let at = TABLE_SYMBOLS_OFF + 2 * j;
-            v[lane] |= contrib(
-                d.layout,
-                f,
-                u32::from(u16::from_le_bytes([tb[at], tb[at + 1]])),
-            );
+            v[lane] |=
+                u32::from(u16::from_le_bytes([tb[at], tb[at + 1]])) << symbol_shift(d.layout, f);
             y[lane] = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095);
             let active = full || 32 * t + (lane as u32) < m;
             need[lane] = active && y[lane] < RANS_L;
