@@ -1,27 +1,28 @@
 #!/usr/bin/env python3
-"""SASS instructions per 32 elements of the kernel's step loop, per layout (no GPU needed).
+"""SASS instructions per 32 elements of the kernel's decode loops, per layout (no GPU needed).
 
 Compiles gpu-decode/kernels/mcz_decode.cu with NVRTC to a cubin for sm_90, one kernel
 instance at a time (-DMCZ_ONLY_LAYOUT / -DMCZ_ONLY_MODES: the same decode_chunk<L, MODES>
-that the full kernel dispatches to), disassembles it with nvdisasm and walks the step loop:
+that the full kernel dispatches to), disassembles it with nvdisasm and walks its loops.
+Each instance has up to two innermost loops around the rANS ballot (VOTE.ANY into a
+register):
 
-  * the step loop is the innermost loop (a backward branch) around the rANS ballot (VOTE);
-  * a step without a flush is the shortest path from the loop head to its backward branch
-    that passes every rANS word load (LDG.U16: some lane of 32 renormalises almost every
-    step); a step with a flush must also pass the full-group store (the widest store);
-    branches taken rarely (block switches when branched, not predicated; partial-group
-    stores; the divergent BRA.DIV fallbacks, laid out past the loop) are off these paths;
-  * per 32 elements = (7 * plain step + 1 * flushing step) / 8 (STAGE_STEPS = 8).
+  * the group loop (STAGE_STEPS steps unrolled and a full-group flush per iteration; it
+    decodes every chunk but its last m mod 256 elements when the rANS blocks span whole
+    groups, i.e. all of a default-encoded tensor but its ragged end): a loop with at least
+    STAGE_STEPS ballots. Per 32 elements = the shortest path from its head to its back
+    edge through every rANS word load (LDG.U16) and the full-group store / STAGE_STEPS;
+  * the step loop (one step per iteration: the rest): a plain step is the shortest path
+    through every word load (some lane of 32 renormalises almost every step), a flushing
+    step also passes the widest (full-group) store; per 32 elements = (7 * plain + 1 *
+    flushing) / 8 (STAGE_STEPS = 8).
 
-The kernel has two such loops per instance: the group loop (STAGE_STEPS steps unrolled and
-a full-group flush per iteration; it decodes every chunk but its last m mod 256 elements
-when the blocks span whole groups, i.e. all of a default-encoded tensor but its ragged
-end) and the step loop (one step per iteration: the rest). A loop with at least
-STAGE_STEPS ballots is the group loop: per 32 elements = one iteration through every
-word load and the store / STAGE_STEPS. Code reached only through BRA.DIV (the compiler's
-copies for a diverged warp, never run: every ballot is reached converged) is left out.
-The first case (BF16) must stay within --budget (BF16_BUDGET) in the group loop, else
-the exit status is 1.
+Branches taken rarely (table switches, partial-group stores) are off these paths. Code
+reached only through BRA.DIV (the compiler's copies for a diverged warp, never run: every
+ballot is reached converged) is left out. Then the full kernel is compiled and checked:
+no local-memory access (LDL/STL) in any group loop, and its BF16 instance (its own
+function: decoders are __noinline__) measured again. The first case (BF16) must stay
+within --budget (BF16_BUDGET), alone and in the full kernel, else the exit status is 1.
 
 Predicated instructions count whether or not their predicate holds: they are issued.
 Fields whose mode is MODE_ANY (read at run time) take their cheapest arm, so such a count
@@ -29,8 +30,9 @@ is a lower bound.
 
 Tools: NVRTC (--nvrtc, $MCODEC_NVRTC, a libnvrtc.so* on LD_LIBRARY_PATH, or
 target/nvrtc-wheel) and nvdisasm (--nvdisasm, $MCODEC_NVDISASM, PATH, or the one the PyPI
-`triton` wheel ships under triton/backends/nvidia/bin/, found through --python or
-/work/venv). Exit status 0 with a line starting "skipped:" when a tool is missing.
+`triton` wheel ships under triton/backends/nvidia/bin/, found through --python, the
+Python test venv ($MCODEC_PY_VENV, else ~/.cache/mcodec/py-venv) or /work/venv). Exit
+status 0 with a line starting "skipped:" when a tool is missing.
 """
 
 import argparse
