@@ -98,6 +98,7 @@ template <>
 struct Layout<LAYOUT_BF16> {
     static const int FIELDS = 2;
     static const int ESIZE = 2;
+    __device__ static int sym_shift(int) { return 0; }
     __device__ static int bits(int f) { return f == 0 ? 9 : 7; }
     __device__ static u32 contrib(int f, u32 s) {
         return f == 0 ? s << 6 : ((s & 0x40u) << 9) | (s & 0x3Fu);
@@ -112,6 +113,7 @@ template <>
 struct Layout<LAYOUT_F16> {
     static const int FIELDS = 2;
     static const int ESIZE = 2;
+    __device__ static int sym_shift(int) { return 0; }
     __device__ static int bits(int) { return 8; }
     __device__ static u32 contrib(int f, u32 s) {
         return f == 0 ? s << 7 : ((s & 0x80u) << 8) | (s & 0x7Fu);
@@ -124,6 +126,7 @@ template <>
 struct Layout<LAYOUT_F32> {
     static const int FIELDS = 4;
     static const int ESIZE = 4;
+    __device__ static int sym_shift(int f) { return f < 2 ? 16 : 0; }
     __device__ static int bits(int f) { return f == 0 ? 9 : f == 1 ? 7 : 8; }
     __device__ static u32 contrib(int f, u32 s) {
         return f == 0   ? s << 22
@@ -136,6 +139,7 @@ template <>
 struct Layout<LAYOUT_F8> {
     static const int FIELDS = 1;
     static const int ESIZE = 1;
+    __device__ static int sym_shift(int) { return 0; }
     __device__ static int bits(int) { return 8; }
     __device__ static u32 contrib(int, u32 s) { return s; }
 };
@@ -157,41 +161,62 @@ __device__ __forceinline__ u32 field_mode(int f, u32 runtime) {
     return mode_fixed<MODES>(f) ? (MODES >> (2 * f)) & 3u : runtime;
 }
 
-// Writes the staged group of `count` elements starting at element `g0` (a multiple of
-// STAGE_ELEMS). Lane `lane` owns the group's elements 8·lane … 8·lane + 7: it reads their
-// staged values (the coded fields, merged), ORs in the packed fields — whose 8 symbols
-// are 8·b consecutive bits starting on a byte boundary, read as three aligned words —
-// and stores the 8 elements with one 16-byte store (two for F32, 8 bytes for F8); the
-// 32 lanes cover the group contiguously. The tensor's last group, if partial, is stored
-// element by element.
-template <int LAYOUT>
-__device__ __forceinline__ void flush(const TensorDesc& d, const u32* mode, const u8* stage,
-                                      u64 g0, u32 count, u32 lane) {
+// Whether the instance has the group loop: only instances with a field fixed to rANS
+// (the decoders that matter for speed), so that the full kernel's code size and compile
+// time stay moderate. The CPU mirror follows this rule (`group_loop` in mirror.rs).
+template <u32 MODES>
+__host__ __device__ constexpr bool has_group_loop() {
+    bool rans = false;
+    for (int f = 0; f < MAX_FIELDS; ++f) rans |= ((MODES >> (2 * f)) & 3u) == MODE_RANS;
+    return MODES != MODES_ANY && rans;
+}
+
+// Writes the staged group of `count` elements (a group starts at a multiple of
+// STAGE_ELEMS in its chunk). Lane `lane` owns the group's elements 8·lane … 8·lane + 7,
+// whose first byte in the output is `out`: it reads their staged values (the coded
+// fields, merged), ORs in the packed fields — whose 8 symbols are 8·b consecutive bits
+// starting on a byte boundary, read as three aligned words from `packed_at(f, b, s0)`,
+// the first of them `s0` bits before the lane's first symbol — and stores the 8 elements
+// with one 16-byte store (two for F32, 8 bytes for F8); the 32 lanes cover the group
+// contiguously. FULL: the group is known to be whole (the group loop); otherwise the
+// tensor's last group, if partial, is stored element by element.
+template <int LAYOUT, bool FULL, typename PackedAt>
+__device__ __forceinline__ void flush(const u32* mode, const u8* stage, u8* out, u32 count,
+                                      u32 lane, PackedAt packed_at) {
     typedef Layout<LAYOUT> L;
     __syncwarp();
     const u32 first = 8 * lane;
     if constexpr (L::ESIZE == 2) {
         // 16-bit elements stay packed two to a word: merged and stored as 4 words.
-        if (first < count) {
+        if (FULL || first < count) {
             const uint4 q = ((const uint4*)stage)[lane];
             u32 w2e[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
             for (int f = 0; f < L::FIELDS; ++f) {
                 if (mode[f] != MODE_PACKED) continue;
                 const u32 b = L::bits(f);
-                const u64 byte0 = 1 + (u64)b * (g0 + first) / 8;
-                const u32* w = (const u32*)(d.fields[f].stream + (byte0 & ~3ull));
+                u32 s0;
+                const u32* w = packed_at(f, b, s0);
                 const u32 w0 = __ldg(w), w1 = __ldg(w + 1), w2 = __ldg(w + 2);
-                const u32 s0 = 8 * (u32)(byte0 & 3);
                 const u32 m = (1u << b) - 1;
                 if (8 * b <= 64) {
                     const u64 bits =
                         (u64)__funnelshift_r(w1, w2, s0) << 32 | __funnelshift_r(w0, w1, s0);
 #pragma unroll
                     for (int k = 0; k < 4; ++k) {
-                        const u32 lo = (u32)(bits >> (b * 2 * k)) & m;
-                        const u32 hi = (u32)(bits >> (b * (2 * k + 1))) & m;
-                        w2e[k] |= L::contrib2(f, lo | hi << 16);
+                        // Symbols 2k and 2k+1: the 2b bits from bit 2bk on.
+                        const u32 c = (u32)(bits >> (b * 2 * k));
+                        if (f == 1) {
+                            // Sign + mantissa (sign the symbol's top bit): each term is a
+                            // shift and a masked OR. Low bits of symbol 2k stay; its sign
+                            // (bit b−1) goes to bit 15 and symbol 2k+1's low bits to bit 16
+                            // on (both a shift by 16 − b); its sign (bit 2b−1) to bit 31.
+                            const u32 low = (1u << (b - 1)) - 1;
+                            w2e[k] |= (c & low) | ((c << (16 - b)) & (0x8000u | low << 16)) |
+                                      ((c << (32 - 2 * b)) & 0x80000000u);
+                        } else {
+                            w2e[k] |= L::contrib2(f, (c & m) | ((c >> b) & m) << 16);
+                        }
                     }
                 } else {
 #pragma unroll
@@ -204,18 +229,18 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u32* mode, cons
                     }
                 }
             }
-            u16* out = (u16*)((u8*)d.dst + (g0 + first) * 2);
-            if (count == STAGE_ELEMS) {
-                *(uint4*)out = make_uint4(w2e[0], w2e[1], w2e[2], w2e[3]);
+            u16* o = (u16*)out;
+            if (FULL || count == STAGE_ELEMS) {
+                *(uint4*)o = make_uint4(w2e[0], w2e[1], w2e[2], w2e[3]);
             } else {
                 const u32 valid = count - first < 8 ? count - first : 8;
 #pragma unroll
                 for (u32 k = 0; k < 8; ++k) {
-                    if (k < valid) out[k] = (u16)(w2e[k / 2] >> (16 * (k & 1)));
+                    if (k < valid) o[k] = (u16)(w2e[k / 2] >> (16 * (k & 1)));
                 }
             }
         }
-    } else if (first < count) {
+    } else if (FULL || first < count) {
         u32 v[8];
         if (L::ESIZE == 1) {
             const uint2 q = ((const uint2*)stage)[lane];
@@ -234,12 +259,9 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u32* mode, cons
         for (int f = 0; f < L::FIELDS; ++f) {
             if (mode[f] != MODE_PACKED) continue;
             const u32 b = L::bits(f);
-            // Byte 1 + b·(g0 + first)/8 of the stream (after the mode byte); the stream is
-            // 16-byte aligned and followed by at least 16 readable bytes.
-            const u64 byte0 = 1 + (u64)b * (g0 + first) / 8;
-            const u32* w = (const u32*)(d.fields[f].stream + (byte0 & ~3ull));
+            u32 s0;
+            const u32* w = packed_at(f, b, s0);
             const u32 w0 = __ldg(w), w1 = __ldg(w + 1), w2 = __ldg(w + 2);
-            const u32 s0 = 8 * (u32)(byte0 & 3);
             if (8 * b <= 64) {
                 // The 8·b ≤ 64 bits start s0 ≤ 24 bits into w0: two funnel shifts give
                 // them as one 64-bit word; every symbol is then a shift by a constant.
@@ -262,8 +284,7 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u32* mode, cons
                 }
             }
         }
-        u8* out = (u8*)d.dst + (g0 + first) * L::ESIZE;
-        if (count == STAGE_ELEMS) {
+        if (FULL || count == STAGE_ELEMS) {
             if (L::ESIZE == 1) {
                 *(uint2*)out = make_uint2(v[0] | v[1] << 8 | v[2] << 16 | v[3] << 24,
                                           v[4] | v[5] << 8 | v[6] << 16 | v[7] << 24);
@@ -288,9 +309,25 @@ __device__ __forceinline__ void flush(const TensorDesc& d, const u32* mode, cons
     __syncwarp();
 }
 
+// A packed field's symbols for the elements from `e` on (`e` a multiple of 8): byte
+// 1 + b·e/8 of the stream (after the mode byte), read from the aligned word holding it;
+// `s0` is the symbol's bit offset in that word. The stream is 16-byte aligned and
+// followed by at least 16 readable bytes.
+__device__ __forceinline__ const u32* packed_word(u64 stream, u32 b, u64 e, u32& s0) {
+    const u64 byte0 = 1 + (u64)b * e / 8;
+    s0 = 8 * (u32)(byte0 & 3);
+    return (const u32*)(stream + (byte0 & ~3ull));
+}
+
+// One warp decodes one chunk. Not inlined: each of the 34 instances is its own function,
+// so ptxas allocates its registers alone (no spill inside its loops) and compiles the
+// kernel in about the time one inlined function of the instances took before the group
+// loop (inlined, they took 2.3× the CPU time and spilled inside loops). The call costs a
+// few instructions per chunk and the global-memory descriptor's move to uniform registers
+// (R2UR) in the loops.
 template <int LAYOUT, u32 MODES>
-__device__ __forceinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const u8* tables,
-                                             u8* stage, u32 lane, u32* err) {
+__device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const u8* tables,
+                                          u8* stage, u32 lane, u32* err) {
     typedef Layout<LAYOUT> L;
     const u64 chunk_len = 1ull << d.chunk_log2;
     const u64 start = (u64)chunk * chunk_len;
@@ -314,6 +351,9 @@ __device__ __forceinline__ void decode_chunk(const TensorDesc& d, u32 chunk, con
     u32 const_bits = 0;
     bool bad = false;
     bool bad_table = false;
+    // Whether every rANS field's blocks span whole staging groups (block_log2 ≥ 8): then
+    // the group loop below runs, switching tables only at group starts.
+    bool whole_groups = true;
 #pragma unroll
     for (int f = 0; f < L::FIELDS; ++f) {
         const FieldDesc& fd = d.fields[f];
@@ -333,13 +373,135 @@ __device__ __forceinline__ void decode_chunk(const TensorDesc& d, u32 chunk, con
             words[f] = (const u16*)(payload + 128);
             nwords[f] = (u32)((len - 128) / 2);
             bad |= x[f] < RANS_L;
+            whole_groups &= fd.block_log2 >= 8;
         }
     }
 
-    const u32 steps = (m + 31) / 32;
-    u8* const my_stage = stage + lane * L::ESIZE;
-    u32 row = 0;
+    // The table of rANS field f's block holding chunk element `e`.
+    auto select_table = [&](int f, u32 e) {
+        const FieldDesc& fd = d.fields[f];
+        const u64 block = (start + e) >> fd.block_log2;
+        u32 id = __ldg((const u8*)fd.block_ids + block);
+        if (id >= fd.n_tables) {
+            id = 0;
+            bad_table = true;
+        }
+        table[f] = tables + (u64)(fd.table_slot + id) * TABLE_BYTES;
+    };
+
+    // One step: element 32·t + lane of every field; returns the merged coded fields.
+    // `active`: the element exists (always, in the group loop).
+    auto step = [&](bool active) -> u32 {
+        u32 v = const_bits;
+#pragma unroll
+        for (int f = 0; f < L::FIELDS; ++f) {
+            const bool fixed = mode_fixed<MODES>(f);
+            const u32 mf = fixed ? mode[f] : d.fields[f].mode;
+            if (mf == MODE_RANS) {
+                const u8* tb = table[f];
+                const u32 xs = x[f];
+                const u32 slot = xs & 4095u;
+                const u32 j = tb[TABLE_SLOTS_OFF + slot];
+                const u32 e = ((const u32*)tb)[j];
+                // The table holds the symbol's bits in the element, shifted down by
+                // sym_shift (plan.rs `table_symbol`).
+                v |= (u32)((const u16*)(tb + TABLE_SYMBOLS_OFF))[j] << L::sym_shift(f);
+                const u32 y = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095u);
+                const bool need = active && y < RANS_L;
+                const u32 mask = __ballot_sync(0xffffffffu, need);
+                // Every lane loads (lane-uniform control flow, no convergence barrier) the
+                // word it would take if it renormalises, its index clamped to the
+                // payload's end: the 2 bytes there are always readable (the next chunk's
+                // payload or the stream's padding), and a chunk that reads past its end
+                // fails the end check (p ≠ nwords) whatever it read.
+                const u32 k = min(p[f] + __popc(mask & ((1u << lane) - 1)), nwords[f]);
+                const u32 word = (u32)__ldg(words[f] + k);
+                x[f] = need ? (y << 16) | word : active ? y : x[f];
+                p[f] += __popc(mask);
+            }
+            // Constants are in `const_bits`; packed fields are merged at the flush.
+        }
+        return v;
+    };
+
+    auto stage_value = [&](u32 row, u32 v) {
+        u8* const at = stage + lane * L::ESIZE + row;
+        if (L::ESIZE == 1) {
+            *at = (u8)v;
+        } else if (L::ESIZE == 2) {
+            *(u16*)at = (u16)v;
+        } else {
+            *(u32*)at = v;
+        }
+    };
+
     u32 t = 0;
+    if constexpr (!has_group_loop<MODES>()) whole_groups = false;
+    if (whole_groups) {
+        // The group loop: STAGE_STEPS whole steps per iteration, unrolled (staging rows
+        // at constant offsets, no per-step `active`, flush or loop test), tables switched
+        // only at group starts. The lane's output address and each packed field's word
+        // address and bit offset are kept in registers and advance by a constant per
+        // group. The chunk's last m mod STAGE_ELEMS elements go to the step loop below.
+        const u32 groups = m / STAGE_ELEMS;
+        u8* out = (u8*)d.dst + (start + 8 * lane) * L::ESIZE;
+        const u32* pk[L::FIELDS];
+        u32 pk_s0[L::FIELDS];
+#pragma unroll
+        for (int f = 0; f < L::FIELDS; ++f) {
+            pk[f] = 0;
+            pk_s0[f] = 0;
+            if (mode_fixed<MODES>(f) && mode[f] == MODE_PACKED) {
+                pk[f] = packed_word(d.fields[f].stream, L::bits(f), start + 8 * lane, pk_s0[f]);
+            }
+        }
+        u32 g = 0;
+#pragma unroll 1
+        while (g < groups) {
+            // Table switches at the start of each run of groups up to the next block
+            // boundary of any rANS field (as in the step loop below), so that the group
+            // loop itself holds no switch (the compiler would predicate it: its
+            // instructions would issue every group).
+            u32 run_end = groups;
+#pragma unroll
+            for (int f = 0; f < L::FIELDS; ++f) {
+                const FieldDesc& fd = d.fields[f];
+                if (field_mode<MODES>(f, fd.mode) != MODE_RANS) continue;
+                const u32 mask = (1u << fd.block_log2) - 1;
+                if (((g * STAGE_ELEMS) & mask) == 0) select_table(f, g * STAGE_ELEMS);
+                const u32 next = (((g * STAGE_ELEMS) | mask) + 1) / STAGE_ELEMS;
+                run_end = next < run_end ? next : run_end;
+            }
+#pragma unroll 1
+            for (; g < run_end; ++g) {
+#pragma unroll
+                for (int s = 0; s < STAGE_STEPS; ++s) {
+                    stage_value(32 * L::ESIZE * s, step(true));
+                }
+                const u64 g0 = start + (u64)g * STAGE_ELEMS;
+                flush<LAYOUT, true>(mode, stage, out, STAGE_ELEMS, lane,
+                                    [&](int f, u32 b, u32& s0) -> const u32* {
+                                        if (mode_fixed<MODES>(f)) {
+                                            s0 = pk_s0[f];
+                                            return pk[f];
+                                        }
+                                        return packed_word(d.fields[f].stream, b,
+                                                           g0 + 8 * lane, s0);
+                                    });
+                out += STAGE_ELEMS * L::ESIZE;
+#pragma unroll
+                for (int f = 0; f < L::FIELDS; ++f) {
+                    if (mode_fixed<MODES>(f) && mode[f] == MODE_PACKED) {
+                        pk[f] += L::bits(f) * (STAGE_ELEMS / 32);  // b·STAGE_ELEMS bits
+                    }
+                }
+            }
+        }
+        t = groups * STAGE_STEPS;
+    }
+
+    const u32 steps = (m + 31) / 32;
+    u32 row = 0;
 #pragma unroll 1
     while (t < steps) {
         // Table switches. Blocks hold a multiple of 32 symbols: a field's table is
@@ -351,61 +513,24 @@ __device__ __forceinline__ void decode_chunk(const TensorDesc& d, u32 chunk, con
             const FieldDesc& fd = d.fields[f];
             if (field_mode<MODES>(f, fd.mode) != MODE_RANS) continue;
             const u32 mask = (1u << fd.block_log2) - 1;
-            if (((32 * t) & mask) == 0) {
-                const u64 block = (start + 32 * (u64)t) >> fd.block_log2;
-                u32 id = __ldg((const u8*)fd.block_ids + block);
-                if (id >= fd.n_tables) {
-                    id = 0;
-                    bad_table = true;
-                }
-                table[f] = tables + (u64)(fd.table_slot + id) * TABLE_BYTES;
-            }
+            if (((32 * t) & mask) == 0) select_table(f, 32 * t);
             const u32 next = (((32 * t) | mask) + 1) / 32;
             run_end = next < run_end ? next : run_end;
         }
 #pragma unroll 1
         for (; t < run_end; ++t) {
-            const bool active = 32 * t + lane < m;
-            u32 v = const_bits;
-#pragma unroll
-            for (int f = 0; f < L::FIELDS; ++f) {
-                const bool fixed = mode_fixed<MODES>(f);
-                const u32 mf = fixed ? mode[f] : d.fields[f].mode;
-                if (mf == MODE_RANS) {
-                    const u8* tb = table[f];
-                    const u32 xs = x[f];
-                    const u32 slot = xs & 4095u;
-                    const u32 j = tb[TABLE_SLOTS_OFF + slot];
-                    const u32 e = ((const u32*)tb)[j];
-                    v |= L::contrib(f, ((const u16*)(tb + TABLE_SYMBOLS_OFF))[j]);
-                    const u32 y = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095u);
-                    const bool need = active && y < RANS_L;
-                    const u32 mask = __ballot_sync(0xffffffffu, need);
-                    // Every lane loads (lane-uniform control flow, no convergence barrier):
-                    // its word if it renormalises, else the payload's first word (always
-                    // readable); words past the payload's end read as 0.
-                    const u32 k = p[f] + __popc(mask & ((1u << lane) - 1));
-                    const bool take = need && k < nwords[f];
-                    const u32 word = (u32)__ldg(words[f] + (take ? k : 0u));
-                    x[f] = need ? (y << 16) | (take ? word : 0u) : active ? y : x[f];
-                    p[f] += __popc(mask);
-                }
-                // Constants are in `const_bits`; packed fields are merged at the flush.
-            }
             // Step t's elements go to row t % STAGE_STEPS of the staging buffer; `row`
             // is that row's byte offset, kept as a counter (no modulo per step).
-            if (L::ESIZE == 1) {
-                my_stage[row] = (u8)v;
-            } else if (L::ESIZE == 2) {
-                *(u16*)(my_stage + row) = (u16)v;
-            } else {
-                *(u32*)(my_stage + row) = v;
-            }
+            stage_value(row, step(32 * t + lane < m));
             row += 32 * L::ESIZE;
             if (row == STAGE_STEPS * 32 * L::ESIZE || t == steps - 1) {
                 const u32 done = (t / STAGE_STEPS) * STAGE_ELEMS;
                 const u32 count = m - done < STAGE_ELEMS ? m - done : STAGE_ELEMS;
-                flush<LAYOUT>(d, mode, stage, start + done, count, lane);
+                const u64 g0 = start + done + 8 * lane;
+                flush<LAYOUT, false>(mode, stage, (u8*)d.dst + g0 * L::ESIZE, count, lane,
+                                     [&](int f, u32 b, u32& s0) {
+                                         return packed_word(d.fields[f].stream, b, g0, s0);
+                                     });
                 row = 0;
             }
         }

@@ -10,8 +10,8 @@
 //! kernel stays in bounds.
 
 use crate::plan::{
-    Task, TensorDesc, ERR_BAD_TABLE_ID, ERR_CORRUPT_CHUNK, ERR_FIELD_HEADER, MAX_FIELDS,
-    MODE_CONST, MODE_PACKED, MODE_RANS, STAGE_BYTES_PER_WARP, STAGE_ELEMS, STAGE_STEPS,
+    symbol_shift, Task, TensorDesc, ERR_BAD_TABLE_ID, ERR_CORRUPT_CHUNK, ERR_FIELD_HEADER,
+    MAX_FIELDS, MODE_CONST, MODE_PACKED, MODE_RANS, STAGE_BYTES_PER_WARP, STAGE_ELEMS, STAGE_STEPS,
     TABLE_BYTES, TABLE_SLOTS_OFF, TABLE_SYMBOLS_OFF, WARPS,
 };
 use mcodec::format::{LANES, RANS_L};
@@ -108,7 +108,7 @@ fn field_bits(layout: u32, f: usize) -> u32 {
 }
 
 /// `Layout<L>::contrib`: the bits field `f`'s symbol `s` sets in the element.
-fn contrib(layout: u32, f: usize, s: u32) -> u32 {
+pub(crate) fn contrib(layout: u32, f: usize, s: u32) -> u32 {
     match (layout, f) {
         (0, 0) => s << 6,
         (0, _) => ((s & 0x40) << 9) | (s & 0x3F),
@@ -201,6 +201,8 @@ fn decode_chunk(
     let mut table = [0usize; MAX_FIELDS];
     let mut bad = [false; LANES];
     let mut bad_table = [false; LANES];
+    // Every rANS field's blocks span whole staging groups: the group loop runs.
+    let mut whole_groups = true;
     for f in 0..fields {
         let fd = &d.fields[f];
         if fd.mode == MODE_RANS {
@@ -213,6 +215,7 @@ fn decode_chunk(
             }
             words[f] = payload + 128;
             nwords[f] = ((len - 128) / 2) as u32;
+            whole_groups &= fd.block_log2 >= 8;
         }
     }
 
@@ -223,8 +226,80 @@ fn decode_chunk(
             const_bits |= contrib(d.layout, f, d.fields[f].value);
         }
     }
-    let steps = m.div_ceil(32);
     let mut t = 0u32;
+    if whole_groups && group_loop(d, fields) {
+        // The kernel's group loop: STAGE_STEPS whole steps per iteration, tables switched
+        // at group starts, the lane's output address and each packed field's word address
+        // and bit offset kept per lane and advanced by a constant per group.
+        let groups = m / STAGE_ELEMS as u32;
+        let mut out_at: [u64; LANES] =
+            std::array::from_fn(|lane| d.dst + (start + 8 * lane as u64) * esize as u64);
+        let mut pk = [[(0u64, 0u32); LANES]; MAX_FIELDS];
+        for (f, pk) in pk.iter_mut().enumerate().take(fields) {
+            if d.fields[f].mode == MODE_PACKED {
+                let b = field_bits(d.layout, f);
+                for (lane, at) in pk.iter_mut().enumerate() {
+                    *at = packed_word(d.fields[f].stream, b, start + 8 * lane as u64);
+                }
+            }
+        }
+        let mut g = 0u32;
+        while g < groups {
+            // Table switches at the start of each run of groups up to the next block
+            // boundary of any rANS field.
+            let mut run_end = groups;
+            for (fd, table) in d.fields[..fields].iter().zip(&mut table) {
+                if fd.mode != MODE_RANS {
+                    continue;
+                }
+                let block_mask = (1u32 << fd.block_log2) - 1;
+                let e = g * STAGE_ELEMS as u32;
+                if e & block_mask == 0 {
+                    *table = select_table(fd, start + u64::from(e), mem, &mut bad_table);
+                }
+                run_end = run_end.min(((e | block_mask) + 1) / STAGE_ELEMS as u32);
+            }
+            while g < run_end {
+                for s in 0..STAGE_STEPS {
+                    let v = step(
+                        d, fields, tables, &table, &mut x, &mut p, &words, &nwords, const_bits, m,
+                        t, true, mem,
+                    );
+                    stage_row(stage, s, esize, &v);
+                    t += 1;
+                }
+                let packed_at = |f: usize, lane: usize| pk[f][lane];
+                flush(
+                    d,
+                    stage,
+                    fields,
+                    esize,
+                    STAGE_ELEMS as u32,
+                    &out_at,
+                    packed_at,
+                    mem,
+                    out,
+                );
+                for at in &mut out_at {
+                    *at += (STAGE_ELEMS * esize) as u64;
+                }
+                for (f, pk) in pk.iter_mut().enumerate().take(fields) {
+                    if d.fields[f].mode == MODE_PACKED {
+                        // b·STAGE_ELEMS bits further: b·STAGE_ELEMS/8 bytes.
+                        let bytes = u64::from(field_bits(d.layout, f)) * STAGE_ELEMS as u64 / 8;
+                        for at in pk.iter_mut() {
+                            at.0 += bytes;
+                        }
+                    }
+                }
+                g += 1;
+            }
+        }
+    }
+
+    // The step loop: the chunk's last m mod STAGE_ELEMS elements in the group loop's
+    // case, else the whole chunk.
+    let steps = m.div_ceil(32);
     while t < steps {
         // Table switches at the start of each run of steps up to the next block boundary
         // of any rANS field.
@@ -235,77 +310,31 @@ fn decode_chunk(
             }
             let block_mask = (1u32 << fd.block_log2) - 1;
             if (32 * t) & block_mask == 0 {
-                let block = (start + 32 * u64::from(t)) >> fd.block_log2;
-                let mut id = mem.u8(fd.block_ids + block);
-                if id >= fd.n_tables {
-                    id = 0;
-                    bad_table.fill(true);
-                }
-                *table = (fd.table_slot + id) as usize * TABLE_BYTES;
+                *table = select_table(fd, start + 32 * u64::from(t), mem, &mut bad_table);
             }
             run_end = run_end.min((((32 * t) | block_mask) + 1) / 32);
         }
         while t < run_end {
-            let mut v = [const_bits; LANES];
-            for f in 0..fields {
-                if d.fields[f].mode != MODE_RANS {
-                    // Constants are in `const_bits`; packed fields are merged at the flush.
-                    continue;
-                }
-                let tb = &tables[table[f]..table[f] + TABLE_BYTES];
-                let mut y = [0u32; LANES];
-                let mut need = [false; LANES];
-                let mut mask = 0u32;
-                for lane in 0..LANES {
-                    let xs = x[f][lane];
-                    let slot = xs & 4095;
-                    let j = tb[TABLE_SLOTS_OFF + slot as usize] as usize;
-                    let e = u32::from_le_bytes(tb[4 * j..4 * j + 4].try_into().expect("4 bytes"));
-                    let at = TABLE_SYMBOLS_OFF + 2 * j;
-                    v[lane] |= contrib(
-                        d.layout,
-                        f,
-                        u32::from(u16::from_le_bytes([tb[at], tb[at + 1]])),
-                    );
-                    y[lane] = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095);
-                    let active = 32 * t + (lane as u32) < m;
-                    need[lane] = active && y[lane] < RANS_L;
-                    mask |= u32::from(need[lane]) << lane;
-                }
-                for lane in 0..LANES {
-                    // Every lane loads: its word if it renormalises, else the payload's
-                    // first word; words past the payload's end read as 0.
-                    let active = 32 * t + (lane as u32) < m;
-                    let below = mask & ((1u32 << lane) - 1);
-                    let k = p[f][lane] + below.count_ones();
-                    let take = need[lane] && k < nwords[f];
-                    let word = mem.u16(words[f] + 2 * u64::from(if take { k } else { 0 }));
-                    if need[lane] {
-                        x[f][lane] = (y[lane] << 16) | if take { word } else { 0 };
-                    } else if active {
-                        x[f][lane] = y[lane];
-                    }
-                    p[f][lane] += mask.count_ones();
-                }
-            }
+            let v = step(
+                d, fields, tables, &table, &mut x, &mut p, &words, &nwords, const_bits, m, t,
+                false, mem,
+            );
             let s = (t as usize) % STAGE_STEPS;
-            for (lane, value) in v.iter().enumerate() {
-                let at = (s * 32 + lane) * esize;
-                stage[at..at + esize].copy_from_slice(&value.to_le_bytes()[..esize]);
-            }
+            stage_row(stage, s, esize, &v);
             if s == STAGE_STEPS - 1 || t == steps - 1 {
                 let done = (t as usize / STAGE_STEPS * STAGE_ELEMS) as u32;
                 let count = (m - done).min(STAGE_ELEMS as u32);
-                flush(
-                    d,
-                    stage,
-                    fields,
-                    esize,
-                    start + u64::from(done),
-                    count,
-                    mem,
-                    out,
-                );
+                let g0 = start + u64::from(done);
+                let out_at: [u64; LANES] =
+                    std::array::from_fn(|lane| d.dst + (g0 + 8 * lane as u64) * esize as u64);
+                let packed_at = |f: usize, lane: usize| {
+                    packed_word(
+                        d.fields[f].stream,
+                        field_bits(d.layout, f),
+                        g0 + 8 * lane as u64,
+                    )
+                };
+                flush(d, stage, fields, esize, count, &out_at, packed_at, mem, out);
             }
             t += 1;
         }
@@ -339,17 +368,121 @@ fn decode_chunk(
     }
 }
 
-/// `flush<LAYOUT>`: lane `l` owns elements `8l … 8l + 7` of the group: staged values,
-/// OR the packed fields read as three aligned words, one vector store (16 bytes; two for
-/// F32, 8 bytes for F8) for a whole group, element stores for a partial one.
+/// `has_group_loop<MODES>`: whether the kernel instance that decodes `d` has the group
+/// loop: one of the fields whose mode is a template constant (the first two; F8's one) is
+/// rANS-coded.
+fn group_loop(d: &TensorDesc, fields: usize) -> bool {
+    d.fields[..fields.min(2)]
+        .iter()
+        .any(|f| f.mode == MODE_RANS)
+}
+
+/// `select_table`: the table of rANS field `fd`'s block holding element `e` of the
+/// tensor (a clamped id sets `bad_table`), as an offset into the tables.
+fn select_table(
+    fd: &crate::plan::FieldDesc,
+    e: u64,
+    mem: &Memory<'_>,
+    bad_table: &mut [bool; LANES],
+) -> usize {
+    let block = e >> fd.block_log2;
+    let mut id = mem.u8(fd.block_ids + block);
+    if id >= fd.n_tables {
+        id = 0;
+        bad_table.fill(true);
+    }
+    (fd.table_slot + id) as usize * TABLE_BYTES
+}
+
+/// `step`: element `32·t + lane` of every field; returns each lane's merged coded fields.
+/// `full`: the group loop's steps, where every lane is taken to be active (as the kernel
+/// does, without testing `32·t + lane < m`).
+#[allow(clippy::too_many_arguments)]
+fn step(
+    d: &TensorDesc,
+    fields: usize,
+    tables: &[u8],
+    table: &[usize; MAX_FIELDS],
+    x: &mut [[u32; LANES]; MAX_FIELDS],
+    p: &mut [[u32; LANES]; MAX_FIELDS],
+    words: &[u64; MAX_FIELDS],
+    nwords: &[u32; MAX_FIELDS],
+    const_bits: u32,
+    m: u32,
+    t: u32,
+    full: bool,
+    mem: &Memory<'_>,
+) -> [u32; LANES] {
+    let mut v = [const_bits; LANES];
+    for f in 0..fields {
+        if d.fields[f].mode != MODE_RANS {
+            // Constants are in `const_bits`; packed fields are merged at the flush.
+            continue;
+        }
+        let tb = &tables[table[f]..table[f] + TABLE_BYTES];
+        let mut y = [0u32; LANES];
+        let mut need = [false; LANES];
+        let mut mask = 0u32;
+        for lane in 0..LANES {
+            let xs = x[f][lane];
+            let slot = xs & 4095;
+            let j = tb[TABLE_SLOTS_OFF + slot as usize] as usize;
+            let e = u32::from_le_bytes(tb[4 * j..4 * j + 4].try_into().expect("4 bytes"));
+            // The table holds the symbol's bits in the element, shifted down.
+            let at = TABLE_SYMBOLS_OFF + 2 * j;
+            v[lane] |=
+                u32::from(u16::from_le_bytes([tb[at], tb[at + 1]])) << symbol_shift(d.layout, f);
+            y[lane] = ((e >> 12) + 1) * (xs >> 12) + slot - (e & 4095);
+            let active = full || 32 * t + (lane as u32) < m;
+            need[lane] = active && y[lane] < RANS_L;
+            mask |= u32::from(need[lane]) << lane;
+        }
+        for lane in 0..LANES {
+            // Every lane loads the word it would take, its index clamped to the
+            // payload's end (2 readable bytes; reading there fails the end check).
+            let active = full || 32 * t + (lane as u32) < m;
+            let below = mask & ((1u32 << lane) - 1);
+            let k = (p[f][lane] + below.count_ones()).min(nwords[f]);
+            let word = mem.u16(words[f] + 2 * u64::from(k));
+            if need[lane] {
+                x[f][lane] = (y[lane] << 16) | word;
+            } else if active {
+                x[f][lane] = y[lane];
+            }
+            p[f][lane] += mask.count_ones();
+        }
+    }
+    v
+}
+
+/// Stores a step's values into row `s` of the staging buffer.
+fn stage_row(stage: &mut [u8], s: usize, esize: usize, v: &[u32; LANES]) {
+    for (lane, value) in v.iter().enumerate() {
+        let at = (s * 32 + lane) * esize;
+        stage[at..at + esize].copy_from_slice(&value.to_le_bytes()[..esize]);
+    }
+}
+
+/// `packed_word`: the aligned word holding a packed field's symbol of element `e` (a
+/// multiple of 8) and that symbol's bit offset in it.
+fn packed_word(stream: u64, b: u32, e: u64) -> (u64, u32) {
+    let byte0 = 1 + u64::from(b) * e / 8;
+    (stream + (byte0 & !3), 8 * (byte0 & 3) as u32)
+}
+
+/// `flush<LAYOUT>`: lane `l` owns elements `8l … 8l + 7` of the group, whose first byte
+/// is `out_at[l]`: staged values, OR the packed fields read as three aligned words from
+/// `packed_at(f, l)` (address, bit offset), one vector store (16 bytes; two for F32, 8
+/// bytes for F8) for a whole group, element stores for a partial one.
 #[allow(clippy::too_many_arguments)]
 fn flush(
     d: &TensorDesc,
     stage: &[u8],
     fields: usize,
     esize: usize,
-    g0: u64,
     count: u32,
+    out_at: &[u64; LANES],
+    packed_at: impl Fn(usize, usize) -> (u64, u32),
     mem: &Memory<'_>,
     out: &mut Output<'_>,
 ) {
@@ -371,10 +504,8 @@ fn flush(
                 continue;
             }
             let b = field_bits(d.layout, f);
-            let byte0 = 1 + u64::from(b) * (g0 + u64::from(first)) / 8;
-            let w = fd.stream + (byte0 & !3);
+            let (w, s0) = packed_at(f, lane as usize);
             let (w0, w1, w2) = (mem.u32(w), mem.u32(w + 4), mem.u32(w + 8));
-            let s0 = 8 * (byte0 & 3) as u32;
             if 8 * b <= 64 {
                 let bits = u64::from(funnelshift_r(w1, w2, s0)) << 32
                     | u64::from(funnelshift_r(w0, w1, s0));
@@ -411,7 +542,7 @@ fn flush(
                 }
             }
         }
-        let dst = d.dst + (g0 + u64::from(first)) * esize as u64;
+        let dst = out_at[lane as usize];
         let bytes: Vec<u8> = v
             .iter()
             .flat_map(|value| value.to_le_bytes()[..esize].to_vec())

@@ -23,7 +23,8 @@ pub const STAGE_ELEMS: usize = STAGE_STEPS * LANES;
 /// Shared memory of one warp's staging buffer (room for 4-byte elements).
 pub const STAGE_BYTES_PER_WARP: usize = STAGE_ELEMS * 4;
 /// One expanded table: `u32` entry per symbol index (`start | (freq - 1) << 12`), `u16`
-/// symbol per index, `u8` symbol index per slot.
+/// symbol value per index ([`table_symbol`]: the bits the symbol sets in the element,
+/// shifted down by [`symbol_shift`]), `u8` symbol index per slot.
 pub const TABLE_BYTES: usize = 4 * MAX_TABLE_SYMBOLS + 2 * MAX_TABLE_SYMBOLS + PROB_SCALE as usize;
 /// Offset of the symbol array inside a table.
 pub const TABLE_SYMBOLS_OFF: usize = 4 * MAX_TABLE_SYMBOLS;
@@ -303,8 +304,29 @@ fn layout_id(layout: Layout) -> u32 {
     }
 }
 
-/// Appends the expanded form of `table` (see [`TABLE_BYTES`]).
-pub fn expand_table(table: &FreqTable, out: &mut Vec<u8>) {
+/// `Layout<L>::sym_shift`: how far the kernel shifts a table's symbol value up to place it
+/// in the element (F32's exponent and sign+mantissa fields sit in the upper half; every
+/// other field's bits fit the low 16).
+pub fn symbol_shift(layout: u32, f: usize) -> u32 {
+    if layout == 2 && f < 2 {
+        16
+    } else {
+        0
+    }
+}
+
+/// The value a table stores for symbol `sym` of field `f` of `layout` (kernel layout id):
+/// the bits the symbol sets in the element, shifted down by [`symbol_shift`], so that a
+/// decode step merges it with at most one shift.
+pub fn table_symbol(layout: u32, f: usize, sym: u16) -> u16 {
+    let bits = crate::mirror::contrib(layout, f, u32::from(sym)) >> symbol_shift(layout, f);
+    debug_assert!(bits <= 0xFFFF, "layout {layout} field {f} symbol {sym}");
+    bits as u16
+}
+
+/// Appends the expanded form of `table`, a table of field `f` of a tensor of `layout`
+/// (kernel layout id; see [`TABLE_BYTES`]).
+pub fn expand_table(table: &FreqTable, layout: u32, f: usize, out: &mut Vec<u8>) {
     let base = out.len();
     out.resize(base + TABLE_BYTES, 0);
     let t = &mut out[base..];
@@ -314,7 +336,7 @@ pub fn expand_table(table: &FreqTable, out: &mut Vec<u8>) {
         let entry = (start as u32) | (((freq - 1) as u32) << 12);
         t[4 * j..4 * j + 4].copy_from_slice(&entry.to_le_bytes());
         t[TABLE_SYMBOLS_OFF + 2 * j..TABLE_SYMBOLS_OFF + 2 * j + 2]
-            .copy_from_slice(&sym.to_le_bytes());
+            .copy_from_slice(&table_symbol(layout, f, sym).to_le_bytes());
         t[TABLE_SLOTS_OFF + start..TABLE_SLOTS_OFF + start + freq].fill(j as u8);
         start += freq;
     }
@@ -459,7 +481,7 @@ impl Prepared {
                 f.table_slot = table_slot;
                 table_slot += f.n_tables;
                 for t in &s.tables {
-                    expand_table(t, &mut self.tables);
+                    expand_table(t, desc.layout, k, &mut self.tables);
                 }
             }
         }
@@ -674,14 +696,14 @@ mod tests {
     fn expanded_table_matches_the_cpu_slot_table() {
         let t = FreqTable::from_counts(&[0, 5, 0, 9, 1, 0, 0, 300]).unwrap();
         let mut out = Vec::new();
-        expand_table(&t, &mut out);
+        expand_table(&t, 0, 0, &mut out);
         assert_eq!(out.len(), TABLE_BYTES);
         let mut start = 0u32;
         for (j, &f) in t.freqs().iter().enumerate() {
             let e = u32::from_le_bytes(out[4 * j..4 * j + 4].try_into().unwrap());
             assert_eq!((e & 0xFFF, (e >> 12) + 1), (start, u32::from(f)));
             let sym = u16::from_le_bytes(out[TABLE_SYMBOLS_OFF + 2 * j..][..2].try_into().unwrap());
-            assert_eq!(sym, t.symbols()[j]);
+            assert_eq!(sym, t.symbols()[j] << 6, "BF16 exponent field: symbol << 6");
             for s in start..start + u32::from(f) {
                 assert_eq!(usize::from(out[TABLE_SLOTS_OFF + s as usize]), j);
             }
