@@ -44,6 +44,12 @@ impl Bar {
         self.0.set_position(pos);
     }
 
+    /// Shows `done` of `total`.
+    pub fn show(&self, done: u64, total: u64) {
+        self.0.set_length(total);
+        self.0.set_position(done);
+    }
+
     /// Grows the total by `n`.
     pub fn grow(&self, n: u64) {
         self.0.inc_length(n);

@@ -434,3 +434,58 @@ fn store_from_the_environment_and_default_output() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("MCODEC_STORE"));
 }
+
+#[test]
+fn piped_add_and_get_draw_no_progress_bars() {
+    // stderr is a pipe here: the bars must stay hidden, leaving only the summary lines
+    // on stdout and nothing on stderr.
+    let s = setup(2);
+    let out = s.tmp.path().join("got");
+    for args in [
+        vec!["add", s.ft.to_str().unwrap(), "--name", "ft"],
+        vec!["get", "ft", "-o", out.to_str().unwrap()],
+    ] {
+        let o = store(&s.root, &args);
+        ok(&o);
+        assert!(o.stderr.is_empty(), "{args:?}: {:?}", text(&o.stderr));
+        let stdout = text(&o.stdout);
+        assert_eq!(stdout.lines().count(), 1, "{args:?}: {stdout:?}");
+        assert!(
+            !stdout.contains('\r') && !stdout.contains('\x1b'),
+            "{stdout:?}"
+        );
+    }
+}
+
+#[test]
+fn add_and_get_draw_progress_bars_on_a_terminal_unless_quiet() {
+    // `script` runs the command on a pseudo-terminal and records what it printed.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: no `script` (util-linux) to run mcodec on a pseudo-terminal");
+        return;
+    }
+    let s = setup(2);
+    let on_terminal = |args: &str| {
+        let o = Command::new("script")
+            .args(["-qec", &format!("{BIN} {args}"), "/dev/null"])
+            .output()
+            .unwrap();
+        ok(&o);
+        text(&o.stdout)
+    };
+    let root = s.root.to_str().unwrap();
+    let out = s.tmp.path().join("got");
+    let add = format!("store --root {root} add {} --name ft", s.ft.display());
+    let get = format!("store --root {root} get ft -o {}", out.display());
+    for cmd in [add, get] {
+        let printed = on_terminal(&cmd);
+        // A bar shows its byte counts (`… 12.3 KiB/45.6 KiB …`) and is cleared at the end.
+        assert!(printed.contains("B/"), "{cmd}: {printed:?}");
+    }
+    fs::remove_dir_all(&out).unwrap();
+    let printed = on_terminal(&format!(
+        "--quiet store --root {root} get ft -o {}",
+        out.display()
+    ));
+    assert!(!printed.contains("B/"), "{printed:?}");
+}

@@ -20,6 +20,7 @@ use crate::manifest::{
     FORMAT, MAX_INLINE_BYTES, VERSION,
 };
 use crate::object::{self, Header, TensorMeta};
+use crate::progress::{Progress, ProgressFn};
 use crate::report::AddReport;
 use crate::Store;
 
@@ -59,11 +60,28 @@ impl Counters {
 impl Store {
     /// Adds the model at `path` (a directory or a single file) as `name`.
     pub fn add(&self, path: &Path, name: &str, opts: &AddOptions) -> Result<AddReport> {
-        // Under a lease, so that no gc deletes an object this add relies on.
-        self.with_lease(|| self.par(|| self.add_inner(path, name, opts)))
+        self.add_with_progress(path, name, opts, &|_, _| {})
     }
 
-    fn add_inner(&self, path: &Path, name: &str, opts: &AddOptions) -> Result<AddReport> {
+    /// [`Self::add`], reporting the bytes of the model stored so far to `progress`.
+    pub fn add_with_progress(
+        &self,
+        path: &Path,
+        name: &str,
+        opts: &AddOptions,
+        progress: &ProgressFn<'_>,
+    ) -> Result<AddReport> {
+        // Under a lease, so that no gc deletes an object this add relies on.
+        self.with_lease(|| self.par(|| self.add_inner(path, name, opts, progress)))
+    }
+
+    fn add_inner(
+        &self,
+        path: &Path,
+        name: &str,
+        opts: &AddOptions,
+        progress: &ProgressFn<'_>,
+    ) -> Result<AddReport> {
         validate_name(name)?;
         if self.backend.get_manifest(name)?.is_some() {
             return Err(StoreError::ModelExists(name.to_owned()));
@@ -124,6 +142,7 @@ impl Store {
             .unwrap_or_default();
 
         let counters = Counters::default();
+        let progress = Progress::new(progress, report.logical_bytes);
         let mut entries = Vec::with_capacity(loaded.len());
         for f in &loaded {
             let entry = match &f.header {
@@ -151,7 +170,9 @@ impl Store {
                                     ))
                                     .copied()
                             };
-                            self.put_tensor(t, root, opts, &counters)
+                            let entry = self.put_tensor(t, root, opts, &counters)?;
+                            progress.advance(t.bytes.len() as u64);
+                            Ok(entry)
                         })
                         .collect::<Result<Vec<_>>>()?;
                     FileEntry {
@@ -167,6 +188,9 @@ impl Store {
                     }
                 }
             };
+            if entry.safetensors.is_none() {
+                progress.advance(f.data.len() as u64);
+            }
             entries.push(entry);
         }
         let manifest = Manifest {
@@ -192,6 +216,7 @@ impl Store {
             Err(BackendError::ManifestExists(n)) => return Err(StoreError::ModelExists(n)),
             r => r?,
         }
+        progress.finish();
         report.dedup = counters.dedup.into_inner();
         report.delta = counters.delta.into_inner();
         report.plain = counters.plain.into_inner();

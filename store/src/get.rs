@@ -12,6 +12,7 @@ use crate::error::{out_err, Result, StoreError};
 use crate::input::PACKED_SUFFIX;
 use crate::manifest::{FileEntry, SafetensorsEntry};
 use crate::outdir::{check_output, DirOutput, OutputError};
+use crate::progress::{Progress, ProgressFn};
 use crate::report::GetReport;
 use crate::Store;
 
@@ -19,7 +20,19 @@ impl Store {
     /// `force`): every file rebuilt and verified in a temporary directory beside `out`,
     /// then renamed into place. With `sync`, files are flushed to disk first.
     pub fn get(&self, name: &str, out: &Path, force: bool, sync: bool) -> Result<GetReport> {
-        self.par(|| self.get_inner(name, out, force, sync, None))
+        self.get_with_progress(name, out, force, sync, &|_, _| {})
+    }
+
+    /// [`Self::get`], reporting the bytes of the model written so far to `progress`.
+    pub fn get_with_progress(
+        &self,
+        name: &str,
+        out: &Path,
+        force: bool,
+        sync: bool,
+        progress: &ProgressFn<'_>,
+    ) -> Result<GetReport> {
+        self.par(|| self.get_inner(name, out, force, sync, None, progress))
     }
 
     /// Like [`Self::get`], but every safetensors file is written packed with `opts`, as
@@ -33,7 +46,7 @@ impl Store {
         sync: bool,
         opts: &PackOptions,
     ) -> Result<GetReport> {
-        self.par(|| self.get_inner(name, out, force, sync, Some(opts)))
+        self.par(|| self.get_inner(name, out, force, sync, Some(opts), &|_, _| {}))
     }
 
     fn get_inner(
@@ -43,23 +56,26 @@ impl Store {
         force: bool,
         sync: bool,
         pack: Option<&PackOptions>,
+        progress: &ProgressFn<'_>,
     ) -> Result<GetReport> {
         let m = self.manifest(name)?;
         check_output(out, force, true)?;
         let dir = DirOutput::new(out, force)?;
+        let progress = Progress::new(progress, m.files.iter().map(|f| f.size).sum());
         let mut report = GetReport::default();
         for f in &m.files {
             let dest = dir.path(Path::new(&f.path));
             if let Some(parent) = dest.parent() {
                 fs::create_dir_all(parent).map_err(out_err(out))?;
             }
-            self.write_file(f, &dest, sync).map_err(|e| match e {
-                // Named by where the file is going, not where it is being built.
-                StoreError::Output(OutputError::Io { source, .. }) => {
-                    OutputError::io(&out.join(&f.path), source).into()
-                }
-                e => e,
-            })?;
+            self.write_file(f, &dest, sync, &progress)
+                .map_err(|e| match e {
+                    // Named by where the file is going, not where it is being built.
+                    StoreError::Output(OutputError::Io { source, .. }) => {
+                        OutputError::io(&out.join(&f.path), source).into()
+                    }
+                    e => e,
+                })?;
             let dest = match pack.filter(|_| f.safetensors.is_some()) {
                 Some(opts) => {
                     let packed_rel = format!("{}{PACKED_SUFFIX}", f.path);
@@ -81,11 +97,18 @@ impl Store {
                 .map_err(out_err(out))?;
         }
         dir.finish()?;
+        progress.finish();
         Ok(report)
     }
 
     /// Writes one file of a model to `dest`.
-    fn write_file(&self, f: &FileEntry, dest: &Path, sync: bool) -> Result<()> {
+    fn write_file(
+        &self,
+        f: &FileEntry,
+        dest: &Path,
+        sync: bool,
+        progress: &Progress<'_>,
+    ) -> Result<()> {
         let file = File::options()
             .read(true)
             .write(true)
@@ -95,6 +118,7 @@ impl Store {
         if let Some(key) = &f.blob {
             let bytes = self.get_blob(key, f.size)?;
             (&file).write_all(&bytes).map_err(out_err(dest))?;
+            progress.advance(f.size);
         } else if let Some(st) = &f.safetensors {
             if f.size > 0 {
                 self.check_claims(st)?;
@@ -111,9 +135,11 @@ impl Store {
                     slices.push((t, s));
                     rest = tail;
                 }
-                slices
-                    .into_par_iter()
-                    .try_for_each(|(t, s)| self.get_tensor_into(t, s))?;
+                slices.into_par_iter().try_for_each(|(t, s)| {
+                    self.get_tensor_into(t, s)?;
+                    progress.advance(t.len);
+                    Ok::<(), StoreError>(())
+                })?;
                 if sync {
                     map.flush().map_err(out_err(dest))?;
                 }

@@ -23,6 +23,7 @@ pub mod manifest;
 mod model;
 pub mod object;
 pub mod outdir;
+mod progress;
 mod read;
 mod report;
 #[cfg(feature = "s3")]
@@ -40,6 +41,7 @@ pub use gc::DEFAULT_GRACE;
 pub use key::ObjectKey;
 pub use manifest::{Manifest, ManifestError};
 pub use model::Model;
+pub use progress::ProgressFn;
 pub use report::{
     AddReport, FsckReport, GcReport, GetReport, KindStats, ModelInfo, ModelStats, OrgStats,
     SkippedBase, Stats,

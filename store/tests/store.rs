@@ -1086,3 +1086,34 @@ fn org_names_round_trip_list_by_prefix_and_refuse_case_collisions() {
     assert_eq!(names(""), ["Org/base", "other/x/frozen"]);
     assert!(store.fsck().unwrap().problems.is_empty());
 }
+
+#[test]
+fn add_and_get_report_progress_up_to_the_model_size() {
+    let f = family("BF16");
+    let store = Store::init(&f.root).unwrap();
+    store.add(&f.base, "base", &AddOptions::default()).unwrap();
+    let size: u64 = tree(&f.ft).values().map(|b| b.len() as u64).sum();
+    // Every call's (done, total), from any thread.
+    let calls = std::sync::Mutex::new(Vec::new());
+    let record = |done: u64, total: u64| calls.lock().unwrap().push((done, total));
+    let r = store
+        .add_with_progress(&f.ft, "ft", &AddOptions::default(), &record)
+        .unwrap();
+    assert_eq!(r.logical_bytes, size);
+    let check = |calls: &mut Vec<(u64, u64)>| {
+        // Some progress in between, never past the total, ending at the total.
+        assert!(calls.len() > 3, "{calls:?}");
+        assert!(calls.iter().all(|&(d, t)| t == size && d <= t), "{calls:?}");
+        assert_eq!(calls.first(), Some(&(0, size)));
+        assert_eq!(calls.last(), Some(&(size, size)));
+        assert!(calls.iter().any(|&(d, _)| d > 0 && d < size), "{calls:?}");
+        calls.clear();
+    };
+    check(&mut calls.lock().unwrap());
+    let out = f.root.parent().unwrap().join("got");
+    store
+        .get_with_progress("ft", &out, false, false, &record)
+        .unwrap();
+    check(&mut calls.lock().unwrap());
+    assert!(tree(&out) == tree(&f.ft));
+}

@@ -10,6 +10,7 @@ use mcodec_store::{
 
 use super::{emit, mb_per_s};
 use crate::error::CliError;
+use crate::progress::Bar;
 use crate::Global;
 
 /// Arguments of `store`.
@@ -246,7 +247,12 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
                 ..AddOptions::default()
             };
             let start = Instant::now();
-            let r = store.add(path, name, &opts).map_err(err)?;
+            let bar = Bar::bytes(0, g.quiet);
+            let r = store
+                .add_with_progress(path, name, &opts, &|done, total| bar.show(done, total))
+                .map_err(err);
+            drop(bar);
+            let r = r?;
             let secs = start.elapsed().as_secs_f64();
             if *as_json {
                 return json(&r);
@@ -288,8 +294,13 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
         } => {
             let output = &output.clone().unwrap_or_else(|| default_output(name));
             let start = Instant::now();
+            let bar = Bar::bytes(0, g.quiet);
             let r = match format {
-                GetFormat::Safetensors => store.get(name, output, g.force, !no_sync),
+                GetFormat::Safetensors => {
+                    store.get_with_progress(name, output, g.force, !no_sync, &|done, total| {
+                        bar.show(done, total)
+                    })
+                }
                 GetFormat::Mcz => store.get_packed(
                     name,
                     output,
@@ -302,7 +313,9 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
                     },
                 ),
             }
-            .map_err(err)?;
+            .map_err(err);
+            drop(bar);
+            let r = r?;
             if !g.quiet {
                 emit(&format!(
                     "{name} -> {}: {} files, {} bytes verified, {:.1} MB/s\n",

@@ -3,10 +3,10 @@
 //! It knows nothing about tokens or contexts: the model hands it, per symbol, the table to
 //! use. Tables are the entropy layer's ([`FreqTable`], [`EncTable`], probabilities in
 //! 1/[`PROB_SCALE`]); the coding loop is its own because the entropy layer's chunk coder
-//! changes tables only per block, not per symbol. The decoder table is its own too: a
-//! delta uses many tables (one per context), so it keeps them small — a byte per slot
-//! (4 KiB, filled by `memset`) instead of the entropy layer's 16 KiB of packed words —
-//! which keeps more of them in L1 and makes them cheap to build for small tensors.
+//! changes tables only per block, not per symbol. The decoder table is its own too
+//! ([`SlotTables`]): one word per probability slot holding frequency, offset and symbol,
+//! so that a decode step — the lane's latency chain — is a single load (measured faster
+//! than a byte per slot plus an entry table, which needs two dependent loads).
 //!
 //! [`LANES`] rANS states are interleaved, symbol `i` on state `i % LANES`. States are
 //! 32-bit in `[RANS_L, 2^32)` and renormalise by 16-bit words. The encoder runs from the
@@ -14,9 +14,7 @@
 //! back. Every state starts at `RANS_L`, so a correct decode ends with every state back
 //! at `RANS_L` and every word consumed, which the decoder checks.
 
-use crate::entropy::model::{
-    EncTable, FreqTable, MAX_TABLE_SYMBOLS, PROB_BITS, PROB_SCALE, RCP_SHIFT,
-};
+use crate::entropy::model::{EncTable, FreqTable, PROB_BITS, PROB_SCALE, RCP_SHIFT};
 
 /// Interleaved rANS states.
 pub const LANES: usize = 4;
@@ -67,44 +65,53 @@ pub enum CoderError {
 /// Encodes symbols in reverse; see the module comment.
 pub struct RansEncoder {
     states: [u32; LANES],
-    /// Words in the order emitted (reverse of the decoder's order).
+    /// Words in the order emitted (reverse of the decoder's order): the first `len` of a
+    /// buffer with room for one word per symbol, so that a word is written without a
+    /// branch and only counted when the state renormalises.
     words: Vec<u16>,
+    len: usize,
 }
 
 impl RansEncoder {
-    /// An encoder for about `n` symbols.
+    /// An encoder for at most `n` symbols.
     pub fn new(n: usize) -> Self {
         Self {
             states: [RANS_L; LANES],
-            words: Vec::with_capacity(n / 4),
+            words: vec![0; n + 1],
+            len: 0,
         }
     }
 
-    /// Codes symbol number `i` (call with decreasing `i`, from the last symbol to 0).
-    /// The symbol must have a non-zero frequency in `table`.
+    /// Codes symbol number `i` (call with decreasing `i`, from the last symbol to 0, at
+    /// most `n` times). The symbol must have a non-zero frequency in `table`.
     #[inline]
     pub fn put(&mut self, i: usize, symbol: u16, table: &EncTable) {
         let e = &table.entries[usize::from(symbol)];
         debug_assert!(e.freq > 0, "symbol {symbol} missing from its table");
-        let x = &mut self.states[i % LANES];
-        if u64::from(*x) >= e.x_max {
-            self.words.push(*x as u16);
-            *x >>= 16;
-        }
+        let mut x = self.states[i % LANES];
+        // Renormalisation is taken at random: written always, counted when needed.
+        let flush = u64::from(x) >= e.x_max;
+        self.words[self.len] = x as u16;
+        self.len += usize::from(flush);
+        x = if flush { x >> 16 } else { x };
         // q = x / freq via the table's 45-bit reciprocal (exact for x < 2^32, freq ≤ 2^12).
-        let q = ((u128::from(*x) * u128::from(e.rcp)) >> RCP_SHIFT) as u32;
-        *x = (q << PROB_BITS) + (*x - q * e.freq) + e.start;
+        let q = ((u128::from(x) * u128::from(e.rcp)) >> RCP_SHIFT) as u32;
+        self.states[i % LANES] = (q << PROB_BITS) + (x - q * e.freq) + e.start;
+    }
+
+    /// Bytes [`Self::finish`] appends.
+    pub fn coded_len(&self) -> usize {
+        4 * LANES + 4 + 2 * self.len
     }
 
     /// Appends `LANES × u32` initial decoder states, `u32` word count and the words.
-    pub fn finish(mut self, out: &mut Vec<u8>) {
+    pub fn finish(self, out: &mut Vec<u8>) {
         for s in self.states {
             out.extend_from_slice(&s.to_le_bytes());
         }
-        out.extend_from_slice(&(self.words.len() as u32).to_le_bytes());
-        self.words.reverse();
-        out.reserve(2 * self.words.len());
-        for w in self.words {
+        out.extend_from_slice(&(self.len as u32).to_le_bytes());
+        out.reserve(2 * self.len);
+        for w in self.words[..self.len].iter().rev() {
             out.extend_from_slice(&w.to_le_bytes());
         }
     }
@@ -112,17 +119,20 @@ impl RansEncoder {
 
 /// Decodes symbols front to back. Reading past the end of the words yields zeros and is
 /// counted, so hostile input cannot read out of bounds; [`Self::finish`] then fails.
-pub struct RansDecoder<'a> {
+pub struct RansDecoder {
     states: [u32; LANES],
-    words: &'a [u8],
+    /// The words, then one zero word that reads past the end land on.
+    words: Vec<u16>,
+    /// Words in the stream (`words.len() - 1`).
+    n_words: usize,
+    /// Words consumed; above `n_words` after an overrun.
     pos: usize,
-    overrun: usize,
 }
 
-impl<'a> RansDecoder<'a> {
+impl RansDecoder {
     /// Parses the states and the word count at the start of `bytes`; returns the decoder
     /// and the bytes after its words.
-    pub fn new(bytes: &'a [u8]) -> Result<(Self, &'a [u8]), CoderError> {
+    pub fn new(bytes: &[u8]) -> Result<(Self, &[u8]), CoderError> {
         const HEAD: usize = 4 * LANES + 4;
         let head = bytes.get(..HEAD).ok_or(CoderError::Truncated {
             what: "rANS states",
@@ -147,48 +157,55 @@ impl<'a> RansDecoder<'a> {
                     needed: n_words.saturating_mul(2),
                     have: rest.len(),
                 })?;
-        let (words, tail) = rest.split_at(words_len);
+        let (word_bytes, tail) = rest.split_at(words_len);
+        // Sized by bytes present, not by the claimed count.
+        let mut words = Vec::with_capacity(n_words + 1);
+        words.extend(
+            word_bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]])),
+        );
+        words.push(0);
         Ok((
             Self {
                 states,
                 words,
+                n_words,
                 pos: 0,
-                overrun: 0,
             },
             tail,
         ))
     }
 
     /// Decodes the next symbol of lane `lane` (symbol `i` is on lane `i % LANES`; call in
-    /// symbol order) with `table`.
-    #[inline]
-    pub fn get(&mut self, lane: usize, table: &SymbolTable) -> u16 {
-        let x = &mut self.states[lane % LANES];
-        let slot = *x & (PROB_SCALE - 1);
-        let index = usize::from(table.slot_entry[slot as usize]);
-        let entry = table.entries[index];
-        // freq · (x >> PROB_BITS) + slot − start: entry is freq << 16 | start.
-        let y = (entry >> 16) * (*x >> PROB_BITS) + slot - (entry & 0xFFFF);
-        // Renormalisation is taken at random: select instead of branching. The next word is
-        // read either way (zero past the end) and only consumed when needed.
+    /// symbol order) with the table at `offset` in `tables` ([`SlotTables::offset`]).
+    #[inline(always)]
+    pub fn get(&mut self, lane: usize, tables: &SlotTables, offset: usize) -> u32 {
+        let x = self.states[lane % LANES];
+        let slot = x & (PROB_SCALE - 1);
+        let e = tables.slots[offset + slot as usize];
+        // freq · (x >> PROB_BITS) + slot − start, below 2^32 since slot − start < freq.
+        let freq = (e & 0xFFF) + 1;
+        let y = freq
+            .wrapping_mul(x >> PROB_BITS)
+            .wrapping_add((e >> 12) & 0xFFF);
+        // Renormalisation is taken at random: select instead of branching. The next word
+        // is read either way (the zero word past the end) and only consumed when needed.
         let need = y < RANS_L;
-        let (w, missing) = match self.words.get(self.pos..self.pos + 2) {
-            Some(b) => (u16::from_le_bytes([b[0], b[1]]), false),
-            None => (0, true),
-        };
-        *x = if need { (y << 16) | u32::from(w) } else { y };
-        self.pos += 2 * usize::from(need);
-        self.overrun += usize::from(need & missing);
-        table.symbols[index]
+        let w = self.words[self.pos.min(self.n_words)];
+        self.states[lane % LANES] = if need { (y << 16) | u32::from(w) } else { y };
+        self.pos += usize::from(need);
+        e >> 24
     }
 
     /// Checks that the stream ended exactly where the encoder began.
     pub fn finish(self) -> Result<(), CoderError> {
-        let words_left = self.words.len().saturating_sub(self.pos) / 2;
-        if words_left > 0 || self.overrun > 0 || self.states.iter().any(|&s| s != RANS_L) {
+        let words_left = self.n_words.saturating_sub(self.pos);
+        let overrun = self.pos.saturating_sub(self.n_words);
+        if words_left > 0 || overrun > 0 || self.states.iter().any(|&s| s != RANS_L) {
             return Err(CoderError::BadEnd {
                 words_left,
-                overrun: self.overrun,
+                overrun,
                 states: self.states,
             });
         }
@@ -204,43 +221,40 @@ pub fn enc_tables(tables: &[FreqTable], symbol_bits: u32) -> Vec<EncTable> {
         .collect()
 }
 
-/// Decoder table of one [`FreqTable`].
-pub struct SymbolTable {
-    /// Table entry owning each probability slot.
-    slot_entry: Box<[u8; PROB_SCALE as usize]>,
-    /// `freq << 16 | start` of each entry.
-    entries: [u32; MAX_TABLE_SYMBOLS],
-    /// Symbol value of each entry.
-    symbols: [u16; MAX_TABLE_SYMBOLS],
+/// Decoder tables of a list of [`FreqTable`]s with symbols below 256, one word per
+/// probability slot: `freq − 1` (12 bits), `slot − start` (12 bits) and the symbol (8
+/// bits), so that a decode step is one load. 16 KiB per table, built once per delta.
+pub struct SlotTables {
+    slots: Vec<u32>,
 }
 
-impl SymbolTable {
-    /// Builds the decoder table.
-    pub fn new(table: &FreqTable) -> Self {
-        let mut slot_entry = Box::new([0u8; PROB_SCALE as usize]);
-        let mut entries = [0u32; MAX_TABLE_SYMBOLS];
-        let mut symbols = [0u16; MAX_TABLE_SYMBOLS];
-        let mut start = 0usize;
-        // A FreqTable holds 1..=MAX_TABLE_SYMBOLS symbols whose frequencies sum to
-        // PROB_SCALE, so the ranges tile the slots and every index fits a byte.
-        for (index, (&s, &f)) in table.symbols().iter().zip(table.freqs()).enumerate() {
-            let f = usize::from(f);
-            slot_entry[start..start + f].fill(index as u8);
-            entries[index] = ((f as u32) << 16) | start as u32;
-            symbols[index] = s;
-            start += f;
+impl SlotTables {
+    /// Builds the tables. Every symbol must be below 256.
+    pub fn new(tables: &[FreqTable]) -> Self {
+        let n = PROB_SCALE as usize;
+        let mut slots = vec![0u32; tables.len() * n];
+        for (t, table) in tables.iter().enumerate() {
+            let slots = &mut slots[t * n..(t + 1) * n];
+            let mut start = 0usize;
+            // A FreqTable's frequencies (1..=PROB_SCALE) sum to PROB_SCALE, so the
+            // ranges tile the slots and `freq − 1`, `slot − start` fit 12 bits each.
+            for (&s, &f) in table.symbols().iter().zip(table.freqs()) {
+                assert!(s < 256, "symbol {s} does not fit a slot table");
+                let f = usize::from(f);
+                let head = (f as u32 - 1) | (u32::from(s) << 24);
+                for (offset, slot) in slots[start..start + f].iter_mut().enumerate() {
+                    *slot = head | ((offset as u32) << 12);
+                }
+                start += f;
+            }
         }
-        Self {
-            slot_entry,
-            entries,
-            symbols,
-        }
+        Self { slots }
     }
-}
 
-/// Builds the decoder tables.
-pub fn dec_tables(tables: &[FreqTable]) -> Vec<SymbolTable> {
-    tables.iter().map(SymbolTable::new).collect()
+    /// Where table `t` starts, for [`RansDecoder::get`].
+    pub fn offset(t: usize) -> usize {
+        t * PROB_SCALE as usize
+    }
 }
 
 /// Appends raw bit fields, least significant bit first, to a byte vector.
@@ -306,16 +320,26 @@ impl Default for BitWriter {
 
 /// Reads what [`BitWriter`] wrote. Past the end it reads zeros; [`Self::finish`] checks
 /// that exactly the stream's bytes were used and that the padding bits are zero.
-pub struct BitReader<'a> {
-    bytes: &'a [u8],
+pub struct BitReader {
+    /// The stream, then 8 zero bytes, so that every read is one unaligned 64-bit load.
+    bytes: Vec<u8>,
+    /// Stream length in bytes (`bytes.len() - 8`).
+    len: usize,
     /// Bits consumed so far.
     pos: u64,
 }
 
-impl<'a> BitReader<'a> {
-    /// A reader over `bytes`.
-    pub fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, pos: 0 }
+impl BitReader {
+    /// A reader over a copy of `bytes`.
+    pub fn new(bytes: &[u8]) -> Self {
+        let mut padded = Vec::with_capacity(bytes.len() + 8);
+        padded.extend_from_slice(bytes);
+        padded.extend_from_slice(&[0; 8]);
+        Self {
+            bytes: padded,
+            len: bytes.len(),
+            pos: 0,
+        }
     }
 
     /// Reads `n ≤ 64` bits (0 bits reads 0, without a branch).
@@ -330,21 +354,19 @@ impl<'a> BitReader<'a> {
     }
 
     /// Reads `n ≤ 32` bits.
-    #[inline]
+    #[inline(always)]
     pub fn get32(&mut self, n: u32) -> u64 {
         debug_assert!(n <= 32);
-        let byte = (self.pos / 8) as usize;
-        let shift = (self.pos % 8) as u32;
         // n + shift ≤ 39 bits lie in the 5 bytes from `byte`; a 64-bit load covers them.
-        let word = match self.bytes.get(byte..byte + 8) {
-            Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
-            None => {
-                let mut buf = [0u8; 8];
-                let tail = self.bytes.get(byte..).unwrap_or(&[]);
-                buf[..tail.len()].copy_from_slice(tail);
-                u64::from_le_bytes(buf)
-            }
-        };
+        // Past the end the load lands on the zero padding (clamped: no branch, no
+        // out-of-bounds read); `finish` reports the overrun.
+        let byte = ((self.pos / 8) as usize).min(self.len);
+        let shift = (self.pos % 8) as u32;
+        let word = u64::from_le_bytes(
+            self.bytes[byte..byte + 8]
+                .try_into()
+                .expect("8 bytes of padding"),
+        );
         self.pos += u64::from(n);
         (word >> shift) & ((1u64 << n) - 1)
     }
@@ -354,14 +376,14 @@ impl<'a> BitReader<'a> {
     pub fn finish(self) -> Result<(), CoderError> {
         let needed_bytes = self.pos.div_ceil(8);
         let bad = || CoderError::BadBits {
-            have: self.bytes.len(),
+            have: self.len,
             needed_bits: self.pos,
         };
-        if needed_bytes != self.bytes.len() as u64 {
+        if needed_bytes != self.len as u64 {
             return Err(bad());
         }
         let used_in_last = (self.pos % 8) as u32;
-        if used_in_last > 0 && self.bytes[self.bytes.len() - 1] >> used_in_last != 0 {
+        if used_in_last > 0 && self.bytes[self.len - 1] >> used_in_last != 0 {
             return Err(bad());
         }
         Ok(())
@@ -378,7 +400,7 @@ mod tests {
         let b = FreqTable::from_counts(&[1, 1, 1, 97]).unwrap();
         let tables = [a, b];
         let enc = enc_tables(&tables, 2);
-        let dec = dec_tables(&tables);
+        let dec = SlotTables::new(&tables);
         let symbols: Vec<(u16, usize)> = (0..1003)
             .map(|i| {
                 if i % 3 == 0 {
@@ -397,14 +419,18 @@ mod tests {
         let (mut d, rest) = RansDecoder::new(&bytes).unwrap();
         assert!(rest.is_empty());
         for (i, &(s, t)) in symbols.iter().enumerate() {
-            assert_eq!(d.get(i % LANES, &dec[t]), s, "symbol {i}");
+            assert_eq!(
+                d.get(i % LANES, &dec, SlotTables::offset(t)),
+                u32::from(s),
+                "symbol {i}"
+            );
         }
         d.finish().unwrap();
 
         // One symbol short, or a flipped word: the end check fails.
         let (mut d, _) = RansDecoder::new(&bytes).unwrap();
         for (i, &(_, t)) in symbols.iter().enumerate().skip(1) {
-            d.get((i - 1) % LANES, &dec[t]);
+            d.get((i - 1) % LANES, &dec, SlotTables::offset(t));
         }
         assert!(d.finish().is_err());
         let mut bad = bytes.clone();
@@ -412,7 +438,7 @@ mod tests {
         bad[last] ^= 0x40;
         let (mut d, _) = RansDecoder::new(&bad).unwrap();
         for (i, &(_, t)) in symbols.iter().enumerate() {
-            d.get(i % LANES, &dec[t]);
+            d.get(i % LANES, &dec, SlotTables::offset(t));
         }
         assert!(d.finish().is_err());
         assert!(RansDecoder::new(&bytes[..10]).is_err());

@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use super::coder::{
-    self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder, SymbolTable, LANES,
+    self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder, SlotTables, LANES,
 };
 use super::{DeltaError, DeltaMethod};
 use crate::dtype::Dtype;
@@ -131,7 +131,9 @@ struct Token {
 /// Token of a difference (`diff` is `key(target) - key(base)` modulo `2^bits`, read as
 /// two's complement). Token 0 is "no change"; otherwise `2·class − 1 + negative`, where
 /// classes 1..=3 are the magnitudes 1..=3 and class `4 + 2(e − 2) + h` (`e ≥ 2`) holds
-/// magnitudes `2^e + h·2^(e−1) + r` with `r` the `e − 1` raw extra bits.
+/// magnitudes `2^e + h·2^(e−1) + r` with `r` the `e − 1` raw extra bits. The reference
+/// for [`tokenize_fast`], which the encoder uses.
+#[cfg(test)]
 #[inline]
 fn tokenize(layout: Layout, diff: u64) -> Token {
     if diff == 0 {
@@ -161,6 +163,31 @@ fn tokenize(layout: Layout, diff: u64) -> Token {
     Token {
         symbol: (2 * class - 1 + u32::from(negative)) as u16,
         extra,
+        extra_bits,
+    }
+}
+
+/// [`tokenize`] without branches on the difference: the encoder's loop, where most
+/// differences are 0 or small at random, which branches mispredict. Same result
+/// (`tokenize_fast_matches_tokenize`).
+#[inline(always)]
+fn tokenize_fast(layout: Layout, diff: u64) -> Token {
+    let negative = (diff >> (layout.bits - 1)) & 1;
+    let magnitude = if negative != 0 {
+        diff.wrapping_neg() & layout.mask()
+    } else {
+        diff
+    };
+    // ⌊log2⌋ of the magnitude (0 for 0 and 1); only used when it is at least DIRECT.
+    let e = 63 - (magnitude | 1).leading_zeros();
+    let big = magnitude >= DIRECT;
+    let extra_bits = if big { e - 1 } else { 0 };
+    let half = ((magnitude >> extra_bits) & 1) as u32;
+    let class = if big { 2 * e + half } else { magnitude as u32 };
+    Token {
+        // 2·class − 1 + negative, and 0 for class 0 (where negative is 0).
+        symbol: (2 * class + negative as u32).saturating_sub(1) as u16,
+        extra: magnitude & ((1u64 << extra_bits) - 1),
         extra_bits,
     }
 }
@@ -283,24 +310,28 @@ fn difference(layout: Layout, base: u64, target: u64) -> u64 {
     layout.key(target).wrapping_sub(layout.key(base)) & layout.mask()
 }
 
-/// Tokenizes one chunk's elements into `symbols` and counts them into `hist`
-/// (`[exponent][context bit][symbol]`). The context bit of a chunk's first `LANES`
-/// elements is "was zero": chunks are independent.
+/// Tokenizes one chunk's elements into `symbols`, counts them into `hist`
+/// (`[exponent][context bit][symbol]`) and returns the chunk's raw extra bits (one pass
+/// over the elements). The context bit of a chunk's first `LANES` elements is "was
+/// zero": chunks are independent.
 fn count_chunk<const W: usize>(
     layout: Layout,
     base: &[u8],
     target: &[u8],
     symbols: &mut [u16],
     hist: &mut [u32],
-) {
+) -> Vec<u8> {
     let alphabet = layout.alphabet();
+    let mut bits = BitWriter::new();
     for i in 0..symbols.len() {
         let (b, t) = (load::<W>(&base[i * W..]), load::<W>(&target[i * W..]));
-        let symbol = tokenize(layout, difference(layout, b, t)).symbol;
+        let token = tokenize_fast(layout, difference(layout, b, t));
         let back_zero = usize::from(i < LANES || symbols[i - LANES] == 0);
-        hist[(layout.exponent(b) * 2 + back_zero) * alphabet + usize::from(symbol)] += 1;
-        symbols[i] = symbol;
+        hist[(layout.exponent(b) * 2 + back_zero) * alphabet + usize::from(token.symbol)] += 1;
+        symbols[i] = token.symbol;
+        bits.put(token.extra, token.extra_bits);
     }
+    bits.finish()
 }
 
 fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8], chunk: usize) -> Vec<u8> {
@@ -309,23 +340,27 @@ fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8], chunk: u
     let alphabet = layout.alphabet();
     let hist_len = layout.exponents() * 2 * alphabet;
     let mut symbols = vec![0u16; n];
-    // Chunks are counted in parallel, each thread into its own histogram.
-    let hist = symbols
+    // Chunks are counted in parallel, each thread into its own histogram; each chunk's
+    // extra bits come back with its index.
+    let (hist, mut extra) = symbols
         .par_chunks_mut(chunk)
         .zip(base[..body].par_chunks(chunk * W))
         .zip(target[..body].par_chunks(chunk * W))
+        .enumerate()
         .fold(
-            || vec![0u32; hist_len],
-            |mut hist, ((s, b), t)| {
-                count_chunk::<W>(layout, b, t, s, &mut hist);
-                hist
+            || (vec![0u32; hist_len], Vec::new()),
+            |(mut hist, mut extra), (i, ((s, b), t))| {
+                extra.push((i, count_chunk::<W>(layout, b, t, s, &mut hist)));
+                (hist, extra)
             },
         )
-        .reduce_with(|mut a, b| {
+        .reduce_with(|(mut a, mut ea), (b, eb)| {
             a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-            a
+            ea.extend(eb);
+            (a, ea)
         })
-        .unwrap_or_else(|| vec![0; hist_len]);
+        .unwrap_or_else(|| (vec![0; hist_len], Vec::new()));
+    extra.sort_unstable_by_key(|(i, _)| *i);
     let stats = Stats { hist, alphabet };
     let plan = [false, true]
         .into_iter()
@@ -360,8 +395,8 @@ fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8], chunk: u
     let chunks: Vec<Vec<u8>> = symbols
         .par_chunks(chunk)
         .zip(base[..body].par_chunks(chunk * W))
-        .zip(target[..body].par_chunks(chunk * W))
-        .map(|((s, b), t)| encode_chunk::<W>(layout, &plan, &enc, s, b, t))
+        .zip(extra)
+        .map(|((s, b), (_, bits))| encode_chunk::<W>(layout, &plan, &enc, s, b, &bits))
         .collect();
     write_varint(&mut out, chunk as u64);
     for c in &chunks {
@@ -381,7 +416,7 @@ fn encode_chunk<const W: usize>(
     enc: &[EncTable],
     symbols: &[u16],
     base: &[u8],
-    target: &[u8],
+    extra_bits: &[u8],
 ) -> Vec<u8> {
     let k = plan.contexts_per_group();
     let mut rans = RansEncoder::new(symbols.len());
@@ -395,14 +430,9 @@ fn encode_chunk<const W: usize>(
         let table = &enc[usize::from(plan.group_of[exp]) * k + prev_zero];
         rans.put(i, symbols[i], table);
     }
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(rans.coded_len() + extra_bits.len());
     rans.finish(&mut out);
-    let mut bits = BitWriter::new();
-    for (b, t) in base.chunks_exact(W).zip(target.chunks_exact(W)) {
-        let token = tokenize(layout, difference(layout, load::<W>(b), load::<W>(t)));
-        bits.put(token.extra, token.extra_bits);
-    }
-    out.extend_from_slice(&bits.finish());
+    out.extend_from_slice(extra_bits);
     out
 }
 
@@ -641,36 +671,61 @@ struct SymbolMeaning {
     negative: u64,
 }
 
-/// Meaning of every symbol below the alphabet size.
-fn meanings(layout: Layout) -> Vec<SymbolMeaning> {
-    (0..layout.alphabet() as u16)
-        .map(|s| {
-            let extra_bits = extra_bits_of(s);
-            let negative = s != 0 && s & 1 == 0;
-            let magnitude = if negative {
-                untokenize(layout, s, 0).wrapping_neg() & layout.mask()
-            } else {
-                untokenize(layout, s, 0)
-            };
-            SymbolMeaning {
-                magnitude,
-                extra_bits,
-                negative: if negative { u64::MAX } else { 0 },
-            }
-        })
-        .collect()
+/// Meaning of every symbol below the alphabet size (and of nothing above it: the slot
+/// tables hold symbols below 256, so a symbol indexes this array without a check).
+fn meanings(layout: Layout) -> Box<[SymbolMeaning; 256]> {
+    let mut all = Box::new([SymbolMeaning::default(); 256]);
+    for (s, m) in all.iter_mut().enumerate().take(layout.alphabet()) {
+        let s = s as u16;
+        let extra_bits = extra_bits_of(s);
+        let negative = s != 0 && s & 1 == 0;
+        let magnitude = if negative {
+            untokenize(layout, s, 0).wrapping_neg() & layout.mask()
+        } else {
+            untokenize(layout, s, 0)
+        };
+        *m = SymbolMeaning {
+            magnitude,
+            extra_bits,
+            negative: if negative { u64::MAX } else { 0 },
+        };
+    }
+    all
 }
 
 /// What picks an element's table when decoding, and what its symbol means.
 struct Contexts<'a> {
     layout: Layout,
-    group_of: &'a [u8],
-    /// Tables per exponent group (2 with the context bit, else 1).
-    per_group: usize,
-    /// 1 if the context bit is in use, else 0.
-    use_back_zero: usize,
-    tables: &'a [SymbolTable],
-    meanings: &'a [SymbolMeaning],
+    /// `(exponent, context bit)` → offset of its table in `tables` (the context bit is
+    /// always 0 without [`FLAG_PREV_ZERO`]).
+    table_at: Vec<usize>,
+    tables: &'a SlotTables,
+    meanings: &'a [SymbolMeaning; 256],
+}
+
+impl<'a> Contexts<'a> {
+    fn new(
+        layout: Layout,
+        group_of: &[u8],
+        prev_zero: bool,
+        tables: &'a SlotTables,
+        meanings: &'a [SymbolMeaning; 256],
+    ) -> Self {
+        let k = if prev_zero { 2 } else { 1 };
+        let table_at = group_of
+            .iter()
+            .flat_map(|&g| {
+                let first = usize::from(g) * k;
+                [first, first + k - 1].map(SlotTables::offset)
+            })
+            .collect();
+        Self {
+            layout,
+            table_at,
+            tables,
+            meanings,
+        }
+    }
 }
 
 /// Decodes one element of lane `lane` from base bytes `b` into `o`. Lane `l` decodes
@@ -680,8 +735,8 @@ struct Contexts<'a> {
 #[inline(always)]
 fn decode_one<const W: usize>(
     ctx: &Contexts<'_>,
-    rans: &mut RansDecoder<'_>,
-    bits: &mut BitReader<'_>,
+    rans: &mut RansDecoder,
+    bits: &mut BitReader,
     back_zero: &mut bool,
     lane: usize,
     b: &[u8],
@@ -689,20 +744,18 @@ fn decode_one<const W: usize>(
 ) {
     let layout = ctx.layout;
     let b = load::<W>(b);
-    let table = usize::from(ctx.group_of[layout.exponent(b)]) * ctx.per_group
-        + usize::from(*back_zero) * ctx.use_back_zero;
-    let symbol = rans.get(lane, &ctx.tables[table]);
+    let table = ctx.table_at[layout.exponent(b) * 2 + usize::from(*back_zero)];
+    let symbol = rans.get(lane, ctx.tables, table);
     *back_zero = symbol == 0;
-    // Symbols are below the alphabet size (FreqTable::from_freqs got `alphabet` entries at
-    // most). Branch-free for symbol 0 too: no extra bits, magnitude 0.
-    let m = ctx.meanings[usize::from(symbol)];
+    // Branch-free for symbol 0 too: no extra bits, magnitude 0.
+    let m = ctx.meanings[symbol as u8 as usize];
     let extra = if W == 8 {
         bits.get(m.extra_bits)
     } else {
         // At most 30 extra bits below 64-bit elements.
         bits.get32(m.extra_bits)
     };
-    let magnitude = m.magnitude + extra;
+    let magnitude = m.magnitude.wrapping_add(extra);
     // Two's complement negation where negative: (x ^ -1) - (-1) = -x.
     let diff = (magnitude ^ m.negative).wrapping_sub(m.negative);
     store::<W>(
@@ -761,7 +814,7 @@ fn decode_w<const W: usize>(
                 .unwrap_or_else(|| FreqTable::from_counts(&[1]).expect("one symbol")),
         );
     }
-    let dec = coder::dec_tables(&tables);
+    let dec = SlotTables::new(&tables);
 
     let n = base.len() / W;
     let body = n * W;
@@ -777,14 +830,7 @@ fn decode_w<const W: usize>(
         *o = b ^ x;
     }
     let meanings = meanings(layout);
-    let ctx = Contexts {
-        layout,
-        group_of: &group_of,
-        per_group: k,
-        use_back_zero: usize::from(prev_zero),
-        tables: &dec,
-        meanings: &meanings,
-    };
+    let ctx = Contexts::new(layout, &group_of, prev_zero, &dec, &meanings);
     let (base, out) = (&base[..body], &mut out[..body]);
     if flags & FLAG_CHUNKED == 0 {
         return decode_stream::<W>(&ctx, base, out, after);
@@ -906,6 +952,17 @@ mod tests {
         for bits in [0u64, 0x7FC0_0001, 0xFFC0_1234, 0x8000_0000, 0xFFFF_FFFF] {
             assert_eq!(layout.unkey(layout.key(bits)), bits);
         }
+        // Every 16-bit pattern against the definition (FORMAT.md §9.3).
+        let layout = Layout::of(&Dtype::BF16).unwrap();
+        for bits in 0..=0xFFFFu64 {
+            let key = if bits & 0x8000 != 0 {
+                !bits & 0xFFFF
+            } else {
+                bits | 0x8000
+            };
+            assert_eq!(layout.key(bits), key, "{bits:#x}");
+            assert_eq!(layout.unkey(key), bits, "{bits:#x}");
+        }
     }
 
     #[test]
@@ -927,6 +984,39 @@ mod tests {
                 };
                 assert_eq!(t.extra_bits, expected_bits, "{dtype}: {d}");
                 assert_eq!(untokenize(layout, t.symbol, t.extra), d, "{dtype}: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn tokenize_fast_matches_tokenize() {
+        for dtype in [
+            Dtype::F8E4M3,
+            Dtype::BF16,
+            Dtype::F16,
+            Dtype::F32,
+            Dtype::F64,
+        ] {
+            let layout = Layout::of(&dtype).unwrap();
+            let mut diffs: Vec<u64> = (0..300).collect();
+            for s in 0..layout.bits {
+                let p = 1u64 << s;
+                diffs.extend([p - 1, p, p + 1, p | (p >> 1), layout.mask() - p + 1]);
+            }
+            let mut r = 0x9E37_79B9_7F4A_7C15u64;
+            for _ in 0..10_000 {
+                r ^= r << 13;
+                r ^= r >> 7;
+                r ^= r << 17;
+                diffs.push(r >> (r % 64));
+            }
+            for d in diffs {
+                let d = d & layout.mask();
+                assert_eq!(
+                    tokenize_fast(layout, d),
+                    tokenize(layout, d),
+                    "{dtype}: {d:#x}"
+                );
             }
         }
     }
