@@ -114,8 +114,27 @@ impl Layout {
     /// Inverse of [`Self::split`]: writes the little-endian elements into `dst`.
     ///
     /// Written as straight loops over whole elements (no indexing), which the compiler
-    /// vectorises on every target.
+    /// vectorises on every target; compiled for AVX2 too, where the CPU has it.
     pub fn merge(self, fields: &[&[u16]], dst: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::cpu::simd_level() != SimdLevel::Scalar && SimdLevel::Avx2.is_supported() {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            unsafe { self.merge_avx2(fields, dst) };
+            return;
+        }
+        self.merge_fields(fields, dst);
+    }
+
+    /// [`Self::merge_fields`] compiled for AVX2 (256-bit vectors).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn merge_avx2(self, fields: &[&[u16]], dst: &mut [u8]) {
+        self.merge_fields(fields, dst);
+    }
+
+    /// The loops of [`Self::merge`].
+    #[inline(always)]
+    fn merge_fields(self, fields: &[&[u16]], dst: &mut [u8]) {
         match (self, fields) {
             (Self::Bf16, [f0, f1]) => {
                 for ((d, &s0), &s1) in dst.as_chunks_mut::<2>().0.iter_mut().zip(*f0).zip(*f1) {
@@ -299,20 +318,42 @@ fn merge_f32_packed_on(
         let bytes = &packed[from / 8 * 7..];
         let high = &mut high[..2 * len];
         merge_bf16_packed_on(level, exp, &bytes[..(7 * len).div_ceil(8)], high);
-        for ((d, h), (&m, &l)) in dst[4 * from..4 * (from + len)]
-            .as_chunks_mut::<4>()
-            .0
-            .iter_mut()
-            .zip(high.as_chunks::<2>().0)
-            .zip(mid[from..from + len].iter().zip(&low[from..from + len]))
-        {
-            // Whole-word arithmetic (not byte stores): the loop vectorises.
-            let x = (u32::from(u16::from_le_bytes(*h)) << 16)
-                | (u32::from(m & 0xFF) << 8)
-                | u32::from(l & 0xFF);
-            *d = x.to_le_bytes();
+        let (mid, low) = (&mid[from..from + len], &low[from..from + len]);
+        let dst = &mut dst[4 * from..4 * (from + len)];
+        #[cfg(target_arch = "x86_64")]
+        if level != SimdLevel::Scalar && SimdLevel::Avx2.is_supported() {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            unsafe { interleave_f32_avx2(high, mid, low, dst) };
+            continue;
         }
+        interleave_f32(high, mid, low, dst);
     }
+}
+
+/// Joins the high halves of F32 elements (BF16 words) with their two low mantissa bytes.
+/// Whole-word arithmetic (not byte stores): the loop vectorises.
+#[inline(always)]
+fn interleave_f32(high: &[u8], mid: &[u16], low: &[u16], dst: &mut [u8]) {
+    for ((d, h), (&m, &l)) in dst
+        .as_chunks_mut::<4>()
+        .0
+        .iter_mut()
+        .zip(high.as_chunks::<2>().0)
+        .zip(mid.iter().zip(low))
+    {
+        let x = (u32::from(u16::from_le_bytes(*h)) << 16)
+            | (u32::from(m & 0xFF) << 8)
+            | u32::from(l & 0xFF);
+        *d = x.to_le_bytes();
+    }
+}
+
+/// [`interleave_f32`] compiled for AVX2: 256-bit instead of the baseline's 128-bit vectors
+/// (measured at about a tenth of an FP32 decode before).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn interleave_f32_avx2(high: &[u8], mid: &[u16], low: &[u16], dst: &mut [u8]) {
+    interleave_f32(high, mid, low, dst);
 }
 
 /// Four 7-bit fields (the low 28 bits of `bits`) spread to the low bits of four 16-bit

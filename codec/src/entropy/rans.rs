@@ -11,7 +11,7 @@
 //! Every lane's encoder starts at `RANS_L`, so a correct decode ends with every state back
 //! at `RANS_L` and every word consumed: the decoder checks both.
 
-use super::model::{DecTable, EncTable, PROB_BITS, PROB_SCALE, RCP_SHIFT};
+use super::model::{DecTable, EncEntry, EncTable, ScalarSlots, PROB_BITS, PROB_SCALE, RCP_SHIFT};
 use super::EntropyError;
 use crate::cpu::SimdLevel;
 
@@ -34,14 +34,19 @@ pub fn encode_chunk(
     block_len: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), EntropyError> {
+    check_blocks_enc(symbols, tables, block_len)?;
+    if encode_chunk_on(crate::cpu::simd_level(), symbols, tables, block_len, out) {
+        return Ok(());
+    }
+    // A coder met a symbol outside its table (and appended nothing): name the first one.
     check_symbols(symbols, tables, block_len)?;
-    encode_chunk_on(crate::cpu::simd_level(), symbols, tables, block_len, out);
-    Ok(())
+    unreachable!("the coder refused a chunk whose symbols all check")
 }
 
-/// Checks what [`encode_chunk`] requires: `block_len` a positive multiple of [`LANES`], a
-/// table for every block, and every symbol present in its block's table.
-fn check_symbols(
+/// The structural half of what [`encode_chunk`] requires: `block_len` a positive multiple
+/// of [`LANES`] and a table for every block. (Every symbol's presence in its block's table
+/// is checked by the coders as they go, which costs a fraction of a pass of its own.)
+fn check_blocks_enc(
     symbols: &[u16],
     tables: &[&EncTable],
     block_len: usize,
@@ -59,6 +64,17 @@ fn check_symbols(
             have: tables.len(),
         });
     }
+    Ok(())
+}
+
+/// Checks what [`encode_chunk`] requires, naming the first symbol absent from its
+/// block's table.
+fn check_symbols(
+    symbols: &[u16],
+    tables: &[&EncTable],
+    block_len: usize,
+) -> Result<(), EntropyError> {
+    check_blocks_enc(symbols, tables, block_len)?;
     for (b, (block, table)) in symbols.chunks(block_len).zip(tables).enumerate() {
         let present = |&s: &u16| {
             table
@@ -76,15 +92,17 @@ fn check_symbols(
     Ok(())
 }
 
-/// [`encode_chunk`] on the given code path (one the CPU supports), for symbols that
-/// [`check_symbols`] accepted.
+/// [`encode_chunk`] on the given code path (one the CPU supports), for a chunk that
+/// [`check_blocks_enc`] accepted. Returns false, appending nothing, if a symbol is absent
+/// from its block's table (the coders clamp such symbols to their table, so no lookup goes
+/// out of bounds, and flag them).
 fn encode_chunk_on(
     level: SimdLevel,
     symbols: &[u16],
     tables: &[&EncTable],
     block_len: usize,
     out: &mut Vec<u8>,
-) {
+) -> bool {
     debug_assert!(
         block_len.is_multiple_of(LANES) && tables.len() >= symbols.len().div_ceil(block_len)
     );
@@ -99,8 +117,8 @@ fn encode_chunk_on(
         if buf.len() < need {
             buf.resize(need, [0; 2]);
         }
-        encode_into(level, symbols, tables, block_len, &mut buf[..need], out);
-    });
+        encode_into(level, symbols, tables, block_len, &mut buf[..need], out)
+    })
 }
 
 thread_local! {
@@ -116,17 +134,18 @@ fn encode_into(
     block_len: usize,
     words: &mut [[u8; 2]],
     out: &mut Vec<u8>,
-) {
+) -> bool {
     let level = simd::encoder_level(level);
     crate::cpu::note_run(level);
     let mut states = [RANS_L; LANES];
     let mut start = words.len();
     let mut g = symbols.len().div_ceil(LANES);
+    let mut all_present = true;
     while g > 0 {
         let full = symbols.len() / LANES;
         if g <= full {
             // SAFETY of the vector path is argued inside; it codes whole groups only.
-            let done = simd::encode_groups(
+            let (done, present) = simd::encode_groups(
                 level,
                 &mut states,
                 symbols,
@@ -136,6 +155,7 @@ fn encode_into(
                 words,
                 &mut start,
             );
+            all_present &= present;
             g -= done;
             if done > 0 {
                 continue;
@@ -143,35 +163,54 @@ fn encode_into(
         }
         g -= 1;
         let group = &symbols[g * LANES..symbols.len().min(g * LANES + LANES)];
-        start = encode_group_scalar(
+        let (next, present) = encode_group_scalar(
             &mut states,
             group,
             tables[g * LANES / block_len],
             words,
             start,
         );
+        start = next;
+        all_present &= present;
+    }
+    if !all_present {
+        return false;
     }
     out.reserve(STATE_BYTES + 2 * (words.len() - start));
     for s in states {
         out.extend_from_slice(&s.to_le_bytes());
     }
     out.extend_from_slice(words[start..].as_flattened());
+    true
 }
 
 /// Codes one group (lane `l` codes `group[l]`) and places its words, in lane order, just
-/// before `words[start..]`; returns the new start.
+/// before `words[start..]`; returns the new start, and whether every symbol was in the
+/// table (an absent one is coded as if its frequency were 1: the chunk is dropped).
 fn encode_group_scalar(
     states: &mut [u32; LANES],
     group: &[u16],
     table: &EncTable,
     words: &mut [[u8; 2]],
     start: usize,
-) -> usize {
+) -> (usize, bool) {
+    const ABSENT: EncEntry = EncEntry {
+        freq: 1,
+        start: 0,
+        x_max: 1 << (32 - PROB_BITS),
+        rcp: 1 << RCP_SHIFT,
+    };
     let mut emitted = [[0u8; 2]; LANES];
     let mut count = 0;
+    let mut present = true;
     for (x, &sym) in states.iter_mut().zip(group) {
-        let e = &table.entries[usize::from(sym)];
-        debug_assert!(e.freq > 0, "symbol {sym} missing from table");
+        let e = match table.entries.get(usize::from(sym)) {
+            Some(e) if e.freq > 0 => e,
+            _ => {
+                present = false;
+                &ABSENT
+            }
+        };
         // x must end below 2^32 after coding: renormalise while x ≥ freq · 2^(32 - PROB_BITS).
         // Branch-free, since renormalisation is taken at random.
         let emit = u64::from(*x) >= e.x_max;
@@ -184,7 +223,7 @@ fn encode_group_scalar(
         *x = (q << PROB_BITS) + (y - q * e.freq) + e.start;
     }
     words[start - count..start].copy_from_slice(&emitted[..count]);
-    start - count
+    (start - count, present)
 }
 
 /// Decodes `out.len()` symbols from one chunk payload, symbol `i` with
@@ -339,8 +378,75 @@ fn decode_block(
     table: &DecTable,
     out: &mut [u16],
 ) {
+    if level == SimdLevel::Scalar {
+        decode_portable(states, reader, table.scalar(), out);
+        return;
+    }
     let done = simd::decode_groups(level, [&mut *states], [&mut *reader], [table], [&mut *out]);
     decode_scalar(states, reader, table, &mut out[done..]);
+}
+
+/// The scalar path's decoder (what CPUs without a vector path run, ARM among them):
+/// plain Rust, fast through the table layout ([`ScalarSlots`]) and a branch-free step;
+/// `out` starts at a multiple of [`LANES`].
+fn decode_portable(
+    states: &mut [u32; LANES],
+    reader: &mut WordReader,
+    table: &ScalarSlots,
+    out: &mut [u16],
+) {
+    let (groups, rest) = out.as_chunks_mut::<LANES>();
+    let mut groups = groups.iter_mut();
+    while let Some(window) =
+        reader.words[reader.pos.min(reader.words.len())..].first_chunk::<LANES>()
+    {
+        let Some(group) = groups.next() else { break };
+        let mut used = 0usize;
+        // Four lanes per iteration: the lanes are independent but for the running word
+        // count, so the lookups and multiplies of neighbouring lanes overlap.
+        for (xs, outs) in states
+            .as_chunks_mut::<4>()
+            .0
+            .iter_mut()
+            .zip(group.as_chunks_mut::<4>().0)
+        {
+            for (x, o) in xs.iter_mut().zip(outs) {
+                let slot = (*x & (PROB_SCALE - 1)) as usize;
+                let [freq, offset] = table.freq_offset[slot];
+                let y = u32::from(freq) * (*x >> PROB_BITS) + u32::from(offset);
+                // `used` ≤ lane < LANES: the mask only spares the compiler a bounds check.
+                let word = u32::from(u16::from_le_bytes(window[used & (LANES - 1)]));
+                let need = y < RANS_L;
+                // Renormalisation is taken at random: a select, not a branch.
+                *x = std::hint::select_unpredictable(need, (y << 16) | word, y);
+                used += usize::from(need);
+                *o = table.symbols[slot];
+            }
+        }
+        reader.pos += used;
+    }
+    for group in groups {
+        for (x, o) in states.iter_mut().zip(group) {
+            *o = portable_step(x, table, reader);
+        }
+    }
+    for (x, o) in states.iter_mut().zip(rest) {
+        *o = portable_step(x, table, reader);
+    }
+}
+
+/// One step of [`decode_portable`] reading through the bounds-checked reader (near the end
+/// of the words).
+#[inline(always)]
+fn portable_step(x: &mut u32, table: &ScalarSlots, reader: &mut WordReader) -> u16 {
+    let slot = (*x & (PROB_SCALE - 1)) as usize;
+    let [freq, offset] = table.freq_offset[slot];
+    let y = u32::from(freq) * (*x >> PROB_BITS) + u32::from(offset);
+    let need = y < RANS_L;
+    let word = u32::from(reader.peek());
+    *x = std::hint::select_unpredictable(need, (y << 16) | word, y);
+    reader.pos += usize::from(need);
+    table.symbols[slot]
 }
 
 /// A correct chunk consumes exactly its words and returns every lane to `RANS_L`.
@@ -412,24 +518,19 @@ fn decode_group_windowed<const INLINE: bool>(
     window: &[[u8; 2]; LANES],
     out: &mut [u16; LANES],
 ) -> usize {
-    let freq_mask = if INLINE { 0x7FF } else { 0xFFF };
     let mut used = 0usize;
     for lane in 0..LANES {
         let x = states[lane];
         let entry = table.slots[(x & (PROB_SCALE - 1)) as usize];
-        let freq = ((entry >> 12) & freq_mask) + 1;
-        let y = freq * (x >> PROB_BITS) + (entry & 0xFFF);
+        let (freq, offset, symbol) = table.unpack::<INLINE>(entry);
+        let y = freq * (x >> PROB_BITS) + offset;
         let need = u32::from(y < RANS_L);
         // `used` ≤ lane < LANES: the mask only spares the compiler a bounds check.
         let word = u32::from(u16::from_le_bytes(window[used & (LANES - 1)]));
         let keep = need.wrapping_neg();
         states[lane] = (((y << 16) | word) & keep) | (y & !keep);
         used += need as usize;
-        out[lane] = if INLINE {
-            (entry >> 23) as u16
-        } else {
-            table.symbols[(entry >> 24) as usize]
-        };
+        out[lane] = symbol;
     }
     used
 }
@@ -439,18 +540,13 @@ fn decode_group_windowed<const INLINE: bool>(
 #[inline(always)]
 fn decode_step<const INLINE: bool>(x: &mut u32, table: &DecTable, reader: &mut WordReader) -> u16 {
     let entry = table.slots[(*x & (PROB_SCALE - 1)) as usize];
-    let freq_mask = if INLINE { 0x7FF } else { 0xFFF };
-    let freq = ((entry >> 12) & freq_mask) + 1;
-    let y = freq * (*x >> PROB_BITS) + (entry & 0xFFF);
+    let (freq, offset, symbol) = table.unpack::<INLINE>(entry);
+    let y = freq * (*x >> PROB_BITS) + offset;
     let need = u32::from(y < RANS_L);
     let word = u32::from(reader.peek()) & need.wrapping_neg();
     *x = (y << (need * 16)) | word;
     reader.pos += need as usize;
-    if INLINE {
-        (entry >> 23) as u16
-    } else {
-        table.symbols[(entry >> 24) as usize]
-    }
+    symbol
 }
 
 /// Reads 16-bit words; past the end it yields zeros and keeps counting, so the overrun
@@ -547,7 +643,9 @@ mod simd {
 
     /// Codes whole groups `g-1, g-2, …` (all within `symbols`) with the vector encoder of
     /// `level` (from [`encoder_level`]), placing words as [`super::encode_chunk`]
-    /// describes; returns the number of groups coded (0 on the scalar path).
+    /// describes; returns the number of groups coded (0 on the scalar path) and whether
+    /// every symbol coded was in its table (absent ones are clamped into the table and
+    /// flagged: the chunk is then dropped).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn encode_groups(
         level: SimdLevel,
@@ -558,7 +656,7 @@ mod simd {
         g: usize,
         words: &mut [[u8; 2]],
         start: &mut usize,
-    ) -> usize {
+    ) -> (usize, bool) {
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY (both calls): `level` comes from `encoder_level`, so the CPU supports
@@ -580,7 +678,7 @@ mod simd {
             }
         }
         let _ = (level, states, symbols, tables, block_len, g, words, start);
-        0
+        (0, true)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -603,7 +701,7 @@ mod simd {
             g: usize,
             words: &mut [[u8; 2]],
             start: &mut usize,
-        ) -> usize {
+        ) -> (usize, bool) {
             assert!(g * LANES <= symbols.len() && words.len() >= symbols.len() + LANES);
             let lanes = states.as_mut_ptr() as *mut __m512i;
             // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
@@ -612,9 +710,11 @@ mod simd {
             let one = _mm512_set1_epi32(1);
             let zero = _mm512_setzero_si512();
             let mut wp = *start;
+            let mut absent = 0u16;
             for group in (0..g).rev() {
                 let table = tables[group * LANES / block_len];
                 let packed = table.packed.as_ptr() as *const i32;
+                let last = _mm512_set1_epi32(table.packed.len() as i32 - 1);
                 let base = group * LANES;
                 let mut words16 = [_mm256_setzero_si256(); 2];
                 let mut masks = [0u16; 2];
@@ -624,10 +724,14 @@ mod simd {
                         _mm256_loadu_si256(symbols.as_ptr().add(base + 16 * v) as *const __m256i)
                     };
                     let s = _mm512_cvtepu16_epi32(s);
-                    // SAFETY: `encode_chunk` checked every symbol against its table, so
-                    // each is below table.packed.len() (1 << symbol_bits).
+                    // Symbols past the table are clamped into it and flagged, as are
+                    // symbols of frequency 0 (the chunk is then dropped).
+                    let beyond = _mm512_cmpgt_epu32_mask(s, last);
+                    let s = _mm512_min_epu32(s, last);
+                    // SAFETY: s ≤ table.packed.len() - 1, scaled by 4 bytes.
                     let e = unsafe { _mm512_i32gather_epi32::<4>(s, packed) };
                     let freq = _mm512_srli_epi32::<16>(e);
+                    absent |= beyond | _mm512_cmpeq_epi32_mask(freq, zero);
                     let cum = _mm512_and_si512(e, low16);
                     let m = _mm512_cmpge_epu32_mask(
                         _mm512_srli_epi32::<{ 32 - PROB_BITS }>(x[v]),
@@ -676,7 +780,7 @@ mod simd {
                 _mm512_storeu_si512(lanes.add(1), x[1]);
             }
             *start = wp;
-            g
+            (g, absent == 0)
         }
 
         /// Word compaction for the AVX2 encoder, indexed by the renormalise mask of four
@@ -717,7 +821,7 @@ mod simd {
             g: usize,
             words: &mut [[u8; 2]],
             start: &mut usize,
-        ) -> usize {
+        ) -> (usize, bool) {
             assert!(g * LANES <= symbols.len() && words.len() >= symbols.len() + LANES);
             let lanes = states.as_mut_ptr() as *mut __m256i;
             let mut x = [_mm256_setzero_si256(); 4];
@@ -732,20 +836,30 @@ mod simd {
             let compact = COMPACT4_HIGH.as_ptr() as *const __m128i;
             let out = words.as_mut_ptr() as *mut u8;
             let mut wp = *start;
+            let mut absent = zero;
             for group in (0..g).rev() {
                 let table = tables[group * LANES / block_len];
                 let packed = table.packed.as_ptr() as *const i32;
+                let last = _mm256_set1_epi32(table.packed.len() as i32 - 1);
                 let base = group * LANES;
                 for v in (0..4).rev() {
                     // SAFETY: base + 8v + 8 ≤ g·LANES ≤ symbols.len().
                     let s = unsafe {
                         _mm_loadu_si128(symbols.as_ptr().add(base + 8 * v) as *const __m128i)
                     };
-                    // SAFETY: `encode_chunk` checked every symbol against its table, so
-                    // each is below table.packed.len() (1 << symbol_bits).
-                    let e =
-                        unsafe { _mm256_i32gather_epi32::<4>(packed, _mm256_cvtepu16_epi32(s)) };
+                    // Symbols past the table are clamped into it and flagged, as are
+                    // symbols of frequency 0 (the chunk is then dropped). Both sides of
+                    // the compare are below 2^16, so the signed compare is exact.
+                    let s = _mm256_cvtepu16_epi32(s);
+                    let beyond = _mm256_cmpgt_epi32(s, last);
+                    let s = _mm256_min_epi32(s, last);
+                    // SAFETY: s ≤ table.packed.len() - 1, scaled by 4 bytes.
+                    let e = unsafe { _mm256_i32gather_epi32::<4>(packed, s) };
                     let freq = _mm256_srli_epi32::<16>(e);
+                    absent = _mm256_or_si256(
+                        absent,
+                        _mm256_or_si256(beyond, _mm256_cmpeq_epi32(freq, zero)),
+                    );
                     let cum = _mm256_and_si256(e, low16);
                     // Renormalise where x ≥ freq · 2^20; both sides are below 2^13, so the
                     // signed compare is exact.
@@ -802,7 +916,7 @@ mod simd {
                 unsafe { _mm256_storeu_si256(lanes.add(v), xv) };
             }
             *start = wp;
-            g
+            (g, _mm256_testz_si256(absent, absent) == 1)
         }
 
         /// A mask of the low `n` (≤ 16) bits.
@@ -836,9 +950,10 @@ mod simd {
             }
             let slot_mask = _mm512_set1_epi32((1 << PROB_BITS) - 1);
             let low12 = _mm512_set1_epi32(0xFFF);
-            let freq_mask = _mm512_set1_epi32(if INLINE { 0x7FF } else { 0xFFF });
+            let low11 = _mm512_set1_epi32(0x7FF);
             let one = _mm512_set1_epi32(1);
             let lower = _mm512_set1_epi32(RANS_L as i32);
+            let low9 = _mm512_set1_epi32(0x1FF);
             let mut g = 0;
             // A step reads at most LANES words per chunk: stay where that cannot pass an end.
             while g < groups && (0..N).all(|j| pos[j] + LANES <= n_words[j]) {
@@ -850,13 +965,25 @@ mod simd {
                         let slot = _mm512_and_si512(x[j][v], slot_mask);
                         // SAFETY: slot < 4096 = table.slots.len(), scaled by 4 bytes.
                         e[j][v] = unsafe { _mm512_i32gather_epi32::<4>(slot, slots) };
-                        let freq = _mm512_add_epi32(
-                            _mm512_and_si512(_mm512_srli_epi32::<12>(e[j][v]), freq_mask),
-                            one,
-                        );
+                        // The inline layout keeps the frequency one shift from the gather
+                        // (the state's dependency chain); see `DecTable`.
+                        let (freq, offset) = if INLINE {
+                            (
+                                _mm512_srli_epi32::<20>(e[j][v]),
+                                _mm512_and_si512(_mm512_srli_epi32::<9>(e[j][v]), low11),
+                            )
+                        } else {
+                            (
+                                _mm512_add_epi32(
+                                    _mm512_and_si512(_mm512_srli_epi32::<12>(e[j][v]), low12),
+                                    one,
+                                ),
+                                _mm512_and_si512(e[j][v], low12),
+                            )
+                        };
                         y[j][v] = _mm512_add_epi32(
                             _mm512_mullo_epi32(freq, _mm512_srli_epi32::<PROB_BITS>(x[j][v])),
-                            _mm512_and_si512(e[j][v], low12),
+                            offset,
                         );
                     }
                 }
@@ -880,7 +1007,7 @@ mod simd {
                         );
                         pos[j] += need.count_ones() as usize;
                         let sym = if INLINE {
-                            _mm512_srli_epi32::<23>(e[j][v])
+                            _mm512_and_si512(e[j][v], low9)
                         } else {
                             let idx = _mm512_srli_epi32::<24>(e[j][v]);
                             // SAFETY: idx < 256 = table.symbols32.len(), scaled by 4 bytes.
@@ -955,7 +1082,8 @@ mod simd {
                 }
             }
             let low12 = _mm256_set1_epi32(0xFFF);
-            let freq_mask = _mm256_set1_epi32(if INLINE { 0x7FF } else { 0xFFF });
+            let low11 = _mm256_set1_epi32(0x7FF);
+            let low9 = _mm256_set1_epi32(0x1FF);
             let one = _mm256_set1_epi32(1);
             let zero = _mm256_setzero_si256();
             let refill = REFILL4.as_ptr() as *const __m128i;
@@ -966,30 +1094,58 @@ mod simd {
                     let slots = tables[j].slots.as_ptr() as *const i32;
                     let symbols = tables[j].symbols32.as_ptr() as *const i32;
                     let mut sym = [zero; 4];
+                    let mut y = [zero; 4];
+                    let mut need = [zero; 4];
+                    let mut mask = 0usize;
                     for v in 0..4 {
                         let slot = _mm256_and_si256(x[j][v], low12);
                         // SAFETY: slot < 4096 = table.slots.len(), scaled by 4 bytes.
                         let e = unsafe { _mm256_i32gather_epi32::<4>(slots, slot) };
-                        let freq = _mm256_add_epi32(
-                            _mm256_and_si256(_mm256_srli_epi32::<12>(e), freq_mask),
-                            one,
-                        );
-                        let y = _mm256_add_epi32(
+                        // The inline layout keeps the frequency one shift from the gather
+                        // (the state's dependency chain); see `DecTable`.
+                        let (freq, offset) = if INLINE {
+                            (
+                                _mm256_srli_epi32::<20>(e),
+                                _mm256_and_si256(_mm256_srli_epi32::<9>(e), low11),
+                            )
+                        } else {
+                            (
+                                _mm256_add_epi32(
+                                    _mm256_and_si256(_mm256_srli_epi32::<12>(e), low12),
+                                    one,
+                                ),
+                                _mm256_and_si256(e, low12),
+                            )
+                        };
+                        y[v] = _mm256_add_epi32(
                             _mm256_mullo_epi32(
                                 freq,
                                 _mm256_srli_epi32::<{ PROB_BITS as i32 }>(x[j][v]),
                             ),
-                            _mm256_and_si256(e, low12),
+                            offset,
                         );
                         // y < RANS_L = 2^16 exactly when its high half is zero.
-                        let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
-                        let mask = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
-                        let (lo, hi) = (mask & 15, mask >> 4);
-                        let at_lo = pos[j];
+                        need[v] = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y[v]), zero);
+                        mask |=
+                            (_mm256_movemask_ps(_mm256_castsi256_ps(need[v])) as usize) << (8 * v);
+                        sym[v] = if INLINE {
+                            _mm256_and_si256(e, low9)
+                        } else {
+                            let idx = _mm256_srli_epi32::<24>(e);
+                            // SAFETY: idx < 256 = table.symbols32.len(), scaled by 4 bytes.
+                            unsafe { _mm256_i32gather_epi32::<4>(symbols, idx) }
+                        };
+                    }
+                    // Each half-vector's first word is found from the step's mask by one
+                    // popcount, not by a chain of them through the halves before it.
+                    for v in 0..4 {
+                        let (lo, hi) = ((mask >> (8 * v)) & 15, (mask >> (8 * v + 4)) & 15);
+                        let at_lo = pos[j] + (mask & ((1 << (8 * v)) - 1)).count_ones() as usize;
                         let at_hi = at_lo + lo.count_ones() as usize;
                         // SAFETY: at the step's start pos + 32 ≤ n_words, and at most 8v + 4
-                        // words were taken since, so the 4 words (8 bytes) at `at_lo` and at
-                        // `at_hi` are in bounds; `lo` and `hi` are below 16, REFILL4's length.
+                        // words are taken before `at_hi`, so the 4 words (8 bytes) at `at_lo`
+                        // and at `at_hi` are in bounds; `lo` and `hi` are below 16, REFILL4's
+                        // length.
                         let w = unsafe {
                             let words_lo = _mm_loadl_epi64(words[j].add(2 * at_lo) as *const _);
                             let words_hi = _mm_loadl_epi64(words[j].add(2 * at_hi) as *const _);
@@ -998,20 +1154,13 @@ mod simd {
                                 _mm_shuffle_epi8(words_lo, _mm_loadu_si128(refill.add(lo))),
                             )
                         };
-                        pos[j] = at_hi + hi.count_ones() as usize;
                         x[j][v] = _mm256_blendv_epi8(
-                            y,
-                            _mm256_or_si256(_mm256_slli_epi32::<16>(y), w),
-                            need,
+                            y[v],
+                            _mm256_or_si256(_mm256_slli_epi32::<16>(y[v]), w),
+                            need[v],
                         );
-                        sym[v] = if INLINE {
-                            _mm256_srli_epi32::<23>(e)
-                        } else {
-                            let idx = _mm256_srli_epi32::<24>(e);
-                            // SAFETY: idx < 256 = table.symbols32.len(), scaled by 4 bytes.
-                            unsafe { _mm256_i32gather_epi32::<4>(symbols, idx) }
-                        };
                     }
+                    pos[j] += mask.count_ones() as usize;
                     for half in 0..2 {
                         // Symbols are below 2^16, so the saturating pack is exact; it works
                         // per 128-bit lane, and the permute restores lane order.
