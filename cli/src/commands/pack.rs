@@ -80,7 +80,7 @@ fn pack_dir(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result<
     let steps: Vec<Step> = tree::plan(input, |path, rel, len| {
         let name = name_str(rel).unwrap_or("");
         if name.ends_with(SAFETENSORS) {
-            let data = map_input(path)?;
+            let data = fsutil::map_walked(path)?;
             mcodec::safetensors::parse(&data, data.len() as u64)
                 .map_err(|e| CliError::at(path, format!("not a valid safetensors file: {e}")))?;
             let mut dst = rel.as_os_str().to_owned();
@@ -104,9 +104,8 @@ fn pack_dir(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result<
         g.force,
         &steps,
         &bar,
-        |src, dst, w, progress| {
-            let data = map_input(src)?;
-            pack(&data, opts, w, progress).map_err(|e| blame(e, src, dst))?;
+        |data, src, dst, w, progress| {
+            pack(data, opts, w, progress).map_err(|e| blame(e, src, dst))?;
             Ok(())
         },
     )?;
