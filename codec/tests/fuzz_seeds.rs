@@ -65,15 +65,13 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
 }
 
 fn packed(input: &[u8], raw: Option<Dtype>) -> Vec<u8> {
-    let opts = PackOptions {
-        encode: EncodeOptions {
-            chunk_log2: 10,
-            // Small blocks so the seeds carry several table ids per chunk.
-            block_log2: 8,
-            ..Default::default()
-        },
-        raw_dtype: raw,
-    };
+    let mut opts = PackOptions::new().encode(EncodeOptions {
+        chunk_log2: 10,
+        // Small blocks so the seeds carry several table ids per chunk.
+        block_log2: 8,
+        ..Default::default()
+    });
+    opts.raw_dtype = raw;
     let mut out = Vec::new();
     pack(input, &opts, &mut out, &|_| {}).unwrap();
     out

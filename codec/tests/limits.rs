@@ -113,13 +113,7 @@ fn decode_scratch_is_sized_by_what_is_decoded_not_the_chunk_length() {
     let data: Vec<u8> = (0..n)
         .flat_map(|i| (((i * 7919) % 251) as u16 + 0x3c00).to_le_bytes())
         .collect();
-    let opts = PackOptions {
-        encode: mcodec::EncodeOptions {
-            chunk_log2: 22,
-            ..Default::default()
-        },
-        raw_dtype: Some(Dtype::BF16),
-    };
+    let opts = PackOptions::new().chunk_log2(22).raw_dtype(Dtype::BF16);
     let mut file = Vec::new();
     pack(&data, &opts, &mut file, &|_| {}).unwrap();
     let archive = Archive::open(&file).unwrap();

@@ -21,10 +21,8 @@ pub const SAFETENSORS: &str = ".safetensors";
 
 /// Runs `pack`.
 pub fn run(a: &PackArgs, g: &Global) -> Result<(), CliError> {
-    let opts = PackOptions {
-        encode: a.level.options(a.chunk_log2),
-        raw_dtype: a.dtype.clone(),
-    };
+    let mut opts = PackOptions::new().encode(a.level.options(a.chunk_log2));
+    opts.raw_dtype = a.dtype.clone();
     let is_dir = fs::metadata(&a.input).at(&a.input)?.is_dir();
     let out = match &a.output {
         Some(o) => o.clone(),
