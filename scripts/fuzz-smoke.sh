@@ -3,6 +3,7 @@
 # Usage: scripts/fuzz-smoke.sh [SECONDS_PER_TARGET]   (default 20; 0 skips)
 # Installs cargo-fuzz when missing. The stable toolchain accepts cargo-fuzz's nightly flags
 # under RUSTC_BOOTSTRAP=1. New inputs go to a scratch corpus, never to fuzz/corpus.
+# Targets: every [[bin]] of fuzz/Cargo.toml, as `cargo fuzz list` names them.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds=${1:-20}

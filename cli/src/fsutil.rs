@@ -12,7 +12,7 @@ use std::ops::Deref;
 use std::path::{Component, Path, PathBuf};
 
 pub use mcodec_store::outdir::DirOutput;
-use mcodec_store::outdir::{parent_dir, OutputError, TEMP_PREFIX};
+use mcodec_store::outdir::{create_temporary, parent_dir, OutputError, TEMP_PREFIX};
 use memmap2::Mmap;
 use tempfile::{Builder, NamedTempFile};
 
@@ -44,11 +44,53 @@ pub fn map_input(path: &Path) -> Result<Input, CliError> {
         return Err(CliError::at(path, "not a regular file"));
     }
     let file = File::open(path).at(path)?;
+    map_file(&file, path)
+}
+
+/// Opens the regular file `path` for reading without following a symlink in its last
+/// component: for files found by [`walk`], where a symlink swapped in after the walk
+/// must be refused, not followed (it could lead anywhere). FIFOs and devices are refused
+/// too (opened non-blocking, so a FIFO cannot hang the open).
+pub fn open_walked(path: &Path) -> Result<File, CliError> {
+    let mut options = File::options();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = match options.open(path) {
+        Ok(f) => f,
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(CliError::at(
+                path,
+                "became a symbolic link after the directory was read; refusing to follow it",
+            ))
+        }
+        Err(e) => return Err(CliError::at(path, e)),
+    };
+    if !file.metadata().at(path)?.is_file() {
+        return Err(CliError::at(
+            path,
+            "is no longer a regular file (changed after the directory was read)",
+        ));
+    }
+    Ok(file)
+}
+
+/// Maps `file` (opened from `path`) read-only.
+pub fn map_file(file: &File, path: &Path) -> Result<Input, CliError> {
     // SAFETY: the map is read-only and lives no longer than this `Input`. As with any
     // memory-mapped I/O, another process truncating the file meanwhile can fault the
     // process; the speed of zero-copy input is worth that, as for other tools.
-    let map = unsafe { Mmap::map(&file) }.at(path)?;
+    let map = unsafe { Mmap::map(file) }.at(path)?;
     Ok(Input { map })
+}
+
+/// Maps a file found by [`walk`] read-only, opened with [`open_walked`].
+pub fn map_walked(path: &Path) -> Result<Input, CliError> {
+    map_file(&open_walked(path)?, path)
 }
 
 /// `path` with `suffix` appended to its last component (`a/b` → `a/b.mcz`); a path such
@@ -142,11 +184,17 @@ pub fn write_atomic<T>(
     perms: Option<Permissions>,
     write: impl FnOnce(&mut BufWriter<&File>) -> Result<T, CliError>,
 ) -> Result<T, CliError> {
-    let tmp: NamedTempFile = Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(".tmp")
-        .tempfile_in(parent_dir(out))
-        .map_err(|e| OutputError::temporary(out, &e))?;
+    // Listed for the signal handler (`crate::signals`) until renamed into place.
+    let (tmp, listed) = create_temporary(
+        || {
+            Builder::new()
+                .prefix(TEMP_PREFIX)
+                .suffix(".tmp")
+                .tempfile_in(parent_dir(out))
+        },
+        NamedTempFile::path,
+    )
+    .map_err(|e| OutputError::temporary(out, &e))?;
     let value = {
         let mut w = BufWriter::with_capacity(WRITE_BUFFER, tmp.as_file());
         let value = write(&mut w)?;
@@ -157,7 +205,7 @@ pub fn write_atomic<T>(
     if let Some(p) = perms {
         tmp.as_file().set_permissions(p).at(out)?;
     }
-    // Dropping `tmp` on any error above deletes it.
+    // Dropping `listed` on any error above deletes the temporary.
     let done = if force {
         tmp.persist(out)
     } else {
@@ -170,6 +218,7 @@ pub fn write_atomic<T>(
             CliError::at(out, e.error)
         }
     })?;
+    listed.renamed();
     Ok(value)
 }
 
@@ -262,4 +311,46 @@ pub fn symlink(target: &Path, link: &Path) -> Result<(), CliError> {
 /// The name of `rel` as UTF-8, if it is.
 pub fn name_str(rel: &Path) -> Option<&str> {
     rel.file_name().and_then(|n| n.to_str())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// A file the walk listed, replaced by a symlink before it is opened (the race of
+    /// directory mode), is refused with its name, never followed.
+    #[test]
+    fn a_symlink_swapped_in_after_the_walk_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("tree");
+        fs::create_dir(&root).unwrap();
+        let secret = tmp.path().join("secret");
+        fs::write(&secret, b"outside the tree").unwrap();
+        let file = root.join("a.bin");
+        fs::write(&file, b"inside").unwrap();
+
+        let entries = walk(&root).unwrap();
+        assert!(matches!(entries[0].node, Node::File(6)));
+        assert_eq!(&*map_walked(&file).unwrap(), b"inside");
+
+        fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&secret, &file).unwrap();
+        for e in [
+            open_walked(&file).unwrap_err(),
+            map_walked(&file).err().unwrap(),
+        ] {
+            assert_eq!(e.path.as_deref(), Some(file.as_path()));
+            assert!(e.problem.contains("symbolic link"), "{}", e.problem);
+        }
+        // What an ordinary open would have read.
+        assert_eq!(&*map_input(&file).unwrap(), b"outside the tree");
+
+        // A FIFO in its place is refused too, without blocking.
+        fs::remove_file(&file).unwrap();
+        let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = open_walked(&file).unwrap_err();
+        assert!(e.problem.contains("regular file"), "{}", e.problem);
+    }
 }

@@ -7,6 +7,7 @@ mod commands;
 pub mod error;
 pub mod fsutil;
 mod progress;
+pub mod signals;
 
 use std::path::PathBuf;
 

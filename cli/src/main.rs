@@ -6,6 +6,8 @@ use clap::Parser;
 use mcodec_cli::{execute, Cli, CliError};
 
 fn run(cli: Cli) -> Result<(), CliError> {
+    // First of all: an interrupted command removes its temporaries.
+    mcodec_cli::signals::install()?;
     // A bad MCODEC_SIMD request stops the tool here, before any work, with one line
     // (the library alone would only warn and fall back).
     let simd = mcodec::simd::simd_level_from_env().map_err(|e| CliError {

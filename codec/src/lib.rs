@@ -10,6 +10,8 @@
 //! this crate (the GPU kernel) needs of the on-disk streams. The entropy coder and the
 //! float split are internal: their entry points take raw symbols and tables, which the
 //! layers above build and check.
+// Every type a public signature names must be reachable by its path (exported).
+#![warn(unnameable_types)]
 
 pub mod bytes;
 pub mod container;

@@ -872,7 +872,7 @@ fn decode_chunk_pair(
 /// Checks that `frame` is exactly one zstd frame (FORMAT.md §4.1: nothing after it, no
 /// second frame) whose declared content size, if it has one, is `len` bytes. Cheap: reads
 /// only the frame and block headers.
-pub fn check_zstd_frame(frame: &[u8], len: u64) -> Result<(), ZstdError> {
+pub(crate) fn check_zstd_frame(frame: &[u8], len: u64) -> Result<(), ZstdError> {
     let size =
         zstd::zstd_safe::find_frame_compressed_size(frame).map_err(|code| ZstdError::BadFrame {
             reason: zstd::zstd_safe::get_error_name(code),
@@ -894,7 +894,7 @@ pub fn check_zstd_frame(frame: &[u8], len: u64) -> Result<(), ZstdError> {
 }
 
 /// Order-0 entropy of a histogram, in bits per symbol.
-pub fn entropy_bits(hist: &[u64]) -> f64 {
+pub(crate) fn entropy_bits(hist: &[u64]) -> f64 {
     let total: u64 = hist.iter().sum();
     if total == 0 {
         return 0.0;

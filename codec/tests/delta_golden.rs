@@ -23,40 +23,15 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden/delta")
 }
 
-/// A deterministic fine-tune-shaped pair of `n` elements plus a ragged tail of one byte:
-/// values of mixed binades, untouched runs, small moves, and some arbitrary bit patterns.
+// The pair the golden deltas were made from is the `delta_decode` fuzz target's base of
+// seed 0 (so the golden deltas are that target's seeds too).
+#[path = "../../fuzz/src/checks/delta_decode.rs"]
+#[allow(dead_code)]
+mod delta_decode;
+
+/// A deterministic fine-tune-shaped pair of `n` elements plus a ragged tail of one byte.
 fn pair(dtype: &Dtype, n: usize) -> (Vec<u8>, Vec<u8>) {
-    let width = dtype.element_size().unwrap();
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
-    let (mut base, mut target) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let r = next();
-        let b: u64 = match width {
-            1 => r & 0xB7,
-            2 => (r & 0x83FF) | 0x3000,
-            4 => (r & 0x83FF_FFFF) | 0x3C00_0000,
-            _ => (r & 0x800F_FFFF_FFFF_FFFF) | 0x3F80_0000_0000_0000,
-        };
-        let t = match (i / 50) % 4 {
-            0 => b,
-            1 | 2 => b.wrapping_add((r >> 40) % 9).wrapping_sub(4),
-            _ if i % 97 == 0 => next(),
-            _ => b ^ ((r >> 20) & 0xF),
-        };
-        base.extend_from_slice(&b.to_le_bytes()[..width]);
-        target.extend_from_slice(&t.to_le_bytes()[..width]);
-    }
-    if width > 1 {
-        base.push(0x5A);
-        target.push(0xA5);
-    }
-    (base, target)
+    delta_decode::pair(dtype, n, 0)
 }
 
 const N: usize = 5003;

@@ -65,15 +65,13 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
 }
 
 fn packed(input: &[u8], raw: Option<Dtype>) -> Vec<u8> {
-    let opts = PackOptions {
-        encode: EncodeOptions {
-            chunk_log2: 10,
-            // Small blocks so the seeds carry several table ids per chunk.
-            block_log2: 8,
-            ..Default::default()
-        },
-        raw_dtype: raw,
-    };
+    let mut opts = PackOptions::new().encode(EncodeOptions {
+        chunk_log2: 10,
+        // Small blocks so the seeds carry several table ids per chunk.
+        block_log2: 8,
+        ..Default::default()
+    });
+    opts.raw_dtype = raw;
     let mut out = Vec::new();
     pack(input, &opts, &mut out, &|_| {}).unwrap();
     out
@@ -155,6 +153,56 @@ fn write_fuzz_seeds() {
         write("round_trip", name, &rt);
     }
     write_entropy_seeds(&mut seed);
+    write_delta_seeds();
+}
+
+#[path = "../../fuzz/src/checks/delta_decode.rs"]
+#[allow(dead_code)]
+mod delta_decode;
+
+/// Seeds of `delta_decode`: the golden first-layout ULP deltas, and deltas of the current
+/// layout (one chunk, and chunks of 64 elements) and BitX for every dtype.
+fn write_delta_seeds() {
+    use delta_decode::{input, pair, DTYPES};
+    use mcodec::delta::{encode_ulp_chunked, encode_with, DeltaMethod};
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden/delta");
+    for (sel, name) in ["bf16", "f16", "f32", "f64", "f8e4m3", "f8e5m2"]
+        .iter()
+        .enumerate()
+    {
+        let delta = std::fs::read(golden.join(format!("ulp1-{name}.bin"))).unwrap();
+        write(
+            "delta_decode",
+            &format!("ulp1-{name}"),
+            &input(sel as u8, 0, 5003, &delta),
+        );
+    }
+    for (sel, dtype) in DTYPES.iter().enumerate() {
+        let sel = sel as u8;
+        let n = 700;
+        let (base, target) = pair(dtype, n, 3);
+        let name = dtype.to_string().to_lowercase();
+        let bitx = encode_with(DeltaMethod::BitX, dtype, &base, &target).unwrap();
+        write(
+            "delta_decode",
+            &format!("bitx-{name}"),
+            &input(sel, 3, n as u16, &bitx),
+        );
+        if DeltaMethod::Ulp.supports(dtype) {
+            let one = encode_with(DeltaMethod::Ulp, dtype, &base, &target).unwrap();
+            write(
+                "delta_decode",
+                &format!("ulp2-{name}"),
+                &input(sel, 3, n as u16, &one),
+            );
+            let chunked = encode_ulp_chunked(dtype, &base, &target, 64).unwrap();
+            write(
+                "delta_decode",
+                &format!("ulp2-chunks-{name}"),
+                &input(sel, 3, n as u16, &chunked),
+            );
+        }
+    }
 }
 
 /// Seeds of the `rans_chunk` and `bitpack` targets, in the input layouts their sources

@@ -7,6 +7,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use common::{every_dtype_model, pack_small_chunks, unpack, with_index};
 use mcodec::container::{
@@ -16,12 +17,23 @@ use mcodec::entropy::stream::StreamDecoder;
 use mcodec::tensor::{Codec, TensorDecoder};
 use mcodec::Dtype;
 
-/// Records the largest single allocation of the current thread, so a test can show that a
-/// hostile claim was refused before anything was sized from it.
+/// Records the largest single allocation made on any thread (the decoders work on rayon's
+/// threads, not only the caller's), so a test can show that a hostile claim was refused
+/// before anything was sized from it. The tests of this file run one at a time
+/// ([`serial`]), so no other test's allocations count.
 struct PeakAlloc;
 
+/// The largest single allocation since [`largest_alloc`] reset it, on any thread.
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+/// Held by every test of this file: the allocation counters are process-wide.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
     /// Set on the threads of a [`measured_pool`]: their allocations also count in
     /// [`POOL_LIVE`] / [`POOL_PEAK`] (the decoder's work runs on pool threads, not the
     /// caller's).
@@ -42,11 +54,11 @@ fn count(grow: usize, shrink: usize) {
     POOL_PEAK.fetch_max(live, Ordering::Relaxed);
 }
 
-// SAFETY: forwards to the system allocator; the bookkeeping touches only a const
-// thread-local `Cell<usize>`, which neither allocates nor has a destructor.
+// SAFETY: forwards to the system allocator; the bookkeeping touches only atomics and a
+// const thread-local `Cell<bool>`, which neither allocate nor have a destructor.
 unsafe impl GlobalAlloc for PeakAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
         if measured() {
             count(layout.size(), 0);
         }
@@ -61,7 +73,7 @@ unsafe impl GlobalAlloc for PeakAlloc {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = LARGEST.try_with(|l| l.set(l.get().max(new_size)));
+        LARGEST.fetch_max(new_size, Ordering::Relaxed);
         if measured() {
             count(new_size, layout.size());
         }
@@ -73,11 +85,12 @@ unsafe impl GlobalAlloc for PeakAlloc {
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
 
-/// Runs `f` and returns its result with the largest allocation it made on this thread.
+/// Runs `f` and returns its result with the largest allocation made meanwhile, on any
+/// thread (by `f` and the pool threads it runs work on; the caller holds [`serial`]).
 fn largest_alloc<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    LARGEST.with(|l| l.set(0));
+    LARGEST.store(0, Ordering::Relaxed);
     let r = f();
-    (r, LARGEST.with(Cell::get))
+    (r, LARGEST.load(Ordering::Relaxed))
 }
 
 /// A pool whose threads' allocations count in [`POOL_PEAK`]. Its threads are kept, so
@@ -92,6 +105,7 @@ fn measured_pool(threads: usize) -> rayon::ThreadPool {
 
 #[test]
 fn decode_scratch_is_sized_by_what_is_decoded_not_the_chunk_length() {
+    let _serial = serial();
     // A small tensor written with the longest chunk the format allows (2^22 elements):
     // the decoder's per-thread field buffers used to be sized by the chunk length (8 MiB
     // per field and buffer, 64 MiB a thread at most), left resident by any few-KB file.
@@ -99,13 +113,7 @@ fn decode_scratch_is_sized_by_what_is_decoded_not_the_chunk_length() {
     let data: Vec<u8> = (0..n)
         .flat_map(|i| (((i * 7919) % 251) as u16 + 0x3c00).to_le_bytes())
         .collect();
-    let opts = PackOptions {
-        encode: mcodec::EncodeOptions {
-            chunk_log2: 22,
-            ..Default::default()
-        },
-        raw_dtype: Some(Dtype::BF16),
-    };
+    let opts = PackOptions::new().chunk_log2(22).raw_dtype(Dtype::BF16);
     let mut file = Vec::new();
     pack(&data, &opts, &mut file, &|_| {}).unwrap();
     let archive = Archive::open(&file).unwrap();
@@ -151,6 +159,7 @@ fn refuse(file: &[u8]) -> (ContainerError, usize) {
 
 #[test]
 fn a_tensor_of_2_pow_40_bytes_is_refused_before_allocation() {
+    let _serial = serial();
     // A BF16 tensor of one repeated value: both fields are Const streams (3 bytes each),
     // so only the index says how large it is.
     let file = raw_pack(&[0x80, 0x3f].repeat(4096), Dtype::BF16);
@@ -176,6 +185,7 @@ fn a_tensor_of_2_pow_40_bytes_is_refused_before_allocation() {
 
 #[test]
 fn const_claims_up_to_the_limit_decode_within_it() {
+    let _serial = serial();
     // The largest claim a file of this size may make decodes, in bounded pieces; one
     // element more is refused.
     let file = raw_pack(&[0x80, 0x3f].repeat(4096), Dtype::BF16);
@@ -206,6 +216,7 @@ fn const_claims_up_to_the_limit_decode_within_it() {
 
 #[test]
 fn the_writer_pads_files_that_compress_beyond_the_limit() {
+    let _serial = serial();
     let zeros = vec![0u8; 8 << 20];
     let file = raw_pack(&zeros, Dtype::BF16);
     assert!(file.len() as u64 * MAX_EXPANSION >= zeros.len() as u64);
@@ -219,6 +230,7 @@ fn the_writer_pads_files_that_compress_beyond_the_limit() {
 
 #[test]
 fn shapes_whose_product_overflows_are_refused() {
+    let _serial = serial();
     let file = pack_small_chunks(&every_dtype_model(1));
     let mut index = index_of(&file);
     let t = &mut index.tensors[0];
@@ -233,6 +245,7 @@ fn shapes_whose_product_overflows_are_refused() {
 
 #[test]
 fn tensor_counts_and_offsets_beyond_the_file_are_refused() {
+    let _serial = serial();
     let file = pack_small_chunks(&every_dtype_model(1));
     let index = index_of(&file);
     let at = common::index_offset(&file);
@@ -288,6 +301,7 @@ fn tensor_counts_and_offsets_beyond_the_file_are_refused() {
 
 #[test]
 fn stream_sizes_that_overflow_are_refused() {
+    let _serial = serial();
     // Symbol counts near usize::MAX must not overflow the size computations.
     let rans = {
         let mut s = vec![2u8, 1, 5];
@@ -325,6 +339,7 @@ fn stream_sizes_that_overflow_are_refused() {
 
 #[test]
 fn trailing_zstd_frames_and_wrong_declared_sizes_are_refused() {
+    let _serial = serial();
     let data: Vec<u8> = (0..4000u32).flat_map(|i| (i / 9).to_le_bytes()).collect();
     let one = zstd::bulk::compress(&data, 3).unwrap();
     let dec = TensorDecoder::new(Codec::Zstd, 0, data.len(), &[&one]).unwrap();
@@ -346,6 +361,7 @@ fn trailing_zstd_frames_and_wrong_declared_sizes_are_refused() {
 
 #[test]
 fn nonzero_padding_is_refused() {
+    let _serial = serial();
     let file = pack_small_chunks(&every_dtype_model(1));
     let index = index_of(&file);
     // The gap after the first stream that does not end on the alignment.

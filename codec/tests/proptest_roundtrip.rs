@@ -327,7 +327,7 @@ proptest! {
             tensors.push((dtype, size, data));
         }
         let input = safetensors(&tensors);
-        let count = container_round_trip(&input, PackOptions { encode: opts, raw_dtype: None })?;
+        let count = container_round_trip(&input, PackOptions::new().encode(opts))?;
         prop_assert_eq!(count, tensors.len());
     }
 
@@ -338,7 +338,7 @@ proptest! {
         opts in options(),
     ) {
         data.extend_from_slice(&tail[..tail.len().min(fmt.bytes() - 1)]);
-        let count = container_round_trip(&data, PackOptions { encode: opts, raw_dtype: Some(fmt.dtype()) })?;
+        let count = container_round_trip(&data, PackOptions::new().encode(opts).raw_dtype(fmt.dtype()))?;
         let has_tail = data.len() % fmt.bytes() != 0;
         prop_assert_eq!(count, 1 + usize::from(has_tail));
     }

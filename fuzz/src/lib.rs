@@ -3,3 +3,4 @@
 
 pub mod checks;
 pub mod gpu_plan;
+pub mod store_object;

@@ -31,10 +31,7 @@ fn main() -> ExitCode {
         .map_err(|e| e.to_string())
         .and_then(|data| {
             let mut out = Vec::new();
-            let opts = PackOptions {
-                encode,
-                raw_dtype: None,
-            };
+            let opts = PackOptions::new().encode(encode);
             pack(&data, &opts, &mut out, &|_| {}).map_err(|e| e.to_string())?;
             std::fs::write(output, &out).map_err(|e| e.to_string())
         });

@@ -11,11 +11,15 @@
 //! that could drift from the source); [`mirror`] is the kernel's algorithm in Rust, which
 //! CI runs against the CPU decoder; the CUDA driver is reached through `cudarc` with
 //! dynamic loading, so this crate builds and its tests run on machines without CUDA.
-#![warn(missing_docs)]
+#![warn(missing_docs, unnameable_types)]
 
 pub mod bench;
 mod gpu;
+// The host-side plan and the kernel's CPU mirror are public for the `gpu_plan` fuzz target,
+// the Python loader and the tests, not an API: hidden from the docs.
+#[doc(hidden)]
 pub mod mirror;
+#[doc(hidden)]
 pub mod plan;
 
 pub use gpu::{
@@ -44,6 +48,7 @@ pub fn gpu_required() -> bool {
 
 /// Where each tensor of a group lands in one output buffer: back to back, each at a
 /// multiple of [`OUTPUT_ALIGN`]. Returns the offsets and the total size.
+#[doc(hidden)]
 pub fn output_layout(prepared: &[PreparedTensor], tensors: &[usize]) -> (Vec<u64>, u64) {
     let mut at = 0u64;
     let offsets = tensors
@@ -60,6 +65,7 @@ pub fn output_layout(prepared: &[PreparedTensor], tensors: &[usize]) -> (Vec<u64
 /// The kernel work of decoding `tensors` of `prepared` into a buffer at `dst`, with the
 /// arena at `arena` and the tables at `tables`: the kernel descriptors, and the
 /// CPU-decoded tensors as (arena offset, output offset, length) copies.
+#[doc(hidden)]
 pub fn launch_work(
     prepared: &[PreparedTensor],
     tensors: &[usize],
@@ -101,6 +107,7 @@ pub struct RawTarget {
 /// the arena at `arena` and the tables at `tables`: the kernel descriptors, and the
 /// CPU-decoded tensors as (arena offset, destination address, length) copies. Refuses a
 /// target whose length is not its tensor's or whose address is not 16-byte aligned.
+#[doc(hidden)]
 pub fn raw_work(
     prepared: &[PreparedTensor],
     targets: &[RawTarget],
@@ -142,6 +149,7 @@ pub fn raw_work(
 /// Decodes `targets` of `prepared` with the CPU mirror of the kernel into `out`, which
 /// stands for device memory at address `base` (each target's address lies in it): what
 /// [`GpuModel::decode_into_raw`] does on the device.
+#[doc(hidden)]
 pub fn mirror_decode_raw(
     prepared: &Prepared,
     targets: &[RawTarget],
@@ -206,6 +214,7 @@ pub struct CorruptChunk {
 
 /// Decodes `tensors` of `prepared` with the CPU mirror of the kernel, into one buffer laid
 /// out by [`output_layout`]. Returns the buffer and the offsets.
+#[doc(hidden)]
 pub fn mirror_decode(
     prepared: &Prepared,
     tensors: &[usize],
@@ -301,6 +310,7 @@ pub struct DecodedMismatch {
 }
 
 /// Checks the decoded bytes of tensor `t` against the original's xxh3-64.
+#[doc(hidden)]
 pub fn check_tensor(t: &PreparedTensor, bytes: &[u8]) -> Result<(), DecodedMismatch> {
     let computed = xxhash_rust::xxh3::xxh3_64(bytes);
     if computed == t.checksum && bytes.len() as u64 == t.out_len {
@@ -317,6 +327,7 @@ pub fn check_tensor(t: &PreparedTensor, bytes: &[u8]) -> Result<(), DecodedMisma
 /// Checks the tensors `which` chooses of a group's output `out` (laid out by
 /// [`output_layout`] for `tensors` of `prepared`, at `offsets`) against the originals'
 /// xxh3-64. Returns how many tensors were checked.
+#[doc(hidden)]
 pub fn check_decoded(
     prepared: &[PreparedTensor],
     tensors: &[usize],

@@ -119,10 +119,7 @@ fn prepare(
         encode.chunk_log2 = c;
         encode.block_log2 = encode.block_log2.min(c);
     }
-    let opts = PackOptions {
-        encode,
-        raw_dtype: None,
-    };
+    let opts = PackOptions::new().encode(encode);
     let parts = order
         .iter()
         .map(|&i| {

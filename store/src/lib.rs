@@ -7,7 +7,7 @@
 //! [`manifest`] is written, last and atomically, through a [`backend::Backend`] that object
 //! storage can implement. Layers: [`key`] → [`object`] → [`backend`] → [`manifest`] →
 //! [`Store`].
-#![warn(missing_docs)]
+#![warn(missing_docs, unnameable_types)]
 
 mod add;
 pub mod backend;

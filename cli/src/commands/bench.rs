@@ -34,10 +34,8 @@ pub fn run(a: &BenchArgs, g: &Global) -> Result<(), CliError> {
     } else {
         Cow::Borrowed(&data)
     };
-    let opts = PackOptions {
-        encode: a.level.options(a.chunk_log2),
-        raw_dtype,
-    };
+    let mut opts = PackOptions::new().encode(a.level.options(a.chunk_log2));
+    opts.raw_dtype = raw_dtype;
     let repeats = a.repeat as usize;
     let bar = Bar::steps(2 * repeats as u64, g.quiet);
 

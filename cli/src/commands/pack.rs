@@ -21,10 +21,8 @@ pub const SAFETENSORS: &str = ".safetensors";
 
 /// Runs `pack`.
 pub fn run(a: &PackArgs, g: &Global) -> Result<(), CliError> {
-    let opts = PackOptions {
-        encode: a.level.options(a.chunk_log2),
-        raw_dtype: a.dtype.clone(),
-    };
+    let mut opts = PackOptions::new().encode(a.level.options(a.chunk_log2));
+    opts.raw_dtype = a.dtype.clone();
     let is_dir = fs::metadata(&a.input).at(&a.input)?.is_dir();
     let out = match &a.output {
         Some(o) => o.clone(),
@@ -80,7 +78,7 @@ fn pack_dir(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result<
     let steps: Vec<Step> = tree::plan(input, |path, rel, len| {
         let name = name_str(rel).unwrap_or("");
         if name.ends_with(SAFETENSORS) {
-            let data = map_input(path)?;
+            let data = fsutil::map_walked(path)?;
             mcodec::safetensors::parse(&data, data.len() as u64)
                 .map_err(|e| CliError::at(path, format!("not a valid safetensors file: {e}")))?;
             let mut dst = rel.as_os_str().to_owned();
@@ -104,9 +102,8 @@ fn pack_dir(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result<
         g.force,
         &steps,
         &bar,
-        |src, dst, w, progress| {
-            let data = map_input(src)?;
-            pack(&data, opts, w, progress).map_err(|e| blame(e, src, dst))?;
+        |data, src, dst, w, progress| {
+            pack(data, opts, w, progress).map_err(|e| blame(e, src, dst))?;
             Ok(())
         },
     )?;

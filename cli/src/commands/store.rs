@@ -306,11 +306,9 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
                     output,
                     g.force,
                     !no_sync,
-                    &mcodec::container::PackOptions {
-                        // What `mcodec pack` uses by default.
-                        encode: crate::Level::Default.options(None),
-                        raw_dtype: None,
-                    },
+                    // What `mcodec pack` uses by default.
+                    &mcodec::container::PackOptions::new()
+                        .encode(crate::Level::Default.options(None)),
                 ),
             }
             .map_err(err);

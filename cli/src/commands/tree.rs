@@ -3,11 +3,11 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{CliError, Context};
-use crate::fsutil::{self, DirOutput, Node};
+use crate::fsutil::{self, DirOutput, Input, Node};
 use crate::progress::Bar;
 
 /// What becomes of one entry of the input tree.
@@ -123,8 +123,10 @@ pub fn stays_inside(rel: &Path, target: &Path) -> bool {
 }
 
 /// Carries out `steps` from `input` into a temporary directory that becomes `out` only
-/// when all succeeded. `convert(src, dst, writer, progress)` writes one converted file
-/// and reports its progress in the units [`plan`] gave it.
+/// when all succeeded. `convert(input, src, dst, writer, progress)` writes one converted
+/// file from the mapped `input` (read from `src`) and reports its progress in the units
+/// [`plan`] gave it. Files are opened without following symlinks ([`fsutil::open_walked`]):
+/// one swapped in since the walk fails the run.
 pub fn build(
     input: &Path,
     out: &Path,
@@ -132,6 +134,7 @@ pub fn build(
     steps: &[Step],
     bar: &Bar,
     mut convert: impl FnMut(
+        &Input,
         &Path,
         &Path,
         &mut BufWriter<&File>,
@@ -153,26 +156,28 @@ pub fn build(
                 ..e
             })?,
             Action::Copy => {
+                let mut from = fsutil::open_walked(&src)?;
+                let perms = from.metadata().at(&src)?.permissions();
+                let mut file = create(&dst, &shown)?;
                 stats.bytes_in += step.units;
-                stats.bytes_out += fs::copy(&src, &dst).at(&src)?;
-                File::open(&dst).and_then(|f| f.sync_all()).at(&shown)?;
+                stats.bytes_out += io::copy(&mut from, &mut file).at(&src)?;
+                file.sync_all().at(&shown)?;
+                file.set_permissions(perms).at(&shown)?;
                 stats.copied += 1;
             }
             Action::Convert => {
-                stats.bytes_in += fs::metadata(&src).at(&src)?.len();
-                let file = File::options()
-                    .write(true)
-                    .create_new(true)
-                    .open(&dst)
-                    .at(&shown)?;
+                let from = fsutil::open_walked(&src)?;
+                let meta = from.metadata().at(&src)?;
+                let input = fsutil::map_file(&from, &src)?;
+                stats.bytes_in += meta.len();
+                let file = create(&dst, &shown)?;
                 {
                     let mut w = BufWriter::with_capacity(1 << 20, &file);
-                    convert(&src, &shown, &mut w, &|d| bar.set(done + d))?;
+                    convert(&input, &src, &shown, &mut w, &|d| bar.set(done + d))?;
                     w.flush().at(&shown)?;
                 }
                 file.sync_all().at(&shown)?;
-                let perms = fs::metadata(&src).at(&src)?.permissions();
-                file.set_permissions(perms).at(&shown)?;
+                file.set_permissions(meta.permissions()).at(&shown)?;
                 stats.bytes_out += file.metadata().at(&shown)?.len();
                 stats.converted += 1;
             }
@@ -182,6 +187,15 @@ pub fn build(
     }
     dir.finish()?;
     Ok(stats)
+}
+
+/// Creates the new file `dst` (shown as `shown` in errors).
+fn create(dst: &Path, shown: &Path) -> Result<File, CliError> {
+    File::options()
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .at(shown)
 }
 
 /// The summary line of a directory conversion.

@@ -75,7 +75,7 @@ fn unpack_dir(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
         if !name_str(rel).is_some_and(|n| n.ends_with(&suffix)) {
             return Ok(None);
         }
-        let data = map_input(path)?;
+        let data = fsutil::map_walked(path)?;
         let original = Archive::open(&data).at(path)?.index().original_len;
         let dst: PathBuf = fsutil::strip_suffix(rel, MCZ)?
             .ok_or_else(|| CliError::at(path, "cannot derive the unpacked name"))?;
@@ -89,9 +89,8 @@ fn unpack_dir(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
         g.force,
         &steps,
         &bar,
-        |src, dst, w, progress| {
-            let data = map_input(src)?;
-            let archive = Archive::open(&data).at(src)?;
+        |data, src, dst, w, progress| {
+            let archive = Archive::open(data).at(src)?;
             archive
                 .unpack_to(w, progress)
                 .map_err(|e| blame(e, src, dst))

@@ -374,16 +374,7 @@ impl<'a> Archive<'a> {
             decoder.decode(out).map_err(tensor_error)?;
             xxh3_64(out)
         };
-        if computed != t.checksum {
-            return Err(ContainerError::Checksum {
-                what: Part::Tensor {
-                    name: t.name.clone(),
-                },
-                stored: t.checksum,
-                computed,
-            });
-        }
-        Ok(())
+        check_tensor(t, computed)
     }
 
     /// Decodes the whole original file into `out` (exactly its length), tensors in
@@ -445,16 +436,7 @@ impl<'a> Archive<'a> {
                         source,
                     },
                 })?;
-            let computed = hasher.digest();
-            if computed != t.checksum {
-                return Err(ContainerError::Checksum {
-                    what: Part::Tensor {
-                        name: t.name.clone(),
-                    },
-                    stored: t.checksum,
-                    computed,
-                });
-            }
+            check_tensor(t, hasher.digest())?;
         }
         out.flush()?;
         Ok(())
@@ -502,4 +484,18 @@ fn check_padding(bytes: &[u8], index: &Index, index_offset: u64) -> Result<(), C
         covered = covered.max(end);
     }
     Ok(())
+}
+
+/// Compares the checksum `computed` over a decoded tensor with the one `t` stores.
+fn check_tensor(t: &TensorEntry, computed: u64) -> Result<(), ContainerError> {
+    if computed == t.checksum {
+        return Ok(());
+    }
+    Err(ContainerError::Checksum {
+        what: Part::Tensor {
+            name: t.name.clone(),
+        },
+        stored: t.checksum,
+        computed,
+    })
 }

@@ -2,7 +2,8 @@
 //! encoded in parallel batches, streams written as they are done, then the index and the
 //! trailer.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
@@ -14,19 +15,159 @@ use super::{
 };
 use crate::dtype::Dtype;
 use crate::entropy::stream::CodedStream;
+use crate::entropy::stream::Effort;
 use crate::safetensors;
 use crate::tensor::{self, EncodeOptions};
 
 /// Input bytes encoded together before they are written out.
 const BATCH_BYTES: u64 = 256 << 20;
 
-/// Options for [`pack`].
+/// Options for [`pack`], built with chained setters that also pack:
+///
+/// ```
+/// use mcodec::container::{Archive, PackOptions};
+/// use mcodec::{Dtype, Effort};
+///
+/// let weights: Vec<u8> = (0..4096u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+/// let mut packed = Vec::new();
+/// PackOptions::new()
+///     .effort(Effort::Max)
+///     .threads(2)
+///     .raw_dtype(Dtype::F32)
+///     .pack_reader(std::io::Cursor::new(&weights), &mut packed)?;
+/// let mut back = Vec::new();
+/// Archive::open(&packed)?.unpack_to(&mut back, &|_| {})?;
+/// assert_eq!(back, weights);
+/// # Ok::<(), mcodec::container::ContainerError>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct PackOptions {
     /// Tensor encoder settings.
     pub encode: EncodeOptions,
     /// Pack the input as raw elements of this dtype instead of parsing safetensors.
     pub raw_dtype: Option<Dtype>,
+    /// Worker threads of the packing methods (`None`: the caller's rayon pool, by
+    /// default one thread per core). The free functions [`pack`] and [`pack_parts`]
+    /// always use the caller's pool.
+    pub threads: Option<usize>,
+}
+
+impl PackOptions {
+    /// The defaults: effort [`Effort::Default`], safetensors input, all cores.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How hard the encoder searches for tables.
+    pub fn effort(mut self, effort: Effort) -> Self {
+        self.encode.effort = effort;
+        self
+    }
+
+    /// Chunk length exponent (`mcodec::tensor::CHUNK_LOG2_RANGE`); packing refuses one
+    /// outside it.
+    pub fn chunk_log2(mut self, chunk_log2: u8) -> Self {
+        self.encode.chunk_log2 = chunk_log2;
+        self
+    }
+
+    /// Every tensor encoder setting at once.
+    pub fn encode(mut self, encode: EncodeOptions) -> Self {
+        self.encode = encode;
+        self
+    }
+
+    /// Packs the input as raw elements of `dtype` instead of parsing it as safetensors.
+    pub fn raw_dtype(mut self, dtype: Dtype) -> Self {
+        self.raw_dtype = Some(dtype);
+        self
+    }
+
+    /// Packs on a pool of `threads` worker threads of its own (at least one).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads.max(1));
+        self
+    }
+
+    /// [`pack`]s `input` into `out` with these options.
+    pub fn pack<W: Write + Send>(&self, input: &[u8], out: W) -> Result<PackStats, ContainerError> {
+        self.pack_with_progress(input, out, &|_| {})
+    }
+
+    /// [`Self::pack`], calling `progress` with the input bytes done so far.
+    pub fn pack_with_progress<W: Write + Send>(
+        &self,
+        input: &[u8],
+        out: W,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<PackStats, ContainerError> {
+        self.in_pool(|| pack(input, self, out, progress))
+    }
+
+    /// Packs everything `input` holds, from its start: the bytes are read into memory
+    /// (one buffer of the input's length, refused with [`ContainerError::Io`] if it
+    /// cannot be had) and packed from there. For a file, [`Self::pack_path`] maps it
+    /// instead.
+    pub fn pack_reader<R: Read + Seek, W: Write + Send>(
+        &self,
+        mut input: R,
+        out: W,
+    ) -> Result<PackStats, ContainerError> {
+        let len = input.seek(SeekFrom::End(0))?;
+        input.seek(SeekFrom::Start(0))?;
+        let mut bytes = Vec::new();
+        usize::try_from(len)
+            .ok()
+            .and_then(|n| bytes.try_reserve_exact(n).ok())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!("cannot hold the {len}-byte input in memory"),
+                )
+            })?;
+        input.take(len).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("input ended after {} of {len} bytes", bytes.len()),
+            )
+            .into());
+        }
+        self.pack(&bytes, out)
+    }
+
+    /// Packs the file at `path` over a read-only memory map (the file must not be
+    /// truncated meanwhile, as for every mapped input).
+    pub fn pack_path<W: Write + Send>(
+        &self,
+        path: impl AsRef<Path>,
+        out: W,
+    ) -> Result<PackStats, ContainerError> {
+        let file = std::fs::File::open(path)?;
+        if file.metadata()?.len() == 0 {
+            // An empty file cannot be mapped everywhere; it packs like empty bytes.
+            return self.pack(&[], out);
+        }
+        // SAFETY: read-only map, dropped before returning; truncation of the file by
+        // another process meanwhile is the documented limit of mapped input.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        self.pack(&map, out)
+    }
+
+    /// Runs `f` on this pack's own pool when [`Self::threads`] asked for one.
+    fn in_pool<T: Send>(
+        &self,
+        f: impl FnOnce() -> Result<T, ContainerError> + Send,
+    ) -> Result<T, ContainerError> {
+        match self.threads {
+            None => f(),
+            Some(n) => rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .map_err(|e| io::Error::other(format!("cannot start {n} threads: {e}")))?
+                .install(f),
+        }
+    }
 }
 
 /// Sizes of a finished pack.

@@ -144,6 +144,26 @@ pub fn encode_with(
     }
 }
 
+/// [`encode_with`] ULP in chunks of `chunk_elems` elements (a positive multiple of 4) instead
+/// of the default 2^16: for fuzz seeds and tests, which need deltas of several chunks
+/// without megabytes of tensor. Only with the hidden `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub fn encode_ulp_chunked(
+    dtype: &Dtype,
+    base: &[u8],
+    target: &[u8],
+    chunk_elems: usize,
+) -> Result<Vec<u8>, DeltaError> {
+    if base.len() != target.len() {
+        return Err(DeltaError::LengthMismatch {
+            base: base.len(),
+            target: target.len(),
+        });
+    }
+    ulp::encode_chunked(dtype, base, target, chunk_elems)
+}
+
 /// The method a delta was coded with.
 pub fn method_of(delta: &[u8]) -> Result<DeltaMethod, DeltaError> {
     let id = *delta.first().ok_or(DeltaError::UnknownMethod(0))?;

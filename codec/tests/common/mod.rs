@@ -142,14 +142,11 @@ pub fn every_dtype_model(scale: usize) -> Vec<u8> {
 /// Packs with chunks of 1024 elements and blocks of 256, so small tensors have several
 /// chunks and tables.
 pub fn pack_small_chunks(input: &[u8]) -> Vec<u8> {
-    let opts = PackOptions {
-        encode: EncodeOptions {
-            chunk_log2: 10,
-            block_log2: 8,
-            ..Default::default()
-        },
-        raw_dtype: None,
-    };
+    let opts = PackOptions::new().encode(EncodeOptions {
+        chunk_log2: 10,
+        block_log2: 8,
+        ..Default::default()
+    });
     let mut out = Vec::new();
     pack(input, &opts, &mut out, &|_| {}).unwrap();
     out

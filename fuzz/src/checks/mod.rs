@@ -5,6 +5,7 @@
 
 pub mod bitpack;
 pub mod container_open;
+pub mod delta_decode;
 pub mod poison;
 pub mod rans_chunk;
 pub mod round_trip;
@@ -17,6 +18,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
     match target {
         "bitpack" => bitpack::check(data),
         "container_open" => container_open::check(data),
+        "delta_decode" => delta_decode::check(data),
         "poison" => poison::check(data),
         "rans_chunk" => rans_chunk::check(data),
         "round_trip" => round_trip::check(data),

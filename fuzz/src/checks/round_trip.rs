@@ -54,10 +54,7 @@ pub fn check(input: &[u8]) {
     );
 
     if opt & 0x40 != 0 {
-        let popts = PackOptions {
-            encode: opts,
-            raw_dtype: Some(dtype.clone()),
-        };
+        let popts = PackOptions::new().encode(opts).raw_dtype(dtype.clone());
         let mut packed = Vec::new();
         pack(data, &popts, &mut packed, &|_| {}).expect("pack raw");
         let archive = Archive::open(&packed).expect("open what pack wrote");

@@ -41,10 +41,7 @@ pub fn minilm_mcz() -> Result<Vec<u8>, String> {
 /// Packs `input` (a safetensors file) with `encode`.
 pub fn pack_with(input: &[u8], encode: EncodeOptions) -> Vec<u8> {
     let mut out = Vec::new();
-    let opts = PackOptions {
-        encode,
-        raw_dtype: None,
-    };
+    let opts = PackOptions::new().encode(encode);
     pack(input, &opts, &mut out, &|_| {}).expect("pack");
     out
 }
