@@ -183,7 +183,18 @@ impl PyArchive {
                 // own beside the decoders).
                 archive.prefetch();
             }
-            pool::run(threads, || work.par_iter().try_for_each(decode))
+            pool::run(threads, || {
+                // Tensors of an eighth of the load or more decode first, one after the
+                // other, each on every thread: their compressed pages are released early
+                // instead of staying resident beside nearly the whole decoded model
+                // (all-MiniLM's embedding, half the model, finished last in plain file
+                // order: peak RSS 1.41x the model, 1.15x this way, and faster).
+                let total: usize = work.iter().map(|t| t.len).sum();
+                let (big, rest): (Vec<&Target>, Vec<&Target>) =
+                    work.iter().partition(|t| t.len > 0 && t.len >= total / 8);
+                big.into_iter().try_for_each(decode)?;
+                rest.par_iter().try_for_each(|t| decode(t))
+            })
         })?
         .map_err(|e| container(&self.path, e))
     }
