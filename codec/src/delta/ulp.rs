@@ -870,12 +870,18 @@ fn decode_w<const W: usize>(
         .zip(out.par_chunks_mut(chunk * W))
         .zip(pieces)
         .enumerate()
-        .try_for_each(|(i, ((b, o), bytes))| {
-            decode_stream::<W>(&ctx, b, o, bytes).map_err(|e| match e {
-                DeltaError::Corrupt(m) => DeltaError::Corrupt(format!("chunk {i}: {m}")),
-                e => e,
-            })
+        // The first damaged chunk in file order is the one reported, whichever thread
+        // fails first: the same input always gives the same error (the fuzz target
+        // `delta_decode` found two damaged chunks reported by turns).
+        .find_map_first(|(i, ((b, o), bytes))| {
+            decode_stream::<W>(&ctx, b, o, bytes)
+                .map_err(|e| match e {
+                    DeltaError::Corrupt(m) => DeltaError::Corrupt(format!("chunk {i}: {m}")),
+                    e => e,
+                })
+                .err()
         })
+        .map_or(Ok(()), Err)
 }
 
 /// Decodes one stream (a layout-1 delta's, or a chunk's) of `base.len() / W` elements.
