@@ -74,10 +74,18 @@ pub fn check(data: &[u8]) {
             chunk_log2,
             stream_lens,
         } => {
+            let raw_len = meta.raw_len;
             let decode = |poison: u8| {
                 let mut out = vec![poison; len];
-                object::decode_plain_into(codec, chunk_log2, &stream_lens, payload, &mut out)
-                    .map(|()| out)
+                object::decode_plain_into(
+                    codec,
+                    chunk_log2,
+                    &stream_lens,
+                    payload,
+                    raw_len,
+                    &mut out,
+                )
+                .map(|()| out)
             };
             let (zeros, ones) = (decode(0x00), decode(0xFF));
             assert_eq!(
@@ -86,8 +94,15 @@ pub fn check(data: &[u8]) {
             );
             let mut wrong = vec![0u8; len + 1];
             assert!(
-                object::decode_plain_into(codec, chunk_log2, &stream_lens, payload, &mut wrong)
-                    .is_err(),
+                object::decode_plain_into(
+                    codec,
+                    chunk_log2,
+                    &stream_lens,
+                    payload,
+                    raw_len,
+                    &mut wrong
+                )
+                .is_err(),
                 "plain object decodes into a buffer of the wrong length"
             );
             if let Ok(bytes) = zeros {
@@ -107,7 +122,7 @@ pub fn check(data: &[u8]) {
                     panic!("a re-encoded plain object does not split");
                 };
                 let mut back = vec![0x77u8; len];
-                object::decode_plain_into(codec, chunk_log2, &stream_lens, p, &mut back)
+                object::decode_plain_into(codec, chunk_log2, &stream_lens, p, raw_len, &mut back)
                     .expect("a re-encoded plain object decodes");
                 assert!(
                     back == bytes,

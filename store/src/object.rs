@@ -133,6 +133,14 @@ pub enum ObjectError {
         /// Bytes left in the object.
         left: usize,
     },
+    /// The buffer to decode into is not the object's decoded length.
+    #[error("object decodes to {expected} bytes, the buffer holds {found}")]
+    OutputLen {
+        /// The buffer's length.
+        found: u64,
+        /// The header's decoded length.
+        expected: u64,
+    },
     /// Bytes follow the last stream.
     #[error("object payload does not decode: {count} bytes after the last stream")]
     TrailingBytes {
@@ -565,8 +573,17 @@ pub fn decode_plain_into(
     chunk_log2: u8,
     stream_lens: &[u64],
     payload: &[u8],
+    raw_len: u64,
     out: &mut [u8],
 ) -> Result<(), ObjectError> {
+    // Not every codec's streams record their element count (constant and packed fields
+    // fit several lengths): the header's length is the one to decode.
+    if out.len() as u64 != raw_len {
+        return Err(ObjectError::OutputLen {
+            found: out.len() as u64,
+            expected: raw_len,
+        });
+    }
     let mut streams = Vec::with_capacity(stream_lens.len());
     let mut rest = payload;
     for (i, &len) in stream_lens.iter().enumerate() {
@@ -732,7 +749,15 @@ mod tests {
             panic!("not plain")
         };
         let mut out = vec![1u8; zeros.len()];
-        decode_plain_into(codec, chunk_log2, &stream_lens, payload, &mut out).unwrap();
+        decode_plain_into(
+            codec,
+            chunk_log2,
+            &stream_lens,
+            payload,
+            out.len() as u64,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, zeros);
         // Padding must be zeros and within the object.
         let mut bad = obj.clone();

@@ -89,14 +89,21 @@ impl Store {
         match (header, base) {
             (
                 Header::Plain {
+                    meta: plain,
                     codec,
                     chunk_log2,
                     stream_lens,
-                    ..
                 },
                 _,
-            ) => object::decode_plain_into(*codec, *chunk_log2, stream_lens, payload, out)
-                .map_err(obj_err(*key))?,
+            ) => object::decode_plain_into(
+                *codec,
+                *chunk_log2,
+                stream_lens,
+                payload,
+                plain.raw_len,
+                out,
+            )
+            .map_err(obj_err(*key))?,
             (Header::Delta { .. }, Some(base)) => delta::decode(&meta.dtype, base, payload, out)
                 .map_err(|e| StoreError::Object {
                     key: *key,
