@@ -35,6 +35,11 @@ impl Deref for Input {
 
 /// Maps the regular file `path` read-only.
 pub fn map_input(path: &Path) -> Result<Input, CliError> {
+    map_file(&open_input(path)?, path)
+}
+
+/// Opens the regular file `path` for reading, refusing directories and special files.
+pub fn open_input(path: &Path) -> Result<File, CliError> {
     // Checked before opening: opening a FIFO would block.
     let meta = fs::metadata(path).at(path)?;
     if meta.is_dir() {
@@ -43,8 +48,7 @@ pub fn map_input(path: &Path) -> Result<Input, CliError> {
     if !meta.is_file() {
         return Err(CliError::at(path, "not a regular file"));
     }
-    let file = File::open(path).at(path)?;
-    map_file(&file, path)
+    File::open(path).at(path)
 }
 
 /// Opens the regular file `path` for reading without following a symlink in its last

@@ -663,6 +663,40 @@ impl<'a> TensorDecoder<'a> {
         Ok(())
     }
 
+    /// For codecs that decode any range of chunks: `max_bytes` rounded down to whole
+    /// chunk pairs (at least one pair), the piece size for [`Self::decode_at`]. `None`
+    /// for codecs that decode only front to back (stored, zstd).
+    pub(crate) fn piece_bytes(&self, max_bytes: usize) -> Option<usize> {
+        let DecoderBody::Split(layout, _) = &self.body else {
+            return None;
+        };
+        let pair_bytes = 2 * (1usize << self.chunk_log2) * layout.element_size();
+        Some((max_bytes / pair_bytes).max(1) * pair_bytes)
+    }
+
+    /// Decodes the bytes `offset..offset + out.len()` of the tensor into `out`, chunks in
+    /// parallel: `offset` a multiple of [`Self::piece_bytes`]'s pair size, and `out`
+    /// whole chunk pairs or reaching the end of the tensor. No checksum: the caller
+    /// hashes the pieces in order.
+    pub(crate) fn decode_at(&self, offset: usize, out: &mut [u8]) -> Result<(), TensorError> {
+        let DecoderBody::Split(layout, decoders) = &self.body else {
+            return Err(TensorError::OutputSize {
+                found: out.len(),
+                expected: self.out_len,
+            });
+        };
+        let pair_bytes = 2 * (1usize << self.chunk_log2) * layout.element_size();
+        let end = offset.checked_add(out.len());
+        let whole = out.len().is_multiple_of(pair_bytes) || end == Some(self.out_len);
+        if !offset.is_multiple_of(pair_bytes) || !whole || end.is_none_or(|e| e > self.out_len) {
+            return Err(TensorError::OutputSize {
+                found: out.len(),
+                expected: self.out_len.saturating_sub(offset),
+            });
+        }
+        self.decode_split(*layout, decoders, offset / (pair_bytes / 2), out)
+    }
+
     /// Decodes the tensor in consecutive pieces of at most `max_piece` bytes (rounded down
     /// to whole chunks, at least one chunk) and hands each to `sink` with its byte range,
     /// so memory stays bounded whatever size the index claims.

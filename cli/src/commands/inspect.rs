@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{emit, ratio};
 use crate::error::{CliError, Context};
-use crate::fsutil::map_input;
+use crate::fsutil::open_input;
 use crate::{Global, InspectArgs};
 
 /// One stream of a tensor as reported.
@@ -53,8 +53,10 @@ impl Row<'_> {
 /// Runs `inspect`.
 pub fn run(a: &InspectArgs, _g: &Global) -> Result<(), CliError> {
     let file = &a.file;
-    let data = map_input(file)?;
-    let archive = Archive::open(&data).at(file)?;
+    let input = open_input(file)?;
+    let packed = input.metadata().at(file)?.len();
+    let archive = Archive::open_file(&input).at(file)?;
+    archive.prefetch();
     let index = archive.index();
     // The entropy figure decodes each exponent stream: worth doing in parallel.
     let rows = index
@@ -63,7 +65,6 @@ pub fn run(a: &InspectArgs, _g: &Global) -> Result<(), CliError> {
         .enumerate()
         .map(|(i, t)| row(&archive, i, t, file))
         .collect::<Result<Vec<_>, _>>()?;
-    let packed = data.len() as u64;
     let text = if a.json {
         let mut s = serde_json::to_string_pretty(&to_json(file, &archive, &rows, packed))
             .map_err(|e| CliError::plain(format!("formatting JSON: {e}")))?;

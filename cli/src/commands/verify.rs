@@ -8,7 +8,7 @@ use mcodec::container::Archive;
 use super::pack::MCZ;
 use super::{emit, mb_per_s};
 use crate::error::{CliError, Context};
-use crate::fsutil::{self, map_input, name_str, Node};
+use crate::fsutil::{self, name_str, Node};
 use crate::progress::Bar;
 use crate::{Global, VerifyArgs};
 
@@ -86,9 +86,9 @@ pub fn run(a: &VerifyArgs, g: &Global) -> Result<(), CliError> {
 }
 
 fn verify_one(file: &Path, bar: &Bar, base: u64) -> Result<Checked, CliError> {
-    let data = map_input(file)?;
-    let archive = Archive::open(&data).at(file)?;
+    let archive = Archive::open_file(&fsutil::open_input(file)?).at(file)?;
     bar.grow(archive.index().original_len);
+    archive.prefetch();
     let original = archive.verify(&|d| bar.set(base + d)).at(file)?;
     Ok(Checked {
         tensors: archive.index().tensors.len(),

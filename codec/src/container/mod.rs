@@ -8,11 +8,13 @@
 //!
 //! Modules, top-down: `writer` ([`pack`], [`pack_parts`]), `index` (the index codec:
 //! its serialisation and its checked parser), `reader` ([`Archive`]: opening, checking
-//! and decoding), and `error` (the layer's error types).
+//! and decoding), `stream_out` (writing the original file out, decoding overlapped with
+//! writing), and `error` (the layer's error types).
 
 mod error;
 mod index;
 mod reader;
+mod stream_out;
 mod writer;
 
 pub use error::{ContainerError, Corruption, Part, Unsupported};

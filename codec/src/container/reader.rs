@@ -1,7 +1,7 @@
 //! The reader: [`Archive`] opens an `.mcz` file (preamble, trailer, index, padding checks)
 //! and decodes any tensor, or the whole file, checking every checksum.
 
-use std::io::{self, Write};
+use std::io;
 
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
@@ -10,12 +10,10 @@ use super::{
     ContainerError, Corruption, Index, Part, StreamRef, TensorEntry, ALIGN, BLOCK, MAGIC,
     MAX_EXPANSION, TRAILER_MAGIC, VERSION_MAJOR,
 };
-use crate::tensor::{self, TensorDecoder, TensorError, ZstdError};
+use crate::tensor::{self, TensorDecoder, ZstdError};
 
 /// Tensors above twice this size overlap their checksum with decoding.
 const OVERLAP_MIN_BYTES: usize = 8 << 20;
-/// Largest piece of a tensor decoded at once when streaming it out.
-const PIECE_BYTES: usize = 64 << 20;
 /// A readable `.mcz` file over its bytes: borrowed ([`Archive::open`]) or a memory map
 /// the archive owns ([`Archive::open_path`]).
 #[derive(Debug)]
@@ -54,7 +52,13 @@ impl Archive<'static> {
     /// rewritten while it is open; every stream is still checked against its checksum
     /// when it is read, so a file changed underneath yields an error, not other weights.
     pub fn open_path(path: impl AsRef<std::path::Path>) -> Result<Self, ContainerError> {
-        let file = std::fs::File::open(path)?;
+        Self::open_file(&std::fs::File::open(path)?)
+    }
+
+    /// Opens an `.mcz` file already opened for reading (for example without following
+    /// symbolic links) over a memory map the archive owns, as [`Archive::open_path`]
+    /// does; the archive does not keep `file` itself.
+    pub fn open_file(file: &std::fs::File) -> Result<Self, ContainerError> {
         // An empty file cannot be mapped on every platform; it is not an mcz file either.
         if file.metadata()?.len() == 0 {
             return Err(ContainerError::Empty);
@@ -63,7 +67,7 @@ impl Archive<'static> {
         // can change the bytes seen, which every reader path checks against checksums
         // before trusting (see above). Truncation by another process is the documented
         // limit of memory-mapped files.
-        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let map = unsafe { memmap2::Mmap::map(file)? };
         // Parsing touches a few pages at both ends of the file (preamble, trailer,
         // index). From a cold page cache, each such fault would otherwise make the
         // kernel read a whole read-around window synchronously (`read_ahead_kb`, 8 MiB on
@@ -187,7 +191,7 @@ impl<'a> Archive<'a> {
     }
 
     /// Hints that the whole file is about to be read (archives from
-    /// [`Archive::open_path`]): the kernel reads the file ahead, in order, while tensors
+    /// [`Archive::open_path`] or [`Archive::open_file`]): the kernel reads the file ahead, in order, while tensors
     /// decode, which is what makes a load from a cold page cache fast. A no-op elsewhere;
     /// failures are ignored.
     ///
@@ -300,7 +304,7 @@ impl<'a> Archive<'a> {
     /// the decoder still runs, so damage cannot harm the reader, and damage that changes
     /// the output fails the tensor checksum. That saves a hash pass over the compressed
     /// bytes, measured at 10–18 % of an FP32 decode.
-    fn decoder_with(
+    pub(super) fn decoder_with(
         &self,
         i: usize,
         check_streams: bool,
@@ -403,45 +407,6 @@ impl<'a> Archive<'a> {
             .try_for_each(|(i, slice)| self.decode_tensor(i, slice))
     }
 
-    /// Writes the original file to `out`, checking every checksum; `progress` gets the
-    /// original bytes written so far. Tensors are decoded in pieces of at most 64 MiB, so
-    /// memory stays bounded whatever sizes the file claims; a tensor whose checksum fails
-    /// has already been partly written, so callers write to a temporary file.
-    pub fn unpack_to<W: Write>(
-        &self,
-        mut out: W,
-        progress: &dyn Fn(u64),
-    ) -> Result<(), ContainerError> {
-        let prefix = self.prefix()?;
-        out.write_all(&prefix)?;
-        for (i, t) in self.index.tensors.iter().enumerate() {
-            // The tensor checksum below covers the output (see `decoder_with`).
-            let decoder = self.decoder_with(i, false)?;
-            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-            let mut write_error = None;
-            decoder
-                .decode_pieces(PIECE_BYTES, &mut |piece, range| {
-                    hasher.update(piece);
-                    if let Err(e) = out.write_all(piece) {
-                        write_error = Some(e);
-                        return Err(TensorError::Stopped);
-                    }
-                    progress(t.original_offset + range.end as u64);
-                    Ok(())
-                })
-                .map_err(|source| match write_error.take() {
-                    Some(e) => ContainerError::Io(e),
-                    None => ContainerError::Tensor {
-                        name: t.name.clone(),
-                        source,
-                    },
-                })?;
-            check_tensor(t, hasher.digest())?;
-        }
-        out.flush()?;
-        Ok(())
-    }
-
     /// Decodes every tensor and checks every checksum without writing anything; returns
     /// the original bytes checked.
     pub fn verify(&self, progress: &dyn Fn(u64)) -> Result<u64, ContainerError> {
@@ -487,7 +452,7 @@ fn check_padding(bytes: &[u8], index: &Index, index_offset: u64) -> Result<(), C
 }
 
 /// Compares the checksum `computed` over a decoded tensor with the one `t` stores.
-fn check_tensor(t: &TensorEntry, computed: u64) -> Result<(), ContainerError> {
+pub(super) fn check_tensor(t: &TensorEntry, computed: u64) -> Result<(), ContainerError> {
     if computed == t.checksum {
         return Ok(());
     }
