@@ -331,18 +331,21 @@ mod tests {
         file
     }
 
-    fn small_chunks() -> PackOptions {
+    /// [`mixed_file`] and its packed form, in chunks of 1024 elements (so that a tensor
+    /// larger than the test batch has many chunk pairs).
+    fn packed_mixed() -> (Vec<u8>, Vec<u8>) {
+        let input = mixed_file();
         let mut opts = PackOptions::default();
         opts.encode.chunk_log2 = 10;
         opts.encode.block_log2 = 8;
-        opts
+        let mut packed = Vec::new();
+        pack(&input, &opts, &mut packed, &|_| {}).unwrap();
+        (input, packed)
     }
 
     #[test]
     fn batched_unpack_is_byte_exact_with_every_kind_of_job() {
-        let input = mixed_file();
-        let mut packed = Vec::new();
-        pack(&input, &small_chunks(), &mut packed, &|_| {}).unwrap();
+        let (input, packed) = packed_mixed();
         let archive = Archive::open(&packed).unwrap();
         let batch = 9000;
         // The plan must hold every kind of job, or this test checks less than it says.
@@ -391,33 +394,22 @@ mod tests {
     /// `file` with tensor `i`'s recorded checksum replaced (index and trailer rewritten):
     /// decoding then succeeds and only the tensor checksum check can notice.
     fn with_tensor_checksum(file: &[u8], i: usize, checksum: u64) -> Vec<u8> {
-        use crate::container::{Index, BLOCK, TRAILER_MAGIC};
-        use xxhash_rust::xxh3::xxh3_64;
-        let trailer = &file[file.len() - BLOCK as usize..];
-        let at = u64::from_le_bytes(trailer[0..8].try_into().unwrap()) as usize;
-        let len = u64::from_le_bytes(trailer[8..16].try_into().unwrap()) as usize;
+        use crate::container::{writer::trailer, Index, BLOCK};
+        let at_end = &file[file.len() - BLOCK as usize..];
+        let at = u64::from_le_bytes(at_end[0..8].try_into().unwrap()) as usize;
+        let len = u64::from_le_bytes(at_end[8..16].try_into().unwrap()) as usize;
         let mut index = Index::parse(&file[at..at + len], at as u64).unwrap();
         index.tensors[i].checksum = checksum;
         let bytes = index.serialize();
         let mut out = file[..at].to_vec();
         out.extend_from_slice(&bytes);
-        let mut t = [0u8; BLOCK as usize];
-        t[0..8].copy_from_slice(&(at as u64).to_le_bytes());
-        t[8..16].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
-        t[16..24].copy_from_slice(&xxh3_64(&bytes).to_le_bytes());
-        t[24..32].copy_from_slice(&index.original_len.to_le_bytes());
-        t[48..56].copy_from_slice(&TRAILER_MAGIC);
-        let check = xxh3_64(&t[..56]);
-        t[56..64].copy_from_slice(&check.to_le_bytes());
-        out.extend_from_slice(&t);
+        out.extend_from_slice(&trailer(at as u64, &bytes, index.original_len));
         out
     }
 
     #[test]
     fn every_kind_of_job_checks_its_tensor_checksum() {
-        let input = mixed_file();
-        let mut packed = Vec::new();
-        pack(&input, &small_chunks(), &mut packed, &|_| {}).unwrap();
+        let (_, packed) = packed_mixed();
         let archive = Archive::open(&packed).unwrap();
         // With a batch of 9000 bytes: b2 (80 000 bytes) is written in pieces, i (zstd,
         // 48 000) sequentially, b0 (6000) whole.

@@ -440,21 +440,27 @@ fn pack_tensors<'d, W: Write + Send>(
     }
     let index_offset = w.pos;
     w.write(&index_bytes)?;
-    let mut trailer = [0u8; BLOCK as usize];
-    trailer[0..8].copy_from_slice(&index_offset.to_le_bytes());
-    trailer[8..16].copy_from_slice(&(index_bytes.len() as u64).to_le_bytes());
-    trailer[16..24].copy_from_slice(&xxh3_64(&index_bytes).to_le_bytes());
-    trailer[24..32].copy_from_slice(&file_len.to_le_bytes());
-    trailer[48..56].copy_from_slice(&TRAILER_MAGIC);
-    let check = xxh3_64(&trailer[..56]);
-    trailer[56..64].copy_from_slice(&check.to_le_bytes());
-    w.write(&trailer)?;
+    w.write(&trailer(index_offset, &index_bytes, file_len))?;
     w.inner.flush()?;
     progress(file_len);
     Ok(PackStats {
         original_len: file_len,
         packed_len: w.pos,
     })
+}
+
+/// The trailer (FORMAT.md §3.4) of a file whose index `index_bytes` starts at
+/// `index_offset` and which unpacks to `original_len` bytes.
+pub(crate) fn trailer(index_offset: u64, index_bytes: &[u8], original_len: u64) -> [u8; 64] {
+    let mut trailer = [0u8; BLOCK as usize];
+    trailer[0..8].copy_from_slice(&index_offset.to_le_bytes());
+    trailer[8..16].copy_from_slice(&(index_bytes.len() as u64).to_le_bytes());
+    trailer[16..24].copy_from_slice(&xxh3_64(index_bytes).to_le_bytes());
+    trailer[24..32].copy_from_slice(&original_len.to_le_bytes());
+    trailer[48..56].copy_from_slice(&TRAILER_MAGIC);
+    let check = xxh3_64(&trailer[..56]);
+    trailer[56..64].copy_from_slice(&check.to_le_bytes());
+    trailer
 }
 
 /// Tensors of a raw input: the whole elements as one 1-D tensor, and any leftover bytes
