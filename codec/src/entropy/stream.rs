@@ -168,7 +168,12 @@ impl StreamEncoder {
         match &self.mode {
             Mode::Packed => {
                 let limit = 1u32 << self.symbol_bits;
-                if let Some(index) = symbols.iter().position(|&s| u32::from(s) >= limit) {
+                // One OR over the chunk (vectorised) decides; the search names the culprit.
+                let any_wide = u32::from(symbols.iter().fold(0, |m, &s| m | s)) >= limit;
+                if let Some(index) = symbols
+                    .iter()
+                    .position(|&s| any_wide && u32::from(s) >= limit)
+                {
                     return Err(EntropyError::SymbolNotInModel {
                         index,
                         symbol: symbols[index],
