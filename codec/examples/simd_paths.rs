@@ -2,7 +2,9 @@
 //! that a busy machine slows all paths alike: `cargo run --release -p mcodec --example
 //! simd_paths -- FILE [ROUNDS] [PATH,...]`. Runs on the calling thread's rayon pool (set
 //! `RAYON_NUM_THREADS=1` for one thread); prints median MB/s (MB = 1e6 bytes of tensor data)
-//! per path.
+//! per path, by wall time and by the process's CPU time (which other processes sharing the
+//! cores do not inflate), and the CPU time per tensor. `SIMD_PATHS_ENCODE_ONLY=1` skips
+//! the decodes (for profiling the encoder).
 
 use std::time::Instant;
 
@@ -12,6 +14,18 @@ use mcodec::cpu::{set_simd_level, SimdLevel};
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// CPU time of the whole process (every thread), in seconds.
+fn process_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to write.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,15 +45,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut reference = Vec::new();
     pack(&input, &opts, &mut reference, &|_| {})?;
-    let tensor_bytes: u64 = Archive::open(&reference)?
-        .index()
-        .tensors
-        .iter()
-        .map(|t| t.original_len)
-        .sum();
+    let archive = Archive::open(&reference)?;
+    let tensors = archive.index().tensors.len();
+    let tensor_bytes: u64 = archive.index().tensors.iter().map(|t| t.original_len).sum();
+    drop(archive);
+    let encode_only = std::env::var_os("SIMD_PATHS_ENCODE_ONLY").is_some_and(|v| v == "1");
     let mut out = vec![0u8; input.len()];
     let mut packed = Vec::with_capacity(reference.len());
     let (mut enc, mut dec) = (
+        vec![Vec::new(); levels.len()],
+        vec![Vec::new(); levels.len()],
+    );
+    let (mut enc_cpu, mut dec_cpu) = (
         vec![Vec::new(); levels.len()],
         vec![Vec::new(); levels.len()],
     );
@@ -47,28 +64,51 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (i, &level) in levels.iter().enumerate() {
             set_simd_level(level)?;
             packed.clear();
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), process_cpu_seconds());
             pack(&input, &opts, &mut packed, &|_| {})?;
             enc[i].push(t.elapsed().as_secs_f64());
+            enc_cpu[i].push(process_cpu_seconds() - cpu);
             if packed != reference {
                 return Err(format!("{level}: packed bytes differ from the first pack").into());
             }
-            let t = Instant::now();
+            if encode_only {
+                continue;
+            }
+            let (t, cpu) = (Instant::now(), process_cpu_seconds());
             Archive::open(&packed)?.unpack_into(&mut out)?;
             dec[i].push(t.elapsed().as_secs_f64());
+            dec_cpu[i].push(process_cpu_seconds() - cpu);
             if out != input {
                 return Err(format!("{level}: decoded bytes differ").into());
             }
         }
     }
     let mb = tensor_bytes as f64 / 1e6;
-    println!("{path}: {tensor_bytes} tensor bytes, {rounds} rounds, median MB/s");
+    println!(
+        "{path}: {tensors} tensors, {tensor_bytes} tensor bytes, packed {} bytes ({:.3} % of \
+         the file), {rounds} rounds, medians (MB/s by wall time | by process CPU time | CPU µs \
+         per tensor)",
+        reference.len(),
+        100.0 * reference.len() as f64 / input.len() as f64
+    );
+    let figures = |wall: &[f64], cpu: &[f64]| {
+        if wall.is_empty() {
+            return "-".to_string();
+        }
+        let cpu = median(cpu.to_vec());
+        format!(
+            "{:>6.0} | {:>6.0} | {:>7.1}",
+            mb / median(wall.to_vec()),
+            mb / cpu,
+            cpu * 1e6 / tensors.max(1) as f64
+        )
+    };
     for (i, level) in levels.iter().enumerate() {
         println!(
-            "{:>7}  encode {:>7.0}  decode {:>7.0}",
+            "{:>7}  encode {}  decode {}",
             level.name(),
-            mb / median(enc[i].clone()),
-            mb / median(dec[i].clone())
+            figures(&enc[i], &enc_cpu[i]),
+            figures(&dec[i], &dec_cpu[i])
         );
     }
     Ok(())

@@ -367,12 +367,21 @@ fn encode_split(
             h
         })
         .collect();
+    // Field-major, moved out rather than copied.
+    let mut by_field: Vec<Vec<Vec<u32>>> = (0..bits.len())
+        .map(|_| Vec::with_capacity(hists.len()))
+        .collect();
+    for block in hists {
+        for (field, h) in by_field.iter_mut().zip(block) {
+            field.push(h);
+        }
+    }
     let mut encoders: Vec<StreamEncoder> = (0..bits.len())
         .map(|f| {
             if !modelled[f] {
                 return StreamEncoder::packed(bits[f]);
             }
-            let blocks: Vec<Vec<u32>> = hists.iter().map(|h| h[f].clone()).collect();
+            let blocks = std::mem::take(&mut by_field[f]);
             StreamEncoder::plan(
                 &blocks,
                 bits[f],
