@@ -146,8 +146,8 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
             assert!(out == *data, "{dtype} × {}: {level} round trip", data.len());
             streams_of_level.push(owned.concat());
         }
-        // The skewed tensors of 1000 elements and more take the joint codecs.
-        assert!(joint >= 9, "{level}: {joint} joint tensors");
+        // The skewed tensors take the joint codecs (the large ones at least, one per dtype).
+        assert!(joint >= 3, "{level}: {joint} joint tensors");
         if let Some(first) = reference.first() {
             assert!(*first == streams_of_level, "{level} tensor streams differ");
         }
