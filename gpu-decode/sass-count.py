@@ -65,6 +65,9 @@ CASES = [
     ("F32 exp rANS, rest packed", 2, [2, 0, 0, 0]),
     ("F32 as dispatched (low bytes MODE_ANY)", 2, [2, 0, ANY, ANY]),
     ("F8 rANS", 3, [2]),
+    ("BF16 joint: exp+sign rANS, mantissa packed", 4, [2, 0]),
+    ("F16 joint: exp+sign rANS, mantissa packed", 5, [2, 0]),
+    ("F32 joint as dispatched (low bytes MODE_ANY)", 6, [2, 0, ANY, ANY]),
 ]
 
 

@@ -10,6 +10,19 @@
 //! | F8     | 8 bit   | the whole byte (8)                                     |
 //!
 //! BF16 is exactly the top half of F32, so both share their first two fields.
+//!
+//! The *joint* layouts (format 1.1) code the sign with the exponent instead: the sign
+//! takes the place of the lowest mantissa bit of the first field, which moves to the top
+//! of the second. Same field widths, so every decoder table and vector path stays; only
+//! where two bits land differs. A writer picks them per tensor where the signs are skewed
+//! or depend on the exponent (the first field then codes that skew; in the residual the
+//! sign is stored raw).
+//!
+//! | layout    | fields (bits)                                                |
+//! |-----------|--------------------------------------------------------------|
+//! | BF16 joint| exp8+sign (9), m7 (7)                                        |
+//! | F16 joint | exp5+m2+sign (8), m8 (8)                                     |
+//! | F32 joint | exp8+sign (9), m7 of the top half (7), mantissa bytes (8, 8) |
 
 use crate::cpu::SimdLevel;
 use crate::dtype::Dtype;
@@ -25,6 +38,12 @@ pub enum Layout {
     F32,
     /// Both FP8 formats: one 8-bit field.
     F8,
+    /// bfloat16, sign coded with the exponent.
+    Bf16Joint,
+    /// IEEE half, sign coded with the exponent.
+    F16Joint,
+    /// IEEE single, sign coded with the exponent.
+    F32Joint,
 }
 
 /// Most fields any layout has.
@@ -42,12 +61,28 @@ impl Layout {
         }
     }
 
+    /// The layout of the same dtype with the sign coded with the exponent (FP8 has one
+    /// field, which holds the sign already).
+    pub fn joint(self) -> Option<Self> {
+        match self {
+            Self::Bf16 => Some(Self::Bf16Joint),
+            Self::F16 => Some(Self::F16Joint),
+            Self::F32 => Some(Self::F32Joint),
+            _ => None,
+        }
+    }
+
+    /// Whether the sign is coded in the first field (the joint layouts).
+    pub fn is_joint(self) -> bool {
+        matches!(self, Self::Bf16Joint | Self::F16Joint | Self::F32Joint)
+    }
+
     /// Symbol width in bits of each field, in stream order.
     pub fn field_bits(self) -> &'static [u32] {
         match self {
-            Self::Bf16 => &[9, 7],
-            Self::F16 => &[8, 8],
-            Self::F32 => &[9, 7, 8, 8],
+            Self::Bf16 | Self::Bf16Joint => &[9, 7],
+            Self::F16 | Self::F16Joint => &[8, 8],
+            Self::F32 | Self::F32Joint => &[9, 7, 8, 8],
             Self::F8 => &[8],
         }
     }
@@ -55,8 +90,8 @@ impl Layout {
     /// Bytes per element.
     pub fn element_size(self) -> usize {
         match self {
-            Self::Bf16 | Self::F16 => 2,
-            Self::F32 => 4,
+            Self::Bf16 | Self::F16 | Self::Bf16Joint | Self::F16Joint => 2,
+            Self::F32 | Self::F32Joint => 4,
             Self::F8 => 1,
         }
     }
@@ -67,29 +102,31 @@ impl Layout {
         debug_assert!(fields
             .iter()
             .all(|f| f.len() == src.len() / self.element_size()));
+        let split16 = |f0: &mut [u16], f1: &mut [u16], fields: fn(u16) -> [u16; 2]| {
+            for ((b, s0), s1) in src.chunks_exact(2).zip(f0.iter_mut()).zip(f1.iter_mut()) {
+                [*s0, *s1] = fields(u16::from_le_bytes([b[0], b[1]]));
+            }
+        };
+        let split32 = |f: [&mut [u16]; 4], fields: fn(u32) -> [u16; 4]| {
+            let [f0, f1, f2, f3] = f;
+            // Zipped, not indexed: no bounds check per field, and the loop vectorises.
+            for ((b, (s0, s1)), (s2, s3)) in src
+                .as_chunks::<4>()
+                .0
+                .iter()
+                .zip(f0.iter_mut().zip(f1.iter_mut()))
+                .zip(f2.iter_mut().zip(f3.iter_mut()))
+            {
+                [*s0, *s1, *s2, *s3] = fields(u32::from_le_bytes(*b));
+            }
+        };
         match (self, fields) {
-            (Self::Bf16, [f0, f1]) => {
-                for ((b, s0), s1) in src.chunks_exact(2).zip(f0.iter_mut()).zip(f1.iter_mut()) {
-                    [*s0, *s1] = bf16_fields(u16::from_le_bytes([b[0], b[1]]));
-                }
-            }
-            (Self::F16, [f0, f1]) => {
-                for ((b, s0), s1) in src.chunks_exact(2).zip(f0.iter_mut()).zip(f1.iter_mut()) {
-                    [*s0, *s1] = f16_fields(u16::from_le_bytes([b[0], b[1]]));
-                }
-            }
-            (Self::F32, [f0, f1, f2, f3]) => {
-                // Zipped, not indexed: no bounds check per field, and the loop vectorises.
-                for ((b, (s0, s1)), (s2, s3)) in src
-                    .as_chunks::<4>()
-                    .0
-                    .iter()
-                    .zip(f0.iter_mut().zip(f1.iter_mut()))
-                    .zip(f2.iter_mut().zip(f3.iter_mut()))
-                {
-                    [*s0, *s1, *s2, *s3] = f32_fields(u32::from_le_bytes(*b));
-                }
-            }
+            (Self::Bf16, [f0, f1]) => split16(f0, f1, bf16_fields),
+            (Self::Bf16Joint, [f0, f1]) => split16(f0, f1, bf16_joint_fields),
+            (Self::F16, [f0, f1]) => split16(f0, f1, f16_fields),
+            (Self::F16Joint, [f0, f1]) => split16(f0, f1, f16_joint_fields),
+            (Self::F32, [f0, f1, f2, f3]) => split32([f0, f1, f2, f3], f32_fields::<false>),
+            (Self::F32Joint, [f0, f1, f2, f3]) => split32([f0, f1, f2, f3], f32_fields::<true>),
             (Self::F8, [f0]) => {
                 for (s, &b) in f0.iter_mut().zip(src) {
                     *s = u16::from(b);
@@ -111,7 +148,16 @@ impl Layout {
                 count_fields::<2, 2>(src, hists, |b| f16_fields(u16::from_le_bytes([b[0], b[1]])))
             }
             Self::F32 => count_fields::<4, 4>(src, hists, |b| {
-                f32_fields(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                f32_fields::<false>(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            }),
+            Self::Bf16Joint => count_fields::<2, 2>(src, hists, |b| {
+                bf16_joint_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Self::F16Joint => count_fields::<2, 2>(src, hists, |b| {
+                f16_joint_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Self::F32Joint => count_fields::<4, 4>(src, hists, |b| {
+                f32_fields::<true>(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             }),
             Self::F8 => count_fields::<1, 1>(src, hists, |b| [u16::from(b[0])]),
         }
@@ -141,17 +187,36 @@ impl Layout {
     /// The loops of [`Self::merge`].
     #[inline(always)]
     fn merge_fields(self, fields: &[&[u16]], dst: &mut [u8]) {
-        match (self, fields) {
-            (Self::Bf16, [f0, f1]) => {
-                for ((d, &s0), &s1) in dst.as_chunks_mut::<2>().0.iter_mut().zip(*f0).zip(*f1) {
-                    let w = (s0 << 6) | ((s1 & 0x40) << 9) | (s1 & 0x3F);
-                    *d = w.to_le_bytes();
-                }
+        // The same loop for every 16-bit layout, the element formula inlined.
+        #[inline(always)]
+        fn merge16(f0: &[u16], f1: &[u16], dst: &mut [u8], merge: impl Fn(u16, u16) -> u16) {
+            for ((d, &s0), &s1) in dst.as_chunks_mut::<2>().0.iter_mut().zip(f0).zip(f1) {
+                *d = merge(s0, s1).to_le_bytes();
             }
-            (Self::F16, [f0, f1]) => {
-                for ((d, &s0), &s1) in dst.as_chunks_mut::<2>().0.iter_mut().zip(*f0).zip(*f1) {
-                    let w = (s0 << 7) | ((s1 & 0x80) << 8) | (s1 & 0x7F);
-                    *d = w.to_le_bytes();
+        }
+        match (self, fields) {
+            (Self::Bf16, [f0, f1]) => merge16(f0, f1, dst, |s0, s1| {
+                (s0 << 6) | ((s1 & 0x40) << 9) | (s1 & 0x3F)
+            }),
+            (Self::Bf16Joint, [f0, f1]) => merge16(f0, f1, dst, bf16_joint_merge),
+            (Self::F16, [f0, f1]) => merge16(f0, f1, dst, |s0, s1| {
+                (s0 << 7) | ((s1 & 0x80) << 8) | (s1 & 0x7F)
+            }),
+            (Self::F16Joint, [f0, f1]) => merge16(f0, f1, dst, |s0, s1| {
+                ((s0 << 7) & 0x7F00) | (s0 << 15) | (s1 & 0xFF)
+            }),
+            (Self::F32Joint, [f0, f1, f2, f3]) => {
+                for ((d, (&s0, &s1)), (&s2, &s3)) in dst
+                    .as_chunks_mut::<4>()
+                    .0
+                    .iter_mut()
+                    .zip(f0.iter().zip(*f1))
+                    .zip(f2.iter().zip(*f3))
+                {
+                    let x = (u32::from(bf16_joint_merge(s0, s1)) << 16)
+                        | (u32::from(s2 & 0xFF) << 8)
+                        | u32::from(s3 & 0xFF);
+                    *d = x.to_le_bytes();
                 }
             }
             (Self::F32, [f0, f1, f2, f3]) => {
@@ -269,20 +334,41 @@ fn count_one<const E: usize>(src: &[u8], hist: &mut [u32], field: impl Fn(&[u8])
 /// BF16 split with the residual field packed on the fly (7 bits per element, FORMAT.md
 /// §5.1): writes the first field of the `exp.len()` elements of `src` to `exp` and
 /// appends the packed residual to `packed`, as [`Layout::split`] followed by bit packing
-/// would, without the intermediate buffer.
-pub fn split_bf16_packed(src: &[u8], exp: &mut [u16], packed: &mut Vec<u8>) {
-    split_bf16_packed_on(crate::cpu::simd_level(), src, exp, packed);
+/// would, without the intermediate buffer. `joint`: the fields of [`Layout::Bf16Joint`]
+/// instead of [`Layout::Bf16`].
+pub fn split_bf16_packed(joint: bool, src: &[u8], exp: &mut [u16], packed: &mut Vec<u8>) {
+    let level = crate::cpu::simd_level();
+    if joint {
+        split_bf16_packed_on::<true>(level, src, exp, packed);
+    } else {
+        split_bf16_packed_on::<false>(level, src, exp, packed);
+    }
+}
+
+/// The BF16 fields, joint or not.
+#[inline(always)]
+fn bf16_fields_of<const JOINT: bool>(w: u16) -> [u16; 2] {
+    if JOINT {
+        bf16_joint_fields(w)
+    } else {
+        bf16_fields(w)
+    }
 }
 
 /// [`split_bf16_packed`] on the given code path (one the CPU supports).
-fn split_bf16_packed_on(level: SimdLevel, src: &[u8], exp: &mut [u16], packed: &mut Vec<u8>) {
+fn split_bf16_packed_on<const JOINT: bool>(
+    level: SimdLevel,
+    src: &[u8],
+    exp: &mut [u16],
+    packed: &mut Vec<u8>,
+) {
     let n = exp.len();
     debug_assert_eq!(src.len(), 2 * n);
     let start = packed.len();
     packed.resize(start + (7 * n).div_ceil(8), 0);
-    let done = simd::split_bf16_packed(level, src, exp, &mut packed[start..]);
+    let done = simd::split_bf16_packed::<JOINT>(level, src, exp, &mut packed[start..]);
     let done = done
-        + split_bf16_packed_scalar(
+        + split_bf16_packed_scalar::<JOINT>(
             &src[2 * done..],
             &mut exp[done..],
             &mut packed[start + done / 8 * 7..],
@@ -293,7 +379,7 @@ fn split_bf16_packed_on(level: SimdLevel, src: &[u8], exp: &mut [u16], packed: &
         .zip(&mut exp[done..])
         .zip(&mut residual)
     {
-        [*e, *r] = bf16_fields(u16::from_le_bytes([b[0], b[1]]));
+        [*e, *r] = bf16_fields_of::<JOINT>(u16::from_le_bytes([b[0], b[1]]));
     }
     let mut tail = Vec::with_capacity((7 * residual.len()).div_ceil(8));
     crate::entropy::bitpack::pack(&residual, 7, &mut tail);
@@ -303,7 +389,11 @@ fn split_bf16_packed_on(level: SimdLevel, src: &[u8], exp: &mut [u16], packed: &
 /// Splits whole groups of 8 elements, the 8 residuals of a group gathered in a u64 and
 /// written as its 7 low bytes (the bit packer's layout: element k at bit 7k); returns how
 /// many elements it consumed.
-fn split_bf16_packed_scalar(src: &[u8], exp: &mut [u16], packed: &mut [u8]) -> usize {
+fn split_bf16_packed_scalar<const JOINT: bool>(
+    src: &[u8],
+    exp: &mut [u16],
+    packed: &mut [u8],
+) -> usize {
     let mut done = 0;
     for ((s, e), p) in src
         .as_chunks::<16>()
@@ -314,7 +404,7 @@ fn split_bf16_packed_scalar(src: &[u8], exp: &mut [u16], packed: &mut [u8]) -> u
     {
         let mut bits = 0u64;
         for k in 0..8 {
-            let [f0, f1] = bf16_fields(u16::from_le_bytes([s[2 * k], s[2 * k + 1]]));
+            let [f0, f1] = bf16_fields_of::<JOINT>(u16::from_le_bytes([s[2 * k], s[2 * k + 1]]));
             e[k] = f0;
             bits |= u64::from(f1) << (7 * k);
         }
@@ -327,16 +417,27 @@ fn split_bf16_packed_scalar(src: &[u8], exp: &mut [u16], packed: &mut [u8]) -> u
 /// BF16 merge with the residual field still bit-packed (7 bits per element, FORMAT.md
 /// §5.1): `exp` holds the first field, `packed` at least `ceil(7·n/8)` bytes, `dst` 2n
 /// bytes. Equivalent to unpacking and [`Layout::merge`], without the intermediate buffer.
-pub fn merge_bf16_packed(exp: &[u16], packed: &[u8], dst: &mut [u8]) {
-    merge_bf16_packed_on(crate::cpu::simd_level(), exp, packed, dst);
+/// `joint`: the fields of [`Layout::Bf16Joint`] instead of [`Layout::Bf16`].
+pub fn merge_bf16_packed(joint: bool, exp: &[u16], packed: &[u8], dst: &mut [u8]) {
+    let level = crate::cpu::simd_level();
+    if joint {
+        merge_bf16_packed_on::<true>(level, exp, packed, dst);
+    } else {
+        merge_bf16_packed_on::<false>(level, exp, packed, dst);
+    }
 }
 
 /// [`merge_bf16_packed`] on the given code path (one the CPU supports).
-fn merge_bf16_packed_on(level: SimdLevel, exp: &[u16], packed: &[u8], dst: &mut [u8]) {
+fn merge_bf16_packed_on<const JOINT: bool>(
+    level: SimdLevel,
+    exp: &[u16],
+    packed: &[u8],
+    dst: &mut [u8],
+) {
     let n = exp.len();
     debug_assert!(dst.len() == 2 * n && packed.len() >= (7 * n).div_ceil(8));
-    let done = simd::merge_bf16_packed(level, exp, packed, dst);
-    merge_bf16_packed_scalar(&exp[done..], &packed[done / 8 * 7..], &mut dst[2 * done..]);
+    let done = simd::merge_bf16_packed::<JOINT>(level, exp, packed, dst);
+    merge_bf16_packed_scalar::<JOINT>(&exp[done..], &packed[done / 8 * 7..], &mut dst[2 * done..]);
 }
 
 /// F32 merge with the sign+mantissa field still bit-packed (7 bits per element): `exp`
@@ -344,8 +445,21 @@ fn merge_bf16_packed_on(level: SimdLevel, exp: &[u16], packed: &[u8], dst: &mut 
 /// low mantissa bytes (fields 3 and 4), `dst` 4n bytes. The top half of an F32 is a BF16
 /// word, so it is merged by the BF16 path (vectorised) into a small buffer that stays in
 /// L1, then interleaved with the low bytes: equivalent to unpacking and [`Layout::merge`].
-pub fn merge_f32_packed(exp: &[u16], packed: &[u8], mid: &[u16], low: &[u16], dst: &mut [u8]) {
-    merge_f32_packed_on(crate::cpu::simd_level(), exp, packed, mid, low, dst);
+/// `joint`: the fields of [`Layout::F32Joint`] instead of [`Layout::F32`].
+pub fn merge_f32_packed(
+    joint: bool,
+    exp: &[u16],
+    packed: &[u8],
+    mid: &[u16],
+    low: &[u16],
+    dst: &mut [u8],
+) {
+    let level = crate::cpu::simd_level();
+    if joint {
+        merge_f32_packed_on::<true>(level, exp, packed, mid, low, dst);
+    } else {
+        merge_f32_packed_on::<false>(level, exp, packed, mid, low, dst);
+    }
 }
 
 /// Elements per step of [`merge_f32_packed`]: a multiple of 64 (the widest BF16 merge
@@ -353,7 +467,7 @@ pub fn merge_f32_packed(exp: &[u16], packed: &[u8], mid: &[u16], low: &[u16], ds
 const F32_MERGE_STEP: usize = 1024;
 
 /// [`merge_f32_packed`] on the given code path (one the CPU supports).
-fn merge_f32_packed_on(
+fn merge_f32_packed_on<const JOINT: bool>(
     level: SimdLevel,
     exp: &[u16],
     packed: &[u8],
@@ -373,7 +487,7 @@ fn merge_f32_packed_on(
         let (from, len) = (k * F32_MERGE_STEP, exp.len());
         let bytes = &packed[from / 8 * 7..];
         let high = &mut high[..2 * len];
-        merge_bf16_packed_on(level, exp, &bytes[..(7 * len).div_ceil(8)], high);
+        merge_bf16_packed_on::<JOINT>(level, exp, &bytes[..(7 * len).div_ceil(8)], high);
         let (mid, low) = (&mid[from..from + len], &low[from..from + len]);
         let dst = &mut dst[4 * from..4 * (from + len)];
         #[cfg(target_arch = "x86_64")]
@@ -420,8 +534,14 @@ fn spread_7bit_fields(bits: u64) -> u64 {
     (t | (t << 9)) & 0x007F_007F_007F_007F
 }
 
-fn merge_bf16_packed_scalar(exp: &[u16], packed: &[u8], dst: &mut [u8]) {
-    let merge = |s0: u16, r: u16| (s0 << 6) | ((r & 0x40) << 9) | (r & 0x3F);
+fn merge_bf16_packed_scalar<const JOINT: bool>(exp: &[u16], packed: &[u8], dst: &mut [u8]) {
+    let merge = |s0: u16, r: u16| {
+        if JOINT {
+            bf16_joint_merge(s0, r)
+        } else {
+            (s0 << 6) | ((r & 0x40) << 9) | (r & 0x3F)
+        }
+    };
     let whole = exp.len() / 8;
     // Eight elements at a time, four per u64 of 16-bit lanes: every lane of the exponent
     // word is below 2^9, so shifting the word shifts each lane without carries.
@@ -436,7 +556,13 @@ fn merge_bf16_packed_scalar(exp: &[u16], packed: &[u8], dst: &mut [u8]) {
         for half in 0..2 {
             let r = spread_7bit_fields((v >> (28 * half)) & 0x0FFF_FFFF);
             let s0 = (0..4).fold(0u64, |acc, k| acc | u64::from(e[4 * half + k]) << (16 * k));
-            let w = (s0 << 6) | ((r & 0x0040_0040_0040_0040) << 9) | (r & 0x003F_003F_003F_003F);
+            let w = if JOINT {
+                // Lane by lane as `bf16_joint_merge`: the sign (bit 0) masked before its
+                // shift, so that no bit crosses into the next lane.
+                ((s0 << 6) & 0x7F80_7F80_7F80_7F80) | ((s0 & 0x0001_0001_0001_0001) << 15) | r
+            } else {
+                (s0 << 6) | ((r & 0x0040_0040_0040_0040) << 9) | (r & 0x003F_003F_003F_003F)
+            };
             d[8 * half..8 * half + 8].copy_from_slice(&w.to_le_bytes());
         }
     }
@@ -468,7 +594,7 @@ mod simd {
 
     /// Splits as many leading 64-element groups as the vector path can; returns how many
     /// elements it consumed.
-    pub(super) fn split_bf16_packed(
+    pub(super) fn split_bf16_packed<const JOINT: bool>(
         level: SimdLevel,
         src: &[u8],
         exp: &mut [u16],
@@ -481,7 +607,7 @@ mod simd {
             if level == SimdLevel::Avx512 {
                 // SAFETY: `split_level` checked that the CPU supports every feature the
                 // function enables.
-                return unsafe { x86::split_bf16_packed(src, exp, packed) };
+                return unsafe { x86::split_bf16_packed::<JOINT>(src, exp, packed) };
             }
         }
         let _ = (level, src, exp, packed);
@@ -490,7 +616,7 @@ mod simd {
 
     /// Merges as many leading whole vector steps (64 elements on AVX-512, 16 on AVX2) as
     /// the vector path can; returns how many elements it wrote.
-    pub(super) fn merge_bf16_packed(
+    pub(super) fn merge_bf16_packed<const JOINT: bool>(
         level: SimdLevel,
         exp: &[u16],
         packed: &[u8],
@@ -511,8 +637,12 @@ mod simd {
             // SAFETY (both calls): the CPU supports every feature the function enables
             // (checked just above).
             match level {
-                SimdLevel::Avx512 => return unsafe { x86::merge_bf16_packed(exp, packed, dst) },
-                SimdLevel::Avx2 => return unsafe { x86::merge_bf16_packed_avx2(exp, packed, dst) },
+                SimdLevel::Avx512 => {
+                    return unsafe { x86::merge_bf16_packed::<JOINT>(exp, packed, dst) }
+                }
+                SimdLevel::Avx2 => {
+                    return unsafe { x86::merge_bf16_packed_avx2::<JOINT>(exp, packed, dst) }
+                }
                 SimdLevel::Scalar => {}
             }
         }
@@ -529,7 +659,7 @@ mod simd {
         /// and 64-bit lanes, then compacted to 56 bytes by a byte permute and stored under
         /// a 56-byte mask.
         #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-        pub(super) unsafe fn split_bf16_packed(
+        pub(super) unsafe fn split_bf16_packed<const JOINT: bool>(
             src: &[u8],
             exp: &mut [u16],
             packed: &mut [u8],
@@ -544,6 +674,7 @@ mod simd {
                 _mm512_set1_epi16(0x40),
                 _mm512_set1_epi16(0x3F),
             );
+            let (x1fe, x7f) = (_mm512_set1_epi16(0x1FE), _mm512_set1_epi16(0x7F));
             for g in 0..groups {
                 // SAFETY: g < groups, so the 128 bytes at 128g, the 64 u16 at 64g and the 56
                 // bytes at 56g are in bounds; the masked store writes exactly 56 bytes.
@@ -552,12 +683,24 @@ mod simd {
                     for (half, r8) in halves.iter_mut().enumerate() {
                         let w =
                             _mm512_loadu_si512(src.as_ptr().add(128 * g + 64 * half) as *const _);
-                        let e = _mm512_and_si512(_mm512_srli_epi16::<6>(w), x1ff);
+                        let (e, r) = if JOINT {
+                            (
+                                _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_srli_epi16::<6>(w), x1fe),
+                                    _mm512_srli_epi16::<15>(w),
+                                ),
+                                _mm512_and_si512(w, x7f),
+                            )
+                        } else {
+                            (
+                                _mm512_and_si512(_mm512_srli_epi16::<6>(w), x1ff),
+                                _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_srli_epi16::<9>(w), x40),
+                                    _mm512_and_si512(w, x3f),
+                                ),
+                            )
+                        };
                         _mm512_storeu_si512(exp.as_mut_ptr().add(64 * g + 32 * half) as *mut _, e);
-                        let r = _mm512_or_si512(
-                            _mm512_and_si512(_mm512_srli_epi16::<9>(w), x40),
-                            _mm512_and_si512(w, x3f),
-                        );
                         *r8 = _mm512_cvtepi16_epi8(r);
                     }
                     let bytes =
@@ -598,7 +741,7 @@ mod simd {
         /// qword its group's 7 bytes, a multishift that pulls out the eight 7-bit fields,
         /// then the merge in 16-bit lanes.
         #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-        pub(super) unsafe fn merge_bf16_packed(
+        pub(super) unsafe fn merge_bf16_packed<const JOINT: bool>(
             exp: &[u16],
             packed: &[u8],
             dst: &mut [u8],
@@ -617,6 +760,7 @@ mod simd {
             let low7 = _mm512_set1_epi8(0x7F);
             let sign = _mm512_set1_epi16(0x40);
             let low6 = _mm512_set1_epi16(0x3F);
+            let exp_joint = _mm512_set1_epi16(0x7F80);
             for g in 0..groups {
                 // SAFETY: g < groups, so the 56 bytes at 56g, the 64 u16 at 64g and the 128
                 // bytes at 128g are in bounds; the masked load reads exactly 56 bytes.
@@ -637,13 +781,25 @@ mod simd {
                         let r = _mm512_cvtepu8_epi16(r8);
                         let s0 =
                             _mm512_loadu_si512(exp.as_ptr().add(64 * g + 32 * half) as *const _);
-                        let w = _mm512_or_si512(
-                            _mm512_slli_epi16::<6>(s0),
+                        let w = if JOINT {
+                            // The sign from bit 0 of the first field to bit 15, the
+                            // exponent above the seven mantissa bits of the residual.
                             _mm512_or_si512(
-                                _mm512_slli_epi16::<9>(_mm512_and_si512(r, sign)),
-                                _mm512_and_si512(r, low6),
-                            ),
-                        );
+                                _mm512_or_si512(
+                                    _mm512_and_si512(_mm512_slli_epi16::<6>(s0), exp_joint),
+                                    _mm512_slli_epi16::<15>(s0),
+                                ),
+                                r,
+                            )
+                        } else {
+                            _mm512_or_si512(
+                                _mm512_slli_epi16::<6>(s0),
+                                _mm512_or_si512(
+                                    _mm512_slli_epi16::<9>(_mm512_and_si512(r, sign)),
+                                    _mm512_and_si512(r, low6),
+                                ),
+                            )
+                        };
                         _mm512_storeu_si512(dst.as_mut_ptr().add(128 * g + 64 * half) as *mut _, w);
                     }
                 }
@@ -656,7 +812,7 @@ mod simd {
         /// 7-bit field, a multiply by `2^(7 - shift)` lines every field up at bit 7 (AVX2
         /// has no per-lane 16-bit shift), then the merge.
         #[target_feature(enable = "avx2")]
-        pub(super) unsafe fn merge_bf16_packed_avx2(
+        pub(super) unsafe fn merge_bf16_packed_avx2<const JOINT: bool>(
             exp: &[u16],
             packed: &[u8],
             dst: &mut [u8],
@@ -681,6 +837,7 @@ mod simd {
             let low7 = _mm256_set1_epi16(0x7F);
             let sign = _mm256_set1_epi16(0x40);
             let low6 = _mm256_set1_epi16(0x3F);
+            let exp_joint = _mm256_set1_epi16(0x7F80);
             for i in 0..steps {
                 // SAFETY: i < steps, so the 16 bytes at 14i, the 16 u16 at 16i and the 32
                 // bytes at 32i are in bounds.
@@ -692,13 +849,23 @@ mod simd {
                         low7,
                     );
                     let s0 = _mm256_loadu_si256(exp.as_ptr().add(16 * i) as *const _);
-                    let w = _mm256_or_si256(
-                        _mm256_slli_epi16::<6>(s0),
+                    let w = if JOINT {
                         _mm256_or_si256(
-                            _mm256_slli_epi16::<9>(_mm256_and_si256(r, sign)),
-                            _mm256_and_si256(r, low6),
-                        ),
-                    );
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_slli_epi16::<6>(s0), exp_joint),
+                                _mm256_slli_epi16::<15>(s0),
+                            ),
+                            r,
+                        )
+                    } else {
+                        _mm256_or_si256(
+                            _mm256_slli_epi16::<6>(s0),
+                            _mm256_or_si256(
+                                _mm256_slli_epi16::<9>(_mm256_and_si256(r, sign)),
+                                _mm256_and_si256(r, low6),
+                            ),
+                        )
+                    };
                     _mm256_storeu_si256(dst.as_mut_ptr().add(32 * i) as *mut _, w);
                 }
             }
@@ -713,16 +880,42 @@ fn bf16_fields(w: u16) -> [u16; 2] {
     [(w >> 6) & 0x1FF, ((w >> 9) & 0x40) | (w & 0x3F)]
 }
 
+/// Joint BF16 fields: exponent and sign (as bit 0); the seven mantissa bits.
+#[inline(always)]
+fn bf16_joint_fields(w: u16) -> [u16; 2] {
+    [((w >> 6) & 0x1FE) | (w >> 15), w & 0x7F]
+}
+
+/// Inverse of [`bf16_joint_fields`]: the exponent moves up one bit past the mantissa, the
+/// sign (bit 0 of `s0`) to bit 15 (the shift drops every other bit of `s0`).
+#[inline(always)]
+fn bf16_joint_merge(s0: u16, s1: u16) -> u16 {
+    ((s0 << 6) & 0x7F80) | (s0 << 15) | (s1 & 0x7F)
+}
+
 /// F16 fields: exponent and top three mantissa bits; sign and low seven mantissa bits.
 #[inline(always)]
 fn f16_fields(w: u16) -> [u16; 2] {
     [(w >> 7) & 0xFF, ((w >> 8) & 0x80) | (w & 0x7F)]
 }
 
-/// F32 fields: the BF16 fields of the top half, then mantissa bytes 1 and 0.
+/// Joint F16 fields: exponent, top two mantissa bits and sign (as bit 0); the low eight
+/// mantissa bits.
 #[inline(always)]
-fn f32_fields(x: u32) -> [u16; 4] {
-    let [a, b] = bf16_fields((x >> 16) as u16);
+fn f16_joint_fields(w: u16) -> [u16; 2] {
+    [((w >> 7) & 0xFE) | (w >> 15), w & 0xFF]
+}
+
+/// F32 fields: the BF16 fields (joint or not) of the top half, then mantissa bytes 1
+/// and 0.
+#[inline(always)]
+fn f32_fields<const JOINT: bool>(x: u32) -> [u16; 4] {
+    let top = (x >> 16) as u16;
+    let [a, b] = if JOINT {
+        bf16_joint_fields(top)
+    } else {
+        bf16_fields(top)
+    };
     [a, b, ((x >> 8) & 0xFF) as u16, (x & 0xFF) as u16]
 }
 
@@ -747,13 +940,13 @@ mod tests {
         assert_eq!(back, src);
     }
 
-    /// `n` pseudo-random BF16 elements and their two fields.
-    fn bf16_sample(n: usize) -> (Vec<u8>, Vec<u16>, Vec<u16>) {
+    /// `n` pseudo-random BF16 elements and their two fields of `layout`.
+    fn bf16_sample(layout: Layout, n: usize) -> (Vec<u8>, Vec<u16>, Vec<u16>) {
         let src: Vec<u8> = (0..n as u32)
             .flat_map(|i| ((i.wrapping_mul(2654435761) >> 9) as u16).to_le_bytes())
             .collect();
         let (mut f0, mut f1) = (vec![0u16; n], vec![0u16; n]);
-        Layout::Bf16.split(&src, &mut [&mut f0, &mut f1]);
+        layout.split(&src, &mut [&mut f0, &mut f1]);
         (src, f0, f1)
     }
 
@@ -761,7 +954,15 @@ mod tests {
     /// field alone takes its own loop) and whatever the remainder of the last quad.
     #[test]
     fn count_matches_histograms_of_split_fields() {
-        for layout in [Layout::Bf16, Layout::F16, Layout::F32, Layout::F8] {
+        for layout in [
+            Layout::Bf16,
+            Layout::Bf16Joint,
+            Layout::F16,
+            Layout::F16Joint,
+            Layout::F32,
+            Layout::F32Joint,
+            Layout::F8,
+        ] {
             let fields = layout.field_bits().len();
             for n in [0usize, 1, 3, 4, 5, 63, 4096, 4099] {
                 let src: Vec<u8> = (0..(n * layout.element_size()) as u32)
@@ -802,64 +1003,121 @@ mod tests {
         }
     }
 
-    #[test]
-    fn packed_bf16_split_matches_split_then_pack_on_every_path() {
+    fn packed_bf16_split_matches<const JOINT: bool>() {
+        let layout = if JOINT {
+            Layout::Bf16Joint
+        } else {
+            Layout::Bf16
+        };
         for n in [0usize, 1, 7, 8, 63, 64, 65, 200, 1000] {
-            let (src, f0, f1) = bf16_sample(n);
+            let (src, f0, f1) = bf16_sample(layout, n);
             let mut expected = vec![9u8];
             crate::entropy::bitpack::pack(&f1, 7, &mut expected);
             for level in SimdLevel::supported() {
                 let mut exp = vec![0xEEEEu16; n];
                 let mut packed = vec![9u8];
-                split_bf16_packed_on(level, &src, &mut exp, &mut packed);
-                assert_eq!(exp, f0, "n {n} {level}");
-                assert_eq!(packed, expected, "n {n} {level}");
+                split_bf16_packed_on::<JOINT>(level, &src, &mut exp, &mut packed);
+                assert_eq!(exp, f0, "{layout:?} n {n} {level}");
+                assert_eq!(packed, expected, "{layout:?} n {n} {level}");
+            }
+        }
+    }
+
+    #[test]
+    fn packed_bf16_split_matches_split_then_pack_on_every_path() {
+        packed_bf16_split_matches::<false>();
+        packed_bf16_split_matches::<true>();
+    }
+
+    fn packed_bf16_merge_matches<const JOINT: bool>() {
+        let layout = if JOINT {
+            Layout::Bf16Joint
+        } else {
+            Layout::Bf16
+        };
+        for n in [
+            0usize, 1, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 200, 1000,
+        ] {
+            let (src, f0, f1) = bf16_sample(layout, n);
+            let mut packed = Vec::new();
+            crate::entropy::bitpack::pack(&f1, 7, &mut packed);
+            for level in SimdLevel::supported() {
+                let mut dst = vec![0xEEu8; 2 * n];
+                merge_bf16_packed_on::<JOINT>(level, &f0, &packed, &mut dst);
+                assert_eq!(dst, src, "{layout:?} n {n} {level}");
             }
         }
     }
 
     #[test]
     fn packed_bf16_merge_matches_unpack_then_merge_on_every_path() {
-        for n in [
-            0usize, 1, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 200, 1000,
-        ] {
-            let (src, f0, f1) = bf16_sample(n);
-            let mut packed = Vec::new();
-            crate::entropy::bitpack::pack(&f1, 7, &mut packed);
-            for level in SimdLevel::supported() {
-                let mut dst = vec![0xEEu8; 2 * n];
-                merge_bf16_packed_on(level, &f0, &packed, &mut dst);
-                assert_eq!(dst, src, "n {n} {level}");
-            }
-        }
+        packed_bf16_merge_matches::<false>();
+        packed_bf16_merge_matches::<true>();
     }
 
-    #[test]
-    fn packed_f32_merge_matches_unpack_then_merge_on_every_path() {
+    fn packed_f32_merge_matches<const JOINT: bool>() {
+        let layout = if JOINT { Layout::F32Joint } else { Layout::F32 };
         for n in [0usize, 1, 8, 63, 64, 65, 1023, 1024, 1025, 2048, 3000] {
             let src: Vec<u8> = (0..n as u32)
                 .flat_map(|i| i.wrapping_mul(2654435761).rotate_left(i % 32).to_le_bytes())
                 .collect();
             let mut f: [Vec<u16>; 4] = std::array::from_fn(|_| vec![0u16; n]);
             let [f0, f1, f2, f3] = &mut f;
-            Layout::F32.split(&src, &mut [f0, f1, f2, f3]);
+            layout.split(&src, &mut [f0, f1, f2, f3]);
             let mut packed = Vec::new();
             crate::entropy::bitpack::pack(&f[1], 7, &mut packed);
             for level in SimdLevel::supported() {
                 let mut dst = vec![0xEEu8; 4 * n];
-                merge_f32_packed_on(level, &f[0], &packed, &f[2], &f[3], &mut dst);
-                assert_eq!(dst, src, "n {n} {level}");
+                merge_f32_packed_on::<JOINT>(level, &f[0], &packed, &f[2], &f[3], &mut dst);
+                assert_eq!(dst, src, "{layout:?} n {n} {level}");
             }
         }
     }
 
     #[test]
+    fn packed_f32_merge_matches_unpack_then_merge_on_every_path() {
+        packed_f32_merge_matches::<false>();
+        packed_f32_merge_matches::<true>();
+    }
+
+    #[test]
     fn every_16_bit_pattern_round_trips() {
         let all: Vec<u8> = (0..=u16::MAX).flat_map(|w| w.to_le_bytes()).collect();
-        round_trip(Layout::Bf16, &all);
-        round_trip(Layout::F16, &all);
+        for layout in [
+            Layout::Bf16,
+            Layout::F16,
+            Layout::Bf16Joint,
+            Layout::F16Joint,
+        ] {
+            round_trip(layout, &all);
+        }
         let bytes: Vec<u8> = (0..=255u8).collect();
         round_trip(Layout::F8, &bytes);
+    }
+
+    #[test]
+    fn joint_layouts_put_the_sign_in_the_first_field() {
+        // -1.0 and 1.0: the same fields but for the sign, which is bit 0 of field 0.
+        for (layout, one) in [
+            (Layout::Bf16Joint, 0x3F80u32),
+            (Layout::F16Joint, 0x3C00),
+            (Layout::F32Joint, 0x3F80_0000),
+        ] {
+            let esize = layout.element_size();
+            let sign = 1u32 << (8 * esize - 1);
+            let src: Vec<u8> = [one, one | sign]
+                .iter()
+                .flat_map(|w| w.to_le_bytes()[..esize].to_vec())
+                .collect();
+            let mut bufs: Vec<Vec<u16>> = layout.field_bits().iter().map(|_| vec![0; 2]).collect();
+            let mut views: Vec<&mut [u16]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+            layout.split(&src, &mut views);
+            assert_eq!(bufs[0][1], bufs[0][0] | 1, "{layout:?}");
+            assert_eq!(bufs[0][0] & 1, 0, "{layout:?}");
+            for f in &bufs[1..] {
+                assert_eq!(f[0], f[1], "{layout:?}: the sign left a residual field");
+            }
+        }
     }
 
     #[test]
@@ -869,6 +1127,7 @@ mod tests {
             .collect();
         let src: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
         round_trip(Layout::F32, &src);
+        round_trip(Layout::F32Joint, &src);
         let n = words.len();
         let mut f = [vec![0u16; n], vec![0u16; n], vec![0u16; n], vec![0u16; n]];
         let [a, b, c, d] = &mut f;

@@ -35,6 +35,18 @@ impl Codec {
             Self::Split(Layout::F16) => 3,
             Self::Split(Layout::F32) => 4,
             Self::Split(Layout::F8) => 5,
+            Self::Split(Layout::Bf16Joint) => 6,
+            Self::Split(Layout::F16Joint) => 7,
+            Self::Split(Layout::F32Joint) => 8,
+        }
+    }
+
+    /// The format minor version (FORMAT.md §8) that introduced the codec: a file that
+    /// uses it says at least this minor version in its preamble.
+    pub fn minor_version(self) -> u16 {
+        match self {
+            Self::Split(layout) if layout.is_joint() => 1,
+            _ => 0,
         }
     }
 
@@ -47,6 +59,9 @@ impl Codec {
             3 => Self::Split(Layout::F16),
             4 => Self::Split(Layout::F32),
             5 => Self::Split(Layout::F8),
+            6 => Self::Split(Layout::Bf16Joint),
+            7 => Self::Split(Layout::F16Joint),
+            8 => Self::Split(Layout::F32Joint),
             _ => return None,
         })
     }
@@ -68,6 +83,9 @@ impl Codec {
             Self::Split(Layout::F16) => "split-f16",
             Self::Split(Layout::F32) => "split-f32",
             Self::Split(Layout::F8) => "split-f8",
+            Self::Split(Layout::Bf16Joint) => "split-bf16-joint",
+            Self::Split(Layout::F16Joint) => "split-f16-joint",
+            Self::Split(Layout::F32Joint) => "split-f32-joint",
         }
     }
 }
@@ -301,7 +319,7 @@ pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor
     let coded = match Layout::for_dtype(dtype) {
         _ if opts.validate().is_err() => return stored(),
         Some(layout) if data.len().is_multiple_of(layout.element_size()) && !data.is_empty() => {
-            match encode_split(layout, data, opts) {
+            match encode_split(layout, true, data, opts) {
                 Ok(coded) => coded,
                 // Cannot happen (every model is planned from the symbols it codes), but if
                 // it did, storing the bytes keeps the promise of a lossless result.
@@ -325,29 +343,72 @@ pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor
     }
 }
 
+/// The joint layout (sign coded with the exponent) is chosen when the sample says it
+/// saves at least this share of the first two fields' bits: below it, the estimate's
+/// noise could pick the layout that codes larger.
+const JOINT_MIN_GAIN: f64 = 0.002;
+
+/// Splits `layout`'s fields into streams; with `allow_joint`, the layout's joint variant
+/// instead where the sample says it codes smaller.
 fn encode_split(
-    layout: Layout,
+    base: Layout,
+    allow_joint: bool,
     data: &[u8],
     opts: &EncodeOptions,
 ) -> Result<EncodedTensor, EntropyError> {
-    let bits = layout.field_bits();
-    let esize = layout.element_size();
+    let bits = base.field_bits();
+    let esize = base.element_size();
     let chunk_len = 1usize << opts.chunk_log2;
     let chunk_bytes = chunk_len * esize;
 
     // A sample of every 16th block tells which fields are near-uniform even block by block
-    // (sign and low mantissa bits): those are packed without counting them in full.
+    // (sign and low mantissa bits): those are packed without counting them in full. The
+    // same sample, counted a second time with the sign in the first field, tells whether
+    // the joint layout pays (its other fields are the same as the base layout's).
+    let candidates: Vec<Layout> = std::iter::once(base)
+        .chain(base.joint().filter(|_| allow_joint))
+        .collect();
     let block_bytes = (1usize << opts.block_log2) * esize;
-    let mut sampled_bits = vec![0.0f64; bits.len()];
+    let mut sampled_bits = vec![vec![0.0f64; bits.len()]; candidates.len()];
     let mut sampled = 0usize;
     for block in data.chunks(block_bytes).step_by(16) {
-        let mut h: Vec<Vec<u32>> = bits.iter().map(|&b| vec![0u32; 1 << b]).collect();
-        layout.count(block, &mut h);
-        for (acc, h) in sampled_bits.iter_mut().zip(&h) {
-            *acc += corrected_entropy_bits(h);
+        for (k, (layout, acc)) in candidates.iter().zip(&mut sampled_bits).enumerate() {
+            let mut h: Vec<Vec<u32>> = bits
+                .iter()
+                .enumerate()
+                .map(|(f, &b)| {
+                    if k == 0 || f < 2 {
+                        vec![0u32; 1 << b]
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect();
+            layout.count(block, &mut h);
+            for (acc, h) in acc.iter_mut().zip(&h) {
+                *acc += corrected_entropy_bits(h);
+            }
         }
         sampled += block.len() / esize;
     }
+    // Coded bits of the first two fields: entropy, or packing where that is less.
+    let cost = |field_bits: &[f64]| -> f64 {
+        field_bits[..2]
+            .iter()
+            .zip(bits)
+            .map(|(&e, &b)| e.min(f64::from(b) * sampled as f64))
+            .sum()
+    };
+    let pick = match sampled_bits.as_slice() {
+        [plain, joint] if cost(joint) < (1.0 - JOINT_MIN_GAIN) * cost(plain) => 1,
+        _ => 0,
+    };
+    let layout = candidates[pick];
+    if pick == 1 {
+        let (plain, joint) = sampled_bits.split_at_mut(1);
+        joint[0][2..].copy_from_slice(&plain[0][2..]);
+    }
+    let sampled_bits = sampled_bits.swap_remove(pick);
     let modelled: Vec<bool> = sampled_bits
         .iter()
         .zip(bits)
@@ -391,6 +452,11 @@ fn encode_split(
             )
         })
         .collect();
+    if layout.is_joint() && encoders[0].is_packed() {
+        // The sample missed that the joint first field has more distinct values than a
+        // table holds (or codes no smaller than packing after all): the base layout.
+        return encode_split(base, false, data, opts);
+    }
 
     // Pass 2: code every chunk of every field.
     let code = |encoders: &[StreamEncoder]| -> Result<Vec<CodedStream>, EntropyError> {
@@ -399,7 +465,8 @@ fn encode_split(
             .enumerate()
             .map(|(c, chunk)| {
                 FieldBuffers::with(|bufs| {
-                    if let (Layout::Bf16, [exp, residual]) = (layout, encoders) {
+                    if let (Layout::Bf16 | Layout::Bf16Joint, [exp, residual]) = (layout, encoders)
+                    {
                         if residual.is_packed() {
                             // The common BF16 case: pack the residual while splitting.
                             let n = chunk.len() / 2;
@@ -407,6 +474,7 @@ fn encode_split(
                             grow(buf, n);
                             let mut packed = Vec::with_capacity((7 * n).div_ceil(8));
                             crate::float_split::split_bf16_packed(
+                                layout.is_joint(),
                                 chunk,
                                 &mut buf[..n],
                                 &mut packed,
@@ -869,9 +937,8 @@ fn decode_chunk_pair(
     let (na, nb) = (dst_a.len() / esize, dst_b.len() / esize);
     // BF16 and F32 with a packed sign+mantissa field merge straight from the packed bits.
     let packed_residual = |c: usize, n: usize| match (layout, decoders) {
-        (Layout::Bf16, [_, residual]) | (Layout::F32, [_, residual, _, _]) => {
-            residual.packed_chunk(c, n)
-        }
+        (Layout::Bf16 | Layout::Bf16Joint, [_, residual])
+        | (Layout::F32 | Layout::F32Joint, [_, residual, _, _]) => residual.packed_chunk(c, n),
         _ => None,
     };
     let fused = packed_residual(first, na).is_some();
@@ -899,14 +966,24 @@ fn decode_chunk_pair(
             continue;
         }
         let field = |f: usize| &bufs.pairs[f][half][..n];
+        let joint = layout.is_joint();
         match (packed_residual(c, n), layout) {
-            (Some(packed), Layout::F32) => {
-                crate::float_split::merge_f32_packed(field(0), packed, field(2), field(3), out)
+            (Some(packed), Layout::F32 | Layout::F32Joint) => crate::float_split::merge_f32_packed(
+                joint,
+                field(0),
+                packed,
+                field(2),
+                field(3),
+                out,
+            ),
+            (Some(packed), _) => {
+                crate::float_split::merge_bf16_packed(joint, field(0), packed, out)
             }
-            (Some(packed), _) => crate::float_split::merge_bf16_packed(field(0), packed, out),
-            (None, Layout::Bf16 | Layout::F16) => layout.merge(&[field(0), field(1)], out),
-            (None, Layout::F32) => layout.merge(&[field(0), field(1), field(2), field(3)], out),
+            (None, Layout::F32 | Layout::F32Joint) => {
+                layout.merge(&[field(0), field(1), field(2), field(3)], out)
+            }
             (None, Layout::F8) => layout.merge(&[field(0)], out),
+            (None, _) => layout.merge(&[field(0), field(1)], out),
         }
     }
     Ok(())
@@ -1049,5 +1126,176 @@ mod tests {
         )
         .is_err());
         assert!(TensorDecoder::new(Codec::Stored, 0, data.len(), &streams[..1]).is_err());
+    }
+
+    /// `n` Gaussian-like weights of mean `mean` and standard deviation `std` as `dtype`
+    /// (F16, BF16 or F32; the narrow ones truncated), the negative ones scaled by
+    /// `negative_scale`. A mean of 1.08 σ makes 86 % of them positive, and the sign then
+    /// depends on the magnitude, as in a real embedding with skewed signs.
+    fn skewed(dtype: &Dtype, n: usize, mean: f32, std: f32, negative_scale: f32) -> Vec<u8> {
+        let mut seed = 0x5157_u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let mut out = Vec::with_capacity(n * 4);
+        for _ in 0..n {
+            // Irwin–Hall: six uniforms have variance 1/2.
+            let value = mean + ((0..6).map(|_| next()).sum::<f32>() - 3.0) * std * 1.41;
+            let value = if value < 0.0 {
+                value * negative_scale
+            } else {
+                value
+            };
+            let x = value.to_bits();
+            match dtype {
+                Dtype::F32 => out.extend_from_slice(&x.to_le_bytes()),
+                Dtype::F16 => {
+                    // F16: normal values only (weights this small never overflow).
+                    let exp = ((x >> 23) & 0xFF) as i32 - 127 + 15;
+                    let h = if exp <= 0 {
+                        (x >> 16) as u16 & 0x8000
+                    } else {
+                        let mantissa = ((x >> 13) & 0x3FF) as u16;
+                        ((x >> 16) as u16 & 0x8000) | ((exp as u16) << 10) | mantissa
+                    };
+                    out.extend_from_slice(&h.to_le_bytes());
+                }
+                _ => out.extend_from_slice(&((x >> 16) as u16).to_le_bytes()),
+            }
+        }
+        out
+    }
+
+    /// Bits of an optimal Huffman code of the histogram's symbols (a static code over
+    /// single symbols can be no shorter).
+    fn huffman_bits(hist: &[u64]) -> u64 {
+        use std::cmp::Reverse;
+        let mut heap: std::collections::BinaryHeap<Reverse<u64>> = hist
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| Reverse(c))
+            .collect();
+        let mut bits = 0;
+        while heap.len() > 1 {
+            let (Reverse(a), Reverse(b)) = (heap.pop().unwrap(), heap.pop().unwrap());
+            bits += a + b;
+            heap.push(Reverse(a + b));
+        }
+        bits
+    }
+
+    /// A lower bound of what ZipNN stores for `data` (`esize`-byte floats): it groups the
+    /// bytes of each 256 KiB chunk by position in the element (with or without first
+    /// rotating the sign next to the mantissa; the bound takes the smaller) and Huffman
+    /// codes each group. Here each group costs its optimal Huffman code under its own
+    /// histogram, with no header or table: no such coder does better.
+    fn zipnn_lower_bound(data: &[u8], esize: usize) -> usize {
+        let grouped_bits = |rotate: bool| -> u64 {
+            data.chunks(256 << 10)
+                .map(|chunk| {
+                    let mut hists = vec![vec![0u64; 256]; esize];
+                    for e in chunk.chunks_exact(esize) {
+                        let mut w = [0u8; 4];
+                        w[..esize].copy_from_slice(e);
+                        let mut x = u32::from_le_bytes(w);
+                        if rotate {
+                            let top = 8 * esize as u32 - 1;
+                            x = ((x << 1) | (x >> top)) & (((1u64 << (top + 1)) - 1) as u32);
+                        }
+                        for (g, h) in hists.iter_mut().enumerate() {
+                            h[((x >> (8 * g)) & 0xFF) as usize] += 1;
+                        }
+                    }
+                    hists.iter().map(|h| huffman_bits(h)).sum::<u64>()
+                })
+                .sum()
+        };
+        (grouped_bits(false).min(grouped_bits(true)) / 8) as usize
+    }
+
+    #[test]
+    fn skewed_signs_are_coded_with_the_exponent_and_no_larger_than_zipnn() {
+        let n = 600_000;
+        let cases = [
+            // The case: an F16 embedding 86 % positive.
+            (
+                Dtype::F16,
+                skewed(&Dtype::F16, n, 0.0216, 0.02, 1.0),
+                Layout::F16Joint,
+            ),
+            // Signs balanced but tied to the magnitude: negatives 8 times smaller.
+            (
+                Dtype::BF16,
+                skewed(&Dtype::BF16, n, 0.0, 0.04, 0.125),
+                Layout::Bf16Joint,
+            ),
+            (
+                Dtype::F32,
+                skewed(&Dtype::F32, n / 2, 0.0216, 0.02, 1.0),
+                Layout::F32Joint,
+            ),
+        ];
+        for (dtype, data, joint) in cases {
+            let opts = EncodeOptions::default();
+            let enc = round_trip(&dtype, &data, &opts);
+            let bound = zipnn_lower_bound(&data, joint.element_size());
+            let base = Layout::for_dtype(&dtype).unwrap();
+            let plain = encode_split(base, false, &data, &opts).unwrap();
+            eprintln!(
+                "{dtype}: {} {} plain {} bytes {:?}, ZipNN at least {bound} (of {})",
+                enc.codec.name(),
+                enc.coded_len(),
+                plain.coded_len(),
+                plain.streams.iter().map(|s| s.len()).collect::<Vec<_>>(),
+                data.len()
+            );
+            assert_eq!(enc.codec, Codec::Split(joint), "{dtype}");
+            assert!(
+                enc.coded_len() <= bound,
+                "{dtype}: {} > {bound}",
+                enc.coded_len()
+            );
+            assert!(
+                plain.coded_len() > enc.coded_len(),
+                "{dtype}: the sign cost nothing"
+            );
+        }
+        // The case is real: with the sign stored raw, F16 is larger than ZipNN.
+        let data = skewed(&Dtype::F16, n, 0.0216, 0.02, 1.0);
+        let plain = encode_split(Layout::F16, false, &data, &EncodeOptions::default()).unwrap();
+        assert!(plain.coded_len() > zipnn_lower_bound(&data, 2));
+    }
+
+    #[test]
+    fn symmetric_signs_keep_the_plain_layouts() {
+        for (dtype, data) in [
+            (Dtype::BF16, gaussian_bf16(200_000)),
+            (Dtype::F16, skewed(&Dtype::F16, 200_000, 0.0, 0.02, 1.0)),
+            (Dtype::F32, skewed(&Dtype::F32, 100_000, 0.0, 0.02, 1.0)),
+        ] {
+            let enc = round_trip(&dtype, &data, &EncodeOptions::default());
+            assert_eq!(
+                enc.codec,
+                Codec::Split(Layout::for_dtype(&dtype).unwrap()),
+                "{dtype}"
+            );
+        }
+    }
+
+    #[test]
+    fn joint_codecs_have_their_own_ids_and_minor_version() {
+        for id in 0..=255u8 {
+            if let Some(codec) = Codec::from_id(id) {
+                assert_eq!(codec.id(), id);
+                let joint = matches!(codec, Codec::Split(l) if l.is_joint());
+                assert_eq!(codec.minor_version(), u16::from(joint), "{}", codec.name());
+                assert_eq!(joint, (6..=8).contains(&id));
+            } else {
+                assert!(id > 8);
+            }
+        }
     }
 }

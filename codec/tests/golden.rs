@@ -1,7 +1,8 @@
 //! Golden files pin the format: every `fixtures/golden/*.mcz` must decode to its fixture
 //! byte for byte, and packing the fixture must reproduce the golden bytes exactly.
 //! `fixtures/golden/chunk16/` keeps the files the earlier default wrote (`chunk_log2 = 16`
-//! in the index): they must still decode.
+//! in the index) and `fixtures/golden/v1.0/` the last files of format version 1.0 (before
+//! the joint split codecs): they must still decode. `skewed-signs` has no older files.
 //!
 //! After a deliberate encoder or format change, regenerate them with
 //! `MCODEC_BLESS=1 cargo test -p mcodec --test golden` and commit the new files.
@@ -10,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use mcodec::container::{pack, Archive, PackOptions};
 
-const FIXTURES: &[&str] = &[
+/// The fixtures that have golden files of every earlier version.
+const FIXTURES_1_0: &[&str] = &[
     "tiny-bf16.safetensors",
     "tiny-f16.safetensors",
     "tiny-f32.safetensors",
@@ -20,6 +22,9 @@ const FIXTURES: &[&str] = &[
     "mixed.safetensors",
 ];
 
+/// Skewed signs: the writer's joint split codecs (format 1.1).
+const SKEWED: &str = "skewed-signs.safetensors";
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
@@ -27,7 +32,7 @@ fn root() -> PathBuf {
 #[test]
 fn golden_files_decode_to_fixtures_and_encoding_is_stable() {
     let bless = std::env::var_os("MCODEC_BLESS").is_some();
-    for name in FIXTURES {
+    for name in FIXTURES_1_0.iter().chain([&SKEWED]) {
         let input = std::fs::read(root().join("data").join(name)).unwrap();
         let mut packed = Vec::new();
         pack(&input, &PackOptions::default(), &mut packed, &|_| {}).unwrap();
@@ -54,15 +59,33 @@ fn golden_files_decode_to_fixtures_and_encoding_is_stable() {
 
 #[test]
 fn files_of_the_earlier_default_still_decode() {
-    for name in FIXTURES {
-        let input = std::fs::read(root().join("data").join(name)).unwrap();
-        let path = root().join("golden/chunk16").join(format!("{name}.mcz"));
-        let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(
-            unpack(&golden) == input,
-            "{name}: chunk16 golden file no longer decodes"
-        );
+    for dir in ["chunk16", "v1.0"] {
+        for name in FIXTURES_1_0 {
+            let input = std::fs::read(root().join("data").join(name)).unwrap();
+            let path = root().join("golden").join(dir).join(format!("{name}.mcz"));
+            let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(golden[10..12], [0, 0], "{dir}/{name}: not a 1.0 file");
+            assert!(
+                unpack(&golden) == input,
+                "{dir}/{name}: golden file no longer decodes"
+            );
+        }
     }
+}
+
+#[test]
+fn skewed_signs_golden_file_uses_every_joint_codec() {
+    let golden = std::fs::read(root().join("golden").join(format!("{SKEWED}.mcz"))).unwrap();
+    assert_eq!(golden[10..12], [1, 0], "minor version 1");
+    let archive = Archive::open(&golden).unwrap();
+    let mut ids: Vec<u8> = archive
+        .index()
+        .tensors
+        .iter()
+        .map(|t| t.codec.id())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [6, 7, 8], "{SKEWED}: codecs");
 }
 
 /// The original file an `.mcz` file decodes to.

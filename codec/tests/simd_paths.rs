@@ -13,7 +13,8 @@ use mcodec::container::{pack, Archive, PackOptions};
 use mcodec::cpu::{kernel_runs, set_simd_level, simd_level, SimdLevel};
 use mcodec::{tensor, Dtype, EncodeOptions, TensorDecoder};
 
-const FIXTURES: &[&str] = &[
+/// Fixtures with golden files of every format version (`chunk16`, `v1.0`, current).
+const FIXTURES_1_0: &[&str] = &[
     "tiny-bf16.safetensors",
     "tiny-f16.safetensors",
     "tiny-f32.safetensors",
@@ -65,6 +66,18 @@ fn weights(n: usize, esize: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// [`weights`] with the sign cleared in about 86 % of the elements: the writer codes the
+/// sign with the exponent (the joint split codecs).
+fn skewed(n: usize, esize: usize, seed: u64) -> Vec<u8> {
+    let mut data = weights(n, esize, seed);
+    for (i, e) in data.chunks_exact_mut(esize).enumerate() {
+        if (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 57 < 110 {
+            e[esize - 1] &= 0x7F;
+        }
+    }
+    data
+}
+
 #[test]
 fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
     let supported = SimdLevel::supported();
@@ -83,6 +96,9 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
                 (Dtype::F16, weights(n, 2, 23 + i as u64)),
                 (Dtype::F32, weights(n, 4, 37 + i as u64)),
                 (Dtype::F8E4M3, weights(n, 1, 41 + i as u64)),
+                (Dtype::BF16, skewed(n, 2, 53 + i as u64)),
+                (Dtype::F16, skewed(n, 2, 59 + i as u64)),
+                (Dtype::F32, skewed(n, 4, 61 + i as u64)),
             ]
         })
         .collect();
@@ -91,7 +107,10 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
         set_simd_level(level).unwrap();
         assert_eq!(simd_level(), level);
         let before = kernel_runs();
-        for name in FIXTURES {
+        for name in FIXTURES_1_0
+            .iter()
+            .chain(["skewed-signs.safetensors"].iter())
+        {
             let input = std::fs::read(fixtures().join("data").join(name)).unwrap();
             let golden = std::fs::read(fixtures().join("golden").join(format!("{name}.mcz")));
             let golden = golden.unwrap();
@@ -102,19 +121,23 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
                 "{name}: {level} encoder differs from golden"
             );
             assert!(unpack(&golden) == input, "{name}: {level} decode of golden");
-            let old = std::fs::read(
-                fixtures()
-                    .join("golden/chunk16")
-                    .join(format!("{name}.mcz")),
-            );
-            assert!(
-                unpack(&old.unwrap()) == input,
-                "{name}: {level} chunk16 decode"
-            );
+            for old in ["chunk16", "v1.0"] {
+                if !FIXTURES_1_0.contains(name) {
+                    continue;
+                }
+                let path = fixtures().join("golden").join(old);
+                let old_file = std::fs::read(path.join(format!("{name}.mcz")));
+                assert!(
+                    unpack(&old_file.unwrap()) == input,
+                    "{name}: {level} {old} decode"
+                );
+            }
         }
         let mut streams_of_level = Vec::new();
+        let mut joint = 0;
         for (dtype, data) in &tensors {
             let enc = tensor::encode(dtype, data, &opts);
+            joint += usize::from(enc.codec.id() >= 6);
             let owned: Vec<Vec<u8>> = enc.streams.iter().map(|s| s.to_vec()).collect();
             let views: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
             let dec = TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &views).unwrap();
@@ -123,6 +146,8 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
             assert!(out == *data, "{dtype} × {}: {level} round trip", data.len());
             streams_of_level.push(owned.concat());
         }
+        // The skewed tensors take the joint codecs (the large ones at least, one per dtype).
+        assert!(joint >= 3, "{level}: {joint} joint tensors");
         if let Some(first) = reference.first() {
             assert!(*first == streams_of_level, "{level} tensor streams differ");
         }

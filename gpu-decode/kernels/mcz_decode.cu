@@ -37,6 +37,11 @@ typedef unsigned long long u64;
 #define LAYOUT_F16 1
 #define LAYOUT_F32 2
 #define LAYOUT_F8 3
+// The joint layouts (format 1.1, codecs 6..8): the sign coded with the exponent, as bit 0
+// of the first field, the mantissa bit it displaces at the top of the second.
+#define LAYOUT_BF16_JOINT 4
+#define LAYOUT_F16_JOINT 5
+#define LAYOUT_F32_JOINT 6
 
 #define ERR_CORRUPT_CHUNK 1
 #define ERR_BAD_TABLE_ID 2
@@ -92,12 +97,15 @@ __device__ __forceinline__ void report(u32* err, u32 code, u32 tensor, u32 chunk
 // Per layout: fields, element size, each field's width and its bits in the element
 // (FORMAT.md §4.3). An element is the OR of its fields' contributions, so fields can be
 // merged in any order: coded fields in the step loop, packed fields at the flush.
+// SIGN_IN_RESIDUAL: field 1 holds the sign as its top bit (the flush merges it with
+// masked shifts); in the joint layouts field 1 is mantissa bits only.
 template <int LAYOUT>
 struct Layout;
 template <>
 struct Layout<LAYOUT_BF16> {
     static const int FIELDS = 2;
     static const int ESIZE = 2;
+    static const bool SIGN_IN_RESIDUAL = true;
     __device__ static int sym_shift(int) { return 0; }
     __device__ static int bits(int f) { return f == 0 ? 9 : 7; }
     __device__ static u32 contrib(int f, u32 s) {
@@ -113,6 +121,7 @@ template <>
 struct Layout<LAYOUT_F16> {
     static const int FIELDS = 2;
     static const int ESIZE = 2;
+    static const bool SIGN_IN_RESIDUAL = true;
     __device__ static int sym_shift(int) { return 0; }
     __device__ static int bits(int) { return 8; }
     __device__ static u32 contrib(int f, u32 s) {
@@ -126,6 +135,7 @@ template <>
 struct Layout<LAYOUT_F32> {
     static const int FIELDS = 4;
     static const int ESIZE = 4;
+    static const bool SIGN_IN_RESIDUAL = true;
     __device__ static int sym_shift(int f) { return f < 2 ? 16 : 0; }
     __device__ static int bits(int f) { return f == 0 ? 9 : f == 1 ? 7 : 8; }
     __device__ static u32 contrib(int f, u32 s) {
@@ -139,9 +149,54 @@ template <>
 struct Layout<LAYOUT_F8> {
     static const int FIELDS = 1;
     static const int ESIZE = 1;
+    static const bool SIGN_IN_RESIDUAL = false;
     __device__ static int sym_shift(int) { return 0; }
     __device__ static int bits(int) { return 8; }
     __device__ static u32 contrib(int, u32 s) { return s; }
+};
+// Joint layouts: field 0 = the base layout's field 0 with the sign in place of its lowest
+// bit; field 1 = the base layout's mantissa bits of field 1 plus the displaced bit on top.
+template <>
+struct Layout<LAYOUT_BF16_JOINT> {
+    static const int FIELDS = 2;
+    static const int ESIZE = 2;
+    static const bool SIGN_IN_RESIDUAL = false;
+    __device__ static int sym_shift(int) { return 0; }
+    __device__ static int bits(int f) { return f == 0 ? 9 : 7; }
+    __device__ static u32 contrib(int f, u32 s) {
+        return f == 0 ? ((s & 0x1FEu) << 6) | ((s & 1u) << 15) : s;
+    }
+    __device__ static u32 contrib2(int f, u32 s) {
+        return f == 0 ? ((s & 0x01FE01FEu) << 6) | ((s & 0x00010001u) << 15) : s;
+    }
+};
+template <>
+struct Layout<LAYOUT_F16_JOINT> {
+    static const int FIELDS = 2;
+    static const int ESIZE = 2;
+    static const bool SIGN_IN_RESIDUAL = false;
+    __device__ static int sym_shift(int) { return 0; }
+    __device__ static int bits(int) { return 8; }
+    __device__ static u32 contrib(int f, u32 s) {
+        return f == 0 ? ((s & 0xFEu) << 7) | ((s & 1u) << 15) : s;
+    }
+    __device__ static u32 contrib2(int f, u32 s) {
+        return f == 0 ? ((s & 0x00FE00FEu) << 7) | ((s & 0x00010001u) << 15) : s;
+    }
+};
+template <>
+struct Layout<LAYOUT_F32_JOINT> {
+    static const int FIELDS = 4;
+    static const int ESIZE = 4;
+    static const bool SIGN_IN_RESIDUAL = false;
+    __device__ static int sym_shift(int f) { return f < 2 ? 16 : 0; }
+    __device__ static int bits(int f) { return f == 0 ? 9 : f == 1 ? 7 : 8; }
+    __device__ static u32 contrib(int f, u32 s) {
+        return f == 0   ? ((s & 0x1FEu) << 22) | ((s & 1u) << 31)
+               : f == 1 ? s << 16
+               : f == 2 ? s << 8
+                        : s;
+    }
 };
 
 // Stream modes as template parameters: 2 bits per field, MODE_ANY = read from the
@@ -206,7 +261,7 @@ __device__ __forceinline__ void flush(const u32* mode, const u8* stage, u8* out,
                     for (int k = 0; k < 4; ++k) {
                         // Symbols 2k and 2k+1: the 2b bits from bit 2bk on.
                         const u32 c = (u32)(bits >> (b * 2 * k));
-                        if (f == 1) {
+                        if (f == 1 && L::SIGN_IN_RESIDUAL) {
                             // Sign + mantissa (sign the symbol's top bit): each term is a
                             // shift and a masked OR. Low bits of symbol 2k stay; its sign
                             // (bit b−1) goes to bit 15 and symbol 2k+1's low bits to bit 16
@@ -319,7 +374,7 @@ __device__ __forceinline__ const u32* packed_word(u64 stream, u32 b, u64 e, u32&
     return (const u32*)(stream + (byte0 & ~3ull));
 }
 
-// One warp decodes one chunk. Not inlined: each of the 34 instances is its own function,
+// One warp decodes one chunk. Not inlined: each of the 43 instances is its own function,
 // so ptxas allocates its registers alone (no spill inside its loops) and compiles the
 // kernel in about the time one inlined function of the instances took before the group
 // loop (inlined, they took 2.3× the CPU time and spilled inside loops). The call costs a
@@ -593,6 +648,25 @@ __device__ __forceinline__ void dispatch(const TensorDesc& d, u32 chunk, const u
     }
 }
 
+// The joint layouts: the writer chooses them only where the exponent field is rANS
+// coded, so only its typical instances are specialised (the others run the MODES_ANY
+// instance), which keeps the kernel's compile time near what it was.
+template <int LAYOUT, u32 REST>
+__device__ __forceinline__ void dispatch_joint(const TensorDesc& d, u32 chunk,
+                                               const u8* tables, u8* stage, u32 lane,
+                                               u32* err) {
+    const u32 m0 = d.fields[0].mode, m1 = d.fields[1].mode;
+    if (m0 == MODE_RANS && m1 == MODE_PACKED) {
+        decode_chunk<LAYOUT, MODE_RANS | MODE_PACKED << 2 | REST>(d, chunk, tables, stage, lane,
+                                                                  err);
+    } else if (m0 == MODE_RANS && m1 == MODE_RANS) {
+        decode_chunk<LAYOUT, MODE_RANS | MODE_RANS << 2 | REST>(d, chunk, tables, stage, lane,
+                                                                err);
+    } else {
+        decode_chunk<LAYOUT, MODES_ANY>(d, chunk, tables, stage, lane, err);
+    }
+}
+
 // At least 4 CTAs (32 warps) per SM: caps registers at 64 per thread.
 extern "C" __global__ void __launch_bounds__(WARPS * 32, 4)
     mcz_decode(const TensorDesc* __restrict__ tensors, const Task* __restrict__ tasks,
@@ -633,6 +707,16 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 4)
             case LAYOUT_F32:
                 dispatch<LAYOUT_F32, MODE_ANY << 4 | MODE_ANY << 6>(desc, chunk, tables, stage,
                                                                     lane, err);
+                break;
+            case LAYOUT_BF16_JOINT:
+                dispatch_joint<LAYOUT_BF16_JOINT, 0u>(desc, chunk, tables, stage, lane, err);
+                break;
+            case LAYOUT_F16_JOINT:
+                dispatch_joint<LAYOUT_F16_JOINT, 0u>(desc, chunk, tables, stage, lane, err);
+                break;
+            case LAYOUT_F32_JOINT:
+                dispatch_joint<LAYOUT_F32_JOINT, MODE_ANY << 4 | MODE_ANY << 6>(
+                    desc, chunk, tables, stage, lane, err);
                 break;
             default: dispatch<LAYOUT_F8, 0u>(desc, chunk, tables, stage, lane, err); break;
         }

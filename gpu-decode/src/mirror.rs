@@ -90,10 +90,12 @@ impl Output<'_> {
     }
 }
 
+/// Fields and element size of a kernel layout (ids as `LAYOUT_*` in the kernel: 0 BF16,
+/// 1 F16, 2 F32, 3 F8, 4..=6 the joint BF16, F16, F32).
 fn layout_fields(layout: u32) -> (usize, usize) {
     match layout {
-        0 | 1 => (2, 2),
-        2 => (4, 4),
+        0 | 1 | 4 | 5 => (2, 2),
+        2 | 6 => (4, 4),
         _ => (1, 1),
     }
 }
@@ -101,8 +103,8 @@ fn layout_fields(layout: u32) -> (usize, usize) {
 /// `Layout<L>::bits`: width of field `f`.
 fn field_bits(layout: u32, f: usize) -> u32 {
     match (layout, f) {
-        (0, 0) | (2, 0) => 9,
-        (0, _) | (2, 1) => 7,
+        (0 | 2 | 4 | 6, 0) => 9,
+        (0 | 4, _) | (2 | 6, 1) => 7,
         _ => 8,
     }
 }
@@ -116,7 +118,12 @@ pub(crate) fn contrib(layout: u32, f: usize, s: u32) -> u32 {
         (1, _) => ((s & 0x80) << 8) | (s & 0x7F),
         (2, 0) => s << 22,
         (2, 1) => ((s & 0x40) << 25) | ((s & 0x3F) << 16),
-        (2, 2) => s << 8,
+        (2 | 6, 2) => s << 8,
+        // Joint layouts: the sign is bit 0 of field 0.
+        (4, 0) => ((s & 0x1FE) << 6) | ((s & 1) << 15),
+        (5, 0) => ((s & 0xFE) << 7) | ((s & 1) << 15),
+        (6, 0) => ((s & 0x1FE) << 22) | ((s & 1) << 31),
+        (6, 1) => s << 16,
         _ => s,
     }
 }
@@ -129,6 +136,9 @@ fn contrib2(layout: u32, f: usize, s: u32) -> u32 {
         (0, _) => ((s & 0x0040_0040) << 9) | (s & 0x003F_003F),
         (1, 0) => s << 7,
         (1, _) => ((s & 0x0080_0080) << 8) | (s & 0x007F_007F),
+        (4, 0) => ((s & 0x01FE_01FE) << 6) | ((s & 0x0001_0001) << 15),
+        (5, 0) => ((s & 0x00FE_00FE) << 7) | ((s & 0x0001_0001) << 15),
+        (4 | 5, _) => s,
         _ => unreachable!("contrib2 is for 16-bit layouts"),
     }
 }
@@ -370,8 +380,14 @@ fn decode_chunk(
 
 /// `has_group_loop<MODES>`: whether the kernel instance that decodes `d` has the group
 /// loop: one of the fields whose mode is a template constant (the first two; F8's one) is
-/// rANS-coded.
+/// rANS-coded. For the joint layouts (`dispatch_joint`) only the instances of a rANS
+/// first field with a packed or rANS second one are specialised; the rest run the
+/// `MODES_ANY` instance, which has no group loop.
 fn group_loop(d: &TensorDesc, fields: usize) -> bool {
+    if (4..=6).contains(&d.layout) {
+        return d.fields[0].mode == MODE_RANS
+            && (d.fields[1].mode == MODE_PACKED || d.fields[1].mode == MODE_RANS);
+    }
     d.fields[..fields.min(2)]
         .iter()
         .any(|f| f.mode == MODE_RANS)

@@ -155,8 +155,8 @@ impl TensorDesc {
     /// Bytes per element.
     pub fn element_size(&self) -> usize {
         match self.layout {
-            0 | 1 => 2,
-            2 => 4,
+            0 | 1 | 4 | 5 => 2,
+            2 | 6 => 4,
             _ => 1,
         }
     }
@@ -301,6 +301,9 @@ fn layout_id(layout: Layout) -> u32 {
         Layout::F16 => 1,
         Layout::F32 => 2,
         Layout::F8 => 3,
+        Layout::Bf16Joint => 4,
+        Layout::F16Joint => 5,
+        Layout::F32Joint => 6,
     }
 }
 
@@ -308,7 +311,7 @@ fn layout_id(layout: Layout) -> u32 {
 /// in the element (F32's exponent and sign+mantissa fields sit in the upper half; every
 /// other field's bits fit the low 16).
 pub fn symbol_shift(layout: u32, f: usize) -> u32 {
-    if layout == 2 && f < 2 {
+    if (layout == 2 || layout == 6) && f < 2 {
         16
     } else {
         0

@@ -30,8 +30,8 @@ pub const MAGIC: [u8; 8] = *b"\x89MCZ\r\n\x1a\n";
 pub const TRAILER_MAGIC: [u8; 8] = *b"MCZ-END\0";
 /// Format major version this code reads and writes.
 pub const VERSION_MAJOR: u16 = 1;
-/// Format minor version this code writes.
-pub const VERSION_MINOR: u16 = 0;
+/// Format minor version this code writes (1: the joint split codecs 6..=8).
+pub const VERSION_MINOR: u16 = 1;
 /// Alignment of every stream and of the index.
 pub const ALIGN: u64 = 64;
 /// Size of the preamble and of the trailer.
