@@ -122,9 +122,10 @@ mod vector {
         }
     }
 
-    /// Bytes of bit stream (from the position's byte) a group may touch: 32 fields of at
-    /// most 30 bits after up to 7 bits already used, and an 8-byte load at the last.
-    const GROUP_BIT_BYTES: usize = (7 + 31 * 30) / 8 + 8;
+    /// Bytes of bit stream (from the position's byte) a group may touch: the last of 32
+    /// fields of at most 30 bits starts at most 7 + 31 · 30 bits in, and a 64-bit load
+    /// reads from there.
+    const GROUP_BIT_BYTES: usize = (7 + 31 * 30 + 64usize).div_ceil(8);
     const _: () = assert!(GROUP_BIT_BYTES <= super::super::WIDE_BIT_PADDING);
 
     /// Loads 16 elements of `W` bytes, zero-extended to 32 bits.
