@@ -1,9 +1,10 @@
 //! Golden ULP deltas pin FORMAT.md §9.3: `fixtures/golden/delta/ulp1-*.bin` were written by
-//! the first (single-stream) layout and must keep decoding to their targets;
-//! `ulp2-*.bin` are the chunked layout the encoder writes now, and encoding the same pair
-//! must reproduce them byte for byte. To re-bless the current layout after an intended
-//! change: `MCODEC_BLESS=1 cargo test -p mcodec --test delta_golden` (the `ulp1` files are
-//! never rewritten).
+//! the first (single-stream) layout and `ulp2-*.bin` by the 4-lane chunked layout; both
+//! must keep decoding to their targets. `ulp3-*.bin` are the 32-lane layout the encoder
+//! writes now, and encoding the same pair must reproduce them byte for byte. To re-bless
+//! the current layout after an intended change:
+//! `MCODEC_BLESS=1 cargo test -p mcodec --test delta_golden` (the `ulp1` and `ulp2` files
+//! are never rewritten).
 
 use std::path::PathBuf;
 
@@ -37,15 +38,17 @@ fn pair(dtype: &Dtype, n: usize) -> (Vec<u8>, Vec<u8>) {
 const N: usize = 5003;
 
 #[test]
-fn first_layout_deltas_still_decode() {
-    for (name, dtype) in DTYPES {
-        let (base, target) = pair(&dtype, N);
-        let path = dir().join(format!("ulp1-{name}.bin"));
-        let d = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(delta::method_of(&d), Ok(DeltaMethod::Ulp));
-        let mut out = vec![0u8; base.len()];
-        delta::decode(&dtype, &base, &d, &mut out).unwrap();
-        assert!(out == target, "{name}: first-layout delta decodes wrongly");
+fn older_layout_deltas_still_decode() {
+    for layout in ["ulp1", "ulp2"] {
+        for (name, dtype) in DTYPES {
+            let (base, target) = pair(&dtype, N);
+            let path = dir().join(format!("{layout}-{name}.bin"));
+            let d = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(delta::method_of(&d), Ok(DeltaMethod::Ulp));
+            let mut out = vec![0u8; base.len()];
+            delta::decode(&dtype, &base, &d, &mut out).unwrap();
+            assert!(out == target, "{layout}-{name}: delta decodes wrongly");
+        }
     }
 }
 
@@ -55,7 +58,7 @@ fn current_layout_is_stable() {
     for (name, dtype) in DTYPES {
         let (base, target) = pair(&dtype, N);
         let d = delta::encode_with(DeltaMethod::Ulp, &dtype, &base, &target).unwrap();
-        let path = dir().join(format!("ulp2-{name}.bin"));
+        let path = dir().join(format!("ulp3-{name}.bin"));
         if bless {
             std::fs::write(&path, &d).unwrap();
         }

@@ -224,8 +224,9 @@ fn write_fuzz_seeds() {
 #[allow(dead_code)]
 mod delta_decode;
 
-/// Seeds of `delta_decode`: the golden first-layout ULP deltas, and deltas of the current
-/// layout (one chunk, and chunks of 64 elements) and BitX for every dtype.
+/// Seeds of `delta_decode`: the golden layout-1 and layout-2 ULP deltas, and deltas of the
+/// current layout 3 (one chunk, and chunks of 64 elements) and BitX for every dtype. (The
+/// `seed-ulp2-*` files of the corpus are what the layout-2 writer made of these pairs.)
 fn write_delta_seeds() {
     use delta_decode::{input, pair, DTYPES};
     use mcodec::delta::{encode_ulp_chunked, encode_with, DeltaMethod};
@@ -234,12 +235,18 @@ fn write_delta_seeds() {
         .iter()
         .enumerate()
     {
-        let delta = std::fs::read(golden.join(format!("ulp1-{name}.bin"))).unwrap();
-        write(
-            "delta_decode",
-            &format!("ulp1-{name}"),
-            &input(sel as u8, 0, 5003, &delta),
-        );
+        for layout in ["ulp1", "ulp2"] {
+            let delta = std::fs::read(golden.join(format!("{layout}-{name}.bin"))).unwrap();
+            let seed_name = match layout {
+                "ulp1" => format!("ulp1-{name}"),
+                _ => format!("golden-{layout}-{name}"),
+            };
+            write(
+                "delta_decode",
+                &seed_name,
+                &input(sel as u8, 0, 5003, &delta),
+            );
+        }
     }
     for (sel, dtype) in DTYPES.iter().enumerate() {
         let sel = sel as u8;
@@ -256,13 +263,13 @@ fn write_delta_seeds() {
             let one = encode_with(DeltaMethod::Ulp, dtype, &base, &target).unwrap();
             write(
                 "delta_decode",
-                &format!("ulp2-{name}"),
+                &format!("ulp3-{name}"),
                 &input(sel, 3, n as u16, &one),
             );
             let chunked = encode_ulp_chunked(dtype, &base, &target, 64).unwrap();
             write(
                 "delta_decode",
-                &format!("ulp2-chunks-{name}"),
+                &format!("ulp3-chunks-{name}"),
                 &input(sel, 3, n as u16, &chunked),
             );
         }

@@ -238,7 +238,7 @@ impl Store {
         }
         let obj = object::encode_blob(bytes);
         if self.backend.put_object(&key, &obj)? == PutOutcome::Created {
-            self.verify_written(&key, &obj, None)?;
+            self.verify_written(&key, &obj, None, bytes)?;
             c.blobs.fetch_add(1, Ordering::Relaxed);
             c.created(obj.len());
         } else {
@@ -300,12 +300,12 @@ impl Store {
             shape: info.shape.clone(),
             raw_len: bytes.len() as u64,
         };
-        let plain = tensor::encode(&info.dtype, &bytes, &opts.encode);
-        let mut delta: Option<(ObjectKey, Vec<u8>, Vec<u8>)> = None;
+        // (root, delta, base bytes, size of the base's plain object)
+        let mut delta: Option<(ObjectKey, Vec<u8>, Vec<u8>, u64)> = None;
         if let Some(root) = root {
             // Verified: a delta against damaged base bytes would decode wrongly once the
             // base is repaired or rewritten by another writer.
-            let base = self.load_tensor(&root, Some(&meta), false, true)?;
+            let (base, base_size) = self.load_tensor_sized(&root, Some(&meta), false, true)?;
             self.backend.touch_object(&root)?;
             let d = match opts.delta {
                 DeltaMode::BitX => {
@@ -313,21 +313,33 @@ impl Store {
                 }
                 _ => delta::encode(&info.dtype, &base, &bytes),
             };
-            if let Some(d) = d.ok().filter(|d| d.len() + 32 < plain.coded_len()) {
-                delta = Some((root, d, base));
+            if let Ok(d) = d {
+                delta = Some((root, d, base, base_size));
             }
         }
-        drop(bytes);
+        // The plain coding is computed only where it may win. The fine-tune's plain
+        // object is about as large as its base's, so a delta under half of that is kept
+        // without it, and the base's size stands in for it in the header (`stats`).
         let (obj, delta_base, base_bytes) = match delta {
-            Some((root, d, base)) => (
-                object::encode_delta(meta, root, plain.coded_len() as u64, &d),
+            Some((root, d, base, base_size)) if (d.len() as u64 + 32) * 2 < base_size => (
+                object::encode_delta(meta, root, base_size, &d),
                 Some(root),
                 Some(base),
             ),
-            None => (object::encode_plain(meta, &plain), None, None),
+            delta => {
+                let plain = tensor::encode(&info.dtype, &bytes, &opts.encode);
+                match delta.filter(|(_, d, _, _)| d.len() + 32 < plain.coded_len()) {
+                    Some((root, d, base, _)) => (
+                        object::encode_delta(meta, root, plain.coded_len() as u64, &d),
+                        Some(root),
+                        Some(base),
+                    ),
+                    None => (object::encode_plain(meta, &plain), None, None),
+                }
+            }
         };
         if delta_base.is_none() && obj.len() <= MAX_INLINE_BYTES {
-            self.verify_decodes(&key, &obj, None)?;
+            self.verify_decodes(&key, &obj, None, &bytes)?;
             c.plain.fetch_add(1, Ordering::Relaxed);
             c.new_bytes.fetch_add(obj.len() as u64, Ordering::Relaxed);
             return Ok(entry(None, Some(InlineBytes(obj))));
@@ -340,7 +352,7 @@ impl Store {
             c.dedup.fetch_add(1, Ordering::Relaxed);
             return Ok(e);
         }
-        self.verify_written(&e.object, &obj, base_bytes.as_deref())?;
+        self.verify_written(&e.object, &obj, base_bytes.as_deref(), &bytes)?;
         let counter = if delta_base.is_some() {
             &c.delta
         } else {
@@ -351,12 +363,20 @@ impl Store {
         Ok(e)
     }
 
-    /// Checks that the object `name` just written as `written` decodes to what the name
-    /// says (for a delta, against `base`) and, where the backend writes synchronously,
-    /// reads it back and checks it is those bytes. A backend that uploads in the
-    /// background (S3) is not read back here: the object is not there before
-    /// `sync_objects`, and its upload carries a checksum the server verifies.
-    fn verify_written(&self, name: &ObjectKey, written: &[u8], base: Option<&[u8]>) -> Result<()> {
+    /// Checks that the object `name` just written as `written` decodes to `tensor`, the
+    /// bytes its name was computed from (for a delta, against `base`; a blob is hashed
+    /// instead) and, where the
+    /// backend writes synchronously, reads it back and checks it is those bytes. A
+    /// backend that uploads in the background (S3) is not read back here: the object is
+    /// not there before `sync_objects`, and its upload carries a checksum the server
+    /// verifies.
+    fn verify_written(
+        &self,
+        name: &ObjectKey,
+        written: &[u8],
+        base: Option<&[u8]>,
+        tensor: &[u8],
+    ) -> Result<()> {
         if self.backend.puts_are_synchronous() {
             let back = self.backend.get_object(name)?;
             if back != written {
@@ -367,11 +387,19 @@ impl Store {
                 });
             }
         }
-        self.verify_decodes(name, written, base)
+        self.verify_decodes(name, written, base, tensor)
     }
 
-    /// Checks that the object `obj` decodes to what its name says.
-    fn verify_decodes(&self, name: &ObjectKey, obj: &[u8], base: Option<&[u8]>) -> Result<()> {
+    /// Checks that the tensor object `obj` decodes to `tensor`, the bytes its name was
+    /// computed from: one decode and a comparison, not a second hash of the output (the
+    /// name is hashed only to report a mismatch). A blob's bytes are hashed.
+    fn verify_decodes(
+        &self,
+        name: &ObjectKey,
+        obj: &[u8],
+        base: Option<&[u8]>,
+        tensor: &[u8],
+    ) -> Result<()> {
         let (header, payload) = object::split(obj).map_err(obj_err(*name))?;
         if let Header::Blob { zstd, raw_len } = header {
             let bytes = object::decode_blob(zstd, raw_len, payload).map_err(obj_err(*name))?;
@@ -385,7 +413,12 @@ impl Store {
             return Ok(());
         }
         let mut out = object::alloc(header.raw_len()).map_err(obj_err(*name))?;
-        self.decode_tensor(name, &header, payload, base, true, &mut out)?;
+        self.decode_tensor(name, &header, payload, base, false, &mut out)?;
+        if out != tensor {
+            // Hashing the output names what it decoded to (an error either way).
+            self.decode_tensor(name, &header, payload, base, true, &mut out)?;
+            return Err(StoreError::VerifyMismatch { key: *name });
+        }
         Ok(())
     }
 }

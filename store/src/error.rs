@@ -89,6 +89,14 @@ pub enum StoreError {
         /// The name the decoded bytes give.
         computed: ObjectKey,
     },
+    /// An object just coded by `add` decodes to bytes other than the tensor it was coded
+    /// from, although they hash to the same name (never seen: the decode is compared with
+    /// the input, and a difference is first reported as [`Self::Checksum`]).
+    #[error("object {key}: decodes to other bytes than the tensor it was coded from")]
+    VerifyMismatch {
+        /// The object.
+        key: ObjectKey,
+    },
     /// An object is of another kind than required.
     #[error("object {key}: is a {found}, expected a {expected}")]
     WrongKind {

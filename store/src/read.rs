@@ -29,6 +29,17 @@ impl Store {
         allow_delta: bool,
         verify: bool,
     ) -> Result<Vec<u8>> {
+        Ok(self.load_tensor_sized(key, expect, allow_delta, verify)?.0)
+    }
+
+    /// [`Self::load_tensor`], also returning the stored object's size.
+    pub(crate) fn load_tensor_sized(
+        &self,
+        key: &ObjectKey,
+        expect: Option<&TensorMeta>,
+        allow_delta: bool,
+        verify: bool,
+    ) -> Result<(Vec<u8>, u64)> {
         let obj = self.backend.get_object(key)?;
         let (header, payload) = object::split(&obj).map_err(obj_err(*key))?;
         let meta = tensor_meta(key, &header)?;
@@ -43,7 +54,7 @@ impl Store {
         let base = self.delta_base_bytes(key, &header, allow_delta)?;
         let mut out = object::alloc(meta.raw_len).map_err(obj_err(*key))?;
         self.decode_tensor(key, &header, payload, base.as_deref(), verify, &mut out)?;
-        Ok(out)
+        Ok((out, obj.len() as u64))
     }
 
     /// The base's bytes of a delta object (`None` for a plain one), refused unless

@@ -8,7 +8,8 @@
 //! so that a decode step — the lane's latency chain — is a single load (measured faster
 //! than a byte per slot plus an entry table, which needs two dependent loads).
 //!
-//! [`LANES`] rANS states are interleaved, symbol `i` on state `i % LANES`. States are
+//! `L` rANS states are interleaved, symbol `i` on state `i % L` ([`LANES`] = 4 in layouts 1
+//! and 2, [`WIDE_LANES`] = 32 in layout 3). States are
 //! 32-bit in `[RANS_L, 2^32)` and renormalise by 16-bit words. The encoder runs from the
 //! last symbol to the first and its words are reversed, so the decoder reads them front to
 //! back. Every state starts at `RANS_L`, so a correct decode ends with every state back
@@ -16,8 +17,11 @@
 
 use crate::entropy::model::{EncTable, FreqTable, PROB_BITS, PROB_SCALE, RCP_SHIFT};
 
-/// Interleaved rANS states.
+/// Interleaved rANS states of layouts 1 and 2.
 pub const LANES: usize = 4;
+/// Interleaved rANS states of layout 3: two 16-lane vectors, so the decoder steps 32
+/// independent chains at once (FORMAT.md §9.3).
+pub const WIDE_LANES: usize = 32;
 /// Lower bound of a normalised state and the encoder's initial state.
 const RANS_L: u32 = 1 << 16;
 
@@ -50,7 +54,7 @@ pub enum CoderError {
         /// Words read past the end.
         overrun: usize,
         /// The final states (all 65536 in a correct stream).
-        states: [u32; LANES],
+        states: Vec<u32>,
     },
     /// The raw bit stream is not exactly as long as the symbols need.
     #[error("raw bit stream is {have} bytes, the symbols need {needed_bits} bits")]
@@ -63,8 +67,8 @@ pub enum CoderError {
 }
 
 /// Encodes symbols in reverse; see the module comment.
-pub struct RansEncoder {
-    states: [u32; LANES],
+pub struct RansEncoder<const L: usize> {
+    states: [u32; L],
     /// Words in the order emitted (reverse of the decoder's order): the first `len` of a
     /// buffer with room for one word per symbol, so that a word is written without a
     /// branch and only counted when the state renormalises.
@@ -72,11 +76,11 @@ pub struct RansEncoder {
     len: usize,
 }
 
-impl RansEncoder {
+impl<const L: usize> RansEncoder<L> {
     /// An encoder for at most `n` symbols.
     pub fn new(n: usize) -> Self {
         Self {
-            states: [RANS_L; LANES],
+            states: [RANS_L; L],
             words: vec![0; n + 1],
             len: 0,
         }
@@ -88,7 +92,7 @@ impl RansEncoder {
     pub fn put(&mut self, i: usize, symbol: u16, table: &EncTable) {
         let e = &table.entries[usize::from(symbol)];
         debug_assert!(e.freq > 0, "symbol {symbol} missing from its table");
-        let mut x = self.states[i % LANES];
+        let mut x = self.states[i % L];
         // Renormalisation is taken at random: written always, counted when needed.
         let flush = u64::from(x) >= e.x_max;
         self.words[self.len] = x as u16;
@@ -96,15 +100,15 @@ impl RansEncoder {
         x = if flush { x >> 16 } else { x };
         // q = x / freq via the table's 45-bit reciprocal (exact for x < 2^32, freq ≤ 2^12).
         let q = ((u128::from(x) * u128::from(e.rcp)) >> RCP_SHIFT) as u32;
-        self.states[i % LANES] = (q << PROB_BITS) + (x - q * e.freq) + e.start;
+        self.states[i % L] = (q << PROB_BITS) + (x - q * e.freq) + e.start;
     }
 
     /// Bytes [`Self::finish`] appends.
     pub fn coded_len(&self) -> usize {
-        4 * LANES + 4 + 2 * self.len
+        4 * L + 4 + 2 * self.len
     }
 
-    /// Appends `LANES × u32` initial decoder states, `u32` word count and the words.
+    /// Appends `L × u32` initial decoder states, `u32` word count and the words.
     pub fn finish(self, out: &mut Vec<u8>) {
         for s in self.states {
             out.extend_from_slice(&s.to_le_bytes());
@@ -119,8 +123,8 @@ impl RansEncoder {
 
 /// Decodes symbols front to back. Reading past the end of the words yields zeros and is
 /// counted, so hostile input cannot read out of bounds; [`Self::finish`] then fails.
-pub struct RansDecoder {
-    states: [u32; LANES],
+pub struct RansDecoder<const L: usize> {
+    states: [u32; L],
     /// The words, then one zero word that reads past the end land on.
     words: Vec<u16>,
     /// Words in the stream (`words.len() - 1`).
@@ -129,25 +133,25 @@ pub struct RansDecoder {
     pos: usize,
 }
 
-impl RansDecoder {
+impl<const L: usize> RansDecoder<L> {
     /// Parses the states and the word count at the start of `bytes`; returns the decoder
     /// and the bytes after its words.
     pub fn new(bytes: &[u8]) -> Result<(Self, &[u8]), CoderError> {
-        const HEAD: usize = 4 * LANES + 4;
-        let head = bytes.get(..HEAD).ok_or(CoderError::Truncated {
+        let head_len = 4 * L + 4;
+        let head = bytes.get(..head_len).ok_or(CoderError::Truncated {
             what: "rANS states",
-            needed: HEAD,
+            needed: head_len,
             have: bytes.len(),
         })?;
-        let mut states = [0u32; LANES];
+        let mut states = [0u32; L];
         for (lane, (s, b)) in states.iter_mut().zip(head.chunks_exact(4)).enumerate() {
             *s = u32::from_le_bytes(b.try_into().expect("4 bytes"));
             if *s < RANS_L {
                 return Err(CoderError::BadState { lane, state: *s });
             }
         }
-        let n_words = u32::from_le_bytes(head[4 * LANES..].try_into().expect("4 bytes")) as usize;
-        let rest = &bytes[HEAD..];
+        let n_words = u32::from_le_bytes(head[4 * L..].try_into().expect("4 bytes")) as usize;
+        let rest = &bytes[head_len..];
         let words_len =
             n_words
                 .checked_mul(2)
@@ -177,11 +181,11 @@ impl RansDecoder {
         ))
     }
 
-    /// Decodes the next symbol of lane `lane` (symbol `i` is on lane `i % LANES`; call in
+    /// Decodes the next symbol of lane `lane` (symbol `i` is on lane `i % L`; call in
     /// symbol order) with the table at `offset` in `tables` ([`SlotTables::offset`]).
     #[inline(always)]
     pub fn get(&mut self, lane: usize, tables: &SlotTables, offset: usize) -> u32 {
-        let x = self.states[lane % LANES];
+        let x = self.states[lane % L];
         let slot = x & (PROB_SCALE - 1);
         let e = tables.slots[offset + slot as usize];
         // freq · (x >> PROB_BITS) + slot − start, below 2^32 since slot − start < freq.
@@ -193,9 +197,15 @@ impl RansDecoder {
         // is read either way (the zero word past the end) and only consumed when needed.
         let need = y < RANS_L;
         let w = self.words[self.pos.min(self.n_words)];
-        self.states[lane % LANES] = if need { (y << 16) | u32::from(w) } else { y };
+        self.states[lane % L] = if need { (y << 16) | u32::from(w) } else { y };
         self.pos += usize::from(need);
         e >> 24
+    }
+
+    /// What a vector decoder works on: the states, the words (with the zero word after
+    /// them) and the read position, which it advances.
+    pub fn parts(&mut self) -> (&mut [u32; L], &[u16], &mut usize) {
+        (&mut self.states, &self.words, &mut self.pos)
     }
 
     /// Checks that the stream ended exactly where the encoder began.
@@ -206,7 +216,7 @@ impl RansDecoder {
             return Err(CoderError::BadEnd {
                 words_left,
                 overrun,
-                states: self.states,
+                states: self.states.to_vec(),
             });
         }
         Ok(())
@@ -254,6 +264,11 @@ impl SlotTables {
     /// Where table `t` starts, for [`RansDecoder::get`].
     pub fn offset(t: usize) -> usize {
         t * PROB_SCALE as usize
+    }
+
+    /// The slot words of every table, table `t` at [`Self::offset`]`(t)`.
+    pub fn slots(&self) -> &[u32] {
+        &self.slots
     }
 }
 
@@ -321,9 +336,10 @@ impl Default for BitWriter {
 /// Reads what [`BitWriter`] wrote. Past the end it reads zeros; [`Self::finish`] checks
 /// that exactly the stream's bytes were used and that the padding bits are zero.
 pub struct BitReader {
-    /// The stream, then 8 zero bytes, so that every read is one unaligned 64-bit load.
+    /// The stream, then at least 8 zero bytes, so that every read is one unaligned 64-bit
+    /// load.
     bytes: Vec<u8>,
-    /// Stream length in bytes (`bytes.len() - 8`).
+    /// Stream length in bytes (the rest of `bytes` is padding).
     len: usize,
     /// Bits consumed so far.
     pos: u64,
@@ -332,14 +348,27 @@ pub struct BitReader {
 impl BitReader {
     /// A reader over a copy of `bytes`.
     pub fn new(bytes: &[u8]) -> Self {
-        let mut padded = Vec::with_capacity(bytes.len() + 8);
+        Self::with_padding(bytes, 8)
+    }
+
+    /// A reader over a copy of `bytes` followed by `padding ≥ 8` zero bytes (a vector
+    /// decoder reads ahead of the position by up to its padding).
+    pub fn with_padding(bytes: &[u8], padding: usize) -> Self {
+        assert!(padding >= 8, "a 64-bit load needs 8 bytes of padding");
+        let mut padded = Vec::with_capacity(bytes.len() + padding);
         padded.extend_from_slice(bytes);
-        padded.extend_from_slice(&[0; 8]);
+        padded.resize(bytes.len() + padding, 0);
         Self {
             bytes: padded,
             len: bytes.len(),
             pos: 0,
         }
+    }
+
+    /// What a vector decoder works on: the padded bytes and the bit position, which it
+    /// advances.
+    pub fn parts(&mut self) -> (&[u8], &mut u64) {
+        (&self.bytes, &mut self.pos)
     }
 
     /// Reads `n ≤ 64` bits (0 bits reads 0, without a branch).
@@ -410,13 +439,13 @@ mod tests {
                 }
             })
             .collect();
-        let mut e = RansEncoder::new(symbols.len());
+        let mut e = RansEncoder::<LANES>::new(symbols.len());
         for (i, &(s, t)) in symbols.iter().enumerate().rev() {
             e.put(i, s, &enc[t]);
         }
         let mut bytes = Vec::new();
         e.finish(&mut bytes);
-        let (mut d, rest) = RansDecoder::new(&bytes).unwrap();
+        let (mut d, rest) = RansDecoder::<LANES>::new(&bytes).unwrap();
         assert!(rest.is_empty());
         for (i, &(s, t)) in symbols.iter().enumerate() {
             assert_eq!(
@@ -428,7 +457,7 @@ mod tests {
         d.finish().unwrap();
 
         // One symbol short, or a flipped word: the end check fails.
-        let (mut d, _) = RansDecoder::new(&bytes).unwrap();
+        let (mut d, _) = RansDecoder::<LANES>::new(&bytes).unwrap();
         for (i, &(_, t)) in symbols.iter().enumerate().skip(1) {
             d.get((i - 1) % LANES, &dec, SlotTables::offset(t));
         }
@@ -436,12 +465,12 @@ mod tests {
         let mut bad = bytes.clone();
         let last = bad.len() - 1;
         bad[last] ^= 0x40;
-        let (mut d, _) = RansDecoder::new(&bad).unwrap();
+        let (mut d, _) = RansDecoder::<LANES>::new(&bad).unwrap();
         for (i, &(_, t)) in symbols.iter().enumerate() {
             d.get(i % LANES, &dec, SlotTables::offset(t));
         }
         assert!(d.finish().is_err());
-        assert!(RansDecoder::new(&bytes[..10]).is_err());
+        assert!(RansDecoder::<LANES>::new(&bytes[..10]).is_err());
     }
 
     #[test]

@@ -16,10 +16,14 @@
 
 use rayon::prelude::*;
 
+mod wide;
+use wide::decode_stream_wide;
+
 use super::coder::{
-    self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder, SlotTables, LANES,
+    self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder, SlotTables, LANES, WIDE_LANES,
 };
 use super::{DeltaError, DeltaMethod};
+use crate::cpu::{self, SimdLevel};
 use crate::dtype::Dtype;
 use crate::entropy::model::{EncTable, FreqTable, PROB_SCALE};
 
@@ -30,10 +34,18 @@ const FLAG_PREV_ZERO: u8 = 1;
 /// Flag bit: the coded elements are split into independent chunks (layout 2, FORMAT.md
 /// §9.3), which decode and encode in parallel. Without it, one stream (layout 1).
 const FLAG_CHUNKED: u8 = 2;
+/// Flag bit (with [`FLAG_CHUNKED`]): each chunk's stream has [`WIDE_LANES`] rANS lanes and
+/// the context bit looks that many elements back (layout 3), so that a vector decoder
+/// steps 32 independent chains at once.
+const FLAG_WIDE: u8 = 4;
+/// Zero bytes after a layout-3 chunk's extra bits: a group of 32 elements reads at most
+/// 32 × 30 bits plus a 64-bit load ahead of the position (see `wide`).
+const WIDE_BIT_PADDING: usize = 160;
 /// Elements per chunk the encoder writes: large enough that a chunk's fixed bytes
-/// (states, word count, length, bit padding: ~23 bytes) are noise, small enough that a
-/// large tensor splits into many pieces of work for the threads.
-pub(crate) const CHUNK_ELEMS: usize = 1 << 16;
+/// (32 states, word count, length, bit padding: ~136 bytes) are noise, small enough that a
+/// large tensor splits into pieces of work for the threads. Measured on the real MiniLM
+/// fine-tune (BENCHMARKS.md): 2^16 cost 0.14 % of the file more than layout 2, 2^18 0.08 %.
+pub(crate) const CHUNK_ELEMS: usize = 1 << 18;
 /// Largest chunk length a decoder accepts (it allocates nothing by it).
 const MAX_CHUNK_ELEMS: u64 = 1 << 30;
 /// Differences of magnitude below this are tokens of their own; above, a token names the
@@ -273,34 +285,56 @@ impl Stats {
     }
 }
 
-/// Codes `target` against `base` (same length) in the chunked layout with the default
-/// chunk length. Non-float dtypes are not supported.
+/// Codes `target` against `base` (same length) in layout 3 with the default chunk
+/// length. Non-float dtypes are not supported.
 pub(super) fn encode(dtype: &Dtype, base: &[u8], target: &[u8]) -> Result<Vec<u8>, DeltaError> {
     encode_chunked(dtype, base, target, CHUNK_ELEMS)
 }
 
-/// [`encode`] with `chunk_elems` elements per chunk (a positive multiple of [`LANES`]).
+/// [`encode`] with `chunk_elems` elements per chunk (a positive multiple of
+/// [`WIDE_LANES`]).
 pub(crate) fn encode_chunked(
     dtype: &Dtype,
     base: &[u8],
     target: &[u8],
     chunk_elems: usize,
 ) -> Result<Vec<u8>, DeltaError> {
+    encode_lanes::<WIDE_LANES>(dtype, base, target, chunk_elems)
+}
+
+/// Layout 2 (4 lanes), which the writer no longer emits: for tests of the decoder's
+/// older path.
+#[cfg(test)]
+pub(crate) fn encode_layout2(
+    dtype: &Dtype,
+    base: &[u8],
+    target: &[u8],
+    chunk_elems: usize,
+) -> Result<Vec<u8>, DeltaError> {
+    encode_lanes::<LANES>(dtype, base, target, chunk_elems)
+}
+
+/// The chunked layout with `L` lanes per stream: layout 2 for [`LANES`], 3 for
+/// [`WIDE_LANES`].
+fn encode_lanes<const L: usize>(
+    dtype: &Dtype,
+    base: &[u8],
+    target: &[u8],
+    chunk_elems: usize,
+) -> Result<Vec<u8>, DeltaError> {
     assert!(
-        chunk_elems > 0
-            && chunk_elems.is_multiple_of(LANES)
-            && chunk_elems as u64 <= MAX_CHUNK_ELEMS,
-        "chunk length {chunk_elems} is not a positive multiple of {LANES}"
+        chunk_elems > 0 && chunk_elems.is_multiple_of(L) && chunk_elems as u64 <= MAX_CHUNK_ELEMS,
+        "chunk length {chunk_elems} is not a positive multiple of {L}"
     );
     let layout = Layout::of(dtype).ok_or_else(|| DeltaError::Unsupported {
         method: DeltaMethod::Ulp.name(),
         dtype: dtype.to_string(),
     })?;
     Ok(match layout.width() {
-        1 => encode_w::<1>(layout, base, target, chunk_elems),
-        2 => encode_w::<2>(layout, base, target, chunk_elems),
-        4 => encode_w::<4>(layout, base, target, chunk_elems),
-        _ => encode_w::<8>(layout, base, target, chunk_elems),
+        1 => encode_w::<1, L>(layout, base, target, chunk_elems),
+        2 => encode_w::<2, L>(layout, base, target, chunk_elems),
+        4 => encode_w::<4, L>(layout, base, target, chunk_elems),
+        _ => encode_w::<8, L>(layout, base, target, chunk_elems),
     })
 }
 
@@ -312,9 +346,9 @@ fn difference(layout: Layout, base: u64, target: u64) -> u64 {
 
 /// Tokenizes one chunk's elements into `symbols`, counts them into `hist`
 /// (`[exponent][context bit][symbol]`) and returns the chunk's raw extra bits (one pass
-/// over the elements). The context bit of a chunk's first `LANES` elements is "was
-/// zero": chunks are independent.
-fn count_chunk<const W: usize>(
+/// over the elements). The context bit looks `L` elements back; that of a chunk's first
+/// `L` elements is "was zero": chunks are independent.
+fn count_chunk<const W: usize, const L: usize>(
     layout: Layout,
     base: &[u8],
     target: &[u8],
@@ -326,7 +360,7 @@ fn count_chunk<const W: usize>(
     for i in 0..symbols.len() {
         let (b, t) = (load::<W>(&base[i * W..]), load::<W>(&target[i * W..]));
         let token = tokenize_fast(layout, difference(layout, b, t));
-        let back_zero = usize::from(i < LANES || symbols[i - LANES] == 0);
+        let back_zero = usize::from(i < L || symbols[i - L] == 0);
         hist[(layout.exponent(b) * 2 + back_zero) * alphabet + usize::from(token.symbol)] += 1;
         symbols[i] = token.symbol;
         bits.put(token.extra, token.extra_bits);
@@ -334,7 +368,12 @@ fn count_chunk<const W: usize>(
     bits.finish()
 }
 
-fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8], chunk: usize) -> Vec<u8> {
+fn encode_w<const W: usize, const L: usize>(
+    layout: Layout,
+    base: &[u8],
+    target: &[u8],
+    chunk: usize,
+) -> Vec<u8> {
     let n = base.len() / W;
     let body = n * W;
     let alphabet = layout.alphabet();
@@ -350,7 +389,7 @@ fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8], chunk: u
         .fold(
             || (vec![0u32; hist_len], Vec::new()),
             |(mut hist, mut extra), (i, ((s, b), t))| {
-                extra.push((i, count_chunk::<W>(layout, b, t, s, &mut hist)));
+                extra.push((i, count_chunk::<W, L>(layout, b, t, s, &mut hist)));
                 (hist, extra)
             },
         )
@@ -369,9 +408,10 @@ fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8], chunk: u
         .expect("two candidate plans")
         .1;
 
+    let wide = if L == WIDE_LANES { FLAG_WIDE } else { 0 };
     let mut out = vec![
         DeltaMethod::Ulp.id(),
-        (u8::from(plan.prev_zero) * FLAG_PREV_ZERO) | FLAG_CHUNKED,
+        (u8::from(plan.prev_zero) * FLAG_PREV_ZERO) | FLAG_CHUNKED | wide,
     ];
     write_varint(&mut out, plan.group_last.len() as u64);
     for &last in &plan.group_last {
@@ -396,7 +436,7 @@ fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8], chunk: u
         .par_chunks(chunk)
         .zip(base[..body].par_chunks(chunk * W))
         .zip(extra)
-        .map(|((s, b), (_, bits))| encode_chunk::<W>(layout, &plan, &enc, s, b, &bits))
+        .map(|((s, b), (_, bits))| encode_chunk::<W, L>(layout, &plan, &enc, s, b, &bits))
         .collect();
     write_varint(&mut out, chunk as u64);
     for c in &chunks {
@@ -410,7 +450,7 @@ fn encode_w<const W: usize>(layout: Layout, base: &[u8], target: &[u8], chunk: u
 }
 
 /// One chunk's rANS states, words and extra bits (a layout-1 stream over its elements).
-fn encode_chunk<const W: usize>(
+fn encode_chunk<const W: usize, const L: usize>(
     layout: Layout,
     plan: &Plan,
     enc: &[EncTable],
@@ -419,11 +459,11 @@ fn encode_chunk<const W: usize>(
     extra_bits: &[u8],
 ) -> Vec<u8> {
     let k = plan.contexts_per_group();
-    let mut rans = RansEncoder::new(symbols.len());
+    let mut rans = RansEncoder::<L>::new(symbols.len());
     for i in (0..symbols.len()).rev() {
         let exp = layout.exponent(load::<W>(&base[i * W..]));
         let prev_zero = if plan.prev_zero {
-            usize::from(i < LANES || symbols[i - LANES] == 0)
+            usize::from(i < L || symbols[i - L] == 0)
         } else {
             0
         };
@@ -641,8 +681,21 @@ fn read_table(bytes: &mut &[u8], alphabet: usize) -> Result<Option<FreqTable>, D
         .map_err(|e| DeltaError::Corrupt(format!("ulp: {e}")))
 }
 
-/// Decodes a ULP payload (after the method byte) into `out`.
+/// Decodes a ULP payload (after the method byte) into `out`, on the code path the
+/// process runs ([`cpu::simd_level`]).
 pub(super) fn decode(
+    dtype: &Dtype,
+    base: &[u8],
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<(), DeltaError> {
+    decode_on(cpu::simd_level(), dtype, base, payload, out)
+}
+
+/// [`decode`] on the code path `level` (scalar where the CPU lacks it); every path gives
+/// the same result.
+pub(crate) fn decode_on(
+    level: SimdLevel,
     dtype: &Dtype,
     base: &[u8],
     payload: &[u8],
@@ -652,11 +705,16 @@ pub(super) fn decode(
         method: DeltaMethod::Ulp.name(),
         dtype: dtype.to_string(),
     })?;
+    let level = if level.is_supported() {
+        level
+    } else {
+        SimdLevel::Scalar
+    };
     match layout.width() {
-        1 => decode_w::<1>(layout, base, payload, out),
-        2 => decode_w::<2>(layout, base, payload, out),
-        4 => decode_w::<4>(layout, base, payload, out),
-        _ => decode_w::<8>(layout, base, payload, out),
+        1 => decode_w::<1>(level, layout, base, payload, out),
+        2 => decode_w::<2>(level, layout, base, payload, out),
+        4 => decode_w::<4>(level, layout, base, payload, out),
+        _ => decode_w::<8>(level, layout, base, payload, out),
     }
 }
 
@@ -699,6 +757,9 @@ struct Contexts<'a> {
     /// `(exponent, context bit)` → offset of its table in `tables` (the context bit is
     /// always 0 without [`FLAG_PREV_ZERO`]).
     table_at: Vec<usize>,
+    /// Exponent → index of its table for context bit 0, plus that for bit 1 shifted up by
+    /// 16 (layout 3: one lookup per element, off the rANS chain, then a select by the bit).
+    table_pairs: Vec<u32>,
     tables: &'a SlotTables,
     meanings: &'a [SymbolMeaning; 256],
 }
@@ -719,9 +780,18 @@ impl<'a> Contexts<'a> {
                 [first, first + k - 1].map(SlotTables::offset)
             })
             .collect();
+        // At most 2 · MAX_GROUPS tables: indices fit 16 bits.
+        let table_pairs = group_of
+            .iter()
+            .map(|&g| {
+                let first = u32::from(g) * k as u32;
+                first | ((first + k as u32 - 1) << 16)
+            })
+            .collect();
         Self {
             layout,
             table_at,
+            table_pairs,
             tables,
             meanings,
         }
@@ -735,7 +805,7 @@ impl<'a> Contexts<'a> {
 #[inline(always)]
 fn decode_one<const W: usize>(
     ctx: &Contexts<'_>,
-    rans: &mut RansDecoder,
+    rans: &mut RansDecoder<LANES>,
     bits: &mut BitReader,
     back_zero: &mut bool,
     lane: usize,
@@ -747,8 +817,16 @@ fn decode_one<const W: usize>(
     let table = ctx.table_at[layout.exponent(b) * 2 + usize::from(*back_zero)];
     let symbol = rans.get(lane, ctx.tables, table);
     *back_zero = symbol == 0;
+    store::<W>(target_of::<W>(ctx, symbol as u8, b, bits), o);
+}
+
+/// The target element of base element `b` whose difference is `symbol` and the extra bits
+/// it reads from `bits`.
+#[inline(always)]
+fn target_of<const W: usize>(ctx: &Contexts<'_>, symbol: u8, b: u64, bits: &mut BitReader) -> u64 {
+    let layout = ctx.layout;
     // Branch-free for symbol 0 too: no extra bits, magnitude 0.
-    let m = ctx.meanings[symbol as u8 as usize];
+    let m = ctx.meanings[usize::from(symbol)];
     let extra = if W == 8 {
         bits.get(m.extra_bits)
     } else {
@@ -758,13 +836,11 @@ fn decode_one<const W: usize>(
     let magnitude = m.magnitude.wrapping_add(extra);
     // Two's complement negation where negative: (x ^ -1) - (-1) = -x.
     let diff = (magnitude ^ m.negative).wrapping_sub(m.negative);
-    store::<W>(
-        layout.unkey(layout.key(b).wrapping_add(diff) & layout.mask()),
-        o,
-    );
+    layout.unkey(layout.key(b).wrapping_add(diff) & layout.mask())
 }
 
 fn decode_w<const W: usize>(
+    level: SimdLevel,
     layout: Layout,
     base: &[u8],
     payload: &[u8],
@@ -775,10 +851,16 @@ fn decode_w<const W: usize>(
     let (&flags, after_flags) = rest
         .split_first()
         .ok_or_else(|| DeltaError::Corrupt("ulp: truncated flags".into()))?;
-    if flags & !(FLAG_PREV_ZERO | FLAG_CHUNKED) != 0 {
+    if flags & !(FLAG_PREV_ZERO | FLAG_CHUNKED | FLAG_WIDE) != 0 {
         return Err(DeltaError::Corrupt(format!(
             "ulp: unknown flags {flags:#04x}"
         )));
+    }
+    let wide = flags & FLAG_WIDE != 0;
+    if wide && flags & FLAG_CHUNKED == 0 {
+        return Err(DeltaError::Corrupt(
+            "ulp: 32-lane flag without the chunked flag".into(),
+        ));
     }
     rest = after_flags;
     let prev_zero = flags & FLAG_PREV_ZERO != 0;
@@ -837,9 +919,10 @@ fn decode_w<const W: usize>(
     }
     let mut rest = after;
     let chunk = read_varint(&mut rest, "chunk length", MAX_CHUNK_ELEMS)? as usize;
-    if chunk == 0 || !chunk.is_multiple_of(LANES) {
+    let lanes = if wide { WIDE_LANES } else { LANES };
+    if chunk == 0 || !chunk.is_multiple_of(lanes) {
         return Err(DeltaError::Corrupt(format!(
-            "ulp: chunk length {chunk} is not a positive multiple of {LANES}"
+            "ulp: chunk length {chunk} is not a positive multiple of {lanes}"
         )));
     }
     // At most n / LANES + 1 chunks: bounded by the base, which the caller holds.
@@ -874,7 +957,12 @@ fn decode_w<const W: usize>(
         // fails first: the same input always gives the same error (the fuzz target
         // `delta_decode` found two damaged chunks reported by turns).
         .find_map_first(|(i, ((b, o), bytes))| {
-            decode_stream::<W>(&ctx, b, o, bytes)
+            let decoded = if wide {
+                decode_stream_wide::<W>(level, &ctx, b, o, bytes)
+            } else {
+                decode_stream::<W>(&ctx, b, o, bytes)
+            };
+            decoded
                 .map_err(|e| match e {
                     DeltaError::Corrupt(m) => DeltaError::Corrupt(format!("chunk {i}: {m}")),
                     e => e,
@@ -892,7 +980,7 @@ fn decode_stream<const W: usize>(
     bytes: &[u8],
 ) -> Result<(), DeltaError> {
     let coder_err = |e: CoderError| DeltaError::Corrupt(format!("ulp: {e}"));
-    let (mut rans, bit_bytes) = RansDecoder::new(bytes).map_err(coder_err)?;
+    let (mut rans, bit_bytes) = RansDecoder::<LANES>::new(bytes).map_err(coder_err)?;
     let mut bits = BitReader::new(bit_bytes);
     // Lane `l` decodes elements `l, l + LANES, …`; its context bit is its own previous
     // symbol, so the lanes are independent chains. Unrolled by LANES, the lane indices are

@@ -1,7 +1,8 @@
-//! The delta decoder (`mcodec::delta::decode`: ULP layouts 1 and 2, BitX) on arbitrary
+//! The delta decoder (`mcodec::delta::decode`: ULP layouts 1, 2 and 3, BitX) on arbitrary
 //! delta bytes against a generated base must never panic, must write every output byte,
-//! and whatever it decodes must code again (with the same method) to a delta that
-//! decodes to the same bytes.
+//! must give the same result on every code path the CPU has (scalar, AVX2, AVX-512), and
+//! whatever it decodes must code again (with the same method) to a delta that decodes to
+//! the same bytes.
 //!
 //! Input layout: `dtype selector: u8 | base seed: u8 | elements: u16 LE |` then the
 //! delta. The base is [`pair`]`(dtype, elements, seed)`'s first half (selector mod 8:
@@ -90,6 +91,15 @@ pub fn check(data: &[u8]) {
         rz, ro,
         "the result depends on the output's previous content"
     );
+    for level in mcodec::cpu::SimdLevel::supported() {
+        let mut on_path = vec![0x5Au8; base.len()];
+        let r = delta::decode_on(level, dtype, &base, delta, &mut on_path);
+        assert_eq!(r, rz, "the {level} path's result differs");
+        assert!(
+            r.is_err() || on_path == zeros,
+            "the {level} path decodes other bytes"
+        );
+    }
     // An output of the wrong length is refused before anything is decoded.
     let mut wrong = vec![0u8; base.len() + 1];
     assert!(matches!(

@@ -1,0 +1,594 @@
+//! The decoder of layout 3 (FORMAT.md §9.3): [`WIDE_LANES`] = 32 rANS lanes per chunk, the
+//! context bit looking 32 elements back, so that element `i` of a group of 32 depends only
+//! on element `i` of the group before. A group is two 16-lane vectors on the AVX-512 path;
+//! the portable path takes a group in two passes (the 32 rANS steps, then the 32 extra-bit
+//! reads and reconstructions), so that neither the word position nor the bit position
+//! chains the lanes' state updates together.
+
+use super::{load, store, target_of, Contexts};
+use crate::cpu::{self, SimdLevel};
+use crate::delta::coder::{BitReader, CoderError, RansDecoder, SlotTables, WIDE_LANES};
+use crate::delta::DeltaError;
+
+/// Decodes one layout-3 chunk's stream of `base.len() / W` elements on path `level`.
+pub(super) fn decode_stream_wide<const W: usize>(
+    level: SimdLevel,
+    ctx: &Contexts<'_>,
+    base: &[u8],
+    out: &mut [u8],
+    bytes: &[u8],
+) -> Result<(), DeltaError> {
+    let coder_err = |e: CoderError| DeltaError::Corrupt(format!("ulp: {e}"));
+    let (mut rans, bit_bytes) = RansDecoder::<WIDE_LANES>::new(bytes).map_err(coder_err)?;
+    let mut bits = BitReader::with_padding(bit_bytes, super::WIDE_BIT_PADDING);
+    // Bit l: the last symbol of lane l was 0 (a chunk starts as if it were).
+    let mut back_zero = u32::MAX;
+    let mut done = 0;
+    if level != SimdLevel::Scalar && W <= 4 {
+        done =
+            vector::decode_groups::<W>(level, ctx, &mut rans, &mut bits, &mut back_zero, base, out);
+    }
+    cpu::note_run(if W <= 4 { level } else { SimdLevel::Scalar });
+    decode_portable::<W>(
+        ctx,
+        &mut rans,
+        &mut bits,
+        back_zero,
+        &base[done * W..],
+        &mut out[done * W..],
+    );
+    rans.finish().map_err(coder_err)?;
+    bits.finish().map_err(coder_err)?;
+    Ok(())
+}
+
+/// The portable decoder: from a group boundary to the end of the chunk. `back_zero` is
+/// the vector path's context mask (bit `l`: lane `l`'s last symbol was 0).
+fn decode_portable<const W: usize>(
+    ctx: &Contexts<'_>,
+    rans: &mut RansDecoder<WIDE_LANES>,
+    bits: &mut BitReader,
+    back_zero: u32,
+    base: &[u8],
+    out: &mut [u8],
+) {
+    let layout = ctx.layout;
+    let mut symbols = [0u8; WIDE_LANES];
+    // One context bit per lane in its own byte: in one word, every step would wait on the
+    // previous lane's update of it (delta_loop, scalar path: 20 -> 12 ns per element).
+    let mut back_zero: [u32; WIDE_LANES] = std::array::from_fn(|l| (back_zero >> l) & 1);
+    let step = |rans: &mut RansDecoder<WIDE_LANES>, zero: &mut u32, lane: usize, b: u64| {
+        let pair = ctx.table_pairs[layout.exponent(b)];
+        let table = (pair >> (16 * *zero)) & 0xFFFF;
+        let symbol = rans.get(lane, ctx.tables, SlotTables::offset(table as usize)) as u8;
+        *zero = u32::from(symbol == 0);
+        symbol
+    };
+    let mut groups_b = base.chunks_exact(W * WIDE_LANES);
+    let mut groups_o = out.chunks_exact_mut(W * WIDE_LANES);
+    for (bg, og) in (&mut groups_b).zip(&mut groups_o) {
+        for (lane, (s, zero)) in symbols.iter_mut().zip(&mut back_zero).enumerate() {
+            *s = step(rans, zero, lane, load::<W>(&bg[lane * W..]));
+        }
+        for (lane, &s) in symbols.iter().enumerate() {
+            let b = load::<W>(&bg[lane * W..]);
+            store::<W>(target_of::<W>(ctx, s, b, bits), &mut og[lane * W..]);
+        }
+    }
+    let (bt, ot) = (groups_b.remainder(), groups_o.into_remainder());
+    for lane in 0..bt.len() / W {
+        let b = load::<W>(&bt[lane * W..]);
+        let s = step(rans, &mut back_zero[lane], lane, b);
+        store::<W>(target_of::<W>(ctx, s, b, bits), &mut ot[lane * W..]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vector {
+    use super::super::Contexts;
+    use crate::cpu::SimdLevel;
+    use crate::delta::coder::{BitReader, RansDecoder, WIDE_LANES};
+    use std::arch::x86_64::*;
+
+    /// Decodes whole groups from the start of `base` with the vector path `level` (AVX-512
+    /// or AVX2, which the CPU has) while the words and bits a group may read are in bounds;
+    /// returns the elements decoded (a multiple of [`WIDE_LANES`]). `W ≤ 4`.
+    pub(super) fn decode_groups<const W: usize>(
+        level: SimdLevel,
+        ctx: &Contexts<'_>,
+        rans: &mut RansDecoder<WIDE_LANES>,
+        bits: &mut BitReader,
+        back_zero: &mut u32,
+        base: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        assert!(W <= 4 && base.len() == out.len() && level.is_supported());
+        let (states, words, pos) = rans.parts();
+        let (bit_bytes, bit_pos) = bits.parts();
+        // SAFETY (both): the CPU has the level's features (asserted above); the slices'
+        // bounds are checked inside as documented there.
+        match level {
+            SimdLevel::Avx512 => unsafe {
+                decode_groups_avx512::<W>(
+                    ctx, states, words, pos, bit_bytes, bit_pos, back_zero, base, out,
+                )
+            },
+            SimdLevel::Avx2 => unsafe {
+                decode_groups_avx2::<W>(
+                    ctx, states, words, pos, bit_bytes, bit_pos, back_zero, base, out,
+                )
+            },
+            SimdLevel::Scalar => 0,
+        }
+    }
+
+    /// Bytes of bit stream (from the position's byte) a group may touch: the last of 32
+    /// fields of at most 30 bits starts at most 7 + 31 · 30 bits in, and a 64-bit load
+    /// reads from there.
+    const GROUP_BIT_BYTES: usize = (7 + 31 * 30 + 64usize).div_ceil(8);
+    const _: () = assert!(GROUP_BIT_BYTES <= super::super::WIDE_BIT_PADDING);
+
+    /// Loads 16 elements of `W` bytes, zero-extended to 32 bits.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn load16<const W: usize>(p: *const u8) -> __m512i {
+        // SAFETY (all three): the caller guarantees 16·W readable bytes at `p`.
+        unsafe {
+            match W {
+                1 => _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i)),
+                2 => _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)),
+                _ => _mm512_loadu_si512(p as *const __m512i),
+            }
+        }
+    }
+
+    /// Stores the low `W` bytes of 16 lanes.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn store16<const W: usize>(p: *mut u8, v: __m512i) {
+        // SAFETY (all three): the caller guarantees 16·W writable bytes at `p`.
+        unsafe {
+            match W {
+                1 => _mm_storeu_si128(p as *mut __m128i, _mm512_cvtepi32_epi8(v)),
+                2 => _mm256_storeu_si256(p as *mut __m256i, _mm512_cvtepi32_epi16(v)),
+                _ => _mm512_storeu_si512(p as *mut __m512i, v),
+            }
+        }
+    }
+
+    /// Eight bit fields: `n` bits (< 64 − 7) from bit `shift` of the 8 bytes at byte
+    /// `offset` from `src`, as 32-bit lanes.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn bit_fields(src: *const i64, offset: __m256i, shift: __m256i, n: __m256i) -> __m256i {
+        // SAFETY: the caller guarantees 8 readable bytes at every `src + offset`.
+        let raw = unsafe { _mm512_i32gather_epi64::<1>(offset, src) };
+        let field = _mm512_srlv_epi64(raw, _mm512_cvtepu32_epi64(shift));
+        let keep = _mm512_sllv_epi64(_mm512_set1_epi64(-1), _mm512_cvtepu32_epi64(n));
+        _mm512_cvtepi64_epi32(_mm512_andnot_si512(keep, field))
+    }
+
+    /// Per 16-lane vector of a group: gather each element's table pair by its base
+    /// exponent (off the state chain), select by the lane's context bit, gather the slot
+    /// word, update the states and refill the lanes below 2^16 with the next words in lane
+    /// order (expanded in registers); then turn the symbols into magnitudes and extra-bit
+    /// counts arithmetically, find each lane's bit position by a prefix sum, gather 64 bits
+    /// there, and rebuild the target from the base's key.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn decode_groups_avx512<const W: usize>(
+        ctx: &Contexts<'_>,
+        states: &mut [u32; WIDE_LANES],
+        words: &[u16],
+        pos: &mut usize,
+        bit_bytes: &[u8],
+        bit_pos: &mut u64,
+        back_zero: &mut u32,
+        base: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        let layout = ctx.layout;
+        let groups = base.len() / (W * WIDE_LANES);
+        // The decoder's word buffer ends with one zero word past the stream.
+        let n_words = words.len() - 1;
+        let slots = ctx.tables.slots().as_ptr() as *const i32;
+        let pairs = ctx.table_pairs.as_ptr() as *const i32;
+        let width_bits = 8 * W as u32;
+        let sign = _mm512_set1_epi32((1u32 << (width_bits - 1)) as i32);
+        let mask = _mm512_set1_epi32((u64::MAX >> (64 - width_bits)) as u32 as i32);
+        let mant = _mm512_set1_epi32(layout.mant_bits as i32);
+        let exp_mask = _mm512_set1_epi32((layout.exponents() - 1) as i32);
+        let low12 = _mm512_set1_epi32(0xFFF);
+        let low16 = _mm512_set1_epi32(0xFFFF);
+        let one = _mm512_set1_epi32(1);
+        let two = _mm512_set1_epi32(2);
+        let four = _mm512_set1_epi32(4);
+        let lower = _mm512_set1_epi32(1 << 16);
+        let zero = _mm512_setzero_si512();
+        // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
+        let mut x = unsafe {
+            let p = states.as_ptr() as *const __m512i;
+            [_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1))]
+        };
+        let mut g = 0;
+        // A group reads at most 32 words and GROUP_BIT_BYTES bytes of bits.
+        while g < groups
+            && *pos + WIDE_LANES <= n_words
+            && (*bit_pos / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
+        {
+            for (v, xv) in x.iter_mut().enumerate() {
+                let at = (g * WIDE_LANES + 16 * v) * W;
+                // SAFETY: group g < groups covers base[32gW..32(g+1)W].
+                let b = unsafe { load16::<W>(base.as_ptr().add(at)) };
+                let exp = _mm512_and_si512(_mm512_srlv_epi32(b, mant), exp_mask);
+                // SAFETY: exp < 2^E = table_pairs.len(), scaled by 4 bytes.
+                let pair = unsafe { _mm512_i32gather_epi32::<4>(exp, pairs) };
+                let z = (*back_zero >> (16 * v)) as u16;
+                let table = _mm512_mask_srli_epi32::<16>(_mm512_and_si512(pair, low16), z, pair);
+                let slot =
+                    _mm512_or_si512(_mm512_slli_epi32::<12>(table), _mm512_and_si512(*xv, low12));
+                // SAFETY: every table index of a pair is below the table count, so
+                // slot < tables · 4096 = slots.len(), scaled by 4 bytes.
+                let e = unsafe { _mm512_i32gather_epi32::<4>(slot, slots) };
+                let freq = _mm512_add_epi32(_mm512_and_si512(e, low12), one);
+                let offset = _mm512_and_si512(_mm512_srli_epi32::<12>(e), low12);
+                let y = _mm512_add_epi32(
+                    _mm512_mullo_epi32(freq, _mm512_srli_epi32::<12>(*xv)),
+                    offset,
+                );
+                let need = _mm512_cmplt_epu32_mask(y, lower);
+                // SAFETY: pos + 32 ≤ n_words at the group's start and pos advanced by at
+                // most 16 since, so 16 words from pos are in bounds.
+                let next =
+                    unsafe { _mm256_loadu_si256(words.as_ptr().add(*pos) as *const __m256i) };
+                let w = _mm512_cvtepu16_epi32(_mm256_maskz_expand_epi16(need, next));
+                *xv = _mm512_mask_or_epi32(y, need, _mm512_slli_epi32::<16>(y), w);
+                *pos += need.count_ones() as usize;
+                let sym = _mm512_srli_epi32::<24>(e);
+                let is_zero = _mm512_cmpeq_epi32_mask(sym, zero);
+                *back_zero =
+                    (*back_zero & !(0xFFFF << (16 * v))) | (u32::from(is_zero) << (16 * v));
+
+                // Symbol → class c = ⌈sym / 2⌉, negative for even non-zero symbols; class
+                // ≥ 4: e = (c − 4) / 2 + 2, magnitude 2^e + h·2^(e−1) + (e − 1 extra bits).
+                let class = _mm512_srli_epi32::<1>(_mm512_add_epi32(sym, one));
+                let negative = _mm512_mask_testn_epi32_mask(!is_zero, sym, one);
+                let big = _mm512_cmpge_epu32_mask(class, four);
+                let k = _mm512_sub_epi32(_mm512_max_epu32(class, four), four);
+                let e2 = _mm512_add_epi32(_mm512_srli_epi32::<1>(k), two);
+                let half = _mm512_and_si512(k, one);
+                let e1 = _mm512_sub_epi32(e2, one);
+                let binade =
+                    _mm512_or_si512(_mm512_sllv_epi32(one, e2), _mm512_sllv_epi32(half, e1));
+                let magnitude0 = _mm512_mask_blend_epi32(big, class, binade);
+                let n_bits = _mm512_maskz_mov_epi32(big, e1);
+
+                // Exclusive prefix sum of the bit counts: each lane's offset from bit_pos.
+                let mut incl = n_bits;
+                incl = _mm512_add_epi32(incl, _mm512_alignr_epi32::<15>(incl, zero));
+                incl = _mm512_add_epi32(incl, _mm512_alignr_epi32::<14>(incl, zero));
+                incl = _mm512_add_epi32(incl, _mm512_alignr_epi32::<12>(incl, zero));
+                incl = _mm512_add_epi32(incl, _mm512_alignr_epi32::<8>(incl, zero));
+                let total = _mm_extract_epi32::<3>(_mm512_extracti32x4_epi32::<3>(incl)) as u64;
+                let rel = _mm512_add_epi32(
+                    _mm512_sub_epi32(incl, n_bits),
+                    _mm512_set1_epi32((*bit_pos % 8) as i32),
+                );
+                let byte_off = _mm512_srli_epi32::<3>(rel);
+                let shift = _mm512_and_si512(rel, _mm512_set1_epi32(7));
+                // SAFETY: bit_pos / 8 + GROUP_BIT_BYTES ≤ bit_bytes.len() at the group's
+                // start; this vector starts at most 16 · 30 bits further and its lanes
+                // read 8 bytes at most (7 + 15 · 30) / 8 bytes on.
+                let src = unsafe { bit_bytes.as_ptr().add((*bit_pos / 8) as usize) } as *const i64;
+                // SAFETY (both): as above.
+                let lo = unsafe {
+                    bit_fields(
+                        src,
+                        _mm512_castsi512_si256(byte_off),
+                        _mm512_castsi512_si256(shift),
+                        _mm512_castsi512_si256(n_bits),
+                    )
+                };
+                let hi = unsafe {
+                    bit_fields(
+                        src,
+                        _mm512_extracti64x4_epi64::<1>(byte_off),
+                        _mm512_extracti64x4_epi64::<1>(shift),
+                        _mm512_extracti64x4_epi64::<1>(n_bits),
+                    )
+                };
+                *bit_pos += total;
+                let extra = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                let magnitude = _mm512_add_epi32(magnitude0, extra);
+                let diff = _mm512_mask_sub_epi32(magnitude, negative, zero, magnitude);
+
+                // key(b), add, key⁻¹, in the element's width.
+                let b_negative = _mm512_test_epi32_mask(b, sign);
+                let key = _mm512_mask_blend_epi32(
+                    b_negative,
+                    _mm512_or_si512(b, sign),
+                    _mm512_xor_si512(b, mask),
+                );
+                let r = _mm512_and_si512(_mm512_add_epi32(key, diff), mask);
+                let r_positive = _mm512_test_epi32_mask(r, sign);
+                let t = _mm512_mask_blend_epi32(
+                    r_positive,
+                    _mm512_xor_si512(r, mask),
+                    _mm512_xor_si512(r, sign),
+                );
+                // SAFETY: as for the load of `b`.
+                unsafe { store16::<W>(out.as_mut_ptr().add(at), t) };
+            }
+            g += 1;
+        }
+        // SAFETY: as for the loads.
+        unsafe {
+            let p = states.as_mut_ptr() as *mut __m512i;
+            _mm512_storeu_si512(p, x[0]);
+            _mm512_storeu_si512(p.add(1), x[1]);
+        }
+        g * WIDE_LANES
+    }
+
+    /// For each 8-bit refill mask, the source word of each of 8 lanes: lane `i` with its
+    /// bit set takes word `k`, `k` = the set bits below `i` (others: don't care, blended
+    /// away).
+    const RANK8: [[u8; 8]; 256] = {
+        let mut t = [[0u8; 8]; 256];
+        let mut mask = 0;
+        while mask < 256 {
+            let (mut lane, mut k) = (0, 0u8);
+            while lane < 8 {
+                t[mask][lane] = k;
+                if mask >> lane & 1 == 1 {
+                    k += 1;
+                }
+                lane += 1;
+            }
+            mask += 1;
+        }
+        t
+    };
+
+    /// Loads 8 elements of `W` bytes, zero-extended to 32 bits.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn load8<const W: usize>(p: *const u8) -> __m256i {
+        // SAFETY (all three): the caller guarantees 8·W readable bytes at `p`.
+        unsafe {
+            match W {
+                1 => _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i)),
+                2 => _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)),
+                _ => _mm256_loadu_si256(p as *const __m256i),
+            }
+        }
+    }
+
+    /// Stores the low `W` bytes of 8 lanes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn store8<const W: usize>(p: *mut u8, v: __m256i) {
+        // Values fit `W` bytes, so the saturating packs are exact; they work per 128-bit
+        // half, and the permute restores lane order.
+        let words = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(v, v));
+        // SAFETY (all three): the caller guarantees 8·W writable bytes at `p`.
+        unsafe {
+            match W {
+                1 => {
+                    let bytes = _mm256_packus_epi16(words, words);
+                    _mm_storel_epi64(p as *mut __m128i, _mm256_castsi256_si128(bytes))
+                }
+                2 => _mm_storeu_si128(p as *mut __m128i, _mm256_castsi256_si128(words)),
+                _ => _mm256_storeu_si256(p as *mut __m256i, v),
+            }
+        }
+    }
+
+    /// Four bit fields: `n` bits from bit `shift` of the 8 bytes at byte `offset` from
+    /// `src`, as 32-bit lanes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn bit_fields4(src: *const i64, offset: __m128i, shift: __m128i, n: __m128i) -> __m128i {
+        // SAFETY: the caller guarantees 8 readable bytes at every `src + offset`.
+        let raw = unsafe { _mm256_i32gather_epi64::<1>(src, offset) };
+        let field = _mm256_srlv_epi64(raw, _mm256_cvtepu32_epi64(shift));
+        let keep = _mm256_sllv_epi64(_mm256_set1_epi64x(-1), _mm256_cvtepu32_epi64(n));
+        let v = _mm256_andnot_si256(keep, field);
+        _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+            v,
+            _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6),
+        ))
+    }
+
+    /// The AVX2 twin of [`decode_groups_avx512`], four 8-lane vectors per group. Refills
+    /// permute the next 8 words (widened to 32 bits) by the lanes' ranks in the need mask;
+    /// the context bits and need masks are `movemask` bits.
+    #[target_feature(enable = "avx2,bmi1,popcnt")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn decode_groups_avx2<const W: usize>(
+        ctx: &Contexts<'_>,
+        states: &mut [u32; WIDE_LANES],
+        words: &[u16],
+        pos: &mut usize,
+        bit_bytes: &[u8],
+        bit_pos: &mut u64,
+        back_zero: &mut u32,
+        base: &[u8],
+        out: &mut [u8],
+    ) -> usize {
+        let layout = ctx.layout;
+        let groups = base.len() / (W * WIDE_LANES);
+        let n_words = words.len() - 1;
+        let slots = ctx.tables.slots().as_ptr() as *const i32;
+        let pairs = ctx.table_pairs.as_ptr() as *const i32;
+        let width_bits = 8 * W as u32;
+        let sign = _mm256_set1_epi32((1u32 << (width_bits - 1)) as i32);
+        let mask = _mm256_set1_epi32((u64::MAX >> (64 - width_bits)) as u32 as i32);
+        let mant = _mm256_set1_epi32(layout.mant_bits as i32);
+        let exp_mask = _mm256_set1_epi32((layout.exponents() - 1) as i32);
+        let low12 = _mm256_set1_epi32(0xFFF);
+        let low16 = _mm256_set1_epi32(0xFFFF);
+        let one = _mm256_set1_epi32(1);
+        let two = _mm256_set1_epi32(2);
+        let three = _mm256_set1_epi32(3);
+        let four = _mm256_set1_epi32(4);
+        let seven = _mm256_set1_epi32(7);
+        let zero = _mm256_setzero_si256();
+        let lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        let rank = RANK8.as_ptr() as *const u8;
+        let mut x = [zero; 4];
+        for (v, xv) in x.iter_mut().enumerate() {
+            // SAFETY: `states` is 32 u32s, exactly four 256-bit vectors.
+            *xv = unsafe { _mm256_loadu_si256((states.as_ptr() as *const __m256i).add(v)) };
+        }
+        let mut g = 0;
+        while g < groups
+            && *pos + WIDE_LANES <= n_words
+            && (*bit_pos / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
+        {
+            for (v, xv) in x.iter_mut().enumerate() {
+                let at = (g * WIDE_LANES + 8 * v) * W;
+                // SAFETY: group g < groups covers base[32gW..32(g+1)W].
+                let b = unsafe { load8::<W>(base.as_ptr().add(at)) };
+                let exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
+                // SAFETY: exp < 2^E = table_pairs.len(), scaled by 4 bytes.
+                let pair = unsafe { _mm256_i32gather_epi32::<4>(pairs, exp) };
+                let z_bits = _mm256_set1_epi32(((*back_zero >> (8 * v)) & 0xFF) as i32);
+                let z = _mm256_cmpeq_epi32(_mm256_and_si256(z_bits, lane_bit), lane_bit);
+                let table = _mm256_blendv_epi8(
+                    _mm256_and_si256(pair, low16),
+                    _mm256_srli_epi32::<16>(pair),
+                    z,
+                );
+                let slot =
+                    _mm256_or_si256(_mm256_slli_epi32::<12>(table), _mm256_and_si256(*xv, low12));
+                // SAFETY: every table index of a pair is below the table count, so
+                // slot < tables · 4096 = slots.len(), scaled by 4 bytes.
+                let e = unsafe { _mm256_i32gather_epi32::<4>(slots, slot) };
+                let freq = _mm256_add_epi32(_mm256_and_si256(e, low12), one);
+                let offset = _mm256_and_si256(_mm256_srli_epi32::<12>(e), low12);
+                let y = _mm256_add_epi32(
+                    _mm256_mullo_epi32(freq, _mm256_srli_epi32::<12>(*xv)),
+                    offset,
+                );
+                // y < 2^16 exactly when its high half is zero.
+                let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
+                let need_bits = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
+                // SAFETY: pos + 32 ≤ n_words at the group's start and pos advanced by at
+                // most 24 since, so 8 words from pos are in bounds; need_bits < 256 =
+                // RANK8's length, 8 bytes per entry.
+                let w = unsafe {
+                    let next = _mm256_cvtepu16_epi32(_mm_loadu_si128(
+                        words.as_ptr().add(*pos) as *const __m128i
+                    ));
+                    let ranks = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                        rank.add(8 * need_bits) as *const __m128i
+                    ));
+                    _mm256_permutevar8x32_epi32(next, ranks)
+                };
+                *xv = _mm256_blendv_epi8(y, _mm256_or_si256(_mm256_slli_epi32::<16>(y), w), need);
+                *pos += need_bits.count_ones() as usize;
+                let sym = _mm256_srli_epi32::<24>(e);
+                let is_zero = _mm256_cmpeq_epi32(sym, zero);
+                let zero_bits = _mm256_movemask_ps(_mm256_castsi256_ps(is_zero)) as u32;
+                *back_zero = (*back_zero & !(0xFF << (8 * v))) | (zero_bits << (8 * v));
+
+                // As in the AVX-512 path: class, sign, binade and extra-bit count.
+                let class = _mm256_srli_epi32::<1>(_mm256_add_epi32(sym, one));
+                let even = _mm256_cmpeq_epi32(_mm256_and_si256(sym, one), zero);
+                let negative = _mm256_andnot_si256(is_zero, even);
+                let big = _mm256_cmpgt_epi32(class, three);
+                let k = _mm256_sub_epi32(_mm256_max_epu32(class, four), four);
+                let e2 = _mm256_add_epi32(_mm256_srli_epi32::<1>(k), two);
+                let half = _mm256_and_si256(k, one);
+                let e1 = _mm256_sub_epi32(e2, one);
+                let binade =
+                    _mm256_or_si256(_mm256_sllv_epi32(one, e2), _mm256_sllv_epi32(half, e1));
+                let magnitude0 = _mm256_blendv_epi8(class, binade, big);
+                let n_bits = _mm256_and_si256(big, e1);
+
+                // Inclusive prefix sum over 8 lanes: within each 128-bit half, then the
+                // low half's total added to the high half.
+                let mut incl = _mm256_add_epi32(n_bits, _mm256_slli_si256::<4>(n_bits));
+                incl = _mm256_add_epi32(incl, _mm256_slli_si256::<8>(incl));
+                let low_total = _mm256_permutevar8x32_epi32(incl, three);
+                incl = _mm256_add_epi32(incl, _mm256_blend_epi32::<0xF0>(zero, low_total));
+                let total = _mm256_extract_epi32::<7>(incl) as u32 as u64;
+                let rel = _mm256_add_epi32(
+                    _mm256_sub_epi32(incl, n_bits),
+                    _mm256_set1_epi32((*bit_pos % 8) as i32),
+                );
+                let byte_off = _mm256_srli_epi32::<3>(rel);
+                let shift = _mm256_and_si256(rel, seven);
+                // SAFETY: bit_pos / 8 + GROUP_BIT_BYTES ≤ bit_bytes.len() at the group's
+                // start; this vector starts at most 24 · 30 bits further and its lanes
+                // read 8 bytes at most (7 + 7 · 30) / 8 bytes on.
+                let src = unsafe { bit_bytes.as_ptr().add((*bit_pos / 8) as usize) } as *const i64;
+                // SAFETY (both): as above.
+                let lo = unsafe {
+                    bit_fields4(
+                        src,
+                        _mm256_castsi256_si128(byte_off),
+                        _mm256_castsi256_si128(shift),
+                        _mm256_castsi256_si128(n_bits),
+                    )
+                };
+                let hi = unsafe {
+                    bit_fields4(
+                        src,
+                        _mm256_extracti128_si256::<1>(byte_off),
+                        _mm256_extracti128_si256::<1>(shift),
+                        _mm256_extracti128_si256::<1>(n_bits),
+                    )
+                };
+                *bit_pos += total;
+                let extra = _mm256_set_m128i(hi, lo);
+                let magnitude = _mm256_add_epi32(magnitude0, extra);
+                let diff =
+                    _mm256_blendv_epi8(magnitude, _mm256_sub_epi32(zero, magnitude), negative);
+
+                let b_negative = _mm256_cmpeq_epi32(_mm256_and_si256(b, sign), sign);
+                let key = _mm256_blendv_epi8(
+                    _mm256_or_si256(b, sign),
+                    _mm256_xor_si256(b, mask),
+                    b_negative,
+                );
+                let r = _mm256_and_si256(_mm256_add_epi32(key, diff), mask);
+                let r_positive = _mm256_cmpeq_epi32(_mm256_and_si256(r, sign), sign);
+                let t = _mm256_blendv_epi8(
+                    _mm256_xor_si256(r, mask),
+                    _mm256_xor_si256(r, sign),
+                    r_positive,
+                );
+                // SAFETY: as for the load of `b`.
+                unsafe { store8::<W>(out.as_mut_ptr().add(at), t) };
+            }
+            g += 1;
+        }
+        for (v, xv) in x.iter().enumerate() {
+            // SAFETY: as for the loads.
+            unsafe { _mm256_storeu_si256((states.as_mut_ptr() as *mut __m256i).add(v), *xv) };
+        }
+        g * WIDE_LANES
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod vector {
+    use super::super::Contexts;
+    use crate::cpu::SimdLevel;
+    use crate::delta::coder::{BitReader, RansDecoder, WIDE_LANES};
+
+    /// No vector path off x86-64 (no level but scalar is supported there).
+    pub(super) fn decode_groups<const W: usize>(
+        _: SimdLevel,
+        _: &Contexts<'_>,
+        _: &mut RansDecoder<WIDE_LANES>,
+        _: &mut BitReader,
+        _: &mut u32,
+        _: &[u8],
+        _: &mut [u8],
+    ) -> usize {
+        0
+    }
+}
