@@ -104,37 +104,41 @@ pub fn mirror_decode_raw(
     out: &mut [u8],
     base: u64,
 ) -> Result<(), GpuError> {
-    const ARENA: u64 = 1 << 40;
-    const TABLES: u64 = 2 << 40;
-    let (descs, copies) = raw_work(&prepared.tensors, targets, ARENA, TABLES)?;
+    let (descs, copies) = raw_work(&prepared.tensors, targets, MIRROR_ARENA, MIRROR_TABLES)?;
     run_mirror(
         prepared,
         &descs,
         &copies,
-        ARENA,
-        TABLES,
         mirror::Output { base, bytes: out },
     )?;
     Ok(())
 }
 
+/// Where the mirror's memory places the arena and the tables (any addresses apart from
+/// each other and from the output do).
+#[cfg(feature = "fuzzing")]
+const MIRROR_ARENA: u64 = 1 << 40;
+#[cfg(feature = "fuzzing")]
+const MIRROR_TABLES: u64 = 2 << 40;
+
 /// Copies the CPU-decoded tensors (`copies`, destinations as addresses) and runs the
-/// mirror's launches of `descs` (arena and tables at `arena` and `tables`) into `out`;
-/// reports a corrupt chunk as the kernel would.
+/// mirror's launches of `descs` (arena and tables at [`MIRROR_ARENA`] and
+/// [`MIRROR_TABLES`]) into `out`; reports a corrupt chunk as the kernel would.
 #[cfg(feature = "fuzzing")]
 fn run_mirror(
     prepared: &Prepared,
     descs: &[TensorDesc],
     copies: &[RawCopy],
-    arena: u64,
-    tables: u64,
     mut out: mirror::Output<'_>,
 ) -> Result<(), CorruptChunk> {
     for &(from, to, len) in copies {
         let (from, to, len) = (from as usize, (to - out.base) as usize, len as usize);
         out.bytes[to..to + len].copy_from_slice(&prepared.arena[from..from + len]);
     }
-    let mem = mirror::Memory::new(vec![(arena, &prepared.arena), (tables, &prepared.tables)]);
+    let mem = mirror::Memory::new(vec![
+        (MIRROR_ARENA, &prepared.arena),
+        (MIRROR_TABLES, &prepared.tables),
+    ]);
     let mut err = [0u32; 3];
     for launch in plan::launches(descs, plan::DEFAULT_WARP_SLOTS) {
         mirror::launch(&mem, &mut out, &launch.descs, &launch.tasks, &mut err);
@@ -168,11 +172,16 @@ pub fn mirror_decode(
     prepared: &Prepared,
     tensors: &[usize],
 ) -> Result<(Vec<u8>, Vec<u64>), CorruptChunk> {
-    const ARENA: u64 = 1 << 40;
-    const TABLES: u64 = 2 << 40;
     const OUT: u64 = 3 << 40;
     let (offsets, total) = output_layout(&prepared.tensors, tensors);
-    let (descs, copies) = launch_work(&prepared.tensors, tensors, &offsets, ARENA, TABLES, OUT);
+    let (descs, copies) = launch_work(
+        &prepared.tensors,
+        tensors,
+        &offsets,
+        MIRROR_ARENA,
+        MIRROR_TABLES,
+        OUT,
+    );
     let mut out = vec![0u8; total as usize];
     // `launch_work` gives copies' destinations as offsets into the output.
     let copies: Vec<RawCopy> = copies.iter().map(|&(f, to, l)| (f, OUT + to, l)).collect();
@@ -180,8 +189,6 @@ pub fn mirror_decode(
         prepared,
         &descs,
         &copies,
-        ARENA,
-        TABLES,
         mirror::Output {
             base: OUT,
             bytes: &mut out,
