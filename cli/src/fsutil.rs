@@ -51,36 +51,131 @@ pub fn open_input(path: &Path) -> Result<File, CliError> {
     File::open(path).at(path)
 }
 
-/// Opens the regular file `path` for reading without following a symlink in its last
-/// component: for files found by [`walk`], where a symlink swapped in after the walk
-/// must be refused, not followed (it could lead anywhere). FIFOs and devices are refused
-/// too (opened non-blocking, so a FIFO cannot hang the open).
-pub fn open_walked(path: &Path) -> Result<File, CliError> {
-    let mut options = File::options();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-    }
-    let file = match options.open(path) {
+/// Opens the regular file `rel` under the walked directory `root` for reading without
+/// following any symlink below `root`: for files found by [`walk`], where a symlink
+/// swapped in after the walk, for the file or for any directory above it, must be
+/// refused, not followed (it could lead anywhere). Each directory is opened relative to
+/// the one above it (`openat` with `O_NOFOLLOW`), so no path is resolved twice. FIFOs and
+/// devices are refused too (opened non-blocking, so a FIFO cannot hang the open). Errors
+/// name the file.
+pub fn open_walked(root: &Path, rel: &Path) -> Result<File, CliError> {
+    let path = root.join(rel);
+    let file = match open_beneath(root, rel) {
         Ok(f) => f,
-        #[cfg(unix)]
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+        Err(Refused::Symlink(at)) if at == rel => {
             return Err(CliError::at(
-                path,
+                &path,
                 "became a symbolic link after the directory was read; refusing to follow it",
             ))
         }
-        Err(e) => return Err(CliError::at(path, e)),
+        Err(Refused::Symlink(at)) => {
+            return Err(CliError::at(
+                &path,
+                format!(
+                    "its directory {} became a symbolic link after the directory was read; \
+                     refusing to follow it",
+                    root.join(at).display()
+                ),
+            ))
+        }
+        Err(Refused::Io(e)) => return Err(CliError::at(&path, e)),
     };
-    if !file.metadata().at(path)?.is_file() {
+    if !file.metadata().at(&path)?.is_file() {
         return Err(CliError::at(
-            path,
+            &path,
             "is no longer a regular file (changed after the directory was read)",
         ));
     }
     Ok(file)
+}
+
+/// Why [`open_beneath`] failed.
+enum Refused {
+    /// The component ending at this path (relative to the root) is a symlink.
+    Symlink(PathBuf),
+    /// Any other error.
+    Io(io::Error),
+}
+
+/// Opens `rel` (plain names only) under `root`, one component at a time from the opened
+/// `root`, following no symlink below it.
+#[cfg(unix)]
+fn open_beneath(root: &Path, rel: &Path) -> Result<File, Refused> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let names = rel
+        .components()
+        .map(|c| match c {
+            Component::Normal(name) => Ok(name),
+            _ => Err(Refused::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a plain relative path",
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some((last, dirs)) = names.split_last() else {
+        return Err(Refused::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "empty relative path",
+        )));
+    };
+    // The root itself is what the user named: a symlink there is followed, as by `walk`.
+    let mut dir = File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(root)
+        .map_err(Refused::Io)?;
+    let mut at = PathBuf::new();
+    for name in dirs {
+        at.push(name);
+        dir = openat(&dir, name, libc::O_DIRECTORY).map_err(|e| refused(root, &at, e))?;
+    }
+    at.push(last);
+    openat(&dir, last, libc::O_NONBLOCK).map_err(|e| refused(root, &at, e))
+}
+
+/// What a failed open of the component ending at `at` (under `root`) means: with
+/// `O_NOFOLLOW`, a symlink fails with ELOOP (EMLINK on FreeBSD), or ENOTDIR where a
+/// directory was asked for; which of those is a symlink is asked of the file system
+/// (for the message only: nothing is opened through it).
+#[cfg(unix)]
+fn refused(root: &Path, at: &Path, e: io::Error) -> Refused {
+    let maybe_symlink = matches!(
+        e.raw_os_error(),
+        Some(libc::ELOOP | libc::EMLINK | libc::ENOTDIR)
+    );
+    if maybe_symlink
+        && fs::symlink_metadata(root.join(at)).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        Refused::Symlink(at.to_owned())
+    } else {
+        Refused::Io(e)
+    }
+}
+
+/// Opens `name` in the directory `dir` read-only with `flags`, never following a symlink.
+#[cfg(unix)]
+fn openat(dir: &File, name: &std::ffi::OsStr, flags: libc::c_int) -> io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+
+    let name = std::ffi::CString::new(name.as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let flags = flags | libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `dir` is an open directory and `name` a NUL-terminated string, both alive
+    // for the call; a non-negative result is a new descriptor that nothing else owns.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Without `openat`: an ordinary open (symlinks are followed).
+#[cfg(not(unix))]
+fn open_beneath(root: &Path, rel: &Path) -> Result<File, Refused> {
+    File::open(root.join(rel)).map_err(Refused::Io)
 }
 
 /// Maps `file` (opened from `path`) read-only.
@@ -92,9 +187,10 @@ pub fn map_file(file: &File, path: &Path) -> Result<Input, CliError> {
     Ok(Input { map })
 }
 
-/// Maps a file found by [`walk`] read-only, opened with [`open_walked`].
-pub fn map_walked(path: &Path) -> Result<Input, CliError> {
-    map_file(&open_walked(path)?, path)
+/// Maps the file `rel` found by [`walk`] under `root` read-only, opened with
+/// [`open_walked`].
+pub fn map_walked(root: &Path, rel: &Path) -> Result<Input, CliError> {
+    map_file(&open_walked(root, rel)?, &root.join(rel))
 }
 
 /// `path` with `suffix` appended to its last component (`a/b` → `a/b.mcz`); a path such
@@ -335,13 +431,14 @@ mod tests {
 
         let entries = walk(&root).unwrap();
         assert!(matches!(entries[0].node, Node::File(6)));
-        assert_eq!(&*map_walked(&file).unwrap(), b"inside");
+        let rel = Path::new("a.bin");
+        assert_eq!(&*map_walked(&root, rel).unwrap(), b"inside");
 
         fs::remove_file(&file).unwrap();
         std::os::unix::fs::symlink(&secret, &file).unwrap();
         for e in [
-            open_walked(&file).unwrap_err(),
-            map_walked(&file).err().unwrap(),
+            open_walked(&root, rel).unwrap_err(),
+            map_walked(&root, rel).err().unwrap(),
         ] {
             assert_eq!(e.path.as_deref(), Some(file.as_path()));
             assert!(e.problem.contains("symbolic link"), "{}", e.problem);
@@ -354,7 +451,56 @@ mod tests {
         let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let e = open_walked(&file).unwrap_err();
+        let e = open_walked(&root, rel).unwrap_err();
         assert!(e.problem.contains("regular file"), "{}", e.problem);
+    }
+
+    /// A directory the walk listed, replaced by a symlink to a directory outside the tree
+    /// before a file in it is opened, is refused with the file's name: nothing outside
+    /// the tree is read, however deep the swapped directory.
+    #[test]
+    fn a_parent_directory_swapped_for_a_symlink_after_the_walk_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("tree");
+        let outside = tmp.path().join("outside");
+        for dir in [root.join("sub/deeper"), outside.join("deeper")] {
+            fs::create_dir_all(dir).unwrap();
+        }
+        fs::write(root.join("sub/deeper/a.bin"), "inside").unwrap();
+        fs::write(outside.join("deeper/a.bin"), "outside the tree").unwrap();
+        let rel = Path::new("sub/deeper/a.bin");
+        let file = root.join(rel);
+        let entries = walk(&root).unwrap();
+        assert!(entries
+            .iter()
+            .any(|e| e.rel == rel && matches!(e.node, Node::File(6))));
+        assert_eq!(&*map_walked(&root, rel).unwrap(), b"inside");
+
+        // The top directory, then the one just above the file.
+        for (swapped, target) in [
+            (root.join("sub"), outside.clone()),
+            (root.join("sub/deeper"), outside.join("deeper")),
+        ] {
+            let moved = tmp.path().join("moved");
+            fs::rename(&swapped, &moved).unwrap();
+            std::os::unix::fs::symlink(&target, &swapped).unwrap();
+            // What an ordinary open reads now.
+            assert_eq!(fs::read(&file).unwrap(), b"outside the tree");
+            for e in [
+                open_walked(&root, rel).unwrap_err(),
+                map_walked(&root, rel).err().unwrap(),
+            ] {
+                assert_eq!(e.path.as_deref(), Some(file.as_path()));
+                assert!(e.problem.contains("symbolic link"), "{}", e.problem);
+                assert!(
+                    e.problem.contains(&*swapped.to_string_lossy()),
+                    "{}",
+                    e.problem
+                );
+            }
+            fs::remove_file(&swapped).unwrap();
+            fs::rename(&moved, &swapped).unwrap();
+        }
+        assert_eq!(&*map_walked(&root, rel).unwrap(), b"inside");
     }
 }

@@ -4,17 +4,19 @@
 #![warn(missing_docs)]
 
 mod commands;
-pub mod error;
-pub mod fsutil;
+mod error;
+mod fsutil;
 mod progress;
-pub mod signals;
+mod signals;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mcodec::{Dtype, EncodeOptions};
 
-pub use crate::error::CliError;
+pub use crate::error::{CliError, EXIT_FAILURE, EXIT_USAGE};
+pub use crate::fsutil::write_atomic;
+pub use crate::signals::install as install_signal_handlers;
 
 /// Lossless compression of neural-network weights (safetensors <-> .mcz).
 #[derive(Parser, Debug)]

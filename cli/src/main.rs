@@ -7,11 +7,11 @@ use mcodec_cli::{execute, Cli, CliError};
 
 fn run(cli: Cli) -> Result<(), CliError> {
     // First of all: an interrupted command removes its temporaries.
-    mcodec_cli::signals::install()?;
+    mcodec_cli::install_signal_handlers()?;
     // A bad MCODEC_SIMD request stops the tool here, before any work, with one line
     // (the library alone would only warn and fall back).
     let simd = mcodec::simd::simd_level_from_env().map_err(|e| CliError {
-        code: mcodec_cli::error::EXIT_USAGE,
+        code: mcodec_cli::EXIT_USAGE,
         ..CliError::plain(e)
     })?;
     mcodec::simd::set_simd_level(simd).map_err(CliError::plain)?;

@@ -20,7 +20,8 @@ pub fn exit_status(signal: i32) -> i32 {
 }
 
 /// Starts handling SIGINT and SIGTERM for the rest of the process: on either, remove the
-/// temporaries and exit with [`exit_status`].
+/// temporaries and exit with the status a shell reports for the signal (130 for SIGINT,
+/// 143 for SIGTERM).
 pub fn install() -> Result<(), CliError> {
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| CliError::plain(format!("cannot handle signals: {e}")))?;

@@ -461,7 +461,7 @@ fn piped_add_and_get_draw_no_progress_bars() {
 fn add_and_get_draw_progress_bars_on_a_terminal_unless_quiet() {
     // `script` runs the command on a pseudo-terminal and records what it printed.
     if Command::new("script").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: no `script` (util-linux) to run mcodec on a pseudo-terminal");
+        mcodec_fixtures::skip("no `script` (util-linux) to run mcodec on a pseudo-terminal");
         return;
     }
     let s = setup(2);

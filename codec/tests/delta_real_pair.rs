@@ -24,10 +24,10 @@ fn real_fine_tunes_round_trip_and_ulp_beats_bitx() {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/data/finetune")
         });
     if !dir.join("READY").exists() {
-        eprintln!(
-            "skipped: no fine-tune family at {} (run benches/make_finetune.py)",
+        mcodec_fixtures::skip(format!(
+            "no fine-tune family at {} (run benches/make_finetune.py)",
             dir.display()
-        );
+        ));
         return;
     }
     let (base_bytes, base) = load(&dir.join("base/model.safetensors"));

@@ -226,6 +226,28 @@ __host__ __device__ constexpr bool has_group_loop() {
     return MODES != MODES_ANY && rans;
 }
 
+// The table switches of both decode loops, at element `e` of a chunk (the start of a
+// run of `unit`-element units: a staging group or a step, both multiples of 32): every
+// rANS field whose block starts at `e` gets that block's table (`select(f, e)`), and the
+// result is the end, in units, of the run up to the next block boundary of any rANS field
+// (blocks hold a multiple of 32 symbols, so a field's table is warp-uniform and the run's
+// units need no test for a boundary), at most `limit`.
+template <class L, u32 MODES, typename Select>
+__device__ __forceinline__ u32 switch_tables(const TensorDesc& d, u32 e, u32 unit, u32 limit,
+                                             Select select) {
+    u32 run_end = limit;
+#pragma unroll
+    for (int f = 0; f < L::FIELDS; ++f) {
+        const FieldDesc& fd = d.fields[f];
+        if (field_mode<MODES>(f, fd.mode) != MODE_RANS) continue;
+        const u32 mask = (1u << fd.block_log2) - 1;
+        if ((e & mask) == 0) select(f, e);
+        const u32 next = ((e | mask) + 1) / unit;
+        run_end = next < run_end ? next : run_end;
+    }
+    return run_end;
+}
+
 // Writes the staged group of `count` elements (a group starts at a multiple of
 // STAGE_ELEMS in its chunk). Lane `lane` owns the group's elements 8·lane … 8·lane + 7,
 // whose first byte in the output is `out`: it reads their staged values (the coded
@@ -517,16 +539,8 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
             // boundary of any rANS field (as in the step loop below), so that the group
             // loop itself holds no switch (the compiler would predicate it: its
             // instructions would issue every group).
-            u32 run_end = groups;
-#pragma unroll
-            for (int f = 0; f < L::FIELDS; ++f) {
-                const FieldDesc& fd = d.fields[f];
-                if (field_mode<MODES>(f, fd.mode) != MODE_RANS) continue;
-                const u32 mask = (1u << fd.block_log2) - 1;
-                if (((g * STAGE_ELEMS) & mask) == 0) select_table(f, g * STAGE_ELEMS);
-                const u32 next = (((g * STAGE_ELEMS) | mask) + 1) / STAGE_ELEMS;
-                run_end = next < run_end ? next : run_end;
-            }
+            const u32 run_end =
+                switch_tables<L, MODES>(d, g * STAGE_ELEMS, STAGE_ELEMS, groups, select_table);
 #pragma unroll 1
             for (; g < run_end; ++g) {
 #pragma unroll
@@ -559,19 +573,9 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
     u32 row = 0;
 #pragma unroll 1
     while (t < steps) {
-        // Table switches. Blocks hold a multiple of 32 symbols: a field's table is
-        // warp-uniform and changes only at its block boundaries, so the steps up to the
-        // next boundary of any rANS field run without testing for one.
-        u32 run_end = steps;
-#pragma unroll
-        for (int f = 0; f < L::FIELDS; ++f) {
-            const FieldDesc& fd = d.fields[f];
-            if (field_mode<MODES>(f, fd.mode) != MODE_RANS) continue;
-            const u32 mask = (1u << fd.block_log2) - 1;
-            if (((32 * t) & mask) == 0) select_table(f, 32 * t);
-            const u32 next = (((32 * t) | mask) + 1) / 32;
-            run_end = next < run_end ? next : run_end;
-        }
+        // Table switches: the steps up to the next block boundary of any rANS field run
+        // without testing for one.
+        const u32 run_end = switch_tables<L, MODES>(d, 32 * t, 32, steps, select_table);
 #pragma unroll 1
         for (; t < run_end; ++t) {
             // Step t's elements go to row t % STAGE_STEPS of the staging buffer; `row`

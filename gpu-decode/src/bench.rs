@@ -147,7 +147,7 @@ pub fn throughput(
         if set.is_empty() {
             continue;
         }
-        let (_, total) = crate::output_layout(model.tensors(), set);
+        let (_, total) = crate::work::output_layout(model.tensors(), set);
         let mut out = alloc("decoded tensors", total)?;
         let group = model.group(set, &out, &stream)?;
         for _ in 0..2 {
@@ -182,7 +182,9 @@ pub fn throughput(
                 .filter_map(|(&t, &off)| {
                     let t = &model.tensors()[t];
                     let bytes = &host[off as usize..(off + t.out_len) as usize];
-                    crate::check_tensor(t, bytes).err().map(|_| t.name.clone())
+                    crate::work::check_tensor(t, bytes)
+                        .err()
+                        .map(|_| t.name.clone())
                 })
                 .collect::<Vec<_>>(),
         );

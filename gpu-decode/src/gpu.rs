@@ -558,7 +558,8 @@ impl GpuModel {
     }
 
     /// Prepares the decoding of `tensors` (indexes into [`Self::tensors`]) into `dst`,
-    /// laid out by [`crate::output_layout`]; uploads its work list on `stream`.
+    /// each tensor after the one before at a multiple of [`OUTPUT_ALIGN`](crate::OUTPUT_ALIGN)
+    /// ([`DecodeGroup::offsets`]); uploads its work list on `stream`.
     pub fn group(
         &self,
         tensors: &[usize],
@@ -572,7 +573,7 @@ impl GpuModel {
             }
             .into());
         }
-        let (offsets, total) = crate::output_layout(&self.tensors, tensors);
+        let (offsets, total) = crate::work::output_layout(&self.tensors, tensors);
         if (dst.len() as u64) < total {
             return Err(GpuError::BadOutput(format!(
                 "{} bytes, the group needs {total}",
@@ -585,7 +586,7 @@ impl GpuModel {
                 "address {dst_ptr:#x} not 16-byte aligned"
             )));
         }
-        let (descs, copies) = crate::launch_work(
+        let (descs, copies) = crate::work::launch_work(
             &self.tensors,
             tensors,
             &offsets,
@@ -733,7 +734,7 @@ impl GpuModel {
         upload: &Arc<CudaStream>,
     ) -> Result<(), GpuError> {
         let (descs, copies) =
-            crate::raw_work(&self.tensors, targets, self.arena_base, self.table_base)?;
+            crate::work::raw_work(&self.tensors, targets, self.arena_base, self.table_base)?;
         let launches = self.upload_launches(&descs, upload)?;
         // The work lists and the error flag's last clear must be on the device before
         // the caller's stream, which knows nothing of `upload`, runs the kernel.
@@ -758,7 +759,7 @@ impl GpuModel {
     /// the caller's `stream` (see [`Self::decode_into_raw`], whose checks they rely on).
     fn queue_raw(
         &self,
-        copies: &[crate::RawCopy],
+        copies: &[crate::work::RawCopy],
         launches: &[DeviceLaunch],
         stream: cudarc::driver::sys::CUstream,
         upload: &Arc<CudaStream>,
@@ -827,7 +828,7 @@ impl GpuModel {
         // The kernel reports the descriptor's tag, the tensor's index in this model,
         // whichever group was launched.
         let words = [err[0], err[1], err[2]];
-        let e: Option<CorruptChunk> = crate::corrupt_chunk(&self.tensors, words);
+        let e: Option<CorruptChunk> = crate::work::corrupt_chunk(&self.tensors, words);
         e.map_or(Ok(()), |e| Err(e.into()))
     }
 
@@ -854,14 +855,14 @@ impl GpuModel {
             let t = &self.tensors[group.tensors[k]];
             let at = group.offsets[k] as usize;
             if t.out_len == 0 {
-                crate::check_tensor(t, &[])?;
+                crate::work::check_tensor(t, &[])?;
                 continue;
             }
             let host = stream
                 .clone_dtoh(&dst.slice(at..at + t.out_len as usize))
                 .map_err(driver("download for verification"))?;
             stream.synchronize().map_err(driver("synchronize"))?;
-            crate::check_tensor(t, &host)?;
+            crate::work::check_tensor(t, &host)?;
         }
         Ok(chosen.len())
     }
@@ -873,7 +874,7 @@ impl GpuModel {
         stream: &Arc<CudaStream>,
     ) -> Result<(CudaSlice<u8>, Vec<u64>), GpuError> {
         let all: Vec<usize> = (0..self.tensors.len()).collect();
-        let (_, total) = crate::output_layout(&self.tensors, &all);
+        let (_, total) = crate::work::output_layout(&self.tensors, &all);
         let mut dst = stream
             .alloc_zeros::<u8>(total.max(1) as usize)
             .map_err(alloc_error("decoded tensors", total as usize))?;

@@ -6,28 +6,50 @@
 //! just before it needs them ([`GpuModel::group`], [`GpuModel::launch`]), asynchronously
 //! on its own stream. Results are bit-identical to the CPU decoder.
 //!
-//! Layers: [`plan`] parses and validates on the host and lays out what the kernel reads;
-//! `kernels/mcz_decode.cu` decodes (compiled at run time by NVRTC, so no PTX is committed
-//! that could drift from the source); [`mirror`] is the kernel's algorithm in Rust, which
-//! CI runs against the CPU decoder; the CUDA driver is reached through `cudarc` with
+//! Layers: the plan parses and validates on the host and lays out what the kernel reads
+//! ([`Prepared`]); `kernels/mcz_decode.cu` decodes (compiled at run time by NVRTC, so no
+//! PTX is committed that could drift from the source); the mirror is the kernel's
+//! algorithm in Rust, which CI runs against the CPU decoder; the CUDA driver is reached through `cudarc` with
 //! dynamic loading, so this crate builds and its tests run on machines without CUDA.
 #![warn(missing_docs, unnameable_types)]
 
+// Throughput measurement for the CLI's `gpu-bench` command and the `infer` example: a
+// bench helper another crate of ours (the CLI) must reach, not an API, so hidden from the
+// docs.
+#[doc(hidden)]
 pub mod bench;
 mod gpu;
-// The host-side plan and the kernel's CPU mirror are public for the `gpu_plan` fuzz target,
-// the Python loader and the tests, not an API: hidden from the docs.
+mod work;
+
+// Internal layers: the host-side plan (what the kernel reads) and the kernel's CPU mirror.
+// The `fuzzing` feature (the `gpu_plan` fuzz target, this crate's tests and examples)
+// makes them and the mirror's entry points public, hidden from the docs; what the public
+// API names of them is exported below either way.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod mirror;
+// Without the feature only the table expansion uses the mirror.
+#[cfg(not(feature = "fuzzing"))]
+#[allow(dead_code)]
+mod mirror;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod plan;
+#[cfg(not(feature = "fuzzing"))]
+mod plan;
 
 pub use gpu::{
     compile_cubin, compile_ptx, nvrtc_version, CodeKind, DecodeGroup, GpuDecoder, GpuError,
     GpuModel,
 };
-
-use plan::{Body, Prepared, PreparedTensor, TensorDesc};
+pub use plan::{Fallback, PlanError, Prepared, PreparedTensor};
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use work::{
+    check_decoded, check_tensor, launch_work, mirror_decode, mirror_decode_raw, output_layout,
+    raw_work,
+};
+pub use work::{CorruptChunk, DecodedMismatch, Verify};
 
 /// The kernel source, compiled at run time.
 pub const KERNEL_SOURCE: &str = include_str!("../kernels/mcz_decode.cu");
@@ -46,51 +68,6 @@ pub fn gpu_required() -> bool {
     std::env::var_os(GPU_REQUIRED_ENV).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// Where each tensor of a group lands in one output buffer: back to back, each at a
-/// multiple of [`OUTPUT_ALIGN`]. Returns the offsets and the total size.
-#[doc(hidden)]
-pub fn output_layout(prepared: &[PreparedTensor], tensors: &[usize]) -> (Vec<u64>, u64) {
-    let mut at = 0u64;
-    let offsets = tensors
-        .iter()
-        .map(|&t| {
-            let here = at.next_multiple_of(OUTPUT_ALIGN);
-            at = here + prepared[t].out_len;
-            here
-        })
-        .collect();
-    (offsets, at)
-}
-
-/// The kernel work of decoding `tensors` of `prepared` into a buffer at `dst`, with the
-/// arena at `arena` and the tables at `tables`: the kernel descriptors, and the
-/// CPU-decoded tensors as (arena offset, output offset, length) copies.
-#[doc(hidden)]
-pub fn launch_work(
-    prepared: &[PreparedTensor],
-    tensors: &[usize],
-    offsets: &[u64],
-    arena: u64,
-    tables: u64,
-    dst: u64,
-) -> (Vec<TensorDesc>, Vec<(u64, u64, u64)>) {
-    let mut descs = Vec::new();
-    let mut copies = Vec::new();
-    for (&t, &off) in tensors.iter().zip(offsets) {
-        let p = &prepared[t];
-        match &p.body {
-            Body::Empty => {}
-            Body::Split(d) => descs.push(d.relocate(arena, tables, dst + off, t as u32)),
-            Body::Raw { offset, .. } => copies.push((*offset, off, p.out_len)),
-        }
-    }
-    (descs, copies)
-}
-
-/// A tensor the kernel does not decode, copied instead: (arena offset of its CPU-decoded
-/// bytes, destination address, length).
-pub type RawCopy = (u64, u64, u64);
-
 /// Where [`GpuModel::decode_into_raw`] writes one tensor: memory the caller owns (a
 /// PyTorch CUDA tensor, say), anywhere in device memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,245 +78,4 @@ pub struct RawTarget {
     pub address: u64,
     /// Bytes at `address`: the tensor's decoded length.
     pub len: u64,
-}
-
-/// The kernel work of decoding `targets` of `prepared`, each into its own memory, with
-/// the arena at `arena` and the tables at `tables`: the kernel descriptors, and the
-/// CPU-decoded tensors as (arena offset, destination address, length) copies. Refuses a
-/// target whose length is not its tensor's or whose address is not 16-byte aligned.
-#[doc(hidden)]
-pub fn raw_work(
-    prepared: &[PreparedTensor],
-    targets: &[RawTarget],
-    arena: u64,
-    tables: u64,
-) -> Result<(Vec<TensorDesc>, Vec<RawCopy>), GpuError> {
-    let mut descs = Vec::new();
-    let mut copies = Vec::new();
-    for target in targets {
-        let t = target.tensor;
-        let Some(p) = prepared.get(t) else {
-            return Err(plan::PlanError::NoSuchTensor {
-                index: t,
-                count: prepared.len(),
-            }
-            .into());
-        };
-        if target.len != p.out_len {
-            return Err(GpuError::BadOutput(format!(
-                "tensor {:?}: {} bytes given, it decodes to {}",
-                p.name, target.len, p.out_len
-            )));
-        }
-        if p.out_len > 0 && !target.address.is_multiple_of(16) {
-            return Err(GpuError::BadOutput(format!(
-                "tensor {:?}: address {:#x} not 16-byte aligned",
-                p.name, target.address
-            )));
-        }
-        match &p.body {
-            Body::Empty => {}
-            Body::Split(d) => descs.push(d.relocate(arena, tables, target.address, t as u32)),
-            Body::Raw { offset, .. } => copies.push((*offset, target.address, p.out_len)),
-        }
-    }
-    Ok((descs, copies))
-}
-
-/// Decodes `targets` of `prepared` with the CPU mirror of the kernel into `out`, which
-/// stands for device memory at address `base` (each target's address lies in it): what
-/// [`GpuModel::decode_into_raw`] does on the device.
-#[doc(hidden)]
-pub fn mirror_decode_raw(
-    prepared: &Prepared,
-    targets: &[RawTarget],
-    out: &mut [u8],
-    base: u64,
-) -> Result<(), GpuError> {
-    const ARENA: u64 = 1 << 40;
-    const TABLES: u64 = 2 << 40;
-    let (descs, copies) = raw_work(&prepared.tensors, targets, ARENA, TABLES)?;
-    run_mirror(
-        prepared,
-        &descs,
-        &copies,
-        ARENA,
-        TABLES,
-        mirror::Output { base, bytes: out },
-    )?;
-    Ok(())
-}
-
-/// Copies the CPU-decoded tensors (`copies`, destinations as addresses) and runs the
-/// mirror's launches of `descs` (arena and tables at `arena` and `tables`) into `out`;
-/// reports a corrupt chunk as the kernel would.
-fn run_mirror(
-    prepared: &Prepared,
-    descs: &[TensorDesc],
-    copies: &[RawCopy],
-    arena: u64,
-    tables: u64,
-    mut out: mirror::Output<'_>,
-) -> Result<(), CorruptChunk> {
-    for &(from, to, len) in copies {
-        let (from, to, len) = (from as usize, (to - out.base) as usize, len as usize);
-        out.bytes[to..to + len].copy_from_slice(&prepared.arena[from..from + len]);
-    }
-    let mem = mirror::Memory::new(vec![(arena, &prepared.arena), (tables, &prepared.tables)]);
-    let mut err = [0u32; 3];
-    for launch in plan::launches(descs, plan::DEFAULT_WARP_SLOTS) {
-        mirror::launch(&mem, &mut out, &launch.descs, &launch.tasks, &mut err);
-    }
-    match corrupt_chunk(&prepared.tensors, err) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// A chunk the kernel (or its mirror) found corrupt.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("tensor {tensor:?} chunk {chunk}: {}", match *.code {
-    plan::ERR_BAD_TABLE_ID => "block names a missing table",
-    plan::ERR_FIELD_HEADER => "packed or constant field header differs from the descriptor (corrupt device copy)",
-    _ => "rANS end state or word count wrong (corrupt stream)",
-})]
-pub struct CorruptChunk {
-    /// Tensor name.
-    pub tensor: String,
-    /// Chunk index.
-    pub chunk: u32,
-    /// Kernel error code (`plan::ERR_*`).
-    pub code: u32,
-}
-
-/// Decodes `tensors` of `prepared` with the CPU mirror of the kernel, into one buffer laid
-/// out by [`output_layout`]. Returns the buffer and the offsets.
-#[doc(hidden)]
-pub fn mirror_decode(
-    prepared: &Prepared,
-    tensors: &[usize],
-) -> Result<(Vec<u8>, Vec<u64>), CorruptChunk> {
-    const ARENA: u64 = 1 << 40;
-    const TABLES: u64 = 2 << 40;
-    const OUT: u64 = 3 << 40;
-    let (offsets, total) = output_layout(&prepared.tensors, tensors);
-    let (descs, copies) = launch_work(&prepared.tensors, tensors, &offsets, ARENA, TABLES, OUT);
-    let mut out = vec![0u8; total as usize];
-    // `launch_work` gives copies' destinations as offsets into the output.
-    let copies: Vec<RawCopy> = copies.iter().map(|&(f, to, l)| (f, OUT + to, l)).collect();
-    run_mirror(
-        prepared,
-        &descs,
-        &copies,
-        ARENA,
-        TABLES,
-        mirror::Output {
-            base: OUT,
-            bytes: &mut out,
-        },
-    )?;
-    Ok((out, offsets))
-}
-
-/// The error the kernel's (or mirror's) error words `[code, tag, chunk]` describe, `None`
-/// for none: the tag is the tensor's index among `tensors` (the model's prepared tensors),
-/// whichever group was launched.
-pub(crate) fn corrupt_chunk(tensors: &[PreparedTensor], err: [u32; 3]) -> Option<CorruptChunk> {
-    let [code, tag, chunk] = err;
-    (code != 0).then(|| CorruptChunk {
-        tensor: tensors
-            .get(tag as usize)
-            .map_or_else(|| format!("#{tag}"), |t| t.name.clone()),
-        chunk,
-        code,
-    })
-}
-
-/// Which decoded tensors [`check_decoded`] (and [`GpuModel::verify`]) hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verify {
-    /// Every tensor of the group.
-    All,
-    /// `count` tensors of the group, chosen by `seed` (a different seed per call spreads
-    /// the cost of a full check over many decodes).
-    Sample {
-        /// Tensors to check per call.
-        count: usize,
-        /// Chooses them.
-        seed: u64,
-    },
-}
-
-impl Verify {
-    /// Positions (into a group of `len` tensors) that this choice checks, ascending.
-    pub fn positions(self, len: usize) -> Vec<usize> {
-        match self {
-            Self::All => (0..len).collect(),
-            Self::Sample { count, seed } => {
-                // A seeded partial Fisher-Yates shuffle: `count` distinct positions.
-                let mut all: Vec<usize> = (0..len).collect();
-                let mut state = seed;
-                let take = count.min(len);
-                for i in 0..take {
-                    state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                    let mut z = state;
-                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                    z ^= z >> 31;
-                    let j = i + (z % (len - i) as u64) as usize;
-                    all.swap(i, j);
-                }
-                let mut chosen = all[..take].to_vec();
-                chosen.sort_unstable();
-                chosen
-            }
-        }
-    }
-}
-
-/// A decoded tensor whose bytes do not hash to the original's xxh3-64.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("tensor {tensor:?}: decoded bytes hash to {computed:016x}, the original's xxh3-64 is {expected:016x}")]
-pub struct DecodedMismatch {
-    /// Tensor name.
-    pub tensor: String,
-    /// The original's checksum.
-    pub expected: u64,
-    /// The decoded bytes' checksum.
-    pub computed: u64,
-}
-
-/// Checks the decoded bytes of tensor `t` against the original's xxh3-64.
-#[doc(hidden)]
-pub fn check_tensor(t: &PreparedTensor, bytes: &[u8]) -> Result<(), DecodedMismatch> {
-    let computed = xxhash_rust::xxh3::xxh3_64(bytes);
-    if computed == t.checksum && bytes.len() as u64 == t.out_len {
-        Ok(())
-    } else {
-        Err(DecodedMismatch {
-            tensor: t.name.clone(),
-            expected: t.checksum,
-            computed,
-        })
-    }
-}
-
-/// Checks the tensors `which` chooses of a group's output `out` (laid out by
-/// [`output_layout`] for `tensors` of `prepared`, at `offsets`) against the originals'
-/// xxh3-64. Returns how many tensors were checked.
-#[doc(hidden)]
-pub fn check_decoded(
-    prepared: &[PreparedTensor],
-    tensors: &[usize],
-    offsets: &[u64],
-    out: &[u8],
-    which: Verify,
-) -> Result<usize, DecodedMismatch> {
-    let chosen = which.positions(tensors.len());
-    for &k in &chosen {
-        let t = &prepared[tensors[k]];
-        let at = offsets[k] as usize;
-        check_tensor(t, &out[at..at + t.out_len as usize])?;
-    }
-    Ok(chosen.len())
 }

@@ -39,6 +39,7 @@ pub const MIN_TASK_ELEMS: usize = 1 << 19;
 
 /// Warp slots the mirror and tests assume: an H200 (132 SMs) at 4 CTAs of [`WARPS`]
 /// warps per SM. [`crate::GpuDecoder`] uses the device's own count.
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))] // tests and fuzz targets
 pub const DEFAULT_WARP_SLOTS: usize = 132 * 4 * WARPS;
 
 /// Chunks per task for chunks of `2^chunk_log2` elements when chunks are plentiful: one
@@ -51,6 +52,7 @@ pub const ARENA_ALIGN: usize = 16;
 /// Default limit on one tensor's tables in shared memory: what fits an sm_90 CTA (227 KiB
 /// of dynamic shared memory) beside the staging buffers. Tensors with more tables fall
 /// back to the CPU.
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))] // tests and fuzz targets
 pub const DEFAULT_MAX_TABLES: usize = 36;
 
 /// Stream modes (FORMAT.md §5.5) as the kernel numbers them.
@@ -153,6 +155,7 @@ impl TensorDesc {
     }
 
     /// Bytes per element.
+    #[cfg_attr(not(feature = "fuzzing"), allow(dead_code))] // tests and fuzz targets
     pub fn element_size(&self) -> usize {
         match self.layout {
             0 | 1 | 4 | 5 => 2,
@@ -236,8 +239,11 @@ pub struct PreparedTensor {
     pub out_len: u64,
     /// Expected xxh3-64 of the decoded bytes.
     pub checksum: u64,
-    /// How it is decoded.
+    /// How it is decoded: public only with the `fuzzing` feature (tests, fuzz targets).
+    #[cfg(feature = "fuzzing")]
     pub body: Body,
+    #[cfg(not(feature = "fuzzing"))]
+    pub(crate) body: Body,
 }
 
 /// Errors of host preparation.
@@ -275,16 +281,28 @@ pub enum PlanError {
     },
 }
 
-/// The chosen tensors of an archive, ready to upload: arena, tables and descriptors.
+/// The chosen tensors of an archive, validated and laid out on the host, ready to upload
+/// ([`GpuModel::upload_prepared`](crate::GpuModel::upload_prepared)): arena, tables and
+/// descriptors. The fields are public only with the `fuzzing` feature (tests, fuzz
+/// targets, examples), which the field pairs below select between.
 #[derive(Debug, Default)]
 pub struct Prepared {
     /// Streams, chunk indexes and CPU-decoded fallbacks, each 16-byte aligned, followed
     /// by 16 bytes of padding (packed reads may touch up to 8 bytes past a stream).
+    #[cfg(feature = "fuzzing")]
     pub arena: Vec<u8>,
+    #[cfg(not(feature = "fuzzing"))]
+    pub(crate) arena: Vec<u8>,
     /// Expanded tables, [`TABLE_BYTES`] each.
+    #[cfg(feature = "fuzzing")]
     pub tables: Vec<u8>,
+    #[cfg(not(feature = "fuzzing"))]
+    pub(crate) tables: Vec<u8>,
     /// The tensors, in the order asked for.
+    #[cfg(feature = "fuzzing")]
     pub tensors: Vec<PreparedTensor>,
+    #[cfg(not(feature = "fuzzing"))]
+    pub(crate) tensors: Vec<PreparedTensor>,
 }
 
 fn push_aligned(arena: &mut Vec<u8>, bytes: &[u8]) -> u64 {

@@ -12,7 +12,7 @@ use crate::pool;
 /// A CLI failure as the matching `mcodec.Error` subclass.
 pub(crate) fn cli_error(e: CliError) -> PyErr {
     let problem = e.problem.as_str();
-    let kind = if e.code == mcodec_cli::error::EXIT_USAGE {
+    let kind = if e.code == mcodec_cli::EXIT_USAGE {
         Kind::Argument
     } else if problem.contains("already exists") {
         Kind::Exists

@@ -11,8 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::CudaStream;
 use mcodec::container::Archive;
-use mcodec_gpu::plan::PlanError;
-use mcodec_gpu::{GpuDecoder, GpuError, GpuModel, RawTarget};
+use mcodec_gpu::{GpuDecoder, GpuError, GpuModel, PlanError, RawTarget};
 use pyo3::prelude::*;
 
 use crate::errors::{container, error, Kind};

@@ -164,7 +164,7 @@ pub fn save_file(
     let perms = permissions();
     py.detach(|| {
         pool::run(threads, || {
-            mcodec_cli::fsutil::write_atomic(&path, force, perms, |w| {
+            mcodec_cli::write_atomic(&path, force, perms, |w| {
                 pack_parts(&head, &parts, &opts, w, &|_| {})
                     .map_err(|e| mcodec_cli::CliError::at(&path, e))
             })

@@ -153,7 +153,7 @@ pub trait Backend: Send + Sync {
 }
 
 /// Name of the marker file at the root of a local store.
-pub const MARKER: &str = "mcodec-store.json";
+pub(crate) const MARKER: &str = "mcodec-store.json";
 /// Contents of the marker file.
 pub(crate) const MARKER_TEXT: &str = "{\"format\":\"mcodec-store\",\"version\":2}\n";
 /// Marker of a version 1 store (delta objects named by their tensor's key).

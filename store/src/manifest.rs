@@ -41,7 +41,7 @@ pub const MAX_TENSOR_NAME_LEN: usize = 1024;
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ManifestError {
-    /// The manifest is larger than [`MAX_MANIFEST_BYTES`].
+    /// The manifest is larger than the limit (64 MiB; STORE.md §4).
     #[error("manifest of {len} bytes exceeds {limit}")]
     TooLarge {
         /// Its size.
@@ -52,7 +52,7 @@ pub enum ManifestError {
     /// Not JSON of the manifest's shape (unknown, duplicate or missing fields included).
     #[error("manifest is not valid: {0}")]
     Json(String),
-    /// The format tag is not [`FORMAT`].
+    /// The format tag is not `"mcodec-store-manifest"`.
     #[error("not a manifest: format {0:?}")]
     Format(String),
     /// A version this code does not read.
@@ -256,9 +256,9 @@ pub enum FileProblem {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Always [`FORMAT`].
+    /// Always `"mcodec-store-manifest"`.
     pub format: String,
-    /// Always [`VERSION`].
+    /// The manifest format's version (STORE.md §4).
     pub version: u32,
     /// The model's name.
     pub name: String,

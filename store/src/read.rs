@@ -11,7 +11,7 @@ use crate::Store;
 
 impl Store {
     /// An object's header.
-    pub fn header(&self, key: &ObjectKey) -> Result<Header> {
+    pub(crate) fn header(&self, key: &ObjectKey) -> Result<Header> {
         let head = self
             .backend
             .get_object_range(key, 0..object::MAX_HEADER_LEN as u64)?;

@@ -44,7 +44,7 @@ const CLAIMS_DIR: &str = "claims";
 /// publishing; it no longer blocks the name and `gc` deletes it.
 const CLAIM_TTL: Duration = Duration::from_secs(600);
 /// Tries of a publication that keeps meeting a rival's claim.
-pub const PUBLISH_ATTEMPTS: u32 = 4;
+pub(crate) const PUBLISH_ATTEMPTS: u32 = 4;
 /// Unit of the in-flight byte budget.
 const PERMIT_BYTES: usize = 1 << 20;
 
@@ -661,7 +661,7 @@ impl Backend for S3Backend {
     /// its claim. With the read-after-write consistent listings S3-compatible services
     /// give, two writers cannot both see only their own claim: the one that listed first
     /// put its claim before the other listed. Both may back off: each then tries again
-    /// after a random pause, up to [`PUBLISH_ATTEMPTS`] times, and finally gives up with
+    /// after a random pause, up to 4 times in all, and finally gives up with
     /// [`BackendError::Conflict`], having published nothing.
     fn put_manifest(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
         let mut attempt = 0u32;

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use mcodec::delta;
 use mcodec::Dtype;
-use mcodec_store::key::ObjectKey;
 use mcodec_store::object::{self, TensorMeta};
+use mcodec_store::ObjectKey;
 
 fn fuzz_dir(dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

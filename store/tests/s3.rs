@@ -10,8 +10,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};
 
 use mcodec_fixtures::{tiny_finetune, tiny_model, write_model_dir, Finetune};
-use mcodec_store::backend::PutOutcome;
-use mcodec_store::{AddOptions, Backend, BackendError, ObjectKey, S3Backend, S3Options, Store};
+use mcodec_store::{
+    AddOptions, Backend, BackendError, ObjectKey, PutOutcome, S3Backend, S3Options, Store,
+};
 use tempfile::TempDir;
 
 use mcodec_fixtures::s3::test_url;

@@ -78,7 +78,7 @@ fn pack_dir(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result<
     let steps: Vec<Step> = tree::plan(input, |path, rel, len| {
         let name = name_str(rel).unwrap_or("");
         if name.ends_with(SAFETENSORS) {
-            let data = fsutil::map_walked(path)?;
+            let data = fsutil::map_walked(input, rel)?;
             mcodec::safetensors::parse(&data, data.len() as u64)
                 .map_err(|e| CliError::at(path, format!("not a valid safetensors file: {e}")))?;
             let mut dst = rel.as_os_str().to_owned();

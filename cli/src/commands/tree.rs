@@ -125,8 +125,9 @@ pub fn stays_inside(rel: &Path, target: &Path) -> bool {
 /// Carries out `steps` from `input` into a temporary directory that becomes `out` only
 /// when all succeeded. `convert(input, src, dst, writer, progress)` writes one converted
 /// file from the mapped `input` (read from `src`) and reports its progress in the units
-/// [`plan`] gave it. Files are opened without following symlinks ([`fsutil::open_walked`]):
-/// one swapped in since the walk fails the run.
+/// [`plan`] gave it. Files are opened without following symlinks below `input`
+/// ([`fsutil::open_walked`]): one swapped in since the walk, for a file or a directory above
+/// it, fails the run.
 pub fn build(
     input: &Path,
     out: &Path,
@@ -156,7 +157,7 @@ pub fn build(
                 ..e
             })?,
             Action::Copy => {
-                let mut from = fsutil::open_walked(&src)?;
+                let mut from = fsutil::open_walked(input, &step.src)?;
                 let perms = from.metadata().at(&src)?.permissions();
                 let mut file = create(&dst, &shown)?;
                 stats.bytes_in += step.units;
@@ -166,7 +167,7 @@ pub fn build(
                 stats.copied += 1;
             }
             Action::Convert => {
-                let from = fsutil::open_walked(&src)?;
+                let from = fsutil::open_walked(input, &step.src)?;
                 let meta = from.metadata().at(&src)?;
                 let input = fsutil::map_file(&from, &src)?;
                 stats.bytes_in += meta.len();

@@ -79,7 +79,7 @@ fn unpack_dir(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
         if !name_str(rel).is_some_and(|n| n.ends_with(&suffix)) {
             return Ok(None);
         }
-        let data = fsutil::map_walked(path)?;
+        let data = fsutil::map_walked(input, rel)?;
         let original = Archive::open(&data).at(path)?.index().original_len;
         let dst: PathBuf = fsutil::strip_suffix(rel, MCZ)?
             .ok_or_else(|| CliError::at(path, "cannot derive the unpacked name"))?;

@@ -6,15 +6,16 @@ use mcodec::EncodeOptions;
 use mcodec_fixtures::rng::SplitMix64;
 use mcodec_fixtures::safetensors::{safetensors_bytes, Tensor};
 
-/// A test that cannot run here: prints "skipped" and why, or, when a GPU run is required
-/// (`MCODEC_GPU_REQUIRED`, set by `run-on-gpu.sh`), fails saying so.
+/// A test that cannot run here: says "skipped" and why ([`mcodec_fixtures::skip`]), or,
+/// when a GPU run is required (`MCODEC_GPU_REQUIRED`, set by `run-on-gpu.sh`), fails
+/// saying so.
 pub fn skip(why: &str) {
     assert!(
         !mcodec_gpu::gpu_required(),
         "FAILED instead of skipped ({} is set): {why}",
         mcodec_gpu::GPU_REQUIRED_ENV
     );
-    println!("skipped: {why}");
+    mcodec_fixtures::skip(why);
 }
 
 /// Real MiniLM weights, when the bench data is present.
