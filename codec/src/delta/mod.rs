@@ -176,6 +176,17 @@ pub fn decode_on(
     delta: &[u8],
     out: &mut [u8],
 ) -> Result<(), DeltaError> {
+    decode_at_level(level, dtype, base, delta, out)
+}
+
+/// [`decode`] on the code path `level`.
+fn decode_at_level(
+    level: crate::cpu::SimdLevel,
+    dtype: &Dtype,
+    base: &[u8],
+    delta: &[u8],
+    out: &mut [u8],
+) -> Result<(), DeltaError> {
     if base.len() != out.len() {
         return Err(DeltaError::LengthMismatch {
             base: base.len(),
@@ -196,16 +207,7 @@ pub fn method_of(delta: &[u8]) -> Result<DeltaMethod, DeltaError> {
 
 /// Decodes `delta` against `base` into `out` (same length as `base`).
 pub fn decode(dtype: &Dtype, base: &[u8], delta: &[u8], out: &mut [u8]) -> Result<(), DeltaError> {
-    if base.len() != out.len() {
-        return Err(DeltaError::LengthMismatch {
-            base: base.len(),
-            target: out.len(),
-        });
-    }
-    match method_of(delta)? {
-        DeltaMethod::BitX => bitx::decode(dtype, base, &delta[1..], out),
-        DeltaMethod::Ulp => ulp::decode(dtype, base, &delta[1..], out),
-    }
+    decode_at_level(crate::cpu::simd_level(), dtype, base, delta, out)
 }
 
 #[cfg(test)]

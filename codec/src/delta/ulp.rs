@@ -23,7 +23,7 @@ use super::coder::{
     self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder, SlotTables, LANES, WIDE_LANES,
 };
 use super::{DeltaError, DeltaMethod};
-use crate::cpu::{self, SimdLevel};
+use crate::cpu::SimdLevel;
 use crate::dtype::Dtype;
 use crate::entropy::model::{EncTable, FreqTable, PROB_SCALE};
 
@@ -681,19 +681,8 @@ fn read_table(bytes: &mut &[u8], alphabet: usize) -> Result<Option<FreqTable>, D
         .map_err(|e| DeltaError::Corrupt(format!("ulp: {e}")))
 }
 
-/// Decodes a ULP payload (after the method byte) into `out`, on the code path the
-/// process runs ([`cpu::simd_level`]).
-pub(super) fn decode(
-    dtype: &Dtype,
-    base: &[u8],
-    payload: &[u8],
-    out: &mut [u8],
-) -> Result<(), DeltaError> {
-    decode_on(cpu::simd_level(), dtype, base, payload, out)
-}
-
-/// [`decode`] on the code path `level` (scalar where the CPU lacks it); every path gives
-/// the same result.
+/// Decodes a ULP payload (after the method byte) into `out` on the code path `level`
+/// (scalar where the CPU lacks it); every path gives the same result.
 pub(crate) fn decode_on(
     level: SimdLevel,
     dtype: &Dtype,
