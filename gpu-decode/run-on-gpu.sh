@@ -122,10 +122,19 @@ if command -v cargo > /dev/null; then
     cargo test --release -p mcodec-gpu --no-run > /dev/null 2>&1
     TEST=$(ls -t "$root"/target/release/deps/decode-* | grep -v '\.d$' | head -n 1)
 else
-    MCODEC=$bin/mcodec
-    INFER=$bin/infer
-    REPACK=$bin/repack
-    TEST=$bin/test-decode
+    # build-for-gpu.sh ships the binaries gzipped (the carry limit): unpack them beside.
+    bindir=$(mktemp -d)
+    for name in mcodec infer repack test-decode; do
+        if [ -f "$bin/$name.gz" ]; then
+            gzip -dc "$bin/$name.gz" > "$bindir/$name" && chmod +x "$bindir/$name"
+        elif [ -f "$bin/$name" ]; then
+            cp "$bin/$name" "$bindir/$name"
+        fi
+    done
+    MCODEC=$bindir/mcodec
+    INFER=$bindir/infer
+    REPACK=$bindir/repack
+    TEST=$bindir/test-decode
     for f in "$MCODEC" "$INFER" "$REPACK" "$TEST"; do
         [ -x "$f" ] || { say "missing $f: run gpu-decode/build-for-gpu.sh where cargo is, and carry gpu-decode/prebuilt"; exit 1; }
     done
