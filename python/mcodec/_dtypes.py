@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from .errors import ArgumentError
@@ -72,8 +73,9 @@ _ML_DTYPES_NAMES = {
 }
 
 
+@functools.cache
 def torch_dtype(name: str) -> Any:
-    """The torch dtype of safetensors dtype ``name``."""
+    """The torch dtype of safetensors dtype ``name`` (cached: called once per tensor)."""
     import torch
 
     attr = _TORCH_NAMES.get(name)
@@ -92,6 +94,7 @@ def torch_name(dtype: Any) -> str:
     raise ArgumentError(f"torch dtype {dtype} cannot be saved in a safetensors file")
 
 
+@functools.cache
 def numpy_dtype(name: str) -> Any:
     """The numpy dtype of safetensors dtype ``name`` (``ml_dtypes`` for BF16 and FP8)."""
     import numpy as np
