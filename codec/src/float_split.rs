@@ -452,21 +452,6 @@ pub enum ByteField<'a> {
     Bytes(&'a [u8]),
 }
 
-impl ByteField<'_> {
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            Self::Symbols(s) => s.len(),
-            Self::Bytes(b) => b.len(),
-        }
-    }
-
-    /// Whether it holds no element.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// An element of a [`ByteField`]: its low byte is the field value.
 trait FieldByte: Copy {
     fn value(self) -> u32;
