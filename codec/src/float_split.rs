@@ -440,6 +440,37 @@ fn merge_bf16_packed_on<const JOINT: bool>(
     merge_bf16_packed_scalar::<JOINT>(&exp[done..], &packed[done / 8 * 7..], &mut dst[2 * done..]);
 }
 
+/// One of the two low mantissa bytes of F32 elements (fields 3 and 4) as the F32 merge
+/// reads it: decoded symbols, or the bytes of a bit-packed 8-bit stream, which are the
+/// field values themselves, so the merge reads them in place instead of after an
+/// unpacking pass into 16-bit symbols (MiniLM's F32 tensors store both bytes packed).
+#[derive(Clone, Copy, Debug)]
+pub enum ByteField<'a> {
+    /// Decoded symbols, each below 256.
+    Symbols(&'a [u16]),
+    /// The field's bytes, one per element.
+    Bytes(&'a [u8]),
+}
+
+/// An element of a [`ByteField`]: its low byte is the field value.
+trait FieldByte: Copy {
+    fn value(self) -> u32;
+}
+
+impl FieldByte for u8 {
+    #[inline(always)]
+    fn value(self) -> u32 {
+        u32::from(self)
+    }
+}
+
+impl FieldByte for u16 {
+    #[inline(always)]
+    fn value(self) -> u32 {
+        u32::from(self & 0xFF)
+    }
+}
+
 /// F32 merge with the sign+mantissa field still bit-packed (7 bits per element): `exp`
 /// holds the first field, `packed` at least `ceil(7·n/8)` bytes, `mid` and `low` the two
 /// low mantissa bytes (fields 3 and 4), `dst` 4n bytes. The top half of an F32 is a BF16
@@ -450,8 +481,8 @@ pub fn merge_f32_packed(
     joint: bool,
     exp: &[u16],
     packed: &[u8],
-    mid: &[u16],
-    low: &[u16],
+    mid: ByteField<'_>,
+    low: ByteField<'_>,
     dst: &mut [u8],
 ) {
     let level = crate::cpu::simd_level();
@@ -466,13 +497,32 @@ pub fn merge_f32_packed(
 /// step), so each step's packed bytes start on a byte.
 const F32_MERGE_STEP: usize = 1024;
 
-/// [`merge_f32_packed`] on the given code path (one the CPU supports).
+/// [`merge_f32_packed`] on the given code path (one the CPU supports): one loop per
+/// combination of field forms, so that each compiles to its own vector loop.
 fn merge_f32_packed_on<const JOINT: bool>(
     level: SimdLevel,
     exp: &[u16],
     packed: &[u8],
-    mid: &[u16],
-    low: &[u16],
+    mid: ByteField<'_>,
+    low: ByteField<'_>,
+    dst: &mut [u8],
+) {
+    use ByteField::{Bytes, Symbols};
+    match (mid, low) {
+        (Bytes(m), Bytes(l)) => merge_f32_steps::<JOINT, _, _>(level, exp, packed, m, l, dst),
+        (Bytes(m), Symbols(l)) => merge_f32_steps::<JOINT, _, _>(level, exp, packed, m, l, dst),
+        (Symbols(m), Bytes(l)) => merge_f32_steps::<JOINT, _, _>(level, exp, packed, m, l, dst),
+        (Symbols(m), Symbols(l)) => merge_f32_steps::<JOINT, _, _>(level, exp, packed, m, l, dst),
+    }
+}
+
+/// The loop of [`merge_f32_packed_on`] for one combination of field forms.
+fn merge_f32_steps<const JOINT: bool, M: FieldByte, L: FieldByte>(
+    level: SimdLevel,
+    exp: &[u16],
+    packed: &[u8],
+    mid: &[M],
+    low: &[L],
     dst: &mut [u8],
 ) {
     let n = exp.len();
@@ -503,7 +553,7 @@ fn merge_f32_packed_on<const JOINT: bool>(
 /// Joins the high halves of F32 elements (BF16 words) with their two low mantissa bytes.
 /// Whole-word arithmetic (not byte stores): the loop vectorises.
 #[inline(always)]
-fn interleave_f32(high: &[u8], mid: &[u16], low: &[u16], dst: &mut [u8]) {
+fn interleave_f32<M: FieldByte, L: FieldByte>(high: &[u8], mid: &[M], low: &[L], dst: &mut [u8]) {
     for ((d, h), (&m, &l)) in dst
         .as_chunks_mut::<4>()
         .0
@@ -511,9 +561,7 @@ fn interleave_f32(high: &[u8], mid: &[u16], low: &[u16], dst: &mut [u8]) {
         .zip(high.as_chunks::<2>().0)
         .zip(mid.iter().zip(low))
     {
-        let x = (u32::from(u16::from_le_bytes(*h)) << 16)
-            | (u32::from(m & 0xFF) << 8)
-            | u32::from(l & 0xFF);
+        let x = (u32::from(u16::from_le_bytes(*h)) << 16) | (m.value() << 8) | l.value();
         *d = x.to_le_bytes();
     }
 }
@@ -522,7 +570,12 @@ fn interleave_f32(high: &[u8], mid: &[u16], low: &[u16], dst: &mut [u8]) {
 /// (measured at about a tenth of an FP32 decode before).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn interleave_f32_avx2(high: &[u8], mid: &[u16], low: &[u16], dst: &mut [u8]) {
+unsafe fn interleave_f32_avx2<M: FieldByte, L: FieldByte>(
+    high: &[u8],
+    mid: &[M],
+    low: &[L],
+    dst: &mut [u8],
+) {
     interleave_f32(high, mid, low, dst);
 }
 
@@ -1066,10 +1119,17 @@ mod tests {
             layout.split(&src, &mut [f0, f1, f2, f3]);
             let mut packed = Vec::new();
             crate::entropy::bitpack::pack(&f[1], 7, &mut packed);
+            let bytes: [Vec<u8>; 2] =
+                std::array::from_fn(|k| f[2 + k].iter().map(|&s| s as u8).collect());
+            let forms = |k: usize| [ByteField::Symbols(&f[2 + k]), ByteField::Bytes(&bytes[k])];
             for level in SimdLevel::supported() {
-                let mut dst = vec![0xEEu8; 4 * n];
-                merge_f32_packed_on::<JOINT>(level, &f[0], &packed, &f[2], &f[3], &mut dst);
-                assert_eq!(dst, src, "{layout:?} n {n} {level}");
+                for mid in forms(0) {
+                    for low in forms(1) {
+                        let mut dst = vec![0xEEu8; 4 * n];
+                        merge_f32_packed_on::<JOINT>(level, &f[0], &packed, mid, low, &mut dst);
+                        assert_eq!(dst, src, "{layout:?} n {n} {level} {mid:?} {low:?}");
+                    }
+                }
             }
         }
     }

@@ -12,7 +12,7 @@ use crate::entropy::stream::{
     corrected_entropy_bits, CodedStream, Effort, StreamDecoder, StreamEncoder, StreamKind,
 };
 use crate::entropy::EntropyError;
-use crate::float_split::{Layout, MAX_FIELDS};
+use crate::float_split::{ByteField, Layout, MAX_FIELDS};
 
 /// How a tensor's bytes are stored (index field `codec`, FORMAT.md §3.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -941,9 +941,23 @@ fn decode_chunk_pair(
         | (Layout::F32 | Layout::F32Joint, [_, residual, _, _]) => residual.packed_chunk(c, n),
         _ => None,
     };
-    let fused = packed_residual(first, na).is_some();
+    // So does F32 with packed mantissa bytes: 8-bit packed symbols are the bytes.
+    let packed_byte = |f: usize, c: usize, n: usize| match layout {
+        Layout::F32 | Layout::F32Joint if f >= 2 => decoders[f].packed_chunk(c, n),
+        _ => None,
+    };
+    // A field is read in place only where both halves of the pair can be.
+    let both = |available: &dyn Fn(usize, usize) -> bool| {
+        available(first, na) && (nb == 0 || available(first + 1, nb))
+    };
+    let fused = both(&|c, n| packed_residual(c, n).is_some());
+    let in_place: [bool; MAX_FIELDS] = std::array::from_fn(|i| match i {
+        1 => fused,
+        2 | 3 => fused && both(&|c, n| packed_byte(i, c, n).is_some()),
+        _ => false,
+    });
     for (i, d) in decoders.iter().enumerate() {
-        if fused && i == 1 {
+        if in_place[i] {
             continue;
         }
         let [a, b] = &mut bufs.pairs[i];
@@ -966,14 +980,18 @@ fn decode_chunk_pair(
             continue;
         }
         let field = |f: usize| &bufs.pairs[f][half][..n];
+        let byte_field = |f: usize| match packed_byte(f, c, n) {
+            Some(bytes) if in_place[f] => ByteField::Bytes(bytes),
+            _ => ByteField::Symbols(field(f)),
+        };
         let joint = layout.is_joint();
-        match (packed_residual(c, n), layout) {
+        match (packed_residual(c, n).filter(|_| fused), layout) {
             (Some(packed), Layout::F32 | Layout::F32Joint) => crate::float_split::merge_f32_packed(
                 joint,
                 field(0),
                 packed,
-                field(2),
-                field(3),
+                byte_field(2),
+                byte_field(3),
                 out,
             ),
             (Some(packed), _) => {

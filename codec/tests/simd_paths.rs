@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use mcodec::container::{pack, Archive, PackOptions};
 use mcodec::cpu::{kernel_runs, set_simd_level, simd_level, SimdLevel};
-use mcodec::{tensor, Dtype, EncodeOptions, TensorDecoder};
+use mcodec::{tensor, Dtype, EncodeOptions, StreamKind, TensorDecoder};
 
 /// Fixtures with golden files of every format version (`chunk16`, `v1.0`, current).
 const FIXTURES_1_0: &[&str] = &[
@@ -81,6 +81,19 @@ fn skewed(n: usize, esize: usize, seed: u64) -> Vec<u8> {
     data
 }
 
+/// F32 [`weights`] whose lowest mantissa byte is zero in about three elements of four (a
+/// rounded tensor): the writer codes that byte and keeps the one above it packed, so the
+/// decoder merges a decoded field with one it reads in place.
+fn low_byte_skewed(n: usize, seed: u64) -> Vec<u8> {
+    let mut data = weights(n, 4, seed);
+    for (i, e) in data.chunks_exact_mut(4).enumerate() {
+        if (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 62 != 0 {
+            e[0] = 0;
+        }
+    }
+    data
+}
+
 #[test]
 fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
     let supported = SimdLevel::supported();
@@ -106,6 +119,7 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
                 (Dtype::BF16, skewed(n, 2, 53 + i as u64)),
                 (Dtype::F16, skewed(n, 2, 59 + i as u64)),
                 (Dtype::F32, skewed(n, 4, 61 + i as u64)),
+                (Dtype::F32, low_byte_skewed(n, 67 + i as u64)),
             ]
         })
         .collect();
@@ -143,6 +157,8 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
         let mut streams_of_level = Vec::new();
         let mut joint = 0;
         let mut split = 0;
+        // F32 tensors with one mantissa byte coded and the other packed.
+        let mut mixed_bytes = 0;
         for (dtype, data) in &tensors {
             let enc = tensor::encode(dtype, data, &opts);
             joint += usize::from(enc.codec.id() >= 6);
@@ -150,6 +166,10 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
             let owned: Vec<Vec<u8>> = enc.streams.iter().map(|s| s.to_vec()).collect();
             let views: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
             let dec = TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &views).unwrap();
+            if let [_, _, mid, low] = dec.stream_kinds()[..] {
+                mixed_bytes +=
+                    usize::from((mid == StreamKind::Packed) != (low == StreamKind::Packed));
+            }
             let mut out = vec![0xA5u8; data.len()];
             dec.decode(&mut out).unwrap();
             assert!(out == *data, "{dtype} × {}: {level} round trip", data.len());
@@ -158,6 +178,10 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
         // The skewed tensors take the joint codecs (the large ones at least, one per dtype).
         assert!(joint >= 3, "{level}: {joint} joint tensors");
         assert!(split >= 15, "{level}: {split} split-coded tensors");
+        assert!(
+            mixed_bytes >= 2,
+            "{level}: {mixed_bytes} F32 tensors with mixed byte fields"
+        );
         if let Some(first) = reference.first() {
             assert!(*first == streams_of_level, "{level} tensor streams differ");
         }
