@@ -640,13 +640,13 @@ mod simd {
     /// The path that actually splits for `level` (AVX2 has no split of its own).
     fn split_level(level: SimdLevel) -> SimdLevel {
         match level {
-            SimdLevel::Avx512 if level.is_supported() => SimdLevel::Avx512,
+            SimdLevel::Avx512 | SimdLevel::Avx2 if level.is_supported() => level,
             _ => SimdLevel::Scalar,
         }
     }
 
-    /// Splits as many leading 64-element groups as the vector path can; returns how many
-    /// elements it consumed.
+    /// Splits as many leading whole vector steps (64 elements on AVX-512, 16 on AVX2) as
+    /// the vector path can; returns how many elements it consumed.
     pub(super) fn split_bf16_packed<const JOINT: bool>(
         level: SimdLevel,
         src: &[u8],
@@ -657,10 +657,16 @@ mod simd {
         crate::cpu::note_run(level);
         #[cfg(target_arch = "x86_64")]
         {
-            if level == SimdLevel::Avx512 {
-                // SAFETY: `split_level` checked that the CPU supports every feature the
-                // function enables.
-                return unsafe { x86::split_bf16_packed::<JOINT>(src, exp, packed) };
+            // SAFETY (both calls): `split_level` checked that the CPU supports every
+            // feature the called function enables.
+            match level {
+                SimdLevel::Avx512 => {
+                    return unsafe { x86::split_bf16_packed::<JOINT>(src, exp, packed) }
+                }
+                SimdLevel::Avx2 => {
+                    return unsafe { x86::split_bf16_packed_avx2::<JOINT>(src, exp, packed) }
+                }
+                SimdLevel::Scalar => {}
             }
         }
         let _ = (level, src, exp, packed);
@@ -788,6 +794,67 @@ mod simd {
                 }
             }
             groups * 64
+        }
+
+        /// 16 elements per step: the first field in 16-bit lanes; the residuals joined
+        /// pairwise into 14 bits by a multiply-add, the 14-bit pairs into 28 bits by a
+        /// shift within 64-bit lanes, and the two 28-bit groups of each 128-bit half into
+        /// its 7 bytes. On CPUs without AVX-512 VBMI this replaces a scalar loop of about
+        /// eight instructions per element.
+        #[target_feature(enable = "avx2")]
+        pub(super) unsafe fn split_bf16_packed_avx2<const JOINT: bool>(
+            src: &[u8],
+            exp: &mut [u16],
+            packed: &mut [u8],
+        ) -> usize {
+            let groups = (exp.len() / 16).min(src.len() / 32).min(packed.len() / 14);
+            let (x1ff, x40, x3f) = (
+                _mm256_set1_epi16(0x1FF),
+                _mm256_set1_epi16(0x40),
+                _mm256_set1_epi16(0x3F),
+            );
+            let (x1fe, x7f) = (_mm256_set1_epi16(0x1FE), _mm256_set1_epi16(0x7F));
+            // Each 32-bit lane: low element + 128 × high element (both below 128).
+            let join_pair = _mm256_set1_epi32(0x0080_0001);
+            let low28 = _mm256_set1_epi64x(0x0FFF_FFFF);
+            for g in 0..groups {
+                // SAFETY: g < groups, so the 32 bytes at 32g and the 16 u16 at 16g are in
+                // bounds.
+                let r = unsafe {
+                    let w = _mm256_loadu_si256(src.as_ptr().add(32 * g) as *const __m256i);
+                    let (e, r) = if JOINT {
+                        (
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<6>(w), x1fe),
+                                _mm256_srli_epi16::<15>(w),
+                            ),
+                            _mm256_and_si256(w, x7f),
+                        )
+                    } else {
+                        (
+                            _mm256_and_si256(_mm256_srli_epi16::<6>(w), x1ff),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<9>(w), x40),
+                                _mm256_and_si256(w, x3f),
+                            ),
+                        )
+                    };
+                    _mm256_storeu_si256(exp.as_mut_ptr().add(16 * g) as *mut __m256i, e);
+                    r
+                };
+                let t32 = _mm256_madd_epi16(r, join_pair);
+                let t64 =
+                    _mm256_and_si256(_mm256_or_si256(t32, _mm256_srli_epi64::<18>(t32)), low28);
+                // Qword 1 of each half onto bits 28..56 of qword 0.
+                let t128 =
+                    _mm256_or_si256(t64, _mm256_slli_epi64::<28>(_mm256_bsrli_epi128::<8>(t64)));
+                let lo = (_mm256_extract_epi64::<0>(t128) as u64).to_le_bytes();
+                let hi = (_mm256_extract_epi64::<2>(t128) as u64).to_le_bytes();
+                let out = &mut packed[14 * g..14 * g + 14];
+                out[..7].copy_from_slice(&lo[..7]);
+                out[7..].copy_from_slice(&hi[..7]);
+            }
+            groups * 16
         }
 
         /// 64 elements per step: one masked 56-byte load, a byte permute that gives each
@@ -1073,6 +1140,25 @@ mod tests {
                 assert_eq!(exp, f0, "{layout:?} n {n} {level}");
                 assert_eq!(packed, expected, "{layout:?} n {n} {level}");
             }
+        }
+        // Every 16-bit pattern, in an order that puts each in every lane of a group:
+        // the lane-parallel (SWAR) scalar split must not leak bits between lanes.
+        let src: Vec<u8> = (0..4 * 65536u32)
+            .flat_map(|i| ((i >> 2) as u16).rotate_left(4 * (i & 3)).to_le_bytes())
+            .collect();
+        let n = src.len() / 2;
+        let (mut f0, mut f1) = (vec![0u16; n], vec![0u16; n]);
+        layout.split(&src, &mut [&mut f0, &mut f1]);
+        let mut expected = Vec::new();
+        crate::entropy::bitpack::pack(&f1, 7, &mut expected);
+        for level in SimdLevel::supported() {
+            let mut exp = vec![0u16; n];
+            let mut packed = Vec::new();
+            split_bf16_packed_on::<JOINT>(level, &src, &mut exp, &mut packed);
+            assert!(
+                exp == f0 && packed == expected,
+                "{layout:?} all patterns {level}"
+            );
         }
     }
 

@@ -98,8 +98,9 @@ impl<const L: usize> RansEncoder<L> {
         self.words[self.len] = x as u16;
         self.len += usize::from(flush);
         x = if flush { x >> 16 } else { x };
-        // q = x / freq via the table's 45-bit reciprocal (exact for x < 2^32, freq ≤ 2^12).
-        let q = ((u128::from(x) * u128::from(e.rcp)) >> RCP_SHIFT) as u32;
+        // q = x / freq via the table's 44-bit reciprocal: exact, and within 64 bits, since
+        // x < freq · 2^20 after renormalisation (see `EncEntry::rcp`).
+        let q = ((u64::from(x) * e.rcp) >> RCP_SHIFT) as u32;
         self.states[i % L] = (q << PROB_BITS) + (x - q * e.freq) + e.start;
     }
 

@@ -221,7 +221,7 @@ fn quantize(counts: &[u64]) -> Vec<u16> {
 }
 
 /// Shift of the encoder's fixed-point reciprocals (see [`EncEntry::rcp`]).
-pub(crate) const RCP_SHIFT: u32 = 45;
+pub(crate) const RCP_SHIFT: u32 = 44;
 
 /// Encoder data of one symbol.
 #[derive(Clone, Copy, Debug, Default)]
@@ -232,7 +232,12 @@ pub(crate) struct EncEntry {
     pub start: u32,
     /// Renormalise while the state is at least this.
     pub x_max: u64,
-    /// `ceil(2^RCP_SHIFT / freq)`, so `x / freq == (x · rcp) >> RCP_SHIFT` for 32-bit x.
+    /// `ceil(2^RCP_SHIFT / freq)`: for every state `x < freq · 2^(32 - PROB_BITS)` (what
+    /// renormalisation leaves), `x / freq == (x · rcp) >> RCP_SHIFT` and the product fits
+    /// in 64 bits, so the coders need no 128-bit multiply. Fits: `x · rcp ≤ (freq·2^20 − 1)
+    /// (2^44/freq + 1) = 2^64 + freq·2^20 − 2^44/freq − 1`, and `freq·2^20 ≤ 2^32 ≤
+    /// 2^44/freq` for `freq ≤ 2^12`. Exact: the error `x·(rcp − 2^44/freq)/2^44 < x/2^44
+    /// < freq/2^24 ≤ 1/freq` never reaches the next integer.
     pub rcp: u64,
 }
 
@@ -437,6 +442,30 @@ mod tests {
         unordered.swap(3, 7);
         assert!(FreqTable::parse(&unordered, 2).is_err());
         assert!(FreqTable::parse(&[0, 0], 2).is_err());
+    }
+
+    /// The encoders' 64-bit reciprocal division is exact and cannot overflow for every
+    /// frequency and every state renormalisation can leave (`x < freq · 2^20`): checked at
+    /// the top of the range, where the product is largest, and around every multiple of
+    /// `freq` near it, where the rounding would show.
+    #[test]
+    fn reciprocal_division_is_exact_without_overflow() {
+        for freq in 1..=PROB_SCALE {
+            let rcp = (1u64 << RCP_SHIFT).div_ceil(u64::from(freq));
+            let top = (u64::from(freq) << (32 - PROB_BITS)) - 1;
+            let near_top = (1..=3u64).flat_map(|k| [top + 1 - k * u64::from(freq), top - k]);
+            for x in [0, 1, u64::from(freq) - 1, u64::from(freq), top]
+                .into_iter()
+                .chain(near_top)
+            {
+                let product = x.checked_mul(rcp).expect("fits in 64 bits");
+                assert_eq!(
+                    product >> RCP_SHIFT,
+                    x / u64::from(freq),
+                    "x {x} freq {freq}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -214,12 +214,13 @@ fn encode_group_scalar(
         // x must end below 2^32 after coding: renormalise while x ≥ freq · 2^(32 - PROB_BITS).
         // Branch-free, since renormalisation is taken at random.
         let emit = u64::from(*x) >= e.x_max;
-        emitted[count] = (*x as u16).to_le_bytes();
+        // count < LANES here (it counts earlier lanes): the mask only spares a bounds check.
+        emitted[count & (LANES - 1)] = (*x as u16).to_le_bytes();
         count += usize::from(emit);
         let y = if emit { *x >> 16 } else { *x };
-        // q = y / freq by multiplication with a 45-bit reciprocal: exact for y < 2^32 and
-        // freq ≤ 2^12 (error y·ε/2^45 < 2^-13 < 1/freq).
-        let q = ((u128::from(y) * u128::from(e.rcp)) >> RCP_SHIFT) as u32;
+        // q = y / freq by multiplication with the 44-bit reciprocal: exact, and within 64
+        // bits, since y < freq · 2^20 after renormalisation (see `EncEntry::rcp`).
+        let q = ((u64::from(y) * e.rcp) >> RCP_SHIFT) as u32;
         *x = (q << PROB_BITS) + (y - q * e.freq) + e.start;
     }
     words[start - count..start].copy_from_slice(&emitted[..count]);

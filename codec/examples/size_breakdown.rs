@@ -1,0 +1,119 @@
+//! Where the bytes of a packed file go: per field, the coded symbols against their
+//! entropy, and the overheads of frequency tables, block table ids, chunk lengths and
+//! rANS states. `cargo run --release -p mcodec --example size_breakdown -- FILE...`.
+
+use mcodec::container::{pack, Archive, PackOptions};
+use mcodec::format::{StreamLayout, STATE_BYTES};
+use mcodec::Codec;
+
+#[derive(Default, Debug)]
+struct Field {
+    streams: usize,
+    total: u64,
+    tables: u64,
+    n_tables: u64,
+    table_symbols: u64,
+    block_ids: u64,
+    chunk_lens: u64,
+    states: u64,
+    packed: u64,
+    constant: u64,
+    rans_payload: u64,
+    /// Bits of the coded symbols under the stream's quantised tables.
+    table_cost_bits: f64,
+    /// Bits under unquantised tables fitted to the same block clusters.
+    cluster_entropy_bits: f64,
+    /// Bits under one unquantised table per tensor (order-0 entropy).
+    tensor_entropy_bits: f64,
+}
+
+fn entropy_bits(h: &[u64]) -> f64 {
+    let n: u64 = h.iter().sum();
+    h.iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| c as f64 * (n as f64 / c as f64).log2())
+        .sum()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for path in std::env::args().skip(1) {
+        let input = std::fs::read(&path)?;
+        let mut packed = Vec::new();
+        pack(&input, &PackOptions::default(), &mut packed, &|_| {})?;
+        let archive = Archive::open(&packed)?;
+        let mut fields: Vec<Field> = (0..4).map(|_| Field::default()).collect();
+        let mut other = 0u64;
+        for t in &archive.index().tensors {
+            let Codec::Split(layout) = t.codec else {
+                other += t.coded_len();
+                continue;
+            };
+            let n = (t.original_len as usize) / layout.element_size();
+            for (f, (s, &bits)) in t.streams.iter().zip(layout.field_bits()).enumerate() {
+                let bytes = archive.stream_unverified(s);
+                let acc = &mut fields[f];
+                acc.streams += 1;
+                acc.total += bytes.len() as u64;
+                match StreamLayout::parse(bytes, bits, n, 1 << t.chunk_log2)? {
+                    StreamLayout::Packed => acc.packed += bytes.len() as u64,
+                    StreamLayout::Const(_) => acc.constant += bytes.len() as u64,
+                    StreamLayout::Rans {
+                        tables,
+                        block_log2,
+                        payloads,
+                        block_tables_at,
+                    } => {
+                        let data = &input[t.original_offset as usize..][..t.original_len as usize];
+                        let mut cols = vec![vec![0u16; n]; layout.field_bits().len()];
+                        {
+                            let mut refs: Vec<&mut [u16]> =
+                                cols.iter_mut().map(|c| c.as_mut_slice()).collect();
+                            layout.split(data, &mut refs);
+                        }
+                        let ids = &bytes[block_tables_at..][..n.div_ceil(1 << block_log2)];
+                        let alphabet = 1usize << bits;
+                        let mut clusters = vec![vec![0u64; alphabet]; tables.len()];
+                        let mut whole = vec![0u64; alphabet];
+                        for (block, &id) in cols[f].chunks(1 << block_log2).zip(ids) {
+                            let mut h = vec![0u32; alphabet];
+                            for &s in block {
+                                h[usize::from(s)] += 1;
+                                clusters[usize::from(id)][usize::from(s)] += 1;
+                                whole[usize::from(s)] += 1;
+                            }
+                            acc.table_cost_bits +=
+                                tables[usize::from(id)].cost_bits(&h).expect("coded symbol");
+                        }
+                        acc.cluster_entropy_bits +=
+                            clusters.iter().map(|h| entropy_bits(h)).sum::<f64>();
+                        acc.tensor_entropy_bits += entropy_bits(&whole);
+                        acc.tables += tables
+                            .iter()
+                            .map(|t| t.serialized_len() as u64)
+                            .sum::<u64>();
+                        acc.n_tables += tables.len() as u64;
+                        acc.table_symbols +=
+                            tables.iter().map(|t| t.symbols().len() as u64).sum::<u64>();
+                        acc.block_ids += n.div_ceil(1 << block_log2) as u64;
+                        acc.chunk_lens += 4 * payloads.len() as u64;
+                        acc.states += (STATE_BYTES * payloads.len()) as u64;
+                        acc.rans_payload += payloads
+                            .iter()
+                            .map(|p| (p.1 - STATE_BYTES) as u64)
+                            .sum::<u64>();
+                    }
+                }
+            }
+        }
+        println!(
+            "{path}: {} -> {} bytes ({:.4} %), non-split tensors {other} bytes",
+            input.len(),
+            packed.len(),
+            100.0 * packed.len() as f64 / input.len() as f64
+        );
+        for (f, a) in fields.iter().enumerate().filter(|(_, a)| a.streams > 0) {
+            println!("  field {f}: {a:?}");
+        }
+    }
+    Ok(())
+}
