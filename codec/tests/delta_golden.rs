@@ -48,6 +48,12 @@ fn older_layout_deltas_still_decode() {
             let mut out = vec![0u8; base.len()];
             delta::decode(&dtype, &base, &d, &mut out).unwrap();
             assert!(out == target, "{layout}-{name}: delta decodes wrongly");
+            let mut buf = base.clone();
+            delta::decode_in_place(&dtype, &mut buf, &d).unwrap();
+            assert!(
+                buf == target,
+                "{layout}-{name}: delta decodes wrongly in place"
+            );
         }
     }
 }
@@ -66,6 +72,12 @@ fn current_layout_is_stable() {
         let mut out = vec![0u8; base.len()];
         delta::decode(&dtype, &base, &golden, &mut out).unwrap();
         assert!(out == target, "{name}: golden delta decodes wrongly");
+        let mut buf = base.clone();
+        delta::decode_in_place(&dtype, &mut buf, &golden).unwrap();
+        assert!(
+            buf == target,
+            "{name}: golden delta decodes wrongly in place"
+        );
         assert!(
             d == golden,
             "{name}: the encoder no longer writes the golden bytes"

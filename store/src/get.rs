@@ -123,9 +123,12 @@ impl Store {
             if f.size > 0 {
                 self.check_claims(st)?;
                 file.set_len(f.size).map_err(out_err(dest))?;
+                // Populated: the pages are set up in one call rather than one fault each
+                // (11,000 for the 45 MB MiniLM file).
                 // SAFETY: the file was just created by us in a private temporary directory
                 // and has the length set above; nothing else maps or truncates it.
-                let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(out_err(dest))?;
+                let mut map = unsafe { memmap2::MmapOptions::new().populate().map_mut(&file) }
+                    .map_err(out_err(dest))?;
                 let header = self.get_blob(&st.header, st.header_len)?;
                 let (head, mut rest) = map.split_at_mut(header.len());
                 head.copy_from_slice(&header);

@@ -81,6 +81,37 @@ impl Store {
         Ok(Some(self.load_tensor(base, Some(meta), false, false)?))
     }
 
+    /// Decodes the plain base named by a delta object's header `header` into `out`, where
+    /// the delta then decodes in place; `false` (and `out` untouched) for a plain object.
+    /// The base is checked like [`Self::delta_base_bytes`] does: its description must be
+    /// the delta's, and it must be plain. Not verified on its own (the check of the
+    /// delta's name catches a wrong base).
+    fn delta_base_into(&self, header: &Header, out: &mut [u8]) -> Result<bool> {
+        let Header::Delta { meta, base, .. } = header else {
+            return Ok(false);
+        };
+        let obj = self.backend.get_object(base)?;
+        let (base_header, payload) = object::split(&obj).map_err(obj_err(*base))?;
+        let found = tensor_meta(base, &base_header)?;
+        if found != meta {
+            return Err(StoreError::WrongTensor {
+                key: *base,
+                tensor: None,
+                expected: Box::new(meta.clone()),
+                found: Box::new(found.clone()),
+            });
+        }
+        if base_header.delta_base().is_some() {
+            return Err(StoreError::WrongKind {
+                key: *base,
+                expected: ObjectKind::Plain,
+                found: ObjectKind::Delta,
+            });
+        }
+        self.decode_tensor(base, &base_header, payload, None, false, out)?;
+        Ok(true)
+    }
+
     /// Decodes the payload of the tensor object named `key` into `out` (for a delta,
     /// against `base` from [`Self::delta_base_bytes`]) and, when `verify`, checks the
     /// bytes against the name: a plain object's name is the tensor's key, a delta
@@ -96,7 +127,25 @@ impl Store {
         verify: bool,
         out: &mut [u8],
     ) -> Result<Option<ObjectKey>> {
+        let base = base.map_or(DeltaBase::Missing, DeltaBase::Bytes);
+        self.decode_tensor_with(key, header, payload, base, verify, out)
+    }
+
+    /// [`Self::decode_tensor`] with the delta's base where `base` says.
+    fn decode_tensor_with(
+        &self,
+        key: &ObjectKey,
+        header: &Header,
+        payload: &[u8],
+        base: DeltaBase<'_>,
+        verify: bool,
+        out: &mut [u8],
+    ) -> Result<Option<ObjectKey>> {
         let meta = tensor_meta(key, header)?;
+        let delta_err = |e| StoreError::Object {
+            key: *key,
+            source: ObjectError::Delta(e),
+        };
         match (header, base) {
             (
                 Header::Plain {
@@ -115,11 +164,12 @@ impl Store {
                 out,
             )
             .map_err(obj_err(*key))?,
-            (Header::Delta { .. }, Some(base)) => delta::decode(&meta.dtype, base, payload, out)
-                .map_err(|e| StoreError::Object {
-                    key: *key,
-                    source: ObjectError::Delta(e),
-                })?,
+            (Header::Delta { .. }, DeltaBase::Bytes(base)) => {
+                delta::decode(&meta.dtype, base, payload, out).map_err(delta_err)?
+            }
+            (Header::Delta { .. }, DeltaBase::InOut) => {
+                delta::decode_in_place(&meta.dtype, out, payload).map_err(delta_err)?
+            }
             _ => {
                 return Err(StoreError::WrongKind {
                     key: *key,
@@ -189,9 +239,14 @@ impl Store {
                 found: header.delta_base(),
             });
         }
-        let base = self.delta_base_bytes(&t.object, &header, true)?;
-        let decoded =
-            self.decode_tensor(&t.object, &header, payload, base.as_deref(), true, out)?;
+        // A delta's base is decoded straight into `out` and the delta applied there: no
+        // tensor-sized buffer to zero, fault in and read back.
+        let base = if self.delta_base_into(&header, out)? {
+            DeltaBase::InOut
+        } else {
+            DeltaBase::Missing
+        };
+        let decoded = self.decode_tensor_with(&t.object, &header, payload, base, true, out)?;
         // The object verified against its own name; the manifest's key of the tensor must
         // be the one that name was made from.
         if let Some(computed) = decoded.filter(|k| *k != t.key) {
@@ -231,6 +286,17 @@ impl Store {
         }
         Ok(bytes)
     }
+}
+
+/// Where a delta object's base is when it is decoded.
+#[derive(Clone, Copy)]
+enum DeltaBase<'a> {
+    /// Not given (a plain object has none; a delta fails).
+    Missing,
+    /// In its own slice.
+    Bytes(&'a [u8]),
+    /// Already in the output buffer, which the delta decodes in place.
+    InOut,
 }
 
 /// The tensor description of a tensor object's header.

@@ -1,7 +1,7 @@
 //! BitX, the published baseline (ZipLLM): XOR with the base, the bytes grouped by their
 //! position in the element, each group compressed with zstd -3.
 
-use super::{DeltaError, DeltaMethod};
+use super::{Base, DeltaError, DeltaMethod};
 use crate::dtype::Dtype;
 
 /// Byte groups of BitX: one per byte position of the element (2 for BF16, 4 for F32).
@@ -32,11 +32,11 @@ pub(super) fn encode(dtype: &Dtype, base: &[u8], target: &[u8]) -> Vec<u8> {
 
 pub(super) fn decode(
     dtype: &Dtype,
-    base: &[u8],
+    base: Base<'_>,
     payload: &[u8],
     out: &mut [u8],
 ) -> Result<(), DeltaError> {
-    let groups = group_count(dtype, base.len());
+    let groups = group_count(dtype, out.len());
     let (&declared, mut rest) = payload
         .split_first()
         .ok_or_else(|| DeltaError::Corrupt("no group count".into()))?;
@@ -45,7 +45,7 @@ pub(super) fn decode(
             "{declared} byte groups, expected {groups}"
         )));
     }
-    let plane_len = base.len() / groups;
+    let plane_len = out.len() / groups;
     for g in 0..groups {
         if rest.len() < 8 {
             return Err(DeltaError::Corrupt(format!("group {g}: truncated length")));
@@ -71,9 +71,18 @@ pub(super) fn decode(
                 "group {g}: {n} bytes decoded, expected {plane_len}"
             )));
         }
-        for (k, x) in plane.iter().enumerate() {
-            let i = k * groups + g;
-            out[i] = base[i] ^ x;
+        match base {
+            Base::Separate(base) => {
+                for (k, x) in plane.iter().enumerate() {
+                    let i = k * groups + g;
+                    out[i] = base[i] ^ x;
+                }
+            }
+            Base::InOut => {
+                for (k, x) in plane.iter().enumerate() {
+                    out[k * groups + g] ^= x;
+                }
+            }
         }
     }
     if !rest.is_empty() {

@@ -134,6 +134,40 @@ pub struct RansDecoder<const L: usize> {
     pos: usize,
 }
 
+/// The slot of state `x`: its position in the table's `PROB_SCALE` slots.
+#[inline(always)]
+pub(crate) fn slot_of(x: u32) -> usize {
+    (x & (PROB_SCALE - 1)) as usize
+}
+
+/// The state after decoding from state `x` the symbol of slot entry `e` (frequency − 1 in
+/// bits 0..12, slot − start in 12..24, symbol in 24..32), before renormalisation:
+/// freq · (x >> PROB_BITS) + slot − start, below 2^32 since slot − start < freq.
+#[inline(always)]
+pub(crate) fn advance(x: u32, e: u32) -> u32 {
+    let freq = (e & 0xFFF) + 1;
+    freq.wrapping_mul(x >> PROB_BITS)
+        .wrapping_add((e >> 12) & 0xFFF)
+}
+
+/// The renormalised state of `y` from [`advance`], with `w` the next word of the stream
+/// (consumed only when `y` is below [`RANS_L`]: the caller advances its position by
+/// [`needs_word`]).
+#[inline(always)]
+pub(crate) fn refill(y: u32, w: u16) -> u32 {
+    if needs_word(y) {
+        (y << 16) | u32::from(w)
+    } else {
+        y
+    }
+}
+
+/// Whether state `y` from [`advance`] takes the next word.
+#[inline(always)]
+pub(crate) fn needs_word(y: u32) -> bool {
+    y < RANS_L
+}
+
 impl<const L: usize> RansDecoder<L> {
     /// Parses the states and the word count at the start of `bytes`; returns the decoder
     /// and the bytes after its words.
@@ -187,18 +221,13 @@ impl<const L: usize> RansDecoder<L> {
     #[inline(always)]
     pub fn get(&mut self, lane: usize, tables: &SlotTables, offset: usize) -> u32 {
         let x = self.states[lane % L];
-        let slot = x & (PROB_SCALE - 1);
-        let e = tables.slots[offset + slot as usize];
-        // freq · (x >> PROB_BITS) + slot − start, below 2^32 since slot − start < freq.
-        let freq = (e & 0xFFF) + 1;
-        let y = freq
-            .wrapping_mul(x >> PROB_BITS)
-            .wrapping_add((e >> 12) & 0xFFF);
+        let e = tables.slots[offset + slot_of(x)];
+        let y = advance(x, e);
         // Renormalisation is taken at random: select instead of branching. The next word
         // is read either way (the zero word past the end) and only consumed when needed.
-        let need = y < RANS_L;
+        let need = needs_word(y);
         let w = self.words[self.pos.min(self.n_words)];
-        self.states[lane % L] = if need { (y << 16) | u32::from(w) } else { y };
+        self.states[lane % L] = refill(y, w);
         self.pos += usize::from(need);
         e >> 24
     }

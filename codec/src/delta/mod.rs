@@ -176,22 +176,33 @@ pub fn decode_on(
     delta: &[u8],
     out: &mut [u8],
 ) -> Result<(), DeltaError> {
-    decode_at_level(level, dtype, base, delta, out)
+    decode_at_level(level, dtype, Base::Separate(base), delta, out)
+}
+
+/// Where a decoder finds the base elements.
+#[derive(Clone, Copy)]
+pub(crate) enum Base<'a> {
+    /// In their own slice, as long as the output.
+    Separate(&'a [u8]),
+    /// In the output itself, which the decoder overwrites with the target.
+    InOut,
 }
 
 /// [`decode`] on the code path `level`.
 fn decode_at_level(
     level: crate::cpu::SimdLevel,
     dtype: &Dtype,
-    base: &[u8],
+    base: Base<'_>,
     delta: &[u8],
     out: &mut [u8],
 ) -> Result<(), DeltaError> {
-    if base.len() != out.len() {
-        return Err(DeltaError::LengthMismatch {
-            base: base.len(),
-            target: out.len(),
-        });
+    if let Base::Separate(base) = base {
+        if base.len() != out.len() {
+            return Err(DeltaError::LengthMismatch {
+                base: base.len(),
+                target: out.len(),
+            });
+        }
     }
     match method_of(delta)? {
         DeltaMethod::BitX => bitx::decode(dtype, base, &delta[1..], out),
@@ -207,7 +218,20 @@ pub fn method_of(delta: &[u8]) -> Result<DeltaMethod, DeltaError> {
 
 /// Decodes `delta` against `base` into `out` (same length as `base`).
 pub fn decode(dtype: &Dtype, base: &[u8], delta: &[u8], out: &mut [u8]) -> Result<(), DeltaError> {
-    decode_at_level(crate::cpu::simd_level(), dtype, base, delta, out)
+    decode_at_level(
+        crate::cpu::simd_level(),
+        dtype,
+        Base::Separate(base),
+        delta,
+        out,
+    )
+}
+
+/// [`decode`] with the base in `buf`, which ends holding the target: no second
+/// tensor-sized buffer (the store decodes the base straight into the output file). On
+/// error the bytes of `buf` are unspecified: the caller discards them.
+pub fn decode_in_place(dtype: &Dtype, buf: &mut [u8], delta: &[u8]) -> Result<(), DeltaError> {
+    decode_at_level(crate::cpu::simd_level(), dtype, Base::InOut, delta, buf)
 }
 
 #[cfg(test)]
@@ -371,6 +395,38 @@ mod tests {
         ulp::encode_layout2(dtype, base, target, chunk).unwrap()
     }
 
+    /// Decodes `d` against `base` into a separate buffer and in place; both must give the
+    /// same bytes or the same error.
+    fn both_ways(dtype: &Dtype, base: &[u8], d: &[u8]) -> Result<Vec<u8>, DeltaError> {
+        let mut out = vec![0xA5; base.len()];
+        let separate = decode(dtype, base, d, &mut out).map(|()| out);
+        let mut buf = base.to_vec();
+        let in_place = decode_in_place(dtype, &mut buf, d).map(|()| buf);
+        assert_eq!(separate, in_place, "{dtype}: in place differs");
+        separate
+    }
+
+    #[test]
+    fn in_place_matches_separate_on_good_and_damaged_deltas() {
+        for dtype in FLOATS.into_iter().chain([Dtype::I32, Dtype::U8]) {
+            let (base, target) = fine_tune_pair(&dtype, 3001);
+            let mut deltas = vec![encode_with(DeltaMethod::BitX, &dtype, &base, &target).unwrap()];
+            if DeltaMethod::Ulp.supports(&dtype) {
+                deltas.push(ulp_chunked(&dtype, &base, &target, 992));
+                deltas.push(ulp_layout2(&dtype, &base, &target, 400));
+            }
+            for d in deltas {
+                assert!(both_ways(&dtype, &base, &d).unwrap() == target, "{dtype}");
+                for at in [1, 2, d.len() / 3, d.len() / 2, d.len() - 1] {
+                    let mut bad = d.clone();
+                    bad[at] ^= 0x24;
+                    let _ = both_ways(&dtype, &base, &bad);
+                }
+                let _ = both_ways(&dtype, &base, &d[..d.len() - 1]);
+            }
+        }
+    }
+
     #[test]
     fn ulp_chunks_of_any_length_round_trip() {
         for dtype in FLOATS {
@@ -383,15 +439,17 @@ mod tests {
                 let (b, t) = (&base[..len], &target[..len]);
                 for chunk in [32, 64, 96, 224, 992, 1024, 4096] {
                     let d = ulp_chunked(&dtype, b, t, chunk);
-                    let mut out = vec![0xA5; len];
-                    decode(&dtype, b, &d, &mut out).unwrap();
-                    assert!(out == t, "{dtype} chunk {chunk} cut {cut}");
+                    assert!(
+                        both_ways(&dtype, b, &d).unwrap() == t,
+                        "{dtype} chunk {chunk} cut {cut}"
+                    );
                 }
                 for chunk in [4, 8, 12, 100, 1000, 1004, 4096] {
                     let d = ulp_layout2(&dtype, b, t, chunk);
-                    let mut out = vec![0xA5; len];
-                    decode(&dtype, b, &d, &mut out).unwrap();
-                    assert!(out == t, "{dtype} layout 2 chunk {chunk} cut {cut}");
+                    assert!(
+                        both_ways(&dtype, b, &d).unwrap() == t,
+                        "{dtype} layout 2 chunk {chunk} cut {cut}"
+                    );
                 }
             }
             // Small chunks cost ~135 bytes each (32 states), no more.
@@ -421,7 +479,7 @@ mod tests {
     fn every_path_agrees(dtype: &Dtype, base: &[u8], d: &[u8]) -> Result<Vec<u8>, DeltaError> {
         let run = |level| {
             let mut out = vec![0x5A; base.len()];
-            ulp::decode_on(level, dtype, base, &d[1..], &mut out).map(|()| out)
+            ulp::decode_on(level, dtype, Base::Separate(base), &d[1..], &mut out).map(|()| out)
         };
         let scalar = run(crate::cpu::SimdLevel::Scalar);
         for level in crate::cpu::SimdLevel::supported() {

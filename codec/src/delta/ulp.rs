@@ -22,7 +22,7 @@ use wide::decode_stream_wide;
 use super::coder::{
     self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder, SlotTables, LANES, WIDE_LANES,
 };
-use super::{DeltaError, DeltaMethod};
+use super::{Base, DeltaError, DeltaMethod};
 use crate::cpu::SimdLevel;
 use crate::dtype::Dtype;
 use crate::entropy::model::{EncTable, FreqTable, PROB_SCALE};
@@ -686,7 +686,7 @@ fn read_table(bytes: &mut &[u8], alphabet: usize) -> Result<Option<FreqTable>, D
 pub(crate) fn decode_on(
     level: SimdLevel,
     dtype: &Dtype,
-    base: &[u8],
+    base: Base<'_>,
     payload: &[u8],
     out: &mut [u8],
 ) -> Result<(), DeltaError> {
@@ -831,7 +831,7 @@ fn target_of<const W: usize>(ctx: &Contexts<'_>, symbol: u8, b: u64, bits: &mut 
 fn decode_w<const W: usize>(
     level: SimdLevel,
     layout: Layout,
-    base: &[u8],
+    base: Base<'_>,
     payload: &[u8],
     out: &mut [u8],
 ) -> Result<(), DeltaError> {
@@ -887,9 +887,9 @@ fn decode_w<const W: usize>(
     }
     let dec = SlotTables::new(&tables);
 
-    let n = base.len() / W;
+    let n = out.len() / W;
     let body = n * W;
-    let tail_len = base.len() - body;
+    let tail_len = out.len() - body;
     if rest.len() < tail_len {
         return Err(DeltaError::Corrupt(format!(
             "ulp: {tail_len} tail bytes, {} left",
@@ -897,13 +897,25 @@ fn decode_w<const W: usize>(
         )));
     }
     let (tail_xor, after) = rest.split_at(tail_len);
-    for ((o, b), x) in out[body..].iter_mut().zip(&base[body..]).zip(tail_xor) {
-        *o = b ^ x;
+    if let Base::Separate(base) = base {
+        out[body..].copy_from_slice(&base[body..]);
+    }
+    for (o, x) in out[body..].iter_mut().zip(tail_xor) {
+        *o ^= x;
     }
     let meanings = meanings(layout);
     let ctx = Contexts::new(layout, &group_of, prev_zero, &dec, &meanings);
-    let (base, out) = (&base[..body], &mut out[..body]);
+    let out = &mut out[..body];
     if flags & FLAG_CHUNKED == 0 {
+        // Layout 1 (older files only): one stream, so in place takes a copy of it all.
+        let copy;
+        let base = match base {
+            Base::Separate(base) => &base[..body],
+            Base::InOut => {
+                copy = out.to_vec();
+                &copy[..]
+            }
+        };
         return decode_stream::<W>(&ctx, base, out, after);
     }
     let mut rest = after;
@@ -938,14 +950,20 @@ fn decode_w<const W: usize>(
             piece
         })
         .collect();
-    base.par_chunks(chunk * W)
-        .zip(out.par_chunks_mut(chunk * W))
+    out.par_chunks_mut(chunk * W)
         .zip(pieces)
         .enumerate()
-        // The first damaged chunk in file order is the one reported, whichever thread
-        // fails first: the same input always gives the same error (the fuzz target
-        // `delta_decode` found two damaged chunks reported by turns).
-        .find_map_first(|(i, ((b, o), bytes))| {
+        // In place, each chunk's base is copied to a buffer of the thread's first (one
+        // chunk: in the cache, unlike a second tensor-sized buffer).
+        .map_init(Vec::new, |scratch, (i, (o, bytes))| {
+            let b = match base {
+                Base::Separate(base) => &base[i * chunk * W..][..o.len()],
+                Base::InOut => {
+                    scratch.clear();
+                    scratch.extend_from_slice(o);
+                    &scratch[..]
+                }
+            };
             let decoded = if wide {
                 decode_stream_wide::<W>(level, &ctx, b, o, bytes)
             } else {
@@ -958,6 +976,10 @@ fn decode_w<const W: usize>(
                 })
                 .err()
         })
+        // The first damaged chunk in file order is the one reported, whichever thread
+        // fails first: the same input always gives the same error (the fuzz target
+        // `delta_decode` found two damaged chunks reported by turns).
+        .find_map_first(|e| e)
         .map_or(Ok(()), Err)
 }
 

@@ -7,7 +7,7 @@
 
 use super::{load, store, target_of, Contexts};
 use crate::cpu::{self, SimdLevel};
-use crate::delta::coder::{BitReader, CoderError, RansDecoder, SlotTables, WIDE_LANES};
+use crate::delta::coder::{self, BitReader, CoderError, RansDecoder, SlotTables, WIDE_LANES};
 use crate::delta::DeltaError;
 
 /// Decodes one layout-3 chunk's stream of `base.len() / W` elements on path `level`.
@@ -44,6 +44,12 @@ pub(super) fn decode_stream_wide<const W: usize>(
 
 /// The portable decoder: from a group boundary to the end of the chunk. `back_zero` is
 /// the vector path's context mask (bit `l`: lane `l`'s last symbol was 0).
+///
+/// A group goes in three passes, as the vector paths do: the 32 rANS steps (independent
+/// chains, nothing shared between lanes), then the refills in lane order (the one serial
+/// chain: the word position), then the extra bits and the targets (serial in the bit
+/// position). Interleaving the three per lane put the word and bit positions on every
+/// lane's chain (12.0 ns per element against 9.3 for layout 2's 4-lane loop, delta_loop).
 fn decode_portable<const W: usize>(
     ctx: &Contexts<'_>,
     rans: &mut RansDecoder<WIDE_LANES>,
@@ -53,32 +59,45 @@ fn decode_portable<const W: usize>(
     out: &mut [u8],
 ) {
     let layout = ctx.layout;
-    let mut symbols = [0u8; WIDE_LANES];
-    // One context bit per lane in its own byte: in one word, every step would wait on the
-    // previous lane's update of it (delta_loop, scalar path: 20 -> 12 ns per element).
+    // One context bit per lane in its own word: in one word, every step would wait on the
+    // previous lane's update of it.
     let mut back_zero: [u32; WIDE_LANES] = std::array::from_fn(|l| (back_zero >> l) & 1);
-    let step = |rans: &mut RansDecoder<WIDE_LANES>, zero: &mut u32, lane: usize, b: u64| {
-        let pair = ctx.table_pairs[layout.exponent(b)];
-        let table = (pair >> (16 * *zero)) & 0xFFFF;
-        let symbol = rans.get(lane, ctx.tables, SlotTables::offset(table as usize)) as u8;
-        *zero = u32::from(symbol == 0);
-        symbol
-    };
     let mut groups_b = base.chunks_exact(W * WIDE_LANES);
     let mut groups_o = out.chunks_exact_mut(W * WIDE_LANES);
-    for (bg, og) in (&mut groups_b).zip(&mut groups_o) {
-        for (lane, (s, zero)) in symbols.iter_mut().zip(&mut back_zero).enumerate() {
-            *s = step(rans, zero, lane, load::<W>(&bg[lane * W..]));
-        }
-        for (lane, &s) in symbols.iter().enumerate() {
-            let b = load::<W>(&bg[lane * W..]);
-            store::<W>(target_of::<W>(ctx, s, b, bits), &mut og[lane * W..]);
+    {
+        let slots = ctx.tables.slots();
+        let (states, words, pos) = rans.parts();
+        // The zero word past the stream: what a read past the end gets (`finish` reports
+        // the overrun).
+        let last_word = words.len() - 1;
+        for (bg, og) in (&mut groups_b).zip(&mut groups_o) {
+            let elems: [u64; WIDE_LANES] = std::array::from_fn(|l| load::<W>(&bg[l * W..]));
+            let mut ys = [0u32; WIDE_LANES];
+            let mut symbols = [0u8; WIDE_LANES];
+            for l in 0..WIDE_LANES {
+                let pair = ctx.table_pairs[layout.exponent(elems[l])];
+                let table = (pair >> (16 * back_zero[l])) & 0xFFFF;
+                let x = states[l];
+                let e = slots[SlotTables::offset(table as usize) + coder::slot_of(x)];
+                ys[l] = coder::advance(x, e);
+                symbols[l] = (e >> 24) as u8;
+                back_zero[l] = u32::from(symbols[l] == 0);
+            }
+            for (state, &y) in states.iter_mut().zip(&ys) {
+                *state = coder::refill(y, words[(*pos).min(last_word)]);
+                *pos += usize::from(coder::needs_word(y));
+            }
+            for (l, (&s, &b)) in symbols.iter().zip(&elems).enumerate() {
+                store::<W>(target_of::<W>(ctx, s, b, bits), &mut og[l * W..]);
+            }
         }
     }
     let (bt, ot) = (groups_b.remainder(), groups_o.into_remainder());
     for lane in 0..bt.len() / W {
         let b = load::<W>(&bt[lane * W..]);
-        let s = step(rans, &mut back_zero[lane], lane, b);
+        let pair = ctx.table_pairs[layout.exponent(b)];
+        let table = (pair >> (16 * back_zero[lane])) & 0xFFFF;
+        let s = rans.get(lane, ctx.tables, SlotTables::offset(table as usize)) as u8;
         store::<W>(target_of::<W>(ctx, s, b, bits), &mut ot[lane * W..]);
     }
 }
