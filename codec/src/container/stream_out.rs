@@ -101,7 +101,10 @@ impl Archive<'_> {
             let mut next = job.map(|j| {
                 let mut buffer = spare.pop().unwrap_or_default();
                 if buffer.len() < j.buffer_len() {
-                    buffer.resize(j.buffer_len(), 0);
+                    // A new zeroed allocation, not a resize: for buffers this large the
+                    // allocator maps fresh pages, which are zero already, whereas growing
+                    // writes every byte (8 % of an F32 unpack's instructions, callgrind).
+                    buffer = vec![0; j.buffer_len()];
                 }
                 (j, buffer)
             });
