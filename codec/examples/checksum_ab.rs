@@ -25,6 +25,7 @@ fn thread_cpu_seconds() -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     pool.install(run)
+        .map_err(|e| e as Box<dyn std::error::Error>)
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
