@@ -24,6 +24,11 @@ pub mod tensor;
 // makes them public, hidden from the docs; the checked entry points stay the same.
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
+pub mod checksum;
+#[cfg(not(feature = "fuzzing"))]
+pub(crate) mod checksum;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
 pub mod cpu;
 #[cfg(not(feature = "fuzzing"))]
 pub(crate) mod cpu;

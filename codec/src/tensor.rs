@@ -218,7 +218,7 @@ pub enum ZstdError {
 
 /// Smallest and largest chunk length exponent a file may declare (FORMAT.md §4.2).
 pub const CHUNK_LOG2_RANGE: std::ops::RangeInclusive<u8> = 10..=22;
-/// Piece size of [`TensorDecoder::decode_overlapped`].
+/// Largest piece size of [`TensorDecoder::decode_overlapped`].
 const OVERLAP_PIECE_BYTES: usize = 8 << 20;
 
 /// Default chunk length exponent: 262 144 elements per chunk. Longer chunks spend less on
@@ -715,10 +715,15 @@ impl<'a> TensorDecoder<'a> {
                 expected: self.out_len,
             });
         }
-        // Pieces of whole chunk pairs, about 8 MiB each.
+        // Pieces of one chunk pair per thread (at most about 8 MiB): `finished` reads a
+        // piece just decoded, from cache rather than memory. It runs first on this thread
+        // (with one thread: before the next piece evicts this one); the other threads
+        // start on the next piece meanwhile.
         let pair_bytes = 2 * (1usize << self.chunk_log2) * layout.element_size();
-        let piece = (OVERLAP_PIECE_BYTES / pair_bytes).max(1) * pair_bytes;
-        let chunks_per_piece = piece / (pair_bytes / 2);
+        let pairs =
+            rayon::current_num_threads().clamp(1, (OVERLAP_PIECE_BYTES / pair_bytes).max(1));
+        let piece = pairs * pair_bytes;
+        let chunks_per_piece = 2 * pairs;
         let mut pieces: Vec<&mut [u8]> = out.chunks_mut(piece).collect();
         if let Some(first) = pieces.first_mut() {
             self.decode_split(*layout, decoders, 0, first)?;
@@ -726,14 +731,14 @@ impl<'a> TensorDecoder<'a> {
         for k in 0..pieces.len() {
             let (done, rest) = pieces.split_at_mut(k + 1);
             let current: &[u8] = done[k];
-            let (decoded, ()) = rayon::join(
+            let ((), decoded) = rayon::join(
+                || finished(current),
                 || match rest.first_mut() {
                     Some(next) => {
                         self.decode_split(*layout, decoders, (k + 1) * chunks_per_piece, next)
                     }
                     None => Ok(()),
                 },
-                || finished(current),
             );
             decoded?;
         }

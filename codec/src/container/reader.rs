@@ -3,8 +3,8 @@
 
 use std::io;
 
+use crate::checksum::xxh3_64;
 use rayon::prelude::*;
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::{
     ContainerError, Corruption, Index, Part, StreamRef, TensorEntry, ALIGN, BLOCK, MAGIC,
@@ -12,8 +12,6 @@ use super::{
 };
 use crate::tensor::{self, TensorDecoder, ZstdError};
 
-/// Tensors above twice this size overlap their checksum with decoding.
-const OVERLAP_MIN_BYTES: usize = 8 << 20;
 /// A readable `.mcz` file over its bytes: borrowed ([`Archive::open`]) or a memory map
 /// the archive owns ([`Archive::open_path`]).
 #[derive(Debug)]
@@ -387,8 +385,11 @@ impl<'a> Archive<'a> {
             name: t.name.clone(),
             source,
         };
-        let computed = if out.len() > 2 * OVERLAP_MIN_BYTES {
-            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        // Tensors longer than a chunk pair are hashed piece by piece as they are decoded,
+        // while each piece is in cache; a pair is decoded by one task, and its output
+        // stays in cache for the one-shot hash.
+        let computed = if decoder.piece_bytes(0).is_some_and(|pair| out.len() > pair) {
+            let mut hasher = crate::checksum::Xxh3::new();
             decoder
                 .decode_overlapped(out, &mut |piece| hasher.update(piece))
                 .map_err(tensor_error)?;

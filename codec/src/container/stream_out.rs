@@ -95,7 +95,7 @@ impl Archive<'_> {
         // largest length it had, so reuse costs no zeroing.
         let mut spare: Vec<Vec<u8>> = Vec::with_capacity(2);
         // The large tensor being written piece by piece, with its running checksum.
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut hasher = crate::checksum::Xxh3::new();
         let mut previous: Option<(&Job<'_>, Vec<u8>)> = None;
         for job in jobs.iter().map(Some).chain(std::iter::once(None)) {
             let mut next = job.map(|j| {
@@ -168,7 +168,7 @@ impl Archive<'_> {
         job: &Job<'_>,
         buffer: &[u8],
         out: &mut W,
-        hasher: &mut xxhash_rust::xxh3::Xxh3,
+        hasher: &mut crate::checksum::Xxh3,
     ) -> Result<u64, ContainerError> {
         match *job {
             Job::Whole { .. } => out.write_all(buffer)?,

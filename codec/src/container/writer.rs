@@ -5,8 +5,8 @@
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
+use crate::checksum::xxh3_64;
 use rayon::prelude::*;
-use xxhash_rust::xxh3::xxh3_64;
 
 use super::{
     ContainerError, Index, PrefixRef, SourceKind, StreamRef, TensorEntry, Unsupported, ALIGN,
@@ -209,7 +209,7 @@ impl<W: Write> CountingWriter<W> {
     fn stream(&mut self, stream: &CodedStream) -> io::Result<StreamRef> {
         self.align()?;
         let offset = self.pos;
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut hasher = crate::checksum::Xxh3::new();
         for segment in stream.segments() {
             hasher.update(segment);
             self.write(segment)?;
