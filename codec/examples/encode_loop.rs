@@ -10,6 +10,10 @@
 use mcodec::container::{pack, PackOptions};
 use mcodec::simd::{set_simd_level, SimdLevel};
 
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::thread_cpu_seconds;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let path = args.get(1).ok_or("usage: encode_loop FILE [ROUNDS]")?;
@@ -31,9 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             set_simd_level(level)?;
             let secs = pool.install(|| -> Result<f64, mcodec::container::ContainerError> {
                 out.clear();
-                let t = cpu_seconds();
+                let t = thread_cpu_seconds();
                 pack(&input, &PackOptions::default(), &mut out, &|_| {})?;
-                Ok(cpu_seconds() - t)
+                Ok(thread_cpu_seconds() - t)
             })?;
             times[k].push(secs);
             sizes[k] = out.len();
@@ -51,20 +55,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
-}
-
-/// This thread's CPU time in seconds (`/proc/thread-self/schedstat`, Linux; wall time
-/// elsewhere).
-fn cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or_else(
-            || {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64())
-            },
-            |ns| ns * 1e-9,
-        )
 }

@@ -10,6 +10,10 @@ use mcodec::float_split::{merge_f32_packed, ByteField, Layout};
 use mcodec::simd::{set_simd_level, SimdLevel};
 use mcodec::Dtype;
 
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::CpuClock;
+
 const CHUNK: usize = 1 << 18;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -86,32 +90,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{line} ({n} F32 elements)");
     }
     Ok(())
-}
-
-/// This thread's CPU time (`/proc/thread-self/schedstat`, Linux), so that other processes
-/// sharing the cores do not inflate the figures; wall time elsewhere.
-struct CpuClock(f64);
-
-impl CpuClock {
-    fn read() -> f64 {
-        std::fs::read_to_string("/proc/thread-self/schedstat")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or_else(
-                || {
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0.0, |d| d.as_secs_f64())
-                },
-                |ns| ns * 1e-9,
-            )
-    }
-
-    fn now() -> Self {
-        Self(Self::read())
-    }
-
-    fn elapsed(&self) -> f64 {
-        Self::read() - self.0
-    }
 }

@@ -11,21 +11,13 @@ use std::time::Instant;
 use mcodec::container::{pack, Archive, PackOptions};
 use mcodec::cpu::{set_simd_level, SimdLevel};
 
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::process_cpu_seconds;
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// CPU time of the whole process (every thread), in seconds.
-fn process_cpu_seconds() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid timespec for clock_gettime to write.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID) failed");
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
