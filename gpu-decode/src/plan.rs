@@ -431,9 +431,6 @@ impl Prepared {
             }
             Codec::Split(layout) => {
                 let n = out_len / layout.element_size();
-                if n.div_ceil(1 << entry.chunk_log2) > u32::MAX as usize {
-                    return Err(too_large());
-                }
                 // Copy first, then check the copy: stream checksums, the CPU decoder's
                 // header checks and this crate's parser all read the arena, so the bytes
                 // uploaded are the bytes verified even if the file changes meanwhile.
@@ -444,6 +441,11 @@ impl Prepared {
                     .map(|s| push_aligned(&mut self.arena, archive.stream_unverified(s)) as usize)
                     .collect();
                 let parsed = verify_and_parse(&self.arena, &at, entry, layout, n, out_len)?;
+                // After the parse, which checked the chunk length exponent (a hostile
+                // one would overflow the shift).
+                if n.div_ceil(1 << entry.chunk_log2) > u32::MAX as usize {
+                    return Err(too_large());
+                }
                 let tables: usize = parsed.iter().map(|s| s.tables.len()).sum();
                 if tables > max_tables {
                     self.arena.truncate(mark);
