@@ -229,10 +229,10 @@ mod x86 {
                 _mm512_storeu_si512(extra.as_mut_ptr() as *mut __m512i, low);
                 _mm512_storeu_si512(extra_bits.as_mut_ptr() as *mut __m512i, n_bits);
             }
-            for l in 0..16 {
+            for ((&slot, &value), &n) in index.iter().zip(&extra).zip(&extra_bits) {
                 // Below exponents · 2 · alphabet = hist.len() (checked, never taken).
-                hist[index[l] as usize] += 1;
-                bits.put32(u64::from(extra[l]), extra_bits[l]);
+                hist[slot as usize] += 1;
+                bits.put32(u64::from(value), n);
             }
         }
     }
