@@ -21,7 +21,7 @@ pub enum SimdLevel {
     Scalar,
     /// x86-64 AVX2 (+ BMI1, POPCNT): Intel since 2013, AMD since 2015.
     Avx2,
-    /// x86-64 AVX-512 F, BW, VL, VBMI, VBMI2: AMD Zen 4/5, Intel Ice Lake and later servers.
+    /// x86-64 AVX-512 F, BW, VL, VBMI, VBMI2, CD: AMD Zen 4/5, Intel Ice Lake and later servers.
     Avx512,
 }
 
@@ -217,6 +217,7 @@ fn has_avx512() -> bool {
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512vbmi")
         && is_x86_feature_detected!("avx512vbmi2")
+        && is_x86_feature_detected!("avx512cd")
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -11,8 +11,8 @@
 //! `L` rANS states are interleaved, symbol `i` on state `i % L` ([`LANES`] = 4 in layouts 1
 //! and 2, [`WIDE_LANES`] = 32 in layout 3). States are
 //! 32-bit in `[RANS_L, 2^32)` and renormalise by 16-bit words. The encoder runs from the
-//! last symbol to the first and its words are reversed, so the decoder reads them front to
-//! back. Every state starts at `RANS_L`, so a correct decode ends with every state back
+//! last symbol to the first and places its words from the end of its buffer down, so the
+//! decoder reads them front to back. Every state starts at `RANS_L`, so a correct decode ends with every state back
 //! at `RANS_L` and every word consumed, which the decoder checks.
 
 use crate::entropy::model::{EncTable, FreqTable, PROB_BITS, PROB_SCALE, RCP_SHIFT};
@@ -69,11 +69,11 @@ pub enum CoderError {
 /// Encodes symbols in reverse; see the module comment.
 pub struct RansEncoder<const L: usize> {
     states: [u32; L],
-    /// Words in the order emitted (reverse of the decoder's order): the first `len` of a
-    /// buffer with room for one word per symbol, so that a word is written without a
-    /// branch and only counted when the state renormalises.
+    /// Room for one word per symbol plus one, filled downwards from the end, so that
+    /// `words[pos..]` is in the decoder's order: a word is written without a branch (below
+    /// the position) and only counted when the state renormalises.
     words: Vec<u16>,
-    len: usize,
+    pos: usize,
 }
 
 impl<const L: usize> RansEncoder<L> {
@@ -82,7 +82,7 @@ impl<const L: usize> RansEncoder<L> {
         Self {
             states: [RANS_L; L],
             words: vec![0; n + 1],
-            len: 0,
+            pos: n + 1,
         }
     }
 
@@ -93,10 +93,11 @@ impl<const L: usize> RansEncoder<L> {
         let e = &table.entries[usize::from(symbol)];
         debug_assert!(e.freq > 0, "symbol {symbol} missing from its table");
         let mut x = self.states[i % L];
-        // Renormalisation is taken at random: written always, counted when needed.
+        // Renormalisation is taken at random: written always, counted when needed. At
+        // most `n` words for `n` symbols, so `pos ≥ 1` here.
         let flush = u64::from(x) >= e.x_max;
-        self.words[self.len] = x as u16;
-        self.len += usize::from(flush);
+        self.words[self.pos - 1] = x as u16;
+        self.pos -= usize::from(flush);
         x = if flush { x >> 16 } else { x };
         // q = x / freq via the table's 44-bit reciprocal: exact, and within 64 bits, since
         // x < freq · 2^20 after renormalisation (see `EncEntry::rcp`).
@@ -104,9 +105,15 @@ impl<const L: usize> RansEncoder<L> {
         self.states[i % L] = (q << PROB_BITS) + (x - q * e.freq) + e.start;
     }
 
+    /// What a vector encoder works on: the states, the word buffer and the position of
+    /// the first word written (words go below it), which it lowers.
+    pub fn parts(&mut self) -> (&mut [u32; L], &mut [u16], &mut usize) {
+        (&mut self.states, &mut self.words, &mut self.pos)
+    }
+
     /// Bytes [`Self::finish`] appends.
     pub fn coded_len(&self) -> usize {
-        4 * L + 4 + 2 * self.len
+        4 * L + 4 + 2 * (self.words.len() - self.pos)
     }
 
     /// Appends `L × u32` initial decoder states, `u32` word count and the words.
@@ -114,9 +121,10 @@ impl<const L: usize> RansEncoder<L> {
         for s in self.states {
             out.extend_from_slice(&s.to_le_bytes());
         }
-        out.extend_from_slice(&(self.len as u32).to_le_bytes());
-        out.reserve(2 * self.len);
-        for w in self.words[..self.len].iter().rev() {
+        let words = &self.words[self.pos..];
+        out.extend_from_slice(&(words.len() as u32).to_le_bytes());
+        out.reserve(2 * words.len());
+        for w in words {
             out.extend_from_slice(&w.to_le_bytes());
         }
     }
@@ -304,8 +312,12 @@ impl SlotTables {
 
 /// Appends raw bit fields, least significant bit first, to a byte vector.
 pub struct BitWriter {
+    /// The bytes written are `bytes[..len]`; the rest is room that a field's 4-byte store
+    /// lands in before it is counted.
     bytes: Vec<u8>,
+    len: usize,
     acc: u64,
+    /// Bits in `acc`, below 32 between calls.
     filled: u32,
 }
 
@@ -314,13 +326,14 @@ impl BitWriter {
     pub fn new() -> Self {
         Self {
             bytes: Vec::new(),
+            len: 0,
             acc: 0,
             filled: 0,
         }
     }
 
     /// Appends the low `n` bits of `value` (`n ≤ 64`).
-    #[inline]
+    #[inline(always)]
     pub fn put(&mut self, value: u64, n: u32) {
         if n > 32 {
             self.put32(value as u32 as u64, 32);
@@ -330,24 +343,35 @@ impl BitWriter {
         }
     }
 
-    #[inline]
-    fn put32(&mut self, value: u64, n: u32) {
-        if n == 0 {
-            return;
-        }
-        let value = value & (u64::MAX >> (64 - n));
+    /// Appends the low `n ≤ 32` bits of `value`. Without branches on the data: whether
+    /// 32 bits are full is taken at random in a delta's loop, which a branch mispredicts,
+    /// so the low word is stored every time and only counted when full.
+    #[inline(always)]
+    pub(crate) fn put32(&mut self, value: u64, n: u32) {
+        debug_assert!(n <= 32);
+        let value = value & ((1u64 << n) - 1);
+        // filled < 32 and value < 2^32: fits.
         self.acc |= value << self.filled;
         self.filled += n;
-        if self.filled >= 32 {
-            self.bytes
-                .extend_from_slice(&(self.acc as u32).to_le_bytes());
-            self.acc >>= 32;
-            self.filled -= 32;
+        if self.len + 4 > self.bytes.len() {
+            self.grow();
         }
+        self.bytes[self.len..self.len + 4].copy_from_slice(&(self.acc as u32).to_le_bytes());
+        let full = self.filled >= 32;
+        self.len += 4 * usize::from(full);
+        self.acc = if full { self.acc >> 32 } else { self.acc };
+        self.filled -= 32 * u32::from(full);
+    }
+
+    #[cold]
+    fn grow(&mut self) {
+        let room = (2 * self.bytes.len()).max(1 << 12);
+        self.bytes.resize(room, 0);
     }
 
     /// The bytes, the last one zero-padded.
     pub fn finish(mut self) -> Vec<u8> {
+        self.bytes.truncate(self.len);
         while self.filled > 0 {
             self.bytes.push(self.acc as u8);
             self.acc >>= 8;

@@ -525,6 +525,61 @@ mod tests {
         }
     }
 
+    #[test]
+    fn layout3_vector_encoders_match_scalar() {
+        use crate::cpu::{kernel_runs, SimdLevel};
+        let before = kernel_runs();
+        for dtype in FLOATS {
+            let width = dtype.element_size().unwrap();
+            let specials = special_elements(width);
+            // Lengths around whole groups and chunks, several chunks, and one shorter than
+            // a group.
+            for (n, chunk) in [(20_000, ulp::CHUNK_ELEMS), (3001, 992), (700, 32), (31, 64)] {
+                let (base, target) = fine_tune_pair(&dtype, n);
+                // Fine-tune moves, any bits (every symbol and extra-bit length), and the
+                // special elements (NaN payloads, zeros, extremes) on both sides.
+                let wild: Vec<u8> = target
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &t)| if i % 7 == 3 { (i * 151 % 256) as u8 } else { t })
+                    .collect();
+                let special: Vec<u8> = (0..n)
+                    .flat_map(|i| {
+                        specials[(i * 5 + i / 3) % specials.len()].to_le_bytes()[..width].to_vec()
+                    })
+                    .collect();
+                for (b, t) in [
+                    (&base, &target),
+                    (&base, &wild),
+                    (&special, &target),
+                    (&base, &special),
+                ] {
+                    let scalar =
+                        ulp::encode_chunked_on(SimdLevel::Scalar, &dtype, b, t, chunk).unwrap();
+                    for level in SimdLevel::supported() {
+                        let d = ulp::encode_chunked_on(level, &dtype, b, t, chunk).unwrap();
+                        assert!(
+                            d == scalar,
+                            "{dtype} n {n}: the {level} encoder differs from scalar"
+                        );
+                    }
+                    let mut out = vec![0xA5; b.len()];
+                    decode(&dtype, b, &scalar, &mut out).unwrap();
+                    assert!(&out == t, "{dtype} n {n}: round trip differs");
+                }
+            }
+        }
+        if SimdLevel::Avx512.is_supported() {
+            let after = kernel_runs();
+            assert!(after[2] > before[2], "the AVX-512 encoder never ran");
+            assert!(ulp::has_vector_encoder::<1>(SimdLevel::Avx512));
+            assert!(ulp::has_vector_encoder::<2>(SimdLevel::Avx512));
+            assert!(ulp::has_vector_encoder::<4>(SimdLevel::Avx512));
+        } else {
+            println!("skipped: no AVX-512 on this CPU, only the scalar encoder was checked");
+        }
+    }
+
     /// Element bit patterns that stress the key mapping: NaN payloads, infinities, both
     /// zeros, subnormals, extremes, and ordinary values.
     fn special_elements(width: usize) -> Vec<u64> {

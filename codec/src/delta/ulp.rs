@@ -17,13 +17,15 @@
 use rayon::prelude::*;
 
 mod wide;
+mod wide_encode;
 use wide::decode_stream_wide;
+use wide_encode::PackedTables;
 
 use super::coder::{
     self, BitReader, BitWriter, CoderError, RansDecoder, RansEncoder, SlotTables, LANES, WIDE_LANES,
 };
 use super::{Base, DeltaError, DeltaMethod};
-use crate::cpu::SimdLevel;
+use crate::cpu::{self, SimdLevel};
 use crate::dtype::Dtype;
 use crate::entropy::model::{EncTable, FreqTable, PROB_SCALE};
 
@@ -299,7 +301,26 @@ pub(crate) fn encode_chunked(
     target: &[u8],
     chunk_elems: usize,
 ) -> Result<Vec<u8>, DeltaError> {
-    encode_lanes::<WIDE_LANES>(dtype, base, target, chunk_elems)
+    encode_chunked_on(cpu::simd_level(), dtype, base, target, chunk_elems)
+}
+
+/// [`encode_chunked`] on the code path `level` (scalar where the CPU lacks it); every
+/// path gives the same bytes.
+pub(crate) fn encode_chunked_on(
+    level: SimdLevel,
+    dtype: &Dtype,
+    base: &[u8],
+    target: &[u8],
+    chunk_elems: usize,
+) -> Result<Vec<u8>, DeltaError> {
+    encode_lanes::<WIDE_LANES>(level, dtype, base, target, chunk_elems)
+}
+
+/// Whether path `level` codes layout 3's groups of `W`-byte elements with a vector encoder
+/// (tests check that the path they compare with the scalar one is really taken).
+#[cfg(test)]
+pub(crate) fn has_vector_encoder<const W: usize>(level: SimdLevel) -> bool {
+    wide_encode::supports::<W>(level)
 }
 
 /// Layout 2 (4 lanes), which the writer no longer emits: for tests of the decoder's
@@ -311,12 +332,13 @@ pub(crate) fn encode_layout2(
     target: &[u8],
     chunk_elems: usize,
 ) -> Result<Vec<u8>, DeltaError> {
-    encode_lanes::<LANES>(dtype, base, target, chunk_elems)
+    encode_lanes::<LANES>(SimdLevel::Scalar, dtype, base, target, chunk_elems)
 }
 
 /// The chunked layout with `L` lanes per stream: layout 2 for [`LANES`], 3 for
 /// [`WIDE_LANES`].
 fn encode_lanes<const L: usize>(
+    level: SimdLevel,
     dtype: &Dtype,
     base: &[u8],
     target: &[u8],
@@ -331,10 +353,10 @@ fn encode_lanes<const L: usize>(
         dtype: dtype.to_string(),
     })?;
     Ok(match layout.width() {
-        1 => encode_w::<1, L>(layout, base, target, chunk_elems),
-        2 => encode_w::<2, L>(layout, base, target, chunk_elems),
-        4 => encode_w::<4, L>(layout, base, target, chunk_elems),
-        _ => encode_w::<8, L>(layout, base, target, chunk_elems),
+        1 => encode_w::<1, L>(level, layout, base, target, chunk_elems),
+        2 => encode_w::<2, L>(level, layout, base, target, chunk_elems),
+        4 => encode_w::<4, L>(level, layout, base, target, chunk_elems),
+        _ => encode_w::<8, L>(level, layout, base, target, chunk_elems),
     })
 }
 
@@ -349,6 +371,7 @@ fn difference(layout: Layout, base: u64, target: u64) -> u64 {
 /// over the elements). The context bit looks `L` elements back; that of a chunk's first
 /// `L` elements is "was zero": chunks are independent.
 fn count_chunk<const W: usize, const L: usize>(
+    level: SimdLevel,
     layout: Layout,
     base: &[u8],
     target: &[u8],
@@ -357,7 +380,12 @@ fn count_chunk<const W: usize, const L: usize>(
 ) -> Vec<u8> {
     let alphabet = layout.alphabet();
     let mut bits = BitWriter::new();
-    for i in 0..symbols.len() {
+    let done = if L == WIDE_LANES && wide_encode::supports::<W>(level) {
+        wide_encode::count_elements::<W>(level, layout, base, target, symbols, hist, &mut bits)
+    } else {
+        0
+    };
+    for i in done..symbols.len() {
         let (b, t) = (load::<W>(&base[i * W..]), load::<W>(&target[i * W..]));
         let token = tokenize_fast(layout, difference(layout, b, t));
         let back_zero = usize::from(i < L || symbols[i - L] == 0);
@@ -369,6 +397,7 @@ fn count_chunk<const W: usize, const L: usize>(
 }
 
 fn encode_w<const W: usize, const L: usize>(
+    level: SimdLevel,
     layout: Layout,
     base: &[u8],
     target: &[u8],
@@ -389,7 +418,7 @@ fn encode_w<const W: usize, const L: usize>(
         .fold(
             || (vec![0u32; hist_len], Vec::new()),
             |(mut hist, mut extra), (i, ((s, b), t))| {
-                extra.push((i, count_chunk::<W, L>(layout, b, t, s, &mut hist)));
+                extra.push((i, count_chunk::<W, L>(level, layout, b, t, s, &mut hist)));
                 (hist, extra)
             },
         )
@@ -432,11 +461,20 @@ fn encode_w<const W: usize, const L: usize>(
             .collect::<Vec<_>>(),
         symbol_bits,
     );
+    let pairs = table_pairs(&plan.group_of, plan.prev_zero);
+    let packed: Vec<u32> = enc.iter().flat_map(|t| t.packed.iter().copied()).collect();
+    let packed = PackedTables {
+        pairs: &pairs,
+        packed: &packed,
+        symbol_bits,
+    };
     let chunks: Vec<Vec<u8>> = symbols
         .par_chunks(chunk)
         .zip(base[..body].par_chunks(chunk * W))
         .zip(extra)
-        .map(|((s, b), (_, bits))| encode_chunk::<W, L>(layout, &plan, &enc, s, b, &bits))
+        .map(|((s, b), (_, bits))| {
+            encode_chunk::<W, L>(level, layout, &plan, &enc, &packed, s, b, &bits)
+        })
         .collect();
     write_varint(&mut out, chunk as u64);
     for c in &chunks {
@@ -450,17 +488,24 @@ fn encode_w<const W: usize, const L: usize>(
 }
 
 /// One chunk's rANS states, words and extra bits (a layout-1 stream over its elements).
+/// With 32 lanes and a vector encoder on path `level`, the scalar loop codes the elements
+/// after the last whole group and the vector loop the groups (the encoder runs backwards).
+#[allow(clippy::too_many_arguments)]
 fn encode_chunk<const W: usize, const L: usize>(
+    level: SimdLevel,
     layout: Layout,
     plan: &Plan,
     enc: &[EncTable],
+    packed: &PackedTables<'_>,
     symbols: &[u16],
     base: &[u8],
     extra_bits: &[u8],
 ) -> Vec<u8> {
     let k = plan.contexts_per_group();
     let mut rans = RansEncoder::<L>::new(symbols.len());
-    for i in (0..symbols.len()).rev() {
+    let vector = L == WIDE_LANES && wide_encode::supports::<W>(level);
+    let groups = if vector { symbols.len() / L } else { 0 };
+    for i in (groups * L..symbols.len()).rev() {
         let exp = layout.exponent(load::<W>(&base[i * W..]));
         let prev_zero = if plan.prev_zero {
             usize::from(i < L || symbols[i - L] == 0)
@@ -469,6 +514,10 @@ fn encode_chunk<const W: usize, const L: usize>(
         };
         let table = &enc[usize::from(plan.group_of[exp]) * k + prev_zero];
         rans.put(i, symbols[i], table);
+    }
+    if vector {
+        wide_encode::encode_groups::<W, L>(level, layout, packed, &mut rans, symbols, base, groups);
+        cpu::note_run(level);
     }
     let mut out = Vec::with_capacity(rans.coded_len() + extra_bits.len());
     rans.finish(&mut out);
@@ -740,6 +789,20 @@ fn meanings(layout: Layout) -> Box<[SymbolMeaning; 256]> {
     all
 }
 
+/// Exponent → index of its table for context bit 0, plus that for bit 1 shifted up by 16
+/// (the same table twice without the context bit): what the vector paths gather.
+fn table_pairs(group_of: &[u8], prev_zero: bool) -> Vec<u32> {
+    let k = if prev_zero { 2 } else { 1 };
+    // At most 2 · MAX_GROUPS tables: indices fit 16 bits.
+    group_of
+        .iter()
+        .map(|&g| {
+            let first = u32::from(g) * k;
+            first | ((first + k - 1) << 16)
+        })
+        .collect()
+}
+
 /// What picks an element's table when decoding, and what its symbol means.
 struct Contexts<'a> {
     layout: Layout,
@@ -769,14 +832,7 @@ impl<'a> Contexts<'a> {
                 [first, first + k - 1].map(SlotTables::offset)
             })
             .collect();
-        // At most 2 · MAX_GROUPS tables: indices fit 16 bits.
-        let table_pairs = group_of
-            .iter()
-            .map(|&g| {
-                let first = u32::from(g) * k as u32;
-                first | ((first + k as u32 - 1) << 16)
-            })
-            .collect();
+        let table_pairs = table_pairs(group_of, prev_zero);
         Self {
             layout,
             table_at,

@@ -1,0 +1,358 @@
+//! The vector encoder of layout 3 (FORMAT.md §9.3), both passes: tokenizing and counting
+//! 16 elements at once, and the rANS step of [`WIDE_LANES`] = 32 lanes at once, two
+//! 16-lane AVX-512 vectors per group. Lane `l` of a group only depends on
+//! lane `l` of the groups after it (the encoder runs backwards), so the 32 state updates
+//! are independent; each lane's table comes from its base element's exponent and the
+//! symbol 32 places back, as in the scalar loop. Output is byte for byte the scalar
+//! encoder's (`layout3_vector_encoders_match_scalar`).
+
+use crate::cpu::SimdLevel;
+use crate::delta::coder::{BitWriter, RansEncoder, WIDE_LANES};
+
+use super::Layout;
+
+/// The tables of a delta as the vector encoder reads them.
+pub(super) struct PackedTables<'a> {
+    /// Exponent → table for context bit 0, plus that for bit 1 shifted up by 16.
+    pub(super) pairs: &'a [u32],
+    /// `freq << 16 | start` of table `t`, symbol `s` at `t << symbol_bits | s`.
+    pub(super) packed: &'a [u32],
+    /// Bits of a symbol index (every table has `1 << symbol_bits` entries).
+    pub(super) symbol_bits: u32,
+}
+
+/// Whether `level` has a vector encoder for elements of `W` bytes.
+pub(super) fn supports<const W: usize>(level: SimdLevel) -> bool {
+    cfg!(target_arch = "x86_64") && W <= 4 && level == SimdLevel::Avx512 && level.is_supported()
+}
+
+/// The first pass over a chunk's leading elements, 16 at a time: the tokens of the
+/// differences (as `tokenize_fast`), stored to `symbols`, counted into `hist`
+/// (`[exponent][context bit][symbol]`, the context bit looking `WIDE_LANES` back) and
+/// their extra bits appended to `bits`. Returns the elements done (a multiple of 16; the
+/// scalar loop takes the rest). `level` must pass [`supports`].
+pub(super) fn count_elements<const W: usize>(
+    level: SimdLevel,
+    layout: Layout,
+    base: &[u8],
+    target: &[u8],
+    symbols: &mut [u16],
+    hist: &mut [u32],
+    bits: &mut BitWriter,
+) -> usize {
+    assert!(
+        supports::<W>(level),
+        "no vector encoder for {level} and {W}-byte elements"
+    );
+    let n = symbols.len();
+    assert!(base.len() >= n * W && target.len() >= n * W);
+    assert!(hist.len() == layout.exponents() * 2 * layout.alphabet());
+    let vectors = n / 16;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the CPU has AVX-512 (`supports`); the slices hold `vectors · 16` elements
+    // (asserted above).
+    unsafe {
+        x86::count_avx512::<W>(layout, base, target, symbols, hist, bits, vectors)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (layout, base, target, hist, bits);
+    vectors * 16
+}
+
+/// Codes the first `groups` groups of `WIDE_LANES` symbols of a chunk (`symbols`, its base
+/// elements `base`), from the last group down, into `rans`; the scalar loop has already
+/// coded every symbol after them. `level` must pass [`supports`].
+pub(super) fn encode_groups<const W: usize, const L: usize>(
+    level: SimdLevel,
+    layout: Layout,
+    tables: &PackedTables<'_>,
+    rans: &mut RansEncoder<L>,
+    symbols: &[u16],
+    base: &[u8],
+    groups: usize,
+) {
+    assert!(
+        supports::<W>(level),
+        "no vector encoder for {level} and {W}-byte elements"
+    );
+    assert_eq!(L, WIDE_LANES, "the vector encoder steps 32 lanes");
+    assert!(groups * WIDE_LANES <= symbols.len() && groups * WIDE_LANES * W <= base.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (states, words, pos) = rans.parts();
+        let states: &mut [u32; WIDE_LANES] = states.as_mut_slice().try_into().expect("32 lanes");
+        // At most one word per symbol: the position leaves room for every word of these
+        // groups below it (the buffer has one word per symbol plus one).
+        assert!(*pos > groups * WIDE_LANES && *pos <= words.len());
+        assert!(tables.symbol_bits <= 8);
+        let table_count = tables.packed.len() >> tables.symbol_bits;
+        assert!(
+            tables.pairs.len() == layout.exponents()
+                && tables
+                    .pairs
+                    .iter()
+                    .all(|&p| ((p & 0xFFFF) as usize) < table_count
+                        && ((p >> 16) as usize) < table_count),
+            "every table a pair names exists"
+        );
+        // SAFETY: the CPU has AVX-512 (`supports`); the bounds the function relies on are
+        // asserted above.
+        unsafe {
+            x86::encode_groups_avx512::<W>(
+                layout, tables, states, words, pos, symbols, base, groups,
+            )
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (layout, tables, rans, symbols, base);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::Layout;
+    use super::PackedTables;
+    use crate::delta::coder::{BitWriter, WIDE_LANES};
+    use crate::entropy::model::PROB_BITS;
+    use std::arch::x86_64::*;
+
+    /// Loads 16 elements of `W` bytes, zero-extended to 32 bits.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn load16<const W: usize>(p: *const u8) -> __m512i {
+        // SAFETY (all three): the caller guarantees 16·W readable bytes at `p`.
+        unsafe {
+            match W {
+                1 => _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i)),
+                2 => _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)),
+                _ => _mm512_loadu_si512(p as *const __m512i),
+            }
+        }
+    }
+
+    /// Loads 16 symbols, zero-extended to 32 bits.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn symbols16(p: *const u16) -> __m512i {
+        // SAFETY: the caller guarantees 16 readable symbols at `p`.
+        _mm512_cvtepu16_epi32(unsafe { _mm256_loadu_si256(p as *const __m256i) })
+    }
+
+    /// Tokenizes `vectors` · 16 elements from the start (W ≤ 4: every lane fits 32 bits),
+    /// the arithmetic of `tokenize_fast` per lane, then counts each token and appends its
+    /// extra bits in element order (the histogram and the bit position are serial).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512cd,popcnt")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn count_avx512<const W: usize>(
+        layout: Layout,
+        base: &[u8],
+        target: &[u8],
+        symbols: &mut [u16],
+        hist: &mut [u32],
+        bits: &mut BitWriter,
+        vectors: usize,
+    ) {
+        let width_bits = 8 * W as u32;
+        let sign = _mm512_set1_epi32((1u32 << (width_bits - 1)) as i32);
+        let mask = _mm512_set1_epi32((u64::MAX >> (64 - width_bits)) as u32 as i32);
+        let mant = _mm512_set1_epi32(layout.mant_bits as i32);
+        let exp_mask = _mm512_set1_epi32((layout.exponents() - 1) as i32);
+        let alphabet = _mm512_set1_epi32(layout.alphabet() as i32);
+        let one = _mm512_set1_epi32(1);
+        let four = _mm512_set1_epi32(4);
+        let thirty_one = _mm512_set1_epi32(31);
+        let zero = _mm512_setzero_si512();
+        let key = |x: __m512i| {
+            // Negative: the complement in the width; else the sign bit set.
+            let negative = _mm512_test_epi32_mask(x, sign);
+            _mm512_mask_blend_epi32(
+                negative,
+                _mm512_or_si512(x, sign),
+                _mm512_xor_si512(x, mask),
+            )
+        };
+        let mut index = [0u32; 16];
+        let mut extra = [0u32; 16];
+        let mut extra_bits = [0u32; 16];
+        for v in 0..vectors {
+            let at = 16 * v;
+            // SAFETY: at + 16 ≤ vectors · 16, which the slices hold (the caller's assert).
+            let (b, t) = unsafe {
+                (
+                    load16::<W>(base.as_ptr().add(at * W)),
+                    load16::<W>(target.as_ptr().add(at * W)),
+                )
+            };
+            let diff = _mm512_and_si512(_mm512_sub_epi32(key(t), key(b)), mask);
+            let negative = _mm512_test_epi32_mask(diff, sign);
+            let magnitude =
+                _mm512_mask_and_epi32(diff, negative, _mm512_sub_epi32(zero, diff), mask);
+            // ⌊log2⌋ of the magnitude (0 for 0 and 1).
+            let e = _mm512_sub_epi32(
+                thirty_one,
+                _mm512_lzcnt_epi32(_mm512_or_si512(magnitude, one)),
+            );
+            let big = _mm512_cmpge_epu32_mask(magnitude, four);
+            let n_bits = _mm512_maskz_sub_epi32(big, e, one);
+            let half = _mm512_and_si512(_mm512_srlv_epi32(magnitude, n_bits), one);
+            let class = _mm512_mask_add_epi32(magnitude, big, _mm512_add_epi32(e, e), half);
+            // 2·class − 1 + negative, and 0 for class 0 (where negative is 0).
+            let twice = _mm512_mask_add_epi32(
+                _mm512_add_epi32(class, class),
+                negative,
+                _mm512_add_epi32(class, class),
+                one,
+            );
+            let symbol = _mm512_sub_epi32(_mm512_max_epu32(twice, one), one);
+            let low = _mm512_and_si512(
+                magnitude,
+                _mm512_sub_epi32(_mm512_sllv_epi32(one, n_bits), one),
+            );
+            let exp = _mm512_and_si512(_mm512_srlv_epi32(b, mant), exp_mask);
+            let back_zero = if at < WIDE_LANES {
+                one
+            } else {
+                // SAFETY: at ≥ 32: the 16 symbols 32 back are stored already.
+                let back = _mm512_cvtepu16_epi32(unsafe {
+                    _mm256_loadu_si256(symbols.as_ptr().add(at - WIDE_LANES) as *const __m256i)
+                });
+                _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(back, zero), one)
+            };
+            let context = _mm512_add_epi32(_mm512_add_epi32(exp, exp), back_zero);
+            let slot = _mm512_add_epi32(_mm512_mullo_epi32(context, alphabet), symbol);
+            // SAFETY: at + 16 ≤ symbols.len(); the arrays are 16 u32s each.
+            unsafe {
+                _mm256_storeu_si256(
+                    symbols.as_mut_ptr().add(at) as *mut __m256i,
+                    _mm512_cvtepi32_epi16(symbol),
+                );
+                _mm512_storeu_si512(index.as_mut_ptr() as *mut __m512i, slot);
+                _mm512_storeu_si512(extra.as_mut_ptr() as *mut __m512i, low);
+                _mm512_storeu_si512(extra_bits.as_mut_ptr() as *mut __m512i, n_bits);
+            }
+            for ((&slot, &value), &n) in index.iter().zip(&extra).zip(&extra_bits) {
+                // Below exponents · 2 · alphabet = hist.len() (checked, never taken).
+                hist[slot as usize] += 1;
+                bits.put32(u64::from(value), n);
+            }
+        }
+    }
+
+    /// Per 16-lane vector of a group, from the last group down: gather each lane's table
+    /// pair by its base exponent and select by whether the symbol 32 back was 0 (always,
+    /// in the first group); gather `freq << 16 | start`; renormalise the lanes at or above
+    /// `freq · 2^20` (their low words compressed into lane order in registers, then
+    /// stored under a length mask, below the position); and compute `x / freq` by f32
+    /// division corrected to the exact quotient, as the main codec's encoder does.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn encode_groups_avx512<const W: usize>(
+        layout: Layout,
+        tables: &PackedTables<'_>,
+        states: &mut [u32; WIDE_LANES],
+        words: &mut [u16],
+        pos: &mut usize,
+        symbols: &[u16],
+        base: &[u8],
+        groups: usize,
+    ) {
+        let lanes = states.as_mut_ptr() as *mut __m512i;
+        // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
+        let mut x = unsafe { [_mm512_loadu_si512(lanes), _mm512_loadu_si512(lanes.add(1))] };
+        let pairs = tables.pairs.as_ptr() as *const i32;
+        let packed = tables.packed.as_ptr() as *const i32;
+        let symbol_bits = _mm_cvtsi32_si128(tables.symbol_bits as i32);
+        let last_symbol = _mm512_set1_epi32((1i32 << tables.symbol_bits) - 1);
+        let mant = _mm512_set1_epi32(layout.mant_bits as i32);
+        let exp_mask = _mm512_set1_epi32((layout.exponents() - 1) as i32);
+        let low16 = _mm512_set1_epi32(0xFFFF);
+        let one = _mm512_set1_epi32(1);
+        let zero = _mm512_setzero_si512();
+        let mut wp = *pos;
+        for group in (0..groups).rev() {
+            let mut words16 = [_mm256_setzero_si256(); 2];
+            let mut masks = [0u16; 2];
+            for v in 0..2 {
+                let at = group * WIDE_LANES + 16 * v;
+                // SAFETY: at + 16 ≤ groups · 32 ≤ symbols.len(), and the base holds W
+                // bytes per symbol of those groups (asserted by the caller).
+                let (s, b) = unsafe {
+                    (
+                        symbols16(symbols.as_ptr().add(at)),
+                        load16::<W>(base.as_ptr().add(at * W)),
+                    )
+                };
+                let back_zero = if group == 0 {
+                    u16::MAX
+                } else {
+                    // SAFETY: at ≥ 32, so the 16 symbols 32 back are in the chunk.
+                    let back = unsafe { symbols16(symbols.as_ptr().add(at - WIDE_LANES)) };
+                    _mm512_cmpeq_epi32_mask(back, zero)
+                };
+                let exp = _mm512_and_si512(_mm512_srlv_epi32(b, mant), exp_mask);
+                // SAFETY: exp < 2^E = pairs.len() (asserted by the caller), scaled by 4.
+                let pair = unsafe { _mm512_i32gather_epi32::<4>(exp, pairs) };
+                let table =
+                    _mm512_mask_srli_epi32::<16>(_mm512_and_si512(pair, low16), back_zero, pair);
+                // Symbols are below the alphabet; the clamp keeps the gather in bounds
+                // whatever they are.
+                let index = _mm512_or_si512(
+                    _mm512_sll_epi32(table, symbol_bits),
+                    _mm512_min_epu32(s, last_symbol),
+                );
+                // SAFETY: every table a pair names exists (asserted by the caller), so the
+                // index is below packed.len(), scaled by 4 bytes.
+                let e = unsafe { _mm512_i32gather_epi32::<4>(index, packed) };
+                let freq = _mm512_srli_epi32::<16>(e);
+                let cum = _mm512_and_si512(e, low16);
+                let m =
+                    _mm512_cmpge_epu32_mask(_mm512_srli_epi32::<{ 32 - PROB_BITS }>(x[v]), freq);
+                words16[v] = _mm512_cvtepi32_epi16(x[v]);
+                masks[v] = m;
+                let y = _mm512_mask_srli_epi32(x[v], m, x[v], 16);
+                // y < 2^32 and freq ≤ 2^12: the f32 quotient is within 1/8 of y / freq, so
+                // the truncated quotient is off by at most one either way. (A symbol the
+                // table lacks, freq 0, gives some state; the encoder never codes one.)
+                let qf = _mm512_div_ps(_mm512_cvtepu32_ps(y), _mm512_cvtepu32_ps(freq));
+                let mut q = _mm512_cvttps_epu32(qf);
+                let mut r = _mm512_sub_epi32(y, _mm512_mullo_epi32(q, freq));
+                let low = _mm512_cmplt_epi32_mask(r, zero);
+                q = _mm512_mask_sub_epi32(q, low, q, one);
+                r = _mm512_mask_add_epi32(r, low, r, freq);
+                let high = _mm512_cmpge_epi32_mask(r, freq);
+                q = _mm512_mask_add_epi32(q, high, q, one);
+                r = _mm512_mask_sub_epi32(r, high, r, freq);
+                x[v] =
+                    _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32::<PROB_BITS>(q), r), cum);
+            }
+            let (c0, c1) = (
+                masks[0].count_ones() as usize,
+                masks[1].count_ones() as usize,
+            );
+            wp -= c0 + c1;
+            // Compress in registers and store with a length mask: a compress-store straight
+            // to memory is microcoded and very slow on Zen 4.
+            let packed0 = _mm256_maskz_compress_epi16(masks[0], words16[0]);
+            let packed1 = _mm256_maskz_compress_epi16(masks[1], words16[1]);
+            // SAFETY: the position started above groups · 32 and each group lowers it by
+            // at most 32, so [wp, wp + c0 + c1) lies within words; the masks write exactly
+            // c0 and c1 words.
+            unsafe {
+                let dst = words.as_mut_ptr().add(wp) as *mut i16;
+                _mm256_mask_storeu_epi16(dst, low_mask(c0), packed0);
+                _mm256_mask_storeu_epi16(dst.add(c0), low_mask(c1), packed1);
+            }
+        }
+        // SAFETY: as for the loads above.
+        unsafe {
+            _mm512_storeu_si512(lanes, x[0]);
+            _mm512_storeu_si512(lanes.add(1), x[1]);
+        }
+        *pos = wp;
+    }
+
+    /// A mask of the low `n` (≤ 16) bits.
+    #[inline(always)]
+    fn low_mask(n: usize) -> u16 {
+        ((1u32 << n) - 1) as u16
+    }
+}
