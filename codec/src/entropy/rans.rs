@@ -184,6 +184,81 @@ fn encode_into(
     true
 }
 
+/// The scalar path's encoder for whole groups `g-1, g-2, …, 0` (all within `symbols`),
+/// placing words as [`encode_chunk`] describes; returns `(g, every symbol was in its
+/// table)`. Plain Rust written for the compiler to pipeline: the 32 lanes are coded from
+/// the last down, each writing its word (if any) just below the previous one, so the only
+/// value carried from lane to lane is the write position; the table is fetched once per
+/// block, the words go straight to their place, and every step is branch-free (an absent
+/// symbol reads as frequency 0, which keeps the arithmetic in range and drops the chunk).
+fn encode_groups_portable(
+    states: &mut [u32; LANES],
+    symbols: &[u16],
+    tables: &[&EncTable],
+    block_len: usize,
+    g: usize,
+    words: &mut [[u8; 2]],
+    start: &mut usize,
+) -> (usize, bool) {
+    const ABSENT: EncEntry = EncEntry {
+        freq: 0,
+        start: 0,
+        x_max: 0,
+        rcp: 0,
+    };
+    let groups_per_block = block_len / LANES;
+    let groups = symbols[..g * LANES].as_chunks::<LANES>().0;
+    let mut wp = *start;
+    let mut absent = 0u32;
+    let mut end = g;
+    while end > 0 {
+        let first = (end - 1) / groups_per_block * groups_per_block;
+        let entries = tables[first / groups_per_block].entries.as_slice();
+        for group in groups[first..end].iter().rev() {
+            // A group emits at most LANES words, written downwards from wp; the buffer
+            // holds one word per symbol plus LANES, so wp ≥ LANES here.
+            let window: &mut [[u8; 2]; LANES] = (&mut words[wp - LANES..wp])
+                .try_into()
+                .expect("a window of LANES words");
+            // The index of the next free word of the window, minus one.
+            let mut free = LANES - 1;
+            // Four lanes per iteration, fully unrolled: no loop counter per lane.
+            for (xs, syms) in states
+                .as_chunks_mut::<4>()
+                .0
+                .iter_mut()
+                .zip(group.as_chunks::<4>().0)
+                .rev()
+            {
+                for (x, &sym) in xs.iter_mut().zip(syms).rev() {
+                    let e = entries.get(usize::from(sym)).unwrap_or(&ABSENT);
+                    // freq - 1 has its top bit set only for an absent symbol (freq 0).
+                    absent |= e.freq.wrapping_sub(1);
+                    // x must end below 2^32 after coding: renormalise while x ≥ freq ·
+                    // 2^(32 - PROB_BITS). Taken at random: a select, not a branch.
+                    let emit = u64::from(*x) >= e.x_max;
+                    // At most 31 earlier lanes emitted, so free has not wrapped: the mask
+                    // only spares a bounds check. A lane that emits nothing leaves a word
+                    // that the next emitting lane (or the next group) overwrites.
+                    window[free & (LANES - 1)] = (*x as u16).to_le_bytes();
+                    free = free.wrapping_sub(usize::from(emit));
+                    let y = std::hint::select_unpredictable(emit, *x >> 16, *x);
+                    // q = y / freq (see `EncEntry::rcp`); wrapping only matters for the
+                    // garbage of an absent symbol.
+                    let q = ((u64::from(y) * e.rcp) >> RCP_SHIFT) as u32;
+                    *x = (q << PROB_BITS)
+                        .wrapping_add(y.wrapping_sub(q.wrapping_mul(e.freq)))
+                        .wrapping_add(e.start);
+                }
+            }
+            wp -= LANES - 1 - free;
+        }
+        end = first;
+    }
+    *start = wp;
+    (g, absent >> 31 == 0)
+}
+
 /// Codes one group (lane `l` codes `group[l]`) and places its words, in lane order, just
 /// before `words[start..]`; returns the new start, and whether every symbol was in the
 /// table (an absent one is coded as if its frequency were 1: the chunk is dropped).
@@ -643,8 +718,8 @@ mod simd {
     }
 
     /// Codes whole groups `g-1, g-2, …` (all within `symbols`) with the vector encoder of
-    /// `level` (from [`encoder_level`]), placing words as [`super::encode_chunk`]
-    /// describes; returns the number of groups coded (0 on the scalar path) and whether
+    /// `level` (from [`encoder_level`]), or the portable one on the scalar path, placing
+    /// words as [`super::encode_chunk`] describes; returns the number of groups coded and whether
     /// every symbol coded was in its table (absent ones are clamped into the table and
     /// flagged: the chunk is then dropped).
     #[allow(clippy::too_many_arguments)]
@@ -678,8 +753,8 @@ mod simd {
                 SimdLevel::Scalar => {}
             }
         }
-        let _ = (level, states, symbols, tables, block_len, g, words, start);
-        (0, true)
+        let _ = level;
+        super::encode_groups_portable(states, symbols, tables, block_len, g, words, start)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -691,8 +766,14 @@ mod simd {
         /// Encodes groups `g-1` down to 0 (each of LANES symbols, all in `symbols`): per
         /// 16-lane vector, gather `freq << 16 | start`, renormalise the lanes at or above
         /// `freq · 2^20` (their low words compressed into lane order in registers, then
-        /// stored under a length mask), and compute `x / freq` by f32 division corrected
-        /// to the exact quotient.
+        /// stored under a length mask), and compute `x / freq` as an f32 product with
+        /// `1 / freq` (divided off the state's dependency chain), corrected to the exact
+        /// quotient.
+        ///
+        /// The table entries of the next group are gathered while the current one is
+        /// coded: a group is a few hundred instructions, so the out-of-order window would
+        /// otherwise not reach the next group's gathers before the states need them, and
+        /// their latency would add to every group's.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
         pub(super) unsafe fn encode_groups_avx512(
             states: &mut [u32; LANES],
@@ -704,36 +785,46 @@ mod simd {
             start: &mut usize,
         ) -> (usize, bool) {
             assert!(g * LANES <= symbols.len() && words.len() >= symbols.len() + LANES);
+            if g == 0 {
+                return (0, true);
+            }
+            let groups_per_block = block_len / LANES;
             let lanes = states.as_mut_ptr() as *mut __m512i;
             // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
             let mut x = unsafe { [_mm512_loadu_si512(lanes), _mm512_loadu_si512(lanes.add(1))] };
             let low16 = _mm512_set1_epi32(0xFFFF);
             let one = _mm512_set1_epi32(1);
+            let one_f = _mm512_set1_ps(1.0);
             let zero = _mm512_setzero_si512();
             let mut wp = *start;
             let mut absent = 0u16;
+            // The block of group g - 1 and its first group: one division per call.
+            let mut block = (g - 1) / groups_per_block;
+            let mut block_first = block * groups_per_block;
+            let mut next = gather_entries_avx512(symbols, g - 1, tables[block], &mut absent);
             for group in (0..g).rev() {
-                let table = tables[group * LANES / block_len];
-                let packed = table.packed.as_ptr() as *const i32;
-                let last = _mm512_set1_epi32(table.packed.len() as i32 - 1);
-                let base = group * LANES;
+                let entries = next;
+                if group > 0 {
+                    if group - 1 < block_first {
+                        block -= 1;
+                        block_first -= groups_per_block;
+                    }
+                    next = gather_entries_avx512(symbols, group - 1, tables[block], &mut absent);
+                }
                 let mut words16 = [_mm256_setzero_si256(); 2];
                 let mut masks = [0u16; 2];
                 for v in 0..2 {
-                    // SAFETY: base + 16v + 16 ≤ g·LANES ≤ symbols.len().
-                    let s = unsafe {
-                        _mm256_loadu_si256(symbols.as_ptr().add(base + 16 * v) as *const __m256i)
-                    };
-                    let s = _mm512_cvtepu16_epi32(s);
-                    // Symbols past the table are clamped into it and flagged, as are
-                    // symbols of frequency 0 (the chunk is then dropped).
-                    let beyond = _mm512_cmpgt_epu32_mask(s, last);
-                    let s = _mm512_min_epu32(s, last);
-                    // SAFETY: s ≤ table.packed.len() - 1, scaled by 4 bytes.
-                    let e = unsafe { _mm512_i32gather_epi32::<4>(s, packed) };
+                    let e = entries[v];
                     let freq = _mm512_srli_epi32::<16>(e);
-                    absent |= beyond | _mm512_cmpeq_epi32_mask(freq, zero);
                     let cum = _mm512_and_si512(e, low16);
+                    // q ≈ y · (1/freq): the reciprocal depends on the symbol alone, so its
+                    // division runs off the state's dependency chain, which then holds a
+                    // multiply instead of a division. y / freq < 2^20 (what renormalisation
+                    // leaves) and the three roundings (y, 1/freq, the product) are each
+                    // within 2^-24 relative, so the f32 quotient is within 2^20 · 3 · 2^-24
+                    // < 1/5 of y / freq: the truncated quotient is off by at most one
+                    // either way. (An absent symbol's frequency 0 gives garbage, no fault.)
+                    let inv = _mm512_div_ps(one_f, _mm512_cvtepu32_ps(freq));
                     let m = _mm512_cmpge_epu32_mask(
                         _mm512_srli_epi32::<{ 32 - PROB_BITS }>(x[v]),
                         freq,
@@ -741,9 +832,7 @@ mod simd {
                     words16[v] = _mm512_cvtepi32_epi16(x[v]);
                     masks[v] = m;
                     let y = _mm512_mask_srli_epi32(x[v], m, x[v], 16);
-                    // y < 2^32 and freq ≤ 2^12: the f32 quotient is within 1/8 of y / freq,
-                    // so the truncated quotient is off by at most one either way.
-                    let qf = _mm512_div_ps(_mm512_cvtepu32_ps(y), _mm512_cvtepu32_ps(freq));
+                    let qf = _mm512_mul_ps(_mm512_cvtepu32_ps(y), inv);
                     let mut q = _mm512_cvttps_epu32(qf);
                     let mut r = _mm512_sub_epi32(y, _mm512_mullo_epi32(q, freq));
                     let low = _mm512_cmplt_epi32_mask(r, zero);
@@ -784,6 +873,37 @@ mod simd {
             (g, absent == 0)
         }
 
+        /// The packed entries `freq << 16 | start` of group `group`'s symbols in `table`,
+        /// as two 16-lane vectors. Symbols past the table are clamped into it and flagged
+        /// in `absent`, as are symbols of frequency 0 (the chunk is then dropped).
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
+        fn gather_entries_avx512(
+            symbols: &[u16],
+            group: usize,
+            table: &EncTable,
+            absent: &mut u16,
+        ) -> [__m512i; 2] {
+            let group_symbols: &[u16; LANES] = symbols[group * LANES..][..LANES]
+                .try_into()
+                .expect("a whole group");
+            let packed = table.packed.as_ptr() as *const i32;
+            let last = _mm512_set1_epi32(table.packed.len() as i32 - 1);
+            std::array::from_fn(|v| {
+                // SAFETY: the 16 symbols at 16v lie within `group_symbols`.
+                let s = unsafe {
+                    _mm256_loadu_si256(group_symbols.as_ptr().add(16 * v) as *const __m256i)
+                };
+                let s = _mm512_cvtepu16_epi32(s);
+                let beyond = _mm512_cmpgt_epu32_mask(s, last);
+                let s = _mm512_min_epu32(s, last);
+                // SAFETY: s ≤ table.packed.len() - 1, scaled by 4 bytes.
+                let e = unsafe { _mm512_i32gather_epi32::<4>(s, packed) };
+                let freq = _mm512_srli_epi32::<16>(e);
+                *absent |= beyond | _mm512_cmpeq_epi32_mask(freq, _mm512_setzero_si512());
+                e
+            })
+        }
+
         /// Word compaction for the AVX2 encoder, indexed by the renormalise mask of four
         /// 32-bit lanes: the low 16 bits of the set lanes, in lane order, end up as the
         /// *last* `count` of four 16-bit words (the others zero), so a store that ends at
@@ -811,8 +931,9 @@ mod simd {
         /// The AVX2 twin of [`encode_groups_avx512`]: four 8-lane vectors per group,
         /// taken from the last lane down. Each half-vector's emitted words are compacted
         /// by a byte shuffle and stored in one 8-byte store that ends at the write
-        /// position; `x / freq` is an f32 division corrected to the exact quotient (AVX2
-        /// converts only signed integers, so `y` is converted in two 16-bit halves).
+        /// position; `x / freq` is an f32 product with `1 / freq` (divided off the state's
+        /// dependency chain), corrected to the exact quotient (AVX2 converts only signed
+        /// integers, so `y` is converted in two 16-bit halves).
         #[target_feature(enable = "avx2,bmi1,popcnt")]
         pub(super) unsafe fn encode_groups_avx2(
             states: &mut [u32; LANES],
@@ -824,6 +945,9 @@ mod simd {
             start: &mut usize,
         ) -> (usize, bool) {
             assert!(g * LANES <= symbols.len() && words.len() >= symbols.len() + LANES);
+            if g == 0 {
+                return (0, true);
+            }
             let lanes = states.as_mut_ptr() as *mut __m256i;
             let mut x = [_mm256_setzero_si256(); 4];
             for (v, xv) in x.iter_mut().enumerate() {
@@ -834,33 +958,30 @@ mod simd {
             let ones = _mm256_set1_epi32(-1);
             let zero = _mm256_setzero_si256();
             let two16 = _mm256_set1_ps(65536.0);
+            let one_f = _mm256_set1_ps(1.0);
             let compact = COMPACT4_HIGH.as_ptr() as *const __m128i;
             let out = words.as_mut_ptr() as *mut u8;
             let mut wp = *start;
             let mut absent = zero;
+            // The block of group g - 1 and its first group: one division per call. The
+            // next group's entries are gathered while this one is coded (see
+            // `encode_groups_avx512`).
+            let groups_per_block = block_len / LANES;
+            let mut block = (g - 1) / groups_per_block;
+            let mut block_first = block * groups_per_block;
+            let mut next = gather_entries_avx2(symbols, g - 1, tables[block], &mut absent);
             for group in (0..g).rev() {
-                let table = tables[group * LANES / block_len];
-                let packed = table.packed.as_ptr() as *const i32;
-                let last = _mm256_set1_epi32(table.packed.len() as i32 - 1);
-                let base = group * LANES;
+                let entries = next;
+                if group > 0 {
+                    if group - 1 < block_first {
+                        block -= 1;
+                        block_first -= groups_per_block;
+                    }
+                    next = gather_entries_avx2(symbols, group - 1, tables[block], &mut absent);
+                }
                 for v in (0..4).rev() {
-                    // SAFETY: base + 8v + 8 ≤ g·LANES ≤ symbols.len().
-                    let s = unsafe {
-                        _mm_loadu_si128(symbols.as_ptr().add(base + 8 * v) as *const __m128i)
-                    };
-                    // Symbols past the table are clamped into it and flagged, as are
-                    // symbols of frequency 0 (the chunk is then dropped). Both sides of
-                    // the compare are below 2^16, so the signed compare is exact.
-                    let s = _mm256_cvtepu16_epi32(s);
-                    let beyond = _mm256_cmpgt_epi32(s, last);
-                    let s = _mm256_min_epi32(s, last);
-                    // SAFETY: s ≤ table.packed.len() - 1, scaled by 4 bytes.
-                    let e = unsafe { _mm256_i32gather_epi32::<4>(packed, s) };
+                    let e = entries[v];
                     let freq = _mm256_srli_epi32::<16>(e);
-                    absent = _mm256_or_si256(
-                        absent,
-                        _mm256_or_si256(beyond, _mm256_cmpeq_epi32(freq, zero)),
-                    );
                     let cum = _mm256_and_si256(e, low16);
                     // Renormalise where x ≥ freq · 2^20; both sides are below 2^13, so the
                     // signed compare is exact.
@@ -889,15 +1010,20 @@ mod simd {
                         }
                         wp -= m.count_ones() as usize;
                     }
+                    // The reciprocal depends on the symbol alone: its division runs off
+                    // the state's dependency chain, which then holds a multiply instead.
+                    let inv = _mm256_div_ps(one_f, _mm256_cvtepi32_ps(freq));
                     let y = _mm256_blendv_epi8(x[v], _mm256_srli_epi32::<16>(x[v]), need);
-                    // y < freq · 2^20 ≤ 2^32: converted exactly in halves, then one rounding;
-                    // the f32 quotient is within 1/8 of y / freq, so the truncated quotient
-                    // is off by at most one either way.
+                    // y < freq · 2^20 ≤ 2^32: converted exactly in halves, then one rounding.
+                    // y / freq < 2^20 and the three roundings (y, 1/freq, the product) are
+                    // each within 2^-24 relative, so the f32 quotient is within
+                    // 2^20 · 3 · 2^-24 < 1/5 of y / freq: the truncated quotient is off by
+                    // at most one either way.
                     let y_f = _mm256_add_ps(
                         _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32::<16>(y)), two16),
                         _mm256_cvtepi32_ps(_mm256_and_si256(y, low16)),
                     );
-                    let mut q = _mm256_cvttps_epi32(_mm256_div_ps(y_f, _mm256_cvtepi32_ps(freq)));
+                    let mut q = _mm256_cvttps_epi32(_mm256_mul_ps(y_f, inv));
                     let mut r = _mm256_sub_epi32(y, _mm256_mullo_epi32(q, freq));
                     // r is in (-freq, 2·freq): move one step down or up where it is out.
                     let low = _mm256_cmpgt_epi32(zero, r);
@@ -918,6 +1044,39 @@ mod simd {
             }
             *start = wp;
             (g, _mm256_testz_si256(absent, absent) == 1)
+        }
+
+        /// The packed entries `freq << 16 | start` of group `group`'s symbols in `table`,
+        /// as four 8-lane vectors. Symbols past the table are clamped into it and flagged
+        /// in `absent` (all ones), as are symbols of frequency 0 (the chunk is then
+        /// dropped).
+        #[target_feature(enable = "avx2,bmi1,popcnt")]
+        fn gather_entries_avx2(
+            symbols: &[u16],
+            group: usize,
+            table: &EncTable,
+            absent: &mut __m256i,
+        ) -> [__m256i; 4] {
+            let group_symbols: &[u16; LANES] = symbols[group * LANES..][..LANES]
+                .try_into()
+                .expect("a whole group");
+            let packed = table.packed.as_ptr() as *const i32;
+            let last = _mm256_set1_epi32(table.packed.len() as i32 - 1);
+            std::array::from_fn(|v| {
+                // SAFETY: the 8 symbols at 8v lie within `group_symbols`.
+                let s =
+                    unsafe { _mm_loadu_si128(group_symbols.as_ptr().add(8 * v) as *const __m128i) };
+                // Both sides of the compare are below 2^16, so the signed compare is exact.
+                let s = _mm256_cvtepu16_epi32(s);
+                let beyond = _mm256_cmpgt_epi32(s, last);
+                let s = _mm256_min_epi32(s, last);
+                // SAFETY: s ≤ table.packed.len() - 1, scaled by 4 bytes.
+                let e = unsafe { _mm256_i32gather_epi32::<4>(packed, s) };
+                let freq = _mm256_srli_epi32::<16>(e);
+                let zero_freq = _mm256_cmpeq_epi32(freq, _mm256_setzero_si256());
+                *absent = _mm256_or_si256(*absent, _mm256_or_si256(beyond, zero_freq));
+                e
+            })
         }
 
         /// A mask of the low `n` (≤ 16) bits.
@@ -1414,6 +1573,95 @@ mod tests {
             decode_chunk_on(level, &pa, &ta, block_len, &mut single).unwrap();
             assert!(a == symbols && b == symbols, "{level} pair decoder");
             assert!(single == symbols, "{level} decoder");
+        }
+    }
+
+    /// The vector encoders take `y / freq` as `trunc(f32(y) · f32(1 / freq))` and correct
+    /// it by at most one either way: check that bound in the same IEEE single arithmetic
+    /// for every frequency, at the top of the state range (where the error is largest),
+    /// next to exact multiples, and at random states.
+    #[test]
+    fn reciprocal_quotient_is_within_one() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        for freq in 1..=PROB_SCALE {
+            let inv = 1.0f32 / freq as f32;
+            let top = u64::from(freq) << (32 - PROB_BITS);
+            let mut ys: Vec<u64> = (1..=64).map(|d| top - d).collect();
+            for k in [1u64, 2, 3, 1 << 10, (top / u64::from(freq)) - 1] {
+                let m = k * u64::from(freq);
+                ys.extend([m - 1, m, m + 1].into_iter().filter(|&y| y < top));
+            }
+            for _ in 0..64 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                ys.push(seed % top);
+            }
+            for y in ys {
+                let q = (y as u32 as f32 * inv) as u64;
+                let exact = y / u64::from(freq);
+                assert!(q.abs_diff(exact) <= 1, "freq {freq}, y {y}: {q} vs {exact}");
+            }
+        }
+    }
+
+    /// The portable whole-group encoder (the scalar path) writes exactly what coding one
+    /// group at a time with the reference step writes, block tables and all.
+    #[test]
+    fn portable_encoder_matches_the_group_reference() {
+        let mut seed = 0x0123_4567_89AB_CDEFu64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..20 {
+            // Up to 256 symbols: what one table holds.
+            let bits = 1 + (round % 8) as u32;
+            let counts: Vec<u32> = (0..1usize << bits)
+                .map(|_| (next() % 1000) as u32 + 1)
+                .collect();
+            let mut skewed = counts.clone();
+            skewed[0] *= 3000;
+            let tables = [
+                EncTable::new(&FreqTable::from_counts(&counts).unwrap(), bits),
+                EncTable::new(&FreqTable::from_counts(&skewed).unwrap(), bits),
+            ];
+            let n = LANES * (1 + (next() % 300) as usize);
+            let symbols: Vec<u16> = (0..n).map(|_| (next() % (1 << bits)) as u16).collect();
+            let block_len = LANES << (next() % 3);
+            let refs: Vec<&EncTable> = (0..n.div_ceil(block_len)).map(|b| &tables[b % 2]).collect();
+            let mut words = vec![[0u8; 2]; n + LANES];
+            let (mut states, mut start) = ([RANS_L; LANES], words.len());
+            let g = n / LANES;
+            assert_eq!(
+                encode_groups_portable(
+                    &mut states,
+                    &symbols,
+                    &refs,
+                    block_len,
+                    g,
+                    &mut words,
+                    &mut start
+                ),
+                (g, true)
+            );
+            let mut ref_words = vec![[0u8; 2]; n + LANES];
+            let (mut ref_states, mut ref_start) = ([RANS_L; LANES], ref_words.len());
+            for group in (0..g).rev() {
+                let (next_start, present) = encode_group_scalar(
+                    &mut ref_states,
+                    &symbols[group * LANES..][..LANES],
+                    refs[group * LANES / block_len],
+                    &mut ref_words,
+                    ref_start,
+                );
+                assert!(present);
+                ref_start = next_start;
+            }
+            assert_eq!((states, start), (ref_states, ref_start), "round {round}");
+            assert!(words[start..] == ref_words[ref_start..], "round {round}");
         }
     }
 
