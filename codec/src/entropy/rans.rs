@@ -334,7 +334,7 @@ fn decode_chunk_on(
     finish_chunk(&states, &reader)
 }
 
-/// Decodes two chunks, each as [`decode_chunk`] would: the vector decoder interleaves
+/// Decodes two chunks, each as [`decode_chunk`] would: the AVX-512 decoder interleaves
 /// them, which hides the latency of its table gathers.
 pub fn decode_chunk_pair(
     payloads: [&[u8]; 2],
@@ -360,6 +360,20 @@ fn decode_chunk_pair_on(
     check_blocks(tables[1], block_len, out_b.len())?;
     let (mut states_a, mut reader_a) = start_chunk(payloads[0])?;
     let (mut states_b, mut reader_b) = start_chunk(payloads[1])?;
+    if level != SimdLevel::Avx512 {
+        // Only the AVX-512 decoder gains from interleaving. The AVX2 one, with twice the
+        // state vectors of one chunk, runs out of registers and spills: one chunk after
+        // the other measured 12–25 % less CPU time on Zen 4 (BENCHMARKS.md, 2026-12-02
+        // fifth session). The scalar loop never interleaved.
+        for (block, table) in out_a.chunks_mut(block_len).zip(tables[0]) {
+            decode_block(level, &mut states_a, &mut reader_a, table, block);
+        }
+        for (block, table) in out_b.chunks_mut(block_len).zip(tables[1]) {
+            decode_block(level, &mut states_b, &mut reader_b, table, block);
+        }
+        finish_chunk(&states_a, &reader_a)?;
+        return finish_chunk(&states_b, &reader_b);
+    }
     let mut blocks_b = out_b.chunks_mut(block_len).zip(tables[1]);
     for (block_a, table_a) in out_a.chunks_mut(block_len).zip(tables[0]) {
         let Some((block_b, table_b)) = blocks_b.next() else {
@@ -473,6 +487,9 @@ fn decode_portable(
 ) {
     let (groups, rest) = out.as_chunks_mut::<LANES>();
     let mut groups = groups.iter_mut();
+    // The states live in a local copy while the loop runs: the compiler then need not
+    // assume that the output stores may change them.
+    let mut x = *states;
     while let Some(window) =
         reader.words[reader.pos.min(reader.words.len())..].first_chunk::<LANES>()
     {
@@ -480,7 +497,7 @@ fn decode_portable(
         let mut used = 0usize;
         // Four lanes per iteration: the lanes are independent but for the running word
         // count, so the lookups and multiplies of neighbouring lanes overlap.
-        for (xs, outs) in states
+        for (xs, outs) in x
             .as_chunks_mut::<4>()
             .0
             .iter_mut()
@@ -490,8 +507,11 @@ fn decode_portable(
                 let slot = (*x & (PROB_SCALE - 1)) as usize;
                 let [freq, offset] = table.freq_offset[slot];
                 let y = u32::from(freq) * (*x >> PROB_BITS) + u32::from(offset);
-                // `used` ≤ lane < LANES: the mask only spares the compiler a bounds check.
-                let word = u32::from(u16::from_le_bytes(window[used & (LANES - 1)]));
+                // SAFETY: `used` counts the words taken by the lanes before this one in
+                // the group, so `used` ≤ lane < LANES = window.len(). (An unchecked read
+                // instead of a masked index: the mask was one of the step's ~17
+                // instructions, measured in BENCHMARKS.md, 2026-12-02 fifth session.)
+                let word = u32::from(u16::from_le_bytes(unsafe { *window.get_unchecked(used) }));
                 let need = y < RANS_L;
                 // Renormalisation is taken at random: a select, not a branch.
                 *x = std::hint::select_unpredictable(need, (y << 16) | word, y);
@@ -501,6 +521,7 @@ fn decode_portable(
         }
         reader.pos += used;
     }
+    *states = x;
     for group in groups {
         for (x, o) in states.iter_mut().zip(group) {
             *o = portable_step(x, table, reader);
@@ -1217,6 +1238,43 @@ mod simd {
             t
         };
 
+        /// `vpgatherdd` done by hand: eight scalar loads of `table[idx[k]]`, packed into a
+        /// vector by inserts. On Zen 4 a 256-bit gather costs more than that (the AVX2
+        /// decoder spent ~14 % less CPU time with this in place: BENCHMARKS.md, 2026-12-02
+        /// fifth session); the AVX-512 decoder keeps its gathers, which measured no slower.
+        ///
+        /// # Safety
+        ///
+        /// Every lane of `idx`, read as unsigned, must index an element of the `i32` array
+        /// at `table`; the caller must have AVX2 (this is inlined into such functions).
+        #[inline(always)]
+        unsafe fn gather8_by_loads(table: *const i32, idx: __m256i) -> __m256i {
+            let (lo, hi) = (
+                _mm256_castsi256_si128(idx),
+                _mm256_extracti128_si256::<1>(idx),
+            );
+            // Two indices per 64-bit extract: four extracts instead of eight.
+            let pairs = [
+                _mm_cvtsi128_si64(lo),
+                _mm_extract_epi64::<1>(lo),
+                _mm_cvtsi128_si64(hi),
+                _mm_extract_epi64::<1>(hi),
+            ]
+            .map(|p| p as u64);
+            // SAFETY: the caller guarantees every index is in bounds.
+            let at = |k: u64| unsafe { *table.add(k as u32 as usize) };
+            _mm256_setr_epi32(
+                at(pairs[0]),
+                at(pairs[0] >> 32),
+                at(pairs[1]),
+                at(pairs[1] >> 32),
+                at(pairs[2]),
+                at(pairs[2] >> 32),
+                at(pairs[3]),
+                at(pairs[3] >> 32),
+            )
+        }
+
         /// The AVX2 twin of [`decode_groups_avx512`]: four 8-lane state vectors per chunk
         /// and step. Refills take the lanes in halves of four: the need mask of a half picks
         /// a byte shuffle that spreads the next words, in lane order, over the lanes that
@@ -1259,8 +1317,8 @@ mod simd {
                     let mut mask = 0usize;
                     for v in 0..4 {
                         let slot = _mm256_and_si256(x[j][v], low12);
-                        // SAFETY: slot < 4096 = table.slots.len(), scaled by 4 bytes.
-                        let e = unsafe { _mm256_i32gather_epi32::<4>(slots, slot) };
+                        // SAFETY: slot < 4096 = table.slots.len().
+                        let e = unsafe { gather8_by_loads(slots, slot) };
                         // The inline layout keeps the frequency one shift from the gather
                         // (the state's dependency chain); see `DecTable`.
                         let (freq, offset) = if INLINE {
@@ -1292,8 +1350,8 @@ mod simd {
                             _mm256_and_si256(e, low9)
                         } else {
                             let idx = _mm256_srli_epi32::<24>(e);
-                            // SAFETY: idx < 256 = table.symbols32.len(), scaled by 4 bytes.
-                            unsafe { _mm256_i32gather_epi32::<4>(symbols, idx) }
+                            // SAFETY: idx < 256 = table.symbols32.len().
+                            unsafe { gather8_by_loads(symbols, idx) }
                         };
                     }
                     // Each half-vector's first word is found from the step's mask by one
@@ -1348,6 +1406,52 @@ mod simd {
                 readers[j].pos = pos[j];
             }
             g * LANES
+        }
+
+        #[cfg(test)]
+        mod tests {
+            use super::*;
+
+            /// The hand-made gather returns what `vpgatherdd` returns, for indices across
+            /// the whole table (the last element included).
+            #[test]
+            fn gather_by_loads_matches_the_gather_instruction() {
+                if !std::arch::is_x86_feature_detected!("avx2") {
+                    eprintln!("skipped: this CPU has no AVX2");
+                    return;
+                }
+                let table: Vec<i32> = (0..4096)
+                    .map(|i| (i * 2_654_435_761u32 as i64) as i32)
+                    .collect();
+                let mut seed = 5u32;
+                for round in 0..200 {
+                    let idx: [i32; 8] = std::array::from_fn(|k| {
+                        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        match (round + k) % 5 {
+                            0 => 4095,
+                            1 => 0,
+                            _ => (seed >> 20) as i32,
+                        }
+                    });
+                    // SAFETY: AVX2 was detected above; every index is below 4096 =
+                    // table.len(), and both vectors are 8 i32s.
+                    let (by_loads, by_gather) = unsafe {
+                        let v = _mm256_loadu_si256(idx.as_ptr() as *const __m256i);
+                        (
+                            gather8_by_loads(table.as_ptr(), v),
+                            _mm256_i32gather_epi32::<4>(table.as_ptr(), v),
+                        )
+                    };
+                    let (mut a, mut b) = ([0i32; 8], [0i32; 8]);
+                    // SAFETY: AVX2 was detected; a and b hold 8 i32s each.
+                    unsafe {
+                        _mm256_storeu_si256(a.as_mut_ptr() as *mut __m256i, by_loads);
+                        _mm256_storeu_si256(b.as_mut_ptr() as *mut __m256i, by_gather);
+                    }
+                    assert_eq!(a, b, "indices {idx:?}");
+                    assert_eq!(a, idx.map(|i| table[i as usize]));
+                }
+            }
         }
     }
 }
