@@ -1461,6 +1461,16 @@ mod tests {
     use super::super::model::FreqTable;
     use super::*;
 
+    /// A xorshift64 generator from `seed` (not zero): the tests' random data.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     fn histogram(symbols: &[u16], bits: u32) -> Vec<u32> {
         let mut h = vec![0u32; 1 << bits];
         for &s in symbols {
@@ -1494,13 +1504,7 @@ mod tests {
 
     #[test]
     fn round_trips_skewed_and_uniform_data() {
-        let mut seed = 0x1234_5678_9abc_def0u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x1234_5678_9abc_def0);
         let skewed: Vec<u16> = (0..100_003)
             .map(|_| (next().trailing_zeros() as u16).min(40) + 100)
             .collect();
@@ -1574,13 +1578,7 @@ mod tests {
 
     #[test]
     fn every_path_codes_random_tables_and_lengths_like_scalar() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         for round in 0..40 {
             let bits = 1 + (round % 9) as u32;
             let alphabet = 1usize << bits;
@@ -1686,7 +1684,7 @@ mod tests {
     /// next to exact multiples, and at random states.
     #[test]
     fn reciprocal_quotient_is_within_one() {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         for freq in 1..=PROB_SCALE {
             let inv = 1.0f32 / freq as f32;
             let top = u64::from(freq) << (32 - PROB_BITS);
@@ -1695,12 +1693,7 @@ mod tests {
                 let m = k * u64::from(freq);
                 ys.extend([m - 1, m, m + 1].into_iter().filter(|&y| y < top));
             }
-            for _ in 0..64 {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                ys.push(seed % top);
-            }
+            ys.extend((0..64).map(|_| next() % top));
             for y in ys {
                 let q = (y as u32 as f32 * inv) as u64;
                 let exact = y / u64::from(freq);
@@ -1713,13 +1706,7 @@ mod tests {
     /// group at a time with the reference step writes, block tables and all.
     #[test]
     fn portable_encoder_matches_the_group_reference() {
-        let mut seed = 0x0123_4567_89AB_CDEFu64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x0123_4567_89AB_CDEF);
         for round in 0..20 {
             // Up to 256 symbols: what one table holds.
             let bits = 1 + (round % 8) as u32;

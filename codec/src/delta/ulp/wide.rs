@@ -103,7 +103,7 @@ fn decode_portable<const W: usize>(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod vector {
+pub(super) mod vector {
     use super::super::Contexts;
     use crate::cpu::SimdLevel;
     use crate::delta::coder::{BitReader, RansDecoder, WIDE_LANES};
@@ -147,10 +147,11 @@ mod vector {
     const GROUP_BIT_BYTES: usize = (7 + 31 * 30 + 64usize).div_ceil(8);
     const _: () = assert!(GROUP_BIT_BYTES <= super::super::WIDE_BIT_PADDING);
 
-    /// Loads 16 elements of `W` bytes, zero-extended to 32 bits.
+    /// Loads 16 elements of `W` bytes, zero-extended to 32 bits (the encoder's vector
+    /// passes use it too).
     #[target_feature(enable = "avx512f,avx512bw")]
     #[inline]
-    unsafe fn load16<const W: usize>(p: *const u8) -> __m512i {
+    pub(in crate::delta::ulp) unsafe fn load16<const W: usize>(p: *const u8) -> __m512i {
         // SAFETY (all three): the caller guarantees 16·W readable bytes at `p`.
         unsafe {
             match W {

@@ -109,25 +109,12 @@ pub(super) fn encode_groups<const W: usize, const L: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::wide::vector::load16;
     use super::super::Layout;
     use super::PackedTables;
     use crate::delta::coder::{BitWriter, WIDE_LANES};
     use crate::entropy::model::PROB_BITS;
     use std::arch::x86_64::*;
-
-    /// Loads 16 elements of `W` bytes, zero-extended to 32 bits.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    #[inline]
-    unsafe fn load16<const W: usize>(p: *const u8) -> __m512i {
-        // SAFETY (all three): the caller guarantees 16·W readable bytes at `p`.
-        unsafe {
-            match W {
-                1 => _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i)),
-                2 => _mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)),
-                _ => _mm512_loadu_si512(p as *const __m512i),
-            }
-        }
-    }
 
     /// Loads 16 symbols, zero-extended to 32 bits.
     #[target_feature(enable = "avx512f")]
