@@ -374,3 +374,44 @@ fn nonzero_padding_is_refused() {
     let err = Archive::open(&bad).unwrap_err();
     assert!(err.to_string().contains("nonzero padding"), "{err}");
 }
+
+/// A memory-mapped file's padding is checked with the stream before each gap (opening
+/// does not read pages all over the file): the tensor owning that stream, the whole-file
+/// paths and `verify` refuse it; every other tensor still decodes.
+#[test]
+fn nonzero_padding_of_a_mapped_file_is_refused_when_read() {
+    let _serial = serial();
+    let file = pack_small_chunks(&every_dtype_model(1));
+    let index = index_of(&file);
+    // A tensor stream that does not end on the alignment, and its tensor.
+    let (owner, s) = index
+        .tensors
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| t.streams.iter().map(move |s| (i, s)))
+        .find(|(_, s)| (s.offset + s.len) % 64 != 0)
+        .unwrap();
+    let mut bad = file.clone();
+    bad[(s.offset + s.len) as usize] = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.mcz");
+    std::fs::write(&path, &bad).unwrap();
+    let archive = Archive::open_path(&path).expect("opening does not read the padding");
+    for (i, t) in archive.index().tensors.iter().enumerate() {
+        let mut out = vec![0u8; t.original_len as usize];
+        let result = archive.decode_tensor(i, &mut out);
+        if i == owner {
+            let err = result.unwrap_err();
+            assert!(err.to_string().contains("nonzero padding"), "{err}");
+            assert!(archive.tensor_decoder(i).is_err());
+            assert!(archive.check_padding_of(Some(i)).is_err());
+        } else {
+            result.unwrap_or_else(|e| panic!("tensor {i}: {e}"));
+        }
+    }
+    let err = archive.verify(&|_| {}).unwrap_err();
+    assert!(err.to_string().contains("nonzero padding"), "{err}");
+    assert!(archive.unpack_to(std::io::sink(), &|_| {}).is_err());
+    // The same bytes in memory are refused on open, as before.
+    assert!(Archive::from_vec(bad).is_err());
+}

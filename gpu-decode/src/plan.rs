@@ -434,6 +434,7 @@ impl Prepared {
                 // Copy first, then check the copy: stream checksums, the CPU decoder's
                 // header checks and this crate's parser all read the arena, so the bytes
                 // uploaded are the bytes verified even if the file changes meanwhile.
+                archive.check_padding_of(Some(i))?;
                 let mark = self.arena.len();
                 let at: Vec<usize> = entry
                     .streams

@@ -245,10 +245,12 @@ pub enum Corruption {
         count: usize,
     },
     /// A padding byte outside every stream is not zero.
-    #[error("nonzero padding byte at offset {offset}")]
+    #[error("nonzero padding byte at offset {offset}, after the {after}")]
     Padding {
         /// Its offset.
         offset: u64,
+        /// The stream the padding follows: the header stream (or none yet) or a tensor's.
+        after: Part,
     },
     /// A stream is unaligned or lies outside the data area.
     #[error(

@@ -20,6 +20,22 @@ pub struct Archive<'a> {
     index: Index,
     /// Tensor position by name, for [`Archive::find`].
     by_name: std::collections::HashMap<String, usize>,
+    /// Padding not yet checked, as byte ranges owned by the stream before them: entry 0
+    /// for the header stream, `i + 1` for tensor `i`. Empty where parsing checked it.
+    unchecked_padding: Vec<Vec<(u64, u64)>>,
+}
+
+/// When [`Archive::parse`] checks the padding between streams.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PaddingCheck {
+    /// While parsing (bytes already in memory).
+    Now,
+    /// With the stream before each gap, when its tensor (or the header) is read: a
+    /// memory-mapped file's gaps lie all over it, and from a cold page cache touching
+    /// them while opening costs one synchronous read each (6–18 ms to open a MiniLM
+    /// archive here, a tenth of a whole cold load), while the pages next to a stream
+    /// being decoded are read anyway.
+    WithStreams,
 }
 
 /// Where an archive's bytes live.
@@ -45,7 +61,9 @@ impl std::ops::Deref for Bytes<'_> {
 
 impl Archive<'static> {
     /// Opens the `.mcz` file at `path` over a memory map the archive owns; checks the
-    /// preamble, trailer and index. Errors are [`ContainerError::Io`] for the file itself.
+    /// preamble, trailer and index, and the padding after each stream when that stream's
+    /// tensor (or the header) is read. Errors are [`ContainerError::Io`] for the file
+    /// itself.
     ///
     /// Like every memory-mapped reader, the archive assumes the file is not truncated or
     /// rewritten while it is open; every stream is still checked against its checksum
@@ -75,16 +93,18 @@ impl Archive<'static> {
         // back for the tensors. Failures of the hints are harmless and ignored.
         #[cfg(unix)]
         let _ = map.advise(memmap2::Advice::Random);
-        let archive = Self::parse(Bytes::Mapped(std::sync::Arc::new(map)))?;
+        let archive = Self::parse(
+            Bytes::Mapped(std::sync::Arc::new(map)),
+            PaddingCheck::WithStreams,
+        )?;
         #[cfg(unix)]
         if let Bytes::Mapped(map) = &archive.bytes {
             let _ = map.advise(memmap2::Advice::Normal);
-            // Parsing also checked the padding between streams, touching pages all over
-            // the file. Where the page cache holds large folios, each such fault maps a
-            // whole folio (512 KiB to 1 MiB seen on Linux 6.18): a freshly opened MiniLM
-            // F32 archive had 27 MB of its 74 MB file in the process's resident set
-            // before any tensor was decoded, and a whole-file load peaked at 1.29x the
-            // model instead of 1.0x. Unmap them again; the page cache keeps the pages.
+            // Where the page cache holds large folios, each fault of parsing maps a
+            // whole folio (512 KiB to 1 MiB seen on Linux 6.18); when parsing still
+            // checked the padding all over the file, a freshly opened MiniLM F32 archive
+            // had 27 MB of its 74 MB file in the process's resident set before any
+            // tensor was decoded. Unmap what parsing touched; the page cache keeps it.
             // SAFETY: the map is a read-only, shared mapping of a file, so dropping its
             // page mappings discards nothing: the next access maps the same file bytes
             // again, and every stream is checked against its checksum when read.
@@ -96,17 +116,17 @@ impl Archive<'static> {
     /// Opens an `.mcz` file held in memory that the archive takes over (bytes received
     /// over a network, say); checks the preamble, trailer and index.
     pub fn from_vec(bytes: Vec<u8>) -> Result<Self, ContainerError> {
-        Self::parse(Bytes::Owned(bytes))
+        Self::parse(Bytes::Owned(bytes), PaddingCheck::Now)
     }
 }
 
 impl<'a> Archive<'a> {
     /// Checks the preamble, trailer and index. Streams are checked when read.
     pub fn open(bytes: &'a [u8]) -> Result<Self, ContainerError> {
-        Self::parse(Bytes::Borrowed(bytes))
+        Self::parse(Bytes::Borrowed(bytes), PaddingCheck::Now)
     }
 
-    fn parse(source: Bytes<'a>) -> Result<Self, ContainerError> {
+    fn parse(source: Bytes<'a>, padding: PaddingCheck) -> Result<Self, ContainerError> {
         let bytes: &[u8] = &source;
         let len = bytes.len() as u64;
         if bytes.len() < 8 || bytes[..8] != MAGIC {
@@ -175,7 +195,13 @@ impl<'a> Archive<'a> {
             }
             .into());
         }
-        check_padding(bytes, &index, index_offset)?;
+        let mut unchecked_padding = vec![Vec::new(); index.tensors.len() + 1];
+        for (owner, gap) in padding_gaps(&index, index_offset) {
+            match padding {
+                PaddingCheck::Now => check_gap(bytes, &index, owner, gap)?,
+                PaddingCheck::WithStreams => unchecked_padding[owner].push(gap),
+            }
+        }
         let by_name = index
             .tensors
             .iter()
@@ -186,7 +212,21 @@ impl<'a> Archive<'a> {
             bytes: source,
             index,
             by_name,
+            unchecked_padding,
         })
+    }
+
+    /// Checks the padding after tensor `i`'s streams (or, for `None`, after the header
+    /// stream and before the first stream) where opening left it to the reads
+    /// (memory-mapped files). Every decoder of the tensor runs this; a caller that reads
+    /// streams itself ([`Archive::stream_unverified`]) calls it.
+    pub fn check_padding_of(&self, i: Option<usize>) -> Result<(), ContainerError> {
+        let owner = i.map_or(0, |i| i + 1);
+        self.unchecked_padding
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .try_for_each(|&gap| check_gap(&self.bytes, &self.index, owner, gap))
     }
 
     /// The index.
@@ -280,6 +320,7 @@ impl<'a> Archive<'a> {
 
     /// The original bytes before the first tensor (the safetensors header), checked.
     pub fn prefix(&self) -> Result<Vec<u8>, ContainerError> {
+        self.check_padding_of(None)?;
         let p = &self.index.prefix;
         let stored = self.stream(&p.stream, || Part::HeaderStream)?;
         let raw = if p.zstd {
@@ -327,6 +368,7 @@ impl<'a> Archive<'a> {
         check_streams: bool,
     ) -> Result<TensorDecoder<'_>, ContainerError> {
         let t = &self.index.tensors[i];
+        self.check_padding_of(Some(i))?;
         if !check_streams {
             let streams: Vec<&[u8]> = t
                 .streams
@@ -444,31 +486,63 @@ impl<'a> Archive<'a> {
     }
 }
 
-/// Checks that the bytes of the stream area outside every stream (alignment padding and
-/// the padding before the index) are zero (FORMAT.md §3.2), so that no byte of a file
-/// can change without an error. Streams may come in any order and may overlap.
-fn check_padding(bytes: &[u8], index: &Index, index_offset: u64) -> Result<(), ContainerError> {
-    let mut spans: Vec<(u64, u64)> = std::iter::once(&index.prefix.stream)
-        .chain(index.tensors.iter().flat_map(|t| &t.streams))
-        .map(|s| (s.offset, s.offset + s.len))
+/// The bytes of the stream area outside every stream (alignment padding and the padding
+/// before the index), which must be zero (FORMAT.md §3.2) so that no byte of a file can
+/// change without an error, as `(owner, (start, end))`: owner 0 for gaps after the header
+/// stream or before any stream, `i + 1` after a stream of tensor `i`. Streams may come in
+/// any order and may overlap; a gap belongs to the stream reaching furthest before it.
+fn padding_gaps(index: &Index, index_offset: u64) -> Vec<(usize, (u64, u64))> {
+    let mut spans: Vec<(u64, u64, usize)> = std::iter::once((&index.prefix.stream, 0))
+        .chain(
+            index
+                .tensors
+                .iter()
+                .enumerate()
+                .flat_map(|(i, t)| t.streams.iter().map(move |s| (s, i + 1))),
+        )
+        .map(|(s, owner)| (s.offset, s.offset + s.len, owner))
         .collect();
     spans.sort_unstable();
-    spans.push((index_offset, index_offset));
-    let mut covered = BLOCK;
-    for (start, end) in spans {
+    spans.push((index_offset, index_offset, 0));
+    let mut gaps = Vec::new();
+    let (mut covered, mut owner) = (BLOCK, 0);
+    for (start, end, by) in spans {
         if start > covered {
             // Offsets were checked against the index offset when the index was parsed.
-            let gap = &bytes[covered as usize..start as usize];
-            if let Some(k) = gap.iter().position(|&b| b != 0) {
-                return Err(Corruption::Padding {
-                    offset: covered + k as u64,
-                }
-                .into());
-            }
+            gaps.push((owner, (covered, start)));
         }
-        covered = covered.max(end);
+        if end > covered {
+            (covered, owner) = (end, by);
+        }
     }
-    Ok(())
+    gaps
+}
+
+/// Checks that the gap `(start, end)` of `bytes`, owned by `owner` (as in
+/// [`padding_gaps`]), is all zero; the error names the stream the gap follows, so that a
+/// tensor whose read found it is named as a damaged stream's would be.
+fn check_gap(
+    bytes: &[u8],
+    index: &Index,
+    owner: usize,
+    (start, end): (u64, u64),
+) -> Result<(), ContainerError> {
+    match bytes[start as usize..end as usize]
+        .iter()
+        .position(|&b| b != 0)
+    {
+        Some(k) => Err(Corruption::Padding {
+            offset: start + k as u64,
+            after: match owner.checked_sub(1) {
+                None => Part::HeaderStream,
+                Some(i) => Part::Tensor {
+                    name: index.tensors[i].name.clone(),
+                },
+            },
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
 /// Asks the kernel to read `range` of `map` ahead, one read-ahead window per request.
