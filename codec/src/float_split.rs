@@ -199,12 +199,8 @@ impl Layout {
                 (s0 << 6) | ((s1 & 0x40) << 9) | (s1 & 0x3F)
             }),
             (Self::Bf16Joint, [f0, f1]) => merge16(f0, f1, dst, bf16_joint_merge),
-            (Self::F16, [f0, f1]) => merge16(f0, f1, dst, |s0, s1| {
-                (s0 << 7) | ((s1 & 0x80) << 8) | (s1 & 0x7F)
-            }),
-            (Self::F16Joint, [f0, f1]) => merge16(f0, f1, dst, |s0, s1| {
-                ((s0 << 7) & 0x7F00) | (s0 << 15) | (s1 & 0xFF)
-            }),
+            (Self::F16, [f0, f1]) => merge16(f0, f1, dst, f16_merge),
+            (Self::F16Joint, [f0, f1]) => merge16(f0, f1, dst, f16_joint_merge),
             (Self::F32Joint, [f0, f1, f2, f3]) => {
                 for ((d, (&s0, &s1)), (&s2, &s3)) in dst
                     .as_chunks_mut::<4>()
@@ -438,6 +434,50 @@ fn merge_bf16_packed_on<const JOINT: bool>(
     debug_assert!(dst.len() == 2 * n && packed.len() >= (7 * n).div_ceil(8));
     let done = simd::merge_bf16_packed::<JOINT>(level, exp, packed, dst);
     merge_bf16_packed_scalar::<JOINT>(&exp[done..], &packed[done / 8 * 7..], &mut dst[2 * done..]);
+}
+
+/// F16 merge with the second field (sign and low mantissa, 8 bits) read in place from the
+/// bytes of its bit-packed stream, which are the field values: `exp` holds the first
+/// field, `low` one byte per element, `dst` 2n bytes. Equivalent to unpacking and
+/// [`Layout::merge`], without the unpacking pass into 16-bit symbols. `joint`: the fields
+/// of [`Layout::F16Joint`] instead of [`Layout::F16`].
+pub fn merge_f16_bytes(joint: bool, exp: &[u16], low: &[u8], dst: &mut [u8]) {
+    merge_f16_bytes_on(crate::cpu::simd_level(), joint, exp, low, dst);
+}
+
+/// [`merge_f16_bytes`] on the given code path.
+fn merge_f16_bytes_on(level: SimdLevel, joint: bool, exp: &[u16], low: &[u8], dst: &mut [u8]) {
+    debug_assert!(low.len() == exp.len() && dst.len() == 2 * exp.len());
+    #[cfg(target_arch = "x86_64")]
+    if level != SimdLevel::Scalar && SimdLevel::Avx2.is_supported() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { merge_f16_bytes_avx2(joint, exp, low, dst) };
+        return;
+    }
+    merge_f16_bytes_loop(joint, exp, low, dst);
+}
+
+/// [`merge_f16_bytes_loop`] compiled for AVX2 (256-bit vectors).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn merge_f16_bytes_avx2(joint: bool, exp: &[u16], low: &[u8], dst: &mut [u8]) {
+    merge_f16_bytes_loop(joint, exp, low, dst);
+}
+
+/// The loop of [`merge_f16_bytes`]: zipped, no indexing, so it vectorises.
+#[inline(always)]
+fn merge_f16_bytes_loop(joint: bool, exp: &[u16], low: &[u8], dst: &mut [u8]) {
+    #[inline(always)]
+    fn run(exp: &[u16], low: &[u8], dst: &mut [u8], merge: impl Fn(u16, u16) -> u16) {
+        for ((d, &s0), &b) in dst.as_chunks_mut::<2>().0.iter_mut().zip(exp).zip(low) {
+            *d = merge(s0, u16::from(b)).to_le_bytes();
+        }
+    }
+    if joint {
+        run(exp, low, dst, f16_joint_merge);
+    } else {
+        run(exp, low, dst, f16_merge);
+    }
 }
 
 /// One of the two low mantissa bytes of F32 elements (fields 3 and 4) as the F32 merge
@@ -1030,6 +1070,18 @@ fn bf16_joint_merge(s0: u16, s1: u16) -> u16 {
     ((s0 << 6) & 0x7F80) | (s0 << 15) | (s1 & 0x7F)
 }
 
+/// Inverse of [`f16_fields`].
+#[inline(always)]
+fn f16_merge(s0: u16, s1: u16) -> u16 {
+    (s0 << 7) | ((s1 & 0x80) << 8) | (s1 & 0x7F)
+}
+
+/// Inverse of [`f16_joint_fields`].
+#[inline(always)]
+fn f16_joint_merge(s0: u16, s1: u16) -> u16 {
+    ((s0 << 7) & 0x7F00) | (s0 << 15) | (s1 & 0xFF)
+}
+
 /// F16 fields: exponent and top three mantissa bits; sign and low seven mantissa bits.
 #[inline(always)]
 fn f16_fields(w: u16) -> [u16; 2] {
@@ -1225,6 +1277,29 @@ mod tests {
             let mut dst = vec![0u8; 2 * n];
             merge_bf16_packed_on::<JOINT>(level, &f0, &packed, &mut dst);
             assert!(dst == src, "{layout:?} all patterns {level}");
+        }
+    }
+
+    /// The F16 merge from the packed field's bytes equals unpacking, then merging, on every
+    /// path, for lengths around the vector widths and every 16-bit pattern.
+    #[test]
+    fn f16_merge_from_bytes_matches_unpack_then_merge_on_every_path() {
+        for layout in [Layout::F16, Layout::F16Joint] {
+            let patterns: Vec<u8> = (0..=u16::MAX).flat_map(u16::to_le_bytes).collect();
+            for n in [
+                0usize, 1, 7, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000, 65_536,
+            ] {
+                let src = &patterns[..2 * n];
+                let (mut f0, mut f1) = (vec![0u16; n], vec![0u16; n]);
+                layout.split(src, &mut [&mut f0, &mut f1]);
+                let mut bytes = Vec::new();
+                crate::entropy::bitpack::pack(&f1, 8, &mut bytes);
+                for level in SimdLevel::supported() {
+                    let mut dst = vec![0xEEu8; 2 * n];
+                    merge_f16_bytes_on(level, layout.is_joint(), &f0, &bytes, &mut dst);
+                    assert!(dst == src, "{layout:?} n {n} {level}");
+                }
+            }
         }
     }
 

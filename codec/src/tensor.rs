@@ -983,9 +983,11 @@ fn decode_chunk_pair(
         | (Layout::F32 | Layout::F32Joint, [_, residual, _, _]) => residual.packed_chunk(c, n),
         _ => None,
     };
-    // So does F32 with packed mantissa bytes: 8-bit packed symbols are the bytes.
+    // So do F32 with packed mantissa bytes and F16 with a packed second field: 8-bit
+    // packed symbols are the bytes.
     let packed_byte = |f: usize, c: usize, n: usize| match layout {
         Layout::F32 | Layout::F32Joint if f >= 2 => decoders[f].packed_chunk(c, n),
+        Layout::F16 | Layout::F16Joint if f == 1 => decoders[f].packed_chunk(c, n),
         _ => None,
     };
     // A field is read in place only where both halves of the pair can be.
@@ -993,7 +995,9 @@ fn decode_chunk_pair(
         available(first, na) && (nb == 0 || available(first + 1, nb))
     };
     let fused = both(&|c, n| packed_residual(c, n).is_some());
+    let f16 = matches!(layout, Layout::F16 | Layout::F16Joint);
     let in_place: [bool; MAX_FIELDS] = std::array::from_fn(|i| match i {
+        1 if f16 => both(&|c, n| packed_byte(1, c, n).is_some()),
         1 => fused,
         2 | 3 => fused && both(&|c, n| packed_byte(i, c, n).is_some()),
         _ => false,
@@ -1043,6 +1047,12 @@ fn decode_chunk_pair(
                 layout.merge(&[field(0), field(1), field(2), field(3)], out)
             }
             (None, Layout::F8) => layout.merge(&[field(0)], out),
+            (None, Layout::F16 | Layout::F16Joint) => match byte_field(1) {
+                ByteField::Bytes(low) => {
+                    crate::float_split::merge_f16_bytes(joint, field(0), low, out)
+                }
+                ByteField::Symbols(low) => layout.merge(&[field(0), low], out),
+            },
             (None, _) => layout.merge(&[field(0), field(1)], out),
         }
     }
