@@ -199,12 +199,8 @@ impl Layout {
                 (s0 << 6) | ((s1 & 0x40) << 9) | (s1 & 0x3F)
             }),
             (Self::Bf16Joint, [f0, f1]) => merge16(f0, f1, dst, bf16_joint_merge),
-            (Self::F16, [f0, f1]) => merge16(f0, f1, dst, |s0, s1| {
-                (s0 << 7) | ((s1 & 0x80) << 8) | (s1 & 0x7F)
-            }),
-            (Self::F16Joint, [f0, f1]) => merge16(f0, f1, dst, |s0, s1| {
-                ((s0 << 7) & 0x7F00) | (s0 << 15) | (s1 & 0xFF)
-            }),
+            (Self::F16, [f0, f1]) => merge16(f0, f1, dst, f16_merge),
+            (Self::F16Joint, [f0, f1]) => merge16(f0, f1, dst, f16_joint_merge),
             (Self::F32Joint, [f0, f1, f2, f3]) => {
                 for ((d, (&s0, &s1)), (&s2, &s3)) in dst
                     .as_chunks_mut::<4>()
@@ -440,6 +436,50 @@ fn merge_bf16_packed_on<const JOINT: bool>(
     merge_bf16_packed_scalar::<JOINT>(&exp[done..], &packed[done / 8 * 7..], &mut dst[2 * done..]);
 }
 
+/// F16 merge with the second field (sign and low mantissa, 8 bits) read in place from the
+/// bytes of its bit-packed stream, which are the field values: `exp` holds the first
+/// field, `low` one byte per element, `dst` 2n bytes. Equivalent to unpacking and
+/// [`Layout::merge`], without the unpacking pass into 16-bit symbols. `joint`: the fields
+/// of [`Layout::F16Joint`] instead of [`Layout::F16`].
+pub fn merge_f16_bytes(joint: bool, exp: &[u16], low: &[u8], dst: &mut [u8]) {
+    merge_f16_bytes_on(crate::cpu::simd_level(), joint, exp, low, dst);
+}
+
+/// [`merge_f16_bytes`] on the given code path.
+fn merge_f16_bytes_on(level: SimdLevel, joint: bool, exp: &[u16], low: &[u8], dst: &mut [u8]) {
+    debug_assert!(low.len() == exp.len() && dst.len() == 2 * exp.len());
+    #[cfg(target_arch = "x86_64")]
+    if level != SimdLevel::Scalar && SimdLevel::Avx2.is_supported() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        unsafe { merge_f16_bytes_avx2(joint, exp, low, dst) };
+        return;
+    }
+    merge_f16_bytes_loop(joint, exp, low, dst);
+}
+
+/// [`merge_f16_bytes_loop`] compiled for AVX2 (256-bit vectors).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn merge_f16_bytes_avx2(joint: bool, exp: &[u16], low: &[u8], dst: &mut [u8]) {
+    merge_f16_bytes_loop(joint, exp, low, dst);
+}
+
+/// The loop of [`merge_f16_bytes`]: zipped, no indexing, so it vectorises.
+#[inline(always)]
+fn merge_f16_bytes_loop(joint: bool, exp: &[u16], low: &[u8], dst: &mut [u8]) {
+    #[inline(always)]
+    fn run(exp: &[u16], low: &[u8], dst: &mut [u8], merge: impl Fn(u16, u16) -> u16) {
+        for ((d, &s0), &b) in dst.as_chunks_mut::<2>().0.iter_mut().zip(exp).zip(low) {
+            *d = merge(s0, u16::from(b)).to_le_bytes();
+        }
+    }
+    if joint {
+        run(exp, low, dst, f16_joint_merge);
+    } else {
+        run(exp, low, dst, f16_merge);
+    }
+}
+
 /// One of the two low mantissa bytes of F32 elements (fields 3 and 4) as the F32 merge
 /// reads it: decoded symbols, or the bytes of a bit-packed 8-bit stream, which are the
 /// field values themselves, so the merge reads them in place instead of after an
@@ -587,48 +627,65 @@ fn spread_7bit_fields(bits: u64) -> u64 {
     (t | (t << 9)) & 0x007F_007F_007F_007F
 }
 
+/// The portable BF16 merge (what the scalar path runs, ARM among them): SWAR in u64 words
+/// of four 16-bit lanes. Sixteen elements per step: their 14 packed bytes are read as two
+/// overlapping u64 (bytes 0..8 and 6..14) instead of byte by byte, and the four words of a
+/// step go through the same operations, which the compiler pairs into 128-bit vectors
+/// (SSE2, NEON).
 fn merge_bf16_packed_scalar<const JOINT: bool>(exp: &[u16], packed: &[u8], dst: &mut [u8]) {
-    let merge = |s0: u16, r: u16| {
-        if JOINT {
-            bf16_joint_merge(s0, r)
-        } else {
-            (s0 << 6) | ((r & 0x40) << 9) | (r & 0x3F)
-        }
-    };
-    let whole = exp.len() / 8;
-    // Eight elements at a time, four per u64 of 16-bit lanes: every lane of the exponent
-    // word is below 2^9, so shifting the word shifts each lane without carries.
+    const LOW28: u64 = 0x0FFF_FFFF;
+    let mut done = 0;
     for ((e, b), d) in exp
-        .as_chunks::<8>()
+        .as_chunks::<16>()
         .0
         .iter()
-        .zip(packed.chunks_exact(7))
-        .zip(dst.as_chunks_mut::<16>().0)
+        .zip(packed.as_chunks::<14>().0)
+        .zip(dst.as_chunks_mut::<32>().0)
     {
-        let v = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], 0]);
-        for half in 0..2 {
-            let r = spread_7bit_fields((v >> (28 * half)) & 0x0FFF_FFFF);
-            let s0 = (0..4).fold(0u64, |acc, k| acc | u64::from(e[4 * half + k]) << (16 * k));
-            let w = if JOINT {
+        // Whole-word loads (the array forms; `[b[0], .., b[7]]` compiled to byte loads).
+        let (Some(first), Some(last)) = (b.first_chunk::<8>(), b.last_chunk::<8>()) else {
+            unreachable!("14-byte chunk")
+        };
+        let (lo, hi) = (u64::from_le_bytes(*first), u64::from_le_bytes(*last) >> 8);
+        let fields = [lo & LOW28, (lo >> 28) & LOW28, hi & LOW28, hi >> 28];
+        let words: [u64; 4] = std::array::from_fn(|q| {
+            let r = spread_7bit_fields(fields[q]);
+            // Every lane of the exponent word is below 2^9, so shifting the word shifts
+            // each lane without carries.
+            let s0 = u64::from(e[4 * q])
+                | u64::from(e[4 * q + 1]) << 16
+                | u64::from(e[4 * q + 2]) << 32
+                | u64::from(e[4 * q + 3]) << 48;
+            if JOINT {
                 // Lane by lane as `bf16_joint_merge`: the sign (bit 0) masked before its
                 // shift, so that no bit crosses into the next lane.
                 ((s0 << 6) & 0x7F80_7F80_7F80_7F80) | ((s0 & 0x0001_0001_0001_0001) << 15) | r
             } else {
                 (s0 << 6) | ((r & 0x0040_0040_0040_0040) << 9) | (r & 0x003F_003F_003F_003F)
-            };
-            d[8 * half..8 * half + 8].copy_from_slice(&w.to_le_bytes());
+            }
+        });
+        for (d, w) in d.as_chunks_mut::<8>().0.iter_mut().zip(words) {
+            *d = w.to_le_bytes();
         }
+        done += 16;
     }
-    let rest = &exp[whole * 8..];
+    // The last (up to 15) elements: unpacked into a small buffer, then merged one by one.
+    let rest = &exp[done..];
     if !rest.is_empty() {
-        let mut residual = vec![0u16; rest.len()];
-        crate::entropy::bitpack::unpack(&packed[whole * 7..], 7, &mut residual);
+        let mut residual = [0u16; 16];
+        let residual = &mut residual[..rest.len()];
+        crate::entropy::bitpack::unpack(&packed[done / 8 * 7..], 7, residual);
         for ((&s0, &r), d) in rest
             .iter()
-            .zip(&residual)
-            .zip(dst[whole * 16..].chunks_exact_mut(2))
+            .zip(residual.iter())
+            .zip(dst[2 * done..].as_chunks_mut::<2>().0)
         {
-            d.copy_from_slice(&merge(s0, r).to_le_bytes());
+            *d = if JOINT {
+                bf16_joint_merge(s0, r)
+            } else {
+                (s0 << 6) | ((r & 0x40) << 9) | (r & 0x3F)
+            }
+            .to_le_bytes();
         }
     }
 }
@@ -1013,6 +1070,18 @@ fn bf16_joint_merge(s0: u16, s1: u16) -> u16 {
     ((s0 << 6) & 0x7F80) | (s0 << 15) | (s1 & 0x7F)
 }
 
+/// Inverse of [`f16_fields`].
+#[inline(always)]
+fn f16_merge(s0: u16, s1: u16) -> u16 {
+    (s0 << 7) | ((s1 & 0x80) << 8) | (s1 & 0x7F)
+}
+
+/// Inverse of [`f16_joint_fields`].
+#[inline(always)]
+fn f16_joint_merge(s0: u16, s1: u16) -> u16 {
+    ((s0 << 7) & 0x7F00) | (s0 << 15) | (s1 & 0xFF)
+}
+
 /// F16 fields: exponent and top three mantissa bits; sign and low seven mantissa bits.
 #[inline(always)]
 fn f16_fields(w: u16) -> [u16; 2] {
@@ -1175,7 +1244,8 @@ mod tests {
             Layout::Bf16
         };
         for n in [
-            0usize, 1, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 200, 1000,
+            0usize, 1, 7, 8, 9, 14, 15, 16, 17, 23, 24, 25, 31, 32, 33, 47, 48, 49, 63, 64, 65,
+            200, 1000, 4095, 4096, 4097,
         ] {
             let (src, f0, f1) = bf16_sample(layout, n);
             let mut packed = Vec::new();
@@ -1184,6 +1254,51 @@ mod tests {
                 let mut dst = vec![0xEEu8; 2 * n];
                 merge_bf16_packed_on::<JOINT>(level, &f0, &packed, &mut dst);
                 assert_eq!(dst, src, "{layout:?} n {n} {level}");
+            }
+            // The portable loop alone, also after a prefix of whole bytes (how the vector
+            // paths hand it their rest).
+            for skip in [0, 8, 16].into_iter().filter(|&k| k <= n) {
+                let mut dst = vec![0xEEu8; 2 * (n - skip)];
+                merge_bf16_packed_scalar::<JOINT>(&f0[skip..], &packed[skip / 8 * 7..], &mut dst);
+                assert_eq!(dst, src[2 * skip..], "{layout:?} n {n} scalar from {skip}");
+            }
+        }
+        // Every 16-bit pattern, in an order that puts each in every lane of a step: the
+        // SWAR merge must not leak bits between lanes or words.
+        let src: Vec<u8> = (0..16 * 65536u32)
+            .flat_map(|i| ((i >> 4) as u16).rotate_left(i & 15).to_le_bytes())
+            .collect();
+        let n = src.len() / 2;
+        let (mut f0, mut f1) = (vec![0u16; n], vec![0u16; n]);
+        layout.split(&src, &mut [&mut f0, &mut f1]);
+        let mut packed = Vec::new();
+        crate::entropy::bitpack::pack(&f1, 7, &mut packed);
+        for level in SimdLevel::supported() {
+            let mut dst = vec![0u8; 2 * n];
+            merge_bf16_packed_on::<JOINT>(level, &f0, &packed, &mut dst);
+            assert!(dst == src, "{layout:?} all patterns {level}");
+        }
+    }
+
+    /// The F16 merge from the packed field's bytes equals unpacking, then merging, on every
+    /// path, for lengths around the vector widths and every 16-bit pattern.
+    #[test]
+    fn f16_merge_from_bytes_matches_unpack_then_merge_on_every_path() {
+        for layout in [Layout::F16, Layout::F16Joint] {
+            let patterns: Vec<u8> = (0..=u16::MAX).flat_map(u16::to_le_bytes).collect();
+            for n in [
+                0usize, 1, 7, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1000, 65_536,
+            ] {
+                let src = &patterns[..2 * n];
+                let (mut f0, mut f1) = (vec![0u16; n], vec![0u16; n]);
+                layout.split(src, &mut [&mut f0, &mut f1]);
+                let mut bytes = Vec::new();
+                crate::entropy::bitpack::pack(&f1, 8, &mut bytes);
+                for level in SimdLevel::supported() {
+                    let mut dst = vec![0xEEu8; 2 * n];
+                    merge_f16_bytes_on(level, layout.is_joint(), &f0, &bytes, &mut dst);
+                    assert!(dst == src, "{layout:?} n {n} {level}");
+                }
             }
         }
     }
