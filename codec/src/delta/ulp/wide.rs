@@ -194,7 +194,7 @@ pub(super) mod vector {
     /// order (expanded in registers); then turn the symbols into magnitudes and extra-bit
     /// counts arithmetically, find each lane's bit position by a prefix sum, gather 64 bits
     /// there, and rebuild the target from the base's key.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx512<const W: usize>(
         ctx: &Contexts<'_>,
@@ -212,19 +212,48 @@ pub(super) mod vector {
         // The decoder's word buffer ends with one zero word past the stream.
         let n_words = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
-        let pairs = ctx.table_pairs.as_ptr() as *const i32;
         let width_bits = 8 * W as u32;
         let sign = _mm512_set1_epi32((1u32 << (width_bits - 1)) as i32);
         let mask = _mm512_set1_epi32((u64::MAX >> (64 - width_bits)) as u32 as i32);
         let mant = _mm512_set1_epi32(layout.mant_bits as i32);
         let exp_mask = _mm512_set1_epi32((layout.exponents() - 1) as i32);
         let low12 = _mm512_set1_epi32(0xFFF);
-        let low16 = _mm512_set1_epi32(0xFFFF);
         let one = _mm512_set1_epi32(1);
         let two = _mm512_set1_epi32(2);
         let four = _mm512_set1_epi32(4);
         let lower = _mm512_set1_epi32(1 << 16);
         let zero = _mm512_setzero_si512();
+        // Exponent → its context-bit-0 table, one byte each (at most 2 · MAX_GROUPS − 1
+        // tables), looked up in registers by two 128-byte permutes instead of a gather;
+        // the context-bit-1 table is `step` further (0 or 1, the same for every exponent).
+        let mut firsts = [0u8; 256];
+        for (f, &p) in firsts.iter_mut().zip(&ctx.table_pairs) {
+            debug_assert!(p & 0xFFFF < 256);
+            *f = p as u8;
+        }
+        let step = ctx
+            .table_pairs
+            .first()
+            .map_or(0, |&p| (p >> 16).wrapping_sub(p & 0xFFFF));
+        let step = _mm512_set1_epi32(step as i32);
+        // SAFETY: `firsts` is 256 bytes, four 512-bit vectors.
+        let first_tab = unsafe {
+            let p = firsts.as_ptr() as *const __m512i;
+            [
+                _mm512_loadu_si512(p),
+                _mm512_loadu_si512(p.add(1)),
+                _mm512_loadu_si512(p.add(2)),
+                _mm512_loadu_si512(p.add(3)),
+            ]
+        };
+        let low8 = _mm512_set1_epi32(0xFF);
+        let top_bit = _mm512_set1_epi32(0x80);
+        // Per 32-bit lane, its low byte repeated (the byte offset of the lane's field),
+        // then plus 0, 1, 2, 3: the indices of the field's four bytes for `vpermb`.
+        let repeat_low = _mm512_broadcast_i32x4(_mm_setr_epi8(
+            0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
+        ));
+        let byte_steps = _mm512_set1_epi32(0x0302_0100);
         // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
         let mut x = unsafe {
             let p = states.as_ptr() as *const __m512i;
@@ -241,10 +270,15 @@ pub(super) mod vector {
                 // SAFETY: group g < groups covers base[32gW..32(g+1)W].
                 let b = unsafe { load16::<W>(base.as_ptr().add(at)) };
                 let exp = _mm512_and_si512(_mm512_srlv_epi32(b, mant), exp_mask);
-                // SAFETY: exp < 2^E = table_pairs.len(), scaled by 4 bytes.
-                let pair = unsafe { _mm512_i32gather_epi32::<4>(exp, pairs) };
                 let z = (*back_zero >> (16 * v)) as u16;
-                let table = _mm512_mask_srli_epi32::<16>(_mm512_and_si512(pair, low16), z, pair);
+                // Byte `exp & 127` of the low or high 128 bytes of `firsts` (exp < 256);
+                // the lanes' upper bytes pick junk that the mask removes.
+                let low_half = _mm512_permutex2var_epi8(first_tab[0], exp, first_tab[1]);
+                let high_half = _mm512_permutex2var_epi8(first_tab[2], exp, first_tab[3]);
+                let upper = _mm512_test_epi32_mask(exp, top_bit);
+                let first =
+                    _mm512_and_si512(_mm512_mask_blend_epi32(upper, low_half, high_half), low8);
+                let table = _mm512_mask_add_epi32(first, z, first, step);
                 let slot =
                     _mm512_or_si512(_mm512_slli_epi32::<12>(table), _mm512_and_si512(*xv, low12));
                 // SAFETY: every table index of a pair is below the table count, so
@@ -300,25 +334,43 @@ pub(super) mod vector {
                 // start; this vector starts at most 16 · 30 bits further and its lanes
                 // read 8 bytes at most (7 + 15 · 30) / 8 bytes on.
                 let src = unsafe { bit_bytes.as_ptr().add((*bit_pos / 8) as usize) } as *const i64;
-                // SAFETY (both): as above.
-                let lo = unsafe {
-                    bit_fields(
-                        src,
-                        _mm512_castsi512_si256(byte_off),
-                        _mm512_castsi512_si256(shift),
-                        _mm512_castsi512_si256(n_bits),
-                    )
-                };
-                let hi = unsafe {
-                    bit_fields(
-                        src,
-                        _mm512_extracti64x4_epi64::<1>(byte_off),
-                        _mm512_extracti64x4_epi64::<1>(shift),
-                        _mm512_extracti64x4_epi64::<1>(n_bits),
-                    )
+                let extra = if W <= 2 {
+                    // At most 14 extra bits per element below 32-bit elements (symbols
+                    // below the alphabet), so lane 15's field starts at most
+                    // 7 + 15 · 14 bits = 27 bytes in and, shifted by at most 7, ends in
+                    // its 4th byte: all 16 fields lie in 64 bytes from `src`, and one
+                    // byte permute gathers each lane's four bytes.
+                    // SAFETY: 64 ≤ GROUP_BIT_BYTES − 28 bytes from this vector's start
+                    // (the group's first vector starts at most 16 · 14 bits, 28 bytes,
+                    // before the second's).
+                    let window = unsafe { _mm512_loadu_si512(src as *const __m512i) };
+                    let idx =
+                        _mm512_add_epi8(_mm512_shuffle_epi8(byte_off, repeat_low), byte_steps);
+                    let raw = _mm512_permutexvar_epi8(idx, window);
+                    let field = _mm512_srlv_epi32(raw, shift);
+                    let keep = _mm512_sllv_epi32(_mm512_set1_epi32(-1), n_bits);
+                    _mm512_andnot_si512(keep, field)
+                } else {
+                    // SAFETY (both): as above.
+                    let lo = unsafe {
+                        bit_fields(
+                            src,
+                            _mm512_castsi512_si256(byte_off),
+                            _mm512_castsi512_si256(shift),
+                            _mm512_castsi512_si256(n_bits),
+                        )
+                    };
+                    let hi = unsafe {
+                        bit_fields(
+                            src,
+                            _mm512_extracti64x4_epi64::<1>(byte_off),
+                            _mm512_extracti64x4_epi64::<1>(shift),
+                            _mm512_extracti64x4_epi64::<1>(n_bits),
+                        )
+                    };
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
                 };
                 *bit_pos += total;
-                let extra = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
                 let magnitude = _mm512_add_epi32(magnitude0, extra);
                 let diff = _mm512_mask_sub_epi32(magnitude, negative, zero, magnitude);
 
