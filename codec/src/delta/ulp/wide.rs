@@ -188,12 +188,14 @@ pub(super) mod vector {
         _mm512_cvtepi64_epi32(_mm512_andnot_si512(keep, field))
     }
 
-    /// Per 16-lane vector of a group: gather each element's table pair by its base
-    /// exponent (off the state chain), select by the lane's context bit, gather the slot
-    /// word, update the states and refill the lanes below 2^16 with the next words in lane
-    /// order (expanded in registers); then turn the symbols into magnitudes and extra-bit
-    /// counts arithmetically, find each lane's bit position by a prefix sum, gather 64 bits
-    /// there, and rebuild the target from the base's key.
+    /// Per 16-lane vector of a group: look each element's table up by its base exponent
+    /// in registers (off the state chain), select by the lane's context bit, gather the
+    /// slot word, update the states and refill the lanes below 2^16 with the next words in
+    /// lane order (expanded in registers); then turn the symbols into magnitudes and
+    /// extra-bit counts arithmetically, find each lane's bit position by a prefix sum,
+    /// fetch its bits (a byte permute of one 64-byte window below 32-bit elements, 64-bit
+    /// gathers otherwise), and rebuild the target from the base's key. The context bits
+    /// stay in mask registers and the positions in locals for the whole loop.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx512<const W: usize>(
@@ -260,17 +262,19 @@ pub(super) mod vector {
             [_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1))]
         };
         let mut g = 0;
+        let (mut word_pos, mut bits_at) = (*pos, *bit_pos);
+        let mut zero_mask = [*back_zero as u16, (*back_zero >> 16) as u16];
         // A group reads at most 32 words and GROUP_BIT_BYTES bytes of bits.
         while g < groups
-            && *pos + WIDE_LANES <= n_words
-            && (*bit_pos / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
+            && word_pos + WIDE_LANES <= n_words
+            && (bits_at / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
         {
             for (v, xv) in x.iter_mut().enumerate() {
                 let at = (g * WIDE_LANES + 16 * v) * W;
                 // SAFETY: group g < groups covers base[32gW..32(g+1)W].
                 let b = unsafe { load16::<W>(base.as_ptr().add(at)) };
                 let exp = _mm512_and_si512(_mm512_srlv_epi32(b, mant), exp_mask);
-                let z = (*back_zero >> (16 * v)) as u16;
+                let z = zero_mask[v];
                 // Byte `exp & 127` of the low or high 128 bytes of `firsts` (exp < 256);
                 // the lanes' upper bytes pick junk that the mask removes.
                 let low_half = _mm512_permutex2var_epi8(first_tab[0], exp, first_tab[1]);
@@ -294,14 +298,13 @@ pub(super) mod vector {
                 // SAFETY: pos + 32 ≤ n_words at the group's start and pos advanced by at
                 // most 16 since, so 16 words from pos are in bounds.
                 let next =
-                    unsafe { _mm256_loadu_si256(words.as_ptr().add(*pos) as *const __m256i) };
+                    unsafe { _mm256_loadu_si256(words.as_ptr().add(word_pos) as *const __m256i) };
                 let w = _mm512_cvtepu16_epi32(_mm256_maskz_expand_epi16(need, next));
                 *xv = _mm512_mask_or_epi32(y, need, _mm512_slli_epi32::<16>(y), w);
-                *pos += need.count_ones() as usize;
+                word_pos += need.count_ones() as usize;
                 let sym = _mm512_srli_epi32::<24>(e);
                 let is_zero = _mm512_cmpeq_epi32_mask(sym, zero);
-                *back_zero =
-                    (*back_zero & !(0xFFFF << (16 * v))) | (u32::from(is_zero) << (16 * v));
+                zero_mask[v] = is_zero;
 
                 // Symbol → class c = ⌈sym / 2⌉, negative for even non-zero symbols; class
                 // ≥ 4: e = (c − 4) / 2 + 2, magnitude 2^e + h·2^(e−1) + (e − 1 extra bits).
@@ -326,14 +329,14 @@ pub(super) mod vector {
                 let total = _mm_extract_epi32::<3>(_mm512_extracti32x4_epi32::<3>(incl)) as u64;
                 let rel = _mm512_add_epi32(
                     _mm512_sub_epi32(incl, n_bits),
-                    _mm512_set1_epi32((*bit_pos % 8) as i32),
+                    _mm512_set1_epi32((bits_at % 8) as i32),
                 );
                 let byte_off = _mm512_srli_epi32::<3>(rel);
                 let shift = _mm512_and_si512(rel, _mm512_set1_epi32(7));
                 // SAFETY: bit_pos / 8 + GROUP_BIT_BYTES ≤ bit_bytes.len() at the group's
                 // start; this vector starts at most 16 · 30 bits further and its lanes
                 // read 8 bytes at most (7 + 15 · 30) / 8 bytes on.
-                let src = unsafe { bit_bytes.as_ptr().add((*bit_pos / 8) as usize) } as *const i64;
+                let src = unsafe { bit_bytes.as_ptr().add((bits_at / 8) as usize) } as *const i64;
                 let extra = if W <= 2 {
                     // At most 14 extra bits per element below 32-bit elements (symbols
                     // below the alphabet), so lane 15's field starts at most
@@ -370,7 +373,7 @@ pub(super) mod vector {
                     };
                     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
                 };
-                *bit_pos += total;
+                bits_at += total;
                 let magnitude = _mm512_add_epi32(magnitude0, extra);
                 let diff = _mm512_mask_sub_epi32(magnitude, negative, zero, magnitude);
 
@@ -393,6 +396,8 @@ pub(super) mod vector {
             }
             g += 1;
         }
+        (*pos, *bit_pos) = (word_pos, bits_at);
+        *back_zero = u32::from(zero_mask[0]) | (u32::from(zero_mask[1]) << 16);
         // SAFETY: as for the loads.
         unsafe {
             let p = states.as_mut_ptr() as *mut __m512i;
