@@ -40,7 +40,7 @@ impl Store {
         allow_delta: bool,
         verify: bool,
     ) -> Result<(Vec<u8>, u64)> {
-        let obj = self.backend.get_object(key)?;
+        let obj = self.backend.get_object_bytes(key)?;
         let (header, payload) = object::split(&obj).map_err(obj_err(*key))?;
         let meta = tensor_meta(key, &header)?;
         if let Some(e) = expect.filter(|e| *e != meta) {
