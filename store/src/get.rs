@@ -127,7 +127,8 @@ impl Store {
                 // thread before any decoding starts (18 % of `get`'s CPU on MiniLM, the
                 // other core idle). Each tensor's pages are mapped by the thread that
                 // decodes it, a piece at a time just before it is written (the tensor
-                // decoder's prefault, `prefault` below for the rest).
+                // decoder's prefault of each chunk pair; tensors under 64 KiB and other
+                // codecs fault page by page).
                 // SAFETY: the file was just created by us in a private temporary directory
                 // and has the length set above; nothing else maps or truncates it.
                 let mut map =
