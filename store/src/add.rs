@@ -378,8 +378,8 @@ impl Store {
         tensor: &[u8],
     ) -> Result<()> {
         if self.backend.puts_are_synchronous() {
-            let back = self.backend.get_object(name)?;
-            if back != written {
+            let back = self.backend.get_object_bytes(name)?;
+            if *back != *written {
                 return Err(StoreError::ReadBack {
                     key: *name,
                     written: written.len() as u64,

@@ -123,12 +123,16 @@ impl Store {
             if f.size > 0 {
                 self.check_claims(st)?;
                 file.set_len(f.size).map_err(out_err(dest))?;
-                // Populated: the pages are set up in one call rather than one fault each
-                // (11,000 for the 45 MB MiniLM file).
+                // Not populated here: that would allocate and zero every page on this
+                // thread before any decoding starts (18 % of `get`'s CPU on MiniLM, the
+                // other core idle). Each tensor's pages are mapped by the thread that
+                // decodes it, a piece at a time just before it is written (the tensor
+                // decoder's prefault of each chunk pair; tensors under 64 KiB and other
+                // codecs fault page by page).
                 // SAFETY: the file was just created by us in a private temporary directory
                 // and has the length set above; nothing else maps or truncates it.
-                let mut map = unsafe { memmap2::MmapOptions::new().populate().map_mut(&file) }
-                    .map_err(out_err(dest))?;
+                let mut map =
+                    unsafe { memmap2::MmapOptions::new().map_mut(&file) }.map_err(out_err(dest))?;
                 let header = self.get_blob(&st.header, st.header_len)?;
                 let (head, mut rest) = map.split_at_mut(header.len());
                 head.copy_from_slice(&header);

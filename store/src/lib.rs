@@ -50,7 +50,10 @@ pub mod object;
 mod object;
 
 pub use add::AddOptions;
-pub use backend::{Backend, BackendError, LocalBackend, ObjectInfo, PutOutcome, RecordKind};
+pub use backend::{
+    Backend, BackendError, LocalBackend, ObjectBytes, ObjectInfo, PutOutcome, RecordKind,
+    MAP_MIN_BYTES,
+};
 pub use base::DeltaMode;
 pub use error::{InputProblem, ObjectKind, StoreError};
 pub use gc::DEFAULT_GRACE;

@@ -40,7 +40,7 @@ impl Store {
         allow_delta: bool,
         verify: bool,
     ) -> Result<(Vec<u8>, u64)> {
-        let obj = self.backend.get_object(key)?;
+        let obj = self.backend.get_object_bytes(key)?;
         let (header, payload) = object::split(&obj).map_err(obj_err(*key))?;
         let meta = tensor_meta(key, &header)?;
         if let Some(e) = expect.filter(|e| *e != meta) {
@@ -90,7 +90,7 @@ impl Store {
         let Header::Delta { meta, base, .. } = header else {
             return Ok(false);
         };
-        let obj = self.backend.get_object(base)?;
+        let obj = self.backend.get_object_bytes(base)?;
         let (base_header, payload) = object::split(&obj).map_err(obj_err(*base))?;
         let found = tensor_meta(base, &base_header)?;
         if found != meta {
@@ -213,11 +213,15 @@ impl Store {
 
     /// Decodes the tensor of manifest entry `t` into `out` and verifies it.
     pub(crate) fn get_tensor_into(&self, t: &TensorEntry, out: &mut [u8]) -> Result<()> {
-        let obj = match &t.inline {
-            Some(i) => i.0.clone(),
-            None => self.backend.get_object(&t.object)?,
+        let stored;
+        let obj: &[u8] = match &t.inline {
+            Some(i) => &i.0,
+            None => {
+                stored = self.backend.get_object_bytes(&t.object)?;
+                &stored
+            }
         };
-        let (header, payload) = object::split(&obj).map_err(obj_err(t.object))?;
+        let (header, payload) = object::split(obj).map_err(obj_err(t.object))?;
         let want = TensorMeta {
             dtype: t.dtype(),
             shape: t.shape.clone(),

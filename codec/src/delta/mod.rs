@@ -525,6 +525,50 @@ mod tests {
         }
     }
 
+    /// Bases of every exponent (the vector decoders look an element's table up by its
+    /// exponent in registers, split at exponent 128) and targets a few ULPs or any bits
+    /// away: every path decodes what the scalar path does.
+    #[test]
+    fn layout3_vector_decoders_match_scalar_on_every_exponent() {
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for dtype in FLOATS {
+            let width = dtype.element_size().unwrap();
+            let mask = u64::MAX >> (64 - 8 * width as u32);
+            for (n, chunk) in [(20_000, ulp::CHUNK_ELEMS), (3001, 992)] {
+                let mut base = Vec::with_capacity(n * width);
+                let mut near = Vec::with_capacity(n * width);
+                let mut wild = Vec::with_capacity(n * width);
+                for i in 0..n {
+                    let b = next() & mask;
+                    let r = next();
+                    // Mostly small moves, every eighth a large one (many extra bits).
+                    let step = if i % 8 == 5 { r >> 40 } else { (r >> 40) % 9 };
+                    let t = if r & 1 == 1 {
+                        b.wrapping_add(step)
+                    } else {
+                        b.wrapping_sub(step)
+                    } & mask;
+                    base.extend_from_slice(&b.to_le_bytes()[..width]);
+                    near.extend_from_slice(&t.to_le_bytes()[..width]);
+                    wild.extend_from_slice(&(next() & mask).to_le_bytes()[..width]);
+                }
+                for t in [&near, &wild] {
+                    let d = ulp_chunked(&dtype, &base, t, chunk);
+                    assert!(
+                        every_path_agrees(&dtype, &base, &d).unwrap() == *t,
+                        "{dtype} n {n}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn layout3_vector_encoders_match_scalar() {
         use crate::cpu::{kernel_runs, SimdLevel};

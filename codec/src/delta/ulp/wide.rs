@@ -188,13 +188,15 @@ pub(super) mod vector {
         _mm512_cvtepi64_epi32(_mm512_andnot_si512(keep, field))
     }
 
-    /// Per 16-lane vector of a group: gather each element's table pair by its base
-    /// exponent (off the state chain), select by the lane's context bit, gather the slot
-    /// word, update the states and refill the lanes below 2^16 with the next words in lane
-    /// order (expanded in registers); then turn the symbols into magnitudes and extra-bit
-    /// counts arithmetically, find each lane's bit position by a prefix sum, gather 64 bits
-    /// there, and rebuild the target from the base's key.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
+    /// Per 16-lane vector of a group: look each element's table up by its base exponent
+    /// in registers (off the state chain), select by the lane's context bit, gather the
+    /// slot word, update the states and refill the lanes below 2^16 with the next words in
+    /// lane order (expanded in registers); then turn the symbols into magnitudes and
+    /// extra-bit counts arithmetically, find each lane's bit position by a prefix sum,
+    /// fetch its bits (a byte permute of one 64-byte window below 32-bit elements, 64-bit
+    /// gathers otherwise), and rebuild the target from the base's key. The context bits
+    /// stay in mask registers and the positions in locals for the whole loop.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx512<const W: usize>(
         ctx: &Contexts<'_>,
@@ -212,39 +214,75 @@ pub(super) mod vector {
         // The decoder's word buffer ends with one zero word past the stream.
         let n_words = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
-        let pairs = ctx.table_pairs.as_ptr() as *const i32;
         let width_bits = 8 * W as u32;
         let sign = _mm512_set1_epi32((1u32 << (width_bits - 1)) as i32);
         let mask = _mm512_set1_epi32((u64::MAX >> (64 - width_bits)) as u32 as i32);
         let mant = _mm512_set1_epi32(layout.mant_bits as i32);
         let exp_mask = _mm512_set1_epi32((layout.exponents() - 1) as i32);
         let low12 = _mm512_set1_epi32(0xFFF);
-        let low16 = _mm512_set1_epi32(0xFFFF);
         let one = _mm512_set1_epi32(1);
         let two = _mm512_set1_epi32(2);
         let four = _mm512_set1_epi32(4);
         let lower = _mm512_set1_epi32(1 << 16);
         let zero = _mm512_setzero_si512();
+        // Exponent → its context-bit-0 table, one byte each (at most 2 · MAX_GROUPS − 1
+        // tables), looked up in registers by two 128-byte permutes instead of a gather;
+        // the context-bit-1 table is `step` further (0 or 1, the same for every exponent).
+        let mut firsts = [0u8; 256];
+        for (f, &p) in firsts.iter_mut().zip(&ctx.table_pairs) {
+            debug_assert!(p & 0xFFFF < 256);
+            *f = p as u8;
+        }
+        let step = ctx
+            .table_pairs
+            .first()
+            .map_or(0, |&p| (p >> 16).wrapping_sub(p & 0xFFFF));
+        let step = _mm512_set1_epi32(step as i32);
+        // SAFETY: `firsts` is 256 bytes, four 512-bit vectors.
+        let first_tab = unsafe {
+            let p = firsts.as_ptr() as *const __m512i;
+            [
+                _mm512_loadu_si512(p),
+                _mm512_loadu_si512(p.add(1)),
+                _mm512_loadu_si512(p.add(2)),
+                _mm512_loadu_si512(p.add(3)),
+            ]
+        };
+        let low8 = _mm512_set1_epi32(0xFF);
+        let top_bit = _mm512_set1_epi32(0x80);
+        // Per 32-bit lane, its low byte repeated (the byte offset of the lane's field),
+        // then plus 0, 1, 2, 3: the indices of the field's four bytes for `vpermb`.
+        let repeat_low = _mm512_broadcast_i32x4(_mm_setr_epi8(
+            0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
+        ));
+        let byte_steps = _mm512_set1_epi32(0x0302_0100);
         // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
         let mut x = unsafe {
             let p = states.as_ptr() as *const __m512i;
             [_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1))]
         };
         let mut g = 0;
+        let (mut word_pos, mut bits_at) = (*pos, *bit_pos);
+        let mut zero_mask = [*back_zero as u16, (*back_zero >> 16) as u16];
         // A group reads at most 32 words and GROUP_BIT_BYTES bytes of bits.
         while g < groups
-            && *pos + WIDE_LANES <= n_words
-            && (*bit_pos / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
+            && word_pos + WIDE_LANES <= n_words
+            && (bits_at / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
         {
             for (v, xv) in x.iter_mut().enumerate() {
                 let at = (g * WIDE_LANES + 16 * v) * W;
                 // SAFETY: group g < groups covers base[32gW..32(g+1)W].
                 let b = unsafe { load16::<W>(base.as_ptr().add(at)) };
                 let exp = _mm512_and_si512(_mm512_srlv_epi32(b, mant), exp_mask);
-                // SAFETY: exp < 2^E = table_pairs.len(), scaled by 4 bytes.
-                let pair = unsafe { _mm512_i32gather_epi32::<4>(exp, pairs) };
-                let z = (*back_zero >> (16 * v)) as u16;
-                let table = _mm512_mask_srli_epi32::<16>(_mm512_and_si512(pair, low16), z, pair);
+                let z = zero_mask[v];
+                // Byte `exp & 127` of the low or high 128 bytes of `firsts` (exp < 256);
+                // the lanes' upper bytes pick junk that the mask removes.
+                let low_half = _mm512_permutex2var_epi8(first_tab[0], exp, first_tab[1]);
+                let high_half = _mm512_permutex2var_epi8(first_tab[2], exp, first_tab[3]);
+                let upper = _mm512_test_epi32_mask(exp, top_bit);
+                let first =
+                    _mm512_and_si512(_mm512_mask_blend_epi32(upper, low_half, high_half), low8);
+                let table = _mm512_mask_add_epi32(first, z, first, step);
                 let slot =
                     _mm512_or_si512(_mm512_slli_epi32::<12>(table), _mm512_and_si512(*xv, low12));
                 // SAFETY: every table index of a pair is below the table count, so
@@ -260,14 +298,13 @@ pub(super) mod vector {
                 // SAFETY: pos + 32 ≤ n_words at the group's start and pos advanced by at
                 // most 16 since, so 16 words from pos are in bounds.
                 let next =
-                    unsafe { _mm256_loadu_si256(words.as_ptr().add(*pos) as *const __m256i) };
+                    unsafe { _mm256_loadu_si256(words.as_ptr().add(word_pos) as *const __m256i) };
                 let w = _mm512_cvtepu16_epi32(_mm256_maskz_expand_epi16(need, next));
                 *xv = _mm512_mask_or_epi32(y, need, _mm512_slli_epi32::<16>(y), w);
-                *pos += need.count_ones() as usize;
+                word_pos += need.count_ones() as usize;
                 let sym = _mm512_srli_epi32::<24>(e);
                 let is_zero = _mm512_cmpeq_epi32_mask(sym, zero);
-                *back_zero =
-                    (*back_zero & !(0xFFFF << (16 * v))) | (u32::from(is_zero) << (16 * v));
+                zero_mask[v] = is_zero;
 
                 // Symbol → class c = ⌈sym / 2⌉, negative for even non-zero symbols; class
                 // ≥ 4: e = (c − 4) / 2 + 2, magnitude 2^e + h·2^(e−1) + (e − 1 extra bits).
@@ -292,33 +329,51 @@ pub(super) mod vector {
                 let total = _mm_extract_epi32::<3>(_mm512_extracti32x4_epi32::<3>(incl)) as u64;
                 let rel = _mm512_add_epi32(
                     _mm512_sub_epi32(incl, n_bits),
-                    _mm512_set1_epi32((*bit_pos % 8) as i32),
+                    _mm512_set1_epi32((bits_at % 8) as i32),
                 );
                 let byte_off = _mm512_srli_epi32::<3>(rel);
                 let shift = _mm512_and_si512(rel, _mm512_set1_epi32(7));
                 // SAFETY: bit_pos / 8 + GROUP_BIT_BYTES ≤ bit_bytes.len() at the group's
                 // start; this vector starts at most 16 · 30 bits further and its lanes
                 // read 8 bytes at most (7 + 15 · 30) / 8 bytes on.
-                let src = unsafe { bit_bytes.as_ptr().add((*bit_pos / 8) as usize) } as *const i64;
-                // SAFETY (both): as above.
-                let lo = unsafe {
-                    bit_fields(
-                        src,
-                        _mm512_castsi512_si256(byte_off),
-                        _mm512_castsi512_si256(shift),
-                        _mm512_castsi512_si256(n_bits),
-                    )
+                let src = unsafe { bit_bytes.as_ptr().add((bits_at / 8) as usize) } as *const i64;
+                let extra = if W <= 2 {
+                    // At most 14 extra bits per element below 32-bit elements (symbols
+                    // below the alphabet), so lane 15's field starts at most
+                    // 7 + 15 · 14 bits = 27 bytes in and, shifted by at most 7, ends in
+                    // its 4th byte: all 16 fields lie in 64 bytes from `src`, and one
+                    // byte permute gathers each lane's four bytes.
+                    // SAFETY: 64 ≤ GROUP_BIT_BYTES − 28 bytes from this vector's start
+                    // (the group's first vector starts at most 16 · 14 bits, 28 bytes,
+                    // before the second's).
+                    let window = unsafe { _mm512_loadu_si512(src as *const __m512i) };
+                    let idx =
+                        _mm512_add_epi8(_mm512_shuffle_epi8(byte_off, repeat_low), byte_steps);
+                    let raw = _mm512_permutexvar_epi8(idx, window);
+                    let field = _mm512_srlv_epi32(raw, shift);
+                    let keep = _mm512_sllv_epi32(_mm512_set1_epi32(-1), n_bits);
+                    _mm512_andnot_si512(keep, field)
+                } else {
+                    // SAFETY (both): as above.
+                    let lo = unsafe {
+                        bit_fields(
+                            src,
+                            _mm512_castsi512_si256(byte_off),
+                            _mm512_castsi512_si256(shift),
+                            _mm512_castsi512_si256(n_bits),
+                        )
+                    };
+                    let hi = unsafe {
+                        bit_fields(
+                            src,
+                            _mm512_extracti64x4_epi64::<1>(byte_off),
+                            _mm512_extracti64x4_epi64::<1>(shift),
+                            _mm512_extracti64x4_epi64::<1>(n_bits),
+                        )
+                    };
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
                 };
-                let hi = unsafe {
-                    bit_fields(
-                        src,
-                        _mm512_extracti64x4_epi64::<1>(byte_off),
-                        _mm512_extracti64x4_epi64::<1>(shift),
-                        _mm512_extracti64x4_epi64::<1>(n_bits),
-                    )
-                };
-                *bit_pos += total;
-                let extra = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                bits_at += total;
                 let magnitude = _mm512_add_epi32(magnitude0, extra);
                 let diff = _mm512_mask_sub_epi32(magnitude, negative, zero, magnitude);
 
@@ -341,6 +396,8 @@ pub(super) mod vector {
             }
             g += 1;
         }
+        (*pos, *bit_pos) = (word_pos, bits_at);
+        *back_zero = u32::from(zero_mask[0]) | (u32::from(zero_mask[1]) << 16);
         // SAFETY: as for the loads.
         unsafe {
             let p = states.as_mut_ptr() as *mut __m512i;
