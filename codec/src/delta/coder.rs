@@ -107,6 +107,7 @@ impl<const L: usize> RansEncoder<L> {
 
     /// What a vector encoder works on: the states, the word buffer and the position of
     /// the first word written (words go below it), which it lowers.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read by the x86-64 vector code only
     pub fn parts(&mut self) -> (&mut [u32; L], &mut [u16], &mut usize) {
         (&mut self.states, &mut self.words, &mut self.pos)
     }
@@ -421,6 +422,7 @@ impl BitReader {
 
     /// What a vector decoder works on: the padded bytes and the bit position, which it
     /// advances.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read by the x86-64 vector code only
     pub fn parts(&mut self) -> (&[u8], &mut u64) {
         (&self.bytes, &mut self.pos)
     }

@@ -287,6 +287,8 @@ pub struct DecTable {
     pub(crate) slots: Box<[u32; PROB_SCALE as usize]>,
     pub(crate) symbols: [u16; MAX_TABLE_SYMBOLS],
     /// The same symbols widened to 32 bits, for vector gathers.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    // read by the x86-64 vector code only
     pub(crate) symbols32: [u32; MAX_TABLE_SYMBOLS],
     /// Whether `slots` uses the inline layout.
     pub(crate) inline: bool,

@@ -12,6 +12,7 @@ use crate::delta::coder::{BitWriter, RansEncoder, WIDE_LANES};
 use super::Layout;
 
 /// The tables of a delta as the vector encoder reads them.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read by the x86-64 vector code only
 pub(super) struct PackedTables<'a> {
     /// Exponent → table for context bit 0, plus that for bit 1 shifted up by 16.
     pub(super) pairs: &'a [u32],
