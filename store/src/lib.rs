@@ -25,6 +25,7 @@ mod input;
 mod key;
 mod model;
 pub mod outdir;
+mod pieces;
 mod progress;
 mod read;
 mod report;
@@ -34,6 +35,7 @@ mod stats;
 mod store;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
+mod treehash;
 
 // Internal layers. The `fuzzing` feature (fuzz targets, this crate's own integration tests)
 // makes them public, hidden from the docs; what the public API needs of them is exported

@@ -4,9 +4,9 @@
 //! every thread. The tensor's key is then put together from the pieces' hashes
 //! (`treehash`) and checked as [`Store::get_tensor_into`] checks it. Tensors that do not
 //! decode in pieces (BitX deltas, stored or zstd objects, a layout-1 ULP delta) and objects
-//! that do not parse go through [`Store::get_tensor_into`] into a buffer of the thread.
+//! that do not parse go through [`Store::get_tensor_into`], into the caller's buffer.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 
 use mcodec::delta::DeltaPieces;
 use mcodec::TensorDecoder;
@@ -22,9 +22,6 @@ use crate::Store;
 /// Largest piece: a tensor whose base's chunk pair and delta's chunk have no common
 /// multiple up to this is decoded whole.
 const MAX_PIECE_BYTES: usize = 16 << 20;
-/// A whole-tensor buffer above this is freed after use rather than kept for the next
-/// tensor.
-const KEEP_WHOLE_BYTES: usize = 64 << 20;
 
 /// Where a piece's bytes go: `(offset in the tensor, bytes)`.
 pub(crate) type PieceSink<'a> = dyn Fn(u64, &[u8]) -> Result<()> + Sync + 'a;
@@ -32,8 +29,6 @@ pub(crate) type PieceSink<'a> = dyn Fn(u64, &[u8]) -> Result<()> + Sync + 'a;
 thread_local! {
     /// A piece of the base and a piece of the tensor.
     static PIECE_BUFFERS: Cell<(Vec<u8>, Vec<u8>)> = const { Cell::new((Vec::new(), Vec::new())) };
-    /// A whole tensor, for those that do not decode in pieces.
-    static WHOLE_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on this thread's two piece buffers, cut to `n` bytes (grown, zeroed, only the
@@ -73,11 +68,18 @@ fn gcd(a: usize, b: usize) -> usize {
 }
 
 impl Store {
-    /// Decodes the tensor of manifest entry `t`, verifies it like
-    /// [`Self::get_tensor_into`], and hands its bytes to `sink` (pieces in any order, on
-    /// any thread; all of them before this returns `Ok`). Bytes of a tensor that fails
-    /// verification may have been handed out before the error: the caller discards them.
-    pub(crate) fn write_tensor(&self, t: &TensorEntry, sink: &PieceSink<'_>) -> Result<()> {
+    /// Decodes the tensor of manifest entry `t` and verifies it like
+    /// [`Self::get_tensor_into`]: in pieces handed to `sink` (in any order, on any thread;
+    /// all of them before this returns `Ok`) where it decodes so, else whole into `whole`
+    /// (the tensor's place in the output; untouched by the pieces). Bytes of a tensor
+    /// that fails verification may have been written before the error: the caller
+    /// discards them.
+    pub(crate) fn write_tensor(
+        &self,
+        t: &TensorEntry,
+        whole: &mut [u8],
+        sink: &PieceSink<'_>,
+    ) -> Result<()> {
         let stored;
         let obj: &[u8] = match &t.inline {
             Some(i) => &i.0,
@@ -102,30 +104,8 @@ impl Store {
         };
         match plan(t, obj, base_bytes) {
             Some(plan) => self.write_pieces(t, &plan, sink),
-            None => self.write_whole(t, sink),
+            None => self.get_tensor_into(t, whole),
         }
-    }
-
-    /// [`Self::write_tensor`] for a tensor that does not decode in pieces: decoded whole
-    /// into a buffer of the thread.
-    fn write_whole(&self, t: &TensorEntry, sink: &PieceSink<'_>) -> Result<()> {
-        let len = usize::try_from(t.len).map_err(|_| {
-            obj_err(t.object)(ObjectError::RawLen {
-                found: t.len,
-                max: usize::MAX as u64,
-            })
-        })?;
-        let mut buf = WHOLE_BUFFER.take();
-        if buf.len() < len {
-            buf = object::alloc(t.len).map_err(obj_err(t.object))?;
-        }
-        let result = self
-            .get_tensor_into(t, &mut buf[..len])
-            .and_then(|()| sink(0, &buf[..len]));
-        if buf.len() <= KEEP_WHOLE_BYTES {
-            WHOLE_BUFFER.set(buf);
-        }
-        result
     }
 
     /// [`Self::write_tensor`] by `plan`.

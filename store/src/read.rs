@@ -222,27 +222,7 @@ impl Store {
             }
         };
         let (header, payload) = object::split(obj).map_err(obj_err(t.object))?;
-        let want = TensorMeta {
-            dtype: t.dtype(),
-            shape: t.shape.clone(),
-            raw_len: t.len,
-        };
-        let found = tensor_meta(&t.object, &header)?;
-        if *found != want {
-            return Err(StoreError::WrongTensor {
-                key: t.object,
-                tensor: Some(t.name.clone()),
-                expected: Box::new(want),
-                found: Box::new(found.clone()),
-            });
-        }
-        if header.delta_base() != t.delta_base {
-            return Err(StoreError::WrongBase {
-                key: t.object,
-                expected: t.delta_base,
-                found: header.delta_base(),
-            });
-        }
+        check_entry(t, &header)?;
         // A delta's base is decoded straight into `out` and the delta applied there: no
         // tensor-sized buffer to zero, fault in and read back.
         let base = if self.delta_base_into(&header, out)? {
@@ -290,6 +270,33 @@ impl Store {
         }
         Ok(bytes)
     }
+}
+
+/// Checks that the object of manifest entry `t`, whose header is `header`, is the tensor
+/// the entry describes, against the base it names.
+pub(crate) fn check_entry(t: &TensorEntry, header: &Header) -> Result<()> {
+    let want = TensorMeta {
+        dtype: t.dtype(),
+        shape: t.shape.clone(),
+        raw_len: t.len,
+    };
+    let found = tensor_meta(&t.object, header)?;
+    if *found != want {
+        return Err(StoreError::WrongTensor {
+            key: t.object,
+            tensor: Some(t.name.clone()),
+            expected: Box::new(want),
+            found: Box::new(found.clone()),
+        });
+    }
+    if header.delta_base() != t.delta_base {
+        return Err(StoreError::WrongBase {
+            key: t.object,
+            expected: t.delta_base,
+            found: header.delta_base(),
+        });
+    }
+    Ok(())
 }
 
 /// Where a delta object's base is when it is decoded.
