@@ -31,6 +31,7 @@ mod read;
 mod report;
 #[cfg(feature = "s3")]
 mod s3;
+mod scratch;
 mod stats;
 mod store;
 #[cfg(feature = "test-hooks")]

@@ -7,6 +7,7 @@ use crate::error::{obj_err, ObjectKind, Result, StoreError};
 use crate::key::ObjectKey;
 use crate::manifest::TensorEntry;
 use crate::object::{self, Header, ObjectError, TensorMeta};
+use crate::scratch::ScratchVec;
 use crate::Store;
 
 impl Store {
@@ -29,7 +30,10 @@ impl Store {
         allow_delta: bool,
         verify: bool,
     ) -> Result<Vec<u8>> {
-        Ok(self.load_tensor_sized(key, expect, allow_delta, verify)?.0)
+        Ok(self
+            .load_tensor_sized(key, expect, allow_delta, verify)?
+            .0
+            .into_vec())
     }
 
     /// [`Self::load_tensor`], also returning the stored object's size.
@@ -39,7 +43,7 @@ impl Store {
         expect: Option<&TensorMeta>,
         allow_delta: bool,
         verify: bool,
-    ) -> Result<(Vec<u8>, u64)> {
+    ) -> Result<(ScratchVec, u64)> {
         let obj = self.backend.get_object_bytes(key)?;
         let (header, payload) = object::split(&obj).map_err(obj_err(*key))?;
         let meta = tensor_meta(key, &header)?;
@@ -52,7 +56,13 @@ impl Store {
             });
         }
         let base = self.delta_base_bytes(key, &header, allow_delta)?;
-        let mut out = object::alloc(meta.raw_len).map_err(obj_err(*key))?;
+        // Sized like `object::alloc` (refusing what cannot be allocated), from this
+        // thread's kept buffers; the decode overwrites every byte.
+        let mut out = usize::try_from(meta.raw_len)
+            .ok()
+            .and_then(ScratchVec::with_len)
+            .ok_or(ObjectError::Alloc(meta.raw_len))
+            .map_err(obj_err(*key))?;
         self.decode_tensor(key, &header, payload, base.as_deref(), verify, &mut out)?;
         Ok((out, obj.len() as u64))
     }
