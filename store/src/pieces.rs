@@ -8,7 +8,7 @@
 
 use std::cell::Cell;
 
-use mcodec::delta::DeltaPieces;
+use mcodec::delta::{DeltaMethod, DeltaPieces};
 use mcodec::TensorDecoder;
 use rayon::prelude::*;
 
@@ -88,11 +88,16 @@ impl Store {
                 &stored
             }
         };
-        // The base is read only for an object that is what the entry says (else the whole
-        // decode reports what is wrong, as it always has).
+        // The base is read only for a ULP delta that is what the entry says (else the
+        // whole decode reports what is wrong, as it always has, and reads the base
+        // itself).
         let base = object::split(obj)
             .ok()
-            .filter(|(h, _)| crate::read::check_entry(t, h).is_ok())
+            .filter(|(h, payload)| {
+                crate::read::check_entry(t, h).is_ok()
+                    && (h.delta_base().is_none()
+                        || mcodec::delta::method_of(payload) == Ok(DeltaMethod::Ulp))
+            })
             .and_then(|(h, _)| h.delta_base());
         let base_obj;
         let base_bytes = match base {
@@ -104,7 +109,7 @@ impl Store {
         };
         match plan(t, obj, base_bytes) {
             Some(plan) => self.write_pieces(t, &plan, sink),
-            None => self.get_tensor_into(t, whole),
+            None => self.decode_entry_into(t, obj, whole),
         }
     }
 

@@ -231,6 +231,16 @@ impl Store {
                 &stored
             }
         };
+        self.decode_entry_into(t, obj, out)
+    }
+
+    /// [`Self::get_tensor_into`] with the entry's object `obj` already read.
+    pub(crate) fn decode_entry_into(
+        &self,
+        t: &TensorEntry,
+        obj: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
         let (header, payload) = object::split(obj).map_err(obj_err(t.object))?;
         check_entry(t, &header)?;
         // A delta's base is decoded straight into `out` and the delta applied there: no
