@@ -779,6 +779,45 @@ impl<'a> TensorDecoder<'a> {
         self.decode_split(*layout, decoders, offset / (pair_bytes / 2), out)
     }
 
+    /// Bytes per chunk pair for codecs that decode any range of chunks (`None` for stored
+    /// and zstd, which decode only front to back): the unit of [`Self::decode_piece`].
+    pub fn pair_bytes(&self) -> Option<usize> {
+        let DecoderBody::Split(layout, _) = &self.body else {
+            return None;
+        };
+        Some(2 * (1usize << self.chunk_log2) * layout.element_size())
+    }
+
+    /// Decodes bytes `offset..offset + out.len()` of the tensor into `out` on this thread
+    /// (no rayon, no prefault: `out` is meant to be a buffer in cache, reused): `offset` a
+    /// multiple of [`Self::pair_bytes`], `out` whole chunk pairs or reaching the end of
+    /// the tensor. No checksum: the caller hashes what it decodes.
+    pub fn decode_piece(&self, offset: usize, out: &mut [u8]) -> Result<(), TensorError> {
+        let size_err = || TensorError::OutputSize {
+            found: out.len(),
+            expected: self.out_len.saturating_sub(offset),
+        };
+        let (DecoderBody::Split(layout, decoders), Some(pair_bytes)) =
+            (&self.body, self.pair_bytes())
+        else {
+            return Err(size_err());
+        };
+        let end = offset.checked_add(out.len());
+        let whole = out.len().is_multiple_of(pair_bytes) || end == Some(self.out_len);
+        if !offset.is_multiple_of(pair_bytes) || !whole || end.is_none_or(|e| e > self.out_len) {
+            return Err(size_err());
+        }
+        let chunk_len = 1usize << self.chunk_log2;
+        let first = offset / (pair_bytes / 2);
+        FieldBuffers::with(|bufs| {
+            out.chunks_mut(pair_bytes)
+                .enumerate()
+                .try_for_each(|(pair, dst)| {
+                    decode_chunk_pair(*layout, decoders, bufs, first + 2 * pair, chunk_len, dst)
+                })
+        })
+    }
+
     /// Decodes the tensor in consecutive pieces of at most `max_piece` bytes (rounded down
     /// to whole chunks, at least one chunk) and hands each to `sink` with its byte range,
     /// so memory stays bounded whatever size the index claims.
@@ -1158,6 +1197,50 @@ mod tests {
             enc.coded_len(),
             data.len()
         );
+    }
+
+    /// Pieces of whole chunk pairs, decoded in any order on this thread, give what a whole
+    /// decode gives (every layout, a short last pair, a tensor shorter than one pair);
+    /// other ranges, and codecs without chunks, are refused.
+    #[test]
+    fn pieces_decode_what_the_whole_tensor_decodes() {
+        let opts = EncodeOptions {
+            chunk_log2: 10,
+            block_log2: 10,
+            ..EncodeOptions::default()
+        };
+        for dtype in [Dtype::BF16, Dtype::F16, Dtype::F32, Dtype::F8E4M3] {
+            for n in [5000usize, 2048, 700] {
+                let width = dtype.element_size().unwrap();
+                let data: Vec<u8> = gaussian_bf16(n * width / 2 + 1)[..n * width].to_vec();
+                let enc = round_trip(&dtype, &data, &opts);
+                let owned: Vec<Vec<u8>> = enc.streams.iter().map(CodedStream::to_vec).collect();
+                let streams: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+                let dec =
+                    TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &streams).unwrap();
+                let Some(pair) = dec.pair_bytes() else {
+                    assert!(dec.decode_piece(0, &mut vec![0; data.len()]).is_err());
+                    continue;
+                };
+                assert_eq!(pair, 2 * 1024 * width);
+                for pairs in [1, 2] {
+                    let piece = pair * pairs;
+                    let mut out = vec![0xA5u8; data.len()];
+                    let starts: Vec<usize> = (0..data.len()).step_by(piece).collect();
+                    for &at in starts.iter().rev() {
+                        let end = (at + piece).min(data.len());
+                        dec.decode_piece(at, &mut out[at..end]).unwrap();
+                    }
+                    assert!(out == data, "{dtype} n {n}");
+                }
+                let mut out = vec![0u8; pair + 2];
+                if data.len() > pair + 2 {
+                    assert!(dec.decode_piece(0, &mut out).is_err());
+                }
+                assert!(dec.decode_piece(pair / 2, &mut out[..pair]).is_err());
+                assert!(dec.decode_piece(data.len(), &mut out[..2]).is_err());
+            }
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::manifest::{
 use crate::object::{self, Header, TensorMeta};
 use crate::progress::{Progress, ProgressFn};
 use crate::report::AddReport;
+use crate::scratch::ScratchVec;
 use crate::Store;
 
 /// Options of [`Store::add`].
@@ -265,7 +266,9 @@ impl Store {
         let info = &t.info;
         // One copy of the input, hashed and coded: a mapped input changing meanwhile
         // cannot make the object differ from its key.
-        let bytes = t.bytes.to_vec();
+        // (A buffer of this thread's, kept from an earlier tensor: no fresh pages.)
+        let mut bytes = ScratchVec::take();
+        bytes.extend_from_slice(t.bytes);
         let key = ObjectKey::tensor(&info.dtype, &info.shape, &bytes);
         let len = bytes.len() as u64;
         let entry = |delta_base: Option<ObjectKey>, inline| TensorEntry {
@@ -301,7 +304,7 @@ impl Store {
             raw_len: bytes.len() as u64,
         };
         // (root, delta, base bytes, size of the base's plain object)
-        let mut delta: Option<(ObjectKey, Vec<u8>, Vec<u8>, u64)> = None;
+        let mut delta: Option<(ObjectKey, Vec<u8>, ScratchVec, u64)> = None;
         if let Some(root) = root {
             // Verified: a delta against damaged base bytes would decode wrongly once the
             // base is repaired or rewritten by another writer.
@@ -352,7 +355,12 @@ impl Store {
             c.dedup.fetch_add(1, Ordering::Relaxed);
             return Ok(e);
         }
-        self.verify_written(&e.object, &obj, base_bytes.as_deref(), &bytes)?;
+        self.verify_written(
+            &e.object,
+            &obj,
+            base_bytes.as_deref().map(Vec::as_slice),
+            &bytes,
+        )?;
         let counter = if delta_base.is_some() {
             &c.delta
         } else {
@@ -410,6 +418,11 @@ impl Store {
                     computed,
                 });
             }
+            return Ok(());
+        }
+        // Piece by piece where the object decodes so (no tensor-sized buffer); else, or
+        // when that finds a difference or an error, whole, which also says what is wrong.
+        if crate::pieces::decodes_to(&header, payload, base, tensor) == Some(true) {
             return Ok(());
         }
         let mut out = object::alloc(header.raw_len()).map_err(obj_err(*name))?;

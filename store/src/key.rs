@@ -36,16 +36,25 @@ impl ObjectKey {
     /// The key of a tensor: its dtype name, rank, dimensions, byte length and bytes.
     pub fn tensor(dtype: &Dtype, shape: &[u64], bytes: &[u8]) -> Self {
         let mut h = blake3::Hasher::new();
-        h.update(TENSOR_DOMAIN);
-        let name = dtype.name().as_bytes();
-        h.update(&(name.len() as u64).to_le_bytes());
-        h.update(name);
-        h.update(&(shape.len() as u64).to_le_bytes());
-        for d in shape {
-            h.update(&d.to_le_bytes());
-        }
-        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(&Self::tensor_prefix(dtype, shape, bytes.len() as u64));
         Self::finish(h, bytes)
+    }
+
+    /// What a tensor's key hashes before its bytes: the domain tag, its dtype name, rank,
+    /// dimensions and byte length `len`. The key is the BLAKE3 digest of this followed by
+    /// the bytes (which a reader may hash in pieces: `treehash`).
+    pub(crate) fn tensor_prefix(dtype: &Dtype, shape: &[u64], len: u64) -> Vec<u8> {
+        let name = dtype.name().as_bytes();
+        let mut p = Vec::with_capacity(TENSOR_DOMAIN.len() + 24 + name.len() + 8 * shape.len());
+        p.extend_from_slice(TENSOR_DOMAIN);
+        p.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        p.extend_from_slice(name);
+        p.extend_from_slice(&(shape.len() as u64).to_le_bytes());
+        for d in shape {
+            p.extend_from_slice(&d.to_le_bytes());
+        }
+        p.extend_from_slice(&len.to_le_bytes());
+        p
     }
 
     /// The key of a blob (a non-tensor file or a safetensors header).

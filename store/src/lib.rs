@@ -25,15 +25,18 @@ mod input;
 mod key;
 mod model;
 pub mod outdir;
+mod pieces;
 mod progress;
 mod read;
 mod report;
 #[cfg(feature = "s3")]
 mod s3;
+mod scratch;
 mod stats;
 mod store;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
+mod treehash;
 
 // Internal layers. The `fuzzing` feature (fuzz targets, this crate's own integration tests)
 // makes them public, hidden from the docs; what the public API needs of them is exported

@@ -584,6 +584,20 @@ pub fn decode_plain_into(
             expected: raw_len,
         });
     }
+    let decoder = plain_decoder(codec, chunk_log2, stream_lens, payload, out.len())?;
+    Ok(decoder.decode(out)?)
+}
+
+/// The decoder of a plain tensor object's payload (streams of `stream_lens` back to back)
+/// for a tensor of `len` bytes: [`decode_plain_into`] decodes with it whole, a reader in
+/// pieces ([`TensorDecoder::decode_piece`]).
+pub fn plain_decoder<'a>(
+    codec: Codec,
+    chunk_log2: u8,
+    stream_lens: &[u64],
+    payload: &'a [u8],
+    len: usize,
+) -> Result<TensorDecoder<'a>, ObjectError> {
     let mut streams = Vec::with_capacity(stream_lens.len());
     let mut rest = payload;
     for (i, &len) in stream_lens.iter().enumerate() {
@@ -602,8 +616,7 @@ pub fn decode_plain_into(
     if !rest.is_empty() {
         return Err(ObjectError::TrailingBytes { count: rest.len() });
     }
-    let decoder = TensorDecoder::new(codec, chunk_log2, out.len(), &streams)?;
-    Ok(decoder.decode(out)?)
+    Ok(TensorDecoder::new(codec, chunk_log2, len, &streams)?)
 }
 
 #[cfg(test)]

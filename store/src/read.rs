@@ -7,6 +7,7 @@ use crate::error::{obj_err, ObjectKind, Result, StoreError};
 use crate::key::ObjectKey;
 use crate::manifest::TensorEntry;
 use crate::object::{self, Header, ObjectError, TensorMeta};
+use crate::scratch::ScratchVec;
 use crate::Store;
 
 impl Store {
@@ -29,7 +30,10 @@ impl Store {
         allow_delta: bool,
         verify: bool,
     ) -> Result<Vec<u8>> {
-        Ok(self.load_tensor_sized(key, expect, allow_delta, verify)?.0)
+        Ok(self
+            .load_tensor_sized(key, expect, allow_delta, verify)?
+            .0
+            .into_vec())
     }
 
     /// [`Self::load_tensor`], also returning the stored object's size.
@@ -39,7 +43,7 @@ impl Store {
         expect: Option<&TensorMeta>,
         allow_delta: bool,
         verify: bool,
-    ) -> Result<(Vec<u8>, u64)> {
+    ) -> Result<(ScratchVec, u64)> {
         let obj = self.backend.get_object_bytes(key)?;
         let (header, payload) = object::split(&obj).map_err(obj_err(*key))?;
         let meta = tensor_meta(key, &header)?;
@@ -52,7 +56,13 @@ impl Store {
             });
         }
         let base = self.delta_base_bytes(key, &header, allow_delta)?;
-        let mut out = object::alloc(meta.raw_len).map_err(obj_err(*key))?;
+        // Sized like `object::alloc` (refusing what cannot be allocated), from this
+        // thread's kept buffers; the decode overwrites every byte.
+        let mut out = usize::try_from(meta.raw_len)
+            .ok()
+            .and_then(ScratchVec::with_len)
+            .ok_or(ObjectError::Alloc(meta.raw_len))
+            .map_err(obj_err(*key))?;
         self.decode_tensor(key, &header, payload, base.as_deref(), verify, &mut out)?;
         Ok((out, obj.len() as u64))
     }
@@ -221,28 +231,18 @@ impl Store {
                 &stored
             }
         };
+        self.decode_entry_into(t, obj, out)
+    }
+
+    /// [`Self::get_tensor_into`] with the entry's object `obj` already read.
+    pub(crate) fn decode_entry_into(
+        &self,
+        t: &TensorEntry,
+        obj: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
         let (header, payload) = object::split(obj).map_err(obj_err(t.object))?;
-        let want = TensorMeta {
-            dtype: t.dtype(),
-            shape: t.shape.clone(),
-            raw_len: t.len,
-        };
-        let found = tensor_meta(&t.object, &header)?;
-        if *found != want {
-            return Err(StoreError::WrongTensor {
-                key: t.object,
-                tensor: Some(t.name.clone()),
-                expected: Box::new(want),
-                found: Box::new(found.clone()),
-            });
-        }
-        if header.delta_base() != t.delta_base {
-            return Err(StoreError::WrongBase {
-                key: t.object,
-                expected: t.delta_base,
-                found: header.delta_base(),
-            });
-        }
+        check_entry(t, &header)?;
         // A delta's base is decoded straight into `out` and the delta applied there: no
         // tensor-sized buffer to zero, fault in and read back.
         let base = if self.delta_base_into(&header, out)? {
@@ -290,6 +290,33 @@ impl Store {
         }
         Ok(bytes)
     }
+}
+
+/// Checks that the object of manifest entry `t`, whose header is `header`, is the tensor
+/// the entry describes, against the base it names.
+pub(crate) fn check_entry(t: &TensorEntry, header: &Header) -> Result<()> {
+    let want = TensorMeta {
+        dtype: t.dtype(),
+        shape: t.shape.clone(),
+        raw_len: t.len,
+    };
+    let found = tensor_meta(&t.object, header)?;
+    if *found != want {
+        return Err(StoreError::WrongTensor {
+            key: t.object,
+            tensor: Some(t.name.clone()),
+            expected: Box::new(want),
+            found: Box::new(found.clone()),
+        });
+    }
+    if header.delta_base() != t.delta_base {
+        return Err(StoreError::WrongBase {
+            key: t.object,
+            expected: t.delta_base,
+            found: header.delta_base(),
+        });
+    }
+    Ok(())
 }
 
 /// Where a delta object's base is when it is decoded.

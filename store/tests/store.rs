@@ -1123,3 +1123,122 @@ fn add_and_get_report_progress_up_to_the_model_size() {
     check(&mut calls.lock().unwrap());
     assert!(tree(&out) == tree(&f.ft));
 }
+
+/// Values like trained weights (sums of uniforms, scale `s`), deterministic by `seed`.
+fn weights(n: usize, seed: u64, s: f32) -> Vec<f32> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            let mut acc = 0.0f32;
+            for _ in 0..4 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                acc += (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            }
+            acc * s
+        })
+        .collect()
+}
+
+/// A model of tensors larger than one piece of `get`'s piecewise decode (BF16 and F32
+/// tensors of several pieces and a short last one, an F16 tensor the fine-tune leaves
+/// alone, NaN payloads, a tiny tensor) and its fine-tune.
+fn large_pair(dir: &Path) -> (PathBuf, PathBuf) {
+    use mcodec_fixtures::safetensors::Tensor;
+    let shapes: [(&str, &str, [usize; 2]); 4] = [
+        ("a.big", "BF16", [1700, 1024]),
+        ("b.wide", "F32", [700, 1000]),
+        ("c.frozen", "F16", [600, 1000]),
+        ("d.tiny", "BF16", [3, 7]),
+    ];
+    let mut base = Vec::new();
+    let mut ft = Vec::new();
+    for (i, (name, dtype, shape)) in shapes.into_iter().enumerate() {
+        let n = shape[0] * shape[1];
+        let w = weights(n, 11 + i as u64, 0.05);
+        let mut b = Tensor::from_f32(name, dtype, &shape, &w);
+        let moved: Vec<f32> = if name == "c.frozen" {
+            w
+        } else {
+            let noise = weights(n, 99 + i as u64, 0.05 / 64.0);
+            w.iter()
+                .zip(&noise)
+                .enumerate()
+                .map(|(k, (a, d))| if k % 5 == 0 { *a } else { a + d })
+                .collect()
+        };
+        let mut t = Tensor::from_f32(name, dtype, &shape, &moved);
+        if dtype == "BF16" && n > 1000 {
+            // NaNs with payloads, in the base and moved in the fine-tune.
+            for (k, nan) in [(17usize, 0x7FC1u16), (4000, 0xFF81), (n - 1, 0x7F80 | 0x55)] {
+                b.data[2 * k..2 * k + 2].copy_from_slice(&nan.to_le_bytes());
+                t.data[2 * k..2 * k + 2].copy_from_slice(&(nan ^ 3).to_le_bytes());
+            }
+        }
+        base.push(b);
+        ft.push(t);
+    }
+    let (b, f) = (dir.join("base"), dir.join("ft"));
+    write_model_dir(&b, &base, "base").unwrap();
+    write_model_dir(&f, &ft, "ft").unwrap();
+    (b, f)
+}
+
+/// `get` decodes large tensors a piece at a time (base, delta, hash per piece): ULP and
+/// BitX deltas and plain objects come back byte for byte, and damage to a delta or its
+/// base anywhere in a multi-piece tensor is refused.
+#[test]
+fn large_tensors_come_back_from_pieces_bit_exactly() {
+    let tmp = TempDir::new().unwrap();
+    let (base, ft) = large_pair(tmp.path());
+    for mode in [DeltaMode::Best, DeltaMode::BitX] {
+        let root = tmp.path().join(format!("store-{mode:?}"));
+        let store = Store::init(&root).unwrap();
+        store.add(&base, "base", &AddOptions::default()).unwrap();
+        let opts = AddOptions {
+            delta: mode,
+            base: Some("base".into()),
+            ..AddOptions::default()
+        };
+        let r = store.add(&ft, "ft", &opts).unwrap();
+        assert!(r.delta >= 2, "{mode:?}: {r:?}");
+        let scratch = tmp.path().join(format!("out-{mode:?}"));
+        fs::create_dir_all(&scratch).unwrap();
+        get_matches(&store, "ft", &ft, &scratch);
+        get_matches(&store, "base", &base, &scratch);
+        let m = store.manifest("ft").unwrap();
+        let big = m.tensors().find(|t| t.name == "a.big").unwrap().clone();
+        assert!(matches!(header(&store, &big.object), Header::Delta { .. }));
+        let frozen = m.tensors().find(|t| t.name == "c.frozen").unwrap();
+        assert!(
+            frozen.delta_base.is_none(),
+            "the unchanged tensor is deduplicated"
+        );
+        // Damage in the delta (early, middle, late) and in the base.
+        let base_key = big.delta_base.unwrap();
+        for (key, at) in [
+            (big.object, 0.1),
+            (big.object, 0.5),
+            (big.object, 0.97),
+            (base_key, 0.6),
+        ] {
+            let path = object_path(&root, &key);
+            let good = fs::read(&path).unwrap();
+            let mut bad = good.clone();
+            let i = (bad.len() as f64 * at) as usize;
+            bad[i] ^= 0x41;
+            fs::write(&path, &bad).unwrap();
+            let out = scratch.join("damaged");
+            let err = store.get("ft", &out, false, false).unwrap_err();
+            assert!(
+                matches!(err, StoreError::Checksum { .. } | StoreError::Object { .. }),
+                "{mode:?} at {at}: {err}"
+            );
+            assert!(!out.exists());
+            fs::write(&path, &good).unwrap();
+        }
+        fs::create_dir_all(scratch.join("again")).unwrap();
+        get_matches(&store, "ft", &ft, &scratch.join("again"));
+    }
+}

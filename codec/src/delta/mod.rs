@@ -84,6 +84,16 @@ pub enum DeltaError {
         /// The dtype's name.
         dtype: String,
     },
+    /// A piece asked of [`DeltaPieces::decode_at`] is not whole chunks of the delta.
+    #[error("bytes {offset}+{len} of {total} are not whole chunks of the delta")]
+    Range {
+        /// First byte asked for.
+        offset: usize,
+        /// Bytes asked for.
+        len: usize,
+        /// The output's length.
+        total: usize,
+    },
 }
 
 impl DeltaMethod {
@@ -207,6 +217,76 @@ fn decode_at_level(
     match method_of(delta)? {
         DeltaMethod::BitX => bitx::decode(dtype, base, &delta[1..], out),
         DeltaMethod::Ulp => ulp::decode_on(level, dtype, base, &delta[1..], out),
+    }
+}
+
+/// A delta parsed once and decoded a piece at a time, each piece from the same bytes of
+/// the base: a caller decodes a large tensor's base and delta piece by piece while both are
+/// in cache, pieces on any threads. Only chunked ULP deltas (FORMAT.md §9.3, layouts 2
+/// and 3) decode in pieces; [`DeltaPieces::new`] gives `None` for the others.
+pub struct DeltaPieces<'a> {
+    parsed: ulp::Parsed<'a>,
+    level: crate::cpu::SimdLevel,
+}
+
+impl<'a> DeltaPieces<'a> {
+    /// Parses `delta` for a tensor of `dtype` and `len` bytes; `Ok(None)` if the delta is
+    /// not one that decodes in pieces (BitX, ULP layout 1), an error if it does not parse
+    /// (as [`decode`] would fail on it).
+    pub fn new(dtype: &Dtype, delta: &'a [u8], len: usize) -> Result<Option<Self>, DeltaError> {
+        Self::on(crate::cpu::simd_level(), dtype, delta, len)
+    }
+
+    /// [`Self::new`] decoding on the code path `level` (the scalar path where the CPU
+    /// lacks it).
+    fn on(
+        level: crate::cpu::SimdLevel,
+        dtype: &Dtype,
+        delta: &'a [u8],
+        len: usize,
+    ) -> Result<Option<Self>, DeltaError> {
+        if method_of(delta)? != DeltaMethod::Ulp {
+            return Ok(None);
+        }
+        let layout = ulp::Layout::of(dtype).ok_or_else(|| DeltaError::Unsupported {
+            method: DeltaMethod::Ulp.name(),
+            dtype: dtype.to_string(),
+        })?;
+        let parsed = ulp::parse(layout, &delta[1..], len)?;
+        Ok(parsed
+            .chunk_bytes()
+            .is_some()
+            .then_some(Self { parsed, level }))
+    }
+
+    /// Bytes per chunk: every piece starts at a multiple of it.
+    pub fn chunk_bytes(&self) -> usize {
+        self.parsed.chunk_bytes().unwrap_or(1)
+    }
+
+    /// The tensor's length in bytes.
+    pub fn len(&self) -> usize {
+        self.parsed.len()
+    }
+
+    /// Whether the tensor is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decodes bytes `offset..offset + out.len()` of the tensor from `base`, the same
+    /// bytes of the base, on this thread: `offset` a multiple of [`Self::chunk_bytes`],
+    /// `out` whole chunks or reaching the end of the tensor ([`DeltaError::Range`]
+    /// otherwise). The bytes are those [`decode`] gives there, or an error ([`decode`]
+    /// reports the first damaged chunk of the whole delta; this, the first of the piece).
+    pub fn decode_at(&self, offset: usize, base: &[u8], out: &mut [u8]) -> Result<(), DeltaError> {
+        let p = &self.parsed;
+        match p.width() {
+            1 => p.decode_range::<1>(self.level, offset, base, out),
+            2 => p.decode_range::<2>(self.level, offset, base, out),
+            4 => p.decode_range::<4>(self.level, offset, base, out),
+            _ => p.decode_range::<8>(self.level, offset, base, out),
+        }
     }
 }
 
@@ -567,6 +647,128 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Decodes `d` piece by piece (`chunks` chunks a piece, the pieces in reverse order)
+    /// on path `level`; `None` when the delta does not decode in pieces.
+    fn by_pieces(
+        level: crate::cpu::SimdLevel,
+        dtype: &Dtype,
+        base: &[u8],
+        d: &[u8],
+        chunks: usize,
+    ) -> Option<Result<Vec<u8>, DeltaError>> {
+        let p = match DeltaPieces::on(level, dtype, d, base.len()) {
+            Ok(p) => p?,
+            Err(e) => return Some(Err(e)),
+        };
+        assert_eq!(p.len(), base.len());
+        let piece = p.chunk_bytes() * chunks;
+        let mut out = vec![0x5A; base.len()];
+        let starts: Vec<usize> = (0..base.len().max(1)).step_by(piece).collect();
+        for &at in starts.iter().rev() {
+            let end = (at + piece).min(base.len());
+            if let Err(e) = p.decode_at(at, &base[at..end], &mut out[at..end]) {
+                return Some(Err(e));
+            }
+        }
+        Some(Ok(out))
+    }
+
+    /// Pieces of one or more chunks, in any order, on every path, give the bytes a whole
+    /// decode gives, or fail where it fails; odd lengths, empty tensors, NaN payloads and
+    /// damaged deltas included. Pieces that are not whole chunks are refused.
+    #[test]
+    fn pieces_decode_what_the_whole_delta_decodes() {
+        use crate::cpu::SimdLevel;
+        for dtype in FLOATS {
+            let width = dtype.element_size().unwrap();
+            let specials = special_elements(width);
+            for (n, chunk) in [(20_000, 992), (3001, 992), (700, 32), (31, 64), (0, 64)] {
+                for cut in [0, 1] {
+                    let (base, target) = fine_tune_pair(&dtype, n);
+                    let len = (n * width).saturating_sub(cut);
+                    let special: Vec<u8> = (0..n)
+                        .flat_map(|i| {
+                            specials[(i * 7 + i / 5) % specials.len()].to_le_bytes()[..width]
+                                .to_vec()
+                        })
+                        .collect();
+                    for (b, t) in [(&base, &target), (&special, &target), (&base, &special)] {
+                        let (b, t) = (&b[..len], &t[..len]);
+                        let mut deltas = vec![
+                            ulp_chunked(&dtype, b, t, chunk),
+                            ulp_layout2(&dtype, b, t, 100),
+                        ];
+                        let good = deltas.clone();
+                        for d in &good {
+                            for at in [d.len() / 2, d.len().saturating_sub(3), 9] {
+                                let mut bad = d.clone();
+                                if let Some(x) = bad.get_mut(at) {
+                                    *x ^= 0x24;
+                                }
+                                deltas.push(bad);
+                            }
+                            deltas.push(d[..d.len() - 1].to_vec());
+                        }
+                        for (k, d) in deltas.iter().enumerate() {
+                            let mut whole = vec![0xA5; len];
+                            let whole = decode(&dtype, b, d, &mut whole).map(|()| whole);
+                            if k < good.len() {
+                                assert!(whole.as_deref() == Ok(t), "{dtype} n {n}");
+                            }
+                            for level in SimdLevel::supported() {
+                                for chunks in [1, 3] {
+                                    let Some(pieces) = by_pieces(level, &dtype, b, d, chunks)
+                                    else {
+                                        // Damage that turned the delta into layout 1.
+                                        assert!(k >= good.len(), "{dtype} n {n}");
+                                        continue;
+                                    };
+                                    assert_eq!(
+                                        pieces.is_ok(),
+                                        whole.is_ok(),
+                                        "{dtype} n {n} delta {k} {level}"
+                                    );
+                                    if let (Ok(p), Ok(w)) = (&pieces, &whole) {
+                                        assert!(p == w, "{dtype} n {n} delta {k} {level}");
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Not whole chunks, past the end, or a base of another length: refused.
+        let (base, target) = fine_tune_pair(&Dtype::BF16, 3001);
+        let d = ulp_chunked(&Dtype::BF16, &base, &target, 992);
+        let p = DeltaPieces::new(&Dtype::BF16, &d, base.len())
+            .unwrap()
+            .unwrap();
+        let unit = p.chunk_bytes();
+        assert_eq!(unit, 992 * 2);
+        let mut out = vec![0; 2 * unit];
+        for (at, n) in [(1, unit), (0, unit - 2), (unit, unit + 2), (4 * unit, 2)] {
+            let n = n.min(out.len());
+            let b = &base[at.min(base.len())..][..n.min(base.len() - at.min(base.len()))];
+            let m = b.len();
+            assert!(p.decode_at(at, b, &mut out[..m]).is_err(), "{at} {n}");
+        }
+        assert!(matches!(
+            p.decode_at(0, &base[..unit], &mut out[..unit - 2]),
+            Err(DeltaError::LengthMismatch { .. })
+        ));
+        p.decode_at(unit, &base[unit..2 * unit], &mut out[..unit])
+            .unwrap();
+        assert!(out[..unit] == target[unit..2 * unit]);
+        // BitX and layout 1 decode only whole.
+        let bitx = encode_with(DeltaMethod::BitX, &Dtype::BF16, &base, &target).unwrap();
+        assert!(DeltaPieces::new(&Dtype::BF16, &bitx, base.len())
+            .unwrap()
+            .is_none());
+        assert!(DeltaPieces::new(&Dtype::BF16, &[], base.len()).is_err());
+        assert!(DeltaPieces::new(&Dtype::I32, &d, base.len()).is_err());
     }
 
     #[test]

@@ -884,13 +884,32 @@ fn target_of<const W: usize>(ctx: &Contexts<'_>, symbol: u8, b: u64, bits: &mut 
     layout.unkey(layout.key(b).wrapping_add(diff) & layout.mask())
 }
 
-fn decode_w<const W: usize>(
-    level: SimdLevel,
+/// A ULP payload's flags, tables and chunk directory, parsed once for an output of a known
+/// length: [`decode_w`] decodes it whole, [`Parsed::decode_range`] a run of its chunks.
+pub(crate) struct Parsed<'a> {
     layout: Layout,
-    base: Base<'_>,
-    payload: &[u8],
-    out: &mut [u8],
-) -> Result<(), DeltaError> {
+    prev_zero: bool,
+    /// Layout 3 (32 lanes) rather than 2; only with `chunked`.
+    wide: bool,
+    /// Layouts 2 and 3 (independent chunks); else layout 1 (one stream).
+    chunked: bool,
+    group_of: Vec<u8>,
+    dec: SlotTables,
+    meanings: Box<[SymbolMeaning; 256]>,
+    /// XOR of the bytes after the last whole element.
+    tail_xor: &'a [u8],
+    /// Layout 1: the one stream; chunked layouts: empty.
+    stream: &'a [u8],
+    /// Elements per chunk (chunked layouts; 0 for layout 1).
+    chunk: usize,
+    /// Each chunk's stream (chunked layouts).
+    pieces: Vec<&'a [u8]>,
+    /// Output length in bytes.
+    len: usize,
+}
+
+/// Parses a ULP payload (after the method byte) for an output of `len` bytes.
+pub(crate) fn parse(layout: Layout, payload: &[u8], len: usize) -> Result<Parsed<'_>, DeltaError> {
     let alphabet = layout.alphabet();
     let mut rest = payload;
     let (&flags, after_flags) = rest
@@ -943,9 +962,9 @@ fn decode_w<const W: usize>(
     }
     let dec = SlotTables::new(&tables);
 
-    let n = out.len() / W;
-    let body = n * W;
-    let tail_len = out.len() - body;
+    let w = layout.width();
+    let n = len / w;
+    let tail_len = len - n * w;
     if rest.len() < tail_len {
         return Err(DeltaError::Corrupt(format!(
             "ulp: {tail_len} tail bytes, {} left",
@@ -953,26 +972,23 @@ fn decode_w<const W: usize>(
         )));
     }
     let (tail_xor, after) = rest.split_at(tail_len);
-    if let Base::Separate(base) = base {
-        out[body..].copy_from_slice(&base[body..]);
-    }
-    for (o, x) in out[body..].iter_mut().zip(tail_xor) {
-        *o ^= x;
-    }
-    let meanings = meanings(layout);
-    let ctx = Contexts::new(layout, &group_of, prev_zero, &dec, &meanings);
-    let out = &mut out[..body];
-    if flags & FLAG_CHUNKED == 0 {
-        // Layout 1 (older files only): one stream, so in place takes a copy of it all.
-        let copy;
-        let base = match base {
-            Base::Separate(base) => &base[..body],
-            Base::InOut => {
-                copy = out.to_vec();
-                &copy[..]
-            }
-        };
-        return decode_stream::<W>(&ctx, base, out, after);
+    let mut parsed = Parsed {
+        layout,
+        prev_zero,
+        wide,
+        chunked: flags & FLAG_CHUNKED != 0,
+        group_of,
+        dec,
+        meanings: meanings(layout),
+        tail_xor,
+        stream: &[],
+        chunk: 0,
+        pieces: Vec::new(),
+        len,
+    };
+    if !parsed.chunked {
+        parsed.stream = after;
+        return Ok(parsed);
     }
     let mut rest = after;
     let chunk = read_varint(&mut rest, "chunk length", MAX_CHUNK_ELEMS)? as usize;
@@ -984,13 +1000,13 @@ fn decode_w<const W: usize>(
     }
     // At most n / LANES + 1 chunks: bounded by the base, which the caller holds.
     let count = n.div_ceil(chunk);
-    let mut pieces = Vec::with_capacity(count);
+    let mut lens = Vec::with_capacity(count);
     let mut claimed = 0u64;
     for _ in 0..count {
         let left = rest.len() as u64;
         let len = read_varint(&mut rest, "chunk size", left)?;
         claimed += len;
-        pieces.push(len as usize);
+        lens.push(len as usize);
     }
     if claimed != rest.len() as u64 {
         return Err(DeltaError::Corrupt(format!(
@@ -998,7 +1014,7 @@ fn decode_w<const W: usize>(
             rest.len()
         )));
     }
-    let pieces: Vec<&[u8]> = pieces
+    parsed.pieces = lens
         .into_iter()
         .map(|len| {
             let (piece, after) = rest.split_at(len);
@@ -1006,8 +1022,142 @@ fn decode_w<const W: usize>(
             piece
         })
         .collect();
+    parsed.chunk = chunk;
+    Ok(parsed)
+}
+
+impl Parsed<'_> {
+    /// Bytes of the coded elements (the output less its tail of XORed bytes).
+    fn body(&self) -> usize {
+        self.len / self.layout.width() * self.layout.width()
+    }
+
+    fn contexts(&self) -> Contexts<'_> {
+        Contexts::new(
+            self.layout,
+            &self.group_of,
+            self.prev_zero,
+            &self.dec,
+            &self.meanings,
+        )
+    }
+
+    /// Bytes per chunk of a chunked layout (`None` for layout 1, whose one stream decodes
+    /// only whole).
+    pub(crate) fn chunk_bytes(&self) -> Option<usize> {
+        self.chunked.then(|| self.chunk * self.layout.width())
+    }
+
+    /// Bytes per element.
+    pub(crate) fn width(&self) -> usize {
+        self.layout.width()
+    }
+
+    /// The output length the payload was parsed for.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Decodes the bytes `offset..offset + out.len()` of the output from the same bytes
+    /// of the base, on this thread, on path `level`: `offset` a multiple of
+    /// [`Self::chunk_bytes`], `out` whole chunks or reaching the end of the output.
+    pub(crate) fn decode_range<const W: usize>(
+        &self,
+        level: SimdLevel,
+        offset: usize,
+        base: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), DeltaError> {
+        let len = out.len();
+        let range_err = || DeltaError::Range {
+            offset,
+            len,
+            total: self.len,
+        };
+        if base.len() != out.len() {
+            return Err(DeltaError::LengthMismatch {
+                base: base.len(),
+                target: out.len(),
+            });
+        }
+        let unit = self.chunk_bytes().ok_or_else(range_err)?;
+        let end = offset.checked_add(len).ok_or_else(range_err)?;
+        if !offset.is_multiple_of(unit)
+            || end > self.len
+            || (end != self.len && !len.is_multiple_of(unit))
+        {
+            return Err(range_err());
+        }
+        let level = if level.is_supported() {
+            level
+        } else {
+            SimdLevel::Scalar
+        };
+        let body = self.body();
+        let coded = end.min(body).saturating_sub(offset);
+        let ctx = self.contexts();
+        let first = offset / unit;
+        for (k, (o, b)) in out[..coded]
+            .chunks_mut(unit)
+            .zip(base[..coded].chunks(unit))
+            .enumerate()
+        {
+            let i = first + k;
+            let bytes = self.pieces[i];
+            let decoded = if self.wide {
+                decode_stream_wide::<W>(level, &ctx, b, o, bytes)
+            } else {
+                decode_stream::<W>(&ctx, b, o, bytes)
+            };
+            decoded.map_err(|e| chunk_err(i, e))?;
+        }
+        for j in body.max(offset)..end {
+            out[j - offset] = base[j - offset] ^ self.tail_xor[j - body];
+        }
+        Ok(())
+    }
+}
+
+/// An error of chunk `i`, named so.
+fn chunk_err(i: usize, e: DeltaError) -> DeltaError {
+    match e {
+        DeltaError::Corrupt(m) => DeltaError::Corrupt(format!("chunk {i}: {m}")),
+        e => e,
+    }
+}
+
+fn decode_w<const W: usize>(
+    level: SimdLevel,
+    layout: Layout,
+    base: Base<'_>,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<(), DeltaError> {
+    let p = parse(layout, payload, out.len())?;
+    let body = p.body();
+    if let Base::Separate(base) = base {
+        out[body..].copy_from_slice(&base[body..]);
+    }
+    for (o, x) in out[body..].iter_mut().zip(p.tail_xor) {
+        *o ^= x;
+    }
+    let ctx = p.contexts();
+    let out = &mut out[..body];
+    if !p.chunked {
+        // Layout 1 (older files only): one stream, so in place takes a copy of it all.
+        let copy;
+        let base = match base {
+            Base::Separate(base) => &base[..body],
+            Base::InOut => {
+                copy = out.to_vec();
+                &copy[..]
+            }
+        };
+        return decode_stream::<W>(&ctx, base, out, p.stream);
+    }
+    let (chunk, wide) = (p.chunk, p.wide);
     out.par_chunks_mut(chunk * W)
-        .zip(pieces)
+        .zip(&p.pieces)
         .enumerate()
         // In place, each chunk's base is copied to a buffer of the thread's first (one
         // chunk: in the cache, unlike a second tensor-sized buffer).
@@ -1025,12 +1175,7 @@ fn decode_w<const W: usize>(
             } else {
                 decode_stream::<W>(&ctx, b, o, bytes)
             };
-            decoded
-                .map_err(|e| match e {
-                    DeltaError::Corrupt(m) => DeltaError::Corrupt(format!("chunk {i}: {m}")),
-                    e => e,
-                })
-                .err()
+            decoded.map_err(|e| chunk_err(i, e)).err()
         })
         // The first damaged chunk in file order is the one reported, whichever thread
         // fails first: the same input always gives the same error (the fuzz target

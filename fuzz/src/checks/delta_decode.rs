@@ -1,8 +1,8 @@
 //! The delta decoder (`mcodec::delta::decode`: ULP layouts 1, 2 and 3, BitX) on arbitrary
 //! delta bytes against a generated base must never panic, must write every output byte,
-//! must give the same result on every code path the CPU has (scalar, AVX2, AVX-512), and
-//! whatever it decodes must code again (with the same method) to a delta that decodes to
-//! the same bytes.
+//! must give the same result on every code path the CPU has (scalar, AVX2, AVX-512) and
+//! decoded a piece at a time (`DeltaPieces`, chunked ULP deltas), and whatever it decodes
+//! must code again (with the same method) to a delta that decodes to the same bytes.
 //!
 //! Input layout: `dtype selector: u8 | base seed: u8 | elements: u16 LE |` then the
 //! delta. The base is [`pair`]`(dtype, elements, seed)`'s first half (selector mod 8:
@@ -99,6 +99,29 @@ pub fn check(data: &[u8]) {
             r.is_err() || on_path == zeros,
             "the {level} path decodes other bytes"
         );
+    }
+    // A chunked ULP delta decoded a piece at a time (whole chunks, in reverse order, as
+    // the store's `get` does) gives the same bytes, or fails where the whole decode fails.
+    match delta::DeltaPieces::new(dtype, delta, base.len()) {
+        Ok(Some(p)) => {
+            let unit = p.chunk_bytes();
+            let mut out = vec![0x33u8; base.len()];
+            let mut pieces = Ok(());
+            for at in (0..base.len().max(1)).step_by(unit).rev() {
+                let end = at.saturating_add(unit).min(base.len());
+                pieces = p.decode_at(at, &base[at..end], &mut out[at..end]);
+                if pieces.is_err() {
+                    break;
+                }
+            }
+            assert_eq!(pieces.is_ok(), rz.is_ok(), "pieces and the whole disagree");
+            assert!(rz.is_err() || out == zeros, "pieces decode other bytes");
+        }
+        Ok(None) => {}
+        Err(_) => assert!(
+            rz.is_err(),
+            "a delta that decodes whole does not parse for pieces"
+        ),
     }
     // An output of the wrong length is refused before anything is decoded.
     let mut wrong = vec![0u8; base.len() + 1];
