@@ -184,16 +184,32 @@ impl PyArchive {
                 archive.prefetch();
             }
             pool::run(threads, || {
-                // Tensors of an eighth of the load or more decode first, one after the
-                // other, each on every thread: their compressed pages are released early
-                // instead of staying resident beside nearly the whole decoded model
-                // (all-MiniLM's embedding, half the model, finished last in plain file
-                // order: peak RSS 1.41x the model, 1.15x this way, and faster).
+                // Tensors of an eighth of the load or more decode one after the other,
+                // each on every thread, where they come (in file order for a whole-file
+                // load, first when sorted largest first); the tensors between them
+                // decode in parallel with each other. A big tensor's compressed pages
+                // are released as soon as it is decoded instead of staying resident
+                // beside nearly the whole decoded model (all-MiniLM's embedding, half the
+                // model, finished last in plain file order: peak RSS 1.41x the model,
+                // 1.15x this way, and faster). Decoding them all before the rest, as
+                // before, made a cold load of a model whose last tensor is big (the
+                // 1.33 GB model's `lm_head`) wait for the read-ahead to reach the end of
+                // the file while the tensors in between, already read, waited too:
+                // 1.20 -> 0.84 s.
                 let total: usize = work.iter().map(|t| t.len).sum();
-                let (big, rest): (Vec<&Target>, Vec<&Target>) =
-                    work.iter().partition(|t| t.len > 0 && t.len >= total / 8);
-                big.into_iter().try_for_each(decode)?;
-                rest.par_iter().try_for_each(|t| decode(t))
+                let is_big = |t: &Target| t.len > 0 && t.len >= total / 8;
+                let mut rest = work.as_slice();
+                while let Some(first) = rest.first() {
+                    if is_big(first) {
+                        decode(first)?;
+                        rest = &rest[1..];
+                    } else {
+                        let n = rest.iter().position(is_big).unwrap_or(rest.len());
+                        rest[..n].par_iter().try_for_each(decode)?;
+                        rest = &rest[n..];
+                    }
+                }
+                Ok(())
             })
         })?
         .map_err(|e| container(&self.path, e))
