@@ -1467,22 +1467,33 @@ mod tests {
         }
     }
 
-    /// Whether `MADV_POPULATE_WRITE` maps pages here, probed on a mapping of its own
-    /// (independently of [`prefault`], which the test below checks).
+    /// A fresh private anonymous read-write mapping of `len` bytes (no page mapped yet),
+    /// which the caller unmaps.
     #[cfg(target_os = "linux")]
-    fn populate_write_works(page: usize) -> bool {
-        let len = 4 * page;
-        // SAFETY: a fresh private anonymous mapping, advised, probed and unmapped here.
-        unsafe {
-            let base = libc::mmap(
+    fn fresh_anonymous_map(len: usize) -> *mut libc::c_void {
+        // SAFETY: a new mapping at an address the kernel picks: nothing else is affected.
+        let base = unsafe {
+            libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
-            );
-            assert_ne!(base, libc::MAP_FAILED);
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        base
+    }
+
+    /// Whether `MADV_POPULATE_WRITE` maps pages here, probed on a mapping of its own
+    /// (independently of [`prefault`], which the test below checks).
+    #[cfg(target_os = "linux")]
+    fn populate_write_works(page: usize) -> bool {
+        let len = 4 * page;
+        let base = fresh_anonymous_map(len);
+        // SAFETY: the fresh mapping just made, advised, probed and unmapped here.
+        unsafe {
             let advised = libc::madvise(base, len, libc::MADV_POPULATE_WRITE) == 0;
             let mapped = first_unmapped_page(base as usize, base as usize + len, page).is_none();
             assert_eq!(libc::munmap(base, len), 0);
@@ -1498,19 +1509,8 @@ mod tests {
         let page = page_size();
         let pages = 2500;
         let len = pages * page;
-        // SAFETY: a fresh private anonymous mapping, unmapped at the end of the test and
-        // used only through the slice below while it is mapped.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED);
+        // Unmapped at the end of the test and used only through the slice below meanwhile.
+        let base = fresh_anonymous_map(len);
         // SAFETY: `base` maps `len` writable bytes, zero-filled, owned by this test.
         let buf = unsafe { std::slice::from_raw_parts_mut(base.cast::<u8>(), len) };
         let at = |p: usize| base as usize + p * page;

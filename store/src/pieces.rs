@@ -80,14 +80,17 @@ impl Store {
         whole: &mut [u8],
         sink: &PieceSink<'_>,
     ) -> Result<()> {
-        let stored;
-        let obj: &[u8] = match &t.inline {
-            Some(i) => &i.0,
-            None => {
-                stored = self.backend.get_object_bytes(&t.object)?;
-                &stored
-            }
-        };
+        self.with_entry_bytes(t, |obj| self.write_stored(t, obj, whole, sink))
+    }
+
+    /// [`Self::write_tensor`] given the entry's stored bytes `obj`.
+    fn write_stored(
+        &self,
+        t: &TensorEntry,
+        obj: &[u8],
+        whole: &mut [u8],
+        sink: &PieceSink<'_>,
+    ) -> Result<()> {
         // The base is read only for a ULP delta that is what the entry says (else the
         // whole decode reports what is wrong, as it always has, and reads the base
         // itself).

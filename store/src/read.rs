@@ -223,15 +223,20 @@ impl Store {
 
     /// Decodes the tensor of manifest entry `t` into `out` and verifies it.
     pub(crate) fn get_tensor_into(&self, t: &TensorEntry, out: &mut [u8]) -> Result<()> {
-        let stored;
-        let obj: &[u8] = match &t.inline {
-            Some(i) => &i.0,
-            None => {
-                stored = self.backend.get_object_bytes(&t.object)?;
-                &stored
-            }
-        };
-        self.decode_entry_into(t, obj, out)
+        self.with_entry_bytes(t, |obj| self.decode_entry_into(t, obj, out))
+    }
+
+    /// Runs `f` on the stored bytes of manifest entry `t`: inline in the manifest, or
+    /// its object (read or mapped for the call).
+    pub(crate) fn with_entry_bytes<R>(
+        &self,
+        t: &TensorEntry,
+        f: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
+        match &t.inline {
+            Some(i) => f(&i.0),
+            None => f(&self.backend.get_object_bytes(&t.object)?),
+        }
     }
 
     /// [`Self::get_tensor_into`] with the entry's object `obj` already read.
