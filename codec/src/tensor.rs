@@ -1031,6 +1031,13 @@ fn decode_chunk_pair(
     let esize = layout.element_size();
     let (dst_a, dst_b) = dst.split_at_mut((chunk_len * esize).min(dst.len()));
     let (na, nb) = (dst_a.len() / esize, dst_b.len() / esize);
+    if let (Layout::F8, [field]) = (layout, decoders) {
+        // An FP8 field's symbols are the tensor's bytes: a coded one decodes straight into
+        // them, with no u16 buffer and no narrowing pass.
+        if let Some(result) = field.decode_chunks_to_bytes(first, dst_a, dst_b) {
+            return result.map_err(|source| TensorError::Stream { stream: 0, source });
+        }
+    }
     // BF16 and F32 with a packed sign+mantissa field merge straight from the packed bits.
     let packed_residual = |c: usize, n: usize| match (layout, decoders) {
         (Layout::Bf16 | Layout::Bf16Joint, [_, residual])

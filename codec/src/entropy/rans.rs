@@ -22,6 +22,30 @@ pub const RANS_L: u32 = 1 << 16;
 /// Bytes of the state header at the start of a chunk payload.
 pub const STATE_BYTES: usize = 4 * LANES;
 
+/// What the decoder writes per symbol: `u16` for any field, `u8` for fields of 8-bit
+/// symbols (FP8), which then decode straight into the tensor's bytes instead of through a
+/// `u16` buffer and a narrowing pass.
+pub(crate) trait Symbol: Copy {
+    /// `symbol` as this type. Only called with symbols of the table in use, which
+    /// [`FreqTable::parse`](super::model::FreqTable::parse) keeps below `2^symbol_bits`;
+    /// callers pick `u8` only for streams of at most 8-bit symbols, so nothing is cut.
+    fn from_symbol(symbol: u16) -> Self;
+}
+
+impl Symbol for u16 {
+    #[inline(always)]
+    fn from_symbol(symbol: u16) -> Self {
+        symbol
+    }
+}
+
+impl Symbol for u8 {
+    #[inline(always)]
+    fn from_symbol(symbol: u16) -> Self {
+        symbol as u8
+    }
+}
+
 /// Encodes `symbols` and appends the chunk payload to `out`. Symbol `i` is coded with
 /// `tables[i / block_len]` (`block_len` a multiple of [`LANES`]).
 ///
@@ -317,12 +341,12 @@ pub fn decode_chunk(
 }
 
 /// [`decode_chunk`] on the given code path (one the CPU supports).
-fn decode_chunk_on(
+fn decode_chunk_on<S: Symbol>(
     level: SimdLevel,
     payload: &[u8],
     tables: &[&DecTable],
     block_len: usize,
-    out: &mut [u16],
+    out: &mut [S],
 ) -> Result<(), EntropyError> {
     check_blocks(tables, block_len, out.len())?;
     let (mut states, mut reader) = start_chunk(payload)?;
@@ -345,13 +369,34 @@ pub fn decode_chunk_pair(
     decode_chunk_pair_on(crate::cpu::simd_level(), payloads, tables, block_len, outs)
 }
 
+/// [`decode_chunk`] writing symbols as `S`: `u8` for streams of at most 8-bit symbols
+/// (FP8 fields decode straight into the tensor).
+pub(crate) fn decode_chunk_as<S: Symbol>(
+    payload: &[u8],
+    tables: &[&DecTable],
+    block_len: usize,
+    out: &mut [S],
+) -> Result<(), EntropyError> {
+    decode_chunk_on(crate::cpu::simd_level(), payload, tables, block_len, out)
+}
+
+/// [`decode_chunk_pair`] writing symbols as `S` (see [`decode_chunk_as`]).
+pub(crate) fn decode_chunk_pair_as<S: Symbol>(
+    payloads: [&[u8]; 2],
+    tables: [&[&DecTable]; 2],
+    block_len: usize,
+    outs: [&mut [S]; 2],
+) -> Result<(), EntropyError> {
+    decode_chunk_pair_on(crate::cpu::simd_level(), payloads, tables, block_len, outs)
+}
+
 /// [`decode_chunk_pair`] on the given code path (one the CPU supports).
-fn decode_chunk_pair_on(
+fn decode_chunk_pair_on<S: Symbol>(
     level: SimdLevel,
     payloads: [&[u8]; 2],
     tables: [&[&DecTable]; 2],
     block_len: usize,
-    outs: [&mut [u16]; 2],
+    outs: [&mut [S]; 2],
 ) -> Result<(), EntropyError> {
     let level = simd::decoder_level(level);
     crate::cpu::note_run(level);
@@ -461,12 +506,12 @@ fn start_chunk(payload: &[u8]) -> Result<([u32; LANES], WordReader<'_>), Entropy
 
 /// Decodes one block (a whole number of groups, or the chunk's tail) with one table:
 /// vector path first, scalar loop for the rest.
-fn decode_block(
+fn decode_block<S: Symbol>(
     level: SimdLevel,
     states: &mut [u32; LANES],
     reader: &mut WordReader,
     table: &DecTable,
-    out: &mut [u16],
+    out: &mut [S],
 ) {
     if level == SimdLevel::Scalar {
         decode_portable(states, reader, table.scalar(), out);
@@ -479,11 +524,11 @@ fn decode_block(
 /// The scalar path's decoder (what CPUs without a vector path run, ARM among them):
 /// plain Rust, fast through the table layout ([`ScalarSlots`]) and a branch-free step;
 /// `out` starts at a multiple of [`LANES`].
-fn decode_portable(
+fn decode_portable<S: Symbol>(
     states: &mut [u32; LANES],
     reader: &mut WordReader,
     table: &ScalarSlots,
-    out: &mut [u16],
+    out: &mut [S],
 ) {
     let (groups, rest) = out.as_chunks_mut::<LANES>();
     let mut groups = groups.iter_mut();
@@ -516,7 +561,7 @@ fn decode_portable(
                 // Renormalisation is taken at random: a select, not a branch.
                 *x = std::hint::select_unpredictable(need, (y << 16) | word, y);
                 used += usize::from(need);
-                *o = table.symbols[slot];
+                *o = S::from_symbol(table.symbols[slot]);
             }
         }
         reader.pos += used;
@@ -524,11 +569,11 @@ fn decode_portable(
     *states = x;
     for group in groups {
         for (x, o) in states.iter_mut().zip(group) {
-            *o = portable_step(x, table, reader);
+            *o = S::from_symbol(portable_step(x, table, reader));
         }
     }
     for (x, o) in states.iter_mut().zip(rest) {
-        *o = portable_step(x, table, reader);
+        *o = S::from_symbol(portable_step(x, table, reader));
     }
 }
 
@@ -571,25 +616,25 @@ fn finish_chunk(states: &[u32; LANES], reader: &WordReader) -> Result<(), Entrop
 }
 
 /// Decodes `out` with the portable scalar loop; `out` starts at a multiple of [`LANES`].
-fn decode_scalar(
+fn decode_scalar<S: Symbol>(
     states: &mut [u32; LANES],
     reader: &mut WordReader,
     table: &DecTable,
-    out: &mut [u16],
+    out: &mut [S],
 ) {
     if table.inline {
-        decode_scalar_layout::<true>(states, reader, table, out);
+        decode_scalar_layout::<S, true>(states, reader, table, out);
     } else {
-        decode_scalar_layout::<false>(states, reader, table, out);
+        decode_scalar_layout::<S, false>(states, reader, table, out);
     }
 }
 
 /// [`decode_scalar`] for one slot layout (`INLINE`: see [`DecTable`]).
-fn decode_scalar_layout<const INLINE: bool>(
+fn decode_scalar_layout<S: Symbol, const INLINE: bool>(
     states: &mut [u32; LANES],
     reader: &mut WordReader,
     table: &DecTable,
-    out: &mut [u16],
+    out: &mut [S],
 ) {
     let (groups, rest) = out.as_chunks_mut::<LANES>();
     let mut groups = groups.iter_mut();
@@ -597,15 +642,15 @@ fn decode_scalar_layout<const INLINE: bool>(
     // no bounds check and no branch per lane.
     while let Some(window) = reader.words[reader.pos.min(reader.words.len())..].first_chunk() {
         let Some(group) = groups.next() else { break };
-        reader.pos += decode_group_windowed::<INLINE>(states, table, window, group);
+        reader.pos += decode_group_windowed::<S, INLINE>(states, table, window, group);
     }
     for group in groups {
         for lane in 0..LANES {
-            group[lane] = decode_step::<INLINE>(&mut states[lane], table, reader);
+            group[lane] = S::from_symbol(decode_step::<INLINE>(&mut states[lane], table, reader));
         }
     }
     for (x, o) in states.iter_mut().zip(rest) {
-        *o = decode_step::<INLINE>(x, table, reader);
+        *o = S::from_symbol(decode_step::<INLINE>(x, table, reader));
     }
 }
 
@@ -614,11 +659,11 @@ fn decode_scalar_layout<const INLINE: bool>(
 /// but for the running word count, so the compiler can overlap their table lookups and
 /// multiplies; the renormalisation is a mask, not a branch (it is taken at random).
 #[inline(always)]
-fn decode_group_windowed<const INLINE: bool>(
+fn decode_group_windowed<S: Symbol, const INLINE: bool>(
     states: &mut [u32; LANES],
     table: &DecTable,
     window: &[[u8; 2]; LANES],
-    out: &mut [u16; LANES],
+    out: &mut [S; LANES],
 ) -> usize {
     let mut used = 0usize;
     for lane in 0..LANES {
@@ -632,7 +677,7 @@ fn decode_group_windowed<const INLINE: bool>(
         let keep = need.wrapping_neg();
         states[lane] = (((y << 16) | word) & keep) | (y & !keep);
         used += need as usize;
-        out[lane] = symbol;
+        out[lane] = S::from_symbol(symbol);
     }
     used
 }
@@ -670,7 +715,7 @@ impl WordReader<'_> {
 
 /// Vector coding of whole groups, on the path the caller chose.
 mod simd {
-    use super::{DecTable, EncTable, WordReader, LANES};
+    use super::{DecTable, EncTable, Symbol, WordReader, LANES};
     use crate::cpu::SimdLevel;
 
     /// The path whose decoder runs for `level`: `level` itself where the CPU has it (every
@@ -696,12 +741,12 @@ mod simd {
     /// the vector path of `level` (from [`decoder_level`]) can, the same number in each,
     /// returning the number of symbols written to each; the caller finishes with the
     /// scalar loop.
-    pub(super) fn decode_groups<const N: usize>(
+    pub(super) fn decode_groups<S: Symbol, const N: usize>(
         level: SimdLevel,
         states: [&mut [u32; LANES]; N],
         readers: [&mut WordReader; N],
         tables: [&DecTable; N],
-        outs: [&mut [u16]; N],
+        outs: [&mut [S]; N],
     ) -> usize {
         let inline = if tables.iter().all(|t| t.inline) {
             true
@@ -718,22 +763,22 @@ mod simd {
             match (level, inline) {
                 (SimdLevel::Avx512, true) => {
                     return unsafe {
-                        x86::decode_groups_avx512::<N, true>(states, readers, tables, outs)
+                        x86::decode_groups_avx512::<S, N, true>(states, readers, tables, outs)
                     }
                 }
                 (SimdLevel::Avx512, false) => {
                     return unsafe {
-                        x86::decode_groups_avx512::<N, false>(states, readers, tables, outs)
+                        x86::decode_groups_avx512::<S, N, false>(states, readers, tables, outs)
                     }
                 }
                 (SimdLevel::Avx2, true) => {
                     return unsafe {
-                        x86::decode_groups_avx2::<N, true>(states, readers, tables, outs)
+                        x86::decode_groups_avx2::<S, N, true>(states, readers, tables, outs)
                     }
                 }
                 (SimdLevel::Avx2, false) => {
                     return unsafe {
-                        x86::decode_groups_avx2::<N, false>(states, readers, tables, outs)
+                        x86::decode_groups_avx2::<S, N, false>(states, readers, tables, outs)
                     }
                 }
                 (SimdLevel::Scalar, _) => {}
@@ -785,7 +830,7 @@ mod simd {
 
     #[cfg(target_arch = "x86_64")]
     mod x86 {
-        use super::super::{DecTable, EncTable, WordReader, LANES, RANS_L};
+        use super::super::{DecTable, EncTable, Symbol, WordReader, LANES, RANS_L};
         use crate::entropy::model::PROB_BITS;
         use std::arch::x86_64::*;
 
@@ -1117,11 +1162,11 @@ mod simd {
         /// With `INLINE` tables the symbol comes from the slot entry itself; otherwise a
         /// second gather maps the entry's index to its symbol.
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
-        pub(super) unsafe fn decode_groups_avx512<const N: usize, const INLINE: bool>(
+        pub(super) unsafe fn decode_groups_avx512<S: Symbol, const N: usize, const INLINE: bool>(
             states: [&mut [u32; LANES]; N],
             readers: [&mut WordReader; N],
             tables: [&DecTable; N],
-            outs: [&mut [u16]; N],
+            outs: [&mut [S]; N],
         ) -> usize {
             let groups = outs.iter().map(|o| o.len() / LANES).min().unwrap_or(0);
             let n_words: [usize; N] = std::array::from_fn(|j| readers[j].words.len());
@@ -1199,12 +1244,16 @@ mod simd {
                             // SAFETY: idx < 256 = table.symbols32.len(), scaled by 4 bytes.
                             unsafe { _mm512_i32gather_epi32::<4>(idx, symbols) }
                         };
-                        // SAFETY: group g covers out[32g..32g+32], in bounds since g < groups.
+                        let at = outs[j].as_mut_ptr().wrapping_add(g * LANES + 16 * v);
+                        // SAFETY: group g covers out[32g..32g+32], in bounds since g < groups;
+                        // 16 symbols of `S` are 16 bytes (`u8`) or 32 (`u16`), what is stored.
                         unsafe {
-                            _mm256_storeu_si256(
-                                outs[j].as_mut_ptr().add(g * LANES + 16 * v) as *mut __m256i,
-                                _mm512_cvtepi32_epi16(sym),
-                            )
+                            if size_of::<S>() == 1 {
+                                // Symbols of u8 streams are below 2^8: truncation is exact.
+                                _mm_storeu_si128(at as *mut __m128i, _mm512_cvtepi32_epi8(sym))
+                            } else {
+                                _mm256_storeu_si256(at as *mut __m256i, _mm512_cvtepi32_epi16(sym))
+                            }
                         };
                     }
                 }
@@ -1285,11 +1334,11 @@ mod simd {
         /// a byte shuffle that spreads the next words, in lane order, over the lanes that
         /// need one. `N` chunks are interleaved to hide the latency of the gathers.
         #[target_feature(enable = "avx2,bmi1,popcnt")]
-        pub(super) unsafe fn decode_groups_avx2<const N: usize, const INLINE: bool>(
+        pub(super) unsafe fn decode_groups_avx2<S: Symbol, const N: usize, const INLINE: bool>(
             states: [&mut [u32; LANES]; N],
             readers: [&mut WordReader; N],
             tables: [&DecTable; N],
-            outs: [&mut [u16]; N],
+            outs: [&mut [S]; N],
         ) -> usize {
             let groups = outs.iter().map(|o| o.len() / LANES).min().unwrap_or(0);
             let n_words: [usize; N] = std::array::from_fn(|j| readers[j].words.len());
@@ -1384,20 +1433,25 @@ mod simd {
                         );
                     }
                     pos[j] += mask.count_ones() as usize;
-                    for half in 0..2 {
-                        // Symbols are below 2^16, so the saturating pack is exact; it works
-                        // per 128-bit lane, and the permute restores lane order.
-                        let packed = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(
-                            sym[2 * half],
-                            sym[2 * half + 1],
-                        ));
-                        // SAFETY: group g covers out[32g..32g+32], in bounds since g < groups.
-                        unsafe {
-                            _mm256_storeu_si256(
-                                outs[j].as_mut_ptr().add(g * LANES + 16 * half) as *mut __m256i,
-                                packed,
-                            )
-                        };
+                    // Symbols are below 2^16 (2^8 for `u8`), so the saturating packs are
+                    // exact; they work per 128-bit lane, and the permutes restore lane order.
+                    let halves = [
+                        _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(sym[0], sym[1])),
+                        _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(sym[2], sym[3])),
+                    ];
+                    let at = outs[j].as_mut_ptr().wrapping_add(g * LANES);
+                    // SAFETY: group g covers out[32g..32g+32], in bounds since g < groups;
+                    // 32 symbols of `S` are 32 bytes (`u8`) or 64 (`u16`), what is stored.
+                    unsafe {
+                        if size_of::<S>() == 1 {
+                            let bytes = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi16(
+                                halves[0], halves[1],
+                            ));
+                            _mm256_storeu_si256(at as *mut __m256i, bytes);
+                        } else {
+                            _mm256_storeu_si256(at as *mut __m256i, halves[0]);
+                            _mm256_storeu_si256((at as *mut __m256i).add(1), halves[1]);
+                        }
                     }
                 }
                 g += 1;
@@ -1681,6 +1735,99 @@ mod tests {
             assert!(a == symbols && b == symbols, "{level} pair decoder");
             assert!(single == symbols, "{level} decoder");
         }
+    }
+
+    /// FP8 fields decode into bytes: every path, single chunks and pairs, both slot layouts
+    /// (a peaked table takes the general one), lengths off the group size, must give the
+    /// symbols the `u16` decoder gives, and fail where it fails.
+    #[test]
+    fn byte_outputs_decode_like_u16_on_every_path() {
+        let mut next = xorshift(0xD1B5_4A32_D192_ED03);
+        let mut layouts_seen = [false; 2];
+        for round in 0..48 {
+            let bits = 1 + (round % 8) as u32;
+            let alphabet = 1usize << bits;
+            let mut counts: Vec<u32> = (0..alphabet)
+                .map(|_| match next() % 3 {
+                    0 => 0,
+                    1 => (next() % 40) as u32 + 1,
+                    _ => (next() % 50_000) as u32,
+                })
+                .collect();
+            let top = (next() as usize) % alphabet;
+            counts[top] += if round % 2 == 0 { 1 } else { 5_000_000 };
+            let present: Vec<u16> = (0..alphabet as u16)
+                .filter(|&s| counts[usize::from(s)] > 0)
+                .collect();
+            let Some(table) = FreqTable::from_counts(&counts) else {
+                continue;
+            };
+            let (enc, dec) = (EncTable::new(&table, bits), DecTable::new(&table));
+            layouts_seen[usize::from(dec.is_inline())] = true;
+            let block_len = LANES << (next() % 4);
+            let lens = [(next() % 9000) as usize, (next() % 9000) as usize];
+            let symbols = lens.map(|n| -> Vec<u16> {
+                (0..n)
+                    .map(|_| {
+                        // Mostly the peak, so the peaked tables' runs are long.
+                        if next().is_multiple_of(3) {
+                            top as u16
+                        } else {
+                            present[(next() as usize) % present.len()]
+                        }
+                    })
+                    .collect()
+            });
+            let tables = lens.map(|n| vec![&dec; n.div_ceil(block_len).max(1)]);
+            let payloads = [0, 1].map(|k| {
+                let mut p = Vec::new();
+                let enc_tables = vec![&enc; tables[k].len()];
+                encode_chunk(&symbols[k], &enc_tables, block_len, &mut p).unwrap();
+                p
+            });
+            let bytes = [0, 1].map(|k| symbols[k].iter().map(|&s| s as u8).collect::<Vec<_>>());
+            let mut cut = payloads[1].clone();
+            cut.truncate(cut.len() - 2);
+            for level in SimdLevel::supported() {
+                let mut single = vec![0u8; lens[0]];
+                decode_chunk_on(level, &payloads[0], &tables[0], block_len, &mut single).unwrap();
+                assert!(single == bytes[0], "round {round}: {level} byte decoder");
+                let (mut a, mut b) = (vec![0u8; lens[0]], vec![0u8; lens[1]]);
+                decode_chunk_pair_on(
+                    level,
+                    [&payloads[0], &payloads[1]],
+                    [&tables[0], &tables[1]],
+                    block_len,
+                    [&mut a, &mut b],
+                )
+                .unwrap();
+                assert!(
+                    a == bytes[0] && b == bytes[1],
+                    "round {round}: {level} byte pair"
+                );
+                let (mut wide_a, mut wide_b) = (vec![0u16; lens[0]], vec![0u16; lens[1]]);
+                let wide = decode_chunk_pair_on(
+                    level,
+                    [&payloads[0], &cut],
+                    [&tables[0], &tables[1]],
+                    block_len,
+                    [&mut wide_a, &mut wide_b],
+                );
+                let narrow = decode_chunk_pair_on(
+                    level,
+                    [&payloads[0], &cut],
+                    [&tables[0], &tables[1]],
+                    block_len,
+                    [&mut a, &mut b],
+                );
+                assert_eq!(
+                    wide.map_err(|e| e.to_string()),
+                    narrow.map_err(|e| e.to_string()),
+                    "round {round}: {level} truncated"
+                );
+            }
+        }
+        assert_eq!(layouts_seen, [true, true], "both slot layouts met");
     }
 
     /// The vector encoders take `y / freq` as `trunc(f32(y) · f32(1 / freq))` and correct

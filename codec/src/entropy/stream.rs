@@ -880,6 +880,36 @@ impl<'a> StreamDecoder<'a> {
         }
     }
 
+    /// Decodes chunk `c` into `a` and, when `b` is not empty, chunk `c + 1` into `b` (each
+    /// exactly its chunk's length), writing each symbol as one byte, when the stream is
+    /// rANS-coded with symbols of at most 8 bits (FP8 fields: the bytes are the tensor's);
+    /// `None`, with nothing written, for any other stream.
+    pub fn decode_chunks_to_bytes(
+        &self,
+        c: usize,
+        a: &mut [u8],
+        b: &mut [u8],
+    ) -> Option<Result<(), EntropyError>> {
+        let Body::Rans { block_log2, .. } = &self.body else {
+            return None;
+        };
+        if self.symbol_bits > 8 {
+            return None;
+        }
+        let (payload_a, tables_a) = self.rans_chunk(c, a.len());
+        Some(if b.is_empty() {
+            rans::decode_chunk_as(payload_a, &tables_a, 1 << block_log2, a)
+        } else {
+            let (payload_b, tables_b) = self.rans_chunk(c + 1, b.len());
+            rans::decode_chunk_pair_as(
+                [payload_a, payload_b],
+                [&tables_a, &tables_b],
+                1 << block_log2,
+                [a, b],
+            )
+        })
+    }
+
     /// The payload of coded chunk `c` (of `len` symbols) and the table of each of its blocks.
     fn rans_chunk(&self, c: usize, len: usize) -> (&'a [u8], Vec<&DecTable>) {
         let Body::Rans {
