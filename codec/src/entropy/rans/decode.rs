@@ -1,0 +1,374 @@
+//! The rANS chunk decoder: checks, the portable and scalar loops, and the pairing of
+//! two chunks for the vector decoders (in `simd`).
+
+use super::*;
+
+/// Decodes `out.len()` symbols from one chunk payload, symbol `i` with
+/// `tables[i / block_len]`.
+///
+/// Corrupt input cannot read out of bounds or loop: past the end of the words the
+/// decoder reads zeros and counts the overrun, which fails the chunk once at the end.
+pub fn decode_chunk(
+    payload: &[u8],
+    tables: &[&DecTable],
+    block_len: usize,
+    out: &mut [u16],
+) -> Result<(), EntropyError> {
+    decode_chunk_on(crate::cpu::simd_level(), payload, tables, block_len, out)
+}
+
+/// [`decode_chunk`] on the given code path (one the CPU supports).
+pub(super) fn decode_chunk_on<S: Symbol>(
+    level: SimdLevel,
+    payload: &[u8],
+    tables: &[&DecTable],
+    block_len: usize,
+    out: &mut [S],
+) -> Result<(), EntropyError> {
+    check_blocks(tables, block_len, out.len())?;
+    let (mut states, mut reader) = start_chunk(payload)?;
+    let level = simd::decoder_level(level);
+    crate::cpu::note_run(level);
+    for (block, table) in out.chunks_mut(block_len).zip(tables) {
+        decode_block(level, &mut states, &mut reader, table, block);
+    }
+    finish_chunk(&states, &reader)
+}
+
+/// Decodes two chunks, each as [`decode_chunk`] would: the AVX-512 decoder interleaves
+/// them, which hides the latency of its table gathers.
+pub fn decode_chunk_pair(
+    payloads: [&[u8]; 2],
+    tables: [&[&DecTable]; 2],
+    block_len: usize,
+    outs: [&mut [u16]; 2],
+) -> Result<(), EntropyError> {
+    decode_chunk_pair_on(crate::cpu::simd_level(), payloads, tables, block_len, outs)
+}
+
+/// [`decode_chunk`] writing symbols as `S`: `u8` for streams of at most 8-bit symbols
+/// (FP8 fields decode straight into the tensor).
+pub(crate) fn decode_chunk_as<S: Symbol>(
+    payload: &[u8],
+    tables: &[&DecTable],
+    block_len: usize,
+    out: &mut [S],
+) -> Result<(), EntropyError> {
+    decode_chunk_on(crate::cpu::simd_level(), payload, tables, block_len, out)
+}
+
+/// [`decode_chunk_pair`] writing symbols as `S` (see [`decode_chunk_as`]).
+pub(crate) fn decode_chunk_pair_as<S: Symbol>(
+    payloads: [&[u8]; 2],
+    tables: [&[&DecTable]; 2],
+    block_len: usize,
+    outs: [&mut [S]; 2],
+) -> Result<(), EntropyError> {
+    decode_chunk_pair_on(crate::cpu::simd_level(), payloads, tables, block_len, outs)
+}
+
+/// [`decode_chunk_pair`] on the given code path (one the CPU supports).
+pub(super) fn decode_chunk_pair_on<S: Symbol>(
+    level: SimdLevel,
+    payloads: [&[u8]; 2],
+    tables: [&[&DecTable]; 2],
+    block_len: usize,
+    outs: [&mut [S]; 2],
+) -> Result<(), EntropyError> {
+    let level = simd::decoder_level(level);
+    crate::cpu::note_run(level);
+    let [out_a, out_b] = outs;
+    check_blocks(tables[0], block_len, out_a.len())?;
+    check_blocks(tables[1], block_len, out_b.len())?;
+    let (mut states_a, mut reader_a) = start_chunk(payloads[0])?;
+    let (mut states_b, mut reader_b) = start_chunk(payloads[1])?;
+    if level != SimdLevel::Avx512 {
+        // Only the AVX-512 decoder gains from interleaving. The AVX2 one, with twice the
+        // state vectors of one chunk, runs out of registers and spills: one chunk after
+        // the other measured 12–25 % less CPU time on Zen 4 (BENCHMARKS.md, 2026-12-02
+        // fifth session). The scalar loop never interleaved.
+        for (block, table) in out_a.chunks_mut(block_len).zip(tables[0]) {
+            decode_block(level, &mut states_a, &mut reader_a, table, block);
+        }
+        for (block, table) in out_b.chunks_mut(block_len).zip(tables[1]) {
+            decode_block(level, &mut states_b, &mut reader_b, table, block);
+        }
+        finish_chunk(&states_a, &reader_a)?;
+        return finish_chunk(&states_b, &reader_b);
+    }
+    let mut blocks_b = out_b.chunks_mut(block_len).zip(tables[1]);
+    for (block_a, table_a) in out_a.chunks_mut(block_len).zip(tables[0]) {
+        let Some((block_b, table_b)) = blocks_b.next() else {
+            decode_block(level, &mut states_a, &mut reader_a, table_a, block_a);
+            continue;
+        };
+        if table_a.inline != table_b.inline {
+            // The vector step is compiled for one slot layout: decode the two apart.
+            decode_block(level, &mut states_a, &mut reader_a, table_a, block_a);
+            decode_block(level, &mut states_b, &mut reader_b, table_b, block_b);
+            continue;
+        }
+        let done = simd::decode_groups(
+            level,
+            [&mut states_a, &mut states_b],
+            [&mut reader_a, &mut reader_b],
+            [table_a, table_b],
+            [&mut *block_a, &mut *block_b],
+        );
+        decode_block(
+            level,
+            &mut states_a,
+            &mut reader_a,
+            table_a,
+            &mut block_a[done..],
+        );
+        decode_block(
+            level,
+            &mut states_b,
+            &mut reader_b,
+            table_b,
+            &mut block_b[done..],
+        );
+    }
+    for (block_b, table_b) in blocks_b {
+        decode_block(level, &mut states_b, &mut reader_b, table_b, block_b);
+    }
+    finish_chunk(&states_a, &reader_a)?;
+    finish_chunk(&states_b, &reader_b)
+}
+
+fn check_blocks(tables: &[&DecTable], block_len: usize, n: usize) -> Result<(), EntropyError> {
+    if block_len == 0 || !block_len.is_multiple_of(LANES) {
+        return Err(EntropyError::BlockLength {
+            block_len,
+            lanes: LANES,
+        });
+    }
+    if tables.len() < n.div_ceil(block_len) {
+        return Err(EntropyError::MissingTables {
+            needed: n.div_ceil(block_len),
+            have: tables.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a payload's initial states and positions a reader on its words.
+fn start_chunk(payload: &[u8]) -> Result<([u32; LANES], WordReader<'_>), EntropyError> {
+    if payload.len() < STATE_BYTES || !(payload.len() - STATE_BYTES).is_multiple_of(2) {
+        return Err(EntropyError::PayloadSize {
+            len: payload.len(),
+            state_bytes: STATE_BYTES,
+        });
+    }
+    let (state_bytes, word_bytes) = payload.split_at(STATE_BYTES);
+    let mut states = [0u32; LANES];
+    for (s, b) in states.iter_mut().zip(state_bytes.chunks_exact(4)) {
+        *s = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        if *s < RANS_L {
+            return Err(EntropyError::InitialState {
+                state: *s,
+                min: RANS_L,
+            });
+        }
+    }
+    Ok((
+        states,
+        WordReader {
+            words: word_bytes.as_chunks::<2>().0,
+            pos: 0,
+        },
+    ))
+}
+
+/// Decodes one block (a whole number of groups, or the chunk's tail) with one table:
+/// vector path first, scalar loop for the rest.
+fn decode_block<S: Symbol>(
+    level: SimdLevel,
+    states: &mut [u32; LANES],
+    reader: &mut WordReader,
+    table: &DecTable,
+    out: &mut [S],
+) {
+    if level == SimdLevel::Scalar {
+        decode_portable(states, reader, table.scalar(), out);
+        return;
+    }
+    let done = simd::decode_groups(level, [&mut *states], [&mut *reader], [table], [&mut *out]);
+    decode_scalar(states, reader, table, &mut out[done..]);
+}
+
+/// The scalar path's decoder (what CPUs without a vector path run, ARM among them):
+/// plain Rust, fast through the table layout ([`ScalarSlots`]) and a branch-free step;
+/// `out` starts at a multiple of [`LANES`].
+fn decode_portable<S: Symbol>(
+    states: &mut [u32; LANES],
+    reader: &mut WordReader,
+    table: &ScalarSlots,
+    out: &mut [S],
+) {
+    let (groups, rest) = out.as_chunks_mut::<LANES>();
+    let mut groups = groups.iter_mut();
+    // The states live in a local copy while the loop runs: the compiler then need not
+    // assume that the output stores may change them.
+    let mut x = *states;
+    while let Some(window) =
+        reader.words[reader.pos.min(reader.words.len())..].first_chunk::<LANES>()
+    {
+        let Some(group) = groups.next() else { break };
+        let mut used = 0usize;
+        // Eight lanes per iteration: the lanes are independent but for the running word
+        // count, so the lookups and multiplies of neighbouring lanes overlap.
+        for (xs, outs) in x
+            .as_chunks_mut::<PORTABLE_UNROLL>()
+            .0
+            .iter_mut()
+            .zip(group.as_chunks_mut::<PORTABLE_UNROLL>().0)
+        {
+            for (x, o) in xs.iter_mut().zip(outs) {
+                let slot = (*x & (PROB_SCALE - 1)) as usize;
+                let [freq, offset] = table.freq_offset[slot];
+                let y = u32::from(freq) * (*x >> PROB_BITS) + u32::from(offset);
+                // SAFETY: `used` counts the words taken by the lanes before this one in
+                // the group, so `used` ≤ lane < LANES = window.len(). (An unchecked read
+                // instead of a masked index: the mask was one of the step's ~17
+                // instructions, measured in BENCHMARKS.md, 2026-12-02 fifth session.)
+                let word = u32::from(u16::from_le_bytes(unsafe { *window.get_unchecked(used) }));
+                let need = y < RANS_L;
+                // Renormalisation is taken at random: a select, not a branch.
+                *x = std::hint::select_unpredictable(need, (y << 16) | word, y);
+                used += usize::from(need);
+                *o = S::from_symbol(table.symbols[slot]);
+            }
+        }
+        reader.pos += used;
+    }
+    *states = x;
+    for group in groups {
+        for (x, o) in states.iter_mut().zip(group) {
+            *o = S::from_symbol(portable_step(x, table, reader));
+        }
+    }
+    for (x, o) in states.iter_mut().zip(rest) {
+        *o = S::from_symbol(portable_step(x, table, reader));
+    }
+}
+
+/// Lanes per iteration of [`decode_portable`]'s group loop: 8 measured 1.29–1.32 ns/symbol
+/// against 1.32–1.49 for 4, 1.39–1.45 for 16 and 1.43–1.46 for 32 (Zen 4, `rans_loop`,
+/// BENCHMARKS.md 2026-12-03): fewer loop-counter steps than 4, no spills as with 16 or 32.
+const PORTABLE_UNROLL: usize = 8;
+
+/// One step of [`decode_portable`] reading through the bounds-checked reader (near the end
+/// of the words).
+#[inline(always)]
+fn portable_step(x: &mut u32, table: &ScalarSlots, reader: &mut WordReader) -> u16 {
+    let slot = (*x & (PROB_SCALE - 1)) as usize;
+    let [freq, offset] = table.freq_offset[slot];
+    let y = u32::from(freq) * (*x >> PROB_BITS) + u32::from(offset);
+    let need = y < RANS_L;
+    let word = u32::from(reader.peek());
+    *x = std::hint::select_unpredictable(need, (y << 16) | word, y);
+    reader.pos += usize::from(need);
+    table.symbols[slot]
+}
+
+/// A correct chunk consumes exactly its words and returns every lane to `RANS_L`.
+fn finish_chunk(states: &[u32; LANES], reader: &WordReader) -> Result<(), EntropyError> {
+    let words = reader.words.len();
+    if reader.pos != words {
+        return Err(EntropyError::WordsConsumed {
+            consumed: reader.pos,
+            words,
+        });
+    }
+    if let Some(lane) = states.iter().position(|&s| s != RANS_L) {
+        return Err(EntropyError::EndState {
+            lane,
+            state: states[lane],
+            expected: RANS_L,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes `out` with the portable scalar loop; `out` starts at a multiple of [`LANES`].
+fn decode_scalar<S: Symbol>(
+    states: &mut [u32; LANES],
+    reader: &mut WordReader,
+    table: &DecTable,
+    out: &mut [S],
+) {
+    if table.inline {
+        decode_scalar_layout::<S, true>(states, reader, table, out);
+    } else {
+        decode_scalar_layout::<S, false>(states, reader, table, out);
+    }
+}
+
+/// [`decode_scalar`] for one slot layout (`INLINE`: see [`DecTable`]).
+fn decode_scalar_layout<S: Symbol, const INLINE: bool>(
+    states: &mut [u32; LANES],
+    reader: &mut WordReader,
+    table: &DecTable,
+    out: &mut [S],
+) {
+    let (groups, rest) = out.as_chunks_mut::<LANES>();
+    let mut groups = groups.iter_mut();
+    // While a whole group's worth of words remains, a group reads from a fixed window:
+    // no bounds check and no branch per lane.
+    while let Some(window) = reader.words[reader.pos.min(reader.words.len())..].first_chunk() {
+        let Some(group) = groups.next() else { break };
+        reader.pos += decode_group_windowed::<S, INLINE>(states, table, window, group);
+    }
+    for group in groups {
+        for lane in 0..LANES {
+            group[lane] = S::from_symbol(decode_step::<INLINE>(&mut states[lane], table, reader));
+        }
+    }
+    for (x, o) in states.iter_mut().zip(rest) {
+        *o = S::from_symbol(decode_step::<INLINE>(x, table, reader));
+    }
+}
+
+/// Decodes one whole group reading its words from `window` (which holds at least every
+/// word the group can need); returns the number of words used. The lanes are independent
+/// but for the running word count, so the compiler can overlap their table lookups and
+/// multiplies; the renormalisation is a mask, not a branch (it is taken at random).
+#[inline(always)]
+fn decode_group_windowed<S: Symbol, const INLINE: bool>(
+    states: &mut [u32; LANES],
+    table: &DecTable,
+    window: &[[u8; 2]; LANES],
+    out: &mut [S; LANES],
+) -> usize {
+    let mut used = 0usize;
+    for lane in 0..LANES {
+        let x = states[lane];
+        let entry = table.slots[(x & (PROB_SCALE - 1)) as usize];
+        let (freq, offset, symbol) = table.unpack::<INLINE>(entry);
+        let y = freq * (x >> PROB_BITS) + offset;
+        let need = u32::from(y < RANS_L);
+        // `used` ≤ lane < LANES: the mask only spares the compiler a bounds check.
+        let word = u32::from(u16::from_le_bytes(window[used & (LANES - 1)]));
+        let keep = need.wrapping_neg();
+        states[lane] = (((y << 16) | word) & keep) | (y & !keep);
+        used += need as usize;
+        out[lane] = S::from_symbol(symbol);
+    }
+    used
+}
+
+/// One decode step of one lane: look up the slot, advance the state, renormalise
+/// branch-free (the renormalisation is taken at random, so a branch would mispredict).
+#[inline(always)]
+fn decode_step<const INLINE: bool>(x: &mut u32, table: &DecTable, reader: &mut WordReader) -> u16 {
+    let entry = table.slots[(*x & (PROB_SCALE - 1)) as usize];
+    let (freq, offset, symbol) = table.unpack::<INLINE>(entry);
+    let y = freq * (*x >> PROB_BITS) + offset;
+    let need = u32::from(y < RANS_L);
+    let word = u32::from(reader.peek()) & need.wrapping_neg();
+    *x = (y << (need * 16)) | word;
+    reader.pos += need as usize;
+    symbol
+}

@@ -1,0 +1,122 @@
+//! Vector coding of whole groups, on the path the caller chose.
+
+use super::{Symbol, WordReader, LANES};
+use crate::cpu::SimdLevel;
+use crate::entropy::model::{DecTable, EncTable};
+
+#[cfg(target_arch = "x86_64")]
+mod x86_decode;
+#[cfg(target_arch = "x86_64")]
+mod x86_encode;
+
+/// The path whose decoder runs for `level`: `level` itself where the CPU has it (every
+/// level has a decoder), else the scalar one.
+pub(super) fn decoder_level(level: SimdLevel) -> SimdLevel {
+    debug_assert!(
+        level.is_supported(),
+        "{level} requested on a CPU without it"
+    );
+    if level.is_supported() {
+        level
+    } else {
+        SimdLevel::Scalar
+    }
+}
+
+/// The path whose encoder runs for `level` (every level has one).
+pub(super) fn encoder_level(level: SimdLevel) -> SimdLevel {
+    decoder_level(level)
+}
+
+/// Decodes as many leading whole groups of each of `N` independent chunks' outputs as
+/// the vector path of `level` (from [`decoder_level`]) can, the same number in each,
+/// returning the number of symbols written to each; the caller finishes with the
+/// scalar loop.
+pub(super) fn decode_groups<S: Symbol, const N: usize>(
+    level: SimdLevel,
+    states: [&mut [u32; LANES]; N],
+    readers: [&mut WordReader; N],
+    tables: [&DecTable; N],
+    outs: [&mut [S]; N],
+) -> usize {
+    let inline = if tables.iter().all(|t| t.inline) {
+        true
+    } else if tables.iter().all(|t| !t.inline) {
+        false
+    } else {
+        // Mixed layouts: leave it all to the scalar loop (callers avoid this).
+        return 0;
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY (all four calls): `level` comes from `decoder_level`, so the CPU
+        // supports every feature the called function enables.
+        match (level, inline) {
+            (SimdLevel::Avx512, true) => {
+                return unsafe {
+                    x86_decode::decode_groups_avx512::<S, N, true>(states, readers, tables, outs)
+                }
+            }
+            (SimdLevel::Avx512, false) => {
+                return unsafe {
+                    x86_decode::decode_groups_avx512::<S, N, false>(states, readers, tables, outs)
+                }
+            }
+            (SimdLevel::Avx2, true) => {
+                return unsafe {
+                    x86_decode::decode_groups_avx2::<S, N, true>(states, readers, tables, outs)
+                }
+            }
+            (SimdLevel::Avx2, false) => {
+                return unsafe {
+                    x86_decode::decode_groups_avx2::<S, N, false>(states, readers, tables, outs)
+                }
+            }
+            (SimdLevel::Scalar, _) => {}
+        }
+    }
+    let _ = (level, inline, states, readers, tables, outs);
+    0
+}
+
+/// Codes whole groups `g-1, g-2, …` (all within `symbols`) with the vector encoder of
+/// `level` (from [`encoder_level`]), or the portable one on the scalar path, placing
+/// words as [`super::encode_chunk`] describes; returns the number of groups coded and whether
+/// every symbol coded was in its table (absent ones are clamped into the table and
+/// flagged: the chunk is then dropped).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn encode_groups(
+    level: SimdLevel,
+    states: &mut [u32; LANES],
+    symbols: &[u16],
+    tables: &[&EncTable],
+    block_len: usize,
+    g: usize,
+    words: &mut [[u8; 2]],
+    start: &mut usize,
+) -> (usize, bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY (both calls): `level` comes from `encoder_level`, so the CPU supports
+        // every feature the called function enables.
+        match level {
+            SimdLevel::Avx512 => {
+                return unsafe {
+                    x86_encode::encode_groups_avx512(
+                        states, symbols, tables, block_len, g, words, start,
+                    )
+                }
+            }
+            SimdLevel::Avx2 => {
+                return unsafe {
+                    x86_encode::encode_groups_avx2(
+                        states, symbols, tables, block_len, g, words, start,
+                    )
+                }
+            }
+            SimdLevel::Scalar => {}
+        }
+    }
+    let _ = level;
+    super::encode::encode_groups_portable(states, symbols, tables, block_len, g, words, start)
+}

@@ -1,0 +1,455 @@
+use super::super::model::FreqTable;
+use super::decode::{decode_chunk_on, decode_chunk_pair_on};
+use super::encode::{encode_chunk_on, encode_group_scalar, encode_groups_portable};
+use super::*;
+
+/// A xorshift64 generator from `seed` (not zero): the tests' random data.
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
+fn histogram(symbols: &[u16], bits: u32) -> Vec<u32> {
+    let mut h = vec![0u32; 1 << bits];
+    for &s in symbols {
+        h[usize::from(s)] += 1;
+    }
+    h
+}
+
+fn round_trip(symbols: &[u16], bits: u32) -> Vec<u8> {
+    let table = FreqTable::from_counts(&histogram(symbols, bits)).unwrap();
+    let mut payload = Vec::new();
+    let n_blocks = symbols.len().div_ceil(64).max(1);
+    encode_chunk(
+        symbols,
+        &vec![&EncTable::new(&table, bits); n_blocks],
+        64,
+        &mut payload,
+    )
+    .unwrap();
+    let mut back = vec![0u16; symbols.len()];
+    decode_chunk(
+        &payload,
+        &vec![&DecTable::new(&table); n_blocks],
+        64,
+        &mut back,
+    )
+    .unwrap();
+    assert_eq!(back, symbols);
+    payload
+}
+
+#[test]
+fn round_trips_skewed_and_uniform_data() {
+    let mut next = xorshift(0x1234_5678_9abc_def0);
+    let skewed: Vec<u16> = (0..100_003)
+        .map(|_| (next().trailing_zeros() as u16).min(40) + 100)
+        .collect();
+    let payload = round_trip(&skewed, 9);
+    // ~2 bits of entropy per symbol: the chunk must be far below 9 bits per symbol.
+    assert!(
+        payload.len() * 8 < skewed.len() * 3,
+        "{} bytes",
+        payload.len()
+    );
+    let uniform: Vec<u16> = (0..5000).map(|_| (next() & 0xFF) as u16).collect();
+    round_trip(&uniform, 8);
+    round_trip(&[7], 9);
+    round_trip(&[3; 33], 9);
+}
+
+#[test]
+fn vector_and_scalar_paths_agree() {
+    let mut seed = 99u64;
+    let symbols: Vec<u16> = (0..70_001)
+        .map(|_| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((seed >> 33).trailing_zeros() as u16 * 3) % 200
+        })
+        .collect();
+    // Two tables over alternating blocks, one of them with a single symbol's worth of
+    // mass on the most common value (frequency up to the full scale).
+    let table_a = FreqTable::from_counts(&histogram(&symbols, 8)).unwrap();
+    let mut skewed = histogram(&symbols, 8);
+    skewed[0] *= 1000;
+    let table_b = FreqTable::from_counts(&skewed).unwrap();
+    let enc = [EncTable::new(&table_a, 8), EncTable::new(&table_b, 8)];
+    let dec = [DecTable::new(&table_a), DecTable::new(&table_b)];
+    let block_len = 1024;
+    let n_blocks = symbols.len().div_ceil(block_len);
+    let enc_refs: Vec<&EncTable> = (0..n_blocks).map(|b| &enc[b % 2]).collect();
+    let dec_refs: Vec<&DecTable> = (0..n_blocks).map(|b| &dec[b % 2]).collect();
+    let mut reference = Vec::new();
+    encode_chunk_on(
+        SimdLevel::Scalar,
+        &symbols,
+        &enc_refs,
+        block_len,
+        &mut reference,
+    );
+    for level in SimdLevel::supported() {
+        let mut payload = Vec::new();
+        encode_chunk_on(level, &symbols, &enc_refs, block_len, &mut payload);
+        assert!(payload == reference, "{level} and scalar encoders differ");
+        let mut out = vec![0u16; symbols.len()];
+        decode_chunk_on(level, &payload, &dec_refs, block_len, &mut out).unwrap();
+        assert!(out == symbols, "{level} decoder");
+        // Truncated words: every path must stop on the overrun, not read past it.
+        let cut = &payload[..payload.len() - 2];
+        assert!(decode_chunk_on(level, cut, &dec_refs, block_len, &mut out).is_err());
+    }
+    let single = FreqTable::from_counts(&[0, 5]).unwrap();
+    let ones = vec![1u16; 100];
+    for level in SimdLevel::supported() {
+        let mut payload = Vec::new();
+        encode_chunk_on(
+            level,
+            &ones,
+            &[&EncTable::new(&single, 1)],
+            128,
+            &mut payload,
+        );
+        assert_eq!(payload.len(), STATE_BYTES, "a certain symbol costs nothing");
+    }
+}
+
+#[test]
+fn every_path_codes_random_tables_and_lengths_like_scalar() {
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
+    for round in 0..40 {
+        let bits = 1 + (round % 9) as u32;
+        let alphabet = 1usize << bits;
+        // Skewed counts: some symbols dominate, some occur once (frequency 1).
+        let mut counts: Vec<u32> = (0..alphabet)
+            .map(|_| match next() % 4 {
+                0 => 0,
+                1 => 1,
+                2 => (next() % 50) as u32 + 1,
+                _ => (next() % 100_000) as u32,
+            })
+            .collect();
+        counts[(next() as usize) % alphabet] += 1;
+        let present: Vec<u16> = (0..alphabet as u16)
+            .filter(|&s| counts[usize::from(s)] > 0)
+            .collect();
+        let Some(table) = FreqTable::from_counts(&counts) else {
+            continue;
+        };
+        let n = (next() % 6000) as usize;
+        let symbols: Vec<u16> = (0..n)
+            .map(|_| present[(next() as usize) % present.len()])
+            .collect();
+        let block_len = LANES << (next() % 4);
+        let n_blocks = n.div_ceil(block_len).max(1);
+        let enc = EncTable::new(&table, bits);
+        let dec = DecTable::new(&table);
+        let mut reference = Vec::new();
+        encode_chunk_on(
+            SimdLevel::Scalar,
+            &symbols,
+            &vec![&enc; n_blocks],
+            block_len,
+            &mut reference,
+        );
+        for level in SimdLevel::supported() {
+            let mut payload = Vec::new();
+            encode_chunk_on(
+                level,
+                &symbols,
+                &vec![&enc; n_blocks],
+                block_len,
+                &mut payload,
+            );
+            assert!(
+                payload == reference,
+                "round {round}: {level} encoder differs"
+            );
+            let mut out = vec![0u16; n];
+            decode_chunk_on(level, &payload, &vec![&dec; n_blocks], block_len, &mut out).unwrap();
+            assert!(out == symbols, "round {round}: {level} decoder");
+        }
+    }
+}
+
+#[test]
+fn both_slot_layouts_decode_alike_on_every_path() {
+    let mut seed = 7u64;
+    let symbols: Vec<u16> = (0..40_000)
+        .map(|_| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((seed >> 40) % 200) as u16 + 200
+        })
+        .collect();
+    let flat = FreqTable::from_counts(&histogram(&symbols, 9)).unwrap();
+    let mut counts = histogram(&symbols, 9);
+    counts[250] *= 5000;
+    let peaked = FreqTable::from_counts(&counts).unwrap();
+    let (inline, general) = (DecTable::new(&flat), DecTable::new(&peaked));
+    assert!(inline.is_inline() && !general.is_inline());
+    let block_len = 2048;
+    let n_blocks = symbols.len().div_ceil(block_len);
+    let enc = [EncTable::new(&flat, 9), EncTable::new(&peaked, 9)];
+    // Chunk A uses the inline table only; chunk B alternates, so the pair decoder meets
+    // both layouts side by side.
+    let pick_a = |_: usize| 0;
+    let pick_b = |b: usize| b % 2;
+    let payload = |pick: &dyn Fn(usize) -> usize| {
+        let tables: Vec<&EncTable> = (0..n_blocks).map(|b| &enc[pick(b)]).collect();
+        let mut p = Vec::new();
+        encode_chunk(&symbols, &tables, block_len, &mut p).unwrap();
+        p
+    };
+    let (pa, pb) = (payload(&pick_a), payload(&pick_b));
+    let dec = [&inline, &general];
+    let ta: Vec<&DecTable> = (0..n_blocks).map(|b| dec[pick_a(b)]).collect();
+    let tb: Vec<&DecTable> = (0..n_blocks).map(|b| dec[pick_b(b)]).collect();
+    for level in SimdLevel::supported() {
+        let (mut a, mut b) = (vec![0u16; symbols.len()], vec![0u16; symbols.len()]);
+        decode_chunk_pair_on(level, [&pa, &pb], [&ta, &tb], block_len, [&mut a, &mut b]).unwrap();
+        let mut single = vec![0u16; symbols.len()];
+        decode_chunk_on(level, &pa, &ta, block_len, &mut single).unwrap();
+        assert!(a == symbols && b == symbols, "{level} pair decoder");
+        assert!(single == symbols, "{level} decoder");
+    }
+}
+
+/// FP8 fields decode into bytes: every path, single chunks and pairs, both slot layouts
+/// (a peaked table takes the general one), lengths off the group size, must give the
+/// symbols the `u16` decoder gives, and fail where it fails.
+#[test]
+fn byte_outputs_decode_like_u16_on_every_path() {
+    let mut next = xorshift(0xD1B5_4A32_D192_ED03);
+    let mut layouts_seen = [false; 2];
+    for round in 0..48 {
+        let bits = 1 + (round % 8) as u32;
+        let alphabet = 1usize << bits;
+        let mut counts: Vec<u32> = (0..alphabet)
+            .map(|_| match next() % 3 {
+                0 => 0,
+                1 => (next() % 40) as u32 + 1,
+                _ => (next() % 50_000) as u32,
+            })
+            .collect();
+        let top = (next() as usize) % alphabet;
+        counts[top] += if round % 2 == 0 { 1 } else { 5_000_000 };
+        let present: Vec<u16> = (0..alphabet as u16)
+            .filter(|&s| counts[usize::from(s)] > 0)
+            .collect();
+        let Some(table) = FreqTable::from_counts(&counts) else {
+            continue;
+        };
+        let (enc, dec) = (EncTable::new(&table, bits), DecTable::new(&table));
+        layouts_seen[usize::from(dec.is_inline())] = true;
+        let block_len = LANES << (next() % 4);
+        let lens = [(next() % 9000) as usize, (next() % 9000) as usize];
+        let symbols = lens.map(|n| -> Vec<u16> {
+            (0..n)
+                .map(|_| {
+                    // Mostly the peak, so the peaked tables' runs are long.
+                    if next().is_multiple_of(3) {
+                        top as u16
+                    } else {
+                        present[(next() as usize) % present.len()]
+                    }
+                })
+                .collect()
+        });
+        let tables = lens.map(|n| vec![&dec; n.div_ceil(block_len).max(1)]);
+        let payloads = [0, 1].map(|k| {
+            let mut p = Vec::new();
+            let enc_tables = vec![&enc; tables[k].len()];
+            encode_chunk(&symbols[k], &enc_tables, block_len, &mut p).unwrap();
+            p
+        });
+        let bytes = [0, 1].map(|k| symbols[k].iter().map(|&s| s as u8).collect::<Vec<_>>());
+        let mut cut = payloads[1].clone();
+        cut.truncate(cut.len() - 2);
+        for level in SimdLevel::supported() {
+            let mut single = vec![0u8; lens[0]];
+            decode_chunk_on(level, &payloads[0], &tables[0], block_len, &mut single).unwrap();
+            assert!(single == bytes[0], "round {round}: {level} byte decoder");
+            let (mut a, mut b) = (vec![0u8; lens[0]], vec![0u8; lens[1]]);
+            decode_chunk_pair_on(
+                level,
+                [&payloads[0], &payloads[1]],
+                [&tables[0], &tables[1]],
+                block_len,
+                [&mut a, &mut b],
+            )
+            .unwrap();
+            assert!(
+                a == bytes[0] && b == bytes[1],
+                "round {round}: {level} byte pair"
+            );
+            let (mut wide_a, mut wide_b) = (vec![0u16; lens[0]], vec![0u16; lens[1]]);
+            let wide = decode_chunk_pair_on(
+                level,
+                [&payloads[0], &cut],
+                [&tables[0], &tables[1]],
+                block_len,
+                [&mut wide_a, &mut wide_b],
+            );
+            let narrow = decode_chunk_pair_on(
+                level,
+                [&payloads[0], &cut],
+                [&tables[0], &tables[1]],
+                block_len,
+                [&mut a, &mut b],
+            );
+            assert_eq!(
+                wide.map_err(|e| e.to_string()),
+                narrow.map_err(|e| e.to_string()),
+                "round {round}: {level} truncated"
+            );
+        }
+    }
+    assert_eq!(layouts_seen, [true, true], "both slot layouts met");
+}
+
+/// The vector encoders take `y / freq` as `trunc(f32(y) · f32(1 / freq))` and correct
+/// it by at most one either way: check that bound in the same IEEE single arithmetic
+/// for every frequency, at the top of the state range (where the error is largest),
+/// next to exact multiples, and at random states.
+#[test]
+fn reciprocal_quotient_is_within_one() {
+    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
+    for freq in 1..=PROB_SCALE {
+        let inv = 1.0f32 / freq as f32;
+        let top = u64::from(freq) << (32 - PROB_BITS);
+        let mut ys: Vec<u64> = (1..=64).map(|d| top - d).collect();
+        for k in [1u64, 2, 3, 1 << 10, (top / u64::from(freq)) - 1] {
+            let m = k * u64::from(freq);
+            ys.extend([m - 1, m, m + 1].into_iter().filter(|&y| y < top));
+        }
+        ys.extend((0..64).map(|_| next() % top));
+        for y in ys {
+            let q = (y as u32 as f32 * inv) as u64;
+            let exact = y / u64::from(freq);
+            assert!(q.abs_diff(exact) <= 1, "freq {freq}, y {y}: {q} vs {exact}");
+        }
+    }
+}
+
+/// The portable whole-group encoder (the scalar path) writes exactly what coding one
+/// group at a time with the reference step writes, block tables and all.
+#[test]
+fn portable_encoder_matches_the_group_reference() {
+    let mut next = xorshift(0x0123_4567_89AB_CDEF);
+    for round in 0..20 {
+        // Up to 256 symbols: what one table holds.
+        let bits = 1 + (round % 8) as u32;
+        let counts: Vec<u32> = (0..1usize << bits)
+            .map(|_| (next() % 1000) as u32 + 1)
+            .collect();
+        let mut skewed = counts.clone();
+        skewed[0] *= 3000;
+        let tables = [
+            EncTable::new(&FreqTable::from_counts(&counts).unwrap(), bits),
+            EncTable::new(&FreqTable::from_counts(&skewed).unwrap(), bits),
+        ];
+        let n = LANES * (1 + (next() % 300) as usize);
+        let symbols: Vec<u16> = (0..n).map(|_| (next() % (1 << bits)) as u16).collect();
+        let block_len = LANES << (next() % 3);
+        let refs: Vec<&EncTable> = (0..n.div_ceil(block_len)).map(|b| &tables[b % 2]).collect();
+        let mut words = vec![[0u8; 2]; n + LANES];
+        let (mut states, mut start) = ([RANS_L; LANES], words.len());
+        let g = n / LANES;
+        assert_eq!(
+            encode_groups_portable(
+                &mut states,
+                &symbols,
+                &refs,
+                block_len,
+                g,
+                &mut words,
+                &mut start
+            ),
+            (g, true)
+        );
+        let mut ref_words = vec![[0u8; 2]; n + LANES];
+        let (mut ref_states, mut ref_start) = ([RANS_L; LANES], ref_words.len());
+        for group in (0..g).rev() {
+            let (next_start, present) = encode_group_scalar(
+                &mut ref_states,
+                &symbols[group * LANES..][..LANES],
+                refs[group * LANES / block_len],
+                &mut ref_words,
+                ref_start,
+            );
+            assert!(present);
+            ref_start = next_start;
+        }
+        assert_eq!((states, start), (ref_states, ref_start), "round {round}");
+        assert!(words[start..] == ref_words[ref_start..], "round {round}");
+    }
+}
+
+#[test]
+fn corrupt_payloads_fail_cleanly() {
+    let symbols: Vec<u16> = (0..4000u32).map(|i| ((i * 7919) % 13) as u16).collect();
+    let table = FreqTable::from_counts(&histogram(&symbols, 4)).unwrap();
+    let mut payload = Vec::new();
+    encode_chunk(&symbols, &[&EncTable::new(&table, 4)], 4096, &mut payload).unwrap();
+    let dec = [&DecTable::new(&table)];
+    let mut out = vec![0u16; symbols.len()];
+    for cut in [0, 10, STATE_BYTES, payload.len() - 2] {
+        assert!(
+            decode_chunk(&payload[..cut], &dec, 4096, &mut out).is_err(),
+            "cut at {cut}"
+        );
+    }
+    let mut flipped = payload.clone();
+    flipped[STATE_BYTES + 100] ^= 0x10;
+    assert!(decode_chunk(&flipped, &dec, 4096, &mut out).is_err());
+}
+
+/// Symbols outside their table (zero frequency, or past the table's end) are refused
+/// with an error before any code path runs (the vector encoders gather table entries
+/// by symbol value). Before the check, the scalar path panicked on an index out of
+/// bounds and the AVX-512/AVX2 paths read past the table.
+#[test]
+fn symbols_outside_their_table_are_refused() {
+    let table = FreqTable::from_counts(&[5, 0, 7, 1]).unwrap();
+    let enc = EncTable::new(&table, 2);
+    let good: Vec<u16> = (0..256u32).map(|i| [0, 2, 3][i as usize % 3]).collect();
+    for (bad_at, bad) in [(0, 1u16), (200, 4), (255, 0xFFFF), (100, 1000)] {
+        let mut symbols = good.clone();
+        symbols[bad_at] = bad;
+        let mut out = vec![9u8];
+        assert_eq!(
+            encode_chunk(&symbols, &[&enc; 4], 64, &mut out),
+            Err(EntropyError::SymbolNotInModel {
+                index: bad_at,
+                symbol: bad
+            })
+        );
+        assert_eq!(out, [9], "nothing appended");
+    }
+    let mut out = Vec::new();
+    assert_eq!(
+        encode_chunk(&good, &[&enc, &enc], 64, &mut out),
+        Err(EntropyError::MissingTables { needed: 4, have: 2 })
+    );
+    assert_eq!(
+        encode_chunk(&good, &[&enc; 8], 48, &mut out),
+        Err(EntropyError::BlockLength {
+            block_len: 48,
+            lanes: LANES
+        })
+    );
+    assert_eq!(
+        encode_chunk(&good, &[&enc], 0, &mut out),
+        Err(EntropyError::BlockLength {
+            block_len: 0,
+            lanes: LANES
+        })
+    );
+    assert!(out.is_empty());
+    encode_chunk(&good, &[&enc; 4], 64, &mut out).unwrap();
+    assert!(!out.is_empty());
+}
