@@ -1,6 +1,6 @@
 //! The ULP delta decode loop alone, per code path, one thread, as `store get` runs it
-//! (`DeltaPieces::decode_at`, a chunk at a time from the base's bytes into a reused
-//! buffer): `cargo run --release -p mcodec --example ulp_decode_loop -- BASE FT [REPEATS]
+//! (`DeltaPieces::decode_at`, two chunks at a time — `get`'s pieces of BF16 tensors —
+//! from the base's bytes into a reused buffer): `cargo run --release -p mcodec --example ulp_decode_loop -- BASE FT [REPEATS]
 //! [PATHS]`.
 //!
 //! BASE and FT are safetensors files or model directories holding `model.safetensors`;
@@ -88,6 +88,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|(d, b, t)| delta::encode_with(DeltaMethod::Ulp, d, &base[b.clone()], &ft[t.clone()]))
         .collect::<Result<Vec<_>, _>>()?;
     let delta_bytes: usize = deltas.iter().map(Vec::len).sum();
+    // Slot tables per delta (exponent groups × context bits, FORMAT.md §9.3: the group
+    // count is the varint after the method and flag bytes, below 128), weighted by
+    // elements: each is 16 KiB of decoder table.
+    let weighted_tables: f64 = pairs
+        .iter()
+        .zip(&deltas)
+        .map(|((d, b, _), x)| {
+            let k = 1 + usize::from(x[1] & 1);
+            (usize::from(x[2]) * k * b.len() / d.element_size().unwrap_or(1)) as f64
+        })
+        .sum();
+    println!(
+        "slot tables per element-weighted delta: {:.1} ({:.0} KiB)",
+        weighted_tables / elements as f64,
+        weighted_tables / elements as f64 * 16.0
+    );
     println!(
         "{} tensors, {elements} elements, {delta_bytes} delta bytes ({:.3} bits/element); \
          unchanged: {:.1} % of elements, {:.1} % of vectors of 16, {:.1} % of groups of 32",
@@ -117,7 +133,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let clock = cpu_time::CpuClock::now();
             for ((_, br, _), p) in pairs.iter().zip(&pieces) {
                 let b = &base[br.clone()];
-                let chunk = p.chunk_bytes();
+                let chunk = 2 * p.chunk_bytes();
                 for (k, bc) in b.chunks(chunk).enumerate() {
                     if out.len() < bc.len() {
                         out.resize(bc.len(), 0);
@@ -130,7 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // Checked outside the timing: the same decode, compared chunk by chunk.
                 for ((_, br, tr), p) in pairs.iter().zip(&pieces) {
                     let (b, t) = (&base[br.clone()], &ft[tr.clone()]);
-                    let chunk = p.chunk_bytes();
+                    let chunk = 2 * p.chunk_bytes();
                     for (k, (bc, tc)) in b.chunks(chunk).zip(t.chunks(chunk)).enumerate() {
                         p.decode_at(k * chunk, bc, &mut out[..bc.len()])?;
                         if out[..bc.len()] != tc[..] {
@@ -138,6 +154,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }
                     }
                 }
+            }
+        }
+        if std::env::var_os("ULP_PER_TENSOR").is_some() {
+            // Per large tensor: its slot tables and its own best time.
+            for (((d, br, _), p), x) in pairs.iter().zip(&pieces).zip(&deltas) {
+                let n = br.len() / d.element_size().unwrap_or(1);
+                if n < 1 << 17 {
+                    continue;
+                }
+                let b = &base[br.clone()];
+                let chunk = 2 * p.chunk_bytes();
+                let mut t = f64::INFINITY;
+                for _ in 0..repeats {
+                    let clock = cpu_time::CpuClock::now();
+                    for (k, bc) in b.chunks(chunk).enumerate() {
+                        p.decode_at(k * chunk, bc, &mut out[..bc.len()])?;
+                    }
+                    t = t.min(clock.elapsed());
+                }
+                println!(
+                    "  {n} elements, {} tables: {:.3} ns per element",
+                    usize::from(x[2]) * (1 + usize::from(x[1] & 1)),
+                    t / n as f64 * 1e9
+                );
             }
         }
         println!(
