@@ -612,8 +612,12 @@ pub(super) mod vector {
     }
 
     /// The AVX2 twin of [`decode_groups_avx512`], four 8-lane vectors per group. Refills
-    /// permute the next 8 words (widened to 32 bits) by the lanes' ranks in the need mask;
-    /// the context bits and need masks are `movemask` bits.
+    /// permute the next 8 words (widened to 32 bits) by the lanes' ranks in the need mask
+    /// (a `movemask`); the context bits stay lane masks from one group to the next; the
+    /// magnitudes and counts are computed, the bit offsets summed as bytes on a general
+    /// register, and below 32-bit elements the fields fetched by a byte shuffle of two
+    /// 16-byte windows (64-bit gathers for 32-bit elements); the target is
+    /// [`flip`]`(flip(b) + diff)`.
     #[target_feature(enable = "avx2,bmi1,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx2<const W: usize>(
