@@ -188,14 +188,90 @@ pub(super) mod vector {
         _mm512_cvtepi64_epi32(_mm512_andnot_si512(keep, field))
     }
 
+    /// `0x0101…01`: a 64-bit multiply by it sums each byte with every byte below it (the
+    /// prefix sums of eight byte-sized counts, when none exceeds a byte).
+    const BYTES: u64 = 0x0101_0101_0101_0101;
+
+    /// The exclusive prefix sums of the 16 extra-bit counts of a vector below 32-bit
+    /// elements (bytes of `lo`, lanes 0–7, and `hi`, lanes 8–15; each at most 14), plus
+    /// `off` (< 8): per lane, its field's bit offset from the group's current byte, as
+    /// bytes `(lo, hi)`; and the 16 counts' total. On general registers: the vector units
+    /// are the loop's bottleneck, a multiply by [`BYTES`] sums eight bytes at once, and no
+    /// byte overflows (7 + 15 · 14 = 217).
+    #[inline(always)]
+    fn byte_offsets(lo: u64, hi: u64, off: u64) -> (u64, u64, u64) {
+        let lo_sum = lo.wrapping_mul(BYTES) >> 56;
+        let excl_lo = (lo << 8).wrapping_mul(BYTES).wrapping_add(off * BYTES);
+        let excl_hi = (hi << 8)
+            .wrapping_mul(BYTES)
+            .wrapping_add((off + lo_sum) * BYTES);
+        (excl_lo, excl_hi, lo_sum + (hi.wrapping_mul(BYTES) >> 56))
+    }
+
+    /// Below 32-bit elements (alphabets of at most 63 symbols): what each symbol stands
+    /// for, as 64-entry tables looked up in registers — the magnitude without its extra
+    /// bits and the mask of its extra bits (16-bit words, two vectors each, one `vpermi2w`
+    /// each) and the extra-bit count (bytes, one `vpermb`). Symbol 0 maps to 0 in all
+    /// three, so a lane's upper index bytes, which are 0, look up 0.
+    struct SymbolTables {
+        magnitude: [__m512i; 2],
+        keep: [__m512i; 2],
+        n_bits: __m512i,
+    }
+
+    impl SymbolTables {
+        #[target_feature(enable = "avx512f")]
+        fn new(ctx: &Contexts<'_>) -> Self {
+            let (mut magnitude, mut keep, mut n_bits) = ([0u16; 64], [0u16; 64], [0u8; 64]);
+            for (s, m) in ctx.meanings.iter().enumerate().take(64) {
+                // Below 32-bit elements every symbol of the alphabet (< 64) has a
+                // magnitude below 2^16 and at most 14 extra bits; the rest are 0. (For
+                // 32-bit elements the tables are built but not used.)
+                debug_assert!(
+                    ctx.layout.bits > 16 || (m.magnitude < 1 << 16 && m.extra_bits <= 14)
+                );
+                magnitude[s] = m.magnitude as u16;
+                keep[s] = ((1u32 << m.extra_bits) - 1) as u16;
+                n_bits[s] = m.extra_bits as u8;
+            }
+            let (m, k) = (
+                magnitude.as_ptr() as *const __m512i,
+                keep.as_ptr() as *const __m512i,
+            );
+            // SAFETY (all): each array is 128 or 64 bytes, two vectors or one.
+            unsafe {
+                Self {
+                    magnitude: [_mm512_loadu_si512(m), _mm512_loadu_si512(m.add(1))],
+                    keep: [_mm512_loadu_si512(k), _mm512_loadu_si512(k.add(1))],
+                    n_bits: _mm512_loadu_si512(n_bits.as_ptr() as *const __m512i),
+                }
+            }
+        }
+    }
+
+    /// Per lane, all ones below the element's sign bit where it is set, else zeros there
+    /// (bits above the element's width: anything).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    fn sign_spread<const W: usize>(v: __m512i) -> __m512i {
+        match W {
+            1 => _mm512_srai_epi32::<31>(_mm512_slli_epi32::<24>(v)),
+            2 => _mm512_srai_epi16::<15>(v),
+            _ => _mm512_srai_epi32::<31>(v),
+        }
+    }
+
     /// Per 16-lane vector of a group: look each element's table up by its base exponent
     /// in registers (off the state chain), select by the lane's context bit, gather the
     /// slot word, update the states and refill the lanes below 2^16 with the next words in
-    /// lane order (expanded in registers); then turn the symbols into magnitudes and
-    /// extra-bit counts arithmetically, find each lane's bit position by a prefix sum,
-    /// fetch its bits (a byte permute of one 64-byte window below 32-bit elements, 64-bit
-    /// gathers otherwise), and rebuild the target from the base's key. The context bits
-    /// stay in mask registers and the positions in locals for the whole loop.
+    /// lane order (expanded in registers); then, below 32-bit elements, look the symbols'
+    /// magnitudes, extra-bit masks and counts up in registers ([`SymbolTables`]), find each
+    /// lane's bit position by a prefix sum on general registers ([`byte_offsets`]) and
+    /// fetch its bits by a byte permute of one 64-byte window (32-bit elements: the
+    /// magnitudes and counts computed, a prefix sum in the vector, 64-bit gathers); and
+    /// rebuild the target from the base's key, key and inverse each one ternary-logic
+    /// step on the sign spread. The context bits stay in mask registers and the positions
+    /// in locals for the whole loop.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx512<const W: usize>(
@@ -215,10 +291,9 @@ pub(super) mod vector {
         let n_words = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
         let width_bits = 8 * W as u32;
-        let sign = _mm512_set1_epi32((1u32 << (width_bits - 1)) as i32);
-        let mask = _mm512_set1_epi32((u64::MAX >> (64 - width_bits)) as u32 as i32);
+        // The bits of an element below its sign bit.
+        let below_sign = _mm512_set1_epi32((u64::MAX >> (65 - width_bits)) as u32 as i32);
         let mant = _mm512_set1_epi32(layout.mant_bits as i32);
-        let exp_mask = _mm512_set1_epi32((layout.exponents() - 1) as i32);
         let low12 = _mm512_set1_epi32(0xFFF);
         let one = _mm512_set1_epi32(1);
         let two = _mm512_set1_epi32(2);
@@ -228,8 +303,12 @@ pub(super) mod vector {
         // Exponent → its context-bit-0 table, one byte each (at most 2 · MAX_GROUPS − 1
         // tables), looked up in registers by two 128-byte permutes instead of a gather;
         // the context-bit-1 table is `step` further (0 or 1, the same for every exponent).
+        // Indexed by the low byte of `element >> mantissa bits`, which is the exponent for
+        // 8-bit exponents and sign · 2^E + exponent for narrower ones: so the entries
+        // repeat every 2^E, and no mask is needed.
         let mut firsts = [0u8; 256];
-        for (f, &p) in firsts.iter_mut().zip(&ctx.table_pairs) {
+        for (i, f) in firsts.iter_mut().enumerate() {
+            let p = ctx.table_pairs[i & (layout.exponents() - 1)];
             debug_assert!(p & 0xFFFF < 256);
             *f = p as u8;
         }
@@ -237,7 +316,7 @@ pub(super) mod vector {
             .table_pairs
             .first()
             .map_or(0, |&p| (p >> 16).wrapping_sub(p & 0xFFFF));
-        let step = _mm512_set1_epi32(step as i32);
+        let step12 = _mm512_set1_epi32((step << 12) as i32);
         // SAFETY: `firsts` is 256 bytes, four 512-bit vectors.
         let first_tab = unsafe {
             let p = firsts.as_ptr() as *const __m512i;
@@ -248,14 +327,21 @@ pub(super) mod vector {
                 _mm512_loadu_si512(p.add(3)),
             ]
         };
-        let low8 = _mm512_set1_epi32(0xFF);
+        // Byte 0 of every 32-bit lane.
+        const LOW_BYTES: u64 = 0x1111_1111_1111_1111;
         let top_bit = _mm512_set1_epi32(0x80);
+        let symbols = SymbolTables::new(ctx);
+        // Byte 3 of each 32-bit lane (its slot word's symbol), packed into bytes 0–15.
+        let symbol_bytes = _mm512_castsi128_si512(_mm_setr_epi8(
+            3, 7, 11, 15, 19, 23, 27, 31, 35, 39, 43, 47, 51, 55, 59, 63,
+        ));
         // Per 32-bit lane, its low byte repeated (the byte offset of the lane's field),
         // then plus 0, 1, 2, 3: the indices of the field's four bytes for `vpermb`.
         let repeat_low = _mm512_broadcast_i32x4(_mm_setr_epi8(
             0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
         ));
         let byte_steps = _mm512_set1_epi32(0x0302_0100);
+        let seven = _mm512_set1_epi32(7);
         // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
         let mut x = unsafe {
             let p = states.as_ptr() as *const __m512i;
@@ -273,18 +359,20 @@ pub(super) mod vector {
                 let at = (g * WIDE_LANES + 16 * v) * W;
                 // SAFETY: group g < groups covers base[32gW..32(g+1)W].
                 let b = unsafe { load16::<W>(base.as_ptr().add(at)) };
-                let exp = _mm512_and_si512(_mm512_srlv_epi32(b, mant), exp_mask);
+                let exp = _mm512_srlv_epi32(b, mant);
                 let z = zero_mask[v];
-                // Byte `exp & 127` of the low or high 128 bytes of `firsts` (exp < 256);
-                // the lanes' upper bytes pick junk that the mask removes.
-                let low_half = _mm512_permutex2var_epi8(first_tab[0], exp, first_tab[1]);
-                let high_half = _mm512_permutex2var_epi8(first_tab[2], exp, first_tab[3]);
+                // Byte `exp & 127` of the low or high 128 bytes of `firsts`; the lanes'
+                // upper bytes are zeroed.
+                let low_half =
+                    _mm512_maskz_permutex2var_epi8(LOW_BYTES, first_tab[0], exp, first_tab[1]);
+                let high_half =
+                    _mm512_maskz_permutex2var_epi8(LOW_BYTES, first_tab[2], exp, first_tab[3]);
                 let upper = _mm512_test_epi32_mask(exp, top_bit);
-                let first =
-                    _mm512_and_si512(_mm512_mask_blend_epi32(upper, low_half, high_half), low8);
-                let table = _mm512_mask_add_epi32(first, z, first, step);
-                let slot =
-                    _mm512_or_si512(_mm512_slli_epi32::<12>(table), _mm512_and_si512(*xv, low12));
+                let first = _mm512_mask_blend_epi32(upper, low_half, high_half);
+                let table = _mm512_slli_epi32::<12>(first);
+                let table = _mm512_mask_add_epi32(table, z, table, step12);
+                // table · 4096 | (x & 4095): a | (b & c).
+                let slot = _mm512_ternarylogic_epi32::<0xF8>(table, *xv, low12);
                 // SAFETY: every table index of a pair is below the table count, so
                 // slot < tables · 4096 = slots.len(), scaled by 4 bytes.
                 let e = unsafe { _mm512_i32gather_epi32::<4>(slot, slots) };
@@ -305,39 +393,28 @@ pub(super) mod vector {
                 let sym = _mm512_srli_epi32::<24>(e);
                 let is_zero = _mm512_cmpeq_epi32_mask(sym, zero);
                 zero_mask[v] = is_zero;
-
-                // Symbol → class c = ⌈sym / 2⌉, negative for even non-zero symbols; class
-                // ≥ 4: e = (c − 4) / 2 + 2, magnitude 2^e + h·2^(e−1) + (e − 1 extra bits).
-                let class = _mm512_srli_epi32::<1>(_mm512_add_epi32(sym, one));
+                // Negative: even non-zero symbols.
                 let negative = _mm512_mask_testn_epi32_mask(!is_zero, sym, one);
-                let big = _mm512_cmpge_epu32_mask(class, four);
-                let k = _mm512_sub_epi32(_mm512_max_epu32(class, four), four);
-                let e2 = _mm512_add_epi32(_mm512_srli_epi32::<1>(k), two);
-                let half = _mm512_and_si512(k, one);
-                let e1 = _mm512_sub_epi32(e2, one);
-                let binade =
-                    _mm512_or_si512(_mm512_sllv_epi32(one, e2), _mm512_sllv_epi32(half, e1));
-                let magnitude0 = _mm512_mask_blend_epi32(big, class, binade);
-                let n_bits = _mm512_maskz_mov_epi32(big, e1);
 
-                // Exclusive prefix sum of the bit counts: each lane's offset from bit_pos.
-                let mut incl = n_bits;
-                incl = _mm512_add_epi32(incl, _mm512_alignr_epi32::<15>(incl, zero));
-                incl = _mm512_add_epi32(incl, _mm512_alignr_epi32::<14>(incl, zero));
-                incl = _mm512_add_epi32(incl, _mm512_alignr_epi32::<12>(incl, zero));
-                incl = _mm512_add_epi32(incl, _mm512_alignr_epi32::<8>(incl, zero));
-                let total = _mm_extract_epi32::<3>(_mm512_extracti32x4_epi32::<3>(incl)) as u64;
-                let rel = _mm512_add_epi32(
-                    _mm512_sub_epi32(incl, n_bits),
-                    _mm512_set1_epi32((bits_at % 8) as i32),
-                );
-                let byte_off = _mm512_srli_epi32::<3>(rel);
-                let shift = _mm512_and_si512(rel, _mm512_set1_epi32(7));
                 // SAFETY: bit_pos / 8 + GROUP_BIT_BYTES ≤ bit_bytes.len() at the group's
                 // start; this vector starts at most 16 · 30 bits further and its lanes
                 // read 8 bytes at most (7 + 15 · 30) / 8 bytes on.
-                let src = unsafe { bit_bytes.as_ptr().add((bits_at / 8) as usize) } as *const i64;
-                let extra = if W <= 2 {
+                let src = unsafe { bit_bytes.as_ptr().add((bits_at / 8) as usize) };
+                let magnitude = if W <= 2 {
+                    // The counts as bytes: the symbols packed, then looked up.
+                    let counts = _mm512_castsi512_si128(_mm512_permutexvar_epi8(
+                        _mm512_permutexvar_epi8(symbol_bytes, e),
+                        symbols.n_bits,
+                    ));
+                    let (lo, hi, total) = byte_offsets(
+                        _mm_cvtsi128_si64(counts) as u64,
+                        _mm_extract_epi64::<1>(counts) as u64,
+                        bits_at % 8,
+                    );
+                    bits_at += total;
+                    let rel = _mm512_cvtepu8_epi32(_mm_set_epi64x(hi as i64, lo as i64));
+                    let byte_off = _mm512_srli_epi32::<3>(rel);
+                    let shift = _mm512_and_si512(rel, seven);
                     // At most 14 extra bits per element below 32-bit elements (symbols
                     // below the alphabet), so lane 15's field starts at most
                     // 7 + 15 · 14 bits = 27 bytes in and, shifted by at most 7, ends in
@@ -349,11 +426,41 @@ pub(super) mod vector {
                     let window = unsafe { _mm512_loadu_si512(src as *const __m512i) };
                     let idx =
                         _mm512_add_epi8(_mm512_shuffle_epi8(byte_off, repeat_low), byte_steps);
-                    let raw = _mm512_permutexvar_epi8(idx, window);
-                    let field = _mm512_srlv_epi32(raw, shift);
-                    let keep = _mm512_sllv_epi32(_mm512_set1_epi32(-1), n_bits);
-                    _mm512_andnot_si512(keep, field)
+                    let field = _mm512_srlv_epi32(_mm512_permutexvar_epi8(idx, window), shift);
+                    let m0 =
+                        _mm512_permutex2var_epi16(symbols.magnitude[0], sym, symbols.magnitude[1]);
+                    let keep = _mm512_permutex2var_epi16(symbols.keep[0], sym, symbols.keep[1]);
+                    // The magnitude's bits below its extra bits are 0: m0 | (field & keep).
+                    _mm512_ternarylogic_epi32::<0xF8>(m0, field, keep)
                 } else {
+                    // Symbol → class c = ⌈sym / 2⌉; class ≥ 4: e = (c − 4) / 2 + 2,
+                    // magnitude 2^e + h·2^(e−1) + (e − 1 extra bits).
+                    let class = _mm512_srli_epi32::<1>(_mm512_add_epi32(sym, one));
+                    let big = _mm512_cmpge_epu32_mask(class, four);
+                    let k = _mm512_sub_epi32(_mm512_max_epu32(class, four), four);
+                    let e2 = _mm512_add_epi32(_mm512_srli_epi32::<1>(k), two);
+                    let half = _mm512_and_si512(k, one);
+                    let e1 = _mm512_sub_epi32(e2, one);
+                    let binade =
+                        _mm512_or_si512(_mm512_sllv_epi32(one, e2), _mm512_sllv_epi32(half, e1));
+                    let magnitude0 = _mm512_mask_blend_epi32(big, class, binade);
+                    let n_bits = _mm512_maskz_mov_epi32(big, e1);
+                    // Exclusive prefix sum of the bit counts: each lane's offset from
+                    // bit_pos.
+                    let mut incl = n_bits;
+                    incl = _mm512_add_epi32(incl, _mm512_alignr_epi32::<15>(incl, zero));
+                    incl = _mm512_add_epi32(incl, _mm512_alignr_epi32::<14>(incl, zero));
+                    incl = _mm512_add_epi32(incl, _mm512_alignr_epi32::<12>(incl, zero));
+                    incl = _mm512_add_epi32(incl, _mm512_alignr_epi32::<8>(incl, zero));
+                    let total = _mm_extract_epi32::<3>(_mm512_extracti32x4_epi32::<3>(incl)) as u64;
+                    let rel = _mm512_add_epi32(
+                        _mm512_sub_epi32(incl, n_bits),
+                        _mm512_set1_epi32((bits_at % 8) as i32),
+                    );
+                    bits_at += total;
+                    let byte_off = _mm512_srli_epi32::<3>(rel);
+                    let shift = _mm512_and_si512(rel, seven);
+                    let src = src as *const i64;
                     // SAFETY (both): as above.
                     let lo = unsafe {
                         bit_fields(
@@ -371,26 +478,24 @@ pub(super) mod vector {
                             _mm512_extracti64x4_epi64::<1>(n_bits),
                         )
                     };
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+                    let extra = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                    _mm512_add_epi32(magnitude0, extra)
                 };
-                bits_at += total;
-                let magnitude = _mm512_add_epi32(magnitude0, extra);
-                let diff = _mm512_mask_sub_epi32(magnitude, negative, zero, magnitude);
 
-                // key(b), add, key⁻¹, in the element's width.
-                let b_negative = _mm512_test_epi32_mask(b, sign);
-                let key = _mm512_mask_blend_epi32(
-                    b_negative,
-                    _mm512_or_si512(b, sign),
-                    _mm512_xor_si512(b, mask),
+                // key(b) = b with the sign bit flipped, the bits below it also where it
+                // was set; key ± magnitude; key⁻¹ = the sign bit flipped, the bits below
+                // it also where it is clear. Bits above the element's width are junk,
+                // which the narrowing store drops.
+                // below_sign ? b ^ spread : !b
+                let key = _mm512_ternarylogic_epi32::<0x2D>(b, sign_spread::<W>(b), below_sign);
+                let r = _mm512_mask_sub_epi32(
+                    _mm512_add_epi32(key, magnitude),
+                    negative,
+                    key,
+                    magnitude,
                 );
-                let r = _mm512_and_si512(_mm512_add_epi32(key, diff), mask);
-                let r_positive = _mm512_test_epi32_mask(r, sign);
-                let t = _mm512_mask_blend_epi32(
-                    r_positive,
-                    _mm512_xor_si512(r, mask),
-                    _mm512_xor_si512(r, sign),
-                );
+                // below_sign ? !(r ^ spread) : !r
+                let t = _mm512_ternarylogic_epi32::<0x87>(r, sign_spread::<W>(r), below_sign);
                 // SAFETY: as for the load of `b`.
                 unsafe { store16::<W>(out.as_mut_ptr().add(at), t) };
             }
@@ -441,24 +546,56 @@ pub(super) mod vector {
         }
     }
 
-    /// Stores the low `W` bytes of 8 lanes.
+    /// Stores the low `W` bytes of 8 lanes (the bytes above them are dropped, whatever
+    /// they hold).
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn store8<const W: usize>(p: *mut u8, v: __m256i) {
-        // Values fit `W` bytes, so the saturating packs are exact; they work per 128-bit
-        // half, and the permute restores lane order.
-        let words = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(v, v));
         // SAFETY (all three): the caller guarantees 8·W writable bytes at `p`.
         unsafe {
             match W {
                 1 => {
-                    let bytes = _mm256_packus_epi16(words, words);
-                    _mm_storel_epi64(p as *mut __m128i, _mm256_castsi256_si128(bytes))
+                    // Byte 0 of each lane into bytes 0–3 of its half, then the halves'
+                    // first 32 bits side by side.
+                    let b = _mm256_shuffle_epi8(
+                        v,
+                        _mm256_broadcastsi128_si256(_mm_setr_epi8(
+                            0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                        )),
+                    );
+                    let b =
+                        _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
+                    _mm_storel_epi64(p as *mut __m128i, _mm256_castsi256_si128(b))
                 }
-                2 => _mm_storeu_si128(p as *mut __m128i, _mm256_castsi256_si128(words)),
+                2 => {
+                    // Bytes 0–1 of each lane into bytes 0–7 of its half, then the
+                    // halves' first 64 bits side by side.
+                    let w = _mm256_shuffle_epi8(
+                        v,
+                        _mm256_broadcastsi128_si256(_mm_setr_epi8(
+                            0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
+                        )),
+                    );
+                    let w = _mm256_permute4x64_epi64::<0x08>(w);
+                    _mm_storeu_si128(p as *mut __m128i, _mm256_castsi256_si128(w))
+                }
                 _ => _mm256_storeu_si256(p as *mut __m256i, v),
             }
         }
+    }
+
+    /// `v` with the bits below its `W`-byte element's sign bit inverted where the sign
+    /// bit is set (bits above the element: anything). An involution; `flip(v) ^ sign` is
+    /// FORMAT.md §9.3's key.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn flip<const W: usize>(v: __m256i) -> __m256i {
+        let below = match W {
+            1 => _mm256_srli_epi32::<25>(_mm256_srai_epi32::<31>(_mm256_slli_epi32::<24>(v))),
+            2 => _mm256_srli_epi16::<1>(_mm256_srai_epi16::<15>(v)),
+            _ => _mm256_srli_epi32::<1>(_mm256_srai_epi32::<31>(v)),
+        };
+        _mm256_xor_si256(v, below)
     }
 
     /// Four bit fields: `n` bits from bit `shift` of the 8 bytes at byte `offset` from
@@ -478,8 +615,12 @@ pub(super) mod vector {
     }
 
     /// The AVX2 twin of [`decode_groups_avx512`], four 8-lane vectors per group. Refills
-    /// permute the next 8 words (widened to 32 bits) by the lanes' ranks in the need mask;
-    /// the context bits and need masks are `movemask` bits.
+    /// permute the next 8 words (widened to 32 bits) by the lanes' ranks in the need mask
+    /// (a `movemask`); the context bits stay lane masks from one group to the next; the
+    /// magnitudes and counts are computed, the bit offsets summed as bytes on a general
+    /// register, and below 32-bit elements the fields fetched by a byte shuffle of two
+    /// 16-byte windows (64-bit gathers for 32-bit elements); the target is
+    /// [`flip`]`(flip(b) + diff)`.
     #[target_feature(enable = "avx2,bmi1,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx2<const W: usize>(
@@ -498,18 +639,24 @@ pub(super) mod vector {
         let n_words = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
         let pairs = ctx.table_pairs.as_ptr() as *const i32;
-        let width_bits = 8 * W as u32;
-        let sign = _mm256_set1_epi32((1u32 << (width_bits - 1)) as i32);
-        let mask = _mm256_set1_epi32((u64::MAX >> (64 - width_bits)) as u32 as i32);
         let mant = _mm256_set1_epi32(layout.mant_bits as i32);
         let exp_mask = _mm256_set1_epi32((layout.exponents() - 1) as i32);
         let low12 = _mm256_set1_epi32(0xFFF);
         let low16 = _mm256_set1_epi32(0xFFFF);
         let one = _mm256_set1_epi32(1);
         let two = _mm256_set1_epi32(2);
-        let three = _mm256_set1_epi32(3);
-        let four = _mm256_set1_epi32(4);
         let seven = _mm256_set1_epi32(7);
+        let ones = _mm256_set1_epi32(-1);
+        // Byte 0 of each 32-bit lane of a 128-bit half into its bytes 0–3.
+        let count_bytes = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+            0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+        ));
+        // Per 32-bit lane, its low byte repeated (the byte offset of the lane's field),
+        // then plus 0, 1, 2, 3: the indices of the field's four bytes for the shuffle.
+        let repeat_low = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+            0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
+        ));
+        let byte_steps = _mm256_set1_epi32(0x0302_0100);
         let zero = _mm256_setzero_si256();
         let lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
         let rank = RANK8.as_ptr() as *const u8;
@@ -517,6 +664,13 @@ pub(super) mod vector {
         for (v, xv) in x.iter_mut().enumerate() {
             // SAFETY: `states` is 32 u32s, exactly four 256-bit vectors.
             *xv = unsafe { _mm256_loadu_si256((states.as_ptr() as *const __m256i).add(v)) };
+        }
+        // Per vector, its lanes' context bits as lane masks (all ones: the lane's last
+        // symbol was 0): those of the group before, which is where they come from.
+        let mut zv = [zero; 4];
+        for (v, z) in zv.iter_mut().enumerate() {
+            let z_bits = _mm256_set1_epi32(((*back_zero >> (8 * v)) & 0xFF) as i32);
+            *z = _mm256_cmpeq_epi32(_mm256_and_si256(z_bits, lane_bit), lane_bit);
         }
         let mut g = 0;
         while g < groups
@@ -530,8 +684,7 @@ pub(super) mod vector {
                 let exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
                 // SAFETY: exp < 2^E = table_pairs.len(), scaled by 4 bytes.
                 let pair = unsafe { _mm256_i32gather_epi32::<4>(pairs, exp) };
-                let z_bits = _mm256_set1_epi32(((*back_zero >> (8 * v)) & 0xFF) as i32);
-                let z = _mm256_cmpeq_epi32(_mm256_and_si256(z_bits, lane_bit), lane_bit);
+                let z = zv[v];
                 let table = _mm256_blendv_epi8(
                     _mm256_and_si256(pair, low16),
                     _mm256_srli_epi32::<16>(pair),
@@ -567,84 +720,110 @@ pub(super) mod vector {
                 *pos += need_bits.count_ones() as usize;
                 let sym = _mm256_srli_epi32::<24>(e);
                 let is_zero = _mm256_cmpeq_epi32(sym, zero);
-                let zero_bits = _mm256_movemask_ps(_mm256_castsi256_ps(is_zero)) as u32;
-                *back_zero = (*back_zero & !(0xFF << (8 * v))) | (zero_bits << (8 * v));
+                zv[v] = is_zero;
 
-                // As in the AVX-512 path: class, sign, binade and extra-bit count.
-                let class = _mm256_srli_epi32::<1>(_mm256_add_epi32(sym, one));
-                let even = _mm256_cmpeq_epi32(_mm256_and_si256(sym, one), zero);
-                let negative = _mm256_andnot_si256(is_zero, even);
-                let big = _mm256_cmpgt_epi32(class, three);
-                let k = _mm256_sub_epi32(_mm256_max_epu32(class, four), four);
-                let e2 = _mm256_add_epi32(_mm256_srli_epi32::<1>(k), two);
-                let half = _mm256_and_si256(k, one);
-                let e1 = _mm256_sub_epi32(e2, one);
-                let binade =
-                    _mm256_or_si256(_mm256_sllv_epi32(one, e2), _mm256_sllv_epi32(half, e1));
-                let magnitude0 = _mm256_blendv_epi8(class, binade, big);
-                let n_bits = _mm256_and_si256(big, e1);
-
-                // Inclusive prefix sum over 8 lanes: within each 128-bit half, then the
-                // low half's total added to the high half.
-                let mut incl = _mm256_add_epi32(n_bits, _mm256_slli_si256::<4>(n_bits));
-                incl = _mm256_add_epi32(incl, _mm256_slli_si256::<8>(incl));
-                let low_total = _mm256_permutevar8x32_epi32(incl, three);
-                incl = _mm256_add_epi32(incl, _mm256_blend_epi32::<0xF0>(zero, low_total));
-                let total = _mm256_extract_epi32::<7>(incl) as u32 as u64;
-                let rel = _mm256_add_epi32(
-                    _mm256_sub_epi32(incl, n_bits),
-                    _mm256_set1_epi32((*bit_pos % 8) as i32),
+                let negative = _mm256_andnot_si256(
+                    is_zero,
+                    _mm256_cmpeq_epi32(_mm256_and_si256(sym, one), zero),
                 );
-                let byte_off = _mm256_srli_epi32::<3>(rel);
-                let shift = _mm256_and_si256(rel, seven);
+                // Class c = ⌈sym / 2⌉; n = max(c − 2, 0) / 2 extra bits (0 below class 4);
+                // magnitude without them (2 + (c & 1)) · 2^n from class 2 on, c below:
+                // ((min(c, 2) & 2) | (c & 1)) << n.
+                let class = _mm256_srli_epi32::<1>(_mm256_add_epi32(sym, one));
+                let n_bits = _mm256_srli_epi32::<1>(_mm256_subs_epu16(class, two));
+                let magnitude0 = _mm256_sllv_epi32(
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_min_epu32(class, two), two),
+                        _mm256_and_si256(class, one),
+                    ),
+                    n_bits,
+                );
+
+                // Each lane's bit offset from the current byte: an exclusive prefix sum of
+                // the counts as bytes on general registers (8 counts of at most 30 bits
+                // plus 7: at most 217, a byte each).
+                let counts = _mm256_permutevar8x32_epi32(
+                    _mm256_shuffle_epi8(n_bits, count_bytes),
+                    _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0),
+                );
+                let counts = _mm_cvtsi128_si64(_mm256_castsi256_si128(counts)) as u64;
+                let off = *bit_pos % 8;
+                let total = counts.wrapping_mul(BYTES) >> 56;
+                let excl = (counts << 8).wrapping_mul(BYTES).wrapping_add(off * BYTES);
                 // SAFETY: bit_pos / 8 + GROUP_BIT_BYTES ≤ bit_bytes.len() at the group's
                 // start; this vector starts at most 24 · 30 bits further and its lanes
                 // read 8 bytes at most (7 + 7 · 30) / 8 bytes on.
-                let src = unsafe { bit_bytes.as_ptr().add((*bit_pos / 8) as usize) } as *const i64;
-                // SAFETY (both): as above.
-                let lo = unsafe {
-                    bit_fields4(
-                        src,
-                        _mm256_castsi256_si128(byte_off),
-                        _mm256_castsi256_si128(shift),
-                        _mm256_castsi256_si128(n_bits),
-                    )
-                };
-                let hi = unsafe {
-                    bit_fields4(
-                        src,
-                        _mm256_extracti128_si256::<1>(byte_off),
-                        _mm256_extracti128_si256::<1>(shift),
-                        _mm256_extracti128_si256::<1>(n_bits),
-                    )
+                let src = unsafe { bit_bytes.as_ptr().add((*bit_pos / 8) as usize) };
+                let extra = if W <= 2 {
+                    // At most 14 bits per field: lanes 0–3's fields lie in the 16 bytes
+                    // from `src` (the 4 bytes from byte (7 + 3 · 14) / 8 = 6 at most),
+                    // lanes 4–7's in the 16 bytes from lane 4's byte `k` (the 4 bytes
+                    // from (7 + 3 · 14) / 8 = 6 further at most): one window per 128-bit
+                    // half, one byte shuffle each, offsets of the upper lanes from `k`.
+                    let k = (excl >> 35) & 0x1F;
+                    let excl = excl - ((8 * k) << 32).wrapping_mul(0x0101_0101);
+                    let rel = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(excl as i64));
+                    // SAFETY: k ≤ (7 + 4 · 14) / 8 = 7, so both 16-byte loads end within
+                    // 7 + 16 bytes of this vector's start (see above).
+                    let window = unsafe {
+                        _mm256_loadu2_m128i(
+                            src.add(k as usize) as *const __m128i,
+                            src as *const __m128i,
+                        )
+                    };
+                    let idx = _mm256_add_epi8(
+                        _mm256_shuffle_epi8(_mm256_srli_epi32::<3>(rel), repeat_low),
+                        byte_steps,
+                    );
+                    let field = _mm256_srlv_epi32(
+                        _mm256_shuffle_epi8(window, idx),
+                        _mm256_and_si256(rel, seven),
+                    );
+                    _mm256_andnot_si256(_mm256_sllv_epi32(ones, n_bits), field)
+                } else {
+                    let rel = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(excl as i64));
+                    let byte_off = _mm256_srli_epi32::<3>(rel);
+                    let shift = _mm256_and_si256(rel, seven);
+                    let src = src as *const i64;
+                    // SAFETY (both): as above.
+                    let lo = unsafe {
+                        bit_fields4(
+                            src,
+                            _mm256_castsi256_si128(byte_off),
+                            _mm256_castsi256_si128(shift),
+                            _mm256_castsi256_si128(n_bits),
+                        )
+                    };
+                    let hi = unsafe {
+                        bit_fields4(
+                            src,
+                            _mm256_extracti128_si256::<1>(byte_off),
+                            _mm256_extracti128_si256::<1>(shift),
+                            _mm256_extracti128_si256::<1>(n_bits),
+                        )
+                    };
+                    _mm256_set_m128i(hi, lo)
                 };
                 *bit_pos += total;
-                let extra = _mm256_set_m128i(hi, lo);
-                let magnitude = _mm256_add_epi32(magnitude0, extra);
-                let diff =
-                    _mm256_blendv_epi8(magnitude, _mm256_sub_epi32(zero, magnitude), negative);
-
-                let b_negative = _mm256_cmpeq_epi32(_mm256_and_si256(b, sign), sign);
-                let key = _mm256_blendv_epi8(
-                    _mm256_or_si256(b, sign),
-                    _mm256_xor_si256(b, mask),
-                    b_negative,
-                );
-                let r = _mm256_and_si256(_mm256_add_epi32(key, diff), mask);
-                let r_positive = _mm256_cmpeq_epi32(_mm256_and_si256(r, sign), sign);
-                let t = _mm256_blendv_epi8(
-                    _mm256_xor_si256(r, mask),
-                    _mm256_xor_si256(r, sign),
-                    r_positive,
-                );
+                // The magnitude's bits below its extra bits are 0.
+                let magnitude = _mm256_or_si256(magnitude0, extra);
+                // ±magnitude: (m ^ −1) − (−1) = −m where negative.
+                let diff = _mm256_sub_epi32(_mm256_xor_si256(magnitude, negative), negative);
+                // key(v) = flip(v) ^ sign with flip(v) = v ^ (the bits below the sign bit
+                // where it is set); key⁻¹(r) = flip(r ^ sign). The sign flips cancel
+                // modulo 2^w, so target = flip(flip(b) + diff). Bits above the
+                // element's width are junk, which the narrowing store drops.
+                let t = flip::<W>(_mm256_add_epi32(flip::<W>(b), diff));
                 // SAFETY: as for the load of `b`.
                 unsafe { store8::<W>(out.as_mut_ptr().add(at), t) };
             }
             g += 1;
         }
-        for (v, xv) in x.iter().enumerate() {
+        *back_zero = 0;
+        for (v, (xv, z)) in x.iter().zip(&zv).enumerate() {
             // SAFETY: as for the loads.
             unsafe { _mm256_storeu_si256((states.as_mut_ptr() as *mut __m256i).add(v), *xv) };
+            *back_zero |= (_mm256_movemask_ps(_mm256_castsi256_ps(*z)) as u32) << (8 * v);
         }
         g * WIDE_LANES
     }
