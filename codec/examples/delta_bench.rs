@@ -9,7 +9,7 @@
 //! wall clock and by the thread's CPU time (Linux; the fair figure on a shared, loaded
 //! machine). Every decode is checked against the fine-tune's bytes, outside the timing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use mcodec::delta::{self, DeltaMethod};
@@ -40,14 +40,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn model_file(arg: &str) -> PathBuf {
-    let p = PathBuf::from(arg);
-    if p.is_dir() {
-        p.join("model.safetensors")
-    } else {
-        p
-    }
-}
+#[path = "support/model_file.rs"]
+mod model_file;
+use model_file::model_file;
 
 fn load(path: &Path) -> Result<(Vec<u8>, Vec<TensorInfo>), Box<dyn std::error::Error>> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -3,31 +3,19 @@
 //!
 //! BASE and FT are safetensors files or model directories holding `model.safetensors`;
 //! float tensors paired by name are coded with the ULP method. Prints the process's CPU
-//! time (all threads, `getrusage`) per element for encode and decode, best of REPEATS
+//! time (all threads) per element for encode and decode, best of REPEATS
 //! (default 5). Every decode is checked against the fine-tune's bytes outside the timing.
-
-use std::path::PathBuf;
 
 use mcodec::delta::{self, DeltaMethod};
 use mcodec::safetensors;
 
-/// CPU seconds of this process so far (user + system, all threads).
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the zeroed struct it is given and reads nothing else.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
-}
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+use cpu_time::process_cpu_seconds as cpu_seconds;
 
-fn model_file(arg: &str) -> PathBuf {
-    let p = PathBuf::from(arg);
-    if p.is_dir() {
-        p.join("model.safetensors")
-    } else {
-        p
-    }
-}
+#[path = "support/model_file.rs"]
+mod model_file;
+use model_file::model_file;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -11,8 +11,6 @@
 //! is checked against the fine-tune's bytes outside the timing. Under valgrind, give one
 //! path and REPEATS = 1 and collect with `--toggle-collect='*decode_stream_wide*'`.
 
-use std::path::PathBuf;
-
 use mcodec::cpu::{self, SimdLevel};
 use mcodec::delta::{self, DeltaMethod, DeltaPieces};
 use mcodec::safetensors;
@@ -20,14 +18,9 @@ use mcodec::safetensors;
 #[path = "support/cpu_time.rs"]
 mod cpu_time;
 
-fn model_file(arg: &str) -> PathBuf {
-    let p = PathBuf::from(arg);
-    if p.is_dir() {
-        p.join("model.safetensors")
-    } else {
-        p
-    }
-}
+#[path = "support/model_file.rs"]
+mod model_file;
+use model_file::model_file;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
