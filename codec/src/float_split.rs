@@ -163,6 +163,45 @@ impl Layout {
         }
     }
 
+    /// [`Self::count`] of one block, for the fields marked in `fields`, in sparse form:
+    /// per field its present values with their counts, in increasing value order (empty
+    /// for unmarked fields). Counted into this thread's scratch histograms, which are left
+    /// zeroed again, so a block costs no dense histogram of its own: the encoder keeps
+    /// one of these per block of a tensor until its tables are planned. `fields` has one
+    /// flag per field of the layout (missing flags read as unmarked).
+    pub fn count_sparse(self, src: &[u8], fields: &[bool]) -> Vec<Vec<(u16, u32)>> {
+        let bits = self.field_bits();
+        COUNT_SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let hists = &mut scratch[..bits.len()];
+            for (f, (h, &b)) in hists.iter_mut().zip(bits).enumerate() {
+                let len = if fields.get(f) == Some(&true) {
+                    1 << b
+                } else {
+                    0
+                };
+                if h.len() != len {
+                    h.clear();
+                    h.resize(len, 0);
+                }
+            }
+            self.count(src, hists);
+            hists
+                .iter_mut()
+                .map(|h| {
+                    let mut sparse = Vec::with_capacity(h.iter().filter(|&&c| c > 0).count());
+                    for (s, c) in h.iter_mut().enumerate() {
+                        if *c > 0 {
+                            sparse.push((s as u16, *c));
+                            *c = 0;
+                        }
+                    }
+                    sparse
+                })
+                .collect()
+        })
+    }
+
     /// Inverse of [`Self::split`]: writes the little-endian elements into `dst`.
     ///
     /// Written as straight loops over whole elements (no indexing), which the compiler
@@ -240,6 +279,12 @@ impl Layout {
             _ => unreachable!("field count does not match layout {self:?}"),
         }
     }
+}
+
+thread_local! {
+    /// [`Layout::count_sparse`]'s dense histograms, one per field, all zero between calls.
+    static COUNT_SCRATCH: std::cell::RefCell<[Vec<u32>; MAX_FIELDS]> =
+        const { std::cell::RefCell::new([const { Vec::new() }; MAX_FIELDS]) };
 }
 
 /// Histograms of `F` fields of `E`-byte elements, counted into fixed 512-entry arrays
@@ -1189,6 +1234,58 @@ mod tests {
                         }
                         assert_eq!(h, &expected, "{layout:?} n {n} fields {mask:b} field {f}");
                     }
+                }
+            }
+        }
+    }
+
+    /// The sparse counts are the dense ones' present entries, whatever the previous call
+    /// on this thread counted (the scratch histograms are left zeroed), for every layout,
+    /// field mask and odd length, and a short or empty mask counts nothing.
+    #[test]
+    fn count_sparse_matches_count() {
+        for round in 0..2u32 {
+            for layout in [
+                Layout::Bf16,
+                Layout::Bf16Joint,
+                Layout::F16,
+                Layout::F16Joint,
+                Layout::F32,
+                Layout::F32Joint,
+                Layout::F8,
+            ] {
+                let bits = layout.field_bits();
+                for n in [0usize, 1, 5, 63, 4096, 4099] {
+                    let src: Vec<u8> = (0..(n * layout.element_size()) as u32)
+                        .map(|i| ((i + round).wrapping_mul(2654435761) >> 13) as u8)
+                        .collect();
+                    for mask in 0u32..1 << bits.len() {
+                        let on: Vec<bool> = (0..bits.len()).map(|f| mask >> f & 1 == 1).collect();
+                        let mut dense: Vec<Vec<u32>> = bits
+                            .iter()
+                            .zip(&on)
+                            .map(|(&b, &o)| if o { vec![0; 1 << b] } else { Vec::new() })
+                            .collect();
+                        layout.count(&src, &mut dense);
+                        let expected: Vec<Vec<(u16, u32)>> = dense
+                            .iter()
+                            .map(|h| {
+                                h.iter()
+                                    .enumerate()
+                                    .filter(|(_, &c)| c > 0)
+                                    .map(|(s, &c)| (s as u16, c))
+                                    .collect()
+                            })
+                            .collect();
+                        assert_eq!(
+                            layout.count_sparse(&src, &on),
+                            expected,
+                            "{layout:?} n {n} fields {mask:b}"
+                        );
+                    }
+                    let none = layout.count_sparse(&src, &[]);
+                    assert_eq!(none.len(), bits.len());
+                    assert!(none.iter().all(Vec::is_empty));
                 }
             }
         }

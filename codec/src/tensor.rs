@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::dtype::Dtype;
 use crate::entropy::stream::{
-    corrected_entropy_bits, CodedStream, Effort, StreamDecoder, StreamEncoder, StreamKind,
+    sparse_entropy_bits, CodedStream, Effort, SparseHist, StreamDecoder, StreamEncoder, StreamKind,
 };
 use crate::entropy::EntropyError;
 use crate::float_split::{ByteField, Layout, MAX_FIELDS};
@@ -373,20 +373,12 @@ fn encode_split(
     let mut sampled = 0usize;
     for block in data.chunks(block_bytes).step_by(16) {
         for (k, (layout, acc)) in candidates.iter().zip(&mut sampled_bits).enumerate() {
-            let mut h: Vec<Vec<u32>> = bits
-                .iter()
-                .enumerate()
-                .map(|(f, &b)| {
-                    if k == 0 || f < 2 {
-                        vec![0u32; 1 << b]
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect();
-            layout.count(block, &mut h);
+            let fields: [bool; MAX_FIELDS] = std::array::from_fn(|f| k == 0 || f < 2);
+            let h = layout.count_sparse(block, &fields[..bits.len()]);
             for (acc, h) in acc.iter_mut().zip(&h) {
-                *acc += corrected_entropy_bits(h);
+                // The same sum, term by term, as `corrected_entropy_bits` of the dense
+                // histogram (0 for a field not counted).
+                *acc += sparse_entropy_bits(h);
             }
         }
         sampled += block.len() / esize;
@@ -416,20 +408,14 @@ fn encode_split(
         .collect();
 
     // Pass 1: per-block histograms of the modelled fields, counted straight from the input.
-    let hists: Vec<Vec<Vec<u32>>> = data
+    // Sparse (a block holds a few dozen distinct exponents): a dense 2 KiB histogram per
+    // block and field would be fresh memory the size of a sixth of a BF16 tensor.
+    let hists: Vec<Vec<SparseHist>> = data
         .par_chunks(block_bytes)
-        .map(|block| {
-            let mut h: Vec<Vec<u32>> = bits
-                .iter()
-                .zip(&modelled)
-                .map(|(&b, &m)| if m { vec![0u32; 1 << b] } else { Vec::new() })
-                .collect();
-            layout.count(block, &mut h);
-            h
-        })
+        .map(|block| layout.count_sparse(block, &modelled))
         .collect();
     // Field-major, moved out rather than copied.
-    let mut by_field: Vec<Vec<Vec<u32>>> = (0..bits.len())
+    let mut by_field: Vec<Vec<SparseHist>> = (0..bits.len())
         .map(|_| Vec::with_capacity(hists.len()))
         .collect();
     for block in hists {
@@ -443,7 +429,7 @@ fn encode_split(
                 return StreamEncoder::packed(bits[f]);
             }
             let blocks = std::mem::take(&mut by_field[f]);
-            StreamEncoder::plan(
+            StreamEncoder::plan_sparse(
                 &blocks,
                 bits[f],
                 opts.block_log2,

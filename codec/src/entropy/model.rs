@@ -241,12 +241,44 @@ pub(crate) struct EncEntry {
     pub rcp: u64,
 }
 
+/// The portable (scalar-path) encoder's data of one symbol: what its step reads, in the
+/// form that takes the fewest instructions. For a present symbol the step computes
+/// exactly what the [`EncEntry`] step does: `x ≥ freq · 2^20` is `x > x_max_m1`, and
+/// `(q << PROB_BITS) + (y − q · freq)` is `y + q · cmpl` modulo 2^32.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PortableEntry {
+    /// [`EncEntry::rcp`].
+    pub rcp: u64,
+    /// `freq · 2^(32 − PROB_BITS) − 1` (fits: `freq ≤ 2^PROB_BITS`).
+    pub x_max_m1: u32,
+    /// Cumulative frequency of the smaller symbols.
+    pub start: u32,
+    /// `PROB_SCALE − freq`: at most `PROB_SCALE − 1` for a present symbol, and exactly
+    /// [`PROB_SCALE`] (a bit no present symbol's value has) for an absent one.
+    pub cmpl: u32,
+}
+
+/// The portable encoder's entry of a symbol absent from the table.
+const PORTABLE_ABSENT: PortableEntry = PortableEntry {
+    rcp: 0,
+    x_max_m1: u32::MAX,
+    start: 0,
+    cmpl: PROB_SCALE,
+};
+
+/// Entries of the portable encoder's table: every 9-bit value, so that a symbol masked
+/// to 9 bits indexes it without a bounds check.
+pub(crate) const PORTABLE_ENTRIES: usize = 1 << MAX_SYMBOL_BITS;
+
 /// Per-symbol encoder data, indexed by symbol value.
 #[derive(Clone, Debug)]
 pub struct EncTable {
     pub(crate) entries: Vec<EncEntry>,
     /// `freq << 16 | start` per symbol value, for vector gathers.
     pub(crate) packed: Vec<u32>,
+    /// The portable encoder's table, built on its first use (only the scalar path
+    /// reads it).
+    portable: std::sync::OnceLock<Box<[PortableEntry; PORTABLE_ENTRIES]>>,
 }
 
 impl EncTable {
@@ -265,7 +297,30 @@ impl EncTable {
             start += freq;
         }
         let packed = entries.iter().map(|e| (e.freq << 16) | e.start).collect();
-        Self { entries, packed }
+        Self {
+            entries,
+            packed,
+            portable: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The portable encoder's table: [`PortableEntry`] per 9-bit value, absent for every
+    /// value without a frequency (including those past `1 << symbol_bits`).
+    pub(crate) fn portable(&self) -> &[PortableEntry; PORTABLE_ENTRIES] {
+        self.portable.get_or_init(|| {
+            let mut t = Box::new([PORTABLE_ABSENT; PORTABLE_ENTRIES]);
+            for (p, e) in t.iter_mut().zip(&self.entries) {
+                if e.freq > 0 {
+                    *p = PortableEntry {
+                        rcp: e.rcp,
+                        x_max_m1: (e.x_max - 1) as u32,
+                        start: e.start,
+                        cmpl: PROB_SCALE - e.freq,
+                    };
+                }
+            }
+            t
+        })
     }
 }
 

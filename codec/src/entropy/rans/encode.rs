@@ -170,8 +170,12 @@ fn encode_into(
 /// table)`. Plain Rust written for the compiler to pipeline: the 32 lanes are coded from
 /// the last down, each writing its word (if any) just below the previous one, so the only
 /// value carried from lane to lane is the write position; the table is fetched once per
-/// block, the words go straight to their place, and every step is branch-free (an absent
-/// symbol reads as frequency 0, which keeps the arithmetic in range and drops the chunk).
+/// block, the words go straight to their place, and every step is branch-free. A step
+/// reads the block's [`PortableEntry`] table, indexed by the symbol's low 9 bits without
+/// a bounds check (a wider symbol is refused by one OR over the groups first): an absent
+/// symbol reads as `cmpl = PROB_SCALE`, which keeps the arithmetic in range and drops
+/// the chunk. Tables wider than 9 bits (never the codec's) are left to the group-at-a-
+/// time coder: nothing is coded and `(0, true)` returned.
 pub(super) fn encode_groups_portable(
     states: &mut [u32; LANES],
     symbols: &[u16],
@@ -181,20 +185,25 @@ pub(super) fn encode_groups_portable(
     words: &mut [[u8; 2]],
     start: &mut usize,
 ) -> (usize, bool) {
-    const ABSENT: EncEntry = EncEntry {
-        freq: 0,
-        start: 0,
-        x_max: 0,
-        rcp: 0,
-    };
     let groups_per_block = block_len / LANES;
+    if tables[..g.div_ceil(groups_per_block)]
+        .iter()
+        .any(|t| t.entries.len() > PORTABLE_ENTRIES)
+    {
+        return (0, true);
+    }
     let groups = symbols[..g * LANES].as_chunks::<LANES>().0;
+    // One OR over the symbols (vectorised) tells whether any is wider than 9 bits.
+    if groups.as_flattened().iter().fold(0, |m, &s| m | s) >> MAX_SYMBOL_BITS != 0 {
+        return (g, false);
+    }
     let mut wp = *start;
     let mut absent = 0u32;
     let mut end = g;
     while end > 0 {
         let first = (end - 1) / groups_per_block * groups_per_block;
-        let entries = tables[first / groups_per_block].entries.as_slice();
+        let entries: &[PortableEntry; PORTABLE_ENTRIES] =
+            tables[first / groups_per_block].portable();
         for group in groups[first..end].iter().rev() {
             // A group emits at most LANES words, written downwards from wp; the buffer
             // holds one word per symbol plus LANES, so wp ≥ LANES here.
@@ -212,24 +221,23 @@ pub(super) fn encode_groups_portable(
                 .rev()
             {
                 for (x, &sym) in xs.iter_mut().zip(syms).rev() {
-                    let e = entries.get(usize::from(sym)).unwrap_or(&ABSENT);
-                    // freq - 1 has its top bit set only for an absent symbol (freq 0).
-                    absent |= e.freq.wrapping_sub(1);
+                    let e = &entries[usize::from(sym) & (PORTABLE_ENTRIES - 1)];
+                    // Only an absent symbol's cmpl has the PROB_SCALE bit.
+                    absent |= e.cmpl;
                     // x must end below 2^32 after coding: renormalise while x ≥ freq ·
                     // 2^(32 - PROB_BITS). Taken at random: a select, not a branch.
-                    let emit = u64::from(*x) >= e.x_max;
+                    let emit = *x > e.x_max_m1;
                     // At most 31 earlier lanes emitted, so free has not wrapped: the mask
                     // only spares a bounds check. A lane that emits nothing leaves a word
                     // that the next emitting lane (or the next group) overwrites.
                     window[free & (LANES - 1)] = (*x as u16).to_le_bytes();
                     free = free.wrapping_sub(usize::from(emit));
                     let y = std::hint::select_unpredictable(emit, *x >> 16, *x);
-                    // q = y / freq (see `EncEntry::rcp`); wrapping only matters for the
-                    // garbage of an absent symbol.
+                    // q = y / freq (see `EncEntry::rcp`), then x' = (q << PROB_BITS) +
+                    // (y - q · freq) + start, written as y + q · (PROB_SCALE - freq) +
+                    // start; wrapping only matters for the garbage of an absent symbol.
                     let q = ((u64::from(y) * e.rcp) >> RCP_SHIFT) as u32;
-                    *x = (q << PROB_BITS)
-                        .wrapping_add(y.wrapping_sub(q.wrapping_mul(e.freq)))
-                        .wrapping_add(e.start);
+                    *x = y.wrapping_add(q.wrapping_mul(e.cmpl)).wrapping_add(e.start);
                 }
             }
             wp -= LANES - 1 - free;
@@ -237,7 +245,7 @@ pub(super) fn encode_groups_portable(
         end = first;
     }
     *start = wp;
-    (g, absent >> 31 == 0)
+    (g, absent & PROB_SCALE == 0)
 }
 
 /// Codes one group (lane `l` codes `group[l]`) and places its words, in lane order, just

@@ -11,7 +11,10 @@
 //! Every lane's encoder starts at `RANS_L`, so a correct decode ends with every state back
 //! at `RANS_L` and every word consumed: the decoder checks both.
 
-use super::model::{DecTable, EncEntry, EncTable, ScalarSlots, PROB_BITS, PROB_SCALE, RCP_SHIFT};
+use super::model::{
+    DecTable, EncEntry, EncTable, PortableEntry, ScalarSlots, MAX_SYMBOL_BITS, PORTABLE_ENTRIES,
+    PROB_BITS, PROB_SCALE, RCP_SHIFT,
+};
 use super::EntropyError;
 use crate::cpu::SimdLevel;
 

@@ -453,3 +453,60 @@ fn symbols_outside_their_table_are_refused() {
     encode_chunk(&good, &[&enc; 4], 64, &mut out).unwrap();
     assert!(!out.is_empty());
 }
+
+/// Every path refuses a chunk with a symbol absent from its table (zero frequency, past
+/// `1 << symbol_bits` but within 9 bits, or wider than 9 bits: the portable encoder
+/// indexes its table by the low 9 bits), appending nothing, wherever the symbol sits.
+#[test]
+fn every_path_refuses_absent_and_wide_symbols() {
+    let table = FreqTable::from_counts(&[5, 0, 7, 1]).unwrap();
+    let enc = EncTable::new(&table, 2);
+    let good: Vec<u16> = (0..4096u32).map(|i| [0, 2, 3][i as usize % 3]).collect();
+    for level in SimdLevel::supported() {
+        for bad_at in [0, 31, 32, 2000, 4095] {
+            for bad in [1u16, 4, 511, 512, 512 + 2, 1000, 0xFFFF] {
+                let mut symbols = good.clone();
+                symbols[bad_at] = bad;
+                let mut out = vec![9u8];
+                assert!(
+                    !encode_chunk_on(level, &symbols, &[&enc; 64], 64, &mut out),
+                    "{level}: symbol {bad} at {bad_at}"
+                );
+                assert_eq!(out, [9], "nothing appended");
+            }
+        }
+        let mut out = Vec::new();
+        assert!(encode_chunk_on(level, &good, &[&enc; 64], 64, &mut out));
+    }
+}
+
+/// A table wider than 9 bits (never the codec's) is coded by the scalar path too: the
+/// portable encoder leaves it to the group-at-a-time coder, symbols past 511 included.
+#[test]
+fn scalar_path_codes_tables_wider_than_nine_bits() {
+    let mut next = xorshift(0x5151_7777_0000_1234);
+    let alphabet: Vec<u16> = (0..200u16).map(|k| k * 5).collect();
+    let symbols: Vec<u16> = (0..10_000)
+        .map(|_| alphabet[(next() % 200) as usize])
+        .collect();
+    let table = FreqTable::from_counts(&histogram(&symbols, 10)).unwrap();
+    let enc = EncTable::new(&table, 10);
+    let n_blocks = symbols.len().div_ceil(64);
+    let mut payload = Vec::new();
+    assert!(encode_chunk_on(
+        SimdLevel::Scalar,
+        &symbols,
+        &vec![&enc; n_blocks],
+        64,
+        &mut payload
+    ));
+    let mut back = vec![0u16; symbols.len()];
+    decode_chunk(
+        &payload,
+        &vec![&DecTable::new(&table); n_blocks],
+        64,
+        &mut back,
+    )
+    .unwrap();
+    assert_eq!(back, symbols);
+}
