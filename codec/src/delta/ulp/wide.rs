@@ -88,10 +88,11 @@ fn decode_portable<const W: usize>(
         }
     }
     let tail = groups * group;
-    for lane in 0..(io.len() - tail) / W {
+    let lanes = (io.len() - tail) / W;
+    for (lane, &zero) in back_zero.iter().enumerate().take(lanes) {
         let b = io.load::<W>(tail + lane * W);
         let pair = ctx.table_pairs[layout.exponent(b)];
-        let table = (pair >> (16 * back_zero[lane])) & 0xFFFF;
+        let table = (pair >> (16 * zero)) & 0xFFFF;
         let s = rans.get(lane, ctx.tables, SlotTables::offset(table as usize)) as u8;
         io.store::<W>(tail + lane * W, target_of::<W>(ctx, s, b, bits));
     }
