@@ -804,6 +804,43 @@ impl<'a> TensorDecoder<'a> {
         })
     }
 
+    /// Bytes per chunk for codecs that decode any range of chunks (`None` for stored and
+    /// zstd): the unit of [`Self::decode_chunks`].
+    pub fn chunk_bytes(&self) -> Option<usize> {
+        self.pair_bytes().map(|pair| pair / 2)
+    }
+
+    /// [`Self::decode_piece`] a chunk at a time instead of a chunk pair at a time, so that
+    /// `offset` need only be a multiple of [`Self::chunk_bytes`] (`out` whole chunks or
+    /// reaching the end of the tensor): the same bytes, from half the field buffers, for a
+    /// caller that keeps a piece in cache while it works on it.
+    pub fn decode_chunks(&self, offset: usize, out: &mut [u8]) -> Result<(), TensorError> {
+        let size_err = || TensorError::OutputSize {
+            found: out.len(),
+            expected: self.out_len.saturating_sub(offset),
+        };
+        let (DecoderBody::Split(layout, decoders), Some(chunk_bytes)) =
+            (&self.body, self.chunk_bytes())
+        else {
+            return Err(size_err());
+        };
+        let end = offset.checked_add(out.len());
+        let whole = out.len().is_multiple_of(chunk_bytes) || end == Some(self.out_len);
+        if !offset.is_multiple_of(chunk_bytes) || !whole || end.is_none_or(|e| e > self.out_len) {
+            return Err(size_err());
+        }
+        let chunk_len = 1usize << self.chunk_log2;
+        let first = offset / chunk_bytes;
+        FieldBuffers::with(|bufs| {
+            out.chunks_mut(chunk_bytes)
+                .enumerate()
+                .try_for_each(|(k, dst)| {
+                    // A destination of one chunk: the pair's second half is empty.
+                    decode_chunk_pair(*layout, decoders, bufs, first + k, chunk_len, dst)
+                })
+        })
+    }
+
     /// Decodes the tensor in consecutive pieces of at most `max_piece` bytes (rounded down
     /// to whole chunks, at least one chunk) and hands each to `sink` with its byte range,
     /// so memory stays bounded whatever size the index claims.
@@ -1232,6 +1269,50 @@ mod tests {
                 }
                 assert!(dec.decode_piece(pair / 2, &mut out[..pair]).is_err());
                 assert!(dec.decode_piece(data.len(), &mut out[..2]).is_err());
+            }
+        }
+    }
+
+    /// Pieces of whole chunks (not pairs), in any order, give what a whole decode gives
+    /// (every layout, a short last chunk, a tensor shorter than one chunk, pieces that
+    /// start on the second chunk of a pair); other ranges are refused.
+    #[test]
+    fn chunk_pieces_decode_what_the_whole_tensor_decodes() {
+        let opts = EncodeOptions {
+            chunk_log2: 10,
+            block_log2: 10,
+            ..EncodeOptions::default()
+        };
+        for dtype in [Dtype::BF16, Dtype::F16, Dtype::F32, Dtype::F8E4M3] {
+            for n in [5000usize, 2048, 1024, 700] {
+                let width = dtype.element_size().unwrap();
+                let data: Vec<u8> = gaussian_bf16(n * width / 2 + 1)[..n * width].to_vec();
+                let enc = round_trip(&dtype, &data, &opts);
+                let owned: Vec<Vec<u8>> = enc.streams.iter().map(CodedStream::to_vec).collect();
+                let streams: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+                let dec =
+                    TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &streams).unwrap();
+                let Some(chunk) = dec.chunk_bytes() else {
+                    assert!(dec.decode_chunks(0, &mut vec![0; data.len()]).is_err());
+                    continue;
+                };
+                assert_eq!(chunk, 1024 * width);
+                for chunks in [1, 3] {
+                    let piece = chunk * chunks;
+                    let mut out = vec![0xA5u8; data.len()];
+                    let starts: Vec<usize> = (0..data.len()).step_by(piece).collect();
+                    for &at in starts.iter().rev() {
+                        let end = (at + piece).min(data.len());
+                        dec.decode_chunks(at, &mut out[at..end]).unwrap();
+                    }
+                    assert!(out == data, "{dtype} n {n} chunks {chunks}");
+                }
+                let mut out = vec![0u8; chunk + 2];
+                if data.len() > chunk + 2 {
+                    assert!(dec.decode_chunks(0, &mut out).is_err());
+                }
+                assert!(dec.decode_chunks(chunk / 2, &mut out[..chunk]).is_err());
+                assert!(dec.decode_chunks(data.len(), &mut out[..2]).is_err());
             }
         }
     }

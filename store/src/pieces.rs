@@ -1,6 +1,6 @@
 //! A tensor decoded, verified and handed out a piece at a time (`get`): each piece of a
-//! delta's base is decoded into a buffer of the thread, the delta applied from it into a
-//! second one, the result hashed and written, all while the piece is in cache, pieces on
+//! delta's base is decoded into a buffer of the thread, the delta applied over it in the
+//! same buffer, the result hashed and written, all while the piece is in cache, pieces on
 //! every thread. The tensor's key is then put together from the pieces' hashes
 //! (`treehash`) and checked as [`Store::get_tensor_into`] checks it. Tensors that do not
 //! decode in pieces (BitX deltas, stored or zstd objects, a layout-1 ULP delta) and objects
@@ -19,7 +19,7 @@ use crate::object::{self, Header, ObjectError};
 use crate::treehash::{self, PieceHash};
 use crate::Store;
 
-/// Largest piece: a tensor whose base's chunk pair and delta's chunk have no common
+/// Largest piece: a tensor whose base's chunk and delta's chunk have no common
 /// multiple up to this is decoded whole.
 const MAX_PIECE_BYTES: usize = 16 << 20;
 
@@ -27,22 +27,20 @@ const MAX_PIECE_BYTES: usize = 16 << 20;
 pub(crate) type PieceSink<'a> = dyn Fn(u64, &[u8]) -> Result<()> + Sync + 'a;
 
 thread_local! {
-    /// A piece of the base and a piece of the tensor.
-    static PIECE_BUFFERS: Cell<(Vec<u8>, Vec<u8>)> = const { Cell::new((Vec::new(), Vec::new())) };
+    /// A piece of the tensor (first of its delta's base).
+    static PIECE_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's two piece buffers, cut to `n` bytes (grown, zeroed, only the
+/// Runs `f` on this thread's piece buffer, cut to `n` bytes (grown, zeroed, only the
 /// first time). Taken out of the thread's slot while `f` runs, so a nested use (none is
-/// made: `f` does no rayon work) would get new buffers rather than fail.
-fn with_piece_buffers<R>(n: usize, f: impl FnOnce(&mut [u8], &mut [u8]) -> R) -> R {
-    let (mut a, mut b) = PIECE_BUFFERS.take();
-    for buf in [&mut a, &mut b] {
-        if buf.len() < n {
-            buf.resize(n, 0);
-        }
+/// made: `f` does no rayon work) would get a new buffer rather than fail.
+fn with_piece_buffer<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut buf = PIECE_BUFFER.take();
+    if buf.len() < n {
+        buf.resize(n, 0);
     }
-    let r = f(&mut a[..n], &mut b[..n]);
-    PIECE_BUFFERS.set((a, b));
+    let r = f(&mut buf[..n]);
+    PIECE_BUFFER.set(buf);
     r
 }
 
@@ -54,8 +52,7 @@ struct Plan<'a> {
     plain_key: ObjectKey,
     /// The delta and its base's key, for a delta object.
     delta: Option<(DeltaPieces<'a>, ObjectKey)>,
-    /// Bytes per piece: whole chunk pairs of the plain object and whole chunks of the
-    /// delta.
+    /// Bytes per piece: whole chunks of the plain object and of the delta.
     piece: usize,
 }
 
@@ -127,19 +124,19 @@ impl Store {
             .map(|k| {
                 let at = k * plan.piece;
                 let n = plan.piece.min(len - at);
-                with_piece_buffers(n, |base, out| -> Result<PieceHash> {
+                with_piece_buffer(n, |out| -> Result<PieceHash> {
                     let plain_err = |e| obj_err(plan.plain_key)(ObjectError::from(e));
-                    match &plan.delta {
-                        Some((delta, _)) => {
-                            plan.plain.decode_piece(at, base).map_err(plain_err)?;
-                            delta
-                                .decode_at(at, base, out)
-                                .map_err(|e| StoreError::Object {
-                                    key: t.object,
-                                    source: ObjectError::Delta(e),
-                                })?;
-                        }
-                        None => plan.plain.decode_piece(at, out).map_err(plain_err)?,
+                    // A delta's base piece is decoded into the buffer and the delta
+                    // applied over it there: one buffer in cache, not two (a base piece
+                    // written out and read back).
+                    plan.plain.decode_chunks(at, out).map_err(plain_err)?;
+                    if let Some((delta, _)) = &plan.delta {
+                        delta
+                            .decode_at_in_place(at, out)
+                            .map_err(|e| StoreError::Object {
+                                key: t.object,
+                                source: ObjectError::Delta(e),
+                            })?;
                     }
                     let hash = treehash::hash_piece(total, (prefix.len() + at) as u64, out);
                     sink(at as u64, out)?;
@@ -208,13 +205,17 @@ fn plan<'a>(t: &TensorEntry, obj: &'a [u8], base_obj: Option<&'a [u8]>) -> Optio
         Header::Plain { .. } => (decoder(&header, payload)?, t.object, None),
         Header::Blob { .. } => return None,
     };
-    let pair = plain.pair_bytes()?;
+    // Whole chunks of the plain object, not chunk pairs: for a BF16 tensor a piece of
+    // 512 KiB (one base chunk, one delta chunk) rather than 1 MiB, so that the piece and
+    // the base decoder's field buffer (512 KiB of 16-bit symbols) are about the size of a
+    // 1 MiB L2 cache, not twice it (BENCHMARKS.md, ninth session).
+    let unit = plain.chunk_bytes()?;
     let piece = match &delta {
         Some((d, _)) => {
             let chunk = d.chunk_bytes();
-            (pair / gcd(pair, chunk)).checked_mul(chunk)?
+            (unit / gcd(unit, chunk)).checked_mul(chunk)?
         }
-        None => pair,
+        None => unit,
     };
     (piece <= MAX_PIECE_BYTES).then_some(Plan {
         plain,
@@ -273,7 +274,7 @@ pub(crate) fn decodes_to(
         .map(|k| {
             let at = k * piece;
             let n = piece.min(len - at);
-            with_piece_buffers(n, |_, out| {
+            with_piece_buffer(n, |out| {
                 let decoded = match (&delta, &plain) {
                     (Some((d, base)), _) => d.decode_at(at, &base[at..at + n], out).is_ok(),
                     (_, Some(p)) => p.decode_piece(at, out).is_ok(),

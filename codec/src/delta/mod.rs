@@ -288,6 +288,21 @@ impl<'a> DeltaPieces<'a> {
             _ => p.decode_range::<8>(self.level, offset, base, out),
         }
     }
+
+    /// [`Self::decode_at`] with the base's bytes in `buf`, overwritten with the tensor's:
+    /// a caller that decodes a piece of the base into `buf` applies the delta there while
+    /// the piece is in cache, with no second buffer. The bytes are those
+    /// [`Self::decode_at`] gives, or the same error (after which `buf` holds some base
+    /// and some decoded bytes).
+    pub fn decode_at_in_place(&self, offset: usize, buf: &mut [u8]) -> Result<(), DeltaError> {
+        let p = &self.parsed;
+        match p.width() {
+            1 => p.decode_range_in_place::<1>(self.level, offset, buf),
+            2 => p.decode_range_in_place::<2>(self.level, offset, buf),
+            4 => p.decode_range_in_place::<4>(self.level, offset, buf),
+            _ => p.decode_range_in_place::<8>(self.level, offset, buf),
+        }
+    }
 }
 
 /// The method a delta was coded with.
@@ -554,16 +569,24 @@ mod tests {
         }
     }
 
-    /// Decodes `d` on every path the CPU has; all must agree with the scalar path, output
-    /// and error alike.
+    /// Decodes `d` on every path the CPU has, from a separate base and in place over a
+    /// copy of it; all must agree with the scalar path, output and error alike.
     fn every_path_agrees(dtype: &Dtype, base: &[u8], d: &[u8]) -> Result<Vec<u8>, DeltaError> {
         let run = |level| {
             let mut out = vec![0x5A; base.len()];
             ulp::decode_on(level, dtype, Base::Separate(base), &d[1..], &mut out).map(|()| out)
         };
+        let run_in_place = |level| {
+            let mut buf = base.to_vec();
+            ulp::decode_on(level, dtype, Base::InOut, &d[1..], &mut buf).map(|()| buf)
+        };
         let scalar = run(crate::cpu::SimdLevel::Scalar);
         for level in crate::cpu::SimdLevel::supported() {
             assert!(run(level) == scalar, "{dtype}: {level} differs from scalar");
+            assert!(
+                run_in_place(level) == scalar,
+                "{dtype}: {level} in place differs from scalar"
+            );
         }
         scalar
     }
@@ -668,9 +691,15 @@ mod tests {
         let starts: Vec<usize> = (0..base.len().max(1)).step_by(piece).collect();
         for &at in starts.iter().rev() {
             let end = (at + piece).min(base.len());
-            if let Err(e) = p.decode_at(at, &base[at..end], &mut out[at..end]) {
+            let separate = p.decode_at(at, &base[at..end], &mut out[at..end]);
+            // In place over a copy of the base's piece: the same bytes, or the same error.
+            let mut buf = base[at..end].to_vec();
+            let in_place = p.decode_at_in_place(at, &mut buf);
+            assert_eq!(in_place, separate, "in place at {at}");
+            if let Err(e) = separate {
                 return Some(Err(e));
             }
+            assert!(buf == out[at..end], "in place at {at}");
         }
         Some(Ok(out))
     }
@@ -762,6 +791,13 @@ mod tests {
         p.decode_at(unit, &base[unit..2 * unit], &mut out[..unit])
             .unwrap();
         assert!(out[..unit] == target[unit..2 * unit]);
+        for (at, n) in [(1, unit), (0, unit - 2), (unit, unit + 2), (4 * unit, 2)] {
+            let mut buf = vec![0; n];
+            assert!(p.decode_at_in_place(at, &mut buf).is_err(), "{at} {n}");
+        }
+        let mut buf = base[unit..2 * unit].to_vec();
+        p.decode_at_in_place(unit, &mut buf).unwrap();
+        assert!(buf == target[unit..2 * unit]);
         // BitX and layout 1 decode only whole.
         let bitx = encode_with(DeltaMethod::BitX, &Dtype::BF16, &base, &target).unwrap();
         assert!(DeltaPieces::new(&Dtype::BF16, &bitx, base.len())

@@ -249,6 +249,112 @@ fn store<const W: usize>(value: u64, bytes: &mut [u8]) {
     bytes[..W].copy_from_slice(&value.to_le_bytes()[..W]);
 }
 
+/// The base elements a layout-3 chunk decoder reads and the output it writes: two slices
+/// of one length, or one slice holding the base that the output overwrites (`get`
+/// decodes a piece of the base into the buffer it then decodes the delta in, so that the
+/// piece is in cache once, not twice). The decoders read every element before they write
+/// it and never read an element they have written: each group's (or vector's) elements
+/// are loaded before its results are stored, and groups go forward.
+pub(super) struct BaseOut<'a> {
+    base: *const u8,
+    out: *mut u8,
+    len: usize,
+    in_place: bool,
+    _buffers: std::marker::PhantomData<(&'a [u8], &'a mut [u8])>,
+}
+
+impl<'a> BaseOut<'a> {
+    /// Reads `base`, writes `out` (the same length: panics otherwise).
+    pub(super) fn separate(base: &'a [u8], out: &'a mut [u8]) -> Self {
+        assert_eq!(base.len(), out.len());
+        Self {
+            base: base.as_ptr(),
+            out: out.as_mut_ptr(),
+            len: out.len(),
+            in_place: false,
+            _buffers: std::marker::PhantomData,
+        }
+    }
+
+    /// Reads the base from `buf` and overwrites it with the output.
+    pub(super) fn in_place(buf: &'a mut [u8]) -> Self {
+        let p = buf.as_mut_ptr();
+        Self {
+            base: p,
+            out: p,
+            len: buf.len(),
+            in_place: true,
+            _buffers: std::marker::PhantomData,
+        }
+    }
+
+    /// Bytes of base (and of output).
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Where the base's bytes are read (`len` of them).
+    pub(super) fn base_ptr(&self) -> *const u8 {
+        self.base
+    }
+
+    /// Where the output's bytes are written (`len` of them; the base's bytes, in place).
+    pub(super) fn out_ptr(&mut self) -> *mut u8 {
+        self.out
+    }
+
+    /// Bytes `at..at + n`, borrowed from this one (panics past the end).
+    pub(super) fn sub(&mut self, at: usize, n: usize) -> BaseOut<'_> {
+        assert!(at <= self.len && n <= self.len - at);
+        // SAFETY: at + n <= len, so both pointers stay within their buffers.
+        let (base, out) = unsafe { (self.base.add(at), self.out.add(at)) };
+        BaseOut {
+            base,
+            out,
+            len: n,
+            in_place: self.in_place,
+            _buffers: std::marker::PhantomData,
+        }
+    }
+
+    /// The base element of `W` bytes at byte `at` (panics past the end).
+    #[inline]
+    pub(super) fn load<const W: usize>(&self, at: usize) -> u64 {
+        assert!(at <= self.len && W <= self.len - at);
+        let mut buf = [0u8; 8];
+        // SAFETY: the `W` bytes at `at` are within the base (asserted); `buf` is a local.
+        unsafe { std::ptr::copy_nonoverlapping(self.base.add(at), buf.as_mut_ptr(), W) };
+        u64::from_le_bytes(buf)
+    }
+
+    /// Writes the low `W` bytes of `value` as the output element at byte `at` (panics past
+    /// the end).
+    #[inline]
+    pub(super) fn store<const W: usize>(&mut self, at: usize, value: u64) {
+        assert!(at <= self.len && W <= self.len - at);
+        let bytes = value.to_le_bytes();
+        // SAFETY: the `W` bytes at `at` are within the output (asserted); `bytes` is a
+        // local.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.out.add(at), W) };
+    }
+
+    /// Runs `f` on the base and the output as slices; in place, on a copy of the base.
+    fn with_slices<R>(&mut self, f: impl FnOnce(&[u8], &mut [u8]) -> R) -> R {
+        // SAFETY: `out` is `len` writable bytes borrowed mutably for `'a` by this value,
+        // and `self` is borrowed mutably while the slice lives.
+        let out = unsafe { std::slice::from_raw_parts_mut(self.out, self.len) };
+        if self.in_place {
+            let base = out.to_vec();
+            f(&base, out)
+        } else {
+            // SAFETY: separate: `base` is `len` readable bytes borrowed for `'a`, apart
+            // from `out`.
+            let base = unsafe { std::slice::from_raw_parts(self.base, self.len) };
+            f(base, out)
+        }
+    }
+}
+
 /// The tables of a delta: which exponents share a group, and one table per context.
 struct Plan {
     /// Group of every exponent value.
@@ -1068,18 +1174,39 @@ impl Parsed<'_> {
         base: &[u8],
         out: &mut [u8],
     ) -> Result<(), DeltaError> {
-        let len = out.len();
-        let range_err = || DeltaError::Range {
-            offset,
-            len,
-            total: self.len,
-        };
         if base.len() != out.len() {
             return Err(DeltaError::LengthMismatch {
                 base: base.len(),
                 target: out.len(),
             });
         }
+        self.decode_range_io::<W>(level, offset, BaseOut::separate(base, out))
+    }
+
+    /// [`Self::decode_range`] with the base's bytes in `buf`, overwritten with the
+    /// output's (on an error, `buf` holds some of each).
+    pub(crate) fn decode_range_in_place<const W: usize>(
+        &self,
+        level: SimdLevel,
+        offset: usize,
+        buf: &mut [u8],
+    ) -> Result<(), DeltaError> {
+        self.decode_range_io::<W>(level, offset, BaseOut::in_place(buf))
+    }
+
+    /// [`Self::decode_range`] from and to `io`.
+    fn decode_range_io<const W: usize>(
+        &self,
+        level: SimdLevel,
+        offset: usize,
+        mut io: BaseOut<'_>,
+    ) -> Result<(), DeltaError> {
+        let len = io.len();
+        let range_err = || DeltaError::Range {
+            offset,
+            len,
+            total: self.len,
+        };
         let unit = self.chunk_bytes().ok_or_else(range_err)?;
         let end = offset.checked_add(len).ok_or_else(range_err)?;
         if !offset.is_multiple_of(unit)
@@ -1097,22 +1224,21 @@ impl Parsed<'_> {
         let coded = end.min(body).saturating_sub(offset);
         let ctx = self.contexts();
         let first = offset / unit;
-        for (k, (o, b)) in out[..coded]
-            .chunks_mut(unit)
-            .zip(base[..coded].chunks(unit))
-            .enumerate()
-        {
+        for k in 0..coded.div_ceil(unit) {
             let i = first + k;
             let bytes = self.pieces[i];
+            let mut piece = io.sub(k * unit, unit.min(coded - k * unit));
             let decoded = if self.wide {
-                decode_stream_wide::<W>(level, &ctx, b, o, bytes)
+                decode_stream_wide::<W>(level, &ctx, piece, bytes)
             } else {
-                decode_stream::<W>(&ctx, b, o, bytes)
+                // Layout 2 (older stores): in place on a copy of the chunk's base.
+                piece.with_slices(|b, o| decode_stream::<W>(&ctx, b, o, bytes))
             };
             decoded.map_err(|e| chunk_err(i, e))?;
         }
         for j in body.max(offset)..end {
-            out[j - offset] = base[j - offset] ^ self.tail_xor[j - body];
+            let x = io.load::<1>(j - offset) ^ u64::from(self.tail_xor[j - body]);
+            io.store::<1>(j - offset, x);
         }
         Ok(())
     }
@@ -1159,21 +1285,27 @@ fn decode_w<const W: usize>(
     out.par_chunks_mut(chunk * W)
         .zip(&p.pieces)
         .enumerate()
-        // In place, each chunk's base is copied to a buffer of the thread's first (one
-        // chunk: in the cache, unlike a second tensor-sized buffer).
+        // In place, a layout-3 chunk decodes over its base; a layout-2 chunk's base is
+        // copied to a buffer of the thread's first (one chunk: in the cache, unlike a
+        // second tensor-sized buffer).
         .map_init(Vec::new, |scratch, (i, (o, bytes))| {
-            let b = match base {
-                Base::Separate(base) => &base[i * chunk * W..][..o.len()],
+            let decoded = match base {
+                Base::Separate(base) => {
+                    let b = &base[i * chunk * W..][..o.len()];
+                    if wide {
+                        decode_stream_wide::<W>(level, &ctx, BaseOut::separate(b, o), bytes)
+                    } else {
+                        decode_stream::<W>(&ctx, b, o, bytes)
+                    }
+                }
+                Base::InOut if wide => {
+                    decode_stream_wide::<W>(level, &ctx, BaseOut::in_place(o), bytes)
+                }
                 Base::InOut => {
                     scratch.clear();
                     scratch.extend_from_slice(o);
-                    &scratch[..]
+                    decode_stream::<W>(&ctx, scratch, o, bytes)
                 }
-            };
-            let decoded = if wide {
-                decode_stream_wide::<W>(level, &ctx, b, o, bytes)
-            } else {
-                decode_stream::<W>(&ctx, b, o, bytes)
             };
             decoded.map_err(|e| chunk_err(i, e)).err()
         })

@@ -5,17 +5,16 @@
 //! reads and reconstructions), so that neither the word position nor the bit position
 //! chains the lanes' state updates together.
 
-use super::{load, store, target_of, Contexts};
+use super::{target_of, BaseOut, Contexts};
 use crate::cpu::{self, SimdLevel};
 use crate::delta::coder::{self, BitReader, CoderError, RansDecoder, SlotTables, WIDE_LANES};
 use crate::delta::DeltaError;
 
-/// Decodes one layout-3 chunk's stream of `base.len() / W` elements on path `level`.
+/// Decodes one layout-3 chunk's stream of `io.len() / W` elements on path `level`.
 pub(super) fn decode_stream_wide<const W: usize>(
     level: SimdLevel,
     ctx: &Contexts<'_>,
-    base: &[u8],
-    out: &mut [u8],
+    mut io: BaseOut<'_>,
     bytes: &[u8],
 ) -> Result<(), DeltaError> {
     let coder_err = |e: CoderError| DeltaError::Corrupt(format!("ulp: {e}"));
@@ -26,17 +25,11 @@ pub(super) fn decode_stream_wide<const W: usize>(
     let mut done = 0;
     if level != SimdLevel::Scalar && W <= 4 {
         done =
-            vector::decode_groups::<W>(level, ctx, &mut rans, &mut bits, &mut back_zero, base, out);
+            vector::decode_groups::<W>(level, ctx, &mut rans, &mut bits, &mut back_zero, &mut io);
     }
     cpu::note_run(if W <= 4 { level } else { SimdLevel::Scalar });
-    decode_portable::<W>(
-        ctx,
-        &mut rans,
-        &mut bits,
-        back_zero,
-        &base[done * W..],
-        &mut out[done * W..],
-    );
+    let rest = io.len() - done * W;
+    decode_portable::<W>(ctx, &mut rans, &mut bits, back_zero, io.sub(done * W, rest));
     rans.finish().map_err(coder_err)?;
     bits.finish().map_err(coder_err)?;
     Ok(())
@@ -55,23 +48,25 @@ fn decode_portable<const W: usize>(
     rans: &mut RansDecoder<WIDE_LANES>,
     bits: &mut BitReader,
     back_zero: u32,
-    base: &[u8],
-    out: &mut [u8],
+    mut io: BaseOut<'_>,
 ) {
     let layout = ctx.layout;
     // One context bit per lane in its own word: in one word, every step would wait on the
     // previous lane's update of it.
     let mut back_zero: [u32; WIDE_LANES] = std::array::from_fn(|l| (back_zero >> l) & 1);
-    let mut groups_b = base.chunks_exact(W * WIDE_LANES);
-    let mut groups_o = out.chunks_exact_mut(W * WIDE_LANES);
+    let group = W * WIDE_LANES;
+    let groups = io.len() / group;
     {
         let slots = ctx.tables.slots();
         let (states, words, pos) = rans.parts();
         // The zero word past the stream: what a read past the end gets (`finish` reports
         // the overrun).
         let last_word = words.len() - 1;
-        for (bg, og) in (&mut groups_b).zip(&mut groups_o) {
-            let elems: [u64; WIDE_LANES] = std::array::from_fn(|l| load::<W>(&bg[l * W..]));
+        for g in 0..groups {
+            let at = g * group;
+            // The group's base elements are all read before any of its outputs is
+            // written (in place, they are the same bytes).
+            let elems: [u64; WIDE_LANES] = std::array::from_fn(|l| io.load::<W>(at + l * W));
             let mut ys = [0u32; WIDE_LANES];
             let mut symbols = [0u8; WIDE_LANES];
             for l in 0..WIDE_LANES {
@@ -88,28 +83,29 @@ fn decode_portable<const W: usize>(
                 *pos += usize::from(coder::needs_word(y));
             }
             for (l, (&s, &b)) in symbols.iter().zip(&elems).enumerate() {
-                store::<W>(target_of::<W>(ctx, s, b, bits), &mut og[l * W..]);
+                io.store::<W>(at + l * W, target_of::<W>(ctx, s, b, bits));
             }
         }
     }
-    let (bt, ot) = (groups_b.remainder(), groups_o.into_remainder());
-    for lane in 0..bt.len() / W {
-        let b = load::<W>(&bt[lane * W..]);
+    let tail = groups * group;
+    let lanes = (io.len() - tail) / W;
+    for (lane, &zero) in back_zero.iter().enumerate().take(lanes) {
+        let b = io.load::<W>(tail + lane * W);
         let pair = ctx.table_pairs[layout.exponent(b)];
-        let table = (pair >> (16 * back_zero[lane])) & 0xFFFF;
+        let table = (pair >> (16 * zero)) & 0xFFFF;
         let s = rans.get(lane, ctx.tables, SlotTables::offset(table as usize)) as u8;
-        store::<W>(target_of::<W>(ctx, s, b, bits), &mut ot[lane * W..]);
+        io.store::<W>(tail + lane * W, target_of::<W>(ctx, s, b, bits));
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod vector {
-    use super::super::Contexts;
+    use super::super::{BaseOut, Contexts};
     use crate::cpu::SimdLevel;
     use crate::delta::coder::{BitReader, RansDecoder, WIDE_LANES};
     use std::arch::x86_64::*;
 
-    /// Decodes whole groups from the start of `base` with the vector path `level` (AVX-512
+    /// Decodes whole groups from the start of `io` with the vector path `level` (AVX-512
     /// or AVX2, which the CPU has) while the words and bits a group may read are in bounds;
     /// returns the elements decoded (a multiple of [`WIDE_LANES`]). `W ≤ 4`.
     pub(super) fn decode_groups<const W: usize>(
@@ -118,10 +114,10 @@ pub(super) mod vector {
         rans: &mut RansDecoder<WIDE_LANES>,
         bits: &mut BitReader,
         back_zero: &mut u32,
-        base: &[u8],
-        out: &mut [u8],
+        io: &mut BaseOut<'_>,
     ) -> usize {
-        assert!(W <= 4 && base.len() == out.len() && level.is_supported());
+        assert!(W <= 4 && level.is_supported());
+        let (len, base, out) = (io.len(), io.base_ptr(), io.out_ptr());
         let (states, words, pos) = rans.parts();
         let (bit_bytes, bit_pos) = bits.parts();
         // SAFETY (both): the CPU has the level's features (asserted above); the slices'
@@ -129,12 +125,12 @@ pub(super) mod vector {
         match level {
             SimdLevel::Avx512 => unsafe {
                 decode_groups_avx512::<W>(
-                    ctx, states, words, pos, bit_bytes, bit_pos, back_zero, base, out,
+                    ctx, states, words, pos, bit_bytes, bit_pos, back_zero, base, out, len,
                 )
             },
             SimdLevel::Avx2 => unsafe {
                 decode_groups_avx2::<W>(
-                    ctx, states, words, pos, bit_bytes, bit_pos, back_zero, base, out,
+                    ctx, states, words, pos, bit_bytes, bit_pos, back_zero, base, out, len,
                 )
             },
             SimdLevel::Scalar => 0,
@@ -282,11 +278,12 @@ pub(super) mod vector {
         bit_bytes: &[u8],
         bit_pos: &mut u64,
         back_zero: &mut u32,
-        base: &[u8],
-        out: &mut [u8],
+        base: *const u8,
+        out: *mut u8,
+        len: usize,
     ) -> usize {
         let layout = ctx.layout;
-        let groups = base.len() / (W * WIDE_LANES);
+        let groups = len / (W * WIDE_LANES);
         // The decoder's word buffer ends with one zero word past the stream.
         let n_words = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
@@ -357,8 +354,10 @@ pub(super) mod vector {
         {
             for (v, xv) in x.iter_mut().enumerate() {
                 let at = (g * WIDE_LANES + 16 * v) * W;
-                // SAFETY: group g < groups covers base[32gW..32(g+1)W].
-                let b = unsafe { load16::<W>(base.as_ptr().add(at)) };
+                // SAFETY: group g < groups covers bytes 32gW..32(g+1)W of the `len`
+                // readable at `base`. In place (`base` = `out`), these 16 elements are
+                // read here before they are written below, and not read again.
+                let b = unsafe { load16::<W>(base.add(at)) };
                 let exp = _mm512_srlv_epi32(b, mant);
                 let z = zero_mask[v];
                 // Byte `exp & 127` of the low or high 128 bytes of `firsts`; the lanes'
@@ -497,7 +496,7 @@ pub(super) mod vector {
                 // below_sign ? !(r ^ spread) : !r
                 let t = _mm512_ternarylogic_epi32::<0x87>(r, sign_spread::<W>(r), below_sign);
                 // SAFETY: as for the load of `b`.
-                unsafe { store16::<W>(out.as_mut_ptr().add(at), t) };
+                unsafe { store16::<W>(out.add(at), t) };
             }
             g += 1;
         }
@@ -631,11 +630,12 @@ pub(super) mod vector {
         bit_bytes: &[u8],
         bit_pos: &mut u64,
         back_zero: &mut u32,
-        base: &[u8],
-        out: &mut [u8],
+        base: *const u8,
+        out: *mut u8,
+        len: usize,
     ) -> usize {
         let layout = ctx.layout;
-        let groups = base.len() / (W * WIDE_LANES);
+        let groups = len / (W * WIDE_LANES);
         let n_words = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
         let pairs = ctx.table_pairs.as_ptr() as *const i32;
@@ -679,8 +679,10 @@ pub(super) mod vector {
         {
             for (v, xv) in x.iter_mut().enumerate() {
                 let at = (g * WIDE_LANES + 8 * v) * W;
-                // SAFETY: group g < groups covers base[32gW..32(g+1)W].
-                let b = unsafe { load8::<W>(base.as_ptr().add(at)) };
+                // SAFETY: group g < groups covers bytes 32gW..32(g+1)W of the `len`
+                // readable at `base`. In place (`base` = `out`), these 8 elements are
+                // read here before they are written below, and not read again.
+                let b = unsafe { load8::<W>(base.add(at)) };
                 let exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
                 // SAFETY: exp < 2^E = table_pairs.len(), scaled by 4 bytes.
                 let pair = unsafe { _mm256_i32gather_epi32::<4>(pairs, exp) };
@@ -815,7 +817,7 @@ pub(super) mod vector {
                 // element's width are junk, which the narrowing store drops.
                 let t = flip::<W>(_mm256_add_epi32(flip::<W>(b), diff));
                 // SAFETY: as for the load of `b`.
-                unsafe { store8::<W>(out.as_mut_ptr().add(at), t) };
+                unsafe { store8::<W>(out.add(at), t) };
             }
             g += 1;
         }
@@ -831,7 +833,7 @@ pub(super) mod vector {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod vector {
-    use super::super::Contexts;
+    use super::super::{BaseOut, Contexts};
     use crate::cpu::SimdLevel;
     use crate::delta::coder::{BitReader, RansDecoder, WIDE_LANES};
 
@@ -842,8 +844,7 @@ mod vector {
         _: &mut RansDecoder<WIDE_LANES>,
         _: &mut BitReader,
         _: &mut u32,
-        _: &[u8],
-        _: &mut [u8],
+        _: &mut BaseOut<'_>,
     ) -> usize {
         0
     }
