@@ -248,9 +248,8 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
             mixed_bytes >= 2,
             "{level}: {mixed_bytes} F32 tensors with mixed byte fields"
         );
-        // Chunks of several merge slices (the decoder decodes the exponent field slice by
-        // slice and merges each while it is in cache): blocks shorter than a slice, as
-        // long as one, and a chunk of one block; odd lengths; special values.
+        // Longer chunks than above, of many blocks (32 to 4,096 elements) or of one
+        // (8,192), short last chunks and odd lengths, special values.
         // F32 tensors with both mantissa bytes coded beside a packed residual, F16 with a
         // coded second field: the fields the decoder decodes straight into bytes.
         let mut coded_bytes = [0usize; 2];
