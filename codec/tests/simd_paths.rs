@@ -277,7 +277,7 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
                     let views: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
                     let dec =
                         TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &views).unwrap();
-                    match (dtype, &dec.stream_kinds()[..]) {
+                    match (&dtype, &dec.stream_kinds()[..]) {
                         (Dtype::F32, [_, StreamKind::Packed, m, l]) => {
                             coded_bytes[0] += usize::from(
                                 matches!(m, StreamKind::Rans(_))
