@@ -123,7 +123,7 @@ fn with_specials(n: usize, esize: usize, seed: u64) -> Vec<u8> {
             let v = specials[(h as usize + i) % specials.len()];
             // 16-bit elements take the top half (BF16-like) or the low half (F16 patterns).
             let v = match esize {
-                2 if h % 2 == 0 => v >> 16,
+                2 if h.is_multiple_of(2) => v >> 16,
                 _ => v,
             };
             e.copy_from_slice(&v.to_le_bytes()[..esize]);
