@@ -521,12 +521,14 @@ struct FieldBuffers {
     bufs: [Vec<u16>; MAX_FIELDS],
     /// Decoder: two buffers per field, for a pair of chunks.
     pairs: [[Vec<u16>; 2]; MAX_FIELDS],
+    /// Decoder: the same for rANS-coded fields that the merge reads as bytes.
+    byte_pairs: [[Vec<u8>; 2]; MAX_FIELDS],
 }
 
 /// Makes `buf` at least `n` long: buffers only grow, to the longest piece decoded so far.
-fn grow(buf: &mut Vec<u16>, n: usize) {
+fn grow<T: Copy + Default>(buf: &mut Vec<T>, n: usize) {
     if buf.len() < n {
-        buf.resize(n, 0);
+        buf.resize(n, T::default());
     }
 }
 
@@ -1086,9 +1088,29 @@ fn decode_chunk_pair(
         2 | 3 => fused && both(&|c, n| packed_byte(i, c, n).is_some()),
         _ => false,
     });
+    // The merge reads these fields as bytes (F32's mantissa bytes beside a packed
+    // residual, F16's second field): rANS-coded, they decode straight into bytes, with
+    // no 16-bit symbols to store and read back (MiniLM's F32 word embedding codes both
+    // mantissa bytes).
+    let as_bytes = |i: usize| match layout {
+        Layout::F32 | Layout::F32Joint => fused && i >= 2,
+        Layout::F16 | Layout::F16Joint => i == 1,
+        _ => false,
+    };
+    let mut coded_bytes = [false; MAX_FIELDS];
     for (i, d) in decoders.iter().enumerate() {
         if in_place[i] {
             continue;
+        }
+        if as_bytes(i) {
+            let [a, b] = &mut bufs.byte_pairs[i];
+            grow(a, na);
+            grow(b, nb);
+            if let Some(result) = d.decode_chunks_to_bytes(first, &mut a[..na], &mut b[..nb]) {
+                result.map_err(|source| TensorError::Stream { stream: i, source })?;
+                coded_bytes[i] = true;
+                continue;
+            }
         }
         let [a, b] = &mut bufs.pairs[i];
         // Grown to what is decoded, not to the chunk length a file claims: a small
@@ -1112,6 +1134,7 @@ fn decode_chunk_pair(
         let field = |f: usize| &bufs.pairs[f][half][..n];
         let byte_field = |f: usize| match packed_byte(f, c, n) {
             Some(bytes) if in_place[f] => ByteField::Bytes(bytes),
+            _ if coded_bytes[f] => ByteField::Bytes(&bufs.byte_pairs[f][half][..n]),
             _ => ByteField::Symbols(field(f)),
         };
         let joint = layout.is_joint();

@@ -94,6 +94,72 @@ fn low_byte_skewed(n: usize, seed: u64) -> Vec<u8> {
     data
 }
 
+/// [`weights`] with special values sprinkled in (about one element in 16): NaNs with
+/// payloads and both signs, ±0, ±infinity, subnormals (smallest and largest), the largest
+/// finite values.
+fn with_specials(n: usize, esize: usize, seed: u64) -> Vec<u8> {
+    let specials: &[u32] = &[
+        0x7FC0_1234,
+        0xFF80_0001,
+        0x7F80_0001,
+        0xFFFF_FFFF,
+        0x8000_0000,
+        0x0000_0000,
+        0x7F80_0000,
+        0xFF80_0000,
+        0x0000_0001,
+        0x807F_FFFF,
+        0x0040_0000,
+        0x7F7F_FFFF,
+        0xFF7F_FFFF,
+        0x7E00_7C01,
+        0xFC01_8001,
+        0x03FF_83FF,
+    ];
+    let mut data = weights(n, esize, seed);
+    for (i, e) in data.chunks_exact_mut(esize).enumerate() {
+        let h = (i as u64 ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56;
+        if h < 16 {
+            let v = specials[(h as usize + i) % specials.len()];
+            // 16-bit elements take the top half (BF16-like) or the low half (F16 patterns).
+            let v = match esize {
+                2 if h.is_multiple_of(2) => v >> 16,
+                _ => v,
+            };
+            e.copy_from_slice(&v.to_le_bytes()[..esize]);
+        }
+    }
+    data
+}
+
+/// F32 [`weights`] whose two low mantissa bytes are zero in about three elements of four
+/// (values rounded to BF16-like precision, as in MiniLM's word embedding): the writer codes
+/// both bytes, and the decoder decodes them straight into bytes for the merge.
+fn low_bytes_skewed(n: usize, seed: u64) -> Vec<u8> {
+    let mut data = weights(n, 4, seed);
+    for (i, e) in data.chunks_exact_mut(4).enumerate() {
+        if (i as u64 ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 62 != 0 {
+            e[0] = 0;
+            e[1] = 0;
+        }
+    }
+    data
+}
+
+/// F16 [`weights`] whose second field (sign and the low seven mantissa bits) is zero in
+/// about three elements of four: the writer codes that field, and the decoder decodes it
+/// straight into bytes for the merge.
+fn f16_low_skewed(n: usize, seed: u64) -> Vec<u8> {
+    let mut data = weights(n, 2, seed);
+    for (i, e) in data.chunks_exact_mut(2).enumerate() {
+        if (i as u64 ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 62 != 0 {
+            e[0] &= 0x80;
+            e[1] &= 0x7F;
+        }
+    }
+    data
+}
+
 #[test]
 fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
     let supported = SimdLevel::supported();
@@ -181,6 +247,61 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
         assert!(
             mixed_bytes >= 2,
             "{level}: {mixed_bytes} F32 tensors with mixed byte fields"
+        );
+        // Longer chunks than above, of many blocks (32 to 4,096 elements) or of one
+        // (8,192), short last chunks and odd lengths, special values.
+        // F32 tensors with both mantissa bytes coded beside a packed residual, F16 with a
+        // coded second field: the fields the decoder decodes straight into bytes.
+        let mut coded_bytes = [0usize; 2];
+        for (chunk_log2, block_log2) in [(14, 5), (14, 12), (13, 13), (15, 9)] {
+            let opts = EncodeOptions {
+                chunk_log2,
+                block_log2,
+                ..EncodeOptions::default()
+            };
+            for (i, n) in [9_000usize, 40_961, 70_001].into_iter().enumerate() {
+                let seed = 100 + 10 * i as u64 + u64::from(block_log2);
+                for (dtype, data) in [
+                    (Dtype::BF16, with_specials(n, 2, seed)),
+                    (Dtype::F16, with_specials(n, 2, seed + 1)),
+                    (Dtype::F32, with_specials(n, 4, seed + 2)),
+                    (Dtype::F32, skewed(n, 4, seed + 3)),
+                    (Dtype::F32, low_byte_skewed(n, seed + 4)),
+                    (Dtype::BF16, skewed(n, 2, seed + 5)),
+                    (Dtype::F16, skewed(n, 2, seed + 6)),
+                    (Dtype::F32, low_bytes_skewed(n, seed + 7)),
+                    (Dtype::F16, f16_low_skewed(n, seed + 8)),
+                ] {
+                    let enc = tensor::encode(&dtype, &data, &opts);
+                    let owned: Vec<Vec<u8>> = enc.streams.iter().map(|s| s.to_vec()).collect();
+                    let views: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+                    let dec =
+                        TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &views).unwrap();
+                    match (&dtype, &dec.stream_kinds()[..]) {
+                        (Dtype::F32, [_, StreamKind::Packed, m, l]) => {
+                            coded_bytes[0] += usize::from(
+                                matches!(m, StreamKind::Rans(_))
+                                    && matches!(l, StreamKind::Rans(_)),
+                            );
+                        }
+                        (Dtype::F16, [_, StreamKind::Rans(_)]) => coded_bytes[1] += 1,
+                        _ => {}
+                    }
+                    let mut out = vec![0xA5u8; data.len()];
+                    dec.decode(&mut out).unwrap();
+                    assert!(
+                        out == data,
+                        "{dtype} × {n}, chunk 2^{chunk_log2}, block 2^{block_log2}: {level} \
+                         round trip ({})",
+                        enc.codec.name()
+                    );
+                    streams_of_level.push(owned.concat());
+                }
+            }
+        }
+        assert!(
+            coded_bytes[0] >= 3 && coded_bytes[1] >= 3,
+            "{level}: coded byte fields (F32, F16): {coded_bytes:?}"
         );
         if let Some(first) = reference.first() {
             assert!(*first == streams_of_level, "{level} tensor streams differ");
