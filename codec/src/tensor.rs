@@ -767,6 +767,18 @@ impl<'a> TensorDecoder<'a> {
         self.decode_split(*layout, decoders, offset / (pair_bytes / 2), out)
     }
 
+    /// For each stream, the byte range that holds the tensor's chunks `..chunks` only
+    /// (see [`StreamDecoder::chunks_payload`]): nothing a decode of the later chunks reads.
+    /// Empty for codecs that decode only front to back (stored, zstd).
+    pub(crate) fn chunks_payload(&self, chunks: usize) -> Vec<std::ops::Range<usize>> {
+        match &self.body {
+            DecoderBody::Split(_, decoders) => {
+                decoders.iter().map(|d| d.chunks_payload(chunks)).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Bytes per chunk pair for codecs that decode any range of chunks (`None` for stored
     /// and zstd, which decode only front to back): the unit of [`Self::decode_piece`].
     pub fn pair_bytes(&self) -> Option<usize> {

@@ -275,22 +275,30 @@ impl<'a> Archive<'a> {
     /// holds about the decoded model, not the decoded model plus the file. The page cache
     /// keeps them; a later read faults them back in from the file. Failures are ignored.
     pub fn release(&self, i: usize) {
-        #[cfg(unix)]
-        if let (Bytes::Mapped(map), Some(t)) = (&self.bytes, self.index.tensors.get(i)) {
+        if let Some(t) = self.index.tensors.get(i) {
             for s in &t.streams {
-                // SAFETY: the map is a read-only, shared mapping of a file, so dropping
-                // its pages discards nothing: the next access reads the same file
-                // bytes again, which are checked against their checksum as always. The
-                // range lies inside the map (the index was checked on open).
-                let _ = unsafe {
-                    map.unchecked_advise_range(
-                        memmap2::UncheckedAdvice::DontNeed,
-                        s.offset as usize,
-                        s.len as usize,
-                    )
-                };
+                self.release_bytes(s.offset as usize, s.len as usize);
             }
         }
+    }
+
+    /// Drops the pages of bytes `offset..offset + len` of the file from this process's
+    /// resident set (mapped archives only; see [`Archive::release`]). The range must lie
+    /// inside the file; a partial page at either end is dropped whole.
+    fn release_bytes(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        if let Bytes::Mapped(map) = &self.bytes {
+            // SAFETY: the map is a read-only, shared mapping of a file, so dropping its
+            // pages discards nothing: the next access reads the same file bytes again,
+            // which are checked against their checksum as always. The range lies inside
+            // the map (callers pass ranges of streams, checked against the file's length
+            // on open).
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
     }
 
     /// The bytes of a stream, checked against its checksum.
@@ -421,6 +429,27 @@ impl<'a> Archive<'a> {
     /// The stream checksums are not checked: the tensor checksum covers the output
     /// (FORMAT.md §6); on an error `out` holds no usable data.
     pub fn decode_tensor(&self, i: usize, out: &mut [u8]) -> Result<(), ContainerError> {
+        self.decode_tensor_with(i, out, false)
+    }
+
+    /// Decodes tensor `i` like [`Archive::decode_tensor`] and releases its compressed
+    /// pages as it goes (archives from [`Archive::open_path`]; see [`Archive::release`]):
+    /// the pages of each piece of its streams once the chunks they hold are decoded, and
+    /// all of the tensor's at the end, success or not. A big tensor then holds a few
+    /// megabytes of the file in the resident set at a time instead of all of its
+    /// compressed bytes until it is done.
+    pub fn decode_tensor_releasing(&self, i: usize, out: &mut [u8]) -> Result<(), ContainerError> {
+        let done = self.decode_tensor_with(i, out, true);
+        self.release(i);
+        done
+    }
+
+    fn decode_tensor_with(
+        &self,
+        i: usize,
+        out: &mut [u8],
+        release: bool,
+    ) -> Result<(), ContainerError> {
         let t = &self.index.tensors[i];
         let decoder = self.decoder_with(i, false)?;
         let tensor_error = |source| ContainerError::Tensor {
@@ -430,10 +459,18 @@ impl<'a> Archive<'a> {
         // Tensors longer than a chunk pair are hashed piece by piece as they are decoded,
         // while each piece is in cache; a pair is decoded by one task, and its output
         // stays in cache for the one-shot hash.
-        let computed = if decoder.piece_bytes(0).is_some_and(|pair| out.len() > pair) {
+        let computed = if let Some(pair) = decoder.piece_bytes(0).filter(|&p| out.len() > p) {
             let mut hasher = crate::checksum::Xxh3::new();
+            let mut released = Released::new(release, t.streams.len());
+            let mut decoded = 0;
             decoder
-                .decode_overlapped(out, &mut |piece| hasher.update(piece))
+                .decode_overlapped(out, &mut |piece| {
+                    hasher.update(piece);
+                    // Pieces come in order, and the decoders are past them: the chunks
+                    // before the end of this one are done.
+                    decoded += piece.len();
+                    released.advance(self, t, || decoder.chunks_payload(decoded / (pair / 2)));
+                })
                 .map_err(tensor_error)?;
             hasher.digest()
         } else {
@@ -555,6 +592,63 @@ fn advise_will_need(map: &memmap2::Mmap, range: std::ops::Range<usize>) {
         let _ = map.advise_range(memmap2::Advice::WillNeed, offset, len);
         offset += len;
     }
+}
+
+/// How far [`Archive::decode_tensor_releasing`] has released each stream of a tensor
+/// while it decodes.
+struct Released {
+    /// Per stream, the file offset before which its whole pages are released; `None`
+    /// where nothing is to be released (a plain decode; systems other than Linux).
+    upto: Option<Vec<u64>>,
+}
+
+impl Released {
+    fn new(release: bool, streams: usize) -> Self {
+        Self {
+            upto: (release && cfg!(target_os = "linux")).then(|| vec![0; streams]),
+        }
+    }
+
+    /// Releases the whole pages of each stream's range in `payloads` (relative to the
+    /// stream, one per stream of `t`) not released yet. Pages a neighbouring stream or
+    /// tensor still reads may go too: they are read back from the page cache.
+    fn advance(
+        &mut self,
+        archive: &Archive<'_>,
+        t: &TensorEntry,
+        payloads: impl FnOnce() -> Vec<std::ops::Range<usize>>,
+    ) {
+        let Some(upto) = &mut self.upto else {
+            return;
+        };
+        let page = page_size() as u64;
+        for ((s, r), done) in t.streams.iter().zip(payloads()).zip(upto.iter_mut()) {
+            let start = (s.offset + r.start as u64)
+                .max(*done)
+                .next_multiple_of(page);
+            let end = (s.offset + r.end as u64) / page * page;
+            if end > start {
+                archive.release_bytes(start as usize, (end - start) as usize);
+                *done = end;
+            }
+        }
+    }
+}
+
+/// The system's page size (4 KiB on x86-64, 16 or 64 KiB on some ARM kernels).
+fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: sysconf has no preconditions and only reads system configuration.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            if let Some(p) = usize::try_from(page).ok().filter(|p| p.is_power_of_two()) {
+                return p;
+            }
+        }
+        4096
+    })
 }
 
 /// Compares the checksum `computed` over a decoded tensor with the one `t` stores.

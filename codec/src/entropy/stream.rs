@@ -848,6 +848,40 @@ impl<'a> StreamDecoder<'a> {
         }
     }
 
+    /// The byte range of the stream that holds chunks `..c` (`c` capped at the chunk
+    /// count) and nothing that a later chunk is decoded from: the payloads of coded
+    /// chunks, the symbols of a packed stream; empty for a constant stream and for
+    /// `c == 0`. Headers, tables and the chunk index before the first payload are not in
+    /// it. A loader drops these bytes from memory once the chunks are decoded.
+    pub fn chunks_payload(&self, c: usize) -> std::ops::Range<usize> {
+        let c = c.min(self.n_chunks());
+        match &self.body {
+            Body::Packed(bytes) => {
+                // The mode byte comes first; a chunk holds a whole number of bytes
+                // (`chunk_len` is a power of two of at least `LANES`), and the last one
+                // reaches the end.
+                let end = if c == self.n_chunks() {
+                    bytes.len()
+                } else {
+                    c * self.chunk_len * self.symbol_bits as usize / 8
+                };
+                1..1 + end
+            }
+            Body::Const(_) => 0..0,
+            Body::Rans { offsets, .. } => {
+                let Some(&(first, _)) = offsets.first() else {
+                    return 0..0;
+                };
+                let end = match (offsets.get(c), c.checked_sub(1).map(|p| offsets[p])) {
+                    (Some(&(at, _)), _) => at,
+                    (None, Some((at, len))) => at + len,
+                    (None, None) => first,
+                };
+                first..end
+            }
+        }
+    }
+
     /// The packed bytes of chunk `c` (`len` symbols) when the stream is bit-packed, so a
     /// caller can fuse unpacking into its own pass.
     pub fn packed_chunk(&self, c: usize, len: usize) -> Option<&'a [u8]> {
@@ -1144,5 +1178,71 @@ mod tests {
         let constant = plan(&[4; 1024]);
         assert!(matches!(constant.mode, Mode::Const(4)));
         assert_eq!(constant.encode_chunk(0, &[4, 4, 5]), not_in(2, 5));
+    }
+
+    /// `chunks_payload(c)` holds nothing that decoding chunks `c..` reads: overwriting it
+    /// leaves them decoding as before; the ranges grow chunk by chunk and reach the end
+    /// of the stream's payloads.
+    #[test]
+    fn chunk_payloads_hold_nothing_later_chunks_read() {
+        let coded: Vec<u16> = (0..5000u32)
+            .map(|i| ((i.wrapping_mul(2654435761) >> 27) % 9) as u16)
+            .collect();
+        let uniform: Vec<u16> = (0..4099u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 20) as u16 & 0x7F)
+            .collect();
+        for (symbols, bits, chunk_log2, kind) in [
+            (&coded[..], 9, 10, "rans"),
+            (&coded[..4097], 9, 8, "rans"),
+            (&uniform[..], 7, 10, "packed"),
+            (&uniform[..4096], 7, 6, "packed"),
+            (&[3u16; 3000][..], 4, 9, "const"),
+        ] {
+            let chunk_len = 1usize << chunk_log2;
+            let (bytes, found) = round_trip(
+                symbols,
+                bits,
+                chunk_log2.min(8),
+                chunk_log2,
+                Effort::Default,
+            );
+            let expected = match kind {
+                "rans" => matches!(found, StreamKind::Rans(_)),
+                "packed" => found == StreamKind::Packed,
+                _ => found == StreamKind::Const,
+            };
+            assert!(expected, "{kind}: {found:?}");
+            let dec = StreamDecoder::parse(&bytes, bits, symbols.len(), chunk_len).unwrap();
+            let n = dec.n_chunks();
+            assert_eq!(dec.chunks_payload(0).len(), 0, "{kind}");
+            let all = dec.chunks_payload(n);
+            assert_eq!(dec.chunks_payload(n + 5), all, "{kind}: capped");
+            if kind == "const" {
+                assert_eq!(all, 0..0);
+            } else {
+                assert_eq!(all.end, bytes.len(), "{kind}: reaches the end");
+            }
+            for c in 0..=n {
+                let r = dec.chunks_payload(c);
+                if c > 0 {
+                    let before = dec.chunks_payload(c - 1);
+                    assert!(before.start == r.start && before.end <= r.end, "{kind} {c}");
+                }
+                // Damaged where nonzero: the zero padding between payloads is checked when
+                // parsing, which a loader does before it releases anything.
+                let mut damaged = bytes.clone();
+                damaged[r.clone()]
+                    .iter_mut()
+                    .filter(|b| **b != 0)
+                    .for_each(|b| *b ^= 0xA5);
+                let d = StreamDecoder::parse(&damaged, bits, symbols.len(), chunk_len).unwrap();
+                for k in c..n {
+                    let want = &symbols[k * chunk_len..((k + 1) * chunk_len).min(symbols.len())];
+                    let mut got = vec![0u16; want.len()];
+                    d.decode_chunk(k, &mut got).unwrap();
+                    assert_eq!(got, want, "{kind}: chunk {k} after damage to chunks ..{c}");
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,157 @@
+//! `Archive::decode_tensor_releasing`: a mapped file's tensors decoded while their
+//! compressed pages are dropped piece by piece give exactly what `decode_tensor` gives,
+//! on any thread count, again after a release, and fail alike on damage.
+
+mod common;
+
+use common::{every_dtype_model, pack_small_chunks, Rng};
+use mcodec::container::Archive;
+
+/// A model of every dtype plus big tensors of several hundred chunk pairs (at the
+/// 1024-element chunks of `pack_small_chunks`), odd lengths and NaN payloads included.
+fn model() -> Vec<u8> {
+    let mut rng = Rng(7);
+    let mut big = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.weight(0.05)).collect() };
+    let bf16: Vec<u8> = big(400_001)
+        .iter()
+        .enumerate()
+        .flat_map(|(i, v)| {
+            let h = if i % 9973 == 0 {
+                0x7FC1
+            } else {
+                (v.to_bits() >> 16) as u16
+            };
+            h.to_le_bytes()
+        })
+        .collect();
+    let f32: Vec<u8> = big(300_007)
+        .iter()
+        .enumerate()
+        .flat_map(|(i, v)| {
+            let b = if i % 7919 == 0 {
+                0xFFC0_0123
+            } else {
+                v.to_bits()
+            };
+            b.to_le_bytes()
+        })
+        .collect();
+    let small = every_dtype_model(3);
+    // Reuse the small model's tensors by packing them beside the big ones: parse its
+    // header for names, dtypes, shapes and bytes.
+    let header_len = u64::from_le_bytes(small[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&small[8..8 + header_len]).unwrap();
+    let data = &small[8 + header_len..];
+    let mut tensors: Vec<(String, String, Vec<u64>, Vec<u8>)> =
+        vec![("big-bf16".into(), "BF16".into(), vec![400_001], bf16)];
+    for (name, t) in header.as_object().unwrap() {
+        if name == "__metadata__" {
+            continue;
+        }
+        let off: Vec<usize> = t["data_offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        tensors.push((
+            name.clone(),
+            t["dtype"].as_str().unwrap().into(),
+            t["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect(),
+            data[off[0]..off[1]].to_vec(),
+        ));
+    }
+    tensors.push(("big-f32".into(), "F32".into(), vec![300_007], f32));
+    let refs: Vec<(&str, &str, Vec<u64>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.as_str(), d.as_str(), s.clone(), b.clone()))
+        .collect();
+    common::safetensors(&refs)
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn releasing_decodes_exactly_what_decode_tensor_does() {
+    let file = pack_small_chunks(&model());
+    let reference = Archive::open(&file).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.mcz");
+    std::fs::write(&path, &file).unwrap();
+    let mapped = Archive::open_path(&path).unwrap();
+    let n = reference.index().tensors.len();
+    let want: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let mut out = vec![0u8; reference.index().tensors[i].original_len as usize];
+            reference.decode_tensor(i, &mut out).unwrap();
+            out
+        })
+        .collect();
+    assert!(
+        want.iter().any(|w| w.len() > 1 << 20),
+        "a tensor of many pieces"
+    );
+    for threads in [1, 2, 3] {
+        pool(threads).install(|| {
+            // Twice: the second decode reads the released pages back from the file.
+            for round in 0..2 {
+                for (i, w) in want.iter().enumerate() {
+                    let mut out = vec![0x5Au8; w.len()];
+                    mapped
+                        .decode_tensor_releasing(i, &mut out)
+                        .unwrap_or_else(|e| panic!("tensor {i}, {threads} threads: {e}"));
+                    assert!(out == *w, "tensor {i}, {threads} threads, round {round}");
+                }
+            }
+        });
+    }
+    // In-memory archives have nothing to release and decode alike.
+    let mut out = vec![0u8; want[0].len()];
+    reference.decode_tensor_releasing(0, &mut out).unwrap();
+    assert!(out == want[0]);
+}
+
+#[test]
+fn releasing_fails_on_damage_as_decode_tensor_does() {
+    let file = pack_small_chunks(&model());
+    let index = Archive::open(&file).unwrap().index().clone();
+    let (i, t) = index
+        .tensors
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.name == "big-bf16")
+        .unwrap();
+    // A byte in the middle of the tensor's last stream (the coded payloads).
+    let s = t.streams.last().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for at in [s.offset + s.len / 2, s.offset + s.len - 1] {
+        let mut bad = file.clone();
+        bad[at as usize] ^= 0x10;
+        let path = dir.path().join(format!("bad-{at}.mcz"));
+        std::fs::write(&path, &bad).unwrap();
+        let mapped = Archive::open_path(&path).unwrap();
+        for threads in [1, 2] {
+            pool(threads).install(|| {
+                let mut a = vec![0u8; t.original_len as usize];
+                let mut b = vec![0u8; t.original_len as usize];
+                let plain = mapped.decode_tensor(i, &mut a).unwrap_err().to_string();
+                let releasing = mapped
+                    .decode_tensor_releasing(i, &mut b)
+                    .unwrap_err()
+                    .to_string();
+                assert_eq!(releasing, plain, "byte {at}, {threads} threads");
+                assert!(plain.contains("big-bf16"), "{plain}");
+            });
+        }
+    }
+}
