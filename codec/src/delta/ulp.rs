@@ -294,11 +294,13 @@ impl<'a> BaseOut<'a> {
     }
 
     /// Where the base's bytes are read (`len` of them).
+    #[cfg(target_arch = "x86_64")]
     pub(super) fn base_ptr(&self) -> *const u8 {
         self.base
     }
 
     /// Where the output's bytes are written (`len` of them; the base's bytes, in place).
+    #[cfg(target_arch = "x86_64")]
     pub(super) fn out_ptr(&mut self) -> *mut u8 {
         self.out
     }
