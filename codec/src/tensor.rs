@@ -793,29 +793,7 @@ impl<'a> TensorDecoder<'a> {
     /// multiple of [`Self::pair_bytes`], `out` whole chunk pairs or reaching the end of
     /// the tensor. No checksum: the caller hashes what it decodes.
     pub fn decode_piece(&self, offset: usize, out: &mut [u8]) -> Result<(), TensorError> {
-        let size_err = || TensorError::OutputSize {
-            found: out.len(),
-            expected: self.out_len.saturating_sub(offset),
-        };
-        let (DecoderBody::Split(layout, decoders), Some(pair_bytes)) =
-            (&self.body, self.pair_bytes())
-        else {
-            return Err(size_err());
-        };
-        let end = offset.checked_add(out.len());
-        let whole = out.len().is_multiple_of(pair_bytes) || end == Some(self.out_len);
-        if !offset.is_multiple_of(pair_bytes) || !whole || end.is_none_or(|e| e > self.out_len) {
-            return Err(size_err());
-        }
-        let chunk_len = 1usize << self.chunk_log2;
-        let first = offset / (pair_bytes / 2);
-        FieldBuffers::with(|bufs| {
-            out.chunks_mut(pair_bytes)
-                .enumerate()
-                .try_for_each(|(pair, dst)| {
-                    decode_chunk_pair(*layout, decoders, bufs, first + 2 * pair, chunk_len, dst)
-                })
-        })
+        self.decode_units(2, offset, out)
     }
 
     /// Bytes per chunk for codecs that decode any range of chunks (`None` for stored and
@@ -829,6 +807,18 @@ impl<'a> TensorDecoder<'a> {
     /// reaching the end of the tensor): the same bytes, from half the field buffers, for a
     /// caller that keeps a piece in cache while it works on it.
     pub fn decode_chunks(&self, offset: usize, out: &mut [u8]) -> Result<(), TensorError> {
+        self.decode_units(1, offset, out)
+    }
+
+    /// Decodes bytes `offset..offset + out.len()` in units of `unit_chunks` (1 or 2)
+    /// chunks: `offset` a multiple of the unit, `out` whole units or reaching the end of
+    /// the tensor (a unit of two decodes as a chunk pair; a last unit may hold one chunk).
+    fn decode_units(
+        &self,
+        unit_chunks: usize,
+        offset: usize,
+        out: &mut [u8],
+    ) -> Result<(), TensorError> {
         let size_err = || TensorError::OutputSize {
             found: out.len(),
             expected: self.out_len.saturating_sub(offset),
@@ -838,19 +828,21 @@ impl<'a> TensorDecoder<'a> {
         else {
             return Err(size_err());
         };
+        let unit_bytes = unit_chunks * chunk_bytes;
         let end = offset.checked_add(out.len());
-        let whole = out.len().is_multiple_of(chunk_bytes) || end == Some(self.out_len);
-        if !offset.is_multiple_of(chunk_bytes) || !whole || end.is_none_or(|e| e > self.out_len) {
+        let whole = out.len().is_multiple_of(unit_bytes) || end == Some(self.out_len);
+        if !offset.is_multiple_of(unit_bytes) || !whole || end.is_none_or(|e| e > self.out_len) {
             return Err(size_err());
         }
         let chunk_len = 1usize << self.chunk_log2;
         let first = offset / chunk_bytes;
         FieldBuffers::with(|bufs| {
-            out.chunks_mut(chunk_bytes)
+            out.chunks_mut(unit_bytes)
                 .enumerate()
                 .try_for_each(|(k, dst)| {
                     // A destination of one chunk: the pair's second half is empty.
-                    decode_chunk_pair(*layout, decoders, bufs, first + k, chunk_len, dst)
+                    let chunk = first + unit_chunks * k;
+                    decode_chunk_pair(*layout, decoders, bufs, chunk, chunk_len, dst)
                 })
         })
     }
