@@ -1256,18 +1256,28 @@ mod tests {
         );
     }
 
-    /// Pieces of whole chunk pairs, decoded in any order on this thread, give what a whole
-    /// decode gives (every layout, a short last pair, a tensor shorter than one pair);
-    /// other ranges, and codecs without chunks, are refused.
-    #[test]
-    fn pieces_decode_what_the_whole_tensor_decodes() {
+    /// How a piece test cuts a tensor: the unit's size in bytes (None where the codec has
+    /// no chunks), the decoder of whole units at an offset, units per piece, and the
+    /// element counts to try.
+    struct PieceUnit {
+        unit_bytes: fn(&TensorDecoder<'_>) -> Option<usize>,
+        decode: fn(&TensorDecoder<'_>, usize, &mut [u8]) -> Result<(), TensorError>,
+        unit_elements: usize,
+        units_per_piece: [usize; 2],
+        lengths: &'static [usize],
+    }
+
+    /// Decodes every tensor of `unit`'s lengths piece by piece, last piece first, and checks
+    /// the result against the whole tensor; then that misaligned, oversized and
+    /// out-of-range pieces are refused.
+    fn check_pieces(unit: &PieceUnit) {
         let opts = EncodeOptions {
             chunk_log2: 10,
             block_log2: 10,
             ..EncodeOptions::default()
         };
         for dtype in [Dtype::BF16, Dtype::F16, Dtype::F32, Dtype::F8E4M3] {
-            for n in [5000usize, 2048, 700] {
+            for &n in unit.lengths {
                 let width = dtype.element_size().unwrap();
                 let data: Vec<u8> = gaussian_bf16(n * width / 2 + 1)[..n * width].to_vec();
                 let enc = round_trip(&dtype, &data, &opts);
@@ -1275,29 +1285,43 @@ mod tests {
                 let streams: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
                 let dec =
                     TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &streams).unwrap();
-                let Some(pair) = dec.pair_bytes() else {
-                    assert!(dec.decode_piece(0, &mut vec![0; data.len()]).is_err());
+                let Some(unit_bytes) = (unit.unit_bytes)(&dec) else {
+                    assert!((unit.decode)(&dec, 0, &mut vec![0; data.len()]).is_err());
                     continue;
                 };
-                assert_eq!(pair, 2 * 1024 * width);
-                for pairs in [1, 2] {
-                    let piece = pair * pairs;
+                assert_eq!(unit_bytes, unit.unit_elements * width);
+                for units in unit.units_per_piece {
+                    let piece = unit_bytes * units;
                     let mut out = vec![0xA5u8; data.len()];
                     let starts: Vec<usize> = (0..data.len()).step_by(piece).collect();
                     for &at in starts.iter().rev() {
                         let end = (at + piece).min(data.len());
-                        dec.decode_piece(at, &mut out[at..end]).unwrap();
+                        (unit.decode)(&dec, at, &mut out[at..end]).unwrap();
                     }
-                    assert!(out == data, "{dtype} n {n}");
+                    assert!(out == data, "{dtype} n {n} units {units}");
                 }
-                let mut out = vec![0u8; pair + 2];
-                if data.len() > pair + 2 {
-                    assert!(dec.decode_piece(0, &mut out).is_err());
+                let mut out = vec![0u8; unit_bytes + 2];
+                if data.len() > unit_bytes + 2 {
+                    assert!((unit.decode)(&dec, 0, &mut out).is_err());
                 }
-                assert!(dec.decode_piece(pair / 2, &mut out[..pair]).is_err());
-                assert!(dec.decode_piece(data.len(), &mut out[..2]).is_err());
+                assert!((unit.decode)(&dec, unit_bytes / 2, &mut out[..unit_bytes]).is_err());
+                assert!((unit.decode)(&dec, data.len(), &mut out[..2]).is_err());
             }
         }
+    }
+
+    /// Pieces of whole chunk pairs, decoded in any order on this thread, give what a whole
+    /// decode gives (every layout, a short last pair, a tensor shorter than one pair);
+    /// other ranges, and codecs without chunks, are refused.
+    #[test]
+    fn pieces_decode_what_the_whole_tensor_decodes() {
+        check_pieces(&PieceUnit {
+            unit_bytes: |dec| dec.pair_bytes(),
+            decode: |dec, at, out| dec.decode_piece(at, out),
+            unit_elements: 2 * 1024,
+            units_per_piece: [1, 2],
+            lengths: &[5000, 2048, 700],
+        });
     }
 
     /// Pieces of whole chunks (not pairs), in any order, give what a whole decode gives
@@ -1305,43 +1329,13 @@ mod tests {
     /// start on the second chunk of a pair); other ranges are refused.
     #[test]
     fn chunk_pieces_decode_what_the_whole_tensor_decodes() {
-        let opts = EncodeOptions {
-            chunk_log2: 10,
-            block_log2: 10,
-            ..EncodeOptions::default()
-        };
-        for dtype in [Dtype::BF16, Dtype::F16, Dtype::F32, Dtype::F8E4M3] {
-            for n in [5000usize, 2048, 1024, 700] {
-                let width = dtype.element_size().unwrap();
-                let data: Vec<u8> = gaussian_bf16(n * width / 2 + 1)[..n * width].to_vec();
-                let enc = round_trip(&dtype, &data, &opts);
-                let owned: Vec<Vec<u8>> = enc.streams.iter().map(CodedStream::to_vec).collect();
-                let streams: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-                let dec =
-                    TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &streams).unwrap();
-                let Some(chunk) = dec.chunk_bytes() else {
-                    assert!(dec.decode_chunks(0, &mut vec![0; data.len()]).is_err());
-                    continue;
-                };
-                assert_eq!(chunk, 1024 * width);
-                for chunks in [1, 3] {
-                    let piece = chunk * chunks;
-                    let mut out = vec![0xA5u8; data.len()];
-                    let starts: Vec<usize> = (0..data.len()).step_by(piece).collect();
-                    for &at in starts.iter().rev() {
-                        let end = (at + piece).min(data.len());
-                        dec.decode_chunks(at, &mut out[at..end]).unwrap();
-                    }
-                    assert!(out == data, "{dtype} n {n} chunks {chunks}");
-                }
-                let mut out = vec![0u8; chunk + 2];
-                if data.len() > chunk + 2 {
-                    assert!(dec.decode_chunks(0, &mut out).is_err());
-                }
-                assert!(dec.decode_chunks(chunk / 2, &mut out[..chunk]).is_err());
-                assert!(dec.decode_chunks(data.len(), &mut out[..2]).is_err());
-            }
-        }
+        check_pieces(&PieceUnit {
+            unit_bytes: |dec| dec.chunk_bytes(),
+            decode: |dec, at, out| dec.decode_chunks(at, out),
+            unit_elements: 1024,
+            units_per_piece: [1, 3],
+            lengths: &[5000, 2048, 1024, 700],
+        });
     }
 
     #[test]
