@@ -560,10 +560,12 @@ impl FieldByte for u16 {
 
 /// F32 merge with the sign+mantissa field still bit-packed (7 bits per element): `exp`
 /// holds the first field, `packed` at least `ceil(7·n/8)` bytes, `mid` and `low` the two
-/// low mantissa bytes (fields 3 and 4), `dst` 4n bytes. The top half of an F32 is a BF16
-/// word, so it is merged by the BF16 path (vectorised) into a small buffer that stays in
-/// L1, then interleaved with the low bytes: equivalent to unpacking and [`Layout::merge`].
-/// `joint`: the fields of [`Layout::F32Joint`] instead of [`Layout::F32`].
+/// low mantissa bytes (fields 3 and 4), `dst` 4n bytes: equivalent to unpacking and
+/// [`Layout::merge`]. With both bytes as bytes (what decoding gives), the vector paths
+/// build the words in one pass; otherwise, and on the scalar path, the top half of an F32,
+/// a BF16 word, is merged by the BF16 path into a small buffer that stays in L1, then
+/// interleaved with the low bytes. `joint`: the fields of [`Layout::F32Joint`] instead of
+/// [`Layout::F32`].
 pub fn merge_f32_packed(
     joint: bool,
     exp: &[u16],
@@ -596,7 +598,20 @@ fn merge_f32_packed_on<const JOINT: bool>(
 ) {
     use ByteField::{Bytes, Symbols};
     match (mid, low) {
-        (Bytes(m), Bytes(l)) => merge_f32_steps::<JOINT, _, _>(level, exp, packed, m, l, dst),
+        (Bytes(m), Bytes(l)) => {
+            // The vector paths build the words straight from the fields (what decoding
+            // gives: coded byte fields are decoded into bytes, packed ones read in place);
+            // the rest, and the scalar path, go through the BF16 merge.
+            let done = simd::merge_f32_bytes::<JOINT>(level, exp, packed, m, l, dst);
+            merge_f32_steps::<JOINT, _, _>(
+                level,
+                &exp[done..],
+                &packed[done / 8 * 7..],
+                &m[done..],
+                &l[done..],
+                &mut dst[4 * done..],
+            )
+        }
         (Bytes(m), Symbols(l)) => merge_f32_steps::<JOINT, _, _>(level, exp, packed, m, l, dst),
         (Symbols(m), Bytes(l)) => merge_f32_steps::<JOINT, _, _>(level, exp, packed, m, l, dst),
         (Symbols(m), Symbols(l)) => merge_f32_steps::<JOINT, _, _>(level, exp, packed, m, l, dst),
@@ -785,20 +800,11 @@ mod simd {
         packed: &[u8],
         dst: &mut [u8],
     ) -> usize {
-        debug_assert!(
-            level.is_supported(),
-            "{level} requested on a CPU without it"
-        );
-        let level = if level.is_supported() {
-            level
-        } else {
-            SimdLevel::Scalar
-        };
-        crate::cpu::note_run(level);
+        let level = merge_level(level);
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY (both calls): the CPU supports every feature the function enables
-            // (checked just above).
+            // (`merge_level` checked).
             match level {
                 SimdLevel::Avx512 => {
                     return unsafe { x86::merge_bf16_packed::<JOINT>(exp, packed, dst) }
@@ -810,6 +816,54 @@ mod simd {
             }
         }
         let _ = (exp, packed, dst);
+        0
+    }
+
+    /// The path that merges for `level`: `level` itself where the CPU has it (every level
+    /// has a merge), else the scalar one; the run is counted.
+    fn merge_level(level: SimdLevel) -> SimdLevel {
+        debug_assert!(
+            level.is_supported(),
+            "{level} requested on a CPU without it"
+        );
+        let level = if level.is_supported() {
+            level
+        } else {
+            SimdLevel::Scalar
+        };
+        crate::cpu::note_run(level);
+        level
+    }
+
+    /// F32 merge from the first field, the packed residual and the two mantissa bytes as
+    /// bytes, in one pass: as many leading whole vector steps (64 elements on AVX-512, 16
+    /// on AVX2) as the vector path can; returns how many elements it wrote.
+    pub(super) fn merge_f32_bytes<const JOINT: bool>(
+        level: SimdLevel,
+        exp: &[u16],
+        packed: &[u8],
+        mid: &[u8],
+        low: &[u8],
+        dst: &mut [u8],
+    ) -> usize {
+        let level = merge_level(level);
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY (both calls): the CPU supports every feature the function enables
+            // (`merge_level` checked).
+            match level {
+                SimdLevel::Avx512 => {
+                    return unsafe { x86::merge_f32_bytes::<JOINT>(exp, packed, mid, low, dst) }
+                }
+                SimdLevel::Avx2 => {
+                    return unsafe {
+                        x86::merge_f32_bytes_avx2::<JOINT>(exp, packed, mid, low, dst)
+                    }
+                }
+                SimdLevel::Scalar => {}
+            }
+        }
+        let _ = (exp, packed, mid, low, dst);
         0
     }
 
@@ -962,8 +1016,8 @@ mod simd {
         }
 
         /// 64 elements per step: one masked 56-byte load, a byte permute that gives each
-        /// qword its group's 7 bytes, a multishift that pulls out the eight 7-bit fields,
-        /// then the merge in 16-bit lanes.
+        /// qword its group's 7 bytes, a multishift that pulls out the eight 7-bit fields
+        /// ([`Residual512`]), then the merge in 16-bit lanes.
         #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
         pub(super) unsafe fn merge_bf16_packed<const JOINT: bool>(
             exp: &[u16],
@@ -971,59 +1025,22 @@ mod simd {
             dst: &mut [u8],
         ) -> usize {
             let groups = (exp.len() / 64).min(packed.len() / 56).min(dst.len() / 128);
-            let spread_idx: [u8; 64] =
-                std::array::from_fn(|i| (7 * (i / 8) + (i % 8).min(6)) as u8);
-            let shift_ctrl: [u8; 64] = std::array::from_fn(|i| (7 * (i % 8)) as u8);
-            // SAFETY: both arrays are 64 bytes.
-            let (spread_idx, shift_ctrl) = unsafe {
-                (
-                    _mm512_loadu_si512(spread_idx.as_ptr() as *const _),
-                    _mm512_loadu_si512(shift_ctrl.as_ptr() as *const _),
-                )
-            };
-            let low7 = _mm512_set1_epi8(0x7F);
-            let sign = _mm512_set1_epi16(0x40);
-            let low6 = _mm512_set1_epi16(0x3F);
-            let exp_joint = _mm512_set1_epi16(0x7F80);
+            // SAFETY: the CPU has AVX-512 F (this function's features).
+            let residual = unsafe { Residual512::new() };
             for g in 0..groups {
                 // SAFETY: g < groups, so the 56 bytes at 56g, the 64 u16 at 64g and the 128
-                // bytes at 128g are in bounds; the masked load reads exactly 56 bytes.
+                // bytes at 128g are in bounds.
                 unsafe {
-                    let bytes = _mm512_maskz_loadu_epi8(
-                        (1u64 << 56) - 1,
-                        packed.as_ptr().add(56 * g) as *const i8,
-                    );
-                    let spread = _mm512_permutexvar_epi8(spread_idx, bytes);
-                    let residual =
-                        _mm512_and_si512(_mm512_multishift_epi64_epi8(shift_ctrl, spread), low7);
+                    let r = residual.load(packed.as_ptr().add(56 * g));
                     for half in 0..2 {
                         let r8 = if half == 0 {
-                            _mm512_castsi512_si256(residual)
+                            _mm512_castsi512_si256(r)
                         } else {
-                            _mm512_extracti64x4_epi64::<1>(residual)
+                            _mm512_extracti64x4_epi64::<1>(r)
                         };
-                        let r = _mm512_cvtepu8_epi16(r8);
                         let s0 =
                             _mm512_loadu_si512(exp.as_ptr().add(64 * g + 32 * half) as *const _);
-                        let w = if JOINT {
-                            // The sign from bit 0 of the first field to bit 15, the
-                            // exponent above the seven mantissa bits of the residual.
-                            _mm512_or_si512(
-                                _mm512_or_si512(
-                                    _mm512_and_si512(_mm512_slli_epi16::<6>(s0), exp_joint),
-                                    _mm512_slli_epi16::<15>(s0),
-                                ),
-                                r,
-                            )
-                        } else {
-                            _mm512_or_si512(
-                                _mm512_slli_epi16::<6>(s0),
-                                _mm512_or_si512(
-                                    _mm512_slli_epi16::<9>(_mm512_and_si512(r, sign)),
-                                    _mm512_and_si512(r, low6),
-                                ),
-                            )
-                        };
+                        let w = bf16_words::<JOINT>(s0, _mm512_cvtepu8_epi16(r8));
                         _mm512_storeu_si512(dst.as_mut_ptr().add(128 * g + 64 * half) as *mut _, w);
                     }
                 }
@@ -1031,10 +1048,8 @@ mod simd {
             groups * 64
         }
 
-        /// 16 elements per step: one 16-byte load of the 14 packed bytes, broadcast to both
-        /// 128-bit halves; a byte shuffle gives each 16-bit lane the two bytes that hold its
-        /// 7-bit field, a multiply by `2^(7 - shift)` lines every field up at bit 7 (AVX2
-        /// has no per-lane 16-bit shift), then the merge.
+        /// 16 elements per step: the residual of [`Residual256`] in element order, then
+        /// the merge.
         #[target_feature(enable = "avx2")]
         pub(super) unsafe fn merge_bf16_packed_avx2<const JOINT: bool>(
             exp: &[u16],
@@ -1045,52 +1060,290 @@ mod simd {
             let steps = (exp.len() / 16)
                 .min(packed.len().saturating_sub(2) / 14)
                 .min(dst.len() / 32);
-            // Field j of a group of 8 starts at bit 7j: in byte 7j / 8, at shift 7j % 8.
-            let shuffle: [u8; 32] = std::array::from_fn(|i| {
-                let (half, lane, byte) = (i / 16, (i % 16) / 2, i % 2);
-                (7 * half + 7 * lane / 8 + byte) as u8
-            });
-            let multiplier: [u16; 16] = std::array::from_fn(|i| 1 << (7 - (7 * (i % 8)) % 8));
-            // SAFETY: both arrays are 32 bytes.
-            let (shuffle, multiplier) = unsafe {
-                (
-                    _mm256_loadu_si256(shuffle.as_ptr() as *const _),
-                    _mm256_loadu_si256(multiplier.as_ptr() as *const _),
-                )
-            };
-            let low7 = _mm256_set1_epi16(0x7F);
-            let sign = _mm256_set1_epi16(0x40);
-            let low6 = _mm256_set1_epi16(0x3F);
-            let exp_joint = _mm256_set1_epi16(0x7F80);
+            // SAFETY: the CPU has AVX2 (this function's feature).
+            let residual = unsafe { Residual256::new(|i| i) };
             for i in 0..steps {
                 // SAFETY: i < steps, so the 16 bytes at 14i, the 16 u16 at 16i and the 32
                 // bytes at 32i are in bounds.
                 unsafe {
-                    let bytes = _mm_loadu_si128(packed.as_ptr().add(14 * i) as *const _);
-                    let pairs = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(bytes), shuffle);
-                    let r = _mm256_and_si256(
-                        _mm256_srli_epi16::<7>(_mm256_mullo_epi16(pairs, multiplier)),
-                        low7,
-                    );
+                    let r = residual.load(packed.as_ptr().add(14 * i));
                     let s0 = _mm256_loadu_si256(exp.as_ptr().add(16 * i) as *const _);
-                    let w = if JOINT {
-                        _mm256_or_si256(
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_slli_epi16::<6>(s0), exp_joint),
-                                _mm256_slli_epi16::<15>(s0),
-                            ),
-                            r,
-                        )
-                    } else {
-                        _mm256_or_si256(
-                            _mm256_slli_epi16::<6>(s0),
-                            _mm256_or_si256(
-                                _mm256_slli_epi16::<9>(_mm256_and_si256(r, sign)),
-                                _mm256_and_si256(r, low6),
-                            ),
-                        )
-                    };
+                    let w = bf16_words_avx2::<JOINT>(s0, r);
                     _mm256_storeu_si256(dst.as_mut_ptr().add(32 * i) as *mut _, w);
+                }
+            }
+            steps * 16
+        }
+
+        /// The 64 7-bit fields of a 56-byte packed group (element k at bit 7k), one per
+        /// byte: a byte permute gives each qword its group's 7 bytes, a multishift pulls
+        /// out the eight fields of each.
+        struct Residual512 {
+            spread_idx: __m512i,
+            shift_ctrl: __m512i,
+        }
+
+        impl Residual512 {
+            /// # Safety
+            ///
+            /// The CPU must have AVX-512 F (the caller enables it).
+            #[inline(always)]
+            unsafe fn new() -> Self {
+                let spread_idx: [u8; 64] =
+                    std::array::from_fn(|i| (7 * (i / 8) + (i % 8).min(6)) as u8);
+                let shift_ctrl: [u8; 64] = std::array::from_fn(|i| (7 * (i % 8)) as u8);
+                // SAFETY: both arrays are 64 bytes.
+                unsafe {
+                    Self {
+                        spread_idx: _mm512_loadu_si512(spread_idx.as_ptr() as *const _),
+                        shift_ctrl: _mm512_loadu_si512(shift_ctrl.as_ptr() as *const _),
+                    }
+                }
+            }
+
+            /// # Safety
+            ///
+            /// The 56 bytes at `at` must be readable (exactly those are read); the CPU must
+            /// have AVX-512 BW and VBMI (the caller enables them).
+            #[inline(always)]
+            unsafe fn load(&self, at: *const u8) -> __m512i {
+                // SAFETY: the caller's.
+                unsafe {
+                    let bytes = _mm512_maskz_loadu_epi8((1u64 << 56) - 1, at as *const i8);
+                    let spread = _mm512_permutexvar_epi8(self.spread_idx, bytes);
+                    _mm512_and_si512(
+                        _mm512_multishift_epi64_epi8(self.shift_ctrl, spread),
+                        _mm512_set1_epi8(0x7F),
+                    )
+                }
+            }
+        }
+
+        /// BF16 words (the top halves of F32 elements) from their first fields `s0` and
+        /// residuals `r`, 32 elements in 16-bit lanes.
+        ///
+        /// # Safety
+        ///
+        /// The CPU must have AVX-512 BW (the caller enables it).
+        #[inline(always)]
+        unsafe fn bf16_words<const JOINT: bool>(s0: __m512i, r: __m512i) -> __m512i {
+            if JOINT {
+                // The sign from bit 0 of the first field to bit 15, the exponent above
+                // the seven mantissa bits of the residual.
+                _mm512_or_si512(
+                    _mm512_or_si512(
+                        _mm512_and_si512(_mm512_slli_epi16::<6>(s0), _mm512_set1_epi16(0x7F80)),
+                        _mm512_slli_epi16::<15>(s0),
+                    ),
+                    r,
+                )
+            } else {
+                _mm512_or_si512(
+                    _mm512_slli_epi16::<6>(s0),
+                    _mm512_or_si512(
+                        _mm512_slli_epi16::<9>(_mm512_and_si512(r, _mm512_set1_epi16(0x40))),
+                        _mm512_and_si512(r, _mm512_set1_epi16(0x3F)),
+                    ),
+                )
+            }
+        }
+
+        /// 64 elements per step, in one pass: the top halves in 16-bit lanes (as
+        /// [`merge_bf16_packed`] computes them), the two mantissa bytes joined into 16-bit
+        /// lanes by a two-source byte permute, both interleaved into the F32 words by a
+        /// two-source word permute; no BF16 buffer in between.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+        pub(super) unsafe fn merge_f32_bytes<const JOINT: bool>(
+            exp: &[u16],
+            packed: &[u8],
+            mid: &[u8],
+            low: &[u8],
+            dst: &mut [u8],
+        ) -> usize {
+            let groups = (exp.len() / 64)
+                .min(packed.len() / 56)
+                .min(mid.len() / 64)
+                .min(low.len() / 64)
+                .min(dst.len() / 256);
+            // Half h: word k is the low byte of element 32h + k, then its mid byte (index
+            // bit 6 picks the second source).
+            let join: [[u8; 64]; 2] = std::array::from_fn(|h| {
+                std::array::from_fn(|i| (32 * h + i / 2 + 64 * (i % 2)) as u8)
+            });
+            // Output q of a half: elements 16q..16q+16 of its 32, each the word of its two
+            // bytes, then its top word (index bit 5 picks the second source).
+            let interleave: [[u16; 32]; 2] = std::array::from_fn(|q| {
+                std::array::from_fn(|w| (16 * q + w / 2 + 32 * (w % 2)) as u16)
+            });
+            // SAFETY: the CPU has AVX-512 F, BW and VBMI (this function's features); each
+            // array is 64 bytes.
+            let (residual, join, interleave) = unsafe {
+                (
+                    Residual512::new(),
+                    join.map(|j| _mm512_loadu_si512(j.as_ptr() as *const _)),
+                    interleave.map(|j| _mm512_loadu_si512(j.as_ptr() as *const _)),
+                )
+            };
+            for g in 0..groups {
+                // SAFETY: g < groups, so the 56 bytes at 56g, the 64 u16 at 64g, the 64
+                // bytes of each byte field at 64g and the 256 bytes at 256g are in bounds.
+                unsafe {
+                    let r = residual.load(packed.as_ptr().add(56 * g));
+                    let lows = _mm512_loadu_si512(low.as_ptr().add(64 * g) as *const _);
+                    let mids = _mm512_loadu_si512(mid.as_ptr().add(64 * g) as *const _);
+                    for (h, join) in join.iter().enumerate() {
+                        let r8 = if h == 0 {
+                            _mm512_castsi512_si256(r)
+                        } else {
+                            _mm512_extracti64x4_epi64::<1>(r)
+                        };
+                        let s0 = _mm512_loadu_si512(exp.as_ptr().add(64 * g + 32 * h) as *const _);
+                        let top = bf16_words::<JOINT>(s0, _mm512_cvtepu8_epi16(r8));
+                        let bytes = _mm512_permutex2var_epi8(lows, *join, mids);
+                        for (q, idx) in interleave.iter().enumerate() {
+                            let words = _mm512_permutex2var_epi16(bytes, *idx, top);
+                            let at = dst.as_mut_ptr().add(256 * g + 128 * h + 64 * q);
+                            _mm512_storeu_si512(at as *mut _, words);
+                        }
+                    }
+                }
+            }
+            groups * 64
+        }
+
+        /// The 16 7-bit fields of a 14-byte packed group (element k at bit 7k) in 16-bit
+        /// lanes, lane i holding element `order(i)`: one 16-byte load broadcast to both
+        /// 128-bit halves; a byte shuffle gives each lane the two bytes that hold its
+        /// field, a multiply by `2^(7 - shift)` lines every field up at bit 7 (AVX2 has no
+        /// per-lane 16-bit shift).
+        struct Residual256 {
+            shuffle: __m256i,
+            multiplier: __m256i,
+        }
+
+        impl Residual256 {
+            /// # Safety
+            ///
+            /// The CPU must have AVX (the caller enables AVX2).
+            #[inline(always)]
+            unsafe fn new(order: impl Fn(usize) -> usize) -> Self {
+                // Field j starts at bit 7j: in byte 7j / 8, at shift 7j % 8.
+                let shuffle: [u8; 32] =
+                    std::array::from_fn(|p| (7 * order(p / 2) / 8 + p % 2) as u8);
+                let multiplier: [u16; 16] = std::array::from_fn(|i| 1 << (7 - 7 * order(i) % 8));
+                // SAFETY: both arrays are 32 bytes.
+                unsafe {
+                    Self {
+                        shuffle: _mm256_loadu_si256(shuffle.as_ptr() as *const _),
+                        multiplier: _mm256_loadu_si256(multiplier.as_ptr() as *const _),
+                    }
+                }
+            }
+
+            /// # Safety
+            ///
+            /// The 16 bytes at `at` must be readable (14 are used); the CPU must have AVX2
+            /// (the caller enables it).
+            #[inline(always)]
+            unsafe fn load(&self, at: *const u8) -> __m256i {
+                // SAFETY: the caller's.
+                let bytes = unsafe { _mm_loadu_si128(at as *const _) };
+                let pairs = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(bytes), self.shuffle);
+                _mm256_and_si256(
+                    _mm256_srli_epi16::<7>(_mm256_mullo_epi16(pairs, self.multiplier)),
+                    _mm256_set1_epi16(0x7F),
+                )
+            }
+        }
+
+        /// [`bf16_words`] on AVX2: 16 elements.
+        ///
+        /// # Safety
+        ///
+        /// The CPU must have AVX2 (the caller enables it).
+        #[inline(always)]
+        unsafe fn bf16_words_avx2<const JOINT: bool>(s0: __m256i, r: __m256i) -> __m256i {
+            if JOINT {
+                _mm256_or_si256(
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_slli_epi16::<6>(s0), _mm256_set1_epi16(0x7F80)),
+                        _mm256_slli_epi16::<15>(s0),
+                    ),
+                    r,
+                )
+            } else {
+                _mm256_or_si256(
+                    _mm256_slli_epi16::<6>(s0),
+                    _mm256_or_si256(
+                        _mm256_slli_epi16::<9>(_mm256_and_si256(r, _mm256_set1_epi16(0x40))),
+                        _mm256_and_si256(r, _mm256_set1_epi16(0x3F)),
+                    ),
+                )
+            }
+        }
+
+        /// 16 elements per step, in one pass. Every 16-lane vector holds its elements in
+        /// the order of the exponent words after a qword permute (0, 2, 1, 3): elements
+        /// 0..4 and 8..12 in the low 128-bit half, 4..8 and 12..16 in the high one, so
+        /// that the 16-bit unpacks of the byte words with the top words give elements
+        /// 0..8 and 8..16 in order. The residual shuffle and the byte shuffles take that
+        /// order at no cost.
+        #[target_feature(enable = "avx2")]
+        pub(super) unsafe fn merge_f32_bytes_avx2<const JOINT: bool>(
+            exp: &[u16],
+            packed: &[u8],
+            mid: &[u8],
+            low: &[u8],
+            dst: &mut [u8],
+        ) -> usize {
+            // The residual load reads 16 bytes for 14: the last step must leave 2 bytes of
+            // slack.
+            let steps = (exp.len() / 16)
+                .min(packed.len().saturating_sub(2) / 14)
+                .min(mid.len() / 16)
+                .min(low.len() / 16)
+                .min(dst.len() / 64);
+            let order = |i: usize| 4 * (i / 8) + 8 * (i % 8 / 4) + i % 4;
+            // Byte shuffles of the 16 bytes of a field (broadcast to both halves) into the
+            // low or the high byte of each lane, zero elsewhere.
+            let place = |high: usize| -> [u8; 32] {
+                std::array::from_fn(|p| {
+                    if p % 2 == high {
+                        order(p / 2) as u8
+                    } else {
+                        0x80
+                    }
+                })
+            };
+            let (low_at, mid_at) = (place(0), place(1));
+            // SAFETY: the CPU has AVX2 (this function's feature); both arrays are 32 bytes.
+            let (residual, low_at, mid_at) = unsafe {
+                (
+                    Residual256::new(order),
+                    _mm256_loadu_si256(low_at.as_ptr() as *const _),
+                    _mm256_loadu_si256(mid_at.as_ptr() as *const _),
+                )
+            };
+            for i in 0..steps {
+                // SAFETY: i < steps, so the 16 bytes at 14i, the 16 u16 at 16i, the 16
+                // bytes of each byte field at 16i and the 64 bytes at 64i are in bounds.
+                unsafe {
+                    let r = residual.load(packed.as_ptr().add(14 * i));
+                    let s0 = _mm256_loadu_si256(exp.as_ptr().add(16 * i) as *const _);
+                    let top = bf16_words_avx2::<JOINT>(_mm256_permute4x64_epi64::<0xD8>(s0), r);
+                    let lows = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                        low.as_ptr().add(16 * i) as *const _,
+                    ));
+                    let mids = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                        mid.as_ptr().add(16 * i) as *const _,
+                    ));
+                    let bytes = _mm256_or_si256(
+                        _mm256_shuffle_epi8(lows, low_at),
+                        _mm256_shuffle_epi8(mids, mid_at),
+                    );
+                    let at = dst.as_mut_ptr().add(64 * i) as *mut __m256i;
+                    _mm256_storeu_si256(at, _mm256_unpacklo_epi16(bytes, top));
+                    _mm256_storeu_si256(at.add(1), _mm256_unpackhi_epi16(bytes, top));
                 }
             }
             steps * 16
@@ -1410,10 +1663,27 @@ mod tests {
 
     fn packed_f32_merge_matches<const JOINT: bool>() {
         let layout = if JOINT { Layout::F32Joint } else { Layout::F32 };
-        for n in [0usize, 1, 8, 63, 64, 65, 1023, 1024, 1025, 2048, 3000] {
-            let src: Vec<u8> = (0..n as u32)
-                .flat_map(|i| i.wrapping_mul(2654435761).rotate_left(i % 32).to_le_bytes())
-                .collect();
+        // Around the vector steps (16, 64) and the two-pass path's step (1024); then every
+        // 16-bit top half in every lane of a step, beside varying low bytes: no bit may
+        // leak between lanes, bytes or words.
+        let patterns: Vec<u8> = (0..16 * 65536u32)
+            .flat_map(|i| {
+                let top = ((i >> 4) as u16).rotate_left(i & 15);
+                ((u32::from(top) << 16) | (i.wrapping_mul(2654435761) >> 16)).to_le_bytes()
+            })
+            .collect();
+        let lengths = [
+            0usize, 1, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 200, 1023, 1024, 1025,
+            2048, 3000,
+        ];
+        for n in lengths.into_iter().chain([patterns.len() / 4]) {
+            let src: Vec<u8> = if n == patterns.len() / 4 {
+                patterns.clone()
+            } else {
+                (0..n as u32)
+                    .flat_map(|i| i.wrapping_mul(2654435761).rotate_left(i % 32).to_le_bytes())
+                    .collect()
+            };
             let mut f: [Vec<u16>; 4] = std::array::from_fn(|_| vec![0u16; n]);
             let [f0, f1, f2, f3] = &mut f;
             layout.split(&src, &mut [f0, f1, f2, f3]);
@@ -1427,9 +1697,30 @@ mod tests {
                     for low in forms(1) {
                         let mut dst = vec![0xEEu8; 4 * n];
                         merge_f32_packed_on::<JOINT>(level, &f[0], &packed, mid, low, &mut dst);
-                        assert_eq!(dst, src, "{layout:?} n {n} {level} {mid:?} {low:?}");
+                        assert!(dst == src, "{layout:?} n {n} {level} {mid:?} {low:?}");
                     }
                 }
+                // The one-pass vector merge alone: it takes every whole step it can (the
+                // AVX2 one leaves the last if the packed bytes end without 2 bytes of
+                // slack), and writes what the reference does.
+                let mut dst = vec![0xEEu8; 4 * n];
+                let done = simd::merge_f32_bytes::<JOINT>(
+                    level, &f[0], &packed, &bytes[0], &bytes[1], &mut dst,
+                );
+                let step = match level {
+                    SimdLevel::Avx512 => 64,
+                    SimdLevel::Avx2 => 16,
+                    SimdLevel::Scalar => usize::MAX,
+                };
+                let whole = n.checked_div(step).unwrap_or(0) * step;
+                assert!(
+                    done == whole || (level == SimdLevel::Avx2 && done + 16 == whole),
+                    "{layout:?} n {n} {level}: {done} of {n} merged"
+                );
+                assert!(
+                    dst[..4 * done] == src[..4 * done],
+                    "{layout:?} n {n} {level} one pass"
+                );
             }
         }
     }
