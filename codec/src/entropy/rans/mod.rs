@@ -59,6 +59,80 @@ pub use decode::{decode_chunk, decode_chunk_pair};
 pub(crate) use decode::{decode_chunk_as, decode_chunk_pair_as};
 pub use encode::encode_chunk;
 
+thread_local! {
+    /// This thread's write-ahead window (see [`write_ahead`]): next byte, end, bytes per
+    /// group of [`LANES`] symbols; empty when `next >= end`.
+    static WRITE_AHEAD: std::cell::Cell<(usize, usize, usize)> =
+        const { std::cell::Cell::new((0, 0, 0)) };
+}
+
+/// Runs `decode` with `out` announced as the bytes that the caller writes once the decode
+/// is done, `bytes_per_symbol` of them per symbol decoded: the vector decoders issue a
+/// write prefetch (`prefetchw`) for each group's share of `out` as they go, so that the
+/// merge after them finds its output lines in cache, owned, instead of waiting on each
+/// line's read from memory (the F32 merge spent most of its ~19 % of a decode on those
+/// reads: BENCHMARKS.md, tenth session, dec12). The rANS loop is bound by its own
+/// dependency chains, and the prefetches overlap with it. Only addresses are computed:
+/// a prefetch never faults, and nothing is read or written through them.
+/// (`out` as an address range: the caller holds the bytes mutably borrowed elsewhere.)
+pub(crate) fn write_ahead<R>(
+    out: std::ops::Range<*const u8>,
+    bytes_per_symbol: usize,
+    decode: impl FnOnce() -> R,
+) -> R {
+    let window = (
+        out.start as usize,
+        out.end as usize,
+        LANES * bytes_per_symbol,
+    );
+    WRITE_AHEAD.with(|w| w.set(window));
+    let result = decode();
+    WRITE_AHEAD.with(|w| w.set((0, 0, 0)));
+    result
+}
+
+/// The window of [`write_ahead`] as a vector decoder walks it: taken when the decoder
+/// starts, one [`WriteAhead::group`] per group decoded, put back when it returns (a
+/// chunk decodes in several calls, one per block).
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct WriteAhead {
+    next: usize,
+    end: usize,
+    step: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl WriteAhead {
+    /// This thread's window.
+    #[inline(always)]
+    pub(crate) fn take() -> Self {
+        let (next, end, step) = WRITE_AHEAD.with(|w| w.get());
+        Self { next, end, step }
+    }
+
+    /// Prefetches, for writing, the next group's share of the window, if any is left.
+    #[inline(always)]
+    pub(crate) fn group(&mut self) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_ET0};
+        if self.next < self.end {
+            let mut line = self.next;
+            while line < self.next + self.step {
+                // SAFETY: SSE is part of the x86-64 baseline; a prefetch is a hint that
+                // reads nothing into the program and never faults, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_ET0>(line as *const i8) };
+                line += 64;
+            }
+            self.next += self.step;
+        }
+    }
+
+    /// Hands the rest of the window back to this thread.
+    #[inline(always)]
+    pub(crate) fn put(self) {
+        WRITE_AHEAD.with(|w| w.set((self.next, self.end, self.step)));
+    }
+}
+
 /// Reads 16-bit words; past the end it yields zeros and keeps counting, so the overrun
 /// shows up as a position beyond the word count.
 pub(crate) struct WordReader<'a> {

@@ -510,3 +510,34 @@ fn scalar_path_codes_tables_wider_than_nine_bits() {
     .unwrap();
     assert_eq!(back, symbols);
 }
+
+/// The write-ahead window: a vector decoder takes it, walks it one group's share at a
+/// time and stops at its end, hands the rest back for the next block, and the window is
+/// cleared when the decode returns.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn write_ahead_walks_its_window_and_is_cleared_after() {
+    let out = vec![0u8; 1000];
+    let start = out.as_ptr() as usize;
+    write_ahead(out.as_ptr_range(), 4, || {
+        let mut ahead = WriteAhead::take();
+        assert_eq!(
+            (ahead.next, ahead.end, ahead.step),
+            (start, start + 1000, 4 * LANES)
+        );
+        for _ in 0..3 {
+            ahead.group();
+        }
+        ahead.put();
+        let mut ahead = WriteAhead::take();
+        assert_eq!(ahead.next, start + 3 * 4 * LANES, "the next block goes on");
+        for _ in 0..10 {
+            ahead.group();
+        }
+        // 1000 bytes are 7.8 groups' shares: the eighth is the last prefetched.
+        assert_eq!(ahead.next, start + 8 * 4 * LANES);
+        ahead.put();
+    });
+    let after = WriteAhead::take();
+    assert!(after.next >= after.end, "window left behind");
+}

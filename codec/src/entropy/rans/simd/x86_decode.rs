@@ -1,6 +1,6 @@
 //! The AVX-512 and AVX2 group decoders.
 
-use super::super::{Symbol, WordReader, LANES, RANS_L};
+use super::super::{Symbol, WordReader, WriteAhead, LANES, RANS_L};
 use crate::entropy::model::{DecTable, PROB_BITS};
 use std::arch::x86_64::*;
 
@@ -33,6 +33,7 @@ pub(super) unsafe fn decode_groups_avx512<S: Symbol, const N: usize, const INLIN
     let lower = _mm512_set1_epi32(RANS_L as i32);
     let low9 = _mm512_set1_epi32(0x1FF);
     let mut g = 0;
+    let mut ahead = WriteAhead::take();
     // A step reads at most LANES words per chunk: stay where that cannot pass an end.
     while g < groups && (0..N).all(|j| pos[j] + LANES <= n_words[j]) {
         let mut e = [[_mm512_setzero_si512(); 2]; N];
@@ -98,8 +99,12 @@ pub(super) unsafe fn decode_groups_avx512<S: Symbol, const N: usize, const INLIN
                 };
             }
         }
+        for _ in 0..N {
+            ahead.group();
+        }
         g += 1;
     }
+    ahead.put();
     for j in 0..N {
         let lanes = states[j].as_mut_ptr() as *mut __m512i;
         // SAFETY: as for the loads above.
@@ -200,6 +205,7 @@ pub(super) unsafe fn decode_groups_avx2<S: Symbol, const N: usize, const INLINE:
     let zero = _mm256_setzero_si256();
     let refill = REFILL4.as_ptr() as *const __m128i;
     let mut g = 0;
+    let mut ahead = WriteAhead::take();
     // A step reads at most LANES words per chunk: stay where that cannot pass an end.
     while g < groups && (0..N).all(|j| pos[j] + LANES <= n_words[j]) {
         for j in 0..N {
@@ -286,8 +292,12 @@ pub(super) unsafe fn decode_groups_avx2<S: Symbol, const N: usize, const INLINE:
                 }
             }
         }
+        for _ in 0..N {
+            ahead.group();
+        }
         g += 1;
     }
+    ahead.put();
     for j in 0..N {
         let lanes = states[j].as_mut_ptr() as *mut __m256i;
         for (v, &xv) in x[j].iter().enumerate() {
