@@ -1108,9 +1108,10 @@ fn decode_chunk_pair(
             continue;
         }
         // The merge below writes `dst` after these decodes: each announces it, so that
-        // its lines are in cache, owned, by then (+2–9 % on the vector paths, BENCHMARKS.md,
-        // tenth session, dec12). A pair's groups decode in the order of `dst`, chunk `a`
-        // first, or both interleaved (which walks the window as fast).
+        // its lines are in cache, owned, by then (+5–15 % by CPU time on the vector
+        // paths, BENCHMARKS.md, tenth session, dec12). A pair's groups decode in the
+        // order of `dst`, chunk `a` first, or both interleaved (which walks the window
+        // as fast).
         let result = crate::entropy::rans::write_ahead(dst_range.clone(), esize, || {
             if as_bytes(i) {
                 let [a, b] = &mut bufs.byte_pairs[i];
