@@ -37,7 +37,7 @@ pub(super) fn count_elements<const W: usize>(
     layout: Layout,
     base: &[u8],
     target: &[u8],
-    symbols: &mut [u16],
+    symbols: &mut [u8],
     hist: &mut [u32],
     bits: &mut BitWriter,
 ) -> usize {
@@ -70,7 +70,7 @@ pub(super) fn encode_groups<const W: usize, const L: usize>(
     layout: Layout,
     tables: &PackedTables<'_>,
     rans: &mut RansEncoder<L>,
-    symbols: &[u16],
+    symbols: &[u8],
     base: &[u8],
     groups: usize,
 ) {
@@ -119,12 +119,12 @@ mod x86 {
     use crate::entropy::model::PROB_BITS;
     use std::arch::x86_64::*;
 
-    /// Loads 16 symbols, zero-extended to 32 bits.
+    /// Loads 16 symbols (a byte each), zero-extended to 32 bits.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn symbols16(p: *const u16) -> __m512i {
+    unsafe fn symbols16(p: *const u8) -> __m512i {
         // SAFETY: the caller guarantees 16 readable symbols at `p`.
-        _mm512_cvtepu16_epi32(unsafe { _mm256_loadu_si256(p as *const __m256i) })
+        _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(p as *const __m128i) })
     }
 
     /// Tokenizes `vectors` · 16 elements from the start (W ≤ 4: every lane fits 32 bits),
@@ -137,7 +137,7 @@ mod x86 {
         layout: Layout,
         base: &[u8],
         target: &[u8],
-        symbols: &mut [u16],
+        symbols: &mut [u8],
         hist: &mut [u32],
         bits: &mut BitWriter,
         vectors: usize,
@@ -211,9 +211,7 @@ mod x86 {
                     one
                 } else {
                     // SAFETY: at ≥ 32: the 16 symbols 32 back are stored already.
-                    let back = _mm512_cvtepu16_epi32(unsafe {
-                        _mm256_loadu_si256(symbols.as_ptr().add(at - WIDE_LANES) as *const __m256i)
-                    });
+                    let back = unsafe { symbols16(symbols.as_ptr().add(at - WIDE_LANES)) };
                     _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(back, zero), one)
                 };
                 let context = _mm512_add_epi32(_mm512_add_epi32(exp, exp), back_zero);
@@ -232,9 +230,9 @@ mod x86 {
                 // of the block, and each vector adds at most 16 (exactly `k` and `e`
                 // lanes stored, compressed in registers into lane order).
                 unsafe {
-                    _mm256_storeu_si256(
-                        symbols.as_mut_ptr().add(at) as *mut __m256i,
-                        _mm512_cvtepi32_epi16(symbol),
+                    _mm_storeu_si128(
+                        symbols.as_mut_ptr().add(at) as *mut __m128i,
+                        _mm512_cvtepi32_epi8(symbol),
                     );
                     _mm512_mask_storeu_epi32(
                         counts.as_mut_ptr().add(n_counts) as *mut i32,
@@ -277,7 +275,7 @@ mod x86 {
         states: &mut [u32; WIDE_LANES],
         words: &mut [u16],
         pos: &mut usize,
-        symbols: &[u16],
+        symbols: &[u8],
         base: &[u8],
         groups: usize,
     ) {
