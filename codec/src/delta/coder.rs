@@ -364,6 +364,34 @@ impl BitWriter {
         self.filled -= 32 * u32::from(full);
     }
 
+    /// Appends the low `counts[i] ≤ 32` bits of each `values[i]`, in order: what
+    /// [`Self::put32`] does per field, with the writer's state in locals for the whole run.
+    /// Through `&mut self` the compiler reloads that state after every byte store (which
+    /// might alias it), so a loop of `put32` chains each field to the last through memory
+    /// (12 % of a delta's first pass on its own, `perf annotate`).
+    pub(crate) fn put_fields(&mut self, values: &[u32], counts: &[u32]) {
+        debug_assert_eq!(values.len(), counts.len());
+        // Each field moves the length by at most 4 bytes and stores 4 bytes at it.
+        let room = self.len + 4 * values.len() + 4;
+        while room > self.bytes.len() {
+            self.grow();
+        }
+        let (mut acc, mut filled, mut len) = (self.acc, self.filled, self.len);
+        let bytes = &mut self.bytes[..room];
+        for (&value, &n) in values.iter().zip(counts) {
+            debug_assert!(n <= 32);
+            // filled < 32 and the field < 2^32: fits.
+            acc |= (u64::from(value) & ((1u64 << n) - 1)) << filled;
+            filled += n;
+            bytes[len..len + 4].copy_from_slice(&(acc as u32).to_le_bytes());
+            let full = filled >= 32;
+            len += 4 * usize::from(full);
+            acc = if full { acc >> 32 } else { acc };
+            filled -= 32 * u32::from(full);
+        }
+        (self.acc, self.filled, self.len) = (acc, filled, len);
+    }
+
     #[cold]
     fn grow(&mut self) {
         let room = (2 * self.bytes.len()).max(1 << 12);

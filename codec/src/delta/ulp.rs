@@ -483,7 +483,7 @@ fn count_chunk<const W: usize, const L: usize>(
     layout: Layout,
     base: &[u8],
     target: &[u8],
-    symbols: &mut [u16],
+    symbols: &mut [u8],
     hist: &mut [u32],
 ) -> Vec<u8> {
     let alphabet = layout.alphabet();
@@ -498,7 +498,8 @@ fn count_chunk<const W: usize, const L: usize>(
         let token = tokenize_fast(layout, difference(layout, b, t));
         let back_zero = usize::from(i < L || symbols[i - L] == 0);
         hist[(layout.exponent(b) * 2 + back_zero) * alphabet + usize::from(token.symbol)] += 1;
-        symbols[i] = token.symbol;
+        // Below the alphabet, at most 255 (`Layout::alphabet`).
+        symbols[i] = token.symbol as u8;
         bits.put(token.extra, token.extra_bits);
     }
     bits.finish()
@@ -515,7 +516,9 @@ fn encode_w<const W: usize, const L: usize>(
     let body = n * W;
     let alphabet = layout.alphabet();
     let hist_len = layout.exponents() * 2 * alphabet;
-    let mut symbols = vec![0u16; n];
+    // A byte per symbol (alphabets have at most 255): half the fresh pages of 16-bit
+    // symbols, which a tensor-sized buffer costs (~2 µs per 4 KiB here).
+    let mut symbols = vec![0u8; n];
     // Chunks are counted in parallel, each thread into its own histogram; each chunk's
     // extra bits come back with its index.
     let (hist, mut extra) = symbols
@@ -605,7 +608,7 @@ fn encode_chunk<const W: usize, const L: usize>(
     plan: &Plan,
     enc: &[EncTable],
     packed: &PackedTables<'_>,
-    symbols: &[u16],
+    symbols: &[u8],
     base: &[u8],
     extra_bits: &[u8],
 ) -> Vec<u8> {
@@ -621,7 +624,7 @@ fn encode_chunk<const W: usize, const L: usize>(
             0
         };
         let table = &enc[usize::from(plan.group_of[exp]) * k + prev_zero];
-        rans.put(i, symbols[i], table);
+        rans.put(i, u16::from(symbols[i]), table);
     }
     if vector {
         wide_encode::encode_groups::<W, L>(level, layout, packed, &mut rans, symbols, base, groups);

@@ -37,7 +37,7 @@ pub(super) fn count_elements<const W: usize>(
     layout: Layout,
     base: &[u8],
     target: &[u8],
-    symbols: &mut [u16],
+    symbols: &mut [u8],
     hist: &mut [u32],
     bits: &mut BitWriter,
 ) -> usize {
@@ -48,6 +48,8 @@ pub(super) fn count_elements<const W: usize>(
     let n = symbols.len();
     assert!(base.len() >= n * W && target.len() >= n * W);
     assert!(hist.len() == layout.exponents() * 2 * layout.alphabet());
+    // The vector loop packs a slot into 16 bits (W ≤ 4: at most 2^8 · 2 · 127 slots).
+    assert!(hist.len() <= 1 << 16);
     let vectors = n / 16;
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU has AVX-512 (`supports`); the slices hold `vectors · 16` elements
@@ -68,7 +70,7 @@ pub(super) fn encode_groups<const W: usize, const L: usize>(
     layout: Layout,
     tables: &PackedTables<'_>,
     rans: &mut RansEncoder<L>,
-    symbols: &[u16],
+    symbols: &[u8],
     base: &[u8],
     groups: usize,
 ) {
@@ -117,24 +119,25 @@ mod x86 {
     use crate::entropy::model::PROB_BITS;
     use std::arch::x86_64::*;
 
-    /// Loads 16 symbols, zero-extended to 32 bits.
+    /// Loads 16 symbols (a byte each), zero-extended to 32 bits.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn symbols16(p: *const u16) -> __m512i {
+    unsafe fn symbols16(p: *const u8) -> __m512i {
         // SAFETY: the caller guarantees 16 readable symbols at `p`.
-        _mm512_cvtepu16_epi32(unsafe { _mm256_loadu_si256(p as *const __m256i) })
+        _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(p as *const __m128i) })
     }
 
     /// Tokenizes `vectors` · 16 elements from the start (W ≤ 4: every lane fits 32 bits),
     /// the arithmetic of `tokenize_fast` per lane, then counts each token and appends its
-    /// extra bits in element order (the histogram and the bit position are serial).
+    /// extra bits in element order (the histogram and the bit position are serial: both
+    /// are done a block of vectors at a time, from what the vectors left in arrays).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512cd,popcnt")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn count_avx512<const W: usize>(
         layout: Layout,
         base: &[u8],
         target: &[u8],
-        symbols: &mut [u16],
+        symbols: &mut [u8],
         hist: &mut [u32],
         bits: &mut BitWriter,
         vectors: usize,
@@ -158,70 +161,103 @@ mod x86 {
                 _mm512_xor_si512(x, mask),
             )
         };
-        let mut index = [0u32; 16];
-        let mut extra = [0u32; 16];
-        let mut extra_bits = [0u32; 16];
-        for v in 0..vectors {
-            let at = 16 * v;
-            // SAFETY: at + 16 ≤ vectors · 16, which the slices hold (the caller's assert).
-            let (b, t) = unsafe {
-                (
-                    load16::<W>(base.as_ptr().add(at * W)),
-                    load16::<W>(target.as_ptr().add(at * W)),
-                )
-            };
-            let diff = _mm512_and_si512(_mm512_sub_epi32(key(t), key(b)), mask);
-            let negative = _mm512_test_epi32_mask(diff, sign);
-            let magnitude =
-                _mm512_mask_and_epi32(diff, negative, _mm512_sub_epi32(zero, diff), mask);
-            // ⌊log2⌋ of the magnitude (0 for 0 and 1).
-            let e = _mm512_sub_epi32(
-                thirty_one,
-                _mm512_lzcnt_epi32(_mm512_or_si512(magnitude, one)),
-            );
-            let big = _mm512_cmpge_epu32_mask(magnitude, four);
-            let n_bits = _mm512_maskz_sub_epi32(big, e, one);
-            let half = _mm512_and_si512(_mm512_srlv_epi32(magnitude, n_bits), one);
-            let class = _mm512_mask_add_epi32(magnitude, big, _mm512_add_epi32(e, e), half);
-            // 2·class − 1 + negative, and 0 for class 0 (where negative is 0).
-            let twice = _mm512_mask_add_epi32(
-                _mm512_add_epi32(class, class),
-                negative,
-                _mm512_add_epi32(class, class),
-                one,
-            );
-            let symbol = _mm512_sub_epi32(_mm512_max_epu32(twice, one), one);
-            let low = _mm512_and_si512(
-                magnitude,
-                _mm512_sub_epi32(_mm512_sllv_epi32(one, n_bits), one),
-            );
-            let exp = _mm512_and_si512(_mm512_srlv_epi32(b, mant), exp_mask);
-            let back_zero = if at < WIDE_LANES {
-                one
-            } else {
-                // SAFETY: at ≥ 32: the 16 symbols 32 back are stored already.
-                let back = _mm512_cvtepu16_epi32(unsafe {
-                    _mm256_loadu_si256(symbols.as_ptr().add(at - WIDE_LANES) as *const __m256i)
-                });
-                _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(back, zero), one)
-            };
-            let context = _mm512_add_epi32(_mm512_add_epi32(exp, exp), back_zero);
-            let slot = _mm512_add_epi32(_mm512_mullo_epi32(context, alphabet), symbol);
-            // SAFETY: at + 16 ≤ symbols.len(); the arrays are 16 u32s each.
-            unsafe {
-                _mm256_storeu_si256(
-                    symbols.as_mut_ptr().add(at) as *mut __m256i,
-                    _mm512_cvtepi32_epi16(symbol),
+        // Counts and extra bits of up to BLOCK vectors, applied after the block: read back
+        // long after they were stored (a store of a whole vector read back at once as
+        // single lanes stalls on store forwarding).
+        const BLOCK: usize = 64;
+        // Per slot a vector counts: the slot (below 2^16, asserted by the caller) and, in
+        // the upper half, its earlier equal lanes (their number plus one is its count).
+        let mut counts = [0u32; 16 * BLOCK];
+        let mut extra = [0u32; 16 * BLOCK];
+        let mut extra_bits = [0u32; 16 * BLOCK];
+        for first in (0..vectors).step_by(BLOCK) {
+            let (mut n_counts, mut n_extra) = (0usize, 0usize);
+            for v in first..vectors.min(first + BLOCK) {
+                let at = 16 * v;
+                // SAFETY: at + 16 ≤ vectors · 16, which the slices hold (the caller's assert).
+                let (b, t) = unsafe {
+                    (
+                        load16::<W>(base.as_ptr().add(at * W)),
+                        load16::<W>(target.as_ptr().add(at * W)),
+                    )
+                };
+                let diff = _mm512_and_si512(_mm512_sub_epi32(key(t), key(b)), mask);
+                let negative = _mm512_test_epi32_mask(diff, sign);
+                let magnitude =
+                    _mm512_mask_and_epi32(diff, negative, _mm512_sub_epi32(zero, diff), mask);
+                // ⌊log2⌋ of the magnitude (0 for 0 and 1).
+                let e = _mm512_sub_epi32(
+                    thirty_one,
+                    _mm512_lzcnt_epi32(_mm512_or_si512(magnitude, one)),
                 );
-                _mm512_storeu_si512(index.as_mut_ptr() as *mut __m512i, slot);
-                _mm512_storeu_si512(extra.as_mut_ptr() as *mut __m512i, low);
-                _mm512_storeu_si512(extra_bits.as_mut_ptr() as *mut __m512i, n_bits);
+                let big = _mm512_cmpge_epu32_mask(magnitude, four);
+                let n_bits = _mm512_maskz_sub_epi32(big, e, one);
+                let half = _mm512_and_si512(_mm512_srlv_epi32(magnitude, n_bits), one);
+                let class = _mm512_mask_add_epi32(magnitude, big, _mm512_add_epi32(e, e), half);
+                // 2·class − 1 + negative, and 0 for class 0 (where negative is 0).
+                let twice = _mm512_mask_add_epi32(
+                    _mm512_add_epi32(class, class),
+                    negative,
+                    _mm512_add_epi32(class, class),
+                    one,
+                );
+                let symbol = _mm512_sub_epi32(_mm512_max_epu32(twice, one), one);
+                let low = _mm512_and_si512(
+                    magnitude,
+                    _mm512_sub_epi32(_mm512_sllv_epi32(one, n_bits), one),
+                );
+                let exp = _mm512_and_si512(_mm512_srlv_epi32(b, mant), exp_mask);
+                let back_zero = if at < WIDE_LANES {
+                    one
+                } else {
+                    // SAFETY: at ≥ 32: the 16 symbols 32 back are stored already.
+                    let back = unsafe { symbols16(symbols.as_ptr().add(at - WIDE_LANES)) };
+                    _mm512_maskz_mov_epi32(_mm512_cmpeq_epi32_mask(back, zero), one)
+                };
+                let context = _mm512_add_epi32(_mm512_add_epi32(exp, exp), back_zero);
+                let slot = _mm512_add_epi32(_mm512_mullo_epi32(context, alphabet), symbol);
+                // Each slot counted once per vector, by its last lane, with the number of
+                // its lanes: most of a vector's 16 lanes share a few slots, and 16
+                // increments one after another chain on the same counters through memory.
+                // A lane that a later lane names as an equal is not the last of its slot.
+                let equals = _mm512_conflict_epi32(slot);
+                let last = !(_mm512_reduce_or_epi32(equals) as u16);
+                let count = _mm512_or_si512(_mm512_slli_epi32::<16>(equals), slot);
+                // Only the lanes with extra bits append any (most have none).
+                let with_bits = _mm512_test_epi32_mask(n_bits, n_bits);
+                let (k, e) = (last.count_ones() as usize, with_bits.count_ones() as usize);
+                // SAFETY: at + 16 ≤ symbols.len(); each array holds 16 entries per vector
+                // of the block, and each vector adds at most 16 (exactly `k` and `e`
+                // lanes stored, compressed in registers into lane order).
+                unsafe {
+                    _mm_storeu_si128(
+                        symbols.as_mut_ptr().add(at) as *mut __m128i,
+                        _mm512_cvtepi32_epi8(symbol),
+                    );
+                    _mm512_mask_storeu_epi32(
+                        counts.as_mut_ptr().add(n_counts) as *mut i32,
+                        low_mask(k),
+                        _mm512_maskz_compress_epi32(last, count),
+                    );
+                    _mm512_mask_storeu_epi32(
+                        extra.as_mut_ptr().add(n_extra) as *mut i32,
+                        low_mask(e),
+                        _mm512_maskz_compress_epi32(with_bits, low),
+                    );
+                    _mm512_mask_storeu_epi32(
+                        extra_bits.as_mut_ptr().add(n_extra) as *mut i32,
+                        low_mask(e),
+                        _mm512_maskz_compress_epi32(with_bits, n_bits),
+                    );
+                }
+                n_counts += k;
+                n_extra += e;
             }
-            for ((&slot, &value), &n) in index.iter().zip(&extra).zip(&extra_bits) {
+            for &c in &counts[..n_counts] {
                 // Below exponents · 2 · alphabet = hist.len() (checked, never taken).
-                hist[slot as usize] += 1;
-                bits.put32(u64::from(value), n);
+                hist[(c & 0xFFFF) as usize] += (c >> 16).count_ones() + 1;
             }
+            bits.put_fields(&extra[..n_extra], &extra_bits[..n_extra]);
         }
     }
 
@@ -239,7 +275,7 @@ mod x86 {
         states: &mut [u32; WIDE_LANES],
         words: &mut [u16],
         pos: &mut usize,
-        symbols: &[u16],
+        symbols: &[u8],
         base: &[u8],
         groups: usize,
     ) {
