@@ -81,6 +81,9 @@ impl StreamEncoder {
     /// Chooses the mode and tables from one histogram per block (each `1 << symbol_bits`
     /// long; block `b` covers symbols `b << block_log2 ..`). Chunks hold
     /// `1 << chunk_log2` symbols, with `MIN_BLOCK_LOG2 ≤ block_log2 ≤ chunk_log2`.
+    /// The encoder plans from sparse histograms ([`Self::plan_sparse`]); this dense form is
+    /// the tests' reference.
+    #[cfg(test)]
     pub fn plan(
         block_hists: &[Vec<u32>],
         symbol_bits: u32,
@@ -346,6 +349,7 @@ fn bit_costs(table: &FreqTable, alphabet: usize) -> Vec<f32> {
 pub(crate) type SparseHist = Vec<(u16, u32)>;
 type Sparse = SparseHist;
 
+#[cfg(test)]
 fn sparse(hist: &[u32]) -> Sparse {
     hist.iter()
         .enumerate()
