@@ -82,8 +82,8 @@ impl StreamEncoder {
     /// long; block `b` covers symbols `b << block_log2 ..`). Chunks hold
     /// `1 << chunk_log2` symbols, with `MIN_BLOCK_LOG2 ≤ block_log2 ≤ chunk_log2`.
     /// The encoder plans from sparse histograms ([`Self::plan_sparse`]); this dense form is
-    /// the tests' reference.
-    #[cfg(test)]
+    /// the tests' reference (this crate's and the GPU mirror's).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn plan(
         block_hists: &[Vec<u32>],
         symbol_bits: u32,
@@ -349,7 +349,7 @@ fn bit_costs(table: &FreqTable, alphabet: usize) -> Vec<f32> {
 pub(crate) type SparseHist = Vec<(u16, u32)>;
 type Sparse = SparseHist;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 fn sparse(hist: &[u32]) -> Sparse {
     hist.iter()
         .enumerate()
