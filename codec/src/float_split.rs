@@ -815,7 +815,7 @@ mod simd {
                 SimdLevel::Scalar => {}
             }
         }
-        let _ = (exp, packed, dst);
+        let _ = (level, exp, packed, dst);
         0
     }
 
@@ -863,7 +863,7 @@ mod simd {
                 SimdLevel::Scalar => {}
             }
         }
-        let _ = (exp, packed, mid, low, dst);
+        let _ = (level, exp, packed, mid, low, dst);
         0
     }
 
