@@ -254,7 +254,8 @@ impl<'a> Archive<'a> {
     /// On Linux a thread of its own reads the file through (`sendfile` to `/dev/null`,
     /// no copy): that takes the kernel's sequential read-ahead, which read MiniLM F32's
     /// 74 MB from a cold cache in 39 ms (median of 7) where `MADV_WILLNEED` requests of
-    /// 2 MiB took 72–113 ms, and a cold load waited on them (11 % faster this way). Elsewhere, or when that cannot start, the file is requested with
+    /// 2 MiB took 72–113 ms, and a cold load waited on them (11 % faster this way).
+    /// Elsewhere, or when that cannot start, the file is requested with
     /// `MADV_WILLNEED`, window by window: one request is capped at the read-ahead window,
     /// and a request returns before its read completes but waits for room in the
     /// device's queue, so the first 32 MiB are requested here (about a millisecond) and
