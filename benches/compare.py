@@ -26,10 +26,19 @@ work on the machine skews the numbers.
                     compress (decompress) calls. Every tensor is verified.
                     ZipNN has no call that decodes into a caller's buffer: each
                     decompress allocates its output. Warm: tensor by tensor, each
-                    output dropped before the next (glibc hands the next one the
-                    pages just freed). Cold: every output kept until the end, as a
-                    loader keeps its tensors, after malloc_trim(0) returned the
-                    heap's free pages, so outputs land on fresh pages.
+                    output dropped before the next, so the next one lands on pages
+                    already mapped, as mcodec's reused buffer is: this process sets
+                    glibc's M_MMAP_MAX to 0 and M_TRIM_THRESHOLD to INT_MAX at the
+                    start (see keep_freed_heap), otherwise an output above glibc's
+                    mmap threshold (dynamic, at most 32 MiB) is a fresh mapping on
+                    every call and its first-touch faults (~2 µs per 4 KiB page on
+                    the Firecracker guest) were timed as "warm" -- the threshold
+                    moves with what was freed before, which made ZipNN's warm decode
+                    swing 2x between runs. The warm pass's minor faults are reported
+                    (decode_minflt; ~0 when the pages were reused). Cold: every
+                    output kept until the end, as a loader keeps its tensors, after
+                    malloc_trim(0) returned the heap's free pages, so outputs land
+                    on fresh pages.
   zstd -3           the whole file through the zstandard module, in memory;
                     T=1 is single-threaded (threads=0), T=all uses that many
                     workers. zstd decompression is single-threaded either way.
@@ -138,21 +147,49 @@ def mcodec_pack_unpack(binary: Path, path: Path, file_sha: bytes, tmp: Path, tim
 
 # --------------------------------------------------------------------------- peers
 
-def release_free_heap() -> bool:
-    """Hands the C heap's free pages back to the kernel (glibc `malloc_trim(0)`), so that
-    the next allocations get fresh pages; False where there is no glibc."""
+def glibc():
+    """The C library if it is glibc (it has `malloc_trim` and `mallopt`), else None."""
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     if name is None:
+        return None
+    lib = ctypes.CDLL(name)
+    return lib if hasattr(lib, "malloc_trim") and hasattr(lib, "mallopt") else None
+
+
+def release_free_heap() -> bool:
+    """Hands the C heap's free pages back to the kernel (glibc `malloc_trim(0)`), so that
+    the next allocations get fresh pages; False where there is no glibc."""
+    lib = glibc()
+    if lib is None:
         return False
-    try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except AttributeError:  # not glibc
-        return False
-    trim(0)
+    lib.malloc_trim(0)
     return True
+
+
+def keep_freed_heap() -> bool:
+    """Makes freed C-heap memory stay mapped for the next allocation (this process only:
+    the in-process peers). glibc serves a block above its mmap threshold (128 KiB, raised
+    to the largest block freed so far, at most 32 MiB) by a fresh mapping and unmaps it on
+    free, so a peer decoding tensor by tensor faulted in fresh pages for every big output
+    -- ZipNN's "warm" decode of a 47 MB tensor included 11,485 page faults per pass.
+    M_MMAP_MAX = 0 serves every block from the heap, M_TRIM_THRESHOLD = INT_MAX keeps the
+    heap's freed top; `release_free_heap` still returns the pages before a cold pass.
+    False where there is no glibc (the warm figures then include those faults)."""
+    lib = glibc()
+    if lib is None:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's malloc.h
+    return bool(lib.mallopt(m_mmap_max, 0)) and bool(lib.mallopt(m_trim_threshold, 2**31 - 1))
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far (fresh pages touched)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def zipnn_run(st, view: memoryview, threads: int) -> dict:
@@ -185,8 +222,9 @@ def zipnn_run(st, view: memoryview, threads: int) -> dict:
     # Cold, as a loader gets it: every decoded tensor is kept until the end, so no output
     # lands in memory freed by an earlier one, and the heap's free pages (the encode
     # pass's copies) are handed back first. The warm pass below decodes tensor by tensor
-    # and drops each output, so glibc hands the next decompress the pages just freed:
-    # mapped memory, as `mcodec bench`'s reused output buffer is.
+    # and drops each output, so glibc hands the next decompress the pages just freed
+    # (keep_freed_heap: no output is a fresh mapping): mapped memory, as `mcodec bench`'s
+    # reused output buffer is.
     release_free_heap()
     kept = []
     cold_s = 0.0
@@ -200,6 +238,7 @@ def zipnn_run(st, view: memoryview, threads: int) -> dict:
             raise RuntimeError(f"round trip differs for tensor {t.name}")
     del kept, out
     dec_s = 0.0
+    faults = minor_faults()
     for t, decoder, comp in coded:
         t0 = time.perf_counter()
         out = decoder.decompress(comp)
@@ -207,9 +246,10 @@ def zipnn_run(st, view: memoryview, threads: int) -> dict:
         if out != view[t.begin:t.end]:
             raise RuntimeError(f"round trip differs for tensor {t.name}")
         del out
+    faults = minor_faults() - faults
     return {"ratio": compressed / original, "encode_mb_s": mb_s(original, enc_s),
             "decode_mb_s": mb_s(original, dec_s), "decode_cold_mb_s": mb_s(original, cold_s),
-            "compressed_bytes": compressed}
+            "compressed_bytes": compressed, "decode_minflt": faults}
 
 
 def zstd_run(view: memoryview, file_sha: bytes, threads: int) -> dict:
@@ -433,8 +473,12 @@ def main() -> None:
     if not args.mcodec.is_file():
         log(f"NOTE: {args.mcodec} not found, skipping mcodec (build it with cargo build --release)")
 
+    heap_kept = keep_freed_heap()
+    if not heap_kept:
+        log("NOTE: not glibc: ZipNN's warm decode may include fresh-page faults")
     report = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "peer_heap_kept": heap_kept,
         "machine": machine_info(),
         "versions": tool_versions(args.mcodec),
         "repeats": args.repeats,
