@@ -82,11 +82,18 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
     check_blocks(tables[1], block_len, out_b.len())?;
     let (mut states_a, mut reader_a) = start_chunk(payloads[0])?;
     let (mut states_b, mut reader_b) = start_chunk(payloads[1])?;
-    if level != SimdLevel::Avx512 {
-        // Only the AVX-512 decoder gains from interleaving. The AVX2 one, with twice the
-        // state vectors of one chunk, runs out of registers and spills: one chunk after
-        // the other measured 12–25 % less CPU time on Zen 4 (BENCHMARKS.md, 2026-12-02
-        // fifth session). The scalar loop never interleaved.
+    // The AVX-512 decoder gains from interleaving the two chunks, and so does today's
+    // AVX2 one for 16-bit symbols (BF16/F16 +4–7 %, F32 +1–3 % of the whole decode by CPU
+    // time on Zen 4: BENCHMARKS.md, 2026-12-03 eleventh session, dec13; the fifth
+    // session's AVX2 loop lost 12–25 % to spills). Its 8-bit symbols (F32's mantissa
+    // bytes, FP8) measured level to −4 %: they stay one chunk after the other. The scalar
+    // loop never interleaved.
+    let interleave = match level {
+        SimdLevel::Avx512 => true,
+        SimdLevel::Avx2 => size_of::<S>() == 2,
+        SimdLevel::Scalar => false,
+    };
+    if !interleave {
         for (block, table) in out_a.chunks_mut(block_len).zip(tables[0]) {
             decode_block(level, &mut states_a, &mut reader_a, table, block);
         }
