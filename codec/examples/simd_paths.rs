@@ -4,7 +4,8 @@
 //! `RAYON_NUM_THREADS=1` for one thread); prints median MB/s (MB = 1e6 bytes of tensor data)
 //! per path, by wall time and by the process's CPU time (which other processes sharing the
 //! cores do not inflate), and the CPU time per tensor. `SIMD_PATHS_ENCODE_ONLY=1` skips
-//! the decodes (for profiling the encoder).
+//! the decodes (for profiling the encoder); `SIMD_PATHS_DECODE_ONLY=1` skips the encodes
+//! (every path decodes the first pack: the packs are checked equal otherwise).
 
 use std::time::Instant;
 
@@ -41,7 +42,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tensors = archive.index().tensors.len();
     let tensor_bytes: u64 = archive.index().tensors.iter().map(|t| t.original_len).sum();
     drop(archive);
-    let encode_only = std::env::var_os("SIMD_PATHS_ENCODE_ONLY").is_some_and(|v| v == "1");
+    let flag = |name: &str| std::env::var_os(name).is_some_and(|v| v == "1");
+    let (encode_only, decode_only) = (
+        flag("SIMD_PATHS_ENCODE_ONLY"),
+        flag("SIMD_PATHS_DECODE_ONLY"),
+    );
     let mut out = vec![0u8; input.len()];
     let mut packed = Vec::with_capacity(reference.len());
     let (mut enc, mut dec) = (
@@ -55,6 +60,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..rounds {
         for (i, &level) in levels.iter().enumerate() {
             set_simd_level(level)?;
+            if decode_only {
+                let (t, cpu) = (Instant::now(), process_cpu_seconds());
+                Archive::open(&reference)?.unpack_into(&mut out)?;
+                dec[i].push(t.elapsed().as_secs_f64());
+                dec_cpu[i].push(process_cpu_seconds() - cpu);
+                if out != input {
+                    return Err(format!("{level}: decoded bytes differ").into());
+                }
+                continue;
+            }
             packed.clear();
             let (t, cpu) = (Instant::now(), process_cpu_seconds());
             pack(&input, &opts, &mut packed, &|_| {})?;
