@@ -15,7 +15,10 @@ base=$1 ft=$2 work=$3 repeats=${4:-5}
 bin=${5:-target/release/mcodec}
 fsync_dir=${FSYNC_DIR:-target/store-bench-fsync}
 bytes=$(du -sb --apparent-size "$ft" | cut -f1)
-now() { date +%s.%N; }
+# Times from bash's own clock ($EPOCHREALTIME, bash 5+), read right before and after each
+# timed command: until the eleventh session a `date` subprocess and the bookkeeping between
+# commands (`du` of the store, `tail | awk` of the CPU log) were counted in the next
+# command's time (about 10 ms of a 46 MB `get`'s 58, BENCHMARKS.md).
 # Runs a command, appending "user+sys CPU seconds" of it to $cpu_log.
 cpu_log=$(mktemp)
 timed() { /usr/bin/time -a -o "$cpu_log" -f '%U %S' "$@"; }
@@ -31,14 +34,14 @@ for r in $(seq 1 "$repeats"); do
     "$bin" store --root "$s" init >/dev/null
     "$bin" store --root "$s" add "$base" --name base --delta "$mode" >/dev/null
     before=$(du -sb --apparent-size "$s" | cut -f1)
-    a=$(now); timed "$bin" store --root "$s" add "$ft" --name ft --base base --delta "$mode" >/dev/null; b=$(now)
+    a=$EPOCHREALTIME; timed "$bin" store --root "$s" add "$ft" --name ft --base base --delta "$mode" >/dev/null; a2=$EPOCHREALTIME
     addc=$(last_cpu)
     after=$(du -sb --apparent-size "$s" | cut -f1)
-    timed "$bin" store --root "$s" get ft -o "$work/out-$mode" --no-sync >/dev/null; c=$(now)
+    b=$EPOCHREALTIME; timed "$bin" store --root "$s" get ft -o "$work/out-$mode" --no-sync >/dev/null; b2=$EPOCHREALTIME
     getc=$(last_cpu)
-    "$bin" store --root "$s" get ft -o "$fsync_dir/out-$mode" >/dev/null; d=$(now)
+    c=$EPOCHREALTIME; "$bin" store --root "$s" get ft -o "$fsync_dir/out-$mode" >/dev/null; c2=$EPOCHREALTIME
     cmp -s "$ft/model.safetensors" "$work/out-$mode/model.safetensors"
-    add=$(echo "$b - $a" | bc -l); get=$(echo "$c - $b" | bc -l); getf=$(echo "$d - $c" | bc -l)
+    add=$(echo "$a2 - $a" | bc -l); get=$(echo "$b2 - $b" | bc -l); getf=$(echo "$c2 - $c" | bc -l)
     growth=$((after - before))
     printf '%s run %d: add %.3f s (CPU %s s)  get %.3f s (CPU %s s)  get+fsync(disk) %.3f s  growth %d bytes (%.2f %%)\n' \
       "$mode" "$r" "$add" "$addc" "$get" "$getc" "$getf" "$growth" "$(echo "100 * $growth / $bytes" | bc -l)"
