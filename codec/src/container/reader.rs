@@ -260,7 +260,13 @@ impl<'a> Archive<'a> {
     /// and a request returns before its read completes but waits for room in the
     /// device's queue, so the first 32 MiB are requested here (about a millisecond) and
     /// the rest from a thread of its own.
+    ///
+    /// A file that looks cached already (a page every 2 MiB, `mincore`) starts nothing:
+    /// on a warm load the thread only competed with the decoders for the cores.
     pub fn prefetch(&self) {
+        if self.looks_cached() {
+            return;
+        }
         #[cfg(target_os = "linux")]
         if let (Bytes::Mapped(map), Some(file)) = (&self.bytes, &self.file) {
             if let (Ok(file), Ok(null)) = (
@@ -475,6 +481,9 @@ impl<'a> Archive<'a> {
         release: bool,
     ) -> Result<(), ContainerError> {
         let t = &self.index.tensors[i];
+        if release {
+            self.map_output_while_unread(t, out);
+        }
         let decoder = self.decoder_with(i, false)?;
         let tensor_error = |source| ContainerError::Tensor {
             name: t.name.clone(),
@@ -502,6 +511,80 @@ impl<'a> Archive<'a> {
             xxh3_64(out)
         };
         check_tensor(t, computed)
+    }
+
+    /// Maps the fresh pages of `out` (tensor `t`'s output, at least 4 MiB) while the
+    /// pages a decoder of `t` reads first are not in the page cache yet (a whole-file
+    /// load from a cold cache, [`Archive::prefetch`] reading ahead), 1 MiB at a time on
+    /// every thread of the pool, stopping as soon as they are. A decoder cannot start
+    /// before then (it checks the padding after every stream, so a tensor's whole coded
+    /// bytes must be read first): the threads would wait idle, and a fresh page costs
+    /// about 2 µs of kernel time on some virtual machines, a third of the load. Measured
+    /// on all-MiniLM's embedding (half the model) from a cold cache, 2 threads: BF16
+    /// 54 -> 44 ms. Mapping changes no byte of `out`; the decoder skips the mapped pages.
+    fn map_output_while_unread(&self, t: &TensorEntry, out: &mut [u8]) {
+        const MIN: usize = 4 << 20;
+        const STEP: usize = 1 << 20;
+        if out.len() < MIN || !matches!(self.bytes, Bytes::Mapped(_)) || self.streams_cached(t) {
+            return;
+        }
+        let _ = out.par_chunks_mut(STEP).try_for_each(|piece| {
+            if self.streams_cached(t) {
+                return Err(());
+            }
+            crate::tensor::prefault(piece);
+            Ok(())
+        });
+    }
+
+    /// Whether the page holding byte `offset` of a memory-mapped file is in the page
+    /// cache (`mincore`); `true` for other archives, offsets past the end, or where it
+    /// cannot be told.
+    fn page_cached(&self, offset: u64) -> bool {
+        #[cfg(target_os = "linux")]
+        if let Bytes::Mapped(map) = &self.bytes {
+            let page = page_size();
+            let Some(at) = usize::try_from(offset)
+                .ok()
+                .map(|o| o / page * page)
+                .filter(|&at| at < map.len())
+            else {
+                return true;
+            };
+            let mut status = 0u8;
+            // SAFETY: `at` is page-aligned inside the map, one page long (the last page
+            // rounded up, as the kernel rounds maps), and `status` holds its one byte;
+            // mincore only writes `status`.
+            let ok = unsafe {
+                libc::mincore(map.as_ptr().add(at) as *mut libc::c_void, page, &mut status)
+            } == 0;
+            return !ok || status & 1 == 1;
+        }
+        let _ = offset;
+        true
+    }
+
+    /// Whether the pages a decoder of `t` reads before its first piece are cached: each
+    /// stream's first and last page and the padding page after it.
+    fn streams_cached(&self, t: &TensorEntry) -> bool {
+        t.streams.iter().all(|s| {
+            let end = s.offset + s.len;
+            self.page_cached(s.offset)
+                && self.page_cached(end.saturating_sub(1))
+                && self.page_cached(end)
+        })
+    }
+
+    /// Whether a memory-mapped file looks cached whole: a page every 2 MiB and the last
+    /// one (a few dozen system calls for a 100 MB file). `false` for other archives and
+    /// off Linux.
+    fn looks_cached(&self) -> bool {
+        const EVERY: usize = 2 << 20;
+        if !cfg!(target_os = "linux") || !matches!(self.bytes, Bytes::Mapped(_)) {
+            return false;
+        }
+        let len = self.bytes.len() as u64;
+        (0..len).step_by(EVERY).all(|o| self.page_cached(o)) && self.page_cached(len - 1)
     }
 
     /// Decodes the whole original file into `out` (exactly its length), tensors in
