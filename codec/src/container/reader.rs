@@ -567,7 +567,7 @@ impl<'a> Archive<'a> {
     /// read ahead by [`Archive::prefetch`]) that decodes tensor `i` next, alone on every
     /// thread: a decoder cannot start before its tensor's whole coded bytes are read (it
     /// checks the padding after every stream), and a fresh page costs about 2 µs of
-    /// kernel time on some virtual machines, a third of such a load; this way the
+    /// kernel time on some virtual machines (a third or more of such a load's CPU); this way the
     /// threads map pages instead of waiting. Measured on all-MiniLM's embedding (half the
     /// model) from a cold cache, 2 threads: BF16 54 -> 44 ms. Done for every tensor of a
     /// load instead, the 1.33 GB model's cold load measured slower (1.90 -> 2.48 s, more
