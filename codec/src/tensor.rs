@@ -984,7 +984,7 @@ fn page_size() -> usize {
 /// ([`first_unmapped_page`]): on memory that is mapped already (a reused output buffer)
 /// the kernel would still walk every page, measured at ~8 % of a warm one-thread decode.
 /// On older kernels the call fails and the pages fault in as before.
-fn prefault(dst: &mut [u8]) {
+pub(crate) fn prefault(dst: &mut [u8]) {
     #[cfg(target_os = "linux")]
     {
         let page = page_size();

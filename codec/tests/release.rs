@@ -155,3 +155,46 @@ fn releasing_fails_on_damage_as_decode_tensor_does() {
         }
     }
 }
+
+/// A tensor big enough (6 MB) that `map_output_while_unread` maps its output while its
+/// streams are still being read: from a cold page cache (the file's pages dropped with
+/// `posix_fadvise`; where the file system keeps them, the warm path runs instead), read
+/// ahead by `prefetch`, it decodes exactly, into fresh and into written memory alike.
+#[cfg(target_os = "linux")]
+#[test]
+fn releasing_from_a_cold_page_cache_decodes_exactly() {
+    use std::os::fd::AsRawFd;
+    let mut rng = Rng(11);
+    let f32: Vec<u8> = (0..1_500_000)
+        .flat_map(|_| rng.weight(0.05).to_bits().to_le_bytes())
+        .collect();
+    let file = pack_small_chunks(&common::safetensors(&[(
+        "big",
+        "F32",
+        vec![1_500_000],
+        f32.clone(),
+    )]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cold.mcz");
+    std::fs::write(&path, &file).unwrap();
+    for (threads, fresh) in [(1, true), (2, true), (3, false)] {
+        let f = std::fs::File::open(&path).unwrap();
+        f.sync_all().unwrap();
+        // SAFETY: a plain system call on a descriptor this test owns.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let mapped = Archive::open_file(&f).unwrap();
+        let i = mapped.find("big").unwrap();
+        pool(threads).install(|| {
+            mapped.prefetch();
+            // A fresh allocation this large is fresh pages; the other is written first.
+            let mut out = if fresh {
+                vec![0u8; f32.len()]
+            } else {
+                vec![0x5Au8; f32.len()]
+            };
+            mapped.map_output_while_unread(i, &mut out);
+            mapped.decode_tensor_releasing(i, &mut out).unwrap();
+            assert!(out == f32, "{threads} threads, fresh output {fresh}");
+        });
+    }
+}

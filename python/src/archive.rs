@@ -208,6 +208,15 @@ impl PyArchive {
                 let mut rest = work.as_slice();
                 while let Some(first) = rest.first() {
                     if is_big(first) {
+                        if release {
+                            // From a cold cache the threads would wait for its streams
+                            // to be read: they map its fresh output meanwhile.
+                            // SAFETY: as in `decode` (the same target, not yet used).
+                            let out = unsafe {
+                                std::slice::from_raw_parts_mut(first.address as *mut u8, first.len)
+                            };
+                            archive.map_output_while_unread(first.tensor, out);
+                        }
                         decode(first)?;
                         rest = &rest[1..];
                         continue;

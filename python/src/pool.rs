@@ -9,10 +9,16 @@ use rayon::ThreadPool;
 
 use crate::errors::{error, Kind};
 
-/// Runs `f` on `threads` rayon threads; `None` means every core.
+/// Runs `f` on `threads` rayon threads; `None` means every core. `f` itself runs on a
+/// thread of the pool, so the calling (Python) thread hands over once and sleeps until
+/// the end: called from outside the pool, every parallel call in `f` (a tensor's pieces,
+/// one `join` each) handed its work over and slept on its own: 28–31 voluntary context
+/// switches per warm all-MiniLM load instead of 2–5. Each is a wake-up, which a virtual
+/// machine whose idle cores halt may pay for with an exit to the host (suspected from
+/// quiet runs, not timed).
 pub(crate) fn run<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> PyResult<R> {
     let Some(n) = threads else {
-        return Ok(f());
+        return Ok(rayon::scope(|_| f()));
     };
     if n == 0 {
         return Err(error(Kind::Argument, "threads must be at least 1"));
