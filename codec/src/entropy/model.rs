@@ -364,8 +364,9 @@ pub struct DecTable {
 /// or in lines per lookup (three u16 arrays: +7 %), and what saves loads costs more in
 /// extraction (one packed u32 per slot, 16 KiB: +11 %) or in dependent loads (a u8 index
 /// per slot into per-symbol entries: +15 %). On aarch64 the `[freq, offset]` pair costs an
-/// address `add` per lookup that three u16 arrays would not (14.9 → 13.6 instructions per
-/// symbol, counted in the compiled loop, not timed on ARM).
+/// address `add` per lookup that three u16 arrays do not (14.6–14.9 against 13.6
+/// instructions per symbol in the compiled loop); not timed on ARM, and llvm-mca's models
+/// of Neoverse N1 and Apple A13 rank that layout slower, not faster.
 #[derive(Clone, Debug)]
 pub(crate) struct ScalarSlots {
     /// `[freq, offset]` per slot.
