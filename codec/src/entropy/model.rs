@@ -356,6 +356,17 @@ pub struct DecTable {
 /// own. Against the packed entry this saves the shifts, masks and `+ 1` of unpacking
 /// (about a fifth of the scalar step's instructions), and the symbol load is off the
 /// state's dependency chain. 24 KiB, still within L1.
+///
+/// Eleven other layouts measured slower on Zen 4 (BENCHMARKS.md, 2026-12-04 twelfth
+/// session, sc14: 1.29–1.30 ns/symbol for this one against 1.32–1.49): what saves
+/// instructions costs more in table size (u32 fields that x86 folds into `imul` and `add`,
+/// 17.4 instead of 19.4 instructions per symbol in 40 KiB: +10 %; any 32 KiB layout +2–15 %)
+/// or in lines per lookup (three u16 arrays: +7 %), and what saves loads costs more in
+/// extraction (one packed u32 per slot, 16 KiB: +11 %) or in dependent loads (a u8 index
+/// per slot into per-symbol entries: +15 %). On aarch64 the `[freq, offset]` pair costs an
+/// address `add` per lookup that three u16 arrays do not (14.6–14.9 against 13.6
+/// instructions per symbol in the compiled loop); not timed on ARM, and llvm-mca's models
+/// of Neoverse N1 and Apple A13 rank that layout slower, not faster.
 #[derive(Clone, Debug)]
 pub(crate) struct ScalarSlots {
     /// `[freq, offset]` per slot.

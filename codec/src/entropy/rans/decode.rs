@@ -264,6 +264,8 @@ fn decode_portable<S: Symbol>(
 /// Lanes per iteration of [`decode_portable`]'s group loop: 8 measured 1.29–1.32 ns/symbol
 /// against 1.32–1.49 for 4, 1.39–1.45 for 16 and 1.43–1.46 for 32 (Zen 4, `rans_loop`,
 /// BENCHMARKS.md 2026-12-03): fewer loop-counter steps than 4, no spills as with 16 or 32.
+/// Re-measured in one process (2026-12-04, sc14): 8 at 1.29–1.30 against 1.33 for 4, 1.33–1.34
+/// for 16 and 1.32–1.33 for 32; two chunks interleaved eight lanes at a time 1.44–1.45.
 const PORTABLE_UNROLL: usize = 8;
 
 /// One step of [`decode_portable`] reading through the bounds-checked reader (near the end
