@@ -102,7 +102,7 @@ fn decode_portable<const W: usize>(
 pub(super) mod vector {
     use super::super::{BaseOut, Contexts};
     use crate::cpu::SimdLevel;
-    use crate::delta::coder::{BitReader, RansDecoder, WIDE_LANES};
+    use crate::delta::coder::{BitReader, RansDecoder, SlotTables, WIDE_LANES};
     use std::arch::x86_64::*;
 
     /// Decodes whole groups from the start of `io` with the vector path `level` (AVX-512
@@ -294,9 +294,10 @@ pub(super) mod vector {
     }
 
     /// One rANS step of 16 lanes: gathers the slot words at `slot` (table · 4096 + the
-    /// state's low 12 bits), advances the states `x` and refills the lanes below 2^16
-    /// with the next words from `word_pos` in lane order (expanded in registers), which
-    /// it moves on; returns the slot words.
+    /// state's low 12 bits) of the lanes in `gather` (the others' are `known`), advances
+    /// the states `x` and refills the lanes below 2^16 with the next words from
+    /// `word_pos` in lane order (expanded in registers), which it moves on; returns the
+    /// slot words.
     ///
     /// # Safety
     /// Every lane of `slot` is below the length of the slot tables at `slots`, and 16
@@ -306,13 +307,15 @@ pub(super) mod vector {
     unsafe fn rans_step16(
         x: &mut __m512i,
         slot: __m512i,
+        known: __m512i,
+        gather: __mmask16,
         slots: *const i32,
         words: &[u16],
         word_pos: &mut usize,
     ) -> __m512i {
         let low12 = _mm512_set1_epi32(0xFFF);
         // SAFETY: the caller's (slots in bounds), scaled by 4 bytes.
-        let e = unsafe { _mm512_i32gather_epi32::<4>(slot, slots) };
+        let e = unsafe { _mm512_mask_i32gather_epi32::<4>(known, gather, slot, slots) };
         let freq = _mm512_add_epi32(_mm512_and_si512(e, low12), _mm512_set1_epi32(1));
         let offset = _mm512_and_si512(_mm512_srli_epi32::<12>(e), low12);
         let y = _mm512_add_epi32(
@@ -421,7 +424,7 @@ pub(super) mod vector {
                 // slot < tables · 4096 = slots.len(); pos + 32 ≤ n_words at the group's
                 // start and pos advanced by at most 16 since, so 16 words from pos are in
                 // bounds.
-                let e = unsafe { rans_step16(xv, slot, slots, words, &mut word_pos) };
+                let e = unsafe { rans_step16(xv, slot, zero, !0, slots, words, &mut word_pos) };
                 let sym = _mm512_srli_epi32::<24>(e);
                 let is_zero = _mm512_cmpeq_epi32_mask(sym, zero);
                 zero_mask[v] = is_zero;
@@ -574,6 +577,14 @@ pub(super) mod vector {
         ];
         /// Bytes 1 and 2 of every 32-bit lane.
         pub(super) const PLACE_MASK: u64 = 0x6666_6666_6666_6666;
+        /// Vector `v`'s lanes (words `16v..16v + 16` of a 32-word vector) into bytes 0–1
+        /// of its 32-bit lanes (with mask [`LOW_WORD_MASK`]).
+        pub(super) const PLACE_LOW: [__m512i; 2] = [
+            vector(bytes!(i => if i % 4 < 2 { (i / 4 * 2 + i % 4) as u8 } else { 0 })),
+            vector(bytes!(i => if i % 4 < 2 { (32 + i / 4 * 2 + i % 4) as u8 } else { 0 })),
+        ];
+        /// Bytes 0 and 1 of every 32-bit lane.
+        pub(super) const LOW_WORD_MASK: u64 = 0x3333_3333_3333_3333;
         /// The even bytes: the low byte of every 16-bit lane.
         pub(super) const EVEN_BYTES: u64 = 0x5555_5555_5555_5555;
         /// For two vectors of 16 slot words: byte 3 of each (its symbol) into the low byte
@@ -587,6 +598,29 @@ pub(super) mod vector {
             vector(bytes!(i => if i % 2 == 0 { i as u8 } else { 0 }));
         /// Byte `i` of a 16-byte vector into bytes `4i..4i + 4`.
         pub(super) const REPEAT4: __m512i = vector(bytes!(i => (i / 4) as u8));
+    }
+
+    /// Per table (words, in two vectors for `vpermt2w`): the last slot of symbol 0 when
+    /// its range starts the table (as `SlotTables` lays them out when the table has
+    /// symbol 0), else −1; all −1 beyond 64 tables (a permute's index would wrap).
+    #[target_feature(enable = "avx512f")]
+    fn zero_slots(ctx: &Contexts<'_>) -> [__m512i; 2] {
+        let slots = ctx.tables.slots();
+        let n = slots.len() / SlotTables::offset(1);
+        let mut last = [-1i16; 64];
+        if n <= 64 {
+            for (t, l) in last.iter_mut().enumerate().take(n) {
+                let e = slots[SlotTables::offset(t)];
+                if e >> 24 == 0 {
+                    *l = (e & 0xFFF) as i16;
+                }
+            }
+        }
+        // SAFETY: 128 bytes, two vectors.
+        unsafe {
+            let p = last.as_ptr() as *const __m512i;
+            [_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1))]
+        }
     }
 
     /// Sixteen bit fields (below 32-bit elements: at most 14 bits each) at the bit
@@ -648,8 +682,10 @@ pub(super) mod vector {
         let one = _mm512_set1_epi16(1);
         let top_bit = _mm512_set1_epi16(0x80);
         let (first_tab, step) = exponent_tables(ctx);
-        // Tables · 16: · 4096 once placed 8 bits up in a 32-bit lane.
-        let step4 = _mm512_set1_epi16((step << 4) as i16);
+        let step1 = _mm512_set1_epi16(step as i16);
+        let zero_tables = zero_slots(ctx);
+        let low12w = _mm512_set1_epi16(0xFFF);
+        let offset_bits = _mm512_set1_epi32(0xFFF000);
         let symbols = SymbolTables::new(ctx);
         // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
         let mut x = unsafe {
@@ -678,19 +714,34 @@ pub(super) mod vector {
                 _mm512_maskz_permutex2var_epi8(EVEN_BYTES, first_tab[2], exp, first_tab[3]);
             let first =
                 _mm512_mask_blend_epi16(_mm512_test_epi16_mask(exp, top_bit), low_half, high_half);
+            let table = _mm512_mask_add_epi16(first, zero_mask, first, step1);
+            // Lanes whose slot is symbol 0's (`slot & 4095 ≤ zero_last`): their slot word
+            // is made here rather than gathered.
+            let zero_last = _mm512_permutex2var_epi16(zero_tables[0], table, zero_tables[1]);
+            let at_slot =
+                _mm512_and_si512(_mm512_permutex2var_epi16(x[0], LOW_WORDS, x[1]), low12w);
+            let made = _mm512_cmple_epi16_mask(at_slot, zero_last);
             // At most 127 tables, so table · 16 fits a word.
-            let table = _mm512_slli_epi16::<4>(first);
-            let table = _mm512_mask_add_epi16(table, zero_mask, table, step4);
+            let table = _mm512_slli_epi16::<4>(table);
             let mut e = [_mm512_setzero_si512(); 2];
             for (v, (xv, ev)) in x.iter_mut().zip(&mut e).enumerate() {
                 // Table · 4096 in each 32-bit lane, | (x & 4095).
                 let table12 = _mm512_maskz_permutexvar_epi8(PLACE_MASK, PLACE[v], table);
                 let slot = _mm512_ternarylogic_epi32::<0xF8>(table12, *xv, low12);
+                // Symbol 0's slot word: its frequency − 1 | (x & 4095) << 12 (its range
+                // starts at slot 0); junk in the lanes gathered.
+                let freq = _mm512_maskz_permutexvar_epi8(LOW_WORD_MASK, PLACE_LOW[v], zero_last);
+                let known = _mm512_ternarylogic_epi32::<0xEA>(
+                    _mm512_slli_epi32::<12>(*xv),
+                    offset_bits,
+                    freq,
+                );
+                let gather = !((made >> (16 * v)) as __mmask16);
                 // SAFETY: every table index of a pair is below the table count, so
                 // slot < tables · 4096 = slots.len(); pos + 32 ≤ n_words at the group's
                 // start and pos advanced by at most 16 since, so 16 words from pos are
                 // in bounds.
-                *ev = unsafe { rans_step16(xv, slot, slots, words, &mut word_pos) };
+                *ev = unsafe { rans_step16(xv, slot, known, gather, slots, words, &mut word_pos) };
             }
             let sym = _mm512_maskz_permutex2var_epi8(EVEN_BYTES, e[0], SYMBOL_WORDS, e[1]);
             let is_zero = _mm512_testn_epi16_mask(sym, sym);
