@@ -1,7 +1,8 @@
 //! The decoder of layout 3 (FORMAT.md §9.3): [`WIDE_LANES`] = 32 rANS lanes per chunk, the
 //! context bit looking 32 elements back, so that element `i` of a group of 32 depends only
-//! on element `i` of the group before. A group is two 16-lane vectors on the AVX-512 path;
-//! the portable path takes a group in two passes (the 32 rANS steps, then the 32 extra-bit
+//! on element `i` of the group before. A group is two 16-lane vectors on the AVX-512 path
+//! (for 16-bit elements, whatever is per element rather than per state in 32 16-bit
+//! lanes); the portable path takes a group in two passes (the 32 rANS steps, then the 32 extra-bit
 //! reads and reconstructions), so that neither the word position nor the bit position
 //! chains the lanes' state updates together.
 
@@ -341,7 +342,8 @@ pub(super) mod vector {
     /// magnitudes and counts computed, a prefix sum in the vector, 64-bit gathers); and
     /// rebuild the target from the base's key, key and inverse each one ternary-logic
     /// step on the sign spread. The context bits stay in mask registers and the positions
-    /// in locals for the whole loop.
+    /// in locals for the whole loop. 8- and 32-bit elements; 16-bit ones go to
+    /// [`decode_groups_avx512_words`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx512<const W: usize>(
@@ -656,7 +658,14 @@ pub(super) mod vector {
     /// magnitudes and extra-bit masks looked up there, the key, its sum and its inverse
     /// computed and the group stored whole (one plain store, not two narrowing ones).
     /// Only the state steps and the bit-field fetches stay per 16 lanes (the fields are
-    /// packed into words after). Same bounds and arguments as [`decode_groups_avx512`].
+    /// packed into words after). The gathers are what the loop waits on (about 40 % of
+    /// its samples land right after them), so the lanes whose slot lies in symbol 0's
+    /// range (unchanged elements: 64 % of the MiniLM fine-tune's) get their slot word made
+    /// from the state instead, and only the others are gathered ([`zero_slots`]).
+    /// Measured (BENCHMARKS.md, twelfth session): the 16-bit lanes −5 %, the masked
+    /// gather −7 % more; skipping the gather by a branch when no lane needs it, or
+    /// compressing the lanes into one 8-lane gather, was slower. Same bounds and
+    /// arguments as [`decode_groups_avx512`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx512_words(
