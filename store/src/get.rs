@@ -170,8 +170,8 @@ impl Store {
                 }
                 let pieces = PieceWriter::new(&file);
                 tensors.into_par_iter().try_for_each(|(t, start, whole)| {
-                    self.write_tensor(t, whole, &|offset, bytes| {
-                        pieces.write(start + offset, bytes).map_err(out_err(dest))
+                    self.write_tensor(t, whole, &|offset, buf, n| {
+                        pieces.write(start + offset, buf, n).map_err(out_err(dest))
                     })?;
                     progress.advance(t.len);
                     Ok::<(), StoreError>(())

@@ -1,9 +1,9 @@
 //! Pieces of one output file written by several threads without spinning on each other:
 //! a tmpfs write holds the file's inode lock while it allocates and fills its pages, and
 //! a second writer spun on that lock (4–6 % of a 46 MB `get`'s CPU, BENCHMARKS.md eleventh
-//! session). A thread that finds the file busy keeps its piece (a copy in a buffer of its
-//! own) and goes on decoding; it writes the kept piece with its next one, or at
-//! [`PieceWriter::finish`].
+//! session). A thread that finds the file busy keeps its piece (its buffer, swapped for a
+//! second one of its own: no copy) and goes on decoding; it writes the kept piece with its
+//! next one, or at [`PieceWriter::finish`].
 
 use std::fs::File;
 use std::io;
@@ -21,7 +21,9 @@ pub(crate) struct PieceWriter<'f> {
 #[derive(Default)]
 struct Kept {
     at: u64,
+    /// The piece is its first `len` bytes.
     bytes: Vec<u8>,
+    len: usize,
     full: bool,
 }
 
@@ -36,9 +38,11 @@ impl<'f> PieceWriter<'f> {
         }
     }
 
-    /// Writes `bytes` at `at`, now or (if another thread is writing) with this thread's
-    /// next piece or at [`Self::finish`].
-    pub(crate) fn write(&self, at: u64, bytes: &[u8]) -> io::Result<()> {
+    /// Writes the first `n` bytes of `buf` at `at`, now or (if another thread is writing)
+    /// with this thread's next piece or at [`Self::finish`]: then `buf` is kept and the
+    /// thread's other buffer left in its place.
+    pub(crate) fn write(&self, at: u64, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
+        let bytes = &buf[..n];
         let Some(slot) = rayon::current_thread_index().and_then(|i| self.kept.get(i)) else {
             let _w = lock(&self.writing);
             return write_at(self.file, bytes, at);
@@ -48,16 +52,15 @@ impl<'f> PieceWriter<'f> {
             Ok(w) => w,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
             Err(TryLockError::WouldBlock) if !kept.full => {
-                kept.bytes.clear();
-                kept.bytes.extend_from_slice(bytes);
-                (kept.at, kept.full) = (at, true);
+                std::mem::swap(&mut kept.bytes, buf);
+                (kept.at, kept.len, kept.full) = (at, n, true);
                 return Ok(());
             }
             Err(TryLockError::WouldBlock) => lock(&self.writing),
         };
         if kept.full {
             kept.full = false;
-            write_at(self.file, &kept.bytes, kept.at)?;
+            write_at(self.file, &kept.bytes[..kept.len], kept.at)?;
         }
         write_at(self.file, bytes, at)
     }
@@ -68,7 +71,7 @@ impl<'f> PieceWriter<'f> {
             let mut kept = lock(slot);
             if kept.full {
                 kept.full = false;
-                write_at(self.file, &kept.bytes, kept.at)?;
+                write_at(self.file, &kept.bytes[..kept.len], kept.at)?;
             }
         }
         Ok(())
@@ -138,20 +141,27 @@ mod tests {
             {
                 // The file busy: every thread's first piece is kept back.
                 let _busy = w.writing.lock().unwrap();
-                rayon::broadcast(|c| w.write((c.index() * piece) as u64, slice(c.index())))
-                    .into_iter()
-                    .for_each(|r| r.unwrap());
+                rayon::broadcast(|c| {
+                    let mut buf = slice(c.index()).to_vec();
+                    buf.extend_from_slice(b"past the piece");
+                    w.write((c.index() * piece) as u64, &mut buf, piece)
+                })
+                .into_iter()
+                .for_each(|r| r.unwrap());
                 assert!(w.kept.iter().all(|k| k.lock().unwrap().full));
             }
             // Written with the next piece of the same thread, or at the end.
-            (3..n)
-                .into_par_iter()
-                .for_each(|k| w.write((k * piece) as u64, slice(k)).unwrap());
+            (3..n).into_par_iter().for_each(|k| {
+                w.write((k * piece) as u64, &mut slice(k).to_vec(), piece)
+                    .unwrap()
+            });
             w.finish().unwrap();
             assert!(w.kept.iter().all(|k| !k.lock().unwrap().full));
         });
         // From outside the pool: written at once.
-        PieceWriter::new(&file).write(0, slice(0)).unwrap();
+        PieceWriter::new(&file)
+            .write(0, &mut slice(0).to_vec(), piece)
+            .unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), want);
     }
 }
