@@ -14,6 +14,7 @@ use crate::manifest::{FileEntry, SafetensorsEntry};
 use crate::outdir::{check_output, DirOutput, OutputError};
 use crate::progress::{Progress, ProgressFn};
 use crate::report::GetReport;
+use crate::writer::{write_at, PieceWriter};
 use crate::Store;
 
 impl Store {
@@ -167,13 +168,15 @@ impl Store {
                     at += t.len;
                     rest = tail;
                 }
+                let pieces = PieceWriter::new(&file);
                 tensors.into_par_iter().try_for_each(|(t, start, whole)| {
-                    self.write_tensor(t, whole, &|offset, bytes| {
-                        write_at(&file, bytes, start + offset).map_err(out_err(dest))
+                    self.write_tensor(t, whole, &|offset, buf, n| {
+                        pieces.write(start + offset, buf, n).map_err(out_err(dest))
                     })?;
                     progress.advance(t.len);
                     Ok::<(), StoreError>(())
                 })?;
+                pieces.finish().map_err(out_err(dest))?;
                 if sync {
                     map.flush().map_err(out_err(dest))?;
                 }
@@ -195,36 +198,6 @@ impl Store {
             .par_iter()
             .filter(|t| t.inline.is_none())
             .try_for_each(|t| self.check_claim(t))
-    }
-}
-
-/// Writes all of `bytes` at `offset` of `file`, leaving its file position alone (threads
-/// write pieces of one file at once).
-fn write_at(file: &File, bytes: &[u8], offset: u64) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt;
-        file.write_all_at(bytes, offset)
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::fs::FileExt;
-        let (mut bytes, mut offset) = (bytes, offset);
-        while !bytes.is_empty() {
-            match file.seek_write(bytes, offset)? {
-                0 => return Err(std::io::ErrorKind::WriteZero.into()),
-                n => {
-                    bytes = &bytes[n..];
-                    offset += n as u64;
-                }
-            }
-        }
-        Ok(())
-    }
-    #[cfg(not(any(unix, windows)))]
-    {
-        let _ = (file, bytes, offset);
-        Err(std::io::ErrorKind::Unsupported.into())
     }
 }
 

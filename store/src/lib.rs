@@ -37,6 +37,7 @@ mod store;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 mod treehash;
+mod writer;
 
 // Internal layers. The `fuzzing` feature (fuzz targets, this crate's own integration tests)
 // makes them public, hidden from the docs; what the public API needs of them is exported

@@ -23,8 +23,10 @@ use crate::Store;
 /// multiple up to this is decoded whole.
 const MAX_PIECE_BYTES: usize = 16 << 20;
 
-/// Where a piece's bytes go: `(offset in the tensor, bytes)`.
-pub(crate) type PieceSink<'a> = dyn Fn(u64, &[u8]) -> Result<()> + Sync + 'a;
+/// Where a piece's bytes go: `(offset in the tensor, buffer, n)`, the piece being the
+/// buffer's first `n` bytes. The sink may keep the buffer and leave another in its place
+/// (of any length: the next piece grows it), so that a piece written later is not copied.
+pub(crate) type PieceSink<'a> = dyn Fn(u64, &mut Vec<u8>, usize) -> Result<()> + Sync + 'a;
 
 thread_local! {
     /// A piece of the tensor (first of its delta's base).
@@ -35,11 +37,17 @@ thread_local! {
 /// first time). Taken out of the thread's slot while `f` runs, so a nested use (none is
 /// made: `f` does no rayon work) would get a new buffer rather than fail.
 fn with_piece_buffer<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    with_piece_vec(n, |buf| f(&mut buf[..n]))
+}
+
+/// [`with_piece_buffer`] with the buffer itself (at least `n` bytes long), which `f` may
+/// swap for another: the thread keeps whichever it is left with.
+fn with_piece_vec<R>(n: usize, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     let mut buf = PIECE_BUFFER.take();
     if buf.len() < n {
         buf.resize(n, 0);
     }
-    let r = f(&mut buf[..n]);
+    let r = f(&mut buf);
     PIECE_BUFFER.set(buf);
     r
 }
@@ -124,7 +132,8 @@ impl Store {
             .map(|k| {
                 let at = k * plan.piece;
                 let n = plan.piece.min(len - at);
-                with_piece_buffer(n, |out| -> Result<PieceHash> {
+                with_piece_vec(n, |buf| -> Result<PieceHash> {
+                    let out = &mut buf[..n];
                     let plain_err = |e| obj_err(plan.plain_key)(ObjectError::from(e));
                     // A delta's base piece is decoded into the buffer and the delta
                     // applied over it there: one buffer in cache, not two (a base piece
@@ -139,7 +148,7 @@ impl Store {
                             })?;
                     }
                     let hash = treehash::hash_piece(total, (prefix.len() + at) as u64, out);
-                    sink(at as u64, out)?;
+                    sink(at as u64, buf, n)?;
                     Ok(hash)
                 })
             })

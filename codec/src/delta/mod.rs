@@ -628,6 +628,41 @@ mod tests {
         }
     }
 
+    /// Tables where symbol 0 (unchanged) has every slot, none, or runs of its own: the
+    /// AVX-512 path for 16-bit elements makes symbol 0's slot words instead of gathering
+    /// them, by the range that starts each table.
+    #[test]
+    fn layout3_vector_paths_match_scalar_whether_symbol_zero_fills_a_table_or_is_missing() {
+        for dtype in FLOATS {
+            let (base, target) = fine_tune_pair(&dtype, 20_000);
+            let width = dtype.element_size().unwrap();
+            // Every element moved by one ULP or more (no symbol 0 at all).
+            let moved: Vec<u8> = base
+                .chunks_exact(width)
+                .enumerate()
+                .flat_map(|(i, b)| {
+                    let mut e = b.to_vec();
+                    e[0] = e[0].wrapping_add(1 + (i % 3) as u8);
+                    e
+                })
+                .collect();
+            // Runs of unchanged and moved elements.
+            let runs: Vec<u8> = base
+                .chunks_exact(width)
+                .zip(target.chunks_exact(width))
+                .enumerate()
+                .flat_map(|(i, (b, t))| if (i / 700) % 2 == 0 { b } else { t }.to_vec())
+                .collect();
+            for t in [&base, &moved, &runs] {
+                let d = ulp_chunked(&dtype, &base, t, ulp::CHUNK_ELEMS);
+                assert!(
+                    every_path_agrees(&dtype, &base, &d).unwrap() == *t,
+                    "{dtype}"
+                );
+            }
+        }
+    }
+
     /// Bases of every exponent (the vector decoders look an element's table up by its
     /// exponent in registers, split at exponent 128) and targets a few ULPs or any bits
     /// away: every path decodes what the scalar path does.

@@ -1,7 +1,8 @@
 //! The decoder of layout 3 (FORMAT.md §9.3): [`WIDE_LANES`] = 32 rANS lanes per chunk, the
 //! context bit looking 32 elements back, so that element `i` of a group of 32 depends only
-//! on element `i` of the group before. A group is two 16-lane vectors on the AVX-512 path;
-//! the portable path takes a group in two passes (the 32 rANS steps, then the 32 extra-bit
+//! on element `i` of the group before. A group is two 16-lane vectors on the AVX-512 path
+//! (for 16-bit elements, whatever is per element rather than per state in 32 16-bit
+//! lanes); the portable path takes a group in two passes (the 32 rANS steps, then the 32 extra-bit
 //! reads and reconstructions), so that neither the word position nor the bit position
 //! chains the lanes' state updates together.
 
@@ -102,7 +103,7 @@ fn decode_portable<const W: usize>(
 pub(super) mod vector {
     use super::super::{BaseOut, Contexts};
     use crate::cpu::SimdLevel;
-    use crate::delta::coder::{BitReader, RansDecoder, WIDE_LANES};
+    use crate::delta::coder::{BitReader, RansDecoder, SlotTables, WIDE_LANES};
     use std::arch::x86_64::*;
 
     /// Decodes whole groups from the start of `io` with the vector path `level` (AVX-512
@@ -120,9 +121,14 @@ pub(super) mod vector {
         let (len, base, out) = (io.len(), io.base_ptr(), io.out_ptr());
         let (states, words, pos) = rans.parts();
         let (bit_bytes, bit_pos) = bits.parts();
-        // SAFETY (both): the CPU has the level's features (asserted above); the slices'
+        // SAFETY (all): the CPU has the level's features (asserted above); the slices'
         // bounds are checked inside as documented there.
         match level {
+            SimdLevel::Avx512 if W == 2 => unsafe {
+                decode_groups_avx512_words(
+                    ctx, states, words, pos, bit_bytes, bit_pos, back_zero, base, out, len,
+                )
+            },
             SimdLevel::Avx512 => unsafe {
                 decode_groups_avx512::<W>(
                     ctx, states, words, pos, bit_bytes, bit_pos, back_zero, base, out, len,
@@ -257,6 +263,75 @@ pub(super) mod vector {
         }
     }
 
+    /// Exponent → its context-bit-0 table, one byte each (at most 2 · MAX_GROUPS − 1
+    /// tables), as four vectors for two 128-byte permutes (instead of a gather), and
+    /// `step`: the context-bit-1 table is `step` further (0 or 1, the same for every
+    /// exponent). Indexed by the low byte of `element >> mantissa bits`, which is the
+    /// exponent for 8-bit exponents and sign · 2^E + exponent for narrower ones: so the
+    /// entries repeat every 2^E, and no mask is needed.
+    #[target_feature(enable = "avx512f")]
+    fn exponent_tables(ctx: &Contexts<'_>) -> ([__m512i; 4], u32) {
+        let mut firsts = [0u8; 256];
+        for (i, f) in firsts.iter_mut().enumerate() {
+            let p = ctx.table_pairs[i & (ctx.layout.exponents() - 1)];
+            debug_assert!(p & 0xFFFF < 256);
+            *f = p as u8;
+        }
+        let step = ctx
+            .table_pairs
+            .first()
+            .map_or(0, |&p| (p >> 16).wrapping_sub(p & 0xFFFF));
+        // SAFETY: `firsts` is 256 bytes, four 512-bit vectors.
+        let tables = unsafe {
+            let p = firsts.as_ptr() as *const __m512i;
+            [
+                _mm512_loadu_si512(p),
+                _mm512_loadu_si512(p.add(1)),
+                _mm512_loadu_si512(p.add(2)),
+                _mm512_loadu_si512(p.add(3)),
+            ]
+        };
+        (tables, step)
+    }
+
+    /// One rANS step of 16 lanes: gathers the slot words at `slot` (table · 4096 + the
+    /// state's low 12 bits) of the lanes in `gather` (the others' are `known`), advances
+    /// the states `x` and refills the lanes below 2^16 with the next words from
+    /// `word_pos` in lane order (expanded in registers), which it moves on; returns the
+    /// slot words.
+    ///
+    /// # Safety
+    /// Every lane of `slot` is below the length of the slot tables at `slots`, and 16
+    /// words from `words[word_pos]` are in bounds.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
+    #[inline]
+    unsafe fn rans_step16(
+        x: &mut __m512i,
+        slot: __m512i,
+        known: __m512i,
+        gather: __mmask16,
+        slots: *const i32,
+        words: &[u16],
+        word_pos: &mut usize,
+    ) -> __m512i {
+        let low12 = _mm512_set1_epi32(0xFFF);
+        // SAFETY: the caller's (slots in bounds), scaled by 4 bytes.
+        let e = unsafe { _mm512_mask_i32gather_epi32::<4>(known, gather, slot, slots) };
+        let freq = _mm512_add_epi32(_mm512_and_si512(e, low12), _mm512_set1_epi32(1));
+        let offset = _mm512_and_si512(_mm512_srli_epi32::<12>(e), low12);
+        let y = _mm512_add_epi32(
+            _mm512_mullo_epi32(freq, _mm512_srli_epi32::<12>(*x)),
+            offset,
+        );
+        let need = _mm512_cmplt_epu32_mask(y, _mm512_set1_epi32(1 << 16));
+        // SAFETY: the caller's (16 words from word_pos in bounds).
+        let next = unsafe { _mm256_loadu_si256(words.as_ptr().add(*word_pos) as *const __m256i) };
+        let w = _mm512_cvtepu16_epi32(_mm256_maskz_expand_epi16(need, next));
+        *x = _mm512_mask_or_epi32(y, need, _mm512_slli_epi32::<16>(y), w);
+        *word_pos += need.count_ones() as usize;
+        e
+    }
+
     /// Per 16-lane vector of a group: look each element's table up by its base exponent
     /// in registers (off the state chain), select by the lane's context bit, gather the
     /// slot word, update the states and refill the lanes below 2^16 with the next words in
@@ -267,7 +342,8 @@ pub(super) mod vector {
     /// magnitudes and counts computed, a prefix sum in the vector, 64-bit gathers); and
     /// rebuild the target from the base's key, key and inverse each one ternary-logic
     /// step on the sign spread. The context bits stay in mask registers and the positions
-    /// in locals for the whole loop.
+    /// in locals for the whole loop. 8- and 32-bit elements; 16-bit ones go to
+    /// [`decode_groups_avx512_words`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx512<const W: usize>(
@@ -295,35 +371,9 @@ pub(super) mod vector {
         let one = _mm512_set1_epi32(1);
         let two = _mm512_set1_epi32(2);
         let four = _mm512_set1_epi32(4);
-        let lower = _mm512_set1_epi32(1 << 16);
         let zero = _mm512_setzero_si512();
-        // Exponent → its context-bit-0 table, one byte each (at most 2 · MAX_GROUPS − 1
-        // tables), looked up in registers by two 128-byte permutes instead of a gather;
-        // the context-bit-1 table is `step` further (0 or 1, the same for every exponent).
-        // Indexed by the low byte of `element >> mantissa bits`, which is the exponent for
-        // 8-bit exponents and sign · 2^E + exponent for narrower ones: so the entries
-        // repeat every 2^E, and no mask is needed.
-        let mut firsts = [0u8; 256];
-        for (i, f) in firsts.iter_mut().enumerate() {
-            let p = ctx.table_pairs[i & (layout.exponents() - 1)];
-            debug_assert!(p & 0xFFFF < 256);
-            *f = p as u8;
-        }
-        let step = ctx
-            .table_pairs
-            .first()
-            .map_or(0, |&p| (p >> 16).wrapping_sub(p & 0xFFFF));
+        let (first_tab, step) = exponent_tables(ctx);
         let step12 = _mm512_set1_epi32((step << 12) as i32);
-        // SAFETY: `firsts` is 256 bytes, four 512-bit vectors.
-        let first_tab = unsafe {
-            let p = firsts.as_ptr() as *const __m512i;
-            [
-                _mm512_loadu_si512(p),
-                _mm512_loadu_si512(p.add(1)),
-                _mm512_loadu_si512(p.add(2)),
-                _mm512_loadu_si512(p.add(3)),
-            ]
-        };
         // Byte 0 of every 32-bit lane.
         const LOW_BYTES: u64 = 0x1111_1111_1111_1111;
         let top_bit = _mm512_set1_epi32(0x80);
@@ -373,22 +423,10 @@ pub(super) mod vector {
                 // table · 4096 | (x & 4095): a | (b & c).
                 let slot = _mm512_ternarylogic_epi32::<0xF8>(table, *xv, low12);
                 // SAFETY: every table index of a pair is below the table count, so
-                // slot < tables · 4096 = slots.len(), scaled by 4 bytes.
-                let e = unsafe { _mm512_i32gather_epi32::<4>(slot, slots) };
-                let freq = _mm512_add_epi32(_mm512_and_si512(e, low12), one);
-                let offset = _mm512_and_si512(_mm512_srli_epi32::<12>(e), low12);
-                let y = _mm512_add_epi32(
-                    _mm512_mullo_epi32(freq, _mm512_srli_epi32::<12>(*xv)),
-                    offset,
-                );
-                let need = _mm512_cmplt_epu32_mask(y, lower);
-                // SAFETY: pos + 32 ≤ n_words at the group's start and pos advanced by at
-                // most 16 since, so 16 words from pos are in bounds.
-                let next =
-                    unsafe { _mm256_loadu_si256(words.as_ptr().add(word_pos) as *const __m256i) };
-                let w = _mm512_cvtepu16_epi32(_mm256_maskz_expand_epi16(need, next));
-                *xv = _mm512_mask_or_epi32(y, need, _mm512_slli_epi32::<16>(y), w);
-                word_pos += need.count_ones() as usize;
+                // slot < tables · 4096 = slots.len(); pos + 32 ≤ n_words at the group's
+                // start and pos advanced by at most 16 since, so 16 words from pos are in
+                // bounds.
+                let e = unsafe { rans_step16(xv, slot, zero, !0, slots, words, &mut word_pos) };
                 let sym = _mm512_srli_epi32::<24>(e);
                 let is_zero = _mm512_cmpeq_epi32_mask(sym, zero);
                 zero_mask[v] = is_zero;
@@ -502,6 +540,266 @@ pub(super) mod vector {
         }
         (*pos, *bit_pos) = (word_pos, bits_at);
         *back_zero = u32::from(zero_mask[0]) | (u32::from(zero_mask[1]) << 16);
+        // SAFETY: as for the loads.
+        unsafe {
+            let p = states.as_mut_ptr() as *mut __m512i;
+            _mm512_storeu_si512(p, x[0]);
+            _mm512_storeu_si512(p.add(1), x[1]);
+        }
+        g * WIDE_LANES
+    }
+
+    /// Byte-index vectors of [`decode_groups_avx512_words`], built at compile time.
+    mod words16 {
+        use std::arch::x86_64::__m512i;
+
+        /// 64 bytes, byte `$i` being `$e`.
+        macro_rules! bytes {
+            ($i:ident => $e:expr) => {{
+                let mut t = [0u8; 64];
+                let mut $i = 0;
+                while $i < 64 {
+                    t[$i] = $e;
+                    $i += 1;
+                }
+                t
+            }};
+        }
+
+        const fn vector(t: [u8; 64]) -> __m512i {
+            // SAFETY: 64 bytes, any bit pattern is a valid vector.
+            unsafe { std::mem::transmute(t) }
+        }
+
+        /// Vector `v`'s lanes (words `16v..16v + 16` of a 32-word vector) into bytes 1–2
+        /// of its 32-bit lanes (with mask [`PLACE_MASK`]): a word shifted left by 8.
+        pub(super) const PLACE: [__m512i; 2] = [
+            vector(bytes!(i => if i % 4 == 1 || i % 4 == 2 { (i / 2) as u8 } else { 0 })),
+            vector(bytes!(i => if i % 4 == 1 || i % 4 == 2 { (32 + i / 2) as u8 } else { 0 })),
+        ];
+        /// Bytes 1 and 2 of every 32-bit lane.
+        pub(super) const PLACE_MASK: u64 = 0x6666_6666_6666_6666;
+        /// Vector `v`'s lanes (words `16v..16v + 16` of a 32-word vector) into bytes 0–1
+        /// of its 32-bit lanes (with mask [`LOW_WORD_MASK`]).
+        pub(super) const PLACE_LOW: [__m512i; 2] = [
+            vector(bytes!(i => if i % 4 < 2 { (i / 4 * 2 + i % 4) as u8 } else { 0 })),
+            vector(bytes!(i => if i % 4 < 2 { (32 + i / 4 * 2 + i % 4) as u8 } else { 0 })),
+        ];
+        /// Bytes 0 and 1 of every 32-bit lane.
+        pub(super) const LOW_WORD_MASK: u64 = 0x3333_3333_3333_3333;
+        /// The even bytes: the low byte of every 16-bit lane.
+        pub(super) const EVEN_BYTES: u64 = 0x5555_5555_5555_5555;
+        /// For two vectors of 16 slot words: byte 3 of each (its symbol) into the low byte
+        /// of word `i` of 32 (with mask [`EVEN_BYTES`]).
+        pub(super) const SYMBOL_WORDS: __m512i = vector(bytes!(i => ((2 * i + 3) & 127) as u8));
+        /// The same symbols as 32 bytes, in bytes 0–31.
+        pub(super) const SYMBOL_BYTES: __m512i = vector(bytes!(i => ((4 * i + 3) & 127) as u8));
+        /// The low words of two vectors of 16 32-bit lanes as 32 words (`vpermt2w`: word
+        /// `i` takes word `2i` of the pair).
+        pub(super) const LOW_WORDS: __m512i =
+            vector(bytes!(i => if i % 2 == 0 { i as u8 } else { 0 }));
+        /// Byte `i` of a 16-byte vector into bytes `4i..4i + 4`.
+        pub(super) const REPEAT4: __m512i = vector(bytes!(i => (i / 4) as u8));
+    }
+
+    /// Per table (words, in two vectors for `vpermt2w`): the last slot of symbol 0 when
+    /// its range starts the table (as `SlotTables` lays them out when the table has
+    /// symbol 0), else −1; all −1 beyond 64 tables (a permute's index would wrap).
+    #[target_feature(enable = "avx512f")]
+    fn zero_slots(ctx: &Contexts<'_>) -> [__m512i; 2] {
+        let slots = ctx.tables.slots();
+        let n = slots.len() / SlotTables::offset(1);
+        let mut last = [-1i16; 64];
+        if n <= 64 {
+            for (t, l) in last.iter_mut().enumerate().take(n) {
+                let e = slots[SlotTables::offset(t)];
+                if e >> 24 == 0 {
+                    *l = (e & 0xFFF) as i16;
+                }
+            }
+        }
+        // SAFETY: 128 bytes, two vectors.
+        unsafe {
+            let p = last.as_ptr() as *const __m512i;
+            [_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1))]
+        }
+    }
+
+    /// Sixteen bit fields (below 32-bit elements: at most 14 bits each) at the bit
+    /// offsets `(lo, hi)` from `src` (bytes: lanes 0–7 and 8–15, each at most
+    /// 7 + 15 · 14 = 217), as 32-bit lanes with junk above each field (the caller masks
+    /// it): each offset's byte and the three after it taken from one 64-byte window by a
+    /// byte permute, then shifted right by the offset's low 3 bits. The offsets' bytes
+    /// and shifts are split as bytes in 128 bits, then spread once.
+    ///
+    /// # Safety
+    /// 64 bytes from `src` are readable.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    #[inline]
+    unsafe fn bit_fields16(src: *const u8, lo: u64, hi: u64) -> __m512i {
+        let rel = _mm_set_epi64x(hi as i64, lo as i64);
+        // rel >> 3 per byte (at most 27): a 16-bit shift moves the upper byte's low bits
+        // into bits 5–7 of the lower, which the mask clears.
+        let byte_off = _mm_and_si128(_mm_srli_epi16::<3>(rel), _mm_set1_epi8(0x1F));
+        let shift = _mm512_cvtepu8_epi32(_mm_and_si128(rel, _mm_set1_epi8(7)));
+        let idx = _mm512_add_epi8(
+            _mm512_permutexvar_epi8(words16::REPEAT4, _mm512_castsi128_si512(byte_off)),
+            _mm512_set1_epi32(0x0302_0100),
+        );
+        // SAFETY: the caller's.
+        let window = unsafe { _mm512_loadu_si512(src as *const __m512i) };
+        _mm512_srlv_epi32(_mm512_permutexvar_epi8(idx, window), shift)
+    }
+
+    /// [`decode_groups_avx512`] for 16-bit elements (BF16, F16): what is done per
+    /// element rather than per rANS state is done once per group of 32 in 16-bit lanes —
+    /// the 32 elements loaded as one vector, their tables looked up by exponent (two
+    /// byte permutes for 32 lanes, not 16), their symbols packed into words, the
+    /// magnitudes and extra-bit masks looked up there, the key, its sum and its inverse
+    /// computed and the group stored whole (one plain store, not two narrowing ones).
+    /// Only the state steps and the bit-field fetches stay per 16 lanes (the fields are
+    /// packed into words after). The gathers are what the loop waits on (about 40 % of
+    /// its samples land right after them), so the lanes whose slot lies in symbol 0's
+    /// range (unchanged elements: 64 % of the MiniLM fine-tune's) get their slot word made
+    /// from the state instead, and only the others are gathered ([`zero_slots`]).
+    /// Measured (BENCHMARKS.md, twelfth session): the 16-bit lanes −5 %, the masked
+    /// gather −7 % more; skipping the gather by a branch when no lane needs it, or
+    /// compressing the lanes into one 8-lane gather, was slower. Same bounds and
+    /// arguments as [`decode_groups_avx512`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn decode_groups_avx512_words(
+        ctx: &Contexts<'_>,
+        states: &mut [u32; WIDE_LANES],
+        words: &[u16],
+        pos: &mut usize,
+        bit_bytes: &[u8],
+        bit_pos: &mut u64,
+        back_zero: &mut u32,
+        base: *const u8,
+        out: *mut u8,
+        len: usize,
+    ) -> usize {
+        use words16::*;
+        const GROUP_BYTES: usize = 2 * WIDE_LANES;
+        let groups = len / GROUP_BYTES;
+        let n_words = words.len() - 1;
+        let slots = ctx.tables.slots().as_ptr() as *const i32;
+        let mant = _mm_cvtsi32_si128(ctx.layout.mant_bits as i32);
+        let below_sign = _mm512_set1_epi16(0x7FFF);
+        let low12 = _mm512_set1_epi32(0xFFF);
+        let one = _mm512_set1_epi16(1);
+        let top_bit = _mm512_set1_epi16(0x80);
+        let (first_tab, step) = exponent_tables(ctx);
+        let step1 = _mm512_set1_epi16(step as i16);
+        let zero_tables = zero_slots(ctx);
+        let low12w = _mm512_set1_epi16(0xFFF);
+        let offset_bits = _mm512_set1_epi32(0xFFF000);
+        let symbols = SymbolTables::new(ctx);
+        // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
+        let mut x = unsafe {
+            let p = states.as_ptr() as *const __m512i;
+            [_mm512_loadu_si512(p), _mm512_loadu_si512(p.add(1))]
+        };
+        let (mut word_pos, mut bits_at) = (*pos, *bit_pos);
+        let mut zero_mask: __mmask32 = *back_zero;
+        let mut g = 0;
+        // A group reads at most 32 words and GROUP_BIT_BYTES bytes of bits.
+        while g < groups
+            && word_pos + WIDE_LANES <= n_words
+            && (bits_at / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
+        {
+            let at = g * GROUP_BYTES;
+            // SAFETY: group g < groups covers bytes at..at + 64 of the `len` readable at
+            // `base`. In place (`base` = `out`), they are read here before the group's
+            // one store below, and not read again.
+            let b = unsafe { _mm512_loadu_si512(base.add(at) as *const __m512i) };
+            // Low byte of each word: its exponent's index into `first_tab` (bit 7 picks
+            // the upper 128 bytes); the upper bytes are zeroed.
+            let exp = _mm512_srl_epi16(b, mant);
+            let low_half =
+                _mm512_maskz_permutex2var_epi8(EVEN_BYTES, first_tab[0], exp, first_tab[1]);
+            let high_half =
+                _mm512_maskz_permutex2var_epi8(EVEN_BYTES, first_tab[2], exp, first_tab[3]);
+            let first =
+                _mm512_mask_blend_epi16(_mm512_test_epi16_mask(exp, top_bit), low_half, high_half);
+            let table = _mm512_mask_add_epi16(first, zero_mask, first, step1);
+            // Lanes whose slot is symbol 0's (`slot & 4095 ≤ zero_last`): their slot word
+            // is made here rather than gathered.
+            let zero_last = _mm512_permutex2var_epi16(zero_tables[0], table, zero_tables[1]);
+            let at_slot =
+                _mm512_and_si512(_mm512_permutex2var_epi16(x[0], LOW_WORDS, x[1]), low12w);
+            let made = _mm512_cmple_epi16_mask(at_slot, zero_last);
+            // At most 127 tables, so table · 16 fits a word.
+            let table = _mm512_slli_epi16::<4>(table);
+            let mut e = [_mm512_setzero_si512(); 2];
+            for (v, (xv, ev)) in x.iter_mut().zip(&mut e).enumerate() {
+                // Table · 4096 in each 32-bit lane, | (x & 4095).
+                let table12 = _mm512_maskz_permutexvar_epi8(PLACE_MASK, PLACE[v], table);
+                let slot = _mm512_ternarylogic_epi32::<0xF8>(table12, *xv, low12);
+                // Symbol 0's slot word: its frequency − 1 | (x & 4095) << 12 (its range
+                // starts at slot 0); junk in the lanes gathered.
+                let freq = _mm512_maskz_permutexvar_epi8(LOW_WORD_MASK, PLACE_LOW[v], zero_last);
+                let known = _mm512_ternarylogic_epi32::<0xEA>(
+                    _mm512_slli_epi32::<12>(*xv),
+                    offset_bits,
+                    freq,
+                );
+                let gather = !((made >> (16 * v)) as __mmask16);
+                // SAFETY: every table index of a pair is below the table count, so
+                // slot < tables · 4096 = slots.len(); pos + 32 ≤ n_words at the group's
+                // start and pos advanced by at most 16 since, so 16 words from pos are
+                // in bounds.
+                *ev = unsafe { rans_step16(xv, slot, known, gather, slots, words, &mut word_pos) };
+            }
+            let sym = _mm512_maskz_permutex2var_epi8(EVEN_BYTES, e[0], SYMBOL_WORDS, e[1]);
+            let is_zero = _mm512_testn_epi16_mask(sym, sym);
+            zero_mask = is_zero;
+            // Negative: even non-zero symbols.
+            let negative = _mm512_mask_testn_epi16_mask(!is_zero, sym, one);
+            // Extra-bit counts as 32 bytes, lane order.
+            let counts = _mm512_permutexvar_epi8(
+                _mm512_permutex2var_epi8(e[0], SYMBOL_BYTES, e[1]),
+                symbols.n_bits,
+            );
+            let mut fields = [_mm512_setzero_si512(); 2];
+            for (v, f) in fields.iter_mut().enumerate() {
+                let c = if v == 0 {
+                    _mm512_castsi512_si128(counts)
+                } else {
+                    _mm512_extracti32x4_epi32::<1>(counts)
+                };
+                let (lo, hi, total) = byte_offsets(
+                    _mm_cvtsi128_si64(c) as u64,
+                    _mm_extract_epi64::<1>(c) as u64,
+                    bits_at % 8,
+                );
+                // SAFETY: bits_at / 8 + GROUP_BIT_BYTES ≤ bit_bytes.len() at the group's
+                // start, and the second vector starts at most 16 · 14 bits (28 bytes)
+                // further: 64 bytes from here are within GROUP_BIT_BYTES. (At most 14
+                // extra bits per element below 32-bit elements, so lane 15's field
+                // starts at most 27 bytes in and ends in its 4th byte.)
+                *f =
+                    unsafe { bit_fields16(bit_bytes.as_ptr().add((bits_at / 8) as usize), lo, hi) };
+                bits_at += total;
+            }
+            let field = _mm512_permutex2var_epi16(fields[0], LOW_WORDS, fields[1]);
+            let m0 = _mm512_permutex2var_epi16(symbols.magnitude[0], sym, symbols.magnitude[1]);
+            let keep = _mm512_permutex2var_epi16(symbols.keep[0], sym, symbols.keep[1]);
+            // The magnitude's bits below its extra bits are 0: m0 | (field & keep).
+            let magnitude = _mm512_ternarylogic_epi32::<0xF8>(m0, field, keep);
+            // As in decode_groups_avx512, in 16-bit lanes: key(b) = below_sign ? b ^
+            // spread : !b; key ± magnitude; key⁻¹(r) = below_sign ? !(r ^ spread) : !r.
+            let key = _mm512_ternarylogic_epi32::<0x2D>(b, _mm512_srai_epi16::<15>(b), below_sign);
+            let r =
+                _mm512_mask_sub_epi16(_mm512_add_epi16(key, magnitude), negative, key, magnitude);
+            let t = _mm512_ternarylogic_epi32::<0x87>(r, _mm512_srai_epi16::<15>(r), below_sign);
+            // SAFETY: as for the load of `b`.
+            unsafe { _mm512_storeu_si512(out.add(at) as *mut __m512i, t) };
+            g += 1;
+        }
+        (*pos, *bit_pos) = (word_pos, bits_at);
+        *back_zero = zero_mask;
         // SAFETY: as for the loads.
         unsafe {
             let p = states.as_mut_ptr() as *mut __m512i;
