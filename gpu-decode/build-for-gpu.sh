@@ -55,7 +55,7 @@ data=target/minilm-data
 if [ ! -f "$data/minilm-bf16.safetensors" ]; then
     "$python" benches/prepare_data.py --minilm "$f32" --out-dir "$data" --synthetic-gb 0
 fi
-"$out/mcodec" pack -q -f "$data/minilm-bf16.safetensors" -o "$out/minilm-bf16.mcz"
+target/release/mcodec pack -q -f "$data/minilm-bf16.safetensors" -o "$out/minilm-bf16.mcz"
 
 echo "== Python wheel (maturin) for the device='cuda' check of the Python package"
 "$python" -m maturin build --quiet --release --manifest-path python/Cargo.toml --out "$out/wheel"
