@@ -3,12 +3,12 @@
 # then an A/B of kernel decode throughput in the same run. One device call:
 #
 #   run(command="bash gpu-decode/ab-on-gpu.sh",
-#       carry=["gpu-decode/prebuilt", "gpu-decode/prebuilt-base"], timeout_s=360)
+#       carry=["gpu-decode/prebuilt", "gpu-decode/prebuilt-base"], timeout_s=330)
 #
 # gpu-decode/prebuilt/       this branch's build-for-gpu.sh output (new)
 # gpu-decode/prebuilt-base/  mcodec.gz of the baseline (main's gpu-decode/prebuilt/mcodec.gz)
 #
-# Steps (≈ 200–250 s on an H200 with 16 cores):
+# Steps (≈ 190–250 s on an H200 with 16 cores; rounds and ncu stop at AB_BUDGET_S = 270 s):
 #  1. `run-on-gpu.sh quick` with the new binaries: GPU decode bit-identical to the CPU
 #     decoder (tests), MiniLM benches, the Python package on cuda, compute-sanitizer
 #     memcheck/racecheck over the corrupt-chunk test. Its summary/logs go to $OUT/quick/.
@@ -28,7 +28,7 @@ root=$PWD
 OUT=${OUT:-/tmp/mcodec-ab-out}
 mkdir -p "$OUT/quick"
 t_start=$(date +%s)
-budget=${AB_BUDGET_S:-300}
+budget=${AB_BUDGET_S:-270}
 left() { echo $((budget - ($(date +%s) - t_start))); }
 ab=$OUT/ab.txt
 abl=$OUT/ab-logs.txt
