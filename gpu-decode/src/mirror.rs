@@ -282,8 +282,8 @@ fn decode_chunk(
                 let prefetched = if esize <= 2 { fields.min(2) } else { 0 };
                 for f in 0..prefetched {
                     if d.fields[f].mode == MODE_RANS {
-                        for lane in 0..LANES {
-                            let k = (p[f][lane] + 32 + 16 * (lane as u32 & 7)).min(nwords[f]);
+                        for (lane, &pos) in p[f].iter().enumerate() {
+                            let k = (pos + 32 + 16 * (lane as u32 & 7)).min(nwords[f]);
                             mem.prefetch(words[f] + 2 * u64::from(k));
                         }
                     } else if d.fields[f].mode == MODE_PACKED && g + 1 < groups {
