@@ -101,7 +101,7 @@ bench() { # variant model file iters launches
     local rc=$? gbs exact
     { echo "===== $v $m rc=$rc"; cat "$log"; } >> "$abl"
     gbs=$(awk '/^decode /{print $2; exit}' "$log")
-    exact=$(awk '/^bit-exact/{print $2; exit}' "$log")
+    exact=$(awk '/^bit-exact/{sub(/:$/, "", $2); print $2; exit}' "$log")
     say "$(printf '%-7s %-9s rc=%s decode %s GB/s, bit-exact %s; %s' "$v" "$m" "$rc" "${gbs:-?}" "${exact:-?}" "$(grep -m1 '^device' "$log" | sed 's/^device *//')")"
     echo "$v $m ${gbs:-nan} ${exact:-no}" >> "$res"
     rm -f "$log"
