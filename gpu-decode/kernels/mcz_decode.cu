@@ -226,6 +226,21 @@ __host__ __device__ constexpr bool has_group_loop() {
     return MODES != MODES_ANY && rans;
 }
 
+// The group loop's prefetch of the next group's global-memory reads: 1 = into L1 (the
+// default), 2 = into L2 only, 0 = none. The host may set it (`MCODEC_GPU_PREFETCH`, an
+// experiment knob of src/gpu.rs); results do not depend on it.
+#ifndef MCZ_PREFETCH
+#define MCZ_PREFETCH 1
+#endif
+
+__device__ __forceinline__ void prefetch(const void* at) {
+#if MCZ_PREFETCH == 2
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(at));
+#else
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(at));
+#endif
+}
+
 // The table switches of both decode loops, at element `e` of a chunk (the start of a
 // run of `unit`-element units: a staging group or a step, both multiples of 32): every
 // rANS field whose block starts at `e` gets that block's table (`select(f, e)`), and the
@@ -543,6 +558,26 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
                 switch_tables<L, MODES>(d, g * STAGE_ELEMS, STAGE_ELEMS, groups, select_table);
 #pragma unroll 1
             for (; g < run_end; ++g) {
+#if MCZ_PREFETCH
+                // Prefetch, a group ahead, of what the next group reads from global memory
+                // (these reads' latency is on the steps' dependency chain — the word read
+                // of every step, the packed reads at the flush — and a chunk's word stream
+                // enters a new 32-byte sector every few steps): lanes 0…7 (the others
+                // repeat them) prefetch the 8 sectors that start 64 bytes past the rANS
+                // word position p (words p + 32 … p + 159, each index clamped to the
+                // payload's end as in the step), and every lane the first packed word of
+                // its elements of the next group, if there is one. No register, no wait.
+                // Not for F32 (the registers of its group loops are all taken: it would
+                // spill there).
+#pragma unroll
+                for (int f = 0; f < (L::ESIZE <= 2 ? L::FIELDS : 0); ++f) {
+                    if (mode_fixed<MODES>(f) && mode[f] == MODE_RANS) {
+                        prefetch(words[f] + min(p[f] + 32 + 16 * (lane & 7), nwords[f]));
+                    } else if (mode_fixed<MODES>(f) && mode[f] == MODE_PACKED) {
+                        if (g + 1 < groups) prefetch(pk[f] + L::bits(f) * (STAGE_ELEMS / 32));
+                    }
+                }
+#endif
 #pragma unroll
                 for (int s = 0; s < STAGE_STEPS; ++s) {
                     stage_value(32 * L::ESIZE * s, step(true));

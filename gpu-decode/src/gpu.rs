@@ -132,13 +132,22 @@ pub fn nvrtc_version() -> Result<(i32, i32), GpuError> {
 }
 
 /// Options of every compile: line info costs no instructions and lets `nvdisasm` and
-/// `compute-sanitizer` name source lines.
+/// `compute-sanitizer` name source lines. `MCODEC_GPU_PREFETCH` = 0, 1 or 2 (an experiment
+/// knob for A/B runs on a device; unset: the kernel's default, 1) sets the group loop's
+/// prefetch (`MCZ_PREFETCH` in the kernel: none, into L1, into L2); decoded bytes do not
+/// depend on it.
 fn compile_options(arch: &str) -> Vec<String> {
-    vec![
+    let mut options = vec![
         format!("--gpu-architecture={arch}"),
         "--std=c++17".into(),
         "--generate-line-info".into(),
-    ]
+    ];
+    if let Ok(v) = std::env::var("MCODEC_GPU_PREFETCH") {
+        if matches!(v.as_str(), "0" | "1" | "2") {
+            options.push(format!("-DMCZ_PREFETCH={v}"));
+        }
+    }
+    options
 }
 
 /// Compiles the kernel source to PTX for `arch` (e.g. `compute_90`) with NVRTC.
@@ -394,7 +403,11 @@ impl GpuDecoder {
     pub fn describe(&self) -> String {
         let name = self.ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let nvrtc = nvrtc_version().map_or_else(|e| e.to_string(), |(a, b)| format!("{a}.{b}"));
-        format!("{name} ({}; NVRTC {nvrtc})", self.code)
+        let knob = compile_options("")
+            .into_iter()
+            .find(|o| o.starts_with("-DMCZ_PREFETCH="))
+            .map_or_else(String::new, |o| format!("; {}", &o[2..]));
+        format!("{name} ({}; NVRTC {nvrtc}{knob})", self.code)
     }
 
     /// What the device runs: a cubin for its architecture, or PTX (and why).

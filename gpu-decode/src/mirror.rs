@@ -59,6 +59,11 @@ impl<'a> Memory<'a> {
         u32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
 
+    /// A prefetch (`prefetch.global`): reads nothing, but must stay inside the buffers.
+    fn prefetch(&self, addr: u64) {
+        self.bytes(addr, 1);
+    }
+
     fn u64(&self, addr: u64) -> u64 {
         u64::from_le_bytes(self.aligned(addr, 8).try_into().expect("8 bytes"))
     }
@@ -270,6 +275,24 @@ fn decode_chunk(
                 run_end = run_end.min(((e | block_mask) + 1) / STAGE_ELEMS as u32);
             }
             while g < run_end {
+                // The kernel's prefetch of the next group's reads (fields whose mode is a
+                // template constant: the first two; not for F32): the 8 sectors of the word
+                // stream from 64 bytes past p, and each lane's first packed word of the
+                // next group.
+                let prefetched = if esize <= 2 { fields.min(2) } else { 0 };
+                for f in 0..prefetched {
+                    if d.fields[f].mode == MODE_RANS {
+                        for (lane, &pos) in p[f].iter().enumerate() {
+                            let k = (pos + 32 + 16 * (lane as u32 & 7)).min(nwords[f]);
+                            mem.prefetch(words[f] + 2 * u64::from(k));
+                        }
+                    } else if d.fields[f].mode == MODE_PACKED && g + 1 < groups {
+                        let bytes = u64::from(field_bits(d.layout, f)) * STAGE_ELEMS as u64 / 8;
+                        for at in &pk[f] {
+                            mem.prefetch(at.0 + bytes);
+                        }
+                    }
+                }
                 for s in 0..STAGE_STEPS {
                     let v = step(
                         d, fields, tables, &table, &mut x, &mut p, &words, &nwords, const_bits, m,
