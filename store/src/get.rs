@@ -4,6 +4,8 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use mcodec::container::{pack, PackOptions};
 use rayon::prelude::*;
@@ -63,12 +65,12 @@ impl Store {
         check_output(out, force, true)?;
         let dir = DirOutput::new(out, force)?;
         let progress = Progress::new(progress, m.files.iter().map(|f| f.size).sum());
-        // One file at a time (the tensors of a safetensors file in parallel): writing the
-        // files in parallel, so that small files' blobs decode beside the tensors, was
-        // measured slower (73.1 against 69.8 ms, 15 alternating runs).
-        for f in &m.files {
-            self.get_file(f, &dir, out, sync, pack, &progress)?;
-        }
+        // The safetensors files first, one at a time (their tensors in parallel), then the
+        // other files in parallel: writing every file in parallel, so that small files'
+        // blobs decode beside the tensors, was measured slower (73.1 against 69.8 ms, 15
+        // alternating runs; again in the thirteenth session: tensors 44.0 against 35.8
+        // ms), but the blobs one after another left one thread idle for ~2–3 ms at the end.
+        self.get_files(&m.files, &dir, out, sync, pack, &progress)?;
         let report = GetReport {
             files: m.files.len(),
             bytes: m.files.iter().map(|f| f.size).sum(),
@@ -81,6 +83,49 @@ impl Store {
         dir.finish()?;
         progress.finish();
         Ok(report)
+    }
+
+    /// Writes every file of `files` into the output `dir` being built for `out`, as
+    /// [`Self::get_file`] does: the safetensors files one after another (their tensors
+    /// decode on every thread), then the other files (blobs) each on any thread, largest
+    /// first, so that the small ones even out the threads' ends (one after another they
+    /// left the other thread idle: 2.8 → 1.5 ms from the last tensor write to the rename
+    /// of a 46 MB `get`, BENCHMARKS.md thirteenth session). Returns the error of the first
+    /// failing file in file order, as a serial loop would; once a file fails, the files
+    /// after it in file order are not started.
+    fn get_files(
+        &self,
+        files: &[FileEntry],
+        dir: &DirOutput,
+        out: &Path,
+        sync: bool,
+        pack: Option<&PackOptions>,
+        progress: &Progress<'_>,
+    ) -> Result<()> {
+        let failed_at = AtomicUsize::new(usize::MAX);
+        let errors: Mutex<Vec<(usize, StoreError)>> = Mutex::new(Vec::new());
+        let run = |i: usize| {
+            if i > failed_at.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Err(e) = self.get_file(&files[i], dir, out, sync, pack, progress) {
+                failed_at.fetch_min(i, Ordering::Relaxed);
+                errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((i, e));
+            }
+        };
+        let (st, mut blobs): (Vec<usize>, Vec<usize>) =
+            (0..files.len()).partition(|&i| files[i].safetensors.is_some());
+        st.into_iter().for_each(run);
+        blobs.sort_by_key(|&i| std::cmp::Reverse(files[i].size));
+        blobs.par_iter().with_max_len(1).for_each(|&i| run(i));
+        let errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
+        match errors.into_iter().min_by_key(|(i, _)| *i) {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Writes the model file `f` into the output `dir` being built for `out`: its bytes,
