@@ -310,37 +310,69 @@ impl EncodedTensor {
 
 /// Encodes one tensor's little-endian bytes. Never fails: anything that does not shrink is
 /// stored, and so is everything when `opts` does not [validate](EncodeOptions::validate).
+///
+/// Of the codecs tried (a split layout for float tensors, zstd for the rest and for small
+/// float tensors, storing), the one taking the fewest bytes in the file wins, counting
+/// what each stream adds besides its bytes ([`file_bytes`]).
 pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor {
     let stored = || EncodedTensor {
         codec: Codec::Stored,
         chunk_log2: 0,
         streams: vec![data.to_vec().into()],
     };
-    let coded = match Layout::for_dtype(dtype) {
-        _ if opts.validate().is_err() => return stored(),
-        Some(layout) if data.len().is_multiple_of(layout.element_size()) && !data.is_empty() => {
-            match encode_split(layout, true, data, opts) {
-                Ok(coded) => coded,
-                // Cannot happen (every model is planned from the symbols it codes), but if
-                // it did, storing the bytes keeps the promise of a lossless result.
-                Err(_) => return stored(),
-            }
-        }
-        _ if data.len() >= 64 => match zstd::bulk::compress(data, opts.zstd_level) {
-            Ok(frame) => EncodedTensor {
+    if opts.validate().is_err() {
+        return stored();
+    }
+    let zstd = || {
+        zstd::bulk::compress(data, opts.zstd_level)
+            .ok()
+            .map(|frame| EncodedTensor {
                 codec: Codec::Zstd,
                 chunk_log2: 0,
                 streams: vec![frame.into()],
-            },
-            Err(_) => return stored(),
-        },
-        _ => return stored(),
+            })
     };
-    if coded.coded_len() < data.len() {
-        coded
-    } else {
-        stored()
+    let mut candidates: Vec<EncodedTensor> = Vec::with_capacity(2);
+    match Layout::for_dtype(dtype) {
+        Some(layout) if data.len().is_multiple_of(layout.element_size()) && !data.is_empty() => {
+            // An error cannot happen (every model is planned from the symbols it codes),
+            // but if it did, the other candidates keep the promise of a lossless result.
+            candidates.extend(encode_split(layout, true, data, opts).ok());
+            // A small float tensor (biases, norms) cannot carry a split stream's fixed
+            // costs (rANS states, a table, a second stream) but often still shrinks with
+            // zstd: nearly all of MiniLM FP8's and FP16's 384-element tensors do.
+            if data.len() <= SMALL_FLOAT_ZSTD_MAX {
+                candidates.extend(zstd());
+            }
+        }
+        _ if data.len() >= 64 => candidates.extend(zstd()),
+        _ => {}
     }
+    let stored_bytes = file_bytes(std::slice::from_ref(&data.len()));
+    candidates
+        .into_iter()
+        .map(|c| {
+            let lens: Vec<usize> = c.streams.iter().map(CodedStream::len).collect();
+            (file_bytes(&lens), c)
+        })
+        .filter(|(bytes, _)| *bytes < stored_bytes)
+        // The first of equal candidates: the split layout before zstd.
+        .min_by_key(|(bytes, _)| *bytes)
+        .map_or_else(stored, |(_, c)| c)
+}
+
+/// Float tensors of at most this many bytes are also tried with zstd.
+const SMALL_FLOAT_ZSTD_MAX: usize = 4 << 10;
+
+/// Bytes that streams of these lengths take in a `.mcz` file: each starts at a multiple
+/// of 64 (FORMAT.md §3.2), so it takes its length rounded up to 64, and its 24-byte
+/// `StreamRef` in the index (§3.3). A split tensor's second stream thus costs up to 87
+/// bytes beyond its content, which decides between codecs for small tensors.
+pub fn file_bytes(stream_lens: &[usize]) -> usize {
+    stream_lens
+        .iter()
+        .map(|&len| len.next_multiple_of(64) + 24)
+        .sum()
 }
 
 /// The joint layout (sign coded with the exponent) is chosen when the sample says it
