@@ -311,8 +311,8 @@ impl EncodedTensor {
 /// Encodes one tensor's little-endian bytes. Never fails: anything that does not shrink is
 /// stored, and so is everything when `opts` does not [validate](EncodeOptions::validate).
 ///
-/// Of the codecs tried (a split layout for float tensors, zstd for the rest and for small
-/// float tensors, storing), the one taking the fewest bytes in the file wins, counting
+/// Of the codecs tried (a split layout for float tensors, zstd for the rest, storing), the
+/// one taking the fewest bytes in the file wins, counting
 /// what each stream adds besides its bytes ([`file_bytes`]).
 pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor {
     let stored = || EncodedTensor {
@@ -332,18 +332,16 @@ pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor
                 streams: vec![frame.into()],
             })
     };
-    let mut candidates: Vec<EncodedTensor> = Vec::with_capacity(2);
+    let mut candidates: Vec<EncodedTensor> = Vec::with_capacity(1);
     match Layout::for_dtype(dtype) {
         Some(layout) if data.len().is_multiple_of(layout.element_size()) && !data.is_empty() => {
             // An error cannot happen (every model is planned from the symbols it codes),
             // but if it did, the other candidates keep the promise of a lossless result.
+            // Float tensors are not tried with zstd, small ones included, although zstd
+            // would take a few bytes less for some 384-element FP8/FP16 norms: the GPU
+            // decoder (gpu-decode) decodes split layouts only, and every tensor the
+            // writer emits by default must decode there.
             candidates.extend(encode_split(layout, true, data, opts).ok());
-            // A small float tensor (biases, norms) cannot carry a split stream's fixed
-            // costs (rANS states, a table, a second stream) but often still shrinks with
-            // zstd: nearly all of MiniLM FP8's and FP16's 384-element tensors do.
-            if data.len() <= SMALL_FLOAT_ZSTD_MAX {
-                candidates.extend(zstd());
-            }
         }
         _ if data.len() >= 64 => candidates.extend(zstd()),
         _ => {}
@@ -356,13 +354,9 @@ pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor
             (file_bytes(&lens), c)
         })
         .filter(|(bytes, _)| *bytes < stored_bytes)
-        // The first of equal candidates: the split layout before zstd.
         .min_by_key(|(bytes, _)| *bytes)
         .map_or_else(stored, |(_, c)| c)
 }
-
-/// Float tensors of at most this many bytes are also tried with zstd.
-const SMALL_FLOAT_ZSTD_MAX: usize = 4 << 10;
 
 /// Bytes that streams of these lengths take in a `.mcz` file: each starts at a multiple
 /// of 64 (FORMAT.md §3.2), so it takes its length rounded up to 64, and its 24-byte
