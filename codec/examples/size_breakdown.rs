@@ -1,6 +1,9 @@
 //! Where the bytes of a packed file go: per field, the coded symbols against their
 //! entropy, and the overheads of frequency tables, block table ids, chunk lengths and
-//! rANS states. `cargo run --release -p mcodec --example size_breakdown -- FILE...`.
+//! rANS states; and what the container adds (index, stream alignment, preamble and
+//! trailer). `cargo run --release -p mcodec --example size_breakdown -- FILE...`.
+//! `SIZE_BLOCK_LOG2`, `SIZE_CHUNK_LOG2` and `SIZE_EFFORT=max` override the encoder
+//! settings, to compare them.
 
 use mcodec::container::{pack, Archive, PackOptions};
 use mcodec::format::{StreamLayout, STATE_BYTES};
@@ -39,11 +42,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for path in std::env::args().skip(1) {
         let input = std::fs::read(&path)?;
         let mut packed = Vec::new();
-        pack(&input, &PackOptions::default(), &mut packed, &|_| {})?;
+        let mut opts = PackOptions::default();
+        if std::env::var("SIZE_EFFORT").as_deref() == Ok("max") {
+            opts.encode = mcodec::EncodeOptions::max();
+        }
+        if let Ok(v) = std::env::var("SIZE_BLOCK_LOG2") {
+            opts.encode.block_log2 = v.parse()?;
+        }
+        if let Ok(v) = std::env::var("SIZE_CHUNK_LOG2") {
+            opts.encode.chunk_log2 = v.parse()?;
+        }
+        pack(&input, &opts, &mut packed, &|_| {})?;
         let archive = Archive::open(&packed)?;
         let mut fields: Vec<Field> = (0..4).map(|_| Field::default()).collect();
         let mut other = 0u64;
+        let mut by_codec = std::collections::BTreeMap::<&str, (usize, u64, u64)>::new();
+        let mut stream_bytes = 0u64;
+        let mut padding = 0u64;
+        let mut n_streams = 0u64;
         for t in &archive.index().tensors {
+            for s in &t.streams {
+                stream_bytes += s.len;
+                padding += s.len.next_multiple_of(64) - s.len;
+                n_streams += 1;
+            }
+            let e = by_codec.entry(t.codec.name()).or_default();
+            e.0 += 1;
+            e.1 += t.original_len;
+            e.2 += t.coded_len();
             let Codec::Split(layout) = t.codec else {
                 other += t.coded_len();
                 continue;
@@ -111,8 +137,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             packed.len(),
             100.0 * packed.len() as f64 / input.len() as f64
         );
+        let prefix = archive.index().prefix.stream.len;
+        padding += prefix.next_multiple_of(64) - prefix;
+        let index_bytes = packed.len() as u64 - 128 - stream_bytes - padding - prefix;
+        println!(
+            "  container: preamble+trailer 128, header (prefix) stream {prefix}, tensor streams \
+             {stream_bytes} in {n_streams}, alignment padding {padding} (incl. the header's), \
+             index and the padding before it {index_bytes}"
+        );
+        for (codec, (count, orig, coded)) in &by_codec {
+            println!("  codec {codec}: {count} tensors, {orig} -> {coded} bytes");
+        }
         for (f, a) in fields.iter().enumerate().filter(|(_, a)| a.streams > 0) {
             println!("  field {f}: {a:?}");
+            if a.table_cost_bits > 0.0 {
+                println!(
+                    "    rANS field {f}: payload {} = {:.0} under its tables ({:.0} over the \
+                     block clusters' entropy: quantisation); tables {} ({} for {} symbols), \
+                     states {}, ids {}, lengths {}",
+                    a.rans_payload,
+                    a.table_cost_bits / 8.0,
+                    (a.table_cost_bits - a.cluster_entropy_bits) / 8.0,
+                    a.tables,
+                    a.n_tables,
+                    a.table_symbols,
+                    a.states,
+                    a.block_ids,
+                    a.chunk_lens
+                );
+            }
         }
     }
     Ok(())

@@ -310,37 +310,63 @@ impl EncodedTensor {
 
 /// Encodes one tensor's little-endian bytes. Never fails: anything that does not shrink is
 /// stored, and so is everything when `opts` does not [validate](EncodeOptions::validate).
+///
+/// Of the codecs tried (a split layout for float tensors, zstd for the rest, storing), the
+/// one taking the fewest bytes in the file wins, counting
+/// what each stream adds besides its bytes ([`file_bytes`]).
 pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor {
     let stored = || EncodedTensor {
         codec: Codec::Stored,
         chunk_log2: 0,
         streams: vec![data.to_vec().into()],
     };
-    let coded = match Layout::for_dtype(dtype) {
-        _ if opts.validate().is_err() => return stored(),
-        Some(layout) if data.len().is_multiple_of(layout.element_size()) && !data.is_empty() => {
-            match encode_split(layout, true, data, opts) {
-                Ok(coded) => coded,
-                // Cannot happen (every model is planned from the symbols it codes), but if
-                // it did, storing the bytes keeps the promise of a lossless result.
-                Err(_) => return stored(),
-            }
-        }
-        _ if data.len() >= 64 => match zstd::bulk::compress(data, opts.zstd_level) {
-            Ok(frame) => EncodedTensor {
+    if opts.validate().is_err() {
+        return stored();
+    }
+    let zstd = || {
+        zstd::bulk::compress(data, opts.zstd_level)
+            .ok()
+            .map(|frame| EncodedTensor {
                 codec: Codec::Zstd,
                 chunk_log2: 0,
                 streams: vec![frame.into()],
-            },
-            Err(_) => return stored(),
-        },
-        _ => return stored(),
+            })
     };
-    if coded.coded_len() < data.len() {
-        coded
-    } else {
-        stored()
+    let mut candidates: Vec<EncodedTensor> = Vec::with_capacity(1);
+    match Layout::for_dtype(dtype) {
+        Some(layout) if data.len().is_multiple_of(layout.element_size()) && !data.is_empty() => {
+            // An error cannot happen (every model is planned from the symbols it codes),
+            // but if it did, the other candidates keep the promise of a lossless result.
+            // Float tensors are not tried with zstd, small ones included, although zstd
+            // would take a few bytes less for some 384-element FP8/FP16 norms: the GPU
+            // decoder (gpu-decode) decodes split layouts only, and every tensor the
+            // writer emits by default must decode there.
+            candidates.extend(encode_split(layout, true, data, opts).ok());
+        }
+        _ if data.len() >= 64 => candidates.extend(zstd()),
+        _ => {}
     }
+    let stored_bytes = file_bytes(std::slice::from_ref(&data.len()));
+    candidates
+        .into_iter()
+        .map(|c| {
+            let lens: Vec<usize> = c.streams.iter().map(CodedStream::len).collect();
+            (file_bytes(&lens), c)
+        })
+        .filter(|(bytes, _)| *bytes < stored_bytes)
+        .min_by_key(|(bytes, _)| *bytes)
+        .map_or_else(stored, |(_, c)| c)
+}
+
+/// Bytes that streams of these lengths take in a `.mcz` file: each starts at a multiple
+/// of 64 (FORMAT.md §3.2), so it takes its length rounded up to 64, and its 24-byte
+/// `StreamRef` in the index (§3.3). A split tensor's second stream thus costs up to 87
+/// bytes beyond its content, which decides between codecs for small tensors.
+pub fn file_bytes(stream_lens: &[usize]) -> usize {
+    stream_lens
+        .iter()
+        .map(|&len| len.next_multiple_of(64) + 24)
+        .sum()
 }
 
 /// The joint layout (sign coded with the exponent) is chosen when the sample says it

@@ -148,6 +148,14 @@ impl StreamEncoder {
                 }
                 let n_chunks = (n as usize).div_ceil(1 << chunk_log2);
                 let (tables, block_tables, coded) = choose_tables(block_hists, &total, effort);
+                let (tables, block_tables, block_log2, coded) = coarsen_blocks(
+                    block_hists,
+                    tables,
+                    block_tables,
+                    block_log2,
+                    chunk_log2,
+                    coded,
+                );
                 let est = coded + (n_chunks * (STATE_BYTES + 6)) as f64;
                 if est >= packed_bytes * 0.995 {
                     return packed;
@@ -428,6 +436,87 @@ fn choose_tables(
         k *= 2;
     }
     (best.0, best.1, best_size)
+}
+
+/// Longer blocks need fewer table ids (one byte per block): picks the block length, from
+/// the planned one up to the chunk length, that codes the stream smallest with the chosen
+/// tables, each longer block taking the table that codes its symbols in the fewest bits.
+/// A stream with one table needs no ids at all: its blocks become chunks (one id per
+/// chunk, the least the format allows). Returns the tables (refitted to the new blocks,
+/// without any no block uses), the ids, the block length exponent and the estimated
+/// bytes, as [`choose_tables`] does.
+///
+/// Decoders read any block length up to the chunk length; longer blocks only mean fewer
+/// table switches. On MiniLM nearly every exponent stream has one table, and the ids
+/// were a fifth of the stream overheads.
+fn coarsen_blocks(
+    block_hists: &[Sparse],
+    tables: Vec<FreqTable>,
+    assign: Vec<u8>,
+    block_log2: u8,
+    chunk_log2: u8,
+    coded: f64,
+) -> (Vec<FreqTable>, Vec<u8>, u8, f64) {
+    let levels = chunk_log2 - block_log2;
+    if levels == 0 {
+        return (tables, assign, block_log2, coded);
+    }
+    if tables.len() == 1 {
+        let blocks = assign.len().div_ceil(1 << levels);
+        let coded = coded - (assign.len() - blocks) as f64;
+        return (tables, vec![0; blocks], chunk_log2, coded);
+    }
+    let alphabet = 1usize << MAX_SYMBOL_BITS;
+    let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
+    // Bits of every block under every table (infinite where the table lacks a symbol).
+    let per_block: Vec<Vec<f64>> = block_hists
+        .par_iter()
+        .map(|h| costs.iter().map(|c| f64::from(block_cost(h, c))).collect())
+        .collect();
+    let ids_and_bits = |up: u8| -> (Vec<u8>, f64) {
+        let mut bits = 0.0;
+        let ids = per_block
+            .chunks(1 << up)
+            .map(|group| {
+                let (t, b) = (0..tables.len())
+                    .map(|t| (t, group.iter().map(|c| c[t]).sum::<f64>()))
+                    .min_by(|x, y| x.1.total_cmp(&y.1))
+                    .expect("at least two tables");
+                bits += b;
+                t as u8
+            })
+            .collect();
+        (ids, bits)
+    };
+    let mut best = (0u8, f64::INFINITY);
+    for up in 0..=levels {
+        let blocks = assign.len().div_ceil(1 << up);
+        let (_, bits) = ids_and_bits(up);
+        let size = bits / 8.0 + blocks as f64;
+        if size < best.1 {
+            best = (up, size);
+        }
+    }
+    if best.0 == 0 {
+        return (tables, assign, block_log2, coded);
+    }
+    let (ids, _) = ids_and_bits(best.0);
+    // Drop the tables no block takes any more and refit the rest to their blocks.
+    let mut used = vec![false; tables.len()];
+    for &t in &ids {
+        used[usize::from(t)] = true;
+    }
+    let mut renumber = vec![0u8; tables.len()];
+    let mut next = 0u8;
+    for (r, &u) in renumber.iter_mut().zip(&used) {
+        *r = next;
+        next += u8::from(u);
+    }
+    let ids: Vec<u8> = ids.iter().map(|&t| renumber[usize::from(t)]).collect();
+    let fine: Vec<u8> = (0..assign.len()).map(|b| ids[b >> best.0]).collect();
+    let tables = fit_tables(block_hists.iter(), &fine, usize::from(next), alphabet);
+    let coded = 3.0 + tables.iter().map(FreqTable::serialized_len).sum::<usize>() as f64 + best.1;
+    (tables, ids, block_log2 + best.0, coded)
 }
 
 /// [`Effort::Default`] searches for several tables only when the blocks' own entropies
