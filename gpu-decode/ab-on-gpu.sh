@@ -45,18 +45,8 @@ say "quick: rc=$quick_rc ($( [ $quick_rc = 0 ] && echo ok || echo FAILED))"
 
 # Libraries as run-on-gpu.sh picks them: NVRTC of the driver's CUDA first, linked under
 # the unversioned name cudarc looks for.
-pick() {
-    local d f
-    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-        $(python3 -c 'import glob, site; print(" ".join(g for s in site.getsitepackages() for g in glob.glob(s + "/nvidia/*/lib")))' 2>/dev/null) \
-        /usr/lib/x86_64-linux-gnu "$root"/target/nvrtc-wheel/nvidia/*/lib; do
-        f=$(ls "$d"/$1 2>/dev/null | sort -V | tail -n 1)
-        if [ -n "$f" ]; then
-            echo "$f"
-            return
-        fi
-    done
-}
+# shellcheck source=gpu-libs.sh
+source "$root/gpu-decode/gpu-libs.sh"
 b=$(mktemp -d)
 nvrtc=$(pick 'libnvrtc.so.*')
 if [ -n "$nvrtc" ]; then

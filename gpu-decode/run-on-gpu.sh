@@ -84,18 +84,8 @@ say "nvcc: $(nvcc --version 2>/dev/null | tail -n 1)"
 # The kernel is loaded as a cubin for the device's own architecture, which a driver of
 # the same CUDA major version loads whatever the NVRTC minor; PTX (ISA <= 9.0 for
 # CUDA 13.0) is only the fallback.
-pick() {
-    local d f
-    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-        $(python3 -c 'import glob, site; print(" ".join(g for s in site.getsitepackages() for g in glob.glob(s + "/nvidia/*/lib")))' 2>/dev/null) \
-        /usr/lib/x86_64-linux-gnu "$root"/target/nvrtc-wheel/nvidia/*/lib; do
-        f=$(ls "$d"/$1 2>/dev/null | sort -V | tail -n 1)
-        if [ -n "$f" ]; then
-            echo "$f"
-            return
-        fi
-    done
-}
+# shellcheck source=gpu-libs.sh
+source "$root/gpu-decode/gpu-libs.sh"
 libdir=$(mktemp -d)
 nvrtc=$(pick 'libnvrtc.so.*')
 cublas=$(pick 'libcublas.so.*')
