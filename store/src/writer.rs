@@ -2,9 +2,8 @@
 //! a tmpfs write holds the file's inode lock while it allocates and fills its pages, and
 //! a second writer spun on that lock (4–6 % of a 46 MB `get`'s CPU, BENCHMARKS.md eleventh
 //! session). A thread that finds the file busy keeps its piece (its buffer, swapped for a
-//! second one of its own: no copy) and goes on decoding; the kept piece is written with
-//! its thread's next one, by the next thread to have the file after writing its own, or
-//! at [`PieceWriter::finish`].
+//! second one of its own: no copy) and goes on decoding; it writes the kept piece with its
+//! next one, or at [`PieceWriter::finish`].
 
 use std::fs::File;
 use std::io;
@@ -63,25 +62,7 @@ impl<'f> PieceWriter<'f> {
             kept.full = false;
             write_at(self.file, &kept.bytes[..kept.len], kept.at)?;
         }
-        write_at(self.file, bytes, at)?;
-        drop(kept);
-        // While the file is ours, the pieces other threads kept back go too: a thread
-        // whose kept piece is still waiting when it finds the file busy again sleeps
-        // until the file is free (one worker of a 46 MB `get` slept 3–8 ms so), one
-        // whose piece was written here keeps the next one and goes on decoding.
-        for (i, slot) in self.kept.iter().enumerate() {
-            if Some(i) == rayon::current_thread_index() {
-                continue;
-            }
-            // A slot in use is its thread's, which writes its piece itself.
-            if let Ok(mut other) = slot.try_lock() {
-                if other.full {
-                    other.full = false;
-                    write_at(self.file, &other.bytes[..other.len], other.at)?;
-                }
-            }
-        }
-        Ok(())
+        write_at(self.file, bytes, at)
     }
 
     /// Writes the pieces still kept back; every piece is in the file after this.
@@ -169,12 +150,8 @@ mod tests {
                 .for_each(|r| r.unwrap());
                 assert!(w.kept.iter().all(|k| k.lock().unwrap().full));
             }
-            // The next thread to have the file writes every kept piece with its own.
-            w.write((3 * piece) as u64, &mut slice(3).to_vec(), piece)
-                .unwrap();
-            assert!(w.kept.iter().all(|k| !k.lock().unwrap().full));
             // Written with the next piece of the same thread, or at the end.
-            (4..n).into_par_iter().for_each(|k| {
+            (3..n).into_par_iter().for_each(|k| {
                 w.write((k * piece) as u64, &mut slice(k).to_vec(), piece)
                     .unwrap()
             });
