@@ -21,13 +21,16 @@ pub fn exit_status(signal: i32) -> i32 {
 
 /// Starts handling SIGINT and SIGTERM for the rest of the process: on either, remove the
 /// temporaries and exit with the status a shell reports for the signal (130 for SIGINT,
-/// 143 for SIGTERM).
-pub fn install() -> Result<(), CliError> {
+/// 143 for SIGTERM). The handlers are in place when this returns; the thread that waits
+/// for the signals first runs `warm_up` (work that may overlap the caller's, such as
+/// starting rayon's pool), so that no second thread is started for it.
+pub fn install(warm_up: impl FnOnce() + Send + 'static) -> Result<(), CliError> {
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|e| CliError::plain(format!("cannot handle signals: {e}")))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            warm_up();
             if let Some(signal) = signals.forever().next() {
                 let _no_new_temporaries = remove_temporaries();
                 std::process::exit(exit_status(signal));

@@ -181,8 +181,9 @@ impl Store {
             .open(dest)
             .map_err(out_err(dest))?;
         if let Some(key) = &f.blob {
-            let bytes = self.get_blob(key, f.size)?;
-            (&file).write_all(&bytes).map_err(out_err(dest))?;
+            self.with_blob(key, f.size, |bytes| {
+                (&file).write_all(bytes).map_err(out_err(dest))
+            })?;
             progress.advance(f.size);
         } else if let Some(st) = &f.safetensors {
             if f.size > 0 {

@@ -567,6 +567,38 @@ pub fn decode_blob(zstd: bool, raw_len: u64, payload: &[u8]) -> Result<Vec<u8>, 
     Ok(out)
 }
 
+thread_local! {
+    /// This thread's zstd decoder for blobs, made on its first blob (a context is
+    /// ~100 KB of fresh memory).
+    static BLOB_DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decodes a zstd blob's payload into `out`, which must be exactly its decoded length,
+/// with this thread's decoder.
+pub(crate) fn decode_zstd_blob_into(payload: &[u8], out: &mut [u8]) -> Result<(), ObjectError> {
+    let decoder_err = |e: std::io::Error| ObjectError::Zstd(ZstdError::Decoder(e.to_string()));
+    let n = BLOB_DECOMPRESSOR.with(|slot| -> Result<usize, ObjectError> {
+        // A nested use (none is made) would find the slot taken and use a decoder of its own.
+        let mut own = None;
+        let mut slot = slot.try_borrow_mut().ok();
+        let cached = slot.as_deref_mut().unwrap_or(&mut own);
+        if cached.is_none() {
+            *cached = Some(zstd::bulk::Decompressor::new().map_err(decoder_err)?);
+        }
+        let d = cached.as_mut().expect("made above");
+        d.decompress_to_buffer(payload, &mut *out)
+            .map_err(decoder_err)
+    })?;
+    if n != out.len() {
+        return Err(ObjectError::Zstd(ZstdError::DecodedSize {
+            found: n as u64,
+            expected: out.len() as u64,
+        }));
+    }
+    Ok(())
+}
+
 /// Decodes a plain tensor object's payload into `out` (exactly its decoded length).
 pub fn decode_plain_into(
     codec: Codec,

@@ -21,7 +21,7 @@ use crate::Store;
 
 /// Largest piece: a tensor whose base's chunk and delta's chunk have no common
 /// multiple up to this is decoded whole.
-const MAX_PIECE_BYTES: usize = 16 << 20;
+pub(crate) const MAX_PIECE_BYTES: usize = 16 << 20;
 
 /// Where a piece's bytes go: `(offset in the tensor, buffer, n)`, the piece being the
 /// buffer's first `n` bytes. The sink may keep the buffer and leave another in its place
@@ -36,7 +36,7 @@ thread_local! {
 /// Runs `f` on this thread's piece buffer, cut to `n` bytes (grown, zeroed, only the
 /// first time). Taken out of the thread's slot while `f` runs, so a nested use (none is
 /// made: `f` does no rayon work) would get a new buffer rather than fail.
-fn with_piece_buffer<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+pub(crate) fn with_piece_buffer<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     with_piece_vec(n, |buf| f(&mut buf[..n]))
 }
 

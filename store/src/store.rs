@@ -31,7 +31,8 @@ impl Store {
     /// A store over any backend.
     pub fn with_backend(backend: Box<dyn Backend>) -> Self {
         let want = backend.io_parallelism();
-        let io_pool = (want > rayon::current_num_threads())
+        // `want > 1` first: a local store does not wait here for rayon's pool to start.
+        let io_pool = (want > 1 && want > rayon::current_num_threads())
             .then(|| {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(want)
@@ -43,7 +44,11 @@ impl Store {
         Self { backend, io_pool }
     }
 
-    /// Runs `f` (which uses rayon) on the I/O pool when there is one.
+    /// Runs `f` (which uses rayon) on the I/O pool when there is one. Not on rayon's
+    /// global pool otherwise: a `get` run on one of its workers (so that its loops start
+    /// there, with no hand-off from and back to the calling thread) left one worker
+    /// asleep for 4.5–15 ms of a 46 MB `get` instead of 3.4–8.4, its tensors 4–7 ms
+    /// slower (BENCHMARKS.md fourteenth session).
     pub(crate) fn par<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match &self.io_pool {
             Some(p) => p.install(f),
