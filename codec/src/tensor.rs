@@ -484,7 +484,7 @@ fn encode_split(
                             let n = chunk.len() / 2;
                             let buf = &mut bufs.bufs[0];
                             grow(buf, n);
-                            let mut packed = Vec::with_capacity((7 * n).div_ceil(8));
+                            let mut packed = crate::recycle::buffer((7 * n).div_ceil(8));
                             crate::float_split::split_bf16_packed(
                                 layout.is_joint(),
                                 chunk,

@@ -222,6 +222,15 @@ impl<W: Write> CountingWriter<W> {
     }
 }
 
+/// Frees the encoder's spare piece buffers ([`crate::recycle`]) when dropped.
+struct ReleaseSpareOnDrop;
+
+impl Drop for ReleaseSpareOnDrop {
+    fn drop(&mut self) {
+        crate::recycle::release();
+    }
+}
+
 /// Coded tensors of one batch, each with the checksum of its original bytes.
 type CodedBatch = Vec<(tensor::EncodedTensor, u64)>;
 
@@ -338,6 +347,8 @@ fn pack_tensors<'d, W: Write + Send>(
             .into());
         }
     }
+    // The coded pieces' spare buffers are freed when this pack ends, however it ends.
+    let _spare = ReleaseSpareOnDrop;
     let mut w = CountingWriter { inner: out, pos: 0 };
     let mut preamble = [0u8; BLOCK as usize];
     preamble[..8].copy_from_slice(&MAGIC);
@@ -393,6 +404,9 @@ fn pack_tensors<'d, W: Write + Send>(
                 .iter()
                 .map(|s| w.stream(s))
                 .collect::<io::Result<Vec<_>>>()?;
+            for s in enc.streams {
+                s.recycle();
+            }
             entries.push(TensorEntry {
                 name: t.name.clone(),
                 dtype: t.dtype.clone(),
