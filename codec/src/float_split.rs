@@ -209,7 +209,7 @@ impl Layout {
     /// and the bottom bits of each 16-bit word instead of four: every first and second
     /// field of both layouts is a function of those bits (F32: of its top half; its two
     /// mantissa bytes are counted besides).
-    pub fn count_sparse_with_joint(self, src: &[u8]) -> Option<[Vec<Vec<(u16, u32)>>; 2]> {
+    pub fn count_sparse_with_joint(self, src: &[u8]) -> Option<[FieldHists; 2]> {
         // The word's bits from `shift` up (sign, exponent, the mantissa bit or bits of
         // the first fields), and sign plus low byte (the second fields).
         let mut top = [0u32; 1024];
@@ -220,7 +220,7 @@ impl Layout {
         };
         let from_top = |v: usize, shift: u32| (v << shift) as u16;
         let from_bottom = |v: usize| (((v >> 8) << 15) | (v & 0xFF)) as u16;
-        let (base, joint): (fn(u16) -> [u16; 2], fn(u16) -> [u16; 2]) = match self {
+        let (base, joint): (WordFields, WordFields) = match self {
             Self::Bf16 | Self::F32 => (bf16_fields, bf16_joint_fields),
             Self::F16 => (f16_fields, f16_joint_fields),
             _ => return None,
@@ -338,6 +338,13 @@ impl Layout {
         }
     }
 }
+
+/// Sparse histograms of a layout's fields, one per field (present values with their
+/// counts, in increasing value order).
+pub type FieldHists = Vec<Vec<(u16, u32)>>;
+
+/// The two fields of a 16-bit word in one layout.
+type WordFields = fn(u16) -> [u16; 2];
 
 /// The present values of a dense histogram with their counts, in increasing value order.
 fn sparse_of(dense: &[u32]) -> Vec<(u16, u32)> {
