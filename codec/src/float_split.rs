@@ -202,6 +202,64 @@ impl Layout {
         })
     }
 
+    /// The encoder's layout sample of one block, for a layout with a joint variant
+    /// ([`Self::joint`]; `None` for the others): `[every field of self, the first two
+    /// fields of the joint layout]`, each as [`Self::count_sparse`] gives it (the joint
+    /// layout's other fields empty), from one pass that counts two histograms of the top
+    /// and the bottom bits of each 16-bit word instead of four: every first and second
+    /// field of both layouts is a function of those bits (F32: of its top half; its two
+    /// mantissa bytes are counted besides).
+    pub fn count_sparse_with_joint(self, src: &[u8]) -> Option<[FieldHists; 2]> {
+        // The word's bits from `shift` up (sign, exponent, the mantissa bit or bits of
+        // the first fields), and sign plus low byte (the second fields).
+        let mut top = [0u32; 1024];
+        let mut bottom = [0u32; 512];
+        let tally = |w: u16, shift: u32, top: &mut [u32; 1024], bottom: &mut [u32; 512]| {
+            top[usize::from(w >> shift) & 1023] += 1;
+            bottom[usize::from(((w >> 15) << 8) | (w & 0xFF))] += 1;
+        };
+        let from_top = |v: usize, shift: u32| (v << shift) as u16;
+        let from_bottom = |v: usize| (((v >> 8) << 15) | (v & 0xFF)) as u16;
+        let (base, joint): (WordFields, WordFields) = match self {
+            Self::Bf16 | Self::F32 => (bf16_fields, bf16_joint_fields),
+            Self::F16 => (f16_fields, f16_joint_fields),
+            _ => return None,
+        };
+        let shift = if self == Self::F16 { 7 } else { 6 };
+        let mut bytes = [[0u32; 256]; 2];
+        if self == Self::F32 {
+            for e in src.as_chunks::<4>().0 {
+                let x = u32::from_le_bytes(*e);
+                tally((x >> 16) as u16, shift, &mut top, &mut bottom);
+                bytes[0][(x >> 8) as usize & 0xFF] += 1;
+                bytes[1][x as usize & 0xFF] += 1;
+            }
+        } else {
+            for e in src.as_chunks::<2>().0 {
+                tally(u16::from_le_bytes(*e), shift, &mut top, &mut bottom);
+            }
+        }
+        let field = |hist: &[u32], word: &dyn Fn(usize) -> u16, f: &dyn Fn(u16) -> u16| {
+            let mut dense = [0u32; 512];
+            for (v, &c) in hist.iter().enumerate() {
+                if c > 0 {
+                    dense[usize::from(f(word(v))) & 511] += c;
+                }
+            }
+            sparse_of(&dense)
+        };
+        let first =
+            |fields: fn(u16) -> [u16; 2]| field(&top, &|v| from_top(v, shift), &|w| fields(w)[0]);
+        let second = |fields: fn(u16) -> [u16; 2]| field(&bottom, &from_bottom, &|w| fields(w)[1]);
+        let mut base_fields = vec![first(base), second(base)];
+        let mut joint_fields = vec![first(joint), second(joint)];
+        if self == Self::F32 {
+            base_fields.extend(bytes.iter().map(|b| sparse_of(b)));
+            joint_fields.extend([Vec::new(), Vec::new()]);
+        }
+        Some([base_fields, joint_fields])
+    }
+
     /// Inverse of [`Self::split`]: writes the little-endian elements into `dst`.
     ///
     /// Written as straight loops over whole elements (no indexing), which the compiler
@@ -279,6 +337,24 @@ impl Layout {
             _ => unreachable!("field count does not match layout {self:?}"),
         }
     }
+}
+
+/// Sparse histograms of a layout's fields, one per field (present values with their
+/// counts, in increasing value order).
+pub type FieldHists = Vec<Vec<(u16, u32)>>;
+
+/// The two fields of a 16-bit word in one layout.
+type WordFields = fn(u16) -> [u16; 2];
+
+/// The present values of a dense histogram with their counts, in increasing value order.
+fn sparse_of(dense: &[u32]) -> Vec<(u16, u32)> {
+    let mut sparse = Vec::with_capacity(dense.iter().filter(|&&c| c > 0).count());
+    for (s, &c) in dense.iter().enumerate() {
+        if c > 0 {
+            sparse.push((s as u16, c));
+        }
+    }
+    sparse
 }
 
 thread_local! {
@@ -1495,6 +1571,52 @@ mod tests {
     /// The sparse counts are the dense ones' present entries, whatever the previous call
     /// on this thread counted (the scratch histograms are left zeroed), for every layout,
     /// field mask and odd length, and a short or empty mask counts nothing.
+    /// The one-pass layout sample gives what `count_sparse` gives for the base layout (all
+    /// fields) and its joint layout (first two fields), on every layout, for random bits
+    /// and for the skewed words of real weights, at odd lengths; `None` without a joint.
+    #[test]
+    fn count_sparse_with_joint_matches_count_sparse() {
+        for layout in [
+            Layout::Bf16,
+            Layout::F16,
+            Layout::F32,
+            Layout::F8,
+            Layout::Bf16Joint,
+        ] {
+            let bits = layout.field_bits();
+            for n in [0usize, 1, 7, 4096, 4099] {
+                for skewed in [false, true] {
+                    let src: Vec<u8> = (0..(n * layout.element_size()) as u32)
+                        .map(|i| {
+                            let r = (i.wrapping_mul(2654435761) >> 13) as u8;
+                            // Few distinct high bytes, as weights' exponents have.
+                            if skewed && i % 2 == 1 {
+                                0x3C | (r & 0x81)
+                            } else {
+                                r
+                            }
+                        })
+                        .collect();
+                    let Some(joint) = layout.joint() else {
+                        assert!(layout.count_sparse_with_joint(&src).is_none(), "{layout:?}");
+                        continue;
+                    };
+                    let all = vec![true; bits.len()];
+                    let first_two: Vec<bool> = (0..bits.len()).map(|f| f < 2).collect();
+                    let expected = [
+                        layout.count_sparse(&src, &all),
+                        joint.count_sparse(&src, &first_two),
+                    ];
+                    assert_eq!(
+                        layout.count_sparse_with_joint(&src),
+                        Some(expected),
+                        "{layout:?} n {n} skewed {skewed}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn count_sparse_matches_count() {
         for round in 0..2u32 {

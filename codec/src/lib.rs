@@ -42,6 +42,7 @@ pub(crate) mod entropy;
 pub mod float_split;
 #[cfg(not(feature = "fuzzing"))]
 pub(crate) mod float_split;
+mod recycle;
 
 pub use dtype::{Dtype, ShapeError};
 pub use entropy::stream::{CodedStream, Effort, StreamKind};

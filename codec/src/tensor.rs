@@ -398,10 +398,22 @@ fn encode_split(
     let mut sampled_bits = vec![vec![0.0f64; bits.len()]; candidates.len()];
     let mut sampled = 0usize;
     for block in data.chunks(block_bytes).step_by(16) {
-        for (k, (layout, acc)) in candidates.iter().zip(&mut sampled_bits).enumerate() {
-            let fields: [bool; MAX_FIELDS] = std::array::from_fn(|f| k == 0 || f < 2);
-            let h = layout.count_sparse(block, &fields[..bits.len()]);
-            for (acc, h) in acc.iter_mut().zip(&h) {
+        // Both layouts' histograms from one pass where the base layout has a joint one.
+        let both = match candidates.as_slice() {
+            [_, _] => base.count_sparse_with_joint(block),
+            _ => None,
+        };
+        let hists: Vec<Vec<SparseHist>> = match both {
+            Some(both) => both.into(),
+            None => (candidates.iter().enumerate())
+                .map(|(k, layout)| {
+                    let fields: [bool; MAX_FIELDS] = std::array::from_fn(|f| k == 0 || f < 2);
+                    layout.count_sparse(block, &fields[..bits.len()])
+                })
+                .collect(),
+        };
+        for (acc, hists) in sampled_bits.iter_mut().zip(&hists) {
+            for (acc, h) in acc.iter_mut().zip(hists) {
                 // The same sum, term by term, as `corrected_entropy_bits` of the dense
                 // histogram (0 for a field not counted).
                 *acc += sparse_entropy_bits(h);
@@ -484,7 +496,7 @@ fn encode_split(
                             let n = chunk.len() / 2;
                             let buf = &mut bufs.bufs[0];
                             grow(buf, n);
-                            let mut packed = Vec::with_capacity((7 * n).div_ceil(8));
+                            let mut packed = crate::recycle::buffer((7 * n).div_ceil(8));
                             crate::float_split::split_bf16_packed(
                                 layout.is_joint(),
                                 chunk,

@@ -19,7 +19,7 @@ mod writer;
 
 pub use error::{ContainerError, Corruption, Part, Unsupported};
 pub use reader::Archive;
-pub use writer::{pack, pack_parts, PackOptions, PackStats};
+pub use writer::{pack, pack_parts, release_spare_buffers, PackOptions, PackStats};
 
 use crate::dtype::Dtype;
 use crate::tensor::Codec;

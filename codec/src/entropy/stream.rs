@@ -198,6 +198,7 @@ impl StreamEncoder {
         let mut out = Vec::new();
         match &self.mode {
             Mode::Packed => {
+                out = crate::recycle::buffer(bitpack::packed_len(symbols.len(), self.symbol_bits));
                 let limit = 1u32 << self.symbol_bits;
                 // One OR over the chunk (vectorised) decides; the search names the culprit.
                 let any_wide = u32::from(symbols.iter().fold(0, |m, &s| m | s)) >= limit;
@@ -312,6 +313,14 @@ impl CodedStream {
     /// The stream as one buffer.
     pub fn to_vec(&self) -> Vec<u8> {
         self.segments.concat()
+    }
+
+    /// Hands the segments' buffers to the encoder's spare buffers once the stream has
+    /// been written out.
+    pub(crate) fn recycle(self) {
+        for segment in self.segments {
+            crate::recycle::give_back(segment);
+        }
     }
 }
 

@@ -157,7 +157,15 @@ fn encode_into(
     if !all_present {
         return false;
     }
-    out.reserve(STATE_BYTES + 2 * (words.len() - start));
+    // Room for the 0–3 bytes of padding that the stream puts after the piece (payloads
+    // start at multiples of 4), so that padding it does not move it.
+    let len = STATE_BYTES + 2 * (words.len() - start) + 3;
+    if out.capacity() == 0 {
+        // A fresh piece: a spare buffer if there is one (its pages already mapped).
+        *out = crate::recycle::buffer(len);
+    } else {
+        out.reserve(len);
+    }
     for s in states {
         out.extend_from_slice(&s.to_le_bytes());
     }
