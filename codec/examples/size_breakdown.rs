@@ -165,7 +165,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let pads: Vec<String> = [1u64, 4, 8, 16]
             .iter()
             .map(|&a| {
-                let p: u64 = lens_in_order.iter().map(|&l| l.next_multiple_of(a) - l).sum();
+                let p: u64 = lens_in_order
+                    .iter()
+                    .map(|&l| l.next_multiple_of(a) - l)
+                    .sum();
                 format!("align {a}: {p}")
             })
             .collect();

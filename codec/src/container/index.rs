@@ -5,12 +5,12 @@ use super::{
     ContainerError, Corruption, Index, PrefixRef, SourceKind, StreamRef, TensorEntry, ALIGN,
     ALIGN_LOG2_RANGE, BLOCK, MAX_EXPANSION, STREAM_ALIGN, TRAILER_MAGIC,
 };
-use crate::checksum::xxh3_64;
-use std::borrow::Cow;
 use crate::bytes::{ByteReader, Truncated};
+use crate::checksum::xxh3_64;
 use crate::dtype::Dtype;
 use crate::safetensors;
 use crate::tensor::Codec;
+use std::borrow::Cow;
 
 /// How a file aligns its streams and stores its index: trailer bytes 32..41 (FORMAT.md
 /// §3.4), zero in every file before version 1.2.
@@ -103,7 +103,11 @@ impl Index {
     /// [`STREAM_ALIGN`]) and the form to record in the trailer.
     pub fn to_stored(&self) -> (Vec<u8>, StoredForm) {
         let raw = self.serialize();
-        let level = if raw.len() <= 1 << 20 { INDEX_ZSTD_LEVEL } else { 3 };
+        let level = if raw.len() <= 1 << 20 {
+            INDEX_ZSTD_LEVEL
+        } else {
+            3
+        };
         let frame = zstd::bulk::compress(&raw, level).expect("zstd compresses any input");
         let form = StoredForm {
             align: STREAM_ALIGN,

@@ -9,9 +9,8 @@ use crate::checksum::xxh3_64;
 use rayon::prelude::*;
 
 use super::{
-    trailer,
-    ContainerError, Index, PrefixRef, SourceKind, StreamRef, TensorEntry, Unsupported, STREAM_ALIGN,
-    BLOCK, MAGIC, MAX_DTYPE_LEN, MAX_EXPANSION, MAX_NAME_LEN, VERSION_MAJOR,
+    trailer, ContainerError, Index, PrefixRef, SourceKind, StreamRef, TensorEntry, Unsupported,
+    BLOCK, MAGIC, MAX_DTYPE_LEN, MAX_EXPANSION, MAX_NAME_LEN, STREAM_ALIGN, VERSION_MAJOR,
     VERSION_MINOR,
 };
 use crate::dtype::Dtype;
@@ -449,7 +448,6 @@ fn pack_tensors<'d, W: Write + Send>(
         packed_len: w.pos,
     })
 }
-
 
 /// Tensors of a raw input: the whole elements as one 1-D tensor, and any leftover bytes
 /// as a `U8` tail.

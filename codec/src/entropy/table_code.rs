@@ -65,11 +65,14 @@ struct BitReader<'a> {
 
 impl BitReader<'_> {
     fn bit(&mut self) -> Result<u32, EntropyError> {
-        let byte = self.bytes.get(self.pos / 8).ok_or(EntropyError::Truncated {
-            what: "compact frequency tables",
-            needed: self.pos / 8 + 1,
-            have: self.bytes.len(),
-        })?;
+        let byte = self
+            .bytes
+            .get(self.pos / 8)
+            .ok_or(EntropyError::Truncated {
+                what: "compact frequency tables",
+                needed: self.pos / 8 + 1,
+                have: self.bytes.len(),
+            })?;
         let b = u32::from(byte >> (self.pos % 8)) & 1;
         self.pos += 1;
         Ok(b)
@@ -258,7 +261,10 @@ mod tests {
         let tables = sample_tables();
         let bytes = write_tables(&tables);
         for len in 0..bytes.len() {
-            assert!(read_tables(&bytes[..len], tables.len(), 8).is_err(), "{len}");
+            assert!(
+                read_tables(&bytes[..len], tables.len(), 8).is_err(),
+                "{len}"
+            );
         }
         // Narrower symbols: the 256-symbol table does not fit 7 bits.
         assert!(read_tables(&bytes, tables.len(), 7).is_err());
