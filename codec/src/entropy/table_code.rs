@@ -216,7 +216,7 @@ pub fn read_tables(
         tables.push(FreqTable::from_parts(symbols, freqs));
     }
     let used = r.pos.div_ceil(8);
-    if r.pos % 8 != 0 && bytes[used - 1] >> (r.pos % 8) != 0 {
+    if !r.pos.is_multiple_of(8) && bytes[used - 1] >> (r.pos % 8) != 0 {
         return Err(bad("nonzero padding bits"));
     }
     Ok((tables, used))
