@@ -60,10 +60,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut stream_bytes = 0u64;
         let mut padding = 0u64;
         let mut n_streams = 0u64;
+        // Format 1.2 estimates: compact tables (bytes saved), stream lengths in file order.
+        let mut compact_saved = 0u64;
+        let mut lens_in_order: Vec<u64> = vec![archive.index().prefix.stream.len];
         for t in &archive.index().tensors {
             for s in &t.streams {
                 stream_bytes += s.len;
                 padding += s.len.next_multiple_of(64) - s.len;
+                lens_in_order.push(s.len);
                 n_streams += 1;
             }
             let e = by_codec.entry(t.codec.name()).or_default();
@@ -118,6 +122,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             .map(|t| t.serialized_len() as u64)
                             .sum::<u64>();
                         acc.n_tables += tables.len() as u64;
+                        compact_saved += tables
+                            .iter()
+                            .map(|t| t.serialized_len() as u64)
+                            .sum::<u64>()
+                            - mcodec::format::compact_tables_len(&tables) as u64;
                         acc.table_symbols +=
                             tables.iter().map(|t| t.symbols().len() as u64).sum::<u64>();
                         acc.block_ids += n.div_ceil(1 << block_log2) as u64;
@@ -144,6 +153,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "  container: preamble+trailer 128, header (prefix) stream {prefix}, tensor streams \
              {stream_bytes} in {n_streams}, alignment padding {padding} (incl. the header's), \
              index and the padding before it {index_bytes}"
+        );
+        // The index as one zstd frame, and the stream padding under smaller alignments.
+        let trailer = &packed[packed.len() - 64..];
+        let word = |at: usize| u64::from_le_bytes(trailer[at..at + 8].try_into().unwrap());
+        let index = &packed[word(0) as usize..][..word(8) as usize];
+        let zindex: Vec<String> = [3, 19]
+            .iter()
+            .map(|&l| format!("{}", zstd::bulk::compress(index, l).map_or(0, |z| z.len())))
+            .collect();
+        let pads: Vec<String> = [1u64, 4, 8, 16]
+            .iter()
+            .map(|&a| {
+                let p: u64 = lens_in_order
+                    .iter()
+                    .map(|&l| l.next_multiple_of(a) - l)
+                    .sum();
+                format!("align {a}: {p}")
+            })
+            .collect();
+        println!(
+            "  1.2 estimates: compact tables save {compact_saved}; index {} -> zstd {} \
+             (levels 3, 19); stream padding {padding} -> {}",
+            index.len(),
+            zindex.join(" / "),
+            pads.join(", ")
         );
         for (codec, (count, orig, coded)) in &by_codec {
             println!("  codec {codec}: {count} tensors, {orig} -> {coded} bytes");

@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use crate::container::STREAM_ALIGN;
 use crate::dtype::Dtype;
 use crate::entropy::stream::{
     sparse_entropy_bits, CodedStream, Effort, SparseHist, StreamDecoder, StreamEncoder, StreamKind,
@@ -226,8 +227,10 @@ const OVERLAP_PIECE_BYTES: usize = 8 << 20;
 /// thousands of chunks for CPU threads and GPU warps.
 pub const DEFAULT_CHUNK_LOG2: u8 = 18;
 
-/// Default block length exponent: 4096 elements choose a table together.
-pub const DEFAULT_BLOCK_LOG2: u8 = 12;
+/// Default block length exponent: 2048 elements choose a table together (4096 before
+/// format 1.2: with compact tables the shorter blocks code MiniLM's F16, BF16 and FP8 files
+/// 6–7 KB smaller, its F32 file 9 KB larger; BENCHMARKS.md, fourteenth session).
+pub const DEFAULT_BLOCK_LOG2: u8 = 11;
 /// Block length exponent of the archival setting.
 pub const MAX_BLOCK_LOG2: u8 = 11;
 
@@ -359,15 +362,19 @@ pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor
 }
 
 /// Bytes that streams of these lengths take in a `.mcz` file: each starts at a multiple
-/// of 64 (FORMAT.md §3.2), so it takes its length rounded up to 64, and its 24-byte
-/// `StreamRef` in the index (§3.3). A split tensor's second stream thus costs up to 87
-/// bytes beyond its content, which decides between codecs for small tensors.
+/// of [`STREAM_ALIGN`] (FORMAT.md §3.2), so it takes its length rounded up to that, and
+/// its `StreamRef` in the zstd-coded index (§3.3): about 12 bytes, the 8 of its
+/// checksum and what its offset and length cost coded. This decides between codecs for
+/// small tensors, where a split codec pays for a second stream, rANS states and a table.
 pub fn file_bytes(stream_lens: &[usize]) -> usize {
     stream_lens
         .iter()
-        .map(|&len| len.next_multiple_of(64) + 24)
+        .map(|&len| len.next_multiple_of(STREAM_ALIGN as usize) + STREAM_REF_BYTES)
         .sum()
 }
+
+/// What a `StreamRef` costs in the zstd-coded index, as estimated by [`file_bytes`].
+const STREAM_REF_BYTES: usize = 12;
 
 /// The joint layout (sign coded with the exponent) is chosen when the sample says it
 /// saves at least this share of the first two fields' bits: below it, the estimate's

@@ -1,8 +1,10 @@
 //! Golden files pin the format: every `fixtures/golden/*.mcz` must decode to its fixture
 //! byte for byte, and packing the fixture must reproduce the golden bytes exactly.
 //! `fixtures/golden/chunk16/` keeps the files the earlier default wrote (`chunk_log2 = 16`
-//! in the index) and `fixtures/golden/v1.0/` the last files of format version 1.0 (before
-//! the joint split codecs): they must still decode. `skewed-signs` has no older files.
+//! in the index), `fixtures/golden/v1.0/` the last files of format version 1.0 (before
+//! the joint split codecs) and `fixtures/golden/v1.1/` the last of version 1.1 (before
+//! compact tables, the zstd-coded index and 4-byte alignment): they must still decode.
+//! `skewed-signs` has no 1.0 files.
 //!
 //! After a deliberate encoder or format change, regenerate them with
 //! `MCODEC_BLESS=1 cargo test -p mcodec --test golden` and commit the new files.
@@ -74,9 +76,43 @@ fn files_of_the_earlier_default_still_decode() {
 }
 
 #[test]
+fn files_of_version_1_1_still_decode() {
+    for name in FIXTURES_1_0.iter().chain([&SKEWED]) {
+        let input = std::fs::read(root().join("data").join(name)).unwrap();
+        let path = root().join("golden/v1.1").join(format!("{name}.mcz"));
+        let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(golden[10..12], [1, 0], "v1.1/{name}: not a 1.1 file");
+        assert!(
+            unpack(&golden) == input,
+            "v1.1/{name}: golden file no longer decodes"
+        );
+    }
+}
+
+#[test]
+fn current_golden_files_use_the_1_2_layout() {
+    for name in FIXTURES_1_0.iter().chain([&SKEWED]) {
+        let golden = std::fs::read(root().join("golden").join(format!("{name}.mcz"))).unwrap();
+        assert_eq!(golden[10..12], [2, 0], "{name}: minor version 2");
+        let trailer = &golden[golden.len() - 64..];
+        assert_ne!(trailer[32..40], [0; 8], "{name}: index stored as it is");
+        assert_eq!(trailer[40], 2, "{name}: alignment");
+        let archive = Archive::open(&golden).unwrap();
+        // Every rANS stream has the compact tables (mode 3), none the 1.1 ones (mode 2).
+        for t in &archive.index().tensors {
+            if matches!(t.codec, mcodec::Codec::Split(_)) {
+                for s in &t.streams {
+                    assert_ne!(archive.stream_unverified(s)[0], 2, "{name}: mode 2 stream");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn skewed_signs_golden_file_uses_every_joint_codec() {
     let golden = std::fs::read(root().join("golden").join(format!("{SKEWED}.mcz"))).unwrap();
-    assert_eq!(golden[10..12], [1, 0], "minor version 1");
+    assert_eq!(golden[10..12], [2, 0], "minor version 2");
     let archive = Archive::open(&golden).unwrap();
     let mut ids: Vec<u8> = archive
         .index()

@@ -189,17 +189,28 @@ fn const_claims_up_to_the_limit_decode_within_it() {
     // The largest claim a file of this size may make decodes, in bounded pieces; one
     // element more is refused.
     let file = raw_pack(&[0x80, 0x3f].repeat(4096), Dtype::BF16);
-    let mut index = index_of(&file);
+    let index = index_of(&file);
     let claim_for = |len: usize| (len as u64 * MAX_EXPANSION) / 2 * 2;
-    let claim = claim_for(file.len());
-    index.original_len = claim;
-    index.tensors[0].original_len = claim;
-    index.tensors[0].shape = vec![claim / 2];
-    // The tensor checksum must match the claimed content for the decode to succeed.
-    let content = [0x80, 0x3f].repeat(claim as usize / 2);
-    index.tensors[0].checksum = xxhash_rust::xxh3::xxh3_64(&content);
-    let at_limit = with_index(&file, &index);
-    assert_eq!(at_limit.len(), file.len(), "index size changed");
+    // The file claiming `claim` bytes (with the checksum of that content).
+    let claiming = |claim: u64| {
+        let mut index = index.clone();
+        index.original_len = claim;
+        index.tensors[0].original_len = claim;
+        index.tensors[0].shape = vec![claim / 2];
+        let content = [0x80, 0x3f].repeat(claim as usize / 2);
+        index.tensors[0].checksum = xxhash_rust::xxh3::xxh3_64(&content);
+        (with_index(&file, &index), content)
+    };
+    // The zstd-coded index (format 1.2) changes length with what it records: find the
+    // claim that is the limit of the file that makes it.
+    let mut claim = claim_for(file.len());
+    let (at_limit, content) = loop {
+        let (f, content) = claiming(claim);
+        if claim_for(f.len()) == claim {
+            break (f, content);
+        }
+        claim = claim_for(f.len());
+    };
     let (out, peak) = largest_alloc(|| unpack(&at_limit));
     assert!(out.unwrap() == content);
     assert!(
@@ -207,10 +218,16 @@ fn const_claims_up_to_the_limit_decode_within_it() {
         "allocated {peak} for a {claim}-byte output"
     );
 
-    index.original_len = claim + 2;
-    index.tensors[0].original_len = claim + 2;
-    index.tensors[0].shape = vec![claim / 2 + 1];
-    let (err, _) = refuse(&with_index(&file, &index));
+    // One element more than its own file allows.
+    let mut over = claim + 2;
+    let hostile = loop {
+        let (f, _) = claiming(over);
+        if over > f.len() as u64 * MAX_EXPANSION {
+            break f;
+        }
+        over = claim_for(f.len()) + 2;
+    };
+    let (err, _) = refuse(&hostile);
     assert!(matches!(err, ContainerError::Limit { .. }), "{err}");
 }
 
@@ -414,4 +431,71 @@ fn nonzero_padding_of_a_mapped_file_is_refused_when_read() {
     assert!(archive.unpack_to(std::io::sink(), &|_| {}).is_err());
     // The same bytes in memory are refused on open, as before.
     assert!(Archive::from_vec(bad).is_err());
+}
+
+#[test]
+fn hostile_zstd_indexes_and_alignments_are_refused_before_allocation() {
+    use mcodec::container::{trailer, StoredForm};
+    let _serial = serial();
+    let file = pack_small_chunks(&every_dtype_model(1));
+    let at = common::index_offset(&file);
+    let index = index_of(&file);
+    let (stored, form) = index.to_stored();
+    assert_ne!(form, StoredForm::V1_1);
+    let rebuild = |stored: &[u8], form: StoredForm| {
+        let mut out = file[..at].to_vec();
+        out.extend_from_slice(stored);
+        out.extend_from_slice(&trailer(at as u64, stored, index.original_len, form));
+        out
+    };
+    assert!(Archive::open(&rebuild(&stored, form)).is_ok());
+    let open_err = |f: &[u8]| {
+        let (r, peak) = largest_alloc(|| Archive::open(f).map(|_| ()));
+        assert!(peak < 1 << 20, "allocated {peak} bytes for a refused file");
+        r.expect_err("hostile file accepted")
+    };
+    let frame_err = |e: ContainerError| {
+        assert!(
+            matches!(e, ContainerError::Corrupt(Corruption::IndexFrame { .. })),
+            "{e}"
+        )
+    };
+    // A decoded length far beyond what the stored bytes may expand to.
+    let huge = StoredForm {
+        index_raw_len: u64::MAX / 2,
+        ..form
+    };
+    frame_err(open_err(&rebuild(&stored, huge)));
+    // A decoded length one off, either way.
+    for raw in [form.index_raw_len - 1, form.index_raw_len + 1] {
+        let off = StoredForm {
+            index_raw_len: raw,
+            ..form
+        };
+        frame_err(open_err(&rebuild(&stored, off)));
+    }
+    // A frame cut short anywhere, or followed by a byte.
+    for len in 0..stored.len() {
+        let _ = open_err(&rebuild(&stored[..len], form));
+    }
+    let mut longer = stored.clone();
+    longer.push(0);
+    frame_err(open_err(&rebuild(&longer, form)));
+    // Alignment exponents outside 2..=6.
+    for bad in [1u8, 7, 255] {
+        let mut f = rebuild(&stored, form);
+        let t = f.len() - 64;
+        f[t + 40] = bad;
+        let check = xxhash_rust::xxh3::xxh3_64(&f[t..t + 56]);
+        f[t + 56..].copy_from_slice(&check.to_le_bytes());
+        let e = open_err(&f);
+        assert!(
+            matches!(e, ContainerError::Corrupt(Corruption::Alignment { found }) if found == bad),
+            "{e}"
+        );
+    }
+    // The same index stored as it is with a 64-byte alignment claimed: the 4-aligned
+    // streams are refused.
+    let raw = index.serialize();
+    let _ = open_err(&rebuild(&raw, StoredForm::V1_1));
 }

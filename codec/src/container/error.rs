@@ -147,6 +147,22 @@ pub enum Corruption {
         /// File length.
         len: u64,
     },
+    /// The trailer names a stream alignment outside [`super::ALIGN_LOG2_RANGE`].
+    #[error("trailer names a stream alignment of 2^{found} bytes, allowed 2^2..=2^6")]
+    Alignment {
+        /// The exponent found.
+        found: u8,
+    },
+    /// A zstd-coded index (since 1.2) is not one frame of the length the trailer gives.
+    #[error("zstd-coded index of {stored} bytes, {raw} bytes decoded: {problem}")]
+    IndexFrame {
+        /// Bytes stored.
+        stored: u64,
+        /// Decoded length the trailer gives.
+        raw: u64,
+        /// What was wrong.
+        problem: String,
+    },
     /// The trailer's magic is missing.
     #[error("trailer magic missing (truncated file?)")]
     NoTrailerMagic,

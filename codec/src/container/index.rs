@@ -2,14 +2,130 @@
 //! field before anything is sized from it.
 
 use super::{
-    ContainerError, Corruption, Index, PrefixRef, SourceKind, StreamRef, TensorEntry, ALIGN, BLOCK,
+    ContainerError, Corruption, Index, PrefixRef, SourceKind, StreamRef, TensorEntry, ALIGN,
+    ALIGN_LOG2_RANGE, BLOCK, MAX_EXPANSION, STREAM_ALIGN, TRAILER_MAGIC,
 };
 use crate::bytes::{ByteReader, Truncated};
+use crate::checksum::xxh3_64;
 use crate::dtype::Dtype;
 use crate::safetensors;
 use crate::tensor::Codec;
+use std::borrow::Cow;
+
+/// How a file aligns its streams and stores its index: trailer bytes 32..41 (FORMAT.md
+/// §3.4), zero in every file before version 1.2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredForm {
+    /// Alignment of every stream and of the index, in bytes.
+    pub align: u64,
+    /// Length of the serialised index when it is stored as one zstd frame; 0 when it is
+    /// stored as it is.
+    pub index_raw_len: u64,
+}
+
+impl StoredForm {
+    /// The form of files before version 1.2: 64-byte alignment, the index as it is.
+    pub const V1_1: Self = Self {
+        align: ALIGN,
+        index_raw_len: 0,
+    };
+
+    /// Reads the form from a trailer whose checksum was checked.
+    pub fn from_trailer(trailer: &[u8; BLOCK as usize]) -> Result<Self, ContainerError> {
+        let index_raw_len = u64::from_le_bytes(trailer[32..40].try_into().expect("8 bytes"));
+        let align_log2 = match trailer[40] {
+            0 => ALIGN.trailing_zeros() as u8,
+            k if ALIGN_LOG2_RANGE.contains(&k) => k,
+            found => return Err(Corruption::Alignment { found }.into()),
+        };
+        Ok(Self {
+            align: 1 << align_log2,
+            index_raw_len,
+        })
+    }
+
+    /// The index bytes as serialised, from the bytes stored: checked to be one zstd frame
+    /// of exactly [`Self::index_raw_len`] bytes where the index is coded, and that length
+    /// at most [`MAX_EXPANSION`] times the stored bytes before anything is allocated.
+    pub fn index_bytes<'a>(&self, stored: &'a [u8]) -> Result<Cow<'a, [u8]>, ContainerError> {
+        let raw = self.index_raw_len;
+        if raw == 0 {
+            return Ok(Cow::Borrowed(stored));
+        }
+        let bad = |problem: String| Corruption::IndexFrame {
+            stored: stored.len() as u64,
+            raw,
+            problem,
+        };
+        if raw > (stored.len() as u64).saturating_mul(MAX_EXPANSION) {
+            return Err(bad(format!("more than {MAX_EXPANSION} bytes per byte stored")).into());
+        }
+        crate::tensor::check_zstd_frame(stored, raw).map_err(|e| bad(e.to_string()))?;
+        let mut out = vec![0u8; raw as usize];
+        let n = zstd::bulk::Decompressor::new()
+            .and_then(|mut d| d.decompress_to_buffer(stored, &mut out))
+            .map_err(|e| bad(e.to_string()))?;
+        if n != out.len() {
+            return Err(bad(format!("decodes to {n} bytes")).into());
+        }
+        Ok(Cow::Owned(out))
+    }
+}
+
+/// The trailer (FORMAT.md §3.4) of a file whose index, stored as `stored_index`, starts
+/// at `index_offset`, which unpacks to `original_len` bytes and has the layout `form`.
+pub fn trailer(
+    index_offset: u64,
+    stored_index: &[u8],
+    original_len: u64,
+    form: StoredForm,
+) -> [u8; BLOCK as usize] {
+    let mut trailer = [0u8; BLOCK as usize];
+    trailer[0..8].copy_from_slice(&index_offset.to_le_bytes());
+    trailer[8..16].copy_from_slice(&(stored_index.len() as u64).to_le_bytes());
+    trailer[16..24].copy_from_slice(&xxh3_64(stored_index).to_le_bytes());
+    trailer[24..32].copy_from_slice(&original_len.to_le_bytes());
+    if form != StoredForm::V1_1 {
+        trailer[32..40].copy_from_slice(&form.index_raw_len.to_le_bytes());
+        trailer[40] = form.align.trailing_zeros() as u8;
+    }
+    trailer[48..56].copy_from_slice(&TRAILER_MAGIC);
+    let check = xxh3_64(&trailer[..56]);
+    trailer[56..64].copy_from_slice(&check.to_le_bytes());
+    trailer
+}
+
+/// zstd level of the index: tiny next to the model, coded once.
+const INDEX_ZSTD_LEVEL: i32 = 19;
 
 impl Index {
+    /// The index as the writer stores it since 1.2 (one zstd frame, streams aligned to
+    /// [`STREAM_ALIGN`]) and the form to record in the trailer.
+    pub fn to_stored(&self) -> (Vec<u8>, StoredForm) {
+        let raw = self.serialize();
+        let level = if raw.len() <= 1 << 20 {
+            INDEX_ZSTD_LEVEL
+        } else {
+            3
+        };
+        let frame = zstd::bulk::compress(&raw, level).expect("zstd compresses any input");
+        let form = StoredForm {
+            align: STREAM_ALIGN,
+            index_raw_len: raw.len() as u64,
+        };
+        (frame, form)
+    }
+
+    /// Parses an index stored in `form` (see [`StoredForm::index_bytes`]) starting at
+    /// `index_offset`.
+    pub fn parse_stored(
+        stored: &[u8],
+        index_offset: u64,
+        form: StoredForm,
+    ) -> Result<Self, ContainerError> {
+        Self::parse_aligned(&form.index_bytes(stored)?, index_offset, form.align)
+    }
+
     /// Serialises the index (FORMAT.md §3.3).
     pub fn serialize(&self) -> Vec<u8> {
         let mut b = Vec::new();
@@ -48,7 +164,16 @@ impl Index {
     /// Parses and validates an index read from a file of `file_len` bytes whose index
     /// starts at `index_offset`.
     pub fn parse(bytes: &[u8], index_offset: u64) -> Result<Self, ContainerError> {
-        let mut r = Reader(ByteReader::new(bytes));
+        Self::parse_aligned(bytes, index_offset, ALIGN)
+    }
+
+    /// [`Self::parse`] for streams aligned to `align` bytes (FORMAT.md §3.4).
+    pub fn parse_aligned(
+        bytes: &[u8],
+        index_offset: u64,
+        align: u64,
+    ) -> Result<Self, ContainerError> {
+        let mut r = Reader(ByteReader::new(bytes), align);
         let source = match r.u8()? {
             0 => SourceKind::Safetensors,
             1 => SourceKind::Raw,
@@ -140,8 +265,9 @@ fn put_stream(b: &mut Vec<u8>, s: &StreamRef) {
 }
 
 /// The index's field reader: [`ByteReader`], with a read past the end of the index
-/// reported as [`Corruption::IndexTruncated`].
-struct Reader<'a>(ByteReader<'a>);
+/// reported as [`Corruption::IndexTruncated`]; with the stream alignment the offsets
+/// must keep.
+struct Reader<'a>(ByteReader<'a>, u64);
 
 fn truncated(t: Truncated) -> Corruption {
     Corruption::IndexTruncated {
@@ -175,7 +301,7 @@ impl<'a> Reader<'a> {
         };
         let end = s.offset.checked_add(s.len);
         if s.offset < BLOCK
-            || !s.offset.is_multiple_of(ALIGN)
+            || !s.offset.is_multiple_of(self.1)
             || end.is_none_or(|e| e > index_offset)
         {
             return Err(Corruption::StreamPlacement {

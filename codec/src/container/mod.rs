@@ -13,6 +13,7 @@
 
 mod error;
 mod index;
+pub use index::{trailer, StoredForm};
 mod reader;
 mod stream_out;
 mod writer;
@@ -30,10 +31,17 @@ pub const MAGIC: [u8; 8] = *b"\x89MCZ\r\n\x1a\n";
 pub const TRAILER_MAGIC: [u8; 8] = *b"MCZ-END\0";
 /// Format major version this code reads and writes.
 pub const VERSION_MAJOR: u16 = 1;
-/// Format minor version this code writes (1: the joint split codecs 6..=8).
-pub const VERSION_MINOR: u16 = 1;
-/// Alignment of every stream and of the index.
+/// Format minor version this code writes (1: the joint split codecs 6..=8; 2: compact
+/// frequency tables, a zstd-coded index and 4-byte stream alignment).
+pub const VERSION_MINOR: u16 = 2;
+/// Alignment of every stream and of the index in files whose trailer names none (every
+/// file before version 1.2).
 pub const ALIGN: u64 = 64;
+/// Alignment of every stream and of the index in the files this code writes (since 1.2;
+/// recorded in the trailer): what chunk payloads need (FORMAT.md §3.2).
+pub const STREAM_ALIGN: u64 = 4;
+/// Smallest and largest stream alignment exponent a trailer may name (FORMAT.md §3.4).
+pub const ALIGN_LOG2_RANGE: std::ops::RangeInclusive<u8> = 2..=6;
 /// Size of the preamble and of the trailer.
 pub const BLOCK: u64 = 64;
 /// Longest tensor name accepted (its length is a `u16` in the index).
@@ -166,9 +174,16 @@ mod tests {
         let mut back = Vec::new();
         archive.unpack_to(&mut back, &|_| {}).unwrap();
         assert_eq!(back, input);
+        let (stored, form) = archive.index().to_stored();
+        assert_eq!(form.align, STREAM_ALIGN);
+        assert_eq!(
+            Index::parse_stored(&stored, packed.len() as u64, form).unwrap(),
+            *archive.index()
+        );
+        // Stored as it is, the same index is a 1.1 index only if its offsets are 64-aligned.
         let serialized = archive.index().serialize();
         assert_eq!(
-            Index::parse(&serialized, packed.len() as u64).unwrap(),
+            Index::parse_aligned(&serialized, packed.len() as u64, STREAM_ALIGN).unwrap(),
             *archive.index()
         );
     }

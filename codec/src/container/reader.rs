@@ -7,7 +7,7 @@ use crate::checksum::xxh3_64;
 use rayon::prelude::*;
 
 use super::{
-    ContainerError, Corruption, Index, Part, StreamRef, TensorEntry, ALIGN, BLOCK, MAGIC,
+    ContainerError, Corruption, Index, Part, StoredForm, StreamRef, TensorEntry, BLOCK, MAGIC,
     MAX_EXPANSION, TRAILER_MAGIC, VERSION_MAJOR,
 };
 use crate::tensor::{self, TensorDecoder, ZstdError};
@@ -163,6 +163,7 @@ impl<'a> Archive<'a> {
             });
         }
         let (index_offset, index_len, index_sum) = (word(0), word(8), word(16));
+        let form = StoredForm::from_trailer(t.try_into().expect("64 bytes"))?;
         // Bound the claimed output by the bytes really there before anything is sized
         // from the index.
         let allowed = len.saturating_mul(MAX_EXPANSION);
@@ -174,7 +175,7 @@ impl<'a> Archive<'a> {
             });
         }
         if index_offset < BLOCK
-            || index_offset % ALIGN != 0
+            || index_offset % form.align != 0
             || index_offset.checked_add(index_len) != Some(len - BLOCK)
         {
             return Err(Corruption::IndexPlacement {
@@ -193,7 +194,7 @@ impl<'a> Archive<'a> {
                 computed,
             });
         }
-        let index = Index::parse(index_bytes, index_offset)?;
+        let index = Index::parse_stored(index_bytes, index_offset, form)?;
         if index.original_len != word(24) {
             return Err(Corruption::OriginalLen {
                 trailer: word(24),

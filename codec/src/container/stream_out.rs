@@ -397,16 +397,17 @@ mod tests {
     /// `file` with tensor `i`'s recorded checksum replaced (index and trailer rewritten):
     /// decoding then succeeds and only the tensor checksum check can notice.
     fn with_tensor_checksum(file: &[u8], i: usize, checksum: u64) -> Vec<u8> {
-        use crate::container::{writer::trailer, Index, BLOCK};
-        let at_end = &file[file.len() - BLOCK as usize..];
+        use crate::container::{trailer, Index, StoredForm, BLOCK};
+        let at_end: &[u8; BLOCK as usize] = file[file.len() - BLOCK as usize..].try_into().unwrap();
         let at = u64::from_le_bytes(at_end[0..8].try_into().unwrap()) as usize;
         let len = u64::from_le_bytes(at_end[8..16].try_into().unwrap()) as usize;
-        let mut index = Index::parse(&file[at..at + len], at as u64).unwrap();
+        let form = StoredForm::from_trailer(at_end).unwrap();
+        let mut index = Index::parse_stored(&file[at..at + len], at as u64, form).unwrap();
         index.tensors[i].checksum = checksum;
-        let bytes = index.serialize();
+        let (bytes, form) = index.to_stored();
         let mut out = file[..at].to_vec();
         out.extend_from_slice(&bytes);
-        out.extend_from_slice(&trailer(at as u64, &bytes, index.original_len));
+        out.extend_from_slice(&trailer(at as u64, &bytes, index.original_len, form));
         out
     }
 

@@ -9,8 +9,8 @@ use crate::checksum::xxh3_64;
 use rayon::prelude::*;
 
 use super::{
-    ContainerError, Index, PrefixRef, SourceKind, StreamRef, TensorEntry, Unsupported, ALIGN,
-    BLOCK, MAGIC, MAX_DTYPE_LEN, MAX_EXPANSION, MAX_NAME_LEN, TRAILER_MAGIC, VERSION_MAJOR,
+    trailer, ContainerError, Index, PrefixRef, SourceKind, StreamRef, TensorEntry, Unsupported,
+    BLOCK, MAGIC, MAX_DTYPE_LEN, MAX_EXPANSION, MAX_NAME_LEN, STREAM_ALIGN, VERSION_MAJOR,
     VERSION_MINOR,
 };
 use crate::dtype::Dtype;
@@ -192,8 +192,8 @@ impl<W: Write> CountingWriter<W> {
     }
 
     fn align(&mut self) -> io::Result<()> {
-        let pad = self.pos.next_multiple_of(ALIGN) - self.pos;
-        self.write(&[0u8; ALIGN as usize][..pad as usize])
+        let pad = self.pos.next_multiple_of(STREAM_ALIGN) - self.pos;
+        self.write(&[0u8; STREAM_ALIGN as usize][..pad as usize])
     }
 
     fn zeros(&mut self, mut n: u64) -> io::Result<()> {
@@ -443,7 +443,7 @@ fn pack_tensors<'d, W: Write + Send>(
         prefix,
         tensors: entries,
     };
-    let index_bytes = index.serialize();
+    let (index_bytes, form) = index.to_stored();
     w.align()?;
     // A file that codes almost nothing (a model of zeros) is padded with zeros before its
     // index up to the reader's expansion limit.
@@ -455,27 +455,13 @@ fn pack_tensors<'d, W: Write + Send>(
     }
     let index_offset = w.pos;
     w.write(&index_bytes)?;
-    w.write(&trailer(index_offset, &index_bytes, file_len))?;
+    w.write(&trailer(index_offset, &index_bytes, file_len, form))?;
     w.inner.flush()?;
     progress(file_len);
     Ok(PackStats {
         original_len: file_len,
         packed_len: w.pos,
     })
-}
-
-/// The trailer (FORMAT.md §3.4) of a file whose index `index_bytes` starts at
-/// `index_offset` and which unpacks to `original_len` bytes.
-pub(crate) fn trailer(index_offset: u64, index_bytes: &[u8], original_len: u64) -> [u8; 64] {
-    let mut trailer = [0u8; BLOCK as usize];
-    trailer[0..8].copy_from_slice(&index_offset.to_le_bytes());
-    trailer[8..16].copy_from_slice(&(index_bytes.len() as u64).to_le_bytes());
-    trailer[16..24].copy_from_slice(&xxh3_64(index_bytes).to_le_bytes());
-    trailer[24..32].copy_from_slice(&original_len.to_le_bytes());
-    trailer[48..56].copy_from_slice(&TRAILER_MAGIC);
-    let check = xxh3_64(&trailer[..56]);
-    trailer[56..64].copy_from_slice(&check.to_le_bytes());
-    trailer
 }
 
 /// Tensors of a raw input: the whole elements as one 1-D tensor, and any leftover bytes

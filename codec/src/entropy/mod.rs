@@ -10,6 +10,7 @@ pub mod bitpack;
 pub mod model;
 pub mod rans;
 pub mod stream;
+pub mod table_code;
 
 /// Errors of the entropy layer. Each carries the numbers that were found.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -219,5 +220,11 @@ pub enum EntropyError {
         chunk: usize,
         /// Chunks in the stream.
         chunks: usize,
+    },
+    /// Compact frequency tables (format 1.2) that do not decode to valid tables.
+    #[error("bad compact frequency tables: {problem}")]
+    CompactTable {
+        /// What was wrong.
+        problem: &'static str,
     },
 }

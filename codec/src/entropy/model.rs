@@ -65,6 +65,15 @@ impl FreqTable {
         Ok(Self { symbols, freqs })
     }
 
+    /// A table from parts its caller has checked: symbols strictly increasing, at most
+    /// [`MAX_TABLE_SYMBOLS`], frequencies at least 1 summing to [`PROB_SCALE`].
+    pub(crate) fn from_parts(symbols: Vec<u16>, freqs: Vec<u16>) -> Self {
+        debug_assert!(!symbols.is_empty() && symbols.len() <= MAX_TABLE_SYMBOLS);
+        debug_assert!(symbols.windows(2).all(|w| w[0] < w[1]));
+        debug_assert_eq!(freqs.iter().map(|&f| u32::from(f)).sum::<u32>(), PROB_SCALE);
+        Self { symbols, freqs }
+    }
+
     /// The frequency of every symbol below `alphabet`, indexed by symbol value (0 where
     /// absent): the inverse of [`Self::from_freqs`].
     pub fn dense_freqs(&self, alphabet: usize) -> Vec<u16> {

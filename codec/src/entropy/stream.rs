@@ -21,11 +21,19 @@ use rayon::prelude::*;
 use super::bitpack;
 use super::model::{DecTable, EncTable, FreqTable, MAX_SYMBOL_BITS, MAX_TABLE_SYMBOLS, PROB_BITS};
 use super::rans::{self, LANES, STATE_BYTES};
-use super::EntropyError;
+use super::{table_code, EntropyError};
 
 const MODE_PACKED: u8 = 0;
 const MODE_CONST: u8 = 1;
 const MODE_RANS: u8 = 2;
+/// rANS with the compact table encoding of format 1.2 (FORMAT.md §5.2.1); otherwise laid
+/// out as [`MODE_RANS`]. The writer emits this mode for every rANS stream.
+const MODE_RANS_COMPACT: u8 = 3;
+
+/// Bytes the stream header spends on `tables` (the compact form the writer emits).
+fn tables_bytes(tables: &[FreqTable]) -> usize {
+    table_code::tables_len(tables)
+}
 
 /// Smallest block: one symbol per lane.
 pub const MIN_BLOCK_LOG2: u8 = LANES.trailing_zeros() as u8;
@@ -263,10 +271,8 @@ impl StreamEncoder {
                 block_log2,
                 ..
             } => {
-                let mut head = vec![MODE_RANS, tables.len() as u8, *block_log2];
-                for t in tables {
-                    t.serialize(&mut head);
-                }
+                let mut head = vec![MODE_RANS_COMPACT, tables.len() as u8, *block_log2];
+                head.extend_from_slice(&table_code::write_tables(tables));
                 head.extend_from_slice(block_tables);
                 for p in &pieces {
                     head.extend_from_slice(&(p.len() as u32).to_le_bytes());
@@ -407,8 +413,7 @@ fn choose_tables(
             .zip(assign)
             .map(|(h, &a)| f64::from(block_cost(h, &costs[usize::from(a)])))
             .sum();
-        let header: usize =
-            3 + tables.iter().map(FreqTable::serialized_len).sum::<usize>() + assign.len();
+        let header: usize = 3 + tables_bytes(tables) + assign.len();
         bits / 8.0 + header as f64
     };
     let assign = vec![0u8; block_hists.len()];
@@ -421,7 +426,7 @@ fn choose_tables(
         // MIN_POTENTIAL of one table, clustering cannot gain enough to pay for its search
         // (on MiniLM those tensors gain 0.1 % at most from it).
         let floor: f64 = block_hists.par_iter().map(sparse_entropy_bits).sum::<f64>() / 8.0
-            + best.0[0].serialized_len() as f64;
+            + tables_bytes(&best.0[..1]) as f64;
         if floor > best_size * (1.0 - MIN_POTENTIAL) {
             return (best.0, best.1, best_size);
         }
@@ -524,7 +529,7 @@ fn coarsen_blocks(
     let ids: Vec<u8> = ids.iter().map(|&t| renumber[usize::from(t)]).collect();
     let fine: Vec<u8> = (0..assign.len()).map(|b| ids[b >> best.0]).collect();
     let tables = fit_tables(block_hists.iter(), &fine, usize::from(next), alphabet);
-    let coded = 3.0 + tables.iter().map(FreqTable::serialized_len).sum::<usize>() as f64 + best.1;
+    let coded = 3.0 + tables_bytes(&tables) as f64 + best.1;
     (tables, ids, block_log2 + best.0, coded)
 }
 
@@ -807,7 +812,9 @@ impl<'a> StreamDecoder<'a> {
                 }
                 Body::Const(v)
             }
-            MODE_RANS => Self::parse_rans(bytes, symbol_bits, n_symbols, chunk_len)?,
+            MODE_RANS | MODE_RANS_COMPACT => {
+                Self::parse_rans(bytes, symbol_bits, n_symbols, chunk_len)?
+            }
             mode => return Err(EntropyError::UnknownMode { mode }),
         };
         Ok(Self {
@@ -842,12 +849,19 @@ impl<'a> StreamDecoder<'a> {
             });
         }
         let mut pos = 3;
-        let mut freq_tables = Vec::with_capacity(n_tables);
-        for _ in 0..n_tables {
-            let (t, used) = FreqTable::parse(&bytes[pos..], symbol_bits)?;
-            freq_tables.push(t);
+        let freq_tables = if header[0] == MODE_RANS_COMPACT {
+            let (tables, used) = table_code::read_tables(&bytes[pos..], n_tables, symbol_bits)?;
             pos += used;
-        }
+            tables
+        } else {
+            let mut tables = Vec::with_capacity(n_tables);
+            for _ in 0..n_tables {
+                let (t, used) = FreqTable::parse(&bytes[pos..], symbol_bits)?;
+                tables.push(t);
+                pos += used;
+            }
+            tables
+        };
         let tables = freq_tables.iter().map(DecTable::new).collect();
         let block_tables_at = pos;
         let n_blocks = n_symbols.div_ceil(1 << block_log2);

@@ -3,7 +3,7 @@
 //! reaches the check it is about rather than a checksum.
 #![allow(dead_code)]
 
-use mcodec::container::{pack, Archive, Index, PackOptions, BLOCK, TRAILER_MAGIC};
+use mcodec::container::{pack, Archive, Index, PackOptions, BLOCK};
 use mcodec::tensor::EncodeOptions;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -158,22 +158,37 @@ pub fn index_offset(file: &[u8]) -> usize {
     u64::from_le_bytes(file[t..t + 8].try_into().unwrap()) as usize
 }
 
-/// The stream area of `file` (everything before its index) followed by `index` and a
-/// correct trailer: the file a writer would produce for that index.
+/// How `file` (with a well-formed trailer) stores its index.
+pub fn stored_form(file: &[u8]) -> mcodec::container::StoredForm {
+    let t: &[u8; BLOCK as usize] = file[file.len() - BLOCK as usize..].try_into().unwrap();
+    mcodec::container::StoredForm::from_trailer(t).unwrap()
+}
+
+/// The index of `file`, however it is stored, or `None` if it does not parse.
+pub fn parse_index(file: &[u8]) -> Option<Index> {
+    let at = index_offset(file);
+    let end = file.len() - BLOCK as usize;
+    Index::parse_stored(file.get(at..end)?, at as u64, stored_form(file)).ok()
+}
+
+/// The stream area of `file` (everything before its index) followed by `index`, stored
+/// as `file` stores its own, and a correct trailer: the file a writer would produce for
+/// that index.
 pub fn with_index(file: &[u8], index: &Index) -> Vec<u8> {
     let at = index_offset(file);
     let mut out = file[..at].to_vec();
-    let bytes = index.serialize();
+    let (bytes, form) = if stored_form(file) == mcodec::container::StoredForm::V1_1 {
+        (index.serialize(), mcodec::container::StoredForm::V1_1)
+    } else {
+        index.to_stored()
+    };
     out.extend_from_slice(&bytes);
-    let mut trailer = [0u8; BLOCK as usize];
-    trailer[0..8].copy_from_slice(&(at as u64).to_le_bytes());
-    trailer[8..16].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
-    trailer[16..24].copy_from_slice(&xxh3_64(&bytes).to_le_bytes());
-    trailer[24..32].copy_from_slice(&index.original_len.to_le_bytes());
-    trailer[48..56].copy_from_slice(&TRAILER_MAGIC);
-    let check = xxh3_64(&trailer[..56]);
-    trailer[56..64].copy_from_slice(&check.to_le_bytes());
-    out.extend_from_slice(&trailer);
+    out.extend_from_slice(&mcodec::container::trailer(
+        at as u64,
+        &bytes,
+        index.original_len,
+        form,
+    ));
     out
 }
 
@@ -181,9 +196,7 @@ pub fn with_index(file: &[u8], index: &Index) -> Vec<u8> {
 /// trailer checksums, leaving the tensor and prefix checksums alone: a damaged stream then
 /// reaches its decoder, and only the checksum of what it decodes to can catch it.
 pub fn repair_stream_checksums(file: &[u8]) -> Option<Vec<u8>> {
-    let at = index_offset(file);
-    let end = file.len() - BLOCK as usize;
-    let mut index = Index::parse(file.get(at..end)?, at as u64).ok()?;
+    let mut index = parse_index(file)?;
     let sum = |s: &mcodec::container::StreamRef| {
         xxh3_64(&file[s.offset as usize..(s.offset + s.len) as usize])
     };

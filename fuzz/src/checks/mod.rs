@@ -94,7 +94,14 @@ pub fn repair_trailer(file: &mut [u8]) -> bool {
     }
     let index = &file[offset as usize..t];
     let sum = xxh3_64(index);
-    let original_len = index.get(1..9).map(|b| word(b, 0)).unwrap_or(0);
+    // Since 1.2 the index may be zstd-coded (trailer bytes 32..41): read the length from
+    // its decoded bytes.
+    let trailer_bytes: &[u8; BLOCK as usize] = file[t..].try_into().expect("64 bytes");
+    let decoded = mcodec::container::StoredForm::from_trailer(trailer_bytes)
+        .ok()
+        .and_then(|form| form.index_bytes(index).ok());
+    let raw = decoded.as_deref().unwrap_or(index);
+    let original_len = raw.get(1..9).map(|b| word(b, 0)).unwrap_or(0);
     file[t + 16..t + 24].copy_from_slice(&sum.to_le_bytes());
     file[t + 24..t + 32].copy_from_slice(&original_len.to_le_bytes());
     file[t + 48..t + 56].copy_from_slice(&mcodec::container::TRAILER_MAGIC);
@@ -152,13 +159,25 @@ pub fn repair_checksums(file: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn write_index(file: &mut [u8], offset: usize, index: &Index) -> Option<()> {
-    let bytes = index.serialize();
-    let end = file.len() - BLOCK as usize;
-    if offset + bytes.len() != end {
-        return None;
-    }
-    file[offset..end].copy_from_slice(&bytes);
+/// Replaces the index of `file` (at `offset`) by `index`, stored in the form the trailer
+/// names, and rewrites the trailer for it.
+fn write_index(file: &mut Vec<u8>, offset: usize, index: &Index) -> Option<()> {
+    let t = file.len().checked_sub(BLOCK as usize)?;
+    let trailer_bytes: &[u8; BLOCK as usize] = file[t..].try_into().ok()?;
+    let form = mcodec::container::StoredForm::from_trailer(trailer_bytes).ok()?;
+    let (bytes, form) = if form == mcodec::container::StoredForm::V1_1 {
+        (index.serialize(), form)
+    } else {
+        index.to_stored()
+    };
+    file.truncate(offset);
+    file.extend_from_slice(&bytes);
+    file.extend_from_slice(&mcodec::container::trailer(
+        offset as u64,
+        &bytes,
+        index.original_len,
+        form,
+    ));
     Some(())
 }
 

@@ -1,0 +1,292 @@
+//! The compact frequency-table encoding of format 1.2 (FORMAT.md §5.2.1): the tables of
+//! one rANS stream as one bit string, symbols as runs and each frequency by an
+//! Exp-Golomb code whose order follows the previous frequency.
+//!
+//! The 1.1 form spends 4 bytes a symbol (`u16` symbol, `u16` frequency): 19.7 KB of the
+//! F16 MiniLM file. Weight fields have tables over a few contiguous ranges of symbols
+//! whose frequencies change smoothly from one symbol to the next, so a run list and
+//! frequencies coded in about `log2(freq) + 2` bits take a quarter of that.
+
+use super::model::{FreqTable, MAX_TABLE_SYMBOLS, PROB_SCALE};
+use super::EntropyError;
+
+/// Exp-Golomb order used for the first frequency of a table.
+const FIRST_ORDER: u32 = 6;
+/// Longest unary prefix an Exp-Golomb code may have: every coded value is below
+/// `2^13`, so a longer prefix is corruption (and the bound keeps shifts in range).
+const MAX_PREFIX: u32 = 14;
+
+/// Appends bits least significant first (the bit order of FORMAT.md §5.1).
+#[derive(Default)]
+struct BitWriter {
+    bytes: Vec<u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl BitWriter {
+    fn put(&mut self, value: u32, bits: u32) {
+        debug_assert!(bits <= 32 && (bits == 32 || value >> bits == 0));
+        self.acc |= u64::from(value) << self.n;
+        self.n += bits;
+        while self.n >= 8 {
+            self.bytes.push(self.acc as u8);
+            self.acc >>= 8;
+            self.n -= 8;
+        }
+    }
+
+    /// Exp-Golomb code of order `k`: `q = (v >> k) + 1` as `⌊log2 q⌋` zeros, then the
+    /// `⌊log2 q⌋ + 1` bits of `q` from the top one down (so a one ends the prefix), then
+    /// the low `k` bits of `v`.
+    fn exp_golomb(&mut self, v: u32, k: u32) {
+        let q = (v >> k) + 1;
+        let len = 32 - q.leading_zeros();
+        self.put(0, len - 1);
+        for i in (0..len).rev() {
+            self.put((q >> i) & 1, 1);
+        }
+        self.put(v & ((1 << k) - 1), k);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.n > 0 {
+            self.bytes.push(self.acc as u8);
+        }
+        self.bytes
+    }
+}
+
+/// Reads what [`BitWriter`] wrote; reading past the end is an error, never a panic.
+struct BitReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl BitReader<'_> {
+    fn bit(&mut self) -> Result<u32, EntropyError> {
+        let byte = self
+            .bytes
+            .get(self.pos / 8)
+            .ok_or(EntropyError::Truncated {
+                what: "compact frequency tables",
+                needed: self.pos / 8 + 1,
+                have: self.bytes.len(),
+            })?;
+        let b = u32::from(byte >> (self.pos % 8)) & 1;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn get(&mut self, bits: u32) -> Result<u32, EntropyError> {
+        let mut v = 0;
+        for i in 0..bits {
+            v |= self.bit()? << i;
+        }
+        Ok(v)
+    }
+
+    fn exp_golomb(&mut self, k: u32) -> Result<u32, EntropyError> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > MAX_PREFIX {
+                return Err(EntropyError::CompactTable {
+                    problem: "Exp-Golomb prefix too long",
+                });
+            }
+        }
+        let mut q = 1u32;
+        for _ in 0..zeros {
+            q = (q << 1) | self.bit()?;
+        }
+        let high = q - 1;
+        let low = self.get(k)?;
+        high.checked_shl(k)
+            .filter(|h| h >> k == high)
+            .map(|h| h | low)
+            .ok_or(EntropyError::CompactTable {
+                problem: "Exp-Golomb value too large",
+            })
+    }
+}
+
+/// Order of the Exp-Golomb code of a frequency following one of `prev`.
+fn order_after(prev: u16) -> u32 {
+    (16 - prev.leading_zeros()).saturating_sub(1)
+}
+
+/// Appends one table: the number of runs of present symbols less one, each run as its
+/// gap (absent symbols before it; less one after the first run) and its length less one,
+/// then every frequency but the last (implied by the sum) less one.
+fn write_table(w: &mut BitWriter, table: &FreqTable) {
+    let symbols = table.symbols();
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    let mut next = 0u32;
+    for &s in symbols {
+        let s = u32::from(s);
+        match runs.last_mut() {
+            Some((_, len)) if s == next => *len += 1,
+            _ => runs.push((s - next, 1)),
+        }
+        next = s + 1;
+    }
+    w.exp_golomb(runs.len() as u32 - 1, 0);
+    for (i, &(gap, len)) in runs.iter().enumerate() {
+        w.exp_golomb(if i == 0 { gap } else { gap - 1 }, 0);
+        w.exp_golomb(len - 1, 0);
+    }
+    let freqs = table.freqs();
+    let mut k = FIRST_ORDER;
+    for &f in &freqs[..freqs.len() - 1] {
+        w.exp_golomb(u32::from(f) - 1, k);
+        k = order_after(f);
+    }
+}
+
+/// The tables of one stream in the compact form, padded with zero bits to a whole byte.
+pub fn write_tables(tables: &[FreqTable]) -> Vec<u8> {
+    let mut w = BitWriter::default();
+    for t in tables {
+        write_table(&mut w, t);
+    }
+    w.finish()
+}
+
+/// Bytes [`write_tables`] takes for `tables`.
+pub fn tables_len(tables: &[FreqTable]) -> usize {
+    write_tables(tables).len()
+}
+
+/// Parses `count` tables of symbols of `symbol_bits` bits written by [`write_tables`],
+/// returning them and the bytes read (the padding bits of the last byte MUST be zero).
+/// Every value is checked before it is used: run positions stay below `2^symbol_bits`, a
+/// table holds at most [`MAX_TABLE_SYMBOLS`] symbols, every frequency is at least 1 and
+/// they sum to exactly [`PROB_SCALE`]. Allocation is bounded by `count` tables of at most
+/// 256 symbols.
+pub fn read_tables(
+    bytes: &[u8],
+    count: usize,
+    symbol_bits: u32,
+) -> Result<(Vec<FreqTable>, usize), EntropyError> {
+    let bad = |problem| EntropyError::CompactTable { problem };
+    let alphabet = 1u32 << symbol_bits;
+    let mut r = BitReader { bytes, pos: 0 };
+    let mut tables = Vec::with_capacity(count.min(255));
+    for _ in 0..count {
+        let runs = r.exp_golomb(0)? + 1;
+        if runs > alphabet {
+            return Err(bad("more runs than symbols"));
+        }
+        let mut symbols: Vec<u16> = Vec::new();
+        let mut next = 0u32;
+        for i in 0..runs {
+            let gap = r.exp_golomb(0)? + u32::from(i > 0);
+            let len = r.exp_golomb(0)? + 1;
+            let start = next.checked_add(gap).ok_or(bad("run past the alphabet"))?;
+            let end = start.checked_add(len).ok_or(bad("run past the alphabet"))?;
+            if end > alphabet {
+                return Err(bad("run past the alphabet"));
+            }
+            if symbols.len() + len as usize > MAX_TABLE_SYMBOLS {
+                return Err(EntropyError::TableSize {
+                    count: symbols.len() + len as usize,
+                    max: MAX_TABLE_SYMBOLS,
+                });
+            }
+            symbols.extend((start..end).map(|s| s as u16));
+            next = end;
+        }
+        let mut freqs = Vec::with_capacity(symbols.len());
+        let mut total = 0u32;
+        let mut k = FIRST_ORDER;
+        for _ in 1..symbols.len() {
+            let f = r.exp_golomb(k)? + 1;
+            total += f;
+            if total >= PROB_SCALE {
+                return Err(EntropyError::TableSum {
+                    total,
+                    expected: PROB_SCALE,
+                });
+            }
+            freqs.push(f as u16);
+            k = order_after(f as u16);
+        }
+        freqs.push((PROB_SCALE - total) as u16);
+        tables.push(FreqTable::from_parts(symbols, freqs));
+    }
+    let used = r.pos.div_ceil(8);
+    if !r.pos.is_multiple_of(8) && bytes[used - 1] >> (r.pos % 8) != 0 {
+        return Err(bad("nonzero padding bits"));
+    }
+    Ok((tables, used))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_tables() -> Vec<FreqTable> {
+        let mut a = vec![0u32; 256];
+        for (s, c) in a.iter_mut().enumerate().skip(40).take(90) {
+            *c = 1 + ((s as u32 * 37) % 500);
+        }
+        a[200] = 7;
+        a[255] = 100_000;
+        let mut b = vec![0u32; 256];
+        b[3] = 1;
+        vec![
+            FreqTable::from_counts(&a).unwrap(),
+            FreqTable::from_counts(&b).unwrap(),
+            FreqTable::from_counts(&[1u32; 256]).unwrap(),
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        let tables = sample_tables();
+        let bytes = write_tables(&tables);
+        assert_eq!(bytes.len(), tables_len(&tables));
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(&[0xAA; 5]);
+        let (back, used) = read_tables(&padded, tables.len(), 8).unwrap();
+        assert_eq!(back, tables);
+        assert_eq!(used, bytes.len());
+        let old: usize = tables.iter().map(FreqTable::serialized_len).sum();
+        assert!(bytes.len() < old);
+    }
+
+    #[test]
+    fn truncated_and_damaged_tables_are_errors() {
+        let tables = sample_tables();
+        let bytes = write_tables(&tables);
+        for len in 0..bytes.len() {
+            assert!(
+                read_tables(&bytes[..len], tables.len(), 8).is_err(),
+                "{len}"
+            );
+        }
+        // Narrower symbols: the 256-symbol table does not fit 7 bits.
+        assert!(read_tables(&bytes, tables.len(), 7).is_err());
+        // Every single-byte change either fails or yields valid tables.
+        for i in 0..bytes.len() {
+            for x in [0x01u8, 0x10, 0x80, 0xFF] {
+                let mut bad = bytes.clone();
+                bad[i] ^= x;
+                if let Ok((t, used)) = read_tables(&bad, tables.len(), 8) {
+                    assert!(used <= bad.len());
+                    for t in t {
+                        let sum: u32 = t.freqs().iter().map(|&f| u32::from(f)).sum();
+                        assert_eq!(sum, PROB_SCALE);
+                        assert!(t.freqs().iter().all(|&f| f > 0));
+                        assert!(t.symbols().windows(2).all(|w| w[0] < w[1]));
+                    }
+                }
+            }
+        }
+        // All ones: prefixes end at once but values run past the alphabet or the sum.
+        assert!(read_tables(&[0xFF; 64], 3, 8).is_err());
+        // All zeros: the Exp-Golomb prefix never ends.
+        assert!(read_tables(&[0; 64], 1, 8).is_err());
+    }
+}
