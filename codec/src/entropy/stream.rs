@@ -537,8 +537,12 @@ fn coarsen_blocks(
 /// are at least this fraction below one table's cost.
 const MIN_POTENTIAL: f64 = 0.008;
 /// [`Effort::Default`] tries twice as many tables only after the last doubling gained at
-/// least this fraction.
-const MIN_DOUBLING_GAIN: f64 = 0.005;
+/// least this fraction. 0.005 while a table cost `2 + 4k` bytes; with format 1.2's compact
+/// tables (about a fifth of that) smaller gains pay for the next doubling: 0.001 makes
+/// MiniLM F16 4.1 KB smaller (84.5069 → 84.4977 %, under #12's 84.5 %) for about a fifth
+/// more one-thread F16 encode time (BF16 and F32 within noise), BENCHMARKS.md fourteenth
+/// session.
+const MIN_DOUBLING_GAIN: f64 = 0.001;
 
 /// [`corrected_entropy_bits`] of a sparse histogram: the same value, term by term (the
 /// dense form's zero counts add nothing to its sums).
