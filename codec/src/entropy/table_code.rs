@@ -153,7 +153,7 @@ pub fn write_tables(tables: &[FreqTable]) -> Vec<u8> {
     w.finish()
 }
 
-/// Bytes [`write_tables`] takes for `tables`.
+/// Bytes that the compact form of `tables` takes (the length of what `write_tables` returns).
 pub fn tables_len(tables: &[FreqTable]) -> usize {
     write_tables(tables).len()
 }
