@@ -19,6 +19,21 @@ use crate::report::GetReport;
 use crate::writer::{write_at, PieceWriter};
 use crate::Store;
 
+/// Where a `get` writes a model's files, and how.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    /// The output directory being built.
+    dir: &'a DirOutput,
+    /// Where it is going (errors name paths under it).
+    out: &'a Path,
+    /// Whether every file is synced to disk.
+    sync: bool,
+    /// Safetensors files are written packed with these options when given.
+    pack: Option<&'a PackOptions>,
+    /// Reports the bytes written.
+    progress: &'a Progress<'a>,
+}
+
 impl Store {
     /// `force`): every file rebuilt and verified in a temporary directory beside `out`,
     /// then renamed into place. With `sync`, files are flushed to disk first.
@@ -70,7 +85,14 @@ impl Store {
         // blobs decode beside the tensors, was measured slower (73.1 against 69.8 ms, 15
         // alternating runs; again in the thirteenth session: tensors 44.0 against 35.8
         // ms), but the blobs one after another left one thread idle for ~2–3 ms at the end.
-        self.get_files(&m.files, &dir, out, sync, pack, &progress)?;
+        let target = Target {
+            dir: &dir,
+            out,
+            sync,
+            pack,
+            progress: &progress,
+        };
+        self.get_files(&m.files, &target)?;
         let report = GetReport {
             files: m.files.len(),
             bytes: m.files.iter().map(|f| f.size).sum(),
@@ -85,30 +107,21 @@ impl Store {
         Ok(report)
     }
 
-    /// Writes every file of `files` into the output `dir` being built for `out`, as
-    /// [`Self::get_file`] does: the safetensors files one after another (their tensors
+    /// Writes every file of `files` into `to`, as [`Self::get_file`] does: the safetensors files one after another (their tensors
     /// decode on every thread), then the other files (blobs) each on any thread, largest
     /// first, so that the small ones even out the threads' ends (one after another they
     /// left the other thread idle: 2.8 → 1.5 ms from the last tensor write to the rename
     /// of a 46 MB `get`, BENCHMARKS.md thirteenth session). Returns the error of the first
     /// failing file in file order, as a serial loop would; once a file fails, the files
     /// after it in file order are not started.
-    fn get_files(
-        &self,
-        files: &[FileEntry],
-        dir: &DirOutput,
-        out: &Path,
-        sync: bool,
-        pack: Option<&PackOptions>,
-        progress: &Progress<'_>,
-    ) -> Result<()> {
+    fn get_files(&self, files: &[FileEntry], to: &Target<'_>) -> Result<()> {
         let failed_at = AtomicUsize::new(usize::MAX);
         let errors: Mutex<Vec<(usize, StoreError)>> = Mutex::new(Vec::new());
         let run = |i: usize| {
             if i > failed_at.load(Ordering::Relaxed) {
                 return;
             }
-            if let Err(e) = self.get_file(&files[i], dir, out, sync, pack, progress) {
+            if let Err(e) = self.get_file(&files[i], to) {
                 failed_at.fetch_min(i, Ordering::Relaxed);
                 errors
                     .lock()
@@ -128,17 +141,15 @@ impl Store {
         }
     }
 
-    /// Writes the model file `f` into the output `dir` being built for `out`: its bytes,
-    /// packed with `pack` when asked, and its mode.
-    fn get_file(
-        &self,
-        f: &FileEntry,
-        dir: &DirOutput,
-        out: &Path,
-        sync: bool,
-        pack: Option<&PackOptions>,
-        progress: &Progress<'_>,
-    ) -> Result<()> {
+    /// Writes the model file `f` into `to`: its bytes, packed when asked, and its mode.
+    fn get_file(&self, f: &FileEntry, to: &Target<'_>) -> Result<()> {
+        let Target {
+            dir,
+            out,
+            sync,
+            pack,
+            progress,
+        } = *to;
         let dest = dir.path(Path::new(&f.path));
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(out_err(out))?;
