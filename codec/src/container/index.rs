@@ -95,6 +95,54 @@ pub fn trailer(
     trailer
 }
 
+/// Replaces the index of the packed `file` by `index` and rewrites the trailer for it: for
+/// tools and tests that rewrite an index (to plant a wrong checksum, or to fix up the
+/// checksums after editing stream bytes). The new index goes where the trailer says the
+/// old one starts, stored the way the trailer says the old one is: as it is when trailer
+/// bytes 32..40 are zero (every file before 1.2), else as one zstd frame
+/// ([`Index::to_stored`]) whose decoded length the new trailer records, with the file's
+/// stream alignment kept (FORMAT.md §3.4). Only the trailer's index offset and stored form
+/// are read, not its checksums; the streams are left as they are, so `index` must describe
+/// the streams the file holds for the result to open.
+///
+/// Fails, leaving `file` unchanged, when `file` is too short for a preamble and a trailer
+/// ([`Corruption::TooShort`]), the index offset lies past the trailer
+/// ([`Corruption::IndexPlacement`]) or the trailer names an invalid alignment
+/// ([`Corruption::Alignment`]).
+pub fn replace_index(file: &mut Vec<u8>, index: &Index) -> Result<(), ContainerError> {
+    let len = file.len() as u64;
+    if len < 2 * BLOCK {
+        return Err(Corruption::TooShort { len }.into());
+    }
+    let at = len - BLOCK;
+    let old: &[u8; BLOCK as usize] = file[at as usize..].try_into().expect("64 bytes");
+    let word = |i: usize| u64::from_le_bytes(old[i..i + 8].try_into().expect("8 bytes"));
+    let (offset, old_len) = (word(0), word(8));
+    if offset > at {
+        return Err(Corruption::IndexPlacement {
+            offset,
+            len: old_len,
+            trailer: at,
+        }
+        .into());
+    }
+    let old_form = StoredForm::from_trailer(old)?;
+    let (stored, form) = if old_form.index_raw_len == 0 {
+        (index.serialize(), old_form)
+    } else {
+        let (frame, coded) = index.to_stored();
+        let form = StoredForm {
+            align: old_form.align,
+            ..coded
+        };
+        (frame, form)
+    };
+    file.truncate(offset as usize);
+    file.extend_from_slice(&stored);
+    file.extend_from_slice(&trailer(offset, &stored, index.original_len, form));
+    Ok(())
+}
+
 /// zstd level of the index: tiny next to the model, coded once.
 const INDEX_ZSTD_LEVEL: i32 = 19;
 

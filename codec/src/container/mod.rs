@@ -13,7 +13,7 @@
 
 mod error;
 mod index;
-pub use index::{trailer, StoredForm};
+pub use index::{replace_index, trailer, StoredForm};
 mod reader;
 mod stream_out;
 mod writer;
@@ -186,6 +186,56 @@ mod tests {
             Index::parse_aligned(&serialized, packed.len() as u64, STREAM_ALIGN).unwrap(),
             *archive.index()
         );
+    }
+
+    #[test]
+    fn replace_index_rewrites_index_and_trailer_or_leaves_the_file_alone() {
+        let packed = pack_vec(&safetensors_file(), &PackOptions::default());
+        let mut index = Archive::open(&packed).unwrap().index().clone();
+        index.tensors[0].checksum ^= 1;
+        let mut edited = packed.clone();
+        replace_index(&mut edited, &index).unwrap();
+        let archive = Archive::open(&edited).unwrap();
+        assert_eq!(*archive.index(), index);
+        assert!(matches!(
+            archive.verify(&|_| {}),
+            Err(ContainerError::Checksum {
+                what: Part::Tensor { .. },
+                ..
+            })
+        ));
+        let t = packed.len() - BLOCK as usize;
+        let form = StoredForm::from_trailer(packed[t..].try_into().unwrap()).unwrap();
+        let new_t = edited.len() - BLOCK as usize;
+        let new_form = StoredForm::from_trailer(edited[new_t..].try_into().unwrap()).unwrap();
+        assert_eq!(new_form.align, form.align);
+        assert_ne!(new_form.index_raw_len, 0);
+
+        let refused = |mut file: Vec<u8>| {
+            let before = file.clone();
+            let err = replace_index(&mut file, &index).unwrap_err();
+            assert!(file == before, "{err}: file changed");
+            err
+        };
+        let err = refused(packed[..2 * BLOCK as usize - 1].to_vec());
+        assert!(matches!(
+            err,
+            ContainerError::Corrupt(Corruption::TooShort { .. })
+        ));
+        let mut past = packed.clone();
+        past[t..t + 8].copy_from_slice(&(t as u64 + 1).to_le_bytes());
+        let err = refused(past);
+        assert!(matches!(
+            err,
+            ContainerError::Corrupt(Corruption::IndexPlacement { .. })
+        ));
+        let mut misaligned = packed.clone();
+        misaligned[t + 40] = 7;
+        let err = refused(misaligned);
+        assert!(matches!(
+            err,
+            ContainerError::Corrupt(Corruption::Alignment { found: 7 })
+        ));
     }
 
     #[test]

@@ -397,17 +397,10 @@ mod tests {
     /// `file` with tensor `i`'s recorded checksum replaced (index and trailer rewritten):
     /// decoding then succeeds and only the tensor checksum check can notice.
     fn with_tensor_checksum(file: &[u8], i: usize, checksum: u64) -> Vec<u8> {
-        use crate::container::{trailer, Index, StoredForm, BLOCK};
-        let at_end: &[u8; BLOCK as usize] = file[file.len() - BLOCK as usize..].try_into().unwrap();
-        let at = u64::from_le_bytes(at_end[0..8].try_into().unwrap()) as usize;
-        let len = u64::from_le_bytes(at_end[8..16].try_into().unwrap()) as usize;
-        let form = StoredForm::from_trailer(at_end).unwrap();
-        let mut index = Index::parse_stored(&file[at..at + len], at as u64, form).unwrap();
+        let mut index = Archive::open(file).unwrap().index().clone();
         index.tensors[i].checksum = checksum;
-        let (bytes, form) = index.to_stored();
-        let mut out = file[..at].to_vec();
-        out.extend_from_slice(&bytes);
-        out.extend_from_slice(&trailer(at as u64, &bytes, index.original_len, form));
+        let mut out = file.to_vec();
+        crate::container::replace_index(&mut out, &index).unwrap();
         out
     }
 

@@ -175,20 +175,8 @@ pub fn parse_index(file: &[u8]) -> Option<Index> {
 /// as `file` stores its own, and a correct trailer: the file a writer would produce for
 /// that index.
 pub fn with_index(file: &[u8], index: &Index) -> Vec<u8> {
-    let at = index_offset(file);
-    let mut out = file[..at].to_vec();
-    let (bytes, form) = if stored_form(file) == mcodec::container::StoredForm::V1_1 {
-        (index.serialize(), mcodec::container::StoredForm::V1_1)
-    } else {
-        index.to_stored()
-    };
-    out.extend_from_slice(&bytes);
-    out.extend_from_slice(&mcodec::container::trailer(
-        at as u64,
-        &bytes,
-        index.original_len,
-        form,
-    ));
+    let mut out = file.to_vec();
+    mcodec::container::replace_index(&mut out, index).unwrap();
     out
 }
 

@@ -30,7 +30,7 @@ pub fn run(target: &str, data: &[u8]) -> bool {
     true
 }
 
-use mcodec::container::{Archive, ContainerError, Index, BLOCK};
+use mcodec::container::{replace_index, Archive, ContainerError, Index, BLOCK};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// Largest total original size a fuzz input may make the reader decode. A `.mcz` file may
@@ -129,10 +129,7 @@ pub fn repair_checksums(file: &[u8]) -> Option<Vec<u8>> {
         }
     }
     let mut out = file.to_vec();
-    let t = out.len() - BLOCK as usize;
-    let offset = word(&out, t) as usize;
-    write_index(&mut out, offset, &index)?;
-    repair_trailer(&mut out);
+    replace_index(&mut out, &index).ok()?;
     // Now the streams check; fill in the checksums of what they decode to.
     let archive = Archive::open(&out).ok()?;
     let p = &index.prefix;
@@ -154,31 +151,8 @@ pub fn repair_checksums(file: &[u8]) -> Option<Vec<u8>> {
         }
     }
     drop(archive);
-    write_index(&mut out, offset, &index)?;
-    repair_trailer(&mut out);
+    replace_index(&mut out, &index).ok()?;
     Some(out)
-}
-
-/// Replaces the index of `file` (at `offset`) by `index`, stored in the form the trailer
-/// names, and rewrites the trailer for it.
-fn write_index(file: &mut Vec<u8>, offset: usize, index: &Index) -> Option<()> {
-    let t = file.len().checked_sub(BLOCK as usize)?;
-    let trailer_bytes: &[u8; BLOCK as usize] = file[t..].try_into().ok()?;
-    let form = mcodec::container::StoredForm::from_trailer(trailer_bytes).ok()?;
-    let (bytes, form) = if form == mcodec::container::StoredForm::V1_1 {
-        (index.serialize(), form)
-    } else {
-        index.to_stored()
-    };
-    file.truncate(offset);
-    file.extend_from_slice(&bytes);
-    file.extend_from_slice(&mcodec::container::trailer(
-        offset as u64,
-        &bytes,
-        index.original_len,
-        form,
-    ));
-    Some(())
 }
 
 /// Decodes every tensor of `archive` several ways, each into a buffer pre-filled with a
