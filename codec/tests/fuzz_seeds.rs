@@ -5,13 +5,18 @@
 //! `fuzz/corpus/<target>/seed-*`. The seeds are small, valid inputs that reach the
 //! interesting paths (multi-chunk rANS streams, several tables, constant and packed
 //! streams, zstd, stored) so the fuzzers start from inside the format.
+//!
+//! Seeds whose bytes depend on the format version (`.mcz` files, coded streams) are named
+//! for it, `seed-v1.2-*` while the writer writes 1.2: a format change adds a set next to
+//! the older ones, which stay, so the fuzzers keep starting from every layout a reader
+//! must still read. The unversioned `.mcz` and stream seeds are those of 1.0 and 1.1.
 
 mod common;
 
 use std::path::PathBuf;
 
 use common::safetensors;
-use mcodec::container::{pack, PackOptions};
+use mcodec::container::{pack, PackOptions, VERSION_MAJOR, VERSION_MINOR};
 use mcodec::tensor::{self, EncodeOptions};
 use mcodec::Dtype;
 
@@ -82,12 +87,118 @@ fn small_model() -> Vec<u8> {
     ])
 }
 
+/// A safetensors file of `tensors` as the fixtures crate writes them.
+fn fixture_file(tensors: &[mcodec_fixtures::Tensor]) -> Vec<u8> {
+    let views: Vec<_> = tensors.iter().map(|t| t.view()).collect();
+    mcodec_fixtures::safetensors_bytes(&views, None, 0).unwrap()
+}
+
+/// A tensor of `fixtures/data/special-values.safetensors`.
+fn special(name: &str) -> mcodec_fixtures::Tensor {
+    mcodec_fixtures::generate::special_values()
+        .into_iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no special value tensor {name:?}"))
+}
+
+/// Every dtype the fixtures have, small: the tensors of `fixtures/data/mixed.safetensors`
+/// (unsorted, an escaped non-ASCII name, an empty tensor, FP8 with its scale), each
+/// matrix cut to its first rows of at most 512 elements, and the I8, I16, U16, U32 and
+/// U64 tensors of `special-values.safetensors`.
+fn fixture_dtypes() -> Vec<u8> {
+    let mut tensors = mcodec_fixtures::generate::mixed();
+    for t in &mut tensors {
+        if let [rows, cols] = t.shape[..] {
+            let kept = rows.min(512 / cols.max(1));
+            t.data.truncate(t.data.len() / rows.max(1) * kept);
+            t.shape[0] = kept;
+        }
+    }
+    for name in [
+        "i8.all_values",
+        "i16.values",
+        "u16.values",
+        "u32.values",
+        "u64.values",
+    ] {
+        tensors.push(special(name));
+    }
+    fixture_file(&tensors)
+}
+
+/// 105 tensors of one to four elements, of every dtype in turn: an index much larger
+/// than the streams, and many tensors below every codec's threshold.
+fn many_tiny_tensors() -> Vec<u8> {
+    const DTYPES: [&str; 15] = [
+        "BF16", "F16", "F32", "F64", "F8_E4M3", "F8_E5M2", "BOOL", "U8", "I8", "I16", "U16", "I32",
+        "U32", "I64", "U64",
+    ];
+    let mut rng = mcodec_fixtures::SplitMix64::new(mcodec_fixtures::generate::SEED);
+    let tensors: Vec<_> = (0..105)
+        .map(|i| {
+            let dtype = DTYPES[i % DTYPES.len()];
+            let n = 1 + i % 4;
+            let shape = if n == 1 && i % 8 == 0 {
+                vec![]
+            } else {
+                vec![n]
+            };
+            let bytes = n * mcodec_fixtures::dtype_size(dtype).unwrap();
+            let data = (0..bytes)
+                .map(|_| match dtype {
+                    "BOOL" => (rng.next_u32() & 1) as u8,
+                    _ => rng.next_u32() as u8,
+                })
+                .collect();
+            let name = format!("blocks.{}.{}", i / 15, dtype.to_lowercase());
+            mcodec_fixtures::Tensor::new(name, dtype, &shape, data)
+        })
+        .collect();
+    fixture_file(&tensors)
+}
+
+/// The empty tensors (`[0]`, `[3, 0]`, `[0, 4]`) and 0-dim scalars of
+/// `special-values.safetensors`: nothing for a codec to split.
+fn empty_and_0dim() -> Vec<u8> {
+    let tensors: Vec<_> = mcodec_fixtures::generate::special_values()
+        .into_iter()
+        .filter(|t| t.name.starts_with("empty.") || t.name.starts_with("scalar."))
+        .collect();
+    assert_eq!(tensors.len(), 9);
+    fixture_file(&tensors)
+}
+
+/// Writes `fuzz/corpus/<target>/seed-<name>`, unless another seed there has the same
+/// bytes (a stream the format change left alone keeps its older name).
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../fuzz/corpus")
         .join(target);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+    let file = format!("seed-{name}");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let other = path.file_name().unwrap().to_str().unwrap();
+        if other.starts_with("seed-") && other != file && std::fs::read(&path).unwrap() == bytes {
+            return;
+        }
+    }
+    std::fs::write(dir.join(file), bytes).unwrap();
+}
+
+/// `name` prefixed with the format version the writer writes: `v1.2-name`.
+fn versioned(name: &str) -> String {
+    format!("v{VERSION_MAJOR}.{VERSION_MINOR}-{name}")
+}
+
+/// The `.mcz` targets, which all start from the same packed files.
+const MCZ_TARGETS: [&str; 3] = ["container_open", "poison", "gpu_plan"];
+
+/// Writes `packed` as `seed-v<version>-<name>` of every `.mcz` target.
+fn write_mcz(name: &str, packed: &[u8]) {
+    for target in MCZ_TARGETS {
+        write(target, &versioned(name), packed);
+    }
 }
 
 fn packed(input: &[u8], raw: Option<Dtype>) -> Vec<u8> {
@@ -108,19 +219,23 @@ fn packed(input: &[u8], raw: Option<Dtype>) -> Vec<u8> {
 fn write_fuzz_seeds() {
     let model = small_model();
     write("safetensors_header", "model", &model);
-    write("safetensors_header", "empty", &safetensors::<&str>(&[]));
-    write("container_open", "model", &packed(&model, None));
-    write("poison", "model", &packed(&model, None));
+    let no_tensors = safetensors::<&str>(&[]);
+    write("safetensors_header", "empty", &no_tensors);
+    write_mcz("model", &packed(&model, None));
+    write_mcz("no-tensors", &packed(&no_tensors, None));
+    for (name, input) in [
+        ("dtypes", fixture_dtypes()),
+        ("many-tiny", many_tiny_tensors()),
+        ("empty-0dim", empty_and_0dim()),
+    ] {
+        write("safetensors_header", name, &input);
+        write_mcz(name, &packed(&input, None));
+    }
     let mut seed = 11;
     let f32s: Vec<u8> = (0..300u32)
         .flat_map(|i| ((i % 7) as f32 * 0.001 + rng(&mut seed) as f32 * 1e-12).to_le_bytes())
         .collect();
-    write(
-        "container_open",
-        "raw-f32",
-        &packed(&f32s, Some(Dtype::F32)),
-    );
-    write("poison", "raw-f32", &packed(&f32s, Some(Dtype::F32)));
+    write_mcz("raw-f32", &packed(&f32s, Some(Dtype::F32)));
     let mut joint_seed = 13;
     let skewed = safetensors(&[
         (
@@ -136,9 +251,7 @@ fn write_fuzz_seeds() {
             skewed_weights(1100, 2, &mut joint_seed),
         ),
     ]);
-    write("container_open", "joint", &packed(&skewed, None));
-    write("poison", "joint", &packed(&skewed, None));
-    write("gpu_plan", "joint", &packed(&skewed, None));
+    write_mcz("joint", &packed(&skewed, None));
 
     let opts = EncodeOptions {
         chunk_log2: 10,
@@ -190,7 +303,7 @@ fn write_fuzz_seeds() {
             }
             input.extend_from_slice(&s.to_vec());
         }
-        write("tensor_decode", name, &input);
+        write("tensor_decode", &versioned(name), &input);
         if let tensor::Codec::Split(layout) = enc.codec {
             for (k, (s, &bits)) in enc.streams.iter().zip(layout.field_bits()).enumerate() {
                 let mut input = vec![bits as u8, enc.chunk_log2];
@@ -198,7 +311,7 @@ fn write_fuzz_seeds() {
                     &((data.len() / layout.element_size()) as u32).to_le_bytes()[..3],
                 );
                 input.extend_from_slice(&s.to_vec());
-                write("stream_decode", &format!("{name}-{k}"), &input);
+                write("stream_decode", &versioned(&format!("{name}-{k}")), &input);
             }
         }
         let sel = [
