@@ -7,9 +7,10 @@
 //! xxh3-64, so corruption cannot yield silently wrong weights.
 //!
 //! Modules, top-down: `writer` ([`pack`], [`pack_parts`]), `index` (the index codec:
-//! its serialisation and its checked parser), `reader` ([`Archive`]: opening, checking
-//! and decoding), `stream_out` (writing the original file out, decoding overlapped with
-//! writing), and `error` (the layer's error types).
+//! its serialisation, its checked parser and [`replace_index`] for tools and tests that
+//! rewrite an index), `reader` ([`Archive`]: opening, checking and decoding), `stream_out`
+//! (writing the original file out, decoding overlapped with writing), and `error` (the
+//! layer's error types).
 
 mod error;
 mod index;
