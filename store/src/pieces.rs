@@ -26,91 +26,15 @@ pub(crate) const MAX_PIECE_BYTES: usize = 16 << 20;
 /// Where a piece's bytes go: `(offset in the tensor, buffer, n)`, the piece being the
 /// buffer's first `n` bytes. The sink may keep the buffer and leave another in its place
 /// (of any length: the next piece grows it), so that a piece written later is not copied.
-pub(crate) type PieceSink<'a> = dyn Fn(u64, &mut PieceBuffer, usize) -> Result<()> + Sync + 'a;
-
-/// Piece buffers are whole huge pages: 2 MiB on x86-64 and most aarch64 kernels.
-const HUGE_PAGE_BYTES: usize = 2 << 20;
-
-/// A buffer for pieces: anonymous memory in whole huge pages, which the kernel may back
-/// with transparent huge pages (asked with `MADV_HUGEPAGE`; THP `enabled` is often
-/// `madvise`, as in the benchmark's guest): a fresh 4 KiB page costs ~2.4 µs there to
-/// map and zero on first touch, a huge page ~0.22 µs per 4 KiB of it, and a `get`'s
-/// piece buffers were ~370 fresh pages (BENCHMARKS.md thirteenth and fifteenth
-/// sessions). On the heap where the memory cannot be mapped.
-pub(crate) enum PieceBuffer {
-    /// On the heap (empty until first grown).
-    Heap(Vec<u8>),
-    /// Anonymous memory, zeroed by the kernel.
-    Mapped(memmap2::MmapMut),
-}
-
-impl PieceBuffer {
-    /// An empty buffer (allocates nothing).
-    pub(crate) const fn new() -> Self {
-        Self::Heap(Vec::new())
-    }
-
-    /// Makes the buffer at least `n` bytes long: a longer one replaces it, zeroed (its
-    /// bytes are not kept).
-    fn grow_to(&mut self, n: usize) {
-        if self.len() >= n {
-            return;
-        }
-        let mapped = n
-            .checked_next_multiple_of(HUGE_PAGE_BYTES)
-            .and_then(|len| memmap2::MmapMut::map_anon(len).ok());
-        *self = match mapped {
-            Some(map) => {
-                // Only a hint: without it (or where the kernel has no THP) the same
-                // memory in small pages.
-                #[cfg(target_os = "linux")]
-                let _ = map.advise(memmap2::Advice::HugePage);
-                Self::Mapped(map)
-            }
-            None => Self::Heap(vec![0; n]),
-        };
-    }
-}
-
-impl Default for PieceBuffer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl From<Vec<u8>> for PieceBuffer {
-    fn from(bytes: Vec<u8>) -> Self {
-        Self::Heap(bytes)
-    }
-}
-
-impl std::ops::Deref for PieceBuffer {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Self::Heap(v) => v,
-            Self::Mapped(m) => m,
-        }
-    }
-}
-
-impl std::ops::DerefMut for PieceBuffer {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        match self {
-            Self::Heap(v) => v,
-            Self::Mapped(m) => m,
-        }
-    }
-}
+pub(crate) type PieceSink<'a> = dyn Fn(u64, &mut Vec<u8>, usize) -> Result<()> + Sync + 'a;
 
 thread_local! {
     /// A piece of the tensor (first of its delta's base).
-    static PIECE_BUFFER: Cell<PieceBuffer> = const { Cell::new(PieceBuffer::new()) };
+    static PIECE_BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-/// Runs `f` on this thread's piece buffer, cut to `n` bytes (grown, zeroed, only when
-/// shorter). Taken out of the thread's slot while `f` runs, so a nested use (none is
+/// Runs `f` on this thread's piece buffer, cut to `n` bytes (grown, zeroed, only the
+/// first time). Taken out of the thread's slot while `f` runs, so a nested use (none is
 /// made: `f` does no rayon work) would get a new buffer rather than fail.
 pub(crate) fn with_piece_buffer<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     with_piece_vec(n, |buf| f(&mut buf[..n]))
@@ -118,9 +42,11 @@ pub(crate) fn with_piece_buffer<R>(n: usize, f: impl FnOnce(&mut [u8]) -> R) -> 
 
 /// [`with_piece_buffer`] with the buffer itself (at least `n` bytes long), which `f` may
 /// swap for another: the thread keeps whichever it is left with.
-fn with_piece_vec<R>(n: usize, f: impl FnOnce(&mut PieceBuffer) -> R) -> R {
-    let mut buf = PIECE_BUFFER.replace(PieceBuffer::new());
-    buf.grow_to(n);
+fn with_piece_vec<R>(n: usize, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let mut buf = PIECE_BUFFER.take();
+    if buf.len() < n {
+        buf.resize(n, 0);
+    }
     let r = f(&mut buf);
     PIECE_BUFFER.set(buf);
     r

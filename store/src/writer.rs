@@ -9,8 +9,6 @@ use std::fs::File;
 use std::io;
 use std::sync::{Mutex, TryLockError};
 
-use crate::pieces::PieceBuffer;
-
 /// Writes pieces of `file` at their offsets from the threads of the current rayon pool.
 pub(crate) struct PieceWriter<'f> {
     file: &'f File,
@@ -24,7 +22,7 @@ pub(crate) struct PieceWriter<'f> {
 struct Kept {
     at: u64,
     /// The piece is its first `len` bytes.
-    bytes: PieceBuffer,
+    bytes: Vec<u8>,
     len: usize,
     full: bool,
 }
@@ -43,7 +41,7 @@ impl<'f> PieceWriter<'f> {
     /// Writes the first `n` bytes of `buf` at `at`, now or (if another thread is writing)
     /// with this thread's next piece or at [`Self::finish`]: then `buf` is kept and the
     /// thread's other buffer left in its place.
-    pub(crate) fn write(&self, at: u64, buf: &mut PieceBuffer, n: usize) -> io::Result<()> {
+    pub(crate) fn write(&self, at: u64, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
         let bytes = &buf[..n];
         let Some(slot) = rayon::current_thread_index().and_then(|i| self.kept.get(i)) else {
             let _w = lock(&self.writing);
@@ -146,7 +144,7 @@ mod tests {
                 rayon::broadcast(|c| {
                     let mut buf = slice(c.index()).to_vec();
                     buf.extend_from_slice(b"past the piece");
-                    w.write((c.index() * piece) as u64, &mut buf.into(), piece)
+                    w.write((c.index() * piece) as u64, &mut buf, piece)
                 })
                 .into_iter()
                 .for_each(|r| r.unwrap());
@@ -154,7 +152,7 @@ mod tests {
             }
             // Written with the next piece of the same thread, or at the end.
             (3..n).into_par_iter().for_each(|k| {
-                w.write((k * piece) as u64, &mut slice(k).to_vec().into(), piece)
+                w.write((k * piece) as u64, &mut slice(k).to_vec(), piece)
                     .unwrap()
             });
             w.finish().unwrap();
@@ -162,7 +160,7 @@ mod tests {
         });
         // From outside the pool: written at once.
         PieceWriter::new(&file)
-            .write(0, &mut slice(0).to_vec().into(), piece)
+            .write(0, &mut slice(0).to_vec(), piece)
             .unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), want);
     }
