@@ -227,12 +227,16 @@ const OVERLAP_PIECE_BYTES: usize = 8 << 20;
 /// thousands of chunks for CPU threads and GPU warps.
 pub const DEFAULT_CHUNK_LOG2: u8 = 18;
 
-/// Default block length exponent: 2048 elements choose a table together (4096 before
-/// format 1.2: with compact tables the shorter blocks code MiniLM's F16, BF16 and FP8 files
-/// 6–7 KB smaller, its F32 file 9 KB larger; BENCHMARKS.md, fourteenth session).
-pub const DEFAULT_BLOCK_LOG2: u8 = 11;
+/// Default block length exponent: the table search starts from blocks of 256 elements,
+/// and each stream then keeps the longer blocks where they code smaller. Format 1.3's
+/// run-coded block ids cost a few bits per change of table instead of a byte per block,
+/// so short blocks follow the weights' scale along a tensor (rows of 384 in MiniLM) for
+/// almost nothing: MiniLM's F32 file 82 KB smaller than with 2048 (1.2's default), every
+/// other dtype 20–37 KB smaller; 128 and 512 were both larger on every dtype but F32
+/// (BENCHMARKS.md, fifteenth session).
+pub const DEFAULT_BLOCK_LOG2: u8 = 8;
 /// Block length exponent of the archival setting.
-pub const MAX_BLOCK_LOG2: u8 = 11;
+pub const MAX_BLOCK_LOG2: u8 = 8;
 
 /// Encoder settings.
 #[derive(Clone, Copy, Debug)]

@@ -29,10 +29,20 @@ const MODE_RANS: u8 = 2;
 /// rANS with the compact table encoding of format 1.2 (FORMAT.md §5.2.1); otherwise laid
 /// out as [`MODE_RANS`]. The writer emits this mode for every rANS stream.
 const MODE_RANS_COMPACT: u8 = 3;
+/// rANS with compact tables and the block ids run-coded in the same bit string (format
+/// 1.3, FORMAT.md §5.2.2); otherwise laid out as [`MODE_RANS`]. The writer emits this
+/// mode for every rANS stream: ids that cost a bit or less a block let the encoder plan
+/// shorter blocks where they pay.
+const MODE_RANS_RUN_IDS: u8 = 4;
 
 /// Bytes the stream header spends on `tables` (the compact form the writer emits).
 fn tables_bytes(tables: &[FreqTable]) -> usize {
     table_code::tables_len(tables)
+}
+
+/// Bytes the run-coded block `ids` of a stream with `n_tables` tables take (mode 4).
+fn ids_bytes(ids: &[u8], n_tables: usize) -> f64 {
+    table_code::ids_bits(ids, n_tables) as f64 / 8.0
 }
 
 /// Smallest block: one symbol per lane.
@@ -271,9 +281,8 @@ impl StreamEncoder {
                 block_log2,
                 ..
             } => {
-                let mut head = vec![MODE_RANS_COMPACT, tables.len() as u8, *block_log2];
-                head.extend_from_slice(&table_code::write_tables(tables));
-                head.extend_from_slice(block_tables);
+                let mut head = vec![MODE_RANS_RUN_IDS, tables.len() as u8, *block_log2];
+                head.extend_from_slice(&table_code::write_tables_and_ids(tables, block_tables));
                 for p in &pieces {
                     head.extend_from_slice(&(p.len() as u32).to_le_bytes());
                 }
@@ -413,8 +422,8 @@ fn choose_tables(
             .zip(assign)
             .map(|(h, &a)| f64::from(block_cost(h, &costs[usize::from(a)])))
             .sum();
-        let header: usize = 3 + tables_bytes(tables) + assign.len();
-        bits / 8.0 + header as f64
+        let header: usize = 3 + tables_bytes(tables);
+        bits / 8.0 + header as f64 + ids_bytes(assign, tables.len())
     };
     let assign = vec![0u8; block_hists.len()];
     let mut best_size = cost_of(std::slice::from_ref(&single), &assign);
@@ -476,8 +485,8 @@ fn coarsen_blocks(
         return (tables, assign, block_log2, coded);
     }
     if tables.len() == 1 {
+        // One table: the ids cost nothing (mode 4) and the blocks become chunks.
         let blocks = assign.len().div_ceil(1 << levels);
-        let coded = coded - (assign.len() - blocks) as f64;
         return (tables, vec![0; blocks], chunk_log2, coded);
     }
     let alphabet = 1usize << MAX_SYMBOL_BITS;
@@ -504,9 +513,8 @@ fn coarsen_blocks(
     };
     let mut best = (0u8, f64::INFINITY);
     for up in 0..=levels {
-        let blocks = assign.len().div_ceil(1 << up);
-        let (_, bits) = ids_and_bits(up);
-        let size = bits / 8.0 + blocks as f64;
+        let (ids, bits) = ids_and_bits(up);
+        let size = bits / 8.0 + ids_bytes(&ids, tables.len());
         if size < best.1 {
             best = (up, size);
         }
@@ -703,9 +711,9 @@ enum Body<'a> {
         tables: Vec<DecTable>,
         /// The tables as parsed, for [`StreamDecoder::layout`].
         freq_tables: Vec<FreqTable>,
-        block_tables: &'a [u8],
-        /// Offset of `block_tables` in the stream.
-        block_tables_at: usize,
+        /// One table id per block: in the stream (modes 2, 3) or decoded from its runs
+        /// (mode 4).
+        block_tables: std::borrow::Cow<'a, [u8]>,
         block_log2: u8,
         offsets: Vec<(usize, usize)>,
         bytes: &'a [u8],
@@ -727,8 +735,9 @@ pub enum StreamLayout {
         tables: Vec<FreqTable>,
         /// Block length exponent.
         block_log2: u8,
-        /// Offset in the stream of the block table ids (one byte per block).
-        block_tables_at: usize,
+        /// The table id of every block (stored as bytes in modes 2 and 3, run-coded in
+        /// mode 4: a decoder outside this crate uploads these, not the stream's bytes).
+        block_ids: Vec<u8>,
         /// Offset and length in the stream of each chunk's payload.
         payloads: Vec<(usize, usize)>,
     },
@@ -816,7 +825,7 @@ impl<'a> StreamDecoder<'a> {
                 }
                 Body::Const(v)
             }
-            MODE_RANS | MODE_RANS_COMPACT => {
+            MODE_RANS | MODE_RANS_COMPACT | MODE_RANS_RUN_IDS => {
                 Self::parse_rans(bytes, symbol_bits, n_symbols, chunk_len)?
             }
             mode => return Err(EntropyError::UnknownMode { mode }),
@@ -853,7 +862,27 @@ impl<'a> StreamDecoder<'a> {
             });
         }
         let mut pos = 3;
-        let freq_tables = if header[0] == MODE_RANS_COMPACT {
+        let n_blocks = n_symbols.div_ceil(1 << block_log2);
+        let mut run_ids = None;
+        let n_chunks = n_symbols.div_ceil(chunk_len);
+        // Every chunk takes a 4-byte length and at least its 32 states: a stream too short
+        // for its chunks is refused before its run-coded ids (up to `chunk_len / 32` per
+        // chunk) are expanded.
+        let least = n_chunks.saturating_mul(4 + STATE_BYTES).saturating_add(3);
+        if header[0] == MODE_RANS_RUN_IDS && bytes.len() < least {
+            return Err(EntropyError::Truncated {
+                what: "block and chunk index",
+                needed: least,
+                have: bytes.len(),
+            });
+        }
+        let freq_tables = if header[0] == MODE_RANS_RUN_IDS {
+            let (tables, ids, used) =
+                table_code::read_tables_and_ids(&bytes[pos..], n_tables, symbol_bits, n_blocks)?;
+            pos += used;
+            run_ids = Some(ids);
+            tables
+        } else if header[0] == MODE_RANS_COMPACT {
             let (tables, used) = table_code::read_tables(&bytes[pos..], n_tables, symbol_bits)?;
             pos += used;
             tables
@@ -867,13 +896,11 @@ impl<'a> StreamDecoder<'a> {
             tables
         };
         let tables = freq_tables.iter().map(DecTable::new).collect();
-        let block_tables_at = pos;
-        let n_blocks = n_symbols.div_ceil(1 << block_log2);
-        let n_chunks = n_symbols.div_ceil(chunk_len);
+        let stored_ids = if run_ids.is_some() { 0 } else { n_blocks };
         // Both counts come from a size the file claims: check the sum before slicing.
         let index_end = n_chunks
             .checked_mul(4)
-            .and_then(|c| c.checked_add(n_blocks))
+            .and_then(|c| c.checked_add(stored_ids))
             .and_then(|i| i.checked_add(pos))
             .unwrap_or(usize::MAX);
         let index = bytes.get(pos..index_end).ok_or(EntropyError::Truncated {
@@ -882,7 +909,11 @@ impl<'a> StreamDecoder<'a> {
             have: bytes.len(),
         })?;
         let index_len = index_end - pos;
-        let (block_tables, lens) = index.split_at(n_blocks);
+        let (stored, lens) = index.split_at(stored_ids);
+        let block_tables = match run_ids {
+            Some(ids) => std::borrow::Cow::Owned(ids),
+            None => std::borrow::Cow::Borrowed(stored),
+        };
         if let Some(&bad) = block_tables.iter().find(|&&t| usize::from(t) >= n_tables) {
             return Err(EntropyError::TableId {
                 table: bad,
@@ -927,7 +958,6 @@ impl<'a> StreamDecoder<'a> {
             tables,
             freq_tables,
             block_tables,
-            block_tables_at,
             block_log2,
             offsets,
             bytes,
@@ -955,14 +985,14 @@ impl<'a> StreamDecoder<'a> {
             Body::Const(v) => StreamLayout::Const(*v),
             Body::Rans {
                 freq_tables,
-                block_tables_at,
+                block_tables,
                 block_log2,
                 offsets,
                 ..
             } => StreamLayout::Rans {
                 tables: freq_tables.clone(),
                 block_log2: *block_log2,
-                block_tables_at: *block_tables_at,
+                block_ids: block_tables.to_vec(),
                 payloads: offsets.clone(),
             },
         }
