@@ -79,6 +79,10 @@ impl BitReader<'_> {
     }
 
     fn get(&mut self, bits: u32) -> Result<u32, EntropyError> {
+        if let Some(w) = self.window(bits) {
+            self.pos += bits as usize;
+            return Ok((w & ((1u64 << bits) - 1)) as u32);
+        }
         let mut v = 0;
         for i in 0..bits {
             v |= self.bit()? << i;
@@ -86,9 +90,37 @@ impl BitReader<'_> {
         Ok(v)
     }
 
+    /// The next 57 or more bits from `pos` (least significant first), when the bytes
+    /// hold at least `need ≤ 56` of them: a whole code read at once (the ids of a long
+    /// stream are thousands of codes). `None` sends the caller to the bit-by-bit path,
+    /// which reports a truncation as such.
+    fn window(&self, need: u32) -> Option<u64> {
+        let byte = self.pos / 8;
+        if need > 56 || self.pos + need as usize > self.bytes.len() * 8 {
+            return None;
+        }
+        let mut word = [0u8; 8];
+        let avail = &self.bytes[byte..(byte + 8).min(self.bytes.len())];
+        word[..avail.len()].copy_from_slice(avail);
+        Some(u64::from_le_bytes(word) >> (self.pos % 8))
+    }
+
     /// An Exp-Golomb code of order `k ≤ MAX_RUN_ORDER` with a prefix of at most
     /// `MAX_RUN_PREFIX` zeros (run lengths of block ids).
     fn exp_golomb_long(&mut self, k: u32) -> Result<u64, EntropyError> {
+        // Whole code in one window: the prefix's zeros, then `q` from its top bit down
+        // (bit-reversed in the window), then `k` low bits.
+        if let Some(w) = self.window(1) {
+            let zeros = w.trailing_zeros();
+            let len = 2 * zeros + 1 + k;
+            if zeros <= MAX_RUN_PREFIX && self.window(len).is_some() {
+                let top = (w >> zeros) & ((1u64 << (zeros + 1)) - 1);
+                let q = top.reverse_bits() >> (63 - zeros);
+                let low = (w >> (2 * zeros + 1)) & ((1u64 << k) - 1);
+                self.pos += len as usize;
+                return Ok(((q - 1) << k) | low);
+            }
+        }
         let mut zeros = 0;
         while self.bit()? == 0 {
             zeros += 1;
