@@ -194,6 +194,94 @@ impl StreamEncoder {
         Self { symbol_bits, mode }
     }
 
+    /// Whether [`Self::refine`] can change the plan: a rANS stream with several tables
+    /// whose blocks are longer than `fine_log2`.
+    pub(crate) fn can_refine(&self, fine_log2: u8) -> bool {
+        matches!(&self.mode, Mode::Rans { tables, block_log2, .. }
+            if tables.len() >= 2 && fine_log2 < *block_log2)
+    }
+
+    /// Refines a plan made on long blocks with the histograms of blocks of `1 <<
+    /// fine_log2` symbols (the same stream): the short blocks take the planned tables in
+    /// runs ([`assign_in_runs`]), the tables are refitted to them, [`REFINE_ROUNDS`]
+    /// times, then the blocks are lengthened again where that codes smaller
+    /// ([`coarsen_blocks`]). Kept when the estimate is smaller than the plan's. The table
+    /// search itself runs on the long blocks: run on the short ones it made the one-thread
+    /// pack 7–9 times slower (BENCHMARKS.md, fifteenth session).
+    pub(crate) fn refine(&mut self, fine: &[SparseHist], fine_log2: u8, chunk_log2: u8) {
+        if !self.can_refine(fine_log2) {
+            return;
+        }
+        let Mode::Rans {
+            tables,
+            block_tables,
+            block_log2,
+            ..
+        } = &self.mode
+        else {
+            return;
+        };
+        let alphabet = 1usize << MAX_SYMBOL_BITS;
+        let shift = *block_log2 - fine_log2;
+        let current: Vec<u8> = (0..fine.len())
+            .map(|b| block_tables.get(b >> shift).copied().unwrap_or(0))
+            .collect();
+        let bytes_of = |tables: &[FreqTable], assign: &[u8], ids: &[u8]| -> f64 {
+            let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
+            let bits: f64 = fine
+                .par_iter()
+                .zip(assign)
+                .map(|(h, &a)| f64::from(block_cost(h, &costs[usize::from(a)])))
+                .sum();
+            bits / 8.0 + (3 + tables_bytes(tables)) as f64 + ids_bytes(ids, tables.len())
+        };
+        let before = bytes_of(tables, &current, block_tables);
+        let mut refit = tables.clone();
+        for _ in 0..REFINE_ROUNDS {
+            let mut assign = assign_in_runs(fine, &refit, alphabet);
+            // Tables no short block takes are dropped before the refit.
+            let mut taken = vec![false; refit.len()];
+            for &a in &assign {
+                taken[usize::from(a)] = true;
+            }
+            let mut used = 0u8;
+            let renumber: Vec<u8> = taken
+                .iter()
+                .map(|&t| {
+                    let id = used;
+                    used += u8::from(t);
+                    id
+                })
+                .collect();
+            for a in assign.iter_mut() {
+                *a = renumber[usize::from(*a)];
+            }
+            refit = fit_tables(fine.iter(), &assign, usize::from(used), alphabet);
+            if refit.len() != usize::from(used) {
+                return;
+            }
+        }
+        let assign = assign_in_runs(fine, &refit, alphabet);
+        let coded = bytes_of(&refit, &assign, &assign);
+        let (tables, ids, log2, after) =
+            coarsen_blocks(fine, refit, assign, fine_log2, chunk_log2, coded);
+        if after >= before {
+            return;
+        }
+        let symbol_bits = self.symbol_bits;
+        let enc = tables
+            .iter()
+            .map(|t| EncTable::new(t, symbol_bits))
+            .collect();
+        self.mode = Mode::Rans {
+            tables,
+            enc,
+            block_tables: ids,
+            block_log2: log2,
+            blocks_per_chunk: 1 << (chunk_log2 - log2),
+        };
+    }
+
     /// Bit packing (also used when the coded stream turned out no smaller).
     pub fn packed(symbol_bits: u32) -> Self {
         Self {
@@ -664,6 +752,55 @@ fn fit_tables<'h>(
     sums.iter()
         .filter_map(|acc| FreqTable::from_counts(&saturate(acc)))
         .collect()
+}
+
+/// Rounds of assignment and refit of [`StreamEncoder::refine`].
+const REFINE_ROUNDS: usize = 3;
+
+/// Gives every block a table so that the blocks' bits plus a charge per change of table
+/// (what a run costs in the run-coded ids, about `log2(T − 1) + 6` bits) are least: a
+/// Viterbi pass over the blocks. Short blocks picked one by one change tables at random
+/// where two tables code them alike, and every change costs ids and a table switch in the
+/// decoder.
+fn assign_in_runs(hists: &[Sparse], tables: &[FreqTable], alphabet: usize) -> Vec<u8> {
+    let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
+    let k = tables.len();
+    let per_block: Vec<Vec<f64>> = hists
+        .par_iter()
+        .map(|h| costs.iter().map(|c| f64::from(block_cost(h, c))).collect())
+        .collect();
+    let change = f64::from(usize::BITS - k.saturating_sub(2).leading_zeros()) + 6.0;
+    let mut total = vec![0.0f64; k];
+    let mut from = vec![0u8; hists.len() * k];
+    for (b, bits) in per_block.iter().enumerate() {
+        let (best, best_total) = total
+            .iter()
+            .copied()
+            .enumerate()
+            .min_by(|x, y| x.1.total_cmp(&y.1))
+            .unwrap_or((0, 0.0));
+        for (t, acc) in total.iter_mut().enumerate() {
+            let switch = best_total + change;
+            let (prev, base) = if b > 0 && switch < *acc {
+                (best, switch)
+            } else {
+                (t, *acc)
+            };
+            from[b * k + t] = prev as u8;
+            *acc = base + bits[t];
+        }
+    }
+    let mut assign = vec![0u8; hists.len()];
+    let mut t = total
+        .iter()
+        .enumerate()
+        .min_by(|x, y| x.1.total_cmp(y.1))
+        .map_or(0, |(t, _)| t);
+    for b in (0..hists.len()).rev() {
+        assign[b] = t as u8;
+        t = usize::from(from[b * k + t]);
+    }
+    assign
 }
 
 /// Gives every block the table that codes it in the fewest bits; returns whether any
