@@ -227,12 +227,12 @@ const OVERLAP_PIECE_BYTES: usize = 8 << 20;
 /// thousands of chunks for CPU threads and GPU warps.
 pub const DEFAULT_CHUNK_LOG2: u8 = 18;
 
-/// Default block length exponent: the table search starts from blocks of 256 elements,
-/// and each stream then keeps the longer blocks where they code smaller. Format 1.3's
-/// run-coded block ids cost a few bits per change of table instead of a byte per block,
-/// so short blocks follow the weights' scale along a tensor (rows of 384 in MiniLM) for
-/// almost nothing: MiniLM's F32 file 82 KB smaller than with 2048 (1.2's default), every
-/// other dtype 20–37 KB smaller; 128 and 512 were both larger on every dtype but F32
+/// Default block length exponent: streams with several tables get blocks of 256
+/// elements (the tables are searched on blocks of 2048, `PLAN_BLOCK_LOG2`, then refined),
+/// and each stream keeps longer blocks where they code smaller. Format 1.3's run-coded
+/// block ids cost a few bits per change of table instead of a byte per block, so short
+/// blocks follow the weights' scale along a tensor (rows of 384 in MiniLM): MiniLM's F32
+/// file 65 KB smaller than 1.2's blocks of 2048, the other dtypes 12–21 KB smaller
 /// (BENCHMARKS.md, fifteenth session).
 pub const DEFAULT_BLOCK_LOG2: u8 = 8;
 /// Shortest blocks the encoder's table search runs on: shorter ones (the default) are

@@ -500,7 +500,7 @@ impl Prepared {
                     .collect();
                 f.chunk_index = push_aligned(&mut self.arena, &index);
                 // The ids as the parser decoded them (run-coded in mode 4 streams).
-                f.block_ids = push_aligned(&mut self.arena, &s.block_ids) as u64;
+                f.block_ids = push_aligned(&mut self.arena, &s.block_ids);
                 f.block_log2 = s.block_log2;
                 f.n_tables = s.tables.len() as u32;
                 f.table_slot = table_slot;

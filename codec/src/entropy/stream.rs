@@ -1,5 +1,5 @@
 //! Field streams (FORMAT.md §5.5): `n` symbols of `symbol_bits` bits, cut into chunks of
-//! `chunk_len` symbols, stored in one of three modes.
+//! `chunk_len` symbols, stored in one of five modes (packed, constant, three rANS forms).
 //!
 //! ```text
 //! Packed: u8 0 | bit-packed symbols (chunk c starts at byte c·chunk_len·bits/8)
@@ -9,6 +9,10 @@
 //!              | zero padding to a multiple of 4
 //!              | payloads, each starting at a multiple of 4 from the stream start
 //! ```
+//!
+//! Mode 3 (format 1.2) stores the tables in the compact form of `table_code`; mode 4
+//! (1.3, what the writer emits) continues that bit string with the block ids as runs
+//! instead of a byte per block.
 //!
 //! A chunk is the unit of parallel decoding: its payload, its offset (a prefix sum of the
 //! lengths) and the table ids of its blocks are all a CPU thread or GPU warp needs.
