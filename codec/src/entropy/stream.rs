@@ -769,14 +769,20 @@ const REFINE_ROUNDS: usize = 3;
 fn assign_in_runs(hists: &[Sparse], tables: &[FreqTable], alphabet: usize) -> Vec<u8> {
     let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
     let k = tables.len();
-    let per_block: Vec<Vec<f64>> = hists
-        .par_iter()
-        .map(|h| costs.iter().map(|c| f64::from(block_cost(h, c))).collect())
-        .collect();
+    // Every block's bits under every table, `k` per block in one buffer.
+    let mut per_block = vec![0.0f32; hists.len() * k];
+    per_block
+        .par_chunks_mut(k)
+        .zip(hists)
+        .for_each(|(bits, h)| {
+            for (b, c) in bits.iter_mut().zip(&costs) {
+                *b = block_cost(h, c);
+            }
+        });
     let change = f64::from(usize::BITS - k.saturating_sub(2).leading_zeros()) + 6.0;
     let mut total = vec![0.0f64; k];
     let mut from = vec![0u8; hists.len() * k];
-    for (b, bits) in per_block.iter().enumerate() {
+    for (b, bits) in per_block.chunks_exact(k).enumerate() {
         let (best, best_total) = total
             .iter()
             .copied()
@@ -791,7 +797,7 @@ fn assign_in_runs(hists: &[Sparse], tables: &[FreqTable], alphabet: usize) -> Ve
                 (t, *acc)
             };
             from[b * k + t] = prev as u8;
-            *acc = base + bits[t];
+            *acc = base + f64::from(bits[t]);
         }
     }
     let mut assign = vec![0u8; hists.len()];
