@@ -28,6 +28,8 @@ struct Field {
     cluster_entropy_bits: f64,
     /// Bits under one unquantised table per tensor (order-0 entropy).
     tensor_entropy_bits: f64,
+    /// Bits of the run-coded ids (format 1.3, mode 4).
+    run_ids_bits: u64,
 }
 
 fn entropy_bits(h: &[u64]) -> f64 {
@@ -91,7 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         tables,
                         block_log2,
                         payloads,
-                        block_tables_at,
+                        block_ids,
                     } => {
                         let data = &input[t.original_offset as usize..][..t.original_len as usize];
                         let mut cols = vec![vec![0u16; n]; layout.field_bits().len()];
@@ -100,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 cols.iter_mut().map(|c| c.as_mut_slice()).collect();
                             layout.split(data, &mut refs);
                         }
-                        let ids = &bytes[block_tables_at..][..n.div_ceil(1 << block_log2)];
+                        let ids = &block_ids[..];
                         let alphabet = 1usize << bits;
                         let mut clusters = vec![vec![0u64; alphabet]; tables.len()];
                         let mut whole = vec![0u64; alphabet];
@@ -130,6 +132,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         acc.table_symbols +=
                             tables.iter().map(|t| t.symbols().len() as u64).sum::<u64>();
                         acc.block_ids += n.div_ceil(1 << block_log2) as u64;
+                        acc.run_ids_bits += mcodec::format::ids_bits(ids, tables.len());
                         acc.chunk_lens += 4 * payloads.len() as u64;
                         acc.states += (STATE_BYTES * payloads.len()) as u64;
                         acc.rans_payload += payloads
@@ -188,7 +191,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!(
                     "    rANS field {f}: payload {} = {:.0} under its tables ({:.0} over the \
                      block clusters' entropy: quantisation); tables {} ({} for {} symbols), \
-                     states {}, ids {}, lengths {}",
+                     states {}, ids {} (run-coded {}), lengths {}",
                     a.rans_payload,
                     a.table_cost_bits / 8.0,
                     (a.table_cost_bits - a.cluster_entropy_bits) / 8.0,
@@ -197,6 +200,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     a.table_symbols,
                     a.states,
                     a.block_ids,
+                    a.run_ids_bits.div_ceil(8),
                     a.chunk_lens
                 );
             }

@@ -68,5 +68,5 @@ pub mod format {
     pub use crate::entropy::model::{FreqTable, MAX_TABLE_SYMBOLS, PROB_BITS, PROB_SCALE};
     pub use crate::entropy::rans::{LANES, RANS_L, STATE_BYTES};
     pub use crate::entropy::stream::{StreamLayout, MIN_BLOCK_LOG2};
-    pub use crate::entropy::table_code::tables_len as compact_tables_len;
+    pub use crate::entropy::table_code::{ids_bits, tables_len as compact_tables_len};
 }

@@ -227,12 +227,19 @@ const OVERLAP_PIECE_BYTES: usize = 8 << 20;
 /// thousands of chunks for CPU threads and GPU warps.
 pub const DEFAULT_CHUNK_LOG2: u8 = 18;
 
-/// Default block length exponent: 2048 elements choose a table together (4096 before
-/// format 1.2: with compact tables the shorter blocks code MiniLM's F16, BF16 and FP8 files
-/// 6–7 KB smaller, its F32 file 9 KB larger; BENCHMARKS.md, fourteenth session).
-pub const DEFAULT_BLOCK_LOG2: u8 = 11;
+/// Default block length exponent: streams with several tables get blocks of 256
+/// elements (the tables are searched on blocks of 2048, `PLAN_BLOCK_LOG2`, then refined),
+/// and each stream keeps longer blocks where they code smaller. Format 1.3's run-coded
+/// block ids cost a few bits per change of table instead of a byte per block, so short
+/// blocks follow the weights' scale along a tensor (rows of 384 in MiniLM): MiniLM's F32
+/// file 65 KB smaller than 1.2's blocks of 2048, the other dtypes 12–21 KB smaller
+/// (BENCHMARKS.md, fifteenth session).
+pub const DEFAULT_BLOCK_LOG2: u8 = 8;
+/// Shortest blocks the encoder's table search runs on: shorter ones (the default) are
+/// planned by refining its tables ([`StreamEncoder::refine`]).
+const PLAN_BLOCK_LOG2: u8 = 11;
 /// Block length exponent of the archival setting.
-pub const MAX_BLOCK_LOG2: u8 = 11;
+pub const MAX_BLOCK_LOG2: u8 = 8;
 
 /// Encoder settings.
 #[derive(Clone, Copy, Debug)]
@@ -401,7 +408,11 @@ fn encode_split(
     let candidates: Vec<Layout> = std::iter::once(base)
         .chain(base.joint().filter(|_| allow_joint))
         .collect();
-    let block_bytes = (1usize << opts.block_log2) * esize;
+    // The layout sample, the histograms and the table search use blocks of at least
+    // PLAN_BLOCK_LOG2; streams with several tables are then refined on blocks of
+    // `opts.block_log2` (see `StreamEncoder::refine`).
+    let plan_log2 = opts.block_log2.max(PLAN_BLOCK_LOG2).min(opts.chunk_log2);
+    let block_bytes = (1usize << plan_log2) * esize;
     let mut sampled_bits = vec![vec![0.0f64; bits.len()]; candidates.len()];
     let mut sampled = 0usize;
     for block in data.chunks(block_bytes).step_by(16) {
@@ -474,13 +485,27 @@ fn encode_split(
                 return StreamEncoder::packed(bits[f]);
             }
             let blocks = std::mem::take(&mut by_field[f]);
-            StreamEncoder::plan_sparse(
+            let mut encoder = StreamEncoder::plan_sparse(
                 &blocks,
                 bits[f],
-                opts.block_log2,
+                plan_log2,
                 opts.chunk_log2,
                 opts.effort,
-            )
+            );
+            if encoder.can_refine(opts.block_log2) {
+                let mut only = [false; MAX_FIELDS];
+                only[f] = true;
+                let fine: Vec<SparseHist> = data
+                    .par_chunks((1usize << opts.block_log2) * esize)
+                    .map(|block| {
+                        layout
+                            .count_sparse(block, &only[..bits.len()])
+                            .swap_remove(f)
+                    })
+                    .collect();
+                encoder.refine(&fine, opts.block_log2, opts.chunk_log2);
+            }
+            encoder
         })
         .collect();
     if layout.is_joint() && encoders[0].is_packed() {

@@ -2,8 +2,9 @@
 //! byte for byte, and packing the fixture must reproduce the golden bytes exactly.
 //! `fixtures/golden/chunk16/` keeps the files the earlier default wrote (`chunk_log2 = 16`
 //! in the index), `fixtures/golden/v1.0/` the last files of format version 1.0 (before
-//! the joint split codecs) and `fixtures/golden/v1.1/` the last of version 1.1 (before
-//! compact tables, the zstd-coded index and 4-byte alignment): they must still decode.
+//! the joint split codecs), `fixtures/golden/v1.1/` the last of version 1.1 (before
+//! compact tables, the zstd-coded index and 4-byte alignment) and `fixtures/golden/v1.2/`
+//! the last of version 1.2 (before run-coded block ids): they must still decode.
 //! `skewed-signs` has no 1.0 files.
 //!
 //! After a deliberate encoder or format change, regenerate them with
@@ -90,29 +91,56 @@ fn files_of_version_1_1_still_decode() {
 }
 
 #[test]
-fn current_golden_files_use_the_1_2_layout() {
+fn files_of_version_1_2_still_decode() {
+    for name in FIXTURES_1_0.iter().chain([&SKEWED]) {
+        let input = std::fs::read(root().join("data").join(name)).unwrap();
+        let path = root().join("golden/v1.2").join(format!("{name}.mcz"));
+        let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(golden[10..12], [2, 0], "v1.2/{name}: not a 1.2 file");
+        assert!(
+            unpack(&golden) == input,
+            "v1.2/{name}: golden file no longer decodes"
+        );
+    }
+}
+
+#[test]
+fn current_golden_files_use_the_1_3_layout() {
+    let mut run_coded_ids = 0;
     for name in FIXTURES_1_0.iter().chain([&SKEWED]) {
         let golden = std::fs::read(root().join("golden").join(format!("{name}.mcz"))).unwrap();
-        assert_eq!(golden[10..12], [2, 0], "{name}: minor version 2");
+        assert_eq!(golden[10..12], [3, 0], "{name}: minor version 3");
         let trailer = &golden[golden.len() - 64..];
         assert_ne!(trailer[32..40], [0; 8], "{name}: index stored as it is");
         assert_eq!(trailer[40], 2, "{name}: alignment");
         let archive = Archive::open(&golden).unwrap();
-        // Every rANS stream has the compact tables (mode 3), none the 1.1 ones (mode 2).
+        // Every rANS stream has compact tables and run-coded ids (mode 4), none the 1.1
+        // tables (mode 2) or the 1.2 byte ids (mode 3).
         for t in &archive.index().tensors {
             if matches!(t.codec, mcodec::Codec::Split(_)) {
                 for s in &t.streams {
-                    assert_ne!(archive.stream_unverified(s)[0], 2, "{name}: mode 2 stream");
+                    let bytes = archive.stream_unverified(s);
+                    assert!(
+                        !matches!(bytes[0], 2 | 3),
+                        "{name}: mode {} stream",
+                        bytes[0]
+                    );
+                    // Mode 4 with two or more tables: ids actually run-coded.
+                    run_coded_ids += usize::from(bytes[0] == 4 && bytes[1] >= 2);
                 }
             }
         }
     }
+    assert!(
+        run_coded_ids > 0,
+        "no golden stream has run-coded ids of several tables"
+    );
 }
 
 #[test]
 fn skewed_signs_golden_file_uses_every_joint_codec() {
     let golden = std::fs::read(root().join("golden").join(format!("{SKEWED}.mcz"))).unwrap();
-    assert_eq!(golden[10..12], [2, 0], "minor version 2");
+    assert_eq!(golden[10..12], [3, 0], "minor version 3");
     let archive = Archive::open(&golden).unwrap();
     let mut ids: Vec<u8> = archive
         .index()

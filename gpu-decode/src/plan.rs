@@ -499,7 +499,8 @@ impl Prepared {
                     .flat_map(u64::to_le_bytes)
                     .collect();
                 f.chunk_index = push_aligned(&mut self.arena, &index);
-                f.block_ids = stream + s.block_ids_at as u64;
+                // The ids as the parser decoded them (run-coded in mode 4 streams).
+                f.block_ids = push_aligned(&mut self.arena, &s.block_ids);
                 f.block_log2 = s.block_log2;
                 f.n_tables = s.tables.len() as u32;
                 f.table_slot = table_slot;
@@ -588,7 +589,7 @@ struct ParsedStream {
     value: u32,
     block_log2: u32,
     tables: Vec<FreqTable>,
-    block_ids_at: usize,
+    block_ids: Vec<u8>,
     payloads: Vec<(usize, usize)>,
 }
 
@@ -609,7 +610,7 @@ fn parse_stream(bytes: &[u8], bits: u32, n: usize, chunk_log2: u8) -> Result<Par
         value: 0,
         block_log2: 0,
         tables: Vec::new(),
-        block_ids_at: 0,
+        block_ids: Vec::new(),
         payloads: Vec::new(),
     };
     match layout {
@@ -621,7 +622,7 @@ fn parse_stream(bytes: &[u8], bits: u32, n: usize, chunk_log2: u8) -> Result<Par
         StreamLayout::Rans {
             tables,
             block_log2,
-            block_tables_at,
+            block_ids,
             payloads,
         } => {
             if let Some((c, (_, len))) = payloads.iter().enumerate().find(|(_, p)| p.1 % 2 != 0) {
@@ -630,7 +631,7 @@ fn parse_stream(bytes: &[u8], bits: u32, n: usize, chunk_log2: u8) -> Result<Par
             s.mode = MODE_RANS;
             s.block_log2 = u32::from(block_log2);
             s.tables = tables;
-            s.block_ids_at = block_tables_at;
+            s.block_ids = block_ids;
             s.payloads = payloads;
         }
     }

@@ -1,5 +1,5 @@
 //! Field streams (FORMAT.md §5.5): `n` symbols of `symbol_bits` bits, cut into chunks of
-//! `chunk_len` symbols, stored in one of three modes.
+//! `chunk_len` symbols, stored in one of five modes (packed, constant, three rANS forms).
 //!
 //! ```text
 //! Packed: u8 0 | bit-packed symbols (chunk c starts at byte c·chunk_len·bits/8)
@@ -9,6 +9,10 @@
 //!              | zero padding to a multiple of 4
 //!              | payloads, each starting at a multiple of 4 from the stream start
 //! ```
+//!
+//! Mode 3 (format 1.2) stores the tables in the compact form of `table_code`; mode 4
+//! (1.3, what the writer emits) continues that bit string with the block ids as runs
+//! instead of a byte per block.
 //!
 //! A chunk is the unit of parallel decoding: its payload, its offset (a prefix sum of the
 //! lengths) and the table ids of its blocks are all a CPU thread or GPU warp needs.
@@ -29,10 +33,20 @@ const MODE_RANS: u8 = 2;
 /// rANS with the compact table encoding of format 1.2 (FORMAT.md §5.2.1); otherwise laid
 /// out as [`MODE_RANS`]. The writer emits this mode for every rANS stream.
 const MODE_RANS_COMPACT: u8 = 3;
+/// rANS with compact tables and the block ids run-coded in the same bit string (format
+/// 1.3, FORMAT.md §5.2.2); otherwise laid out as [`MODE_RANS`]. The writer emits this
+/// mode for every rANS stream: ids that cost a bit or less a block let the encoder plan
+/// shorter blocks where they pay.
+const MODE_RANS_RUN_IDS: u8 = 4;
 
 /// Bytes the stream header spends on `tables` (the compact form the writer emits).
 fn tables_bytes(tables: &[FreqTable]) -> usize {
     table_code::tables_len(tables)
+}
+
+/// Bytes the run-coded block `ids` of a stream with `n_tables` tables take (mode 4).
+fn ids_bytes(ids: &[u8], n_tables: usize) -> f64 {
+    table_code::ids_bits(ids, n_tables) as f64 / 8.0
 }
 
 /// Smallest block: one symbol per lane.
@@ -184,6 +198,94 @@ impl StreamEncoder {
         Self { symbol_bits, mode }
     }
 
+    /// Whether [`Self::refine`] can change the plan: a rANS stream with several tables
+    /// whose blocks are longer than `fine_log2`.
+    pub(crate) fn can_refine(&self, fine_log2: u8) -> bool {
+        matches!(&self.mode, Mode::Rans { tables, block_log2, .. }
+            if tables.len() >= 2 && fine_log2 < *block_log2)
+    }
+
+    /// Refines a plan made on long blocks with the histograms of blocks of `1 <<
+    /// fine_log2` symbols (the same stream): the short blocks take the planned tables in
+    /// runs ([`assign_in_runs`]), the tables are refitted to them, [`REFINE_ROUNDS`]
+    /// times, then the blocks are lengthened again where that codes smaller
+    /// ([`coarsen_blocks`]). Kept when the estimate is smaller than the plan's. The table
+    /// search itself runs on the long blocks: run on the short ones it made the one-thread
+    /// pack 7–9 times slower (BENCHMARKS.md, fifteenth session).
+    pub(crate) fn refine(&mut self, fine: &[SparseHist], fine_log2: u8, chunk_log2: u8) {
+        if !self.can_refine(fine_log2) {
+            return;
+        }
+        let Mode::Rans {
+            tables,
+            block_tables,
+            block_log2,
+            ..
+        } = &self.mode
+        else {
+            return;
+        };
+        let alphabet = 1usize << MAX_SYMBOL_BITS;
+        let shift = *block_log2 - fine_log2;
+        let current: Vec<u8> = (0..fine.len())
+            .map(|b| block_tables.get(b >> shift).copied().unwrap_or(0))
+            .collect();
+        let bytes_of = |tables: &[FreqTable], assign: &[u8], ids: &[u8]| -> f64 {
+            let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
+            let bits: f64 = fine
+                .par_iter()
+                .zip(assign)
+                .map(|(h, &a)| f64::from(block_cost(h, &costs[usize::from(a)])))
+                .sum();
+            bits / 8.0 + (3 + tables_bytes(tables)) as f64 + ids_bytes(ids, tables.len())
+        };
+        let before = bytes_of(tables, &current, block_tables);
+        let mut refit = tables.clone();
+        for _ in 0..REFINE_ROUNDS {
+            let mut assign = assign_in_runs(fine, &refit, alphabet);
+            // Tables no short block takes are dropped before the refit.
+            let mut taken = vec![false; refit.len()];
+            for &a in &assign {
+                taken[usize::from(a)] = true;
+            }
+            let mut used = 0u8;
+            let renumber: Vec<u8> = taken
+                .iter()
+                .map(|&t| {
+                    let id = used;
+                    used += u8::from(t);
+                    id
+                })
+                .collect();
+            for a in assign.iter_mut() {
+                *a = renumber[usize::from(*a)];
+            }
+            refit = fit_tables(fine.iter(), &assign, usize::from(used), alphabet);
+            if refit.len() != usize::from(used) {
+                return;
+            }
+        }
+        let assign = assign_in_runs(fine, &refit, alphabet);
+        let coded = bytes_of(&refit, &assign, &assign);
+        let (tables, ids, log2, after) =
+            coarsen_blocks(fine, refit, assign, fine_log2, chunk_log2, coded);
+        if after >= before {
+            return;
+        }
+        let symbol_bits = self.symbol_bits;
+        let enc = tables
+            .iter()
+            .map(|t| EncTable::new(t, symbol_bits))
+            .collect();
+        self.mode = Mode::Rans {
+            tables,
+            enc,
+            block_tables: ids,
+            block_log2: log2,
+            blocks_per_chunk: 1 << (chunk_log2 - log2),
+        };
+    }
+
     /// Bit packing (also used when the coded stream turned out no smaller).
     pub fn packed(symbol_bits: u32) -> Self {
         Self {
@@ -271,9 +373,8 @@ impl StreamEncoder {
                 block_log2,
                 ..
             } => {
-                let mut head = vec![MODE_RANS_COMPACT, tables.len() as u8, *block_log2];
-                head.extend_from_slice(&table_code::write_tables(tables));
-                head.extend_from_slice(block_tables);
+                let mut head = vec![MODE_RANS_RUN_IDS, tables.len() as u8, *block_log2];
+                head.extend_from_slice(&table_code::write_tables_and_ids(tables, block_tables));
                 for p in &pieces {
                     head.extend_from_slice(&(p.len() as u32).to_le_bytes());
                 }
@@ -413,8 +514,8 @@ fn choose_tables(
             .zip(assign)
             .map(|(h, &a)| f64::from(block_cost(h, &costs[usize::from(a)])))
             .sum();
-        let header: usize = 3 + tables_bytes(tables) + assign.len();
-        bits / 8.0 + header as f64
+        let header: usize = 3 + tables_bytes(tables);
+        bits / 8.0 + header as f64 + ids_bytes(assign, tables.len())
     };
     let assign = vec![0u8; block_hists.len()];
     let mut best_size = cost_of(std::slice::from_ref(&single), &assign);
@@ -476,8 +577,8 @@ fn coarsen_blocks(
         return (tables, assign, block_log2, coded);
     }
     if tables.len() == 1 {
+        // One table: the ids cost nothing (mode 4) and the blocks become chunks.
         let blocks = assign.len().div_ceil(1 << levels);
-        let coded = coded - (assign.len() - blocks) as f64;
         return (tables, vec![0; blocks], chunk_log2, coded);
     }
     let alphabet = 1usize << MAX_SYMBOL_BITS;
@@ -504,9 +605,8 @@ fn coarsen_blocks(
     };
     let mut best = (0u8, f64::INFINITY);
     for up in 0..=levels {
-        let blocks = assign.len().div_ceil(1 << up);
-        let (_, bits) = ids_and_bits(up);
-        let size = bits / 8.0 + blocks as f64;
+        let (ids, bits) = ids_and_bits(up);
+        let size = bits / 8.0 + ids_bytes(&ids, tables.len());
         if size < best.1 {
             best = (up, size);
         }
@@ -658,6 +758,61 @@ fn fit_tables<'h>(
         .collect()
 }
 
+/// Rounds of assignment and refit of [`StreamEncoder::refine`].
+const REFINE_ROUNDS: usize = 3;
+
+/// Gives every block a table so that the blocks' bits plus a charge per change of table
+/// (what a run costs in the run-coded ids, about `log2(T − 1) + 6` bits) are least: a
+/// Viterbi pass over the blocks. Short blocks picked one by one change tables at random
+/// where two tables code them alike, and every change costs ids and a table switch in the
+/// decoder.
+fn assign_in_runs(hists: &[Sparse], tables: &[FreqTable], alphabet: usize) -> Vec<u8> {
+    let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
+    let k = tables.len();
+    // Every block's bits under every table, `k` per block in one buffer.
+    let mut per_block = vec![0.0f32; hists.len() * k];
+    per_block
+        .par_chunks_mut(k)
+        .zip(hists)
+        .for_each(|(bits, h)| {
+            for (b, c) in bits.iter_mut().zip(&costs) {
+                *b = block_cost(h, c);
+            }
+        });
+    let change = f64::from(usize::BITS - k.saturating_sub(2).leading_zeros()) + 6.0;
+    let mut total = vec![0.0f64; k];
+    let mut from = vec![0u8; hists.len() * k];
+    for (b, bits) in per_block.chunks_exact(k).enumerate() {
+        let (best, best_total) = total
+            .iter()
+            .copied()
+            .enumerate()
+            .min_by(|x, y| x.1.total_cmp(&y.1))
+            .unwrap_or((0, 0.0));
+        for (t, acc) in total.iter_mut().enumerate() {
+            let switch = best_total + change;
+            let (prev, base) = if b > 0 && switch < *acc {
+                (best, switch)
+            } else {
+                (t, *acc)
+            };
+            from[b * k + t] = prev as u8;
+            *acc = base + f64::from(bits[t]);
+        }
+    }
+    let mut assign = vec![0u8; hists.len()];
+    let mut t = total
+        .iter()
+        .enumerate()
+        .min_by(|x, y| x.1.total_cmp(y.1))
+        .map_or(0, |(t, _)| t);
+    for b in (0..hists.len()).rev() {
+        assign[b] = t as u8;
+        t = usize::from(from[b * k + t]);
+    }
+    assign
+}
+
 /// Gives every block the table that codes it in the fewest bits; returns whether any
 /// assignment changed.
 fn assign_blocks<'h>(
@@ -703,9 +858,9 @@ enum Body<'a> {
         tables: Vec<DecTable>,
         /// The tables as parsed, for [`StreamDecoder::layout`].
         freq_tables: Vec<FreqTable>,
-        block_tables: &'a [u8],
-        /// Offset of `block_tables` in the stream.
-        block_tables_at: usize,
+        /// One table id per block: in the stream (modes 2, 3) or decoded from its runs
+        /// (mode 4).
+        block_tables: std::borrow::Cow<'a, [u8]>,
         block_log2: u8,
         offsets: Vec<(usize, usize)>,
         bytes: &'a [u8],
@@ -727,8 +882,9 @@ pub enum StreamLayout {
         tables: Vec<FreqTable>,
         /// Block length exponent.
         block_log2: u8,
-        /// Offset in the stream of the block table ids (one byte per block).
-        block_tables_at: usize,
+        /// The table id of every block (stored as bytes in modes 2 and 3, run-coded in
+        /// mode 4: a decoder outside this crate uploads these, not the stream's bytes).
+        block_ids: Vec<u8>,
         /// Offset and length in the stream of each chunk's payload.
         payloads: Vec<(usize, usize)>,
     },
@@ -816,7 +972,7 @@ impl<'a> StreamDecoder<'a> {
                 }
                 Body::Const(v)
             }
-            MODE_RANS | MODE_RANS_COMPACT => {
+            MODE_RANS | MODE_RANS_COMPACT | MODE_RANS_RUN_IDS => {
                 Self::parse_rans(bytes, symbol_bits, n_symbols, chunk_len)?
             }
             mode => return Err(EntropyError::UnknownMode { mode }),
@@ -853,7 +1009,27 @@ impl<'a> StreamDecoder<'a> {
             });
         }
         let mut pos = 3;
-        let freq_tables = if header[0] == MODE_RANS_COMPACT {
+        let n_blocks = n_symbols.div_ceil(1 << block_log2);
+        let mut run_ids = None;
+        let n_chunks = n_symbols.div_ceil(chunk_len);
+        // Every chunk takes a 4-byte length and at least its 32 states: a stream too short
+        // for its chunks is refused before its run-coded ids (up to `chunk_len / 32` per
+        // chunk) are expanded.
+        let least = n_chunks.saturating_mul(4 + STATE_BYTES).saturating_add(3);
+        if header[0] == MODE_RANS_RUN_IDS && bytes.len() < least {
+            return Err(EntropyError::Truncated {
+                what: "block and chunk index",
+                needed: least,
+                have: bytes.len(),
+            });
+        }
+        let freq_tables = if header[0] == MODE_RANS_RUN_IDS {
+            let (tables, ids, used) =
+                table_code::read_tables_and_ids(&bytes[pos..], n_tables, symbol_bits, n_blocks)?;
+            pos += used;
+            run_ids = Some(ids);
+            tables
+        } else if header[0] == MODE_RANS_COMPACT {
             let (tables, used) = table_code::read_tables(&bytes[pos..], n_tables, symbol_bits)?;
             pos += used;
             tables
@@ -867,13 +1043,11 @@ impl<'a> StreamDecoder<'a> {
             tables
         };
         let tables = freq_tables.iter().map(DecTable::new).collect();
-        let block_tables_at = pos;
-        let n_blocks = n_symbols.div_ceil(1 << block_log2);
-        let n_chunks = n_symbols.div_ceil(chunk_len);
+        let stored_ids = if run_ids.is_some() { 0 } else { n_blocks };
         // Both counts come from a size the file claims: check the sum before slicing.
         let index_end = n_chunks
             .checked_mul(4)
-            .and_then(|c| c.checked_add(n_blocks))
+            .and_then(|c| c.checked_add(stored_ids))
             .and_then(|i| i.checked_add(pos))
             .unwrap_or(usize::MAX);
         let index = bytes.get(pos..index_end).ok_or(EntropyError::Truncated {
@@ -882,7 +1056,11 @@ impl<'a> StreamDecoder<'a> {
             have: bytes.len(),
         })?;
         let index_len = index_end - pos;
-        let (block_tables, lens) = index.split_at(n_blocks);
+        let (stored, lens) = index.split_at(stored_ids);
+        let block_tables = match run_ids {
+            Some(ids) => std::borrow::Cow::Owned(ids),
+            None => std::borrow::Cow::Borrowed(stored),
+        };
         if let Some(&bad) = block_tables.iter().find(|&&t| usize::from(t) >= n_tables) {
             return Err(EntropyError::TableId {
                 table: bad,
@@ -927,7 +1105,6 @@ impl<'a> StreamDecoder<'a> {
             tables,
             freq_tables,
             block_tables,
-            block_tables_at,
             block_log2,
             offsets,
             bytes,
@@ -955,14 +1132,14 @@ impl<'a> StreamDecoder<'a> {
             Body::Const(v) => StreamLayout::Const(*v),
             Body::Rans {
                 freq_tables,
-                block_tables_at,
+                block_tables,
                 block_log2,
                 offsets,
                 ..
             } => StreamLayout::Rans {
                 tables: freq_tables.clone(),
                 block_log2: *block_log2,
-                block_tables_at: *block_tables_at,
+                block_ids: block_tables.to_vec(),
                 payloads: offsets.clone(),
             },
         }

@@ -79,11 +79,67 @@ impl BitReader<'_> {
     }
 
     fn get(&mut self, bits: u32) -> Result<u32, EntropyError> {
+        if let Some(w) = self.window(bits) {
+            self.pos += bits as usize;
+            return Ok((w & ((1u64 << bits) - 1)) as u32);
+        }
         let mut v = 0;
         for i in 0..bits {
             v |= self.bit()? << i;
         }
         Ok(v)
+    }
+
+    /// The next 57 or more bits from `pos` (least significant first), when the bytes
+    /// hold at least `need ≤ 56` of them: a whole code read at once (the ids of a long
+    /// stream are thousands of codes). `None` sends the caller to the bit-by-bit path,
+    /// which reports a truncation as such.
+    fn window(&self, need: u32) -> Option<u64> {
+        let byte = self.pos / 8;
+        if need > 56 || self.pos + need as usize > self.bytes.len() * 8 {
+            return None;
+        }
+        let mut word = [0u8; 8];
+        let avail = &self.bytes[byte..(byte + 8).min(self.bytes.len())];
+        word[..avail.len()].copy_from_slice(avail);
+        Some(u64::from_le_bytes(word) >> (self.pos % 8))
+    }
+
+    /// An Exp-Golomb code of order `k ≤ MAX_RUN_ORDER` with a prefix of at most
+    /// `MAX_RUN_PREFIX` zeros (run lengths of block ids).
+    fn exp_golomb_long(&mut self, k: u32) -> Result<u64, EntropyError> {
+        // Whole code in one window: the prefix's zeros, then `q` from its top bit down
+        // (bit-reversed in the window), then `k` low bits.
+        if let Some(w) = self.window(1) {
+            let zeros = w.trailing_zeros();
+            let len = 2 * zeros + 1 + k;
+            if zeros <= MAX_RUN_PREFIX && self.window(len).is_some() {
+                let top = (w >> zeros) & ((1u64 << (zeros + 1)) - 1);
+                let q = top.reverse_bits() >> (63 - zeros);
+                let low = (w >> (2 * zeros + 1)) & ((1u64 << k) - 1);
+                self.pos += len as usize;
+                return Ok(((q - 1) << k) | low);
+            }
+        }
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > MAX_RUN_PREFIX {
+                return Err(EntropyError::CompactTable {
+                    problem: "Exp-Golomb prefix too long",
+                });
+            }
+        }
+        let mut q = 1u64;
+        for _ in 0..zeros {
+            q = (q << 1) | u64::from(self.bit()?);
+        }
+        let mut low = 0u64;
+        for i in 0..k {
+            low |= u64::from(self.bit()?) << i;
+        }
+        // q < 2^41 and k ≤ 24: no overflow.
+        Ok(((q - 1) << k) | low)
     }
 
     fn exp_golomb(&mut self, k: u32) -> Result<u32, EntropyError> {
@@ -153,6 +209,87 @@ pub fn write_tables(tables: &[FreqTable]) -> Vec<u8> {
     w.finish()
 }
 
+/// Bits needed for a table id among `n` values (0 for one value).
+fn id_bits(n: usize) -> u32 {
+    usize::BITS - n.saturating_sub(1).leading_zeros()
+}
+
+/// Exp-Golomb order for the length of a run of block ids following a run of `prev`.
+fn run_order(prev: u64) -> u32 {
+    (63 - prev.max(1).leading_zeros()).min(MAX_RUN_ORDER)
+}
+
+/// Largest order of a run length's Exp-Golomb code.
+const MAX_RUN_ORDER: u32 = 24;
+/// Longest unary prefix of a run length's code: runs are below `2^58` blocks.
+const MAX_RUN_PREFIX: u32 = 40;
+
+/// Calls `emit(value, bits)` for the code of each run of equal ids (format 1.3, mode 4;
+/// FORMAT.md §5.2.2): the first id in `id_bits(T)` bits, then per run its length less one
+/// as `EG_k` with `k` from the previous run's length, and after every run but the last the
+/// next id among the `T − 1` others in `id_bits(T − 1)` bits. Nothing for one table.
+fn for_each_id_code(ids: &[u8], n_tables: usize, mut emit: impl FnMut(u64, u32, bool)) {
+    if n_tables < 2 || ids.is_empty() {
+        return;
+    }
+    emit(u64::from(ids[0]), id_bits(n_tables), false);
+    let mut prev_run = 1u64;
+    let mut at = 0usize;
+    while at < ids.len() {
+        let id = ids[at];
+        let run = ids[at..].iter().take_while(|&&t| t == id).count();
+        emit(run as u64 - 1, run_order(prev_run), true);
+        prev_run = run as u64;
+        at += run;
+        if let Some(&next) = ids.get(at) {
+            let v = next - u8::from(next > id);
+            emit(u64::from(v), id_bits(n_tables - 1), false);
+        }
+    }
+}
+
+/// Bits that the run code of `ids` (one per block, each below `n_tables`) takes: what
+/// the encoder counts for the ids of a mode 4 stream.
+pub fn ids_bits(ids: &[u8], n_tables: usize) -> u64 {
+    let mut bits = 0u64;
+    for_each_id_code(ids, n_tables, |v, k, golomb| {
+        bits += if golomb {
+            let q = (v >> k) + 1;
+            2 * u64::from(63 - q.leading_zeros()) + 1 + u64::from(k)
+        } else {
+            u64::from(k)
+        };
+    });
+    bits
+}
+
+/// The tables and then the block ids of one mode 4 stream as one bit string, padded with
+/// zero bits to a whole byte.
+pub fn write_tables_and_ids(tables: &[FreqTable], ids: &[u8]) -> Vec<u8> {
+    let mut w = BitWriter::default();
+    for t in tables {
+        write_table(&mut w, t);
+    }
+    for_each_id_code(ids, tables.len(), |v, k, golomb| {
+        if golomb {
+            let q = (v >> k) + 1;
+            let len = 64 - q.leading_zeros();
+            for _ in 1..len {
+                w.put(0, 1);
+            }
+            for i in (0..len).rev() {
+                w.put(((q >> i) & 1) as u32, 1);
+            }
+            for i in 0..k {
+                w.put(((v >> i) & 1) as u32, 1);
+            }
+        } else {
+            w.put(v as u32, k);
+        }
+    });
+    w.finish()
+}
+
 /// Bytes that the compact form of `tables` takes (the length of what `write_tables` returns).
 pub fn tables_len(tables: &[FreqTable]) -> usize {
     write_tables(tables).len()
@@ -169,6 +306,16 @@ pub fn read_tables(
     count: usize,
     symbol_bits: u32,
 ) -> Result<(Vec<FreqTable>, usize), EntropyError> {
+    let (tables, r) = read_tables_bits(bytes, count, symbol_bits)?;
+    Ok((tables, finish_read(r)?))
+}
+
+/// [`read_tables`] up to the last bit of the tables, returning the reader there.
+fn read_tables_bits(
+    bytes: &[u8],
+    count: usize,
+    symbol_bits: u32,
+) -> Result<(Vec<FreqTable>, BitReader<'_>), EntropyError> {
     let bad = |problem| EntropyError::CompactTable { problem };
     let alphabet = 1u32 << symbol_bits;
     let mut r = BitReader { bytes, pos: 0 };
@@ -215,11 +362,63 @@ pub fn read_tables(
         freqs.push((PROB_SCALE - total) as u16);
         tables.push(FreqTable::from_parts(symbols, freqs));
     }
+    Ok((tables, r))
+}
+
+/// Checks the zero padding after the last bit `r` read and returns the bytes read.
+fn finish_read(r: BitReader<'_>) -> Result<usize, EntropyError> {
     let used = r.pos.div_ceil(8);
-    if !r.pos.is_multiple_of(8) && bytes[used - 1] >> (r.pos % 8) != 0 {
-        return Err(bad("nonzero padding bits"));
+    if !r.pos.is_multiple_of(8) && r.bytes[used - 1] >> (r.pos % 8) != 0 {
+        return Err(EntropyError::CompactTable {
+            problem: "nonzero padding bits",
+        });
     }
-    Ok((tables, used))
+    Ok(used)
+}
+
+/// Parses what [`write_tables_and_ids`] wrote: `count` tables as [`read_tables`] does,
+/// then exactly `n_blocks` block ids. Every id is below `count`, the runs add up to
+/// exactly `n_blocks` (a run past it is an error), and the padding bits are zero. The
+/// ids take `n_blocks` bytes, grown run by run as they are read; the caller bounds
+/// `n_blocks` (the stream parser checks first that the stream can hold its chunks).
+pub fn read_tables_and_ids(
+    bytes: &[u8],
+    count: usize,
+    symbol_bits: u32,
+    n_blocks: usize,
+) -> Result<(Vec<FreqTable>, Vec<u8>, usize), EntropyError> {
+    let bad = |problem| EntropyError::CompactTable { problem };
+    let (tables, mut r) = read_tables_bits(bytes, count, symbol_bits)?;
+    let mut ids = Vec::new();
+    if count >= 2 && n_blocks > 0 {
+        let mut id = r.get(id_bits(count))? as usize;
+        let mut prev_run = 1u64;
+        loop {
+            if id >= count {
+                return Err(bad("block table id out of range"));
+            }
+            let k = run_order(prev_run);
+            let run = r
+                .exp_golomb_long(k)?
+                .checked_add(1)
+                .ok_or(bad("run too long"))?;
+            let left = (n_blocks - ids.len()) as u64;
+            if run > left {
+                return Err(bad("block id runs past the last block"));
+            }
+            ids.resize(ids.len() + run as usize, id as u8);
+            prev_run = run;
+            if ids.len() == n_blocks {
+                break;
+            }
+            let v = r.get(id_bits(count - 1))? as usize;
+            id = v + usize::from(v >= id);
+        }
+    } else {
+        ids.resize(n_blocks, 0);
+    }
+    let used = finish_read(r)?;
+    Ok((tables, ids, used))
 }
 
 #[cfg(test)]
@@ -254,6 +453,93 @@ mod tests {
         assert_eq!(used, bytes.len());
         let old: usize = tables.iter().map(FreqTable::serialized_len).sum();
         assert!(bytes.len() < old);
+    }
+
+    /// Block ids with long and short runs, every table used, the last run one block.
+    fn sample_ids(n_tables: u8) -> Vec<u8> {
+        let mut ids = Vec::new();
+        for (i, run) in [1usize, 7, 300, 2, 1, 64, 5000, 3].iter().enumerate() {
+            ids.extend(std::iter::repeat_n(
+                (i * 5 % usize::from(n_tables)) as u8,
+                *run,
+            ));
+        }
+        ids.push(n_tables - 1);
+        ids
+    }
+
+    #[test]
+    fn tables_and_run_coded_ids_round_trip() {
+        let tables = sample_tables();
+        for count in 1..=tables.len() {
+            let ids = if count == 1 {
+                vec![0; 77]
+            } else {
+                sample_ids(count as u8)
+            };
+            let bytes = write_tables_and_ids(&tables[..count], &ids);
+            let bits = write_tables(&tables[..count]).len() * 8;
+            // The ids add what ids_bits counts (up to the padding of the tables' last byte).
+            let ids_len = ids_bits(&ids, count);
+            assert!(bytes.len() * 8 <= bits + ids_len as usize + 7, "{count}");
+            assert!(
+                bytes.len() * 8 + 8 > bits.saturating_sub(8) + ids_len as usize,
+                "{count}"
+            );
+            let mut padded = bytes.clone();
+            padded.extend_from_slice(&[0xAA; 5]);
+            let (back, back_ids, used) = read_tables_and_ids(&padded, count, 8, ids.len()).unwrap();
+            assert_eq!(back, tables[..count]);
+            assert_eq!(back_ids, ids);
+            assert_eq!(used, bytes.len());
+        }
+        // Runs of ids cost a few bits each, not a byte per block.
+        assert!(ids_bits(&sample_ids(3), 3) < 200);
+        assert_eq!(ids_bits(&[0; 1000], 1), 0);
+    }
+
+    #[test]
+    fn truncated_and_damaged_run_coded_ids_are_errors() {
+        let tables = sample_tables();
+        let ids = sample_ids(3);
+        let bytes = write_tables_and_ids(&tables, &ids);
+        for len in 0..bytes.len() {
+            assert!(
+                read_tables_and_ids(&bytes[..len], 3, 8, ids.len()).is_err(),
+                "{len}"
+            );
+        }
+        // The runs must add up to exactly the block count.
+        assert!(read_tables_and_ids(&bytes, 3, 8, ids.len() - 1).is_err());
+        assert!(read_tables_and_ids(&bytes, 3, 8, ids.len() + 1).is_err());
+        // Every single-byte change either fails or yields ids below the table count.
+        for i in 0..bytes.len() {
+            for x in [0x01u8, 0x10, 0x80, 0xFF] {
+                let mut bad = bytes.clone();
+                bad[i] ^= x;
+                if let Ok((_, back, used)) = read_tables_and_ids(&bad, 3, 8, ids.len()) {
+                    assert!(used <= bad.len());
+                    assert_eq!(back.len(), ids.len());
+                    assert!(back.iter().all(|&t| t < 3));
+                }
+            }
+        }
+        // A first id of 3 among three tables (two bits of ones after the tables).
+        let mut w = BitWriter::default();
+        for t in &tables {
+            write_table(&mut w, t);
+        }
+        w.put(3, 2);
+        w.put(1, 1); // EG_0(0): a run of one block
+        assert!(read_tables_and_ids(&w.finish(), 3, 8, 1).is_err());
+        // A run length whose Exp-Golomb prefix never ends.
+        let mut w = BitWriter::default();
+        write_table(&mut w, &tables[0]);
+        write_table(&mut w, &tables[1]);
+        w.put(0, 1);
+        let mut bytes = w.finish();
+        bytes.extend_from_slice(&[0; 16]);
+        assert!(read_tables_and_ids(&bytes, 2, 8, 1 << 40).is_err());
     }
 
     #[test]

@@ -109,13 +109,23 @@ fn damaged_streams_stay_in_bounds_and_are_reported() {
     let clean = Prepared::new(&archive, None, DEFAULT_MAX_TABLES).expect("prepare");
     let all: Vec<usize> = (0..clean.tensors.len()).collect();
     let (want, _) = mcodec_gpu::mirror_decode(&clean, &all).expect("clean decode");
-    // Byte ranges of rANS streams (block ids and payloads live there).
+    // Byte ranges of rANS fields: the block ids (uploaded as the host parsed them: mode 4
+    // streams run-code them) and the payloads (from the first to the end of the last).
     let mut ranges = Vec::new();
     for t in &clean.tensors {
         if let Body::Split(d) = &t.body {
             for f in &d.fields[..d.n_fields as usize] {
                 if f.mode == MODE_RANS {
-                    ranges.push((f.block_ids as usize, f.chunk_index as usize));
+                    let ids = f.block_ids as usize;
+                    ranges.push((ids, ids + d.n.div_ceil(1 << f.block_log2) as usize));
+                    let chunks = d.n.div_ceil(1 << d.chunk_log2) as usize;
+                    let word = |i: usize| {
+                        let at = f.chunk_index as usize + 8 * i;
+                        u64::from_le_bytes(clean.arena[at..at + 8].try_into().unwrap()) as usize
+                    };
+                    let stream = f.stream as usize;
+                    let end = word(2 * chunks - 2) + word(2 * chunks - 1);
+                    ranges.push((stream + word(0), stream + end));
                 }
             }
         }

@@ -29,10 +29,40 @@ pub(super) fn decode_chunk_on<S: Symbol>(
     let (mut states, mut reader) = start_chunk(payload)?;
     let level = simd::decoder_level(level);
     crate::cpu::note_run(level);
-    for (block, table) in out.chunks_mut(block_len).zip(tables) {
-        decode_block(level, &mut states, &mut reader, table, block);
+    let mut at = 0;
+    for (table, len) in spans(tables, block_len, out.len()) {
+        decode_block(
+            level,
+            &mut states,
+            &mut reader,
+            table,
+            &mut out[at..at + len],
+        );
+        at += len;
     }
     finish_chunk(&states, &reader)
+}
+
+/// The chunk's blocks as spans of consecutive blocks with the same table: `(table,
+/// symbols)`, in order, covering `n` symbols. Decoding a span in one call is the same as
+/// decoding its blocks one by one (a block holds whole groups of lanes), without the
+/// per-block set-up: format 1.3 streams have blocks of 256 symbols, mostly in long runs
+/// of one table.
+fn spans<'t>(tables: &[&'t DecTable], block_len: usize, n: usize) -> Vec<(&'t DecTable, usize)> {
+    let mut spans: Vec<(&DecTable, usize)> = Vec::new();
+    let mut left = n;
+    for &table in tables {
+        if left == 0 {
+            break;
+        }
+        let len = block_len.min(left);
+        left -= len;
+        match spans.last_mut() {
+            Some((t, l)) if std::ptr::eq(*t, table) => *l += len,
+            _ => spans.push((table, len)),
+        }
+    }
+    spans
 }
 
 /// Decodes two chunks, each as [`decode_chunk`] would: the AVX-512 decoder interleaves
@@ -93,52 +123,91 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
         SimdLevel::Avx2 => size_of::<S>() == 2,
         SimdLevel::Scalar => false,
     };
-    if !interleave {
-        for (block, table) in out_a.chunks_mut(block_len).zip(tables[0]) {
-            decode_block(level, &mut states_a, &mut reader_a, table, block);
+    let spans_a = spans(tables[0], block_len, out_a.len());
+    let spans_b = spans(tables[1], block_len, out_b.len());
+    // Position in each chunk: the span index and the symbols of it already decoded.
+    let (mut ia, mut off_a, mut pos_a) = (0, 0, 0);
+    let (mut ib, mut off_b, mut pos_b) = (0, 0, 0);
+    while interleave && ia < spans_a.len() && ib < spans_b.len() {
+        let ((table_a, len_a), (table_b, len_b)) = (spans_a[ia], spans_b[ib]);
+        let step = (len_a - off_a).min(len_b - off_b);
+        // Both chunks stay at whole groups of lanes, but for a chunk's short last block,
+        // which is decoded on its own below.
+        let paired = step / LANES * LANES;
+        if paired == 0 {
+            break;
         }
-        for (block, table) in out_b.chunks_mut(block_len).zip(tables[1]) {
-            decode_block(level, &mut states_b, &mut reader_b, table, block);
-        }
-        finish_chunk(&states_a, &reader_a)?;
-        return finish_chunk(&states_b, &reader_b);
-    }
-    let mut blocks_b = out_b.chunks_mut(block_len).zip(tables[1]);
-    for (block_a, table_a) in out_a.chunks_mut(block_len).zip(tables[0]) {
-        let Some((block_b, table_b)) = blocks_b.next() else {
-            decode_block(level, &mut states_a, &mut reader_a, table_a, block_a);
-            continue;
-        };
+        let block_a = &mut out_a[pos_a..pos_a + paired];
+        let block_b = &mut out_b[pos_b..pos_b + paired];
         if table_a.inline != table_b.inline {
             // The vector step is compiled for one slot layout: decode the two apart.
             decode_block(level, &mut states_a, &mut reader_a, table_a, block_a);
             decode_block(level, &mut states_b, &mut reader_b, table_b, block_b);
-            continue;
+        } else {
+            let done = simd::decode_groups(
+                level,
+                [&mut states_a, &mut states_b],
+                [&mut reader_a, &mut reader_b],
+                [table_a, table_b],
+                [&mut *block_a, &mut *block_b],
+            );
+            decode_block(
+                level,
+                &mut states_a,
+                &mut reader_a,
+                table_a,
+                &mut block_a[done..],
+            );
+            decode_block(
+                level,
+                &mut states_b,
+                &mut reader_b,
+                table_b,
+                &mut block_b[done..],
+            );
         }
-        let done = simd::decode_groups(
-            level,
-            [&mut states_a, &mut states_b],
-            [&mut reader_a, &mut reader_b],
-            [table_a, table_b],
-            [&mut *block_a, &mut *block_b],
+        (pos_a, off_a, pos_b, off_b) = (
+            pos_a + paired,
+            off_a + paired,
+            pos_b + paired,
+            off_b + paired,
         );
-        decode_block(
-            level,
+        if off_a == len_a {
+            (ia, off_a) = (ia + 1, 0);
+        }
+        if off_b == len_b {
+            (ib, off_b) = (ib + 1, 0);
+        }
+        if paired != step {
+            break;
+        }
+    }
+    // What is left of each chunk, one after the other.
+    for (spans, mut i, mut off, mut pos, states, reader, out) in [
+        (
+            &spans_a,
+            ia,
+            off_a,
+            pos_a,
             &mut states_a,
             &mut reader_a,
-            table_a,
-            &mut block_a[done..],
-        );
-        decode_block(
-            level,
+            &mut *out_a,
+        ),
+        (
+            &spans_b,
+            ib,
+            off_b,
+            pos_b,
             &mut states_b,
             &mut reader_b,
-            table_b,
-            &mut block_b[done..],
-        );
-    }
-    for (block_b, table_b) in blocks_b {
-        decode_block(level, &mut states_b, &mut reader_b, table_b, block_b);
+            &mut *out_b,
+        ),
+    ] {
+        while let Some(&(table, len)) = spans.get(i) {
+            let block = &mut out[pos..pos + len - off];
+            decode_block(level, states, reader, table, block);
+            (pos, off, i) = (pos + len - off, 0, i + 1);
+        }
     }
     finish_chunk(&states_a, &reader_a)?;
     finish_chunk(&states_b, &reader_b)
