@@ -42,6 +42,7 @@ pub(crate) mod entropy;
 pub mod float_split;
 #[cfg(not(feature = "fuzzing"))]
 pub(crate) mod float_split;
+mod huge_pages;
 mod recycle;
 
 pub use dtype::{Dtype, ShapeError};

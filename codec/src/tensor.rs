@@ -1068,6 +1068,10 @@ pub(crate) fn prefault(dst: &mut [u8]) {
             return;
         };
         if end > first {
+            // Timed while a huge-page advice is out: a slow populate ends it.
+            let timed = crate::huge_pages::timing()
+                .then(crate::huge_pages::thread_cpu)
+                .flatten();
             // SAFETY: [first, end) lies inside `dst`, which this thread holds exclusively;
             // MADV_POPULATE_WRITE changes no byte of memory that is mapped (it maps missing
             // pages as a write fault would: zero for fresh anonymous memory, a private
@@ -1078,6 +1082,9 @@ pub(crate) fn prefault(dst: &mut [u8]) {
                     end - first,
                     libc::MADV_POPULATE_WRITE,
                 );
+            }
+            if let (Some(t0), Some(t1)) = (timed, timed.and(crate::huge_pages::thread_cpu())) {
+                crate::huge_pages::note_populate((end - first) / page, t1.saturating_sub(t0));
             }
         }
     }
