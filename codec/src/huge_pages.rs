@@ -89,12 +89,18 @@ pub(crate) fn note_populate(pages: usize, took: Duration) {
     }
 }
 
-/// Whether the kernel's THP mode is `madvise` (read once).
+/// Whether the kernel's THP mode is `madvise` and the user did not turn the advice off
+/// with `MCODEC_HUGE_PAGES=0` (or `off`): for hosts where huge pages are always dear, and
+/// for A/B measurements (read once).
 #[cfg(target_os = "linux")]
 fn thp_on_advice() -> bool {
     static MODE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *MODE.get_or_init(|| {
-        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        let off = std::env::var("MCODEC_HUGE_PAGES").is_ok_and(|v| {
+            let v = v.trim();
+            v == "0" || v.eq_ignore_ascii_case("off")
+        });
+        !off && std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .is_ok_and(|s| s.contains("[madvise]"))
     })
 }
