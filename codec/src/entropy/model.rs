@@ -433,17 +433,31 @@ impl DecTable {
                 freq_offset: [[0; 2]; PROB_SCALE as usize],
                 symbols: [0; PROB_SCALE as usize],
             });
-            for (slot, &e) in self.slots.iter().enumerate() {
-                let (freq, offset, symbol) = if self.inline {
-                    self.unpack::<true>(e)
-                } else {
-                    self.unpack::<false>(e)
-                };
-                t.freq_offset[slot] = [freq as u16, offset as u16];
-                t.symbols[slot] = symbol;
+            if self.inline {
+                self.fill_scalar::<true>(&mut t);
+            } else {
+                self.fill_scalar::<false>(&mut t);
             }
             t
         })
+    }
+
+    /// Fills `t` from the slot entries of this table's layout (`INLINE`), a symbol's run
+    /// of slots at a time (each run starts at offset 0, as [`Self::new`] lays them out):
+    /// the runs' loops vectorise, where one unpacking per slot cost ~22 K instructions per
+    /// table, 0.6 % of a scalar BF16 decode.
+    fn fill_scalar<const INLINE: bool>(&self, t: &mut ScalarSlots) {
+        let mut slot = 0;
+        while slot < self.slots.len() {
+            let (freq, _, symbol) = self.unpack::<INLINE>(self.slots[slot]);
+            // `max(1)`: a frequency is at least 1, so the walk always moves on.
+            let end = (slot + freq.max(1) as usize).min(self.slots.len());
+            for (offset, pair) in t.freq_offset[slot..end].iter_mut().enumerate() {
+                *pair = [freq as u16, offset as u16];
+            }
+            t.symbols[slot..end].fill(symbol);
+            slot = end;
+        }
     }
 
     /// A slot entry's frequency, offset and symbol, for a table whose layout is inline
