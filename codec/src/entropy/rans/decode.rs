@@ -272,8 +272,8 @@ fn decode_block<S: Symbol>(
     }
     let mut done = simd::decode_groups(level, [&mut *states], [&mut *reader], [table], [&mut *out]);
     if out.len() - done >= LANES {
-        // The vector loop stopped short of the last words: its last groups from a padded
-        // copy of them, on the vector path too.
+        // The vector loop stopped short of the last words: the groups left run on the
+        // vector path too, from a padded copy of those words.
         let rest = &mut out[done..];
         done += with_padded_tail(reader, |tail| {
             simd::decode_groups(level, [&mut *states], [tail], [table], [rest])
@@ -288,10 +288,10 @@ fn decode_block<S: Symbol>(
 /// read a step's worth of words from their position on and stop short of that, and the
 /// groups left over went through the scalar step, one lane at a time (on the AVX2 path
 /// 3 % of an F32 decode's instructions, 1 % of a BF16 one's; every group of a small
-/// tensor). Zeros past the end are what
-/// [`WordReader`] yields there, and the position keeps counting past the real end as it
-/// does, so a damaged chunk fails at the same check. Nothing is run when `LANES` or more
-/// words are left (the loop then stopped because its output ended).
+/// tensor). Zeros past the end are what [`WordReader`] yields there, and the position
+/// keeps counting past the real end as it does, so a damaged chunk fails at the same
+/// check. Nothing is run when `LANES` or more words are left (the loop then stopped
+/// because its output ended).
 fn with_padded_tail(
     reader: &mut WordReader,
     decode: impl FnOnce(&mut WordReader) -> usize,
