@@ -558,15 +558,17 @@ fn damaged_chunks_fail_alike_on_every_path() {
             })
             .collect();
         let table = FreqTable::from_counts(&histogram(&symbols, bits)).unwrap();
+        let (enc, dec) = (EncTable::new(&table, bits), DecTable::new(&table));
+        let blocks = len.div_ceil(4096);
         let mut payload = Vec::new();
         encode_chunk_on(
             SimdLevel::Scalar,
             &symbols,
-            &[&EncTable::new(&table, bits)],
+            &vec![&enc; blocks],
             4096,
             &mut payload,
         );
-        let dec = [&DecTable::new(&table)];
+        let dec = vec![&dec; blocks];
         let words = (payload.len() - STATE_BYTES) / 2;
         let mut damaged: Vec<Vec<u8>> = (1..=words.min(40))
             .map(|cut| payload[..payload.len() - 2 * cut].to_vec())
