@@ -270,8 +270,46 @@ fn decode_block<S: Symbol>(
         decode_portable(states, reader, table.scalar(), out);
         return;
     }
-    let done = simd::decode_groups(level, [&mut *states], [&mut *reader], [table], [&mut *out]);
+    let mut done = simd::decode_groups(level, [&mut *states], [&mut *reader], [table], [&mut *out]);
+    if out.len() - done >= LANES {
+        // The vector loop stopped short of the last words: the groups left run on the
+        // vector path too, from a padded copy of those words.
+        let rest = &mut out[done..];
+        done += with_padded_tail(reader, |tail| {
+            simd::decode_groups(level, [&mut *states], [tail], [table], [rest])
+        });
+    }
     decode_scalar(states, reader, table, &mut out[done..]);
+}
+
+/// Runs `decode` on a reader over a copy of `reader`'s last words padded with zeros to
+/// `2 × LANES` words, at the same place, and moves `reader` on by what it used; returns
+/// what `decode` returns. For where fewer than `LANES` words are left: the vector loops
+/// read a step's worth of words from their position on and stop short of that, and the
+/// groups left over went through the scalar step, one lane at a time (on the AVX2 path
+/// 3 % of an F32 decode's instructions, 1 % of a BF16 one's; every group of a small
+/// tensor). Zeros past the end are what [`WordReader`] yields there, and the position
+/// keeps counting past the real end as it does, so a damaged chunk fails at the same
+/// check. Nothing is run when `LANES` or more words are left (the loop then stopped
+/// because its output ended).
+fn with_padded_tail(
+    reader: &mut WordReader,
+    decode: impl FnOnce(&mut WordReader) -> usize,
+) -> usize {
+    let start = reader.pos.min(reader.words.len());
+    let left = &reader.words[start..];
+    if left.len() >= LANES {
+        return 0;
+    }
+    let mut padded = [[0u8; 2]; 2 * LANES];
+    padded[..left.len()].copy_from_slice(left);
+    let mut tail = WordReader {
+        words: &padded,
+        pos: reader.pos - start,
+    };
+    let done = decode(&mut tail);
+    reader.pos = start + tail.pos;
+    done
 }
 
 /// The scalar path's decoder (what CPUs without a vector path run, ARM among them):
@@ -319,6 +357,9 @@ fn decode_portable<S: Symbol>(
         }
         reader.pos += used;
     }
+    // The groups that reach the last few words go through the bounds-checked step: a
+    // padded copy of those words as on the vector paths (`with_padded_tail`) measured
+    // 0.2 % more instructions here, the group loop taking as many per symbol as the step.
     *states = x;
     for group in groups {
         for (x, o) in states.iter_mut().zip(group) {

@@ -541,3 +541,60 @@ fn write_ahead_walks_its_window_and_is_cleared_after() {
     let after = WriteAhead::take();
     assert!(after.next >= after.end, "window left behind");
 }
+
+/// Damaged chunks (words cut off the end, words flipped) decode on every path exactly as on
+/// the scalar one: the same symbols up to the failure and the same error. The vector paths
+/// finish a chunk's last groups from a zero-padded copy of its last words
+/// (`with_padded_tail`), which must read like the scalar reader past the end: zeros, with
+/// the position counting on.
+#[test]
+fn damaged_chunks_fail_alike_on_every_path() {
+    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
+    for (len, bits) in [(40usize, 9u32), (384, 9), (1000, 8), (4097, 9), (3000, 4)] {
+        let symbols: Vec<u16> = (0..len)
+            .map(|_| {
+                let r = next();
+                ((r & 0xFF).trailing_zeros() as u16 * 5 + (r >> 40) as u16 % 3) & ((1 << bits) - 1)
+            })
+            .collect();
+        let table = FreqTable::from_counts(&histogram(&symbols, bits)).unwrap();
+        let (enc, dec) = (EncTable::new(&table, bits), DecTable::new(&table));
+        let blocks = len.div_ceil(4096);
+        let mut payload = Vec::new();
+        encode_chunk_on(
+            SimdLevel::Scalar,
+            &symbols,
+            &vec![&enc; blocks],
+            4096,
+            &mut payload,
+        );
+        let dec = vec![&dec; blocks];
+        let words = (payload.len() - STATE_BYTES) / 2;
+        let mut damaged: Vec<Vec<u8>> = (1..=words.min(40))
+            .map(|cut| payload[..payload.len() - 2 * cut].to_vec())
+            .collect();
+        // (A chunk of one certain symbol has no words to flip.)
+        for k in 0..if words == 0 { 0 } else { 8 } {
+            let mut flipped = payload.clone();
+            let at = STATE_BYTES + next() as usize % (2 * words);
+            flipped[at] ^= 1 << (k % 8);
+            damaged.push(flipped);
+        }
+        damaged.push(payload.clone());
+        for bytes in &damaged {
+            let mut expected = vec![0u16; len];
+            let want = decode_chunk_on(SimdLevel::Scalar, bytes, &dec, 4096, &mut expected);
+            for level in SimdLevel::supported() {
+                let mut out = vec![0u16; len];
+                let got = decode_chunk_on(level, bytes, &dec, 4096, &mut out);
+                assert_eq!(
+                    format!("{got:?}"),
+                    format!("{want:?}"),
+                    "{level}, {len} symbols, {} bytes",
+                    bytes.len()
+                );
+                assert!(out == expected, "{level}, {len} symbols: symbols differ");
+            }
+        }
+    }
+}
