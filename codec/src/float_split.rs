@@ -202,6 +202,42 @@ impl Layout {
         })
     }
 
+    /// [`Self::count_sparse`] of field `field` alone, for every block of `block_len`
+    /// elements of `src` in turn (the last one may be shorter): the encoder's short
+    /// refinement blocks, where clearing and scanning a dense histogram per block would
+    /// cost more than the counting. Each block marks the values it sees in a 512-bit set
+    /// and reads its counts back in value order from there. `field` must be a field of the
+    /// layout.
+    pub(crate) fn count_sparse_blocks(
+        self,
+        src: &[u8],
+        field: usize,
+        block_len: usize,
+    ) -> Vec<Vec<(u16, u32)>> {
+        debug_assert!(field < self.field_bits().len() && block_len > 0);
+        match self {
+            Self::Bf16 => sparse_field_blocks::<2, 2>(src, field, block_len, |b| {
+                bf16_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Self::F16 => sparse_field_blocks::<2, 2>(src, field, block_len, |b| {
+                f16_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Self::F32 => sparse_field_blocks::<4, 4>(src, field, block_len, |b| {
+                f32_fields::<false>(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            }),
+            Self::Bf16Joint => sparse_field_blocks::<2, 2>(src, field, block_len, |b| {
+                bf16_joint_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Self::F16Joint => sparse_field_blocks::<2, 2>(src, field, block_len, |b| {
+                f16_joint_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Self::F32Joint => sparse_field_blocks::<4, 4>(src, field, block_len, |b| {
+                f32_fields::<true>(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            }),
+            Self::F8 => sparse_field_blocks::<1, 1>(src, field, block_len, |b| [u16::from(b[0])]),
+        }
+    }
+
     /// The encoder's layout sample of one block, for a layout with a joint variant
     /// ([`Self::joint`]; `None` for the others): `[every field of self, the first two
     /// fields of the joint layout]`, each as [`Self::count_sparse`] gives it (the joint
@@ -411,6 +447,54 @@ fn count_fields<const E: usize, const F: usize>(
             *dst += counts.iter().map(|copy| copy[f][s]).sum::<u32>();
         }
     }
+}
+
+/// [`Layout::count_sparse_blocks`] for a layout whose elements are `E` bytes with `F`
+/// fields: a constant field index per loop, so that only that field is computed.
+fn sparse_field_blocks<const E: usize, const F: usize>(
+    src: &[u8],
+    field: usize,
+    block_len: usize,
+    fields: impl Fn(&[u8]) -> [u16; F],
+) -> Vec<Vec<(u16, u32)>> {
+    match field {
+        0 => sparse_blocks::<E>(src, block_len, |b| fields(b)[0]),
+        1 => sparse_blocks::<E>(src, block_len, |b| fields(b)[1.min(F - 1)]),
+        2 => sparse_blocks::<E>(src, block_len, |b| fields(b)[2.min(F - 1)]),
+        _ => sparse_blocks::<E>(src, block_len, |b| fields(b)[3.min(F - 1)]),
+    }
+}
+
+/// One sparse histogram of `field` per block of `block_len` `E`-byte elements.
+#[inline(always)]
+fn sparse_blocks<const E: usize>(
+    src: &[u8],
+    block_len: usize,
+    field: impl Fn(&[u8]) -> u16,
+) -> Vec<Vec<(u16, u32)>> {
+    // All zero between blocks: each block clears the counts it read back.
+    let mut counts = [0u32; 512];
+    src.chunks(block_len * E)
+        .map(|block| {
+            let mut seen = [0u64; 8];
+            for element in block.chunks_exact(E) {
+                let v = usize::from(field(element)) & 511;
+                counts[v] += 1;
+                seen[v >> 6] |= 1 << (v & 63);
+            }
+            let present = seen.iter().map(|w| w.count_ones() as usize).sum();
+            let mut sparse = Vec::with_capacity(present);
+            for (w, &word) in seen.iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    let v = w * 64 + bits.trailing_zeros() as usize;
+                    sparse.push((v as u16, std::mem::take(&mut counts[v])));
+                    bits &= bits - 1;
+                }
+            }
+            sparse
+        })
+        .collect()
 }
 
 /// Blocks of fewer elements than this are counted into one histogram by [`count_one`].
