@@ -176,10 +176,12 @@ mod tests {
             for len in 0..80usize {
                 // Both builds of the inner loop, where the CPU has AVX2.
                 matrix.avx2 = avx2 && len % 2 == 0;
-                let mut hist: Sparse = (0..512u16)
-                    .filter(|_| next() % 9 == 0)
-                    .map(|s| (s, 1 + next() % 300))
-                    .collect();
+                let mut hist: Sparse = Vec::new();
+                for s in 0..512u16 {
+                    if next() % 9 == 0 {
+                        hist.push((s, 1 + next() % 300));
+                    }
+                }
                 hist.truncate(len / 2);
                 let mut out = vec![0.0f32; k];
                 matrix.costs(&hist, &mut out);
