@@ -232,20 +232,26 @@ impl StreamEncoder {
         let current: Vec<u8> = (0..fine.len())
             .map(|b| block_tables.get(b >> shift).copied().unwrap_or(0))
             .collect();
-        let bytes_of = |tables: &[FreqTable], assign: &[u8], ids: &[u8]| -> f64 {
-            let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
-            let bits: f64 = fine
-                .par_iter()
+        // Bytes of `tables` with the short blocks' `assign` (their bits under each table in
+        // `per_block`) and the run-coded `ids`.
+        let bytes_of = |per_block: &[f32], tables: &[FreqTable], assign: &[u8], ids: &[u8]| {
+            let k = tables.len();
+            let bits: f64 = per_block
+                .par_chunks(k)
                 .zip(assign)
-                .map(|(h, &a)| f64::from(block_cost(h, &costs[usize::from(a)])))
+                .map(|(bits, &a)| f64::from(bits[usize::from(a)]))
                 .sum();
-            bits / 8.0 + (3 + tables_bytes(tables)) as f64 + ids_bytes(ids, tables.len())
+            bits / 8.0 + (3 + tables_bytes(tables)) as f64 + ids_bytes(ids, k)
         };
-        let before = bytes_of(tables, &current, block_tables);
         let mut refit = tables.clone();
+        let mut per_block = all_block_costs(fine, &CostMatrix::new(&refit, alphabet));
+        // The first round's costs are the plan's: its size on the short blocks.
+        let before = bytes_of(&per_block, tables, &current, block_tables);
         let mut round = 0;
         let (refit, assign, per_block) = loop {
-            let per_block = all_block_costs(fine, &CostMatrix::new(&refit, alphabet));
+            if round > 0 {
+                per_block = all_block_costs(fine, &CostMatrix::new(&refit, alphabet));
+            }
             let mut assign = assign_in_runs(&per_block, refit.len());
             if round == REFINE_ROUNDS {
                 break (refit, assign, per_block);
@@ -279,14 +285,7 @@ impl StreamEncoder {
             }
             refit = next;
         };
-        // The same bits as `bytes_of(&refit, &assign, &assign)`, from the costs at hand.
-        let k = refit.len();
-        let bits: f64 = per_block
-            .par_chunks(k)
-            .zip(&assign)
-            .map(|(bits, &a)| f64::from(bits[usize::from(a)]))
-            .sum();
-        let coded = bits / 8.0 + (3 + tables_bytes(&refit)) as f64 + ids_bytes(&assign, k);
+        let coded = bytes_of(&per_block, &refit, &assign, &assign);
         let (tables, ids, log2, after) = coarsen_blocks(
             fine,
             refit,
