@@ -178,7 +178,7 @@ mod tests {
                 matrix.avx2 = avx2 && len % 2 == 0;
                 let mut hist: Sparse = Vec::new();
                 for s in 0..512u16 {
-                    if next() % 9 == 0 {
+                    if next().is_multiple_of(9) {
                         hist.push((s, 1 + next() % 300));
                     }
                 }
