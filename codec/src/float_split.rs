@@ -1802,7 +1802,11 @@ mod tests {
         for round in 0..64u32 {
             for (i, c) in counts.iter_mut().enumerate() {
                 let x = (i as u32 ^ round).wrapping_mul(2654435761) >> 20;
-                *c = if x.is_multiple_of(round % 7 + 1) { x } else { 0 };
+                *c = if x.is_multiple_of(round % 7 + 1) {
+                    x
+                } else {
+                    0
+                };
             }
             let set = nonzero_set(&counts);
             for (v, &c) in counts.iter().enumerate() {
