@@ -202,6 +202,42 @@ impl Layout {
         })
     }
 
+    /// [`Self::count_sparse`] of field `field` alone, for every block of `block_len`
+    /// elements of `src` in turn (the last one may be shorter): the encoder's short
+    /// refinement blocks, where clearing and scanning a dense histogram per block would
+    /// cost more than the counting. Each block marks the values it sees in a 512-bit set
+    /// and reads its counts back in value order from there. `field` must be a field of the
+    /// layout.
+    pub(crate) fn count_sparse_blocks(
+        self,
+        src: &[u8],
+        field: usize,
+        block_len: usize,
+    ) -> Vec<Vec<(u16, u32)>> {
+        debug_assert!(field < self.field_bits().len() && block_len > 0);
+        match self {
+            Self::Bf16 => sparse_field_blocks::<2, 2>(src, field, block_len, |b| {
+                bf16_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Self::F16 => sparse_field_blocks::<2, 2>(src, field, block_len, |b| {
+                f16_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Self::F32 => sparse_field_blocks::<4, 4>(src, field, block_len, |b| {
+                f32_fields::<false>(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            }),
+            Self::Bf16Joint => sparse_field_blocks::<2, 2>(src, field, block_len, |b| {
+                bf16_joint_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Self::F16Joint => sparse_field_blocks::<2, 2>(src, field, block_len, |b| {
+                f16_joint_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Self::F32Joint => sparse_field_blocks::<4, 4>(src, field, block_len, |b| {
+                f32_fields::<true>(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            }),
+            Self::F8 => sparse_field_blocks::<1, 1>(src, field, block_len, |b| [u16::from(b[0])]),
+        }
+    }
+
     /// The encoder's layout sample of one block, for a layout with a joint variant
     /// ([`Self::joint`]; `None` for the others): `[every field of self, the first two
     /// fields of the joint layout]`, each as [`Self::count_sparse`] gives it (the joint
@@ -411,6 +447,92 @@ fn count_fields<const E: usize, const F: usize>(
             *dst += counts.iter().map(|copy| copy[f][s]).sum::<u32>();
         }
     }
+}
+
+/// [`Layout::count_sparse_blocks`] for a layout whose elements are `E` bytes with `F`
+/// fields: a constant field index per loop, so that only that field is computed.
+fn sparse_field_blocks<const E: usize, const F: usize>(
+    src: &[u8],
+    field: usize,
+    block_len: usize,
+    fields: impl Fn(&[u8]) -> [u16; F],
+) -> Vec<Vec<(u16, u32)>> {
+    match field {
+        0 => sparse_blocks::<E>(src, block_len, |b| fields(b)[0]),
+        1 => sparse_blocks::<E>(src, block_len, |b| fields(b)[1.min(F - 1)]),
+        2 => sparse_blocks::<E>(src, block_len, |b| fields(b)[2.min(F - 1)]),
+        _ => sparse_blocks::<E>(src, block_len, |b| fields(b)[3.min(F - 1)]),
+    }
+}
+
+/// One sparse histogram of `field` per block of `block_len` `E`-byte elements.
+#[inline(always)]
+fn sparse_blocks<const E: usize>(
+    src: &[u8],
+    block_len: usize,
+    field: impl Fn(&[u8]) -> u16,
+) -> Vec<Vec<(u16, u32)>> {
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = crate::cpu::simd_level() != SimdLevel::Scalar && SimdLevel::Avx2.is_supported();
+    // All zero between blocks: each block clears the counts it read back.
+    let mut counts = [0u32; 512];
+    src.chunks(block_len * E)
+        .map(|block| {
+            for element in block.chunks_exact(E) {
+                counts[usize::from(field(element)) & 511] += 1;
+            }
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `avx2` is set only where the CPU supports AVX2.
+            let seen = if avx2 {
+                unsafe { nonzero_set_avx2(&counts) }
+            } else {
+                nonzero_set(&counts)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let seen = nonzero_set(&counts);
+            let present = seen.iter().map(|w| w.count_ones() as usize).sum();
+            let mut sparse = Vec::with_capacity(present);
+            for (w, &word) in seen.iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    let v = w * 64 + bits.trailing_zeros() as usize;
+                    sparse.push((v as u16, std::mem::take(&mut counts[v])));
+                    bits &= bits - 1;
+                }
+            }
+            sparse
+        })
+        .collect()
+}
+
+/// The values with a nonzero count, as a 512-bit set (bit `v % 64` of word `v / 64`).
+/// A pass over the counts after a block instead of a set bit per element.
+#[inline(always)]
+fn nonzero_set(counts: &[u32; 512]) -> [u64; 8] {
+    std::array::from_fn(|w| {
+        counts[w * 64..][..64]
+            .iter()
+            .enumerate()
+            .fold(0u64, |m, (i, &c)| m | (u64::from(c != 0) << i))
+    })
+}
+
+/// [`nonzero_set`] eight counts per compare (AVX2).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn nonzero_set_avx2(counts: &[u32; 512]) -> [u64; 8] {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_si256();
+    std::array::from_fn(|w| {
+        let mut word = 0u64;
+        for (k, eight) in counts[w * 64..][..64].chunks_exact(8).enumerate() {
+            // SAFETY: `eight` holds 8 u32, 32 bytes; unaligned loads are allowed.
+            let v = unsafe { _mm256_loadu_si256(eight.as_ptr().cast()) };
+            let zeros = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, zero)));
+            word |= u64::from(!zeros as u8) << (8 * k);
+        }
+        word
+    })
 }
 
 /// Blocks of fewer elements than this are counted into one histogram by [`count_one`].
@@ -1626,6 +1748,78 @@ mod tests {
                         "{layout:?} n {n} skewed {skewed}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn count_sparse_blocks_match_count_sparse_block_by_block() {
+        for layout in [
+            Layout::Bf16,
+            Layout::Bf16Joint,
+            Layout::F16,
+            Layout::F16Joint,
+            Layout::F32,
+            Layout::F32Joint,
+            Layout::F8,
+        ] {
+            let esize = layout.element_size();
+            let fields = layout.field_bits().len();
+            // Random bytes (most values present) and a few values repeated (runs).
+            for skewed in [false, true] {
+                let src: Vec<u8> = (0..(1000 * esize) as u32)
+                    .map(|i| {
+                        let x = (i.wrapping_mul(2654435761) >> 13) as u8;
+                        if skewed {
+                            x & 0x83
+                        } else {
+                            x
+                        }
+                    })
+                    .collect();
+                for block_len in [1usize, 3, 256, 999, 1000, 5000] {
+                    for field in 0..fields {
+                        let mut only = vec![false; fields];
+                        only[field] = true;
+                        let expected: Vec<Vec<(u16, u32)>> = src
+                            .chunks(block_len * esize)
+                            .map(|block| layout.count_sparse(block, &only).swap_remove(field))
+                            .collect();
+                        assert_eq!(
+                            layout.count_sparse_blocks(&src, field, block_len),
+                            expected,
+                            "{layout:?} skewed {skewed} blocks of {block_len} field {field}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nonzero_sets_agree() {
+        let mut counts = [0u32; 512];
+        for round in 0..64u32 {
+            for (i, c) in counts.iter_mut().enumerate() {
+                let x = (i as u32 ^ round).wrapping_mul(2654435761) >> 20;
+                *c = if x.is_multiple_of(round % 7 + 1) {
+                    x
+                } else {
+                    0
+                };
+            }
+            let set = nonzero_set(&counts);
+            for (v, &c) in counts.iter().enumerate() {
+                assert_eq!(
+                    set[v / 64] >> (v % 64) & 1 == 1,
+                    c != 0,
+                    "round {round} v {v}"
+                );
+            }
+            #[cfg(target_arch = "x86_64")]
+            if SimdLevel::Avx2.is_supported() {
+                // SAFETY: the CPU supports AVX2 (checked just above).
+                assert_eq!(unsafe { nonzero_set_avx2(&counts) }, set, "round {round}");
             }
         }
     }

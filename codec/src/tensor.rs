@@ -388,6 +388,9 @@ const STREAM_REF_BYTES: usize = 12;
 /// noise could pick the layout that codes larger.
 const JOINT_MIN_GAIN: f64 = 0.002;
 
+/// Short blocks whose histograms one task of the refinement's count takes.
+const FINE_PIECE: usize = 64;
+
 /// Splits `layout`'s fields into streams; with `allow_joint`, the layout's joint variant
 /// instead where the sample says it codes smaller.
 fn encode_split(
@@ -493,16 +496,13 @@ fn encode_split(
                 opts.effort,
             );
             if encoder.can_refine(opts.block_log2) {
-                let mut only = [false; MAX_FIELDS];
-                only[f] = true;
-                let fine: Vec<SparseHist> = data
-                    .par_chunks((1usize << opts.block_log2) * esize)
-                    .map(|block| {
-                        layout
-                            .count_sparse(block, &only[..bits.len()])
-                            .swap_remove(f)
-                    })
+                // Counted in pieces of FINE_PIECE short blocks, each piece on one thread.
+                let fine_len = 1usize << opts.block_log2;
+                let pieces: Vec<Vec<SparseHist>> = data
+                    .par_chunks(fine_len * esize * FINE_PIECE)
+                    .map(|piece| layout.count_sparse_blocks(piece, f, fine_len))
                     .collect();
+                let fine: Vec<SparseHist> = pieces.into_iter().flatten().collect();
                 encoder.refine(&fine, opts.block_log2, opts.chunk_log2);
             }
             encoder

@@ -7,6 +7,7 @@
 //! * [`stream`]: a whole field stream (mode, tables, chunk index, payloads).
 
 pub mod bitpack;
+mod block_costs;
 pub mod model;
 pub mod rans;
 pub mod stream;

@@ -23,7 +23,8 @@
 use rayon::prelude::*;
 
 use super::bitpack;
-use super::model::{DecTable, EncTable, FreqTable, MAX_SYMBOL_BITS, MAX_TABLE_SYMBOLS, PROB_BITS};
+use super::block_costs::{bit_costs, block_cost, CostMatrix};
+use super::model::{DecTable, EncTable, FreqTable, MAX_SYMBOL_BITS, MAX_TABLE_SYMBOLS};
 use super::rans::{self, LANES, STATE_BYTES};
 use super::{table_code, EntropyError};
 
@@ -177,6 +178,7 @@ impl StreamEncoder {
                     block_log2,
                     chunk_log2,
                     coded,
+                    None,
                 );
                 let est = coded + (n_chunks * (STATE_BYTES + 6)) as f64;
                 if est >= packed_bytes * 0.995 {
@@ -230,19 +232,31 @@ impl StreamEncoder {
         let current: Vec<u8> = (0..fine.len())
             .map(|b| block_tables.get(b >> shift).copied().unwrap_or(0))
             .collect();
-        let bytes_of = |tables: &[FreqTable], assign: &[u8], ids: &[u8]| -> f64 {
-            let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
-            let bits: f64 = fine
-                .par_iter()
+        // Bytes of `tables` with the short blocks' `assign` (their bits under each table in
+        // `per_block`) and the run-coded `ids`.
+        let bytes_of = |per_block: &[f32], tables: &[FreqTable], assign: &[u8], ids: &[u8]| {
+            let k = tables.len();
+            let bits: f64 = per_block
+                .par_chunks(k)
                 .zip(assign)
-                .map(|(h, &a)| f64::from(block_cost(h, &costs[usize::from(a)])))
+                .map(|(bits, &a)| f64::from(bits[usize::from(a)]))
                 .sum();
-            bits / 8.0 + (3 + tables_bytes(tables)) as f64 + ids_bytes(ids, tables.len())
+            bits / 8.0 + (3 + tables_bytes(tables)) as f64 + ids_bytes(ids, k)
         };
-        let before = bytes_of(tables, &current, block_tables);
         let mut refit = tables.clone();
-        for _ in 0..REFINE_ROUNDS {
-            let mut assign = assign_in_runs(fine, &refit, alphabet);
+        let mut per_block = all_block_costs(fine, &CostMatrix::new(&refit, alphabet));
+        // The first round's costs are the plan's: its size on the short blocks.
+        let before = bytes_of(&per_block, tables, &current, block_tables);
+        let mut round = 0;
+        let (refit, assign, per_block) = loop {
+            if round > 0 {
+                per_block = all_block_costs(fine, &CostMatrix::new(&refit, alphabet));
+            }
+            let mut assign = assign_in_runs(&per_block, refit.len());
+            if round == REFINE_ROUNDS {
+                break (refit, assign, per_block);
+            }
+            round += 1;
             // Tables no short block takes are dropped before the refit.
             let mut taken = vec![false; refit.len()];
             for &a in &assign {
@@ -260,15 +274,27 @@ impl StreamEncoder {
             for a in assign.iter_mut() {
                 *a = renumber[usize::from(*a)];
             }
-            refit = fit_tables(fine.iter(), &assign, usize::from(used), alphabet);
-            if refit.len() != usize::from(used) {
+            let next = fit_tables(fine.iter(), &assign, usize::from(used), alphabet);
+            if next.len() != usize::from(used) {
                 return;
             }
-        }
-        let assign = assign_in_runs(fine, &refit, alphabet);
-        let coded = bytes_of(&refit, &assign, &assign);
-        let (tables, ids, log2, after) =
-            coarsen_blocks(fine, refit, assign, fine_log2, chunk_log2, coded);
+            if next == refit {
+                // A fixed point (no table dropped, so `assign` was not renumbered): the
+                // rounds left would compute these tables and this assignment again.
+                break (refit, assign, per_block);
+            }
+            refit = next;
+        };
+        let coded = bytes_of(&per_block, &refit, &assign, &assign);
+        let (tables, ids, log2, after) = coarsen_blocks(
+            fine,
+            refit,
+            assign,
+            fine_log2,
+            chunk_log2,
+            coded,
+            Some(per_block),
+        );
         if after >= before {
             return;
         }
@@ -458,15 +484,6 @@ pub fn corrected_entropy_bits(hist: &[u32]) -> f64 {
     plain + (distinct - 1.0) / (2.0 * std::f64::consts::LN_2)
 }
 
-/// Bits each symbol costs under a table (infinite where the table lacks it).
-fn bit_costs(table: &FreqTable, alphabet: usize) -> Vec<f32> {
-    let mut bits = vec![f32::INFINITY; alphabet];
-    for (&s, &f) in table.symbols().iter().zip(table.freqs()) {
-        bits[usize::from(s)] = PROB_BITS as f32 - f32::from(f).log2();
-    }
-    bits
-}
-
 /// A block histogram reduced to its present symbols, `(symbol, count)` in increasing
 /// symbol order: clustering evaluates every block against every table many times, and a
 /// block uses few of the alphabet's symbols.
@@ -480,21 +497,6 @@ fn sparse(hist: &[u32]) -> Sparse {
         .filter(|(_, &c)| c > 0)
         .map(|(s, &c)| (s as u16, c))
         .collect()
-}
-
-/// Bits a block costs under a table's `bits`. Clustering evaluates this many times per
-/// block: four partial sums keep it from waiting on one chain of additions.
-fn block_cost(hist: &Sparse, bits: &[f32]) -> f32 {
-    let cost = |&(s, c): &(u16, u32)| c as f32 * bits[usize::from(s)];
-    let mut quads = hist.chunks_exact(4);
-    let mut sums = [0.0f32; 4];
-    for quad in &mut quads {
-        for (sum, entry) in sums.iter_mut().zip(quad) {
-            *sum += cost(entry);
-        }
-    }
-    let rest: f32 = quads.remainder().iter().map(cost).sum();
-    (sums[0] + sums[1]) + (sums[2] + sums[3]) + rest
 }
 
 /// Picks the tables and each block's table; returns them with the estimated bytes of
@@ -571,6 +573,7 @@ fn coarsen_blocks(
     block_log2: u8,
     chunk_log2: u8,
     coded: f64,
+    per_block: Option<Vec<f32>>,
 ) -> (Vec<FreqTable>, Vec<u8>, u8, f64) {
     let levels = chunk_log2 - block_log2;
     if levels == 0 {
@@ -582,19 +585,29 @@ fn coarsen_blocks(
         return (tables, vec![0; blocks], chunk_log2, coded);
     }
     let alphabet = 1usize << MAX_SYMBOL_BITS;
-    let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
-    // Bits of every block under every table (infinite where the table lacks a symbol).
-    let per_block: Vec<Vec<f64>> = block_hists
-        .par_iter()
-        .map(|h| costs.iter().map(|c| f64::from(block_cost(h, c))).collect())
-        .collect();
-    let ids_and_bits = |up: u8| -> (Vec<u8>, f64) {
+    let k = tables.len();
+    // Bits of every block under every table (infinite where the table lacks a symbol),
+    // `k` per block: the caller's where it has them for these tables.
+    let per_block = per_block
+        .filter(|p| p.len() == block_hists.len() * k)
+        .unwrap_or_else(|| all_block_costs(block_hists, &CostMatrix::new(&tables, alphabet)));
+    let mut sums = vec![0.0f64; k];
+    let mut ids_and_bits = |up: u8| -> (Vec<u8>, f64) {
         let mut bits = 0.0;
         let ids = per_block
-            .chunks(1 << up)
+            .chunks(k << up)
             .map(|group| {
-                let (t, b) = (0..tables.len())
-                    .map(|t| (t, group.iter().map(|c| c[t]).sum::<f64>()))
+                // Each table's sum over the group's blocks, in block order.
+                sums.fill(0.0);
+                for block in group.chunks_exact(k) {
+                    for (sum, &b) in sums.iter_mut().zip(block) {
+                        *sum += f64::from(b);
+                    }
+                }
+                let (t, b) = sums
+                    .iter()
+                    .copied()
+                    .enumerate()
                     .min_by(|x, y| x.1.total_cmp(&y.1))
                     .expect("at least two tables");
                 bits += b;
@@ -603,18 +616,18 @@ fn coarsen_blocks(
             .collect();
         (ids, bits)
     };
-    let mut best = (0u8, f64::INFINITY);
+    let mut best = (0u8, f64::INFINITY, Vec::new());
     for up in 0..=levels {
         let (ids, bits) = ids_and_bits(up);
         let size = bits / 8.0 + ids_bytes(&ids, tables.len());
         if size < best.1 {
-            best = (up, size);
+            best = (up, size, ids);
         }
     }
+    let (best, ids) = ((best.0, best.1), best.2);
     if best.0 == 0 {
         return (tables, assign, block_log2, coded);
     }
-    let (ids, _) = ids_and_bits(best.0);
     // Drop the tables no block takes any more and refit the rest to their blocks.
     let mut used = vec![false; tables.len()];
     for &t in &ids {
@@ -717,10 +730,10 @@ fn cluster(
     // assignment, so each table holds every symbol of every block that uses it.
     let fitted = fit_tables(sample.iter().copied(), &assign, k, alphabet);
     let mut full = vec![0u8; block_hists.len()];
-    let costs: Vec<Vec<f32>> = fitted.iter().map(|t| bit_costs(t, alphabet)).collect();
+    let matrix = CostMatrix::new(&fitted, alphabet);
     full.par_iter_mut()
         .zip(block_hists)
-        .for_each(|(a, h)| *a = best_table(h, &costs));
+        .for_each(|(a, h)| *a = matrix.best(h));
     let mut used = vec![false; fitted.len()];
     for &a in &full {
         used[usize::from(a)] = true;
@@ -747,66 +760,77 @@ fn fit_tables<'h>(
     k: usize,
     alphabet: usize,
 ) -> Vec<FreqTable> {
-    let mut sums = vec![vec![0u64; alphabet]; k];
+    debug_assert!(alphabet <= 1 << MAX_SYMBOL_BITS);
+    // Fixed-size sums, so the masked index needs no bounds check (symbols are at most
+    // MAX_SYMBOL_BITS wide): this runs over every entry of every block, per refit.
+    let mut sums = vec![[0u64; 1 << MAX_SYMBOL_BITS]; k];
     for (h, &a) in hists.zip(assign) {
+        let sum = &mut sums[usize::from(a)];
         for &(s, c) in h {
-            sums[usize::from(a)][usize::from(s)] += u64::from(c);
+            sum[usize::from(s) & ((1 << MAX_SYMBOL_BITS) - 1)] += u64::from(c);
         }
     }
     sums.iter()
-        .filter_map(|acc| FreqTable::from_counts(&saturate(acc)))
+        .filter_map(|acc| FreqTable::from_counts(&saturate(&acc[..alphabet])))
         .collect()
 }
 
 /// Rounds of assignment and refit of [`StreamEncoder::refine`].
 const REFINE_ROUNDS: usize = 3;
 
-/// Gives every block a table so that the blocks' bits plus a charge per change of table
-/// (what a run costs in the run-coded ids, about `log2(T − 1) + 6` bits) are least: a
-/// Viterbi pass over the blocks. Short blocks picked one by one change tables at random
-/// where two tables code them alike, and every change costs ids and a table switch in the
-/// decoder.
-fn assign_in_runs(hists: &[Sparse], tables: &[FreqTable], alphabet: usize) -> Vec<u8> {
-    let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
-    let k = tables.len();
-    // Every block's bits under every table, `k` per block in one buffer.
+/// Every block's bits under every table of `matrix`, `matrix.tables()` per block in one
+/// buffer (block-major).
+fn all_block_costs(hists: &[Sparse], matrix: &CostMatrix) -> Vec<f32> {
+    let k = matrix.tables();
     let mut per_block = vec![0.0f32; hists.len() * k];
     per_block
         .par_chunks_mut(k)
         .zip(hists)
-        .for_each(|(bits, h)| {
-            for (b, c) in bits.iter_mut().zip(&costs) {
-                *b = block_cost(h, c);
-            }
-        });
+        .for_each(|(bits, h)| matrix.costs(h, bits));
+    per_block
+}
+
+/// Gives every block a table so that the blocks' bits plus a charge per change of table
+/// (what a run costs in the run-coded ids, about `log2(T − 1) + 6` bits) are least: a
+/// Viterbi pass over the blocks, `per_block` their bits under each of the `k` tables
+/// ([`all_block_costs`]). Short blocks picked one by one change tables at random where
+/// two tables code them alike, and every change costs ids and a table switch in the
+/// decoder. Each step keeps, per table, the better of staying and switching from the best
+/// table so far: `O(k)` per block.
+fn assign_in_runs(per_block: &[f32], k: usize) -> Vec<u8> {
+    let n = per_block.len() / k;
     let change = f64::from(usize::BITS - k.saturating_sub(2).leading_zeros()) + 6.0;
     let mut total = vec![0.0f64; k];
-    let mut from = vec![0u8; hists.len() * k];
-    for (b, bits) in per_block.chunks_exact(k).enumerate() {
+    let mut from = vec![0u8; n * k];
+    for (b, (bits, from)) in per_block
+        .chunks_exact(k)
+        .zip(from.chunks_exact_mut(k))
+        .enumerate()
+    {
         let (best, best_total) = total
             .iter()
             .copied()
             .enumerate()
             .min_by(|x, y| x.1.total_cmp(&y.1))
             .unwrap_or((0, 0.0));
-        for (t, acc) in total.iter_mut().enumerate() {
-            let switch = best_total + change;
+        let switch = best_total + change;
+        for (t, ((acc, from), &bits)) in total.iter_mut().zip(from).zip(bits).enumerate() {
             let (prev, base) = if b > 0 && switch < *acc {
                 (best, switch)
             } else {
                 (t, *acc)
             };
-            from[b * k + t] = prev as u8;
-            *acc = base + f64::from(bits[t]);
+            *from = prev as u8;
+            *acc = base + f64::from(bits);
         }
     }
-    let mut assign = vec![0u8; hists.len()];
+    let mut assign = vec![0u8; n];
     let mut t = total
         .iter()
         .enumerate()
         .min_by(|x, y| x.1.total_cmp(y.1))
         .map_or(0, |(t, _)| t);
-    for b in (0..hists.len()).rev() {
+    for b in (0..n).rev() {
         assign[b] = t as u8;
         t = usize::from(from[b * k + t]);
     }
@@ -821,24 +845,14 @@ fn assign_blocks<'h>(
     alphabet: usize,
     assign: &mut [u8],
 ) -> bool {
-    let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
+    let matrix = CostMatrix::new(tables, alphabet);
     let mut changed = false;
     for (h, a) in hists.zip(assign.iter_mut()) {
-        let best = best_table(h, &costs);
+        let best = matrix.best(h);
         changed |= *a != best;
         *a = best;
     }
     changed
-}
-
-/// The table (index into `costs`) that codes a block in the fewest bits.
-fn best_table(hist: &Sparse, costs: &[Vec<f32>]) -> u8 {
-    costs
-        .iter()
-        .map(|c| block_cost(hist, c))
-        .enumerate()
-        .min_by(|x, y| x.1.total_cmp(&y.1))
-        .map_or(0, |(t, _)| t as u8)
 }
 
 /// A parsed, validated field stream ready for chunk-parallel decoding.
