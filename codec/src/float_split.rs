@@ -49,6 +49,36 @@ pub enum Layout {
 /// Most fields any layout has.
 pub const MAX_FIELDS: usize = 4;
 
+/// Calls `$func::<E, F>(args..., fields)` for `$layout`: `E` bytes per element, `F` fields,
+/// and `fields` the closure that splits one element's bytes into its field values. The
+/// one place that maps each layout to its element width and splitter for the counting
+/// paths, which are generic over both so that each layout gets its own inlined loop.
+macro_rules! with_word_fields {
+    ($layout:expr, $func:ident($($arg:expr),*)) => {
+        match $layout {
+            Layout::Bf16 => $func::<2, 2>($($arg,)* |b| {
+                bf16_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Layout::F16 => $func::<2, 2>($($arg,)* |b| {
+                f16_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Layout::F32 => $func::<4, 4>($($arg,)* |b| {
+                f32_fields::<false>(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            }),
+            Layout::Bf16Joint => $func::<2, 2>($($arg,)* |b| {
+                bf16_joint_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Layout::F16Joint => $func::<2, 2>($($arg,)* |b| {
+                f16_joint_fields(u16::from_le_bytes([b[0], b[1]]))
+            }),
+            Layout::F32Joint => $func::<4, 4>($($arg,)* |b| {
+                f32_fields::<true>(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            }),
+            Layout::F8 => $func::<1, 1>($($arg,)* |b| [u16::from(b[0])]),
+        }
+    };
+}
+
 impl Layout {
     /// The layout for a dtype, if it is a float type that splitting helps.
     pub fn for_dtype(dtype: &Dtype) -> Option<Self> {
@@ -140,27 +170,7 @@ impl Layout {
     /// each `1 << bits` long, or empty to skip that field) without materialising the
     /// fields.
     pub fn count(self, src: &[u8], hists: &mut [Vec<u32>]) {
-        match self {
-            Self::Bf16 => count_fields::<2, 2>(src, hists, |b| {
-                bf16_fields(u16::from_le_bytes([b[0], b[1]]))
-            }),
-            Self::F16 => {
-                count_fields::<2, 2>(src, hists, |b| f16_fields(u16::from_le_bytes([b[0], b[1]])))
-            }
-            Self::F32 => count_fields::<4, 4>(src, hists, |b| {
-                f32_fields::<false>(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            }),
-            Self::Bf16Joint => count_fields::<2, 2>(src, hists, |b| {
-                bf16_joint_fields(u16::from_le_bytes([b[0], b[1]]))
-            }),
-            Self::F16Joint => count_fields::<2, 2>(src, hists, |b| {
-                f16_joint_fields(u16::from_le_bytes([b[0], b[1]]))
-            }),
-            Self::F32Joint => count_fields::<4, 4>(src, hists, |b| {
-                f32_fields::<true>(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            }),
-            Self::F8 => count_fields::<1, 1>(src, hists, |b| [u16::from(b[0])]),
-        }
+        with_word_fields!(self, count_fields(src, hists))
     }
 
     /// [`Self::count`] of one block, for the fields marked in `fields`, in sparse form:
@@ -215,27 +225,7 @@ impl Layout {
         block_len: usize,
     ) -> Vec<Vec<(u16, u32)>> {
         debug_assert!(field < self.field_bits().len() && block_len > 0);
-        match self {
-            Self::Bf16 => sparse_field_blocks::<2, 2>(src, field, block_len, |b| {
-                bf16_fields(u16::from_le_bytes([b[0], b[1]]))
-            }),
-            Self::F16 => sparse_field_blocks::<2, 2>(src, field, block_len, |b| {
-                f16_fields(u16::from_le_bytes([b[0], b[1]]))
-            }),
-            Self::F32 => sparse_field_blocks::<4, 4>(src, field, block_len, |b| {
-                f32_fields::<false>(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            }),
-            Self::Bf16Joint => sparse_field_blocks::<2, 2>(src, field, block_len, |b| {
-                bf16_joint_fields(u16::from_le_bytes([b[0], b[1]]))
-            }),
-            Self::F16Joint => sparse_field_blocks::<2, 2>(src, field, block_len, |b| {
-                f16_joint_fields(u16::from_le_bytes([b[0], b[1]]))
-            }),
-            Self::F32Joint => sparse_field_blocks::<4, 4>(src, field, block_len, |b| {
-                f32_fields::<true>(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            }),
-            Self::F8 => sparse_field_blocks::<1, 1>(src, field, block_len, |b| [u16::from(b[0])]),
-        }
+        with_word_fields!(self, sparse_field_blocks(src, field, block_len))
     }
 
     /// The encoder's layout sample of one block, for a layout with a joint variant
