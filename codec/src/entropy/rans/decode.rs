@@ -29,25 +29,71 @@ pub(super) fn decode_chunk_on<S: Symbol>(
     let (mut states, mut reader) = start_chunk(payload)?;
     let level = simd::decoder_level(level);
     crate::cpu::note_run(level);
-    let mut at = 0;
-    for (table, len) in spans(tables, block_len, out.len()) {
-        decode_block(
+    let done = match group_shift(block_len) {
+        Some(shift) if level != SimdLevel::Scalar => simd::decode_groups(
             level,
-            &mut states,
-            &mut reader,
-            table,
-            &mut out[at..at + len],
-        );
-        at += len;
-    }
+            [&mut states],
+            [&mut reader],
+            [tables],
+            shift,
+            [&mut *out],
+        ),
+        _ => 0,
+    };
+    decode_spans(
+        level,
+        &mut states,
+        &mut reader,
+        tables,
+        block_len,
+        out,
+        done,
+    );
     finish_chunk(&states, &reader)
+}
+
+/// `log2` of the groups of [`LANES`] symbols per block, where that is a power of two
+/// (format 1.3's blocks always are): the vector loops then find a group's table by a
+/// shift and run across blocks in one call.
+fn group_shift(block_len: usize) -> Option<u32> {
+    let groups = block_len / LANES;
+    groups.is_power_of_two().then(|| groups.trailing_zeros())
+}
+
+/// A shift that maps every group of a call to its first table: for calls with one.
+const ONE_TABLE: u32 = usize::BITS - 1;
+
+/// Decodes `out[from..]` (`from` a multiple of [`LANES`]), block `b` of the chunk with
+/// `tables[b]`, each run of blocks with the same table in one [`decode_block`]: what is
+/// left after the vector loop ran across blocks (it stops short of a chunk's last words),
+/// or the whole chunk on the scalar path.
+fn decode_spans<S: Symbol>(
+    level: SimdLevel,
+    states: &mut [u32; LANES],
+    reader: &mut WordReader,
+    tables: &[&DecTable],
+    block_len: usize,
+    out: &mut [S],
+    from: usize,
+) {
+    let mut at = from;
+    while at < out.len() {
+        let mut block = at / block_len;
+        let table = tables[block];
+        let mut end = ((block + 1) * block_len).min(out.len());
+        while end < out.len() && std::ptr::eq(tables[block + 1], table) {
+            block += 1;
+            end = ((block + 1) * block_len).min(out.len());
+        }
+        decode_block(level, states, reader, table, &mut out[at..end]);
+        at = end;
+    }
 }
 
 /// The chunk's blocks as spans of consecutive blocks with the same table: `(table,
 /// symbols)`, in order, covering `n` symbols. Decoding a span in one call is the same as
 /// decoding its blocks one by one (a block holds whole groups of lanes), without the
-/// per-block set-up: format 1.3 streams have blocks of 256 symbols, mostly in long runs
-/// of one table.
+/// per-block set-up.
 fn spans<'t>(tables: &[&'t DecTable], block_len: usize, n: usize) -> Vec<(&'t DecTable, usize)> {
     let mut spans: Vec<(&DecTable, usize)> = Vec::new();
     let mut left = n;
@@ -123,6 +169,40 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
         SimdLevel::Avx2 => size_of::<S>() == 2,
         SimdLevel::Scalar => false,
     };
+    if let (true, Some(shift)) = (interleave, group_shift(block_len)) {
+        // Both chunks in one call across their blocks, the rest of each on its own.
+        let done = simd::decode_groups(
+            level,
+            [&mut states_a, &mut states_b],
+            [&mut reader_a, &mut reader_b],
+            tables,
+            shift,
+            [&mut *out_a, &mut *out_b],
+        );
+        if done > 0 {
+            decode_spans(
+                level,
+                &mut states_a,
+                &mut reader_a,
+                tables[0],
+                block_len,
+                out_a,
+                done,
+            );
+            decode_spans(
+                level,
+                &mut states_b,
+                &mut reader_b,
+                tables[1],
+                block_len,
+                out_b,
+                done,
+            );
+            finish_chunk(&states_a, &reader_a)?;
+            return finish_chunk(&states_b, &reader_b);
+        }
+    }
+    // Tables of mixed slot layouts: paired where both chunks' tables have the same.
     let spans_a = spans(tables[0], block_len, out_a.len());
     let spans_b = spans(tables[1], block_len, out_b.len());
     // Position in each chunk: the span index and the symbols of it already decoded.
@@ -148,7 +228,11 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
                 level,
                 [&mut states_a, &mut states_b],
                 [&mut reader_a, &mut reader_b],
-                [table_a, table_b],
+                [
+                    std::slice::from_ref(&table_a),
+                    std::slice::from_ref(&table_b),
+                ],
+                ONE_TABLE,
                 [&mut *block_a, &mut *block_b],
             );
             decode_block(
@@ -270,13 +354,21 @@ fn decode_block<S: Symbol>(
         decode_portable(states, reader, table.scalar(), out);
         return;
     }
-    let mut done = simd::decode_groups(level, [&mut *states], [&mut *reader], [table], [&mut *out]);
+    let one = std::slice::from_ref(&table);
+    let mut done = simd::decode_groups(
+        level,
+        [&mut *states],
+        [&mut *reader],
+        [one],
+        ONE_TABLE,
+        [&mut *out],
+    );
     if out.len() - done >= LANES {
         // The vector loop stopped short of the last words: the groups left run on the
         // vector path too, from a padded copy of those words.
         let rest = &mut out[done..];
         done += with_padded_tail(reader, |tail| {
-            simd::decode_groups(level, [&mut *states], [tail], [table], [rest])
+            simd::decode_groups(level, [&mut *states], [tail], [one], ONE_TABLE, [rest])
         });
     }
     decode_scalar(states, reader, table, &mut out[done..]);

@@ -31,22 +31,37 @@ pub(super) fn encoder_level(level: SimdLevel) -> SimdLevel {
 /// Decodes as many leading whole groups of each of `N` independent chunks' outputs as
 /// the vector path of `level` (from [`decoder_level`]) can, the same number in each,
 /// returning the number of symbols written to each; the caller finishes with the
-/// scalar loop.
+/// scalar loop. Group `g` of chunk `j` is decoded with `tables[j][g >> group_shift]`:
+/// one call runs across the blocks of a chunk, whose tables change every few blocks in
+/// format 1.3 streams (MiniLM's word embedding: 8 tables on blocks of 256), instead of a
+/// call, and for two chunks a pairing, per run of one table.
+/// Nothing is decoded (0 is returned) where a needed table is missing or the tables
+/// mix slot layouts (the loop is compiled for one).
 pub(super) fn decode_groups<S: Symbol, const N: usize>(
     level: SimdLevel,
     states: [&mut [u32; LANES]; N],
     readers: [&mut WordReader; N],
-    tables: [&DecTable; N],
+    tables: [&[&DecTable]; N],
+    group_shift: u32,
     outs: [&mut [S]; N],
 ) -> usize {
-    let inline = if tables.iter().all(|t| t.inline) {
-        true
-    } else if tables.iter().all(|t| !t.inline) {
-        false
-    } else {
+    let groups = outs.iter().map(|o| o.len() / LANES).min().unwrap_or(0);
+    if groups == 0 {
+        return 0;
+    }
+    let blocks = ((groups - 1) >> group_shift) + 1;
+    if tables.iter().any(|t| t.len() < blocks) {
+        return 0;
+    }
+    let first = tables[0][0].inline;
+    if !tables
+        .iter()
+        .all(|t| t[..blocks].iter().all(|t| t.inline == first))
+    {
         // Mixed layouts: leave it all to the scalar loop (callers avoid this).
         return 0;
-    };
+    }
+    let inline = first;
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY (all four calls): `level` comes from `decoder_level`, so the CPU
@@ -54,28 +69,52 @@ pub(super) fn decode_groups<S: Symbol, const N: usize>(
         match (level, inline) {
             (SimdLevel::Avx512, true) => {
                 return unsafe {
-                    x86_decode::decode_groups_avx512::<S, N, true>(states, readers, tables, outs)
+                    x86_decode::decode_groups_avx512::<S, N, true>(
+                        states,
+                        readers,
+                        tables,
+                        group_shift,
+                        outs,
+                    )
                 }
             }
             (SimdLevel::Avx512, false) => {
                 return unsafe {
-                    x86_decode::decode_groups_avx512::<S, N, false>(states, readers, tables, outs)
+                    x86_decode::decode_groups_avx512::<S, N, false>(
+                        states,
+                        readers,
+                        tables,
+                        group_shift,
+                        outs,
+                    )
                 }
             }
             (SimdLevel::Avx2, true) => {
                 return unsafe {
-                    x86_decode::decode_groups_avx2::<S, N, true>(states, readers, tables, outs)
+                    x86_decode::decode_groups_avx2::<S, N, true>(
+                        states,
+                        readers,
+                        tables,
+                        group_shift,
+                        outs,
+                    )
                 }
             }
             (SimdLevel::Avx2, false) => {
                 return unsafe {
-                    x86_decode::decode_groups_avx2::<S, N, false>(states, readers, tables, outs)
+                    x86_decode::decode_groups_avx2::<S, N, false>(
+                        states,
+                        readers,
+                        tables,
+                        group_shift,
+                        outs,
+                    )
                 }
             }
             (SimdLevel::Scalar, _) => {}
         }
     }
-    let _ = (level, inline, states, readers, tables, outs);
+    let _ = (level, inline, states, readers, tables, group_shift, outs);
     0
 }
 

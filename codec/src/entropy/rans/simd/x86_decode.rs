@@ -13,10 +13,12 @@ use std::arch::x86_64::*;
 pub(super) unsafe fn decode_groups_avx512<S: Symbol, const N: usize, const INLINE: bool>(
     states: [&mut [u32; LANES]; N],
     readers: [&mut WordReader; N],
-    tables: [&DecTable; N],
+    tables: [&[&DecTable]; N],
+    group_shift: u32,
     outs: [&mut [S]; N],
 ) -> usize {
     let groups = outs.iter().map(|o| o.len() / LANES).min().unwrap_or(0);
+    debug_assert!((0..N).all(|j| groups == 0 || (groups - 1) >> group_shift < tables[j].len()));
     let n_words: [usize; N] = std::array::from_fn(|j| readers[j].words.len());
     let words: [*const u8; N] = std::array::from_fn(|j| readers[j].words.as_ptr() as *const u8);
     let mut pos: [usize; N] = std::array::from_fn(|j| readers[j].pos);
@@ -38,8 +40,12 @@ pub(super) unsafe fn decode_groups_avx512<S: Symbol, const N: usize, const INLIN
     while g < groups && (0..N).all(|j| pos[j] + LANES <= n_words[j]) {
         let mut e = [[_mm512_setzero_si512(); 2]; N];
         let mut y = [[_mm512_setzero_si512(); 2]; N];
+        // SAFETY (both): the caller gives a table for every block of `1 << group_shift`
+        // groups up to `groups` (`decode_groups` checks it).
+        let table: [&DecTable; N] =
+            std::array::from_fn(|j| unsafe { *tables[j].get_unchecked(g >> group_shift) });
         for j in 0..N {
-            let slots = tables[j].slots.as_ptr() as *const i32;
+            let slots = table[j].slots.as_ptr() as *const i32;
             for v in 0..2 {
                 let slot = _mm512_and_si512(x[j][v], slot_mask);
                 // SAFETY: slot < 4096 = table.slots.len(), scaled by 4 bytes.
@@ -67,7 +73,7 @@ pub(super) unsafe fn decode_groups_avx512<S: Symbol, const N: usize, const INLIN
             }
         }
         for j in 0..N {
-            let symbols = tables[j].symbols32.as_ptr() as *const i32;
+            let symbols = table[j].symbols32.as_ptr() as *const i32;
             for v in 0..2 {
                 let need = _mm512_cmplt_epu32_mask(y[j][v], lower);
                 // SAFETY: pos + 32 ≤ n_words at the step's start and pos advanced by
@@ -183,10 +189,12 @@ unsafe fn gather8_by_loads(table: *const i32, idx: __m256i) -> __m256i {
 pub(super) unsafe fn decode_groups_avx2<S: Symbol, const N: usize, const INLINE: bool>(
     states: [&mut [u32; LANES]; N],
     readers: [&mut WordReader; N],
-    tables: [&DecTable; N],
+    tables: [&[&DecTable]; N],
+    group_shift: u32,
     outs: [&mut [S]; N],
 ) -> usize {
     let groups = outs.iter().map(|o| o.len() / LANES).min().unwrap_or(0);
+    debug_assert!((0..N).all(|j| groups == 0 || (groups - 1) >> group_shift < tables[j].len()));
     let n_words: [usize; N] = std::array::from_fn(|j| readers[j].words.len());
     let words: [*const u8; N] = std::array::from_fn(|j| readers[j].words.as_ptr() as *const u8);
     let mut pos: [usize; N] = std::array::from_fn(|j| readers[j].pos);
@@ -208,9 +216,12 @@ pub(super) unsafe fn decode_groups_avx2<S: Symbol, const N: usize, const INLINE:
     let mut ahead = WriteAhead::take();
     // A step reads at most LANES words per chunk: stay where that cannot pass an end.
     while g < groups && (0..N).all(|j| pos[j] + LANES <= n_words[j]) {
+        // SAFETY: as in `decode_groups_avx512`.
+        let table: [&DecTable; N] =
+            std::array::from_fn(|j| unsafe { *tables[j].get_unchecked(g >> group_shift) });
         for j in 0..N {
-            let slots = tables[j].slots.as_ptr() as *const i32;
-            let symbols = tables[j].symbols32.as_ptr() as *const i32;
+            let slots = table[j].slots.as_ptr() as *const i32;
+            let symbols = table[j].symbols32.as_ptr() as *const i32;
             let mut sym = [zero; 4];
             let mut y = [zero; 4];
             let mut need = [zero; 4];
