@@ -598,3 +598,75 @@ fn damaged_chunks_fail_alike_on_every_path() {
         }
     }
 }
+
+/// Chunks whose blocks switch among several tables of one slot layout, as format 1.3's
+/// multi-table streams do every few blocks: the vector loops run across the blocks in one
+/// call (single chunks and pairs of different lengths and table sequences) and must decode
+/// what the scalar path decodes; block lengths that are not a power of two groups take
+/// the call-per-run fallback.
+#[test]
+fn tables_switching_block_by_block_decode_alike_on_every_path() {
+    let mut next = xorshift(0xD1B5_4A32_D192_ED03);
+    let alphabet = 64usize;
+    let tables: Vec<FreqTable> = (0..5)
+        .map(|_| {
+            let counts: Vec<u32> = (0..alphabet).map(|_| (next() % 1000) as u32 + 1).collect();
+            FreqTable::from_counts(&counts).unwrap()
+        })
+        .collect();
+    let enc: Vec<EncTable> = tables.iter().map(|t| EncTable::new(t, 6)).collect();
+    let dec: Vec<DecTable> = tables.iter().map(DecTable::new).collect();
+    assert!(dec.iter().all(|d| d.is_inline()));
+    for round in 0..24 {
+        let block_len = [32, 64, 96, 256, 512][round % 5];
+        let lens = [(next() % 9000) as usize + 1, (next() % 9000) as usize + 1];
+        let chunks: Vec<(Vec<u16>, Vec<usize>)> = lens
+            .iter()
+            .map(|&n| {
+                let symbols: Vec<u16> = (0..n).map(|_| (next() % 64) as u16).collect();
+                // Runs of 1–3 blocks per table.
+                let mut picks = Vec::new();
+                while picks.len() < n.div_ceil(block_len) {
+                    let t = (next() % 5) as usize;
+                    for _ in 0..1 + next() % 3 {
+                        picks.push(t);
+                    }
+                }
+                picks.truncate(n.div_ceil(block_len));
+                (symbols, picks)
+            })
+            .collect();
+        let payloads: Vec<Vec<u8>> = chunks
+            .iter()
+            .map(|(symbols, picks)| {
+                let t: Vec<&EncTable> = picks.iter().map(|&p| &enc[p]).collect();
+                let mut p = Vec::new();
+                encode_chunk(symbols, &t, block_len, &mut p).unwrap();
+                p
+            })
+            .collect();
+        let dec_tables: Vec<Vec<&DecTable>> = chunks
+            .iter()
+            .map(|(_, picks)| picks.iter().map(|&p| &dec[p]).collect())
+            .collect();
+        for level in SimdLevel::supported() {
+            let mut a = vec![0u16; lens[0]];
+            let mut b = vec![0u16; lens[1]];
+            decode_chunk_pair_on(
+                level,
+                [&payloads[0], &payloads[1]],
+                [&dec_tables[0], &dec_tables[1]],
+                block_len,
+                [&mut a, &mut b],
+            )
+            .unwrap();
+            assert!(
+                a == chunks[0].0 && b == chunks[1].0,
+                "round {round}: {level} pair"
+            );
+            let mut single = vec![0u16; lens[1]];
+            decode_chunk_on(level, &payloads[1], &dec_tables[1], block_len, &mut single).unwrap();
+            assert!(single == chunks[1].0, "round {round}: {level} single");
+        }
+    }
+}
