@@ -135,8 +135,11 @@ def test_pack_unpack_file_and_directory(tmp_path: Path) -> None:
         mcodec.pack(tmp_path / "absent")
     with pytest.raises(mcodec.CorruptError, match="config.json"):
         mcodec.pack(src / "config.json", tmp_path / "c.mcz")
+    fast = mcodec.pack(src / "model.safetensors", tmp_path / "fast.mcz", level="fast")
+    assert mcodec.unpack(fast, tmp_path / "fast.safetensors")
+    assert (tmp_path / "fast.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
     with pytest.raises(mcodec.ArgumentError):
-        mcodec.pack(src, tmp_path / "z", level="fast")
+        mcodec.pack(src, tmp_path / "z", level="fastest")
     assert leftovers(tmp_path) == []
 
 
