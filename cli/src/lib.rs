@@ -72,8 +72,10 @@ pub enum Command {
 /// Compression effort.
 #[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Level {
-    /// Faster encoding, a little larger: one table per stream wherever a sample says more
-    /// cannot pay, no refinement elsewhere; decodes with every decoder, a little faster
+    /// Like `zstd -1`: encodes 1.7–3× as fast as the default on one thread, files
+    /// 0.07–0.16 points larger (MiniLM): one table per stream wherever a sample says more
+    /// cannot pay, up to 4 unrefined elsewhere. Same format: every decoder reads it, a
+    /// little faster
     Fast,
     /// Good compression, the tables planned per 256-element block
     #[default]

@@ -11,8 +11,8 @@ import os
 from typing import Any, Optional, Union
 
 from . import _dtypes, _native
-from ._open import _check_host, safe_open
 from ._levels import _level
+from ._open import _check_host, safe_open
 from .errors import ArgumentError
 
 __all__ = ["load", "load_file", "load_model", "save", "save_file", "save_model"]
@@ -222,9 +222,6 @@ def _metadata_items(metadata: Optional[dict[str, str]]) -> Optional[list[tuple[s
         if not isinstance(k, str) or not isinstance(v, str):
             raise ArgumentError(f"metadata entry {k!r}: {v!r} is not str to str")
     return list(metadata.items())
-
-
-
 
 
 def _tied_names(

@@ -98,12 +98,12 @@ pub fn safetensors_header<'py>(
 type Prepared<'a> = (Vec<u8>, Vec<&'a [u8]>, PackOptions);
 
 /// What packing `tensors` takes (see [`Prepared`]).
-fn prepare(
-    tensors: &[Tensor],
+fn prepare<'t>(
+    tensors: &'t [Tensor],
     metadata: Option<Vec<(String, String)>>,
     level: &str,
     chunk_log2: Option<u8>,
-) -> PyResult<Prepared<'_>> {
+) -> PyResult<Prepared<'t>> {
     let level = crate::files::level_of(level)?;
     let described = tensors
         .iter()

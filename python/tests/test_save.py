@@ -155,6 +155,12 @@ def test_torch_save_and_load_bytes(tmp_path: Path) -> None:
     loaded = mcodec.torch.load(data)
     assert list(loaded) == list(mcodec.torch.load_file(tmp_path / "m.mcz"))
     assert all(raw(loaded[k]) == raw(v) for k, v in tensors.items())
+    # Every level writes what every loader reads; an unknown level is refused.
+    for level in ("fast", "max"):
+        other = mcodec.torch.load(mcodec.torch.save(tensors, level=level))
+        assert all(raw(other[k]) == raw(v) for k, v in tensors.items()), level
+    with pytest.raises(mcodec.ArgumentError, match="fastest"):
+        mcodec.torch.save(tensors, level="fastest")
     # Damaged bytes raise, naming what was read.
     damaged = bytearray(data)
     damaged[len(damaged) // 2] ^= 0x40
