@@ -83,9 +83,9 @@ def pack(
         src: safetensors file or directory.
         dst: output path (default: ``src`` + ``".mcz"``).
         force: replace an existing output.
-        level: ``"fast"`` (encodes about twice as fast, files a few tenths of a percent
-            larger), ``"default"`` or ``"max"`` (smaller, slower to encode); every level's
-            files load the same way.
+        level: ``"fast"`` (encodes 2–3 times as fast, files under a tenth of a
+            percentage point larger), ``"default"`` or ``"max"`` (smaller, slower to
+            encode); every level's files load the same way.
         chunk_log2: elements per independently decodable chunk, as a power of two
             (shorter chunks give the GPU decoder more parallelism on small models).
         threads: threads (default: all cores).

@@ -140,8 +140,8 @@ def save_file(
             orders the keys of a dict with more than one entry differently from run to
             run; mcodec keeps the dict's order.
         force: replace an existing file.
-        level: ``"fast"`` (encodes about twice as fast, a few tenths of a percent
-            larger), ``"default"`` or ``"max"`` (smaller, slower to encode).
+        level: ``"fast"`` (encodes 2–3 times as fast, under a tenth of a percentage
+            point larger), ``"default"`` or ``"max"`` (smaller, slower to encode).
         threads: encoding threads (default: all cores).
 
     """
