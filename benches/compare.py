@@ -6,7 +6,8 @@ For every file, each case below runs once per round, cases interleaved:
 of which the median is reported. The 1-minute load average is recorded: other
 work on the machine skews the numbers.
 
-  mcodec bench      `mcodec bench FILE -j T --json`, T = 1 and all usable cores;
+  mcodec bench      `mcodec bench FILE -j T --level L --json`, T = 1 and all usable
+                    cores, L each of --level (default: default);
                     reads the top-level keys ratio, encode_mb_s, decode_mb_s
                     (warm: one output buffer reused by every repeat) and
                     decode_cold_mb_s (a fresh output allocation per repeat, its
@@ -110,17 +111,21 @@ def run_cmd(cmd: list, timeout: float, env: dict | None = None) -> str:
 
 # --------------------------------------------------------------------------- mcodec
 
-def mcodec_bench(binary: Path, path: Path, jobs: int, timeout: float, simd: str = "auto") -> dict:
-    """`mcodec bench` with MCODEC_SIMD=simd; fails unless the report names that path."""
+def mcodec_bench(binary: Path, path: Path, jobs: int, timeout: float, simd: str = "auto",
+                 level: str = "default") -> dict:
+    """`mcodec bench --level level` with MCODEC_SIMD=simd; fails unless the report names
+    that path and level."""
     env = {**os.environ, "MCODEC_SIMD": simd}
     env.pop("MCODEC_NO_SIMD", None)
-    out = run_cmd([binary, "bench", path, "-j", jobs, "--json"], timeout, env)
+    out = run_cmd([binary, "bench", path, "-j", jobs, "--level", level, "--json"], timeout, env)
     try:
         doc = json.loads(out)
     except json.JSONDecodeError:
         raise RuntimeError(f"mcodec bench printed no JSON: {out[:200]!r}") from None
     if simd != "auto" and doc.get("simd") != simd:
         raise RuntimeError(f"asked for the {simd} path, mcodec ran {doc.get('simd')!r}")
+    if doc.get("level") != level:
+        raise RuntimeError(f"asked for level {level}, mcodec ran {doc.get('level')!r}")
     return {k: float(doc[k]) for k in METRICS} | {"simd": doc.get("simd"), "report": doc}
 
 
@@ -325,10 +330,15 @@ def bench_file(path: Path, args, thread_counts: list) -> list:
         cases.append(Case("mcodec", "-", None, error=f"{args.mcodec} not found (cargo build --release)"))
     else:
         for t in thread_counts:
-            for simd in args.simd:
-                tool = "mcodec bench" if simd == "auto" else f"mcodec bench simd={simd}"
-                cases.append(Case(tool, str(t), lambda t=t, simd=simd:
-                                  mcodec_bench(mcodec, path, t, args.timeout, simd)))
+            for level in args.level:
+                for simd in args.simd:
+                    # "mcodec bench" is the default level on the auto path, the
+                    # reference of the peers' rows; the others name what they change.
+                    tags = ([f"level={level}"] if level != "default" else []) + (
+                        [f"simd={simd}"] if simd != "auto" else [])
+                    tool = " ".join(["mcodec bench", *tags])
+                    cases.append(Case(tool, str(t), lambda t=t, simd=simd, level=level:
+                                      mcodec_bench(mcodec, path, t, args.timeout, simd, level)))
         cases.append(Case("mcodec pack/unpack", "default",
                           lambda: mcodec_pack_unpack(mcodec, path, file_sha, Path(tmp.name), args.timeout)))
     for t in thread_counts:
@@ -431,8 +441,9 @@ def markdown(report: dict) -> str:
                          and x["threads"] == r["threads"] and x["status"] == "ok"), None)
 
         ref, peer = same("mcodec bench"), r
-        if r["tool"].startswith("mcodec bench simd="):
-            # A forced path: compared with ZipNN (the peer) at the same thread count.
+        if r["tool"].startswith("mcodec bench "):
+            # A forced path or another level: compared with ZipNN (the peer) at the same
+            # thread count.
             ref, peer = r, same("zipnn")
         elif r["tool"] not in ("zipnn", "zstd -3"):
             ref = None
@@ -463,7 +474,13 @@ def main() -> None:
     ap.add_argument("--simd", default="auto",
                     help="comma-separated MCODEC_SIMD paths for `mcodec bench` rows, e.g. "
                          "auto,avx512,avx2,scalar (default auto)")
+    ap.add_argument("--level", default="default",
+                    help="comma-separated `mcodec bench --level` values for `mcodec bench` rows, "
+                         "e.g. default,fast (default: default)")
     args = ap.parse_args()
+    args.level = [p.strip() for p in args.level.split(",") if p.strip()]
+    if not args.level or any(p not in ("fast", "default", "max") for p in args.level):
+        ap.error("--level takes fast, default, max")
     args.simd = [p.strip() for p in args.simd.split(",") if p.strip()]
     if not args.simd or any(p not in ("auto", "avx512", "avx2", "scalar") for p in args.simd):
         ap.error("--simd takes auto, avx512, avx2, scalar")

@@ -72,7 +72,12 @@ pub enum Command {
 /// Compression effort.
 #[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Level {
-    /// Fast, good compression
+    /// Like `zstd -1`: encodes 1.8–3× as fast as the default on one thread, files
+    /// under 0.1 point larger (MiniLM): one table per stream wherever a sample says more
+    /// cannot pay, up to 4 unrefined elsewhere. Same format: every decoder reads it, a
+    /// little faster
+    Fast,
+    /// Good compression, the tables planned per 256-element block
     #[default]
     Default,
     /// Slower search for the last few percent; decodes as fast on the CPU, but its extra
@@ -84,6 +89,7 @@ impl Level {
     /// The encoder settings of this level, with the chunk length exponent if one is given.
     pub fn options(self, chunk_log2: Option<u8>) -> EncodeOptions {
         let mut opts = match self {
+            Self::Fast => EncodeOptions::fast(),
             Self::Default => EncodeOptions::default(),
             Self::Max => EncodeOptions::max(),
         };
@@ -98,6 +104,7 @@ impl Level {
     /// The level's name as given on the command line.
     pub fn name(self) -> &'static str {
         match self {
+            Self::Fast => "fast",
             Self::Default => "default",
             Self::Max => "max",
         }

@@ -176,26 +176,42 @@ fn pack_unpack_round_trip_with_default_names() {
 fn explicit_output_threads_and_level() {
     let (dir, st) = setup();
     let d = dir.path();
+    for level in ["max", "fast", "default"] {
+        let o = mcodec(
+            d,
+            &[
+                "pack",
+                "model.safetensors",
+                "-o",
+                "x.mcz",
+                "-f",
+                "-j",
+                "1",
+                "--level",
+                level,
+            ],
+        );
+        ok(&o);
+        assert!(stdout(&o).contains("x.mcz"), "{level}: {}", stdout(&o));
+        ok(&mcodec(
+            d,
+            &["unpack", "x.mcz", "-o", "back", "-f", "--threads", "2"],
+        ));
+        assert!(fs::read(d.join("back")).unwrap() == st, "{level}");
+        ok(&mcodec(d, &["verify", "x.mcz"]));
+    }
     let o = mcodec(
         d,
         &[
             "pack",
             "model.safetensors",
             "-o",
-            "x.mcz",
-            "-j",
-            "1",
+            "y.mcz",
             "--level",
-            "max",
+            "fastest",
         ],
     );
-    ok(&o);
-    assert!(stdout(&o).contains("x.mcz"), "{}", stdout(&o));
-    ok(&mcodec(
-        d,
-        &["unpack", "x.mcz", "-o", "back", "--threads", "2"],
-    ));
-    assert!(fs::read(d.join("back")).unwrap() == st);
+    assert!(!o.status.success() && !d.join("y.mcz").exists());
 }
 
 #[test]
@@ -556,6 +572,23 @@ fn bench_json_has_the_keys() {
     assert_eq!(v["repeats"], 2);
     assert_eq!(v["threads"], 2);
     assert_eq!(v["encode_s"].as_array().unwrap().len(), 2);
+    assert_eq!(v["level"], "default");
+    let o = mcodec(
+        d,
+        &[
+            "bench",
+            "model.safetensors",
+            "--json",
+            "--repeat",
+            "1",
+            "--level",
+            "fast",
+        ],
+    );
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["level"], "fast");
+    assert!(v["ratio"].as_f64().unwrap() < 1.0);
 
     // An .mcz input is unpacked to memory first.
     ok(&mcodec(d, &["pack", "model.safetensors"]));

@@ -289,6 +289,19 @@ impl EncodeOptions {
         Ok(())
     }
 
+    /// The fast setting (`mcodec pack --level fast`): one table per field stream
+    /// wherever a sample says that several cannot pay, tables planned on blocks of 2048
+    /// elements without refinement elsewhere, zstd level 1. Any decoder reads its files
+    /// (the same format; one-table streams also decode faster).
+    pub fn fast() -> Self {
+        Self {
+            effort: Effort::Fast,
+            zstd_level: 1,
+            chunk_log2: DEFAULT_CHUNK_LOG2,
+            block_log2: PLAN_BLOCK_LOG2,
+        }
+    }
+
     /// The archival setting: more tables, stronger zstd; still decodable everywhere.
     pub fn max() -> Self {
         Self {
@@ -388,6 +401,15 @@ const STREAM_REF_BYTES: usize = 12;
 /// noise could pick the layout that codes larger.
 const JOINT_MIN_GAIN: f64 = 0.002;
 
+/// [`Effort::Fast`] plans a field with several tables only where the sampled blocks'
+/// own entropies are at least this fraction below the entropy of the whole sample:
+/// elsewhere one table codes within a few tenths of a percent of what a search finds.
+/// (The default level's [`choose_tables`](crate::entropy::stream) floor, taken from
+/// the sample.) On MiniLM, 0.02 would leave only BF16's and F32's word embeddings and a
+/// few small tensors with several tables: 5 % fewer BF16 encode instructions, but F16 and
+/// FP8 0.15–0.3 points larger.
+const FAST_MIN_POTENTIAL: f64 = 0.008;
+
 /// Short blocks whose histograms one task of the refinement's count takes.
 const FINE_PIECE: usize = 64;
 
@@ -418,6 +440,11 @@ fn encode_split(
     let block_bytes = (1usize << plan_log2) * esize;
     let mut sampled_bits = vec![vec![0.0f64; bits.len()]; candidates.len()];
     let mut sampled = 0usize;
+    // The fast level also sums the sample's histograms per field: their entropy against
+    // the blocks' own tells which fields several tables could make smaller.
+    let fast = opts.effort == Effort::Fast;
+    let mut sample_totals =
+        vec![vec![[0u64; 512]; if fast { bits.len() } else { 0 }]; candidates.len()];
     for block in data.chunks(block_bytes).step_by(16) {
         // Both layouts' histograms from one pass where the base layout has a joint one.
         let both = match candidates.as_slice() {
@@ -440,6 +467,13 @@ fn encode_split(
                 *acc += sparse_entropy_bits(h);
             }
         }
+        for (totals, hists) in sample_totals.iter_mut().zip(&hists) {
+            for (total, h) in totals.iter_mut().zip(hists) {
+                for &(v, c) in h {
+                    total[usize::from(v) & 511] += u64::from(c);
+                }
+            }
+        }
         sampled += block.len() / esize;
     }
     // Coded bits of the first two fields: entropy, or packing where that is less.
@@ -458,6 +492,10 @@ fn encode_split(
     if pick == 1 {
         let (plain, joint) = sampled_bits.split_at_mut(1);
         joint[0][2..].copy_from_slice(&plain[0][2..]);
+        if fast {
+            let (plain, joint) = sample_totals.split_at_mut(1);
+            joint[0][2..].copy_from_slice(&plain[0][2..]);
+        }
     }
     let sampled_bits = sampled_bits.swap_remove(pick);
     let modelled: Vec<bool> = sampled_bits
@@ -465,27 +503,74 @@ fn encode_split(
         .zip(bits)
         .map(|(&e, &b)| e < 0.995 * f64::from(b) * sampled as f64)
         .collect();
+    // The fast level gives one table to every modelled field whose sampled blocks'
+    // entropies are within FAST_MIN_POTENTIAL of the sample's own: those fields are
+    // counted per chunk below. The others are planned on blocks, as by default.
+    let one_table: Vec<bool> = if fast {
+        let totals = sample_totals.swap_remove(pick);
+        (0..bits.len())
+            .map(|f| {
+                // (Per symbol, times the sample's symbols.)
+                let whole = entropy_bits(&totals[f]) * sampled as f64;
+                modelled[f] && sampled_bits[f] >= (1.0 - FAST_MIN_POTENTIAL) * whole
+            })
+            .collect()
+    } else {
+        vec![false; bits.len()]
+    };
+    let by_blocks: Vec<bool> = (0..bits.len())
+        .map(|f| modelled[f] && !one_table[f])
+        .collect();
 
     // Pass 1: per-block histograms of the modelled fields, counted straight from the input.
     // Sparse (a block holds a few dozen distinct exponents): a dense 2 KiB histogram per
     // block and field would be fresh memory the size of a sixth of a BF16 tensor.
-    let hists: Vec<Vec<SparseHist>> = data
-        .par_chunks(block_bytes)
-        .map(|block| layout.count_sparse(block, &modelled))
-        .collect();
-    // Field-major, moved out rather than copied.
-    let mut by_field: Vec<Vec<SparseHist>> = (0..bits.len())
-        .map(|_| Vec::with_capacity(hists.len()))
-        .collect();
-    for block in hists {
-        for (field, h) in by_field.iter_mut().zip(block) {
-            field.push(h);
+    let mut by_field: Vec<Vec<SparseHist>>;
+    if fast {
+        // Field by field, without clearing four dense histograms per block and field
+        // (the dense count's fixed cost, which the default level's search amortises).
+        by_field = (0..bits.len())
+            .map(|f| match by_blocks[f] {
+                true => count_blocks(layout, data, f, 1 << plan_log2),
+                false => Vec::new(),
+            })
+            .collect();
+    } else {
+        let hists: Vec<Vec<SparseHist>> = data
+            .par_chunks(block_bytes)
+            .map(|block| layout.count_sparse(block, &modelled))
+            .collect();
+        // Field-major, moved out rather than copied.
+        by_field = (0..bits.len())
+            .map(|_| Vec::with_capacity(hists.len()))
+            .collect();
+        for block in hists {
+            for (field, h) in by_field.iter_mut().zip(block) {
+                field.push(h);
+            }
+        }
+    }
+    // The fast level's one-table fields: one histogram per chunk, no per-block counters
+    // to clear and scan.
+    let mut by_chunk: Vec<Vec<SparseHist>> = vec![Vec::new(); bits.len()];
+    if one_table.contains(&true) {
+        let hists: Vec<Vec<SparseHist>> = data
+            .par_chunks(chunk_bytes)
+            .map(|chunk| layout.count_sparse(chunk, &one_table))
+            .collect();
+        for chunk in hists {
+            for (field, h) in by_chunk.iter_mut().zip(chunk) {
+                field.push(h);
+            }
         }
     }
     let mut encoders: Vec<StreamEncoder> = (0..bits.len())
         .map(|f| {
             if !modelled[f] {
                 return StreamEncoder::packed(bits[f]);
+            }
+            if one_table[f] {
+                return StreamEncoder::plan_one_table(&by_chunk[f], bits[f], opts.chunk_log2);
             }
             let blocks = std::mem::take(&mut by_field[f]);
             let mut encoder = StreamEncoder::plan_sparse(
@@ -496,13 +581,7 @@ fn encode_split(
                 opts.effort,
             );
             if encoder.can_refine(opts.block_log2) {
-                // Counted in pieces of FINE_PIECE short blocks, each piece on one thread.
-                let fine_len = 1usize << opts.block_log2;
-                let pieces: Vec<Vec<SparseHist>> = data
-                    .par_chunks(fine_len * esize * FINE_PIECE)
-                    .map(|piece| layout.count_sparse_blocks(piece, f, fine_len))
-                    .collect();
-                let fine: Vec<SparseHist> = pieces.into_iter().flatten().collect();
+                let fine = count_blocks(layout, data, f, 1 << opts.block_log2);
                 encoder.refine(&fine, opts.block_log2, opts.chunk_log2);
             }
             encoder
@@ -581,6 +660,16 @@ fn encode_split(
         chunk_log2: opts.chunk_log2,
         streams,
     })
+}
+
+/// One sparse histogram of field `f` per block of `block_len` elements of `data`,
+/// counted in pieces of [`FINE_PIECE`] blocks, each piece on one thread.
+fn count_blocks(layout: Layout, data: &[u8], f: usize, block_len: usize) -> Vec<SparseHist> {
+    let pieces: Vec<Vec<SparseHist>> = data
+        .par_chunks(block_len * layout.element_size() * FINE_PIECE)
+        .map(|piece| layout.count_sparse_blocks(piece, f, block_len))
+        .collect();
+    pieces.into_iter().flatten().collect()
 }
 
 /// Per-thread field buffers, reused across chunks and tensors: a fresh chunk-sized
@@ -1429,10 +1518,89 @@ mod tests {
             "BF16", "F16", "F32", "F8_E4M3", "F8_E5M2", "I64", "U8", "BOOL", "F64", "X9",
         ] {
             for len in [0, 1, 2, 3, 4, 8, 63, 64, 1000, 9999, 10000] {
-                round_trip(&Dtype::parse(name), &data[..len], &EncodeOptions::default());
+                for opts in [EncodeOptions::default(), EncodeOptions::fast()] {
+                    round_trip(&Dtype::parse(name), &data[..len], &opts);
+                }
             }
         }
         round_trip(&Dtype::F32, &data, &EncodeOptions::max());
+    }
+
+    /// The tensor's stream kinds, from its encoded form.
+    fn kinds(enc: &EncodedTensor, len: usize) -> Vec<StreamKind> {
+        let owned: Vec<Vec<u8>> = enc.streams.iter().map(CodedStream::to_vec).collect();
+        let streams: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        TensorDecoder::new(enc.codec, enc.chunk_log2, len, &streams)
+            .unwrap()
+            .stream_kinds()
+    }
+
+    /// The fast level round-trips every float dtype bit-exactly over several chunks,
+    /// specials included (NaNs with payloads, ±0.0, ±inf, subnormals); it gives one table
+    /// to a field of steady statistics and keeps several for one whose scale drifts from
+    /// block to block, as the default level does.
+    #[test]
+    fn fast_level_round_trips_and_keeps_several_tables_where_they_pay() {
+        let fast = EncodeOptions {
+            chunk_log2: 14,
+            ..EncodeOptions::fast()
+        };
+        // F32 weights whose scale changes every 2048 elements (period 3 blocks, so the
+        // encoder's sample of every 16th block sees every scale).
+        let noise = gaussian_bf16(128 * 2048);
+        let mut f32s: Vec<u8> = noise
+            .as_chunks::<2>()
+            .0
+            .iter()
+            .enumerate()
+            .flat_map(|(i, w)| {
+                let low = (i as u32).wrapping_mul(2_654_435_761) >> 16;
+                let x = f32::from_bits(u32::from(u16::from_le_bytes(*w)) << 16 | low);
+                (x * [1.0f32, 1e-3, 30.0][(i / 2048) % 3]).to_le_bytes()
+            })
+            .collect();
+        let specials: [u32; 8] = [
+            0x7FC0_0000,
+            0xFFC0_0001,
+            0x7F80_0001,
+            0x8000_0000,
+            0x0000_0000,
+            0x7F80_0000,
+            0xFF80_0000,
+            0x0000_0001,
+        ];
+        for (k, s) in specials.iter().enumerate() {
+            let at = 4 * (k * 30_011 % (f32s.len() / 4));
+            f32s[at..at + 4].copy_from_slice(&s.to_le_bytes());
+        }
+        let enc = round_trip(&Dtype::F32, &f32s, &fast);
+        let multi = kinds(&enc, f32s.len());
+        assert!(
+            matches!(multi[0], StreamKind::Rans(t) if t >= 2),
+            "{multi:?}"
+        );
+        let default = round_trip(&Dtype::F32, &f32s, &EncodeOptions::default());
+        assert!(
+            enc.coded_len() as f64 <= default.coded_len() as f64 * 1.01,
+            "fast {} vs default {}",
+            enc.coded_len(),
+            default.coded_len()
+        );
+        // Steady statistics: one table, and no more than a percent over the default.
+        let steady = gaussian_bf16(100_000);
+        let enc = round_trip(&Dtype::BF16, &steady, &fast);
+        assert_eq!(kinds(&enc, steady.len())[0], StreamKind::Rans(1));
+        let default = round_trip(&Dtype::BF16, &steady, &EncodeOptions::default());
+        assert!(enc.coded_len() as f64 <= default.coded_len() as f64 * 1.01);
+        // Every dtype over the same bytes, odd tails cut off, specials included.
+        for name in ["BF16", "F16", "F32", "F8_E4M3", "F8_E5M2"] {
+            for len in [f32s.len(), f32s.len() - 3, 70_001, 4097] {
+                let dtype = Dtype::parse(name);
+                let len = len - len % dtype.element_size().unwrap();
+                round_trip(&dtype, &f32s[..len], &fast);
+                round_trip(&dtype, &f32s[..len], &EncodeOptions::fast());
+            }
+        }
     }
 
     #[test]

@@ -185,6 +185,7 @@ fn options() -> impl Strategy<Value = EncodeOptions> {
     prop_oneof![
         Just(with_chunks(EncodeOptions::default(), 10)),
         Just(with_chunks(EncodeOptions::max(), 10)),
+        Just(with_chunks(EncodeOptions::fast(), 10)),
         Just(with_chunks(EncodeOptions::default(), 11)),
         // The smallest blocks: one symbol per lane, many table ids per chunk.
         Just(EncodeOptions {
@@ -193,6 +194,7 @@ fn options() -> impl Strategy<Value = EncodeOptions> {
         }),
         Just(EncodeOptions::max()),
         Just(EncodeOptions::default()),
+        Just(EncodeOptions::fast()),
     ]
 }
 
@@ -374,7 +376,9 @@ fn every_exponent_round_trips() {
         for opts in [
             with_chunks(EncodeOptions::default(), 10),
             with_chunks(EncodeOptions::max(), 10),
+            with_chunks(EncodeOptions::fast(), 10),
             EncodeOptions::max(),
+            EncodeOptions::fast(),
         ] {
             tensor_round_trip(&fmt.dtype(), &data, &opts).unwrap();
         }

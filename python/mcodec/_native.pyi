@@ -44,7 +44,7 @@ def safetensors_header(
 def save_bytes(
     tensors: list[tuple[str, str, list[int], int, int]],
     metadata: Optional[list[tuple[str, str]]] = None,
-    max: bool = False,
+    level: str = "default",
     threads: Optional[int] = None,
 ) -> bytes: ...
 def save_file(
@@ -52,7 +52,7 @@ def save_file(
     tensors: list[tuple[str, str, list[int], int, int]],
     metadata: Optional[list[tuple[str, str]]] = None,
     force: bool = False,
-    max: bool = False,
+    level: str = "default",
     chunk_log2: Optional[int] = None,
     threads: Optional[int] = None,
 ) -> None: ...
@@ -60,7 +60,7 @@ def pack(
     src: _Path,
     dst: _Path,
     force: bool = False,
-    max: bool = False,
+    level: str = "default",
     chunk_log2: Optional[int] = None,
     threads: Optional[int] = None,
 ) -> None: ...

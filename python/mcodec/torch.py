@@ -11,6 +11,7 @@ import os
 from typing import Any, Optional, Union
 
 from . import _dtypes, _native
+from ._levels import _level
 from ._open import _check_host, safe_open
 from .errors import ArgumentError
 
@@ -86,7 +87,7 @@ def _save_bytes(
     """Packs ``entries`` (whose memory ``keep`` holds) into ``.mcz`` bytes."""
     try:
         return _native.save_bytes(
-            entries, _metadata_items(metadata), max=_level(level), threads=threads
+            entries, _metadata_items(metadata), level=_level(level), threads=threads
         )
     finally:
         del keep
@@ -139,7 +140,8 @@ def save_file(
             orders the keys of a dict with more than one entry differently from run to
             run; mcodec keeps the dict's order.
         force: replace an existing file.
-        level: ``"default"`` or ``"max"`` (smaller, slower to encode).
+        level: ``"fast"`` (encodes 2–3 times as fast, under a tenth of a percentage
+            point larger), ``"default"`` or ``"max"`` (smaller, slower to encode).
         threads: encoding threads (default: all cores).
 
     """
@@ -206,7 +208,7 @@ def _save(
         entries,
         _metadata_items(metadata),
         force=force,
-        max=_level(level),
+        level=_level(level),
         threads=threads,
     )
 
@@ -220,12 +222,6 @@ def _metadata_items(metadata: Optional[dict[str, str]]) -> Optional[list[tuple[s
         if not isinstance(k, str) or not isinstance(v, str):
             raise ArgumentError(f"metadata entry {k!r}: {v!r} is not str to str")
     return list(metadata.items())
-
-
-def _level(level: str) -> bool:
-    if level not in ("default", "max"):
-        raise ArgumentError(f"level {level!r}: expected 'default' or 'max'")
-    return level == "max"
 
 
 def _tied_names(

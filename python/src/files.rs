@@ -9,6 +9,19 @@ use pyo3::prelude::*;
 use crate::errors::{error, Kind};
 use crate::pool;
 
+/// The compression level named by the Python API's `level` argument.
+pub(crate) fn level_of(level: &str) -> PyResult<Level> {
+    match level {
+        "fast" => Ok(Level::Fast),
+        "default" => Ok(Level::Default),
+        "max" => Ok(Level::Max),
+        _ => Err(error(
+            Kind::Argument,
+            format!("level {level:?}: expected 'fast', 'default' or 'max'"),
+        )),
+    }
+}
+
 /// A CLI failure as the matching `mcodec.Error` subclass.
 pub(crate) fn cli_error(e: CliError) -> PyErr {
     let problem = e.problem.as_str();
@@ -56,16 +69,17 @@ fn run(py: Python<'_>, command: Command, force: bool, threads: Option<usize>) ->
 /// `mcodec pack SRC -o DST`: a safetensors file, or a directory with every
 /// `*.safetensors` packed and every other file copied.
 #[pyfunction]
-#[pyo3(signature = (src, dst, force=false, max=false, chunk_log2=None, threads=None))]
+#[pyo3(signature = (src, dst, force=false, level="default", chunk_log2=None, threads=None))]
 pub fn pack(
     py: Python<'_>,
     src: PathBuf,
     dst: PathBuf,
     force: bool,
-    max: bool,
+    level: &str,
     chunk_log2: Option<u8>,
     threads: Option<usize>,
 ) -> PyResult<()> {
+    let level = level_of(level)?;
     if let Some(c) = chunk_log2 {
         if !mcodec::tensor::CHUNK_LOG2_RANGE.contains(&c) {
             let range = mcodec::tensor::CHUNK_LOG2_RANGE;
@@ -82,7 +96,7 @@ pub fn pack(
     let args = PackArgs {
         input: src,
         output: Some(dst),
-        level: if max { Level::Max } else { Level::Default },
+        level,
         chunk_log2,
         dtype: None,
     };

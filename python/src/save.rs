@@ -5,7 +5,6 @@ use std::fs::Permissions;
 use std::path::PathBuf;
 
 use mcodec::container::{pack_parts, PackOptions};
-use mcodec::EncodeOptions;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use serde_json::{Map, Value};
@@ -99,27 +98,19 @@ pub fn safetensors_header<'py>(
 type Prepared<'a> = (Vec<u8>, Vec<&'a [u8]>, PackOptions);
 
 /// What packing `tensors` takes (see [`Prepared`]).
-fn prepare(
-    tensors: &[Tensor],
+fn prepare<'t>(
+    tensors: &'t [Tensor],
     metadata: Option<Vec<(String, String)>>,
-    max: bool,
+    level: &str,
     chunk_log2: Option<u8>,
-) -> PyResult<Prepared<'_>> {
+) -> PyResult<Prepared<'t>> {
+    let level = crate::files::level_of(level)?;
     let described = tensors
         .iter()
         .map(|(n, d, s, _, len)| (n.clone(), d.clone(), s.clone(), *len))
         .collect::<Vec<_>>();
     let (head, order) = header(&described, metadata)?;
-    let mut encode = if max {
-        EncodeOptions::max()
-    } else {
-        EncodeOptions::default()
-    };
-    if let Some(c) = chunk_log2 {
-        encode.chunk_log2 = c;
-        encode.block_log2 = encode.block_log2.min(c);
-    }
-    let opts = PackOptions::new().encode(encode);
+    let opts = PackOptions::new().encode(level.options(chunk_log2));
     let parts = order
         .iter()
         .map(|&i| {
@@ -148,7 +139,7 @@ fn prepare(
 /// The addresses must be readable memory of the given lengths that stays alive and
 /// unchanged until this returns (the Python caller holds the tensors).
 #[pyfunction]
-#[pyo3(signature = (path, tensors, metadata=None, force=false, max=false, chunk_log2=None, threads=None))]
+#[pyo3(signature = (path, tensors, metadata=None, force=false, level="default", chunk_log2=None, threads=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn save_file(
     py: Python<'_>,
@@ -156,11 +147,11 @@ pub fn save_file(
     tensors: Vec<Tensor>,
     metadata: Option<Vec<(String, String)>>,
     force: bool,
-    max: bool,
+    level: &str,
     chunk_log2: Option<u8>,
     threads: Option<usize>,
 ) -> PyResult<()> {
-    let (head, parts, opts) = prepare(&tensors, metadata, max, chunk_log2)?;
+    let (head, parts, opts) = prepare(&tensors, metadata, level, chunk_log2)?;
     let perms = permissions();
     py.detach(|| {
         pool::run(threads, || {
@@ -179,15 +170,15 @@ pub fn save_file(
 /// The addresses must be readable memory of the given lengths that stays alive and
 /// unchanged until this returns (the Python caller holds the tensors).
 #[pyfunction]
-#[pyo3(signature = (tensors, metadata=None, max=false, threads=None))]
+#[pyo3(signature = (tensors, metadata=None, level="default", threads=None))]
 pub fn save_bytes<'py>(
     py: Python<'py>,
     tensors: Vec<Tensor>,
     metadata: Option<Vec<(String, String)>>,
-    max: bool,
+    level: &str,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let (head, parts, opts) = prepare(&tensors, metadata, max, None)?;
+    let (head, parts, opts) = prepare(&tensors, metadata, level, None)?;
     let mut out = Vec::new();
     py.detach(|| {
         pool::run(threads, || {

@@ -135,8 +135,11 @@ def test_pack_unpack_file_and_directory(tmp_path: Path) -> None:
         mcodec.pack(tmp_path / "absent")
     with pytest.raises(mcodec.CorruptError, match="config.json"):
         mcodec.pack(src / "config.json", tmp_path / "c.mcz")
+    fast = mcodec.pack(src / "model.safetensors", tmp_path / "fast.mcz", level="fast")
+    assert mcodec.unpack(fast, tmp_path / "fast.safetensors")
+    assert (tmp_path / "fast.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
     with pytest.raises(mcodec.ArgumentError):
-        mcodec.pack(src, tmp_path / "z", level="fast")
+        mcodec.pack(src, tmp_path / "z", level="fastest")
     assert leftovers(tmp_path) == []
 
 
@@ -152,6 +155,12 @@ def test_torch_save_and_load_bytes(tmp_path: Path) -> None:
     loaded = mcodec.torch.load(data)
     assert list(loaded) == list(mcodec.torch.load_file(tmp_path / "m.mcz"))
     assert all(raw(loaded[k]) == raw(v) for k, v in tensors.items())
+    # Every level writes what every loader reads; an unknown level is refused.
+    for level in ("fast", "max"):
+        other = mcodec.torch.load(mcodec.torch.save(tensors, level=level))
+        assert all(raw(other[k]) == raw(v) for k, v in tensors.items()), level
+    with pytest.raises(mcodec.ArgumentError, match="fastest"):
+        mcodec.torch.save(tensors, level="fastest")
     # Damaged bytes raise, naming what was read.
     damaged = bytearray(data)
     damaged[len(damaged) // 2] ^= 0x40

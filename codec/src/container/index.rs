@@ -150,11 +150,17 @@ impl Index {
     /// The index as the writer stores it since 1.2 (one zstd frame, streams aligned to
     /// [`STREAM_ALIGN`]) and the form to record in the trailer.
     pub fn to_stored(&self) -> (Vec<u8>, StoredForm) {
+        self.to_stored_at(INDEX_ZSTD_LEVEL)
+    }
+
+    /// [`Self::to_stored`] with the index coded at zstd level `level` (at most; large
+    /// indexes are coded at level 3).
+    pub(crate) fn to_stored_at(&self, level: i32) -> (Vec<u8>, StoredForm) {
         let raw = self.serialize();
         let level = if raw.len() <= 1 << 20 {
-            INDEX_ZSTD_LEVEL
+            level
         } else {
-            3
+            level.min(3)
         };
         let frame = zstd::bulk::compress(&raw, level).expect("zstd compresses any input");
         let form = StoredForm {

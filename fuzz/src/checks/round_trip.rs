@@ -31,7 +31,9 @@ pub fn check(input: &[u8]) {
     let opts = EncodeOptions {
         chunk_log2,
         block_log2,
-        effort: if opt & 0x10 != 0 {
+        effort: if opt & 0x80 != 0 {
+            Effort::Fast
+        } else if opt & 0x10 != 0 {
             Effort::Max
         } else {
             Effort::Default

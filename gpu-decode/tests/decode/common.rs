@@ -89,11 +89,12 @@ pub fn generated_model() -> Vec<u8> {
 }
 
 /// Encoder settings that exercise the format's corners: default, archival (more
-/// tables), small chunks with the smallest blocks, and blocks as long as chunks.
+/// tables), fast (one table per stream, or two on blocks of 2048), small chunks with the smallest blocks, and blocks as long as chunks.
 pub fn encode_settings() -> Vec<(&'static str, EncodeOptions)> {
     vec![
         ("default", EncodeOptions::default()),
         ("max", EncodeOptions::max()),
+        ("fast", EncodeOptions::fast()),
         (
             "chunk 2^10, block 2^5",
             EncodeOptions {
