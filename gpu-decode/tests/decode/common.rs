@@ -89,7 +89,8 @@ pub fn generated_model() -> Vec<u8> {
 }
 
 /// Encoder settings that exercise the format's corners: default, archival (more
-/// tables), fast (one table per stream, or two on blocks of 2048), small chunks with the smallest blocks, and blocks as long as chunks.
+/// tables), fast (one table per stream, or up to four on blocks
+/// of 2048), small chunks with the smallest blocks, and blocks as long as chunks.
 pub fn encode_settings() -> Vec<(&'static str, EncodeOptions)> {
     vec![
         ("default", EncodeOptions::default()),
