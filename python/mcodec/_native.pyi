@@ -36,6 +36,8 @@ class Archive:
     ) -> list[tuple[str, str]]: ...
 
 KERNEL_SOURCE: str
+#: The compression levels, as ``mcodec pack --level`` names them.
+LEVELS: list[str]
 
 def safetensors_header(
     tensors: list[tuple[str, str, list[int], int]],

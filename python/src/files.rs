@@ -3,23 +3,32 @@
 
 use std::path::PathBuf;
 
+use clap::ValueEnum;
 use mcodec_cli::{execute, Cli, CliError, Command, Global, Level, PackArgs, UnpackArgs};
 use pyo3::prelude::*;
 
 use crate::errors::{error, Kind};
 use crate::pool;
 
+/// The names of the compression levels, in the order `mcodec pack --help` lists them:
+/// the CLI's `Level` is the one list, exported to Python as `_native.LEVELS`.
+pub(crate) fn level_names() -> Vec<String> {
+    Level::value_variants()
+        .iter()
+        .filter_map(|l| l.to_possible_value())
+        .map(|v| v.get_name().to_owned())
+        .collect()
+}
+
 /// The compression level named by the Python API's `level` argument.
 pub(crate) fn level_of(level: &str) -> PyResult<Level> {
-    match level {
-        "fast" => Ok(Level::Fast),
-        "default" => Ok(Level::Default),
-        "max" => Ok(Level::Max),
-        _ => Err(error(
+    Level::from_str(level, false).map_err(|_| {
+        let names: Vec<String> = level_names().iter().map(|n| format!("{n:?}")).collect();
+        error(
             Kind::Argument,
-            format!("level {level:?}: expected 'fast', 'default' or 'max'"),
-        )),
-    }
+            format!("level {level:?}: expected one of {}", names.join(", ")),
+        )
+    })
 }
 
 /// A CLI failure as the matching `mcodec.Error` subclass.
