@@ -166,6 +166,38 @@ mod tests {
         out
     }
 
+    /// The prefetch order reads every byte of the file once; a tensor's streams are read
+    /// side by side, a part of each at a time, and with parts as large as the tensor it
+    /// is plain file order.
+    #[test]
+    fn prefetch_reads_every_byte_once_and_a_tensors_streams_side_by_side() {
+        let packed = pack_vec(&safetensors_file(), &PackOptions::default());
+        let archive = Archive::open(&packed).unwrap();
+        let w = &archive.index().tensors[archive.find("w").unwrap()];
+        assert_eq!(w.streams.len(), 2);
+        for part in [4096, 10_000, u64::MAX] {
+            let order = archive.read_order(packed.len(), part);
+            let mut sorted = order.clone();
+            sorted.sort_by_key(|r| r.start);
+            let mut at = 0;
+            for r in &sorted {
+                assert_eq!(r.start, at, "part {part}: {order:?}");
+                at = r.end;
+            }
+            assert_eq!(at, packed.len(), "part {part}");
+            let within = |s: &StreamRef, r: &std::ops::Range<usize>| {
+                r.start >= s.offset as usize && r.end <= (s.offset + s.len) as usize
+            };
+            let first_of_second = order.iter().position(|r| within(&w.streams[1], r));
+            let last_of_first = order.iter().rposition(|r| within(&w.streams[0], r));
+            if part == u64::MAX {
+                assert_eq!(order, sorted, "file order");
+            } else {
+                assert!(first_of_second < last_of_first, "part {part}: {order:?}");
+            }
+        }
+    }
+
     #[test]
     fn pack_unpack_is_byte_exact() {
         let input = safetensors_file();

@@ -1018,7 +1018,9 @@ impl StreamLayout {
         n_symbols: usize,
         chunk_len: usize,
     ) -> Result<Self, EntropyError> {
-        Ok(StreamDecoder::parse(bytes, symbol_bits, n_symbols, chunk_len)?.layout())
+        let decoder = StreamDecoder::parse(bytes, symbol_bits, n_symbols, chunk_len)?;
+        decoder.check_padding()?;
+        Ok(decoder.layout())
     }
 }
 
@@ -1031,6 +1033,11 @@ pub enum StreamKind {
     Const,
     /// rANS-coded chunks with this many tables.
     Rans(usize),
+}
+
+/// Whether every byte is zero (padding).
+fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
 }
 
 impl<'a> StreamDecoder<'a> {
@@ -1201,13 +1208,14 @@ impl<'a> StreamDecoder<'a> {
                     max,
                 });
             }
-            // The gap before a payload is zero padding (FORMAT.md §5.5): refuse anything
-            // else, so that no byte of a stream is left unchecked.
+            // The gap before a payload is zero padding (FORMAT.md §5.5), refused if it is
+            // anything else so that no byte of a stream is left unchecked. The first one,
+            // after the header, is checked here; each later one when the chunk before it
+            // is decoded ([`Self::rans_chunk`]), from that payload's last page: a loader can
+            // then decode a stream while the disk is still reading it, instead of waiting
+            // here for every page of the stream.
             let aligned = at.next_multiple_of(4);
-            if bytes
-                .get(at..aligned)
-                .is_some_and(|pad| pad.iter().any(|&b| b != 0))
-            {
+            if c == 0 && !is_zero(bytes.get(at..aligned).unwrap_or(&[])) {
                 return Err(EntropyError::ChunkPadding { chunk: c, at });
             }
             at = aligned;
@@ -1321,7 +1329,7 @@ impl<'a> StreamDecoder<'a> {
             }
             Body::Const(v) => out.fill(*v),
             Body::Rans { block_log2, .. } => {
-                let (payload, tables) = self.rans_chunk(c, out.len());
+                let (payload, tables) = self.rans_chunk(c, out.len())?;
                 rans::decode_chunk(payload, &tables, 1 << block_log2, out)?;
             }
         }
@@ -1338,8 +1346,8 @@ impl<'a> StreamDecoder<'a> {
     ) -> Result<(), EntropyError> {
         match &self.body {
             Body::Rans { block_log2, .. } => {
-                let (payload_a, tables_a) = self.rans_chunk(c, a.len());
-                let (payload_b, tables_b) = self.rans_chunk(c + 1, b.len());
+                let (payload_a, tables_a) = self.rans_chunk(c, a.len())?;
+                let (payload_b, tables_b) = self.rans_chunk(c + 1, b.len())?;
                 rans::decode_chunk_pair(
                     [payload_a, payload_b],
                     [&tables_a, &tables_b],
@@ -1370,22 +1378,56 @@ impl<'a> StreamDecoder<'a> {
         if self.symbol_bits > 8 {
             return None;
         }
-        let (payload_a, tables_a) = self.rans_chunk(c, a.len());
-        Some(if b.is_empty() {
-            rans::decode_chunk_as(payload_a, &tables_a, 1 << block_log2, a)
-        } else {
-            let (payload_b, tables_b) = self.rans_chunk(c + 1, b.len());
-            rans::decode_chunk_pair_as(
-                [payload_a, payload_b],
-                [&tables_a, &tables_b],
-                1 << block_log2,
-                [a, b],
-            )
-        })
+        Some((|| {
+            let (payload_a, tables_a) = self.rans_chunk(c, a.len())?;
+            if b.is_empty() {
+                rans::decode_chunk_as(payload_a, &tables_a, 1 << block_log2, a)
+            } else {
+                let (payload_b, tables_b) = self.rans_chunk(c + 1, b.len())?;
+                rans::decode_chunk_pair_as(
+                    [payload_a, payload_b],
+                    [&tables_a, &tables_b],
+                    1 << block_log2,
+                    [a, b],
+                )
+            }
+        })())
     }
 
-    /// The payload of coded chunk `c` (of `len` symbols) and the table of each of its blocks.
-    fn rans_chunk(&self, c: usize, len: usize) -> (&'a [u8], Vec<&DecTable>) {
+    /// Checks every zero padding gap between the chunk payloads of a rANS-coded stream
+    /// (parsing checks only the first; decoding a chunk checks the one after it), for
+    /// decoders that take the payloads elsewhere ([`StreamLayout::parse`]).
+    fn check_padding(&self) -> Result<(), EntropyError> {
+        if let Body::Rans { offsets, bytes, .. } = &self.body {
+            for c in 0..offsets.len() {
+                Self::check_padding_after(bytes, offsets, c)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The zero padding between payload `c` and the next one (none after the last).
+    fn check_padding_after(
+        bytes: &[u8],
+        offsets: &[(usize, usize)],
+        c: usize,
+    ) -> Result<(), EntropyError> {
+        if let (Some(&(at, len)), Some(&(next, _))) = (offsets.get(c), offsets.get(c + 1)) {
+            // Parsing placed every payload inside the stream, each after the one before.
+            if !is_zero(&bytes[at + len..next]) {
+                return Err(EntropyError::ChunkPadding {
+                    chunk: c + 1,
+                    at: at + len,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The payload of coded chunk `c` (of `len` symbols) and the table of each of its
+    /// blocks, once the padding after the payload is checked (it lies on the payload's
+    /// last page, or is empty).
+    fn rans_chunk(&self, c: usize, len: usize) -> Result<(&'a [u8], Vec<&DecTable>), EntropyError> {
         let Body::Rans {
             tables,
             block_tables,
@@ -1397,6 +1439,7 @@ impl<'a> StreamDecoder<'a> {
         else {
             unreachable!("rans_chunk on a stream that is not rANS-coded")
         };
+        Self::check_padding_after(bytes, offsets, c)?;
         let (at, size) = offsets[c];
         let first = (c * self.chunk_len) >> block_log2;
         let count = len.div_ceil(1 << block_log2);
@@ -1404,7 +1447,7 @@ impl<'a> StreamDecoder<'a> {
             .iter()
             .map(|&t| &tables[usize::from(t)])
             .collect();
-        (&bytes[at..at + size], chunk_tables)
+        Ok((&bytes[at..at + size], chunk_tables))
     }
 }
 
@@ -1606,6 +1649,69 @@ mod tests {
         assert_eq!(constant.encode_chunk(0, &[4, 4, 5]), not_in(2, 5));
     }
 
+    /// Nonzero padding between two payloads: parsing leaves it (a loader may decode the
+    /// stream while it is being read), the chunk before it refuses to decode, every
+    /// other chunk decodes, and the layout handed to other decoders refuses the stream;
+    /// the padding before the first payload is refused when parsing.
+    #[test]
+    fn nonzero_padding_between_payloads_fails_the_chunk_before_it() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let symbols: Vec<u16> = (0..40_000)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Skewed, so that chunks code to different lengths.
+                (seed % 64).trailing_zeros() as u16 + (seed >> 60) as u16 % 3
+            })
+            .collect();
+        let (bits, chunk_log2) = (9, 10);
+        let chunk_len = 1usize << chunk_log2;
+        let (bytes, kind) = round_trip(&symbols, bits, 8, chunk_log2, Effort::Default);
+        assert!(matches!(kind, StreamKind::Rans(_)), "{kind:?}");
+        let StreamLayout::Rans { payloads, .. } =
+            StreamLayout::parse(&bytes, bits, symbols.len(), chunk_len).unwrap()
+        else {
+            unreachable!()
+        };
+        let c = (0..payloads.len() - 1)
+            .find(|&c| payloads[c].0 + payloads[c].1 < payloads[c + 1].0)
+            .unwrap_or_else(|| panic!("a payload whose length leaves a gap: {payloads:?}"));
+        let mut damaged = bytes.clone();
+        damaged[payloads[c].0 + payloads[c].1] = 1;
+        let dec = StreamDecoder::parse(&damaged, bits, symbols.len(), chunk_len).unwrap();
+        for (k, want) in symbols.chunks(chunk_len).enumerate() {
+            let mut got = vec![0u16; want.len()];
+            match dec.decode_chunk(k, &mut got) {
+                Err(EntropyError::ChunkPadding { chunk, at }) => {
+                    assert_eq!((k, chunk, at), (c, c + 1, payloads[c].0 + payloads[c].1));
+                }
+                Ok(()) => assert!(k != c && got == want, "chunk {k}"),
+                Err(e) => panic!("chunk {k}: {e}"),
+            }
+        }
+        let (mut a, mut b) = (vec![0u16; chunk_len], vec![0u16; chunk_len]);
+        assert!(dec.decode_chunk_pair(c & !1, &mut a, &mut b).is_err());
+        assert!(matches!(
+            StreamLayout::parse(&damaged, bits, symbols.len(), chunk_len),
+            Err(EntropyError::ChunkPadding { .. })
+        ));
+        // Before the first payload: when parsing.
+        let first = payloads[0].0;
+        let header_end = (0..first)
+            .rev()
+            .find(|&i| bytes[i] != 0)
+            .map_or(0, |i| i + 1);
+        if header_end < first {
+            let mut damaged = bytes.clone();
+            damaged[first - 1] = 1;
+            assert!(matches!(
+                StreamDecoder::parse(&damaged, bits, symbols.len(), chunk_len),
+                Err(EntropyError::ChunkPadding { chunk: 0, .. })
+            ));
+        }
+    }
+
     /// `chunks_payload(c)` holds nothing that decoding chunks `c..` reads: overwriting it
     /// leaves them decoding as before; the ranges grow chunk by chunk and reach the end
     /// of the stream's payloads.
@@ -1654,8 +1760,8 @@ mod tests {
                     let before = dec.chunks_payload(c - 1);
                     assert!(before.start == r.start && before.end <= r.end, "{kind} {c}");
                 }
-                // Damaged where nonzero: the zero padding between payloads is checked when
-                // parsing, which a loader does before it releases anything.
+                // Damaged where nonzero (the zero padding between payloads is left as it
+                // is: each gap is checked when the chunk before it decodes).
                 let mut damaged = bytes.clone();
                 damaged[r.clone()]
                     .iter_mut()
