@@ -570,7 +570,10 @@ fn encode_split(
                 return StreamEncoder::packed(bits[f]);
             }
             if one_table[f] {
-                return StreamEncoder::plan_one_table(&by_chunk[f], bits[f], opts.chunk_log2);
+                let mut encoder =
+                    StreamEncoder::plan_one_table(&by_chunk[f], bits[f], opts.chunk_log2);
+                encoder.mark_raw(&by_chunk[f], opts.chunk_log2);
+                return encoder;
             }
             let blocks = std::mem::take(&mut by_field[f]);
             let mut encoder = StreamEncoder::plan_sparse(
@@ -583,6 +586,14 @@ fn encode_split(
             if encoder.can_refine(opts.block_log2) {
                 let fine = count_blocks(layout, data, f, 1 << opts.block_log2);
                 encoder.refine(&fine, opts.block_log2, opts.chunk_log2);
+                encoder.mark_raw(&fine, opts.block_log2);
+            } else if plan_log2 > opts.block_log2 && encoder.may_have_raw(&blocks, plan_log2) {
+                // Raw blocks are chosen on the short blocks (rows of FP16 precision
+                // amid near-uniform low bytes are a few hundred symbols).
+                let fine = count_blocks(layout, data, f, 1 << opts.block_log2);
+                encoder.mark_raw(&fine, opts.block_log2);
+            } else {
+                encoder.mark_raw(&blocks, plan_log2);
             }
             encoder
         })

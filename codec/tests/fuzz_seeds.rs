@@ -260,7 +260,22 @@ fn write_fuzz_seeds() {
     };
     // The joint codecs' seeds draw from their own generator: the older seeds stay as
     // they were.
-    let cases: [(&str, Dtype, Vec<u8>); 8] = [
+    // F32 whose every other row of 256 has FP16 precision: the other rows' low mantissa
+    // bytes are stored in raw blocks (format 1.4, stream mode 5). Its own generator too.
+    let mut raw_seed = 17;
+    let raw_rows: Vec<u8> = (0..4096u32)
+        .flat_map(|i| {
+            let exp = 0x3C00_0000 | ((rng(&mut raw_seed) as u32 % 8) << 23);
+            let bits = exp | (rng(&mut raw_seed) as u32 & 0x807F_FFFF);
+            let bits = if (i / 256) % 2 == 0 {
+                bits & !0x1FFF
+            } else {
+                bits
+            };
+            bits.to_le_bytes()
+        })
+        .collect();
+    let cases: [(&str, Dtype, Vec<u8>); 9] = [
         (
             "bf16-joint",
             Dtype::BF16,
@@ -289,11 +304,20 @@ fn write_fuzz_seeds() {
             Dtype::I32,
             (0..100u32).flat_map(|i| (i / 10).to_le_bytes()).collect(),
         ),
+        ("f32-raw-rows", Dtype::F32, raw_rows),
     ];
     for (name, dtype, data) in cases {
         let enc = tensor::encode(&dtype, &data, &opts);
         if name.ends_with("-joint") {
             assert!(enc.codec.id() >= 6, "{name}: {}", enc.codec.name());
+        }
+        if name == "f32-raw-rows" {
+            let modes: Vec<u8> = enc.streams.iter().map(|s| s.to_vec()[0]).collect();
+            assert!(
+                modes.contains(&5),
+                "{name}: no stream with raw blocks ({}, modes {modes:?})",
+                enc.codec.name()
+            );
         }
         let mut input = vec![enc.codec.id(), enc.chunk_log2];
         input.extend_from_slice(&(data.len() as u32).to_le_bytes()[..3]);

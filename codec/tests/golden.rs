@@ -3,9 +3,10 @@
 //! `fixtures/golden/chunk16/` keeps the files the earlier default wrote (`chunk_log2 = 16`
 //! in the index), `fixtures/golden/v1.0/` the last files of format version 1.0 (before
 //! the joint split codecs), `fixtures/golden/v1.1/` the last of version 1.1 (before
-//! compact tables, the zstd-coded index and 4-byte alignment) and `fixtures/golden/v1.2/`
-//! the last of version 1.2 (before run-coded block ids): they must still decode.
-//! `skewed-signs` has no 1.0 files.
+//! compact tables, the zstd-coded index and 4-byte alignment), `fixtures/golden/v1.2/`
+//! the last of version 1.2 (before run-coded block ids) and `fixtures/golden/v1.3/` the
+//! last of version 1.3 (before raw blocks): they must still decode. `skewed-signs` has no
+//! 1.0 files; `raw-rows` (format 1.4's raw blocks) has only current ones.
 //!
 //! After a deliberate encoder or format change, regenerate them with
 //! `MCODEC_BLESS=1 cargo test -p mcodec --test golden` and commit the new files.
@@ -28,6 +29,9 @@ const FIXTURES_1_0: &[&str] = &[
 /// Skewed signs: the writer's joint split codecs (format 1.1).
 const SKEWED: &str = "skewed-signs.safetensors";
 
+/// F32 rows of FP16 precision amid full-precision ones: raw blocks (format 1.4).
+const RAW_ROWS: &str = "raw-rows.safetensors";
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
 }
@@ -35,7 +39,7 @@ fn root() -> PathBuf {
 #[test]
 fn golden_files_decode_to_fixtures_and_encoding_is_stable() {
     let bless = std::env::var_os("MCODEC_BLESS").is_some();
-    for name in FIXTURES_1_0.iter().chain([&SKEWED]) {
+    for name in FIXTURES_1_0.iter().chain([&SKEWED, &RAW_ROWS]) {
         let input = std::fs::read(root().join("data").join(name)).unwrap();
         let mut packed = Vec::new();
         pack(&input, &PackOptions::default(), &mut packed, &|_| {}).unwrap();
@@ -105,11 +109,26 @@ fn files_of_version_1_2_still_decode() {
 }
 
 #[test]
-fn current_golden_files_use_the_1_3_layout() {
-    let mut run_coded_ids = 0;
+fn files_of_version_1_3_still_decode() {
     for name in FIXTURES_1_0.iter().chain([&SKEWED]) {
+        let input = std::fs::read(root().join("data").join(name)).unwrap();
+        let path = root().join("golden/v1.3").join(format!("{name}.mcz"));
+        let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(golden[10..12], [3, 0], "v1.3/{name}: not a 1.3 file");
+        assert!(
+            unpack(&golden) == input,
+            "v1.3/{name}: golden file no longer decodes"
+        );
+    }
+}
+
+#[test]
+fn current_golden_files_use_the_1_4_layout() {
+    let mut run_coded_ids = 0;
+    let mut raw_blocks = 0;
+    for name in FIXTURES_1_0.iter().chain([&SKEWED, &RAW_ROWS]) {
         let golden = std::fs::read(root().join("golden").join(format!("{name}.mcz"))).unwrap();
-        assert_eq!(golden[10..12], [3, 0], "{name}: minor version 3");
+        assert_eq!(golden[10..12], [4, 0], "{name}: minor version 4");
         let trailer = &golden[golden.len() - 64..];
         assert_ne!(trailer[32..40], [0; 8], "{name}: index stored as it is");
         assert_eq!(trailer[40], 2, "{name}: alignment");
@@ -127,6 +146,9 @@ fn current_golden_files_use_the_1_3_layout() {
                     );
                     // Mode 4 with two or more tables: ids actually run-coded.
                     run_coded_ids += usize::from(bytes[0] == 4 && bytes[1] >= 2);
+                    // Mode 5: raw blocks, only where the fixture has them.
+                    raw_blocks += usize::from(bytes[0] == 5);
+                    assert!(bytes[0] != 5 || *name == RAW_ROWS, "{name}: mode 5 stream");
                 }
             }
         }
@@ -135,12 +157,13 @@ fn current_golden_files_use_the_1_3_layout() {
         run_coded_ids > 0,
         "no golden stream has run-coded ids of several tables"
     );
+    assert!(raw_blocks > 0, "no golden stream has raw blocks");
 }
 
 #[test]
 fn skewed_signs_golden_file_uses_every_joint_codec() {
     let golden = std::fs::read(root().join("golden").join(format!("{SKEWED}.mcz"))).unwrap();
-    assert_eq!(golden[10..12], [3, 0], "minor version 3");
+    assert_eq!(golden[10..12], [4, 0], "minor version 4");
     let archive = Archive::open(&golden).unwrap();
     let mut ids: Vec<u8> = archive
         .index()

@@ -196,7 +196,7 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
         let before = kernel_runs();
         for name in FIXTURES_1_0
             .iter()
-            .chain(["skewed-signs.safetensors"].iter())
+            .chain(["skewed-signs.safetensors", "raw-rows.safetensors"].iter())
         {
             let input = std::fs::read(fixtures().join("data").join(name)).unwrap();
             let golden = std::fs::read(fixtures().join("golden").join(format!("{name}.mcz")));

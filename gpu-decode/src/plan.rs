@@ -191,6 +191,12 @@ pub enum Fallback {
         /// Most that fit.
         limit: usize,
     },
+    /// A stream with raw blocks (format 1.4, stream mode 5), which the kernel does not
+    /// decode yet.
+    RawBlocks {
+        /// The stream.
+        stream: usize,
+    },
 }
 
 impl std::fmt::Display for Fallback {
@@ -200,6 +206,10 @@ impl std::fmt::Display for Fallback {
             Self::TooManyTables { tables, limit } => write!(
                 f,
                 "{tables} frequency tables, more than the {limit} that fit in shared memory"
+            ),
+            Self::RawBlocks { stream } => write!(
+                f,
+                "stream {stream} has raw blocks (format 1.4), which the kernel does not decode"
             ),
         }
     }
@@ -448,7 +458,17 @@ impl Prepared {
                     return Err(too_large());
                 }
                 let tables: usize = parsed.iter().map(|s| s.tables.len()).sum();
-                if tables > max_tables {
+                // Raw blocks carry the id equal to their stream's table count.
+                let raw = parsed.iter().position(|s| {
+                    s.mode == MODE_RANS
+                        && s.block_ids
+                            .iter()
+                            .any(|&t| usize::from(t) >= s.tables.len())
+                });
+                if let Some(stream) = raw {
+                    self.arena.truncate(mark);
+                    fallback(self, Fallback::RawBlocks { stream })?
+                } else if tables > max_tables {
                     self.arena.truncate(mark);
                     fallback(
                         self,

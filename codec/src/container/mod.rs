@@ -34,8 +34,8 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"MCZ-END\0";
 pub const VERSION_MAJOR: u16 = 1;
 /// Format minor version this code writes (1: the joint split codecs 6..=8; 2: compact
 /// frequency tables, a zstd-coded index and 4-byte stream alignment; 3: run-coded block
-/// table ids, stream mode 4).
-pub const VERSION_MINOR: u16 = 3;
+/// table ids, stream mode 4; 4: raw blocks, stream mode 5).
+pub const VERSION_MINOR: u16 = 4;
 /// Alignment of every stream and of the index in files whose trailer names none (every
 /// file before version 1.2).
 pub const ALIGN: u64 = 64;

@@ -81,6 +81,15 @@ pub enum EntropyError {
         /// The interval's lower bound.
         min: u32,
     },
+    /// A chunk with raw blocks (stream mode 5) is too short for its raw area and states,
+    /// or an all-raw chunk is not exactly its raw area.
+    #[error("corrupt chunk with raw blocks: payload of {len} bytes, needs {expected}")]
+    RawChunkSize {
+        /// Payload bytes.
+        len: usize,
+        /// Bytes needed (all-raw chunk: exactly; else at least).
+        expected: usize,
+    },
     /// A chunk's decode did not consume exactly its words.
     #[error("corrupt rANS chunk: decoder consumed {consumed} of {words} words")]
     WordsConsumed {

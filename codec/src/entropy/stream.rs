@@ -1,5 +1,5 @@
 //! Field streams (FORMAT.md §5.5): `n` symbols of `symbol_bits` bits, cut into chunks of
-//! `chunk_len` symbols, stored in one of five modes (packed, constant, three rANS forms).
+//! `chunk_len` symbols, stored in one of six modes (packed, constant, four rANS forms).
 //!
 //! ```text
 //! Packed: u8 0 | bit-packed symbols (chunk c starts at byte c·chunk_len·bits/8)
@@ -11,8 +11,10 @@
 //! ```
 //!
 //! Mode 3 (format 1.2) stores the tables in the compact form of `table_code`; mode 4
-//! (1.3, what the writer emits) continues that bit string with the block ids as runs
-//! instead of a byte per block.
+//! (1.3) continues that bit string with the block ids as runs instead of a byte per
+//! block; mode 5 (1.4) is mode 4 with raw blocks, whose symbols are stored bit-packed in
+//! their chunk's payload instead of coded. The writer emits mode 5 for streams with raw
+//! blocks and mode 4 for the other rANS streams.
 //!
 //! A chunk is the unit of parallel decoding: its payload, its offset (a prefix sum of the
 //! lengths) and the table ids of its blocks are all a CPU thread or GPU warp needs.
@@ -39,6 +41,11 @@ const MODE_RANS_COMPACT: u8 = 3;
 /// mode for every rANS stream: ids that cost a bit or less a block let the encoder plan
 /// shorter blocks where they pay.
 const MODE_RANS_RUN_IDS: u8 = 4;
+/// Mode 4 with raw blocks (format 1.4, FORMAT.md §5.5.1): a block id equal to the table
+/// count marks a block whose symbols are stored bit-packed in its chunk's raw area, after
+/// the states, and skipped by the rANS lanes. The writer emits it for streams with raw
+/// blocks, mode 4 for the others.
+const MODE_RANS_RAW: u8 = 5;
 
 /// Bytes the stream header spends on `tables` (the compact form the writer emits).
 fn tables_bytes(tables: &[FreqTable]) -> usize {
@@ -374,6 +381,128 @@ impl StreamEncoder {
         };
     }
 
+    /// Whether [`Self::mark_raw`] may find raw blocks on blocks of the histograms' length:
+    /// a rANS plan with a block of `hists` (on blocks of `1 << hist_log2` symbols, at
+    /// most the plan's) that its table codes in at least [`RAW_HINT`] of its packed bits.
+    /// (Only such near-uniform regions can hold shorter blocks worth storing raw; the
+    /// tensor encoder counts those blocks' histograms only then.)
+    pub(crate) fn may_have_raw(&self, hists: &[SparseHist], hist_log2: u8) -> bool {
+        self.raw_ids(hists, hist_log2, RAW_HINT)
+            .is_some_and(|(ids, raw)| ids.contains(&raw))
+    }
+
+    /// Each block of `hists` (on blocks of `1 << hist_log2` symbols, at most the plan's):
+    /// its plan table, or the raw id (the table count, returned too) where that table
+    /// codes it in at least `share` of its packed bits. `None` for a plan that is not
+    /// rANS or whose blocks are shorter than the histograms'.
+    fn raw_ids(&self, hists: &[SparseHist], hist_log2: u8, share: f64) -> Option<(Vec<u8>, u8)> {
+        let symbol_bits = self.symbol_bits;
+        let Mode::Rans {
+            tables,
+            block_tables,
+            block_log2,
+            ..
+        } = &self.mode
+        else {
+            return None;
+        };
+        if *block_log2 < hist_log2 || tables.len() >= usize::from(u8::MAX) {
+            return None;
+        }
+        let shift = block_log2 - hist_log2;
+        let alphabet = 1usize << symbol_bits;
+        let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
+        let raw_id = tables.len() as u8;
+        let ids = hists
+            .par_iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let t = block_tables.get(i >> shift).copied().unwrap_or(0);
+                let coded = f64::from(block_cost(h, &costs[usize::from(t)]));
+                let n: u64 = h.iter().map(|&(_, c)| u64::from(c)).sum();
+                if n > 0 && coded >= share * (n * u64::from(symbol_bits)) as f64 {
+                    raw_id
+                } else {
+                    t
+                }
+            })
+            .collect();
+        Some((ids, raw_id))
+    }
+
+    /// Marks as raw (format 1.4, stream mode 5) every block of `hists` (on blocks of
+    /// `1 << hist_log2` symbols, at most the plan's) that its table does not code in
+    /// meaningfully fewer bits than packing (at least [`RAW_SHARE`] of them): such a block
+    /// costs the same stored raw, and the decoder copies it instead of running the rANS
+    /// step over it. Where a block turns raw the plan takes the histograms' blocks (each
+    /// coded one keeping its table; the run-coded ids cost a few bits per run), and the
+    /// tables are refitted to the blocks still coded; a plan whose blocks all turn raw
+    /// becomes [`Mode::Packed`].
+    pub(crate) fn mark_raw(&mut self, hists: &[SparseHist], hist_log2: u8) {
+        let symbol_bits = self.symbol_bits;
+        let Some((ids, raw_id)) = self.raw_ids(hists, hist_log2, RAW_SHARE) else {
+            return;
+        };
+        if !ids.contains(&raw_id) {
+            return;
+        }
+        let Mode::Rans {
+            block_log2,
+            blocks_per_chunk,
+            ..
+        } = &self.mode
+        else {
+            return;
+        };
+        let blocks_per_chunk = *blocks_per_chunk << (*block_log2 - hist_log2);
+        let block_log2 = hist_log2;
+        let alphabet = 1usize << symbol_bits;
+        // Refit the tables to the coded blocks; tables only raw blocks took are dropped.
+        let k = usize::from(raw_id);
+        let mut used = vec![false; k];
+        for &t in ids.iter().filter(|&&t| t != raw_id) {
+            used[usize::from(t)] = true;
+        }
+        let mut renumber = vec![0u8; k + 1];
+        let mut next = 0u8;
+        for (r, &u) in renumber.iter_mut().zip(&used) {
+            *r = next;
+            next += u8::from(u);
+        }
+        if next == 0 {
+            *self = Self::packed(symbol_bits);
+            return;
+        }
+        renumber[k] = next;
+        let ids: Vec<u8> = ids.iter().map(|&t| renumber[usize::from(t)]).collect();
+        let (coded_hists, assign): (Vec<&SparseHist>, Vec<u8>) = hists
+            .iter()
+            .zip(&ids)
+            .filter(|&(_, &id)| id != next)
+            .map(|(h, &id)| (h, id))
+            .unzip();
+        let tables = fit_tables(
+            coded_hists.into_iter(),
+            &assign,
+            usize::from(next),
+            alphabet,
+        );
+        if tables.len() != usize::from(next) {
+            return;
+        }
+        let enc = tables
+            .iter()
+            .map(|t| EncTable::new(t, symbol_bits))
+            .collect();
+        self.mode = Mode::Rans {
+            tables,
+            enc,
+            block_tables: ids,
+            block_log2,
+            blocks_per_chunk,
+        };
+    }
+
     /// Bit packing (also used when the coded stream turned out no smaller).
     pub fn packed(symbol_bits: u32) -> Self {
         Self {
@@ -432,13 +561,76 @@ impl StreamEncoder {
                 }
                 let first = (c * blocks_per_chunk).min(block_tables.len());
                 let last = (first + blocks_per_chunk).min(block_tables.len());
-                let tables: Vec<&EncTable> = block_tables[first..last]
-                    .iter()
-                    .map(|&t| &enc[usize::from(t)])
-                    .collect();
-                rans::encode_chunk(symbols, &tables, 1 << block_log2, &mut out)?
+                let ids = &block_tables[first..last];
+                let block_len = 1usize << block_log2;
+                if ids.iter().any(|&t| usize::from(t) >= enc.len()) {
+                    return self.encode_raw_chunk(symbols, ids, enc, block_len);
+                }
+                let tables: Vec<&EncTable> = ids.iter().map(|&t| &enc[usize::from(t)]).collect();
+                rans::encode_chunk(symbols, &tables, block_len, &mut out)?
             }
         }
+        Ok(out)
+    }
+
+    /// [`Self::encode_chunk`] for a chunk with raw blocks (ids `enc.len()`, mode 5): the
+    /// coded blocks, taken together, are coded as one chunk (each keeps its lanes: the raw
+    /// blocks before it hold whole groups), and the raw blocks' symbols are packed into
+    /// the raw area, placed after that chunk's states (FORMAT.md §5.5.1). An all-raw chunk
+    /// is its raw area alone.
+    fn encode_raw_chunk(
+        &self,
+        symbols: &[u16],
+        ids: &[u8],
+        enc: &[EncTable],
+        block_len: usize,
+    ) -> Result<Vec<u8>, EntropyError> {
+        let limit = 1u32 << self.symbol_bits;
+        let mut coded = Vec::new();
+        // Where each coded symbol is in the chunk, by runs: (start in `coded`, in chunk).
+        let mut starts = Vec::new();
+        let mut tables = Vec::new();
+        let mut raw = Vec::new();
+        for (b, (block, &id)) in symbols.chunks(block_len).zip(ids).enumerate() {
+            match enc.get(usize::from(id)) {
+                Some(table) => {
+                    starts.push((coded.len(), b * block_len));
+                    coded.extend_from_slice(block);
+                    tables.push(table);
+                }
+                None => {
+                    if let Some(k) = block.iter().position(|&s| u32::from(s) >= limit) {
+                        return Err(EntropyError::SymbolNotInModel {
+                            index: b * block_len + k,
+                            symbol: block[k],
+                        });
+                    }
+                    raw.extend_from_slice(block);
+                }
+            }
+        }
+        let mut area = Vec::with_capacity(rans::raw_area_len(raw.len(), self.symbol_bits));
+        bitpack::pack(&raw, self.symbol_bits, &mut area);
+        area.resize(rans::raw_area_len(raw.len(), self.symbol_bits), 0);
+        if coded.is_empty() {
+            return Ok(area);
+        }
+        let mut payload = Vec::new();
+        rans::encode_chunk(&coded, &tables, block_len, &mut payload).map_err(|e| match e {
+            EntropyError::SymbolNotInModel { index, symbol } => {
+                // The position in the chunk of the compacted chunk's symbol `index`.
+                let at = starts.partition_point(|&(c, _)| c <= index) - 1;
+                EntropyError::SymbolNotInModel {
+                    index: starts[at].1 + index - starts[at].0,
+                    symbol,
+                }
+            }
+            e => e,
+        })?;
+        let mut out = Vec::with_capacity(payload.len() + area.len());
+        out.extend_from_slice(&payload[..STATE_BYTES]);
+        out.extend_from_slice(&area);
+        out.extend_from_slice(&payload[STATE_BYTES..]);
         Ok(out)
     }
 
@@ -461,8 +653,19 @@ impl StreamEncoder {
                 block_log2,
                 ..
             } => {
-                let mut head = vec![MODE_RANS_RUN_IDS, tables.len() as u8, *block_log2];
-                head.extend_from_slice(&table_code::write_tables_and_ids(tables, block_tables));
+                let raw = block_tables.iter().any(|&t| usize::from(t) >= tables.len());
+                let mode = if raw {
+                    MODE_RANS_RAW
+                } else {
+                    MODE_RANS_RUN_IDS
+                };
+                let mut head = vec![mode, tables.len() as u8, *block_log2];
+                let n_ids = tables.len() + usize::from(raw);
+                head.extend_from_slice(&table_code::write_tables_and_ids(
+                    tables,
+                    block_tables,
+                    n_ids,
+                ));
                 for p in &pieces {
                     head.extend_from_slice(&(p.len() as u32).to_le_bytes());
                 }
@@ -711,6 +914,18 @@ fn coarsen_blocks(
     let coded = 3.0 + tables_bytes(&tables) as f64 + best.1;
     (tables, ids, block_log2 + best.0, coded)
 }
+
+/// A block is stored raw (format 1.4) where its table codes it in at least this share of
+/// its packed bits (by the order-0 estimate with the table's quantised frequencies): no
+/// smaller coded, and a raw block decodes as a copy. On MiniLM (BENCHMARKS.md, eighteenth
+/// session, raw18) 1.0 stores 87,615 of F32's 93,102 low-byte blocks raw (81.4792 %);
+/// 0.98 adds 287 (81.4787 %, 0.9 81.4763 %) but makes F16 and E5M2 24 and 32 bytes larger
+/// where 1.0 leaves them as they were.
+const RAW_SHARE: f64 = 1.0;
+
+/// [`StreamEncoder::may_have_raw`]'s share: blocks this close to packing may hold shorter
+/// blocks at [`RAW_SHARE`] (a block of 2048 symbols with one row of zeros in five).
+const RAW_HINT: f64 = 0.7;
 
 /// [`Effort::Default`] searches for several tables only when the blocks' own entropies
 /// are at least this fraction below one table's cost.
@@ -981,6 +1196,8 @@ enum Body<'a> {
         /// (mode 4).
         block_tables: std::borrow::Cow<'a, [u8]>,
         block_log2: u8,
+        /// The id of raw blocks (the table count) in mode 5 streams.
+        raw_id: Option<u8>,
         offsets: Vec<(usize, usize)>,
         bytes: &'a [u8],
     },
@@ -1002,7 +1219,10 @@ pub enum StreamLayout {
         /// Block length exponent.
         block_log2: u8,
         /// The table id of every block (stored as bytes in modes 2 and 3, run-coded in
-        /// mode 4: a decoder outside this crate uploads these, not the stream's bytes).
+        /// modes 4 and 5: a decoder outside this crate uploads these, not the stream's
+        /// bytes). In a mode 5 stream an id equal to `tables.len()` marks a raw block,
+        /// and the payloads of chunks with raw blocks are laid out as FORMAT.md §5.5.1
+        /// says (the raw area after the states; an all-raw chunk is the raw area alone).
         block_ids: Vec<u8>,
         /// Offset and length in the stream of each chunk's payload.
         payloads: Vec<(usize, usize)>,
@@ -1098,7 +1318,7 @@ impl<'a> StreamDecoder<'a> {
                 }
                 Body::Const(v)
             }
-            MODE_RANS | MODE_RANS_COMPACT | MODE_RANS_RUN_IDS => {
+            MODE_RANS | MODE_RANS_COMPACT | MODE_RANS_RUN_IDS | MODE_RANS_RAW => {
                 Self::parse_rans(bytes, symbol_bits, n_symbols, chunk_len)?
             }
             mode => return Err(EntropyError::UnknownMode { mode }),
@@ -1141,17 +1361,42 @@ impl<'a> StreamDecoder<'a> {
         // Every chunk takes a 4-byte length and at least its 32 states: a stream too short
         // for its chunks is refused before its run-coded ids (up to `chunk_len / 32` per
         // chunk) are expanded.
-        let least = n_chunks.saturating_mul(4 + STATE_BYTES).saturating_add(3);
-        if header[0] == MODE_RANS_RUN_IDS && bytes.len() < least {
+        let run_coded = matches!(header[0], MODE_RANS_RUN_IDS | MODE_RANS_RAW);
+        let raw_mode = header[0] == MODE_RANS_RAW;
+        // (In mode 5 an all-raw chunk has no states: it takes its raw area, at least
+        // `raw_area_len(m, bits)` bytes for its `m` symbols, where that is shorter.)
+        let least_chunk = |m: usize| {
+            4 + if raw_mode {
+                STATE_BYTES.min(rans::raw_area_len(m, symbol_bits))
+            } else {
+                STATE_BYTES
+            }
+        };
+        let full_chunks = n_symbols / chunk_len;
+        let least = full_chunks
+            .saturating_mul(least_chunk(chunk_len))
+            .saturating_add(match n_symbols % chunk_len {
+                0 => 0,
+                m => least_chunk(m),
+            })
+            .saturating_add(3);
+        if run_coded && bytes.len() < least {
             return Err(EntropyError::Truncated {
                 what: "block and chunk index",
                 needed: least,
                 have: bytes.len(),
             });
         }
-        let freq_tables = if header[0] == MODE_RANS_RUN_IDS {
-            let (tables, ids, used) =
-                table_code::read_tables_and_ids(&bytes[pos..], n_tables, symbol_bits, n_blocks)?;
+        let freq_tables = if run_coded {
+            // Mode 5's ids have one value more than there are tables: raw.
+            let n_ids = n_tables + usize::from(raw_mode);
+            let (tables, ids, used) = table_code::read_tables_and_ids(
+                &bytes[pos..],
+                n_tables,
+                symbol_bits,
+                n_blocks,
+                n_ids,
+            )?;
             pos += used;
             run_ids = Some(ids);
             tables
@@ -1187,24 +1432,46 @@ impl<'a> StreamDecoder<'a> {
             Some(ids) => std::borrow::Cow::Owned(ids),
             None => std::borrow::Cow::Borrowed(stored),
         };
-        if let Some(&bad) = block_tables.iter().find(|&&t| usize::from(t) >= n_tables) {
+        let n_ids = n_tables + usize::from(raw_mode);
+        if let Some(&bad) = block_tables.iter().find(|&&t| usize::from(t) >= n_ids) {
             return Err(EntropyError::TableId {
                 table: bad,
-                tables: n_tables,
+                tables: n_ids,
             });
         }
+        let raw_id = raw_mode.then_some(n_tables as u8);
+        let blocks_per_chunk = chunk_len >> block_log2;
         let mut offsets = Vec::with_capacity(n_chunks);
         let mut at = pos + index_len;
         for (c, len) in lens.chunks_exact(4).enumerate() {
             let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
             // A symbol costs at most one 16-bit word, plus the states.
             let symbols = chunk_len.min(n_symbols - c * chunk_len);
-            let max = STATE_BYTES + 2 * symbols;
-            if len < STATE_BYTES || len > max {
+            // Mode 5: the chunk's raw area comes first, and an all-raw chunk is only that.
+            let raw_count = match raw_id {
+                Some(raw) => {
+                    let ids = &block_tables[c * blocks_per_chunk..];
+                    let flags = ids.iter().take(symbols.div_ceil(1 << block_log2));
+                    let flags: Vec<bool> = flags.map(|&t| t == raw).collect();
+                    rans::raw_symbols(&flags, 1 << block_log2, symbols)
+                }
+                None => 0,
+            };
+            let area = rans::raw_area_len(raw_count, symbol_bits);
+            let (min, max) = if raw_count == symbols {
+                (area, area)
+            } else {
+                (
+                    STATE_BYTES + area,
+                    STATE_BYTES + area + 2 * (symbols - raw_count),
+                )
+            };
+            // (Modes 2–4 leave an odd length to the chunk's decode, as before 1.4.)
+            if len < min || len > max || (raw_id.is_some() && !(len - min).is_multiple_of(2)) {
                 return Err(EntropyError::ChunkLength {
                     chunk: c,
                     len,
-                    min: STATE_BYTES,
+                    min,
                     max,
                 });
             }
@@ -1233,6 +1500,7 @@ impl<'a> StreamDecoder<'a> {
             freq_tables,
             block_tables,
             block_log2,
+            raw_id,
             offsets,
             bytes,
         })
@@ -1329,8 +1597,13 @@ impl<'a> StreamDecoder<'a> {
             }
             Body::Const(v) => out.fill(*v),
             Body::Rans { block_log2, .. } => {
-                let (payload, tables) = self.rans_chunk(c, out.len())?;
-                rans::decode_chunk(payload, &tables, 1 << block_log2, out)?;
+                let (payload, tables, raw) = self.rans_chunk(c, out.len())?;
+                if raw.is_empty() {
+                    rans::decode_chunk(payload, &tables, 1 << block_log2, out)?;
+                } else {
+                    let bits = self.symbol_bits;
+                    rans::decode_chunk_raw(payload, &tables, &raw, bits, 1 << block_log2, out)?;
+                }
             }
         }
         Ok(())
@@ -1346,8 +1619,13 @@ impl<'a> StreamDecoder<'a> {
     ) -> Result<(), EntropyError> {
         match &self.body {
             Body::Rans { block_log2, .. } => {
-                let (payload_a, tables_a) = self.rans_chunk(c, a.len())?;
-                let (payload_b, tables_b) = self.rans_chunk(c + 1, b.len())?;
+                let (payload_a, tables_a, raw_a) = self.rans_chunk(c, a.len())?;
+                let (payload_b, tables_b, raw_b) = self.rans_chunk(c + 1, b.len())?;
+                if !raw_a.is_empty() || !raw_b.is_empty() {
+                    // Chunks with raw blocks are decoded one after the other.
+                    self.decode_chunk(c, a)?;
+                    return self.decode_chunk(c + 1, b);
+                }
                 rans::decode_chunk_pair(
                     [payload_a, payload_b],
                     [&tables_a, &tables_b],
@@ -1378,20 +1656,40 @@ impl<'a> StreamDecoder<'a> {
         if self.symbol_bits > 8 {
             return None;
         }
-        Some((|| {
-            let (payload_a, tables_a) = self.rans_chunk(c, a.len())?;
-            if b.is_empty() {
-                rans::decode_chunk_as(payload_a, &tables_a, 1 << block_log2, a)
+        let block_len = 1 << block_log2;
+        let bits = self.symbol_bits;
+        let (payload_a, tables_a, raw_a) = match self.rans_chunk(c, a.len()) {
+            Ok(chunk) => chunk,
+            Err(e) => return Some(Err(e)),
+        };
+        let one = |payload, tables: &[&DecTable], raw: &[bool], out: &mut [u8]| {
+            if raw.is_empty() {
+                rans::decode_chunk_as(payload, tables, block_len, out)
             } else {
-                let (payload_b, tables_b) = self.rans_chunk(c + 1, b.len())?;
-                rans::decode_chunk_pair_as(
-                    [payload_a, payload_b],
-                    [&tables_a, &tables_b],
-                    1 << block_log2,
-                    [a, b],
-                )
+                rans::decode_chunk_raw(payload, tables, raw, bits, block_len, out)
             }
-        })())
+        };
+        Some(if b.is_empty() {
+            one(payload_a, &tables_a, &raw_a, a)
+        } else {
+            let (payload_b, tables_b, raw_b) = match self.rans_chunk(c + 1, b.len()) {
+                Ok(chunk) => chunk,
+                Err(e) => return Some(Err(e)),
+            };
+            if !raw_a.is_empty() || !raw_b.is_empty() {
+                // Chunks with raw blocks are decoded one after the other.
+                return Some(
+                    one(payload_a, &tables_a, &raw_a, a)
+                        .and_then(|()| one(payload_b, &tables_b, &raw_b, b)),
+                );
+            }
+            rans::decode_chunk_pair_as(
+                [payload_a, payload_b],
+                [&tables_a, &tables_b],
+                1 << block_log2,
+                [a, b],
+            )
+        })
     }
 
     /// Checks every zero padding gap between the chunk payloads of a rANS-coded stream
@@ -1424,14 +1722,21 @@ impl<'a> StreamDecoder<'a> {
         Ok(())
     }
 
-    /// The payload of coded chunk `c` (of `len` symbols) and the table of each of its
-    /// blocks, once the padding after the payload is checked (it lies on the payload's
-    /// last page, or is empty).
-    fn rans_chunk(&self, c: usize, len: usize) -> Result<(&'a [u8], Vec<&DecTable>), EntropyError> {
+    /// The payload of coded chunk `c` (of `len` symbols), the table of each of its blocks
+    /// and, where any of them is raw (mode 5), which are (empty otherwise; a raw block's
+    /// table is then the first, unused), once the padding after the payload is checked
+    /// (it lies on the payload's last page, or is empty).
+    #[allow(clippy::type_complexity)]
+    fn rans_chunk(
+        &self,
+        c: usize,
+        len: usize,
+    ) -> Result<(&'a [u8], Vec<&DecTable>, Vec<bool>), EntropyError> {
         let Body::Rans {
             tables,
             block_tables,
             block_log2,
+            raw_id,
             offsets,
             bytes,
             ..
@@ -1443,11 +1748,16 @@ impl<'a> StreamDecoder<'a> {
         let (at, size) = offsets[c];
         let first = (c * self.chunk_len) >> block_log2;
         let count = len.div_ceil(1 << block_log2);
-        let chunk_tables = block_tables[first..first + count]
+        let ids = &block_tables[first..first + count];
+        let raw = match raw_id {
+            Some(r) if ids.contains(r) => ids.iter().map(|t| t == r).collect(),
+            _ => Vec::new(),
+        };
+        let chunk_tables = ids
             .iter()
-            .map(|&t| &tables[usize::from(t)])
+            .map(|&t| tables.get(usize::from(t)).unwrap_or(&tables[0]))
             .collect();
-        Ok((&bytes[at..at + size], chunk_tables))
+        Ok((&bytes[at..at + size], chunk_tables, raw))
     }
 }
 
@@ -1546,6 +1856,40 @@ mod tests {
         (bytes, kind)
     }
 
+    /// [`round_trip`] with the blocks marked raw where packing costs as much
+    /// ([`StreamEncoder::mark_raw`], as the tensor encoder does after planning).
+    fn round_trip_raw(
+        symbols: &[u16],
+        bits: u32,
+        block_log2: u8,
+        chunk_log2: u8,
+        effort: Effort,
+    ) -> (Vec<u8>, StreamKind) {
+        let chunk_len = 1usize << chunk_log2;
+        let hists: Vec<Vec<u32>> = symbols
+            .chunks(1 << block_log2)
+            .map(|b| hist(b, bits))
+            .collect();
+        let mut enc = StreamEncoder::plan(&hists, bits, block_log2, chunk_log2, effort);
+        let sparse_hists: Vec<SparseHist> = hists.iter().map(|h| sparse(h)).collect();
+        enc.mark_raw(&sparse_hists, block_log2);
+        let pieces: Vec<Vec<u8>> = symbols
+            .chunks(chunk_len)
+            .enumerate()
+            .map(|(c, s)| enc.encode_chunk(c, s).unwrap())
+            .collect();
+        let bytes = enc.assemble(pieces).to_vec();
+        let dec = StreamDecoder::parse(&bytes, bits, symbols.len(), chunk_len).unwrap();
+        let mut back = vec![0u16; symbols.len()];
+        for (c, out) in back.chunks_mut(chunk_len).enumerate() {
+            dec.decode_chunk(c, out).unwrap();
+        }
+        assert_eq!(back, symbols);
+        let kind = dec.kind();
+        drop(dec);
+        (bytes, kind)
+    }
+
     #[test]
     fn modes_are_chosen_by_content() {
         assert_eq!(
@@ -1590,6 +1934,116 @@ mod tests {
             one_table.len()
         );
         round_trip(&symbols[..50_001], 9, 7, 12, Effort::Max);
+    }
+
+    /// A stream of near-uniform bytes with runs of blocks of one value (F32's low mantissa
+    /// bytes, with rows of FP16 precision): those are coded, the rest raw (mode 5), and
+    /// it round-trips through every decode entry (single chunks, pairs, bytes), with all-
+    /// raw and mixed chunks, on blocks of 256 and on whole chunks (one table).
+    #[test]
+    fn raw_blocks_round_trip_in_mode_5() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let n = 70_000;
+        let symbols: Vec<u16> = (0..n)
+            .map(|i| {
+                // Blocks 40..60 and 200..210 are all zeros; chunk 0 (4096 symbols) is raw.
+                let b = i / 256;
+                if (40..60).contains(&b) || (200..210).contains(&b) {
+                    0
+                } else {
+                    (next() & 0xFF) as u16
+                }
+            })
+            .collect();
+        let (bytes, kind) = round_trip_raw(&symbols, 8, 8, 12, Effort::Default);
+        assert_eq!(bytes[0], MODE_RANS_RAW);
+        assert!(matches!(kind, StreamKind::Rans(_)));
+        // The zero blocks cost nothing: the stream is about the raw bytes.
+        let raw_bytes = n - 30 * 256;
+        assert!(bytes.len() < raw_bytes + 2000, "{} bytes", bytes.len());
+        let dec = StreamDecoder::parse(&bytes, 8, n, 4096).unwrap();
+        let chunks = n.div_ceil(4096);
+        let mut back = vec![0u16; n];
+        let mut by_pairs = back.chunks_mut(4096).collect::<Vec<_>>();
+        for c in (0..chunks - 1).step_by(2) {
+            let (a, b) = by_pairs.split_at_mut(c + 1);
+            dec.decode_chunk_pair(c, a[c], b[0]).unwrap();
+        }
+        if chunks % 2 == 1 {
+            dec.decode_chunk(chunks - 1, by_pairs[chunks - 1]).unwrap();
+        }
+        assert!(back == symbols);
+        let mut bytes_back = vec![0u8; n];
+        for c in (0..chunks).step_by(2) {
+            let (a, rest) = bytes_back[c * 4096..].split_at_mut(4096.min(n - c * 4096));
+            let rest_len = rest.len();
+            let b = &mut rest[..4096.min(rest_len)];
+            dec.decode_chunks_to_bytes(c, a, b).unwrap().unwrap();
+        }
+        assert!(bytes_back
+            .iter()
+            .zip(&symbols)
+            .all(|(&b, &s)| u16::from(b) == s));
+        // The layout names raw blocks by the id equal to the table count.
+        let StreamLayout::Rans {
+            tables, block_ids, ..
+        } = dec.layout()
+        else {
+            panic!("not rANS")
+        };
+        assert!(block_ids.contains(&(tables.len() as u8)));
+        // Blocks as long as chunks (the fast level's one-table plans): whole chunks raw.
+        round_trip_raw(&symbols, 8, 12, 12, Effort::Fast);
+    }
+
+    /// Damaged mode 5 streams give typed errors, never a panic: every truncation, every
+    /// single flipped byte of the header and index, a raw id in a mode 4 stream.
+    #[test]
+    fn damaged_mode_5_streams_are_errors() {
+        let symbols: Vec<u16> = (0..9000u32)
+            .map(|i| {
+                if (i / 256) % 4 == 0 {
+                    (i % 3) as u16
+                } else {
+                    (i.wrapping_mul(2_654_435_761) >> 24) as u16
+                }
+            })
+            .collect();
+        let (bytes, _) = round_trip_raw(&symbols, 8, 8, 12, Effort::Default);
+        assert_eq!(bytes[0], MODE_RANS_RAW);
+        let decode = |b: &[u8]| -> Result<Vec<u16>, EntropyError> {
+            let dec = StreamDecoder::parse(b, 8, symbols.len(), 4096)?;
+            let mut out = vec![0u16; symbols.len()];
+            for (c, o) in out.chunks_mut(4096).enumerate() {
+                dec.decode_chunk(c, o)?;
+            }
+            Ok(out)
+        };
+        assert!(decode(&bytes).unwrap() == symbols);
+        for len in 0..bytes.len() {
+            assert!(decode(&bytes[..len]).is_err(), "{len} bytes");
+        }
+        let dec = StreamDecoder::parse(&bytes, 8, symbols.len(), 4096).unwrap();
+        let first = dec.chunks_payload(1).start;
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x41;
+            let res = decode(&bad);
+            // Header and index bytes are all checked; a flipped raw byte is the
+            // checksum's to catch.
+            if at < first {
+                assert!(res.is_err() || res.unwrap() != symbols, "flip at {at}");
+            }
+        }
+        let mut as_mode_4 = bytes.clone();
+        as_mode_4[0] = MODE_RANS_RUN_IDS;
+        assert!(decode(&as_mode_4).is_err());
     }
 
     #[test]

@@ -263,14 +263,15 @@ pub fn ids_bits(ids: &[u8], n_tables: usize) -> u64 {
     bits
 }
 
-/// The tables and then the block ids of one mode 4 stream as one bit string, padded with
-/// zero bits to a whole byte.
-pub fn write_tables_and_ids(tables: &[FreqTable], ids: &[u8]) -> Vec<u8> {
+/// The tables and then the block ids of one mode 4 or 5 stream as one bit string, padded
+/// with zero bits to a whole byte. The ids are among `n_ids` values: `tables.len()` in
+/// mode 4, one more in mode 5 (the last value marks a raw block).
+pub fn write_tables_and_ids(tables: &[FreqTable], ids: &[u8], n_ids: usize) -> Vec<u8> {
     let mut w = BitWriter::default();
     for t in tables {
         write_table(&mut w, t);
     }
-    for_each_id_code(ids, tables.len(), |v, k, golomb| {
+    for_each_id_code(ids, n_ids, |v, k, golomb| {
         if golomb {
             let q = (v >> k) + 1;
             let len = 64 - q.leading_zeros();
@@ -377,7 +378,8 @@ fn finish_read(r: BitReader<'_>) -> Result<usize, EntropyError> {
 }
 
 /// Parses what [`write_tables_and_ids`] wrote: `count` tables as [`read_tables`] does,
-/// then exactly `n_blocks` block ids. Every id is below `count`, the runs add up to
+/// then exactly `n_blocks` block ids among `n_ids` values (`count`, or `count + 1` in mode
+/// 5). Every id is below `n_ids`, the runs add up to
 /// exactly `n_blocks` (a run past it is an error), and the padding bits are zero. The
 /// ids take `n_blocks` bytes, grown run by run as they are read; the caller bounds
 /// `n_blocks` (the stream parser checks first that the stream can hold its chunks).
@@ -386,15 +388,16 @@ pub fn read_tables_and_ids(
     count: usize,
     symbol_bits: u32,
     n_blocks: usize,
+    n_ids: usize,
 ) -> Result<(Vec<FreqTable>, Vec<u8>, usize), EntropyError> {
     let bad = |problem| EntropyError::CompactTable { problem };
     let (tables, mut r) = read_tables_bits(bytes, count, symbol_bits)?;
     let mut ids = Vec::new();
-    if count >= 2 && n_blocks > 0 {
-        let mut id = r.get(id_bits(count))? as usize;
+    if n_ids >= 2 && n_blocks > 0 {
+        let mut id = r.get(id_bits(n_ids))? as usize;
         let mut prev_run = 1u64;
         loop {
-            if id >= count {
+            if id >= n_ids {
                 return Err(bad("block table id out of range"));
             }
             let k = run_order(prev_run);
@@ -411,7 +414,7 @@ pub fn read_tables_and_ids(
             if ids.len() == n_blocks {
                 break;
             }
-            let v = r.get(id_bits(count - 1))? as usize;
+            let v = r.get(id_bits(n_ids - 1))? as usize;
             id = v + usize::from(v >= id);
         }
     } else {
@@ -477,7 +480,7 @@ mod tests {
             } else {
                 sample_ids(count as u8)
             };
-            let bytes = write_tables_and_ids(&tables[..count], &ids);
+            let bytes = write_tables_and_ids(&tables[..count], &ids, count);
             let bits = write_tables(&tables[..count]).len() * 8;
             // The ids add what ids_bits counts (up to the padding of the tables' last byte).
             let ids_len = ids_bits(&ids, count);
@@ -488,7 +491,8 @@ mod tests {
             );
             let mut padded = bytes.clone();
             padded.extend_from_slice(&[0xAA; 5]);
-            let (back, back_ids, used) = read_tables_and_ids(&padded, count, 8, ids.len()).unwrap();
+            let (back, back_ids, used) =
+                read_tables_and_ids(&padded, count, 8, ids.len(), count).unwrap();
             assert_eq!(back, tables[..count]);
             assert_eq!(back_ids, ids);
             assert_eq!(used, bytes.len());
@@ -502,22 +506,22 @@ mod tests {
     fn truncated_and_damaged_run_coded_ids_are_errors() {
         let tables = sample_tables();
         let ids = sample_ids(3);
-        let bytes = write_tables_and_ids(&tables, &ids);
+        let bytes = write_tables_and_ids(&tables, &ids, 3);
         for len in 0..bytes.len() {
             assert!(
-                read_tables_and_ids(&bytes[..len], 3, 8, ids.len()).is_err(),
+                read_tables_and_ids(&bytes[..len], 3, 8, ids.len(), 3).is_err(),
                 "{len}"
             );
         }
         // The runs must add up to exactly the block count.
-        assert!(read_tables_and_ids(&bytes, 3, 8, ids.len() - 1).is_err());
-        assert!(read_tables_and_ids(&bytes, 3, 8, ids.len() + 1).is_err());
+        assert!(read_tables_and_ids(&bytes, 3, 8, ids.len() - 1, 3).is_err());
+        assert!(read_tables_and_ids(&bytes, 3, 8, ids.len() + 1, 3).is_err());
         // Every single-byte change either fails or yields ids below the table count.
         for i in 0..bytes.len() {
             for x in [0x01u8, 0x10, 0x80, 0xFF] {
                 let mut bad = bytes.clone();
                 bad[i] ^= x;
-                if let Ok((_, back, used)) = read_tables_and_ids(&bad, 3, 8, ids.len()) {
+                if let Ok((_, back, used)) = read_tables_and_ids(&bad, 3, 8, ids.len(), 3) {
                     assert!(used <= bad.len());
                     assert_eq!(back.len(), ids.len());
                     assert!(back.iter().all(|&t| t < 3));
@@ -531,7 +535,7 @@ mod tests {
         }
         w.put(3, 2);
         w.put(1, 1); // EG_0(0): a run of one block
-        assert!(read_tables_and_ids(&w.finish(), 3, 8, 1).is_err());
+        assert!(read_tables_and_ids(&w.finish(), 3, 8, 1, 3).is_err());
         // A run length whose Exp-Golomb prefix never ends.
         let mut w = BitWriter::default();
         write_table(&mut w, &tables[0]);
@@ -539,7 +543,7 @@ mod tests {
         w.put(0, 1);
         let mut bytes = w.finish();
         bytes.extend_from_slice(&[0; 16]);
-        assert!(read_tables_and_ids(&bytes, 2, 8, 1 << 40).is_err());
+        assert!(read_tables_and_ids(&bytes, 2, 8, 1 << 40, 2).is_err());
     }
 
     #[test]

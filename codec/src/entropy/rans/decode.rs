@@ -29,27 +29,157 @@ pub(super) fn decode_chunk_on<S: Symbol>(
     let (mut states, mut reader) = start_chunk(payload)?;
     let level = simd::decoder_level(level);
     crate::cpu::note_run(level);
+    decode_coded(level, &mut states, &mut reader, tables, block_len, out);
+    finish_chunk(&states, &reader)
+}
+
+/// Decodes `out` (starting at a block boundary of its chunk, block `b` of it with
+/// `tables[b]`) from the states and words where they are: the vector loop across blocks,
+/// then the spans it left.
+fn decode_coded<S: Symbol>(
+    level: SimdLevel,
+    states: &mut [u32; LANES],
+    reader: &mut WordReader,
+    tables: &[&DecTable],
+    block_len: usize,
+    out: &mut [S],
+) {
     let done = match group_shift(block_len) {
         Some(shift) if level != SimdLevel::Scalar => simd::decode_groups(
             level,
-            [&mut states],
-            [&mut reader],
+            [&mut *states],
+            [&mut *reader],
             [tables],
             shift,
             [&mut *out],
         ),
         _ => 0,
     };
-    decode_spans(
-        level,
-        &mut states,
-        &mut reader,
-        tables,
-        block_len,
-        out,
-        done,
-    );
+    decode_spans(level, states, reader, tables, block_len, out, done);
+}
+
+/// Bytes of the raw area of a chunk payload (format 1.4, stream mode 5; FORMAT.md
+/// §5.5.1) holding `raw_symbols` symbols of `bits` bits: bit-packed, padded with zero
+/// bits to a whole number of 16-bit words so that the words after it stay whole.
+pub(crate) fn raw_area_len(raw_symbols: usize, bits: u32) -> usize {
+    raw_symbols.saturating_mul(bits as usize).div_ceil(16) * 2
+}
+
+/// Symbols of a chunk of `n` symbols in its raw blocks (`raw[b]` for block `b`).
+pub(crate) fn raw_symbols(raw: &[bool], block_len: usize, n: usize) -> usize {
+    raw.iter()
+        .take(n.div_ceil(block_len))
+        .enumerate()
+        .filter(|(_, &r)| r)
+        .map(|(b, _)| block_len.min(n - b * block_len))
+        .sum()
+}
+
+/// [`decode_chunk_on`] for a chunk of a mode 5 stream with raw blocks (`raw[b]` for
+/// block `b`; `tables[b]` is not used where it is set): the raw blocks are copied
+/// (unpacked) from the raw area after the states, the coded ones decoded from the words
+/// after it, each run of coded blocks as a chunk of its own would be. The lanes skip the
+/// raw blocks, which hold whole groups of lanes (but for a chunk's short last block), so
+/// a coded symbol's lane is its position modulo [`LANES`] as in any chunk. A chunk whose
+/// blocks are all raw is its raw area alone.
+pub(super) fn decode_chunk_raw_on<S: Symbol>(
+    level: SimdLevel,
+    payload: &[u8],
+    tables: &[&DecTable],
+    raw: &[bool],
+    bits: u32,
+    block_len: usize,
+    out: &mut [S],
+) -> Result<(), EntropyError> {
+    check_blocks(tables, block_len, out.len())?;
+    let n_blocks = out.len().div_ceil(block_len);
+    if raw.len() < n_blocks {
+        return Err(EntropyError::MissingTables {
+            needed: n_blocks,
+            have: raw.len(),
+        });
+    }
+    let raw = &raw[..n_blocks];
+    let raw_count = raw_symbols(raw, block_len, out.len());
+    let area = raw_area_len(raw_count, bits);
+    let level = simd::decoder_level(level);
+    crate::cpu::note_run(level);
+    if raw_count == out.len() {
+        if payload.len() != area {
+            return Err(EntropyError::RawChunkSize {
+                len: payload.len(),
+                expected: area,
+            });
+        }
+        unpack_raw(payload, bits, out);
+        return Ok(());
+    }
+    if payload.len() < STATE_BYTES + area {
+        return Err(EntropyError::RawChunkSize {
+            len: payload.len(),
+            expected: STATE_BYTES + area,
+        });
+    }
+    let (state_bytes, rest) = payload.split_at(STATE_BYTES);
+    let (raw_bytes, word_bytes) = rest.split_at(area);
+    let mut states = read_states(state_bytes)?;
+    if !word_bytes.len().is_multiple_of(2) {
+        return Err(EntropyError::PayloadSize {
+            len: payload.len(),
+            state_bytes: STATE_BYTES + area,
+        });
+    }
+    let mut reader = WordReader {
+        words: word_bytes.as_chunks::<2>().0,
+        pos: 0,
+    };
+    let (mut b, mut raw_at, n) = (0, 0, out.len());
+    while b < n_blocks {
+        let mut e = b + 1;
+        while e < n_blocks && raw[e] == raw[b] {
+            e += 1;
+        }
+        let span = &mut out[b * block_len..(e * block_len).min(n)];
+        if raw[b] {
+            // Raw runs but the chunk's last hold whole groups: `span.len() · bits` is a
+            // multiple of 32 bits, so the next run starts at a whole byte.
+            unpack_raw(&raw_bytes[raw_at..], bits, span);
+            raw_at += (span.len() * bits as usize).div_ceil(8);
+            skip_ahead(span.len() / LANES);
+        } else {
+            decode_coded(
+                level,
+                &mut states,
+                &mut reader,
+                &tables[b..e],
+                block_len,
+                span,
+            );
+        }
+        b = e;
+    }
     finish_chunk(&states, &reader)
+}
+
+/// Unpacks `out.len()` symbols of `bits` bits from the start of `bytes` (which holds at
+/// least their packed length: the caller sized the raw area from them).
+fn unpack_raw<S: Symbol>(bytes: &[u8], bits: u32, out: &mut [S]) {
+    if bits == 8 {
+        S::from_bytes(&bytes[..out.len()], out);
+        return;
+    }
+    let mask = (1u64 << bits) - 1;
+    let (mut acc, mut have, mut at) = (0u64, 0u32, 0usize);
+    for o in out.iter_mut() {
+        while have < bits {
+            acc |= u64::from(bytes[at]) << have;
+            at += 1;
+            have += 8;
+        }
+        *o = S::from_symbol((acc & mask) as u16);
+        acc >>= bits;
+        have -= bits;
+    }
 }
 
 /// `log2` of the groups of [`LANES`] symbols per block, where that is a power of two
@@ -131,6 +261,27 @@ pub(crate) fn decode_chunk_as<S: Symbol>(
     out: &mut [S],
 ) -> Result<(), EntropyError> {
     decode_chunk_on(crate::cpu::simd_level(), payload, tables, block_len, out)
+}
+
+/// [`decode_chunk_as`] for a chunk with raw blocks (format 1.4, stream mode 5): see
+/// [`decode_chunk_raw_on`].
+pub(crate) fn decode_chunk_raw<S: Symbol>(
+    payload: &[u8],
+    tables: &[&DecTable],
+    raw: &[bool],
+    bits: u32,
+    block_len: usize,
+    out: &mut [S],
+) -> Result<(), EntropyError> {
+    decode_chunk_raw_on(
+        crate::cpu::simd_level(),
+        payload,
+        tables,
+        raw,
+        bits,
+        block_len,
+        out,
+    )
 }
 
 /// [`decode_chunk_pair`] writing symbols as `S` (see [`decode_chunk_as`]).
@@ -322,6 +473,17 @@ fn start_chunk(payload: &[u8]) -> Result<([u32; LANES], WordReader<'_>), Entropy
         });
     }
     let (state_bytes, word_bytes) = payload.split_at(STATE_BYTES);
+    Ok((
+        read_states(state_bytes)?,
+        WordReader {
+            words: word_bytes.as_chunks::<2>().0,
+            pos: 0,
+        },
+    ))
+}
+
+/// The 32 initial states of a payload's first [`STATE_BYTES`] bytes, each checked.
+fn read_states(state_bytes: &[u8]) -> Result<[u32; LANES], EntropyError> {
     let mut states = [0u32; LANES];
     for (s, b) in states.iter_mut().zip(state_bytes.chunks_exact(4)) {
         *s = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
@@ -332,13 +494,7 @@ fn start_chunk(payload: &[u8]) -> Result<([u32; LANES], WordReader<'_>), Entropy
             });
         }
     }
-    Ok((
-        states,
-        WordReader {
-            words: word_bytes.as_chunks::<2>().0,
-            pos: 0,
-        },
-    ))
+    Ok(states)
 }
 
 /// Decodes one block (a whole number of groups, or the chunk's tail) with one table:

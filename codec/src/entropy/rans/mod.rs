@@ -33,6 +33,9 @@ pub(crate) trait Symbol: Copy {
     /// [`FreqTable::parse`](super::model::FreqTable::parse) keeps below `2^symbol_bits`;
     /// callers pick `u8` only for streams of at most 8-bit symbols, so nothing is cut.
     fn from_symbol(symbol: u16) -> Self;
+
+    /// `bytes` (8-bit symbols of a raw block) as this type, into `out` (as long).
+    fn from_bytes(bytes: &[u8], out: &mut [Self]);
 }
 
 impl Symbol for u16 {
@@ -40,12 +43,22 @@ impl Symbol for u16 {
     fn from_symbol(symbol: u16) -> Self {
         symbol
     }
+
+    fn from_bytes(bytes: &[u8], out: &mut [Self]) {
+        for (o, &b) in out.iter_mut().zip(bytes) {
+            *o = u16::from(b);
+        }
+    }
 }
 
 impl Symbol for u8 {
     #[inline(always)]
     fn from_symbol(symbol: u16) -> Self {
         symbol as u8
+    }
+
+    fn from_bytes(bytes: &[u8], out: &mut [Self]) {
+        out.copy_from_slice(bytes);
     }
 }
 
@@ -56,7 +69,9 @@ mod simd;
 mod tests;
 
 pub use decode::{decode_chunk, decode_chunk_pair};
-pub(crate) use decode::{decode_chunk_as, decode_chunk_pair_as};
+pub(crate) use decode::{
+    decode_chunk_as, decode_chunk_pair_as, decode_chunk_raw, raw_area_len, raw_symbols,
+};
 pub use encode::encode_chunk;
 
 thread_local! {
@@ -89,6 +104,17 @@ pub(crate) fn write_ahead<R>(
     let result = decode();
     WRITE_AHEAD.with(|w| w.set((0, 0, 0)));
     result
+}
+
+/// Moves this thread's [`write_ahead`] window on by `groups` groups of [`LANES`] symbols:
+/// for raw blocks, which the decoder copies without walking the window.
+pub(crate) fn skip_ahead(groups: usize) {
+    WRITE_AHEAD.with(|w| {
+        let (next, end, step) = w.get();
+        if next < end {
+            w.set((next.saturating_add(groups.saturating_mul(step)), end, step));
+        }
+    });
 }
 
 /// The window of [`write_ahead`] as a vector decoder walks it: taken when the decoder

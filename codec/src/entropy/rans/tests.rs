@@ -670,3 +670,195 @@ fn tables_switching_block_by_block_decode_alike_on_every_path() {
         }
     }
 }
+
+/// A chunk payload with raw blocks (format 1.4, FORMAT.md §5.5.1) built as the format
+/// describes it: the coded blocks, taken together, coded as one chunk; the raw blocks'
+/// symbols bit-packed into the raw area after that chunk's states; an all-raw chunk is
+/// its raw area alone.
+fn raw_payload(
+    symbols: &[u16],
+    picks: &[Option<usize>],
+    enc: &[EncTable],
+    bits: u32,
+    block_len: usize,
+) -> Vec<u8> {
+    let (mut coded, mut tables, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    for (block, pick) in symbols.chunks(block_len).zip(picks) {
+        match pick {
+            Some(t) => {
+                coded.extend_from_slice(block);
+                tables.push(&enc[*t]);
+            }
+            None => raw.extend_from_slice(block),
+        }
+    }
+    let mut area = Vec::new();
+    crate::entropy::bitpack::pack(&raw, bits, &mut area);
+    area.resize(raw_area_len(raw.len(), bits), 0);
+    if coded.is_empty() {
+        return area;
+    }
+    let mut p = Vec::new();
+    encode_chunk(&coded, &tables, block_len, &mut p).unwrap();
+    [&p[..STATE_BYTES], &area, &p[STATE_BYTES..]].concat()
+}
+
+/// Chunks mixing raw and coded blocks (runs of each, all-raw and all-coded chunks, raw
+/// first or last blocks, short last blocks of either kind) decode alike on every path,
+/// for 8-bit symbols (a copy) and narrower and wider ones (bit-packed), as `u16` and,
+/// for 8-bit symbols, as `u8`.
+#[test]
+fn raw_blocks_decode_alike_on_every_path() {
+    use super::decode::decode_chunk_raw_on;
+    let mut next = xorshift(0x5DEE_CE66_D1CE_4E5B);
+    for round in 0..40 {
+        let bits = [8, 8, 6, 7, 9, 1][round % 6];
+        let alphabet = 1usize << bits;
+        // A table holds at most 256 symbols: 9-bit coded symbols stay below 256, raw ones
+        // take the whole alphabet.
+        let coded_alphabet = alphabet.min(256);
+        let tables: Vec<FreqTable> = (0..3)
+            .map(|_| {
+                let counts: Vec<u32> = (0..coded_alphabet)
+                    .map(|_| (next() % 1000) as u32 + 1)
+                    .collect();
+                FreqTable::from_counts(&counts).unwrap()
+            })
+            .collect();
+        let enc: Vec<EncTable> = tables.iter().map(|t| EncTable::new(t, bits)).collect();
+        let dec: Vec<DecTable> = tables.iter().map(DecTable::new).collect();
+        let block_len = [32, 64, 96, 256, 512][round % 5];
+        let n = match round % 4 {
+            0 => block_len * (1 + (next() % 20) as usize),
+            _ => (next() % 9000) as usize + 1,
+        };
+        let mut symbols: Vec<u16> = (0..n)
+            .map(|_| (next() % coded_alphabet as u64) as u16)
+            .collect();
+        let blocks = n.div_ceil(block_len);
+        let mut picks: Vec<Option<usize>> = Vec::new();
+        while picks.len() < blocks {
+            let pick = match (round % 8, next() % 3) {
+                // All raw, all coded.
+                (0, _) => None,
+                (1, _) => Some(0),
+                (_, 0) => None,
+                (_, t) => Some(t as usize),
+            };
+            for _ in 0..1 + next() % 3 {
+                picks.push(pick);
+            }
+        }
+        picks.truncate(blocks);
+        for (block, pick) in symbols.chunks_mut(block_len).zip(&picks) {
+            if pick.is_none() {
+                block.fill_with(|| (next() % alphabet as u64) as u16);
+            }
+        }
+        let payload = raw_payload(&symbols, &picks, &enc, bits, block_len);
+        let raw: Vec<bool> = picks.iter().map(Option::is_none).collect();
+        let dec_tables: Vec<&DecTable> = picks.iter().map(|p| &dec[p.unwrap_or(0)]).collect();
+        for level in SimdLevel::supported() {
+            let mut out = vec![0xFFFFu16; n];
+            decode_chunk_raw_on(
+                level,
+                &payload,
+                &dec_tables,
+                &raw,
+                bits,
+                block_len,
+                &mut out,
+            )
+            .unwrap();
+            assert!(out == symbols, "round {round}: {level} u16, bits {bits}");
+            if bits <= 8 {
+                let mut bytes = vec![0xFFu8; n];
+                decode_chunk_raw_on(
+                    level,
+                    &payload,
+                    &dec_tables,
+                    &raw,
+                    bits,
+                    block_len,
+                    &mut bytes,
+                )
+                .unwrap();
+                assert!(
+                    bytes.iter().zip(&symbols).all(|(&b, &s)| u16::from(b) == s),
+                    "round {round}: {level} u8, bits {bits}"
+                );
+            }
+            if !raw.contains(&true) {
+                // Without raw blocks the chunk is a mode 4 chunk.
+                let mut plain = vec![0u16; n];
+                decode_chunk_on(level, &payload, &dec_tables, block_len, &mut plain).unwrap();
+                assert!(plain == symbols);
+            }
+        }
+    }
+}
+
+/// Damaged chunks with raw blocks are refused with a typed error on every path, never a
+/// panic: truncated or lengthened payloads, flipped bytes in the states, the raw area and
+/// the words, and the raw flags of another chunk.
+#[test]
+fn damaged_chunks_with_raw_blocks_are_errors() {
+    use super::decode::decode_chunk_raw_on;
+    let mut next = xorshift(0x2545_F491_4F6C_DD1D);
+    let counts: Vec<u32> = (0..256).map(|s| if s < 16 { 1000 } else { 1 }).collect();
+    let table = FreqTable::from_counts(&counts).unwrap();
+    let enc = [EncTable::new(&table, 8)];
+    let dec = DecTable::new(&table);
+    let block_len = 256usize;
+    let n = 10 * block_len + 77;
+    let symbols: Vec<u16> = (0..n)
+        .map(|i| {
+            if (i / block_len) % 3 == 1 {
+                (next() % 256) as u16
+            } else {
+                (next() % 16) as u16
+            }
+        })
+        .collect();
+    let picks: Vec<Option<usize>> = (0..n.div_ceil(block_len))
+        .map(|b| (b % 3 != 1).then_some(0))
+        .collect();
+    let payload = raw_payload(&symbols, &picks, &enc, 8, block_len);
+    let raw: Vec<bool> = picks.iter().map(Option::is_none).collect();
+    let tables = vec![&dec; picks.len()];
+    let all_raw = vec![true; picks.len()];
+    for level in SimdLevel::supported() {
+        let decode = |payload: &[u8], raw: &[bool]| {
+            let mut out = vec![0u16; n];
+            decode_chunk_raw_on(level, payload, &tables, raw, 8, block_len, &mut out).map(|()| out)
+        };
+        assert!(decode(&payload, &raw).unwrap() == symbols);
+        for len in [0, 1, 127, 128, 200, payload.len() - 2, payload.len() - 1] {
+            assert!(
+                decode(&payload[..len], &raw).is_err(),
+                "{level}: {len} bytes"
+            );
+        }
+        let mut longer = payload.clone();
+        longer.extend_from_slice(&[0, 0]);
+        assert!(decode(&longer, &raw).is_err(), "{level}: longer");
+        assert!(decode(&payload, &all_raw).is_err(), "{level}: all raw");
+        assert!(
+            decode(&payload, &raw[..2]).is_err(),
+            "{level}: too few flags"
+        );
+        // A flipped byte in the states or the words is caught by the end state or the
+        // word count; one in the raw area decodes to other symbols (the checksum's job).
+        let area = raw_area_len(raw_symbols(&raw, block_len, n), 8);
+        for at in [0, 5, 127, STATE_BYTES + area, payload.len() - 1] {
+            let mut bad = payload.clone();
+            bad[at] ^= 0x5A;
+            if let Ok(out) = decode(&bad, &raw) {
+                assert!(out != symbols, "{level}: flip at {at} unnoticed");
+            }
+        }
+        let mut bad = payload.clone();
+        bad[STATE_BYTES + 3] ^= 1;
+        assert!(decode(&bad, &raw).is_ok_and(|out| out != symbols));
+    }
+}
