@@ -285,6 +285,13 @@ pub struct EncTable {
     pub(crate) entries: Vec<EncEntry>,
     /// `freq << 16 | start` per symbol value, for vector gathers.
     pub(crate) packed: Vec<u32>,
+    /// The first symbol value of [`Self::window`].
+    pub(crate) window_lo: u32,
+    /// [`Self::packed`] of the [`ENC_WINDOW`] symbol values from [`Self::window_lo`] on
+    /// (0, absent, past the table): the run of that length with the largest total
+    /// frequency, which the AVX-512 encoder looks up in registers, gathering only the
+    /// symbols outside it (on MiniLM, under one in a million BF16 exponents).
+    pub(crate) window: [u32; ENC_WINDOW],
     /// The portable encoder's table, built on its first use (only the scalar path
     /// reads it).
     portable: std::sync::OnceLock<Box<[PortableEntry; PORTABLE_ENTRIES]>>,
@@ -305,10 +312,19 @@ impl EncTable {
             };
             start += freq;
         }
-        let packed = entries.iter().map(|e| (e.freq << 16) | e.start).collect();
+        let packed: Vec<u32> = entries.iter().map(|e| (e.freq << 16) | e.start).collect();
+        let window_lo = heaviest_window(&entries);
+        let window = std::array::from_fn(|k| {
+            packed
+                .get(window_lo as usize + k)
+                .copied()
+                .unwrap_or_default()
+        });
         Self {
             entries,
             packed,
+            window_lo,
+            window,
             portable: std::sync::OnceLock::new(),
         }
     }
@@ -331,6 +347,26 @@ impl EncTable {
             t
         })
     }
+}
+
+/// Symbol values in [`EncTable::window`].
+pub(crate) const ENC_WINDOW: usize = 64;
+
+/// The first value of the run of [`ENC_WINDOW`] symbol values with the largest total
+/// frequency (the lowest such run; 0 for a table no longer than a window).
+fn heaviest_window(entries: &[EncEntry]) -> u32 {
+    if entries.len() <= ENC_WINDOW {
+        return 0;
+    }
+    let mut sum: u32 = entries[..ENC_WINDOW].iter().map(|e| e.freq).sum();
+    let (mut best, mut best_lo) = (sum, 0);
+    for lo in 1..=entries.len() - ENC_WINDOW {
+        sum = sum + entries[lo + ENC_WINDOW - 1].freq - entries[lo - 1].freq;
+        if sum > best {
+            (best, best_lo) = (sum, lo);
+        }
+    }
+    best_lo as u32
 }
 
 /// Decoder table: one packed entry per probability slot plus the symbol values.
@@ -489,6 +525,28 @@ impl DecTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The window is the lowest run of ENC_WINDOW values with the most frequency, and
+    /// holds those values' packed entries (zeros past a short table).
+    #[test]
+    fn encoder_window_holds_the_heaviest_run() {
+        let mut counts = vec![0u32; 512];
+        counts[10] = 1;
+        counts[300..330].fill(100);
+        counts[360] = 900;
+        counts[400] = 5;
+        let enc = EncTable::new(&FreqTable::from_counts(&counts).unwrap(), 9);
+        // [297, 361) holds everything but 10 and 400; so does every later start up to
+        // 300, and 297 is the first.
+        assert_eq!(enc.window_lo, 297);
+        for (k, &e) in enc.window.iter().enumerate() {
+            assert_eq!(e, enc.packed[297 + k]);
+        }
+        let short = EncTable::new(&FreqTable::from_counts(&[3, 0, 9]).unwrap(), 2);
+        assert_eq!(short.window_lo, 0);
+        assert_eq!(short.window[..4], short.packed[..]);
+        assert!(short.window[4..].iter().all(|&e| e == 0));
+    }
 
     #[test]
     fn quantized_frequencies_sum_to_scale_and_keep_every_symbol() {
