@@ -244,14 +244,11 @@ impl Layout {
             top[usize::from(w >> shift) & 1023] += 1;
             bottom[usize::from(((w >> 15) << 8) | (w & 0xFF))] += 1;
         };
-        let from_top = |v: usize, shift: u32| (v << shift) as u16;
-        let from_bottom = |v: usize| (((v >> 8) << 15) | (v & 0xFF)) as u16;
-        let (base, joint): (WordFields, WordFields) = match self {
-            Self::Bf16 | Self::F32 => (bf16_fields, bf16_joint_fields),
-            Self::F16 => (f16_fields, f16_joint_fields),
+        let shift = match self {
+            Self::Bf16 | Self::F32 => 6,
+            Self::F16 => 7,
             _ => return None,
         };
-        let shift = if self == Self::F16 { 7 } else { 6 };
         let mut bytes = [[0u32; 256]; 2];
         if self == Self::F32 {
             for e in src.as_chunks::<4>().0 {
@@ -265,39 +262,14 @@ impl Layout {
                 tally(u16::from_le_bytes(*e), shift, &mut top, &mut bottom);
             }
         }
-        // A field's histogram from the values present in `hist` alone (a few dozen of
-        // 1024 or 512: a branch per counter, taken at random, cost as much as the count),
-        // read back in value order from the set of values it touched.
-        let field = |hist: &[u32], word: &dyn Fn(usize) -> u16, f: &dyn Fn(u16) -> u16| {
-            let mut dense = [0u32; 512];
-            let mut touched = [0u64; 8];
-            for (half, counts) in hist.as_chunks::<512>().0.iter().enumerate() {
-                for (w, mut bits) in nonzero_set(counts).into_iter().enumerate() {
-                    while bits != 0 {
-                        let v = 512 * half + 64 * w + bits.trailing_zeros() as usize;
-                        let d = usize::from(f(word(v))) & 511;
-                        dense[d] += counts[v - 512 * half];
-                        touched[d / 64] |= 1 << (d % 64);
-                        bits &= bits - 1;
-                    }
-                }
-            }
-            let mut sparse =
-                Vec::with_capacity(touched.iter().map(|t| t.count_ones() as usize).sum());
-            for (w, mut bits) in touched.into_iter().enumerate() {
-                while bits != 0 {
-                    let d = 64 * w + bits.trailing_zeros() as usize;
-                    sparse.push((d as u16, dense[d]));
-                    bits &= bits - 1;
-                }
-            }
-            sparse
+        // Each layout's fields as functions (inlined, not called through pointers:
+        // the second fields read back most of 512 present values per block).
+        let [b0, b1, j0, j1] = match self {
+            Self::F16 => first_two_fields(&top, &bottom, shift, f16_fields, f16_joint_fields),
+            _ => first_two_fields(&top, &bottom, shift, bf16_fields, bf16_joint_fields),
         };
-        let first =
-            |fields: fn(u16) -> [u16; 2]| field(&top, &|v| from_top(v, shift), &|w| fields(w)[0]);
-        let second = |fields: fn(u16) -> [u16; 2]| field(&bottom, &from_bottom, &|w| fields(w)[1]);
-        let mut base_fields = vec![first(base), second(base)];
-        let mut joint_fields = vec![first(joint), second(joint)];
+        let mut base_fields = vec![b0, b1];
+        let mut joint_fields = vec![j0, j1];
         if self == Self::F32 {
             base_fields.extend(bytes.iter().map(|b| sparse_of(b)));
             joint_fields.extend([Vec::new(), Vec::new()]);
@@ -388,8 +360,56 @@ impl Layout {
 /// counts, in increasing value order).
 pub type FieldHists = Vec<Vec<(u16, u32)>>;
 
-/// The two fields of a 16-bit word in one layout.
-type WordFields = fn(u16) -> [u16; 2];
+/// [`Layout::count_sparse_with_joint`]'s first and second fields of the base layout
+/// (`base`) and of the joint one (`joint`), from the histograms of the word's bits from
+/// `shift` up (`top`) and of its sign and low byte (`bottom`).
+#[inline(always)]
+fn first_two_fields(
+    top: &[u32; 1024],
+    bottom: &[u32; 512],
+    shift: u32,
+    base: impl Fn(u16) -> [u16; 2],
+    joint: impl Fn(u16) -> [u16; 2],
+) -> [Vec<(u16, u32)>; 4] {
+    let from_top = |v: usize| (v << shift) as u16;
+    let from_bottom = |v: usize| (((v >> 8) << 15) | (v & 0xFF)) as u16;
+    [
+        field_of_present(top, |v| base(from_top(v))[0]),
+        field_of_present(bottom, |v| base(from_bottom(v))[1]),
+        field_of_present(top, |v| joint(from_top(v))[0]),
+        field_of_present(bottom, |v| joint(from_bottom(v))[1]),
+    ]
+}
+
+/// The sparse histogram of `field(v)` over the values `v` counted in `hist` (whose
+/// length is a multiple of 512), from the values present alone (a few dozen of 1024
+/// for a first field: a branch per counter, taken at random, cost as much as the
+/// count), read back in value order from the set of field values touched.
+#[inline(always)]
+fn field_of_present(hist: &[u32], field: impl Fn(usize) -> u16) -> Vec<(u16, u32)> {
+    let mut dense = [0u32; 512];
+    let mut touched = [0u64; 8];
+    for (half, counts) in hist.as_chunks::<512>().0.iter().enumerate() {
+        for (w, mut bits) in nonzero_set(counts).into_iter().enumerate() {
+            while bits != 0 {
+                let v = 64 * w + bits.trailing_zeros() as usize;
+                let d = usize::from(field(512 * half + v)) & 511;
+                dense[d] += counts[v];
+                touched[d / 64] |= 1 << (d % 64);
+                bits &= bits - 1;
+            }
+        }
+    }
+    let mut sparse = Vec::with_capacity(touched.iter().map(|t| t.count_ones() as usize).sum());
+    for (w, mut bits) in touched.into_iter().enumerate() {
+        while bits != 0 {
+            let d = 64 * w + bits.trailing_zeros() as usize;
+            sparse.push((d as u16, dense[d]));
+            bits &= bits - 1;
+        }
+    }
+    sparse
+}
 
 /// The present values of a dense histogram with their counts, in increasing value order.
 fn sparse_of(dense: &[u32]) -> Vec<(u16, u32)> {
