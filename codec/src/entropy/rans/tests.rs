@@ -724,10 +724,11 @@ fn tables_switching_block_by_block_decode_alike_on_every_path() {
     }
 }
 
-/// The vector encoders look the symbols of a table's heaviest window of values up in
-/// registers and gather the rest: symbols in the window, below it and above it (rare,
-/// or in every group), next to absent ones in the window, across blocks whose tables
-/// have different windows and odd chunk lengths, all code as on the scalar path.
+/// The vector encoders look the symbols of a table's two heaviest windows of values up
+/// in registers and gather the rest: symbols in the windows, below and above them
+/// (rare, or in every group), next to absent ones in a window, with one peak or two
+/// (FP8's signs), across blocks whose tables have different windows and odd chunk
+/// lengths, all code as on the scalar path.
 #[test]
 fn window_lookups_and_outliers_code_like_scalar() {
     let mut next = xorshift(0x0DDC_0FFE_E0DD_F00D);
@@ -744,6 +745,12 @@ fn window_lookups_and_outliers_code_like_scalar() {
                         counts[usize::from(base + k)] = 1 + (next() % 5000) as u32;
                     }
                 }
+                if round % 2 == 1 {
+                    // A second peak, 128 values off (wrapping within 9 bits).
+                    for k in 0..30u16 {
+                        counts[usize::from(base + k + 128) % 512] += 1 + (next() % 3000) as u32;
+                    }
+                }
                 for _ in 0..20 {
                     counts[(next() % 512) as usize] += 1;
                 }
@@ -752,6 +759,8 @@ fn window_lookups_and_outliers_code_like_scalar() {
                 (EncTable::new(&table, 9), DecTable::new(&table), present)
             })
             .collect();
+        // Two peaks always make the second window pay.
+        assert!(round % 2 == 0 || tables.iter().all(|t| t.0.second_window));
         let block_len = LANES << (next() % 4);
         let n = (next() % 9000) as usize + 1;
         let symbols: Vec<u16> = (0..n)
@@ -760,8 +769,8 @@ fn window_lookups_and_outliers_code_like_scalar() {
                 if next() % 1024 < rate {
                     present[(next() as usize) % present.len()]
                 } else {
-                    // The most frequent present value in the window.
-                    let lo = enc.window_lo as usize;
+                    // A present value in one of the windows.
+                    let lo = enc.window_lo[(next() % 2) as usize] as usize;
                     *present
                         .iter()
                         .filter(|&&s| (lo..lo + 64).contains(&usize::from(s)))
@@ -800,10 +809,16 @@ fn window_lookups_and_outliers_code_like_scalar() {
         }
         // An absent value in the window, and one below it, refuse the chunk everywhere.
         let enc = enc_refs[n / 2 / block_len];
-        let absent_in_window = (enc.window_lo..enc.window_lo + 64)
-            .find(|&s| s < 512 && enc.entries[s as usize].freq == 0);
-        let absent_below = (0..enc.window_lo).find(|&s| enc.entries[s as usize].freq == 0);
-        for bad in absent_in_window.into_iter().chain(absent_below) {
+        let [lo, lo2] = enc.window_lo;
+        let absent_in_window =
+            (lo..lo + 64).find(|&s| s < 512 && enc.entries[s as usize].freq == 0);
+        let absent_in_second =
+            (lo2..lo2 + 64).find(|&s| s < 512 && enc.entries[s as usize].freq == 0);
+        let absent_below = (0..lo).find(|&s| enc.entries[s as usize].freq == 0);
+        for bad in [absent_in_window, absent_in_second, absent_below]
+            .into_iter()
+            .flatten()
+        {
             let mut symbols = symbols.clone();
             symbols[n / 2] = bad as u16;
             for level in SimdLevel::supported() {

@@ -110,11 +110,11 @@ pub(super) unsafe fn encode_groups_avx512(
 }
 
 /// The packed entries `freq << 16 | start` of group `group`'s symbols in `table`,
-/// as two 16-lane vectors. Symbols in the table's [`EncTable::window`] are looked up
-/// in registers (two two-register permutes and a blend per vector); the others, rare,
-/// are gathered (a gather of 16 lanes costs a Zen 4 more than the whole lookup).
-/// Symbols past the table are clamped into it and flagged in `absent`, as are symbols
-/// of frequency 0 (the chunk is then dropped).
+/// as two 16-lane vectors. Symbols in the table's [`EncTable::windows`] are looked up
+/// in registers (per window two two-register permutes and a blend per vector; the
+/// second only for tables where it holds enough to pay); the others, rare, are gathered (a gather of 16 lanes costs a Zen 4 more than the whole
+/// lookup). Symbols past the table are clamped into it and flagged in `absent`, as are
+/// symbols of frequency 0 (the chunk is then dropped).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
 fn gather_entries_avx512(
     symbols: &[u16],
@@ -126,37 +126,44 @@ fn gather_entries_avx512(
     let group_symbols: &[u16; LANES] = symbols[group * LANES..][..LANES]
         .try_into()
         .expect("a whole group");
-    let window = table.window.as_ptr() as *const __m512i;
-    // SAFETY: the window is 64 u32s, exactly four 512-bit vectors.
-    let w = unsafe {
-        [
-            _mm512_loadu_si512(window),
-            _mm512_loadu_si512(window.add(1)),
-            _mm512_loadu_si512(window.add(2)),
-            _mm512_loadu_si512(window.add(3)),
-        ]
-    };
-    let lo = _mm512_set1_epi32(table.window_lo as i32);
     let span = _mm512_set1_epi32(ENC_WINDOW as i32);
     let upper = _mm512_set1_epi32(32);
+    // Entries of the symbols `s` in window `w` (garbage elsewhere), and the mask of
+    // those outside it.
+    let look_up = |s: __m512i, w: usize| -> (__m512i, __mmask16) {
+        let window = table.windows[w].as_ptr() as *const __m512i;
+        // SAFETY: a window is 64 u32s, exactly four 512-bit vectors.
+        let t = unsafe {
+            [
+                _mm512_loadu_si512(window),
+                _mm512_loadu_si512(window.add(1)),
+                _mm512_loadu_si512(window.add(2)),
+                _mm512_loadu_si512(window.add(3)),
+            ]
+        };
+        // Window offsets; below the window they wrap to large values.
+        let k = _mm512_sub_epi32(s, _mm512_set1_epi32(table.window_lo[w] as i32));
+        // The permutes read the low five bits of k, the blend bit 5.
+        let e = _mm512_mask_blend_epi32(
+            _mm512_test_epi32_mask(k, upper),
+            _mm512_permutex2var_epi32(t[0], k, t[1]),
+            _mm512_permutex2var_epi32(t[2], k, t[3]),
+        );
+        (e, _mm512_cmpge_epu32_mask(k, span))
+    };
     std::array::from_fn(|v| {
         // SAFETY: the 16 symbols at 16v lie within `group_symbols`.
         let s = unsafe { _mm256_loadu_si256(group_symbols.as_ptr().add(16 * v) as *const __m256i) };
         let s = _mm512_cvtepu16_epi32(s);
-        // Window offsets; below the window they wrap to large values.
-        let k = _mm512_sub_epi32(s, lo);
-        let outside = _mm512_cmpge_epu32_mask(k, span);
-        // The permutes read the low five bits of k, the blend bit 5.
-        let e = _mm512_mask_blend_epi32(
-            _mm512_test_epi32_mask(k, upper),
-            _mm512_permutex2var_epi32(w[0], k, w[1]),
-            _mm512_permutex2var_epi32(w[2], k, w[3]),
-        );
-        let e = if outside == 0 {
-            e
-        } else {
-            gather_outside_avx512(s, outside, e, table, absent)
-        };
+        let (mut e, mut outside) = look_up(s, 0);
+        if table.second_window {
+            let (e2, outside2) = look_up(s, 1);
+            e = _mm512_mask_blend_epi32(outside, e, e2);
+            outside &= outside2;
+        }
+        if outside != 0 {
+            e = gather_outside_avx512(s, outside, e, table, absent);
+        }
         let freq = _mm512_srli_epi32::<16>(e);
         *absent |= _mm512_cmpeq_epi32_mask(freq, _mm512_setzero_si512());
         e
