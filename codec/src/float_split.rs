@@ -486,31 +486,35 @@ fn sparse_field_blocks<const E: usize, const F: usize>(
     block_len: usize,
     fields: impl Fn(&[u8]) -> [u16; F],
 ) -> Vec<Vec<(u16, u32)>> {
+    // Runs of equal values are the first field's (the exponent's); the others are near
+    // uniform, where copies would only add to the read-back.
+    let copies = field == 0 && block_len >= QUAD_COPY_BLOCK;
     match field {
-        0 => sparse_blocks::<E>(src, block_len, |b| fields(b)[0]),
-        1 => sparse_blocks::<E>(src, block_len, |b| fields(b)[1.min(F - 1)]),
-        2 => sparse_blocks::<E>(src, block_len, |b| fields(b)[2.min(F - 1)]),
-        _ => sparse_blocks::<E>(src, block_len, |b| fields(b)[3.min(F - 1)]),
+        0 => sparse_blocks::<E>(src, block_len, copies, |b| fields(b)[0]),
+        1 => sparse_blocks::<E>(src, block_len, copies, |b| fields(b)[1.min(F - 1)]),
+        2 => sparse_blocks::<E>(src, block_len, copies, |b| fields(b)[2.min(F - 1)]),
+        _ => sparse_blocks::<E>(src, block_len, copies, |b| fields(b)[3.min(F - 1)]),
     }
 }
 
-/// One sparse histogram of `field` per block of `block_len` `E`-byte elements.
+/// One sparse histogram of `field` per block of `block_len` `E`-byte elements, counted
+/// into four copies of the counters with `quad_copies`.
 #[inline(always)]
 fn sparse_blocks<const E: usize>(
     src: &[u8],
     block_len: usize,
+    quad_copies: bool,
     field: impl Fn(&[u8]) -> u16,
 ) -> Vec<Vec<(u16, u32)>> {
     #[cfg(target_arch = "x86_64")]
     let avx2 = crate::cpu::simd_level() != SimdLevel::Scalar && SimdLevel::Avx2.is_supported();
     // All zero between blocks: each block clears the counts it read back.
     let mut counts = [[0u32; 512]; 4];
-    // Long blocks count into four copies: exponents come in runs of equal values, and
-    // increments of one counter wait on each other (the plan's 2048-element blocks spent
-    // most of their count on that wait). The copies are read back, summed, only where
-    // one of them is nonzero. Short blocks (the 256-element refinement) count into one,
-    // where finding the present values in four would cost more than the wait.
-    let quad_copies = block_len >= QUAD_COPY_BLOCK;
+    // Long blocks of exponents count into four copies: exponents come in runs of equal
+    // values, and increments of one counter wait on each other (the plan's 2048-element
+    // blocks spent most of their count on that wait). The copies are read back, summed,
+    // only where one of them is nonzero. Short blocks (the 256-element refinement) count
+    // into one, where finding the present values in four would cost more than the wait.
     let copies = if quad_copies { 4 } else { 1 };
     src.chunks(block_len * E)
         .map(|block| {
@@ -620,8 +624,8 @@ fn count_one<const E: usize>(src: &[u8], hist: &mut [u32], field: impl Fn(&[u8])
     }
 }
 
-/// Blocks of at least this many elements are counted by [`sparse_blocks`] into four
-/// copies of the counters.
+/// Blocks of at least this many elements of a first field are counted by
+/// [`sparse_blocks`] into four copies of the counters.
 const QUAD_COPY_BLOCK: usize = 1024;
 
 /// Adds `field(element)` of the elements of `src` to `counts`, consecutive elements to

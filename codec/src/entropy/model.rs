@@ -294,10 +294,11 @@ pub struct EncTable {
     /// encoder looks symbols up in these in registers and gathers only those outside
     /// both (on MiniLM, under one in a million).
     pub(crate) windows: [[u32; ENC_WINDOW]; 2],
-    /// Whether the second window holds at least [`SECOND_WINDOW_MIN`] of the frequency
-    /// outside the first (else the encoder skips it and gathers what is outside the
-    /// first: a lookup per vector would cost more than the rare gather).
-    pub(crate) second_window: bool,
+    /// How many of the windows the AVX-512 encoder looks symbols up in: 1 where under
+    /// [`WINDOW_MISS_MAX`] of the frequency lies outside the first window, 2 where under
+    /// that lies outside both, else 0: every symbol is gathered (F32's mantissa bytes,
+    /// spread over all 256 values, where the lookups would only add to the gathers).
+    pub(crate) lookup_windows: u8,
     /// The portable encoder's table, built on its first use (only the scalar path
     /// reads it).
     portable: std::sync::OnceLock<Box<[PortableEntry; PORTABLE_ENTRIES]>>,
@@ -321,12 +322,20 @@ impl EncTable {
         let packed: Vec<u32> = entries.iter().map(|e| (e.freq << 16) | e.start).collect();
         let first = heaviest_window(&entries, None);
         let second = heaviest_window(&entries, Some(first));
-        let second_window = (second..second + ENC_WINDOW)
-            .filter(|s| !(first..first + ENC_WINDOW).contains(s))
-            .filter_map(|s| entries.get(s))
-            .map(|e| e.freq)
-            .sum::<u32>()
-            >= SECOND_WINDOW_MIN;
+        let outside = |windows: &[usize]| -> u32 {
+            let inside = |s: usize| windows.iter().any(|&lo| (lo..lo + ENC_WINDOW).contains(&s));
+            (entries.iter().enumerate())
+                .filter(|&(s, _)| !inside(s))
+                .map(|(_, e)| e.freq)
+                .sum()
+        };
+        let lookup_windows = if outside(&[first]) < WINDOW_MISS_MAX {
+            1
+        } else if outside(&[first, second]) < WINDOW_MISS_MAX {
+            2
+        } else {
+            0
+        };
         let window_lo = [first as u32, second as u32];
         let windows = window_lo.map(|lo| {
             std::array::from_fn(|k| packed.get(lo as usize + k).copied().unwrap_or_default())
@@ -336,7 +345,7 @@ impl EncTable {
             packed,
             window_lo,
             windows,
-            second_window,
+            lookup_windows,
             portable: std::sync::OnceLock::new(),
         }
     }
@@ -364,10 +373,10 @@ impl EncTable {
 /// Symbol values in each of [`EncTable::windows`].
 pub(crate) const ENC_WINDOW: usize = 64;
 
-/// Frequency (of [`PROB_SCALE`]) outside the first window that the second must hold to
-/// be looked up: at 16/4096, under one vector of 16 symbols in 15 needs a gather
-/// without it.
-pub(crate) const SECOND_WINDOW_MIN: u32 = 16;
+/// Frequency (of [`PROB_SCALE`]) outside the windows looked up under which the AVX-512
+/// encoder looks symbols up in them: at 16/4096, under one vector of 16 symbols in 15
+/// has a symbol to gather, behind a branch that is then rarely taken.
+pub(crate) const WINDOW_MISS_MAX: u32 = 16;
 
 /// The first value of the run of [`ENC_WINDOW`] symbol values with the largest total
 /// frequency outside the run of [`ENC_WINDOW`] values from `taken` (if any) on: the
@@ -563,8 +572,8 @@ mod tests {
         // [297, 361) holds everything but 10, 400 and 450; so does every later start up
         // to 300, and 297 is the first. Of the rest, [387, 451) holds 400 and 450.
         assert_eq!(enc.window_lo, [297, 387]);
-        // 400 and 450 hold ~12 of 4096: not enough to look the second window up.
-        assert!(!enc.second_window);
+        // 10, 400 and 450 hold ~13 of 4096: the first window is enough.
+        assert_eq!(enc.lookup_windows, 1);
         for (w, &lo) in enc.windows.iter().zip(&enc.window_lo) {
             for (k, &e) in w.iter().enumerate() {
                 assert_eq!(e, enc.packed[lo as usize + k]);
@@ -572,14 +581,18 @@ mod tests {
         }
         let short = EncTable::new(&FreqTable::from_counts(&[3, 0, 9]).unwrap(), 2);
         assert_eq!(short.window_lo, [0, 0]);
-        assert!(!short.second_window);
+        assert_eq!(short.lookup_windows, 1);
         assert_eq!(short.windows[0][..4], short.packed[..]);
         assert!(short.windows[0][4..].iter().all(|&e| e == 0));
-        // With more of them, it pays.
+        // With more of them, both are looked up.
         counts[400] = 500;
         let two = EncTable::new(&FreqTable::from_counts(&counts).unwrap(), 9);
         assert_eq!(two.window_lo, [297, 387]);
-        assert!(two.second_window);
+        assert_eq!(two.lookup_windows, 2);
+        // And with much outside both, none: every symbol is gathered.
+        counts[100] = 500;
+        let none = EncTable::new(&FreqTable::from_counts(&counts).unwrap(), 9);
+        assert_eq!(none.lookup_windows, 0);
     }
 
     #[test]
