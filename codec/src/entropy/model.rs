@@ -294,10 +294,12 @@ pub struct EncTable {
     /// encoder looks symbols up in these in registers and gathers only those outside
     /// both (on MiniLM, under one in a million).
     pub(crate) windows: [[u32; ENC_WINDOW]; 2],
-    /// How many of the windows the AVX-512 encoder looks symbols up in: 1 where under
-    /// [`WINDOW_MISS_MAX`] of the frequency lies outside the first window, 2 where under
-    /// that lies outside both, else 0: every symbol is gathered (F32's mantissa bytes,
-    /// spread over all 256 values, where the lookups would only add to the gathers).
+    /// How many of the windows the AVX-512 encoder looks symbols up in: 0 where at least
+    /// [`GATHER_ALL_MIN`] of the frequency lies outside both (every symbol is gathered:
+    /// F32's mantissa bytes, spread over all 256 values, where the lookups would only
+    /// add to the gathers), else 2 where the second holds at least
+    /// [`SECOND_WINDOW_MIN`] outside the first (FP8's negative values, F16's wider
+    /// exponents), else 1.
     pub(crate) lookup_windows: u8,
     /// The portable encoder's table, built on its first use (only the scalar path
     /// reads it).
@@ -329,12 +331,12 @@ impl EncTable {
                 .map(|(_, e)| e.freq)
                 .sum()
         };
-        let lookup_windows = if outside(&[first]) < WINDOW_MISS_MAX {
-            1
-        } else if outside(&[first, second]) < WINDOW_MISS_MAX {
+        let lookup_windows = if outside(&[first, second]) >= GATHER_ALL_MIN {
+            0
+        } else if outside(&[first]) - outside(&[first, second]) >= SECOND_WINDOW_MIN {
             2
         } else {
-            0
+            1
         };
         let window_lo = [first as u32, second as u32];
         let windows = window_lo.map(|lo| {
@@ -373,10 +375,14 @@ impl EncTable {
 /// Symbol values in each of [`EncTable::windows`].
 pub(crate) const ENC_WINDOW: usize = 64;
 
-/// Frequency (of [`PROB_SCALE`]) outside the windows looked up under which the AVX-512
-/// encoder looks symbols up in them: at 16/4096, under one vector of 16 symbols in 15
-/// has a symbol to gather, behind a branch that is then rarely taken.
-pub(crate) const WINDOW_MISS_MAX: u32 = 16;
+/// Frequency (of [`PROB_SCALE`]) that the second window must hold outside the first to
+/// be looked up (else the rare symbols outside the first are gathered).
+pub(crate) const SECOND_WINDOW_MIN: u32 = 16;
+
+/// Frequency (of [`PROB_SCALE`]) outside both windows from which the AVX-512 encoder
+/// gathers every symbol: most vectors would need a gather anyway (F32's mantissa bytes,
+/// spread over all 256 values).
+pub(crate) const GATHER_ALL_MIN: u32 = PROB_SCALE / 4;
 
 /// The first value of the run of [`ENC_WINDOW`] symbol values with the largest total
 /// frequency outside the run of [`ENC_WINDOW`] values from `taken` (if any) on: the
@@ -572,7 +578,7 @@ mod tests {
         // [297, 361) holds everything but 10, 400 and 450; so does every later start up
         // to 300, and 297 is the first. Of the rest, [387, 451) holds 400 and 450.
         assert_eq!(enc.window_lo, [297, 387]);
-        // 10, 400 and 450 hold ~13 of 4096: the first window is enough.
+        // 400 and 450 hold ~12 of 4096: the first window is enough.
         assert_eq!(enc.lookup_windows, 1);
         for (w, &lo) in enc.windows.iter().zip(&enc.window_lo) {
             for (k, &e) in w.iter().enumerate() {
@@ -589,9 +595,8 @@ mod tests {
         let two = EncTable::new(&FreqTable::from_counts(&counts).unwrap(), 9);
         assert_eq!(two.window_lo, [297, 387]);
         assert_eq!(two.lookup_windows, 2);
-        // And with much outside both, none: every symbol is gathered.
-        counts[100] = 500;
-        let none = EncTable::new(&FreqTable::from_counts(&counts).unwrap(), 9);
+        // A uniform byte: half of it outside both, every symbol gathered.
+        let none = EncTable::new(&FreqTable::from_counts(&[100; 256]).unwrap(), 8);
         assert_eq!(none.lookup_windows, 0);
     }
 

@@ -753,9 +753,11 @@ fn window_lookups_and_outliers_code_like_scalar() {
                         counts[usize::from(base + k + 128) % 512] += 1 + (next() % 3000) as u32;
                     }
                 }
-                // Scattered values: none (windows enough), a few, or many (no windows).
-                for _ in 0..[0, 5, 120][round / 2 % 3] {
-                    counts[(next() % 512) as usize] += 1;
+                // Scattered values: none (windows enough), a few, or many and frequent
+                // (no windows: every symbol gathered).
+                let (scattered, weight) = [(0, 1), (5, 1), (120, 3000)][round / 2 % 3];
+                for _ in 0..scattered {
+                    counts[(next() % 512) as usize] += weight;
                 }
                 let table = FreqTable::from_counts(&counts).unwrap();
                 let present: Vec<u16> = (0..512).filter(|&s| counts[s as usize] > 0).collect();

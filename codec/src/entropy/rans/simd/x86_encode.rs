@@ -116,7 +116,6 @@ pub(super) unsafe fn encode_groups_avx512(
 /// gather of 16 lanes costs a Zen 4 more than the whole lookup), as is every symbol of
 /// a table without windows. Symbols past the table are clamped into it and flagged in
 /// `absent`, as are symbols of frequency 0 (the chunk is then dropped).
-#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
 fn gather_entries_avx512(
     symbols: &[u16],
@@ -177,7 +176,7 @@ fn gather_entries_avx512(
 
 /// `e` with the lanes in `outside` gathered from `table`'s packed entries; symbols
 /// past the table are clamped into it and flagged in `absent`.
-#[inline]
+#[cold]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
 fn gather_outside_avx512(
     s: __m512i,
