@@ -294,13 +294,10 @@ pub struct EncTable {
     /// encoder looks symbols up in these in registers and gathers only those outside
     /// both (on MiniLM, under one in a million).
     pub(crate) windows: [[u32; ENC_WINDOW]; 2],
-    /// How many of the windows the AVX-512 encoder looks symbols up in: 0 where at least
-    /// [`GATHER_ALL_MIN`] of the frequency lies outside both (every symbol is gathered:
-    /// F32's mantissa bytes, spread over all 256 values, where the lookups would only
-    /// add to the gathers), else 2 where the second holds at least
-    /// [`SECOND_WINDOW_MIN`] outside the first (FP8's negative values, F16's wider
-    /// exponents), else 1.
-    pub(crate) lookup_windows: u8,
+    /// Whether the second window holds at least [`SECOND_WINDOW_MIN`] of the frequency
+    /// outside the first (else the encoder skips it and gathers what is outside the
+    /// first: a lookup per vector would cost more than the rare gather).
+    pub(crate) second_window: bool,
     /// The portable encoder's table, built on its first use (only the scalar path
     /// reads it).
     portable: std::sync::OnceLock<Box<[PortableEntry; PORTABLE_ENTRIES]>>,
@@ -324,20 +321,12 @@ impl EncTable {
         let packed: Vec<u32> = entries.iter().map(|e| (e.freq << 16) | e.start).collect();
         let first = heaviest_window(&entries, None);
         let second = heaviest_window(&entries, Some(first));
-        let outside = |windows: &[usize]| -> u32 {
-            let inside = |s: usize| windows.iter().any(|&lo| (lo..lo + ENC_WINDOW).contains(&s));
-            (entries.iter().enumerate())
-                .filter(|&(s, _)| !inside(s))
-                .map(|(_, e)| e.freq)
-                .sum()
-        };
-        let lookup_windows = if outside(&[first, second]) >= GATHER_ALL_MIN {
-            0
-        } else if outside(&[first]) - outside(&[first, second]) >= SECOND_WINDOW_MIN {
-            2
-        } else {
-            1
-        };
+        let second_window = (second..second + ENC_WINDOW)
+            .filter(|s| !(first..first + ENC_WINDOW).contains(s))
+            .filter_map(|s| entries.get(s))
+            .map(|e| e.freq)
+            .sum::<u32>()
+            >= SECOND_WINDOW_MIN;
         let window_lo = [first as u32, second as u32];
         let windows = window_lo.map(|lo| {
             std::array::from_fn(|k| packed.get(lo as usize + k).copied().unwrap_or_default())
@@ -347,7 +336,7 @@ impl EncTable {
             packed,
             window_lo,
             windows,
-            lookup_windows,
+            second_window,
             portable: std::sync::OnceLock::new(),
         }
     }
@@ -375,14 +364,10 @@ impl EncTable {
 /// Symbol values in each of [`EncTable::windows`].
 pub(crate) const ENC_WINDOW: usize = 64;
 
-/// Frequency (of [`PROB_SCALE`]) that the second window must hold outside the first to
-/// be looked up (else the rare symbols outside the first are gathered).
+/// Frequency (of [`PROB_SCALE`]) outside the first window that the second must hold to
+/// be looked up: at 16/4096, under one vector of 16 symbols in 15 needs a gather
+/// without it.
 pub(crate) const SECOND_WINDOW_MIN: u32 = 16;
-
-/// Frequency (of [`PROB_SCALE`]) outside both windows from which the AVX-512 encoder
-/// gathers every symbol: most vectors would need a gather anyway (F32's mantissa bytes,
-/// spread over all 256 values).
-pub(crate) const GATHER_ALL_MIN: u32 = PROB_SCALE / 4;
 
 /// The first value of the run of [`ENC_WINDOW`] symbol values with the largest total
 /// frequency outside the run of [`ENC_WINDOW`] values from `taken` (if any) on: the
@@ -578,8 +563,8 @@ mod tests {
         // [297, 361) holds everything but 10, 400 and 450; so does every later start up
         // to 300, and 297 is the first. Of the rest, [387, 451) holds 400 and 450.
         assert_eq!(enc.window_lo, [297, 387]);
-        // 400 and 450 hold ~12 of 4096: the first window is enough.
-        assert_eq!(enc.lookup_windows, 1);
+        // 400 and 450 hold ~12 of 4096: not enough to look the second window up.
+        assert!(!enc.second_window);
         for (w, &lo) in enc.windows.iter().zip(&enc.window_lo) {
             for (k, &e) in w.iter().enumerate() {
                 assert_eq!(e, enc.packed[lo as usize + k]);
@@ -587,17 +572,14 @@ mod tests {
         }
         let short = EncTable::new(&FreqTable::from_counts(&[3, 0, 9]).unwrap(), 2);
         assert_eq!(short.window_lo, [0, 0]);
-        assert_eq!(short.lookup_windows, 1);
+        assert!(!short.second_window);
         assert_eq!(short.windows[0][..4], short.packed[..]);
         assert!(short.windows[0][4..].iter().all(|&e| e == 0));
-        // With more of them, both are looked up.
+        // With more of them, it pays.
         counts[400] = 500;
         let two = EncTable::new(&FreqTable::from_counts(&counts).unwrap(), 9);
         assert_eq!(two.window_lo, [297, 387]);
-        assert_eq!(two.lookup_windows, 2);
-        // A uniform byte: half of it outside both, every symbol gathered.
-        let none = EncTable::new(&FreqTable::from_counts(&[100; 256]).unwrap(), 8);
-        assert_eq!(none.lookup_windows, 0);
+        assert!(two.second_window);
     }
 
     #[test]

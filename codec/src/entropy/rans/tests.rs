@@ -732,8 +732,6 @@ fn tables_switching_block_by_block_decode_alike_on_every_path() {
 #[test]
 fn window_lookups_and_outliers_code_like_scalar() {
     let mut next = xorshift(0x0DDC_0FFE_E0DD_F00D);
-    // Tables seen with 0, 1 and 2 windows looked up.
-    let mut modes = [0; 3];
     for round in 0..24 {
         // A peak of ~40 values somewhere in 9 bits, plus outliers at `rate` per 1024.
         let rate = [0u64, 1, 30, 1024][round % 4];
@@ -753,20 +751,16 @@ fn window_lookups_and_outliers_code_like_scalar() {
                         counts[usize::from(base + k + 128) % 512] += 1 + (next() % 3000) as u32;
                     }
                 }
-                // Scattered values: none (windows enough), a few, or many and frequent
-                // (no windows: every symbol gathered).
-                let (scattered, weight) = [(0, 1), (5, 1), (120, 3000)][round / 2 % 3];
-                for _ in 0..scattered {
-                    counts[(next() % 512) as usize] += weight;
+                for _ in 0..20 {
+                    counts[(next() % 512) as usize] += 1;
                 }
                 let table = FreqTable::from_counts(&counts).unwrap();
                 let present: Vec<u16> = (0..512).filter(|&s| counts[s as usize] > 0).collect();
                 (EncTable::new(&table, 9), DecTable::new(&table), present)
             })
             .collect();
-        for t in &tables {
-            modes[usize::from(t.0.lookup_windows)] += 1;
-        }
+        // Two peaks always make the second window pay.
+        assert!(round % 2 == 0 || tables.iter().all(|t| t.0.second_window));
         let block_len = LANES << (next() % 4);
         let n = (next() % 9000) as usize + 1;
         let symbols: Vec<u16> = (0..n)
@@ -836,5 +830,4 @@ fn window_lookups_and_outliers_code_like_scalar() {
             }
         }
     }
-    assert!(modes.iter().all(|&m| m > 0), "window modes seen: {modes:?}");
 }

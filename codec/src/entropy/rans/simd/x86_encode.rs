@@ -111,11 +111,10 @@ pub(super) unsafe fn encode_groups_avx512(
 
 /// The packed entries `freq << 16 | start` of group `group`'s symbols in `table`,
 /// as two 16-lane vectors. Symbols in the table's [`EncTable::windows`] are looked up
-/// in registers (per window two two-register permutes and a blend per vector; as many
-/// windows as [`EncTable::lookup_windows`] says); the others, rare, are gathered (a
-/// gather of 16 lanes costs a Zen 4 more than the whole lookup), as is every symbol of
-/// a table without windows. Symbols past the table are clamped into it and flagged in
-/// `absent`, as are symbols of frequency 0 (the chunk is then dropped).
+/// in registers (per window two two-register permutes and a blend per vector; the
+/// second only for tables where it holds enough to pay); the others, rare, are gathered (a gather of 16 lanes costs a Zen 4 more than the whole
+/// lookup). Symbols past the table are clamped into it and flagged in `absent`, as are
+/// symbols of frequency 0 (the chunk is then dropped).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
 fn gather_entries_avx512(
     symbols: &[u16],
@@ -156,11 +155,8 @@ fn gather_entries_avx512(
         // SAFETY: the 16 symbols at 16v lie within `group_symbols`.
         let s = unsafe { _mm256_loadu_si256(group_symbols.as_ptr().add(16 * v) as *const __m256i) };
         let s = _mm512_cvtepu16_epi32(s);
-        let (mut e, mut outside) = (_mm512_setzero_si512(), !0);
-        if table.lookup_windows > 0 {
-            (e, outside) = look_up(s, 0);
-        }
-        if table.lookup_windows > 1 {
+        let (mut e, mut outside) = look_up(s, 0);
+        if table.second_window {
             let (e2, outside2) = look_up(s, 1);
             e = _mm512_mask_blend_epi32(outside, e, e2);
             outside &= outside2;
