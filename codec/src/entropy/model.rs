@@ -286,6 +286,8 @@ pub struct EncTable {
     /// `freq << 16 | start` per symbol value, for vector gathers.
     pub(crate) packed: Vec<u32>,
     /// The first symbol value of each of [`Self::windows`].
+    // Read by the x86-64 vector encoder alone.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) window_lo: [u32; 2],
     /// [`Self::packed`] of the [`ENC_WINDOW`] symbol values from each
     /// [`Self::window_lo`] on (0, absent, past the table): first the run of that length
@@ -293,10 +295,14 @@ pub struct EncTable {
     /// negative values, or what an F16 exponent spreads past the first). The AVX-512
     /// encoder looks symbols up in these in registers and gathers only those outside
     /// both (on MiniLM, under one in a million).
+    // Read by the x86-64 vector encoder alone.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) windows: [[u32; ENC_WINDOW]; 2],
     /// Whether the second window holds at least [`SECOND_WINDOW_MIN`] of the frequency
     /// outside the first (else the encoder skips it and gathers what is outside the
     /// first: a lookup per vector would cost more than the rare gather).
+    // Read by the x86-64 vector encoder alone.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) second_window: bool,
     /// The portable encoder's table, built on its first use (only the scalar path
     /// reads it).
