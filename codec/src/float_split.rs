@@ -244,14 +244,11 @@ impl Layout {
             top[usize::from(w >> shift) & 1023] += 1;
             bottom[usize::from(((w >> 15) << 8) | (w & 0xFF))] += 1;
         };
-        let from_top = |v: usize, shift: u32| (v << shift) as u16;
-        let from_bottom = |v: usize| (((v >> 8) << 15) | (v & 0xFF)) as u16;
-        let (base, joint): (WordFields, WordFields) = match self {
-            Self::Bf16 | Self::F32 => (bf16_fields, bf16_joint_fields),
-            Self::F16 => (f16_fields, f16_joint_fields),
+        let shift = match self {
+            Self::Bf16 | Self::F32 => 6,
+            Self::F16 => 7,
             _ => return None,
         };
-        let shift = if self == Self::F16 { 7 } else { 6 };
         let mut bytes = [[0u32; 256]; 2];
         if self == Self::F32 {
             for e in src.as_chunks::<4>().0 {
@@ -265,20 +262,14 @@ impl Layout {
                 tally(u16::from_le_bytes(*e), shift, &mut top, &mut bottom);
             }
         }
-        let field = |hist: &[u32], word: &dyn Fn(usize) -> u16, f: &dyn Fn(u16) -> u16| {
-            let mut dense = [0u32; 512];
-            for (v, &c) in hist.iter().enumerate() {
-                if c > 0 {
-                    dense[usize::from(f(word(v))) & 511] += c;
-                }
-            }
-            sparse_of(&dense)
+        // Each layout's fields as functions (inlined, not called through pointers:
+        // the second fields read back most of 512 present values per block).
+        let [b0, b1, j0, j1] = match self {
+            Self::F16 => first_two_fields(&top, &bottom, shift, f16_fields, f16_joint_fields),
+            _ => first_two_fields(&top, &bottom, shift, bf16_fields, bf16_joint_fields),
         };
-        let first =
-            |fields: fn(u16) -> [u16; 2]| field(&top, &|v| from_top(v, shift), &|w| fields(w)[0]);
-        let second = |fields: fn(u16) -> [u16; 2]| field(&bottom, &from_bottom, &|w| fields(w)[1]);
-        let mut base_fields = vec![first(base), second(base)];
-        let mut joint_fields = vec![first(joint), second(joint)];
+        let mut base_fields = vec![b0, b1];
+        let mut joint_fields = vec![j0, j1];
         if self == Self::F32 {
             base_fields.extend(bytes.iter().map(|b| sparse_of(b)));
             joint_fields.extend([Vec::new(), Vec::new()]);
@@ -369,8 +360,56 @@ impl Layout {
 /// counts, in increasing value order).
 pub type FieldHists = Vec<Vec<(u16, u32)>>;
 
-/// The two fields of a 16-bit word in one layout.
-type WordFields = fn(u16) -> [u16; 2];
+/// [`Layout::count_sparse_with_joint`]'s first and second fields of the base layout
+/// (`base`) and of the joint one (`joint`), from the histograms of the word's bits from
+/// `shift` up (`top`) and of its sign and low byte (`bottom`).
+#[inline(always)]
+fn first_two_fields(
+    top: &[u32; 1024],
+    bottom: &[u32; 512],
+    shift: u32,
+    base: impl Fn(u16) -> [u16; 2],
+    joint: impl Fn(u16) -> [u16; 2],
+) -> [Vec<(u16, u32)>; 4] {
+    let from_top = |v: usize| (v << shift) as u16;
+    let from_bottom = |v: usize| (((v >> 8) << 15) | (v & 0xFF)) as u16;
+    [
+        field_of_present(top, |v| base(from_top(v))[0]),
+        field_of_present(bottom, |v| base(from_bottom(v))[1]),
+        field_of_present(top, |v| joint(from_top(v))[0]),
+        field_of_present(bottom, |v| joint(from_bottom(v))[1]),
+    ]
+}
+
+/// The sparse histogram of `field(v)` over the values `v` counted in `hist` (whose
+/// length is a multiple of 512), from the values present alone (a few dozen of 1024
+/// for a first field: a branch per counter, taken at random, cost as much as the
+/// count), read back in value order from the set of field values touched.
+#[inline(always)]
+fn field_of_present(hist: &[u32], field: impl Fn(usize) -> u16) -> Vec<(u16, u32)> {
+    let mut dense = [0u32; 512];
+    let mut touched = [0u64; 8];
+    for (half, counts) in hist.as_chunks::<512>().0.iter().enumerate() {
+        for (w, mut bits) in nonzero_set(counts).into_iter().enumerate() {
+            while bits != 0 {
+                let v = 64 * w + bits.trailing_zeros() as usize;
+                let d = usize::from(field(512 * half + v)) & 511;
+                dense[d] += counts[v];
+                touched[d / 64] |= 1 << (d % 64);
+                bits &= bits - 1;
+            }
+        }
+    }
+    let mut sparse = Vec::with_capacity(touched.iter().map(|t| t.count_ones() as usize).sum());
+    for (w, mut bits) in touched.into_iter().enumerate() {
+        while bits != 0 {
+            let d = 64 * w + bits.trailing_zeros() as usize;
+            sparse.push((d as u16, dense[d]));
+            bits &= bits - 1;
+        }
+    }
+    sparse
+}
 
 /// The present values of a dense histogram with their counts, in increasing value order.
 fn sparse_of(dense: &[u32]) -> Vec<(u16, u32)> {
@@ -447,52 +486,83 @@ fn sparse_field_blocks<const E: usize, const F: usize>(
     block_len: usize,
     fields: impl Fn(&[u8]) -> [u16; F],
 ) -> Vec<Vec<(u16, u32)>> {
+    // Runs of equal values are the first field's (the exponent's); the others are near
+    // uniform, where copies would only add to the read-back.
+    let copies = field == 0 && block_len >= QUAD_COPY_BLOCK;
     match field {
-        0 => sparse_blocks::<E>(src, block_len, |b| fields(b)[0]),
-        1 => sparse_blocks::<E>(src, block_len, |b| fields(b)[1.min(F - 1)]),
-        2 => sparse_blocks::<E>(src, block_len, |b| fields(b)[2.min(F - 1)]),
-        _ => sparse_blocks::<E>(src, block_len, |b| fields(b)[3.min(F - 1)]),
+        0 => sparse_blocks::<E>(src, block_len, copies, |b| fields(b)[0]),
+        1 => sparse_blocks::<E>(src, block_len, copies, |b| fields(b)[1.min(F - 1)]),
+        2 => sparse_blocks::<E>(src, block_len, copies, |b| fields(b)[2.min(F - 1)]),
+        _ => sparse_blocks::<E>(src, block_len, copies, |b| fields(b)[3.min(F - 1)]),
     }
 }
 
-/// One sparse histogram of `field` per block of `block_len` `E`-byte elements.
+/// One sparse histogram of `field` per block of `block_len` `E`-byte elements, counted
+/// into four copies of the counters with `quad_copies`.
 #[inline(always)]
 fn sparse_blocks<const E: usize>(
     src: &[u8],
     block_len: usize,
+    quad_copies: bool,
     field: impl Fn(&[u8]) -> u16,
 ) -> Vec<Vec<(u16, u32)>> {
     #[cfg(target_arch = "x86_64")]
     let avx2 = crate::cpu::simd_level() != SimdLevel::Scalar && SimdLevel::Avx2.is_supported();
     // All zero between blocks: each block clears the counts it read back.
-    let mut counts = [0u32; 512];
+    let mut counts = [[0u32; 512]; 4];
+    // Long blocks of exponents count into four copies: exponents come in runs of equal
+    // values, and increments of one counter wait on each other (the plan's 2048-element
+    // blocks spent most of their count on that wait). The copies are read back, summed,
+    // only where one of them is nonzero. Short blocks (the 256-element refinement) count
+    // into one, where finding the present values in four would cost more than the wait.
+    let copies = if quad_copies { 4 } else { 1 };
     src.chunks(block_len * E)
         .map(|block| {
-            for element in block.chunks_exact(E) {
-                counts[usize::from(field(element)) & 511] += 1;
+            if quad_copies {
+                count_quads::<E>(block, &mut counts, &field);
+            } else {
+                for element in block.chunks_exact(E) {
+                    counts[0][usize::from(field(element)) & 511] += 1;
+                }
             }
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `avx2` is set only where the CPU supports AVX2.
             let seen = if avx2 {
-                unsafe { nonzero_set_avx2(&counts) }
+                unsafe { nonzero_set_avx2(&counts[..copies]) }
             } else {
-                nonzero_set(&counts)
+                nonzero_set_of(&counts[..copies])
             };
             #[cfg(not(target_arch = "x86_64"))]
-            let seen = nonzero_set(&counts);
+            let seen = nonzero_set_of(&counts[..copies]);
             let present = seen.iter().map(|w| w.count_ones() as usize).sum();
             let mut sparse = Vec::with_capacity(present);
             for (w, &word) in seen.iter().enumerate() {
                 let mut bits = word;
                 while bits != 0 {
                     let v = w * 64 + bits.trailing_zeros() as usize;
-                    sparse.push((v as u16, std::mem::take(&mut counts[v])));
+                    let c = counts[..copies]
+                        .iter_mut()
+                        .map(|copy| std::mem::take(&mut copy[v]))
+                        .sum();
+                    sparse.push((v as u16, c));
                     bits &= bits - 1;
                 }
             }
             sparse
         })
         .collect()
+}
+
+/// [`nonzero_set`] of the sum of `copies`.
+#[inline(always)]
+fn nonzero_set_of(copies: &[[u32; 512]]) -> [u64; 8] {
+    match copies {
+        [one] => nonzero_set(one),
+        _ => {
+            let any: [u32; 512] = std::array::from_fn(|v| copies.iter().fold(0, |m, c| m | c[v]));
+            nonzero_set(&any)
+        }
+    }
 }
 
 /// The values with a nonzero count, as a 512-bit set (bit `v % 64` of word `v / 64`).
@@ -507,17 +577,21 @@ fn nonzero_set(counts: &[u32; 512]) -> [u64; 8] {
     })
 }
 
-/// [`nonzero_set`] eight counts per compare (AVX2).
+/// [`nonzero_set_of`] eight counts per compare (AVX2).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn nonzero_set_avx2(counts: &[u32; 512]) -> [u64; 8] {
+unsafe fn nonzero_set_avx2(copies: &[[u32; 512]]) -> [u64; 8] {
     use std::arch::x86_64::*;
     let zero = _mm256_setzero_si256();
     std::array::from_fn(|w| {
         let mut word = 0u64;
-        for (k, eight) in counts[w * 64..][..64].chunks_exact(8).enumerate() {
-            // SAFETY: `eight` holds 8 u32, 32 bytes; unaligned loads are allowed.
-            let v = unsafe { _mm256_loadu_si256(eight.as_ptr().cast()) };
+        for k in 0..8 {
+            let at = w * 64 + 8 * k;
+            let v = copies.iter().fold(zero, |m, copy| {
+                // SAFETY: at + 8 ≤ 512: the 8 u32 at `at` are in `copy`; unaligned
+                // loads are allowed.
+                _mm256_or_si256(m, unsafe { _mm256_loadu_si256(copy[at..].as_ptr().cast()) })
+            });
             let zeros = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, zero)));
             word |= u64::from(!zeros as u8) << (8 * k);
         }
@@ -543,6 +617,25 @@ fn count_one<const E: usize>(src: &[u8], hist: &mut [u32], field: impl Fn(&[u8])
         return;
     }
     let mut counts = [[0u32; 512]; 4];
+    count_quads::<E>(src, &mut counts, &field);
+    let [c0, c1, c2, c3] = &counts;
+    for ((((dst, &a), &b), &c), &d) in hist.iter_mut().zip(c0).zip(c1).zip(c2).zip(c3) {
+        *dst += a + b + c + d;
+    }
+}
+
+/// Blocks of at least this many elements of a first field are counted by
+/// [`sparse_blocks`] into four copies of the counters.
+const QUAD_COPY_BLOCK: usize = 1024;
+
+/// Adds `field(element)` of the elements of `src` to `counts`, consecutive elements to
+/// separate copies.
+#[inline(always)]
+fn count_quads<const E: usize>(
+    src: &[u8],
+    counts: &mut [[u32; 512]; 4],
+    field: &impl Fn(&[u8]) -> u16,
+) {
     let mut quads = src.chunks_exact(4 * E);
     if E == 2 {
         // One 8-byte load per quad instead of four 2-byte ones: loads and counter
@@ -566,10 +659,6 @@ fn count_one<const E: usize>(src: &[u8], hist: &mut [u32], field: impl Fn(&[u8])
     }
     for element in quads.remainder().chunks_exact(E) {
         counts[0][usize::from(field(element)) & 511] += 1;
-    }
-    let [c0, c1, c2, c3] = &counts;
-    for ((((dst, &a), &b), &c), &d) in hist.iter_mut().zip(c0).zip(c1).zip(c2).zip(c3) {
-        *dst += a + b + c + d;
     }
 }
 
@@ -1755,9 +1844,10 @@ mod tests {
         ] {
             let esize = layout.element_size();
             let fields = layout.field_bits().len();
-            // Random bytes (most values present) and a few values repeated (runs).
+            // Random bytes (most values present) and a few values repeated (runs); blocks
+            // short and long (counted into four copies), the last one ragged.
             for skewed in [false, true] {
-                let src: Vec<u8> = (0..(1000 * esize) as u32)
+                let src: Vec<u8> = (0..(4099 * esize) as u32)
                     .map(|i| {
                         let x = (i.wrapping_mul(2654435761) >> 13) as u8;
                         if skewed {
@@ -1767,7 +1857,7 @@ mod tests {
                         }
                     })
                     .collect();
-                for block_len in [1usize, 3, 256, 999, 1000, 5000] {
+                for block_len in [1usize, 3, 256, 999, 1000, 1024, 1499, 2048, 5000] {
                     for field in 0..fields {
                         let mut only = vec![false; fields];
                         only[field] = true;
@@ -1806,10 +1896,22 @@ mod tests {
                     "round {round} v {v}"
                 );
             }
+            // Spread over four copies (each value in one of them, or split between
+            // two), the set of their sum is the same.
+            let mut copies = [[0u32; 512]; 4];
+            for (v, &c) in counts.iter().enumerate() {
+                copies[v % 4][v] = c / 2;
+                copies[(v / 4) % 4][v] += c - c / 2;
+            }
+            assert_eq!(nonzero_set_of(&copies), set, "round {round}");
+            assert_eq!(nonzero_set_of(std::slice::from_ref(&counts)), set);
             #[cfg(target_arch = "x86_64")]
             if SimdLevel::Avx2.is_supported() {
                 // SAFETY: the CPU supports AVX2 (checked just above).
-                assert_eq!(unsafe { nonzero_set_avx2(&counts) }, set, "round {round}");
+                unsafe {
+                    assert_eq!(nonzero_set_avx2(std::slice::from_ref(&counts)), set);
+                    assert_eq!(nonzero_set_avx2(&copies), set, "round {round}");
+                }
             }
         }
     }

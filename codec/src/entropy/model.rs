@@ -285,6 +285,25 @@ pub struct EncTable {
     pub(crate) entries: Vec<EncEntry>,
     /// `freq << 16 | start` per symbol value, for vector gathers.
     pub(crate) packed: Vec<u32>,
+    /// The first symbol value of each of [`Self::windows`].
+    // Read by the x86-64 vector encoder alone.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) window_lo: [u32; 2],
+    /// [`Self::packed`] of the [`ENC_WINDOW`] symbol values from each
+    /// [`Self::window_lo`] on (0, absent, past the table): first the run of that length
+    /// with the largest total frequency, then the run with the most of the rest (FP8's
+    /// negative values, or what an F16 exponent spreads past the first). The AVX-512
+    /// encoder looks symbols up in these in registers and gathers only those outside
+    /// both (on MiniLM, under one in a million).
+    // Read by the x86-64 vector encoder alone.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) windows: [[u32; ENC_WINDOW]; 2],
+    /// Whether the second window holds at least [`SECOND_WINDOW_MIN`] of the frequency
+    /// outside the first (else the encoder skips it and gathers what is outside the
+    /// first: a lookup per vector would cost more than the rare gather).
+    // Read by the x86-64 vector encoder alone.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) second_window: bool,
     /// The portable encoder's table, built on its first use (only the scalar path
     /// reads it).
     portable: std::sync::OnceLock<Box<[PortableEntry; PORTABLE_ENTRIES]>>,
@@ -305,10 +324,25 @@ impl EncTable {
             };
             start += freq;
         }
-        let packed = entries.iter().map(|e| (e.freq << 16) | e.start).collect();
+        let packed: Vec<u32> = entries.iter().map(|e| (e.freq << 16) | e.start).collect();
+        let first = heaviest_window(&entries, None);
+        let second = heaviest_window(&entries, Some(first));
+        let second_window = (second..second + ENC_WINDOW)
+            .filter(|s| !(first..first + ENC_WINDOW).contains(s))
+            .filter_map(|s| entries.get(s))
+            .map(|e| e.freq)
+            .sum::<u32>()
+            >= SECOND_WINDOW_MIN;
+        let window_lo = [first as u32, second as u32];
+        let windows = window_lo.map(|lo| {
+            std::array::from_fn(|k| packed.get(lo as usize + k).copied().unwrap_or_default())
+        });
         Self {
             entries,
             packed,
+            window_lo,
+            windows,
+            second_window,
             portable: std::sync::OnceLock::new(),
         }
     }
@@ -331,6 +365,36 @@ impl EncTable {
             t
         })
     }
+}
+
+/// Symbol values in each of [`EncTable::windows`].
+pub(crate) const ENC_WINDOW: usize = 64;
+
+/// Frequency (of [`PROB_SCALE`]) outside the first window that the second must hold to
+/// be looked up: at 16/4096, under one vector of 16 symbols in 15 needs a gather
+/// without it.
+pub(crate) const SECOND_WINDOW_MIN: u32 = 16;
+
+/// The first value of the run of [`ENC_WINDOW`] symbol values with the largest total
+/// frequency outside the run of [`ENC_WINDOW`] values from `taken` (if any) on: the
+/// lowest such run, 0 for a table no longer than a window.
+fn heaviest_window(entries: &[EncEntry], taken: Option<usize>) -> usize {
+    if entries.len() <= ENC_WINDOW {
+        return 0;
+    }
+    let freq = |s: usize| match taken {
+        Some(t) if (t..t + ENC_WINDOW).contains(&s) => 0,
+        _ => entries[s].freq,
+    };
+    let mut sum: u32 = (0..ENC_WINDOW).map(freq).sum();
+    let (mut best, mut best_lo) = (sum, 0);
+    for lo in 1..=entries.len() - ENC_WINDOW {
+        sum = sum + freq(lo + ENC_WINDOW - 1) - freq(lo - 1);
+        if sum > best {
+            (best, best_lo) = (sum, lo);
+        }
+    }
+    best_lo
 }
 
 /// Decoder table: one packed entry per probability slot plus the symbol values.
@@ -489,6 +553,40 @@ impl DecTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first window is the lowest run of ENC_WINDOW values with the most frequency,
+    /// the second the lowest with the most of the rest; both hold those values' packed
+    /// entries (zeros past a short table).
+    #[test]
+    fn encoder_windows_hold_the_heaviest_runs() {
+        let mut counts = vec![0u32; 512];
+        counts[10] = 1;
+        counts[300..330].fill(100);
+        counts[360] = 900;
+        counts[400] = 5;
+        counts[450] = 7;
+        let enc = EncTable::new(&FreqTable::from_counts(&counts).unwrap(), 9);
+        // [297, 361) holds everything but 10, 400 and 450; so does every later start up
+        // to 300, and 297 is the first. Of the rest, [387, 451) holds 400 and 450.
+        assert_eq!(enc.window_lo, [297, 387]);
+        // 400 and 450 hold ~12 of 4096: not enough to look the second window up.
+        assert!(!enc.second_window);
+        for (w, &lo) in enc.windows.iter().zip(&enc.window_lo) {
+            for (k, &e) in w.iter().enumerate() {
+                assert_eq!(e, enc.packed[lo as usize + k]);
+            }
+        }
+        let short = EncTable::new(&FreqTable::from_counts(&[3, 0, 9]).unwrap(), 2);
+        assert_eq!(short.window_lo, [0, 0]);
+        assert!(!short.second_window);
+        assert_eq!(short.windows[0][..4], short.packed[..]);
+        assert!(short.windows[0][4..].iter().all(|&e| e == 0));
+        // With more of them, it pays.
+        counts[400] = 500;
+        let two = EncTable::new(&FreqTable::from_counts(&counts).unwrap(), 9);
+        assert_eq!(two.window_lo, [297, 387]);
+        assert!(two.second_window);
+    }
 
     #[test]
     fn quantized_frequencies_sum_to_scale_and_keep_every_symbol() {

@@ -335,6 +335,59 @@ fn reciprocal_quotient_is_within_one() {
     }
 }
 
+/// The AVX-512 encoder takes `y / freq` as `trunc(f32(y) · f32(1 / freq))` with every
+/// operation rounded toward zero, and corrects it only upward: check, in the same
+/// instructions, that it is exact or one short for every frequency, at the top of the
+/// state range, next to exact multiples and at random states. (Skipped where the CPU
+/// lacks AVX-512; the encoders' comparisons with scalar cover the rest.)
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn truncated_reciprocal_quotient_is_exact_or_one_short() {
+    if !SimdLevel::Avx512.is_supported() {
+        return;
+    }
+    #[target_feature(enable = "avx512f")]
+    fn quotients(ys: &[u32; 16], freq: u32) -> [u32; 16] {
+        use std::arch::x86_64::*;
+        const RZ: i32 = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
+        let f = _mm512_set1_epi32(freq as i32);
+        let inv = _mm512_div_round_ps::<RZ>(_mm512_set1_ps(1.0), _mm512_cvtepu32_ps(f));
+        // SAFETY: 16 u32 in and out, unaligned access allowed.
+        let y = unsafe { _mm512_loadu_si512(ys.as_ptr().cast()) };
+        let q = _mm512_cvttps_epu32(_mm512_mul_round_ps::<RZ>(
+            _mm512_cvt_roundepu32_ps::<RZ>(y),
+            inv,
+        ));
+        let mut out = [0u32; 16];
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), q) };
+        out
+    }
+    let mut next = xorshift(0x9E6C_63D0_676A_9A99);
+    for freq in 1..=PROB_SCALE {
+        let top = u64::from(freq) << (32 - PROB_BITS);
+        let mut ys: Vec<u64> = (1..=64).map(|d| top - d).collect();
+        for k in [1u64, 2, 3, 1 << 10, (top / u64::from(freq)) - 1] {
+            let m = k * u64::from(freq);
+            ys.extend([m - 1, m, m + 1].into_iter().filter(|&y| y < top));
+        }
+        ys.extend((0..64).map(|_| next() % top));
+        ys.resize(ys.len().next_multiple_of(16), 0);
+        for sixteen in ys.chunks_exact(16) {
+            let y: [u32; 16] = std::array::from_fn(|k| sixteen[k] as u32);
+            // SAFETY: the CPU has AVX-512 (checked above).
+            let q = unsafe { quotients(&y, freq) };
+            for (&y, &q) in y.iter().zip(&q) {
+                let exact = y / freq;
+                assert!(
+                    q == exact || q + 1 == exact,
+                    "freq {freq}, y {y}: {q} vs {exact}"
+                );
+            }
+        }
+    }
+}
+
 /// The portable whole-group encoder (the scalar path) writes exactly what coding one
 /// group at a time with the reference step writes, block tables and all.
 #[test]
@@ -860,5 +913,113 @@ fn damaged_chunks_with_raw_blocks_are_errors() {
         let mut bad = payload.clone();
         bad[STATE_BYTES + 3] ^= 1;
         assert!(decode(&bad, &raw).is_ok_and(|out| out != symbols));
+    }
+}
+
+/// The vector encoders look the symbols of a table's two heaviest windows of values up
+/// in registers and gather the rest: symbols in the windows, below and above them
+/// (rare, or in every group), next to absent ones in a window, with one peak or two
+/// (FP8's signs), across blocks whose tables have different windows and odd chunk
+/// lengths, all code as on the scalar path.
+#[test]
+fn window_lookups_and_outliers_code_like_scalar() {
+    let mut next = xorshift(0x0DDC_0FFE_E0DD_F00D);
+    for round in 0..24 {
+        // A peak of ~40 values somewhere in 9 bits, plus outliers at `rate` per 1024.
+        let rate = [0u64, 1, 30, 1024][round % 4];
+        let tables: Vec<(EncTable, DecTable, Vec<u16>)> = (0..3)
+            .map(|_| {
+                let base = (next() % 470) as u16;
+                let mut counts = vec![0u32; 512];
+                for k in 0..40u16 {
+                    // Every other value of the peak absent in some tables.
+                    if round % 3 != 0 || k % 2 == 0 {
+                        counts[usize::from(base + k)] = 1 + (next() % 5000) as u32;
+                    }
+                }
+                if round % 2 == 1 {
+                    // A second peak, 128 values off (wrapping within 9 bits).
+                    for k in 0..30u16 {
+                        counts[usize::from(base + k + 128) % 512] += 1 + (next() % 3000) as u32;
+                    }
+                }
+                for _ in 0..20 {
+                    counts[(next() % 512) as usize] += 1;
+                }
+                let table = FreqTable::from_counts(&counts).unwrap();
+                let present: Vec<u16> = (0..512).filter(|&s| counts[s as usize] > 0).collect();
+                (EncTable::new(&table, 9), DecTable::new(&table), present)
+            })
+            .collect();
+        // Two peaks always make the second window pay.
+        assert!(round % 2 == 0 || tables.iter().all(|t| t.0.second_window));
+        let block_len = LANES << (next() % 4);
+        let n = (next() % 9000) as usize + 1;
+        let symbols: Vec<u16> = (0..n)
+            .map(|i| {
+                let (enc, _, present) = &tables[(i / block_len) % 3];
+                if next() % 1024 < rate {
+                    present[(next() as usize) % present.len()]
+                } else {
+                    // A present value in one of the windows.
+                    let lo = enc.window_lo[(next() % 2) as usize] as usize;
+                    *present
+                        .iter()
+                        .filter(|&&s| (lo..lo + 64).contains(&usize::from(s)))
+                        .nth((next() % 8) as usize)
+                        .unwrap_or(&present[0])
+                }
+            })
+            .collect();
+        let n_blocks = n.div_ceil(block_len);
+        let enc_refs: Vec<&EncTable> = (0..n_blocks).map(|b| &tables[b % 3].0).collect();
+        let dec_refs: Vec<&DecTable> = (0..n_blocks).map(|b| &tables[b % 3].1).collect();
+        let mut reference = Vec::new();
+        assert!(encode_chunk_on(
+            SimdLevel::Scalar,
+            &symbols,
+            &enc_refs,
+            block_len,
+            &mut reference
+        ));
+        for level in SimdLevel::supported() {
+            let mut payload = Vec::new();
+            assert!(encode_chunk_on(
+                level,
+                &symbols,
+                &enc_refs,
+                block_len,
+                &mut payload
+            ));
+            assert!(
+                payload == reference,
+                "round {round}: {level} encoder differs"
+            );
+            let mut out = vec![0u16; n];
+            decode_chunk_on(level, &payload, &dec_refs, block_len, &mut out).unwrap();
+            assert!(out == symbols, "round {round}: {level} decoder");
+        }
+        // An absent value in the window, and one below it, refuse the chunk everywhere.
+        let enc = enc_refs[n / 2 / block_len];
+        let [lo, lo2] = enc.window_lo;
+        let absent_in_window =
+            (lo..lo + 64).find(|&s| s < 512 && enc.entries[s as usize].freq == 0);
+        let absent_in_second =
+            (lo2..lo2 + 64).find(|&s| s < 512 && enc.entries[s as usize].freq == 0);
+        let absent_below = (0..lo).find(|&s| enc.entries[s as usize].freq == 0);
+        for bad in [absent_in_window, absent_in_second, absent_below]
+            .into_iter()
+            .flatten()
+        {
+            let mut symbols = symbols.clone();
+            symbols[n / 2] = bad as u16;
+            for level in SimdLevel::supported() {
+                let mut out = Vec::new();
+                assert!(
+                    !encode_chunk_on(level, &symbols, &enc_refs, block_len, &mut out),
+                    "round {round}: {level} coded absent symbol {bad}"
+                );
+            }
+        }
     }
 }

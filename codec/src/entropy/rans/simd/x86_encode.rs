@@ -1,15 +1,15 @@
 //! The AVX-512 and AVX2 group encoders.
 
 use super::super::LANES;
-use crate::entropy::model::{EncTable, PROB_BITS};
+use crate::entropy::model::{EncTable, ENC_WINDOW, PROB_BITS, PROB_SCALE};
 use std::arch::x86_64::*;
 
 /// Encodes groups `g-1` down to 0 (each of LANES symbols, all in `symbols`): per
 /// 16-lane vector, gather `freq << 16 | start`, renormalise the lanes at or above
 /// `freq · 2^20` (their low words compressed into lane order in registers, then
 /// stored under a length mask), and compute `x / freq` as an f32 product with
-/// `1 / freq` (divided off the state's dependency chain), corrected to the exact
-/// quotient.
+/// `1 / freq` (divided off the state's dependency chain) rounded toward zero, which
+/// one compare corrects to the exact quotient.
 ///
 /// The table entries of the next group are gathered while the current one is
 /// coded: a group is a few hundred instructions, so the out-of-order window would
@@ -34,9 +34,9 @@ pub(super) unsafe fn encode_groups_avx512(
     // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
     let mut x = unsafe { [_mm512_loadu_si512(lanes), _mm512_loadu_si512(lanes.add(1))] };
     let low16 = _mm512_set1_epi32(0xFFFF);
-    let one = _mm512_set1_epi32(1);
+    let scale = _mm512_set1_epi32(PROB_SCALE as i32);
     let one_f = _mm512_set1_ps(1.0);
-    let zero = _mm512_setzero_si512();
+    const RZ: i32 = _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC;
     let mut wp = *start;
     let mut absent = 0u16;
     // The block of group g - 1 and its first group: one division per call.
@@ -58,28 +58,29 @@ pub(super) unsafe fn encode_groups_avx512(
             let e = entries[v];
             let freq = _mm512_srli_epi32::<16>(e);
             let cum = _mm512_and_si512(e, low16);
-            // q ≈ y · (1/freq): the reciprocal depends on the symbol alone, so its
-            // division runs off the state's dependency chain, which then holds a
-            // multiply instead of a division. y / freq < 2^20 (what renormalisation
-            // leaves) and the three roundings (y, 1/freq, the product) are each
-            // within 2^-24 relative, so the f32 quotient is within 2^20 · 3 · 2^-24
-            // < 1/5 of y / freq: the truncated quotient is off by at most one
-            // either way. (An absent symbol's frequency 0 gives garbage, no fault.)
-            let inv = _mm512_div_ps(one_f, _mm512_cvtepu32_ps(freq));
+            // The state's step when the quotient below is one short: q + 1 and r − freq
+            // move x by PROB_SCALE − freq.
+            let cmpl = _mm512_sub_epi32(scale, freq);
+            // q ≈ y · (1/freq) in f32, every operation rounded toward zero: the
+            // reciprocal depends on the symbol alone, so its division runs off the
+            // state's dependency chain, which then holds a multiply instead of a
+            // division. All three roundings (y, 1/freq, the product) only shrink a
+            // positive value, each by under 2^-23 relative, and y / freq < 2^20 (what
+            // renormalisation leaves), so the product lies in (y / freq − 3/8, y / freq]:
+            // the truncated quotient is exact or one short, and one compare corrects
+            // it. (An absent symbol's frequency 0 gives garbage, no fault.)
+            let inv = _mm512_div_round_ps::<RZ>(one_f, _mm512_cvtepu32_ps(freq));
             let m = _mm512_cmpge_epu32_mask(_mm512_srli_epi32::<{ 32 - PROB_BITS }>(x[v]), freq);
             words16[v] = _mm512_cvtepi32_epi16(x[v]);
             masks[v] = m;
             let y = _mm512_mask_srli_epi32(x[v], m, x[v], 16);
-            let qf = _mm512_mul_ps(_mm512_cvtepu32_ps(y), inv);
-            let mut q = _mm512_cvttps_epu32(qf);
-            let mut r = _mm512_sub_epi32(y, _mm512_mullo_epi32(q, freq));
-            let low = _mm512_cmplt_epi32_mask(r, zero);
-            q = _mm512_mask_sub_epi32(q, low, q, one);
-            r = _mm512_mask_add_epi32(r, low, r, freq);
-            let high = _mm512_cmpge_epi32_mask(r, freq);
-            q = _mm512_mask_add_epi32(q, high, q, one);
-            r = _mm512_mask_sub_epi32(r, high, r, freq);
-            x[v] = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32::<PROB_BITS>(q), r), cum);
+            let qf = _mm512_mul_round_ps::<RZ>(_mm512_cvt_roundepu32_ps::<RZ>(y), inv);
+            let q = _mm512_cvttps_epu32(qf);
+            // r = y − q · freq is in [0, 2 · freq).
+            let r = _mm512_sub_epi32(y, _mm512_mullo_epi32(q, freq));
+            let short = _mm512_cmpge_epu32_mask(r, freq);
+            let x_q = _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32::<PROB_BITS>(q), r), cum);
+            x[v] = _mm512_mask_add_epi32(x_q, short, x_q, cmpl);
         }
         let (c0, c1) = (
             masks[0].count_ones() as usize,
@@ -109,8 +110,11 @@ pub(super) unsafe fn encode_groups_avx512(
 }
 
 /// The packed entries `freq << 16 | start` of group `group`'s symbols in `table`,
-/// as two 16-lane vectors. Symbols past the table are clamped into it and flagged
-/// in `absent`, as are symbols of frequency 0 (the chunk is then dropped).
+/// as two 16-lane vectors. Symbols in the table's [`EncTable::windows`] are looked up
+/// in registers (per window two two-register permutes and a blend per vector; the
+/// second only for tables where it holds enough to pay); the others, rare, are gathered (a gather of 16 lanes costs a Zen 4 more than the whole
+/// lookup). Symbols past the table are clamped into it and flagged in `absent`, as are
+/// symbols of frequency 0 (the chunk is then dropped).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
 fn gather_entries_avx512(
     symbols: &[u16],
@@ -118,23 +122,71 @@ fn gather_entries_avx512(
     table: &EncTable,
     absent: &mut u16,
 ) -> [__m512i; 2] {
+    const _: () = assert!(ENC_WINDOW == 64);
     let group_symbols: &[u16; LANES] = symbols[group * LANES..][..LANES]
         .try_into()
         .expect("a whole group");
-    let packed = table.packed.as_ptr() as *const i32;
-    let last = _mm512_set1_epi32(table.packed.len() as i32 - 1);
+    let span = _mm512_set1_epi32(ENC_WINDOW as i32);
+    let upper = _mm512_set1_epi32(32);
+    // Entries of the symbols `s` in window `w` (garbage elsewhere), and the mask of
+    // those outside it.
+    let look_up = |s: __m512i, w: usize| -> (__m512i, __mmask16) {
+        let window = table.windows[w].as_ptr() as *const __m512i;
+        // SAFETY: a window is 64 u32s, exactly four 512-bit vectors.
+        let t = unsafe {
+            [
+                _mm512_loadu_si512(window),
+                _mm512_loadu_si512(window.add(1)),
+                _mm512_loadu_si512(window.add(2)),
+                _mm512_loadu_si512(window.add(3)),
+            ]
+        };
+        // Window offsets; below the window they wrap to large values.
+        let k = _mm512_sub_epi32(s, _mm512_set1_epi32(table.window_lo[w] as i32));
+        // The permutes read the low five bits of k, the blend bit 5.
+        let e = _mm512_mask_blend_epi32(
+            _mm512_test_epi32_mask(k, upper),
+            _mm512_permutex2var_epi32(t[0], k, t[1]),
+            _mm512_permutex2var_epi32(t[2], k, t[3]),
+        );
+        (e, _mm512_cmpge_epu32_mask(k, span))
+    };
     std::array::from_fn(|v| {
         // SAFETY: the 16 symbols at 16v lie within `group_symbols`.
         let s = unsafe { _mm256_loadu_si256(group_symbols.as_ptr().add(16 * v) as *const __m256i) };
         let s = _mm512_cvtepu16_epi32(s);
-        let beyond = _mm512_cmpgt_epu32_mask(s, last);
-        let s = _mm512_min_epu32(s, last);
-        // SAFETY: s ≤ table.packed.len() - 1, scaled by 4 bytes.
-        let e = unsafe { _mm512_i32gather_epi32::<4>(s, packed) };
+        let (mut e, mut outside) = look_up(s, 0);
+        if table.second_window {
+            let (e2, outside2) = look_up(s, 1);
+            e = _mm512_mask_blend_epi32(outside, e, e2);
+            outside &= outside2;
+        }
+        if outside != 0 {
+            e = gather_outside_avx512(s, outside, e, table, absent);
+        }
         let freq = _mm512_srli_epi32::<16>(e);
-        *absent |= beyond | _mm512_cmpeq_epi32_mask(freq, _mm512_setzero_si512());
+        *absent |= _mm512_cmpeq_epi32_mask(freq, _mm512_setzero_si512());
         e
     })
+}
+
+/// `e` with the lanes in `outside` gathered from `table`'s packed entries; symbols
+/// past the table are clamped into it and flagged in `absent`.
+#[cold]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]
+fn gather_outside_avx512(
+    s: __m512i,
+    outside: __mmask16,
+    e: __m512i,
+    table: &EncTable,
+    absent: &mut u16,
+) -> __m512i {
+    let packed = table.packed.as_ptr() as *const i32;
+    let last = _mm512_set1_epi32(table.packed.len() as i32 - 1);
+    *absent |= _mm512_cmpgt_epu32_mask(s, last);
+    let s = _mm512_min_epu32(s, last);
+    // SAFETY: s ≤ table.packed.len() - 1, scaled by 4 bytes.
+    unsafe { _mm512_mask_i32gather_epi32::<4>(e, outside, s, packed) }
 }
 
 /// Word compaction for the AVX2 encoder, indexed by the renormalise mask of four
@@ -165,8 +217,8 @@ const COMPACT4_HIGH: [[u8; 16]; 16] = {
 /// taken from the last lane down. Each half-vector's emitted words are compacted
 /// by a byte shuffle and stored in one 8-byte store that ends at the write
 /// position; `x / freq` is an f32 product with `1 / freq` (divided off the state's
-/// dependency chain), corrected to the exact quotient (AVX2 converts only signed
-/// integers, so `y` is converted in two 16-bit halves).
+/// dependency chain), corrected to the exact quotient in one step (AVX2 converts only
+/// signed integers, so `y` is converted in two 16-bit halves).
 #[target_feature(enable = "avx2,bmi1,popcnt")]
 pub(super) unsafe fn encode_groups_avx2(
     states: &mut [u32; LANES],
@@ -189,6 +241,8 @@ pub(super) unsafe fn encode_groups_avx2(
     }
     let low16 = _mm256_set1_epi32(0xFFFF);
     let ones = _mm256_set1_epi32(-1);
+    let one = _mm256_set1_epi32(1);
+    let scale = _mm256_set1_epi32(PROB_SCALE as i32);
     let zero = _mm256_setzero_si256();
     let two16 = _mm256_set1_ps(65536.0);
     let one_f = _mm256_set1_ps(1.0);
@@ -252,19 +306,20 @@ pub(super) unsafe fn encode_groups_avx2(
                 _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32::<16>(y)), two16),
                 _mm256_cvtepi32_ps(_mm256_and_si256(y, low16)),
             );
-            let mut q = _mm256_cvttps_epi32(_mm256_mul_ps(y_f, inv));
-            let mut r = _mm256_sub_epi32(y, _mm256_mullo_epi32(q, freq));
-            // r is in (-freq, 2·freq): move one step down or up where it is out.
-            let low = _mm256_cmpgt_epi32(zero, r);
-            q = _mm256_add_epi32(q, low);
-            r = _mm256_add_epi32(r, _mm256_and_si256(low, freq));
-            let high = _mm256_xor_si256(_mm256_cmpgt_epi32(freq, r), ones);
-            q = _mm256_sub_epi32(q, high);
-            r = _mm256_sub_epi32(r, _mm256_and_si256(high, freq));
-            x[v] = _mm256_add_epi32(
+            let q = _mm256_cvttps_epi32(_mm256_mul_ps(y_f, inv));
+            let r = _mm256_sub_epi32(y, _mm256_mullo_epi32(q, freq));
+            // r is in (-freq, 2·freq): where it is out, q is one over (r < 0) or one
+            // short (r ≥ freq), never both, so both compares read the same r, and a
+            // step of q moves x by PROB_SCALE − freq. (Signed compares: |r| < 2^14.)
+            let over = _mm256_cmpgt_epi32(zero, r);
+            let short = _mm256_cmpgt_epi32(r, _mm256_sub_epi32(freq, one));
+            let cmpl = _mm256_sub_epi32(scale, freq);
+            let x_q = _mm256_add_epi32(
                 _mm256_add_epi32(_mm256_slli_epi32::<{ PROB_BITS as i32 }>(q), r),
                 cum,
             );
+            // over − short: +1 where q is short, −1 where it is over, else 0.
+            x[v] = _mm256_add_epi32(x_q, _mm256_sign_epi32(cmpl, _mm256_sub_epi32(over, short)));
         }
     }
     for (v, &xv) in x.iter().enumerate() {
