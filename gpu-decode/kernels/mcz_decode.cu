@@ -11,9 +11,18 @@
 // STAGE_STEPS steps and written out as 16-byte stores (8 bytes for F8).
 //
 // Safety against hostile data: the host validates every stream before upload; the kernel
-// still bounds every data-dependent read (words past a payload's end read as 0, table ids
-// are clamped) and reports a failed end state, an unconsumed or overrun word stream and
-// a bad table id through `err` instead of writing outside the tensor.
+// still bounds every data-dependent read (word and raw-area indexes are clamped to the
+// payload's readable end, table ids are clamped) and reports a failed end state, an
+// unconsumed or overrun word stream or raw area and a bad table id through `err` instead
+// of writing outside the tensor.
+//
+// Raw blocks (format 1.4, stream mode 5, FORMAT.md §5.5.1): a block whose id equals its
+// stream's table count is stored bit-packed in the chunk's raw area, after the states
+// (an all-raw chunk is its raw area alone). Decoded here for every layout but F32's
+// (Layout::raw_ok; the host decodes F32 tensors with raw blocks). Blocks hold multiples
+// of 32 symbols, so a step is all raw or all coded for a field (warp-uniform): a raw step
+// reads each lane's b bits from the area instead of a rANS step, and the words start
+// after the area.
 
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -52,8 +61,10 @@ typedef unsigned long long u64;
 // Field stream of one tensor. Addresses are device addresses.
 struct FieldDesc {
     u64 stream;       // first byte of the stream (its mode byte); 16-byte aligned
-    u64 chunk_index;  // rANS: per chunk, u64 payload offset (from `stream`) and u64 length
-    u64 block_ids;    // rANS: one table id byte per block
+    u64 chunk_index;  // rANS: per chunk, u64 payload offset (from `stream`), u32 payload
+                      // length, u32 raw area length R (FORMAT.md §5.5.1; 0 without raw
+                      // blocks); a payload of length R is all raw: no states, no words
+    u64 block_ids;    // rANS: one table id byte per block; id == n_tables: a raw block
     u32 mode;         // MODE_*
     u32 bits;         // symbol width
     u32 value;        // Const: the symbol
@@ -103,6 +114,7 @@ template <int LAYOUT>
 struct Layout;
 template <>
 struct Layout<LAYOUT_BF16> {
+    __device__ static bool raw_ok(int) { return true; }
     static const int FIELDS = 2;
     static const int ESIZE = 2;
     static const bool SIGN_IN_RESIDUAL = true;
@@ -119,6 +131,7 @@ struct Layout<LAYOUT_BF16> {
 };
 template <>
 struct Layout<LAYOUT_F16> {
+    __device__ static bool raw_ok(int) { return true; }
     static const int FIELDS = 2;
     static const int ESIZE = 2;
     static const bool SIGN_IN_RESIDUAL = true;
@@ -133,6 +146,9 @@ struct Layout<LAYOUT_F16> {
 };
 template <>
 struct Layout<LAYOUT_F32> {
+    // No raw blocks: the host decodes an F32 tensor with raw blocks (plan.rs); the raw
+    // step's registers would make the F32 instances spill inside their loops.
+    __device__ static bool raw_ok(int) { return false; }
     static const int FIELDS = 4;
     static const int ESIZE = 4;
     static const bool SIGN_IN_RESIDUAL = true;
@@ -147,6 +163,7 @@ struct Layout<LAYOUT_F32> {
 };
 template <>
 struct Layout<LAYOUT_F8> {
+    __device__ static bool raw_ok(int) { return true; }
     static const int FIELDS = 1;
     static const int ESIZE = 1;
     static const bool SIGN_IN_RESIDUAL = false;
@@ -158,6 +175,7 @@ struct Layout<LAYOUT_F8> {
 // bit; field 1 = the base layout's mantissa bits of field 1 plus the displaced bit on top.
 template <>
 struct Layout<LAYOUT_BF16_JOINT> {
+    __device__ static bool raw_ok(int) { return true; }
     static const int FIELDS = 2;
     static const int ESIZE = 2;
     static const bool SIGN_IN_RESIDUAL = false;
@@ -172,6 +190,7 @@ struct Layout<LAYOUT_BF16_JOINT> {
 };
 template <>
 struct Layout<LAYOUT_F16_JOINT> {
+    __device__ static bool raw_ok(int) { return true; }
     static const int FIELDS = 2;
     static const int ESIZE = 2;
     static const bool SIGN_IN_RESIDUAL = false;
@@ -186,6 +205,9 @@ struct Layout<LAYOUT_F16_JOINT> {
 };
 template <>
 struct Layout<LAYOUT_F32_JOINT> {
+    // No raw blocks: the host decodes an F32 tensor with raw blocks (plan.rs); the raw
+    // step's registers would make the F32 instances spill inside their loops.
+    __device__ static bool raw_ok(int) { return false; }
     static const int FIELDS = 4;
     static const int ESIZE = 4;
     static const bool SIGN_IN_RESIDUAL = false;
@@ -438,7 +460,9 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
     u32 p[L::FIELDS];
     u32 nwords[L::FIELDS];
     const u16* words[L::FIELDS];
-    const u8* table[L::FIELDS];
+    // Bytes of the chunk's raw area not yet read (the area ends where the words start).
+    int raw_left[L::FIELDS];
+    const u8* table[L::FIELDS];  // the field's table, or null for a raw block
     // The coded fields' bits common to every element: the constants, merged once.
     u32 const_bits = 0;
     bool bad = false;
@@ -454,26 +478,47 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
         p[f] = 0;
         nwords[f] = 0;
         words[f] = 0;
+        raw_left[f] = 0;
         table[f] = tables;
         if (mode[f] == MODE_CONST) const_bits |= L::contrib(f, fd.value);
         if (mode[f] == MODE_RANS) {
             const u64* ci = (const u64*)fd.chunk_index;
             const u64 off = __ldg(ci + 2 * (u64)chunk);
-            const u64 len = __ldg(ci + 2 * (u64)chunk + 1);
+            const u64 lens = __ldg(ci + 2 * (u64)chunk + 1);
+            // The payload's length and its raw area's: a chunk that is its raw area alone
+            // has no states (they stay RANS_L) and no words.
+            const u32 len = (u32)lens, area = (u32)(lens >> 32);
+            const u32 states = len == area ? 0u : 128u;
             const u8* payload = (const u8*)(fd.stream + off);
-            x[f] = __ldg((const u32*)payload + lane);
-            words[f] = (const u16*)(payload + 128);
-            nwords[f] = (u32)((len - 128) / 2);
-            bad |= x[f] < RANS_L;
+            if (area <= len && len - area >= states && area % 2 == 0 && area < (1u << 30)) {
+                if (states != 0) {
+                    x[f] = __ldg((const u32*)payload + lane);
+                    bad |= x[f] < RANS_L;
+                }
+                words[f] = (const u16*)(payload + states + area);
+                raw_left[f] = (int)area;
+                nwords[f] = (len - area - states) / 2;
+            } else {
+                // A chunk index that does not fit its payload, an odd raw area or one
+                // of 2^30 bytes or more (raw_left stays far from overflow; a corrupt
+                // device copy): nothing is read past the payload's end.
+                words[f] = (const u16*)(payload + (len & ~1u));
+                bad = true;
+            }
             whole_groups &= fd.block_log2 >= 8;
         }
     }
 
-    // The table of rANS field f's block holding chunk element `e`.
+    // The table of rANS field f's block holding chunk element `e`; null for a raw block
+    // (id equal to the table count).
     auto select_table = [&](int f, u32 e) {
         const FieldDesc& fd = d.fields[f];
         const u64 block = (start + e) >> fd.block_log2;
         u32 id = __ldg((const u8*)fd.block_ids + block);
+        if (id == fd.n_tables && L::raw_ok(f)) {
+            table[f] = 0;
+            return;
+        }
         if (id >= fd.n_tables) {
             id = 0;
             bad_table = true;
@@ -489,7 +534,24 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
         for (int f = 0; f < L::FIELDS; ++f) {
             const bool fixed = mode_fixed<MODES>(f);
             const u32 mf = fixed ? mode[f] : d.fields[f].mode;
-            if (mf == MODE_RANS) {
+            if (L::raw_ok(f) && mf == MODE_RANS && table[f] == 0) {
+                // A raw step (warp-uniform): lane `lane`'s b bits at bit lane·b of what is
+                // left of the raw area (raw_left bytes, negative once overrun); a lane whose
+                // bytes are not all in the area reads the area's end instead (the first
+                // word or what follows the payload: 2 readable bytes) and, if active, sets
+                // `bad`. The next raw step starts 32·b bits on.
+                const u32 b = L::bits(f);
+                const u32 bit = lane * b;
+                const int at = (int)(bit >> 3);
+                const bool two = (bit & 7) + b > 8;
+                const bool in = at + (two ? 1 : 0) < raw_left[f];
+                bad |= active && !in;
+                const u8* q = (const u8*)words[f] - (in ? raw_left[f] - at : 0);
+                const u32 lo = __ldg(q);
+                const u32 hi = two ? __ldg(q + 1) : 0u;
+                v |= L::contrib(f, ((hi << 8 | lo) >> (bit & 7)) & ((1u << b) - 1));
+                raw_left[f] -= 4 * b;
+            } else if (mf == MODE_RANS) {
                 const u8* tb = table[f];
                 const u32 xs = x[f];
                 const u32 slot = xs & 4095u;

@@ -114,6 +114,12 @@ fn field_bits(layout: u32, f: usize) -> u32 {
     }
 }
 
+/// `Layout<L>::raw_ok`: whether the kernel decodes raw blocks in field `f` (not in F32's
+/// layouts, whose instances would spill: the host decodes those tensors, plan.rs).
+pub(crate) fn raw_ok(layout: u32, _f: usize) -> bool {
+    !matches!(layout, 2 | 6)
+}
+
 /// `Layout<L>::contrib`: the bits field `f`'s symbol `s` sets in the element.
 pub(crate) fn contrib(layout: u32, f: usize, s: u32) -> u32 {
     match (layout, f) {
@@ -214,6 +220,8 @@ fn decode_chunk(
     let mut nwords = [0u32; MAX_FIELDS];
     let mut words = [0u64; MAX_FIELDS];
     let mut table = [0usize; MAX_FIELDS];
+    // Per rANS field, the bytes of the chunk's raw area not yet read (it ends at the words).
+    let mut raw_left = [0i32; MAX_FIELDS];
     let mut bad = [false; LANES];
     let mut bad_table = [false; LANES];
     // Every rANS field's blocks span whole staging groups: the group loop runs.
@@ -222,14 +230,29 @@ fn decode_chunk(
         let fd = &d.fields[f];
         if fd.mode == MODE_RANS {
             let off = mem.u64(fd.chunk_index + 16 * u64::from(chunk));
-            let len = mem.u64(fd.chunk_index + 16 * u64::from(chunk) + 8);
+            let lens = mem.u64(fd.chunk_index + 16 * u64::from(chunk) + 8);
+            // The payload's length and its raw area's (FORMAT.md §5.5.1): a chunk that is
+            // its raw area alone has no states (they stay RANS_L) and no words.
+            let (len, area) = (lens as u32, (lens >> 32) as u32);
+            let states: u32 = if len == area { 0 } else { 128 };
             let payload = fd.stream + off;
-            for lane in 0..LANES {
-                x[f][lane] = mem.u32(payload + 4 * lane as u64);
-                bad[lane] |= x[f][lane] < RANS_L;
+            if area <= len && len - area >= states && area % 2 == 0 && area < 1 << 30 {
+                if states != 0 {
+                    for lane in 0..LANES {
+                        x[f][lane] = mem.u32(payload + 4 * lane as u64);
+                        bad[lane] |= x[f][lane] < RANS_L;
+                    }
+                }
+                words[f] = payload + u64::from(states + area);
+                raw_left[f] = area as i32;
+                nwords[f] = (len - area - states) / 2;
+            } else {
+                // A chunk index that does not fit its payload, an odd raw area or one
+                // of 2^30 bytes or more (raw_left stays far from overflow; a corrupt
+                // device copy): nothing is read past the payload's end.
+                words[f] = payload + u64::from(len & !1);
+                bad.fill(true);
             }
-            words[f] = payload + 128;
-            nwords[f] = ((len - 128) / 2) as u32;
             whole_groups &= fd.block_log2 >= 8;
         }
     }
@@ -263,14 +286,20 @@ fn decode_chunk(
             // Table switches at the start of each run of groups up to the next block
             // boundary of any rANS field.
             let mut run_end = groups;
-            for (fd, table) in d.fields[..fields].iter().zip(&mut table) {
+            for (f, (fd, table)) in d.fields[..fields].iter().zip(&mut table).enumerate() {
                 if fd.mode != MODE_RANS {
                     continue;
                 }
                 let block_mask = (1u32 << fd.block_log2) - 1;
                 let e = g * STAGE_ELEMS as u32;
                 if e & block_mask == 0 {
-                    *table = select_table(fd, start + u64::from(e), mem, &mut bad_table);
+                    *table = select_table(
+                        fd,
+                        raw_ok(d.layout, f),
+                        start + u64::from(e),
+                        mem,
+                        &mut bad_table,
+                    );
                 }
                 run_end = run_end.min(((e | block_mask) + 1) / STAGE_ELEMS as u32);
             }
@@ -295,8 +324,21 @@ fn decode_chunk(
                 }
                 for s in 0..STAGE_STEPS {
                     let v = step(
-                        d, fields, tables, &table, &mut x, &mut p, &words, &nwords, const_bits, m,
-                        t, true, mem,
+                        d,
+                        fields,
+                        tables,
+                        &table,
+                        &mut x,
+                        &mut p,
+                        &words,
+                        &nwords,
+                        &mut raw_left,
+                        &mut bad,
+                        const_bits,
+                        m,
+                        t,
+                        true,
+                        mem,
                     );
                     stage_row(stage, s, esize, &v);
                     t += 1;
@@ -337,20 +379,39 @@ fn decode_chunk(
         // Table switches at the start of each run of steps up to the next block boundary
         // of any rANS field.
         let mut run_end = steps;
-        for (fd, table) in d.fields[..fields].iter().zip(&mut table) {
+        for (f, (fd, table)) in d.fields[..fields].iter().zip(&mut table).enumerate() {
             if fd.mode != MODE_RANS {
                 continue;
             }
             let block_mask = (1u32 << fd.block_log2) - 1;
             if (32 * t) & block_mask == 0 {
-                *table = select_table(fd, start + 32 * u64::from(t), mem, &mut bad_table);
+                *table = select_table(
+                    fd,
+                    raw_ok(d.layout, f),
+                    start + 32 * u64::from(t),
+                    mem,
+                    &mut bad_table,
+                );
             }
             run_end = run_end.min((((32 * t) | block_mask) + 1) / 32);
         }
         while t < run_end {
             let v = step(
-                d, fields, tables, &table, &mut x, &mut p, &words, &nwords, const_bits, m, t,
-                false, mem,
+                d,
+                fields,
+                tables,
+                &table,
+                &mut x,
+                &mut p,
+                &words,
+                &nwords,
+                &mut raw_left,
+                &mut bad,
+                const_bits,
+                m,
+                t,
+                false,
+                mem,
             );
             let s = (t as usize) % STAGE_STEPS;
             stage_row(stage, s, esize, &v);
@@ -416,16 +477,25 @@ fn group_loop(d: &TensorDesc, fields: usize) -> bool {
         .any(|f| f.mode == MODE_RANS)
 }
 
+/// What [`select_table`] gives for a raw block (the kernel's null table pointer).
+const RAW_TABLE: usize = usize::MAX;
+
 /// `select_table`: the table of rANS field `fd`'s block holding element `e` of the
-/// tensor (a clamped id sets `bad_table`), as an offset into the tables.
+/// tensor as an offset into the tables, or [`RAW_TABLE`] for a raw block (id equal to the
+/// table count, where `raw_ok`: [`raw_ok`]; any other id past the tables is clamped to 0
+/// and sets `bad_table`).
 fn select_table(
     fd: &crate::plan::FieldDesc,
+    raw_ok: bool,
     e: u64,
     mem: &Memory<'_>,
     bad_table: &mut [bool; LANES],
 ) -> usize {
     let block = e >> fd.block_log2;
     let mut id = mem.u8(fd.block_ids + block);
+    if id == fd.n_tables && raw_ok {
+        return RAW_TABLE;
+    }
     if id >= fd.n_tables {
         id = 0;
         bad_table.fill(true);
@@ -434,6 +504,11 @@ fn select_table(
 }
 
 /// `step`: element `32·t + lane` of every field; returns each lane's merged coded fields.
+/// A raw block's step (warp-uniform: blocks hold multiples of 32 symbols) reads lane
+/// `lane`'s `b` bits at bit `lane·b` of what is left of the raw area (`raw_left[f]` bytes,
+/// ending at the words; negative once overrun) and moves on by `32·b` bits; a lane whose
+/// bytes are not all in the area reads the area's end instead (the first word or what
+/// follows the payload: 2 readable bytes) and, if active, sets `bad`.
 /// `full`: the group loop's steps, where every lane is taken to be active (as the kernel
 /// does, without testing `32·t + lane < m`).
 #[allow(clippy::too_many_arguments)]
@@ -446,6 +521,8 @@ fn step(
     p: &mut [[u32; LANES]; MAX_FIELDS],
     words: &[u64; MAX_FIELDS],
     nwords: &[u32; MAX_FIELDS],
+    raw_left: &mut [i32; MAX_FIELDS],
+    bad: &mut [bool; LANES],
     const_bits: u32,
     m: u32,
     t: u32,
@@ -456,6 +533,24 @@ fn step(
     for f in 0..fields {
         if d.fields[f].mode != MODE_RANS {
             // Constants are in `const_bits`; packed fields are merged at the flush.
+            continue;
+        }
+        if raw_ok(d.layout, f) && table[f] == RAW_TABLE {
+            let b = field_bits(d.layout, f);
+            for (lane, value) in v.iter_mut().enumerate() {
+                let active = full || 32 * t + (lane as u32) < m;
+                let bit = lane as u32 * b;
+                let at = (bit >> 3) as i32;
+                let two = (bit & 7) + b > 8;
+                let inside = at + i32::from(two) < raw_left[f];
+                bad[lane] |= active && !inside;
+                // Inside: byte `at` of the rest of the area; else the area's end.
+                let q = words[f] - if inside { (raw_left[f] - at) as u64 } else { 0 };
+                let lo = mem.u8(q);
+                let hi = if two { mem.u8(q + 1) } else { 0 };
+                *value |= contrib(d.layout, f, ((hi << 8 | lo) >> (bit & 7)) & ((1 << b) - 1));
+            }
+            raw_left[f] -= 4 * b as i32;
             continue;
         }
         let tb = &tables[table[f]..table[f] + TABLE_BYTES];

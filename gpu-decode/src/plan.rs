@@ -83,9 +83,12 @@ const _: () = assert!(std::mem::size_of::<Task>() == 16);
 pub struct FieldDesc {
     /// The stream's first byte (its mode byte); 16-byte aligned.
     pub stream: u64,
-    /// rANS: per chunk, `u64` payload offset from `stream` and `u64` payload length.
+    /// rANS: per chunk, `u64` payload offset from `stream`, `u32` payload length and
+    /// `u32` length `R` of its raw area (FORMAT.md §5.5.1; 0 without raw blocks). A chunk
+    /// whose length equals `R` is all raw: no states, no words.
     pub chunk_index: u64,
-    /// rANS: the block table ids (one byte per block).
+    /// rANS: the block table ids (one byte per block); an id equal to `n_tables` marks a
+    /// raw block (stream mode 5).
     pub block_ids: u64,
     /// `MODE_*`.
     pub mode: u32,
@@ -191,8 +194,9 @@ pub enum Fallback {
         /// Most that fit.
         limit: usize,
     },
-    /// A stream with raw blocks (format 1.4, stream mode 5), which the kernel does not
-    /// decode yet.
+    /// An F32 tensor with raw blocks (format 1.4, stream mode 5): the kernel decodes raw
+    /// blocks in the other layouts only (its F32 instances would spill registers inside
+    /// their loops; gpu-decode/NOTES.md).
     RawBlocks {
         /// The stream.
         stream: usize,
@@ -209,7 +213,7 @@ impl std::fmt::Display for Fallback {
             ),
             Self::RawBlocks { stream } => write!(
                 f,
-                "stream {stream} has raw blocks (format 1.4), which the kernel does not decode"
+                "F32 stream {stream} has raw blocks (format 1.4), which the kernel decodes only in other layouts"
             ),
         }
     }
@@ -458,14 +462,15 @@ impl Prepared {
                     return Err(too_large());
                 }
                 let tables: usize = parsed.iter().map(|s| s.tables.len()).sum();
-                // Raw blocks carry the id equal to their stream's table count.
+                // Raw blocks carry the id equal to their stream's table count; the kernel
+                // decodes them in every layout but F32's (`raw_ok` of the mirror).
                 let raw = parsed.iter().position(|s| {
                     s.mode == MODE_RANS
                         && s.block_ids
                             .iter()
                             .any(|&t| usize::from(t) >= s.tables.len())
                 });
-                if let Some(stream) = raw {
+                if let Some(stream) = raw.filter(|_| !crate::mirror::raw_ok(layout_id(layout), 0)) {
                     self.arena.truncate(mark);
                     fallback(self, Fallback::RawBlocks { stream })?
                 } else if tables > max_tables {
@@ -515,7 +520,8 @@ impl Prepared {
                 let index: Vec<u8> = s
                     .payloads
                     .iter()
-                    .flat_map(|&(off, len)| [off as u64, len as u64])
+                    .zip(&s.raw_areas)
+                    .flat_map(|(&(off, len), &raw)| [off as u64, len as u64 | u64::from(raw) << 32])
                     .flat_map(u64::to_le_bytes)
                     .collect();
                 f.chunk_index = push_aligned(&mut self.arena, &index);
@@ -611,6 +617,9 @@ struct ParsedStream {
     tables: Vec<FreqTable>,
     block_ids: Vec<u8>,
     payloads: Vec<(usize, usize)>,
+    /// Per chunk, the length `R` of its raw area (FORMAT.md §5.5.1; 0 in mode 3 and 4
+    /// streams).
+    raw_areas: Vec<u32>,
 }
 
 /// Parses a field stream of `n` symbols of `bits` bits (FORMAT.md §5.5) with the CPU
@@ -632,6 +641,7 @@ fn parse_stream(bytes: &[u8], bits: u32, n: usize, chunk_log2: u8) -> Result<Par
         tables: Vec::new(),
         block_ids: Vec::new(),
         payloads: Vec::new(),
+        raw_areas: Vec::new(),
     };
     match layout {
         StreamLayout::Packed => {}
@@ -651,11 +661,46 @@ fn parse_stream(bytes: &[u8], bits: u32, n: usize, chunk_log2: u8) -> Result<Par
             s.mode = MODE_RANS;
             s.block_log2 = u32::from(block_log2);
             s.tables = tables;
+            s.raw_areas = raw_areas(&block_ids, s.tables.len(), block_log2, bits, n, chunk_log2);
+            // The kernel's chunk index holds lengths as u32 (the parser bounds a payload by
+            // its chunk's symbols: at most 128 + 2^24 bytes or so).
+            if let Some((c, (_, len))) = payloads
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.1 > u32::MAX as usize)
+            {
+                return Err(format!("chunk {c} payload of {len} bytes is too long"));
+            }
             s.block_ids = block_ids;
             s.payloads = payloads;
         }
     }
     Ok(s)
+}
+
+/// Per chunk of a stream of `n` symbols in chunks of `2^chunk_log2`, the length of its raw
+/// area (FORMAT.md §5.5.1): `2·ceil(r·bits/16)` for its `r` symbols in blocks whose id is
+/// `t` (the table count). The ids were checked by the parser (one per block, each ≤ `t`).
+fn raw_areas(
+    ids: &[u8],
+    t: usize,
+    block_log2: u8,
+    bits: u32,
+    n: usize,
+    chunk_log2: u8,
+) -> Vec<u32> {
+    let (chunk, block) = (1usize << chunk_log2, 1usize << block_log2);
+    (0..n.div_ceil(chunk))
+        .map(|c| {
+            let (lo, hi) = (c * chunk, ((c + 1) * chunk).min(n));
+            let raw: usize = (lo / block..hi.div_ceil(block))
+                .filter(|&b| ids.get(b).is_some_and(|&id| usize::from(id) == t))
+                .map(|b| (b * block + block).min(hi) - (b * block).max(lo))
+                .sum();
+            // At most 2^22 symbols of 9 bits: fits u32.
+            (raw * bits as usize).div_ceil(16) as u32 * 2
+        })
+        .collect()
 }
 
 /// The tasks of one launch: runs of chunks of each kernel tensor in `descs` (indexes into

@@ -19,6 +19,7 @@ mod fuzz_replay;
 mod gpu;
 mod loader;
 mod mirror;
+mod mirror_raw;
 mod nvrtc;
 mod required;
 mod sass;

@@ -10,7 +10,7 @@ use mcodec_gpu::plan::{Body, Prepared, DEFAULT_MAX_TABLES, MODE_CONST, MODE_PACK
 /// Decodes every tensor of `mcz` with the mirror and compares with the CPU decoder.
 /// Returns how many tensors the kernel path decoded, which stream modes it met and how
 /// many kernel launches (table-count classes) the decode took.
-fn check_file(mcz: &[u8], what: &str) -> (usize, [bool; 3], usize) {
+pub(crate) fn check_file(mcz: &[u8], what: &str) -> (usize, [bool; 3], usize) {
     let archive = Archive::open(mcz).expect("open");
     let prepared = Prepared::new(&archive, None, DEFAULT_MAX_TABLES).expect("prepare");
     let all: Vec<usize> = (0..prepared.tensors.len()).collect();
@@ -124,7 +124,8 @@ fn damaged_streams_stay_in_bounds_and_are_reported() {
                         u64::from_le_bytes(clean.arena[at..at + 8].try_into().unwrap()) as usize
                     };
                     let stream = f.stream as usize;
-                    let end = word(2 * chunks - 2) + word(2 * chunks - 1);
+                    // The second word: the payload's length (low half), its raw area's.
+                    let end = word(2 * chunks - 2) + (word(2 * chunks - 1) & 0xFFFF_FFFF);
                     ranges.push((stream + word(0), stream + end));
                 }
             }
@@ -217,45 +218,4 @@ fn raw_targets_in_scattered_memory_match_cpu() {
     misaligned[big].address += 8;
     let e = mcodec_gpu::mirror_decode_raw(&prepared, &misaligned, &mut out, BASE).unwrap_err();
     assert!(e.to_string().contains("not 16-byte aligned"), "{e}");
-}
-
-/// A tensor whose streams have raw blocks (format 1.4, stream mode 5: F32 rows of FP16
-/// precision amid rows of random low mantissa bytes) is decoded on the CPU at preparation,
-/// named as such, and the mirror's output still matches the CPU decoder's, tensor by
-/// tensor (the kernel does not decode raw blocks yet).
-#[test]
-fn streams_with_raw_blocks_fall_back_to_the_cpu() {
-    use mcodec_gpu::Fallback;
-    let values: Vec<f32> = drifting(200_000, 7)
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            if (i / 384) % 7 == 3 {
-                // FP16 precision: the two low mantissa bytes are zero.
-                f32::from_bits(v.to_bits() & !0x1FFF)
-            } else {
-                v
-            }
-        })
-        .collect();
-    let model = {
-        use mcodec_fixtures::safetensors::{safetensors_bytes, Tensor};
-        let tensors = [
-            Tensor::from_f32("rows.f32", "F32", &[200_000], &values),
-            Tensor::from_f32("w.bf16", "BF16", &[70_003], &drifting(70_003, 2)),
-        ];
-        let views: Vec<_> = tensors.iter().map(Tensor::view).collect();
-        safetensors_bytes(&views, Some(&[("format", "pt")]), 8).expect("safetensors")
-    };
-    let mcz = pack_with(&model, EncodeOptions::default());
-    let archive = Archive::open(&mcz).expect("open");
-    let prepared = Prepared::new(&archive, None, DEFAULT_MAX_TABLES).expect("prepare");
-    let raw: Vec<&str> = prepared
-        .fallbacks()
-        .filter(|(_, why)| matches!(why, Fallback::RawBlocks { .. }))
-        .map(|(t, _)| t.name.as_str())
-        .collect();
-    assert_eq!(raw, ["rows.f32"]);
-    let (kernel, _, _) = check_file(&mcz, "raw blocks");
-    assert_eq!(kernel, 1, "the BF16 tensor stays on the kernel path");
 }
