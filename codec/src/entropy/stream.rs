@@ -1833,27 +1833,7 @@ mod tests {
         chunk_log2: u8,
         effort: Effort,
     ) -> (Vec<u8>, StreamKind) {
-        let chunk_len = 1usize << chunk_log2;
-        let hists: Vec<Vec<u32>> = symbols
-            .chunks(1 << block_log2)
-            .map(|b| hist(b, bits))
-            .collect();
-        let enc = StreamEncoder::plan(&hists, bits, block_log2, chunk_log2, effort);
-        let pieces: Vec<Vec<u8>> = symbols
-            .chunks(chunk_len)
-            .enumerate()
-            .map(|(c, s)| enc.encode_chunk(c, s).unwrap())
-            .collect();
-        let bytes = enc.assemble(pieces).to_vec();
-        let dec = StreamDecoder::parse(&bytes, bits, symbols.len(), chunk_len).unwrap();
-        let mut back = vec![0u16; symbols.len()];
-        for (c, out) in back.chunks_mut(chunk_len).enumerate() {
-            dec.decode_chunk(c, out).unwrap();
-        }
-        assert_eq!(back, symbols);
-        let kind = dec.kind();
-        drop(dec);
-        (bytes, kind)
+        round_trip_with(symbols, bits, block_log2, chunk_log2, effort, false)
     }
 
     /// [`round_trip`] with the blocks marked raw where packing costs as much
@@ -1865,14 +1845,29 @@ mod tests {
         chunk_log2: u8,
         effort: Effort,
     ) -> (Vec<u8>, StreamKind) {
+        round_trip_with(symbols, bits, block_log2, chunk_log2, effort, true)
+    }
+
+    /// Plans, codes (raw blocks marked when `raw`), parses and decodes `symbols`, checks
+    /// the round trip, and returns the stream with what it stores.
+    fn round_trip_with(
+        symbols: &[u16],
+        bits: u32,
+        block_log2: u8,
+        chunk_log2: u8,
+        effort: Effort,
+        raw: bool,
+    ) -> (Vec<u8>, StreamKind) {
         let chunk_len = 1usize << chunk_log2;
         let hists: Vec<Vec<u32>> = symbols
             .chunks(1 << block_log2)
             .map(|b| hist(b, bits))
             .collect();
         let mut enc = StreamEncoder::plan(&hists, bits, block_log2, chunk_log2, effort);
-        let sparse_hists: Vec<SparseHist> = hists.iter().map(|h| sparse(h)).collect();
-        enc.mark_raw(&sparse_hists, block_log2);
+        if raw {
+            let sparse_hists: Vec<SparseHist> = hists.iter().map(|h| sparse(h)).collect();
+            enc.mark_raw(&sparse_hists, block_log2);
+        }
         let pieces: Vec<Vec<u8>> = symbols
             .chunks(chunk_len)
             .enumerate()
