@@ -575,7 +575,7 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
         }
     }
 
-    // The table of rANS field f's block holding chunk element `e`; null for a raw block
+    // The table of rANS field f's block holding chunk element `e`; RAW_TABLE for a raw block
     // (id equal to the table count). A coded block moves the field's raw base on by its
     // length in raw bytes (see `raw_base`).
     auto select_table = [&](int f, u32 e) {
@@ -597,7 +597,7 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
     };
 
     // One step: element first + lane of every field (first = 32·t); returns the merged
-    // coded fields. `active`: the element exists (always, in the group loop). WITH_RAW: a
+    // coded fields. `active`: the element exists (always, in the group loop). `with_raw`: a
     // rANS field may be in a raw block (the step loop); the group loop's runs have none.
     auto step = [&](bool with_raw, bool active, u32 first) -> u32 {
         u32 v = const_bits;
@@ -661,7 +661,7 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
         }
     };
 
-    // Whether a rANS field is in a raw block (its table null) for the run just selected.
+    // Whether a rANS field is in a raw block (its table RAW_TABLE) for the run just selected.
     auto raw_in_run = [&]() -> bool {
         bool any = false;
         if (!raw_ok<LAYOUT, MODES>()) return false;
