@@ -69,6 +69,13 @@ CASES = [
     ("F16 joint: exp+sign rANS, mantissa packed", 5, [2, 0]),
     ("F32 joint as dispatched (low bytes MODE_ANY)", 6, [2, 0, ANY, ANY]),
 ]
+# Instances with a step loop only: F32 tensors with raw blocks run the MODES_ANY instance
+# (FLAG_F32_RAW), the one F32 instance with the raw step. Its step loop must not touch
+# local memory either.
+STEP_ONLY_CASES = [
+    ("F32 with raw blocks (MODES_ANY)", 2, [ANY, ANY, ANY, ANY]),
+    ("F32 joint with raw blocks (MODES_ANY)", 6, [ANY, ANY, ANY, ANY]),
+]
 
 
 def modes_word(modes):
@@ -303,10 +310,11 @@ def loop_spills(sass):
     return spills, counts
 
 
-def analyse(sass):
+def analyse(sass, group=True):
     """Every innermost loop around a ballot: the group loop (STAGE_STEPS unrolled steps
     and a flush per iteration) and the step loop (one step per iteration; the chunk's
-    last partial group, and chunks whose blocks are shorter than a group)."""
+    last partial group, and chunks whose blocks are shorter than a group). `group`: the
+    instance must have a group loop (MODES_ANY instances have only the step loop)."""
     instrs, labels, ranges, succ, block_of, reached, loops = decode_loops(sass)
     result = {}
     for loop in loops:
@@ -356,8 +364,9 @@ def analyse(sass):
             "ballots": n_ballots,
             "store_bits": widest,
         }
-    if "group" not in result or "step" not in result:
-        raise RuntimeError(f"expected a group loop and a step loop, found {sorted(result)}")
+    want = ["group", "step"] if group else ["step"]
+    if sorted(result) != want:
+        raise RuntimeError(f"expected loops {want}, found {sorted(result)}")
     return result
 
 
@@ -410,6 +419,27 @@ def main():
                   f"{g['spills'] + st['spills']} |")
             if name == CASES[0][0] and g["per32"] > args.budget:
                 over = g["per32"]
+        for name, layout, modes in STEP_ONLY_CASES:
+            cubin, log = compile_cubin(
+                lib, [f"MCZ_ONLY_LAYOUT={layout}", f"MCZ_ONLY_MODES={modes_word(modes)}u"],
+                args.arch)
+            path = os.path.join(tmp, "k.cubin")
+            Path(path).write_bytes(cubin)
+            sass = subprocess.run([dis, "-c", path], capture_output=True, text=True,
+                                  check=True).stdout
+            if args.keep:
+                Path(args.keep, f"layout{layout}-modes{modes_word(modes):02x}.sass").write_text(sass)
+            st = analyse(sass, group=False)["step"]
+            regs = max((int(r) for r in re.findall(r"Used (\d+) registers", log)), default=None)
+            spill = max((int(s) for s in re.findall(r"(\d+) bytes spill stores", log)),
+                        default=None)
+            print(f"step loop only: {name}: plain {st['plain']}, flushing {st['flushing']}, "
+                  f"per 32 {st['per32']:.1f}; registers {'?' if regs is None else regs}, "
+                  f"spill stores {'?' if spill is None else spill} B; spill instructions in "
+                  f"the loop: {st['spills']}")
+            if st["spills"]:
+                print(f"FAILED: {name} spills inside its step loop")
+                return 1
         # The kernel that runs: every instance behind the dispatch. Its group loops (the
         # hot path) must not touch local memory; the step loops' spills are reported.
         cubin, log = compile_cubin(lib, [], args.arch)

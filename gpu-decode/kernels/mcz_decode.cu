@@ -18,11 +18,12 @@
 //
 // Raw blocks (format 1.4, stream mode 5, FORMAT.md §5.5.1): a block whose id equals its
 // stream's table count is stored bit-packed in the chunk's raw area, after the states
-// (an all-raw chunk is its raw area alone). Decoded here for every layout but F32's
-// (Layout::raw_ok; the host decodes F32 tensors with raw blocks). Blocks hold multiples
-// of 32 symbols, so a step is all raw or all coded for a field (warp-uniform): a raw step
-// reads each lane's b bits from the area instead of a rANS step, and the words start
-// after the area.
+// (an all-raw chunk is its raw area alone). Blocks hold multiples of 32 symbols, so a
+// step is all raw or all coded for a field (warp-uniform): a raw step reads each lane's b
+// bits from the area instead of a rANS step, and the words start after the area. Only
+// the step loop has the raw step: a chunk goes on in the step loop from its first run of
+// groups with a raw block. F32 tensors with raw blocks run the MODES_ANY instance
+// (FLAG_F32_RAW, `raw_ok`). The raw read position lives in shared memory (`Static`).
 
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -52,11 +53,16 @@ typedef unsigned long long u64;
 #define LAYOUT_F16_JOINT 5
 #define LAYOUT_F32_JOINT 6
 
+// TensorDesc.flags: an F32 tensor with raw blocks (run by its MODES_ANY instance).
+#define FLAG_F32_RAW 1u
+
 #define ERR_CORRUPT_CHUNK 1
 #define ERR_BAD_TABLE_ID 2
 #define ERR_FIELD_HEADER 3
 
 #define RANS_L 65536u
+// A raw block's table (decode_chunk's `table`): no shared-memory address.
+#define RAW_TABLE 0xFFFFFFFFu
 
 // Field stream of one tensor. Addresses are device addresses.
 struct FieldDesc {
@@ -82,7 +88,7 @@ struct TensorDesc {
     u32 n_fields;
     u32 n_tables;     // tables of all fields
     u32 tag;          // reported for a corrupt chunk: the tensor's index in the model
-    u32 pad;
+    u32 flags;        // FLAG_*
     FieldDesc fields[MAX_FIELDS];
 };
 
@@ -114,7 +120,6 @@ template <int LAYOUT>
 struct Layout;
 template <>
 struct Layout<LAYOUT_BF16> {
-    __device__ static bool raw_ok(int) { return true; }
     static const int FIELDS = 2;
     static const int ESIZE = 2;
     static const bool SIGN_IN_RESIDUAL = true;
@@ -131,7 +136,6 @@ struct Layout<LAYOUT_BF16> {
 };
 template <>
 struct Layout<LAYOUT_F16> {
-    __device__ static bool raw_ok(int) { return true; }
     static const int FIELDS = 2;
     static const int ESIZE = 2;
     static const bool SIGN_IN_RESIDUAL = true;
@@ -146,9 +150,6 @@ struct Layout<LAYOUT_F16> {
 };
 template <>
 struct Layout<LAYOUT_F32> {
-    // No raw blocks: the host decodes an F32 tensor with raw blocks (plan.rs); the raw
-    // step's registers would make the F32 instances spill inside their loops.
-    __device__ static bool raw_ok(int) { return false; }
     static const int FIELDS = 4;
     static const int ESIZE = 4;
     static const bool SIGN_IN_RESIDUAL = true;
@@ -163,7 +164,6 @@ struct Layout<LAYOUT_F32> {
 };
 template <>
 struct Layout<LAYOUT_F8> {
-    __device__ static bool raw_ok(int) { return true; }
     static const int FIELDS = 1;
     static const int ESIZE = 1;
     static const bool SIGN_IN_RESIDUAL = false;
@@ -175,7 +175,6 @@ struct Layout<LAYOUT_F8> {
 // bit; field 1 = the base layout's mantissa bits of field 1 plus the displaced bit on top.
 template <>
 struct Layout<LAYOUT_BF16_JOINT> {
-    __device__ static bool raw_ok(int) { return true; }
     static const int FIELDS = 2;
     static const int ESIZE = 2;
     static const bool SIGN_IN_RESIDUAL = false;
@@ -190,7 +189,6 @@ struct Layout<LAYOUT_BF16_JOINT> {
 };
 template <>
 struct Layout<LAYOUT_F16_JOINT> {
-    __device__ static bool raw_ok(int) { return true; }
     static const int FIELDS = 2;
     static const int ESIZE = 2;
     static const bool SIGN_IN_RESIDUAL = false;
@@ -205,9 +203,6 @@ struct Layout<LAYOUT_F16_JOINT> {
 };
 template <>
 struct Layout<LAYOUT_F32_JOINT> {
-    // No raw blocks: the host decodes an F32 tensor with raw blocks (plan.rs); the raw
-    // step's registers would make the F32 instances spill inside their loops.
-    __device__ static bool raw_ok(int) { return false; }
     static const int FIELDS = 4;
     static const int ESIZE = 4;
     static const bool SIGN_IN_RESIDUAL = false;
@@ -246,6 +241,15 @@ __host__ __device__ constexpr bool has_group_loop() {
     bool rans = false;
     for (int f = 0; f < MAX_FIELDS; ++f) rans |= ((MODES >> (2 * f)) & 3u) == MODE_RANS;
     return MODES != MODES_ANY && rans;
+}
+
+// Whether the instance decodes raw blocks (FORMAT.md §5.5.1). F32's specialised instances
+// do not: with the raw step in their step loops, ptxas spilled more there at 64
+// registers (gpu-decode/NOTES.md); an F32 tensor with raw blocks runs the MODES_ANY
+// instance (the host sets FLAG_F32_RAW), which has only the step loop.
+template <int LAYOUT, u32 MODES>
+__host__ __device__ constexpr bool raw_ok() {
+    return (LAYOUT != LAYOUT_F32 && LAYOUT != LAYOUT_F32_JOINT) || MODES == MODES_ANY;
 }
 
 // The group loop's prefetch of the next group's global-memory reads: 1 = into L1 (the
@@ -294,8 +298,8 @@ __device__ __forceinline__ u32 switch_tables(const TensorDesc& d, u32 e, u32 uni
 // with one 16-byte store (two for F32, 8 bytes for F8); the 32 lanes cover the group
 // contiguously. FULL: the group is known to be whole (the group loop); otherwise the
 // tensor's last group, if partial, is stored element by element.
-template <int LAYOUT, bool FULL, typename PackedAt>
-__device__ __forceinline__ void flush(const u32* mode, const u8* stage, u8* out, u32 count,
+template <int LAYOUT, bool FULL, typename ModeOf, typename PackedAt>
+__device__ __forceinline__ void flush(ModeOf mode_of, const u8* stage, u8* out, u32 count,
                                       u32 lane, PackedAt packed_at) {
     typedef Layout<LAYOUT> L;
     __syncwarp();
@@ -307,7 +311,7 @@ __device__ __forceinline__ void flush(const u32* mode, const u8* stage, u8* out,
             u32 w2e[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
             for (int f = 0; f < L::FIELDS; ++f) {
-                if (mode[f] != MODE_PACKED) continue;
+                if (mode_of(f) != MODE_PACKED) continue;
                 const u32 b = L::bits(f);
                 u32 s0;
                 const u32* w = packed_at(f, b, s0);
@@ -333,12 +337,13 @@ __device__ __forceinline__ void flush(const u32* mode, const u8* stage, u8* out,
                         }
                     }
                 } else {
+                    // 9-bit fields: as in the flush below.
+                    const u32 a[3] = {__funnelshift_r(w0, w1, s0), __funnelshift_r(w1, w2, s0),
+                                      w2 >> s0};
 #pragma unroll
                     for (int k = 0; k < 8; ++k) {
-                        const u32 pos = s0 + b * k;
-                        const u32 lo = pos < 32 ? w0 : pos < 64 ? w1 : w2;
-                        const u32 hi = pos < 32 ? w1 : w2;
-                        const u32 sym = __funnelshift_r(lo, hi, pos & 31) & m;
+                        const int pos = b * k;
+                        const u32 sym = __funnelshift_r(a[pos / 32], a[pos / 32 + 1], pos % 32) & m;
                         w2e[k / 2] |= L::contrib(f, sym) << (16 * (k & 1));
                     }
                 }
@@ -371,7 +376,7 @@ __device__ __forceinline__ void flush(const u32* mode, const u8* stage, u8* out,
         }
 #pragma unroll
         for (int f = 0; f < L::FIELDS; ++f) {
-            if (mode[f] != MODE_PACKED) continue;
+            if (mode_of(f) != MODE_PACKED) continue;
             const u32 b = L::bits(f);
             u32 s0;
             const u32* w = packed_at(f, b, s0);
@@ -387,13 +392,18 @@ __device__ __forceinline__ void flush(const u32* mode, const u8* stage, u8* out,
                     v[k] |= L::contrib(f, sym);
                 }
             } else {
-                // 9-bit fields (exponents left packed): 72 bits, up to 96 with s0.
+                // 9-bit fields (exponents left packed): 72 bits, up to 96 with s0. Three
+                // funnel shifts by s0 align them (a[2] = w2 >> s0 holds bits 64…71); then
+                // symbol k is a funnel shift by the constant 9k mod 32 of a[9k/32] and the
+                // word after it (no per-lane shift amounts or word selects, which ptxas
+                // kept in registers: F32's group loops spilled with them).
+                const u32 a[3] = {__funnelshift_r(w0, w1, s0), __funnelshift_r(w1, w2, s0),
+                                  w2 >> s0};
 #pragma unroll
                 for (int k = 0; k < 8; ++k) {
-                    const u32 pos = s0 + b * k;
-                    const u32 lo = pos < 32 ? w0 : pos < 64 ? w1 : w2;
-                    const u32 hi = pos < 32 ? w1 : w2;
-                    const u32 sym = __funnelshift_r(lo, hi, pos & 31) & ((1u << b) - 1);
+                    const int pos = b * k;
+                    const u32 sym =
+                        __funnelshift_r(a[pos / 32], a[pos / 32 + 1], pos % 32) & ((1u << b) - 1);
                     v[k] |= L::contrib(f, sym);
                 }
             }
@@ -433,6 +443,33 @@ __device__ __forceinline__ const u32* packed_word(u64 stream, u32 b, u64 e, u32&
     return (const u32*)(stream + (byte0 & ~3ull));
 }
 
+// The kernel's static shared memory (one struct, so that the descriptor keeps offset 0):
+// * desc: the CTA's tensor descriptor;
+// * raw_base: raw blocks (FORMAT.md §5.5.1) without registers of their own. Per warp and
+//   rANS field, the bytes of the field's raw area that would be left at chunk element 0
+//   if every block were raw — the area's length plus b/8 bytes per element of the
+//   field's coded blocks so far — so that a raw step at element e finds the bytes left as
+//   raw_base − e·b/8 (one shared load). Set at the chunk's start, moved on when a coded
+//   block is entered (table switches only);
+// * nwords: the MODES_ANY instances' word counts (`nwords_of` in decode_chunk).
+// Lane 0 writes them between warp barriers (`warp_store`); every lane reads them.
+// gpu.rs reserves sizeof(Static) of the shared-memory budget (plan::STATIC_SHARED_BYTES).
+struct Static {
+    TensorDesc desc;
+    int raw_base[WARPS][MAX_FIELDS];
+    u32 nwords[WARPS][MAX_FIELDS];
+};
+static_assert(sizeof(Static) == 496, "Static layout");
+__shared__ Static sh;
+
+// Stores a warp-uniform value into the warp's shared slot `at` (converged warp).
+template <typename T>
+__device__ __forceinline__ void warp_store(T* at, u32 lane, T value) {
+    __syncwarp();
+    if (lane == 0) *at = value;
+    __syncwarp();
+}
+
 // One warp decodes one chunk. Not inlined: each of the 43 instances is its own function,
 // so ptxas allocates its registers alone (no spill inside its loops) and compiles the
 // kernel in about the time one inlined function of the instances took before the group
@@ -447,22 +484,49 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
     const u64 start = (u64)chunk * chunk_len;
     if (start >= d.n) return;
     const u64 left = d.n - start;
+    // `start` again, from the descriptor (reread: the loops' shared-memory stores could
+    // alias it), for the loops of an instance with the raw step: one register (`chunk`)
+    // live in them instead of two.
+    auto chunk_start = [&]() -> u64 {
+        return raw_ok<LAYOUT, MODES>() ? (u64)chunk << d.chunk_log2 : start;
+    };
     const u32 m = (u32)(left < chunk_len ? left : chunk_len);
 
     // Per field, in registers for the step loop (its shared-memory stores could alias the
     // descriptor, so the compiler cannot hoist reads of it): rANS state, word position
     // and count, table; the constants merged once into `const_bits`; the mode is a
-    // template constant, except for a MODE_ANY field (F32's low bytes), which reads it
-    // from the descriptor each step to keep F32 within 64 registers. What only table
-    // switches and flushes need is read from the descriptor there.
+    // template constant, except for a MODE_ANY field (F32's low bytes), whose mode
+    // `mode_of` reads from the descriptor at each use (steps, flushes, end checks) to keep
+    // F32 within 64 registers. What only table switches and flushes need is read from the
+    // descriptor there.
     u32 mode[L::FIELDS];
     u32 x[L::FIELDS];
     u32 p[L::FIELDS];
     u32 nwords[L::FIELDS];
     const u16* words[L::FIELDS];
-    // Bytes of the chunk's raw area not yet read (the area ends where the words start).
-    int raw_left[L::FIELDS];
-    const u8* table[L::FIELDS];  // the field's table, or null for a raw block
+    // The field's table as a shared-memory address (one register, where a pointer takes
+    // two), or RAW_TABLE for a raw block.
+    u32 table[L::FIELDS];
+    const u32 tables_at = (u32)__cvta_generic_to_shared(tables);
+    auto mode_of = [&](int f) -> u32 {
+        return mode_fixed<MODES>(f) ? mode[f] : d.fields[f].mode;
+    };
+    // A rANS field's word count: in a register, but in the MODES_ANY instances (whose
+    // step loop has the most live registers: every field's mode is read at run time, and
+    // F32's has four fields with raw steps) in shared memory (sh.nwords).
+    auto nwords_of = [&](int f) -> u32 {
+        if constexpr (MODES == MODES_ANY) {
+            // The warp's slot from %tid.x read here (volatile: not a register kept live).
+            u32 tid;
+            asm volatile("mov.u32 %0, %%tid.x;" : "=r"(tid));
+            return sh.nwords[tid / 32][f];
+        } else {
+            return nwords[f];
+        }
+    };
+    // This warp's raw_base and nwords slots in shared memory, one per field.
+    int* const raw = sh.raw_base[threadIdx.x / 32];
+    u32* const nw = sh.nwords[threadIdx.x / 32];
     // The coded fields' bits common to every element: the constants, merged once.
     u32 const_bits = 0;
     bool bad = false;
@@ -477,9 +541,9 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
         x[f] = RANS_L;
         p[f] = 0;
         nwords[f] = 0;
+        if (MODES == MODES_ANY) warp_store(nw + f, lane, 0u);
         words[f] = 0;
-        raw_left[f] = 0;
-        table[f] = tables;
+        table[f] = tables_at;
         if (mode[f] == MODE_CONST) const_bits |= L::contrib(f, fd.value);
         if (mode[f] == MODE_RANS) {
             const u64* ci = (const u64*)fd.chunk_index;
@@ -496,63 +560,71 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
                     bad |= x[f] < RANS_L;
                 }
                 words[f] = (const u16*)(payload + states + area);
-                raw_left[f] = (int)area;
                 nwords[f] = (len - area - states) / 2;
+                if (MODES == MODES_ANY) warp_store(nw + f, lane, nwords[f]);
+                if (raw_ok<LAYOUT, MODES>()) warp_store(raw + f, lane, (int)area);
             } else {
                 // A chunk index that does not fit its payload, an odd raw area or one
-                // of 2^30 bytes or more (raw_left stays far from overflow; a corrupt
+                // of 2^30 bytes or more (raw_base stays far from overflow; a corrupt
                 // device copy): nothing is read past the payload's end.
                 words[f] = (const u16*)(payload + (len & ~1u));
+                if (raw_ok<LAYOUT, MODES>()) warp_store(raw + f, lane, 0);
                 bad = true;
             }
             whole_groups &= fd.block_log2 >= 8;
         }
     }
 
-    // The table of rANS field f's block holding chunk element `e`; null for a raw block
-    // (id equal to the table count).
+    // The table of rANS field f's block holding chunk element `e`; RAW_TABLE for a raw block
+    // (id equal to the table count). A coded block moves the field's raw base on by its
+    // length in raw bytes (see `raw_base`).
     auto select_table = [&](int f, u32 e) {
         const FieldDesc& fd = d.fields[f];
-        const u64 block = (start + e) >> fd.block_log2;
+        const u64 block = (chunk_start() + e) >> fd.block_log2;
         u32 id = __ldg((const u8*)fd.block_ids + block);
-        if (id == fd.n_tables && L::raw_ok(f)) {
-            table[f] = 0;
+        if (id == fd.n_tables && raw_ok<LAYOUT, MODES>()) {
+            table[f] = RAW_TABLE;
             return;
+        }
+        if (raw_ok<LAYOUT, MODES>()) {
+            warp_store(raw + f, lane, raw[f] + (int)((L::bits(f) << fd.block_log2) / 8));
         }
         if (id >= fd.n_tables) {
             id = 0;
             bad_table = true;
         }
-        table[f] = tables + (u64)(fd.table_slot + id) * TABLE_BYTES;
+        table[f] = tables_at + (fd.table_slot + id) * TABLE_BYTES;
     };
 
-    // One step: element 32·t + lane of every field; returns the merged coded fields.
-    // `active`: the element exists (always, in the group loop).
-    auto step = [&](bool active) -> u32 {
+    // One step: element first + lane of every field (first = 32·t); returns the merged
+    // coded fields. `active`: the element exists (always, in the group loop). `with_raw`: a
+    // rANS field may be in a raw block (the step loop); the group loop's runs have none.
+    auto step = [&](bool with_raw, bool active, u32 first) -> u32 {
         u32 v = const_bits;
 #pragma unroll
         for (int f = 0; f < L::FIELDS; ++f) {
-            const bool fixed = mode_fixed<MODES>(f);
-            const u32 mf = fixed ? mode[f] : d.fields[f].mode;
-            if (L::raw_ok(f) && mf == MODE_RANS && table[f] == 0) {
+            const u32 mf = mode_of(f);
+            if (raw_ok<LAYOUT, MODES>() && with_raw && mf == MODE_RANS && table[f] == RAW_TABLE) {
                 // A raw step (warp-uniform): lane `lane`'s b bits at bit lane·b of what is
-                // left of the raw area (raw_left bytes, negative once overrun); a lane whose
-                // bytes are not all in the area reads the area's end instead (the first
-                // word or what follows the payload: 2 readable bytes) and, if active, sets
-                // `bad`. The next raw step starts 32·b bits on.
+                // left of the raw area (`left` bytes, from the raw base; negative once
+                // overrun); a lane whose bytes are not all in the area reads the area's
+                // end instead (the first word or what follows the payload: 2 readable
+                // bytes) and, if active, sets `bad`.
                 const u32 b = L::bits(f);
-                const u32 bit = lane * b;
+                u32 tid;
+                asm volatile("mov.u32 %0, %%tid.x;" : "=r"(tid));
+                const int left = sh.raw_base[tid / 32][f] - (int)(first * b / 8);
+                const u32 bit = (tid % 32) * b;
                 const int at = (int)(bit >> 3);
                 const bool two = (bit & 7) + b > 8;
-                const bool in = at + (two ? 1 : 0) < raw_left[f];
+                const bool in = at + (two ? 1 : 0) < left;
                 bad |= active && !in;
-                const u8* q = (const u8*)words[f] - (in ? raw_left[f] - at : 0);
+                const u8* q = (const u8*)words[f] - (in ? left - at : 0);
                 const u32 lo = __ldg(q);
                 const u32 hi = two ? __ldg(q + 1) : 0u;
                 v |= L::contrib(f, ((hi << 8 | lo) >> (bit & 7)) & ((1u << b) - 1));
-                raw_left[f] -= 4 * b;
             } else if (mf == MODE_RANS) {
-                const u8* tb = table[f];
+                const u8* tb = (const u8*)__cvta_shared_to_generic(table[f]);
                 const u32 xs = x[f];
                 const u32 slot = xs & 4095u;
                 const u32 j = tb[TABLE_SLOTS_OFF + slot];
@@ -568,7 +640,7 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
                 // payload's end: the 2 bytes there are always readable (the next chunk's
                 // payload or the stream's padding), and a chunk that reads past its end
                 // fails the end check (p ≠ nwords) whatever it read.
-                const u32 k = min(p[f] + __popc(mask & ((1u << lane) - 1)), nwords[f]);
+                const u32 k = min(p[f] + __popc(mask & ((1u << lane) - 1)), nwords_of(f));
                 const u32 word = (u32)__ldg(words[f] + k);
                 x[f] = need ? (y << 16) | word : active ? y : x[f];
                 p[f] += __popc(mask);
@@ -589,14 +661,32 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
         }
     };
 
+    // Whether a rANS field is in a raw block (its table RAW_TABLE) for the run just selected.
+    auto raw_in_run = [&]() -> bool {
+        bool any = false;
+        if (!raw_ok<LAYOUT, MODES>()) return false;
+#pragma unroll
+        for (int f = 0; f < L::FIELDS; ++f) {
+            const u32 mf = mode_of(f);
+            any |= mf == MODE_RANS && table[f] == RAW_TABLE;
+        }
+        return any;
+    };
+
     u32 t = 0;
+    // The end of a run with a raw block (in steps) at which the group loop stopped, its
+    // tables selected; 0 if it did not stop at one.
+    u32 raw_run_end = 0;
     if constexpr (!has_group_loop<MODES>()) whole_groups = false;
     if (whole_groups) {
         // The group loop: STAGE_STEPS whole steps per iteration, unrolled (staging rows
         // at constant offsets, no per-step `active`, flush or loop test), tables switched
         // only at group starts. The lane's output address and each packed field's word
         // address and bit offset are kept in registers and advance by a constant per
-        // group. The chunk's last m mod STAGE_ELEMS elements go to the step loop below.
+        // group. The chunk's last m mod STAGE_ELEMS elements go to the step loop below,
+        // and so does the rest of the chunk from its first run with a raw block on: the
+        // step loop alone holds the raw step, so that the group loop's code (registers,
+        // instructions) is that of a tensor without raw blocks.
         const u32 groups = m / STAGE_ELEMS;
         u8* out = (u8*)d.dst + (start + 8 * lane) * L::ESIZE;
         const u32* pk[L::FIELDS];
@@ -618,6 +708,10 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
             // instructions would issue every group).
             const u32 run_end =
                 switch_tables<L, MODES>(d, g * STAGE_ELEMS, STAGE_ELEMS, groups, select_table);
+            if (raw_in_run()) {
+                raw_run_end = run_end * STAGE_STEPS;
+                break;
+            }
 #pragma unroll 1
             for (; g < run_end; ++g) {
 #if MCZ_PREFETCH
@@ -642,10 +736,10 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
 #endif
 #pragma unroll
                 for (int s = 0; s < STAGE_STEPS; ++s) {
-                    stage_value(32 * L::ESIZE * s, step(true));
+                    stage_value(32 * L::ESIZE * s, step(false, true, 0));
                 }
-                const u64 g0 = start + (u64)g * STAGE_ELEMS;
-                flush<LAYOUT, true>(mode, stage, out, STAGE_ELEMS, lane,
+                const u64 g0 = chunk_start() + (u64)g * STAGE_ELEMS;
+                flush<LAYOUT, true>(mode_of, stage, out, STAGE_ELEMS, lane,
                                     [&](int f, u32 b, u32& s0) -> const u32* {
                                         if (mode_fixed<MODES>(f)) {
                                             s0 = pk_s0[f];
@@ -663,7 +757,7 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
                 }
             }
         }
-        t = groups * STAGE_STEPS;
+        t = (raw_ok<LAYOUT, MODES>() ? g : groups) * STAGE_STEPS;
     }
 
     const u32 steps = (m + 31) / 32;
@@ -671,19 +765,22 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
 #pragma unroll 1
     while (t < steps) {
         // Table switches: the steps up to the next block boundary of any rANS field run
-        // without testing for one.
-        const u32 run_end = switch_tables<L, MODES>(d, 32 * t, 32, steps, select_table);
+        // without testing for one (but for the run the group loop stopped at, whose
+        // tables it selected: a second select would move the raw bases twice).
+        const u32 run_end = t < raw_run_end
+                                ? raw_run_end
+                                : switch_tables<L, MODES>(d, 32 * t, 32, steps, select_table);
 #pragma unroll 1
         for (; t < run_end; ++t) {
             // Step t's elements go to row t % STAGE_STEPS of the staging buffer; `row`
             // is that row's byte offset, kept as a counter (no modulo per step).
-            stage_value(row, step(32 * t + lane < m));
+            stage_value(row, step(true, 32 * t + lane < m, 32 * t));
             row += 32 * L::ESIZE;
             if (row == STAGE_STEPS * 32 * L::ESIZE || t == steps - 1) {
                 const u32 done = (t / STAGE_STEPS) * STAGE_ELEMS;
                 const u32 count = m - done < STAGE_ELEMS ? m - done : STAGE_ELEMS;
-                const u64 g0 = start + done + 8 * lane;
-                flush<LAYOUT, false>(mode, stage, (u8*)d.dst + g0 * L::ESIZE, count, lane,
+                const u64 g0 = chunk_start() + done + 8 * lane;
+                flush<LAYOUT, false>(mode_of, stage, (u8*)d.dst + g0 * L::ESIZE, count, lane,
                                      [&](int f, u32 b, u32& s0) {
                                          return packed_word(d.fields[f].stream, b, g0, s0);
                                      });
@@ -698,9 +795,9 @@ __device__ __noinline__ void decode_chunk(const TensorDesc& d, u32 chunk, const 
 #pragma unroll
     for (int f = 0; f < L::FIELDS; ++f) {
         const u8* head = (const u8*)d.fields[f].stream;
-        if (mode[f] == MODE_RANS) {
-            bad |= x[f] != RANS_L || p[f] != nwords[f];
-        } else if (mode[f] == MODE_PACKED) {
+        if (mode_of(f) == MODE_RANS) {
+            bad |= x[f] != RANS_L || p[f] != nwords_of(f);
+        } else if (mode_of(f) == MODE_PACKED) {
             bad_header |= __ldg(head) != 0;
         } else {
             bad_header |= __ldg(head) != 1 ||
@@ -778,7 +875,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 4)
     (void)tables_in;
     (void)out;
     extern __shared__ __align__(16) u8 smem[];
-    __shared__ TensorDesc desc;
+    TensorDesc& desc = sh.desc;
     if (blockIdx.x >= n_tasks) return;
     const Task task = tasks[blockIdx.x];
     if (threadIdx.x == 0) desc = tensors[task.tensor];
@@ -806,8 +903,12 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 4)
             case LAYOUT_BF16: dispatch<LAYOUT_BF16, 0u>(desc, chunk, tables, stage, lane, err); break;
             case LAYOUT_F16: dispatch<LAYOUT_F16, 0u>(desc, chunk, tables, stage, lane, err); break;
             case LAYOUT_F32:
-                dispatch<LAYOUT_F32, MODE_ANY << 4 | MODE_ANY << 6>(desc, chunk, tables, stage,
-                                                                    lane, err);
+                if (desc.flags & FLAG_F32_RAW) {
+                    decode_chunk<LAYOUT_F32, MODES_ANY>(desc, chunk, tables, stage, lane, err);
+                } else {
+                    dispatch<LAYOUT_F32, MODE_ANY << 4 | MODE_ANY << 6>(desc, chunk, tables,
+                                                                        stage, lane, err);
+                }
                 break;
             case LAYOUT_BF16_JOINT:
                 dispatch_joint<LAYOUT_BF16_JOINT, 0u>(desc, chunk, tables, stage, lane, err);
@@ -816,8 +917,13 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 4)
                 dispatch_joint<LAYOUT_F16_JOINT, 0u>(desc, chunk, tables, stage, lane, err);
                 break;
             case LAYOUT_F32_JOINT:
-                dispatch_joint<LAYOUT_F32_JOINT, MODE_ANY << 4 | MODE_ANY << 6>(
-                    desc, chunk, tables, stage, lane, err);
+                if (desc.flags & FLAG_F32_RAW) {
+                    decode_chunk<LAYOUT_F32_JOINT, MODES_ANY>(desc, chunk, tables, stage, lane,
+                                                              err);
+                } else {
+                    dispatch_joint<LAYOUT_F32_JOINT, MODE_ANY << 4 | MODE_ANY << 6>(
+                        desc, chunk, tables, stage, lane, err);
+                }
                 break;
             default: dispatch<LAYOUT_F8, 0u>(desc, chunk, tables, stage, lane, err); break;
         }

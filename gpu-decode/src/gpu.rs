@@ -17,8 +17,8 @@ use cudarc::driver::{
 use mcodec::container::Archive;
 
 use crate::plan::{
-    self, Body, PlanError, Prepared, PreparedTensor, TensorDesc, STAGE_BYTES_PER_WARP, TABLE_BYTES,
-    WARPS,
+    self, Body, PlanError, Prepared, PreparedTensor, TensorDesc, STAGE_BYTES_PER_WARP,
+    STATIC_SHARED_BYTES, TABLE_BYTES, WARPS,
 };
 use crate::{CorruptChunk, DecodedMismatch, RawTarget, Verify, KERNEL_NAME, KERNEL_SOURCE};
 
@@ -378,8 +378,9 @@ impl GpuDecoder {
         let optin = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(driver("device query"))?;
-        // The kernel's static shared memory (one TensorDesc) comes out of the same budget.
-        let max_shared = (optin as usize).saturating_sub(std::mem::size_of::<TensorDesc>() + 16);
+        // The kernel's static shared memory (the descriptor, the raw bases and word
+        // counts) comes out of the same budget.
+        let max_shared = (optin as usize).saturating_sub(STATIC_SHARED_BYTES + 16);
         func.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             max_shared as i32,

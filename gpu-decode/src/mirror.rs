@@ -11,8 +11,8 @@
 
 use crate::plan::{
     symbol_shift, Task, TensorDesc, ERR_BAD_TABLE_ID, ERR_CORRUPT_CHUNK, ERR_FIELD_HEADER,
-    MAX_FIELDS, MODE_CONST, MODE_PACKED, MODE_RANS, STAGE_BYTES_PER_WARP, STAGE_ELEMS, STAGE_STEPS,
-    TABLE_BYTES, TABLE_SLOTS_OFF, TABLE_SYMBOLS_OFF, WARPS,
+    FLAG_F32_RAW, MAX_FIELDS, MODE_CONST, MODE_PACKED, MODE_RANS, STAGE_BYTES_PER_WARP,
+    STAGE_ELEMS, STAGE_STEPS, TABLE_BYTES, TABLE_SLOTS_OFF, TABLE_SYMBOLS_OFF, WARPS,
 };
 use mcodec::format::{LANES, RANS_L};
 
@@ -114,10 +114,11 @@ fn field_bits(layout: u32, f: usize) -> u32 {
     }
 }
 
-/// `Layout<L>::raw_ok`: whether the kernel decodes raw blocks in field `f` (not in F32's
-/// layouts, whose instances would spill: the host decodes those tensors, plan.rs).
-pub(crate) fn raw_ok(layout: u32, _f: usize) -> bool {
-    !matches!(layout, 2 | 6)
+/// `raw_ok<LAYOUT, MODES>`: whether the kernel instance that decodes `d` has the raw step:
+/// all but F32's instances specialised by mode; an F32 tensor with raw blocks
+/// ([`FLAG_F32_RAW`]) runs the `MODES_ANY` instance, which has it.
+fn raw_ok(d: &TensorDesc) -> bool {
+    !matches!(d.layout, 2 | 6) || d.flags & FLAG_F32_RAW != 0
 }
 
 /// `Layout<L>::contrib`: the bits field `f`'s symbol `s` sets in the element.
@@ -220,8 +221,13 @@ fn decode_chunk(
     let mut nwords = [0u32; MAX_FIELDS];
     let mut words = [0u64; MAX_FIELDS];
     let mut table = [0usize; MAX_FIELDS];
-    // Per rANS field, the bytes of the chunk's raw area not yet read (it ends at the words).
-    let mut raw_left = [0i32; MAX_FIELDS];
+    // The warp's raw bases (the kernel's `sh.raw_base`, in shared memory): per rANS field,
+    // the bytes of its raw area that would be left at chunk element 0 if every block were
+    // raw (the area's length plus b/8 bytes per element of the field's coded blocks so
+    // far), so that a raw step at element e has raw_base − e·b/8 bytes left. (The kernel's
+    // MODES_ANY instances keep the word counts in shared memory too: the same values.)
+    let raw_ok = raw_ok(d);
+    let mut raw_base = [0i32; MAX_FIELDS];
     let mut bad = [false; LANES];
     let mut bad_table = [false; LANES];
     // Every rANS field's blocks span whole staging groups: the group loop runs.
@@ -244,11 +250,13 @@ fn decode_chunk(
                     }
                 }
                 words[f] = payload + u64::from(states + area);
-                raw_left[f] = area as i32;
                 nwords[f] = (len - area - states) / 2;
+                if raw_ok {
+                    raw_base[f] = area as i32;
+                }
             } else {
                 // A chunk index that does not fit its payload, an odd raw area or one
-                // of 2^30 bytes or more (raw_left stays far from overflow; a corrupt
+                // of 2^30 bytes or more (raw_base stays far from overflow; a corrupt
                 // device copy): nothing is read past the payload's end.
                 words[f] = payload + u64::from(len & !1);
                 bad.fill(true);
@@ -265,10 +273,15 @@ fn decode_chunk(
         }
     }
     let mut t = 0u32;
+    // The end (in steps) of the run with a raw block at which the group loop stopped, its
+    // tables selected; 0 if it did not stop at one.
+    let mut raw_run_end = 0u32;
     if whole_groups && group_loop(d, fields) {
         // The kernel's group loop: STAGE_STEPS whole steps per iteration, tables switched
         // at group starts, the lane's output address and each packed field's word address
-        // and bit offset kept per lane and advanced by a constant per group.
+        // and bit offset kept per lane and advanced by a constant per group. It stops at
+        // the chunk's first run of groups with a raw block: the step loop, which alone
+        // has the raw step, goes on from there.
         let groups = m / STAGE_ELEMS as u32;
         let mut out_at: [u64; LANES] =
             std::array::from_fn(|lane| d.dst + (start + 8 * lane as u64) * esize as u64);
@@ -286,22 +299,30 @@ fn decode_chunk(
             // Table switches at the start of each run of groups up to the next block
             // boundary of any rANS field.
             let mut run_end = groups;
-            for (f, (fd, table)) in d.fields[..fields].iter().zip(&mut table).enumerate() {
+            for (f, fd) in d.fields[..fields].iter().enumerate() {
                 if fd.mode != MODE_RANS {
                     continue;
                 }
                 let block_mask = (1u32 << fd.block_log2) - 1;
                 let e = g * STAGE_ELEMS as u32;
                 if e & block_mask == 0 {
-                    *table = select_table(
+                    table[f] = select_table(
                         fd,
-                        raw_ok(d.layout, f),
+                        raw_ok,
+                        field_bits(d.layout, f),
                         start + u64::from(e),
                         mem,
                         &mut bad_table,
+                        &mut raw_base[f],
                     );
                 }
                 run_end = run_end.min(((e | block_mask) + 1) / STAGE_ELEMS as u32);
+            }
+            // `raw_in_run`: a rANS field in a raw block.
+            if raw_ok && (0..fields).any(|f| d.fields[f].mode == MODE_RANS && table[f] == RAW_TABLE)
+            {
+                raw_run_end = run_end * STAGE_STEPS as u32;
+                break;
             }
             while g < run_end {
                 // The kernel's prefetch of the next group's reads (fields whose mode is a
@@ -323,22 +344,10 @@ fn decode_chunk(
                     }
                 }
                 for s in 0..STAGE_STEPS {
+                    // No raw step here (`step(false, …)` in the kernel).
                     let v = step(
-                        d,
-                        fields,
-                        tables,
-                        &table,
-                        &mut x,
-                        &mut p,
-                        &words,
-                        &nwords,
-                        &mut raw_left,
-                        &mut bad,
-                        const_bits,
-                        m,
-                        t,
-                        true,
-                        mem,
+                        d, fields, tables, &table, &mut x, &mut p, &words, &nwords, None, &mut bad,
+                        const_bits, m, t, true, mem,
                     );
                     stage_row(stage, s, esize, &v);
                     t += 1;
@@ -373,27 +382,35 @@ fn decode_chunk(
     }
 
     // The step loop: the chunk's last m mod STAGE_ELEMS elements in the group loop's
-    // case, else the whole chunk.
+    // case (and the rest of the chunk from its first run with a raw block), else the
+    // whole chunk.
     let steps = m.div_ceil(32);
     while t < steps {
         // Table switches at the start of each run of steps up to the next block boundary
-        // of any rANS field.
+        // of any rANS field, but for the run the group loop stopped at (its tables are
+        // selected; a second select would move the raw bases twice).
         let mut run_end = steps;
-        for (f, (fd, table)) in d.fields[..fields].iter().zip(&mut table).enumerate() {
-            if fd.mode != MODE_RANS {
-                continue;
+        if t < raw_run_end {
+            run_end = raw_run_end;
+        } else {
+            for (f, fd) in d.fields[..fields].iter().enumerate() {
+                if fd.mode != MODE_RANS {
+                    continue;
+                }
+                let block_mask = (1u32 << fd.block_log2) - 1;
+                if (32 * t) & block_mask == 0 {
+                    table[f] = select_table(
+                        fd,
+                        raw_ok,
+                        field_bits(d.layout, f),
+                        start + 32 * u64::from(t),
+                        mem,
+                        &mut bad_table,
+                        &mut raw_base[f],
+                    );
+                }
+                run_end = run_end.min((((32 * t) | block_mask) + 1) / 32);
             }
-            let block_mask = (1u32 << fd.block_log2) - 1;
-            if (32 * t) & block_mask == 0 {
-                *table = select_table(
-                    fd,
-                    raw_ok(d.layout, f),
-                    start + 32 * u64::from(t),
-                    mem,
-                    &mut bad_table,
-                );
-            }
-            run_end = run_end.min((((32 * t) | block_mask) + 1) / 32);
         }
         while t < run_end {
             let v = step(
@@ -405,7 +422,7 @@ fn decode_chunk(
                 &mut p,
                 &words,
                 &nwords,
-                &mut raw_left,
+                raw_ok.then_some(&raw_base),
                 &mut bad,
                 const_bits,
                 m,
@@ -466,8 +483,12 @@ fn decode_chunk(
 /// loop: one of the fields whose mode is a template constant (the first two; F8's one) is
 /// rANS-coded. For the joint layouts (`dispatch_joint`) only the instances of a rANS
 /// first field with a packed or rANS second one are specialised; the rest run the
-/// `MODES_ANY` instance, which has no group loop.
+/// `MODES_ANY` instance, which has no group loop; so does an F32 tensor with raw blocks
+/// ([`FLAG_F32_RAW`]).
 fn group_loop(d: &TensorDesc, fields: usize) -> bool {
+    if matches!(d.layout, 2 | 6) && d.flags & FLAG_F32_RAW != 0 {
+        return false;
+    }
     if (4..=6).contains(&d.layout) {
         return d.fields[0].mode == MODE_RANS
             && (d.fields[1].mode == MODE_PACKED || d.fields[1].mode == MODE_RANS);
@@ -477,24 +498,31 @@ fn group_loop(d: &TensorDesc, fields: usize) -> bool {
         .any(|f| f.mode == MODE_RANS)
 }
 
-/// What [`select_table`] gives for a raw block (the kernel's null table pointer).
+/// What [`select_table`] gives for a raw block (the kernel's `RAW_TABLE`).
 const RAW_TABLE: usize = usize::MAX;
 
 /// `select_table`: the table of rANS field `fd`'s block holding element `e` of the
 /// tensor as an offset into the tables, or [`RAW_TABLE`] for a raw block (id equal to the
 /// table count, where `raw_ok`: [`raw_ok`]; any other id past the tables is clamped to 0
-/// and sets `bad_table`).
+/// and sets `bad_table`). In an instance with the raw step, a coded block moves the
+/// field's raw base (`raw_base`) on by its length in raw bytes (`b` bits a symbol).
+#[allow(clippy::too_many_arguments)]
 fn select_table(
     fd: &crate::plan::FieldDesc,
     raw_ok: bool,
+    b: u32,
     e: u64,
     mem: &Memory<'_>,
     bad_table: &mut [bool; LANES],
+    raw_base: &mut i32,
 ) -> usize {
     let block = e >> fd.block_log2;
     let mut id = mem.u8(fd.block_ids + block);
     if id == fd.n_tables && raw_ok {
         return RAW_TABLE;
+    }
+    if raw_ok {
+        *raw_base += ((b << fd.block_log2) / 8) as i32;
     }
     if id >= fd.n_tables {
         id = 0;
@@ -504,11 +532,13 @@ fn select_table(
 }
 
 /// `step`: element `32·t + lane` of every field; returns each lane's merged coded fields.
-/// A raw block's step (warp-uniform: blocks hold multiples of 32 symbols) reads lane
-/// `lane`'s `b` bits at bit `lane·b` of what is left of the raw area (`raw_left[f]` bytes,
-/// ending at the words; negative once overrun) and moves on by `32·b` bits; a lane whose
-/// bytes are not all in the area reads the area's end instead (the first word or what
-/// follows the payload: 2 readable bytes) and, if active, sets `bad`.
+/// `raw_base`: the raw bases where the step may meet a raw block (`with_raw` in the
+/// kernel: the step loop of an instance with the raw step), else `None`. A raw block's
+/// step (warp-uniform: blocks hold multiples of 32 symbols) reads lane `lane`'s `b` bits
+/// at bit `lane·b` of what is left of the raw area (`raw_base[f] − 32t·b/8` bytes,
+/// ending at the words; negative once overrun); a lane whose bytes are not all in the
+/// area reads the area's end instead (the first word or what follows the payload: 2
+/// readable bytes) and, if active, sets `bad`.
 /// `full`: the group loop's steps, where every lane is taken to be active (as the kernel
 /// does, without testing `32·t + lane < m`).
 #[allow(clippy::too_many_arguments)]
@@ -521,7 +551,7 @@ fn step(
     p: &mut [[u32; LANES]; MAX_FIELDS],
     words: &[u64; MAX_FIELDS],
     nwords: &[u32; MAX_FIELDS],
-    raw_left: &mut [i32; MAX_FIELDS],
+    raw_base: Option<&[i32; MAX_FIELDS]>,
     bad: &mut [bool; LANES],
     const_bits: u32,
     m: u32,
@@ -535,22 +565,22 @@ fn step(
             // Constants are in `const_bits`; packed fields are merged at the flush.
             continue;
         }
-        if raw_ok(d.layout, f) && table[f] == RAW_TABLE {
+        if let Some(raw_base) = raw_base.filter(|_| table[f] == RAW_TABLE) {
             let b = field_bits(d.layout, f);
+            let left = raw_base[f] - (32 * t * b / 8) as i32;
             for (lane, value) in v.iter_mut().enumerate() {
                 let active = full || 32 * t + (lane as u32) < m;
                 let bit = lane as u32 * b;
                 let at = (bit >> 3) as i32;
                 let two = (bit & 7) + b > 8;
-                let inside = at + i32::from(two) < raw_left[f];
+                let inside = at + i32::from(two) < left;
                 bad[lane] |= active && !inside;
                 // Inside: byte `at` of the rest of the area; else the area's end.
-                let q = words[f] - if inside { (raw_left[f] - at) as u64 } else { 0 };
+                let q = words[f] - if inside { (left - at) as u64 } else { 0 };
                 let lo = mem.u8(q);
                 let hi = if two { mem.u8(q + 1) } else { 0 };
                 *value |= contrib(d.layout, f, ((hi << 8 | lo) >> (bit & 7)) & ((1 << b) - 1));
             }
-            raw_left[f] -= 4 * b as i32;
             continue;
         }
         let tb = &tables[table[f]..table[f] + TABLE_BYTES];
@@ -661,17 +691,17 @@ fn flush(
                     }
                 }
             } else {
+                // 9-bit fields: the 72 bits aligned by three funnel shifts by s0, then
+                // symbol k a funnel shift by the constant 9k mod 32.
+                let a = [
+                    funnelshift_r(w0, w1, s0),
+                    funnelshift_r(w1, w2, s0),
+                    w2 >> s0,
+                ];
                 for (k, value) in v.iter_mut().enumerate() {
-                    let pos = s0 + b * k as u32;
-                    let lo = if pos < 32 {
-                        w0
-                    } else if pos < 64 {
-                        w1
-                    } else {
-                        w2
-                    };
-                    let hi = if pos < 32 { w1 } else { w2 };
-                    let sym = funnelshift_r(lo, hi, pos & 31) & ((1 << b) - 1);
+                    let pos = b as usize * k;
+                    let sym = funnelshift_r(a[pos / 32], a[pos / 32 + 1], pos as u32 % 32)
+                        & ((1 << b) - 1);
                     *value |= contrib(d.layout, f, sym);
                 }
             }

@@ -71,6 +71,18 @@ pub const ERR_BAD_TABLE_ID: u32 = 2;
 /// as the end state is a rANS field's.
 pub const ERR_FIELD_HEADER: u32 = 3;
 
+/// [`TensorDesc::flags`]: an F32 (or F32 joint) tensor with raw blocks (format 1.4,
+/// stream mode 5). The kernel decodes it with its F32 instance whose stream modes are all
+/// read at run time (`MODES_ANY`), which has the raw step; the F32 instances specialised
+/// by mode do not have it (their registers are all taken: gpu-decode/NOTES.md).
+pub const FLAG_F32_RAW: u32 = 1;
+
+/// The kernel's static shared memory (`struct Static`): the tensor descriptor, then per
+/// warp and field the raw base and a word count.
+pub const STATIC_SHARED_BYTES: usize =
+    std::mem::size_of::<TensorDesc>() + 2 * WARPS * MAX_FIELDS * 4;
+
+const _: () = assert!(STATIC_SHARED_BYTES == 496);
 const _: () = assert!(TABLE_BYTES == 5632 && TABLE_BYTES.is_multiple_of(16));
 const _: () = assert!(std::mem::size_of::<FieldDesc>() == 48);
 const _: () = assert!(std::mem::size_of::<TensorDesc>() == 240);
@@ -127,8 +139,8 @@ pub struct TensorDesc {
     /// model's prepared tensors (set by [`TensorDesc::relocate`]), so that an error names
     /// the right tensor whichever group was launched.
     pub tag: u32,
-    /// Padding to a multiple of 16 bytes.
-    pub pad: u32,
+    /// `FLAG_*` bits ([`FLAG_F32_RAW`]).
+    pub flags: u32,
     /// The field streams, in codec order.
     pub fields: [FieldDesc; MAX_FIELDS],
 }
@@ -194,13 +206,6 @@ pub enum Fallback {
         /// Most that fit.
         limit: usize,
     },
-    /// An F32 tensor with raw blocks (format 1.4, stream mode 5): the kernel decodes raw
-    /// blocks in the other layouts only (its F32 instances would spill registers inside
-    /// their loops; gpu-decode/NOTES.md).
-    RawBlocks {
-        /// The stream.
-        stream: usize,
-    },
 }
 
 impl std::fmt::Display for Fallback {
@@ -210,10 +215,6 @@ impl std::fmt::Display for Fallback {
             Self::TooManyTables { tables, limit } => write!(
                 f,
                 "{tables} frequency tables, more than the {limit} that fit in shared memory"
-            ),
-            Self::RawBlocks { stream } => write!(
-                f,
-                "F32 stream {stream} has raw blocks (format 1.4), which the kernel decodes only in other layouts"
             ),
         }
     }
@@ -462,18 +463,7 @@ impl Prepared {
                     return Err(too_large());
                 }
                 let tables: usize = parsed.iter().map(|s| s.tables.len()).sum();
-                // Raw blocks carry the id equal to their stream's table count; the kernel
-                // decodes them in every layout but F32's (`raw_ok` of the mirror).
-                let raw = parsed.iter().position(|s| {
-                    s.mode == MODE_RANS
-                        && s.block_ids
-                            .iter()
-                            .any(|&t| usize::from(t) >= s.tables.len())
-                });
-                if let Some(stream) = raw.filter(|_| !crate::mirror::raw_ok(layout_id(layout), 0)) {
-                    self.arena.truncate(mark);
-                    fallback(self, Fallback::RawBlocks { stream })?
-                } else if tables > max_tables {
+                if tables > max_tables {
                     self.arena.truncate(mark);
                     fallback(
                         self,
@@ -500,12 +490,27 @@ impl Prepared {
         streams: &[usize],
         parsed: Vec<ParsedStream>,
     ) -> TensorDesc {
+        // Raw blocks carry the id equal to their stream's table count (the parser allows
+        // no other id past the tables). An F32 tensor with them runs the kernel's
+        // MODES_ANY instance.
+        let raw = parsed.iter().any(|s| {
+            s.mode == MODE_RANS
+                && s.block_ids
+                    .iter()
+                    .any(|&t| usize::from(t) >= s.tables.len())
+        });
+        let layout_id = layout_id(layout);
         let mut desc = TensorDesc {
             n: n as u64,
             tables: self.tables.len() as u64,
-            layout: layout_id(layout),
+            layout: layout_id,
             chunk_log2: u32::from(chunk_log2),
             n_fields: streams.len() as u32,
+            flags: if raw && matches!(layout_id, 2 | 6) {
+                FLAG_F32_RAW
+            } else {
+                0
+            },
             ..Default::default()
         };
         let mut table_slot = 0u32;
@@ -732,7 +737,8 @@ pub fn tasks(descs: &[TensorDesc], warp_slots: usize) -> Vec<Task> {
 
 /// Upper bounds of the table-count classes that [`launches`] puts into separate kernel
 /// launches: the most tables per tensor at which 4, 3 and 2 CTAs fit an sm_90 SM (228 KiB
-/// of shared memory, 1 KiB reserved per CTA, the staging buffers and the descriptor);
+/// of shared memory, 1 KiB reserved per CTA, the staging buffers and the kernel's static
+/// shared memory, [`STATIC_SHARED_BYTES`]);
 /// tensors with more run at 1 CTA per SM.
 pub const TABLE_CLASSES: [u32; 3] = [8, 12, 19];
 

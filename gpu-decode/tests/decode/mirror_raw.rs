@@ -1,34 +1,49 @@
 //! Raw blocks (format 1.4, stream mode 5, FORMAT.md §5.5.1) on the kernel path: the
-//! mirror decodes them bit-exactly against the CPU decoder (all-raw, mixed and short last
-//! chunks, FP8's 8-bit field, BF16's 7-bit field), F32 tensors with raw blocks go to the
-//! CPU (`Fallback::RawBlocks`) and still match, and damaged mode-5 data gives the kernel's
-//! error codes without an access outside the uploaded buffers (the mirror's memory
-//! panics on one).
+//! mirror decodes them bit-exactly against the CPU decoder and the original bytes
+//! (all-raw, mixed and short last chunks; FP8's 8-bit field, BF16's 7-bit field and every
+//! F32 field, F32 tensors through the kernel's `MODES_ANY` instance, `FLAG_F32_RAW`), no
+//! tensor with raw blocks falls back to the CPU, and damaged mode-5 data gives the
+//! kernel's error codes without an access outside the uploaded buffers (the mirror's
+//! memory panics on one), in F32 tensors and the others.
 
 use crate::common::*;
 use crate::mirror::check_file;
 use mcodec::container::Archive;
-use mcodec::Dtype;
 use mcodec::EncodeOptions;
 use mcodec_fixtures::rng::SplitMix64;
 use mcodec_fixtures::safetensors::{safetensors_bytes, Tensor};
 use mcodec_gpu::plan::{
     Body, Fallback, FieldDesc, Prepared, TensorDesc, DEFAULT_MAX_TABLES, ERR_BAD_TABLE_ID,
-    ERR_CORRUPT_CHUNK, MODE_RANS,
+    ERR_CORRUPT_CHUNK, FLAG_F32_RAW, MODE_RANS,
 };
 use std::collections::BTreeSet;
+
+/// The kernel's F32 layouts (`LAYOUT_F32`, `LAYOUT_F32_JOINT`).
+const F32_LAYOUTS: [u32; 2] = [2, 6];
 
 /// What kinds of raw chunks a prepared model holds.
 #[derive(Debug, Default)]
 struct Coverage {
     /// (layout, field, bits) of every field with a raw block.
     fields: BTreeSet<(u32, usize, u32)>,
-    /// Chunks that are their raw area alone.
-    all_raw: usize,
-    /// Chunks with raw and coded blocks.
+    /// Chunks that are their raw area alone, per layout.
+    all_raw: BTreeSet<u32>,
+    /// Chunks with raw and coded blocks: how many.
     mixed: usize,
-    /// Short last chunks with raw blocks.
-    short_last: usize,
+    /// Layouts with short last chunks with raw blocks.
+    short_last: BTreeSet<u32>,
+    /// F32 tensors with raw blocks, all flagged for the kernel's `MODES_ANY` instance.
+    f32_raw_tensors: usize,
+}
+
+impl Coverage {
+    fn add(&mut self, other: Coverage) {
+        self.fields.extend(other.fields);
+        self.all_raw.extend(other.all_raw);
+        self.mixed += other.mixed;
+        self.short_last.extend(other.short_last);
+        self.f32_raw_tensors += other.f32_raw_tensors;
+    }
 }
 
 /// A rANS field's chunk `c`: (payload length, raw area length) from the chunk index.
@@ -53,13 +68,29 @@ fn rans_fields(p: &Prepared) -> Vec<(usize, TensorDesc, usize)> {
     out
 }
 
+/// Whether rANS field `f` of `d` has a raw block.
+fn has_raw(p: &Prepared, d: &TensorDesc, f: &FieldDesc) -> bool {
+    let ids = &p.arena[f.block_ids as usize..][..d.n.div_ceil(1 << f.block_log2) as usize];
+    ids.iter().any(|&id| u32::from(id) == f.n_tables)
+}
+
 fn coverage(p: &Prepared) -> Coverage {
     let mut cov = Coverage::default();
-    for (_, d, k) in rans_fields(p) {
+    let mut f32_raw = BTreeSet::new();
+    for (i, d, k) in rans_fields(p) {
         let f = &d.fields[k];
-        let ids = &p.arena[f.block_ids as usize..][..d.n.div_ceil(1 << f.block_log2) as usize];
-        if ids.iter().any(|&id| u32::from(id) == f.n_tables) {
+        if has_raw(p, &d, f) {
             cov.fields.insert((d.layout, k, f.bits));
+            // The planner flags exactly the F32 tensors with raw blocks.
+            assert_eq!(
+                d.flags & FLAG_F32_RAW != 0,
+                F32_LAYOUTS.contains(&d.layout),
+                "{}",
+                p.tensors[i].name
+            );
+            if F32_LAYOUTS.contains(&d.layout) {
+                f32_raw.insert(i);
+            }
         }
         let chunks = d.n_chunks();
         for c in 0..chunks {
@@ -68,22 +99,35 @@ fn coverage(p: &Prepared) -> Coverage {
                 continue;
             }
             if len == area {
-                cov.all_raw += 1;
+                cov.all_raw.insert(d.layout);
             } else {
                 cov.mixed += 1;
             }
             if c == chunks - 1 && d.n % (1 << d.chunk_log2) != 0 {
-                cov.short_last += 1;
+                cov.short_last.insert(d.layout);
             }
         }
     }
+    // An F32 tensor without raw blocks keeps the specialised instances.
+    for (i, t) in p.tensors.iter().enumerate() {
+        if let Body::Split(d) = &t.body {
+            if d.flags & FLAG_F32_RAW != 0 {
+                assert!(
+                    f32_raw.contains(&i),
+                    "{} flagged without raw blocks",
+                    t.name
+                );
+            }
+        }
+    }
+    cov.f32_raw_tensors = f32_raw.len();
     cov
 }
 
-/// Prepares `mcz`, checks that nothing but F32 tensors with raw blocks falls back to the
-/// CPU and that the mirror matches the CPU decoder; returns the raw coverage of the kernel
-/// tensors and the names of the F32 tensors sent to the CPU for their raw blocks.
-fn check_raw(mcz: &[u8], what: &str) -> (Coverage, Vec<String>) {
+/// Prepares `mcz`, checks that no split tensor leaves the kernel path, that the mirror
+/// matches the CPU decoder and, where `original` (the safetensors file packed) is given,
+/// the original tensors' bytes; returns the raw coverage of the kernel tensors.
+fn check_raw(mcz: &[u8], original: Option<&[u8]>, what: &str) -> Coverage {
     let archive = Archive::open(mcz).expect("open");
     let prepared = Prepared::new(&archive, None, DEFAULT_MAX_TABLES).expect("prepare");
     let split = prepared
@@ -95,31 +139,37 @@ fn check_raw(mcz: &[u8], what: &str) -> (Coverage, Vec<String>) {
         .fallbacks()
         .map(|(t, why)| (&t.name, why))
         .collect();
-    let raw_f32: Vec<String> = prepared
-        .fallbacks()
-        .filter(|(t, why)| matches!(why, Fallback::RawBlocks { .. }) && t.dtype == Dtype::F32)
-        .map(|(t, _)| t.name.clone())
-        .collect();
-    // Only F32 tensors with raw blocks leave the kernel path among the split ones.
     let (kernel, _, _) = check_file(mcz, what);
     assert_eq!(kernel, split, "{what}");
     assert!(
-        prepared.fallbacks().all(|(t, why)| match why {
-            Fallback::NotSplit(_) => true,
-            Fallback::RawBlocks { .. } => t.dtype == Dtype::F32,
-            Fallback::TooManyTables { .. } => false,
-        }),
+        prepared
+            .fallbacks()
+            .all(|(_, why)| matches!(why, Fallback::NotSplit(_))),
         "{what}: fallbacks {fallbacks:?}"
     );
+    if let Some(original) = original {
+        let all: Vec<usize> = (0..prepared.tensors.len()).collect();
+        let (out, offsets) = mcodec_gpu::mirror_decode(&prepared, &all).expect("mirror");
+        for (i, t) in prepared.tensors.iter().enumerate() {
+            let at = archive.index().tensors[t.index].original_offset as usize;
+            let len = t.out_len as usize;
+            let got = &out[offsets[i] as usize..][..len];
+            assert!(got == &original[at..at + len], "{what}: tensor {}", t.name);
+        }
+    }
     let cov = coverage(&prepared);
-    println!("{what}: {cov:?}, F32 with raw blocks on the CPU: {raw_f32:?}");
-    (cov, raw_f32)
+    println!("{what}: {cov:?}");
+    cov
 }
 
 /// Rows that defeat a table amid rows that do not: F32 rows of FP16 precision (zero low
-/// mantissa bytes) among full-precision rows, and a stretch of full-precision rows alone; FP8 E4M3 rows of uniform bytes among rows
-/// of few values; BF16 rows of uniform mantissas among rows of 2-bit mantissas. Lengths
-/// are not multiples of a chunk (short last chunks).
+/// mantissa bytes) among full-precision rows, and a stretch of full-precision rows alone;
+/// F32 rows of random bits (the low three fields near-uniform) amid rows of powers of two
+/// with a coarse mantissa and full-precision rows, and a stretch of random rows alone; F32
+/// weights with one chunk in 16 of exponents spread over 0…127 (under one table, as the
+/// fast level at 2^12-element chunks plans it, those chunks of field 0 are raw); FP8 E4M3
+/// rows of uniform bytes among rows of few values; BF16 rows of uniform mantissas among
+/// rows of 2-bit mantissas. Lengths are not multiples of a chunk (short last chunks).
 fn raw_rows_model() -> Vec<u8> {
     let f32_rows: Vec<f32> = drifting(200_000, 7)
         .iter()
@@ -130,6 +180,37 @@ fn raw_rows_model() -> Vec<u8> {
                 f32::from_bits(v.to_bits() & !0x1FFF)
             } else {
                 v
+            }
+        })
+        .collect();
+    let mut rng = SplitMix64::new(33);
+    let f32_fields: Vec<f32> = drifting(180_001, 8)
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            // Random bits (fields 1 to 3 raw; field 0 has more than a table's 256
+            // symbols: packed) in every fourth row of 512 and from 100,000 to 140,000
+            // (all-raw chunks); full precision (the low fields raw) in every fourth row
+            // but one; else a power of two with 1 mantissa bit.
+            let random = (100_000..140_000).contains(&i) || (i / 512) % 4 == 2;
+            if random {
+                f32::from_bits(rng.next_u32())
+            } else if (i / 512) % 4 == 3 {
+                v
+            } else {
+                f32::from_bits(v.to_bits() & 0xFFC0_0000)
+            }
+        })
+        .collect();
+    let mut rng = SplitMix64::new(34);
+    let f32_exps: Vec<f32> = (0..65_537)
+        .map(|i| {
+            if (i / 4096) % 16 == 5 {
+                // 256 symbols of field 0, uniform: exponents 0…127, bit 22 random.
+                let e = rng.below(128) as u32;
+                f32::from_bits((rng.next_u32() & 0x807F_FFFF) | e << 23)
+            } else {
+                (rng.gaussian() * 0.02) as f32
             }
         })
         .collect();
@@ -156,6 +237,8 @@ fn raw_rows_model() -> Vec<u8> {
         .collect();
     let tensors = [
         Tensor::from_f32("rows.f32", "F32", &[200_000], &f32_rows),
+        Tensor::from_f32("fields.f32", "F32", &[180_001], &f32_fields),
+        Tensor::from_f32("exps.f32", "F32", &[65_537], &f32_exps),
         Tensor::new("rows.f8e4m3", "F8_E4M3", &[150_001], f8),
         Tensor::from_f32("rows.bf16", "BF16", &[120_003], &bf16),
         Tensor::from_f32("w.bf16", "BF16", &[70_003], &drifting(70_003, 2)),
@@ -164,57 +247,59 @@ fn raw_rows_model() -> Vec<u8> {
     safetensors_bytes(&views, Some(&[("format", "pt")]), 8).expect("safetensors")
 }
 
+/// The encoder settings of `common.rs` and the fast level at 2^12-element chunks (one
+/// table for `exps.f32`'s field 0, whose odd chunks it then stores raw).
+fn raw_settings() -> Vec<(&'static str, EncodeOptions)> {
+    let mut settings = encode_settings();
+    settings.push((
+        "fast, chunk 2^12",
+        EncodeOptions {
+            chunk_log2: 12,
+            ..EncodeOptions::fast()
+        },
+    ));
+    settings
+}
+
 #[test]
-fn raw_blocks_decode_on_the_kernel_path_bit_exactly_f32_on_the_cpu() {
+fn raw_blocks_decode_on_the_kernel_path_bit_exactly_f32_included() {
     let model = raw_rows_model();
     let mut total = Coverage::default();
-    let mut raw_f32 = Vec::new();
-    for (name, settings) in encode_settings() {
-        let (cov, f32s) = check_raw(&pack_with(&model, settings), name);
-        raw_f32.extend(f32s);
-        total.fields.extend(cov.fields);
-        total.all_raw += cov.all_raw;
-        total.mixed += cov.mixed;
-        total.short_last += cov.short_last;
+    for (name, settings) in raw_settings() {
+        total.add(check_raw(&pack_with(&model, settings), Some(&model), name));
     }
     println!("all settings: {total:?}");
-    assert!(
-        total.all_raw > 0 && total.mixed > 0 && total.short_last > 0,
-        "{total:?}"
-    );
-    // BF16's 7-bit field and FP8's 8-bit field on the kernel path; the F32 tensor's raw
-    // low mantissa bytes on the CPU.
+    assert!(total.mixed > 0, "{total:?}");
+    // All-raw and short last chunks with raw blocks in BF16 (or FP8) and F32 tensors.
+    for kinds in [&total.all_raw, &total.short_last] {
+        assert!(kinds.contains(&2), "{total:?}");
+        assert!(kinds.contains(&0) || kinds.contains(&3), "{total:?}");
+    }
+    // BF16's 7-bit field and FP8's 8-bit field; every F32 field (9, 7, 8 and 8 bits).
     assert!(total.fields.contains(&(0, 1, 7)), "{total:?}");
-    assert!(raw_f32.iter().any(|n| n == "rows.f32"), "{raw_f32:?}");
-    assert!(
-        total.fields.iter().any(|&(l, _, b)| l == 3 && b == 8),
-        "{total:?}"
-    );
+    assert!(total.fields.contains(&(3, 0, 8)), "{total:?}");
+    for (k, bits) in [9, 7, 8, 8].into_iter().enumerate() {
+        assert!(
+            total.fields.contains(&(2, k, bits)),
+            "F32 field {k}: {total:?}"
+        );
+    }
+    assert!(total.f32_raw_tensors >= raw_settings().len(), "{total:?}");
 }
 
 #[test]
 fn raw_rows_golden_matches_the_original() {
     let mcz = std::fs::read(golden_dir().join("raw-rows.safetensors.mcz")).expect("golden");
-    // Its raw blocks are F32 low mantissa bytes: decoded on the CPU.
-    let (_, raw_f32) = check_raw(&mcz, "raw-rows golden");
-    assert!(!raw_f32.is_empty());
-    // The mirror's bytes are the original file's tensors.
     let original =
         std::fs::read(mcodec_fixtures::data_dir().join("raw-rows.safetensors")).expect("data");
-    let archive = Archive::open(&mcz).expect("open");
-    let prepared = Prepared::new(&archive, None, DEFAULT_MAX_TABLES).expect("prepare");
-    let all: Vec<usize> = (0..prepared.tensors.len()).collect();
-    let (out, offsets) = mcodec_gpu::mirror_decode(&prepared, &all).expect("mirror");
-    for (i, t) in prepared.tensors.iter().enumerate() {
-        let at = archive.index().tensors[t.index].original_offset as usize;
-        let len = t.out_len as usize;
-        let got = &out[offsets[i] as usize..][..len];
-        assert!(got == &original[at..at + len], "tensor {}", t.name);
-    }
+    // Its raw blocks are F32 low mantissa bytes: decoded by the kernel's F32 MODES_ANY
+    // instance, bit-exactly the original file's tensors.
+    let cov = check_raw(&mcz, Some(&original), "raw-rows golden");
+    assert!(cov.f32_raw_tensors > 0, "{cov:?}");
 }
 
 #[test]
-fn minilm_f32_raw_blocks_match_cpu_when_present() {
+fn minilm_f32_raw_blocks_match_the_original_when_present() {
     let path = "/work/main/benches/data/minilm-f32.safetensors";
     let Ok(input) = std::fs::read(path) else {
         skip(&format!(
@@ -222,8 +307,9 @@ fn minilm_f32_raw_blocks_match_cpu_when_present() {
         ));
         return;
     };
-    let (_, raw_f32) = check_raw(&pack_with(&input, EncodeOptions::default()), "minilm f32");
-    assert!(!raw_f32.is_empty());
+    let mcz = pack_with(&input, EncodeOptions::default());
+    let cov = check_raw(&mcz, Some(&input), "minilm f32");
+    assert!(cov.f32_raw_tensors > 0, "{cov:?}");
 }
 
 /// Runs the mirror on `p`; returns the kernel error code (0 for none).
@@ -249,10 +335,11 @@ type RawChunk = (FieldDesc, u64, std::ops::Range<usize>, u32, u32);
 
 #[test]
 fn damaged_raw_blocks_give_kernel_errors_in_bounds() {
-    // Blocks of 2^12 give an all-raw chunk (BF16's 7-bit field), blocks of 2^8 mixed ones
-    // and chunks without raw blocks in mode 5 streams.
+    // Blocks of 2^12 give all-raw chunks, blocks of 2^8 mixed ones and chunks without raw
+    // blocks in mode 5 streams; damaged apart in the F32 tensors (the kernel's F32
+    // MODES_ANY instance) and in the others.
     let model = raw_rows_model();
-    let mut met = [0usize; 3];
+    let mut met = [[0usize; 3]; 2];
     for (chunk_log2, block_log2) in [(12, 12), (12, 8)] {
         let mcz = pack_with(
             &model,
@@ -265,25 +352,31 @@ fn damaged_raw_blocks_give_kernel_errors_in_bounds() {
         let archive = Archive::open(&mcz).expect("open");
         let clean = Prepared::new(&archive, None, DEFAULT_MAX_TABLES).expect("prepare");
         assert_eq!(error_code(&clean), 0);
-        let found = damage(&clean);
-        for (m, f) in met.iter_mut().zip(found) {
-            *m += f;
+        for (met, f32) in met.iter_mut().zip([true, false]) {
+            let found = damage(&clean, f32);
+            for (m, f) in met.iter_mut().zip(found) {
+                *m += f;
+            }
         }
     }
     assert!(
-        met.iter().all(|&m| m > 0),
-        "all-raw, mixed, no-raw chunks damaged: {met:?}"
+        met.iter().flatten().all(|&m| m > 0),
+        "all-raw, mixed, no-raw chunks damaged (F32, others): {met:?}"
     );
 }
 
-/// Damages `clean`'s mode 5 streams in targeted and random ways; returns how many of its
-/// all-raw, mixed and raw-free chunks were targeted.
-fn damage(clean: &Prepared) -> [usize; 3] {
+/// Damages `clean`'s mode 5 streams of F32 tensors (`f32`) or of the others in targeted
+/// and random ways; returns how many of their all-raw, mixed and raw-free chunks were
+/// targeted.
+fn damage(clean: &Prepared, f32: bool) -> [usize; 3] {
     let mut all_raw: Option<RawChunk> = None;
     let mut mixed: Option<RawChunk> = None;
     let mut coded_no_raw: Option<RawChunk> = None;
     let mut ranges = Vec::new();
     for (_, d, k) in rans_fields(clean) {
+        if F32_LAYOUTS.contains(&d.layout) != f32 {
+            continue;
+        }
         let f = d.fields[k];
         let ids = f.block_ids as usize;
         let n_ids = d.n.div_ceil(1 << f.block_log2) as usize;
@@ -366,6 +459,9 @@ fn damage(clean: &Prepared) -> [usize; 3] {
     }
 
     // Random bit flips in the mode 5 streams' ids and payloads.
+    if ranges.is_empty() {
+        return [0; 3];
+    }
     let mut rng = SplitMix64::new(5);
     let mut reported = 0;
     for _ in 0..60 {

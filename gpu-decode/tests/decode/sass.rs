@@ -1,6 +1,7 @@
 //! SASS instruction count of the decode loops per layout (`gpu-decode/sass-count.py`:
 //! NVRTC cubin for sm_90, `nvdisasm`), the BF16 budget of issue #15, and no register
-//! spills inside any decoder instance's loops. Needs python3, libnvrtc and nvdisasm (the PyPI `triton`
+//! spills inside any decoder instance's loops (the script itself fails when the step-only
+//! `MODES_ANY` F32 instances, which decode F32 tensors with raw blocks, spill in theirs). Needs python3, libnvrtc and nvdisasm (the PyPI `triton`
 //! wheel ships one; the script looks in the Python test venv `~/.cache/mcodec/py-venv`
 //! that CI keeps, and in `/work/venv`); skips saying why without them.
 
