@@ -19,7 +19,7 @@ use std::time::Duration;
 
 /// The size of a huge page on x86-64 and most ARM kernels with 4 KiB pages.
 #[cfg(target_os = "linux")]
-const HUGE: usize = 2 << 20;
+pub(crate) const HUGE: usize = 2 << 20;
 
 /// A populate slower than this per 4 KiB page requested means huge pages are dear: a
 /// cheap huge page costs up to ~1.4 µs per 4 KiB asked for (0.35 ms when a 1 MiB piece

@@ -849,7 +849,10 @@ impl<'a> TensorDecoder<'a> {
                     .into());
                 }
             }
-            DecoderBody::Split(layout, decoders) => self.decode_split(*layout, decoders, 0, out)?,
+            DecoderBody::Split(layout, decoders) => {
+                let end = out.as_ptr_range().end as usize;
+                self.decode_split(*layout, decoders, 0, out, end)?
+            }
         }
         Ok(())
     }
@@ -882,9 +885,10 @@ impl<'a> TensorDecoder<'a> {
             rayon::current_num_threads().clamp(1, (OVERLAP_PIECE_BYTES / pair_bytes).max(1));
         let piece = pairs * pair_bytes;
         let chunks_per_piece = 2 * pairs;
+        let end = out.as_ptr_range().end as usize;
         let mut pieces: Vec<&mut [u8]> = out.chunks_mut(piece).collect();
         if let Some(first) = pieces.first_mut() {
-            self.decode_split(*layout, decoders, 0, first)?;
+            self.decode_split(*layout, decoders, 0, first, end)?;
         }
         for k in 0..pieces.len() {
             let (done, rest) = pieces.split_at_mut(k + 1);
@@ -893,7 +897,7 @@ impl<'a> TensorDecoder<'a> {
                 || finished(current),
                 || match rest.first_mut() {
                     Some(next) => {
-                        self.decode_split(*layout, decoders, (k + 1) * chunks_per_piece, next)
+                        self.decode_split(*layout, decoders, (k + 1) * chunks_per_piece, next, end)
                     }
                     None => Ok(()),
                 },
@@ -934,7 +938,8 @@ impl<'a> TensorDecoder<'a> {
                 expected: self.out_len.saturating_sub(offset),
             });
         }
-        self.decode_split(*layout, decoders, offset / (pair_bytes / 2), out)
+        let end = out.as_ptr_range().end as usize;
+        self.decode_split(*layout, decoders, offset / (pair_bytes / 2), out, end)
     }
 
     /// For each stream, the byte range that holds the tensor's chunks `..chunks` only
@@ -1072,7 +1077,9 @@ impl<'a> TensorDecoder<'a> {
                 let mut done = 0;
                 while done < self.out_len {
                     let n = piece.min(self.out_len - done);
-                    self.decode_split(*layout, decoders, done / chunk_bytes, &mut buf[..n])?;
+                    let piece = &mut buf[..n];
+                    let end = piece.as_ptr_range().end as usize;
+                    self.decode_split(*layout, decoders, done / chunk_bytes, piece, end)?;
                     sink(&buf[..n], done..done + n)?;
                     done += n;
                 }
@@ -1081,20 +1088,24 @@ impl<'a> TensorDecoder<'a> {
         Ok(())
     }
 
-    /// Decodes the chunks from `first_chunk` on into `out` (whole chunks, or up to the end).
+    /// Decodes the chunks from `first_chunk` on into `out` (whole chunks, or up to the end),
+    /// a slice of an output that ends at address `output_end` (`out`'s own end, or that of
+    /// the whole tensor `out` is a piece of).
     fn decode_split(
         &self,
         layout: Layout,
         decoders: &[StreamDecoder<'_>],
         first_chunk: usize,
         out: &mut [u8],
+        output_end: usize,
     ) -> Result<(), TensorError> {
         let chunk_len = 1usize << self.chunk_log2;
+        let piece_start = out.as_ptr() as usize;
         // Tasks of two chunks: the rANS decoder interleaves a pair.
         out.par_chunks_mut(2 * chunk_len * layout.element_size())
             .enumerate()
             .try_for_each(|(pair, dst)| {
-                prefault(dst);
+                prefault_task(dst, piece_start, output_end);
                 FieldBuffers::with(|bufs| {
                     decode_chunk_pair(
                         layout,
@@ -1190,6 +1201,57 @@ pub(crate) fn prefault(dst: &mut [u8]) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = dst;
+}
+
+/// [`prefault`] for `dst`, one task's share of the slice starting at `piece_start` of an
+/// output ending at `output_end`, decoded by several tasks at once. While an output is
+/// advised for huge pages ([`crate::huge_pages::timing`]), the part of `dst` in a 2 MiB
+/// block that starts in an earlier task's share of the same slice (and ends inside the
+/// output, so it was advised) is left to that task: populating any page of an advised
+/// block maps the whole block, and two threads faulting the same empty block at once
+/// each allocate and zero a huge page, of which one is thrown away (a 2-thread load of
+/// MiniLM BF16 allocated 11–19 huge pages for the 10 it mapped; 1 thread: 10). The task
+/// owning the block populates it first thing; this one's decoder writes its first output
+/// byte only after decoding its chunk pair's fields (FP8 writes as it decodes), and a
+/// write that comes first faults the block in, as before. Only pages are mapped here or
+/// not: no byte of the output depends on it.
+fn prefault_task(dst: &mut [u8], piece_start: usize, output_end: usize) {
+    #[cfg(target_os = "linux")]
+    if crate::huge_pages::timing() {
+        let skip = head_owned_by_earlier(
+            dst.as_ptr() as usize,
+            dst.len(),
+            piece_start,
+            output_end,
+            crate::huge_pages::HUGE,
+        );
+        prefault(&mut dst[skip..]);
+        return;
+    }
+    let _ = (piece_start, output_end);
+    prefault(dst);
+}
+
+/// How many bytes at the head of a task's share `[start, start + len)` lie in a `block`-
+/// aligned block that starts in an earlier share of the same slice (at or after
+/// `piece_start`, before `start`) and ends by `output_end`: that task populates it (see
+/// [`prefault_task`]). 0 when the block holding `start` starts at `start`, before the
+/// slice (a task of an earlier call has mapped it) or runs past the output (not advised).
+#[cfg(target_os = "linux")]
+fn head_owned_by_earlier(
+    start: usize,
+    len: usize,
+    piece_start: usize,
+    output_end: usize,
+    block: usize,
+) -> usize {
+    let first = start / block * block;
+    let earlier_in_slice = first < start && first >= piece_start;
+    if earlier_in_slice && first.checked_add(block).is_some_and(|e| e <= output_end) {
+        (first + block - start).min(len)
+    } else {
+        0
+    }
 }
 
 /// The first page of the page-aligned range `[first, end)` that is not resident
@@ -1857,6 +1919,33 @@ mod tests {
             assert_eq!(libc::munmap(base, len), 0);
             advised && mapped
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_huge_block_is_left_to_the_share_it_starts_in() {
+        const B: usize = 2 << 20;
+        const M: usize = 1 << 20;
+        // A slice starting 1.5 MiB + 16 bytes past a block boundary (like a tensor's memory
+        // from malloc), in an output ending far beyond.
+        let piece = 5 * B + M + M / 2 + 16;
+        let end = piece + 64 * M;
+        // The first share starts the slice: the block before it is an earlier call's.
+        assert_eq!(head_owned_by_earlier(piece, M, piece, end, B), 0);
+        // The second, 1 MiB in, lies wholly in the block starting at 6 B, which begins in
+        // the first share.
+        assert_eq!(head_owned_by_earlier(piece + M, M, piece, end, B), M);
+        // A longer one keeps what lies past that block.
+        assert_eq!(
+            head_owned_by_earlier(piece + M, 2 * M, piece, end, B),
+            7 * B - (piece + M)
+        );
+        // A block that runs past the output's end was not advised: populate it all.
+        assert_eq!(head_owned_by_earlier(piece + M, M, piece, 7 * B - 1, B), 0);
+        // A share starting on a block boundary owns its block.
+        assert_eq!(head_owned_by_earlier(7 * B, M, piece, end, B), 0);
+        // A block that began before the slice was mapped by an earlier call.
+        assert_eq!(head_owned_by_earlier(6 * B + 16, M, 6 * B + 8, end, B), 0);
     }
 
     /// The resident check finds the first page not yet mapped, and prefaulting maps the
