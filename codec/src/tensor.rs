@@ -1102,10 +1102,11 @@ impl<'a> TensorDecoder<'a> {
         let chunk_len = 1usize << self.chunk_log2;
         let piece_start = out.as_ptr() as usize;
         // Tasks of two chunks: the rANS decoder interleaves a pair.
-        out.par_chunks_mut(2 * chunk_len * layout.element_size())
+        let share = 2 * chunk_len * layout.element_size();
+        out.par_chunks_mut(share)
             .enumerate()
             .try_for_each(|(pair, dst)| {
-                prefault_task(dst, piece_start, output_end);
+                prefault_task(dst, piece_start, share, output_end);
                 FieldBuffers::with(|bufs| {
                     decode_chunk_pair(
                         layout,
@@ -1204,50 +1205,73 @@ pub(crate) fn prefault(dst: &mut [u8]) {
 }
 
 /// [`prefault`] for `dst`, one task's share of the slice starting at `piece_start` of an
-/// output ending at `output_end`, decoded by several tasks at once. While an output is
-/// advised for huge pages ([`crate::huge_pages::timing`]), the part of `dst` in a 2 MiB
-/// block that starts in an earlier task's share of the same slice (and ends inside the
-/// output, so it was advised) is left to that task: populating any page of an advised
-/// block maps the whole block, and two threads faulting the same empty block at once
-/// each allocate and zero a huge page, of which one is thrown away (a 2-thread load of
-/// MiniLM BF16 allocated 11–19 huge pages for the 10 it mapped; 1 thread: 10). The task
-/// owning the block populates it first thing; this one's decoder writes its first output
-/// byte only after decoding its chunk pair's fields (FP8 writes as it decodes), and a
-/// write that comes first faults the block in, as before. Only pages are mapped here or
-/// not: no byte of the output depends on it.
-fn prefault_task(dst: &mut [u8], piece_start: usize, output_end: usize) {
+/// output ending at `output_end`, decoded by several tasks at once in shares of `share`
+/// bytes. While an output is advised for huge pages ([`crate::huge_pages::timing`]), the
+/// part of `dst` in a 2 MiB block that starts in an earlier task's share of the same slice
+/// (and ends inside the output, so it was advised) is left to that task: populating any
+/// page of an advised block maps the whole block, and two threads faulting the same empty
+/// block at once each allocate and zero a huge page, of which one is thrown away (a
+/// 2-thread load of MiniLM BF16 allocated 11–20 huge pages for the 10 it mapped; 1 thread:
+/// 10). The task owning the block populates it first thing; this one's decoder writes its
+/// first output byte only after decoding its chunk pair's fields (FP8 writes as it
+/// decodes), and a write that comes first faults the block in, as before. Only where the
+/// owner asks for enough of the block that its populate is judged
+/// ([`crate::huge_pages::note_populate`]): otherwise a dear huge page would go unnoticed
+/// and the advice would stay. Only pages are mapped here or not: no byte of the output
+/// depends on it.
+fn prefault_task(dst: &mut [u8], piece_start: usize, share: usize, output_end: usize) {
     #[cfg(target_os = "linux")]
     if crate::huge_pages::timing() {
         let skip = head_owned_by_earlier(
             dst.as_ptr() as usize,
             dst.len(),
-            piece_start,
-            output_end,
+            Shares {
+                start: piece_start,
+                len: share,
+                output_end,
+            },
             crate::huge_pages::HUGE,
+            crate::huge_pages::JUDGED_PAGES * page_size(),
         );
         prefault(&mut dst[skip..]);
         return;
     }
-    let _ = (piece_start, output_end);
+    let _ = (piece_start, share, output_end);
     prefault(dst);
 }
 
-/// How many bytes at the head of a task's share `[start, start + len)` lie in a `block`-
-/// aligned block that starts in an earlier share of the same slice (at or after
-/// `piece_start`, before `start`) and ends by `output_end`: that task populates it (see
-/// [`prefault_task`]). 0 when the block holding `start` starts at `start`, before the
-/// slice (a task of an earlier call has mapped it) or runs past the output (not advised).
+/// A slice of an output cut into shares of `len` bytes from `start`, the output ending at
+/// `output_end`.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy)]
+struct Shares {
+    start: usize,
+    len: usize,
+    output_end: usize,
+}
+
+/// How many bytes at the head of a share `[start, start + len)` of `shares` lie in a
+/// `block`-aligned block that starts in an earlier share (at or after `shares.start`,
+/// before `start`), ends by `shares.output_end`, and of which that share holds at least
+/// `judged` bytes: that share's task populates it (see [`prefault_task`]). 0 otherwise.
 #[cfg(target_os = "linux")]
 fn head_owned_by_earlier(
     start: usize,
     len: usize,
-    piece_start: usize,
-    output_end: usize,
+    shares: Shares,
     block: usize,
+    judged: usize,
 ) -> usize {
     let first = start / block * block;
-    let earlier_in_slice = first < start && first >= piece_start;
-    if earlier_in_slice && first.checked_add(block).is_some_and(|e| e <= output_end) {
+    if first >= start || first < shares.start || shares.len == 0 {
+        return 0;
+    }
+    let inside = first
+        .checked_add(block)
+        .is_some_and(|e| e <= shares.output_end);
+    // The end of the share holding `first`.
+    let owner_end = shares.start + ((first - shares.start) / shares.len + 1) * shares.len;
+    if inside && owner_end - first >= judged {
         (first + block - start).min(len)
     } else {
         0
@@ -1926,26 +1950,50 @@ mod tests {
     fn a_huge_block_is_left_to_the_share_it_starts_in() {
         const B: usize = 2 << 20;
         const M: usize = 1 << 20;
-        // A slice starting 1.5 MiB + 16 bytes past a block boundary (like a tensor's memory
-        // from malloc), in an output ending far beyond.
+        const J: usize = 64 * 4096;
+        // A slice of 1 MiB shares starting 1.5 MiB + 16 bytes past a block boundary (like a
+        // tensor's memory from malloc), in an output ending far beyond.
         let piece = 5 * B + M + M / 2 + 16;
-        let end = piece + 64 * M;
+        let shares = |output_end| Shares {
+            start: piece,
+            len: M,
+            output_end,
+        };
+        let all = shares(piece + 64 * M);
         // The first share starts the slice: the block before it is an earlier call's.
-        assert_eq!(head_owned_by_earlier(piece, M, piece, end, B), 0);
+        assert_eq!(head_owned_by_earlier(piece, M, all, B, J), 0);
         // The second, 1 MiB in, lies wholly in the block starting at 6 B, which begins in
-        // the first share.
-        assert_eq!(head_owned_by_earlier(piece + M, M, piece, end, B), M);
-        // A longer one keeps what lies past that block.
-        assert_eq!(
-            head_owned_by_earlier(piece + M, 2 * M, piece, end, B),
-            7 * B - (piece + M)
-        );
+        // the first share, half a MiB before its end.
+        assert_eq!(head_owned_by_earlier(piece + M, M, all, B, J), M);
+        // A shorter last share: all of it.
+        assert_eq!(head_owned_by_earlier(piece + M, 4096, all, B, J), 4096);
+        // The third starts in the same block and keeps what lies past it.
+        let third = piece + 2 * M;
+        assert_eq!(head_owned_by_earlier(third, M, all, B, J), 7 * B - third);
         // A block that runs past the output's end was not advised: populate it all.
-        assert_eq!(head_owned_by_earlier(piece + M, M, piece, 7 * B - 1, B), 0);
+        assert_eq!(
+            head_owned_by_earlier(piece + M, M, shares(7 * B - 1), B, J),
+            0
+        );
         // A share starting on a block boundary owns its block.
-        assert_eq!(head_owned_by_earlier(7 * B, M, piece, end, B), 0);
+        let aligned = Shares {
+            start: 6 * B,
+            ..all
+        };
+        assert_eq!(head_owned_by_earlier(7 * B, M, aligned, B, J), 0);
         // A block that began before the slice was mapped by an earlier call.
-        assert_eq!(head_owned_by_earlier(6 * B + 16, M, 6 * B + 8, end, B), 0);
+        let late = Shares {
+            start: 6 * B + 8,
+            ..all
+        };
+        assert_eq!(head_owned_by_earlier(6 * B + 8 + M, M, late, B, J), 0);
+        // The owner would ask for under `judged` bytes of the block (it starts 16 bytes
+        // before the owner's end): its populate would not be judged, so populate here too.
+        let tight = Shares {
+            start: 6 * B - M + 16,
+            ..all
+        };
+        assert_eq!(head_owned_by_earlier(6 * B + 16, M, tight, B, J), 0);
     }
 
     /// The resident check finds the first page not yet mapped, and prefaulting maps the
