@@ -19,7 +19,7 @@ use std::time::Duration;
 
 /// The size of a huge page on x86-64 and most ARM kernels with 4 KiB pages.
 #[cfg(target_os = "linux")]
-const HUGE: usize = 2 << 20;
+pub(crate) const HUGE: usize = 2 << 20;
 
 /// A populate slower than this per 4 KiB page requested means huge pages are dear: a
 /// cheap huge page costs up to ~1.4 µs per 4 KiB asked for (0.35 ms when a 1 MiB piece
@@ -80,11 +80,16 @@ pub(crate) fn thread_cpu() -> Option<Duration> {
     ok.then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
+/// Populates of fewer 4 KiB pages than this are not judged (too few to tell a huge page's
+/// cost from noise).
+#[cfg(target_os = "linux")]
+pub(crate) const JUDGED_PAGES: usize = 64;
+
 /// Records how long (CPU time of the calling thread, [`thread_cpu`]) mapping `pages`
 /// fresh 4 KiB pages took (one `MADV_POPULATE_WRITE` while [`timing`]).
 #[cfg(target_os = "linux")]
 pub(crate) fn note_populate(pages: usize, took: Duration) {
-    if pages >= 64 && took.as_nanos() > DEAR_NS_PER_PAGE * pages as u128 {
+    if pages >= JUDGED_PAGES && took.as_nanos() > DEAR_NS_PER_PAGE * pages as u128 {
         DEAR_AT_MS.store(now_ms().saturating_add(1), Ordering::Relaxed);
     }
 }

@@ -849,7 +849,10 @@ impl<'a> TensorDecoder<'a> {
                     .into());
                 }
             }
-            DecoderBody::Split(layout, decoders) => self.decode_split(*layout, decoders, 0, out)?,
+            DecoderBody::Split(layout, decoders) => {
+                let end = out.as_ptr_range().end as usize;
+                self.decode_split(*layout, decoders, 0, out, end)?
+            }
         }
         Ok(())
     }
@@ -882,9 +885,10 @@ impl<'a> TensorDecoder<'a> {
             rayon::current_num_threads().clamp(1, (OVERLAP_PIECE_BYTES / pair_bytes).max(1));
         let piece = pairs * pair_bytes;
         let chunks_per_piece = 2 * pairs;
+        let end = out.as_ptr_range().end as usize;
         let mut pieces: Vec<&mut [u8]> = out.chunks_mut(piece).collect();
         if let Some(first) = pieces.first_mut() {
-            self.decode_split(*layout, decoders, 0, first)?;
+            self.decode_split(*layout, decoders, 0, first, end)?;
         }
         for k in 0..pieces.len() {
             let (done, rest) = pieces.split_at_mut(k + 1);
@@ -893,7 +897,7 @@ impl<'a> TensorDecoder<'a> {
                 || finished(current),
                 || match rest.first_mut() {
                     Some(next) => {
-                        self.decode_split(*layout, decoders, (k + 1) * chunks_per_piece, next)
+                        self.decode_split(*layout, decoders, (k + 1) * chunks_per_piece, next, end)
                     }
                     None => Ok(()),
                 },
@@ -934,7 +938,8 @@ impl<'a> TensorDecoder<'a> {
                 expected: self.out_len.saturating_sub(offset),
             });
         }
-        self.decode_split(*layout, decoders, offset / (pair_bytes / 2), out)
+        let end = out.as_ptr_range().end as usize;
+        self.decode_split(*layout, decoders, offset / (pair_bytes / 2), out, end)
     }
 
     /// For each stream, the byte range that holds the tensor's chunks `..chunks` only
@@ -1072,7 +1077,9 @@ impl<'a> TensorDecoder<'a> {
                 let mut done = 0;
                 while done < self.out_len {
                     let n = piece.min(self.out_len - done);
-                    self.decode_split(*layout, decoders, done / chunk_bytes, &mut buf[..n])?;
+                    let piece = &mut buf[..n];
+                    let end = piece.as_ptr_range().end as usize;
+                    self.decode_split(*layout, decoders, done / chunk_bytes, piece, end)?;
                     sink(&buf[..n], done..done + n)?;
                     done += n;
                 }
@@ -1081,20 +1088,25 @@ impl<'a> TensorDecoder<'a> {
         Ok(())
     }
 
-    /// Decodes the chunks from `first_chunk` on into `out` (whole chunks, or up to the end).
+    /// Decodes the chunks from `first_chunk` on into `out` (whole chunks, or up to the end),
+    /// a slice of an output that ends at address `output_end` (`out`'s own end, or that of
+    /// the whole tensor `out` is a piece of).
     fn decode_split(
         &self,
         layout: Layout,
         decoders: &[StreamDecoder<'_>],
         first_chunk: usize,
         out: &mut [u8],
+        output_end: usize,
     ) -> Result<(), TensorError> {
         let chunk_len = 1usize << self.chunk_log2;
+        let piece_start = out.as_ptr() as usize;
         // Tasks of two chunks: the rANS decoder interleaves a pair.
-        out.par_chunks_mut(2 * chunk_len * layout.element_size())
+        let share = 2 * chunk_len * layout.element_size();
+        out.par_chunks_mut(share)
             .enumerate()
             .try_for_each(|(pair, dst)| {
-                prefault(dst);
+                prefault_task(dst, piece_start, share, output_end);
                 FieldBuffers::with(|bufs| {
                     decode_chunk_pair(
                         layout,
@@ -1190,6 +1202,80 @@ pub(crate) fn prefault(dst: &mut [u8]) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = dst;
+}
+
+/// [`prefault`] for `dst`, one task's share of the slice starting at `piece_start` of an
+/// output ending at `output_end`, decoded by several tasks at once in shares of `share`
+/// bytes. While an output is advised for huge pages ([`crate::huge_pages::timing`]), the
+/// part of `dst` in a 2 MiB block that starts in an earlier task's share of the same slice
+/// (and ends inside the output, so it was advised) is left to that task: populating any
+/// page of an advised block maps the whole block, and two threads faulting the same empty
+/// block at once each allocate and zero a huge page, of which one is thrown away (a
+/// 2-thread load of MiniLM BF16 allocated 11–20 huge pages for the 10 it mapped; 1 thread:
+/// 10). The task owning the block populates it first thing; this one's decoder writes its
+/// first output byte only after decoding its chunk pair's fields (FP8 writes as it
+/// decodes), and a write that comes first faults the block in, as before. Only where the
+/// owner asks for enough of the block that its populate is judged
+/// ([`crate::huge_pages::note_populate`]): otherwise a dear huge page would go unnoticed
+/// and the advice would stay. Only pages are mapped here or not: no byte of the output
+/// depends on it.
+fn prefault_task(dst: &mut [u8], piece_start: usize, share: usize, output_end: usize) {
+    #[cfg(target_os = "linux")]
+    if crate::huge_pages::timing() {
+        let skip = head_owned_by_earlier(
+            dst.as_ptr() as usize,
+            dst.len(),
+            Shares {
+                start: piece_start,
+                len: share,
+                output_end,
+            },
+            crate::huge_pages::HUGE,
+            crate::huge_pages::JUDGED_PAGES * page_size(),
+        );
+        prefault(&mut dst[skip..]);
+        return;
+    }
+    let _ = (piece_start, share, output_end);
+    prefault(dst);
+}
+
+/// A slice of an output cut into shares of `len` bytes from `start`, the output ending at
+/// `output_end`.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy)]
+struct Shares {
+    start: usize,
+    len: usize,
+    output_end: usize,
+}
+
+/// How many bytes at the head of a share `[start, start + len)` of `shares` lie in a
+/// `block`-aligned block that starts in an earlier share (at or after `shares.start`,
+/// before `start`), ends by `shares.output_end`, and of which that share holds at least
+/// `judged` bytes: that share's task populates it (see [`prefault_task`]). 0 otherwise.
+#[cfg(target_os = "linux")]
+fn head_owned_by_earlier(
+    start: usize,
+    len: usize,
+    shares: Shares,
+    block: usize,
+    judged: usize,
+) -> usize {
+    let first = start / block * block;
+    if first >= start || first < shares.start || shares.len == 0 {
+        return 0;
+    }
+    let inside = first
+        .checked_add(block)
+        .is_some_and(|e| e <= shares.output_end);
+    // The end of the share holding `first`.
+    let owner_end = shares.start + ((first - shares.start) / shares.len + 1) * shares.len;
+    if inside && owner_end - first >= judged {
+        (first + block - start).min(len)
+    } else {
+        0
+    }
 }
 
 /// The first page of the page-aligned range `[first, end)` that is not resident
@@ -1857,6 +1943,57 @@ mod tests {
             assert_eq!(libc::munmap(base, len), 0);
             advised && mapped
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_huge_block_is_left_to_the_share_it_starts_in() {
+        const B: usize = 2 << 20;
+        const M: usize = 1 << 20;
+        const J: usize = 64 * 4096;
+        // A slice of 1 MiB shares starting 1.5 MiB + 16 bytes past a block boundary (like a
+        // tensor's memory from malloc), in an output ending far beyond.
+        let piece = 5 * B + M + M / 2 + 16;
+        let shares = |output_end| Shares {
+            start: piece,
+            len: M,
+            output_end,
+        };
+        let all = shares(piece + 64 * M);
+        // The first share starts the slice: the block before it is an earlier call's.
+        assert_eq!(head_owned_by_earlier(piece, M, all, B, J), 0);
+        // The second, 1 MiB in, lies wholly in the block starting at 6 B, which begins in
+        // the first share, half a MiB before its end.
+        assert_eq!(head_owned_by_earlier(piece + M, M, all, B, J), M);
+        // A shorter last share: all of it.
+        assert_eq!(head_owned_by_earlier(piece + M, 4096, all, B, J), 4096);
+        // The third starts in the same block and keeps what lies past it.
+        let third = piece + 2 * M;
+        assert_eq!(head_owned_by_earlier(third, M, all, B, J), 7 * B - third);
+        // A block that runs past the output's end was not advised: populate it all.
+        assert_eq!(
+            head_owned_by_earlier(piece + M, M, shares(7 * B - 1), B, J),
+            0
+        );
+        // A share starting on a block boundary owns its block.
+        let aligned = Shares {
+            start: 6 * B,
+            ..all
+        };
+        assert_eq!(head_owned_by_earlier(7 * B, M, aligned, B, J), 0);
+        // A block that began before the slice was mapped by an earlier call.
+        let late = Shares {
+            start: 6 * B + 8,
+            ..all
+        };
+        assert_eq!(head_owned_by_earlier(6 * B + 8 + M, M, late, B, J), 0);
+        // The owner would ask for under `judged` bytes of the block (it starts 16 bytes
+        // before the owner's end): its populate would not be judged, so populate here too.
+        let tight = Shares {
+            start: 6 * B - M + 16,
+            ..all
+        };
+        assert_eq!(head_owned_by_earlier(6 * B + 16, M, tight, B, J), 0);
     }
 
     /// The resident check finds the first page not yet mapped, and prefaulting maps the
