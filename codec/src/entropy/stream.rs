@@ -248,6 +248,7 @@ impl StreamEncoder {
                     chunk_log2,
                     coded,
                     None,
+                    None,
                 );
                 let est = coded + (n_chunks * (STATE_BYTES + 6)) as f64;
                 if est >= packed_bytes * 0.995 {
@@ -283,7 +284,16 @@ impl StreamEncoder {
     /// ([`coarsen_blocks`]). Kept when the estimate is smaller than the plan's. The table
     /// search itself runs on the long blocks: run on the short ones it made the one-thread
     /// pack 7–9 times slower (BENCHMARKS.md, fifteenth session).
-    pub(crate) fn refine(&mut self, fine: &[SparseHist], fine_log2: u8, chunk_log2: u8) {
+    ///
+    /// `coarse`, where given, holds the same stream's histograms on longer blocks: the
+    /// refits sum those where a run of short blocks covers one (the same tables).
+    pub(crate) fn refine(
+        &mut self,
+        fine: &[SparseHist],
+        fine_log2: u8,
+        chunk_log2: u8,
+        coarse: Option<Coarse<'_>>,
+    ) {
         if !self.can_refine(fine_log2) {
             return;
         }
@@ -343,7 +353,7 @@ impl StreamEncoder {
             for a in assign.iter_mut() {
                 *a = renumber[usize::from(*a)];
             }
-            let next = fit_tables(fine.iter(), &assign, usize::from(used), alphabet);
+            let next = fit_tables_runs(fine, coarse, &assign, usize::from(used), alphabet);
             if next.len() != usize::from(used) {
                 return;
             }
@@ -363,6 +373,7 @@ impl StreamEncoder {
             chunk_log2,
             coded,
             Some(per_block),
+            coarse,
         );
         if after >= before {
             return;
@@ -843,6 +854,7 @@ fn coarsen_blocks(
     chunk_log2: u8,
     coded: f64,
     per_block: Option<Vec<f32>>,
+    coarse: Option<Coarse<'_>>,
 ) -> (Vec<FreqTable>, Vec<u8>, u8, f64) {
     let levels = chunk_log2 - block_log2;
     if levels == 0 {
@@ -910,7 +922,7 @@ fn coarsen_blocks(
     }
     let ids: Vec<u8> = ids.iter().map(|&t| renumber[usize::from(t)]).collect();
     let fine: Vec<u8> = (0..assign.len()).map(|b| ids[b >> best.0]).collect();
-    let tables = fit_tables(block_hists.iter(), &fine, usize::from(next), alphabet);
+    let tables = fit_tables_runs(block_hists, coarse, &fine, usize::from(next), alphabet);
     let coded = 3.0 + tables_bytes(&tables) as f64 + best.1;
     (tables, ids, block_log2 + best.0, coded)
 }
@@ -945,12 +957,37 @@ pub(crate) fn sparse_entropy_bits(hist: &Sparse) -> f64 {
     if n == 0.0 {
         return 0.0;
     }
-    let plain: f64 = hist
-        .iter()
-        .map(|&(_, c)| f64::from(c) * (n / f64::from(c)).log2())
-        .sum();
+    let plain: f64 = if n == PLAN_BLOCK_N {
+        // A whole planning block: each term from the table, which holds the very value
+        // the expression below computes (the same operations on the same operands), so
+        // the sum is bit-identical, without a logarithm per present symbol (they were
+        // 6 % of the default F32 pack's instructions).
+        let terms = &*PLAN_BLOCK_TERMS;
+        hist.iter()
+            .map(|&(_, c)| match terms.get(c as usize) {
+                Some(&t) => t,
+                None => f64::from(c) * (n / f64::from(c)).log2(),
+            })
+            .sum()
+    } else {
+        hist.iter()
+            .map(|&(_, c)| f64::from(c) * (n / f64::from(c)).log2())
+            .sum()
+    };
     plain + (hist.len() as f64 - 1.0) / (2.0 * std::f64::consts::LN_2)
 }
+
+/// Symbols of the blocks the encoder plans on and samples (2048: the tensor encoder's
+/// planning block), whose entropies [`sparse_entropy_bits`] takes from [`PLAN_BLOCK_TERMS`].
+const PLAN_BLOCK_N: f64 = 2048.0;
+
+/// `c · log2(PLAN_BLOCK_N / c)` for every count `c ≤ PLAN_BLOCK_N`, computed exactly as
+/// [`sparse_entropy_bits`] computes its terms (index 0 as that expression gives it).
+static PLAN_BLOCK_TERMS: std::sync::LazyLock<Vec<f64>> = std::sync::LazyLock::new(|| {
+    (0..=PLAN_BLOCK_N as u32)
+        .map(|c| f64::from(c) * (PLAN_BLOCK_N / f64::from(c)).log2())
+        .collect()
+});
 
 /// Counts below this take `c·log2(c)` from [`C_LOG2_C`]: blocks of up to 2048 symbols,
 /// the fast level's planning blocks.
@@ -1085,14 +1122,74 @@ fn fit_tables<'h>(
     // MAX_SYMBOL_BITS wide): this runs over every entry of every block, per refit.
     let mut sums = vec![[0u64; 1 << MAX_SYMBOL_BITS]; k];
     for (h, &a) in hists.zip(assign) {
-        let sum = &mut sums[usize::from(a)];
-        for &(s, c) in h {
-            sum[usize::from(s) & ((1 << MAX_SYMBOL_BITS) - 1)] += u64::from(c);
-        }
+        add_hist(&mut sums[usize::from(a)], h);
     }
+    tables_of_sums(&sums, alphabet)
+}
+
+/// Adds a block's counts to a table's sums.
+#[inline(always)]
+fn add_hist(sum: &mut [u64; 1 << MAX_SYMBOL_BITS], h: &Sparse) {
+    for &(s, c) in h {
+        sum[usize::from(s) & ((1 << MAX_SYMBOL_BITS) - 1)] += u64::from(c);
+    }
+}
+
+/// [`fit_tables`]'s tables from the per-table sums.
+fn tables_of_sums(sums: &[[u64; 1 << MAX_SYMBOL_BITS]], alphabet: usize) -> Vec<FreqTable> {
     sums.iter()
         .filter_map(|acc| FreqTable::from_counts(&saturate(&acc[..alphabet])))
         .collect()
+}
+
+/// Histograms of the same stream on blocks `1 << shift` times as long as the ones being
+/// refitted: block `b` covers the short blocks `b << shift ..` (the last one the rest).
+#[derive(Clone, Copy)]
+pub(crate) struct Coarse<'h> {
+    /// One histogram per long block.
+    pub hists: &'h [SparseHist],
+    /// How many times longer, as a power of two.
+    pub shift: u8,
+}
+
+/// [`fit_tables`] of the short blocks `fine`, where each run of short blocks that make
+/// up one of `coarse`'s long blocks and share a table adds the long block's histogram
+/// instead of theirs: the same integer sums, hence the same tables, from a fraction of
+/// the entries (the refinement's runs are long; the refits went over every short block's
+/// entries, a twelfth of the default F32 pack's instructions).
+fn fit_tables_runs(
+    fine: &[Sparse],
+    coarse: Option<Coarse<'_>>,
+    assign: &[u8],
+    k: usize,
+    alphabet: usize,
+) -> Vec<FreqTable> {
+    let Some(coarse) = coarse.filter(|c| {
+        assign.len() == fine.len()
+            && c.shift < 16
+            && c.hists.len() == fine.len().div_ceil(1 << c.shift)
+    }) else {
+        return fit_tables(fine.iter(), assign, k, alphabet);
+    };
+    debug_assert!(alphabet <= 1 << MAX_SYMBOL_BITS);
+    let mut sums = vec![[0u64; 1 << MAX_SYMBOL_BITS]; k];
+    let run = 1usize << coarse.shift;
+    for ((long, ids), shorts) in coarse
+        .hists
+        .iter()
+        .zip(assign.chunks(run))
+        .zip(fine.chunks(run))
+    {
+        let a = ids[0];
+        if ids.iter().all(|&t| t == a) {
+            add_hist(&mut sums[usize::from(a)], long);
+        } else {
+            for (h, &t) in shorts.iter().zip(ids) {
+                add_hist(&mut sums[usize::from(t)], h);
+            }
+        }
+    }
+    tables_of_sums(&sums, alphabet)
 }
 
 /// Rounds of assignment and refit of [`StreamEncoder::refine`].
