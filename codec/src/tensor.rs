@@ -574,8 +574,8 @@ fn encode_split(
                     hists: &blocks,
                     shift: plan_log2 - opts.block_log2,
                 };
-                encoder.refine(&fine, opts.block_log2, opts.chunk_log2, Some(coarse));
-                encoder.mark_raw(&fine, opts.block_log2);
+                let costs = encoder.refine(&fine, opts.block_log2, opts.chunk_log2, Some(coarse));
+                encoder.mark_raw_with_costs(&fine, opts.block_log2, costs.as_deref());
             } else if plan_log2 > opts.block_log2 && encoder.may_have_raw(&blocks, plan_log2) {
                 // Raw blocks are chosen on the short blocks (rows of FP16 precision
                 // amid near-uniform low bytes are a few hundred symbols).

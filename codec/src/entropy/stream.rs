@@ -287,15 +287,19 @@ impl StreamEncoder {
     ///
     /// `coarse`, where given, holds the same stream's histograms on longer blocks: the
     /// refits sum those where a run of short blocks covers one (the same tables).
+    ///
+    /// Where the refined plan is kept on the short blocks themselves, returns every short
+    /// block's bits under each of its tables (block-major), which
+    /// [`Self::mark_raw_with_costs`] then need not compute again.
     pub(crate) fn refine(
         &mut self,
         fine: &[SparseHist],
         fine_log2: u8,
         chunk_log2: u8,
         coarse: Option<Coarse<'_>>,
-    ) {
+    ) -> Option<Vec<f32>> {
         if !self.can_refine(fine_log2) {
-            return;
+            return None;
         }
         let Mode::Rans {
             tables,
@@ -304,7 +308,7 @@ impl StreamEncoder {
             ..
         } = &self.mode
         else {
-            return;
+            return None;
         };
         let alphabet = 1usize << MAX_SYMBOL_BITS;
         let shift = *block_log2 - fine_log2;
@@ -355,7 +359,7 @@ impl StreamEncoder {
             }
             let next = fit_tables_runs(fine, coarse, &assign, usize::from(used), alphabet);
             if next.len() != usize::from(used) {
-                return;
+                return None;
             }
             if next == refit {
                 // A fixed point (no table dropped, so `assign` was not renumbered): the
@@ -372,17 +376,20 @@ impl StreamEncoder {
             fine_log2,
             chunk_log2,
             coded,
-            Some(per_block),
+            Some(&per_block),
             coarse,
         );
         if after >= before {
-            return;
+            return None;
         }
         let symbol_bits = self.symbol_bits;
         let enc = tables
             .iter()
             .map(|t| EncTable::new(t, symbol_bits))
             .collect();
+        // Blocks kept short keep the refit tables (coarsening changes neither): the last
+        // round's costs are theirs.
+        let costs = (log2 == fine_log2).then_some(per_block);
         self.mode = Mode::Rans {
             tables,
             enc,
@@ -390,6 +397,7 @@ impl StreamEncoder {
             block_log2: log2,
             blocks_per_chunk: 1 << (chunk_log2 - log2),
         };
+        costs
     }
 
     /// Whether [`Self::mark_raw`] may find raw blocks on blocks of the histograms' length:
@@ -398,15 +406,23 @@ impl StreamEncoder {
     /// (Only such near-uniform regions can hold shorter blocks worth storing raw; the
     /// tensor encoder counts those blocks' histograms only then.)
     pub(crate) fn may_have_raw(&self, hists: &[SparseHist], hist_log2: u8) -> bool {
-        self.raw_ids(hists, hist_log2, RAW_HINT)
+        self.raw_ids(hists, hist_log2, RAW_HINT, None)
             .is_some_and(|(ids, raw)| ids.contains(&raw))
     }
 
     /// Each block of `hists` (on blocks of `1 << hist_log2` symbols, at most the plan's):
     /// its plan table, or the raw id (the table count, returned too) where that table
     /// codes it in at least `share` of its packed bits. `None` for a plan that is not
-    /// rANS or whose blocks are shorter than the histograms'.
-    fn raw_ids(&self, hists: &[SparseHist], hist_log2: u8, share: f64) -> Option<(Vec<u8>, u8)> {
+    /// rANS or whose blocks are shorter than the histograms'. `known`: each block's bits
+    /// under each of the plan's tables where the caller has them (block-major, as
+    /// [`Self::refine`] returns them), used where they fit the plan's blocks and tables.
+    fn raw_ids(
+        &self,
+        hists: &[SparseHist],
+        hist_log2: u8,
+        share: f64,
+        known: Option<&[f32]>,
+    ) -> Option<(Vec<u8>, u8)> {
         let symbol_bits = self.symbol_bits;
         let Mode::Rans {
             tables,
@@ -422,14 +438,24 @@ impl StreamEncoder {
         }
         let shift = block_log2 - hist_log2;
         let alphabet = 1usize << symbol_bits;
-        let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
+        let k = tables.len();
+        // The same values as `block_cost` gives (a cost matrix's lanes are bit-identical
+        // to it).
+        let known = known.filter(|c| shift == 0 && c.len() == hists.len() * k);
+        let costs: Vec<Vec<f32>> = match known {
+            Some(_) => Vec::new(),
+            None => tables.iter().map(|t| bit_costs(t, alphabet)).collect(),
+        };
         let raw_id = tables.len() as u8;
         let ids = hists
             .par_iter()
             .enumerate()
             .map(|(i, h)| {
                 let t = block_tables.get(i >> shift).copied().unwrap_or(0);
-                let coded = f64::from(block_cost(h, &costs[usize::from(t)]));
+                let coded = f64::from(match known {
+                    Some(known) => known[i * k + usize::from(t)],
+                    None => block_cost(h, &costs[usize::from(t)]),
+                });
                 let n: u64 = h.iter().map(|&(_, c)| u64::from(c)).sum();
                 if n > 0 && coded >= share * (n * u64::from(symbol_bits)) as f64 {
                     raw_id
@@ -450,8 +476,19 @@ impl StreamEncoder {
     /// tables are refitted to the blocks still coded; a plan whose blocks all turn raw
     /// becomes [`Mode::Packed`].
     pub(crate) fn mark_raw(&mut self, hists: &[SparseHist], hist_log2: u8) {
+        self.mark_raw_with_costs(hists, hist_log2, None);
+    }
+
+    /// [`Self::mark_raw`] with the blocks' bits under each table where the caller has
+    /// them ([`Self::refine`]'s; ignored unless they are for these blocks and tables).
+    pub(crate) fn mark_raw_with_costs(
+        &mut self,
+        hists: &[SparseHist],
+        hist_log2: u8,
+        costs: Option<&[f32]>,
+    ) {
         let symbol_bits = self.symbol_bits;
-        let Some((ids, raw_id)) = self.raw_ids(hists, hist_log2, RAW_SHARE) else {
+        let Some((ids, raw_id)) = self.raw_ids(hists, hist_log2, RAW_SHARE, costs) else {
             return;
         };
         if !ids.contains(&raw_id) {
@@ -853,7 +890,7 @@ fn coarsen_blocks(
     block_log2: u8,
     chunk_log2: u8,
     coded: f64,
-    per_block: Option<Vec<f32>>,
+    per_block: Option<&[f32]>,
     coarse: Option<Coarse<'_>>,
 ) -> (Vec<FreqTable>, Vec<u8>, u8, f64) {
     let levels = chunk_log2 - block_log2;
@@ -869,9 +906,14 @@ fn coarsen_blocks(
     let k = tables.len();
     // Bits of every block under every table (infinite where the table lacks a symbol),
     // `k` per block: the caller's where it has them for these tables.
-    let per_block = per_block
-        .filter(|p| p.len() == block_hists.len() * k)
-        .unwrap_or_else(|| all_block_costs(block_hists, &CostMatrix::new(&tables, alphabet)));
+    let computed;
+    let per_block = match per_block.filter(|p| p.len() == block_hists.len() * k) {
+        Some(p) => p,
+        None => {
+            computed = all_block_costs(block_hists, &CostMatrix::new(&tables, alphabet));
+            &computed[..]
+        }
+    };
     let mut sums = vec![0.0f64; k];
     let mut ids_and_bits = |up: u8| -> (Vec<u8>, f64) {
         let mut bits = 0.0;
