@@ -133,66 +133,11 @@ impl CostMatrix {
     }
 }
 
-/// Whether a [`Sparse`] entry is laid out as the AVX2 loop reads it: 8 bytes, the count
-/// at byte 4 (the compiler chooses tuple layouts; this one holds today, and the loop
-/// falls back to [`group_costs`] where it does not).
-#[cfg(target_arch = "x86_64")]
-const COUNTS_AT_4: bool = std::mem::size_of::<(u16, u32)>() == 8
-    && std::mem::offset_of!((u16, u32), 1) == 4
-    && std::mem::offset_of!((u16, u32), 0) == 0;
-
-/// [`group_costs`] for AVX2 (one 256-bit vector per row): the four counts of a quad of
-/// entries loaded and converted to `f32` by one masked load and one conversion instead of
-/// one scalar conversion each (a third of the loop's instructions). The same operations
-/// lane by lane, in the same order: the conversion is exact alike for counts below 2^31,
-/// and a quad with a larger count converts its counts one by one.
+/// [`group_costs`] compiled for AVX2 (one 256-bit vector per row).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn group_costs_avx2(rows: &[[f32; GROUP]; ROWS], hist: &Sparse) -> [f32; GROUP] {
-    use std::arch::x86_64::*;
-    if !COUNTS_AT_4 {
-        return group_costs(rows, hist);
-    }
-    let row = |s: u16| {
-        // SAFETY: a row is 8 `f32`; unaligned loads are allowed.
-        unsafe { _mm256_loadu_ps(rows[usize::from(s) & (ROWS - 1)].as_ptr()) }
-    };
-    // The odd 32-bit lanes of a quad: each entry's count (COUNTS_AT_4).
-    let counts_mask = _mm256_setr_epi32(0, -1, 0, -1, 0, -1, 0, -1);
-    let mut sums = [_mm256_setzero_ps(); 4];
-    let mut quads = hist.chunks_exact(4);
-    for quad in &mut quads {
-        // SAFETY: the quad is 32 bytes (COUNTS_AT_4) and the masked load reads only its
-        // counts, never the entries' padding.
-        let counts = unsafe { _mm256_maskload_epi32(quad.as_ptr().cast(), counts_mask) };
-        let as_f32 = _mm256_cvtepi32_ps(counts);
-        // A count of 2^31 or more reads as negative: convert those quads as u32.
-        let exact = _mm256_movemask_ps(_mm256_castsi256_ps(counts)) == 0;
-        for (j, (sum, &(s, c))) in sums.iter_mut().zip(quad).enumerate() {
-            let c = if exact {
-                let lane = _mm256_set1_epi32(2 * j as i32 + 1);
-                _mm256_permutevar8x32_ps(as_f32, lane)
-            } else {
-                _mm256_set1_ps(c as f32)
-            };
-            *sum = _mm256_add_ps(*sum, _mm256_mul_ps(c, row(s)));
-        }
-    }
-    let mut rest = _mm256_setzero_ps();
-    for &(s, c) in quads.remainder() {
-        rest = _mm256_add_ps(rest, _mm256_mul_ps(_mm256_set1_ps(c as f32), row(s)));
-    }
-    let total = _mm256_add_ps(
-        _mm256_add_ps(
-            _mm256_add_ps(sums[0], sums[1]),
-            _mm256_add_ps(sums[2], sums[3]),
-        ),
-        rest,
-    );
-    let mut out = [0.0f32; GROUP];
-    // SAFETY: `out` is 8 `f32`; unaligned stores are allowed.
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), total) };
-    out
+    group_costs(rows, hist)
 }
 
 /// [`block_cost`] of `hist` under the [`GROUP`] tables of `rows`, lane by lane.
@@ -260,15 +205,6 @@ mod tests {
                     }
                 }
                 hist.truncate(len / 2);
-                if len % 5 == 4 {
-                    // Counts of 2^31 and more (converted one by one in the AVX2 loop),
-                    // beside small ones.
-                    for (i, entry) in hist.iter_mut().enumerate() {
-                        if i % 3 == 1 {
-                            entry.1 = (1 << 31) | (next() % (1 << 30));
-                        }
-                    }
-                }
                 let mut out = vec![0.0f32; k];
                 matrix.costs(&hist, &mut out);
                 for (t, table) in tables[..k].iter().enumerate() {
