@@ -883,6 +883,9 @@ fn choose_tables(
 /// Decoders read any block length up to the chunk length; longer blocks only mean fewer
 /// table switches. On MiniLM nearly every exponent stream has one table, and the ids
 /// were a fifth of the stream overheads.
+// (The last two arguments are what the refinement already has; a struct for them would
+// only be unpacked again here.)
+#[allow(clippy::too_many_arguments)]
 fn coarsen_blocks(
     block_hists: &[Sparse],
     tables: Vec<FreqTable>,
