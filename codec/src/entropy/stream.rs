@@ -1907,6 +1907,75 @@ impl<'a> StreamDecoder<'a> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn planning_block_entropy_table_and_long_block_refits_change_nothing() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Blocks of exactly PLAN_BLOCK_N symbols (the table's case) and of one fewer:
+        // bit-identical to the dense reference's logarithms.
+        for round in 0..300 {
+            let alphabet = 1usize << (1 + round % 9);
+            let len = if round % 2 == 0 { 2048 } else { 2047 };
+            let mut dense = vec![0u32; alphabet];
+            let skew = 1 + next() % 4;
+            for _ in 0..len {
+                let r = (next() % alphabet as u64) >> (next() % skew);
+                dense[r as usize] += 1;
+            }
+            assert_eq!(
+                sparse_entropy_bits(&sparse(&dense)).to_bits(),
+                corrected_entropy_bits(&dense).to_bits(),
+                "round {round}"
+            );
+        }
+        // Short blocks in runs of tables (some runs covering long blocks, some not, a
+        // short last long block): the same tables from the long blocks' sums.
+        for round in 0..40 {
+            let shift = 1 + (round % 4) as u8;
+            let n_fine = 1 + (next() % 200) as usize;
+            let fine: Vec<Sparse> = (0..n_fine)
+                .map(|_| {
+                    let mut h = vec![0u32; 512];
+                    for _ in 0..64 {
+                        h[(next() % 512) as usize] += 1 + (next() % 9) as u32;
+                    }
+                    sparse(&h)
+                })
+                .collect();
+            let coarse: Vec<Sparse> = fine
+                .chunks(1 << shift)
+                .map(|run| {
+                    let mut h = vec![0u32; 512];
+                    for &(s, c) in run.iter().flatten() {
+                        h[usize::from(s)] += c;
+                    }
+                    sparse(&h)
+                })
+                .collect();
+            let k = 1 + (next() % 4) as usize;
+            let mut assign = Vec::with_capacity(n_fine);
+            while assign.len() < n_fine {
+                let t = (next() % k as u64) as u8;
+                let run = 1 + (next() % 20) as usize;
+                assign.extend(std::iter::repeat_n(t, run.min(n_fine - assign.len())));
+            }
+            let long = Coarse {
+                hists: &coarse,
+                shift,
+            };
+            assert_eq!(
+                fit_tables_runs(&fine, Some(long), &assign, k, 512),
+                fit_tables(fine.iter(), &assign, k, 512),
+                "round {round}"
+            );
+        }
+    }
+
     /// The sparse entropy the encoder uses is bit for bit the dense one it replaced, and
     /// planning from sparse histograms gives the plan the dense ones give.
     #[test]
