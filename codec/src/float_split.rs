@@ -225,7 +225,13 @@ impl Layout {
         block_len: usize,
     ) -> Vec<Vec<(u16, u32)>> {
         debug_assert!(field < self.field_bits().len() && block_len > 0);
-        with_word_fields!(self, sparse_field_blocks(src, field, block_len))
+        // Only the words of the 512-bit set that the field's values can reach are
+        // scanned (half of it for a byte).
+        let words = self
+            .field_bits()
+            .get(field)
+            .map_or(8, |&b| (1usize << b).div_ceil(64).min(8));
+        with_word_fields!(self, sparse_field_blocks(src, field, block_len, words))
     }
 
     /// The encoder's layout sample of one block, for a layout with a joint variant
@@ -484,28 +490,33 @@ fn sparse_field_blocks<const E: usize, const F: usize>(
     src: &[u8],
     field: usize,
     block_len: usize,
+    words: usize,
     fields: impl Fn(&[u8]) -> [u16; F],
 ) -> Vec<Vec<(u16, u32)>> {
     // Runs of equal values are the first field's (the exponent's); the others are near
     // uniform, where copies would only add to the read-back.
-    let copies = field == 0 && block_len >= QUAD_COPY_BLOCK;
+    if field == 0 && block_len >= QUAD_COPY_BLOCK {
+        return sparse_blocks::<E, 4>(src, block_len, words, |b| fields(b)[0]);
+    }
     match field {
-        0 => sparse_blocks::<E>(src, block_len, copies, |b| fields(b)[0]),
-        1 => sparse_blocks::<E>(src, block_len, copies, |b| fields(b)[1.min(F - 1)]),
-        2 => sparse_blocks::<E>(src, block_len, copies, |b| fields(b)[2.min(F - 1)]),
-        _ => sparse_blocks::<E>(src, block_len, copies, |b| fields(b)[3.min(F - 1)]),
+        0 => sparse_blocks::<E, 1>(src, block_len, words, |b| fields(b)[0]),
+        1 => sparse_blocks::<E, 1>(src, block_len, words, |b| fields(b)[1.min(F - 1)]),
+        2 => sparse_blocks::<E, 1>(src, block_len, words, |b| fields(b)[2.min(F - 1)]),
+        _ => sparse_blocks::<E, 1>(src, block_len, words, |b| fields(b)[3.min(F - 1)]),
     }
 }
 
 /// One sparse histogram of `field` per block of `block_len` `E`-byte elements, counted
-/// into four copies of the counters with `quad_copies`.
+/// into `COPIES` (1 or 4) copies of the counters; `field` below `64 · words`.
 #[inline(always)]
-fn sparse_blocks<const E: usize>(
+fn sparse_blocks<const E: usize, const COPIES: usize>(
     src: &[u8],
     block_len: usize,
-    quad_copies: bool,
+    words: usize,
     field: impl Fn(&[u8]) -> u16,
 ) -> Vec<Vec<(u16, u32)>> {
+    debug_assert!(COPIES == 1 || COPIES == 4);
+    let quad_copies = COPIES == 4;
     #[cfg(target_arch = "x86_64")]
     let avx2 = crate::cpu::simd_level() != SimdLevel::Scalar && SimdLevel::Avx2.is_supported();
     // All zero between blocks: each block clears the counts it read back.
@@ -515,7 +526,8 @@ fn sparse_blocks<const E: usize>(
     // blocks spent most of their count on that wait). The copies are read back, summed,
     // only where one of them is nonzero. Short blocks (the 256-element refinement) count
     // into one, where finding the present values in four would cost more than the wait.
-    let copies = if quad_copies { 4 } else { 1 };
+    let copies = COPIES;
+    let words = words.min(8);
     src.chunks(block_len * E)
         .map(|block| {
             if quad_copies {
@@ -528,41 +540,63 @@ fn sparse_blocks<const E: usize>(
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `avx2` is set only where the CPU supports AVX2.
             let seen = if avx2 {
-                unsafe { nonzero_set_avx2(&counts[..copies]) }
+                unsafe { nonzero_set_avx2(&counts[..copies], words) }
             } else {
-                nonzero_set_of(&counts[..copies])
+                nonzero_set_of(&counts[..copies], words)
             };
             #[cfg(not(target_arch = "x86_64"))]
-            let seen = nonzero_set_of(&counts[..copies]);
-            let present = seen.iter().map(|w| w.count_ones() as usize).sum();
-            let mut sparse = Vec::with_capacity(present);
-            for (w, &word) in seen.iter().enumerate() {
-                let mut bits = word;
-                while bits != 0 {
-                    let v = w * 64 + bits.trailing_zeros() as usize;
-                    let c = counts[..copies]
-                        .iter_mut()
-                        .map(|copy| std::mem::take(&mut copy[v]))
-                        .sum();
-                    sparse.push((v as u16, c));
-                    bits &= bits - 1;
-                }
-            }
-            sparse
+            let seen = nonzero_set_of(&counts[..copies], words);
+            read_back::<COPIES>(&seen, &mut counts)
         })
         .collect()
 }
 
-/// [`nonzero_set`] of the sum of `copies`.
+/// The sparse histogram of the values in `seen` (the nonzero counters of `counts`'
+/// first `COPIES` copies), their copies summed; those counters are left zero. Written
+/// into the vector's reserved room, one store per value, without a capacity check per
+/// value (the read-back was a fifth of the refinement's count).
 #[inline(always)]
-fn nonzero_set_of(copies: &[[u32; 512]]) -> [u64; 8] {
-    match copies {
+fn read_back<const COPIES: usize>(
+    seen: &[u64; 8],
+    counts: &mut [[u32; 512]; 4],
+) -> Vec<(u16, u32)> {
+    let present = seen.iter().map(|w| w.count_ones() as usize).sum();
+    let mut sparse: Vec<(u16, u32)> = Vec::with_capacity(present);
+    let room = &mut sparse.spare_capacity_mut()[..present];
+    let mut slots = room.iter_mut();
+    for (w, &word) in seen.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            let v = (w * 64 + bits.trailing_zeros() as usize) & 511;
+            let mut c = 0u32;
+            for copy in &mut counts[..COPIES] {
+                c += std::mem::take(&mut copy[v]);
+            }
+            if let Some(slot) = slots.next() {
+                slot.write((v as u16, c));
+            }
+            bits &= bits - 1;
+        }
+    }
+    // SAFETY: `seen` has `present` bits set, and the loop wrote one slot per set bit,
+    // the first `present` slots of the reserved room in order.
+    unsafe { sparse.set_len(present) };
+    sparse
+}
+
+/// [`nonzero_set`] of the sum of `copies`.
+/// (Words from `words` on are left empty: the caller's values are below `64 · words`.)
+#[inline(always)]
+fn nonzero_set_of(copies: &[[u32; 512]], words: usize) -> [u64; 8] {
+    let mut set = match copies {
         [one] => nonzero_set(one),
         _ => {
             let any: [u32; 512] = std::array::from_fn(|v| copies.iter().fold(0, |m, c| m | c[v]));
             nonzero_set(&any)
         }
-    }
+    };
+    set[words.min(8)..].fill(0);
+    set
 }
 
 /// The values with a nonzero count, as a 512-bit set (bit `v % 64` of word `v / 64`).
@@ -580,11 +614,14 @@ fn nonzero_set(counts: &[u32; 512]) -> [u64; 8] {
 /// [`nonzero_set_of`] eight counts per compare (AVX2).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn nonzero_set_avx2(copies: &[[u32; 512]]) -> [u64; 8] {
+unsafe fn nonzero_set_avx2(copies: &[[u32; 512]], words: usize) -> [u64; 8] {
     use std::arch::x86_64::*;
     let zero = _mm256_setzero_si256();
     std::array::from_fn(|w| {
         let mut word = 0u64;
+        if w >= words {
+            return word;
+        }
         for k in 0..8 {
             let at = w * 64 + 8 * k;
             let v = copies.iter().fold(zero, |m, copy| {
@@ -1903,14 +1940,14 @@ mod tests {
                 copies[v % 4][v] = c / 2;
                 copies[(v / 4) % 4][v] += c - c / 2;
             }
-            assert_eq!(nonzero_set_of(&copies), set, "round {round}");
-            assert_eq!(nonzero_set_of(std::slice::from_ref(&counts)), set);
+            assert_eq!(nonzero_set_of(&copies, 8), set, "round {round}");
+            assert_eq!(nonzero_set_of(std::slice::from_ref(&counts), 8), set);
             #[cfg(target_arch = "x86_64")]
             if SimdLevel::Avx2.is_supported() {
                 // SAFETY: the CPU supports AVX2 (checked just above).
                 unsafe {
-                    assert_eq!(nonzero_set_avx2(std::slice::from_ref(&counts)), set);
-                    assert_eq!(nonzero_set_avx2(&copies), set, "round {round}");
+                    assert_eq!(nonzero_set_avx2(std::slice::from_ref(&counts), 8), set);
+                    assert_eq!(nonzero_set_avx2(&copies, 8), set, "round {round}");
                 }
             }
         }

@@ -10,7 +10,8 @@ use rayon::prelude::*;
 use crate::container::STREAM_ALIGN;
 use crate::dtype::Dtype;
 use crate::entropy::stream::{
-    sparse_entropy_bits, CodedStream, Effort, SparseHist, StreamDecoder, StreamEncoder, StreamKind,
+    sparse_entropy_bits, Coarse, CodedStream, Effort, SparseHist, StreamDecoder, StreamEncoder,
+    StreamKind,
 };
 use crate::entropy::EntropyError;
 use crate::float_split::{ByteField, Layout, MAX_FIELDS};
@@ -525,31 +526,15 @@ fn encode_split(
     // Pass 1: per-block histograms of the modelled fields, counted straight from the input.
     // Sparse (a block holds a few dozen distinct exponents): a dense 2 KiB histogram per
     // block and field would be fresh memory the size of a sixth of a BF16 tensor.
-    let mut by_field: Vec<Vec<SparseHist>>;
-    if fast {
-        // Field by field, without clearing four dense histograms per block and field
-        // (the dense count's fixed cost, which the default level's search amortises).
-        by_field = (0..bits.len())
-            .map(|f| match by_blocks[f] {
-                true => count_blocks(layout, data, f, 1 << plan_log2),
-                false => Vec::new(),
-            })
-            .collect();
-    } else {
-        let hists: Vec<Vec<SparseHist>> = data
-            .par_chunks(block_bytes)
-            .map(|block| layout.count_sparse(block, &modelled))
-            .collect();
-        // Field-major, moved out rather than copied.
-        by_field = (0..bits.len())
-            .map(|_| Vec::with_capacity(hists.len()))
-            .collect();
-        for block in hists {
-            for (field, h) in by_field.iter_mut().zip(block) {
-                field.push(h);
-            }
-        }
-    }
+    // Field by field, without clearing four dense histograms per block and field and
+    // scanning every counter back (the dense count's fixed cost): the same histograms
+    // as `Layout::count_sparse` gives per block.
+    let mut by_field: Vec<Vec<SparseHist>> = (0..bits.len())
+        .map(|f| match by_blocks[f] {
+            true => count_blocks(layout, data, f, 1 << plan_log2),
+            false => Vec::new(),
+        })
+        .collect();
     // The fast level's one-table fields: one histogram per chunk, no per-block counters
     // to clear and scan.
     let mut by_chunk: Vec<Vec<SparseHist>> = vec![Vec::new(); bits.len()];
@@ -585,8 +570,12 @@ fn encode_split(
             );
             if encoder.can_refine(opts.block_log2) {
                 let fine = count_blocks(layout, data, f, 1 << opts.block_log2);
-                encoder.refine(&fine, opts.block_log2, opts.chunk_log2);
-                encoder.mark_raw(&fine, opts.block_log2);
+                let coarse = Coarse {
+                    hists: &blocks,
+                    shift: plan_log2 - opts.block_log2,
+                };
+                let costs = encoder.refine(&fine, opts.block_log2, opts.chunk_log2, Some(coarse));
+                encoder.mark_raw_with_costs(&fine, opts.block_log2, costs.as_deref());
             } else if plan_log2 > opts.block_log2 && encoder.may_have_raw(&blocks, plan_log2) {
                 // Raw blocks are chosen on the short blocks (rows of FP16 precision
                 // amid near-uniform low bytes are a few hundred symbols).

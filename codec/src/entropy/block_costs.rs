@@ -9,7 +9,7 @@
 //! partial sums over the entries in groups of four, then the remainder), so the results
 //! are bit-identical to evaluating the tables one by one, on every code path.
 
-use super::model::{FreqTable, PROB_BITS};
+use super::model::{FreqTable, MAX_SYMBOL_BITS, PROB_BITS};
 
 /// A block reduced to its present symbols, `(symbol, count)` in increasing symbol order.
 pub(crate) type Sparse = Vec<(u16, u32)>;
@@ -17,9 +17,16 @@ pub(crate) type Sparse = Vec<(u16, u32)>;
 /// Tables per row of a [`CostMatrix`]: eight `f32`, one AVX2 vector.
 const GROUP: usize = 8;
 
-/// Bits each symbol costs under a table (infinite where the table lacks it).
+/// Symbols of the widest stream: cost rows are kept this long whatever the alphabet, so
+/// that a symbol masked to it indexes them without a bounds check (a compare and branch
+/// per entry in the loops below; the symbols of a stream's blocks are below its
+/// alphabet, and the rows past it read as absent).
+const ROWS: usize = 1 << MAX_SYMBOL_BITS;
+
+/// Bits each symbol costs under a table (infinite where the table lacks it), for the
+/// symbols below `alphabet` and at least [`ROWS`] of them.
 pub(crate) fn bit_costs(table: &FreqTable, alphabet: usize) -> Vec<f32> {
-    let mut bits = vec![f32::INFINITY; alphabet];
+    let mut bits = vec![f32::INFINITY; alphabet.max(ROWS)];
     for (&s, &f) in table.symbols().iter().zip(table.freqs()) {
         bits[usize::from(s)] = PROB_BITS as f32 - f32::from(f).log2();
     }
@@ -29,7 +36,21 @@ pub(crate) fn bit_costs(table: &FreqTable, alphabet: usize) -> Vec<f32> {
 /// Bits a block costs under a table's `bits`. Four partial sums keep it from waiting on
 /// one chain of additions ([`CostMatrix::costs`] does the same per table).
 pub(crate) fn block_cost(hist: &Sparse, bits: &[f32]) -> f32 {
-    let cost = |&(s, c): &(u16, u32)| c as f32 * bits[usize::from(s)];
+    match <&[f32; ROWS]>::try_from(bits) {
+        Ok(bits) => block_cost_masked(hist, bits),
+        Err(_) => block_cost_of(hist, |s| bits[usize::from(s)]),
+    }
+}
+
+/// [`block_cost`] of rows as [`bit_costs`] makes them, indexed without bounds checks.
+fn block_cost_masked(hist: &Sparse, bits: &[f32; ROWS]) -> f32 {
+    block_cost_of(hist, |s| bits[usize::from(s) & (ROWS - 1)])
+}
+
+/// [`block_cost`] with `bit(s)` the bits of symbol `s`.
+#[inline(always)]
+fn block_cost_of(hist: &Sparse, bit: impl Fn(u16) -> f32) -> f32 {
+    let cost = |&(s, c): &(u16, u32)| c as f32 * bit(s);
     let mut quads = hist.chunks_exact(4);
     let mut sums = [0.0f32; 4];
     for quad in &mut quads {
@@ -44,9 +65,9 @@ pub(crate) fn block_cost(hist: &Sparse, bits: &[f32]) -> f32 {
 /// Every symbol's bits under each of a set of tables, [`GROUP`] tables per row.
 pub(crate) struct CostMatrix {
     tables: usize,
-    alphabet: usize,
-    /// Group `g`'s row of symbol `s` at `g · alphabet + s`; lanes past the last table 0.
-    rows: Vec<[f32; GROUP]>,
+    /// Group `g`'s row of symbol `s` at `g · ROWS + s` (symbols from `alphabet` on:
+    /// infinite, absent); lanes past the last table 0.
+    rows: Vec<[[f32; GROUP]; ROWS]>,
     /// Whether the AVX2 build of the inner loop runs (the same results either way).
     /// Always false, and only written, off x86-64.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -56,10 +77,11 @@ pub(crate) struct CostMatrix {
 impl CostMatrix {
     /// The costs of `tables` over symbols `0..alphabet`.
     pub(crate) fn new(tables: &[FreqTable], alphabet: usize) -> Self {
+        debug_assert!(alphabet <= ROWS);
         let groups = tables.len().div_ceil(GROUP);
-        let mut rows = vec![[0.0f32; GROUP]; groups * alphabet];
+        let mut rows = vec![[[0.0f32; GROUP]; ROWS]; groups];
         for (t, table) in tables.iter().enumerate() {
-            let group = &mut rows[(t / GROUP) * alphabet..][..alphabet];
+            let group = &mut rows[t / GROUP];
             for (row, bits) in group.iter_mut().zip(bit_costs(table, alphabet)) {
                 row[t % GROUP] = bits;
             }
@@ -71,7 +93,6 @@ impl CostMatrix {
         let avx2 = false;
         Self {
             tables: tables.len(),
-            alphabet,
             rows,
             avx2,
         }
@@ -85,8 +106,7 @@ impl CostMatrix {
     /// The bits `hist` costs under every table, into `out` (one per table).
     pub(crate) fn costs(&self, hist: &Sparse, out: &mut [f32]) {
         debug_assert_eq!(out.len(), self.tables);
-        for (g, out) in out.chunks_mut(GROUP).enumerate() {
-            let rows = &self.rows[g * self.alphabet..][..self.alphabet];
+        for (rows, out) in self.rows.iter().zip(out.chunks_mut(GROUP)) {
             let sums = self.group_costs(rows, hist);
             out.copy_from_slice(&sums[..out.len()]);
         }
@@ -103,7 +123,7 @@ impl CostMatrix {
             .map_or(0, |(t, _)| t as u8)
     }
 
-    fn group_costs(&self, rows: &[[f32; GROUP]], hist: &Sparse) -> [f32; GROUP] {
+    fn group_costs(&self, rows: &[[f32; GROUP]; ROWS], hist: &Sparse) -> [f32; GROUP] {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
             // SAFETY: `avx2` is set only where the CPU supports AVX2.
@@ -116,13 +136,13 @@ impl CostMatrix {
 /// [`group_costs`] compiled for AVX2 (one 256-bit vector per row).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn group_costs_avx2(rows: &[[f32; GROUP]], hist: &Sparse) -> [f32; GROUP] {
+unsafe fn group_costs_avx2(rows: &[[f32; GROUP]; ROWS], hist: &Sparse) -> [f32; GROUP] {
     group_costs(rows, hist)
 }
 
 /// [`block_cost`] of `hist` under the [`GROUP`] tables of `rows`, lane by lane.
 #[inline(always)]
-fn group_costs(rows: &[[f32; GROUP]], hist: &Sparse) -> [f32; GROUP] {
+fn group_costs(rows: &[[f32; GROUP]; ROWS], hist: &Sparse) -> [f32; GROUP] {
     #[inline(always)]
     fn add(sum: &mut [f32; GROUP], row: &[f32; GROUP], count: u32) {
         let c = count as f32;
@@ -134,12 +154,12 @@ fn group_costs(rows: &[[f32; GROUP]], hist: &Sparse) -> [f32; GROUP] {
     let mut sums = [[0.0f32; GROUP]; 4];
     for quad in &mut quads {
         for (sum, &(s, c)) in sums.iter_mut().zip(quad) {
-            add(sum, &rows[usize::from(s)], c);
+            add(sum, &rows[usize::from(s) & (ROWS - 1)], c);
         }
     }
     let mut rest = [0.0f32; GROUP];
     for &(s, c) in quads.remainder() {
-        add(&mut rest, &rows[usize::from(s)], c);
+        add(&mut rest, &rows[usize::from(s) & (ROWS - 1)], c);
     }
     std::array::from_fn(|l| (sums[0][l] + sums[1][l]) + (sums[2][l] + sums[3][l]) + rest[l])
 }

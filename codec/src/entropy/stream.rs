@@ -248,6 +248,7 @@ impl StreamEncoder {
                     chunk_log2,
                     coded,
                     None,
+                    None,
                 );
                 let est = coded + (n_chunks * (STATE_BYTES + 6)) as f64;
                 if est >= packed_bytes * 0.995 {
@@ -283,9 +284,22 @@ impl StreamEncoder {
     /// ([`coarsen_blocks`]). Kept when the estimate is smaller than the plan's. The table
     /// search itself runs on the long blocks: run on the short ones it made the one-thread
     /// pack 7–9 times slower (BENCHMARKS.md, fifteenth session).
-    pub(crate) fn refine(&mut self, fine: &[SparseHist], fine_log2: u8, chunk_log2: u8) {
+    ///
+    /// `coarse`, where given, holds the same stream's histograms on longer blocks: the
+    /// refits sum those where a run of short blocks covers one (the same tables).
+    ///
+    /// Where the refined plan is kept on the short blocks themselves, returns every short
+    /// block's bits under each of its tables (block-major), which
+    /// [`Self::mark_raw_with_costs`] then need not compute again.
+    pub(crate) fn refine(
+        &mut self,
+        fine: &[SparseHist],
+        fine_log2: u8,
+        chunk_log2: u8,
+        coarse: Option<Coarse<'_>>,
+    ) -> Option<Vec<f32>> {
         if !self.can_refine(fine_log2) {
-            return;
+            return None;
         }
         let Mode::Rans {
             tables,
@@ -294,7 +308,7 @@ impl StreamEncoder {
             ..
         } = &self.mode
         else {
-            return;
+            return None;
         };
         let alphabet = 1usize << MAX_SYMBOL_BITS;
         let shift = *block_log2 - fine_log2;
@@ -343,9 +357,9 @@ impl StreamEncoder {
             for a in assign.iter_mut() {
                 *a = renumber[usize::from(*a)];
             }
-            let next = fit_tables(fine.iter(), &assign, usize::from(used), alphabet);
+            let next = fit_tables_runs(fine, coarse, &assign, usize::from(used), alphabet);
             if next.len() != usize::from(used) {
-                return;
+                return None;
             }
             if next == refit {
                 // A fixed point (no table dropped, so `assign` was not renumbered): the
@@ -362,16 +376,20 @@ impl StreamEncoder {
             fine_log2,
             chunk_log2,
             coded,
-            Some(per_block),
+            Some(&per_block),
+            coarse,
         );
         if after >= before {
-            return;
+            return None;
         }
         let symbol_bits = self.symbol_bits;
         let enc = tables
             .iter()
             .map(|t| EncTable::new(t, symbol_bits))
             .collect();
+        // Blocks kept short keep the refit tables (coarsening changes neither): the last
+        // round's costs are theirs.
+        let costs = (log2 == fine_log2).then_some(per_block);
         self.mode = Mode::Rans {
             tables,
             enc,
@@ -379,6 +397,7 @@ impl StreamEncoder {
             block_log2: log2,
             blocks_per_chunk: 1 << (chunk_log2 - log2),
         };
+        costs
     }
 
     /// Whether [`Self::mark_raw`] may find raw blocks on blocks of the histograms' length:
@@ -387,15 +406,23 @@ impl StreamEncoder {
     /// (Only such near-uniform regions can hold shorter blocks worth storing raw; the
     /// tensor encoder counts those blocks' histograms only then.)
     pub(crate) fn may_have_raw(&self, hists: &[SparseHist], hist_log2: u8) -> bool {
-        self.raw_ids(hists, hist_log2, RAW_HINT)
+        self.raw_ids(hists, hist_log2, RAW_HINT, None)
             .is_some_and(|(ids, raw)| ids.contains(&raw))
     }
 
     /// Each block of `hists` (on blocks of `1 << hist_log2` symbols, at most the plan's):
     /// its plan table, or the raw id (the table count, returned too) where that table
     /// codes it in at least `share` of its packed bits. `None` for a plan that is not
-    /// rANS or whose blocks are shorter than the histograms'.
-    fn raw_ids(&self, hists: &[SparseHist], hist_log2: u8, share: f64) -> Option<(Vec<u8>, u8)> {
+    /// rANS or whose blocks are shorter than the histograms'. `known`: each block's bits
+    /// under each of the plan's tables where the caller has them (block-major, as
+    /// [`Self::refine`] returns them), used where they fit the plan's blocks and tables.
+    fn raw_ids(
+        &self,
+        hists: &[SparseHist],
+        hist_log2: u8,
+        share: f64,
+        known: Option<&[f32]>,
+    ) -> Option<(Vec<u8>, u8)> {
         let symbol_bits = self.symbol_bits;
         let Mode::Rans {
             tables,
@@ -411,14 +438,24 @@ impl StreamEncoder {
         }
         let shift = block_log2 - hist_log2;
         let alphabet = 1usize << symbol_bits;
-        let costs: Vec<Vec<f32>> = tables.iter().map(|t| bit_costs(t, alphabet)).collect();
+        let k = tables.len();
+        // The same values as `block_cost` gives (a cost matrix's lanes are bit-identical
+        // to it).
+        let known = known.filter(|c| shift == 0 && c.len() == hists.len() * k);
+        let costs: Vec<Vec<f32>> = match known {
+            Some(_) => Vec::new(),
+            None => tables.iter().map(|t| bit_costs(t, alphabet)).collect(),
+        };
         let raw_id = tables.len() as u8;
         let ids = hists
             .par_iter()
             .enumerate()
             .map(|(i, h)| {
                 let t = block_tables.get(i >> shift).copied().unwrap_or(0);
-                let coded = f64::from(block_cost(h, &costs[usize::from(t)]));
+                let coded = f64::from(match known {
+                    Some(known) => known[i * k + usize::from(t)],
+                    None => block_cost(h, &costs[usize::from(t)]),
+                });
                 let n: u64 = h.iter().map(|&(_, c)| u64::from(c)).sum();
                 if n > 0 && coded >= share * (n * u64::from(symbol_bits)) as f64 {
                     raw_id
@@ -439,8 +476,19 @@ impl StreamEncoder {
     /// tables are refitted to the blocks still coded; a plan whose blocks all turn raw
     /// becomes [`Mode::Packed`].
     pub(crate) fn mark_raw(&mut self, hists: &[SparseHist], hist_log2: u8) {
+        self.mark_raw_with_costs(hists, hist_log2, None);
+    }
+
+    /// [`Self::mark_raw`] with the blocks' bits under each table where the caller has
+    /// them ([`Self::refine`]'s; ignored unless they are for these blocks and tables).
+    pub(crate) fn mark_raw_with_costs(
+        &mut self,
+        hists: &[SparseHist],
+        hist_log2: u8,
+        costs: Option<&[f32]>,
+    ) {
         let symbol_bits = self.symbol_bits;
-        let Some((ids, raw_id)) = self.raw_ids(hists, hist_log2, RAW_SHARE) else {
+        let Some((ids, raw_id)) = self.raw_ids(hists, hist_log2, RAW_SHARE, costs) else {
             return;
         };
         if !ids.contains(&raw_id) {
@@ -835,6 +883,9 @@ fn choose_tables(
 /// Decoders read any block length up to the chunk length; longer blocks only mean fewer
 /// table switches. On MiniLM nearly every exponent stream has one table, and the ids
 /// were a fifth of the stream overheads.
+// (The last two arguments are what the refinement already has; a struct for them would
+// only be unpacked again here.)
+#[allow(clippy::too_many_arguments)]
 fn coarsen_blocks(
     block_hists: &[Sparse],
     tables: Vec<FreqTable>,
@@ -842,7 +893,8 @@ fn coarsen_blocks(
     block_log2: u8,
     chunk_log2: u8,
     coded: f64,
-    per_block: Option<Vec<f32>>,
+    per_block: Option<&[f32]>,
+    coarse: Option<Coarse<'_>>,
 ) -> (Vec<FreqTable>, Vec<u8>, u8, f64) {
     let levels = chunk_log2 - block_log2;
     if levels == 0 {
@@ -857,9 +909,14 @@ fn coarsen_blocks(
     let k = tables.len();
     // Bits of every block under every table (infinite where the table lacks a symbol),
     // `k` per block: the caller's where it has them for these tables.
-    let per_block = per_block
-        .filter(|p| p.len() == block_hists.len() * k)
-        .unwrap_or_else(|| all_block_costs(block_hists, &CostMatrix::new(&tables, alphabet)));
+    let computed;
+    let per_block = match per_block.filter(|p| p.len() == block_hists.len() * k) {
+        Some(p) => p,
+        None => {
+            computed = all_block_costs(block_hists, &CostMatrix::new(&tables, alphabet));
+            &computed[..]
+        }
+    };
     let mut sums = vec![0.0f64; k];
     let mut ids_and_bits = |up: u8| -> (Vec<u8>, f64) {
         let mut bits = 0.0;
@@ -910,7 +967,7 @@ fn coarsen_blocks(
     }
     let ids: Vec<u8> = ids.iter().map(|&t| renumber[usize::from(t)]).collect();
     let fine: Vec<u8> = (0..assign.len()).map(|b| ids[b >> best.0]).collect();
-    let tables = fit_tables(block_hists.iter(), &fine, usize::from(next), alphabet);
+    let tables = fit_tables_runs(block_hists, coarse, &fine, usize::from(next), alphabet);
     let coded = 3.0 + tables_bytes(&tables) as f64 + best.1;
     (tables, ids, block_log2 + best.0, coded)
 }
@@ -945,12 +1002,37 @@ pub(crate) fn sparse_entropy_bits(hist: &Sparse) -> f64 {
     if n == 0.0 {
         return 0.0;
     }
-    let plain: f64 = hist
-        .iter()
-        .map(|&(_, c)| f64::from(c) * (n / f64::from(c)).log2())
-        .sum();
+    let plain: f64 = if n == PLAN_BLOCK_N {
+        // A whole planning block: each term from the table, which holds the very value
+        // the expression below computes (the same operations on the same operands), so
+        // the sum is bit-identical, without a logarithm per present symbol (they were
+        // 6 % of the default F32 pack's instructions).
+        let terms = &*PLAN_BLOCK_TERMS;
+        hist.iter()
+            .map(|&(_, c)| match terms.get(c as usize) {
+                Some(&t) => t,
+                None => f64::from(c) * (n / f64::from(c)).log2(),
+            })
+            .sum()
+    } else {
+        hist.iter()
+            .map(|&(_, c)| f64::from(c) * (n / f64::from(c)).log2())
+            .sum()
+    };
     plain + (hist.len() as f64 - 1.0) / (2.0 * std::f64::consts::LN_2)
 }
+
+/// Symbols of the blocks the encoder plans on and samples (2048: the tensor encoder's
+/// planning block), whose entropies [`sparse_entropy_bits`] takes from [`PLAN_BLOCK_TERMS`].
+const PLAN_BLOCK_N: f64 = 2048.0;
+
+/// `c · log2(PLAN_BLOCK_N / c)` for every count `c ≤ PLAN_BLOCK_N`, computed exactly as
+/// [`sparse_entropy_bits`] computes its terms (index 0 as that expression gives it).
+static PLAN_BLOCK_TERMS: std::sync::LazyLock<Vec<f64>> = std::sync::LazyLock::new(|| {
+    (0..=PLAN_BLOCK_N as u32)
+        .map(|c| f64::from(c) * (PLAN_BLOCK_N / f64::from(c)).log2())
+        .collect()
+});
 
 /// Counts below this take `c·log2(c)` from [`C_LOG2_C`]: blocks of up to 2048 symbols,
 /// the fast level's planning blocks.
@@ -1085,14 +1167,74 @@ fn fit_tables<'h>(
     // MAX_SYMBOL_BITS wide): this runs over every entry of every block, per refit.
     let mut sums = vec![[0u64; 1 << MAX_SYMBOL_BITS]; k];
     for (h, &a) in hists.zip(assign) {
-        let sum = &mut sums[usize::from(a)];
-        for &(s, c) in h {
-            sum[usize::from(s) & ((1 << MAX_SYMBOL_BITS) - 1)] += u64::from(c);
-        }
+        add_hist(&mut sums[usize::from(a)], h);
     }
+    tables_of_sums(&sums, alphabet)
+}
+
+/// Adds a block's counts to a table's sums.
+#[inline(always)]
+fn add_hist(sum: &mut [u64; 1 << MAX_SYMBOL_BITS], h: &Sparse) {
+    for &(s, c) in h {
+        sum[usize::from(s) & ((1 << MAX_SYMBOL_BITS) - 1)] += u64::from(c);
+    }
+}
+
+/// [`fit_tables`]'s tables from the per-table sums.
+fn tables_of_sums(sums: &[[u64; 1 << MAX_SYMBOL_BITS]], alphabet: usize) -> Vec<FreqTable> {
     sums.iter()
         .filter_map(|acc| FreqTable::from_counts(&saturate(&acc[..alphabet])))
         .collect()
+}
+
+/// Histograms of the same stream on blocks `1 << shift` times as long as the ones being
+/// refitted: block `b` covers the short blocks `b << shift ..` (the last one the rest).
+#[derive(Clone, Copy)]
+pub(crate) struct Coarse<'h> {
+    /// One histogram per long block.
+    pub hists: &'h [SparseHist],
+    /// How many times longer, as a power of two.
+    pub shift: u8,
+}
+
+/// [`fit_tables`] of the short blocks `fine`, where each run of short blocks that make
+/// up one of `coarse`'s long blocks and share a table adds the long block's histogram
+/// instead of theirs: the same integer sums, hence the same tables, from a fraction of
+/// the entries (the refinement's runs are long; the refits went over every short block's
+/// entries, a twelfth of the default F32 pack's instructions).
+fn fit_tables_runs(
+    fine: &[Sparse],
+    coarse: Option<Coarse<'_>>,
+    assign: &[u8],
+    k: usize,
+    alphabet: usize,
+) -> Vec<FreqTable> {
+    let Some(coarse) = coarse.filter(|c| {
+        assign.len() == fine.len()
+            && c.shift < 16
+            && c.hists.len() == fine.len().div_ceil(1 << c.shift)
+    }) else {
+        return fit_tables(fine.iter(), assign, k, alphabet);
+    };
+    debug_assert!(alphabet <= 1 << MAX_SYMBOL_BITS);
+    let mut sums = vec![[0u64; 1 << MAX_SYMBOL_BITS]; k];
+    let run = 1usize << coarse.shift;
+    for ((long, ids), shorts) in coarse
+        .hists
+        .iter()
+        .zip(assign.chunks(run))
+        .zip(fine.chunks(run))
+    {
+        let a = ids[0];
+        if ids.iter().all(|&t| t == a) {
+            add_hist(&mut sums[usize::from(a)], long);
+        } else {
+            for (h, &t) in shorts.iter().zip(ids) {
+                add_hist(&mut sums[usize::from(t)], h);
+            }
+        }
+    }
+    tables_of_sums(&sums, alphabet)
 }
 
 /// Rounds of assignment and refit of [`StreamEncoder::refine`].
@@ -1764,6 +1906,75 @@ impl<'a> StreamDecoder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn planning_block_entropy_table_and_long_block_refits_change_nothing() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        // Blocks of exactly PLAN_BLOCK_N symbols (the table's case) and of one fewer:
+        // bit-identical to the dense reference's logarithms.
+        for round in 0..300 {
+            let alphabet = 1usize << (1 + round % 9);
+            let len = if round % 2 == 0 { 2048 } else { 2047 };
+            let mut dense = vec![0u32; alphabet];
+            let skew = 1 + next() % 4;
+            for _ in 0..len {
+                let r = (next() % alphabet as u64) >> (next() % skew);
+                dense[r as usize] += 1;
+            }
+            assert_eq!(
+                sparse_entropy_bits(&sparse(&dense)).to_bits(),
+                corrected_entropy_bits(&dense).to_bits(),
+                "round {round}"
+            );
+        }
+        // Short blocks in runs of tables (some runs covering long blocks, some not, a
+        // short last long block): the same tables from the long blocks' sums.
+        for round in 0..40 {
+            let shift = 1 + (round % 4) as u8;
+            let n_fine = 1 + (next() % 200) as usize;
+            let fine: Vec<Sparse> = (0..n_fine)
+                .map(|_| {
+                    let mut h = vec![0u32; 512];
+                    for _ in 0..64 {
+                        h[(next() % 512) as usize] += 1 + (next() % 9) as u32;
+                    }
+                    sparse(&h)
+                })
+                .collect();
+            let coarse: Vec<Sparse> = fine
+                .chunks(1 << shift)
+                .map(|run| {
+                    let mut h = vec![0u32; 512];
+                    for &(s, c) in run.iter().flatten() {
+                        h[usize::from(s)] += c;
+                    }
+                    sparse(&h)
+                })
+                .collect();
+            let k = 1 + (next() % 4) as usize;
+            let mut assign = Vec::with_capacity(n_fine);
+            while assign.len() < n_fine {
+                let t = (next() % k as u64) as u8;
+                let run = 1 + (next() % 20) as usize;
+                assign.extend(std::iter::repeat_n(t, run.min(n_fine - assign.len())));
+            }
+            let long = Coarse {
+                hists: &coarse,
+                shift,
+            };
+            assert_eq!(
+                fit_tables_runs(&fine, Some(long), &assign, k, 512),
+                fit_tables(fine.iter(), &assign, k, 512),
+                "round {round}"
+            );
+        }
+    }
 
     /// The sparse entropy the encoder uses is bit for bit the dense one it replaced, and
     /// planning from sparse histograms gives the plan the dense ones give.
