@@ -395,7 +395,11 @@ def main():
     print("|---|---:|---:|---|---|---:|")
     over = None
     with tempfile.TemporaryDirectory() as tmp:
-        for name, layout, modes in CASES:
+
+        def instance(layout, modes):
+            """SASS of the kernel built for one layout and mode word, with the most
+            registers and the most spill stores of its functions (the kernel and each
+            decoder: decode_chunk is __noinline__)."""
             cubin, log = compile_cubin(
                 lib, [f"MCZ_ONLY_LAYOUT={layout}", f"MCZ_ONLY_MODES={modes_word(modes)}u"],
                 args.arch)
@@ -406,12 +410,14 @@ def main():
             if args.keep:
                 Path(args.keep).mkdir(parents=True, exist_ok=True)
                 Path(args.keep, f"layout{layout}-modes{modes_word(modes):02x}.sass").write_text(sass)
-            r = analyse(sass)
-            # The kernel and each decoder function (decode_chunk is __noinline__): the
-            # most registers and the most spill stores of any of them.
             regs = max((int(r) for r in re.findall(r"Used (\d+) registers", log)), default=None)
             spill = max((int(s) for s in re.findall(r"(\d+) bytes spill stores", log)),
                         default=None)
+            return sass, regs, spill
+
+        for name, layout, modes in CASES:
+            sass, regs, spill = instance(layout, modes)
+            r = analyse(sass)
             g, st = r["group"], r["step"]
             print(f"| {name} | {g['per32']:.1f} | {g['flushing']} | "
                   f"{st['plain']}, {st['flushing']}, {st['per32']:.1f} | "
@@ -420,19 +426,8 @@ def main():
             if name == CASES[0][0] and g["per32"] > args.budget:
                 over = g["per32"]
         for name, layout, modes in STEP_ONLY_CASES:
-            cubin, log = compile_cubin(
-                lib, [f"MCZ_ONLY_LAYOUT={layout}", f"MCZ_ONLY_MODES={modes_word(modes)}u"],
-                args.arch)
-            path = os.path.join(tmp, "k.cubin")
-            Path(path).write_bytes(cubin)
-            sass = subprocess.run([dis, "-c", path], capture_output=True, text=True,
-                                  check=True).stdout
-            if args.keep:
-                Path(args.keep, f"layout{layout}-modes{modes_word(modes):02x}.sass").write_text(sass)
+            sass, regs, spill = instance(layout, modes)
             st = analyse(sass, group=False)["step"]
-            regs = max((int(r) for r in re.findall(r"Used (\d+) registers", log)), default=None)
-            spill = max((int(s) for s in re.findall(r"(\d+) bytes spill stores", log)),
-                        default=None)
             print(f"step loop only: {name}: plain {st['plain']}, flushing {st['flushing']}, "
                   f"per 32 {st['per32']:.1f}; registers {'?' if regs is None else regs}, "
                   f"spill stores {'?' if spill is None else spill} B; spill instructions in "

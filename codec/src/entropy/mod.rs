@@ -238,3 +238,14 @@ pub enum EntropyError {
         problem: &'static str,
     },
 }
+
+/// A xorshift64 generator from `seed` (not zero): the entropy tests' random data.
+#[cfg(test)]
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}

@@ -1905,17 +1905,12 @@ impl<'a> StreamDecoder<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::xorshift;
     use super::*;
 
     #[test]
     fn planning_block_entropy_table_and_long_block_refits_change_nothing() {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1Du64);
         // Blocks of exactly PLAN_BLOCK_N symbols (the table's case) and of one fewer:
         // bit-identical to the dense reference's logarithms.
         for round in 0..300 {
@@ -1980,13 +1975,7 @@ mod tests {
     /// planning from sparse histograms gives the plan the dense ones give.
     #[test]
     fn sparse_entropy_and_plan_match_the_dense_ones() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
         for round in 0..200 {
             let bits = 1 + (round % 9) as u32;
             let blocks: Vec<Vec<u32>> = (0..1 + round % 37)
@@ -2148,13 +2137,7 @@ mod tests {
     /// raw and mixed chunks, on blocks of 256 and on whole chunks (one table).
     #[test]
     fn raw_blocks_round_trip_in_mode_5() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15u64);
         let n = 70_000;
         let symbols: Vec<u16> = (0..n)
             .map(|i| {
@@ -2315,12 +2298,10 @@ mod tests {
     /// the padding before the first payload is refused when parsing.
     #[test]
     fn nonzero_padding_between_payloads_fails_the_chunk_before_it() {
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         let symbols: Vec<u16> = (0..40_000)
             .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
+                let seed = next();
                 // Skewed, so that chunks code to different lengths.
                 (seed % 64).trailing_zeros() as u16 + (seed >> 60) as u16 % 3
             })

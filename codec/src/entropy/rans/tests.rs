@@ -3,15 +3,7 @@ use super::decode::{decode_chunk_on, decode_chunk_pair_on};
 use super::encode::{encode_chunk_on, encode_group_scalar, encode_groups_portable};
 use super::*;
 
-/// A xorshift64 generator from `seed` (not zero): the tests' random data.
-fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
-    move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    }
-}
+use super::super::xorshift;
 
 fn histogram(symbols: &[u16], bits: u32) -> Vec<u32> {
     let mut h = vec![0u32; 1 << bits];
