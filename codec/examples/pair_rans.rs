@@ -16,10 +16,10 @@
 //!   costs no bytes: a pair's weight is `f(a)·f(b)` (they sum to 2^24), the `K` heaviest
 //!   pairs (ties by symbols) and one escape share `2^N` slots (`quantise`). An escaped
 //!   pair's two symbols go to a separate escape stream of [`ESC_STATES`] interleaved
-//!   single-symbol states in the same chunk payload, coded with 12-bit tables of the
+//!   single-symbol states in the same chunk payload, coded with 8-bit tables of the
 //!   escaped pairs' marginals (derived too): the pair loop never branches on, or waits
-//!   for, an escape; it notes a lane mask per group, and a pass after the chunk fills the
-//!   escaped pairs in.
+//!   for, an escape; it notes a lane mask per group, the escape stream is decoded into a
+//!   buffer on its own, and a pass over the masks fills the escaped pairs in.
 //!
 //! Pair decoder layouts ([`Layout`]): `index` (slot → `u16` index, then `[freq,
 //! start]` and the pair: two dependent loads, any precision `N`), `packed` (one `u32` per
@@ -29,11 +29,11 @@
 //! every pair (no escapes; a diagnostic of the loop, its size is not usable).
 //!
 //! Every decode is checked against the symbols. Prints the payload bytes of every coder
-//! (the pair coders' include their escape streams and a 36-byte larger header), the
+//! (the pair coders' include their escape streams and a 40-byte larger header), the
 //! escape rate, and per decoder the median (and best) ns per symbol of `ROUNDS` rounds
 //! (default 9) of its decode calls by thread CPU time, the decoders rotating within each
-//! round; for the pair decoders also the medians of their phases (pair loop, list of
-//! escapes, escape stream). `ONLY` = `single` or a variant's name decodes with that one
+//! round; for the pair decoders also the medians of their phases (pair loop, filling the
+//! escaped pairs in, escape stream). `ONLY` = `single` or a variant's name decodes with that one
 //! alone (for `valgrind --tool=callgrind --toggle-collect='*decode_direct*'` and the like,
 //! or `'*decode_chunk*'` for the single coder). Results: BENCHMARKS.md, twentieth session.
 
@@ -55,8 +55,10 @@ const BLOCK: usize = 1 << 12;
 const LANES: usize = 32;
 /// Lower bound of a normalised state, as in the format.
 const RANS_L: u32 = 1 << 16;
-/// Precision of the single-symbol tables (the format's `PROB_BITS`).
-const SINGLE_BITS: u32 = 12;
+/// Precision of the escape stream's single-symbol tables: 8 bits (256 slots, 1.5 KiB) for
+/// +0.004 % of bytes against 12 bits; a chunk's few escapes touch 12-bit tables (2 × 24 KiB)
+/// too seldom to keep them in cache: ~85 cycles per escaped pair against ~20 (MiniLM).
+const ESC_BITS: u32 = 8;
 /// Alphabet of the 9-bit field.
 const ALPHABET: usize = 512;
 
@@ -202,7 +204,7 @@ fn main() -> Res<()> {
                 per(phases[phases.len() / 2][k])
             };
             print!(
-                "; pair loop {:.3}, escape list {:.3}, escape stream {:.3}",
+                "; pair loop {:.3}, escape fill {:.3}, escape stream {:.3}",
                 median(0),
                 median(1),
                 median(2)
@@ -297,9 +299,9 @@ impl Single {
     fn new(weights: &[u64]) -> Self {
         let used: Vec<usize> = (0..weights.len()).filter(|&s| weights[s] > 0).collect();
         let w: Vec<u64> = used.iter().map(|&s| weights[s]).collect();
-        let q = quantise(&w, SINGLE_BITS);
+        let q = quantise(&w, ESC_BITS);
         let (mut freq, mut cum) = (vec![0u32; ALPHABET], vec![0u32; ALPHABET]);
-        let mut slots = Vec::with_capacity(1 << SINGLE_BITS);
+        let mut slots = Vec::with_capacity(1 << ESC_BITS);
         let mut start = 0u32;
         for (&s, &f) in used.iter().zip(&q) {
             freq[s] = f;
@@ -430,7 +432,8 @@ impl PairModel {
     /// (symbol `k` on state `k % ESC_STATES`, `a` by the first escape table, `b` by the
     /// second), so that the pair loop never waits for, or branches on, an escape.
     /// Layout: `LANES` u32 states, `ESC_STATES` u32 states, the pair stream's word count
-    /// (u32), its words, the escape stream's words (u16, each in decoding order).
+    /// (u32), the escaped pairs' count (u32), the pair stream's words, the escape stream's
+    /// words (u16, each in decoding order).
     fn encode(&self, symbols: &[u16]) -> (Vec<u8>, usize) {
         let idx: Vec<u16> = symbols
             .chunks_exact(2)
@@ -461,7 +464,7 @@ impl PairModel {
                 &mut e[k % ESC_STATES],
                 t.freq[s],
                 t.cum[s],
-                SINGLE_BITS,
+                ESC_BITS,
                 &mut esc_words,
             );
         }
@@ -470,6 +473,7 @@ impl PairModel {
             payload.extend_from_slice(&s.to_le_bytes());
         }
         payload.extend_from_slice(&(words.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&(escaped.len() as u32 / 2).to_le_bytes());
         for w in words.iter().rev().chain(esc_words.iter().rev()) {
             payload.extend_from_slice(&w.to_le_bytes());
         }
@@ -540,13 +544,15 @@ const ESC_STATES: usize = 8;
 struct Parts<'a> {
     states: [u32; LANES],
     esc_states: [u32; ESC_STATES],
+    /// Escaped pairs in the chunk (the escape stream holds twice as many symbols).
+    escapes: usize,
     words: &'a [[u8; 2]],
     esc_words: &'a [[u8; 2]],
 }
 
 fn parts(payload: &[u8]) -> Res<Parts<'_>> {
     let (head, rest) = payload
-        .split_first_chunk::<{ 4 * (LANES + ESC_STATES) + 4 }>()
+        .split_first_chunk::<{ 4 * (LANES + ESC_STATES) + 8 }>()
         .ok_or("short payload")?;
     let mut states = [0u32; LANES];
     let mut esc_states = [0u32; ESC_STATES];
@@ -555,6 +561,7 @@ fn parts(payload: &[u8]) -> Res<Parts<'_>> {
         *s = u32::from_le_bytes(*b);
     }
     let count = u32::from_le_bytes(h[LANES + ESC_STATES]) as usize;
+    let escapes = u32::from_le_bytes(h[LANES + ESC_STATES + 1]) as usize;
     let (words, esc_words) = rest
         .as_chunks::<2>()
         .0
@@ -563,6 +570,7 @@ fn parts(payload: &[u8]) -> Res<Parts<'_>> {
     Ok(Parts {
         states,
         esc_states,
+        escapes,
         words,
         esc_words,
     })
@@ -619,13 +627,15 @@ fn packed_step<'a>(
 #[cfg(target_arch = "x86_64")]
 #[inline(never)]
 fn decode_packed_avx2(m: &PairModel, payload: &[u8], out: &mut [u16]) -> Res<()> {
-    if !std::arch::is_x86_feature_detected!("avx2") {
+    if !std::arch::is_x86_feature_detected!("avx2")
+        || !std::arch::is_x86_feature_detected!("popcnt")
+    {
         return Err("no AVX2".into());
     }
     let slots: &[u32; 1 << 12] = m.slot32.as_slice().try_into()?;
     let syms = &m.syms32;
     decode_stream(m, payload, out, |x, words, pos, groups, masks| {
-        // SAFETY: AVX2 was detected above.
+        // SAFETY: AVX2 and POPCNT were detected above.
         unsafe { avx2::groups(slots, syms, x, words, pos, groups, masks) }
     })
 }
@@ -724,6 +734,7 @@ fn decode_stream(
     let Parts {
         states: mut x,
         esc_states: mut e,
+        escapes,
         words,
         esc_words,
     } = parts(payload)?;
@@ -745,44 +756,63 @@ fn decode_stream(
         masks[g.min(masks.len() - 1)] = mask;
         g += 1;
     }
-    // The escaped pairs' positions, from the masks.
     let looped = cpu_time::thread_cpu_seconds();
-    LIST.with_borrow_mut(|list| {
-        list.resize(pairs.len() + 1, 0);
-        let mut n = 0usize;
+    ESCAPED_PAIRS.with_borrow_mut(|buf| {
+        // The escape stream first, into a buffer, [`ESC_STATES`] / 2 pairs per round: its
+        // states are independent but for the running word count, as in the pair loop, and
+        // nothing else waits on them.
+        if escapes > pairs.len() {
+            return Err("escape count too large".into());
+        }
+        buf.clear();
+        buf.resize(escapes.next_multiple_of(ESC_STATES / 2), [0; 2]);
+        let mut esc_pos = 0usize;
+        let full = escapes / (ESC_STATES / 2);
+        for four in buf.as_chunks_mut::<{ ESC_STATES / 2 }>().0[..full].iter_mut() {
+            for (s, o) in e.as_chunks_mut::<2>().0.iter_mut().zip(four) {
+                *o = [
+                    single_step(&mut s[0], &m.esc_a, esc_words, &mut esc_pos),
+                    single_step(&mut s[1], &m.esc_b, esc_words, &mut esc_pos),
+                ];
+            }
+        }
+        for (s, o) in e
+            .as_chunks_mut::<2>()
+            .0
+            .iter_mut()
+            .zip(&mut buf[full * (ESC_STATES / 2)..escapes])
+        {
+            *o = [
+                single_step(&mut s[0], &m.esc_a, esc_words, &mut esc_pos),
+                single_step(&mut s[1], &m.esc_b, esc_words, &mut esc_pos),
+            ];
+        }
+        let streamed = cpu_time::thread_cpu_seconds();
+        // The escaped pairs, found from the masks, filled in order.
+        let mut k = 0usize;
         for (g, &mask) in masks[..g].iter().enumerate() {
             let mut mask = mask;
             while mask != 0 {
-                let last = list.len() - 1;
-                list[n.min(last)] = (g * LANES) as u32 + mask.trailing_zeros();
-                n += 1;
+                let p = g * LANES + mask.trailing_zeros() as usize;
+                if let (Some(o), Some(&pair)) = (pairs.get_mut(p), buf.get(k)) {
+                    *o = pair;
+                }
+                k += 1;
                 mask &= mask - 1;
             }
-        }
-        // The escape stream, [`ESC_STATES`] / 2 pairs at a time: the states are independent
-        // but for the running word count, as in the pair loop.
-        let listed = cpu_time::thread_cpu_seconds();
-        let mut esc_pos = 0usize;
-        let (full, tail) = list[..n].as_chunks::<{ ESC_STATES / 2 }>();
-        for four in full {
-            for (s, &p) in e.as_chunks_mut::<2>().0.iter_mut().zip(four) {
-                let a = single_step(&mut s[0], &m.esc_a, esc_words, &mut esc_pos);
-                let b = single_step(&mut s[1], &m.esc_b, esc_words, &mut esc_pos);
-                pairs[p as usize] = [a, b];
-            }
-        }
-        for (s, &p) in e.as_chunks_mut::<2>().0.iter_mut().zip(tail) {
-            let a = single_step(&mut s[0], &m.esc_a, esc_words, &mut esc_pos);
-            let b = single_step(&mut s[1], &m.esc_b, esc_words, &mut esc_pos);
-            pairs[p as usize] = [a, b];
         }
         let done = cpu_time::thread_cpu_seconds();
         PHASES.with(|p| {
             let [a, b, c] = p.get();
-            p.set([a + looped - start, b + listed - looped, c + done - listed]);
+            p.set([
+                a + looped - start,
+                b + done - streamed,
+                c + streamed - looped,
+            ]);
         });
         if pos != words.len()
             || esc_pos != esc_words.len()
+            || k != escapes
             || x.iter().chain(&e).any(|&s| s != RANS_L)
         {
             return Err("pair chunk did not end clean".into());
@@ -793,10 +823,11 @@ fn decode_stream(
 
 thread_local! {
     /// Thread CPU seconds of the pair decoders' phases since the last take: the pair loop,
-    /// the list of escapes, the escape stream.
+    /// filling the escaped pairs in, the escape stream.
     static PHASES: std::cell::Cell<[f64; 3]> = const { std::cell::Cell::new([0.0; 3]) };
-    /// The escaped pairs' positions of the chunk being decoded (kept: one allocation).
-    static LIST: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The escaped pairs of the chunk being decoded (kept: one allocation).
+    static ESCAPED_PAIRS: std::cell::RefCell<Vec<[u16; 2]>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A checked renormalisation (past the end of the words it reads zeros, and the end check
@@ -814,9 +845,9 @@ fn renormalise(y: u32, words: &[[u8; 2]], pos: &mut usize) -> u32 {
 /// One single-symbol step of the escape stream.
 #[inline(always)]
 fn single_step(x: &mut u32, t: &Single, words: &[[u8; 2]], pos: &mut usize) -> u16 {
-    let slot = (*x & ((1 << SINGLE_BITS) - 1)) as usize;
+    let slot = (*x & ((1 << ESC_BITS) - 1)) as usize;
     let [freq, offset, symbol] = t.slots[slot];
-    let y = u32::from(freq) * (*x >> SINGLE_BITS) + u32::from(offset);
+    let y = u32::from(freq) * (*x >> ESC_BITS) + u32::from(offset);
     *x = renormalise(y, words, pos);
     symbol
 }
@@ -847,16 +878,34 @@ mod avx2 {
         t
     };
 
-    /// Eight table entries by eight scalar loads (on Zen 4 faster than `vpgatherdd`:
-    /// BENCHMARKS.md, sixteenth session); indices are masked to the table's length.
+    /// Eight table entries by eight scalar loads, the indices taken out two per 64-bit
+    /// extract (the codec's `gather8_by_loads`: on Zen 4 faster than `vpgatherdd`,
+    /// BENCHMARKS.md, fifth and sixteenth sessions); indices are masked to the table.
     #[inline]
     #[target_feature(enable = "avx2")]
     fn gather<const N: usize>(table: &[u32; N], index: __m256i) -> __m256i {
-        let mut i = [0u32; 8];
-        // SAFETY: 32 bytes into an 8-u32 array.
-        unsafe { _mm256_storeu_si256(i.as_mut_ptr().cast(), index) };
-        let t = |k: usize| table[i[k] as usize % N] as i32;
-        _mm256_setr_epi32(t(0), t(1), t(2), t(3), t(4), t(5), t(6), t(7))
+        let (lo, hi) = (
+            _mm256_castsi256_si128(index),
+            _mm256_extracti128_si256::<1>(index),
+        );
+        let pairs = [
+            _mm_cvtsi128_si64(lo),
+            _mm_extract_epi64::<1>(lo),
+            _mm_cvtsi128_si64(hi),
+            _mm_extract_epi64::<1>(hi),
+        ]
+        .map(|p| p as u64);
+        let t = |k: u64| table[k as u32 as usize % N] as i32;
+        _mm256_setr_epi32(
+            t(pairs[0]),
+            t(pairs[0] >> 32),
+            t(pairs[1]),
+            t(pairs[1] >> 32),
+            t(pairs[2]),
+            t(pairs[2] >> 32),
+            t(pairs[3]),
+            t(pairs[3] >> 32),
+        )
     }
 
     /// Whole groups while their 32 words are there, four vectors of eight lanes per
@@ -866,8 +915,8 @@ mod avx2 {
     /// only pair with it). Returns groups done.
     ///
     /// # Safety
-    /// The CPU must have AVX2.
-    #[target_feature(enable = "avx2")]
+    /// The CPU must have AVX2 and POPCNT.
+    #[target_feature(enable = "avx2,popcnt")]
     pub(super) unsafe fn groups(
         slots: &[u32; 1 << 12],
         syms: &[u32; MAX_INDEX],
