@@ -287,7 +287,7 @@ fn quantise(weights: &[u64], bits: u32) -> Vec<u32> {
     f
 }
 
-/// A single-symbol table (12-bit) for escaped pairs: encoder's `freq` / `cum` per symbol,
+/// A single-symbol table (`ESC_BITS` bits) for escaped pairs: encoder's `freq` / `cum` per symbol,
 /// decoder's `[freq, slot − start, symbol]` per slot.
 struct Single {
     freq: Vec<u32>,
