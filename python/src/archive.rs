@@ -36,7 +36,7 @@ struct Target {
 /// for a TLB flush, once per system call: released one stream at a time (254 calls in a
 /// 2-thread load of all-MiniLM BF16), that took 7.5 % of the load's CPU. In batches, a
 /// few calls cover many small tensors lying together in the file; the pages held back
-/// (a batch at most: 1/32 of the load's coded bytes, 1–8 MiB) are resident a little longer.
+/// (a batch at most: 1/64 of the load's coded bytes, 256 KiB to 8 MiB) are resident a little longer.
 #[derive(Default)]
 struct Pending(Mutex<(Vec<usize>, u64)>);
 
@@ -198,7 +198,7 @@ impl PyArchive {
             .iter()
             .map(|t| archive.index().tensors[t.tensor].coded_len())
             .sum();
-        let batch = (total_coded / 32).clamp(1 << 20, 8 << 20);
+        let batch = (total_coded / 64).clamp(256 << 10, 8 << 20);
         let pending = Pending::default();
         let decode = |t: &Target| {
             let out: &mut [u8] = if t.len == 0 {
