@@ -198,3 +198,74 @@ fn releasing_from_a_cold_page_cache_decodes_exactly() {
         });
     }
 }
+
+/// The resident kilobytes of this process's mappings of the file at `path`
+/// (`/proc/self/smaps`).
+#[cfg(target_os = "linux")]
+fn mapped_kb(path: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.to_str().unwrap();
+    let mut ours = false;
+    let mut kb = 0;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: address range, permissions, offset, device, inode, path.
+            ours = line.ends_with(name);
+        } else if ours && first == "Rss:" {
+            kb += words.next().unwrap().parse::<u64>().unwrap();
+        }
+    }
+    kb
+}
+
+/// `decode_tensor_releasing_later` decodes exactly what `decode_tensor` does and leaves
+/// the pages of a tensor's streams (beyond whole steps of a big one) mapped, and one
+/// `release_tensors` call over all of them drops them from the resident set.
+#[cfg(target_os = "linux")]
+#[test]
+fn release_tensors_drops_what_decoding_releasing_later_left() {
+    let file = pack_small_chunks(&model());
+    let reference = Archive::open(&file).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("later.mcz");
+    std::fs::write(&path, &file).unwrap();
+    let mapped = Archive::open_path(&path).unwrap();
+    let n = mapped.index().tensors.len();
+    assert!(
+        mapped_kb(&path) <= 16,
+        "opening leaves little mapped: {} KiB",
+        mapped_kb(&path)
+    );
+    pool(2).install(|| {
+        for i in 0..n {
+            let len = reference.index().tensors[i].original_len as usize;
+            let (mut want, mut got) = (vec![0u8; len], vec![0x5Au8; len]);
+            reference.decode_tensor(i, &mut want).unwrap();
+            mapped.decode_tensor_releasing_later(i, &mut got).unwrap();
+            assert!(got == want, "tensor {i}");
+        }
+    });
+    let before = mapped_kb(&path);
+    assert!(
+        before * 1024 > file.len() as u64 / 2,
+        "the decoded streams stay mapped: {before} KiB of a {} byte file",
+        file.len()
+    );
+    // Out-of-range indices are ignored; tensors given twice are released once.
+    let mut all: Vec<usize> = (0..n).rev().collect();
+    all.extend([0, n, usize::MAX]);
+    mapped.release_tensors(&all);
+    let after = mapped_kb(&path);
+    assert!(
+        after <= 16,
+        "released: {after} KiB still mapped (was {before})"
+    );
+    // Released pages come back from the page cache.
+    let mut out = vec![0u8; reference.index().tensors[0].original_len as usize];
+    mapped.decode_tensor(0, &mut out).unwrap();
+    let mut want = vec![0u8; out.len()];
+    reference.decode_tensor(0, &mut want).unwrap();
+    assert!(out == want);
+}
