@@ -15,7 +15,13 @@ pub fn checked_packed_len(n: usize, width: u32) -> Option<usize> {
 pub fn pack(symbols: &[u16], width: u32, out: &mut Vec<u8>) {
     debug_assert!((1..=16).contains(&width));
     if width == 8 {
-        out.extend(symbols.iter().map(|&s| s as u8));
+        // Into zeroed room, slice to slice: a loop that vectorises (extending through an
+        // iterator took ~7 instructions a byte).
+        let start = out.len();
+        out.resize(start + symbols.len(), 0);
+        for (o, &s) in out[start..].iter_mut().zip(symbols) {
+            *o = s as u8;
+        }
         return;
     }
     out.reserve(packed_len(symbols.len(), width));

@@ -304,6 +304,11 @@ pub struct EncTable {
     // Read by the x86-64 vector encoder alone.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) second_window: bool,
+    /// The AVX2 encoder's window: [`NARROW_WINDOW`] values, looked up by two 8-entry
+    /// permutes, for tables that keep nearly all their frequency there.
+    // Read by the x86-64 vector encoder alone.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) narrow: NarrowWindow,
     /// The portable encoder's table, built on its first use (only the scalar path
     /// reads it).
     portable: std::sync::OnceLock<Box<[PortableEntry; PORTABLE_ENTRIES]>>,
@@ -325,8 +330,8 @@ impl EncTable {
             start += freq;
         }
         let packed: Vec<u32> = entries.iter().map(|e| (e.freq << 16) | e.start).collect();
-        let first = heaviest_window(&entries, None);
-        let second = heaviest_window(&entries, Some(first));
+        let first = heaviest_window(&entries, ENC_WINDOW, None);
+        let second = heaviest_window(&entries, ENC_WINDOW, Some(first));
         let second_window = (second..second + ENC_WINDOW)
             .filter(|s| !(first..first + ENC_WINDOW).contains(s))
             .filter_map(|s| entries.get(s))
@@ -337,12 +342,14 @@ impl EncTable {
         let windows = window_lo.map(|lo| {
             std::array::from_fn(|k| packed.get(lo as usize + k).copied().unwrap_or_default())
         });
+        let narrow = NarrowWindow::new(&entries, &packed);
         Self {
             entries,
             packed,
             window_lo,
             windows,
             second_window,
+            narrow,
             portable: std::sync::OnceLock::new(),
         }
     }
@@ -375,21 +382,64 @@ pub(crate) const ENC_WINDOW: usize = 64;
 /// without it.
 pub(crate) const SECOND_WINDOW_MIN: u32 = 16;
 
-/// The first value of the run of [`ENC_WINDOW`] symbol values with the largest total
-/// frequency outside the run of [`ENC_WINDOW`] values from `taken` (if any) on: the
-/// lowest such run, 0 for a table no longer than a window.
-fn heaviest_window(entries: &[EncEntry], taken: Option<usize>) -> usize {
-    if entries.len() <= ENC_WINDOW {
+/// Symbol values in [`EncTable::narrow`]: four 8-entry permutes.
+pub(crate) const NARROW_WINDOW: usize = 32;
+
+/// Most frequency (of [`PROB_SCALE`]) that a table may have outside its narrow window
+/// for the AVX2 encoder to look its symbols up there: at 32/4096, about one vector of 8
+/// symbols in 16 or fewer holds one outside and gathers besides. (A BF16 exponent with
+/// its top mantissa bit keeps all but ~10^-4 of MiniLM's weights within 32 values; F16's
+/// exponent with three mantissa bits, F32's mantissa bytes and FP8 spread wider.)
+pub(crate) const NARROW_OUTSIDE_MAX: u32 = 32;
+
+/// The AVX2 encoder's window of a table: the run of [`NARROW_WINDOW`] symbol values with
+/// the most frequency and their packed entries, looked up by permutes instead of
+/// gathers.
+#[derive(Clone, Debug)]
+// Read by the x86-64 vector encoder alone.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct NarrowWindow {
+    /// Whether at most [`NARROW_OUTSIDE_MAX`] of the frequency lies outside (else the
+    /// encoder gathers every entry).
+    pub used: bool,
+    /// The first symbol value of the window.
+    pub lo: u32,
+    /// [`EncTable::packed`] of the window's values (0: absent, or past the table).
+    pub packed: [u32; NARROW_WINDOW],
+}
+
+impl NarrowWindow {
+    fn new(entries: &[EncEntry], packed: &[u32]) -> Self {
+        let lo = heaviest_window(entries, NARROW_WINDOW, None);
+        let inside: u32 = entries
+            .iter()
+            .skip(lo)
+            .take(NARROW_WINDOW)
+            .map(|e| e.freq)
+            .sum();
+        Self {
+            used: PROB_SCALE - inside <= NARROW_OUTSIDE_MAX,
+            lo: lo as u32,
+            packed: std::array::from_fn(|k| packed.get(lo + k).copied().unwrap_or_default()),
+        }
+    }
+}
+
+/// The first value of the run of `len` symbol values with the largest total frequency
+/// outside the run of [`ENC_WINDOW`] values from `taken` (if any) on: the lowest such
+/// run, 0 for a table no longer than `len`.
+fn heaviest_window(entries: &[EncEntry], len: usize, taken: Option<usize>) -> usize {
+    if entries.len() <= len {
         return 0;
     }
     let freq = |s: usize| match taken {
         Some(t) if (t..t + ENC_WINDOW).contains(&s) => 0,
         _ => entries[s].freq,
     };
-    let mut sum: u32 = (0..ENC_WINDOW).map(freq).sum();
+    let mut sum: u32 = (0..len).map(freq).sum();
     let (mut best, mut best_lo) = (sum, 0);
-    for lo in 1..=entries.len() - ENC_WINDOW {
-        sum = sum + freq(lo + ENC_WINDOW - 1) - freq(lo - 1);
+    for lo in 1..=entries.len() - len {
+        sum = sum + freq(lo + len - 1) - freq(lo - 1);
         if sum > best {
             (best, best_lo) = (sum, lo);
         }

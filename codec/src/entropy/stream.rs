@@ -634,12 +634,24 @@ impl StreamEncoder {
         block_len: usize,
     ) -> Result<Vec<u8>, EntropyError> {
         let limit = 1u32 << self.symbol_bits;
-        let mut coded = Vec::new();
+        // The raw and the coded symbols' counts first: both buffers are sized once (no
+        // reallocation and copy as they grow).
+        let blocks = || symbols.chunks(block_len).zip(ids);
+        let raw_len: usize = blocks()
+            .filter(|&(_, &id)| usize::from(id) >= enc.len())
+            .map(|(block, _)| block.len())
+            .sum();
+        let area_len = rans::raw_area_len(raw_len, self.symbol_bits);
+        // An all-raw chunk's piece is its area: a spare buffer if there is one.
+        let mut area = match raw_len == symbols.len() {
+            true => crate::recycle::buffer(area_len),
+            false => Vec::with_capacity(area_len),
+        };
+        let mut coded = Vec::with_capacity(symbols.len() - raw_len);
         // Where each coded symbol is in the chunk, by runs: (start in `coded`, in chunk).
         let mut starts = Vec::new();
         let mut tables = Vec::new();
-        let mut raw = Vec::new();
-        for (b, (block, &id)) in symbols.chunks(block_len).zip(ids).enumerate() {
+        for (b, (block, &id)) in blocks().enumerate() {
             match enc.get(usize::from(id)) {
                 Some(table) => {
                     starts.push((coded.len(), b * block_len));
@@ -647,19 +659,26 @@ impl StreamEncoder {
                     tables.push(table);
                 }
                 None => {
-                    if let Some(k) = block.iter().position(|&s| u32::from(s) >= limit) {
+                    // One OR over the block (vectorised) decides, as for packed streams
+                    // (`limit` is a power of two); the search names the culprit.
+                    let any_wide = u32::from(block.iter().fold(0, |m, &s| m | s)) >= limit;
+                    if let Some(k) = block
+                        .iter()
+                        .position(|&s| any_wide && u32::from(s) >= limit)
+                    {
                         return Err(EntropyError::SymbolNotInModel {
                             index: b * block_len + k,
                             symbol: block[k],
                         });
                     }
-                    raw.extend_from_slice(block);
+                    // Packed block by block, straight from the chunk: every block but
+                    // the chunk's last holds a multiple of 32 symbols, i.e. whole bytes,
+                    // so the bits are those of packing the raw symbols in one run.
+                    bitpack::pack(block, self.symbol_bits, &mut area);
                 }
             }
         }
-        let mut area = Vec::with_capacity(rans::raw_area_len(raw.len(), self.symbol_bits));
-        bitpack::pack(&raw, self.symbol_bits, &mut area);
-        area.resize(rans::raw_area_len(raw.len(), self.symbol_bits), 0);
+        area.resize(area_len, 0);
         if coded.is_empty() {
             return Ok(area);
         }

@@ -1015,3 +1015,119 @@ fn window_lookups_and_outliers_code_like_scalar() {
         }
     }
 }
+
+/// The AVX2 encoder looks the symbols of a table whose frequency lies nearly all within
+/// [`NARROW_WINDOW`] values up in registers and gathers the rare rest: narrow peaks
+/// (BF16-like exponents) with outliers below and above them, tables that qualify and
+/// tables that do not, side by side in one chunk, code as on the scalar path, and an
+/// absent value in or outside the window refuses the chunk on every path.
+#[test]
+fn narrow_window_lookups_and_outliers_code_like_scalar() {
+    use crate::entropy::model::{NARROW_OUTSIDE_MAX, NARROW_WINDOW};
+    let mut next = xorshift(0x5DEE_CE66_D1CE_4E5B);
+    let mut used_seen = [false; 2];
+    for round in 0..24 {
+        // Outliers at `rate` per 4096 symbols.
+        let rate = [0u64, 1, 8, 200][round % 4];
+        let tables: Vec<(EncTable, DecTable, Vec<u16>)> = (0..3)
+            .map(|t| {
+                let base = (next() % 490) as u16;
+                let mut counts = vec![0u32; 512];
+                // A peak of 10–30 values, every third absent in some rounds.
+                let width = 10 + (next() % 21) as u16;
+                for k in 0..width.min(512 - base) {
+                    if round % 3 != 0 || k % 3 != 1 {
+                        counts[usize::from(base + k)] = 1_000 + (next() % 100_000) as u32;
+                    }
+                }
+                // A few rare outliers; in one table of three, enough to spread it.
+                let outliers = if t == 2 { 150 } else { 3 };
+                for _ in 0..outliers {
+                    counts[(next() % 512) as usize] += 1;
+                }
+                let table = FreqTable::from_counts(&counts).unwrap();
+                let present: Vec<u16> = (0..512).filter(|&s| counts[s as usize] > 0).collect();
+                (EncTable::new(&table, 9), DecTable::new(&table), present)
+            })
+            .collect();
+        for (enc, _, _) in &tables {
+            used_seen[usize::from(enc.narrow.used)] = true;
+            let lo = enc.narrow.lo as usize;
+            let outside: u32 = (enc.entries.iter().enumerate())
+                .filter(|(s, _)| !(lo..lo + NARROW_WINDOW).contains(s))
+                .map(|(_, e)| e.freq)
+                .sum();
+            assert_eq!(enc.narrow.used, outside <= NARROW_OUTSIDE_MAX);
+        }
+        let block_len = LANES << (next() % 4);
+        let n = (next() % 9000) as usize + 1;
+        let symbols: Vec<u16> = (0..n)
+            .map(|i| {
+                let (enc, _, present) = &tables[(i / block_len) % 3];
+                if next() % 4096 < rate {
+                    present[(next() as usize) % present.len()]
+                } else {
+                    let lo = enc.narrow.lo as usize;
+                    *present
+                        .iter()
+                        .filter(|&&s| (lo..lo + NARROW_WINDOW).contains(&usize::from(s)))
+                        .nth((next() % 12) as usize)
+                        .unwrap_or(&present[0])
+                }
+            })
+            .collect();
+        let n_blocks = n.div_ceil(block_len);
+        let enc_refs: Vec<&EncTable> = (0..n_blocks).map(|b| &tables[b % 3].0).collect();
+        let dec_refs: Vec<&DecTable> = (0..n_blocks).map(|b| &tables[b % 3].1).collect();
+        let mut reference = Vec::new();
+        assert!(encode_chunk_on(
+            SimdLevel::Scalar,
+            &symbols,
+            &enc_refs,
+            block_len,
+            &mut reference
+        ));
+        for level in SimdLevel::supported() {
+            let mut payload = Vec::new();
+            assert!(encode_chunk_on(
+                level,
+                &symbols,
+                &enc_refs,
+                block_len,
+                &mut payload
+            ));
+            assert!(
+                payload == reference,
+                "round {round}: {level} encoder differs"
+            );
+            let mut out = vec![0u16; n];
+            decode_chunk_on(level, &payload, &dec_refs, block_len, &mut out).unwrap();
+            assert!(out == symbols, "round {round}: {level} decoder");
+        }
+        // An absent value in the window, below it and above it refuses the chunk.
+        let enc = enc_refs[n / 2 / block_len];
+        let lo = enc.narrow.lo as usize;
+        let absent = |r: std::ops::Range<usize>| r.into_iter().find(|&s| enc.entries[s].freq == 0);
+        let bad = [
+            absent(lo..(lo + NARROW_WINDOW).min(512)),
+            absent(0..lo),
+            absent((lo + NARROW_WINDOW).min(512)..512),
+        ];
+        for bad in bad.into_iter().flatten() {
+            let mut symbols = symbols.clone();
+            symbols[n / 2] = bad as u16;
+            for level in SimdLevel::supported() {
+                let mut out = Vec::new();
+                assert!(
+                    !encode_chunk_on(level, &symbols, &enc_refs, block_len, &mut out),
+                    "round {round}: {level} coded absent symbol {bad}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        used_seen,
+        [true, true],
+        "tables with and without the window"
+    );
+}

@@ -1,7 +1,7 @@
 //! The AVX-512 and AVX2 group encoders.
 
 use super::super::LANES;
-use crate::entropy::model::{EncTable, ENC_WINDOW, PROB_BITS, PROB_SCALE};
+use crate::entropy::model::{EncTable, ENC_WINDOW, NARROW_WINDOW, PROB_BITS, PROB_SCALE};
 use std::arch::x86_64::*;
 
 /// Encodes groups `g-1` down to 0 (each of LANES symbols, all in `symbols`): per
@@ -216,9 +216,9 @@ const COMPACT4_HIGH: [[u8; 16]; 16] = {
 /// The AVX2 twin of [`encode_groups_avx512`]: four 8-lane vectors per group,
 /// taken from the last lane down. Each half-vector's emitted words are compacted
 /// by a byte shuffle and stored in one 8-byte store that ends at the write
-/// position; `x / freq` is an f32 product with `1 / freq` (divided off the state's
-/// dependency chain), corrected to the exact quotient in one step (AVX2 converts only
-/// signed integers, so `y` is converted in two 16-bit halves).
+/// position; `x / freq` is an f32 product with `1 / freq` (looked up with the entry,
+/// see [`look_up_avx2`]), corrected to the exact quotient in one step (AVX2 converts
+/// only signed integers, so `y` is converted in two 16-bit halves).
 #[target_feature(enable = "avx2,bmi1,popcnt")]
 pub(super) unsafe fn encode_groups_avx2(
     states: &mut [u32; LANES],
@@ -245,38 +245,45 @@ pub(super) unsafe fn encode_groups_avx2(
     let scale = _mm256_set1_epi32(PROB_SCALE as i32);
     let zero = _mm256_setzero_si256();
     let two16 = _mm256_set1_ps(65536.0);
-    let one_f = _mm256_set1_ps(1.0);
     let compact = COMPACT4_HIGH.as_ptr() as *const __m128i;
     let out = words.as_mut_ptr() as *mut u8;
     let mut wp = *start;
     let mut absent = zero;
+    // The least entry looked up in a window: a frequency of 0 (an absent symbol)
+    // leaves it below 2^16.
+    let mut least = ones;
     // The block of group g - 1 and its first group: one division per call. The
-    // next group's entries are gathered while this one is coded (see
+    // next group's entries are looked up while this one is coded (see
     // `encode_groups_avx512`).
     let groups_per_block = block_len / LANES;
     let mut block = (g - 1) / groups_per_block;
     let mut block_first = block * groups_per_block;
-    let mut next = gather_entries_avx2(symbols, g - 1, tables[block], &mut absent);
-    for group in (0..g).rev() {
-        let entries = next;
-        if group > 0 {
-            if group - 1 < block_first {
-                block -= 1;
-                block_first -= groups_per_block;
-            }
-            next = gather_entries_avx2(symbols, group - 1, tables[block], &mut absent);
+    let mut next = ([zero; 4], [_mm256_setzero_ps(); 4]);
+    // Step `group + 1` looks group `group` up and codes group `group + 1`: one call
+    // site, which the compiler inlines (the last step looks group 0 up again).
+    for step in (0..=g).rev() {
+        let group = step.saturating_sub(1);
+        if group < block_first {
+            block -= 1;
+            block_first -= groups_per_block;
+        }
+        let (entries, invs) = std::mem::replace(
+            &mut next,
+            look_up_avx2(symbols, group, tables[block], &mut absent, &mut least),
+        );
+        if step == g {
+            continue;
         }
         for v in (0..4).rev() {
             let e = entries[v];
+            let inv = invs[v];
             let freq = _mm256_srli_epi32::<16>(e);
             let cum = _mm256_and_si256(e, low16);
-            // Renormalise where x ≥ freq · 2^20; both sides are below 2^13, so the
-            // signed compare is exact.
-            let need = _mm256_xor_si256(
-                _mm256_cmpgt_epi32(freq, _mm256_srli_epi32::<{ 32 - PROB_BITS as i32 }>(x[v])),
-                ones,
-            );
-            let mask = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
+            // Renormalise where x ≥ freq · 2^20, i.e. keep x where freq > x >> 20;
+            // both sides are below 2^13, so the signed compare is exact.
+            let keep =
+                _mm256_cmpgt_epi32(freq, _mm256_srli_epi32::<{ 32 - PROB_BITS as i32 }>(x[v]));
+            let mask = _mm256_movemask_ps(_mm256_castsi256_ps(keep)) as usize ^ 0xFF;
             let halves = [
                 (mask & 15, _mm256_castsi256_si128(x[v])),
                 (mask >> 4, _mm256_extracti128_si256::<1>(x[v])),
@@ -293,19 +300,21 @@ pub(super) unsafe fn encode_groups_avx2(
                 }
                 wp -= m.count_ones() as usize;
             }
-            // The reciprocal depends on the symbol alone: its division runs off
-            // the state's dependency chain, which then holds a multiply instead.
-            let inv = _mm256_div_ps(one_f, _mm256_cvtepi32_ps(freq));
-            let y = _mm256_blendv_epi8(x[v], _mm256_srli_epi32::<16>(x[v]), need);
-            // y < freq · 2^20 ≤ 2^32: converted exactly in halves, then one rounding.
+            // y = x or x >> 16, and y in f32: x < 2^32 is converted exactly in 16-bit
+            // halves, then one rounding; x >> 16 exactly. Both are converted while
+            // the compare runs, off the state's dependency chain. y < freq · 2^20,
             // y / freq < 2^20 and the three roundings (y, 1/freq, the product) are
             // each within 2^-24 relative, so the f32 quotient is within
             // 2^20 · 3 · 2^-24 < 1/5 of y / freq: the truncated quotient is off by
             // at most one either way.
-            let y_f = _mm256_add_ps(
-                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32::<16>(y)), two16),
-                _mm256_cvtepi32_ps(_mm256_and_si256(y, low16)),
+            let hi = _mm256_srli_epi32::<16>(x[v]);
+            let hi_f = _mm256_cvtepi32_ps(hi);
+            let x_f = _mm256_add_ps(
+                _mm256_mul_ps(hi_f, two16),
+                _mm256_cvtepi32_ps(_mm256_and_si256(x[v], low16)),
             );
+            let y = _mm256_blendv_epi8(hi, x[v], keep);
+            let y_f = _mm256_blendv_ps(hi_f, x_f, _mm256_castsi256_ps(keep));
             let q = _mm256_cvttps_epi32(_mm256_mul_ps(y_f, inv));
             let r = _mm256_sub_epi32(y, _mm256_mullo_epi32(q, freq));
             // r is in (-freq, 2·freq): where it is out, q is one over (r < 0) or one
@@ -327,7 +336,112 @@ pub(super) unsafe fn encode_groups_avx2(
         unsafe { _mm256_storeu_si256(lanes.add(v), xv) };
     }
     *start = wp;
+    let absent = _mm256_or_si256(
+        absent,
+        _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(least), zero),
+    );
     (g, _mm256_testz_si256(absent, absent) == 1)
+}
+
+/// The packed entries `freq << 16 | start` of group `group`'s symbols in `table`,
+/// as four 8-lane vectors, and their reciprocals `1 / freq` in f32 (divided here,
+/// off the state's dependency chain). Where the table keeps nearly all its frequency
+/// in its [`EncTable::narrow`] window (BF16 and F32 exponents), the entries come from
+/// registers: per vector four 8-entry permutes and three blends (a gather of 8 lanes
+/// costs more on AMD cores); the rare vectors with a symbol outside the window gather
+/// those lanes besides. Other tables (F32 mantissa bytes, F16, FP8) gather every
+/// entry. (Looking the reciprocals up in a window too, instead of dividing, was
+/// slower on Zen 4: 4 more permutes and 3 blends per vector cost more than a division.)
+/// Symbols absent from the table lower `least` below 2^16 (frequency 0) or set lanes
+/// of `absent` (past the table), and the chunk is dropped.
+#[inline]
+#[target_feature(enable = "avx2,bmi1,popcnt")]
+fn look_up_avx2(
+    symbols: &[u16],
+    group: usize,
+    table: &EncTable,
+    absent: &mut __m256i,
+    least: &mut __m256i,
+) -> ([__m256i; 4], [__m256; 4]) {
+    const _: () = assert!(NARROW_WINDOW == 32);
+    let w = &table.narrow;
+    let mut e = if w.used {
+        let group_symbols: &[u16; LANES] = symbols[group * LANES..][..LANES]
+            .try_into()
+            .expect("a whole group");
+        let packed = w.packed.as_ptr() as *const __m256i;
+        // SAFETY: the window holds 32 values, four 256-bit vectors.
+        let t =
+            [0, 1, 2, 3].map(|k| unsafe { _mm256_castsi256_ps(_mm256_loadu_si256(packed.add(k))) });
+        let lo = _mm256_set1_epi32(w.lo as i32);
+        let mut spread = _mm256_setzero_si256();
+        let mut e = [_mm256_setzero_si256(); 4];
+        for (v, e) in e.iter_mut().enumerate() {
+            // SAFETY: the 8 symbols at 8v lie within `group_symbols`.
+            let s = unsafe { _mm_loadu_si128(group_symbols.as_ptr().add(8 * v) as *const __m128i) };
+            // Window offsets; below the window they wrap to large values.
+            let k = _mm256_sub_epi32(_mm256_cvtepu16_epi32(s), lo);
+            spread = _mm256_or_si256(spread, k);
+            // The permutes read the low three bits of k, the blends bits 3 and 4.
+            let bit3 = _mm256_castsi256_ps(_mm256_slli_epi32::<28>(k));
+            let bit4 = _mm256_castsi256_ps(_mm256_slli_epi32::<27>(k));
+            let half = |a: __m256, b: __m256| {
+                _mm256_blendv_ps(
+                    _mm256_permutevar8x32_ps(a, k),
+                    _mm256_permutevar8x32_ps(b, k),
+                    bit3,
+                )
+            };
+            *e = _mm256_castps_si256(_mm256_blendv_ps(half(t[0], t[1]), half(t[2], t[3]), bit4));
+        }
+        let outside_bits = _mm256_set1_epi32(!(NARROW_WINDOW as i32 - 1));
+        if _mm256_testz_si256(spread, outside_bits) == 0 {
+            gather_outside_avx2(group_symbols, table, &mut e, absent);
+        }
+        e
+    } else {
+        gather_entries_avx2(symbols, group, table, absent)
+    };
+    // After the gathers: a lane outside the window read some window entry first.
+    for e in &mut e {
+        *least = _mm256_min_epu32(*least, *e);
+    }
+    let one_f = _mm256_set1_ps(1.0);
+    let inv = e.map(|e| _mm256_div_ps(one_f, _mm256_cvtepi32_ps(_mm256_srli_epi32::<16>(e))));
+    (e, inv)
+}
+
+/// [`look_up_avx2`]'s entries with the lanes whose symbols lie outside the window
+/// gathered from `table`'s packed entries; symbols past the table are clamped into it
+/// and flagged in `absent`.
+#[cold]
+#[target_feature(enable = "avx2,bmi1,popcnt")]
+fn gather_outside_avx2(
+    group_symbols: &[u16; LANES],
+    table: &EncTable,
+    e: &mut [__m256i; 4],
+    absent: &mut __m256i,
+) {
+    let packed = table.packed.as_ptr() as *const i32;
+    let last = _mm256_set1_epi32(table.packed.len() as i32 - 1);
+    let lo = _mm256_set1_epi32(table.narrow.lo as i32);
+    let outside_bits = _mm256_set1_epi32(!(NARROW_WINDOW as i32 - 1));
+    let zero = _mm256_setzero_si256();
+    for (v, e) in e.iter_mut().enumerate() {
+        // SAFETY: the 8 symbols at 8v lie within `group_symbols`.
+        let s = unsafe { _mm_loadu_si128(group_symbols.as_ptr().add(8 * v) as *const __m128i) };
+        let s = _mm256_cvtepu16_epi32(s);
+        let k = _mm256_sub_epi32(s, lo);
+        let outside = _mm256_xor_si256(
+            _mm256_cmpeq_epi32(_mm256_and_si256(k, outside_bits), zero),
+            _mm256_set1_epi32(-1),
+        );
+        // Both sides of the compare are below 2^16, so the signed compare is exact.
+        *absent = _mm256_or_si256(*absent, _mm256_cmpgt_epi32(s, last));
+        let s = _mm256_min_epi32(s, last);
+        // SAFETY: s ≤ table.packed.len() - 1, scaled by 4 bytes.
+        *e = unsafe { _mm256_mask_i32gather_epi32::<4>(*e, packed, s, outside) };
+    }
 }
 
 /// The packed entries `freq << 16 | start` of group `group`'s symbols in `table`,
