@@ -140,31 +140,13 @@ fn every_path_codes_random_tables_and_lengths_like_scalar() {
         let n_blocks = n.div_ceil(block_len).max(1);
         let enc = EncTable::new(&table, bits);
         let dec = DecTable::new(&table);
-        let mut reference = Vec::new();
-        encode_chunk_on(
-            SimdLevel::Scalar,
+        codes_like_scalar_on_every_path(
+            round,
             &symbols,
             &vec![&enc; n_blocks],
+            &vec![&dec; n_blocks],
             block_len,
-            &mut reference,
         );
-        for level in SimdLevel::supported() {
-            let mut payload = Vec::new();
-            encode_chunk_on(
-                level,
-                &symbols,
-                &vec![&enc; n_blocks],
-                block_len,
-                &mut payload,
-            );
-            assert!(
-                payload == reference,
-                "round {round}: {level} encoder differs"
-            );
-            let mut out = vec![0u16; n];
-            decode_chunk_on(level, &payload, &vec![&dec; n_blocks], block_len, &mut out).unwrap();
-            assert!(out == symbols, "round {round}: {level} decoder");
-        }
     }
 }
 
@@ -908,6 +890,63 @@ fn damaged_chunks_with_raw_blocks_are_errors() {
     }
 }
 
+/// Codes `symbols` (tables per block of `block_len`) on every path the CPU has: each
+/// writes the scalar path's bytes and decodes them back to `symbols`.
+fn codes_like_scalar_on_every_path(
+    round: usize,
+    symbols: &[u16],
+    enc_refs: &[&EncTable],
+    dec_refs: &[&DecTable],
+    block_len: usize,
+) {
+    let mut reference = Vec::new();
+    assert!(encode_chunk_on(
+        SimdLevel::Scalar,
+        symbols,
+        enc_refs,
+        block_len,
+        &mut reference
+    ));
+    for level in SimdLevel::supported() {
+        let mut payload = Vec::new();
+        assert!(encode_chunk_on(
+            level,
+            symbols,
+            enc_refs,
+            block_len,
+            &mut payload
+        ));
+        assert!(
+            payload == reference,
+            "round {round}: {level} encoder differs"
+        );
+        let mut out = vec![0u16; symbols.len()];
+        decode_chunk_on(level, &payload, dec_refs, block_len, &mut out).unwrap();
+        assert!(out == symbols, "round {round}: {level} decoder");
+    }
+}
+
+/// `symbols` with `bad` (absent from its block's table) put in the middle: every path
+/// refuses the chunk.
+fn refused_mid_chunk_on_every_path(
+    round: usize,
+    symbols: &[u16],
+    bad: u16,
+    enc_refs: &[&EncTable],
+    block_len: usize,
+) {
+    let mut symbols = symbols.to_vec();
+    let mid = symbols.len() / 2;
+    symbols[mid] = bad;
+    for level in SimdLevel::supported() {
+        let mut out = Vec::new();
+        assert!(
+            !encode_chunk_on(level, &symbols, enc_refs, block_len, &mut out),
+            "round {round}: {level} coded absent symbol {bad}"
+        );
+    }
+}
+
 /// The vector encoders look the symbols of a table's two heaviest windows of values up
 /// in registers and gather the rest: symbols in the windows, below and above them
 /// (rare, or in every group), next to absent ones in a window, with one peak or two
@@ -966,31 +1005,7 @@ fn window_lookups_and_outliers_code_like_scalar() {
         let n_blocks = n.div_ceil(block_len);
         let enc_refs: Vec<&EncTable> = (0..n_blocks).map(|b| &tables[b % 3].0).collect();
         let dec_refs: Vec<&DecTable> = (0..n_blocks).map(|b| &tables[b % 3].1).collect();
-        let mut reference = Vec::new();
-        assert!(encode_chunk_on(
-            SimdLevel::Scalar,
-            &symbols,
-            &enc_refs,
-            block_len,
-            &mut reference
-        ));
-        for level in SimdLevel::supported() {
-            let mut payload = Vec::new();
-            assert!(encode_chunk_on(
-                level,
-                &symbols,
-                &enc_refs,
-                block_len,
-                &mut payload
-            ));
-            assert!(
-                payload == reference,
-                "round {round}: {level} encoder differs"
-            );
-            let mut out = vec![0u16; n];
-            decode_chunk_on(level, &payload, &dec_refs, block_len, &mut out).unwrap();
-            assert!(out == symbols, "round {round}: {level} decoder");
-        }
+        codes_like_scalar_on_every_path(round, &symbols, &enc_refs, &dec_refs, block_len);
         // An absent value in the window, and one below it, refuse the chunk everywhere.
         let enc = enc_refs[n / 2 / block_len];
         let [lo, lo2] = enc.window_lo;
@@ -1003,15 +1018,7 @@ fn window_lookups_and_outliers_code_like_scalar() {
             .into_iter()
             .flatten()
         {
-            let mut symbols = symbols.clone();
-            symbols[n / 2] = bad as u16;
-            for level in SimdLevel::supported() {
-                let mut out = Vec::new();
-                assert!(
-                    !encode_chunk_on(level, &symbols, &enc_refs, block_len, &mut out),
-                    "round {round}: {level} coded absent symbol {bad}"
-                );
-            }
+            refused_mid_chunk_on_every_path(round, &symbols, bad as u16, &enc_refs, block_len);
         }
     }
 }
@@ -1079,31 +1086,7 @@ fn narrow_window_lookups_and_outliers_code_like_scalar() {
         let n_blocks = n.div_ceil(block_len);
         let enc_refs: Vec<&EncTable> = (0..n_blocks).map(|b| &tables[b % 3].0).collect();
         let dec_refs: Vec<&DecTable> = (0..n_blocks).map(|b| &tables[b % 3].1).collect();
-        let mut reference = Vec::new();
-        assert!(encode_chunk_on(
-            SimdLevel::Scalar,
-            &symbols,
-            &enc_refs,
-            block_len,
-            &mut reference
-        ));
-        for level in SimdLevel::supported() {
-            let mut payload = Vec::new();
-            assert!(encode_chunk_on(
-                level,
-                &symbols,
-                &enc_refs,
-                block_len,
-                &mut payload
-            ));
-            assert!(
-                payload == reference,
-                "round {round}: {level} encoder differs"
-            );
-            let mut out = vec![0u16; n];
-            decode_chunk_on(level, &payload, &dec_refs, block_len, &mut out).unwrap();
-            assert!(out == symbols, "round {round}: {level} decoder");
-        }
+        codes_like_scalar_on_every_path(round, &symbols, &enc_refs, &dec_refs, block_len);
         // An absent value in the window, below it and above it refuses the chunk.
         let enc = enc_refs[n / 2 / block_len];
         let lo = enc.narrow.lo as usize;
@@ -1114,15 +1097,7 @@ fn narrow_window_lookups_and_outliers_code_like_scalar() {
             absent((lo + NARROW_WINDOW).min(512)..512),
         ];
         for bad in bad.into_iter().flatten() {
-            let mut symbols = symbols.clone();
-            symbols[n / 2] = bad as u16;
-            for level in SimdLevel::supported() {
-                let mut out = Vec::new();
-                assert!(
-                    !encode_chunk_on(level, &symbols, &enc_refs, block_len, &mut out),
-                    "round {round}: {level} coded absent symbol {bad}"
-                );
-            }
+            refused_mid_chunk_on_every_path(round, &symbols, bad as u16, &enc_refs, block_len);
         }
     }
     assert_eq!(
