@@ -306,6 +306,44 @@ def test_gil_released_during_decode(tmp_path: Path) -> None:
     assert ticks > 20_000 * elapsed, (ticks, elapsed)
 
 
+def _mapped_kib(path: Path) -> int:
+    """Resident KiB of this process's maps of `path` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if "-" in fields[0] and not fields[0].endswith(":"):
+                inside = len(fields) > 5 and fields[5] == str(path)
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux /proc only")
+def test_whole_load_leaves_no_file_pages_mapped(tmp_path: Path) -> None:
+    # A whole-file load drops the compressed pages from the resident set as tensors
+    # decode. Reading a page maps its cached neighbours too (a large folio, up to 2 MiB):
+    # a tensor decoded after its neighbour was released mapped part of it back, and
+    # 5 MB of all-MiniLM's 30 MB file stayed resident to the end of the load.
+    g = torch.Generator().manual_seed(5)
+    tensors = {"embed": (torch.randn(4_000_000, generator=g) * 0.02).to(torch.bfloat16)}
+    for k in range(48):
+        n = 150_000 if k % 4 else 600_000
+        tensors[f"layer{k}"] = (torch.randn(n, generator=g) * 0.02).to(torch.bfloat16)
+    mcz = tmp_path / "m.mcz"
+    mcodec.torch.save_file(tensors, mcz)
+    with open(mcz, "rb") as f:  # in the page cache, as after a first load
+        while f.read(1 << 20):
+            pass
+    for threads in (1, 2):
+        with mcodec.safe_open(mcz, framework="pt", threads=threads) as f:
+            loaded = f._load_all()
+            left = _mapped_kib(mcz.resolve())
+        assert all(raw(loaded[k]) == raw(t) for k, t in tensors.items())
+        # The index's last page and a page or two of padding at most.
+        assert left <= 64, (threads, left)
+
+
 def test_cuda_device(packed, monkeypatch: pytest.MonkeyPatch) -> None:
     if not torch.cuda.is_available():
         pytest.skip(
