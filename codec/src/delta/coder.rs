@@ -15,6 +15,8 @@
 //! decoder reads them front to back. Every state starts at `RANS_L`, so a correct decode ends with every state back
 //! at `RANS_L` and every word consumed, which the decoder checks.
 
+use std::cell::Cell;
+
 use crate::entropy::model::{EncTable, FreqTable, PROB_BITS, PROB_SCALE, RCP_SHIFT};
 
 /// Interleaved rANS states of layouts 1 and 2.
@@ -277,25 +279,36 @@ pub struct SlotTables {
     slots: Vec<u32>,
 }
 
+thread_local! {
+    /// The memory of the last [`SlotTables`] dropped on this thread (up to
+    /// [`KEPT_SLOT_WORDS`]), for the next one: a store `get` builds ~10 tables (~160 KiB)
+    /// per delta tensor, each from memory the allocator zeroed first (BENCHMARKS.md,
+    /// twenty-first session).
+    static SLOT_MEMORY: Cell<Vec<u32>> = const { Cell::new(Vec::new()) };
+}
+
+/// The most slot words a thread keeps between tables: 64 tables, 1 MiB.
+const KEPT_SLOT_WORDS: usize = 64 * PROB_SCALE as usize;
+
 impl SlotTables {
     /// Builds the tables. Every symbol must be below 256.
     pub fn new(tables: &[FreqTable]) -> Self {
         let n = PROB_SCALE as usize;
-        let mut slots = vec![0u32; tables.len() * n];
-        for (t, table) in tables.iter().enumerate() {
-            let slots = &mut slots[t * n..(t + 1) * n];
-            let mut start = 0usize;
+        let mut slots = SLOT_MEMORY.try_with(Cell::take).unwrap_or_default();
+        slots.clear();
+        slots.reserve(tables.len() * n);
+        for table in tables {
+            let start = slots.len();
             // A FreqTable's frequencies (1..=PROB_SCALE) sum to PROB_SCALE, so the
             // ranges tile the slots and `freq − 1`, `slot − start` fit 12 bits each.
+            // Written in order, each slot once (no zeroing pass first).
             for (&s, &f) in table.symbols().iter().zip(table.freqs()) {
                 assert!(s < 256, "symbol {s} does not fit a slot table");
-                let f = usize::from(f);
-                let head = (f as u32 - 1) | (u32::from(s) << 24);
-                for (offset, slot) in slots[start..start + f].iter_mut().enumerate() {
-                    *slot = head | ((offset as u32) << 12);
-                }
-                start += f;
+                let head = (u32::from(f) - 1) | (u32::from(s) << 24);
+                slots.extend((0..u32::from(f)).map(|offset| head | (offset << 12)));
             }
+            // Exactly `n` (what the sum guarantees): the next table starts at its offset.
+            slots.resize(start + n, 0);
         }
         Self { slots }
     }
@@ -308,6 +321,25 @@ impl SlotTables {
     /// The slot words of every table, table `t` at [`Self::offset`]`(t)`.
     pub fn slots(&self) -> &[u32] {
         &self.slots
+    }
+}
+
+impl Drop for SlotTables {
+    /// Leaves the memory to the thread's next tables (the larger of the two kept).
+    fn drop(&mut self) {
+        let mine = std::mem::take(&mut self.slots);
+        if mine.capacity() > KEPT_SLOT_WORDS {
+            return;
+        }
+        // `try_with`: a drop during the thread's teardown just frees the memory.
+        let _ = SLOT_MEMORY.try_with(|kept| {
+            let other = kept.take();
+            kept.set(if mine.capacity() >= other.capacity() {
+                mine
+            } else {
+                other
+            });
+        });
     }
 }
 
@@ -508,6 +540,31 @@ impl BitReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tables built in memory an earlier (larger) set left to the thread are the ones
+    /// built fresh: every slot of every table, and nothing past the last.
+    #[test]
+    fn slot_tables_in_kept_memory_are_built_whole() {
+        let a = FreqTable::from_counts(&[90, 5, 5]).unwrap();
+        let b = FreqTable::from_counts(&[1, 1, 1, 97]).unwrap();
+        let fresh = |tables: &[FreqTable]| -> Vec<u32> {
+            let mut slots = Vec::new();
+            for t in tables {
+                for (&s, &f) in t.symbols().iter().zip(t.freqs()) {
+                    let f = u32::from(f);
+                    slots.extend((0..f).map(|o| (f - 1) | (o << 12) | (u32::from(s) << 24)));
+                }
+            }
+            slots
+        };
+        drop(SlotTables::new(&[b.clone(), a.clone(), b.clone()]));
+        let small = SlotTables::new(std::slice::from_ref(&a));
+        assert_eq!(small.slots(), fresh(std::slice::from_ref(&a)));
+        drop(small);
+        let two = SlotTables::new(&[b.clone(), a.clone()]);
+        assert_eq!(two.slots(), fresh(&[b, a]));
+        assert_eq!(two.slots().len(), 2 * SlotTables::offset(1));
+    }
 
     #[test]
     fn rans_round_trip_with_a_table_per_symbol() {
