@@ -28,7 +28,7 @@ pub(super) fn decoder_level(level: SimdLevel) -> SimdLevel {
 /// AVX-512 kernel's hardware gathers, which on Zen 4 have the latency that the AVX2
 /// kernel's eight loads per vector do not: one chunk at a time decoded 0.58 ns per
 /// symbol there against 0.66–0.67 on the AVX-512 kernel (FP8 bytes of MiniLM,
-/// `examples/fp8_interleave`; BF16 exponents 0.56–0.58 against 0.65–0.66, BENCHMARKS.md
+/// `examples/rans_loop --dtype f8e4m3`; BF16 exponents 0.56–0.58 against 0.65–0.66, BENCHMARKS.md
 /// sixteenth session, dec16), while a pair interleaved, what most chunks decode as,
 /// stays on the AVX-512 kernel (0.56). Single chunks are whole tensors of at most one
 /// chunk, a tensor's odd last chunk, and the blocks left after a pair's loop. Both
