@@ -309,14 +309,17 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
     check_blocks(tables[1], block_len, out_b.len())?;
     let (mut states_a, mut reader_a) = start_chunk(payloads[0])?;
     let (mut states_b, mut reader_b) = start_chunk(payloads[1])?;
-    // The AVX-512 decoder gains from interleaving the two chunks, and so does today's
-    // AVX2 one for 16-bit symbols (BF16/F16 +4–7 %, F32 +1–3 % of the whole decode by CPU
-    // time on Zen 4: BENCHMARKS.md, 2026-12-03 eleventh session, dec13; the fifth
-    // session's AVX2 loop lost 12–25 % to spills). Its 8-bit symbols (F32's mantissa
-    // bytes, FP8) measured level to −4 %: they stay one chunk after the other. The scalar
-    // loop never interleaved.
+    // The AVX2 decoder gains from interleaving the two chunks for 16-bit symbols
+    // (BF16/F16 +4–7 %, F32 +1–3 % of the whole decode by CPU time on Zen 4:
+    // BENCHMARKS.md, 2026-12-03 eleventh session, dec13; the fifth session's AVX2 loop
+    // lost 12–25 % to spills). Its 8-bit symbols (F32's mantissa bytes, FP8) measured
+    // level to −4 %: they stay one chunk after the other. So do the AVX-512 path's: its
+    // 256-bit AVX-512VL kernel decodes one chunk at 0.49 ns per symbol against 0.55 for
+    // the retired 512-bit kernel's interleaved pairs and 0.56 for itself on pairs (FP8
+    // and BF16 exponents of MiniLM, `examples/rans_loop`, BENCHMARKS.md twenty-first
+    // session, fp821). The scalar loop never interleaved.
     let interleave = match level {
-        SimdLevel::Avx512 => true,
+        SimdLevel::Avx512 => false,
         SimdLevel::Avx2 => size_of::<S>() == 2,
         SimdLevel::Scalar => false,
     };
