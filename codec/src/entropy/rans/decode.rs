@@ -323,7 +323,30 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
         SimdLevel::Avx2 => size_of::<S>() == 2,
         SimdLevel::Scalar => false,
     };
-    if let (true, Some(shift)) = (interleave, group_shift(block_len)) {
+    if !interleave {
+        // One chunk after the other, each as `decode_chunk` decodes it: one vector call
+        // across its blocks, not one per run of a table (FP8 tables change every few
+        // blocks of 256).
+        decode_coded(
+            level,
+            &mut states_a,
+            &mut reader_a,
+            tables[0],
+            block_len,
+            out_a,
+        );
+        decode_coded(
+            level,
+            &mut states_b,
+            &mut reader_b,
+            tables[1],
+            block_len,
+            out_b,
+        );
+        finish_chunk(&states_a, &reader_a)?;
+        return finish_chunk(&states_b, &reader_b);
+    }
+    if let Some(shift) = group_shift(block_len) {
         // Both chunks in one call across their blocks, the rest of each on its own.
         let done = simd::decode_groups(
             level,
@@ -362,7 +385,7 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
     // Position in each chunk: the span index and the symbols of it already decoded.
     let (mut ia, mut off_a, mut pos_a) = (0, 0, 0);
     let (mut ib, mut off_b, mut pos_b) = (0, 0, 0);
-    while interleave && ia < spans_a.len() && ib < spans_b.len() {
+    while ia < spans_a.len() && ib < spans_b.len() {
         let ((table_a, len_a), (table_b, len_b)) = (spans_a[ia], spans_b[ib]);
         let step = (len_a - off_a).min(len_b - off_b);
         // Both chunks stay at whole groups of lanes, but for a chunk's short last block,
