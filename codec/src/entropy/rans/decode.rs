@@ -241,8 +241,9 @@ fn spans<'t>(tables: &[&'t DecTable], block_len: usize, n: usize) -> Vec<(&'t De
     spans
 }
 
-/// Decodes two chunks, each as [`decode_chunk`] would: the AVX-512 decoder interleaves
-/// them, which hides the latency of its table gathers.
+/// Decodes two chunks, each as [`decode_chunk`] would: where it is faster, the vector
+/// decoder interleaves them, which hides the latency of its table gathers (the AVX2
+/// path with 16-bit symbols); elsewhere they decode one after the other.
 pub fn decode_chunk_pair(
     payloads: [&[u8]; 2],
     tables: [&[&DecTable]; 2],
