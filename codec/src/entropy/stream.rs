@@ -1771,7 +1771,8 @@ impl<'a> StreamDecoder<'a> {
     }
 
     /// Decodes chunks `c` and `c + 1` into `a` and `b` (each exactly its chunk's length);
-    /// coded chunks are decoded interleaved, which is faster than one after the other.
+    /// coded chunks are decoded interleaved where that is faster than one after the other
+    /// (see `rans::decode_chunk_pair`).
     pub fn decode_chunk_pair(
         &self,
         c: usize,

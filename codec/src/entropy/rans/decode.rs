@@ -241,8 +241,9 @@ fn spans<'t>(tables: &[&'t DecTable], block_len: usize, n: usize) -> Vec<(&'t De
     spans
 }
 
-/// Decodes two chunks, each as [`decode_chunk`] would: the AVX-512 decoder interleaves
-/// them, which hides the latency of its table gathers.
+/// Decodes two chunks, each as [`decode_chunk`] would: where it is faster, the vector
+/// decoder interleaves them, which hides the latency of its table gathers (the AVX2
+/// path with 16-bit symbols); elsewhere they decode one after the other.
 pub fn decode_chunk_pair(
     payloads: [&[u8]; 2],
     tables: [&[&DecTable]; 2],
@@ -309,18 +310,44 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
     check_blocks(tables[1], block_len, out_b.len())?;
     let (mut states_a, mut reader_a) = start_chunk(payloads[0])?;
     let (mut states_b, mut reader_b) = start_chunk(payloads[1])?;
-    // The AVX-512 decoder gains from interleaving the two chunks, and so does today's
-    // AVX2 one for 16-bit symbols (BF16/F16 +4–7 %, F32 +1–3 % of the whole decode by CPU
-    // time on Zen 4: BENCHMARKS.md, 2026-12-03 eleventh session, dec13; the fifth
-    // session's AVX2 loop lost 12–25 % to spills). Its 8-bit symbols (F32's mantissa
-    // bytes, FP8) measured level to −4 %: they stay one chunk after the other. The scalar
-    // loop never interleaved.
+    // The AVX2 decoder gains from interleaving the two chunks for 16-bit symbols
+    // (BF16/F16 +4–7 %, F32 +1–3 % of the whole decode by CPU time on Zen 4:
+    // BENCHMARKS.md, 2026-12-03 eleventh session, dec13; the fifth session's AVX2 loop
+    // lost 12–25 % to spills). Its 8-bit symbols (F32's mantissa bytes, FP8) measured
+    // level to −4 %: they stay one chunk after the other. So do the AVX-512 path's: its
+    // 256-bit AVX-512VL kernel decodes one chunk at 0.49 ns per symbol against 0.55 for
+    // the retired 512-bit kernel's interleaved pairs and 0.56 for itself on pairs (FP8
+    // and BF16 exponents of MiniLM, `examples/rans_loop`, BENCHMARKS.md twenty-first
+    // session, fp821). The scalar loop never interleaved.
     let interleave = match level {
-        SimdLevel::Avx512 => true,
+        SimdLevel::Avx512 => false,
         SimdLevel::Avx2 => size_of::<S>() == 2,
         SimdLevel::Scalar => false,
     };
-    if let (true, Some(shift)) = (interleave, group_shift(block_len)) {
+    if !interleave {
+        // One chunk after the other, each as `decode_chunk` decodes it: one vector call
+        // across its blocks, not one per run of a table (FP8 tables change every few
+        // blocks of 256).
+        decode_coded(
+            level,
+            &mut states_a,
+            &mut reader_a,
+            tables[0],
+            block_len,
+            out_a,
+        );
+        decode_coded(
+            level,
+            &mut states_b,
+            &mut reader_b,
+            tables[1],
+            block_len,
+            out_b,
+        );
+        finish_chunk(&states_a, &reader_a)?;
+        return finish_chunk(&states_b, &reader_b);
+    }
+    if let Some(shift) = group_shift(block_len) {
         // Both chunks in one call across their blocks, the rest of each on its own.
         let done = simd::decode_groups(
             level,
@@ -359,7 +386,7 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
     // Position in each chunk: the span index and the symbols of it already decoded.
     let (mut ia, mut off_a, mut pos_a) = (0, 0, 0);
     let (mut ib, mut off_b, mut pos_b) = (0, 0, 0);
-    while interleave && ia < spans_a.len() && ib < spans_b.len() {
+    while ia < spans_a.len() && ib < spans_b.len() {
         let ((table_a, len_a), (table_b, len_b)) = (spans_a[ia], spans_b[ib]);
         let step = (len_a - off_a).min(len_b - off_b);
         // Both chunks stay at whole groups of lanes, but for a chunk's short last block,

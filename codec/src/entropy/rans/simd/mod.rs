@@ -23,25 +23,6 @@ pub(super) fn decoder_level(level: SimdLevel) -> SimdLevel {
     }
 }
 
-/// The kernel that decodes `n` chunks for `level`: one chunk on the AVX-512
-/// path runs the AVX2 kernel. Alone, a chunk's two 16-lane state vectors wait on the
-/// AVX-512 kernel's hardware gathers, which on Zen 4 have the latency that the AVX2
-/// kernel's eight loads per vector do not: one chunk at a time decoded 0.58 ns per
-/// symbol there against 0.66–0.67 on the AVX-512 kernel (FP8 bytes of MiniLM,
-/// `examples/fp8_interleave`; BF16 exponents 0.56–0.58 against 0.65–0.66, BENCHMARKS.md
-/// sixteenth session, dec16), while a pair interleaved, what most chunks decode as,
-/// stays on the AVX-512 kernel (0.56). Single chunks are whole tensors of at most one
-/// chunk, a tensor's odd last chunk, and the blocks left after a pair's loop. Both
-/// kernels decode exactly the same symbols, states and positions. (Elsewhere than on
-/// x86-64 neither vector level is supported and `level` is returned.)
-fn one_chunk_level(level: SimdLevel, n: usize) -> SimdLevel {
-    if level == SimdLevel::Avx512 && n == 1 && SimdLevel::Avx2.is_supported() {
-        SimdLevel::Avx2
-    } else {
-        level
-    }
-}
-
 /// The path whose encoder runs for `level` (every level has one).
 pub(super) fn encoder_level(level: SimdLevel) -> SimdLevel {
     decoder_level(level)
@@ -81,16 +62,15 @@ pub(super) fn decode_groups<S: Symbol, const N: usize>(
         return 0;
     }
     let inline = first;
-    let level = one_chunk_level(level, N);
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY (all four calls): `level` comes from `decoder_level`, or is AVX2 where
-        // `one_chunk_level` found it supported, so the CPU supports every feature the
-        // called function enables.
+        // SAFETY (all four calls): `level` comes from `decoder_level`, so the CPU
+        // supports every feature the called function enables (the AVX-512 level's
+        // features include the AVX2 level's, which its kernel also uses).
         match (level, inline) {
             (SimdLevel::Avx512, true) => {
                 return unsafe {
-                    x86_decode::decode_groups_avx512::<S, N, true>(
+                    x86_decode::decode_groups_avx512_256::<S, N, true>(
                         states,
                         readers,
                         tables,
@@ -101,7 +81,7 @@ pub(super) fn decode_groups<S: Symbol, const N: usize>(
             }
             (SimdLevel::Avx512, false) => {
                 return unsafe {
-                    x86_decode::decode_groups_avx512::<S, N, false>(
+                    x86_decode::decode_groups_avx512_256::<S, N, false>(
                         states,
                         readers,
                         tables,
@@ -179,25 +159,4 @@ pub(super) fn encode_groups(
     }
     let _ = level;
     super::encode::encode_groups_portable(states, symbols, tables, block_len, g, words, start)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One chunk on the AVX-512 path goes to the AVX2 kernel where the CPU has it;
-    /// interleaved chunks and the other paths keep their own kernel.
-    #[test]
-    fn one_chunk_runs_the_avx2_kernel_on_the_avx512_path() {
-        let avx2 = SimdLevel::Avx2.is_supported();
-        let expect = if avx2 {
-            SimdLevel::Avx2
-        } else {
-            SimdLevel::Avx512
-        };
-        assert_eq!(one_chunk_level(SimdLevel::Avx512, 1), expect);
-        assert_eq!(one_chunk_level(SimdLevel::Avx512, 2), SimdLevel::Avx512);
-        assert_eq!(one_chunk_level(SimdLevel::Avx2, 1), SimdLevel::Avx2);
-        assert_eq!(one_chunk_level(SimdLevel::Scalar, 1), SimdLevel::Scalar);
-    }
 }
