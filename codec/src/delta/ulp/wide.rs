@@ -579,14 +579,6 @@ pub(super) mod vector {
         ];
         /// Bytes 1 and 2 of every 32-bit lane.
         pub(super) const PLACE_MASK: u64 = 0x6666_6666_6666_6666;
-        /// Vector `v`'s lanes (words `16v..16v + 16` of a 32-word vector) into bytes 0–1
-        /// of its 32-bit lanes (with mask [`LOW_WORD_MASK`]).
-        pub(super) const PLACE_LOW: [__m512i; 2] = [
-            vector(bytes!(i => if i % 4 < 2 { (i / 4 * 2 + i % 4) as u8 } else { 0 })),
-            vector(bytes!(i => if i % 4 < 2 { (32 + i / 4 * 2 + i % 4) as u8 } else { 0 })),
-        ];
-        /// Bytes 0 and 1 of every 32-bit lane.
-        pub(super) const LOW_WORD_MASK: u64 = 0x3333_3333_3333_3333;
         /// The even bytes: the low byte of every 16-bit lane.
         pub(super) const EVEN_BYTES: u64 = 0x5555_5555_5555_5555;
         /// For two vectors of 16 slot words: byte 3 of each (its symbol) into the low byte
@@ -693,7 +685,7 @@ pub(super) mod vector {
         let (first_tab, step) = exponent_tables(ctx);
         let step1 = _mm512_set1_epi16(step as i16);
         let zero_tables = zero_slots(ctx);
-        let low12w = _mm512_set1_epi16(0xFFF);
+        let symbol_one = _mm512_set1_epi32(1 << 24);
         let offset_bits = _mm512_set1_epi32(0xFFF000);
         let symbols = SymbolTables::new(ctx);
         // SAFETY: `states` is 32 u32s, exactly two 512-bit vectors.
@@ -724,36 +716,47 @@ pub(super) mod vector {
             let first =
                 _mm512_mask_blend_epi16(_mm512_test_epi16_mask(exp, top_bit), low_half, high_half);
             let table = _mm512_mask_add_epi16(first, zero_mask, first, step1);
-            // Lanes whose slot is symbol 0's (`slot & 4095 ≤ zero_last`): their slot word
-            // is made here rather than gathered.
+            // Per table, the last slot of symbol 0 (−1: none). Lanes whose slot is symbol
+            // 0's (`slot & 4095 ≤ zero_last`) get their slot word made here rather than
+            // gathered.
             let zero_last = _mm512_permutex2var_epi16(zero_tables[0], table, zero_tables[1]);
-            let at_slot =
-                _mm512_and_si512(_mm512_permutex2var_epi16(x[0], LOW_WORDS, x[1]), low12w);
-            let made = _mm512_cmple_epi16_mask(at_slot, zero_last);
             // At most 127 tables, so table · 16 fits a word.
             let table = _mm512_slli_epi16::<4>(table);
             let mut e = [_mm512_setzero_si512(); 2];
-            for (v, (xv, ev)) in x.iter_mut().zip(&mut e).enumerate() {
+            let mut zero16 = [0 as __mmask16; 2];
+            for (v, ((xv, ev), z)) in x.iter_mut().zip(&mut e).zip(&mut zero16).enumerate() {
                 // Table · 4096 in each 32-bit lane, | (x & 4095).
                 let table12 = _mm512_maskz_permutexvar_epi8(PLACE_MASK, PLACE[v], table);
-                let slot = _mm512_ternarylogic_epi32::<0xF8>(table12, *xv, low12);
+                let at_slot = _mm512_and_si512(*xv, low12);
+                let slot = _mm512_or_si512(table12, at_slot);
+                // This vector's lanes of `zero_last`, sign-extended (−1 stays below every
+                // slot). Compared per vector in 32-bit lanes, each vector's gather waits
+                // only on its own states, not on the other vector's refill.
+                let last = _mm512_cvtepi16_epi32(if v == 0 {
+                    _mm512_castsi512_si256(zero_last)
+                } else {
+                    _mm512_extracti64x4_epi64::<1>(zero_last)
+                });
+                let gather = !_mm512_cmple_epi32_mask(at_slot, last);
                 // Symbol 0's slot word: its frequency − 1 | (x & 4095) << 12 (its range
-                // starts at slot 0); junk in the lanes gathered.
-                let freq = _mm512_maskz_permutexvar_epi8(LOW_WORD_MASK, PLACE_LOW[v], zero_last);
+                // starts at slot 0); junk in the lanes gathered (`last` is below 4096 and
+                // not negative in the others).
                 let known = _mm512_ternarylogic_epi32::<0xEA>(
                     _mm512_slli_epi32::<12>(*xv),
                     offset_bits,
-                    freq,
+                    last,
                 );
-                let gather = !((made >> (16 * v)) as __mmask16);
                 // SAFETY: every table index of a pair is below the table count, so
                 // slot < tables · 4096 = slots.len(); pos + 32 ≤ n_words at the group's
                 // start and pos advanced by at most 16 since, so 16 words from pos are
                 // in bounds.
                 *ev = unsafe { rans_step16(xv, slot, known, gather, slots, words, &mut word_pos) };
+                // Symbol 0 (the slot word's top byte): straight from the slot words, not
+                // through the packed symbols below (the next group's tables wait on it).
+                *z = _mm512_cmplt_epu32_mask(*ev, symbol_one);
             }
             let sym = _mm512_maskz_permutex2var_epi8(EVEN_BYTES, e[0], SYMBOL_WORDS, e[1]);
-            let is_zero = _mm512_testn_epi16_mask(sym, sym);
+            let is_zero = u32::from(zero16[0]) | (u32::from(zero16[1]) << 16);
             zero_mask = is_zero;
             // Negative: even non-zero symbols.
             let negative = _mm512_mask_testn_epi16_mask(!is_zero, sym, one);
