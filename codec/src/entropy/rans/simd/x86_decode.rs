@@ -286,20 +286,25 @@ macro_rules! decode_groups_256 {
                 pos[j] += mask.count_ones() as usize;
                 // Symbols are below 2^16 (2^8 for `u8`), so the saturating packs are
                 // exact; they work per 128-bit lane, and the permutes restore lane order.
-                let halves = [
-                    _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(sym[0], sym[1])),
-                    _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(sym[2], sym[3])),
-                ];
                 let at = outs[j].as_mut_ptr().wrapping_add(g * LANES);
+                let pairs = [
+                    _mm256_packus_epi32(sym[0], sym[1]),
+                    _mm256_packus_epi32(sym[2], sym[3]),
+                ];
                 // SAFETY: group g covers out[32g..32g+32], in bounds since g < groups;
                 // 32 symbols of `S` are 32 bytes (`u8`) or 64 (`u16`), what is stored.
                 unsafe {
                     if size_of::<S>() == 1 {
-                        let bytes = _mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi16(
-                            halves[0], halves[1],
-                        ));
+                        // 128-bit lane h of the packed bytes holds lanes 4h..4h+4 of each
+                        // vector, four bytes per vector: one dword permute puts them in
+                        // order (three shuffles per step where two more permutes did it).
+                        let bytes = _mm256_permutevar8x32_epi32(
+                            _mm256_packus_epi16(pairs[0], pairs[1]),
+                            _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+                        );
                         _mm256_storeu_si256(at as *mut __m256i, bytes);
                     } else {
+                        let halves = pairs.map(|p| _mm256_permute4x64_epi64::<0xD8>(p));
                         _mm256_storeu_si256(at as *mut __m256i, halves[0]);
                         _mm256_storeu_si256((at as *mut __m256i).add(1), halves[1]);
                     }
