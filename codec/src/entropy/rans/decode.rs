@@ -321,7 +321,7 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
     // session, fp821). The scalar loop never interleaved.
     let interleave = match level {
         SimdLevel::Avx512 => false,
-        SimdLevel::Avx2 => size_of::<S>() == 2,
+        SimdLevel::Avx2 => true,
         SimdLevel::Scalar => false,
     };
     if !interleave {

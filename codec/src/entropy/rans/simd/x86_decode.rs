@@ -4,15 +4,19 @@ use super::super::{Symbol, WordReader, WriteAhead, LANES, RANS_L};
 use crate::entropy::model::{DecTable, PROB_BITS};
 use std::arch::x86_64::*;
 
-/// Refill shuffles for four 32-bit lanes, indexed by the lanes' need mask: lane `i`
-/// with its bit set takes 16-bit word `k` of the source (`k` = set bits below `i`),
-/// the others zero.
-const REFILL4: [[u8; 16]; 16] = {
-    let mut t = [[0x80u8; 16]; 16];
+/// Refill shuffles for eight 32-bit lanes, indexed by the lanes' need mask, for a
+/// source of the same eight 16-bit words in both 128-bit halves: lane `i` with its bit
+/// set takes word `k` (`k` = set bits below `i`), the others zero. 8 KiB, aligned to 32
+/// for one aligned load per vector.
+#[repr(align(32))]
+struct Refill8([[u8; 32]; 256]);
+
+static REFILL8: Refill8 = Refill8({
+    let mut t = [[0x80u8; 32]; 256];
     let mut mask = 0;
-    while mask < 16 {
+    while mask < 256 {
         let (mut lane, mut k) = (0, 0u8);
-        while lane < 4 {
+        while lane < 8 {
             if mask >> lane & 1 == 1 {
                 t[mask][4 * lane] = 2 * k;
                 t[mask][4 * lane + 1] = 2 * k + 1;
@@ -23,7 +27,7 @@ const REFILL4: [[u8; 16]; 16] = {
         mask += 1;
     }
     t
-};
+});
 
 /// The lanes of `y` below `lower` (unsigned), as a mask.
 ///
@@ -176,7 +180,6 @@ macro_rules! decode_groups_256 {
         let one = _mm256_set1_epi32(1);
         let zero = _mm256_setzero_si256();
         let lower = _mm256_set1_epi32(RANS_L as i32);
-        let refill = REFILL4.as_ptr() as *const __m128i;
         let mut g = 0;
         let mut ahead = WriteAhead::take();
         // A step reads at most LANES words per chunk: stay where that cannot pass an end.
@@ -262,19 +265,15 @@ macro_rules! decode_groups_256 {
                         };
                         continue;
                     }
-                    let (lo, hi) = ((mask >> (8 * v)) & 15, (mask >> (8 * v + 4)) & 15);
-                    let at_lo = pos[j] + (mask & ((1 << (8 * v)) - 1)).count_ones() as usize;
-                    let at_hi = at_lo + lo.count_ones() as usize;
-                    // SAFETY: at the step's start pos + 32 ≤ n_words, and at most 8v + 4
-                    // words are taken before `at_hi`, so the 4 words (8 bytes) at `at_lo`
-                    // and at `at_hi` are in bounds; `lo` and `hi` are below 16, REFILL4's
-                    // length.
+                    let at = pos[j] + (mask & ((1 << (8 * v)) - 1)).count_ones() as usize;
+                    let m8 = (mask >> (8 * v)) & 255;
+                    // SAFETY: as for `VL` above, the 8 words (16 bytes) at `at` are in
+                    // bounds; `m8` is below 256, REFILL8's length.
                     let w = unsafe {
-                        let words_lo = _mm_loadl_epi64(words[j].add(2 * at_lo) as *const _);
-                        let words_hi = _mm_loadl_epi64(words[j].add(2 * at_hi) as *const _);
-                        _mm256_set_m128i(
-                            _mm_shuffle_epi8(words_hi, _mm_loadu_si128(refill.add(hi))),
-                            _mm_shuffle_epi8(words_lo, _mm_loadu_si128(refill.add(lo))),
+                        let next = _mm_loadu_si128(words[j].add(2 * at) as *const __m128i);
+                        _mm256_shuffle_epi8(
+                            _mm256_broadcastsi128_si256(next),
+                            _mm256_load_si256(REFILL8.0.as_ptr().add(m8) as *const __m256i),
                         )
                     };
                     x[j][v] = _mm256_blendv_epi8(
