@@ -314,8 +314,8 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
     // (BF16/F16 +4–7 %, F32 +1–3 % of the whole decode by CPU time on Zen 4:
     // BENCHMARKS.md, 2026-12-03 eleventh session, dec13; the fifth session's AVX2 loop
     // lost 12–25 % to spills), and since its one-shuffle refill (twenty-second session,
-    // fp822) for 8-bit symbols too (FP8 +0.5–1 %, F16 +3.3 % measured by f3221 before
-    // it). The AVX-512 path decodes one chunk at a time: its 256-bit AVX-512VL kernel
+    // fp822) for 8-bit symbols too (FP8 +0.5–1 %; paired on the old refill, FP8 lost
+    // 1.5–2.3 %). The AVX-512 path decodes one chunk at a time: its 256-bit AVX-512VL kernel
     // decodes one chunk at 0.49 ns per symbol against 0.55 for the retired 512-bit
     // kernel's interleaved pairs and 0.56 for itself on pairs (FP8 and BF16 exponents of
     // MiniLM, `examples/rans_loop`, BENCHMARKS.md twenty-first session, fp821). The
