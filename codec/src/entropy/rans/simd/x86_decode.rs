@@ -123,8 +123,8 @@ unsafe fn gather8_by_loads(table: *const i32, idx: __m256i) -> __m256i {
 /// 128-bit halves (one broadcast load), and its 8-bit need mask picks a byte shuffle
 /// ([`REFILL8`]) that spreads them over the lanes that need one. With `INLINE` tables
 /// the symbol comes from the slot entry itself; otherwise a second gather maps the
-/// entry's index to its symbol. Returns the symbols decoded in
-/// each chunk (the same number in each).
+/// entry's index to its symbol. Returns the symbols decoded in each chunk (the same
+/// number in each).
 #[target_feature(enable = "avx2,bmi1,popcnt")]
 pub(super) unsafe fn decode_groups_avx2<S: Symbol, const N: usize, const INLINE: bool>(
     states: [&mut [u32; LANES]; N],
