@@ -243,7 +243,7 @@ fn spans<'t>(tables: &[&'t DecTable], block_len: usize, n: usize) -> Vec<(&'t De
 
 /// Decodes two chunks, each as [`decode_chunk`] would: where it is faster, the vector
 /// decoder interleaves them, which hides the latency of its table gathers (the AVX2
-/// path with 16-bit symbols); elsewhere they decode one after the other.
+/// path); elsewhere they decode one after the other.
 pub fn decode_chunk_pair(
     payloads: [&[u8]; 2],
     tables: [&[&DecTable]; 2],
@@ -313,15 +313,16 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
     // The AVX2 decoder gains from interleaving the two chunks for 16-bit symbols
     // (BF16/F16 +4–7 %, F32 +1–3 % of the whole decode by CPU time on Zen 4:
     // BENCHMARKS.md, 2026-12-03 eleventh session, dec13; the fifth session's AVX2 loop
-    // lost 12–25 % to spills). Its 8-bit symbols (F32's mantissa bytes, FP8) measured
-    // level to −4 %: they stay one chunk after the other. So do the AVX-512 path's: its
-    // 256-bit AVX-512VL kernel decodes one chunk at 0.49 ns per symbol against 0.55 for
-    // the retired 512-bit kernel's interleaved pairs and 0.56 for itself on pairs (FP8
-    // and BF16 exponents of MiniLM, `examples/rans_loop`, BENCHMARKS.md twenty-first
-    // session, fp821). The scalar loop never interleaved.
+    // lost 12–25 % to spills), and since its one-shuffle refill (twenty-second session,
+    // fp822) for 8-bit symbols too (FP8 +0.5–1 %; paired on the old refill, FP8 lost
+    // 1.5–2.3 %). The AVX-512 path decodes one chunk at a time: its 256-bit AVX-512VL kernel
+    // decodes one chunk at 0.49 ns per symbol against 0.55 for the retired 512-bit
+    // kernel's interleaved pairs and 0.56 for itself on pairs (FP8 and BF16 exponents of
+    // MiniLM, `examples/rans_loop`, BENCHMARKS.md twenty-first session, fp821). The
+    // scalar loop never interleaved.
     let interleave = match level {
         SimdLevel::Avx512 => false,
-        SimdLevel::Avx2 => size_of::<S>() == 2,
+        SimdLevel::Avx2 => true,
         SimdLevel::Scalar => false,
     };
     if !interleave {
