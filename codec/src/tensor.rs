@@ -891,7 +891,7 @@ impl<'a> TensorDecoder<'a> {
                         2 * pair,
                         chunk_len,
                         dst,
-                        Some(&mut *finished),
+                        &mut *finished,
                     )
                 })?;
             }
@@ -1033,7 +1033,7 @@ impl<'a> TensorDecoder<'a> {
                 .try_for_each(|(k, dst)| {
                     // A destination of one chunk: the pair's second half is empty.
                     let chunk = first + unit_chunks * k;
-                    decode_chunk_pair(*layout, decoders, bufs, chunk, chunk_len, dst, None)
+                    decode_chunk_pair(*layout, decoders, bufs, chunk, chunk_len, dst, NoSink)
                 })
         })
     }
@@ -1131,7 +1131,7 @@ impl<'a> TensorDecoder<'a> {
                         first_chunk + 2 * pair,
                         chunk_len,
                         dst,
-                        None,
+                        NoSink,
                     )
                 })
             })
@@ -1327,20 +1327,57 @@ fn first_unmapped_page(first: usize, end: usize, page: usize) -> Option<usize> {
     None
 }
 
-/// What a one-thread decode hands each finished step of its output to (the checksum).
-type Sink<'s> = dyn FnMut(&[u8]) + 's;
+/// What [`decode_chunk_pair`] hands each finished merge step of its output to: nothing
+/// ([`NoSink`]), or a one-thread [`TensorDecoder::decode_overlapped`]'s `finished` (the
+/// checksum).
+///
+/// A type parameter, not an `Option<&mut dyn FnMut>`: with the latter, every decode
+/// shared one `decode_chunk_pair` holding an indirect call whose only target in the
+/// crate is the closure of `Archive::decode_tensor_with`. In a release binary that never
+/// decodes an archive (the store's `fuzz_replay` test), thin LTO found that closure dead
+/// and dropped what it calls from other crates (`xxhash-rust`'s streaming update,
+/// `memmap2`'s advice), yet rustc only internalizes dead functions in their own module;
+/// the backend then propagated the one vtable into the live `decode_chunk_pair` and
+/// turned the indirect call into a direct call to the dead closure, which failed to
+/// link (undefined symbols). Generic, the call lives in an instantiation reached only
+/// through `decode_overlapped`: dead or live together with its closure.
+trait StepSink {
+    /// Whether the merge goes in steps of [`SINK_STEP_BYTES`], each handed to
+    /// [`StepSink::step`]; without, the whole output goes in one merge and no call.
+    const STEPS: bool;
+    /// Takes the next finished part of the output.
+    fn step(&mut self, out: &[u8]);
+}
+
+/// The sink of every decode but a one-thread `decode_overlapped`: no steps, no calls.
+struct NoSink;
+
+impl StepSink for NoSink {
+    const STEPS: bool = false;
+    #[inline(always)]
+    fn step(&mut self, _: &[u8]) {}
+}
+
+impl<F: FnMut(&[u8]) + ?Sized> StepSink for &mut F {
+    const STEPS: bool = true;
+    #[inline(always)]
+    fn step(&mut self, out: &[u8]) {
+        (**self)(out)
+    }
+}
 
 /// Decodes chunks `first` and `first + 1` (if `dst` reaches it) of every field and merges
-/// them into `dst`. With a `sink`, the merge goes in steps of [`SINK_STEP_BYTES`], each
-/// handed to the sink as soon as it is written (all of `dst`, in order).
-fn decode_chunk_pair(
+/// them into `dst`. With a sink that takes steps, the merge goes in steps of
+/// [`SINK_STEP_BYTES`], each handed to the sink as soon as it is written (all of `dst`,
+/// in order).
+fn decode_chunk_pair<S: StepSink>(
     layout: Layout,
     decoders: &[StreamDecoder<'_>],
     bufs: &mut FieldBuffers,
     first: usize,
     chunk_len: usize,
     dst: &mut [u8],
-    mut sink: Option<&mut Sink<'_>>,
+    mut sink: S,
 ) -> Result<(), TensorError> {
     let esize = layout.element_size();
     let dst_range = dst.as_ptr_range();
@@ -1351,8 +1388,8 @@ fn decode_chunk_pair(
         // them, with no u16 buffer and no narrowing pass.
         if let Some(result) = field.decode_chunks_to_bytes(first, dst_a, dst_b) {
             result.map_err(|source| TensorError::Stream { stream: 0, source })?;
-            if let Some(sink) = sink {
-                sink(dst);
+            if S::STEPS {
+                sink.step(dst);
             }
             return Ok(());
         }
@@ -1433,10 +1470,7 @@ fn decode_chunk_pair(
         }
         // Steps of a multiple of 64 elements: a packed 7-bit residual's step starts on a
         // byte, and the vector merges run whole.
-        let step = match sink {
-            Some(_) => SINK_STEP_BYTES / esize,
-            None => n,
-        };
+        let step = if S::STEPS { SINK_STEP_BYTES / esize } else { n };
         let joint = layout.is_joint();
         let residual = packed_residual(c, n).filter(|_| fused);
         for (k, out) in out.chunks_mut(step * esize).enumerate() {
@@ -1471,8 +1505,8 @@ fn decode_chunk_pair(
                 }
                 (None, _) => layout.merge(&[field(0), field(1)], out),
             }
-            if let Some(sink) = sink.as_mut() {
-                sink(out);
+            if S::STEPS {
+                sink.step(out);
             }
         }
     }
