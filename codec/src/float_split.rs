@@ -839,16 +839,10 @@ fn merge_bf16_packed_on<const JOINT: bool>(
     merge_bf16_packed_scalar::<JOINT>(&exp[done..], &packed[done / 8 * 7..], &mut dst[2 * done..]);
 }
 
-/// F16 merge with the second field (sign and low mantissa, 8 bits) read in place from the
-/// bytes of its bit-packed stream, which are the field values: `exp` holds the first
-/// field, `low` one byte per element, `dst` 2n bytes. Equivalent to unpacking and
-/// [`Layout::merge`], without the unpacking pass into 16-bit symbols. `joint`: the fields
-/// of [`Layout::F16Joint`] instead of [`Layout::F16`].
-pub fn merge_f16_bytes(joint: bool, exp: &[u16], low: &[u8], dst: &mut [u8]) {
-    merge_f16_bytes_on(crate::cpu::simd_level(), joint, exp, low, dst);
-}
-
-/// [`merge_f16_bytes`] on the given code path.
+/// F16 merge with the first field as 16-bit symbols and the second (sign and low
+/// mantissa, 8 bits) as bytes (decoded, or read in place from its bit-packed stream):
+/// `exp` holds the first field, `low` one byte per element, `dst` 2n bytes, on the given
+/// code path. Equivalent to unpacking and [`Layout::merge`].
 fn merge_f16_bytes_on(level: SimdLevel, joint: bool, exp: &[u16], low: &[u8], dst: &mut [u8]) {
     debug_assert!(low.len() == exp.len() && dst.len() == 2 * exp.len());
     #[cfg(target_arch = "x86_64")]
@@ -869,7 +863,7 @@ unsafe fn merge_f16_bytes_avx2(joint: bool, exp: &[u16], low: &[u8], dst: &mut [
     merge_f16_bytes_loop(joint, exp, low, dst);
 }
 
-/// The loop of [`merge_f16_bytes`]: zipped, no indexing, so it vectorises.
+/// The loop of [`merge_f16_bytes_on`]: zipped, no indexing, so it vectorises.
 #[inline(always)]
 fn merge_f16_bytes_loop(joint: bool, exp: &[u16], low: &[u8], dst: &mut [u8]) {
     #[inline(always)]
@@ -882,6 +876,60 @@ fn merge_f16_bytes_loop(joint: bool, exp: &[u16], low: &[u8], dst: &mut [u8]) {
         run(exp, low, dst, f16_joint_merge);
     } else {
         run(exp, low, dst, f16_merge);
+    }
+}
+
+/// F16 merge from both fields in byte form, whichever each is: decoded bytes (a coded
+/// 8-bit field decodes straight into them), the bytes of a packed stream, or 16-bit
+/// symbols. `dst` holds 2n bytes for the n elements of each field. With both as bytes
+/// (MiniLM's F16 tensors: a coded first field, a packed second one) the vector paths
+/// interleave them in one pass, reading a byte instead of a 16-bit symbol per first
+/// field. `joint`: the fields of [`Layout::F16Joint`] instead of [`Layout::F16`].
+pub fn merge_f16_fields(joint: bool, exp: ByteField<'_>, low: ByteField<'_>, dst: &mut [u8]) {
+    merge_f16_fields_on(crate::cpu::simd_level(), joint, exp, low, dst);
+}
+
+/// [`merge_f16_fields`] on the given code path (one the CPU supports).
+fn merge_f16_fields_on(
+    level: SimdLevel,
+    joint: bool,
+    exp: ByteField<'_>,
+    low: ByteField<'_>,
+    dst: &mut [u8],
+) {
+    use ByteField::{Bytes, Symbols};
+    match (exp, low) {
+        (Bytes(e), Bytes(l)) => {
+            debug_assert!(l.len() == e.len() && dst.len() == 2 * e.len());
+            let done = simd::merge_f16_bytes(level, joint, e, l, dst);
+            let dst = &mut dst[2 * done..];
+            if joint {
+                merge_f16_generic(&e[done..], &l[done..], dst, f16_joint_merge);
+            } else {
+                merge_f16_generic(&e[done..], &l[done..], dst, f16_merge);
+            }
+        }
+        (Symbols(e), Bytes(l)) => merge_f16_bytes_on(level, joint, e, l, dst),
+        // A coded first field beside a constant second one: rare, one plain loop.
+        (Bytes(e), Symbols(l)) if joint => merge_f16_generic(e, l, dst, f16_joint_merge),
+        (Bytes(e), Symbols(l)) => merge_f16_generic(e, l, dst, f16_merge),
+        (Symbols(e), Symbols(l)) => {
+            let layout = if joint { Layout::F16Joint } else { Layout::F16 };
+            layout.merge(&[e, l], dst)
+        }
+    }
+}
+
+/// The scalar F16 merge over fields of either form (the tail of the vector paths).
+#[inline(always)]
+fn merge_f16_generic<E: FieldByte, L: FieldByte>(
+    exp: &[E],
+    low: &[L],
+    dst: &mut [u8],
+    merge: impl Fn(u16, u16) -> u16,
+) {
+    for ((d, &s0), &b) in dst.as_chunks_mut::<2>().0.iter_mut().zip(exp).zip(low) {
+        *d = merge(s0.value() as u16, b.value() as u16).to_le_bytes();
     }
 }
 
@@ -1222,6 +1270,41 @@ mod simd {
             }
         }
         let _ = (level, exp, packed, mid, low, dst);
+        0
+    }
+
+    /// F16 merge from both fields as bytes, in one pass: as many leading whole vector
+    /// steps (64 elements on AVX-512, 32 on AVX2) as the vector path can; returns how
+    /// many elements it wrote.
+    pub(super) fn merge_f16_bytes(
+        level: SimdLevel,
+        joint: bool,
+        exp: &[u8],
+        low: &[u8],
+        dst: &mut [u8],
+    ) -> usize {
+        let level = merge_level(level);
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY (every call): the CPU supports every feature the function enables
+            // (`merge_level` checked).
+            match (level, joint) {
+                (SimdLevel::Avx512, false) => {
+                    return unsafe { x86::merge_f16_bytes::<false>(exp, low, dst) }
+                }
+                (SimdLevel::Avx512, true) => {
+                    return unsafe { x86::merge_f16_bytes::<true>(exp, low, dst) }
+                }
+                (SimdLevel::Avx2, false) => {
+                    return unsafe { x86::merge_f16_bytes_avx2::<false>(exp, low, dst) }
+                }
+                (SimdLevel::Avx2, true) => {
+                    return unsafe { x86::merge_f16_bytes_avx2::<true>(exp, low, dst) }
+                }
+                (SimdLevel::Scalar, _) => {}
+            }
+        }
+        let _ = (level, joint, exp, low, dst);
         0
     }
 
@@ -1706,6 +1789,102 @@ mod simd {
             }
             steps * 16
         }
+
+        /// The high bytes of 64 F16 elements from their first fields `e` (as bytes):
+        /// non-joint, exponent and top mantissa bits (bits 7..1 of the field) under the
+        /// sign (bit 7 of the second field `l`); joint, the same seven bits under the sign
+        /// (bit 0 of the first field). The low bytes: bit 0 of the first field above the
+        /// low seven bits of the second; joint, the second field itself. 16-bit shifts
+        /// move bits across byte borders only where the byte masks drop them.
+        ///
+        /// # Safety
+        ///
+        /// The CPU must have AVX-512 F and BW (the caller enables them).
+        #[inline(always)]
+        unsafe fn f16_bytes<const JOINT: bool>(e: __m512i, l: __m512i) -> (__m512i, __m512i) {
+            let top = _mm512_set1_epi8(0x80u8 as i8);
+            let down = _mm512_srli_epi16::<1>(e);
+            let up = _mm512_slli_epi16::<7>(e);
+            // ternlog 0xCA: the bits of the second operand where the first (the mask) is
+            // set, of the third elsewhere.
+            let hi = _mm512_ternarylogic_epi64::<0xCA>(top, if JOINT { up } else { l }, down);
+            let lo = if JOINT {
+                l
+            } else {
+                _mm512_ternarylogic_epi64::<0xCA>(top, up, l)
+            };
+            (hi, lo)
+        }
+
+        /// 64 F16 elements per step from both fields as bytes: high and low bytes in
+        /// byte lanes ([`f16_bytes`]), interleaved into words by two-source byte
+        /// permutes (no fix-up of the 128-bit lanes that byte unpacks would need).
+        #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+        pub(super) unsafe fn merge_f16_bytes<const JOINT: bool>(
+            exp: &[u8],
+            low: &[u8],
+            dst: &mut [u8],
+        ) -> usize {
+            let steps = (exp.len() / 64).min(low.len() / 64).min(dst.len() / 128);
+            // Output half h: byte 2k the low byte of element 32h + k, byte 2k + 1 its
+            // high byte (index bit 6 picks the second source).
+            let join: [[u8; 64]; 2] = std::array::from_fn(|h| {
+                std::array::from_fn(|i| (32 * h + i / 2 + 64 * (i % 2)) as u8)
+            });
+            // SAFETY: the CPU has AVX-512 F (this function's features); each array is 64
+            // bytes.
+            let join = join.map(|j| unsafe { _mm512_loadu_si512(j.as_ptr() as *const _) });
+            for i in 0..steps {
+                // SAFETY: i < steps, so the 64 bytes of each field at 64i and the 128
+                // bytes at 128i are in bounds.
+                unsafe {
+                    let e = _mm512_loadu_si512(exp.as_ptr().add(64 * i) as *const _);
+                    let l = _mm512_loadu_si512(low.as_ptr().add(64 * i) as *const _);
+                    let (hi, lo) = f16_bytes::<JOINT>(e, l);
+                    let at = dst.as_mut_ptr().add(128 * i) as *mut __m512i;
+                    _mm512_storeu_si512(at, _mm512_permutex2var_epi8(lo, join[0], hi));
+                    _mm512_storeu_si512(at.add(1), _mm512_permutex2var_epi8(lo, join[1], hi));
+                }
+            }
+            steps * 64
+        }
+
+        /// [`merge_f16_bytes`] on AVX2: 32 elements per step, the same bytes by shifts
+        /// and blends, interleaved by byte unpacks within 128-bit lanes and put in order
+        /// by two lane permutes.
+        #[target_feature(enable = "avx2")]
+        pub(super) unsafe fn merge_f16_bytes_avx2<const JOINT: bool>(
+            exp: &[u8],
+            low: &[u8],
+            dst: &mut [u8],
+        ) -> usize {
+            let steps = (exp.len() / 32).min(low.len() / 32).min(dst.len() / 64);
+            let top = _mm256_set1_epi8(0x80u8 as i8);
+            for i in 0..steps {
+                // SAFETY: i < steps, so the 32 bytes of each field at 32i and the 64
+                // bytes at 64i are in bounds.
+                unsafe {
+                    let e = _mm256_loadu_si256(exp.as_ptr().add(32 * i) as *const _);
+                    let l = _mm256_loadu_si256(low.as_ptr().add(32 * i) as *const _);
+                    let down = _mm256_srli_epi16::<1>(e);
+                    let up = _mm256_slli_epi16::<7>(e);
+                    // blendv takes the second source where a byte's top bit is set: every
+                    // byte of `top`, so `select(a, b)` is bit 7 of `b` over bits 6..0 of
+                    // `a`, by and/or.
+                    let select = |rest: __m256i, sign: __m256i| {
+                        _mm256_or_si256(_mm256_and_si256(sign, top), _mm256_andnot_si256(top, rest))
+                    };
+                    let hi = select(down, if JOINT { up } else { l });
+                    let lo = if JOINT { l } else { select(l, up) };
+                    let a = _mm256_unpacklo_epi8(lo, hi);
+                    let b = _mm256_unpackhi_epi8(lo, hi);
+                    let at = dst.as_mut_ptr().add(64 * i) as *mut __m256i;
+                    _mm256_storeu_si256(at, _mm256_permute2x128_si256::<0x20>(a, b));
+                    _mm256_storeu_si256(at.add(1), _mm256_permute2x128_si256::<0x31>(a, b));
+                }
+            }
+            steps * 32
+        }
     }
 }
 
@@ -2139,6 +2318,44 @@ mod tests {
                     let mut dst = vec![0xEEu8; 2 * n];
                     merge_f16_bytes_on(level, layout.is_joint(), &f0, &bytes, &mut dst);
                     assert!(dst == src, "{layout:?} n {n} {level}");
+                }
+            }
+        }
+    }
+
+    /// The F16 merge from fields in any form (bytes or 16-bit symbols each) equals
+    /// [`Layout::merge`] on every path, for lengths around the vector widths (64 and 32
+    /// elements) and every 16-bit pattern, and the byte-pair vector paths ran.
+    #[test]
+    fn f16_merge_from_fields_of_any_form_matches_merge_on_every_path() {
+        let patterns: Vec<u8> = (0..=u16::MAX).flat_map(u16::to_le_bytes).collect();
+        for layout in [Layout::F16, Layout::F16Joint] {
+            for n in [
+                0usize, 1, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000, 65_536,
+            ] {
+                let src = &patterns[..2 * n];
+                let (mut f0, mut f1) = (vec![0u16; n], vec![0u16; n]);
+                layout.split(src, &mut [&mut f0, &mut f1]);
+                let bytes = |f: &[u16]| f.iter().map(|&v| v as u8).collect::<Vec<u8>>();
+                let (b0, b1) = (bytes(&f0), bytes(&f1));
+                assert!(f0.iter().chain(&f1).all(|&v| v < 256));
+                let forms = [
+                    (ByteField::Bytes(&b0), ByteField::Bytes(&b1)),
+                    (ByteField::Symbols(&f0), ByteField::Bytes(&b1)),
+                    (ByteField::Bytes(&b0), ByteField::Symbols(&f1)),
+                    (ByteField::Symbols(&f0), ByteField::Symbols(&f1)),
+                ];
+                for level in SimdLevel::supported() {
+                    for (k, &(e, l)) in forms.iter().enumerate() {
+                        let before = crate::cpu::kernel_runs()[level as usize];
+                        let mut dst = vec![0xEEu8; 2 * n];
+                        merge_f16_fields_on(level, layout.is_joint(), e, l, &mut dst);
+                        assert!(dst == src, "{layout:?} n {n} {level} form {k}");
+                        if k == 0 {
+                            let after = crate::cpu::kernel_runs()[level as usize];
+                            assert!(after > before, "{level}: byte-pair merge did not run");
+                        }
+                    }
                 }
             }
         }
