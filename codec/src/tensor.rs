@@ -1238,7 +1238,7 @@ pub(crate) fn prefault(dst: &mut [u8]) {
 /// ([`crate::huge_pages::note_populate`]): otherwise a dear huge page would go unnoticed
 /// and the advice would stay. Only pages are mapped here or not: no byte of the output
 /// depends on it.
-fn prefault_task(dst: &mut [u8], piece_start: usize, share: usize, output_end: usize) {
+pub(crate) fn prefault_task(dst: &mut [u8], piece_start: usize, share: usize, output_end: usize) {
     #[cfg(target_os = "linux")]
     if crate::huge_pages::timing() {
         let skip = head_owned_by_earlier(

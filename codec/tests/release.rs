@@ -269,3 +269,105 @@ fn release_tensors_drops_what_decoding_releasing_later_left() {
     reference.decode_tensor(0, &mut want).unwrap();
     assert!(out == want);
 }
+
+/// Runs `f` on `threads` threads of their own at once (what a loader's pool does).
+fn on_threads(threads: usize) -> impl FnOnce(&(dyn Fn() + Sync)) {
+    move |f| {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(f);
+            }
+        })
+    }
+}
+
+/// `decode_many` gives every tensor exactly, whatever the threads working through it
+/// (none at all included: the caller's thread then does it all), the order of the
+/// targets and whether pages are released; each tensor is reported done once.
+#[test]
+fn decode_many_decodes_exactly_on_any_threads() {
+    let file = pack_small_chunks(&model());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.mcz");
+    std::fs::write(&path, &file).unwrap();
+    let mapped = Archive::open_path(&path).unwrap();
+    let n = mapped.index().tensors.len();
+    let want: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let mut out = vec![0u8; mapped.index().tensors[i].original_len as usize];
+            mapped.decode_tensor(i, &mut out).unwrap();
+            out
+        })
+        .collect();
+    for threads in [0, 1, 2, 3] {
+        for (release, reverse) in [(true, false), (false, true), (true, true)] {
+            let mut outs: Vec<Vec<u8>> = want.iter().map(|w| vec![0x5Au8; w.len()]).collect();
+            let mut targets: Vec<(usize, &mut [u8])> = outs
+                .iter_mut()
+                .enumerate()
+                .map(|(i, o)| (i, o.as_mut_slice()))
+                .collect();
+            if reverse {
+                targets.reverse();
+            }
+            let done = std::sync::Mutex::new(Vec::new());
+            mapped
+                .decode_many(targets, release, on_threads(threads), &|i| {
+                    done.lock().unwrap().push(i)
+                })
+                .unwrap_or_else(|e| panic!("{threads} threads: {e}"));
+            let mut done = done.into_inner().unwrap();
+            done.sort_unstable();
+            assert_eq!(done, (0..n).collect::<Vec<_>>(), "{threads} threads");
+            for (i, (o, w)) in outs.iter().zip(&want).enumerate() {
+                assert!(o == w, "tensor {i}, {threads} threads, release {release}");
+            }
+        }
+    }
+    // A buffer of the wrong length is refused before anything is decoded.
+    let mut short = vec![0u8; want[0].len() - 1];
+    let err = mapped
+        .decode_many(vec![(0, &mut short)], true, on_threads(2), &|_| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("buffer"), "{err}");
+}
+
+/// Damage inside a big tensor's streams fails `decode_many` with the error that
+/// `decode_tensor` gives (the tensor named), on one thread or several, without a panic.
+#[test]
+fn decode_many_fails_on_damage_as_decode_tensor_does() {
+    let file = pack_small_chunks(&model());
+    let index = Archive::open(&file).unwrap().index().clone();
+    let (i, t) = index
+        .tensors
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.name == "big-bf16")
+        .unwrap();
+    let s = t.streams.last().unwrap();
+    for at in [s.offset + s.len / 2, s.offset + s.len - 1] {
+        let mut bad = file.clone();
+        bad[at as usize] ^= 0x10;
+        let archive = Archive::open(&bad).unwrap();
+        let mut a = vec![0u8; t.original_len as usize];
+        let plain = archive.decode_tensor(i, &mut a).unwrap_err().to_string();
+        for threads in [1, 2, 3] {
+            let mut outs: Vec<Vec<u8>> = index
+                .tensors
+                .iter()
+                .map(|t| vec![0u8; t.original_len as usize])
+                .collect();
+            let targets = outs
+                .iter_mut()
+                .enumerate()
+                .map(|(i, o)| (i, o.as_mut_slice()))
+                .collect();
+            let many = archive
+                .decode_many(targets, false, on_threads(threads), &|_| {})
+                .unwrap_err()
+                .to_string();
+            assert_eq!(many, plain, "byte {at}, {threads} threads");
+            assert!(plain.contains("big-bf16"), "{plain}");
+        }
+    }
+}

@@ -7,7 +7,6 @@ use std::sync::Mutex;
 use mcodec::container::{Archive, SourceKind, TensorEntry};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use rayon::prelude::*;
 
 use crate::errors::{container, error, Kind};
 use crate::{gpu, pool};
@@ -274,28 +273,7 @@ impl PyArchive {
             .sum();
         let batch = (total_coded / 64).clamp(256 << 10, 8 << 20);
         let pending = Pending::default();
-        let decode = |t: &Target| {
-            let out: &mut [u8] = if t.len == 0 {
-                &mut []
-            } else {
-                // SAFETY: the caller guarantees (see the method's docs) that `address`
-                // points to `len` writable bytes that nothing else reads or writes until
-                // this call returns, and that targets do not overlap; `address` is not
-                // null (checked above) and a byte slice needs no alignment.
-                unsafe { std::slice::from_raw_parts_mut(t.address as *mut u8, t.len) }
-            };
-            if release {
-                // Its compressed pages leave the resident set piece by piece as it
-                // decodes: a big tensor's would otherwise stay mapped until it is done
-                // (the 1.33 GB model's 170 MB `lm_head`, decoded last, took the peak
-                // from 1.05x to 1.13x the model); the rest goes with others'.
-                let done = archive.decode_tensor_releasing_later(t.tensor, out);
-                pending.add(archive, t.tensor, batch);
-                done
-            } else {
-                archive.decode_tensor(t.tensor, out)
-            }
-        };
+        let pool = pool::get(threads)?;
         py.detach(|| {
             if release {
                 // Queues the reads of the whole file (returns in about a millisecond;
@@ -303,56 +281,47 @@ impl PyArchive {
                 // own beside the decoders).
                 archive.prefetch();
             }
-            let decoded = pool::run(threads, || {
-                // Tensors of an eighth of the load or more decode one after the other,
-                // each on every thread, where they come (in file order for a whole-file
-                // load, first when sorted largest first); the tensors between them
-                // decode in parallel with each other. A big tensor's compressed pages
-                // are released as soon as it is decoded instead of staying resident
-                // beside nearly the whole decoded model (all-MiniLM's embedding, half the
-                // model, finished last in plain file order: peak RSS 1.41x the model,
-                // 1.15x this way, and faster). Decoding every big tensor before the rest
-                // made a cold load of a model whose last tensor is big (the 1.33 GB
-                // model's `lm_head`) wait for the read-ahead to reach the end of the file
-                // while the layers in between, already read, waited too (1.20 -> 0.84 s
-                // this way). Tensors before a big one that add up to less than an eighth
-                // (all-MiniLM's first five, 0.8 MB) still wait and decode with the next
-                // run, as before.
-                let total: usize = work.iter().map(|t| t.len).sum();
-                let is_big = |t: &Target| t.len > 0 && t.len >= total / 8;
-                let mut run: Vec<&Target> = Vec::new();
-                let mut rest = work.as_slice();
-                while let Some(first) = rest.first() {
-                    if is_big(first) {
-                        if release {
-                            // From a cold cache the threads would wait for its streams
-                            // to be read: they map its fresh output meanwhile.
-                            // SAFETY: as in `decode` (the same target, not yet used).
-                            let out = unsafe {
-                                std::slice::from_raw_parts_mut(first.address as *mut u8, first.len)
-                            };
-                            archive.map_output_while_unread(first.tensor, out);
-                        }
-                        decode(first)?;
-                        rest = &rest[1..];
-                        continue;
-                    }
-                    let n = rest.iter().position(is_big).unwrap_or(rest.len());
-                    run.extend(&rest[..n]);
-                    rest = &rest[n..];
-                    let run_len: usize = run.iter().map(|t| t.len).sum();
-                    if rest.is_empty() || run_len >= total / 8 {
-                        run.par_iter().try_for_each(|t| decode(t))?;
-                        run.clear();
-                    }
+            let targets = work
+                .iter()
+                .map(|t| {
+                    let out: &mut [u8] = if t.len == 0 {
+                        &mut []
+                    } else {
+                        // SAFETY: the caller guarantees (see the method's docs) that
+                        // `address` points to `len` writable bytes that nothing else reads
+                        // or writes until this call returns, and that targets do not
+                        // overlap; `address` is not null (checked above) and a byte slice
+                        // needs no alignment.
+                        unsafe { std::slice::from_raw_parts_mut(t.address as *mut u8, t.len) }
+                    };
+                    (t.tensor, out)
+                })
+                .collect();
+            // Released as they are decoded: each tensor's compressed pages leave the
+            // resident set piece by piece as it decodes (a big tensor's would otherwise
+            // stay mapped until it is done: the 1.33 GB model's 170 MB `lm_head`, decoded
+            // last, took the peak from 1.05x to 1.13x the model), the rest in batches
+            // with others' (`Pending`).
+            let on_done = |i: usize| {
+                if release {
+                    pending.add(archive, i, batch);
                 }
-                // A short run kept back for a later one that never came (big tensors
-                // last).
-                run.par_iter().try_for_each(|t| decode(t))
-            });
+            };
+            // Every tensor's pieces in one list that the pool's threads work through
+            // (`Archive::decode_many`): the threads meet once per load. Decoding a
+            // tensor a run or a piece at a time (each a parallel call), they met 20-odd
+            // times per warm 2-thread all-MiniLM load, and each time the thread that
+            // waited gave its core away (rayon's idle loop yields): under `chrt`
+            // 27.7 -> 22.6 ms (BENCHMARKS.md, twenty-second session).
+            let decoded = archive.decode_many(
+                targets,
+                release,
+                |f| pool::each(pool.as_deref(), f),
+                &on_done,
+            );
             pending.flush(archive);
             decoded
-        })?
+        })
         .map_err(|e| container(&self.path, e))
     }
 

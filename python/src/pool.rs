@@ -44,3 +44,22 @@ fn pool(n: usize) -> PyResult<Arc<ThreadPool>> {
     pools.insert(n, p.clone());
     Ok(p)
 }
+
+/// The pool `threads=` asks for (`None`: rayon's global pool, every core), started if
+/// this is its first use.
+pub(crate) fn get(threads: Option<usize>) -> PyResult<Option<Arc<ThreadPool>>> {
+    match threads {
+        None => Ok(None),
+        Some(0) => Err(error(Kind::Argument, "threads must be at least 1")),
+        Some(n) => pool(n).map(Some),
+    }
+}
+
+/// Runs `f` once on every thread of `pool` (`None`: rayon's global pool) at the same
+/// time, returning when every call has; the calling thread sleeps meanwhile, woken once.
+pub(crate) fn each(pool: Option<&ThreadPool>, f: &(dyn Fn() + Sync)) {
+    match pool {
+        Some(p) => p.broadcast(|_| f()),
+        None => rayon::broadcast(|_| f()),
+    };
+}

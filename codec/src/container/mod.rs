@@ -14,7 +14,9 @@
 
 mod error;
 mod index;
+mod load;
 pub use index::{replace_index, trailer, StoredForm};
+pub use load::DecodeTarget;
 mod reader;
 mod stream_out;
 mod writer;

@@ -493,7 +493,7 @@ impl<'a> Archive<'a> {
     /// which the caller makes ([`Self::check_padding_of`]) once it has decoded them: the
     /// padding lies after the tensor's last byte, which a load from a cold page cache
     /// reads last.
-    fn decoder_padding_later(
+    pub(super) fn decoder_padding_later(
         &self,
         i: usize,
         check_streams: bool,
@@ -901,14 +901,14 @@ const RELEASE_STEP: u64 = 1 << 20;
 
 /// How far [`Archive::decode_tensor_releasing`] has released each stream of a tensor
 /// while it decodes.
-struct Released {
+pub(super) struct Released {
     /// Per stream, the file offset before which its whole pages are released; `None`
     /// where nothing is to be released (a plain decode; systems other than Linux).
     upto: Option<Vec<u64>>,
 }
 
 impl Released {
-    fn new(release: bool, streams: usize) -> Self {
+    pub(super) fn new(release: bool, streams: usize) -> Self {
         Self {
             upto: (release && cfg!(target_os = "linux")).then(|| vec![0; streams]),
         }
@@ -917,7 +917,7 @@ impl Released {
     /// Releases the whole pages of each stream's range in `payloads` (relative to the
     /// stream, one per stream of `t`) not released yet. Pages a neighbouring stream or
     /// tensor still reads may go too: they are read back from the page cache.
-    fn advance(
+    pub(super) fn advance(
         &mut self,
         archive: &Archive<'_>,
         t: &TensorEntry,
