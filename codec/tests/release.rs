@@ -81,6 +81,17 @@ fn pool(threads: usize) -> rayon::ThreadPool {
         .unwrap()
 }
 
+/// Every tensor of `archive` decoded by `decode_tensor`: what the other paths must give.
+fn decoded_by_decode_tensor(archive: &Archive) -> Vec<Vec<u8>> {
+    (0..archive.index().tensors.len())
+        .map(|i| {
+            let mut out = vec![0u8; archive.index().tensors[i].original_len as usize];
+            archive.decode_tensor(i, &mut out).unwrap();
+            out
+        })
+        .collect()
+}
+
 #[test]
 fn releasing_decodes_exactly_what_decode_tensor_does() {
     let file = pack_small_chunks(&model());
@@ -89,14 +100,7 @@ fn releasing_decodes_exactly_what_decode_tensor_does() {
     let path = dir.path().join("model.mcz");
     std::fs::write(&path, &file).unwrap();
     let mapped = Archive::open_path(&path).unwrap();
-    let n = reference.index().tensors.len();
-    let want: Vec<Vec<u8>> = (0..n)
-        .map(|i| {
-            let mut out = vec![0u8; reference.index().tensors[i].original_len as usize];
-            reference.decode_tensor(i, &mut out).unwrap();
-            out
-        })
-        .collect();
+    let want = decoded_by_decode_tensor(&reference);
     assert!(
         want.iter().any(|w| w.len() > 1 << 20),
         "a tensor of many pieces"
@@ -292,13 +296,7 @@ fn decode_many_decodes_exactly_on_any_threads() {
     std::fs::write(&path, &file).unwrap();
     let mapped = Archive::open_path(&path).unwrap();
     let n = mapped.index().tensors.len();
-    let want: Vec<Vec<u8>> = (0..n)
-        .map(|i| {
-            let mut out = vec![0u8; mapped.index().tensors[i].original_len as usize];
-            mapped.decode_tensor(i, &mut out).unwrap();
-            out
-        })
-        .collect();
+    let want = decoded_by_decode_tensor(&mapped);
     for threads in [0, 1, 2, 3] {
         for (release, reverse) in [(true, false), (false, true), (true, true)] {
             let mut outs: Vec<Vec<u8>> = want.iter().map(|w| vec![0x5Au8; w.len()]).collect();
