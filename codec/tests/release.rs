@@ -125,8 +125,13 @@ fn releasing_decodes_exactly_what_decode_tensor_does() {
     assert!(out == want[0]);
 }
 
-#[test]
-fn releasing_fails_on_damage_as_decode_tensor_does() {
+/// A copy of a file with one byte flipped, and that byte's offset.
+type DamagedCopy = (u64, Vec<u8>);
+
+/// The small-chunk model's file, the index of its tensor "big-bf16", and copies of the file
+/// each damaged by one flipped byte in that tensor's last (coded) stream: mid-stream and at
+/// its last byte.
+fn big_tensor_damaged() -> (Vec<u8>, usize, Vec<DamagedCopy>) {
     let file = pack_small_chunks(&model());
     let index = Archive::open(&file).unwrap().index().clone();
     let (i, t) = index
@@ -135,19 +140,31 @@ fn releasing_fails_on_damage_as_decode_tensor_does() {
         .enumerate()
         .find(|(_, t)| t.name == "big-bf16")
         .unwrap();
-    // A byte in the middle of the tensor's last stream (the coded payloads).
     let s = t.streams.last().unwrap();
+    let damaged = [s.offset + s.len / 2, s.offset + s.len - 1]
+        .into_iter()
+        .map(|at| {
+            let mut bad = file.clone();
+            bad[at as usize] ^= 0x10;
+            (at, bad)
+        })
+        .collect();
+    (file, i, damaged)
+}
+
+#[test]
+fn releasing_fails_on_damage_as_decode_tensor_does() {
+    let (file, i, damaged) = big_tensor_damaged();
+    let len = Archive::open(&file).unwrap().index().tensors[i].original_len as usize;
     let dir = tempfile::tempdir().unwrap();
-    for at in [s.offset + s.len / 2, s.offset + s.len - 1] {
-        let mut bad = file.clone();
-        bad[at as usize] ^= 0x10;
+    for (at, bad) in damaged {
         let path = dir.path().join(format!("bad-{at}.mcz"));
         std::fs::write(&path, &bad).unwrap();
         let mapped = Archive::open_path(&path).unwrap();
         for threads in [1, 2] {
             pool(threads).install(|| {
-                let mut a = vec![0u8; t.original_len as usize];
-                let mut b = vec![0u8; t.original_len as usize];
+                let mut a = vec![0u8; len];
+                let mut b = vec![0u8; len];
                 let plain = mapped.decode_tensor(i, &mut a).unwrap_err().to_string();
                 let releasing = mapped
                     .decode_tensor_releasing(i, &mut b)
@@ -334,20 +351,11 @@ fn decode_many_decodes_exactly_on_any_threads() {
 /// `decode_tensor` gives (the tensor named), on one thread or several, without a panic.
 #[test]
 fn decode_many_fails_on_damage_as_decode_tensor_does() {
-    let file = pack_small_chunks(&model());
+    let (file, i, damaged) = big_tensor_damaged();
     let index = Archive::open(&file).unwrap().index().clone();
-    let (i, t) = index
-        .tensors
-        .iter()
-        .enumerate()
-        .find(|(_, t)| t.name == "big-bf16")
-        .unwrap();
-    let s = t.streams.last().unwrap();
-    for at in [s.offset + s.len / 2, s.offset + s.len - 1] {
-        let mut bad = file.clone();
-        bad[at as usize] ^= 0x10;
+    for (at, bad) in damaged {
         let archive = Archive::open(&bad).unwrap();
-        let mut a = vec![0u8; t.original_len as usize];
+        let mut a = vec![0u8; index.tensors[i].original_len as usize];
         let plain = archive.decode_tensor(i, &mut a).unwrap_err().to_string();
         for threads in [1, 2, 3] {
             let mut outs: Vec<Vec<u8>> = index
