@@ -657,17 +657,6 @@ impl<'a> Archive<'a> {
         true
     }
 
-    /// Whether the pages a decoder of `t` reads before its first piece are cached: each
-    /// stream's first and last page and the padding page after it.
-    fn streams_cached(&self, t: &TensorEntry) -> bool {
-        t.streams.iter().all(|s| {
-            let end = s.offset + s.len;
-            self.page_cached(s.offset)
-                && self.page_cached(end.saturating_sub(1))
-                && self.page_cached(end)
-        })
-    }
-
     /// Whether a memory-mapped file looks cached whole: a page every 2 MiB and the last
     /// one (a few dozen system calls for a 100 MB file). `false` for other archives and
     /// off Linux.
@@ -678,43 +667,6 @@ impl<'a> Archive<'a> {
         }
         let len = self.bytes.len() as u64;
         (0..len).step_by(EVERY).all(|o| self.page_cached(o)) && self.page_cached(len - 1)
-    }
-
-    /// Maps the fresh pages of `out`, tensor `i`'s output (exactly its length, at least
-    /// 4 MiB; otherwise nothing is done), while the pages its decoder reads first are not
-    /// in the page cache yet: 1 MiB at a time on every thread of the current pool,
-    /// stopping as soon as they are. For a whole-file load from a cold cache (the file
-    /// read ahead by [`Archive::prefetch`]) that decodes tensor `i` next, alone on every
-    /// thread: a decoder cannot start before its tensor's whole coded bytes are read (it
-    /// checks the padding after every stream), and a fresh page costs about 2 µs of
-    /// kernel time on some virtual machines (a third or more of such a load's CPU); this way the
-    /// threads map pages instead of waiting. Measured on all-MiniLM's embedding (half the
-    /// model) from a cold cache, 2 threads: BF16 54 -> 44 ms. Done for every tensor of a
-    /// load instead, the 1.33 GB model's cold load measured slower (1.90 -> 2.48 s, more
-    /// kernel time): threads mapping memory far ahead while others decode. Mapping
-    /// changes no byte of `out`; the decoder skips pages already mapped. Archives not
-    /// over a memory map, and systems other than Linux, do nothing.
-    pub fn map_output_while_unread(&self, i: usize, out: &mut [u8]) {
-        const MIN: usize = 4 << 20;
-        const STEP: usize = 1 << 20;
-        let Some(t) = self.index.tensors.get(i) else {
-            return;
-        };
-        if out.len() < MIN
-            || out.len() as u64 != t.original_len
-            || !cfg!(target_os = "linux")
-            || !matches!(self.bytes, Bytes::Mapped(_))
-            || self.streams_cached(t)
-        {
-            return;
-        }
-        let _ = out.par_chunks_mut(STEP).try_for_each(|piece| {
-            if self.streams_cached(t) {
-                return Err(());
-            }
-            crate::tensor::prefault(piece);
-            Ok(())
-        });
     }
 
     /// Decodes the whole original file into `out` (exactly its length), tensors in
