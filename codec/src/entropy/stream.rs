@@ -1455,15 +1455,14 @@ fn assign_in_runs_of<const K: usize>(per_block: &[f32]) -> Vec<u8> {
             .min_by(|x, y| x.1.total_cmp(&y.1))
             .unwrap_or((0, 0.0));
         let switch = best_total + change;
-        for t in 0..K {
-            let acc = total[t];
-            let (prev, base) = if b > 0 && switch < acc {
+        for (t, ((acc, from), &bits)) in total.iter_mut().zip(from).zip(bits).enumerate() {
+            let (prev, base) = if b > 0 && switch < *acc {
                 (best, switch)
             } else {
-                (t, acc)
+                (t, *acc)
             };
-            from[t] = prev as u8;
-            total[t] = base + f64::from(bits[t]);
+            *from = prev as u8;
+            *acc = base + f64::from(bits);
         }
     }
     let mut assign = vec![0u8; n];
@@ -2099,7 +2098,7 @@ mod tests {
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let r = (x >> 40) as u32;
-                if r % 23 == 0 {
+                if r.is_multiple_of(23) {
                     f32::INFINITY
                 } else {
                     scale * (1.0 + (r % 100_000) as f32 * 0.0371)
@@ -2138,7 +2137,10 @@ mod tests {
         let mut costs = block_costs(1000, 4, 9, 1e12);
         costs[3] = 1.0;
         assert!(!sums_are_exact(&costs, 4 << 10, 4));
-        assert_eq!(level_choices(&costs, 4, 10), level_choices_in_order(&costs, 4, 10));
+        assert_eq!(
+            level_choices(&costs, 4, 10),
+            level_choices_in_order(&costs, 4, 10)
+        );
         assert!(!sums_are_exact(&[f32::NAN, 1.0], 2, 2));
         assert!(!sums_are_exact(&[-1.0, 1.0], 2, 2));
         assert!(sums_are_exact(&[f32::INFINITY, 0.0], 2, 2));
