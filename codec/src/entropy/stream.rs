@@ -333,7 +333,8 @@ impl StreamEncoder {
         let mut round = 0;
         let (refit, assign, per_block) = loop {
             if round > 0 {
-                per_block = all_block_costs(fine, &CostMatrix::new(&refit, alphabet));
+                // (Into the last round's buffer: a fresh one per round was fresh pages.)
+                all_block_costs_into(fine, &CostMatrix::new(&refit, alphabet), &mut per_block);
             }
             let mut assign = assign_in_runs(&per_block, refit.len());
             if round == REFINE_ROUNDS {
@@ -936,35 +937,9 @@ fn coarsen_blocks(
             &computed[..]
         }
     };
-    let mut sums = vec![0.0f64; k];
-    let mut ids_and_bits = |up: u8| -> (Vec<u8>, f64) {
-        let mut bits = 0.0;
-        let ids = per_block
-            .chunks(k << up)
-            .map(|group| {
-                // Each table's sum over the group's blocks, in block order.
-                sums.fill(0.0);
-                for block in group.chunks_exact(k) {
-                    for (sum, &b) in sums.iter_mut().zip(block) {
-                        *sum += f64::from(b);
-                    }
-                }
-                let (t, b) = sums
-                    .iter()
-                    .copied()
-                    .enumerate()
-                    .min_by(|x, y| x.1.total_cmp(&y.1))
-                    .expect("at least two tables");
-                bits += b;
-                t as u8
-            })
-            .collect();
-        (ids, bits)
-    };
     let mut best = (0u8, f64::INFINITY, Vec::new());
-    for up in 0..=levels {
-        let (ids, bits) = ids_and_bits(up);
-        let size = bits / 8.0 + ids_bytes(&ids, tables.len());
+    for (up, (ids, bits)) in (0..=levels).zip(level_choices(per_block, k, levels)) {
+        let size = bits / 8.0 + ids_bytes(&ids, k);
         if size < best.1 {
             best = (up, size, ids);
         }
@@ -989,6 +964,130 @@ fn coarsen_blocks(
     let tables = fit_tables_runs(block_hists, coarse, &fine, usize::from(next), alphabet);
     let coded = 3.0 + tables_bytes(&tables) as f64 + best.1;
     (tables, ids, block_log2 + best.0, coded)
+}
+
+/// For each block length `block << up`, `up` in `0..=levels`, the table each group of
+/// `1 << up` consecutive blocks codes in the fewest bits (the first of equals) and the
+/// sum of those groups' bits: `per_block` holds each block's bits under each of `k`
+/// tables, block-major.
+fn level_choices(per_block: &[f32], k: usize, levels: u8) -> Vec<(Vec<u8>, f64)> {
+    if sums_are_exact(per_block, k << levels, k) {
+        level_choices_pairwise(per_block, k, levels)
+    } else {
+        level_choices_in_order(per_block, k, levels)
+    }
+}
+
+/// The least of a group's per-table sums: its table and bits.
+fn least(sums: &[f64]) -> (usize, f64) {
+    sums.iter()
+        .copied()
+        .enumerate()
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .expect("at least two tables")
+}
+
+/// [`level_choices`], each group's per-table sums added block by block.
+fn level_choices_in_order(per_block: &[f32], k: usize, levels: u8) -> Vec<(Vec<u8>, f64)> {
+    let mut sums = vec![0.0f64; k];
+    (0..=levels)
+        .map(|up| {
+            let mut bits = 0.0;
+            let ids = per_block
+                .chunks(k << up)
+                .map(|group| {
+                    // Each table's sum over the group's blocks, in block order.
+                    sums.fill(0.0);
+                    for block in group.chunks_exact(k) {
+                        for (sum, &b) in sums.iter_mut().zip(block) {
+                            *sum += f64::from(b);
+                        }
+                    }
+                    let (t, b) = least(&sums);
+                    bits += b;
+                    t as u8
+                })
+                .collect();
+            (ids, bits)
+        })
+        .collect()
+}
+
+/// [`level_choices_in_order`] where [`sums_are_exact`]: a group's per-table sums are
+/// then its two halves' sums added (the same values, every sum being exact), so each
+/// length is summed from the one below instead of from every block again (the eleven
+/// lengths of 256-symbol blocks in 2^18-symbol chunks read `per_block` eleven times).
+/// `bits` adds the same values in the same order.
+fn level_choices_pairwise(per_block: &[f32], k: usize, levels: u8) -> Vec<(Vec<u8>, f64)> {
+    let mut level: Vec<f64> = per_block.iter().map(|&b| 0.0 + f64::from(b)).collect();
+    (0..=levels)
+        .map(|up| {
+            if up > 0 {
+                level = level
+                    .chunks(2 * k)
+                    .flat_map(|pair| {
+                        let (a, b) = pair.split_at(k.min(pair.len()));
+                        (0..a.len()).map(move |t| match b.get(t) {
+                            Some(&b) => a[t] + b,
+                            None => a[t],
+                        })
+                    })
+                    .collect();
+            }
+            let mut bits = 0.0;
+            let ids = level
+                .chunks_exact(k)
+                .map(|sums| {
+                    let (t, b) = least(sums);
+                    bits += b;
+                    t as u8
+                })
+                .collect();
+            (ids, bits)
+        })
+        .collect()
+}
+
+/// Whether every sum in `f64` of one table's finite values (`values` holds `k` tables'
+/// per block, block-major) over blocks within one group of `group` values (any subset, in
+/// any order) is exact: each finite value is a nonnegative multiple of the smallest unit
+/// in the last place among them all, `2^q`, and each group's total per table stays below
+/// `2^(52 + q)`, so that every partial sum is a multiple of `2^q` that `f64`'s 53 bits
+/// hold. (Infinities add to infinity in any order.) Block costs pass unless a block costs
+/// next to nothing (under 2^-7 bits for groups of 1024 blocks of 256 symbols).
+fn sums_are_exact(values: &[f32], group: usize, k: usize) -> bool {
+    if k == 0 || group == 0 || !group.is_multiple_of(k) {
+        return false;
+    }
+    let mut min_exp = i32::MAX;
+    let mut max_total = 0.0f64;
+    let mut totals = vec![0.0f64; k];
+    for g in values.chunks(group) {
+        totals.fill(0.0);
+        for block in g.chunks(k) {
+            for (total, &v) in totals.iter_mut().zip(block) {
+                if v == f32::INFINITY {
+                    continue;
+                }
+                if !(v >= 0.0 && v.is_finite()) {
+                    return false;
+                }
+                if v > 0.0 {
+                    // The unit in the last place of `v`: 2^(e − 150) for a biased
+                    // exponent e (subnormals: 2^−149).
+                    let e = ((v.to_bits() >> 23) & 0xFF).max(1) as i32;
+                    min_exp = min_exp.min(e - 150);
+                }
+                *total += f64::from(v);
+            }
+        }
+        max_total = totals.iter().copied().fold(max_total, f64::max);
+    }
+    if min_exp == i32::MAX {
+        return true;
+    }
+    // (The totals are rounded themselves, by far less than the factor of 2 of margin.)
+    max_total < (2.0f64).powi(52 + min_exp)
 }
 
 /// A block is stored raw (format 1.4) where its table codes it in at least this share of
@@ -1262,13 +1361,19 @@ const REFINE_ROUNDS: usize = 3;
 /// Every block's bits under every table of `matrix`, `matrix.tables()` per block in one
 /// buffer (block-major).
 fn all_block_costs(hists: &[Sparse], matrix: &CostMatrix) -> Vec<f32> {
+    let mut per_block = Vec::new();
+    all_block_costs_into(hists, matrix, &mut per_block);
+    per_block
+}
+
+/// [`all_block_costs`] into `per_block` (resized to fit).
+fn all_block_costs_into(hists: &[Sparse], matrix: &CostMatrix, per_block: &mut Vec<f32>) {
     let k = matrix.tables();
-    let mut per_block = vec![0.0f32; hists.len() * k];
+    per_block.resize(hists.len() * k, 0.0);
     per_block
         .par_chunks_mut(k)
         .zip(hists)
         .for_each(|(bits, h)| matrix.costs(h, bits));
-    per_block
 }
 
 /// Gives every block a table so that the blocks' bits plus a charge per change of table
@@ -1279,6 +1384,23 @@ fn all_block_costs(hists: &[Sparse], matrix: &CostMatrix) -> Vec<f32> {
 /// decoder. Each step keeps, per table, the better of staying and switching from the best
 /// table so far: `O(k)` per block.
 fn assign_in_runs(per_block: &[f32], k: usize) -> Vec<u8> {
+    // The same steps with the table count a constant: the per-table loops unrolled, the
+    // running totals in registers.
+    match k {
+        2 => return assign_in_runs_of::<2>(per_block),
+        3 => return assign_in_runs_of::<3>(per_block),
+        4 => return assign_in_runs_of::<4>(per_block),
+        5 => return assign_in_runs_of::<5>(per_block),
+        6 => return assign_in_runs_of::<6>(per_block),
+        7 => return assign_in_runs_of::<7>(per_block),
+        8 => return assign_in_runs_of::<8>(per_block),
+        _ => {}
+    }
+    assign_in_runs_any(per_block, k)
+}
+
+/// [`assign_in_runs`] for any table count.
+fn assign_in_runs_any(per_block: &[f32], k: usize) -> Vec<u8> {
     let n = per_block.len() / k;
     let change = f64::from(usize::BITS - k.saturating_sub(2).leading_zeros()) + 6.0;
     let mut total = vec![0.0f64; k];
@@ -1314,6 +1436,44 @@ fn assign_in_runs(per_block: &[f32], k: usize) -> Vec<u8> {
     for b in (0..n).rev() {
         assign[b] = t as u8;
         t = usize::from(from[b * k + t]);
+    }
+    assign
+}
+
+/// [`assign_in_runs`] for `K` tables: the same operations in the same order.
+fn assign_in_runs_of<const K: usize>(per_block: &[f32]) -> Vec<u8> {
+    let n = per_block.len() / K;
+    let change = f64::from(usize::BITS - K.saturating_sub(2).leading_zeros()) + 6.0;
+    let mut total = [0.0f64; K];
+    let mut from = vec![[0u8; K]; n];
+    let (blocks, _) = per_block.as_chunks::<K>();
+    for (b, (bits, from)) in blocks.iter().zip(from.iter_mut()).enumerate() {
+        let (best, best_total) = total
+            .iter()
+            .copied()
+            .enumerate()
+            .min_by(|x, y| x.1.total_cmp(&y.1))
+            .unwrap_or((0, 0.0));
+        let switch = best_total + change;
+        for (t, ((acc, from), &bits)) in total.iter_mut().zip(from).zip(bits).enumerate() {
+            let (prev, base) = if b > 0 && switch < *acc {
+                (best, switch)
+            } else {
+                (t, *acc)
+            };
+            *from = prev as u8;
+            *acc = base + f64::from(bits);
+        }
+    }
+    let mut assign = vec![0u8; n];
+    let mut t = total
+        .iter()
+        .enumerate()
+        .min_by(|x, y| x.1.total_cmp(y.1))
+        .map_or(0, |(t, _)| t);
+    for b in (0..n).rev() {
+        assign[b] = t as u8;
+        t = usize::from(from[b][t % K]);
     }
     assign
 }
@@ -1927,6 +2087,80 @@ impl<'a> StreamDecoder<'a> {
 mod tests {
     use super::super::xorshift;
     use super::*;
+
+    /// Block costs as the refinement sees them: a few to thousands of bits, some
+    /// infinite (a table without one of the block's symbols).
+    fn block_costs(n: usize, k: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut x = seed;
+        (0..n * k)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = (x >> 40) as u32;
+                if r.is_multiple_of(23) {
+                    f32::INFINITY
+                } else {
+                    scale * (1.0 + (r % 100_000) as f32 * 0.0371)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pairwise_level_sums_choose_as_block_by_block_sums() {
+        for k in 2..=8usize {
+            for n in [1usize, 2, 3, 7, 64, 1000, 1025, 2048] {
+                for levels in [1u8, 3, 7, 10] {
+                    let costs = block_costs(n, k, (n * 31 + k) as u64, 1.0);
+                    assert!(sums_are_exact(&costs, k << levels, k), "k {k} n {n}");
+                    let want = level_choices_in_order(&costs, k, levels);
+                    let got = level_choices_pairwise(&costs, k, levels);
+                    assert_eq!(got.len(), want.len());
+                    for ((gi, gb), (wi, wb)) in got.iter().zip(&want) {
+                        assert_eq!(gi, wi, "k {k} n {n} levels {levels}");
+                        assert_eq!(gb.to_bits(), wb.to_bits(), "k {k} n {n} levels {levels}");
+                    }
+                    assert_eq!(level_choices(&costs, k, levels), want);
+                }
+            }
+        }
+        // Costs so small that a group's sum could round: not exact, summed in order.
+        let mut costs = block_costs(1000, 4, 7, 1.0);
+        costs[5] = 1e-9;
+        assert!(!sums_are_exact(&costs, 4 << 10, 4));
+        assert_eq!(
+            level_choices(&costs, 4, 10),
+            level_choices_in_order(&costs, 4, 10)
+        );
+        // Totals far above the smallest cost's last place: not exact either.
+        let mut costs = block_costs(1000, 4, 9, 1e12);
+        costs[3] = 1.0;
+        assert!(!sums_are_exact(&costs, 4 << 10, 4));
+        assert_eq!(
+            level_choices(&costs, 4, 10),
+            level_choices_in_order(&costs, 4, 10)
+        );
+        assert!(!sums_are_exact(&[f32::NAN, 1.0], 2, 2));
+        assert!(!sums_are_exact(&[-1.0, 1.0], 2, 2));
+        assert!(sums_are_exact(&[f32::INFINITY, 0.0], 2, 2));
+    }
+
+    #[test]
+    fn run_assignment_per_table_count_matches_the_general_one() {
+        for k in 2..=8usize {
+            for n in [0usize, 1, 5, 300] {
+                for scale in [1.0f32, 40.0] {
+                    let costs = block_costs(n, k, (n + 7 * k) as u64, scale);
+                    assert_eq!(
+                        assign_in_runs(&costs, k),
+                        assign_in_runs_any(&costs, k),
+                        "k {k} n {n}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn planning_block_entropy_table_and_long_block_refits_change_nothing() {
