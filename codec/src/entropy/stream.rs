@@ -63,7 +63,8 @@ pub const MIN_BLOCK_LOG2: u8 = LANES.trailing_zeros() as u8;
 /// How hard the encoder searches for a good model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Effort {
-    /// Up to 8 tables per stream, added while they pay.
+    /// Up to 8 tables per stream, added while they pay (FP8 fields also weigh each
+    /// change of table for the decoder: `plan_sparse_switching`).
     #[default]
     Default,
     /// Up to 32 tables and more clustering rounds.
@@ -119,6 +120,10 @@ impl Effort {
 pub struct StreamEncoder {
     symbol_bits: u32,
     mode: Mode,
+    /// What a change of table between neighbouring blocks costs in the plan's
+    /// objective, in bits, beyond its id's (0: the plan is by size alone); see
+    /// [`Self::plan_sparse_switching`].
+    switch_bits: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -170,6 +175,33 @@ impl StreamEncoder {
             chunk_log2,
             effort,
             None,
+            0.0,
+        )
+    }
+
+    /// [`Self::plan_sparse`] for a stream whose decode speed counts beside its size:
+    /// where blocks are given tables (here and in [`Self::refine`]), a change of table
+    /// from one block to the next costs `switch_bits` bits more than its id does, so
+    /// that runs of one table are taken where they cost only a little more. The vector
+    /// decoders pay for each change with the new table's slot lines, which come from L2
+    /// on the state's dependency chain (BENCHMARKS.md, twenty-third session, fp823).
+    /// The format is unchanged: only the ids differ.
+    pub(crate) fn plan_sparse_switching(
+        block_hists: &[SparseHist],
+        symbol_bits: u32,
+        block_log2: u8,
+        chunk_log2: u8,
+        effort: Effort,
+        switch_bits: f64,
+    ) -> Self {
+        Self::plan_capped(
+            block_hists,
+            symbol_bits,
+            block_log2,
+            chunk_log2,
+            effort,
+            None,
+            switch_bits,
         )
     }
 
@@ -185,10 +217,11 @@ impl StreamEncoder {
             chunk_log2,
             Effort::Fast,
             Some(1),
+            0.0,
         )
     }
 
-    /// [`Self::plan_sparse`] with at most `max_tables` tables where given.
+    /// [`Self::plan_sparse_switching`] with at most `max_tables` tables where given.
     fn plan_capped(
         block_hists: &[SparseHist],
         symbol_bits: u32,
@@ -196,6 +229,7 @@ impl StreamEncoder {
         chunk_log2: u8,
         effort: Effort,
         max_tables: Option<usize>,
+        switch_bits: f64,
     ) -> Self {
         debug_assert!(
             symbol_bits <= MAX_SYMBOL_BITS && (MIN_BLOCK_LOG2..=chunk_log2).contains(&block_log2)
@@ -214,6 +248,7 @@ impl StreamEncoder {
         let n: u64 = total.iter().sum();
         let distinct: Vec<usize> = (0..alphabet).filter(|&s| total[s] > 0).collect();
         let packed = Self::packed(symbol_bits);
+        let switches = Switches { bits: switch_bits };
         let mode = match distinct.len() {
             0 => return packed,
             1 => Mode::Const(distinct[0] as u16),
@@ -249,6 +284,7 @@ impl StreamEncoder {
                     coded,
                     None,
                     None,
+                    switches,
                 );
                 let est = coded + (n_chunks * (STATE_BYTES + 6)) as f64;
                 if est >= packed_bytes * 0.995 {
@@ -267,7 +303,11 @@ impl StreamEncoder {
                 }
             }
         };
-        Self { symbol_bits, mode }
+        Self {
+            symbol_bits,
+            mode,
+            switch_bits,
+        }
     }
 
     /// Whether [`Self::refine`] can change the plan: a rANS stream with several tables
@@ -311,6 +351,9 @@ impl StreamEncoder {
             return None;
         };
         let alphabet = 1usize << MAX_SYMBOL_BITS;
+        let switches = Switches {
+            bits: self.switch_bits,
+        };
         let shift = *block_log2 - fine_log2;
         let current: Vec<u8> = (0..fine.len())
             .map(|b| block_tables.get(b >> shift).copied().unwrap_or(0))
@@ -335,7 +378,7 @@ impl StreamEncoder {
             if round > 0 {
                 per_block = all_block_costs(fine, &CostMatrix::new(&refit, alphabet));
             }
-            let mut assign = assign_in_runs(&per_block, refit.len());
+            let mut assign = assign_in_runs(&per_block, refit.len(), switches);
             if round == REFINE_ROUNDS {
                 break (refit, assign, per_block);
             }
@@ -378,6 +421,7 @@ impl StreamEncoder {
             coded,
             Some(&per_block),
             coarse,
+            switches,
         );
         if after >= before {
             return None;
@@ -556,6 +600,7 @@ impl StreamEncoder {
         Self {
             symbol_bits,
             mode: Mode::Packed,
+            switch_bits: 0.0,
         }
     }
 
@@ -914,6 +959,7 @@ fn coarsen_blocks(
     coded: f64,
     per_block: Option<&[f32]>,
     coarse: Option<Coarse<'_>>,
+    switches: Switches,
 ) -> (Vec<FreqTable>, Vec<u8>, u8, f64) {
     let levels = chunk_log2 - block_log2;
     if levels == 0 {
@@ -937,19 +983,38 @@ fn coarsen_blocks(
         }
     };
     let mut sums = vec![0.0f64; k];
-    let mut ids_and_bits = |up: u8| -> (Vec<u8>, f64) {
+    // Each table's sum over a group's blocks, in block order.
+    fn group_sums<'s>(group: &[f32], sums: &'s mut [f64]) -> &'s [f64] {
+        sums.fill(0.0);
+        for block in group.chunks_exact(sums.len()) {
+            for (sum, &b) in sums.iter_mut().zip(block) {
+                *sum += f64::from(b);
+            }
+        }
+        sums
+    }
+    // The ids on blocks `up` levels longer, their bits and the plan's objective: the
+    // bits, plus the switches' where they count.
+    let mut ids_and_bits = |up: u8| -> (Vec<u8>, f64, f64) {
+        if switches.count() {
+            let mut all: Vec<f32> = Vec::with_capacity(per_block.len().div_ceil(k << up) * k);
+            for group in per_block.chunks(k << up) {
+                all.extend(group_sums(group, &mut sums).iter().map(|&b| b as f32));
+            }
+            let ids = assign_in_runs(&all, k, switches);
+            let bits: f64 = all
+                .chunks_exact(k)
+                .zip(&ids)
+                .map(|(g, &t)| f64::from(g[usize::from(t)]))
+                .sum();
+            let changes = ids.windows(2).filter(|w| w[0] != w[1]).count();
+            return (ids, bits, bits + switches.bits * changes as f64);
+        }
         let mut bits = 0.0;
         let ids = per_block
             .chunks(k << up)
             .map(|group| {
-                // Each table's sum over the group's blocks, in block order.
-                sums.fill(0.0);
-                for block in group.chunks_exact(k) {
-                    for (sum, &b) in sums.iter_mut().zip(block) {
-                        *sum += f64::from(b);
-                    }
-                }
-                let (t, b) = sums
+                let (t, b) = group_sums(group, &mut sums)
                     .iter()
                     .copied()
                     .enumerate()
@@ -959,15 +1024,21 @@ fn coarsen_blocks(
                 t as u8
             })
             .collect();
-        (ids, bits)
+        (ids, bits, bits)
     };
-    let mut best = (0u8, f64::INFINITY, Vec::new());
+    // (level, bytes, ids, objective in bytes)
+    let mut best = (0u8, f64::INFINITY, Vec::new(), f64::INFINITY);
     for up in 0..=levels {
-        let (ids, bits) = ids_and_bits(up);
-        let size = bits / 8.0 + ids_bytes(&ids, tables.len());
-        if size < best.1 {
-            best = (up, size, ids);
+        let (ids, bits, objective) = ids_and_bits(up);
+        let id_bytes = ids_bytes(&ids, tables.len());
+        if objective / 8.0 + id_bytes < best.3 {
+            best = (up, bits / 8.0 + id_bytes, ids, objective / 8.0 + id_bytes);
         }
+    }
+    if best.0 == 0 && switches.count() {
+        // The blocks stay as they are, with the ids chosen for them here.
+        let coded = 3.0 + tables_bytes(&tables) as f64 + best.1;
+        return (tables, best.2, block_log2, coded);
     }
     let (best, ids) = ((best.0, best.1), best.2);
     if best.0 == 0 {
@@ -1271,16 +1342,30 @@ fn all_block_costs(hists: &[Sparse], matrix: &CostMatrix) -> Vec<f32> {
     per_block
 }
 
+/// What a change of table between neighbouring blocks costs a plan beyond its id, in
+/// bits (0 for plans by size alone; see [`StreamEncoder::plan_sparse_switching`]).
+#[derive(Clone, Copy, Debug)]
+struct Switches {
+    bits: f64,
+}
+
+impl Switches {
+    /// Whether changes of table count beyond their ids.
+    fn count(self) -> bool {
+        self.bits > 0.0
+    }
+}
+
 /// Gives every block a table so that the blocks' bits plus a charge per change of table
 /// (what a run costs in the run-coded ids, about `log2(T − 1) + 6` bits) are least: a
 /// Viterbi pass over the blocks, `per_block` their bits under each of the `k` tables
 /// ([`all_block_costs`]). Short blocks picked one by one change tables at random where
 /// two tables code them alike, and every change costs ids and a table switch in the
 /// decoder. Each step keeps, per table, the better of staying and switching from the best
-/// table so far: `O(k)` per block.
-fn assign_in_runs(per_block: &[f32], k: usize) -> Vec<u8> {
+/// table so far: `O(k)` per block. `switches` adds its bits to each change's charge.
+fn assign_in_runs(per_block: &[f32], k: usize, switches: Switches) -> Vec<u8> {
     let n = per_block.len() / k;
-    let change = f64::from(usize::BITS - k.saturating_sub(2).leading_zeros()) + 6.0;
+    let change = f64::from(usize::BITS - k.saturating_sub(2).leading_zeros()) + 6.0 + switches.bits;
     let mut total = vec![0.0f64; k];
     let mut from = vec![0u8; n * k];
     for (b, (bits, from)) in per_block
@@ -2127,6 +2212,90 @@ mod tests {
             round_trip(&wide, 9, 8, 8, Effort::Default).1,
             StreamKind::Packed
         );
+    }
+
+    /// A charge per change of table keeps runs of one table where the tables code the
+    /// blocks almost alike, and the plan so made codes and decodes as any other.
+    #[test]
+    fn switch_charge_keeps_runs_of_one_table() {
+        // Two tables, each 20 bits better on every other block.
+        let per_block: Vec<f32> = (0..64)
+            .flat_map(|b| {
+                if b % 2 == 0 {
+                    [100.0, 120.0]
+                } else {
+                    [120.0, 100.0]
+                }
+            })
+            .collect();
+        let changes = |ids: &[u8]| ids.windows(2).filter(|w| w[0] != w[1]).count();
+        let free = assign_in_runs(&per_block, 2, Switches { bits: 0.0 });
+        assert_eq!(changes(&free), 63);
+        let charged = assign_in_runs(&per_block, 2, Switches { bits: 200.0 });
+        assert_eq!(changes(&charged), 0);
+        // A stream of 8-bit symbols drifting between two close distributions in runs of
+        // 1 to 4 blocks of 256, and a far one every 64 blocks.
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
+        let mut symbols = Vec::new();
+        let mut b = 0;
+        while b < 512 {
+            let run = 1 + (next() % 4) as usize;
+            let far = b % 64 == 0;
+            let shift = if far { 100 } else { 8 * (b / run % 2) as u16 };
+            for _ in 0..run * 256 {
+                let r = next();
+                symbols
+                    .push(shift + (r % 16) as u16 + ((r >> 8) % 3) as u16 * (r >> 20 & 1) as u16);
+            }
+            b += run;
+        }
+        let (block_log2, chunk_log2) = (8, 14);
+        let hists: Vec<SparseHist> = symbols
+            .chunks(1 << block_log2)
+            .map(|blk| sparse(&hist(blk, 8)))
+            .collect();
+        let plan = |bits: f64| {
+            StreamEncoder::plan_sparse_switching(
+                &hists,
+                8,
+                block_log2,
+                chunk_log2,
+                Effort::Default,
+                bits,
+            )
+        };
+        let ids_changes = |enc: &StreamEncoder| match &enc.mode {
+            Mode::Rans {
+                block_tables,
+                blocks_per_chunk,
+                ..
+            } => block_tables
+                .chunks(*blocks_per_chunk)
+                .map(|c| changes(c))
+                .sum::<usize>(),
+            _ => 0,
+        };
+        let (by_size, by_speed) = (plan(0.0), plan(1000.0));
+        assert!(matches!(by_size.mode, Mode::Rans { ref tables, .. } if tables.len() >= 2));
+        assert!(
+            ids_changes(&by_speed) < ids_changes(&by_size),
+            "{} vs {}",
+            ids_changes(&by_speed),
+            ids_changes(&by_size)
+        );
+        let chunk_len = 1usize << chunk_log2;
+        let pieces: Vec<Vec<u8>> = symbols
+            .chunks(chunk_len)
+            .enumerate()
+            .map(|(c, s)| by_speed.encode_chunk(c, s).unwrap())
+            .collect();
+        let bytes = by_speed.assemble(pieces).to_vec();
+        let dec = StreamDecoder::parse(&bytes, 8, symbols.len(), chunk_len).unwrap();
+        let mut back = vec![0u16; symbols.len()];
+        for (c, out) in back.chunks_mut(chunk_len).enumerate() {
+            dec.decode_chunk(c, out).unwrap();
+        }
+        assert_eq!(back, symbols);
     }
 
     #[test]
