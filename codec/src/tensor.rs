@@ -421,8 +421,8 @@ const FAST_MIN_POTENTIAL: f64 = 0.008;
 /// (~700 cycles) on Zen 4 while the new table's 16 KiB of slot entries come from L2;
 /// MiniLM's FP8 word embeddings changed tables 6,071 (E4M3) and 16,037 (E5M2) times per
 /// decode. At 200 bits (25 bytes) they change 288 times: MiniLM E4M3 75.395 → 75.449 %,
-/// E5M2 69.194 → 69.238 % (ZipNN: 75.95 / 69.80 %), one-thread decode by CPU time +4.6 to
-/// +9.7 % on both vector paths, D1 read misses −41 / −59 % (BENCHMARKS.md, twenty-third
+/// E5M2 69.194 → 69.238 % (ZipNN: 75.95 / 69.80 %), one-thread decode by CPU time +3.9 to
+/// +9.1 % on both vector paths, D1 read misses −41 / −59 % (BENCHMARKS.md, twenty-third
 /// session, fp823). 25 bits left 1,151 / 1,333 changes and about two thirds of the gain;
 /// 1,000 bits 97 / 87 changes for 0.03 more points and no measured gain over 200.
 const FP8_SWITCH_BITS: f64 = 200.0;

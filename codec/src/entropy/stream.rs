@@ -2271,7 +2271,7 @@ mod tests {
                 ..
             } => block_tables
                 .chunks(*blocks_per_chunk)
-                .map(|c| changes(c))
+                .map(&changes)
                 .sum::<usize>(),
             _ => 0,
         };
