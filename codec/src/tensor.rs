@@ -416,11 +416,11 @@ const JOINT_MIN_GAIN: f64 = 0.002;
 const FAST_MIN_POTENTIAL: f64 = 0.008;
 
 /// What the default level's FP8 plans charge a change of table from one block to the
-/// next, in bits beyond its id ([`StreamEncoder::plan_sparse_switching`]). An FP8 decode
+/// next, in bits beyond its id ([`StreamEncoder::plan_sparse`]). An FP8 decode
 /// is its rANS loop (~89 % of its instructions), and each change costs that loop ~0.2 µs
 /// (~700 cycles) on Zen 4 while the new table's 16 KiB of slot entries come from L2;
-/// MiniLM's FP8 word embeddings changed tables 6,071 (E4M3) and 16,037 (E5M2) times per
-/// decode. At 200 bits (25 bytes) they change 288 times: MiniLM E4M3 75.395 → 75.449 %,
+/// MiniLM's FP8 files changed tables within chunks 6,071 (E4M3) and 16,037 (E5M2) times per
+/// decode, nearly all in the word embedding. At 200 bits (25 bytes) they change 288 times: MiniLM E4M3 75.395 → 75.449 %,
 /// E5M2 69.194 → 69.238 % (ZipNN: 75.95 / 69.80 %), one-thread decode by CPU time +3.9 to
 /// +9.1 % on both vector paths, D1 read misses −41 / −59 % (BENCHMARKS.md, twenty-third
 /// session, fp823). 25 bits left 1,151 / 1,333 changes and about two thirds of the gain;
@@ -584,7 +584,7 @@ fn encode_split(
                 return encoder;
             }
             let blocks = std::mem::take(&mut by_field[f]);
-            let mut encoder = StreamEncoder::plan_sparse_switching(
+            let mut encoder = StreamEncoder::plan_sparse(
                 &blocks,
                 bits[f],
                 plan_log2,

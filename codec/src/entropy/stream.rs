@@ -64,7 +64,7 @@ pub const MIN_BLOCK_LOG2: u8 = LANES.trailing_zeros() as u8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Effort {
     /// Up to 8 tables per stream, added while they pay (FP8 fields also weigh each
-    /// change of table for the decoder: `plan_sparse_switching`).
+    /// change of table for the decoder: `plan_sparse`).
     #[default]
     Default,
     /// Up to 32 tables and more clustering rounds.
@@ -122,7 +122,7 @@ pub struct StreamEncoder {
     mode: Mode,
     /// What a change of table between neighbouring blocks costs in the plan's
     /// objective, in bits, beyond its id's (0: the plan is by size alone); see
-    /// [`Self::plan_sparse_switching`].
+    /// [`Self::plan_sparse`].
     switch_bits: f64,
 }
 
@@ -154,39 +154,30 @@ impl StreamEncoder {
         effort: Effort,
     ) -> Self {
         let sparse_hists: Vec<SparseHist> = block_hists.par_iter().map(|h| sparse(h)).collect();
-        Self::plan_sparse(&sparse_hists, symbol_bits, block_log2, chunk_log2, effort)
+        Self::plan_sparse(
+            &sparse_hists,
+            symbol_bits,
+            block_log2,
+            chunk_log2,
+            effort,
+            0.0,
+        )
     }
 
     /// [`Self::plan`] from the blocks' histograms in sparse form (each block's present
     /// symbols with their counts, in increasing symbol order, as
     /// [`Layout::count_sparse`](crate::float_split::Layout::count_sparse) gives them):
     /// the same plan, without a dense `1 << symbol_bits` histogram per block.
+    ///
+    /// `switch_bits` (0 for a plan by size alone) is for streams whose decode speed
+    /// counts beside their size: where blocks are given tables (here and in
+    /// [`Self::refine`]), a change of table from one block to the next costs
+    /// `switch_bits` bits more than its id does, so that runs of one table are taken where
+    /// they cost only a little more. The vector decoders pay for each change with the new
+    /// table's slot lines, which come from L2 on the state's dependency chain
+    /// (BENCHMARKS.md, twenty-third session, fp823). The format is unchanged: only the
+    /// ids differ.
     pub(crate) fn plan_sparse(
-        block_hists: &[SparseHist],
-        symbol_bits: u32,
-        block_log2: u8,
-        chunk_log2: u8,
-        effort: Effort,
-    ) -> Self {
-        Self::plan_capped(
-            block_hists,
-            symbol_bits,
-            block_log2,
-            chunk_log2,
-            effort,
-            None,
-            0.0,
-        )
-    }
-
-    /// [`Self::plan_sparse`] for a stream whose decode speed counts beside its size:
-    /// where blocks are given tables (here and in [`Self::refine`]), a change of table
-    /// from one block to the next costs `switch_bits` bits more than its id does, so
-    /// that runs of one table are taken where they cost only a little more. The vector
-    /// decoders pay for each change with the new table's slot lines, which come from L2
-    /// on the state's dependency chain (BENCHMARKS.md, twenty-third session, fp823).
-    /// The format is unchanged: only the ids differ.
-    pub(crate) fn plan_sparse_switching(
         block_hists: &[SparseHist],
         symbol_bits: u32,
         block_log2: u8,
@@ -221,7 +212,7 @@ impl StreamEncoder {
         )
     }
 
-    /// [`Self::plan_sparse_switching`] with at most `max_tables` tables where given.
+    /// [`Self::plan_sparse`] with at most `max_tables` tables where given.
     fn plan_capped(
         block_hists: &[SparseHist],
         symbol_bits: u32,
@@ -1343,7 +1334,7 @@ fn all_block_costs(hists: &[Sparse], matrix: &CostMatrix) -> Vec<f32> {
 }
 
 /// What a change of table between neighbouring blocks costs a plan beyond its id, in
-/// bits (0 for plans by size alone; see [`StreamEncoder::plan_sparse_switching`]).
+/// bits (0 for plans by size alone; see [`StreamEncoder::plan_sparse`]).
 #[derive(Clone, Copy, Debug)]
 struct Switches {
     bits: f64,
@@ -2113,7 +2104,8 @@ mod tests {
             let sparse_blocks: Vec<Sparse> = blocks.iter().map(|h| sparse(h)).collect();
             for effort in [Effort::Default, Effort::Max] {
                 let dense = StreamEncoder::plan(&blocks, bits, 5, 10, effort);
-                let from_sparse = StreamEncoder::plan_sparse(&sparse_blocks, bits, 5, 10, effort);
+                let from_sparse =
+                    StreamEncoder::plan_sparse(&sparse_blocks, bits, 5, 10, effort, 0.0);
                 assert_eq!(
                     format!("{dense:?}"),
                     format!("{from_sparse:?}"),
@@ -2255,14 +2247,7 @@ mod tests {
             .map(|blk| sparse(&hist(blk, 8)))
             .collect();
         let plan = |bits: f64| {
-            StreamEncoder::plan_sparse_switching(
-                &hists,
-                8,
-                block_log2,
-                chunk_log2,
-                Effort::Default,
-                bits,
-            )
+            StreamEncoder::plan_sparse(&hists, 8, block_log2, chunk_log2, Effort::Default, bits)
         };
         let ids_changes = |enc: &StreamEncoder| match &enc.mode {
             Mode::Rans {
