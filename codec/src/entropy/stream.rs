@@ -63,7 +63,8 @@ pub const MIN_BLOCK_LOG2: u8 = LANES.trailing_zeros() as u8;
 /// How hard the encoder searches for a good model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Effort {
-    /// Up to 8 tables per stream, added while they pay.
+    /// Up to 8 tables per stream, added while they pay (FP8 fields also weigh each
+    /// change of table for the decoder: `plan_sparse`).
     #[default]
     Default,
     /// Up to 32 tables and more clustering rounds.
@@ -119,6 +120,10 @@ impl Effort {
 pub struct StreamEncoder {
     symbol_bits: u32,
     mode: Mode,
+    /// What a change of table between neighbouring blocks costs in the plan's
+    /// objective, in bits, beyond its id's (0: the plan is by size alone); see
+    /// [`Self::plan_sparse`].
+    switch_bits: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -149,19 +154,36 @@ impl StreamEncoder {
         effort: Effort,
     ) -> Self {
         let sparse_hists: Vec<SparseHist> = block_hists.par_iter().map(|h| sparse(h)).collect();
-        Self::plan_sparse(&sparse_hists, symbol_bits, block_log2, chunk_log2, effort)
+        Self::plan_sparse(
+            &sparse_hists,
+            symbol_bits,
+            block_log2,
+            chunk_log2,
+            effort,
+            0.0,
+        )
     }
 
     /// [`Self::plan`] from the blocks' histograms in sparse form (each block's present
     /// symbols with their counts, in increasing symbol order, as
     /// [`Layout::count_sparse`](crate::float_split::Layout::count_sparse) gives them):
     /// the same plan, without a dense `1 << symbol_bits` histogram per block.
+    ///
+    /// `switch_bits` (0 for a plan by size alone) is for streams whose decode speed
+    /// counts beside their size: where blocks are given tables (here and in
+    /// [`Self::refine`]), a change of table from one block to the next costs
+    /// `switch_bits` bits more than its id does, so that runs of one table are taken where
+    /// they cost only a little more. The vector decoders pay for each change with the new
+    /// table's slot lines, which come from L2 on the state's dependency chain
+    /// (BENCHMARKS.md, twenty-third session, fp823). The format is unchanged: only the
+    /// ids differ.
     pub(crate) fn plan_sparse(
         block_hists: &[SparseHist],
         symbol_bits: u32,
         block_log2: u8,
         chunk_log2: u8,
         effort: Effort,
+        switch_bits: f64,
     ) -> Self {
         Self::plan_capped(
             block_hists,
@@ -170,6 +192,7 @@ impl StreamEncoder {
             chunk_log2,
             effort,
             None,
+            switch_bits,
         )
     }
 
@@ -185,6 +208,7 @@ impl StreamEncoder {
             chunk_log2,
             Effort::Fast,
             Some(1),
+            0.0,
         )
     }
 
@@ -196,6 +220,7 @@ impl StreamEncoder {
         chunk_log2: u8,
         effort: Effort,
         max_tables: Option<usize>,
+        switch_bits: f64,
     ) -> Self {
         debug_assert!(
             symbol_bits <= MAX_SYMBOL_BITS && (MIN_BLOCK_LOG2..=chunk_log2).contains(&block_log2)
@@ -214,6 +239,7 @@ impl StreamEncoder {
         let n: u64 = total.iter().sum();
         let distinct: Vec<usize> = (0..alphabet).filter(|&s| total[s] > 0).collect();
         let packed = Self::packed(symbol_bits);
+        let switches = Switches { bits: switch_bits };
         let mode = match distinct.len() {
             0 => return packed,
             1 => Mode::Const(distinct[0] as u16),
@@ -249,6 +275,7 @@ impl StreamEncoder {
                     coded,
                     None,
                     None,
+                    switches,
                 );
                 let est = coded + (n_chunks * (STATE_BYTES + 6)) as f64;
                 if est >= packed_bytes * 0.995 {
@@ -267,7 +294,11 @@ impl StreamEncoder {
                 }
             }
         };
-        Self { symbol_bits, mode }
+        Self {
+            symbol_bits,
+            mode,
+            switch_bits,
+        }
     }
 
     /// Whether [`Self::refine`] can change the plan: a rANS stream with several tables
@@ -311,6 +342,9 @@ impl StreamEncoder {
             return None;
         };
         let alphabet = 1usize << MAX_SYMBOL_BITS;
+        let switches = Switches {
+            bits: self.switch_bits,
+        };
         let shift = *block_log2 - fine_log2;
         let current: Vec<u8> = (0..fine.len())
             .map(|b| block_tables.get(b >> shift).copied().unwrap_or(0))
@@ -336,7 +370,7 @@ impl StreamEncoder {
                 // (Into the last round's buffer: a fresh one per round was fresh pages.)
                 all_block_costs_into(fine, &CostMatrix::new(&refit, alphabet), &mut per_block);
             }
-            let mut assign = assign_in_runs(&per_block, refit.len());
+            let mut assign = assign_in_runs(&per_block, refit.len(), switches);
             if round == REFINE_ROUNDS {
                 break (refit, assign, per_block);
             }
@@ -379,6 +413,7 @@ impl StreamEncoder {
             coded,
             Some(&per_block),
             coarse,
+            switches,
         );
         if after >= before {
             return None;
@@ -557,6 +592,7 @@ impl StreamEncoder {
         Self {
             symbol_bits,
             mode: Mode::Packed,
+            switch_bits: 0.0,
         }
     }
 
@@ -915,6 +951,7 @@ fn coarsen_blocks(
     coded: f64,
     per_block: Option<&[f32]>,
     coarse: Option<Coarse<'_>>,
+    switches: Switches,
 ) -> (Vec<FreqTable>, Vec<u8>, u8, f64) {
     let levels = chunk_log2 - block_log2;
     if levels == 0 {
@@ -937,12 +974,30 @@ fn coarsen_blocks(
             &computed[..]
         }
     };
-    let mut best = (0u8, f64::INFINITY, Vec::new());
-    for (up, (ids, bits)) in (0..=levels).zip(level_choices(per_block, k, levels)) {
-        let size = bits / 8.0 + ids_bytes(&ids, k);
-        if size < best.1 {
-            best = (up, size, ids);
+    // (level, bytes, ids, objective in bytes: the bytes, plus the switches' where they count)
+    let mut best = (0u8, f64::INFINITY, Vec::new(), f64::INFINITY);
+    if switches.count() {
+        let mut sums = vec![0.0f64; k];
+        for up in 0..=levels {
+            let (ids, bits, objective) =
+                charged_level_choice(per_block, k, up, switches, &mut sums);
+            let id_bytes = ids_bytes(&ids, k);
+            if objective / 8.0 + id_bytes < best.3 {
+                best = (up, bits / 8.0 + id_bytes, ids, objective / 8.0 + id_bytes);
+            }
         }
+    } else {
+        for (up, (ids, bits)) in (0..=levels).zip(level_choices(per_block, k, levels)) {
+            let size = bits / 8.0 + ids_bytes(&ids, k);
+            if size < best.3 {
+                best = (up, size, ids, size);
+            }
+        }
+    }
+    if best.0 == 0 && switches.count() {
+        // The blocks stay as they are, with the ids chosen for them here.
+        let coded = 3.0 + tables_bytes(&tables) as f64 + best.1;
+        return (tables, best.2, block_log2, coded);
     }
     let (best, ids) = ((best.0, best.1), best.2);
     if best.0 == 0 {
@@ -976,6 +1031,36 @@ fn level_choices(per_block: &[f32], k: usize, levels: u8) -> Vec<(Vec<u8>, f64)>
     } else {
         level_choices_in_order(per_block, k, levels)
     }
+}
+
+/// The ids on blocks `up` levels longer when each change of table also costs
+/// `switches.bits` ([`assign_in_runs`] over the groups' per-table sums, added block by
+/// block), their bits, and the plan's objective: the bits plus the changes' charges.
+fn charged_level_choice(
+    per_block: &[f32],
+    k: usize,
+    up: u8,
+    switches: Switches,
+    sums: &mut [f64],
+) -> (Vec<u8>, f64, f64) {
+    let mut all: Vec<f32> = Vec::with_capacity(per_block.len().div_ceil(k << up) * k);
+    for group in per_block.chunks(k << up) {
+        sums.fill(0.0);
+        for block in group.chunks_exact(k) {
+            for (sum, &b) in sums.iter_mut().zip(block) {
+                *sum += f64::from(b);
+            }
+        }
+        all.extend(sums.iter().map(|&b| b as f32));
+    }
+    let ids = assign_in_runs(&all, k, switches);
+    let bits: f64 = all
+        .chunks_exact(k)
+        .zip(&ids)
+        .map(|(g, &t)| f64::from(g[usize::from(t)]))
+        .sum();
+    let changes = ids.windows(2).filter(|w| w[0] != w[1]).count();
+    (ids, bits, bits + switches.bits * changes as f64)
 }
 
 /// The least of a group's per-table sums: its table and bits.
@@ -1376,33 +1461,53 @@ fn all_block_costs_into(hists: &[Sparse], matrix: &CostMatrix, per_block: &mut V
         .for_each(|(bits, h)| matrix.costs(h, bits));
 }
 
+/// What a change of table between neighbouring blocks costs a plan beyond its id, in
+/// bits (0 for plans by size alone; see [`StreamEncoder::plan_sparse`]).
+#[derive(Clone, Copy, Debug)]
+struct Switches {
+    bits: f64,
+}
+
+impl Switches {
+    /// Whether changes of table count beyond their ids.
+    fn count(self) -> bool {
+        self.bits > 0.0
+    }
+}
+
 /// Gives every block a table so that the blocks' bits plus a charge per change of table
 /// (what a run costs in the run-coded ids, about `log2(T − 1) + 6` bits) are least: a
 /// Viterbi pass over the blocks, `per_block` their bits under each of the `k` tables
 /// ([`all_block_costs`]). Short blocks picked one by one change tables at random where
 /// two tables code them alike, and every change costs ids and a table switch in the
 /// decoder. Each step keeps, per table, the better of staying and switching from the best
-/// table so far: `O(k)` per block.
-fn assign_in_runs(per_block: &[f32], k: usize) -> Vec<u8> {
+/// table so far: `O(k)` per block. `switches` adds its bits to each change's charge.
+fn assign_in_runs(per_block: &[f32], k: usize, switches: Switches) -> Vec<u8> {
+    let change = change_charge(k, switches);
     // The same steps with the table count a constant: the per-table loops unrolled, the
     // running totals in registers.
     match k {
-        2 => return assign_in_runs_of::<2>(per_block),
-        3 => return assign_in_runs_of::<3>(per_block),
-        4 => return assign_in_runs_of::<4>(per_block),
-        5 => return assign_in_runs_of::<5>(per_block),
-        6 => return assign_in_runs_of::<6>(per_block),
-        7 => return assign_in_runs_of::<7>(per_block),
-        8 => return assign_in_runs_of::<8>(per_block),
+        2 => return assign_in_runs_of::<2>(per_block, change),
+        3 => return assign_in_runs_of::<3>(per_block, change),
+        4 => return assign_in_runs_of::<4>(per_block, change),
+        5 => return assign_in_runs_of::<5>(per_block, change),
+        6 => return assign_in_runs_of::<6>(per_block, change),
+        7 => return assign_in_runs_of::<7>(per_block, change),
+        8 => return assign_in_runs_of::<8>(per_block, change),
         _ => {}
     }
-    assign_in_runs_any(per_block, k)
+    assign_in_runs_any(per_block, k, change)
 }
 
-/// [`assign_in_runs`] for any table count.
-fn assign_in_runs_any(per_block: &[f32], k: usize) -> Vec<u8> {
+/// What [`assign_in_runs`] charges a change between `k` tables, in bits: a run in the
+/// run-coded ids, plus `switches`' bits.
+fn change_charge(k: usize, switches: Switches) -> f64 {
+    f64::from(usize::BITS - k.saturating_sub(2).leading_zeros()) + 6.0 + switches.bits
+}
+
+/// [`assign_in_runs`] for any table count, `change` the charge per change of table.
+fn assign_in_runs_any(per_block: &[f32], k: usize, change: f64) -> Vec<u8> {
     let n = per_block.len() / k;
-    let change = f64::from(usize::BITS - k.saturating_sub(2).leading_zeros()) + 6.0;
     let mut total = vec![0.0f64; k];
     let mut from = vec![0u8; n * k];
     for (b, (bits, from)) in per_block
@@ -1441,9 +1546,8 @@ fn assign_in_runs_any(per_block: &[f32], k: usize) -> Vec<u8> {
 }
 
 /// [`assign_in_runs`] for `K` tables: the same operations in the same order.
-fn assign_in_runs_of<const K: usize>(per_block: &[f32]) -> Vec<u8> {
+fn assign_in_runs_of<const K: usize>(per_block: &[f32], change: f64) -> Vec<u8> {
     let n = per_block.len() / K;
-    let change = f64::from(usize::BITS - K.saturating_sub(2).leading_zeros()) + 6.0;
     let mut total = [0.0f64; K];
     let mut from = vec![[0u8; K]; n];
     let (blocks, _) = per_block.as_chunks::<K>();
@@ -2152,11 +2256,14 @@ mod tests {
             for n in [0usize, 1, 5, 300] {
                 for scale in [1.0f32, 40.0] {
                     let costs = block_costs(n, k, (n + 7 * k) as u64, scale);
-                    assert_eq!(
-                        assign_in_runs(&costs, k),
-                        assign_in_runs_any(&costs, k),
-                        "k {k} n {n}"
-                    );
+                    for bits in [0.0, 200.0] {
+                        let switches = Switches { bits };
+                        assert_eq!(
+                            assign_in_runs(&costs, k, switches),
+                            assign_in_runs_any(&costs, k, change_charge(k, switches)),
+                            "k {k} n {n} switch bits {bits}"
+                        );
+                    }
                 }
             }
         }
@@ -2262,7 +2369,8 @@ mod tests {
             let sparse_blocks: Vec<Sparse> = blocks.iter().map(|h| sparse(h)).collect();
             for effort in [Effort::Default, Effort::Max] {
                 let dense = StreamEncoder::plan(&blocks, bits, 5, 10, effort);
-                let from_sparse = StreamEncoder::plan_sparse(&sparse_blocks, bits, 5, 10, effort);
+                let from_sparse =
+                    StreamEncoder::plan_sparse(&sparse_blocks, bits, 5, 10, effort, 0.0);
                 assert_eq!(
                     format!("{dense:?}"),
                     format!("{from_sparse:?}"),
@@ -2361,6 +2469,83 @@ mod tests {
             round_trip(&wide, 9, 8, 8, Effort::Default).1,
             StreamKind::Packed
         );
+    }
+
+    /// A charge per change of table keeps runs of one table where the tables code the
+    /// blocks almost alike, and the plan so made codes and decodes as any other.
+    #[test]
+    fn switch_charge_keeps_runs_of_one_table() {
+        // Two tables, each 20 bits better on every other block.
+        let per_block: Vec<f32> = (0..64)
+            .flat_map(|b| {
+                if b % 2 == 0 {
+                    [100.0, 120.0]
+                } else {
+                    [120.0, 100.0]
+                }
+            })
+            .collect();
+        let changes = |ids: &[u8]| ids.windows(2).filter(|w| w[0] != w[1]).count();
+        let free = assign_in_runs(&per_block, 2, Switches { bits: 0.0 });
+        assert_eq!(changes(&free), 63);
+        let charged = assign_in_runs(&per_block, 2, Switches { bits: 200.0 });
+        assert_eq!(changes(&charged), 0);
+        // A stream of 8-bit symbols drifting between two close distributions in runs of
+        // 1 to 4 blocks of 256, and a far one every 64 blocks.
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
+        let mut symbols = Vec::new();
+        let mut b = 0;
+        while b < 512 {
+            let run = 1 + (next() % 4) as usize;
+            let far = b % 64 == 0;
+            let shift = if far { 100 } else { 8 * (b / run % 2) as u16 };
+            for _ in 0..run * 256 {
+                let r = next();
+                symbols
+                    .push(shift + (r % 16) as u16 + ((r >> 8) % 3) as u16 * (r >> 20 & 1) as u16);
+            }
+            b += run;
+        }
+        let (block_log2, chunk_log2) = (8, 14);
+        let hists: Vec<SparseHist> = symbols
+            .chunks(1 << block_log2)
+            .map(|blk| sparse(&hist(blk, 8)))
+            .collect();
+        let plan = |bits: f64| {
+            StreamEncoder::plan_sparse(&hists, 8, block_log2, chunk_log2, Effort::Default, bits)
+        };
+        let ids_changes = |enc: &StreamEncoder| match &enc.mode {
+            Mode::Rans {
+                block_tables,
+                blocks_per_chunk,
+                ..
+            } => block_tables
+                .chunks(*blocks_per_chunk)
+                .map(&changes)
+                .sum::<usize>(),
+            _ => 0,
+        };
+        let (by_size, by_speed) = (plan(0.0), plan(1000.0));
+        assert!(matches!(by_size.mode, Mode::Rans { ref tables, .. } if tables.len() >= 2));
+        assert!(
+            ids_changes(&by_speed) < ids_changes(&by_size),
+            "{} vs {}",
+            ids_changes(&by_speed),
+            ids_changes(&by_size)
+        );
+        let chunk_len = 1usize << chunk_log2;
+        let pieces: Vec<Vec<u8>> = symbols
+            .chunks(chunk_len)
+            .enumerate()
+            .map(|(c, s)| by_speed.encode_chunk(c, s).unwrap())
+            .collect();
+        let bytes = by_speed.assemble(pieces).to_vec();
+        let dec = StreamDecoder::parse(&bytes, 8, symbols.len(), chunk_len).unwrap();
+        let mut back = vec![0u16; symbols.len()];
+        for (c, out) in back.chunks_mut(chunk_len).enumerate() {
+            dec.decode_chunk(c, out).unwrap();
+        }
+        assert_eq!(back, symbols);
     }
 
     #[test]
