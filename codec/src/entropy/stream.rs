@@ -1515,29 +1515,10 @@ fn assign_in_runs_any(per_block: &[f32], k: usize, change: f64) -> Vec<u8> {
         .zip(from.chunks_exact_mut(k))
         .enumerate()
     {
-        let (best, best_total) = total
-            .iter()
-            .copied()
-            .enumerate()
-            .min_by(|x, y| x.1.total_cmp(&y.1))
-            .unwrap_or((0, 0.0));
-        let switch = best_total + change;
-        for (t, ((acc, from), &bits)) in total.iter_mut().zip(from).zip(bits).enumerate() {
-            let (prev, base) = if b > 0 && switch < *acc {
-                (best, switch)
-            } else {
-                (t, *acc)
-            };
-            *from = prev as u8;
-            *acc = base + f64::from(bits);
-        }
+        run_step(&mut total, from, bits, b == 0, change);
     }
     let mut assign = vec![0u8; n];
-    let mut t = total
-        .iter()
-        .enumerate()
-        .min_by(|x, y| x.1.total_cmp(y.1))
-        .map_or(0, |(t, _)| t);
+    let mut t = least_total(&total);
     for b in (0..n).rev() {
         assign[b] = t as u8;
         t = usize::from(from[b * k + t]);
@@ -1545,41 +1526,57 @@ fn assign_in_runs_any(per_block: &[f32], k: usize, change: f64) -> Vec<u8> {
     assign
 }
 
-/// [`assign_in_runs`] for `K` tables: the same operations in the same order.
+/// [`assign_in_runs`] for `K` tables: the same operations in the same order, on arrays
+/// whose length the compiler knows (the per-table loops unrolled).
 fn assign_in_runs_of<const K: usize>(per_block: &[f32], change: f64) -> Vec<u8> {
     let n = per_block.len() / K;
     let mut total = [0.0f64; K];
     let mut from = vec![[0u8; K]; n];
     let (blocks, _) = per_block.as_chunks::<K>();
     for (b, (bits, from)) in blocks.iter().zip(from.iter_mut()).enumerate() {
-        let (best, best_total) = total
-            .iter()
-            .copied()
-            .enumerate()
-            .min_by(|x, y| x.1.total_cmp(&y.1))
-            .unwrap_or((0, 0.0));
-        let switch = best_total + change;
-        for (t, ((acc, from), &bits)) in total.iter_mut().zip(from).zip(bits).enumerate() {
-            let (prev, base) = if b > 0 && switch < *acc {
-                (best, switch)
-            } else {
-                (t, *acc)
-            };
-            *from = prev as u8;
-            *acc = base + f64::from(bits);
-        }
+        run_step(&mut total, from, bits, b == 0, change);
     }
     let mut assign = vec![0u8; n];
-    let mut t = total
-        .iter()
-        .enumerate()
-        .min_by(|x, y| x.1.total_cmp(y.1))
-        .map_or(0, |(t, _)| t);
+    let mut t = least_total(&total);
     for b in (0..n).rev() {
         assign[b] = t as u8;
         t = usize::from(from[b][t % K]);
     }
     assign
+}
+
+/// One block of [`assign_in_runs`]' forward pass: per table, the better of staying on it
+/// and switching from the best table so far (not on the `first` block), its choice into
+/// `from` and the block's `bits` added to its `total`.
+// (Inlined into each table count's loop, so that the lengths are constants there.)
+#[inline(always)]
+fn run_step(total: &mut [f64], from: &mut [u8], bits: &[f32], first: bool, change: f64) {
+    let (best, best_total) = total
+        .iter()
+        .copied()
+        .enumerate()
+        .min_by(|x, y| x.1.total_cmp(&y.1))
+        .unwrap_or((0, 0.0));
+    let switch = best_total + change;
+    for (t, ((acc, from), &bits)) in total.iter_mut().zip(from).zip(bits).enumerate() {
+        let (prev, base) = if !first && switch < *acc {
+            (best, switch)
+        } else {
+            (t, *acc)
+        };
+        *from = prev as u8;
+        *acc = base + f64::from(bits);
+    }
+}
+
+/// The table with the least total after [`assign_in_runs`]' forward pass (the first of
+/// equals): where its backward pass starts.
+fn least_total(total: &[f64]) -> usize {
+    total
+        .iter()
+        .enumerate()
+        .min_by(|x, y| x.1.total_cmp(y.1))
+        .map_or(0, |(t, _)| t)
 }
 
 /// Gives every block the table that codes it in the fewest bits; returns whether any
