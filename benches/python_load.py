@@ -9,11 +9,12 @@ Loaders (each timed on the same model, in the same run):
                            a safetensors file of ZipNN-compressed tensors, ZipNN's default
                            threads
 
-Every run is a new Python process (imports not timed); the timed part is the load call
-plus touching one byte per 4 KiB page of every tensor, so that loaders returning lazily
-mapped tensors (safetensors) pay for their reads too. "warm": the file was read just
-before; "cold": its pages were dropped from the page cache first with
-posix_fadvise(POSIX_FADV_DONTNEED) (no root needed; the machine's disk is then read).
+Every run is a new Python process (imports not timed), the loaders taking turns run by
+run; the timed part is the load call plus touching one byte per 4 KiB page of every
+tensor, so that loaders returning lazily mapped tensors (safetensors) pay for their reads
+too. "warm": the file was read just before; "cold": its pages were dropped from the page
+cache first with posix_fadvise(POSIX_FADV_DONTNEED) (no root needed; the machine's disk is
+then read).
 Peak RSS is the process's peak resident set (VmHWM, reset just before the load) during
 load+touch minus its resident set just before the load (torch itself), next to the
 decoded model's size; the touch's own code is paged in before (on a small tensor), so
@@ -95,6 +96,11 @@ def child(loader: str, path: str) -> None:
     # 3.7 MB of file pages that went into every loader's peak as if the load held them.
     # Touch a small tensor first, so that the peak counts the load's memory only.
     int(torch.zeros(1 << 16, dtype=torch.uint8)[:: 4096].sum())
+    # That reduction starts torch's OpenMP workers, which then busy-wait for more work
+    # (libgomp's spin before sleeping: ~8 ms of a CPU here). A load timed right after
+    # shared the cores with them: on 2 vCPUs a 2-thread load lost most of a core for its
+    # first milliseconds (BENCHMARKS.md, twenty-fourth session). Let them go to sleep.
+    time.sleep(0.1)
     reset_peak_rss()
     before = status_kb("VmRSS") * 1024
     t0 = time.perf_counter()
@@ -177,8 +183,17 @@ def main() -> None:
             make_zipnn(src, znn)
         files = {"safetensors": src, "mcodec-1t": mcz, "mcodec-all": mcz, "zipnn": znn}
         for cache in ("warm", "cold"):
+            # The loaders take turns, one run each per round, so that a change in what
+            # else the machine runs (other processes' builds) falls on every loader alike:
+            # one loader's runs all in a row once met a busier machine than the next's.
+            by_loader: dict[str, list[dict]] = {loader: [] for loader in LOADERS}
+            load_avg = []
+            for _ in range(a.repeat):
+                load_avg.append(os.getloadavg()[0])
+                for loader in LOADERS:
+                    by_loader[loader].append(run(loader, files[loader], cache))
             for loader in LOADERS:
-                runs = [run(loader, files[loader], cache) for _ in range(a.repeat)]
+                runs = by_loader[loader]
                 row = {
                     "model": src.name, "cache": cache, "loader": loader,
                     "file_bytes": files[loader].stat().st_size,
@@ -186,12 +201,14 @@ def main() -> None:
                     "load_s": statistics.median(r["load_s"] for r in runs),
                     "total_s": statistics.median(r["total_s"] for r in runs),
                     "peak_rss": statistics.median(r["peak_rss"] for r in runs),
+                    "load_avg": [min(load_avg), max(load_avg)],
                 }
                 results.append(row)
                 print(f"{src.name:32} {cache:4} {loader:11} "
                       f"file {row['file_bytes'] / 1e6:8.1f} MB  load+touch {row['total_s']:7.3f} s "
                       f"({row['model_bytes'] / 1e6 / row['total_s']:7.0f} MB/s)  "
-                      f"peak RSS {row['peak_rss'] / row['model_bytes']:.2f}x model", flush=True)
+                      f"peak RSS {row['peak_rss'] / row['model_bytes']:.2f}x model  "
+                      f"load avg {min(load_avg):.1f}-{max(load_avg):.1f}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
 
