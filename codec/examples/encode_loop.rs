@@ -1,5 +1,6 @@
 //! Whole-file encode timing per code path, in one thread:
-//! `cargo run --release -p mcodec --example encode_loop -- FILE.safetensors [ROUNDS]`.
+//! `cargo run --release -p mcodec --example encode_loop -- FILE.safetensors [ROUNDS] [LEVEL]`
+//! (LEVEL: `fast`, `default` (the default) or `max`).
 //! Packs FILE in memory (what `mcodec bench` times as encode: split, histograms, table
 //! search, rANS, checksums, container) inside a one-thread rayon pool, on every path
 //! the CPU has (or the one `MCODEC_SIMD` names), and prints the fastest and the median
@@ -9,6 +10,7 @@
 
 use mcodec::container::{pack, PackOptions};
 use mcodec::simd::{set_simd_level, SimdLevel};
+use mcodec::tensor::EncodeOptions;
 
 #[path = "support/cpu_time.rs"]
 mod cpu_time;
@@ -18,6 +20,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let path = args.get(1).ok_or("usage: encode_loop FILE [ROUNDS]")?;
     let rounds: usize = args.get(2).map_or(Ok(5), |r| r.parse())?;
+    let encode = match args.get(3).map(String::as_str) {
+        None | Some("default") => EncodeOptions::default(),
+        Some("fast") => EncodeOptions::fast(),
+        Some("max") => EncodeOptions::max(),
+        Some(other) => return Err(format!("unknown level {other:?}").into()),
+    };
+    let opts = PackOptions::new().encode(encode);
     let input = std::fs::read(path)?;
     let mut levels = SimdLevel::supported();
     if let Ok(Some(only)) =
@@ -36,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let secs = pool.install(|| -> Result<f64, mcodec::container::ContainerError> {
                 out.clear();
                 let t = thread_cpu_seconds();
-                pack(&input, &PackOptions::default(), &mut out, &|_| {})?;
+                pack(&input, &opts, &mut out, &|_| {})?;
                 Ok(thread_cpu_seconds() - t)
             })?;
             times[k].push(secs);

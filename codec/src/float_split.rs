@@ -243,31 +243,57 @@ impl Layout {
     /// mantissa bytes are counted besides).
     pub fn count_sparse_with_joint(self, src: &[u8]) -> Option<[FieldHists; 2]> {
         // The word's bits from `shift` up (sign, exponent, the mantissa bit or bits of
-        // the first fields), and sign plus low byte (the second fields).
-        let mut top = [0u32; 1024];
-        let mut bottom = [0u32; 512];
-        let tally = |w: u16, shift: u32, top: &mut [u32; 1024], bottom: &mut [u32; 512]| {
-            top[usize::from(w >> shift) & 1023] += 1;
-            bottom[usize::from(((w >> 15) << 8) | (w & 0xFF))] += 1;
-        };
+        // the first fields), and sign plus low byte (the second fields). The top bits
+        // come in runs of equal values (exponents), and increments of one counter wait on
+        // each other: consecutive elements go to four copies of each histogram, summed
+        // after the block (as `count_quads` does).
+        let mut tops = [[0u32; 1024]; 4];
+        let mut bottoms = [[0u32; 512]; 4];
         let shift = match self {
             Self::Bf16 | Self::F32 => 6,
             Self::F16 => 7,
             _ => return None,
         };
+        // Element `k` of four counts into copy `k`.
+        let tally =
+            |w: u16, k: usize, tops: &mut [[u32; 1024]; 4], bottoms: &mut [[u32; 512]; 4]| {
+                tops[k][usize::from(w >> shift) & 1023] += 1;
+                bottoms[k][usize::from(((w >> 15) << 8) | (w & 0xFF))] += 1;
+            };
         let mut bytes = [[0u32; 256]; 2];
         if self == Self::F32 {
-            for e in src.as_chunks::<4>().0 {
+            let (quads, rest) = src.as_chunks::<4>().0.as_chunks::<4>();
+            for quad in quads {
+                for (k, e) in quad.iter().enumerate() {
+                    let x = u32::from_le_bytes(*e);
+                    tally((x >> 16) as u16, k, &mut tops, &mut bottoms);
+                    bytes[0][(x >> 8) as usize & 0xFF] += 1;
+                    bytes[1][x as usize & 0xFF] += 1;
+                }
+            }
+            for e in rest {
                 let x = u32::from_le_bytes(*e);
-                tally((x >> 16) as u16, shift, &mut top, &mut bottom);
+                tally((x >> 16) as u16, 0, &mut tops, &mut bottoms);
                 bytes[0][(x >> 8) as usize & 0xFF] += 1;
                 bytes[1][x as usize & 0xFF] += 1;
             }
         } else {
-            for e in src.as_chunks::<2>().0 {
-                tally(u16::from_le_bytes(*e), shift, &mut top, &mut bottom);
+            // One 8-byte load per four elements.
+            let (quads, rest) = src.as_chunks::<8>();
+            for quad in quads {
+                let w = u64::from_le_bytes(*quad);
+                for k in 0..4 {
+                    tally((w >> (16 * k)) as u16, k, &mut tops, &mut bottoms);
+                }
+            }
+            for e in rest.as_chunks::<2>().0 {
+                tally(u16::from_le_bytes(*e), 0, &mut tops, &mut bottoms);
             }
         }
+        let mut top = [0u32; 1024];
+        sum_copies(&tops, &mut top);
+        let mut bottom = [0u32; 512];
+        sum_copies(&bottoms, &mut bottom);
         // Each layout's fields as functions (inlined, not called through pointers:
         // the second fields read back most of 512 present values per block).
         let [b0, b1, j0, j1] = match self {
@@ -362,6 +388,15 @@ impl Layout {
     }
 }
 
+/// `sum[v]` = the sum of `copies[k][v]`.
+#[inline(always)]
+fn sum_copies<const N: usize>(copies: &[[u32; N]; 4], sum: &mut [u32; N]) {
+    let [c0, c1, c2, c3] = copies;
+    for ((((s, &a), &b), &c), &d) in sum.iter_mut().zip(c0).zip(c1).zip(c2).zip(c3) {
+        *s = a + b + c + d;
+    }
+}
+
 /// Sparse histograms of a layout's fields, one per field (present values with their
 /// counts, in increasing value order).
 pub type FieldHists = Vec<Vec<(u16, u32)>>;
@@ -379,28 +414,69 @@ fn first_two_fields(
 ) -> [Vec<(u16, u32)>; 4] {
     let from_top = |v: usize| (v << shift) as u16;
     let from_bottom = |v: usize| (((v >> 8) << 15) | (v & 0xFF)) as u16;
+    // The present values of each histogram, found once for both layouts.
+    let top_seen = [present_set(&top[..512]), present_set(&top[512..])];
     [
-        field_of_present(top, |v| base(from_top(v))[0]),
-        field_of_present(bottom, |v| base(from_bottom(v))[1]),
-        field_of_present(top, |v| joint(from_top(v))[0]),
-        field_of_present(bottom, |v| joint(from_bottom(v))[1]),
+        field_of_present(top, &top_seen, |v| base(from_top(v))[0]),
+        field_of_all(bottom, |v| base(from_bottom(v))[1]),
+        field_of_present(top, &top_seen, |v| joint(from_top(v))[0]),
+        field_of_all(bottom, |v| joint(from_bottom(v))[1]),
     ]
+}
+
+/// [`field_of_present`] of a histogram where most values are present (a second field's
+/// sign and low byte): every counter added to its field value's, without a branch per
+/// value, the present field values then read back in order.
+#[inline(always)]
+fn field_of_all(hist: &[u32; 512], field: impl Fn(usize) -> u16) -> Vec<(u16, u32)> {
+    let mut dense = [0u32; 512];
+    for (v, &c) in hist.iter().enumerate() {
+        dense[usize::from(field(v)) & 511] += c;
+    }
+    let seen = present_set(&dense);
+    let mut sparse = Vec::with_capacity(seen.iter().map(|t| t.count_ones() as usize).sum());
+    for (w, mut bits) in seen.into_iter().enumerate() {
+        while bits != 0 {
+            let d = 64 * w + bits.trailing_zeros() as usize;
+            sparse.push((d as u16, dense[d]));
+            bits &= bits - 1;
+        }
+    }
+    sparse
+}
+
+/// [`nonzero_set`] of 512 counts, eight per compare where the CPU has AVX2.
+#[inline(always)]
+fn present_set(counts: &[u32]) -> [u64; 8] {
+    let counts: &[u32; 512] = counts.try_into().expect("512 counts");
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::simd_level() != SimdLevel::Scalar && SimdLevel::Avx2.is_supported() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { nonzero_set_avx2(std::slice::from_ref(counts), 8) };
+    }
+    nonzero_set(counts)
 }
 
 /// The sparse histogram of `field(v)` over the values `v` counted in `hist` (whose
 /// length is a multiple of 512), from the values present alone (a few dozen of 1024
 /// for a first field: a branch per counter, taken at random, cost as much as the
-/// count), read back in value order from the set of field values touched.
+/// count), read back in value order from the set of field values touched. `seen` holds
+/// the nonzero counters of each 512 of `hist` ([`present_set`]).
 #[inline(always)]
-fn field_of_present(hist: &[u32], field: impl Fn(usize) -> u16) -> Vec<(u16, u32)> {
+fn field_of_present(
+    hist: &[u32],
+    seen: &[[u64; 8]],
+    field: impl Fn(usize) -> u16,
+) -> Vec<(u16, u32)> {
     let mut dense = [0u32; 512];
     let mut touched = [0u64; 8];
-    for (half, counts) in hist.as_chunks::<512>().0.iter().enumerate() {
-        for (w, mut bits) in nonzero_set(counts).into_iter().enumerate() {
+    for (half, (counts, set)) in hist.as_chunks::<512>().0.iter().zip(seen).enumerate() {
+        for (w, &word) in set.iter().enumerate() {
+            let mut bits = word;
             while bits != 0 {
                 let v = 64 * w + bits.trailing_zeros() as usize;
                 let d = usize::from(field(512 * half + v)) & 511;
-                dense[d] += counts[v];
+                dense[d] += counts[v & 511];
                 touched[d / 64] |= 1 << (d % 64);
                 bits &= bits - 1;
             }
@@ -699,20 +775,6 @@ fn count_quads<const E: usize>(
     }
 }
 
-/// BF16 split with the residual field packed on the fly (7 bits per element, FORMAT.md
-/// §5.1): writes the first field of the `exp.len()` elements of `src` to `exp` and
-/// appends the packed residual to `packed`, as [`Layout::split`] followed by bit packing
-/// would, without the intermediate buffer. `joint`: the fields of [`Layout::Bf16Joint`]
-/// instead of [`Layout::Bf16`].
-pub fn split_bf16_packed(joint: bool, src: &[u8], exp: &mut [u16], packed: &mut Vec<u8>) {
-    let level = crate::cpu::simd_level();
-    if joint {
-        split_bf16_packed_on::<true>(level, src, exp, packed);
-    } else {
-        split_bf16_packed_on::<false>(level, src, exp, packed);
-    }
-}
-
 /// The BF16 fields, joint or not.
 #[inline(always)]
 fn bf16_fields_of<const JOINT: bool>(w: u16) -> [u16; 2] {
@@ -723,23 +785,52 @@ fn bf16_fields_of<const JOINT: bool>(w: u16) -> [u16; 2] {
     }
 }
 
-/// [`split_bf16_packed`] on the given code path (one the CPU supports).
+/// [`split_bf16_packed_into`] appending to a vector (the tests' form).
+#[cfg(test)]
 fn split_bf16_packed_on<const JOINT: bool>(
     level: SimdLevel,
     src: &[u8],
     exp: &mut [u16],
     packed: &mut Vec<u8>,
 ) {
+    let start = packed.len();
+    packed.resize(start + (7 * exp.len()).div_ceil(8), 0);
+    split_bf16_packed_into_on::<JOINT>(level, src, exp, &mut packed[start..]);
+}
+
+/// BF16 split with the residual field packed on the fly (7 bits per element, FORMAT.md
+/// §5.1): writes the first field of the `exp.len()` elements of `src` to `exp` and the
+/// packed residual to `packed`, as [`Layout::split`] followed by bit packing would,
+/// without the intermediate buffer. `joint`: the fields of [`Layout::Bf16Joint`] instead
+/// of [`Layout::Bf16`]. `packed` is exactly `(7 · exp.len()).div_ceil(8)` bytes, every
+/// one of which is written (whatever they held before): the encoder's pieces come
+/// from spare buffers (`crate::recycle::buffer_filled`), which need not be zeroed first
+/// (zeroing them was about 3 % of a one-thread BF16 encode at the fast level).
+pub(crate) fn split_bf16_packed_into(joint: bool, src: &[u8], exp: &mut [u16], packed: &mut [u8]) {
+    let level = crate::cpu::simd_level();
+    if joint {
+        split_bf16_packed_into_on::<true>(level, src, exp, packed);
+    } else {
+        split_bf16_packed_into_on::<false>(level, src, exp, packed);
+    }
+}
+
+/// [`split_bf16_packed_into`] on the given code path (one the CPU supports).
+fn split_bf16_packed_into_on<const JOINT: bool>(
+    level: SimdLevel,
+    src: &[u8],
+    exp: &mut [u16],
+    packed: &mut [u8],
+) {
     let n = exp.len();
     debug_assert_eq!(src.len(), 2 * n);
-    let start = packed.len();
-    packed.resize(start + (7 * n).div_ceil(8), 0);
-    let done = simd::split_bf16_packed::<JOINT>(level, src, exp, &mut packed[start..]);
+    assert_eq!(packed.len(), (7 * n).div_ceil(8), "packed residual length");
+    let done = simd::split_bf16_packed::<JOINT>(level, src, exp, packed);
     let done = done
         + split_bf16_packed_scalar::<JOINT>(
             &src[2 * done..],
             &mut exp[done..],
-            &mut packed[start + done / 8 * 7..],
+            &mut packed[done / 8 * 7..],
         );
     let mut residual = vec![0u16; n - done];
     for ((b, e), r) in src[2 * done..]
@@ -751,7 +842,7 @@ fn split_bf16_packed_on<const JOINT: bool>(
     }
     let mut tail = Vec::with_capacity((7 * residual.len()).div_ceil(8));
     crate::entropy::bitpack::pack(&residual, 7, &mut tail);
-    packed[start + done / 8 * 7..].copy_from_slice(&tail);
+    packed[done / 8 * 7..].copy_from_slice(&tail);
 }
 
 /// Splits whole groups of 8 elements, the 8 residuals of a group gathered in a u64 and
@@ -2228,6 +2319,18 @@ mod tests {
                 split_bf16_packed_on::<JOINT>(level, &src, &mut exp, &mut packed);
                 assert_eq!(exp, f0, "{layout:?} n {n} {level}");
                 assert_eq!(packed, expected, "{layout:?} n {n} {level}");
+                // Into a slice of stale bytes: every byte written.
+                for stale in [0x00u8, 0xFF, 0xA5] {
+                    let mut exp = vec![0xEEEEu16; n];
+                    let mut packed = vec![stale; expected.len() - 1];
+                    split_bf16_packed_into_on::<JOINT>(level, &src, &mut exp, &mut packed);
+                    assert_eq!(exp, f0, "{layout:?} n {n} {level} stale {stale}");
+                    assert_eq!(
+                        packed,
+                        expected[1..],
+                        "{layout:?} n {n} {level} stale {stale}"
+                    );
+                }
             }
         }
         // Every 16-bit pattern, in an order that puts each in every lane of a group:

@@ -35,32 +35,54 @@ static SPARE: Mutex<Spare> = Mutex::new(Spare {
 /// An empty buffer with room for at least `len` bytes: the smallest spare one that is
 /// large enough (pieces of different streams differ in size), a fresh one otherwise.
 pub(crate) fn buffer(len: usize) -> Vec<u8> {
-    if len >= MIN_SPARE_CAPACITY {
-        if let Ok(mut spare) = SPARE.lock() {
-            let best = (spare.buffers.iter().enumerate())
-                .filter(|(_, b)| b.capacity() >= len)
-                .min_by_key(|(_, b)| b.capacity())
-                .map(|(i, _)| i);
-            if let Some(i) = best {
-                let b = spare.buffers.swap_remove(i);
-                spare.bytes -= b.capacity();
-                return b;
-            }
+    match spare(len) {
+        Some(mut b) => {
+            b.clear();
+            b
         }
+        None => Vec::with_capacity(len),
     }
-    Vec::with_capacity(len)
 }
 
-/// Keeps `buf` (its bytes no longer needed) for a later [`buffer`], or frees it when
-/// it is small or the spare buffers are at their limit.
-pub(crate) fn give_back(mut buf: Vec<u8>) {
+/// A buffer of exactly `len` bytes, for a caller that overwrites every one of them:
+/// a spare one keeps the bytes of its last piece (only what it lacks of `len` is
+/// zeroed), a fresh one is zeroed.
+pub(crate) fn buffer_filled(len: usize) -> Vec<u8> {
+    match spare(len) {
+        Some(mut b) => {
+            b.resize(len, 0);
+            b
+        }
+        None => vec![0; len],
+    }
+}
+
+/// The smallest spare buffer with room for `len` bytes (holding a former piece's
+/// bytes), if there is one and `len` is worth a spare buffer.
+fn spare(len: usize) -> Option<Vec<u8>> {
+    if len < MIN_SPARE_CAPACITY {
+        return None;
+    }
+    let mut spare = SPARE.lock().ok()?;
+    let best = (spare.buffers.iter().enumerate())
+        .filter(|(_, b)| b.capacity() >= len)
+        .min_by_key(|(_, b)| b.capacity())
+        .map(|(i, _)| i)?;
+    let b = spare.buffers.swap_remove(best);
+    spare.bytes -= b.capacity();
+    Some(b)
+}
+
+/// Keeps `buf` (its bytes no longer needed) for a later [`buffer`] or
+/// [`buffer_filled`], or frees it when it is small or the spare buffers are at their
+/// limit. Its bytes are kept too, so that [`buffer_filled`] need not zero them again.
+pub(crate) fn give_back(buf: Vec<u8>) {
     let cap = buf.capacity();
     if cap < MIN_SPARE_CAPACITY {
         return;
     }
     if let Ok(mut spare) = SPARE.lock() {
         if spare.bytes + cap <= MAX_SPARE_BYTES {
-            buf.clear();
             spare.bytes += cap;
             spare.buffers.push(buf);
         }
@@ -98,5 +120,25 @@ mod tests {
         give_back(again);
         release();
         assert!(buffer(1).is_empty());
+    }
+
+    #[test]
+    fn filled_buffers_have_the_length_asked() {
+        for len in [0, 5, MIN_SPARE_CAPACITY, 3 * MIN_SPARE_CAPACITY] {
+            let b = buffer_filled(len);
+            assert_eq!(b.len(), len);
+            give_back(b);
+        }
+        // A spare buffer with fewer bytes than asked, then with more.
+        give_back(vec![9; MIN_SPARE_CAPACITY * 4]);
+        let b = buffer_filled(MIN_SPARE_CAPACITY * 2);
+        assert_eq!(b.len(), MIN_SPARE_CAPACITY * 2);
+        give_back(b);
+        let mut short = Vec::with_capacity(MIN_SPARE_CAPACITY * 8);
+        short.push(1);
+        give_back(short);
+        let b = buffer_filled(MIN_SPARE_CAPACITY * 5);
+        assert_eq!(b.len(), MIN_SPARE_CAPACITY * 5);
+        release();
     }
 }

@@ -631,8 +631,8 @@ fn encode_split(
                             let n = chunk.len() / 2;
                             let buf = &mut bufs.bufs[0];
                             grow(buf, n);
-                            let mut packed = crate::recycle::buffer((7 * n).div_ceil(8));
-                            crate::float_split::split_bf16_packed(
+                            let mut packed = crate::recycle::buffer_filled((7 * n).div_ceil(8));
+                            crate::float_split::split_bf16_packed_into(
                                 layout.is_joint(),
                                 chunk,
                                 &mut buf[..n],
