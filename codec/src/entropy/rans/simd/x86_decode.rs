@@ -196,7 +196,8 @@ macro_rules! decode_groups_256 {
                 let mut y = [zero; 4];
                 let mut need = [zero; 4];
                 let mut need_k = [0u8; 4];
-                let mut mask = 0usize;
+                // Each vector's need mask (bit `i` for lane `i`).
+                let mut masks = [0u32; 4];
                 let mut step = |v: usize| {
                     let slot = _mm256_and_si256(x[j][v], low12);
                     // SAFETY: slot < 4096 = table.slots.len().
@@ -227,12 +228,11 @@ macro_rules! decode_groups_256 {
                     if VL {
                         // SAFETY: with `VL` the caller has AVX-512F/VL.
                         need_k[v] = unsafe { below(y[v], lower) };
-                        mask |= usize::from(need_k[v]) << (8 * v);
+                        masks[v] = u32::from(need_k[v]);
                     } else {
                         // y < RANS_L = 2^16 exactly when its high half is zero.
                         need[v] = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y[v]), zero);
-                        mask |=
-                            (_mm256_movemask_ps(_mm256_castsi256_ps(need[v])) as usize) << (8 * v);
+                        masks[v] = _mm256_movemask_ps(_mm256_castsi256_ps(need[v])) as u32;
                     }
                     sym[v] = if INLINE {
                         _mm256_and_si256(e, low9)
@@ -251,25 +251,31 @@ macro_rules! decode_groups_256 {
                         step(v);
                     }
                 }
-                // Each vector's first word is found from the step's mask by one
-                // popcount, not by a chain of them through the vectors before it.
+                // Each vector's first word is where the one before it left off: one
+                // popcount and one add per vector. (The four masks shifted and or-ed into
+                // one step mask, with a popcount of its low bits per vector, took about
+                // twice the scalar instructions: a whole AVX2 FP8 decode runs 5.9 % fewer
+                // instructions so, +1–3 % by CPU time; BENCHMARKS.md, twenty-fourth
+                // session, fp824.)
+                let mut word = pos[j];
                 for v in 0..4 {
-                    let at = pos[j] + (mask & ((1 << (8 * v)) - 1)).count_ones() as usize;
                     // SAFETY: at the step's start pos + 32 ≤ n_words, and at most 8v words
-                    // are taken before `at`, so the 8 words (16 bytes) at `at` are in bounds.
-                    let next = unsafe { _mm_loadu_si128(words[j].add(2 * at) as *const __m128i) };
+                    // are taken before `word`, so the 8 words (16 bytes) at `word` are in
+                    // bounds.
+                    let next = unsafe { _mm_loadu_si128(words[j].add(2 * word) as *const __m128i) };
                     if VL {
                         // SAFETY: with `VL` the caller has AVX-512BW/VL/VBMI2.
                         x[j][v] = unsafe {
                             let w = _mm256_cvtepu16_epi32(expand_words(need_k[v], next));
                             _mm256_mask_or_epi32(y[v], need_k[v], _mm256_slli_epi32::<16>(y[v]), w)
                         };
+                        word += masks[v].count_ones() as usize;
                         continue;
                     }
                     // One shuffle from an 8 KiB table for the vector's eight lanes, where
                     // two 16-entry tables for its halves took two word loads, two shuffles
                     // and an insert (one-thread decode by CPU time: BF16 +6 %, FP8 +1 %; fp822).
-                    let m8 = (mask >> (8 * v)) & 255;
+                    let m8 = masks[v] as usize;
                     // SAFETY: `m8` is below 256, REFILL8's length; its rows are aligned.
                     let w = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(next), unsafe {
                         _mm256_load_si256(REFILL8.0.as_ptr().add(m8) as *const __m256i)
@@ -279,8 +285,9 @@ macro_rules! decode_groups_256 {
                         _mm256_or_si256(_mm256_slli_epi32::<16>(y[v]), w),
                         need[v],
                     );
+                    word += masks[v].count_ones() as usize;
                 }
-                pos[j] += mask.count_ones() as usize;
+                pos[j] = word;
                 // Symbols are below 2^16 (2^8 for `u8`), so the saturating packs are
                 // exact; they work per 128-bit lane, and the permutes restore lane order.
                 let at = outs[j].as_mut_ptr().wrapping_add(g * LANES);
