@@ -1045,12 +1045,7 @@ fn charged_level_choice(
 ) -> (Vec<u8>, f64, f64) {
     let mut all: Vec<f32> = Vec::with_capacity(per_block.len().div_ceil(k << up) * k);
     for group in per_block.chunks(k << up) {
-        sums.fill(0.0);
-        for block in group.chunks_exact(k) {
-            for (sum, &b) in sums.iter_mut().zip(block) {
-                *sum += f64::from(b);
-            }
-        }
+        sum_in_order(group, sums);
         all.extend(sums.iter().map(|&b| b as f32));
     }
     let ids = assign_in_runs(&all, k, switches);
@@ -1061,6 +1056,17 @@ fn charged_level_choice(
         .sum();
     let changes = ids.windows(2).filter(|w| w[0] != w[1]).count();
     (ids, bits, bits + switches.bits * changes as f64)
+}
+
+/// Each table's sum over a group's blocks (`group` block-major, `sums.len()` tables),
+/// added in block order: the order that the plan's figures are defined by.
+fn sum_in_order(group: &[f32], sums: &mut [f64]) {
+    sums.fill(0.0);
+    for block in group.chunks_exact(sums.len()) {
+        for (sum, &b) in sums.iter_mut().zip(block) {
+            *sum += f64::from(b);
+        }
+    }
 }
 
 /// The least of a group's per-table sums: its table and bits.
@@ -1081,13 +1087,7 @@ fn level_choices_in_order(per_block: &[f32], k: usize, levels: u8) -> Vec<(Vec<u
             let ids = per_block
                 .chunks(k << up)
                 .map(|group| {
-                    // Each table's sum over the group's blocks, in block order.
-                    sums.fill(0.0);
-                    for block in group.chunks_exact(k) {
-                        for (sum, &b) in sums.iter_mut().zip(block) {
-                            *sum += f64::from(b);
-                        }
-                    }
+                    sum_in_order(group, &mut sums);
                     let (t, b) = least(&sums);
                     bits += b;
                     t as u8
