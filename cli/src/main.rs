@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mcodec_cli::{execute, Cli, CliError};
+use mcodec_cli::{execute, Cli, CliError, Command};
 
 mod heap;
 
@@ -45,9 +45,11 @@ fn start_pool() {
 }
 
 fn main() -> ExitCode {
-    // Before any other thread exists.
-    heap::tune();
     let cli = Cli::parse();
+    // Before any other thread exists; where it was measured to pay (`heap`).
+    if matches!(cli.command, Command::Pack(_) | Command::Store(_)) {
+        heap::tune();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
