@@ -94,23 +94,16 @@ fn pack_dir(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result<
             Ok(None)
         }
     })?;
-    let total = steps.iter().map(|s| s.units).sum();
-    let bar = Bar::bytes(total, g.quiet);
-    let stats = tree::build(
+    tree::run(
         input,
         out,
-        g.force,
+        g,
+        true,
+        start,
         &steps,
-        &bar,
         |data, src, dst, w, progress| {
             pack(data, opts, w, progress).map_err(|e| blame(e, src, dst))?;
             Ok(())
         },
-    )?;
-    drop(bar);
-    if !g.quiet {
-        let secs = start.elapsed().as_secs_f64();
-        emit(&tree::summary(input, out, true, &stats, secs))?;
-    }
-    Ok(())
+    )
 }

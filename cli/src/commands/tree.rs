@@ -6,9 +6,12 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use std::time::Instant;
+
 use crate::error::{CliError, Context};
 use crate::fsutil::{self, DirOutput, Input, Node};
 use crate::progress::Bar;
+use crate::Global;
 
 /// What becomes of one entry of the input tree.
 pub enum Action {
@@ -123,17 +126,20 @@ pub fn stays_inside(rel: &Path, target: &Path) -> bool {
 }
 
 /// Carries out `steps` from `input` into a temporary directory that becomes `out` only
-/// when all succeeded. `convert(input, src, dst, writer, progress)` writes one converted
+/// when all succeeded, behind a progress bar, and prints the summary line unless
+/// `--quiet` (`packing` picks its verb; `start` is when the command began, so planning
+/// counts in the rate). `convert(input, src, dst, writer, progress)` writes one converted
 /// file from the mapped `input` (read from `src`) and reports its progress in the units
 /// [`plan`] gave it. Files are opened without following symlinks below `input`
 /// ([`fsutil::open_walked`]): one swapped in since the walk, for a file or a directory above
 /// it, fails the run.
-pub fn build(
+pub fn run(
     input: &Path,
     out: &Path,
-    force: bool,
+    g: &Global,
+    packing: bool,
+    start: Instant,
     steps: &[Step],
-    bar: &Bar,
     mut convert: impl FnMut(
         &Input,
         &Path,
@@ -141,8 +147,9 @@ pub fn build(
         &mut BufWriter<&File>,
         &(dyn Fn(u64) + Sync),
     ) -> Result<(), CliError>,
-) -> Result<TreeStats, CliError> {
-    let dir = DirOutput::new(out, force)?;
+) -> Result<(), CliError> {
+    let bar = Bar::bytes(steps.iter().map(|s| s.units).sum(), g.quiet);
+    let dir = DirOutput::new(out, g.force)?;
     let mut stats = TreeStats::default();
     let mut done = 0u64;
     for step in steps {
@@ -187,7 +194,12 @@ pub fn build(
         bar.set(done);
     }
     dir.finish()?;
-    Ok(stats)
+    drop(bar);
+    if !g.quiet {
+        let secs = start.elapsed().as_secs_f64();
+        super::emit(&summary(input, out, packing, &stats, secs))?;
+    }
+    Ok(())
 }
 
 /// Creates the new file `dst` (shown as `shown` in errors).
@@ -200,7 +212,7 @@ fn create(dst: &Path, shown: &Path) -> Result<File, CliError> {
 }
 
 /// The summary line of a directory conversion.
-pub fn summary(input: &Path, out: &Path, packing: bool, s: &TreeStats, secs: f64) -> String {
+fn summary(input: &Path, out: &Path, packing: bool, s: &TreeStats, secs: f64) -> String {
     let verb = if packing { "packed" } else { "unpacked" };
     format!(
         "{} -> {}: {} files {verb}, {} copied; {}, {:.1} MB/s\n",

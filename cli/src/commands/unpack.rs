@@ -85,25 +85,18 @@ fn unpack_dir(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
             .ok_or_else(|| CliError::at(path, "cannot derive the unpacked name"))?;
         Ok(Some((dst, original)))
     })?;
-    let total = steps.iter().map(|s| s.units).sum();
-    let bar = Bar::bytes(total, g.quiet);
-    let stats = tree::build(
+    tree::run(
         input,
         out,
-        g.force,
+        g,
+        false,
+        start,
         &steps,
-        &bar,
         |data, src, dst, w, progress| {
             let archive = Archive::open(data).at(src)?;
             archive
                 .unpack_to(w, progress)
                 .map_err(|e| blame(e, src, dst))
         },
-    )?;
-    drop(bar);
-    if !g.quiet {
-        let secs = start.elapsed().as_secs_f64();
-        emit(&tree::summary(input, out, false, &stats, secs))?;
-    }
-    Ok(())
+    )
 }
