@@ -1479,7 +1479,23 @@ fn decode_chunk_pair<S: StepSink>(
         // paths, BENCHMARKS.md, tenth session, dec12). A pair's groups decode in the
         // order of `dst`, chunk `a` first, or both interleaved (which walks the window
         // as fast).
-        let result = crate::entropy::rans::write_ahead(dst_range.clone(), esize, || {
+        // While the first field decodes, a bit-packed field that the merge reads in
+        // place is prefetched too: BF16's residual, F16's second field (not F32's three:
+        // level there; see `write_ahead`).
+        let read = match layout {
+            _ if i != 0 => None,
+            Layout::Bf16 | Layout::Bf16Joint if fused => packed_residual(first, na).map(|a| (a, 7)),
+            Layout::F16 | Layout::F16Joint if in_place[1] => {
+                packed_byte(1, first, na).map(|a| (a, 8))
+            }
+            _ => None,
+        }
+        .map(|(a, bits)| {
+            // The pair's symbols follow each other in the packed stream.
+            let start = a.as_ptr();
+            (start..start.wrapping_add((na + nb) * bits / 8), bits as u32)
+        });
+        let result = crate::entropy::rans::write_ahead(dst_range.clone(), esize, read, || {
             if as_bytes(i) {
                 let [a, b] = &mut bufs.byte_pairs[i];
                 grow(a, na);
