@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use crate::container::STREAM_ALIGN;
 use crate::dtype::Dtype;
+use crate::entropy::rans::RawSpan;
 use crate::entropy::stream::{
     sparse_entropy_bits, Coarse, CodedStream, Effort, SparseHist, StreamDecoder, StreamEncoder,
     StreamKind,
@@ -1402,6 +1403,20 @@ fn decode_chunk_pair<S: StepSink>(
     mut sink: S,
 ) -> Result<(), TensorError> {
     let esize = layout.element_size();
+    if matches!(layout, Layout::F32 | Layout::F32Joint)
+        && !S::STEPS
+        && dst.len() > chunk_len * esize
+        && !crate::entropy::rans::pairs_interleaved()
+    {
+        // F32 where the rANS decoder takes the chunks one at a time anyway (AVX-512,
+        // scalar): each chunk decoded and merged before the next, so that its 1 MiB of
+        // output and its fields are still in L2 for the merge (+1–3 % by CPU time on
+        // AVX-512; on AVX2 the pair's interleave pays more: BENCHMARKS.md,
+        // twenty-fifth session, dec25).
+        let (a, b) = dst.split_at_mut(chunk_len * esize);
+        decode_chunk_pair(layout, decoders, bufs, first, chunk_len, a, NoSink)?;
+        return decode_chunk_pair(layout, decoders, bufs, first + 1, chunk_len, b, NoSink);
+    }
     let dst_range = dst.as_ptr_range();
     let (dst_a, dst_b) = dst.split_at_mut((chunk_len * esize).min(dst.len()));
     let (na, nb) = (dst_a.len() / esize, dst_b.len() / esize);
@@ -1451,6 +1466,10 @@ fn decode_chunk_pair<S: StepSink>(
         _ => false,
     };
     let mut coded_bytes = [false; MAX_FIELDS];
+    // Runs of raw blocks in those byte fields (mode 5), read by the merge where they lie
+    // in the payloads instead of copied out first (empty vectors allocate nothing).
+    let mut raw_spans: [[Vec<RawSpan>; 2]; MAX_FIELDS] = Default::default();
+    let mut raw_payloads: [[&[u8]; 2]; MAX_FIELDS] = [[&[]; 2]; MAX_FIELDS];
     for (i, d) in decoders.iter().enumerate() {
         if in_place[i] {
             continue;
@@ -1460,14 +1479,33 @@ fn decode_chunk_pair<S: StepSink>(
         // paths, BENCHMARKS.md, tenth session, dec12). A pair's groups decode in the
         // order of `dst`, chunk `a` first, or both interleaved (which walks the window
         // as fast).
-        let result = crate::entropy::rans::write_ahead(dst_range.clone(), esize, || {
+        // While the first field decodes, a bit-packed field that the merge reads in
+        // place is prefetched too: BF16's residual, F16's second field (not F32's three:
+        // level there; see `write_ahead`).
+        let read = match layout {
+            _ if i != 0 => None,
+            Layout::Bf16 | Layout::Bf16Joint if fused => packed_residual(first, na).map(|a| (a, 7)),
+            Layout::F16 | Layout::F16Joint if in_place[1] => {
+                packed_byte(1, first, na).map(|a| (a, 8))
+            }
+            _ => None,
+        }
+        .map(|(a, bits)| {
+            // The pair's symbols follow each other in the packed stream.
+            let start = a.as_ptr();
+            (start..start.wrapping_add((na + nb) * bits / 8), bits as u32)
+        });
+        let result = crate::entropy::rans::write_ahead(dst_range.clone(), esize, read, || {
             if as_bytes(i) {
                 let [a, b] = &mut bufs.byte_pairs[i];
                 grow(a, na);
                 grow(b, nb);
-                if let Some(result) = d.decode_chunks_to_bytes(first, &mut a[..na], &mut b[..nb]) {
+                let spans = &mut raw_spans[i];
+                if let Some(result) =
+                    d.decode_chunks_to_bytes_in_place(first, &mut a[..na], &mut b[..nb], spans)
+                {
                     coded_bytes[i] = true;
-                    return result;
+                    return result.map(|payloads| raw_payloads[i] = payloads);
                 }
             }
             let [a, b] = &mut bufs.pairs[i];
@@ -1495,15 +1533,27 @@ fn decode_chunk_pair<S: StepSink>(
         let step = if S::STEPS { SINK_STEP_BYTES / esize } else { n };
         let joint = layout.is_joint();
         let residual = packed_residual(c, n).filter(|_| fused);
-        for (k, out) in out.chunks_mut(step * esize).enumerate() {
-            let r = k * step..k * step + out.len() / esize;
+        let spans = |f: usize| raw_spans[f][half].as_slice();
+        let any_raw = (0..MAX_FIELDS).any(|f| !spans(f).is_empty());
+        let merge = |r: std::ops::Range<usize>, out: &mut [u8]| {
             let field = |f: usize| &bufs.pairs[f][half][r.clone()];
-            let byte_field = |f: usize| match packed_byte(f, c, n) {
-                Some(bytes) if in_place[f] => ByteField::Bytes(&bytes[r.clone()]),
-                _ if coded_bytes[f] => ByteField::Bytes(&bufs.byte_pairs[f][half][r.clone()]),
-                _ => ByteField::Symbols(field(f)),
+            let byte_field = |f: usize| {
+                // A part lies wholly inside one raw run of a field or outside all of them.
+                if let Some(s) = spans(f)
+                    .iter()
+                    .find(|s| s.start <= r.start && r.end <= s.end)
+                {
+                    let at = s.at + (r.start - s.start);
+                    return ByteField::Bytes(&raw_payloads[f][half][at..at + r.len()]);
+                }
+                match packed_byte(f, c, n) {
+                    Some(bytes) if in_place[f] => ByteField::Bytes(&bytes[r.clone()]),
+                    _ if coded_bytes[f] => ByteField::Bytes(&bufs.byte_pairs[f][half][r.clone()]),
+                    _ => ByteField::Symbols(field(f)),
+                }
             };
-            // 7 bits per element: step `k` starts at byte 7·start/8 (start a multiple of 8).
+            // 7 bits per element: a part starting at `r.start` starts at byte 7·start/8
+            // (start a multiple of 8: of a step's 64 elements or a block's 256).
             match (residual.map(|p| &p[r.start / 8 * 7..]), layout) {
                 (Some(packed), Layout::F32 | Layout::F32Joint) => {
                     crate::float_split::merge_f32_packed(
@@ -1526,6 +1576,23 @@ fn decode_chunk_pair<S: StepSink>(
                     crate::float_split::merge_f16_fields(joint, byte_field(0), byte_field(1), out)
                 }
                 (None, _) => layout.merge(&[field(0), field(1)], out),
+            }
+        };
+        for (k, out) in out.chunks_mut(step * esize).enumerate() {
+            let r = k * step..k * step + out.len() / esize;
+            if !any_raw {
+                merge(r, out);
+            } else {
+                // In parts cut where a raw run of any field starts or ends.
+                let mut s = r.start;
+                while s < r.end {
+                    let e = (0..MAX_FIELDS)
+                        .flat_map(|f| spans(f).iter().flat_map(|x| [x.start, x.end]))
+                        .filter(|&x| x > s)
+                        .fold(r.end, usize::min);
+                    merge(s..e, &mut out[(s - r.start) * esize..(e - r.start) * esize]);
+                    s = e;
+                }
             }
             if S::STEPS {
                 sink.step(out);
@@ -1775,6 +1842,70 @@ mod tests {
                     (1, true) => assert!(largest <= pair, "{dtype}: {largest}"),
                     _ => assert!(largest > SINK_STEP_BYTES, "{dtype}: {largest}"),
                 }
+            }
+        }
+    }
+
+    /// Byte fields with raw blocks (mode 5) amid coded ones: the merge reads the raw
+    /// runs where they lie in the payloads, in parts cut at the runs' ends, whole chunks,
+    /// one-thread steps and pieces alike (F32's two mantissa bytes, F16's first field).
+    #[test]
+    fn raw_runs_of_byte_fields_are_merged_in_place() {
+        let opts = EncodeOptions {
+            chunk_log2: 14,
+            ..EncodeOptions::default()
+        };
+        let n = 3 * (1 << 14) + 777;
+        let mut next = crate::entropy::xorshift(7);
+        // Rows of 1,000 elements: every third one noise in the fields the decoder
+        // reads as bytes (raw blocks), the others few values (coded blocks).
+        let noisy = |i: usize| (i / 1000) % 3 == 1;
+        let f32s: Vec<u8> = gaussian_bf16(2 * n)
+            .chunks_exact(4)
+            .enumerate()
+            .flat_map(|(i, e)| {
+                let r = next();
+                let (lo, mid) = if noisy(i) {
+                    (r as u8, (r >> 8) as u8)
+                } else {
+                    (r as u8 & 0x0F, (r >> 8) as u8 & 0x07)
+                };
+                [lo, mid, e[2], e[3]]
+            })
+            .collect();
+        let f16s: Vec<u8> = gaussian_bf16(n)
+            .chunks_exact(2)
+            .enumerate()
+            .flat_map(|(i, e)| {
+                let r = next();
+                let hi = if noisy(i) { r as u8 } else { e[1] };
+                [e[0], hi]
+            })
+            .collect();
+        for (dtype, data) in [(Dtype::F32, f32s), (Dtype::F16, f16s)] {
+            let enc = round_trip(&dtype, &data, &opts);
+            let owned: Vec<Vec<u8>> = enc.streams.iter().map(CodedStream::to_vec).collect();
+            let streams: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+            let raw_fields = owned.iter().filter(|s| s.first() == Some(&5)).count();
+            let expected = if dtype == Dtype::F32 { 2 } else { 1 };
+            assert_eq!(raw_fields, expected, "{dtype}: streams with raw blocks");
+            let dec = TensorDecoder::new(enc.codec, enc.chunk_log2, data.len(), &streams).unwrap();
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut out = vec![0xA5u8; data.len()];
+                pool.install(|| dec.decode(&mut out)).unwrap();
+                assert!(out == data, "{dtype} {threads} threads: decode");
+                let mut out = vec![0x5Au8; data.len()];
+                let mut seen = 0;
+                pool.install(|| dec.decode_overlapped(&mut out, &mut |p| seen += p.len()))
+                    .unwrap();
+                assert!(
+                    out == data && seen == data.len(),
+                    "{dtype} {threads} threads"
+                );
             }
         }
     }

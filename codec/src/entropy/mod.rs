@@ -241,7 +241,7 @@ pub enum EntropyError {
 
 /// A xorshift64 generator from `seed` (not zero): the entropy tests' random data.
 #[cfg(test)]
-fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
     move || {
         seed ^= seed << 13;
         seed ^= seed >> 7;

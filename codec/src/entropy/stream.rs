@@ -2073,6 +2073,33 @@ impl<'a> StreamDecoder<'a> {
         a: &mut [u8],
         b: &mut [u8],
     ) -> Option<Result<(), EntropyError>> {
+        self.decode_chunks_to_bytes_with(c, a, b, None)
+            .map(|result| result.map(|_| ()))
+    }
+
+    /// [`Self::decode_chunks_to_bytes`], but where a chunk of 8-bit symbols has raw
+    /// blocks (mode 5) their runs are left in the payload: listed in `spans[0]` (chunk
+    /// `c`) and `spans[1]` (chunk `c + 1`) for the caller to read in place, their part of
+    /// `a` / `b` not written. On success, the two chunks' payloads, which the spans'
+    /// offsets index (the second empty when `b` is).
+    pub(crate) fn decode_chunks_to_bytes_in_place(
+        &self,
+        c: usize,
+        a: &mut [u8],
+        b: &mut [u8],
+        spans: &mut [Vec<rans::RawSpan>; 2],
+    ) -> Option<Result<[&'a [u8]; 2], EntropyError>> {
+        self.decode_chunks_to_bytes_with(c, a, b, Some(spans))
+    }
+
+    /// The two above: raw runs copied out without `spans`, listed there with.
+    fn decode_chunks_to_bytes_with(
+        &self,
+        c: usize,
+        a: &mut [u8],
+        b: &mut [u8],
+        spans: Option<&mut [Vec<rans::RawSpan>; 2]>,
+    ) -> Option<Result<[&'a [u8]; 2], EntropyError>> {
         let Body::Rans { block_log2, .. } = &self.body else {
             return None;
         };
@@ -2085,34 +2112,37 @@ impl<'a> StreamDecoder<'a> {
             Ok(chunk) => chunk,
             Err(e) => return Some(Err(e)),
         };
-        let one = |payload, tables: &[&DecTable], raw: &[bool], out: &mut [u8]| {
+        let (spans_a, spans_b) = match spans {
+            Some([x, y]) => (Some(x), Some(y)),
+            None => (None, None),
+        };
+        let one = |payload, tables: &[&DecTable], raw: &[bool], out: &mut [u8], s| {
             if raw.is_empty() {
                 rans::decode_chunk_as(payload, tables, block_len, out)
             } else {
-                rans::decode_chunk_raw(payload, tables, raw, bits, block_len, out)
+                rans::decode_chunk_raw_spans(payload, tables, raw, bits, block_len, out, s)
             }
         };
-        Some(if b.is_empty() {
-            one(payload_a, &tables_a, &raw_a, a)
+        if b.is_empty() {
+            return Some(one(payload_a, &tables_a, &raw_a, a, spans_a).map(|()| [payload_a, &[]]));
+        }
+        let (payload_b, tables_b, raw_b) = match self.rans_chunk(c + 1, b.len()) {
+            Ok(chunk) => chunk,
+            Err(e) => return Some(Err(e)),
+        };
+        let result = if !raw_a.is_empty() || !raw_b.is_empty() {
+            // Chunks with raw blocks are decoded one after the other.
+            one(payload_a, &tables_a, &raw_a, a, spans_a)
+                .and_then(|()| one(payload_b, &tables_b, &raw_b, b, spans_b))
         } else {
-            let (payload_b, tables_b, raw_b) = match self.rans_chunk(c + 1, b.len()) {
-                Ok(chunk) => chunk,
-                Err(e) => return Some(Err(e)),
-            };
-            if !raw_a.is_empty() || !raw_b.is_empty() {
-                // Chunks with raw blocks are decoded one after the other.
-                return Some(
-                    one(payload_a, &tables_a, &raw_a, a)
-                        .and_then(|()| one(payload_b, &tables_b, &raw_b, b)),
-                );
-            }
             rans::decode_chunk_pair_as(
                 [payload_a, payload_b],
                 [&tables_a, &tables_b],
                 1 << block_log2,
                 [a, b],
             )
-        })
+        };
+        Some(result.map(|()| [payload_a, payload_b]))
     }
 
     /// Checks every zero padding gap between the chunk payloads of a rANS-coded stream

@@ -91,6 +91,40 @@ pub(super) fn decode_chunk_raw_on<S: Symbol>(
     block_len: usize,
     out: &mut [S],
 ) -> Result<(), EntropyError> {
+    decode_chunk_raw_spans_on(level, payload, tables, raw, bits, block_len, out, None)
+}
+
+/// A run of raw blocks of 8-bit symbols left in the payload instead of copied out
+/// ([`decode_chunk_raw_spans`]): symbols `start..end` of the chunk are the payload's
+/// bytes `at..at + (end - start)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RawSpan {
+    /// First symbol of the run in the chunk.
+    pub start: usize,
+    /// One past its last symbol.
+    pub end: usize,
+    /// Where its bytes start in the chunk's payload.
+    pub at: usize,
+}
+
+/// [`decode_chunk_raw_on`], but with `spans` given and 8-bit symbols the raw runs are
+/// not copied into `out`: each is pushed onto `spans` (in order) for the caller to read
+/// in place, and `out` holds only the coded runs' symbols (the rest of it is left as it
+/// was). The checks are the same.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn decode_chunk_raw_spans_on<S: Symbol>(
+    level: SimdLevel,
+    payload: &[u8],
+    tables: &[&DecTable],
+    raw: &[bool],
+    bits: u32,
+    block_len: usize,
+    out: &mut [S],
+    mut spans: Option<&mut Vec<RawSpan>>,
+) -> Result<(), EntropyError> {
+    if bits != 8 {
+        spans = None;
+    }
     check_blocks(tables, block_len, out.len())?;
     let n_blocks = out.len().div_ceil(block_len);
     if raw.len() < n_blocks {
@@ -111,7 +145,14 @@ pub(super) fn decode_chunk_raw_on<S: Symbol>(
                 expected: area,
             });
         }
-        unpack_raw(payload, bits, out);
+        match spans {
+            Some(spans) => spans.push(RawSpan {
+                start: 0,
+                end: out.len(),
+                at: 0,
+            }),
+            None => unpack_raw(payload, bits, out),
+        }
         return Ok(());
     }
     if payload.len() < STATE_BYTES + area {
@@ -143,7 +184,14 @@ pub(super) fn decode_chunk_raw_on<S: Symbol>(
         if raw[b] {
             // Raw runs but the chunk's last hold whole groups: `span.len() · bits` is a
             // multiple of 32 bits, so the next run starts at a whole byte.
-            unpack_raw(&raw_bytes[raw_at..], bits, span);
+            match spans.as_deref_mut() {
+                Some(spans) => spans.push(RawSpan {
+                    start: b * block_len,
+                    end: b * block_len + span.len(),
+                    at: STATE_BYTES + raw_at,
+                }),
+                None => unpack_raw(&raw_bytes[raw_at..], bits, span),
+            }
             raw_at += (span.len() * bits as usize).div_ceil(8);
             skip_ahead(span.len() / LANES);
         } else {
@@ -285,6 +333,46 @@ pub(crate) fn decode_chunk_raw<S: Symbol>(
     )
 }
 
+/// [`decode_chunk_raw`], with `spans` given leaving 8-bit raw runs in the payload,
+/// listed there (see [`decode_chunk_raw_spans_on`]).
+pub(crate) fn decode_chunk_raw_spans<S: Symbol>(
+    payload: &[u8],
+    tables: &[&DecTable],
+    raw: &[bool],
+    bits: u32,
+    block_len: usize,
+    out: &mut [S],
+    spans: Option<&mut Vec<RawSpan>>,
+) -> Result<(), EntropyError> {
+    decode_chunk_raw_spans_on(
+        crate::cpu::simd_level(),
+        payload,
+        tables,
+        raw,
+        bits,
+        block_len,
+        out,
+        spans,
+    )
+}
+
+/// Whether the decoder of `level` (a path [`simd::decoder_level`] returned) decodes a
+/// pair of chunks interleaved in one call (see [`decode_chunk_pair_on`]) rather than one
+/// chunk after the other.
+fn interleaves(level: SimdLevel) -> bool {
+    match level {
+        SimdLevel::Avx512 => false,
+        SimdLevel::Avx2 => true,
+        SimdLevel::Scalar => false,
+    }
+}
+
+/// Whether [`decode_chunk_pair_as`] on the current code path interleaves the two chunks;
+/// where it does not, a caller gains nothing by handing it both at once.
+pub(crate) fn pairs_interleaved() -> bool {
+    interleaves(simd::decoder_level(crate::cpu::simd_level()))
+}
+
 /// [`decode_chunk_pair`] writing symbols as `S` (see [`decode_chunk_as`]).
 pub(crate) fn decode_chunk_pair_as<S: Symbol>(
     payloads: [&[u8]; 2],
@@ -320,12 +408,7 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
     // kernel's interleaved pairs and 0.56 for itself on pairs (FP8 and BF16 exponents of
     // MiniLM, `examples/rans_loop`, BENCHMARKS.md twenty-first session, fp821). The
     // scalar loop never interleaved.
-    let interleave = match level {
-        SimdLevel::Avx512 => false,
-        SimdLevel::Avx2 => true,
-        SimdLevel::Scalar => false,
-    };
-    if !interleave {
+    if !interleaves(level) {
         // One chunk after the other, each as `decode_chunk` decodes it: one vector call
         // across its blocks, not one per run of a table (FP8 tables change every few
         // blocks of 256).

@@ -546,27 +546,43 @@ fn scalar_path_codes_tables_wider_than_nine_bits() {
 fn write_ahead_walks_its_window_and_is_cleared_after() {
     let out = vec![0u8; 1000];
     let start = out.as_ptr() as usize;
-    write_ahead(out.as_ptr_range(), 4, || {
-        let mut ahead = WriteAhead::take();
-        assert_eq!(
-            (ahead.next, ahead.end, ahead.step),
-            (start, start + 1000, 4 * LANES)
-        );
-        for _ in 0..3 {
-            ahead.group();
-        }
-        ahead.put();
-        let mut ahead = WriteAhead::take();
-        assert_eq!(ahead.next, start + 3 * 4 * LANES, "the next block goes on");
-        for _ in 0..10 {
-            ahead.group();
-        }
-        // 1000 bytes are 7.8 groups' shares: the eighth is the last prefetched.
-        assert_eq!(ahead.next, start + 8 * 4 * LANES);
-        ahead.put();
-    });
+    let packed = vec![0u8; 500];
+    let from = packed.as_ptr() as usize;
+    write_ahead(
+        out.as_ptr_range(),
+        4,
+        Some((packed.as_ptr_range(), 7)),
+        || {
+            let mut ahead = WriteAhead::take();
+            assert_eq!(
+                (ahead.next, ahead.end, ahead.step),
+                (start, start + 1000, 4 * LANES)
+            );
+            assert_eq!(ahead.read, (from, from + 500, 7 * LANES / 8));
+            for _ in 0..3 {
+                ahead.group();
+            }
+            ahead.put();
+            let mut ahead = WriteAhead::take();
+            assert_eq!(ahead.next, start + 3 * 4 * LANES, "the next block goes on");
+            assert_eq!(
+                ahead.read.0,
+                from + 3 * 7 * LANES / 8,
+                "so does the read window"
+            );
+            for _ in 0..10 {
+                ahead.group();
+            }
+            // 1000 bytes are 7.8 groups' shares: the eighth is the last prefetched.
+            assert_eq!(ahead.next, start + 8 * 4 * LANES);
+            // 500 bytes are 17.9 groups' shares of 28: 13 taken so far.
+            assert_eq!(ahead.read.0, from + 13 * 7 * LANES / 8);
+            ahead.put();
+        },
+    );
     let after = WriteAhead::take();
     assert!(after.next >= after.end, "window left behind");
+    assert!(after.read.0 >= after.read.1, "read window left behind");
 }
 
 /// Damaged chunks (words cut off the end, words flipped) decode on every path exactly as on
