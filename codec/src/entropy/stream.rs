@@ -2024,7 +2024,15 @@ impl<'a> StreamDecoder<'a> {
                     rans::decode_chunk(payload, &tables, 1 << block_log2, out)?;
                 } else {
                     let bits = self.symbol_bits;
-                    rans::decode_chunk_raw(payload, &tables, &raw, bits, 1 << block_log2, out)?;
+                    rans::decode_chunk_raw(
+                        payload,
+                        &tables,
+                        &raw,
+                        bits,
+                        1 << block_log2,
+                        out,
+                        None,
+                    )?;
                 }
             }
         }
@@ -2120,7 +2128,7 @@ impl<'a> StreamDecoder<'a> {
             if raw.is_empty() {
                 rans::decode_chunk_as(payload, tables, block_len, out)
             } else {
-                rans::decode_chunk_raw_spans(payload, tables, raw, bits, block_len, out, s)
+                rans::decode_chunk_raw(payload, tables, raw, bits, block_len, out, s)
             }
         };
         if b.is_empty() {

@@ -75,27 +75,8 @@ pub(crate) fn raw_symbols(raw: &[bool], block_len: usize, n: usize) -> usize {
         .sum()
 }
 
-/// [`decode_chunk_on`] for a chunk of a mode 5 stream with raw blocks (`raw[b]` for
-/// block `b`; `tables[b]` is not used where it is set): the raw blocks are copied
-/// (unpacked) from the raw area after the states, the coded ones decoded from the words
-/// after it, each run of coded blocks as a chunk of its own would be. The lanes skip the
-/// raw blocks, which hold whole groups of lanes (but for a chunk's short last block), so
-/// a coded symbol's lane is its position modulo [`LANES`] as in any chunk. A chunk whose
-/// blocks are all raw is its raw area alone.
-pub(super) fn decode_chunk_raw_on<S: Symbol>(
-    level: SimdLevel,
-    payload: &[u8],
-    tables: &[&DecTable],
-    raw: &[bool],
-    bits: u32,
-    block_len: usize,
-    out: &mut [S],
-) -> Result<(), EntropyError> {
-    decode_chunk_raw_spans_on(level, payload, tables, raw, bits, block_len, out, None)
-}
-
 /// A run of raw blocks of 8-bit symbols left in the payload instead of copied out
-/// ([`decode_chunk_raw_spans`]): symbols `start..end` of the chunk are the payload's
+/// ([`decode_chunk_raw`]): symbols `start..end` of the chunk are the payload's
 /// bytes `at..at + (end - start)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RawSpan {
@@ -107,12 +88,19 @@ pub(crate) struct RawSpan {
     pub at: usize,
 }
 
-/// [`decode_chunk_raw_on`], but with `spans` given and 8-bit symbols the raw runs are
-/// not copied into `out`: each is pushed onto `spans` (in order) for the caller to read
-/// in place, and `out` holds only the coded runs' symbols (the rest of it is left as it
-/// was). The checks are the same.
+/// [`decode_chunk_on`] for a chunk of a mode 5 stream with raw blocks (`raw[b]` for
+/// block `b`; `tables[b]` is not used where it is set): the raw blocks are copied
+/// (unpacked) from the raw area after the states, the coded ones decoded from the words
+/// after it, each run of coded blocks as a chunk of its own would be. The lanes skip the
+/// raw blocks, which hold whole groups of lanes (but for a chunk's short last block), so
+/// a coded symbol's lane is its position modulo [`LANES`] as in any chunk. A chunk whose
+/// blocks are all raw is its raw area alone.
+///
+/// With `spans` given and 8-bit symbols, the raw runs are not copied into `out`: each is
+/// pushed onto `spans` (in order) for the caller to read in place, and `out` holds only
+/// the coded runs' symbols (the rest of it is left as it was). The checks are the same.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn decode_chunk_raw_spans_on<S: Symbol>(
+pub(super) fn decode_chunk_raw_on<S: Symbol>(
     level: SimdLevel,
     payload: &[u8],
     tables: &[&DecTable],
@@ -313,29 +301,9 @@ pub(crate) fn decode_chunk_as<S: Symbol>(
 }
 
 /// [`decode_chunk_as`] for a chunk with raw blocks (format 1.4, stream mode 5): see
-/// [`decode_chunk_raw_on`].
+/// [`decode_chunk_raw_on`]; with `spans` given, 8-bit raw runs are left in the payload
+/// and listed there instead of copied out (see [`decode_chunk_raw_on`]).
 pub(crate) fn decode_chunk_raw<S: Symbol>(
-    payload: &[u8],
-    tables: &[&DecTable],
-    raw: &[bool],
-    bits: u32,
-    block_len: usize,
-    out: &mut [S],
-) -> Result<(), EntropyError> {
-    decode_chunk_raw_on(
-        crate::cpu::simd_level(),
-        payload,
-        tables,
-        raw,
-        bits,
-        block_len,
-        out,
-    )
-}
-
-/// [`decode_chunk_raw`], with `spans` given leaving 8-bit raw runs in the payload,
-/// listed there (see [`decode_chunk_raw_spans_on`]).
-pub(crate) fn decode_chunk_raw_spans<S: Symbol>(
     payload: &[u8],
     tables: &[&DecTable],
     raw: &[bool],
@@ -344,7 +312,7 @@ pub(crate) fn decode_chunk_raw_spans<S: Symbol>(
     out: &mut [S],
     spans: Option<&mut Vec<RawSpan>>,
 ) -> Result<(), EntropyError> {
-    decode_chunk_raw_spans_on(
+    decode_chunk_raw_on(
         crate::cpu::simd_level(),
         payload,
         tables,

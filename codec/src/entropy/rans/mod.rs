@@ -70,8 +70,8 @@ mod tests;
 
 pub use decode::{decode_chunk, decode_chunk_pair};
 pub(crate) use decode::{
-    decode_chunk_as, decode_chunk_pair_as, decode_chunk_raw, decode_chunk_raw_spans,
-    pairs_interleaved, raw_area_len, raw_symbols, RawSpan,
+    decode_chunk_as, decode_chunk_pair_as, decode_chunk_raw, pairs_interleaved, raw_area_len,
+    raw_symbols, RawSpan,
 };
 pub use encode::encode_chunk;
 

@@ -811,6 +811,7 @@ fn raw_blocks_decode_alike_on_every_path() {
                 bits,
                 block_len,
                 &mut out,
+                None,
             )
             .unwrap();
             assert!(out == symbols, "round {round}: {level} u16, bits {bits}");
@@ -824,6 +825,7 @@ fn raw_blocks_decode_alike_on_every_path() {
                     bits,
                     block_len,
                     &mut bytes,
+                    None,
                 )
                 .unwrap();
                 assert!(
@@ -873,7 +875,8 @@ fn damaged_chunks_with_raw_blocks_are_errors() {
     for level in SimdLevel::supported() {
         let decode = |payload: &[u8], raw: &[bool]| {
             let mut out = vec![0u16; n];
-            decode_chunk_raw_on(level, payload, &tables, raw, 8, block_len, &mut out).map(|()| out)
+            decode_chunk_raw_on(level, payload, &tables, raw, 8, block_len, &mut out, None)
+                .map(|()| out)
         };
         assert!(decode(&payload, &raw).unwrap() == symbols);
         for len in [0, 1, 127, 128, 200, payload.len() - 2, payload.len() - 1] {
