@@ -1344,12 +1344,15 @@ mod window_count {
         // elements: weights rarely grow past that, and below it sixteen binades follow.
         let top = elements.iter().take(32).map(field).max().unwrap_or(0);
         let lo = top.saturating_sub(WINDOW - 5) as u16;
-        let mut window = [0u32; WINDOW];
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `counts_on` checked that the CPU has the AVX-512 path's features.
-        let done = unsafe { x86::count_avx512::<JOINT>(elements, lo, &mut window, hist) };
+        let (done, window) = {
+            let mut window = [0u32; WINDOW];
+            // SAFETY: `counts_on` checked that the CPU has the AVX-512 path's features.
+            let done = unsafe { x86::count_avx512::<JOINT>(elements, lo, &mut window, hist) };
+            (done, window)
+        };
         #[cfg(not(target_arch = "x86_64"))]
-        let done = 0;
+        let (done, window) = (0, [0u32; WINDOW]);
         for (h, &c) in hist[usize::from(lo)..].iter_mut().zip(&window) {
             *h += c;
         }
