@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::container::STREAM_ALIGN;
 use crate::dtype::Dtype;
-use crate::entropy::rans::RawSpan;
+use crate::entropy::rans::{F16Merge, RawSpan};
 use crate::entropy::stream::{
     sparse_entropy_bits, Coarse, CodedStream, Effort, SparseHist, StreamDecoder, StreamEncoder,
     StreamKind,
@@ -1466,6 +1466,21 @@ fn decode_chunk_pair<S: StepSink>(
         _ => false,
     };
     let mut coded_bytes = [false; MAX_FIELDS];
+    // F16 with its second field in place: the vector rANS kernels merge the elements as
+    // they decode the first field, into `dst`, instead of writing its bytes for the merge
+    // below to read back (`merged`: the leading elements of each half so written).
+    let mut merged = [0usize; 2];
+    let merges = match layout {
+        Layout::F16 | Layout::F16Joint if in_place[1] => {
+            let joint = layout.is_joint();
+            let low = |c: usize, n: usize| packed_byte(1, c, n).unwrap_or(&[]);
+            Some([
+                F16Merge::new(low(first, na), dst_a, joint),
+                F16Merge::new(if nb > 0 { low(first + 1, nb) } else { &[] }, dst_b, joint),
+            ])
+        }
+        _ => None,
+    };
     // Runs of raw blocks in those byte fields (mode 5), read by the merge where they lie
     // in the payloads instead of copied out first (empty vectors allocate nothing).
     let mut raw_spans: [[Vec<RawSpan>; 2]; MAX_FIELDS] = Default::default();
@@ -1501,11 +1516,19 @@ fn decode_chunk_pair<S: StepSink>(
                 grow(a, na);
                 grow(b, nb);
                 let spans = &mut raw_spans[i];
-                if let Some(result) =
-                    d.decode_chunks_to_bytes_in_place(first, &mut a[..na], &mut b[..nb], spans)
-                {
+                let merges = merges.filter(|_| i == 0);
+                if let Some(result) = d.decode_chunks_to_bytes_in_place(
+                    first,
+                    &mut a[..na],
+                    &mut b[..nb],
+                    spans,
+                    merges,
+                ) {
                     coded_bytes[i] = true;
-                    return result.map(|payloads| raw_payloads[i] = payloads);
+                    return result.map(|(payloads, done)| {
+                        raw_payloads[i] = payloads;
+                        merged = done;
+                    });
                 }
             }
             let [a, b] = &mut bufs.pairs[i];
@@ -1580,11 +1603,15 @@ fn decode_chunk_pair<S: StepSink>(
         };
         for (k, out) in out.chunks_mut(step * esize).enumerate() {
             let r = k * step..k * step + out.len() / esize;
+            // The elements the rANS kernel merged are in place already.
+            let from = r.start.max(merged[half]).min(r.end);
             if !any_raw {
-                merge(r, out);
+                if from < r.end {
+                    merge(from..r.end, &mut out[(from - r.start) * esize..]);
+                }
             } else {
                 // In parts cut where a raw run of any field starts or ends.
-                let mut s = r.start;
+                let mut s = from;
                 while s < r.end {
                     let e = (0..MAX_FIELDS)
                         .flat_map(|f| spans(f).iter().flat_map(|x| [x.start, x.end]))

@@ -2081,7 +2081,7 @@ impl<'a> StreamDecoder<'a> {
         a: &mut [u8],
         b: &mut [u8],
     ) -> Option<Result<(), EntropyError>> {
-        self.decode_chunks_to_bytes_with(c, a, b, None)
+        self.decode_chunks_to_bytes_with(c, a, b, None, None)
             .map(|result| result.map(|_| ()))
     }
 
@@ -2089,15 +2089,18 @@ impl<'a> StreamDecoder<'a> {
     /// blocks (mode 5) their runs are left in the payload: listed in `spans[0]` (chunk
     /// `c`) and `spans[1]` (chunk `c + 1`) for the caller to read in place, their part of
     /// `a` / `b` not written. On success, the two chunks' payloads, which the spans'
-    /// offsets index (the second empty when `b` is).
+    /// offsets index (the second empty when `b` is), and how many leading symbols of
+    /// each chunk were merged by `merges` instead of written (see
+    /// [`rans::F16Merge`]; merged only where neither chunk has raw blocks).
     pub(crate) fn decode_chunks_to_bytes_in_place(
         &self,
         c: usize,
         a: &mut [u8],
         b: &mut [u8],
         spans: &mut [Vec<rans::RawSpan>; 2],
-    ) -> Option<Result<[&'a [u8]; 2], EntropyError>> {
-        self.decode_chunks_to_bytes_with(c, a, b, Some(spans))
+        merges: Option<[rans::F16Merge; 2]>,
+    ) -> Option<Result<([&'a [u8]; 2], [usize; 2]), EntropyError>> {
+        self.decode_chunks_to_bytes_with(c, a, b, Some(spans), merges)
     }
 
     /// The two above: raw runs copied out without `spans`, listed there with.
@@ -2107,7 +2110,8 @@ impl<'a> StreamDecoder<'a> {
         a: &mut [u8],
         b: &mut [u8],
         spans: Option<&mut [Vec<rans::RawSpan>; 2]>,
-    ) -> Option<Result<[&'a [u8]; 2], EntropyError>> {
+        merges: Option<[rans::F16Merge; 2]>,
+    ) -> Option<Result<([&'a [u8]; 2], [usize; 2]), EntropyError>> {
         let Body::Rans { block_log2, .. } = &self.body else {
             return None;
         };
@@ -2124,15 +2128,20 @@ impl<'a> StreamDecoder<'a> {
             Some([x, y]) => (Some(x), Some(y)),
             None => (None, None),
         };
-        let one = |payload, tables: &[&DecTable], raw: &[bool], out: &mut [u8], s| {
+        // A chunk's own merge is used only where it has no raw blocks (nor its pair).
+        let one = |payload, tables: &[&DecTable], raw: &[bool], out: &mut [u8], s, merge| {
             if raw.is_empty() {
-                rans::decode_chunk_as(payload, tables, block_len, out)
+                rans::decode_chunk_as(payload, tables, block_len, out, merge)
             } else {
-                rans::decode_chunk_raw(payload, tables, raw, bits, block_len, out, s)
+                rans::decode_chunk_raw(payload, tables, raw, bits, block_len, out, s).map(|()| 0)
             }
         };
         if b.is_empty() {
-            return Some(one(payload_a, &tables_a, &raw_a, a, spans_a).map(|()| [payload_a, &[]]));
+            let merge = merges.map(|m| m[0]);
+            return Some(
+                one(payload_a, &tables_a, &raw_a, a, spans_a, merge)
+                    .map(|merged| ([payload_a, &[]], [merged, 0])),
+            );
         }
         let (payload_b, tables_b, raw_b) = match self.rans_chunk(c + 1, b.len()) {
             Ok(chunk) => chunk,
@@ -2140,17 +2149,18 @@ impl<'a> StreamDecoder<'a> {
         };
         let result = if !raw_a.is_empty() || !raw_b.is_empty() {
             // Chunks with raw blocks are decoded one after the other.
-            one(payload_a, &tables_a, &raw_a, a, spans_a)
-                .and_then(|()| one(payload_b, &tables_b, &raw_b, b, spans_b))
+            one(payload_a, &tables_a, &raw_a, a, spans_a, None)
+                .and_then(|_| one(payload_b, &tables_b, &raw_b, b, spans_b, None).map(|_| [0; 2]))
         } else {
             rans::decode_chunk_pair_as(
                 [payload_a, payload_b],
                 [&tables_a, &tables_b],
                 1 << block_log2,
                 [a, b],
+                merges,
             )
         };
-        Some(result.map(|()| [payload_a, payload_b]))
+        Some(result.map(|merged| ([payload_a, payload_b], merged)))
     }
 
     /// Checks every zero padding gap between the chunk payloads of a rANS-coded stream

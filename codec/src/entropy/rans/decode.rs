@@ -25,17 +25,41 @@ pub(super) fn decode_chunk_on<S: Symbol>(
     block_len: usize,
     out: &mut [S],
 ) -> Result<(), EntropyError> {
+    decode_chunk_merged_on(level, payload, tables, block_len, out, None).map(|_| ())
+}
+
+/// [`decode_chunk_on`], with `merge` (8-bit symbols) the vector loop's symbols merged by
+/// it instead of written to `out`: returns how many leading symbols were (their part of
+/// `out` is left as it was), 0 without a merge.
+pub(super) fn decode_chunk_merged_on<S: Symbol>(
+    level: SimdLevel,
+    payload: &[u8],
+    tables: &[&DecTable],
+    block_len: usize,
+    out: &mut [S],
+    merge: Option<F16Merge>,
+) -> Result<usize, EntropyError> {
     check_blocks(tables, block_len, out.len())?;
     let (mut states, mut reader) = start_chunk(payload)?;
     let level = simd::decoder_level(level);
     crate::cpu::note_run(level);
-    decode_coded(level, &mut states, &mut reader, tables, block_len, out);
-    finish_chunk(&states, &reader)
+    let merged = decode_coded(
+        level,
+        &mut states,
+        &mut reader,
+        tables,
+        block_len,
+        out,
+        merge,
+    );
+    finish_chunk(&states, &reader)?;
+    Ok(merged)
 }
 
 /// Decodes `out` (starting at a block boundary of its chunk, block `b` of it with
 /// `tables[b]`) from the states and words where they are: the vector loop across blocks,
-/// then the spans it left.
+/// then the spans it left. With `merge`, the vector loop's symbols are merged by it
+/// instead of written: returns how many (0 without).
 fn decode_coded<S: Symbol>(
     level: SimdLevel,
     states: &mut [u32; LANES],
@@ -43,19 +67,26 @@ fn decode_coded<S: Symbol>(
     tables: &[&DecTable],
     block_len: usize,
     out: &mut [S],
-) {
+    merge: Option<F16Merge>,
+) -> usize {
     let done = match group_shift(block_len) {
-        Some(shift) if level != SimdLevel::Scalar => simd::decode_groups(
+        Some(shift) if level != SimdLevel::Scalar => simd::decode_groups_merged(
             level,
             [&mut *states],
             [&mut *reader],
             [tables],
             shift,
             [&mut *out],
+            merge.map(|m| [m]),
         ),
         _ => 0,
     };
     decode_spans(level, states, reader, tables, block_len, out, done);
+    if simd::merging::<S, 1>(merge.map(|m| [m])) {
+        done
+    } else {
+        0
+    }
 }
 
 /// Bytes of the raw area of a chunk payload (format 1.4, stream mode 5; FORMAT.md
@@ -190,6 +221,7 @@ pub(super) fn decode_chunk_raw_on<S: Symbol>(
                 &tables[b..e],
                 block_len,
                 span,
+                None,
             );
         }
         b = e;
@@ -291,13 +323,17 @@ pub fn decode_chunk_pair(
 
 /// [`decode_chunk`] writing symbols as `S`: `u8` for streams of at most 8-bit symbols
 /// (FP8 fields decode straight into the tensor).
+///
+/// With `merge`, as [`decode_chunk_merged_on`]: returns the symbols merged.
 pub(crate) fn decode_chunk_as<S: Symbol>(
     payload: &[u8],
     tables: &[&DecTable],
     block_len: usize,
     out: &mut [S],
-) -> Result<(), EntropyError> {
-    decode_chunk_on(crate::cpu::simd_level(), payload, tables, block_len, out)
+    merge: Option<F16Merge>,
+) -> Result<usize, EntropyError> {
+    let level = crate::cpu::simd_level();
+    decode_chunk_merged_on(level, payload, tables, block_len, out, merge)
 }
 
 /// [`decode_chunk_as`] for a chunk with raw blocks (format 1.4, stream mode 5): see
@@ -341,14 +377,18 @@ pub(crate) fn pairs_interleaved() -> bool {
     interleaves(simd::decoder_level(crate::cpu::simd_level()))
 }
 
-/// [`decode_chunk_pair`] writing symbols as `S` (see [`decode_chunk_as`]).
+/// [`decode_chunk_pair`] writing symbols as `S` (see [`decode_chunk_as`]), with
+/// `merges` as [`decode_chunk_pair_merged_on`] takes them: returns the symbols of each
+/// chunk merged.
 pub(crate) fn decode_chunk_pair_as<S: Symbol>(
     payloads: [&[u8]; 2],
     tables: [&[&DecTable]; 2],
     block_len: usize,
     outs: [&mut [S]; 2],
-) -> Result<(), EntropyError> {
-    decode_chunk_pair_on(crate::cpu::simd_level(), payloads, tables, block_len, outs)
+    merges: Option<[F16Merge; 2]>,
+) -> Result<[usize; 2], EntropyError> {
+    let level = crate::cpu::simd_level();
+    decode_chunk_pair_merged_on(level, payloads, tables, block_len, outs, merges)
 }
 
 /// [`decode_chunk_pair`] on the given code path (one the CPU supports).
@@ -359,6 +399,21 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
     block_len: usize,
     outs: [&mut [S]; 2],
 ) -> Result<(), EntropyError> {
+    decode_chunk_pair_merged_on(level, payloads, tables, block_len, outs, None).map(|_| ())
+}
+
+/// [`decode_chunk_pair_on`], with `merges` (8-bit symbols) each chunk's symbols of the
+/// vector loop merged by its [`F16Merge`] instead of written to its output: returns how
+/// many leading symbols of each chunk were (their part of the output is left as it
+/// was), 0 without merges.
+pub(super) fn decode_chunk_pair_merged_on<S: Symbol>(
+    level: SimdLevel,
+    payloads: [&[u8]; 2],
+    tables: [&[&DecTable]; 2],
+    block_len: usize,
+    outs: [&mut [S]; 2],
+    merges: Option<[F16Merge; 2]>,
+) -> Result<[usize; 2], EntropyError> {
     let level = simd::decoder_level(level);
     crate::cpu::note_run(level);
     let [out_a, out_b] = outs;
@@ -375,39 +430,45 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
     // decodes one chunk at 0.49 ns per symbol against 0.55 for the retired 512-bit
     // kernel's interleaved pairs and 0.56 for itself on pairs (FP8 and BF16 exponents of
     // MiniLM, `examples/rans_loop`, BENCHMARKS.md twenty-first session, fp821). The
-    // scalar loop never interleaved.
-    if !interleaves(level) {
+    // scalar loop never interleaved. Chunks that the kernel merges into F16 elements go
+    // one at a time on AVX2 too: +2 % against the interleaved pair without the merge
+    // (MiniLM F16, one thread, CPU time; the pair with merges −3 %: register pressure).
+    if !interleaves(level) || simd::merging::<S, 2>(merges) {
         // One chunk after the other, each as `decode_chunk` decodes it: one vector call
         // across its blocks, not one per run of a table (FP8 tables change every few
         // blocks of 256).
-        decode_coded(
+        let merged_a = decode_coded(
             level,
             &mut states_a,
             &mut reader_a,
             tables[0],
             block_len,
             out_a,
+            merges.map(|m| m[0]),
         );
-        decode_coded(
+        let merged_b = decode_coded(
             level,
             &mut states_b,
             &mut reader_b,
             tables[1],
             block_len,
             out_b,
+            merges.map(|m| m[1]),
         );
         finish_chunk(&states_a, &reader_a)?;
-        return finish_chunk(&states_b, &reader_b);
+        finish_chunk(&states_b, &reader_b)?;
+        return Ok([merged_a, merged_b]);
     }
     if let Some(shift) = group_shift(block_len) {
         // Both chunks in one call across their blocks, the rest of each on its own.
-        let done = simd::decode_groups(
+        let done = simd::decode_groups_merged(
             level,
             [&mut states_a, &mut states_b],
             [&mut reader_a, &mut reader_b],
             tables,
             shift,
             [&mut *out_a, &mut *out_b],
+            merges,
         );
         if done > 0 {
             decode_spans(
@@ -429,7 +490,13 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
                 done,
             );
             finish_chunk(&states_a, &reader_a)?;
-            return finish_chunk(&states_b, &reader_b);
+            finish_chunk(&states_b, &reader_b)?;
+            let merged = if simd::merging::<S, 2>(merges) {
+                done
+            } else {
+                0
+            };
+            return Ok([merged; 2]);
         }
     }
     // Tables of mixed slot layouts: paired where both chunks' tables have the same.
@@ -524,7 +591,8 @@ pub(super) fn decode_chunk_pair_on<S: Symbol>(
         }
     }
     finish_chunk(&states_a, &reader_a)?;
-    finish_chunk(&states_b, &reader_b)
+    finish_chunk(&states_b, &reader_b)?;
+    Ok([0; 2])
 }
 
 fn check_blocks(tables: &[&DecTable], block_len: usize, n: usize) -> Result<(), EntropyError> {

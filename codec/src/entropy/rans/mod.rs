@@ -62,6 +62,50 @@ impl Symbol for u8 {
     }
 }
 
+/// An F16 merge done by a vector rANS kernel as it decodes a chunk's first field (8-bit
+/// symbols): each group's 32 elements are written to the output (two bytes each) from
+/// the symbols and the second field's bytes, instead of the symbols to the symbol buffer
+/// for a merge pass to read back. As many whole groups as both fields' lengths hold;
+/// `NONE` merges nothing. It holds `dst` mutably borrowed while it lives.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct F16Merge<'a> {
+    /// The second field, one byte per element (bit-packed 8-bit symbols, in place).
+    low: *const u8,
+    /// The output, two bytes per element.
+    dst: *mut u8,
+    /// Elements readable at `low` and writable at `dst`.
+    len: usize,
+    /// The fields of the joint F16 layout instead of the plain one.
+    joint: bool,
+    _borrow: std::marker::PhantomData<&'a [u8]>,
+}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+impl<'a> F16Merge<'a> {
+    /// No merge.
+    pub(crate) const NONE: Self = Self {
+        low: std::ptr::null(),
+        dst: std::ptr::null_mut(),
+        len: 0,
+        joint: false,
+        _borrow: std::marker::PhantomData,
+    };
+
+    /// A merge of the elements whose second field is `low` into `dst` (two bytes each):
+    /// `min(low.len(), dst.len() / 2)` of them at most. `joint`: the fields of the joint
+    /// F16 layout.
+    pub(crate) fn new(low: &'a [u8], dst: &'a mut [u8], joint: bool) -> Self {
+        Self {
+            low: low.as_ptr(),
+            dst: dst.as_mut_ptr(),
+            len: low.len().min(dst.len() / 2),
+            joint,
+            _borrow: std::marker::PhantomData,
+        }
+    }
+}
+
 mod decode;
 mod encode;
 mod simd;

@@ -1,5 +1,7 @@
 use super::super::model::FreqTable;
-use super::decode::{decode_chunk_on, decode_chunk_pair_on};
+use super::decode::{
+    decode_chunk_merged_on, decode_chunk_on, decode_chunk_pair_merged_on, decode_chunk_pair_on,
+};
 use super::encode::{encode_chunk_on, encode_group_scalar, encode_groups_portable};
 use super::*;
 
@@ -283,6 +285,119 @@ fn byte_outputs_decode_like_u16_on_every_path() {
         }
     }
     assert_eq!(layouts_seen, [true, true], "both slot layouts met");
+}
+
+/// F16 merged by the vector kernels as they decode the first field (8-bit symbols): on
+/// every path, single chunks and pairs, plain and joint fields, lengths off the group
+/// size and merges shorter than the chunk, the merged leading elements are the F16 words
+/// of the symbols and the second field's bytes, the symbols after them are decoded as
+/// without a merge, and nothing past the merged elements of the output is written.
+#[test]
+fn f16_merges_in_the_kernel_give_the_merged_words_on_every_path() {
+    let mut next = xorshift(0x5DEE_CE66_D1CE_4E5B);
+    let word = |e: u8, l: u8, joint: bool| -> [u8; 2] {
+        if joint {
+            [l, (e >> 1) | (e << 7)]
+        } else {
+            [(e << 7) | (l & 0x7F), (e >> 1) | (l & 0x80)]
+        }
+    };
+    for round in 0..24 {
+        let mut counts: Vec<u32> = (0..256).map(|_| (next() % 3000) as u32).collect();
+        counts[(next() % 256) as usize] += 200_000;
+        let table = FreqTable::from_counts(&counts).unwrap();
+        let (enc, dec) = (EncTable::new(&table, 8), DecTable::new(&table));
+        let block_len = LANES << (next() % 4);
+        let lens = [(next() % 5000) as usize, (next() % 5000) as usize];
+        let symbols = lens.map(|n| -> Vec<u16> {
+            (0..n)
+                .map(|_| loop {
+                    let s = (next() % 256) as u16;
+                    if counts[usize::from(s)] > 0 {
+                        break s;
+                    }
+                })
+                .collect()
+        });
+        let tables = lens.map(|n| vec![&dec; n.div_ceil(block_len).max(1)]);
+        let payloads = [0, 1].map(|k| {
+            let mut p = Vec::new();
+            encode_chunk(&symbols[k], &vec![&enc; tables[k].len()], block_len, &mut p).unwrap();
+            p
+        });
+        let lows = lens.map(|n| (0..n).map(|_| next() as u8).collect::<Vec<_>>());
+        // Some merges end short of their chunk: the kernel stops there.
+        let reach = lens.map(|n| if round % 3 == 0 { n / 2 } else { n });
+        let joint = round % 2 == 1;
+        let check = |level, k: usize, merged: usize, bytes: &[u8], dst: &[u8]| {
+            assert!(merged <= reach[k] && merged % LANES == 0, "{level} {round}");
+            for i in 0..lens[k] {
+                let e = symbols[k][i] as u8;
+                if i < merged {
+                    let w = word(e, lows[k][i], joint);
+                    assert_eq!(
+                        dst[2 * i..2 * i + 2],
+                        w,
+                        "{level} round {round} chunk {k} {i}"
+                    );
+                } else {
+                    assert_eq!(bytes[i], e, "{level} round {round} chunk {k} symbol {i}");
+                }
+            }
+            assert!(
+                dst[2 * merged..].iter().all(|&b| b == 0xEE),
+                "{level} {round}"
+            );
+        };
+        for level in SimdLevel::supported() {
+            let mut dst = [0, 1].map(|k| vec![0xEEu8; 2 * lens[k]]);
+            let mut bytes = [0, 1].map(|k| vec![0u8; lens[k]]);
+            let merged = {
+                let [da, db] = &mut dst;
+                let merges = [
+                    F16Merge::new(&lows[0][..reach[0]], da, joint),
+                    F16Merge::new(&lows[1][..reach[1]], db, joint),
+                ];
+                let [a, b] = &mut bytes;
+                decode_chunk_pair_merged_on(
+                    level,
+                    [&payloads[0], &payloads[1]],
+                    [&tables[0], &tables[1]],
+                    block_len,
+                    [a, b],
+                    Some(merges),
+                )
+                .unwrap()
+            };
+            if level != SimdLevel::Scalar
+                && lens
+                    .iter()
+                    .zip(reach)
+                    .all(|(&n, r)| n >= LANES && r >= LANES)
+            {
+                assert!(
+                    merged.iter().all(|&m| m > 0),
+                    "{level} round {round}: no merge"
+                );
+            }
+            for k in 0..2 {
+                check(level, k, merged[k], &bytes[k], &dst[k]);
+            }
+            let mut single = vec![0xEEu8; 2 * lens[0]];
+            let mut single_bytes = vec![0u8; lens[0]];
+            let merge = F16Merge::new(&lows[0][..reach[0]], &mut single, joint);
+            let merged = decode_chunk_merged_on(
+                level,
+                &payloads[0],
+                &tables[0],
+                block_len,
+                &mut single_bytes,
+                Some(merge),
+            )
+            .unwrap();
+            check(level, 0, merged, &single_bytes, &single);
+        }
+    }
 }
 
 /// The vector encoders take `y / freq` as `trunc(f32(y) · f32(1 / freq))` and correct

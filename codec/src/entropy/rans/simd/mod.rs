@@ -1,6 +1,6 @@
 //! Vector coding of whole groups, on the path the caller chose.
 
-use super::{Symbol, WordReader, LANES};
+use super::{F16Merge, Symbol, WordReader, LANES};
 use crate::cpu::SimdLevel;
 use crate::entropy::model::{DecTable, EncTable};
 
@@ -45,6 +45,29 @@ pub(super) fn decode_groups<S: Symbol, const N: usize>(
     group_shift: u32,
     outs: [&mut [S]; N],
 ) -> usize {
+    decode_groups_merged(level, states, readers, tables, group_shift, outs, None)
+}
+
+/// Whether [`decode_groups_merged`] merges with `merges` (rather than writing the
+/// symbols): for 8-bit symbols, with a merge for each chunk, on the vector paths.
+pub(super) fn merging<S: Symbol, const N: usize>(merges: Option<[F16Merge; N]>) -> bool {
+    cfg!(target_arch = "x86_64")
+        && size_of::<S>() == 1
+        && merges.is_some_and(|m| m.iter().all(|m| m.len > 0))
+}
+
+/// [`decode_groups`], with `merges` (8-bit symbols only) the symbols of each chunk not
+/// written to its output but merged by [`F16Merge`] (as many groups as the merges
+/// reach).
+pub(super) fn decode_groups_merged<S: Symbol, const N: usize>(
+    level: SimdLevel,
+    states: [&mut [u32; LANES]; N],
+    readers: [&mut WordReader; N],
+    tables: [&[&DecTable]; N],
+    group_shift: u32,
+    outs: [&mut [S]; N],
+    merges: Option<[F16Merge; N]>,
+) -> usize {
     let groups = outs.iter().map(|o| o.len() / LANES).min().unwrap_or(0);
     if groups == 0 {
         return 0;
@@ -64,58 +87,72 @@ pub(super) fn decode_groups<S: Symbol, const N: usize>(
     let inline = first;
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY (all four calls): `level` comes from `decoder_level`, so the CPU
-        // supports every feature the called function enables (the AVX-512 level's
-        // features include the AVX2 level's, which its kernel also uses).
+        // SAFETY (every call): `level` comes from `decoder_level`, so the CPU supports
+        // every feature the called function enables (the AVX-512 level's features
+        // include the AVX2 level's, which its kernel also uses); a kernel merges only
+        // for `u8` symbols (`merging`), within each merge's `len` (its groups stop
+        // there), and an `F16Merge` holds its output borrowed and its input in bounds.
+        let merge = match merges {
+            Some(m) if merging::<S, N>(merges) => {
+                if m[0].joint {
+                    2
+                } else {
+                    1
+                }
+            }
+            _ => 0,
+        };
+        let merges = merges.unwrap_or([F16Merge::NONE; N]);
+        macro_rules! kernel {
+            ($kernel:ident, $inline:literal) => {
+                match merge {
+                    1 => x86_decode::$kernel::<S, N, $inline, 1>(
+                        states,
+                        readers,
+                        tables,
+                        group_shift,
+                        outs,
+                        merges,
+                    ),
+                    2 => x86_decode::$kernel::<S, N, $inline, 2>(
+                        states,
+                        readers,
+                        tables,
+                        group_shift,
+                        outs,
+                        merges,
+                    ),
+                    _ => x86_decode::$kernel::<S, N, $inline, 0>(
+                        states,
+                        readers,
+                        tables,
+                        group_shift,
+                        outs,
+                        merges,
+                    ),
+                }
+            };
+        }
         match (level, inline) {
-            (SimdLevel::Avx512, true) => {
-                return unsafe {
-                    x86_decode::decode_groups_avx512_256::<S, N, true>(
-                        states,
-                        readers,
-                        tables,
-                        group_shift,
-                        outs,
-                    )
-                }
-            }
+            (SimdLevel::Avx512, true) => return unsafe { kernel!(decode_groups_avx512_256, true) },
             (SimdLevel::Avx512, false) => {
-                return unsafe {
-                    x86_decode::decode_groups_avx512_256::<S, N, false>(
-                        states,
-                        readers,
-                        tables,
-                        group_shift,
-                        outs,
-                    )
-                }
+                return unsafe { kernel!(decode_groups_avx512_256, false) }
             }
-            (SimdLevel::Avx2, true) => {
-                return unsafe {
-                    x86_decode::decode_groups_avx2::<S, N, true>(
-                        states,
-                        readers,
-                        tables,
-                        group_shift,
-                        outs,
-                    )
-                }
-            }
-            (SimdLevel::Avx2, false) => {
-                return unsafe {
-                    x86_decode::decode_groups_avx2::<S, N, false>(
-                        states,
-                        readers,
-                        tables,
-                        group_shift,
-                        outs,
-                    )
-                }
-            }
+            (SimdLevel::Avx2, true) => return unsafe { kernel!(decode_groups_avx2, true) },
+            (SimdLevel::Avx2, false) => return unsafe { kernel!(decode_groups_avx2, false) },
             (SimdLevel::Scalar, _) => {}
         }
     }
-    let _ = (level, inline, states, readers, tables, group_shift, outs);
+    let _ = (
+        level,
+        inline,
+        states,
+        readers,
+        tables,
+        group_shift,
+        outs,
+        merges,
+    );
     0
 }
 

@@ -1,6 +1,6 @@
 //! The AVX2 group decoder and its AVX-512VL twin (256-bit vectors both).
 
-use super::super::{Symbol, WordReader, WriteAhead, LANES, RANS_L};
+use super::super::{F16Merge, Symbol, WordReader, WriteAhead, LANES, RANS_L};
 use crate::entropy::model::{DecTable, PROB_BITS};
 use std::arch::x86_64::*;
 
@@ -123,17 +123,25 @@ unsafe fn gather8_by_loads(table: *const i32, idx: __m256i) -> __m256i {
 /// 128-bit halves (one broadcast load), and its 8-bit need mask picks a byte shuffle
 /// ([`REFILL8`]) that spreads them over the lanes that need one. With `INLINE` tables
 /// the symbol comes from the slot entry itself; otherwise a second gather maps the
-/// entry's index to its symbol. Returns the symbols decoded in each chunk (the same
-/// number in each).
+/// entry's index to its symbol. With `MERGE` 1 or 2 (8-bit symbols; plain or joint F16
+/// fields), each group's symbols are not stored but merged with the second field into
+/// F16 elements as `merges[j]` says ([`F16Merge`]), and the groups stop where a merge
+/// does. Returns the symbols decoded in each chunk (the same number in each).
 #[target_feature(enable = "avx2,bmi1,popcnt")]
-pub(super) unsafe fn decode_groups_avx2<S: Symbol, const N: usize, const INLINE: bool>(
+pub(super) unsafe fn decode_groups_avx2<
+    S: Symbol,
+    const N: usize,
+    const INLINE: bool,
+    const MERGE: u8,
+>(
     states: [&mut [u32; LANES]; N],
     readers: [&mut WordReader; N],
     tables: [&[&DecTable]; N],
     group_shift: u32,
     outs: [&mut [S]; N],
+    merges: [F16Merge; N],
 ) -> usize {
-    decode_groups_256!(false, states, readers, tables, group_shift, outs)
+    decode_groups_256!(false, states, readers, tables, group_shift, outs, merges)
 }
 
 /// [`decode_groups_avx2`] with AVX-512VL refills: the lanes' need mask is a mask
@@ -142,14 +150,20 @@ pub(super) unsafe fn decode_groups_avx2<S: Symbol, const N: usize, const INLINE:
 /// per vector; with 32 vector registers a step's vectors stay in registers.
 /// The AVX-512 path's rANS decoder, one chunk at a time (see `decode_groups`).
 #[target_feature(enable = "avx2,bmi1,popcnt,avx512f,avx512bw,avx512vl,avx512vbmi2")]
-pub(super) unsafe fn decode_groups_avx512_256<S: Symbol, const N: usize, const INLINE: bool>(
+pub(super) unsafe fn decode_groups_avx512_256<
+    S: Symbol,
+    const N: usize,
+    const INLINE: bool,
+    const MERGE: u8,
+>(
     states: [&mut [u32; LANES]; N],
     readers: [&mut WordReader; N],
     tables: [&[&DecTable]; N],
     group_shift: u32,
     outs: [&mut [S]; N],
+    merges: [F16Merge; N],
 ) -> usize {
-    decode_groups_256!(true, states, readers, tables, group_shift, outs)
+    decode_groups_256!(true, states, readers, tables, group_shift, outs, merges)
 }
 
 /// The body of the two 256-bit group decoders, with `VL` (a `bool` literal) for the
@@ -158,11 +172,20 @@ pub(super) unsafe fn decode_groups_avx512_256<S: Symbol, const N: usize, const I
 /// the AVX2 kernel compiled through an `#[inline(always)]` body measured 6–7 % slower
 /// for one chunk (register allocation and layout, not instructions).
 macro_rules! decode_groups_256 {
-    ($vl:literal, $states:ident, $readers:ident, $tables:ident, $group_shift:ident, $outs:ident) => {{
+    ($vl:literal, $states:ident, $readers:ident, $tables:ident, $group_shift:ident, $outs:ident, $merges:ident) => {{
         const VL: bool = $vl;
-        let (states, readers, tables, group_shift, outs) =
-            ($states, $readers, $tables, $group_shift, $outs);
-        let groups = outs.iter().map(|o| o.len() / LANES).min().unwrap_or(0);
+        let (states, readers, tables, group_shift, outs, merges) =
+            ($states, $readers, $tables, $group_shift, $outs, $merges);
+        let mut groups = outs.iter().map(|o| o.len() / LANES).min().unwrap_or(0);
+        if MERGE != 0 {
+            // A merged group writes its elements where `merges` says, not its symbols.
+            debug_assert_eq!(size_of::<S>(), 1);
+            groups = merges
+                .iter()
+                .map(|m| m.len / LANES)
+                .fold(groups, usize::min);
+        }
+        let top = _mm256_set1_epi8(0x80u8 as i8);
         debug_assert!((0..N).all(|j| groups == 0 || (groups - 1) >> group_shift < tables[j].len()));
         let n_words: [usize; N] = std::array::from_fn(|j| readers[j].words.len());
         let words: [*const u8; N] = std::array::from_fn(|j| readers[j].words.as_ptr() as *const u8);
@@ -306,7 +329,42 @@ macro_rules! decode_groups_256 {
                             _mm256_packus_epi16(pairs[0], pairs[1]),
                             _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
                         );
-                        _mm256_storeu_si256(at as *mut __m256i, bytes);
+                        if MERGE != 0 {
+                            // F16 elements from the first field's bytes `e` and the
+                            // second field's `l` (see `merge_f16_bytes_avx2`): high bytes
+                            // exponent and top mantissa bits under the sign, low bytes
+                            // the rest; interleaved into words. In the rANS loop the merge
+                            // costs no more than the decode's stores and loads of the
+                            // field's bytes and a merge pass over them cost (one-thread
+                            // MiniLM F16 decode by CPU time +10 % on AVX-512, +2 % on
+                            // AVX2 one chunk at a time; BENCHMARKS.md, twenty-sixth
+                            // session, dec26).
+                            let m = &merges[j];
+                            // SAFETY: g < groups ≤ m.len / LANES: the 32 bytes of `low`
+                            // and the 64 of `dst` at the group's elements are in bounds.
+                            let l = _mm256_loadu_si256(m.low.add(g * LANES) as *const __m256i);
+                            let e = bytes;
+                            let down = _mm256_srli_epi16::<1>(e);
+                            let up = _mm256_slli_epi16::<7>(e);
+                            let select = |rest: __m256i, sign: __m256i| {
+                                _mm256_or_si256(
+                                    _mm256_and_si256(sign, top),
+                                    _mm256_andnot_si256(top, rest),
+                                )
+                            };
+                            let (hi, lo) = if MERGE == 2 {
+                                (select(down, up), l)
+                            } else {
+                                (select(down, l), select(l, up))
+                            };
+                            let a = _mm256_unpacklo_epi8(lo, hi);
+                            let b = _mm256_unpackhi_epi8(lo, hi);
+                            let to = m.dst.add(2 * g * LANES) as *mut __m256i;
+                            _mm256_storeu_si256(to, _mm256_permute2x128_si256::<0x20>(a, b));
+                            _mm256_storeu_si256(to.add(1), _mm256_permute2x128_si256::<0x31>(a, b));
+                        } else {
+                            _mm256_storeu_si256(at as *mut __m256i, bytes);
+                        }
                     } else {
                         let halves = pairs.map(|p| _mm256_permute4x64_epi64::<0xD8>(p));
                         _mm256_storeu_si256(at as *mut __m256i, halves[0]);
