@@ -1466,9 +1466,10 @@ fn decode_chunk_pair<S: StepSink>(
         _ => false,
     };
     let mut coded_bytes = [false; MAX_FIELDS];
-    // F16 with its second field in place: the vector rANS kernels merge the elements as
-    // they decode the first field, into `dst`, instead of writing its bytes for the merge
-    // below to read back (`merged`: the leading elements of each half so written).
+    // F16 with its second field in place: on the AVX-512 path the rANS kernel merges the
+    // elements into `dst` as it decodes the first field, instead of writing its bytes for
+    // the merge below to read back (`merged`: the leading elements of each half so
+    // written; none on the other paths).
     let mut merged = [0usize; 2];
     let merges = match layout {
         Layout::F16 | Layout::F16Joint if in_place[1] => {

@@ -82,7 +82,7 @@ fn decode_coded<S: Symbol>(
         _ => 0,
     };
     decode_spans(level, states, reader, tables, block_len, out, done);
-    if simd::merging::<S, 1>(merge.map(|m| [m])) {
+    if simd::merging::<S, 1>(level, merge.map(|m| [m])) {
         done
     } else {
         0
@@ -430,10 +430,8 @@ pub(super) fn decode_chunk_pair_merged_on<S: Symbol>(
     // decodes one chunk at 0.49 ns per symbol against 0.55 for the retired 512-bit
     // kernel's interleaved pairs and 0.56 for itself on pairs (FP8 and BF16 exponents of
     // MiniLM, `examples/rans_loop`, BENCHMARKS.md twenty-first session, fp821). The
-    // scalar loop never interleaved. Chunks that the kernel merges into F16 elements go
-    // one at a time on AVX2 too: +2 % against the interleaved pair without the merge
-    // (MiniLM F16, one thread, CPU time; the pair with merges −3 %: register pressure).
-    if !interleaves(level) || simd::merging::<S, 2>(merges) {
+    // scalar loop never interleaved.
+    if !interleaves(level) {
         // One chunk after the other, each as `decode_chunk` decodes it: one vector call
         // across its blocks, not one per run of a table (FP8 tables change every few
         // blocks of 256).
@@ -491,7 +489,7 @@ pub(super) fn decode_chunk_pair_merged_on<S: Symbol>(
             );
             finish_chunk(&states_a, &reader_a)?;
             finish_chunk(&states_b, &reader_b)?;
-            let merged = if simd::merging::<S, 2>(merges) {
+            let merged = if simd::merging::<S, 2>(level, merges) {
                 done
             } else {
                 0

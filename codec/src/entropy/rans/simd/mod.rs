@@ -48,10 +48,18 @@ pub(super) fn decode_groups<S: Symbol, const N: usize>(
     decode_groups_merged(level, states, readers, tables, group_shift, outs, None)
 }
 
-/// Whether [`decode_groups_merged`] merges with `merges` (rather than writing the
-/// symbols): for 8-bit symbols, with a merge for each chunk, on the vector paths.
-pub(super) fn merging<S: Symbol, const N: usize>(merges: Option<[F16Merge; N]>) -> bool {
+/// Whether [`decode_groups_merged`] on the path of `level` (from [`decoder_level`])
+/// merges with `merges` rather than writing the symbols: on the AVX-512 path, for 8-bit
+/// symbols, with a merge for each chunk. (The AVX2 kernel, with half the registers,
+/// measured slower merging: one-thread MiniLM F16 decode by CPU time −3 % with the
+/// merge in its interleaved pairs, −5 to −8 % one chunk at a time against main's
+/// pairs in separate processes; BENCHMARKS.md, twenty-sixth session, dec26.)
+pub(super) fn merging<S: Symbol, const N: usize>(
+    level: SimdLevel,
+    merges: Option<[F16Merge; N]>,
+) -> bool {
     cfg!(target_arch = "x86_64")
+        && level == SimdLevel::Avx512
         && size_of::<S>() == 1
         && merges.is_some_and(|m| m.iter().all(|m| m.len > 0))
 }
@@ -93,7 +101,7 @@ pub(super) fn decode_groups_merged<S: Symbol, const N: usize>(
         // for `u8` symbols (`merging`), within each merge's `len` (its groups stop
         // there), and an `F16Merge` holds its output borrowed and its input in bounds.
         let merge = match merges {
-            Some(m) if merging::<S, N>(merges) => {
+            Some(m) if merging::<S, N>(level, merges) => {
                 if m[0].joint {
                     2
                 } else {
@@ -138,8 +146,30 @@ pub(super) fn decode_groups_merged<S: Symbol, const N: usize>(
             (SimdLevel::Avx512, false) => {
                 return unsafe { kernel!(decode_groups_avx512_256, false) }
             }
-            (SimdLevel::Avx2, true) => return unsafe { kernel!(decode_groups_avx2, true) },
-            (SimdLevel::Avx2, false) => return unsafe { kernel!(decode_groups_avx2, false) },
+            (SimdLevel::Avx2, true) => {
+                return unsafe {
+                    x86_decode::decode_groups_avx2::<S, N, true, 0>(
+                        states,
+                        readers,
+                        tables,
+                        group_shift,
+                        outs,
+                        merges,
+                    )
+                }
+            }
+            (SimdLevel::Avx2, false) => {
+                return unsafe {
+                    x86_decode::decode_groups_avx2::<S, N, false, 0>(
+                        states,
+                        readers,
+                        tables,
+                        group_shift,
+                        outs,
+                        merges,
+                    )
+                }
+            }
             (SimdLevel::Scalar, _) => {}
         }
     }

@@ -124,9 +124,10 @@ unsafe fn gather8_by_loads(table: *const i32, idx: __m256i) -> __m256i {
 /// ([`REFILL8`]) that spreads them over the lanes that need one. With `INLINE` tables
 /// the symbol comes from the slot entry itself; otherwise a second gather maps the
 /// entry's index to its symbol. With `MERGE` 1 or 2 (8-bit symbols; plain or joint F16
-/// fields), each group's symbols are not stored but merged with the second field into
-/// F16 elements as `merges[j]` says ([`F16Merge`]), and the groups stop where a merge
-/// does. Returns the symbols decoded in each chunk (the same number in each).
+/// fields; called so on the AVX-512 path only), each group's symbols are not stored but
+/// merged with the second field into F16 elements as `merges[j]` says ([`F16Merge`]),
+/// and the groups stop where a merge does. Returns the symbols decoded in each chunk (the
+/// same number in each).
 #[target_feature(enable = "avx2,bmi1,popcnt")]
 pub(super) unsafe fn decode_groups_avx2<
     S: Symbol,
@@ -333,12 +334,11 @@ macro_rules! decode_groups_256 {
                             // F16 elements from the first field's bytes `e` and the
                             // second field's `l` (see `merge_f16_bytes_avx2`): high bytes
                             // exponent and top mantissa bits under the sign, low bytes
-                            // the rest; interleaved into words. In the rANS loop the merge
-                            // costs no more than the decode's stores and loads of the
-                            // field's bytes and a merge pass over them cost (one-thread
-                            // MiniLM F16 decode by CPU time +10 % on AVX-512, +2 % on
-                            // AVX2 one chunk at a time; BENCHMARKS.md, twenty-sixth
-                            // session, dec26).
+                            // the rest; interleaved into words. In the AVX-512 path's
+                            // loop this costs less than the symbols' store and a merge
+                            // pass reading them back (one-thread MiniLM F16 decode by
+                            // CPU time +1 to +4 %; BENCHMARKS.md, twenty-sixth session,
+                            // dec26); the AVX2 path does not merge (see `merging`).
                             let m = &merges[j];
                             // SAFETY: g < groups ≤ m.len / LANES: the 32 bytes of `low`
                             // and the 64 of `dst` at the group's elements are in bounds.
