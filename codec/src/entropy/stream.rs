@@ -48,6 +48,10 @@ const MODE_RANS_RUN_IDS: u8 = 4;
 const MODE_RANS_RAW: u8 = 5;
 
 /// Bytes the stream header spends on `tables` (the compact form the writer emits).
+/// What [`StreamDecoder::decode_chunks_to_bytes_in_place`] gives back: the two chunks'
+/// payloads (which raw-run offsets index) and the leading symbols of each merged.
+pub(crate) type BytesDecoded<'a> = ([&'a [u8]; 2], [usize; 2]);
+
 fn tables_bytes(tables: &[FreqTable]) -> usize {
     table_code::tables_len(tables)
 }
@@ -2099,7 +2103,7 @@ impl<'a> StreamDecoder<'a> {
         b: &mut [u8],
         spans: &mut [Vec<rans::RawSpan>; 2],
         merges: Option<[rans::F16Merge; 2]>,
-    ) -> Option<Result<([&'a [u8]; 2], [usize; 2]), EntropyError>> {
+    ) -> Option<Result<BytesDecoded<'a>, EntropyError>> {
         self.decode_chunks_to_bytes_with(c, a, b, Some(spans), merges)
     }
 
@@ -2111,7 +2115,7 @@ impl<'a> StreamDecoder<'a> {
         b: &mut [u8],
         spans: Option<&mut [Vec<rans::RawSpan>; 2]>,
         merges: Option<[rans::F16Merge; 2]>,
-    ) -> Option<Result<([&'a [u8]; 2], [usize; 2]), EntropyError>> {
+    ) -> Option<Result<BytesDecoded<'a>, EntropyError>> {
         let Body::Rans { block_log2, .. } = &self.body else {
             return None;
         };

@@ -298,7 +298,7 @@ fn f16_merges_in_the_kernel_give_the_merged_words_on_every_path() {
     let mut next = xorshift(0x5DEE_CE66_D1CE_4E5B);
     let word = |e: u8, l: u8, joint: bool| -> [u8; 2] {
         if joint {
-            [l, (e >> 1) | (e << 7)]
+            [l, e.rotate_right(1)]
         } else {
             [(e << 7) | (l & 0x7F), (e >> 1) | (l & 0x80)]
         }
@@ -331,7 +331,10 @@ fn f16_merges_in_the_kernel_give_the_merged_words_on_every_path() {
         let reach = lens.map(|n| if round % 3 == 0 { n / 2 } else { n });
         let joint = round % 2 == 1;
         let check = |level, k: usize, merged: usize, bytes: &[u8], dst: &[u8]| {
-            assert!(merged <= reach[k] && merged % LANES == 0, "{level} {round}");
+            assert!(
+                merged <= reach[k] && merged.is_multiple_of(LANES),
+                "{level} {round}"
+            );
             for i in 0..lens[k] {
                 let e = symbols[k][i] as u8;
                 if i < merged {
