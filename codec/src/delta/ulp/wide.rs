@@ -104,6 +104,7 @@ pub(super) mod vector {
     use super::super::{BaseOut, Contexts};
     use crate::cpu::SimdLevel;
     use crate::delta::coder::{BitReader, RansDecoder, SlotTables, WIDE_LANES};
+    use crate::entropy::rans::gather8_by_loads;
     use std::arch::x86_64::*;
 
     /// Decodes whole groups from the start of `io` with the vector path `level` (AVX-512
@@ -656,8 +657,10 @@ pub(super) mod vector {
     /// from the state instead, and only the others are gathered ([`zero_slots`]).
     /// Measured (BENCHMARKS.md, twelfth session): the 16-bit lanes −5 %, the masked
     /// gather −7 % more; skipping the gather by a branch when no lane needs it, or
-    /// compressing the lanes into one 8-lane gather, was slower. Same bounds and
-    /// arguments as [`decode_groups_avx512`].
+    /// compressing the lanes into one 8-lane gather, was slower; so were 16 scalar loads
+    /// in place of each gather, in every form tried (+3 to +5 % by register extracts and
+    /// inserts, +33 % through a stack array: store forwarding; twenty-sixth session).
+    /// Same bounds and arguments as [`decode_groups_avx512`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx512_words(
@@ -914,7 +917,10 @@ pub(super) mod vector {
         ))
     }
 
-    /// The AVX2 twin of [`decode_groups_avx512`], four 8-lane vectors per group. Refills
+    /// The AVX2 twin of [`decode_groups_avx512`], four 8-lane vectors per group. The
+    /// tables by exponent and the slot words are fetched by eight scalar loads each
+    /// ([`gather8_by_loads`]), not `vpgatherdd`: 11 % less CPU time on Zen 4
+    /// (BENCHMARKS.md, twenty-sixth session). Refills
     /// permute the next 8 words (widened to 32 bits) by the lanes' ranks in the need mask
     /// (a `movemask`); the context bits stay lane masks from one group to the next; the
     /// magnitudes and counts are computed, the bit offsets summed as bytes on a general
@@ -985,8 +991,8 @@ pub(super) mod vector {
                 // read here before they are written below, and not read again.
                 let b = unsafe { load8::<W>(base.add(at)) };
                 let exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
-                // SAFETY: exp < 2^E = table_pairs.len(), scaled by 4 bytes.
-                let pair = unsafe { _mm256_i32gather_epi32::<4>(pairs, exp) };
+                // SAFETY: exp < 2^E = table_pairs.len().
+                let pair = unsafe { gather8_by_loads(pairs, exp) };
                 let z = zv[v];
                 let table = _mm256_blendv_epi8(
                     _mm256_and_si256(pair, low16),
@@ -996,8 +1002,8 @@ pub(super) mod vector {
                 let slot =
                     _mm256_or_si256(_mm256_slli_epi32::<12>(table), _mm256_and_si256(*xv, low12));
                 // SAFETY: every table index of a pair is below the table count, so
-                // slot < tables · 4096 = slots.len(), scaled by 4 bytes.
-                let e = unsafe { _mm256_i32gather_epi32::<4>(slots, slot) };
+                // slot < tables · 4096 = slots.len().
+                let e = unsafe { gather8_by_loads(slots, slot) };
                 let freq = _mm256_add_epi32(_mm256_and_si256(e, low12), one);
                 let offset = _mm256_and_si256(_mm256_srli_epi32::<12>(e), low12);
                 let y = _mm256_add_epi32(
