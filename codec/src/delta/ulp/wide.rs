@@ -60,8 +60,8 @@ fn decode_portable<const W: usize>(
     {
         let slots = ctx.tables.slots();
         let (states, words, pos) = rans.parts();
-        // The zero word past the stream: what a read past the end gets (`finish` reports
-        // the overrun).
+        // A zero word past the stream (the last of the padding): what a read past the end
+        // gets (`finish` reports the overrun).
         let last_word = words.len() - 1;
         for g in 0..groups {
             let at = g * group;
@@ -109,7 +109,13 @@ pub(super) mod vector {
 
     /// Decodes whole groups from the start of `io` with the vector path `level` (AVX-512
     /// or AVX2, which the CPU has) while the words and bits a group may read are in bounds;
-    /// returns the elements decoded (a multiple of [`WIDE_LANES`]). `W ≤ 4`.
+    /// returns the elements decoded (a multiple of [`WIDE_LANES`]). `W ≤ 4`. The words
+    /// end with [`WIDE_LANES`] + 1 zero words and the bits with `WIDE_BIT_PADDING` zero
+    /// bytes (`RansDecoder`, `BitReader::with_padding`), so on a valid stream that is every
+    /// whole group: a group starting at the stream's end reads its 32 words at most and
+    /// its bits within the padding (a vector loop needs `pos + 32 ≤ words.len() − 1`
+    /// — `word_end` — at a group's start). Reads past the stream's end land on zeros, as the
+    /// scalar decoder's do.
     pub(super) fn decode_groups<const W: usize>(
         level: SimdLevel,
         ctx: &Contexts<'_>,
@@ -361,8 +367,7 @@ pub(super) mod vector {
     ) -> usize {
         let layout = ctx.layout;
         let groups = len / (W * WIDE_LANES);
-        // The decoder's word buffer ends with one zero word past the stream.
-        let n_words = words.len() - 1;
+        let word_end = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
         let width_bits = 8 * W as u32;
         // The bits of an element below its sign bit.
@@ -400,7 +405,7 @@ pub(super) mod vector {
         let mut zero_mask = [*back_zero as u16, (*back_zero >> 16) as u16];
         // A group reads at most 32 words and GROUP_BIT_BYTES bytes of bits.
         while g < groups
-            && word_pos + WIDE_LANES <= n_words
+            && word_pos + WIDE_LANES <= word_end
             && (bits_at / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
         {
             for (v, xv) in x.iter_mut().enumerate() {
@@ -424,7 +429,7 @@ pub(super) mod vector {
                 // table · 4096 | (x & 4095): a | (b & c).
                 let slot = _mm512_ternarylogic_epi32::<0xF8>(table, *xv, low12);
                 // SAFETY: every table index of a pair is below the table count, so
-                // slot < tables · 4096 = slots.len(); pos + 32 ≤ n_words at the group's
+                // slot < tables · 4096 = slots.len(); pos + 32 ≤ word_end at the group's
                 // start and pos advanced by at most 16 since, so 16 words from pos are in
                 // bounds.
                 let e = unsafe { rans_step16(xv, slot, zero, !0, slots, words, &mut word_pos) };
@@ -678,7 +683,7 @@ pub(super) mod vector {
         use words16::*;
         const GROUP_BYTES: usize = 2 * WIDE_LANES;
         let groups = len / GROUP_BYTES;
-        let n_words = words.len() - 1;
+        let word_end = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
         let mant = _mm_cvtsi32_si128(ctx.layout.mant_bits as i32);
         let below_sign = _mm512_set1_epi16(0x7FFF);
@@ -701,7 +706,7 @@ pub(super) mod vector {
         let mut g = 0;
         // A group reads at most 32 words and GROUP_BIT_BYTES bytes of bits.
         while g < groups
-            && word_pos + WIDE_LANES <= n_words
+            && word_pos + WIDE_LANES <= word_end
             && (bits_at / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
         {
             let at = g * GROUP_BYTES;
@@ -750,7 +755,7 @@ pub(super) mod vector {
                     last,
                 );
                 // SAFETY: every table index of a pair is below the table count, so
-                // slot < tables · 4096 = slots.len(); pos + 32 ≤ n_words at the group's
+                // slot < tables · 4096 = slots.len(); pos + 32 ≤ word_end at the group's
                 // start and pos advanced by at most 16 since, so 16 words from pos are
                 // in bounds.
                 *ev = unsafe { rans_step16(xv, slot, known, gather, slots, words, &mut word_pos) };
@@ -943,7 +948,7 @@ pub(super) mod vector {
     ) -> usize {
         let layout = ctx.layout;
         let groups = len / (W * WIDE_LANES);
-        let n_words = words.len() - 1;
+        let word_end = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
         let pairs = ctx.table_pairs.as_ptr() as *const i32;
         let mant = _mm256_set1_epi32(layout.mant_bits as i32);
@@ -981,7 +986,7 @@ pub(super) mod vector {
         }
         let mut g = 0;
         while g < groups
-            && *pos + WIDE_LANES <= n_words
+            && *pos + WIDE_LANES <= word_end
             && (*bit_pos / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
         {
             for (v, xv) in x.iter_mut().enumerate() {
@@ -1013,7 +1018,7 @@ pub(super) mod vector {
                 // y < 2^16 exactly when its high half is zero.
                 let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
                 let need_bits = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
-                // SAFETY: pos + 32 ≤ n_words at the group's start and pos advanced by at
+                // SAFETY: pos + 32 ≤ word_end at the group's start and pos advanced by at
                 // most 24 since, so 8 words from pos are in bounds; need_bits < 256 =
                 // RANK8's length, 8 bytes per entry.
                 let w = unsafe {
