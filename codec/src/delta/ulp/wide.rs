@@ -150,6 +150,49 @@ pub(super) mod vector {
         }
     }
 
+    /// `_mm512_permutex2var_epi8(a, idx, b)` as one `vpermt2b`, in inline assembly: with
+    /// a constant `idx` the compiler lowers the intrinsic to two `vpshufb`, an OR and a
+    /// lane permute (four vector instructions, five with a zero mask), and the words loop
+    /// is short of vector issue slots: its two such permutes as `vpermt2b` took it from
+    /// 1.207 to 1.168 ns per element (BENCHMARKS.md, twenty-sixth session).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    #[inline]
+    fn permute2_bytes(a: __m512i, idx: __m512i, b: __m512i) -> __m512i {
+        let mut out = a;
+        // SAFETY: this function has the features; the instruction only reads and writes
+        // the named registers.
+        unsafe {
+            std::arch::asm!(
+                "vpermt2b {a}, {idx}, {b}",
+                a = inout(zmm_reg) out,
+                idx = in(zmm_reg) idx,
+                b = in(zmm_reg) b,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        out
+    }
+
+    /// `_mm512_maskz_permutex2var_epi8(k, a, idx, b)` as one `vpermt2b` (see
+    /// [`permute2_bytes`]).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    #[inline]
+    fn maskz_permute2_bytes(k: __mmask64, a: __m512i, idx: __m512i, b: __m512i) -> __m512i {
+        let mut out = a;
+        // SAFETY: as in permute2_bytes.
+        unsafe {
+            std::arch::asm!(
+                "vpermt2b {a}{{{k}}}{{z}}, {idx}, {b}",
+                a = inout(zmm_reg) out,
+                k = in(kreg) k,
+                idx = in(zmm_reg) idx,
+                b = in(zmm_reg) b,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        out
+    }
+
     /// Bytes of bit stream (from the position's byte) a group may touch: the last of 32
     /// fields of at most 30 bits starts at most 7 + 31 · 30 bits in, and a 64-bit load
     /// reads from there.
@@ -763,16 +806,14 @@ pub(super) mod vector {
                 // through the packed symbols below (the next group's tables wait on it).
                 *z = _mm512_cmplt_epu32_mask(*ev, symbol_one);
             }
-            let sym = _mm512_maskz_permutex2var_epi8(EVEN_BYTES, e[0], SYMBOL_WORDS, e[1]);
+            let sym = maskz_permute2_bytes(EVEN_BYTES, e[0], SYMBOL_WORDS, e[1]);
             let is_zero = u32::from(zero16[0]) | (u32::from(zero16[1]) << 16);
             zero_mask = is_zero;
             // Negative: even non-zero symbols.
             let negative = _mm512_mask_testn_epi16_mask(!is_zero, sym, one);
             // Extra-bit counts as 32 bytes, lane order.
-            let counts = _mm512_permutexvar_epi8(
-                _mm512_permutex2var_epi8(e[0], SYMBOL_BYTES, e[1]),
-                symbols.n_bits,
-            );
+            let counts =
+                _mm512_permutexvar_epi8(permute2_bytes(e[0], SYMBOL_BYTES, e[1]), symbols.n_bits);
             let mut fields = [_mm512_setzero_si512(); 2];
             for (v, f) in fields.iter_mut().enumerate() {
                 let c = if v == 0 {
