@@ -154,7 +154,7 @@ pub(super) mod vector {
     /// a constant `idx` the compiler lowers the intrinsic to two `vpshufb`, an OR and a
     /// lane permute (four vector instructions, five with a zero mask), and the words loop
     /// is short of vector issue slots: its two such permutes as `vpermt2b` took it from
-    /// 1.207 to 1.168 ns per element (BENCHMARKS.md, twenty-sixth session).
+    /// 1.207 to 1.166 ns per element (BENCHMARKS.md, twenty-sixth session).
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
     #[inline]
     fn permute2_bytes(a: __m512i, idx: __m512i, b: __m512i) -> __m512i {
