@@ -137,9 +137,12 @@ impl<const L: usize> RansEncoder<L> {
 /// counted, so hostile input cannot read out of bounds; [`Self::finish`] then fails.
 pub struct RansDecoder<const L: usize> {
     states: [u32; L],
-    /// The words, then one zero word that reads past the end land on.
+    /// The words, then `L + 1` zero words: reads past the end land on them (the scalar
+    /// reads clamped to the first; a vector decoder's reads of up to `L` words from a
+    /// position up to the end, so that it can take a chunk's groups to the last whole
+    /// one).
     words: Vec<u16>,
-    /// Words in the stream (`words.len() - 1`).
+    /// Words in the stream (`words.len() - L - 1`).
     n_words: usize,
     /// Words consumed; above `n_words` after an overrun.
     pos: usize,
@@ -209,13 +212,13 @@ impl<const L: usize> RansDecoder<L> {
                 })?;
         let (word_bytes, tail) = rest.split_at(words_len);
         // Sized by bytes present, not by the claimed count.
-        let mut words = Vec::with_capacity(n_words + 1);
+        let mut words = Vec::with_capacity(n_words + L + 1);
         words.extend(
             word_bytes
                 .chunks_exact(2)
                 .map(|b| u16::from_le_bytes([b[0], b[1]])),
         );
-        words.push(0);
+        words.resize(n_words + L + 1, 0);
         Ok((
             Self {
                 states,
@@ -243,8 +246,8 @@ impl<const L: usize> RansDecoder<L> {
         e >> 24
     }
 
-    /// What a vector decoder works on: the states, the words (with the zero word after
-    /// them) and the read position, which it advances.
+    /// What a vector decoder works on: the states, the words (with the `L + 1` zero
+    /// words after them) and the read position, which it advances.
     pub fn parts(&mut self) -> (&mut [u32; L], &[u16], &mut usize) {
         (&mut self.states, &self.words, &mut self.pos)
     }

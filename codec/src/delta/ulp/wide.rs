@@ -60,8 +60,8 @@ fn decode_portable<const W: usize>(
     {
         let slots = ctx.tables.slots();
         let (states, words, pos) = rans.parts();
-        // The zero word past the stream: what a read past the end gets (`finish` reports
-        // the overrun).
+        // A zero word past the stream (the last of the padding): what a read past the end
+        // gets (`finish` reports the overrun).
         let last_word = words.len() - 1;
         for g in 0..groups {
             let at = g * group;
@@ -104,11 +104,18 @@ pub(super) mod vector {
     use super::super::{BaseOut, Contexts};
     use crate::cpu::SimdLevel;
     use crate::delta::coder::{BitReader, RansDecoder, SlotTables, WIDE_LANES};
+    use crate::entropy::rans::gather8_by_loads;
     use std::arch::x86_64::*;
 
     /// Decodes whole groups from the start of `io` with the vector path `level` (AVX-512
     /// or AVX2, which the CPU has) while the words and bits a group may read are in bounds;
-    /// returns the elements decoded (a multiple of [`WIDE_LANES`]). `W ≤ 4`.
+    /// returns the elements decoded (a multiple of [`WIDE_LANES`]). `W ≤ 4`. The words
+    /// end with [`WIDE_LANES`] + 1 zero words and the bits with `WIDE_BIT_PADDING` zero
+    /// bytes (`RansDecoder`, `BitReader::with_padding`), so on a valid stream that is every
+    /// whole group: a group starting at the stream's end reads its 32 words at most and
+    /// its bits within the padding (a vector loop needs `pos + 32 ≤ words.len() − 1`
+    /// — `word_end` — at a group's start). Reads past the stream's end land on zeros, as the
+    /// scalar decoder's do.
     pub(super) fn decode_groups<const W: usize>(
         level: SimdLevel,
         ctx: &Contexts<'_>,
@@ -141,6 +148,49 @@ pub(super) mod vector {
             },
             SimdLevel::Scalar => 0,
         }
+    }
+
+    /// `_mm512_permutex2var_epi8(a, idx, b)` as one `vpermt2b`, in inline assembly: with
+    /// a constant `idx` the compiler lowers the intrinsic to two `vpshufb`, an OR and a
+    /// lane permute (four vector instructions, five with a zero mask), and the words loop
+    /// is short of vector issue slots: its two such permutes as `vpermt2b` took it from
+    /// 1.207 to 1.166 ns per element (BENCHMARKS.md, twenty-sixth session).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    #[inline]
+    fn permute2_bytes(a: __m512i, idx: __m512i, b: __m512i) -> __m512i {
+        let mut out = a;
+        // SAFETY: this function has the features; the instruction only reads and writes
+        // the named registers.
+        unsafe {
+            std::arch::asm!(
+                "vpermt2b {a}, {idx}, {b}",
+                a = inout(zmm_reg) out,
+                idx = in(zmm_reg) idx,
+                b = in(zmm_reg) b,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        out
+    }
+
+    /// `_mm512_maskz_permutex2var_epi8(k, a, idx, b)` as one `vpermt2b` (see
+    /// [`permute2_bytes`]).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    #[inline]
+    fn maskz_permute2_bytes(k: __mmask64, a: __m512i, idx: __m512i, b: __m512i) -> __m512i {
+        let mut out = a;
+        // SAFETY: as in permute2_bytes.
+        unsafe {
+            std::arch::asm!(
+                "vpermt2b {a}{{{k}}}{{z}}, {idx}, {b}",
+                a = inout(zmm_reg) out,
+                k = in(kreg) k,
+                idx = in(zmm_reg) idx,
+                b = in(zmm_reg) b,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        out
     }
 
     /// Bytes of bit stream (from the position's byte) a group may touch: the last of 32
@@ -360,8 +410,7 @@ pub(super) mod vector {
     ) -> usize {
         let layout = ctx.layout;
         let groups = len / (W * WIDE_LANES);
-        // The decoder's word buffer ends with one zero word past the stream.
-        let n_words = words.len() - 1;
+        let word_end = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
         let width_bits = 8 * W as u32;
         // The bits of an element below its sign bit.
@@ -399,7 +448,7 @@ pub(super) mod vector {
         let mut zero_mask = [*back_zero as u16, (*back_zero >> 16) as u16];
         // A group reads at most 32 words and GROUP_BIT_BYTES bytes of bits.
         while g < groups
-            && word_pos + WIDE_LANES <= n_words
+            && word_pos + WIDE_LANES <= word_end
             && (bits_at / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
         {
             for (v, xv) in x.iter_mut().enumerate() {
@@ -423,7 +472,7 @@ pub(super) mod vector {
                 // table · 4096 | (x & 4095): a | (b & c).
                 let slot = _mm512_ternarylogic_epi32::<0xF8>(table, *xv, low12);
                 // SAFETY: every table index of a pair is below the table count, so
-                // slot < tables · 4096 = slots.len(); pos + 32 ≤ n_words at the group's
+                // slot < tables · 4096 = slots.len(); pos + 32 ≤ word_end at the group's
                 // start and pos advanced by at most 16 since, so 16 words from pos are in
                 // bounds.
                 let e = unsafe { rans_step16(xv, slot, zero, !0, slots, words, &mut word_pos) };
@@ -656,8 +705,10 @@ pub(super) mod vector {
     /// from the state instead, and only the others are gathered ([`zero_slots`]).
     /// Measured (BENCHMARKS.md, twelfth session): the 16-bit lanes −5 %, the masked
     /// gather −7 % more; skipping the gather by a branch when no lane needs it, or
-    /// compressing the lanes into one 8-lane gather, was slower. Same bounds and
-    /// arguments as [`decode_groups_avx512`].
+    /// compressing the lanes into one 8-lane gather, was slower; so were 16 scalar loads
+    /// in place of each gather, in every form tried (+3 to +5 % by register extracts and
+    /// inserts, +33 % through a stack array: store forwarding; twenty-sixth session).
+    /// Same bounds and arguments as [`decode_groups_avx512`].
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vbmi2,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx512_words(
@@ -675,7 +726,7 @@ pub(super) mod vector {
         use words16::*;
         const GROUP_BYTES: usize = 2 * WIDE_LANES;
         let groups = len / GROUP_BYTES;
-        let n_words = words.len() - 1;
+        let word_end = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
         let mant = _mm_cvtsi32_si128(ctx.layout.mant_bits as i32);
         let below_sign = _mm512_set1_epi16(0x7FFF);
@@ -698,7 +749,7 @@ pub(super) mod vector {
         let mut g = 0;
         // A group reads at most 32 words and GROUP_BIT_BYTES bytes of bits.
         while g < groups
-            && word_pos + WIDE_LANES <= n_words
+            && word_pos + WIDE_LANES <= word_end
             && (bits_at / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
         {
             let at = g * GROUP_BYTES;
@@ -747,7 +798,7 @@ pub(super) mod vector {
                     last,
                 );
                 // SAFETY: every table index of a pair is below the table count, so
-                // slot < tables · 4096 = slots.len(); pos + 32 ≤ n_words at the group's
+                // slot < tables · 4096 = slots.len(); pos + 32 ≤ word_end at the group's
                 // start and pos advanced by at most 16 since, so 16 words from pos are
                 // in bounds.
                 *ev = unsafe { rans_step16(xv, slot, known, gather, slots, words, &mut word_pos) };
@@ -755,16 +806,14 @@ pub(super) mod vector {
                 // through the packed symbols below (the next group's tables wait on it).
                 *z = _mm512_cmplt_epu32_mask(*ev, symbol_one);
             }
-            let sym = _mm512_maskz_permutex2var_epi8(EVEN_BYTES, e[0], SYMBOL_WORDS, e[1]);
+            let sym = maskz_permute2_bytes(EVEN_BYTES, e[0], SYMBOL_WORDS, e[1]);
             let is_zero = u32::from(zero16[0]) | (u32::from(zero16[1]) << 16);
             zero_mask = is_zero;
             // Negative: even non-zero symbols.
             let negative = _mm512_mask_testn_epi16_mask(!is_zero, sym, one);
             // Extra-bit counts as 32 bytes, lane order.
-            let counts = _mm512_permutexvar_epi8(
-                _mm512_permutex2var_epi8(e[0], SYMBOL_BYTES, e[1]),
-                symbols.n_bits,
-            );
+            let counts =
+                _mm512_permutexvar_epi8(permute2_bytes(e[0], SYMBOL_BYTES, e[1]), symbols.n_bits);
             let mut fields = [_mm512_setzero_si512(); 2];
             for (v, f) in fields.iter_mut().enumerate() {
                 let c = if v == 0 {
@@ -914,7 +963,10 @@ pub(super) mod vector {
         ))
     }
 
-    /// The AVX2 twin of [`decode_groups_avx512`], four 8-lane vectors per group. Refills
+    /// The AVX2 twin of [`decode_groups_avx512`], four 8-lane vectors per group. The
+    /// tables by exponent and the slot words are fetched by eight scalar loads each
+    /// ([`gather8_by_loads`]), not `vpgatherdd`: 11 % less CPU time on Zen 4
+    /// (BENCHMARKS.md, twenty-sixth session). Refills
     /// permute the next 8 words (widened to 32 bits) by the lanes' ranks in the need mask
     /// (a `movemask`); the context bits stay lane masks from one group to the next; the
     /// magnitudes and counts are computed, the bit offsets summed as bytes on a general
@@ -937,7 +989,7 @@ pub(super) mod vector {
     ) -> usize {
         let layout = ctx.layout;
         let groups = len / (W * WIDE_LANES);
-        let n_words = words.len() - 1;
+        let word_end = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
         let pairs = ctx.table_pairs.as_ptr() as *const i32;
         let mant = _mm256_set1_epi32(layout.mant_bits as i32);
@@ -975,7 +1027,7 @@ pub(super) mod vector {
         }
         let mut g = 0;
         while g < groups
-            && *pos + WIDE_LANES <= n_words
+            && *pos + WIDE_LANES <= word_end
             && (*bit_pos / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
         {
             for (v, xv) in x.iter_mut().enumerate() {
@@ -985,8 +1037,8 @@ pub(super) mod vector {
                 // read here before they are written below, and not read again.
                 let b = unsafe { load8::<W>(base.add(at)) };
                 let exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
-                // SAFETY: exp < 2^E = table_pairs.len(), scaled by 4 bytes.
-                let pair = unsafe { _mm256_i32gather_epi32::<4>(pairs, exp) };
+                // SAFETY: exp < 2^E = table_pairs.len().
+                let pair = unsafe { gather8_by_loads(pairs, exp) };
                 let z = zv[v];
                 let table = _mm256_blendv_epi8(
                     _mm256_and_si256(pair, low16),
@@ -996,8 +1048,8 @@ pub(super) mod vector {
                 let slot =
                     _mm256_or_si256(_mm256_slli_epi32::<12>(table), _mm256_and_si256(*xv, low12));
                 // SAFETY: every table index of a pair is below the table count, so
-                // slot < tables · 4096 = slots.len(), scaled by 4 bytes.
-                let e = unsafe { _mm256_i32gather_epi32::<4>(slots, slot) };
+                // slot < tables · 4096 = slots.len().
+                let e = unsafe { gather8_by_loads(slots, slot) };
                 let freq = _mm256_add_epi32(_mm256_and_si256(e, low12), one);
                 let offset = _mm256_and_si256(_mm256_srli_epi32::<12>(e), low12);
                 let y = _mm256_add_epi32(
@@ -1007,7 +1059,7 @@ pub(super) mod vector {
                 // y < 2^16 exactly when its high half is zero.
                 let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
                 let need_bits = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
-                // SAFETY: pos + 32 ≤ n_words at the group's start and pos advanced by at
+                // SAFETY: pos + 32 ≤ word_end at the group's start and pos advanced by at
                 // most 24 since, so 8 words from pos are in bounds; need_bits < 256 =
                 // RANK8's length, 8 bytes per entry.
                 let w = unsafe {

@@ -118,6 +118,8 @@ pub(crate) use decode::{
     raw_symbols, RawSpan,
 };
 pub use encode::encode_chunk;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use simd::gather8_by_loads;
 
 thread_local! {
     /// This thread's write-ahead window (see [`write_ahead`]): next byte, end, bytes per

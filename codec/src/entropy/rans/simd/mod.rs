@@ -9,6 +9,9 @@ mod x86_decode;
 #[cfg(target_arch = "x86_64")]
 mod x86_encode;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86_decode::gather8_by_loads;
+
 /// The path whose decoder runs for `level`: `level` itself where the CPU has it (every
 /// level has a decoder), else the scalar one.
 pub(super) fn decoder_level(level: SimdLevel) -> SimdLevel {

@@ -81,14 +81,16 @@ fn each4(mut f: impl FnMut(usize)) {
 /// `vpgatherdd` done by hand: eight scalar loads of `table[idx[k]]`, packed into a
 /// vector by inserts. On Zen 4 a 256-bit gather costs more than that (the AVX2
 /// decoder spent ~14 % less CPU time with this in place: BENCHMARKS.md, 2026-12-02
-/// fifth session); the AVX-512 decoder keeps its gathers, which measured no slower.
+/// fifth session; the ULP delta's AVX2 loop ~11 %, twenty-sixth session); the AVX-512
+/// decoders keep their gathers, which measured no slower (the ULP loop's 16-lane
+/// gathers: 3–5 % faster than loads, twenty-sixth session).
 ///
 /// # Safety
 ///
 /// Every lane of `idx`, read as unsigned, must index an element of the `i32` array
 /// at `table`; the caller must have AVX2 (this is inlined into such functions).
 #[inline(always)]
-unsafe fn gather8_by_loads(table: *const i32, idx: __m256i) -> __m256i {
+pub(crate) unsafe fn gather8_by_loads(table: *const i32, idx: __m256i) -> __m256i {
     let (lo, hi) = (
         _mm256_castsi256_si128(idx),
         _mm256_extracti128_si256::<1>(idx),
