@@ -1,5 +1,5 @@
 //! The vector encoder of layout 3 (FORMAT.md §9.3), both passes: tokenizing and counting
-//! 16 elements at once (AVX-512), and the rANS step of [`WIDE_LANES`] = 32 lanes at once,
+//! 16 elements at once (AVX-512) or 8 (AVX2, elements of 1 or 2 bytes), and the rANS step of [`WIDE_LANES`] = 32 lanes at once,
 //! two 16-lane AVX-512 vectors or four 8-lane AVX2 vectors per group. Lane `l` of a group only depends on
 //! lane `l` of the groups after it (the encoder runs backwards), so the 32 state updates
 //! are independent; each lane's table comes from its base element's exponent and the
@@ -25,7 +25,14 @@ pub(super) struct PackedTables<'a> {
 /// Whether `level` has a vector first pass ([`count_elements`]) for elements of `W`
 /// bytes.
 pub(super) fn supports_count<const W: usize>(level: SimdLevel) -> bool {
-    cfg!(target_arch = "x86_64") && W <= 4 && level == SimdLevel::Avx512 && level.is_supported()
+    // AVX2 has no lzcnt of lanes: its ⌊log2⌋ is the exponent of an f32 conversion, exact
+    // for the magnitudes of elements up to 2 bytes (below 2^16), not for 4.
+    let width_ok = match level {
+        SimdLevel::Avx512 => W <= 4,
+        SimdLevel::Avx2 => W <= 2,
+        SimdLevel::Scalar => false,
+    };
+    cfg!(target_arch = "x86_64") && width_ok && level.is_supported()
 }
 
 /// Whether `level` has a vector rANS step ([`encode_groups`]) for elements of `W` bytes.
@@ -36,11 +43,11 @@ pub(super) fn supports_encode<const W: usize>(level: SimdLevel) -> bool {
         && level.is_supported()
 }
 
-/// The first pass over a chunk's leading elements, 16 at a time: the tokens of the
+/// The first pass over a chunk's leading elements, a vector (16 or 8) at a time: the tokens of the
 /// differences (as `tokenize_fast`), stored to `symbols`, counted into `hist`
 /// (`[exponent][context bit][symbol]`, the context bit looking `WIDE_LANES` back) and
-/// their extra bits appended to `bits`. Returns the elements done (a multiple of 16; the
-/// scalar loop takes the rest). `level` must pass [`supports_count`].
+/// their extra bits appended to `bits`. Returns the elements done (a multiple of the
+/// vector; the scalar loop takes the rest). `level` must pass [`supports_count`].
 pub(super) fn count_elements<const W: usize>(
     level: SimdLevel,
     layout: Layout,
@@ -59,16 +66,23 @@ pub(super) fn count_elements<const W: usize>(
     assert!(hist.len() == layout.exponents() * 2 * layout.alphabet());
     // The vector loop packs a slot into 16 bits (W ≤ 4: at most 2^8 · 2 · 127 slots).
     assert!(hist.len() <= 1 << 16);
-    let vectors = n / 16;
+    let step = if level == SimdLevel::Avx512 { 16 } else { 8 };
+    let vectors = n / step;
+    // SAFETY (both): the CPU has the level's features (`supports_count`); the slices hold
+    // `vectors · step` elements (asserted above).
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has AVX-512 (`supports_count`); the slices hold `vectors · 16` elements
-    // (asserted above).
-    unsafe {
-        x86::count_avx512::<W>(layout, base, target, symbols, hist, bits, vectors)
-    };
+    match level {
+        SimdLevel::Avx512 => unsafe {
+            x86::count_avx512::<W>(layout, base, target, symbols, hist, bits, vectors)
+        },
+        SimdLevel::Avx2 => unsafe {
+            x86::count_avx2::<W>(layout, base, target, symbols, hist, bits, vectors)
+        },
+        SimdLevel::Scalar => unreachable!("asserted above"),
+    }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (layout, base, target, hist, bits);
-    vectors * 16
+    vectors * step
 }
 
 /// Codes the first `groups` groups of `WIDE_LANES` symbols of a chunk (`symbols`, its base
@@ -129,7 +143,7 @@ pub(super) fn encode_groups<const W: usize, const L: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::wide::vector::{load16, load8};
+    use super::super::wide::vector::{load16, load8, store8};
     use super::super::Layout;
     use super::PackedTables;
     use crate::delta::coder::{BitWriter, WIDE_LANES};
@@ -269,7 +283,7 @@ mod x86 {
                     );
                 }
                 n_counts += k;
-                n_extra += e;
+                n_extra += k;
             }
             for &c in &counts[..n_counts] {
                 // Below exponents · 2 · alphabet = hist.len() (checked, never taken).
@@ -390,6 +404,158 @@ mod x86 {
             _mm512_storeu_si512(lanes.add(1), x[1]);
         }
         *pos = wp;
+    }
+
+    /// For each 8-bit lane mask, the lanes to permute into lanes 0, 1, …: the set lanes in
+    /// order (the lanes after them: lane 0, don't care).
+    const PACK_LOW8: [[u8; 8]; 256] = {
+        let mut t = [[0u8; 8]; 256];
+        let mut mask = 0;
+        while mask < 256 {
+            let (mut lane, mut k) = (0, 0);
+            while lane < 8 {
+                if mask >> lane & 1 == 1 {
+                    t[mask][k] = lane as u8;
+                    k += 1;
+                }
+                lane += 1;
+            }
+            mask += 1;
+        }
+        t
+    };
+
+    /// The AVX2 twin of [`count_avx512`] for elements of 1 or 2 bytes, `vectors` · 8
+    /// elements from the start. ⌊log2⌋ of a magnitude (below 2^16) is the exponent of its
+    /// f32 conversion; with no conflict detection each element's histogram slot is stored
+    /// and counted one by one after its block, and with no compress the lanes with extra
+    /// bits are left-packed by a lane permute ([`PACK_LOW8`]) and stored whole.
+    #[target_feature(enable = "avx2,bmi1,popcnt")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn count_avx2<const W: usize>(
+        layout: Layout,
+        base: &[u8],
+        target: &[u8],
+        symbols: &mut [u8],
+        hist: &mut [u32],
+        bits: &mut BitWriter,
+        vectors: usize,
+    ) {
+        assert!(W <= 2, "f32 conversion is exact below 2^24 only");
+        let width_bits = 8 * W as u32;
+        let sign = _mm256_set1_epi32((1u32 << (width_bits - 1)) as i32);
+        let mask = _mm256_set1_epi32((u64::MAX >> (64 - width_bits)) as u32 as i32);
+        let mant = _mm256_set1_epi32(layout.mant_bits as i32);
+        let exp_mask = _mm256_set1_epi32((layout.exponents() - 1) as i32);
+        let alphabet = _mm256_set1_epi32(layout.alphabet() as i32);
+        let one = _mm256_set1_epi32(1);
+        let three = _mm256_set1_epi32(3);
+        let bias = _mm256_set1_epi32(127);
+        let zero = _mm256_setzero_si256();
+        let key = |x: __m256i| {
+            // Negative: the complement in the width; else the sign bit set.
+            let negative = _mm256_cmpeq_epi32(_mm256_and_si256(x, sign), sign);
+            _mm256_blendv_epi8(
+                _mm256_or_si256(x, sign),
+                _mm256_xor_si256(x, mask),
+                negative,
+            )
+        };
+        let pack = PACK_LOW8.as_ptr() as *const u8;
+        // Slots and extra bits of up to BLOCK vectors (as many elements as the AVX-512
+        // pass's blocks), applied after the block.
+        const BLOCK: usize = 128;
+        let mut slots = [0u32; 8 * BLOCK];
+        let mut extra = [0u32; 8 * BLOCK];
+        let mut extra_bits = [0u32; 8 * BLOCK];
+        for first in (0..vectors).step_by(BLOCK) {
+            let last = vectors.min(first + BLOCK);
+            let mut n_extra = 0usize;
+            for v in first..last {
+                let at = 8 * v;
+                // SAFETY: at + 8 ≤ vectors · 8, which the slices hold (the caller's assert).
+                let (b, t) = unsafe {
+                    (
+                        load8::<W>(base.as_ptr().add(at * W)),
+                        load8::<W>(target.as_ptr().add(at * W)),
+                    )
+                };
+                let diff = _mm256_and_si256(_mm256_sub_epi32(key(t), key(b)), mask);
+                let negative = _mm256_cmpeq_epi32(_mm256_and_si256(diff, sign), sign);
+                let magnitude = _mm256_blendv_epi8(
+                    diff,
+                    _mm256_and_si256(_mm256_sub_epi32(zero, diff), mask),
+                    negative,
+                );
+                // ⌊log2⌋ of the magnitude (0 for 0 and 1): below 2^16, it converts exactly.
+                let e = _mm256_sub_epi32(
+                    _mm256_srli_epi32::<23>(_mm256_castps_si256(_mm256_cvtepi32_ps(
+                        _mm256_or_si256(magnitude, one),
+                    ))),
+                    bias,
+                );
+                // Magnitudes are below 2^16: signed compares are unsigned ones.
+                let big = _mm256_cmpgt_epi32(magnitude, three);
+                let n_bits = _mm256_and_si256(big, _mm256_sub_epi32(e, one));
+                let half = _mm256_and_si256(_mm256_srlv_epi32(magnitude, n_bits), one);
+                let class = _mm256_blendv_epi8(
+                    magnitude,
+                    _mm256_add_epi32(_mm256_add_epi32(e, e), half),
+                    big,
+                );
+                // 2·class − 1 + negative (the mask is −1), and 0 for class 0 (where negative
+                // is 0).
+                let twice = _mm256_sub_epi32(_mm256_add_epi32(class, class), negative);
+                let symbol = _mm256_sub_epi32(_mm256_max_epi32(twice, one), one);
+                let low = _mm256_and_si256(
+                    magnitude,
+                    _mm256_sub_epi32(_mm256_sllv_epi32(one, n_bits), one),
+                );
+                let exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
+                // The context bit: 1 where the symbol 32 back was 0 (all of the chunk's first
+                // 32), as −(the compare's mask).
+                let back_zero = if at < WIDE_LANES {
+                    one
+                } else {
+                    // SAFETY: at ≥ 32: the 8 symbols 32 back are stored already.
+                    let back = unsafe { load8::<1>(symbols.as_ptr().add(at - WIDE_LANES)) };
+                    _mm256_sub_epi32(zero, _mm256_cmpeq_epi32(back, zero))
+                };
+                let context = _mm256_add_epi32(_mm256_add_epi32(exp, exp), back_zero);
+                let slot = _mm256_add_epi32(_mm256_mullo_epi32(context, alphabet), symbol);
+                // Only the lanes with extra bits append any (most have none).
+                let with_bits = _mm256_movemask_ps(_mm256_castsi256_ps(big)) as usize;
+                let k = with_bits.count_ones() as usize;
+                // SAFETY: at + 8 ≤ symbols.len(); each array holds 8 entries per vector of
+                // the block, and this vector stores 8 from 8 · (v − first) and from
+                // n_extra ≤ 8 · (v − first); with_bits < 256 = PACK_LOW8's length, 8 bytes
+                // per entry.
+                unsafe {
+                    store8::<1>(symbols.as_mut_ptr().add(at), symbol);
+                    _mm256_storeu_si256(
+                        slots.as_mut_ptr().add(8 * (v - first)) as *mut __m256i,
+                        slot,
+                    );
+                    let order = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                        pack.add(8 * with_bits) as *const __m128i
+                    ));
+                    _mm256_storeu_si256(
+                        extra.as_mut_ptr().add(n_extra) as *mut __m256i,
+                        _mm256_permutevar8x32_epi32(low, order),
+                    );
+                    _mm256_storeu_si256(
+                        extra_bits.as_mut_ptr().add(n_extra) as *mut __m256i,
+                        _mm256_permutevar8x32_epi32(n_bits, order),
+                    );
+                }
+                n_extra += k;
+            }
+            for &s in &slots[..8 * (last - first)] {
+                // Below exponents · 2 · alphabet = hist.len() (checked, never taken).
+                hist[s as usize] += 1;
+            }
+            bits.put_fields(&extra[..n_extra], &extra_bits[..n_extra]);
+        }
     }
 
     /// For each 8-bit renormalisation mask, the byte shuffle that right-packs an 8-word
