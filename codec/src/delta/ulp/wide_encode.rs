@@ -1,10 +1,10 @@
 //! The vector encoder of layout 3 (FORMAT.md §9.3), both passes: tokenizing and counting
-//! 16 elements at once (AVX-512) or 8 (AVX2, elements of 1 or 2 bytes), and the rANS step of [`WIDE_LANES`] = 32 lanes at once,
-//! two 16-lane AVX-512 vectors or four 8-lane AVX2 vectors per group. Lane `l` of a group only depends on
-//! lane `l` of the groups after it (the encoder runs backwards), so the 32 state updates
-//! are independent; each lane's table comes from its base element's exponent and the
-//! symbol 32 places back, as in the scalar loop. Output is byte for byte the scalar
-//! encoder's (`layout3_vector_encoders_match_scalar`).
+//! 16 elements at once (AVX-512) or 8 (AVX2), and the rANS step of [`WIDE_LANES`] = 32
+//! lanes at once, two 16-lane AVX-512 vectors or four 8-lane AVX2 vectors per group. Lane
+//! `l` of a group only depends on lane `l` of the groups after it (the encoder runs
+//! backwards), so the 32 state updates are independent; each lane's table comes from its
+//! base element's exponent and the symbol 32 places back, as in the scalar loop. Output is
+//! byte for byte the scalar encoder's (`layout3_vector_encoders_match_scalar`).
 
 use crate::cpu::SimdLevel;
 use crate::delta::coder::{BitWriter, RansEncoder, WIDE_LANES};
@@ -25,14 +25,10 @@ pub(super) struct PackedTables<'a> {
 /// Whether `level` has a vector first pass ([`count_elements`]) for elements of `W`
 /// bytes.
 pub(super) fn supports_count<const W: usize>(level: SimdLevel) -> bool {
-    // AVX2 has no lzcnt of lanes: its ⌊log2⌋ is the exponent of an f32 conversion, exact
-    // for the magnitudes of elements up to 2 bytes (below 2^16), not for 4.
-    let width_ok = match level {
-        SimdLevel::Avx512 => W <= 4,
-        SimdLevel::Avx2 => W <= 2,
-        SimdLevel::Scalar => false,
-    };
-    cfg!(target_arch = "x86_64") && width_ok && level.is_supported()
+    cfg!(target_arch = "x86_64")
+        && W <= 4
+        && matches!(level, SimdLevel::Avx512 | SimdLevel::Avx2)
+        && level.is_supported()
 }
 
 /// Whether `level` has a vector rANS step ([`encode_groups`]) for elements of `W` bytes.
@@ -425,11 +421,12 @@ mod x86 {
         t
     };
 
-    /// The AVX2 twin of [`count_avx512`] for elements of 1 or 2 bytes, `vectors` · 8
-    /// elements from the start. ⌊log2⌋ of a magnitude (below 2^16) is the exponent of its
-    /// f32 conversion; with no conflict detection each element's histogram slot is stored
-    /// and counted one by one after its block, and with no compress the lanes with extra
-    /// bits are left-packed by a lane permute ([`PACK_LOW8`]) and stored whole.
+    /// The AVX2 twin of [`count_avx512`], `vectors` · 8 elements from the start. With no
+    /// lzcnt of lanes, ⌊log2⌋ of a magnitude is the exponent of its f32 conversion (of it
+    /// shifted down 8 from 2^24 on, where the conversion would round); with no conflict
+    /// detection each element's histogram slot is stored and counted one by one after its
+    /// block; and with no compress the lanes with extra bits are left-packed by a lane
+    /// permute ([`PACK_LOW8`]) and stored whole.
     #[target_feature(enable = "avx2,bmi1,popcnt")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn count_avx2<const W: usize>(
@@ -441,7 +438,6 @@ mod x86 {
         bits: &mut BitWriter,
         vectors: usize,
     ) {
-        assert!(W <= 2, "f32 conversion is exact below 2^24 only");
         let width_bits = 8 * W as u32;
         let sign = _mm256_set1_epi32((1u32 << (width_bits - 1)) as i32);
         let mask = _mm256_set1_epi32((u64::MAX >> (64 - width_bits)) as u32 as i32);
@@ -449,7 +445,7 @@ mod x86 {
         let exp_mask = _mm256_set1_epi32((layout.exponents() - 1) as i32);
         let alphabet = _mm256_set1_epi32(layout.alphabet() as i32);
         let one = _mm256_set1_epi32(1);
-        let three = _mm256_set1_epi32(3);
+        let eight = _mm256_set1_epi32(8);
         let bias = _mm256_set1_epi32(127);
         let zero = _mm256_setzero_si256();
         let key = |x: __m256i| {
@@ -487,15 +483,21 @@ mod x86 {
                     _mm256_and_si256(_mm256_sub_epi32(zero, diff), mask),
                     negative,
                 );
-                // ⌊log2⌋ of the magnitude (0 for 0 and 1): below 2^16, it converts exactly.
-                let e = _mm256_sub_epi32(
-                    _mm256_srli_epi32::<23>(_mm256_castps_si256(_mm256_cvtepi32_ps(
-                        _mm256_or_si256(magnitude, one),
-                    ))),
-                    bias,
-                );
-                // Magnitudes are below 2^16: signed compares are unsigned ones.
-                let big = _mm256_cmpgt_epi32(magnitude, three);
+                // ⌊log2⌋ of the magnitude (0 for 0 and 1). Below 2^24 it converts exactly;
+                // 4-byte elements' magnitudes reach 2^31 (and would convert as negative),
+                // so from 2^24 on, that of the magnitude shifted down 8 (exact), plus 8.
+                let log2 = |m: __m256i| {
+                    let f = _mm256_castps_si256(_mm256_cvtepi32_ps(m));
+                    _mm256_sub_epi32(_mm256_srli_epi32::<23>(f), bias)
+                };
+                let mut e = log2(_mm256_or_si256(magnitude, one));
+                if W == 4 {
+                    let high = _mm256_cmpgt_epi32(_mm256_srli_epi32::<24>(magnitude), zero);
+                    let e_high = _mm256_add_epi32(log2(_mm256_srli_epi32::<8>(magnitude)), eight);
+                    e = _mm256_blendv_epi8(e, e_high, high);
+                }
+                // magnitude ≥ 4, unsigned (it may be 2^31).
+                let big = _mm256_cmpgt_epi32(_mm256_srli_epi32::<2>(magnitude), zero);
                 let n_bits = _mm256_and_si256(big, _mm256_sub_epi32(e, one));
                 let half = _mm256_and_si256(_mm256_srlv_epi32(magnitude, n_bits), one);
                 let class = _mm256_blendv_epi8(
