@@ -39,10 +39,10 @@ pub(super) fn supports_encode<const W: usize>(level: SimdLevel) -> bool {
         && level.is_supported()
 }
 
-/// The first pass over a chunk's leading elements, a vector (16 or 8) at a time: the tokens of the
-/// differences (as `tokenize_fast`), stored to `symbols`, counted into `hist`
-/// (`[exponent][context bit][symbol]`, the context bit looking `WIDE_LANES` back) and
-/// their extra bits appended to `bits`. Returns the elements done (a multiple of the
+/// The first pass over a chunk's leading elements, a vector (16 or 8) at a time: the
+/// tokens of the differences (as `tokenize_fast`), stored to `symbols`, counted into
+/// `hist` (`[exponent][context bit][symbol]`, the context bit looking `WIDE_LANES` back)
+/// and their extra bits appended to `bits`. Returns the elements done (a multiple of the
 /// vector; the scalar loop takes the rest). `level` must pass [`supports_count`].
 pub(super) fn count_elements<const W: usize>(
     level: SimdLevel,
@@ -60,7 +60,7 @@ pub(super) fn count_elements<const W: usize>(
     let n = symbols.len();
     assert!(base.len() >= n * W && target.len() >= n * W);
     assert!(hist.len() == layout.exponents() * 2 * layout.alphabet());
-    // The vector loop packs a slot into 16 bits (W ≤ 4: at most 2^8 · 2 · 127 slots).
+    // The AVX-512 loop packs a slot into 16 bits (W ≤ 4: at most 2^8 · 2 · 127 slots).
     assert!(hist.len() <= 1 << 16);
     let step = if level == SimdLevel::Avx512 { 16 } else { 8 };
     let vectors = n / step;
