@@ -458,6 +458,12 @@ mod x86 {
             )
         };
         let pack = PACK_LOW8.as_ptr() as *const u8;
+        // Where the chunk pays for them, the slots are counted into four histograms in
+        // turn (`hist` and three more, added into it at the end): a vector's lanes mostly
+        // share a few slots, and increments of one counter one after another chain through
+        // memory (38 % of this function's samples with one histogram, `perf annotate`).
+        let len = hist.len();
+        let mut more = (vectors * 8 >= 4 * len).then(|| vec![0u32; 3 * len]);
         // Slots and extra bits of up to BLOCK vectors (as many elements as the AVX-512
         // pass's blocks), applied after the block.
         const BLOCK: usize = 128;
@@ -552,11 +558,26 @@ mod x86 {
                 }
                 n_extra += k;
             }
-            for &s in &slots[..8 * (last - first)] {
-                // Below exponents · 2 · alphabet = hist.len() (checked, never taken).
-                hist[s as usize] += 1;
+            // Below exponents · 2 · alphabet = hist.len() (checked, never taken).
+            let slots = &slots[..8 * (last - first)];
+            if let Some(more) = more.as_mut() {
+                let (h1, rest) = more.split_at_mut(len);
+                let (h2, h3) = rest.split_at_mut(len);
+                for s in slots.chunks_exact(4) {
+                    hist[s[0] as usize] += 1;
+                    h1[s[1] as usize] += 1;
+                    h2[s[2] as usize] += 1;
+                    h3[s[3] as usize] += 1;
+                }
+            } else {
+                for &s in slots {
+                    hist[s as usize] += 1;
+                }
             }
             bits.put_fields(&extra[..n_extra], &extra_bits[..n_extra]);
+        }
+        for part in more.iter().flat_map(|m| m.chunks_exact(len)) {
+            hist.iter_mut().zip(part).for_each(|(h, c)| *h += c);
         }
     }
 
