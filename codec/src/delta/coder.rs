@@ -404,7 +404,7 @@ impl BitWriter {
     /// Through `&mut self` the compiler reloads that state after every byte store (which
     /// might alias it), so a loop of `put32` chains each field to the last through memory
     /// (12 % of a delta's first pass on its own, `perf annotate`).
-    /// Used by the AVX-512 encoder only.
+    /// Used by the vector encoders only.
     #[cfg(target_arch = "x86_64")]
     pub(crate) fn put_fields(&mut self, values: &[u32], counts: &[u32]) {
         debug_assert_eq!(values.len(), counts.len());

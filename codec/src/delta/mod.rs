@@ -865,11 +865,23 @@ mod tests {
                         specials[(i * 5 + i / 3) % specials.len()].to_le_bytes()[..width].to_vec()
                     })
                     .collect();
+                // Differences on both sides of every power of two, both signs (from a zero
+                // base, the difference is the target's bits while its sign bit is clear):
+                // where a vector ⌊log2⌋ by f32 conversion would round.
+                let ladder: Vec<u8> = (0..n)
+                    .flat_map(|i| {
+                        let p = 1u64 << ((i / 4) % (8 * width));
+                        [p - 1, p, p + 1, p | (p >> 1)][i % 4].to_le_bytes()[..width].to_vec()
+                    })
+                    .collect();
+                let zeros = vec![0u8; n * width];
                 for (b, t) in [
                     (&base, &target),
                     (&base, &wild),
                     (&special, &target),
                     (&base, &special),
+                    (&zeros, &ladder),
+                    (&ladder, &zeros),
                 ] {
                     let scalar =
                         ulp::encode_chunked_on(SimdLevel::Scalar, &dtype, b, t, chunk).unwrap();
@@ -886,14 +898,23 @@ mod tests {
                 }
             }
         }
+        // Runs are indexed like `SimdLevel::ALL`.
+        let after = kernel_runs();
+        if SimdLevel::Avx2.is_supported() {
+            assert!(after[1] > before[1], "the AVX2 encoder never ran");
+            assert!(ulp::has_vector_encoder::<1>(SimdLevel::Avx2));
+            assert!(ulp::has_vector_encoder::<2>(SimdLevel::Avx2));
+            assert!(ulp::has_vector_encoder::<4>(SimdLevel::Avx2));
+        } else {
+            println!("skipped: no AVX2 on this CPU, only the scalar encoder was checked");
+        }
         if SimdLevel::Avx512.is_supported() {
-            let after = kernel_runs();
             assert!(after[2] > before[2], "the AVX-512 encoder never ran");
             assert!(ulp::has_vector_encoder::<1>(SimdLevel::Avx512));
             assert!(ulp::has_vector_encoder::<2>(SimdLevel::Avx512));
             assert!(ulp::has_vector_encoder::<4>(SimdLevel::Avx512));
         } else {
-            println!("skipped: no AVX-512 on this CPU, only the scalar encoder was checked");
+            println!("skipped: no AVX-512 on this CPU, its encoder was not checked");
         }
     }
 

@@ -881,10 +881,11 @@ pub(super) mod vector {
         t
     };
 
-    /// Loads 8 elements of `W` bytes, zero-extended to 32 bits.
+    /// Loads 8 elements of `W` bytes, zero-extended to 32 bits (the encoder's AVX2 pass
+    /// uses it too).
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn load8<const W: usize>(p: *const u8) -> __m256i {
+    pub(in crate::delta::ulp) unsafe fn load8<const W: usize>(p: *const u8) -> __m256i {
         // SAFETY (all three): the caller guarantees 8·W readable bytes at `p`.
         unsafe {
             match W {
@@ -896,10 +897,10 @@ pub(super) mod vector {
     }
 
     /// Stores the low `W` bytes of 8 lanes (the bytes above them are dropped, whatever
-    /// they hold).
+    /// they hold; the encoder's AVX2 pass stores its symbols with it).
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn store8<const W: usize>(p: *mut u8, v: __m256i) {
+    pub(in crate::delta::ulp) unsafe fn store8<const W: usize>(p: *mut u8, v: __m256i) {
         // SAFETY (all three): the caller guarantees 8·W writable bytes at `p`.
         unsafe {
             match W {

@@ -1,10 +1,10 @@
 //! The vector encoder of layout 3 (FORMAT.md §9.3), both passes: tokenizing and counting
-//! 16 elements at once, and the rANS step of [`WIDE_LANES`] = 32 lanes at once, two
-//! 16-lane AVX-512 vectors per group. Lane `l` of a group only depends on
-//! lane `l` of the groups after it (the encoder runs backwards), so the 32 state updates
-//! are independent; each lane's table comes from its base element's exponent and the
-//! symbol 32 places back, as in the scalar loop. Output is byte for byte the scalar
-//! encoder's (`layout3_vector_encoders_match_scalar`).
+//! 16 elements at once (AVX-512) or 8 (AVX2), and the rANS step of [`WIDE_LANES`] = 32
+//! lanes at once, two 16-lane AVX-512 vectors or four 8-lane AVX2 vectors per group. Lane
+//! `l` of a group only depends on lane `l` of the groups after it (the encoder runs
+//! backwards), so the 32 state updates are independent; each lane's table comes from its
+//! base element's exponent and the symbol 32 places back, as in the scalar loop. Output is
+//! byte for byte the scalar encoder's (`layout3_vector_encoders_match_scalar`).
 
 use crate::cpu::SimdLevel;
 use crate::delta::coder::{BitWriter, RansEncoder, WIDE_LANES};
@@ -22,16 +22,28 @@ pub(super) struct PackedTables<'a> {
     pub(super) symbol_bits: u32,
 }
 
-/// Whether `level` has a vector encoder for elements of `W` bytes.
-pub(super) fn supports<const W: usize>(level: SimdLevel) -> bool {
-    cfg!(target_arch = "x86_64") && W <= 4 && level == SimdLevel::Avx512 && level.is_supported()
+/// Whether `level` has a vector first pass ([`count_elements`]) for elements of `W`
+/// bytes.
+pub(super) fn supports_count<const W: usize>(level: SimdLevel) -> bool {
+    cfg!(target_arch = "x86_64")
+        && W <= 4
+        && matches!(level, SimdLevel::Avx512 | SimdLevel::Avx2)
+        && level.is_supported()
 }
 
-/// The first pass over a chunk's leading elements, 16 at a time: the tokens of the
-/// differences (as `tokenize_fast`), stored to `symbols`, counted into `hist`
-/// (`[exponent][context bit][symbol]`, the context bit looking `WIDE_LANES` back) and
-/// their extra bits appended to `bits`. Returns the elements done (a multiple of 16; the
-/// scalar loop takes the rest). `level` must pass [`supports`].
+/// Whether `level` has a vector rANS step ([`encode_groups`]) for elements of `W` bytes.
+pub(super) fn supports_encode<const W: usize>(level: SimdLevel) -> bool {
+    cfg!(target_arch = "x86_64")
+        && W <= 4
+        && matches!(level, SimdLevel::Avx512 | SimdLevel::Avx2)
+        && level.is_supported()
+}
+
+/// The first pass over a chunk's leading elements, a vector (16 or 8) at a time: the
+/// tokens of the differences (as `tokenize_fast`), stored to `symbols`, counted into
+/// `hist` (`[exponent][context bit][symbol]`, the context bit looking `WIDE_LANES` back)
+/// and their extra bits appended to `bits`. Returns the elements done (a multiple of the
+/// vector; the scalar loop takes the rest). `level` must pass [`supports_count`].
 pub(super) fn count_elements<const W: usize>(
     level: SimdLevel,
     layout: Layout,
@@ -42,29 +54,36 @@ pub(super) fn count_elements<const W: usize>(
     bits: &mut BitWriter,
 ) -> usize {
     assert!(
-        supports::<W>(level),
-        "no vector encoder for {level} and {W}-byte elements"
+        supports_count::<W>(level),
+        "no vector first pass for {level} and {W}-byte elements"
     );
     let n = symbols.len();
     assert!(base.len() >= n * W && target.len() >= n * W);
     assert!(hist.len() == layout.exponents() * 2 * layout.alphabet());
-    // The vector loop packs a slot into 16 bits (W ≤ 4: at most 2^8 · 2 · 127 slots).
+    // The AVX-512 loop packs a slot into 16 bits (W ≤ 4: at most 2^8 · 2 · 127 slots).
     assert!(hist.len() <= 1 << 16);
-    let vectors = n / 16;
+    let step = if level == SimdLevel::Avx512 { 16 } else { 8 };
+    let vectors = n / step;
+    // SAFETY (both): the CPU has the level's features (`supports_count`); the slices hold
+    // `vectors · step` elements (asserted above).
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the CPU has AVX-512 (`supports`); the slices hold `vectors · 16` elements
-    // (asserted above).
-    unsafe {
-        x86::count_avx512::<W>(layout, base, target, symbols, hist, bits, vectors)
-    };
+    match level {
+        SimdLevel::Avx512 => unsafe {
+            x86::count_avx512::<W>(layout, base, target, symbols, hist, bits, vectors)
+        },
+        SimdLevel::Avx2 => unsafe {
+            x86::count_avx2::<W>(layout, base, target, symbols, hist, bits, vectors)
+        },
+        SimdLevel::Scalar => unreachable!("asserted above"),
+    }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (layout, base, target, hist, bits);
-    vectors * 16
+    vectors * step
 }
 
 /// Codes the first `groups` groups of `WIDE_LANES` symbols of a chunk (`symbols`, its base
 /// elements `base`), from the last group down, into `rans`; the scalar loop has already
-/// coded every symbol after them. `level` must pass [`supports`].
+/// coded every symbol after them. `level` must pass [`supports_encode`].
 pub(super) fn encode_groups<const W: usize, const L: usize>(
     level: SimdLevel,
     layout: Layout,
@@ -75,7 +94,7 @@ pub(super) fn encode_groups<const W: usize, const L: usize>(
     groups: usize,
 ) {
     assert!(
-        supports::<W>(level),
+        supports_encode::<W>(level),
         "no vector encoder for {level} and {W}-byte elements"
     );
     assert_eq!(L, WIDE_LANES, "the vector encoder steps 32 lanes");
@@ -98,12 +117,20 @@ pub(super) fn encode_groups<const W: usize, const L: usize>(
                         && ((p >> 16) as usize) < table_count),
             "every table a pair names exists"
         );
-        // SAFETY: the CPU has AVX-512 (`supports`); the bounds the function relies on are
-        // asserted above.
-        unsafe {
-            x86::encode_groups_avx512::<W>(
-                layout, tables, states, words, pos, symbols, base, groups,
-            )
+        // SAFETY (both): the CPU has the level's features (`supports_encode`); the bounds
+        // the functions rely on are asserted above.
+        match level {
+            SimdLevel::Avx512 => unsafe {
+                x86::encode_groups_avx512::<W>(
+                    layout, tables, states, words, pos, symbols, base, groups,
+                )
+            },
+            SimdLevel::Avx2 => unsafe {
+                x86::encode_groups_avx2::<W>(
+                    layout, tables, states, words, pos, symbols, base, groups,
+                )
+            },
+            SimdLevel::Scalar => unreachable!("asserted above"),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -112,11 +139,12 @@ pub(super) fn encode_groups<const W: usize, const L: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::wide::vector::load16;
+    use super::super::wide::vector::{load16, load8, store8};
     use super::super::Layout;
     use super::PackedTables;
     use crate::delta::coder::{BitWriter, WIDE_LANES};
     use crate::entropy::model::PROB_BITS;
+    use crate::entropy::rans::gather8_by_loads;
     use std::arch::x86_64::*;
 
     /// Loads 16 symbols (a byte each), zero-extended to 32 bits.
@@ -251,7 +279,7 @@ mod x86 {
                     );
                 }
                 n_counts += k;
-                n_extra += e;
+                n_extra += k;
             }
             for &c in &counts[..n_counts] {
                 // Below exponents · 2 · alphabet = hist.len() (checked, never taken).
@@ -370,6 +398,347 @@ mod x86 {
         unsafe {
             _mm512_storeu_si512(lanes, x[0]);
             _mm512_storeu_si512(lanes.add(1), x[1]);
+        }
+        *pos = wp;
+    }
+
+    /// For each 8-bit lane mask, the lanes to permute into lanes 0, 1, …: the set lanes in
+    /// order (the lanes after them: lane 0, don't care).
+    const PACK_LOW8: [[u8; 8]; 256] = {
+        let mut t = [[0u8; 8]; 256];
+        let mut mask = 0;
+        while mask < 256 {
+            let (mut lane, mut k) = (0, 0);
+            while lane < 8 {
+                if mask >> lane & 1 == 1 {
+                    t[mask][k] = lane as u8;
+                    k += 1;
+                }
+                lane += 1;
+            }
+            mask += 1;
+        }
+        t
+    };
+
+    /// The AVX2 twin of [`count_avx512`], `vectors` · 8 elements from the start. With no
+    /// lzcnt of lanes, ⌊log2⌋ of a magnitude is the exponent of its f32 conversion (of it
+    /// shifted down 8 from 2^24 on, where the conversion would round); with no conflict
+    /// detection each element's histogram slot is stored and counted one by one after its
+    /// block; and with no compress the lanes with extra bits are left-packed by a lane
+    /// permute ([`PACK_LOW8`]) and stored whole.
+    #[target_feature(enable = "avx2,bmi1,popcnt")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn count_avx2<const W: usize>(
+        layout: Layout,
+        base: &[u8],
+        target: &[u8],
+        symbols: &mut [u8],
+        hist: &mut [u32],
+        bits: &mut BitWriter,
+        vectors: usize,
+    ) {
+        let width_bits = 8 * W as u32;
+        let sign = _mm256_set1_epi32((1u32 << (width_bits - 1)) as i32);
+        let mask = _mm256_set1_epi32((u64::MAX >> (64 - width_bits)) as u32 as i32);
+        let mant = _mm256_set1_epi32(layout.mant_bits as i32);
+        let exp_mask = _mm256_set1_epi32((layout.exponents() - 1) as i32);
+        let alphabet = _mm256_set1_epi32(layout.alphabet() as i32);
+        let one = _mm256_set1_epi32(1);
+        let eight = _mm256_set1_epi32(8);
+        let bias = _mm256_set1_epi32(127);
+        let zero = _mm256_setzero_si256();
+        let key = |x: __m256i| {
+            // Negative: the complement in the width; else the sign bit set.
+            let negative = _mm256_cmpeq_epi32(_mm256_and_si256(x, sign), sign);
+            _mm256_blendv_epi8(
+                _mm256_or_si256(x, sign),
+                _mm256_xor_si256(x, mask),
+                negative,
+            )
+        };
+        let pack = PACK_LOW8.as_ptr() as *const u8;
+        // Where the chunk pays for them, the slots are counted into four histograms in
+        // turn (`hist` and three more, added into it at the end): a vector's lanes mostly
+        // share a few slots, and increments of one counter one after another chain through
+        // memory (38 % of this function's samples with one histogram, `perf annotate`).
+        let len = hist.len();
+        let mut more = (vectors * 8 >= 4 * len).then(|| vec![0u32; 3 * len]);
+        // Slots and extra bits of up to BLOCK vectors (as many elements as the AVX-512
+        // pass's blocks), applied after the block.
+        const BLOCK: usize = 128;
+        let mut slots = [0u32; 8 * BLOCK];
+        let mut extra = [0u32; 8 * BLOCK];
+        let mut extra_bits = [0u32; 8 * BLOCK];
+        for first in (0..vectors).step_by(BLOCK) {
+            let last = vectors.min(first + BLOCK);
+            let mut n_extra = 0usize;
+            for v in first..last {
+                let at = 8 * v;
+                // SAFETY: at + 8 ≤ vectors · 8, which the slices hold (the caller's assert).
+                let (b, t) = unsafe {
+                    (
+                        load8::<W>(base.as_ptr().add(at * W)),
+                        load8::<W>(target.as_ptr().add(at * W)),
+                    )
+                };
+                let diff = _mm256_and_si256(_mm256_sub_epi32(key(t), key(b)), mask);
+                let negative = _mm256_cmpeq_epi32(_mm256_and_si256(diff, sign), sign);
+                let magnitude = _mm256_blendv_epi8(
+                    diff,
+                    _mm256_and_si256(_mm256_sub_epi32(zero, diff), mask),
+                    negative,
+                );
+                // ⌊log2⌋ of the magnitude (0 for 0 and 1). Below 2^24 it converts exactly;
+                // 4-byte elements' magnitudes reach 2^31 (and would convert as negative),
+                // so from 2^24 on, that of the magnitude shifted down 8 (exact), plus 8.
+                let log2 = |m: __m256i| {
+                    let f = _mm256_castps_si256(_mm256_cvtepi32_ps(m));
+                    _mm256_sub_epi32(_mm256_srli_epi32::<23>(f), bias)
+                };
+                let mut e = log2(_mm256_or_si256(magnitude, one));
+                if W == 4 {
+                    let high = _mm256_cmpgt_epi32(_mm256_srli_epi32::<24>(magnitude), zero);
+                    let e_high = _mm256_add_epi32(log2(_mm256_srli_epi32::<8>(magnitude)), eight);
+                    e = _mm256_blendv_epi8(e, e_high, high);
+                }
+                // magnitude ≥ 4, unsigned (it may be 2^31).
+                let big = _mm256_cmpgt_epi32(_mm256_srli_epi32::<2>(magnitude), zero);
+                let n_bits = _mm256_and_si256(big, _mm256_sub_epi32(e, one));
+                let half = _mm256_and_si256(_mm256_srlv_epi32(magnitude, n_bits), one);
+                let class = _mm256_blendv_epi8(
+                    magnitude,
+                    _mm256_add_epi32(_mm256_add_epi32(e, e), half),
+                    big,
+                );
+                // 2·class − 1 + negative (the mask is −1), and 0 for class 0 (where negative
+                // is 0).
+                let twice = _mm256_sub_epi32(_mm256_add_epi32(class, class), negative);
+                let symbol = _mm256_sub_epi32(_mm256_max_epi32(twice, one), one);
+                let low = _mm256_and_si256(
+                    magnitude,
+                    _mm256_sub_epi32(_mm256_sllv_epi32(one, n_bits), one),
+                );
+                let exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
+                // The context bit: 1 where the symbol 32 back was 0 (all of the chunk's first
+                // 32), as −(the compare's mask).
+                let back_zero = if at < WIDE_LANES {
+                    one
+                } else {
+                    // SAFETY: at ≥ 32: the 8 symbols 32 back are stored already.
+                    let back = unsafe { load8::<1>(symbols.as_ptr().add(at - WIDE_LANES)) };
+                    _mm256_sub_epi32(zero, _mm256_cmpeq_epi32(back, zero))
+                };
+                let context = _mm256_add_epi32(_mm256_add_epi32(exp, exp), back_zero);
+                let slot = _mm256_add_epi32(_mm256_mullo_epi32(context, alphabet), symbol);
+                // Only the lanes with extra bits append any (most have none).
+                let with_bits = _mm256_movemask_ps(_mm256_castsi256_ps(big)) as usize;
+                let k = with_bits.count_ones() as usize;
+                // SAFETY: at + 8 ≤ symbols.len(); each array holds 8 entries per vector of
+                // the block, and this vector stores 8 from 8 · (v − first) and from
+                // n_extra ≤ 8 · (v − first); with_bits < 256 = PACK_LOW8's length, 8 bytes
+                // per entry.
+                unsafe {
+                    store8::<1>(symbols.as_mut_ptr().add(at), symbol);
+                    _mm256_storeu_si256(
+                        slots.as_mut_ptr().add(8 * (v - first)) as *mut __m256i,
+                        slot,
+                    );
+                    let order = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                        pack.add(8 * with_bits) as *const __m128i
+                    ));
+                    _mm256_storeu_si256(
+                        extra.as_mut_ptr().add(n_extra) as *mut __m256i,
+                        _mm256_permutevar8x32_epi32(low, order),
+                    );
+                    _mm256_storeu_si256(
+                        extra_bits.as_mut_ptr().add(n_extra) as *mut __m256i,
+                        _mm256_permutevar8x32_epi32(n_bits, order),
+                    );
+                }
+                n_extra += k;
+            }
+            // Below exponents · 2 · alphabet = hist.len() (checked, never taken).
+            let slots = &slots[..8 * (last - first)];
+            if let Some(more) = more.as_mut() {
+                let (h1, rest) = more.split_at_mut(len);
+                let (h2, h3) = rest.split_at_mut(len);
+                for s in slots.chunks_exact(4) {
+                    hist[s[0] as usize] += 1;
+                    h1[s[1] as usize] += 1;
+                    h2[s[2] as usize] += 1;
+                    h3[s[3] as usize] += 1;
+                }
+            } else {
+                for &s in slots {
+                    hist[s as usize] += 1;
+                }
+            }
+            bits.put_fields(&extra[..n_extra], &extra_bits[..n_extra]);
+        }
+        for part in more.iter().flat_map(|m| m.chunks_exact(len)) {
+            hist.iter_mut().zip(part).for_each(|(h, c)| *h += c);
+        }
+    }
+
+    /// For each 8-bit renormalisation mask, the byte shuffle that right-packs an 8-word
+    /// vector's flushed words: the `c` words of the set lanes, in lane order, into words
+    /// `8 − c` to 7 (the words below them zero).
+    const PACK_HIGH8: [[u8; 16]; 256] = {
+        let mut t = [[0x80u8; 16]; 256];
+        let mut mask = 0;
+        while mask < 256 {
+            let (mut lane, mut word) = (0, 8 - (mask as u32).count_ones() as usize);
+            while lane < 8 {
+                if mask >> lane & 1 == 1 {
+                    t[mask][2 * word] = 2 * lane as u8;
+                    t[mask][2 * word + 1] = 2 * lane as u8 + 1;
+                    word += 1;
+                }
+                lane += 1;
+            }
+            mask += 1;
+        }
+        t
+    };
+
+    /// The AVX2 twin of [`encode_groups_avx512`], four 8-lane vectors per group, with the
+    /// same arithmetic where AVX2 lacks an instruction: the table pairs and the
+    /// `freq << 16 | start` words are fetched by eight scalar loads each
+    /// ([`gather8_by_loads`]: faster than `vpgatherdd` on Zen 3 and 4); `y`, which may
+    /// reach 2^32 and has no unsigned conversion, is converted in two exact halves whose
+    /// sum is rounded once; and with no compress nor 16-bit masked store, each vector's
+    /// flushed words are right-packed by a byte shuffle ([`PACK_HIGH8`]) and stored whole,
+    /// the last vector first, each ending where the vector after it begins: a store's
+    /// unused low words fall where the vectors before it or the free space below the
+    /// position go, never on the words already written above.
+    #[target_feature(enable = "avx2,bmi1,popcnt")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn encode_groups_avx2<const W: usize>(
+        layout: Layout,
+        tables: &PackedTables<'_>,
+        states: &mut [u32; WIDE_LANES],
+        words: &mut [u16],
+        pos: &mut usize,
+        symbols: &[u8],
+        base: &[u8],
+        groups: usize,
+    ) {
+        let lanes = states.as_mut_ptr() as *mut __m256i;
+        let mut x = [_mm256_setzero_si256(); 4];
+        for (v, xv) in x.iter_mut().enumerate() {
+            // SAFETY: `states` is 32 u32s, exactly four 256-bit vectors.
+            *xv = unsafe { _mm256_loadu_si256(lanes.add(v)) };
+        }
+        let pairs = tables.pairs.as_ptr() as *const i32;
+        let packed = tables.packed.as_ptr() as *const i32;
+        let symbol_bits = _mm_cvtsi32_si128(tables.symbol_bits as i32);
+        let last_symbol = _mm256_set1_epi32((1i32 << tables.symbol_bits) - 1);
+        let mant = _mm256_set1_epi32(layout.mant_bits as i32);
+        let exp_mask = _mm256_set1_epi32((layout.exponents() - 1) as i32);
+        let low16 = _mm256_set1_epi32(0xFFFF);
+        let ones = _mm256_set1_epi32(-1);
+        let zero = _mm256_setzero_si256();
+        let two16 = _mm256_set1_ps(65536.0);
+        // Bytes 0–1 of each lane into bytes 0–7 of its half (then the halves' first 64
+        // bits side by side: the 8 lanes' low words).
+        let low_words = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+            0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
+        ));
+        let pack = PACK_HIGH8.as_ptr();
+        let mut wp = *pos;
+        for group in (0..groups).rev() {
+            let mut flushed = [_mm_setzero_si128(); 4];
+            let mut counts = [0usize; 4];
+            for (v, xv) in x.iter_mut().enumerate() {
+                let at = group * WIDE_LANES + 8 * v;
+                // SAFETY: at + 8 ≤ groups · 32 ≤ symbols.len(), and the base holds W
+                // bytes per symbol of those groups (asserted by the caller).
+                let (s, b) = unsafe {
+                    (
+                        load8::<1>(symbols.as_ptr().add(at)),
+                        load8::<W>(base.as_ptr().add(at * W)),
+                    )
+                };
+                let back_zero = if group == 0 {
+                    ones
+                } else {
+                    // SAFETY: at ≥ 32, so the 8 symbols 32 back are in the chunk.
+                    let back = unsafe { load8::<1>(symbols.as_ptr().add(at - WIDE_LANES)) };
+                    _mm256_cmpeq_epi32(back, zero)
+                };
+                let exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
+                // SAFETY: exp < 2^E = pairs.len() (asserted by the caller).
+                let pair = unsafe { gather8_by_loads(pairs, exp) };
+                let table = _mm256_blendv_epi8(
+                    _mm256_and_si256(pair, low16),
+                    _mm256_srli_epi32::<16>(pair),
+                    back_zero,
+                );
+                // Symbols are below the alphabet; the clamp keeps the loads in bounds
+                // whatever they are.
+                let index = _mm256_or_si256(
+                    _mm256_sll_epi32(table, symbol_bits),
+                    _mm256_min_epu32(s, last_symbol),
+                );
+                // SAFETY: every table a pair names exists (asserted by the caller), so the
+                // index is below packed.len().
+                let e = unsafe { gather8_by_loads(packed, index) };
+                let freq = _mm256_srli_epi32::<16>(e);
+                let cum = _mm256_and_si256(e, low16);
+                // The lanes that stay (x < freq · 2^20): both sides are below 2^13, so the
+                // signed compare is the unsigned one.
+                let stay =
+                    _mm256_cmpgt_epi32(freq, _mm256_srli_epi32::<{ (32 - PROB_BITS) as i32 }>(*xv));
+                let mask = !_mm256_movemask_ps(_mm256_castsi256_ps(stay)) as usize & 0xFF;
+                let w = _mm256_permute4x64_epi64::<0x08>(_mm256_shuffle_epi8(*xv, low_words));
+                // SAFETY: mask < 256 = PACK_HIGH8's length, 16 bytes per entry.
+                let shuffle = unsafe { _mm_loadu_si128(pack.add(mask) as *const __m128i) };
+                flushed[v] = _mm_shuffle_epi8(_mm256_castsi256_si128(w), shuffle);
+                counts[v] = mask.count_ones() as usize;
+                let y = _mm256_blendv_epi8(_mm256_srli_epi32::<16>(*xv), *xv, stay);
+                // Both halves of y convert exactly and 2^16 · hi is exact: the sum is y
+                // rounded once, as an unsigned conversion would give.
+                let yf = _mm256_add_ps(
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32::<16>(y)), two16),
+                    _mm256_cvtepi32_ps(_mm256_and_si256(y, low16)),
+                );
+                // y < 2^32 and freq ≤ 2^12: the f32 quotient is within 1/8 of y / freq
+                // (and below 2^20), so the truncated quotient is off by at most one either
+                // way. (A symbol the table lacks, freq 0, gives some state; the encoder
+                // never codes one.)
+                let qf = _mm256_div_ps(yf, _mm256_cvtepi32_ps(freq));
+                let mut q = _mm256_cvttps_epi32(qf);
+                let mut r = _mm256_sub_epi32(y, _mm256_mullo_epi32(q, freq));
+                // All ones (−1) where q is one too big, then where it is one too small.
+                let low = _mm256_cmpgt_epi32(zero, r);
+                q = _mm256_add_epi32(q, low);
+                r = _mm256_add_epi32(r, _mm256_and_si256(low, freq));
+                let high = _mm256_xor_si256(_mm256_cmpgt_epi32(freq, r), ones);
+                q = _mm256_sub_epi32(q, high);
+                r = _mm256_sub_epi32(r, _mm256_and_si256(high, freq));
+                *xv = _mm256_add_epi32(
+                    _mm256_add_epi32(_mm256_slli_epi32::<{ PROB_BITS as i32 }>(q), r),
+                    cum,
+                );
+            }
+            let mut top = wp;
+            for v in (0..4).rev() {
+                // SAFETY: the position started above groups · 32 and each group lowers it
+                // by at most 32, so wp > 32 at a group's start; top ≥ wp − 24 here, so
+                // [top − 8, top) lies within words (top ≤ wp ≤ words.len()). The words at
+                // and above wp are untouched; those below top − counts[v] are rewritten
+                // by the next vector or lie below the new position.
+                unsafe {
+                    _mm_storeu_si128(words.as_mut_ptr().add(top - 8) as *mut __m128i, flushed[v])
+                };
+                top -= counts[v];
+            }
+            wp = top;
+        }
+        for (v, xv) in x.iter().enumerate() {
+            // SAFETY: as for the loads above.
+            unsafe { _mm256_storeu_si256(lanes.add(v), *xv) };
         }
         *pos = wp;
     }
