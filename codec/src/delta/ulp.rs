@@ -428,7 +428,7 @@ pub(crate) fn encode_chunked_on(
 /// (tests check that the path they compare with the scalar one is really taken).
 #[cfg(test)]
 pub(crate) fn has_vector_encoder<const W: usize>(level: SimdLevel) -> bool {
-    wide_encode::supports_encode::<W>(level)
+    wide_encode::supports::<W>(level)
 }
 
 /// Layout 2 (4 lanes), which the writer no longer emits: for tests of the decoder's
@@ -488,7 +488,7 @@ fn count_chunk<const W: usize, const L: usize>(
 ) -> Vec<u8> {
     let alphabet = layout.alphabet();
     let mut bits = BitWriter::new();
-    let done = if L == WIDE_LANES && wide_encode::supports_count::<W>(level) {
+    let done = if L == WIDE_LANES && wide_encode::supports::<W>(level) {
         wide_encode::count_elements::<W>(level, layout, base, target, symbols, hist, &mut bits)
     } else {
         0
@@ -614,7 +614,7 @@ fn encode_chunk<const W: usize, const L: usize>(
 ) -> Vec<u8> {
     let k = plan.contexts_per_group();
     let mut rans = RansEncoder::<L>::new(symbols.len());
-    let vector = L == WIDE_LANES && wide_encode::supports_encode::<W>(level);
+    let vector = L == WIDE_LANES && wide_encode::supports::<W>(level);
     let groups = if vector { symbols.len() / L } else { 0 };
     for i in (groups * L..symbols.len()).rev() {
         let exp = layout.exponent(load::<W>(&base[i * W..]));

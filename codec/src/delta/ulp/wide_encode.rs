@@ -22,17 +22,10 @@ pub(super) struct PackedTables<'a> {
     pub(super) symbol_bits: u32,
 }
 
-/// Whether `level` has a vector first pass ([`count_elements`]) for elements of `W`
-/// bytes.
-pub(super) fn supports_count<const W: usize>(level: SimdLevel) -> bool {
-    cfg!(target_arch = "x86_64")
-        && W <= 4
-        && matches!(level, SimdLevel::Avx512 | SimdLevel::Avx2)
-        && level.is_supported()
-}
-
-/// Whether `level` has a vector rANS step ([`encode_groups`]) for elements of `W` bytes.
-pub(super) fn supports_encode<const W: usize>(level: SimdLevel) -> bool {
+/// Whether `level` has the vector encoder for elements of `W` bytes: both its passes, the
+/// first ([`count_elements`]) and the rANS step ([`encode_groups`]), exist for the same
+/// paths and widths.
+pub(super) fn supports<const W: usize>(level: SimdLevel) -> bool {
     cfg!(target_arch = "x86_64")
         && W <= 4
         && matches!(level, SimdLevel::Avx512 | SimdLevel::Avx2)
@@ -43,7 +36,7 @@ pub(super) fn supports_encode<const W: usize>(level: SimdLevel) -> bool {
 /// tokens of the differences (as `tokenize_fast`), stored to `symbols`, counted into
 /// `hist` (`[exponent][context bit][symbol]`, the context bit looking `WIDE_LANES` back)
 /// and their extra bits appended to `bits`. Returns the elements done (a multiple of the
-/// vector; the scalar loop takes the rest). `level` must pass [`supports_count`].
+/// vector; the scalar loop takes the rest). `level` must pass [`supports`].
 pub(super) fn count_elements<const W: usize>(
     level: SimdLevel,
     layout: Layout,
@@ -54,7 +47,7 @@ pub(super) fn count_elements<const W: usize>(
     bits: &mut BitWriter,
 ) -> usize {
     assert!(
-        supports_count::<W>(level),
+        supports::<W>(level),
         "no vector first pass for {level} and {W}-byte elements"
     );
     let n = symbols.len();
@@ -64,7 +57,7 @@ pub(super) fn count_elements<const W: usize>(
     assert!(hist.len() <= 1 << 16);
     let step = if level == SimdLevel::Avx512 { 16 } else { 8 };
     let vectors = n / step;
-    // SAFETY (both): the CPU has the level's features (`supports_count`); the slices hold
+    // SAFETY (both): the CPU has the level's features (`supports`); the slices hold
     // `vectors · step` elements (asserted above).
     #[cfg(target_arch = "x86_64")]
     match level {
@@ -83,7 +76,7 @@ pub(super) fn count_elements<const W: usize>(
 
 /// Codes the first `groups` groups of `WIDE_LANES` symbols of a chunk (`symbols`, its base
 /// elements `base`), from the last group down, into `rans`; the scalar loop has already
-/// coded every symbol after them. `level` must pass [`supports_encode`].
+/// coded every symbol after them. `level` must pass [`supports`].
 pub(super) fn encode_groups<const W: usize, const L: usize>(
     level: SimdLevel,
     layout: Layout,
@@ -94,7 +87,7 @@ pub(super) fn encode_groups<const W: usize, const L: usize>(
     groups: usize,
 ) {
     assert!(
-        supports_encode::<W>(level),
+        supports::<W>(level),
         "no vector encoder for {level} and {W}-byte elements"
     );
     assert_eq!(L, WIDE_LANES, "the vector encoder steps 32 lanes");
@@ -117,7 +110,7 @@ pub(super) fn encode_groups<const W: usize, const L: usize>(
                         && ((p >> 16) as usize) < table_count),
             "every table a pair names exists"
         );
-        // SAFETY (both): the CPU has the level's features (`supports_encode`); the bounds
+        // SAFETY (both): the CPU has the level's features (`supports`); the bounds
         // the functions rely on are asserted above.
         match level {
             SimdLevel::Avx512 => unsafe {
