@@ -364,7 +364,7 @@ pub(super) fn sums_are_exact(values: &[f32], group: usize, k: usize) -> bool {
 /// where 1.0 leaves them as they were.
 pub(super) const RAW_SHARE: f64 = 1.0;
 
-/// [`StreamEncoder::may_have_raw`]'s share: blocks this close to packing may hold shorter
+/// [`StreamEncoder::may_have_raw`](super::StreamEncoder::may_have_raw)'s share: blocks this close to packing may hold shorter
 /// blocks at [`RAW_SHARE`] (a block of 2048 symbols with one row of zeros in five).
 pub(super) const RAW_HINT: f64 = 0.7;
 
@@ -625,7 +625,7 @@ pub(super) fn fit_tables_runs(
     tables_of_sums(&sums, alphabet)
 }
 
-/// Rounds of assignment and refit of [`StreamEncoder::refine`].
+/// Rounds of assignment and refit of [`StreamEncoder::refine`](super::StreamEncoder::refine).
 pub(super) const REFINE_ROUNDS: usize = 3;
 
 /// Every block's bits under every table of `matrix`, `matrix.tables()` per block in one
@@ -651,7 +651,7 @@ pub(super) fn all_block_costs_into(
 }
 
 /// What a change of table between neighbouring blocks costs a plan beyond its id, in
-/// bits (0 for plans by size alone; see [`StreamEncoder::plan_sparse`]).
+/// bits (0 for plans by size alone; see [`StreamEncoder::plan_sparse`](super::StreamEncoder::plan_sparse)).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Switches {
     pub(super) bits: f64,
