@@ -28,7 +28,8 @@ pub(super) fn decode_stream_wide<const W: usize>(
         done =
             vector::decode_groups::<W>(level, ctx, &mut rans, &mut bits, &mut back_zero, &mut io);
     }
-    cpu::note_run(if W <= 4 { level } else { SimdLevel::Scalar });
+    // The level counts where its vector loop decoded groups (tests assert that it ran).
+    cpu::note_run(if done > 0 { level } else { SimdLevel::Scalar });
     let rest = io.len() - done * W;
     decode_portable::<W>(ctx, &mut rans, &mut bits, back_zero, io.sub(done * W, rest));
     rans.finish().map_err(coder_err)?;
@@ -964,10 +965,100 @@ pub(super) mod vector {
         ))
     }
 
+    /// Exponent → context-bit-0 table without a lookup: the exponent groups are runs of
+    /// consecutive exponents, so an exponent's first table is `k` · (the number of
+    /// groups' last exponents below it), `k` = 2 tables per group with the context bit,
+    /// else 1. Counted for a whole group of 32 elements in bytes, one signed compare and
+    /// one subtraction per boundary (at most 63), where the lookup by eight scalar loads
+    /// per 8-lane vector (`gather8_by_loads`: five extracts, eight loads, seven inserts)
+    /// took about 140 instructions per group: 3.47 → 2.94 ns per element on Zen 3
+    /// (BENCHMARKS.md, twenty-eighth session).
+    struct ExponentGroups {
+        /// Each boundary `j` (the first table changes from exponent `j` to `j + 1`) as
+        /// 32 bytes of `j ^ 0x80` (biased for a signed compare).
+        boundaries: [__m256i; super::super::MAX_GROUPS],
+        count: usize,
+        /// Tables per group: 1 or 2.
+        k: u32,
+        /// The context-bit-1 table's distance from the context-bit-0 one (0 or 1).
+        step: u32,
+    }
+
+    impl ExponentGroups {
+        /// `None` (the caller leaves the chunk to the portable decoder) where the tables
+        /// by exponent are not `k` · group for runs of exponents: never, by construction
+        /// (`table_pairs`), but checked, since the count must give exactly what the
+        /// lookup would.
+        #[target_feature(enable = "avx2")]
+        fn new(ctx: &Contexts<'_>) -> Option<Self> {
+            let first = |e: usize| ctx.table_pairs[e] & 0xFFFF;
+            let step = (ctx.table_pairs[0] >> 16).wrapping_sub(first(0));
+            let k = step + 1;
+            let mut groups = Self {
+                boundaries: [_mm256_setzero_si256(); super::super::MAX_GROUPS],
+                count: 0,
+                k,
+                step,
+            };
+            if ctx.table_pairs.len() > 256 || step > 1 {
+                return None;
+            }
+            let mut below = 0;
+            for (e, &pair) in ctx.table_pairs.iter().enumerate() {
+                if e > 0 && first(e) != first(e - 1) {
+                    if groups.count == groups.boundaries.len() {
+                        return None;
+                    }
+                    groups.boundaries[groups.count] = _mm256_set1_epi8(((e - 1) ^ 0x80) as i8);
+                    groups.count += 1;
+                    below += 1;
+                }
+                if pair != (k * below) | ((k * below + step) << 16) {
+                    return None;
+                }
+            }
+            Some(groups)
+        }
+
+        /// The first tables of a group's 32 elements from their exponents (four vectors
+        /// of eight, each below 256), in the same four vectors.
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        fn firsts(&self, exps: [__m256i; 4]) -> [__m256i; 4] {
+            // Saturating packs are exact below 256; they interleave the vectors per
+            // 128-bit half, and the unpacks below undo it (no lane crossing).
+            let bytes = _mm256_packus_epi16(
+                _mm256_packus_epi32(exps[0], exps[1]),
+                _mm256_packus_epi32(exps[2], exps[3]),
+            );
+            let biased = _mm256_xor_si256(bytes, _mm256_set1_epi8(-128));
+            let mut count = _mm256_setzero_si256();
+            for &boundary in &self.boundaries[..self.count] {
+                // −1 where the exponent is above the boundary.
+                count = _mm256_sub_epi8(count, _mm256_cmpgt_epi8(biased, boundary));
+            }
+            if self.k == 2 {
+                count = _mm256_add_epi8(count, count);
+            }
+            let zero = _mm256_setzero_si256();
+            let (lo, hi) = (
+                _mm256_unpacklo_epi8(count, zero),
+                _mm256_unpackhi_epi8(count, zero),
+            );
+            [
+                _mm256_unpacklo_epi16(lo, zero),
+                _mm256_unpackhi_epi16(lo, zero),
+                _mm256_unpacklo_epi16(hi, zero),
+                _mm256_unpackhi_epi16(hi, zero),
+            ]
+        }
+    }
+
     /// The AVX2 twin of [`decode_groups_avx512`], four 8-lane vectors per group. The
-    /// tables by exponent and the slot words are fetched by eight scalar loads each
+    /// tables by exponent are counted from the exponent groups' bounds
+    /// ([`ExponentGroups`]); the slot words are fetched by eight scalar loads
     /// ([`gather8_by_loads`]), not `vpgatherdd`: 11 % less CPU time on Zen 4
-    /// (BENCHMARKS.md, twenty-sixth session). Refills
+    /// (BENCHMARKS.md, twenty-sixth session), no better on Zen 3 (the headline). Refills
     /// permute the next 8 words (widened to 32 bits) by the lanes' ranks in the need mask
     /// (a `movemask`); the context bits stay lane masks from one group to the next; the
     /// magnitudes and counts are computed, the bit offsets summed as bytes on a general
@@ -992,11 +1083,9 @@ pub(super) mod vector {
         let groups = len / (W * WIDE_LANES);
         let word_end = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
-        let pairs = ctx.table_pairs.as_ptr() as *const i32;
         let mant = _mm256_set1_epi32(layout.mant_bits as i32);
         let exp_mask = _mm256_set1_epi32((layout.exponents() - 1) as i32);
         let low12 = _mm256_set1_epi32(0xFFF);
-        let low16 = _mm256_set1_epi32(0xFFFF);
         let one = _mm256_set1_epi32(1);
         let two = _mm256_set1_epi32(2);
         let seven = _mm256_set1_epi32(7);
@@ -1014,6 +1103,10 @@ pub(super) mod vector {
         let zero = _mm256_setzero_si256();
         let lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
         let rank = RANK8.as_ptr() as *const u8;
+        let Some(groups_of) = ExponentGroups::new(ctx) else {
+            return 0;
+        };
+        let step = _mm256_set1_epi32(groups_of.step as i32);
         let mut x = [zero; 4];
         for (v, xv) in x.iter_mut().enumerate() {
             // SAFETY: `states` is 32 u32s, exactly four 256-bit vectors.
@@ -1031,21 +1124,21 @@ pub(super) mod vector {
             && *pos + WIDE_LANES <= word_end
             && (*bit_pos / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
         {
+            let mut bs = [zero; 4];
+            let mut exps = [zero; 4];
+            for (v, (b, exp)) in bs.iter_mut().zip(&mut exps).enumerate() {
+                // SAFETY: group g < groups covers bytes 32gW..32(g+1)W of the `len`
+                // readable at `base`. In place (`base` = `out`), the group's 32 elements
+                // are all read here before any of them is written below.
+                *b = unsafe { load8::<W>(base.add((g * WIDE_LANES + 8 * v) * W)) };
+                *exp = _mm256_and_si256(_mm256_srlv_epi32(*b, mant), exp_mask);
+            }
+            let firsts = groups_of.firsts(exps);
             for (v, xv) in x.iter_mut().enumerate() {
                 let at = (g * WIDE_LANES + 8 * v) * W;
-                // SAFETY: group g < groups covers bytes 32gW..32(g+1)W of the `len`
-                // readable at `base`. In place (`base` = `out`), these 8 elements are
-                // read here before they are written below, and not read again.
-                let b = unsafe { load8::<W>(base.add(at)) };
-                let exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
-                // SAFETY: exp < 2^E = table_pairs.len().
-                let pair = unsafe { gather8_by_loads(pairs, exp) };
+                let b = bs[v];
                 let z = zv[v];
-                let table = _mm256_blendv_epi8(
-                    _mm256_and_si256(pair, low16),
-                    _mm256_srli_epi32::<16>(pair),
-                    z,
-                );
+                let table = _mm256_add_epi32(firsts[v], _mm256_and_si256(z, step));
                 let slot =
                     _mm256_or_si256(_mm256_slli_epi32::<12>(table), _mm256_and_si256(*xv, low12));
                 // SAFETY: every table index of a pair is below the table count, so
