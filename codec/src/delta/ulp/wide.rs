@@ -198,7 +198,9 @@ pub(super) mod vector {
     /// fields of at most 30 bits starts at most 7 + 31 · 30 bits in, and a 64-bit load
     /// reads from there.
     const GROUP_BIT_BYTES: usize = (7 + 31 * 30 + 64usize).div_ceil(8);
-    const _: () = assert!(GROUP_BIT_BYTES <= super::super::WIDE_BIT_PADDING);
+    // The AVX2 loop checks room for two groups' bits (it finishes a group one iteration
+    // after its rANS steps); with this padding it still takes every whole group.
+    const _: () = assert!(2 * GROUP_BIT_BYTES <= super::super::WIDE_BIT_PADDING);
 
     /// Loads 16 elements of `W` bytes, zero-extended to 32 bits (the encoder's vector
     /// passes use it too).
@@ -1064,7 +1066,12 @@ pub(super) mod vector {
     /// magnitudes and counts are computed, the bit offsets summed as bytes on a general
     /// register, and below 32-bit elements the fields fetched by a byte shuffle of two
     /// 16-byte windows (64-bit gathers for 32-bit elements); the target is
-    /// [`flip`]`(flip(b) + diff)`.
+    /// [`flip`]`(flip(b) + diff)`. Software-pipelined: each iteration runs one group's
+    /// rANS steps (four vectors unrolled), then the extra bits and targets of the group
+    /// before, so that the slot loads, which wait on L2 (the tables are ~300 KiB per
+    /// tensor on the MiniLM fine-tune), are issued ahead of the long work that waits on
+    /// the previous group's; on Zen 3 2.94 → 2.53 ns per element, the unrolling −5 % more
+    /// (BENCHMARKS.md, twenty-eighth session).
     #[target_feature(enable = "avx2,bmi1,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx2<const W: usize>(
@@ -1119,153 +1126,188 @@ pub(super) mod vector {
             let z_bits = _mm256_set1_epi32(((*back_zero >> (8 * v)) & 0xFF) as i32);
             *z = _mm256_cmpeq_epi32(_mm256_and_si256(z_bits, lane_bit), lane_bit);
         }
+        // Software-pipelined: iteration g runs group g's rANS steps (the loop-carried
+        // chain: states, context bits, word position), then turns group g − 1's slot
+        // words into targets (extra bits, stores: long, but off that chain), so that the
+        // slot loads of group g are issued before the work that waits on group g − 1's.
         let mut g = 0;
-        while g < groups
-            && *pos + WIDE_LANES <= word_end
-            && (*bit_pos / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
-        {
-            let mut bs = [zero; 4];
-            let mut exps = [zero; 4];
-            for (v, (b, exp)) in bs.iter_mut().zip(&mut exps).enumerate() {
-                // SAFETY: group g < groups covers bytes 32gW..32(g+1)W of the `len`
-                // readable at `base`. In place (`base` = `out`), the group's 32 elements
-                // are all read here before any of them is written below.
-                *b = unsafe { load8::<W>(base.add((g * WIDE_LANES + 8 * v) * W)) };
-                *exp = _mm256_and_si256(_mm256_srlv_epi32(*b, mant), exp_mask);
+        // Group g − 1's slot words, when g > 0.
+        let mut e_prev = [zero; 4];
+        loop {
+            // Group g's rANS steps read at most 32 words; group g − 1's targets read
+            // at most GROUP_BIT_BYTES bytes of bits from the current position, and, where
+            // the loop stops after this iteration, group g's read at most GROUP_BIT_BYTES
+            // from at most 32 · 30 / 8 = 120 bytes further.
+            let more = g < groups
+                && *pos + WIDE_LANES <= word_end
+                && (*bit_pos / 8) as usize + 2 * GROUP_BIT_BYTES <= bit_bytes.len();
+            let mut e_next = [zero; 4];
+            if more {
+                let mut exps = [zero; 4];
+                for (v, exp) in exps.iter_mut().enumerate() {
+                    // SAFETY: group g < groups covers bytes 32gW..32(g+1)W of the `len`
+                    // readable at `base`. In place (`base` = `out`), they are written
+                    // in the next iteration, after this.
+                    let b = unsafe { load8::<W>(base.add((g * WIDE_LANES + 8 * v) * W)) };
+                    *exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
+                }
+                let firsts = groups_of.firsts(exps);
+                // Unrolled (a macro, not a loop over the vectors), so that the states and
+                // context bits stay in registers rather than going through the stack.
+                macro_rules! rans_step {
+                    ($v:expr) => {{
+                            let table = _mm256_add_epi32(firsts[$v], _mm256_and_si256(zv[$v], step));
+                            let slot = _mm256_or_si256(
+                                _mm256_slli_epi32::<12>(table),
+                                _mm256_and_si256(x[$v], low12),
+                            );
+                            // SAFETY: every table index of a pair is below the table count, so
+                            // slot < tables · 4096 = slots.len().
+                            e_next[$v] = unsafe { gather8_by_loads(slots, slot) };
+                            let freq = _mm256_add_epi32(_mm256_and_si256(e_next[$v], low12), one);
+                            let offset = _mm256_and_si256(_mm256_srli_epi32::<12>(e_next[$v]), low12);
+                            let y = _mm256_add_epi32(
+                                _mm256_mullo_epi32(freq, _mm256_srli_epi32::<12>(x[$v])),
+                                offset,
+                            );
+                            // y < 2^16 exactly when its high half is zero.
+                            let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
+                            let need_bits = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
+                            // SAFETY: pos + 32 ≤ word_end at the group's start and pos advanced by
+                            // at most 24 since, so 8 words from pos are in bounds; need_bits <
+                            // 256 = RANK8's length, 8 bytes per entry.
+                            let w = unsafe {
+                                let next = _mm256_cvtepu16_epi32(_mm_loadu_si128(
+                                    words.as_ptr().add(*pos) as *const __m128i
+                                ));
+                                let ranks = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                    rank.add(8 * need_bits) as *const __m128i
+                                ));
+                                _mm256_permutevar8x32_epi32(next, ranks)
+                            };
+                            x[$v] =
+                                _mm256_blendv_epi8(y, _mm256_or_si256(_mm256_slli_epi32::<16>(y), w), need);
+                            *pos += need_bits.count_ones() as usize;
+                            zv[$v] = _mm256_cmpeq_epi32(_mm256_srli_epi32::<24>(e_next[$v]), zero);
+                    }};
+                }
+                rans_step!(0);
+                rans_step!(1);
+                rans_step!(2);
+                rans_step!(3);
             }
-            let firsts = groups_of.firsts(exps);
-            for (v, xv) in x.iter_mut().enumerate() {
-                let at = (g * WIDE_LANES + 8 * v) * W;
-                let b = bs[v];
-                let z = zv[v];
-                let table = _mm256_add_epi32(firsts[v], _mm256_and_si256(z, step));
-                let slot =
-                    _mm256_or_si256(_mm256_slli_epi32::<12>(table), _mm256_and_si256(*xv, low12));
-                // SAFETY: every table index of a pair is below the table count, so
-                // slot < tables · 4096 = slots.len().
-                let e = unsafe { gather8_by_loads(slots, slot) };
-                let freq = _mm256_add_epi32(_mm256_and_si256(e, low12), one);
-                let offset = _mm256_and_si256(_mm256_srli_epi32::<12>(e), low12);
-                let y = _mm256_add_epi32(
-                    _mm256_mullo_epi32(freq, _mm256_srli_epi32::<12>(*xv)),
-                    offset,
-                );
-                // y < 2^16 exactly when its high half is zero.
-                let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
-                let need_bits = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
-                // SAFETY: pos + 32 ≤ word_end at the group's start and pos advanced by at
-                // most 24 since, so 8 words from pos are in bounds; need_bits < 256 =
-                // RANK8's length, 8 bytes per entry.
-                let w = unsafe {
-                    let next = _mm256_cvtepu16_epi32(_mm_loadu_si128(
-                        words.as_ptr().add(*pos) as *const __m128i
-                    ));
-                    let ranks = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
-                        rank.add(8 * need_bits) as *const __m128i
-                    ));
-                    _mm256_permutevar8x32_epi32(next, ranks)
-                };
-                *xv = _mm256_blendv_epi8(y, _mm256_or_si256(_mm256_slli_epi32::<16>(y), w), need);
-                *pos += need_bits.count_ones() as usize;
-                let sym = _mm256_srli_epi32::<24>(e);
-                let is_zero = _mm256_cmpeq_epi32(sym, zero);
-                zv[v] = is_zero;
-
-                let negative = _mm256_andnot_si256(
-                    is_zero,
-                    _mm256_cmpeq_epi32(_mm256_and_si256(sym, one), zero),
-                );
-                // Class c = ⌈sym / 2⌉; n = max(c − 2, 0) / 2 extra bits (0 below class 4);
-                // magnitude without them (2 + (c & 1)) · 2^n from class 2 on, c below:
-                // ((min(c, 2) & 2) | (c & 1)) << n.
-                let class = _mm256_srli_epi32::<1>(_mm256_add_epi32(sym, one));
-                let n_bits = _mm256_srli_epi32::<1>(_mm256_subs_epu16(class, two));
-                let magnitude0 = _mm256_sllv_epi32(
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_min_epu32(class, two), two),
-                        _mm256_and_si256(class, one),
-                    ),
-                    n_bits,
-                );
-
-                // Each lane's bit offset from the current byte: an exclusive prefix sum of
-                // the counts as bytes on general registers (8 counts of at most 30 bits
-                // plus 7: at most 217, a byte each).
-                let counts = _mm256_permutevar8x32_epi32(
-                    _mm256_shuffle_epi8(n_bits, count_bytes),
-                    _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0),
-                );
-                let counts = _mm_cvtsi128_si64(_mm256_castsi256_si128(counts)) as u64;
-                let off = *bit_pos % 8;
-                let total = counts.wrapping_mul(BYTES) >> 56;
-                let excl = (counts << 8).wrapping_mul(BYTES).wrapping_add(off * BYTES);
-                // SAFETY: bit_pos / 8 + GROUP_BIT_BYTES ≤ bit_bytes.len() at the group's
-                // start; this vector starts at most 24 · 30 bits further and its lanes
-                // read 8 bytes at most (7 + 7 · 30) / 8 bytes on.
-                let src = unsafe { bit_bytes.as_ptr().add((*bit_pos / 8) as usize) };
-                let extra = if W <= 2 {
-                    // At most 14 bits per field: lanes 0–3's fields lie in the 16 bytes
-                    // from `src` (the 4 bytes from byte (7 + 3 · 14) / 8 = 6 at most),
-                    // lanes 4–7's in the 16 bytes from lane 4's byte `k` (the 4 bytes
-                    // from (7 + 3 · 14) / 8 = 6 further at most): one window per 128-bit
-                    // half, one byte shuffle each, offsets of the upper lanes from `k`.
-                    let k = (excl >> 35) & 0x1F;
-                    let excl = excl - ((8 * k) << 32).wrapping_mul(0x0101_0101);
-                    let rel = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(excl as i64));
-                    // SAFETY: k ≤ (7 + 4 · 14) / 8 = 7, so both 16-byte loads end within
-                    // 7 + 16 bytes of this vector's start (see above).
-                    let window = unsafe {
-                        _mm256_loadu2_m128i(
-                            src.add(k as usize) as *const __m128i,
-                            src as *const __m128i,
-                        )
-                    };
-                    let idx = _mm256_add_epi8(
-                        _mm256_shuffle_epi8(_mm256_srli_epi32::<3>(rel), repeat_low),
-                        byte_steps,
+            if g > 0 {
+                let gp = g - 1;
+                for (v, &e) in e_prev.iter().enumerate() {
+                    let at = (gp * WIDE_LANES + 8 * v) * W;
+                    // SAFETY: group g − 1 < groups covers bytes at..at + 8W of the `len`
+                    // readable at `base`. In place, these 8 elements are read here before
+                    // the store below writes them, and not read again.
+                    let b = unsafe { load8::<W>(base.add(at)) };
+                    let sym = _mm256_srli_epi32::<24>(e);
+                    let is_zero = _mm256_cmpeq_epi32(sym, zero);
+                    let negative = _mm256_andnot_si256(
+                        is_zero,
+                        _mm256_cmpeq_epi32(_mm256_and_si256(sym, one), zero),
                     );
-                    let field = _mm256_srlv_epi32(
-                        _mm256_shuffle_epi8(window, idx),
-                        _mm256_and_si256(rel, seven),
+                    // Class c = ⌈sym / 2⌉; n = max(c − 2, 0) / 2 extra bits (0 below class 4);
+                    // magnitude without them (2 + (c & 1)) · 2^n from class 2 on, c below:
+                    // ((min(c, 2) & 2) | (c & 1)) << n.
+                    let class = _mm256_srli_epi32::<1>(_mm256_add_epi32(sym, one));
+                    let n_bits = _mm256_srli_epi32::<1>(_mm256_subs_epu16(class, two));
+                    let magnitude0 = _mm256_sllv_epi32(
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_min_epu32(class, two), two),
+                            _mm256_and_si256(class, one),
+                        ),
+                        n_bits,
                     );
-                    _mm256_andnot_si256(_mm256_sllv_epi32(ones, n_bits), field)
-                } else {
-                    let rel = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(excl as i64));
-                    let byte_off = _mm256_srli_epi32::<3>(rel);
-                    let shift = _mm256_and_si256(rel, seven);
-                    let src = src as *const i64;
-                    // SAFETY (both): as above.
-                    let lo = unsafe {
-                        bit_fields4(
-                            src,
-                            _mm256_castsi256_si128(byte_off),
-                            _mm256_castsi256_si128(shift),
-                            _mm256_castsi256_si128(n_bits),
-                        )
+
+                    // Each lane's bit offset from the current byte: an exclusive prefix sum of
+                    // the counts as bytes on general registers (8 counts of at most 30 bits
+                    // plus 7: at most 217, a byte each).
+                    let counts = _mm256_permutevar8x32_epi32(
+                        _mm256_shuffle_epi8(n_bits, count_bytes),
+                        _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0),
+                    );
+                    let counts = _mm_cvtsi128_si64(_mm256_castsi256_si128(counts)) as u64;
+                    let off = *bit_pos % 8;
+                    let total = counts.wrapping_mul(BYTES) >> 56;
+                    let excl = (counts << 8).wrapping_mul(BYTES).wrapping_add(off * BYTES);
+                    // SAFETY: group g − 1's bits start at most 32 · 30 bits (120
+                    // bytes) after the position `more` last found 2 · GROUP_BIT_BYTES
+                    // from the end, so bit_pos / 8 + GROUP_BIT_BYTES ≤ bit_bytes.len()
+                    // at its start; this vector starts at most 24 · 30 bits further
+                    // and its lanes read 8 bytes at most (7 + 7 · 30) / 8 bytes on.
+                    let src = unsafe { bit_bytes.as_ptr().add((*bit_pos / 8) as usize) };
+                    let extra = if W <= 2 {
+                        // At most 14 bits per field: lanes 0–3's fields lie in the 16 bytes
+                        // from `src` (the 4 bytes from byte (7 + 3 · 14) / 8 = 6 at most),
+                        // lanes 4–7's in the 16 bytes from lane 4's byte `k` (the 4 bytes
+                        // from (7 + 3 · 14) / 8 = 6 further at most): one window per 128-bit
+                        // half, one byte shuffle each, offsets of the upper lanes from `k`.
+                        let k = (excl >> 35) & 0x1F;
+                        let excl = excl - ((8 * k) << 32).wrapping_mul(0x0101_0101);
+                        let rel = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(excl as i64));
+                        // SAFETY: k ≤ (7 + 4 · 14) / 8 = 7, so both 16-byte loads end within
+                        // 7 + 16 bytes of this vector's start (see above).
+                        let window = unsafe {
+                            _mm256_loadu2_m128i(
+                                src.add(k as usize) as *const __m128i,
+                                src as *const __m128i,
+                            )
+                        };
+                        let idx = _mm256_add_epi8(
+                            _mm256_shuffle_epi8(_mm256_srli_epi32::<3>(rel), repeat_low),
+                            byte_steps,
+                        );
+                        let field = _mm256_srlv_epi32(
+                            _mm256_shuffle_epi8(window, idx),
+                            _mm256_and_si256(rel, seven),
+                        );
+                        _mm256_andnot_si256(_mm256_sllv_epi32(ones, n_bits), field)
+                    } else {
+                        let rel = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(excl as i64));
+                        let byte_off = _mm256_srli_epi32::<3>(rel);
+                        let shift = _mm256_and_si256(rel, seven);
+                        let src = src as *const i64;
+                        // SAFETY (both): as above.
+                        let lo = unsafe {
+                            bit_fields4(
+                                src,
+                                _mm256_castsi256_si128(byte_off),
+                                _mm256_castsi256_si128(shift),
+                                _mm256_castsi256_si128(n_bits),
+                            )
+                        };
+                        let hi = unsafe {
+                            bit_fields4(
+                                src,
+                                _mm256_extracti128_si256::<1>(byte_off),
+                                _mm256_extracti128_si256::<1>(shift),
+                                _mm256_extracti128_si256::<1>(n_bits),
+                            )
+                        };
+                        _mm256_set_m128i(hi, lo)
                     };
-                    let hi = unsafe {
-                        bit_fields4(
-                            src,
-                            _mm256_extracti128_si256::<1>(byte_off),
-                            _mm256_extracti128_si256::<1>(shift),
-                            _mm256_extracti128_si256::<1>(n_bits),
-                        )
-                    };
-                    _mm256_set_m128i(hi, lo)
-                };
-                *bit_pos += total;
-                // The magnitude's bits below its extra bits are 0.
-                let magnitude = _mm256_or_si256(magnitude0, extra);
-                // ±magnitude: (m ^ −1) − (−1) = −m where negative.
-                let diff = _mm256_sub_epi32(_mm256_xor_si256(magnitude, negative), negative);
-                // key(v) = flip(v) ^ sign with flip(v) = v ^ (the bits below the sign bit
-                // where it is set); key⁻¹(r) = flip(r ^ sign). The sign flips cancel
-                // modulo 2^w, so target = flip(flip(b) + diff). Bits above the
-                // element's width are junk, which the narrowing store drops.
-                let t = flip::<W>(_mm256_add_epi32(flip::<W>(b), diff));
-                // SAFETY: as for the load of `b`.
-                unsafe { store8::<W>(out.add(at), t) };
+                    *bit_pos += total;
+                    // The magnitude's bits below its extra bits are 0.
+                    let magnitude = _mm256_or_si256(magnitude0, extra);
+                    // ±magnitude: (m ^ −1) − (−1) = −m where negative.
+                    let diff = _mm256_sub_epi32(_mm256_xor_si256(magnitude, negative), negative);
+                    // key(v) = flip(v) ^ sign with flip(v) = v ^ (the bits below the sign bit
+                    // where it is set); key⁻¹(r) = flip(r ^ sign). The sign flips cancel
+                    // modulo 2^w, so target = flip(flip(b) + diff). Bits above the
+                    // element's width are junk, which the narrowing store drops.
+                    let t = flip::<W>(_mm256_add_epi32(flip::<W>(b), diff));
+                    // SAFETY: as for the load of `b`.
+                    unsafe { store8::<W>(out.add(at), t) };
+                }
             }
+            if !more {
+                break;
+            }
+            e_prev = e_next;
             g += 1;
         }
         *back_zero = 0;
