@@ -105,7 +105,7 @@ pub(super) mod vector {
     use super::super::{BaseOut, Contexts};
     use crate::cpu::SimdLevel;
     use crate::delta::coder::{BitReader, RansDecoder, SlotTables, WIDE_LANES};
-    use crate::entropy::rans::gather8_by_loads;
+    use crate::entropy::rans::{gather8_by_loads, refill8_shuffle};
     use std::arch::x86_64::*;
 
     /// Decodes whole groups from the start of `io` with the vector path `level` (AVX-512
@@ -864,26 +864,6 @@ pub(super) mod vector {
         g * WIDE_LANES
     }
 
-    /// For each 8-bit refill mask, the source word of each of 8 lanes: lane `i` with its
-    /// bit set takes word `k`, `k` = the set bits below `i` (others: don't care, blended
-    /// away).
-    const RANK8: [[u8; 8]; 256] = {
-        let mut t = [[0u8; 8]; 256];
-        let mut mask = 0;
-        while mask < 256 {
-            let (mut lane, mut k) = (0, 0u8);
-            while lane < 8 {
-                t[mask][lane] = k;
-                if mask >> lane & 1 == 1 {
-                    k += 1;
-                }
-                lane += 1;
-            }
-            mask += 1;
-        }
-        t
-    };
-
     /// Loads 8 elements of `W` bytes, zero-extended to 32 bits (the encoder's AVX2 pass
     /// uses it too).
     #[target_feature(enable = "avx2")]
@@ -1056,22 +1036,21 @@ pub(super) mod vector {
         }
     }
 
-    /// The AVX2 twin of [`decode_groups_avx512`], four 8-lane vectors per group. The
-    /// tables by exponent are counted from the exponent groups' bounds
-    /// ([`ExponentGroups`]); the slot words are fetched by eight scalar loads
-    /// ([`gather8_by_loads`]), not `vpgatherdd`: 11 % less CPU time on Zen 4
-    /// (BENCHMARKS.md, twenty-sixth session), no better on Zen 3 (the headline). Refills
-    /// permute the next 8 words (widened to 32 bits) by the lanes' ranks in the need mask
-    /// (a `movemask`); the context bits stay lane masks from one group to the next; the
-    /// magnitudes and counts are computed, the bit offsets summed as bytes on a general
-    /// register, and below 32-bit elements the fields fetched by a byte shuffle of two
-    /// 16-byte windows (64-bit gathers for 32-bit elements); the target is
-    /// [`flip`]`(flip(b) + diff)`. Software-pipelined: each iteration runs one group's
-    /// rANS steps (four vectors unrolled), then the extra bits and targets of the group
-    /// before, so that the slot loads, which wait on L2 (the tables are ~300 KiB per
-    /// tensor on the MiniLM fine-tune), are issued ahead of the long work that waits on
-    /// the previous group's; on Zen 3 2.94 → 2.53 ns per element, the unrolling −5 % more
-    /// (BENCHMARKS.md, twenty-eighth session).
+    /// The AVX2 twin of [`decode_groups_avx512`], four 8-lane vectors per group. The tables by
+    /// exponent are counted from the exponent groups' bounds ([`ExponentGroups`]); the slot words
+    /// are fetched by eight scalar loads ([`gather8_by_loads`]), not `vpgatherdd`: 11 % less CPU
+    /// time on Zen 4 (BENCHMARKS.md, twenty-sixth session), no better on Zen 3 (the headline).
+    /// Refills shuffle the next 8 words, broadcast to both 128-bit halves, by the need mask's (a
+    /// `movemask`) row of the main decoder's table ([`refill8_shuffle`]; a `vpermd` by the lanes'
+    /// ranks measured 2.8 % slower on Zen 3); the context bits stay lane masks from one group to
+    /// the next; the magnitudes and counts are computed, the bit offsets summed as bytes on a
+    /// general register, and below 32-bit elements the fields fetched by a byte shuffle of two
+    /// 16-byte windows (64-bit gathers for 32-bit elements); the target is [`flip`]`(flip(b) +
+    /// diff)`. Software-pipelined: each iteration runs one group's rANS steps (four vectors
+    /// unrolled), then the extra bits and targets of the group before, so that the slot loads,
+    /// which wait on L2 (the tables are ~300 KiB per tensor on the MiniLM fine-tune), are issued
+    /// ahead of the long work that waits on the previous group's; on Zen 3 2.94 → 2.53 ns per
+    /// element, the unrolling −5 % more (BENCHMARKS.md, twenty-eighth session).
     #[target_feature(enable = "avx2,bmi1,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx2<const W: usize>(
@@ -1109,7 +1088,6 @@ pub(super) mod vector {
         let byte_steps = _mm256_set1_epi32(0x0302_0100);
         let zero = _mm256_setzero_si256();
         let lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-        let rank = RANK8.as_ptr() as *const u8;
         let Some(groups_of) = ExponentGroups::new(ctx) else {
             return 0;
         };
@@ -1156,39 +1134,39 @@ pub(super) mod vector {
                 // context bits stay in registers rather than going through the stack.
                 macro_rules! rans_step {
                     ($v:expr) => {{
-                            let table = _mm256_add_epi32(firsts[$v], _mm256_and_si256(zv[$v], step));
-                            let slot = _mm256_or_si256(
-                                _mm256_slli_epi32::<12>(table),
-                                _mm256_and_si256(x[$v], low12),
-                            );
-                            // SAFETY: every table index of a pair is below the table count, so
-                            // slot < tables · 4096 = slots.len().
-                            e_next[$v] = unsafe { gather8_by_loads(slots, slot) };
-                            let freq = _mm256_add_epi32(_mm256_and_si256(e_next[$v], low12), one);
-                            let offset = _mm256_and_si256(_mm256_srli_epi32::<12>(e_next[$v]), low12);
-                            let y = _mm256_add_epi32(
-                                _mm256_mullo_epi32(freq, _mm256_srli_epi32::<12>(x[$v])),
-                                offset,
-                            );
-                            // y < 2^16 exactly when its high half is zero.
-                            let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
-                            let need_bits = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
-                            // SAFETY: pos + 32 ≤ word_end at the group's start and pos advanced by
-                            // at most 24 since, so 8 words from pos are in bounds; need_bits <
-                            // 256 = RANK8's length, 8 bytes per entry.
-                            let w = unsafe {
-                                let next = _mm256_cvtepu16_epi32(_mm_loadu_si128(
-                                    words.as_ptr().add(*pos) as *const __m128i
-                                ));
-                                let ranks = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
-                                    rank.add(8 * need_bits) as *const __m128i
-                                ));
-                                _mm256_permutevar8x32_epi32(next, ranks)
-                            };
-                            x[$v] =
-                                _mm256_blendv_epi8(y, _mm256_or_si256(_mm256_slli_epi32::<16>(y), w), need);
-                            *pos += need_bits.count_ones() as usize;
-                            zv[$v] = _mm256_cmpeq_epi32(_mm256_srli_epi32::<24>(e_next[$v]), zero);
+                        let table = _mm256_add_epi32(firsts[$v], _mm256_and_si256(zv[$v], step));
+                        let slot = _mm256_or_si256(
+                            _mm256_slli_epi32::<12>(table),
+                            _mm256_and_si256(x[$v], low12),
+                        );
+                        // SAFETY: every table index of a pair is below the table count, so
+                        // slot < tables · 4096 = slots.len().
+                        e_next[$v] = unsafe { gather8_by_loads(slots, slot) };
+                        let e = e_next[$v];
+                        let freq = _mm256_add_epi32(_mm256_and_si256(e, low12), one);
+                        let offset =
+                            _mm256_and_si256(_mm256_srli_epi32::<12>(e), low12);
+                        let y = _mm256_add_epi32(
+                            _mm256_mullo_epi32(freq, _mm256_srli_epi32::<12>(x[$v])),
+                            offset,
+                        );
+                        // y < 2^16 exactly when its high half is zero.
+                        let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
+                        let need_bits =
+                            _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
+                        // SAFETY: pos + 32 ≤ word_end at the group's start and pos
+                        // advanced by at most 24 since, so 8 words from pos are in
+                        // bounds; need_bits < 256.
+                        let w = unsafe {
+                            let next = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                                words.as_ptr().add(*pos) as *const __m128i,
+                            ));
+                            _mm256_shuffle_epi8(next, refill8_shuffle(need_bits))
+                        };
+                        let refilled = _mm256_or_si256(_mm256_slli_epi32::<16>(y), w);
+                        x[$v] = _mm256_blendv_epi8(y, refilled, need);
+                        *pos += need_bits.count_ones() as usize;
+                        zv[$v] = _mm256_cmpeq_epi32(_mm256_srli_epi32::<24>(e), zero);
                     }};
                 }
                 rans_step!(0);
@@ -1210,9 +1188,9 @@ pub(super) mod vector {
                         is_zero,
                         _mm256_cmpeq_epi32(_mm256_and_si256(sym, one), zero),
                     );
-                    // Class c = ⌈sym / 2⌉; n = max(c − 2, 0) / 2 extra bits (0 below class 4);
-                    // magnitude without them (2 + (c & 1)) · 2^n from class 2 on, c below:
-                    // ((min(c, 2) & 2) | (c & 1)) << n.
+                    // Class c = ⌈sym / 2⌉; n = max(c − 2, 0) / 2 extra bits (0 below
+                    // class 4); magnitude without them (2 + (c & 1)) · 2^n from class 2
+                    // on, c below: ((min(c, 2) & 2) | (c & 1)) << n.
                     let class = _mm256_srli_epi32::<1>(_mm256_add_epi32(sym, one));
                     let n_bits = _mm256_srli_epi32::<1>(_mm256_subs_epu16(class, two));
                     let magnitude0 = _mm256_sllv_epi32(
