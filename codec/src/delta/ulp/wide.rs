@@ -1049,8 +1049,9 @@ pub(super) mod vector {
     /// diff)`. Software-pipelined: each iteration runs one group's rANS steps (four vectors
     /// unrolled), then the extra bits and targets of the group before, so that the slot loads,
     /// which wait on L2 (the tables are ~300 KiB per tensor on the MiniLM fine-tune), are issued
-    /// ahead of the long work that waits on the previous group's; on Zen 3 2.94 → 2.53 ns per
-    /// element, the unrolling −5 % more (BENCHMARKS.md, twenty-eighth session).
+    /// ahead of the long work that waits on the previous group's; on Zen 3 −13 % (3.08 → 2.69
+    /// ns per element, medians of 7 alternated runs), the unrolling −5 % more (2.47 → 2.35;
+    /// BENCHMARKS.md, twenty-eighth session).
     #[target_feature(enable = "avx2,bmi1,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx2<const W: usize>(
