@@ -1003,7 +1003,8 @@ pub(super) mod vector {
         }
 
         /// The first tables of a group's 32 elements from their exponents (four vectors
-        /// of eight, each below 256), in the same four vectors.
+        /// of eight, each below 256), in the same four vectors, times 4096 (each table's
+        /// offset in slots: the shift off the state chain).
         #[target_feature(enable = "avx2")]
         #[inline]
         fn firsts(&self, exps: [__m256i; 4]) -> [__m256i; 4] {
@@ -1028,10 +1029,10 @@ pub(super) mod vector {
                 _mm256_unpackhi_epi8(count, zero),
             );
             [
-                _mm256_unpacklo_epi16(lo, zero),
-                _mm256_unpackhi_epi16(lo, zero),
-                _mm256_unpacklo_epi16(hi, zero),
-                _mm256_unpackhi_epi16(hi, zero),
+                _mm256_slli_epi32::<12>(_mm256_unpacklo_epi16(lo, zero)),
+                _mm256_slli_epi32::<12>(_mm256_unpackhi_epi16(lo, zero)),
+                _mm256_slli_epi32::<12>(_mm256_unpacklo_epi16(hi, zero)),
+                _mm256_slli_epi32::<12>(_mm256_unpackhi_epi16(hi, zero)),
             ]
         }
     }
@@ -1092,7 +1093,8 @@ pub(super) mod vector {
         let Some(groups_of) = ExponentGroups::new(ctx) else {
             return 0;
         };
-        let step = _mm256_set1_epi32(groups_of.step as i32);
+        // The context-bit-1 table's offset from the bit-0 one, in slots.
+        let step12 = _mm256_set1_epi32((groups_of.step << 12) as i32);
         let mut x = [zero; 4];
         for (v, xv) in x.iter_mut().enumerate() {
             // SAFETY: `states` is 32 u32s, exactly four 256-bit vectors.
@@ -1135,11 +1137,10 @@ pub(super) mod vector {
                 // context bits stay in registers rather than going through the stack.
                 macro_rules! rans_step {
                     ($v:expr) => {{
-                        let table = _mm256_add_epi32(firsts[$v], _mm256_and_si256(zv[$v], step));
-                        let slot = _mm256_or_si256(
-                            _mm256_slli_epi32::<12>(table),
-                            _mm256_and_si256(x[$v], low12),
-                        );
+                        // table · 4096 | (x & 4095); the bit-0 table is even where the
+                        // step is 1, so adding the step is an OR.
+                        let table12 = _mm256_or_si256(firsts[$v], _mm256_and_si256(zv[$v], step12));
+                        let slot = _mm256_or_si256(table12, _mm256_and_si256(x[$v], low12));
                         // SAFETY: every table index of a pair is below the table count, so
                         // slot < tables · 4096 = slots.len().
                         e_next[$v] = unsafe { gather8_by_loads(slots, slot) };
