@@ -40,9 +40,10 @@ const FLAG_CHUNKED: u8 = 2;
 /// the context bit looks that many elements back (layout 3), so that a vector decoder
 /// steps 32 independent chains at once.
 const FLAG_WIDE: u8 = 4;
-/// Zero bytes after a layout-3 chunk's extra bits: a group of 32 elements reads at most
-/// 32 × 30 bits plus a 64-bit load ahead of the position (see `wide`).
-const WIDE_BIT_PADDING: usize = 160;
+/// Zero bytes after a layout-3 chunk's extra bits (the decoder's copy; not in the
+/// format): a group of 32 elements reads at most 32 × 30 bits plus a 64-bit load ahead of
+/// the position, and the AVX2 loop checks room for two groups (see `wide`).
+const WIDE_BIT_PADDING: usize = 256;
 /// Elements per chunk the encoder writes: large enough that a chunk's fixed bytes
 /// (32 states, word count, length, bit padding: ~136 bytes) are noise, small enough that a
 /// large tensor splits into pieces of work for the threads. Measured on the real MiniLM

@@ -28,7 +28,8 @@ pub(super) fn decode_stream_wide<const W: usize>(
         done =
             vector::decode_groups::<W>(level, ctx, &mut rans, &mut bits, &mut back_zero, &mut io);
     }
-    cpu::note_run(if W <= 4 { level } else { SimdLevel::Scalar });
+    // The level counts where its vector loop decoded groups (tests assert that it ran).
+    cpu::note_run(if done > 0 { level } else { SimdLevel::Scalar });
     let rest = io.len() - done * W;
     decode_portable::<W>(ctx, &mut rans, &mut bits, back_zero, io.sub(done * W, rest));
     rans.finish().map_err(coder_err)?;
@@ -104,7 +105,7 @@ pub(super) mod vector {
     use super::super::{BaseOut, Contexts};
     use crate::cpu::SimdLevel;
     use crate::delta::coder::{BitReader, RansDecoder, SlotTables, WIDE_LANES};
-    use crate::entropy::rans::gather8_by_loads;
+    use crate::entropy::rans::{gather8_by_loads, refill8_shuffle};
     use std::arch::x86_64::*;
 
     /// Decodes whole groups from the start of `io` with the vector path `level` (AVX-512
@@ -197,7 +198,9 @@ pub(super) mod vector {
     /// fields of at most 30 bits starts at most 7 + 31 · 30 bits in, and a 64-bit load
     /// reads from there.
     const GROUP_BIT_BYTES: usize = (7 + 31 * 30 + 64usize).div_ceil(8);
-    const _: () = assert!(GROUP_BIT_BYTES <= super::super::WIDE_BIT_PADDING);
+    // The AVX2 loop checks room for two groups' bits (it finishes a group one iteration
+    // after its rANS steps); with this padding it still takes every whole group.
+    const _: () = assert!(2 * GROUP_BIT_BYTES <= super::super::WIDE_BIT_PADDING);
 
     /// Loads 16 elements of `W` bytes, zero-extended to 32 bits (the encoder's vector
     /// passes use it too).
@@ -861,26 +864,6 @@ pub(super) mod vector {
         g * WIDE_LANES
     }
 
-    /// For each 8-bit refill mask, the source word of each of 8 lanes: lane `i` with its
-    /// bit set takes word `k`, `k` = the set bits below `i` (others: don't care, blended
-    /// away).
-    const RANK8: [[u8; 8]; 256] = {
-        let mut t = [[0u8; 8]; 256];
-        let mut mask = 0;
-        while mask < 256 {
-            let (mut lane, mut k) = (0, 0u8);
-            while lane < 8 {
-                t[mask][lane] = k;
-                if mask >> lane & 1 == 1 {
-                    k += 1;
-                }
-                lane += 1;
-            }
-            mask += 1;
-        }
-        t
-    };
-
     /// Loads 8 elements of `W` bytes, zero-extended to 32 bits (the encoder's AVX2 pass
     /// uses it too).
     #[target_feature(enable = "avx2")]
@@ -964,16 +947,112 @@ pub(super) mod vector {
         ))
     }
 
-    /// The AVX2 twin of [`decode_groups_avx512`], four 8-lane vectors per group. The
-    /// tables by exponent and the slot words are fetched by eight scalar loads each
-    /// ([`gather8_by_loads`]), not `vpgatherdd`: 11 % less CPU time on Zen 4
-    /// (BENCHMARKS.md, twenty-sixth session). Refills
-    /// permute the next 8 words (widened to 32 bits) by the lanes' ranks in the need mask
-    /// (a `movemask`); the context bits stay lane masks from one group to the next; the
-    /// magnitudes and counts are computed, the bit offsets summed as bytes on a general
-    /// register, and below 32-bit elements the fields fetched by a byte shuffle of two
-    /// 16-byte windows (64-bit gathers for 32-bit elements); the target is
-    /// [`flip`]`(flip(b) + diff)`.
+    /// Exponent → context-bit-0 table without a lookup: the exponent groups are runs of
+    /// consecutive exponents, so an exponent's first table is `k` · (the number of
+    /// groups' last exponents below it), `k` = 2 tables per group with the context bit,
+    /// else 1. Counted for a whole group of 32 elements in bytes, one signed compare and
+    /// one subtraction per boundary (at most 63), where the lookup by eight scalar loads
+    /// per 8-lane vector (`gather8_by_loads`: five extracts, eight loads, seven inserts)
+    /// took about 140 instructions per group: 3.47 → 2.94 ns per element on Zen 3
+    /// (BENCHMARKS.md, twenty-eighth session).
+    struct ExponentGroups {
+        /// Each boundary `j` (the first table changes from exponent `j` to `j + 1`) as
+        /// 32 bytes of `j ^ 0x80` (biased for a signed compare).
+        boundaries: [__m256i; super::super::MAX_GROUPS],
+        count: usize,
+        /// Tables per group: 1 or 2.
+        k: u32,
+        /// The context-bit-1 table's distance from the context-bit-0 one (0 or 1).
+        step: u32,
+    }
+
+    impl ExponentGroups {
+        /// `None` (the caller leaves the chunk to the portable decoder) where the tables
+        /// by exponent are not `k` · group for runs of exponents: never, by construction
+        /// (`table_pairs`), but checked, since the count must give exactly what the
+        /// lookup would.
+        #[target_feature(enable = "avx2")]
+        fn new(ctx: &Contexts<'_>) -> Option<Self> {
+            let first = |e: usize| ctx.table_pairs[e] & 0xFFFF;
+            let step = (ctx.table_pairs[0] >> 16).wrapping_sub(first(0));
+            let k = step + 1;
+            let mut groups = Self {
+                boundaries: [_mm256_setzero_si256(); super::super::MAX_GROUPS],
+                count: 0,
+                k,
+                step,
+            };
+            if ctx.table_pairs.len() > 256 || step > 1 {
+                return None;
+            }
+            let mut below = 0;
+            for (e, &pair) in ctx.table_pairs.iter().enumerate() {
+                if e > 0 && first(e) != first(e - 1) {
+                    if groups.count == groups.boundaries.len() {
+                        return None;
+                    }
+                    groups.boundaries[groups.count] = _mm256_set1_epi8(((e - 1) ^ 0x80) as i8);
+                    groups.count += 1;
+                    below += 1;
+                }
+                if pair != (k * below) | ((k * below + step) << 16) {
+                    return None;
+                }
+            }
+            Some(groups)
+        }
+
+        /// The first tables of a group's 32 elements from their exponents (four vectors
+        /// of eight, each below 256), in the same four vectors, times 4096 (each table's
+        /// offset in slots: the shift off the state chain).
+        #[target_feature(enable = "avx2")]
+        #[inline]
+        fn firsts(&self, exps: [__m256i; 4]) -> [__m256i; 4] {
+            // Saturating packs are exact below 256; they interleave the vectors per
+            // 128-bit half, and the unpacks below undo it (no lane crossing).
+            let bytes = _mm256_packus_epi16(
+                _mm256_packus_epi32(exps[0], exps[1]),
+                _mm256_packus_epi32(exps[2], exps[3]),
+            );
+            let biased = _mm256_xor_si256(bytes, _mm256_set1_epi8(-128));
+            let mut count = _mm256_setzero_si256();
+            for &boundary in &self.boundaries[..self.count] {
+                // −1 where the exponent is above the boundary.
+                count = _mm256_sub_epi8(count, _mm256_cmpgt_epi8(biased, boundary));
+            }
+            if self.k == 2 {
+                count = _mm256_add_epi8(count, count);
+            }
+            let zero = _mm256_setzero_si256();
+            let (lo, hi) = (
+                _mm256_unpacklo_epi8(count, zero),
+                _mm256_unpackhi_epi8(count, zero),
+            );
+            [
+                _mm256_slli_epi32::<12>(_mm256_unpacklo_epi16(lo, zero)),
+                _mm256_slli_epi32::<12>(_mm256_unpackhi_epi16(lo, zero)),
+                _mm256_slli_epi32::<12>(_mm256_unpacklo_epi16(hi, zero)),
+                _mm256_slli_epi32::<12>(_mm256_unpackhi_epi16(hi, zero)),
+            ]
+        }
+    }
+
+    /// The AVX2 twin of [`decode_groups_avx512`], four 8-lane vectors per group. The tables by
+    /// exponent are counted from the exponent groups' bounds ([`ExponentGroups`]); the slot words
+    /// are fetched by eight scalar loads ([`gather8_by_loads`]), not `vpgatherdd`: 11 % less CPU
+    /// time on Zen 4 (BENCHMARKS.md, twenty-sixth session), no better on Zen 3 (the headline).
+    /// Refills shuffle the next 8 words, broadcast to both 128-bit halves, by the need mask's (a
+    /// `movemask`) row of the main decoder's table ([`refill8_shuffle`]; a `vpermd` by the lanes'
+    /// ranks measured 2.8 % slower on Zen 3); the context bits stay lane masks from one group to
+    /// the next; the magnitudes and counts are computed, the bit offsets summed as bytes on a
+    /// general register, and below 32-bit elements the fields fetched by a byte shuffle of two
+    /// 16-byte windows (64-bit gathers for 32-bit elements); the target is [`flip`]`(flip(b) +
+    /// diff)`. Software-pipelined: each iteration runs one group's rANS steps (four vectors
+    /// unrolled), then the extra bits and targets of the group before, so that the slot loads,
+    /// which wait on L2 (the tables are ~300 KiB per tensor on the MiniLM fine-tune), are issued
+    /// ahead of the long work that waits on the previous group's; on Zen 3 −13 % (3.08 → 2.69
+    /// ns per element, medians of 7 alternated runs), the unrolling −5 % more (2.47 → 2.35;
+    /// BENCHMARKS.md, twenty-eighth session).
     #[target_feature(enable = "avx2,bmi1,popcnt")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn decode_groups_avx2<const W: usize>(
@@ -992,11 +1071,9 @@ pub(super) mod vector {
         let groups = len / (W * WIDE_LANES);
         let word_end = words.len() - 1;
         let slots = ctx.tables.slots().as_ptr() as *const i32;
-        let pairs = ctx.table_pairs.as_ptr() as *const i32;
         let mant = _mm256_set1_epi32(layout.mant_bits as i32);
         let exp_mask = _mm256_set1_epi32((layout.exponents() - 1) as i32);
         let low12 = _mm256_set1_epi32(0xFFF);
-        let low16 = _mm256_set1_epi32(0xFFFF);
         let one = _mm256_set1_epi32(1);
         let two = _mm256_set1_epi32(2);
         let seven = _mm256_set1_epi32(7);
@@ -1013,7 +1090,11 @@ pub(super) mod vector {
         let byte_steps = _mm256_set1_epi32(0x0302_0100);
         let zero = _mm256_setzero_si256();
         let lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-        let rank = RANK8.as_ptr() as *const u8;
+        let Some(groups_of) = ExponentGroups::new(ctx) else {
+            return 0;
+        };
+        // The context-bit-1 table's offset from the bit-0 one, in slots.
+        let step12 = _mm256_set1_epi32((groups_of.step << 12) as i32);
         let mut x = [zero; 4];
         for (v, xv) in x.iter_mut().enumerate() {
             // SAFETY: `states` is 32 u32s, exactly four 256-bit vectors.
@@ -1026,153 +1107,187 @@ pub(super) mod vector {
             let z_bits = _mm256_set1_epi32(((*back_zero >> (8 * v)) & 0xFF) as i32);
             *z = _mm256_cmpeq_epi32(_mm256_and_si256(z_bits, lane_bit), lane_bit);
         }
+        // Software-pipelined: iteration g runs group g's rANS steps (the loop-carried
+        // chain: states, context bits, word position), then turns group g − 1's slot
+        // words into targets (extra bits, stores: long, but off that chain), so that the
+        // slot loads of group g are issued before the work that waits on group g − 1's.
         let mut g = 0;
-        while g < groups
-            && *pos + WIDE_LANES <= word_end
-            && (*bit_pos / 8) as usize + GROUP_BIT_BYTES <= bit_bytes.len()
-        {
-            for (v, xv) in x.iter_mut().enumerate() {
-                let at = (g * WIDE_LANES + 8 * v) * W;
-                // SAFETY: group g < groups covers bytes 32gW..32(g+1)W of the `len`
-                // readable at `base`. In place (`base` = `out`), these 8 elements are
-                // read here before they are written below, and not read again.
-                let b = unsafe { load8::<W>(base.add(at)) };
-                let exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
-                // SAFETY: exp < 2^E = table_pairs.len().
-                let pair = unsafe { gather8_by_loads(pairs, exp) };
-                let z = zv[v];
-                let table = _mm256_blendv_epi8(
-                    _mm256_and_si256(pair, low16),
-                    _mm256_srli_epi32::<16>(pair),
-                    z,
-                );
-                let slot =
-                    _mm256_or_si256(_mm256_slli_epi32::<12>(table), _mm256_and_si256(*xv, low12));
-                // SAFETY: every table index of a pair is below the table count, so
-                // slot < tables · 4096 = slots.len().
-                let e = unsafe { gather8_by_loads(slots, slot) };
-                let freq = _mm256_add_epi32(_mm256_and_si256(e, low12), one);
-                let offset = _mm256_and_si256(_mm256_srli_epi32::<12>(e), low12);
-                let y = _mm256_add_epi32(
-                    _mm256_mullo_epi32(freq, _mm256_srli_epi32::<12>(*xv)),
-                    offset,
-                );
-                // y < 2^16 exactly when its high half is zero.
-                let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
-                let need_bits = _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
-                // SAFETY: pos + 32 ≤ word_end at the group's start and pos advanced by at
-                // most 24 since, so 8 words from pos are in bounds; need_bits < 256 =
-                // RANK8's length, 8 bytes per entry.
-                let w = unsafe {
-                    let next = _mm256_cvtepu16_epi32(_mm_loadu_si128(
-                        words.as_ptr().add(*pos) as *const __m128i
-                    ));
-                    let ranks = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
-                        rank.add(8 * need_bits) as *const __m128i
-                    ));
-                    _mm256_permutevar8x32_epi32(next, ranks)
-                };
-                *xv = _mm256_blendv_epi8(y, _mm256_or_si256(_mm256_slli_epi32::<16>(y), w), need);
-                *pos += need_bits.count_ones() as usize;
-                let sym = _mm256_srli_epi32::<24>(e);
-                let is_zero = _mm256_cmpeq_epi32(sym, zero);
-                zv[v] = is_zero;
-
-                let negative = _mm256_andnot_si256(
-                    is_zero,
-                    _mm256_cmpeq_epi32(_mm256_and_si256(sym, one), zero),
-                );
-                // Class c = ⌈sym / 2⌉; n = max(c − 2, 0) / 2 extra bits (0 below class 4);
-                // magnitude without them (2 + (c & 1)) · 2^n from class 2 on, c below:
-                // ((min(c, 2) & 2) | (c & 1)) << n.
-                let class = _mm256_srli_epi32::<1>(_mm256_add_epi32(sym, one));
-                let n_bits = _mm256_srli_epi32::<1>(_mm256_subs_epu16(class, two));
-                let magnitude0 = _mm256_sllv_epi32(
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_min_epu32(class, two), two),
-                        _mm256_and_si256(class, one),
-                    ),
-                    n_bits,
-                );
-
-                // Each lane's bit offset from the current byte: an exclusive prefix sum of
-                // the counts as bytes on general registers (8 counts of at most 30 bits
-                // plus 7: at most 217, a byte each).
-                let counts = _mm256_permutevar8x32_epi32(
-                    _mm256_shuffle_epi8(n_bits, count_bytes),
-                    _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0),
-                );
-                let counts = _mm_cvtsi128_si64(_mm256_castsi256_si128(counts)) as u64;
-                let off = *bit_pos % 8;
-                let total = counts.wrapping_mul(BYTES) >> 56;
-                let excl = (counts << 8).wrapping_mul(BYTES).wrapping_add(off * BYTES);
-                // SAFETY: bit_pos / 8 + GROUP_BIT_BYTES ≤ bit_bytes.len() at the group's
-                // start; this vector starts at most 24 · 30 bits further and its lanes
-                // read 8 bytes at most (7 + 7 · 30) / 8 bytes on.
-                let src = unsafe { bit_bytes.as_ptr().add((*bit_pos / 8) as usize) };
-                let extra = if W <= 2 {
-                    // At most 14 bits per field: lanes 0–3's fields lie in the 16 bytes
-                    // from `src` (the 4 bytes from byte (7 + 3 · 14) / 8 = 6 at most),
-                    // lanes 4–7's in the 16 bytes from lane 4's byte `k` (the 4 bytes
-                    // from (7 + 3 · 14) / 8 = 6 further at most): one window per 128-bit
-                    // half, one byte shuffle each, offsets of the upper lanes from `k`.
-                    let k = (excl >> 35) & 0x1F;
-                    let excl = excl - ((8 * k) << 32).wrapping_mul(0x0101_0101);
-                    let rel = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(excl as i64));
-                    // SAFETY: k ≤ (7 + 4 · 14) / 8 = 7, so both 16-byte loads end within
-                    // 7 + 16 bytes of this vector's start (see above).
-                    let window = unsafe {
-                        _mm256_loadu2_m128i(
-                            src.add(k as usize) as *const __m128i,
-                            src as *const __m128i,
-                        )
-                    };
-                    let idx = _mm256_add_epi8(
-                        _mm256_shuffle_epi8(_mm256_srli_epi32::<3>(rel), repeat_low),
-                        byte_steps,
-                    );
-                    let field = _mm256_srlv_epi32(
-                        _mm256_shuffle_epi8(window, idx),
-                        _mm256_and_si256(rel, seven),
-                    );
-                    _mm256_andnot_si256(_mm256_sllv_epi32(ones, n_bits), field)
-                } else {
-                    let rel = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(excl as i64));
-                    let byte_off = _mm256_srli_epi32::<3>(rel);
-                    let shift = _mm256_and_si256(rel, seven);
-                    let src = src as *const i64;
-                    // SAFETY (both): as above.
-                    let lo = unsafe {
-                        bit_fields4(
-                            src,
-                            _mm256_castsi256_si128(byte_off),
-                            _mm256_castsi256_si128(shift),
-                            _mm256_castsi256_si128(n_bits),
-                        )
-                    };
-                    let hi = unsafe {
-                        bit_fields4(
-                            src,
-                            _mm256_extracti128_si256::<1>(byte_off),
-                            _mm256_extracti128_si256::<1>(shift),
-                            _mm256_extracti128_si256::<1>(n_bits),
-                        )
-                    };
-                    _mm256_set_m128i(hi, lo)
-                };
-                *bit_pos += total;
-                // The magnitude's bits below its extra bits are 0.
-                let magnitude = _mm256_or_si256(magnitude0, extra);
-                // ±magnitude: (m ^ −1) − (−1) = −m where negative.
-                let diff = _mm256_sub_epi32(_mm256_xor_si256(magnitude, negative), negative);
-                // key(v) = flip(v) ^ sign with flip(v) = v ^ (the bits below the sign bit
-                // where it is set); key⁻¹(r) = flip(r ^ sign). The sign flips cancel
-                // modulo 2^w, so target = flip(flip(b) + diff). Bits above the
-                // element's width are junk, which the narrowing store drops.
-                let t = flip::<W>(_mm256_add_epi32(flip::<W>(b), diff));
-                // SAFETY: as for the load of `b`.
-                unsafe { store8::<W>(out.add(at), t) };
+        // Group g − 1's slot words, when g > 0.
+        let mut e_prev = [zero; 4];
+        loop {
+            // Group g's rANS steps read at most 32 words; group g − 1's targets read
+            // at most GROUP_BIT_BYTES bytes of bits from the current position, and, where
+            // the loop stops after this iteration, group g's read at most GROUP_BIT_BYTES
+            // from at most 32 · 30 / 8 = 120 bytes further.
+            let more = g < groups
+                && *pos + WIDE_LANES <= word_end
+                && (*bit_pos / 8) as usize + 2 * GROUP_BIT_BYTES <= bit_bytes.len();
+            let mut e_next = [zero; 4];
+            if more {
+                let mut exps = [zero; 4];
+                for (v, exp) in exps.iter_mut().enumerate() {
+                    // SAFETY: group g < groups covers bytes 32gW..32(g+1)W of the `len`
+                    // readable at `base`. In place (`base` = `out`), they are written
+                    // in the next iteration, after this.
+                    let b = unsafe { load8::<W>(base.add((g * WIDE_LANES + 8 * v) * W)) };
+                    *exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
+                }
+                let firsts = groups_of.firsts(exps);
+                // Unrolled (a macro, not a loop over the vectors), so that the states and
+                // context bits stay in registers rather than going through the stack.
+                macro_rules! rans_step {
+                    ($v:expr) => {{
+                        // table · 4096 | (x & 4095); the bit-0 table is even where the
+                        // step is 1, so adding the step is an OR.
+                        let table12 = _mm256_or_si256(firsts[$v], _mm256_and_si256(zv[$v], step12));
+                        let slot = _mm256_or_si256(table12, _mm256_and_si256(x[$v], low12));
+                        // SAFETY: every table index of a pair is below the table count, so
+                        // slot < tables · 4096 = slots.len().
+                        e_next[$v] = unsafe { gather8_by_loads(slots, slot) };
+                        let e = e_next[$v];
+                        let freq = _mm256_add_epi32(_mm256_and_si256(e, low12), one);
+                        let offset =
+                            _mm256_and_si256(_mm256_srli_epi32::<12>(e), low12);
+                        let y = _mm256_add_epi32(
+                            _mm256_mullo_epi32(freq, _mm256_srli_epi32::<12>(x[$v])),
+                            offset,
+                        );
+                        // y < 2^16 exactly when its high half is zero.
+                        let need = _mm256_cmpeq_epi32(_mm256_srli_epi32::<16>(y), zero);
+                        let need_bits =
+                            _mm256_movemask_ps(_mm256_castsi256_ps(need)) as usize;
+                        // SAFETY: pos + 32 ≤ word_end at the group's start and pos
+                        // advanced by at most 24 since, so 8 words from pos are in
+                        // bounds; need_bits < 256.
+                        let w = unsafe {
+                            let next = _mm256_broadcastsi128_si256(_mm_loadu_si128(
+                                words.as_ptr().add(*pos) as *const __m128i,
+                            ));
+                            _mm256_shuffle_epi8(next, refill8_shuffle(need_bits))
+                        };
+                        let refilled = _mm256_or_si256(_mm256_slli_epi32::<16>(y), w);
+                        x[$v] = _mm256_blendv_epi8(y, refilled, need);
+                        *pos += need_bits.count_ones() as usize;
+                        zv[$v] = _mm256_cmpeq_epi32(_mm256_srli_epi32::<24>(e), zero);
+                    }};
+                }
+                rans_step!(0);
+                rans_step!(1);
+                rans_step!(2);
+                rans_step!(3);
             }
+            if g > 0 {
+                let gp = g - 1;
+                for (v, &e) in e_prev.iter().enumerate() {
+                    let at = (gp * WIDE_LANES + 8 * v) * W;
+                    // SAFETY: group g − 1 < groups covers bytes at..at + 8W of the `len`
+                    // readable at `base`. In place, these 8 elements are read here before
+                    // the store below writes them, and not read again.
+                    let b = unsafe { load8::<W>(base.add(at)) };
+                    let sym = _mm256_srli_epi32::<24>(e);
+                    let is_zero = _mm256_cmpeq_epi32(sym, zero);
+                    let negative = _mm256_andnot_si256(
+                        is_zero,
+                        _mm256_cmpeq_epi32(_mm256_and_si256(sym, one), zero),
+                    );
+                    // Class c = ⌈sym / 2⌉; n = max(c − 2, 0) / 2 extra bits (0 below
+                    // class 4); magnitude without them (2 + (c & 1)) · 2^n from class 2
+                    // on, c below: ((min(c, 2) & 2) | (c & 1)) << n.
+                    let class = _mm256_srli_epi32::<1>(_mm256_add_epi32(sym, one));
+                    let n_bits = _mm256_srli_epi32::<1>(_mm256_subs_epu16(class, two));
+                    let magnitude0 = _mm256_sllv_epi32(
+                        _mm256_or_si256(
+                            _mm256_and_si256(_mm256_min_epu32(class, two), two),
+                            _mm256_and_si256(class, one),
+                        ),
+                        n_bits,
+                    );
+
+                    // Each lane's bit offset from the current byte: an exclusive prefix sum of
+                    // the counts as bytes on general registers (8 counts of at most 30 bits
+                    // plus 7: at most 217, a byte each).
+                    let counts = _mm256_permutevar8x32_epi32(
+                        _mm256_shuffle_epi8(n_bits, count_bytes),
+                        _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0),
+                    );
+                    let counts = _mm_cvtsi128_si64(_mm256_castsi256_si128(counts)) as u64;
+                    let off = *bit_pos % 8;
+                    let total = counts.wrapping_mul(BYTES) >> 56;
+                    let excl = (counts << 8).wrapping_mul(BYTES).wrapping_add(off * BYTES);
+                    // SAFETY: group g − 1's bits start at most 32 · 30 bits (120
+                    // bytes) after the position `more` last found 2 · GROUP_BIT_BYTES
+                    // from the end, so bit_pos / 8 + GROUP_BIT_BYTES ≤ bit_bytes.len()
+                    // at its start; this vector starts at most 24 · 30 bits further
+                    // and its lanes read 8 bytes at most (7 + 7 · 30) / 8 bytes on.
+                    let src = unsafe { bit_bytes.as_ptr().add((*bit_pos / 8) as usize) };
+                    let extra = if W <= 2 {
+                        // At most 14 bits per field: lanes 0–3's fields lie in the 16 bytes
+                        // from `src` (the 4 bytes from byte (7 + 3 · 14) / 8 = 6 at most),
+                        // lanes 4–7's in the 16 bytes from lane 4's byte `k` (the 4 bytes
+                        // from (7 + 3 · 14) / 8 = 6 further at most): one window per 128-bit
+                        // half, one byte shuffle each, offsets of the upper lanes from `k`.
+                        let k = (excl >> 35) & 0x1F;
+                        let excl = excl - ((8 * k) << 32).wrapping_mul(0x0101_0101);
+                        let rel = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(excl as i64));
+                        // SAFETY: k ≤ (7 + 4 · 14) / 8 = 7, so both 16-byte loads end within
+                        // 7 + 16 bytes of this vector's start (see above).
+                        let window = unsafe {
+                            _mm256_loadu2_m128i(
+                                src.add(k as usize) as *const __m128i,
+                                src as *const __m128i,
+                            )
+                        };
+                        let idx = _mm256_add_epi8(
+                            _mm256_shuffle_epi8(_mm256_srli_epi32::<3>(rel), repeat_low),
+                            byte_steps,
+                        );
+                        let field = _mm256_srlv_epi32(
+                            _mm256_shuffle_epi8(window, idx),
+                            _mm256_and_si256(rel, seven),
+                        );
+                        _mm256_andnot_si256(_mm256_sllv_epi32(ones, n_bits), field)
+                    } else {
+                        let rel = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(excl as i64));
+                        let byte_off = _mm256_srli_epi32::<3>(rel);
+                        let shift = _mm256_and_si256(rel, seven);
+                        let src = src as *const i64;
+                        // SAFETY (both): as above.
+                        let lo = unsafe {
+                            bit_fields4(
+                                src,
+                                _mm256_castsi256_si128(byte_off),
+                                _mm256_castsi256_si128(shift),
+                                _mm256_castsi256_si128(n_bits),
+                            )
+                        };
+                        let hi = unsafe {
+                            bit_fields4(
+                                src,
+                                _mm256_extracti128_si256::<1>(byte_off),
+                                _mm256_extracti128_si256::<1>(shift),
+                                _mm256_extracti128_si256::<1>(n_bits),
+                            )
+                        };
+                        _mm256_set_m128i(hi, lo)
+                    };
+                    *bit_pos += total;
+                    // The magnitude's bits below its extra bits are 0.
+                    let magnitude = _mm256_or_si256(magnitude0, extra);
+                    // ±magnitude: (m ^ −1) − (−1) = −m where negative.
+                    let diff = _mm256_sub_epi32(_mm256_xor_si256(magnitude, negative), negative);
+                    // key(v) = flip(v) ^ sign with flip(v) = v ^ (the bits below the sign bit
+                    // where it is set); key⁻¹(r) = flip(r ^ sign). The sign flips cancel
+                    // modulo 2^w, so target = flip(flip(b) + diff). Bits above the
+                    // element's width are junk, which the narrowing store drops.
+                    let t = flip::<W>(_mm256_add_epi32(flip::<W>(b), diff));
+                    // SAFETY: as for the load of `b`.
+                    unsafe { store8::<W>(out.add(at), t) };
+                }
+            }
+            if !more {
+                break;
+            }
+            e_prev = e_next;
             g += 1;
         }
         *back_zero = 0;

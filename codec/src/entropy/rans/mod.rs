@@ -119,7 +119,7 @@ pub(crate) use decode::{
 };
 pub use encode::encode_chunk;
 #[cfg(target_arch = "x86_64")]
-pub(crate) use simd::gather8_by_loads;
+pub(crate) use simd::{gather8_by_loads, refill8_shuffle};
 
 thread_local! {
     /// This thread's write-ahead window (see [`write_ahead`]): next byte, end, bytes per

@@ -10,7 +10,7 @@ mod x86_decode;
 mod x86_encode;
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use x86_decode::gather8_by_loads;
+pub(crate) use x86_decode::{gather8_by_loads, refill8_shuffle};
 
 /// The path whose decoder runs for `level`: `level` itself where the CPU has it (every
 /// level has a decoder), else the scalar one.

@@ -29,6 +29,21 @@ static REFILL8: Refill8 = Refill8({
     t
 });
 
+/// The refill shuffle for need mask `mask` (< 256; lane `i` needs a word where bit `i`
+/// is set): a byte shuffle of eight 16-bit words broadcast to both 128-bit halves that
+/// puts the `k`-th of them in the `k`-th needing lane's low half and zeros elsewhere
+/// (the ULP delta's AVX2 decoder uses it too).
+///
+/// # Safety
+///
+/// `mask` < 256; the caller must have AVX2 (this is inlined into such functions).
+#[inline(always)]
+pub(crate) unsafe fn refill8_shuffle(mask: usize) -> __m256i {
+    debug_assert!(mask < 256);
+    // SAFETY: the caller's (`mask` indexes REFILL8's rows, which are aligned).
+    unsafe { _mm256_load_si256(REFILL8.0.as_ptr().add(mask) as *const __m256i) }
+}
+
 /// The lanes of `y` below `lower` (unsigned), as a mask.
 ///
 /// # Safety
