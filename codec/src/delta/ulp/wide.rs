@@ -955,7 +955,7 @@ pub(super) mod vector {
     /// per 8-lane vector (`gather8_by_loads`: five extracts, eight loads, seven inserts)
     /// took about 140 instructions per group: 3.47 → 2.94 ns per element on Zen 3
     /// (BENCHMARKS.md, twenty-eighth session).
-    struct ExponentGroups {
+    pub(in crate::delta::ulp) struct ExponentGroups {
         /// Each boundary `j` (the first table changes from exponent `j` to `j + 1`) as
         /// 32 bytes of `j ^ 0x80` (biased for a signed compare).
         boundaries: [__m256i; super::super::MAX_GROUPS],
@@ -963,18 +963,19 @@ pub(super) mod vector {
         /// Tables per group: 1 or 2.
         k: u32,
         /// The context-bit-1 table's distance from the context-bit-0 one (0 or 1).
-        step: u32,
+        pub(in crate::delta::ulp) step: u32,
     }
 
     impl ExponentGroups {
-        /// `None` (the caller leaves the chunk to the portable decoder) where the tables
-        /// by exponent are not `k` · group for runs of exponents: never, by construction
-        /// (`table_pairs`), but checked, since the count must give exactly what the
-        /// lookup would.
+        /// The groups of `table_pairs` (exponent → bit-0 table, plus the bit-1 table
+        /// shifted up by 16), or `None` (the decoder leaves the chunk to the portable
+        /// loop, the encoder looks the tables up) where the tables by exponent are not
+        /// `k` · group for runs of exponents: never, by construction (`table_pairs`), but
+        /// checked, since the count must give exactly what the lookup would.
         #[target_feature(enable = "avx2")]
-        fn new(ctx: &Contexts<'_>) -> Option<Self> {
-            let first = |e: usize| ctx.table_pairs[e] & 0xFFFF;
-            let step = (ctx.table_pairs[0] >> 16).wrapping_sub(first(0));
+        pub(in crate::delta::ulp) fn new(table_pairs: &[u32]) -> Option<Self> {
+            let first = |e: usize| table_pairs[e] & 0xFFFF;
+            let step = (table_pairs[0] >> 16).wrapping_sub(first(0));
             let k = step + 1;
             let mut groups = Self {
                 boundaries: [_mm256_setzero_si256(); super::super::MAX_GROUPS],
@@ -982,11 +983,11 @@ pub(super) mod vector {
                 k,
                 step,
             };
-            if ctx.table_pairs.len() > 256 || step > 1 {
+            if table_pairs.len() > 256 || step > 1 {
                 return None;
             }
             let mut below = 0;
-            for (e, &pair) in ctx.table_pairs.iter().enumerate() {
+            for (e, &pair) in table_pairs.iter().enumerate() {
                 if e > 0 && first(e) != first(e - 1) {
                     if groups.count == groups.boundaries.len() {
                         return None;
@@ -1003,11 +1004,14 @@ pub(super) mod vector {
         }
 
         /// The first tables of a group's 32 elements from their exponents (four vectors
-        /// of eight, each below 256), in the same four vectors, times 4096 (each table's
-        /// offset in slots: the shift off the state chain).
+        /// of eight, each below 256), in the same four vectors, times `1 << SHIFT` (the
+        /// decoder's 4096: each table's offset in slots, the shift off the state chain).
         #[target_feature(enable = "avx2")]
         #[inline]
-        fn firsts(&self, exps: [__m256i; 4]) -> [__m256i; 4] {
+        pub(in crate::delta::ulp) fn firsts<const SHIFT: i32>(
+            &self,
+            exps: [__m256i; 4],
+        ) -> [__m256i; 4] {
             // Saturating packs are exact below 256; they interleave the vectors per
             // 128-bit half, and the unpacks below undo it (no lane crossing).
             let bytes = _mm256_packus_epi16(
@@ -1029,10 +1033,10 @@ pub(super) mod vector {
                 _mm256_unpackhi_epi8(count, zero),
             );
             [
-                _mm256_slli_epi32::<12>(_mm256_unpacklo_epi16(lo, zero)),
-                _mm256_slli_epi32::<12>(_mm256_unpackhi_epi16(lo, zero)),
-                _mm256_slli_epi32::<12>(_mm256_unpacklo_epi16(hi, zero)),
-                _mm256_slli_epi32::<12>(_mm256_unpackhi_epi16(hi, zero)),
+                _mm256_slli_epi32::<SHIFT>(_mm256_unpacklo_epi16(lo, zero)),
+                _mm256_slli_epi32::<SHIFT>(_mm256_unpackhi_epi16(lo, zero)),
+                _mm256_slli_epi32::<SHIFT>(_mm256_unpacklo_epi16(hi, zero)),
+                _mm256_slli_epi32::<SHIFT>(_mm256_unpackhi_epi16(hi, zero)),
             ]
         }
     }
@@ -1090,7 +1094,7 @@ pub(super) mod vector {
         let byte_steps = _mm256_set1_epi32(0x0302_0100);
         let zero = _mm256_setzero_si256();
         let lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-        let Some(groups_of) = ExponentGroups::new(ctx) else {
+        let Some(groups_of) = ExponentGroups::new(&ctx.table_pairs) else {
             return 0;
         };
         // The context-bit-1 table's offset from the bit-0 one, in slots.
@@ -1132,7 +1136,7 @@ pub(super) mod vector {
                     let b = unsafe { load8::<W>(base.add((g * WIDE_LANES + 8 * v) * W)) };
                     *exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
                 }
-                let firsts = groups_of.firsts(exps);
+                let firsts = groups_of.firsts::<12>(exps);
                 // Unrolled (a macro, not a loop over the vectors), so that the states and
                 // context bits stay in registers rather than going through the stack.
                 macro_rules! rans_step {

@@ -132,7 +132,7 @@ pub(super) fn encode_groups<const W: usize, const L: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::super::wide::vector::{load16, load8, store8};
+    use super::super::wide::vector::{load16, load8, store8, ExponentGroups};
     use super::super::Layout;
     use super::PackedTables;
     use crate::delta::coder::{BitWriter, WIDE_LANES};
@@ -596,9 +596,12 @@ mod x86 {
     };
 
     /// The AVX2 twin of [`encode_groups_avx512`], four 8-lane vectors per group, with the
-    /// same arithmetic where AVX2 lacks an instruction: the table pairs and the
-    /// `freq << 16 | start` words are fetched by eight scalar loads each
-    /// ([`gather8_by_loads`]: faster than `vpgatherdd` on Zen 3 and 4); `y`, which may
+    /// same arithmetic where AVX2 lacks an instruction: the tables by exponent are counted
+    /// from the exponent groups' bounds ([`ExponentGroups`], as the AVX2 decoder does; the
+    /// lookup by eight loads per vector it replaces: encode 4.87 → 4.43 ns per element,
+    /// `store add` CPU −15 % on Zen 3, BENCHMARKS.md, twenty-eighth session), the
+    /// `freq << 16 | start` words fetched by eight scalar loads ([`gather8_by_loads`]:
+    /// faster than `vpgatherdd` on Zen 3 and 4); `y`, which may
     /// reach 2^32 and has no unsigned conversion, is converted in two exact halves whose
     /// sum is rounded once; and with no compress nor 16-bit masked store, each vector's
     /// flushed words are right-packed by a byte shuffle ([`PACK_HIGH8`]) and stored whole,
@@ -639,20 +642,25 @@ mod x86 {
             0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1,
         ));
         let pack = PACK_HIGH8.as_ptr();
+        // The tables by exponent counted from the exponent groups' bounds, as the AVX2
+        // decoder does, where the pairs allow it (always, by construction); else looked up.
+        let groups_of = ExponentGroups::new(tables.pairs);
+        let step = _mm256_set1_epi32(groups_of.as_ref().map_or(0, |g| g.step) as i32);
         let mut wp = *pos;
         for group in (0..groups).rev() {
             let mut flushed = [_mm_setzero_si128(); 4];
             let mut counts = [0usize; 4];
+            let at = |v: usize| group * WIDE_LANES + 8 * v;
+            // SAFETY: at(v) + 8 ≤ groups · 32 ≤ symbols.len(), and the base holds W bytes
+            // per symbol of those groups (asserted by the caller).
+            let bases: [__m256i; 4] =
+                std::array::from_fn(|v| unsafe { load8::<W>(base.as_ptr().add(at(v) * W)) });
+            let exps = bases.map(|b| _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask));
+            let firsts = groups_of.as_ref().map(|g| g.firsts::<0>(exps));
             for (v, xv) in x.iter_mut().enumerate() {
-                let at = group * WIDE_LANES + 8 * v;
-                // SAFETY: at + 8 ≤ groups · 32 ≤ symbols.len(), and the base holds W
-                // bytes per symbol of those groups (asserted by the caller).
-                let (s, b) = unsafe {
-                    (
-                        load8::<1>(symbols.as_ptr().add(at)),
-                        load8::<W>(base.as_ptr().add(at * W)),
-                    )
-                };
+                let at = at(v);
+                // SAFETY: as for the base above.
+                let s = unsafe { load8::<1>(symbols.as_ptr().add(at)) };
                 let back_zero = if group == 0 {
                     ones
                 } else {
@@ -660,14 +668,18 @@ mod x86 {
                     let back = unsafe { load8::<1>(symbols.as_ptr().add(at - WIDE_LANES)) };
                     _mm256_cmpeq_epi32(back, zero)
                 };
-                let exp = _mm256_and_si256(_mm256_srlv_epi32(b, mant), exp_mask);
-                // SAFETY: exp < 2^E = pairs.len() (asserted by the caller).
-                let pair = unsafe { gather8_by_loads(pairs, exp) };
-                let table = _mm256_blendv_epi8(
-                    _mm256_and_si256(pair, low16),
-                    _mm256_srli_epi32::<16>(pair),
-                    back_zero,
-                );
+                let table = match &firsts {
+                    Some(firsts) => _mm256_add_epi32(firsts[v], _mm256_and_si256(back_zero, step)),
+                    None => {
+                        // SAFETY: exp < 2^E = pairs.len() (asserted by the caller).
+                        let pair = unsafe { gather8_by_loads(pairs, exps[v]) };
+                        _mm256_blendv_epi8(
+                            _mm256_and_si256(pair, low16),
+                            _mm256_srli_epi32::<16>(pair),
+                            back_zero,
+                        )
+                    }
+                };
                 // Symbols are below the alphabet; the clamp keeps the loads in bounds
                 // whatever they are.
                 let index = _mm256_or_si256(
