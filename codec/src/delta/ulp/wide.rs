@@ -6,7 +6,8 @@
 //! reads and reconstructions), so that neither the word position nor the bit position
 //! chains the lanes' state updates together.
 
-use super::{target_of, BaseOut, Contexts};
+use super::stream::{target_of, Contexts};
+use super::BaseOut;
 use crate::cpu::{self, SimdLevel};
 use crate::delta::coder::{self, BitReader, CoderError, RansDecoder, SlotTables, WIDE_LANES};
 use crate::delta::DeltaError;
@@ -102,7 +103,8 @@ fn decode_portable<const W: usize>(
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod vector {
-    use super::super::{BaseOut, Contexts};
+    use super::super::stream::Contexts;
+    use super::super::BaseOut;
     use crate::cpu::SimdLevel;
     use crate::delta::coder::{BitReader, RansDecoder, SlotTables, WIDE_LANES};
     use crate::entropy::rans::{gather8_by_loads, refill8_shuffle};
@@ -1306,7 +1308,8 @@ pub(super) mod vector {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod vector {
-    use super::super::{BaseOut, Contexts};
+    use super::super::stream::Contexts;
+    use super::super::BaseOut;
     use crate::cpu::SimdLevel;
     use crate::delta::coder::{BitReader, RansDecoder, WIDE_LANES};
 
