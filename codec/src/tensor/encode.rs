@@ -189,17 +189,22 @@ const JOINT_MIN_GAIN: f64 = 0.002;
 /// FP8 0.15–0.3 points larger.
 const FAST_MIN_POTENTIAL: f64 = 0.008;
 
-/// What the default level's FP8 plans charge a change of table from one block to the
-/// next, in bits beyond its id ([`StreamEncoder::plan_sparse`]). An FP8 decode
-/// is its rANS loop (~89 % of its instructions), and each change costs that loop ~0.2 µs
-/// (~700 cycles) on Zen 4 while the new table's 16 KiB of slot entries come from L2;
-/// MiniLM's FP8 files changed tables within chunks 6,071 (E4M3) and 16,037 (E5M2) times per
-/// decode, nearly all in the word embedding. At 200 bits (25 bytes) they change 288 times: MiniLM E4M3 75.395 → 75.449 %,
-/// E5M2 69.194 → 69.238 % (ZipNN: 75.95 / 69.80 %), one-thread decode by CPU time +3.9 to
-/// +9.1 % on both vector paths, D1 read misses −41 / −59 % (BENCHMARKS.md, twenty-third
-/// session, fp823). 25 bits left 1,151 / 1,333 changes and about two thirds of the gain;
-/// 1,000 bits 97 / 87 changes for 0.03 more points and no measured gain over 200.
-const FP8_SWITCH_BITS: f64 = 200.0;
+/// What the default level's plans charge a change of table from one block to the next,
+/// in bits beyond its id ([`StreamEncoder::plan_sparse`]): each change costs the rANS
+/// loop ~0.2 µs (~700 cycles on Zen 4) while the new table's 16 KiB of slot entries come
+/// from L2, one gather at a time on the state's dependency chain. First for FP8, whose
+/// decode is its rANS loop (~89 % of its instructions): MiniLM's FP8 files changed tables
+/// within chunks 6,071 (E4M3) and 16,037 (E5M2) times per decode, nearly all in the word
+/// embedding; at 200 bits (25 bytes) 288 times: E4M3 75.395 → 75.449 %, E5M2 69.194 →
+/// 69.238 % (ZipNN: 75.95 / 69.80 %), one-thread decode by CPU time +3.9 to +9.1 % on both
+/// vector paths, D1 read misses −41 / −59 % (BENCHMARKS.md, twenty-third session, fp823;
+/// 25 bits left about two thirds of the gain, 1,000 no more than 200). The same charge on
+/// the other dtypes' fields (twenty-ninth session, sw29): MiniLM BF16 65.853 → 65.881 %,
+/// F16 84.460 → 84.489 %, F32 81.479 → 81.493 % (ZipNN: 66.47 / 84.81 / 81.90 %), one-thread
+/// AVX2 decode by CPU time on Zen 3 +7 to +8 % (BF16 2,238 → 2,395 MB/s); 50 to 400 bits
+/// measured alike. The fast level plans few tables without a search and the max level by
+/// size alone, so neither charges.
+const SWITCH_BITS: f64 = 200.0;
 
 /// Short blocks whose histograms one task of the refinement's count takes.
 const FINE_PIECE: usize = 64;
@@ -339,10 +344,10 @@ pub(super) fn encode_split(
             }
         }
     }
-    // FP8 at the default level: table changes between blocks cost what they cost the
-    // decoder (see FP8_SWITCH_BITS); every other field is planned by size alone.
-    let switch_bits = if base == Layout::F8 && opts.effort == Effort::Default {
-        FP8_SWITCH_BITS
+    // At the default level table changes between blocks cost what they cost the decoder
+    // (see SWITCH_BITS); the fast and max levels plan by size alone.
+    let switch_bits = if opts.effort == Effort::Default {
+        SWITCH_BITS
     } else {
         0.0
     };
