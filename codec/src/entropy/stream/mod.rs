@@ -78,8 +78,8 @@ pub const MIN_BLOCK_LOG2: u8 = LANES.trailing_zeros() as u8;
 /// How hard the encoder searches for a good model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Effort {
-    /// Up to 8 tables per stream, added while they pay (FP8 fields also weigh each
-    /// change of table for the decoder: `plan_sparse`).
+    /// Up to 8 tables per stream, added while they pay, each change of table from one
+    /// block to the next also weighed for the decoder (`plan_sparse`).
     #[default]
     Default,
     /// Up to 32 tables and more clustering rounds.
