@@ -199,11 +199,11 @@ const FAST_MIN_POTENTIAL: f64 = 0.008;
 /// 69.238 % (ZipNN: 75.95 / 69.80 %), one-thread decode by CPU time +3.9 to +9.1 % on both
 /// vector paths, D1 read misses −41 / −59 % (BENCHMARKS.md, twenty-third session, fp823;
 /// 25 bits left about two thirds of the gain, 1,000 no more than 200). The same charge on
-/// the other dtypes' fields (twenty-ninth session, sw29): MiniLM BF16 65.853 → 65.881 %,
+/// the other dtypes' fields (twenty-ninth session, sw29): MiniLM BF16 65.853 → 65.880 %,
 /// F16 84.460 → 84.489 %, F32 81.479 → 81.493 % (ZipNN: 66.47 / 84.81 / 81.90 %), one-thread
-/// AVX2 decode by CPU time on Zen 3 +7 to +8 % (BF16 2,238 → 2,395 MB/s); 50 to 400 bits
-/// measured alike. The fast level plans few tables without a search and the max level by
-/// size alone, so neither charges.
+/// AVX2 decode by CPU time on Zen 3 BF16 +6.8 %, F16 +6.5 %, F32 +4.8 % (medians of 10
+/// alternated pairs), the scalar path level; 50 to 400 bits measured alike. The fast level
+/// plans few tables without a search and the max level by size alone, so neither charges.
 const SWITCH_BITS: f64 = 200.0;
 
 /// Short blocks whose histograms one task of the refinement's count takes.
