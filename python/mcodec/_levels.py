@@ -6,8 +6,9 @@ from . import _native
 from .errors import ArgumentError
 
 #: ``"fast"`` encodes 2–3 times as fast as ``"default"`` (one thread, MiniLM) for files
-#: under a tenth of a percentage point larger; ``"max"`` searches longest. Every level's
-#: files load the same way.
+#: under a tenth of a percentage point larger; ``"max"`` searches longest, for files never
+#: larger than the default's (0.03–0.18 points smaller on MiniLM). Every level's files
+#: load the same way.
 LEVELS: tuple[str, ...] = tuple(_native.LEVELS)
 
 

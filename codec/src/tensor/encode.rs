@@ -144,6 +144,21 @@ pub fn encode(dtype: &Dtype, data: &[u8], opts: &EncodeOptions) -> EncodedTensor
             // decoder (gpu-decode) decodes split layouts only, and every tensor the
             // writer emits by default must decode there.
             candidates.extend(encode_split(layout, true, data, opts).ok());
+            if opts.effort == Effort::Max {
+                // The max level's longer search is not always smaller: on near-uniform
+                // fields its many tables can cost more than they save (MiniLM F32's word
+                // embedding: 36 KB larger than the default's; BENCHMARKS.md, twenty-ninth
+                // session). The default's plan is a candidate too, so that max is never
+                // larger than the default. On MiniLM F32 that plan also won back the
+                // default's decode speed (`verify -j1` CPU 130 → 73 ms against the
+                // default's 75; BENCHMARKS.md, thirtieth session).
+                let default = EncodeOptions {
+                    effort: Effort::Default,
+                    block_log2: DEFAULT_BLOCK_LOG2.min(opts.chunk_log2),
+                    ..*opts
+                };
+                candidates.extend(encode_split(layout, true, data, &default).ok());
+            }
         }
         _ if data.len() >= 64 => candidates.extend(zstd()),
         _ => {}
@@ -203,7 +218,8 @@ const FAST_MIN_POTENTIAL: f64 = 0.008;
 /// F16 84.460 → 84.489 %, F32 81.479 → 81.493 % (ZipNN: 66.47 / 84.81 / 81.90 %), one-thread
 /// AVX2 decode by CPU time on Zen 3 BF16 +6.8 %, F16 +6.5 %, F32 +4.8 % (medians of 10
 /// alternated pairs), the scalar path level; 50 to 400 bits measured alike. The fast level
-/// plans few tables without a search and the max level by size alone, so neither charges.
+/// plans few tables without a search and the max level's own search by size alone, so
+/// neither charges (max also weighs the default's plan, which does, and keeps the smaller).
 const SWITCH_BITS: f64 = 200.0;
 
 /// Short blocks whose histograms one task of the refinement's count takes.
