@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File, Permissions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Read, Write};
 use std::ops::Deref;
 use std::path::{Component, Path, PathBuf};
 
@@ -21,16 +21,120 @@ use crate::error::{CliError, Context};
 /// Buffer of output writers: large enough to batch the small index and padding writes.
 const WRITE_BUFFER: usize = 1 << 20;
 
-/// A read-only memory map of an input file.
+/// An input's bytes: a read-only memory map of a file, or what standard input held.
 pub struct Input {
-    map: Mmap,
+    bytes: InputBytes,
+}
+
+enum InputBytes {
+    Mapped(Mmap),
+    Read(Vec<u8>),
 }
 
 impl Deref for Input {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.map
+        match &self.bytes {
+            InputBytes::Mapped(map) => map,
+            InputBytes::Read(bytes) => bytes,
+        }
     }
+}
+
+/// The path that stands for standard input (as an input) or standard output (as an
+/// output), as for zstd and gzip.
+pub const STDIO: &str = "-";
+
+/// Whether `path` stands for standard input or output ([`STDIO`]).
+pub fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == STDIO
+}
+
+/// How messages name standard input.
+pub fn stdin_name() -> &'static Path {
+    Path::new("<stdin>")
+}
+
+/// How messages name standard output.
+pub fn stdout_name() -> &'static Path {
+    Path::new("<stdout>")
+}
+
+/// `path` as messages name it: [`stdin_name`] for [`STDIO`].
+pub fn input_name(path: &Path) -> &Path {
+    if is_stdio(path) {
+        stdin_name()
+    } else {
+        path
+    }
+}
+
+/// `path` as messages name it: [`stdout_name`] for [`STDIO`].
+pub fn output_name(path: &Path) -> &Path {
+    if is_stdio(path) {
+        stdout_name()
+    } else {
+        path
+    }
+}
+
+/// Reads all of standard input. Refuses a terminal: a user who typed no input file
+/// would otherwise wait on a prompt that never says what it wants (zstd does the same).
+pub fn read_stdin() -> Result<Input, CliError> {
+    let mut stdin = io::stdin().lock();
+    if stdin.is_terminal() {
+        return Err(CliError::usage(
+            stdin_name(),
+            "is a terminal; pipe the input in or name a file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    stdin.read_to_end(&mut bytes).at(stdin_name())?;
+    Ok(Input {
+        bytes: InputBytes::Read(bytes),
+    })
+}
+
+/// The bytes of the input `path`: the file mapped, or standard input read for [`STDIO`].
+pub fn read_input(path: &Path) -> Result<Input, CliError> {
+    if is_stdio(path) {
+        read_stdin()
+    } else {
+        map_input(path)
+    }
+}
+
+/// Writes standard output through `write`, buffered, and flushes it. Refuses a terminal
+/// unless `force` (compressed or binary bytes would fill the screen; zstd does the same).
+/// Unlike [`write_atomic`], what is written cannot be taken back: callers check their
+/// input fully before writing.
+pub fn write_stdout<T>(
+    force: bool,
+    write: impl FnOnce(&mut BufWriter<io::Stdout>) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    let stdout = io::stdout();
+    if !force && stdout.is_terminal() {
+        return Err(CliError::usage(
+            stdout_name(),
+            "is a terminal; redirect it, or use -f to write binary data there",
+        ));
+    }
+    let mut w = BufWriter::with_capacity(WRITE_BUFFER, stdout);
+    let value = write(&mut w)?;
+    w.flush().at(stdout_name())?;
+    Ok(value)
+}
+
+/// Permissions of a new output whose input has none to give (standard input):
+/// `rw-r--r--`, as most tools create files under the usual umask.
+pub fn new_file_permissions() -> Option<Permissions> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Some(Permissions::from_mode(0o644))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// Maps the regular file `path` read-only.
@@ -184,7 +288,9 @@ pub fn map_file(file: &File, path: &Path) -> Result<Input, CliError> {
     // memory-mapped I/O, another process truncating the file meanwhile can fault the
     // process; the speed of zero-copy input is worth that, as for other tools.
     let map = unsafe { Mmap::map(file) }.at(path)?;
-    Ok(Input { map })
+    Ok(Input {
+        bytes: InputBytes::Mapped(map),
+    })
 }
 
 /// Maps the file `rel` found by [`walk`] under `root` read-only, opened with

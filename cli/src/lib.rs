@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mcodec::{Dtype, EncodeOptions};
 
 pub use crate::error::{CliError, EXIT_FAILURE, EXIT_USAGE};
-pub use crate::fsutil::write_atomic;
+pub use crate::fsutil::{new_file_permissions, write_atomic};
 pub use crate::signals::install as install_signal_handlers;
 
 /// Lossless compression of neural-network weights (safetensors <-> .mcz).
@@ -115,9 +115,10 @@ impl Level {
 /// Arguments of `pack`.
 #[derive(Args, Debug)]
 pub struct PackArgs {
-    /// Safetensors file, or a directory to pack recursively
+    /// Safetensors file, or a directory to pack recursively; - reads standard input
     pub input: PathBuf,
-    /// Output [default: INPUT.mcz]
+    /// Output [default: INPUT.mcz; standard output for standard input]; - writes standard
+    /// output
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
     /// Compression level
@@ -135,9 +136,10 @@ pub struct PackArgs {
 /// Arguments of `unpack`.
 #[derive(Args, Debug)]
 pub struct UnpackArgs {
-    /// .mcz file, or a directory made by `pack`
+    /// .mcz file, or a directory made by `pack`; - reads standard input
     pub input: PathBuf,
-    /// Output [default: INPUT without .mcz]
+    /// Output [default: INPUT without .mcz; standard output for standard input]; - writes
+    /// standard output, after checking every checksum (damaged input writes nothing)
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
 }
@@ -145,7 +147,7 @@ pub struct UnpackArgs {
 /// Arguments of `inspect`.
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// .mcz file
+    /// .mcz file; - reads standard input
     pub file: PathBuf,
     /// Print one JSON object instead of a table
     #[arg(long)]
@@ -155,7 +157,7 @@ pub struct InspectArgs {
 /// Arguments of `verify`.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// .mcz file, or a directory whose .mcz files to check
+    /// .mcz file, or a directory whose .mcz files to check; - reads standard input
     pub file: PathBuf,
 }
 

@@ -685,3 +685,110 @@ fn gpu_bench_decodes_on_a_gpu_or_says_there_is_none() {
         "model.safetensors",
     );
 }
+
+/// Runs the binary with `args` in `dir`, `input` piped to its standard input.
+fn mcodec_piped(dir: &Path, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mcodec");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // Written from a thread of its own: the child may fill its stdout pipe before it has
+    // read all of its input.
+    let writer = std::thread::spawn(move || {
+        // (A child that fails early closes its input: a broken pipe here is expected.)
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait for mcodec");
+    writer.join().unwrap();
+    out
+}
+
+#[test]
+fn dash_stands_for_standard_input_and_output() {
+    let (dir, st) = setup();
+    let d = dir.path();
+    ok(&mcodec(d, &["-q", "pack", "model.safetensors"]));
+    let packed = fs::read(d.join("model.safetensors.mcz")).unwrap();
+
+    // Pack: stdin to stdout (the default output for stdin), file to stdout, stdin to a
+    // file: the same bytes as packing the file, the summary on stderr only.
+    let o = mcodec_piped(d, &["pack", "-"], &st);
+    ok(&o);
+    assert!(o.stdout == packed, "pack - wrote other bytes");
+    assert!(
+        stderr(&o).starts_with("<stdin> -> <stdout>: "),
+        "{}",
+        stderr(&o)
+    );
+    let o = mcodec(d, &["-q", "pack", "model.safetensors", "-o", "-"]);
+    ok(&o);
+    assert!(o.stdout == packed);
+    ok(&mcodec_piped(
+        d,
+        &["-q", "pack", "-", "-o", "piped.mcz"],
+        &st,
+    ));
+    assert!(fs::read(d.join("piped.mcz")).unwrap() == packed);
+
+    // Unpack, verify and inspect read stdin the same way.
+    let o = mcodec_piped(d, &["unpack", "-"], &packed);
+    ok(&o);
+    assert!(o.stdout == st, "unpack - wrote other bytes");
+    assert!(stderr(&o).starts_with("<stdin> -> <stdout>: "));
+    let o = mcodec(d, &["-q", "unpack", "model.safetensors.mcz", "-o", "-"]);
+    ok(&o);
+    assert!(o.stdout == st);
+    ok(&mcodec_piped(
+        d,
+        &["-q", "unpack", "-", "-o", "back.safetensors"],
+        &packed,
+    ));
+    assert!(fs::read(d.join("back.safetensors")).unwrap() == st);
+    let o = mcodec_piped(d, &["verify", "-"], &packed);
+    ok(&o);
+    assert!(stdout(&o).starts_with("<stdin>: OK"), "{}", stdout(&o));
+    let o = mcodec_piped(d, &["inspect", "--json", "-"], &packed);
+    ok(&o);
+    assert!(stdout(&o).contains("\"file\": \"<stdin>\""));
+
+    // Damaged input: an error naming <stdin> (or the file), and not one byte on stdout,
+    // although stdout cannot be taken back (unpack checks every checksum first).
+    let archive = mcodec::container::Archive::open(&packed).unwrap();
+    let s = archive
+        .index()
+        .tensors
+        .iter()
+        .flat_map(|t| &t.streams)
+        .max_by_key(|s| s.len)
+        .unwrap();
+    let mut flipped = packed.clone();
+    flipped[(s.offset + s.len / 2) as usize] ^= 0x10;
+    fs::write(d.join("flipped.mcz"), &flipped).unwrap();
+    for o in [
+        mcodec_piped(d, &["unpack", "-"], &flipped),
+        mcodec_piped(d, &["unpack", "-"], &packed[..packed.len() / 2]),
+        mcodec_piped(d, &["verify", "-"], &flipped),
+        mcodec_piped(d, &["pack", "-"], b"not a safetensors file"),
+    ] {
+        fails_naming(&o, "<stdin>");
+        assert!(o.stdout.is_empty(), "wrote {} bytes", o.stdout.len());
+    }
+    let o = mcodec(d, &["unpack", "flipped.mcz", "-o", "-"]);
+    fails_naming(&o, "flipped.mcz");
+    assert!(o.stdout.is_empty(), "wrote {} bytes", o.stdout.len());
+
+    // A directory does not go to stdout.
+    fs::create_dir(d.join("tree")).unwrap();
+    fs::write(d.join("tree/a.safetensors"), &st).unwrap();
+    let o = mcodec(d, &["pack", "tree", "-o", "-"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+}

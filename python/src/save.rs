@@ -1,7 +1,6 @@
 //! `save_file`: tensors in memory to an `.mcz` file that unpacks to exactly the bytes
 //! `safetensors` would write for them, without first building that file in memory.
 
-use std::fs::Permissions;
 use std::path::PathBuf;
 
 use mcodec::container::{pack_parts, PackOptions};
@@ -152,7 +151,7 @@ pub fn save_file(
     threads: Option<usize>,
 ) -> PyResult<()> {
     let (head, parts, opts) = prepare(&tensors, metadata, level, chunk_log2)?;
-    let perms = permissions();
+    let perms = mcodec_cli::new_file_permissions();
     py.detach(|| {
         pool::run(threads, || {
             mcodec_cli::write_atomic(&path, force, perms, |w| {
@@ -187,15 +186,4 @@ pub fn save_bytes<'py>(
     })?
     .map_err(|e| error(Kind::Argument, format!("packing to memory: {e}")))?;
     Ok(PyBytes::new(py, &out))
-}
-
-/// Mode of a new file (`rw-r--r--`, what `open()` gives under the usual umask).
-fn permissions() -> Option<Permissions> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        Some(Permissions::from_mode(0o644))
-    }
-    #[cfg(not(unix))]
-    None
 }

@@ -8,9 +8,9 @@ use mcodec::StreamKind;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use super::{emit, ratio};
+use super::{emit, ratio, PackedInput};
 use crate::error::{CliError, Context};
-use crate::fsutil::open_input;
+use crate::fsutil;
 use crate::{Global, InspectArgs};
 
 /// One stream of a tensor as reported.
@@ -53,9 +53,10 @@ impl Row<'_> {
 /// Runs `inspect`.
 pub fn run(a: &InspectArgs, _g: &Global) -> Result<(), CliError> {
     let file = &a.file;
-    let input = open_input(file)?;
-    let packed = input.metadata().at(file)?.len();
-    let archive = Archive::open_file(&input).at(file)?;
+    let source = PackedInput::open(file)?;
+    let packed = source.len();
+    let archive = source.archive(file)?;
+    let file = fsutil::input_name(file);
     archive.prefetch();
     let index = archive.index();
     // The entropy figure decodes each exponent stream: worth doing in parallel.

@@ -9,12 +9,14 @@ pub mod tree;
 pub mod unpack;
 pub mod verify;
 
+use std::fs::{File, Metadata, Permissions};
 use std::io::{self, Write};
 use std::path::Path;
 
-use mcodec::container::ContainerError;
+use mcodec::container::{Archive, ContainerError};
 
-use crate::error::CliError;
+use crate::error::{CliError, Context};
+use crate::fsutil::{self, Input};
 
 /// Writes `text` to stdout. A closed pipe (`mcodec inspect x | head`) is not an error.
 pub fn emit(text: &str) -> Result<(), CliError> {
@@ -24,6 +26,64 @@ pub fn emit(text: &str) -> Result<(), CliError> {
             Err(CliError::plain(format!("writing to stdout: {e}")))
         }
         _ => Ok(()),
+    }
+}
+
+/// Where an `.mcz` comes from: a file, opened for the archive's own map (opening reads
+/// only the pages it parses, and `prefetch` queues the reads of the rest), or standard
+/// input ([`fsutil::STDIO`]), read whole.
+pub enum PackedInput {
+    /// A regular file and its metadata.
+    File(File, Metadata),
+    /// Everything standard input held.
+    Stdin(Input),
+}
+
+impl PackedInput {
+    /// Opens `path`, or reads standard input for [`fsutil::STDIO`].
+    pub fn open(path: &Path) -> Result<Self, CliError> {
+        if fsutil::is_stdio(path) {
+            return Ok(Self::Stdin(fsutil::read_stdin()?));
+        }
+        let file = fsutil::open_input(path)?;
+        let meta = file.metadata().at(path)?;
+        Ok(Self::File(file, meta))
+    }
+
+    /// The archive; errors name `path` as [`fsutil::input_name`] does.
+    pub fn archive(&self, path: &Path) -> Result<Archive<'_>, CliError> {
+        match self {
+            Self::File(file, _) => Archive::open_file(file).at(path),
+            Self::Stdin(bytes) => Archive::open(bytes).at(fsutil::stdin_name()),
+        }
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::File(_, meta) => meta.len(),
+            Self::Stdin(bytes) => bytes.len() as u64,
+        }
+    }
+
+    /// The permissions an output made from it takes: the file's, or
+    /// [`fsutil::new_file_permissions`] for standard input.
+    pub fn permissions(&self) -> Option<Permissions> {
+        match self {
+            Self::File(_, meta) => Some(meta.permissions()),
+            Self::Stdin(_) => fsutil::new_file_permissions(),
+        }
+    }
+}
+
+/// Writes a command's closing summary: to stdout, or to stderr where the command's
+/// output `out` is standard output (the summary must not mix with the data).
+pub fn summary(out: &Path, text: &str) -> Result<(), CliError> {
+    if crate::fsutil::is_stdio(out) {
+        eprint!("{text}");
+        Ok(())
+    } else {
+        emit(text)
     }
 }
 

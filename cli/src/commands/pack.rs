@@ -2,15 +2,16 @@
 //! `*.safetensors` packed and everything else copied.
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use mcodec::container::{pack, ContainerError, PackOptions};
 
 use super::tree::{self, Step};
-use super::{blame, emit, mb_per_s, sizes};
+use super::{blame, mb_per_s, sizes, summary};
 use crate::error::{CliError, Context};
-use crate::fsutil::{self, map_input, name_str};
+use crate::fsutil::{self, name_str};
 use crate::progress::Bar;
 use crate::{Global, PackArgs};
 
@@ -23,9 +24,12 @@ pub const SAFETENSORS: &str = ".safetensors";
 pub fn run(a: &PackArgs, g: &Global) -> Result<(), CliError> {
     let mut opts = PackOptions::new().encode(a.level.options(a.chunk_log2));
     opts.raw_dtype = a.dtype.clone();
-    let is_dir = fs::metadata(&a.input).at(&a.input)?.is_dir();
+    let stdin = fsutil::is_stdio(&a.input);
+    let is_dir = !stdin && fs::metadata(&a.input).at(&a.input)?.is_dir();
     let out = match &a.output {
         Some(o) => o.clone(),
+        // Standard input has no name to extend: the output goes to standard output.
+        None if stdin => PathBuf::from(fsutil::STDIO),
         None => fsutil::with_suffix(&a.input, MCZ)?,
     };
     if is_dir {
@@ -35,6 +39,12 @@ pub fn run(a: &PackArgs, g: &Global) -> Result<(), CliError> {
                 "--dtype applies to a single file, not a directory",
             ));
         }
+        if fsutil::is_stdio(&out) {
+            return Err(CliError::usage(
+                &a.input,
+                "a directory packs to a directory, not to standard output",
+            ));
+        }
         pack_dir(&a.input, &out, &opts, g)
     } else {
         pack_file(&a.input, &out, &opts, g)
@@ -42,30 +52,50 @@ pub fn run(a: &PackArgs, g: &Global) -> Result<(), CliError> {
 }
 
 fn pack_file(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result<(), CliError> {
-    fsutil::check_output(out, g.force, false)?;
-    fsutil::check_distinct(input, out, false)?;
+    let (from_stdin, to_stdout) = (fsutil::is_stdio(input), fsutil::is_stdio(out));
+    if !to_stdout {
+        fsutil::check_output(out, g.force, false)?;
+        if !from_stdin {
+            fsutil::check_distinct(input, out, false)?;
+        }
+    }
     let start = Instant::now();
-    let data = map_input(input)?;
-    let perms = fs::metadata(input).at(input)?.permissions();
+    let data = fsutil::read_input(input)?;
+    let (input, out_name) = (fsutil::input_name(input), fsutil::output_name(out));
     let bar = Bar::bytes(data.len() as u64, g.quiet);
-    let stats = fsutil::write_atomic(out, g.force, Some(perms), |w| {
+    let pack_into = |w: &mut (dyn Write + Send)| {
         pack(&data, opts, w, &|d| bar.set(d)).map_err(|e| match e {
             ContainerError::Safetensors(_) => CliError::at(
                 input,
                 format!("{e} (pack other files with an explicit --dtype)"),
             ),
-            e => blame(e, input, out),
+            e => blame(e, input, out_name),
         })
-    })?;
+    };
+    // (The whole input is checked as safetensors before the first byte is written, so
+    // standard output gets a whole file or nothing but for a failed write.)
+    let stats = if to_stdout {
+        fsutil::write_stdout(g.force, |w| pack_into(w))?
+    } else {
+        let perms = if from_stdin {
+            fsutil::new_file_permissions()
+        } else {
+            Some(fs::metadata(input).at(input)?.permissions())
+        };
+        fsutil::write_atomic(out, g.force, perms, |w| pack_into(w))?
+    };
     drop(bar);
     if !g.quiet {
-        emit(&format!(
-            "{} -> {}: {}, {:.1} MB/s\n",
-            input.display(),
-            out.display(),
-            sizes(stats.original_len, stats.packed_len, true),
-            mb_per_s(stats.original_len, start.elapsed().as_secs_f64()),
-        ))?;
+        summary(
+            out,
+            &format!(
+                "{} -> {}: {}, {:.1} MB/s\n",
+                input.display(),
+                out_name.display(),
+                sizes(stats.original_len, stats.packed_len, true),
+                mb_per_s(stats.original_len, start.elapsed().as_secs_f64()),
+            ),
+        )?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! to the tree it was made from.
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use mcodec::container::Archive;
 
 use super::pack::{MCZ, SAFETENSORS};
 use super::tree::{self, Step};
-use super::{blame, emit, mb_per_s, sizes};
+use super::{blame, mb_per_s, sizes, summary, PackedInput};
 use crate::error::{CliError, Context};
 use crate::fsutil::{self, name_str};
 use crate::progress::Bar;
@@ -17,9 +18,12 @@ use crate::{Global, UnpackArgs};
 
 /// Runs `unpack`.
 pub fn run(a: &UnpackArgs, g: &Global) -> Result<(), CliError> {
-    let is_dir = fs::metadata(&a.input).at(&a.input)?.is_dir();
+    let stdin = fsutil::is_stdio(&a.input);
+    let is_dir = !stdin && fs::metadata(&a.input).at(&a.input)?.is_dir();
     let out = match &a.output {
         Some(o) => o.clone(),
+        // Standard input has no name to strip: the output goes to standard output.
+        None if stdin => PathBuf::from(fsutil::STDIO),
         None => match fsutil::strip_suffix(&a.input, MCZ)? {
             Some(o) => o,
             None if is_dir => fsutil::with_suffix(&a.input, ".out")?,
@@ -32,6 +36,12 @@ pub fn run(a: &UnpackArgs, g: &Global) -> Result<(), CliError> {
         },
     };
     if is_dir {
+        if fsutil::is_stdio(&out) {
+            return Err(CliError::usage(
+                &a.input,
+                "a packed directory unpacks to a directory, not to standard output",
+            ));
+        }
         unpack_dir(&a.input, &out, g)
     } else {
         unpack_file(&a.input, &out, g)
@@ -39,32 +49,48 @@ pub fn run(a: &UnpackArgs, g: &Global) -> Result<(), CliError> {
 }
 
 fn unpack_file(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
-    fsutil::check_output(out, g.force, false)?;
-    fsutil::check_distinct(input, out, false)?;
+    let (from_stdin, to_stdout) = (fsutil::is_stdio(input), fsutil::is_stdio(out));
+    if !to_stdout {
+        fsutil::check_output(out, g.force, false)?;
+        if !from_stdin {
+            fsutil::check_distinct(input, out, false)?;
+        }
+    }
     let start = Instant::now();
-    let file = fsutil::open_input(input)?;
-    let meta = file.metadata().at(input)?;
-    // The archive's own map: opening reads only the pages it parses, and `prefetch`
-    // queues the reads of the rest before decoding (from a cold page cache the disk
-    // sets the pace).
-    let archive = Archive::open_file(&file).at(input)?;
+    let source = PackedInput::open(input)?;
+    let archive = source.archive(input)?;
+    let (input, out_name) = (fsutil::input_name(input), fsutil::output_name(out));
     let original = archive.index().original_len;
+    if to_stdout {
+        // What reaches standard output cannot be taken back: every checksum is checked
+        // first (a decode that writes nothing), so damaged input writes no byte.
+        archive.prefetch();
+        archive.verify(&|_| {}).at(input)?;
+    }
     let bar = Bar::bytes(original, g.quiet);
-    fsutil::write_atomic(out, g.force, Some(meta.permissions()), |w| {
+    let unpack_into = |w: &mut (dyn Write + Send)| {
         archive.prefetch();
         archive
             .unpack_to(w, &|d| bar.set(d))
-            .map_err(|e| blame(e, input, out))
-    })?;
+            .map_err(|e| blame(e, input, out_name))
+    };
+    if to_stdout {
+        fsutil::write_stdout(g.force, |w| unpack_into(w))?;
+    } else {
+        fsutil::write_atomic(out, g.force, source.permissions(), |w| unpack_into(w))?;
+    }
     drop(bar);
     if !g.quiet {
-        emit(&format!(
-            "{} -> {}: {}, {:.1} MB/s\n",
-            input.display(),
-            out.display(),
-            sizes(meta.len(), original, false),
-            mb_per_s(original, start.elapsed().as_secs_f64()),
-        ))?;
+        summary(
+            out,
+            &format!(
+                "{} -> {}: {}, {:.1} MB/s\n",
+                input.display(),
+                out_name.display(),
+                sizes(source.len(), original, false),
+                mb_per_s(original, start.elapsed().as_secs_f64()),
+            ),
+        )?;
     }
     Ok(())
 }

@@ -3,10 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use mcodec::container::Archive;
-
 use super::pack::MCZ;
-use super::{emit, mb_per_s};
+use super::{emit, mb_per_s, PackedInput};
 use crate::error::{CliError, Context};
 use crate::fsutil::{self, name_str, Node};
 use crate::progress::Bar;
@@ -22,7 +20,7 @@ struct Checked {
 pub fn run(a: &VerifyArgs, g: &Global) -> Result<(), CliError> {
     let path = &a.file;
     let start = Instant::now();
-    let is_dir = std::fs::metadata(path).at(path)?.is_dir();
+    let is_dir = !fsutil::is_stdio(path) && std::fs::metadata(path).at(path)?.is_dir();
     let files: Vec<PathBuf> = if is_dir {
         fsutil::walk(path)?
             .into_iter()
@@ -75,7 +73,7 @@ pub fn run(a: &VerifyArgs, g: &Global) -> Result<(), CliError> {
         };
         emit(&format!(
             "{}: OK, {count}{} tensors, {} bytes ({:.1} MB) in {secs:.2} s, {:.1} MB/s\n",
-            path.display(),
+            fsutil::input_name(path).display(),
             total.tensors,
             total.original,
             total.original as f64 / 1e6,
@@ -86,10 +84,13 @@ pub fn run(a: &VerifyArgs, g: &Global) -> Result<(), CliError> {
 }
 
 fn verify_one(file: &Path, bar: &Bar, base: u64) -> Result<Checked, CliError> {
-    let archive = Archive::open_file(&fsutil::open_input(file)?).at(file)?;
+    let source = PackedInput::open(file)?;
+    let archive = source.archive(file)?;
     bar.grow(archive.index().original_len);
     archive.prefetch();
-    let original = archive.verify(&|d| bar.set(base + d)).at(file)?;
+    let original = archive
+        .verify(&|d| bar.set(base + d))
+        .at(fsutil::input_name(file))?;
     Ok(Checked {
         tensors: archive.index().tensors.len(),
         original,
