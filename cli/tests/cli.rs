@@ -792,3 +792,49 @@ fn dash_stands_for_standard_input_and_output() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
 }
+
+/// Data never go to a terminal, and a terminal is never waited on for input: run under
+/// `script` (util-linux), which gives the command a pseudo-terminal for both.
+#[test]
+fn dash_refuses_a_terminal() {
+    let (dir, _) = setup();
+    let d = dir.path();
+    ok(&mcodec(d, &["-q", "pack", "model.safetensors"]));
+    let under_terminal = |command: &str| {
+        Command::new("timeout")
+            .args([
+                "20",
+                "script",
+                "-qec",
+                &format!("'{BIN}' {command}"),
+                "/dev/null",
+            ])
+            .current_dir(d)
+            .output()
+    };
+    match under_terminal("--version") {
+        Ok(o) if o.status.success() => {}
+        other => {
+            mcodec_fixtures::skip(format!(
+                "`timeout` and `script` (util-linux) cannot run here: {other:?}"
+            ));
+            return;
+        }
+    }
+    for (command, names) in [
+        ("pack model.safetensors -o -", "<stdout>"),
+        ("unpack model.safetensors.mcz -o -", "<stdout>"),
+        ("unpack -", "<stdin>"),
+        ("pack -", "<stdin>"),
+    ] {
+        let o = under_terminal(command).unwrap();
+        // (`script` passes the command's exit status on and copies the terminal's text
+        // to its own stdout.)
+        let text = stdout(&o);
+        assert_eq!(o.status.code(), Some(2), "{command}: {text}");
+        assert!(
+            text.contains(&format!("mcodec: {names}: is a terminal")),
+            "{command}: {text}"
+        );
+    }
+}
