@@ -11,10 +11,12 @@ pub mod verify;
 
 use std::io::{self, Write};
 use std::path::Path;
+use std::time::Instant;
 
 use mcodec::container::ContainerError;
 
 use crate::error::CliError;
+use crate::Global;
 
 /// Writes `text` to stdout. A closed pipe (`mcodec inspect x | head`) is not an error.
 pub fn emit(text: &str) -> Result<(), CliError> {
@@ -57,4 +59,29 @@ pub fn sizes(from: u64, to: u64, packing: bool) -> String {
         Some(r) => format!("{from} -> {to} bytes ({:.2}%)", r * 100.0),
         None => format!("{from} -> {to} bytes"),
     }
+}
+
+/// Prints, unless `--quiet`, the line with which `pack` and `unpack` of a single file end:
+/// `INPUT -> OUTPUT: ` the sizes (see [`sizes`]) and the rate since `start`, which counts
+/// the original's bytes: `from` when packing, `to` when unpacking.
+pub fn file_done(
+    g: &Global,
+    input: &Path,
+    out: &Path,
+    from: u64,
+    to: u64,
+    packing: bool,
+    start: Instant,
+) -> Result<(), CliError> {
+    if g.quiet {
+        return Ok(());
+    }
+    let original = if packing { from } else { to };
+    emit(&format!(
+        "{} -> {}: {}, {:.1} MB/s\n",
+        input.display(),
+        out.display(),
+        sizes(from, to, packing),
+        mb_per_s(original, start.elapsed().as_secs_f64()),
+    ))
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use mcodec::container::{pack, ContainerError, PackOptions};
 
 use super::tree::{self, Step};
-use super::{blame, emit, mb_per_s, sizes};
+use super::{blame, file_done};
 use crate::error::{CliError, Context};
 use crate::fsutil::{self, map_input, name_str};
 use crate::progress::Bar;
@@ -58,16 +58,15 @@ fn pack_file(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result
         })
     })?;
     drop(bar);
-    if !g.quiet {
-        emit(&format!(
-            "{} -> {}: {}, {:.1} MB/s\n",
-            input.display(),
-            out.display(),
-            sizes(stats.original_len, stats.packed_len, true),
-            mb_per_s(stats.original_len, start.elapsed().as_secs_f64()),
-        ))?;
-    }
-    Ok(())
+    file_done(
+        g,
+        input,
+        out,
+        stats.original_len,
+        stats.packed_len,
+        true,
+        start,
+    )
 }
 
 fn pack_dir(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result<(), CliError> {

@@ -9,7 +9,7 @@ use mcodec::container::Archive;
 
 use super::pack::{MCZ, SAFETENSORS};
 use super::tree::{self, Step};
-use super::{blame, emit, mb_per_s, sizes};
+use super::{blame, file_done};
 use crate::error::{CliError, Context};
 use crate::fsutil::{self, name_str};
 use crate::progress::Bar;
@@ -57,16 +57,7 @@ fn unpack_file(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
             .map_err(|e| blame(e, input, out))
     })?;
     drop(bar);
-    if !g.quiet {
-        emit(&format!(
-            "{} -> {}: {}, {:.1} MB/s\n",
-            input.display(),
-            out.display(),
-            sizes(meta.len(), original, false),
-            mb_per_s(original, start.elapsed().as_secs_f64()),
-        ))?;
-    }
-    Ok(())
+    file_done(g, input, out, meta.len(), original, false, start)
 }
 
 fn unpack_dir(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
