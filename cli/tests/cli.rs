@@ -1,21 +1,13 @@
 //! End-to-end tests of the `mcodec` binary.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::{listing, mcodec, ok, BIN};
 use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mcodec");
-
-/// Runs the binary with `args` in `dir`.
-fn mcodec(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run mcodec")
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -25,27 +17,11 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-#[track_caller]
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "failed: {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
-}
-
 /// Asserts exit code 1 and exactly one stderr line, which names `file`.
 #[track_caller]
 fn fails_naming(o: &Output, file: &str) {
-    assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(o));
-    let err = stderr(o);
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    assert!(
-        err.starts_with(&format!("mcodec: {file}")),
-        "does not name {file}: {err:?}"
-    );
+    // Every message contains "": only the exit code, the one line and the name are checked.
+    common::fails(o, file, "");
 }
 
 /// A deterministic pseudo-random generator.
@@ -112,28 +88,6 @@ fn setup() -> (TempDir, Vec<u8>) {
     let st = safetensors(1);
     fs::write(dir.path().join("model.safetensors"), &st).unwrap();
     (dir, st)
-}
-
-/// Every entry under `dir`, relative, sorted.
-fn listing(dir: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    fn go(root: &Path, rel: &Path, v: &mut Vec<PathBuf>) {
-        let mut names: Vec<_> = fs::read_dir(root.join(rel))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            let r = rel.join(n);
-            v.push(r.clone());
-            let m = fs::symlink_metadata(root.join(&r)).unwrap();
-            if m.is_dir() {
-                go(root, &r, v);
-            }
-        }
-    }
-    go(dir, Path::new(""), &mut v);
-    v
 }
 
 /// Asserts two trees hold the same entries, file contents and symlink targets.

@@ -1,43 +1,13 @@
 //! The CLI never leaves partial output, never overwrites without `-f`, and never writes
 //! through or reproduces a symlink that leads out of the directory it writes to.
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
+use common::{fails, listing, mcodec, ok};
 use tempfile::TempDir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mcodec");
-
-fn mcodec(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run mcodec")
-}
-
-#[track_caller]
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Asserts exit code 1 and one stderr line naming `file` and containing `words`.
-#[track_caller]
-fn fails(o: &Output, file: &str, words: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    assert!(
-        err.starts_with(&format!("mcodec: {file}")),
-        "does not name {file}: {err:?}"
-    );
-    assert!(err.contains(words), "{err:?} lacks {words:?}");
-}
 
 /// A safetensors file of one BF16 tensor and one F32 tensor of pseudo-random weights.
 fn safetensors(seed: u64) -> Vec<u8> {
@@ -63,27 +33,6 @@ fn safetensors(seed: u64) -> Vec<u8> {
     f.extend_from_slice(&bf16);
     f.extend_from_slice(&f32s);
     f
-}
-
-/// Every entry under `dir`, relative, sorted (symlinks not followed).
-fn listing(dir: &Path) -> Vec<PathBuf> {
-    fn go(root: &Path, rel: &Path, v: &mut Vec<PathBuf>) {
-        let mut names: Vec<_> = fs::read_dir(root.join(rel))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            let r = rel.join(n);
-            v.push(r.clone());
-            if fs::symlink_metadata(root.join(&r)).unwrap().is_dir() {
-                go(root, &r, v);
-            }
-        }
-    }
-    let mut v = Vec::new();
-    go(dir, Path::new(""), &mut v);
-    v
 }
 
 #[test]

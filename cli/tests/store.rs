@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{fails, models, ok, text, tree, BIN};
+use common::{fails, mcodec, models, ok, text, tree, BIN};
 use tempfile::TempDir;
 
 fn store(root: &Path, args: &[&str]) -> Output {
@@ -292,14 +292,6 @@ fn corrupt_objects_fail_get_and_fsck() {
     let o = store(&s.root, &["fsck"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stdout).contains("problem:"));
-}
-
-fn mcodec(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run mcodec")
 }
 
 #[test]

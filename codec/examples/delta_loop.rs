@@ -7,7 +7,6 @@
 //! (default 5). Every decode is checked against the fine-tune's bytes outside the timing.
 
 use mcodec::delta::{self, DeltaMethod};
-use mcodec::safetensors;
 
 #[path = "support/cpu_time.rs"]
 mod cpu_time;
@@ -17,6 +16,10 @@ use cpu_time::process_cpu_seconds as cpu_seconds;
 mod model_file;
 use model_file::model_file;
 
+#[path = "support/ulp_pairs.rs"]
+mod ulp_pairs;
+use ulp_pairs::ulp_pairs;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
@@ -25,24 +28,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let repeats: usize = args.get(2).map_or(Ok(5), |r| r.parse())?;
     let base = std::fs::read(model_file(&args[0]))?;
     let ft = std::fs::read(model_file(&args[1]))?;
-    let bh = safetensors::parse(&base, base.len() as u64)?;
-    let fh = safetensors::parse(&ft, ft.len() as u64)?;
-    let slice =
-        |bytes: &'static [u8], r: &std::ops::Range<u64>| &bytes[r.start as usize..r.end as usize];
-    let base: &'static [u8] = base.leak();
-    let ft: &'static [u8] = ft.leak();
-    let mut pairs = Vec::new();
-    for t in &fh.tensors {
-        if let Some(b) = bh
-            .tensors
-            .iter()
-            .find(|b| b.name == t.name && b.dtype == t.dtype && b.shape == t.shape)
-        {
-            if DeltaMethod::Ulp.supports(&t.dtype) {
-                pairs.push((t.dtype.clone(), slice(base, &b.range), slice(ft, &t.range)));
-            }
-        }
-    }
+    let pairs: Vec<_> = ulp_pairs(&base, &ft)?
+        .into_iter()
+        .map(|(d, b, t)| (d, &base[b], &ft[t]))
+        .collect();
     let elements: usize = pairs
         .iter()
         .map(|(d, b, _)| b.len() / d.element_size().unwrap_or(1))

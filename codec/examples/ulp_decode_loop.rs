@@ -13,7 +13,6 @@
 
 use mcodec::cpu::{self, SimdLevel};
 use mcodec::delta::{self, DeltaMethod, DeltaPieces};
-use mcodec::safetensors;
 
 #[path = "support/cpu_time.rs"]
 mod cpu_time;
@@ -21,6 +20,10 @@ mod cpu_time;
 #[path = "support/model_file.rs"]
 mod model_file;
 use model_file::model_file;
+
+#[path = "support/ulp_pairs.rs"]
+mod ulp_pairs;
+use ulp_pairs::ulp_pairs;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,21 +45,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let base = std::fs::read(model_file(&args[0]))?;
     let ft = std::fs::read(model_file(&args[1]))?;
-    let bh = safetensors::parse(&base, base.len() as u64)?;
-    let fh = safetensors::parse(&ft, ft.len() as u64)?;
-    let mut pairs = Vec::new();
-    for t in &fh.tensors {
-        if let Some(b) = bh
-            .tensors
-            .iter()
-            .find(|b| b.name == t.name && b.dtype == t.dtype && b.shape == t.shape)
-        {
-            if DeltaMethod::Ulp.supports(&t.dtype) && t.range.end > t.range.start {
-                let r = |r: &std::ops::Range<u64>| r.start as usize..r.end as usize;
-                pairs.push((t.dtype.clone(), r(&b.range), r(&t.range)));
-            }
-        }
-    }
+    let mut pairs = ulp_pairs(&base, &ft)?;
+    // An empty tensor has no pieces to decode.
+    pairs.retain(|(_, _, t)| !t.is_empty());
     let mut elements = 0usize;
     let (mut same, mut same16, mut vec16, mut same32, mut grp32) = (0usize, 0, 0, 0, 0);
     for (d, br, tr) in &pairs {

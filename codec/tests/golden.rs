@@ -11,30 +11,10 @@
 //! After a deliberate encoder or format change, regenerate them with
 //! `MCODEC_BLESS=1 cargo test -p mcodec --test golden` and commit the new files.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::{fixtures_dir as root, unpack, FIXTURES_1_0, RAW_ROWS, SKEWED};
 use mcodec::container::{pack, Archive, PackOptions};
-
-/// The fixtures that have golden files of every earlier version.
-const FIXTURES_1_0: &[&str] = &[
-    "tiny-bf16.safetensors",
-    "tiny-f16.safetensors",
-    "tiny-f32.safetensors",
-    "tiny-f8e4m3.safetensors",
-    "tiny-f8e5m2.safetensors",
-    "special-values.safetensors",
-    "mixed.safetensors",
-];
-
-/// Skewed signs: the writer's joint split codecs (format 1.1).
-const SKEWED: &str = "skewed-signs.safetensors";
-
-/// F32 rows of FP16 precision amid full-precision ones: raw blocks (format 1.4).
-const RAW_ROWS: &str = "raw-rows.safetensors";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
-}
 
 #[test]
 fn golden_files_decode_to_fixtures_and_encoding_is_stable() {
@@ -54,7 +34,7 @@ fn golden_files_decode_to_fixtures_and_encoding_is_stable() {
             )
         });
         assert!(
-            unpack(&golden) == input,
+            unpack(&golden).unwrap() == input,
             "{name}: golden file no longer decodes to the fixture"
         );
         assert!(
@@ -73,53 +53,48 @@ fn files_of_the_earlier_default_still_decode() {
             let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(golden[10..12], [0, 0], "{dir}/{name}: not a 1.0 file");
             assert!(
-                unpack(&golden) == input,
+                unpack(&golden).unwrap() == input,
                 "{dir}/{name}: golden file no longer decodes"
             );
         }
     }
 }
 
-#[test]
-fn files_of_version_1_1_still_decode() {
+/// The golden files of format version 1.`minor` (`golden/v1.minor/`, which has every
+/// fixture but raw-rows) still decode to their fixtures.
+#[track_caller]
+fn old_version_files_decode(minor: u8) {
     for name in FIXTURES_1_0.iter().chain([&SKEWED]) {
         let input = std::fs::read(root().join("data").join(name)).unwrap();
-        let path = root().join("golden/v1.1").join(format!("{name}.mcz"));
+        let path = root()
+            .join(format!("golden/v1.{minor}"))
+            .join(format!("{name}.mcz"));
         let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(golden[10..12], [1, 0], "v1.1/{name}: not a 1.1 file");
+        assert_eq!(
+            golden[10..12],
+            [minor, 0],
+            "v1.{minor}/{name}: not a 1.{minor} file"
+        );
         assert!(
-            unpack(&golden) == input,
-            "v1.1/{name}: golden file no longer decodes"
+            unpack(&golden).unwrap() == input,
+            "v1.{minor}/{name}: golden file no longer decodes"
         );
     }
+}
+
+#[test]
+fn files_of_version_1_1_still_decode() {
+    old_version_files_decode(1);
 }
 
 #[test]
 fn files_of_version_1_2_still_decode() {
-    for name in FIXTURES_1_0.iter().chain([&SKEWED]) {
-        let input = std::fs::read(root().join("data").join(name)).unwrap();
-        let path = root().join("golden/v1.2").join(format!("{name}.mcz"));
-        let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(golden[10..12], [2, 0], "v1.2/{name}: not a 1.2 file");
-        assert!(
-            unpack(&golden) == input,
-            "v1.2/{name}: golden file no longer decodes"
-        );
-    }
+    old_version_files_decode(2);
 }
 
 #[test]
 fn files_of_version_1_3_still_decode() {
-    for name in FIXTURES_1_0.iter().chain([&SKEWED]) {
-        let input = std::fs::read(root().join("data").join(name)).unwrap();
-        let path = root().join("golden/v1.3").join(format!("{name}.mcz"));
-        let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(golden[10..12], [3, 0], "v1.3/{name}: not a 1.3 file");
-        assert!(
-            unpack(&golden) == input,
-            "v1.3/{name}: golden file no longer decodes"
-        );
-    }
+    old_version_files_decode(3);
 }
 
 #[test]
@@ -189,14 +164,4 @@ fn replacing_the_index_by_itself_keeps_every_version_byte_for_byte() {
             assert!(rewritten == golden, "{}: bytes changed", path.display());
         }
     }
-}
-
-/// The original file an `.mcz` file decodes to.
-fn unpack(mcz: &[u8]) -> Vec<u8> {
-    let mut back = Vec::new();
-    Archive::open(mcz)
-        .unwrap()
-        .unpack_to(&mut back, &|_| {})
-        .unwrap();
-    back
 }

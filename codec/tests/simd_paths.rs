@@ -6,36 +6,14 @@
 //! The test fails, rather than skips, when a path the CPU supports did not run: each path's
 //! kernel counters must have moved while it was selected. It prints the paths that ran.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+mod common;
 
-use mcodec::container::{pack, Archive, PackOptions};
+use std::io::Write;
+
+use common::{fixtures_dir as fixtures, unpack, FIXTURES_1_0, RAW_ROWS, SKEWED};
+use mcodec::container::{pack, PackOptions};
 use mcodec::cpu::{kernel_runs, set_simd_level, simd_level, SimdLevel};
 use mcodec::{tensor, Dtype, EncodeOptions, StreamKind, TensorDecoder};
-
-/// Fixtures with golden files of every format version (`chunk16`, `v1.0`, current).
-const FIXTURES_1_0: &[&str] = &[
-    "tiny-bf16.safetensors",
-    "tiny-f16.safetensors",
-    "tiny-f32.safetensors",
-    "tiny-f8e4m3.safetensors",
-    "tiny-f8e5m2.safetensors",
-    "special-values.safetensors",
-    "mixed.safetensors",
-];
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
-}
-
-fn unpack(mcz: &[u8]) -> Vec<u8> {
-    let mut back = Vec::new();
-    Archive::open(mcz)
-        .unwrap()
-        .unpack_to(&mut back, &|_| {})
-        .unwrap();
-    back
-}
 
 /// Weight-like elements (a narrow exponent range, random mantissas, a few specials) of
 /// `esize` bytes each: xorshift, deterministic.
@@ -194,10 +172,7 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
         set_simd_level(level).unwrap();
         assert_eq!(simd_level(), level);
         let before = kernel_runs();
-        for name in FIXTURES_1_0
-            .iter()
-            .chain(["skewed-signs.safetensors", "raw-rows.safetensors"].iter())
-        {
+        for name in FIXTURES_1_0.iter().chain([SKEWED, RAW_ROWS].iter()) {
             let input = std::fs::read(fixtures().join("data").join(name)).unwrap();
             let golden = std::fs::read(fixtures().join("golden").join(format!("{name}.mcz")));
             let golden = golden.unwrap();
@@ -207,7 +182,10 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
                 packed == golden,
                 "{name}: {level} encoder differs from golden"
             );
-            assert!(unpack(&golden) == input, "{name}: {level} decode of golden");
+            assert!(
+                unpack(&golden).unwrap() == input,
+                "{name}: {level} decode of golden"
+            );
             for old in ["chunk16", "v1.0"] {
                 if !FIXTURES_1_0.contains(name) {
                     continue;
@@ -215,7 +193,7 @@ fn every_supported_path_writes_and_reads_the_scalar_paths_bytes() {
                 let path = fixtures().join("golden").join(old);
                 let old_file = std::fs::read(path.join(format!("{name}.mcz")));
                 assert!(
-                    unpack(&old_file.unwrap()) == input,
+                    unpack(&old_file.unwrap()).unwrap() == input,
                     "{name}: {level} {old} decode"
                 );
             }

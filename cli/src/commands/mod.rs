@@ -12,11 +12,13 @@ pub mod verify;
 use std::fs::{File, Metadata, Permissions};
 use std::io::{self, Write};
 use std::path::Path;
+use std::time::Instant;
 
 use mcodec::container::{Archive, ContainerError};
 
 use crate::error::{CliError, Context};
 use crate::fsutil::{self, Input};
+use crate::Global;
 
 /// Writes `text` to stdout. A closed pipe (`mcodec inspect x | head`) is not an error.
 pub fn emit(text: &str) -> Result<(), CliError> {
@@ -76,17 +78,6 @@ impl PackedInput {
     }
 }
 
-/// Writes a command's closing summary: to stdout, or to stderr where the command's
-/// output `out` is standard output (the summary must not mix with the data).
-pub fn summary(out: &Path, text: &str) -> Result<(), CliError> {
-    if crate::fsutil::is_stdio(out) {
-        eprint!("{text}");
-        Ok(())
-    } else {
-        emit(text)
-    }
-}
-
 /// Blames a container error on the right file: failed writes on the output, everything
 /// else (bad or corrupt data) on the input.
 pub fn blame(e: ContainerError, input: &Path, output: &Path) -> CliError {
@@ -116,5 +107,38 @@ pub fn sizes(from: u64, to: u64, packing: bool) -> String {
     match ratio(to, from).filter(|_| packing) {
         Some(r) => format!("{from} -> {to} bytes ({:.2}%)", r * 100.0),
         None => format!("{from} -> {to} bytes"),
+    }
+}
+
+/// Prints, unless `--quiet`, the line with which `pack` and `unpack` of a single file end
+/// (`input` and `out` as messages name them, [`fsutil::input_name`] and
+/// [`fsutil::output_name`]): `INPUT -> OUTPUT: ` the sizes (see [`sizes`]) and the rate since `start`, which counts
+/// the original's bytes: `from` when packing, `to` when unpacking.
+pub fn file_done(
+    g: &Global,
+    input: &Path,
+    out: &Path,
+    from: u64,
+    to: u64,
+    packing: bool,
+    start: Instant,
+) -> Result<(), CliError> {
+    if g.quiet {
+        return Ok(());
+    }
+    let original = if packing { from } else { to };
+    let text = format!(
+        "{} -> {}: {}, {:.1} MB/s\n",
+        input.display(),
+        out.display(),
+        sizes(from, to, packing),
+        mb_per_s(original, start.elapsed().as_secs_f64()),
+    );
+    // Where the data go to standard output, the line goes to stderr, apart from them.
+    if out == fsutil::stdout_name() {
+        eprint!("{text}");
+        Ok(())
+    } else {
+        emit(&text)
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use mcodec::container::{pack, ContainerError, PackOptions};
 
 use super::tree::{self, Step};
-use super::{blame, mb_per_s, sizes, summary};
+use super::{blame, file_done};
 use crate::error::{CliError, Context};
 use crate::fsutil::{self, name_str};
 use crate::progress::Bar;
@@ -85,19 +85,15 @@ fn pack_file(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result
         fsutil::write_atomic(out, g.force, perms, |w| pack_into(w))?
     };
     drop(bar);
-    if !g.quiet {
-        summary(
-            out,
-            &format!(
-                "{} -> {}: {}, {:.1} MB/s\n",
-                input.display(),
-                out_name.display(),
-                sizes(stats.original_len, stats.packed_len, true),
-                mb_per_s(stats.original_len, start.elapsed().as_secs_f64()),
-            ),
-        )?;
-    }
-    Ok(())
+    file_done(
+        g,
+        input,
+        out_name,
+        stats.original_len,
+        stats.packed_len,
+        true,
+        start,
+    )
 }
 
 fn pack_dir(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result<(), CliError> {

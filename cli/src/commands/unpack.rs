@@ -10,7 +10,7 @@ use mcodec::container::Archive;
 
 use super::pack::{MCZ, SAFETENSORS};
 use super::tree::{self, Step};
-use super::{blame, mb_per_s, sizes, summary, PackedInput};
+use super::{blame, file_done, PackedInput};
 use crate::error::{CliError, Context};
 use crate::fsutil::{self, name_str};
 use crate::progress::Bar;
@@ -80,19 +80,7 @@ fn unpack_file(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
         fsutil::write_atomic(out, g.force, source.permissions(), |w| unpack_into(w))?;
     }
     drop(bar);
-    if !g.quiet {
-        summary(
-            out,
-            &format!(
-                "{} -> {}: {}, {:.1} MB/s\n",
-                input.display(),
-                out_name.display(),
-                sizes(source.len(), original, false),
-                mb_per_s(original, start.elapsed().as_secs_f64()),
-            ),
-        )?;
-    }
-    Ok(())
+    file_done(g, input, out_name, source.len(), original, false, start)
 }
 
 fn unpack_dir(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {

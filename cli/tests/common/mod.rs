@@ -1,16 +1,26 @@
-//! Helpers shared by the CLI's store tests (local directory and S3).
+//! Helpers shared by the CLI's tests: running the binary, checking its outcome, and the
+//! model families of the store tests (local directory and S3).
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use mcodec_fixtures::{tiny_finetune, tiny_model, write_model_dir, Finetune};
 use tempfile::TempDir;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_mcodec");
+
+/// Runs the binary with `args` in `dir`.
+pub fn mcodec(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run mcodec")
+}
 
 /// Bytes as (lossy) text.
 pub fn text(b: &[u8]) -> String {
@@ -43,6 +53,27 @@ pub fn fails(o: &Output, file: impl AsRef<OsStr>, what: &str) {
         "does not name {file}: {err:?}"
     );
     assert!(err.contains(what), "{err:?} lacks {what:?}");
+}
+
+/// Every entry under `dir`, relative, sorted (symlinks not followed).
+pub fn listing(dir: &Path) -> Vec<PathBuf> {
+    fn go(root: &Path, rel: &Path, v: &mut Vec<PathBuf>) {
+        let mut names: Vec<_> = std::fs::read_dir(root.join(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let r = rel.join(n);
+            v.push(r.clone());
+            if std::fs::symlink_metadata(root.join(&r)).unwrap().is_dir() {
+                go(root, &r, v);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    go(dir, Path::new(""), &mut v);
+    v
 }
 
 /// Every file under `dir` with its bytes.

@@ -9,6 +9,17 @@ use super::split::{split_bf16_packed_into_on, split_bf16_packed_on};
 use super::*;
 use crate::cpu::SimdLevel;
 
+/// Every layout, plain before joint per dtype: the order the tests walk them in.
+const EVERY_LAYOUT: [Layout; 7] = [
+    Layout::Bf16,
+    Layout::Bf16Joint,
+    Layout::F16,
+    Layout::F16Joint,
+    Layout::F32,
+    Layout::F32Joint,
+    Layout::F8,
+];
+
 fn round_trip(layout: Layout, src: &[u8]) {
     let n = src.len() / layout.element_size();
     let mut bufs: Vec<Vec<u16>> = layout.field_bits().iter().map(|_| vec![0; n]).collect();
@@ -40,15 +51,7 @@ fn bf16_sample(layout: Layout, n: usize) -> (Vec<u8>, Vec<u16>, Vec<u16>) {
 /// field alone takes its own loop) and whatever the remainder of the last quad.
 #[test]
 fn count_matches_histograms_of_split_fields() {
-    for layout in [
-        Layout::Bf16,
-        Layout::Bf16Joint,
-        Layout::F16,
-        Layout::F16Joint,
-        Layout::F32,
-        Layout::F32Joint,
-        Layout::F8,
-    ] {
+    for layout in EVERY_LAYOUT {
         let fields = layout.field_bits().len();
         for n in [0usize, 1, 3, 4, 5, 63, 4096, 4099] {
             let src: Vec<u8> = (0..(n * layout.element_size()) as u32)
@@ -214,15 +217,7 @@ fn window_counts_of_bf16_first_fields_are_exact() {
 
 #[test]
 fn count_sparse_blocks_match_count_sparse_block_by_block() {
-    for layout in [
-        Layout::Bf16,
-        Layout::Bf16Joint,
-        Layout::F16,
-        Layout::F16Joint,
-        Layout::F32,
-        Layout::F32Joint,
-        Layout::F8,
-    ] {
+    for layout in EVERY_LAYOUT {
         let esize = layout.element_size();
         let fields = layout.field_bits().len();
         // Random bytes (most values present) and a few values repeated (runs); blocks
@@ -300,15 +295,7 @@ fn nonzero_sets_agree() {
 #[test]
 fn count_sparse_matches_count() {
     for round in 0..2u32 {
-        for layout in [
-            Layout::Bf16,
-            Layout::Bf16Joint,
-            Layout::F16,
-            Layout::F16Joint,
-            Layout::F32,
-            Layout::F32Joint,
-            Layout::F8,
-        ] {
+        for layout in EVERY_LAYOUT {
             let bits = layout.field_bits();
             for n in [0usize, 1, 5, 63, 4096, 4099] {
                 let src: Vec<u8> = (0..(n * layout.element_size()) as u32)

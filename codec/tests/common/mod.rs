@@ -1,11 +1,37 @@
 //! Helpers shared by the robustness tests: a small model of every dtype, and rebuilding
 //! a file around an edited index with every checksum it needs fixed up, so that a test
-//! reaches the check it is about rather than a checksum.
+//! reaches the check it is about rather than a checksum; and where the golden-file tests
+//! find their fixtures.
 #![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
 
 use mcodec::container::{pack, Archive, Index, PackOptions, BLOCK};
 use mcodec::tensor::EncodeOptions;
 use xxhash_rust::xxh3::xxh3_64;
+
+/// The fixtures with golden files of every format version (`chunk16`, `v1.0`, ...,
+/// current).
+pub const FIXTURES_1_0: &[&str] = &[
+    "tiny-bf16.safetensors",
+    "tiny-f16.safetensors",
+    "tiny-f32.safetensors",
+    "tiny-f8e4m3.safetensors",
+    "tiny-f8e5m2.safetensors",
+    "special-values.safetensors",
+    "mixed.safetensors",
+];
+
+/// Skewed signs: the writer's joint split codecs (format 1.1).
+pub const SKEWED: &str = "skewed-signs.safetensors";
+
+/// F32 rows of FP16 precision amid full-precision ones: raw blocks (format 1.4).
+pub const RAW_ROWS: &str = "raw-rows.safetensors";
+
+/// The workspace's `fixtures/` folder: `data/` the inputs, `golden/` their packed files.
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+}
 
 /// Deterministic pseudo-random numbers (a 64-bit LCG's high bits).
 pub struct Rng(pub u64);
