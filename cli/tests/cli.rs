@@ -352,6 +352,22 @@ fn inspect_json_lists_tensors() {
     assert!(table.contains("layer.0.weight") && table.contains("ratio"));
 }
 
+/// `packed` with a bit flipped in the middle of its largest stream, which that stream's
+/// checksum covers.
+fn flip_in_largest_stream(packed: &[u8]) -> Vec<u8> {
+    let archive = mcodec::container::Archive::open(packed).unwrap();
+    let s = archive
+        .index()
+        .tensors
+        .iter()
+        .flat_map(|t| &t.streams)
+        .max_by_key(|s| s.len)
+        .unwrap();
+    let mut flipped = packed.to_vec();
+    flipped[(s.offset + s.len / 2) as usize] ^= 0x10;
+    flipped
+}
+
 #[test]
 fn verify_accepts_good_and_rejects_damaged_files() {
     let (dir, _) = setup();
@@ -364,17 +380,7 @@ fn verify_accepts_good_and_rejects_damaged_files() {
     assert!(line.contains("OK") && line.contains("MB/s"), "{line}");
 
     let packed = fs::read(d.join("model.safetensors.mcz")).unwrap();
-    // Flip a bit in the middle of the largest stream, which its checksum covers.
-    let archive = mcodec::container::Archive::open(&packed).unwrap();
-    let s = archive
-        .index()
-        .tensors
-        .iter()
-        .flat_map(|t| &t.streams)
-        .max_by_key(|s| s.len)
-        .unwrap();
-    let mut flipped = packed.clone();
-    flipped[(s.offset + s.len / 2) as usize] ^= 0x10;
+    let flipped = flip_in_largest_stream(&packed);
     fs::write(d.join("flipped.mcz"), &flipped).unwrap();
     let o = mcodec(d, &["verify", "flipped.mcz"]);
     fails_naming(&o, "flipped.mcz");
@@ -672,40 +678,42 @@ fn dash_stands_for_standard_input_and_output() {
     ok(&mcodec(d, &["-q", "pack", "model.safetensors"]));
     let packed = fs::read(d.join("model.safetensors.mcz")).unwrap();
 
-    // Pack: stdin to stdout (the default output for stdin), file to stdout, stdin to a
-    // file: the same bytes as packing the file, the summary on stderr only.
-    let o = mcodec_piped(d, &["pack", "-"], &st);
-    ok(&o);
-    assert!(o.stdout == packed, "pack - wrote other bytes");
-    assert!(
-        stderr(&o).starts_with("<stdin> -> <stdout>: "),
-        "{}",
-        stderr(&o)
-    );
-    let o = mcodec(d, &["-q", "pack", "model.safetensors", "-o", "-"]);
-    ok(&o);
-    assert!(o.stdout == packed);
-    ok(&mcodec_piped(
-        d,
-        &["-q", "pack", "-", "-o", "piped.mcz"],
-        &st,
-    ));
-    assert!(fs::read(d.join("piped.mcz")).unwrap() == packed);
-
-    // Unpack, verify and inspect read stdin the same way.
-    let o = mcodec_piped(d, &["unpack", "-"], &packed);
-    ok(&o);
-    assert!(o.stdout == st, "unpack - wrote other bytes");
-    assert!(stderr(&o).starts_with("<stdin> -> <stdout>: "));
-    let o = mcodec(d, &["-q", "unpack", "model.safetensors.mcz", "-o", "-"]);
-    ok(&o);
-    assert!(o.stdout == st);
-    ok(&mcodec_piped(
-        d,
-        &["-q", "unpack", "-", "-o", "back.safetensors"],
-        &packed,
-    ));
-    assert!(fs::read(d.join("back.safetensors")).unwrap() == st);
+    // Each command with `-` for its input (piped in) or output: the same bytes as with
+    // files, and where the data go to stdout the summary line goes to stderr.
+    let none: &[u8] = &[];
+    for (args, input, expected) in [
+        (&["pack", "-"][..], &st[..], &packed[..]),
+        (&["pack", "model.safetensors", "-o", "-"], none, &packed),
+        (&["unpack", "-"], &packed, &st),
+        (&["unpack", "model.safetensors.mcz", "-o", "-"], none, &st),
+    ] {
+        let o = mcodec_piped(d, args, input);
+        ok(&o);
+        assert!(o.stdout == expected, "{args:?} wrote other bytes");
+        let from = if input.is_empty() { args[1] } else { "<stdin>" };
+        assert!(
+            stderr(&o).starts_with(&format!("{from} -> <stdout>: ")),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    for (args, input, file, expected) in [
+        (
+            &["-q", "pack", "-", "-o", "piped.mcz"],
+            &st,
+            "piped.mcz",
+            &packed,
+        ),
+        (
+            &["-q", "unpack", "-", "-o", "back.st"],
+            &packed,
+            "back.st",
+            &st,
+        ),
+    ] {
+        ok(&mcodec_piped(d, args, input));
+        assert!(fs::read(d.join(file)).unwrap() == *expected, "{args:?}");
+    }
     let o = mcodec_piped(d, &["verify", "-"], &packed);
     ok(&o);
     assert!(stdout(&o).starts_with("<stdin>: OK"), "{}", stdout(&o));
@@ -715,16 +723,7 @@ fn dash_stands_for_standard_input_and_output() {
 
     // Damaged input: an error naming <stdin> (or the file), and not one byte on stdout,
     // although stdout cannot be taken back (unpack checks every checksum first).
-    let archive = mcodec::container::Archive::open(&packed).unwrap();
-    let s = archive
-        .index()
-        .tensors
-        .iter()
-        .flat_map(|t| &t.streams)
-        .max_by_key(|s| s.len)
-        .unwrap();
-    let mut flipped = packed.clone();
-    flipped[(s.offset + s.len / 2) as usize] ^= 0x10;
+    let flipped = flip_in_largest_stream(&packed);
     fs::write(d.join("flipped.mcz"), &flipped).unwrap();
     for o in [
         mcodec_piped(d, &["unpack", "-"], &flipped),
