@@ -61,15 +61,14 @@ fn unpack_file(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
     let archive = source.archive(input)?;
     let (input, out_name) = (fsutil::input_name(input), fsutil::output_name(out));
     let original = archive.index().original_len;
+    archive.prefetch();
     if to_stdout {
         // What reaches standard output cannot be taken back: every checksum is checked
         // first (a decode that writes nothing), so damaged input writes no byte.
-        archive.prefetch();
         archive.verify(&|_| {}).at(input)?;
     }
     let bar = Bar::bytes(original, g.quiet);
     let unpack_into = |w: &mut (dyn Write + Send)| {
-        archive.prefetch();
         archive
             .unpack_to(w, &|d| bar.set(d))
             .map_err(|e| blame(e, input, out_name))
