@@ -164,7 +164,7 @@ pub struct VerifyArgs {
 /// Arguments of `bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Safetensors file (or .mcz, unpacked to memory first)
+    /// Safetensors file (or .mcz, unpacked to memory first); - reads standard input
     pub file: PathBuf,
     /// Timed repeats of each of encode, warm decode and cold decode; the median is reported
     #[arg(long, value_name = "R", default_value_t = 5,
@@ -187,7 +187,7 @@ pub struct BenchArgs {
 /// Arguments of `gpu-bench`.
 #[derive(Args, Debug)]
 pub struct GpuBenchArgs {
-    /// .mcz file
+    /// .mcz file; - reads standard input
     pub file: PathBuf,
     /// Timing event pairs (each around --launches decodes, and as many copies); medians
     /// are reported

@@ -720,6 +720,14 @@ fn dash_stands_for_standard_input_and_output() {
     let o = mcodec_piped(d, &["inspect", "--json", "-"], &packed);
     ok(&o);
     assert!(stdout(&o).contains("\"file\": \"<stdin>\""));
+    // bench takes either kind of file from stdin, as from a path.
+    for input in [&st, &packed] {
+        let o = mcodec_piped(d, &["-q", "bench", "--repeat", "1", "--json", "-"], input);
+        ok(&o);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["file"], "<stdin>");
+        assert_eq!(v["original_bytes"], st.len());
+    }
 
     // Damaged input: an error naming <stdin> (or the file), and not one byte on stdout,
     // although stdout cannot be taken back (unpack checks every checksum first).
@@ -730,6 +738,7 @@ fn dash_stands_for_standard_input_and_output() {
         mcodec_piped(d, &["unpack", "-"], &packed[..packed.len() / 2]),
         mcodec_piped(d, &["verify", "-"], &flipped),
         mcodec_piped(d, &["pack", "-"], b"not a safetensors file"),
+        mcodec_piped(d, &["bench", "-"], &flipped),
     ] {
         fails_naming(&o, "<stdin>");
         assert!(o.stdout.is_empty(), "wrote {} bytes", o.stdout.len());

@@ -10,14 +10,14 @@ use serde_json::json;
 
 use super::{emit, mb_per_s, ratio};
 use crate::error::{CliError, Context};
-use crate::fsutil::map_input;
+use crate::fsutil::{input_name, read_input};
 use crate::progress::Bar;
 use crate::{BenchArgs, Global};
 
 /// Runs `bench`.
 pub fn run(a: &BenchArgs, g: &Global) -> Result<(), CliError> {
-    let file = &a.file;
-    let data = map_input(file)?;
+    let data = read_input(&a.file)?;
+    let file = input_name(&a.file);
     let mut raw_dtype = a.dtype.clone();
     let original: Cow<[u8]> = if data.starts_with(&MAGIC) {
         let archive = Archive::open(&data).at(file)?;

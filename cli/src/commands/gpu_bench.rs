@@ -9,13 +9,13 @@ use serde_json::json;
 
 use super::emit;
 use crate::error::{CliError, Context};
-use crate::fsutil::map_input;
+use crate::fsutil::{input_name, read_input};
 use crate::{Global, GpuBenchArgs};
 
 /// Runs `gpu-bench`.
 pub fn run(a: &GpuBenchArgs, g: &Global) -> Result<(), CliError> {
-    let file = &a.file;
-    let data = map_input(file)?;
+    let data = read_input(&a.file)?;
+    let file = input_name(&a.file);
     let archive = Archive::open(&data).at(file)?;
     let dec = GpuDecoder::new(a.device).map_err(CliError::plain)?;
     let r = throughput(&dec, &archive, a.iters as usize, a.launches as usize).at(file)?;
