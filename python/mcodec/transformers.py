@@ -15,6 +15,10 @@ or for any code that calls ``from_pretrained`` itself (pipelines, sentence-trans
         model = AutoModel.from_pretrained("model_dir.mcz")
         st = SentenceTransformer("model_dir.mcz")
 
+and the other way, a model (with its tokenizer) saved straight to a packed directory::
+
+    mcodec.transformers.save_pretrained(model, "finetuned.mcz", tokenizer)
+
 A packed directory holds the config, tokenizer and other files as they were, and each
 ``*.safetensors`` weight file as ``*.safetensors.mcz`` (sharded checkpoints keep their
 ``model.safetensors.index.json``). The weights are decoded with :func:`mcodec.torch.load_file`
@@ -27,18 +31,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from typing import Any, Optional, Union
 
+from . import pack as _pack
 from . import torch as _mtorch
-from .errors import CorruptError, MissingFileError
+from .errors import ArgumentError, CorruptError, MissingFileError, OutputExistsError
 
 __all__ = [
     "enable",
     "from_pretrained",
     "load_state_dict",
     "packed_weight_files",
+    "save_pretrained",
     "sentence_transformer",
 ]
 
@@ -200,3 +208,71 @@ def sentence_transformer(path: PathLike, *args: Any, **kwargs: Any) -> Any:
 
     with enable():
         return SentenceTransformer(os.fspath(path), *args, **kwargs)
+
+
+def save_pretrained(
+    model: Any,
+    path: PathLike,
+    *others: Any,
+    force: bool = False,
+    level: str = "default",
+    threads: Optional[int] = None,
+    **kwargs: Any,
+) -> str:
+    """Saves a model, and what goes with it, as a packed model directory.
+
+    ``model.save_pretrained`` writes the directory under a temporary name beside
+    ``path`` (``kwargs`` go to it: ``max_shard_size``, ``variant``, ...), each of
+    ``others`` (tokenizers, processors: anything with ``save_pretrained``) saves into
+    the same directory, and :func:`mcodec.pack` packs it to ``path``. The temporary
+    directory is removed whatever happens, and ``path`` appears only when complete.
+    ``mcodec unpack`` of the result gives exactly the files the objects wrote;
+    :func:`from_pretrained` and :func:`sentence_transformer` load it.
+
+    Args:
+        model: a transformers ``PreTrainedModel``, a ``SentenceTransformer``, or any
+            object with ``save_pretrained(directory, **kwargs)`` that writes
+            ``*.safetensors`` weights.
+        path: the packed directory to write (conventionally ending in ``.mcz``).
+        others: more objects to save into the same directory.
+        force: replace an existing ``path``.
+        level: compression level, as for :func:`mcodec.pack`.
+        threads: packing threads (default: all cores).
+        kwargs: passed to ``model.save_pretrained``.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        mcodec.OutputExistsError: ``path`` exists and ``force`` is false (checked
+            before anything is saved).
+        mcodec.ArgumentError: an object cannot save itself, or the model wrote no
+            ``*.safetensors`` weights (``safe_serialization=False``).
+
+    """
+    out = os.fspath(path).rstrip("/\\")
+    if not out:
+        raise ArgumentError("save_pretrained: empty path")
+    if kwargs.get("safe_serialization", True) is False:
+        raise ArgumentError(
+            f"{out}: safe_serialization=False writes pickled weights; packed directories "
+            "hold safetensors weights"
+        )
+    for obj in (model, *others):
+        if not callable(getattr(obj, "save_pretrained", None)):
+            raise ArgumentError(f"a {type(obj).__name__} has no save_pretrained method")
+    if os.path.lexists(out) and not force:
+        raise OutputExistsError(f"{out}: output already exists (pass force=True to overwrite)")
+    parent, name = os.path.split(out)
+    unpacked = tempfile.mkdtemp(prefix=f".{name}.", suffix=".unpacked", dir=parent or ".")
+    try:
+        model.save_pretrained(unpacked, **kwargs)
+        for obj in others:
+            obj.save_pretrained(unpacked)
+        if not any(f.endswith(".safetensors") for _, _, files in os.walk(unpacked) for f in files):
+            raise ArgumentError(
+                f"{out}: {type(model).__name__}.save_pretrained wrote no *.safetensors weights"
+            )
+        return _pack(unpacked, out, force=force, level=level, threads=threads)
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)

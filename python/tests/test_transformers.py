@@ -99,3 +99,59 @@ def test_missing_and_damaged_weights(variants, tmp_path: Path) -> None:
     shard.unlink()
     with pytest.raises(mcodec.MissingFileError, match="missing"):
         mcodec.transformers.load_state_dict(packed)
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_save_pretrained_packs_exactly_what_transformers_writes(variants, tmp_path: Path) -> None:
+    src = variants["bf16"]
+    model = transformers.AutoModel.from_pretrained(src)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(src)
+    out = tmp_path / "saved.mcz"
+    save = mcodec.transformers.save_pretrained
+    assert save(model, out, tokenizer, max_shard_size="20MB") == str(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["saved.mcz"]  # no temporary left
+    assert (out / "model.safetensors.index.json").exists()
+    assert not list(out.glob("*.safetensors"))
+    # Unpacked: byte for byte the files transformers writes itself.
+    ref = tmp_path / "ref"
+    model.save_pretrained(ref, max_shard_size="20MB")
+    tokenizer.save_pretrained(ref)
+    back = Path(mcodec.unpack(out, tmp_path / "back"))
+    assert files_under(back) == files_under(ref)
+    same_parameters(model, mcodec.transformers.from_pretrained(transformers.AutoModel, out))
+
+    # Refusals come before anything is written; a failing save leaves nothing behind.
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(mcodec.OutputExistsError, match="force=True"):
+        save(model, out)
+    with pytest.raises(mcodec.ArgumentError, match="safe_serialization"):
+        save(model, tmp_path / "pickled.mcz", safe_serialization=False)
+    with pytest.raises(mcodec.ArgumentError, match="save_pretrained"):
+        save(model, tmp_path / "odd.mcz", object())
+
+    class FailingSave:
+        def save_pretrained(self, directory: str) -> None:
+            raise OSError("no space left on device")
+
+    with pytest.raises(OSError, match="no space"):
+        save(model, tmp_path / "failed.mcz", FailingSave())
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert files_under(out) != {}  # the existing output untouched
+
+    # force=True replaces it: now one file of weights and no tokenizer.
+    save(model, out, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors.mcz"]
+    same_parameters(model, mcodec.transformers.from_pretrained(transformers.AutoModel, out))
+
+
+def test_save_pretrained_sentence_transformer(variants, tmp_path: Path) -> None:
+    st = need("sentence_transformers")
+    original = st.SentenceTransformer(str(variants["bf16"]), device="cpu")
+    out = mcodec.transformers.save_pretrained(original, tmp_path / "st.mcz")
+    loaded = mcodec.transformers.sentence_transformer(out, device="cpu")
+    a = original.encode(SENTENCES, convert_to_tensor=True)
+    b = loaded.encode(SENTENCES, convert_to_tensor=True)
+    assert torch.equal(a, b)
