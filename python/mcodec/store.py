@@ -14,9 +14,13 @@ from typing import Any, Optional, Union
 from . import _dtypes, _native
 from .errors import ArgumentError
 
-__all__ = ["Store"]
+__all__ = ["DEFAULT_GRACE_S", "Store"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: How old an unreferenced object must be before :meth:`Store.gc` deletes it (seconds;
+#: the CLI's ``--grace`` default).
+DEFAULT_GRACE_S: float = _native.STORE_DEFAULT_GRACE_S
 
 
 class Store:
@@ -73,6 +77,45 @@ class Store:
     def remove(self, name: str) -> None:
         """Removes model ``name`` (its objects are reclaimed by ``gc``)."""
         self._store.remove(name)
+
+    def stats(self, prefix: Optional[str] = None) -> dict[str, Any]:
+        """Logical and physical sizes, and where the savings come from.
+
+        Per model and per organisation, as ``mcodec store stats --json`` reports them.
+
+        Args:
+            prefix: only the models (and organisations) whose names start with it, e.g.
+                ``"org/"``; the store-wide totals stay whole.
+
+        """
+        return json.loads(self._store.stats(prefix))
+
+    def gc(self, grace: float = DEFAULT_GRACE_S) -> dict[str, Any]:
+        """Deletes the objects no model needs (``mcodec store gc``).
+
+        Unreferenced objects younger than ``grace`` seconds are kept: they may belong to
+        an ``add`` in progress elsewhere. Deletes are deferred while other writers hold
+        leases (``"deferred"`` in the report).
+
+        Returns:
+            The report: ``deleted``, ``deleted_bytes``, ``kept_young``, ``deferred``,
+            ``writers``, ``temporaries``, ``temporary_bytes``.
+
+        """
+        return json.loads(self._store.gc(float(grace)))
+
+    def fsck(self) -> dict[str, Any]:
+        """Decodes every object and checks it against its key and the manifests.
+
+        As ``mcodec store fsck --json``.
+
+        Returns:
+            The report: ``models``, ``objects`` checked, ``orphans`` (unreferenced, not
+            an error) and ``problems``, one line each, empty when the store is
+            consistent (the CLI's exit status is 1 otherwise; here, check the list).
+
+        """
+        return json.loads(self._store.fsck())
 
     def load(
         self, name: str, device: Any = "cpu", *, threads: Optional[int] = None

@@ -26,6 +26,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(files::unpack, m)?)?;
     m.add("LEVELS", files::level_names())?;
     m.add("KERNEL_SOURCE", gpu::KERNEL_SOURCE)?;
+    m.add(
+        "STORE_DEFAULT_GRACE_S",
+        mcodec_store::DEFAULT_GRACE.as_secs_f64(),
+    )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

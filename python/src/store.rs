@@ -2,6 +2,7 @@
 //! with `load` decoding a stored model's tensors straight into caller memory.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mcodec_store::outdir::OutputError;
 use mcodec_store::{is_s3_url, AddOptions, DeltaMode, S3Backend, S3Options, Store, StoreError};
@@ -132,6 +133,39 @@ impl PyStore {
     fn remove(&self, py: Python<'_>, name: String) -> PyResult<()> {
         py.detach(|| self.store.remove(&name))
             .map_err(|e| self.err(e))
+    }
+
+    /// Logical and physical sizes (`mcodec store stats --json`), of the models and
+    /// organisations under `prefix` if given.
+    #[pyo3(signature = (prefix=None))]
+    fn stats(&self, py: Python<'_>, prefix: Option<String>) -> PyResult<String> {
+        let mut stats = py.detach(|| self.store.stats()).map_err(|e| self.err(e))?;
+        if let Some(prefix) = prefix {
+            stats.retain_prefix(&prefix);
+        }
+        json(&stats)
+    }
+
+    /// Deletes the objects no model needs that are older than `grace_s` seconds; returns
+    /// the report as JSON.
+    fn gc(&self, py: Python<'_>, grace_s: f64) -> PyResult<String> {
+        let grace = Duration::try_from_secs_f64(grace_s).map_err(|_| {
+            error(
+                Kind::Argument,
+                format!("grace {grace_s}: expected a number of seconds, 0 or more"),
+            )
+        })?;
+        let report = py
+            .detach(|| self.store.gc(grace))
+            .map_err(|e| self.err(e))?;
+        json(&report)
+    }
+
+    /// Decodes every object and checks it against its key and the manifests; returns the
+    /// report as JSON (its `problems` are empty when the store is consistent).
+    fn fsck(&self, py: Python<'_>) -> PyResult<String> {
+        let report = py.detach(|| self.store.fsck()).map_err(|e| self.err(e))?;
+        json(&report)
     }
 
     /// Every tensor of model `name`'s safetensors files: `(file, name, dtype, shape,

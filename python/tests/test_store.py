@@ -96,3 +96,44 @@ def test_store_errors(tmp_path: Path) -> None:
         store.add(tmp_path, "x", delta="zip")
     with pytest.raises(mcodec.Error):
         store.add(tmp_path / "absent", "x")
+
+
+def test_store_stats_gc_fsck(tmp_path: Path) -> None:
+    base_dir = model_dir(tmp_path / "base", 1)
+    ft_dir = model_dir(tmp_path / "ft", 2, st_load_file(base_dir / "model.safetensors"))
+    store = mcodec.Store(tmp_path / "hub", create=True)
+    store.add(base_dir, "org/base")
+    store.add(ft_dir, "other/ft", base="org/base")
+    logical = sum(p.stat().st_size for d in (base_dir, ft_dir) for p in d.iterdir())
+
+    stats = store.stats()
+    assert [m["name"] for m in stats["models"]] == ["org/base", "other/ft"]
+    assert stats["logical_bytes"] == logical
+    assert stats["delta"]["objects"] > 0 and stats["saved_by_delta"] > 0, stats
+    only = store.stats("org/")
+    assert [m["name"] for m in only["models"]] == ["org/base"]
+    assert [o["org"] for o in only["organisations"]] == ["org"]
+    assert only["logical_bytes"] == logical  # store-wide totals stay whole
+
+    clean = store.fsck()
+    assert clean["models"] == 2 and clean["objects"] > 0 and clean["problems"] == []
+
+    # Removing the fine-tune leaves its delta objects unreferenced: gc keeps them during
+    # the grace period and deletes them after it.
+    store.remove("other/ft")
+    assert store.gc()["deleted"] == 0  # default grace: an hour
+    assert mcodec.store.DEFAULT_GRACE_S == 3600
+    report = store.gc(grace=0)
+    assert report["deleted"] > 0 and report["deleted_bytes"] > 0, report
+    assert store.fsck()["problems"] == []
+    assert store.gc(grace=0)["deleted"] == 0
+    with pytest.raises(mcodec.ArgumentError, match="grace"):
+        store.gc(grace=-1)
+
+    # A damaged object is a problem fsck names, not an exception.
+    obj = max((tmp_path / "hub" / "objects").rglob("*"), key=lambda p: p.stat().st_size)
+    data = bytearray(obj.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    obj.write_bytes(bytes(data))
+    problems = store.fsck()["problems"]
+    assert len(problems) == 1 and obj.name in problems[0], problems

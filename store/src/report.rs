@@ -156,6 +156,18 @@ pub struct Stats {
     pub orphan_bytes: u64,
 }
 
+impl Stats {
+    /// Keeps only the models whose names start with `prefix`, and the organisations that
+    /// hold them or lie under `prefix` (store-wide totals stay as they were).
+    pub fn retain_prefix(&mut self, prefix: &str) {
+        self.models.retain(|m| m.name.starts_with(prefix));
+        self.organisations.retain(|o| {
+            let org = format!("{}/", o.org);
+            org.starts_with(prefix) || prefix.starts_with(&org)
+        });
+    }
+}
+
 /// What [`Store::gc`](crate::Store::gc) did.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct GcReport {

@@ -352,11 +352,7 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
         } => {
             let mut s = store.stats().map_err(err)?;
             if let Some(prefix) = prefix {
-                s.models.retain(|m| m.name.starts_with(prefix.as_str()));
-                s.organisations.retain(|o| {
-                    let org = format!("{}/", o.org);
-                    org.starts_with(prefix.as_str()) || prefix.starts_with(&org)
-                });
+                s.retain_prefix(prefix);
             }
             if *as_json {
                 return json(&s);
