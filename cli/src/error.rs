@@ -1,5 +1,5 @@
-//! The one error type of the tool: a problem, the file it concerns, its kind and the exit
-//! code.
+//! The one error type of the tool: a problem, the file it concerns and its kind (which
+//! gives the exit code).
 
 use std::fmt;
 use std::io;
@@ -64,10 +64,9 @@ pub struct CliError {
     pub path: Option<PathBuf>,
     /// What went wrong, on one line.
     pub problem: String,
-    /// What kind of failure it is (the message says the details).
+    /// What kind of failure it is (the message says the details); it gives the exit
+    /// code.
     pub kind: Failure,
-    /// Process exit code.
-    pub code: i32,
 }
 
 impl CliError {
@@ -96,7 +95,6 @@ impl CliError {
             path: None,
             problem: one_line(&problem.to_string()),
             kind,
-            code: kind.exit_code(),
         }
     }
 }
@@ -379,7 +377,7 @@ mod tests {
         .is_ok());
         let data = fs::read(&packed).unwrap();
 
-        let kind = |e: CliError| (e.kind, e.code);
+        let kind = |e: CliError| (e.kind, e.kind.exit_code());
         let missing = fails(&[pack, &p("absent.safetensors")]);
         assert!(
             missing.problem.contains("No such file"),

@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::from(u8::try_from(e.code).unwrap_or(1))
+            ExitCode::from(u8::try_from(e.kind.exit_code()).unwrap_or(1))
         }
     }
 }
