@@ -16,7 +16,7 @@ use mcodec_store::outdir::{create_temporary, parent_dir, OutputError, TEMP_PREFI
 use memmap2::Mmap;
 use tempfile::{Builder, NamedTempFile};
 
-use crate::error::{CliError, Context};
+use crate::error::{CliError, Context, Failure};
 
 /// Buffer of output writers: large enough to batch the small index and padding writes.
 const WRITE_BUFFER: usize = 1 << 20;
@@ -147,10 +147,10 @@ pub fn open_input(path: &Path) -> Result<File, CliError> {
     // Checked before opening: opening a FIFO would block.
     let meta = fs::metadata(path).at(path)?;
     if meta.is_dir() {
-        return Err(CliError::at(path, "is a directory"));
+        return Err(CliError::at_kind(path, Failure::Io, "is a directory"));
     }
     if !meta.is_file() {
-        return Err(CliError::at(path, "not a regular file"));
+        return Err(CliError::at_kind(path, Failure::Io, "not a regular file"));
     }
     File::open(path).at(path)
 }
@@ -167,14 +167,16 @@ pub fn open_walked(root: &Path, rel: &Path) -> Result<File, CliError> {
     let file = match open_beneath(root, rel) {
         Ok(f) => f,
         Err(Refused::Symlink(at)) if at == rel => {
-            return Err(CliError::at(
+            return Err(CliError::at_kind(
                 &path,
+                Failure::Io,
                 "became a symbolic link after the directory was read; refusing to follow it",
             ))
         }
         Err(Refused::Symlink(at)) => {
-            return Err(CliError::at(
+            return Err(CliError::at_kind(
                 &path,
+                Failure::Io,
                 format!(
                     "its directory {} became a symbolic link after the directory was read; \
                      refusing to follow it",
@@ -185,8 +187,9 @@ pub fn open_walked(root: &Path, rel: &Path) -> Result<File, CliError> {
         Err(Refused::Io(e)) => return Err(CliError::at(&path, e)),
     };
     if !file.metadata().at(&path)?.is_file() {
-        return Err(CliError::at(
+        return Err(CliError::at_kind(
             &path,
+            Failure::Io,
             "is no longer a regular file (changed after the directory was read)",
         ));
     }
@@ -329,7 +332,11 @@ fn named(path: &Path) -> Result<PathBuf, CliError> {
         _ => {
             let abs = fs::canonicalize(path).at(path)?;
             if abs.file_name().is_none() {
-                return Err(CliError::at(path, "cannot derive an output name; use -o"));
+                return Err(CliError::at_kind(
+                    path,
+                    Failure::Invalid,
+                    "cannot derive an output name; use -o",
+                ));
             }
             Ok(abs)
         }
@@ -362,7 +369,11 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 /// (building or replacing one would then read or delete the other).
 pub fn check_distinct(input: &Path, out: &Path, dir_mode: bool) -> Result<(), CliError> {
     if same_file(input, out) {
-        return Err(CliError::at(out, "output is the input file"));
+        return Err(CliError::at_kind(
+            out,
+            Failure::Invalid,
+            "output is the input file",
+        ));
     }
     if dir_mode {
         let abs_in = fs::canonicalize(input).at(input)?;
@@ -372,10 +383,18 @@ pub fn check_distinct(input: &Path, out: &Path, dir_mode: bool) -> Result<(), Cl
             None => abs_parent,
         };
         if abs_out.starts_with(&abs_in) {
-            return Err(CliError::at(out, "output lies inside the input directory"));
+            return Err(CliError::at_kind(
+                out,
+                Failure::Invalid,
+                "output lies inside the input directory",
+            ));
         }
         if abs_in.starts_with(&abs_out) {
-            return Err(CliError::at(out, "output contains the input directory"));
+            return Err(CliError::at_kind(
+                out,
+                Failure::Invalid,
+                "output contains the input directory",
+            ));
         }
     }
     Ok(())
@@ -419,7 +438,7 @@ pub fn write_atomic<T>(
     };
     done.map_err(|e| {
         if e.error.kind() == io::ErrorKind::AlreadyExists {
-            CliError::at(out, "already exists (use -f to overwrite)")
+            CliError::at_kind(out, Failure::Exists, "already exists (use -f to overwrite)")
         } else {
             CliError::at(out, e.error)
         }
@@ -507,8 +526,9 @@ pub fn symlink(target: &Path, link: &Path) -> Result<(), CliError> {
     #[cfg(not(unix))]
     {
         let _ = target;
-        Err(CliError::at(
+        Err(CliError::at_kind(
             link,
+            Failure::Unsupported,
             "symbolic links are only supported on Unix",
         ))
     }

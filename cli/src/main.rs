@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mcodec_cli::{execute, Cli, CliError, Command};
+use mcodec_cli::{execute, Classify, Cli, CliError, Command, Failure};
 
 mod heap;
 
@@ -14,7 +14,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             .num_threads(usize::from(n))
             .start_handler(|_| heap::advise_thread_heap())
             .build_global()
-            .map_err(|e| CliError::plain(format!("cannot start {n} threads: {e}")))?;
+            .map_err(|e| {
+                CliError::plain(Failure::Other, format!("cannot start {n} threads: {e}"))
+            })?;
     }
     // Then, before any output exists: an interrupted command removes its temporaries.
     // The signal thread starts rayon's global pool (reading the CPU quota, starting a
@@ -22,11 +24,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
     mcodec_cli::install_signal_handlers(start_pool)?;
     // A bad MCODEC_SIMD request stops the tool here, before any work, with one line
     // (the library alone would only warn and fall back).
-    let simd = mcodec::simd::simd_level_from_env().map_err(|e| CliError {
-        code: mcodec_cli::EXIT_USAGE,
-        ..CliError::plain(e)
-    })?;
-    mcodec::simd::set_simd_level(simd).map_err(CliError::plain)?;
+    let simd =
+        mcodec::simd::simd_level_from_env().map_err(|e| CliError::plain(Failure::Usage, e))?;
+    mcodec::simd::set_simd_level(simd).map_err(|e| CliError::plain(e.failure(), e))?;
     // Here too: on this guest the signal thread often starts only after this thread's
     // first use of the pool, which would otherwise build rayon's default pool (no
     // names, no heap advice). Whichever comes first builds it; the other waits for it.
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::from(u8::try_from(e.code).unwrap_or(1))
+            ExitCode::from(u8::try_from(e.kind.exit_code()).unwrap_or(1))
         }
     }
 }

@@ -12,7 +12,7 @@ use mcodec_store::outdir::remove_temporaries;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::error::CliError;
+use crate::error::{CliError, Failure};
 
 /// Exit status after a signal, as shells report one: 128 + the signal's number.
 pub fn exit_status(signal: i32) -> i32 {
@@ -26,7 +26,7 @@ pub fn exit_status(signal: i32) -> i32 {
 /// starting rayon's pool), so that no second thread is started for it.
 pub fn install(warm_up: impl FnOnce() + Send + 'static) -> Result<(), CliError> {
     let mut signals = Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| CliError::plain(format!("cannot handle signals: {e}")))?;
+        .map_err(|e| CliError::plain(Failure::Other, format!("cannot handle signals: {e}")))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -36,6 +36,11 @@ pub fn install(warm_up: impl FnOnce() + Send + 'static) -> Result<(), CliError> 
                 std::process::exit(exit_status(signal));
             }
         })
-        .map_err(|e| CliError::plain(format!("cannot start the signal thread: {e}")))?;
+        .map_err(|e| {
+            CliError::plain(
+                Failure::Other,
+                format!("cannot start the signal thread: {e}"),
+            )
+        })?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::ValueEnum;
-use mcodec_cli::{execute, Cli, CliError, Command, Global, Level, PackArgs, UnpackArgs};
+use mcodec_cli::{execute, Cli, CliError, Command, Failure, Global, Level, PackArgs, UnpackArgs};
 use pyo3::prelude::*;
 
 use crate::errors::{error, Kind};
@@ -31,29 +31,19 @@ pub(crate) fn level_of(level: &str) -> PyResult<Level> {
     })
 }
 
-/// A CLI failure as the matching `mcodec.Error` subclass.
+/// A CLI failure as the matching `mcodec.Error` subclass, chosen by its kind.
 pub(crate) fn cli_error(e: CliError) -> PyErr {
-    let problem = e.problem.as_str();
-    let kind = if e.code == mcodec_cli::EXIT_USAGE {
-        Kind::Argument
-    } else if problem.contains("already exists") {
-        Kind::Exists
-    } else if problem.contains("No such file or directory") {
-        Kind::Missing
-    } else if problem.contains("exceeds the limit") {
-        Kind::Limit
-    } else if [
-        "corrupt",
-        "checksum",
-        "not an mcz",
-        "not a valid safetensors",
-    ]
-    .iter()
-    .any(|w| problem.contains(w))
-    {
-        Kind::Corrupt
-    } else {
-        Kind::File
+    let kind = match e.kind {
+        Failure::Usage | Failure::Invalid => Kind::Argument,
+        // As `errors::container` classes `ContainerError::Unsupported`: the caller asked
+        // for something the format cannot hold.
+        Failure::Unsupported => Kind::Argument,
+        Failure::Missing => Kind::Missing,
+        Failure::Exists => Kind::Exists,
+        Failure::Corrupt => Kind::Corrupt,
+        Failure::Limit => Kind::Limit,
+        // `FileError` is the general class of a failed file operation, as before kinds.
+        Failure::Io | Failure::Other => Kind::File,
     };
     let message = e
         .to_string()

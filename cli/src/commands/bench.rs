@@ -9,7 +9,7 @@ use mcodec::container::{pack, Archive, ContainerError, PackOptions, SourceKind, 
 use serde_json::json;
 
 use super::{emit, mb_per_s, ratio};
-use crate::error::{CliError, Context};
+use crate::error::{CliError, Context, Failure};
 use crate::fsutil::{input_name, read_input};
 use crate::progress::Bar;
 use crate::{BenchArgs, Global};
@@ -28,7 +28,9 @@ pub fn run(a: &BenchArgs, g: &Global) -> Result<(), CliError> {
         }
         let mut v = Vec::new();
         v.try_reserve_exact(usize::try_from(index.original_len).unwrap_or(usize::MAX))
-            .map_err(|_| CliError::at(file, "original too large to hold in memory"))?;
+            .map_err(|_| {
+                CliError::at_kind(file, Failure::Limit, "original too large to hold in memory")
+            })?;
         archive.unpack_to(&mut v, &|_| {}).at(file)?;
         Cow::Owned(v)
     } else {
@@ -145,8 +147,9 @@ fn check_exact(
         .iter()
         .find(|t| (t.original_offset..t.original_offset + t.original_len).contains(&first))
         .map_or_else(|| "header".to_owned(), |t| format!("tensor {:?}", t.name));
-    Err(CliError::at(
+    Err(CliError::at_kind(
         file,
+        Failure::Other,
         format!("decoded {what} differs from the original"),
     ))
 }

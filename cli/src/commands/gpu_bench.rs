@@ -8,7 +8,7 @@ use mcodec_gpu::GpuDecoder;
 use serde_json::json;
 
 use super::emit;
-use crate::error::{CliError, Context};
+use crate::error::{Classify, CliError, Context, Failure};
 use crate::fsutil::{input_name, read_input};
 use crate::{Global, GpuBenchArgs};
 
@@ -17,7 +17,7 @@ pub fn run(a: &GpuBenchArgs, g: &Global) -> Result<(), CliError> {
     let data = read_input(&a.file)?;
     let file = input_name(&a.file);
     let archive = Archive::open(&data).at(file)?;
-    let dec = GpuDecoder::new(a.device).map_err(CliError::plain)?;
+    let dec = GpuDecoder::new(a.device).map_err(|e| CliError::plain(e.failure(), e))?;
     let r = throughput(&dec, &archive, a.iters as usize, a.launches as usize).at(file)?;
     if !g.quiet {
         for f in &r.fallbacks {
@@ -93,8 +93,9 @@ pub fn run(a: &GpuBenchArgs, g: &Global) -> Result<(), CliError> {
     };
     emit(&text)?;
     if !exact {
-        return Err(CliError::at(
+        return Err(CliError::at_kind(
             file,
+            Failure::Other,
             format!(
                 "GPU decode of {} tensors differs from the original",
                 r.mismatches.len()
@@ -102,8 +103,9 @@ pub fn run(a: &GpuBenchArgs, g: &Global) -> Result<(), CliError> {
         ));
     }
     if r.kernel_tensors == 0 && mcodec_gpu::gpu_required() {
-        return Err(CliError::at(
+        return Err(CliError::at_kind(
             file,
+            Failure::Other,
             format!(
                 "no tensor is decoded by the kernel, so nothing was measured ({} is set)",
                 mcodec_gpu::GPU_REQUIRED_ENV

@@ -3,13 +3,14 @@
 use std::path::Path;
 
 use mcodec::container::{Archive, SourceKind, TensorEntry};
+use mcodec::tensor::TensorError;
 use mcodec::Codec;
 use mcodec::StreamKind;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use super::{emit, ratio, PackedInput};
-use crate::error::{CliError, Context};
+use crate::error::{Classify, CliError, Context, Failure};
 use crate::fsutil;
 use crate::{Global, InspectArgs};
 
@@ -68,7 +69,7 @@ pub fn run(a: &InspectArgs, _g: &Global) -> Result<(), CliError> {
         .collect::<Result<Vec<_>, _>>()?;
     let text = if a.json {
         let mut s = serde_json::to_string_pretty(&to_json(file, &archive, &rows, packed))
-            .map_err(|e| CliError::plain(format!("formatting JSON: {e}")))?;
+            .map_err(|e| CliError::plain(Failure::Other, format!("formatting JSON: {e}")))?;
         s.push('\n');
         s
     } else {
@@ -83,9 +84,10 @@ fn row<'a>(
     t: &'a TensorEntry,
     file: &Path,
 ) -> Result<Row<'a>, CliError> {
-    let bad = |e: &dyn std::fmt::Display| CliError::at(file, format!("tensor {:?}: {e}", t.name));
+    let bad =
+        |e: TensorError| CliError::at_kind(file, e.failure(), format!("tensor {:?}: {e}", t.name));
     let decoder = archive.tensor_decoder(i).at(file)?;
-    let exponent_entropy = decoder.first_field_entropy().map_err(|e| bad(&e))?;
+    let exponent_entropy = decoder.first_field_entropy().map_err(bad)?;
     let kinds = decoder.stream_kinds();
     let streams = t
         .streams

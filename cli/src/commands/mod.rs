@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use mcodec::container::{Archive, ContainerError};
 
-use crate::error::{CliError, Context};
+use crate::error::{Classify, CliError, Context};
 use crate::fsutil::{self, Input};
 use crate::Global;
 
@@ -24,9 +24,10 @@ use crate::Global;
 pub fn emit(text: &str) -> Result<(), CliError> {
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            Err(CliError::plain(format!("writing to stdout: {e}")))
-        }
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(CliError::plain(
+            e.failure(),
+            format!("writing to stdout: {e}"),
+        )),
         _ => Ok(()),
     }
 }

@@ -10,7 +10,7 @@ use mcodec::container::{pack, ContainerError, PackOptions};
 
 use super::tree::{self, Step};
 use super::{blame, file_done};
-use crate::error::{CliError, Context};
+use crate::error::{Classify, CliError, Context, Failure};
 use crate::fsutil::{self, name_str};
 use crate::progress::Bar;
 use crate::{Global, PackArgs};
@@ -65,8 +65,9 @@ fn pack_file(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result
     let bar = Bar::bytes(data.len() as u64, g.quiet);
     let pack_into = |w: &mut (dyn Write + Send)| {
         pack(&data, opts, w, &|d| bar.set(d)).map_err(|e| match e {
-            ContainerError::Safetensors(_) => CliError::at(
+            ContainerError::Safetensors(_) => CliError::at_kind(
                 input,
+                e.failure(),
                 format!("{e} (pack other files with an explicit --dtype)"),
             ),
             e => blame(e, input, out_name),
@@ -106,14 +107,15 @@ fn pack_dir(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result<
         if name.ends_with(SAFETENSORS) {
             let data = fsutil::map_walked(input, rel)?;
             mcodec::safetensors::parse(&data, data.len() as u64)
-                .map_err(|e| CliError::at(path, format!("not a valid safetensors file: {e}")))?;
+                .map_err(|e| CliError::at(path, ContainerError::Safetensors(e)))?;
             let mut dst = rel.as_os_str().to_owned();
             dst.push(MCZ);
             Ok(Some((PathBuf::from(dst), len)))
         } else if name.ends_with(&format!("{SAFETENSORS}{MCZ}")) {
             // Unpacking would turn it into a .safetensors file: no faithful round trip.
-            Err(CliError::at(
+            Err(CliError::at_kind(
                 path,
+                Failure::Unsupported,
                 "already a packed file; the directory would not unpack to the same tree",
             ))
         } else {

@@ -9,7 +9,7 @@ use mcodec_store::{
 };
 
 use super::{emit, mb_per_s};
-use crate::error::CliError;
+use crate::error::{CliError, Failure};
 use crate::progress::Bar;
 use crate::Global;
 
@@ -175,12 +175,10 @@ fn store_root(a: &StoreArgs) -> Result<PathBuf, CliError> {
     }
     match std::env::var_os(STORE_ENV) {
         Some(v) if !v.is_empty() => Ok(PathBuf::from(v)),
-        _ => Err(CliError {
-            code: crate::error::EXIT_USAGE,
-            ..CliError::plain(format!(
-                "no store given: pass --root DIR|URL or set {STORE_ENV}"
-            ))
-        }),
+        _ => Err(CliError::plain(
+            Failure::Usage,
+            format!("no store given: pass --root DIR|URL or set {STORE_ENV}"),
+        )),
     }
 }
 
@@ -399,8 +397,9 @@ pub fn run(a: &StoreArgs, g: &Global) -> Result<(), CliError> {
                 emit(&s)?;
             }
             if let Some(first) = r.problems.first() {
-                return Err(CliError::at(
+                return Err(CliError::at_kind(
                     root,
+                    Failure::Corrupt,
                     format!("{} problems, first: {first}", r.problems.len()),
                 ));
             }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use std::time::Instant;
 
-use crate::error::{CliError, Context};
+use crate::error::{CliError, Context, Failure};
 use crate::fsutil::{self, DirOutput, Input, Node};
 use crate::progress::Bar;
 use crate::Global;
@@ -64,8 +64,9 @@ pub fn plan(
             Node::Dir => (e.rel.clone(), Action::Mkdir, 0),
             Node::Symlink(target) => {
                 if !stays_inside(&e.rel, &target) {
-                    return Err(CliError::at(
+                    return Err(CliError::at_kind(
                         &root.join(&e.rel),
+                        Failure::Unsupported,
                         format!(
                             "symbolic link to {} leads out of the directory; refusing to reproduce it",
                             target.display()
@@ -79,15 +80,17 @@ pub fn plan(
                 None => (e.rel.clone(), Action::Copy, len),
             },
             Node::Other => {
-                return Err(CliError::at(
+                return Err(CliError::at_kind(
                     &root.join(&e.rel),
+                    Failure::Unsupported,
                     "not a regular file, directory or symlink",
                 ))
             }
         };
         if !seen.insert(dst.clone()) {
-            return Err(CliError::at(
+            return Err(CliError::at_kind(
                 &root.join(&e.rel),
+                Failure::Unsupported,
                 format!(
                     "would be written as {}, which another entry also becomes",
                     dst.display()

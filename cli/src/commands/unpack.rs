@@ -11,7 +11,7 @@ use mcodec::container::Archive;
 use super::pack::{MCZ, SAFETENSORS};
 use super::tree::{self, Step};
 use super::{blame, file_done, PackedInput};
-use crate::error::{CliError, Context};
+use crate::error::{CliError, Context, Failure};
 use crate::fsutil::{self, name_str};
 use crate::progress::Bar;
 use crate::{Global, UnpackArgs};
@@ -94,8 +94,9 @@ fn unpack_dir(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
         }
         let data = fsutil::map_walked(input, rel)?;
         let original = Archive::open(&data).at(path)?.index().original_len;
-        let dst: PathBuf = fsutil::strip_suffix(rel, MCZ)?
-            .ok_or_else(|| CliError::at(path, "cannot derive the unpacked name"))?;
+        let dst: PathBuf = fsutil::strip_suffix(rel, MCZ)?.ok_or_else(|| {
+            CliError::at_kind(path, Failure::Invalid, "cannot derive the unpacked name")
+        })?;
         Ok(Some((dst, original)))
     })?;
     tree::run(

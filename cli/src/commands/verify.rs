@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::pack::MCZ;
 use super::{emit, mb_per_s, PackedInput};
-use crate::error::{CliError, Context};
+use crate::error::{CliError, Context, Failure};
 use crate::fsutil::{self, name_str, Node};
 use crate::progress::Bar;
 use crate::{Global, VerifyArgs};
@@ -34,7 +34,11 @@ pub fn run(a: &VerifyArgs, g: &Global) -> Result<(), CliError> {
         vec![path.clone()]
     };
     if files.is_empty() {
-        return Err(CliError::at(path, "no .mcz files found"));
+        return Err(CliError::at_kind(
+            path,
+            Failure::Missing,
+            "no .mcz files found",
+        ));
     }
     let bar = Bar::bytes(0, g.quiet);
     let mut total = Checked {
@@ -59,8 +63,9 @@ pub fn run(a: &VerifyArgs, g: &Global) -> Result<(), CliError> {
     }
     drop(bar);
     if failed > 0 {
-        return Err(CliError::at(
+        return Err(CliError::at_kind(
             path,
+            Failure::Corrupt,
             format!("{failed} of {} .mcz files failed verification", files.len()),
         ));
     }
