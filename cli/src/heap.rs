@@ -8,11 +8,12 @@
 //! (there is no `mallopt` for `hugetlb`). A 45 MB hub-store `get` (2 threads): page
 //! faults ~2,350 → ~550, CPU −5 to −6 % (BENCHMARKS.md, twenty-fourth session).
 //!
-//! Only the `mcodec` binary does this, and only for `pack` and `store` (`store get` as
+//! Only an `mcodec` process does this ([`crate::process::main`]: the binary, or the Python
+//! package's `mcodec` console script), and only for `pack` and `store` (`store get` as
 //! above; `pack` of MiniLM BF16: ~11,450 → ~1,350 faults, CPU −14 to −18 % in three of
 //! four sets). Not for the other commands: `unpack` measured slower (+3 to +6 % CPU,
 //! ~5,200 more faults: its main thread clearing heap memory that a fresh mapping would
-//! give it zeroed). The library (and the Python package) leave the allocator alone.
+//! give it zeroed). The library (and the Python package's API) leave the allocator alone.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,7 +24,7 @@ static TUNED: AtomicBool = AtomicBool::new(false);
 /// mapping each, faulted in and unmapped again), heaps grown 32 MiB at a time and
 /// trimmed only past 128 MiB free; larger (tensor-sized) blocks stay fresh mappings.
 /// Makes [`advise_thread_heap`] act. Call before any other thread exists.
-pub fn tune() {
+pub(crate) fn tune() {
     TUNED.store(true, Ordering::Relaxed);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` only sets allocator parameters; no other thread exists yet.
@@ -42,7 +43,7 @@ pub fn tune() {
 /// pages (the heap's header, the thread's caches), is collapsed into one huge page.
 /// Advice only: where an assumption fails, page sizes are all that changes, never data.
 /// Does nothing unless [`tune`] ran.
-pub fn advise_thread_heap() {
+pub(crate) fn advise_thread_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
     if TUNED.load(Ordering::Relaxed) {
         // glibc's HEAP_MAX_SIZE on 64-bit targets: 2 × DEFAULT_MMAP_THRESHOLD_MAX.

@@ -6,6 +6,8 @@
 mod commands;
 mod error;
 mod fsutil;
+mod heap;
+pub mod process;
 mod progress;
 mod signals;
 

@@ -73,6 +73,7 @@ def unpack(
     force: bool = False,
     threads: Optional[int] = None,
 ) -> None: ...
+def cli_main(argv: list[str]) -> int: ...
 
 class Store:
     """A hub store."""

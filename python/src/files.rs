@@ -1,6 +1,8 @@
 //! `pack` and `unpack` of files and directories, by the CLI's own code: the same atomic
-//! outputs, overwrite rules and checks as `mcodec pack` / `mcodec unpack`.
+//! outputs, overwrite rules and checks as `mcodec pack` / `mcodec unpack`; and the whole
+//! command line for the console script.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::ValueEnum;
@@ -118,4 +120,13 @@ pub fn unpack(
         output: Some(dst),
     };
     run(py, Command::Unpack(args), force, threads)
+}
+
+/// The whole `mcodec` command line (`argv`, the program name first), as the binary runs
+/// it: output on this process's stdout and stderr, the exit status returned. For the
+/// package's `mcodec` console script and `python -m mcodec`, which do nothing else, since
+/// it installs signal handlers and builds rayon's global pool for the process.
+#[pyfunction]
+pub fn cli_main(py: Python<'_>, argv: Vec<OsString>) -> u8 {
+    py.detach(|| mcodec_cli::process::main(argv))
 }

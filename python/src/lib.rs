@@ -24,6 +24,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(save::safetensors_header, m)?)?;
     m.add_function(wrap_pyfunction!(files::pack, m)?)?;
     m.add_function(wrap_pyfunction!(files::unpack, m)?)?;
+    m.add_function(wrap_pyfunction!(files::cli_main, m)?)?;
     m.add("LEVELS", files::level_names())?;
     m.add("KERNEL_SOURCE", gpu::KERNEL_SOURCE)?;
     m.add(
