@@ -6,7 +6,8 @@
 #       carry=["gpu-decode/prebuilt", "gpu-decode/prebuilt-base"], timeout_s=330)
 #
 # gpu-decode/prebuilt/       this branch's build-for-gpu.sh output (new)
-# gpu-decode/prebuilt-base/  mcodec.gz of the baseline (main's gpu-decode/prebuilt/mcodec.gz)
+# gpu-decode/prebuilt-base/  the baseline's CLI: main's gpu-decode/prebuilt/wheel/ (or the
+#                            mcodec.gz of builds before the wheel carried the CLI)
 #
 # Steps (≈ 190–250 s on an H200 with 16 cores; rounds and ncu stop at AB_BUDGET_S = 270 s):
 #  1. `run-on-gpu.sh quick` with the new binaries: GPU decode bit-identical to the CPU
@@ -55,10 +56,10 @@ if [ -n "$nvrtc" ]; then
 fi
 say "nvrtc: ${nvrtc:-not found}"
 export MCODEC_GPU_REQUIRED=1
-gzip -dc gpu-decode/prebuilt-base/mcodec.gz > "$b/base" && chmod +x "$b/base" || say "FAILED: no gpu-decode/prebuilt-base/mcodec.gz"
-gzip -dc gpu-decode/prebuilt/mcodec.gz > "$b/new" && chmod +x "$b/new" || say "FAILED: no gpu-decode/prebuilt/mcodec.gz"
-gzip -dc gpu-decode/prebuilt/repack.gz > "$b/repack" && chmod +x "$b/repack" || say "FAILED: no gpu-decode/prebuilt/repack.gz"
-say "base: $(sha256sum < "$b/base" | cut -c1-16), new: $(sha256sum < "$b/new" | cut -c1-16)"
+wheel_cli gpu-decode/prebuilt-base "$b/base" > /dev/null || say "FAILED: no baseline CLI in gpu-decode/prebuilt-base (wheel/mcodec-*.whl.xz, or mcodec.gz)"
+wheel_cli gpu-decode/prebuilt "$b/new" > /dev/null || say "FAILED: no CLI in gpu-decode/prebuilt (run build-for-gpu.sh)"
+unpack_tool gpu-decode/prebuilt repack "$b/repack" || say "FAILED: no repack in gpu-decode/prebuilt"
+say "base: $("$b/base" --version 2>&1), new: $("$b/new" --version 2>&1)"
 
 say "== 2. models"
 data=$(mktemp -d)

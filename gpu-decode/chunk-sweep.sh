@@ -3,8 +3,11 @@
 # 4.17 GB synthetic BF16 model and MiniLM repacked with several chunk lengths (2^N elements).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
+# shellcheck source=gpu-libs.sh
+source gpu-decode/gpu-libs.sh
 b=$(mktemp -d)
-for n in mcodec repack; do gzip -dc gpu-decode/prebuilt/$n.gz > $b/$n && chmod +x $b/$n; done
+wheel_cli gpu-decode/prebuilt $b/mcodec > /dev/null && unpack_tool gpu-decode/prebuilt repack $b/repack || exit 1
 ln -s /usr/local/cuda/lib64/libnvrtc.so.13* $b/libnvrtc.so 2>/dev/null
 export LD_LIBRARY_PATH=$b:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 s=/tmp/mcodec-synthetic; mkdir -p $s; st=$s/synthetic-llm-bf16.safetensors

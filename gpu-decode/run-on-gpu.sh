@@ -103,25 +103,7 @@ fi
 export LD_LIBRARY_PATH=$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 bin=$root/gpu-decode/prebuilt
-# build-for-gpu.sh ships the binaries and the wheel xz-compressed (the carry is 64 MiB);
-# Python's lzma unpacks them, xz where Python lacks it.
-unxz_to() {
-    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2" 2> /dev/null ||
-        xz -dc "$1" > "$2"
-}
-# The Python package (no dependencies installed: the machine's torch and numpy are
-# used) in a private folder, once: the CLI below and the device="cuda" check use it.
 pydir=""
-install_wheel() {
-    [ -n "$pydir" ] && return 0
-    local packed whl
-    packed=$(ls "$bin"/wheel/mcodec-*.whl.xz 2> /dev/null | head -n 1)
-    [ -n "$packed" ] || return 1
-    whl=$(mktemp -d)/$(basename "$packed" .xz)
-    unxz_to "$packed" "$whl" || return 1
-    pydir=$(mktemp -d)
-    python3 -m pip install --quiet --no-deps --no-index --target "$pydir" "$whl" || { pydir=""; return 1; }
-}
 if command -v cargo > /dev/null; then
     say "cargo found: building"
     step build cargo build --release -p mcodec-cli -p mcodec-gpu --bins --examples
@@ -131,25 +113,14 @@ if command -v cargo > /dev/null; then
     cargo test --release -p mcodec-gpu --no-run > /dev/null 2>&1
     TEST=$(ls -t "$root"/target/release/deps/decode-* | grep -v '\.d$' | head -n 1)
 else
-    # build-for-gpu.sh ships the binaries gzipped (the carry limit): unpack them beside.
+    # build-for-gpu.sh ships the binaries xz'd (the carry limit): unpack them beside.
     bindir=$(mktemp -d)
     for name in infer repack test-decode; do
-        if [ -f "$bin/$name.xz" ]; then
-            unxz_to "$bin/$name.xz" "$bindir/$name" && chmod +x "$bindir/$name"
-        elif [ -f "$bin/$name.gz" ]; then
-            gzip -dc "$bin/$name.gz" > "$bindir/$name" && chmod +x "$bindir/$name"
-        elif [ -f "$bin/$name" ]; then
-            cp "$bin/$name" "$bindir/$name"
-        fi
+        unpack_tool "$bin" "$name" "$bindir/$name"
     done
-    # The CLI comes from the wheel (its `mcodec` command: the same program, linked into
-    # the package), so that the carry holds the CLI's code once, not twice.
-    install_wheel || { say "cannot install the wheel from $bin/wheel: run gpu-decode/build-for-gpu.sh where cargo is, and carry gpu-decode/prebuilt"; exit 1; }
-    cat > "$bindir/mcodec" <<SH
-#!/bin/sh
-PYTHONPATH='$pydir'\${PYTHONPATH:+:\$PYTHONPATH} exec python3 -m mcodec "\$@"
-SH
-    chmod +x "$bindir/mcodec"
+    # The CLI is the wheel's `mcodec` command (the same program, linked into the
+    # package): the carry holds the CLI's code once, not twice.
+    pydir=$(wheel_cli "$bin" "$bindir/mcodec")
     MCODEC=$bindir/mcodec
     INFER=$bindir/infer
     REPACK=$bindir/repack
@@ -178,7 +149,8 @@ if [ "$what" = quick ] || [ "$what" = all ]; then
             '$MCODEC' gpu-bench '$small/minilm-c14.mcz' --iters 20 --launches 10"
         # The Python package: its wheel (no dependencies fetched: the machine has torch
         # and numpy) in a private folder, device="cuda" loads checked bit for bit.
-        if install_wheel; then
+        [ -n "$pydir" ] || pydir=$(wheel_cli "$bin" "$(mktemp -d)/mcodec")
+        if [ -n "$pydir" ]; then
             step python-cuda env PYTHONPATH="$pydir" python3 "$root/python/tests/cuda_check.py" "$minilm"
         else
             say "step python-cuda: FAILED (no wheel in $bin/wheel: run gpu-decode/build-for-gpu.sh)"
