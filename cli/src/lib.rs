@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use mcodec::{Dtype, EncodeOptions};
 
-pub use crate::error::{Classify, CliError, Context, Failure, EXIT_FAILURE, EXIT_USAGE};
+pub use crate::error::{CliError, Failure, EXIT_FAILURE, EXIT_USAGE};
 pub use crate::fsutil::{new_file_permissions, write_atomic};
 pub use crate::signals::install as install_signal_handlers;
 
