@@ -19,9 +19,10 @@ pub const EXIT_USAGE: i32 = 2;
 
 /// What kind of failure a [`CliError`] is, for callers that react to kinds (the Python
 /// package picks its exception class by it) rather than read the message. Typed errors
-/// get theirs from [`Classify`] where they become a [`CliError`]; a message written in
-/// place names its kind. Messages are free to change; kinds are the contract. Not
-/// `non_exhaustive`: a new kind must be mapped by every caller, not fall into a default.
+/// get theirs from their type (the crate's `Classify`) where they become a [`CliError`];
+/// a message written in place names its kind. Messages are free to change; kinds are the
+/// contract. Not `non_exhaustive`: a new kind must be mapped by every caller, not fall
+/// into a default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
     /// The command line is wrong: a bad argument or combination (exit code 2).
