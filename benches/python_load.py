@@ -8,6 +8,14 @@ Loaders (each timed on the same model, in the same run):
                            (zipnn.zipnn.SafeOpen, what zipnn_safetensors() installs) reading
                            a safetensors file of ZipNN-compressed tensors, ZipNN's default
                            threads
+  fresh-pages              not a loader: the floor under any loader that writes the
+                           model into new memory. The same tensors as mcodec allocates
+                           them (mcodec.safe_open on the .mcz, torch.empty each), every
+                           byte then written by torch's fill_ on all cores, nothing read
+                           or decoded. Where this alone takes most of safetensors' time,
+                           the fresh memory, not the decoder, sets the pace (on a VM whose
+                           host backs guest memory lazily, a first touch costs several
+                           microseconds per 4 KiB page).
 
 Every run is a new Python process (imports not timed), the loaders taking turns run by
 run; the timed part is the load call plus touching one byte per 4 KiB page of every
@@ -36,7 +44,7 @@ import sys
 import time
 from pathlib import Path
 
-LOADERS = ["safetensors", "mcodec-1t", "mcodec-all", "zipnn"]
+LOADERS = ["safetensors", "mcodec-1t", "mcodec-all", "zipnn", "fresh-pages"]
 
 
 def drop_cache(path: Path) -> None:
@@ -81,6 +89,18 @@ def child(loader: str, path: str) -> None:
 
         def load():
             return safetensors.torch.load_file(path)
+
+    if loader == "fresh-pages":
+        import mcodec
+
+        torch.set_num_threads(os.cpu_count() or 1)
+
+        def load():
+            with mcodec.safe_open(path, framework="pt") as f:
+                tensors = {name: f._empty(name) for name in f.offset_keys()}
+            for t in tensors.values():
+                t.reshape(-1).view(torch.uint8).fill_(0x5A)
+            return tensors
 
     if loader == "zipnn":
         # zipnn_safetensors() swaps safetensors.torch.safe_open for ZipNN's SafeOpen, whose
@@ -181,7 +201,8 @@ def main() -> None:
             mcodec.pack(src, mcz)
         if not znn.exists():
             make_zipnn(src, znn)
-        files = {"safetensors": src, "mcodec-1t": mcz, "mcodec-all": mcz, "zipnn": znn}
+        files = {"safetensors": src, "mcodec-1t": mcz, "mcodec-all": mcz, "zipnn": znn,
+                 "fresh-pages": mcz}
         for cache in ("warm", "cold"):
             # The loaders take turns, one run each per round, so that a change in what
             # else the machine runs (other processes' builds) falls on every loader alike:
