@@ -1,17 +1,34 @@
 """Type stubs of the native module (Rust, PyO3). Private: use the ``mcodec`` modules."""
 
+import builtins
 from os import PathLike
-from typing import Optional
+from typing import Optional, final
+
+__all__ = [
+    "Archive",
+    "Store",
+    "save_file",
+    "save_bytes",
+    "safetensors_header",
+    "pack",
+    "unpack",
+    "cli_main",
+    "LEVELS",
+    "KERNEL_SOURCE",
+    "STORE_DEFAULT_GRACE_S",
+    "__version__",
+]
 
 __version__: str
 STORE_DEFAULT_GRACE_S: float
 
 _Path = str | PathLike[str]
 
+@final
 class Archive:
     """An open ``.mcz`` file."""
 
-    def __init__(self, path: _Path) -> None: ...
+    def __new__(cls, path: _Path) -> Archive: ...
     @staticmethod
     def from_bytes(data: bytes, name: _Path) -> Archive: ...
     @property
@@ -75,10 +92,11 @@ def unpack(
 ) -> None: ...
 def cli_main(argv: list[str]) -> int: ...
 
+@final
 class Store:
     """A hub store."""
 
-    def __init__(self, root: str, create: bool = False) -> None: ...
+    def __new__(cls, root: str, create: bool = False) -> Store: ...
     @property
     def root(self) -> str: ...
     def add(
@@ -90,10 +108,13 @@ class Store:
     def stats(self, prefix: Optional[str] = None) -> str: ...
     def gc(self, grace_s: float) -> str: ...
     def fsck(self) -> str: ...
-    def tensors(self, name: str) -> list[tuple[str, str, str, list[int], int]]: ...
+    # `builtins.list`: the method `list` above shadows the builtin inside the class.
+    def tensors(
+        self, name: str
+    ) -> builtins.list[tuple[str, str, str, builtins.list[int], int]]: ...
     def decode_into(
         self,
         name: str,
-        targets: list[tuple[str, str, int, int]],
+        targets: builtins.list[tuple[str, str, int, int]],
         threads: Optional[int] = None,
     ) -> None: ...

@@ -54,12 +54,15 @@ class safe_open:  # noqa: N801 - the name safetensors users already know
         if threads is not None and threads < 1:
             raise ArgumentError(f"threads must be at least 1, not {threads}")
         self._threads = threads
+        self._archive: _native.Archive
         if isinstance(filename, _native.Archive):
             self._archive = filename  # mcodec.torch.load / mcodec.numpy.load: bytes
         else:
             self._archive = _native.Archive(os.fspath(filename))
         self._device = self._resolve_device(device)
-        self._entries = {e[0]: e[1:] for e in self._archive.entries()}
+        self._entries: dict[str, tuple[str, list[int], int]] = {
+            e[0]: e[1:] for e in self._archive.entries()
+        }
         self._header: Optional[dict[str, Any]] = None
 
     def _resolve_device(self, device: Any) -> Any:

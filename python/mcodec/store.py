@@ -60,7 +60,7 @@ class Store:
             The report (``mcodec store add --json``).
 
         """
-        return json.loads(self._store.add(os.fspath(path), name, base, delta))
+        return _report(self._store.add(os.fspath(path), name, base, delta))
 
     def get(self, name: str, dst: PathLike, *, force: bool = False) -> dict[str, Any]:
         """Writes model ``name`` to ``dst``, byte for byte, every byte verified.
@@ -68,11 +68,12 @@ class Store:
         The output appears only when complete; an existing ``dst`` is replaced only with
         ``force=True``.
         """
-        return json.loads(self._store.get(name, os.fspath(dst), force))
+        return _report(self._store.get(name, os.fspath(dst), force))
 
     def ls(self) -> list[dict[str, Any]]:
         """The stored models (name, base, files, tensors, bytes)."""
-        return json.loads(self._store.list())
+        report: list[dict[str, Any]] = json.loads(self._store.list())
+        return report
 
     def remove(self, name: str) -> None:
         """Removes model ``name`` (its objects are reclaimed by ``gc``)."""
@@ -88,7 +89,7 @@ class Store:
                 ``"org/"``; the store-wide totals stay whole.
 
         """
-        return json.loads(self._store.stats(prefix))
+        return _report(self._store.stats(prefix))
 
     def gc(self, grace: float = DEFAULT_GRACE_S) -> dict[str, Any]:
         """Deletes the objects no model needs (``mcodec store gc``).
@@ -102,7 +103,7 @@ class Store:
             ``writers``, ``temporaries``, ``temporary_bytes``.
 
         """
-        return json.loads(self._store.gc(float(grace)))
+        return _report(self._store.gc(float(grace)))
 
     def fsck(self) -> dict[str, Any]:
         """Decodes every object and checks it against its key and the manifests.
@@ -115,7 +116,7 @@ class Store:
             consistent (the CLI's exit status is 1 otherwise; here, check the list).
 
         """
-        return json.loads(self._store.fsck())
+        return _report(self._store.fsck())
 
     def load(
         self, name: str, device: Any = "cpu", *, threads: Optional[int] = None
@@ -150,3 +151,9 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<mcodec.Store {self.root!r}>"
+
+
+def _report(text: str) -> dict[str, Any]:
+    """A report the native store returns as JSON text (always an object)."""
+    report: dict[str, Any] = json.loads(text)
+    return report

@@ -247,7 +247,7 @@ def _tied_names(
         def whole(name: str) -> bool:
             t = state_dict[name]
             storage = t.untyped_storage()
-            return (
+            return bool(
                 t.data_ptr() == storage.data_ptr()
                 and t.numel() * t.element_size() == storage.nbytes()
             )

@@ -116,7 +116,9 @@ def load_state_dict(
     return state
 
 
-def _load_packed(original: Any, cls: Any, path: Any, args: tuple, kwargs: dict) -> Any:
+def _load_packed(
+    original: Any, cls: Any, path: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """``cls.from_pretrained(path, ...)`` with the weights from ``path``'s ``.mcz`` files."""
     subfolder = kwargs.get("subfolder") or ""
     directory = os.path.join(os.fspath(path), subfolder)
@@ -130,7 +132,7 @@ def _load_packed(original: Any, cls: Any, path: Any, args: tuple, kwargs: dict) 
     return original(cls, None, *args, config=config, state_dict=state, **kwargs)
 
 
-def _is_packed(path: Any, kwargs: dict) -> bool:
+def _is_packed(path: Any, kwargs: dict[str, Any]) -> bool:
     """Whether ``path`` (with ``subfolder``) is a local directory with packed weights.
 
     A directory that also has a plain ``model.safetensors`` loads as usual.
@@ -178,7 +180,8 @@ def enable() -> Iterator[None]:
                 return original(cls, path, *args, **kwargs)
 
             from_pretrained.__doc__ = original.__doc__
-            PreTrainedModel.from_pretrained = classmethod(from_pretrained)
+            # Patched while the context is open (typed as the original, hence the ignore).
+            PreTrainedModel.from_pretrained = classmethod(from_pretrained)  # type: ignore[method-assign, assignment]
         _depth += 1
     try:
         yield
@@ -186,7 +189,7 @@ def enable() -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                PreTrainedModel.from_pretrained = _original
+                PreTrainedModel.from_pretrained = _original  # type: ignore[method-assign]
                 _original = None
 
 
