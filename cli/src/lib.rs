@@ -69,6 +69,8 @@ pub enum Command {
     Store(commands::store::StoreArgs),
     /// Decode an .mcz on the GPU: throughput beside a device copy, and bit-exactness
     GpuBench(GpuBenchArgs),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(CompletionsArgs),
 }
 
 /// Compression effort.
@@ -222,6 +224,18 @@ fn parse_chunk_log2(s: &str) -> Result<u8, String> {
         .ok_or_else(|| format!("expected an integer in {}..={}", range.start(), range.end()))
 }
 
+/// Arguments of `completions`.
+#[derive(Args, Debug)]
+#[command(after_help = "Install, for example:\n  \
+    bash: mcodec completions bash > ~/.local/share/bash-completion/completions/mcodec\n  \
+    zsh:  mcodec completions zsh > ~/.zfunc/_mcodec  (with ~/.zfunc in $fpath)\n  \
+    fish: mcodec completions fish > ~/.config/fish/completions/mcodec.fish")]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
 /// Parses a `--dtype` value; unknown names are refused since their element size is unknown.
 fn parse_dtype(s: &str) -> Result<Dtype, String> {
     match Dtype::parse(&s.to_ascii_uppercase()) {
@@ -242,5 +256,6 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
         Command::Bench(a) => commands::bench::run(a, g),
         Command::Store(a) => commands::store::run(a, g),
         Command::GpuBench(a) => commands::gpu_bench::run(a, g),
+        Command::Completions(a) => commands::completions::run(a, g),
     }
 }

@@ -800,3 +800,48 @@ fn dash_refuses_a_terminal() {
         );
     }
 }
+
+#[test]
+fn completion_scripts_name_every_subcommand_and_bash_completes() {
+    let dir = TempDir::new().unwrap();
+    let subcommands = [
+        "pack",
+        "unpack",
+        "inspect",
+        "verify",
+        "bench",
+        "store",
+        "gpu-bench",
+        "completions",
+    ];
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = ok(&mcodec(dir.path(), &["completions", shell]));
+        for name in subcommands.iter().chain(&["threads", "level"]) {
+            assert!(script.contains(name), "{shell} script lacks {name}");
+        }
+    }
+    assert_eq!(
+        mcodec(dir.path(), &["completions", "tcsh"]).status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+    // The bash script, sourced, completes `mcodec pa` to `pack` and `mcodec pack --le`
+    // to `--level` (bash is there wherever the test suite's scripts run).
+    let script = dir.path().join("mcodec.bash");
+    fs::write(&script, ok(&mcodec(dir.path(), &["completions", "bash"]))).unwrap();
+    let complete = |words: &str| {
+        let program = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _mcodec mcodec \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; \
+             echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        );
+        let o = Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .unwrap();
+        ok(&o)
+    };
+    assert_eq!(complete("mcodec pa").trim(), "pack");
+    assert!(complete("mcodec pack --le").contains("--level"));
+}

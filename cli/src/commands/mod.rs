@@ -1,6 +1,7 @@
 //! The subcommands, one module each, and what they share.
 
 pub mod bench;
+pub mod completions;
 pub mod gpu_bench;
 pub mod inspect;
 pub mod pack;
