@@ -447,6 +447,31 @@ pub fn write_atomic<T>(
     Ok(value)
 }
 
+/// Refuses `--rm` where no input file is left to remove once the output is safe: a
+/// directory, standard input, or an output on standard output (which cannot be synced
+/// or read back).
+pub fn check_rm(input: &Path, out: &Path, is_dir: bool) -> Result<(), CliError> {
+    let why = if is_stdio(input) {
+        "--rm needs an input file, not standard input"
+    } else if is_stdio(out) {
+        "--rm needs an output file, not standard output"
+    } else if is_dir {
+        "--rm removes single files, not directories"
+    } else {
+        return Ok(());
+    };
+    Err(CliError::usage(input, why))
+}
+
+/// Removes the input file of a `--rm` run whose output `out` is written (by
+/// [`write_atomic`], which synced its bytes): the output's directory is synced first, so
+/// that its rename is on disk before the input's removal can be.
+pub fn remove_input(input: &Path, out: &Path) -> Result<(), CliError> {
+    let dir = parent_dir(out);
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
+    fs::remove_file(input).at(input)
+}
+
 /// What a directory entry is.
 #[derive(Debug)]
 pub enum Node {

@@ -135,6 +135,10 @@ pub struct PackArgs {
     /// Pack a non-safetensors file as raw elements of this dtype (e.g. BF16, F32)
     #[arg(long, value_name = "DT", value_parser = parse_dtype)]
     pub dtype: Option<Dtype>,
+    /// Remove the input file once its .mcz is written, synced and decodes to the input's
+    /// checksums (a file only: not a directory, nor standard input or output)
+    #[arg(long)]
+    pub rm: bool,
 }
 
 /// Arguments of `unpack`.
@@ -146,6 +150,10 @@ pub struct UnpackArgs {
     /// standard output, after checking every checksum (damaged input writes nothing)
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
+    /// Remove the .mcz once the output is written (every checksum checked) and synced (a
+    /// file only: not a directory, nor standard input or output)
+    #[arg(long)]
+    pub rm: bool,
 }
 
 /// Arguments of `inspect`.

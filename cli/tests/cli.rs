@@ -845,3 +845,55 @@ fn completion_scripts_name_every_subcommand_and_bash_completes() {
     assert_eq!(complete("mcodec pa").trim(), "pack");
     assert!(complete("mcodec pack --le").contains("--level"));
 }
+
+#[test]
+fn rm_removes_the_input_only_after_a_complete_output() {
+    let (dir, st) = setup();
+    let d = dir.path();
+    let (input, packed_path) = (d.join("model.safetensors"), d.join("model.safetensors.mcz"));
+    ok(&mcodec(d, &["-q", "pack", "--rm", "model.safetensors"]));
+    assert!(!input.exists(), "pack --rm left its input");
+    let packed = fs::read(&packed_path).unwrap();
+    ok(&mcodec(
+        d,
+        &["-q", "unpack", "--rm", "model.safetensors.mcz"],
+    ));
+    assert!(!packed_path.exists(), "unpack --rm left its input");
+    assert!(
+        fs::read(&input).unwrap() == st,
+        "the round trip changed bytes"
+    );
+
+    // Refused before any work where no input file would be left to remove, or no output
+    // file to check: the input stays.
+    for args in [
+        &["pack", "--rm", "model.safetensors", "-o", "-"][..],
+        &["pack", "--rm", "-"],
+        &["pack", "--rm", "."],
+    ] {
+        let o = mcodec(d, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--rm"), "{args:?}: {}", stderr(&o));
+    }
+    assert!(fs::read(&input).unwrap() == st);
+
+    // A failure keeps the input: an existing output without -f, a file that is not
+    // safetensors, a damaged .mcz (which writes no output either).
+    fs::write(&packed_path, b"in the way").unwrap();
+    assert_eq!(
+        mcodec(d, &["pack", "--rm", "model.safetensors"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert!(fs::read(&input).unwrap() == st);
+    fs::write(d.join("notes.txt"), b"not a model").unwrap();
+    fails_naming(&mcodec(d, &["pack", "--rm", "notes.txt"]), "notes.txt");
+    assert!(d.join("notes.txt").exists());
+    fs::write(d.join("damaged.mcz"), flip_in_largest_stream(&packed)).unwrap();
+    fails_naming(
+        &mcodec(d, &["unpack", "--rm", "damaged.mcz"]),
+        "damaged.mcz",
+    );
+    assert!(d.join("damaged.mcz").exists() && !d.join("damaged").exists());
+}

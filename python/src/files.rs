@@ -100,6 +100,7 @@ pub fn pack(
         level,
         chunk_log2,
         dtype: None,
+        rm: false,
     };
     run(py, Command::Pack(args), force, threads)
 }
@@ -118,6 +119,7 @@ pub fn unpack(
     let args = UnpackArgs {
         input: src,
         output: Some(dst),
+        rm: false,
     };
     run(py, Command::Unpack(args), force, threads)
 }

@@ -32,6 +32,9 @@ pub fn run(a: &PackArgs, g: &Global) -> Result<(), CliError> {
         None if stdin => PathBuf::from(fsutil::STDIO),
         None => fsutil::with_suffix(&a.input, MCZ)?,
     };
+    if a.rm {
+        fsutil::check_rm(&a.input, &out, is_dir)?;
+    }
     if is_dir {
         if a.dtype.is_some() {
             return Err(CliError::usage(
@@ -47,11 +50,19 @@ pub fn run(a: &PackArgs, g: &Global) -> Result<(), CliError> {
         }
         pack_dir(&a.input, &out, &opts, g)
     } else {
-        pack_file(&a.input, &out, &opts, g)
+        pack_file(&a.input, &out, &opts, g, a.rm)
     }
 }
 
-fn pack_file(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result<(), CliError> {
+/// Packs one file (or standard input); with `remove`, removes `input` once `out` is
+/// written, synced and decodes to the input's checksums.
+fn pack_file(
+    input: &Path,
+    out: &Path,
+    opts: &PackOptions,
+    g: &Global,
+    remove: bool,
+) -> Result<(), CliError> {
     let (from_stdin, to_stdout) = (fsutil::is_stdio(input), fsutil::is_stdio(out));
     if !to_stdout {
         fsutil::check_output(out, g.force, false)?;
@@ -60,6 +71,7 @@ fn pack_file(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result
         }
     }
     let start = Instant::now();
+    let input_path = input;
     let data = fsutil::read_input(input)?;
     let (input, out_name) = (fsutil::input_name(input), fsutil::output_name(out));
     let bar = Bar::bytes(data.len() as u64, g.quiet);
@@ -86,6 +98,16 @@ fn pack_file(input: &Path, out: &Path, opts: &PackOptions, g: &Global) -> Result
         fsutil::write_atomic(out, g.force, perms, |w| pack_into(w))?
     };
     drop(bar);
+    if remove {
+        // The file as it lies on disk, decoded whole: every tensor and the header must
+        // match the checksums taken from the input while packing.
+        let written = fs::File::open(out).at(out_name)?;
+        mcodec::container::Archive::open_file(&written)
+            .and_then(|archive| archive.verify(&|_| {}))
+            .at(out_name)?;
+        drop(data);
+        fsutil::remove_input(input_path, out)?;
+    }
     file_done(
         g,
         input,

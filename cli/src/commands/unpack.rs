@@ -35,6 +35,9 @@ pub fn run(a: &UnpackArgs, g: &Global) -> Result<(), CliError> {
             }
         },
     };
+    if a.rm {
+        fsutil::check_rm(&a.input, &out, is_dir)?;
+    }
     if is_dir {
         if fsutil::is_stdio(&out) {
             return Err(CliError::usage(
@@ -44,11 +47,13 @@ pub fn run(a: &UnpackArgs, g: &Global) -> Result<(), CliError> {
         }
         unpack_dir(&a.input, &out, g)
     } else {
-        unpack_file(&a.input, &out, g)
+        unpack_file(&a.input, &out, g, a.rm)
     }
 }
 
-fn unpack_file(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
+/// Unpacks one file (or standard input); with `remove`, removes `input` once `out` is
+/// written (every checksum checked on the way) and synced.
+fn unpack_file(input: &Path, out: &Path, g: &Global, remove: bool) -> Result<(), CliError> {
     let (from_stdin, to_stdout) = (fsutil::is_stdio(input), fsutil::is_stdio(out));
     if !to_stdout {
         fsutil::check_output(out, g.force, false)?;
@@ -57,6 +62,7 @@ fn unpack_file(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
         }
     }
     let start = Instant::now();
+    let input_path = input;
     let source = PackedInput::open(input)?;
     let archive = source.archive(input)?;
     let (input, out_name) = (fsutil::input_name(input), fsutil::output_name(out));
@@ -79,7 +85,14 @@ fn unpack_file(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
         fsutil::write_atomic(out, g.force, source.permissions(), |w| unpack_into(w))?;
     }
     drop(bar);
-    file_done(g, input, out_name, source.len(), original, false, start)
+    let packed_len = source.len();
+    if remove {
+        // (The archive maps the input: unmapped first, as it is about to go.)
+        drop(archive);
+        drop(source);
+        fsutil::remove_input(input_path, out)?;
+    }
+    file_done(g, input, out_name, packed_len, original, false, start)
 }
 
 fn unpack_dir(input: &Path, out: &Path, g: &Global) -> Result<(), CliError> {
